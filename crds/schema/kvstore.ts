@@ -1,0 +1,75 @@
+import { Type, type Static } from "@sinclair/typebox";
+import { cel, Duration, LocalRef, Name, Quantity, statusBase, strictObject, StringEnum } from "./common.ts";
+
+export const KVTier = strictObject(
+  {
+    name: Name("Tier name, unique in the store (a DNS-1123 label)."),
+    medium: StringEnum(["memory", "disk", "objectStore"], { description: "memory: the store pod's RAM (LRU by bytes). disk: a persistent volume per store pod. objectStore: an S3-compatible bucket." }),
+    capacity: Type.Optional(Quantity("Most bytes kept in this tier; the least recently used blocks are evicted (demoted to the next tier) beyond it. Required for memory and disk.")),
+    storageClassName: Type.Optional(Type.String({ maxLength: 253, description: "StorageClass of the disk tier's volume claim. Default: the cluster default." })),
+    endpoint: Type.Optional(Type.String({ maxLength: 2048, pattern: "^https?://[^\\s]+$", description: "S3-compatible endpoint URL of the objectStore tier." })),
+    bucket: Type.Optional(Type.String({ minLength: 3, maxLength: 63, pattern: "^[a-z0-9][a-z0-9.-]*[a-z0-9]$", description: "Bucket of the objectStore tier." })),
+    region: Type.Optional(Type.String({ maxLength: 64, description: "Region of the objectStore tier. Default us-east-1." })),
+    secretRef: Type.Optional(LocalRef("Secret", "Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the objectStore tier.")),
+    ttl: Type.Optional(Duration("Blocks unused this long are dropped from the tier.")),
+  },
+  {
+    description: "One tier of the store, tried in list order on lookup.",
+    ...cel(
+      { rule: "self.medium == 'objectStore' || has(self.capacity)", message: "capacity is required for memory and disk tiers", fieldPath: ".capacity", reason: "FieldValueRequired" },
+      { rule: "self.medium != 'objectStore' || (has(self.endpoint) && has(self.bucket))", message: "endpoint and bucket are required for an objectStore tier", fieldPath: ".endpoint", reason: "FieldValueRequired" },
+      { rule: "self.medium == 'objectStore' || (!has(self.endpoint) && !has(self.bucket) && !has(self.secretRef))", message: "endpoint, bucket and secretRef apply only to an objectStore tier", fieldPath: ".medium" },
+      { rule: "self.medium == 'disk' || !has(self.storageClassName)", message: "storageClassName applies only to a disk tier", fieldPath: ".storageClassName" },
+    ),
+  },
+);
+export type KVTier = Static<typeof KVTier>;
+
+export const KVCodec = strictObject(
+  {
+    name: StringEnum(["default", "lossless", "int8", "none"], { description: "KV codec for stored blocks: default (delta + per-layer quantisation + entropy coding), lossless, int8 (per-channel 8-bit) or none (raw f16). Default default.", default: "default" }),
+  },
+  { description: "How KV blocks are encoded at rest and in transit." },
+);
+
+export const KVStoreSpec = strictObject(
+  {
+    tiers: Type.Unsafe<KVTier[]>({
+      type: "array",
+      items: KVTier,
+      minItems: 1,
+      maxItems: 4,
+      "x-kubernetes-list-type": "map",
+      "x-kubernetes-list-map-keys": ["name"],
+      description: "Ordered tiers, fastest first. A hit in a lower tier is promoted; an eviction demotes to the next tier.",
+      ...cel(
+        { rule: "self.filter(t, t.medium == 'memory').size() <= 1 && self.filter(t, t.medium == 'disk').size() <= 1", message: "at most one memory tier and one disk tier" },
+        { rule: "!self.exists(t, t.medium == 'memory') || self[0].medium == 'memory'", message: "the memory tier must come first" },
+      ),
+    }),
+    codec: Type.Optional(KVCodec),
+    blockTokens: Type.Integer({ minimum: 16, maximum: 8192, default: 256, description: "Tokens per KV block, the unit of hashing, storage and reuse. Default 256." }),
+    replicas: Type.Integer({ minimum: 1, maximum: 64, default: 1, description: "kvstore pods; blocks are sharded across them by hash. Default 1." }),
+    tenantSalt: Type.Optional(Type.String({ maxLength: 128, description: "Salt mixed into every block key, so caches of different tenants never match. Default: the namespace." })),
+    resources: Type.Optional(
+      strictObject(
+        { cpu: Type.Optional(Quantity("CPU per kvstore pod. Default 1.")), memory: Type.Optional(Quantity("Memory per kvstore pod. Default: the memory tier's capacity plus 1Gi.")) },
+        { description: "CPU and memory per kvstore pod." },
+      ),
+    ),
+  },
+  { description: "A tiered store of KV caches shared by the prefill and decode pools that reference it." },
+);
+export type KVStoreSpec = Static<typeof KVStoreSpec>;
+
+export const KVStoreStatus = Type.Object(
+  {
+    ...statusBase(),
+    replicas: Type.Optional(Type.Integer({ description: "kvstore pods that exist." })),
+    readyReplicas: Type.Optional(Type.Integer({ description: "kvstore pods that are ready." })),
+    endpoint: Type.Optional(Type.String({ description: "In-cluster URL engines use to reach the store." })),
+    tiers: Type.Optional(Type.String({ description: "The tiers in order, e.g. ram(memory),ssd(disk),s3(objectStore)." })),
+  },
+  { description: "Observed state of the KVStore." },
+);
+export type KVStoreStatus = Static<typeof KVStoreStatus>;
