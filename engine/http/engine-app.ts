@@ -1,0 +1,71 @@
+/**
+ * createEngineApp: the HTTP face of a model-holding pod (aggregated, prefill or decode role).
+ * Never listens by itself; main.ts does, tests call it in-process.
+ */
+import express, { type Express, type Request, type Response, type Router } from "express";
+import type { EngineMetrics } from "../metrics/engine-metrics.ts";
+import type { CompletionService } from "../serving/completion-service.ts";
+import { errorHandler, notFound } from "./http-error.ts";
+import type { RequestKind } from "./openai-request.ts";
+import { clientGone, respondWithGeneration } from "./respond.ts";
+
+export interface EngineAppDeps {
+  service: CompletionService;
+  metrics: EngineMetrics;
+  /** Role-specific routes (P/D hand-off), mounted before the OpenAI API. */
+  extraRoutes?: Router;
+}
+
+export function countRequests(metrics: EngineMetrics): express.RequestHandler {
+  return (_req, res, next) => {
+    res.on("finish", () => metrics.requests.inc({ status: String(res.statusCode) }));
+    next();
+  };
+}
+
+export function observabilityRoutes(metrics: EngineMetrics, ready: () => boolean): Router {
+  const router = express.Router();
+  router.get("/health", (_req, res) => {
+    res.json({ status: "ok", role: metrics.role });
+  });
+  router.get("/ready", (_req, res) => {
+    const ok = ready();
+    res.status(ok ? 200 : 503).json({ ready: ok, role: metrics.role });
+  });
+  router.get("/metrics", async (_req, res) => {
+    res.set("Content-Type", metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  return router;
+}
+
+function completionHandler(service: CompletionService, kind: RequestKind) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const prepared = service.prepare(req.body, kind);
+    const gone = clientGone(req, res);
+    await respondWithGeneration(service, prepared, res, { signal: gone.signal });
+  };
+}
+
+export function createEngineApp(deps: EngineAppDeps): Express {
+  const { service, metrics } = deps;
+  const app = express();
+  app.disable("x-powered-by");
+  app.use(countRequests(metrics));
+  service.pool.observe(() => {
+    metrics.queueDepth.set(service.pool.queued);
+    metrics.runningSequences.set(service.pool.running);
+  });
+  app.use(observabilityRoutes(metrics, () => true));
+  app.get("/v1/models", (_req, res) => {
+    const created = Math.floor(Date.now() / 1000);
+    const ids = [service.runtime.info.modelId, "default"];
+    res.json({ object: "list", data: ids.map((id) => ({ id, object: "model", created, owned_by: "llmfleet" })) });
+  });
+  app.use(express.json({ limit: "8mb" }));
+  if (deps.extraRoutes) app.use(deps.extraRoutes);
+  app.post("/v1/completions", completionHandler(service, "completion"));
+  app.post("/v1/chat/completions", completionHandler(service, "chat"));
+  app.use(notFound);
+  app.use(errorHandler());
+  return app;
+}

@@ -1,0 +1,67 @@
+/** Handlers throw HttpError; one error handler renders OpenAI-style error bodies. */
+import type { ErrorRequestHandler, RequestHandler } from "express";
+
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+export interface HttpErrorOptions {
+  type?: string;
+  param?: string | null;
+  code?: string | null;
+  headers?: Record<string, string>;
+  cause?: unknown;
+}
+
+export class HttpError extends Error {
+  readonly type: string;
+  readonly param: string | null;
+  readonly code: string | null;
+  readonly headers: Record<string, string>;
+
+  constructor(
+    readonly status: number,
+    message: string,
+    opts: HttpErrorOptions = {},
+  ) {
+    super(message, { cause: opts.cause });
+    this.type = opts.type ?? (status >= 500 ? "server_error" : "invalid_request_error");
+    this.param = opts.param ?? null;
+    this.code = opts.code ?? null;
+    this.headers = opts.headers ?? {};
+  }
+
+  body(): OpenAIErrorBody {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+export const invalidParam = (param: string, message: string): HttpError =>
+  new HttpError(400, message, { param, code: "invalid_value" });
+
+/** body-parser marks its errors with `type`; map them before they look like server errors. */
+function toHttpError(err: unknown): HttpError {
+  if (err instanceof HttpError) return err;
+  const e = err as { type?: string; status?: number; message?: string };
+  if (e.type === "entity.parse.failed") return new HttpError(400, `malformed JSON in request body: ${e.message}`, { code: "invalid_json" });
+  if (e.type === "entity.too.large") return new HttpError(413, "request body too large", { code: "body_too_large" });
+  if (typeof e.status === "number" && e.status >= 400 && e.status < 500) return new HttpError(e.status, e.message ?? "bad request");
+  return new HttpError(500, `internal error: ${e.message ?? String(err)}`, { cause: err });
+}
+
+export function errorHandler(onError?: (status: number) => void): ErrorRequestHandler {
+  return (err, _req, res, next) => {
+    const httpError = toHttpError(err);
+    onError?.(httpError.status);
+    if (res.headersSent) {
+      // Streaming already started: the SSE writer reports errors in-band; just close.
+      res.end();
+      return next === undefined ? undefined : undefined;
+    }
+    res.status(httpError.status).set(httpError.headers).json(httpError.body());
+  };
+}
+
+export const notFound: RequestHandler = (req, _res, next) => {
+  next(new HttpError(404, `no route for ${req.method} ${req.path}`, { code: "not_found" }));
+};

@@ -1,0 +1,70 @@
+/**
+ * Runs a generation for an HTTP response, streamed (SSE) or whole. A client that disconnects
+ * aborts the generation, which releases its sequence.
+ */
+import type { Request, Response } from "express";
+import type { CompletionService, GenerateOptions, GenerationResult, PreparedRequest } from "../serving/completion-service.ts";
+import { HttpError } from "./http-error.ts";
+import { chunkBody, newResponseMeta, wholeBody, type ResponseMeta } from "./openai-format.ts";
+
+/** Aborts when the client goes away before the response finished. */
+export function clientGone(req: Request, res: Response): AbortController {
+  const controller = new AbortController();
+  res.on("close", () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  req.on("aborted", () => controller.abort());
+  return controller;
+}
+
+export function writeSse(res: Response, body: object | string): void {
+  res.write(`data: ${typeof body === "string" ? body : JSON.stringify(body)}\n\n`);
+}
+
+function startSse(res: Response): void {
+  res.status(200).set({ "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" });
+  res.flushHeaders();
+}
+
+async function streamResponse(
+  res: Response,
+  meta: ResponseMeta,
+  gen: AsyncGenerator<string, GenerationResult, void>,
+): Promise<void> {
+  let started = false;
+  try {
+    let step = await gen.next();
+    startSse(res);
+    started = true;
+    while (!step.done) {
+      writeSse(res, chunkBody(meta, step.value, null));
+      step = await gen.next();
+    }
+    writeSse(res, chunkBody(meta, "", step.value.finishReason));
+    writeSse(res, "[DONE]");
+    res.end();
+  } catch (err) {
+    if (!started) throw err;
+    const httpError = err instanceof HttpError ? err : new HttpError(500, String((err as Error).message ?? err));
+    writeSse(res, httpError.body());
+    res.end();
+  }
+}
+
+async function wholeResponse(res: Response, meta: ResponseMeta, gen: AsyncGenerator<string, GenerationResult, void>): Promise<void> {
+  let step = await gen.next();
+  while (!step.done) step = await gen.next();
+  res.json(wholeBody(meta, step.value));
+}
+
+export async function respondWithGeneration(
+  service: CompletionService,
+  prepared: PreparedRequest,
+  res: Response,
+  opts: GenerateOptions,
+): Promise<void> {
+  const meta = newResponseMeta(prepared.parsed.kind, prepared.parsed.model);
+  const gen = service.generate(prepared, opts);
+  if (prepared.parsed.stream) await streamResponse(res, meta, gen);
+  else await wholeResponse(res, meta, gen);
+}

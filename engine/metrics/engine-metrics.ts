@@ -1,0 +1,62 @@
+/**
+ * The engine's Prometheus metrics, all prefixed `llmfleet_` and labelled with the pod's role.
+ * The autoscaler reads TTFT, ITL, queue depth and running sequences from here.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export type Role = "aggregated" | "prefill" | "decode" | "router";
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const ITL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28];
+const BYTES_BUCKETS = [1e4, 1e5, 1e6, 4e6, 16e6, 64e6, 256e6, 1e9];
+
+export interface EngineMetrics {
+  readonly registry: Registry;
+  readonly role: Role;
+  ttft: Histogram;
+  interTokenLatency: Histogram;
+  e2eLatency: Histogram;
+  queueDepth: Gauge;
+  runningSequences: Gauge;
+  requests: Counter<"status">;
+  promptTokens: Counter;
+  generatedTokens: Counter;
+  prefixHitTokens: Counter;
+  handoffBytes: Histogram;
+  handoffSeconds: Histogram<"stage">;
+  handoffFailures: Counter<"reason">;
+}
+
+export function createEngineMetrics(role: Role, withProcessMetrics = false): EngineMetrics {
+  const registry = new Registry();
+  registry.setDefaultLabels({ role });
+  if (withProcessMetrics) collectDefaultMetrics({ register: registry, prefix: "llmfleet_process_" });
+  const registers = [registry];
+  return {
+    registry,
+    role,
+    ttft: new Histogram({ name: "llmfleet_ttft_seconds", help: "Time to first token", buckets: LATENCY_BUCKETS, registers }),
+    interTokenLatency: new Histogram({
+      name: "llmfleet_inter_token_latency_seconds",
+      help: "Time between consecutive generated tokens",
+      buckets: ITL_BUCKETS,
+      registers,
+    }),
+    e2eLatency: new Histogram({ name: "llmfleet_e2e_latency_seconds", help: "Request latency, arrival to last token", buckets: LATENCY_BUCKETS, registers }),
+    queueDepth: new Gauge({ name: "llmfleet_queue_depth", help: "Requests waiting for a sequence", registers }),
+    runningSequences: new Gauge({ name: "llmfleet_running_sequences", help: "Sequences leased to requests", registers }),
+    requests: new Counter({ name: "llmfleet_requests_total", help: "Requests by HTTP status", labelNames: ["status"], registers }),
+    promptTokens: new Counter({ name: "llmfleet_prompt_tokens_total", help: "Prompt tokens received", registers }),
+    generatedTokens: new Counter({ name: "llmfleet_generated_tokens_total", help: "Tokens generated", registers }),
+    prefixHitTokens: new Counter({ name: "llmfleet_prefix_hit_tokens_total", help: "Prompt tokens whose KV was reused instead of recomputed", registers }),
+    handoffBytes: new Histogram({ name: "llmfleet_kv_handoff_bytes", help: "KV state bytes per prefill->decode hand-off", buckets: BYTES_BUCKETS, registers }),
+    handoffSeconds: new Histogram({
+      name: "llmfleet_kv_handoff_seconds",
+      help: "Time per hand-off stage (send on prefill, receive/import on decode, total on router)",
+      labelNames: ["stage"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    handoffFailures: new Counter({ name: "llmfleet_kv_handoff_failures_total", help: "Failed hand-offs by reason", labelNames: ["reason"], registers }),
+  };
+}

@@ -1,0 +1,58 @@
+/**
+ * Decode side: KV states received from prefill pods, waiting for the router's generate call.
+ * Bounded (a full store refuses new hand-offs: back-pressure to the prefill pod) and expiring
+ * (a router that never comes back must not pin memory).
+ */
+export interface StagedState {
+  tokens: number[];
+  state: Buffer;
+  expiresAt: number;
+}
+
+export class HandoffStoreFullError extends Error {}
+
+export class HandoffStore implements AsyncDisposable {
+  private readonly staged = new Map<string, StagedState>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    readonly maxEntries: number,
+    readonly ttlMs = 60_000,
+  ) {
+    this.sweeper = setInterval(() => this.sweep(), Math.min(ttlMs, 5_000));
+    this.sweeper.unref();
+  }
+
+  get size(): number {
+    return this.staged.size;
+  }
+
+  get bytes(): number {
+    let total = 0;
+    for (const s of this.staged.values()) total += s.state.length;
+    return total;
+  }
+
+  put(id: string, tokens: number[], state: Buffer): void {
+    this.sweep();
+    if (this.staged.size >= this.maxEntries) throw new HandoffStoreFullError(`decode pod holds ${this.maxEntries} staged KV states; retry later`);
+    this.staged.set(id, { tokens, state, expiresAt: Date.now() + this.ttlMs });
+  }
+
+  /** Removes and returns the staged state; undefined when unknown or expired. */
+  take(id: string): StagedState | undefined {
+    const s = this.staged.get(id);
+    this.staged.delete(id);
+    return s && s.expiresAt >= Date.now() ? s : undefined;
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [id, s] of this.staged) if (s.expiresAt < now) this.staged.delete(id);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    clearInterval(this.sweeper);
+    this.staged.clear();
+  }
+}

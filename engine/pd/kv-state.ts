@@ -1,0 +1,162 @@
+/**
+ * Reads and normalises llama.cpp sequence state (`llama_state_seq_save_file`, magic "ggsq").
+ *
+ * Why: the state is not portable between contexts as llama.cpp writes it. Each KV cache section
+ * starts with the context's number of KV streams (one per sequence, kv_unified is off in
+ * node-llama-cpp), and the loader refuses a different count ("n_stream mismatch"); the V
+ * tensors are stored transposed unless flash attention is on, and the loader refuses the other
+ * layout. A sequence occupies one stream, so we rewrite the stream count (keeping the one
+ * non-empty stream block) and transpose V where the layouts differ.
+ *
+ * Layout after the header (magic u32, version u32, n_token u32, tokens u32[n]): one section per
+ * KV cache (two on sliding-window models: base and SWA), each:
+ *   n_stream u32; per stream: cell_count u32, and when > 0:
+ *     meta: per cell pos i32, n_seq_id u32, seq_id i32[n_seq_id]
+ *     data: v_trans u32, n_layer u32; per layer K: type i32, row_size u64, rows
+ *           per layer V: type i32, row_size u64, rows            (v_trans = 0)
+ *                     or type i32, el_size u32, n_embd u32, cols (v_trans = 1)
+ * Models with per-cell extensions (M-RoPE) or recurrent state are refused (the parse does not
+ * end exactly at the end of the buffer).
+ */
+const MAGIC = 0x67677371;
+
+export interface KvLayout {
+  streams: number;
+  vTransposed: boolean;
+}
+
+export interface SeqStateSummary {
+  tokens: number[];
+  sections: { streams: number; cells: number; vTransposed: boolean | undefined }[];
+}
+
+class Reader {
+  offset = 0;
+  constructor(readonly buf: Buffer) {}
+  u32(): number {
+    const v = this.buf.readUInt32LE(this.offset);
+    this.offset += 4;
+    return v;
+  }
+  u64(): number {
+    const v = Number(this.buf.readBigUInt64LE(this.offset));
+    this.offset += 8;
+    return v;
+  }
+  bytes(n: number): Buffer {
+    if (this.offset + n > this.buf.length) throw new Error("KV state truncated");
+    const b = this.buf.subarray(this.offset, this.offset + n);
+    this.offset += n;
+    return b;
+  }
+  get done(): boolean {
+    return this.offset >= this.buf.length;
+  }
+}
+
+const u32 = (v: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+};
+
+/** Transposes a rows x cols matrix of `el`-byte elements. */
+function transpose(src: Buffer, rows: number, cols: number, el: number): Buffer {
+  const out = Buffer.alloc(src.length);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) src.copy(out, (c * rows + r) * el, (r * cols + c) * el, (r * cols + c + 1) * el);
+  }
+  return out;
+}
+
+function readV(r: Reader, cells: number, vTransposed: boolean, wantTransposed: boolean): Buffer[] {
+  const type = r.bytes(4);
+  if (!vTransposed) {
+    const rowSize = r.u64();
+    const rows = r.bytes(cells * rowSize);
+    if (!wantTransposed) return [type, r.buf.subarray(r.offset - 8 - rows.length, r.offset - rows.length), rows];
+    const el = elementSize(type.readInt32LE());
+    return [type, u32(el), u32(rowSize / el), transpose(rows, cells, rowSize / el, el)];
+  }
+  const el = r.u32();
+  const nEmbd = r.u32();
+  const cols = r.bytes(nEmbd * cells * el);
+  if (wantTransposed) return [type, u32(el), u32(nEmbd), cols];
+  const rowSize = Buffer.alloc(8);
+  rowSize.writeBigUInt64LE(BigInt(nEmbd * el));
+  return [type, rowSize, transpose(cols, nEmbd, cells, el)];
+}
+
+/** ggml type ids of unquantized types: F32=0, F16=1, BF16=30. Quantized V cannot be transposed here. */
+function elementSize(ggmlType: number): number {
+  const sizes: Record<number, number> = { 0: 4, 1: 2, 30: 2 };
+  const size = sizes[ggmlType];
+  if (size === undefined) throw new Error(`cannot change the V layout of a quantized KV cache (ggml type ${ggmlType})`);
+  return size;
+}
+
+function readStreamBlock(r: Reader, cells: number, wantTransposed: boolean): { parts: Buffer[]; vTransposed: boolean } {
+  const metaStart = r.offset;
+  for (let i = 0; i < cells; i++) {
+    r.u32();
+    r.bytes(4 * r.u32());
+  }
+  const parts: Buffer[] = [u32(cells), r.buf.subarray(metaStart, r.offset)];
+  const vTransposed = r.u32() === 1;
+  const nLayer = r.u32();
+  parts.push(u32(wantTransposed ? 1 : 0), u32(nLayer));
+  const kStart = r.offset;
+  for (let l = 0; l < nLayer; l++) {
+    r.bytes(4);
+    r.bytes(cells * r.u64());
+  }
+  parts.push(r.buf.subarray(kStart, r.offset));
+  for (let l = 0; l < nLayer; l++) parts.push(...readV(r, cells, vTransposed, wantTransposed));
+  return { parts, vTransposed };
+}
+
+function readHeader(r: Reader): number[] {
+  if (r.u32() !== MAGIC) throw new Error("not a llama.cpp sequence state (bad magic)");
+  r.u32();
+  const n = r.u32();
+  return Array.from({ length: n }, () => r.u32());
+}
+
+/** Rewrites a sequence state for a context with `target.streams` KV streams and V layout. */
+export function normaliseSeqState(state: Buffer, target: KvLayout): Buffer {
+  const r = new Reader(state);
+  readHeader(r);
+  const out: Buffer[] = [state.subarray(0, r.offset)];
+  while (!r.done) {
+    const streams = r.u32();
+    const blocks: Buffer[][] = [];
+    for (let s = 0; s < streams; s++) {
+      const cells = r.u32();
+      if (cells > 0) blocks.push(readStreamBlock(r, cells, target.vTransposed).parts);
+    }
+    if (blocks.length > target.streams) throw new Error(`state holds ${blocks.length} non-empty KV streams; target has ${target.streams}`);
+    out.push(u32(target.streams), ...blocks.flat());
+    for (let s = blocks.length; s < target.streams; s++) out.push(u32(0));
+  }
+  if (r.offset !== state.length) throw new Error("KV state layout not understood (trailing bytes)");
+  return Buffer.concat(out);
+}
+
+export function summariseSeqState(state: Buffer): SeqStateSummary {
+  const r = new Reader(state);
+  const tokens = readHeader(r);
+  const sections: SeqStateSummary["sections"] = [];
+  while (!r.done) {
+    const streams = r.u32();
+    let cellsTotal = 0;
+    let vTransposed: boolean | undefined;
+    for (let s = 0; s < streams; s++) {
+      const cells = r.u32();
+      if (cells === 0) continue;
+      cellsTotal += cells;
+      vTransposed = readStreamBlock(r, cells, false).vTransposed;
+    }
+    sections.push({ streams, cells: cellsTotal, vTransposed });
+  }
+  return { tokens, sections };
+}

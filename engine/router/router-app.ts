@@ -1,0 +1,132 @@
+/**
+ * createRouterApp: the fleet's OpenAI endpoint in disaggregated mode. For each request it asks
+ * a prefill pod to evaluate the prompt and hand the KV state to a chosen decode pod, then
+ * streams the decode pod's tokens to the client. A failed hand-off or a decode pod that fails
+ * before answering is retried on the next decode pod; every failure ends in a clear error.
+ */
+import { randomUUID } from "node:crypto";
+import express, { type Express, type Request, type Response } from "express";
+import type { EngineMetrics } from "../metrics/engine-metrics.ts";
+import { countRequests, observabilityRoutes } from "../http/engine-app.ts";
+import { errorHandler, HttpError, notFound, type OpenAIErrorBody } from "../http/http-error.ts";
+import type { RequestKind } from "../http/openai-request.ts";
+import { clientGone } from "../http/respond.ts";
+import { relayStream, relayWhole } from "./relay.ts";
+import { UpstreamSet } from "./upstreams.ts";
+
+export interface RouterDeps {
+  prefill: string[];
+  decode: string[];
+  metrics: EngineMetrics;
+  /** Decode pods tried per request (default 3). */
+  maxAttempts?: number;
+  /** Time allowed for prefill + hand-off (default 120 s). */
+  prefillTimeoutMs?: number;
+}
+
+interface Attempt {
+  kind: RequestKind;
+  body: unknown;
+  decodeUrl: string;
+  signal: AbortSignal;
+}
+
+/** An upstream answer to hand to the client as it is (a 4xx such as 400/404/429). */
+class Relayed extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: OpenAIErrorBody,
+    readonly retryAfter: string | null,
+  ) {
+    super(body.error?.message ?? `upstream status ${status}`);
+  }
+}
+
+async function postJson(url: string, body: unknown, signal: AbortSignal): Promise<globalThis.Response> {
+  return fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal });
+}
+
+async function failure(res: globalThis.Response): Promise<Relayed> {
+  const text = await res.text();
+  let body: OpenAIErrorBody;
+  try {
+    body = JSON.parse(text) as OpenAIErrorBody;
+  } catch {
+    body = new HttpError(res.status, text.slice(0, 300) || `status ${res.status}`).body();
+  }
+  return new Relayed(res.status, body, res.headers.get("retry-after"));
+}
+
+const retryable = (status: number): boolean => status >= 500;
+
+/** A non-retryable upstream answer (400, 404, 429...) goes to the client as it is. */
+function relayedToClient(err: unknown, res: Response): boolean {
+  if (!(err instanceof Relayed) || retryable(err.status)) return false;
+  if (err.retryAfter) res.set("Retry-After", err.retryAfter);
+  res.status(err.status).json(err.body);
+  return true;
+}
+
+export function createRouterApp(deps: RouterDeps): Express {
+  const { metrics } = deps;
+  const prefill = new UpstreamSet(deps.prefill);
+  const decode = new UpstreamSet(deps.decode);
+  const prefillTimeout = deps.prefillTimeoutMs ?? 120_000;
+
+  async function prefillOn(a: Attempt, handoffId: string): Promise<void> {
+    const url = prefill.ranked()[0]!;
+    const t0 = performance.now();
+    const res = await prefill.track(url, () =>
+      postJson(`${url}/internal/prefill`, { request: a.body, kind: a.kind, handoffId, decodeUrl: a.decodeUrl }, AbortSignal.any([a.signal, AbortSignal.timeout(prefillTimeout)])),
+    );
+    if (!res.ok) throw await failure(res);
+    await res.json();
+    metrics.handoffSeconds.observe({ stage: "prefill_and_handoff" }, (performance.now() - t0) / 1000);
+  }
+
+  async function attempt(a: Attempt, res: Response, arrivedAt: number): Promise<void> {
+    const handoffId = randomUUID();
+    await prefillOn(a, handoffId);
+    await decode.track(a.decodeUrl, async () => {
+      const upstream = await postJson(`${a.decodeUrl}/internal/generate/${handoffId}`, { request: a.body, kind: a.kind }, a.signal);
+      if (!upstream.ok) throw await failure(upstream);
+      const stream = (upstream.headers.get("content-type") ?? "").startsWith("text/event-stream");
+      await (stream ? relayStream(upstream, res, metrics, arrivedAt) : relayWhole(upstream, res));
+    });
+  }
+
+  function handler(kind: RequestKind) {
+    return async (req: Request, res: Response): Promise<void> => {
+      const arrivedAt = performance.now();
+      const signal = clientGone(req, res).signal;
+      const errors: string[] = [];
+      for (const decodeUrl of decode.ranked().slice(0, deps.maxAttempts ?? 3)) {
+        try {
+          await attempt({ kind, body: req.body, decodeUrl, signal }, res, arrivedAt);
+          metrics.e2eLatency.observe((performance.now() - arrivedAt) / 1000);
+          return;
+        } catch (err) {
+          if (signal.aborted || relayedToClient(err, res)) return;
+          metrics.handoffFailures.inc({ reason: err instanceof Relayed ? "upstream_status" : "unreachable" });
+          errors.push(`${decodeUrl}: ${(err as Error).message}`);
+        }
+      }
+      throw new HttpError(502, `no decode pod completed the request: ${errors.join("; ")}`, { code: "decode_unavailable" });
+    };
+  }
+
+  const app = express();
+  app.disable("x-powered-by");
+  app.use(countRequests(metrics));
+  app.use(observabilityRoutes(metrics, () => true));
+  app.get("/v1/models", async (_req, res) => {
+    const upstream = await fetch(`${deps.decode[0]}/v1/models`, { signal: AbortSignal.timeout(5_000) });
+    res.status(upstream.status).type("application/json").send(await upstream.text());
+  });
+  app.use(express.json({ limit: "8mb" }));
+  app.post("/v1/completions", handler("completion"));
+  app.post("/v1/chat/completions", handler("chat"));
+  app.use(notFound);
+  app.use(errorHandler());
+  return app;
+}

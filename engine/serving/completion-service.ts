@@ -1,0 +1,160 @@
+/**
+ * The engine's generation path, shared by the aggregated, prefill and decode roles:
+ * validate + tokenize (prepare), lease a sequence (admission), reuse the longest cached prefix,
+ * evaluate the prompt, then sample until EOG / stop / max_tokens / client gone.
+ *
+ * Invariant for P/D equality: every path evaluates prompt[0..n-1) without sampling, then feeds
+ * the last prompt token to the sampler. The prefill pod hands off the KV of prompt[0..n-1), so
+ * the decode pod computes exactly what the aggregated pod computes.
+ */
+import type { EngineMetrics } from "../metrics/engine-metrics.ts";
+import type { ModelRuntime, Token } from "../runtime/runtime.ts";
+import { HttpError } from "../http/http-error.ts";
+import { contextLengthError, parseOpenAIRequest, type ParsedRequest, type RequestKind } from "../http/openai-request.ts";
+import { QueueAbortedError, QueueFullError, type SequenceLease, type SequencePool } from "./sequence-pool.ts";
+import { TextAssembler } from "./text-assembler.ts";
+
+export interface PreparedRequest {
+  parsed: ParsedRequest;
+  prompt: Token[];
+  maxTokens: number;
+  stop: string[];
+  /** performance.now() at arrival, for TTFT. */
+  arrivedAt: number;
+}
+
+export type FinishReason = "stop" | "length" | "cancelled";
+
+export interface GenerationResult {
+  text: string;
+  finishReason: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+  prefixHitTokens: number;
+}
+
+export interface GenerateOptions {
+  signal: AbortSignal;
+  /** KV state of prompt[0..n-1) from a prefill pod (decode role). */
+  importedState?: Buffer;
+}
+
+export class CompletionService {
+  constructor(
+    readonly runtime: ModelRuntime,
+    readonly pool: SequencePool,
+    readonly metrics: EngineMetrics,
+  ) {}
+
+  prepare(body: unknown, kind: RequestKind, arrivedAt = performance.now()): PreparedRequest {
+    const { info } = this.runtime;
+    const parsed = parseOpenAIRequest(body, kind, info.modelId);
+    const { prompt, stop } = this.tokenizeRequest(parsed);
+    const maxTokens = parsed.maxTokens ?? info.contextSize - prompt.length;
+    if (maxTokens < 1 || prompt.length + maxTokens > info.contextSize) {
+      throw contextLengthError(info.contextSize, prompt.length, Math.max(1, maxTokens));
+    }
+    return { parsed, prompt, maxTokens, stop, arrivedAt };
+  }
+
+  private tokenizeRequest(parsed: ParsedRequest): { prompt: Token[]; stop: string[] } {
+    if (parsed.messages) {
+      const chat = this.runtime.tokenizeChat(parsed.messages);
+      return { prompt: chat.tokens, stop: [...parsed.stop, ...chat.stop] };
+    }
+    const prompt = this.runtime.tokenize(parsed.prompt ?? "");
+    if (prompt.length === 0) throw new HttpError(400, "prompt is empty", { param: "prompt" });
+    return { prompt, stop: parsed.stop };
+  }
+
+  async acquire(prompt: readonly Token[], signal: AbortSignal): Promise<SequenceLease> {
+    try {
+      return await this.pool.acquire(prompt, signal);
+    } catch (err) {
+      if (err instanceof QueueFullError) {
+        throw new HttpError(429, err.message, { type: "rate_limit_error", code: "queue_full", headers: { "Retry-After": "1" } });
+      }
+      if (err instanceof QueueAbortedError) throw new HttpError(499, err.message, { code: "cancelled" });
+      throw err;
+    }
+  }
+
+  /** Prefill role: evaluate prompt[0..n-1) and export that KV. The sequence keeps it for reuse. */
+  async prefillState(req: PreparedRequest, signal: AbortSignal): Promise<{ state: Buffer; prefixHitTokens: number }> {
+    const lease = await this.acquire(req.prompt, signal);
+    try {
+      const hits = await lease.sequence.evaluatePrefix(req.prompt.slice(0, -1));
+      this.metrics.promptTokens.inc(req.prompt.length);
+      this.metrics.prefixHitTokens.inc(hits);
+      return { state: await lease.sequence.exportState(), prefixHitTokens: hits };
+    } finally {
+      lease.release();
+    }
+  }
+
+  /** Yields text deltas; returns the result. Releases the sequence however it ends. */
+  async *generate(req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<string, GenerationResult, void> {
+    const lease = await this.acquire(req.prompt, opts.signal);
+    this.metrics.promptTokens.inc(req.prompt.length);
+    try {
+      const seq = lease.sequence;
+      if (opts.importedState) {
+        const t0 = performance.now();
+        await seq.clear();
+        await seq.importState(opts.importedState);
+        this.metrics.handoffSeconds.observe({ stage: "import" }, (performance.now() - t0) / 1000);
+      }
+      const imported = opts.importedState ? seq.contextTokens().length : 0;
+      const hits = await seq.evaluatePrefix(req.prompt.slice(0, -1));
+      const prefixHitTokens = Math.max(0, hits - imported);
+      this.metrics.prefixHitTokens.inc(prefixHitTokens);
+      const result = yield* this.sample(lease, req, opts.signal);
+      return { ...result, prefixHitTokens };
+    } finally {
+      lease.release();
+    }
+  }
+
+  private async *sample(
+    lease: SequenceLease,
+    req: PreparedRequest,
+    signal: AbortSignal,
+  ): AsyncGenerator<string, Omit<GenerationResult, "prefixHitTokens">, void> {
+    const generated: Token[] = [];
+    const assembler = new TextAssembler(req.stop);
+    let finishReason: FinishReason = "length";
+    let last = req.arrivedAt;
+    for await (const token of lease.sequence.generate(req.prompt.slice(-1), req.parsed.sampling)) {
+      if (signal.aborted) {
+        finishReason = "cancelled";
+        break;
+      }
+      this.observeToken(generated.length === 0, req.arrivedAt, last);
+      last = performance.now();
+      if (this.runtime.isEndOfGeneration(token)) {
+        finishReason = "stop";
+        break;
+      }
+      generated.push(token);
+      const step = assembler.push(this.runtime.detokenize(generated));
+      if (step.delta) yield step.delta;
+      if (step.stopped) {
+        finishReason = "stop";
+        break;
+      }
+      if (generated.length >= req.maxTokens) break;
+    }
+    const full = this.runtime.detokenize(generated);
+    const tail = assembler.finish(full);
+    if (tail && finishReason !== "cancelled") yield tail;
+    this.metrics.e2eLatency.observe((performance.now() - req.arrivedAt) / 1000);
+    return { text: assembler.text(full), finishReason, promptTokens: req.prompt.length, completionTokens: generated.length };
+  }
+
+  private observeToken(first: boolean, arrivedAt: number, last: number): void {
+    const now = performance.now();
+    if (first) this.metrics.ttft.observe((now - arrivedAt) / 1000);
+    else this.metrics.interTokenLatency.observe((now - last) / 1000);
+    this.metrics.generatedTokens.inc();
+  }
+}
