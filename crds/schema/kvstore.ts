@@ -43,7 +43,7 @@ export const KVStoreSpec = strictObject(
       "x-kubernetes-list-map-keys": ["name"],
       description: "Ordered tiers, fastest first. A hit in a lower tier is promoted; an eviction demotes to the next tier.",
       ...cel(
-        { rule: "self.filter(t, t.medium == 'memory').size() <= 1 && self.filter(t, t.medium == 'disk').size() <= 1", message: "at most one memory tier and one disk tier" },
+        { rule: "['memory', 'disk', 'objectStore'].all(m, self.filter(t, t.medium == m).size() <= 1)", message: "at most one tier of each medium" },
         { rule: "!self.exists(t, t.medium == 'memory') || self[0].medium == 'memory'", message: "the memory tier must come first" },
       ),
     }),

@@ -1,5 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { cel, Duration, ReplicaRange, statusBase, strictObject, StringEnum } from "./common.ts";
+import { cel, Duration, LocalRef, Quantity, ReplicaRange, statusBase, strictObject, StringEnum } from "./common.ts";
 
 export const MODEL_URI_PATTERN = "^(pypi|hf|s3|file|pvc)://[^\\s]+$";
 
@@ -47,6 +47,16 @@ export const ModelRouting = strictObject(
   { description: "Request routing for this model's fleet." },
 );
 
+export const ModelPlacement = strictObject(
+  {
+    nodeGroupRef: Type.Optional(LocalRef("GPUNodeGroup", "The GPUNodeGroup aggregated replicas run on.")),
+    gpusPerReplica: Type.Integer({ minimum: 0, maximum: 16, default: 1, description: "nvidia.com/gpu per aggregated replica. 0 runs on CPU. Default 1." }),
+    cpu: Type.Optional(Quantity("CPU per aggregated replica. Default 2.")),
+    memory: Type.Optional(Quantity("Memory per aggregated replica. Default 8Gi.")),
+  },
+  { description: "Where and how large the aggregated replicas are." },
+);
+
 export const ModelSpec = strictObject(
   {
     source: ModelSource,
@@ -54,6 +64,7 @@ export const ModelSpec = strictObject(
     slo: Type.Optional(ModelSLO),
     routing: Type.Optional(ModelRouting),
     replicas: Type.Optional(ReplicaRange("aggregated model replicas (one pod prefills and decodes)", 0)),
+    placement: Type.Optional(ModelPlacement),
   },
   {
     description: "A model and how its fleet serves it.",

@@ -1,0 +1,176 @@
+// A small typed REST client over the kubeconfig: get, list, watch, server-side apply, delete.
+// We use node's https directly (KubeConfig supplies CA, client certs and tokens) because watches
+// need a long-lived streaming response and apply needs exact control of query and content type.
+import https from "node:https";
+import http from "node:http";
+import { KubeConfig } from "@kubernetes/client-node";
+import { collectionPath, objectPath, type ResourceType } from "./resources.ts";
+import type { KubeObject } from "./types.ts";
+
+export interface Status {
+  kind?: string;
+  code?: number;
+  reason?: string;
+  message?: string;
+}
+
+/** A non-2xx answer from the API server, with its Status reason (NotFound, Conflict, Invalid, Forbidden...). */
+export class KubeApiError extends Error {
+  readonly status: number;
+  readonly reason: string;
+  constructor(status: number, body: Status | undefined, what: string) {
+    super(`${what}: ${status} ${body?.reason ?? ""} ${body?.message ?? ""}`.trim());
+    this.name = "KubeApiError";
+    this.status = status;
+    this.reason = body?.reason ?? "";
+  }
+}
+
+export function isNotFound(err: unknown): boolean {
+  return err instanceof KubeApiError && err.status === 404;
+}
+export function isConflict(err: unknown): boolean {
+  return err instanceof KubeApiError && err.status === 409;
+}
+
+export interface ListResult<T> {
+  items: T[];
+  resourceVersion: string;
+}
+
+interface RequestOptions {
+  method: string;
+  path: string;
+  query?: Record<string, string | undefined>;
+  body?: unknown;
+  contentType?: string;
+}
+
+export class KubeClient {
+  readonly server: string;
+  private constructor(
+    private readonly kc: KubeConfig,
+    server: string,
+  ) {
+    this.server = server;
+  }
+
+  static fromKubeConfig(kc: KubeConfig): KubeClient {
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new Error("kubeconfig has no current cluster");
+    return new KubeClient(kc, cluster.server);
+  }
+
+  /** Loads $KUBECONFIG, ~/.kube/config, or the in-cluster service account. */
+  static fromDefault(): KubeClient {
+    const kc = new KubeConfig();
+    kc.loadFromDefault();
+    return KubeClient.fromKubeConfig(kc);
+  }
+
+  async get<T extends KubeObject>(r: ResourceType, namespace: string | undefined, name: string, subresource?: string): Promise<T> {
+    return this.json<T>({ method: "GET", path: objectPath(r, namespace, name, subresource) });
+  }
+
+  async list<T extends KubeObject>(r: ResourceType, opts: { namespace?: string; labelSelector?: string } = {}): Promise<ListResult<T>> {
+    const res = await this.json<{ items: T[]; metadata: { resourceVersion: string } }>({
+      method: "GET",
+      path: collectionPath(r, opts.namespace),
+      query: { labelSelector: opts.labelSelector },
+    });
+    const apiVersion = r.group === "" ? r.version : `${r.group}/${r.version}`;
+    const items = res.items.map((i) => ({ ...i, apiVersion, kind: r.kind }));
+    return { items, resourceVersion: res.metadata.resourceVersion };
+  }
+
+  /**
+   * Server-side apply with our field manager. `force` takes ownership of conflicting fields, which
+   * is how drift (a child edited by someone else) is repaired. Unknown fields are an error, not pruned.
+   */
+  async apply<T extends KubeObject>(r: ResourceType, obj: T, fieldManager: string, subresource?: string): Promise<T> {
+    const name = obj.metadata?.name;
+    if (!name) throw new Error(`apply ${r.kind}: metadata.name is required`);
+    return this.json<T>({
+      method: "PATCH",
+      path: objectPath(r, obj.metadata?.namespace, name, subresource),
+      query: { fieldManager, force: "true", fieldValidation: "Strict" },
+      body: obj,
+      contentType: "application/apply-patch+yaml",
+    });
+  }
+
+  async create<T extends KubeObject>(r: ResourceType, obj: T, fieldManager: string): Promise<T> {
+    return this.json<T>({ method: "POST", path: collectionPath(r, obj.metadata?.namespace), query: { fieldManager }, body: obj });
+  }
+
+  async replace<T extends KubeObject>(r: ResourceType, obj: T, fieldManager: string, subresource?: string): Promise<T> {
+    const name = obj.metadata?.name ?? "";
+    return this.json<T>({ method: "PUT", path: objectPath(r, obj.metadata?.namespace, name, subresource), query: { fieldManager }, body: obj });
+  }
+
+  async mergePatch<T extends KubeObject>(r: ResourceType, target: { namespace?: string; name: string; subresource?: string }, patch: unknown): Promise<T> {
+    const path = objectPath(r, target.namespace, target.name, target.subresource);
+    return this.json<T>({ method: "PATCH", path, body: patch, contentType: "application/merge-patch+json" });
+  }
+
+  async delete(r: ResourceType, namespace: string | undefined, name: string): Promise<void> {
+    await this.json({ method: "DELETE", path: objectPath(r, namespace, name), body: { propagationPolicy: "Background" } });
+  }
+
+  /** Opens a watch stream; the caller reads newline-delimited JSON events from the response. */
+  async openWatch(r: ResourceType, opts: { namespace?: string; resourceVersion: string; timeoutSeconds: number; labelSelector?: string }): Promise<http.IncomingMessage> {
+    const query = {
+      watch: "1",
+      allowWatchBookmarks: "true",
+      resourceVersion: opts.resourceVersion,
+      timeoutSeconds: String(opts.timeoutSeconds),
+      labelSelector: opts.labelSelector,
+    };
+    const res = await this.send({ method: "GET", path: collectionPath(r, opts.namespace), query });
+    if ((res.statusCode ?? 0) >= 300) {
+      const body = await readBody(res);
+      throw new KubeApiError(res.statusCode ?? 0, parseStatus(body), `watch ${r.plural}`);
+    }
+    return res;
+  }
+
+  private async json<T>(opts: RequestOptions): Promise<T> {
+    const res = await this.send(opts);
+    const body = await readBody(res);
+    const code = res.statusCode ?? 0;
+    if (code < 200 || code >= 300) throw new KubeApiError(code, parseStatus(body), `${opts.method} ${opts.path}`);
+    return (body.length > 0 ? JSON.parse(body) : {}) as T;
+  }
+
+  private async send(opts: RequestOptions): Promise<http.IncomingMessage> {
+    const url = new URL(this.server + opts.path);
+    for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
+    const reqOpts: https.RequestOptions = { method: opts.method, headers: { Accept: "application/json" } };
+    await this.kc.applyToHTTPSOptions(reqOpts);
+    const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+    if (payload !== undefined) reqOpts.headers = { ...reqOpts.headers, "Content-Type": opts.contentType ?? "application/json" };
+    const transport = url.protocol === "https:" ? https : http;
+    return new Promise((resolve, reject) => {
+      const req = transport.request(url, reqOpts, resolve);
+      req.on("error", reject);
+      req.end(payload);
+    });
+  }
+}
+
+function readBody(res: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on("data", (c: Buffer) => chunks.push(c));
+    res.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    res.on("error", reject);
+  });
+}
+
+function parseStatus(body: string): Status | undefined {
+  try {
+    return JSON.parse(body) as Status;
+  } catch {
+    return { message: body.slice(0, 500) };
+  }
+}

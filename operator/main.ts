@@ -1,0 +1,71 @@
+// The operator entrypoint: health and metrics first, then leader election, then informers and
+// reconcile workers. Losing the lease exits the process (a restart re-enters the election), as
+// controller-runtime does: two replicas must never reconcile at once.
+import type { AddressInfo } from "node:net";
+import { KubeClient } from "./kube/client.ts";
+import { parseOperatorOptions, USAGE, type OperatorOptions } from "./options.ts";
+import { buildCaches } from "./reconcilers/caches.ts";
+import { registerReconcilers } from "./reconcilers/reconcilers.ts";
+import { startHealthServer } from "./runtime/health.ts";
+import { LeaderElector } from "./runtime/leader.ts";
+import { Manager } from "./runtime/manager.ts";
+import { createOperatorMetrics } from "./runtime/metrics.ts";
+
+function log(msg: string): void {
+  console.log(`${new Date().toISOString()} ${msg}`);
+}
+
+export async function runOperator(opts: OperatorOptions): Promise<void> {
+  const client = KubeClient.fromDefault();
+  const metrics = createOperatorMetrics();
+  const manager = new Manager(client, metrics);
+  manager.log = log;
+  const elector = opts.leaderElect
+    ? new LeaderElector(client, { namespace: opts.leaseNamespace, name: opts.leaseName, identity: opts.identity, leaseDurationSeconds: opts.leaseDurationSeconds, retryPeriodSeconds: opts.retryPeriodSeconds })
+    : undefined;
+  const server = await startHealthServer(opts.healthPort, { live: () => true, ready: () => !elector || !elector.isLeader() || manager.hasSynced() }, metrics.registry, opts.healthHost);
+  log(`llmfleet operator ${opts.identity}: health on ${opts.healthHost}:${(server.address() as AddressInfo).port}, API server ${client.server}`);
+  const shutdown = async (): Promise<void> => {
+    log("shutting down");
+    manager.stop();
+    await elector?.release();
+    server.close();
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void shutdown());
+  process.once("SIGINT", () => void shutdown());
+  if (elector) {
+    log(`waiting for leadership of Lease ${opts.leaseNamespace}/${opts.leaseName}`);
+    await elector.acquire();
+    metrics.isLeader.set(1);
+    log("became leader");
+    void elector.holdLease(() => {
+      log("lost leadership; exiting so a restart re-enters the election");
+      process.exit(1);
+    });
+  }
+  registerReconcilers(manager, buildCaches(manager, opts.namespace), { engineImage: opts.engineImage });
+  await manager.startInformers();
+  log(`caches synced${opts.namespace ? ` (namespace ${opts.namespace})` : " (all namespaces)"}; reconciling`);
+  await manager.runWorkers(opts.workers);
+}
+
+async function main(): Promise<void> {
+  let opts: OperatorOptions;
+  try {
+    opts = parseOperatorOptions(process.argv.slice(2));
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+  await runOperator(opts);
+}
+
+if (process.argv.includes("--help")) {
+  console.log(USAGE);
+} else {
+  main().catch((err: unknown) => {
+    console.error(`operator failed: ${err instanceof Error ? err.stack : String(err)}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,86 @@
+// The engine pod template every component shares: one container running the bundled engine in a
+// role, restricted security, probes on the engine's /health and /ready, a writable model cache.
+// Deterministic: the same inputs give byte-identical templates, so re-applies cause no rollout.
+import type { V1Container, V1PodTemplateSpec, V1Toleration, V1EnvVar, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
+import type { GPUNodeGroup, Model } from "../api.ts";
+import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
+import { ENGINE_PORT, type Component } from "./labels.ts";
+import { nameOf } from "../kube/types.ts";
+
+export const MODEL_CACHE_PATH = "/var/cache/llmfleet";
+export const GPU_RESOURCE = "nvidia.com/gpu";
+
+export interface EnginePodInput {
+  labels: Record<string, string>;
+  role: Component;
+  image: string;
+  args: string[];
+  gpus: number;
+  cpu: string | number;
+  memory: string | number;
+  nodeGroup?: GPUNodeGroup;
+  env?: V1EnvVar[];
+  volumes?: V1Volume[];
+  mounts?: V1VolumeMount[];
+}
+
+/** Engine flags that describe the model: where it comes from and how it runs. */
+export function modelArgs(model: Model): string[] {
+  const rt = model.spec.runtime;
+  const args = ["--model-uri", model.spec.source.uri];
+  if (model.spec.source.checksum) args.push("--model-checksum", model.spec.source.checksum);
+  if (rt?.threads) args.push("--threads", String(rt.threads));
+  if (rt?.contextSize) args.push("--ctx-size", String(rt.contextSize));
+  if (rt?.parallel) args.push("--parallel", String(rt.parallel));
+  return args;
+}
+
+export function modelExtraArgs(model: Model): string[] {
+  return model.spec.runtime?.extraArgs ?? [];
+}
+
+export function enginePodTemplate(input: EnginePodInput): V1PodTemplateSpec {
+  const placement = nodePlacement(input.nodeGroup, input.gpus);
+  return {
+    metadata: { labels: input.labels },
+    spec: {
+      enableServiceLinks: false,
+      automountServiceAccountToken: false,
+      securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: "RuntimeDefault" } },
+      ...placement,
+      containers: [engineContainer(input)],
+      volumes: [{ name: "model-cache", emptyDir: {} }, ...(input.volumes ?? [])],
+    },
+  };
+}
+
+function engineContainer(input: EnginePodInput): V1Container {
+  const limits: Record<string, string> = { cpu: String(input.cpu), memory: String(input.memory) };
+  if (input.gpus > 0) limits[GPU_RESOURCE] = String(input.gpus);
+  return {
+    name: "engine",
+    image: input.image,
+    args: ["--role", input.role, "--port", String(ENGINE_PORT), ...input.args],
+    ports: [{ name: "http", containerPort: ENGINE_PORT, protocol: "TCP" }],
+    env: [{ name: "LLMFLEET_CACHE", value: MODEL_CACHE_PATH }, ...(input.env ?? [])],
+    resources: { requests: { cpu: String(input.cpu), memory: String(input.memory) }, limits },
+    readinessProbe: { httpGet: { path: "/ready", port: "http" }, periodSeconds: 5, failureThreshold: 3 },
+    livenessProbe: { httpGet: { path: "/health", port: "http" }, periodSeconds: 10, failureThreshold: 6 },
+    // Model download and load can take minutes; liveness waits for the first successful probe.
+    startupProbe: { httpGet: { path: "/health", port: "http" }, periodSeconds: 5, failureThreshold: 120 },
+    securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } },
+    volumeMounts: [{ name: "model-cache", mountPath: MODEL_CACHE_PATH }, ...(input.mounts ?? [])],
+  };
+}
+
+/** Node selector and tolerations from the GPUNodeGroup the pods are placed on. */
+export function nodePlacement(group: GPUNodeGroup | undefined, gpus: number): { nodeSelector?: Record<string, string>; tolerations?: V1Toleration[] } {
+  const tolerations: V1Toleration[] = gpus > 0 ? [{ key: GPU_RESOURCE, operator: "Exists", effect: "NoSchedule" }] : [];
+  tolerations.push(...(group?.spec.taints ?? []).map(toleration));
+  const nodeSelector = group ? { ...group.spec.nodeLabels, [NODE_GROUP_LABEL]: nameOf(group) } : undefined;
+  return { ...(nodeSelector ? { nodeSelector } : {}), ...(tolerations.length > 0 ? { tolerations } : {}) };
+}
+
+function toleration(t: { key: string; value?: string; effect: string }): V1Toleration {
+  return t.value === undefined ? { key: t.key, operator: "Exists", effect: t.effect } : { key: t.key, operator: "Equal", value: t.value, effect: t.effect };
+}

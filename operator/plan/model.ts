@@ -1,0 +1,117 @@
+// planModel: the router Deployment + Service (the fleet's OpenAI endpoint) wired to the Model's
+// prefill and decode pools, and the aggregated Deployment + Service when spec.replicas is set.
+import type { V1Deployment } from "@kubernetes/client-node";
+import type { DecodePool, GPUNodeGroup, Model, ModelStatus, PrefillPool } from "../api.ts";
+import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/types.ts";
+import { deployment, disruptionBudget, ownerRef, service, type ChildMeta } from "./children.ts";
+import { setConditions, type ConditionInput, type Plan } from "./conditions.ts";
+import { enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
+import { childLabels, childName, ROUTER_SERVICE_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
+import { decodeServiceURLs, desiredReplicas } from "./pools.ts";
+
+export interface ModelWorld {
+  prefillPools: PrefillPool[];
+  decodePools: DecodePool[];
+  nodeGroup?: GPUNodeGroup;
+  router?: V1Deployment;
+  aggregated?: V1Deployment;
+  engineImage: string;
+  now: string;
+}
+
+function meta(model: Model, component: "router" | "aggregated"): ChildMeta {
+  const name = model.metadata?.name ?? "";
+  return {
+    name: childName(name, component),
+    namespace: model.metadata?.namespace ?? "",
+    labels: childLabels(name, component, name),
+    selector: selectorLabels(name, component),
+    owner: ownerRef(model),
+  };
+}
+
+function routerArgs(model: Model, world: ModelWorld): string[] {
+  const ns = model.metadata?.namespace ?? "";
+  const args = ["--policy", model.spec.routing?.policy ?? "prefix-aware"];
+  const prefill = world.prefillPools.map((p) => p.metadata?.name ?? "").sort().map((n) => serviceURL(childName(n, "prefill"), ns));
+  const decode = decodeServiceURLs(world.decodePools, ns);
+  if (prefill.length > 0) args.push("--prefill", prefill.join(","));
+  if (decode.length > 0) args.push("--decode", decode.join(","));
+  if (model.spec.replicas) args.push("--aggregated", serviceURL(childName(model.metadata?.name ?? "", "aggregated"), ns));
+  return args;
+}
+
+function routerChildren(model: Model, world: ModelWorld): KubeObject[] {
+  const m = meta(model, "router");
+  const template = enginePodTemplate({
+    labels: m.labels,
+    role: "router",
+    image: model.spec.runtime?.image ?? world.engineImage,
+    args: [...routerArgs(model, world), "--model-uri", model.spec.source.uri],
+    gpus: 0,
+    cpu: "500m",
+    memory: "512Mi",
+  });
+  return [deployment(m, model.spec.routing?.replicas ?? 1, template), service(m, { port: ROUTER_SERVICE_PORT })];
+}
+
+function aggregatedChildren(model: Model, world: ModelWorld, replicas: number): KubeObject[] {
+  const m = meta(model, "aggregated");
+  const placement = model.spec.placement;
+  const template = enginePodTemplate({
+    labels: m.labels,
+    role: "aggregated",
+    image: model.spec.runtime?.image ?? world.engineImage,
+    args: [...modelArgs(model), ...modelExtraArgs(model)],
+    gpus: placement?.gpusPerReplica ?? 1,
+    cpu: placement?.cpu ?? "2",
+    memory: placement?.memory ?? "8Gi",
+    nodeGroup: world.nodeGroup,
+  });
+  return [deployment(m, replicas, template), service(m), disruptionBudget(m)];
+}
+
+function missingNodeGroup(model: Model, world: ModelWorld): ConditionInput[] | undefined {
+  const groupRef = model.spec.placement?.nodeGroupRef;
+  if (!model.spec.replicas || !groupRef || world.nodeGroup) return undefined;
+  const message = `GPUNodeGroup "${groupRef.name}" not found in namespace ${namespaceOf(model)}; the model is reconciled as soon as it exists.`;
+  return [
+    { type: "ReferencesResolved", status: "False", reason: "ReferenceNotFound", message },
+    { type: "Ready", status: "False", reason: "ReferenceNotFound", message },
+  ];
+}
+
+function modelConditions(world: ModelWorld, desired: number): ConditionInput[] {
+  const router = workloadCounts(world.router).readyReplicas;
+  const aggregated = workloadCounts(world.aggregated).readyReplicas;
+  const ok = router >= 1 && aggregated >= desired;
+  const message = `router ${router} ready; aggregated ${aggregated}/${desired} ready; ${world.prefillPools.length} prefill and ${world.decodePools.length} decode pools.`;
+  return [
+    { type: "ReferencesResolved", status: "True", reason: "Resolved", message: "All referenced objects exist." },
+    { type: "Ready", status: ok ? "True" : "False", reason: ok ? "Available" : "Progressing", message },
+  ];
+}
+
+function modelStatus(model: Model, world: ModelWorld, desired: number, conditions: ConditionInput[]): ModelStatus {
+  const name = nameOf(model);
+  const aggregated = workloadCounts(world.aggregated);
+  const generation = model.metadata?.generation;
+  return {
+    observedGeneration: generation,
+    endpoint: serviceURL(childName(name, "router"), namespaceOf(model), ROUTER_SERVICE_PORT),
+    ...aggregated,
+    desiredReplicas: desired,
+    routerReadyReplicas: workloadCounts(world.router).readyReplicas,
+    selector: selectorString(selectorLabels(name, "aggregated")),
+    ...(model.status?.ttftP90 ? { ttftP90: model.status.ttftP90 } : {}),
+    conditions: setConditions(model.status?.conditions, conditions, generation, world.now),
+  };
+}
+
+export function planModel(model: Model, world: ModelWorld): Plan<ModelStatus> {
+  const desired = model.spec.replicas ? desiredReplicas(model.spec.replicas) : 0;
+  const unresolved = missingNodeGroup(model, world);
+  if (unresolved) return { children: [], status: modelStatus(model, world, desired, unresolved) };
+  const aggregated = model.spec.replicas ? aggregatedChildren(model, world, desired) : [];
+  return { children: [...routerChildren(model, world), ...aggregated], status: modelStatus(model, world, desired, modelConditions(world, desired)) };
+}

@@ -1,0 +1,109 @@
+// planPrefillPool / planDecodePool: pure functions from the observed world to the pool's children
+// (Deployment, Service, PodDisruptionBudget) and its status. No client, no clock (now is an input).
+import type { V1Deployment } from "@kubernetes/client-node";
+import type { DecodePool, EnginePool, GPUNodeGroup, KVStore, Model, PoolRole, PoolStatus, PrefillPool } from "../api.ts";
+import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/types.ts";
+import { deployment, disruptionBudget, ownerRef, service, type ChildMeta } from "./children.ts";
+import { readinessConditions, setConditions, type ConditionInput, type Plan } from "./conditions.ts";
+import { enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
+import { childLabels, childName, selectorLabels, selectorString, serviceURL } from "./labels.ts";
+import { kvStoreEndpoint } from "./kvstore.ts";
+
+export interface PoolWorld {
+  model?: Model;
+  kvStore?: KVStore;
+  nodeGroup?: GPUNodeGroup;
+  /** Decode pools of the same Model (prefill pods hand KV state to their Services). */
+  decodePools: DecodePool[];
+  deployment?: V1Deployment;
+  engineImage: string;
+  now: string;
+}
+
+
+/** Replicas the pool runs: spec.replicas.desired (set through /scale), else min, within bounds. */
+export function desiredReplicas(range: { min: number; max: number; desired?: number }): number {
+  return Math.min(range.max, Math.max(range.min, range.desired ?? range.min));
+}
+
+export function planPrefillPool(pool: PrefillPool, world: PoolWorld): Plan<PoolStatus> {
+  return planPool(pool, "prefill", world);
+}
+
+export function planDecodePool(pool: DecodePool, world: PoolWorld): Plan<PoolStatus> {
+  return planPool(pool, "decode", world);
+}
+
+function missingRefs(pool: EnginePool, world: PoolWorld): string[] {
+  const missing: string[] = [];
+  if (!world.model) missing.push(`Model "${pool.spec.modelRef.name}"`);
+  if (pool.spec.kvStoreRef && !world.kvStore) missing.push(`KVStore "${pool.spec.kvStoreRef.name}"`);
+  if (pool.spec.nodeGroupRef && !world.nodeGroup) missing.push(`GPUNodeGroup "${pool.spec.nodeGroupRef.name}"`);
+  return missing;
+}
+
+function planPool(pool: EnginePool, role: PoolRole, world: PoolWorld): Plan<PoolStatus> {
+  const name = nameOf(pool);
+  const desired = desiredReplicas(pool.spec.replicas);
+  const base: PoolStatus = { selector: selectorString(selectorLabels(name, role)), desiredReplicas: desired, serviceName: childName(name, role) };
+  const missing = missingRefs(pool, world);
+  if (missing.length > 0 || !world.model) {
+    const message = `${missing.join(", ")} not found in namespace ${namespaceOf(pool)}; the pool is reconciled as soon as it exists.`;
+    const reason = world.model ? "ReferenceNotFound" : "ModelNotFound";
+    return { children: [], status: poolStatus(pool, { ...base, replicas: 0, readyReplicas: 0 }, refConditions(reason, message), world.now) };
+  }
+  const counts = workloadCounts(world.deployment);
+  const conditions = readinessConditions(counts.readyReplicas, desired);
+  return { children: poolChildren(pool, role, world.model, world), status: poolStatus(pool, { ...base, ...counts }, conditions, world.now) };
+}
+
+function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: PoolWorld): KubeObject[] {
+  const name = nameOf(pool);
+  const meta: ChildMeta = { name: childName(name, role), namespace: namespaceOf(pool), labels: childLabels(name, role, nameOf(model)), selector: selectorLabels(name, role), owner: ownerRef(pool) };
+  const template = enginePodTemplate({
+    labels: meta.labels,
+    role,
+    image: pool.spec.image ?? model.spec.runtime?.image ?? world.engineImage,
+    args: [...modelArgs(model), ...wiringArgs(role, world, namespaceOf(pool)), ...modelExtraArgs(model)],
+    gpus: pool.spec.gpusPerReplica,
+    cpu: pool.spec.resources?.cpu ?? "2",
+    memory: pool.spec.resources?.memory ?? "8Gi",
+    nodeGroup: world.nodeGroup,
+  });
+  return [deployment(meta, desiredReplicas(pool.spec.replicas), template), service(meta), disruptionBudget(meta)];
+}
+
+/** Prefill pods know the decode Services and the KV store; decode pods know the KV store. */
+function wiringArgs(role: PoolRole, world: PoolWorld, namespace: string): string[] {
+  const args: string[] = [];
+  if (role === "prefill") {
+    const decode = decodeServiceURLs(world.decodePools, namespace);
+    if (decode.length > 0) args.push("--decode", decode.join(","));
+  }
+  if (world.kvStore) args.push("--kv-store", kvStoreEndpoint(world.kvStore));
+  return args;
+}
+
+export function decodeServiceURLs(pools: DecodePool[], namespace: string): string[] {
+  return pools
+    .map((p) => p.metadata?.name ?? "")
+    .sort()
+    .map((n) => serviceURL(childName(n, "decode"), namespace));
+}
+
+function refConditions(reason: string, message: string): ConditionInput[] {
+  return [
+    { type: "ReferencesResolved", status: "False", reason, message },
+    { type: "Ready", status: "False", reason, message },
+  ];
+}
+
+function poolStatus(pool: EnginePool, fields: PoolStatus, conditions: ConditionInput[], now: string): PoolStatus {
+  const generation = pool.metadata?.generation;
+  return {
+    ...fields,
+    ...(pool.status?.metrics ? { metrics: pool.status.metrics } : {}),
+    observedGeneration: generation,
+    conditions: setConditions(pool.status?.conditions, conditions, generation, now),
+  };
+}

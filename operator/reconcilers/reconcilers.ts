@@ -1,0 +1,99 @@
+// One reconciler per kind: observe (caches) → plan (pure) → apply (children, then status).
+import type { KubeClient } from "../kube/client.ts";
+import { R } from "../kube/resources.ts";
+import type { KubeObject } from "../kube/types.ts";
+import type { DecodePool, EnginePool, PoolRole, PrefillPool } from "../api.ts";
+import { childName } from "../plan/labels.ts";
+import { planModel } from "../plan/model.ts";
+import { planDecodePool, planPrefillPool, type PoolWorld } from "../plan/pools.ts";
+import { planKVStore } from "../plan/kvstore.ts";
+import { planGPUNodeGroup } from "../plan/nodegroup.ts";
+import type { Plan } from "../plan/conditions.ts";
+import { Applier } from "../runtime/apply.ts";
+import type { Manager } from "../runtime/manager.ts";
+import { cached, inNamespace, ownedBy, type Caches } from "./caches.ts";
+
+export interface ReconcilerOptions {
+  engineImage: string;
+  /** Clock for condition timestamps; injectable for tests. */
+  now?: () => string;
+}
+
+export function registerReconcilers(m: Manager, c: Caches, opts: ReconcilerOptions): void {
+  const now = opts.now ?? ((): string => new Date().toISOString().replace(/\.\d+Z$/, "Z"));
+  const client = m.client;
+  m.register("Model", async (ns, name) => {
+    const model = cached(c.models, ns, name);
+    if (!model) return;
+    const world = {
+      prefillPools: inNamespace(c.prefillPools, ns).filter((p) => p.spec.modelRef.name === name),
+      decodePools: inNamespace(c.decodePools, ns).filter((p) => p.spec.modelRef.name === name),
+      nodeGroup: cached(c.nodeGroups, ns, model.spec.placement?.nodeGroupRef?.name),
+      router: cached(c.deployments, ns, childName(name, "router")),
+      aggregated: cached(c.deployments, ns, childName(name, "aggregated")),
+      engineImage: opts.engineImage,
+      now: now(),
+    };
+    await execute(new Applier(client, "model"), { obj: model, r: R.Model, plan: planModel(model, world), owned: ownedBy(c, model.metadata?.uid) });
+  });
+  m.register("PrefillPool", (ns, name) => reconcilePool(client, c, { role: "prefill", ns, name, engineImage: opts.engineImage, now: now() }));
+  m.register("DecodePool", (ns, name) => reconcilePool(client, c, { role: "decode", ns, name, engineImage: opts.engineImage, now: now() }));
+  m.register("KVStore", async (ns, name) => {
+    const store = cached(c.kvStores, ns, name);
+    if (!store) return;
+    const plan = planKVStore(store, { statefulSet: cached(c.statefulSets, ns, childName(name, "kvstore")), engineImage: opts.engineImage, now: now() });
+    await execute(new Applier(client, "kvstore"), { obj: store, r: R.KVStore, plan, owned: ownedBy(c, store.metadata?.uid) });
+  });
+  m.register("GPUNodeGroup", async (ns, name) => {
+    const group = cached(c.nodeGroups, ns, name);
+    if (!group) return;
+    const pools: EnginePool[] = [...inNamespace(c.prefillPools, ns), ...inNamespace(c.decodePools, ns)];
+    const plan = planGPUNodeGroup(group, { nodes: c.nodes.list(), pools, models: inNamespace(c.models, ns), now: now() });
+    await new Applier(client, "gpunodegroup").status(R.GPUNodeGroup, group, plan.status);
+  });
+}
+
+interface PoolRequest {
+  role: PoolRole;
+  ns: string;
+  name: string;
+  engineImage: string;
+  now: string;
+}
+
+async function reconcilePool(client: KubeClient, c: Caches, req: PoolRequest): Promise<void> {
+  const { role, ns, name } = req;
+  const pool: EnginePool | undefined = role === "prefill" ? cached(c.prefillPools, ns, name) : cached(c.decodePools, ns, name);
+  if (!pool) return;
+  const world: PoolWorld = {
+    model: cached(c.models, ns, pool.spec.modelRef.name),
+    kvStore: cached(c.kvStores, ns, pool.spec.kvStoreRef?.name),
+    nodeGroup: cached(c.nodeGroups, ns, pool.spec.nodeGroupRef?.name),
+    decodePools: inNamespace(c.decodePools, ns).filter((d) => d.spec.modelRef.name === pool.spec.modelRef.name),
+    deployment: cached(c.deployments, ns, childName(name, role)),
+    engineImage: req.engineImage,
+    now: req.now,
+  };
+  const plan = role === "prefill" ? planPrefillPool(pool as PrefillPool, world) : planDecodePool(pool as DecodePool, world);
+  const r = role === "prefill" ? R.PrefillPool : R.DecodePool;
+  await execute(new Applier(client, role === "prefill" ? "prefillpool" : "decodepool"), { obj: pool, r, plan, owned: ownedBy(c, pool.metadata?.uid) });
+}
+
+interface Execution<S> {
+  obj: KubeObject & { status?: S };
+  r: (typeof R)[keyof typeof R];
+  plan: Plan<S>;
+  owned: KubeObject[];
+}
+
+/**
+ * Applies a plan. A plan without children means a reference is missing: the children that exist
+ * keep serving (last known good) and only the status says what is wrong.
+ */
+async function execute<S>(applier: Applier, e: Execution<S>): Promise<void> {
+  if (e.plan.children.length > 0) {
+    await applier.children(e.plan.children);
+    await applier.prune(e.owned, e.plan.children);
+  }
+  await applier.status(e.r, e.obj, e.plan.status);
+}

@@ -1,0 +1,68 @@
+// The one typed server-side-apply path: children and status go through here with the field
+// manager llmfleet/<controller>. Status is written only when it changed.
+import { isNotFound, type KubeClient } from "../kube/client.ts";
+import { R, type ResourceType } from "../kube/resources.ts";
+import type { KubeObject } from "../kube/types.ts";
+
+const CHILD_TYPES: Record<string, ResourceType> = {
+  Deployment: R.Deployment,
+  Service: R.Service,
+  PodDisruptionBudget: R.PodDisruptionBudget,
+  StatefulSet: R.StatefulSet,
+};
+
+export function fieldManager(controller: string): string {
+  return `llmfleet/${controller}`;
+}
+
+export function childType(kind: string | undefined): ResourceType {
+  const r = kind ? CHILD_TYPES[kind] : undefined;
+  if (!r) throw new Error(`no child resource type for kind ${kind}`);
+  return r;
+}
+
+/** Canonical JSON (sorted keys) so equal objects compare equal whatever their key order. */
+export function canonical(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) return v;
+    return Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)));
+  });
+}
+
+/** Applies children and status for one controller, as llmfleet/<controller>. */
+export class Applier {
+  readonly manager: string;
+  constructor(
+    private readonly client: KubeClient,
+    controller: string,
+  ) {
+    this.manager = fieldManager(controller);
+  }
+
+  async children(children: KubeObject[]): Promise<void> {
+    for (const child of children) await this.client.apply(childType(child.kind), child, this.manager);
+  }
+
+  /** Deletes children this owner had that the plan no longer contains (e.g. aggregated replicas removed). */
+  async prune(existing: KubeObject[], planned: KubeObject[]): Promise<void> {
+    const keep = new Set(planned.map((c) => `${c.kind}/${c.metadata?.name}`));
+    for (const child of existing) {
+      if (keep.has(`${child.kind}/${child.metadata?.name}`)) continue;
+      await this.client.delete(childType(child.kind), child.metadata?.namespace, child.metadata?.name ?? "").catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+    }
+  }
+
+  /** Writes status through the status subresource, only when it differs from what is stored. */
+  async status<S>(r: ResourceType, obj: KubeObject & { status?: S }, status: S): Promise<boolean> {
+    if (canonical(stripUndefined(obj.status ?? {})) === canonical(stripUndefined(status))) return false;
+    const patch = { apiVersion: obj.apiVersion, kind: obj.kind, metadata: { name: obj.metadata?.name, namespace: obj.metadata?.namespace }, status };
+    await this.client.apply(r, patch, this.manager, "status");
+    return true;
+  }
+}
+
+function stripUndefined(v: unknown): unknown {
+  return JSON.parse(JSON.stringify(v)) as unknown;
+}

@@ -1,0 +1,116 @@
+// The controller manager: informers under supervision feed one de-duplicating work queue of keys
+// "<Kind>/<namespace>/<name>"; workers hand each key to its kind's reconciler. Reconcilers read
+// only from the caches, so a burst of events for one object folds into one pass.
+import type { KubeClient } from "../kube/client.ts";
+import type { ResourceType } from "../kube/resources.ts";
+import type { KubeObject } from "../kube/types.ts";
+import { Informer, type InformerOptions } from "./informer.ts";
+import type { OperatorMetrics } from "./metrics.ts";
+import { WorkQueue } from "./workqueue.ts";
+
+export type Reconcile = (namespace: string, name: string) => Promise<void>;
+/** Maps a changed object to the keys that must be reconciled because of it. */
+export type KeyMapper<T extends KubeObject> = (obj: T) => string[];
+
+export function key(kind: string, namespace: string, name: string): string {
+  return `${kind}/${namespace}/${name}`;
+}
+
+export function parseKey(k: string): { kind: string; namespace: string; name: string } {
+  const [kind = "", namespace = "", name = ""] = k.split("/");
+  return { kind, namespace, name };
+}
+
+/** An error for a spec that cannot be served: recorded in status, not retried. */
+export class InvalidSpecError extends Error {}
+
+export class Manager {
+  readonly queue = new WorkQueue();
+  private readonly informers: Informer<KubeObject>[] = [];
+  private readonly reconcilers = new Map<string, Reconcile>();
+  private running = false;
+  log: (msg: string) => void = (msg) => console.log(msg);
+
+  constructor(
+    readonly client: KubeClient,
+    private readonly metrics: OperatorMetrics,
+  ) {}
+
+  informer<T extends KubeObject>(r: ResourceType, mapper: KeyMapper<T>, opts: InformerOptions = {}): Informer<T> {
+    const inf = new Informer<T>(this.client, r, {
+      ...opts,
+      onError: (err) => {
+        this.metrics.informerRestarts.inc({ resource: r.plural });
+        this.log(`informer ${r.plural}: ${String(err)}; restarting with backoff`);
+      },
+    });
+    inf.on((_type, obj, old) => {
+      for (const k of mapper(obj)) this.queue.add(k);
+      if (old && old !== obj) for (const k of mapper(old)) this.queue.add(k);
+      this.metrics.queueDepth.set(this.queue.length);
+    });
+    this.informers.push(inf as unknown as Informer<KubeObject>);
+    return inf;
+  }
+
+  register(kind: string, reconcile: Reconcile): void {
+    this.reconcilers.set(kind, reconcile);
+  }
+
+  hasSynced(): boolean {
+    return this.informers.every((i) => i.hasSynced());
+  }
+
+  /** Starts informers (they run until stop) and resolves once every cache has synced. */
+  async startInformers(): Promise<void> {
+    for (const inf of this.informers) void inf.run();
+    await Promise.all(this.informers.map((i) => i.waitForSync()));
+  }
+
+  /** Runs workers until stop(). */
+  async runWorkers(count = 2): Promise<void> {
+    this.running = true;
+    await Promise.all(Array.from({ length: count }, () => this.worker()));
+  }
+
+  stop(): void {
+    this.running = false;
+    this.queue.shutdown();
+    for (const inf of this.informers) inf.stop();
+  }
+
+  private async worker(): Promise<void> {
+    while (this.running) {
+      const k = await this.queue.get();
+      if (k === undefined) return;
+      await this.process(k);
+      this.queue.done(k);
+      this.metrics.queueDepth.set(this.queue.length);
+    }
+  }
+
+  private async process(k: string): Promise<void> {
+    const { kind, namespace, name } = parseKey(k);
+    const reconcile = this.reconcilers.get(kind);
+    if (!reconcile) return;
+    const controller = kind.toLowerCase();
+    const end = this.metrics.reconcileDuration.startTimer({ controller });
+    try {
+      await reconcile(namespace, name);
+      this.queue.forget(k);
+      end({ result: "ok" });
+    } catch (err) {
+      const invalid = err instanceof InvalidSpecError;
+      end({ result: invalid ? "invalid" : "error" });
+      this.metrics.reconcileErrors.inc({ controller, reason: invalid ? "InvalidSpec" : errorReason(err) });
+      if (invalid) return;
+      const delay = this.queue.addRateLimited(k);
+      this.log(`reconcile ${k} failed, retrying in ${delay} ms: ${String(err)}`);
+    }
+  }
+}
+
+function errorReason(err: unknown): string {
+  const reason = (err as { reason?: unknown }).reason;
+  return typeof reason === "string" && reason ? reason : "Error";
+}
