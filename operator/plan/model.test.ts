@@ -1,0 +1,53 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { V1Deployment, V1Service } from "@kubernetes/client-node";
+import { aDecodePool, aModel, aNodeGroup, aPrefillPool, NOW } from "../testing/builders.ts";
+import { planModel, type ModelWorld } from "./model.ts";
+import { findCondition } from "./conditions.ts";
+
+function world(over: Partial<ModelWorld> = {}): ModelWorld {
+  return { prefillPools: [], decodePools: [], engineImage: "engine:test", now: NOW, ...over };
+}
+
+test("a Model becomes the router Deployment and Service, wired to its pools", () => {
+  const plan = planModel(aModel("gemma"), world({ prefillPools: [aPrefillPool("pb"), aPrefillPool("pa")], decodePools: [aDecodePool("d")] }));
+  assert.deepEqual(plan.children.map((c) => `${c.kind}/${c.metadata?.name}`), ["Deployment/gemma-router", "Service/gemma-router"]);
+  const args = (plan.children[0] as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
+  assert.deepEqual(args.slice(0, 6), ["--role", "router", "--port", "8000", "--policy", "prefix-aware"]);
+  assert.equal(args[args.indexOf("--prefill") + 1], "http://pa-prefill.ns.svc:8000,http://pb-prefill.ns.svc:8000");
+  assert.equal(args[args.indexOf("--decode") + 1], "http://d-decode.ns.svc:8000");
+  assert.equal((plan.children[1] as V1Service).spec?.ports?.[0]?.port, 80);
+  assert.equal(plan.status.endpoint, "http://gemma-router.ns.svc");
+  assert.equal(findCondition(plan.status.conditions, "Ready")?.reason, "Progressing");
+});
+
+test("aggregated replicas add a Deployment, Service and PDB at the desired count", () => {
+  const model = aModel("gemma");
+  model.spec.replicas = { min: 1, max: 4, desired: 3 };
+  model.spec.placement = { gpusPerReplica: 1, nodeGroupRef: { name: "h100" } };
+  const plan = planModel(model, world({ nodeGroup: aNodeGroup("h100") }));
+  assert.deepEqual(plan.children.map((c) => `${c.kind}/${c.metadata?.name}`).slice(2), ["Deployment/gemma-aggregated", "Service/gemma-aggregated", "PodDisruptionBudget/gemma-aggregated"]);
+  const agg = plan.children[2] as V1Deployment;
+  assert.equal(agg.spec?.replicas, 3);
+  assert.equal(agg.spec?.template.spec?.nodeSelector?.["serving.llmfleet.dev/node-group"], "h100");
+  const routerArgs = (plan.children[0] as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
+  assert.equal(routerArgs[routerArgs.indexOf("--aggregated") + 1], "http://gemma-aggregated.ns.svc:8000");
+  assert.equal(plan.status.desiredReplicas, 3);
+});
+
+test("a missing node group for aggregated replicas is a condition, not children", () => {
+  const model = aModel("gemma");
+  model.spec.replicas = { min: 1, max: 2 };
+  model.spec.placement = { gpusPerReplica: 1, nodeGroupRef: { name: "nope" } };
+  const plan = planModel(model, world());
+  assert.deepEqual(plan.children, []);
+  assert.match(findCondition(plan.status.conditions, "ReferencesResolved")?.message ?? "", /GPUNodeGroup "nope" not found/);
+});
+
+test("the Model is Ready when its router and aggregated replicas are", () => {
+  const model = aModel("gemma");
+  model.spec.replicas = { min: 1, max: 2 };
+  const plan = planModel(model, world({ router: { status: { readyReplicas: 1 } }, aggregated: { status: { replicas: 1, readyReplicas: 1 } } }));
+  assert.equal(findCondition(plan.status.conditions, "Ready")?.status, "True");
+  assert.equal(plan.status.readyReplicas, 1);
+});
