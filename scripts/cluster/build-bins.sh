@@ -18,10 +18,18 @@ log() { printf '[cluster-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 all_present() {
   for b in "${K8S_BINS[@]}" etcd kwok; do [ -x "$BIN/$b" ] || return 1; done
+  [ -s "$BIN/kwok-stages.yaml" ]
 }
 
 if all_present; then echo "$BIN"; exit 0; fi
 mkdir -p "$BIN" "$WORK"
+# One build at a time (a test run and `cluster:up` may race): the second waits, then finds
+# everything built. flock is Linux-only; elsewhere we just build.
+if command -v flock >/dev/null; then
+  exec 9>"$CACHE/build.lock"
+  flock 9
+  if all_present; then echo "$BIN"; exit 0; fi
+fi
 export GOFLAGS="${GOFLAGS:-} -trimpath" CGO_ENABLED=0
 start=$(date +%s)
 
@@ -97,8 +105,26 @@ build_kwok() {
   log "built kwok"
 }
 
+# kwok alone starts with no Stage objects (only kwokctl embeds defaults), so nodes would never
+# become Ready nor pods Running. Ship the same defaults kwokctl uses, from kwok's own module:
+# node-initialize, node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete.
+build_kwok_stages() {
+  [ -s "$BIN/kwok-stages.yaml" ] && return 0
+  local src
+  src=$(cd "$WORK" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  local stages=(node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease
+    pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete)
+  for s in "${stages[@]}"; do
+    echo "---"
+    cat "$src/kustomize/stage/$s.yaml"
+  done >"$BIN/kwok-stages.yaml.tmp"
+  mv "$BIN/kwok-stages.yaml.tmp" "$BIN/kwok-stages.yaml"
+  log "wrote kwok default stages"
+}
+
 build_etcd
 build_kwok
+build_kwok_stages
 build_kubernetes
 log "control plane ready in $BIN ($(( $(date +%s) - start ))s)"
 echo "$BIN"
