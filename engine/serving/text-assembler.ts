@@ -32,8 +32,9 @@ export class TextAssembler {
     return this.take(text, text.length);
   }
 
+  /** The whole text, as the streamed deltas add up to. */
   text(full: string): string {
-    return this.finalText ?? full;
+    return this.finalText ?? full.replace(/\uFFFD$/, "");
   }
 
   private take(text: string, upTo: number): string {

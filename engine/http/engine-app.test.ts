@@ -1,0 +1,113 @@
+/** Standalone: real llama.cpp on a tiny synthetic GGUF, the app in-process on loopback. */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { eventually, metricValue, postJson, sseEvents, startPod, type RunningPod } from "../test/harness.ts";
+
+const MODEL = "synthetic://tiny";
+let pod: RunningPod;
+
+before(async () => {
+  pod = await startPod({ model: MODEL, parallel: 1, maxQueue: 1, ctxSize: 256 });
+});
+after(async () => {
+  await pod[Symbol.asyncDispose]();
+});
+
+const completions = (): string => `${pod.url}/v1/completions`;
+
+test("greedy completion is deterministic and reports usage", async () => {
+  const body = { model: "default", prompt: "hello world", max_tokens: 8, temperature: 0 };
+  const a = await postJson(completions(), body);
+  const b = await postJson(completions(), body);
+  assert.equal(a.status, 200);
+  assert.deepEqual((a.json.choices as object[])[0], (b.json.choices as object[])[0]);
+  assert.equal((a.json.usage as { completion_tokens: number }).completion_tokens, 8);
+});
+
+test("malformed JSON and invalid parameters are OpenAI-style 400s", async () => {
+  const res = await fetch(completions(), { method: "POST", headers: { "content-type": "application/json" }, body: "{nope" });
+  assert.equal(res.status, 400);
+  const body = (await res.json()) as { error: Record<string, unknown> };
+  assert.deepEqual(Object.keys(body.error).sort(), ["code", "message", "param", "type"]);
+  assert.equal(body.error.type, "invalid_request_error");
+  for (const bad of [{ prompt: 3 }, { prompt: "x", temperature: 9 }, { prompt: "x", max_tokens: 0 }, { prompt: "x", stop: [1] }]) {
+    const r = await postJson(completions(), bad);
+    assert.equal(r.status, 400, JSON.stringify(bad));
+    assert.equal((r.json.error as { type: string }).type, "invalid_request_error");
+  }
+  const chat = await postJson(`${pod.url}/v1/chat/completions`, { messages: [{ role: "wizard", content: "x" }] });
+  assert.equal(chat.status, 400);
+  assert.equal((chat.json.error as { param: string }).param, "messages[0]");
+});
+
+test("a request that does not fit the context is a 400 naming the context size", async () => {
+  const r = await postJson(completions(), { prompt: "hello", max_tokens: 5000 });
+  assert.equal(r.status, 400);
+  const err = r.json.error as { message: string; code: string };
+  assert.equal(err.code, "context_length_exceeded");
+  assert.match(err.message, /maximum context length is 256 tokens/);
+});
+
+test("an unknown model is a 404", async () => {
+  const r = await postJson(completions(), { model: "gpt-17", prompt: "x" });
+  assert.equal(r.status, 404);
+  assert.equal((r.json.error as { code: string }).code, "model_not_found");
+});
+
+test("streaming sends SSE chunks and [DONE]; chat streams deltas", async () => {
+  const res = await fetch(`${pod.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ messages: [{ role: "user", content: "hello" }], max_tokens: 5, temperature: 0, stream: true }),
+  });
+  assert.match(res.headers.get("content-type") ?? "", /text\/event-stream/);
+  const events = await sseEvents(res);
+  assert.equal(events.at(-1), "[DONE]");
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { object: string; choices: { finish_reason: string | null }[] });
+  assert.ok(chunks.every((c) => c.object === "chat.completion.chunk"));
+  assert.equal(chunks.at(-1)!.choices[0]!.finish_reason, "length");
+});
+
+test("a full admission queue answers 429 with Retry-After; a disconnect frees the sequence", async () => {
+  const streaming = new AbortController();
+  const long = fetch(completions(), {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt: "hello", max_tokens: 200, temperature: 0, stream: true }),
+    signal: streaming.signal,
+  });
+  const first = await long;
+  const reader = first.body!.getReader();
+  await reader.read(); // generation is running: the only sequence is leased
+  const queued = postJson(completions(), { prompt: "the", max_tokens: 2 });
+  await eventually(async () => ((await metricValue(pod.url, "llmfleet_queue_depth")) === 1 ? true : undefined));
+  const refused = await postJson(completions(), { prompt: "of", max_tokens: 2 });
+  assert.equal(refused.status, 429);
+  assert.equal(refused.headers.get("retry-after"), "1");
+  streaming.abort();
+  assert.equal((await queued).status, 200);
+  await eventually(async () => ((await metricValue(pod.url, "llmfleet_running_sequences")) === 0 ? true : undefined));
+  const generated = await metricValue(pod.url, 'llmfleet_generated_tokens_total{role="aggregated"}');
+  assert.ok(generated < 150, `cancelled generation stopped early (generated ${generated})`);
+});
+
+test("prefix reuse counts hit tokens", async () => {
+  const prompt = "the capital of France is the capital of France and the capital";
+  await postJson(completions(), { prompt, max_tokens: 2, temperature: 0 });
+  const before = await metricValue(pod.url, 'llmfleet_prefix_hit_tokens_total{role="aggregated"}');
+  const r = await postJson(completions(), { prompt: `${prompt} of Paris`, max_tokens: 2, temperature: 0 });
+  const hits = (r.json.usage as { prompt_tokens_details: { cached_tokens: number } }).prompt_tokens_details.cached_tokens;
+  assert.ok(hits > 10, `reused ${hits} tokens`);
+  assert.equal(await metricValue(pod.url, 'llmfleet_prefix_hit_tokens_total{role="aggregated"}'), before + hits);
+});
+
+test("/health, /ready, /v1/models and /metrics answer", async () => {
+  assert.equal((await fetch(`${pod.url}/health`)).status, 200);
+  assert.equal((await fetch(`${pod.url}/ready`)).status, 200);
+  const models = (await (await fetch(`${pod.url}/v1/models`)).json()) as { data: { id: string }[] };
+  assert.ok(models.data.some((m) => m.id === "default"));
+  const metrics = await (await fetch(`${pod.url}/metrics`)).text();
+  for (const name of ["llmfleet_ttft_seconds", "llmfleet_inter_token_latency_seconds", "llmfleet_e2e_latency_seconds", "llmfleet_queue_depth"]) {
+    assert.match(metrics, new RegExp(`${name}.*role="aggregated"`));
+  }
+});

@@ -1,0 +1,120 @@
+/**
+ * Synthetic llama-architecture GGUFs with random weights, deterministic from a seed: real
+ * llama.cpp runs them, so mechanics tests (batching, KV hand-off, cancellation) need no
+ * download, and GPU benchmarks can use any shape. Their text is gibberish by design.
+ */
+import { mkdir, rename, stat } from "node:fs/promises";
+import { dirname } from "node:path";
+import { writeGguf, type GgmlDType, type GgufTensor, type GgufValue } from "./gguf-writer.ts";
+
+export interface SyntheticShape {
+  nEmbd: number;
+  nLayer: number;
+  nHead: number;
+  nHeadKv: number;
+  nFf: number;
+  contextLength: number;
+  dtype: GgmlDType;
+}
+
+export const SYNTHETIC_PRESETS: Record<string, SyntheticShape> = {
+  /** ~0.2 MB: fast standalone tests. */
+  tiny: { nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, nFf: 128, contextLength: 2048, dtype: "f32" },
+  /** ~1B parameters in F16 (llama-3.2-1B-like shape) for GPU benchmarks. */
+  "1b": { nEmbd: 2048, nLayer: 16, nHead: 32, nHeadKv: 8, nFf: 8192, contextLength: 8192, dtype: "f16" },
+  /** ~8B parameters in F16 (llama-3-8B-like shape). */
+  "8b": { nEmbd: 4096, nLayer: 32, nHead: 32, nHeadKv: 8, nFf: 14336, contextLength: 8192, dtype: "f16" },
+};
+
+/** mulberry32: small, fast, deterministic. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** SentencePiece-style vocab: specials, 256 byte tokens, printable ASCII and "▁word" pieces. */
+export function syntheticVocab(): { tokens: string[]; scores: number[]; types: number[] } {
+  const tokens = ["<unk>", "<s>", "</s>"];
+  const types = [2, 3, 3];
+  for (let b = 0; b < 256; b++) {
+    tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
+    types.push(6);
+  }
+  const pieces = ["▁"];
+  for (let c = 33; c < 127; c++) pieces.push(String.fromCharCode(c), `▁${String.fromCharCode(c)}`);
+  for (const w of ["the", "of", "and", "is", "to", "in", "capital", "France", "Paris", "hello", "world"]) pieces.push(`▁${w}`);
+  tokens.push(...pieces);
+  types.push(...pieces.map(() => 1));
+  const scores = tokens.map((t, i) => (types[i] === 1 ? -i / 100 : 0));
+  return { tokens, scores, types };
+}
+
+function metadata(shape: SyntheticShape, seed: number, vocab: ReturnType<typeof syntheticVocab>): [string, GgufValue][] {
+  const u32 = (value: number): GgufValue => ({ type: "u32", value });
+  return [
+    ["general.architecture", { type: "string", value: "llama" }],
+    ["general.name", { type: "string", value: `llmfleet-synthetic-${shape.nEmbd}x${shape.nLayer}-seed${seed}` }],
+    ["general.file_type", u32(shape.dtype === "f32" ? 0 : 1)],
+    ["llama.context_length", u32(shape.contextLength)],
+    ["llama.embedding_length", u32(shape.nEmbd)],
+    ["llama.block_count", u32(shape.nLayer)],
+    ["llama.feed_forward_length", u32(shape.nFf)],
+    ["llama.attention.head_count", u32(shape.nHead)],
+    ["llama.attention.head_count_kv", u32(shape.nHeadKv)],
+    ["llama.attention.layer_norm_rms_epsilon", { type: "f32", value: 1e-5 }],
+    ["llama.rope.dimension_count", u32(shape.nEmbd / shape.nHead)],
+    ["llama.rope.freq_base", { type: "f32", value: 10000 }],
+    ["llama.vocab_size", u32(vocab.tokens.length)],
+    ["tokenizer.ggml.model", { type: "string", value: "llama" }],
+    ["tokenizer.ggml.tokens", { type: "strings", value: vocab.tokens }],
+    ["tokenizer.ggml.scores", { type: "f32s", value: vocab.scores }],
+    ["tokenizer.ggml.token_type", { type: "i32s", value: vocab.types }],
+    ["tokenizer.ggml.unknown_token_id", u32(0)],
+    ["tokenizer.ggml.bos_token_id", u32(1)],
+    ["tokenizer.ggml.eos_token_id", u32(2)],
+    ["tokenizer.ggml.add_bos_token", { type: "bool", value: true }],
+  ];
+}
+
+function tensors(shape: SyntheticShape, seed: number, nVocab: number): GgufTensor[] {
+  const rand = prng(seed);
+  const kv = (shape.nEmbd / shape.nHead) * shape.nHeadKv;
+  const random = (name: string, dims: number[]): GgufTensor => {
+    const scale = 1 / Math.sqrt(dims[0]!);
+    return { name, dims, dtype: shape.dtype, fill: (out) => out.forEach((_, i) => (out[i] = (rand() * 2 - 1) * scale * 1.7)) };
+  };
+  const ones = (name: string): GgufTensor => ({ name, dims: [shape.nEmbd], dtype: "f32", fill: (out) => out.fill(1) });
+  const list: GgufTensor[] = [random("token_embd.weight", [shape.nEmbd, nVocab]), ones("output_norm.weight"), random("output.weight", [shape.nEmbd, nVocab])];
+  for (let l = 0; l < shape.nLayer; l++) {
+    const b = `blk.${l}`;
+    list.push(
+      ones(`${b}.attn_norm.weight`),
+      random(`${b}.attn_q.weight`, [shape.nEmbd, shape.nEmbd]),
+      random(`${b}.attn_k.weight`, [shape.nEmbd, kv]),
+      random(`${b}.attn_v.weight`, [shape.nEmbd, kv]),
+      random(`${b}.attn_output.weight`, [shape.nEmbd, shape.nEmbd]),
+      ones(`${b}.ffn_norm.weight`),
+      random(`${b}.ffn_gate.weight`, [shape.nEmbd, shape.nFf]),
+      random(`${b}.ffn_up.weight`, [shape.nEmbd, shape.nFf]),
+      random(`${b}.ffn_down.weight`, [shape.nFf, shape.nEmbd]),
+    );
+  }
+  return list;
+}
+
+/** Writes the model unless `path` exists already (same shape + seed = same bytes). */
+export async function writeSyntheticModel(path: string, shape: SyntheticShape, seed = 1): Promise<string> {
+  if (await stat(path).then(() => true, () => false)) return path;
+  await mkdir(dirname(path), { recursive: true });
+  const vocab = syntheticVocab();
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeGguf(tmp, metadata(shape, seed, vocab), tensors(shape, seed, vocab.tokens.length));
+  await rename(tmp, path);
+  return path;
+}

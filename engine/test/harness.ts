@@ -1,0 +1,80 @@
+/** Test harness: start apps on loopback ephemeral ports, in-process, and talk to them. */
+import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
+import type { Express } from "express";
+import { createModelPod, type ModelPod, type ModelPodOptions } from "../pod.ts";
+
+export interface Running extends AsyncDisposable {
+  url: string;
+  server: Server;
+}
+
+export async function listen(app: Express): Promise<Running> {
+  const server = await new Promise<Server>((resolve) => {
+    const s = app.listen(0, "127.0.0.1", () => resolve(s));
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    server,
+    async [Symbol.asyncDispose](): Promise<void> {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export interface RunningPod extends Running {
+  pod: ModelPod;
+}
+
+export async function startPod(opts: Partial<ModelPodOptions> & { model: string }): Promise<RunningPod> {
+  const pod = await createModelPod({ role: "aggregated", threads: 1, ctxSize: 512, parallel: 2, maxQueue: 8, ...opts });
+  const running = await listen(pod.app);
+  return {
+    ...running,
+    pod,
+    async [Symbol.asyncDispose](): Promise<void> {
+      await running[Symbol.asyncDispose]();
+      await pod[Symbol.asyncDispose]();
+    },
+  };
+}
+
+export async function postJson(url: string, body: unknown, signal?: AbortSignal): Promise<{ status: number; json: Record<string, unknown>; headers: Headers }> {
+  const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), ...(signal ? { signal } : {}) });
+  const text = await res.text();
+  return { status: res.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {}, headers: res.headers };
+}
+
+export async function completionText(url: string, body: Record<string, unknown>): Promise<string> {
+  const { status, json } = await postJson(`${url}/v1/completions`, { temperature: 0, ...body });
+  if (status !== 200) throw new Error(`status ${status}: ${JSON.stringify(json)}`);
+  return (json.choices as { text: string }[])[0]!.text;
+}
+
+/** Reads an SSE response into its data payloads. */
+export async function sseEvents(res: globalThis.Response): Promise<string[]> {
+  const text = await res.text();
+  return text
+    .split("\n\n")
+    .map((e) => e.trim())
+    .filter((e) => e.startsWith("data: "))
+    .map((e) => e.slice(6));
+}
+
+export async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function metricValue(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(name));
+  return line ? Number(line.split(" ").pop()) : NaN;
+}
