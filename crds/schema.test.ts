@@ -20,7 +20,9 @@ test("every spec and status field has a description, so kubectl explain reads we
     const crd = buildCRD(def) as { spec: { versions: Array<{ schema: { openAPIV3Schema: Schema } }> } };
     const root = crd.spec.versions[0]?.schema.openAPIV3Schema;
     assert.ok(root);
-    const missing = undocumented(root.properties?.spec ?? {}, `${def.kind}.spec`, []).concat(undocumented(root.properties?.status ?? {}, `${def.kind}.status`, []));
+    const missing = undocumented(root.properties?.spec ?? {}, `${def.kind}.spec`, []).concat(
+      undocumented(root.properties?.status ?? {}, `${def.kind}.status`, []),
+    );
     assert.deepEqual(missing, [], `${def.kind}: fields without description`);
   }
 });

@@ -21,9 +21,20 @@ export async function runOperator(opts: OperatorOptions): Promise<void> {
   const manager = new Manager(client, metrics);
   manager.log = log;
   const elector = opts.leaderElect
-    ? new LeaderElector(client, { namespace: opts.leaseNamespace, name: opts.leaseName, identity: opts.identity, leaseDurationSeconds: opts.leaseDurationSeconds, retryPeriodSeconds: opts.retryPeriodSeconds })
+    ? new LeaderElector(client, {
+        namespace: opts.leaseNamespace,
+        name: opts.leaseName,
+        identity: opts.identity,
+        leaseDurationSeconds: opts.leaseDurationSeconds,
+        retryPeriodSeconds: opts.retryPeriodSeconds,
+      })
     : undefined;
-  const server = await startHealthServer(opts.healthPort, { live: () => true, ready: () => !elector || !elector.isLeader() || manager.hasSynced() }, metrics.registry, opts.healthHost);
+  const server = await startHealthServer(
+    opts.healthPort,
+    { live: () => true, ready: () => !elector || !elector.isLeader() || manager.hasSynced() },
+    metrics.registry,
+    opts.healthHost,
+  );
   log(`llmfleet operator ${opts.identity}: health on ${opts.healthHost}:${(server.address() as AddressInfo).port}, API server ${client.server}`);
   const shutdown = async (): Promise<void> => {
     log("shutting down");

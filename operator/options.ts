@@ -59,7 +59,19 @@ export function parseOperatorOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     args: argv,
     strict: true,
     options: Object.fromEntries(
-      ["namespace", "engine-image", "health-port", "health-host", "leader-elect", "lease-namespace", "lease-name", "id", "lease-duration", "retry-period", "workers"].map((n) => [n, { type: "string" as const }]),
+      [
+        "namespace",
+        "engine-image",
+        "health-port",
+        "health-host",
+        "leader-elect",
+        "lease-namespace",
+        "lease-name",
+        "id",
+        "lease-duration",
+        "retry-period",
+        "workers",
+      ].map((n) => [n, { type: "string" as const }]),
     ),
   });
   const v = values as Record<string, string | undefined>;

@@ -1,6 +1,6 @@
 // The operator against a real API server, scheduler and kwok GPU nodes: children with owner
 // references, status, drift repair, /scale, late references and idempotent re-applies.
-import { after, before, test, type TestContext } from "node:test";
+import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Deployment, V1Service, V1StatefulSet } from "@kubernetes/client-node";
 import { eventually } from "../e2e/harness/eventually.ts";
@@ -8,7 +8,7 @@ import { kubectl, kubectlOk } from "../e2e/harness/kubectl.ts";
 import { createKwokGpuNode } from "../scripts/cluster/kwok-nodes.ts";
 import type { Model, PrefillPool } from "./api.ts";
 import { ensureNamespace, installCRDs, jsonOf } from "./testing/cluster.ts";
-import { startOperator, type OperatorProcess } from "./testing/operator-process.ts";
+import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "./testing/operator-process.ts";
 
 const NS = "it-reconcile";
 const n = ["-n", NS];
@@ -22,7 +22,11 @@ before(async () => {
   await ensureNamespace(NS);
   await ensureNamespace("llmfleet-system");
   const kubeconfig = process.env.KUBECONFIG ?? "";
-  const gpuNode = { gpus: 8, labels: { "serving.llmfleet.dev/node-group": "h100" }, taints: [{ key: "llmfleet.dev/gpu", value: "true", effect: "NoSchedule" }] };
+  const gpuNode = {
+    gpus: 8,
+    labels: { "serving.llmfleet.dev/node-group": "h100" },
+    taints: [{ key: "llmfleet.dev/gpu", value: "true", effect: "NoSchedule" }],
+  };
   await createKwokGpuNode(kubeconfig, "it-gpu-0", gpuNode);
   await createKwokGpuNode(kubeconfig, "it-cpu-0", { gpus: 0 });
   operator = startOperator({ id: "it-reconcile", args: ["--namespace", NS, "--leader-elect", "false"] });
@@ -33,45 +37,39 @@ after(async () => {
   await operator.stop();
 });
 
-function dumpOnFailure(t: TestContext): void {
-  t.after(() => {
-    if (!t.passed) console.error(`--- operator logs ---\n${operator.logs()}`);
-  });
-}
-
 async function deployment(name: string): Promise<V1Deployment> {
   return jsonOf<V1Deployment>(["get", ...n, "deployment", name]);
 }
 
-test("each kind gets its children, owned by it, and every pool becomes Ready on kwok GPU nodes", async (t) => {
-  dumpOnFailure(t);
-  const owners: Array<[string, string, string]> = [
-    ["deployment", "gemma-270m-router", "Model"],
-    ["service", "gemma-270m-router", "Model"],
-    ["deployment", "gemma-prefill-prefill", "PrefillPool"],
-    ["service", "gemma-prefill-prefill", "PrefillPool"],
-    ["poddisruptionbudget", "gemma-prefill-prefill", "PrefillPool"],
-    ["deployment", "gemma-decode-decode", "DecodePool"],
-    ["poddisruptionbudget", "gemma-decode-decode", "DecodePool"],
-    ["statefulset", "shared-kv-kvstore", "KVStore"],
-    ["service", "shared-kv-kvstore", "KVStore"],
-  ];
-  for (const [kind, name, ownerKind] of owners) {
-    const obj = await eventually(() => jsonOf<V1Service>(["get", ...n, kind, name]), { message: `${kind}/${name}` });
-    const ref = obj.metadata?.ownerReferences?.[0];
-    assert.equal(ref?.kind, ownerKind, `${kind}/${name} owner`);
-    assert.equal(ref?.controller, true);
-  }
-  await eventually(
-    async () => {
-      for (const kind of ["prefillpool/gemma-prefill", "decodepool/gemma-decode", "kvstore/shared-kv", "model/gemma-270m", "gpunodegroup/h100"]) {
-        const obj = await jsonOf<{ status?: { conditions?: Array<{ type: string; status: string }> } }>(["get", ...n, kind]);
-        assert.equal(obj.status?.conditions?.find((c) => c.type === "Ready")?.status, "True", `${kind} Ready`);
-      }
-    },
-    { timeoutMs: 60_000, message: "all Ready" },
-  );
-});
+test("each kind gets its children, owned by it, and every pool becomes Ready on kwok GPU nodes", async () =>
+  dumpLogsOnFailure(operator, async () => {
+    const owners: Array<[string, string, string]> = [
+      ["deployment", "gemma-270m-router", "Model"],
+      ["service", "gemma-270m-router", "Model"],
+      ["deployment", "gemma-prefill-prefill", "PrefillPool"],
+      ["service", "gemma-prefill-prefill", "PrefillPool"],
+      ["poddisruptionbudget", "gemma-prefill-prefill", "PrefillPool"],
+      ["deployment", "gemma-decode-decode", "DecodePool"],
+      ["poddisruptionbudget", "gemma-decode-decode", "DecodePool"],
+      ["statefulset", "shared-kv-kvstore", "KVStore"],
+      ["service", "shared-kv-kvstore", "KVStore"],
+    ];
+    for (const [kind, name, ownerKind] of owners) {
+      const obj = await eventually(() => jsonOf<V1Service>(["get", ...n, kind, name]), { message: `${kind}/${name}` });
+      const ref = obj.metadata?.ownerReferences?.[0];
+      assert.equal(ref?.kind, ownerKind, `${kind}/${name} owner`);
+      assert.equal(ref?.controller, true);
+    }
+    await eventually(
+      async () => {
+        for (const kind of ["prefillpool/gemma-prefill", "decodepool/gemma-decode", "kvstore/shared-kv", "model/gemma-270m", "gpunodegroup/h100"]) {
+          const obj = await jsonOf<{ status?: { conditions?: Array<{ type: string; status: string }> } }>(["get", ...n, kind]);
+          assert.equal(obj.status?.conditions?.find((c) => c.type === "Ready")?.status, "True", `${kind} Ready`);
+        }
+      },
+      { timeoutMs: 60_000, message: "all Ready" },
+    );
+  }));
 
 test("engine pods carry the wiring, GPU requests and the node group's placement", async () => {
   const prefill = await deployment("gemma-prefill-prefill");
@@ -84,30 +82,38 @@ test("engine pods carry the wiring, GPU requests and the node group's placement"
   assert.ok(pod?.tolerations?.some((tol) => tol.key === "llmfleet.dev/gpu"));
   const router = (await deployment("gemma-270m-router")).spec?.template.spec?.containers[0]?.args ?? [];
   assert.equal(router[router.indexOf("--prefill") + 1], `http://gemma-prefill-prefill.${NS}.svc:8000`);
-  const pods = await jsonOf<{ items: Array<{ spec: { nodeName?: string }; status: { phase: string } }> }>(["get", ...n, "pods", "-l", "app.kubernetes.io/component=prefill"]);
+  const pods = await jsonOf<{ items: Array<{ spec: { nodeName?: string }; status: { phase: string } }> }>([
+    "get",
+    ...n,
+    "pods",
+    "-l",
+    "app.kubernetes.io/component=prefill",
+  ]);
   assert.equal(pods.items[0]?.spec.nodeName, "it-gpu-0");
   const model = await jsonOf<Model>(["get", ...n, "model", "gemma-270m"]);
   assert.equal(model.status?.endpoint, `http://gemma-270m-router.${NS}.svc`);
 });
 
-test("drift is repaired: a deleted child comes back, an edited one is restored", async (t) => {
-  dumpOnFailure(t);
-  const before = await deployment("gemma-decode-decode");
-  await kubectlOk(["delete", ...n, "deployment", "gemma-decode-decode", "--wait=false"]);
-  await eventually(async () => assert.notEqual((await deployment("gemma-decode-decode")).metadata?.uid, before.metadata?.uid), { message: "deployment recreated" });
-  await kubectlOk(["scale", ...n, "deployment", "gemma-prefill-prefill", "--replicas=5"]);
-  await kubectlOk(["set", "image", ...n, "deployment/gemma-prefill-prefill", "engine=rogue:1"]);
-  await eventually(
-    async () => {
-      const d = await deployment("gemma-prefill-prefill");
-      assert.equal(d.spec?.replicas, 1);
-      assert.equal(d.spec?.template.spec?.containers[0]?.image, "llmfleet/engine:0.1.0");
-    },
-    { message: "drift repaired" },
-  );
-  await kubectlOk(["delete", ...n, "service", "shared-kv-kvstore", "--wait=false"]);
-  await eventually(() => jsonOf<V1Service>(["get", ...n, "service", "shared-kv-kvstore"]), { message: "service recreated" });
-});
+test("drift is repaired: a deleted child comes back, an edited one is restored", async () =>
+  dumpLogsOnFailure(operator, async () => {
+    const before = await deployment("gemma-decode-decode");
+    await kubectlOk(["delete", ...n, "deployment", "gemma-decode-decode", "--wait=false"]);
+    await eventually(async () => assert.notEqual((await deployment("gemma-decode-decode")).metadata?.uid, before.metadata?.uid), {
+      message: "deployment recreated",
+    });
+    await kubectlOk(["scale", ...n, "deployment", "gemma-prefill-prefill", "--replicas=5"]);
+    await kubectlOk(["set", "image", ...n, "deployment/gemma-prefill-prefill", "engine=rogue:1"]);
+    await eventually(
+      async () => {
+        const d = await deployment("gemma-prefill-prefill");
+        assert.equal(d.spec?.replicas, 1);
+        assert.equal(d.spec?.template.spec?.containers[0]?.image, "llmfleet/engine:0.1.0");
+      },
+      { message: "drift repaired" },
+    );
+    await kubectlOk(["delete", ...n, "service", "shared-kv-kvstore", "--wait=false"]);
+    await eventually(() => jsonOf<V1Service>(["get", ...n, "service", "shared-kv-kvstore"]), { message: "service recreated" });
+  }));
 
 test("kubectl scale on a pool drives its Deployment; beyond max is refused", async () => {
   await kubectlOk(["scale", ...n, "prefillpool", "gemma-prefill", "--replicas=3"]);
@@ -126,24 +132,26 @@ test("kubectl scale on a pool drives its Deployment; beyond max is refused", asy
   assert.match(res.stderr, /spec.replicas.desired.*desired must be between min and max/);
 });
 
-test("a pool whose Model does not exist says so, and reconciles as soon as it appears", async (t) => {
-  dumpOnFailure(t);
-  const pool = `{"apiVersion":"serving.llmfleet.dev/v1alpha1","kind":"DecodePool","metadata":{"name":"late"},"spec":{"modelRef":{"name":"late-model"},"gpusPerReplica":0,"replicas":{"min":1,"max":2}}}`;
-  await kubectlOk(["apply", ...n, "-f", "-"], { stdin: pool });
-  await eventually(async () => {
-    const p = await jsonOf<PrefillPool>(["get", ...n, "decodepool", "late"]);
-    const cond = p.status?.conditions?.find((c) => c.type === "ReferencesResolved");
-    assert.equal(cond?.reason, "ModelNotFound");
-    assert.match(cond?.message ?? "", /Model "late-model" not found/);
-  });
-  assert.notEqual((await kubectl(["get", ...n, "deployment", "late-decode"])).code, 0, "no children while unresolved");
-  await kubectlOk(["apply", ...n, "-f", "-"], { stdin: `{"apiVersion":"serving.llmfleet.dev/v1alpha1","kind":"Model","metadata":{"name":"late-model"},"spec":{"source":{"uri":"file:///models/x.gguf"}}}` });
-  await eventually(() => deployment("late-decode"), { message: "pool reconciled after its Model appeared" });
-  await eventually(async () => {
-    const p = await jsonOf<PrefillPool>(["get", ...n, "decodepool", "late"]);
-    assert.equal(p.status?.conditions?.find((c) => c.type === "ReferencesResolved")?.status, "True");
-  });
-});
+test("a pool whose Model does not exist says so, and reconciles as soon as it appears", async () =>
+  dumpLogsOnFailure(operator, async () => {
+    const pool = `{"apiVersion":"serving.llmfleet.dev/v1alpha1","kind":"DecodePool","metadata":{"name":"late"},"spec":{"modelRef":{"name":"late-model"},"gpusPerReplica":0,"replicas":{"min":1,"max":2}}}`;
+    await kubectlOk(["apply", ...n, "-f", "-"], { stdin: pool });
+    await eventually(async () => {
+      const p = await jsonOf<PrefillPool>(["get", ...n, "decodepool", "late"]);
+      const cond = p.status?.conditions?.find((c) => c.type === "ReferencesResolved");
+      assert.equal(cond?.reason, "ModelNotFound");
+      assert.match(cond?.message ?? "", /Model "late-model" not found/);
+    });
+    assert.notEqual((await kubectl(["get", ...n, "deployment", "late-decode"])).code, 0, "no children while unresolved");
+    await kubectlOk(["apply", ...n, "-f", "-"], {
+      stdin: `{"apiVersion":"serving.llmfleet.dev/v1alpha1","kind":"Model","metadata":{"name":"late-model"},"spec":{"source":{"uri":"file:///models/x.gguf"}}}`,
+    });
+    await eventually(() => deployment("late-decode"), { message: "pool reconciled after its Model appeared" });
+    await eventually(async () => {
+      const p = await jsonOf<PrefillPool>(["get", ...n, "decodepool", "late"]);
+      assert.equal(p.status?.conditions?.find((c) => c.type === "ReferencesResolved")?.status, "True");
+    });
+  }));
 
 test("re-applying the same manifests changes nothing and triggers no rollout", async () => {
   const names = ["gemma-270m-router", "gemma-prefill-prefill", "gemma-decode-decode"];

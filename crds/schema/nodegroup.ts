@@ -14,8 +14,16 @@ const Taint = strictObject(
 
 const Provider = strictObject(
   {
-    kind: StringEnum(["kwok", "static", "karpenter", "pulumi"], { description: "kwok: fake nodes for tests and local runs. static: existing nodes, never scaled. karpenter: a Karpenter NodePool's limits. pulumi: a cloud node group through the Pulumi Automation API." }),
-    karpenter: Type.Optional(strictObject({ nodePool: Type.String({ minLength: 1, maxLength: 253, description: "Name of the Karpenter NodePool." }) }, { description: "Settings of the karpenter provider." })),
+    kind: StringEnum(["kwok", "static", "karpenter", "pulumi"], {
+      description:
+        "kwok: fake nodes for tests and local runs. static: existing nodes, never scaled. karpenter: a Karpenter NodePool's limits. pulumi: a cloud node group through the Pulumi Automation API.",
+    }),
+    karpenter: Type.Optional(
+      strictObject(
+        { nodePool: Type.String({ minLength: 1, maxLength: 253, description: "Name of the Karpenter NodePool." }) },
+        { description: "Settings of the karpenter provider." },
+      ),
+    ),
     pulumi: Type.Optional(
       strictObject(
         {
@@ -24,8 +32,15 @@ const Provider = strictObject(
           cluster: Type.String({ minLength: 1, maxLength: 253, description: "Name of the EKS or GKE cluster." }),
           nodeGroup: Type.String({ minLength: 1, maxLength: 253, description: "Name of the managed node group or node pool." }),
           region: Type.Optional(Type.String({ maxLength: 64, description: "Cloud region or zone." })),
-          backendURL: Type.Optional(Type.String({ maxLength: 2048, description: "Pulumi state backend, e.g. s3://bucket or file:///state. Default: the operator's --pulumi-backend." })),
-          secretRef: Type.Optional(strictObject({ name: Type.String({ minLength: 1, maxLength: 253, description: "Secret name." }) }, { description: "Secret with cloud credentials and PULUMI_CONFIG_PASSPHRASE." })),
+          backendURL: Type.Optional(
+            Type.String({ maxLength: 2048, description: "Pulumi state backend, e.g. s3://bucket or file:///state. Default: the operator's --pulumi-backend." }),
+          ),
+          secretRef: Type.Optional(
+            strictObject(
+              { name: Type.String({ minLength: 1, maxLength: 253, description: "Secret name." }) },
+              { description: "Secret with cloud credentials and PULUMI_CONFIG_PASSPHRASE." },
+            ),
+          ),
         },
         { description: "Settings of the pulumi provider." },
       ),
@@ -34,8 +49,18 @@ const Provider = strictObject(
   {
     description: "Who adds and removes the group's nodes.",
     ...cel(
-      { rule: "self.kind != 'karpenter' || has(self.karpenter)", message: "karpenter settings are required when kind is karpenter", fieldPath: ".karpenter", reason: "FieldValueRequired" },
-      { rule: "self.kind != 'pulumi' || has(self.pulumi)", message: "pulumi settings are required when kind is pulumi", fieldPath: ".pulumi", reason: "FieldValueRequired" },
+      {
+        rule: "self.kind != 'karpenter' || has(self.karpenter)",
+        message: "karpenter settings are required when kind is karpenter",
+        fieldPath: ".karpenter",
+        reason: "FieldValueRequired",
+      },
+      {
+        rule: "self.kind != 'pulumi' || has(self.pulumi)",
+        message: "pulumi settings are required when kind is pulumi",
+        fieldPath: ".pulumi",
+        reason: "FieldValueRequired",
+      },
     ),
   },
 );
@@ -44,7 +69,9 @@ export const GPUNodeGroupSpec = strictObject(
   {
     provider: Provider,
     gpusPerNode: Type.Integer({ minimum: 1, maximum: 64, description: "nvidia.com/gpu on each node." }),
-    gpuType: Type.Optional(Type.String({ maxLength: 63, description: "GPU model label value (nvidia.com/gpu.product), e.g. NVIDIA-H100-80GB-HBM3; informational for placement." })),
+    gpuType: Type.Optional(
+      Type.String({ maxLength: 63, description: "GPU model label value (nvidia.com/gpu.product), e.g. NVIDIA-H100-80GB-HBM3; informational for placement." }),
+    ),
     nodes: CountRange("nodes", 0),
     nodeLabels: Type.Optional(StringMap(`Labels the group's nodes carry and pods select on, besides ${NODE_GROUP_LABEL}=<name>.`)),
     taints: Type.Optional(Type.Array(Taint, { maxItems: 16, description: "Taints on the group's nodes; pools placed here tolerate them." })),

@@ -13,18 +13,36 @@ function commonPoolFields(role: "prefill" | "decode") {
   return {
     modelRef: LocalRef("Model", `The Model these ${role} pods serve.`),
     kvStoreRef: Type.Optional(LocalRef("KVStore", "The KVStore whose tiers hold reusable KV caches. Without it, pods keep KV only in their own memory.")),
-    nodeGroupRef: Type.Optional(LocalRef("GPUNodeGroup", "The GPUNodeGroup to place pods on: its node selector and tolerations are applied, and its node count follows this pool's GPU demand.")),
+    nodeGroupRef: Type.Optional(
+      LocalRef(
+        "GPUNodeGroup",
+        "The GPUNodeGroup to place pods on: its node selector and tolerations are applied, and its node count follows this pool's GPU demand.",
+      ),
+    ),
     gpusPerReplica: Type.Integer({ minimum: 0, maximum: 16, default: 1, description: "nvidia.com/gpu per pod. 0 runs on CPU. Default 1." }),
     replicas: ReplicaRange(`${role} pods`, 1),
     resources: Type.Optional(Resources),
-    image: Type.Optional(Type.String({ maxLength: 512, description: "Engine image override for this pool. Default: the Model's runtime.image, else the operator's --engine-image." })),
+    image: Type.Optional(
+      Type.String({
+        maxLength: 512,
+        description: "Engine image override for this pool. Default: the Model's runtime.image, else the operator's --engine-image.",
+      }),
+    ),
   };
 }
 
 export const PrefillAutoscaling = strictObject(
   {
-    mode: StringEnum(["slo", "external"], { description: "slo: llmfleet's autoscaler holds the Model's TTFT SLO. external: leave replicas to HPA or KEDA through the scale subresource. Default slo.", default: "slo" }),
-    maxQueuePerReplica: Type.Integer({ minimum: 1, maximum: 1024, default: 4, description: "Waiting requests per pod above which the pool scales up. Default 4." }),
+    mode: StringEnum(["slo", "external"], {
+      description: "slo: llmfleet's autoscaler holds the Model's TTFT SLO. external: leave replicas to HPA or KEDA through the scale subresource. Default slo.",
+      default: "slo",
+    }),
+    maxQueuePerReplica: Type.Integer({
+      minimum: 1,
+      maximum: 1024,
+      default: 4,
+      description: "Waiting requests per pod above which the pool scales up. Default 4.",
+    }),
     ttftP90: Type.Optional(Duration("Overrides the Model's slo.ttftP90 for this pool.")),
     scaleDownStabilization: Duration("How long the recommendation must stay lower before pods are removed.", "5m"),
   },
@@ -33,9 +51,22 @@ export const PrefillAutoscaling = strictObject(
 
 export const DecodeAutoscaling = strictObject(
   {
-    mode: StringEnum(["slo", "external"], { description: "slo: llmfleet's autoscaler holds the Model's ITL SLO. external: leave replicas to HPA or KEDA through the scale subresource. Default slo.", default: "slo" }),
-    maxRunningPerReplica: Type.Integer({ minimum: 1, maximum: 4096, default: 16, description: "Running sequences per pod above which the pool scales up. Default 16." }),
-    maxKVUtilizationPercent: Type.Integer({ minimum: 1, maximum: 100, default: 85, description: "KV-cache memory use per pod above which the pool scales up. Default 85." }),
+    mode: StringEnum(["slo", "external"], {
+      description: "slo: llmfleet's autoscaler holds the Model's ITL SLO. external: leave replicas to HPA or KEDA through the scale subresource. Default slo.",
+      default: "slo",
+    }),
+    maxRunningPerReplica: Type.Integer({
+      minimum: 1,
+      maximum: 4096,
+      default: 16,
+      description: "Running sequences per pod above which the pool scales up. Default 16.",
+    }),
+    maxKVUtilizationPercent: Type.Integer({
+      minimum: 1,
+      maximum: 100,
+      default: 85,
+      description: "KV-cache memory use per pod above which the pool scales up. Default 85.",
+    }),
     itlP90: Type.Optional(Duration("Overrides the Model's slo.itlP90 for this pool.")),
     scaleDownStabilization: Duration("How long the recommendation must stay lower before pods are removed.", "5m"),
   },

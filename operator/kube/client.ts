@@ -118,7 +118,10 @@ export class KubeClient {
   }
 
   /** Opens a watch stream; the caller reads newline-delimited JSON events from the response. */
-  async openWatch(r: ResourceType, opts: { namespace?: string; resourceVersion: string; timeoutSeconds: number; labelSelector?: string }): Promise<http.IncomingMessage> {
+  async openWatch(
+    r: ResourceType,
+    opts: { namespace?: string; resourceVersion: string; timeoutSeconds: number; labelSelector?: string },
+  ): Promise<http.IncomingMessage> {
     const query = {
       watch: "1",
       allowWatchBookmarks: "true",

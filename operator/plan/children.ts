@@ -59,7 +59,12 @@ export function disruptionBudget(c: ChildMeta): V1PodDisruptionBudget {
   };
 }
 
-export function statefulSet(c: ChildMeta, replicas: number, template: V1PodTemplateSpec, claims: NonNullable<V1StatefulSet["spec"]>["volumeClaimTemplates"]): V1StatefulSet {
+export function statefulSet(
+  c: ChildMeta,
+  replicas: number,
+  template: V1PodTemplateSpec,
+  claims: NonNullable<V1StatefulSet["spec"]>["volumeClaimTemplates"],
+): V1StatefulSet {
   return {
     apiVersion: "apps/v1",
     kind: "StatefulSet",

@@ -37,9 +37,5 @@ export function readinessConditions(ready: number, desired: number): ConditionIn
   const resolved: ConditionInput = { type: "ReferencesResolved", status: "True", reason: "Resolved", message: "All referenced objects exist." };
   if (desired === 0) return [resolved, { type: "Ready", status: "True", reason: "ScaledToZero", message: "No replicas are wanted." }];
   const ok = ready >= desired;
-  return [
-    resolved,
-    { type: "Ready", status: ok ? "True" : "False", reason: ok ? "Available" : "Progressing", message: `${ready}/${desired} replicas ready.` },
-  ];
+  return [resolved, { type: "Ready", status: ok ? "True" : "False", reason: ok ? "Available" : "Progressing", message: `${ready}/${desired} replicas ready.` }];
 }
-

@@ -9,7 +9,10 @@ test("tiers become --tier flags in lookup order", () => {
   const cases: Array<[Parameters<typeof tierArg>[0], string]> = [
     [{ name: "ram", medium: "memory", capacity: "64Gi" }, "name=ram,medium=memory,capacity=64Gi"],
     [{ name: "ssd", medium: "disk", capacity: "1Ti" }, "name=ssd,medium=disk,capacity=1Ti,path=/var/lib/llmfleet/kv/ssd"],
-    [{ name: "s3", medium: "objectStore", endpoint: "http://minio:9000", bucket: "kv", ttl: "168h" }, "name=s3,medium=objectStore,endpoint=http://minio:9000,bucket=kv,ttl=168h"],
+    [
+      { name: "s3", medium: "objectStore", endpoint: "http://minio:9000", bucket: "kv", ttl: "168h" },
+      "name=s3,medium=objectStore,endpoint=http://minio:9000,bucket=kv,ttl=168h",
+    ],
   ];
   for (const [tier, want] of cases) assert.equal(tierArg(tier), want);
 });
@@ -22,7 +25,10 @@ test("a KVStore becomes a StatefulSet with a claim per disk tier and credentials
     { name: "s3", medium: "objectStore", endpoint: "http://minio:9000", bucket: "kv", secretRef: { name: "kv-s3" } },
   ];
   const plan = planKVStore(store, { engineImage: "engine:test", now: NOW });
-  assert.deepEqual(plan.children.map((c) => `${c.kind}/${c.metadata?.name}`), ["StatefulSet/kv-kvstore", "Service/kv-kvstore"]);
+  assert.deepEqual(
+    plan.children.map((c) => `${c.kind}/${c.metadata?.name}`),
+    ["StatefulSet/kv-kvstore", "Service/kv-kvstore"],
+  );
   const sts = plan.children[0] as V1StatefulSet;
   assert.equal(sts.spec?.volumeClaimTemplates?.[0]?.metadata?.name, "kv-ssd");
   assert.equal(sts.spec?.volumeClaimTemplates?.[0]?.spec?.storageClassName, "local-nvme");

@@ -36,7 +36,14 @@ export function tierArg(t: KVTier): string {
 
 function storeArgs(store: KVStore): string[] {
   const s = store.spec;
-  const args = ["--block-tokens", String(s.blockTokens), "--codec", s.codec?.name ?? "default", "--tenant-salt", s.tenantSalt ?? store.metadata?.namespace ?? ""];
+  const args = [
+    "--block-tokens",
+    String(s.blockTokens),
+    "--codec",
+    s.codec?.name ?? "default",
+    "--tenant-salt",
+    s.tenantSalt ?? store.metadata?.namespace ?? "",
+  ];
   for (const t of s.tiers) args.push("--tier", tierArg(t));
   return args;
 }
@@ -72,7 +79,13 @@ export function kvStoreMemory(store: KVStore): string | number {
 function kvStoreChildren(store: KVStore, engineImage: string): KubeObject[] {
   const name = nameOf(store);
   const selector = selectorLabels(name, "kvstore");
-  const meta: ChildMeta = { name: childName(name, "kvstore"), namespace: namespaceOf(store), labels: childLabels(name, "kvstore"), selector, owner: ownerRef(store) };
+  const meta: ChildMeta = {
+    name: childName(name, "kvstore"),
+    namespace: namespaceOf(store),
+    labels: childLabels(name, "kvstore"),
+    selector,
+    owner: ownerRef(store),
+  };
   const { claims, mounts } = diskClaims(store.spec.tiers);
   const template = enginePodTemplate({
     labels: meta.labels,

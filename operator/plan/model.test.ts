@@ -11,7 +11,10 @@ function world(over: Partial<ModelWorld> = {}): ModelWorld {
 
 test("a Model becomes the router Deployment and Service, wired to its pools", () => {
   const plan = planModel(aModel("gemma"), world({ prefillPools: [aPrefillPool("pb"), aPrefillPool("pa")], decodePools: [aDecodePool("d")] }));
-  assert.deepEqual(plan.children.map((c) => `${c.kind}/${c.metadata?.name}`), ["Deployment/gemma-router", "Service/gemma-router"]);
+  assert.deepEqual(
+    plan.children.map((c) => `${c.kind}/${c.metadata?.name}`),
+    ["Deployment/gemma-router", "Service/gemma-router"],
+  );
   const args = (plan.children[0] as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
   assert.deepEqual(args.slice(0, 6), ["--role", "router", "--port", "8000", "--policy", "prefix-aware"]);
   assert.equal(args[args.indexOf("--prefill") + 1], "http://pa-prefill.ns.svc:8000,http://pb-prefill.ns.svc:8000");
@@ -26,7 +29,11 @@ test("aggregated replicas add a Deployment, Service and PDB at the desired count
   model.spec.replicas = { min: 1, max: 4, desired: 3 };
   model.spec.placement = { gpusPerReplica: 1, nodeGroupRef: { name: "h100" } };
   const plan = planModel(model, world({ nodeGroup: aNodeGroup("h100") }));
-  assert.deepEqual(plan.children.map((c) => `${c.kind}/${c.metadata?.name}`).slice(2), ["Deployment/gemma-aggregated", "Service/gemma-aggregated", "PodDisruptionBudget/gemma-aggregated"]);
+  assert.deepEqual(plan.children.map((c) => `${c.kind}/${c.metadata?.name}`).slice(2), [
+    "Deployment/gemma-aggregated",
+    "Service/gemma-aggregated",
+    "PodDisruptionBudget/gemma-aggregated",
+  ]);
   const agg = plan.children[2] as V1Deployment;
   assert.equal(agg.spec?.replicas, 3);
   assert.equal(agg.spec?.template.spec?.nodeSelector?.["serving.llmfleet.dev/node-group"], "h100");

@@ -33,7 +33,10 @@ function meta(model: Model, component: "router" | "aggregated"): ChildMeta {
 function routerArgs(model: Model, world: ModelWorld): string[] {
   const ns = model.metadata?.namespace ?? "";
   const args = ["--policy", model.spec.routing?.policy ?? "prefix-aware"];
-  const prefill = world.prefillPools.map((p) => p.metadata?.name ?? "").sort().map((n) => serviceURL(childName(n, "prefill"), ns));
+  const prefill = world.prefillPools
+    .map((p) => p.metadata?.name ?? "")
+    .sort()
+    .map((n) => serviceURL(childName(n, "prefill"), ns));
   const decode = decodeServiceURLs(world.decodePools, ns);
   if (prefill.length > 0) args.push("--prefill", prefill.join(","));
   if (decode.length > 0) args.push("--decode", decode.join(","));

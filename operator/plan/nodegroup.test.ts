@@ -39,7 +39,12 @@ test("desired nodes cover the demand within min and max; status counts ready nod
     const pool = aPrefillPool();
     pool.spec.nodeGroupRef = { name: "h100" };
     pool.spec.replicas = { min: 0, max: 1000, desired: c.demand };
-    const plan = planGPUNodeGroup(group, { nodes: [node("a", "h100", true), node("b", "h100", false), node("c", "other", true)], pools: [pool], models: [], now: NOW });
+    const plan = planGPUNodeGroup(group, {
+      nodes: [node("a", "h100", true), node("b", "h100", false), node("c", "other", true)],
+      pools: [pool],
+      models: [],
+      now: NOW,
+    });
     assert.equal(plan.status.desiredNodes, c.want, JSON.stringify(c));
     assert.equal(plan.status.readyNodes, 1);
     assert.equal(plan.status.provisioningNodes, 1);

@@ -47,7 +47,10 @@ test("missing KVStore and GPUNodeGroup references are named in the condition", (
 test("a prefill pool becomes a Deployment, Service and PDB owned by the pool", () => {
   const pool = aPrefillPool("pf");
   const plan = planPrefillPool(pool, world());
-  assert.deepEqual(plan.children.map((c) => `${c.kind}/${c.metadata?.name}`), ["Deployment/pf-prefill", "Service/pf-prefill", "PodDisruptionBudget/pf-prefill"]);
+  assert.deepEqual(
+    plan.children.map((c) => `${c.kind}/${c.metadata?.name}`),
+    ["Deployment/pf-prefill", "Service/pf-prefill", "PodDisruptionBudget/pf-prefill"],
+  );
   for (const child of plan.children) {
     const ref = child.metadata?.ownerReferences?.[0];
     assert.equal(ref?.uid, pool.metadata?.uid);
@@ -94,7 +97,10 @@ test("prefill pods know the decode Services and the KV store; decode pods know t
 test("node selector and tolerations come from the GPUNodeGroup", () => {
   const group = aNodeGroup("h100");
   group.spec.nodeLabels = { "nvidia.com/gpu.product": "H100" };
-  group.spec.taints = [{ key: "gpu", value: "true", effect: "NoSchedule" }, { key: "dedicated", effect: "NoExecute" }];
+  group.spec.taints = [
+    { key: "gpu", value: "true", effect: "NoSchedule" },
+    { key: "dedicated", effect: "NoExecute" },
+  ];
   const pool = aDecodePool();
   pool.spec.nodeGroupRef = { name: "h100" };
   const spec = (planDecodePool(pool, world({ nodeGroup: group })).children[0] as V1Deployment).spec?.template.spec;

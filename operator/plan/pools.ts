@@ -20,7 +20,6 @@ export interface PoolWorld {
   now: string;
 }
 
-
 /** Replicas the pool runs: spec.replicas.desired (set through /scale), else min, within bounds. */
 export function desiredReplicas(range: { min: number; max: number; desired?: number }): number {
   return Math.min(range.max, Math.max(range.min, range.desired ?? range.min));
@@ -59,7 +58,13 @@ function planPool(pool: EnginePool, role: PoolRole, world: PoolWorld): Plan<Pool
 
 function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: PoolWorld): KubeObject[] {
   const name = nameOf(pool);
-  const meta: ChildMeta = { name: childName(name, role), namespace: namespaceOf(pool), labels: childLabels(name, role, nameOf(model)), selector: selectorLabels(name, role), owner: ownerRef(pool) };
+  const meta: ChildMeta = {
+    name: childName(name, role),
+    namespace: namespaceOf(pool),
+    labels: childLabels(name, role, nameOf(model)),
+    selector: selectorLabels(name, role),
+    owner: ownerRef(pool),
+  };
   const template = enginePodTemplate({
     labels: meta.labels,
     role,

@@ -57,17 +57,36 @@ export function buildCaches(m: Manager, namespace?: string): Caches {
     ...poolKeys(inNamespace(c.prefillPools, ns), "PrefillPool", match),
     ...poolKeys(inNamespace(c.decodePools, ns), "DecodePool", match),
   ];
-  c.models = m.informer<Model>(R.Model, (o) => [key("Model", namespaceOf(o), nameOf(o)), ...poolsOfModel(namespaceOf(o), nameOf(o)), ...groupKeys(o.spec.placement?.nodeGroupRef?.name, namespaceOf(o))], opts);
+  c.models = m.informer<Model>(
+    R.Model,
+    (o) => [
+      key("Model", namespaceOf(o), nameOf(o)),
+      ...poolsOfModel(namespaceOf(o), nameOf(o)),
+      ...groupKeys(o.spec.placement?.nodeGroupRef?.name, namespaceOf(o)),
+    ],
+    opts,
+  );
   c.prefillPools = m.informer<PrefillPool>(R.PrefillPool, (o) => poolDependents("PrefillPool", o), opts);
   c.decodePools = m.informer<DecodePool>(
     R.DecodePool,
-    (o) => [...poolDependents("DecodePool", o), ...poolKeys(inNamespace(c.prefillPools, namespaceOf(o)), "PrefillPool", (p) => p.spec.modelRef.name === o.spec.modelRef.name)],
+    (o) => [
+      ...poolDependents("DecodePool", o),
+      ...poolKeys(inNamespace(c.prefillPools, namespaceOf(o)), "PrefillPool", (p) => p.spec.modelRef.name === o.spec.modelRef.name),
+    ],
     opts,
   );
-  c.kvStores = m.informer<KVStore>(R.KVStore, (o) => [key("KVStore", namespaceOf(o), nameOf(o)), ...poolsWith(namespaceOf(o), (p) => p.spec.kvStoreRef?.name === nameOf(o))], opts);
+  c.kvStores = m.informer<KVStore>(
+    R.KVStore,
+    (o) => [key("KVStore", namespaceOf(o), nameOf(o)), ...poolsWith(namespaceOf(o), (p) => p.spec.kvStoreRef?.name === nameOf(o))],
+    opts,
+  );
   c.nodeGroups = m.informer<GPUNodeGroup>(
     R.GPUNodeGroup,
-    (o) => [key("GPUNodeGroup", namespaceOf(o), nameOf(o)), ...poolsWith(namespaceOf(o), (p) => p.spec.nodeGroupRef?.name === nameOf(o)), ...modelsOnGroup(c, o)],
+    (o) => [
+      key("GPUNodeGroup", namespaceOf(o), nameOf(o)),
+      ...poolsWith(namespaceOf(o), (p) => p.spec.nodeGroupRef?.name === nameOf(o)),
+      ...modelsOnGroup(c, o),
+    ],
     opts,
   );
   c.deployments = m.informer<V1Deployment>(R.Deployment, ownerKeys, children);

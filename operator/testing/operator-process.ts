@@ -26,7 +26,20 @@ function exited(child: ChildProcess): Promise<void> {
 }
 
 export function startOperator(opts: StartOperatorOptions): OperatorProcess {
-  const args = ["--import", "tsx", "operator/main.ts", "--health-port", "0", "--health-host", "127.0.0.1", "--id", opts.id, "--lease-namespace", "llmfleet-system", ...(opts.args ?? [])];
+  const args = [
+    "--import",
+    "tsx",
+    "operator/main.ts",
+    "--health-port",
+    "0",
+    "--health-host",
+    "127.0.0.1",
+    "--id",
+    opts.id,
+    "--lease-namespace",
+    "llmfleet-system",
+    ...(opts.args ?? []),
+  ];
   const env = { ...process.env, ...(opts.kubeconfig ? { KUBECONFIG: opts.kubeconfig } : {}) };
   const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
@@ -44,4 +57,14 @@ export function startOperator(opts: StartOperatorOptions): OperatorProcess {
       await exited(child);
     },
   };
+}
+
+/** Runs a test body; if it fails, prints the operator's output before rethrowing. */
+export async function dumpLogsOnFailure<T>(op: OperatorProcess, body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (err) {
+    console.error(`--- operator ${op.id} logs ---\n${op.logs()}`);
+    throw err;
+  }
 }
