@@ -14,7 +14,8 @@ async function main(): Promise<void> {
   let dispose: () => Promise<void> = async () => {};
   let app;
   if (options.role === "router") {
-    app = createRouterApp({ prefill: options.prefill, decode: options.decode, metrics: createEngineMetrics("router", true) });
+    const { prefill, decode, aggregated, policy } = options;
+    app = createRouterApp({ prefill, decode, aggregated, policy, metrics: createEngineMetrics("router", true) });
   } else {
     const pod = await createModelPod({ ...options, role: options.role, withProcessMetrics: true });
     app = pod.app;

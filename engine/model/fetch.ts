@@ -111,6 +111,12 @@ export async function ensureModel(uriOrPath: string = DEFAULT_MODEL.uri): Promis
   return path;
 }
 
+/** Throws unless the file's sha256 is `expected` ("sha256:<hex>"). */
+export async function verifyChecksum(path: string, expected: string): Promise<void> {
+  const actual = `sha256:${await sha256File(path)}`;
+  if (actual !== expected) throw new Error(`model file ${path} has ${actual}, the Model's spec.source.checksum says ${expected}`);
+}
+
 export function ensureDefaultModel(): Promise<string> {
   return ensureModel(DEFAULT_MODEL.uri);
 }

@@ -1,8 +1,10 @@
 /**
- * createRouterApp: the fleet's OpenAI endpoint in disaggregated mode. For each request it asks
- * a prefill pod to evaluate the prompt and hand the KV state to a chosen decode pod, then
- * streams the decode pod's tokens to the client. A failed hand-off or a decode pod that fails
- * before answering is retried on the next decode pod; every failure ends in a clear error.
+ * createRouterApp: the fleet's OpenAI endpoint. Disaggregated (prefill and decode pods): for each
+ * request it asks a prefill pod (chosen by the routing policy) to evaluate the prompt and hand
+ * the KV state to a chosen decode pod, then streams the decode pod's tokens to the client. A
+ * failed hand-off or a decode pod that fails before answering is retried on the next decode pod.
+ * Aggregated (only --aggregated pods): the request is relayed to one pod, retried on the next.
+ * Every failure ends in a clear error.
  */
 import { randomUUID } from "node:crypto";
 import express, { type Express, type Request, type Response } from "express";
@@ -12,11 +14,15 @@ import { errorHandler, HttpError, notFound, type OpenAIErrorBody } from "../http
 import type { RequestKind } from "../http/openai-request.ts";
 import { clientGone } from "../http/respond.ts";
 import { relayStream, relayWhole } from "./relay.ts";
-import { UpstreamSet } from "./upstreams.ts";
+import { promptPrefix, UpstreamSet, type RoutingPolicy } from "./upstreams.ts";
 
 export interface RouterDeps {
   prefill: string[];
   decode: string[];
+  /** Aggregated pods, used when there are no prefill and decode pods. Default none. */
+  aggregated?: string[];
+  /** How a prefill (or aggregated) pod is chosen. Default least-loaded. */
+  policy?: RoutingPolicy;
   metrics: EngineMetrics;
   /** Decode pods tried per request (default 3). */
   maxAttempts?: number;
@@ -69,15 +75,21 @@ function relayedToClient(err: unknown, res: Response): boolean {
 
 export function createRouterApp(deps: RouterDeps): Express {
   const { metrics } = deps;
-  const prefill = new UpstreamSet(deps.prefill);
+  const prefill = new UpstreamSet(deps.prefill, deps.policy);
+  const aggregated = new UpstreamSet(deps.aggregated ?? [], deps.policy);
+  const disaggregated = deps.prefill.length > 0 && deps.decode.length > 0;
   const decode = new UpstreamSet(deps.decode);
   const prefillTimeout = deps.prefillTimeoutMs ?? 120_000;
 
   async function prefillOn(a: Attempt, handoffId: string): Promise<void> {
-    const url = prefill.ranked()[0]!;
+    const url = prefill.ranked(promptPrefix(a.body))[0]!;
     const t0 = performance.now();
     const res = await prefill.track(url, () =>
-      postJson(`${url}/internal/prefill`, { request: a.body, kind: a.kind, handoffId, decodeUrl: a.decodeUrl }, AbortSignal.any([a.signal, AbortSignal.timeout(prefillTimeout)])),
+      postJson(
+        `${url}/internal/prefill`,
+        { request: a.body, kind: a.kind, handoffId, decodeUrl: a.decodeUrl },
+        AbortSignal.any([a.signal, AbortSignal.timeout(prefillTimeout)]),
+      ),
     );
     if (!res.ok) throw await failure(res);
     await res.json();
@@ -95,7 +107,32 @@ export function createRouterApp(deps: RouterDeps): Express {
     });
   }
 
+  /** Relays a request to an aggregated pod as it is, trying the next pod on a 5xx or no answer. */
+  async function viaAggregated(kind: RequestKind, req: Request, res: Response): Promise<void> {
+    const arrivedAt = performance.now();
+    const signal = clientGone(req, res).signal;
+    const path = kind === "chat" ? "/v1/chat/completions" : "/v1/completions";
+    const errors: string[] = [];
+    for (const url of aggregated.ranked(promptPrefix(req.body)).slice(0, deps.maxAttempts ?? 3)) {
+      try {
+        await aggregated.track(url, async () => {
+          const upstream = await postJson(`${url}${path}`, req.body, signal);
+          if (!upstream.ok) throw await failure(upstream);
+          const stream = (upstream.headers.get("content-type") ?? "").startsWith("text/event-stream");
+          await (stream ? relayStream(upstream, res, metrics, arrivedAt) : relayWhole(upstream, res));
+        });
+        metrics.e2eLatency.observe((performance.now() - arrivedAt) / 1000);
+        return;
+      } catch (err) {
+        if (signal.aborted || relayedToClient(err, res)) return;
+        errors.push(`${url}: ${(err as Error).message}`);
+      }
+    }
+    throw new HttpError(502, `no aggregated pod completed the request: ${errors.join("; ")}`, { code: "upstream_unavailable" });
+  }
+
   function handler(kind: RequestKind) {
+    if (!disaggregated) return (req: Request, res: Response): Promise<void> => viaAggregated(kind, req, res);
     return async (req: Request, res: Response): Promise<void> => {
       const arrivedAt = performance.now();
       const signal = clientGone(req, res).signal;
@@ -120,8 +157,11 @@ export function createRouterApp(deps: RouterDeps): Express {
   app.use(countRequests(metrics));
   app.use(observabilityRoutes(metrics, () => true));
   app.get("/v1/models", async (_req, res) => {
-    const upstream = await fetch(`${deps.decode[0]}/v1/models`, { signal: AbortSignal.timeout(5_000) });
-    res.status(upstream.status).type("application/json").send(await upstream.text());
+    const upstream = await fetch(`${disaggregated ? deps.decode[0] : deps.aggregated?.[0]}/v1/models`, { signal: AbortSignal.timeout(5_000) });
+    res
+      .status(upstream.status)
+      .type("application/json")
+      .send(await upstream.text());
   });
   app.use(express.json({ limit: "8mb" }));
   app.post("/v1/completions", handler("completion"));

