@@ -15,16 +15,18 @@ let aggregated: RunningPod;
 let prefill: RunningPod;
 let decode: RunningPod;
 let router: Running;
+let aggregatedRouter: Running;
 
 before(async () => {
   const model = await ensureDefaultModel();
   aggregated = await startPod({ model, parallel: 2 });
   prefill = await startPod({ model, role: "prefill", parallel: 1 });
   decode = await startPod({ model, role: "decode", parallel: 2 });
-  router = await listen(createRouterApp({ prefill: [prefill.url], decode: [decode.url], metrics: createEngineMetrics("router") }));
+  router = await listen(createRouterApp({ prefill: [prefill.url], decode: [decode.url], metrics: createEngineMetrics("router"), policy: "prefix-aware" }));
+  aggregatedRouter = await listen(createRouterApp({ prefill: [], decode: [], aggregated: ["http://127.0.0.1:9", aggregated.url], metrics: createEngineMetrics("router") }));
 });
 after(async () => {
-  for (const r of [router, prefill, decode, aggregated]) await r[Symbol.asyncDispose]();
+  for (const r of [router, aggregatedRouter, prefill, decode, aggregated]) await r[Symbol.asyncDispose]();
 });
 
 test("the model knows Paris", async () => {
@@ -37,6 +39,14 @@ test("aggregated and disaggregated greedy outputs are identical", async () => {
     const body = { prompt, max_tokens: 32 };
     assert.equal(await completionText(router.url, body), await completionText(aggregated.url, body), prompt);
   }
+});
+
+test("a router over aggregated pods relays requests, skipping a pod that does not answer", async () => {
+  const body = { prompt: "The capital of France is the city of", max_tokens: 8 };
+  for (let i = 0; i < 2; i++) assert.equal(await completionText(aggregatedRouter.url, body), await completionText(aggregated.url, body));
+  const bad = await fetch(`${aggregatedRouter.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "x", max_tokens: -1 }) });
+  assert.equal(bad.status, 400, "a 400 from the pod reaches the client as it is");
+  assert.equal(((await bad.json()) as { error: { type: string } }).error.type, "invalid_request_error");
 });
 
 test("chat streams through the router with the GGUF's chat template", async () => {
