@@ -41,7 +41,7 @@ function missingRefs(pool: EnginePool, world: PoolWorld): string[] {
   return missing;
 }
 
-function planPool(pool: EnginePool, role: PoolRole, world: PoolWorld): Plan<PoolStatus> {
+export function planPool(pool: EnginePool, role: PoolRole, world: PoolWorld): Plan<PoolStatus> {
   const name = nameOf(pool);
   const desired = desiredReplicas(pool.spec.replicas);
   const base: PoolStatus = { selector: selectorString(selectorLabels(name, role)), desiredReplicas: desired, serviceName: childName(name, role) };

@@ -1,0 +1,60 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { readFleet } from "./manifests.ts";
+import { planLocalFleet, processSpecs } from "./fleet.ts";
+import { rewriteServiceURLs } from "./processes.ts";
+
+function manifest(text: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), "llmfleet-local-")), "fleet.yaml");
+  writeFileSync(path, text);
+  return path;
+}
+
+test("the quickstart plans a router, a prefill and a decode process wired on loopback", () => {
+  const planned = planLocalFleet(readFleet("examples/quickstart.yaml"));
+  assert.deepEqual(
+    planned.map((d) => `${d.name}:${d.role}x${d.replicas}`),
+    ["gemma-prefill-prefill:prefillx1", "gemma-decode-decode:decodex1", "gemma-270m-router:routerx1"],
+  );
+  const specs = processSpecs(planned, { routerPort: 8080, basePort: 18080, threads: 1 });
+  const router = specs.find((s) => s.name === "gemma-270m-router");
+  const prefill = specs.find((s) => s.name === "gemma-prefill-prefill");
+  assert.equal(router?.port, 8080);
+  assert.equal(router?.args[router.args.indexOf("--prefill") + 1], `http://127.0.0.1:${prefill?.port}`);
+  assert.equal(prefill?.args[prefill.args.indexOf("--port") + 1], String(prefill?.port));
+  assert.equal(prefill?.args[prefill.args.indexOf("--threads") + 1], "1");
+  assert.equal(prefill?.args.includes("--kv-store"), false);
+});
+
+test("replicas become processes, and a Service URL resolves to all of them", () => {
+  const urls = new Map([["pf-prefill", ["http://127.0.0.1:1", "http://127.0.0.1:2"]]]);
+  assert.deepEqual(rewriteServiceURLs(["--prefill", "http://pf-prefill.local.svc:8000", "--x", "http://other.local.svc"], urls), [
+    "--prefill",
+    "http://127.0.0.1:1,http://127.0.0.1:2",
+    "--x",
+    "http://other.local.svc",
+  ]);
+});
+
+test("a manifest the CRD schema refuses is refused locally, naming the field", () => {
+  const bad = manifest(`apiVersion: serving.llmfleet.dev/v1alpha1
+kind: PrefillPool
+metadata: {name: p}
+spec: {modelRef: {name: m}, replicas: {min: 1, max: 2}, autoscaling: {mode: magic}}
+`);
+  assert.throws(() => readFleet(bad), /PrefillPool p: spec\.autoscaling\.mode/);
+  const missing = manifest(`apiVersion: serving.llmfleet.dev/v1alpha1
+kind: Model
+metadata: {name: m}
+spec: {source: {uri: "file:///m.gguf"}}
+---
+apiVersion: serving.llmfleet.dev/v1alpha1
+kind: DecodePool
+metadata: {name: d}
+spec: {modelRef: {name: other}, replicas: {min: 1, max: 2}}
+`);
+  assert.throws(() => planLocalFleet(readFleet(missing)), /decode pool d: Model "other" not found/);
+});

@@ -1,0 +1,101 @@
+// Plans a local fleet with the operator's own planners (planModel, planPrefillPool,
+// planDecodePool) and turns the planned Deployments into engine process specs.
+import type { V1Deployment } from "@kubernetes/client-node";
+import type { EnginePool, Model } from "../api.ts";
+import { findCondition } from "../plan/conditions.ts";
+import { planModel } from "../plan/model.ts";
+import { planPool, type PoolWorld } from "../plan/pools.ts";
+import type { KubeObject } from "../kube/types.ts";
+import { nameOf } from "../kube/types.ts";
+import type { LocalFleetSpec } from "./manifests.ts";
+import { rewriteServiceURLs, withFlag, type EngineProcessSpec } from "./processes.ts";
+
+export interface PlannedDeployment {
+  name: string;
+  role: string;
+  replicas: number;
+  args: string[];
+}
+
+const NOW = "1970-01-01T00:00:00Z";
+
+function deployments(children: KubeObject[]): PlannedDeployment[] {
+  return children
+    .filter((c): c is V1Deployment => c.kind === "Deployment")
+    .map((d) => {
+      const args = d.spec?.template.spec?.containers[0]?.args ?? [];
+      return { name: d.metadata?.name ?? "", role: args[args.indexOf("--role") + 1] ?? "", replicas: d.spec?.replicas ?? 1, args };
+    });
+}
+
+function poolWorld(fleet: LocalFleetSpec, pool: EnginePool): PoolWorld {
+  const byName = <T extends KubeObject>(list: T[], name: string | undefined): T | undefined => list.find((o) => nameOf(o) === name);
+  return {
+    model: byName(fleet.models, pool.spec.modelRef.name),
+    kvStore: byName(fleet.kvStores, pool.spec.kvStoreRef?.name),
+    nodeGroup: byName(fleet.nodeGroups, pool.spec.nodeGroupRef?.name),
+    decodePools: fleet.decodePools.filter((d) => d.spec.modelRef.name === pool.spec.modelRef.name),
+    engineImage: "local",
+    now: NOW,
+  };
+}
+
+/** The Deployments the operator would create for this fleet; unresolved references are errors here. */
+export function planLocalFleet(fleet: LocalFleetSpec): PlannedDeployment[] {
+  const planned: PlannedDeployment[] = [];
+  const pools: Array<[EnginePool, "prefill" | "decode"]> = [
+    ...fleet.prefillPools.map((p) => [p, "prefill"] as [EnginePool, "prefill"]),
+    ...fleet.decodePools.map((p) => [p, "decode"] as [EnginePool, "decode"]),
+  ];
+  for (const [pool, role] of pools) {
+    const world = poolWorld(fleet, pool);
+    const plan = planPool(pool, role, world);
+    const unresolved = findCondition(plan.status.conditions, "ReferencesResolved");
+    if (unresolved?.status === "False") throw new Error(`${role} pool ${nameOf(pool)}: ${unresolved.message}`);
+    planned.push(...deployments(plan.children));
+  }
+  for (const model of fleet.models) planned.push(...deployments(planModelLocally(fleet, model)));
+  return planned;
+}
+
+function planModelLocally(fleet: LocalFleetSpec, model: Model): KubeObject[] {
+  const mine = (p: EnginePool): boolean => p.spec.modelRef.name === nameOf(model);
+  const nodeGroup = fleet.nodeGroups.find((g) => nameOf(g) === model.spec.placement?.nodeGroupRef?.name);
+  return planModel(model, {
+    prefillPools: fleet.prefillPools.filter(mine),
+    decodePools: fleet.decodePools.filter(mine),
+    nodeGroup,
+    engineImage: "local",
+    now: NOW,
+  }).children;
+}
+
+export interface LocalLayout {
+  routerPort: number;
+  basePort: number;
+  /** llama.cpp threads per model process. */
+  threads: number;
+}
+
+/** Loopback ports for every replica, then arguments with Service URLs resolved to them. */
+export function processSpecs(planned: PlannedDeployment[], layout: LocalLayout): EngineProcessSpec[] {
+  let next = layout.basePort;
+  let routerPort = layout.routerPort;
+  const ports = new Map<string, number[]>();
+  for (const d of planned) {
+    ports.set(
+      d.name,
+      Array.from({ length: d.replicas }, () => (d.role === "router" ? routerPort++ : next++)),
+    );
+  }
+  const urls = new Map([...ports].map(([svc, ps]) => [svc, ps.map((p) => `http://127.0.0.1:${p}`)]));
+  return planned.flatMap((d) =>
+    (ports.get(d.name) ?? []).map((port, replica) => {
+      // The KV store role is not part of the engine yet: local pods keep KV in their own memory.
+      const kvAt = d.args.indexOf("--kv-store");
+      const args = kvAt >= 0 ? [...d.args.slice(0, kvAt), ...d.args.slice(kvAt + 2)] : d.args;
+      const resolved = withFlag(withFlag(rewriteServiceURLs(args, urls), "--port", String(port)), "--host", "127.0.0.1");
+      return { name: d.name, replica, port, args: d.role === "router" ? resolved : withFlag(resolved, "--threads", String(layout.threads)) };
+    }),
+  );
+}

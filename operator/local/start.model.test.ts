@@ -1,0 +1,41 @@
+// `npm start` end to end: the quickstart fleet comes up on loopback with the real model, answers
+// through the router on the P/D path, and stops cleanly on SIGINT.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { resolve } from "node:path";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+
+test("npm start serves the quickstart fleet and stops on Ctrl-C", { timeout: 300_000 }, async () => {
+  const port = 18_500 + Math.floor(Math.random() * 400);
+  const child = spawn(process.execPath, ["--import", "tsx", "operator/local/main.ts"], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  try {
+    await new Promise<void>((res, rej) => {
+      const timer = setInterval(() => out.includes("fleet ready") && (clearInterval(timer), res()), 200);
+      child.once("exit", (code) => (clearInterval(timer), rej(new Error(`npm start exited ${code}:\n${out}`))));
+    });
+    const res = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "default", prompt: "The capital of France is the city of", max_tokens: 4, temperature: 0 }),
+    });
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { choices: Array<{ text: string }> };
+    assert.match(body.choices[0]?.text ?? "", /Paris/);
+    assert.match(out, /started gemma-prefill-prefill#0/);
+    assert.match(out, /started gemma-decode-decode#0/);
+  } finally {
+    child.kill("SIGINT");
+    const code = await new Promise<number | null>((res) => child.once("exit", res));
+    assert.equal(code, 0, out);
+  }
+  assert.match(out, /stopping the fleet/);
+});
