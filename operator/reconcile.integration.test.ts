@@ -157,13 +157,21 @@ test("re-applying the same manifests changes nothing and triggers no rollout", a
   const names = ["gemma-270m-router", "gemma-prefill-prefill", "gemma-decode-decode"];
   const snapshot = async (): Promise<string[]> => Promise.all(names.map(async (d) => `${d}@${(await deployment(d)).metadata?.generation}`));
   const sts = async (): Promise<number | undefined> => (await jsonOf<V1StatefulSet>(["get", ...n, "statefulset", "shared-kv-kvstore"])).metadata?.generation;
+  const rv = async (): Promise<string[]> =>
+    Promise.all(
+      ["prefillpool/gemma-prefill", "decodepool/gemma-decode", "model/gemma-270m", "kvstore/shared-kv", "gpunodegroup/h100"].map(
+        async (o) => `${o}@${(await jsonOf<PrefillPool>(["get", ...n, o])).metadata?.resourceVersion}`,
+      ),
+    );
   const before = await snapshot();
   const stsBefore = await sts();
+  const rvBefore = await rv();
   const out = await kubectlOk(["apply", ...n, "-f", "examples/quickstart.yaml"]);
   assert.doesNotMatch(out, /configured/, "kubectl reports every object unchanged");
   // Give the operator time to react to anything it would react to.
   await new Promise((r) => setTimeout(r, 3000));
   assert.deepEqual(await snapshot(), before);
+  assert.deepEqual(await rv(), rvBefore, "no status is rewritten when nothing changed");
   assert.equal(await sts(), stsBefore);
   const pool = await jsonOf<PrefillPool>(["get", ...n, "prefillpool", "gemma-prefill"]);
   assert.equal(pool.spec.replicas.desired, 3, "replicas set through /scale are not reverted by a re-apply");
