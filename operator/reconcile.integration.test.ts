@@ -176,3 +176,16 @@ test("re-applying the same manifests changes nothing and triggers no rollout", a
   const pool = await jsonOf<PrefillPool>(["get", ...n, "prefillpool", "gemma-prefill"]);
   assert.equal(pool.spec.replicas.desired, 3, "replicas set through /scale are not reverted by a re-apply");
 });
+
+test("the operator serves /healthz, /readyz and its reconcile metrics", async () => {
+  const port = /health on [\d.]+:(\d+)/.exec(operator.logs())?.[1];
+  assert.ok(port, "the operator logs its health port");
+  const base = `http://127.0.0.1:${port}`;
+  assert.equal((await fetch(`${base}/healthz`)).status, 200);
+  assert.equal((await fetch(`${base}/readyz`)).status, 200);
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  const ok = /llmfleet_operator_reconcile_duration_seconds_count\{controller="prefillpool",result="ok"\} (\d+)/.exec(metrics);
+  assert.ok(Number(ok?.[1]) > 0, "reconcile durations are recorded");
+  assert.match(metrics, /llmfleet_operator_workqueue_depth \d+/);
+  assert.match(metrics, /llmfleet_operator_reconcile_errors_total|# TYPE llmfleet_operator_reconcile_errors_total counter/);
+});
