@@ -1,0 +1,206 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { recommendReplicas } from "./recommender.ts";
+import { arrivalTrend, forecastRate, learnedCapacity, learnedRunningCapacity } from "./signals.ts";
+import type { PoolObservation, RecommenderSpec } from "./types.ts";
+
+/** A pool observed every 15 s; `at` counts from 0. */
+function series(n: number, f: (i: number) => Partial<PoolObservation>): PoolObservation[] {
+  return Array.from({ length: n }, (_, i) => ({ at: i * 15, readyReplicas: 2, arrivalRate: 0, throughput: 0, queueDepth: 0, ...f(i) }));
+}
+
+function prefill(over: Partial<RecommenderSpec> = {}): RecommenderSpec {
+  return {
+    role: "prefill",
+    min: 1,
+    max: 10,
+    current: 2,
+    sloSeconds: 0.5,
+    maxQueuePerReplica: 4,
+    scaleDownStabilizationSeconds: 300,
+    leadTimeSeconds: 0,
+    priorCapacityPerReplica: 10000,
+    ...over,
+  };
+}
+
+function decode(over: Partial<RecommenderSpec> = {}): RecommenderSpec {
+  return { ...prefill(over), role: "decode", sloSeconds: 0.05, maxRunningPerReplica: 16, maxKVUtilizationPercent: 85, ...over };
+}
+
+interface Case {
+  name: string;
+  history: PoolObservation[];
+  spec: RecommenderSpec;
+  desired: number;
+  reason: RegExp;
+}
+
+// Served up to 6k per replica so far: below the 10k prior, which therefore holds.
+const steady = (rate: number): PoolObservation[] => series(10, () => ({ arrivalRate: rate, throughput: Math.min(rate, 12000) }));
+
+const cases: Case[] = [
+  { name: "no history holds current", history: [], spec: prefill({ current: 3 }), desired: 3, reason: /no observations/ },
+  { name: "no history raises to min", history: [], spec: prefill({ current: 0, min: 1 }), desired: 1, reason: /raised to min/ },
+  // 2 replicas × 10k × 0.75 = 15k tokens/s fits; 12k holds.
+  { name: "load inside band holds", history: steady(12000), spec: prefill(), desired: 2, reason: /hold/ },
+  // 40k tokens/s at 7.5k per replica → 6.
+  { name: "arrival rate scales up", history: steady(40000), spec: prefill(), desired: 6, reason: /scale up: arrival-rate needs 6/ },
+  { name: "queue scales up", history: series(3, () => ({ queueDepth: 20 })), spec: prefill(), desired: 5, reason: /scale up: queue needs 5/ },
+  {
+    name: "TTFT over SLO scales up proportionally, at most 2x",
+    history: series(3, () => ({ ttftP90: 0.75, arrivalRate: 1000, throughput: 1000 })),
+    spec: prefill(),
+    desired: 3,
+    reason: /ttft needs 3/,
+  },
+  { name: "max clamps", history: steady(400000), spec: prefill(), desired: 10, reason: /clamped to max 10/ },
+  {
+    name: "scale down waits for the stabilisation window",
+    history: [
+      ...series(5, () => ({ arrivalRate: 40000, throughput: 40000, recommendation: 6 })),
+      ...series(3, (i) => ({ at: 75 + i * 15, arrivalRate: 1000, throughput: 1000 })),
+    ],
+    spec: prefill({ current: 6 }),
+    desired: 6,
+    reason: /stabilising: 6/,
+  },
+  {
+    name: "scale down after the window",
+    history: [
+      ...series(2, () => ({ arrivalRate: 40000, recommendation: 6 })),
+      ...series(30, (i) => ({ at: 30 + i * 15, arrivalRate: 1000, throughput: 1000, recommendation: 1 })),
+    ],
+    spec: prefill({ current: 6 }),
+    desired: 1,
+    reason: /scale down: arrival-rate/,
+  },
+  {
+    name: "scale to zero when min is 0 and idle for the window",
+    history: series(25, () => ({})),
+    spec: prefill({ min: 0, current: 1 }),
+    desired: 0,
+    reason: /scale to zero/,
+  },
+  { name: "no scale to zero while min is 1", history: series(25, () => ({})), spec: prefill({ current: 1 }), desired: 1, reason: /min 1/ },
+  {
+    name: "scale from zero on a queued request",
+    history: series(2, () => ({ readyReplicas: 0, queueDepth: 1 })),
+    spec: prefill({ min: 0, current: 0 }),
+    desired: 1,
+    reason: /queue/,
+  },
+  {
+    name: "rising trend scales ahead over the lead time",
+    // +50 tokens/s per second; 10k now, 180 s ahead 19k → 3 replicas at 7.5k, not 2.
+    history: series(9, (i) => ({ arrivalRate: 4000 + 750 * i, throughput: 4000 })),
+    spec: prefill({ leadTimeSeconds: 180 }),
+    desired: 3,
+    reason: /arrival-rate needs 3/,
+  },
+  {
+    name: "same trend without lead time waits",
+    history: series(9, (i) => ({ arrivalRate: 4000 + 750 * i, throughput: 4000 })),
+    spec: prefill({ leadTimeSeconds: 0 }),
+    desired: 2,
+    reason: /hold/,
+  },
+  {
+    name: "capacity learned from a saturated pool overrides the prior",
+    // Queue > 0: the pool delivers 5k per replica, so 15k needs 15k / (5k × 0.75) = 4.
+    history: series(5, () => ({ arrivalRate: 15000, throughput: 10000, queueDepth: 2 })),
+    spec: prefill(),
+    desired: 4,
+    reason: /arrival-rate needs 4/,
+  },
+  {
+    name: "decode: running sequences over the per-replica limit",
+    history: series(3, () => ({ running: 50, arrivalRate: 2, throughput: 2 })),
+    spec: decode(),
+    desired: 4,
+    reason: /running-sequences needs 4/,
+  },
+  {
+    name: "decode: KV memory over its limit",
+    history: series(3, () => ({ running: 10, kvUtilizationPercent: 95, arrivalRate: 1, throughput: 1 })),
+    spec: decode(),
+    desired: 3,
+    reason: /kv-memory needs 3/,
+  },
+  {
+    name: "decode: ITL breach lowers the learned sequences per replica",
+    // 16 per replica at 100 ms against 50 ms → 8 per replica → 32 running need 4.
+    history: series(3, () => ({ running: 32, itlP90: 0.1, arrivalRate: 1, throughput: 1 })),
+    spec: decode(),
+    desired: 4,
+    reason: /needs 4/,
+  },
+  {
+    name: "decode: quiet pool holds inside the band",
+    history: series(3, () => ({ running: 28, arrivalRate: 1, throughput: 1 })),
+    spec: decode(),
+    desired: 2,
+    reason: /hold/,
+  },
+];
+
+for (const c of cases) {
+  test(`recommendReplicas: ${c.name}`, () => {
+    const d = recommendReplicas(c.history, c.spec);
+    assert.equal(d.desired, c.desired, d.reason);
+    assert.match(d.reason, c.reason);
+    assert.equal(d.inputs.current, c.spec.current);
+  });
+}
+
+test("every decision records its inputs", () => {
+  const d = recommendReplicas(steady(40000), prefill());
+  assert.equal(d.inputs.arrivalRate, 40000);
+  assert.equal(d.inputs.capacityPerReplica, 10000);
+  assert.equal(d.inputs.capacitySource, "prior");
+  assert.deepEqual(d.inputs.signals, { "arrival-rate": 6, queue: 0, ttft: 0 });
+  assert.equal(d.inputs.raw, 6);
+});
+
+test("arrivalTrend fits a line; forecastRate never projects a fall and caps growth", () => {
+  const rising = series(5, (i) => ({ arrivalRate: 100 + 15 * i }));
+  assert.deepEqual(arrivalTrend(rising), { fitted: 160, slope: 1 });
+  assert.equal(forecastRate(rising, 60).rate, 220);
+  assert.equal(forecastRate(rising, 6000).rate, 320, "capped at twice the fitted rate");
+  const falling = series(5, (i) => ({ arrivalRate: 500 - 50 * i }));
+  assert.equal(forecastRate(falling, 600).rate, 300);
+});
+
+test("learnedCapacity: saturated median, else the prior raised to what was served", () => {
+  assert.deepEqual(
+    learnedCapacity(
+      series(3, (i) => ({ throughput: 10000 + 2000 * i, queueDepth: 1 })),
+      9000,
+    ),
+    { perReplica: 6000, source: "saturated" },
+  );
+  assert.deepEqual(
+    learnedCapacity(
+      series(3, () => ({ throughput: 24000 })),
+      9000,
+    ),
+    { perReplica: 12000, source: "observed-lower-bound" },
+  );
+  assert.deepEqual(learnedCapacity([], 9000), { perReplica: 9000, source: "prior" });
+  assert.equal(
+    learnedRunningCapacity(
+      series(1, () => ({ running: 40, itlP90: 0.2 })),
+      16,
+      0.05,
+    ),
+    5,
+  );
+  assert.equal(
+    learnedRunningCapacity(
+      series(1, () => ({ running: 40, itlP90: 0.01 })),
+      16,
+      0.05,
+    ),
+    16,
+  );
+});

@@ -1,0 +1,80 @@
+// Pure estimators the recommender builds on: a short linear forecast of the arrival rate and the
+// per-replica capacity a pool has shown it delivers. Only math; no clock, no client.
+import type { PoolObservation } from "./types.ts";
+
+export interface Trend {
+  /** Arrival rate fitted at the latest observation. */
+  fitted: number;
+  /** Change of the arrival rate per second (least squares over the window). */
+  slope: number;
+}
+
+/** Observations no older than `windowSeconds` before the latest one. */
+export function recent(history: PoolObservation[], windowSeconds: number): PoolObservation[] {
+  const last = history[history.length - 1];
+  if (!last) return [];
+  return history.filter((o) => o.at > last.at - windowSeconds && o.at <= last.at);
+}
+
+/** Least-squares line through (at, arrivalRate); a flat line when fewer than 3 points or no time spread. */
+export function arrivalTrend(window: PoolObservation[]): Trend {
+  const n = window.length;
+  const last = window[n - 1];
+  if (!last) return { fitted: 0, slope: 0 };
+  const meanT = window.reduce((s, o) => s + o.at, 0) / n;
+  const meanR = window.reduce((s, o) => s + o.arrivalRate, 0) / n;
+  const sxx = window.reduce((s, o) => s + (o.at - meanT) ** 2, 0);
+  if (n < 3 || sxx === 0) return { fitted: last.arrivalRate, slope: 0 };
+  const slope = window.reduce((s, o) => s + (o.at - meanT) * (o.arrivalRate - meanR), 0) / sxx;
+  return { fitted: meanR + slope * (last.at - meanT), slope };
+}
+
+/**
+ * Arrival rate expected `leadSeconds` from now: the trend projected forward when it rises (never
+ * below the rate seen now, at most `maxGrowth` times it), the rate seen now otherwise. Scaling down
+ * never anticipates: a falling trend only counts once it has happened.
+ */
+export function forecastRate(window: PoolObservation[], leadSeconds: number, maxGrowth = 2): { rate: number; trend: Trend } {
+  const trend = arrivalTrend(window);
+  const now = window[window.length - 1]?.arrivalRate ?? 0;
+  if (trend.slope <= 0 || leadSeconds <= 0) return { rate: now, trend };
+  const projected = trend.fitted + trend.slope * leadSeconds;
+  const cap = Math.max(now, trend.fitted) * maxGrowth;
+  return { rate: Math.max(now, Math.min(projected, cap)), trend };
+}
+
+function median(xs: number[]): number | undefined {
+  if (xs.length === 0) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid] : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+}
+
+export interface Capacity {
+  perReplica: number;
+  source: "saturated" | "prior" | "observed-lower-bound";
+}
+
+/**
+ * Work per second one replica delivers, learned from the pool itself. While requests wait
+ * (queue > 0) the pool runs flat out, so throughput / ready replicas is its capacity: the median
+ * of those samples is used. Without saturated samples the prior holds, raised to the best
+ * per-replica throughput seen (a pool that served X per replica can serve at least X).
+ */
+export function learnedCapacity(window: PoolObservation[], prior: number): Capacity {
+  const withPods = window.filter((o) => o.readyReplicas > 0 && o.throughput > 0);
+  const saturated = median(withPods.filter((o) => o.queueDepth > 0).map((o) => o.throughput / o.readyReplicas));
+  if (saturated !== undefined) return { perReplica: saturated, source: "saturated" };
+  const seen = Math.max(0, ...withPods.map((o) => o.throughput / o.readyReplicas));
+  return seen > prior ? { perReplica: seen, source: "observed-lower-bound" } : { perReplica: prior, source: "prior" };
+}
+
+/**
+ * Sequences one decode replica holds within its ITL target: the spec's limit, lowered to what the
+ * pool showed when ITL exceeded the target (running per replica scaled by target / observed).
+ */
+export function learnedRunningCapacity(window: PoolObservation[], limit: number, itlTarget: number): number {
+  const breaches = window.filter((o) => o.readyReplicas > 0 && (o.running ?? 0) > 0 && (o.itlP90 ?? 0) > itlTarget);
+  const learned = median(breaches.map((o) => ((o.running ?? 0) / o.readyReplicas) * (itlTarget / (o.itlP90 ?? itlTarget))));
+  return Math.max(1, Math.min(limit, learned ?? limit));
+}

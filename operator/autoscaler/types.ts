@@ -1,0 +1,82 @@
+// What the autoscaler observes about a pool and what it decides. Times are seconds on one
+// monotonic clock; rates are per second.
+import type { PoolRole } from "../api.ts";
+
+export interface PoolObservation {
+  /** When the observation was taken. */
+  at: number;
+  /** Pods serving (ready) when observed. */
+  readyReplicas: number;
+  /**
+   * Work arriving per second. Prefill: prompt tokens/s (prompts differ 100× in size, requests do
+   * not measure work). Decode: requests/s handed over by prefill.
+   */
+  arrivalRate: number;
+  /** Work the pool completed per second, in the unit of arrivalRate. */
+  throughput: number;
+  /** Requests waiting across the pool's pods. */
+  queueDepth: number;
+  /** Sequences being served across the pool's pods. */
+  running?: number;
+  /** Observed TTFT p90 in seconds (prefill). */
+  ttftP90?: number;
+  /** Observed inter-token latency p90 in seconds (decode). */
+  itlP90?: number;
+  /** Mean KV-cache memory use across pods, percent (decode). */
+  kvUtilizationPercent?: number;
+  /** The raw recommendation made from this observation (before stabilisation); set by the caller after deciding. */
+  recommendation?: number;
+}
+
+export interface RecommenderSpec {
+  role: PoolRole;
+  min: number;
+  max: number;
+  /** Replicas asked for now (spec.replicas.desired). */
+  current: number;
+  /** TTFT p90 target (prefill) or ITL p90 target (decode), seconds. */
+  sloSeconds: number;
+  /** Prefill: waiting requests per replica above which the pool scales up. Default 4. */
+  maxQueuePerReplica?: number;
+  /** Decode: running sequences per replica above which the pool scales up. Default 16. */
+  maxRunningPerReplica?: number;
+  /** Decode: KV-memory use per replica above which the pool scales up. Default 85. */
+  maxKVUtilizationPercent?: number;
+  /** A lower recommendation must hold this long before replicas are removed. */
+  scaleDownStabilizationSeconds: number;
+  /** From asking for a replica to it serving: node provisioning (when a node is needed) plus model load. */
+  leadTimeSeconds: number;
+  /** History the forecast and capacity learning look at. Default 120 s. */
+  windowSeconds?: number;
+  /** Prefill: fraction of learned capacity to plan for, leaving room for bursts within the SLO. Default 0.75. */
+  targetUtilization?: number;
+  /** Relative band inside which a lower load does not remove replicas. Default 0.15. */
+  hysteresis?: number;
+  /** Prefill: per-replica capacity (tokens/s) assumed until the pool has shown its own. Default 10000. */
+  priorCapacityPerReplica?: number;
+}
+
+export interface DecisionInputs {
+  current: number;
+  readyReplicas: number;
+  arrivalRate: number;
+  forecastRate: number;
+  trendPerSecond: number;
+  queueDepth: number;
+  running?: number;
+  observedLatency?: number;
+  sloSeconds: number;
+  kvUtilizationPercent?: number;
+  capacityPerReplica: number;
+  capacitySource: string;
+  leadTimeSeconds: number;
+  /** Replicas each signal asks for (scale-up thresholds). */
+  signals: Record<string, number>;
+  raw: number;
+}
+
+export interface Decision {
+  desired: number;
+  reason: string;
+  inputs: DecisionInputs;
+}
