@@ -1,6 +1,7 @@
-// Writes crds/<plural>.serving.llmfleet.dev.yaml from the TypeBox schemas in crds/schema.
+// Writes crds/<plural>.serving.llmfleet.dev.yaml (and the same files into the Helm chart's crds/)
+// from the TypeBox schemas in crds/schema.
 // `--check` fails (exit 1) when the committed YAML differs from what would be generated; CI runs it.
-import { readFileSync, writeFileSync, existsSync } from "node:fs";
+import { readFileSync, writeFileSync, existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
@@ -61,14 +62,18 @@ export function renderCRD(def: KindDefinition): string {
   return HEADER + stringify(buildCRD(def), { lineWidth: 0 });
 }
 
+/** Where each CRD is written: crds/ for kubectl users, and the chart's crds/ for Helm. */
+const OUTPUT_DIRS = [here, join(here, "..", "charts", "llmfleet", "crds")];
+
 function main(check: boolean): number {
   const stale: string[] = [];
-  for (const def of KINDS) {
-    const path = join(here, crdFileName(def));
+  const targets = KINDS.flatMap((def) => OUTPUT_DIRS.map((dir) => [def, join(dir, crdFileName(def))] as const));
+  for (const [def, path] of targets) {
     const text = renderCRD(def);
     if (check) {
       if (!existsSync(path) || readFileSync(path, "utf8") !== text) stale.push(path);
     } else {
+      mkdirSync(dirname(path), { recursive: true });
       writeFileSync(path, text);
       console.log(`wrote ${path}`);
     }
@@ -77,7 +82,7 @@ function main(check: boolean): number {
     console.error(`CRDs are stale; run \`npm run crds:generate\` and commit:\n  ${stale.join("\n  ")}`);
     return 1;
   }
-  if (check) console.log(`crds/ matches crds/schema (${KINDS.length} CRDs)`);
+  if (check) console.log(`crds/ and charts/llmfleet/crds/ match crds/schema (${KINDS.length} CRDs)`);
   return 0;
 }
 
