@@ -111,23 +111,22 @@ export class LeaderElector {
         leaseTransitions: 0,
       },
     };
-    try {
-      await this.client.create(R.Lease, lease, FIELD_MANAGER);
-      return true;
-    } catch (err) {
-      if (isConflict(err)) return false;
-      throw err;
-    }
+    return unlessConflict(this.client.create(R.Lease, lease, FIELD_MANAGER));
   }
 
-  private async update(lease: V1Lease): Promise<boolean> {
-    try {
-      await this.client.replace(R.Lease, lease, FIELD_MANAGER);
-      return true;
-    } catch (err) {
-      if (isConflict(err)) return false;
-      throw err;
-    }
+  private update(lease: V1Lease): Promise<boolean> {
+    return unlessConflict(this.client.replace(R.Lease, lease, FIELD_MANAGER));
+  }
+}
+
+/** True when the write went through; false when another replica won the race (409 Conflict). */
+async function unlessConflict(write: Promise<unknown>): Promise<boolean> {
+  try {
+    await write;
+    return true;
+  } catch (err) {
+    if (isConflict(err)) return false;
+    throw err;
   }
 }
 
