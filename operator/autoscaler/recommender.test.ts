@@ -46,7 +46,21 @@ const cases: Case[] = [
   { name: "load inside band holds", history: steady(12000), spec: prefill(), desired: 2, reason: /hold/ },
   // 40k tokens/s at 7.5k per replica → 6.
   { name: "arrival rate scales up", history: steady(40000), spec: prefill(), desired: 6, reason: /scale up: arrival-rate needs 6/ },
-  { name: "queue scales up", history: series(3, () => ({ queueDepth: 20 })), spec: prefill(), desired: 5, reason: /scale up: queue needs 5/ },
+  { name: "queue scales up", history: series(3, () => ({ queueDepth: 12 })), spec: prefill(), desired: 3, reason: /scale up: queue needs 3/ },
+  {
+    name: "a deep queue at most doubles the ready replicas per step",
+    history: series(3, () => ({ queueDepth: 200 })),
+    spec: prefill(),
+    desired: 4,
+    reason: /queue needs 4/,
+  },
+  {
+    name: "a history shorter than the stabilisation window never scales down (restart)",
+    history: series(3, () => ({ arrivalRate: 1000, throughput: 1000 })),
+    spec: prefill({ current: 6 }),
+    desired: 6,
+    reason: /stabilising: 6/,
+  },
   {
     name: "TTFT over SLO scales up proportionally, at most 2x",
     history: series(3, () => ({ ttftP90: 0.75, arrivalRate: 1000, throughput: 1000 })),
@@ -169,6 +183,9 @@ test("arrivalTrend fits a line; forecastRate never projects a fall and caps grow
   assert.equal(forecastRate(rising, 6000).rate, 320, "capped at twice the fitted rate");
   const falling = series(5, (i) => ({ arrivalRate: 500 - 50 * i }));
   assert.equal(forecastRate(falling, 600).rate, 300);
+  const noisy = series(8, (i) => ({ arrivalRate: [100, 300, 120, 280, 90, 310, 110, 290][i] ?? 0 }));
+  assert.equal(arrivalTrend(noisy).slope, 0, "a slope inside the noise is no trend");
+  assert.equal(forecastRate(noisy, 600).rate, 290);
 });
 
 test("learnedCapacity: saturated median, else the prior raised to what was served", () => {

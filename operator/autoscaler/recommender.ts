@@ -32,14 +32,27 @@ function latencySignal(name: string, observed: number | undefined, target: numbe
   return { name, up: n, down: n };
 }
 
-function prefillLoad(window: PoolObservation[], last: PoolObservation, spec: RecommenderSpec): Load {
+/**
+ * A backlog asks for queue / maxQueuePerReplica replicas, at most twice the ready ones per step:
+ * replicas arrive only after the lead time, by when the backlog is mostly served, so sizing the
+ * pool to a momentary queue buys GPUs that idle through the stabilisation window.
+ */
+function queueSignal(queue: number, perReplica: number, ready: number, hysteresis: number): Signal {
+  const s = signal("queue", queue, perReplica, hysteresis);
+  const cap = LATENCY_STEP_MAX * Math.max(1, ready);
+  return { name: s.name, up: Math.min(s.up, cap), down: Math.min(s.down, cap) };
+}
+
+function prefillLoad(history: PoolObservation[], window: PoolObservation[], spec: RecommenderSpec): Load {
+  const last = history[history.length - 1] as PoolObservation;
   const h = spec.hysteresis ?? 0.15;
   const util = spec.targetUtilization ?? 0.75;
-  const cap = learnedCapacity(window, spec.priorCapacityPerReplica ?? 10000);
+  // Capacity remembers every saturated moment the caller kept, not just the forecast window.
+  const cap = learnedCapacity(history, spec.priorCapacityPerReplica ?? 10000);
   const fc = forecastRate(window, spec.leadTimeSeconds);
   const signals = [
     signal("arrival-rate", fc.rate, cap.perReplica * util, h),
-    signal("queue", last.queueDepth, spec.maxQueuePerReplica ?? 4, h),
+    queueSignal(last.queueDepth, spec.maxQueuePerReplica ?? 4, last.readyReplicas, h),
     latencySignal("ttft", last.ttftP90, spec.sloSeconds, last.readyReplicas),
   ];
   return {
@@ -59,7 +72,8 @@ function prefillLoad(window: PoolObservation[], last: PoolObservation, spec: Rec
   };
 }
 
-function decodeLoad(window: PoolObservation[], last: PoolObservation, spec: RecommenderSpec): Load {
+function decodeLoad(history: PoolObservation[], window: PoolObservation[], spec: RecommenderSpec): Load {
+  const last = history[history.length - 1] as PoolObservation;
   const h = spec.hysteresis ?? 0.15;
   const perReplica = learnedRunningCapacity(window, spec.maxRunningPerReplica ?? 16, spec.sloSeconds);
   const fc = forecastRate(window, spec.leadTimeSeconds);
@@ -112,8 +126,15 @@ function rawRecommendation(load: Load, current: number): { raw: number; reason: 
   return { raw: Math.max(down.down, up.up), reason: `scale down: ${down.name} needs only ${down.down}` };
 }
 
-/** The highest raw recommendation within the stabilisation window, the current observation's included. */
+/**
+ * The highest raw recommendation within the stabilisation window, the current observation's
+ * included. A history shorter than the window (a restart) holds the current replicas: what was
+ * recommended before it is unknown.
+ */
 function stabilised(history: PoolObservation[], raw: number, spec: RecommenderSpec): number {
+  const first = history[0];
+  const last = history[history.length - 1];
+  if (!first || !last || last.at - first.at < spec.scaleDownStabilizationSeconds) return spec.current;
   const window = recent(history, spec.scaleDownStabilizationSeconds).slice(0, -1);
   return Math.max(raw, ...window.map((o) => o.recommendation ?? 0));
 }
@@ -147,7 +168,7 @@ export function recommendReplicas(history: PoolObservation[], spec: RecommenderS
     const c = clamp(spec.current, spec);
     return { desired: c.desired, reason: `hold: no observations yet${c.note}`, inputs: emptyInputs(spec) };
   }
-  const load = spec.role === "prefill" ? prefillLoad(window, last, spec) : decodeLoad(window, last, spec);
+  const load = spec.role === "prefill" ? prefillLoad(history, window, spec) : decodeLoad(history, window, spec);
   const signals = Object.fromEntries(load.signals.map((s) => [s.name, s.up]));
   const quiet = spec.min === 0 && idleFor(history, spec.scaleDownStabilizationSeconds);
   const raw = quiet ? { raw: 0, reason: "scale to zero: idle for the stabilisation window" } : rawRecommendation(load, spec.current);

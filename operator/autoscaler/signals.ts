@@ -16,7 +16,11 @@ export function recent(history: PoolObservation[], windowSeconds: number): PoolO
   return history.filter((o) => o.at > last.at - windowSeconds && o.at <= last.at);
 }
 
-/** Least-squares line through (at, arrivalRate); a flat line when fewer than 3 points or no time spread. */
+/**
+ * Least-squares line through (at, arrivalRate); a flat line when fewer than 3 points, no time
+ * spread, or a slope that does not stand out of the noise (under two standard errors): noise
+ * projected over minutes of lead time would otherwise buy replicas for load that never comes.
+ */
 export function arrivalTrend(window: PoolObservation[]): Trend {
   const n = window.length;
   const last = window[n - 1];
@@ -26,6 +30,9 @@ export function arrivalTrend(window: PoolObservation[]): Trend {
   const sxx = window.reduce((s, o) => s + (o.at - meanT) ** 2, 0);
   if (n < 3 || sxx === 0) return { fitted: last.arrivalRate, slope: 0 };
   const slope = window.reduce((s, o) => s + (o.at - meanT) * (o.arrivalRate - meanR), 0) / sxx;
+  const residuals = window.reduce((s, o) => s + (o.arrivalRate - (meanR + slope * (o.at - meanT))) ** 2, 0);
+  const stderr = Math.sqrt(residuals / (n - 2) / sxx);
+  if (Math.abs(slope) < 2 * stderr) return { fitted: last.arrivalRate, slope: 0 };
   return { fitted: meanR + slope * (last.at - meanT), slope };
 }
 

@@ -1,0 +1,76 @@
+// Request traces for the autoscaling replay: Azure LLM inference CSV (TIMESTAMP, ContextTokens,
+// GeneratedTokens) and Mooncake JSONL (timestamp ms, input_length, output_length, hash_ids).
+import { readFileSync } from "node:fs";
+
+export interface TraceRequest {
+  /** Arrival, seconds from the trace's first request. */
+  at: number;
+  promptTokens: number;
+  outputTokens: number;
+}
+
+function parseAzure(text: string): TraceRequest[] {
+  const lines = text.trim().split("\n").slice(1);
+  const rows = lines.map((line) => {
+    const [ts = "", ctx = "0", gen = "0"] = line.split(",");
+    // "2023-11-16 18:15:46.6805900": seven fractional digits; Date takes milliseconds.
+    const [date, frac = "0"] = ts.split(".");
+    const ms = Date.parse(`${date?.replace(" ", "T")}Z`) + Number(`0.${frac}`) * 1000;
+    return { ms, promptTokens: Number(ctx), outputTokens: Number(gen) };
+  });
+  const t0 = rows[0]?.ms ?? 0;
+  return rows.map((r) => ({ at: (r.ms - t0) / 1000, promptTokens: r.promptTokens, outputTokens: r.outputTokens }));
+}
+
+function parseMooncake(text: string): TraceRequest[] {
+  const rows = text
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { timestamp: number; input_length: number; output_length: number });
+  const t0 = rows[0]?.timestamp ?? 0;
+  return rows.map((r) => ({ at: (r.timestamp - t0) / 1000, promptTokens: r.input_length, outputTokens: r.output_length }));
+}
+
+export function loadTrace(path: string): TraceRequest[] {
+  const text = readFileSync(path, "utf8");
+  const reqs = text.trimStart().startsWith("{") ? parseMooncake(text) : parseAzure(text);
+  return reqs.sort((a, b) => a.at - b.at);
+}
+
+/** Deterministic uniform [0, 1) (mulberry32), so every scaler replays the very same requests. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface Shaping {
+  /** Copies of every request (independent tenants with the same traffic shape). Default 1. */
+  amplify?: number;
+  /** Spread of the copies' arrival offsets, seconds. Default 2. */
+  jitterSeconds?: number;
+  /** Divide arrival times by this (time compression). Default 1. */
+  speedup?: number;
+  /** Keep only the first `limitSeconds` of (shaped) trace. */
+  limitSeconds?: number;
+  seed?: number;
+}
+
+/** Scales a trace's load: copies with seeded jitter multiply the rate and keep its shape over minutes. */
+export function shapeTrace(reqs: TraceRequest[], s: Shaping): TraceRequest[] {
+  const rnd = seededRandom(s.seed ?? 1);
+  const copies = s.amplify ?? 1;
+  const jitter = s.jitterSeconds ?? 2;
+  const speedup = s.speedup ?? 1;
+  const out: TraceRequest[] = [];
+  for (const r of reqs) {
+    for (let k = 0; k < copies; k++) out.push({ ...r, at: r.at / speedup + (k === 0 ? 0 : rnd() * jitter) });
+  }
+  const limit = s.limitSeconds ?? Infinity;
+  return out.filter((r) => r.at < limit).sort((a, b) => a.at - b.at);
+}
