@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import { KubeClient } from "./kube/client.ts";
 import { parseOperatorOptions, USAGE, type OperatorOptions } from "./options.ts";
 import { buildCaches } from "./reconcilers/caches.ts";
+import { registerFleetGauges } from "./reconcilers/fleet-metrics.ts";
 import { registerReconcilers } from "./reconcilers/reconcilers.ts";
 import { startHealthServer } from "./runtime/health.ts";
 import { LeaderElector } from "./runtime/leader.ts";
@@ -55,7 +56,9 @@ export async function runOperator(opts: OperatorOptions): Promise<void> {
       process.exit(1);
     });
   }
-  registerReconcilers(manager, buildCaches(manager, opts.namespace), { engineImage: opts.engineImage });
+  const caches = buildCaches(manager, opts.namespace);
+  registerReconcilers(manager, caches, { engineImage: opts.engineImage });
+  registerFleetGauges(metrics.registry, caches);
   await manager.startInformers();
   log(`caches synced${opts.namespace ? ` (namespace ${opts.namespace})` : " (all namespaces)"}; reconciling`);
   await manager.runWorkers(opts.workers);

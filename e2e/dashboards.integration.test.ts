@@ -1,0 +1,84 @@
+// Every query of the Grafana autoscaling view returns data from a real Prometheus scraping a
+// running fleet: the operator (pool and node-group gauges) on the real control plane, and real
+// engine processes (router, prefill, decode with the real model) serving traffic.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { eventually } from "./harness/eventually.ts";
+import { kubectlOk } from "./harness/kubectl.ts";
+import { startPrometheus, type Prometheus } from "./harness/prometheus.ts";
+import { createKwokGpuNode } from "../scripts/cluster/kwok-nodes.ts";
+import { AUTOSCALING_DASHBOARD } from "../operator/dashboards/autoscaling.ts";
+import { readFleet } from "../operator/local/manifests.ts";
+import { planLocalFleet, processSpecs } from "../operator/local/fleet.ts";
+import { startEngine, stopEngines, waitHealthy, type RunningEngine } from "../operator/local/processes.ts";
+import { installCRDs, ensureNamespace } from "../operator/testing/cluster.ts";
+import { startOperator, type OperatorProcess } from "../operator/testing/operator-process.ts";
+
+const NS = "it-dashboards";
+let operator: OperatorProcess;
+let engines: RunningEngine[] = [];
+let prometheus: Prometheus;
+
+async function startFleet(): Promise<RunningEngine[]> {
+  const base = 19_000 + Math.floor(Math.random() * 500) * 4;
+  const specs = processSpecs(planLocalFleet(readFleet("examples/quickstart.yaml")), { routerPort: base, basePort: base + 1, threads: 1 });
+  const started = specs.map((s) => startEngine(s, () => undefined));
+  await Promise.all(started.map((e) => waitHealthy(e, 180_000)));
+  return started;
+}
+
+async function traffic(router: string): Promise<void> {
+  for (const stream of [true, false, true]) {
+    const res = await fetch(`${router}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "default", prompt: "The capital of France is the city of", max_tokens: 8, temperature: 0, stream }),
+    });
+    await res.text();
+    assert.equal(res.status, 200);
+  }
+}
+
+before(async () => {
+  await installCRDs();
+  await kubectlOk(["delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=60s"]);
+  await ensureNamespace(NS);
+  await ensureNamespace("llmfleet-system");
+  await kubectlOk(["delete", "node", "dash-gpu-0", "--ignore-not-found"]);
+  await createKwokGpuNode(process.env.KUBECONFIG ?? "", "dash-gpu-0", {
+    gpus: 8,
+    labels: { "serving.llmfleet.dev/node-group": "h100" },
+    taints: [{ key: "llmfleet.dev/gpu", value: "true", effect: "NoSchedule" }],
+  });
+  operator = startOperator({ id: "it-dashboards", args: ["--namespace", NS, "--leader-elect", "false"] });
+  await kubectlOk(["apply", "-n", NS, "-f", "examples/quickstart.yaml"]);
+  engines = await startFleet();
+  const port = await eventually(() => {
+    const m = /health on [\d.]+:(\d+)/.exec(operator.logs());
+    assert.ok(m?.[1]);
+    return m[1];
+  });
+  prometheus = await startPrometheus({ operator: [`127.0.0.1:${port}`], engines: engines.map((e) => e.url.replace("http://", "")) });
+  const router = engines.find((e) => e.spec.args.includes("router"));
+  await traffic(router?.url ?? "");
+});
+
+after(async () => {
+  await stopEngines(engines);
+  await prometheus?.[Symbol.asyncDispose]();
+  await operator?.stop();
+});
+
+const queries = AUTOSCALING_DASHBOARD.rows.flatMap((row) => row.panels.flatMap((panel) => panel.queries.map((q) => ({ panel: panel.title, ...q }))));
+
+test("the dashboard has panels for every part of the autoscaling view", () => {
+  const titles = queries.map((q) => q.panel).join("\n");
+  for (const must of [/desired vs ready/, /TTFT p90 vs SLO/, /Inter-token latency/, /Queue depth/, /Nodes/, /GPUs/, /Prefix reuse/, /hand-off/])
+    assert.match(titles, must);
+});
+
+for (const q of queries) {
+  test(`panel "${q.panel}": ${q.legend} returns data`, async () => {
+    await eventually(async () => assert.ok((await prometheus.query(q.expr)).length > 0, `no data for ${q.expr}`), { timeoutMs: 60_000, intervalMs: 1000 });
+  });
+}

@@ -1,0 +1,123 @@
+// The Grafana autoscaling view, as data: every panel's PromQL lives here, the chart ships the
+// JSON generated from it (npm run dashboards:generate), and an integration test runs every
+// query against a real Prometheus scraping a running fleet.
+
+export interface PanelQuery {
+  expr: string;
+  legend: string;
+}
+
+export interface Panel {
+  title: string;
+  description: string;
+  unit: string;
+  queries: PanelQuery[];
+}
+
+export interface Row {
+  title: string;
+  panels: Panel[];
+}
+
+const q = (expr: string, legend: string): PanelQuery => ({ expr, legend });
+const p90 = (metric: string, by: string): string => `histogram_quantile(0.9, sum by (le, ${by}) (rate(${metric}_bucket[1m])))`;
+
+export const AUTOSCALING_DASHBOARD: { uid: string; title: string; rows: Row[] } = {
+  uid: "llmfleet-autoscaling",
+  title: "llmfleet — autoscaling",
+  rows: [
+    {
+      title: "Pools",
+      panels: [
+        {
+          title: "Replicas: desired vs ready",
+          description: "Per pool, what the operator runs toward and what is ready.",
+          unit: "short",
+          queries: [
+            q('sum by (namespace, pool, role) (llmfleet_pool_replicas{state="desired"})', "{{pool}} desired"),
+            q('sum by (namespace, pool, role) (llmfleet_pool_replicas{state="ready"})', "{{pool}} ready"),
+          ],
+        },
+        {
+          title: "TTFT p90 vs SLO",
+          description: "Time to first token at the 90th percentile, by engine role, against each Model's ttftP90.",
+          unit: "s",
+          queries: [
+            q(p90("llmfleet_ttft_seconds", "role"), "{{role}} TTFT p90"),
+            q('max by (model) (llmfleet_model_slo_seconds{objective="ttft_p90"})', "{{model}} SLO"),
+          ],
+        },
+        {
+          title: "Inter-token latency p90 vs SLO",
+          description: "Inter-token latency at the 90th percentile, by engine role, against each Model's itlP90.",
+          unit: "s",
+          queries: [
+            q(p90("llmfleet_inter_token_latency_seconds", "role"), "{{role}} ITL p90"),
+            q('max by (model) (llmfleet_model_slo_seconds{objective="itl_p90"})', "{{model}} SLO"),
+          ],
+        },
+        {
+          title: "Queue depth and running sequences",
+          description: "Requests waiting for a sequence and sequences being served, by role.",
+          unit: "short",
+          queries: [q("sum by (role) (llmfleet_queue_depth)", "{{role}} queued"), q("sum by (role) (llmfleet_running_sequences)", "{{role}} running")],
+        },
+      ],
+    },
+    {
+      title: "Node groups",
+      panels: [
+        {
+          title: "Nodes: desired, provisioning, ready",
+          description: "Per GPUNodeGroup.",
+          unit: "short",
+          queries: [q("sum by (group, state) (llmfleet_nodegroup_nodes)", "{{group}} {{state}}")],
+        },
+        {
+          title: "GPUs: capacity vs demand",
+          description: "Allocatable GPUs of ready nodes and the GPUs the pools placed on the group want.",
+          unit: "short",
+          queries: [q("sum by (group, kind) (llmfleet_nodegroup_gpus)", "{{group}} {{kind}}")],
+        },
+      ],
+    },
+    {
+      title: "Traffic and KV",
+      panels: [
+        {
+          title: "Requests by status",
+          description: "Requests per second each engine role answered, by HTTP status.",
+          unit: "reqps",
+          queries: [q("sum by (role, status) (rate(llmfleet_requests_total[1m]))", "{{role}} {{status}}")],
+        },
+        {
+          title: "Generated tokens per second",
+          description: "Tokens generated per second, by role.",
+          unit: "short",
+          queries: [q("sum by (role) (rate(llmfleet_generated_tokens_total[1m]))", "{{role}}")],
+        },
+        {
+          title: "Prefix reuse",
+          description: "Share of prompt tokens whose KV was reused instead of recomputed.",
+          unit: "percentunit",
+          queries: [q("sum(rate(llmfleet_prefix_hit_tokens_total[5m])) / clamp_min(sum(rate(llmfleet_prompt_tokens_total[5m])), 1)", "hit ratio")],
+        },
+        {
+          title: "KV hand-off latency p90",
+          description: "Prefill → decode hand-off time at the 90th percentile, by stage.",
+          unit: "s",
+          queries: [q(p90("llmfleet_kv_handoff_seconds", "stage"), "{{stage}}")],
+        },
+        {
+          title: "KV hand-off bytes and failures",
+          description: "KV bytes moved from prefill to decode per second, and failed hand-offs (0 when none).",
+          unit: "short",
+          queries: [
+            q("sum(rate(llmfleet_kv_handoff_bytes_sum[1m]))", "bytes/s"),
+            q("sum(rate(llmfleet_kv_handoff_failures_total[5m])) or vector(0)", "failures/s"),
+          ],
+        },
+      ],
+    },
+  ],
+};
