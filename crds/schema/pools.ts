@@ -95,6 +95,25 @@ const PoolMetrics = Type.Object(
   { description: "Load the autoscaler last observed." },
 );
 
+const AutoscalerDecision = Type.Object(
+  {
+    lastDecisionTime: Type.String({ format: "date-time", description: "When the autoscaler last decided." }),
+    recommendedReplicas: Type.Integer({ description: "Replicas the autoscaler asked for through the scale subresource." }),
+    reason: Type.String({ maxLength: 1024, description: "Why, e.g. 'scale up: arrival-rate needs 6'." }),
+    inputs: Type.Unsafe<Record<string, number>>({
+      type: "object",
+      additionalProperties: { type: "number" },
+      maxProperties: 64,
+      description:
+        "What the decision was computed from: arrival and forecast rate, queue, latency and SLO (seconds), learned capacity, lead time, and each signal's replicas (signal.<name>).",
+    }),
+    capacitySource: Type.Optional(
+      Type.String({ description: "Where the per-replica capacity came from: prior, saturated, observed-lower-bound, spec, itl-breach." }),
+    ),
+  },
+  { description: "The autoscaler's last decision (mode slo)." },
+);
+
 export const PoolStatus = Type.Object(
   {
     ...statusBase(),
@@ -104,6 +123,7 @@ export const PoolStatus = Type.Object(
     selector: Type.Optional(Type.String({ description: "Label selector of the pool's pods (for the scale subresource, HPA and KEDA)." })),
     serviceName: Type.Optional(Type.String({ description: "The pool's Service." })),
     metrics: Type.Optional(PoolMetrics),
+    autoscaler: Type.Optional(AutoscalerDecision),
   },
   { description: "Observed state of the pool." },
 );

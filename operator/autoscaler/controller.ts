@@ -1,0 +1,176 @@
+// The SLO autoscaler's loop: every interval, for each pool in mode slo, scrape its engines,
+// turn two scrapes into an observation, ask recommendReplicas, act only through the pool's /scale
+// subresource, and record the decision in status.autoscaler and llmfleet_autoscaler_* metrics.
+// Pools in mode external are never touched. State is only the recent history per pool: after a
+// restart the recommender holds replicas until it has seen a full stabilisation window.
+import type { V1Pod } from "@kubernetes/client-node";
+import { Registry } from "prom-client";
+import type { EnginePool, PoolRole } from "../api.ts";
+import type { KubeClient } from "../kube/client.ts";
+import { R } from "../kube/resources.ts";
+import { nameOf, namespaceOf } from "../kube/types.ts";
+import { cached, type Caches } from "../reconcilers/caches.ts";
+import { canonical, fieldManager } from "../runtime/apply.ts";
+import type { Manager } from "../runtime/manager.ts";
+import { createAutoscalerMetrics, type AutoscalerMetrics } from "./metrics.ts";
+import { autoscaled, observation, recommenderSpec, type Scraped } from "./observe.ts";
+import { recommendReplicas } from "./recommender.ts";
+import { HttpMetricsSource, type MetricsSource } from "./scrape.ts";
+import type { Decision, PoolObservation, RecommenderSpec } from "./types.ts";
+
+export const ENGINE_METRICS_PORT = 8000;
+const HISTORY_SECONDS = 900;
+
+export interface AutoscalerOptions {
+  /** Seconds between passes. Default 15. */
+  intervalSeconds?: number;
+  /** Where metrics come from. Default: HTTP scrapes of `targets`. */
+  source?: MetricsSource;
+  /** The /metrics URLs of a pool's engines. Default: http://<pod IP>:8000/metrics of its running pods. */
+  targets?: (pool: EnginePool, role: PoolRole) => Promise<string[]>;
+  /** Seconds a new replica spends loading its model, added to the node group's provisioningTime as lead time. Default 60. */
+  modelLoadSeconds?: number;
+  /** Registry for llmfleet_autoscaler_* metrics. Default: a new one. */
+  registry?: Registry;
+  /** Clock in milliseconds; injectable for tests. Default Date.now. */
+  now?: () => number;
+}
+
+export interface Autoscaler {
+  /** One pass over every pool (what the timer runs). */
+  tick(): Promise<void>;
+  stop(): void;
+}
+
+interface PoolState {
+  last?: Scraped;
+  history: PoolObservation[];
+}
+
+function podTargets(client: KubeClient): (pool: EnginePool) => Promise<string[]> {
+  return async (pool) => {
+    const selector = pool.status?.selector;
+    if (!selector) return [];
+    const pods = await client.list<V1Pod>(R.Pod, { namespace: namespaceOf(pool), labelSelector: selector });
+    return pods.items.filter((p) => p.status?.phase === "Running" && p.status.podIP).map((p) => `http://${p.status?.podIP}:${ENGINE_METRICS_PORT}/metrics`);
+  };
+}
+
+class AutoscalerLoop implements Autoscaler {
+  private readonly state = new Map<string, PoolState>();
+  private readonly metrics: AutoscalerMetrics;
+  private readonly source: MetricsSource;
+  private readonly targets: (pool: EnginePool, role: PoolRole) => Promise<string[]>;
+  private readonly now: () => number;
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+
+  constructor(
+    private readonly manager: Manager,
+    private readonly caches: Caches,
+    private readonly opts: AutoscalerOptions,
+  ) {
+    this.metrics = createAutoscalerMetrics(opts.registry ?? new Registry());
+    this.source = opts.source ?? new HttpMetricsSource();
+    this.targets = opts.targets ?? podTargets(manager.client);
+    this.now = opts.now ?? Date.now;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.tick(), (this.opts.intervalSeconds ?? 15) * 1000);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  async tick(): Promise<void> {
+    if (this.running || !this.manager.hasSynced()) return;
+    this.running = true;
+    try {
+      const pools: Array<[EnginePool, PoolRole]> = [
+        ...this.caches.prefillPools.list().map((p): [EnginePool, PoolRole] => [p, "prefill"]),
+        ...this.caches.decodePools.list().map((p): [EnginePool, PoolRole] => [p, "decode"]),
+      ];
+      for (const [pool, role] of pools.filter(([p]) => autoscaled(p))) await this.pass(pool, role);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** One pool; a failure is counted and logged, and the next interval is the retry. */
+  private async pass(pool: EnginePool, role: PoolRole): Promise<void> {
+    const labels = { namespace: namespaceOf(pool), pool: nameOf(pool), role };
+    try {
+      await this.decide(pool, role);
+    } catch (err) {
+      this.metrics.error(labels);
+      this.manager.log(`autoscaler ${role} pool ${labels.namespace}/${labels.pool}: ${String(err)}; retrying next interval`);
+    }
+  }
+
+  private async decide(pool: EnginePool, role: PoolRole): Promise<void> {
+    const key = `${role}/${namespaceOf(pool)}/${nameOf(pool)}`;
+    const st = this.state.get(key) ?? { history: [] };
+    this.state.set(key, st);
+    const cur: Scraped = { at: this.now() / 1000, scrape: await this.source.scrape(await this.targets(pool, role)) };
+    const prev = st.last;
+    st.last = cur;
+    if (!prev) return; // rates need two scrapes
+    st.history.push(observation(role, prev, cur, pool.status?.readyReplicas ?? 0));
+    while ((st.history[0]?.at ?? cur.at) < cur.at - HISTORY_SECONDS) st.history.shift();
+    const ns = namespaceOf(pool);
+    const spec = this.specOf(pool, role);
+    const d = recommendReplicas(st.history, spec);
+    const last = st.history[st.history.length - 1];
+    if (last) last.recommendation = d.inputs.raw;
+    this.metrics.record({ namespace: ns, pool: nameOf(pool), role }, d);
+    if (d.desired !== spec.current) await this.scale(pool, role, d.desired);
+    await this.writeStatus(pool, role, d);
+  }
+
+  private specOf(pool: EnginePool, role: PoolRole): RecommenderSpec {
+    const ns = namespaceOf(pool);
+    return recommenderSpec({
+      pool,
+      role,
+      model: cached(this.caches.models, ns, pool.spec.modelRef.name),
+      nodeGroup: cached(this.caches.nodeGroups, ns, pool.spec.nodeGroupRef?.name),
+      modelLoadSeconds: this.opts.modelLoadSeconds ?? 60,
+    });
+  }
+
+  private async scale(pool: EnginePool, role: PoolRole, replicas: number): Promise<void> {
+    const r = role === "prefill" ? R.PrefillPool : R.DecodePool;
+    await this.manager.client.mergePatch(r, { namespace: namespaceOf(pool), name: nameOf(pool), subresource: "scale" }, { spec: { replicas } });
+    this.manager.log(`autoscaler: ${role} pool ${namespaceOf(pool)}/${nameOf(pool)} -> ${replicas} replicas`);
+  }
+
+  /** status.autoscaler, written (as llmfleet/autoscaler) only when the decision differs from the recorded one. */
+  private async writeStatus(pool: EnginePool, role: PoolRole, d: Decision): Promise<void> {
+    const autoscaler = statusOf(d, new Date(this.now()).toISOString().replace(/\.\d+Z$/, "Z"));
+    const recorded = pool.status?.autoscaler;
+    if (recorded && canonical({ ...recorded, lastDecisionTime: "" }) === canonical({ ...autoscaler, lastDecisionTime: "" })) return;
+    const r = role === "prefill" ? R.PrefillPool : R.DecodePool;
+    const patch = { apiVersion: pool.apiVersion, kind: pool.kind, metadata: { name: nameOf(pool), namespace: namespaceOf(pool) }, status: { autoscaler } };
+    await this.manager.client.apply(r, patch, fieldManager("autoscaler"), "status");
+  }
+}
+
+const round = (x: number): number => Number(x.toPrecision(4));
+
+/** The decision as status: numbers rounded so noise below 0.1% does not rewrite status every interval. */
+export function statusOf(d: Decision, time: string): NonNullable<EnginePool["status"]>["autoscaler"] {
+  const { signals, capacitySource, ...numbers } = d.inputs;
+  const inputs: Record<string, number> = {};
+  for (const [k, v] of Object.entries(numbers)) if (typeof v === "number") inputs[k] = round(v);
+  for (const [k, v] of Object.entries(signals)) inputs[`signal.${k}`] = v;
+  return { lastDecisionTime: time, recommendedReplicas: d.desired, reason: d.reason, inputs, capacitySource };
+}
+
+/** Starts the autoscaler's timer; the returned handle stops it (and runs a pass on demand, for tests). */
+export function registerAutoscaler(manager: Manager, caches: Caches, opts: AutoscalerOptions = {}): Autoscaler {
+  const loop = new AutoscalerLoop(manager, caches, opts);
+  loop.start();
+  return loop;
+}

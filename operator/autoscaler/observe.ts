@@ -1,0 +1,67 @@
+// From two scrapes of a pool to one observation for the recommender, and from a pool's spec to
+// the recommender's spec. Pure: no client, no clock.
+import type { EnginePool, GPUNodeGroup, Model, PoolRole } from "../api.ts";
+import { desiredReplicas } from "../plan/pools.ts";
+import { durationSeconds } from "./duration.ts";
+import { quantileBetween, type PoolScrape } from "./scrape.ts";
+import type { PoolObservation, RecommenderSpec } from "./types.ts";
+
+export interface Scraped {
+  at: number;
+  scrape: PoolScrape;
+}
+
+/** Rates over the interval between `prev` and `cur`; counters that went down (a pod restarted) count from zero. */
+export function observation(role: PoolRole, prev: Scraped, cur: Scraped, readyReplicas: number): PoolObservation {
+  const dt = Math.max(1e-3, cur.at - prev.at);
+  const delta = (a: number, b: number): number => (b >= a ? b - a : b);
+  const work = role === "prefill" ? delta(prev.scrape.promptTokens, cur.scrape.promptTokens) : delta(prev.scrape.requests, cur.scrape.requests);
+  const latency =
+    role === "prefill"
+      ? quantileBetween(prev.scrape.ttftBuckets, cur.scrape.ttftBuckets, 0.9)
+      : quantileBetween(prev.scrape.itlBuckets, cur.scrape.itlBuckets, 0.9);
+  return {
+    at: cur.at,
+    readyReplicas,
+    // The engines count work as it is accepted; over a 15 s interval that is what the pool served.
+    arrivalRate: work / dt,
+    throughput: work / dt,
+    queueDepth: cur.scrape.queueDepth,
+    running: cur.scrape.running,
+    ...(role === "prefill" ? { ttftP90: latency } : { itlP90: latency }),
+  };
+}
+
+export interface SpecInputs {
+  pool: EnginePool;
+  role: PoolRole;
+  model?: Model;
+  nodeGroup?: GPUNodeGroup;
+  modelLoadSeconds: number;
+}
+
+export function recommenderSpec(s: SpecInputs): RecommenderSpec {
+  const { pool, role } = s;
+  const a = pool.spec.autoscaling as Record<string, unknown> | undefined;
+  const str = (k: string): string | undefined => (typeof a?.[k] === "string" ? (a[k] as string) : undefined);
+  const num = (k: string): number | undefined => (typeof a?.[k] === "number" ? (a[k] as number) : undefined);
+  const slo = role === "prefill" ? (str("ttftP90") ?? s.model?.spec.slo?.ttftP90) : (str("itlP90") ?? s.model?.spec.slo?.itlP90);
+  const provisioning = s.nodeGroup ? durationSeconds(s.nodeGroup.spec.provisioningTime, 180) : 0;
+  return {
+    role,
+    min: pool.spec.replicas.min,
+    max: pool.spec.replicas.max,
+    current: desiredReplicas(pool.spec.replicas),
+    sloSeconds: durationSeconds(slo, role === "prefill" ? 0.5 : 0.05),
+    maxQueuePerReplica: num("maxQueuePerReplica"),
+    maxRunningPerReplica: num("maxRunningPerReplica"),
+    maxKVUtilizationPercent: num("maxKVUtilizationPercent"),
+    scaleDownStabilizationSeconds: durationSeconds(str("scaleDownStabilization"), 300),
+    leadTimeSeconds: provisioning + s.modelLoadSeconds,
+  };
+}
+
+/** Pools in mode external are left to HPA or KEDA. */
+export function autoscaled(pool: EnginePool): boolean {
+  return pool.spec.autoscaling?.mode !== "external";
+}
