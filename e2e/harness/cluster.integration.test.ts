@@ -23,8 +23,7 @@ function gpuPod(name: string, gpus: number): string {
   });
 }
 
-const jsonpath = (pod: string, path: string): Promise<string> =>
-  kubectlOk(["get", "pod", pod, "-o", `jsonpath={${path}}`]);
+const jsonpath = (pod: string, path: string): Promise<string> => kubectlOk(["get", "pod", pod, "-o", `jsonpath={${path}}`]);
 
 after(async () => {
   await kubectl(["delete", "pods", "-l", `llmfleet.dev/harness=${id}`, "--wait=false"]);

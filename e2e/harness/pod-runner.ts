@@ -1,0 +1,186 @@
+// Makes kwok pods real: for every Running engine pod on a kwok node it starts a real engine
+// process with that pod's arguments on loopback, and gives each Service a loopback proxy
+// (what kube-proxy does in a cluster) that balances over the processes of the Service's ready
+// pods. In-cluster URLs in the arguments (http://<svc>.<ns>.svc[:port]) point at those proxies.
+import http from "node:http";
+import { createServer, type AddressInfo } from "node:net";
+import type { V1Pod } from "@kubernetes/client-node";
+import { KubeClient } from "../../operator/kube/client.ts";
+import { R } from "../../operator/kube/resources.ts";
+import { Informer } from "../../operator/runtime/informer.ts";
+import { startEngine, stopEngines, withFlag, type RunningEngine } from "../../operator/local/processes.ts";
+
+export interface PodRunnerOptions {
+  namespace: string;
+  /** llama.cpp threads per engine process. Default 1. */
+  threads?: number;
+  log?: (line: string) => void;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once("error", rej);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** A Service on loopback: forwards each request to one of its pods' processes, round-robin. */
+class ServiceProxy {
+  readonly backends = new Map<string, string>(); // pod name → process URL
+  private turn = 0;
+  private constructor(
+    readonly port: number,
+    private readonly server: http.Server,
+  ) {}
+
+  static async start(): Promise<ServiceProxy> {
+    const port = await freePort();
+    const server = http.createServer();
+    const proxy = new ServiceProxy(port, server);
+    server.on("request", (req, res) => proxy.forward(req, res));
+    await new Promise<void>((r) => server.listen(port, "127.0.0.1", r));
+    return proxy;
+  }
+
+  close(): void {
+    this.server.closeAllConnections();
+    this.server.close();
+  }
+
+  private forward(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const urls = [...this.backends.values()];
+    if (urls.length === 0) {
+      res
+        .writeHead(503, { "content-type": "application/json" })
+        .end('{"error":{"message":"no ready endpoints","type":"server_error","param":null,"code":"no_endpoints"}}');
+      return;
+    }
+    const target = new URL(urls[this.turn++ % urls.length] ?? "");
+    const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (upRes) => {
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      upRes.pipe(res);
+    });
+    up.on("error", () => res.headersSent || res.writeHead(502).end());
+    res.on("close", () => up.destroy());
+    req.pipe(up);
+  }
+}
+
+export class PodRunner implements AsyncDisposable {
+  private readonly proxies = new Map<string, ServiceProxy>();
+  private readonly engines = new Map<string, RunningEngine>();
+  private readonly informer: Informer<V1Pod>;
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly opts: PodRunnerOptions) {
+    this.informer = new Informer<V1Pod>(KubeClient.fromDefault(), R.Pod, {
+      namespace: opts.namespace,
+      labelSelector: "app.kubernetes.io/name=llmfleet-engine",
+    });
+    this.informer.on((type, pod) => {
+      this.chain = this.chain.then(() => this.sync(type === "DELETED" ? undefined : pod, pod)).catch((err: unknown) => this.log(`pod runner: ${String(err)}`));
+    });
+  }
+
+  async start(): Promise<void> {
+    void this.informer.run();
+    await this.informer.waitForSync();
+  }
+
+  /** The loopback URL of a Service (its proxy), e.g. to send requests to the router. */
+  async serviceURL(service: string): Promise<string> {
+    return `http://127.0.0.1:${(await this.proxy(service)).port}`;
+  }
+
+  running(): RunningEngine[] {
+    return [...this.engines.values()];
+  }
+
+  private log(line: string): void {
+    this.opts.log?.(line);
+  }
+
+  private async proxy(service: string): Promise<ServiceProxy> {
+    let p = this.proxies.get(service);
+    if (!p) {
+      p = await ServiceProxy.start();
+      this.proxies.set(service, p);
+    }
+    return p;
+  }
+
+  private async resolveArgs(args: string[]): Promise<string[]> {
+    const services = new Set([...args.join(" ").matchAll(/http:\/\/([a-z0-9-]+)\.[a-z0-9-]+\.svc(:\d+)?/g)].map((m) => m[1] ?? ""));
+    const ports = new Map<string, number>();
+    for (const s of services) ports.set(s, (await this.proxy(s)).port);
+    return args.map((a) => a.replace(/http:\/\/([a-z0-9-]+)\.[a-z0-9-]+\.svc(:\d+)?/g, (_w, svc: string) => `http://127.0.0.1:${ports.get(svc)}`));
+  }
+
+  private async sync(pod: V1Pod | undefined, seen: V1Pod): Promise<void> {
+    const name = seen.metadata?.name ?? "";
+    const running = isRunning(pod);
+    const engine = this.engines.get(name);
+    if (!running) {
+      if (engine) await this.stopPod(name, engine);
+      return;
+    }
+    if (!engine && pod) await this.startPod(pod);
+  }
+
+  private async startPod(pod: V1Pod): Promise<void> {
+    const name = pod.metadata?.name ?? "";
+    const service = serviceOf(pod);
+    const container = pod.spec?.containers[0];
+    const port = await freePort();
+    let args = withFlag(withFlag(await this.resolveArgs(container?.args ?? []), "--port", String(port)), "--host", "127.0.0.1");
+    if (!args.includes("router")) args = withFlag(args, "--threads", String(this.opts.threads ?? 1));
+    const engine = startEngine({ name, replica: 0, port, args }, (l) => this.log(l));
+    this.engines.set(name, engine);
+    this.log(`pod ${name} Running: engine on ${engine.url} behind Service ${service}`);
+    void this.whenHealthy(engine, service, name);
+  }
+
+  /** A process joins its Service only once it answers /health, as a ready pod joins endpoints. */
+  private async whenHealthy(engine: RunningEngine, service: string, pod: string): Promise<void> {
+    for (let i = 0; i < 600 && engine.child.exitCode === null; i++) {
+      if (
+        await fetch(`${engine.url}/health`).then(
+          (r) => r.ok,
+          () => false,
+        )
+      ) {
+        (await this.proxy(service)).backends.set(pod, engine.url);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  private async stopPod(name: string, engine: RunningEngine): Promise<void> {
+    for (const p of this.proxies.values()) p.backends.delete(name);
+    this.engines.delete(name);
+    await stopEngines([engine]);
+    this.log(`pod ${name} gone: engine stopped`);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.informer.stop();
+    await this.chain;
+    await stopEngines([...this.engines.values()]);
+    for (const p of this.proxies.values()) p.close();
+  }
+}
+
+/** The Service in front of a pod: the operator names both `<owner>-<component>`. */
+function serviceOf(pod: V1Pod): string {
+  const l = pod.metadata?.labels ?? {};
+  return `${l["app.kubernetes.io/instance"]}-${l["app.kubernetes.io/component"]}`;
+}
+
+function isRunning(pod: V1Pod | undefined): boolean {
+  return pod?.status?.phase === "Running" && !pod.metadata?.deletionTimestamp;
+}
