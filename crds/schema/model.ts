@@ -30,7 +30,7 @@ export const ModelRuntime = strictObject(
     }),
     image: Type.Optional(Type.String({ maxLength: 512, description: "Engine container image. Default: the operator's --engine-image." })),
     threads: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 512, description: "CPU threads llama.cpp uses per engine process. Default: the container's CPU request." }),
+      Type.Integer({ minimum: 1, maximum: 512, description: "CPU threads llama.cpp uses per engine process. Default: the pod's CPU, rounded up." }),
     ),
     contextSize: Type.Optional(Type.Integer({ minimum: 128, maximum: 1048576, description: "Context window in tokens per engine process. Default 4096." })),
     parallel: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, description: "Concurrent sequences per engine process. Default 8." })),

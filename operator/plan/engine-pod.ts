@@ -6,6 +6,7 @@ import type { GPUNodeGroup, Model } from "../api.ts";
 import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
 import { ENGINE_PORT, type Component } from "./labels.ts";
 import { nameOf } from "../kube/types.ts";
+import { parseQuantity } from "./quantity.ts";
 
 export const MODEL_CACHE_PATH = "/var/cache/llmfleet";
 export const GPU_RESOURCE = "nvidia.com/gpu";
@@ -24,12 +25,15 @@ export interface EnginePodInput {
   mounts?: V1VolumeMount[];
 }
 
-/** Engine flags that describe the model: where it comes from and how it runs. */
-export function modelArgs(model: Model): string[] {
+/**
+ * Engine flags that describe the model: where it comes from and how it runs. llama.cpp threads
+ * default to the pod's CPU (rounded up): its own default, the node's core count, oversubscribes.
+ */
+export function modelArgs(model: Model, cpu: string | number): string[] {
   const rt = model.spec.runtime;
   const args = ["--model-uri", model.spec.source.uri];
   if (model.spec.source.checksum) args.push("--model-checksum", model.spec.source.checksum);
-  if (rt?.threads) args.push("--threads", String(rt.threads));
+  args.push("--threads", String(rt?.threads ?? Math.max(1, Math.ceil(parseQuantity(cpu)))));
   if (rt?.contextSize) args.push("--ctx-size", String(rt.contextSize));
   if (rt?.parallel) args.push("--parallel", String(rt.parallel));
   return args;

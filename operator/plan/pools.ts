@@ -65,13 +65,14 @@ function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: Poo
     selector: selectorLabels(name, role),
     owner: ownerRef(pool),
   };
+  const cpu = pool.spec.resources?.cpu ?? "2";
   const template = enginePodTemplate({
     labels: meta.labels,
     role,
     image: pool.spec.image ?? model.spec.runtime?.image ?? world.engineImage,
-    args: [...modelArgs(model), ...wiringArgs(role, world, namespaceOf(pool)), ...modelExtraArgs(model)],
+    args: [...modelArgs(model, cpu), ...wiringArgs(role, world, namespaceOf(pool)), ...modelExtraArgs(model)],
     gpus: pool.spec.gpusPerReplica,
-    cpu: pool.spec.resources?.cpu ?? "2",
+    cpu,
     memory: pool.spec.resources?.memory ?? "8Gi",
     nodeGroup: world.nodeGroup,
   });
