@@ -5,6 +5,8 @@ import type { AddressInfo } from "node:net";
 import { KubeClient } from "./kube/client.ts";
 import { parseOperatorOptions, USAGE, type OperatorOptions } from "./options.ts";
 import { buildCaches } from "./reconcilers/caches.ts";
+import { registerAutoscaler } from "./autoscaler/controller.ts";
+import { registerNodeGroups } from "./nodegroups/controller.ts";
 import { registerFleetGauges } from "./reconcilers/fleet-metrics.ts";
 import { registerReconcilers } from "./reconcilers/reconcilers.ts";
 import { startHealthServer } from "./runtime/health.ts";
@@ -37,8 +39,10 @@ export async function runOperator(opts: OperatorOptions): Promise<void> {
     opts.healthHost,
   );
   log(`llmfleet operator ${opts.identity}: health on ${opts.healthHost}:${(server.address() as AddressInfo).port}, API server ${client.server}`);
+  let stopLoops = (): void => undefined;
   const shutdown = async (): Promise<void> => {
     log("shutting down");
+    stopLoops();
     manager.stop();
     await elector?.release();
     server.close();
@@ -59,6 +63,12 @@ export async function runOperator(opts: OperatorOptions): Promise<void> {
   const caches = buildCaches(manager, opts.namespace);
   registerReconcilers(manager, caches, { engineImage: opts.engineImage });
   registerFleetGauges(metrics.registry, caches);
+  const autoscaler = registerAutoscaler(manager, caches, { registry: metrics.registry, intervalSeconds: opts.autoscaleIntervalSeconds });
+  const nodeGroups = registerNodeGroups(manager, caches, { intervalSeconds: opts.autoscaleIntervalSeconds });
+  stopLoops = (): void => {
+    autoscaler.stop();
+    nodeGroups.stop();
+  };
   await manager.startInformers();
   log(`caches synced${opts.namespace ? ` (namespace ${opts.namespace})` : " (all namespaces)"}; reconciling`);
   await manager.runWorkers(opts.workers);

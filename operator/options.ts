@@ -25,6 +25,8 @@ export interface OperatorOptions {
   retryPeriodSeconds: number;
   /** Concurrent reconcile workers. Default 2. */
   workers: number;
+  /** Seconds between autoscaler and node-group passes. Default 15. */
+  autoscaleIntervalSeconds: number;
 }
 
 export const USAGE = `usage: npm run operator -- [options]
@@ -39,6 +41,7 @@ export const USAGE = `usage: npm run operator -- [options]
   --lease-duration S        lease validity in seconds (default 15)
   --retry-period S          renew period in seconds (default 2)
   --workers N               concurrent reconcile workers (default 2)
+  --autoscale-interval S    seconds between autoscaler and node-group passes (default 15)
 The cluster comes from $KUBECONFIG, ~/.kube/config or the in-cluster service account.`;
 
 function int(v: string | undefined, name: string, dflt: number): number {
@@ -71,6 +74,7 @@ export function parseOperatorOptions(argv: string[], env: NodeJS.ProcessEnv = pr
         "lease-duration",
         "retry-period",
         "workers",
+        "autoscale-interval",
       ].map((n) => [n, { type: "string" as const }]),
     ),
   });
@@ -87,5 +91,6 @@ export function parseOperatorOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     leaseDurationSeconds: int(v["lease-duration"], "lease-duration", 15),
     retryPeriodSeconds: int(v["retry-period"], "retry-period", 2),
     workers: int(v.workers, "workers", 2),
+    autoscaleIntervalSeconds: Math.max(1, int(v["autoscale-interval"], "autoscale-interval", 15)),
   };
 }

@@ -119,8 +119,8 @@ test("anything outside the role is refused with 403", async () => {
   const sa = KubeClient.fromKubeConfig(kc);
   const forbidden: Array<[string, () => Promise<unknown>]> = [
     ["list secrets", () => sa.list({ group: "", version: "v1", plural: "secrets", kind: "Secret", namespaced: true }, { namespace: NS })],
-    ["list pods", () => sa.list(R.Pod, { namespace: NS })],
-    ["delete a node", () => sa.delete(R.Node, undefined, "no-such-node")],
+    ["create a pod", () => sa.create(R.Pod, { metadata: { name: "x", namespace: NS }, spec: { containers: [{ name: "x", image: "x" }] } } as never, "t")],
+    ["delete a namespace", () => sa.delete({ group: "", version: "v1", plural: "namespaces", kind: "Namespace", namespaced: false }, undefined, NS)],
     [
       "create a cluster role",
       () =>

@@ -18,6 +18,7 @@ export interface StartOperatorOptions {
   id: string;
   kubeconfig?: string;
   args?: string[];
+  env?: Record<string, string>;
 }
 
 function exited(child: ChildProcess): Promise<void> {
@@ -40,7 +41,7 @@ export function startOperator(opts: StartOperatorOptions): OperatorProcess {
     "llmfleet-system",
     ...(opts.args ?? []),
   ];
-  const env = { ...process.env, ...(opts.kubeconfig ? { KUBECONFIG: opts.kubeconfig } : {}) };
+  const env = { ...process.env, ...opts.env, ...(opts.kubeconfig ? { KUBECONFIG: opts.kubeconfig } : {}) };
   const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout?.on("data", (d: Buffer) => (output += d.toString()));
