@@ -1,9 +1,10 @@
-/** `npm run engine -- --role aggregated|prefill|decode|router [...]`; see engine/README.md. */
+/** `npm run engine -- --role aggregated|prefill|decode|router|kvstore [...]`; see engine/README.md. */
 import type { Server } from "node:http";
 import { HELP, parseEngineOptions } from "./cli/options.ts";
 import { createModelPod } from "./pod.ts";
 import { createRouterApp } from "./router/router-app.ts";
 import { createEngineMetrics } from "./metrics/engine-metrics.ts";
+import { createKvStorePod } from "./kvstore/kvstore-pod.ts";
 
 async function main(): Promise<void> {
   const options = parseEngineOptions(process.argv.slice(2));
@@ -16,6 +17,10 @@ async function main(): Promise<void> {
   if (options.role === "router") {
     const { prefill, decode, aggregated, policy } = options;
     app = createRouterApp({ prefill, decode, aggregated, policy, metrics: createEngineMetrics("router", true) });
+  } else if (options.role === "kvstore") {
+    const pod = await createKvStorePod({ ...options, withProcessMetrics: true });
+    app = pod.app;
+    dispose = async () => pod[Symbol.asyncDispose]();
   } else {
     const pod = await createModelPod({ ...options, role: options.role, withProcessMetrics: true });
     app = pod.app;

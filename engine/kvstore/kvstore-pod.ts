@@ -1,0 +1,45 @@
+/** Assembles the kvstore role from its options: tiers (opened in order), metrics, app. */
+import type { Express } from "express";
+import { DiskTier } from "./disk-tier.ts";
+import { MemoryTier } from "./memory-tier.ts";
+import { S3Tier } from "./s3-tier.ts";
+import { createKvStoreApp, type KvStoreConfig } from "./store-app.ts";
+import { createKvStoreMetrics, type KvStoreMetrics } from "./store-metrics.ts";
+import type { KvTier } from "./tier.ts";
+import type { TierSpec } from "./tier-spec.ts";
+import { TieredStore } from "./tiered-store.ts";
+
+export interface KvStorePodOptions extends KvStoreConfig {
+  tiers: TierSpec[];
+  withProcessMetrics?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface KvStorePod extends AsyncDisposable {
+  app: Express;
+  store: TieredStore;
+  metrics: KvStoreMetrics;
+}
+
+/** Default when no --tier is given: one memory tier of 1 GiB. */
+export const DEFAULT_TIERS: TierSpec[] = [{ name: "ram", medium: "memory", capacityBytes: 2 ** 30, ttlMs: undefined }];
+
+export async function openTier(spec: TierSpec, env: NodeJS.ProcessEnv = process.env): Promise<KvTier> {
+  if (spec.medium === "memory") return new MemoryTier(spec);
+  if (spec.medium === "disk") return DiskTier.open(spec);
+  return S3Tier.open(spec, env);
+}
+
+export async function createKvStorePod(opts: KvStorePodOptions): Promise<KvStorePod> {
+  const tiers: KvTier[] = [];
+  for (const spec of opts.tiers.length > 0 ? opts.tiers : DEFAULT_TIERS) tiers.push(await openTier(spec, opts.env));
+  const metrics = createKvStoreMetrics(tiers, opts.withProcessMetrics ?? false);
+  const store = new TieredStore(tiers, metrics);
+  const config = { blockTokens: opts.blockTokens, codec: opts.codec, tenantSalt: opts.tenantSalt };
+  return {
+    app: createKvStoreApp({ store, metrics, config }),
+    store,
+    metrics,
+    [Symbol.asyncDispose]: () => store[Symbol.asyncDispose](),
+  };
+}
