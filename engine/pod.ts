@@ -7,6 +7,13 @@ import { LlamaRuntime } from "./runtime/llama-runtime.ts";
 import { CompletionService } from "./serving/completion-service.ts";
 import { SequencePool } from "./serving/sequence-pool.ts";
 import { handoffRoutes } from "./pd/handoff-routes.ts";
+import { stat } from "node:fs/promises";
+import { basename } from "node:path";
+import express from "express";
+import { createKvClientMetrics } from "./kvstore/client-metrics.ts";
+import { contextsRoute } from "./kvstore/contexts-route.ts";
+import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
+import type { ModelRuntime } from "./runtime/runtime.ts";
 
 export interface ModelPodOptions {
   role: Exclude<Role, "router">;
@@ -23,12 +30,36 @@ export interface ModelPodOptions {
   /** Prefill role: decode pods to hand off to when the router names none. */
   decode?: string[];
   withProcessMetrics?: boolean;
+  /** Prefill/aggregated: KV store URL for cached prompt prefixes; default none. */
+  kvStore?: string;
+  /** Longest wait for the KV store before recomputing. Default 5000 ms. */
+  kvStoreTimeoutMs?: number;
+}
+
+/**
+ * The model identity KV keys are salted with: the checksum when the pod was given one, else the
+ * file name and size (the same GGUF on every pod of a model; DESIGN.md).
+ */
+async function kvModelIdentity(modelPath: string, checksum: string | undefined): Promise<string> {
+  return checksum ?? `${basename(modelPath)}:${(await stat(modelPath)).size}`;
+}
+
+async function kvPrefixCache(opts: ModelPodOptions, modelPath: string, runtime: ModelRuntime, metrics: EngineMetrics): Promise<KvPrefixCache | undefined> {
+  if (!opts.kvStore || opts.role === "decode") return undefined;
+  return new KvPrefixCache({
+    url: opts.kvStore.replace(/\/+$/, ""),
+    timeoutMs: opts.kvStoreTimeoutMs ?? 5000,
+    model: await kvModelIdentity(modelPath, opts.modelChecksum),
+    layout: { streams: runtime.info.kvStreams, vTransposed: !runtime.info.flashAttention },
+    metrics: createKvClientMetrics(metrics.registry),
+  });
 }
 
 export interface ModelPod extends AsyncDisposable {
   app: Express;
   service: CompletionService;
   metrics: EngineMetrics;
+  kvCache: KvPrefixCache | undefined;
 }
 
 export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
@@ -43,15 +74,20 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
     flashAttention: opts.flashAttention ?? false,
   });
   const metrics = createEngineMetrics(opts.role, opts.withProcessMetrics ?? false);
-  const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics);
+  const kvCache = await kvPrefixCache(opts, modelPath, runtime, metrics);
+  const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, kvCache);
   const routes = handoffRoutes({ role: opts.role, service, metrics, decodeUrls: opts.decode ?? [] });
-  const app = createEngineApp({ service, metrics, extraRoutes: routes.router });
+  const extraRoutes = express.Router().use(routes.router);
+  if (kvCache) extraRoutes.use(contextsRoute(service, kvCache));
+  const app = createEngineApp({ service, metrics, extraRoutes });
   return {
     app,
     service,
     metrics,
+    kvCache,
     async [Symbol.asyncDispose](): Promise<void> {
       await routes[Symbol.asyncDispose]();
+      await kvCache?.[Symbol.asyncDispose]();
       await runtime[Symbol.asyncDispose]();
     },
   };

@@ -160,3 +160,93 @@ export function summariseSeqState(state: Buffer): SeqStateSummary {
   }
   return { tokens, sections };
 }
+
+/** Runs [start, end) of the cell indices whose position is below `keep`. */
+function keptRuns(positions: number[], keep: number): [number, number][] {
+  const runs: [number, number][] = [];
+  positions.forEach((pos, i) => {
+    if (pos >= keep) return;
+    const last = runs.at(-1);
+    if (last && last[1] === i) last[1] = i + 1;
+    else runs.push([i, i + 1]);
+  });
+  return runs;
+}
+
+const pick = (src: Buffer, runs: [number, number][], unit: number): Buffer[] => runs.map(([a, b]) => src.subarray(a * unit, b * unit));
+const keptCount = (runs: [number, number][]): number => runs.reduce((n, [a, b]) => n + b - a, 0);
+
+function readMeta(r: Reader, cells: number): { positions: number[]; meta: Buffer[] } {
+  const positions: number[] = [];
+  const meta: Buffer[] = [];
+  for (let i = 0; i < cells; i++) {
+    const start = r.offset;
+    positions.push(r.buf.readInt32LE(start));
+    r.u32();
+    r.bytes(4 * r.u32());
+    meta.push(r.buf.subarray(start, r.offset));
+  }
+  return { positions, meta };
+}
+
+function truncateV(r: Reader, cells: number, vTransposed: boolean, runs: [number, number][]): Buffer[] {
+  const type = r.bytes(4);
+  if (!vTransposed) {
+    const rowSizeBuf = r.bytes(8);
+    const rowSize = Number(rowSizeBuf.readBigUInt64LE());
+    return [type, rowSizeBuf, ...pick(r.bytes(cells * rowSize), runs, rowSize)];
+  }
+  const head = r.bytes(8);
+  const el = head.readUInt32LE(0);
+  const nEmbd = head.readUInt32LE(4);
+  const cols = r.bytes(nEmbd * cells * el);
+  const out: Buffer[] = [type, head];
+  for (let e = 0; e < nEmbd; e++) out.push(...pick(cols.subarray(e * cells * el, (e + 1) * cells * el), runs, el));
+  return out;
+}
+
+function truncateStreamBlock(r: Reader, cells: number, keep: number): Buffer[] {
+  const { positions, meta } = readMeta(r, cells);
+  const runs = keptRuns(positions, keep);
+  const parts: Buffer[] = [u32(keptCount(runs)), ...runs.flatMap(([a, b]) => meta.slice(a, b))];
+  const head = r.bytes(8);
+  const vTransposed = head.readUInt32LE(0) === 1;
+  const nLayer = head.readUInt32LE(4);
+  parts.push(head);
+  for (let l = 0; l < nLayer; l++) {
+    parts.push(r.bytes(4));
+    const rowSizeBuf = r.bytes(8);
+    const rowSize = Number(rowSizeBuf.readBigUInt64LE());
+    parts.push(rowSizeBuf, ...pick(r.bytes(cells * rowSize), runs, rowSize));
+  }
+  for (let l = 0; l < nLayer; l++) parts.push(...truncateV(r, cells, vTransposed, runs));
+  return parts;
+}
+
+/**
+ * The state of the first `keep` tokens: drops the cells at positions >= keep (their K/V rows,
+ * or columns of a transposed V) and the tokens after `keep` from the header. Used to store the
+ * state of a block-aligned prompt prefix from a sequence that holds more.
+ */
+export function truncateSeqState(state: Buffer, keep: number): Buffer {
+  const r = new Reader(state);
+  r.u32();
+  const version = r.u32();
+  const tokens = readHeaderTokens(r);
+  if (keep > tokens.length) throw new Error(`cannot keep ${keep} tokens of a state holding ${tokens.length}`);
+  const out: Buffer[] = [u32(MAGIC), u32(version), u32(keep), state.subarray(12, 12 + 4 * keep)];
+  while (!r.done) {
+    const streams = r.u32();
+    out.push(u32(streams));
+    for (let s = 0; s < streams; s++) {
+      const cells = r.u32();
+      out.push(...(cells > 0 ? truncateStreamBlock(r, cells, keep) : [u32(0)]));
+    }
+  }
+  return Buffer.concat(out);
+}
+
+function readHeaderTokens(r: Reader): number[] {
+  const n = r.u32();
+  return Array.from({ length: n }, () => r.u32());
+}

@@ -11,7 +11,8 @@ import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { ModelRuntime, Token } from "../runtime/runtime.ts";
 import { HttpError } from "../http/http-error.ts";
 import { contextLengthError, parseOpenAIRequest, type ParsedRequest, type RequestKind } from "../http/openai-request.ts";
-import { QueueAbortedError, QueueFullError, type SequenceLease, type SequencePool } from "./sequence-pool.ts";
+import type { KvPrefixCache, PrefixLoad } from "../kvstore/prefix-cache.ts";
+import { commonPrefixLength, QueueAbortedError, QueueFullError, type SequenceLease, type SequencePool } from "./sequence-pool.ts";
 import { TextAssembler } from "./text-assembler.ts";
 
 export interface PreparedRequest {
@@ -44,6 +45,8 @@ export class CompletionService {
     readonly runtime: ModelRuntime,
     readonly pool: SequencePool,
     readonly metrics: EngineMetrics,
+    /** KV store of cached prompt prefixes (--kv-store); default none. */
+    readonly kvCache?: KvPrefixCache,
   ) {}
 
   prepare(body: unknown, kind: RequestKind, arrivedAt = performance.now()): PreparedRequest {
@@ -82,20 +85,46 @@ export class CompletionService {
   /** Prefill role: evaluate prompt[0..n-1) and export that KV. The sequence keeps it for reuse. */
   async prefillState(req: PreparedRequest, signal: AbortSignal): Promise<{ state: Buffer; prefixHitTokens: number }> {
     const lease = await this.acquire(req.prompt, signal);
+    const context = req.prompt.slice(0, -1);
     try {
-      const hits = await lease.sequence.evaluatePrefix(req.prompt.slice(0, -1));
+      const load = await this.loadCached(lease, context);
+      const hits = await lease.sequence.evaluatePrefix(context);
       this.metrics.promptTokens.inc(req.prompt.length);
       this.metrics.prefixHitTokens.inc(hits);
-      return { state: await lease.sequence.exportState(), prefixHitTokens: hits };
+      const state = await lease.sequence.exportState();
+      const length = load ? this.kvCache!.storableLength(context, load.storedBlocks) : 0;
+      if (length > 0) this.kvCache!.writeBack(context, length, state);
+      return { state, prefixHitTokens: hits };
     } finally {
       lease.release();
     }
+  }
+
+  /** Loads the longest cached prefix of `context` from the KV store when it beats the sequence's own. */
+  private async loadCached(lease: SequenceLease, context: readonly Token[]): Promise<PrefixLoad | undefined> {
+    if (!this.kvCache) return undefined;
+    const have = commonPrefixLength(lease.sequence.contextTokens(), context);
+    return this.kvCache.load(lease.sequence, context, have);
+  }
+
+  /**
+   * Releases the sequence, first exporting its state for the KV store when the prompt has new
+   * full blocks. Runs after the response: a write-back never delays the client.
+   */
+  private releaseWithWriteBack(lease: SequenceLease, context: readonly Token[], load: PrefixLoad | undefined): void {
+    const cache = this.kvCache;
+    const length = cache && load ? cache.storableLength(context, load.storedBlocks) : 0;
+    if (!cache || length === 0) return lease.release();
+    const state = lease.sequence.exportState().finally(() => lease.release());
+    cache.writeBack(context, length, state);
   }
 
   /** Yields text deltas; returns the result. Releases the sequence however it ends. */
   async *generate(req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<string, GenerationResult, void> {
     const lease = await this.acquire(req.prompt, opts.signal);
     this.metrics.promptTokens.inc(req.prompt.length);
+    const context = req.prompt.slice(0, -1);
+    let load: PrefixLoad | undefined;
     try {
       const seq = lease.sequence;
       if (opts.importedState) {
@@ -105,13 +134,14 @@ export class CompletionService {
         this.metrics.handoffSeconds.observe({ stage: "import" }, (performance.now() - t0) / 1000);
       }
       const imported = opts.importedState ? seq.contextTokens().length : 0;
-      const hits = await seq.evaluatePrefix(req.prompt.slice(0, -1));
+      if (!opts.importedState) load = await this.loadCached(lease, context);
+      const hits = await seq.evaluatePrefix(context);
       const prefixHitTokens = Math.max(0, hits - imported);
       this.metrics.prefixHitTokens.inc(prefixHitTokens);
       const result = yield* this.sample(lease, req, opts.signal);
       return { ...result, prefixHitTokens };
     } finally {
-      lease.release();
+      this.releaseWithWriteBack(lease, context, load);
     }
   }
 

@@ -1,0 +1,38 @@
+/** Pod-side KV store metrics (prefill and aggregated pods with --kv-store), in the pod's registry. */
+import { Counter, Histogram, type Registry } from "prom-client";
+
+export interface KvClientMetrics {
+  loads: Counter<"outcome">;
+  loadSeconds: Histogram;
+  reusedTokens: Counter;
+  writes: Counter<"outcome">;
+}
+
+export function createKvClientMetrics(registry: Registry): KvClientMetrics {
+  const registers = [registry];
+  return {
+    loads: new Counter({
+      name: "llmfleet_kv_store_loads_total",
+      help: "Prefix loads from the KV store by outcome: hit, miss, error (store down), timeout, corrupt (checksum), mismatch",
+      labelNames: ["outcome"],
+      registers,
+    }),
+    loadSeconds: new Histogram({
+      name: "llmfleet_kv_store_load_seconds",
+      help: "Lookup + fetch + import of a cached prefix",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    reusedTokens: new Counter({
+      name: "llmfleet_kv_store_reused_tokens_total",
+      help: "Prompt tokens loaded from the KV store instead of recomputed",
+      registers,
+    }),
+    writes: new Counter({
+      name: "llmfleet_kv_store_writes_total",
+      help: "Block-aligned states written to the KV store by outcome",
+      labelNames: ["outcome"],
+      registers,
+    }),
+  };
+}

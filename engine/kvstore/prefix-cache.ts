@@ -1,0 +1,211 @@
+/**
+ * The KV store as seen from a prefill or aggregated pod. llama.cpp state is per sequence, not
+ * per block, so an entry is the whole sequence state at a block-aligned prompt length L, keyed
+ * by the chained hash of those L/blockTokens blocks (block-keys.ts). Before evaluating a prompt
+ * the pod asks for the longest such prefix and imports it; afterwards it writes the state at
+ * the prompt's last full block, in the background. Every failure (store down, slow, corrupt
+ * entry) means "recompute": the answer is the same, only slower, and a metric and a log line
+ * say why.
+ */
+import { decodeKvEntry, encodeKvEntry, KvEntryError } from "./kv-entry.ts";
+import { kvBlockHashes, type KeySalt } from "./block-keys.ts";
+import type { KvClientMetrics } from "./client-metrics.ts";
+import { kvCodec } from "../kvcodec/codec.ts";
+import { normaliseSeqState, truncateSeqState, type KvLayout } from "../pd/kv-state.ts";
+import type { RuntimeSequence, Token } from "../runtime/runtime.ts";
+
+export interface PrefixCacheOptions {
+  url: string;
+  /** Longest wait for the store (lookup + fetch) before recomputing. */
+  timeoutMs: number;
+  /** Model identity the keys are salted with (the store adds the tenant salt). */
+  model: string;
+  /** This pod's KV layout; loaded states are normalised to it. */
+  layout: KvLayout;
+  metrics: KvClientMetrics;
+  log?: (line: string) => void;
+}
+
+interface StoreConfig {
+  blockTokens: number;
+  codec: string;
+  tenantSalt: string;
+}
+
+/** What a load found: tokens imported, and the longest block index the store is known to hold. */
+export interface PrefixLoad {
+  loaded: number;
+  storedBlocks: number;
+}
+
+type Outcome = "hit" | "miss" | "error" | "timeout" | "corrupt" | "mismatch";
+
+class LoadFailure extends Error {
+  constructor(
+    readonly outcome: Outcome,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class KvPrefixCache implements AsyncDisposable {
+  private config: StoreConfig | undefined;
+  private readonly pending = new Set<Promise<void>>();
+  private readonly log: (line: string) => void;
+  /** Keys this pod wrote or loaded lately: no need to write them again. */
+  private readonly known = new Set<string>();
+
+  constructor(readonly opts: PrefixCacheOptions) {
+    this.log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
+  }
+
+  private async storeConfig(signal: AbortSignal): Promise<StoreConfig> {
+    if (this.config) return this.config;
+    const res = await fetch(`${this.opts.url}/v1/kv/config`, { signal });
+    if (!res.ok) throw new LoadFailure("error", `config: HTTP ${res.status}`);
+    this.config = (await res.json()) as StoreConfig;
+    return this.config;
+  }
+
+  private salt(config: StoreConfig): KeySalt {
+    return { model: this.opts.model, tenant: config.tenantSalt };
+  }
+
+  /**
+   * Imports into `seq` the longest cached block-aligned prefix of `context` that is longer than
+   * `have` tokens (what the sequence already shares with it). Never throws.
+   */
+  async load(seq: RuntimeSequence, context: readonly Token[], have: number): Promise<PrefixLoad> {
+    const t0 = performance.now();
+    const signal = AbortSignal.timeout(this.opts.timeoutMs);
+    try {
+      const found = await this.lookupAndFetch(context, have, signal);
+      if (!found) return this.finish("miss", t0, { loaded: 0, storedBlocks: 0 });
+      await this.importOrClear(seq, found.state, context.slice(0, found.tokens));
+      this.opts.metrics.reusedTokens.inc(found.tokens);
+      return this.finish("hit", t0, { loaded: found.tokens, storedBlocks: found.tokens / found.blockTokens });
+    } catch (err) {
+      const outcome = signal.aborted ? "timeout" : err instanceof LoadFailure ? err.outcome : "error";
+      this.log(`kv-store: ${outcome} loading a cached prefix from ${this.opts.url}: ${(err as Error).message}; recomputing`);
+      return this.finish(outcome, t0, { loaded: 0, storedBlocks: 0 });
+    }
+  }
+
+  private finish(outcome: Outcome, t0: number, result: PrefixLoad): PrefixLoad {
+    this.opts.metrics.loads.inc({ outcome });
+    if (outcome === "hit") this.opts.metrics.loadSeconds.observe((performance.now() - t0) / 1000);
+    return result;
+  }
+
+  private async lookupAndFetch(
+    context: readonly Token[],
+    have: number,
+    signal: AbortSignal,
+  ): Promise<{ state: Buffer; tokens: number; blockTokens: number } | undefined> {
+    const config = await this.storeConfig(signal);
+    const keys = kvBlockHashes(context, config.blockTokens, this.salt(config));
+    const worth = keys.slice(Math.floor(have / config.blockTokens));
+    if (worth.length === 0) return undefined;
+    const res = await fetch(`${this.opts.url}/v1/kv/lookup`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ keys }),
+      signal,
+    });
+    if (!res.ok) throw new LoadFailure("error", `lookup: HTTP ${res.status}`);
+    const { index } = (await res.json()) as { index: number };
+    const tokens = (index + 1) * config.blockTokens;
+    if (index < 0 || tokens <= have) return undefined;
+    const got = await fetch(`${this.opts.url}/v1/kv/${keys[index]}`, { signal });
+    if (got.status === 404) return undefined;
+    if (!got.ok) throw new LoadFailure("error", `get: HTTP ${got.status}`);
+    const state = this.decodeEntry(Buffer.from(await got.arrayBuffer()), tokens);
+    this.remember(keys[index]!);
+    return { state, tokens, blockTokens: config.blockTokens };
+  }
+
+  private decodeEntry(buf: Buffer, tokens: number): Buffer {
+    try {
+      const { header, payload } = decodeKvEntry(buf);
+      if (header.model !== this.opts.model || header.tokens !== tokens)
+        throw new LoadFailure("mismatch", `entry is for ${header.model}/${header.tokens} tokens`);
+      return kvCodec(header.codec).decode(payload);
+    } catch (err) {
+      if (err instanceof KvEntryError) throw new LoadFailure("corrupt", err.message);
+      throw err;
+    }
+  }
+
+  /** A failed import leaves the sequence empty (never half-loaded). */
+  private async importOrClear(seq: RuntimeSequence, state: Buffer, expected: readonly Token[]): Promise<void> {
+    try {
+      await this.importState(seq, state, expected);
+    } catch (err) {
+      await seq.clear().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async importState(seq: RuntimeSequence, state: Buffer, expected: readonly Token[]): Promise<void> {
+    await seq.clear();
+    await seq.importState(normaliseSeqState(state, this.opts.layout));
+    const got = seq.contextTokens();
+    if (got.length !== expected.length || got.some((t, i) => t !== expected[i]))
+      throw new LoadFailure("mismatch", "imported state holds other tokens than the prompt prefix");
+  }
+
+  private remember(key: string): void {
+    this.known.add(key);
+    if (this.known.size > 4096) this.known.delete(this.known.values().next().value!);
+  }
+
+  /** Block-aligned length of `context` worth writing, or 0 (store known to hold it, or unreachable so far). */
+  storableLength(context: readonly Token[], storedBlocks: number): number {
+    const config = this.config;
+    if (!config) return 0;
+    const blocks = Math.floor(context.length / config.blockTokens);
+    if (blocks === 0 || blocks <= storedBlocks) return 0;
+    const length = blocks * config.blockTokens;
+    const key = kvBlockHashes(context.slice(0, length), config.blockTokens, this.salt(config)).at(-1)!;
+    return this.known.has(key) ? 0 : length;
+  }
+
+  /** Writes the state of context[0..length) (taken from `state`, which may hold more) in the background. */
+  writeBack(context: readonly Token[], length: number, state: Promise<Buffer> | Buffer): void {
+    const p = this.write(context.slice(0, length), state).then(
+      () => undefined,
+      (err: unknown) => {
+        this.opts.metrics.writes.inc({ outcome: "error" });
+        this.log(`kv-store: writing ${length} tokens to ${this.opts.url} failed: ${(err as Error).message}`);
+      },
+    );
+    this.pending.add(p);
+    void p.finally(() => this.pending.delete(p));
+  }
+
+  /** Writes synchronously (the pre-warm API); returns the key. */
+  async write(prefix: readonly Token[], state: Promise<Buffer> | Buffer): Promise<string> {
+    const config = await this.storeConfig(AbortSignal.timeout(this.opts.timeoutMs));
+    const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config));
+    const key = keys.at(-1);
+    if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
+    const raw = truncateSeqState(await state, prefix.length);
+    const codec = kvCodec(config.codec);
+    const entry = encodeKvEntry({ model: this.opts.model, tokens: prefix.length, codec: codec.name, stateBytes: raw.length }, codec.encode(raw));
+    const res = await fetch(`${this.opts.url}/v1/kv/${key}`, { method: "PUT", body: entry as unknown as BodyInit });
+    this.remember(key);
+    if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+    this.opts.metrics.writes.inc({ outcome: "stored" });
+    return key;
+  }
+
+  /** Waits for background writes (tests, shutdown). */
+  async settled(): Promise<void> {
+    await Promise.all([...this.pending]);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.settled();
+  }
+}
