@@ -134,9 +134,8 @@ export class PodRunner implements AsyncDisposable {
   private async startPod(pod: V1Pod): Promise<void> {
     const name = pod.metadata?.name ?? "";
     const service = serviceOf(pod);
-    const container = pod.spec?.containers[0];
-    const port = await freePort();
-    let args = withFlag(withFlag(await this.resolveArgs(container?.args ?? []), "--port", String(port)), "--host", "127.0.0.1");
+    const { host, port } = await podAddress(pod);
+    let args = withFlag(withFlag(await this.resolveArgs(pod.spec?.containers[0]?.args ?? []), "--port", String(port)), "--host", host);
     if (!args.includes("router")) args = withFlag(args, "--threads", String(this.opts.threads ?? 1));
     const engine = startEngine({ name, replica: 0, port, args }, (l) => this.log(l));
     this.engines.set(name, engine);
@@ -183,4 +182,14 @@ function serviceOf(pod: V1Pod): string {
 
 function isRunning(pod: V1Pod | undefined): boolean {
   return pod?.status?.phase === "Running" && !pod.metadata?.deletionTimestamp;
+}
+
+/**
+ * kwok hands out pod IPs on loopback (127.10.0.0/16): the engine listens on the pod's own IP and
+ * container port, so whatever dials podIP:8000 (the autoscaler's scrapes) reaches it.
+ */
+async function podAddress(pod: V1Pod): Promise<{ host: string; port: number }> {
+  const ip = pod.status?.podIP;
+  if (ip?.startsWith("127.")) return { host: ip, port: pod.spec?.containers[0]?.ports?.[0]?.containerPort ?? 8000 };
+  return { host: "127.0.0.1", port: await freePort() };
 }

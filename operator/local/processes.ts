@@ -51,7 +51,9 @@ export function startEngine(spec: EngineProcessSpec, log: (line: string) => void
       for (const l of lines) if (l.trim()) log(`${tag} ${l}`);
     });
   }
-  return { spec, child, url: `http://127.0.0.1:${spec.port}` };
+  const hostAt = spec.args.indexOf("--host");
+  const host = hostAt >= 0 ? (spec.args[hostAt + 1] ?? "127.0.0.1") : "127.0.0.1";
+  return { spec, child, url: `http://${host}:${spec.port}` };
 }
 
 /** Resolves when the engine answers /health; rejects if the process exits first. */

@@ -110,7 +110,9 @@ export function kwokArgs(dir: string, ports: Ports, binDir: string): string[] {
     `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION}=fake`,
     `--server-address=127.0.0.1:${ports.kwok}`,
     "--node-ip=127.0.0.1",
-    "--cidr=10.244.0.0/16",
+    // Pod IPs on loopback (127.0.0.0/8): a test can run a real process for a pod, bound to the
+    // pod IP, and anything that dials podIP:port (the autoscaler scraping /metrics) reaches it.
+    "--cidr=127.10.0.0/16",
     // Heartbeat through Lease objects, matching the node-heartbeat-with-lease stage.
     "--node-lease-duration-seconds=40",
   ];

@@ -1,0 +1,78 @@
+// Makes the chart's operator pods real: for each Running operator pod (kwok runs no containers)
+// it starts `operator/main.ts` with that pod's arguments, authenticated as the pod's
+// ServiceAccount (a bound token), so the operator runs with exactly the chart's RBAC.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import { stringify } from "yaml";
+import { KubeClient } from "../../operator/kube/client.ts";
+import { R } from "../../operator/kube/resources.ts";
+import { Informer } from "../../operator/runtime/informer.ts";
+import { startOperator, type OperatorProcess } from "../../operator/testing/operator-process.ts";
+import { kubectlPath } from "./kubectl.ts";
+
+function serviceAccountKubeconfig(namespace: string, sa: string): string {
+  const token = execFileSync(kubectlPath(), ["create", "token", "-n", namespace, sa, "--duration=2h"], { encoding: "utf8" }).trim();
+  const admin = new KubeConfig();
+  admin.loadFromFile(process.env.KUBECONFIG ?? "");
+  const cluster = admin.getCurrentCluster();
+  if (!cluster) throw new Error("no current cluster in KUBECONFIG");
+  const kc = {
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [{ name: "c", cluster: { server: cluster.server, "certificate-authority": cluster.caFile, "certificate-authority-data": cluster.caData } }],
+    users: [{ name: sa, user: { token } }],
+    contexts: [{ name: "sa", context: { cluster: "c", user: sa } }],
+    "current-context": "sa",
+  };
+  const path = join(mkdtempSync(join(tmpdir(), "llmfleet-op-")), "kubeconfig");
+  writeFileSync(path, stringify(kc), { mode: 0o600 });
+  return path;
+}
+
+export class OperatorPods implements AsyncDisposable {
+  readonly processes = new Map<string, OperatorProcess>();
+  private readonly informer: Informer<V1Pod>;
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly namespace: string) {
+    this.informer = new Informer<V1Pod>(KubeClient.fromDefault(), R.Pod, { namespace, labelSelector: "app.kubernetes.io/name=llmfleet-operator" });
+    this.informer.on((type, pod) => {
+      this.chain = this.chain.then(() => this.sync(type === "DELETED" ? undefined : pod, pod.metadata?.name ?? ""));
+    });
+  }
+
+  async start(): Promise<void> {
+    void this.informer.run();
+    await this.informer.waitForSync();
+  }
+
+  logs(): string {
+    return [...this.processes].map(([pod, p]) => `--- operator pod ${pod} ---\n${p.logs()}`).join("\n");
+  }
+
+  private async sync(pod: V1Pod | undefined, name: string): Promise<void> {
+    const proc = this.processes.get(name);
+    const running = pod?.status?.phase === "Running" && !pod.metadata?.deletionTimestamp;
+    if (running && pod && !proc) this.launch(pod, name);
+    if (!running && proc) {
+      this.processes.delete(name);
+      await proc.stop();
+    }
+  }
+
+  private launch(pod: V1Pod, name: string): void {
+    const container = pod.spec?.containers[0];
+    const kubeconfig = serviceAccountKubeconfig(this.namespace, pod.spec?.serviceAccountName ?? "default");
+    const args = [...(container?.args ?? []), "--health-port", "0", "--health-host", "127.0.0.1"];
+    this.processes.set(name, startOperator({ id: name, kubeconfig, args, env: { POD_NAMESPACE: this.namespace } }));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.informer.stop();
+    await this.chain;
+    await Promise.all([...this.processes.values()].map((p) => p.stop()));
+  }
+}
