@@ -1,0 +1,89 @@
+// What every e2e scenario stands on: a namespace, kwok nodes, the operator installed from the
+// chart (its pods run as real processes under the chart's ServiceAccount), and a pod runner that
+// gives every Running engine pod a real engine process. On failure it dumps operator logs,
+// Events and engine logs.
+import { execFile } from "node:child_process";
+import { resolve } from "node:path";
+import { promisify } from "node:util";
+import { eventually } from "../harness/eventually.ts";
+import { kubectl, kubectlOk } from "../harness/kubectl.ts";
+import { OperatorPods } from "../harness/operator-pods.ts";
+import { PodRunner } from "../harness/pod-runner.ts";
+import { createKwokGpuNode, type KwokGpuNodeOptions } from "../../scripts/cluster/kwok-nodes.ts";
+import { ensureNamespace, installCRDs } from "../../operator/testing/cluster.ts";
+
+const run = promisify(execFile);
+const ROOT = resolve(import.meta.dirname, "../..");
+
+export interface Fleet extends AsyncDisposable {
+  namespace: string;
+  runner: PodRunner;
+  operators: OperatorPods;
+  engineLog: string[];
+  /** Runs `body`; if it throws, prints operator logs, Events and engine logs first. */
+  dumpOnFailure<T>(body: () => Promise<T>): Promise<T>;
+}
+
+export interface FleetOptions {
+  namespace: string;
+  nodes: Array<[string, KwokGpuNodeOptions]>;
+  operatorArgs?: string[];
+}
+
+async function helm(args: string[]): Promise<void> {
+  const bin = (await run("bash", [resolve(ROOT, "scripts/helm/build.sh")], { maxBuffer: 16 << 20 })).stdout.trim();
+  await run(bin, [...args, "--kubeconfig", process.env.KUBECONFIG ?? ""], { cwd: ROOT, maxBuffer: 16 << 20 });
+}
+
+export async function startFleet(opts: FleetOptions): Promise<Fleet> {
+  const ns = opts.namespace;
+  const sys = `${ns}-system`;
+  await installCRDs();
+  for (const n of [ns, sys]) await kubectlOk(["delete", "namespace", n, "--ignore-not-found", "--wait=true", "--timeout=60s"]);
+  await ensureNamespace(ns);
+  await kubectlOk(["delete", "node", ...opts.nodes.map(([name]) => name), "--ignore-not-found"]);
+  for (const [name, node] of opts.nodes) await createKwokGpuNode(process.env.KUBECONFIG ?? "", name, node);
+  const extra = (opts.operatorArgs ?? []).flatMap((a, i) => ["--set", `extraArgs[${i}]=${a}`]);
+  await helm([
+    "install",
+    "llmfleet",
+    "charts/llmfleet",
+    "-n",
+    sys,
+    "--create-namespace",
+    "--set",
+    "replicas=1",
+    "--set",
+    `watchNamespace=${ns}`,
+    ...extra,
+    "--wait",
+    "--timeout",
+    "120s",
+  ]);
+  const operators = new OperatorPods(sys);
+  await operators.start();
+  await eventually(() => (operators.processes.size > 0 ? undefined : Promise.reject(new Error("no operator pod running"))), { message: "operator pod runs" });
+  const engineLog: string[] = [];
+  const runner = new PodRunner({ namespace: ns, log: (l) => engineLog.push(l) });
+  await runner.start();
+  return {
+    namespace: ns,
+    runner,
+    operators,
+    engineLog,
+    async dumpOnFailure<T>(body: () => Promise<T>): Promise<T> {
+      try {
+        return await body();
+      } catch (err) {
+        const events = await kubectl(["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]);
+        console.error(`${operators.logs()}\n--- events ---\n${events.stdout}\n--- engines ---\n${engineLog.slice(-200).join("\n")}`);
+        throw err;
+      }
+    },
+    async [Symbol.asyncDispose](): Promise<void> {
+      await runner[Symbol.asyncDispose]();
+      await operators[Symbol.asyncDispose]();
+      await helm(["uninstall", "llmfleet", "-n", sys, "--wait"]).catch(() => undefined);
+    },
+  };
+}
