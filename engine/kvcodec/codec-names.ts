@@ -1,3 +1,10 @@
 /** Codec names of the KVStore's `codec.name` (and `--codec`); codec.ts implements them. */
-export const KV_CODECS = ["default", "lossless", "int8", "none"] as const;
+export const KV_CODECS = ["default", "lossless", "int8", "qdelta", "none"] as const;
 export type KvCodecName = (typeof KV_CODECS)[number];
+
+export interface KvCodec {
+  /** The name written into entries (a concrete codec, never "default"). */
+  readonly name: string;
+  encode(state: Buffer): Buffer;
+  decode(payload: Buffer): Buffer;
+}
