@@ -34,14 +34,14 @@ function serviceAccountKubeconfig(namespace: string, sa: string): string {
 
 export class OperatorPods implements AsyncDisposable {
   readonly processes = new Map<string, OperatorProcess>();
+  private readonly previousLogs = new Map<string, string>();
+  private readonly kubeconfigs = new Map<string, string>();
   private readonly informer: Informer<V1Pod>;
   private chain: Promise<void> = Promise.resolve();
 
   constructor(private readonly namespace: string) {
     this.informer = new Informer<V1Pod>(KubeClient.fromDefault(), R.Pod, { namespace, labelSelector: "app.kubernetes.io/name=llmfleet-operator" });
-    this.informer.on((type, pod) => {
-      this.chain = this.chain.then(() => this.sync(type === "DELETED" ? undefined : pod, pod.metadata?.name ?? ""));
-    });
+    this.informer.on((type, pod) => this.enqueue(type === "DELETED" ? undefined : pod, pod.metadata?.name ?? ""));
   }
 
   async start(): Promise<void> {
@@ -49,8 +49,18 @@ export class OperatorPods implements AsyncDisposable {
     await this.informer.waitForSync();
   }
 
+  /** Pod changes are handled one at a time; a failure is kept in the logs, never thrown away. */
+  private enqueue(pod: V1Pod | undefined, name: string): void {
+    this.chain = this.chain
+      .then(() => this.sync(pod, name))
+      .catch((err: unknown) => {
+        this.previousLogs.set(name, `${this.previousLogs.get(name) ?? ""}runner: ${String(err)}\n`);
+      });
+  }
+
   logs(): string {
-    return [...this.processes].map(([pod, p]) => `--- operator pod ${pod} ---\n${p.logs()}`).join("\n");
+    const pods = new Set([...this.previousLogs.keys(), ...this.processes.keys()]);
+    return [...pods].map((pod) => `--- operator pod ${pod} ---\n${this.previousLogs.get(pod) ?? ""}${this.processes.get(pod)?.logs() ?? ""}`).join("\n");
   }
 
   private async sync(pod: V1Pod | undefined, name: string): Promise<void> {
@@ -65,9 +75,21 @@ export class OperatorPods implements AsyncDisposable {
 
   private launch(pod: V1Pod, name: string): void {
     const container = pod.spec?.containers[0];
-    const kubeconfig = serviceAccountKubeconfig(this.namespace, pod.spec?.serviceAccountName ?? "default");
+    // One bound token per pod, as the kubelet mounts it: a restart does not need the API server.
+    const kubeconfig = this.kubeconfigs.get(name) ?? serviceAccountKubeconfig(this.namespace, pod.spec?.serviceAccountName ?? "default");
+    this.kubeconfigs.set(name, kubeconfig);
     const args = [...(container?.args ?? []), "--health-port", "0", "--health-host", "127.0.0.1"];
-    this.processes.set(name, startOperator({ id: name, kubeconfig, args, env: { POD_NAMESPACE: this.namespace } }));
+    const proc = startOperator({ id: name, kubeconfig, args, env: { POD_NAMESPACE: this.namespace } });
+    this.processes.set(name, proc);
+    // restartPolicy Always: an operator that exits on its own (it does when it loses the lease)
+    // is started again while its pod runs, keeping its earlier output.
+    void proc.exited.then(() => {
+      if (this.processes.get(name) !== proc) return;
+      this.processes.delete(name);
+      this.previousLogs.set(name, `${this.previousLogs.get(name) ?? ""}${proc.logs()}--- restarted ---\n`);
+      const current = this.informer.get(`${this.namespace}/${name}`);
+      setTimeout(() => this.enqueue(current, name), 1000).unref();
+    });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

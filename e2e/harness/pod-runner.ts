@@ -63,8 +63,11 @@ class ServiceProxy {
     const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (upRes) => {
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
       upRes.pipe(res);
+      // A backend that dies mid-response resets the client connection too, as kube-proxy would.
+      upRes.on("aborted", () => res.destroy());
+      upRes.on("error", () => res.destroy());
     });
-    up.on("error", () => res.headersSent || res.writeHead(502).end());
+    up.on("error", () => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
     res.on("close", () => up.destroy());
     req.pipe(up);
   }
@@ -73,6 +76,8 @@ class ServiceProxy {
 export class PodRunner implements AsyncDisposable {
   private readonly proxies = new Map<string, ServiceProxy>();
   private readonly engines = new Map<string, RunningEngine>();
+  private readonly held = new Set<string>();
+  private readonly restarts = new Map<string, number>();
   private readonly informer: Informer<V1Pod>;
   private chain: Promise<void> = Promise.resolve();
 
@@ -98,6 +103,37 @@ export class PodRunner implements AsyncDisposable {
 
   running(): RunningEngine[] {
     return [...this.engines.values()];
+  }
+
+  /** SIGKILLs the engine of the first pod whose name starts with `prefix`; `hold` keeps it down until release(). */
+  kill(prefix: string, opts: { hold?: boolean } = {}): string {
+    const [name, engine] = [...this.engines].find(([n]) => n.startsWith(prefix)) ?? [];
+    if (!name || !engine) throw new Error(`no running engine for a pod named ${prefix}*`);
+    if (opts.hold) this.held.add(name);
+    engine.child.kill("SIGKILL");
+    return name;
+  }
+
+  /** Lets a held pod's engine start again, as a kubelet restarting its container. */
+  release(pod: string): void {
+    this.held.delete(pod);
+    const current = this.informer.get(`${this.opts.namespace}/${pod}`);
+    this.chain = this.chain.then(() => this.sync(current, current ?? { metadata: { name: pod } }));
+  }
+
+  restartCount(pod: string): number {
+    return this.restarts.get(pod) ?? 0;
+  }
+
+  /** An engine that exits on its own is restarted after a second (restartPolicy Always), unless held. */
+  private onExit(name: string, engine: RunningEngine, how: string): void {
+    if (this.engines.get(name) !== engine) return; // stopped on purpose
+    for (const p of this.proxies.values()) p.backends.delete(name);
+    this.engines.delete(name);
+    this.log(`pod ${name}: engine exited (${how})`);
+    if (this.held.has(name)) return;
+    this.restarts.set(name, (this.restarts.get(name) ?? 0) + 1);
+    setTimeout(() => this.release(name), 1000).unref();
   }
 
   private log(line: string): void {
@@ -128,7 +164,7 @@ export class PodRunner implements AsyncDisposable {
       if (engine) await this.stopPod(name, engine);
       return;
     }
-    if (!engine && pod) await this.startPod(pod);
+    if (!engine && pod && !this.held.has(name)) await this.startPod(pod);
   }
 
   private async startPod(pod: V1Pod): Promise<void> {
@@ -139,6 +175,7 @@ export class PodRunner implements AsyncDisposable {
     if (!args.includes("router")) args = withFlag(args, "--threads", String(this.opts.threads ?? 1));
     const engine = startEngine({ name, replica: 0, port, args }, (l) => this.log(l));
     this.engines.set(name, engine);
+    engine.child.once("exit", (code, signal) => this.onExit(name, engine, `${code ?? signal}`));
     this.log(`pod ${name} Running: engine on ${engine.url} behind Service ${service}`);
     void this.whenHealthy(engine, service, name);
   }

@@ -38,7 +38,8 @@ export class LeaderElector {
   /** Waits until this identity holds the lease. */
   async acquire(): Promise<void> {
     while (!this.stopped) {
-      if (await this.tryAcquireOrRenew()) {
+      // An unreachable API server is retried like a lease held by someone else.
+      if (await this.tryAcquireOrRenew().catch(() => false)) {
         this.leading = true;
         return;
       }

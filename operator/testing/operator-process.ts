@@ -7,6 +7,8 @@ const ROOT = resolve(import.meta.dirname, "../..");
 
 export interface OperatorProcess {
   readonly id: string;
+  /** Resolves when the process exits, however it exits. */
+  readonly exited: Promise<void>;
   logs(): string;
   /** SIGTERM: releases the lease and exits. */
   stop(): Promise<void>;
@@ -48,6 +50,7 @@ export function startOperator(opts: StartOperatorOptions): OperatorProcess {
   child.stderr?.on("data", (d: Buffer) => (output += d.toString()));
   return {
     id: opts.id,
+    exited: exited(child),
     logs: () => output,
     stop: async () => {
       child.kill("SIGTERM");
