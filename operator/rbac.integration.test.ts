@@ -130,7 +130,7 @@ test("anything outside the role is refused with 403", async () => {
           "t",
         ),
     ],
-    ["edit a Model's spec", () => sa.mergePatch(R.Model, { namespace: NS, name: "gemma-270m" }, { spec: { routing: { policy: "round-robin" } } })],
+    ["edit a KVStore's spec", () => sa.mergePatch(R.KVStore, { namespace: NS, name: "shared-kv" }, { spec: { blockTokens: 512 } })],
     ["delete a Model", () => sa.delete(R.Model, NS, "gemma-270m")],
     ["read a lease outside its namespace", () => sa.get(R.Lease, "kube-system", "anything")],
   ];

@@ -182,7 +182,8 @@ export class PodRunner implements AsyncDisposable {
 
   /** A process joins its Service only once it answers /health, as a ready pod joins endpoints. */
   private async whenHealthy(engine: RunningEngine, service: string, pod: string): Promise<void> {
-    for (let i = 0; i < 600 && engine.child.exitCode === null; i++) {
+    const alive = (): boolean => engine.child.exitCode === null && engine.child.signalCode === null;
+    for (let i = 0; i < 600 && alive() && this.engines.get(pod) === engine; i++) {
       if (
         await fetch(`${engine.url}/health`).then(
           (r) => r.ok,

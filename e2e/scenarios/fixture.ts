@@ -81,9 +81,14 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
       }
     },
     async [Symbol.asyncDispose](): Promise<void> {
+      const step = (what: string): void => void (process.env.LLMFLEET_E2E_DEBUG && console.error(`fixture teardown: ${what}`));
+      step("engines");
       await runner[Symbol.asyncDispose]();
+      step("operator");
       await operators[Symbol.asyncDispose]();
+      step("helm uninstall");
       await helm(["uninstall", "llmfleet", "-n", sys, "--wait"]).catch(() => undefined);
+      step("done");
     },
   };
 }

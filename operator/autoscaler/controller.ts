@@ -8,7 +8,7 @@ import { Registry } from "prom-client";
 import type { EnginePool, PoolRole } from "../api.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { R } from "../kube/resources.ts";
-import { nameOf, namespaceOf } from "../kube/types.ts";
+import { nameOf, namespaceOf, type KubeObject } from "../kube/types.ts";
 import { cached, type Caches } from "../reconcilers/caches.ts";
 import { canonical, fieldManager } from "../runtime/apply.ts";
 import type { Manager } from "../runtime/manager.ts";
@@ -142,7 +142,10 @@ class AutoscalerLoop implements Autoscaler {
 
   private async scale(pool: EnginePool, role: PoolRole, replicas: number): Promise<void> {
     const r = role === "prefill" ? R.PrefillPool : R.DecodePool;
-    await this.manager.client.mergePatch(r, { namespace: namespaceOf(pool), name: nameOf(pool), subresource: "scale" }, { spec: { replicas } });
+    // Read-modify-write of the Scale object, as the HPA does: a PATCH of /scale fails with an
+    // InternalError while spec.replicas.desired is still unset (the usual state of a new pool).
+    const scale = await this.manager.client.get<KubeObject & { spec?: { replicas?: number } }>(r, namespaceOf(pool), nameOf(pool), "scale");
+    await this.manager.client.replace(r, { ...scale, spec: { ...scale.spec, replicas } }, "llmfleet/autoscaler", "scale");
     this.manager.log(`autoscaler: ${role} pool ${namespaceOf(pool)}/${nameOf(pool)} -> ${replicas} replicas`);
   }
 

@@ -60,7 +60,8 @@ export function startEngine(spec: EngineProcessSpec, log: (line: string) => void
 export async function waitHealthy(e: RunningEngine, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (e.child.exitCode !== null) throw new Error(`${e.spec.name}#${e.spec.replica} exited with code ${e.child.exitCode}`);
+    if (e.child.exitCode !== null || e.child.signalCode !== null)
+      throw new Error(`${e.spec.name}#${e.spec.replica} exited (${e.child.exitCode ?? e.child.signalCode})`);
     const ok = await fetch(`${e.url}/health`, { signal: AbortSignal.timeout(2000) }).then(
       (r) => r.ok,
       () => false,

@@ -25,6 +25,7 @@ export function registerReconcilers(m: Manager, c: Caches, opts: ReconcilerOptio
   m.register("Model", async (ns, name) => {
     const model = cached(c.models, ns, name);
     if (!model) return;
+    await initDesiredReplicas(client, R.Model, model);
     const world = {
       prefillPools: inNamespace(c.prefillPools, ns).filter((p) => p.spec.modelRef.name === name),
       decodePools: inNamespace(c.decodePools, ns).filter((p) => p.spec.modelRef.name === name),
@@ -65,6 +66,7 @@ async function reconcilePool(client: KubeClient, c: Caches, req: PoolRequest): P
   const { role, ns, name } = req;
   const pool: EnginePool | undefined = role === "prefill" ? cached(c.prefillPools, ns, name) : cached(c.decodePools, ns, name);
   if (!pool) return;
+  await initDesiredReplicas(client, role === "prefill" ? R.PrefillPool : R.DecodePool, pool);
   const world: PoolWorld = {
     model: cached(c.models, ns, pool.spec.modelRef.name),
     kvStore: cached(c.kvStores, ns, pool.spec.kvStoreRef?.name),
@@ -77,6 +79,28 @@ async function reconcilePool(client: KubeClient, c: Caches, req: PoolRequest): P
   const plan = role === "prefill" ? planPrefillPool(pool as PrefillPool, world) : planDecodePool(pool as DecodePool, world);
   const r = role === "prefill" ? R.PrefillPool : R.DecodePool;
   await execute(new Applier(client, role === "prefill" ? "prefillpool" : "decodepool"), { obj: pool, r, plan, owned: ownedBy(c, pool.metadata?.uid) });
+}
+
+/**
+ * Sets spec.replicas.desired to min when it is unset. The API server's scale subresource cannot be
+ * read or patched while the field it points at is missing (InternalError "the spec replicas field
+ * does not exist"), so HPA, KEDA and our autoscaler need it there. It is owned by the autoscaler's
+ * field manager, so a GitOps re-apply of manifests without it leaves it alone.
+ */
+async function initDesiredReplicas(
+  client: KubeClient,
+  r: (typeof R)[keyof typeof R],
+  obj: KubeObject & { spec: { replicas?: { min: number; desired?: number } } },
+): Promise<void> {
+  const replicas = obj.spec.replicas;
+  if (!replicas || replicas.desired !== undefined) return;
+  const patch = {
+    apiVersion: obj.apiVersion,
+    kind: obj.kind,
+    metadata: { name: obj.metadata?.name, namespace: obj.metadata?.namespace },
+    spec: { replicas: { desired: replicas.min } },
+  };
+  await client.apply(r, patch, "llmfleet/autoscaler");
 }
 
 interface Execution<S> {
