@@ -7,6 +7,7 @@ import { parseEngineOptions, type EngineOptions } from "../../engine/cli/options
 import { aDecodePool, aKVStore, aModel, aPrefillPool, NOW } from "../testing/builders.ts";
 import { planModel } from "./model.ts";
 import { planDecodePool, planPrefillPool } from "./pools.ts";
+import { planKVStore } from "./kvstore.ts";
 
 function engineOptions(d: unknown): EngineOptions {
   const args = (d as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
@@ -60,4 +61,27 @@ test("a Model with only aggregated replicas gets an aggregated router and aggreg
   const agg = engineOptions(plan.children[2]);
   assert.equal(agg.role, "aggregated");
   assert.equal(agg.parallel, 8);
+});
+
+test("kvstore pods start the engine's kvstore role with the KVStore's tiers in order", () => {
+  const store = aKVStore("kv");
+  store.spec.tiers = [
+    { name: "ram", medium: "memory", capacity: "2Gi" },
+    { name: "ssd", medium: "disk", capacity: "100Gi" },
+    { name: "s3", medium: "objectStore", endpoint: "http://minio:9000", bucket: "kv-cache", ttl: "168h" },
+  ];
+  store.spec.codec = { name: "lossless" };
+  const o = engineOptions(planKVStore(store, { engineImage: "e", now: NOW }).children[0]);
+  assert.equal(o.role, "kvstore");
+  assert.equal(o.blockTokens, 256);
+  assert.equal(o.codec, "lossless");
+  assert.equal(o.tenantSalt, "ns");
+  assert.deepEqual(
+    o.tiers.map((t) => [t.name, t.medium]),
+    [
+      ["ram", "memory"],
+      ["ssd", "disk"],
+      ["s3", "objectStore"],
+    ],
+  );
 });
