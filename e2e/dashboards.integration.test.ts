@@ -27,15 +27,24 @@ async function startFleet(): Promise<RunningEngine[]> {
   return started;
 }
 
+/** The same long prompt twice: the first prefill writes its KV blocks to the store, the second loads them. */
+const LONG = `Here is a long shared context for the store. ${"The quick brown fox jumps over the lazy dog. ".repeat(40)}Question:`;
+
 async function traffic(router: string): Promise<void> {
-  for (const stream of [true, false, true]) {
+  for (const [stream, prompt] of [
+    [true, "The capital of France is the city of"],
+    [false, LONG],
+    [true, LONG],
+  ] as const) {
     const res = await fetch(`${router}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ model: "default", prompt: "The capital of France is the city of", max_tokens: 8, temperature: 0, stream }),
+      body: JSON.stringify({ model: "default", prompt, max_tokens: 8, temperature: 0, stream }),
     });
     await res.text();
     assert.equal(res.status, 200);
+    // KV blocks are written back after the response; give the store a moment before the repeat.
+    await new Promise((r) => setTimeout(r, 1500));
   }
 }
 
@@ -50,7 +59,7 @@ before(async () => {
     labels: { "serving.llmfleet.dev/node-group": "h100" },
     taints: [{ key: "llmfleet.dev/gpu", value: "true", effect: "NoSchedule" }],
   });
-  operator = startOperator({ id: "it-dashboards", args: ["--namespace", NS, "--leader-elect", "false"] });
+  operator = startOperator({ id: "it-dashboards", args: ["--namespace", NS, "--leader-elect", "false", "--autoscale-interval", "2"] });
   await kubectlOk(["apply", "-n", NS, "-f", "examples/quickstart.yaml"]);
   engines = await startFleet();
   const port = await eventually(() => {
@@ -73,7 +82,19 @@ const queries = AUTOSCALING_DASHBOARD.rows.flatMap((row) => row.panels.flatMap((
 
 test("the dashboard has panels for every part of the autoscaling view", () => {
   const titles = queries.map((q) => q.panel).join("\n");
-  for (const must of [/desired vs ready/, /TTFT p90 vs SLO/, /Inter-token latency/, /Queue depth/, /Nodes/, /GPUs/, /Prefix reuse/, /hand-off/])
+  for (const must of [
+    /desired vs ready/,
+    /TTFT p90 vs SLO/,
+    /Inter-token latency/,
+    /Queue depth/,
+    /Autoscaler decisions/,
+    /Nodes/,
+    /GPUs/,
+    /KV store: hit rate/,
+    /per tier/,
+    /Prefix reuse/,
+    /hand-off/,
+  ])
     assert.match(titles, must);
 });
 

@@ -108,8 +108,15 @@ async function reconcilesFleet(): Promise<void> {
     await eventually(() => kubectlOk(["get", "deployment", "-n", NS, d]), { message: `deployment ${d}` });
   }
   await eventually(async () => {
-    const pool = await jsonOf<{ status?: { observedGeneration?: number } }>(["get", "prefillpool", "-n", NS, "gemma-prefill"]);
-    assert.equal(pool.status?.observedGeneration, 1);
+    const pool = await jsonOf<{ metadata: { generation: number }; spec: { replicas: { desired?: number } }; status?: { observedGeneration?: number } }>([
+      "get",
+      "prefillpool",
+      "-n",
+      NS,
+      "gemma-prefill",
+    ]);
+    assert.equal(pool.spec.replicas.desired, 1, "desired initialised to min (needs patch on pools)");
+    assert.equal(pool.status?.observedGeneration, pool.metadata.generation, "status written for the current generation");
   });
 }
 

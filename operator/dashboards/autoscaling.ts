@@ -65,6 +65,35 @@ export const AUTOSCALING_DASHBOARD: { uid: string; title: string; rows: Row[] } 
       ],
     },
     {
+      title: "Autoscaler",
+      panels: [
+        {
+          title: "Autoscaler decisions",
+          description: "Decisions per pool by direction (up, down, hold); each decision's reason and inputs are in the pool's status.autoscaler.",
+          unit: "short",
+          queries: [q("sum by (pool, direction) (increase(llmfleet_autoscaler_decisions_total[5m]))", "{{pool}} {{direction}}")],
+        },
+        {
+          title: "Autoscaler inputs: arrival vs forecast",
+          description: "Work arriving per second and what the autoscaler expects after the lead time (node provisioning + model load).",
+          unit: "short",
+          queries: [
+            q("sum by (pool) (llmfleet_autoscaler_arrival_rate)", "{{pool}} arrival"),
+            q("sum by (pool) (llmfleet_autoscaler_forecast_rate)", "{{pool}} forecast"),
+          ],
+        },
+        {
+          title: "Autoscaler: recommended vs current replicas",
+          description: "Replicas the autoscaler asked for through /scale, and what was asked before.",
+          unit: "short",
+          queries: [
+            q("sum by (pool) (llmfleet_autoscaler_desired_replicas)", "{{pool}} recommended"),
+            q("sum by (pool) (llmfleet_autoscaler_current_replicas)", "{{pool}} before"),
+          ],
+        },
+      ],
+    },
+    {
       title: "Node groups",
       panels: [
         {
@@ -101,6 +130,27 @@ export const AUTOSCALING_DASHBOARD: { uid: string; title: string; rows: Row[] } 
           description: "Share of prompt tokens whose KV was reused instead of recomputed.",
           unit: "percentunit",
           queries: [q("sum(rate(llmfleet_prefix_hit_tokens_total[5m])) / clamp_min(sum(rate(llmfleet_prompt_tokens_total[5m])), 1)", "hit ratio")],
+        },
+        {
+          title: "KV store: hit rate and loads",
+          description: "Share of KV store lookups answered by a tier, and prefill pods' loads by outcome (hit, miss, store down, corrupt, timeout).",
+          unit: "short",
+          queries: [
+            q(
+              "(sum(rate(llmfleet_kv_hits_total[5m])) or vector(0)) / clamp_min((sum(rate(llmfleet_kv_hits_total[5m])) or vector(0)) + sum(rate(llmfleet_kv_misses_total[5m])), 1e-9)",
+              "hit rate",
+            ),
+            q("sum by (outcome) (rate(llmfleet_kv_store_loads_total[5m]))", "loads {{outcome}}"),
+          ],
+        },
+        {
+          title: "KV store: bytes and hits per tier",
+          description: "Bytes each tier holds, and lookups each tier answered (0 for a tier that has answered none yet).",
+          unit: "short",
+          queries: [
+            q("sum by (tier) (llmfleet_kv_bytes)", "{{tier}} bytes"),
+            q("sum by (tier) (rate(llmfleet_kv_hits_total[5m])) or (sum by (tier) (llmfleet_kv_bytes) * 0)", "{{tier}} hits/s"),
+          ],
         },
         {
           title: "KV hand-off latency p90",

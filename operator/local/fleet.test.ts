@@ -17,7 +17,7 @@ test("the quickstart plans a router, a prefill and a decode process wired on loo
   const planned = planLocalFleet(readFleet("examples/quickstart.yaml"));
   assert.deepEqual(
     planned.map((d) => `${d.name}:${d.role}x${d.replicas}`),
-    ["gemma-prefill-prefill:prefillx1", "gemma-decode-decode:decodex1", "gemma-270m-router:routerx1"],
+    ["shared-kv-kvstore:kvstorex1", "gemma-prefill-prefill:prefillx1", "gemma-decode-decode:decodex1", "gemma-270m-router:routerx1"],
   );
   const specs = processSpecs(planned, { routerPort: 8080, basePort: 18080, threads: 1 });
   const router = specs.find((s) => s.name === "gemma-270m-router");
@@ -26,7 +26,8 @@ test("the quickstart plans a router, a prefill and a decode process wired on loo
   assert.equal(router?.args[router.args.indexOf("--prefill") + 1], `http://127.0.0.1:${prefill?.port}`);
   assert.equal(prefill?.args[prefill.args.indexOf("--port") + 1], String(prefill?.port));
   assert.equal(prefill?.args[prefill.args.indexOf("--threads") + 1], "1");
-  assert.equal(prefill?.args.includes("--kv-store"), false);
+  const store = specs.find((s) => s.name === "shared-kv-kvstore");
+  assert.equal(prefill?.args[prefill.args.indexOf("--kv-store") + 1], `http://127.0.0.1:${store?.port}`, "prefill pods use the local KV store");
 });
 
 test("replicas become processes, and a Service URL resolves to all of them", () => {

@@ -5,6 +5,9 @@ import type { EnginePool, Model } from "../api.ts";
 import { findCondition } from "../plan/conditions.ts";
 import { planModel } from "../plan/model.ts";
 import { planPool, type PoolWorld } from "../plan/pools.ts";
+import { KV_DATA_PATH, planKVStore } from "../plan/kvstore.ts";
+import { join } from "node:path";
+import { cacheRoot } from "../../engine/model/fetch.ts";
 import type { KubeObject } from "../kube/types.ts";
 import { nameOf } from "../kube/types.ts";
 import type { LocalFleetSpec } from "./manifests.ts";
@@ -19,9 +22,10 @@ export interface PlannedDeployment {
 
 const NOW = "1970-01-01T00:00:00Z";
 
+/** Deployments and StatefulSets (the KV store) become processes; Services and PDBs have no local form. */
 function deployments(children: KubeObject[]): PlannedDeployment[] {
   return children
-    .filter((c): c is V1Deployment => c.kind === "Deployment")
+    .filter((c): c is V1Deployment => c.kind === "Deployment" || c.kind === "StatefulSet")
     .map((d) => {
       const args = d.spec?.template.spec?.containers[0]?.args ?? [];
       return { name: d.metadata?.name ?? "", role: args[args.indexOf("--role") + 1] ?? "", replicas: d.spec?.replicas ?? 1, args };
@@ -55,6 +59,7 @@ export function planLocalFleet(fleet: LocalFleetSpec): PlannedDeployment[] {
     planned.push(...deployments(plan.children));
   }
   for (const model of fleet.models) planned.push(...deployments(planModelLocally(fleet, model)));
+  for (const store of fleet.kvStores) planned.unshift(...deployments(planKVStore(store, { engineImage: "local", now: NOW }).children));
   return planned;
 }
 
@@ -91,9 +96,8 @@ export function processSpecs(planned: PlannedDeployment[], layout: LocalLayout):
   const urls = new Map([...ports].map(([svc, ps]) => [svc, ps.map((p) => `http://127.0.0.1:${p}`)]));
   return planned.flatMap((d) =>
     (ports.get(d.name) ?? []).map((port, replica) => {
-      // The KV store role is not part of the engine yet: local pods keep KV in their own memory.
-      const kvAt = d.args.indexOf("--kv-store");
-      const args = kvAt >= 0 ? [...d.args.slice(0, kvAt), ...d.args.slice(kvAt + 2)] : d.args;
+      // A disk tier's volume is a folder under the local cache.
+      const args = d.args.map((a) => a.replace(`path=${KV_DATA_PATH}/`, `path=${join(cacheRoot(), "local-kv", d.name)}/`));
       const resolved = withFlag(withFlag(rewriteServiceURLs(args, urls), "--port", String(port)), "--host", "127.0.0.1");
       return { name: d.name, replica, port, args: d.role === "router" ? resolved : withFlag(resolved, "--threads", String(layout.threads)) };
     }),

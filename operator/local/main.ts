@@ -15,14 +15,12 @@ async function main(): Promise<void> {
   const port = Number(process.env.PORT ?? 8080);
   const fleet = readFleet(file);
   log(`fleet from ${file}: ${fleet.models.length} model(s), ${fleet.prefillPools.length} prefill and ${fleet.decodePools.length} decode pool(s)`);
-  if (fleet.kvStores.length > 0)
-    log(`note: KVStore ${fleet.kvStores.map((k) => k.metadata?.name).join(", ")} is not started locally yet; engines keep KV in their own memory`);
   for (const m of fleet.models) {
     log(`model ${m.metadata?.name}: ${m.spec.source.uri}`);
     log(`  cached at ${await ensureModel(m.spec.source.uri)}`);
   }
   const planned = planLocalFleet(fleet);
-  const modelProcesses = planned.filter((d) => d.role !== "router").reduce((n, d) => n + d.replicas, 0);
+  const modelProcesses = planned.filter((d) => d.role !== "router" && d.role !== "kvstore").reduce((n, d) => n + d.replicas, 0);
   const threads = Math.max(1, Math.floor(availableParallelism() / Math.max(1, modelProcesses)));
   const specs = processSpecs(planned, { routerPort: port, basePort: port + 10_000 > 65_000 ? 18_000 : port + 10_000, threads });
   const engines: RunningEngine[] = [];
