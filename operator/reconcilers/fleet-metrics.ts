@@ -5,6 +5,7 @@ import { Gauge, type Registry } from "prom-client";
 import type { EnginePool } from "../api.ts";
 import { nameOf, namespaceOf } from "../kube/types.ts";
 import type { Caches } from "./caches.ts";
+import { durationSeconds } from "../autoscaler/duration.ts";
 
 type PoolLabels = "namespace" | "pool" | "role" | "state";
 
@@ -70,18 +71,9 @@ export function registerFleetGauges(registry: Registry, caches: Caches): void {
       this.reset();
       for (const m of caches.models.list()) {
         const labels = { namespace: namespaceOf(m), model: nameOf(m) };
-        this.set({ ...labels, objective: "ttft_p90" }, durationSeconds(m.spec.slo?.ttftP90 ?? "500ms"));
-        this.set({ ...labels, objective: "itl_p90" }, durationSeconds(m.spec.slo?.itlP90 ?? "50ms"));
+        this.set({ ...labels, objective: "ttft_p90" }, durationSeconds(m.spec.slo?.ttftP90, 0.5));
+        this.set({ ...labels, objective: "itl_p90" }, durationSeconds(m.spec.slo?.itlP90, 0.05));
       }
     },
   });
-}
-
-const UNIT_SECONDS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600 };
-
-/** "1h30m", "500ms" → seconds (the CRD pattern guarantees the form). */
-export function durationSeconds(d: string): number {
-  let total = 0;
-  for (const [, n, unit] of d.matchAll(/([0-9.]+)(ms|s|m|h)/g)) total += Number(n) * (UNIT_SECONDS[unit ?? "s"] ?? 1);
-  return total;
 }
