@@ -7,25 +7,14 @@ import { restartApiserver } from "../harness/apiserver.ts";
 import { eventually } from "../harness/eventually.ts";
 import { kubectlOk } from "../harness/kubectl.ts";
 import { jsonOf } from "../../operator/testing/cluster.ts";
-import { startFleet, type Fleet } from "./fixture.ts";
+import { quickstartNodes, startFleet, type Fleet } from "./fixture.ts";
 
 const NS = "e2e-faults";
 let fleet: Fleet;
 let router = "";
 
 before(async () => {
-  const gpu = {
-    gpus: 8,
-    labels: { "serving.llmfleet.dev/node-group": "h100" },
-    taints: [{ key: "llmfleet.dev/gpu", value: "true", effect: "NoSchedule" as const }],
-  };
-  fleet = await startFleet({
-    namespace: NS,
-    nodes: [
-      ["e2e-f-gpu-0", gpu],
-      ["e2e-f-cpu-0", { gpus: 0 }],
-    ],
-  });
+  fleet = await startFleet({ namespace: NS, nodes: quickstartNodes("e2e-f") });
   await kubectlOk(["apply", "-n", NS, "-f", "examples/quickstart.yaml"]);
   router = await fleet.runner.serviceURL("gemma-270m-router");
   await eventually(() => complete("warm-up", 2), { timeoutMs: 240_000, intervalMs: 2000, message: "fleet serves" });

@@ -30,6 +30,19 @@ export interface FleetOptions {
   operatorArgs?: string[];
 }
 
+/** The nodes examples/quickstart.yaml needs: one 8-GPU node of its group h100 (with its taint) and a CPU node. */
+export function quickstartNodes(prefix: string): Array<[string, KwokGpuNodeOptions]> {
+  const gpu: KwokGpuNodeOptions = {
+    gpus: 8,
+    labels: { "serving.llmfleet.dev/node-group": "h100" },
+    taints: [{ key: "llmfleet.dev/gpu", value: "true", effect: "NoSchedule" }],
+  };
+  return [
+    [`${prefix}-gpu-0`, gpu],
+    [`${prefix}-cpu-0`, { gpus: 0 }],
+  ];
+}
+
 async function helm(args: string[]): Promise<void> {
   const bin = (await run("bash", [resolve(ROOT, "scripts/helm/build.sh")], { maxBuffer: 16 << 20 })).stdout.trim();
   await run(bin, [...args, "--kubeconfig", process.env.KUBECONFIG ?? ""], { cwd: ROOT, maxBuffer: 16 << 20 });

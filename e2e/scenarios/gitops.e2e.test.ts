@@ -8,25 +8,14 @@ import { eventually } from "../harness/eventually.ts";
 import { kubectl, kubectlOk } from "../harness/kubectl.ts";
 import { jsonOf } from "../../operator/testing/cluster.ts";
 import type { PrefillPool } from "../../operator/api.ts";
-import { startFleet, type Fleet } from "./fixture.ts";
+import { quickstartNodes, startFleet, type Fleet } from "./fixture.ts";
 
 const NS = "e2e-gitops";
 let fleet: Fleet;
 const sync = (): Promise<string> => kubectlOk(["apply", "-n", NS, "--server-side", "--field-manager=gitops-sync", "-f", "examples/quickstart.yaml"]);
 
 before(async () => {
-  const gpu = {
-    gpus: 8,
-    labels: { "serving.llmfleet.dev/node-group": "h100" },
-    taints: [{ key: "llmfleet.dev/gpu", value: "true", effect: "NoSchedule" as const }],
-  };
-  fleet = await startFleet({
-    namespace: NS,
-    nodes: [
-      ["e2e-g-gpu-0", gpu],
-      ["e2e-g-cpu-0", { gpus: 0 }],
-    ],
-  });
+  fleet = await startFleet({ namespace: NS, nodes: quickstartNodes("e2e-g") });
 });
 
 after(async () => {

@@ -6,24 +6,13 @@ import assert from "node:assert/strict";
 import { eventually } from "../harness/eventually.ts";
 import { kubectlOk } from "../harness/kubectl.ts";
 import { jsonOf } from "../../operator/testing/cluster.ts";
-import { startFleet, type Fleet } from "./fixture.ts";
+import { quickstartNodes, startFleet, type Fleet } from "./fixture.ts";
 
 const NS = "e2e-quickstart";
 let fleet: Fleet;
 
 before(async () => {
-  const gpu = {
-    gpus: 8,
-    labels: { "serving.llmfleet.dev/node-group": "h100" },
-    taints: [{ key: "llmfleet.dev/gpu", value: "true", effect: "NoSchedule" as const }],
-  };
-  fleet = await startFleet({
-    namespace: NS,
-    nodes: [
-      ["e2e-gpu-0", gpu],
-      ["e2e-cpu-0", { gpus: 0 }],
-    ],
-  });
+  fleet = await startFleet({ namespace: NS, nodes: quickstartNodes("e2e") });
 });
 
 after(async () => {
