@@ -3,6 +3,7 @@ import type { Server } from "node:http";
 import { HELP, parseEngineOptions } from "./cli/options.ts";
 import { createModelPod } from "./pod.ts";
 import { createRouterApp } from "./router/router-app.ts";
+import { watchUpstreamsFile } from "./router/upstreams-file.ts";
 import { createEngineMetrics } from "./metrics/engine-metrics.ts";
 import { createKvStorePod } from "./kvstore/kvstore-pod.ts";
 
@@ -15,8 +16,9 @@ async function main(): Promise<void> {
   let dispose: () => Promise<void> = async () => {};
   let app;
   if (options.role === "router") {
-    const { prefill, decode, aggregated, policy } = options;
-    app = createRouterApp({ prefill, decode, aggregated, policy, metrics: createEngineMetrics("router", true) });
+    const { prefill, decode, aggregated, policy, upstreamsFile } = options;
+    const upstreams = upstreamsFile ? watchUpstreamsFile(upstreamsFile, { prefill, decode, aggregated }, policy).upstreams : undefined;
+    app = createRouterApp({ prefill, decode, aggregated, policy, upstreams, metrics: createEngineMetrics("router", true) });
   } else if (options.role === "kvstore") {
     const pod = await createKvStorePod({ ...options, withProcessMetrics: true });
     app = pod.app;

@@ -25,6 +25,8 @@ export interface EngineOptions {
   decode: string[];
   aggregated: string[];
   policy: RoutingPolicy;
+  /** Router: JSON file of pods by role, re-read when it changes (default none: the fixed lists). */
+  upstreamsFile: string | undefined;
   /** Expected sha256 of the model file, "sha256:<hex>"; the pod refuses another file. */
   modelChecksum: string | undefined;
   /** Prefill/aggregated: KV store endpoint; prompts' cached prefixes are loaded from it. */
@@ -58,6 +60,9 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --aggregated URL[,URL]  router: aggregated pods, used when there are no prefill+decode pods
                        (a router needs --prefill and --decode, or --aggregated)
   --policy P           router: prefix-aware | least-loaded | round-robin (default: least-loaded)
+  --upstreams-file F   router: JSON {"generation":N,"prefill":[..],"decode":[..],"aggregated":[..]}
+                       re-read when it changes, to add and drain pods while serving; the lists
+                       above still set the mode (default: none, the lists above are fixed)
   --kv-store URL       prefill/aggregated: KV store (kvstore role) to load cached prompt prefixes
                        from and write new ones to (default: none)
   --kv-store-timeout-ms N  longest wait for the KV store before recomputing (default: 5000)
@@ -107,6 +112,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       decode: { type: "string" },
       aggregated: { type: "string" },
       policy: { type: "string" },
+      "upstreams-file": { type: "string" },
       "model-checksum": { type: "string" },
       "kv-store": { type: "string" },
       "kv-store-timeout-ms": { type: "string" },
@@ -148,6 +154,7 @@ function toOptions(raw: RawValues): EngineOptions {
     decode: urlList(v.decode),
     aggregated: urlList(v.aggregated),
     policy: routingPolicy(v.policy),
+    upstreamsFile: v["upstreams-file"],
     modelChecksum: checksum(v["model-checksum"]),
     ...kvOptions(v),
   };

@@ -14,7 +14,7 @@ import { errorHandler, HttpError, notFound, type OpenAIErrorBody } from "../http
 import type { RequestKind } from "../http/openai-request.ts";
 import { clientGone } from "../http/respond.ts";
 import { relayStream, relayWhole } from "./relay.ts";
-import { promptPrefix, UpstreamSet, type RoutingPolicy } from "./upstreams.ts";
+import { promptPrefix, RouterUpstreams, type RoutingPolicy } from "./upstreams.ts";
 
 export interface RouterDeps {
   prefill: string[];
@@ -28,6 +28,12 @@ export interface RouterDeps {
   maxAttempts?: number;
   /** Time allowed for prefill + hand-off (default 120 s). */
   prefillTimeoutMs?: number;
+  /**
+   * Pods that change while the router serves (--upstreams-file), used instead of the lists above,
+   * which still decide the mode (disaggregated or aggregated); GET /internal/upstreams then shows
+   * requests in flight per pod, for draining. Default: the fixed lists.
+   */
+  upstreams?: RouterUpstreams;
 }
 
 interface Attempt {
@@ -75,14 +81,14 @@ function relayedToClient(err: unknown, res: Response): boolean {
 
 export function createRouterApp(deps: RouterDeps): Express {
   const { metrics } = deps;
-  const prefill = new UpstreamSet(deps.prefill, deps.policy);
-  const aggregated = new UpstreamSet(deps.aggregated ?? [], deps.policy);
+  const sets = deps.upstreams ?? new RouterUpstreams({ prefill: deps.prefill, decode: deps.decode, aggregated: deps.aggregated ?? [] }, deps.policy);
+  const { prefill, decode, aggregated } = sets;
   const disaggregated = deps.prefill.length > 0 && deps.decode.length > 0;
-  const decode = new UpstreamSet(deps.decode);
   const prefillTimeout = deps.prefillTimeoutMs ?? 120_000;
 
   async function prefillOn(a: Attempt, handoffId: string): Promise<void> {
-    const url = prefill.ranked(promptPrefix(a.body))[0]!;
+    const url = prefill.ranked(promptPrefix(a.body))[0];
+    if (!url) throw new HttpError(503, "no prefill pod is serving", { code: "prefill_unavailable" });
     const t0 = performance.now();
     const res = await prefill.track(url, () =>
       postJson(
@@ -98,8 +104,9 @@ export function createRouterApp(deps: RouterDeps): Express {
 
   async function attempt(a: Attempt, res: Response, arrivedAt: number): Promise<void> {
     const handoffId = randomUUID();
-    await prefillOn(a, handoffId);
+    // The decode pod is busy with the request from the hand-off on, so it is tracked from there.
     await decode.track(a.decodeUrl, async () => {
+      await prefillOn(a, handoffId);
       const upstream = await postJson(`${a.decodeUrl}/internal/generate/${handoffId}`, { request: a.body, kind: a.kind }, a.signal);
       if (!upstream.ok) throw await failure(upstream);
       const stream = (upstream.headers.get("content-type") ?? "").startsWith("text/event-stream");
@@ -157,12 +164,13 @@ export function createRouterApp(deps: RouterDeps): Express {
   app.use(countRequests(metrics));
   app.use(observabilityRoutes(metrics, () => true));
   app.get("/v1/models", async (_req, res) => {
-    const upstream = await fetch(`${disaggregated ? deps.decode[0] : deps.aggregated?.[0]}/v1/models`, { signal: AbortSignal.timeout(5_000) });
+    const upstream = await fetch(`${(disaggregated ? decode : aggregated).urls[0]}/v1/models`, { signal: AbortSignal.timeout(5_000) });
     res
       .status(upstream.status)
       .type("application/json")
       .send(await upstream.text());
   });
+  if (deps.upstreams) app.get("/internal/upstreams", (_req, res) => void res.json(sets.snapshot()));
   app.use(express.json({ limit: "8mb" }));
   app.post("/v1/completions", handler("completion"));
   app.post("/v1/chat/completions", handler("chat"));

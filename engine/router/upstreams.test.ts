@@ -1,6 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { promptPrefix, UpstreamSet } from "./upstreams.ts";
+import { parseUpstreamsFile, watchUpstreamsFile } from "./upstreams-file.ts";
 
 const PODS = ["http://a", "http://b", "http://c", "http://d"];
 
@@ -47,3 +51,48 @@ test("promptPrefix reads completions and chat bodies", () => {
   assert.match(promptPrefix({ messages: [{ role: "user", content: "hi" }] }), /"content":"hi"/);
   assert.equal(promptPrefix({}), "");
 });
+
+test("replacing the pods: a new one gets requests, a removed one gets none and shows its requests in flight until they finish", async () => {
+  const set = new UpstreamSet(["http://a"], "least-loaded");
+  let release: () => void = () => undefined;
+  const busy = set.track("http://a", () => new Promise<void>((r) => (release = r)));
+  set.replace(["http://b"]);
+  assert.deepEqual(set.urls, ["http://b"]);
+  for (let i = 0; i < 4; i++) assert.deepEqual(set.ranked(), ["http://b"]);
+  assert.deepEqual(set.inFlightByUrl(), { "http://a": 1, "http://b": 0 });
+  release();
+  await busy;
+  assert.deepEqual(set.inFlightByUrl(), { "http://b": 0 }, "a drained pod leaves the set");
+});
+
+test("the upstreams file is applied when it changes, and a broken one keeps the lists in use", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "llmfleet-upstreams-"));
+  const path = join(dir, "upstreams.json");
+  const write = (body: string): void => {
+    writeFileSync(`${path}.tmp`, body);
+    renameSync(`${path}.tmp`, path);
+  };
+  write(JSON.stringify({ generation: 1, prefill: ["http://p1/"], decode: ["http://d1"] }));
+  const watched = watchUpstreamsFile(path, { prefill: ["http://boot"], decode: ["http://boot"], aggregated: [] }, "least-loaded", 20);
+  try {
+    assert.deepEqual(watched.upstreams.snapshot(), { generation: 1, prefill: { "http://p1": 0 }, decode: { "http://d1": 0 }, aggregated: {} });
+    write(JSON.stringify({ generation: 2, prefill: ["http://p1", "http://p2"], decode: ["http://d1"] }));
+    await eventually(() => watched.upstreams.generation === 2);
+    assert.deepEqual(watched.upstreams.prefill.urls, ["http://p1", "http://p2"]);
+    write("{not json");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(watched.upstreams.generation, 2);
+    assert.deepEqual(watched.upstreams.prefill.urls, ["http://p1", "http://p2"]);
+  } finally {
+    watched[Symbol.dispose]();
+  }
+  assert.throws(() => parseUpstreamsFile('{"generation": 1, "prefill": "http://p"}'), /prefill must be a list of URLs/);
+});
+
+async function eventually(ok: () => boolean, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

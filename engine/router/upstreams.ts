@@ -19,11 +19,27 @@ export class UpstreamSet {
   private turn = 0;
 
   constructor(
-    readonly urls: readonly string[],
+    private current: readonly string[],
     private readonly policy: RoutingPolicy = "least-loaded",
     private readonly maxImbalance = 2,
   ) {
-    for (const u of urls) this.inFlight.set(u, 0);
+    for (const u of current) this.inFlight.set(u, 0);
+  }
+
+  get urls(): readonly string[] {
+    return this.current;
+  }
+
+  /** New pods get requests from now on; a removed pod gets no new request, and its requests in flight finish. */
+  replace(urls: readonly string[]): void {
+    this.current = [...urls];
+    for (const u of urls) this.inFlight.set(u, this.load(u));
+    for (const [u, n] of this.inFlight) if (n === 0 && !urls.includes(u)) this.inFlight.delete(u);
+  }
+
+  /** Requests in flight per pod, removed pods that still have some included (they are draining). */
+  inFlightByUrl(): Record<string, number> {
+    return Object.fromEntries(this.inFlight);
   }
 
   /** All pods, best first. `prefix` is the request's leading prompt text (prefix-aware only). */
@@ -43,7 +59,9 @@ export class UpstreamSet {
     try {
       return await fn();
     } finally {
-      this.inFlight.set(url, this.load(url) - 1);
+      const left = this.load(url) - 1;
+      if (left === 0 && !this.current.includes(url)) this.inFlight.delete(url);
+      else this.inFlight.set(url, left);
     }
   }
 
@@ -55,6 +73,44 @@ export class UpstreamSet {
   private byAffinity(prefix: string): string[] {
     const score = (u: string): string => createHash("sha256").update(u).update("\0").update(prefix).digest("hex");
     return [...this.urls].sort((a, b) => (score(a) < score(b) ? 1 : -1));
+  }
+}
+
+export interface UpstreamLists {
+  prefill: string[];
+  decode: string[];
+  aggregated: string[];
+}
+
+/** The router's pods by role, replaceable while it serves (--upstreams-file); `generation` says which lists are applied. */
+export class RouterUpstreams {
+  readonly prefill: UpstreamSet;
+  readonly decode: UpstreamSet;
+  readonly aggregated: UpstreamSet;
+  generation = 0;
+
+  constructor(lists: UpstreamLists, policy: RoutingPolicy = "least-loaded") {
+    this.prefill = new UpstreamSet(lists.prefill, policy);
+    // Decode pods are chosen by load alone: a decode pod holds no prompt prefix worth returning to.
+    this.decode = new UpstreamSet(lists.decode);
+    this.aggregated = new UpstreamSet(lists.aggregated, policy);
+  }
+
+  replace(lists: UpstreamLists, generation: number): void {
+    this.prefill.replace(lists.prefill);
+    this.decode.replace(lists.decode);
+    this.aggregated.replace(lists.aggregated);
+    this.generation = generation;
+  }
+
+  /** What GET /internal/upstreams answers: the applied generation, and requests in flight per pod (draining pods included). */
+  snapshot(): { generation: number; prefill: Record<string, number>; decode: Record<string, number>; aggregated: Record<string, number> } {
+    return {
+      generation: this.generation,
+      prefill: this.prefill.inFlightByUrl(),
+      decode: this.decode.inFlightByUrl(),
+      aggregated: this.aggregated.inFlightByUrl(),
+    };
   }
 }
 

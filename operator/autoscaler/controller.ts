@@ -117,13 +117,9 @@ class AutoscalerLoop implements Autoscaler {
     const prev = st.last;
     st.last = cur;
     if (!prev) return; // rates need two scrapes
-    st.history.push(observation(role, prev, cur, pool.status?.readyReplicas ?? 0));
-    while ((st.history[0]?.at ?? cur.at) < cur.at - HISTORY_SECONDS) st.history.shift();
     const ns = namespaceOf(pool);
     const spec = this.specOf(pool, role);
-    const d = recommendReplicas(st.history, spec);
-    const last = st.history[st.history.length - 1];
-    if (last) last.recommendation = d.inputs.raw;
+    const d = recordAndRecommend(st.history, observation(role, prev, cur, pool.status?.readyReplicas ?? 0), spec);
     this.metrics.record({ namespace: ns, pool: nameOf(pool), role }, d);
     if (d.desired !== spec.current) await this.scale(pool, role, d.desired);
     await this.writeStatus(pool, role, d);
@@ -158,6 +154,19 @@ class AutoscalerLoop implements Autoscaler {
     const patch = { apiVersion: pool.apiVersion, kind: pool.kind, metadata: { name: nameOf(pool), namespace: namespaceOf(pool) }, status: { autoscaler } };
     await this.manager.client.apply(r, patch, fieldManager("autoscaler"), "status");
   }
+}
+
+/**
+ * Appends an observation to a pool's history (kept to the last 15 minutes), decides, and notes the
+ * raw recommendation on the observation for later stabilisation. Shared by this loop and the
+ * local fleet of `npm start`.
+ */
+export function recordAndRecommend(history: PoolObservation[], obs: PoolObservation, spec: RecommenderSpec): Decision {
+  history.push(obs);
+  while ((history[0]?.at ?? obs.at) < obs.at - HISTORY_SECONDS) history.shift();
+  const d = recommendReplicas(history, spec);
+  obs.recommendation = d.inputs.raw;
+  return d;
 }
 
 const round = (x: number): number => Number(x.toPrecision(4));

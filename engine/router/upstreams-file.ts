@@ -1,0 +1,45 @@
+/**
+ * --upstreams-file: the router's pods read from a JSON file, re-read whenever it changes, so pods
+ * can be added and drained while the router serves (`npm start` autoscaling writes it). The file:
+ *   {"generation": 3, "prefill": ["http://127.0.0.1:18081"], "decode": [...], "aggregated": [...]}
+ * A writer replaces it atomically (write then rename). A file that cannot be read or parsed is
+ * ignored (the lists in use stay), and reported on stderr.
+ */
+import { readFileSync, unwatchFile, watchFile } from "node:fs";
+import { RouterUpstreams, type RoutingPolicy, type UpstreamLists } from "./upstreams.ts";
+
+export interface UpstreamsFile extends UpstreamLists {
+  generation: number;
+}
+
+const urls = (v: unknown, key: string): string[] => {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || !v.every((u) => typeof u === "string")) throw new Error(`${key} must be a list of URLs`);
+  return v.map((u: string) => u.replace(/\/+$/, ""));
+};
+
+export function parseUpstreamsFile(text: string): UpstreamsFile {
+  const raw = JSON.parse(text) as Record<string, unknown>;
+  if (!Number.isInteger(raw.generation)) throw new Error("generation must be an integer");
+  return { generation: raw.generation as number, prefill: urls(raw.prefill, "prefill"), decode: urls(raw.decode, "decode"), aggregated: urls(raw.aggregated, "aggregated") };
+}
+
+export interface WatchedUpstreams extends Disposable {
+  upstreams: RouterUpstreams;
+}
+
+/** Upstreams that follow `path` (polled every `intervalMs`, default 200); `initial` serves until the file is first read. */
+export function watchUpstreamsFile(path: string, initial: UpstreamLists, policy?: RoutingPolicy, intervalMs = 200): WatchedUpstreams {
+  const upstreams = new RouterUpstreams(initial, policy);
+  const load = (): void => {
+    try {
+      const file = parseUpstreamsFile(readFileSync(path, "utf8"));
+      if (file.generation !== upstreams.generation) upstreams.replace(file, file.generation);
+    } catch (err) {
+      process.stderr.write(`router: ${path}: ${(err as Error).message}; keeping generation ${upstreams.generation}\n`);
+    }
+  };
+  load();
+  watchFile(path, { persistent: false, interval: intervalMs }, load);
+  return { upstreams, [Symbol.dispose]: () => unwatchFile(path, load) };
+}
