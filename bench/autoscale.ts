@@ -1,55 +1,77 @@
-// `npm run bench:autoscale -- --trace FILE [--out FILE]`: replays a request trace against a
-// simulated prefill pool (bench/sim) under llmfleet's SLO autoscaler and two baselines, sweeps
-// each baseline's threshold, and compares GPU-hours against the cheapest baseline setting that
-// meets the TTFT SLO for at least 99% of requests. See docs/autoscaling.md for the model.
+// `npm run bench:autoscale -- --trace FILE [--out FILE] [--part all|first-half|second-half]`:
+// replays a request trace against a simulated prefill pool (bench/sim) under llmfleet's SLO
+// recommender and two baselines swept over their thresholds, and compares GPU-hours against the
+// cheapest baseline setting that meets the TTFT SLO for at least 99% of requests.
+// `--heldout`: chooses our constants on the first half of the Azure trace and reports on the
+// second half and on Mooncake, each against baselines swept on that very part.
+// See docs/autoscaling.md for the model.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { basename, dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { FleetSim, type FleetConfig, type FleetResult, type Scaler } from "./sim/fleet.ts";
+import { PREFILL_DEFAULTS } from "../operator/autoscaler/recommender.ts";
+import { cheapestMeeting, clairvoyantBound, ours, run, sweepBaselines, TARGET_ATTAINMENT, type Row } from "./sim/compare.ts";
+import type { FleetConfig } from "./sim/fleet.ts";
 import { H100_7B } from "./sim/model.ts";
-import { HpaUtilisationScaler, KedaQueueScaler, OursScaler } from "./sim/scalers.ts";
-import { loadTrace, shapeTrace, type Shaping } from "./sim/trace.ts";
+import type { OursSettings } from "./sim/scalers.ts";
+import { loadTrace, shapeTrace, type Shaping, type TraceRequest } from "./sim/trace.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
-const TARGET_ATTAINMENT = 0.99;
-const KEDA_THRESHOLDS = [0.25, 0.35, 0.5, 0.75, 1, 2, 4, 8];
-const HPA_TARGETS = [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
-const OURS_UTILISATION = [0.5, 0.6, 0.75, 0.85, 0.9];
-const OURS_DEFAULT = 0.75;
+const AZURE = "/work/shared/traces/azure2023_conv.csv";
+const MOONCAKE = "/work/shared/traces/mooncake_synthetic.jsonl";
 
-function options(): { trace: string; out: string; shaping: Shaping; cfg: FleetConfig } {
-  const { values } = parseArgs({
-    options: {
-      trace: { type: "string", default: "/work/shared/traces/azure2023_conv.csv" },
-      out: { type: "string", default: resolve(ROOT, "bench/results/autoscale.json") },
-      amplify: { type: "string" },
-      speedup: { type: "string", default: "1" },
-      limit: { type: "string" },
-      slo: { type: "string" },
-      load: { type: "string", default: "60" },
-      provisioning: { type: "string", default: "180" },
-      "gpus-per-node": { type: "string", default: "8" },
-    },
-  });
-  const trace = values.trace ?? "";
+/** What we set on our pool beside the recommender's defaults: the scale-down window chosen by --heldout. */
+export const OURS_TUNED: Partial<OursSettings> = { scaleDownStabilizationSeconds: 60 };
+
+/** The grid --heldout searches on the tuning part. */
+const GRID = {
+  burstQuantile: [0.75, 1, 1.25, 1.5],
+  scaleDownStabilizationSeconds: [60, 120, 300],
+  rateSmoothingSeconds: [30, 60, 120],
+  maxForecastGrowth: [1, 1.5],
+};
+
+type Part = "all" | "first-half" | "second-half";
+
+interface Setup {
+  trace: string;
+  part: Part;
+  shaping: Shaping;
+  cfg: FleetConfig;
+}
+
+interface Flags {
+  amplify?: string;
+  slo?: string;
+  load?: string;
+  provisioning?: string;
+  "gpus-per-node"?: string;
+}
+
+/** The halves split the trace's span in two (in trace time, before shaping). */
+function partWindow(trace: string, part: Part): Pick<Shaping, "limitSeconds" | "fromSeconds"> {
+  if (part === "all") return {};
+  const half = Math.floor((loadTrace(trace).at(-1)?.at ?? 0) / 2);
+  return part === "first-half" ? { limitSeconds: half } : { fromSeconds: half };
+}
+
+function setup(trace: string, part: Part, f: Flags): Setup {
   const mooncake = trace.endsWith(".jsonl");
   // Azure's conversation hour is ~6k prompt tokens/s, under half a replica: ten tenants of that
   // shape make the pool scale. Mooncake's synthetic trace already needs several replicas.
-  const amplify = Number(values.amplify ?? (mooncake ? 1 : 10));
+  const amplify = Number(f.amplify ?? (mooncake ? 1 : 10));
   // Mooncake prompts average 15k tokens (1 s of prefill alone, p99 4 s): its SLO is looser.
-  const slo = Number(values.slo ?? (mooncake ? 8 : 0.5));
-  const provisioningSeconds = Number(values.provisioning);
+  const slo = Number(f.slo ?? (mooncake ? 8 : 0.5));
   return {
     trace,
-    out: values.out ?? "",
-    shaping: { amplify, speedup: Number(values.speedup), limitSeconds: values.limit ? Number(values.limit) : undefined, seed: 42 },
+    part,
+    shaping: { amplify, speedup: 1, seed: 42, ...partWindow(trace, part) },
     cfg: {
       engine: H100_7B,
       ttftSloSeconds: slo,
-      loadSeconds: Number(values.load),
-      provisioningSeconds,
-      gpusPerNode: Number(values["gpus-per-node"]),
+      loadSeconds: Number(f.load ?? 60),
+      provisioningSeconds: Number(f.provisioning ?? 180),
+      gpusPerNode: Number(f["gpus-per-node"] ?? 8),
       minNodes: 1,
       nodeScaleDownDelaySeconds: 600,
       minReplicas: 1,
@@ -60,27 +82,12 @@ function options(): { trace: string; out: string; shaping: Shaping; cfg: FleetCo
   };
 }
 
-function ours(cfg: FleetConfig, util: number): Scaler {
-  return new OursScaler(
-    {
-      targetUtilization: util,
-      sloSeconds: cfg.ttftSloSeconds,
-      maxQueuePerReplica: 4,
-      scaleDownStabilizationSeconds: 300,
-      leadTimeSeconds: cfg.loadSeconds + cfg.provisioningSeconds,
-      // The engine's measured prefill rate (GPU.md) as the prior; saturated intervals correct it.
-      priorCapacityPerReplica: cfg.engine.prefillTokensPerSecond,
-    },
-    { min: cfg.minReplicas, max: cfg.maxReplicas },
-  );
-}
-
 /**
  * Every scaler starts from the same warm pool: sized for the busiest of the first five minutes at
  * 70% of a replica's measured prefill rate, as a fleet already serving that traffic would be.
  * Otherwise the first minutes (the trace starts mid-traffic) decide every scaler's attainment.
  */
-function warmStart(reqs: ReturnType<typeof loadTrace>, cfg: FleetConfig): number {
+function warmStart(reqs: TraceRequest[], cfg: FleetConfig): number {
   const perMinute = [0, 0, 0, 0, 0];
   for (const r of reqs) {
     const m = Math.floor(r.at / 60);
@@ -89,78 +96,141 @@ function warmStart(reqs: ReturnType<typeof loadTrace>, cfg: FleetConfig): number
   return Math.max(cfg.minReplicas, Math.ceil(Math.max(...perMinute) / (cfg.engine.prefillTokensPerSecond * 0.7)));
 }
 
-type Row = Omit<FleetResult, "replicasPerMinute"> & { seconds: number };
-
-function run(reqs: ReturnType<typeof loadTrace>, cfg: FleetConfig, scaler: Scaler): { row: Row; timeline: number[] } {
-  const t0 = performance.now();
-  const { replicasPerMinute, ...r } = new FleetSim(reqs, cfg, scaler).run();
-  const row = { ...r, seconds: (performance.now() - t0) / 1000 };
-  const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
+function requests(s: Setup): TraceRequest[] {
+  const reqs = shapeTrace(loadTrace(s.trace), s.shaping);
+  s.cfg.initialReplicas = warmStart(reqs, s.cfg);
+  const span = reqs.at(-1)?.at ?? 0;
+  const tokens = reqs.reduce((sum, r) => sum + r.promptTokens, 0);
   console.log(
-    `${r.scaler.padEnd(22)} attainment ${pct(r.attainment).padStart(7)}  p90 ${r.ttftP90.toFixed(3)}s  p99 ${r.ttftP99.toFixed(3)}s  ` +
-      `replica GPU-h ${r.replicaGpuHours.toFixed(2).padStart(7)}  node GPU-h ${r.nodeGpuHours.toFixed(1).padStart(6)}  peak ${r.peakReplicas}  (${row.seconds.toFixed(1)}s)`,
+    `\n${basename(s.trace)} (${s.part}): ${reqs.length} requests over ${(span / 60).toFixed(1)} min, ${(tokens / span).toFixed(0)} prompt tokens/s (amplify ${s.shaping.amplify}); ` +
+      `TTFT SLO ${s.cfg.ttftSloSeconds}s; ${s.cfg.initialReplicas} warm replicas; load ${s.cfg.loadSeconds}s; provisioning ${s.cfg.provisioningSeconds}s; ${s.cfg.gpusPerNode} GPUs/node`,
   );
-  return { row, timeline: replicasPerMinute };
+  return reqs;
 }
 
-function cheapestMeeting(rows: Row[]): Row | undefined {
-  return rows.filter((r) => r.attainment >= TARGET_ATTAINMENT).sort((a, b) => a.replicaGpuHours - b.replicaGpuHours)[0];
+const ratio = (a: number | undefined, b: number | undefined): number | undefined => (a !== undefined && b ? a / b : undefined);
+
+/** Ours with `tuned` against the baselines swept on the same requests: the JSON the issue names, and the sweeps. */
+function evaluate(s: Setup, tuned: Partial<OursSettings>): Record<string, unknown> {
+  const reqs = requests(s);
+  const mine = run(reqs, s.cfg, ours(s.cfg, tuned));
+  const sweeps = sweepBaselines(reqs, s.cfg, false);
+  const keda = cheapestMeeting(sweeps.keda);
+  const hpa = cheapestMeeting(sweeps.hpa);
+  const kedaAnyWindow = cheapestMeeting(sweeps.kedaWindows);
+  const hpaAnyWindow = cheapestMeeting(sweeps.hpaWindows);
+  const bound = clairvoyantBound(reqs, s.cfg);
+  const m = mine.row;
+  const line = (name: string, b: Row | undefined): string =>
+    `${name}: ${b?.scaler ?? "none reached 99%"} ${b ? `${b.replicaGpuHours.toFixed(2)} GPU-h; ours/it = ${ratio(m.replicaGpuHours, b.replicaGpuHours)?.toFixed(3)}` : ""}`;
+  console.log(`ours: attainment ${(m.attainment * 100).toFixed(2)}%, ${m.replicaGpuHours.toFixed(2)} replica GPU-h, ${m.nodeGpuHours.toFixed(1)} node GPU-h`);
+  for (const [name, b] of [
+    ["best KEDA (300 s window)", keda],
+    ["best HPA (300 s window)", hpa],
+    ["best KEDA (window swept too)", kedaAnyWindow],
+    ["best HPA (window swept too)", hpaAnyWindow],
+  ] as const)
+    console.log(line(name, b));
+  console.log(`clairvoyant bound: ${bound.replicaGpuHours.toFixed(2)} GPU-h (ours/bound = ${(m.replicaGpuHours / bound.replicaGpuHours).toFixed(3)})`);
+  return {
+    trace: basename(s.trace),
+    part: s.part,
+    gpu_hours: m.replicaGpuHours,
+    gpu_hours_ratio_vs_keda: ratio(m.replicaGpuHours, keda?.replicaGpuHours),
+    slo_attainment: m.attainment,
+    slo_attainment_keda: keda?.attainment,
+    gpu_hours_keda: keda?.replicaGpuHours,
+    keda_setting: keda?.scaler,
+    node_gpu_hours: m.nodeGpuHours,
+    node_gpu_hours_ratio_vs_keda: ratio(m.nodeGpuHours, keda?.nodeGpuHours),
+    gpu_hours_ratio_vs_hpa: ratio(m.replicaGpuHours, hpa?.replicaGpuHours),
+    gpu_hours_ratio_vs_keda_any_window: ratio(m.replicaGpuHours, kedaAnyWindow?.replicaGpuHours),
+    gpu_hours_ratio_vs_hpa_any_window: ratio(m.replicaGpuHours, hpaAnyWindow?.replicaGpuHours),
+    clairvoyant_gpu_hours: bound.replicaGpuHours,
+    targetAttainment: TARGET_ATTAINMENT,
+    shaping: s.shaping,
+    config: s.cfg,
+    requests: reqs.length,
+    ours: { settings: { ...PREFILL_DEFAULTS, ...tuned }, result: m, replicasPerMinute: mine.timeline },
+    baselines: {
+      keda: sweeps.keda,
+      hpa: sweeps.hpa,
+      cheapestKeda: keda,
+      cheapestHpa: hpa,
+      cheapestKedaAnyWindow: kedaAnyWindow,
+      cheapestHpaAnyWindow: hpaAnyWindow,
+    },
+    sweepsOverWindows: { keda: sweeps.kedaWindows, hpa: sweeps.hpaWindows },
+  };
 }
 
-interface Comparison {
-  oursDefault?: { row: Row; timeline: number[] };
-  best?: Row;
-  ratio?: number;
-  nodeRatio?: number;
+function gridPoints(): Array<Partial<OursSettings>> {
+  const points: Array<Partial<OursSettings>> = [{}];
+  for (const [key, values] of Object.entries(GRID)) {
+    const next = points.flatMap((p) => values.map((v) => ({ ...p, [key]: v })));
+    points.splice(0, points.length, ...next);
+  }
+  return points;
 }
 
-function compare(oursRuns: Array<{ row: Row; timeline: number[] }>, baselines: Row[]): Comparison {
-  const oursDefault = oursRuns[OURS_UTILISATION.indexOf(OURS_DEFAULT)];
-  const best = cheapestMeeting(baselines);
-  if (!oursDefault || !best) return { oursDefault, best };
-  return { oursDefault, best, ratio: oursDefault.row.replicaGpuHours / best.replicaGpuHours, nodeRatio: oursDefault.row.nodeGpuHours / best.nodeGpuHours };
-}
-
-function report(c: Comparison): void {
-  const best = c.best ? `${c.best.scaler} (${c.best.replicaGpuHours.toFixed(2)} replica GPU-h)` : "none reached 99%";
-  console.log(`\nbest baseline at >=99% attainment: ${best}`);
+/** Our constants chosen on the tuning part: the cheapest grid point that meets the target there. */
+function tune(s: Setup): { chosen: Partial<OursSettings>; sweep: Array<{ settings: Partial<OursSettings>; row: Row }> } {
+  const reqs = requests(s);
+  const sweep = gridPoints().map((settings) => ({ settings, row: run(reqs, s.cfg, ours(s.cfg, settings, JSON.stringify(settings)), true).row }));
+  const best = cheapestMeeting(sweep.map((x) => x.row));
+  const chosen = sweep.find((x) => x.row === best)?.settings ?? {};
   console.log(
-    `llmfleet-slo (default ${OURS_DEFAULT}): attainment ${((c.oursDefault?.row.attainment ?? 0) * 100).toFixed(2)}%, ` +
-      `GPU-hours ratio ours/best baseline = ${c.ratio?.toFixed(3) ?? "n/a"} (replica), ${c.nodeRatio?.toFixed(3) ?? "n/a"} (node)`,
+    `tuning: ${sweep.length} settings; chosen ${JSON.stringify(chosen)} (${best?.replicaGpuHours.toFixed(2)} GPU-h, ${((best?.attainment ?? 0) * 100).toFixed(2)}%)`,
   );
+  return { chosen, sweep };
+}
+
+function heldOut(f: Flags): Record<string, unknown> {
+  const tuning = tune(setup(AZURE, "first-half", f));
+  const parts: Array<[string, Part]> = [
+    [AZURE, "second-half"],
+    [MOONCAKE, "all"],
+  ];
+  const heldOutParts = parts.map(([trace, part]) => evaluate(setup(trace, part, f), tuning.chosen));
+  const [first] = heldOutParts;
+  return {
+    protocol:
+      "constants chosen on the first half of azure2023_conv.csv (cheapest grid point at >=99%); every other part is held out; baselines swept on each part itself",
+    tunedOn: { trace: basename(AZURE), part: "first-half", chosen: tuning.chosen, sweep: tuning.sweep.map((x) => ({ ...x.settings, ...x.row })) },
+    ...(first
+      ? {
+          gpu_hours: first.gpu_hours,
+          gpu_hours_ratio_vs_keda: first.gpu_hours_ratio_vs_keda,
+          slo_attainment: first.slo_attainment,
+          slo_attainment_keda: first.slo_attainment_keda,
+        }
+      : {}),
+    heldOut: heldOutParts,
+  };
 }
 
 function main(): void {
-  const { trace, out, shaping, cfg } = options();
+  const { values } = parseArgs({
+    options: {
+      trace: { type: "string", default: AZURE },
+      out: { type: "string" },
+      part: { type: "string", default: "all" },
+      heldout: { type: "boolean", default: false },
+      amplify: { type: "string" },
+      slo: { type: "string" },
+      load: { type: "string" },
+      provisioning: { type: "string" },
+      "gpus-per-node": { type: "string" },
+    },
+  });
   const started = performance.now();
-  const reqs = shapeTrace(loadTrace(trace), shaping);
-  const span = reqs[reqs.length - 1]?.at ?? 0;
-  cfg.initialReplicas = warmStart(reqs, cfg);
-  const tokens = reqs.reduce((s, r) => s + r.promptTokens, 0);
-  console.log(
-    `${basename(trace)}: ${reqs.length} requests over ${(span / 60).toFixed(1)} min, ${(tokens / span).toFixed(0)} prompt tokens/s (amplify ${shaping.amplify})`,
-  );
-  console.log(
-    `TTFT SLO ${cfg.ttftSloSeconds}s; ${cfg.initialReplicas} warm replicas at start; model load ${cfg.loadSeconds}s; node provisioning ${cfg.provisioningSeconds}s; ${cfg.gpusPerNode} GPUs/node`,
-  );
-  const oursRuns = OURS_UTILISATION.map((u) => run(reqs, cfg, ours(cfg, u)));
-  const keda = KEDA_THRESHOLDS.map((x) => run(reqs, cfg, new KedaQueueScaler(x)).row);
-  const hpa = HPA_TARGETS.map((x) => run(reqs, cfg, new HpaUtilisationScaler(x)).row);
-  const c = compare(oursRuns, [...keda, ...hpa]);
-  report(c);
+  const trace = values.trace ?? AZURE;
+  const out = values.out ?? resolve(ROOT, values.heldout ? "bench/results/autoscale-heldout.json" : "bench/results/autoscale.json");
+  const body = values.heldout ? heldOut(values) : evaluate(setup(trace, (values.part ?? "all") as Part, values), OURS_TUNED);
   const result = {
     date: new Date().toISOString(),
     machine: `${cpus().length} cores (${cpus()[0]?.model ?? "unknown"}), Node ${process.version}`,
-    trace: basename(trace),
-    shaping,
-    config: cfg,
-    requests: reqs.length,
-    traceMinutes: span / 60,
-    targetAttainment: TARGET_ATTAINMENT,
-    ours: { default: c.oursDefault?.row, sweep: oursRuns.map((r) => r.row), cheapestMeeting: cheapestMeeting(oursRuns.map((r) => r.row)) },
-    baselines: { keda, hpa, cheapestMeeting: c.best },
-    ratio: { replicaGpuHours: c.ratio, nodeGpuHours: c.nodeRatio },
-    timeline: { oursDefaultReplicasPerMinute: c.oursDefault?.timeline },
+    ...body,
     wallSeconds: (performance.now() - started) / 1000,
   };
   mkdirSync(dirname(out), { recursive: true });

@@ -15,9 +15,11 @@ class HpaBehaviour {
   // (re)start: every scaler gets the same start.
   private readonly recs: Array<{ at: number; n: number }> = [{ at: 0, n: Number.MAX_SAFE_INTEGER }];
 
+  constructor(private readonly stabilizationSeconds = HPA_STABILIZATION_SECONDS) {}
+
   apply(at: number, current: number, raw: number): number {
     this.recs.push({ at, n: raw });
-    while ((this.recs[0]?.at ?? at) < at - HPA_STABILIZATION_SECONDS) this.recs.shift();
+    while ((this.recs[0]?.at ?? at) < at - this.stabilizationSeconds) this.recs.shift();
     if (raw > current) return Math.min(raw, Math.max(2 * current, current + 4));
     return Math.min(current, Math.max(...this.recs.map((r) => r.n)));
   }
@@ -26,10 +28,14 @@ class HpaBehaviour {
 /** KEDA (Prometheus trigger, AverageValue): desired = ceil(in-flight requests / threshold). */
 export class KedaQueueScaler implements Scaler {
   readonly name: string;
-  private readonly hpa = new HpaBehaviour();
+  private readonly hpa: HpaBehaviour;
 
-  constructor(private readonly threshold: number) {
-    this.name = `keda-inflight/${threshold}`;
+  constructor(
+    private readonly threshold: number,
+    stabilizationSeconds = HPA_STABILIZATION_SECONDS,
+  ) {
+    this.name = `keda-inflight/${threshold}${stabilizationSeconds === HPA_STABILIZATION_SECONDS ? "" : `/stab${stabilizationSeconds}s`}`;
+    this.hpa = new HpaBehaviour(stabilizationSeconds);
   }
 
   decide(o: FleetObservation): number {
@@ -43,10 +49,14 @@ export class KedaQueueScaler implements Scaler {
 /** HPA on utilisation: desired = ceil(current * utilisation / target). */
 export class HpaUtilisationScaler implements Scaler {
   readonly name: string;
-  private readonly hpa = new HpaBehaviour();
+  private readonly hpa: HpaBehaviour;
 
-  constructor(private readonly target: number) {
-    this.name = `hpa-utilisation/${target}`;
+  constructor(
+    private readonly target: number,
+    stabilizationSeconds = HPA_STABILIZATION_SECONDS,
+  ) {
+    this.name = `hpa-utilisation/${target}${stabilizationSeconds === HPA_STABILIZATION_SECONDS ? "" : `/stab${stabilizationSeconds}s`}`;
+    this.hpa = new HpaBehaviour(stabilizationSeconds);
   }
 
   decide(o: FleetObservation): number {
@@ -58,10 +68,7 @@ export class HpaUtilisationScaler implements Scaler {
   }
 }
 
-export type OursSettings = Pick<
-  RecommenderSpec,
-  "targetUtilization" | "maxQueuePerReplica" | "scaleDownStabilizationSeconds" | "leadTimeSeconds" | "sloSeconds" | "priorCapacityPerReplica"
->;
+export type OursSettings = Omit<RecommenderSpec, "role" | "min" | "max" | "current">;
 
 /** llmfleet's recommendReplicas, fed what the engines' /metrics give every interval. */
 export class OursScaler implements Scaler {
@@ -71,8 +78,9 @@ export class OursScaler implements Scaler {
   constructor(
     private readonly settings: OursSettings,
     private readonly bounds: { min: number; max: number },
+    label = "default",
   ) {
-    this.name = `llmfleet-slo/${settings.targetUtilization ?? 0.75}`;
+    this.name = `llmfleet-slo/${label}`;
   }
 
   decide(o: FleetObservation): number {

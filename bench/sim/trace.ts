@@ -58,6 +58,8 @@ export interface Shaping {
   speedup?: number;
   /** Keep only the first `limitSeconds` of (shaped) trace. */
   limitSeconds?: number;
+  /** Drop the (shaped) trace before this and start the clock there. Default 0. */
+  fromSeconds?: number;
   seed?: number;
 }
 
@@ -72,5 +74,9 @@ export function shapeTrace(reqs: TraceRequest[], s: Shaping): TraceRequest[] {
     for (let k = 0; k < copies; k++) out.push({ ...r, at: r.at / speedup + (k === 0 ? 0 : rnd() * jitter) });
   }
   const limit = s.limitSeconds ?? Infinity;
-  return out.filter((r) => r.at < limit).sort((a, b) => a.at - b.at);
+  const from = s.fromSeconds ?? 0;
+  return out
+    .filter((r) => r.at >= from && r.at < limit)
+    .map((r) => ({ ...r, at: r.at - from }))
+    .sort((a, b) => a.at - b.at);
 }

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { recommendReplicas } from "./recommender.ts";
-import { arrivalTrend, forecastRate, learnedCapacity, learnedRunningCapacity } from "./signals.ts";
+import { arrivalDispersion, arrivalTrend, forecastRate, learnedCapacity, learnedRunningCapacity } from "./signals.ts";
 import type { PoolObservation, RecommenderSpec } from "./types.ts";
 
 /** A pool observed every 15 s; `at` counts from 0. */
@@ -38,14 +38,30 @@ interface Case {
 
 // Served up to 6k per replica so far: below the 10k prior, which therefore holds.
 const steady = (rate: number): PoolObservation[] => series(10, () => ({ arrivalRate: rate, throughput: Math.min(rate, 12000) }));
+// Around `mean` tokens/s, ±2k alternating every 15 s: 60k-token swings between intervals, an index
+// of dispersion of about 6k tokens at a 20k mean (see the arrivalDispersion test).
+const bursty = (mean: number): PoolObservation[] =>
+  series(10, (i) => ({ arrivalRate: mean + (i % 2 === 0 ? 2000 : -2000), throughput: Math.min(mean, 12000) }));
 
 const cases: Case[] = [
   { name: "no history holds current", history: [], spec: prefill({ current: 3 }), desired: 3, reason: /no observations/ },
   { name: "no history raises to min", history: [], spec: prefill({ current: 0, min: 1 }), desired: 1, reason: /raised to min/ },
-  // 2 replicas × 10k × 0.75 = 15k tokens/s fits; 12k holds.
+  // A steady load has no bursts to absorb: 12k tokens/s on 2 × 10k holds.
   { name: "load inside band holds", history: steady(12000), spec: prefill(), desired: 2, reason: /hold/ },
-  // 40k tokens/s at 7.5k per replica → 6.
-  { name: "arrival rate scales up", history: steady(40000), spec: prefill(), desired: 6, reason: /scale up: arrival-rate needs 6/ },
+  // Steady 40k tokens/s needs 4 replicas of 10k, and no spare for bursts.
+  { name: "arrival rate scales up", history: steady(40000), spec: prefill(), desired: 4, reason: /scale up: arrival-rate needs 4/ },
+  // Without the burst model (burstQuantile 0), a fixed 75% utilisation: 40k / 7.5k → 6.
+  {
+    name: "burstQuantile 0 plans for targetUtilization",
+    history: steady(40000),
+    spec: prefill({ burstQuantile: 0 }),
+    desired: 6,
+    reason: /scale up: arrival-rate needs 6/,
+  },
+  // Bursty 20k: spare √(6.07k × 20k / 0.5 s) = 15.6k tokens/s on top → (20k + 15.6k) / 10k → 4.
+  { name: "bursts ask for spare replicas", history: bursty(20000), spec: prefill(), desired: 4, reason: /arrival-rate needs 4/ },
+  // The same bursts at a tighter quantile: 20k + 2 × 15.6k → 6.
+  { name: "a higher burst quantile asks for more", history: bursty(20000), spec: prefill({ burstQuantile: 2 }), desired: 6, reason: /arrival-rate needs 6/ },
   { name: "queue scales up", history: series(3, () => ({ queueDepth: 12 })), spec: prefill(), desired: 3, reason: /scale up: queue needs 3/ },
   {
     name: "a deep queue at most doubles the ready replicas per step",
@@ -82,8 +98,9 @@ const cases: Case[] = [
   {
     name: "scale down after the window",
     history: [
+      // Long enough for the burst to leave the 600 s the burstiness is learned from.
       ...series(2, () => ({ arrivalRate: 40000, recommendation: 6 })),
-      ...series(30, (i) => ({ at: 30 + i * 15, arrivalRate: 1000, throughput: 1000, recommendation: 1 })),
+      ...series(50, (i) => ({ at: 30 + i * 15, arrivalRate: 1000, throughput: 1000, recommendation: 1 })),
     ],
     spec: prefill({ current: 6 }),
     desired: 1,
@@ -106,26 +123,26 @@ const cases: Case[] = [
   },
   {
     name: "rising trend scales ahead over the lead time",
-    // +50 tokens/s per second; 10k now, 180 s ahead 19k → 3 replicas at 7.5k, not 2.
+    // +50 tokens/s per second: 10k now, 180 s ahead 19k, plus √(572 × 19k / 0.5 s) = 4.7k spare → 3, not 2.
     history: series(9, (i) => ({ arrivalRate: 4000 + 750 * i, throughput: 4000 })),
-    spec: prefill({ leadTimeSeconds: 180 }),
+    spec: prefill({ leadTimeSeconds: 180, maxForecastGrowth: 2 }),
     desired: 3,
     reason: /arrival-rate needs 3/,
   },
   {
     name: "same trend without lead time waits",
     history: series(9, (i) => ({ arrivalRate: 4000 + 750 * i, throughput: 4000 })),
-    spec: prefill({ leadTimeSeconds: 0 }),
+    spec: prefill({ leadTimeSeconds: 0, maxForecastGrowth: 2 }),
     desired: 2,
     reason: /hold/,
   },
   {
     name: "capacity learned from a saturated pool overrides the prior",
-    // Queue > 0: the pool delivers 5k per replica, so 15k needs 15k / (5k × 0.75) = 4.
+    // A request waiting per replica: the pool delivers 5k per replica, so a steady 15k needs 3 (the 10k prior would say 2).
     history: series(5, () => ({ arrivalRate: 15000, throughput: 10000, queueDepth: 2 })),
     spec: prefill(),
-    desired: 4,
-    reason: /arrival-rate needs 4/,
+    desired: 3,
+    reason: /arrival-rate needs 3/,
   },
   {
     name: "decode: running sequences over the per-replica limit",
@@ -172,8 +189,8 @@ test("every decision records its inputs", () => {
   assert.equal(d.inputs.arrivalRate, 40000);
   assert.equal(d.inputs.capacityPerReplica, 10000);
   assert.equal(d.inputs.capacitySource, "prior");
-  assert.deepEqual(d.inputs.signals, { "arrival-rate": 6, queue: 0, ttft: 0 });
-  assert.equal(d.inputs.raw, 6);
+  assert.deepEqual(d.inputs.signals, { "arrival-rate": 4, queue: 0, ttft: 0 });
+  assert.equal(d.inputs.raw, 4);
 });
 
 test("arrivalTrend fits a line; forecastRate never projects a fall and caps growth", () => {
@@ -188,13 +205,22 @@ test("arrivalTrend fits a line; forecastRate never projects a fall and caps grow
   assert.equal(forecastRate(noisy, 600).rate, 290);
 });
 
-test("learnedCapacity: saturated median, else the prior raised to what was served", () => {
+test("learnedCapacity: a high quantile of saturated samples, else the prior raised to what was served", () => {
+  // Saturated (2 waiting on 2 replicas) at 5k, 6k, 7k per replica: each a lower bound, the highest wins.
   assert.deepEqual(
     learnedCapacity(
-      series(3, (i) => ({ throughput: 10000 + 2000 * i, queueDepth: 1 })),
+      series(3, (i) => ({ throughput: 10000 + 2000 * i, queueDepth: 2 })),
       9000,
     ),
-    { perReplica: 6000, source: "saturated" },
+    { perReplica: 7000, source: "saturated" },
+  );
+  // One request waiting on two replicas is a burst, not saturation: the prior holds.
+  assert.deepEqual(
+    learnedCapacity(
+      series(3, () => ({ throughput: 10000, queueDepth: 1 })),
+      9000,
+    ),
+    { perReplica: 9000, source: "prior" },
   );
   assert.deepEqual(
     learnedCapacity(
@@ -220,4 +246,23 @@ test("learnedCapacity: saturated median, else the prior raised to what was serve
     ),
     16,
   );
+});
+
+test("arrivalDispersion: burstiness from interval-to-interval swings, not from a moving rate", () => {
+  // Swings of 4k tokens/s × 15 s = 60k tokens: (60k)² / 2 per pair, over the work of the nine later intervals.
+  const work = bursty(20000)
+    .slice(1)
+    .reduce((sum, o) => sum + o.arrivalRate * 15, 0);
+  assert.equal(arrivalDispersion(bursty(20000)), (9 * (4000 * 15) ** 2) / 2 / work);
+  assert.equal(arrivalDispersion(steady(40000)), 0, "a steady rate has no bursts");
+  const ramp = series(9, (i) => ({ arrivalRate: 4000 + 750 * i }));
+  assert.ok((arrivalDispersion(ramp) ?? Infinity) < 1000, "a ramp moves the rate but is barely bursty");
+  assert.equal(arrivalDispersion(series(3, () => ({ arrivalRate: 100 }))), undefined, "too short to tell");
+});
+
+test("square-root staffing: a bigger pool runs hotter at the same burstiness", () => {
+  const need = (mean: number): number => recommendReplicas(bursty(mean), prefill({ max: 100, priorCapacityPerReplica: 10000 })).desired;
+  const small = 20000 / (need(20000) * 10000);
+  const big = 200000 / (need(200000) * 10000);
+  assert.ok(big > small + 0.2, `utilisation ${small.toFixed(2)} at 20k, ${big.toFixed(2)} at 200k`);
 });

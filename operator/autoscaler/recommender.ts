@@ -3,7 +3,7 @@
 // a (larger) number below which it lets replicas go: the gap between the two is the hysteresis.
 // Scale-up is immediate and looks ahead over the lead time; scale-down waits out the
 // stabilisation window (the highest recommendation in it wins), as the HPA does.
-import { forecastRate, learnedCapacity, learnedRunningCapacity, recent } from "./signals.ts";
+import { arrivalDispersion, forecastRate, learnedCapacity, learnedRunningCapacity, recent } from "./signals.ts";
 import type { Decision, DecisionInputs, PoolObservation, RecommenderSpec } from "./types.ts";
 
 /** Replicas one signal asks for: `up` to stay under its threshold, `down` before it allows fewer. */
@@ -20,6 +20,13 @@ interface Load {
 
 const LATENCY_STEP_MAX = 2;
 
+/**
+ * Prefill constants where the spec leaves them unset, chosen on the first half of the Azure
+ * conversation trace by `npm run bench:autoscale -- --heldout` and checked on traces it was not
+ * chosen on (BENCHMARKS.md).
+ */
+export const PREFILL_DEFAULTS = { burstQuantile: 1, rateSmoothingSeconds: 120, maxForecastGrowth: 1, dispersionWindowSeconds: 600 } as const;
+
 function signal(name: string, load: number, perReplica: number, hysteresis: number): Signal {
   if (load <= 0 || perReplica <= 0) return { name, up: 0, down: 0 };
   return { name, up: Math.ceil(load / perReplica), down: Math.ceil(load / (perReplica * (1 - hysteresis))) };
@@ -30,6 +37,22 @@ function latencySignal(name: string, observed: number | undefined, target: numbe
   if (observed === undefined || observed <= target || ready === 0) return { name, up: 0, down: 0 };
   const n = Math.ceil(ready * Math.min(LATENCY_STEP_MAX, observed / target));
   return { name, up: n, down: n };
+}
+
+/**
+ * Replicas for an offered load: `busy` replicas of work plus the spare that absorbs its bursts
+ * within the SLO. Work arriving in a span τ (the SLO) has mean λτ and variance Dλτ (D: index of
+ * dispersion); z standard deviations of it must fit in the pool's spare capacity, so the spare is
+ * z·√(Dλ/τ)/capacity replicas, growing with the square root of the load (big pools run hotter).
+ * Without a dispersion estimate yet, a fixed utilisation target.
+ */
+function staffingSignal(rate: number, capacity: number, spec: RecommenderSpec, dispersion: number | undefined): Signal {
+  const h = spec.hysteresis ?? 0.15;
+  if (rate <= 0 || capacity <= 0) return { name: "arrival-rate", up: 0, down: 0 };
+  const z = spec.burstQuantile ?? PREFILL_DEFAULTS.burstQuantile;
+  if (z <= 0 || dispersion === undefined) return signal("arrival-rate", rate, capacity * (spec.targetUtilization ?? 0.75), h);
+  const need = (r: number): number => Math.ceil((r + z * Math.sqrt((dispersion * r) / spec.sloSeconds)) / capacity);
+  return { name: "arrival-rate", up: need(rate), down: need(rate / (1 - h)) };
 }
 
 /**
@@ -46,12 +69,16 @@ function queueSignal(queue: number, perReplica: number, ready: number, hysteresi
 function prefillLoad(history: PoolObservation[], window: PoolObservation[], spec: RecommenderSpec): Load {
   const last = history[history.length - 1] as PoolObservation;
   const h = spec.hysteresis ?? 0.15;
-  const util = spec.targetUtilization ?? 0.75;
   // Capacity remembers every saturated moment the caller kept, not just the forecast window.
   const cap = learnedCapacity(history, spec.priorCapacityPerReplica ?? 10000);
-  const fc = forecastRate(window, spec.leadTimeSeconds);
+  const fc = forecastRate(
+    window,
+    spec.leadTimeSeconds,
+    spec.maxForecastGrowth ?? PREFILL_DEFAULTS.maxForecastGrowth,
+    spec.rateSmoothingSeconds ?? PREFILL_DEFAULTS.rateSmoothingSeconds,
+  );
   const signals = [
-    signal("arrival-rate", fc.rate, cap.perReplica * util, h),
+    staffingSignal(fc.rate, cap.perReplica, spec, arrivalDispersion(recent(history, spec.dispersionWindowSeconds ?? PREFILL_DEFAULTS.dispersionWindowSeconds))),
     queueSignal(last.queueDepth, spec.maxQueuePerReplica ?? 4, last.readyReplicas, h),
     latencySignal("ttft", last.ttftP90, spec.sloSeconds, last.readyReplicas),
   ];

@@ -36,18 +36,47 @@ export function arrivalTrend(window: PoolObservation[]): Trend {
   return { fitted: meanR + slope * (last.at - meanT), slope };
 }
 
+/** Mean arrival rate over the last `seconds` of the window: one 15 s sample of a bursty pool is mostly noise. */
+export function arrivalLevel(window: PoolObservation[], seconds: number): number {
+  const span = recent(window, Math.max(seconds, 1e-9));
+  if (span.length === 0) return 0;
+  return span.reduce((s, o) => s + o.arrivalRate, 0) / span.length;
+}
+
 /**
  * Arrival rate expected `leadSeconds` from now: the trend projected forward when it rises (never
- * below the rate seen now, at most `maxGrowth` times it), the rate seen now otherwise. Scaling down
+ * below the level seen now, at most `maxGrowth` times it), the level seen now otherwise. The level
+ * is the mean over the last `levelSeconds` (default: the last observation alone). Scaling down
  * never anticipates: a falling trend only counts once it has happened.
  */
-export function forecastRate(window: PoolObservation[], leadSeconds: number, maxGrowth = 2): { rate: number; trend: Trend } {
+export function forecastRate(window: PoolObservation[], leadSeconds: number, maxGrowth = 2, levelSeconds = 0): { rate: number; trend: Trend } {
   const trend = arrivalTrend(window);
-  const now = window[window.length - 1]?.arrivalRate ?? 0;
+  const now = arrivalLevel(window, levelSeconds);
   if (trend.slope <= 0 || leadSeconds <= 0) return { rate: now, trend };
   const projected = trend.fitted + trend.slope * leadSeconds;
   const cap = Math.max(now, trend.fitted) * maxGrowth;
   return { rate: Math.max(now, Math.min(projected, cap)), trend };
+}
+
+/**
+ * Burstiness of the arrivals as an index of dispersion, in units of work: the variance of the work
+ * arriving per interval over its mean. For independent requests it is E[size²]/E[size]; bursts of
+ * correlated requests raise it. The variance is taken from differences of consecutive intervals
+ * (Allan variance), so a rate that moves over minutes does not count as burstiness. Undefined with
+ * fewer than four intervals or no work.
+ */
+export function arrivalDispersion(window: PoolObservation[]): number | undefined {
+  if (window.length < 4) return undefined;
+  let sq = 0;
+  let work = 0;
+  for (let i = 1; i < window.length; i++) {
+    const a = window[i - 1] as PoolObservation;
+    const b = window[i] as PoolObservation;
+    const dt = b.at - a.at;
+    sq += ((b.arrivalRate - a.arrivalRate) * dt) ** 2 / 2;
+    work += b.arrivalRate * dt;
+  }
+  return work > 0 ? sq / work : undefined;
 }
 
 function median(xs: number[]): number | undefined {
@@ -62,15 +91,26 @@ export interface Capacity {
   source: "saturated" | "prior" | "observed-lower-bound";
 }
 
+function quantile(xs: number[], q: number): number | undefined {
+  if (xs.length === 0) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
 /**
- * Work per second one replica delivers, learned from the pool itself. While requests wait
- * (queue > 0) the pool runs flat out, so throughput / ready replicas is its capacity: the median
- * of those samples is used. Without saturated samples the prior holds, raised to the best
- * per-replica throughput seen (a pool that served X per replica can serve at least X).
+ * Work per second one replica delivers, learned from the pool itself. While at least one request
+ * per replica waits, the pool runs flat out, so throughput / ready replicas measures its capacity.
+ * A pool never serves more than it can, and an interval saturated only part of the time reads low,
+ * so every sample is a lower bound: the 90th percentile of the saturated samples is used (the
+ * median would learn the pool's utilisation, and then ask for more replicas the idler they are).
+ * Without saturated samples the prior holds, raised to the best per-replica throughput seen.
  */
 export function learnedCapacity(window: PoolObservation[], prior: number): Capacity {
   const withPods = window.filter((o) => o.readyReplicas > 0 && o.throughput > 0);
-  const saturated = median(withPods.filter((o) => o.queueDepth > 0).map((o) => o.throughput / o.readyReplicas));
+  const saturated = quantile(
+    withPods.filter((o) => o.queueDepth >= o.readyReplicas).map((o) => o.throughput / o.readyReplicas),
+    0.9,
+  );
   if (saturated !== undefined) return { perReplica: saturated, source: "saturated" };
   const seen = Math.max(0, ...withPods.map((o) => o.throughput / o.readyReplicas));
   return seen > prior ? { perReplica: seen, source: "observed-lower-bound" } : { perReplica: prior, source: "prior" };

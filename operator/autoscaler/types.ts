@@ -48,10 +48,22 @@ export interface RecommenderSpec {
   leadTimeSeconds: number;
   /** History the forecast and capacity learning look at. Default 120 s. */
   windowSeconds?: number;
-  /** Prefill: fraction of learned capacity to plan for, leaving room for bursts within the SLO. Default 0.75. */
+  /** Prefill: fraction of learned capacity to plan for until the burstiness is known (or with burstQuantile 0). Default 0.75. */
   targetUtilization?: number;
   /** Relative band inside which a lower load does not remove replicas. Default 0.15. */
   hysteresis?: number;
+  /**
+   * Prefill: plan spare capacity for this many standard deviations of the work arriving within the
+   * SLO (square-root staffing on the learned burstiness); replaces targetUtilization once the
+   * history shows the burstiness (four observations). 0: targetUtilization alone. Default 1.
+   */
+  burstQuantile?: number;
+  /** History the burstiness is learned from. Default 600 s. */
+  dispersionWindowSeconds?: number;
+  /** The arrival rate planned for is its mean over this long (the forecast's level). Default 120 s. */
+  rateSmoothingSeconds?: number;
+  /** The forecast projects at most this many times the current level; 1 turns it off. Default 1. */
+  maxForecastGrowth?: number;
   /** Prefill: per-replica capacity (tokens/s) assumed until the pool has shown its own. Default 10000. */
   priorCapacityPerReplica?: number;
 }
