@@ -1,5 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { cel, CountRange, Duration, statusBase, StringMap, strictObject, StringEnum } from "./common.ts";
+import { cel, Condition, CountRange, Duration, statusBase, StringMap, strictObject, StringEnum } from "./common.ts";
 
 export const NODE_GROUP_LABEL = "serving.llmfleet.dev/node-group";
 
@@ -27,22 +27,37 @@ const Provider = strictObject(
     pulumi: Type.Optional(
       strictObject(
         {
-          cloud: StringEnum(["aws", "gcp"], { description: "aws: an EKS managed node group. gcp: a GKE node pool." }),
-          stack: Type.String({ minLength: 1, maxLength: 253, description: "Pulumi stack name holding the node group." }),
-          cluster: Type.String({ minLength: 1, maxLength: 253, description: "Name of the EKS or GKE cluster." }),
-          nodeGroup: Type.String({ minLength: 1, maxLength: 253, description: "Name of the managed node group or node pool." }),
-          region: Type.Optional(Type.String({ maxLength: 64, description: "Cloud region or zone." })),
-          backendURL: Type.Optional(
-            Type.String({ maxLength: 2048, description: "Pulumi state backend, e.g. s3://bucket or file:///state. Default: the operator's --pulumi-backend." }),
+          cloud: StringEnum(["aws", "gcp", "kwok"], {
+            description:
+              "The program run: aws: an EKS managed node group (desired size). gcp: a GKE node pool (node count). kwok: kwok Nodes through the apiserver, for tests and local runs.",
+          }),
+          stack: Type.Optional(
+            Type.String({ minLength: 1, maxLength: 253, description: "Pulumi stack holding the node group. Default: <namespace>-<name> of the GPUNodeGroup." }),
           ),
-          secretRef: Type.Optional(
-            strictObject(
-              { name: Type.String({ minLength: 1, maxLength: 253, description: "Secret name." }) },
-              { description: "Secret with cloud credentials and PULUMI_CONFIG_PASSPHRASE." },
+          cluster: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: "Name of the EKS or GKE cluster (aws and gcp)." })),
+          nodeGroup: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: "Name of the managed node group or node pool (aws and gcp)." })),
+          region: Type.Optional(Type.String({ maxLength: 64, description: "Cloud region or zone." })),
+          config: Type.Optional(
+            StringMap(
+              "Settings of the program: aws: nodeRoleArn, subnetIds (comma-separated), instanceType. gcp: machineType, acceleratorType. Non-secret values only.",
             ),
           ),
+          backendURL: Type.Optional(
+            Type.String({
+              maxLength: 2048,
+              description: "Pulumi state backend, e.g. s3://bucket or file:///state. Default: the operator's PULUMI_BACKEND_URL.",
+            }),
+          ),
         },
-        { description: "Settings of the pulumi provider." },
+        {
+          description: "Settings of the pulumi provider. Cloud credentials and PULUMI_CONFIG_PASSPHRASE come from the operator's environment.",
+          ...cel({
+            rule: "self.cloud == 'kwok' || (has(self.cluster) && has(self.nodeGroup))",
+            message: "cluster and nodeGroup are required for aws and gcp",
+            fieldPath: ".cluster",
+            reason: "FieldValueRequired",
+          }),
+        },
       ),
     ),
   },
@@ -82,6 +97,41 @@ export const GPUNodeGroupSpec = strictObject(
 );
 export type GPUNodeGroupSpec = Static<typeof GPUNodeGroupSpec>;
 
+const Run = Type.Object(
+  {
+    id: Type.Integer({ minimum: 1, description: "Run number, counting up per group." }),
+    provider: Type.String({ description: "Provider that ran it (kwok, karpenter, pulumi)." }),
+    targetNodes: Type.Integer({ minimum: 0, description: "Node count the run brings the group to." }),
+    startedAt: Type.String({ format: "date-time", description: "When the run started." }),
+    finishedAt: Type.Optional(Type.String({ format: "date-time", description: "When the run ended (absent while Progressing)." })),
+    operator: Type.Optional(Type.String({ maxLength: 253, description: "Identity of the operator process that started the run." })),
+    message: Type.String({ maxLength: 32768, description: "What the run did or why it failed." }),
+    conditions: Type.Unsafe<Condition[]>({
+      type: "array",
+      items: Condition,
+      "x-kubernetes-list-type": "map",
+      "x-kubernetes-list-map-keys": ["type"],
+      description:
+        "Progressing (True while it runs), Complete (True when it succeeded), Failed (True when it failed), Aborted (True when an operator restart found it Progressing; it is never re-run).",
+    }),
+  },
+  { description: "One actuation of the provider." },
+);
+
+const Actuation = Type.Object(
+  {
+    desiredNodes: Type.Integer({ minimum: 0, description: "Nodes the actuator wants: ceil(GPU demand / gpusPerNode) + headroom, within min/max." }),
+    currentNodes: Type.Integer({ minimum: 0, description: "Nodes the group had when the decision was made." }),
+    decision: Type.String({ maxLength: 4096, description: "The last decision and its reason, e.g. scale up, waiting for the scale-down delay, halted." }),
+    decidedAt: Type.String({ format: "date-time", description: "When the decision changed last." }),
+    lastRun: Type.Optional(Run),
+  },
+  { description: "Node-group actuation: the decision and the last provider run, written by the actuator (field manager llmfleet/nodegroups)." },
+);
+
+export type NodeGroupRun = Static<typeof Run>;
+export type NodeGroupActuation = Static<typeof Actuation>;
+
 export const GPUNodeGroupStatus = Type.Object(
   {
     ...statusBase(),
@@ -90,6 +140,7 @@ export const GPUNodeGroupStatus = Type.Object(
     provisioningNodes: Type.Optional(Type.Integer({ description: "Nodes asked for and not Ready yet." })),
     gpuCapacity: Type.Optional(Type.Integer({ description: "nvidia.com/gpu allocatable across ready nodes." })),
     gpuDemand: Type.Optional(Type.Integer({ description: "nvidia.com/gpu the pools placed on the group want." })),
+    actuation: Type.Optional(Actuation),
   },
   { description: "Observed state of the node group." },
 );

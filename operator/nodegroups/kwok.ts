@@ -1,6 +1,6 @@
 // The kwok provider: GPU nodes are Node objects kwok manages (annotation kwok.x-k8s.io/node=fake),
-// shaped as scripts/cluster/kwok-nodes.ts makes them, labelled with the group. Removal cordons the
-// node, deletes its pods (their controllers recreate them elsewhere), then deletes the node.
+// shaped as scripts/cluster/kwok-nodes.ts makes them, labelled with the group. Removal: the
+// actuator has cordoned and drained the node (drain.ts); here it is deleted.
 import type { V1Node, V1Pod } from "@kubernetes/client-node";
 import type { GPUNodeGroup } from "../api.ts";
 import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
@@ -8,6 +8,7 @@ import { isNotFound, type KubeClient } from "../kube/client.ts";
 import { R } from "../kube/resources.ts";
 import { kwokGpuNode } from "../../scripts/cluster/kwok-nodes.ts";
 import { fieldManager } from "../runtime/apply.ts";
+import type { NodeGroupChange, NodeGroupProvider } from "./provider.ts";
 
 export const NODEGROUP_MANAGER = fieldManager("nodegroups");
 
@@ -21,24 +22,27 @@ export function kwokNodeFor(group: GPUNodeGroup, name: string): V1Node {
   });
 }
 
-export class KwokProvider {
-  constructor(private readonly client: KubeClient) {}
+export function ignoreNotFound(err: unknown): void {
+  if (!isNotFound(err)) throw err;
+}
 
-  async create(group: GPUNodeGroup, name: string): Promise<void> {
-    await this.client.create(R.Node, kwokNodeFor(group, name), NODEGROUP_MANAGER);
-  }
-
-  /** Cordon, drain, delete. Returns once the node is gone. */
-  async remove(name: string): Promise<void> {
-    await this.client.mergePatch(R.Node, { name }, { spec: { unschedulable: true } });
-    const pods = await this.client.list<V1Pod>(R.Pod, {});
-    for (const p of pods.items.filter((pod) => pod.spec?.nodeName === name)) {
-      await this.client.delete(R.Pod, p.metadata?.namespace, p.metadata?.name ?? "").catch(ignoreNotFound);
-    }
-    await this.client.delete(R.Node, undefined, name).catch(ignoreNotFound);
+/** Cordons the node and deletes its pods (their controllers recreate them elsewhere). */
+export async function cordonAndDrain(client: KubeClient, name: string): Promise<void> {
+  await client.mergePatch(R.Node, { name }, { spec: { unschedulable: true } }).catch(ignoreNotFound);
+  const pods = await client.list<V1Pod>(R.Pod, {});
+  for (const p of pods.items.filter((pod) => pod.spec?.nodeName === name)) {
+    await client.delete(R.Pod, p.metadata?.namespace, p.metadata?.name ?? "").catch(ignoreNotFound);
   }
 }
 
-function ignoreNotFound(err: unknown): void {
-  if (!isNotFound(err)) throw err;
+export class KwokProvider implements NodeGroupProvider {
+  readonly name = "kwok";
+  readonly resumable = true;
+  constructor(private readonly client: KubeClient) {}
+
+  async apply(change: NodeGroupChange): Promise<string> {
+    for (const name of change.create) await this.client.create(R.Node, kwokNodeFor(change.group, name), NODEGROUP_MANAGER);
+    for (const name of change.remove) await this.client.delete(R.Node, undefined, name).catch(ignoreNotFound);
+    return `created ${change.create.length} and deleted ${change.remove.length} kwok nodes`;
+  }
 }

@@ -6,7 +6,7 @@
 # Dynamic providers need `pulumi-resource-pulumi-nodejs` on PATH: ours is
 # scripts/pulumi/pulumi-resource-pulumi-nodejs (a shim into the installed @pulumi/pulumi).
 # The binary is cached outside the repo, keyed by version, so only the first run builds.
-# Prints the directory holding `pulumi`.
+# Prints the install root: `pulumi` is in its bin/ (the layout PulumiCommand.get({root}) expects).
 set -euo pipefail
 
 PULUMI_VERSION="${PULUMI_VERSION:-v3.258.0}"
@@ -16,12 +16,12 @@ WORK="$CACHE/build/pulumi-$PULUMI_VERSION"
 
 log() { printf '[pulumi-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-if [ -x "$BIN/pulumi" ]; then echo "$BIN"; exit 0; fi
-mkdir -p "$BIN" "$WORK"
+if [ -x "$BIN/bin/pulumi" ]; then echo "$BIN"; exit 0; fi
+mkdir -p "$BIN/bin" "$WORK"
 if command -v flock >/dev/null; then
   exec 9>"$CACHE/pulumi-build.lock"
   flock 9
-  if [ -x "$BIN/pulumi" ]; then echo "$BIN"; exit 0; fi
+  if [ -x "$BIN/bin/pulumi" ]; then echo "$BIN"; exit 0; fi
 fi
 export GOFLAGS="${GOFLAGS:-} -trimpath" CGO_ENABLED=0
 start=$(date +%s)
@@ -52,7 +52,7 @@ log "go mod tidy (downloads the module graph of pulumi $PULUMI_VERSION)"
 (cd "$WORK" && go mod tidy)
 log "building pulumi $PULUMI_VERSION (the first build takes many minutes on 2 cores)"
 (cd "$WORK" && go build -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
-  -o "$BIN/pulumi.tmp" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
-mv "$BIN/pulumi.tmp" "$BIN/pulumi"
+  -o "$BIN/bin/pulumi.tmp" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
+mv "$BIN/bin/pulumi.tmp" "$BIN/bin/pulumi"
 log "pulumi ready in $BIN ($(($(date +%s) - start))s)"
 echo "$BIN"

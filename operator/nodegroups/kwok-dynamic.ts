@@ -1,0 +1,52 @@
+// A Pulumi dynamic provider of ours: each resource is one kwok Node, created and deleted through
+// the apiserver. Pulumi serializes the provider's methods and runs them in its dynamic-provider
+// host (pulumi-resource-pulumi-nodejs, shipped in @pulumi/pulumi), so they use nothing from this
+// file's scope: the client library is imported inside them, and the kubeconfig comes from that
+// process's environment (KUBECONFIG, or the pod's service account).
+import * as pulumi from "@pulumi/pulumi";
+import type { V1Node } from "@kubernetes/client-node";
+
+export interface KwokNodeArgs {
+  node: pulumi.Input<V1Node>;
+}
+
+interface NodeInputs {
+  node: V1Node;
+}
+
+const kwokNodeProvider: pulumi.dynamic.ResourceProvider<NodeInputs, NodeInputs> = {
+  async create(inputs: NodeInputs): Promise<pulumi.dynamic.CreateResult<NodeInputs>> {
+    const k8s = await import("@kubernetes/client-node");
+    const kc = new k8s.KubeConfig();
+    kc.loadFromDefault();
+    const api = kc.makeApiClient(k8s.CoreV1Api);
+    const name = inputs.node.metadata?.name ?? "";
+    try {
+      await api.createNode({ body: inputs.node });
+    } catch (err) {
+      if ((err as { code?: number }).code !== 409) throw err;
+    }
+    return { id: name, outs: inputs };
+  },
+  async delete(id: string): Promise<void> {
+    const k8s = await import("@kubernetes/client-node");
+    const kc = new k8s.KubeConfig();
+    kc.loadFromDefault();
+    const api = kc.makeApiClient(k8s.CoreV1Api);
+    try {
+      await api.deleteNode({ name: id });
+    } catch (err) {
+      if ((err as { code?: number }).code !== 404) throw err;
+    }
+  },
+  async diff(_id: string, olds: NodeInputs, news: NodeInputs): Promise<pulumi.dynamic.DiffResult> {
+    const changes = JSON.stringify(olds.node) !== JSON.stringify(news.node);
+    return { changes, replaces: changes ? ["node"] : [], deleteBeforeReplace: true };
+  },
+};
+
+export class KwokNode extends pulumi.dynamic.Resource {
+  constructor(name: string, args: KwokNodeArgs, opts?: pulumi.CustomResourceOptions) {
+    super(kwokNodeProvider, name, args, opts, "llmfleet", "KwokNode");
+  }
+}
