@@ -1,0 +1,146 @@
+// The pulumi provider for real, offline: the operator (operator/main.ts, its own process) runs an
+// Automation API stack per GPUNodeGroup with the Pulumi CLI built from its Go modules
+// (scripts/pulumi/build.sh), a file:// backend in a temp dir, and the kwok program, whose dynamic
+// provider creates and deletes kwok Nodes through this apiserver. Demand up → a run → Nodes appear;
+// demand down → Nodes go after the delay; the operator killed mid-run → the next one marks the run
+// Aborted and halts the group until the run is acknowledged.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { eventually } from "../../e2e/harness/eventually.ts";
+import { kubectlOk } from "../../e2e/harness/kubectl.ts";
+import type { GPUNodeGroup } from "../api.ts";
+import type { NodeGroupRun } from "../../crds/schema/nodegroup.ts";
+import { ensurePulumi } from "../../scripts/pulumi/bins.ts";
+import { ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
+import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "../testing/operator-process.ts";
+import { ACK_RUN_ANNOTATION } from "./provider.ts";
+import { runState } from "./runs.ts";
+
+const NS = "it-pulumi";
+const GROUP = "itpl";
+const SELECTOR = `serving.llmfleet.dev/node-group=${GROUP}`;
+let env: Record<string, string> = {};
+let operator: OperatorProcess | undefined;
+
+const manifests = `
+apiVersion: serving.llmfleet.dev/v1alpha1
+kind: Model
+metadata: {name: m}
+spec: {source: {uri: "file:///models/x.gguf"}, slo: {ttftP90: 500ms}}
+---
+apiVersion: serving.llmfleet.dev/v1alpha1
+kind: GPUNodeGroup
+metadata: {name: ${GROUP}}
+spec:
+  provider: {kind: pulumi, pulumi: {cloud: kwok}}
+  gpusPerNode: 2
+  nodes: {min: 1, max: 4}
+  scaleDownDelay: 6s
+  provisioningTime: 1s
+---
+apiVersion: serving.llmfleet.dev/v1alpha1
+kind: PrefillPool
+metadata: {name: p}
+spec: {modelRef: {name: m}, nodeGroupRef: {name: ${GROUP}}, gpusPerReplica: 1, replicas: {min: 1, max: 8, desired: 3}}
+`;
+
+function start(id: string): OperatorProcess {
+  operator = startOperator({ id, args: ["--namespace", NS, "--leader-elect", "false", "--autoscale-interval", "1"], env });
+  return operator;
+}
+
+before(async () => {
+  const root = await ensurePulumi();
+  const state = mkdtempSync(join(tmpdir(), "llmfleet-pulumi-"));
+  env = {
+    LLMFLEET_PULUMI_ROOT: root,
+    PULUMI_BACKEND_URL: `file://${state}/backend`,
+    PULUMI_HOME: join(state, "home"),
+    PULUMI_CONFIG_PASSPHRASE: "integration-test",
+  };
+  await installCRDs();
+  await kubectlOk(["delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=60s"]);
+  await kubectlOk(["delete", "nodes", "-l", SELECTOR, "--ignore-not-found"]);
+  await ensureNamespace(NS);
+  await kubectlOk(["apply", "-n", NS, "-f", "-"], { stdin: manifests });
+});
+
+after(async () => {
+  await operator?.stop();
+  await kubectlOk(["delete", "nodes", "-l", SELECTOR, "--ignore-not-found"]);
+});
+
+const group = (): Promise<GPUNodeGroup> => jsonOf<GPUNodeGroup>(["get", "-n", NS, "gpunodegroup", GROUP]);
+const lastRun = async (): Promise<NodeGroupRun | undefined> => (await group()).status?.actuation?.lastRun;
+const nodeNames = async (): Promise<string[]> =>
+  (await jsonOf<{ items: { metadata: { name: string } }[] }>(["get", "nodes", "-l", SELECTOR])).items.map((n) => n.metadata.name).sort();
+const setDesired = (n: number): Promise<string> =>
+  kubectlOk(["patch", "-n", NS, "prefillpool", "p", "--type=merge", "-p", JSON.stringify({ spec: { replicas: { desired: n } } })]);
+
+async function expectNodes(names: string[], message: string): Promise<void> {
+  await eventually(
+    async () => {
+      assert.deepEqual(await nodeNames(), names);
+      const run = await lastRun();
+      assert.equal(runState(run), "Complete", JSON.stringify(run));
+      assert.equal(run?.provider, "pulumi");
+      assert.equal(run?.targetNodes, names.length);
+    },
+    { timeoutMs: 180_000, intervalMs: 500, message },
+  );
+}
+
+test("the group follows demand through Pulumi runs: up, then down after the delay", async () => {
+  const op = start("it-pulumi-a");
+  await dumpLogsOnFailure(op, async () => {
+    await expectNodes([`${GROUP}-0`, `${GROUP}-1`], "3 GPUs → 2 nodes through a pulumi run");
+    const first = await group();
+    assert.match(first.status?.actuation?.lastRun?.message ?? "", /^pulumi up on stack it-pulumi-itpl: succeeded \(create \d+/);
+    assert.equal(first.status?.actuation?.desiredNodes, 2);
+    await setDesired(7);
+    await expectNodes([`${GROUP}-0`, `${GROUP}-1`, `${GROUP}-2`, `${GROUP}-3`], "7 GPUs → 4 nodes");
+    await setDesired(1);
+    await eventually(async () => assert.match((await group()).status?.actuation?.decision ?? "", /^surplus of 3 nodes, removed in/), {
+      timeoutMs: 30_000,
+      message: "the surplus waits out the scale-down delay, explained in status",
+    });
+    assert.equal((await nodeNames()).length, 4, "nothing removed inside the delay");
+    await expectNodes([`${GROUP}-0`], "1 GPU → 1 node after the delay (newest removed first)");
+    assert.match((await group()).status?.actuation?.decision ?? "", /^steady at 1 nodes: GPU demand 1 \/ 2 per node = 1/);
+  });
+});
+
+test("an operator killed mid-run leaves the run Progressing; the next operator marks it Aborted and halts until acknowledged", async () => {
+  const before = (await lastRun())?.id ?? 0;
+  await setDesired(5);
+  await eventually(async () => assert.equal(runState(await lastRun()), "Progressing"), { timeoutMs: 60_000, intervalMs: 100, message: "a run in progress" });
+  await operator?.kill();
+  const cut = await lastRun();
+  assert.equal(cut?.id, before + 1);
+  const op = start("it-pulumi-b");
+  await dumpLogsOnFailure(op, async () => {
+    await eventually(async () => assert.equal(runState(await lastRun()), "Aborted"), { timeoutMs: 30_000, message: "the cut-short run is Aborted" });
+    const g = await group();
+    const aborted = g.status?.actuation?.lastRun;
+    assert.equal(aborted?.id, cut?.id, "marked, not re-run");
+    assert.match(aborted?.message ?? "", /not re-run/);
+    assert.deepEqual(
+      aborted?.conditions.map((c) => [c.type, c.status]),
+      [
+        ["Progressing", "False"],
+        ["Complete", "False"],
+        ["Failed", "True"],
+        ["Aborted", "True"],
+      ],
+    );
+    await eventually(async () => assert.match((await group()).status?.actuation?.decision ?? "", /^halted: run \d+ was aborted/), { timeoutMs: 30_000 });
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal((await lastRun())?.id, cut?.id, "halted: no new run while unacknowledged");
+    await kubectlOk(["annotate", "-n", NS, "gpunodegroup", GROUP, `${ACK_RUN_ANNOTATION}=${cut?.id}`]);
+    await expectNodes([`${GROUP}-0`, `${GROUP}-1`, `${GROUP}-2`], "acknowledged: the next run brings 5 GPUs → 3 nodes");
+    assert.equal((await lastRun())?.id, (cut?.id ?? 0) + 1);
+  });
+});
