@@ -82,6 +82,14 @@ export interface LocalLayout {
   threads: number;
 }
 
+/** Arguments of one process of `d` on `port`, with Service URLs resolved to their processes' loopback URLs. */
+export function replicaArgs(d: PlannedDeployment, port: number, urls: Map<string, string[]>, threads: number): string[] {
+  // A disk tier's volume is a folder under the local cache.
+  const args = d.args.map((a) => a.replace(`path=${KV_DATA_PATH}/`, `path=${join(cacheRoot(), "local-kv", d.name)}/`));
+  const resolved = withFlag(withFlag(rewriteServiceURLs(args, urls), "--port", String(port)), "--host", "127.0.0.1");
+  return d.role === "router" ? resolved : withFlag(resolved, "--threads", String(threads));
+}
+
 /** Loopback ports for every replica, then arguments with Service URLs resolved to them. */
 export function processSpecs(planned: PlannedDeployment[], layout: LocalLayout): EngineProcessSpec[] {
   let next = layout.basePort;
@@ -95,11 +103,6 @@ export function processSpecs(planned: PlannedDeployment[], layout: LocalLayout):
   }
   const urls = new Map([...ports].map(([svc, ps]) => [svc, ps.map((p) => `http://127.0.0.1:${p}`)]));
   return planned.flatMap((d) =>
-    (ports.get(d.name) ?? []).map((port, replica) => {
-      // A disk tier's volume is a folder under the local cache.
-      const args = d.args.map((a) => a.replace(`path=${KV_DATA_PATH}/`, `path=${join(cacheRoot(), "local-kv", d.name)}/`));
-      const resolved = withFlag(withFlag(rewriteServiceURLs(args, urls), "--port", String(port)), "--host", "127.0.0.1");
-      return { name: d.name, replica, port, args: d.role === "router" ? resolved : withFlag(resolved, "--threads", String(layout.threads)) };
-    }),
+    (ports.get(d.name) ?? []).map((port, replica) => ({ name: d.name, replica, port, args: replicaArgs(d, port, urls, layout.threads) })),
   );
 }

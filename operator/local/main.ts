@@ -1,18 +1,65 @@
 // `npm start`: the fleet of examples/quickstart.yaml (or the file given) on this machine, with no
 // cluster: the operator's planners decide the processes, a local driver runs them on loopback,
-// and the router serves the OpenAI API on http://127.0.0.1:$PORT (default 8080).
-import { availableParallelism } from "node:os";
-import { resolve } from "node:path";
+// the operator's autoscaler adds and drains processes with the load, and the router serves the
+// OpenAI API on http://127.0.0.1:$PORT (default 8080).
+import { mkdtempSync, rmSync } from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
 import { ensureModel } from "../../engine/model/fetch.ts";
+import { durationSeconds } from "../autoscaler/duration.ts";
+import { LocalAutoscaler, type LocalAutoscalerOptions } from "./autoscale.ts";
+import { LocalFleetDriver } from "./driver.ts";
 import { readFleet } from "./manifests.ts";
 import { planLocalFleet, processSpecs } from "./fleet.ts";
-import { startEngine, stopEngines, waitHealthy, type RunningEngine } from "./processes.ts";
+
+const USAGE = `usage: npm start -- [FLEET.yaml] [options]
+
+  FLEET.yaml                        llmfleet resources to run (default: examples/quickstart.yaml)
+  --autoscale-interval D            time between autoscaler passes (default: 5s)
+  --scale-down-stabilization D      a lower recommendation must hold this long before processes are
+                                    drained (default: each pool's autoscaling.scaleDownStabilization, 5m)
+  --no-autoscale                    keep every pool at its planned replicas
+  PORT=N (environment)              the router's port (default: 8080)
+`;
 
 const log = (msg: string): void => console.log(`${new Date().toISOString().slice(11, 19)} ${msg}`);
 
+interface StartOptions {
+  file: string;
+  port: number;
+  autoscale: boolean;
+  autoscaler: Omit<LocalAutoscalerOptions, "log">;
+}
+
+function startOptions(argv: string[]): StartOptions | "help" {
+  const { values: v, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      "autoscale-interval": { type: "string" },
+      "scale-down-stabilization": { type: "string" },
+      "no-autoscale": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (v.help) return "help";
+  const stabilisation = v["scale-down-stabilization"];
+  return {
+    file: resolve(positionals[0] ?? "examples/quickstart.yaml"),
+    port: Number(process.env.PORT ?? 8080),
+    autoscale: !v["no-autoscale"],
+    autoscaler: {
+      intervalSeconds: durationSeconds(v["autoscale-interval"], 5),
+      ...(stabilisation === undefined ? {} : { scaleDownStabilizationSeconds: durationSeconds(stabilisation, 300) }),
+    },
+  };
+}
+
 async function main(): Promise<void> {
-  const file = resolve(process.argv[2] ?? "examples/quickstart.yaml");
-  const port = Number(process.env.PORT ?? 8080);
+  const opts = startOptions(process.argv.slice(2));
+  if (opts === "help") return void process.stdout.write(USAGE);
+  const { file, port } = opts;
   const fleet = readFleet(file);
   log(`fleet from ${file}: ${fleet.models.length} model(s), ${fleet.prefillPools.length} prefill and ${fleet.decodePools.length} decode pool(s)`);
   for (const m of fleet.models) {
@@ -23,27 +70,34 @@ async function main(): Promise<void> {
   const modelProcesses = planned.filter((d) => d.role !== "router" && d.role !== "kvstore").reduce((n, d) => n + d.replicas, 0);
   const threads = Math.max(1, Math.floor(availableParallelism() / Math.max(1, modelProcesses)));
   const specs = processSpecs(planned, { routerPort: port, basePort: port + 10_000 > 65_000 ? 18_000 : port + 10_000, threads });
-  const engines: RunningEngine[] = [];
-  let stopping = false;
-  const shutdown = async (): Promise<void> => {
-    stopping = true;
+  const runDir = mkdtempSync(join(tmpdir(), "llmfleet-start-"));
+  const driver = new LocalFleetDriver(planned, specs, { threads, runDir, log });
+  const autoscaler = new LocalAutoscaler(fleet, driver, { ...opts.autoscaler, log });
+  const shutdown = async (code: number): Promise<never> => {
     log("stopping the fleet");
-    await stopEngines(engines);
-    process.exit(0);
+    autoscaler.stop();
+    await driver.stop();
+    rmSync(runDir, { recursive: true, force: true });
+    process.exit(code);
   };
-  process.once("SIGINT", () => void shutdown());
-  process.once("SIGTERM", () => void shutdown());
-  for (const group of [specs.filter((s) => !s.args.includes("router")), specs.filter((s) => s.args.includes("router"))]) {
-    const started = group.map((s) => startEngine(s, log));
-    engines.push(...started);
-    for (const e of started) log(`started ${e.spec.name}#${e.spec.replica} on ${e.url}: engine ${e.spec.args.join(" ")}`);
-    await Promise.all(started.map((e) => waitHealthy(e, 300_000)));
-  }
+  process.once("SIGINT", () => void shutdown(0));
+  process.once("SIGTERM", () => void shutdown(0));
+  await driver.start().catch(async (err: unknown) => {
+    console.error(`npm start: ${err instanceof Error ? err.message : String(err)}`);
+    await shutdown(1);
+  });
   log(`fleet ready: OpenAI API on http://127.0.0.1:${port}/v1 (Ctrl-C stops it)`);
   log(
     `  curl http://127.0.0.1:${port}/v1/completions -H 'content-type: application/json' -d '{"model":"default","prompt":"The capital of France is the city of","max_tokens":16}'`,
   );
-  for (const e of engines) e.child.once("exit", (code) => stopping || log(`${e.spec.name}#${e.spec.replica} exited (${code}); the fleet is degraded`));
+  if (!opts.autoscale) return log("autoscaling off (--no-autoscale): every pool stays at its planned processes");
+  autoscaler.start();
+  log(`autoscaling every ${opts.autoscaler.intervalSeconds} s with the operator's SLO autoscaler; scale-down waits ${stabilisationText(opts)}`);
+}
+
+function stabilisationText(opts: StartOptions): string {
+  const s = opts.autoscaler.scaleDownStabilizationSeconds;
+  return s === undefined ? "each pool's scaleDownStabilization (5m unless set)" : `${s} s (--scale-down-stabilization)`;
 }
 
 main().catch((err: unknown) => {
