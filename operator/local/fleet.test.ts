@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { readFleet } from "./manifests.ts";
 import { planLocalFleet, processSpecs } from "./fleet.ts";
 import { rewriteServiceURLs } from "./processes.ts";
+import { routerWiring } from "./routers.ts";
 
 function manifest(text: string): string {
   const path = join(mkdtempSync(join(tmpdir(), "llmfleet-local-")), "fleet.yaml");
@@ -58,4 +59,14 @@ metadata: {name: d}
 spec: {modelRef: {name: other}, replicas: {min: 1, max: 2}}
 `);
   assert.throws(() => planLocalFleet(readFleet(missing)), /decode pool d: Model "other" not found/);
+});
+
+test("a router is wired to the Services its planned arguments name, per role", () => {
+  const planned = planLocalFleet(readFleet("examples/quickstart.yaml"));
+  const router = planned.find((d) => d.role === "router");
+  assert.ok(router);
+  const wiring = routerWiring(router, "/tmp/upstreams.json");
+  assert.deepEqual(wiring.services, { prefill: ["gemma-prefill-prefill"], decode: ["gemma-decode-decode"], aggregated: [] });
+  assert.ok(wiring.serves("gemma-decode-decode"));
+  assert.ok(!wiring.serves("shared-kv-kvstore"), "the KV store is not behind the router");
 });
