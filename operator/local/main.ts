@@ -73,17 +73,20 @@ async function main(): Promise<void> {
   const runDir = mkdtempSync(join(tmpdir(), "llmfleet-start-"));
   const driver = new LocalFleetDriver(planned, specs, { threads, runDir, log });
   const autoscaler = new LocalAutoscaler(fleet, driver, { ...opts.autoscaler, log });
-  const shutdown = async (code: number): Promise<never> => {
-    log("stopping the fleet");
-    autoscaler.stop();
-    await driver.stop();
-    rmSync(runDir, { recursive: true, force: true });
-    process.exit(code);
-  };
+  let stopping: Promise<never> | undefined;
+  // Ctrl-C while processes start also fails the start: the first reason to stop wins.
+  const shutdown = (code: number): Promise<never> =>
+    (stopping ??= (async (): Promise<never> => {
+      log("stopping the fleet");
+      autoscaler.stop();
+      await driver.stop();
+      rmSync(runDir, { recursive: true, force: true });
+      process.exit(code);
+    })());
   process.once("SIGINT", () => void shutdown(0));
   process.once("SIGTERM", () => void shutdown(0));
   await driver.start().catch(async (err: unknown) => {
-    console.error(`npm start: ${err instanceof Error ? err.message : String(err)}`);
+    if (!stopping) console.error(`npm start: ${err instanceof Error ? err.message : String(err)}`);
     await shutdown(1);
   });
   log(`fleet ready: OpenAI API on http://127.0.0.1:${port}/v1 (Ctrl-C stops it)`);
