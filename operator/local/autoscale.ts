@@ -19,6 +19,8 @@ export interface LocalAutoscalerOptions {
   intervalSeconds?: number;
   /** Replaces every pool's autoscaling.scaleDownStabilization, in seconds. Default: the pool's own (300 s unless set). */
   scaleDownStabilizationSeconds?: number;
+  /** Caps every pool's replicas.max (not below its min): the processes share this machine. Default: no cap. */
+  maxProcessesPerPool?: number;
   /** Lead time for a new process when none has started yet, seconds. Default 10; afterwards, the last measured start-up time. */
   modelLoadSeconds?: number;
   log: (line: string) => void;
@@ -124,7 +126,8 @@ export class LocalAutoscaler {
     // The pool as the cluster would hold it, its desired replicas being the processes asked for; no node to provision here.
     const asked = { ...pool, spec: { ...pool.spec, replicas: { ...pool.spec.replicas, desired: view.desired } } } as EnginePool;
     const spec = recommenderSpec({ pool: asked, role, model, modelLoadSeconds: Math.ceil(view.startupSeconds ?? this.opts.modelLoadSeconds ?? 10) });
-    const stabilisation = this.opts.scaleDownStabilizationSeconds;
-    return stabilisation === undefined ? spec : { ...spec, scaleDownStabilizationSeconds: stabilisation };
+    const stabilisation = this.opts.scaleDownStabilizationSeconds ?? spec.scaleDownStabilizationSeconds;
+    const max = Math.max(spec.min, Math.min(spec.max, this.opts.maxProcessesPerPool ?? spec.max));
+    return { ...spec, max, scaleDownStabilizationSeconds: stabilisation };
   }
 }

@@ -19,6 +19,8 @@ const USAGE = `usage: npm start -- [FLEET.yaml] [options]
   --autoscale-interval D            time between autoscaler passes (default: 5s)
   --scale-down-stabilization D      a lower recommendation must hold this long before processes are
                                     drained (default: each pool's autoscaling.scaleDownStabilization, 5m)
+  --max-processes N                 at most N processes per pool, whatever its replicas.max
+                                    (default: the CPU count, at least 2)
   --no-autoscale                    keep every pool at its planned replicas
   PORT=N (environment)              the router's port (default: 8080)
 `;
@@ -32,6 +34,12 @@ interface StartOptions {
   autoscaler: Omit<LocalAutoscalerOptions, "log">;
 }
 
+function positiveInt(flag: string, v: string | undefined, fallback: number): number {
+  const n = Number(v ?? fallback);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag} must be a positive integer, got ${v}`);
+  return n;
+}
+
 function startOptions(argv: string[]): StartOptions | "help" {
   const { values: v, positionals } = parseArgs({
     args: argv,
@@ -39,6 +47,7 @@ function startOptions(argv: string[]): StartOptions | "help" {
     options: {
       "autoscale-interval": { type: "string" },
       "scale-down-stabilization": { type: "string" },
+      "max-processes": { type: "string" },
       "no-autoscale": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -51,6 +60,7 @@ function startOptions(argv: string[]): StartOptions | "help" {
     autoscale: !v["no-autoscale"],
     autoscaler: {
       intervalSeconds: durationSeconds(v["autoscale-interval"], 5),
+      maxProcessesPerPool: positiveInt("max-processes", v["max-processes"], Math.max(2, availableParallelism())),
       ...(stabilisation === undefined ? {} : { scaleDownStabilizationSeconds: durationSeconds(stabilisation, 300) }),
     },
   };
@@ -95,7 +105,9 @@ async function main(): Promise<void> {
   );
   if (!opts.autoscale) return log("autoscaling off (--no-autoscale): every pool stays at its planned processes");
   autoscaler.start();
-  log(`autoscaling every ${opts.autoscaler.intervalSeconds} s with the operator's SLO autoscaler; scale-down waits ${stabilisationText(opts)}`);
+  log(
+    `autoscaling every ${opts.autoscaler.intervalSeconds} s with the operator's SLO autoscaler, at most ${opts.autoscaler.maxProcessesPerPool} processes per pool; scale-down waits ${stabilisationText(opts)}`,
+  );
 }
 
 function stabilisationText(opts: StartOptions): string {
