@@ -21,7 +21,12 @@ const urls = (v: unknown, key: string): string[] => {
 export function parseUpstreamsFile(text: string): UpstreamsFile {
   const raw = JSON.parse(text) as Record<string, unknown>;
   if (!Number.isInteger(raw.generation)) throw new Error("generation must be an integer");
-  return { generation: raw.generation as number, prefill: urls(raw.prefill, "prefill"), decode: urls(raw.decode, "decode"), aggregated: urls(raw.aggregated, "aggregated") };
+  return {
+    generation: raw.generation as number,
+    prefill: urls(raw.prefill, "prefill"),
+    decode: urls(raw.decode, "decode"),
+    aggregated: urls(raw.aggregated, "aggregated"),
+  };
 }
 
 export interface WatchedUpstreams extends Disposable {
