@@ -19,8 +19,15 @@ interface Load {
   stop(): Promise<void>;
 }
 
-/** `workers` clients sending requests back to back; distinct prompt heads keep the KV store from serving them. */
-function load(port: number, workers: number, promptWords: number, maxTokens: number): Load {
+/** `workers` clients sending requests `pauseMs` apart; distinct prompt heads keep the KV store from serving them. */
+interface LoadShape {
+  workers: number;
+  promptWords: number;
+  maxTokens: number;
+  pauseMs?: number;
+}
+
+function load(port: number, { workers, promptWords, maxTokens, pauseMs = 0 }: LoadShape): Load {
   const state: Load & { running: boolean } = { ok: 0, failed: [], running: true, stop: async () => undefined };
   const one = async (w: number, i: number): Promise<void> => {
     const prompt = `Request ${w}-${i}-${Math.random()}: ` + "the quick brown fox jumps over the lazy dog ".repeat(promptWords / 9);
@@ -34,7 +41,10 @@ function load(port: number, workers: number, promptWords: number, maxTokens: num
     else state.failed.push(`${res.status} ${body.slice(0, 200)}`);
   };
   const worker = async (w: number): Promise<void> => {
-    for (let i = 0; state.running; i++) await one(w, i).catch((err: unknown) => state.failed.push(String(err)));
+    for (let i = 0; state.running; i++) {
+      await one(w, i).catch((err: unknown) => state.failed.push(String(err)));
+      if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+    }
   };
   const all = Promise.all(Array.from({ length: workers }, (_, w) => worker(w)));
   state.stop = async () => {
@@ -72,7 +82,7 @@ test("npm start adds a process under load, sends it requests, and drains it when
   let trickle: Load | undefined;
   try {
     await until("the fleet", () => out.includes("fleet ready"), 180_000, log);
-    heavy = load(port, 16, 120, 2);
+    heavy = load(port, { workers: 16, promptWords: 120, maxTokens: 2 });
     await until("a pool to grow to 2 processes", () => /autoscaler: (prefill|decode) pool \S+: 1 -> 2 processes: scale up/.test(out), 90_000, log);
     // A decision can be undone before its process is up (the load moves between the pools), so the replica number varies.
     const grown = /(gemma-(?:prefill-prefill|decode-decode))#(\d+) serving/;
@@ -88,7 +98,8 @@ test("npm start adds a process under load, sends it requests, and drains it when
     }
     assert.ok(sent > 0, `the router (it re-reads its upstreams file) sent ${added} no request:\n${out}`);
     await heavy.stop();
-    trickle = load(port, 1, 20, 2);
+    // A request a second: on a busy 2-core machine back-to-back requests alone keep one process busy.
+    trickle = load(port, { workers: 1, promptWords: 20, maxTokens: 2, pauseMs: 1000 });
     await until(`${added} drained and stopped`, () => out.includes(`stopped ${added} (drained`), 90_000, log);
     await until("every pool back at 1 process", () => countStopped(out) >= countGrown(out), 60_000, log);
     await trickle.stop();
