@@ -50,8 +50,11 @@ function trackSurplus(since: Map<string, number>, key: string, surplus: boolean,
   return (nowMs - (since.get(key) ?? nowMs)) / 1000;
 }
 
+/** The CLI's own `error:` lines when there are some (the Automation API wraps them in its command line and output twice). */
 function errorMessage(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).slice(-4000);
+  const text = err instanceof Error ? err.message : String(err);
+  const errors = [...new Set(text.split("\n").flatMap((l) => (/^\s*error: /.test(l) ? [l.trim()] : [])))];
+  return (errors.length > 0 ? errors.join("\n") : text).slice(-2000);
 }
 
 class Actuator {

@@ -1,8 +1,9 @@
 // A Pulumi dynamic provider of ours: each resource is one kwok Node, created and deleted through
 // the apiserver. Pulumi serializes the provider's methods and runs them in its dynamic-provider
 // host (pulumi-resource-pulumi-nodejs, shipped in @pulumi/pulumi), so they use nothing from this
-// file's scope: the client library is imported inside them, and the kubeconfig comes from that
-// process's environment (KUBECONFIG, or the pod's service account).
+// file's scope but CLIENT_NODE, captured by value: that host runs in the stack's temp work dir,
+// where a bare import would not find our node_modules. The kubeconfig comes from that process's
+// environment (KUBECONFIG, or the pod's service account).
 import * as pulumi from "@pulumi/pulumi";
 import type { V1Node } from "@kubernetes/client-node";
 
@@ -10,13 +11,16 @@ export interface KwokNodeArgs {
   node: pulumi.Input<V1Node>;
 }
 
+/** Absolute URL of @kubernetes/client-node, resolved here, where our node_modules are. */
+const CLIENT_NODE = import.meta.resolve("@kubernetes/client-node");
+
 interface NodeInputs {
   node: V1Node;
 }
 
 const kwokNodeProvider: pulumi.dynamic.ResourceProvider<NodeInputs, NodeInputs> = {
   async create(inputs: NodeInputs): Promise<pulumi.dynamic.CreateResult<NodeInputs>> {
-    const k8s = await import("@kubernetes/client-node");
+    const k8s = (await import(CLIENT_NODE)) as typeof import("@kubernetes/client-node");
     const kc = new k8s.KubeConfig();
     kc.loadFromDefault();
     const api = kc.makeApiClient(k8s.CoreV1Api);
@@ -29,7 +33,7 @@ const kwokNodeProvider: pulumi.dynamic.ResourceProvider<NodeInputs, NodeInputs> 
     return { id: name, outs: inputs };
   },
   async delete(id: string): Promise<void> {
-    const k8s = await import("@kubernetes/client-node");
+    const k8s = (await import(CLIENT_NODE)) as typeof import("@kubernetes/client-node");
     const kc = new k8s.KubeConfig();
     kc.loadFromDefault();
     const api = kc.makeApiClient(k8s.CoreV1Api);

@@ -6,7 +6,7 @@
 // Aborted and halts the group until the run is acknowledged.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually } from "../../e2e/harness/eventually.ts";
@@ -55,6 +55,7 @@ function start(id: string): OperatorProcess {
 before(async () => {
   const root = await ensurePulumi();
   const state = mkdtempSync(join(tmpdir(), "llmfleet-pulumi-"));
+  mkdirSync(join(state, "backend"));
   env = {
     LLMFLEET_PULUMI_ROOT: root,
     PULUMI_BACKEND_URL: `file://${state}/backend`,
@@ -83,9 +84,10 @@ const setDesired = (n: number): Promise<string> =>
 async function expectNodes(names: string[], message: string): Promise<void> {
   await eventually(
     async () => {
+      const act = (await group()).status?.actuation;
+      const run = act?.lastRun;
+      assert.equal(runState(run), "Complete", JSON.stringify(act));
       assert.deepEqual(await nodeNames(), names);
-      const run = await lastRun();
-      assert.equal(runState(run), "Complete", JSON.stringify(run));
       assert.equal(run?.provider, "pulumi");
       assert.equal(run?.targetNodes, names.length);
     },
