@@ -20,6 +20,19 @@ export interface GgufTensor {
   dtype: GgmlDType;
   /** Fills `out` (length = product of dims) with the tensor's values. */
   fill(out: Float32Array): void;
+  /** f16 only: writes half-precision bit patterns directly (multi-GB models: no float pass). */
+  fillHalf?: (out: Uint16Array) => void;
+}
+
+function tensorBytes(t: GgufTensor): Buffer {
+  if (t.dtype === "f16" && t.fillHalf) {
+    const bits = new Uint16Array(elements(t));
+    t.fillHalf(bits);
+    return Buffer.from(bits.buffer, bits.byteOffset, bits.byteLength);
+  }
+  const values = new Float32Array(elements(t));
+  t.fill(values);
+  return encode(values, t.dtype);
 }
 
 const ALIGN = 32;
@@ -93,15 +106,18 @@ const pad = (n: number): number => (ALIGN - (n % ALIGN)) % ALIGN;
 
 function encode(values: Float32Array, dtype: GgmlDType): Buffer {
   if (dtype === "f32") return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
-  const out = Buffer.alloc(values.length * 2);
-  for (let i = 0; i < values.length; i++) out.writeUInt16LE(toHalf(values[i]!), i * 2);
-  return out;
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = toHalf(values[i]!);
+  return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
 }
 
-/** float32 -> IEEE half (round to nearest), enough for weights in (-1, 1). */
+const halfScratch = new Float32Array(1);
+const halfBits = new Uint32Array(halfScratch.buffer);
+
+/** float32 -> IEEE half (round to nearest), enough for weights in (-1, 1). No allocation: multi-GB models go through it. */
 export function toHalf(v: number): number {
-  const f = new Float32Array([v]);
-  const x = new Uint32Array(f.buffer)[0]!;
+  halfScratch[0] = v;
+  const x = halfBits[0]!;
   const sign = (x >>> 16) & 0x8000;
   const exp = ((x >>> 23) & 0xff) - 127 + 15;
   const mant = x & 0x7fffff;
@@ -134,9 +150,7 @@ export async function writeGguf(path: string, metadata: [string, GgufValue][], t
   try {
     await file.write(w.bytes());
     for (const t of tensors) {
-      const values = new Float32Array(elements(t));
-      t.fill(values);
-      await file.write(encode(values, t.dtype));
+      await file.write(tensorBytes(t));
       await file.write(Buffer.alloc(pad(byteSize(t))));
     }
   } finally {

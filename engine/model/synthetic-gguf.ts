@@ -55,6 +55,25 @@ export function syntheticVocab(): { tokens: string[]; scores: number[]; types: n
   return { tokens, scores, types };
 }
 
+/**
+ * Random half-precision weights of magnitude about `scale`, made as bit patterns: a random sign,
+ * mantissa and one of four exponents below the scale's. ~1 ns a weight (an 8B model in seconds).
+ */
+function randomHalves(rand: () => number, scale: number): (out: Uint16Array) => void {
+  const top = Math.max(1, Math.min(30, Math.floor(Math.log2(scale)) + 15));
+  let state = Math.floor(rand() * 0xffffffff) | 1;
+  return (out) => {
+    for (let i = 0; i < out.length; i++) {
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      const r = state >>> 0;
+      const exp = Math.max(1, top - (r & 3));
+      out[i] = ((r >>> 2) & 0x8000) | (exp << 10) | ((r >>> 8) & 0x3ff);
+    }
+  };
+}
+
 function metadata(shape: SyntheticShape, seed: number, vocab: ReturnType<typeof syntheticVocab>): [string, GgufValue][] {
   const u32 = (value: number): GgufValue => ({ type: "u32", value });
   return [
@@ -87,7 +106,10 @@ function tensors(shape: SyntheticShape, seed: number, nVocab: number): GgufTenso
   const kv = (shape.nEmbd / shape.nHead) * shape.nHeadKv;
   const random = (name: string, dims: number[]): GgufTensor => {
     const scale = 1 / Math.sqrt(dims[0]!);
-    return { name, dims, dtype: shape.dtype, fill: (out) => out.forEach((_, i) => (out[i] = (rand() * 2 - 1) * scale * 1.7)) };
+    const fill = (out: Float32Array): void => {
+      for (let i = 0; i < out.length; i++) out[i] = (rand() * 2 - 1) * scale * 1.7;
+    };
+    return { name, dims, dtype: shape.dtype, fill, fillHalf: randomHalves(rand, scale * 1.7) };
   };
   const ones = (name: string): GgufTensor => ({ name, dims: [shape.nEmbd], dtype: "f32", fill: (out) => out.fill(1) });
   const list: GgufTensor[] = [random("token_embd.weight", [shape.nEmbd, nVocab]), ones("output_norm.weight"), random("output.weight", [shape.nEmbd, nVocab])];

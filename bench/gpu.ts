@@ -1,0 +1,164 @@
+/**
+ * npm run bench:gpu — the engine on the GPU: batched decode against llama.cpp's own
+ * llama-batched-bench (same source, same build, same model, same run), TTFT of a question after
+ * an 8K-token context reused vs recomputed, and single-stream decode against the HBM roofline.
+ * Writes bench/results/gpu.json (--out overrides). On the GPU machine it is started by
+ * bench/gpu/device.sh, which sets up Node and builds the CUDA addon and llama.cpp's tools first.
+ *
+ *   --model FILE   a GGUF (default: the synthetic 8B f16 llama, written on first use)
+ *   --tools DIR    where llama-batched-bench is (default: next to the addon)
+ *   --quick        1 and 8 sequences, one KV layout, 2K context (smoke run)
+ *   --no-baseline  skip llama-batched-bench (a CPU smoke run of the engine's side only)
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { SYNTHETIC_PRESETS, writeSyntheticModel } from "../engine/model/synthetic-gguf.ts";
+import { nativeAddonPath } from "../engine/native/binding.ts";
+import { NativeRuntime } from "../engine/runtime/native-runtime.ts";
+import { batchedBench, type BatchedBenchRow } from "./gpu/llamacpp.ts";
+import { decodeThroughput, kvReuse, type DecodeRun } from "./gpu/measure.ts";
+
+const { values: args } = parseArgs({
+  options: { model: { type: "string" }, tools: { type: "string" }, out: { type: "string" }, quick: { type: "boolean", default: false }, "no-baseline": { type: "boolean", default: false } },
+});
+const quick = args.quick === true;
+const PARALLEL = quick ? [1, 8] : [1, 8, 32, 64];
+const PROMPT = 128;
+const GEN = 128;
+const CONTEXT = quick ? 2048 : 8192;
+const THREADS = 8;
+
+/** HBM bandwidth by GPU name (vendor figures), for the single-stream roofline. */
+function device(): { name: string; bandwidth: number } {
+  let name = "cpu";
+  try {
+    name = execFileSync("nvidia-smi", ["--query-gpu=name", "--format=csv,noheader"]).toString().trim().split("\n")[0] ?? "cpu";
+  } catch {
+    /* no GPU */
+  }
+  const bandwidth = /H200/.test(name) ? 4.8e12 : /H100.*(PCIe|NVL)/.test(name) ? 2.0e12 : /H100/.test(name) ? 3.35e12 : 0;
+  return { name, bandwidth };
+}
+
+const log = (line: string): void => console.error(`[bench:gpu ${new Date().toISOString().slice(11, 19)}] ${line}`);
+
+async function modelPath(): Promise<string> {
+  if (args.model) return resolve(args.model);
+  const path = join(tmpdir(), "llmfleet-gpu", "synthetic-8b-f16.gguf");
+  if (!existsSync(path)) log(`writing the synthetic 8B f16 model to ${path}`);
+  return writeSyntheticModel(path, SYNTHETIC_PRESETS["8b"]!);
+}
+
+async function ourDecode(model: string, kvUnified: boolean): Promise<DecodeRun[]> {
+  const rt = await NativeRuntime.load({
+    modelPath: model,
+    threads: THREADS,
+    contextSize: PROMPT + 2 * GEN + 16,
+    parallel: Math.max(...PARALLEL),
+    batchSize: 2048,
+    flashAttention: true,
+    gpuLayers: -1,
+    kvUnified,
+  });
+  try {
+    await decodeThroughput(rt, Math.min(8, rt.sequences.length), 32, 16);
+    const runs: DecodeRun[] = [];
+    for (const n of PARALLEL) {
+      const run = await decodeThroughput(rt, n, PROMPT, n === 1 ? 2 * GEN : GEN);
+      log(`engine kvUnified=${kvUnified} n=${n}: ${run.decodeTokPerS.toFixed(0)} tok/s decode (${run.steps} steps)`);
+      runs.push(run);
+    }
+    return runs;
+  } finally {
+    await rt[Symbol.asyncDispose]();
+  }
+}
+
+interface ModelInfo {
+  modelBytes: number;
+  modelParams: number;
+  description: string;
+}
+
+async function ourReuse(model: string): Promise<{ reuse: Awaited<ReturnType<typeof kvReuse>>; info: ModelInfo }> {
+  const rt = await NativeRuntime.load({
+    modelPath: model,
+    threads: THREADS,
+    contextSize: CONTEXT + 128,
+    parallel: 2,
+    batchSize: 2048,
+    flashAttention: true,
+    gpuLayers: -1,
+  });
+  try {
+    await kvReuse(rt, 512, 16, 1);
+    const { modelBytes, modelParams, description } = rt.engine.info();
+    return { reuse: await kvReuse(rt, CONTEXT, 64, 3), info: { modelBytes, modelParams, description } };
+  } finally {
+    await rt[Symbol.asyncDispose]();
+  }
+}
+
+const best = <T>(xs: T[], key: (x: T) => number): T => xs.reduce((a, b) => (key(b) > key(a) ? b : a));
+
+async function baseline(model: string, tools: string): Promise<BatchedBenchRow[]> {
+  if (args["no-baseline"] === true) return [];
+  const binary = join(tools, "llama-batched-bench");
+  const rows: BatchedBenchRow[] = [];
+  for (const kvUnified of quick ? [false] : [false, true]) {
+    const got = await batchedBench({ binary, model, parallel: PARALLEL, promptTokens: PROMPT, genTokens: GEN, flashAttention: true, kvUnified });
+    for (const r of got) log(`llama-batched-bench kvu=${kvUnified} pl=${r.pl}: ${r.speed_tg.toFixed(0)} tok/s decode`);
+    rows.push(...got.map((r) => ({ ...r, kvUnified })));
+  }
+  return rows;
+}
+
+async function main(): Promise<void> {
+  const dev = device();
+  const model = await modelPath();
+  const tools = args.tools ?? dirname(nativeAddonPath());
+  const started = performance.now();
+  log(`device ${dev.name}; model ${model}`);
+  const llamacpp = await baseline(model, tools);
+  const ours = [...(await ourDecode(model, false)), ...(quick ? [] : await ourDecode(model, true))];
+  const { reuse, info } = await ourReuse(model);
+  log(`8K reuse: recompute ${reuse.ttftRecomputeSeconds.toFixed(3)} s, GPU-resident ${reuse.ttftGpuResidentSeconds.toFixed(3)} s, host ${reuse.ttftHostMemorySeconds.toFixed(3)} s`);
+  const ratio = (n: number): number | null => {
+    const o = ours.filter((r) => r.sequences === n);
+    const l = llamacpp.filter((r) => r.pl === n);
+    return o.length && l.length ? best(o, (r) => r.decodeTokPerS).decodeTokPerS / best(l, (r) => r.speed_tg).speed_tg : null;
+  };
+  const single = best(
+    ours.filter((r) => r.sequences === 1),
+    (r) => r.decodeTokPerS,
+  ).decodeTokPerS;
+  const roofline = dev.bandwidth > 0 ? dev.bandwidth / info.modelBytes : null;
+  const result = {
+    date: new Date().toISOString(),
+    device: dev.name,
+    quick,
+    model: { path: model, ...info },
+    batching_ratio_vs_llamacpp_8: ratio(8),
+    batching_ratio_vs_llamacpp_32: ratio(32),
+    batching_ratio_vs_llamacpp_64: ratio(64),
+    kv_reuse_ttft_ratio_8k: reuse.ttftRecomputeSeconds / reuse.ttftGpuResidentSeconds,
+    kv_reuse_ttft_ratio_8k_host_memory: reuse.ttftRecomputeSeconds / reuse.ttftHostMemorySeconds,
+    decode_1seq_tok_s: single,
+    decode_1seq_roofline_tok_s: roofline,
+    decode_1seq_roofline_fraction: roofline ? single / roofline : null,
+    pd_ttft_overhead: null,
+    raw: { llamacpp, engine: ours, reuse, hbmBytesPerSecond: dev.bandwidth },
+    wallSeconds: (performance.now() - started) / 1000,
+  };
+  const out = resolve(args.out ?? "bench/results/gpu.json");
+  await mkdir(dirname(out), { recursive: true });
+  await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(JSON.stringify({ ...result, raw: undefined }, null, 2));
+  log(`wrote ${out}`);
+}
+
+await main();

@@ -1,0 +1,83 @@
+/**
+ * Loads the engine's native addon (engine/native: llama.cpp driven a step at a time, built by
+ * scripts/native/build.sh from the llama.cpp source node-llama-cpp bundles).
+ * LLMFLEET_NATIVE_ADDON names a built llmfleet_native.node (the GPU machine, images); without it
+ * the CPU build is made on first use (minutes, then cached under ~/.cache/llmfleet/native).
+ */
+import { execFileSync } from "node:child_process";
+import { createRequire } from "node:module";
+import { resolve } from "node:path";
+
+export interface NativeLoadOptions {
+  /** Layers on the GPU: 0 (default) = CPU only, -1 = all. */
+  gpuLayers?: number;
+  /** KV cells of the whole context (all sequences share them when kvUnified). */
+  contextSize: number;
+  sequences: number;
+  /** Tokens per llama_decode call; default 512. */
+  batchSize?: number;
+  ubatchSize?: number;
+  threads: number;
+  /** Default false. Decides the V layout of the KV state: P/D sides must agree. */
+  flashAttention?: boolean;
+  /** Default true: one KV buffer for all sequences, so a prefix is shared by seqCp at no cost. */
+  kvUnified?: boolean;
+  /** Default true: the full KV on sliding-window models (prefix reuse needs it). */
+  swaFull?: boolean;
+}
+
+export interface NativeInfo {
+  nCtx: number;
+  nCtxSeq: number;
+  nSeqMax: number;
+  nVocab: number;
+  modelBytes: number;
+  modelParams: number;
+  description: string;
+  flashAttention: boolean;
+  kvUnified: boolean;
+  gpu: boolean;
+  /** -1 when the model adds no BOS token. */
+  bos: number;
+}
+
+export interface NativeEngine {
+  info(): NativeInfo;
+  /** One batch: entry i evaluates counts[i] tokens of seqs[i] from position pos0[i]; sample[i] asks for the next token. */
+  step(seqs: Int32Array, pos0: Int32Array, counts: Int32Array, tokens: Int32Array, sample: Uint8Array): Promise<Int32Array>;
+  /** temperature 0 = greedy. */
+  setSampler(seq: number, temperature: number, topK: number, topP: number, seed?: number): void;
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
+  detokenize(tokens: Int32Array, unparseSpecial?: boolean): string;
+  isEog(token: number): boolean;
+  /** null when llama.cpp does not know the model's chat template. */
+  applyChatTemplate(roles: string[], contents: string[]): string | null;
+  seqRm(seq: number, p0: number, p1: number): boolean;
+  seqCp(src: number, dst: number, p0: number, p1: number): void;
+  seqPosMax(seq: number): number;
+  /** llama.cpp's sequence state (llama_state_seq_get_data: no file header). */
+  stateGet(seq: number): Promise<Buffer>;
+  stateSet(seq: number, state: Buffer): Promise<number>;
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  load(modelPath: string, options: NativeLoadOptions): Promise<NativeEngine>;
+}
+
+const ROOT = resolve(import.meta.dirname, "../..");
+
+/** The addon's path: LLMFLEET_NATIVE_ADDON, or the cached CPU build (built now if missing). */
+export function nativeAddonPath(): string {
+  const fromEnv = process.env.LLMFLEET_NATIVE_ADDON;
+  if (fromEnv) return fromEnv;
+  const out = execFileSync("bash", [resolve(ROOT, "scripts/native/build.sh")], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+  return out.toString().trim().split("\n").pop() ?? "";
+}
+
+let addon: NativeAddon | undefined;
+
+export function loadNativeAddon(): NativeAddon {
+  addon ??= createRequire(import.meta.url)(nativeAddonPath()) as NativeAddon;
+  return addon;
+}

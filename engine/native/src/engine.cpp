@@ -1,0 +1,224 @@
+#include "engine.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+namespace llmfleet {
+
+namespace {
+
+void log_callback(ggml_log_level level, const char * text, void *) {
+    static const bool verbose = std::getenv("LLMFLEET_NATIVE_LOG") != nullptr;
+    if (verbose || level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
+}
+
+void init_backend_once() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        llama_log_set(log_callback, nullptr);
+        llama_backend_init();
+    });
+}
+
+llama_token argmax(const float * logits, int32_t n) {
+    int32_t best = 0;
+    float best_v = logits[0];
+    for (int32_t i = 1; i < n; i++) {
+        if (logits[i] > best_v) {
+            best_v = logits[i];
+            best = i;
+        }
+    }
+    return best;
+}
+
+}  // namespace
+
+std::unique_ptr<Engine> Engine::load(const EngineOptions & opts, std::string & error) {
+    init_backend_once();
+    std::unique_ptr<Engine> e(new Engine());
+    e->opts_ = opts;
+
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = opts.gpu_layers;
+    e->model_ = llama_model_load_from_file(opts.model_path.c_str(), mp);
+    if (!e->model_) {
+        error = "failed to load model " + opts.model_path;
+        return nullptr;
+    }
+    e->vocab_ = llama_model_get_vocab(e->model_);
+
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = opts.context_size;
+    cp.n_batch = opts.batch_size;
+    cp.n_ubatch = opts.ubatch_size;
+    cp.n_seq_max = opts.sequences;
+    cp.n_threads = opts.threads;
+    cp.n_threads_batch = opts.threads;
+    cp.flash_attn_type = opts.flash_attention ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    cp.kv_unified = opts.kv_unified;
+    cp.swa_full = opts.swa_full;
+    cp.no_perf = true;
+    e->ctx_ = llama_init_from_model(e->model_, cp);
+    if (!e->ctx_) {
+        error = "failed to create a llama.cpp context (context size too large for memory?)";
+        return nullptr;
+    }
+    e->batch_ = llama_batch_init(static_cast<int32_t>(opts.batch_size), 0, 1);
+    e->sampler_cfg_.resize(opts.sequences);
+    e->samplers_.resize(opts.sequences, nullptr);
+    return e;
+}
+
+Engine::~Engine() {
+    for (auto * s : samplers_) {
+        if (s) llama_sampler_free(s);
+    }
+    if (batch_.token) llama_batch_free(batch_);
+    if (ctx_) llama_free(ctx_);
+    if (model_) llama_model_free(model_);
+}
+
+bool Engine::decode_chunk(int32_t n_tokens, std::string & error) {
+    batch_.n_tokens = n_tokens;
+    const int32_t ret = llama_decode(ctx_, batch_);
+    if (ret == 0) return true;
+    error = ret == 1 ? "no KV cache slot for the batch (context full)" : "llama_decode failed with code " + std::to_string(ret);
+    return false;
+}
+
+llama_token Engine::sample_at(int32_t seq, int32_t idx) {
+    const SamplerConfig & cfg = sampler_cfg_[seq];
+    if (cfg.temperature <= 0.0f || !samplers_[seq]) return argmax(llama_get_logits_ith(ctx_, idx), llama_vocab_n_tokens(vocab_));
+    return llama_sampler_sample(samplers_[seq], ctx_, idx);
+}
+
+void Engine::set_sampler(int32_t seq, const SamplerConfig & cfg) {
+    if (seq < 0 || seq >= static_cast<int32_t>(samplers_.size())) return;
+    sampler_cfg_[seq] = cfg;
+    if (samplers_[seq]) llama_sampler_free(samplers_[seq]);
+    samplers_[seq] = nullptr;
+    if (cfg.temperature <= 0.0f) return;
+    llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    if (cfg.top_k > 0) llama_sampler_chain_add(chain, llama_sampler_init_top_k(cfg.top_k));
+    if (cfg.top_p < 1.0f) llama_sampler_chain_add(chain, llama_sampler_init_top_p(cfg.top_p, 1));
+    llama_sampler_chain_add(chain, llama_sampler_init_temp(cfg.temperature));
+    llama_sampler_chain_add(chain, llama_sampler_init_dist(cfg.seed));
+    samplers_[seq] = chain;
+}
+
+std::vector<llama_token> Engine::step(const StepInput & in, std::string & error) {
+    std::vector<llama_token> out(in.entries.size(), -1);
+    struct Pending {
+        size_t entry;
+        int32_t idx;
+    };
+    std::vector<Pending> pending;
+    const int32_t cap = static_cast<int32_t>(opts_.batch_size);
+    int32_t n = 0;
+    auto flush = [&]() -> bool {
+        if (n == 0) return true;
+        if (!decode_chunk(n, error)) return false;
+        for (const Pending & p : pending) out[p.entry] = sample_at(in.entries[p.entry].seq, p.idx);
+        pending.clear();
+        n = 0;
+        return true;
+    };
+    for (size_t ei = 0; ei < in.entries.size(); ei++) {
+        const StepEntry & e = in.entries[ei];
+        for (int32_t j = 0; j < e.count; j++) {
+            if (n == cap && !flush()) return {};
+            const bool logits = e.sample && j == e.count - 1;
+            batch_.token[n] = in.tokens[e.offset + j];
+            batch_.pos[n] = e.pos0 + j;
+            batch_.n_seq_id[n] = 1;
+            batch_.seq_id[n][0] = e.seq;
+            batch_.logits[n] = logits;
+            if (logits) pending.push_back({ei, n});
+            n++;
+        }
+    }
+    if (!flush()) return {};
+    return out;
+}
+
+std::vector<llama_token> Engine::tokenize(const std::string & text, bool add_special, bool parse_special) const {
+    const int32_t len = static_cast<int32_t>(text.size());
+    std::vector<llama_token> out(text.size() + 8);
+    int32_t n = llama_tokenize(vocab_, text.data(), len, out.data(), static_cast<int32_t>(out.size()), add_special, parse_special);
+    if (n < 0) {
+        out.resize(-n);
+        n = llama_tokenize(vocab_, text.data(), len, out.data(), static_cast<int32_t>(out.size()), add_special, parse_special);
+    }
+    out.resize(n > 0 ? n : 0);
+    return out;
+}
+
+std::string Engine::detokenize(const std::vector<llama_token> & tokens, bool unparse_special) const {
+    std::string out(tokens.size() * 8 + 16, '\0');
+    const int32_t n_tok = static_cast<int32_t>(tokens.size());
+    int32_t n = llama_detokenize(vocab_, tokens.data(), n_tok, out.data(), static_cast<int32_t>(out.size()), false, unparse_special);
+    if (n < 0) {
+        out.resize(-n);
+        n = llama_detokenize(vocab_, tokens.data(), n_tok, out.data(), static_cast<int32_t>(out.size()), false, unparse_special);
+    }
+    out.resize(n > 0 ? n : 0);
+    return out;
+}
+
+bool Engine::is_eog(llama_token t) const { return llama_vocab_is_eog(vocab_, t); }
+
+llama_token Engine::bos() const { return llama_vocab_get_add_bos(vocab_) ? llama_vocab_bos(vocab_) : LLAMA_TOKEN_NULL; }
+
+std::string Engine::apply_chat_template(const std::vector<std::string> & roles, const std::vector<std::string> & contents) const {
+    const char * tmpl = llama_model_chat_template(model_, nullptr);
+    if (!tmpl) return "";
+    std::vector<llama_chat_message> msgs;
+    size_t chars = 0;
+    for (size_t i = 0; i < roles.size(); i++) {
+        msgs.push_back({roles[i].c_str(), contents[i].c_str()});
+        chars += contents[i].size();
+    }
+    std::string buf(chars * 2 + 256, '\0');
+    int32_t n = llama_chat_apply_template(tmpl, msgs.data(), msgs.size(), true, buf.data(), static_cast<int32_t>(buf.size()));
+    if (n > static_cast<int32_t>(buf.size())) {
+        buf.resize(n);
+        n = llama_chat_apply_template(tmpl, msgs.data(), msgs.size(), true, buf.data(), static_cast<int32_t>(buf.size()));
+    }
+    if (n < 0) return "";
+    buf.resize(n);
+    return buf;
+}
+
+bool Engine::seq_rm(int32_t seq, int32_t p0, int32_t p1) { return llama_memory_seq_rm(llama_get_memory(ctx_), seq, p0, p1); }
+
+void Engine::seq_cp(int32_t src, int32_t dst, int32_t p0, int32_t p1) { llama_memory_seq_cp(llama_get_memory(ctx_), src, dst, p0, p1); }
+
+int32_t Engine::seq_pos_max(int32_t seq) const { return llama_memory_seq_pos_max(llama_get_memory(ctx_), seq); }
+
+std::vector<uint8_t> Engine::state_get(int32_t seq) {
+    std::vector<uint8_t> buf(llama_state_seq_get_size(ctx_, seq));
+    const size_t n = llama_state_seq_get_data(ctx_, buf.data(), buf.size(), seq);
+    buf.resize(n);
+    return buf;
+}
+
+size_t Engine::state_set(int32_t seq, const uint8_t * data, size_t size) { return llama_state_seq_set_data(ctx_, data, size, seq); }
+
+uint32_t Engine::n_ctx() const { return llama_n_ctx(ctx_); }
+uint32_t Engine::n_ctx_seq() const { return llama_n_ctx_seq(ctx_); }
+uint32_t Engine::n_seq_max() const { return llama_n_seq_max(ctx_); }
+int32_t Engine::n_vocab() const { return llama_vocab_n_tokens(vocab_); }
+uint64_t Engine::model_bytes() const { return llama_model_size(model_); }
+uint64_t Engine::model_params() const { return llama_model_n_params(model_); }
+bool Engine::on_gpu() const { return opts_.gpu_layers != 0 && llama_supports_gpu_offload(); }
+
+std::string Engine::description() const {
+    char buf[256];
+    llama_model_desc(model_, buf, sizeof(buf));
+    return buf;
+}
+
+}  // namespace llmfleet

@@ -1,0 +1,100 @@
+// The native engine: one llama.cpp model and context, driven a step at a time. A step evaluates
+// the pending tokens of many sequences in one batch (split into n_batch chunks) and samples the
+// next token of every sequence that asked for one, in C++, so the JavaScript side pays one round
+// trip per step instead of one per token per sequence. Not thread-safe: the caller serialises.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "llama.h"
+
+namespace llmfleet {
+
+struct EngineOptions {
+    std::string model_path;
+    int32_t gpu_layers = 0;     // -1 = all
+    uint32_t context_size = 0;  // total KV cells (all sequences); 0 = model default
+    uint32_t sequences = 1;
+    uint32_t batch_size = 512;
+    uint32_t ubatch_size = 512;
+    int32_t threads = 4;
+    bool flash_attention = false;
+    bool kv_unified = true;  // lets a sequence share another's prefix cells (seq_cp) at no cost
+    bool swa_full = true;    // prefix reuse needs the full KV on sliding-window models
+};
+
+struct SamplerConfig {
+    float temperature = 0.0f;  // 0 = greedy (argmax in C++, no sampler chain)
+    int32_t top_k = 40;
+    float top_p = 0.95f;
+    uint32_t seed = 0xFFFFFFFF;
+};
+
+// One step's input: for each entry, tokens to evaluate at consecutive positions from pos0; when
+// sample is set, the token after the last one is sampled and returned.
+struct StepEntry {
+    int32_t seq;
+    int32_t pos0;
+    int32_t offset;  // into StepInput::tokens
+    int32_t count;
+    bool sample;
+};
+
+struct StepInput {
+    std::vector<StepEntry> entries;
+    std::vector<llama_token> tokens;
+};
+
+class Engine {
+public:
+    static std::unique_ptr<Engine> load(const EngineOptions & opts, std::string & error);
+    ~Engine();
+
+    // Returns one token per entry (-1 where sample was not set); empty + error on failure.
+    std::vector<llama_token> step(const StepInput & in, std::string & error);
+
+    void set_sampler(int32_t seq, const SamplerConfig & cfg);
+
+    std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) const;
+    std::string detokenize(const std::vector<llama_token> & tokens, bool unparse_special) const;
+    bool is_eog(llama_token t) const;
+    llama_token bos() const;
+    // Empty when the model has no template llama.cpp knows.
+    std::string apply_chat_template(const std::vector<std::string> & roles, const std::vector<std::string> & contents) const;
+
+    bool seq_rm(int32_t seq, int32_t p0, int32_t p1);
+    void seq_cp(int32_t src, int32_t dst, int32_t p0, int32_t p1);
+    int32_t seq_pos_max(int32_t seq) const;
+
+    std::vector<uint8_t> state_get(int32_t seq);
+    size_t state_set(int32_t seq, const uint8_t * data, size_t size);
+
+    uint32_t n_ctx() const;
+    uint32_t n_ctx_seq() const;
+    uint32_t n_seq_max() const;
+    int32_t n_vocab() const;
+    uint64_t model_bytes() const;
+    uint64_t model_params() const;
+    std::string description() const;
+    bool flash_attention() const { return opts_.flash_attention; }
+    bool kv_unified() const { return opts_.kv_unified; }
+    bool on_gpu() const;
+
+private:
+    Engine() = default;
+    bool decode_chunk(int32_t n_tokens, std::string & error);
+    llama_token sample_at(int32_t seq, int32_t idx);
+
+    EngineOptions opts_;
+    llama_model * model_ = nullptr;
+    llama_context * ctx_ = nullptr;
+    const llama_vocab * vocab_ = nullptr;
+    llama_batch batch_{};
+    std::vector<SamplerConfig> sampler_cfg_;
+    std::vector<llama_sampler *> samplers_;
+};
+
+}  // namespace llmfleet

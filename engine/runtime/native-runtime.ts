@@ -1,0 +1,230 @@
+/**
+ * ModelRuntime on the engine's native addon (engine/native): llama.cpp driven by our own batching
+ * loop (StepScheduler), one KV buffer shared by all sequences, and sequence state moved through
+ * memory buffers instead of files. On the GPU this is the path that batches at llama.cpp's own
+ * speed; on CPU the same code runs with gpuLayers 0.
+ *
+ * A sequence that starts with a prefix another sequence already holds gets it by seq_cp: with
+ * the unified KV the cells are shared, so a hot context is reused without any copy or load.
+ */
+import { basename } from "node:path";
+import { loadNativeAddon, type NativeEngine } from "../native/binding.ts";
+import type { ChatMessage, ModelRuntime, RuntimeInfo, RuntimeSequence, Sampling, Token } from "./runtime.ts";
+import { StepScheduler } from "./step-scheduler.ts";
+
+export interface NativeRuntimeOptions {
+  modelPath: string;
+  threads: number;
+  /** Tokens per sequence. */
+  contextSize: number;
+  /** Sequences in the one shared context. */
+  parallel: number;
+  /** Tokens per llama_decode; default 512. */
+  batchSize?: number;
+  /** Default false: both P/D sides must agree (it decides the V layout of the KV state). */
+  flashAttention?: boolean;
+  /** 0 (default) = CPU; -1 = every layer on the GPU. */
+  gpuLayers?: number;
+  /** Share prefixes between sequences (default true): by cell sharing (unified KV) or a device copy. */
+  sharePrefixes?: boolean;
+  /**
+   * Default true: one KV buffer for all sequences (prefix sharing costs nothing; cells go to
+   * whichever sequence needs them). false: one stream per sequence, which attends over its own
+   * cells only — faster batched decode of unrelated sequences on the GPU.
+   */
+  kvUnified?: boolean;
+  /** KV cells in all (unified) — default contextSize × parallel. Per-stream KV always gets contextSize each. */
+  kvCells?: number;
+}
+
+/** llama.cpp's sequence state file header (llama_state_seq_save_file): magic "ggsq", version 3. */
+const GGSQ_MAGIC = 0x67677371;
+const GGSQ_VERSION = 3;
+
+function commonPrefix(a: readonly Token[], b: readonly Token[]): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}
+
+export function packSeqState(tokens: readonly Token[], data: Buffer): Buffer {
+  const head = Buffer.alloc(12 + tokens.length * 4);
+  head.writeUInt32LE(GGSQ_MAGIC, 0);
+  head.writeUInt32LE(GGSQ_VERSION, 4);
+  head.writeUInt32LE(tokens.length, 8);
+  tokens.forEach((t, i) => head.writeInt32LE(t, 12 + i * 4));
+  return Buffer.concat([head, data]);
+}
+
+export function unpackSeqState(state: Buffer): { tokens: Token[]; data: Buffer } {
+  if (state.length < 12 || state.readUInt32LE(0) !== GGSQ_MAGIC) throw new Error("not a llama.cpp sequence state (bad magic)");
+  if (state.readUInt32LE(4) !== GGSQ_VERSION) throw new Error(`sequence state version ${state.readUInt32LE(4)}, expected ${GGSQ_VERSION}`);
+  const n = state.readUInt32LE(8);
+  if (12 + n * 4 > state.length) throw new Error("sequence state is truncated");
+  const tokens = Array.from({ length: n }, (_, i) => state.readInt32LE(12 + i * 4));
+  return { tokens, data: state.subarray(12 + n * 4) };
+}
+
+class NativeSequence implements RuntimeSequence {
+  held: Token[] = [];
+
+  constructor(
+    readonly id: number,
+    private readonly rt: NativeRuntime,
+  ) {}
+
+  contextTokens(): readonly Token[] {
+    return this.held;
+  }
+
+  async evaluatePrefix(tokens: readonly Token[]): Promise<number> {
+    const reused = await this.rt.scheduler.exclusive(() => this.adoptPrefix(tokens));
+    if (reused < tokens.length) {
+      await this.rt.scheduler.evaluate(this.id, reused, tokens.slice(reused), false);
+      this.held = [...tokens];
+    }
+    return reused;
+  }
+
+  /** Keeps the longest prefix of `tokens` this sequence or (by seq_cp) any other one holds. */
+  private adoptPrefix(tokens: readonly Token[]): number {
+    const own = commonPrefix(this.held, tokens);
+    const donor = this.rt.bestDonor(this, tokens, own);
+    const engine = this.rt.engine;
+    if (donor) {
+      engine.seqRm(this.id, 0, -1);
+      if (this.rt.info.kvStreams === 1) engine.seqCp(donor.seq.id, this.id, 0, donor.length);
+      else {
+        // Across streams llama.cpp copies the donor's whole stream on the device at the next decode.
+        engine.seqCp(donor.seq.id, this.id, -1, -1);
+        engine.seqRm(this.id, donor.length, -1);
+      }
+      this.held = tokens.slice(0, donor.length);
+      return donor.length;
+    }
+    if (own < this.held.length) {
+      engine.seqRm(this.id, own, -1);
+      this.held = this.held.slice(0, own);
+    }
+    return own;
+  }
+
+  async *generate(next: readonly Token[], sampling: Sampling): AsyncGenerator<Token, void, void> {
+    const { temperature, topK, topP, seed } = sampling;
+    await this.rt.scheduler.exclusive(() => this.rt.engine.setSampler(this.id, temperature, topK, topP, seed));
+    let input: Token[] = [...next];
+    while (this.held.length + input.length <= this.rt.info.contextSize) {
+      const token = await this.rt.scheduler.evaluate(this.id, this.held.length, input, true);
+      this.held.push(...input);
+      yield token;
+      input = [token];
+    }
+  }
+
+  async exportState(): Promise<Buffer> {
+    return this.rt.scheduler.exclusive(async () => packSeqState(this.held, await this.rt.engine.stateGet(this.id)));
+  }
+
+  async importState(state: Buffer): Promise<void> {
+    const { tokens, data } = unpackSeqState(state);
+    await this.rt.scheduler.exclusive(async () => {
+      this.rt.engine.seqRm(this.id, 0, -1);
+      this.held = [];
+      await this.rt.engine.stateSet(this.id, data);
+      this.held = tokens;
+    });
+  }
+
+  clear(): Promise<void> {
+    return this.rt.scheduler.exclusive(() => {
+      this.rt.engine.seqRm(this.id, 0, -1);
+      this.held = [];
+    });
+  }
+}
+
+export class NativeRuntime implements ModelRuntime {
+  private disposed = false;
+  readonly info: RuntimeInfo;
+  readonly sequences: readonly NativeSequence[];
+  readonly scheduler: StepScheduler;
+
+  private constructor(
+    readonly engine: NativeEngine,
+    private readonly opts: NativeRuntimeOptions,
+  ) {
+    const native = engine.info();
+    this.info = {
+      modelId: basename(opts.modelPath).replace(/\.gguf$/, ""),
+      contextSize: opts.contextSize,
+      parallel: opts.parallel,
+      kvStreams: native.kvUnified ? 1 : opts.parallel,
+      flashAttention: native.flashAttention,
+      threads: opts.threads,
+    };
+    this.scheduler = new StepScheduler(engine, Math.max(opts.batchSize ?? 512, opts.parallel));
+    this.sequences = Array.from({ length: opts.parallel }, (_, i) => new NativeSequence(i, this));
+  }
+
+  static async load(opts: NativeRuntimeOptions): Promise<NativeRuntime> {
+    const unified = opts.kvUnified ?? true;
+    const engine = await loadNativeAddon().load(opts.modelPath, {
+      gpuLayers: opts.gpuLayers ?? 0,
+      contextSize: unified ? (opts.kvCells ?? opts.contextSize * opts.parallel) : opts.contextSize * opts.parallel,
+      sequences: opts.parallel,
+      batchSize: Math.max(opts.batchSize ?? 512, opts.parallel),
+      threads: opts.threads,
+      flashAttention: opts.flashAttention ?? false,
+      kvUnified: unified,
+      swaFull: true,
+    });
+    return new NativeRuntime(engine, opts);
+  }
+
+  /** The other sequence holding the longest prefix of `tokens`, if longer than `than`. */
+  bestDonor(self: NativeSequence, tokens: readonly Token[], than: number): { seq: NativeSequence; length: number } | undefined {
+    if (this.opts.sharePrefixes === false) return undefined;
+    // A cross-stream copy lands at the next decode: leave at least one token to evaluate after it.
+    const cap = this.info.kvStreams === 1 ? tokens.length : tokens.length - 1;
+    let best: { seq: NativeSequence; length: number } | undefined;
+    for (const seq of this.sequences) {
+      if (seq === self) continue;
+      const length = Math.min(cap, commonPrefix(seq.held, tokens));
+      if (length > (best?.length ?? than)) best = { seq, length };
+    }
+    return best;
+  }
+
+  get gpu(): boolean {
+    return this.engine.info().gpu;
+  }
+
+  tokenize(text: string): Token[] {
+    return Array.from(this.engine.tokenize(text, true, false));
+  }
+
+  tokenizeChat(messages: readonly ChatMessage[]): { tokens: Token[]; stop: string[] } {
+    const text = this.engine.applyChatTemplate(
+      messages.map((m) => m.role),
+      messages.map((m) => m.content),
+    );
+    if (text !== null) return { tokens: Array.from(this.engine.tokenize(text, true, true)), stop: [] };
+    const plain = messages.map((m) => `${m.role === "assistant" ? "Assistant" : m.role === "system" ? "System" : "User"}: ${m.content}`).join("\n");
+    return { tokens: this.tokenize(`${plain}\nAssistant:`), stop: ["\nUser:"] };
+  }
+
+  detokenize(tokens: readonly Token[]): string {
+    return this.engine.detokenize(Int32Array.from(tokens), false);
+  }
+
+  isEndOfGeneration(token: Token): boolean {
+    return this.engine.isEog(token);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await this.scheduler.exclusive(() => this.engine.dispose());
+  }
+}

