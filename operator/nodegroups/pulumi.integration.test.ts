@@ -111,7 +111,9 @@ test("the group follows demand through Pulumi runs: up, then down after the dela
     });
     assert.equal((await nodeNames()).length, 4, "nothing removed inside the delay");
     await expectNodes([`${GROUP}-0`], "1 GPU → 1 node after the delay (newest removed first)");
-    assert.match((await group()).status?.actuation?.decision ?? "", /^steady at 1 nodes: GPU demand 1 \/ 2 per node = 1/);
+    await eventually(async () => assert.match((await group()).status?.actuation?.decision ?? "", /^steady at 1 nodes: GPU demand 1 \/ 2 per node = 1/), {
+      message: "the next pass finds the group at its desired size",
+    });
   });
 });
 
