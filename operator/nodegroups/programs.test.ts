@@ -45,8 +45,9 @@ function outputValue<T>(o: pulumi.Output<T>): Promise<T> {
 
 function only(type: string): pulumi.runtime.MockResourceArgs {
   const found = registered.filter((r) => r.type === type);
-  assert.equal(found.length, 1, `${type}: ${registered.map((r) => r.type).join(", ")}`);
-  return found[0];
+  const [first, ...rest] = found;
+  assert.ok(first && rest.length === 0, `${type}: ${registered.map((r) => r.type).join(", ")}`);
+  return first;
 }
 
 test("aws: an EKS managed node group with scalingConfig.desiredSize = desired nodes, on a provider for the region", async () => {
@@ -93,5 +94,5 @@ test("kwok: one dynamic KwokNode per wanted node, carrying the Node manifest", a
     nodes.map((r) => r.name),
     ["g-0", "g-1"],
   );
-  assert.deepEqual((nodes[0].inputs as { node: unknown }).node, node("g-0"));
+  assert.deepEqual((nodes[0]?.inputs as { node: unknown }).node, node("g-0"));
 });

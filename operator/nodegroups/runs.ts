@@ -15,8 +15,9 @@ export interface RunStart {
 }
 
 export function startRun(previous: NodeGroupRun | undefined, s: RunStart): NodeGroupRun {
+  const message = `${s.provider}: bringing the group to ${s.targetNodes} nodes.`;
   const conditions: ConditionInput[] = [
-    { type: "Progressing", status: "True", reason: "Running", message: `${s.provider}: bringing the group to ${s.targetNodes} nodes.` },
+    { type: "Progressing", status: "True", reason: "Running", message },
     { type: "Complete", status: "False", reason: "Running", message: "The run has not ended." },
     { type: "Failed", status: "False", reason: "Running", message: "The run has not ended." },
   ];
@@ -26,7 +27,7 @@ export function startRun(previous: NodeGroupRun | undefined, s: RunStart): NodeG
     targetNodes: s.targetNodes,
     startedAt: s.now,
     operator: s.operator,
-    message: conditions[0].message,
+    message,
     conditions: setConditions([], conditions, undefined, s.now),
   };
 }
