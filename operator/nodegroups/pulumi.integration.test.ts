@@ -14,7 +14,8 @@ import { kubectlOk } from "../../e2e/harness/kubectl.ts";
 import type { GPUNodeGroup } from "../api.ts";
 import type { NodeGroupRun } from "../../crds/schema/nodegroup.ts";
 import { ensurePulumi } from "../../scripts/pulumi/bins.ts";
-import { ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
+import { R } from "../kube/resources.ts";
+import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
 import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "../testing/operator-process.ts";
 import { ACK_RUN_ANNOTATION } from "./provider.ts";
 import { runState } from "./runs.ts";
@@ -120,7 +121,15 @@ test("the group follows demand through Pulumi runs: up, then down after the dela
 test("an operator killed mid-run leaves the run Progressing; the next operator marks it Aborted and halts until acknowledged", async () => {
   const before = (await lastRun())?.id ?? 0;
   await setDesired(5);
-  await eventually(async () => assert.equal(runState(await lastRun()), "Progressing"), { timeoutMs: 60_000, intervalMs: 100, message: "a run in progress" });
+  // Read through the API directly (not kubectl) so a run of a few seconds is not missed.
+  const client = adminClient();
+  await eventually(
+    async () => {
+      const g = await client.get<GPUNodeGroup>(R.GPUNodeGroup, NS, GROUP);
+      assert.equal(runState(g.status?.actuation?.lastRun), "Progressing");
+    },
+    { timeoutMs: 60_000, intervalMs: 20, message: "a run in progress" },
+  );
   await operator?.kill();
   const cut = await lastRun();
   assert.equal(cut?.id, before + 1);
