@@ -6,7 +6,7 @@
 // Aborted and halts the group until the run is acknowledged.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually } from "../../e2e/harness/eventually.ts";
@@ -24,6 +24,7 @@ const NS = "it-pulumi";
 const GROUP = "itpl";
 const SELECTOR = `serving.llmfleet.dev/node-group=${GROUP}`;
 let env: Record<string, string> = {};
+let state = "";
 let operator: OperatorProcess | undefined;
 
 const manifests = `
@@ -55,13 +56,15 @@ function start(id: string): OperatorProcess {
 
 before(async () => {
   const root = await ensurePulumi();
-  const state = mkdtempSync(join(tmpdir(), "llmfleet-pulumi-"));
+  state = mkdtempSync(join(tmpdir(), "llmfleet-pulumi-"));
   mkdirSync(join(state, "backend"));
+  mkdirSync(join(state, "tmp"));
   env = {
     LLMFLEET_PULUMI_ROOT: root,
     PULUMI_BACKEND_URL: `file://${state}/backend`,
     PULUMI_HOME: join(state, "home"),
     PULUMI_CONFIG_PASSPHRASE: "integration-test",
+    TMPDIR: join(state, "tmp"), // the stacks' work dirs
   };
   await installCRDs();
   await kubectlOk(["delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=60s"]);
@@ -73,6 +76,7 @@ before(async () => {
 after(async () => {
   await operator?.stop();
   await kubectlOk(["delete", "nodes", "-l", SELECTOR, "--ignore-not-found"]);
+  rmSync(state, { recursive: true, force: true });
 });
 
 const group = (): Promise<GPUNodeGroup> => jsonOf<GPUNodeGroup>(["get", "-n", NS, "gpunodegroup", GROUP]);

@@ -4,7 +4,9 @@
 // opts.pulumiRoot/bin, else LLMFLEET_PULUMI_ROOT); its state backend is spec.provider.pulumi.backendURL or PULUMI_BACKEND_URL;
 // cloud credentials and PULUMI_CONFIG_PASSPHRASE come from the operator's environment.
 // Update checks and plugin downloads are off: plugins must already be installed.
-import { dirname, resolve } from "node:path";
+import { mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { createRequire } from "node:module";
 import { ConcurrentUpdateError, LocalWorkspace, PulumiCommand } from "@pulumi/pulumi/automation/index.js";
 import type { GPUNodeGroup } from "../api.ts";
@@ -20,6 +22,8 @@ export interface PulumiOptions {
   pulumiRoot?: string;
   /** Extra environment for every Pulumi command (merged over the operator's). */
   env?: Record<string, string>;
+  /** Parent of the stacks' work dirs (Pulumi.yaml), one per stack, reused by every run. Default: <tmpdir>/llmfleet-pulumi. */
+  workRoot?: string;
 }
 
 const require = createRequire(import.meta.url);
@@ -75,10 +79,13 @@ export class PulumiProvider implements NodeGroupProvider {
 
   async apply(change: NodeGroupChange): Promise<string> {
     const envVars = pulumiEnv(change.group, this.opts);
+    // One work dir per stack, reused: left to itself the Automation API makes a new temp dir per run.
+    const workDir = join(this.opts.workRoot ?? join(tmpdir(), "llmfleet-pulumi"), stackName(change.group));
+    mkdirSync(workDir, { recursive: true });
     const pulumiCommand = await PulumiCommand.get({ root: this.opts.pulumiRoot, skipVersionCheck: true });
     const stack = await LocalWorkspace.createOrSelectStack(
       { stackName: stackName(change.group), projectName: PULUMI_PROJECT, program: programFor(programInputs(change)) },
-      { envVars, pulumiCommand, projectSettings: { name: PULUMI_PROJECT, runtime: "nodejs", backend: { url: envVars.PULUMI_BACKEND_URL } } },
+      { workDir, envVars, pulumiCommand, projectSettings: { name: PULUMI_PROJECT, runtime: "nodejs", backend: { url: envVars.PULUMI_BACKEND_URL } } },
     );
     try {
       const result = await stack.up({ color: "never" });
