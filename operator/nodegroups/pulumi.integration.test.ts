@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually } from "../../e2e/harness/eventually.ts";
-import { kubectlOk } from "../../e2e/harness/kubectl.ts";
+import { kubectl, kubectlOk } from "../../e2e/harness/kubectl.ts";
 import type { GPUNodeGroup } from "../api.ts";
 import type { NodeGroupRun } from "../../crds/schema/nodegroup.ts";
 import { ensurePulumi } from "../../scripts/pulumi/bins.ts";
@@ -160,4 +160,19 @@ test("an operator killed mid-run leaves the run Progressing; the next operator m
     await expectNodes([`${GROUP}-0`, `${GROUP}-1`, `${GROUP}-2`], "acknowledged: the next run brings 5 GPUs → 3 nodes");
     assert.equal((await lastRun())?.id, (cut?.id ?? 0) + 1);
   });
+});
+
+test("the apiserver refuses an aws or gcp group without cluster and nodeGroup; kwok needs neither", async () => {
+  const spec = (pulumi: Record<string, string>): string =>
+    JSON.stringify({
+      apiVersion: "serving.llmfleet.dev/v1alpha1",
+      kind: "GPUNodeGroup",
+      metadata: { name: "itpl-invalid", namespace: NS },
+      spec: { provider: { kind: "pulumi", pulumi }, gpusPerNode: 8, nodes: { min: 0, max: 2 } },
+    });
+  const refused = await kubectl(["apply", "--dry-run=server", "-f", "-"], { stdin: spec({ cloud: "aws", cluster: "prod" }) });
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /spec\.provider\.pulumi\.cluster: Required value: cluster and nodeGroup are required for aws and gcp/);
+  await kubectlOk(["apply", "--dry-run=server", "-f", "-"], { stdin: spec({ cloud: "gcp", cluster: "prod", nodeGroup: "h100" }) });
+  await kubectlOk(["apply", "--dry-run=server", "-f", "-"], { stdin: spec({ cloud: "kwok" }) });
 });
