@@ -51,9 +51,9 @@ export type KVTier = Static<typeof KVTier>;
 
 export const KVCodec = strictObject(
   {
-    name: StringEnum(["default", "lossless", "int8", "none"], {
+    name: StringEnum(["default", "qrans", "qrans8", "lossless", "int8", "none"], {
       description:
-        "KV codec for stored blocks: default (delta + per-layer quantisation + entropy coding), lossless, int8 (per-channel 8-bit) or none (raw f16). Default default.",
+        "KV codec for stored blocks: default (qrans: per-layer quantisation, delta along tokens, rANS entropy coding; about 4x smaller than f16), qrans8 (at least 8x smaller, lossier), lossless, int8 (per-channel 8-bit) or none (raw f16). Default default.",
       default: "default",
     }),
   },

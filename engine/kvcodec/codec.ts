@@ -4,15 +4,34 @@
  */
 import type { KvCodec, KvCodecName } from "./codec-names.ts";
 import { INT8, LOSSLESS, QDELTA } from "./codecs.ts";
+import { qransCodec, type QransPolicy } from "./qrans.ts";
 
 export type { KvCodec };
 
 const none: KvCodec = { name: "none", encode: (s) => s, decode: (p) => p };
 
-const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA].map((c) => [c.name, c]));
+/**
+ * Step policies measured on Gemma 3 270M (bench/kv-codec.ts, BENCHMARKS.md): the keys of the
+ * first two full-attention layers are by far the most sensitive tensors (coarse steps there alone
+ * cost more than everything else together), then the most recent tokens.
+ */
+function policy(sensitiveKeys: number, others: number, recentTokens: number, recentStep: number): QransPolicy {
+  return {
+    step: (t) => (t.kind === "k" && t.layers <= 3 ? (t.layer < 2 ? sensitiveKeys : Math.min(others, 0.5)) : others),
+    recentTokens,
+    recentStep,
+  };
+}
 
-/** What "default" means: the fastest codec whose load time keeps cached TTFT low on CPU. */
-export const DEFAULT_CODEC = "none";
+/** About 4x smaller than F16, next-token agreement near int8's. */
+export const QRANS = qransCodec("qrans", policy(0.0625, 0.5, 128, 0.125));
+/** At least 8x smaller than F16; measurably lossier (see BENCHMARKS.md). */
+export const QRANS8 = qransCodec("qrans8", policy(0.125, 2, 32, 0.25));
+
+const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QRANS8].map((c) => [c.name, c]));
+
+/** What "default" means (chosen from bench/results/kv-codec.json; BENCHMARKS.md says why). */
+export const DEFAULT_CODEC = "qrans";
 
 export function kvCodec(name: KvCodecName | string): KvCodec {
   const codec = codecs.get(name === "default" ? DEFAULT_CODEC : name);

@@ -8,6 +8,7 @@ export interface KvTensor {
   rows: number;
   cols: number;
   tokenAxis: 0 | 1;
+  kind: "k" | "v";
   layer: number;
   layers: number;
   data: Buffer;
@@ -45,21 +46,23 @@ class Walker {
   }
 }
 
-function rowsTensor(w: Walker, cells: number, layer: number, layers: number): void {
+type TensorId = Pick<KvTensor, "kind" | "layer" | "layers">;
+
+function rowsTensor(w: Walker, cells: number, id: TensorId): void {
   const type = w.buf.readInt32LE(w.offset);
   w.skip(4);
   const rowSize = Number(w.buf.readBigUInt64LE(w.offset));
   w.skip(8);
-  if (type === F16) w.tensor({ rows: cells, cols: rowSize / 2, tokenAxis: 0, layer, layers }, cells * rowSize);
+  if (type === F16) w.tensor({ rows: cells, cols: rowSize / 2, tokenAxis: 0, ...id }, cells * rowSize);
   else w.skip(cells * rowSize);
 }
 
-function transposedTensor(w: Walker, cells: number, layer: number, layers: number): void {
+function transposedTensor(w: Walker, cells: number, id: TensorId): void {
   const type = w.buf.readInt32LE(w.offset);
   w.skip(4);
   const el = w.u32();
   const nEmbd = w.u32();
-  if (type === F16) w.tensor({ rows: nEmbd, cols: cells, tokenAxis: 1, layer, layers }, nEmbd * cells * el);
+  if (type === F16) w.tensor({ rows: nEmbd, cols: cells, tokenAxis: 1, ...id }, nEmbd * cells * el);
   else w.skip(nEmbd * cells * el);
 }
 
@@ -70,8 +73,8 @@ function streamBlock(w: Walker, cells: number): void {
   }
   const vTrans = w.u32() === 1;
   const layers = w.u32();
-  for (let l = 0; l < layers; l++) rowsTensor(w, cells, l, layers);
-  for (let l = 0; l < layers; l++) (vTrans ? transposedTensor : rowsTensor)(w, cells, l, layers);
+  for (let layer = 0; layer < layers; layer++) rowsTensor(w, cells, { kind: "k", layer, layers });
+  for (let layer = 0; layer < layers; layer++) (vTrans ? transposedTensor : rowsTensor)(w, cells, { kind: "v", layer, layers });
 }
 
 export function splitState(state: Buffer): StatePart[] {

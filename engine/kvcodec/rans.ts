@@ -1,0 +1,112 @@
+/**
+ * Table-driven rANS (Duda; byte-wise renormalisation as in ryg_rans) over small alphabets, with
+ * several frequency tables ("contexts") chosen per symbol and two interleaved states sharing one
+ * byte stream. Frequencies are normalised to 2^12; the state stays in [2^23, 2^31), so every
+ * step is exact in int32 arithmetic. The decoder allocates nothing per symbol: one lookup gives
+ * the symbol, one the packed (freq, slot - cum) pair.
+ */
+export const PROB_BITS = 12;
+const PROB = 1 << PROB_BITS;
+const MASK = PROB - 1;
+const LOW = 1 << 23;
+
+/** Scales symbol counts to frequencies summing to 2^12, every seen symbol at least 1. */
+export function normaliseCounts(counts: Uint32Array): Uint16Array {
+  const total = counts.reduce((a, b) => a + b, 0);
+  const freq = new Uint16Array(counts.length);
+  if (total === 0) return freq;
+  let largest = 0;
+  for (let s = 0; s < counts.length; s++) {
+    if (counts[s] === 0) continue;
+    freq[s] = Math.max(1, Math.floor((counts[s]! * PROB) / total));
+    if (counts[s]! > counts[largest]!) largest = s;
+  }
+  fixRounding(freq, largest);
+  return freq;
+}
+
+/** Rounding error goes to the most frequent symbol, or is taken from the symbols that can best afford it. */
+function fixRounding(freq: Uint16Array, largest: number): void {
+  let sum = freq.reduce((a, b) => a + b, 0);
+  if (sum < PROB) freq[largest] = freq[largest]! + (PROB - sum);
+  for (let s = 0; sum > PROB; s = (s + 1) % freq.length) {
+    const take = Math.min(sum - PROB, freq[s]! - 1, Math.ceil(freq[s]! / 4));
+    if (take <= 0) continue;
+    freq[s] = freq[s]! - take;
+    sum -= take;
+  }
+}
+
+/** Encodes `symbols[k]` with table `freqs[contexts[k]]`; returns the byte stream. */
+export function ransEncode(symbols: Uint8Array, contexts: Uint8Array, freqs: readonly Uint16Array[]): Buffer {
+  const cums = freqs.map((f) => {
+    const c = new Uint16Array(f.length);
+    for (let s = 1; s < f.length; s++) c[s] = c[s - 1]! + f[s - 1]!;
+    return c;
+  });
+  const out = Buffer.allocUnsafe(symbols.length * 2 + 16);
+  let p = out.length;
+  const x = [LOW, LOW];
+  for (let k = symbols.length - 1; k >= 0; k--) {
+    const ctx = contexts[k]!;
+    const f = freqs[ctx]![symbols[k]!]!;
+    const i = k & 1;
+    let s = x[i]!;
+    const max = (LOW >>> PROB_BITS) * 256 * f;
+    while (s >= max) {
+      out[--p] = s & 0xff;
+      s >>>= 8;
+    }
+    x[i] = Math.floor(s / f) * PROB + (s % f) + cums[ctx]![symbols[k]!]!;
+  }
+  p -= 8;
+  out.writeUInt32LE(x[0]!, p);
+  out.writeUInt32LE(x[1]!, p + 4);
+  return out.subarray(p);
+}
+
+/** Decoding tables for a set of contexts: per slot the symbol, and freq << 16 | (slot - cum). */
+export interface DecodeTables {
+  symbol: Uint8Array;
+  step: Uint32Array;
+}
+
+export function decodeTables(freqs: readonly Uint16Array[]): DecodeTables {
+  const symbol = new Uint8Array(PROB * freqs.length);
+  const step = new Uint32Array(PROB * freqs.length);
+  freqs.forEach((f, ctx) => {
+    let slot = ctx * PROB;
+    for (let s = 0; s < f.length; s++) {
+      for (let i = 0; i < f[s]!; i++, slot++) {
+        symbol[slot] = s;
+        step[slot] = (f[s]! << 16) | i;
+      }
+    }
+  });
+  return { symbol, step };
+}
+
+/** Decodes `out.length` symbols written by ransEncode with the same contexts and tables. */
+export function ransDecode(stream: Uint8Array, contexts: Uint8Array, tables: DecodeTables, out: Uint8Array): void {
+  const { symbol, step } = tables;
+  let p = 8;
+  let x0 = (stream[0]! | (stream[1]! << 8) | (stream[2]! << 16) | (stream[3]! << 24)) >>> 0;
+  let x1 = (stream[4]! | (stream[5]! << 8) | (stream[6]! << 16) | (stream[7]! << 24)) >>> 0;
+  const n = out.length;
+  for (let k = 0; k < n; k++) {
+    const base = contexts[k]! << PROB_BITS;
+    if ((k & 1) === 0) {
+      const slot = base + (x0 & MASK);
+      const st = step[slot]!;
+      out[k] = symbol[slot]!;
+      x0 = (st >>> 16) * (x0 >>> PROB_BITS) + (st & 0xffff);
+      while (x0 < LOW) x0 = (x0 << 8) | stream[p++]!;
+    } else {
+      const slot = base + (x1 & MASK);
+      const st = step[slot]!;
+      out[k] = symbol[slot]!;
+      x1 = (st >>> 16) * (x1 >>> PROB_BITS) + (st & 0xffff);
+      while (x1 < LOW) x1 = (x1 << 8) | stream[p++]!;
+    }
+  }
+}
