@@ -11,7 +11,9 @@
  * - time: requests are sent one at a time in trace order (closed loop), and a request's
  *   write-back finishes before the next one starts (trace gaps are seconds; a write is less).
  * Each prompt gets a request-specific last line, as real requests differ after the shared part.
- * Block hit rate = prompt tokens loaded from the store / prompt tokens (the store's counter).
+ * Block hit rate = prompt tokens loaded from the store / prompt tokens (the pod's store counter);
+ * prefix reuse rate = prompt tokens not recomputed for any reason (store or the pod's own
+ * sequence) / prompt tokens. The trace's ideal (every earlier block cached) is alongside.
  * Writes bench/results/kv-mooncake.json.
  */
 import { readFile, writeFile } from "node:fs/promises";
@@ -102,6 +104,7 @@ interface Replay {
   ttftMs: number[];
   promptTokens: number;
   storeTokens: number;
+  reusedTokens: number;
 }
 
 async function replay(pod: RunningPod, work: Sample[]): Promise<Replay> {
@@ -113,7 +116,7 @@ async function replay(pod: RunningPod, work: Sample[]): Promise<Replay> {
     await pod.pod.kvCache?.settled();
   }
   const storeTokens = pod.pod.kvCache ? await metricValue(pod.url, "llmfleet_kv_store_reused_tokens_total") : 0;
-  return { ttftMs: ttft, promptTokens, storeTokens };
+  return { ttftMs: ttft, promptTokens, storeTokens, reusedTokens: await metricValue(pod.url, "llmfleet_prefix_hit_tokens_total") };
 }
 
 const summary = (r: Replay): Record<string, number> => ({
@@ -121,6 +124,7 @@ const summary = (r: Replay): Record<string, number> => ({
   ttft_p90_ms: percentile(r.ttftMs, 0.9),
   ttft_mean_ms: r.ttftMs.reduce((a, b) => a + b, 0) / r.ttftMs.length,
   block_hit_rate: r.storeTokens / r.promptTokens,
+  prefix_reuse_rate: r.reusedTokens / r.promptTokens,
 });
 
 /** The trace's own prefix reuse over the sampled requests (an unbounded cache, whole blocks). */

@@ -93,20 +93,18 @@ export function ransDecode(stream: Uint8Array, contexts: Uint8Array, tables: Dec
   let x0 = (stream[0]! | (stream[1]! << 8) | (stream[2]! << 16) | (stream[3]! << 24)) >>> 0;
   let x1 = (stream[4]! | (stream[5]! << 8) | (stream[6]! << 16) | (stream[7]! << 24)) >>> 0;
   const n = out.length;
-  for (let k = 0; k < n; k++) {
-    const base = contexts[k]! << PROB_BITS;
-    if ((k & 1) === 0) {
-      const slot = base + (x0 & MASK);
-      const st = step[slot]!;
-      out[k] = symbol[slot]!;
-      x0 = (st >>> 16) * (x0 >>> PROB_BITS) + (st & 0xffff);
-      while (x0 < LOW) x0 = (x0 << 8) | stream[p++]!;
-    } else {
-      const slot = base + (x1 & MASK);
-      const st = step[slot]!;
-      out[k] = symbol[slot]!;
-      x1 = (st >>> 16) * (x1 >>> PROB_BITS) + (st & 0xffff);
-      while (x1 < LOW) x1 = (x1 << 8) | stream[p++]!;
-    }
+  // Symbols in pairs, even ones from state 0 and odd ones from state 1 (as ransEncode wrote them).
+  for (let k = 0; k < n; k += 2) {
+    const s0 = (contexts[k]! << PROB_BITS) + (x0 & MASK);
+    const st0 = step[s0]!;
+    out[k] = symbol[s0]!;
+    x0 = (st0 >>> 16) * (x0 >>> PROB_BITS) + (st0 & 0xffff);
+    while (x0 < LOW) x0 = (x0 << 8) | stream[p++]!;
+    if (k + 1 === n) break;
+    const s1 = (contexts[k + 1]! << PROB_BITS) + (x1 & MASK);
+    const st1 = step[s1]!;
+    out[k + 1] = symbol[s1]!;
+    x1 = (st1 >>> 16) * (x1 >>> PROB_BITS) + (st1 & 0xffff);
+    while (x1 < LOW) x1 = (x1 << 8) | stream[p++]!;
   }
 }
