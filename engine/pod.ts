@@ -3,7 +3,6 @@ import type { Express } from "express";
 import { createEngineApp } from "./http/engine-app.ts";
 import { createEngineMetrics, type EngineMetrics, type Role } from "./metrics/engine-metrics.ts";
 import { ensureModel, verifyChecksum } from "./model/fetch.ts";
-import { LlamaRuntime } from "./runtime/llama-runtime.ts";
 import { CompletionService } from "./serving/completion-service.ts";
 import { SequencePool } from "./serving/sequence-pool.ts";
 import { handoffRoutes } from "./pd/handoff-routes.ts";
@@ -14,6 +13,8 @@ import { createKvClientMetrics } from "./kvstore/client-metrics.ts";
 import { contextsRoute } from "./kvstore/contexts-route.ts";
 import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
 import type { ModelRuntime } from "./runtime/runtime.ts";
+import { NativeRuntime } from "./runtime/native-runtime.ts";
+import type { Backend } from "./cli/options.ts";
 
 export interface ModelPodOptions {
   role: Exclude<Role, "router">;
@@ -27,6 +28,12 @@ export interface ModelPodOptions {
   batchSize?: number;
   maxQueue: number;
   flashAttention?: boolean;
+  /** Model runtime: llama (node-llama-cpp, default) or native (engine/native + StepScheduler). */
+  backend?: Backend;
+  /** native: layers on the GPU; 0 (default) = CPU only, -1 = all. */
+  gpuLayers?: number;
+  /** native: multi-step decoding depth; default 1 (off). */
+  decodeLookahead?: number;
   /** Prefill role: decode pods to hand off to when the router names none. */
   decode?: string[];
   withProcessMetrics?: boolean;
@@ -62,17 +69,38 @@ export interface ModelPod extends AsyncDisposable {
   kvCache: KvPrefixCache | undefined;
 }
 
-export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
-  const modelPath = await ensureModel(opts.model);
-  if (opts.modelChecksum) await verifyChecksum(modelPath, opts.modelChecksum);
-  const runtime = await LlamaRuntime.load({
+// The specifier is a variable so that a bundler (esbuild) leaves node-llama-cpp out: a bundle of
+// the engine serves with --backend native and needs nothing but the native addon.
+const LLAMA_RUNTIME = "./runtime/llama-runtime.ts";
+
+async function importLlamaRuntime(): Promise<typeof import("./runtime/llama-runtime.ts")> {
+  try {
+    return (await import(LLAMA_RUNTIME)) as typeof import("./runtime/llama-runtime.ts");
+  } catch (err) {
+    throw new Error(`--backend llama is not available in this build (${LLAMA_RUNTIME}: ${(err as Error).message}); use --backend native`, { cause: err });
+  }
+}
+
+async function loadRuntime(opts: ModelPodOptions, modelPath: string): Promise<ModelRuntime> {
+  const common = {
     modelPath,
     threads: opts.threads,
     contextSize: opts.ctxSize,
     parallel: opts.parallel,
     ...(opts.batchSize === undefined ? {} : { batchSize: opts.batchSize }),
     flashAttention: opts.flashAttention ?? false,
-  });
+  };
+  if (opts.backend !== "native") {
+    const { LlamaRuntime } = await importLlamaRuntime();
+    return LlamaRuntime.load(common);
+  }
+  return NativeRuntime.load({ ...common, gpuLayers: opts.gpuLayers ?? 0, decodeLookahead: opts.decodeLookahead ?? 1 });
+}
+
+export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
+  const modelPath = await ensureModel(opts.model);
+  if (opts.modelChecksum) await verifyChecksum(modelPath, opts.modelChecksum);
+  const runtime = await loadRuntime(opts, modelPath);
   const metrics = createEngineMetrics(opts.role, opts.withProcessMetrics ?? false);
   const kvCache = await kvPrefixCache(opts, modelPath, runtime, metrics);
   const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, kvCache);

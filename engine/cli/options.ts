@@ -9,6 +9,10 @@ import { parseTierSpec, type TierSpec } from "../kvstore/tier-spec.ts";
 
 export type EngineRole = Role | "kvstore";
 
+/** Model runtimes: node-llama-cpp (`llama`) or the engine's own addon over llama.cpp (`native`). */
+export const BACKENDS = ["llama", "native"] as const;
+export type Backend = (typeof BACKENDS)[number];
+
 export interface EngineOptions {
   role: EngineRole;
   host: string;
@@ -21,6 +25,12 @@ export interface EngineOptions {
   batchSize: number;
   maxQueue: number;
   flashAttention: boolean;
+  /** Model runtime; default llama (node-llama-cpp). */
+  backend: Backend;
+  /** native: layers on the GPU, 0 = CPU only (default), -1 = all. */
+  gpuLayers: number;
+  /** native: tokens per sequence per native call while only decoding sequences wait (default 1 = off). */
+  decodeLookahead: number;
   prefill: string[];
   decode: string[];
   aggregated: string[];
@@ -55,6 +65,12 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --batch-size N       llama.cpp batch size in tokens (default: 512)
   --max-queue N        requests waiting for a sequence before 429 (default: 64)
   --flash-attention    use flash attention; prefill and decode pods must agree (default: off)
+  --backend B          model runtime: llama (node-llama-cpp) | native (the engine's own llama.cpp
+                       addon with its own batching loop, engine/native) (default: llama)
+  --gpu-layers N       native: layers on the GPU, 0 = CPU only, all (or --gpu-layers=-1) = every
+                       layer (default: 0)
+  --decode-lookahead K native: tokens decoded per sequence per native call while only decoding
+                       sequences wait; 1 = off (default: 1)
   --prefill URL[,URL]  router: prefill pods
   --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
   --aggregated URL[,URL]  router: aggregated pods, used when there are no prefill+decode pods
@@ -108,6 +124,9 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "batch-size": { type: "string" },
       "max-queue": { type: "string" },
       "flash-attention": { type: "boolean" },
+      backend: { type: "string" },
+      "gpu-layers": { type: "string" },
+      "decode-lookahead": { type: "string" },
       prefill: { type: "string" },
       decode: { type: "string" },
       aggregated: { type: "string" },
@@ -150,6 +169,7 @@ function toOptions(raw: RawValues): EngineOptions {
     batchSize: positiveInt("batch-size", v["batch-size"], 512),
     maxQueue: positiveInt("max-queue", v["max-queue"], 64),
     flashAttention: v["flash-attention"] ?? false,
+    ...backendOptions(v),
     prefill: urlList(v.prefill),
     decode: urlList(v.decode),
     aggregated: urlList(v.aggregated),
@@ -169,6 +189,23 @@ function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs
     tenantSalt: v["tenant-salt"] ?? "",
     tiers: (v.tier ?? []).map(parseTierSpec),
   };
+}
+
+function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" | "decodeLookahead"> {
+  const backend = v.backend ?? "llama";
+  if (!(BACKENDS as readonly string[]).includes(backend)) throw new Error(`--backend must be one of ${BACKENDS.join(", ")}; got ${backend}`);
+  for (const name of ["gpu-layers", "decode-lookahead"]) {
+    if (backend !== "native" && v[name] !== undefined) throw new Error(`--${name} applies only to --backend native`);
+  }
+  return { backend: backend as Backend, gpuLayers: gpuLayers(v["gpu-layers"]), decodeLookahead: positiveInt("decode-lookahead", v["decode-lookahead"], 1) };
+}
+
+function gpuLayers(v: string | undefined): number {
+  if (v === undefined) return 0;
+  if (v === "all") return -1;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isInteger(n) || n < -1) throw new Error(`--gpu-layers must be an integer >= -1 or all (-1 = all layers), got ${v}`);
+  return n;
 }
 
 function codecName(v: string | undefined): KvCodecName {

@@ -1,0 +1,30 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { parseEngineOptions, type EngineOptions } from "./options.ts";
+
+const parse = (...args: string[]): EngineOptions => parseEngineOptions(args) as EngineOptions;
+
+test("the llama backend is the default, with the native-only flags at their defaults", () => {
+  const o = parse();
+  assert.deepEqual([o.backend, o.gpuLayers, o.decodeLookahead], ["llama", 0, 1]);
+});
+
+test("--backend native takes --gpu-layers (all = -1) and --decode-lookahead", () => {
+  const o = parse("--backend", "native", "--gpu-layers", "all", "--decode-lookahead", "4");
+  assert.deepEqual([o.backend, o.gpuLayers, o.decodeLookahead], ["native", -1, 4]);
+  assert.equal(parse("--backend", "native", "--gpu-layers=-1").gpuLayers, -1);
+  assert.equal(parse("--backend", "native", "--gpu-layers", "12").gpuLayers, 12);
+});
+
+test("bad backend values are refused with the flag named", () => {
+  const cases: [string[], RegExp][] = [
+    [["--backend", "vllm"], /--backend must be one of llama, native; got vllm/],
+    [["--backend", "native", "--gpu-layers=-2"], /--gpu-layers must be an integer >= -1/],
+    [["--backend", "native", "--gpu-layers", "1.5"], /--gpu-layers must be an integer/],
+    [["--backend", "native", "--gpu-layers", ""], /--gpu-layers must be an integer/],
+    [["--backend", "native", "--decode-lookahead", "0"], /--decode-lookahead must be a positive integer/],
+    [["--gpu-layers", "all"], /--gpu-layers applies only to --backend native/],
+    [["--backend", "llama", "--decode-lookahead", "4"], /--decode-lookahead applies only to --backend native/],
+  ];
+  for (const [args, message] of cases) assert.throws(() => parseEngineOptions(args), message, args.join(" "));
+});

@@ -1,0 +1,163 @@
+/**
+ * Model-dependent tests of the native backend (engine/native + StepScheduler) on the real default
+ * model (Gemma 3 270M), on CPU. The addon is built on first use (scripts/native/build.sh: a few
+ * minutes on a fresh machine, progress on stderr, then cached).
+ *
+ * Every path here follows the serving invariant: evaluate prompt[0..n-1) without sampling, then
+ * feed prompt[n-1] to the sampler. Batched numerics on CPU may differ slightly from
+ * single-sequence numerics (other batch shapes pick other kernels), and so may a sequence whose
+ * KV cells sit elsewhere in the cache: Gemma 3 270M has near-ties in some continuations
+ * ("Once upon a time, in a small village," gave seven different 16-token greedy outputs across
+ * cache layouts, batches and flash-attention settings). The prompts below, except the one
+ * compared with node-llama-cpp on a fresh cache, were chosen for giving one output under all of
+ * them.
+ */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { ensureDefaultModel } from "../model/fetch.ts";
+import { nativeAddonPath } from "../native/binding.ts";
+import { normaliseSeqState, summariseSeqState } from "../pd/kv-state.ts";
+import { LlamaRuntime } from "./llama-runtime.ts";
+import { NativeRuntime } from "./native-runtime.ts";
+import type { RuntimeSequence, Sampling, Token } from "./runtime.ts";
+
+const GREEDY: Sampling = { temperature: 0, topK: 1, topP: 1 };
+const PARIS = "The capital of France is the city of";
+const WEEKDAYS = "Monday, Tuesday, Wednesday,";
+const MONTHS = "January, February, March, April,";
+const COUNT = "1, 2, 3, 4, 5, 6, 7, 8,";
+const THREADS = 1;
+
+let rt: NativeRuntime;
+let llama: LlamaRuntime;
+
+before(async () => {
+  const modelPath = await ensureDefaultModel();
+  const started = performance.now();
+  process.stderr.write(`native addon: ${nativeAddonPath()} (${Math.round(performance.now() - started)} ms)\n`);
+  rt = await NativeRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 4 });
+  llama = await LlamaRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 1 });
+});
+after(async () => {
+  await rt?.[Symbol.asyncDispose]();
+  await llama?.[Symbol.asyncDispose]();
+});
+
+/** Takes `n` sampled tokens from the sequence, feeding `next` first, then stops the generator. */
+async function take(seq: RuntimeSequence, next: readonly Token[], n: number): Promise<Token[]> {
+  const out: Token[] = [];
+  for await (const token of seq.generate(next, GREEDY)) {
+    out.push(token);
+    if (out.length >= n) break;
+  }
+  return out;
+}
+
+/** The serving path: prompt[0..n-1) without sampling, then prompt[n-1] to the sampler. */
+async function complete(seq: RuntimeSequence, prompt: readonly Token[], n: number): Promise<{ tokens: Token[]; reused: number }> {
+  const reused = await seq.evaluatePrefix(prompt.slice(0, -1));
+  return { tokens: await take(seq, prompt.slice(-1), n), reused };
+}
+
+async function clearAll(): Promise<void> {
+  for (const seq of rt.sequences) await seq.clear();
+}
+
+const seq = (i: number): RuntimeSequence => rt.sequences[i]!;
+
+test("greedy continuation and tokens are identical to node-llama-cpp's (LlamaRuntime)", async () => {
+  await clearAll();
+  assert.deepEqual(rt.tokenize(PARIS), llama.tokenize(PARIS));
+  const native = await complete(seq(0), rt.tokenize(PARIS), 24);
+  const reference = await complete(llama.sequences[0]!, llama.tokenize(PARIS), 24);
+  assert.deepEqual(native.tokens, reference.tokens);
+  assert.match(rt.detokenize(native.tokens), /^ Paris/);
+  assert.equal(rt.detokenize(native.tokens), llama.detokenize(reference.tokens));
+});
+
+test("a state exported from one sequence and imported into another continues identically", async () => {
+  await clearAll();
+  const prompt = rt.tokenize(WEEKDAYS);
+  await seq(0).evaluatePrefix(prompt.slice(0, -1));
+  const state = await seq(0).exportState();
+  const original = await take(seq(0), prompt.slice(-1), 16);
+  // Nothing left to share: the imported sequence has only the state's KV to go on.
+  await seq(0).clear();
+  await seq(1).importState(state);
+  assert.deepEqual(seq(1).contextTokens(), prompt.slice(0, -1));
+  assert.deepEqual(await take(seq(1), prompt.slice(-1), 16), original);
+});
+
+test("the exported state is llama.cpp's sequence state file, which node-llama-cpp loads and continues identically", async () => {
+  await clearAll();
+  const prompt = rt.tokenize(WEEKDAYS);
+  await seq(0).evaluatePrefix(prompt.slice(0, -1));
+  const state = await seq(0).exportState();
+  const original = await take(seq(0), prompt.slice(-1), 16);
+  // One section per KV cache (Gemma 3: base and sliding-window), each one stream of n-1 cells.
+  const summary = summariseSeqState(state);
+  assert.deepEqual(summary.tokens, prompt.slice(0, -1));
+  assert.deepEqual(
+    summary.sections.map((s) => [s.streams, s.cells]),
+    summary.sections.map(() => [1, prompt.length - 1]),
+  );
+  const { kvStreams, flashAttention } = llama.info;
+  await llama.sequences[0]!.importState(normaliseSeqState(state, { streams: kvStreams, vTransposed: !flashAttention }));
+  assert.deepEqual(await take(llama.sequences[0]!, prompt.slice(-1), 16), original);
+});
+
+test("a sequence reuses the prefix another one holds and continues as a fresh computation would", async () => {
+  const shared = "The capital of Germany is Berlin. The capital of Italy is Rome. The capital of";
+  const donorPrompt = rt.tokenize(`${shared} Russia is`);
+  const prompt = rt.tokenize(`${shared} Spain is`);
+  let common = 0;
+  while (donorPrompt[common] === prompt[common]) common++;
+  assert.ok(common > 16, `the prompts share ${common} tokens`);
+
+  await clearAll();
+  const fresh = await complete(seq(2), prompt, 16);
+  assert.equal(fresh.reused, 0);
+  const donorFresh = await complete(seq(0), donorPrompt, 8);
+
+  await clearAll();
+  await complete(seq(0), donorPrompt, 8);
+  const shared1 = await complete(seq(1), prompt, 16);
+  assert.equal(shared1.reused, common, "seq 1 got the common prefix from seq 0");
+  assert.deepEqual(shared1.tokens, fresh.tokens);
+  // The donor's own KV is intact after the borrower trimmed and extended its copy.
+  const donorAgain = await complete(seq(0), donorPrompt, 8);
+  assert.equal(donorAgain.reused, donorPrompt.length - 1);
+  assert.deepEqual(donorAgain.tokens, donorFresh.tokens);
+});
+
+test("multi-step decoding (lookahead 4) matches lookahead 1, and an early stop trims the KV decoded ahead", async () => {
+  const prompt = rt.tokenize(MONTHS);
+  await clearAll();
+  rt.lookahead = 1;
+  const reference = (await complete(seq(0), prompt, 16)).tokens;
+  try {
+    rt.lookahead = 4;
+    await clearAll();
+    assert.deepEqual((await complete(seq(0), prompt, 16)).tokens, reference);
+
+    await clearAll();
+    const first = (await complete(seq(0), prompt, 5)).tokens;
+    // The 5th token came from a 4-token step: the KV of the 3 decoded after it must be gone.
+    assert.deepEqual(seq(0).contextTokens(), [...prompt, ...first.slice(0, -1)]);
+    assert.equal(rt.engine.seqPosMax(seq(0).id), prompt.length + first.length - 2);
+    const rest = await take(seq(0), first.slice(-1), 11);
+    assert.deepEqual([...first, ...rest], reference);
+  } finally {
+    rt.lookahead = 1;
+  }
+});
+
+test("four sequences decoding together share scheduler steps", async () => {
+  const prompt = rt.tokenize(COUNT);
+  await clearAll();
+  const before = rt.scheduler.stats.steps;
+  const outputs = await Promise.all(rt.sequences.map(async (s) => (await complete(s, prompt, 16)).tokens));
+  const steps = rt.scheduler.stats.steps - before;
+  assert.ok(steps >= 16 && steps <= 20, `4 × 16 tokens took ${steps} steps (one per token would be 64)`);
+  for (const out of outputs) assert.deepEqual(out, outputs[0]);
+});
