@@ -9,6 +9,9 @@
  *   --tools DIR    where llama-batched-bench is (default: next to the addon)
  *   --quick        1 and 8 sequences, one KV layout, 2K context (smoke run)
  *   --no-baseline  skip llama-batched-bench (a CPU smoke run of the engine's side only)
+ *
+ * Single-stream decode runs in child processes (--single-stream), once per CUDA configuration:
+ * ggml's defaults, and GGML_CUDA_GRAPH_OPT=1 (independent graph nodes on concurrent streams).
  */
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -21,9 +24,19 @@ import { nativeAddonPath } from "../engine/native/binding.ts";
 import { NativeRuntime } from "../engine/runtime/native-runtime.ts";
 import { batchedBench, type BatchedBenchRow } from "./gpu/llamacpp.ts";
 import { decodeThroughput, kvReuse, type DecodeRun } from "./gpu/measure.ts";
+import { decodeServer, pdOverhead } from "./gpu/pd.ts";
+import { singleStream, singleStreamChild, type SingleStreamResult } from "./gpu/single.ts";
 
 const { values: args } = parseArgs({
-  options: { model: { type: "string" }, tools: { type: "string" }, out: { type: "string" }, quick: { type: "boolean", default: false }, "no-baseline": { type: "boolean", default: false } },
+  options: {
+    model: { type: "string" },
+    tools: { type: "string" },
+    out: { type: "string" },
+    quick: { type: "boolean", default: false },
+    "no-baseline": { type: "boolean", default: false },
+    "single-stream": { type: "boolean", default: false },
+    "pd-decode-server": { type: "string" },
+  },
 });
 const quick = args.quick === true;
 const PARALLEL = quick ? [1, 8] : [1, 8, 32, 64];
@@ -31,6 +44,8 @@ const PROMPT = 128;
 const GEN = 128;
 const CONTEXT = quick ? 2048 : 8192;
 const THREADS = 8;
+/** Multi-step decoding depths the engine is measured at (1 = off); the best is reported. */
+const LOOKAHEADS = quick ? [1, 4] : [1, 4, 8];
 
 /** HBM bandwidth by GPU name (vendor figures), for the single-stream roofline. */
 function device(): { name: string; bandwidth: number } {
@@ -67,10 +82,13 @@ async function ourDecode(model: string, kvUnified: boolean): Promise<DecodeRun[]
   try {
     await decodeThroughput(rt, Math.min(8, rt.sequences.length), 32, 16);
     const runs: DecodeRun[] = [];
-    for (const n of PARALLEL) {
-      const run = await decodeThroughput(rt, n, PROMPT, n === 1 ? 2 * GEN : GEN);
-      log(`engine kvUnified=${kvUnified} n=${n}: ${run.decodeTokPerS.toFixed(0)} tok/s decode (${run.steps} steps)`);
-      runs.push(run);
+    for (const k of kvUnified ? [1] : LOOKAHEADS) {
+      rt.lookahead = k;
+      for (const n of PARALLEL) {
+        const run = await decodeThroughput(rt, n, PROMPT, n === 1 ? 2 * GEN : GEN);
+        log(`engine kvUnified=${kvUnified} lookahead=${k} n=${n}: ${run.decodeTokPerS.toFixed(0)} tok/s decode (${run.steps} steps)`);
+        runs.push({ ...run, kvUnified });
+      }
     }
     return runs;
   } finally {
@@ -105,6 +123,22 @@ async function ourReuse(model: string): Promise<{ reuse: Awaited<ReturnType<type
 
 const best = <T>(xs: T[], key: (x: T) => number): T => xs.reduce((a, b) => (key(b) > key(a) ? b : a));
 
+const CUDA_CONFIGS: Record<string, string>[] = [{ GGML_CUDA_GRAPH_OPT: "0" }, { GGML_CUDA_GRAPH_OPT: "1" }];
+
+async function singleStreams(model: string, tools: string): Promise<SingleStreamResult[]> {
+  const childArgs = ["--model", model, "--tools", tools, ...(args["no-baseline"] === true ? ["--no-baseline"] : [])];
+  const results: SingleStreamResult[] = [];
+  for (const env of quick ? CUDA_CONFIGS.slice(0, 1) : CUDA_CONFIGS) {
+    const r = await singleStreamChild(process.argv[1]!, childArgs, env);
+    for (const e of r.engine)
+      log(`single stream ${JSON.stringify(env)} engine threads=${e.threads} lookahead=${e.lookahead}: ${e.decodeTokPerS.toFixed(1)} tok/s`);
+    log(`single stream ${JSON.stringify(env)} C++ loop in the addon: ${r.nativeLoopTokPerS.map((x) => x.toFixed(1)).join(", ")} tok/s`);
+    for (const l of r.llamaBench) log(`single stream ${JSON.stringify(env)} llama-bench fa=${String(l.flash_attn)}: ${l.avg_ts.toFixed(1)} tok/s`);
+    results.push(r);
+  }
+  return results;
+}
+
 async function baseline(model: string, tools: string): Promise<BatchedBenchRow[]> {
   if (args["no-baseline"] === true) return [];
   const binary = join(tools, "llama-batched-bench");
@@ -117,6 +151,37 @@ async function baseline(model: string, tools: string): Promise<BatchedBenchRow[]
   return rows;
 }
 
+interface HeadlineInputs {
+  llamacpp: BatchedBenchRow[];
+  ours: DecodeRun[];
+  singles: SingleStreamResult[];
+  bandwidth: number;
+  modelBytes: number;
+}
+
+/** Batching ratios (best engine setting over best llama-batched-bench setting) and the single-stream figures. */
+function headline(h: HeadlineInputs): Record<string, unknown> {
+  const ratio = (n: number): number | null => {
+    const o = h.ours.filter((r) => r.sequences === n);
+    const l = h.llamacpp.filter((r) => r.pl === n);
+    return o.length && l.length ? best(o, (r) => r.decodeTokPerS).decodeTokPerS / best(l, (r) => r.speed_tg).speed_tg : null;
+  };
+  const singleRuns = h.singles.flatMap((r) => r.engine.map((e) => ({ ...e, env: r.env })));
+  const singleBest = best(singleRuns.length ? singleRuns : h.ours.filter((r) => r.sequences === 1), (r) => r.decodeTokPerS);
+  const roofline = h.bandwidth > 0 ? h.bandwidth / h.modelBytes : null;
+  const llamaSingle = h.singles.flatMap((r) => r.llamaBench);
+  return {
+    batching_ratio_vs_llamacpp_8: ratio(8),
+    batching_ratio_vs_llamacpp_32: ratio(32),
+    batching_ratio_vs_llamacpp_64: ratio(64),
+    decode_1seq_tok_s: singleBest.decodeTokPerS,
+    decode_1seq_roofline_tok_s: roofline,
+    decode_1seq_roofline_fraction: roofline ? singleBest.decodeTokPerS / roofline : null,
+    decode_1seq_config: singleBest,
+    decode_1seq_llamacpp_tok_s: llamaSingle.length ? Math.max(...llamaSingle.map((r) => r.avg_ts)) : null,
+  };
+}
+
 async function main(): Promise<void> {
   const dev = device();
   const model = await modelPath();
@@ -124,34 +189,27 @@ async function main(): Promise<void> {
   const started = performance.now();
   log(`device ${dev.name}; model ${model}`);
   const llamacpp = await baseline(model, tools);
+  const singles = await singleStreams(model, tools);
   const ours = [...(await ourDecode(model, false)), ...(quick ? [] : await ourDecode(model, true))];
   const { reuse, info } = await ourReuse(model);
-  log(`8K reuse: recompute ${reuse.ttftRecomputeSeconds.toFixed(3)} s, GPU-resident ${reuse.ttftGpuResidentSeconds.toFixed(3)} s, host ${reuse.ttftHostMemorySeconds.toFixed(3)} s`);
-  const ratio = (n: number): number | null => {
-    const o = ours.filter((r) => r.sequences === n);
-    const l = llamacpp.filter((r) => r.pl === n);
-    return o.length && l.length ? best(o, (r) => r.decodeTokPerS).decodeTokPerS / best(l, (r) => r.speed_tg).speed_tg : null;
-  };
-  const single = best(
-    ours.filter((r) => r.sequences === 1),
-    (r) => r.decodeTokPerS,
-  ).decodeTokPerS;
-  const roofline = dev.bandwidth > 0 ? dev.bandwidth / info.modelBytes : null;
+  const pd = await pdOverhead(process.argv[1]!, model, quick ? [512] : [1024, 4096], 3);
+  for (const r of pd)
+    log(
+      `P/D ${r.promptTokens} tokens: TTFT ${r.ttftAggregatedSeconds.toFixed(3)} s aggregated, ${r.ttftDisaggregatedSeconds.toFixed(3)} s hand-off (${r.overhead.toFixed(2)}x)`,
+    );
+  log(
+    `8K reuse: recompute ${reuse.ttftRecomputeSeconds.toFixed(3)} s, GPU-resident ${reuse.ttftGpuResidentSeconds.toFixed(3)} s, host ${reuse.ttftHostMemorySeconds.toFixed(3)} s`,
+  );
   const result = {
     date: new Date().toISOString(),
     device: dev.name,
     quick,
     model: { path: model, ...info },
-    batching_ratio_vs_llamacpp_8: ratio(8),
-    batching_ratio_vs_llamacpp_32: ratio(32),
-    batching_ratio_vs_llamacpp_64: ratio(64),
+    ...headline({ llamacpp, ours, singles, bandwidth: dev.bandwidth, modelBytes: info.modelBytes }),
     kv_reuse_ttft_ratio_8k: reuse.ttftRecomputeSeconds / reuse.ttftGpuResidentSeconds,
     kv_reuse_ttft_ratio_8k_host_memory: reuse.ttftRecomputeSeconds / reuse.ttftHostMemorySeconds,
-    decode_1seq_tok_s: single,
-    decode_1seq_roofline_tok_s: roofline,
-    decode_1seq_roofline_fraction: roofline ? single / roofline : null,
-    pd_ttft_overhead: null,
-    raw: { llamacpp, engine: ours, reuse, hbmBytesPerSecond: dev.bandwidth },
+    pd_ttft_overhead: pd.find((r) => r.promptTokens === 1024)?.overhead ?? pd[0]?.overhead ?? null,
+    raw: { llamacpp, singleStream: singles, engine: ours, reuse, pd, hbmBytesPerSecond: dev.bandwidth },
     wallSeconds: (performance.now() - started) / 1000,
   };
   const out = resolve(args.out ?? "bench/results/gpu.json");
@@ -161,4 +219,12 @@ async function main(): Promise<void> {
   log(`wrote ${out}`);
 }
 
-await main();
+if (args["pd-decode-server"] !== undefined) {
+  await decodeServer(await modelPath(), Number(args["pd-decode-server"]));
+} else if (args["single-stream"] === true) {
+  const model = await modelPath();
+  const result = await singleStream(model, args["no-baseline"] === true ? undefined : args.tools, 2 * GEN, [1, 8, 16]);
+  console.log(JSON.stringify(result));
+} else {
+  await main();
+}

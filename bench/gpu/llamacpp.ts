@@ -38,3 +38,18 @@ export async function batchedBench(o: BatchedBenchOptions): Promise<BatchedBench
   if (rows.length === 0) throw new Error(`llama-batched-bench printed no results:\n${stderr.slice(-2000)}`);
   return rows;
 }
+
+export interface LlamaBenchRow {
+  n_gen: number;
+  flash_attn: boolean | number;
+  avg_ts: number;
+  stddev_ts: number;
+}
+
+/** llama-bench's single-sequence generation (tg) speed, flash attention off and on. */
+export async function llamaBenchDecode(binary: string, model: string, genTokens: number): Promise<LlamaBenchRow[]> {
+  const args = ["-m", model, "-p", "0", "-n", String(genTokens), "-r", "3", "-ngl", "99", "-fa", "0,1", "-o", "json"];
+  const { stdout } = await run(binary, args, { maxBuffer: 64 * 1024 * 1024 });
+  const rows = JSON.parse(stdout.slice(stdout.indexOf("["))) as LlamaBenchRow[];
+  return rows.map(({ n_gen, flash_attn, avg_ts, stddev_ts }) => ({ n_gen, flash_attn, avg_ts, stddev_ts }));
+}

@@ -30,6 +30,8 @@ async function clearAll(rt: NativeRuntime): Promise<void> {
 
 export interface DecodeRun {
   sequences: number;
+  lookahead: number;
+  kvUnified?: boolean;
   promptTokens: number;
   genTokens: number;
   prefillSeconds: number;
@@ -46,6 +48,7 @@ export async function decodeThroughput(rt: NativeRuntime, n: number, promptToken
   const prompts = seqs.map((_, i) => randomTokens(promptTokens, 1000 + i, vocab));
   const t0 = performance.now();
   await Promise.all(seqs.map((s, i) => s.evaluatePrefix(prompts[i]!.slice(0, -1))));
+  await rt.synchronize();
   const t1 = performance.now();
   const steps0 = rt.scheduler.stats.steps;
   const counts = await Promise.all(seqs.map((s, i) => generateN(s, prompts[i]!.at(-1)!, genTokens)));
@@ -53,6 +56,7 @@ export async function decodeThroughput(rt: NativeRuntime, n: number, promptToken
   const total = counts.reduce((a, b) => a + b, 0);
   return {
     sequences: n,
+    lookahead: rt.lookahead,
     promptTokens,
     genTokens,
     prefillSeconds: (t1 - t0) / 1000,
@@ -62,7 +66,8 @@ export async function decodeThroughput(rt: NativeRuntime, n: number, promptToken
   };
 }
 
-async function firstToken(seq: RuntimeSequence, prompt: readonly Token[]): Promise<number> {
+async function firstToken(rt: NativeRuntime, seq: RuntimeSequence, prompt: readonly Token[]): Promise<number> {
+  await rt.synchronize();
   const t0 = performance.now();
   await seq.evaluatePrefix(prompt.slice(0, -1));
   await generateN(seq, prompt.at(-1)!, 1);
@@ -96,10 +101,10 @@ export async function kvReuse(rt: NativeRuntime, contextTokens: number, question
   const imports: number[] = [];
   for (let r = 0; r < repeats; r++) {
     await clearAll(rt);
-    recompute.push(await firstToken(b, prompt));
+    recompute.push(await firstToken(rt, b, prompt));
     await clearAll(rt);
     await a.evaluatePrefix(context);
-    resident.push(await firstToken(b, prompt));
+    resident.push(await firstToken(rt, b, prompt));
   }
   await clearAll(rt);
   await a.evaluatePrefix(context);
@@ -108,10 +113,11 @@ export async function kvReuse(rt: NativeRuntime, contextTokens: number, question
   const exportSeconds = (performance.now() - e0) / 1000;
   for (let r = 0; r < repeats; r++) {
     await clearAll(rt);
+    await rt.synchronize();
     const t0 = performance.now();
     await b.importState(state);
     imports.push((performance.now() - t0) / 1000);
-    host.push((performance.now() - t0) / 1000 + (await firstToken(b, prompt)));
+    host.push((performance.now() - t0) / 1000 + (await firstToken(rt, b, prompt)));
   }
   return {
     contextTokens,

@@ -43,8 +43,17 @@ export interface NativeInfo {
 
 export interface NativeEngine {
   info(): NativeInfo;
-  /** One batch: entry i evaluates counts[i] tokens of seqs[i] from position pos0[i]; sample[i] asks for the next token. */
-  step(seqs: Int32Array, pos0: Int32Array, counts: Int32Array, tokens: Int32Array, sample: Uint8Array): Promise<Int32Array>;
+  /**
+   * One batch: entry i evaluates counts[i] tokens of seqs[i] from position pos0[i]; sample[i] asks
+   * for the next token. With lookahead k > 1 (every entry sampling) each sequence decodes k tokens,
+   * feeding each sampled token back, before the call returns: k tokens per entry, -1 after an
+   * end-of-generation token.
+   */
+  step(seqs: Int32Array, pos0: Int32Array, counts: Int32Array, tokens: Int32Array, sample: Uint8Array, lookahead?: number): Promise<Int32Array>;
+  /** Waits for the device to finish queued work (llama.cpp decodes asynchronously when no logits are read). */
+  synchronize(): void;
+  /** Diagnostics: greedy-decodes n tokens of seq in a C++ loop with no JavaScript in it; resolves with seconds. */
+  decodeLoop(seq: number, pos0: number, first: number, n: number): Promise<number>;
   /** temperature 0 = greedy. */
   setSampler(seq: number, temperature: number, topK: number, topP: number, seed?: number): void;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
@@ -55,7 +64,7 @@ export interface NativeEngine {
   seqRm(seq: number, p0: number, p1: number): boolean;
   seqCp(src: number, dst: number, p0: number, p1: number): void;
   seqPosMax(seq: number): number;
-  /** llama.cpp's sequence state (llama_state_seq_get_data: no file header). */
+  /** llama_state_seq_get_data(): an 8-byte io header (magic 0xaf143cd8, source seq id), then the state; no file header. */
   stateGet(seq: number): Promise<Buffer>;
   stateSet(seq: number, state: Buffer): Promise<number>;
   dispose(): void;

@@ -35,11 +35,31 @@ export interface NativeRuntimeOptions {
   kvUnified?: boolean;
   /** KV cells in all (unified) — default contextSize × parallel. Per-stream KV always gets contextSize each. */
   kvCells?: number;
+  /** Multi-step decoding: tokens per sequence per native call while only decoding sequences wait (default 1 = off). */
+  decodeLookahead?: number;
 }
 
 /** llama.cpp's sequence state file header (llama_state_seq_save_file): magic "ggsq", version 3. */
 const GGSQ_MAGIC = 0x67677371;
 const GGSQ_VERSION = 3;
+/**
+ * llama_state_seq_get_data() (unlike the file) starts with an 8-byte header of its own: a magic
+ * and the source sequence id; set_data wants it back. The file format — what node-llama-cpp,
+ * the P/D hand-off and the KV store exchange — has neither.
+ */
+const IO_MAGIC = 0xaf143cd8;
+
+function fromIoState(raw: Buffer): Buffer {
+  if (raw.length < 8 || raw.readUInt32LE(0) !== IO_MAGIC) throw new Error("llama.cpp returned a sequence state without its io header");
+  return raw.subarray(8);
+}
+
+function toIoState(seq: number, data: Buffer): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeUInt32LE(IO_MAGIC, 0);
+  head.writeInt32LE(seq, 4);
+  return Buffer.concat([head, data]);
+}
 
 function commonPrefix(a: readonly Token[], b: readonly Token[]): number {
   const n = Math.min(a.length, b.length);
@@ -81,10 +101,19 @@ class NativeSequence implements RuntimeSequence {
   async evaluatePrefix(tokens: readonly Token[]): Promise<number> {
     const reused = await this.rt.scheduler.exclusive(() => this.adoptPrefix(tokens));
     if (reused < tokens.length) {
-      await this.rt.scheduler.evaluate(this.id, reused, tokens.slice(reused), false);
+      await this.rt.scheduler.evaluate({ seq: this.id, pos: reused, tokens: tokens.slice(reused), sample: false });
       this.held = [...tokens];
     }
     return reused;
+  }
+
+  /** Drops KV beyond `length` (tokens decoded ahead that the consumer never took). */
+  private trimTo(length: number): Promise<void> {
+    if (length >= this.held.length) return Promise.resolve();
+    return this.rt.scheduler.exclusive(() => {
+      this.rt.engine.seqRm(this.id, length, -1);
+      this.held = this.held.slice(0, length);
+    });
   }
 
   /** Keeps the longest prefix of `tokens` this sequence or (by seq_cp) any other one holds. */
@@ -114,16 +143,28 @@ class NativeSequence implements RuntimeSequence {
     const { temperature, topK, topP, seed } = sampling;
     await this.rt.scheduler.exclusive(() => this.rt.engine.setSampler(this.id, temperature, topK, topP, seed));
     let input: Token[] = [...next];
-    while (this.held.length + input.length <= this.rt.info.contextSize) {
-      const token = await this.rt.scheduler.evaluate(this.id, this.held.length, input, true);
-      this.held.push(...input);
-      yield token;
-      input = [token];
+    let consumed = this.held.length;
+    try {
+      while (this.held.length + input.length <= this.rt.info.contextSize) {
+        const room = this.rt.info.contextSize - this.held.length - input.length;
+        const got = await this.rt.scheduler.evaluate({ seq: this.id, pos: this.held.length, tokens: input, sample: true, room });
+        this.held.push(...input, ...got.slice(0, -1));
+        consumed += input.length;
+        for (const token of got) {
+          yield token;
+          consumed++;
+        }
+        input = got.slice(-1);
+        consumed--;
+        if (input.length === 0) return;
+      }
+    } finally {
+      await this.trimTo(consumed);
     }
   }
 
   async exportState(): Promise<Buffer> {
-    return this.rt.scheduler.exclusive(async () => packSeqState(this.held, await this.rt.engine.stateGet(this.id)));
+    return this.rt.scheduler.exclusive(async () => packSeqState(this.held, fromIoState(await this.rt.engine.stateGet(this.id))));
   }
 
   async importState(state: Buffer): Promise<void> {
@@ -131,7 +172,7 @@ class NativeSequence implements RuntimeSequence {
     await this.rt.scheduler.exclusive(async () => {
       this.rt.engine.seqRm(this.id, 0, -1);
       this.held = [];
-      await this.rt.engine.stateSet(this.id, data);
+      await this.rt.engine.stateSet(this.id, toIoState(this.id, data));
       this.held = tokens;
     });
   }
@@ -163,7 +204,7 @@ export class NativeRuntime implements ModelRuntime {
       flashAttention: native.flashAttention,
       threads: opts.threads,
     };
-    this.scheduler = new StepScheduler(engine, Math.max(opts.batchSize ?? 512, opts.parallel));
+    this.scheduler = new StepScheduler(engine, Math.max(opts.batchSize ?? 512, opts.parallel), opts.decodeLookahead ?? 1);
     this.sequences = Array.from({ length: opts.parallel }, (_, i) => new NativeSequence(i, this));
   }
 
@@ -194,6 +235,20 @@ export class NativeRuntime implements ModelRuntime {
       if (length > (best?.length ?? than)) best = { seq, length };
     }
     return best;
+  }
+
+  /** Multi-step decoding depth (see StepScheduler); may be changed while serving. */
+  get lookahead(): number {
+    return this.scheduler.lookahead;
+  }
+
+  set lookahead(k: number) {
+    this.scheduler.lookahead = Math.max(1, Math.floor(k));
+  }
+
+  /** Resolves once the device has finished all queued work (prefills without sampling return early). */
+  synchronize(): Promise<void> {
+    return this.scheduler.exclusive(() => this.engine.synchronize());
   }
 
   get gpu(): boolean {

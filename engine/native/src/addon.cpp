@@ -35,6 +35,8 @@ public:
                                InstanceMethod("stateGet", &NativeEngine::StateGet),
                                InstanceMethod("stateSet", &NativeEngine::StateSet),
                                InstanceMethod("dispose", &NativeEngine::Dispose),
+                               InstanceMethod("synchronize", &NativeEngine::Synchronize),
+                               InstanceMethod("decodeLoop", &NativeEngine::DecodeLoop),
                            });
     }
 
@@ -63,6 +65,8 @@ private:
     Napi::Value StateGet(const Napi::CallbackInfo & info);
     Napi::Value StateSet(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
+    Napi::Value Synchronize(const Napi::CallbackInfo & info);
+    Napi::Value DecodeLoop(const Napi::CallbackInfo & info);
 
     std::unique_ptr<Engine> engine_;
 };
@@ -175,7 +179,8 @@ Napi::Value NativeEngine::Info(const Napi::CallbackInfo & info) {
     return o;
 }
 
-// step(seqs, pos0, counts, tokens, sample): Int32Array x4 + Uint8Array -> Promise<Int32Array>
+// step(seqs, pos0, counts, tokens, sample, lookahead): Int32Array x4 + Uint8Array + number
+//   -> Promise<Int32Array> of lookahead tokens per entry (-1 = none)
 Napi::Value NativeEngine::Step(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     Engine * e = engine(env);
@@ -186,6 +191,7 @@ Napi::Value NativeEngine::Step(const Napi::CallbackInfo & info) {
     Napi::Uint8Array sample = info[4].As<Napi::Uint8Array>();
     auto in = std::make_shared<llmfleet::StepInput>();
     in->tokens = fromInt32Array(info[3]);
+    if (info.Length() > 5 && info[5].IsNumber()) in->lookahead = info[5].As<Napi::Number>().Int32Value();
     int32_t offset = 0;
     for (size_t i = 0; i < seqs.ElementLength(); i++) {
         in->entries.push_back({seqs[i], pos0[i], offset, counts[i], sample[i] != 0});
@@ -303,6 +309,26 @@ Napi::Value NativeEngine::StateSet(const Napi::CallbackInfo & info) {
             return n;
         },
         [ref](Napi::Env env, size_t & n) -> Napi::Value { return Napi::Number::New(env, static_cast<double>(n)); });
+}
+
+Napi::Value NativeEngine::Synchronize(const Napi::CallbackInfo & info) {
+    Engine * e = engine(info.Env());
+    if (e) e->synchronize();
+    return info.Env().Undefined();
+}
+
+// decodeLoop(seq, pos0, firstToken, n) -> Promise<seconds>: greedy decode in C++ only (diagnostics).
+Napi::Value NativeEngine::DecodeLoop(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Engine * e = engine(env);
+    if (!e) return env.Undefined();
+    const int32_t seq = info[0].As<Napi::Number>().Int32Value();
+    const int32_t pos0 = info[1].As<Napi::Number>().Int32Value();
+    const int32_t first = info[2].As<Napi::Number>().Int32Value();
+    const int32_t n = info[3].As<Napi::Number>().Int32Value();
+    return queue<double>(
+        env, [e, seq, pos0, first, n](std::string & error) { return e->decode_loop(seq, pos0, first, n, error); },
+        [](Napi::Env env, double & s) -> Napi::Value { return Napi::Number::New(env, s); });
 }
 
 Napi::Value NativeEngine::Dispose(const Napi::CallbackInfo & info) {

@@ -1,5 +1,6 @@
 #include "engine.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -110,7 +111,8 @@ void Engine::set_sampler(int32_t seq, const SamplerConfig & cfg) {
 }
 
 std::vector<llama_token> Engine::step(const StepInput & in, std::string & error) {
-    std::vector<llama_token> out(in.entries.size(), -1);
+    const int32_t k = in.lookahead > 1 ? in.lookahead : 1;
+    std::vector<llama_token> out(in.entries.size() * k, -1);
     struct Pending {
         size_t entry;
         int32_t idx;
@@ -121,7 +123,7 @@ std::vector<llama_token> Engine::step(const StepInput & in, std::string & error)
     auto flush = [&]() -> bool {
         if (n == 0) return true;
         if (!decode_chunk(n, error)) return false;
-        for (const Pending & p : pending) out[p.entry] = sample_at(in.entries[p.entry].seq, p.idx);
+        for (const Pending & p : pending) out[p.entry * k] = sample_at(in.entries[p.entry].seq, p.idx);
         pending.clear();
         n = 0;
         return true;
@@ -141,7 +143,56 @@ std::vector<llama_token> Engine::step(const StepInput & in, std::string & error)
         }
     }
     if (!flush()) return {};
+    if (k > 1 && !continue_steps(in, out, error)) return {};
     return out;
+}
+
+bool Engine::continue_steps(const StepInput & in, std::vector<llama_token> & out, std::string & error) {
+    const int32_t k = in.lookahead;
+    const size_t n = in.entries.size();
+    std::vector<bool> active(n);
+    for (size_t e = 0; e < n; e++) active[e] = in.entries[e].sample && out[e * k] >= 0 && !is_eog(out[e * k]);
+    for (int32_t step = 1; step < k; step++) {
+        int32_t m = 0;
+        std::vector<size_t> rows;
+        for (size_t e = 0; e < n; e++) {
+            if (!active[e]) continue;
+            const StepEntry & en = in.entries[e];
+            batch_.token[m] = out[e * k + step - 1];
+            batch_.pos[m] = en.pos0 + en.count + step - 1;
+            batch_.n_seq_id[m] = 1;
+            batch_.seq_id[m][0] = en.seq;
+            batch_.logits[m] = true;
+            rows.push_back(e);
+            m++;
+        }
+        if (m == 0) break;
+        if (!decode_chunk(m, error)) return false;
+        for (int32_t i = 0; i < m; i++) {
+            const size_t e = rows[i];
+            const llama_token t = sample_at(in.entries[e].seq, i);
+            out[e * k + step] = t;
+            if (is_eog(t)) active[e] = false;
+        }
+    }
+    return true;
+}
+
+void Engine::synchronize() { llama_synchronize(ctx_); }
+
+double Engine::decode_loop(int32_t seq, int32_t pos0, llama_token first, int32_t n, std::string & error) {
+    const auto t0 = std::chrono::steady_clock::now();
+    llama_token t = first;
+    for (int32_t i = 0; i < n; i++) {
+        batch_.token[0] = t;
+        batch_.pos[0] = pos0 + i;
+        batch_.n_seq_id[0] = 1;
+        batch_.seq_id[0][0] = seq;
+        batch_.logits[0] = true;
+        if (!decode_chunk(1, error)) return -1;
+        t = sample_at(seq, 0);
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 std::vector<llama_token> Engine::tokenize(const std::string & text, bool add_special, bool parse_special) const {

@@ -46,6 +46,9 @@ struct StepEntry {
 struct StepInput {
     std::vector<StepEntry> entries;
     std::vector<llama_token> tokens;
+    // Multi-step decoding: when every entry samples, decode this many tokens per sequence before
+    // returning, each sampled token fed straight back (a sequence stops early at end of generation).
+    int32_t lookahead = 1;
 };
 
 class Engine {
@@ -53,8 +56,11 @@ public:
     static std::unique_ptr<Engine> load(const EngineOptions & opts, std::string & error);
     ~Engine();
 
-    // Returns one token per entry (-1 where sample was not set); empty + error on failure.
+    // Returns lookahead tokens per entry (-1 where none was sampled); empty + error on failure.
     std::vector<llama_token> step(const StepInput & in, std::string & error);
+    void synchronize();
+    // Decodes n tokens of seq greedily in a tight C++ loop (no JavaScript); returns seconds. Diagnostics only.
+    double decode_loop(int32_t seq, int32_t pos0, llama_token first, int32_t n, std::string & error);
 
     void set_sampler(int32_t seq, const SamplerConfig & cfg);
 
@@ -87,6 +93,7 @@ private:
     Engine() = default;
     bool decode_chunk(int32_t n_tokens, std::string & error);
     llama_token sample_at(int32_t seq, int32_t idx);
+    bool continue_steps(const StepInput & in, std::vector<llama_token> & out, std::string & error);
 
     EngineOptions opts_;
     llama_model * model_ = nullptr;
