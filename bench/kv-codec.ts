@@ -87,7 +87,7 @@ async function replay(seq: LlamaContextSequence, input: Token[]): Promise<Replay
   const items: ControlledEvaluateInputItem[] = input.map((t, i) => [t, { generateNext: { token: true, probabilities: i % KL_EVERY === 0 } }]);
   const out = await seq.controlledEvaluate(items);
   return {
-    top: out.map((o) => o?.next.token ?? -1),
+    top: out.map((o) => (o?.next.token ?? -1) as Token),
     probs: out.filter((_, i) => i % KL_EVERY === 0).map((o) => o?.next.probabilities ?? new Map<Token, number>()),
   };
 }
@@ -222,7 +222,7 @@ async function main(): Promise<void> {
   const seq = context.getSequence();
   const runs = new Map<string, CodecRun[]>(CODECS.map((c) => [c, []]));
   const contexts: { source: string; stateBytes: number; noise_floor_prefix: number }[] = [];
-  let lastRaw = Buffer.alloc(0);
+  let lastRaw: Buffer = Buffer.alloc(0);
   for (const source of SOURCES) {
     const ctx = await prepareContext(seq, (t) => model.tokenize(t), model.tokens.bos!, source);
     contexts.push({ source, stateBytes: ctx.raw.length, noise_floor_prefix: ctx.noiseFloor });

@@ -100,32 +100,43 @@ async function ttftMs(url: string, prompt: string): Promise<number> {
 
 const percentile = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
 
-interface Replay {
-  ttftMs: number[];
+interface RequestRecord {
   promptTokens: number;
+  ttftMs: number;
   storeTokens: number;
   reusedTokens: number;
 }
 
-async function replay(pod: RunningPod, work: Sample[]): Promise<Replay> {
-  const ttft: number[] = [];
-  let promptTokens = 0;
+const reusedMetrics = async (pod: RunningPod): Promise<[number, number]> => [
+  pod.pod.kvCache ? await metricValue(pod.url, "llmfleet_kv_store_reused_tokens_total") : 0,
+  await metricValue(pod.url, "llmfleet_prefix_hit_tokens_total"),
+];
+
+async function replay(pod: RunningPod, work: Sample[]): Promise<RequestRecord[]> {
+  const records: RequestRecord[] = [];
+  let [store0, reused0] = await reusedMetrics(pod);
   for (const s of work) {
-    promptTokens += pod.pod.service.runtime.tokenize(s.prompt).length;
-    ttft.push(await ttftMs(pod.url, s.prompt));
+    const promptTokens = pod.pod.service.runtime.tokenize(s.prompt).length;
+    const ttft = await ttftMs(pod.url, s.prompt);
     await pod.pod.kvCache?.settled();
+    const [store, reused] = await reusedMetrics(pod);
+    records.push({ promptTokens, ttftMs: ttft, storeTokens: store - (store0 || 0), reusedTokens: reused - (reused0 || 0) });
+    [store0, reused0] = [store, reused];
   }
-  const storeTokens = pod.pod.kvCache ? await metricValue(pod.url, "llmfleet_kv_store_reused_tokens_total") : 0;
-  return { ttftMs: ttft, promptTokens, storeTokens, reusedTokens: await metricValue(pod.url, "llmfleet_prefix_hit_tokens_total") };
+  return records;
 }
 
-const summary = (r: Replay): Record<string, number> => ({
-  ttft_p50_ms: percentile(r.ttftMs, 0.5),
-  ttft_p90_ms: percentile(r.ttftMs, 0.9),
-  ttft_mean_ms: r.ttftMs.reduce((a, b) => a + b, 0) / r.ttftMs.length,
-  block_hit_rate: r.storeTokens / r.promptTokens,
-  prefix_reuse_rate: r.reusedTokens / r.promptTokens,
-});
+function summary(r: RequestRecord[]): Record<string, number> {
+  const sum = (f: (x: RequestRecord) => number): number => r.reduce((a, x) => a + f(x), 0);
+  const ttft = r.map((x) => x.ttftMs);
+  return {
+    ttft_p50_ms: percentile(ttft, 0.5),
+    ttft_p90_ms: percentile(ttft, 0.9),
+    ttft_mean_ms: sum((x) => x.ttftMs) / r.length,
+    block_hit_rate: sum((x) => x.storeTokens) / sum((x) => x.promptTokens),
+    prefix_reuse_rate: sum((x) => x.reusedTokens) / sum((x) => x.promptTokens),
+  };
+}
 
 /** The trace's own prefix reuse over the sampled requests (an unbounded cache, whole blocks). */
 function idealHitRate(rows: TraceRow[]): number {
@@ -158,7 +169,7 @@ async function main(): Promise<void> {
     tiers: [{ name: "ram", medium: "memory", capacityBytes: 8 * 2 ** 30, ttlMs: undefined }],
   });
   await using storeHttp = await listen(store.app);
-  let without: Replay;
+  let without: RequestRecord[];
   let work: Sample[];
   {
     await using pod = await startPod({ model, threads, ctxSize, parallel: 1 });
@@ -184,7 +195,7 @@ async function main(): Promise<void> {
       tokenScale: BLOCK_TOKENS / TRACE_BLOCK,
       maxBlocksPerPrompt: MAX_BLOCKS,
       arrival: "closed loop, trace order, one request at a time",
-      meanPromptTokens: withStore.promptTokens / rows.length,
+      meanPromptTokens: withStore.reduce((a, x) => a + x.promptTokens, 0) / rows.length,
     },
     trace_ideal_block_hit_rate: idealHitRate(rows),
     without_store: a,
@@ -192,6 +203,7 @@ async function main(): Promise<void> {
     ttft_p50_ratio: a.ttft_p50_ms! / b.ttft_p50_ms!,
     ttft_p90_ratio: a.ttft_p90_ms! / b.ttft_p90_ms!,
     ratioOf: "TTFT without the store / with it (same requests, same engine)",
+    requests: { without_store: without, with_store: withStore },
   };
   await writeFile(new URL("./results/kv-mooncake.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);

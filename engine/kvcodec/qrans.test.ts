@@ -100,15 +100,11 @@ test("the most recent tokens get their own, finer step, and join back in place, 
     const t = { ...shape, kind: "k" as const, layer: 0, layers: 1, data };
     const decoded = decodeTensor(encodeTensor(t, { step: () => 4, recentTokens: recent, recentStep: 0.01 }));
     const at = (i: number, j: number): number => 2 * (tokenAxis === 0 ? i * channels + j : j * tokens + i);
-    let oldError = 0;
-    let recentError = 0;
-    for (let i = 1; i < tokens; i++) {
-      for (let j = 0; j < channels; j++) {
-        const e = Math.abs(F16_TO_F32[data.readUInt16LE(at(i, j))]! - F16_TO_F32[decoded.readUInt16LE(at(i, j))]!);
-        if (i < tokens - recent) oldError = Math.max(oldError, e);
-        else recentError = Math.max(recentError, e);
-      }
-    }
+    const errors = Array.from({ length: tokens }, (_, i) =>
+      Math.max(...Array.from({ length: channels }, (_, j) => Math.abs(F16_TO_F32[data.readUInt16LE(at(i, j))]! - F16_TO_F32[decoded.readUInt16LE(at(i, j))]!))),
+    );
+    const oldError = Math.max(...errors.slice(1, tokens - recent));
+    const recentError = Math.max(...errors.slice(tokens - recent));
     assert.ok(oldError > 0.5, `older tokens coarse: ${oldError}`);
     assert.ok(recentError < 0.05, `recent tokens fine: ${recentError}`);
   }
