@@ -42,25 +42,6 @@ export interface NativeRuntimeOptions {
 /** llama.cpp's sequence state file header (llama_state_seq_save_file): magic "ggsq", version 3. */
 const GGSQ_MAGIC = 0x67677371;
 const GGSQ_VERSION = 3;
-/**
- * llama_state_seq_get_data() (unlike the file) starts with an 8-byte header of its own: a magic
- * and the source sequence id; set_data wants it back. The file format — what node-llama-cpp,
- * the P/D hand-off and the KV store exchange — has neither.
- */
-const IO_MAGIC = 0xaf143cd8;
-
-function fromIoState(raw: Buffer): Buffer {
-  if (raw.length < 8 || raw.readUInt32LE(0) !== IO_MAGIC) throw new Error("llama.cpp returned a sequence state without its io header");
-  return raw.subarray(8);
-}
-
-function toIoState(seq: number, data: Buffer): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32LE(IO_MAGIC, 0);
-  head.writeInt32LE(seq, 4);
-  return Buffer.concat([head, data]);
-}
-
 function commonPrefix(a: readonly Token[], b: readonly Token[]): number {
   const n = Math.min(a.length, b.length);
   let i = 0;
@@ -164,15 +145,15 @@ class NativeSequence implements RuntimeSequence {
   }
 
   async exportState(): Promise<Buffer> {
-    return this.rt.scheduler.exclusive(async () => packSeqState(this.held, fromIoState(await this.rt.engine.stateGet(this.id))));
+    return this.rt.scheduler.exclusive(async () => this.rt.engine.stateGetFile(this.id, Int32Array.from(this.held)));
   }
 
   async importState(state: Buffer): Promise<void> {
-    const { tokens, data } = unpackSeqState(state);
-    await this.rt.scheduler.exclusive(async () => {
+    const { tokens } = unpackSeqState(state);
+    await this.rt.scheduler.exclusive(() => {
       this.rt.engine.seqRm(this.id, 0, -1);
       this.held = [];
-      await this.rt.engine.stateSet(this.id, toIoState(this.id, data));
+      this.rt.engine.stateSetFile(this.id, state);
       this.held = tokens;
     });
   }

@@ -3,6 +3,7 @@
 // most one call in flight per engine.
 #include <napi.h>
 
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -34,6 +35,8 @@ public:
                                InstanceMethod("seqPosMax", &NativeEngine::SeqPosMax),
                                InstanceMethod("stateGet", &NativeEngine::StateGet),
                                InstanceMethod("stateSet", &NativeEngine::StateSet),
+                               InstanceMethod("stateGetFile", &NativeEngine::StateGetFile),
+                               InstanceMethod("stateSetFile", &NativeEngine::StateSetFile),
                                InstanceMethod("dispose", &NativeEngine::Dispose),
                                InstanceMethod("synchronize", &NativeEngine::Synchronize),
                                InstanceMethod("decodeLoop", &NativeEngine::DecodeLoop),
@@ -64,6 +67,8 @@ private:
     Napi::Value SeqPosMax(const Napi::CallbackInfo & info);
     Napi::Value StateGet(const Napi::CallbackInfo & info);
     Napi::Value StateSet(const Napi::CallbackInfo & info);
+    Napi::Value StateGetFile(const Napi::CallbackInfo & info);
+    Napi::Value StateSetFile(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
     Napi::Value Synchronize(const Napi::CallbackInfo & info);
     Napi::Value DecodeLoop(const Napi::CallbackInfo & info);
@@ -329,6 +334,73 @@ Napi::Value NativeEngine::DecodeLoop(const Napi::CallbackInfo & info) {
     return queue<double>(
         env, [e, seq, pos0, first, n](std::string & error) { return e->decode_loop(seq, pos0, first, n, error); },
         [](Napi::Env env, double & s) -> Napi::Value { return Napi::Number::New(env, s); });
+}
+
+// The sequence state in llama.cpp's file format (what llama_state_seq_save_file writes: "ggsq",
+// version, token count, tokens, state) in ONE allocation with no copy: llama.cpp writes its
+// 8-byte io header (magic, seq id) into the last 8 bytes of the token area, which the file
+// header and tokens then overwrite.
+constexpr uint32_t GGSQ_MAGIC = 0x67677371;
+constexpr uint32_t GGSQ_VERSION = 3;
+constexpr uint32_t IO_MAGIC = 0xaf143cd8;
+
+Napi::Value NativeEngine::StateGetFile(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Engine * e = engine(env);
+    if (!e) return env.Undefined();
+    const int32_t seq = info[0].As<Napi::Number>().Int32Value();
+    const std::vector<llama_token> tokens = fromInt32Array(info[1]);
+    const size_t head = 12 + 4 * tokens.size();
+    const size_t size = e->state_size(seq);
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, head - 8 + size);
+    auto ref = std::make_shared<Napi::Reference<Napi::Buffer<uint8_t>>>(Napi::Persistent(buf));
+    uint8_t * dst = buf.Data() + head - 8;
+    return queue<size_t>(
+        env,
+        [e, seq, dst, size](std::string & error) {
+            const size_t n = e->state_get_into(seq, dst, size);
+            if (n != size) error = "llama.cpp wrote " + std::to_string(n) + " state bytes, expected " + std::to_string(size);
+            return n;
+        },
+        [ref, tokens](Napi::Env, size_t &) -> Napi::Value {
+            Napi::Buffer<uint8_t> b = ref->Value();
+            uint8_t * p = b.Data();
+            const uint32_t words[3] = {GGSQ_MAGIC, GGSQ_VERSION, static_cast<uint32_t>(tokens.size())};
+            std::memcpy(p, words, sizeof(words));
+            std::memcpy(p + 12, tokens.data(), 4 * tokens.size());
+            return b;
+        });
+}
+
+// Loads a state in the file format. Synchronous (the caller holds the engine exclusively): the 8
+// bytes before the state are swapped for llama.cpp's io header for the call and restored, so no
+// copy of a (possibly GB-sized) state is made and no JavaScript can see the swap.
+Napi::Value NativeEngine::StateSetFile(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Engine * e = engine(env);
+    if (!e) return env.Undefined();
+    const int32_t seq = info[0].As<Napi::Number>().Int32Value();
+    Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
+    uint8_t * p = buf.Data();
+    const size_t len = buf.Length();
+    uint32_t words[3] = {0, 0, 0};
+    if (len >= 12) std::memcpy(words, p, sizeof(words));
+    const size_t head = 12 + 4 * static_cast<size_t>(words[2]);
+    if (len < 12 || words[0] != GGSQ_MAGIC || words[1] != GGSQ_VERSION || head > len) {
+        Napi::Error::New(env, "not a llama.cpp sequence state file (magic, version or size)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    uint8_t saved[8];
+    std::memcpy(saved, p + head - 8, 8);
+    const uint32_t io[2] = {IO_MAGIC, static_cast<uint32_t>(seq)};
+    std::memcpy(p + head - 8, io, 8);
+    const size_t n = e->state_set(seq, p + head - 8, len - head + 8);
+    std::memcpy(p + head - 8, saved, 8);
+    if (n == 0) {
+        Napi::Error::New(env, "llama.cpp rejected the sequence state (wrong model, layout or size)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    return Napi::Number::New(env, static_cast<double>(n));
 }
 
 Napi::Value NativeEngine::Dispose(const Napi::CallbackInfo & info) {

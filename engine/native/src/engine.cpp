@@ -256,6 +256,10 @@ std::vector<uint8_t> Engine::state_get(int32_t seq) {
     return buf;
 }
 
+size_t Engine::state_size(int32_t seq) { return llama_state_seq_get_size(ctx_, seq); }
+
+size_t Engine::state_get_into(int32_t seq, uint8_t * dst, size_t size) { return llama_state_seq_get_data(ctx_, dst, size, seq); }
+
 size_t Engine::state_set(int32_t seq, const uint8_t * data, size_t size) { return llama_state_seq_set_data(ctx_, data, size, seq); }
 
 uint32_t Engine::n_ctx() const { return llama_n_ctx(ctx_); }

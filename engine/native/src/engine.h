@@ -76,6 +76,8 @@ public:
     int32_t seq_pos_max(int32_t seq) const;
 
     std::vector<uint8_t> state_get(int32_t seq);
+    size_t state_size(int32_t seq);
+    size_t state_get_into(int32_t seq, uint8_t * dst, size_t size);
     size_t state_set(int32_t seq, const uint8_t * data, size_t size);
 
     uint32_t n_ctx() const;
