@@ -53,7 +53,7 @@ export const KVCodec = strictObject(
   {
     name: StringEnum(["default", "qrans", "qrans8", "lossless", "int8", "none"], {
       description:
-        "KV codec for stored blocks: default (qrans: per-layer quantisation, delta along tokens, rANS entropy coding; about 4x smaller than f16), qrans8 (at least 8x smaller, lossier), lossless, int8 (per-channel 8-bit) or none (raw f16). Default default.",
+        "KV codec for stored blocks: default (= none today: raw f16, exact), qrans (per-layer quantisation, delta along tokens, rANS entropy coding; about 4x smaller than f16, slightly lossy), qrans8 (at least 8x smaller, lossier), lossless or int8 (per-channel 8-bit). Default default.",
       default: "default",
     }),
   },

@@ -30,8 +30,13 @@ export const QRANS8 = qransCodec("qrans8", policy(0.125, 2, 32, 0.25));
 
 const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QRANS8].map((c) => [c.name, c]));
 
-/** What "default" means (chosen from bench/results/kv-codec.json; BENCHMARKS.md says why). */
-export const DEFAULT_CODEC = "qrans";
+/**
+ * What "default" means: none (raw f16). No lossy mode reaches the goal (≥8x smaller with greedy
+ * agreement ≥0.99 — bench/results/kv-codec.json: qrans 4.3x at 0.980, qrans8 8.5x at 0.886), and
+ * decoding in JavaScript makes a memory-tier load slower than reading f16, so a lossy default
+ * would change outputs and slow loads. qrans is opt-in where stored bytes or the network count.
+ */
+export const DEFAULT_CODEC = "none";
 
 export function kvCodec(name: KvCodecName | string): KvCodec {
   const codec = codecs.get(name === "default" ? DEFAULT_CODEC : name);
