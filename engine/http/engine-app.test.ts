@@ -111,3 +111,21 @@ test("/health, /ready, /v1/models and /metrics answer", async () => {
     assert.match(metrics, new RegExp(`${name}.*role="aggregated"`));
   }
 });
+
+test("probes and scrapes are not counted as requests (the autoscaler's arrival rate)", async () => {
+  const count = async (): Promise<number> => {
+    const text = await (await fetch(`${pod.url}/metrics`)).text();
+    return text
+      .split("\n")
+      .filter((l) => l.startsWith("llmfleet_requests_total"))
+      .reduce((sum, l) => sum + Number(l.split(" ").at(-1)), 0);
+  };
+  const before = await count();
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await fetch(`${pod.url}/health`)).status, 200);
+    assert.equal((await fetch(`${pod.url}/ready`)).status, 200);
+  }
+  assert.equal(await count(), before);
+  assert.equal((await fetch(`${pod.url}/v1/models`)).status, 200);
+  await eventually(async () => ((await count()) === before + 1 ? true : undefined));
+});

@@ -16,9 +16,12 @@ export interface EngineAppDeps {
   extraRoutes?: Router;
 }
 
+/** Probes and scrapes are not requests: counting them made a scraped pool look busy to the autoscaler. */
+const NOT_COUNTED = new Set(["/health", "/ready", "/metrics"]);
+
 export function countRequests(metrics: EngineMetrics): express.RequestHandler {
-  return (_req, res, next) => {
-    res.on("finish", () => metrics.requests.inc({ status: String(res.statusCode) }));
+  return (req, res, next) => {
+    if (!NOT_COUNTED.has(req.path)) res.on("finish", () => metrics.requests.inc({ status: String(res.statusCode) }));
     next();
   };
 }
