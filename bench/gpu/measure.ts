@@ -2,7 +2,7 @@
 import type { NativeRuntime } from "../../engine/runtime/native-runtime.ts";
 import type { RuntimeSequence, Sampling, Token } from "../../engine/runtime/runtime.ts";
 
-const GREEDY: Sampling = { temperature: 0, topK: 1, topP: 1 };
+export const GREEDY: Sampling = { temperature: 0, topK: 1, topP: 1 };
 
 /** Deterministic pseudo-random tokens (distinct streams never share a prefix). */
 export function randomTokens(n: number, seed: number, vocab: number): Token[] {
@@ -74,7 +74,7 @@ async function firstToken(rt: NativeRuntime, seq: RuntimeSequence, prompt: reado
   return (performance.now() - t0) / 1000;
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export interface ReuseRun {
   contextTokens: number;

@@ -9,10 +9,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { NativeRuntime } from "../../engine/runtime/native-runtime.ts";
-import type { Sampling, Token } from "../../engine/runtime/runtime.ts";
-import { randomTokens } from "./measure.ts";
-
-const GREEDY: Sampling = { temperature: 0, topK: 1, topP: 1 };
+import type { Token } from "../../engine/runtime/runtime.ts";
+import { GREEDY, median, randomTokens } from "./measure.ts";
 
 async function firstToken(rt: NativeRuntime, last: Token): Promise<Token> {
   for await (const t of rt.sequences[0]!.generate([last], GREEDY)) return t;
@@ -65,8 +63,6 @@ export interface PdRun {
   ttftDisaggregatedSeconds: number;
   overhead: number;
 }
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function once(rt: NativeRuntime, prompt: Token[], port: number): Promise<{ agg: number; pd: number; bytes: number }> {
   const seq = rt.sequences[0]!;

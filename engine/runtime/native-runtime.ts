@@ -10,19 +10,12 @@
 import { basename } from "node:path";
 import { loadNativeAddon, type NativeEngine } from "../native/binding.ts";
 import type { ChatMessage, ModelRuntime, RuntimeInfo, RuntimeSequence, Sampling, Token } from "./runtime.ts";
+import { commonPrefixLength } from "../serving/sequence-pool.ts";
+import type { LlamaRuntimeOptions } from "./llama-runtime.ts";
 import { StepScheduler } from "./step-scheduler.ts";
 
-export interface NativeRuntimeOptions {
-  modelPath: string;
-  threads: number;
-  /** Tokens per sequence. */
-  contextSize: number;
-  /** Sequences in the one shared context. */
-  parallel: number;
-  /** Tokens per llama_decode; default 512. */
-  batchSize?: number;
-  /** Default false: both P/D sides must agree (it decides the V layout of the KV state). */
-  flashAttention?: boolean;
+/** The options both runtimes take (LlamaRuntimeOptions), and the native backend's own. */
+export interface NativeRuntimeOptions extends LlamaRuntimeOptions {
   /** 0 (default) = CPU; -1 = every layer on the GPU. */
   gpuLayers?: number;
   /** Share prefixes between sequences (default true): by cell sharing (unified KV) or a device copy. */
@@ -42,13 +35,6 @@ export interface NativeRuntimeOptions {
 /** llama.cpp's sequence state file header (llama_state_seq_save_file): magic "ggsq", version 3. */
 const GGSQ_MAGIC = 0x67677371;
 const GGSQ_VERSION = 3;
-function commonPrefix(a: readonly Token[], b: readonly Token[]): number {
-  const n = Math.min(a.length, b.length);
-  let i = 0;
-  while (i < n && a[i] === b[i]) i++;
-  return i;
-}
-
 export function packSeqState(tokens: readonly Token[], data: Buffer): Buffer {
   const head = Buffer.alloc(12 + tokens.length * 4);
   head.writeUInt32LE(GGSQ_MAGIC, 0);
@@ -99,7 +85,7 @@ class NativeSequence implements RuntimeSequence {
 
   /** Keeps the longest prefix of `tokens` this sequence or (by seq_cp) any other one holds. */
   private adoptPrefix(tokens: readonly Token[]): number {
-    const own = commonPrefix(this.held, tokens);
+    const own = commonPrefixLength(this.held, tokens);
     const donor = this.rt.bestDonor(this, tokens, own);
     const engine = this.rt.engine;
     if (donor) {
@@ -212,7 +198,7 @@ export class NativeRuntime implements ModelRuntime {
     let best: { seq: NativeSequence; length: number } | undefined;
     for (const seq of this.sequences) {
       if (seq === self) continue;
-      const length = Math.min(cap, commonPrefix(seq.held, tokens));
+      const length = Math.min(cap, commonPrefixLength(seq.held, tokens));
       if (length > (best?.length ?? than)) best = { seq, length };
     }
     return best;

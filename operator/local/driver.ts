@@ -6,9 +6,9 @@
 // flight to it does it get SIGTERM, so no request is lost. A process that exits on its own is
 // replaced, as a ReplicaSet replaces a pod.
 import { renameSync, writeFileSync } from "node:fs";
-import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { UpstreamsFile } from "../../engine/router/upstreams-file.ts";
+import { freePorts } from "../../scripts/cluster/procs.ts";
 import { replicaArgs, type PlannedDeployment } from "./fleet.ts";
 import { startEngine, stopEngines, waitHealthy, withFlag, type EngineProcessSpec, type RunningEngine } from "./processes.ts";
 import { drainFromRouters, routerWiring, type RouterWiring } from "./routers.ts";
@@ -49,17 +49,6 @@ export interface DeploymentView {
   starting: number;
   draining: number;
   startupSeconds?: number;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => res(port));
-    });
-  });
 }
 
 const tag = (e: RunningEngine): string => `${e.spec.name}#${e.spec.replica}`;
@@ -135,7 +124,7 @@ export class LocalFleetDriver {
     if (this.stopping) return;
     const live = d.processes.filter((p) => p.state !== "draining");
     for (let n = live.length; n < d.desired; n++) {
-      const port = await freePort();
+      const port = (await freePorts(1))[0]!;
       const spec = { name: d.planned.name, replica: d.nextReplica++, port, args: replicaArgs(d.planned, port, this.urls, this.opts.threads) };
       void this.becomeServing(this.launch(d, spec), false);
     }
