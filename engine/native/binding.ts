@@ -64,9 +64,6 @@ export interface NativeEngine {
   seqRm(seq: number, p0: number, p1: number): boolean;
   seqCp(src: number, dst: number, p0: number, p1: number): void;
   seqPosMax(seq: number): number;
-  /** llama_state_seq_get_data(): an 8-byte io header (magic 0xaf143cd8, source seq id), then the state; no file header. */
-  stateGet(seq: number): Promise<Buffer>;
-  stateSet(seq: number, state: Buffer): Promise<number>;
   /** The state in llama.cpp's file format (ggsq header, tokens, state), built in one allocation with no copy. */
   stateGetFile(seq: number, tokens: Int32Array): Promise<Buffer>;
   /** Loads a file-format state synchronously without copying it; returns the state bytes read. Throws on a bad state. */

@@ -122,6 +122,11 @@ function readHeader(r: Reader): number[] {
   return Array.from({ length: n }, () => r.u32());
 }
 
+/** The tokens a sequence state holds (its file header); throws on a bad magic or a truncated header. */
+export function seqStateTokens(state: Buffer): number[] {
+  return readHeader(new Reader(state));
+}
+
 /** Rewrites a sequence state for a context with `target.streams` KV streams and V layout. */
 export function normaliseSeqState(state: Buffer, target: KvLayout): Buffer {
   const r = new Reader(state);

@@ -10,6 +10,7 @@
 import { basename } from "node:path";
 import { loadNativeAddon, type NativeEngine } from "../native/binding.ts";
 import type { ChatMessage, ModelRuntime, RuntimeInfo, RuntimeSequence, Sampling, Token } from "./runtime.ts";
+import { seqStateTokens } from "../pd/kv-state.ts";
 import { commonPrefixLength } from "../serving/sequence-pool.ts";
 import type { LlamaRuntimeOptions } from "./llama-runtime.ts";
 import { StepScheduler } from "./step-scheduler.ts";
@@ -30,27 +31,6 @@ export interface NativeRuntimeOptions extends LlamaRuntimeOptions {
   kvCells?: number;
   /** Multi-step decoding: tokens per sequence per native call while only decoding sequences wait (default 1 = off). */
   decodeLookahead?: number;
-}
-
-/** llama.cpp's sequence state file header (llama_state_seq_save_file): magic "ggsq", version 3. */
-const GGSQ_MAGIC = 0x67677371;
-const GGSQ_VERSION = 3;
-export function packSeqState(tokens: readonly Token[], data: Buffer): Buffer {
-  const head = Buffer.alloc(12 + tokens.length * 4);
-  head.writeUInt32LE(GGSQ_MAGIC, 0);
-  head.writeUInt32LE(GGSQ_VERSION, 4);
-  head.writeUInt32LE(tokens.length, 8);
-  tokens.forEach((t, i) => head.writeInt32LE(t, 12 + i * 4));
-  return Buffer.concat([head, data]);
-}
-
-export function unpackSeqState(state: Buffer): { tokens: Token[]; data: Buffer } {
-  if (state.length < 12 || state.readUInt32LE(0) !== GGSQ_MAGIC) throw new Error("not a llama.cpp sequence state (bad magic)");
-  if (state.readUInt32LE(4) !== GGSQ_VERSION) throw new Error(`sequence state version ${state.readUInt32LE(4)}, expected ${GGSQ_VERSION}`);
-  const n = state.readUInt32LE(8);
-  if (12 + n * 4 > state.length) throw new Error("sequence state is truncated");
-  const tokens = Array.from({ length: n }, (_, i) => state.readInt32LE(12 + i * 4));
-  return { tokens, data: state.subarray(12 + n * 4) };
 }
 
 class NativeSequence implements RuntimeSequence {
@@ -135,7 +115,8 @@ class NativeSequence implements RuntimeSequence {
   }
 
   async importState(state: Buffer): Promise<void> {
-    const { tokens } = unpackSeqState(state);
+    // The addon checks magic, version and size again before llama.cpp reads the state.
+    const tokens = seqStateTokens(state);
     await this.rt.scheduler.exclusive(() => {
       this.rt.engine.seqRm(this.id, 0, -1);
       this.held = [];

@@ -33,8 +33,6 @@ public:
                                InstanceMethod("seqRm", &NativeEngine::SeqRm),
                                InstanceMethod("seqCp", &NativeEngine::SeqCp),
                                InstanceMethod("seqPosMax", &NativeEngine::SeqPosMax),
-                               InstanceMethod("stateGet", &NativeEngine::StateGet),
-                               InstanceMethod("stateSet", &NativeEngine::StateSet),
                                InstanceMethod("stateGetFile", &NativeEngine::StateGetFile),
                                InstanceMethod("stateSetFile", &NativeEngine::StateSetFile),
                                InstanceMethod("dispose", &NativeEngine::Dispose),
@@ -65,8 +63,6 @@ private:
     Napi::Value SeqRm(const Napi::CallbackInfo & info);
     Napi::Value SeqCp(const Napi::CallbackInfo & info);
     Napi::Value SeqPosMax(const Napi::CallbackInfo & info);
-    Napi::Value StateGet(const Napi::CallbackInfo & info);
-    Napi::Value StateSet(const Napi::CallbackInfo & info);
     Napi::Value StateGetFile(const Napi::CallbackInfo & info);
     Napi::Value StateSetFile(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
@@ -280,40 +276,6 @@ Napi::Value NativeEngine::SeqPosMax(const Napi::CallbackInfo & info) {
     Engine * e = engine(info.Env());
     if (!e) return info.Env().Undefined();
     return Napi::Number::New(info.Env(), e->seq_pos_max(info[0].As<Napi::Number>().Int32Value()));
-}
-
-Napi::Value NativeEngine::StateGet(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    Engine * e = engine(env);
-    if (!e) return env.Undefined();
-    const int32_t seq = info[0].As<Napi::Number>().Int32Value();
-    using Bytes = std::shared_ptr<std::vector<uint8_t>>;
-    return queue<Bytes>(
-        env, [e, seq](std::string &) { return std::make_shared<std::vector<uint8_t>>(e->state_get(seq)); },
-        [](Napi::Env env, Bytes & b) -> Napi::Value {
-            auto * keep = new Bytes(b);
-            return Napi::Buffer<uint8_t>::New(env, (*keep)->data(), (*keep)->size(), [](Napi::Env, uint8_t *, Bytes * k) { delete k; }, keep);
-        });
-}
-
-Napi::Value NativeEngine::StateSet(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    Engine * e = engine(env);
-    if (!e) return env.Undefined();
-    const int32_t seq = info[0].As<Napi::Number>().Int32Value();
-    Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
-    // Keep the JS buffer alive while the worker reads it.
-    auto ref = std::make_shared<Napi::Reference<Napi::Buffer<uint8_t>>>(Napi::Persistent(buf));
-    const uint8_t * data = buf.Data();
-    const size_t size = buf.Length();
-    return queue<size_t>(
-        env,
-        [e, seq, data, size](std::string & error) {
-            const size_t n = e->state_set(seq, data, size);
-            if (n == 0) error = "llama.cpp rejected the sequence state (wrong model, layout or size)";
-            return n;
-        },
-        [ref](Napi::Env env, size_t & n) -> Napi::Value { return Napi::Number::New(env, static_cast<double>(n)); });
 }
 
 Napi::Value NativeEngine::Synchronize(const Napi::CallbackInfo & info) {

@@ -249,13 +249,6 @@ void Engine::seq_cp(int32_t src, int32_t dst, int32_t p0, int32_t p1) { llama_me
 
 int32_t Engine::seq_pos_max(int32_t seq) const { return llama_memory_seq_pos_max(llama_get_memory(ctx_), seq); }
 
-std::vector<uint8_t> Engine::state_get(int32_t seq) {
-    std::vector<uint8_t> buf(llama_state_seq_get_size(ctx_, seq));
-    const size_t n = llama_state_seq_get_data(ctx_, buf.data(), buf.size(), seq);
-    buf.resize(n);
-    return buf;
-}
-
 size_t Engine::state_size(int32_t seq) { return llama_state_seq_get_size(ctx_, seq); }
 
 size_t Engine::state_get_into(int32_t seq, uint8_t * dst, size_t size) { return llama_state_seq_get_data(ctx_, dst, size, seq); }

@@ -75,7 +75,6 @@ public:
     void seq_cp(int32_t src, int32_t dst, int32_t p0, int32_t p1);
     int32_t seq_pos_max(int32_t seq) const;
 
-    std::vector<uint8_t> state_get(int32_t seq);
     size_t state_size(int32_t seq);
     size_t state_get_into(int32_t seq, uint8_t * dst, size_t size);
     size_t state_set(int32_t seq, const uint8_t * data, size_t size);
