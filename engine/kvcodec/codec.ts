@@ -4,7 +4,10 @@
  */
 import type { KvCodec, KvCodecName } from "./codec-names.ts";
 import { INT8, LOSSLESS, QDELTA } from "./codecs.ts";
+import { qpreCodec } from "./qpre.ts";
+import { sensitivityPolicy } from "./qpre-policy.ts";
 import { qransCodec, type QransPolicy } from "./qrans.ts";
+import type { Rope } from "./rope.ts";
 
 export type { KvCodec };
 
@@ -28,13 +31,30 @@ export const QRANS = qransCodec("qrans", policy(0.0625, 0.5, 128, 0.125));
 /** At least 8x smaller than F16; measurably lossier (see BENCHMARKS.md). */
 export const QRANS8 = qransCodec("qrans8", policy(0.125, 2, 32, 0.25));
 
-const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QRANS8].map((c) => [c.name, c]));
+/**
+ * RoPE candidates for keys (the encoder keeps the one that leaves the channels least spread and
+ * records it): Gemma 3's sliding-window layers use base 10,000, its global layers 1,000,000.
+ */
+const ROPES: readonly Rope[] = [
+  { style: "neox", base: 10_000 },
+  { style: "neox", base: 1_000_000 },
+  { style: "norm", base: 10_000 },
+  { style: "norm", base: 500_000 },
+];
+
+/** Keys un-rotated, steps by measured sensitivity (qpre-policy.ts); the last 64 tokens 4x finer. */
+export const QPRE = qpreCodec("qpre", { ropes: ROPES, policy: sensitivityPolicy(0.6, 64, 0.25) });
+/** The same at least 8x smaller than F16; lossier (see BENCHMARKS.md). */
+export const QPRE8 = qpreCodec("qpre8", { ropes: ROPES, policy: sensitivityPolicy(1.3, 64, 0.25) });
+
+const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QRANS8, QPRE, QPRE8].map((c) => [c.name, c]));
 
 /**
  * What "default" means: none (raw f16). No lossy mode reaches the goal (≥8x smaller with greedy
- * agreement ≥0.99 — bench/results/kv-codec.json: qrans 4.3x at 0.980, qrans8 8.5x at 0.886), and
- * decoding in JavaScript makes a memory-tier load slower than reading f16, so a lossy default
- * would change outputs and slow loads. qrans is opt-in where stored bytes or the network count.
+ * agreement ≥0.99 — bench/results/kv-codec.json: qpre8 8.3x at 0.953, qpre 5.4x at 0.979, qrans
+ * 4.3x at 0.988), and decoding in JavaScript makes a memory-tier load slower than reading f16, so
+ * a lossy default would change outputs and slow loads. qpre/qrans are opt-in where stored bytes
+ * or the network count.
  */
 export const DEFAULT_CODEC = "none";
 

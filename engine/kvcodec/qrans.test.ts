@@ -97,7 +97,7 @@ test("the most recent tokens get their own, finer step, and join back in place, 
     const [tokens, channels, recent] = [200, 8, 20];
     const data = randomTensor(tokens, channels, tokenAxis, 11);
     const shape = tokenAxis === 0 ? { rows: tokens, cols: channels, tokenAxis } : { rows: channels, cols: tokens, tokenAxis };
-    const t = { ...shape, kind: "k" as const, layer: 0, layers: 1, data };
+    const t = { ...shape, kind: "k" as const, layer: 0, layers: 1, positions: Int32Array.from({ length: tokens }, (_, i) => i), data };
     const decoded = decodeTensor(encodeTensor(t, { step: () => 4, recentTokens: recent, recentStep: 0.01 }));
     const at = (i: number, j: number): number => 2 * (tokenAxis === 0 ? i * channels + j : j * tokens + i);
     const errors = Array.from({ length: tokens }, (_, i) =>

@@ -11,6 +11,8 @@ export interface KvTensor {
   kind: "k" | "v";
   layer: number;
   layers: number;
+  /** The position of each cell (token), in the tensor's token order. */
+  positions: Int32Array;
   data: Buffer;
 }
 
@@ -46,7 +48,7 @@ class Walker {
   }
 }
 
-type TensorId = Pick<KvTensor, "kind" | "layer" | "layers">;
+type TensorId = Pick<KvTensor, "kind" | "layer" | "layers" | "positions">;
 
 function rowsTensor(w: Walker, cells: number, id: TensorId): void {
   const type = w.buf.readInt32LE(w.offset);
@@ -67,14 +69,16 @@ function transposedTensor(w: Walker, cells: number, id: TensorId): void {
 }
 
 function streamBlock(w: Walker, cells: number): void {
+  const positions = new Int32Array(cells);
   for (let i = 0; i < cells; i++) {
+    positions[i] = w.buf.readInt32LE(w.offset);
     w.skip(4);
     w.skip(4 * w.u32());
   }
   const vTrans = w.u32() === 1;
   const layers = w.u32();
-  for (let layer = 0; layer < layers; layer++) rowsTensor(w, cells, { kind: "k", layer, layers });
-  for (let layer = 0; layer < layers; layer++) (vTrans ? transposedTensor : rowsTensor)(w, cells, { kind: "v", layer, layers });
+  for (let layer = 0; layer < layers; layer++) rowsTensor(w, cells, { kind: "k", layer, layers, positions });
+  for (let layer = 0; layer < layers; layer++) (vTrans ? transposedTensor : rowsTensor)(w, cells, { kind: "v", layer, layers, positions });
 }
 
 export function splitState(state: Buffer): StatePart[] {
@@ -126,4 +130,20 @@ export function f32ToF16(v: number): number {
   const r = (e << 10) | (m >>> 13);
   const rest = m & 0x1fff;
   return sign | (rest > 0x1000 || (rest === 0x1000 && r & 1) ? r + 1 : r);
+}
+
+/** f32 -> F16 bits for a whole array, as f32ToF16 does per value; the normal range inline (the decode hot path). */
+export function f32ArrayToF16(x: Float32Array, out: Uint16Array): void {
+  const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  for (let k = 0; k < x.length; k++) {
+    const b = bits[k]!;
+    const e = (b >>> 23) & 0xff;
+    if (e <= 112 || e >= 143) {
+      out[k] = f32ToF16(x[k]!);
+      continue;
+    }
+    const h = ((b >>> 16) & 0x8000) | ((e - 112) << 10) | ((b >>> 13) & 0x3ff);
+    const rest = b & 0x1fff;
+    out[k] = rest > 0x1000 || (rest === 0x1000 && h & 1) ? h + 1 : h;
+  }
 }
