@@ -24,6 +24,10 @@ export interface NativeLoadOptions {
   kvUnified?: boolean;
   /** Default true: the full KV on sliding-window models (prefix reuse needs it). */
   swaFull?: boolean;
+  /** Default true: with layers on a GPU, the token embeddings go there too (one GPU graph per decode step). */
+  gpuEmbeddings?: boolean;
+  /** Pipelined decoding (engine.h): default on when layers are on a GPU; true/false forces it. */
+  pipeline?: boolean;
 }
 
 export interface NativeInfo {
@@ -37,6 +41,13 @@ export interface NativeInfo {
   flashAttention: boolean;
   kvUnified: boolean;
   gpu: boolean;
+  /** Times llama.cpp reused its previous compute graph (a decode step that did not rebuild it). */
+  graphsReused: number;
+  /** Pipelined decoding is on. */
+  pipeline: boolean;
+  /** Pipelined decodes a step used, and ones rolled back because something else came first. */
+  speculatedUsed: number;
+  speculatedDropped: number;
   /** -1 when the model adds no BOS token. */
   bos: number;
 }
@@ -52,8 +63,11 @@ export interface NativeEngine {
   step(seqs: Int32Array, pos0: Int32Array, counts: Int32Array, tokens: Int32Array, sample: Uint8Array, lookahead?: number): Promise<Int32Array>;
   /** Waits for the device to finish queued work (llama.cpp decodes asynchronously when no logits are read). */
   synchronize(): void;
-  /** Diagnostics: greedy-decodes n tokens of seq in a C++ loop with no JavaScript in it; resolves with seconds. */
-  decodeLoop(seq: number, pos0: number, first: number, n: number): Promise<number>;
+  /**
+   * Diagnostics: greedy-decodes n tokens of seq in a C++ loop with no JavaScript in it; resolves with the seconds of each step.
+   * mode bits (engine.h): 1 llama-bench's batch (llama_batch_get_one), 2 no logits read (synchronize only).
+   */
+  decodeLoop(seq: number, pos0: number, first: number, n: number, mode?: number): Promise<number[]>;
   /** temperature 0 = greedy. */
   setSampler(seq: number, temperature: number, topK: number, topP: number, seed?: number): void;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;

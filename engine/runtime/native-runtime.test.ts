@@ -30,9 +30,10 @@ const THREADS = 1;
 
 let rt: NativeRuntime;
 let llama: LlamaRuntime;
+let modelPath: string;
 
 before(async () => {
-  const modelPath = await ensureDefaultModel();
+  modelPath = await ensureDefaultModel();
   const started = performance.now();
   process.stderr.write(`native addon: ${nativeAddonPath()} (${Math.round(performance.now() - started)} ms)\n`);
   rt = await NativeRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 4 });
@@ -160,4 +161,43 @@ test("four sequences decoding together share scheduler steps", async () => {
   const steps = rt.scheduler.stats.steps - before;
   assert.ok(steps >= 16 && steps <= 20, `4 × 16 tokens took ${steps} steps (one per token would be 64)`);
   for (const out of outputs) assert.deepEqual(out, outputs[0]);
+});
+
+test("pipelined decoding (the next decode launched before tokens come back) gives the same tokens, and rolls back what nobody asked for", async () => {
+  const piped = await NativeRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 4, pipelineDecode: true });
+  try {
+    assert.equal(piped.engine.info().pipeline, true);
+    assert.equal(rt.engine.info().pipeline, false, "off by default on CPU");
+    const prompts = [MONTHS, COUNT, WEEKDAYS, MONTHS].map((p) => rt.tokenize(p));
+    const lengths = [16, 5, 11, 8];
+    await clearAll();
+    const reference: Token[][] = [];
+    for (let i = 0; i < 4; i++) {
+      reference.push((await complete(seq(0), prompts[i]!, lengths[i]!)).tokens);
+      await clearAll();
+    }
+
+    // One sequence: every step after the first was speculated; an early stop leaves no speculated cell behind.
+    const one = piped.sequences[0]!;
+    const first = (await complete(one, prompts[1]!, 5)).tokens;
+    assert.deepEqual(first, reference[1]);
+    assert.equal(piped.engine.seqPosMax(0), prompts[1]!.length + first.length - 2);
+    assert.deepEqual(one.contextTokens(), [...prompts[1]!, ...first.slice(0, -1)]);
+    await one.clear();
+
+    // Four sequences that stop at different lengths, one joining late: every mismatch rolls back.
+    const outputs = await Promise.all(
+      piped.sequences.map(async (s, i) => {
+        if (i === 3) await new Promise((r) => setTimeout(r, 50));
+        return (await complete(s, prompts[i]!, lengths[i]!)).tokens;
+      }),
+    );
+    assert.deepEqual(outputs, reference);
+    for (const [i, s] of piped.sequences.entries()) assert.equal(piped.engine.seqPosMax(s.id), prompts[i]!.length + lengths[i]! - 2);
+    const { speculatedUsed, speculatedDropped } = piped.engine.info();
+    assert.ok(speculatedUsed >= 10, `${speculatedUsed} speculated decodes used`);
+    assert.ok(speculatedDropped >= 3, `${speculatedDropped} rolled back`);
+  } finally {
+    await piped[Symbol.asyncDispose]();
+  }
 });

@@ -31,6 +31,13 @@ export interface NativeRuntimeOptions extends LlamaRuntimeOptions {
   kvCells?: number;
   /** Multi-step decoding: tokens per sequence per native call while only decoding sequences wait (default 1 = off). */
   decodeLookahead?: number;
+  /** Default true: with layers on a GPU, the token embeddings go there too (see binding.ts). */
+  gpuEmbeddings?: boolean;
+  /**
+   * Pipelined decoding: the next decode of every decoding sequence is launched before a step's tokens come back
+   * to JavaScript, so the device never waits for the round trip. Default: on when layers are on a GPU.
+   */
+  pipelineDecode?: boolean;
 }
 
 class NativeSequence implements RuntimeSequence {
@@ -167,6 +174,8 @@ export class NativeRuntime implements ModelRuntime {
       flashAttention: opts.flashAttention ?? false,
       kvUnified: unified,
       swaFull: true,
+      gpuEmbeddings: opts.gpuEmbeddings ?? true,
+      ...(opts.pipelineDecode === undefined ? {} : { pipeline: opts.pipelineDecode }),
     });
     return new NativeRuntime(engine, opts);
   }

@@ -148,6 +148,8 @@ Napi::Value Load(const Napi::CallbackInfo & info) {
     opts.flash_attention = optBool(o, "flashAttention", false);
     opts.kv_unified = optBool(o, "kvUnified", true);
     opts.swa_full = optBool(o, "swaFull", true);
+    opts.gpu_embeddings = optBool(o, "gpuEmbeddings", true);
+    opts.pipeline = o.Has("pipeline") && o.Get("pipeline").IsBoolean() ? (o.Get("pipeline").As<Napi::Boolean>().Value() ? 1 : 0) : -1;
     using Holder = std::unique_ptr<Engine>;
     return queue<std::shared_ptr<Holder>>(
         env,
@@ -177,6 +179,10 @@ Napi::Value NativeEngine::Info(const Napi::CallbackInfo & info) {
     o.Set("kvUnified", e->kv_unified());
     o.Set("gpu", e->on_gpu());
     o.Set("bos", e->bos());
+    o.Set("graphsReused", e->graphs_reused());
+    o.Set("pipeline", e->pipelined());
+    o.Set("speculatedUsed", static_cast<double>(e->speculated_used()));
+    o.Set("speculatedDropped", static_cast<double>(e->speculated_dropped()));
     return o;
 }
 
@@ -284,7 +290,7 @@ Napi::Value NativeEngine::Synchronize(const Napi::CallbackInfo & info) {
     return info.Env().Undefined();
 }
 
-// decodeLoop(seq, pos0, firstToken, n) -> Promise<seconds>: greedy decode in C++ only (diagnostics).
+// decodeLoop(seq, pos0, firstToken, n, mode?) -> Promise<seconds per step>: greedy decode in C++ only (diagnostics).
 Napi::Value NativeEngine::DecodeLoop(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     Engine * e = engine(env);
@@ -293,9 +299,14 @@ Napi::Value NativeEngine::DecodeLoop(const Napi::CallbackInfo & info) {
     const int32_t pos0 = info[1].As<Napi::Number>().Int32Value();
     const int32_t first = info[2].As<Napi::Number>().Int32Value();
     const int32_t n = info[3].As<Napi::Number>().Int32Value();
-    return queue<double>(
-        env, [e, seq, pos0, first, n](std::string & error) { return e->decode_loop(seq, pos0, first, n, error); },
-        [](Napi::Env env, double & s) -> Napi::Value { return Napi::Number::New(env, s); });
+    const uint32_t mode = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Uint32Value() : 0;
+    return queue<std::vector<double>>(
+        env, [e, seq, pos0, first, n, mode](std::string & error) { return e->decode_loop(seq, pos0, first, n, mode, error); },
+        [](Napi::Env env, std::vector<double> & s) -> Napi::Value {
+            Napi::Array a = Napi::Array::New(env, s.size());
+            for (size_t i = 0; i < s.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, s[i]));
+            return a;
+        });
 }
 
 // The sequence state in llama.cpp's file format (what llama_state_seq_save_file writes: "ggsq",

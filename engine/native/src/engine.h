@@ -24,7 +24,20 @@ struct EngineOptions {
     bool flash_attention = false;
     bool kv_unified = true;  // lets a sequence share another's prefix cells (seq_cp) at no cost
     bool swa_full = true;    // prefix reuse needs the full KV on sliding-window models
+    // With layers on a GPU, keep the token embeddings there too (llama.cpp leaves them on the CPU):
+    // the embedding lookup then runs on the GPU and a decode step is one GPU graph, not a CPU
+    // split plus a host-to-device copy before it.
+    bool gpu_embeddings = true;
+    // Pipelined decoding: after a step in which every sequence decoded, launch the next step's
+    // decode (each sequence's last sampled token) before returning, so the device works while the
+    // caller handles the tokens. The next step uses it when its input is exactly that (the usual
+    // case), or rolls it back (cells removed) when anything else comes first. -1 = on when layers
+    // are on a GPU (a CPU decode is synchronous, nothing would overlap), 0 = off, 1 = on.
+    int32_t pipeline = -1;
 };
+
+constexpr uint32_t DECODE_LOOP_BATCH_GET_ONE = 1;
+constexpr uint32_t DECODE_LOOP_NO_LOGITS = 2;
 
 struct SamplerConfig {
     float temperature = 0.0f;  // 0 = greedy (argmax in C++, no sampler chain)
@@ -59,8 +72,13 @@ public:
     // Returns lookahead tokens per entry (-1 where none was sampled); empty + error on failure.
     std::vector<llama_token> step(const StepInput & in, std::string & error);
     void synchronize();
-    // Decodes n tokens of seq greedily in a tight C++ loop (no JavaScript); returns seconds. Diagnostics only.
-    double decode_loop(int32_t seq, int32_t pos0, llama_token first, int32_t n, std::string & error);
+    // Greedy decode in C++ only (diagnostics): seconds per step, empty + error on failure.
+    // mode bits: DECODE_LOOP_BATCH_GET_ONE (llama-bench's batch), DECODE_LOOP_NO_LOGITS (synchronize
+    // only, the token stays `first`). Both measured no different from the engine's own (H100, 2026-11-23),
+    // and neither did llama.cpp's backend (on-device) greedy sampler.
+    std::vector<double> decode_loop(int32_t seq, int32_t pos0, llama_token first, int32_t n, uint32_t mode, std::string & error);
+    // How many times llama.cpp reused the previous compute graph instead of building one.
+    int32_t graphs_reused() const;
 
     void set_sampler(int32_t seq, const SamplerConfig & cfg);
 
@@ -73,7 +91,7 @@ public:
 
     bool seq_rm(int32_t seq, int32_t p0, int32_t p1);
     void seq_cp(int32_t src, int32_t dst, int32_t p0, int32_t p1);
-    int32_t seq_pos_max(int32_t seq) const;
+    int32_t seq_pos_max(int32_t seq);
 
     size_t state_size(int32_t seq);
     size_t state_get_into(int32_t seq, uint8_t * dst, size_t size);
@@ -89,12 +107,31 @@ public:
     bool flash_attention() const { return opts_.flash_attention; }
     bool kv_unified() const { return opts_.kv_unified; }
     bool on_gpu() const;
+    bool pipelined() const { return pipeline_; }
+    // Speculated decodes a step used, and ones rolled back.
+    uint64_t speculated_used() const { return spec_used_; }
+    uint64_t speculated_dropped() const { return spec_dropped_; }
 
 private:
     Engine() = default;
     bool decode_chunk(int32_t n_tokens, std::string & error);
     llama_token sample_at(int32_t seq, int32_t idx);
     bool continue_steps(const StepInput & in, std::vector<llama_token> & out, std::string & error);
+    bool decode_entries(const StepInput & in, std::vector<llama_token> & out, int32_t k, std::string & error);
+    bool take_speculated(const StepInput & in, std::vector<llama_token> & out, int32_t k);
+    void speculate(const StepInput & in, const std::vector<llama_token> & out, int32_t k);
+    // Rolls back a speculated step (before anything else touches the context).
+    void settle();
+
+    struct Speculated {
+        int32_t seq;
+        int32_t pos;
+        llama_token token;
+    };
+    std::vector<Speculated> speculated_;
+    bool pipeline_ = false;
+    uint64_t spec_used_ = 0;
+    uint64_t spec_dropped_ = 0;
 
     EngineOptions opts_;
     llama_model * model_ = nullptr;
@@ -103,6 +140,7 @@ private:
     llama_batch batch_{};
     std::vector<SamplerConfig> sampler_cfg_;
     std::vector<llama_sampler *> samplers_;
+    std::vector<llama_model_tensor_buft_override> overrides_;  // read during the model load
 };
 
 }  // namespace llmfleet
