@@ -44,12 +44,19 @@ export interface LlamaBenchRow {
   flash_attn: boolean | number;
   avg_ts: number;
   stddev_ts: number;
+  /** true: run with `-ot token_embd.weight=CUDA0` (the embeddings on the GPU, as the engine places them). */
+  gpuEmbeddings: boolean;
 }
 
-/** llama-bench's single-sequence generation (tg) speed, flash attention off and on. */
+/** llama-bench's single-sequence generation (tg) speed with flash attention, embeddings where llama.cpp puts them (CPU) and on the GPU. */
 export async function llamaBenchDecode(binary: string, model: string, genTokens: number): Promise<LlamaBenchRow[]> {
-  const args = ["-m", model, "-p", "0", "-n", String(genTokens), "-r", "3", "-ngl", "99", "-fa", "0,1", "-o", "json"];
-  const { stdout } = await run(binary, args, { maxBuffer: 64 * 1024 * 1024 });
-  const rows = JSON.parse(stdout.slice(stdout.indexOf("["))) as LlamaBenchRow[];
-  return rows.map(({ n_gen, flash_attn, avg_ts, stddev_ts }) => ({ n_gen, flash_attn, avg_ts, stddev_ts }));
+  const rows: LlamaBenchRow[] = [];
+  for (const gpuEmbeddings of [false, true]) {
+    const args = ["-m", model, "-p", "0", "-n", String(genTokens), "-r", "3", "-ngl", "99", "-fa", "1", "-o", "json"];
+    if (gpuEmbeddings) args.push("-ot", "token_embd\\.weight=CUDA0");
+    const { stdout } = await run(binary, args, { maxBuffer: 64 * 1024 * 1024 });
+    const got = JSON.parse(stdout.slice(stdout.indexOf("["))) as LlamaBenchRow[];
+    rows.push(...got.map(({ n_gen, flash_attn, avg_ts, stddev_ts }) => ({ n_gen, flash_attn, avg_ts, stddev_ts, gpuEmbeddings })));
+  }
+  return rows;
 }
