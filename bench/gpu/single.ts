@@ -45,10 +45,11 @@ export interface SingleStreamResult {
   llamaBench: LlamaBenchRow[];
 }
 
+/** The engine's defaults first (one sequence: one KV stream), then llama-bench's context, a serving-sized one, and the unified KV layout. */
 const CONFIGS: SingleConfig[] = [
   { threads: 8, gpuEmbeddings: true },
   { threads: 8, gpuEmbeddings: true, contextSize: 256, kvUnified: false },
-  { threads: 8, gpuEmbeddings: true, contextSize: 512, kvUnified: false },
+  { threads: 8, gpuEmbeddings: true, contextSize: 4096, kvUnified: false },
   { threads: 8, gpuEmbeddings: true, contextSize: 256, kvUnified: true },
   { threads: 8, gpuEmbeddings: true, contextSize: 4096, kvUnified: true },
 ];
