@@ -36,6 +36,12 @@ export interface ModelPodOptions {
   decodeLookahead?: number;
   /** Prefill role: decode pods to hand off to when the router names none. */
   decode?: string[];
+  /**
+   * Decode role: this pod's own URL, returned to the prefill pod on a KV hand-off so the generate
+   * call reaches this pod even when the hand-off went through a load-balanced Service. Default:
+   * the address and port the hand-off's connection arrived on.
+   */
+  advertiseUrl?: string;
   withProcessMetrics?: boolean;
   /** Prefill/aggregated: KV store URL for cached prompt prefixes; default none. */
   kvStore?: string;
@@ -104,7 +110,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const metrics = createEngineMetrics(opts.role, opts.withProcessMetrics ?? false);
   const kvCache = await kvPrefixCache(opts, modelPath, runtime, metrics);
   const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, kvCache);
-  const routes = handoffRoutes({ role: opts.role, service, metrics, decodeUrls: opts.decode ?? [] });
+  const routes = handoffRoutes({ role: opts.role, service, metrics, decodeUrls: opts.decode ?? [], advertiseUrl: opts.advertiseUrl });
   const extraRoutes = express.Router().use(routes.router);
   if (kvCache) extraRoutes.use(contextsRoute(service, kvCache));
   const app = createEngineApp({ service, metrics, extraRoutes });

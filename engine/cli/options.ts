@@ -33,6 +33,8 @@ export interface EngineOptions {
   decodeLookahead: number;
   prefill: string[];
   decode: string[];
+  /** Decode: this pod's own URL for KV hand-offs (default: the address the hand-off arrived on). */
+  advertiseUrl: string | undefined;
   aggregated: string[];
   policy: RoutingPolicy;
   /** Router: JSON file of pods by role, re-read when it changes (default none: the fixed lists). */
@@ -73,6 +75,9 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        sequences wait; 1 = off (default: 1)
   --prefill URL[,URL]  router: prefill pods
   --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
+  --advertise-url URL  decode: this pod's own URL, told to prefill pods on a KV hand-off so the
+                       generate call reaches the pod holding the state behind a Service
+                       (default: the address and port the hand-off arrived on)
   --aggregated URL[,URL]  router: aggregated pods, used when there are no prefill+decode pods
                        (a router needs --prefill and --decode, or --aggregated)
   --policy P           router: prefix-aware | least-loaded | round-robin (default: least-loaded)
@@ -129,6 +134,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "decode-lookahead": { type: "string" },
       prefill: { type: "string" },
       decode: { type: "string" },
+      "advertise-url": { type: "string" },
       aggregated: { type: "string" },
       policy: { type: "string" },
       "upstreams-file": { type: "string" },
@@ -172,6 +178,7 @@ function toOptions(raw: RawValues): EngineOptions {
     ...backendOptions(v),
     prefill: urlList(v.prefill),
     decode: urlList(v.decode),
+    advertiseUrl: advertiseUrl(v["advertise-url"]),
     aggregated: urlList(v.aggregated),
     policy: routingPolicy(v.policy),
     upstreamsFile: v["upstreams-file"],
@@ -198,6 +205,18 @@ function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" 
     if (backend !== "native" && v[name] !== undefined) throw new Error(`--${name} applies only to --backend native`);
   }
   return { backend: backend as Backend, gpuLayers: gpuLayers(v["gpu-layers"]), decodeLookahead: positiveInt("decode-lookahead", v["decode-lookahead"], 1) };
+}
+
+function advertiseUrl(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new Error(`--advertise-url must be an http(s) URL, got ${v}`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error(`--advertise-url must be an http(s) URL, got ${v}`);
+  return v.replace(/\/+$/, "");
 }
 
 function gpuLayers(v: string | undefined): number {

@@ -1,8 +1,11 @@
 /**
  * Internal P/D routes (pod to pod, not for clients):
  *   prefill: POST /internal/prefill {request, kind, handoffId, decodeUrl?}
- *            evaluates the prompt, streams its KV to decodeUrl, answers {handoffId, ...}
- *   decode:  PUT  /internal/kv/:id       LFKV stream (kv-wire.ts) -> staged
+ *            evaluates the prompt, streams its KV to decodeUrl, answers {handoffId, decodeUrl, ...}
+ *            where decodeUrl is the pod that staged the state (below)
+ *   decode:  PUT  /internal/kv/:id       LFKV stream (kv-wire.ts) -> staged; answers 204 with
+ *            x-llmfleet-decode-url: this pod's own URL. A decode pool is a Service over several
+ *            pods, so the generate call must go to the pod that staged the state, not the Service.
  *            POST /internal/generate/:id {request, kind} -> the OpenAI response (SSE or JSON)
  */
 import { Readable } from "node:stream";
@@ -24,6 +27,30 @@ export interface HandoffDeps {
   decodeUrls: string[];
   /** Time allowed for one KV transfer. Default 30 s. */
   sendTimeoutMs?: number;
+  /** Decode: this pod's URL for hand-offs (default: the address the hand-off arrived on). */
+  advertiseUrl?: string;
+}
+
+export const DECODE_URL_HEADER = "x-llmfleet-decode-url";
+
+/** The URL a connection reached this pod at: its local address and port (a Service's DNAT lands on the pod's own). */
+function localUrl(req: Request): string | undefined {
+  const { localAddress, localPort } = req.socket;
+  if (!localAddress || !localPort) return undefined;
+  const host = localAddress.startsWith("::ffff:") ? localAddress.slice(7) : localAddress;
+  return host.includes(":") ? `http://[${host}]:${localPort}` : `http://${host}:${localPort}`;
+}
+
+/** The staging pod's URL from its answer, when it is a usable http(s) URL; else the URL the state was sent to. */
+function stagedAt(res: globalThis.Response, sentTo: string): string {
+  const named = res.headers.get(DECODE_URL_HEADER);
+  if (!named) return sentTo;
+  try {
+    const u = new URL(named);
+    return u.protocol === "http:" || u.protocol === "https:" ? named.replace(/\/+$/, "") : sentTo;
+  } catch {
+    return sentTo;
+  }
 }
 
 export interface HandoffRoutes extends AsyncDisposable {
@@ -45,7 +72,9 @@ function parseKind(kind: unknown): RequestKind {
   return kind;
 }
 
-async function sendState(url: string, frames: Iterable<Buffer>, timeoutMs: number): Promise<void> {
+/** PUTs the state to the decode base URL; returns the URL of the pod that staged it. */
+async function sendState(base: string, id: string, frames: Iterable<Buffer>, timeoutMs: number): Promise<string> {
+  const url = `${base}/internal/kv/${encodeURIComponent(id)}`;
   let res: globalThis.Response;
   try {
     res = await fetch(url, {
@@ -63,6 +92,7 @@ async function sendState(url: string, frames: Iterable<Buffer>, timeoutMs: numbe
     const status = res.status === 429 ? 429 : 502;
     throw new HttpError(status, `KV hand-off to ${url} refused (${res.status}): ${text.slice(0, 300)}`, { code: "handoff_failed" });
   }
+  return stagedAt(res, base);
 }
 
 function prefillHandler(deps: HandoffDeps) {
@@ -77,11 +107,11 @@ function prefillHandler(deps: HandoffDeps) {
     const { state, prefixHitTokens } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
     const header = { handoffId, model: service.runtime.info.modelId, tokens: prepared.prompt.slice(0, -1), vTransposed: !service.runtime.info.flashAttention };
-    await sendState(`${decodeUrl}/internal/kv/${encodeURIComponent(handoffId)}`, encodeKvHandoff(header, state), deps.sendTimeoutMs ?? 30_000);
+    const stagedUrl = await sendState(decodeUrl, handoffId, encodeKvHandoff(header, state), deps.sendTimeoutMs ?? 30_000);
     const sendMs = performance.now() - t1;
     metrics.handoffBytes.observe(state.length);
     metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
-    const out: PrefillResponse = { handoffId, decodeUrl, promptTokens: prepared.prompt.length, prefixHitTokens, stateBytes: state.length, prefillMs: t1 - t0, sendMs };
+    const out: PrefillResponse = { handoffId, decodeUrl: stagedUrl, promptTokens: prepared.prompt.length, prefixHitTokens, stateBytes: state.length, prefillMs: t1 - t0, sendMs };
     res.json(out);
   };
 }
@@ -109,6 +139,8 @@ function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
     }
     deps.metrics.handoffBytes.observe(state.length);
     deps.metrics.handoffSeconds.observe({ stage: "receive" }, (performance.now() - t0) / 1000);
+    const self = deps.advertiseUrl ?? localUrl(req);
+    if (self) res.setHeader(DECODE_URL_HEADER, self);
     res.status(204).end();
   };
 }

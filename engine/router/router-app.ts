@@ -13,6 +13,7 @@ import { countRequests, observabilityRoutes } from "../http/engine-app.ts";
 import { errorHandler, HttpError, notFound, type OpenAIErrorBody } from "../http/http-error.ts";
 import type { RequestKind } from "../http/openai-request.ts";
 import { clientGone } from "../http/respond.ts";
+import type { PrefillResponse } from "../pd/handoff-routes.ts";
 import { relayStream, relayWhole } from "./relay.ts";
 import { promptPrefix, RouterUpstreams, type RoutingPolicy } from "./upstreams.ts";
 
@@ -86,7 +87,8 @@ export function createRouterApp(deps: RouterDeps): Express {
   const disaggregated = deps.prefill.length > 0 && deps.decode.length > 0;
   const prefillTimeout = deps.prefillTimeoutMs ?? 120_000;
 
-  async function prefillOn(a: Attempt, handoffId: string): Promise<void> {
+  /** Prefills on a prefill pod, which hands the KV to a decode pod; returns that decode pod's own URL. */
+  async function prefillOn(a: Attempt, handoffId: string): Promise<string> {
     const url = prefill.ranked(promptPrefix(a.body))[0];
     if (!url) throw new HttpError(503, "no prefill pod is serving", { code: "prefill_unavailable" });
     const t0 = performance.now();
@@ -98,16 +100,18 @@ export function createRouterApp(deps: RouterDeps): Express {
       ),
     );
     if (!res.ok) throw await failure(res);
-    await res.json();
+    const done = (await res.json()) as Partial<PrefillResponse>;
     metrics.handoffSeconds.observe({ stage: "prefill_and_handoff" }, (performance.now() - t0) / 1000);
+    return typeof done.decodeUrl === "string" && done.decodeUrl.length > 0 ? done.decodeUrl : a.decodeUrl;
   }
 
   async function attempt(a: Attempt, res: Response, arrivedAt: number): Promise<void> {
     const handoffId = randomUUID();
     // The decode pod is busy with the request from the hand-off on, so it is tracked from there.
     await decode.track(a.decodeUrl, async () => {
-      await prefillOn(a, handoffId);
-      const upstream = await postJson(`${a.decodeUrl}/internal/generate/${handoffId}`, { request: a.body, kind: a.kind }, a.signal);
+      // The pod that staged the state, which behind a Service is not necessarily the next one a.decodeUrl reaches.
+      const staged = await prefillOn(a, handoffId);
+      const upstream = await postJson(`${staged}/internal/generate/${handoffId}`, { request: a.body, kind: a.kind }, a.signal);
       if (!upstream.ok) throw await failure(upstream);
       const stream = (upstream.headers.get("content-type") ?? "").startsWith("text/event-stream");
       await (stream ? relayStream(upstream, res, metrics, arrivedAt) : relayWhole(upstream, res));

@@ -1,0 +1,84 @@
+/**
+ * A decode pool of two pods behind one address, as a Kubernetes Service (or a mesh, which balances
+ * HTTP per request) puts them: a proxy that sends each request to the next pod in turn. The KV
+ * hand-off and the generate call are two requests, so they land on different pods unless the
+ * generate call goes to the pod that staged the state — which the decode pod names in its answer
+ * to the hand-off (x-llmfleet-decode-url). (kube-proxy balances per connection instead; the
+ * prefill pod's and the router's keep-alive connections then reach different pods just the same,
+ * but in one test process they share a connection pool, hence a per-request proxy here.)
+ * Real llama.cpp on the tiny synthetic GGUF.
+ */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { createServer, request, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { createEngineMetrics } from "../metrics/engine-metrics.ts";
+import { createRouterApp } from "../router/router-app.ts";
+import { completionText, listen, metricValue, postJson, startPod, type Running, type RunningPod } from "../test/harness.ts";
+import { DECODE_URL_HEADER } from "./handoff-routes.ts";
+
+const MODEL = "synthetic://tiny";
+let aggregated: RunningPod;
+let prefill: RunningPod;
+let decodes: RunningPod[];
+let service: { url: string; server: Server; requests: number[] };
+let router: Running;
+
+/** A round-robin HTTP proxy over `targets` (host:port), one request per pod in turn. */
+async function roundRobinService(targets: string[]): Promise<typeof service> {
+  const requests = targets.map(() => 0);
+  let next = 0;
+  const server = createServer((req, res) => {
+    const i = next++ % targets.length;
+    requests[i]!++;
+    const [host, port] = targets[i]!.split(":");
+    const upstream = request({ host, port: Number(port), method: req.method, path: req.url, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.on("error", (err) => res.destroy(err));
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, requests };
+}
+
+before(async () => {
+  aggregated = await startPod({ model: MODEL, parallel: 2 });
+  decodes = [await startPod({ model: MODEL, role: "decode", parallel: 2 }), await startPod({ model: MODEL, role: "decode", parallel: 2 })];
+  service = await roundRobinService(decodes.map((d) => new URL(d.url).host));
+  prefill = await startPod({ model: MODEL, role: "prefill", parallel: 1 });
+  router = await listen(createRouterApp({ prefill: [prefill.url], decode: [service.url], metrics: createEngineMetrics("router") }));
+});
+after(async () => {
+  for (const r of [router, prefill, ...(decodes ?? []), aggregated]) await r?.[Symbol.asyncDispose]();
+  service?.server.closeAllConnections();
+  service?.server.close();
+});
+
+test("requests through a two-pod decode Service all succeed: generate goes to the pod that staged the KV state", async () => {
+  const prompts = ["hello world", "the capital of France is", "a b c d e f g", "one two three four", "red green blue", "x y z"];
+  for (const prompt of prompts) {
+    const body = { prompt, max_tokens: 12 };
+    assert.equal(await completionText(router.url, body), await completionText(aggregated.url, body), prompt);
+  }
+  // Every hand-off went through the Service, to both pods in turn; the generate calls went to the
+  // staging pod directly (through the Service, each would have reached the other pod: handoff_not_found).
+  assert.deepEqual(service.requests, [prompts.length / 2, prompts.length / 2]);
+  let generated = 0;
+  for (const d of decodes) generated += await metricValue(d.url, "llmfleet_generated_tokens_total");
+  assert.equal(generated, prompts.length * 12);
+});
+
+test("the decode pod names itself in its hand-off answer, and the prefill pod reports it", async () => {
+  const { status, json } = await postJson(`${prefill.url}/internal/prefill`, { request: { prompt: "hello world", max_tokens: 2 }, kind: "completion", decodeUrl: service.url });
+  assert.equal(status, 200);
+  assert.ok(
+    decodes.some((d) => d.url === json.decodeUrl),
+    `prefill reported ${String(json.decodeUrl)}, not one of the pods (${decodes.map((d) => d.url).join(", ")}) behind ${service.url}`,
+  );
+  // The staged state is there, on that pod, for the generate call.
+  const gen = await postJson(`${String(json.decodeUrl)}/internal/generate/${String(json.handoffId)}`, { request: { prompt: "hello world", max_tokens: 2, temperature: 0 }, kind: "completion" });
+  assert.equal(gen.status, 200, JSON.stringify(gen.json));
+  assert.equal(DECODE_URL_HEADER, "x-llmfleet-decode-url");
+});
