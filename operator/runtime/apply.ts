@@ -54,13 +54,28 @@ export class Applier {
     }
   }
 
-  /** Writes status through the status subresource, only when it differs from what is stored. */
+  /** Writes status through the status subresource, only when it differs from what is stored (its own fields of it). */
   async status<S>(r: ResourceType, obj: KubeObject & { status?: S }, status: S): Promise<boolean> {
-    if (canonical(stripUndefined(obj.status ?? {})) === canonical(stripUndefined(status))) return false;
+    if (canonical(stripUndefined(ownStatusView(obj, this.manager, status))) === canonical(stripUndefined(status))) return false;
     const patch = { apiVersion: obj.apiVersion, kind: obj.kind, metadata: { name: obj.metadata?.name, namespace: obj.metadata?.namespace }, status };
     await this.client.apply(r, patch, this.manager, "status");
     return true;
   }
+}
+
+/**
+ * The stored status as far as `manager` is concerned: the top-level fields it owns (from the
+ * object's managedFields) and the ones it is about to write. Fields other managers write beside
+ * it (the node-group actuator's status.actuation, the autoscaler's) would otherwise make every
+ * comparison differ and every reconcile patch. Without managedFields, the whole stored status.
+ */
+export function ownStatusView(obj: KubeObject & { status?: unknown }, manager: string, next: unknown): unknown {
+  const stored = (obj.status ?? {}) as Record<string, unknown>;
+  const entry = obj.metadata?.managedFields?.find((f) => f.manager === manager && f.subresource === "status");
+  const owned = (entry?.fieldsV1 as { "f:status"?: Record<string, unknown> } | undefined)?.["f:status"];
+  if (!owned) return stored;
+  const keys = new Set([...Object.keys(owned).map((k) => k.replace(/^f:/, "")), ...Object.keys((next ?? {}) as object)]);
+  return Object.fromEntries(Object.entries(stored).filter(([k]) => keys.has(k)));
 }
 
 function stripUndefined(v: unknown): unknown {
