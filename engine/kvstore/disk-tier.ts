@@ -3,12 +3,14 @@
  * (temp file, fsync, rename: a reader sees the old entry or the whole new one, never a torn
  * one); every read checks the entry's SHA-256 and deletes a file that fails it. The LRU index
  * lives in memory and is rebuilt from the directory (oldest mtime first) on start, when
- * leftover temp files of an interrupted write are removed.
+ * leftover temp files of an interrupted write are removed. `headers()` reads each file's entry
+ * header so the store rebuilds its alias index from the entries themselves (nothing else is
+ * persisted, so aliases cannot disagree with the files after a crash).
  */
 import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { isValidKvEntry } from "./kv-entry.ts";
+import { isValidKvEntry, KV_ENTRY_HEAD_BYTES, kvEntryHeaderLength, readKvEntryHeader, type KvEntryHeader } from "./kv-entry.ts";
 import type { KvTier, TierEntry, TierStats } from "./tier.ts";
 import type { TierSpec } from "./tier-spec.ts";
 
@@ -128,6 +130,27 @@ export class DiskTier implements KvTier {
     this.slots.delete(key);
     this.bytes -= slot.bytes;
     await rm(this.file(key), { force: true });
+  }
+
+  async *headers(): AsyncGenerator<{ key: string; header: KvEntryHeader }> {
+    for (const key of [...this.slots.keys()]) {
+      const header = await this.readHeader(key).catch(() => undefined);
+      if (header) yield { key, header };
+    }
+  }
+
+  /** The entry's header without reading the payload (unchecked: indexing only). */
+  private async readHeader(key: string): Promise<KvEntryHeader> {
+    const fh = await open(this.file(key), "r");
+    try {
+      const head = Buffer.alloc(KV_ENTRY_HEAD_BYTES);
+      await fh.read(head, 0, head.length, 0);
+      const json = Buffer.alloc(Math.min(kvEntryHeaderLength(head), 2 ** 20));
+      await fh.read(json, 0, json.length, head.length);
+      return readKvEntryHeader(Buffer.concat([head, json]));
+    } finally {
+      await fh.close();
+    }
   }
 
   stats(): TierStats {

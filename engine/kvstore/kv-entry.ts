@@ -19,6 +19,12 @@ export interface KvEntryHeader {
   codec: string;
   /** Bytes of the decoded llama.cpp state. */
   stateBytes: number;
+  /**
+   * Keys of every block prefix of the entry (prefixKeys[i] names its first i+1 blocks; the last
+   * is the entry's own key). The store indexes them as aliases, so a prompt sharing only the
+   * first k blocks is served this entry, cut to k blocks by the client. Absent in older entries.
+   */
+  prefixKeys?: string[];
 }
 
 export class KvEntryError extends Error {}
@@ -42,12 +48,30 @@ export function verifyKvEntry(buf: Buffer): void {
   if (!digest.equals(buf.subarray(buf.length - 32))) throw new KvEntryError("KV entry checksum mismatch");
 }
 
+/** Bytes of the fixed head before the header JSON, and the header JSON's length (from those bytes). */
+export const KV_ENTRY_HEAD_BYTES = 12;
+export const kvEntryHeaderLength = (head: Buffer): number => head.readUInt32LE(8);
+
+/**
+ * The header alone, from the start of an entry (at least KV_ENTRY_HEAD_BYTES + header length
+ * bytes); no checksum check, so only for indexing (the store's aliases), never for serving.
+ */
+export function readKvEntryHeader(buf: Buffer): KvEntryHeader {
+  if (buf.length < KV_ENTRY_HEAD_BYTES || !buf.subarray(0, 4).equals(MAGIC)) throw new KvEntryError("not a KV entry (bad magic or too short)");
+  if (buf.readUInt32LE(4) !== VERSION) throw new KvEntryError(`KV entry version ${buf.readUInt32LE(4)} not supported`);
+  const end = KV_ENTRY_HEAD_BYTES + kvEntryHeaderLength(buf);
+  if (buf.length < end) throw new KvEntryError("KV entry header truncated");
+  try {
+    return JSON.parse(buf.subarray(KV_ENTRY_HEAD_BYTES, end).toString()) as KvEntryHeader;
+  } catch (err) {
+    throw new KvEntryError(`KV entry header is not JSON: ${(err as Error).message}`);
+  }
+}
+
 export function decodeKvEntry(buf: Buffer): { header: KvEntryHeader; payload: Buffer } {
   verifyKvEntry(buf);
-  if (buf.readUInt32LE(4) !== VERSION) throw new KvEntryError(`KV entry version ${buf.readUInt32LE(4)} not supported`);
-  const jsonLength = buf.readUInt32LE(8);
-  const header = JSON.parse(buf.subarray(12, 12 + jsonLength).toString()) as KvEntryHeader;
-  return { header, payload: buf.subarray(12 + jsonLength, buf.length - 32) };
+  const header = readKvEntryHeader(buf);
+  return { header, payload: buf.subarray(KV_ENTRY_HEAD_BYTES + kvEntryHeaderLength(buf), buf.length - 32) };
 }
 
 export function isValidKvEntry(buf: Buffer): boolean {

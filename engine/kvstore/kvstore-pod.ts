@@ -12,6 +12,8 @@ import { TieredStore } from "./tiered-store.ts";
 export interface KvStorePodOptions extends KvStoreConfig {
   tiers: TierSpec[];
   withProcessMetrics?: boolean;
+  /** Bound of the alias index (TieredStoreOptions.maxAliasPairs). */
+  maxAliasPairs?: number;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -33,8 +35,11 @@ export async function openTier(spec: TierSpec, env: NodeJS.ProcessEnv = process.
 export async function createKvStorePod(opts: KvStorePodOptions): Promise<KvStorePod> {
   const tiers: KvTier[] = [];
   for (const spec of opts.tiers.length > 0 ? opts.tiers : DEFAULT_TIERS) tiers.push(await openTier(spec, opts.env));
-  const metrics = createKvStoreMetrics(tiers, opts.withProcessMetrics ?? false);
-  const store = new TieredStore(tiers, metrics);
+  const aliasIndex: { store?: TieredStore } = {};
+  const metrics = createKvStoreMetrics(tiers, opts.withProcessMetrics ?? false, () => aliasIndex.store?.aliases.pairs ?? 0);
+  const store = new TieredStore(tiers, metrics, { blockTokens: opts.blockTokens, maxAliasPairs: opts.maxAliasPairs });
+  aliasIndex.store = store;
+  await store.indexAliases();
   const config = { blockTokens: opts.blockTokens, codec: opts.codec, tenantSalt: opts.tenantSalt };
   return {
     app: createKvStoreApp({ store, metrics, config }),

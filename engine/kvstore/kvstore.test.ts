@@ -134,7 +134,7 @@ test("HTTP API: config, lookup of the longest prefix, get, corrupt upload refuse
   const put = await fetch(`${http.url}/v1/kv/${keys[1]}`, { method: "PUT", body: new Uint8Array(entry(9)) });
   assert.equal(put.status, 201);
   const found = await postJson(`${http.url}/v1/kv/lookup`, { keys });
-  assert.deepEqual(found.json, { index: 1, key: keys[1], tier: "ram" });
+  assert.deepEqual(found.json, { index: 1, key: keys[1], tier: "ram", entryKey: keys[1], entryBlocks: 2 });
   const got = await fetch(`${http.url}/v1/kv/${keys[1]}`);
   assert.equal(got.headers.get("x-llmfleet-kv-tier"), "ram");
   assert.deepEqual(Buffer.from(await got.arrayBuffer()), entry(9));

@@ -3,7 +3,10 @@
  * per block, so an entry is the whole sequence state at a block-aligned prompt length L, keyed
  * by the chained hash of those L/blockTokens blocks (block-keys.ts). Before evaluating a prompt
  * the pod asks for the longest such prefix and imports it; afterwards it writes the state at
- * the prompt's last full block, in the background. Every failure (store down, slow, corrupt
+ * the prompt's last full block, in the background. Each entry names the keys of all its block
+ * prefixes, and the store answers a lookup with a longer entry that starts with the prompt's
+ * longest shared prefix (an alias); the pod cuts that state to the shared blocks after decoding
+ * it and checks the tokens it imported, as for any entry. Every failure (store down, slow, corrupt
  * entry) means "recompute": the answer is the same, only slower, and a metric and a log line
  * say why.
  */
@@ -107,22 +110,39 @@ export class KvPrefixCache implements AsyncDisposable {
     const keys = kvBlockHashes(context, config.blockTokens, this.salt(config));
     const worth = keys.slice(Math.floor(have / config.blockTokens));
     if (worth.length === 0) return undefined;
+    const found = await this.lookup(keys, signal);
+    const tokens = (found.index + 1) * config.blockTokens;
+    if (found.index < 0 || tokens <= have) return undefined;
+    // An older store answers no entryKey: the entry is keys[index] itself.
+    const entryKey = found.entryKey ?? keys[found.index]!;
+    const entryTokens = (found.entryBlocks ?? found.index + 1) * config.blockTokens;
+    if (entryTokens < tokens) throw new LoadFailure("mismatch", `store named an entry of ${entryTokens} tokens for a prefix of ${tokens}`);
+    const got = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, { signal });
+    if (got.status === 404) return undefined;
+    if (!got.ok) throw new LoadFailure("error", `get: HTTP ${got.status}`);
+    const state = this.decodeEntry(Buffer.from(await got.arrayBuffer()), entryTokens);
+    this.remember(keys[found.index]!);
+    return { state: entryTokens > tokens ? this.cut(state, tokens) : state, tokens, blockTokens: config.blockTokens };
+  }
+
+  private async lookup(keys: string[], signal: AbortSignal): Promise<{ index: number; entryKey?: string | null; entryBlocks?: number | null }> {
     const res = await fetch(`${this.opts.url}/v1/kv/lookup`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ keys }),
+      body: JSON.stringify({ keys, aliases: true }),
       signal,
     });
     if (!res.ok) throw new LoadFailure("error", `lookup: HTTP ${res.status}`);
-    const { index } = (await res.json()) as { index: number };
-    const tokens = (index + 1) * config.blockTokens;
-    if (index < 0 || tokens <= have) return undefined;
-    const got = await fetch(`${this.opts.url}/v1/kv/${keys[index]}`, { signal });
-    if (got.status === 404) return undefined;
-    if (!got.ok) throw new LoadFailure("error", `get: HTTP ${got.status}`);
-    const state = this.decodeEntry(Buffer.from(await got.arrayBuffer()), tokens);
-    this.remember(keys[index]!);
-    return { state, tokens, blockTokens: config.blockTokens };
+    return (await res.json()) as { index: number; entryKey?: string | null; entryBlocks?: number | null };
+  }
+
+  /** The state of the first `tokens` of a longer entry (served through an alias). */
+  private cut(state: Buffer, tokens: number): Buffer {
+    try {
+      return truncateSeqState(state, tokens);
+    } catch (err) {
+      throw new LoadFailure("corrupt", `cutting a ${state.length}-byte state to ${tokens} tokens: ${(err as Error).message}`);
+    }
   }
 
   private decodeEntry(buf: Buffer, tokens: number): Buffer {
@@ -192,7 +212,8 @@ export class KvPrefixCache implements AsyncDisposable {
     if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
     const raw = truncateSeqState(await state, prefix.length);
     const codec = kvCodec(config.codec);
-    const entry = encodeKvEntry({ model: this.opts.model, tokens: prefix.length, codec: codec.name, stateBytes: raw.length }, codec.encode(raw));
+    const header = { model: this.opts.model, tokens: prefix.length, codec: codec.name, stateBytes: raw.length, prefixKeys: keys };
+    const entry = encodeKvEntry(header, codec.encode(raw));
     const res = await fetch(`${this.opts.url}/v1/kv/${key}`, { method: "PUT", body: entry as unknown as BodyInit });
     this.remember(key);
     if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);

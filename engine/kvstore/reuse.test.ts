@@ -65,7 +65,8 @@ test("POST /v1/contexts stores a context once; a question after it reuses it on 
   assert.equal(warm.status, 200, JSON.stringify(warm.json));
   const stored = warm.json.stored_tokens as number;
   assert.ok(stored >= 2 * BLOCK && stored % BLOCK === 0);
-  assert.equal(warm.json.computed_tokens, stored);
+  // The context starts with `doc`, which an earlier prompt stored: those blocks may load through an alias.
+  assert.equal(warm.json.computed_tokens, stored - (warm.json.reused_tokens as number));
   const again = await postJson(`${b.url}/v1/contexts`, { text: context });
   assert.equal(again.json.reused_tokens, stored);
   assert.equal(again.json.computed_tokens, 0);

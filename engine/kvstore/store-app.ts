@@ -1,7 +1,11 @@
 /**
  * createKvStoreApp: the kvstore role's HTTP API (never listens by itself).
  *   GET    /v1/kv/config        {blockTokens, codec, tenantSalt, tiers}: what pods key and encode with
- *   POST   /v1/kv/lookup        {keys: [...]} (keys[i] = prefix of i+1 blocks) -> {index, key, tier}
+ *   POST   /v1/kv/lookup        {keys: [...], aliases?: true} (keys[i] = prefix of i+1 blocks)
+ *                                -> {index, key, tier, entryKey, entryBlocks}: keys[index] is the longest
+ *                                held prefix; GET entryKey, an entry of entryBlocks blocks (> index + 1
+ *                                when only a longer entry starting with it is held, which needs
+ *                                `aliases: true`; the client cuts the state to index + 1 blocks)
  *   GET    /v1/kv/:key          the entry (x-llmfleet-kv-tier names the tier), 404 on a miss
  *   PUT    /v1/kv/:key          stores an entry; 400 when its checksum does not match
  *   DELETE /v1/kv/:key
@@ -37,10 +41,11 @@ function keyParam(req: Request, metrics: KvStoreMetrics): string {
   }
 }
 
-function lookupKeys(body: unknown): string[] {
-  const keys = (body as { keys?: unknown } | undefined)?.keys;
+function lookupKeys(body: unknown): { keys: string[]; aliases: boolean } {
+  const b = body as { keys?: unknown; aliases?: unknown } | undefined;
+  const keys = b?.keys;
   if (!Array.isArray(keys) || keys.some((k) => typeof k !== "string")) throw new HttpError(400, "keys must be an array of strings", { param: "keys" });
-  return (keys as string[]).map(checkKey);
+  return { keys: (keys as string[]).map(checkKey), aliases: b?.aliases === true };
 }
 
 function routes(app: Express, deps: KvStoreAppDeps): void {
@@ -49,9 +54,15 @@ function routes(app: Express, deps: KvStoreAppDeps): void {
     res.json({ ...deps.config, tiers: store.tiers.map((t) => ({ name: t.name, medium: t.medium })) });
   });
   app.post("/v1/kv/lookup", express.json({ limit: "4mb" }), async (req: Request, res: Response) => {
-    const keys = lookupKeys(req.body);
-    const found = await store.longest(keys);
-    res.json({ index: found.index, key: found.index >= 0 ? keys[found.index] : null, tier: found.tier ?? null });
+    const { keys, aliases } = lookupKeys(req.body);
+    const found = await store.longest(keys, aliases);
+    res.json({
+      index: found.index,
+      key: found.index >= 0 ? keys[found.index] : null,
+      tier: found.tier ?? null,
+      entryKey: found.entry?.key ?? null,
+      entryBlocks: found.entry?.blocks ?? null,
+    });
   });
   app.get("/v1/kv/:key", async (req: Request, res: Response) => {
     const hit = await store.get(keyParam(req, metrics));

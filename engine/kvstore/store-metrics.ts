@@ -8,6 +8,7 @@ export interface KvStoreMetrics {
   readonly registry: Registry;
   hits: Counter<"tier">;
   misses: Counter;
+  aliasHits: Counter;
   evictions: Counter<"tier">;
   demotions: Counter<"tier">;
   promotions: Counter<"tier">;
@@ -16,7 +17,8 @@ export interface KvStoreMetrics {
   rejected: Counter<"reason">;
 }
 
-export function createKvStoreMetrics(tiers: readonly KvTier[], withProcessMetrics = false): KvStoreMetrics {
+/** `aliasPairs`: size of the store's alias index (read at scrape time). */
+export function createKvStoreMetrics(tiers: readonly KvTier[], withProcessMetrics = false, aliasPairs: () => number = () => 0): KvStoreMetrics {
   const registry = new Registry();
   registry.setDefaultLabels({ role: "kvstore" });
   if (withProcessMetrics) collectDefaultMetrics({ register: registry, prefix: "llmfleet_process_" });
@@ -40,10 +42,23 @@ export function createKvStoreMetrics(tiers: readonly KvTier[], withProcessMetric
     registers,
     collect: perTier((t) => t.corrupt),
   });
+  new Gauge({
+    name: "llmfleet_kv_alias_pairs",
+    help: "(alias, entry) pairs in the alias index: intermediate block keys that name a longer entry",
+    registers,
+    collect(): void {
+      this.set(aliasPairs());
+    },
+  });
   return {
     registry,
     hits: new Counter({ name: "llmfleet_kv_hits_total", help: "Gets answered, by the tier that held the entry", labelNames: ["tier"], registers }),
     misses: new Counter({ name: "llmfleet_kv_misses_total", help: "Gets that no tier could answer", registers }),
+    aliasHits: new Counter({
+      name: "llmfleet_kv_alias_hits_total",
+      help: "Lookups answered by a longer entry through an intermediate block key (the client cuts it to the prefix)",
+      registers,
+    }),
     evictions: new Counter({ name: "llmfleet_kv_evictions_total", help: "Entries evicted for capacity, per tier", labelNames: ["tier"], registers }),
     demotions: new Counter({
       name: "llmfleet_kv_demotions_total",

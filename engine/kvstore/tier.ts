@@ -1,4 +1,5 @@
 /** One storage tier of the KV store. Values are KV entries (kv-entry.ts), opaque here. */
+import type { KvEntryHeader } from "./kv-entry.ts";
 import type { TierMedium } from "./tier-spec.ts";
 
 export interface TierEntry {
@@ -21,6 +22,8 @@ export interface KvTier {
   put(key: string, value: Buffer): Promise<TierEntry[]>;
   delete(key: string): Promise<void>;
   stats(): TierStats;
+  /** Headers of the entries the tier held when it opened (a persistent tier), to rebuild the store's aliases. */
+  headers?(): AsyncIterable<{ key: string; header: KvEntryHeader }>;
   /** Counts of entries rejected by checksum since start. */
   readonly corrupt: number;
 }

@@ -3,7 +3,11 @@
  * tier is copied (promoted) into the first tier; a write goes to the first tier; an entry
  * evicted from tier i for capacity is written (demoted) to tier i+1 unless that tier has it;
  * evictions from the last tier are gone. A tier that fails (object store down) is skipped.
+ * Entries' intermediate block keys are aliases (alias-index.ts): a lookup may answer a longer
+ * entry that starts with the asked prefix.
  */
+import { AliasIndex } from "./alias-index.ts";
+import { KvEntryError, readKvEntryHeader } from "./kv-entry.ts";
 import type { KvStoreMetrics } from "./store-metrics.ts";
 import type { KvTier } from "./tier.ts";
 
@@ -12,15 +16,58 @@ export interface StoreHit {
   tier: string;
 }
 
+/** keys[index] is held; `entry` names what to GET: keys[index] itself, or a longer entry (an alias). */
+export interface LongestMatch {
+  index: number;
+  tier?: string;
+  entry?: { key: string; blocks: number };
+}
+
+export interface TieredStoreOptions {
+  /** Tokens per block: an entry's aliases are indexed only when its header's token count matches its key chain. */
+  blockTokens?: number;
+  /** Bound of the alias index in (alias, entry) pairs. Default 1,000,000 (~200 MB at most). */
+  maxAliasPairs?: number;
+  log?: (line: string) => void;
+}
+
 export class TieredStore implements AsyncDisposable {
   private readonly background = new Set<Promise<void>>();
+  readonly aliases: AliasIndex;
+  private readonly log: (line: string) => void;
 
   constructor(
     readonly tiers: readonly KvTier[],
     private readonly metrics: KvStoreMetrics,
-    private readonly log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
+    private readonly opts: TieredStoreOptions = {},
   ) {
     if (tiers.length === 0) throw new Error("a KV store needs at least one tier");
+    this.aliases = new AliasIndex(opts.maxAliasPairs);
+    this.log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
+  }
+
+  /** Indexes the aliases of entries a tier kept over a restart (the disk tier's files). */
+  async indexAliases(): Promise<void> {
+    for (const tier of this.tiers) {
+      if (!tier.headers) continue;
+      for await (const { key, header } of tier.headers()) this.indexEntry(key, header.tokens, header.prefixKeys);
+    }
+  }
+
+  private indexEntry(key: string, tokens: number, prefixKeys: string[] | undefined): void {
+    const bt = this.opts.blockTokens;
+    if (bt !== undefined && prefixKeys && prefixKeys.length * bt !== tokens) return;
+    this.aliases.add(key, prefixKeys);
+  }
+
+  private indexValue(key: string, value: Buffer): void {
+    try {
+      const header = readKvEntryHeader(value);
+      this.indexEntry(key, header.tokens, header.prefixKeys);
+    } catch (err) {
+      if (!(err instanceof KvEntryError)) throw err;
+      this.aliases.drop(key);
+    }
   }
 
   private async guard<T>(tier: KvTier, op: string, fn: () => Promise<T>, fallback: T): Promise<T> {
@@ -52,13 +99,32 @@ export class TieredStore implements AsyncDisposable {
     await this.putAt(0, key, value);
   }
 
-  /** Index of the longest key (keys[i] names a prefix of i+1 blocks) held by any tier, or -1. */
-  async longest(keys: readonly string[]): Promise<{ index: number; tier?: string }> {
+  /**
+   * Index of the longest key (keys[i] names a prefix of i+1 blocks) held by any tier, or -1.
+   * With `aliases`, a key that only prefixes a held entry counts too (the whole entry is
+   * preferred when both exist); an alias whose entry is gone is dropped on the way.
+   */
+  async longest(keys: readonly string[], aliases = false): Promise<LongestMatch> {
     for (let i = keys.length - 1; i >= 0; i--) {
-      const tier = await this.holder(keys[i]!);
-      if (tier) return { index: i, tier };
+      const key = keys[i]!;
+      const tier = await this.holder(key);
+      if (tier) return { index: i, tier, entry: { key, blocks: i + 1 } };
+      const viaAlias = aliases ? await this.liveAlias(key) : undefined;
+      if (viaAlias) {
+        this.metrics.aliasHits.inc();
+        return { index: i, ...viaAlias };
+      }
     }
     return { index: -1 };
+  }
+
+  private async liveAlias(alias: string): Promise<Omit<LongestMatch, "index"> | undefined> {
+    for (const target of this.aliases.candidates(alias)) {
+      const tier = await this.holder(target.key);
+      if (tier) return { tier, entry: target };
+      this.aliases.drop(target.key);
+    }
+    return undefined;
   }
 
   private async holder(key: string): Promise<string | undefined> {
@@ -69,6 +135,7 @@ export class TieredStore implements AsyncDisposable {
   }
 
   async put(key: string, value: Buffer): Promise<void> {
+    this.indexValue(key, value);
     await this.putAt(0, key, value);
   }
 
@@ -78,13 +145,20 @@ export class TieredStore implements AsyncDisposable {
     const next = this.tiers[i + 1];
     for (const e of evicted) {
       if (e.key !== key) this.metrics.evictions.inc({ tier: tier.name });
+      if (!next) await this.dropAliasesIfGone(e.key);
       if (!next || (await this.guard(next, "has", () => next.has(e.key), false))) continue;
       this.metrics.demotions.inc({ tier: next.name });
       await this.putAt(i + 1, e.key, e.value);
     }
   }
 
+  /** After a last-tier eviction: the entry may still be in an upper tier (caching is inclusive). */
+  private async dropAliasesIfGone(key: string): Promise<void> {
+    if (!(await this.holder(key))) this.aliases.drop(key);
+  }
+
   async delete(key: string): Promise<void> {
+    this.aliases.drop(key);
     for (const tier of this.tiers) await this.guard(tier, "delete", () => tier.delete(key), undefined);
   }
 
