@@ -206,7 +206,12 @@ export class PodRunner implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     this.informer.stop();
-    await this.chain;
+    // Pod events still being handled are waited for, but not forever: one CI run hung here after
+    // the API-server-restart scenario had passed (not reproduced since); the engines stop regardless.
+    let timer: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([this.chain.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 30_000)))]);
+    clearTimeout(timer);
+    if (!settled) this.log("pod runner: pod events still in progress 30 s into teardown; stopping the engines anyway");
     await stopEngines([...this.engines.values()]);
     for (const p of this.proxies.values()) p.close();
   }
