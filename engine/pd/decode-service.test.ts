@@ -82,3 +82,15 @@ test("the decode pod names itself in its hand-off answer, and the prefill pod re
   assert.equal(gen.status, 200, JSON.stringify(gen.json));
   assert.equal(DECODE_URL_HEADER, "x-llmfleet-decode-url");
 });
+
+test("a decode pod that names an address the router cannot reach (NAT, port mapping) still serves: generate falls back to the hand-off's URL", async () => {
+  const natted = await startPod({ model: MODEL, role: "decode", parallel: 1, advertiseUrl: "http://127.0.0.1:9" });
+  const viaNat = await listen(createRouterApp({ prefill: [prefill.url], decode: [natted.url], metrics: createEngineMetrics("router") }));
+  try {
+    const body = { prompt: "hello world", max_tokens: 8 };
+    assert.equal(await completionText(viaNat.url, body), await completionText(aggregated.url, body));
+  } finally {
+    await viaNat[Symbol.asyncDispose]();
+    await natted[Symbol.asyncDispose]();
+  }
+});

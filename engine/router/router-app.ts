@@ -59,6 +59,22 @@ async function postJson(url: string, body: unknown, signal: AbortSignal): Promis
   return fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal });
 }
 
+/**
+ * The generate call, on the decode pod that staged the state. When that pod's own address does not
+ * answer at all (it named an address this router cannot reach: NAT, port mapping — set its
+ * --advertise-url), the call goes through the URL the hand-off went to instead.
+ */
+async function generateOn(staged: string, a: Attempt, handoffId: string): Promise<globalThis.Response> {
+  const path = `/internal/generate/${handoffId}`;
+  const body = { request: a.body, kind: a.kind };
+  try {
+    return await postJson(`${staged}${path}`, body, a.signal);
+  } catch (err) {
+    if (staged === a.decodeUrl || a.signal.aborted) throw err;
+    return postJson(`${a.decodeUrl}${path}`, body, a.signal);
+  }
+}
+
 async function failure(res: globalThis.Response): Promise<Relayed> {
   const text = await res.text();
   let body: OpenAIErrorBody;
@@ -111,7 +127,7 @@ export function createRouterApp(deps: RouterDeps): Express {
     await decode.track(a.decodeUrl, async () => {
       // The pod that staged the state, which behind a Service is not necessarily the next one a.decodeUrl reaches.
       const staged = await prefillOn(a, handoffId);
-      const upstream = await postJson(`${staged}/internal/generate/${handoffId}`, { request: a.body, kind: a.kind }, a.signal);
+      const upstream = await generateOn(staged, a, handoffId);
       if (!upstream.ok) throw await failure(upstream);
       const stream = (upstream.headers.get("content-type") ?? "").startsWith("text/event-stream");
       await (stream ? relayStream(upstream, res, metrics, arrivedAt) : relayWhole(upstream, res));
