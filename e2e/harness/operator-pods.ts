@@ -38,6 +38,8 @@ export class OperatorPods implements AsyncDisposable {
   private readonly kubeconfigs = new Map<string, string>();
   private readonly informer: Informer<V1Pod>;
   private chain: Promise<void> = Promise.resolve();
+  /** Set at teardown: nothing is (re)started after it. */
+  private disposed = false;
 
   constructor(private readonly namespace: string) {
     this.informer = new Informer<V1Pod>(KubeClient.fromDefault(), R.Pod, { namespace, labelSelector: "app.kubernetes.io/name=llmfleet-operator" });
@@ -51,6 +53,7 @@ export class OperatorPods implements AsyncDisposable {
 
   /** Pod changes are handled one at a time; a failure is kept in the logs, never thrown away. */
   private enqueue(pod: V1Pod | undefined, name: string): void {
+    if (this.disposed) return;
     this.chain = this.chain
       .then(() => this.sync(pod, name))
       .catch((err: unknown) => {
@@ -84,7 +87,7 @@ export class OperatorPods implements AsyncDisposable {
     // restartPolicy Always: an operator that exits on its own (it does when it loses the lease)
     // is started again while its pod runs, keeping its earlier output.
     void proc.exited.then(() => {
-      if (this.processes.get(name) !== proc) return;
+      if (this.disposed || this.processes.get(name) !== proc) return;
       this.processes.delete(name);
       this.previousLogs.set(name, `${this.previousLogs.get(name) ?? ""}${proc.logs()}--- restarted ---\n`);
       const current = this.informer.get(`${this.namespace}/${name}`);
@@ -93,6 +96,9 @@ export class OperatorPods implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    // Before anything stops: an operator stopped here must not look like one that exited on its
+    // own and be started again a second later (that orphan kept the test process alive: CI hung).
+    this.disposed = true;
     this.informer.stop();
     await this.chain;
     await Promise.all([...this.processes.values()].map((p) => p.stop()));

@@ -80,6 +80,8 @@ export class PodRunner implements AsyncDisposable {
   private readonly restarts = new Map<string, number>();
   private readonly informer: Informer<V1Pod>;
   private chain: Promise<void> = Promise.resolve();
+  /** Set at teardown: nothing is (re)started after it. */
+  private disposed = false;
 
   constructor(private readonly opts: PodRunnerOptions) {
     this.informer = new Informer<V1Pod>(KubeClient.fromDefault(), R.Pod, {
@@ -127,7 +129,7 @@ export class PodRunner implements AsyncDisposable {
 
   /** An engine that exits on its own is restarted after a second (restartPolicy Always), unless held. */
   private onExit(name: string, engine: RunningEngine, how: string): void {
-    if (this.engines.get(name) !== engine) return; // stopped on purpose
+    if (this.disposed || this.engines.get(name) !== engine) return; // stopped on purpose
     for (const p of this.proxies.values()) p.backends.delete(name);
     this.engines.delete(name);
     this.log(`pod ${name}: engine exited (${how})`);
@@ -157,6 +159,7 @@ export class PodRunner implements AsyncDisposable {
   }
 
   private async sync(pod: V1Pod | undefined, seen: V1Pod): Promise<void> {
+    if (this.disposed) return;
     const name = seen.metadata?.name ?? "";
     const running = isRunning(pod);
     const engine = this.engines.get(name);
@@ -205,9 +208,11 @@ export class PodRunner implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    // Before anything stops: an engine stopped here must not look like one that exited on its own
+    // and be started again a second later — such orphans kept the test process alive (CI hung in
+    // teardown twice). Pod events still being handled are waited for, but not forever.
+    this.disposed = true;
     this.informer.stop();
-    // Pod events still being handled are waited for, but not forever: one CI run hung here after
-    // the API-server-restart scenario had passed (not reproduced since); the engines stop regardless.
     let timer: NodeJS.Timeout | undefined;
     const settled = await Promise.race([this.chain.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 30_000)))]);
     clearTimeout(timer);
