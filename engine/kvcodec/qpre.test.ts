@@ -10,16 +10,7 @@ import { decodeBlock, encodeBlock } from "./qpre-block.ts";
 import { decodeQpreTensor, encodeQpreTensor, type QpreOptions } from "./qpre.ts";
 import { ropeTables, rotateRows } from "./rope.ts";
 import { F16_TO_F32, f32ArrayToF16, f32ToF16, type KvTensor } from "./state-tensors.ts";
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
-}
+import { rng } from "../test/rng.ts";
 
 const positions = (n: number, from = 0): Int32Array => Int32Array.from({ length: n }, (_, i) => from + i);
 const roundF16 = (x: Float32Array): Float32Array => x.map((v) => F16_TO_F32[f32ToF16(v)]!);

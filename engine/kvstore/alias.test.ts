@@ -11,7 +11,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import express from "express";
-import { listen, metricValue, postJson, startPod, type Running, type RunningPod } from "../test/harness.ts";
+import { listen, metricValue, postJson, startPod, type Running, type RunningPod, completionWithReuse } from "../test/harness.ts";
 import { commonPrefixLength } from "../serving/sequence-pool.ts";
 import { kvBlockHashes } from "./block-keys.ts";
 import { encodeKvEntry } from "./kv-entry.ts";
@@ -122,12 +122,7 @@ after(async () => {
   await store?.[Symbol.asyncDispose]();
 });
 
-async function complete(url: string, p: string): Promise<{ text: string; cached: number }> {
-  const { status, json } = await postJson(`${url}/v1/completions`, { prompt: p, max_tokens: 12, temperature: 0 });
-  assert.equal(status, 200, JSON.stringify(json));
-  const usage = json.usage as { prompt_tokens_details: { cached_tokens: number } };
-  return { text: (json.choices as { text: string }[])[0]!.text, cached: usage.prompt_tokens_details.cached_tokens };
-}
+const complete = (url: string, p: string): Promise<{ text: string; cached: number }> => completionWithReuse(url, p);
 
 const words = (n: number, salt: string): string => Array.from({ length: n }, (_, i) => `${salt}${i % 29}`).join(" ");
 

@@ -7,7 +7,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import express from "express";
-import { listen, postJson, startPod, type Running, type RunningPod } from "../test/harness.ts";
+import { listen, postJson, startPod, type Running, type RunningPod, completionWithReuse } from "../test/harness.ts";
 import { createKvStorePod, type KvStorePod } from "./kvstore-pod.ts";
 
 const MODEL = "synthetic://tiny";
@@ -32,12 +32,7 @@ after(async () => {
   await store?.[Symbol.asyncDispose]();
 });
 
-async function complete(url: string, p: string): Promise<{ text: string; cached: number }> {
-  const { status, json } = await postJson(`${url}/v1/completions`, { prompt: p, max_tokens: 12, temperature: 0 });
-  assert.equal(status, 200, JSON.stringify(json));
-  const usage = json.usage as { prompt_tokens_details: { cached_tokens: number } };
-  return { text: (json.choices as { text: string }[])[0]!.text, cached: usage.prompt_tokens_details.cached_tokens };
-}
+const complete = (url: string, p: string): Promise<{ text: string; cached: number }> => completionWithReuse(url, p);
 
 const withStore = (url: string, extra: Record<string, unknown> = {}): Promise<RunningPod> => startPod({ model: MODEL, kvStore: url, ...extra });
 

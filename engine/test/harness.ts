@@ -53,6 +53,14 @@ export async function completionText(url: string, body: Record<string, unknown>)
   return (json.choices as { text: string }[])[0]!.text;
 }
 
+/** A greedy completion's text and how many prompt tokens it reused (usage.prompt_tokens_details.cached_tokens). */
+export async function completionWithReuse(url: string, prompt: string, maxTokens = 12): Promise<{ text: string; cached: number }> {
+  const { status, json } = await postJson(`${url}/v1/completions`, { prompt, max_tokens: maxTokens, temperature: 0 });
+  if (status !== 200) throw new Error(`status ${status}: ${JSON.stringify(json)}`);
+  const usage = json.usage as { prompt_tokens_details: { cached_tokens: number } };
+  return { text: (json.choices as { text: string }[])[0]!.text, cached: usage.prompt_tokens_details.cached_tokens };
+}
+
 /** Reads an SSE response into its data payloads. */
 export async function sseEvents(res: globalThis.Response): Promise<string[]> {
   const text = await res.text();
