@@ -27,7 +27,8 @@ interface ChannelPlan {
   classes: Uint8Array;
 }
 
-function planChannels(x: Float32Array, channels: number, step: number): ChannelPlan {
+/** Per-channel mean and standard deviation of a token-major block (x[token * channels + channel]). */
+export function channelMoments(x: Float32Array, channels: number): { mean: Float64Array; sd: Float64Array } {
   const tokens = x.length / channels;
   const sum = new Float64Array(channels);
   const sum2 = new Float64Array(channels);
@@ -35,13 +36,17 @@ function planChannels(x: Float32Array, channels: number, step: number): ChannelP
     sum[j] = sum[j]! + x[k]!;
     sum2[j] = sum2[j]! + x[k]! * x[k]!;
   }
+  const mean = sum.map((v) => v / tokens);
+  return { mean, sd: mean.map((m, j) => Math.sqrt(Math.max(sum2[j]! / tokens - m * m, 0))) };
+}
+
+function planChannels(x: Float32Array, channels: number, step: number): ChannelPlan {
+  const { mean: m, sd } = channelMoments(x, channels);
   const mean = new Uint16Array(channels);
   const classes = new Uint8Array(channels);
   for (let j = 0; j < channels; j++) {
-    const m = sum[j]! / tokens;
-    mean[j] = f32ToF16(m);
-    const sd = Math.sqrt(Math.max(sum2[j]! / tokens - m * m, 0));
-    classes[j] = classOf(sd / step);
+    mean[j] = f32ToF16(m[j]!);
+    classes[j] = classOf(sd[j]! / step);
   }
   return { mean, classes };
 }

@@ -8,7 +8,7 @@
  */
 import { brotliCompressSync, brotliDecompressSync, constants } from "node:zlib";
 import type { KvCodec } from "./codec-names.ts";
-import { decodeBlock, encodeBlock } from "./qpre-block.ts";
+import { channelMoments, decodeBlock, encodeBlock } from "./qpre-block.ts";
 import { ropeTables, rotateRows, type Rope, type RopeStyle } from "./rope.ts";
 import { F16_TO_F32, f32ArrayToF16, isTensor, splitState, type KvTensor } from "./state-tensors.ts";
 
@@ -50,16 +50,7 @@ function intoTensor(x: Float32Array, t: KvTensor): void {
   for (let j = 0, k = 0; j < t.rows; j++) for (let i = 0; i < t.cols; i++, k++) out[k] = h[i * t.rows + j]!;
 }
 
-function channelSpread(x: Float32Array, channels: number): Float64Array {
-  const tokens = x.length / channels;
-  const s = new Float64Array(channels);
-  const s2 = new Float64Array(channels);
-  for (let k = 0, j = 0; k < x.length; k++, j = j + 1 === channels ? 0 : j + 1) {
-    s[j] = s[j]! + x[k]!;
-    s2[j] = s2[j]! + x[k]! * x[k]!;
-  }
-  return s.map((v, j) => Math.sqrt(Math.max(s2[j]! / tokens - (v / tokens) ** 2, 0)));
-}
+const channelSpread = (x: Float32Array, channels: number): Float64Array => channelMoments(x, channels).sd;
 
 const sumLog = (sd: Float64Array): number => sd.reduce((a, v) => a + Math.log(v + 1e-6), 0);
 
