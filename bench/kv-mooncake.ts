@@ -21,7 +21,7 @@ import { availableParallelism, cpus } from "node:os";
 import { createKvStorePod } from "../engine/kvstore/kvstore-pod.ts";
 import { DEFAULT_CODEC } from "../engine/kvcodec/codec.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
-import { listen, metricValue, startPod, type RunningPod } from "../engine/test/harness.ts";
+import { listen, metricValue, startPod, type RunningPod, streamTtftMs } from "../engine/test/harness.ts";
 
 const quick = process.argv.includes("--quick");
 const TRACE = process.env.MOONCAKE_TRACE ?? "/work/shared/traces/mooncake_synthetic.jsonl";
@@ -80,23 +80,7 @@ function samples(pod: RunningPod, rows: TraceRow[]): Sample[] {
   });
 }
 
-async function ttftMs(url: string, prompt: string): Promise<number> {
-  const t0 = performance.now();
-  const res = await fetch(`${url}/v1/completions`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ prompt, max_tokens: 2, temperature: 0, stream: true }),
-  });
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let first = NaN;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    if (Number.isNaN(first) && decoder.decode(value, { stream: true }).includes("data: {")) first = performance.now() - t0;
-  }
-  return first;
-}
+const ttftMs = (url: string, prompt: string): Promise<number> => streamTtftMs(url, prompt, 2);
 
 const percentile = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
 

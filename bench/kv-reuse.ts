@@ -15,7 +15,7 @@ import { kvBlockHashes } from "../engine/kvstore/block-keys.ts";
 import { createKvStorePod, type KvStorePod } from "../engine/kvstore/kvstore-pod.ts";
 import { parseTierSpec } from "../engine/kvstore/tier-spec.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
-import { listen, startPod, type RunningPod } from "../engine/test/harness.ts";
+import { listen, startPod, type RunningPod, streamTtftMs } from "../engine/test/harness.ts";
 
 const quick = process.argv.includes("--quick");
 const SIZES = quick ? [1024] : [1024, 4096, 8192];
@@ -26,23 +26,7 @@ const QUESTION = "\n\nQuestion: what did the keeper see from the lighthouse? Ans
 const FILLER =
   "The lighthouse stood on the rocks above the harbour, and every night its keeper climbed the stairs to light the lamp. Ships passed in the dark, sailors counted the flashes, and the town slept below. ";
 
-async function ttftMs(url: string, prompt: string): Promise<number> {
-  const t0 = performance.now();
-  const res = await fetch(`${url}/v1/completions`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ prompt, max_tokens: 4, temperature: 0, stream: true }),
-  });
-  const reader = res.body!.getReader();
-  let first = NaN;
-  const decoder = new TextDecoder();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    if (Number.isNaN(first) && decoder.decode(value, { stream: true }).includes("data: {")) first = performance.now() - t0;
-  }
-  return first;
-}
+const ttftMs = (url: string, prompt: string): Promise<number> => streamTtftMs(url, prompt, 4);
 
 function contextOf(pod: RunningPod, tokens: number): string {
   let text = "";

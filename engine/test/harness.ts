@@ -61,6 +61,25 @@ export async function completionWithReuse(url: string, prompt: string, maxTokens
   return { text: (json.choices as { text: string }[])[0]!.text, cached: usage.prompt_tokens_details.cached_tokens };
 }
 
+/** Milliseconds from sending a streamed completion to its first data event (the client's TTFT); the stream is read to its end. */
+export async function streamTtftMs(url: string, prompt: string, maxTokens: number): Promise<number> {
+  const t0 = performance.now();
+  const res = await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, stream: true }),
+  });
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let first = NaN;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (Number.isNaN(first) && decoder.decode(value, { stream: true }).includes("data: {")) first = performance.now() - t0;
+  }
+  return first;
+}
+
 /** Reads an SSE response into its data payloads. */
 export async function sseEvents(res: globalThis.Response): Promise<string[]> {
   const text = await res.text();
