@@ -93,6 +93,14 @@ Engine::~Engine() {
     if (model_) llama_model_free(model_);
 }
 
+void Engine::put(int32_t i, llama_token token, int32_t pos, int32_t seq, bool logits) {
+    batch_.token[i] = token;
+    batch_.pos[i] = pos;
+    batch_.n_seq_id[i] = 1;
+    batch_.seq_id[i][0] = seq;
+    batch_.logits[i] = logits;
+}
+
 bool Engine::decode_chunk(int32_t n_tokens, std::string & error) {
     batch_.n_tokens = n_tokens;
     const int32_t ret = llama_decode(ctx_, batch_);
@@ -151,11 +159,7 @@ bool Engine::decode_entries(const StepInput & in, std::vector<llama_token> & out
         for (int32_t j = 0; j < e.count; j++) {
             if (n == cap && !flush()) return false;
             const bool logits = e.sample && j == e.count - 1;
-            batch_.token[n] = in.tokens[e.offset + j];
-            batch_.pos[n] = e.pos0 + j;
-            batch_.n_seq_id[n] = 1;
-            batch_.seq_id[n][0] = e.seq;
-            batch_.logits[n] = logits;
+            put(n, in.tokens[e.offset + j], e.pos0 + j, e.seq, logits);
             if (logits) pending.push_back({ei, n});
             n++;
         }
@@ -193,11 +197,7 @@ void Engine::speculate(const StepInput & in, const std::vector<llama_token> & ou
     for (size_t e = 0; e < n; e++) {
         const StepEntry & en = in.entries[e];
         next[e] = {en.seq, en.pos0 + en.count + k - 1, out[e * k + k - 1]};
-        batch_.token[e] = next[e].token;
-        batch_.pos[e] = next[e].pos;
-        batch_.n_seq_id[e] = 1;
-        batch_.seq_id[e][0] = next[e].seq;
-        batch_.logits[e] = true;
+        put(static_cast<int32_t>(e), next[e].token, next[e].pos, next[e].seq, true);
     }
     std::string ignored;  // no room (context full) or any failure: simply no speculation
     if (decode_chunk(static_cast<int32_t>(n), ignored)) speculated_ = std::move(next);
@@ -223,11 +223,7 @@ bool Engine::continue_steps(const StepInput & in, std::vector<llama_token> & out
         for (size_t e = 0; e < n; e++) {
             if (!active[e]) continue;
             const StepEntry & en = in.entries[e];
-            batch_.token[m] = out[e * k + step - 1];
-            batch_.pos[m] = en.pos0 + en.count + step - 1;
-            batch_.n_seq_id[m] = 1;
-            batch_.seq_id[m][0] = en.seq;
-            batch_.logits[m] = true;
+            put(m, out[e * k + step - 1], en.pos0 + en.count + step - 1, en.seq, true);
             rows.push_back(e);
             m++;
         }
@@ -253,14 +249,9 @@ std::vector<double> Engine::decode_loop(int32_t seq, int32_t pos0, llama_token f
     llama_token t = first;
     for (int32_t i = 0; i < n; i++) {
         if (mode & DECODE_LOOP_BATCH_GET_ONE) {
-            batch_.n_tokens = 0;
             if (llama_decode(ctx_, llama_batch_get_one(&t, 1)) != 0) error = "llama_decode failed";
         } else {
-            batch_.token[0] = t;
-            batch_.pos[0] = pos0 + i;
-            batch_.n_seq_id[0] = 1;
-            batch_.seq_id[0][0] = seq;
-            batch_.logits[0] = true;
+            put(0, t, pos0 + i, seq, true);
             decode_chunk(1, error);
         }
         if (!error.empty()) break;

@@ -114,6 +114,8 @@ public:
 
 private:
     Engine() = default;
+    // Row i of the batch: one token of one sequence.
+    void put(int32_t i, llama_token token, int32_t pos, int32_t seq, bool logits);
     bool decode_chunk(int32_t n_tokens, std::string & error);
     llama_token sample_at(int32_t seq, int32_t idx);
     bool continue_steps(const StepInput & in, std::vector<llama_token> & out, std::string & error);
