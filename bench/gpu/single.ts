@@ -1,9 +1,9 @@
 /**
  * Single-stream decode on the GPU, in a child process per CUDA configuration (ggml reads its
- * GGML_CUDA_* switches once per process): the engine with one sequence, by thread count, token
- * embeddings on the CPU (llama.cpp's placement) or the GPU (the engine's default), and multi-step
- * depth, three runs each; the same decode in a C++ loop inside the addon with the time of every
- * step; and llama-bench's tg under the same environment.
+ * GGML_CUDA_* switches once per process): the engine with one sequence, by KV layout and context
+ * size (CONFIGS) and multi-step depth, three runs each; the same decode in a C++ loop inside the
+ * addon with the time of every step; and llama-bench's tg under the same environment, with the
+ * token embeddings where llama.cpp puts them and on the GPU.
  *
  * Every run has llama-bench's tg shape: from an empty context, one token per llama_decode call at
  * positions 0..n-1 (n = 256 keeps the attention span inside one 256-cell block, as tg256 does).
