@@ -6,6 +6,7 @@ import { DEFAULT_MODEL } from "../model/fetch.ts";
 import { ROUTING_POLICIES, type RoutingPolicy } from "../router/upstreams.ts";
 import { KV_CODECS, type KvCodecName } from "../kvcodec/codec-names.ts";
 import { parseTierSpec, type TierSpec } from "../kvstore/tier-spec.ts";
+import { httpUrl } from "../http/http-url.ts";
 
 export type EngineRole = Role | "kvstore";
 
@@ -209,14 +210,9 @@ function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" 
 
 function advertiseUrl(v: string | undefined): string | undefined {
   if (v === undefined) return undefined;
-  let u: URL;
-  try {
-    u = new URL(v);
-  } catch {
-    throw new Error(`--advertise-url must be an http(s) URL, got ${v}`);
-  }
-  if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error(`--advertise-url must be an http(s) URL, got ${v}`);
-  return v.replace(/\/+$/, "");
+  const url = httpUrl(v);
+  if (url === undefined) throw new Error(`--advertise-url must be an http(s) URL, got ${v}`);
+  return url;
 }
 
 function gpuLayers(v: string | undefined): number {

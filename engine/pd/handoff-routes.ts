@@ -13,6 +13,7 @@ import express, { type Request, type Response, type Router } from "express";
 import type { EngineMetrics, Role } from "../metrics/engine-metrics.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
 import { HttpError } from "../http/http-error.ts";
+import { httpUrl } from "../http/http-url.ts";
 import type { RequestKind } from "../http/openai-request.ts";
 import { clientGone, respondWithGeneration } from "../http/respond.ts";
 import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
@@ -44,13 +45,7 @@ function localUrl(req: Request): string | undefined {
 /** The staging pod's URL from its answer, when it is a usable http(s) URL; else the URL the state was sent to. */
 function stagedAt(res: globalThis.Response, sentTo: string): string {
   const named = res.headers.get(DECODE_URL_HEADER);
-  if (!named) return sentTo;
-  try {
-    const u = new URL(named);
-    return u.protocol === "http:" || u.protocol === "https:" ? named.replace(/\/+$/, "") : sentTo;
-  } catch {
-    return sentTo;
-  }
+  return (named ? httpUrl(named) : undefined) ?? sentTo;
 }
 
 export interface HandoffRoutes extends AsyncDisposable {
@@ -111,7 +106,15 @@ function prefillHandler(deps: HandoffDeps) {
     const sendMs = performance.now() - t1;
     metrics.handoffBytes.observe(state.length);
     metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
-    const out: PrefillResponse = { handoffId, decodeUrl: stagedUrl, promptTokens: prepared.prompt.length, prefixHitTokens, stateBytes: state.length, prefillMs: t1 - t0, sendMs };
+    const out: PrefillResponse = {
+      handoffId,
+      decodeUrl: stagedUrl,
+      promptTokens: prepared.prompt.length,
+      prefixHitTokens,
+      stateBytes: state.length,
+      prefillMs: t1 - t0,
+      sendMs,
+    };
     res.json(out);
   };
 }
