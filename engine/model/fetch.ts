@@ -127,5 +127,6 @@ async function ensureSyntheticModel(uri: string): Promise<string> {
   const shape = SYNTHETIC_PRESETS[preset];
   if (!shape) throw new Error(`unknown synthetic preset ${preset}; known: ${Object.keys(SYNTHETIC_PRESETS).join(", ")}`);
   const seed = Number(url.searchParams.get("seed") ?? "1");
-  return writeSyntheticModel(join(modelsDir(), `synthetic-${preset}-seed${seed}.gguf`), shape, seed);
+  const vocab = shape.nVocab ? `-v${shape.nVocab}` : "";
+  return writeSyntheticModel(join(modelsDir(), `synthetic-${preset}${vocab}-seed${seed}.gguf`), shape, seed);
 }

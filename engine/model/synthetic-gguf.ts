@@ -15,6 +15,8 @@ export interface SyntheticShape {
   nFf: number;
   contextLength: number;
   dtype: GgmlDType;
+  /** Vocabulary size; filler pieces pad the base vocab (~470 tokens) up to it. Default: the base vocab. */
+  nVocab?: number;
 }
 
 export const SYNTHETIC_PRESETS: Record<string, SyntheticShape> = {
@@ -22,8 +24,12 @@ export const SYNTHETIC_PRESETS: Record<string, SyntheticShape> = {
   tiny: { nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, nFf: 128, contextLength: 2048, dtype: "f32" },
   /** ~1B parameters in F16 (llama-3.2-1B-like shape) for GPU benchmarks. */
   "1b": { nEmbd: 2048, nLayer: 16, nHead: 32, nHeadKv: 8, nFf: 8192, contextLength: 8192, dtype: "f16" },
-  /** ~8B parameters in F16 (llama-3-8B-like shape). */
-  "8b": { nEmbd: 4096, nLayer: 32, nHead: 32, nHeadKv: 8, nFf: 14336, contextLength: 8192, dtype: "f16" },
+  /**
+   * ~7.2B parameters in F16, 14.5 GB: the 7B-class reference model of ../shared/GPU.md (4096 wide, 32 layers,
+   * 8 KV heads, FFN 14336, vocab 32000). A real vocabulary matters: the output projection is 262 MB
+   * read every token, and every decoded sequence's 32,000 logits are copied back and sampled.
+   */
+  "8b": { nEmbd: 4096, nLayer: 32, nHead: 32, nHeadKv: 8, nFf: 14336, contextLength: 8192, dtype: "f16", nVocab: 32000 },
 };
 
 /** mulberry32: small, fast, deterministic. */
@@ -39,7 +45,7 @@ function prng(seed: number): () => number {
 }
 
 /** SentencePiece-style vocab: specials, 256 byte tokens, printable ASCII and "▁word" pieces. */
-export function syntheticVocab(): { tokens: string[]; scores: number[]; types: number[] } {
+export function syntheticVocab(size = 0): { tokens: string[]; scores: number[]; types: number[] } {
   const tokens = ["<unk>", "<s>", "</s>"];
   const types = [2, 3, 3];
   for (let b = 0; b < 256; b++) {
@@ -49,6 +55,7 @@ export function syntheticVocab(): { tokens: string[]; scores: number[]; types: n
   const pieces = ["▁"];
   for (let c = 33; c < 127; c++) pieces.push(String.fromCharCode(c), `▁${String.fromCharCode(c)}`);
   for (const w of ["the", "of", "and", "is", "to", "in", "capital", "France", "Paris", "hello", "world"]) pieces.push(`▁${w}`);
+  for (let i = 0; tokens.length + pieces.length < size; i++) pieces.push(`▁w${i}`);
   tokens.push(...pieces);
   types.push(...pieces.map(() => 1));
   const scores = tokens.map((t, i) => (types[i] === 1 ? -i / 100 : 0));
@@ -134,7 +141,7 @@ function tensors(shape: SyntheticShape, seed: number, nVocab: number): GgufTenso
 export async function writeSyntheticModel(path: string, shape: SyntheticShape, seed = 1): Promise<string> {
   if (await stat(path).then(() => true, () => false)) return path;
   await mkdir(dirname(path), { recursive: true });
-  const vocab = syntheticVocab();
+  const vocab = syntheticVocab(shape.nVocab);
   const tmp = `${path}.${process.pid}.tmp`;
   await writeGguf(tmp, metadata(shape, seed, vocab), tensors(shape, seed, vocab.tokens.length));
   await rename(tmp, path);
