@@ -5,7 +5,7 @@
  * Writes bench/results/gpu.json (--out overrides). On the GPU machine it is started by
  * bench/gpu/device.sh, which sets up Node and builds the CUDA addon and llama.cpp's tools first.
  *
- *   --model FILE   a GGUF (default: the synthetic 8B f16 llama, written on first use)
+ *   --model FILE   a GGUF (default: a synthetic 7B-class f16 llama, the reference shape of ../shared/GPU.md, written on first use)
  *   --tools DIR    where llama-batched-bench is (default: next to the addon)
  *   --quick        1 and 8 sequences, one KV layout, 2K context (smoke run)
  *   --no-baseline  skip llama-batched-bench (a CPU smoke run of the engine's side only)
@@ -64,8 +64,8 @@ const log = (line: string): void => console.error(`[bench:gpu ${new Date().toISO
 
 async function modelPath(): Promise<string> {
   if (args.model) return resolve(args.model);
-  const path = join(tmpdir(), "llmfleet-gpu", "synthetic-8b-f16.gguf");
-  if (!existsSync(path)) log(`writing the synthetic 8B f16 model to ${path}`);
+  const path = join(tmpdir(), "llmfleet-gpu", "synthetic-8b-v32000-f16.gguf");
+  if (!existsSync(path)) log(`writing the synthetic 7B-class f16 model to ${path}`);
   return writeSyntheticModel(path, SYNTHETIC_PRESETS["8b"]!);
 }
 
@@ -100,6 +100,8 @@ async function ourDecode(model: string, kvUnified: boolean): Promise<DecodeRun[]
 interface ModelInfo {
   modelBytes: number;
   modelParams: number;
+  nVocab: number;
+  nEmbd: number;
   description: string;
 }
 
@@ -115,8 +117,8 @@ async function ourReuse(model: string): Promise<{ reuse: Awaited<ReturnType<type
   });
   try {
     await kvReuse(rt, 512, 16, 1);
-    const { modelBytes, modelParams, description } = rt.engine.info();
-    return { reuse: await kvReuse(rt, CONTEXT, 64, 3), info: { modelBytes, modelParams, description } };
+    const { modelBytes, modelParams, nVocab, nEmbd, description } = rt.engine.info();
+    return { reuse: await kvReuse(rt, CONTEXT, 64, 3), info: { modelBytes, modelParams, nVocab, nEmbd, description } };
   } finally {
     await rt[Symbol.asyncDispose]();
   }
@@ -162,7 +164,7 @@ interface HeadlineInputs {
   ours: DecodeRun[];
   singles: SingleStreamResult[];
   bandwidth: number;
-  modelBytes: number;
+  model: ModelInfo;
 }
 
 /** Batching ratios (best engine setting over best llama-batched-bench setting) and the single-stream figures. */
@@ -173,7 +175,11 @@ function headline(h: HeadlineInputs): Record<string, unknown> {
     return o.length && l.length ? best(o, (r) => r.decodeTokPerS).decodeTokPerS / best(l, (r) => r.speed_tg).speed_tg : null;
   };
   const singleBest = bestSingle(h.singles) ?? best(h.ours.filter((r) => r.sequences === 1), (r) => r.decodeTokPerS);
-  const roofline = h.bandwidth > 0 ? h.bandwidth / h.modelBytes : null;
+  const roofline = h.bandwidth > 0 ? h.bandwidth / h.model.modelBytes : null;
+  // The issue's roofline counts every model byte; a decode step reads one row of the token
+  // embedding table, not all of it, so the fraction of the bytes a token actually reads is stricter.
+  const embeddingBytes = h.model.nVocab * h.model.nEmbd * (h.model.modelBytes / h.model.modelParams);
+  const readRoofline = h.bandwidth > 0 ? h.bandwidth / (h.model.modelBytes - embeddingBytes) : null;
   const llamaSingle = h.singles.flatMap((r) => r.llamaBench);
   return {
     batching_ratio_vs_llamacpp_8: ratio(8),
@@ -182,8 +188,10 @@ function headline(h: HeadlineInputs): Record<string, unknown> {
     decode_1seq_tok_s: singleBest.decodeTokPerS,
     decode_1seq_roofline_tok_s: roofline,
     decode_1seq_roofline_fraction: roofline ? singleBest.decodeTokPerS / roofline : null,
+    decode_1seq_read_bytes_fraction: readRoofline ? singleBest.decodeTokPerS / readRoofline : null,
     decode_1seq_config: singleBest,
     decode_1seq_llamacpp_tok_s: llamaSingle.length ? Math.max(...llamaSingle.map((r) => r.avg_ts)) : null,
+    decode_1seq_llamacpp_roofline_fraction: llamaSingle.length && roofline ? Math.max(...llamaSingle.map((r) => r.avg_ts)) / roofline : null,
   };
 }
 
@@ -210,7 +218,7 @@ async function main(): Promise<void> {
     device: dev.name,
     quick,
     model: { path: model, ...info },
-    ...headline({ llamacpp, ours, singles, bandwidth: dev.bandwidth, modelBytes: info.modelBytes }),
+    ...headline({ llamacpp, ours, singles, bandwidth: dev.bandwidth, model: info }),
     kv_reuse_ttft_ratio_8k: reuse.ttftRecomputeSeconds / reuse.ttftGpuResidentSeconds,
     kv_reuse_ttft_ratio_8k_host_memory: reuse.ttftRecomputeSeconds / reuse.ttftHostMemorySeconds,
     pd_ttft_overhead: pd.find((r) => r.promptTokens === 1024)?.overhead ?? pd[0]?.overhead ?? null,

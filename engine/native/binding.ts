@@ -35,6 +35,8 @@ export interface NativeInfo {
   nCtxSeq: number;
   nSeqMax: number;
   nVocab: number;
+  /** Width of the model (token embedding length). */
+  nEmbd: number;
   modelBytes: number;
   modelParams: number;
   description: string;

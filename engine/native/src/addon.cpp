@@ -172,6 +172,7 @@ Napi::Value NativeEngine::Info(const Napi::CallbackInfo & info) {
     o.Set("nCtxSeq", e->n_ctx_seq());
     o.Set("nSeqMax", e->n_seq_max());
     o.Set("nVocab", e->n_vocab());
+    o.Set("nEmbd", e->n_embd());
     o.Set("modelBytes", static_cast<double>(e->model_bytes()));
     o.Set("modelParams", static_cast<double>(e->model_params()));
     o.Set("description", e->description());

@@ -101,6 +101,7 @@ public:
     uint32_t n_ctx_seq() const;
     uint32_t n_seq_max() const;
     int32_t n_vocab() const;
+    int32_t n_embd() const;
     uint64_t model_bytes() const;
     uint64_t model_params() const;
     std::string description() const;
