@@ -87,7 +87,7 @@ async function ourDecode(model: string, kvUnified: boolean): Promise<DecodeRun[]
       rt.lookahead = k;
       for (const n of PARALLEL) {
         const run = await decodeThroughput(rt, n, PROMPT, n === 1 ? 2 * GEN : GEN);
-        log(`engine kvUnified=${kvUnified} lookahead=${k} n=${n}: ${run.decodeTokPerS.toFixed(0)} tok/s decode (${run.steps} steps)`);
+        log(`engine kvUnified=${kvUnified} lookahead=${k} n=${n}: ${run.decodeTokPerS.toFixed(0)} tok/s decode (${run.steps} steps, sampling ${run.sampleMsPerStep.toFixed(3)} ms a step)`);
         runs.push({ ...run, kvUnified });
       }
     }

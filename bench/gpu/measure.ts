@@ -38,6 +38,8 @@ export interface DecodeRun {
   decodeSeconds: number;
   decodeTokPerS: number;
   steps: number;
+  /** Milliseconds a step spent sampling once its logits were ready (the device idle meanwhile). */
+  sampleMsPerStep: number;
 }
 
 /** llama-batched-bench's TG phase, through the engine: n sequences prefill a prompt, then decode genTokens each, concurrently. */
@@ -51,9 +53,11 @@ export async function decodeThroughput(rt: NativeRuntime, n: number, promptToken
   await rt.synchronize();
   const t1 = performance.now();
   const steps0 = rt.scheduler.stats.steps;
+  const sample0 = rt.engine.info().sampleSeconds;
   const counts = await Promise.all(seqs.map((s, i) => generateN(s, prompts[i]!.at(-1)!, genTokens)));
   const t2 = performance.now();
   const total = counts.reduce((a, b) => a + b, 0);
+  const steps = rt.scheduler.stats.steps - steps0;
   return {
     sequences: n,
     lookahead: rt.lookahead,
@@ -62,7 +66,8 @@ export async function decodeThroughput(rt: NativeRuntime, n: number, promptToken
     prefillSeconds: (t1 - t0) / 1000,
     decodeSeconds: (t2 - t1) / 1000,
     decodeTokPerS: total / ((t2 - t1) / 1000),
-    steps: rt.scheduler.stats.steps - steps0,
+    steps,
+    sampleMsPerStep: ((rt.engine.info().sampleSeconds - sample0) * 1000) / Math.max(1, steps),
   };
 }
 

@@ -50,6 +50,8 @@ export interface NativeInfo {
   /** Pipelined decodes a step used, and ones rolled back because something else came first. */
   speculatedUsed: number;
   speculatedDropped: number;
+  /** Seconds spent sampling steps once their logits were ready (the device waits meanwhile). */
+  sampleSeconds: number;
   /** -1 when the model adds no BOS token. */
   bos: number;
 }

@@ -163,6 +163,27 @@ test("four sequences decoding together share scheduler steps", async () => {
   for (const out of outputs) assert.deepEqual(out, outputs[0]);
 });
 
+test("ten greedy sequences in one step are sampled on the engine's pool and each continues as it would alone", async () => {
+  const wide = await NativeRuntime.load({ modelPath, threads: 2, contextSize: 512, parallel: 10 });
+  try {
+    const prompts = [MONTHS, COUNT, WEEKDAYS].map((p) => rt.tokenize(p));
+    await clearAll();
+    const reference: Token[][] = [];
+    for (const prompt of prompts) {
+      reference.push((await complete(seq(0), prompt, 12)).tokens);
+      await clearAll();
+    }
+    const before = wide.scheduler.stats.steps;
+    const outputs = await Promise.all(wide.sequences.map(async (s, i) => (await complete(s, prompts[i % 3]!, 12)).tokens));
+    assert.equal(outputs.length, 10);
+    for (const [i, out] of outputs.entries()) assert.deepEqual(out, reference[i % 3], `sequence ${i}`);
+    const steps = wide.scheduler.stats.steps - before;
+    assert.ok(steps <= 16, `10 × 12 tokens took ${steps} steps: the sequences did not share steps`);
+  } finally {
+    await wide[Symbol.asyncDispose]();
+  }
+});
+
 test("pipelined decoding (the next decode launched before tokens come back) gives the same tokens, and rolls back what nobody asked for", async () => {
   const piped = await NativeRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 4, pipelineDecode: true });
   try {

@@ -184,6 +184,7 @@ Napi::Value NativeEngine::Info(const Napi::CallbackInfo & info) {
     o.Set("pipeline", e->pipelined());
     o.Set("speculatedUsed", static_cast<double>(e->speculated_used()));
     o.Set("speculatedDropped", static_cast<double>(e->speculated_dropped()));
+    o.Set("sampleSeconds", e->sample_seconds());
     return o;
 }
 

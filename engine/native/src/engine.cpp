@@ -1,10 +1,14 @@
 #include "engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
+
+#include "fork-join.h"
 
 namespace llmfleet {
 
@@ -124,6 +128,43 @@ llama_token Engine::sample_at(int32_t seq, int32_t idx) {
     return llama_sampler_sample(samplers_[seq], ctx_, idx);
 }
 
+// Below this many greedy rows a step samples on the calling thread (waking the pool costs more).
+constexpr size_t kParallelSampleRows = 8;
+
+std::vector<llama_token> Engine::sample_rows(const std::vector<Row> & rows) {
+    llama_synchronize(ctx_);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<llama_token> got = sample_rows_ready(rows);
+    sample_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return got;
+}
+
+std::vector<llama_token> Engine::sample_rows_ready(const std::vector<Row> & rows) {
+    std::vector<llama_token> got(rows.size(), -1);
+    std::vector<const float *> logits(rows.size(), nullptr);
+    size_t greedy = 0;
+    for (size_t i = 0; i < rows.size(); i++) {
+        const int32_t seq = rows[i].seq;
+        if (sampler_cfg_[seq].temperature > 0.0f && samplers_[seq]) {
+            got[i] = llama_sampler_sample(samplers_[seq], ctx_, rows[i].idx);
+            continue;
+        }
+        logits[i] = llama_get_logits_ith(ctx_, rows[i].idx);
+        greedy++;
+    }
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab_);
+    const std::function<void(int32_t)> one = [&](int32_t i) {
+        if (logits[i]) got[i] = argmax(logits[i], n_vocab);
+    };
+    if (greedy < kParallelSampleRows) {
+        for (size_t i = 0; i < rows.size(); i++) one(static_cast<int32_t>(i));
+        return got;
+    }
+    if (!pool_) pool_ = std::make_unique<ForkJoin>(std::max(1, std::min(opts_.threads, 8) - 1));
+    pool_->run(static_cast<int32_t>(rows.size()), one);
+    return got;
+}
+
 void Engine::set_sampler(int32_t seq, const SamplerConfig & cfg) {
     if (seq < 0 || seq >= static_cast<int32_t>(samplers_.size())) return;
     sampler_cfg_[seq] = cfg;
@@ -158,7 +199,10 @@ bool Engine::decode_entries(const StepInput & in, std::vector<llama_token> & out
     auto flush = [&]() -> bool {
         if (n == 0) return true;
         if (!decode_chunk(n, error)) return false;
-        for (const Pending & p : pending) out[p.entry * k] = sample_at(in.entries[p.entry].seq, p.idx);
+        std::vector<Row> rows;
+        for (const Pending & p : pending) rows.push_back({in.entries[p.entry].seq, p.idx});
+        const std::vector<llama_token> got = sample_rows(rows);
+        for (size_t i = 0; i < pending.size(); i++) out[pending[i].entry * k] = got[i];
         pending.clear();
         n = 0;
         return true;
@@ -189,7 +233,10 @@ bool Engine::take_speculated(const StepInput & in, std::vector<llama_token> & ou
         settle();
         return false;
     }
-    for (size_t i = 0; i < in.entries.size(); i++) out[i * k] = sample_at(in.entries[i].seq, static_cast<int32_t>(i));
+    std::vector<Row> rows;
+    for (size_t i = 0; i < in.entries.size(); i++) rows.push_back({in.entries[i].seq, static_cast<int32_t>(i)});
+    const std::vector<llama_token> got = sample_rows(rows);
+    for (size_t i = 0; i < got.size(); i++) out[i * k] = got[i];
     speculated_.clear();
     spec_used_++;
     return true;
@@ -228,21 +275,23 @@ bool Engine::continue_steps(const StepInput & in, std::vector<llama_token> & out
     for (size_t e = 0; e < n; e++) active[e] = in.entries[e].sample && out[e * k] >= 0 && !is_eog(out[e * k]);
     for (int32_t step = 1; step < k; step++) {
         int32_t m = 0;
-        std::vector<size_t> rows;
+        std::vector<size_t> entries;
+        std::vector<Row> rows;
         for (size_t e = 0; e < n; e++) {
             if (!active[e]) continue;
             const StepEntry & en = in.entries[e];
             put(m, out[e * k + step - 1], en.pos0 + en.count + step - 1, en.seq, true);
-            rows.push_back(e);
+            entries.push_back(e);
+            rows.push_back({en.seq, m});
             m++;
         }
         if (m == 0) break;
         if (!decode_chunk(m, error)) return false;
+        const std::vector<llama_token> got = sample_rows(rows);
         for (int32_t i = 0; i < m; i++) {
-            const size_t e = rows[i];
-            const llama_token t = sample_at(in.entries[e].seq, i);
-            out[e * k + step] = t;
-            if (is_eog(t)) active[e] = false;
+            const size_t e = entries[i];
+            out[e * k + step] = got[i];
+            if (is_eog(got[i])) active[e] = false;
         }
     }
     return true;

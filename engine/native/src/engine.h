@@ -13,6 +13,8 @@
 
 namespace llmfleet {
 
+class ForkJoin;
+
 struct EngineOptions {
     std::string model_path;
     int32_t gpu_layers = 0;     // -1 = all
@@ -112,6 +114,8 @@ public:
     // Speculated decodes a step used, and ones rolled back.
     uint64_t speculated_used() const { return spec_used_; }
     uint64_t speculated_dropped() const { return spec_dropped_; }
+    // Seconds spent sampling batched steps once their logits were ready (the device idles meanwhile).
+    double sample_seconds() const { return sample_seconds_; }
 
 private:
     Engine() = default;
@@ -119,6 +123,14 @@ private:
     void put(int32_t i, llama_token token, int32_t pos, int32_t seq, bool logits);
     bool decode_chunk(int32_t n_tokens, std::string & error);
     llama_token sample_at(int32_t seq, int32_t idx);
+    // The batch row of one sampled sequence.
+    struct Row {
+        int32_t seq;
+        int32_t idx;
+    };
+    // sample_at for every row, in order; greedy rows' argmaxes run on a pool when there are many.
+    std::vector<llama_token> sample_rows(const std::vector<Row> & rows);
+    std::vector<llama_token> sample_rows_ready(const std::vector<Row> & rows);  // after the device is done
     bool continue_steps(const StepInput & in, std::vector<llama_token> & out, std::string & error);
     bool decode_entries(const StepInput & in, std::vector<llama_token> & out, int32_t k, std::string & error);
     bool take_speculated(const StepInput & in, std::vector<llama_token> & out, int32_t k);
@@ -135,6 +147,8 @@ private:
     bool pipeline_ = false;
     uint64_t spec_used_ = 0;
     uint64_t spec_dropped_ = 0;
+    double sample_seconds_ = 0;
+    std::unique_ptr<ForkJoin> pool_;  // made on the first step with many greedy rows
 
     EngineOptions opts_;
     llama_model * model_ = nullptr;
