@@ -3,15 +3,15 @@
  * HTTP per request) puts them: a proxy that sends each request to the next pod in turn. The KV
  * hand-off and the generate call are two requests, so they land on different pods unless the
  * generate call goes to the pod that staged the state — which the decode pod names in its answer
- * to the hand-off (x-llmfleet-decode-url). (kube-proxy balances per connection instead; the
- * prefill pod's and the router's keep-alive connections then reach different pods just the same,
- * but in one test process they share a connection pool, hence a per-request proxy here.)
+ * to the hand-off (x-llmfleet-decode-url). kube-proxy balances per connection instead: the last
+ * test puts the decode pods behind such a balancer, where the prefill pod's hand-offs spread over
+ * the pods only because each opens its own connection.
  * Real llama.cpp on the tiny synthetic GGUF.
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, request, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { connect, createServer as createTcpServer, type AddressInfo } from "node:net";
 import { createEngineMetrics } from "../metrics/engine-metrics.ts";
 import { createRouterApp } from "../router/router-app.ts";
 import { completionText, listen, metricValue, postJson, startPod, type Running, type RunningPod } from "../test/harness.ts";
@@ -92,5 +92,52 @@ test("a decode pod that names an address the router cannot reach (NAT, port mapp
   } finally {
     await viaNat[Symbol.asyncDispose]();
     await natted[Symbol.asyncDispose]();
+  }
+});
+
+/** A TCP balancer over `targets` (host:port) that picks the next pod per connection, as kube-proxy does. */
+async function perConnectionService(targets: string[]): Promise<{ url: string; connections: number[]; close(): void }> {
+  const connections = targets.map(() => 0);
+  let next = 0;
+  const sockets = new Set<import("node:net").Socket>();
+  const server = createTcpServer((client) => {
+    const i = next++ % targets.length;
+    connections[i]!++;
+    const [host, port] = targets[i]!.split(":");
+    const upstream = connect(Number(port), host!);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => s.destroy());
+      s.on("close", () => sockets.delete(s));
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const close = (): void => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, connections, close };
+}
+
+test("behind a per-connection balancer (kube-proxy) one prefill pod's hand-offs spread over the decode pods", async () => {
+  const tcp = await perConnectionService(decodes.map((d) => new URL(d.url).host));
+  try {
+    const staged: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const { status, json } = await postJson(`${prefill.url}/internal/prefill`, {
+        request: { prompt: `hand-off ${i}`, max_tokens: 2 },
+        kind: "completion",
+        decodeUrl: tcp.url,
+      });
+      assert.equal(status, 200, JSON.stringify(json));
+      staged.push(String(json.decodeUrl));
+    }
+    // Each hand-off opens its own connection, so the balancer spreads them; with a kept-alive
+    // connection every hand-off of this prefill pod would reach the same decode pod.
+    assert.deepEqual(tcp.connections, [3, 3]);
+    for (const d of decodes) assert.equal(staged.filter((u) => u === d.url).length, 3, `hand-offs staged on ${d.url}: ${staged.join(", ")}`);
+  } finally {
+    tcp.close();
   }
 });

@@ -74,7 +74,10 @@ async function sendState(base: string, id: string, frames: Iterable<Buffer>, tim
   try {
     res = await fetch(url, {
       method: "PUT",
-      headers: { "content-type": "application/octet-stream" },
+      // One connection per hand-off: kube-proxy balances a Service's connections, not its
+      // requests, so over a kept-alive connection every hand-off of this pod would reach the same
+      // decode pod. A connect is nothing next to megabytes of KV state.
+      headers: { "content-type": "application/octet-stream", connection: "close" },
       body: Readable.toWeb(Readable.from(frames)) as ReadableStream,
       duplex: "half",
       signal: AbortSignal.timeout(timeoutMs),
