@@ -4,8 +4,19 @@ import { HELP, parseEngineOptions } from "./cli/options.ts";
 import { createModelPod } from "./pod.ts";
 import { createRouterApp } from "./router/router-app.ts";
 import { watchUpstreamsFile } from "./router/upstreams-file.ts";
+import { RouterUpstreams } from "./router/upstreams.ts";
+import { discoverEndpoints } from "./router/endpoint-slices.ts";
+import { KubeClient } from "../operator/kube/client.ts";
 import { createEngineMetrics } from "./metrics/engine-metrics.ts";
 import { createKvStorePod } from "./kvstore/kvstore-pod.ts";
+
+function kubeClientForDiscovery(): KubeClient {
+  try {
+    return KubeClient.fromDefault();
+  } catch (err) {
+    throw new Error(`--discover-endpoints needs the Kubernetes API (in-cluster service account or $KUBECONFIG): ${(err as Error).message}`, { cause: err });
+  }
+}
 
 async function main(): Promise<void> {
   const options = parseEngineOptions(process.argv.slice(2));
@@ -17,7 +28,12 @@ async function main(): Promise<void> {
   let app;
   if (options.role === "router") {
     const { prefill, decode, aggregated, policy, upstreamsFile } = options;
-    const upstreams = upstreamsFile ? watchUpstreamsFile(upstreamsFile, { prefill, decode, aggregated }, policy).upstreams : undefined;
+    let upstreams = upstreamsFile ? watchUpstreamsFile(upstreamsFile, { prefill, decode, aggregated }, policy).upstreams : undefined;
+    if (options.discoverEndpoints) {
+      upstreams = new RouterUpstreams({ prefill, decode, aggregated }, policy);
+      const log = (line: string): void => void process.stderr.write(`${line}\n`);
+      discoverEndpoints(kubeClientForDiscovery(), { prefill, decode, aggregated }, upstreams, { log });
+    }
     app = createRouterApp({ prefill, decode, aggregated, policy, upstreams, metrics: createEngineMetrics("router", true) });
   } else if (options.role === "kvstore") {
     const pod = await createKvStorePod({ ...options, withProcessMetrics: true });

@@ -40,6 +40,8 @@ export interface EngineOptions {
   policy: RoutingPolicy;
   /** Router: JSON file of pods by role, re-read when it changes (default none: the fixed lists). */
   upstreamsFile: string | undefined;
+  /** Router: resolve Service URLs to their ready pods through EndpointSlices (default off). */
+  discoverEndpoints: boolean;
   /** Expected sha256 of the model file, "sha256:<hex>"; the pod refuses another file. */
   modelChecksum: string | undefined;
   /** Prefill/aggregated: KV store endpoint; prompts' cached prefixes are loaded from it. */
@@ -85,6 +87,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --upstreams-file F   router: JSON {"generation":N,"prefill":[..],"decode":[..],"aggregated":[..]}
                        re-read when it changes, to add and drain pods while serving; the lists
                        above still set the mode (default: none, the lists above are fixed)
+  --discover-endpoints router: resolve Service URLs (http://<svc>.<ns>.svc[:port]) in the lists to
+                       their ready pods through EndpointSlices, watched via the Kubernetes API
+                       (in-cluster service account or $KUBECONFIG; needs list/watch on
+                       endpointslices); a Service with no pods known stays as its URL
   --kv-store URL       prefill/aggregated: KV store (kvstore role) to load cached prompt prefixes
                        from and write new ones to (default: none)
   --kv-store-timeout-ms N  longest wait for the KV store before recomputing (default: 5000)
@@ -139,6 +145,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       aggregated: { type: "string" },
       policy: { type: "string" },
       "upstreams-file": { type: "string" },
+      "discover-endpoints": { type: "boolean" },
       "model-checksum": { type: "string" },
       "kv-store": { type: "string" },
       "kv-store-timeout-ms": { type: "string" },
@@ -155,11 +162,12 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
   if (options.role === "router" && !disaggregated && options.aggregated.length === 0) {
     throw new Error("--role router needs --prefill URL[,URL] and --decode URL[,URL], or --aggregated URL[,URL]");
   }
+  if (options.discoverEndpoints && options.upstreamsFile) throw new Error("--discover-endpoints and --upstreams-file both set the router's pods: pass one");
   return options;
 }
 
 type RawValues = Record<string, string | boolean | string[] | undefined>;
-type Values = Record<string, string | undefined> & { "flash-attention"?: boolean; tier?: string[] };
+type Values = Record<string, string | undefined> & { "flash-attention"?: boolean; "discover-endpoints"?: boolean; tier?: string[] };
 
 function toOptions(raw: RawValues): EngineOptions {
   const v = raw as Values;
@@ -183,6 +191,7 @@ function toOptions(raw: RawValues): EngineOptions {
     aggregated: urlList(v.aggregated),
     policy: routingPolicy(v.policy),
     upstreamsFile: v["upstreams-file"],
+    discoverEndpoints: v["discover-endpoints"] ?? false,
     modelChecksum: checksum(v["model-checksum"]),
     ...kvOptions(v),
   };
