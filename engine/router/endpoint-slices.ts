@@ -35,17 +35,24 @@ export function serviceOf(url: string): ServiceRef | undefined {
   return m ? { service: m[1]!, namespace: m[2]! } : undefined;
 }
 
+/** The port a slice's endpoints serve on: the one named http, or its only one. */
+function slicePort(slice: EndpointSlice): number | undefined {
+  return slice.ports?.find((p) => p.name === "http")?.port ?? slice.ports?.[0]?.port;
+}
+
+/** The addresses of a slice's ready endpoints (a nil ready condition means ready, discovery.k8s.io/v1). */
+function readyAddresses(slice: EndpointSlice): string[] {
+  return (slice.endpoints ?? []).filter((ep) => ep.conditions?.ready !== false).flatMap((ep) => ep.addresses ?? []);
+}
+
 /** The ready pods of a Service's slices as URLs (scheme of the Service URL, the slice's target port), sorted. */
 export function podURLs(slices: readonly EndpointSlice[], scheme = "http"): string[] {
   const urls = new Set<string>();
   for (const slice of slices) {
-    const port = slice.ports?.find((p) => p.name === "http")?.port ?? slice.ports?.[0]?.port;
-    if (!port || (slice.addressType !== "IPv4" && slice.addressType !== "IPv6")) continue;
-    for (const ep of slice.endpoints ?? []) {
-      // A nil ready condition means ready (discovery.k8s.io/v1).
-      if (ep.conditions?.ready === false) continue;
-      for (const a of ep.addresses ?? []) urls.add(`${scheme}://${slice.addressType === "IPv6" ? `[${a}]` : a}:${port}`);
-    }
+    const port = slicePort(slice);
+    const family = slice.addressType;
+    if (!port || (family !== "IPv4" && family !== "IPv6")) continue;
+    for (const a of readyAddresses(slice)) urls.add(`${scheme}://${family === "IPv6" ? `[${a}]` : a}:${port}`);
   }
   return [...urls].sort();
 }
