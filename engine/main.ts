@@ -5,7 +5,7 @@ import { createModelPod } from "./pod.ts";
 import { createRouterApp } from "./router/router-app.ts";
 import { watchUpstreamsFile } from "./router/upstreams-file.ts";
 import { RouterUpstreams } from "./router/upstreams.ts";
-import { discoverEndpoints } from "./router/endpoint-slices.ts";
+import { discoverEndpoints, serviceOf } from "./router/endpoint-slices.ts";
 import { KubeClient } from "../operator/kube/client.ts";
 import { createEngineMetrics } from "./metrics/engine-metrics.ts";
 import { createKvStorePod } from "./kvstore/kvstore-pod.ts";
@@ -29,7 +29,8 @@ async function main(): Promise<void> {
   if (options.role === "router") {
     const { prefill, decode, aggregated, policy, upstreamsFile } = options;
     let upstreams = upstreamsFile ? watchUpstreamsFile(upstreamsFile, { prefill, decode, aggregated }, policy).upstreams : undefined;
-    if (options.discoverEndpoints) {
+    // Discovery resolves Service URLs; a file of pods, or lists without Service URLs, need none.
+    if (options.discoverEndpoints && !upstreamsFile && [...prefill, ...decode, ...aggregated].some((u) => serviceOf(u))) {
       upstreams = new RouterUpstreams({ prefill, decode, aggregated }, policy);
       const log = (line: string): void => void process.stderr.write(`${line}\n`);
       discoverEndpoints(kubeClientForDiscovery(), { prefill, decode, aggregated }, upstreams, { log });

@@ -90,7 +90,8 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --discover-endpoints router: resolve Service URLs (http://<svc>.<ns>.svc[:port]) in the lists to
                        their ready pods through EndpointSlices, watched via the Kubernetes API
                        (in-cluster service account or $KUBECONFIG; needs list/watch on
-                       endpointslices); a Service with no pods known stays as its URL
+                       endpointslices); a Service with no pods known stays as its URL.
+                       No effect without Service URLs or with --upstreams-file
   --kv-store URL       prefill/aggregated: KV store (kvstore role) to load cached prompt prefixes
                        from and write new ones to (default: none)
   --kv-store-timeout-ms N  longest wait for the KV store before recomputing (default: 5000)
@@ -162,7 +163,6 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
   if (options.role === "router" && !disaggregated && options.aggregated.length === 0) {
     throw new Error("--role router needs --prefill URL[,URL] and --decode URL[,URL], or --aggregated URL[,URL]");
   }
-  if (options.discoverEndpoints && options.upstreamsFile) throw new Error("--discover-endpoints and --upstreams-file both set the router's pods: pass one");
   return options;
 }
 
