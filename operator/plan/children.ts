@@ -1,5 +1,15 @@
 // Builders for the child objects every planner emits, each with its owner reference.
-import type { V1Deployment, V1OwnerReference, V1PodDisruptionBudget, V1PodTemplateSpec, V1Service, V1StatefulSet } from "@kubernetes/client-node";
+import type {
+  V1Deployment,
+  V1OwnerReference,
+  V1PodDisruptionBudget,
+  V1PodTemplateSpec,
+  V1Role,
+  V1RoleBinding,
+  V1Service,
+  V1ServiceAccount,
+  V1StatefulSet,
+} from "@kubernetes/client-node";
 import type { KubeObject } from "../kube/types.ts";
 import { ENGINE_PORT } from "./labels.ts";
 
@@ -78,4 +88,22 @@ export function statefulSet(
       ...(claims && claims.length > 0 ? { volumeClaimTemplates: claims } : {}),
     },
   };
+}
+
+/**
+ * The identity of pods that read the API: a ServiceAccount, a Role with exactly `rules`, and the
+ * binding between them, all named c.name.
+ */
+export function podIdentity(c: ChildMeta, rules: NonNullable<V1Role["rules"]>): [V1ServiceAccount, V1Role, V1RoleBinding] {
+  return [
+    { apiVersion: "v1", kind: "ServiceAccount", metadata: meta(c), automountServiceAccountToken: false },
+    { apiVersion: "rbac.authorization.k8s.io/v1", kind: "Role", metadata: meta(c), rules },
+    {
+      apiVersion: "rbac.authorization.k8s.io/v1",
+      kind: "RoleBinding",
+      metadata: meta(c),
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: c.name },
+      subjects: [{ kind: "ServiceAccount", name: c.name, namespace: c.namespace }],
+    },
+  ];
 }

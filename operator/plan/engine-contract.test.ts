@@ -8,6 +8,7 @@ import { aDecodePool, aKVStore, aModel, aPrefillPool, NOW } from "../testing/bui
 import { planModel } from "./model.ts";
 import { planDecodePool, planPrefillPool } from "./pools.ts";
 import { planKVStore } from "./kvstore.ts";
+import { serviceOf } from "../../engine/router/endpoint-slices.ts";
 
 function engineOptions(d: unknown): EngineOptions {
   const args = (d as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
@@ -49,6 +50,12 @@ test("the router starts with its pools and the Model's routing policy", () => {
   assert.equal(r.policy, "prefix-aware");
   assert.deepEqual(r.prefill, ["http://pf-prefill.ns.svc:8000"]);
   assert.deepEqual(r.decode, ["http://dc-decode.ns.svc:8000"]);
+  // The router resolves each pool's Service to its pods: every URL must name the planned Service.
+  assert.equal(r.discoverEndpoints, true);
+  assert.deepEqual([...r.prefill, ...r.decode].map(serviceOf), [
+    { service: "pf-prefill", namespace: "ns" },
+    { service: "dc-decode", namespace: "ns" },
+  ]);
 });
 
 test("a Model with only aggregated replicas gets an aggregated router and aggregated pods", () => {
@@ -58,7 +65,7 @@ test("a Model with only aggregated replicas gets an aggregated router and aggreg
   const plan = planModel(model, { prefillPools: [], decodePools: [], engineImage: "e", now: NOW });
   const router = engineOptions(plan.children[0]);
   assert.deepEqual(router.aggregated, ["http://gemma-aggregated.ns.svc:8000"]);
-  const agg = engineOptions(plan.children[2]);
+  const agg = engineOptions(plan.children.find((c) => c.kind === "Deployment" && c.metadata?.name === "gemma-aggregated"));
   assert.equal(agg.role, "aggregated");
   assert.equal(agg.parallel, 8);
 });

@@ -23,6 +23,8 @@ export interface EnginePodInput {
   env?: V1EnvVar[];
   volumes?: V1Volume[];
   mounts?: V1VolumeMount[];
+  /** A ServiceAccount whose token the pod mounts (it reads the API); default none, no token. */
+  serviceAccountName?: string;
 }
 
 /**
@@ -49,7 +51,8 @@ export function enginePodTemplate(input: EnginePodInput): V1PodTemplateSpec {
     metadata: { labels: input.labels },
     spec: {
       enableServiceLinks: false,
-      automountServiceAccountToken: false,
+      ...(input.serviceAccountName ? { serviceAccountName: input.serviceAccountName } : {}),
+      automountServiceAccountToken: input.serviceAccountName !== undefined,
       securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: "RuntimeDefault" } },
       ...placement,
       containers: [engineContainer(input)],

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { V1Deployment, V1Service } from "@kubernetes/client-node";
+import type { V1Deployment, V1Role, V1RoleBinding, V1Service } from "@kubernetes/client-node";
 import { aDecodePool, aModel, aNodeGroup, aPrefillPool, NOW } from "../testing/builders.ts";
 import { planModel, type ModelWorld } from "./model.ts";
 import { findCondition } from "./conditions.ts";
@@ -13,10 +13,10 @@ test("a Model becomes the router Deployment and Service, wired to its pools", ()
   const plan = planModel(aModel("gemma"), world({ prefillPools: [aPrefillPool("pb"), aPrefillPool("pa")], decodePools: [aDecodePool("d")] }));
   assert.deepEqual(
     plan.children.map((c) => `${c.kind}/${c.metadata?.name}`),
-    ["Deployment/gemma-router", "Service/gemma-router"],
+    ["Deployment/gemma-router", "Service/gemma-router", "ServiceAccount/gemma-router", "Role/gemma-router", "RoleBinding/gemma-router"],
   );
   const args = (plan.children[0] as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
-  assert.deepEqual(args.slice(0, 6), ["--role", "router", "--port", "8000", "--policy", "prefix-aware"]);
+  assert.deepEqual(args.slice(0, 7), ["--role", "router", "--port", "8000", "--policy", "prefix-aware", "--discover-endpoints"]);
   assert.equal(args[args.indexOf("--prefill") + 1], "http://pa-prefill.ns.svc:8000,http://pb-prefill.ns.svc:8000");
   assert.equal(args[args.indexOf("--decode") + 1], "http://d-decode.ns.svc:8000");
   assert.equal((plan.children[1] as V1Service).spec?.ports?.[0]?.port, 80);
@@ -24,17 +24,29 @@ test("a Model becomes the router Deployment and Service, wired to its pools", ()
   assert.equal(findCondition(plan.status.conditions, "Ready")?.reason, "Progressing");
 });
 
+test("the router reads its pools' EndpointSlices under its own ServiceAccount, and nothing else", () => {
+  const plan = planModel(aModel("gemma"), world({ decodePools: [aDecodePool("d")], prefillPools: [aPrefillPool("p")] }));
+  const pod = (plan.children[0] as V1Deployment).spec?.template.spec;
+  assert.equal(pod?.serviceAccountName, "gemma-router");
+  assert.equal(pod?.automountServiceAccountToken, true);
+  assert.deepEqual((plan.children[3] as V1Role).rules, [{ apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["get", "list", "watch"] }]);
+  const binding = plan.children[4] as V1RoleBinding;
+  assert.deepEqual(binding.roleRef, { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "gemma-router" });
+  assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: "gemma-router", namespace: "ns" }]);
+  for (const c of plan.children) assert.equal(c.metadata?.ownerReferences?.[0]?.name, "gemma");
+});
+
 test("aggregated replicas add a Deployment, Service and PDB at the desired count", () => {
   const model = aModel("gemma");
   model.spec.replicas = { min: 1, max: 4, desired: 3 };
   model.spec.placement = { gpusPerReplica: 1, nodeGroupRef: { name: "h100" } };
   const plan = planModel(model, world({ nodeGroup: aNodeGroup("h100") }));
-  assert.deepEqual(plan.children.map((c) => `${c.kind}/${c.metadata?.name}`).slice(2), [
+  assert.deepEqual(plan.children.map((c) => `${c.kind}/${c.metadata?.name}`).slice(5), [
     "Deployment/gemma-aggregated",
     "Service/gemma-aggregated",
     "PodDisruptionBudget/gemma-aggregated",
   ]);
-  const agg = plan.children[2] as V1Deployment;
+  const agg = plan.children[5] as V1Deployment;
   assert.equal(agg.spec?.replicas, 3);
   assert.equal(agg.spec?.template.spec?.nodeSelector?.["serving.llmfleet.dev/node-group"], "h100");
   const routerArgs = (plan.children[0] as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];

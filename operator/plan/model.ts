@@ -3,7 +3,7 @@
 import type { V1Deployment } from "@kubernetes/client-node";
 import type { DecodePool, GPUNodeGroup, Model, ModelStatus, PrefillPool } from "../api.ts";
 import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/types.ts";
-import { deployment, disruptionBudget, ownerRef, service, type ChildMeta } from "./children.ts";
+import { deployment, disruptionBudget, ownerRef, podIdentity, service, type ChildMeta } from "./children.ts";
 import { setConditions, type ConditionInput, type Plan } from "./conditions.ts";
 import { enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
 import { childLabels, childName, ROUTER_SERVICE_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
@@ -32,7 +32,9 @@ function meta(model: Model, component: "router" | "aggregated"): ChildMeta {
 
 function routerArgs(model: Model, world: ModelWorld): string[] {
   const ns = model.metadata?.namespace ?? "";
-  const args = ["--policy", model.spec.routing?.policy ?? "prefix-aware"];
+  // --discover-endpoints: the router resolves the pools' Services to their pods (EndpointSlices),
+  // so its policy picks a pod, not a Service behind which kube-proxy picks one per connection.
+  const args = ["--policy", model.spec.routing?.policy ?? "prefix-aware", "--discover-endpoints"];
   const prefill = world.prefillPools
     .map((p) => p.metadata?.name ?? "")
     .sort()
@@ -54,8 +56,10 @@ function routerChildren(model: Model, world: ModelWorld): KubeObject[] {
     gpus: 0,
     cpu: "500m",
     memory: "512Mi",
+    serviceAccountName: m.name,
   });
-  return [deployment(m, model.spec.routing?.replicas ?? 1, template), service(m, { port: ROUTER_SERVICE_PORT })];
+  const readEndpoints = [{ apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["get", "list", "watch"] }];
+  return [deployment(m, model.spec.routing?.replicas ?? 1, template), service(m, { port: ROUTER_SERVICE_PORT }), ...podIdentity(m, readEndpoints)];
 }
 
 function aggregatedChildren(model: Model, world: ModelWorld, replicas: number): KubeObject[] {

@@ -1,6 +1,6 @@
 // The informer caches every reconciler reads from, and the event → key mappings that make each
 // reconciler level-triggered on everything its plan depends on.
-import type { V1Deployment, V1Node, V1PodDisruptionBudget, V1Service, V1StatefulSet } from "@kubernetes/client-node";
+import type { V1Deployment, V1Node, V1PodDisruptionBudget, V1Role, V1RoleBinding, V1Service, V1ServiceAccount, V1StatefulSet } from "@kubernetes/client-node";
 import type { DecodePool, EnginePool, GPUNodeGroup, KVStore, Model, PrefillPool } from "../api.ts";
 import { R } from "../kube/resources.ts";
 import { namespaceOf, nameOf, type KubeObject } from "../kube/types.ts";
@@ -19,6 +19,9 @@ export interface Caches {
   statefulSets: Informer<V1StatefulSet>;
   services: Informer<V1Service>;
   pdbs: Informer<V1PodDisruptionBudget>;
+  serviceAccounts: Informer<V1ServiceAccount>;
+  roles: Informer<V1Role>;
+  roleBindings: Informer<V1RoleBinding>;
   nodes: Informer<V1Node>;
 }
 
@@ -32,7 +35,15 @@ export function cached<T extends KubeObject>(inf: Informer<T>, namespace: string
 
 /** Children owned (as controller) by the object with this uid. */
 export function ownedBy(caches: Caches, uid: string | undefined): KubeObject[] {
-  const all: KubeObject[] = [...caches.deployments.list(), ...caches.statefulSets.list(), ...caches.services.list(), ...caches.pdbs.list()];
+  const all: KubeObject[] = [
+    ...caches.deployments.list(),
+    ...caches.statefulSets.list(),
+    ...caches.services.list(),
+    ...caches.pdbs.list(),
+    ...caches.serviceAccounts.list(),
+    ...caches.roles.list(),
+    ...caches.roleBindings.list(),
+  ];
   return all.filter((o) => o.metadata?.ownerReferences?.some((r) => r.controller && r.uid === uid));
 }
 
@@ -93,6 +104,9 @@ export function buildCaches(m: Manager, namespace?: string): Caches {
   c.statefulSets = m.informer<V1StatefulSet>(R.StatefulSet, ownerKeys, children);
   c.services = m.informer<V1Service>(R.Service, ownerKeys, children);
   c.pdbs = m.informer<V1PodDisruptionBudget>(R.PodDisruptionBudget, ownerKeys, children);
+  c.serviceAccounts = m.informer<V1ServiceAccount>(R.ServiceAccount, ownerKeys, children);
+  c.roles = m.informer<V1Role>(R.Role, ownerKeys, children);
+  c.roleBindings = m.informer<V1RoleBinding>(R.RoleBinding, ownerKeys, children);
   c.nodes = m.informer<V1Node>(R.Node, (n) => groupsNamed(c, n.metadata?.labels?.[NODE_GROUP_LABEL]), {});
   return c;
 }

@@ -9,6 +9,9 @@ const CHILD_TYPES: Record<string, ResourceType> = {
   Service: R.Service,
   PodDisruptionBudget: R.PodDisruptionBudget,
   StatefulSet: R.StatefulSet,
+  ServiceAccount: R.ServiceAccount,
+  Role: R.Role,
+  RoleBinding: R.RoleBinding,
 };
 
 export function fieldManager(controller: string): string {
