@@ -127,24 +127,40 @@ export function seqStateTokens(state: Buffer): number[] {
   return readHeader(new Reader(state));
 }
 
-/** Rewrites a sequence state for a context with `target.streams` KV streams and V layout. */
+/** One section's streams: the non-empty ones' blocks in target layout, and whether that differs from the input. */
+function readSection(r: Reader, target: KvLayout): { blocks: Buffer[][]; changed: boolean } {
+  const streams = r.u32();
+  const blocks: Buffer[][] = [];
+  let changed = streams !== target.streams;
+  for (let s = 0; s < streams; s++) {
+    const cells = r.u32();
+    if (cells === 0) continue;
+    changed ||= blocks.length !== s; // an empty stream before this one: the blocks move up
+    const block = readStreamBlock(r, cells, target.vTransposed);
+    changed ||= block.vTransposed !== target.vTransposed;
+    blocks.push(block.parts);
+  }
+  if (blocks.length > target.streams) throw new Error(`state holds ${blocks.length} non-empty KV streams; target has ${target.streams}`);
+  return { blocks, changed };
+}
+
+/**
+ * Rewrites a sequence state for a context with `target.streams` KV streams and V layout. A state
+ * already in that layout is returned as it is: no copy of a (possibly GB-sized) state.
+ */
 export function normaliseSeqState(state: Buffer, target: KvLayout): Buffer {
   const r = new Reader(state);
   readHeader(r);
   const out: Buffer[] = [state.subarray(0, r.offset)];
+  let changed = false;
   while (!r.done) {
-    const streams = r.u32();
-    const blocks: Buffer[][] = [];
-    for (let s = 0; s < streams; s++) {
-      const cells = r.u32();
-      if (cells > 0) blocks.push(readStreamBlock(r, cells, target.vTransposed).parts);
-    }
-    if (blocks.length > target.streams) throw new Error(`state holds ${blocks.length} non-empty KV streams; target has ${target.streams}`);
-    out.push(u32(target.streams), ...blocks.flat());
-    for (let s = blocks.length; s < target.streams; s++) out.push(u32(0));
+    const section = readSection(r, target);
+    changed ||= section.changed;
+    out.push(u32(target.streams), ...section.blocks.flat());
+    for (let s = section.blocks.length; s < target.streams; s++) out.push(u32(0));
   }
   if (r.offset !== state.length) throw new Error("KV state layout not understood (trailing bytes)");
-  return Buffer.concat(out);
+  return changed ? Buffer.concat(out) : state;
 }
 
 export function summariseSeqState(state: Buffer): SeqStateSummary {
