@@ -5,7 +5,8 @@
 import type { KvCodec, KvCodecName } from "./codec-names.ts";
 import { INT8, LOSSLESS, QDELTA } from "./codecs.ts";
 import { qpreCodec } from "./qpre.ts";
-import { sensitivityPolicy } from "./qpre-policy.ts";
+import { gemma3QueryGains } from "./query-gains.ts";
+import { GEMMA3_270M_SINK, sensitivityPolicy } from "./qpre-policy.ts";
 import { qransCodec, type QransPolicy } from "./qrans.ts";
 import type { Rope } from "./rope.ts";
 
@@ -35,7 +36,7 @@ export const QRANS8 = qransCodec("qrans8", policy(0.125, 2, 32, 0.25));
  * RoPE candidates for keys (the encoder keeps the one that leaves the channels least spread and
  * records it): Gemma 3's sliding-window layers use base 10,000, its global layers 1,000,000.
  */
-const ROPES: readonly Rope[] = [
+export const ROPES: readonly Rope[] = [
   { style: "neox", base: 10_000 },
   { style: "neox", base: 1_000_000 },
   { style: "norm", base: 10_000 },
@@ -47,7 +48,19 @@ export const QPRE = qpreCodec("qpre", { ropes: ROPES, policy: sensitivityPolicy(
 /** The same at least 8x smaller than F16; lossier (see BENCHMARKS.md). */
 export const QPRE8 = qpreCodec("qpre8", { ropes: ROPES, policy: sensitivityPolicy(1.3, 64, 0.25) });
 
-const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QRANS8, QPRE, QPRE8].map((c) => [c.name, c]));
+/**
+ * qpre8's size with about half its logit KL: the attention sink (position 0) exact, keys' channel
+ * steps by the queries' energy (query-gains.ts), steps by sensitivities re-measured that way, the
+ * last 128 tokens 2x finer (calibration texts; see BENCHMARKS.md for the held-out bench).
+ */
+export const QSINK8 = qpreCodec("qsink8", {
+  ropes: ROPES,
+  policy: sensitivityPolicy(1.1, 128, 0.5, GEMMA3_270M_SINK),
+  sinkPositions: 1,
+  gains: gemma3QueryGains,
+});
+
+const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QRANS8, QPRE, QPRE8, QSINK8].map((c) => [c.name, c]));
 
 /**
  * What "default" means: none (raw f16). No lossy mode reaches the goal (≥8x smaller with greedy

@@ -15,7 +15,9 @@ import type { TensorPolicy } from "./qpre.ts";
 import type { KvTensor } from "./state-tensors.ts";
 
 /** Sensitivity (KL at noise 0.3 sd) per layer, for a section of `layers` layers; [keys, values]. */
-const GEMMA3_270M: Record<number, [number[], number[]]> = {
+export type Sensitivities = Record<number, [number[], number[]]>;
+
+export const GEMMA3_270M: Sensitivities = {
   3: [
     [0.1227, 0.6308, 0.00347],
     [0.00189, 0.00402, 0.00049],
@@ -25,14 +27,33 @@ const GEMMA3_270M: Record<number, [number[], number[]]> = {
     [0.00093, 0.00077, 0.00069, 0.00058, 0.00067, 0.00079, 0.00067, 0.00064, 0.00073, 0.00064, 0.00097, 0.00065, 0.00062, 0.00037, 0.0003],
   ],
 };
+/**
+ * The same measured with the attention sink (position 0) exact and the keys scaled by their
+ * query gains (query-gains.ts), as the qsink codecs code them, noise 0.3 x the RMS channel spread
+ * (over the gain-scaled channels for keys), KL averaged over four calibration texts
+ * (docs/concepts.md, docs/kv-store.md, docs/autoscaling.md, docs/runbooks.md; none is a bench
+ * context). The sink and the gains take most of the first two full-attention layers' key
+ * sensitivity away: they end 3-6x above the rest, not 100-600x.
+ */
+export const GEMMA3_270M_SINK: Sensitivities = {
+  3: [
+    [0.0039, 0.00648, 0.00054],
+    [0.00114, 0.00225, 0.00031],
+  ],
+  15: [
+    [0.00101, 0.00124, 0.00092, 0.00082, 0.00119, 0.0007, 0.001, 0.00103, 0.00152, 0.00169, 0.00129, 0.00038, 0.00055, 0.00051, 0.00035],
+    [0.00078, 0.00191, 0.00175, 0.00106, 0.00075, 0.00085, 0.00093, 0.001, 0.0017, 0.0011, 0.00179, 0.00084, 0.00076, 0.00038, 0.0005],
+  ],
+};
+
 /** Below this, the measurement does not tell tensors apart. */
 const FLOOR = 0.0006;
 const EXPONENT = 0.35;
 /** A sliding-window tensor of Gemma 3 270M holds 512 cells; N_t is counted against it. */
 const REFERENCE_CELLS = 512;
 
-function sensitivity(t: Pick<KvTensor, "kind" | "layer" | "layers">): number {
-  const row = GEMMA3_270M[t.layers]?.[t.kind === "k" ? 0 : 1]?.[t.layer];
+function sensitivity(t: Pick<KvTensor, "kind" | "layer" | "layers">, table: Sensitivities): number {
+  const row = table[t.layers]?.[t.kind === "k" ? 0 : 1]?.[t.layer];
   return Math.max(row ?? FLOOR, FLOOR);
 }
 
@@ -44,9 +65,10 @@ export function sensitivityPolicy(
   scale: number,
   recentTokens: number,
   recentScale: number,
+  table: Sensitivities = GEMMA3_270M,
 ): (t: Pick<KvTensor, "kind" | "layer" | "layers" | "positions">) => TensorPolicy {
   return (t) => {
     const cells = t.positions.length / REFERENCE_CELLS;
-    return { step: scale * ((cells * FLOOR) / sensitivity(t)) ** EXPONENT, recentTokens, recentScale };
+    return { step: scale * ((cells * FLOOR) / sensitivity(t, table)) ** EXPONENT, recentTokens, recentScale };
   };
 }

@@ -2,15 +2,20 @@
  * The qpre pieces, standalone: RoPE undone and redone is the identity within F16 rounding; the
  * encoder finds the RoPE a tensor was rotated with; a block is within half a step everywhere
  * (outliers exact to F16), narrow and wide channels alike; a tensor round-trips in both token
- * layouts with its recent tokens finer. (codec.test.ts loads decoded states into llama.cpp.)
+ * layouts with its recent tokens finer; a sink tensor keeps its sink rows exact, scales its
+ * channels' errors by their gains and keeps its format. (codec.test.ts loads decoded states into llama.cpp.)
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { decodeBlock, encodeBlock } from "./qpre-block.ts";
-import { decodeQpreTensor, encodeQpreTensor, type QpreOptions } from "./qpre.ts";
+import { decodeQpreTensor, decodeSinkTensor, encodeQpreTensor, encodeSinkTensor, type QpreOptions } from "./qpre.ts";
 import { ropeTables, rotateRows } from "./rope.ts";
 import { F16_TO_F32, f32ArrayToF16, f32ToF16, type KvTensor } from "./state-tensors.ts";
 import { rng } from "../test/rng.ts";
+import { createHash } from "node:crypto";
+
+/** The sink tensor body of the fixed input below (its format is what stored qsink entries hold). */
+const SINK_BODY_SHA = "fc035f78d70ac7b6";
 
 const positions = (n: number, from = 0): Int32Array => Int32Array.from({ length: n }, (_, i) => from + i);
 const roundF16 = (x: Float32Array): Float32Array => x.map((v) => F16_TO_F32[f32ToF16(v)]!);
@@ -108,4 +113,33 @@ test("a tensor round-trips in both layouts with its recent tokens finer", () => 
     assert.ok(old > 0.05 && old < 10, `${t.kind} older tokens coarse: ${old}`);
     assert.ok(recent < 0.05, `${t.kind} recent tokens fine: ${recent}`);
   }
+});
+
+test("sink rows are exact and channel gains make a channel's error 1/gain as large", () => {
+  const [tokens, channels] = [300, 16];
+  const x = stableRows(tokens, channels, 5);
+  x.fill(40, 0, channels);
+  const h = new Uint16Array(x.length);
+  f32ArrayToF16(x, h);
+  const t: KvTensor = { rows: tokens, cols: channels, tokenAxis: 0, kind: "v", layer: 0, layers: 1, positions: positions(tokens), data: Buffer.from(h.buffer) };
+  const gains = Int8Array.from({ length: channels }, (_, j) => (j < 8 ? 64 : -32));
+  const body = encodeSinkTensor(t, { ...options(1), sinkPositions: 1, gains: () => gains });
+  const coded = body.readUInt32LE(0);
+  assert.equal(body.readUInt32LE(4 + coded), 1, "one sink row");
+  assert.equal(body.readUInt32LE(4 + coded + 4 + 4 + 2 * channels), channels, "a gain per channel");
+  const step = body.readFloatLE(4 + 15 + 8 * body[4 + 14]!);
+  const out = { ...t, data: Buffer.alloc(t.data.length) };
+  decodeSinkTensor(body, out);
+  assert.deepEqual(out.data.subarray(0, 2 * channels), t.data.subarray(0, 2 * channels), "sink row exact");
+  let coarse = 0;
+  for (let i = 1; i < tokens - 16; i++) {
+    for (let j = 0; j < channels; j++) {
+      const [a, b] = [F16_TO_F32[t.data.readUInt16LE(2 * (i * channels + j))]!, F16_TO_F32[out.data.readUInt16LE(2 * (i * channels + j))]!];
+      const bound = step / 2 / 2 ** (gains[j]! / 32) + Math.abs(a) * 2 ** -10 + 1e-6;
+      assert.ok(Math.abs(a - b) <= bound, `token ${i} channel ${j}: ${a} -> ${b}, bound ${bound}`);
+      if (j >= 8) coarse = Math.max(coarse, Math.abs(a - b));
+    }
+  }
+  assert.ok(coarse > step / 4, `channels of gain 1/2 are coded coarser than those of gain 4: ${coarse} vs step ${step}`);
+  assert.equal(createHash("sha256").update(body).digest("hex").slice(0, 16), SINK_BODY_SHA, "format changed: entries already stored would no longer decode");
 });
