@@ -69,7 +69,7 @@ async function modelPath(): Promise<string> {
   return writeSyntheticModel(path, SYNTHETIC_PRESETS["8b"]!);
 }
 
-async function ourDecode(model: string, kvUnified: boolean): Promise<DecodeRun[]> {
+async function ourDecode(model: string, kvUnified: boolean, deviceGreedy = false): Promise<DecodeRun[]> {
   const rt = await NativeRuntime.load({
     modelPath: model,
     threads: THREADS,
@@ -79,6 +79,7 @@ async function ourDecode(model: string, kvUnified: boolean): Promise<DecodeRun[]
     flashAttention: true,
     gpuLayers: -1,
     kvUnified,
+    deviceGreedy,
   });
   try {
     await decodeThroughput(rt, Math.min(8, rt.sequences.length), 32, 16);
@@ -87,8 +88,9 @@ async function ourDecode(model: string, kvUnified: boolean): Promise<DecodeRun[]
       rt.lookahead = k;
       for (const n of PARALLEL) {
         const run = await decodeThroughput(rt, n, PROMPT, n === 1 ? 2 * GEN : GEN);
-        log(`engine kvUnified=${kvUnified} lookahead=${k} n=${n}: ${run.decodeTokPerS.toFixed(0)} tok/s decode (${run.steps} steps, sampling ${run.sampleMsPerStep.toFixed(3)} ms a step)`);
-        runs.push({ ...run, kvUnified });
+        const sampling = deviceGreedy ? "greedy on the device" : `sampling ${run.sampleMsPerStep.toFixed(3)} ms a step`;
+        log(`engine kvUnified=${kvUnified} lookahead=${k} n=${n}: ${run.decodeTokPerS.toFixed(0)} tok/s decode (${run.steps} steps, ${sampling})`);
+        runs.push({ ...run, kvUnified, deviceGreedy });
       }
     }
     return runs;
@@ -126,7 +128,9 @@ async function ourReuse(model: string): Promise<{ reuse: Awaited<ReturnType<type
 
 const best = <T>(xs: T[], key: (x: T) => number): T => xs.reduce((a, b) => (key(b) > key(a) ? b : a));
 
-const CUDA_CONFIGS: Record<string, string>[] = [{ GGML_CUDA_GRAPH_OPT: "0" }, { GGML_CUDA_GRAPH_OPT: "1" }];
+// GGML_CUDA_GRAPH_OPT=0 was 1.5 % slower in every session-3 run (the engine sets 1); measuring it
+// again cost ~85 s of a device call capped at 585 s, which the cold build already halves.
+const CUDA_CONFIGS: Record<string, string>[] = [{ GGML_CUDA_GRAPH_OPT: "1" }];
 
 async function singleStreams(model: string, tools: string): Promise<SingleStreamResult[]> {
   const childArgs = ["--model", model, "--tools", tools, ...(args["no-baseline"] === true ? ["--no-baseline"] : [])];
@@ -135,7 +139,7 @@ async function singleStreams(model: string, tools: string): Promise<SingleStream
     const r = await singleStreamChild(process.argv[1]!, childArgs, env);
     for (const e of r.engine)
       log(
-        `single stream ${JSON.stringify(env)} engine ${JSON.stringify({ threads: e.threads, gpuEmbeddings: e.gpuEmbeddings, contextSize: e.contextSize, kvUnified: e.kvUnified })} lookahead=${e.lookahead}: ${e.decodeTokPerS.toFixed(1)} tok/s`,
+        `single stream ${JSON.stringify(env)} engine ${JSON.stringify({ threads: e.threads, gpuEmbeddings: e.gpuEmbeddings, contextSize: e.contextSize, kvUnified: e.kvUnified, deviceGreedy: e.deviceGreedy })} lookahead=${e.lookahead}: ${e.decodeTokPerS.toFixed(1)} tok/s`,
       );
     for (const l of r.nativeLoop)
       log(
@@ -203,7 +207,7 @@ async function main(): Promise<void> {
   log(`device ${dev.name}; model ${model}`);
   const llamacpp = await baseline(model, tools);
   const singles = await singleStreams(model, tools);
-  const ours = [...(await ourDecode(model, false)), ...(quick ? [] : await ourDecode(model, true))];
+  const ours = [...(await ourDecode(model, false)), ...(await ourDecode(model, false, true)), ...(quick ? [] : await ourDecode(model, true))];
   const { reuse, info } = await ourReuse(model);
   const pd = await pdOverhead(process.argv[1]!, model, quick ? [512] : [1024, 4096], 3);
   for (const r of pd)

@@ -32,6 +32,7 @@ export interface DecodeRun {
   sequences: number;
   lookahead: number;
   kvUnified?: boolean;
+  deviceGreedy?: boolean;
   promptTokens: number;
   genTokens: number;
   prefillSeconds: number;

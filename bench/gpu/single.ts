@@ -23,6 +23,8 @@ export interface SingleConfig {
   /** KV cells: 2 × the generated tokens by default; 256 is llama-bench's n_ctx for tg256. */
   contextSize?: number;
   kvUnified?: boolean;
+  /** Greedy argmax on the device (engine.h device_greedy). */
+  deviceGreedy?: boolean;
 }
 
 /** decodeLoop's mode bits (engine/native/src/engine.h). */
@@ -48,6 +50,7 @@ export interface SingleStreamResult {
 /** The engine's defaults first (one sequence: one KV stream), then llama-bench's context, a serving-sized one, and the unified KV layout. */
 const CONFIGS: SingleConfig[] = [
   { threads: 8, gpuEmbeddings: true },
+  { threads: 8, gpuEmbeddings: true, deviceGreedy: true },
   { threads: 8, gpuEmbeddings: true, contextSize: 256, kvUnified: false },
   { threads: 8, gpuEmbeddings: true, contextSize: 4096, kvUnified: false },
   { threads: 8, gpuEmbeddings: true, contextSize: 256, kvUnified: true },
@@ -110,7 +113,7 @@ export function bestSingle(results: SingleStreamResult[]): SingleRun | undefined
   const groups = new Map<string, SingleRun>();
   for (const r of results) {
     for (const e of r.engine) {
-      const key = JSON.stringify([r.env, e.threads, e.gpuEmbeddings, e.contextSize, e.kvUnified, e.lookahead]);
+      const key = JSON.stringify([r.env, e.threads, e.gpuEmbeddings, e.contextSize, e.kvUnified, e.deviceGreedy, e.lookahead]);
       const g = groups.get(key) ?? { ...e, env: r.env, runs: [] };
       g.runs.push(e.decodeTokPerS);
       groups.set(key, g);

@@ -28,6 +28,8 @@ export interface NativeLoadOptions {
   gpuEmbeddings?: boolean;
   /** Pipelined decoding (engine.h): default on when layers are on a GPU; true/false forces it. */
   pipeline?: boolean;
+  /** Greedy sequences sample on the device (engine.h device_greedy). Default false. */
+  deviceGreedy?: boolean;
 }
 
 export interface NativeInfo {
@@ -47,6 +49,8 @@ export interface NativeInfo {
   graphsReused: number;
   /** Pipelined decoding is on. */
   pipeline: boolean;
+  /** Greedy sequences sample on the device. */
+  deviceGreedy: boolean;
   /** Pipelined decodes a step used, and ones rolled back because something else came first. */
   speculatedUsed: number;
   speculatedDropped: number;

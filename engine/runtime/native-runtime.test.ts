@@ -184,6 +184,38 @@ test("ten greedy sequences in one step are sampled on the engine's pool and each
   }
 });
 
+test("greedy sampling on the device (llama.cpp's backend sampler) gives the same tokens; a sequence with a temperature still samples", async () => {
+  const dev = await NativeRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 4, deviceGreedy: true, pipelineDecode: true });
+  try {
+    assert.equal(dev.engine.info().deviceGreedy, true);
+    const prompts = [MONTHS, COUNT, WEEKDAYS].map((p) => rt.tokenize(p));
+    await clearAll();
+    const reference: Token[][] = [];
+    for (const prompt of prompts) {
+      reference.push((await complete(seq(0), prompt, 10)).tokens);
+      await clearAll();
+    }
+    const warm: Sampling = { temperature: 0.8, topK: 40, topP: 0.95 };
+    const sampled: Token[] = [];
+    const [outputs] = await Promise.all([
+      Promise.all(prompts.map(async (p, i) => (await complete(dev.sequences[i]!, p, 10)).tokens)),
+      (async () => {
+        const s = dev.sequences[3]!;
+        await s.evaluatePrefix(prompts[0]!.slice(0, -1));
+        for await (const t of s.generate(prompts[0]!.slice(-1), warm)) if (sampled.push(t) >= 10) break;
+      })(),
+    ]);
+    assert.deepEqual(outputs, reference);
+    assert.equal(sampled.length, 10);
+    for (const t of sampled) assert.ok(Number.isInteger(t) && t >= 0 && t < dev.engine.info().nVocab, `sampled token ${t}`);
+    // Back to greedy on the sequence that sampled: it continues as the CPU argmax would.
+    await dev.sequences[3]!.clear();
+    assert.deepEqual((await complete(dev.sequences[3]!, prompts[1]!, 10)).tokens, reference[1]);
+  } finally {
+    await dev[Symbol.asyncDispose]();
+  }
+});
+
 test("pipelined decoding (the next decode launched before tokens come back) gives the same tokens, and rolls back what nobody asked for", async () => {
   const piped = await NativeRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 4, pipelineDecode: true });
   try {

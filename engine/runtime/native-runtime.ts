@@ -38,6 +38,8 @@ export interface NativeRuntimeOptions extends LlamaRuntimeOptions {
    * to JavaScript, so the device never waits for the round trip. Default: on when layers are on a GPU.
    */
   pipelineDecode?: boolean;
+  /** Greedy sequences take their argmax on the device: a token comes back per sequence, not its logits. Default false. */
+  deviceGreedy?: boolean;
 }
 
 class NativeSequence implements RuntimeSequence {
@@ -177,6 +179,7 @@ export class NativeRuntime implements ModelRuntime {
       swaFull: true,
       gpuEmbeddings: opts.gpuEmbeddings ?? true,
       ...(opts.pipelineDecode === undefined ? {} : { pipeline: opts.pipelineDecode }),
+      deviceGreedy: opts.deviceGreedy ?? false,
     });
     return new NativeRuntime(engine, opts);
   }

@@ -149,6 +149,7 @@ Napi::Value Load(const Napi::CallbackInfo & info) {
     opts.kv_unified = optBool(o, "kvUnified", true);
     opts.swa_full = optBool(o, "swaFull", true);
     opts.gpu_embeddings = optBool(o, "gpuEmbeddings", true);
+    opts.device_greedy = optBool(o, "deviceGreedy", false) ? 1 : 0;
     opts.pipeline = o.Has("pipeline") && o.Get("pipeline").IsBoolean() ? (o.Get("pipeline").As<Napi::Boolean>().Value() ? 1 : 0) : -1;
     using Holder = std::unique_ptr<Engine>;
     return queue<std::shared_ptr<Holder>>(
@@ -182,6 +183,7 @@ Napi::Value NativeEngine::Info(const Napi::CallbackInfo & info) {
     o.Set("bos", e->bos());
     o.Set("graphsReused", e->graphs_reused());
     o.Set("pipeline", e->pipelined());
+    o.Set("deviceGreedy", e->device_greedy());
     o.Set("speculatedUsed", static_cast<double>(e->speculated_used()));
     o.Set("speculatedDropped", static_cast<double>(e->speculated_dropped()));
     o.Set("sampleSeconds", e->sample_seconds());

@@ -52,6 +52,12 @@ llama_token argmax(const float * logits, int32_t n) {
     return 0;  // all NaN
 }
 
+llama_sampler * greedy_chain() {
+    llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+    return chain;
+}
+
 }  // namespace
 
 std::unique_ptr<Engine> Engine::load(const EngineOptions & opts, std::string & error) {
@@ -84,6 +90,18 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions & opts, std::string & e
     cp.kv_unified = opts.kv_unified;
     cp.swa_full = opts.swa_full;
     cp.no_perf = true;
+    std::vector<llama_sampler_seq_config> device_samplers;
+    if (opts.device_greedy > 0) {
+        for (uint32_t s = 0; s < opts.sequences; s++) {
+            llama_sampler * chain = greedy_chain();
+            e->device_greedy_.push_back(chain);
+            device_samplers.push_back({static_cast<llama_seq_id>(s), chain});
+        }
+        cp.samplers = device_samplers.data();
+        cp.n_samplers = device_samplers.size();
+        cp.n_outputs_max_per_seq = 1;  // a step samples at most one token per sequence
+        e->on_device_.assign(opts.sequences, true);
+    }
     e->ctx_ = llama_init_from_model(e->model_, cp);
     if (!e->ctx_) {
         error = "failed to create a llama.cpp context (context size too large for memory?)";
@@ -103,6 +121,7 @@ Engine::~Engine() {
     }
     if (batch_.token) llama_batch_free(batch_);
     if (ctx_) llama_free(ctx_);
+    for (auto * s : device_greedy_) llama_sampler_free(s);  // after the context that used them
     if (model_) llama_model_free(model_);
 }
 
@@ -124,6 +143,7 @@ bool Engine::decode_chunk(int32_t n_tokens, std::string & error) {
 
 llama_token Engine::sample_at(int32_t seq, int32_t idx) {
     const SamplerConfig & cfg = sampler_cfg_[seq];
+    if (on_device(seq)) return llama_get_sampled_token_ith(ctx_, idx);
     if (cfg.temperature <= 0.0f || !samplers_[seq]) return argmax(llama_get_logits_ith(ctx_, idx), llama_vocab_n_tokens(vocab_));
     return llama_sampler_sample(samplers_[seq], ctx_, idx);
 }
@@ -145,6 +165,10 @@ std::vector<llama_token> Engine::sample_rows_ready(const std::vector<Row> & rows
     size_t greedy = 0;
     for (size_t i = 0; i < rows.size(); i++) {
         const int32_t seq = rows[i].seq;
+        if (on_device(seq)) {
+            got[i] = llama_get_sampled_token_ith(ctx_, rows[i].idx);
+            continue;
+        }
         if (sampler_cfg_[seq].temperature > 0.0f && samplers_[seq]) {
             got[i] = llama_sampler_sample(samplers_[seq], ctx_, rows[i].idx);
             continue;
@@ -168,6 +192,19 @@ std::vector<llama_token> Engine::sample_rows_ready(const std::vector<Row> & rows
 void Engine::set_sampler(int32_t seq, const SamplerConfig & cfg) {
     if (seq < 0 || seq >= static_cast<int32_t>(samplers_.size())) return;
     sampler_cfg_[seq] = cfg;
+    const bool device = !device_greedy_.empty() && cfg.temperature <= 0.0f;
+    if (!device_greedy_.empty() && device != on_device_[seq]) {
+        settle();  // the graph changes: nothing speculated may be in flight with the old one
+        if (device) {
+            // A chain is initialised for the device once: a sequence going back to greedy gets a new one.
+            llama_sampler_free(device_greedy_[seq]);
+            device_greedy_[seq] = greedy_chain();
+            on_device_[seq] = llama_set_sampler(ctx_, seq, device_greedy_[seq]);
+        } else {
+            llama_set_sampler(ctx_, seq, nullptr);
+            on_device_[seq] = false;
+        }
+    }
     if (samplers_[seq]) llama_sampler_free(samplers_[seq]);
     samplers_[seq] = nullptr;
     if (cfg.temperature <= 0.0f) return;

@@ -36,6 +36,11 @@ struct EngineOptions {
     // case), or rolls it back (cells removed) when anything else comes first. -1 = on when layers
     // are on a GPU (a CPU decode is synchronous, nothing would overlap), 0 = off, 1 = on.
     int32_t pipeline = -1;
+    // Greedy sequences sample on the device: llama.cpp's backend sampler puts the argmax in the
+    // step's graph, so one token per sequence comes back instead of its logits (8 MB a step at 64
+    // sequences and a 32K vocabulary, scanned on the CPU while the GPU waits). A sequence given a
+    // temperature samples on the CPU. 0 = off, 1 = on.
+    int32_t device_greedy = 0;
 };
 
 constexpr uint32_t DECODE_LOOP_BATCH_GET_ONE = 1;
@@ -111,6 +116,7 @@ public:
     bool kv_unified() const { return opts_.kv_unified; }
     bool on_gpu() const;
     bool pipelined() const { return pipeline_; }
+    bool device_greedy() const { return !device_greedy_.empty(); }
     // Speculated decodes a step used, and ones rolled back.
     uint64_t speculated_used() const { return spec_used_; }
     uint64_t speculated_dropped() const { return spec_dropped_; }
@@ -131,6 +137,7 @@ private:
     // sample_at for every row, in order; greedy rows' argmaxes run on a pool when there are many.
     std::vector<llama_token> sample_rows(const std::vector<Row> & rows);
     std::vector<llama_token> sample_rows_ready(const std::vector<Row> & rows);  // after the device is done
+    bool on_device(int32_t seq) const { return !on_device_.empty() && on_device_[seq]; }
     bool continue_steps(const StepInput & in, std::vector<llama_token> & out, std::string & error);
     bool decode_entries(const StepInput & in, std::vector<llama_token> & out, int32_t k, std::string & error);
     bool take_speculated(const StepInput & in, std::vector<llama_token> & out, int32_t k);
@@ -149,6 +156,8 @@ private:
     uint64_t spec_dropped_ = 0;
     double sample_seconds_ = 0;
     std::unique_ptr<ForkJoin> pool_;  // made on the first step with many greedy rows
+    std::vector<llama_sampler *> device_greedy_;  // one greedy chain per sequence (device_greedy)
+    std::vector<bool> on_device_;                 // the sequence's chain is attached to the context
 
     EngineOptions opts_;
     llama_model * model_ = nullptr;
