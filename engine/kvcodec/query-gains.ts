@@ -7,7 +7,8 @@
  * so a pair's query energy is taken as (w_i² + w_{i+128}²) / 2 of blk.N.attn_q_norm.weight (f32
  * in the GGUF). Gain of pair i: (energy_i / max)^½, at least 0.1 (pairs the queries ignore still
  * get a finite step), over the pairs' geometric mean. Stored as 128 signed codes per layer,
- * gain = 2^(code / 32), base64. Derived once from the GGUF (the derivation is the sentence above).
+ * gain = 2^(code / 32), base64. The table is generated from the GGUF by
+ * scripts/kvcodec/query-gains.ts (`npm run kvcodec:query-gains`); do not edit it by hand.
  */
 
 import type { KvTensor } from "./state-tensors.ts";
