@@ -9,6 +9,7 @@ import { planModel } from "./model.ts";
 import { planDecodePool, planPrefillPool } from "./pools.ts";
 import { planKVStore } from "./kvstore.ts";
 import { serviceOf } from "../../engine/router/endpoint-slices.ts";
+import { KVCodec } from "../../crds/schema/kvstore.ts";
 
 function engineOptions(d: unknown): EngineOptions {
   const args = (d as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
@@ -91,4 +92,14 @@ test("kvstore pods start the engine's kvstore role with the KVStore's tiers in o
       ["s3", "objectStore"],
     ],
   );
+});
+
+test("every codec the KVStore schema admits is one the engine's kvstore role accepts", () => {
+  const names = (KVCodec.properties.name as unknown as { enum: string[] }).enum;
+  assert.ok(names.length >= 8 && names.includes("qsink8"));
+  for (const name of names) {
+    const o = parseEngineOptions(["--role", "kvstore", "--codec", name]);
+    assert.notEqual(o, "help");
+    assert.equal((o as EngineOptions).codec, name);
+  }
 });
