@@ -14,6 +14,7 @@
  * (prefix-cache.ts), against decoding the default codec's payload; decode_vs_load > 1 means
  * decoding is not the bottleneck of a load. Writes bench/results/kv-codec.json.
  */
+import { execFileSync } from "node:child_process";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,6 +34,12 @@ const CODECS = ["none", "lossless", "int8", "qdelta", "qrans", "qrans8", "qpre",
 /** The at-least-8x codec nearest the quality bar, whose load path is measured beside the default's. */
 const SMALLEST = "qsink8";
 const SOURCES = ["README.md", "engine/README.md", "docs/reference.md", "engine/kvstore/prefix-cache.ts"].slice(0, quick ? 3 : 4);
+/**
+ * The texts are read as they were at this commit, not from the working tree: these files change
+ * with the project (a README edit moved qpre8's KL from 0.056 to 0.032 between two runs), and runs
+ * only compare on the same contexts. The commit of the 2026-11-23 04:59 run.
+ */
+const TEXTS_AT = "5485dd3e7cba142c862a38b5b002b50aac6da20e";
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
 const root = new URL("../", import.meta.url);
 
@@ -129,8 +136,16 @@ interface Context {
   noiseFloor: number;
 }
 
+function textAt(source: string): string {
+  try {
+    return execFileSync("git", ["show", `${TEXTS_AT}:${source}`], { cwd: new URL(".", root), encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  } catch (err) {
+    throw new Error(`bench:kv-codec reads ${source} as of commit ${TEXTS_AT.slice(0, 12)} (so runs compare) and git could not: ${(err as Error).message.split("\n")[0]} — run it in a full clone`, { cause: err });
+  }
+}
+
 async function prepareContext(seq: LlamaContextSequence, tokenize: (text: string) => Token[], bos: Token, source: string): Promise<Context> {
-  let text = await readFile(new URL(source, root), "utf8");
+  let text = textAt(source);
   while (tokenize(text).length < CONTEXT_TOKENS) text += `\n\n${text}`;
   const tokens = [bos, ...tokenize(text)].slice(0, CONTEXT_TOKENS);
   await seq.clearHistory();
