@@ -13,6 +13,7 @@
 import { decodeKvEntry, encodeKvEntry, KvEntryError } from "./kv-entry.ts";
 import { kvBlockHashes, type KeySalt } from "./block-keys.ts";
 import type { KvClientMetrics } from "./client-metrics.ts";
+import { runCodec } from "../kvcodec/codec-offload.ts";
 import { kvCodec } from "../kvcodec/codec.ts";
 import { normaliseSeqState, truncateSeqState, type KvLayout } from "../pd/kv-state.ts";
 import type { RuntimeSequence, Token } from "../runtime/runtime.ts";
@@ -120,7 +121,7 @@ export class KvPrefixCache implements AsyncDisposable {
     const got = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, { signal });
     if (got.status === 404) return undefined;
     if (!got.ok) throw new LoadFailure("error", `get: HTTP ${got.status}`);
-    const state = this.decodeEntry(Buffer.from(await got.arrayBuffer()), entryTokens);
+    const state = await this.decodeEntry(Buffer.from(await got.arrayBuffer()), entryTokens);
     this.remember(keys[found.index]!);
     return { state: entryTokens > tokens ? this.cut(state, tokens) : state, tokens, blockTokens: config.blockTokens };
   }
@@ -145,12 +146,13 @@ export class KvPrefixCache implements AsyncDisposable {
     }
   }
 
-  private decodeEntry(buf: Buffer, tokens: number): Buffer {
+  private async decodeEntry(buf: Buffer, tokens: number): Promise<Buffer> {
     try {
       const { header, payload } = decodeKvEntry(buf);
       if (header.model !== this.opts.model || header.tokens !== tokens)
         throw new LoadFailure("mismatch", `entry is for ${header.model}/${header.tokens} tokens`);
-      return kvCodec(header.codec).decode(payload);
+      // Off the event loop: a lossy codec decodes at 50–180 MB/s, and other requests wait meanwhile.
+      return await runCodec("decode", header.codec, payload);
     } catch (err) {
       if (err instanceof KvEntryError) throw new LoadFailure("corrupt", err.message);
       throw err;
@@ -213,7 +215,7 @@ export class KvPrefixCache implements AsyncDisposable {
     const raw = truncateSeqState(await state, prefix.length);
     const codec = kvCodec(config.codec);
     const header = { model: this.opts.model, tokens: prefix.length, codec: codec.name, stateBytes: raw.length, prefixKeys: keys };
-    const entry = encodeKvEntry(header, codec.encode(raw));
+    const entry = encodeKvEntry(header, await runCodec("encode", codec.name, raw));
     const res = await fetch(`${this.opts.url}/v1/kv/${key}`, { method: "PUT", body: entry as unknown as BodyInit });
     this.remember(key);
     if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);

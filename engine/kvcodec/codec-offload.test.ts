@@ -1,0 +1,59 @@
+// KV codec work off the event loop (codec-offload.ts) on a real sequence state of the default
+// model: the worker gives the same bytes as running inline, and the event loop keeps serving
+// while a lossy encode runs (inline it would not tick once).
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { ensureDefaultModel } from "../model/fetch.ts";
+import { NativeRuntime } from "../runtime/native-runtime.ts";
+import { kvCodec } from "./codec.ts";
+import { runCodec } from "./codec-offload.ts";
+
+let rt: NativeRuntime;
+let state: Buffer;
+
+before(async () => {
+  rt = await NativeRuntime.load({ modelPath: await ensureDefaultModel(), threads: 2, contextSize: 1024, parallel: 1 });
+  const seq = rt.sequences[0]!;
+  const text = readFileSync(new URL("../../docs/concepts.md", import.meta.url), "utf8");
+  await seq.evaluatePrefix(rt.tokenize(text).slice(0, 900));
+  state = await seq.exportState();
+});
+after(async () => {
+  await rt?.[Symbol.asyncDispose]();
+});
+
+test("a worker encodes and decodes to the same bytes as inline, and leaves the input intact", async () => {
+  const copy = Buffer.from(state);
+  const encoded = await runCodec("encode", "qsink8", state, 0);
+  assert.deepEqual(encoded, kvCodec("qsink8").encode(state));
+  assert.deepEqual(state, copy, "the caller's buffer is unchanged");
+  const decoded = await runCodec("decode", "qsink8", encoded, 0);
+  assert.deepEqual(decoded, kvCodec("qsink8").decode(encoded));
+  assert.equal(decoded.length, state.length);
+  // none and small inputs stay inline and are still right.
+  assert.deepEqual(await runCodec("encode", "none", state, 0), kvCodec("none").encode(state));
+  assert.deepEqual(await runCodec("decode", "qsink8", encoded), decoded);
+});
+
+test("the event loop keeps ticking while lossy encodes run on the worker", async () => {
+  const t0 = performance.now();
+  kvCodec("qpre8").encode(state);
+  const inlineMs = performance.now() - t0;
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 5);
+  const t1 = performance.now();
+  try {
+    await Promise.all(Array.from({ length: 4 }, () => runCodec("encode", "qpre8", state, 0)));
+  } finally {
+    clearInterval(timer);
+  }
+  const ms = performance.now() - t1;
+  // Inline, these four encodes would hold the loop for ~4 x inlineMs with no tick at all.
+  assert.ok(inlineMs > 20, `one inline encode took ${inlineMs.toFixed(0)} ms: too short to tell`);
+  assert.ok(ticks >= Math.min(10, ms / 40), `${ticks} ticks of a 5 ms timer in ${ms.toFixed(0)} ms (one inline encode: ${inlineMs.toFixed(0)} ms)`);
+});
+
+test("a codec error in the worker reaches the caller as an error", async () => {
+  await assert.rejects(runCodec("decode", "qsink8", Buffer.alloc(1 << 20, 7), 0));
+});
