@@ -66,6 +66,17 @@ async function clearAll(): Promise<void> {
 
 const seq = (i: number): RuntimeSequence => rt.sequences[i]!;
 
+/** Each prompt's greedy continuation (n tokens, or lengths[i]) computed alone on a fresh cache: the reference for batched runs. */
+async function alone(prompts: readonly Token[][], n: number | number[]): Promise<Token[][]> {
+  const reference: Token[][] = [];
+  await clearAll();
+  for (const [i, prompt] of prompts.entries()) {
+    reference.push((await complete(seq(0), prompt, typeof n === "number" ? n : n[i]!)).tokens);
+    await clearAll();
+  }
+  return reference;
+}
+
 test("greedy continuation and tokens are identical to node-llama-cpp's (LlamaRuntime)", async () => {
   await clearAll();
   assert.deepEqual(rt.tokenize(PARIS), llama.tokenize(PARIS));
@@ -167,12 +178,7 @@ test("ten greedy sequences in one step are sampled on the engine's pool and each
   const wide = await NativeRuntime.load({ modelPath, threads: 2, contextSize: 512, parallel: 10 });
   try {
     const prompts = [MONTHS, COUNT, WEEKDAYS].map((p) => rt.tokenize(p));
-    await clearAll();
-    const reference: Token[][] = [];
-    for (const prompt of prompts) {
-      reference.push((await complete(seq(0), prompt, 12)).tokens);
-      await clearAll();
-    }
+    const reference = await alone(prompts, 12);
     const before = wide.scheduler.stats.steps;
     const outputs = await Promise.all(wide.sequences.map(async (s, i) => (await complete(s, prompts[i % 3]!, 12)).tokens));
     assert.equal(outputs.length, 10);
@@ -189,12 +195,7 @@ test("greedy sampling on the device (llama.cpp's backend sampler) gives the same
   try {
     assert.equal(dev.engine.info().deviceGreedy, true);
     const prompts = [MONTHS, COUNT, WEEKDAYS].map((p) => rt.tokenize(p));
-    await clearAll();
-    const reference: Token[][] = [];
-    for (const prompt of prompts) {
-      reference.push((await complete(seq(0), prompt, 10)).tokens);
-      await clearAll();
-    }
+    const reference = await alone(prompts, 10);
     const warm: Sampling = { temperature: 0.8, topK: 40, topP: 0.95 };
     const sampled: Token[] = [];
     const [outputs] = await Promise.all([
@@ -223,12 +224,7 @@ test("pipelined decoding (the next decode launched before tokens come back) give
     assert.equal(rt.engine.info().pipeline, false, "off by default on CPU");
     const prompts = [MONTHS, COUNT, WEEKDAYS, MONTHS].map((p) => rt.tokenize(p));
     const lengths = [16, 5, 11, 8];
-    await clearAll();
-    const reference: Token[][] = [];
-    for (let i = 0; i < 4; i++) {
-      reference.push((await complete(seq(0), prompts[i]!, lengths[i]!)).tokens);
-      await clearAll();
-    }
+    const reference = await alone(prompts, lengths);
 
     // One sequence: every step after the first was speculated; an early stop leaves no speculated cell behind.
     const one = piped.sequences[0]!;
