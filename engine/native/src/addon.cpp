@@ -317,6 +317,33 @@ Napi::Value NativeEngine::DecodeLoop(const Napi::CallbackInfo & info) {
 // version, token count, tokens, state) in ONE allocation with no copy: llama.cpp writes its
 // 8-byte io header (magic, seq id) into the last 8 bytes of the token area, which the file
 // header and tokens then overwrite.
+// A GPU state goes into page-locked host memory (the GPU backend's host buffer type): the copy
+// from the device then runs at bus speed instead of through the driver's pageable staging, and a
+// later import of the same buffer (a host-memory copy of a context) does too. The buffer is freed
+// when JavaScript drops it; V8 is told of its size so that it collects it in time.
+uint8_t * alloc_pinned(size_t n, ggml_backend_buffer_t * out) {
+    ggml_backend_dev_t gpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
+    ggml_backend_buffer_type_t buft = gpu ? ggml_backend_dev_host_buffer_type(gpu) : nullptr;
+    ggml_backend_buffer_t b = buft ? ggml_backend_buft_alloc_buffer(buft, n) : nullptr;
+    if (!b) return nullptr;
+    *out = b;
+    return static_cast<uint8_t *>(ggml_backend_buffer_get_base(b));
+}
+
+Napi::Buffer<uint8_t> state_buffer(Napi::Env env, size_t n, bool gpu) {
+    ggml_backend_buffer_t pinned = nullptr;
+    uint8_t * base = gpu ? alloc_pinned(n, &pinned) : nullptr;
+    if (!base) return Napi::Buffer<uint8_t>::New(env, n);
+    Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(n));
+    return Napi::Buffer<uint8_t>::New(
+        env, base, n,
+        [n](Napi::Env e, uint8_t *, ggml_backend_buffer * b) {
+            ggml_backend_buffer_free(b);
+            Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(n));
+        },
+        pinned);
+}
+
 constexpr uint32_t GGSQ_MAGIC = 0x67677371;
 constexpr uint32_t GGSQ_VERSION = 3;
 constexpr uint32_t IO_MAGIC = 0xaf143cd8;
@@ -329,7 +356,7 @@ Napi::Value NativeEngine::StateGetFile(const Napi::CallbackInfo & info) {
     const std::vector<llama_token> tokens = fromInt32Array(info[1]);
     const size_t head = 12 + 4 * tokens.size();
     const size_t size = e->state_size(seq);
-    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, head - 8 + size);
+    Napi::Buffer<uint8_t> buf = state_buffer(env, head - 8 + size, e->on_gpu());
     auto ref = std::make_shared<Napi::Reference<Napi::Buffer<uint8_t>>>(Napi::Persistent(buf));
     uint8_t * dst = buf.Data() + head - 8;
     return queue<size_t>(
