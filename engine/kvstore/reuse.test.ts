@@ -20,8 +20,8 @@ const doc = Array.from({ length: 60 }, (_, i) => `w${i % 23}`).join(" ");
 const prompt = `${doc} question one`;
 
 before(async () => {
-  // Lossless, so "same greedy output" checks the transport and import exactly; the default codec
-  // (qrans) is lossy by design, and its loadability is tested in kvcodec/codec.test.ts.
+  // Lossless, so "same greedy output" checks the transport and import exactly; the lossy codecs'
+  // loadability is tested in kvcodec/codec.test.ts.
   store = await createKvStorePod({ blockTokens: BLOCK, codec: "lossless", tenantSalt: "t1", tiers: [] });
   storeHttp = await listen(store.app);
   plain = await startPod({ model: MODEL });

@@ -313,10 +313,6 @@ Napi::Value NativeEngine::DecodeLoop(const Napi::CallbackInfo & info) {
         });
 }
 
-// The sequence state in llama.cpp's file format (what llama_state_seq_save_file writes: "ggsq",
-// version, token count, tokens, state) in ONE allocation with no copy: llama.cpp writes its
-// 8-byte io header (magic, seq id) into the last 8 bytes of the token area, which the file
-// header and tokens then overwrite.
 // A GPU state goes into page-locked host memory (the GPU backend's host buffer type): the copy
 // from the device then runs at bus speed instead of through the driver's pageable staging, and a
 // later import of the same buffer (a host-memory copy of a context) does too. The buffer is freed
@@ -344,6 +340,10 @@ Napi::Buffer<uint8_t> state_buffer(Napi::Env env, size_t n, bool gpu) {
         pinned);
 }
 
+// The sequence state in llama.cpp's file format (what llama_state_seq_save_file writes: "ggsq",
+// version, token count, tokens, state) in ONE allocation with no copy: llama.cpp writes its
+// 8-byte io header (magic, seq id) into the last 8 bytes of the token area, which the file
+// header and tokens then overwrite.
 constexpr uint32_t GGSQ_MAGIC = 0x67677371;
 constexpr uint32_t GGSQ_VERSION = 3;
 constexpr uint32_t IO_MAGIC = 0xaf143cd8;

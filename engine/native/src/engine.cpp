@@ -141,13 +141,6 @@ bool Engine::decode_chunk(int32_t n_tokens, std::string & error) {
     return false;
 }
 
-llama_token Engine::sample_at(int32_t seq, int32_t idx) {
-    const SamplerConfig & cfg = sampler_cfg_[seq];
-    if (on_device(seq)) return llama_get_sampled_token_ith(ctx_, idx);
-    if (cfg.temperature <= 0.0f || !samplers_[seq]) return argmax(llama_get_logits_ith(ctx_, idx), llama_vocab_n_tokens(vocab_));
-    return llama_sampler_sample(samplers_[seq], ctx_, idx);
-}
-
 // Below this many greedy rows a step samples on the calling thread (waking the pool costs more).
 constexpr size_t kParallelSampleRows = 8;
 
@@ -353,7 +346,7 @@ std::vector<double> Engine::decode_loop(int32_t seq, int32_t pos0, llama_token f
         if (mode & DECODE_LOOP_NO_LOGITS) {
             llama_synchronize(ctx_);
         } else {
-            t = sample_at(seq, mode & DECODE_LOOP_BATCH_GET_ONE ? -1 : 0);
+            t = sample_rows_ready({{seq, mode & DECODE_LOOP_BATCH_GET_ONE ? -1 : 0}})[0];
         }
         const auto t1 = std::chrono::steady_clock::now();
         seconds.push_back(std::chrono::duration<double>(t1 - t0).count());

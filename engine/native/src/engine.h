@@ -128,15 +128,16 @@ private:
     // Row i of the batch: one token of one sequence.
     void put(int32_t i, llama_token token, int32_t pos, int32_t seq, bool logits);
     bool decode_chunk(int32_t n_tokens, std::string & error);
-    llama_token sample_at(int32_t seq, int32_t idx);
     // The batch row of one sampled sequence.
     struct Row {
         int32_t seq;
         int32_t idx;
     };
-    // sample_at for every row, in order; greedy rows' argmaxes run on a pool when there are many.
+    // The next token of every row, in order: the device's token (device greedy), the sequence's
+    // sampler chain, or the argmax of its logits; greedy rows' argmaxes run on a pool when there
+    // are many. sample_rows waits for the device and counts the time; sample_rows_ready does neither.
     std::vector<llama_token> sample_rows(const std::vector<Row> & rows);
-    std::vector<llama_token> sample_rows_ready(const std::vector<Row> & rows);  // after the device is done
+    std::vector<llama_token> sample_rows_ready(const std::vector<Row> & rows);
     bool on_device(int32_t seq) const { return !on_device_.empty() && on_device_[seq]; }
     bool continue_steps(const StepInput & in, std::vector<llama_token> & out, std::string & error);
     bool decode_entries(const StepInput & in, std::vector<llama_token> & out, int32_t k, std::string & error);
