@@ -10,49 +10,48 @@
  * - logit_kl: KL(exact || decoded) of the next-token distribution every KL_EVERY positions.
  * `noise_floor` is the exact state's own free-running vs batched greedy prefix: near-ties make a
  * 270M model's long greedy runs diverge without any compression, so prefix agreement is noise.
+ * `perturbation_floor`: the same quality measures after an imperceptible change of the exact state
+ * (the lowest mantissa bit of FLOOR_FLIPS random K/V elements flipped, 0.01 % of them, one F16
+ * ulp each; mean of FLOOR_SEEDS seeded draws). llama.cpp re-quantises activations to 8 bits
+ * before every Q4_K/Q6_K matrix product, so the model's output is not a smooth function of the
+ * cache: any change at all moves the replay onto another rounding path. No lossy codec can score
+ * above this floor; a codec's agreement is read against it.
  * Load path: the F16 state fetched from a memory tier over HTTP and imported as the engine does
  * (prefix-cache.ts), against decoding the default codec's payload; decode_vs_load > 1 means
  * decoding is not the bottleneck of a load. Writes bench/results/kv-codec.json.
  */
-import { execFileSync } from "node:child_process";
-import { readFile, rm, writeFile } from "node:fs/promises";
-import { availableParallelism, cpus, tmpdir } from "node:os";
-import { join } from "node:path";
-import { getLlama, LlamaLogLevel, TokenBias, type ControlledEvaluateInputItem, type LlamaContextSequence, type Token } from "node-llama-cpp";
+import { writeFile } from "node:fs/promises";
+import { availableParallelism, cpus } from "node:os";
+import type { LlamaContextSequence } from "node-llama-cpp";
 import { DEFAULT_CODEC, kvCodec } from "../engine/kvcodec/codec.ts";
-import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { createKvStorePod } from "../engine/kvstore/kvstore-pod.ts";
 import { decodeKvEntry, encodeKvEntry } from "../engine/kvstore/kv-entry.ts";
 import { kvBlockHashes } from "../engine/kvstore/block-keys.ts";
 import { listen } from "../engine/test/harness.ts";
+import {
+  compare,
+  FLOOR_FLIPS,
+  FLOOR_SEEDS,
+  GENERATE,
+  importState,
+  KL_EVERY,
+  mean,
+  openBenchModel,
+  perturbationFloor,
+  prepareContext,
+  replay,
+  SOURCES as ALL_SOURCES,
+  type Context,
+  type Quality,
+} from "./kv-quality.ts";
 
 const quick = process.argv.includes("--quick");
 const CONTEXT_TOKENS = quick ? 1024 : 2048;
-const GENERATE = 256;
-const KL_EVERY = 16;
 const CODECS = ["none", "lossless", "int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8"];
 /** The at-least-8x codec nearest the quality bar, whose load path is measured beside the default's. */
 const SMALLEST = "qsink8";
-const SOURCES = ["README.md", "engine/README.md", "docs/reference.md", "engine/kvstore/prefix-cache.ts"].slice(0, quick ? 3 : 4);
-/**
- * The texts are read as they were at this commit, not from the working tree: these files change
- * with the project (a README edit moved qpre8's KL from 0.056 to 0.032 between two runs), and runs
- * only compare on the same contexts. The commit of the 2026-11-23 04:59 run.
- */
-const TEXTS_AT = "5485dd3e7cba142c862a38b5b002b50aac6da20e";
+const SOURCES = ALL_SOURCES.slice(0, quick ? 3 : 4);
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
-const root = new URL("../", import.meta.url);
-
-interface Replay {
-  top: Token[];
-  probs: Map<Token, number>[];
-}
-
-interface Quality {
-  agreement: number;
-  prefix: number;
-  kl: number;
-}
 
 interface CodecRun extends Quality {
   bytes: number;
@@ -60,60 +59,6 @@ interface CodecRun extends Quality {
   encodeSeconds: number;
   decodeSeconds: number;
   lossless: boolean;
-}
-
-const tmp = (what: string): string => join(tmpdir(), `llmfleet-kv-codec-${what}-${process.pid}.ggsq`);
-
-async function importState(seq: LlamaContextSequence, state: Buffer): Promise<void> {
-  const path = tmp("load");
-  await writeFile(path, state);
-  await seq.clearHistory();
-  await seq.loadStateFromFile(path, { acceptRisk: true });
-  await rm(path, { force: true });
-}
-
-async function exportState(seq: LlamaContextSequence): Promise<Buffer> {
-  const path = tmp("save");
-  await seq.saveStateToFile(path);
-  const state = await readFile(path);
-  await rm(path, { force: true });
-  return state;
-}
-
-/** GENERATE greedy tokens (end of text banned, so every context yields the full count). */
-async function freeRun(seq: LlamaContextSequence, last: Token): Promise<Token[]> {
-  const out: Token[] = [];
-  const tokenBias = new TokenBias(seq.model.tokenizer);
-  if (seq.model.tokens.eos !== null) tokenBias.set(seq.model.tokens.eos, "never");
-  for await (const token of seq.evaluate([last], { temperature: 0, tokenBias })) {
-    out.push(token);
-    if (out.length >= GENERATE) break;
-  }
-  return out;
-}
-
-async function replay(seq: LlamaContextSequence, input: Token[]): Promise<Replay> {
-  const items: ControlledEvaluateInputItem[] = input.map((t, i) => [t, { generateNext: { token: true, probabilities: i % KL_EVERY === 0 } }]);
-  const out = await seq.controlledEvaluate(items);
-  return {
-    top: out.map((o) => (o?.next.token ?? -1) as Token),
-    probs: out.filter((_, i) => i % KL_EVERY === 0).map((o) => o?.next.probabilities ?? new Map<Token, number>()),
-  };
-}
-
-const commonPrefix = (a: readonly Token[], b: readonly Token[]): number => {
-  let n = 0;
-  while (n < GENERATE && a[n] === b[n]) n++;
-  return n;
-};
-
-function compare(ref: Replay, got: Replay): Quality {
-  let kl = 0;
-  ref.probs.forEach((p, s) => {
-    for (const [tok, v] of p) if (v > 1e-9) kl += (v * Math.log(v / Math.max(got.probs[s]!.get(tok) ?? 0, 1e-12))) / ref.probs.length;
-  });
-  const agreement = ref.top.filter((t, i) => t === got.top[i]).length / ref.top.length;
-  return { agreement, prefix: commonPrefix(ref.top, got.top) / GENERATE, kl };
 }
 
 function timed<T>(fn: () => T): { value: T; seconds: number } {
@@ -126,37 +71,6 @@ function timed<T>(fn: () => T): { value: T; seconds: number } {
 function decodeTimed(name: string, payload: Buffer): { value: Buffer; seconds: number } {
   const runs = [0, 1, 2].map(() => timed(() => kvCodec(name).decode(payload)));
   return runs.reduce((a, b) => (b.seconds < a.seconds ? b : a));
-}
-
-interface Context {
-  source: string;
-  raw: Buffer;
-  input: Token[];
-  ref: Replay;
-  noiseFloor: number;
-}
-
-function textAt(source: string): string {
-  try {
-    return execFileSync("git", ["show", `${TEXTS_AT}:${source}`], { cwd: new URL(".", root), encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-  } catch (err) {
-    throw new Error(`bench:kv-codec reads ${source} as of commit ${TEXTS_AT.slice(0, 12)} (so runs compare) and git could not: ${(err as Error).message.split("\n")[0]} — run it in a full clone`, { cause: err });
-  }
-}
-
-async function prepareContext(seq: LlamaContextSequence, tokenize: (text: string) => Token[], bos: Token, source: string): Promise<Context> {
-  let text = textAt(source);
-  while (tokenize(text).length < CONTEXT_TOKENS) text += `\n\n${text}`;
-  const tokens = [bos, ...tokenize(text)].slice(0, CONTEXT_TOKENS);
-  await seq.clearHistory();
-  await seq.evaluateWithoutGeneratingNewTokens(tokens.slice(0, -1));
-  const raw = await exportState(seq);
-  await importState(seq, raw);
-  const greedy = await freeRun(seq, tokens.at(-1)!);
-  const input = [tokens.at(-1)!, ...greedy.slice(0, -1)];
-  await importState(seq, raw);
-  const ref = await replay(seq, input);
-  return { source, raw, input, ref, noiseFloor: commonPrefix(greedy, ref.top) / GENERATE };
 }
 
 async function runCodec(seq: LlamaContextSequence, ctx: Context, name: string): Promise<CodecRun> {
@@ -173,8 +87,6 @@ async function runCodec(seq: LlamaContextSequence, ctx: Context, name: string): 
     lossless: dec.value.equals(ctx.raw),
   };
 }
-
-const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 function summarise(runs: CodecRun[], int8Bytes: number): Record<string, number | boolean> {
   const bytes = runs.reduce((a, r) => a + r.bytes, 0);
@@ -227,22 +139,13 @@ async function loadPath(seq: LlamaContextSequence, raw: Buffer, codec: string): 
 }
 
 async function main(): Promise<void> {
-  const llama = await getLlama({ gpu: false, build: "never", maxThreads: threads, logLevel: LlamaLogLevel.error });
-  const model = await llama.loadModel({ modelPath: await ensureDefaultModel() });
-  const context = await model.createContext({
-    sequences: 1,
-    contextSize: CONTEXT_TOKENS + GENERATE + 64,
-    threads: { ideal: threads, min: threads },
-    swaFullCache: true,
-    flashAttention: false,
-  });
-  const seq = context.getSequence();
+  const { seq, tokenizer, dispose } = await openBenchModel(CONTEXT_TOKENS, threads);
   const runs = new Map<string, CodecRun[]>(CODECS.map((c) => [c, []]));
-  const contexts: { source: string; stateBytes: number; noise_floor_prefix: number }[] = [];
+  const contexts: { source: string; stateBytes: number; noise_floor_prefix: number; perturbation_floor: Quality }[] = [];
   let lastRaw: Buffer = Buffer.alloc(0);
   for (const source of SOURCES) {
-    const ctx = await prepareContext(seq, (t) => model.tokenize(t), model.tokens.bos!, source);
-    contexts.push({ source, stateBytes: ctx.raw.length, noise_floor_prefix: ctx.noiseFloor });
+    const ctx = await prepareContext(seq, tokenizer, source, CONTEXT_TOKENS);
+    contexts.push({ source, stateBytes: ctx.raw.length, noise_floor_prefix: ctx.noiseFloor, perturbation_floor: await perturbationFloor(seq, ctx) });
     for (const name of CODECS) runs.get(name)!.push(await runCodec(seq, ctx, name));
     process.stderr.write(`${source}: ${JSON.stringify(Object.fromEntries([...runs].map(([n, r]) => [n, r.at(-1)])))}\n`);
     lastRaw = ctx.raw;
@@ -264,6 +167,13 @@ async function main(): Promise<void> {
     contexts,
     generatedTokens: GENERATE,
     klEvery: KL_EVERY,
+    perturbation_floor: {
+      flips: FLOOR_FLIPS,
+      seeds: FLOOR_SEEDS,
+      greedy_agreement: mean(contexts.map((c) => c.perturbation_floor.agreement)),
+      greedy_agreement_min: Math.min(...contexts.map((c) => c.perturbation_floor.agreement)),
+      logit_kl: mean(contexts.map((c) => c.perturbation_floor.kl)),
+    },
     recommended: DEFAULT_CODEC,
     ...recommended,
     load: {
@@ -281,9 +191,7 @@ async function main(): Promise<void> {
   };
   await writeFile(new URL("./results/kv-codec.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
-  await context.dispose();
-  await model.dispose();
-  await llama.dispose();
+  await dispose();
 }
 
 await main();
