@@ -61,7 +61,7 @@ function toRows(t: KvTensor): Float32Array {
 }
 
 /** Writes token-major f32 rows into an F16 tensor of the given layout. */
-function intoTensor(x: Float32Array, t: KvTensor): void {
+export function intoTensor(x: Float32Array, t: KvTensor): void {
   const out = new Uint16Array(t.data.buffer, t.data.byteOffset, t.data.length / 2);
   if (t.tokenAxis === 0) return f32ArrayToF16(x, out);
   const h = new Uint16Array(x.length);
@@ -98,7 +98,7 @@ function fillRows(x: Float32Array, channels: number, rows: readonly number[]): v
 }
 
 /** Multiplies channel j of every row by 2^(sign · gains[j] / 32). */
-function scaleChannels(x: Float32Array, gains: Int8Array, sign: 1 | -1): void {
+export function scaleChannels(x: Float32Array, gains: Int8Array, sign: 1 | -1): void {
   const g = Float32Array.from(gains, (c) => 2 ** ((sign * c) / 32));
   for (let k = 0, j = 0; k < x.length; k++, j = j + 1 === g.length ? 0 : j + 1) x[k] = x[k]! * g[j]!;
 }
@@ -111,7 +111,7 @@ export interface TensorExtras {
 }
 
 /** The tensor as token-major f32 rows ready to quantise: sinks filled, keys un-rotated, channels scaled. */
-function prepare(t: KvTensor, options: QpreOptions, extras: TensorExtras): { x: Float32Array; channels: number; rope: Rope | undefined; rms: number } {
+export function prepare(t: KvTensor, options: QpreOptions, extras: TensorExtras): { x: Float32Array; channels: number; rope: Rope | undefined; rms: number } {
   const channels = t.tokenAxis === 0 ? t.cols : t.rows;
   const x = toRows(t);
   fillRows(x, channels, extras.exactRows ?? []);
