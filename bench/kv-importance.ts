@@ -12,7 +12,7 @@
  * llama.cpp. Also the perturbation floor (kv-quality.ts). Writes bench/results/kv-importance.json.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -45,7 +45,7 @@ type Attention = [Float32Array[], Float32Array[]];
 
 function attentionOf(probe: string, model: string, ctx: Context): Attention {
   const dir = join(tmpdir(), `llmfleet-kv-importance-${process.pid}`);
-  execFileSync("mkdir", ["-p", dir]);
+  mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "context.i32"), Buffer.from(Int32Array.from(ctx.tokens.slice(0, -1)).buffer));
   writeFileSync(join(dir, "continuation.i32"), Buffer.from(Int32Array.from(ctx.input).buffer));
   execFileSync(probe, [model, join(dir, "context.i32"), join(dir, "continuation.i32"), join(dir, "out.f32"), String(WINDOW)], {
