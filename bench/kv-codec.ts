@@ -19,6 +19,10 @@
  * Load path: the F16 state fetched from a memory tier over HTTP and imported as the engine does
  * (prefix-cache.ts), against decoding the default codec's payload; decode_vs_load > 1 means
  * decoding is not the bottleneck of a load. Writes bench/results/kv-codec.json.
+ * `-- --f32`: the same on the default model with its weights dequantised to F32
+ * (scripts/kvcodec/dequantize.sh): llama.cpp then does not re-quantise activations, the output is
+ * a smooth function of the cache, and the floor vanishes, so a codec's own loss shows alone.
+ * Writes bench/results/kv-codec-f32.json.
  */
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
@@ -30,6 +34,7 @@ import { kvBlockHashes } from "../engine/kvstore/block-keys.ts";
 import { listen } from "../engine/test/harness.ts";
 import {
   compare,
+  dequantised,
   FLOOR_FLIPS,
   FLOOR_SEEDS,
   GENERATE,
@@ -46,6 +51,7 @@ import {
 } from "./kv-quality.ts";
 
 const quick = process.argv.includes("--quick");
+const f32 = process.argv.includes("--f32");
 const CONTEXT_TOKENS = quick ? 1024 : 2048;
 const CODECS = ["none", "lossless", "int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8"];
 /** The at-least-8x codec nearest the quality bar, whose load path is measured beside the default's. */
@@ -139,7 +145,7 @@ async function loadPath(seq: LlamaContextSequence, raw: Buffer, codec: string): 
 }
 
 async function main(): Promise<void> {
-  const { seq, tokenizer, dispose } = await openBenchModel(CONTEXT_TOKENS, threads);
+  const { seq, tokenizer, dispose } = await openBenchModel(CONTEXT_TOKENS, threads, f32 ? dequantised : undefined);
   const runs = new Map<string, CodecRun[]>(CODECS.map((c) => [c, []]));
   const contexts: { source: string; stateBytes: number; noise_floor_prefix: number; perturbation_floor: Quality }[] = [];
   let lastRaw: Buffer = Buffer.alloc(0);
@@ -161,7 +167,7 @@ async function main(): Promise<void> {
   const out = {
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "unknown", threads },
-    model: "gemma-3-270m Q4_K_M",
+    model: f32 ? "gemma-3-270m Q4_K_M dequantised to F32" : "gemma-3-270m Q4_K_M",
     quick,
     contextTokens: CONTEXT_TOKENS,
     contexts,
@@ -189,7 +195,7 @@ async function main(): Promise<void> {
     },
     codecs,
   };
-  await writeFile(new URL("./results/kv-codec.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
+  await writeFile(new URL(f32 ? "./results/kv-codec-f32.json" : "./results/kv-codec.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   await dispose();
 }

@@ -9,7 +9,8 @@
  *   queries gave it, per layer (what an encoder beside the prefill could measure, SnapKV-style);
  * - oracle: the same from the continuation's own queries (an upper bound no encoder can have).
  * Attention is read by a probe (bench/kv-importance/attention.cpp) built against the engine's
- * llama.cpp. Also the perturbation floor (kv-quality.ts). Writes bench/results/kv-importance.json.
+ * llama.cpp. Also the perturbation floor (kv-quality.ts). Writes bench/results/kv-importance.json;
+ * `-- --f32` runs on the F32-dequantised model (bench:kv-codec --f32) into kv-importance-f32.json.
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -21,6 +22,7 @@ import { buildAttentionProbe } from "./kv-importance/build.ts";
 import { ALPHA, codeState, HI, LO, scaleFor, type Importance } from "./kv-importance/tiered.ts";
 import {
   compare,
+  dequantised,
   GENERATE,
   importState,
   mean,
@@ -34,6 +36,7 @@ import {
 } from "./kv-quality.ts";
 
 const CONTEXT_TOKENS = 2048;
+const f32 = process.argv.includes("--f32");
 const RATIO = 8.3;
 const WINDOW = 32;
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
@@ -78,7 +81,7 @@ interface Run extends Quality {
 
 async function main(): Promise<void> {
   const probe = buildAttentionProbe();
-  const { modelPath, seq, tokenizer, dispose } = await openBenchModel(CONTEXT_TOKENS, threads);
+  const { modelPath, seq, tokenizer, dispose } = await openBenchModel(CONTEXT_TOKENS, threads, f32 ? dequantised : undefined);
   const runs = new Map<Variant, Run[]>(VARIANTS.map((v) => [v, []]));
   const floors: Quality[] = [];
   for (const source of SOURCES) {
@@ -104,7 +107,7 @@ async function main(): Promise<void> {
   const out = {
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "unknown" },
-    model: "gemma-3-270m Q4_K_M",
+    model: f32 ? "gemma-3-270m Q4_K_M dequantised to F32" : "gemma-3-270m Q4_K_M",
     contexts: SOURCES,
     contextTokens: CONTEXT_TOKENS,
     generatedTokens: GENERATE,
@@ -117,7 +120,7 @@ async function main(): Promise<void> {
     kl_ratio_window_vs_uniform: klOf("uniform") / klOf("window"),
     kl_ratio_oracle_vs_uniform: klOf("uniform") / klOf("oracle"),
   };
-  await writeFile(new URL("./results/kv-importance.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
+  await writeFile(new URL(f32 ? "./results/kv-importance-f32.json" : "./results/kv-importance.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   await dispose();
 }

@@ -168,6 +168,15 @@ export async function prepareContext(seq: LlamaContextSequence, tok: Tokenizer, 
   return { source, tokens, raw, input, ref, noiseFloor: commonPrefix(greedy, ref.top) / GENERATE };
 }
 
+/** The default model with F32 weights (made once by scripts/kvcodec/dequantize.sh). */
+export async function dequantised(): Promise<string> {
+  const model = await ensureDefaultModel();
+  return execFileSync("bash", [new URL("../scripts/kvcodec/dequantize.sh", import.meta.url).pathname, model], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  }).trim();
+}
+
 export interface BenchModel {
   modelPath: string;
   seq: LlamaContextSequence;
@@ -175,9 +184,9 @@ export interface BenchModel {
   dispose(): Promise<void>;
 }
 
-/** The default model on the CPU, one sequence of contextTokens + GENERATE cells (full sliding-window cache, no flash attention: the state layout the codecs see). */
-export async function openBenchModel(contextTokens: number, threads: number): Promise<BenchModel> {
-  const modelPath = await ensureDefaultModel();
+/** The default model (or modelFile's) on the CPU, one sequence of contextTokens + GENERATE cells (full sliding-window cache, no flash attention: the state layout the codecs see). */
+export async function openBenchModel(contextTokens: number, threads: number, modelFile?: () => Promise<string>): Promise<BenchModel> {
+  const modelPath = await (modelFile ?? ensureDefaultModel)();
   const llama = await getLlama({ gpu: false, build: "never", maxThreads: threads, logLevel: LlamaLogLevel.error });
   const model = await llama.loadModel({ modelPath });
   const context = await model.createContext({
