@@ -17,7 +17,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import type { KvTensor } from "../engine/kvcodec/state-tensors.ts";
+import { sections } from "../scripts/kvcodec/query-gains.ts";
 import { buildAttentionProbe } from "./kv-importance/build.ts";
 import { ALPHA, codeState, HI, LO, scaleFor, type Importance } from "./kv-importance/tiered.ts";
 import {
@@ -63,16 +63,12 @@ function attentionOf(probe: string, model: string, ctx: Context): Attention {
   return [part(0), part(1)];
 }
 
-/** Gemma 3's layer of a state tensor: every sixth layer (5, 11, 17) is a full-attention one, the state's 3-layer section. */
-function layerOf(t: KvTensor): number {
-  if (t.layers === 3) return 6 * t.layer + 5;
-  return t.layer + Math.floor(t.layer / 5);
-}
-
 function importanceOf(variant: Variant, attention: Attention): Importance {
   if (variant === "uniform") return () => undefined;
   const table = attention[variant === "window" ? 0 : 1];
-  return (t) => Float32Array.from(t.positions, (p) => table[layerOf(t)]?.[p] ?? 0);
+  // The probe counts model layers; the state counts layers within its sections.
+  const blocks = sections([...table.keys()]);
+  return (t) => Float32Array.from(t.positions, (p) => table[blocks[t.layers]![t.layer]!]?.[p] ?? 0);
 }
 
 interface Run extends Quality {

@@ -20,12 +20,12 @@ export const SOURCES = ["README.md", "engine/README.md", "docs/reference.md", "e
  * with the project (a README edit moved qpre8's KL from 0.056 to 0.032 between two runs), and runs
  * only compare on the same contexts. The commit of the 2026-11-23 04:59 run.
  */
-export const TEXTS_AT = "5485dd3e7cba142c862a38b5b002b50aac6da20e";
+const TEXTS_AT = "5485dd3e7cba142c862a38b5b002b50aac6da20e";
 export const FLOOR_FLIPS = 1000;
 export const FLOOR_SEEDS = 3;
 const root = new URL("../", import.meta.url);
 
-export interface Replay {
+interface Replay {
   top: Token[];
   probs: Map<Token, number>[];
 }
@@ -58,7 +58,7 @@ export async function importState(seq: LlamaContextSequence, state: Buffer): Pro
   await rm(path, { force: true });
 }
 
-export async function exportState(seq: LlamaContextSequence): Promise<Buffer> {
+async function exportState(seq: LlamaContextSequence): Promise<Buffer> {
   const path = tmp("save");
   await seq.saveStateToFile(path);
   const state = await readFile(path);
@@ -67,7 +67,7 @@ export async function exportState(seq: LlamaContextSequence): Promise<Buffer> {
 }
 
 /** GENERATE greedy tokens (end of text banned, so every context yields the full count). */
-export async function freeRun(seq: LlamaContextSequence, last: Token): Promise<Token[]> {
+async function freeRun(seq: LlamaContextSequence, last: Token): Promise<Token[]> {
   const out: Token[] = [];
   const tokenBias = new TokenBias(seq.model.tokenizer);
   if (seq.model.tokens.eos !== null) tokenBias.set(seq.model.tokens.eos, "never");
@@ -87,7 +87,7 @@ export async function replay(seq: LlamaContextSequence, input: Token[]): Promise
   };
 }
 
-export const commonPrefix = (a: readonly Token[], b: readonly Token[]): number => {
+const commonPrefix = (a: readonly Token[], b: readonly Token[]): number => {
   let n = 0;
   while (n < GENERATE && a[n] === b[n]) n++;
   return n;
@@ -114,15 +114,16 @@ function random(seed: number): () => number {
 }
 
 /** A copy of the state with the lowest bit of `flips` random F16 K/V elements flipped (one ulp each). */
-export function perturbed(raw: Buffer, flips: number, seed: number): Buffer {
+function perturbed(raw: Buffer, flips: number, seed: number): Buffer {
   const state = Buffer.from(raw);
   const tensors = splitState(state).filter(isTensor);
   const total = tensors.reduce((a, t) => a + t.data.length / 2, 0);
   const next = random(seed);
   for (let f = 0; f < flips; f++) {
     let e = Math.floor(next() * total);
-    const t = tensors.find((x) => (e < x.data.length / 2 ? true : ((e -= x.data.length / 2), false)))!;
-    t.data[2 * e] = t.data[2 * e]! ^ 1;
+    let k = 0;
+    while (e >= tensors[k]!.data.length / 2) e -= tensors[k++]!.data.length / 2;
+    tensors[k]!.data[2 * e] = tensors[k]!.data[2 * e]! ^ 1;
   }
   return state;
 }
@@ -137,7 +138,7 @@ export async function perturbationFloor(seq: LlamaContextSequence, ctx: Context)
   return { agreement: mean(runs.map((r) => r.agreement)), prefix: Math.min(...runs.map((r) => r.prefix)), kl: mean(runs.map((r) => r.kl)) };
 }
 
-export function textAt(source: string): string {
+function textAt(source: string): string {
   try {
     return execFileSync("git", ["show", `${TEXTS_AT}:${source}`], { cwd: new URL(".", root), encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   } catch (err) {

@@ -9,7 +9,7 @@
 import { brotliCompressSync } from "node:zlib";
 import { ROPES } from "../../engine/kvcodec/codec.ts";
 import { decodeBlock, encodeBlock } from "../../engine/kvcodec/qpre-block.ts";
-import { intoTensor, prepare, scaleChannels, type QpreOptions } from "../../engine/kvcodec/qpre.ts";
+import { intoTensor, offsetOf, prepare, scaleChannels, type QpreOptions } from "../../engine/kvcodec/qpre.ts";
 import { GEMMA3_270M_SINK, sensitivityPolicy } from "../../engine/kvcodec/qpre-policy.ts";
 import { gemma3QueryGains } from "../../engine/kvcodec/query-gains.ts";
 import { ropeTables, rotateRows } from "../../engine/kvcodec/rope.ts";
@@ -43,7 +43,6 @@ function groups(tiers: Int8Array, skip: (i: number) => boolean): Map<number, num
 function codeTensor(t: KvTensor, weights: Float32Array | undefined, scale: number, dry: boolean): number {
   const sinks = [...t.positions.keys()].filter((i) => t.positions[i]! < OPTIONS.sinkPositions!);
   const gains = OPTIONS.gains!(t);
-  const original = Buffer.from(t.data);
   const { x, channels, rope, rms } = prepare(t, OPTIONS, { exactRows: sinks, gains });
   const step = OPTIONS.policy(t).step * rms * scale;
   const rows = x.length / channels;
@@ -59,17 +58,11 @@ function codeTensor(t: KvTensor, weights: Float32Array | undefined, scale: numbe
   if (dry) return bytes;
   if (gains) scaleChannels(x, gains, -1);
   if (rope) rotateRows(x, ropeTables(t.positions, channels, rope.base), rope.style, 1);
+  // The sink rows stay exact: kept as they are while the rest is rewritten.
+  const exact = sinks.map((i) => Array.from({ length: channels }, (_, j) => t.data.readUInt16LE(offsetOf(t, channels, i, j))));
   intoTensor(x, t);
-  for (const i of sinks) for (let j = 0; j < channels; j++) copyElement(original, t, i * channels + j, channels);
+  sinks.forEach((i, r) => exact[r]!.forEach((h, j) => t.data.writeUInt16LE(h, offsetOf(t, channels, i, j))));
   return bytes;
-}
-
-/** Copies element (row-major index k of token-major rows) from the original tensor bytes back. */
-function copyElement(original: Buffer, t: KvTensor, k: number, channels: number): void {
-  const [i, j] = [Math.floor(k / channels), k % channels];
-  const o = 2 * (t.tokenAxis === 0 ? i * channels + j : j * t.cols + i);
-  t.data[o] = original[o]!;
-  t.data[o + 1] = original[o + 1]!;
 }
 
 /** Codes every K/V tensor of `state` in place (a copy when dry) with steps × `scale`; returns the coded size. */

@@ -234,7 +234,7 @@ const EXACT_TENSOR = 2;
 const SINK_CODED = 3;
 
 /** Byte offset of element (token i, channel j) in the tensor's data. */
-const offsetOf = (t: Pick<KvTensor, "cols" | "tokenAxis">, channels: number, i: number, j: number): number =>
+export const offsetOf = (t: Pick<KvTensor, "cols" | "tokenAxis">, channels: number, i: number, j: number): number =>
   2 * (t.tokenAxis === 0 ? i * channels + j : j * t.cols + i);
 
 /**

@@ -44,7 +44,7 @@ function codes(w: Float32Array): string {
 }
 
 /** Sections as the state lists them: full-attention layers (every 6th block from 5), then sliding-window ones, each in order. */
-function sections(blocks: number[]): Record<number, number[]> {
+export function sections(blocks: number[]): Record<number, number[]> {
   const global = blocks.filter((b) => b % 6 === 5);
   const local = blocks.filter((b) => b % 6 !== 5);
   return { [global.length]: global, [local.length]: local };
