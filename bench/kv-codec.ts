@@ -53,7 +53,7 @@ import {
 const quick = process.argv.includes("--quick");
 const f32 = process.argv.includes("--f32");
 const CONTEXT_TOKENS = quick ? 1024 : 2048;
-const CODECS = ["none", "lossless", "int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8"];
+const CODECS = ["none", "lossless", "int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "qsink4"];
 /** The at-least-8x codec nearest the quality bar, whose load path is measured beside the default's. */
 const SMALLEST = "qsink8";
 const SOURCES = ALL_SOURCES.slice(0, quick ? 3 : 4);

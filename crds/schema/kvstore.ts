@@ -51,9 +51,9 @@ export type KVTier = Static<typeof KVTier>;
 
 export const KVCodec = strictObject(
   {
-    name: StringEnum(["default", "qpre", "qpre8", "qsink8", "qrans", "qrans8", "lossless", "int8", "none"], {
+    name: StringEnum(["default", "qpre", "qpre8", "qsink8", "qsink4", "qrans", "qrans8", "lossless", "int8", "none"], {
       description:
-        "KV codec for stored blocks: default (= none today: raw f16, exact), qpre (keys un-rotated from RoPE, per-channel quantisation with steps by measured sensitivity, rANS; about 5.4x smaller than f16, slightly lossy), qpre8 (the same at least 8x smaller, lossier), qsink8 (qpre8's size with the attention-sink row exact and key steps by query energy: less loss at 8x), qrans (per-layer quantisation, delta along tokens, rANS; about 4x), qrans8 (at least 8x, lossier than qpre8), lossless or int8 (per-channel 8-bit). Default default.",
+        "KV codec for stored blocks: default (= none today: raw f16, exact), qpre (keys un-rotated from RoPE, per-channel quantisation with steps by measured sensitivity, rANS; about 5.4x smaller than f16, slightly lossy), qpre8 (the same at least 8x smaller, lossier), qsink8 (qpre8's size with the attention-sink row exact and key steps by query energy: less loss at 8x), qsink4 (the same transform about 4x smaller, within the measurement floor of exact), qrans (per-layer quantisation, delta along tokens, rANS; about 4x), qrans8 (at least 8x, lossier than qpre8), lossless or int8 (per-channel 8-bit). Default default.",
       default: "default",
     }),
   },

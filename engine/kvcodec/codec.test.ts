@@ -41,7 +41,7 @@ test("lossless is bit-exact and the lossy codecs keep a loadable state, in both 
       "no F16 tensors found",
     );
     assert.ok(kvCodec("lossless").decode(kvCodec("lossless").encode(state)).equals(state));
-    for (const name of ["int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "default"]) {
+    for (const name of ["int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "qsink4", "default"]) {
       const decoded = kvCodec(name).decode(kvCodec(name).encode(state));
       assert.equal(decoded.length, state.length);
       const seq = pod.pod.service.runtime.sequences[0]!;
