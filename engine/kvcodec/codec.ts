@@ -48,29 +48,24 @@ export const QPRE = qpreCodec("qpre", { ropes: ROPES, policy: sensitivityPolicy(
 /** The same at least 8x smaller than F16; lossier (see BENCHMARKS.md). */
 export const QPRE8 = qpreCodec("qpre8", { ropes: ROPES, policy: sensitivityPolicy(1.3, 64, 0.25) });
 
+/** The qsink family: one transform, sizes by the step scale of sensitivityPolicy. */
+function qsinkCodec(name: string, scale: number): KvCodec {
+  return qpreCodec(name, { ropes: ROPES, policy: sensitivityPolicy(scale, 128, 0.5, GEMMA3_270M_SINK), sinkPositions: 1, gains: gemma3QueryGains });
+}
+
 /**
  * qpre8's size with about half its logit KL: the attention sink (position 0) exact, keys' channel
  * steps by the queries' energy (query-gains.ts), steps by sensitivities re-measured that way, the
  * last 128 tokens 2x finer (calibration texts; see BENCHMARKS.md for the held-out bench).
  */
-export const QSINK8 = qpreCodec("qsink8", {
-  ropes: ROPES,
-  policy: sensitivityPolicy(1.1, 128, 0.5, GEMMA3_270M_SINK),
-  sinkPositions: 1,
-  gains: gemma3QueryGains,
-});
+export const QSINK8 = qsinkCodec("qsink8", 1.1);
 
 /**
  * qsink8's transform at about 4x: the size at which it reaches the quality bar (greedy agreement
  * 0.993 mean on the bench's held-out texts, KL 0.0032, against the perturbation floor's 0.992 and
  * 0.0020; BENCHMARKS.md). The lossy mode for where stored bytes count and outputs must not move.
  */
-export const QSINK4 = qpreCodec("qsink4", {
-  ropes: ROPES,
-  policy: sensitivityPolicy(0.25, 128, 0.5, GEMMA3_270M_SINK),
-  sinkPositions: 1,
-  gains: gemma3QueryGains,
-});
+export const QSINK4 = qsinkCodec("qsink4", 0.25);
 
 const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QRANS8, QPRE, QPRE8, QSINK8, QSINK4].map((c) => [c.name, c]));
 
