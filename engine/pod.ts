@@ -14,7 +14,7 @@ import { contextsRoute } from "./kvstore/contexts-route.ts";
 import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
 import type { ModelRuntime } from "./runtime/runtime.ts";
 import { NativeRuntime } from "./runtime/native-runtime.ts";
-import type { Backend } from "./cli/options.ts";
+import type { Backend, PipelineDecode } from "./cli/options.ts";
 
 export interface ModelPodOptions {
   role: Exclude<Role, "router">;
@@ -34,6 +34,8 @@ export interface ModelPodOptions {
   gpuLayers?: number;
   /** native: multi-step decoding depth; default 1 (off). */
   decodeLookahead?: number;
+  /** native: pipelined decoding; default auto (on when layers are on a GPU). */
+  pipelineDecode?: PipelineDecode;
   /** Prefill role: decode pods to hand off to when the router names none. */
   decode?: string[];
   /**
@@ -100,7 +102,13 @@ async function loadRuntime(opts: ModelPodOptions, modelPath: string): Promise<Mo
     const { LlamaRuntime } = await importLlamaRuntime();
     return LlamaRuntime.load(common);
   }
-  return NativeRuntime.load({ ...common, gpuLayers: opts.gpuLayers ?? 0, decodeLookahead: opts.decodeLookahead ?? 1 });
+  const pipeline = opts.pipelineDecode ?? "auto";
+  return NativeRuntime.load({
+    ...common,
+    gpuLayers: opts.gpuLayers ?? 0,
+    decodeLookahead: opts.decodeLookahead ?? 1,
+    ...(pipeline === "auto" ? {} : { pipelineDecode: pipeline === "on" }),
+  });
 }
 
 export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {

@@ -14,6 +14,10 @@ export type EngineRole = Role | "kvstore";
 export const BACKENDS = ["llama", "native"] as const;
 export type Backend = (typeof BACKENDS)[number];
 
+/** Pipelined decoding: on, off, or auto (on when layers are on a GPU, where a step is asynchronous). */
+export const PIPELINE_DECODE = ["on", "off", "auto"] as const;
+export type PipelineDecode = (typeof PIPELINE_DECODE)[number];
+
 export interface EngineOptions {
   role: EngineRole;
   host: string;
@@ -32,6 +36,8 @@ export interface EngineOptions {
   gpuLayers: number;
   /** native: tokens per sequence per native call while only decoding sequences wait (default 1 = off). */
   decodeLookahead: number;
+  /** native: launch each decode step before the last one's tokens reach JavaScript; auto = on with layers on a GPU. */
+  pipelineDecode: PipelineDecode;
   prefill: string[];
   decode: string[];
   /** Decode: this pod's own URL for KV hand-offs (default: the address the hand-off arrived on). */
@@ -76,6 +82,9 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        layer (default: 0)
   --decode-lookahead K native: tokens decoded per sequence per native call while only decoding
                        sequences wait; 1 = off (default: 1)
+  --pipeline-decode M  native: on | off | auto; on launches each decode step on the device before
+                       the previous step's tokens reach JavaScript, so the device never waits for
+                       the round trip; auto = on when layers are on a GPU (default: auto)
   --prefill URL[,URL]  router: prefill pods
   --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
   --advertise-url URL  decode: this pod's own URL, told to prefill pods on a KV hand-off so the
@@ -140,6 +149,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       backend: { type: "string" },
       "gpu-layers": { type: "string" },
       "decode-lookahead": { type: "string" },
+      "pipeline-decode": { type: "string" },
       prefill: { type: "string" },
       decode: { type: "string" },
       "advertise-url": { type: "string" },
@@ -208,13 +218,24 @@ function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs
   };
 }
 
-function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" | "decodeLookahead"> {
+function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" | "decodeLookahead" | "pipelineDecode"> {
   const backend = v.backend ?? "llama";
   if (!(BACKENDS as readonly string[]).includes(backend)) throw new Error(`--backend must be one of ${BACKENDS.join(", ")}; got ${backend}`);
-  for (const name of ["gpu-layers", "decode-lookahead"]) {
+  for (const name of ["gpu-layers", "decode-lookahead", "pipeline-decode"]) {
     if (backend !== "native" && v[name] !== undefined) throw new Error(`--${name} applies only to --backend native`);
   }
-  return { backend: backend as Backend, gpuLayers: gpuLayers(v["gpu-layers"]), decodeLookahead: positiveInt("decode-lookahead", v["decode-lookahead"], 1) };
+  return {
+    backend: backend as Backend,
+    gpuLayers: gpuLayers(v["gpu-layers"]),
+    decodeLookahead: positiveInt("decode-lookahead", v["decode-lookahead"], 1),
+    pipelineDecode: pipelineDecode(v["pipeline-decode"]),
+  };
+}
+
+function pipelineDecode(v: string | undefined): PipelineDecode {
+  if (v === undefined) return "auto";
+  if (!(PIPELINE_DECODE as readonly string[]).includes(v)) throw new Error(`--pipeline-decode must be one of ${PIPELINE_DECODE.join(", ")}; got ${v}`);
+  return v as PipelineDecode;
 }
 
 function advertiseUrl(v: string | undefined): string | undefined {
