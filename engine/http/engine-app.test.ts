@@ -68,6 +68,23 @@ test("streaming sends SSE chunks and [DONE]; chat streams deltas", async () => {
   assert.equal(chunks.at(-1)!.choices[0]!.finish_reason, "length");
 });
 
+test("stream_options.include_usage adds a last chunk with the usage; without stream it is a 400", async () => {
+  const res = await fetch(completions(), {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt: "hello world", max_tokens: 6, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+  });
+  const events = await sseEvents(res);
+  assert.equal(events.at(-1), "[DONE]");
+  const last = JSON.parse(events.at(-2)!) as { choices: unknown[]; usage: { completion_tokens: number; prompt_tokens: number } };
+  assert.deepEqual(last.choices, []);
+  assert.equal(last.usage.completion_tokens, 6);
+  assert.ok(last.usage.prompt_tokens > 0);
+  const bad = await postJson(completions(), { prompt: "x", stream_options: { include_usage: true } });
+  assert.equal(bad.status, 400);
+  assert.equal((bad.json.error as { param: string }).param, "stream_options");
+});
+
 test("a full admission queue answers 429 with Retry-After; a disconnect frees the sequence", async () => {
   const streaming = new AbortController();
   const long = fetch(completions(), {

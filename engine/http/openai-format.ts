@@ -31,13 +31,23 @@ export function chunkBody(meta: ResponseMeta, delta: string, finish: FinishReaso
   return { id: meta.id, object: "text_completion", created: meta.created, model: meta.model, choices: [{ index: 0, text: delta, finish_reason }] };
 }
 
-export function wholeBody(meta: ResponseMeta, result: GenerationResult): object {
-  const usage = {
+function usageOf(result: GenerationResult): object {
+  return {
     prompt_tokens: result.promptTokens,
     completion_tokens: result.completionTokens,
     total_tokens: result.promptTokens + result.completionTokens,
     prompt_tokens_details: { cached_tokens: result.prefixHitTokens },
   };
+}
+
+/** The last chunk of a stream asked for with stream_options.include_usage: no choices, the usage. */
+export function usageChunkBody(meta: ResponseMeta, result: GenerationResult): object {
+  const object = meta.kind === "chat" ? "chat.completion.chunk" : "text_completion";
+  return { id: meta.id, object, created: meta.created, model: meta.model, choices: [], usage: usageOf(result) };
+}
+
+export function wholeBody(meta: ResponseMeta, result: GenerationResult): object {
+  const usage = usageOf(result);
   const finish_reason = openAIFinish(result.finishReason);
   const choice =
     meta.kind === "chat"

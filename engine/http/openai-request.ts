@@ -14,6 +14,8 @@ export interface ParsedRequest {
   sampling: Sampling;
   stop: string[];
   stream: boolean;
+  /** stream_options.include_usage: a last chunk carries the usage (OpenAI's streamed usage). */
+  streamUsage: boolean;
 }
 
 type Body = Record<string, unknown>;
@@ -91,6 +93,16 @@ function parseMaxTokens(body: Body, kind: RequestKind): number | undefined {
   return optionalInt(body, key, 1) ?? (kind === "completion" ? 16 : undefined);
 }
 
+function parseStreamUsage(body: Body): boolean {
+  const o = body.stream_options;
+  if (o === undefined || o === null) return false;
+  if (typeof o !== "object" || Array.isArray(o)) throw invalidParam("stream_options", "'stream_options' must be an object");
+  const include = (o as Body).include_usage;
+  if (include !== undefined && typeof include !== "boolean") throw invalidParam("stream_options.include_usage", "'stream_options.include_usage' must be a boolean");
+  if (body.stream !== true) throw invalidParam("stream_options", "'stream_options' is only allowed when 'stream' is true");
+  return include === true;
+}
+
 /** `servedModel` is the model's id; "default" always names it too. */
 export function parseOpenAIRequest(raw: unknown, kind: RequestKind, servedModel: string): ParsedRequest {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
@@ -108,6 +120,7 @@ export function parseOpenAIRequest(raw: unknown, kind: RequestKind, servedModel:
     sampling: parseSampling(body),
     stop: parseStop(body),
     stream: body.stream === true,
+    streamUsage: parseStreamUsage(body),
   };
 }
 

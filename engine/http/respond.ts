@@ -5,7 +5,7 @@
 import type { Request, Response } from "express";
 import type { CompletionService, GenerateOptions, GenerationResult, PreparedRequest } from "../serving/completion-service.ts";
 import { HttpError } from "./http-error.ts";
-import { chunkBody, newResponseMeta, wholeBody, type ResponseMeta } from "./openai-format.ts";
+import { chunkBody, newResponseMeta, usageChunkBody, wholeBody, type ResponseMeta } from "./openai-format.ts";
 
 /** Aborts when the client goes away before the response finished. */
 export function clientGone(req: Request, res: Response): AbortController {
@@ -30,6 +30,7 @@ async function streamResponse(
   res: Response,
   meta: ResponseMeta,
   gen: AsyncGenerator<string, GenerationResult, void>,
+  usage: boolean,
 ): Promise<void> {
   let started = false;
   try {
@@ -41,6 +42,7 @@ async function streamResponse(
       step = await gen.next();
     }
     writeSse(res, chunkBody(meta, "", step.value.finishReason));
+    if (usage) writeSse(res, usageChunkBody(meta, step.value));
     writeSse(res, "[DONE]");
     res.end();
   } catch (err) {
@@ -65,6 +67,6 @@ export async function respondWithGeneration(
 ): Promise<void> {
   const meta = newResponseMeta(prepared.parsed.kind, prepared.parsed.model);
   const gen = service.generate(prepared, opts);
-  if (prepared.parsed.stream) await streamResponse(res, meta, gen);
+  if (prepared.parsed.stream) await streamResponse(res, meta, gen, prepared.parsed.streamUsage);
   else await wholeResponse(res, meta, gen);
 }
