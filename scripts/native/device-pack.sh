@@ -22,15 +22,25 @@ fi
 cp "$CACHE/node-$NODE_VERSION.xz" "$DEV/node.xz"
 cp "$CACHE/node-include-$NODE_VERSION.tar.xz" "$DEV/node-include.tar.xz"
 TAG="$(node -p "require('./node_modules/node-llama-cpp/llama/llama.cpp.info.json').tag")"
-if [ ! -f "$CACHE/llama-src-$TAG.tar.xz" ]; then
+# The source without the web UI's sources (8 MB), but with what llama-server's build reads to go
+# without it: tools/ui's CMake files and templates and scripts/ui-assets.cmake.
+if [ ! -f "$CACHE/llama-src-$TAG-v2.tar.xz" ]; then
   echo "device-pack: llama.cpp $TAG source" >&2
   tmp="$(mktemp -d)"
   git clone --quiet node_modules/node-llama-cpp/llama/gitRelease.bundle "$tmp/src" 2>/dev/null
-  (cd "$tmp/src" && git archive --format=tar HEAD CMakeLists.txt cmake ggml src include common tools vendor LICENSE | tar --delete --wildcards 'tools/ui/*' | xz -T0 -6 >"$CACHE/llama-src-$TAG.tar.xz")
+  (cd "$tmp/src" && { git ls-files CMakeLists.txt cmake ggml src include common tools vendor LICENSE scripts/ui-assets.cmake |
+    grep -v '^tools/ui/' ; git ls-files tools/ui/CMakeLists.txt tools/ui/sources.cmake tools/ui/ui.h.in tools/ui/ui.cpp.in; } |
+    tar cf - -T - | xz -T0 -6 >"$CACHE/llama-src-$TAG-v2.tar.xz")
   rm -rf "$tmp"
 fi
-cp "$CACHE/llama-src-$TAG.tar.xz" "$DEV/llama-src.tar.xz"
+cp "$CACHE/llama-src-$TAG-v2.tar.xz" "$DEV/llama-src.tar.xz"
 echo "$TAG" >"$DEV/llama-tag"
+# The engine as the operator's pod runs it, and the HTTP benchmark, each one ES module (node-llama-cpp left out).
+for entry in engine/main.ts:engine.mjs bench/http.ts:http-bench.mjs; do
+  npx esbuild "${entry%%:*}" --bundle --platform=node --format=esm --target=node20 --log-level=warning --outfile="$DEV/${entry##*:}" \
+    --external:node-llama-cpp \
+    --banner:js="import { createRequire as __llmfleetRequire } from 'node:module'; const require = __llmfleetRequire(import.meta.url);"
+done
 npx esbuild bench/gpu.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning --outfile="$DEV/gpu-bench.mjs" \
   --banner:js="import { createRequire as __llmfleetRequire } from 'node:module'; const require = __llmfleetRequire(import.meta.url);"
 du -sh "$DEV" >&2

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The GPU HTTP benchmark's steps on the device machine (run from the repo root, carrying .device —
+# `npm run bench:gpu:pack` fills it here first). One device call may run at most 10 minutes and the
+# machine keeps its disk only while it stays warm, so the work is split into steps, each short:
+#
+#   bash bench/gpu/http-device.sh setup        Node, the llama.cpp source; the CUDA addon, llama-server
+#                                              and ggml as shared libraries in one CMake tree (ggml-cuda
+#                                              compiles once), or the build carried in .device/cuda-build
+#                                              (SAVE_BUILD=1 hands a fresh build back in $OUT as parts);
+#                                              the synthetic 7B f16 model written while it builds
+#   bash bench/gpu/http-device.sh SECTION...   bench:http sections (engine, llama-server, inprocess, soak,
+#                                              stress), each merged into $OUT/gpu-http.json; extra
+#                                              bench:http flags in BENCH_ARGS
+#   bash bench/gpu/http-device.sh sanitize     a short stress run of the engine under compute-sanitizer
+#                                              memcheck on the 1B model (finds a bad device access)
+#
+# $OUT/gpu-http.json is seeded from bench/results/gpu-http.json when RESULTS_IN names one (a later
+# call continuing a file an earlier call returned).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+DEV="$ROOT/.device"
+OUT="${OUT:-/tmp/llmfleet-out}"
+BUILT=/tmp/llmfleet-cuda
+mkdir -p /opt/node/bin "$OUT"
+if [ ! -x /opt/node/bin/node ]; then
+  xz -dc "$DEV/node.xz" >/opt/node/bin/node && chmod +x /opt/node/bin/node
+  tar xJf "$DEV/node-include.tar.xz" -C /opt/node
+fi
+export PATH="/opt/node/bin:/usr/local/cuda/bin:$PATH"
+MODEL=/tmp/llmfleet-bench-8b.gguf
+
+setup() {
+  echo "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader); nvcc $(nvcc --version | tail -1)"
+  node "$DEV/http-bench.mjs" --prepare --preset 8b >"$OUT/model-write.log" 2>&1 &
+  local writer=$!
+  node "$DEV/http-bench.mjs" --prepare --preset 1b >>"$OUT/model-write.log" 2>&1 &
+  local writer1b=$!
+  if [ -f "$DEV/cuda-build/llmfleet_native.node" ]; then
+    mkdir -p "$BUILT" && cp -a "$DEV/cuda-build/." "$BUILT/"
+    echo "device: using the carried CUDA build"
+  elif ls "$DEV"/cuda-build.tar.xz.part-* >/dev/null 2>&1; then
+    mkdir -p "$BUILT" && cat "$DEV"/cuda-build.tar.xz.part-* | xz -dc | tar xf - -C "$BUILT"
+    echo "device: using the carried CUDA build (parts)"
+  else
+    export LLAMA_CPP_SOURCE=/tmp/llama-src LLAMA_CPP_TAG="$(cat "$DEV/llama-tag")"
+    if [ ! -f "$LLAMA_CPP_SOURCE/CMakeLists.txt" ]; then mkdir -p "$LLAMA_CPP_SOURCE" && tar xJf "$DEV/llama-src.tar.xz" -C "$LLAMA_CPP_SOURCE"; fi
+    export CUDACXX="${CUDACXX:-$(command -v nvcc)}"
+    local t0
+    t0=$(date +%s)
+    local addon
+    addon="$(bash scripts/native/build.sh --cuda --server --shared)"
+    echo "device: build took $(( $(date +%s) - t0 )) s"
+    rm -rf "$BUILT" && mkdir -p "$BUILT" && cp -a "$(dirname "$addon")/." "$BUILT/"
+    if [ "${SAVE_BUILD:-0}" = 1 ]; then
+      tar cf - -C "$BUILT" . | xz -T0 -6 | split -b 15M - "$OUT/cuda-build.tar.xz.part-"
+    fi
+  fi
+  ls -la "$BUILT"
+  wait "$writer" "$writer1b"
+  ls -la /tmp/*.gguf
+}
+
+bench() {
+  [ -n "${RESULTS_IN:-}" ] && [ -f "$RESULTS_IN" ] && [ ! -f "$OUT/gpu-http.json" ] && cp "$RESULTS_IN" "$OUT/gpu-http.json"
+  export LLMFLEET_NATIVE_ADDON="$BUILT/llmfleet_native.node" LD_LIBRARY_PATH="$BUILT"
+  local args=()
+  for s in "$@"; do args+=(--section "$s"); done
+  # shellcheck disable=SC2086
+  node "$DEV/http-bench.mjs" "${args[@]}" --model "$MODEL" --engine "$DEV/engine.mjs" --llama-server "$BUILT/llama-server" \
+    --out "$OUT/gpu-http.json" ${BENCH_ARGS:-}
+}
+
+sanitize() {
+  export LLMFLEET_NATIVE_ADDON="$BUILT/llmfleet_native.node" LD_LIBRARY_PATH="$BUILT"
+  # shellcheck disable=SC2086
+  BENCH_ENGINE_WRAP="compute-sanitizer --tool memcheck --print-limit 20" timeout 240 node "$DEV/http-bench.mjs" --section stress \
+    --model /tmp/llmfleet-bench-1b.gguf --engine "$DEV/engine.mjs" --out "$OUT/sanitize.json" \
+    --stress-seconds 40 --stress-clients 48 --parallel 32 ${BENCH_ARGS:-} || echo "device: sanitizer run ended with $?"
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  sanitize) sanitize ;;
+  "") echo "usage: $0 setup | sanitize | SECTION..." >&2; exit 2 ;;
+  *) bench "$@" ;;
+esac

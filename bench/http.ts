@@ -1,0 +1,242 @@
+/**
+ * npm run bench:http — the engine as users run it: its own program serving HTTP (as the operator's
+ * pod starts it), driven by a closed-loop streaming client (C clients, each sending R streamed
+ * completions of a ~100-word prompt, max_tokens 128, temperature 0), against two baselines on the
+ * same model and load: llama-server built from the same llama.cpp source, and the same engine
+ * driven in-process with the same requests (no HTTP, JSON or SSE). Also a soak (fixed load for
+ * minutes, zero errors expected) and a stress mix (joins, leaves, cancels; bench/http/stress.ts).
+ * Each section is run by its own invocation and merged into the results file (--out), so the device
+ * can run them in separate calls; ratios are computed from sections of the same file.
+ *
+ *   --section S          engine | llama-server | inprocess | soak | stress (repeatable; default engine)
+ *   --model FILE         GGUF (default: the synthetic --preset, written to $TMPDIR on first use)
+ *   --preset P           synthetic shape when no --model: tiny | 1b | 8b (default: 8b on a GPU, tiny on CPU)
+ *   --engine FILE        the engine program: an esbuild bundle of engine/main.ts (default: tsx engine/main.ts)
+ *   --llama-server FILE  llama-server binary (section llama-server)
+ *   --concurrency LIST   default 1,8,32,64,128
+ *   --parallel N --ctx-size N --batch-size N --threads N   engine and llama-server sizing (64, 1024, 2048, 8)
+ *   --engine-args="..."  more engine flags (e.g. --engine-args="--pipeline-decode off"); also BENCH_ENGINE_ARGS
+ *   --server-args="..."  replaces llama-server's flags after -m (default: -ngl 99 -np P -c P*CTX -b B -fa on -t T)
+ *   --soak-seconds N     per concurrency of the soak (64 and 128; default 180)
+ *   --stress-seconds N --stress-clients N   (default 60, 2 x parallel)
+ *   --out FILE           default bench/results/gpu-http.json
+ *   --label L            store the sections as <section>_<L> (one configuration among several in one file)
+ *   --prepare            only write the synthetic model, then exit
+ *
+ * BENCH_ENGINE_WRAP="cmd args" in the environment starts the engine under cmd (e.g. compute-sanitizer).
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { cpus, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { parseArgs } from "node:util";
+import { parseEngineOptions, type EngineOptions } from "../engine/cli/options.ts";
+import { SYNTHETIC_PRESETS, writeSyntheticModel } from "../engine/model/synthetic-gguf.ts";
+import { createModelPod } from "../engine/pod.ts";
+import { inProcessSender } from "./http/inprocess.ts";
+import { benchPrompt, closedLoop, LoadClient, type CompletionRequest, type LoadSummary, type StreamOutcome } from "./http/load-client.ts";
+import { startServer, type RunningServer } from "./http/servers.ts";
+import { runStress } from "./http/stress.ts";
+
+const { values: a } = parseArgs({
+  options: {
+    section: { type: "string", multiple: true },
+    model: { type: "string" },
+    preset: { type: "string" },
+    engine: { type: "string" },
+    "llama-server": { type: "string" },
+    concurrency: { type: "string", default: "1,8,32,64,128" },
+    parallel: { type: "string", default: "64" },
+    "ctx-size": { type: "string", default: "1024" },
+    "batch-size": { type: "string", default: "2048" },
+    threads: { type: "string", default: "8" },
+    "max-tokens": { type: "string", default: "128" },
+    "engine-args": { type: "string", default: "" },
+    "server-args": { type: "string" },
+    "soak-seconds": { type: "string", default: "180" },
+    "stress-seconds": { type: "string", default: "60" },
+    "stress-clients": { type: "string" },
+    out: { type: "string", default: "bench/results/gpu-http.json" },
+    label: { type: "string" },
+    prepare: { type: "boolean", default: false },
+  },
+});
+
+function gpuName(): string | undefined {
+  try {
+    return execFileSync("nvidia-smi", ["--query-gpu=name", "--format=csv,noheader"]).toString().trim().split("\n")[0];
+  } catch {
+    return undefined;
+  }
+}
+
+const gpu = gpuName();
+const device = gpu ?? `cpu: ${cpus()[0]?.model ?? "unknown"} x${cpus().length}`;
+const parallel = Number(a.parallel);
+const ctxSize = Number(a["ctx-size"]);
+const batchSize = Number(a["batch-size"]);
+const threads = Number(a.threads);
+const maxTokens = Number(a["max-tokens"]);
+const concurrencies = a.concurrency.split(",").map(Number);
+const sections = a.section ?? ["engine"];
+const words = (s: string): string[] => s.split(/\s+/).filter((w) => w.length > 0);
+
+async function modelFile(): Promise<string> {
+  if (a.model) return a.model;
+  const preset = a.preset ?? (gpu ? "8b" : "tiny");
+  const shape = SYNTHETIC_PRESETS[preset];
+  if (!shape) throw new Error(`--preset must be one of ${Object.keys(SYNTHETIC_PRESETS).join(", ")}`);
+  const path = join(tmpdir(), `llmfleet-bench-${preset}.gguf`);
+  if (!existsSync(path)) process.stderr.write(`bench:http: writing the synthetic ${preset} model to ${path}\n`);
+  return writeSyntheticModel(path, shape);
+}
+
+/** The engine's flags, as the operator plans them for a GPU pool (and the same on CPU with no layers offloaded). */
+function engineArgv(model: string): string[] {
+  const gpuArgs = gpu ? ["--gpu-layers", "all", "--flash-attention"] : [];
+  const sizing = ["--parallel", String(parallel), "--ctx-size", String(ctxSize), "--batch-size", String(batchSize), "--threads", String(threads)];
+  // The whole load is admitted: a 429 would count as an error.
+  return ["--role", "aggregated", "--model", model, "--backend", "native", ...gpuArgs, ...sizing, "--max-queue", "4096", ...words(a["engine-args"]), ...words(process.env.BENCH_ENGINE_ARGS ?? "")];
+}
+
+function requestsPerClient(c: number): number {
+  return Math.max(2, Math.min(8, Math.round(64 / c)));
+}
+
+const request = (client: number, index: number): CompletionRequest => ({ prompt: benchPrompt(client * 1000 + index), maxTokens });
+
+async function sweep(name: string, send: (r: CompletionRequest) => Promise<StreamOutcome>, alive: () => string | undefined): Promise<Record<string, LoadSummary>> {
+  const out: Record<string, LoadSummary> = {};
+  await send({ prompt: benchPrompt(999_999), maxTokens: 8 }); // warm-up: first graphs, allocations
+  for (const c of concurrencies) {
+    const s = await closedLoop(send, c, request, { perClient: requestsPerClient(c) });
+    out[String(c)] = s;
+    process.stderr.write(`bench:http: ${name} x${c}: ${s.tok_s} tok/s, TTFT p50 ${s.ttft_p50_ms} ms, ITL p90 ${s.itl_p90_ms} ms, ${s.errors} errors of ${s.requests}\n`);
+    const dead = alive();
+    if (dead) {
+      process.stderr.write(`bench:http: ${name} ${dead}\n`);
+      break;
+    }
+  }
+  return out;
+}
+
+async function withEngine<T>(model: string, logName: string, fn: (server: RunningServer, client: LoadClient) => Promise<T>): Promise<T> {
+  const node = [process.execPath, ...(a.engine ? [a.engine] : ["--import", "tsx", "engine/main.ts"])];
+  const [cmd, ...pre] = [...words(process.env.BENCH_ENGINE_WRAP ?? ""), ...node] as [string, ...string[]];
+  const port = 18_000 + Math.floor(Math.random() * 1000);
+  const logFile = join(dirname(a.out), `${logName}${a.label ? `-${a.label}` : ""}.log`);
+  await using server = await startServer("engine", cmd, [...pre, ...engineArgv(model), "--host", "127.0.0.1", "--port", String(port)], { port, readyPath: "/ready", logFile });
+  const client = new LoadClient(server.url, 4096);
+  try {
+    return await fn(server, client);
+  } finally {
+    client.close();
+  }
+}
+
+async function llamaServerSection(model: string): Promise<Record<string, unknown>> {
+  if (!a["llama-server"]) throw new Error("--section llama-server needs --llama-server FILE");
+  const port = 19_000 + Math.floor(Math.random() * 1000);
+  const flags = a["server-args"]
+    ? words(a["server-args"])
+    : ["-ngl", gpu ? "99" : "0", "-np", String(parallel), "-c", String(parallel * ctxSize), "-b", String(batchSize), "-fa", gpu ? "on" : "off", "-t", String(threads)];
+  const logFile = join(dirname(a.out), "llama-server.log");
+  await using server = await startServer("llama-server", a["llama-server"], ["-m", model, ...flags, "--host", "127.0.0.1", "--port", String(port)], { port, readyPath: "/health", logFile });
+  const client = new LoadClient(server.url, 4096);
+  try {
+    return { args: flags.join(" "), runs: await sweep("llama-server", (r) => client.complete(r), server.exited) };
+  } finally {
+    client.close();
+  }
+}
+
+async function inProcessSection(model: string): Promise<Record<string, unknown>> {
+  const opts = parseEngineOptions(engineArgv(model)) as EngineOptions;
+  await using pod = await createModelPod({ ...opts, role: "aggregated" });
+  return { runs: await sweep("in-process", inProcessSender(pod), () => undefined) };
+}
+
+async function soakSection(model: string): Promise<Record<string, unknown>> {
+  const seconds = Number(a["soak-seconds"]);
+  return withEngine(model, "engine-soak", async (server, client) => {
+    const runs: Record<string, LoadSummary> = {};
+    for (const c of [64, 128]) {
+      runs[String(c)] = await closedLoop((r) => client.complete(r), c, request, { untilMs: seconds * 1000 });
+      process.stderr.write(`bench:http: soak x${c} ${seconds} s: ${runs[String(c)]!.tok_s} tok/s, ${runs[String(c)]!.errors} errors\n`);
+      if (server.exited()) break;
+    }
+    return { seconds_each: seconds, runs, engine: server.exited() ?? "alive" };
+  });
+}
+
+async function section(name: string, model: string): Promise<Record<string, unknown>> {
+  switch (name) {
+    case "engine":
+      return withEngine(model, "engine", async (server, client) => ({
+        args: engineArgv("MODEL").join(" "),
+        runs: await sweep("engine", (r) => client.complete(r), server.exited),
+        engine: server.exited() ?? "alive",
+      }));
+    case "llama-server":
+      return llamaServerSection(model);
+    case "inprocess":
+      return inProcessSection(model);
+    case "soak":
+      return soakSection(model);
+    case "stress":
+      return withEngine(model, "engine-stress", async (server, client) => {
+        const report = await runStress(client, {
+          clients: Number(a["stress-clients"] ?? 2 * parallel),
+          seconds: Number(a["stress-seconds"]),
+          ctxSize,
+          maxGen: 300,
+          seed: 1,
+        });
+        process.stderr.write(`bench:http: stress: ${report.requests} requests, ${report.failures.length} failures\n`);
+        return { ...report, failures: report.failures.slice(0, 20), failure_count: report.failures.length, engine: server.exited() ?? "alive" };
+      });
+    default:
+      throw new Error(`unknown --section ${name}`);
+  }
+}
+
+type Runs = Record<string, LoadSummary>;
+const runsOf = (r: Record<string, unknown>, key: string): Runs | undefined => (r[key] as { runs?: Runs } | undefined)?.runs;
+const ratio = (x: number | undefined, y: number | undefined): number | null => (x && y ? Math.round((x / y) * 100) / 100 : null);
+
+/** The headline figures, from whichever sections the file holds. */
+function headline(r: Record<string, unknown>): Record<string, unknown> {
+  const engine = runsOf(r, "engine");
+  const server = runsOf(r, "llama_server");
+  const inproc = runsOf(r, "inprocess");
+  const soak = r.soak as { seconds_each: number; runs: Runs } | undefined;
+  return {
+    ratio_vs_llama_server_32: ratio(engine?.["32"]?.tok_s, server?.["32"]?.tok_s),
+    ratio_vs_llama_server_64: ratio(engine?.["64"]?.tok_s, server?.["64"]?.tok_s),
+    http_vs_inprocess_64: ratio(engine?.["64"]?.tok_s, inproc?.["64"]?.tok_s),
+    soak_seconds: soak ? soak.seconds_each * Object.keys(soak.runs).length : null,
+    soak_errors: soak ? Object.values(soak.runs).reduce((s, x) => s + x.errors, 0) : null,
+  };
+}
+
+async function main(): Promise<void> {
+  const model = await modelFile();
+  if (a.prepare) return;
+  const results: Record<string, unknown> = existsSync(a.out) ? (JSON.parse(readFileSync(a.out, "utf8")) as Record<string, unknown>) : {};
+  results.device = device;
+  results.model = model.split("/").pop();
+  for (const name of sections) {
+    const started = new Date().toISOString();
+    const got = await section(name, model);
+    results[`${name.replace("-", "_")}${a.label ? `_${a.label}` : ""}`] = { date: started, ...got };
+    Object.assign(results, headline(results));
+    await mkdir(dirname(a.out), { recursive: true });
+    await writeFile(a.out, `${JSON.stringify(results, null, 2)}\n`);
+  }
+  const h = headline(results);
+  process.stdout.write(`${JSON.stringify(h)}\n`);
+}
+
+await main();
