@@ -90,7 +90,13 @@ export interface NativeEngine {
   stateGetFile(seq: number, tokens: Int32Array): Promise<Buffer>;
   /** Loads a file-format state synchronously without copying it; returns the state bytes read. Throws on a bad state. */
   stateSetFile(seq: number, state: Buffer): number;
-  dispose(): void;
+  /**
+   * Refuses new calls at once and frees the model and context when the calls in flight have
+   * settled. Every other method throws once dispose() was called; a method that touches the
+   * context (step, seq*, state*, setSampler, synchronize, decodeLoop) also throws while another
+   * call is still running on it. Bad arguments are TypeErrors / RangeErrors.
+   */
+  dispose(): Promise<void>;
 }
 
 export interface NativeAddon {

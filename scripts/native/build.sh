@@ -58,7 +58,9 @@ ADDON_API="$(cd "$ROOT" && node -p "require('node-addon-api').include_dir")"
 case "$ADDON_API" in /*) ;; *) ADDON_API="$ROOT/$ADDON_API" ;; esac
 
 # One build tree per variant, so an edit of the addon recompiles only the addon.
-BUILD="$CACHE/build-$VARIANT-tools$TOOLS-server$SERVER-shared$SHARED"
+BUILD="$CACHE/build-$VARIANT-tools$TOOLS"
+if [ "$SERVER" = 1 ]; then BUILD="$BUILD-server"; fi
+if [ "$SHARED" = 1 ]; then BUILD="$BUILD-shared"; fi
 args=(-S "$ROOT/engine/native" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release
   -DLLAMA_SOURCE_DIR="$SRC" -DNODE_INCLUDE_DIR="$NODE_INCLUDE" -DNODE_ADDON_API_DIR="$ADDON_API")
 targets=(llmfleet_native)

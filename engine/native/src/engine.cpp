@@ -358,54 +358,6 @@ std::vector<double> Engine::decode_loop(int32_t seq, int32_t pos0, llama_token f
 
 int32_t Engine::graphs_reused() const { return llama_perf_context(ctx_).n_reused; }
 
-std::vector<llama_token> Engine::tokenize(const std::string & text, bool add_special, bool parse_special) const {
-    const int32_t len = static_cast<int32_t>(text.size());
-    std::vector<llama_token> out(text.size() + 8);
-    int32_t n = llama_tokenize(vocab_, text.data(), len, out.data(), static_cast<int32_t>(out.size()), add_special, parse_special);
-    if (n < 0) {
-        out.resize(-n);
-        n = llama_tokenize(vocab_, text.data(), len, out.data(), static_cast<int32_t>(out.size()), add_special, parse_special);
-    }
-    out.resize(n > 0 ? n : 0);
-    return out;
-}
-
-std::string Engine::detokenize(const std::vector<llama_token> & tokens, bool unparse_special) const {
-    std::string out(tokens.size() * 8 + 16, '\0');
-    const int32_t n_tok = static_cast<int32_t>(tokens.size());
-    int32_t n = llama_detokenize(vocab_, tokens.data(), n_tok, out.data(), static_cast<int32_t>(out.size()), false, unparse_special);
-    if (n < 0) {
-        out.resize(-n);
-        n = llama_detokenize(vocab_, tokens.data(), n_tok, out.data(), static_cast<int32_t>(out.size()), false, unparse_special);
-    }
-    out.resize(n > 0 ? n : 0);
-    return out;
-}
-
-bool Engine::is_eog(llama_token t) const { return llama_vocab_is_eog(vocab_, t); }
-
-llama_token Engine::bos() const { return llama_vocab_get_add_bos(vocab_) ? llama_vocab_bos(vocab_) : LLAMA_TOKEN_NULL; }
-
-std::string Engine::apply_chat_template(const std::vector<std::string> & roles, const std::vector<std::string> & contents) const {
-    const char * tmpl = llama_model_chat_template(model_, nullptr);
-    if (!tmpl) return "";
-    std::vector<llama_chat_message> msgs;
-    size_t chars = 0;
-    for (size_t i = 0; i < roles.size(); i++) {
-        msgs.push_back({roles[i].c_str(), contents[i].c_str()});
-        chars += contents[i].size();
-    }
-    std::string buf(chars * 2 + 256, '\0');
-    int32_t n = llama_chat_apply_template(tmpl, msgs.data(), msgs.size(), true, buf.data(), static_cast<int32_t>(buf.size()));
-    if (n > static_cast<int32_t>(buf.size())) {
-        buf.resize(n);
-        n = llama_chat_apply_template(tmpl, msgs.data(), msgs.size(), true, buf.data(), static_cast<int32_t>(buf.size()));
-    }
-    if (n < 0) return "";
-    buf.resize(n);
-    return buf;
-}
-
 bool Engine::seq_rm(int32_t seq, int32_t p0, int32_t p1) {
     settle();
     return llama_memory_seq_rm(llama_get_memory(ctx_), seq, p0, p1);
@@ -416,9 +368,14 @@ void Engine::seq_cp(int32_t src, int32_t dst, int32_t p0, int32_t p1) {
     llama_memory_seq_cp(llama_get_memory(ctx_), src, dst, p0, p1);
 }
 
+// The sequence's last committed position: a speculated cell (pipelining) is not the caller's yet.
+// Reads only the cache's bookkeeping, so an in-flight speculated decode is left running.
 int32_t Engine::seq_pos_max(int32_t seq) {
-    settle();
-    return llama_memory_seq_pos_max(llama_get_memory(ctx_), seq);
+    const int32_t p = llama_memory_seq_pos_max(llama_get_memory(ctx_), seq);
+    for (const Speculated & s : speculated_) {
+        if (s.seq == seq && p == s.pos) return p - 1;
+    }
+    return p;
 }
 
 size_t Engine::state_size(int32_t seq) {
@@ -434,21 +391,6 @@ size_t Engine::state_get_into(int32_t seq, uint8_t * dst, size_t size) {
 size_t Engine::state_set(int32_t seq, const uint8_t * data, size_t size) {
     settle();
     return llama_state_seq_set_data(ctx_, data, size, seq);
-}
-
-uint32_t Engine::n_ctx() const { return llama_n_ctx(ctx_); }
-uint32_t Engine::n_ctx_seq() const { return llama_n_ctx_seq(ctx_); }
-uint32_t Engine::n_seq_max() const { return llama_n_seq_max(ctx_); }
-int32_t Engine::n_vocab() const { return llama_vocab_n_tokens(vocab_); }
-int32_t Engine::n_embd() const { return llama_model_n_embd(model_); }
-uint64_t Engine::model_bytes() const { return llama_model_size(model_); }
-uint64_t Engine::model_params() const { return llama_model_n_params(model_); }
-bool Engine::on_gpu() const { return opts_.gpu_layers != 0 && llama_supports_gpu_offload(); }
-
-std::string Engine::description() const {
-    char buf[256];
-    llama_model_desc(model_, buf, sizeof(buf));
-    return buf;
 }
 
 }  // namespace llmfleet

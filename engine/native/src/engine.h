@@ -98,6 +98,7 @@ public:
 
     bool seq_rm(int32_t seq, int32_t p0, int32_t p1);
     void seq_cp(int32_t src, int32_t dst, int32_t p0, int32_t p1);
+    // The last committed position (-1 when empty); never waits for or drops a speculated decode.
     int32_t seq_pos_max(int32_t seq);
 
     size_t state_size(int32_t seq);

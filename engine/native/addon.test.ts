@@ -1,0 +1,101 @@
+/**
+ * Standalone: the native addon guards itself (engine/native/src/addon.h). Bad arguments are
+ * JavaScript errors, not reads out of bounds; a call on the context while a step runs is refused;
+ * dispose() during a step waits for it, and every call after dispose() throws.
+ * Real llama.cpp (the CPU addon, built on first use) on a tiny synthetic GGUF.
+ */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { ensureModel } from "../model/fetch.ts";
+import { loadNativeAddon, type NativeEngine } from "./binding.ts";
+
+let engine: NativeEngine;
+let nVocab: number;
+
+async function load(): Promise<NativeEngine> {
+  const model = await ensureModel("synthetic://tiny");
+  return loadNativeAddon().load(model, { contextSize: 512, sequences: 2, batchSize: 64, threads: 1 });
+}
+
+before(async () => {
+  engine = await load();
+  nVocab = engine.info().nVocab;
+});
+after(async () => {
+  await engine.dispose();
+});
+
+const i32 = (...v: number[]): Int32Array => Int32Array.from(v);
+const u8 = (...v: number[]): Uint8Array => Uint8Array.from(v);
+
+test("load() refuses bad options with the option's name", async () => {
+  const addon = loadNativeAddon();
+  assert.throws(() => addon.load(42 as unknown as string, { contextSize: 64, sequences: 1, threads: 1 }), { name: "TypeError", message: /modelPath/ });
+  assert.throws(() => addon.load("x.gguf", { contextSize: 64, sequences: 0, threads: 1 }), { name: "RangeError", message: /options\.sequences/ });
+  assert.throws(() => addon.load("x.gguf", { contextSize: 64, sequences: 1, threads: 1, flashAttention: "yes" as unknown as boolean }), {
+    name: "TypeError",
+    message: /options\.flashAttention/,
+  });
+  await assert.rejects(addon.load("/nonexistent.gguf", { contextSize: 64, sequences: 1, threads: 1 }), /failed to load model/);
+});
+
+test("step() checks its arrays: types, lengths, counts, sequences, positions and token ids", () => {
+  const ok = [i32(0), i32(0), i32(1), i32(1), u8(1)] as const;
+  const bad: [string, unknown[], RegExp][] = [
+    ["a plain array", [[0], ok[1], ok[2], ok[3], ok[4]], /seqs must be a Int32Array/],
+    ["lengths differ", [i32(0, 1), ok[1], ok[2], ok[3], ok[4]], /same length/],
+    ["counts do not add up", [ok[0], ok[1], i32(2), ok[3], ok[4]], /add up/],
+    ["negative count", [ok[0], ok[1], i32(-1), i32(), ok[4]], />= 0/],
+    ["sequence out of range", [i32(2), ok[1], ok[2], ok[3], ok[4]], /not a sequence/],
+    ["negative position", [ok[0], i32(-5), ok[2], ok[3], ok[4]], />= 0/],
+    ["token id past the vocabulary", [ok[0], ok[1], ok[2], i32(nVocab), ok[4]], /not a token id/],
+    ["negative token id", [ok[0], ok[1], ok[2], i32(-1), ok[4]], /not a token id/],
+    ["lookahead 0", [...ok, 0], /lookahead/],
+  ];
+  for (const [why, args, message] of bad) {
+    assert.throws(() => (engine.step as (...a: unknown[]) => unknown)(...args), message, why);
+  }
+});
+
+test("the other calls check their arguments", () => {
+  assert.throws(() => engine.detokenize(i32(1, nVocab + 5)), { name: "RangeError", message: /tokens\[1\]/ });
+  assert.throws(() => engine.detokenize([1, 2] as unknown as Int32Array), { name: "TypeError" });
+  assert.throws(() => engine.isEog(-3), { name: "RangeError" });
+  assert.throws(() => engine.seqRm(7, 0, -1), { name: "RangeError", message: /seq = 7/ });
+  assert.throws(() => engine.seqCp(0, -1, 0, 4), { name: "RangeError", message: /dst/ });
+  assert.throws(() => engine.setSampler(0, Number.NaN, 40, 0.9), { name: "RangeError", message: /temperature/ });
+  assert.throws(() => engine.setSampler(0, 0.5, 40, 1.5), { name: "RangeError", message: /topP/ });
+  assert.throws(() => engine.stateSetFile(0, Buffer.from("not a state at all")), /not a llama.cpp sequence state/);
+  assert.throws(() => engine.tokenize(5 as unknown as string, true, false), { name: "TypeError", message: /text/ });
+  assert.throws(() => engine.applyChatTemplate(["user"], []), { name: "RangeError" });
+});
+
+test("a call on the context while a step runs is refused; reads are not", async () => {
+  const prompt = engine.tokenize("hello world hello world", true, false);
+  const step = engine.step(i32(0), i32(0), i32(prompt.length), prompt, u8(1));
+  assert.throws(() => engine.seqRm(0, 0, -1), /busy/);
+  assert.throws(() => engine.step(i32(1), i32(0), i32(1), i32(prompt[0]!), u8(1)), /busy/);
+  assert.ok(engine.tokenize("hello", true, false).length > 0);
+  const [token] = await step;
+  assert.ok(token! >= 0 && token! < nVocab);
+  assert.equal(engine.seqPosMax(0), prompt.length - 1);
+  assert.equal(engine.seqRm(0, 0, -1), true);
+  assert.equal(engine.seqPosMax(0), -1);
+});
+
+test("dispose() during a step waits for it; every call afterwards throws", async () => {
+  const other = await load();
+  const prompt = other.tokenize("hello world", true, false);
+  const step = other.step(i32(0, 1), i32(0, 0), i32(prompt.length, prompt.length), Int32Array.from([...prompt, ...prompt]), u8(1, 1));
+  let stepSettled = false;
+  void step.then(() => (stepSettled = true));
+  const disposed = other.dispose();
+  assert.throws(() => other.tokenize("hello", true, false), /disposed/);
+  assert.throws(() => other.info(), /disposed/);
+  await disposed;
+  assert.ok(stepSettled, "dispose resolved before the step in flight settled");
+  const out = await step;
+  assert.equal(out.length, 2);
+  assert.throws(() => other.seqPosMax(0), /disposed/);
+  await other.dispose(); // a second dispose is harmless
+});

@@ -1,0 +1,184 @@
+// load() and the sequence-state calls of the N-API bindings (see addon.h): a model load on a worker
+// thread, and states moved in llama.cpp's file format through single buffers, page-locked on a GPU.
+#include <cstring>
+
+#include "addon.h"
+
+namespace llmfleet_addon {
+
+namespace {
+
+// An option of load(): absent (the default), or a value of the right type and range.
+bool opt_int(Napi::Env env, const Napi::Object & o, const char * key, int64_t min, int64_t max, int32_t & out) {
+    if (!o.Has(key) || o.Get(key).IsUndefined()) return true;
+    Napi::Value v = o.Get(key);
+    if (!v.IsNumber()) return throw_type(env, std::string("options.") + key + " must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d) || d != std::floor(d) || d < static_cast<double>(min) || d > static_cast<double>(max)) {
+        return throw_range(env, std::string("options.") + key + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    }
+    out = static_cast<int32_t>(d);
+    return true;
+}
+
+bool opt_bool(Napi::Env env, const Napi::Object & o, const char * key, bool & out) {
+    if (!o.Has(key) || o.Get(key).IsUndefined()) return true;
+    if (!o.Get(key).IsBoolean()) return throw_type(env, std::string("options.") + key + " must be a boolean");
+    out = o.Get(key).As<Napi::Boolean>().Value();
+    return true;
+}
+
+bool load_options(Napi::Env env, const Napi::Object & o, llmfleet::EngineOptions & opts) {
+    int32_t context = 0, sequences = 1, batch = 512, ubatch = -1;
+    bool device_greedy = false, pipeline = false, has_pipeline = o.Has("pipeline") && !o.Get("pipeline").IsUndefined();
+    const bool ok = opt_int(env, o, "gpuLayers", -1, kMaxI32, opts.gpu_layers) && opt_int(env, o, "contextSize", 0, kMaxI32, context) &&
+                    opt_int(env, o, "sequences", 1, 256, sequences) && opt_int(env, o, "batchSize", 1, kMaxI32, batch) &&
+                    opt_int(env, o, "ubatchSize", 1, kMaxI32, ubatch) && opt_int(env, o, "threads", 1, 1024, opts.threads) &&
+                    opt_bool(env, o, "flashAttention", opts.flash_attention) && opt_bool(env, o, "kvUnified", opts.kv_unified) &&
+                    opt_bool(env, o, "swaFull", opts.swa_full) && opt_bool(env, o, "gpuEmbeddings", opts.gpu_embeddings) &&
+                    opt_bool(env, o, "deviceGreedy", device_greedy) && opt_bool(env, o, "pipeline", pipeline);
+    if (!ok) return false;
+    opts.context_size = static_cast<uint32_t>(context);
+    opts.sequences = static_cast<uint32_t>(sequences);
+    opts.batch_size = static_cast<uint32_t>(batch);
+    opts.ubatch_size = static_cast<uint32_t>(ubatch > 0 ? ubatch : batch);
+    opts.device_greedy = device_greedy ? 1 : 0;
+    opts.pipeline = has_pipeline ? (pipeline ? 1 : 0) : -1;
+    return true;
+}
+
+}  // namespace
+
+// load(modelPath, options) -> Promise<NativeEngine>
+Napi::Value Load(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    llmfleet::EngineOptions opts;
+    if (!arg_string(info, 0, "modelPath", opts.model_path)) return env.Undefined();
+    if (info.Length() < 2 || !info[1].IsObject()) {
+        throw_type(env, "options must be an object");
+        return env.Undefined();
+    }
+    if (!load_options(env, info[1].As<Napi::Object>(), opts)) return env.Undefined();
+    using Holder = std::unique_ptr<Engine>;
+    return queue<std::shared_ptr<Holder>>(
+        env, Napi::Object(),
+        [opts](std::string & error) { return std::make_shared<Holder>(Engine::load(opts, error)); },
+        [](Napi::Env env, std::shared_ptr<Holder> & h) -> Napi::Value {
+            auto * heap = new Holder(std::move(*h));
+            return NativeEngine::constructor->New({Napi::External<Holder>::New(env, heap)});
+        });
+}
+
+namespace {
+
+// A GPU state goes into page-locked host memory (the GPU backend's host buffer type): the copy
+// from the device then runs at bus speed instead of through the driver's pageable staging, and a
+// later import of the same buffer (a host-memory copy of a context) does too. The buffer is freed
+// when JavaScript drops it; V8 is told of its size so that it collects it in time.
+uint8_t * alloc_pinned(size_t n, ggml_backend_buffer_t * out) {
+    ggml_backend_dev_t gpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
+    ggml_backend_buffer_type_t buft = gpu ? ggml_backend_dev_host_buffer_type(gpu) : nullptr;
+    ggml_backend_buffer_t b = buft ? ggml_backend_buft_alloc_buffer(buft, n) : nullptr;
+    if (!b) return nullptr;
+    *out = b;
+    return static_cast<uint8_t *>(ggml_backend_buffer_get_base(b));
+}
+
+Napi::Buffer<uint8_t> state_buffer(Napi::Env env, size_t n, bool gpu) {
+    ggml_backend_buffer_t pinned = nullptr;
+    uint8_t * base = gpu ? alloc_pinned(n, &pinned) : nullptr;
+    if (!base) return Napi::Buffer<uint8_t>::New(env, n);
+    Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(n));
+    return Napi::Buffer<uint8_t>::New(
+        env, base, n,
+        [n](Napi::Env e, uint8_t *, ggml_backend_buffer * b) {
+            ggml_backend_buffer_free(b);
+            Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(n));
+        },
+        pinned);
+}
+
+// The sequence state in llama.cpp's file format (what llama_state_seq_save_file writes: "ggsq",
+// version, token count, tokens, state) in ONE allocation with no copy: llama.cpp writes its
+// 8-byte io header (magic, seq id) into the last 8 bytes of the token area, which the file
+// header and tokens then overwrite.
+constexpr uint32_t GGSQ_MAGIC = 0x67677371;
+constexpr uint32_t GGSQ_VERSION = 3;
+constexpr uint32_t IO_MAGIC = 0xaf143cd8;
+
+}  // namespace
+
+// stateGetFile(seq, tokens) -> Promise<Buffer>
+Napi::Value NativeEngine::StateGetFile(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Engine * e = engine(env, Use::Context);
+    int32_t seq = 0;
+    Napi::Int32Array tokens_in;
+    if (!e || !arg_int(info, 0, "seq", 0, kMaxI32, seq) || !check_seq(env, seq, "seq") || !arg_typed(info, 1, "tokens", napi_int32_array, "Int32Array", tokens_in)) {
+        return env.Undefined();
+    }
+    const std::vector<llama_token> tokens(tokens_in.Data(), tokens_in.Data() + tokens_in.ElementLength());
+    const size_t head = 12 + 4 * tokens.size();
+    const size_t size = e->state_size(seq);
+    Napi::Buffer<uint8_t> buf = state_buffer(env, head - 8 + size, e->on_gpu());
+    auto ref = std::make_shared<Napi::Reference<Napi::Buffer<uint8_t>>>(Napi::Persistent(buf));
+    uint8_t * dst = buf.Data() + head - 8;
+    return run<size_t>(
+        env,
+        [e, seq, dst, size](std::string & error) {
+            const size_t n = e->state_get_into(seq, dst, size);
+            if (n != size) error = "llama.cpp wrote " + std::to_string(n) + " state bytes, expected " + std::to_string(size);
+            return n;
+        },
+        [ref, tokens](Napi::Env, size_t &) -> Napi::Value {
+            Napi::Buffer<uint8_t> b = ref->Value();
+            uint8_t * p = b.Data();
+            const uint32_t words[3] = {GGSQ_MAGIC, GGSQ_VERSION, static_cast<uint32_t>(tokens.size())};
+            std::memcpy(p, words, sizeof(words));
+            std::memcpy(p + 12, tokens.data(), 4 * tokens.size());
+            return b;
+        });
+}
+
+// stateSetFile(seq, state) -> state bytes read. Synchronous (the caller holds the engine
+// exclusively): the 8 bytes before the state are swapped for llama.cpp's io header for the call and
+// restored, so no copy of a (possibly GB-sized) state is made and no JavaScript can see the swap.
+Napi::Value NativeEngine::StateSetFile(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Engine * e = engine(env, Use::Context);
+    int32_t seq = 0;
+    if (!e || !arg_int(info, 0, "seq", 0, kMaxI32, seq) || !check_seq(env, seq, "seq")) return env.Undefined();
+    if (info.Length() < 2 || !info[1].IsBuffer()) {
+        throw_type(env, "state must be a Buffer");
+        return env.Undefined();
+    }
+    Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
+    uint8_t * p = buf.Data();
+    const size_t len = buf.Length();
+    uint32_t words[3] = {0, 0, 0};
+    if (len >= 12) std::memcpy(words, p, sizeof(words));
+    const size_t head = 12 + 4 * static_cast<size_t>(words[2]);
+    if (len < 12 || words[0] != GGSQ_MAGIC || words[1] != GGSQ_VERSION || head > len) {
+        Napi::Error::New(env, "not a llama.cpp sequence state file (magic, version or size)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    if (!check_tokens(env, reinterpret_cast<const int32_t *>(p + 12), words[2], e->n_vocab(), "state tokens")) return env.Undefined();
+    uint8_t saved[8];
+    std::memcpy(saved, p + head - 8, 8);
+    const uint32_t io[2] = {IO_MAGIC, static_cast<uint32_t>(seq)};
+    std::memcpy(p + head - 8, io, 8);
+    size_t n = 0;
+    try {
+        n = e->state_set(seq, p + head - 8, len - head + 8);
+    } catch (const std::exception &) {
+        n = 0;  // reported below like any refused state
+    }
+    std::memcpy(p + head - 8, saved, 8);
+    if (n == 0) {
+        Napi::Error::New(env, "llama.cpp rejected the sequence state (wrong model, layout or size)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    return Napi::Number::New(env, static_cast<double>(n));
+}
+
+}  // namespace llmfleet_addon
