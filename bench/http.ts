@@ -206,18 +206,21 @@ type Runs = Record<string, LoadSummary>;
 const runsOf = (r: Record<string, unknown>, key: string): Runs | undefined => (r[key] as { runs?: Runs } | undefined)?.runs;
 const ratio = (x: number | undefined, y: number | undefined): number | null => (x && y ? Math.round((x / y) * 100) / 100 : null);
 
+const tokS = (r: Record<string, unknown>, key: string, c: number): number | undefined => runsOf(r, key)?.[String(c)]?.tok_s;
+
+function soakFigures(r: Record<string, unknown>): { soak_seconds: number | null; soak_errors: number | null } {
+  const soak = r.soak as { seconds_each: number; runs: Runs } | undefined;
+  if (!soak) return { soak_seconds: null, soak_errors: null };
+  return { soak_seconds: soak.seconds_each * Object.keys(soak.runs).length, soak_errors: Object.values(soak.runs).reduce((s, x) => s + x.errors, 0) };
+}
+
 /** The headline figures, from whichever sections the file holds. */
 function headline(r: Record<string, unknown>): Record<string, unknown> {
-  const engine = runsOf(r, "engine");
-  const server = runsOf(r, "llama_server");
-  const inproc = runsOf(r, "inprocess");
-  const soak = r.soak as { seconds_each: number; runs: Runs } | undefined;
   return {
-    ratio_vs_llama_server_32: ratio(engine?.["32"]?.tok_s, server?.["32"]?.tok_s),
-    ratio_vs_llama_server_64: ratio(engine?.["64"]?.tok_s, server?.["64"]?.tok_s),
-    http_vs_inprocess_64: ratio(engine?.["64"]?.tok_s, inproc?.["64"]?.tok_s),
-    soak_seconds: soak ? soak.seconds_each * Object.keys(soak.runs).length : null,
-    soak_errors: soak ? Object.values(soak.runs).reduce((s, x) => s + x.errors, 0) : null,
+    ratio_vs_llama_server_32: ratio(tokS(r, "engine", 32), tokS(r, "llama_server", 32)),
+    ratio_vs_llama_server_64: ratio(tokS(r, "engine", 64), tokS(r, "llama_server", 64)),
+    http_vs_inprocess_64: ratio(tokS(r, "engine", 64), tokS(r, "inprocess", 64)),
+    ...soakFigures(r),
   };
 }
 

@@ -42,37 +42,41 @@ interface SseState {
   done: boolean;
 }
 
+interface ChunkBody {
+  choices?: { text?: string; delta?: { content?: string }; finish_reason?: string | null }[];
+  usage?: { completion_tokens?: number };
+  error?: { message?: string };
+}
+
+/** Applies one SSE data payload; returns whether it carried content. */
+function applyEvent(state: SseState, data: string): boolean {
+  if (data === "[DONE]") {
+    state.done = true;
+    return false;
+  }
+  const body = JSON.parse(data) as ChunkBody;
+  if (body.error) state.error = body.error.message ?? data;
+  if (body.usage?.completion_tokens !== undefined) state.usageTokens = body.usage.completion_tokens;
+  const choice = body.choices?.[0];
+  if (!choice) return false;
+  if (choice.finish_reason) state.finishReason = choice.finish_reason;
+  const content = choiceText(choice).length > 0;
+  if (content) state.chunks++;
+  return content;
+}
+
+const choiceText = (c: NonNullable<ChunkBody["choices"]>[number]): string => c.text ?? c.delta?.content ?? "";
+
 /** Feeds one network chunk; returns how many content events it held. */
 function feedSse(state: SseState, text: string): number {
   state.buffer += text;
   let contentEvents = 0;
-  for (;;) {
-    const end = state.buffer.indexOf("\n\n");
-    if (end < 0) return contentEvents;
+  for (let end = state.buffer.indexOf("\n\n"); end >= 0; end = state.buffer.indexOf("\n\n")) {
     const event = state.buffer.slice(0, end).trim();
     state.buffer = state.buffer.slice(end + 2);
-    if (!event.startsWith("data: ")) continue;
-    const data = event.slice(6);
-    if (data === "[DONE]") {
-      state.done = true;
-      continue;
-    }
-    const body = JSON.parse(data) as {
-      choices?: { text?: string; delta?: { content?: string }; finish_reason?: string | null }[];
-      usage?: { completion_tokens?: number };
-      error?: { message?: string };
-    };
-    if (body.error) state.error = body.error.message ?? data;
-    if (body.usage?.completion_tokens !== undefined) state.usageTokens = body.usage.completion_tokens;
-    const choice = body.choices?.[0];
-    if (!choice) continue;
-    const text = choice.text ?? choice.delta?.content ?? "";
-    if (text.length > 0) {
-      state.chunks++;
-      contentEvents++;
-    }
-    if (choice.finish_reason) state.finishReason = choice.finish_reason;
+    if (event.startsWith("data: ") && applyEvent(state, event.slice(6))) contentEvents++;
   }
+  return contentEvents;
 }
 
 export class LoadClient {
@@ -136,7 +140,7 @@ export class LoadClient {
             return;
           }
           res.on("data", (d: string) => {
-            let events = 0;
+            let events: number;
             try {
               events = feedSse(state, d);
             } catch (err) {

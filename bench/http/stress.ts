@@ -57,13 +57,17 @@ export interface StressReport {
   failures: string[];
 }
 
-/** Whether an outcome is what its plan calls for. */
+/** Whether an outcome is what its plan calls for: undefined when it is, else why not. */
 export function judge(plan: StressPlan, o: StreamOutcome): string | undefined {
   if (plan.tooLong) {
     return o.status === 400 && /context_length_exceeded/.test(o.error ?? "") ? undefined : `expected a context_length_exceeded 400, got ${o.status} ${o.error ?? ""}`;
   }
   if (o.disconnected) return undefined;
   if (!o.ok) return o.error ?? `status ${o.status}`;
+  return judgeAnswer(plan, o);
+}
+
+function judgeAnswer(plan: StressPlan, o: StreamOutcome): string | undefined {
   if (!o.complete) return "stream ended without finish_reason and [DONE]";
   if (o.tokens > plan.request.maxTokens) return `${o.tokens} tokens for max_tokens ${plan.request.maxTokens}`;
   if (o.finishReason === "length" && o.tokens !== plan.request.maxTokens) return `finish_reason length after ${o.tokens} of ${plan.request.maxTokens} tokens`;
