@@ -38,6 +38,7 @@ function poolWorld(fleet: LocalFleetSpec, pool: EnginePool): PoolWorld {
     model: byName(fleet.models, pool.spec.modelRef.name),
     kvStore: byName(fleet.kvStores, pool.spec.kvStoreRef?.name),
     nodeGroup: byName(fleet.nodeGroups, pool.spec.nodeGroupRef?.name),
+    prefillPools: fleet.prefillPools.filter((p) => p.spec.modelRef.name === pool.spec.modelRef.name),
     decodePools: fleet.decodePools.filter((d) => d.spec.modelRef.name === pool.spec.modelRef.name),
     engineImage: "local",
     now: NOW,

@@ -71,6 +71,7 @@ async function reconcilePool(client: KubeClient, c: Caches, req: PoolRequest): P
     model: cached(c.models, ns, pool.spec.modelRef.name),
     kvStore: cached(c.kvStores, ns, pool.spec.kvStoreRef?.name),
     nodeGroup: cached(c.nodeGroups, ns, pool.spec.nodeGroupRef?.name),
+    prefillPools: inNamespace(c.prefillPools, ns).filter((p) => p.spec.modelRef.name === pool.spec.modelRef.name),
     decodePools: inNamespace(c.decodePools, ns).filter((d) => d.spec.modelRef.name === pool.spec.modelRef.name),
     deployment: cached(c.deployments, ns, childName(name, role)),
     engineImage: req.engineImage,
