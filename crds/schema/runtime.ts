@@ -86,7 +86,7 @@ export const ModelRuntime = strictObject(
     image: Type.Optional(
       Type.String({
         maxLength: 512,
-        description: "Engine container image. Default: the operator's --engine-image.",
+        description: "Engine container image. Default: the operator's --engine-gpu-image for pods with GPUs, else its --engine-image.",
       }),
     ),
     threads: Type.Optional(

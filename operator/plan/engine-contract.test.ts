@@ -13,7 +13,7 @@ import { KVCodec } from "../../crds/schema/kvstore.ts";
 import { RUNTIME_DEFAULTS } from "../../crds/schema/runtime.ts";
 import type { DecodePool, Model, PrefillPool } from "../api.ts";
 
-const IMAGES = { engineImage: "e" };
+const IMAGES = { engineImage: "e", engineGPUImage: "e-gpu" };
 
 function engineOptions(d: unknown): EngineOptions {
   const args = (d as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
@@ -131,16 +131,16 @@ function documented(podGPUs: boolean, modelOnGPUs: boolean): Runtime {
 }
 
 /** Every model-loading pod of a fleet, by Deployment name, as the engine parses its arguments. */
-function plannedRuntimes(model: Model, prefill: PrefillPool[], decode: DecodePool[]): Map<string, EngineOptions> {
+function plannedRuntimes(model: Model, prefill: PrefillPool[], decode: DecodePool[]): Map<string, { options: EngineOptions; image: string }> {
   const poolWorld = { model, prefillPools: prefill, decodePools: decode, ...IMAGES, now: NOW };
   const children = [
     ...prefill.flatMap((p) => planPrefillPool(p, poolWorld).children),
     ...decode.flatMap((p) => planDecodePool(p, poolWorld).children),
     ...planModel(model, { prefillPools: prefill, decodePools: decode, ...IMAGES, now: NOW }).children,
   ];
-  const pods = new Map<string, EngineOptions>();
+  const pods = new Map<string, { options: EngineOptions; image: string }>();
   for (const d of children.filter((c): c is V1Deployment => c.kind === "Deployment" && !c.metadata?.name?.endsWith("-router"))) {
-    pods.set(d.metadata?.name ?? "", engineOptions(d));
+    pods.set(d.metadata?.name ?? "", { options: engineOptions(d), image: d.spec?.template.spec?.containers[0]?.image ?? "" });
   }
   return pods;
 }
@@ -165,19 +165,21 @@ test("planned model pods parse with the engine's parser and run with the default
     assert.deepEqual([...pods.keys()].sort(), ["dc-decode", "gemma-aggregated", "pf-prefill"], c.what);
     const gpusOf: Record<string, number> = { "pf-prefill": c.prefill, "dc-decode": c.decode, "gemma-aggregated": 0 };
     for (const [name, pod] of pods) {
-      assert.deepEqual(runtimeOf(pod), documented(gpusOf[name]! > 0, c.onGPUs), `${c.what}: ${name}`);
+      assert.deepEqual(runtimeOf(pod.options), documented(gpusOf[name]! > 0, c.onGPUs), `${c.what}: ${name}`);
+      assert.equal(pod.image, gpusOf[name]! > 0 ? "e-gpu" : "e", `${c.what}: ${name} image`);
     }
-    const flash = new Set([...pods.values()].map((p) => p.flashAttention));
+    const flash = new Set([...pods.values()].map((p) => p.options.flashAttention));
     assert.equal(flash.size, 1, `${c.what}: every pod of the Model agrees on flash attention (the V layout it hands off)`);
   }
 });
 
-test("aggregated replicas with GPUs put the Model on GPUs", () => {
+test("aggregated replicas with GPUs put the Model on GPUs and get the GPU image", () => {
   const model = aModel("gemma");
   model.spec.replicas = { min: 1, max: 2 };
   const pods = plannedRuntimes(model, [], [pool(aDecodePool("dc"), 0)]);
-  assert.deepEqual(runtimeOf(pods.get("gemma-aggregated")!), documented(true, true));
-  assert.deepEqual(runtimeOf(pods.get("dc-decode")!), documented(false, true));
+  assert.deepEqual(runtimeOf(pods.get("gemma-aggregated")!.options), documented(true, true));
+  assert.equal(pods.get("gemma-aggregated")?.image, "e-gpu");
+  assert.deepEqual(runtimeOf(pods.get("dc-decode")!.options), documented(false, true));
 });
 
 test("explicit runtime fields reach every model pod as the engine parses them; llama gets no native-only flags", () => {
@@ -203,10 +205,11 @@ test("explicit runtime fields reach every model pod as the engine parses them; l
     decodeLookahead: 4,
     pipelineDecode: "off",
   };
-  for (const pod of plannedRuntimes(model, [pool(aPrefillPool("pf"), 1)], [pool(aDecodePool("dc"), 0)]).values()) assert.deepEqual(runtimeOf(pod), want);
+  for (const pod of plannedRuntimes(model, [pool(aPrefillPool("pf"), 1)], [pool(aDecodePool("dc"), 0)]).values())
+    assert.deepEqual(runtimeOf(pod.options), want);
   model.spec.runtime = { engine: "bundled", backend: "llama" };
   for (const [name, pod] of plannedRuntimes(model, [pool(aPrefillPool("pf"), 1)], [pool(aDecodePool("dc"), 1)])) {
     // The parser refuses --gpu-layers, --decode-lookahead and --pipeline-decode without --backend native.
-    assert.deepEqual(runtimeOf(pod), { ...documented(false, true), backend: "llama" }, name);
+    assert.deepEqual(runtimeOf(pod.options), { ...documented(false, true), backend: "llama" }, name);
   }
 });

@@ -45,6 +45,11 @@ export function modelArgs(model: Model, pod: ModelPod): string[] {
   return [...args, ...runtimeArgs(runtimeSettings(model, pod))];
 }
 
+/** The image of an engine pod that names none: the GPU image when it has GPUs. */
+export function defaultEngineImage(images: { engineImage: string; engineGPUImage: string }, gpus: number): string {
+  return gpus > 0 ? images.engineGPUImage : images.engineImage;
+}
+
 export function modelExtraArgs(model: Model): string[] {
   return model.spec.runtime?.extraArgs ?? [];
 }

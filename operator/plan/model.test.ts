@@ -6,7 +6,7 @@ import { planModel, type ModelWorld } from "./model.ts";
 import { findCondition } from "./conditions.ts";
 
 function world(over: Partial<ModelWorld> = {}): ModelWorld {
-  return { prefillPools: [], decodePools: [], engineImage: "engine:test", now: NOW, ...over };
+  return { prefillPools: [], decodePools: [], engineImage: "engine:test", engineGPUImage: "engine-gpu:test", now: NOW, ...over };
 }
 
 test("a Model becomes the router Deployment and Service, wired to its pools", () => {
@@ -71,13 +71,14 @@ test("the Model is Ready when its router and aggregated replicas are", () => {
   assert.equal(plan.status.readyReplicas, 1);
 });
 
-test("aggregated replicas with GPUs get every layer on the GPU, and put the Model on GPUs", () => {
+test("aggregated replicas with GPUs get the GPU image and every layer on the GPU; the router and CPU replicas the CPU image", () => {
   const model = aModel("gemma");
   model.spec.replicas = { min: 1, max: 2 };
   const containerOf = (plan: ReturnType<typeof planModel>, name: string): V1Container | undefined =>
     (plan.children.find((c) => c.kind === "Deployment" && c.metadata?.name === name) as V1Deployment).spec?.template.spec?.containers[0];
   const onGPU = planModel(model, world());
   const agg = containerOf(onGPU, "gemma-aggregated");
+  assert.equal(agg?.image, "engine-gpu:test");
   assert.equal(agg?.resources?.limits?.["nvidia.com/gpu"], "1");
   assert.deepEqual(agg?.args?.slice(agg.args.indexOf("--backend")), [
     "--backend",
@@ -96,8 +97,10 @@ test("aggregated replicas with GPUs get every layer on the GPU, and put the Mode
     "--pipeline-decode",
     "auto",
   ]);
+  assert.equal(containerOf(onGPU, "gemma-router")?.image, "engine:test");
   model.spec.placement = { gpusPerReplica: 0 };
   const cpu = containerOf(planModel(model, world()), "gemma-aggregated");
+  assert.equal(cpu?.image, "engine:test");
   assert.deepEqual(cpu?.args?.slice(cpu.args.indexOf("--backend")), [
     "--backend",
     "native",

@@ -5,7 +5,7 @@ import type { DecodePool, GPUNodeGroup, Model, ModelStatus, PrefillPool } from "
 import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/types.ts";
 import { deployment, disruptionBudget, ownerRef, podIdentity, service, type ChildMeta } from "./children.ts";
 import { setConditions, type ConditionInput, type Plan } from "./conditions.ts";
-import { enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
+import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
 import { aggregatedGPUs, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, ROUTER_SERVICE_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { decodeServiceURLs, desiredReplicas } from "./pools.ts";
@@ -16,7 +16,10 @@ export interface ModelWorld {
   nodeGroup?: GPUNodeGroup;
   router?: V1Deployment;
   aggregated?: V1Deployment;
+  /** Image of pods without GPUs (the operator's --engine-image): the router, CPU aggregated replicas. */
   engineImage: string;
+  /** Image of aggregated replicas with GPUs (the operator's --engine-gpu-image). */
+  engineGPUImage: string;
   now: string;
 }
 
@@ -71,7 +74,7 @@ function aggregatedChildren(model: Model, world: ModelWorld, replicas: number): 
   const template = enginePodTemplate({
     labels: m.labels,
     role: "aggregated",
-    image: model.spec.runtime?.image ?? world.engineImage,
+    image: model.spec.runtime?.image ?? defaultEngineImage(world, gpus),
     args: [...modelArgs(model, { cpu, gpus, modelOnGPUs: onGPUs }), ...modelExtraArgs(model)],
     gpus,
     cpu,

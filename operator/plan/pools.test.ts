@@ -7,7 +7,7 @@ import { desiredReplicas, planDecodePool, planPrefillPool, type PoolWorld } from
 import { findCondition } from "./conditions.ts";
 
 function world(over: Partial<PoolWorld> = {}): PoolWorld {
-  return { model: aModel(), prefillPools: [], decodePools: [], engineImage: "engine:test", now: NOW, ...over };
+  return { model: aModel(), prefillPools: [], decodePools: [], engineImage: "engine:test", engineGPUImage: "engine-gpu:test", now: NOW, ...over };
 }
 
 function engineArgs(d: V1Deployment): string[] {
@@ -92,7 +92,7 @@ test("engine pods run the role with the model source, ports, probes and GPUs", (
   assert.equal(c?.resources?.limits?.["nvidia.com/gpu"], "2");
   assert.equal(c?.readinessProbe?.httpGet?.path, "/ready");
   assert.equal(c?.livenessProbe?.httpGet?.path, "/health");
-  assert.equal(c?.image, "engine:test");
+  assert.equal(c?.image, "engine-gpu:test");
   assert.equal(c?.securityContext?.readOnlyRootFilesystem, true);
 });
 
@@ -164,7 +164,7 @@ function runtimeFlags(args: string[]): string[] {
   return args.slice(from, wiring < 0 ? undefined : wiring);
 }
 
-test("model pods get the fast path by default: native, and every layer and flash attention on GPUs", () => {
+test("model pods get the fast path by default: native, every layer and flash attention on GPUs, and the GPU image", () => {
   const gpuPool = aPrefillPool("pf");
   const cpuPool = aDecodePool("dc");
   cpuPool.spec.gpusPerReplica = 0;
@@ -172,29 +172,33 @@ test("model pods get the fast path by default: native, and every layer and flash
   const cpuOnly = aDecodePool("dc2", "cpu-only");
   cpuOnly.spec.gpusPerReplica = 0;
   const native = ["--decode-lookahead", "1", "--pipeline-decode", "auto"];
-  const cases: Array<{ what: string; pool: PrefillPool | DecodePool; w: PoolWorld; flags: string[] }> = [
+  const cases: Array<{ what: string; pool: PrefillPool | DecodePool; w: PoolWorld; flags: string[]; image: string }> = [
     {
       what: "GPU pool",
       pool: gpuPool,
       w: world({ prefillPools: [gpuPool], decodePools: [cpuPool] }),
       flags: ["--backend", "native", "--ctx-size", "4096", "--parallel", "8", "--batch-size", "512", "--flash-attention", "--gpu-layers", "all", ...native],
+      image: "engine-gpu:test",
     },
     {
       what: "CPU pool of a Model on GPUs: no layers to offload, flash attention as its GPU pools",
       pool: cpuPool,
       w: world({ prefillPools: [gpuPool], decodePools: [cpuPool] }),
       flags: ["--backend", "native", "--ctx-size", "4096", "--parallel", "8", "--batch-size", "512", "--flash-attention", "--gpu-layers", "0", ...native],
+      image: "engine:test",
     },
     {
       what: "CPU pool of a Model on CPUs",
       pool: cpuOnly,
       w: world({ model: cpuModel, decodePools: [cpuOnly] }),
       flags: ["--backend", "native", "--ctx-size", "2048", "--parallel", "4", "--batch-size", "512", "--gpu-layers", "0", ...native],
+      image: "engine:test",
     },
   ];
   for (const c of cases) {
     const ctr = container(c.pool, c.w);
     assert.deepEqual(runtimeFlags(ctr?.args ?? []), c.flags, c.what);
+    assert.equal(ctr?.image, c.image, c.what);
   }
 });
 
@@ -246,4 +250,16 @@ test("explicit runtime fields win; backend llama gets no native-only flags; extr
     "512",
     "--flash-attention",
   ]);
+});
+
+test("an image named by the pool, else by the Model, replaces the operator's CPU and GPU images", () => {
+  const model = aModel();
+  model.spec.runtime = { engine: "bundled", image: "model:img" };
+  const cpuPool = aDecodePool();
+  cpuPool.spec.gpusPerReplica = 0;
+  assert.equal(container(aPrefillPool(), world({ model }))?.image, "model:img");
+  assert.equal(container(cpuPool, world({ model }))?.image, "model:img");
+  const named = aPrefillPool();
+  named.spec.image = "pool:img";
+  assert.equal(container(named, world({ model }))?.image, "pool:img");
 });
