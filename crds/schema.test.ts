@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { KINDS } from "./schema/kinds.ts";
 import { buildCRD } from "./generate.ts";
+import { RUNTIME_DEFAULTS } from "./schema/runtime.ts";
 
 type Schema = { description?: string; properties?: Record<string, Schema>; items?: Schema; "x-kubernetes-validations"?: unknown[] };
 
@@ -41,4 +42,23 @@ test("a structural schema: no additionalProperties beside properties, no TypeBox
   const text = JSON.stringify(KINDS.map(buildCRD));
   assert.doesNotMatch(text, /"additionalProperties":false/);
   assert.doesNotMatch(text, /"\$id"|"anyOf":\[\{"const"/);
+});
+
+test("Model.spec.runtime states the defaults the operator applies, and refuses native-only fields on backend llama", () => {
+  const crd = buildCRD(KINDS.find((k) => k.kind === "Model")!) as { spec: { versions: Array<{ schema: { openAPIV3Schema: Schema } }> } };
+  const runtime = crd.spec.versions[0]?.schema.openAPIV3Schema.properties?.spec?.properties?.runtime;
+  const described = (field: string): string => runtime?.properties?.[field]?.description ?? "";
+  const d = RUNTIME_DEFAULTS;
+  assert.match(described("backend"), new RegExp(`Default ${d.backend}\\.`));
+  assert.match(described("batchSize"), new RegExp(`Default ${d.batchSize}\\.`));
+  assert.match(described("decodeLookahead"), new RegExp(`Default ${d.decodeLookahead}\\.`));
+  assert.match(described("pipelineDecode"), new RegExp(`Default ${d.pipelineDecode}\\.`));
+  assert.match(described("gpuLayers"), /Default: all \(-1\) on pods with GPUs \(gpusPerReplica > 0\), 0 on CPU pods/);
+  assert.match(described("contextSize"), new RegExp(`Default ${d.onGPUs.contextSize} when the Model is on GPUs .*, else ${d.onCPUs.contextSize}\\.`));
+  assert.match(described("parallel"), new RegExp(`Default ${d.onGPUs.parallel} when the Model is on GPUs .*, else ${d.onCPUs.parallel}\\.`));
+  assert.match(described("flashAttention"), /Default on when the Model is on GPUs .*, else off\./);
+  assert.deepEqual(
+    (runtime?.["x-kubernetes-validations"] as Array<{ message: string }>).map((v) => v.message),
+    ["gpuLayers, decodeLookahead and pipelineDecode apply only to backend native"],
+  );
 });

@@ -80,11 +80,13 @@ test("install creates the operator with least-privilege RBAC and NetworkPolicies
   );
   assert.match(await kubectlOk(["get", "networkpolicy", "-n", NS, "-o", "name"]), /llmfleet-engines[\s\S]*llmfleet-kvstore/);
   await kubectlOk(["get", "crd", "prefillpools.serving.llmfleet.dev"]);
-  await helm("upgrade", "llmfleet", CHART, "-n", NS, "--set", "replicas=1", "--set", "engineImage=example/engine:9", "--wait", "--timeout", "120s");
+  const images = ["--set", "engineImage=example/engine:9", "--set", "engineGPUImage=example/engine:9-cuda"];
+  await helm("upgrade", "llmfleet", CHART, "-n", NS, "--set", "replicas=1", ...images, "--wait", "--timeout", "120s");
   await eventually(async () => {
     const d = JSON.parse(await kubectlOk(["get", "deployment", "-n", NS, "llmfleet-operator", "-o", "json"])) as typeof dep;
     assert.equal(d.spec.replicas, 1);
     assert.ok(d.spec.template.spec.containers[0]?.args.includes("--engine-image=example/engine:9"));
+    assert.ok(d.spec.template.spec.containers[0]?.args.includes("--engine-gpu-image=example/engine:9-cuda"));
   });
   await helm("uninstall", "llmfleet", "-n", NS, "--wait");
   assert.notEqual((await kubectl(["get", "deployment", "-n", NS, "llmfleet-operator"])).code, 0);

@@ -61,7 +61,7 @@ export async function runOperator(opts: OperatorOptions): Promise<void> {
     });
   }
   const caches = buildCaches(manager, opts.namespace);
-  registerReconcilers(manager, caches, { engineImage: opts.engineImage });
+  registerReconcilers(manager, caches, { engineImage: opts.engineImage, engineGPUImage: opts.engineGPUImage });
   registerFleetGauges(metrics.registry, caches);
   const autoscaler = registerAutoscaler(manager, caches, { registry: metrics.registry, intervalSeconds: opts.autoscaleIntervalSeconds });
   const nodeGroups = registerNodeGroups(manager, caches, { intervalSeconds: opts.autoscaleIntervalSeconds });

@@ -5,8 +5,10 @@ import { parseArgs } from "node:util";
 export interface OperatorOptions {
   /** Namespace to watch; all namespaces when empty. Default: all. */
   namespace?: string;
-  /** Engine image for pods whose Model and pool do not name one. Default llmfleet/engine:0.1.0. */
+  /** Engine image for pods without GPUs (and the router and KV store) whose Model and pool name none. Default llmfleet/engine:0.1.0. */
   engineImage: string;
+  /** Engine image for pods with GPUs whose Model and pool name none. Default llmfleet/engine:0.1.0-cuda. */
+  engineGPUImage: string;
   /** Port of /healthz, /readyz and /metrics. Default 8081. */
   healthPort: number;
   /** Address the health server binds. Default 0.0.0.0. */
@@ -31,7 +33,10 @@ export interface OperatorOptions {
 
 export const USAGE = `usage: npm run operator -- [options]
   --namespace NS            watch only NS (default: all namespaces)
-  --engine-image IMAGE      engine image (default llmfleet/engine:0.1.0)
+  --engine-image IMAGE      engine image of pods without GPUs, the router and the KV store,
+                            unless the Model or pool names one (default llmfleet/engine:0.1.0)
+  --engine-gpu-image IMAGE  engine image of pods with GPUs (gpusPerReplica > 0), unless the
+                            Model or pool names one (default llmfleet/engine:0.1.0-cuda)
   --health-port N           /healthz, /readyz, /metrics port (default 8081; 0 picks a free port)
   --health-host ADDR        bind address of that port (default 0.0.0.0)
   --leader-elect BOOL       elect a leader through a Lease (default true)
@@ -65,6 +70,7 @@ export function parseOperatorOptions(argv: string[], env: NodeJS.ProcessEnv = pr
       [
         "namespace",
         "engine-image",
+        "engine-gpu-image",
         "health-port",
         "health-host",
         "leader-elect",
@@ -82,6 +88,7 @@ export function parseOperatorOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   return {
     namespace: v.namespace || undefined,
     engineImage: v["engine-image"] ?? "llmfleet/engine:0.1.0",
+    engineGPUImage: v["engine-gpu-image"] ?? "llmfleet/engine:0.1.0-cuda",
     healthPort: int(v["health-port"], "health-port", 8081),
     healthHost: v["health-host"] ?? "0.0.0.0",
     leaderElect: bool(v["leader-elect"], "leader-elect", true),

@@ -70,6 +70,20 @@ const INVALID: Array<{ what: string; obj: Record<string, unknown>; field: string
   { what: "model bad checksum", obj: model({ source: { uri: "pypi://x==1", checksum: "md5:1" } }), field: "spec.source.checksum", message: /should match/ },
   { what: "model vllm with gguf", obj: model({ runtime: { engine: "vllm" } }), field: "spec.source.format", message: /need source.format safetensors/ },
   {
+    what: "model native-only flags on backend llama",
+    obj: model({ runtime: { backend: "llama", gpuLayers: 8 } }),
+    field: "spec.runtime.backend",
+    message: /gpuLayers, decodeLookahead and pipelineDecode apply only to backend native/,
+  },
+  { what: "model unknown backend", obj: model({ runtime: { backend: "cuda" } }), field: "spec.runtime.backend", message: /Unsupported value: "cuda"/ },
+  { what: "model gpuLayers below -1", obj: model({ runtime: { gpuLayers: -2 } }), field: "spec.runtime.gpuLayers", message: /greater than or equal to -1/ },
+  {
+    what: "model unknown pipelineDecode",
+    obj: model({ runtime: { pipelineDecode: "yes" } }),
+    field: "spec.runtime.pipelineDecode",
+    message: /Unsupported value: "yes"/,
+  },
+  {
     what: "model replicas min > max",
     obj: model({ replicas: { min: 5, max: 1 } }),
     field: "spec.replicas.min",
@@ -145,6 +159,23 @@ for (const c of INVALID) {
     assert.match(res.stderr, c.message);
   });
 }
+
+test("a Model with every runtime field applies", async () => {
+  const runtime = {
+    backend: "native",
+    gpuLayers: -1,
+    flashAttention: true,
+    contextSize: 8192,
+    parallel: 16,
+    batchSize: 1024,
+    decodeLookahead: 2,
+    pipelineDecode: "off",
+  };
+  const ok = { ...model({ runtime }), metadata: { name: "fast", namespace: NS } };
+  await kubectlOk(["apply", "--dry-run=server", "--validate=strict", "-f", "-"], { stdin: stringify(ok) });
+  const llama = { ...model({ runtime: { backend: "llama", flashAttention: false, batchSize: 256 } }), metadata: { name: "llama", namespace: NS } };
+  await kubectlOk(["apply", "--dry-run=server", "--validate=strict", "-f", "-"], { stdin: stringify(llama) });
+});
 
 test("the examples apply cleanly", async () => {
   const out = await kubectlOk(["apply", "--dry-run=server", "-n", NS, "-f", "examples/"]);

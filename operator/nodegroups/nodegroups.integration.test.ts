@@ -50,7 +50,7 @@ before(async () => {
   manager = new Manager(adminClient(), createOperatorMetrics());
   manager.log = () => {};
   const caches = buildCaches(manager, NS);
-  registerReconcilers(manager, caches, { engineImage: "llmfleet/engine:0.1.0" });
+  registerReconcilers(manager, caches, { engineImage: "llmfleet/engine:0.1.0", engineGPUImage: "llmfleet/engine:0.1.0-cuda" });
   autoscaler = registerAutoscaler(manager, caches, { intervalSeconds: 1, targets: async () => [url], modelLoadSeconds: 1 });
   nodegroups = registerNodeGroups(manager, caches, { intervalSeconds: 1 });
   await manager.startInformers();

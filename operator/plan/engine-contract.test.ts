@@ -10,6 +10,10 @@ import { planDecodePool, planPrefillPool } from "./pools.ts";
 import { planKVStore } from "./kvstore.ts";
 import { serviceOf } from "../../engine/router/endpoint-slices.ts";
 import { KVCodec } from "../../crds/schema/kvstore.ts";
+import { RUNTIME_DEFAULTS } from "../../crds/schema/runtime.ts";
+import type { DecodePool, Model, PrefillPool } from "../api.ts";
+
+const IMAGES = { engineImage: "e", engineGPUImage: "e-gpu" };
 
 function engineOptions(d: unknown): EngineOptions {
   const args = (d as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
@@ -31,7 +35,7 @@ function fleet(): { model: ReturnType<typeof aModel>; prefill: ReturnType<typeof
 
 test("prefill and decode pods start the engine with arguments it accepts", () => {
   const { model, prefill, decode } = fleet();
-  const world = { model, kvStore: aKVStore("kv"), decodePools: [decode], engineImage: "e", now: NOW };
+  const world = { model, kvStore: aKVStore("kv"), prefillPools: [prefill], decodePools: [decode], ...IMAGES, now: NOW };
   const p = engineOptions(planPrefillPool(prefill, world).children[0]);
   assert.equal(p.role, "prefill");
   assert.equal(p.port, 8000);
@@ -46,7 +50,7 @@ test("prefill and decode pods start the engine with arguments it accepts", () =>
 
 test("the router starts with its pools and the Model's routing policy", () => {
   const { model, prefill, decode } = fleet();
-  const r = engineOptions(planModel(model, { prefillPools: [prefill], decodePools: [decode], engineImage: "e", now: NOW }).children[0]);
+  const r = engineOptions(planModel(model, { prefillPools: [prefill], decodePools: [decode], ...IMAGES, now: NOW }).children[0]);
   assert.equal(r.role, "router");
   assert.equal(r.policy, "prefix-aware");
   assert.deepEqual(r.prefill, ["http://pf-prefill.ns.svc:8000"]);
@@ -63,7 +67,7 @@ test("a Model with only aggregated replicas gets an aggregated router and aggreg
   const { model } = fleet();
   model.spec.replicas = { min: 1, max: 2 };
   model.spec.placement = { gpusPerReplica: 0 };
-  const plan = planModel(model, { prefillPools: [], decodePools: [], engineImage: "e", now: NOW });
+  const plan = planModel(model, { prefillPools: [], decodePools: [], ...IMAGES, now: NOW });
   const router = engineOptions(plan.children[0]);
   assert.deepEqual(router.aggregated, ["http://gemma-aggregated.ns.svc:8000"]);
   const agg = engineOptions(plan.children.find((c) => c.kind === "Deployment" && c.metadata?.name === "gemma-aggregated"));
@@ -101,5 +105,111 @@ test("every codec the KVStore schema admits is one the engine's kvstore role acc
     const o = parseEngineOptions(["--role", "kvstore", "--codec", name]);
     assert.notEqual(o, "help");
     assert.equal((o as EngineOptions).codec, name);
+  }
+});
+
+type Runtime = Pick<EngineOptions, "backend" | "ctxSize" | "parallel" | "batchSize" | "flashAttention" | "gpuLayers" | "decodeLookahead" | "pipelineDecode">;
+
+function runtimeOf(o: EngineOptions): Runtime {
+  const { backend, ctxSize, parallel, batchSize, flashAttention, gpuLayers, decodeLookahead, pipelineDecode } = o;
+  return { backend, ctxSize, parallel, batchSize, flashAttention, gpuLayers, decodeLookahead, pipelineDecode };
+}
+
+/** What crds/schema/runtime.ts documents for a pod with or without GPUs, of a Model on GPUs or not. */
+function documented(podGPUs: boolean, modelOnGPUs: boolean): Runtime {
+  const wide = modelOnGPUs ? RUNTIME_DEFAULTS.onGPUs : RUNTIME_DEFAULTS.onCPUs;
+  return {
+    backend: RUNTIME_DEFAULTS.backend,
+    ctxSize: wide.contextSize,
+    parallel: wide.parallel,
+    batchSize: RUNTIME_DEFAULTS.batchSize,
+    flashAttention: wide.flashAttention,
+    gpuLayers: podGPUs ? RUNTIME_DEFAULTS.gpuLayers.withGPUs : RUNTIME_DEFAULTS.gpuLayers.withoutGPUs,
+    decodeLookahead: RUNTIME_DEFAULTS.decodeLookahead,
+    pipelineDecode: RUNTIME_DEFAULTS.pipelineDecode,
+  };
+}
+
+/** Every model-loading pod of a fleet, by Deployment name, as the engine parses its arguments. */
+function plannedRuntimes(model: Model, prefill: PrefillPool[], decode: DecodePool[]): Map<string, { options: EngineOptions; image: string }> {
+  const poolWorld = { model, prefillPools: prefill, decodePools: decode, ...IMAGES, now: NOW };
+  const children = [
+    ...prefill.flatMap((p) => planPrefillPool(p, poolWorld).children),
+    ...decode.flatMap((p) => planDecodePool(p, poolWorld).children),
+    ...planModel(model, { prefillPools: prefill, decodePools: decode, ...IMAGES, now: NOW }).children,
+  ];
+  const pods = new Map<string, { options: EngineOptions; image: string }>();
+  for (const d of children.filter((c): c is V1Deployment => c.kind === "Deployment" && !c.metadata?.name?.endsWith("-router"))) {
+    pods.set(d.metadata?.name ?? "", { options: engineOptions(d), image: d.spec?.template.spec?.containers[0]?.image ?? "" });
+  }
+  return pods;
+}
+
+function pool<T extends PrefillPool | DecodePool>(p: T, gpus: number): T {
+  p.spec.gpusPerReplica = gpus;
+  return p;
+}
+
+test("planned model pods parse with the engine's parser and run with the defaults the CRD documents", () => {
+  const model = aModel("gemma");
+  model.spec.replicas = { min: 1, max: 2 };
+  model.spec.placement = { gpusPerReplica: 0 };
+  const cases: Array<{ what: string; prefill: number; decode: number; onGPUs: boolean }> = [
+    { what: "GPU pools", prefill: 1, decode: 2, onGPUs: true },
+    { what: "CPU pools", prefill: 0, decode: 0, onGPUs: false },
+    { what: "GPU prefill, CPU decode", prefill: 1, decode: 0, onGPUs: true },
+    { what: "CPU prefill, GPU decode", prefill: 0, decode: 1, onGPUs: true },
+  ];
+  for (const c of cases) {
+    const pods = plannedRuntimes(model, [pool(aPrefillPool("pf"), c.prefill)], [pool(aDecodePool("dc"), c.decode)]);
+    assert.deepEqual([...pods.keys()].sort(), ["dc-decode", "gemma-aggregated", "pf-prefill"], c.what);
+    const gpusOf: Record<string, number> = { "pf-prefill": c.prefill, "dc-decode": c.decode, "gemma-aggregated": 0 };
+    for (const [name, pod] of pods) {
+      assert.deepEqual(runtimeOf(pod.options), documented(gpusOf[name]! > 0, c.onGPUs), `${c.what}: ${name}`);
+      assert.equal(pod.image, gpusOf[name]! > 0 ? "e-gpu" : "e", `${c.what}: ${name} image`);
+    }
+    const flash = new Set([...pods.values()].map((p) => p.options.flashAttention));
+    assert.equal(flash.size, 1, `${c.what}: every pod of the Model agrees on flash attention (the V layout it hands off)`);
+  }
+});
+
+test("aggregated replicas with GPUs put the Model on GPUs and get the GPU image", () => {
+  const model = aModel("gemma");
+  model.spec.replicas = { min: 1, max: 2 };
+  const pods = plannedRuntimes(model, [], [pool(aDecodePool("dc"), 0)]);
+  assert.deepEqual(runtimeOf(pods.get("gemma-aggregated")!.options), documented(true, true));
+  assert.equal(pods.get("gemma-aggregated")?.image, "e-gpu");
+  assert.deepEqual(runtimeOf(pods.get("dc-decode")!.options), documented(false, true));
+});
+
+test("explicit runtime fields reach every model pod as the engine parses them; llama gets no native-only flags", () => {
+  const model = aModel("gemma");
+  model.spec.runtime = {
+    engine: "bundled",
+    backend: "native",
+    gpuLayers: 20,
+    flashAttention: false,
+    contextSize: 8192,
+    parallel: 16,
+    batchSize: 1024,
+    decodeLookahead: 4,
+    pipelineDecode: "off",
+  };
+  const want: Runtime = {
+    backend: "native",
+    ctxSize: 8192,
+    parallel: 16,
+    batchSize: 1024,
+    flashAttention: false,
+    gpuLayers: 20,
+    decodeLookahead: 4,
+    pipelineDecode: "off",
+  };
+  for (const pod of plannedRuntimes(model, [pool(aPrefillPool("pf"), 1)], [pool(aDecodePool("dc"), 0)]).values())
+    assert.deepEqual(runtimeOf(pod.options), want);
+  model.spec.runtime = { engine: "bundled", backend: "llama" };
+  for (const [name, pod] of plannedRuntimes(model, [pool(aPrefillPool("pf"), 1)], [pool(aDecodePool("dc"), 1)])) {
+    // The parser refuses --gpu-layers, --decode-lookahead and --pipeline-decode without --backend native.
+    assert.deepEqual(runtimeOf(pod.options), { ...documented(false, true), backend: "llama" }, name);
   }
 });

@@ -7,6 +7,7 @@ import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
 import { ENGINE_PORT, type Component } from "./labels.ts";
 import { nameOf } from "../kube/types.ts";
 import { parseQuantity } from "./quantity.ts";
+import { runtimeArgs, runtimeSettings, type PodPlacement } from "./runtime-args.ts";
 
 export const MODEL_CACHE_PATH = "/var/cache/llmfleet";
 export const GPU_RESOURCE = "nvidia.com/gpu";
@@ -27,18 +28,26 @@ export interface EnginePodInput {
   serviceAccountName?: string;
 }
 
+/** What a model-loading pod's flags depend on besides the Model: its CPU and its placement. */
+export interface ModelPod extends PodPlacement {
+  cpu: string | number;
+}
+
 /**
- * Engine flags that describe the model: where it comes from and how it runs. llama.cpp threads
- * default to the pod's CPU (rounded up): its own default, the node's core count, oversubscribes.
+ * Engine flags that describe the model: where it comes from and how it runs (runtime-args.ts).
+ * llama.cpp threads default to the pod's CPU (rounded up): its own default, the node's core count,
+ * oversubscribes.
  */
-export function modelArgs(model: Model, cpu: string | number): string[] {
-  const rt = model.spec.runtime;
+export function modelArgs(model: Model, pod: ModelPod): string[] {
   const args = ["--model-uri", model.spec.source.uri];
   if (model.spec.source.checksum) args.push("--model-checksum", model.spec.source.checksum);
-  args.push("--threads", String(rt?.threads ?? Math.max(1, Math.ceil(parseQuantity(cpu)))));
-  if (rt?.contextSize) args.push("--ctx-size", String(rt.contextSize));
-  if (rt?.parallel) args.push("--parallel", String(rt.parallel));
-  return args;
+  args.push("--threads", String(model.spec.runtime?.threads ?? Math.max(1, Math.ceil(parseQuantity(pod.cpu)))));
+  return [...args, ...runtimeArgs(runtimeSettings(model, pod))];
+}
+
+/** The image of an engine pod that names none: the GPU image when it has GPUs. */
+export function defaultEngineImage(images: { engineImage: string; engineGPUImage: string }, gpus: number): string {
+  return gpus > 0 ? images.engineGPUImage : images.engineImage;
 }
 
 export function modelExtraArgs(model: Model): string[] {

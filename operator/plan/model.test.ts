@@ -1,12 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { V1Deployment, V1Role, V1RoleBinding, V1Service } from "@kubernetes/client-node";
+import type { V1Container, V1Deployment, V1Role, V1RoleBinding, V1Service } from "@kubernetes/client-node";
 import { aDecodePool, aModel, aNodeGroup, aPrefillPool, NOW } from "../testing/builders.ts";
 import { planModel, type ModelWorld } from "./model.ts";
 import { findCondition } from "./conditions.ts";
 
 function world(over: Partial<ModelWorld> = {}): ModelWorld {
-  return { prefillPools: [], decodePools: [], engineImage: "engine:test", now: NOW, ...over };
+  return { prefillPools: [], decodePools: [], engineImage: "engine:test", engineGPUImage: "engine-gpu:test", now: NOW, ...over };
 }
 
 test("a Model becomes the router Deployment and Service, wired to its pools", () => {
@@ -69,4 +69,54 @@ test("the Model is Ready when its router and aggregated replicas are", () => {
   const plan = planModel(model, world({ router: { status: { readyReplicas: 1 } }, aggregated: { status: { replicas: 1, readyReplicas: 1 } } }));
   assert.equal(findCondition(plan.status.conditions, "Ready")?.status, "True");
   assert.equal(plan.status.readyReplicas, 1);
+});
+
+test("aggregated replicas with GPUs get the GPU image and every layer on the GPU; the router and CPU replicas the CPU image", () => {
+  const model = aModel("gemma");
+  model.spec.replicas = { min: 1, max: 2 };
+  const containerOf = (plan: ReturnType<typeof planModel>, name: string): V1Container | undefined =>
+    (plan.children.find((c) => c.kind === "Deployment" && c.metadata?.name === name) as V1Deployment).spec?.template.spec?.containers[0];
+  const onGPU = planModel(model, world());
+  const agg = containerOf(onGPU, "gemma-aggregated");
+  assert.equal(agg?.image, "engine-gpu:test");
+  assert.equal(agg?.resources?.limits?.["nvidia.com/gpu"], "1");
+  assert.deepEqual(agg?.args?.slice(agg.args.indexOf("--backend")), [
+    "--backend",
+    "native",
+    "--ctx-size",
+    "4096",
+    "--parallel",
+    "8",
+    "--batch-size",
+    "512",
+    "--flash-attention",
+    "--gpu-layers",
+    "all",
+    "--decode-lookahead",
+    "1",
+    "--pipeline-decode",
+    "auto",
+  ]);
+  assert.equal(containerOf(onGPU, "gemma-router")?.image, "engine:test");
+  model.spec.placement = { gpusPerReplica: 0 };
+  const cpu = containerOf(planModel(model, world()), "gemma-aggregated");
+  assert.equal(cpu?.image, "engine:test");
+  assert.deepEqual(cpu?.args?.slice(cpu.args.indexOf("--backend")), [
+    "--backend",
+    "native",
+    "--ctx-size",
+    "2048",
+    "--parallel",
+    "4",
+    "--batch-size",
+    "512",
+    "--gpu-layers",
+    "0",
+    "--decode-lookahead",
+    "1",
+    "--pipeline-decode",
+    "auto",
+  ]);
+  const withGPUPool = containerOf(planModel(model, world({ decodePools: [aDecodePool("d", "gemma")] })), "gemma-aggregated");
+  assert.ok(withGPUPool?.args?.includes("--flash-attention"), "a GPU pool of the Model puts its CPU replicas on the Model-wide GPU defaults too");
 });

@@ -5,7 +5,8 @@ import type { DecodePool, GPUNodeGroup, Model, ModelStatus, PrefillPool } from "
 import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/types.ts";
 import { deployment, disruptionBudget, ownerRef, podIdentity, service, type ChildMeta } from "./children.ts";
 import { setConditions, type ConditionInput, type Plan } from "./conditions.ts";
-import { enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
+import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
+import { aggregatedGPUs, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, ROUTER_SERVICE_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { decodeServiceURLs, desiredReplicas } from "./pools.ts";
 
@@ -15,7 +16,10 @@ export interface ModelWorld {
   nodeGroup?: GPUNodeGroup;
   router?: V1Deployment;
   aggregated?: V1Deployment;
+  /** Image of pods without GPUs (the operator's --engine-image): the router, CPU aggregated replicas. */
   engineImage: string;
+  /** Image of aggregated replicas with GPUs (the operator's --engine-gpu-image). */
+  engineGPUImage: string;
   now: string;
 }
 
@@ -64,13 +68,15 @@ function routerChildren(model: Model, world: ModelWorld): KubeObject[] {
 
 function aggregatedChildren(model: Model, world: ModelWorld, replicas: number): KubeObject[] {
   const m = meta(model, "aggregated");
-  const { gpusPerReplica, cpu, memory } = { gpusPerReplica: 1, cpu: "2", memory: "8Gi", ...model.spec.placement };
+  const { cpu, memory } = { cpu: "2", memory: "8Gi", ...model.spec.placement };
+  const gpus = aggregatedGPUs(model);
+  const onGPUs = modelOnGPUs(model, [...world.prefillPools, ...world.decodePools]);
   const template = enginePodTemplate({
     labels: m.labels,
     role: "aggregated",
-    image: model.spec.runtime?.image ?? world.engineImage,
-    args: [...modelArgs(model, cpu), ...modelExtraArgs(model)],
-    gpus: gpusPerReplica,
+    image: model.spec.runtime?.image ?? defaultEngineImage(world, gpus),
+    args: [...modelArgs(model, { cpu, gpus, modelOnGPUs: onGPUs }), ...modelExtraArgs(model)],
+    gpus,
     cpu,
     memory,
     nodeGroup: world.nodeGroup,

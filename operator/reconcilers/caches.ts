@@ -77,13 +77,16 @@ export function buildCaches(m: Manager, namespace?: string): Caches {
     ],
     opts,
   );
-  c.prefillPools = m.informer<PrefillPool>(R.PrefillPool, (o) => poolDependents("PrefillPool", o), opts);
+  // Every pool of a Model depends on its sibling pools: their GPUs decide the Model-wide runtime
+  // defaults (operator/plan/runtime-args.ts), and prefill pods also know the decode Services.
+  c.prefillPools = m.informer<PrefillPool>(
+    R.PrefillPool,
+    (o) => [...poolDependents("PrefillPool", o), ...poolsOfModel(namespaceOf(o), o.spec.modelRef.name)],
+    opts,
+  );
   c.decodePools = m.informer<DecodePool>(
     R.DecodePool,
-    (o) => [
-      ...poolDependents("DecodePool", o),
-      ...poolKeys(inNamespace(c.prefillPools, namespaceOf(o)), "PrefillPool", (p) => p.spec.modelRef.name === o.spec.modelRef.name),
-    ],
+    (o) => [...poolDependents("DecodePool", o), ...poolsOfModel(namespaceOf(o), o.spec.modelRef.name)],
     opts,
   );
   c.kvStores = m.informer<KVStore>(

@@ -13,8 +13,14 @@ import { Applier } from "../runtime/apply.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { cached, inNamespace, ownedBy, type Caches } from "./caches.ts";
 
-export interface ReconcilerOptions {
+export interface EngineImages {
+  /** Engine pods without GPUs, the router and the KV store (--engine-image). */
   engineImage: string;
+  /** Engine pods with GPUs (--engine-gpu-image). */
+  engineGPUImage: string;
+}
+
+export interface ReconcilerOptions extends EngineImages {
   /** Clock for condition timestamps; injectable for tests. */
   now?: () => string;
 }
@@ -22,6 +28,7 @@ export interface ReconcilerOptions {
 export function registerReconcilers(m: Manager, c: Caches, opts: ReconcilerOptions): void {
   const now = opts.now ?? ((): string => new Date().toISOString().replace(/\.\d+Z$/, "Z"));
   const client = m.client;
+  const images: EngineImages = { engineImage: opts.engineImage, engineGPUImage: opts.engineGPUImage };
   m.register("Model", async (ns, name) => {
     const model = cached(c.models, ns, name);
     if (!model) return;
@@ -32,13 +39,13 @@ export function registerReconcilers(m: Manager, c: Caches, opts: ReconcilerOptio
       nodeGroup: cached(c.nodeGroups, ns, model.spec.placement?.nodeGroupRef?.name),
       router: cached(c.deployments, ns, childName(name, "router")),
       aggregated: cached(c.deployments, ns, childName(name, "aggregated")),
-      engineImage: opts.engineImage,
+      ...images,
       now: now(),
     };
     await execute(new Applier(client, "model"), { obj: model, r: R.Model, plan: planModel(model, world), owned: ownedBy(c, model.metadata?.uid) });
   });
-  m.register("PrefillPool", (ns, name) => reconcilePool(client, c, { role: "prefill", ns, name, engineImage: opts.engineImage, now: now() }));
-  m.register("DecodePool", (ns, name) => reconcilePool(client, c, { role: "decode", ns, name, engineImage: opts.engineImage, now: now() }));
+  m.register("PrefillPool", (ns, name) => reconcilePool(client, c, { role: "prefill", ns, name, images, now: now() }));
+  m.register("DecodePool", (ns, name) => reconcilePool(client, c, { role: "decode", ns, name, images, now: now() }));
   m.register("KVStore", async (ns, name) => {
     const store = cached(c.kvStores, ns, name);
     if (!store) return;
@@ -58,7 +65,7 @@ interface PoolRequest {
   role: PoolRole;
   ns: string;
   name: string;
-  engineImage: string;
+  images: EngineImages;
   now: string;
 }
 
@@ -71,9 +78,10 @@ async function reconcilePool(client: KubeClient, c: Caches, req: PoolRequest): P
     model: cached(c.models, ns, pool.spec.modelRef.name),
     kvStore: cached(c.kvStores, ns, pool.spec.kvStoreRef?.name),
     nodeGroup: cached(c.nodeGroups, ns, pool.spec.nodeGroupRef?.name),
+    prefillPools: inNamespace(c.prefillPools, ns).filter((p) => p.spec.modelRef.name === pool.spec.modelRef.name),
     decodePools: inNamespace(c.decodePools, ns).filter((d) => d.spec.modelRef.name === pool.spec.modelRef.name),
     deployment: cached(c.deployments, ns, childName(name, role)),
-    engineImage: req.engineImage,
+    ...req.images,
     now: req.now,
   };
   const plan = role === "prefill" ? planPrefillPool(pool as PrefillPool, world) : planDecodePool(pool as DecodePool, world);
