@@ -34,7 +34,7 @@ export interface ModelPodOptions {
   gpuLayers?: number;
   /** native: multi-step decoding depth; default 1 (off). */
   decodeLookahead?: number;
-  /** native: pipelined decoding; default auto (on when layers are on a GPU). */
+  /** native: pipelined decoding; default off (auto: on when layers are on a GPU). */
   pipelineDecode?: PipelineDecode;
   /** Prefill role: decode pods to hand off to when the router names none. */
   decode?: string[];
@@ -102,7 +102,7 @@ async function loadRuntime(opts: ModelPodOptions, modelPath: string): Promise<Mo
     const { LlamaRuntime } = await importLlamaRuntime();
     return LlamaRuntime.load(common);
   }
-  const pipeline = opts.pipelineDecode ?? "auto";
+  const pipeline = opts.pipelineDecode ?? "off";
   return NativeRuntime.load({
     ...common,
     gpuLayers: opts.gpuLayers ?? 0,

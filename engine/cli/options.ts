@@ -36,7 +36,7 @@ export interface EngineOptions {
   gpuLayers: number;
   /** native: tokens per sequence per native call while only decoding sequences wait (default 1 = off). */
   decodeLookahead: number;
-  /** native: launch each decode step before the last one's tokens reach JavaScript; auto = on with layers on a GPU. */
+  /** native: launch each decode step before the last one's tokens reach JavaScript; auto = on with layers on a GPU; default off. */
   pipelineDecode: PipelineDecode;
   prefill: string[];
   decode: string[];
@@ -84,7 +84,8 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        sequences wait; 1 = off (default: 1)
   --pipeline-decode M  native: on | off | auto; on launches each decode step on the device before
                        the previous step's tokens reach JavaScript, so the device never waits for
-                       the round trip; auto = on when layers are on a GPU (default: auto)
+                       the round trip; auto = on when layers are on a GPU (default: off — with it
+                       on, the engine on a GPU crashed under HTTP load from 24 concurrent streams)
   --prefill URL[,URL]  router: prefill pods
   --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
   --advertise-url URL  decode: this pod's own URL, told to prefill pods on a KV hand-off so the
@@ -233,7 +234,7 @@ function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" 
 }
 
 function pipelineDecode(v: string | undefined): PipelineDecode {
-  if (v === undefined) return "auto";
+  if (v === undefined) return "off";
   if (!(PIPELINE_DECODE as readonly string[]).includes(v)) throw new Error(`--pipeline-decode must be one of ${PIPELINE_DECODE.join(", ")}; got ${v}`);
   return v as PipelineDecode;
 }

@@ -241,6 +241,6 @@ export class NativeRuntime implements ModelRuntime {
   async [Symbol.asyncDispose](): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    await this.scheduler.exclusive(() => this.engine.dispose());
+    await this.scheduler.exclusive(async () => this.engine.dispose());
   }
 }

@@ -95,7 +95,7 @@ test("aggregated replicas with GPUs get the GPU image and every layer on the GPU
     "--decode-lookahead",
     "1",
     "--pipeline-decode",
-    "auto",
+    "off",
   ]);
   assert.equal(containerOf(onGPU, "gemma-router")?.image, "engine:test");
   model.spec.placement = { gpusPerReplica: 0 };
@@ -115,7 +115,7 @@ test("aggregated replicas with GPUs get the GPU image and every layer on the GPU
     "--decode-lookahead",
     "1",
     "--pipeline-decode",
-    "auto",
+    "off",
   ]);
   const withGPUPool = containerOf(planModel(model, world({ decodePools: [aDecodePool("d", "gemma")] })), "gemma-aggregated");
   assert.ok(withGPUPool?.args?.includes("--flash-attention"), "a GPU pool of the Model puts its CPU replicas on the Model-wide GPU defaults too");

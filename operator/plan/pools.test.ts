@@ -171,7 +171,7 @@ test("model pods get the fast path by default: native, every layer and flash att
   const cpuModel = aModel("cpu-only");
   const cpuOnly = aDecodePool("dc2", "cpu-only");
   cpuOnly.spec.gpusPerReplica = 0;
-  const native = ["--decode-lookahead", "1", "--pipeline-decode", "auto"];
+  const native = ["--decode-lookahead", "1", "--pipeline-decode", "off"];
   const cases: Array<{ what: string; pool: PrefillPool | DecodePool; w: PoolWorld; flags: string[]; image: string }> = [
     {
       what: "GPU pool",
