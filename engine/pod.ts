@@ -9,6 +9,7 @@ import { handoffRoutes } from "./pd/handoff-routes.ts";
 import { stat } from "node:fs/promises";
 import { basename } from "node:path";
 import express from "express";
+import { Gauge } from "prom-client";
 import { createKvClientMetrics } from "./kvstore/client-metrics.ts";
 import { contextsRoute } from "./kvstore/contexts-route.ts";
 import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
@@ -111,11 +112,27 @@ async function loadRuntime(opts: ModelPodOptions, modelPath: string): Promise<Mo
   });
 }
 
+/** llmfleet_kv_stray_tokens: read at each scrape, between steps (a leak of KV cells shows here). */
+function watchKvStray(metrics: EngineMetrics, runtime: ModelRuntime): void {
+  if (!runtime.kvStrayTokens) return;
+  const audit = runtime.kvStrayTokens.bind(runtime);
+  new Gauge({
+    name: "llmfleet_kv_stray_tokens",
+    help: "KV cache positions that no sequence accounts for (should be 0)",
+    registers: [metrics.registry],
+    async collect() {
+      // A scrape during shutdown finds the engine disposed: the last value stands.
+      this.set(await audit().catch(() => NaN));
+    },
+  });
+}
+
 export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const modelPath = await ensureModel(opts.model);
   if (opts.modelChecksum) await verifyChecksum(modelPath, opts.modelChecksum);
   const runtime = await loadRuntime(opts, modelPath);
   const metrics = createEngineMetrics(opts.role, opts.withProcessMetrics ?? false);
+  watchKvStray(metrics, runtime);
   const kvCache = await kvPrefixCache(opts, modelPath, runtime, metrics);
   const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, kvCache);
   const routes = handoffRoutes({ role: opts.role, service, metrics, decodeUrls: opts.decode ?? [], advertiseUrl: opts.advertiseUrl });

@@ -198,6 +198,10 @@ export class NativeRuntime implements ModelRuntime {
     return best;
   }
 
+  kvStrayTokens(): Promise<number> {
+    return this.scheduler.exclusive(() => this.sequences.reduce((n, s) => n + Math.abs(this.engine.seqPosMax(s.id) + 1 - s.held.length), 0));
+  }
+
   /** Multi-step decoding depth (see StepScheduler); may be changed while serving. */
   get lookahead(): number {
     return this.scheduler.lookahead;

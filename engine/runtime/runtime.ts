@@ -59,4 +59,10 @@ export interface ModelRuntime extends AsyncDisposable {
   detokenize(tokens: readonly Token[]): string;
   isEndOfGeneration(token: Token): boolean;
   readonly sequences: readonly RuntimeSequence[];
+  /**
+   * KV positions no sequence accounts for: for every sequence, how far the KV cache's last
+   * position of it is from the tokens it holds (0 when they agree). A leak detector; where a
+   * runtime cannot tell, undefined.
+   */
+  kvStrayTokens?(): Promise<number>;
 }
