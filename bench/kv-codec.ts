@@ -28,7 +28,7 @@ import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import type { LlamaContextSequence } from "node-llama-cpp";
 import { DEFAULT_CODEC, kvCodec } from "../engine/kvcodec/codec.ts";
-import { createKvStorePod } from "../engine/kvstore/kvstore-pod.ts";
+import { createKvStorePod } from "../engine/kvstore-pod.ts";
 import { decodeKvEntry, encodeKvEntry } from "../engine/kvstore/kv-entry.ts";
 import { kvBlockHashes } from "../engine/kvstore/block-keys.ts";
 import { listen } from "../engine/test/harness.ts";

@@ -18,7 +18,7 @@
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
-import { createKvStorePod } from "../engine/kvstore/kvstore-pod.ts";
+import { createKvStorePod } from "../engine/kvstore-pod.ts";
 import { DEFAULT_CODEC } from "../engine/kvcodec/codec.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { listen, metricValue, startPod, type RunningPod, streamTtftMs } from "../engine/test/harness.ts";

@@ -12,7 +12,7 @@ import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { startS3Server } from "../scripts/s3/moto-server.ts";
 import { kvBlockHashes } from "../engine/kvstore/block-keys.ts";
-import { createKvStorePod, type KvStorePod } from "../engine/kvstore/kvstore-pod.ts";
+import { createKvStorePod, type KvStorePod } from "../engine/kvstore-pod.ts";
 import { parseTierSpec } from "../engine/kvstore/tier-spec.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { listen, startPod, type RunningPod, streamTtftMs } from "../engine/test/harness.ts";

@@ -8,7 +8,7 @@ import { RouterUpstreams } from "./router/upstreams.ts";
 import { discoverEndpoints, serviceOf } from "./router/endpoint-slices.ts";
 import { KubeClient } from "../operator/kube/client.ts";
 import { createEngineMetrics } from "./metrics/engine-metrics.ts";
-import { createKvStorePod } from "./kvstore/kvstore-pod.ts";
+import { createKvStorePod } from "./kvstore-pod.ts";
 
 function kubeClientForDiscovery(): KubeClient {
   try {

@@ -11,7 +11,7 @@ import { basename } from "node:path";
 import express from "express";
 import { Gauge } from "prom-client";
 import { createKvClientMetrics } from "./kvstore/client-metrics.ts";
-import { contextsRoute } from "./kvstore/contexts-route.ts";
+import { contextsRoute } from "./http/contexts-route.ts";
 import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
 import type { ModelRuntime } from "./runtime/runtime.ts";
 import { NativeRuntime } from "./runtime/native-runtime.ts";

@@ -4,6 +4,7 @@
  * called through its CompletionService with no HTTP, JSON or SSE in between. The ratio of the HTTP
  * figure to this one is what the HTTP path costs.
  */
+import { parseOpenAIRequest } from "../../engine/http/openai-request.ts";
 import type { ModelPod } from "../../engine/pod.ts";
 import type { CompletionRequest, StreamOutcome } from "./load-client.ts";
 
@@ -12,7 +13,8 @@ export function inProcessSender(pod: ModelPod): (req: CompletionRequest) => Prom
     const t0 = performance.now();
     const outcome: StreamOutcome = { ok: false, status: 200, tokens: 0, ttftMs: NaN, gapsMs: [], disconnected: false, complete: false };
     try {
-      const prepared = pod.service.prepare({ model: "default", prompt: req.prompt, max_tokens: req.maxTokens, temperature: 0, stream: true, ...req.extra }, "completion", t0);
+      const body = { model: "default", prompt: req.prompt, max_tokens: req.maxTokens, temperature: 0, stream: true, ...req.extra };
+      const prepared = pod.service.prepare(parseOpenAIRequest(body, "completion", pod.service.runtime.info.modelId), t0);
       const gen = pod.service.generate(prepared, { signal: new AbortController().signal });
       let last = t0;
       let step = await gen.next();

@@ -6,7 +6,7 @@ import express, { type Express, type Request, type Response, type Router } from 
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
 import { errorHandler, notFound } from "./http-error.ts";
-import type { RequestKind } from "./openai-request.ts";
+import { parseOpenAIRequest, type RequestKind } from "./openai-request.ts";
 import { clientGone, respondWithGeneration } from "./respond.ts";
 
 export interface EngineAppDeps {
@@ -43,7 +43,7 @@ export function observabilityRoutes(metrics: EngineMetrics, ready: () => boolean
 
 function completionHandler(service: CompletionService, kind: RequestKind) {
   return async (req: Request, res: Response): Promise<void> => {
-    const prepared = service.prepare(req.body, kind);
+    const prepared = service.prepare(parseOpenAIRequest(req.body, kind, service.runtime.info.modelId));
     const gone = clientGone(req, res);
     await respondWithGeneration(service, prepared, res, { signal: gone.signal });
   };

@@ -1,5 +1,6 @@
 /** Handlers throw HttpError; one error handler renders OpenAI-style error bodies. */
 import type { ErrorRequestHandler, RequestHandler } from "express";
+import { ContextLengthError, EmptyPromptError, QueueAbortedError, QueueFullError } from "../serving/errors.ts";
 
 export interface OpenAIErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -39,9 +40,23 @@ export class HttpError extends Error {
 export const invalidParam = (param: string, message: string): HttpError =>
   new HttpError(400, message, { param, code: "invalid_value" });
 
-/** body-parser marks its errors with `type`; map them before they look like server errors. */
-function toHttpError(err: unknown): HttpError {
+/** The serving layer's typed refusals, as OpenAI-style HTTP errors. */
+function servingError(err: unknown): HttpError | undefined {
+  if (err instanceof ContextLengthError) return new HttpError(400, err.message, { param: "max_tokens", code: "context_length_exceeded" });
+  if (err instanceof EmptyPromptError) return new HttpError(400, err.message, { param: "prompt" });
+  if (err instanceof QueueFullError) return new HttpError(429, err.message, { type: "rate_limit_error", code: "queue_full", headers: { "Retry-After": "1" } });
+  if (err instanceof QueueAbortedError) return new HttpError(499, err.message, { code: "cancelled" });
+  return undefined;
+}
+
+/**
+ * Any error as the HTTP error to answer with: HttpErrors as they are, the serving layer's typed
+ * errors, body-parser's (marked with `type`; mapped before they look like server errors), else 500.
+ */
+export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
+  const serving = servingError(err);
+  if (serving) return serving;
   const e = err as { type?: string; status?: number; message?: string };
   if (e.type === "entity.parse.failed") return new HttpError(400, `malformed JSON in request body: ${e.message}`, { code: "invalid_json" });
   if (e.type === "entity.too.large") return new HttpError(413, "request body too large", { code: "body_too_large" });

@@ -1,22 +1,9 @@
 /** Validation of OpenAI completion and chat requests into one engine-level request. */
 import type { ChatMessage, Sampling } from "../runtime/runtime.ts";
+import type { GenerationRequest, RequestKind } from "../serving/request.ts";
 import { HttpError, invalidParam } from "./http-error.ts";
 
-export type RequestKind = "completion" | "chat";
-
-export interface ParsedRequest {
-  kind: RequestKind;
-  model: string;
-  prompt?: string;
-  messages?: ChatMessage[];
-  /** undefined: as many as fit in the context (chat) */
-  maxTokens: number | undefined;
-  sampling: Sampling;
-  stop: string[];
-  stream: boolean;
-  /** stream_options.include_usage: a last chunk carries the usage (OpenAI's streamed usage). */
-  streamUsage: boolean;
-}
+export type { GenerationRequest, RequestKind };
 
 type Body = Record<string, unknown>;
 
@@ -104,7 +91,7 @@ function parseStreamUsage(body: Body): boolean {
 }
 
 /** `servedModel` is the model's id; "default" always names it too. */
-export function parseOpenAIRequest(raw: unknown, kind: RequestKind, servedModel: string): ParsedRequest {
+export function parseOpenAIRequest(raw: unknown, kind: RequestKind, servedModel: string): GenerationRequest {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
     throw new HttpError(400, "request body must be a JSON object", { code: "invalid_json" });
   }
@@ -122,13 +109,4 @@ export function parseOpenAIRequest(raw: unknown, kind: RequestKind, servedModel:
     stream: body.stream === true,
     streamUsage: parseStreamUsage(body),
   };
-}
-
-export function contextLengthError(contextSize: number, promptTokens: number, maxTokens: number): HttpError {
-  return new HttpError(
-    400,
-    `This model's maximum context length is ${contextSize} tokens. However, you requested ${promptTokens + maxTokens} tokens ` +
-      `(${promptTokens} in the prompt, ${maxTokens} for the completion). Please reduce the prompt or max_tokens.`,
-    { param: "max_tokens", code: "context_length_exceeded" },
-  );
 }

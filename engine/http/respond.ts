@@ -4,7 +4,7 @@
  */
 import type { Request, Response } from "express";
 import type { CompletionService, GenerateOptions, GenerationResult, PreparedRequest } from "../serving/completion-service.ts";
-import { HttpError } from "./http-error.ts";
+import { toHttpError } from "./http-error.ts";
 import { chunkBody, newResponseMeta, usageChunkBody, wholeBody, type ResponseMeta } from "./openai-format.ts";
 
 /** Aborts when the client goes away before the response finished. */
@@ -47,7 +47,7 @@ async function streamResponse(
     res.end();
   } catch (err) {
     if (!started) throw err;
-    const httpError = err instanceof HttpError ? err : new HttpError(500, String((err as Error).message ?? err));
+    const httpError = toHttpError(err);
     writeSse(res, httpError.body());
     res.end();
   }

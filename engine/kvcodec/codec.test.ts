@@ -6,7 +6,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { startPod, type RunningPod } from "../test/harness.ts";
-import { summariseSeqState, truncateSeqState } from "../pd/kv-state.ts";
+import { summariseSeqState, truncateSeqState } from "../runtime/seq-state.ts";
 import { kvCodec } from "./codec.ts";
 import { f32ToF16, F16_TO_F32, splitState } from "./state-tensors.ts";
 

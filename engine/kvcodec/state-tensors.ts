@@ -1,5 +1,5 @@
 /**
- * Splits a llama.cpp sequence state (layout in pd/kv-state.ts) into opaque byte runs and the
+ * Splits a llama.cpp sequence state (layout in runtime/seq-state.ts) into opaque byte runs and the
  * F16 K/V tensors of each layer, so codecs can work on tensors and copy the rest. A tensor is
  * rows x cols F16 elements; `tokenAxis` says which axis runs along tokens (K and untransposed V:
  * rows = cells; transposed V: cols = cells). `layer` is the layer index within its section.

@@ -12,11 +12,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import express from "express";
 import { listen, metricValue, postJson, startPod, type Running, type RunningPod, completionWithReuse } from "../test/harness.ts";
-import { commonPrefixLength } from "../serving/sequence-pool.ts";
+import { commonPrefixLength } from "../runtime/runtime.ts";
 import { kvBlockHashes } from "./block-keys.ts";
 import { encodeKvEntry } from "./kv-entry.ts";
-import { createKvStorePod, type KvStorePod } from "./kvstore-pod.ts";
-import { createKvStoreApp } from "./store-app.ts";
+import { createKvStorePod, type KvStorePod } from "../kvstore-pod.ts";
+import { createKvStoreApp } from "../http/kvstore-app.ts";
 import { parseTierSpec } from "./tier-spec.ts";
 
 const MODEL = "synthetic://tiny";

@@ -13,7 +13,7 @@ import { listen, postJson, type Running } from "../test/harness.ts";
 import { kvBlockHashes } from "./block-keys.ts";
 import { DiskTier } from "./disk-tier.ts";
 import { encodeKvEntry } from "./kv-entry.ts";
-import { createKvStorePod, type KvStorePod } from "./kvstore-pod.ts";
+import { createKvStorePod, type KvStorePod } from "../kvstore-pod.ts";
 import { MemoryTier } from "./memory-tier.ts";
 import { parseTierSpec } from "./tier-spec.ts";
 

@@ -15,7 +15,7 @@ import { kvBlockHashes, type KeySalt } from "./block-keys.ts";
 import type { KvClientMetrics } from "./client-metrics.ts";
 import { runCodec } from "../kvcodec/codec-offload.ts";
 import { kvCodec } from "../kvcodec/codec.ts";
-import { normaliseSeqState, truncateSeqState, type KvLayout } from "../pd/kv-state.ts";
+import { normaliseSeqState, truncateSeqState, type KvLayout } from "../runtime/seq-state.ts";
 import type { RuntimeSequence, Token } from "../runtime/runtime.ts";
 
 export interface PrefixCacheOptions {

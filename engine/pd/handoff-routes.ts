@@ -14,11 +14,11 @@ import type { EngineMetrics, Role } from "../metrics/engine-metrics.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
 import { HttpError } from "../http/http-error.ts";
 import { httpUrl } from "../http/http-url.ts";
-import type { RequestKind } from "../http/openai-request.ts";
+import { parseOpenAIRequest, type RequestKind } from "../http/openai-request.ts";
 import { clientGone, respondWithGeneration } from "../http/respond.ts";
 import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
-import { normaliseSeqState } from "./kv-state.ts";
+import { normaliseSeqState } from "../runtime/seq-state.ts";
 
 export interface HandoffDeps {
   role: Exclude<Role, "router">;
@@ -100,7 +100,7 @@ function prefillHandler(deps: HandoffDeps) {
     const handoffId = typeof body.handoffId === "string" ? body.handoffId : crypto.randomUUID();
     const decodeUrl = typeof body.decodeUrl === "string" ? body.decodeUrl : deps.decodeUrls[0];
     if (!decodeUrl) throw new HttpError(400, "no decode pod: pass decodeUrl or start the prefill pod with --decode", { param: "decodeUrl" });
-    const prepared = service.prepare(body.request, parseKind(body.kind));
+    const prepared = service.prepare(parseOpenAIRequest(body.request, parseKind(body.kind), service.runtime.info.modelId));
     const t0 = performance.now();
     const { state, prefixHitTokens } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
@@ -154,7 +154,7 @@ function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
 function generateHandler(deps: HandoffDeps, store: HandoffStore) {
   return async (req: Request, res: Response): Promise<void> => {
     const body = (req.body ?? {}) as { request?: unknown; kind?: unknown };
-    const prepared = deps.service.prepare(body.request, parseKind(body.kind));
+    const prepared = deps.service.prepare(parseOpenAIRequest(body.request, parseKind(body.kind), deps.service.runtime.info.modelId));
     const staged = store.take(String(req.params.id));
     if (!staged) throw new HttpError(404, `no staged KV state ${req.params.id} (expired or never received)`, { code: "handoff_not_found" });
     const expected = prepared.prompt.slice(0, -1);

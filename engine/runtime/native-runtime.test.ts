@@ -16,7 +16,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { ensureDefaultModel } from "../model/fetch.ts";
 import { nativeAddonPath } from "../native/binding.ts";
-import { normaliseSeqState, summariseSeqState } from "../pd/kv-state.ts";
+import { normaliseSeqState, summariseSeqState } from "./seq-state.ts";
 import { LlamaRuntime } from "./llama-runtime.ts";
 import { NativeRuntime } from "./native-runtime.ts";
 import type { RuntimeSequence, Sampling, Token } from "./runtime.ts";

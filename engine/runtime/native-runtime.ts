@@ -9,9 +9,8 @@
  */
 import { basename } from "node:path";
 import { loadNativeAddon, type NativeEngine } from "../native/binding.ts";
-import type { ChatMessage, ModelRuntime, RuntimeInfo, RuntimeSequence, Sampling, Token } from "./runtime.ts";
-import { seqStateTokens } from "../pd/kv-state.ts";
-import { commonPrefixLength } from "../serving/sequence-pool.ts";
+import { commonPrefixLength, type ChatMessage, type ModelRuntime, type RuntimeInfo, type RuntimeSequence, type Sampling, type Token } from "./runtime.ts";
+import { seqStateTokens } from "./seq-state.ts";
 import type { LlamaRuntimeOptions } from "./llama-runtime.ts";
 import { StepScheduler } from "./step-scheduler.ts";
 

@@ -66,3 +66,11 @@ export interface ModelRuntime extends AsyncDisposable {
    */
   kvStrayTokens?(): Promise<number>;
 }
+
+/** How many leading tokens two sequences share. */
+export function commonPrefixLength(a: readonly Token[], b: readonly Token[]): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}

@@ -9,14 +9,15 @@
  */
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { ModelRuntime, Token } from "../runtime/runtime.ts";
-import { HttpError } from "../http/http-error.ts";
-import { contextLengthError, parseOpenAIRequest, type ParsedRequest, type RequestKind } from "../http/openai-request.ts";
+import { commonPrefixLength } from "../runtime/runtime.ts";
 import type { KvPrefixCache, PrefixLoad } from "../kvstore/prefix-cache.ts";
-import { commonPrefixLength, QueueAbortedError, QueueFullError, type SequenceLease, type SequencePool } from "./sequence-pool.ts";
+import { ContextLengthError, EmptyPromptError } from "./errors.ts";
+import type { GenerationRequest } from "./request.ts";
+import type { SequenceLease, SequencePool } from "./sequence-pool.ts";
 import { TextAssembler } from "./text-assembler.ts";
 
 export interface PreparedRequest {
-  parsed: ParsedRequest;
+  parsed: GenerationRequest;
   prompt: Token[];
   maxTokens: number;
   stop: string[];
@@ -49,37 +50,30 @@ export class CompletionService {
     readonly kvCache?: KvPrefixCache,
   ) {}
 
-  prepare(body: unknown, kind: RequestKind, arrivedAt = performance.now()): PreparedRequest {
+  /** Tokenizes a validated request and checks it fits the context (ContextLengthError, EmptyPromptError). */
+  prepare(parsed: GenerationRequest, arrivedAt = performance.now()): PreparedRequest {
     const { info } = this.runtime;
-    const parsed = parseOpenAIRequest(body, kind, info.modelId);
     const { prompt, stop } = this.tokenizeRequest(parsed);
     const maxTokens = parsed.maxTokens ?? info.contextSize - prompt.length;
     if (maxTokens < 1 || prompt.length + maxTokens > info.contextSize) {
-      throw contextLengthError(info.contextSize, prompt.length, Math.max(1, maxTokens));
+      throw new ContextLengthError(info.contextSize, prompt.length, Math.max(1, maxTokens));
     }
     return { parsed, prompt, maxTokens, stop, arrivedAt };
   }
 
-  private tokenizeRequest(parsed: ParsedRequest): { prompt: Token[]; stop: string[] } {
+  private tokenizeRequest(parsed: GenerationRequest): { prompt: Token[]; stop: string[] } {
     if (parsed.messages) {
       const chat = this.runtime.tokenizeChat(parsed.messages);
       return { prompt: chat.tokens, stop: [...parsed.stop, ...chat.stop] };
     }
     const prompt = this.runtime.tokenize(parsed.prompt ?? "");
-    if (prompt.length === 0) throw new HttpError(400, "prompt is empty", { param: "prompt" });
+    if (prompt.length === 0) throw new EmptyPromptError();
     return { prompt, stop: parsed.stop };
   }
 
-  async acquire(prompt: readonly Token[], signal: AbortSignal): Promise<SequenceLease> {
-    try {
-      return await this.pool.acquire(prompt, signal);
-    } catch (err) {
-      if (err instanceof QueueFullError) {
-        throw new HttpError(429, err.message, { type: "rate_limit_error", code: "queue_full", headers: { "Retry-After": "1" } });
-      }
-      if (err instanceof QueueAbortedError) throw new HttpError(499, err.message, { code: "cancelled" });
-      throw err;
-    }
+  /** A sequence for the prompt; QueueFullError or QueueAbortedError when none can be had. */
+  acquire(prompt: readonly Token[], signal: AbortSignal): Promise<SequenceLease> {
+    return this.pool.acquire(prompt, signal);
   }
 
   /** Prefill role: evaluate prompt[0..n-1) and export that KV. The sequence keeps it for reuse. */

@@ -4,19 +4,11 @@
  * A free sequence still holds the KV of its last request; a new request gets the free sequence
  * with the longest common prefix with its prompt, so prefix reuse needs no separate cache.
  */
-import type { RuntimeSequence, Token } from "../runtime/runtime.ts";
+import { commonPrefixLength, type RuntimeSequence, type Token } from "../runtime/runtime.ts";
 
-export class QueueFullError extends Error {
-  constructor(readonly maxQueue: number) {
-    super(`admission queue is full (${maxQueue} waiting); retry later`);
-  }
-}
+import { QueueAbortedError, QueueFullError } from "./errors.ts";
 
-export class QueueAbortedError extends Error {
-  constructor() {
-    super("request cancelled while queued");
-  }
-}
+export { QueueAbortedError, QueueFullError };
 
 export interface SequenceLease {
   readonly sequence: RuntimeSequence;
@@ -27,13 +19,6 @@ interface Waiter {
   prompt: readonly Token[];
   resolve(lease: SequenceLease): void;
   reject(err: Error): void;
-}
-
-export function commonPrefixLength(a: readonly Token[], b: readonly Token[]): number {
-  const n = Math.min(a.length, b.length);
-  let i = 0;
-  while (i < n && a[i] === b[i]) i++;
-  return i;
 }
 
 export class SequencePool {

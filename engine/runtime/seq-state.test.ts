@@ -4,8 +4,8 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { ensureModel } from "../model/fetch.ts";
-import { NativeRuntime } from "../runtime/native-runtime.ts";
-import { normaliseSeqState, summariseSeqState } from "./kv-state.ts";
+import { NativeRuntime } from "./native-runtime.ts";
+import { normaliseSeqState, summariseSeqState } from "./seq-state.ts";
 
 let rt: NativeRuntime;
 let state: Buffer;

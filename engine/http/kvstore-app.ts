@@ -12,11 +12,11 @@
  *   GET    /health, /ready, /metrics
  */
 import express, { type Express, type Request, type Response } from "express";
-import { errorHandler, HttpError, notFound } from "../http/http-error.ts";
-import { isValidKvEntry } from "./kv-entry.ts";
-import type { KvStoreMetrics } from "./store-metrics.ts";
-import { checkKey } from "./tier.ts";
-import type { TieredStore } from "./tiered-store.ts";
+import { errorHandler, HttpError, notFound } from "./http-error.ts";
+import { isValidKvEntry } from "../kvstore/kv-entry.ts";
+import type { KvStoreMetrics } from "../kvstore/store-metrics.ts";
+import { checkKey } from "../kvstore/tier.ts";
+import type { TieredStore } from "../kvstore/tiered-store.ts";
 
 export interface KvStoreConfig {
   blockTokens: number;

@@ -1,13 +1,13 @@
 /** Assembles the kvstore role from its options: tiers (opened in order), metrics, app. */
 import type { Express } from "express";
-import { DiskTier } from "./disk-tier.ts";
-import { MemoryTier } from "./memory-tier.ts";
-import { S3Tier } from "./s3-tier.ts";
-import { createKvStoreApp, type KvStoreConfig } from "./store-app.ts";
-import { createKvStoreMetrics, type KvStoreMetrics } from "./store-metrics.ts";
-import type { KvTier } from "./tier.ts";
-import type { TierSpec } from "./tier-spec.ts";
-import { TieredStore } from "./tiered-store.ts";
+import { DiskTier } from "./kvstore/disk-tier.ts";
+import { MemoryTier } from "./kvstore/memory-tier.ts";
+import { S3Tier } from "./kvstore/s3-tier.ts";
+import { createKvStoreApp, type KvStoreConfig } from "./http/kvstore-app.ts";
+import { createKvStoreMetrics, type KvStoreMetrics } from "./kvstore/store-metrics.ts";
+import type { KvTier } from "./kvstore/tier.ts";
+import type { TierSpec } from "./kvstore/tier-spec.ts";
+import { TieredStore } from "./kvstore/tiered-store.ts";
 
 export interface KvStorePodOptions extends KvStoreConfig {
   tiers: TierSpec[];

@@ -6,11 +6,11 @@
  * Only whole blocks are stored; `stored_tokens` is the block-aligned length.
  */
 import express, { type Request, type Response, type Router } from "express";
-import { HttpError } from "../http/http-error.ts";
-import { clientGone } from "../http/respond.ts";
+import { HttpError } from "./http-error.ts";
+import { clientGone } from "./respond.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
-import { commonPrefixLength } from "../serving/sequence-pool.ts";
-import type { KvPrefixCache } from "./prefix-cache.ts";
+import { commonPrefixLength } from "../runtime/runtime.ts";
+import type { KvPrefixCache } from "../kvstore/prefix-cache.ts";
 
 function contextText(body: unknown): string {
   const b = (body ?? {}) as { text?: unknown; prompt?: unknown };
