@@ -1,5 +1,5 @@
 /** `npm run engine -- --role aggregated|prefill|decode|router|kvstore [...]`; see engine/README.md. */
-import type { Server } from "node:http";
+import type { RequestListener } from "node:http";
 import { HELP, parseEngineOptions } from "./cli/options.ts";
 import { createModelPod } from "./pod.ts";
 import { createRouterApp } from "./router/router-app.ts";
@@ -9,6 +9,7 @@ import { discoverEndpoints, serviceOf } from "./router/endpoint-slices.ts";
 import { KubeClient } from "../operator/kube/client.ts";
 import { createEngineMetrics } from "./metrics/engine-metrics.ts";
 import { createKvStorePod } from "./kvstore-pod.ts";
+import { drainingServer } from "./http/drain.ts";
 
 function kubeClientForDiscovery(): KubeClient {
   try {
@@ -45,19 +46,29 @@ async function main(): Promise<void> {
     app = pod.app;
     dispose = async () => pod[Symbol.asyncDispose]();
   }
-  const server: Server = app.listen(options.port, options.host, () => {
+  const http = drainingServer(app as RequestListener);
+  http.server.listen(options.port, options.host, () => {
     process.stderr.write(`llmfleet engine (${options.role}) listening on ${options.host}:${options.port}\n`);
   });
-  const shutdown = (): void => {
-    server.close();
-    server.closeAllConnections();
-    dispose().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+  let stopping = false;
+  const shutdown = (signal: NodeJS.Signals): void => {
+    if (stopping) process.exit(1); // a second signal: stop now
+    stopping = true;
+    const delayMs = signal === "SIGTERM" ? options.drainDelaySeconds * 1000 : 0;
+    process.stderr.write(`engine: ${signal}: draining (${http.inFlight} requests in flight, up to ${options.drainTimeoutSeconds} s)\n`);
+    http
+      .drain({ delayMs, timeoutMs: options.drainTimeoutSeconds * 1000 })
+      .then(({ cut, waitedMs }) => {
+        process.stderr.write(`engine: drained in ${waitedMs} ms${cut > 0 ? `; ${cut} requests still running were cut` : ""}\n`);
+        return dispose();
+      })
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
   };
-  process.once("SIGTERM", shutdown);
-  process.once("SIGINT", shutdown);
+  process.on("SIGTERM", shutdown);
+  process.on("SIGINT", shutdown);
 }
 
 main().catch((err: unknown) => {

@@ -48,6 +48,10 @@ export interface EngineOptions {
   upstreamsFile: string | undefined;
   /** Router: resolve Service URLs to their ready pods through EndpointSlices (default off). */
   discoverEndpoints: boolean;
+  /** On SIGTERM: seconds to keep serving after readiness drops (default 0). */
+  drainDelaySeconds: number;
+  /** On SIGTERM: longest wait for requests in flight once no new ones are accepted (default 30). */
+  drainTimeoutSeconds: number;
   /** Expected sha256 of the model file, "sha256:<hex>"; the pod refuses another file. */
   modelChecksum: string | undefined;
   /** Prefill/aggregated: KV store endpoint; prompts' cached prefixes are loaded from it. */
@@ -113,6 +117,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        disk: path=DIR; objectStore: endpoint=URL,bucket=B[,region=R]
                        (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
                        (default: name=ram,medium=memory,capacity=1Gi)
+  --drain-delay-seconds N    on SIGTERM, /ready answers 503 at once and new requests are still served
+                       this long, so that Services stop sending them (default: 0)
+  --drain-timeout-seconds N  on SIGTERM, then the longest wait for requests in flight (streams, KV
+                       hand-offs) before their connections are closed (default: 30)
   --help               this text
 `;
 
@@ -120,6 +128,13 @@ function positiveInt(name: string, value: string | undefined, fallback: number):
   if (value === undefined) return fallback;
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${value}`);
+  return n;
+}
+
+function nonNegativeInt(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isInteger(n) || n < 0) throw new Error(`--${name} must be an integer >= 0, got ${value}`);
   return n;
 }
 
@@ -159,6 +174,8 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "upstreams-file": { type: "string" },
       "discover-endpoints": { type: "boolean" },
       "model-checksum": { type: "string" },
+      "drain-delay-seconds": { type: "string" },
+      "drain-timeout-seconds": { type: "string" },
       "kv-store": { type: "string" },
       "kv-store-timeout-ms": { type: "string" },
       "block-tokens": { type: "string" },
@@ -204,6 +221,8 @@ function toOptions(raw: RawValues): EngineOptions {
     upstreamsFile: v["upstreams-file"],
     discoverEndpoints: v["discover-endpoints"] ?? false,
     modelChecksum: checksum(v["model-checksum"]),
+    drainDelaySeconds: nonNegativeInt("drain-delay-seconds", v["drain-delay-seconds"], 0),
+    drainTimeoutSeconds: nonNegativeInt("drain-timeout-seconds", v["drain-timeout-seconds"], 30),
     ...kvOptions(v),
   };
 }

@@ -7,7 +7,7 @@ import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
 import { ENGINE_PORT, type Component } from "./labels.ts";
 import { nameOf } from "../kube/types.ts";
 import { parseQuantity } from "./quantity.ts";
-import { runtimeArgs, runtimeSettings, type PodPlacement } from "./runtime-args.ts";
+import { runtimeArgs, runtimeSettings, type DrainPlan, type PodPlacement } from "./runtime-args.ts";
 
 export const MODEL_CACHE_PATH = "/var/cache/llmfleet";
 export const GPU_RESOURCE = "nvidia.com/gpu";
@@ -26,6 +26,8 @@ export interface EnginePodInput {
   mounts?: V1VolumeMount[];
   /** A ServiceAccount whose token the pod mounts (it reads the API); default none, no token. */
   serviceAccountName?: string;
+  /** How the engine drains on SIGTERM; the pod's grace period follows. */
+  drain: DrainPlan;
 }
 
 /** What a model-loading pod's flags depend on besides the Model: its CPU and its placement. */
@@ -54,6 +56,8 @@ export function modelExtraArgs(model: Model): string[] {
   return model.spec.runtime?.extraArgs ?? [];
 }
 
+const drainArgs = (d: DrainPlan): string[] => ["--drain-delay-seconds", String(d.delaySeconds), "--drain-timeout-seconds", String(d.timeoutSeconds)];
+
 export function enginePodTemplate(input: EnginePodInput): V1PodTemplateSpec {
   const placement = nodePlacement(input.nodeGroup, input.gpus);
   return {
@@ -62,6 +66,8 @@ export function enginePodTemplate(input: EnginePodInput): V1PodTemplateSpec {
       enableServiceLinks: false,
       ...(input.serviceAccountName ? { serviceAccountName: input.serviceAccountName } : {}),
       automountServiceAccountToken: input.serviceAccountName !== undefined,
+      // The engine's drain (delay + timeout) and a margin to exit after it.
+      terminationGracePeriodSeconds: input.drain.delaySeconds + input.drain.timeoutSeconds + 5,
       securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: "RuntimeDefault" } },
       ...placement,
       containers: [engineContainer(input)],
@@ -76,7 +82,7 @@ function engineContainer(input: EnginePodInput): V1Container {
   return {
     name: "engine",
     image: input.image,
-    args: ["--role", input.role, "--port", String(ENGINE_PORT), ...input.args],
+    args: ["--role", input.role, "--port", String(ENGINE_PORT), ...drainArgs(input.drain), ...input.args],
     ports: [{ name: "http", containerPort: ENGINE_PORT, protocol: "TCP" }],
     env: [{ name: "LLMFLEET_CACHE", value: MODEL_CACHE_PATH }, ...(input.env ?? [])],
     resources: { requests: { cpu: String(input.cpu), memory: String(input.memory) }, limits },

@@ -8,6 +8,7 @@ import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/ty
 import { ownerRef, service, statefulSet, type ChildMeta } from "./children.ts";
 import { readinessConditions, setConditions, type Plan } from "./conditions.ts";
 import { enginePodTemplate } from "./engine-pod.ts";
+import { SHORT_DRAIN } from "./runtime-args.ts";
 import { childLabels, childName, selectorLabels, serviceURL } from "./labels.ts";
 import { formatMi, parseQuantity } from "./quantity.ts";
 
@@ -97,6 +98,7 @@ function kvStoreChildren(store: KVStore, engineImage: string): KubeObject[] {
     memory: kvStoreMemory(store),
     env: credentialsEnv(store.spec.tiers),
     mounts,
+    drain: SHORT_DRAIN,
   });
   return [statefulSet(meta, store.spec.replicas, template, claims), service(meta)];
 }

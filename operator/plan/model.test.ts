@@ -16,7 +16,8 @@ test("a Model becomes the router Deployment and Service, wired to its pools", ()
     ["Deployment/gemma-router", "Service/gemma-router", "ServiceAccount/gemma-router", "Role/gemma-router", "RoleBinding/gemma-router"],
   );
   const args = (plan.children[0] as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
-  assert.deepEqual(args.slice(0, 7), ["--role", "router", "--port", "8000", "--policy", "prefix-aware", "--discover-endpoints"]);
+  assert.deepEqual(args.slice(0, 5), ["--role", "router", "--port", "8000", "--drain-delay-seconds"]);
+  assert.deepEqual(args.slice(8, 11), ["--policy", "prefix-aware", "--discover-endpoints"]);
   assert.equal(args[args.indexOf("--prefill") + 1], "http://pa-prefill.ns.svc:8000,http://pb-prefill.ns.svc:8000");
   assert.equal(args[args.indexOf("--decode") + 1], "http://d-decode.ns.svc:8000");
   assert.equal((plan.children[1] as V1Service).spec?.ports?.[0]?.port, 80);

@@ -6,7 +6,7 @@ import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/ty
 import { deployment, disruptionBudget, ownerRef, podIdentity, service, type ChildMeta } from "./children.ts";
 import { setConditions, type ConditionInput, type Plan } from "./conditions.ts";
 import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
-import { aggregatedGPUs, modelOnGPUs } from "./runtime-args.ts";
+import { aggregatedGPUs, modelDrain, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, ROUTER_SERVICE_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { decodeServiceURLs, desiredReplicas } from "./pools.ts";
 
@@ -61,6 +61,8 @@ function routerChildren(model: Model, world: ModelWorld): KubeObject[] {
     cpu: "500m",
     memory: "512Mi",
     serviceAccountName: m.name,
+    // The router relays the streams: it waits as long as the pods behind it.
+    drain: modelDrain(model, modelOnGPUs(model, [...world.prefillPools, ...world.decodePools])),
   });
   const readEndpoints = [{ apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["get", "list", "watch"] }];
   return [deployment(m, model.spec.routing?.replicas ?? 1, template), service(m, { port: ROUTER_SERVICE_PORT }), ...podIdentity(m, readEndpoints)];
@@ -80,6 +82,7 @@ function aggregatedChildren(model: Model, world: ModelWorld, replicas: number): 
     cpu,
     memory,
     nodeGroup: world.nodeGroup,
+    drain: modelDrain(model, onGPUs),
   });
   return [deployment(m, replicas, template), service(m), disruptionBudget(m)];
 }

