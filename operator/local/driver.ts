@@ -8,7 +8,7 @@
 import { renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { UpstreamsFile } from "../../engine/router/upstreams-file.ts";
-import { freePorts } from "../../scripts/cluster/procs.ts";
+import { freePorts } from "./ports.ts";
 import { replicaArgs, type PlannedDeployment } from "./fleet.ts";
 import { startEngine, stopEngines, waitHealthy, withFlag, type EngineProcessSpec, type RunningEngine } from "./processes.ts";
 import { drainFromRouters, routerWiring, type RouterWiring } from "./routers.ts";

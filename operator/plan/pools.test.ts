@@ -68,13 +68,13 @@ test("a prefill pool becomes a Deployment, Service and PDB owned by the pool", (
 test("engine pods drain on SIGTERM for the longest generation the Model allows, and their grace period covers it", () => {
   const model = aModel();
   model.spec.runtime = { engine: "bundled", contextSize: 8192 };
-  model.spec.slo = { itlP90: "20ms" };
+  model.spec.slo = { ttftP90: "500ms", itlP90: "20ms" };
   const spec = (planPrefillPool(aPrefillPool(), world({ model })).children[0] as V1Deployment).spec?.template.spec;
   const args = spec?.containers[0]?.args ?? [];
   // 8192 tokens at 20 ms each, plus 10 s; the pod's grace adds the 5 s delay and 5 s to exit.
   assert.deepEqual(args.slice(4, 8), ["--drain-delay-seconds", "5", "--drain-timeout-seconds", "174"]);
   assert.equal(spec?.terminationGracePeriodSeconds, 184);
-  model.spec.slo = {};
+  delete model.spec.slo;
   const byDefault = (planPrefillPool(aPrefillPool(), world({ model })).children[0] as V1Deployment).spec?.template.spec?.containers[0]?.args ?? [];
   assert.equal(byDefault[byDefault.indexOf("--drain-timeout-seconds") + 1], String(Math.ceil(8192 * 0.05) + 10), "the 50ms ITL default");
 });

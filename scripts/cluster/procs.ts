@@ -4,9 +4,11 @@
 // command line still names that binary, so a recycled pid of an unrelated process is never killed.
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type AddressInfo } from "node:net";
 import { basename, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { freePorts } from "../../operator/local/ports.ts";
+
+export { freePorts };
 
 export function logPath(dir: string, name: string): string {
   return join(dir, "logs", `${name}.log`);
@@ -101,17 +103,3 @@ export function tailLog(dir: string, name: string, lines = 40): string {
  * Asks the kernel for `count` distinct free loopback ports. All listeners are held open until
  * every port is known so the same port is never handed out twice.
  */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => {
-      const server = createServer();
-      return new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(0, "127.0.0.1", () => resolve(server));
-      });
-    }),
-  );
-  const ports = servers.map((s) => (s.address() as AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  return ports;
-}
