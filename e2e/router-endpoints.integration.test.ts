@@ -6,7 +6,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { adminClient, ensureNamespace } from "../operator/testing/cluster.ts";
-import { R } from "../operator/kube/resources.ts";
+import { R } from "../lib/kube/resources.ts";
 import { kubectlOk } from "./harness/kubectl.ts";
 import { eventually } from "./harness/eventually.ts";
 import { createEngineMetrics } from "../engine/metrics/engine-metrics.ts";

@@ -6,7 +6,7 @@ import { createRouterApp } from "./router/router-app.ts";
 import { watchUpstreamsFile } from "./router/upstreams-file.ts";
 import { RouterUpstreams } from "./router/upstreams.ts";
 import { discoverEndpoints, serviceOf } from "./router/endpoint-slices.ts";
-import { KubeClient } from "../operator/kube/client.ts";
+import { KubeClient } from "../lib/kube/client.ts";
 import { createEngineMetrics } from "./metrics/engine-metrics.ts";
 import { createKvStorePod } from "./kvstore-pod.ts";
 import { drainingServer } from "./http/drain.ts";

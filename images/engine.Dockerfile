@@ -9,9 +9,8 @@ COPY package.json package-lock.json ./
 RUN npm install --omit=dev --no-audit --no-fund && npm install --no-save tsx@4
 COPY tsconfig.json ./
 COPY engine ./engine
-# The router's EndpointSlice discovery (engine/router/endpoint-slices.ts) uses the operator's kube client.
-COPY operator/kube ./operator/kube
-COPY operator/runtime/informer.ts ./operator/runtime/informer.ts
+# The router's EndpointSlice discovery (engine/router/endpoint-slices.ts) uses the shared Kubernetes library.
+COPY lib ./lib
 COPY crds/schema/common.ts ./crds/schema/common.ts
 USER 65532:65532
 ENV LLMFLEET_CACHE=/var/cache/llmfleet HOME=/tmp

@@ -11,6 +11,7 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json tsconfig.json ./
 COPY crds ./crds
+COPY lib ./lib
 COPY operator ./operator
 USER 65532:65532
 ENV NODE_ENV=production

@@ -3,7 +3,7 @@ import type { ModelSpec, ModelStatus } from "../crds/schema/model.ts";
 import type { DecodePoolSpec, PoolStatus, PrefillPoolSpec } from "../crds/schema/pools.ts";
 import type { KVStoreSpec, KVStoreStatus } from "../crds/schema/kvstore.ts";
 import type { GPUNodeGroupSpec, GPUNodeGroupStatus } from "../crds/schema/nodegroup.ts";
-import type { CustomObject } from "./kube/types.ts";
+import type { CustomObject } from "../lib/kube/types.ts";
 
 export type Model = CustomObject<ModelSpec, ModelStatus>;
 export type PrefillPool = CustomObject<PrefillPoolSpec, PoolStatus>;

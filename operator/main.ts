@@ -2,7 +2,7 @@
 // reconcile workers. Losing the lease exits the process (a restart re-enters the election), as
 // controller-runtime does: two replicas must never reconcile at once.
 import type { AddressInfo } from "node:net";
-import { KubeClient } from "./kube/client.ts";
+import { KubeClient } from "../lib/kube/client.ts";
 import { parseOperatorOptions, USAGE, type OperatorOptions } from "./options.ts";
 import { buildCaches } from "./reconcilers/caches.ts";
 import { registerAutoscaler } from "./autoscaler/controller.ts";

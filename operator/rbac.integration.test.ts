@@ -9,8 +9,8 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { parse, stringify } from "yaml";
 import { eventually } from "../e2e/harness/eventually.ts";
 import { kubectlOk } from "../e2e/harness/kubectl.ts";
-import { KubeApiError, KubeClient } from "./kube/client.ts";
-import { R } from "./kube/resources.ts";
+import { KubeApiError, KubeClient } from "../lib/kube/client.ts";
+import { R } from "../lib/kube/resources.ts";
 import { ensureNamespace, installCRDs, jsonOf, ROOT } from "./testing/cluster.ts";
 import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "./testing/operator-process.ts";
 

@@ -1,4 +1,4 @@
-// `npm run test:integration`: runs operator/**/*.integration.test.ts and
+// `npm run test:integration`: runs lib/**, operator/**/*.integration.test.ts and
 // e2e/**/*.integration.test.ts against a real control plane.
 //  - default: a fresh cluster in a temp state dir, stopped (and removed) afterwards, also when
 //    tests fail or the run is interrupted;
@@ -72,7 +72,7 @@ async function target(): Promise<Target> {
 async function main(): Promise<number> {
   const extra = process.argv.slice(2);
   const chosen = extra.filter((a) => a.endsWith(".ts"));
-  const files = chosen.length > 0 ? chosen : [...findTests(join(ROOT, "operator")), ...findTests(join(ROOT, "e2e"))];
+  const files = chosen.length > 0 ? chosen : [...findTests(join(ROOT, "lib")), ...findTests(join(ROOT, "operator")), ...findTests(join(ROOT, "e2e"))];
   if (files.length === 0) {
     process.stderr.write(`test:integration: no *${SUFFIX} files under operator/ or e2e/\n`);
     return 0;

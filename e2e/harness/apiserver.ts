@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { readPids, spawnDetached, stopProcess } from "../../scripts/cluster/procs.ts";
-import { KubeClient } from "../../operator/kube/client.ts";
+import { KubeClient } from "../../lib/kube/client.ts";
 
 export async function restartApiserver(downForMs: number): Promise<void> {
   const dir = dirname(process.env.KUBECONFIG ?? "");

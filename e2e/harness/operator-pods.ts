@@ -7,9 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import { stringify } from "yaml";
-import { KubeClient } from "../../operator/kube/client.ts";
-import { R } from "../../operator/kube/resources.ts";
-import { Informer } from "../../operator/runtime/informer.ts";
+import { KubeClient } from "../../lib/kube/client.ts";
+import { R } from "../../lib/kube/resources.ts";
+import { Informer } from "../../lib/kube/informer.ts";
 import { startOperator, type OperatorProcess } from "../../operator/testing/operator-process.ts";
 import { kubectlPath } from "./kubectl.ts";
 

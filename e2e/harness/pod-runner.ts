@@ -5,9 +5,9 @@
 import http from "node:http";
 import { createServer, type AddressInfo } from "node:net";
 import type { V1Pod } from "@kubernetes/client-node";
-import { KubeClient } from "../../operator/kube/client.ts";
-import { R } from "../../operator/kube/resources.ts";
-import { Informer } from "../../operator/runtime/informer.ts";
+import { KubeClient } from "../../lib/kube/client.ts";
+import { R } from "../../lib/kube/resources.ts";
+import { Informer } from "../../lib/kube/informer.ts";
 import { startEngine, stopEngines, withFlag, type RunningEngine } from "../../operator/local/processes.ts";
 
 export interface PodRunnerOptions {

@@ -10,10 +10,10 @@
  * endpoint) stays in the lists as its Service URL, so discovery can only add precision, never
  * take the router's upstreams away.
  */
-import type { KubeClient } from "../../operator/kube/client.ts";
-import { R } from "../../operator/kube/resources.ts";
-import type { KubeObject } from "../../operator/kube/types.ts";
-import { Informer } from "../../operator/runtime/informer.ts";
+import type { KubeClient } from "../../lib/kube/client.ts";
+import { R } from "../../lib/kube/resources.ts";
+import type { KubeObject } from "../../lib/kube/types.ts";
+import { Informer } from "../../lib/kube/informer.ts";
 import type { RouterUpstreams, UpstreamLists } from "./upstreams.ts";
 
 export interface EndpointSlice extends KubeObject {

@@ -6,9 +6,9 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import { Registry } from "prom-client";
 import type { EnginePool, PoolRole } from "../api.ts";
-import type { KubeClient } from "../kube/client.ts";
-import { R } from "../kube/resources.ts";
-import { nameOf, namespaceOf, type KubeObject } from "../kube/types.ts";
+import type { KubeClient } from "../../lib/kube/client.ts";
+import { R } from "../../lib/kube/resources.ts";
+import { nameOf, namespaceOf, type KubeObject } from "../../lib/kube/types.ts";
 import { cached, type Caches } from "../reconcilers/caches.ts";
 import { canonical, fieldManager } from "../runtime/apply.ts";
 import type { Manager } from "../runtime/manager.ts";

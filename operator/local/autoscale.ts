@@ -9,7 +9,7 @@ import { recordAndRecommend } from "../autoscaler/controller.ts";
 import { autoscaled, observation, recommenderSpec } from "../autoscaler/observe.ts";
 import { emptyScrape, parseExposition, type PoolScrape } from "../autoscaler/scrape.ts";
 import type { Decision, PoolObservation, RecommenderSpec } from "../autoscaler/types.ts";
-import { nameOf } from "../kube/types.ts";
+import { nameOf } from "../../lib/kube/types.ts";
 import { childName } from "../plan/labels.ts";
 import type { DeploymentView, LocalFleetDriver } from "./driver.ts";
 import type { LocalFleetSpec } from "./manifests.ts";

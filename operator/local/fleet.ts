@@ -8,8 +8,8 @@ import { planPool, type PoolWorld } from "../plan/pools.ts";
 import { KV_DATA_PATH, planKVStore } from "../plan/kvstore.ts";
 import { join } from "node:path";
 import { cacheRoot } from "../../engine/model/fetch.ts";
-import type { KubeObject } from "../kube/types.ts";
-import { nameOf } from "../kube/types.ts";
+import type { KubeObject } from "../../lib/kube/types.ts";
+import { nameOf } from "../../lib/kube/types.ts";
 import type { LocalFleetSpec } from "./manifests.ts";
 import { rewriteServiceURLs, withFlag, type EngineProcessSpec } from "./processes.ts";
 

@@ -9,7 +9,7 @@ import { hostname } from "node:os";
 import type { EnginePool, GPUNodeGroup } from "../api.ts";
 import type { NodeGroupActuation, NodeGroupRun } from "../../crds/schema/nodegroup.ts";
 import { durationSeconds } from "../autoscaler/duration.ts";
-import { R } from "../kube/resources.ts";
+import { R } from "../../lib/kube/resources.ts";
 import { gpuDemand } from "../plan/nodegroup.ts";
 import { cached, inNamespace, type Caches } from "../reconcilers/caches.ts";
 import type { Manager } from "../runtime/manager.ts";

@@ -5,8 +5,8 @@
 // terminates the instance. The NodePool's template must label its nodes with the group
 // (serving.llmfleet.dev/node-group=<name>) so the actuator counts them.
 import type { GPUNodeGroup } from "../api.ts";
-import type { KubeClient } from "../kube/client.ts";
-import { R, type ResourceType } from "../kube/resources.ts";
+import type { KubeClient } from "../../lib/kube/client.ts";
+import { R, type ResourceType } from "../../lib/kube/resources.ts";
 import { GPU_RESOURCE } from "../plan/engine-pod.ts";
 import { ignoreNotFound } from "./kwok.ts";
 import type { NodeGroupChange, NodeGroupProvider } from "./provider.ts";

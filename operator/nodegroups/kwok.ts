@@ -4,8 +4,8 @@
 import type { V1Node, V1Pod } from "@kubernetes/client-node";
 import type { GPUNodeGroup } from "../api.ts";
 import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
-import { isNotFound, type KubeClient } from "../kube/client.ts";
-import { R } from "../kube/resources.ts";
+import { isNotFound, type KubeClient } from "../../lib/kube/client.ts";
+import { R } from "../../lib/kube/resources.ts";
 import { kwokGpuNode } from "../../scripts/cluster/kwok-nodes.ts";
 import { fieldManager } from "../runtime/apply.ts";
 import type { NodeGroupChange, NodeGroupProvider } from "./provider.ts";

@@ -14,7 +14,7 @@ import { kubectl, kubectlOk } from "../../e2e/harness/kubectl.ts";
 import type { GPUNodeGroup } from "../api.ts";
 import type { NodeGroupRun } from "../../crds/schema/nodegroup.ts";
 import { ensurePulumi } from "../../scripts/pulumi/bins.ts";
-import { R } from "../kube/resources.ts";
+import { R } from "../../lib/kube/resources.ts";
 import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
 import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "../testing/operator-process.ts";
 import { ACK_RUN_ANNOTATION } from "./provider.ts";

@@ -10,7 +10,7 @@ import type {
   V1ServiceAccount,
   V1StatefulSet,
 } from "@kubernetes/client-node";
-import type { KubeObject } from "../kube/types.ts";
+import type { KubeObject } from "../../lib/kube/types.ts";
 import { ENGINE_PORT } from "./labels.ts";
 
 export interface ChildMeta {

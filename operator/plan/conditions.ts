@@ -1,7 +1,7 @@
 // metav1.Condition bookkeeping, pure: `now` is passed in, and lastTransitionTime moves only when a
 // condition's status flips.
 import type { Condition } from "../../crds/schema/common.ts";
-import type { KubeObject } from "../kube/types.ts";
+import type { KubeObject } from "../../lib/kube/types.ts";
 
 /** What a planner returns: the children to apply and the status to write. */
 export interface Plan<Status> {

@@ -5,7 +5,7 @@ import type { V1Container, V1PodTemplateSpec, V1Toleration, V1EnvVar, V1Volume, 
 import type { GPUNodeGroup, Model } from "../api.ts";
 import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
 import { ENGINE_PORT, type Component } from "./labels.ts";
-import { nameOf } from "../kube/types.ts";
+import { nameOf } from "../../lib/kube/types.ts";
 import { parseQuantity } from "./quantity.ts";
 import { runtimeArgs, runtimeSettings, type DrainPlan, type PodPlacement } from "./runtime-args.ts";
 

@@ -4,7 +4,7 @@
 import type { V1EnvVar, V1PersistentVolumeClaim, V1StatefulSet, V1VolumeMount } from "@kubernetes/client-node";
 import type { KVStore, KVStoreStatus } from "../api.ts";
 import type { KVTier } from "../../crds/schema/kvstore.ts";
-import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/types.ts";
+import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../../lib/kube/types.ts";
 import { ownerRef, service, statefulSet, type ChildMeta } from "./children.ts";
 import { readinessConditions, setConditions, type Plan } from "./conditions.ts";
 import { enginePodTemplate } from "./engine-pod.ts";

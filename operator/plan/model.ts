@@ -2,7 +2,7 @@
 // prefill and decode pools, and the aggregated Deployment + Service when spec.replicas is set.
 import type { V1Deployment } from "@kubernetes/client-node";
 import type { DecodePool, GPUNodeGroup, Model, ModelStatus, PrefillPool } from "../api.ts";
-import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/types.ts";
+import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../../lib/kube/types.ts";
 import { deployment, disruptionBudget, ownerRef, podIdentity, service, type ChildMeta } from "./children.ts";
 import { setConditions, type ConditionInput, type Plan } from "./conditions.ts";
 import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";

@@ -2,7 +2,7 @@
 // (Deployment, Service, PodDisruptionBudget) and its status. No client, no clock (now is an input).
 import type { V1Deployment } from "@kubernetes/client-node";
 import type { DecodePool, EnginePool, GPUNodeGroup, KVStore, Model, PoolRole, PoolStatus, PrefillPool } from "../api.ts";
-import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/types.ts";
+import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../../lib/kube/types.ts";
 import { deployment, disruptionBudget, ownerRef, service, type ChildMeta } from "./children.ts";
 import { readinessConditions, setConditions, type ConditionInput, type Plan } from "./conditions.ts";
 import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";

@@ -4,7 +4,7 @@
 // defaults are; the flags the engine accepts only with --backend native are left out otherwise.
 import type { EnginePool, Model } from "../api.ts";
 import { RUNTIME_DEFAULTS as D } from "../../crds/schema/runtime.ts";
-import { nameOf, namespaceOf } from "../kube/types.ts";
+import { nameOf, namespaceOf } from "../../lib/kube/types.ts";
 import { durationSeconds } from "../autoscaler/duration.ts";
 
 export interface RuntimeSettings {

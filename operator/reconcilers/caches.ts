@@ -2,11 +2,11 @@
 // reconciler level-triggered on everything its plan depends on.
 import type { V1Deployment, V1Node, V1PodDisruptionBudget, V1Role, V1RoleBinding, V1Service, V1ServiceAccount, V1StatefulSet } from "@kubernetes/client-node";
 import type { DecodePool, EnginePool, GPUNodeGroup, KVStore, Model, PrefillPool } from "../api.ts";
-import { R } from "../kube/resources.ts";
-import { namespaceOf, nameOf, type KubeObject } from "../kube/types.ts";
+import { R } from "../../lib/kube/resources.ts";
+import { namespaceOf, nameOf, type KubeObject } from "../../lib/kube/types.ts";
 import { LABEL_MANAGED_BY, MANAGED_BY } from "../plan/labels.ts";
 import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
-import type { Informer } from "../runtime/informer.ts";
+import type { Informer } from "../../lib/kube/informer.ts";
 import { key, type Manager } from "../runtime/manager.ts";
 
 export interface Caches {

@@ -3,7 +3,7 @@
 // The Grafana autoscaling view plots these next to the engines' own metrics.
 import { Gauge, type Registry } from "prom-client";
 import type { EnginePool } from "../api.ts";
-import { nameOf, namespaceOf } from "../kube/types.ts";
+import { nameOf, namespaceOf } from "../../lib/kube/types.ts";
 import type { Caches } from "./caches.ts";
 import { durationSeconds } from "../autoscaler/duration.ts";
 

@@ -1,7 +1,7 @@
 // One reconciler per kind: observe (caches) → plan (pure) → apply (children, then status).
-import type { KubeClient } from "../kube/client.ts";
-import { R } from "../kube/resources.ts";
-import type { KubeObject } from "../kube/types.ts";
+import type { KubeClient } from "../../lib/kube/client.ts";
+import { R } from "../../lib/kube/resources.ts";
+import type { KubeObject } from "../../lib/kube/types.ts";
 import type { DecodePool, EnginePool, PoolRole, PrefillPool } from "../api.ts";
 import { childName } from "../plan/labels.ts";
 import { planModel } from "../plan/model.ts";

@@ -1,8 +1,8 @@
 // The one typed server-side-apply path: children and status go through here with the field
 // manager llmfleet/<controller>. Status is written only when it changed.
-import { isNotFound, type KubeClient } from "../kube/client.ts";
-import { R, type ResourceType } from "../kube/resources.ts";
-import type { KubeObject } from "../kube/types.ts";
+import { isNotFound, type KubeClient } from "../../lib/kube/client.ts";
+import { R, type ResourceType } from "../../lib/kube/resources.ts";
+import type { KubeObject } from "../../lib/kube/types.ts";
 
 const CHILD_TYPES: Record<string, ResourceType> = {
   Deployment: R.Deployment,

@@ -2,8 +2,8 @@
 // when the lease is free or expired (optimistic update on resourceVersion), renew well inside the
 // lease duration, and treat a failed renewal past the deadline as lost leadership.
 import type { V1Lease } from "@kubernetes/client-node";
-import { isConflict, isNotFound, type KubeClient } from "../kube/client.ts";
-import { R } from "../kube/resources.ts";
+import { isConflict, isNotFound, type KubeClient } from "../../lib/kube/client.ts";
+import { R } from "../../lib/kube/resources.ts";
 
 export interface LeaderElectionOptions {
   namespace: string;

@@ -1,10 +1,10 @@
 // The controller manager: informers under supervision feed one de-duplicating work queue of keys
 // "<Kind>/<namespace>/<name>"; workers hand each key to its kind's reconciler. Reconcilers read
 // only from the caches, so a burst of events for one object folds into one pass.
-import type { KubeClient } from "../kube/client.ts";
-import type { ResourceType } from "../kube/resources.ts";
-import type { KubeObject } from "../kube/types.ts";
-import { Informer, type InformerOptions } from "./informer.ts";
+import type { KubeClient } from "../../lib/kube/client.ts";
+import type { ResourceType } from "../../lib/kube/resources.ts";
+import type { KubeObject } from "../../lib/kube/types.ts";
+import { Informer, type InformerOptions } from "../../lib/kube/informer.ts";
 import type { OperatorMetrics } from "./metrics.ts";
 import { WorkQueue } from "./workqueue.ts";
 

@@ -2,7 +2,7 @@
 import { KubeConfig } from "@kubernetes/client-node";
 import { resolve } from "node:path";
 import { kubectl, kubectlOk } from "../../e2e/harness/kubectl.ts";
-import { KubeClient } from "../kube/client.ts";
+import { KubeClient } from "../../lib/kube/client.ts";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 

@@ -26,6 +26,17 @@ export class KubeApiError extends Error {
   }
 }
 
+/** A request that got no whole answer within the client's request timeout. */
+export class KubeTimeoutError extends Error {
+  constructor(what: string, server: string, ms: number) {
+    super(`${what}: no answer from the API server ${server} within ${ms} ms`);
+    this.name = "KubeTimeoutError";
+  }
+}
+
+/** Longest wait for a whole answer to a request (watches excepted: their stall detector is the informer's). Default 30 s. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
 export function isNotFound(err: unknown): boolean {
   return err instanceof KubeApiError && err.status === 404;
 }
@@ -44,6 +55,8 @@ interface RequestOptions {
   query?: Record<string, string | undefined>;
   body?: unknown;
   contentType?: string;
+  /** A watch: fail when the answer's headers have not come within this (its body may last for minutes). */
+  headersTimeoutMs?: number;
 }
 
 export class KubeClient {
@@ -51,14 +64,16 @@ export class KubeClient {
   private constructor(
     private readonly kc: KubeConfig,
     server: string,
+    /** Every request but a watch fails with KubeTimeoutError after this many ms. */
+    readonly requestTimeoutMs: number,
   ) {
     this.server = server;
   }
 
-  static fromKubeConfig(kc: KubeConfig): KubeClient {
+  static fromKubeConfig(kc: KubeConfig, opts: { requestTimeoutMs?: number } = {}): KubeClient {
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error("kubeconfig has no current cluster");
-    return new KubeClient(kc, cluster.server);
+    return new KubeClient(kc, cluster.server, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
   }
 
   /** Loads $KUBECONFIG, ~/.kube/config, or the in-cluster service account. */
@@ -129,7 +144,7 @@ export class KubeClient {
       timeoutSeconds: String(opts.timeoutSeconds),
       labelSelector: opts.labelSelector,
     };
-    const res = await this.send({ method: "GET", path: collectionPath(r, opts.namespace), query });
+    const res = await this.send({ method: "GET", path: collectionPath(r, opts.namespace), query, headersTimeoutMs: this.requestTimeoutMs });
     if ((res.statusCode ?? 0) >= 300) {
       const body = await readBody(res);
       throw new KubeApiError(res.statusCode ?? 0, parseStatus(body), `watch ${r.plural}`);
@@ -138,24 +153,43 @@ export class KubeClient {
   }
 
   private async json<T>(opts: RequestOptions): Promise<T> {
-    const res = await this.send(opts);
-    const body = await readBody(res);
+    const what = `${opts.method} ${opts.path}`;
+    const signal = AbortSignal.timeout(this.requestTimeoutMs);
+    let body: string;
+    let res: http.IncomingMessage;
+    try {
+      res = await this.send(opts, signal);
+      body = await readBody(res);
+    } catch (err) {
+      if (signal.aborted) throw new KubeTimeoutError(what, this.server, this.requestTimeoutMs);
+      throw err;
+    }
     const code = res.statusCode ?? 0;
-    if (code < 200 || code >= 300) throw new KubeApiError(code, parseStatus(body), `${opts.method} ${opts.path}`);
+    if (code < 200 || code >= 300) throw new KubeApiError(code, parseStatus(body), what);
     return (body.length > 0 ? JSON.parse(body) : {}) as T;
   }
 
-  private async send(opts: RequestOptions): Promise<http.IncomingMessage> {
+  private async send(opts: RequestOptions, signal?: AbortSignal): Promise<http.IncomingMessage> {
     const url = new URL(this.server + opts.path);
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
-    const reqOpts: https.RequestOptions = { method: opts.method, headers: { Accept: "application/json" } };
+    const reqOpts: https.RequestOptions = { method: opts.method, headers: { Accept: "application/json" }, ...(signal ? { signal } : {}) };
     await this.kc.applyToHTTPSOptions(reqOpts);
     const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
     if (payload !== undefined) reqOpts.headers = { ...reqOpts.headers, "Content-Type": opts.contentType ?? "application/json" };
     const transport = url.protocol === "https:" ? https : http;
     return new Promise((resolve, reject) => {
-      const req = transport.request(url, reqOpts, resolve);
-      req.on("error", reject);
+      const req = transport.request(url, reqOpts, (res) => {
+        clearTimeout(timer);
+        resolve(res);
+      });
+      const timer =
+        opts.headersTimeoutMs === undefined
+          ? undefined
+          : setTimeout(() => req.destroy(new KubeTimeoutError(`${opts.method} ${opts.path}`, this.server, opts.headersTimeoutMs ?? 0)), opts.headersTimeoutMs);
+      req.on("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
       req.end(payload);
     });
   }

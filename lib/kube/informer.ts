@@ -3,9 +3,9 @@
 // error restarts it after a backoff; 410 Gone (resourceVersion too old) relists. Without this a
 // watch error would silently stop the informer (the failure the JS client is known for).
 import type http from "node:http";
-import { KubeApiError, type KubeClient } from "../kube/client.ts";
-import type { ResourceType } from "../kube/resources.ts";
-import { objectKey, type KubeObject } from "../kube/types.ts";
+import { KubeApiError, type KubeClient } from "./client.ts";
+import type { ResourceType } from "./resources.ts";
+import { objectKey, type KubeObject } from "./types.ts";
 
 export type EventType = "ADDED" | "MODIFIED" | "DELETED";
 export type Handler<T> = (type: EventType, obj: T, old: T | undefined) => void;
@@ -15,6 +15,12 @@ export interface InformerOptions {
   labelSelector?: string;
   /** Server-side watch timeout in s; the informer resumes after it. Default 300. */
   watchTimeoutSeconds?: number;
+  /**
+   * A watch that brings nothing (no event, no bookmark, no end) for this long is dropped and
+   * restarted: a connection can die without closing, and the watch would wait forever. Default:
+   * the server-side timeout plus 30 s, past which the server should have ended it.
+   */
+  stallMs?: number;
   /** Backoff after an error, ms: doubles up to maxBackoffMs. Defaults 500 and 30000. */
   backoffMs?: number;
   maxBackoffMs?: number;
@@ -130,8 +136,23 @@ export class Informer<T extends KubeObject> {
       timeoutSeconds: this.opts.watchTimeoutSeconds ?? 300,
     });
     this.current = res;
+    const stallMs = this.opts.stallMs ?? ((this.opts.watchTimeoutSeconds ?? 300) + 30) * 1000;
+    const stalled = (): void => void res.destroy(new Error(`watch ${this.resource.plural}: stalled, nothing for ${stallMs} ms`));
+    let timer = setTimeout(stalled, stallMs);
+    try {
+      await this.readEvents(res, () => {
+        clearTimeout(timer);
+        timer = setTimeout(stalled, stallMs);
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async readEvents(res: http.IncomingMessage, alive: () => void): Promise<void> {
     let buffered = "";
     for await (const chunk of res) {
+      alive();
       buffered += (chunk as Buffer).toString("utf8");
       let nl: number;
       while ((nl = buffered.indexOf("\n")) >= 0) {

@@ -7,16 +7,18 @@ import assert from "node:assert/strict";
 import { KubeConfig, type V1ConfigMap } from "@kubernetes/client-node";
 import { eventually } from "../../e2e/harness/eventually.ts";
 import { kubectlOk } from "../../e2e/harness/kubectl.ts";
-import { KubeClient } from "../kube/client.ts";
-import type { ResourceType } from "../kube/resources.ts";
-import { ensureNamespace } from "../testing/cluster.ts";
-import { startTcpProxy, type TcpProxy } from "../testing/tcp-proxy.ts";
+import { KubeClient, KubeTimeoutError } from "./client.ts";
+import type { ResourceType } from "./resources.ts";
+import { ensureNamespace } from "../../operator/testing/cluster.ts";
+import { startTcpProxy, type TcpProxy } from "../../operator/testing/tcp-proxy.ts";
 import { Informer } from "./informer.ts";
 
 const NS = "it-informer";
 const ConfigMap: ResourceType = { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true };
 let proxy: TcpProxy;
 let client: KubeClient;
+/** The same API server through the same proxy, with a short request timeout. */
+let impatient: KubeClient;
 const errors: unknown[] = [];
 
 before(async () => {
@@ -30,6 +32,7 @@ before(async () => {
   if (!cluster) throw new Error("no cluster");
   kc.clusters = kc.clusters.map((c) => (c.name === cluster.name ? { ...c, server: `https://127.0.0.1:${proxy.port}` } : c));
   client = KubeClient.fromKubeConfig(kc);
+  impatient = KubeClient.fromKubeConfig(kc, { requestTimeoutMs: 1500 });
 });
 
 after(async () => {
@@ -68,3 +71,36 @@ async function watchSurvivesOutage(inf: Informer<V1ConfigMap>, seen: string[]): 
   });
   assert.ok(seen.includes("DELETED a=2") || seen.includes("DELETED a=1"), seen.join("; "));
 }
+
+test("a request that gets no answer fails after the client's timeout, naming the server", async () => {
+  proxy.stall();
+  try {
+    const t0 = Date.now();
+    await assert.rejects(impatient.get(ConfigMap, NS, "anything"), (err: unknown) => {
+      assert.ok(err instanceof KubeTimeoutError, String(err));
+      assert.match(err.message, /within 1500 ms/);
+      assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${proxy.port}`));
+      return true;
+    });
+    assert.ok(Date.now() - t0 < 10_000);
+  } finally {
+    proxy.resume();
+  }
+});
+
+test("a watch that stalls without closing is dropped and restarted, and what changed meanwhile is seen", async () => {
+  const inf = new Informer<V1ConfigMap>(impatient, ConfigMap, { namespace: NS, backoffMs: 100, maxBackoffMs: 500, stallMs: 1500 });
+  void inf.run();
+  try {
+    await inf.waitForSync();
+    const before = inf.restarts;
+    proxy.stall();
+    await configMap("stalled", "1");
+    await eventually(() => assert.ok(inf.restarts > before, "the stall detector dropped the watch"), { timeoutMs: 20_000 });
+    proxy.resume();
+    await eventually(() => assert.equal(inf.get(`${NS}/stalled`)?.data?.v, "1"), { timeoutMs: 20_000 });
+  } finally {
+    proxy.resume();
+    inf.stop();
+  }
+});
