@@ -1,13 +1,13 @@
 // The kwok provider: GPU nodes are Node objects kwok manages (annotation kwok.x-k8s.io/node=fake),
-// shaped as scripts/cluster/kwok-nodes.ts makes them, labelled with the group. Removal: the
+// shaped by kwok-node.ts, labelled with the group. Removal: the
 // actuator has cordoned and drained the node (drain.ts); here it is deleted.
 import type { V1Node, V1Pod } from "@kubernetes/client-node";
 import type { GPUNodeGroup } from "../api.ts";
 import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
 import { isNotFound, type KubeClient } from "../kube/client.ts";
 import { R } from "../kube/resources.ts";
-import { kwokGpuNode } from "../../scripts/cluster/kwok-nodes.ts";
 import { fieldManager } from "../runtime/apply.ts";
+import { kwokGpuNode } from "./kwok-node.ts";
 import type { NodeGroupChange, NodeGroupProvider } from "./provider.ts";
 
 export const NODEGROUP_MANAGER = fieldManager("nodegroups");
