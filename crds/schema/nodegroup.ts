@@ -90,6 +90,15 @@ export const GPUNodeGroupSpec = strictObject(
     nodes: CountRange("nodes", 0),
     nodeLabels: Type.Optional(StringMap(`Labels the group's nodes carry and pods select on, besides ${NODE_GROUP_LABEL}=<name>.`)),
     taints: Type.Optional(Type.Array(Taint, { maxItems: 16, description: "Taints on the group's nodes; pools placed here tolerate them." })),
+    headroom: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 10000,
+        default: 0,
+        description:
+          "Spare nodes kept beyond what the GPU demand fills (still within nodes.max), so a pool that scales up finds GPUs at once instead of waiting provisioningTime for a new node. Default 0.",
+      }),
+    ),
     scaleDownDelay: Duration("How long a node must stay unneeded before it is cordoned, drained and removed.", "10m"),
     provisioningTime: Duration("Lead time from asking for a node to its GPUs being schedulable; the autoscaler plans this far ahead.", "3m"),
   },
@@ -120,7 +129,7 @@ const Run = Type.Object(
 
 const Actuation = Type.Object(
   {
-    desiredNodes: Type.Integer({ minimum: 0, description: "Nodes the actuator wants: ceil(GPU demand / gpusPerNode) + headroom, within min/max." }),
+    desiredNodes: Type.Integer({ minimum: 0, description: "Nodes the actuator wants: the same figure as status.desiredNodes when it decided." }),
     currentNodes: Type.Integer({ minimum: 0, description: "Nodes the group had when the decision was made." }),
     decision: Type.String({ maxLength: 4096, description: "The last decision and its reason, e.g. scale up, waiting for the scale-down delay, halted." }),
     decidedAt: Type.String({ format: "date-time", description: "When the decision changed last." }),
@@ -135,7 +144,7 @@ export type NodeGroupActuation = Static<typeof Actuation>;
 export const GPUNodeGroupStatus = Type.Object(
   {
     ...statusBase(),
-    desiredNodes: Type.Optional(Type.Integer({ description: "Nodes the group should have." })),
+    desiredNodes: Type.Optional(Type.Integer({ description: "Nodes the group should have: ceil(gpuDemand / gpusPerNode) + headroom, within nodes.min..max." })),
     readyNodes: Type.Optional(Type.Integer({ description: "Nodes that are Ready." })),
     provisioningNodes: Type.Optional(Type.Integer({ description: "Nodes asked for and not Ready yet." })),
     gpuCapacity: Type.Optional(Type.Integer({ description: "nvidia.com/gpu allocatable across ready nodes." })),

@@ -1,6 +1,7 @@
 // Node-group actuation on a timer (the GPUNodeGroup reconcile key is the status reconciler's):
 // every interval, each group's desired nodes are ceil(GPU demand / gpusPerNode) + headroom within
-// min/max (plan.ts); the next step (step.ts) is explained in status.actuation.decision, and each
+// min/max (sizeNodeGroup in operator/plan/nodegroup.ts, the figure status reports); which nodes to
+// add or remove is plan.ts's; the next step (step.ts) is explained in status.actuation.decision, and each
 // provider run is recorded in status.actuation.lastRun with conditions (runs.ts). Surplus nodes go
 // only after the scale-down delay, cordoned and drained first. A run found Progressing that this
 // process did not start was cut short by a restart: it is marked Aborted, never re-run; for
@@ -10,20 +11,18 @@ import type { EnginePool, GPUNodeGroup } from "../api.ts";
 import type { NodeGroupActuation, NodeGroupRun } from "../../crds/schema/nodegroup.ts";
 import { durationSeconds } from "../autoscaler/duration.ts";
 import { R } from "../kube/resources.ts";
-import { gpuDemand } from "../plan/nodegroup.ts";
+import { membersOf, sizeNodeGroup } from "../plan/nodegroup.ts";
 import { cached, inNamespace, type Caches } from "../reconcilers/caches.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { KarpenterProvider } from "./karpenter.ts";
 import { cordonAndDrain, KwokProvider, NODEGROUP_MANAGER } from "./kwok.ts";
-import { desiredNodes, membersOf, planNodeGroupActions } from "./plan.ts";
+import { planNodeGroupActions } from "./plan.ts";
 import { ACK_RUN_ANNOTATION, ConcurrentUpdate, type NodeGroupProvider } from "./provider.ts";
 import { PulumiProvider, type PulumiOptions } from "./pulumi.ts";
 import { decide, endRun, runState, startRun, type RunOutcome } from "./runs.ts";
 import { nextStep, type Step } from "./step.ts";
 
 export interface NodeGroupOptions {
-  /** Extra nodes per group kept for the provisioning lead time. Default 0. */
-  headroom?: number;
   /** Seconds between passes over every group (scale-down delays expire on this clock). Default 15. */
   intervalSeconds?: number;
   /** Seconds before a failed run is tried again. Default 60. */
@@ -124,18 +123,18 @@ class Actuator {
     const ns = group.metadata?.namespace ?? "";
     const name = group.metadata?.name ?? "";
     const pools: EnginePool[] = [...inNamespace(this.caches.prefillPools, ns), ...inNamespace(this.caches.decodePools, ns)];
-    const world = { nodes: this.caches.nodes.list(), pools, models: inNamespace(this.caches.models, ns), headroom: this.opts.headroom ?? 0 };
-    const members = membersOf(name, world.nodes).map((n) => n.metadata?.name ?? "");
-    const surplusForSeconds = trackSurplus(this.surplusSince, `${ns}/${name}`, members.length > desiredNodes(group, world), this.now());
+    const nodes = this.caches.nodes.list();
+    const size = sizeNodeGroup(group, { pools, models: inNamespace(this.caches.models, ns) });
+    const members = membersOf(name, nodes).map((n) => n.metadata?.name ?? "");
+    const surplusForSeconds = trackSurplus(this.surplusSince, `${ns}/${name}`, members.length > size.desired, this.now());
     const scaleDownDelaySeconds = durationSeconds(group.spec.scaleDownDelay, 600);
-    const actions = planNodeGroupActions(group, { ...world, surplusForSeconds, scaleDownDelaySeconds });
+    const actions = planNodeGroupActions(group, { nodes, size, surplusForSeconds, scaleDownDelaySeconds });
     const ack = group.metadata?.annotations?.[ACK_RUN_ANNOTATION];
     const step = nextStep({
       group,
       actions,
       members,
-      demand: gpuDemand(name, pools, world.models),
-      headroom: world.headroom,
+      size,
       lastRun,
       resumable: provider.resumable,
       acknowledgedRun: ack === undefined ? undefined : Number(ack),
