@@ -80,6 +80,24 @@ const Provider = strictObject(
   },
 );
 
+const Drain = strictObject(
+  {
+    timeout: Duration(
+      "How long evictions that a PodDisruptionBudget refuses are retried (with backoff) before the drain gives up; evicted pods then get as long again to terminate. When it gives up, the node stays cordoned and the DrainBlocked condition says why.",
+      "10m",
+    ),
+    force: Type.Boolean({
+      default: false,
+      description: "Once the timeout has passed, delete the pods a budget still protects so the node goes anyway. Default false: budgets are never overridden.",
+    }),
+  },
+  {
+    description:
+      "How a node is drained before it is removed: it is cordoned and each of its pods, except DaemonSet and mirror pods, evicted through the Eviction API, so the PodDisruptionBudgets of the pools hold.",
+    default: {},
+  },
+);
+
 export const GPUNodeGroupSpec = strictObject(
   {
     provider: Provider,
@@ -100,6 +118,7 @@ export const GPUNodeGroupSpec = strictObject(
       }),
     ),
     scaleDownDelay: Duration("How long a node must stay unneeded before it is cordoned, drained and removed.", "10m"),
+    drain: Type.Optional(Drain),
     provisioningTime: Duration("Lead time from asking for a node to its GPUs being schedulable; the autoscaler plans this far ahead.", "3m"),
   },
   { description: "A group of GPU nodes that llmfleet scales with the GPU demand of the pools placed on it." },

@@ -41,6 +41,10 @@ export function isNotFound(err: unknown): boolean {
 export function isConflict(err: unknown): boolean {
   return err instanceof KubeApiError && err.status === 409;
 }
+/** For `.catch(ignoreNotFound)` where an object already gone is as good as deleted. */
+export function ignoreNotFound(err: unknown): void {
+  if (!isNotFound(err)) throw err;
+}
 /** 429: what the eviction subresource answers when a PodDisruptionBudget refuses (also API throttling). */
 export function isTooManyRequests(err: unknown): boolean {
   return err instanceof KubeApiError && err.status === 429;

@@ -21,7 +21,14 @@ test("planNodeGroupActions: free names up to the desired size; surplus removed o
     { name: "steady", nodes: [node("h100-0")], desired: 1, create: [], remove: [] },
     { name: "surplus inside the delay", nodes: [node("h100-0"), node("h100-1"), node("h100-2")], desired: 1, create: [], remove: [] },
     { name: "newest go first", nodes: [node("h100-0"), node("h100-1"), node("h100-2")], desired: 1, surplusFor: 600, create: [], remove: ["h100-2", "h100-1"] },
-    { name: "a cordoned node goes first", nodes: [node("h100-0", true), node("h100-1"), node("h100-2")], desired: 2, surplusFor: 600, create: [], remove: ["h100-0"] },
+    {
+      name: "a cordoned node goes first",
+      nodes: [node("h100-0", true), node("h100-1"), node("h100-2")],
+      desired: 2,
+      surplusFor: 600,
+      create: [],
+      remove: ["h100-0"],
+    },
   ];
   for (const c of cases) {
     const actions = planNodeGroupActions(group, { ...world, nodes: c.nodes, size: size(c.desired), surplusForSeconds: c.surplusFor ?? 0 });

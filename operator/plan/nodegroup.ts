@@ -16,6 +16,12 @@ export interface NodeGroupWorld {
   now: string;
 }
 
+/**
+ * Condition types the status reconciler writes. It applies only these: others in the list (the
+ * actuator's DrainBlocked) belong to another field manager, and copying them would take them over.
+ */
+export const STATUS_CONDITIONS = ["Ready"];
+
 /** How many nodes a group should have, and the figures that make it up. */
 export interface NodeGroupSize {
   /** nvidia.com/gpu the pools and aggregated models placed on the group want. */
@@ -78,6 +84,7 @@ export function planGPUNodeGroup(group: GPUNodeGroup, world: NodeGroupWorld): Pl
     },
   ];
   const generation = group.metadata?.generation;
+  const own = group.status?.conditions?.filter((c) => STATUS_CONDITIONS.includes(c.type));
   return {
     children: [],
     status: {
@@ -87,7 +94,7 @@ export function planGPUNodeGroup(group: GPUNodeGroup, world: NodeGroupWorld): Pl
       provisioningNodes: members.length - ready.length,
       gpuCapacity,
       gpuDemand: size.demand,
-      conditions: setConditions(group.status?.conditions, conditions, generation, world.now),
+      conditions: setConditions(own, conditions, generation, world.now),
     },
   };
 }
