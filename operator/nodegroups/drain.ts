@@ -3,6 +3,7 @@
 // refused eviction (429) is asked again with backoff until the drain timeout; then the node stays
 // cordoned and the result says why, unless the group's spec.drain.force allows deleting what is
 // left. Evicted pods are waited for (graceful termination) before the node may go.
+import { setTimeout as sleep } from "node:timers/promises";
 import type { V1Node, V1Pod } from "@kubernetes/client-node";
 import { ignoreNotFound, isConflict, isNotFound, isTooManyRequests, KubeApiError, type KubeClient } from "../kube/client.ts";
 import { R } from "../kube/resources.ts";
@@ -10,30 +11,19 @@ import {
   backoffMs,
   blockedByBudget,
   CORDONED_BY_ANNOTATION,
+  drained,
   isEvictable,
   podRef,
   stillTerminating,
-  drained,
   type DrainPolicy,
   type DrainResult,
   type Refusal,
 } from "./drain-report.ts";
 
-export interface Clock {
-  now(): number;
-  sleep(ms: number): Promise<void>;
-}
-
-export const realClock: Clock = {
-  now: () => Date.now(),
-  sleep: (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms)),
-};
-
 export interface Drainer {
   client: KubeClient;
   /** Field manager recorded in the cordon annotation. */
   manager: string;
-  clock?: Clock;
 }
 
 /** Cordons the node (marking it ours unless someone else cordoned it first); false when it is gone. */
@@ -68,9 +58,8 @@ async function evictPod(client: KubeClient, pod: V1Pod): Promise<Refusal | undef
   }
 }
 
-/** Evicts until every pod is going or the deadline passes; the pods still refused, and why. */
+/** Evicts until every pod is going or the deadline has passed (one last try at it); the pods still refused, and why. */
 async function evictAll(d: Drainer, pods: V1Pod[], deadline: number): Promise<Array<{ pod: V1Pod; refusal: Refusal }>> {
-  const clock = d.clock ?? realClock;
   let pending = pods;
   for (let round = 0; ; round++) {
     const refused: Array<{ pod: V1Pod; refusal: Refusal }> = [];
@@ -78,35 +67,31 @@ async function evictAll(d: Drainer, pods: V1Pod[], deadline: number): Promise<Ar
       const refusal = await evictPod(d.client, pod);
       if (refusal) refused.push({ pod, refusal });
     }
-    if (refused.length === 0 || clock.now() + backoffMs(round) > deadline) return refused;
-    await clock.sleep(backoffMs(round));
+    const left = deadline - Date.now();
+    if (refused.length === 0 || left <= 0) return refused;
+    await sleep(Math.min(backoffMs(round), left));
     pending = refused.map((r) => r.pod);
   }
 }
 
-/** Polls until the node has no evictable pods or the deadline passes; the pods left. */
+/** Polls until the node has no evictable pods or the deadline has passed; the pods left. */
 async function waitGone(d: Drainer, node: string, deadline: number): Promise<string[]> {
-  const clock = d.clock ?? realClock;
   for (let round = 0; ; round++) {
-    const left = (await podsOn(d.client, node)).map(podRef);
-    if (left.length === 0 || clock.now() + backoffMs(round) > deadline) return left;
-    await clock.sleep(Math.min(backoffMs(round), 5000));
+    const pods = (await podsOn(d.client, node)).map(podRef);
+    const left = deadline - Date.now();
+    if (pods.length === 0 || left <= 0) return pods;
+    await sleep(Math.min(backoffMs(round), 5000, left));
   }
 }
 
 export async function drainNode(d: Drainer, node: string, policy: DrainPolicy): Promise<DrainResult> {
-  const clock = d.clock ?? realClock;
   if (!(await cordon(d, node))) return { node, drained: true, message: `${node} is gone` };
   const pods = (await podsOn(d.client, node)).filter((p) => !p.metadata?.deletionTimestamp);
-  const refused = await evictAll(d, pods, clock.now() + policy.timeoutSeconds * 1000);
-  if (refused.length > 0 && !policy.force)
-    return blockedByBudget(
-      node,
-      refused.map((r) => r.refusal),
-      policy,
-    );
+  const refused = await evictAll(d, pods, Date.now() + policy.timeoutSeconds * 1000);
+  const refusals = refused.map((r) => r.refusal);
+  if (refusals.length > 0 && !policy.force) return blockedByBudget(node, refusals, policy);
   for (const { pod } of refused) await d.client.delete(R.Pod, pod.metadata?.namespace, pod.metadata?.name ?? "").catch(ignoreNotFound);
-  const left = await waitGone(d, node, clock.now() + policy.timeoutSeconds * 1000);
+  const left = await waitGone(d, node, Date.now() + policy.timeoutSeconds * 1000);
   if (left.length > 0) return stillTerminating(node, left, policy);
   return drained(node, pods.length - refused.length, refused.length);
 }
