@@ -82,14 +82,21 @@ const Provider = strictObject(
 
 const Drain = strictObject(
   {
-    timeout: Duration(
-      "How long evictions that a PodDisruptionBudget refuses are retried (with backoff) before the drain gives up; evicted pods then get as long again to terminate. When it gives up, the node stays cordoned and the DrainBlocked condition says why.",
-      "10m",
+    // Optional, with defaults: the API server checks the object's own default ({}) against the
+    // schema before it fills in the fields' defaults, so required fields would refuse it.
+    timeout: Type.Optional(
+      Duration(
+        "How long evictions that a PodDisruptionBudget refuses are retried (with backoff) before the drain gives up; evicted pods then get as long again to terminate. When it gives up, the node stays cordoned and the DrainBlocked condition says why.",
+        "10m",
+      ),
     ),
-    force: Type.Boolean({
-      default: false,
-      description: "Once the timeout has passed, delete the pods a budget still protects so the node goes anyway. Default false: budgets are never overridden.",
-    }),
+    force: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description:
+          "Once the timeout has passed, delete the pods a budget still protects so the node goes anyway. Default false: budgets are never overridden.",
+      }),
+    ),
   },
   {
     description:
