@@ -31,6 +31,31 @@ export default tseslint.config(
     rules: { "@typescript-eslint/explicit-function-return-type": "off" },
   },
   {
+    // Boundaries (STYLE.md habit 13): the product never imports scripts/, e2e/ or test helpers;
+    // scripts and tests import the product, not the reverse.
+    files: ["operator/**/*.ts", "engine/**/*.ts", "crds/**/*.ts", "lib/**/*.ts"],
+    ignores: ["**/*.test.ts", "**/test/**", "operator/testing/**"],
+    rules: {
+      "no-restricted-imports": ["error", { patterns: [{ regex: "(^|/)(scripts|e2e|bench)/|(^|/)(test|testing)/|\\.test\\.ts$", message: "product code must not import scripts/, e2e/, bench/ or test helpers" }] }],
+    },
+  },
+  {
+    // The engine shares with the operator only the Kubernetes library (lib/) and crds/.
+    files: ["engine/**/*.ts"],
+    ignores: ["**/*.test.ts", "**/test/**"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            { regex: "(^|/)(scripts|e2e|bench)/|(^|/)(test|testing)/|\\.test\\.ts$", message: "product code must not import scripts/, e2e/, bench/ or test helpers" },
+            { regex: "(^|/)operator/", message: "the engine imports nothing from operator/: shared Kubernetes code lives in lib/" },
+          ],
+        },
+      ],
+    },
+  },
+  {
     // Assertions on optional fields (a?.b?.c) count as branches; tests are judged by what they assert.
     files: ["**/*.test.ts"],
     rules: { complexity: "off" },

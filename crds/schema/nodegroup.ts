@@ -80,6 +80,31 @@ const Provider = strictObject(
   },
 );
 
+const Drain = strictObject(
+  {
+    // Optional, with defaults: the API server checks the object's own default ({}) against the
+    // schema before it fills in the fields' defaults, so required fields would refuse it.
+    timeout: Type.Optional(
+      Duration(
+        "How long evictions that a PodDisruptionBudget refuses are retried (with backoff) before the drain gives up; evicted pods then get as long again to terminate. When it gives up, the node stays cordoned and the DrainBlocked condition says why.",
+        "10m",
+      ),
+    ),
+    force: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description:
+          "Once the timeout has passed, delete the pods a budget still protects so the node goes anyway. Default false: budgets are never overridden.",
+      }),
+    ),
+  },
+  {
+    description:
+      "How a node is drained before it is removed: it is cordoned and each of its pods, except DaemonSet and mirror pods, evicted through the Eviction API, so the PodDisruptionBudgets of the pools hold.",
+    default: {},
+  },
+);
+
 export const GPUNodeGroupSpec = strictObject(
   {
     provider: Provider,
@@ -90,7 +115,17 @@ export const GPUNodeGroupSpec = strictObject(
     nodes: CountRange("nodes", 0),
     nodeLabels: Type.Optional(StringMap(`Labels the group's nodes carry and pods select on, besides ${NODE_GROUP_LABEL}=<name>.`)),
     taints: Type.Optional(Type.Array(Taint, { maxItems: 16, description: "Taints on the group's nodes; pools placed here tolerate them." })),
+    headroom: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 10000,
+        default: 0,
+        description:
+          "Spare nodes kept beyond what the GPU demand fills (still within nodes.max), so a pool that scales up finds GPUs at once instead of waiting provisioningTime for a new node. Default 0.",
+      }),
+    ),
     scaleDownDelay: Duration("How long a node must stay unneeded before it is cordoned, drained and removed.", "10m"),
+    drain: Type.Optional(Drain),
     provisioningTime: Duration("Lead time from asking for a node to its GPUs being schedulable; the autoscaler plans this far ahead.", "3m"),
   },
   { description: "A group of GPU nodes that llmfleet scales with the GPU demand of the pools placed on it." },
@@ -120,7 +155,7 @@ const Run = Type.Object(
 
 const Actuation = Type.Object(
   {
-    desiredNodes: Type.Integer({ minimum: 0, description: "Nodes the actuator wants: ceil(GPU demand / gpusPerNode) + headroom, within min/max." }),
+    desiredNodes: Type.Integer({ minimum: 0, description: "Nodes the actuator wants: the same figure as status.desiredNodes when it decided." }),
     currentNodes: Type.Integer({ minimum: 0, description: "Nodes the group had when the decision was made." }),
     decision: Type.String({ maxLength: 4096, description: "The last decision and its reason, e.g. scale up, waiting for the scale-down delay, halted." }),
     decidedAt: Type.String({ format: "date-time", description: "When the decision changed last." }),
@@ -135,7 +170,7 @@ export type NodeGroupActuation = Static<typeof Actuation>;
 export const GPUNodeGroupStatus = Type.Object(
   {
     ...statusBase(),
-    desiredNodes: Type.Optional(Type.Integer({ description: "Nodes the group should have." })),
+    desiredNodes: Type.Optional(Type.Integer({ description: "Nodes the group should have: ceil(gpuDemand / gpusPerNode) + headroom, within nodes.min..max." })),
     readyNodes: Type.Optional(Type.Integer({ description: "Nodes that are Ready." })),
     provisioningNodes: Type.Optional(Type.Integer({ description: "Nodes asked for and not Ready yet." })),
     gpuCapacity: Type.Optional(Type.Integer({ description: "nvidia.com/gpu allocatable across ready nodes." })),

@@ -1,10 +1,10 @@
-// A small typed REST client over the kubeconfig: get, list, watch, server-side apply, delete.
+// A small typed REST client over the kubeconfig: get, list, watch, server-side apply, delete, evict.
 // We use node's https directly (KubeConfig supplies CA, client certs and tokens) because watches
 // need a long-lived streaming response and apply needs exact control of query and content type.
 import https from "node:https";
 import http from "node:http";
 import { KubeConfig } from "@kubernetes/client-node";
-import { collectionPath, objectPath, type ResourceType } from "./resources.ts";
+import { collectionPath, objectPath, R, type ResourceType } from "./resources.ts";
 import type { KubeObject } from "./types.ts";
 
 export interface Status {
@@ -12,17 +12,21 @@ export interface Status {
   code?: number;
   reason?: string;
   message?: string;
+  details?: { causes?: Array<{ reason?: string; message?: string }> };
 }
 
 /** A non-2xx answer from the API server, with its Status reason (NotFound, Conflict, Invalid, Forbidden...). */
 export class KubeApiError extends Error {
   readonly status: number;
   readonly reason: string;
+  /** The Status's message and the messages of its causes (a refused eviction names the budget there). */
+  readonly detail: string;
   constructor(status: number, body: Status | undefined, what: string) {
     super(`${what}: ${status} ${body?.reason ?? ""} ${body?.message ?? ""}`.trim());
     this.name = "KubeApiError";
     this.status = status;
     this.reason = body?.reason ?? "";
+    this.detail = statusDetail(body);
   }
 }
 
@@ -37,11 +41,24 @@ export class KubeTimeoutError extends Error {
 /** Longest wait for a whole answer to a request (watches excepted: their stall detector is the informer's). Default 30 s. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
+function statusDetail(body: Status | undefined): string {
+  const causes = (body?.details?.causes ?? []).map((c) => c.message ?? "");
+  return [body?.message ?? "", ...causes].filter((m) => m !== "").join("; ");
+}
+
 export function isNotFound(err: unknown): boolean {
   return err instanceof KubeApiError && err.status === 404;
 }
 export function isConflict(err: unknown): boolean {
   return err instanceof KubeApiError && err.status === 409;
+}
+/** For `.catch(ignoreNotFound)` where an object already gone is as good as deleted. */
+export function ignoreNotFound(err: unknown): void {
+  if (!isNotFound(err)) throw err;
+}
+/** 429: what the eviction subresource answers when a PodDisruptionBudget refuses (also API throttling). */
+export function isTooManyRequests(err: unknown): boolean {
+  return err instanceof KubeApiError && err.status === 429;
 }
 
 export interface ListResult<T> {
@@ -87,11 +104,12 @@ export class KubeClient {
     return this.json<T>({ method: "GET", path: objectPath(r, namespace, name, subresource) });
   }
 
-  async list<T extends KubeObject>(r: ResourceType, opts: { namespace?: string; labelSelector?: string } = {}): Promise<ListResult<T>> {
+  /** Lists `r` (all namespaces when `namespace` is unset), filtered server-side by the selectors, e.g. fieldSelector "spec.nodeName=n1". */
+  async list<T extends KubeObject>(r: ResourceType, opts: { namespace?: string; labelSelector?: string; fieldSelector?: string } = {}): Promise<ListResult<T>> {
     const res = await this.json<{ items: T[]; metadata: { resourceVersion: string } }>({
       method: "GET",
       path: collectionPath(r, opts.namespace),
-      query: { labelSelector: opts.labelSelector },
+      query: { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector },
     });
     const apiVersion = r.group === "" ? r.version : `${r.group}/${r.version}`;
     const items = res.items.map((i) => ({ ...i, apiVersion, kind: r.kind }));
@@ -130,6 +148,21 @@ export class KubeClient {
 
   async delete(r: ResourceType, namespace: string | undefined, name: string): Promise<void> {
     await this.json({ method: "DELETE", path: objectPath(r, namespace, name), body: { propagationPolicy: "Background" } });
+  }
+
+  /**
+   * Evicts a pod through its policy/v1 Eviction subresource: the API server deletes it only if
+   * every PodDisruptionBudget covering it allows, and answers 429 (isTooManyRequests) otherwise.
+   * With `uid`, only that incarnation of the pod is evicted (409 if the name now holds another).
+   */
+  async evict(namespace: string, name: string, uid?: string): Promise<void> {
+    const eviction = {
+      apiVersion: "policy/v1",
+      kind: "Eviction",
+      metadata: { name, namespace },
+      ...(uid ? { deleteOptions: { preconditions: { uid } } } : {}),
+    };
+    await this.json({ method: "POST", path: objectPath(R.Pod, namespace, name, "eviction"), body: eviction });
   }
 
   /** Opens a watch stream; the caller reads newline-delimited JSON events from the response. */

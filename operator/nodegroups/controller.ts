@@ -1,29 +1,42 @@
 // Node-group actuation on a timer (the GPUNodeGroup reconcile key is the status reconciler's):
 // every interval, each group's desired nodes are ceil(GPU demand / gpusPerNode) + headroom within
-// min/max (plan.ts); the next step (step.ts) is explained in status.actuation.decision, and each
+// min/max (sizeNodeGroup in operator/plan/nodegroup.ts, the figure status reports); which nodes to
+// add or remove is plan.ts's; the next step (step.ts) is explained in status.actuation.decision, and each
 // provider run is recorded in status.actuation.lastRun with conditions (runs.ts). Surplus nodes go
 // only after the scale-down delay, cordoned and drained first. A run found Progressing that this
 // process did not start was cut short by a restart: it is marked Aborted, never re-run; for
 // providers that leave such state to a person (pulumi), the group halts until acknowledged.
 import { hostname } from "node:os";
-import type { EnginePool, GPUNodeGroup } from "../api.ts";
+import type { EnginePool, GPUNodeGroup, GPUNodeGroupStatus } from "../api.ts";
 import type { NodeGroupActuation, NodeGroupRun } from "../../crds/schema/nodegroup.ts";
 import { durationSeconds } from "../autoscaler/duration.ts";
 import { R } from "../../lib/kube/resources.ts";
-import { gpuDemand } from "../plan/nodegroup.ts";
+import type { KubeObject } from "../../lib/kube/types.ts";
+import { findCondition, type ConditionInput } from "../plan/conditions.ts";
+import { membersOf, sizeNodeGroup } from "../plan/nodegroup.ts";
 import { cached, inNamespace, type Caches } from "../reconcilers/caches.ts";
 import type { Manager } from "../runtime/manager.ts";
+import { drainNodes, uncordon } from "./drain.ts";
+import {
+  actuatorConditions,
+  changeAfterDrains,
+  DRAIN_CONDITION,
+  drainCondition,
+  drainPolicy,
+  nodesToUncordon,
+  runResult,
+  uncordonedCondition,
+  type DrainResult,
+} from "./drain-report.ts";
 import { KarpenterProvider } from "./karpenter.ts";
-import { cordonAndDrain, KwokProvider, NODEGROUP_MANAGER } from "./kwok.ts";
-import { desiredNodes, membersOf, planNodeGroupActions } from "./plan.ts";
-import { ACK_RUN_ANNOTATION, ConcurrentUpdate, type NodeGroupProvider } from "./provider.ts";
+import { KwokProvider } from "./kwok.ts";
+import { planNodeGroupActions } from "./plan.ts";
+import { ACK_RUN_ANNOTATION, ConcurrentUpdate, NODEGROUP_MANAGER, type NodeGroupProvider } from "./provider.ts";
 import { PulumiProvider, type PulumiOptions } from "./pulumi.ts";
 import { decide, endRun, runState, startRun, type RunOutcome } from "./runs.ts";
 import { nextStep, type Step } from "./step.ts";
 
 export interface NodeGroupOptions {
-  /** Extra nodes per group kept for the provisioning lead time. Default 0. */
-  headroom?: number;
   /** Seconds between passes over every group (scale-down delays expire on this clock). Default 15. */
   intervalSeconds?: number;
   /** Seconds before a failed run is tried again. Default 60. */
@@ -57,6 +70,11 @@ function errorMessage(err: unknown): string {
   return (errors.length > 0 ? errors.join("\n") : text).slice(-2000);
 }
 
+function statusPatch(group: GPUNodeGroup, status: GPUNodeGroupStatus): KubeObject & { status: GPUNodeGroupStatus } {
+  const { apiVersion, kind, metadata } = group;
+  return { apiVersion, kind, metadata: { name: metadata?.name, namespace: metadata?.namespace }, status };
+}
+
 class Actuator {
   private readonly providers: Record<string, NodeGroupProvider>;
   private readonly surplusSince = new Map<string, number>();
@@ -79,12 +97,20 @@ class Actuator {
     return new Date(this.now()).toISOString();
   }
 
-  private async write(group: GPUNodeGroup, actuation: NodeGroupActuation): Promise<void> {
-    if (JSON.stringify(group.status?.actuation) === JSON.stringify(actuation)) return;
-    const { apiVersion, kind, metadata } = group;
-    const patch = { apiVersion, kind, metadata: { name: metadata?.name, namespace: metadata?.namespace }, status: { actuation } };
-    await this.manager.client.apply(R.GPUNodeGroup, patch, NODEGROUP_MANAGER, "status");
-    group.status = { ...group.status, actuation };
+  /**
+   * Writes this manager's share of status, only when it changed: status.actuation and the
+   * DrainBlocked condition. Every apply carries the condition, since server-side apply removes an
+   * entry its owner leaves out.
+   */
+  private async write(group: GPUNodeGroup, actuation: NodeGroupActuation, drain?: ConditionInput): Promise<void> {
+    const conditions = actuatorConditions(group.status?.conditions, drain, group.metadata?.generation, this.iso());
+    const same =
+      JSON.stringify([group.status?.actuation, findCondition(group.status?.conditions, DRAIN_CONDITION)]) === JSON.stringify([actuation, conditions[0]]);
+    if (same) return;
+    const status = { actuation, ...(conditions.length > 0 ? { conditions } : {}) };
+    await this.manager.client.apply(R.GPUNodeGroup, statusPatch(group, status), NODEGROUP_MANAGER, "status");
+    const others = (group.status?.conditions ?? []).filter((c) => c.type !== DRAIN_CONDITION);
+    group.status = { ...group.status, actuation, conditions: [...others, ...conditions] };
   }
 
   /** The last run as this pass sees it: Aborted if another process left it Progressing; undefined while ours runs. */
@@ -110,32 +136,41 @@ class Actuator {
     const group = structuredClone(found);
     const lastRun = await this.settleLastRun(group);
     if (lastRun === "busy") return;
-    const step = this.plan(group, provider, lastRun);
-    const actuation = decide(group.status?.actuation, { ...step.summary, decision: step.step.decision }, this.iso());
-    if (step.step.kind !== "run") return this.write(group, actuation);
-    await this.execute(group, provider, step.step, actuation);
+    const planned = this.plan(group, provider, lastRun);
+    const drain = await this.uncordon(planned.uncordon);
+    const actuation = decide(group.status?.actuation, { ...planned.summary, decision: planned.step.decision }, this.iso());
+    if (planned.step.kind !== "run") return this.write(group, actuation, drain);
+    await this.execute(group, provider, { step: planned.step, actuation, drain });
+  }
+
+  /** Uncordons the nodes a blocked drain left cordoned that the group needs again. */
+  private async uncordon(nodes: string[]): Promise<ConditionInput | undefined> {
+    if (nodes.length === 0) return undefined;
+    for (const node of nodes) await uncordon(this.manager.client, node);
+    return uncordonedCondition(nodes);
   }
 
   private plan(
     group: GPUNodeGroup,
     provider: NodeGroupProvider,
     lastRun: NodeGroupRun | undefined,
-  ): { step: Step; summary: { desiredNodes: number; currentNodes: number } } {
+  ): { step: Step; summary: { desiredNodes: number; currentNodes: number }; uncordon: string[] } {
     const ns = group.metadata?.namespace ?? "";
     const name = group.metadata?.name ?? "";
     const pools: EnginePool[] = [...inNamespace(this.caches.prefillPools, ns), ...inNamespace(this.caches.decodePools, ns)];
-    const world = { nodes: this.caches.nodes.list(), pools, models: inNamespace(this.caches.models, ns), headroom: this.opts.headroom ?? 0 };
-    const members = membersOf(name, world.nodes).map((n) => n.metadata?.name ?? "");
-    const surplusForSeconds = trackSurplus(this.surplusSince, `${ns}/${name}`, members.length > desiredNodes(group, world), this.now());
+    const nodes = this.caches.nodes.list();
+    const size = sizeNodeGroup(group, { pools, models: inNamespace(this.caches.models, ns) });
+    const memberNodes = membersOf(name, nodes);
+    const members = memberNodes.map((n) => n.metadata?.name ?? "");
+    const surplusForSeconds = trackSurplus(this.surplusSince, `${ns}/${name}`, members.length > size.desired, this.now());
     const scaleDownDelaySeconds = durationSeconds(group.spec.scaleDownDelay, 600);
-    const actions = planNodeGroupActions(group, { ...world, surplusForSeconds, scaleDownDelaySeconds });
+    const actions = planNodeGroupActions(group, { nodes, size, surplusForSeconds, scaleDownDelaySeconds });
     const ack = group.metadata?.annotations?.[ACK_RUN_ANNOTATION];
     const step = nextStep({
       group,
       actions,
       members,
-      demand: gpuDemand(name, pools, world.models),
-      headroom: world.headroom,
+      size,
       lastRun,
       resumable: provider.resumable,
       acknowledgedRun: ack === undefined ? undefined : Number(ack),
@@ -145,24 +180,46 @@ class Actuator {
       retrySeconds: this.opts.retrySeconds ?? 60,
       nowMs: this.now(),
     });
-    return { step, summary: { desiredNodes: actions.desired, currentNodes: members.length } };
+    const uncordon = nodesToUncordon(memberNodes, actions.remove, NODEGROUP_MANAGER);
+    return { step, summary: { desiredNodes: actions.desired, currentNodes: members.length }, uncordon };
   }
 
-  private async execute(group: GPUNodeGroup, provider: NodeGroupProvider, step: Step & { kind: "run" }, actuation: NodeGroupActuation): Promise<void> {
+  private async execute(group: GPUNodeGroup, provider: NodeGroupProvider, e: Execution): Promise<void> {
+    const { step, actuation } = e;
     const run = startRun(actuation.lastRun, { provider: provider.name, targetNodes: actuation.desiredNodes, operator: this.operatorId, now: this.iso() });
-    await this.write(group, { ...actuation, lastRun: run });
-    let outcome: RunOutcome = "Complete";
-    let message: string;
-    try {
-      for (const node of step.remove) await cordonAndDrain(this.manager.client, node);
-      message = await provider.apply({ group, target: actuation.desiredNodes, nodes: step.nodes, create: step.create, remove: step.remove });
-    } catch (err) {
-      outcome = err instanceof ConcurrentUpdate ? "ConcurrentUpdate" : "Failed";
-      message = errorMessage(err);
-    }
-    await this.write(group, { ...actuation, lastRun: endRun(run, outcome, message, this.iso()) });
-    if (step.remove.length > 0 && outcome === "Complete") this.surplusSince.delete(`${group.metadata?.namespace ?? ""}/${group.metadata?.name ?? ""}`);
+    await this.write(group, { ...actuation, lastRun: run }, e.drain);
+    const result = await this.drainAndApply(group, provider, e);
+    await this.write(group, { ...actuation, lastRun: endRun(run, result.outcome, result.message, this.iso()) }, result.drain);
+    if (step.remove.length > 0 && result.outcome === "Complete") this.surplusSince.delete(`${group.metadata?.namespace ?? ""}/${group.metadata?.name ?? ""}`);
   }
+
+  /** Drains the nodes to remove, then asks the provider for the change, less the nodes whose drain was blocked. */
+  private async drainAndApply(group: GPUNodeGroup, provider: NodeGroupProvider, e: Execution): Promise<RunResult> {
+    const { step } = e;
+    let drains: DrainResult[] = [];
+    try {
+      drains = await drainNodes({ client: this.manager.client, manager: NODEGROUP_MANAGER }, step.remove, drainPolicy(group));
+      const planned = { group, target: e.actuation.desiredNodes, nodes: step.nodes, create: step.create, remove: step.remove };
+      const change = changeAfterDrains(planned, drains);
+      const applied = change.create.length + change.remove.length > 0 ? await provider.apply(change) : "no node to add or remove";
+      return runResult(drains, applied);
+    } catch (err) {
+      return { outcome: err instanceof ConcurrentUpdate ? "ConcurrentUpdate" : "Failed", message: errorMessage(err), drain: drainCondition(drains) };
+    }
+  }
+}
+
+interface Execution {
+  step: Step & { kind: "run" };
+  actuation: NodeGroupActuation;
+  /** A DrainBlocked condition to write with the run's start (nodes uncordoned this pass). */
+  drain?: ConditionInput;
+}
+
+interface RunResult {
+  outcome: RunOutcome;
+  message: string;
+  drain?: ConditionInput;
 }
 
 export function registerNodeGroups(manager: Manager, caches: Caches, opts: NodeGroupOptions = {}): NodeGroupActuator {

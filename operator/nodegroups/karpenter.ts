@@ -5,10 +5,9 @@
 // terminates the instance. The NodePool's template must label its nodes with the group
 // (serving.llmfleet.dev/node-group=<name>) so the actuator counts them.
 import type { GPUNodeGroup } from "../api.ts";
-import type { KubeClient } from "../../lib/kube/client.ts";
+import { ignoreNotFound, type KubeClient } from "../../lib/kube/client.ts";
 import { R, type ResourceType } from "../../lib/kube/resources.ts";
 import { GPU_RESOURCE } from "../plan/engine-pod.ts";
-import { ignoreNotFound } from "./kwok.ts";
 import type { NodeGroupChange, NodeGroupProvider } from "./provider.ts";
 
 export const NODEPOOL: ResourceType = { group: "karpenter.sh", version: "v1", kind: "NodePool", plural: "nodepools", namespaced: false };

@@ -1,9 +1,8 @@
-// How many nodes a GPUNodeGroup should have and which to add or remove: pure. Demand comes from
-// operator/plan/nodegroup.ts (gpuDemand), the same figure the group's status reports.
+// Which nodes a GPUNodeGroup adds or removes, pure. How many it should have is sizeNodeGroup's
+// answer (operator/plan/nodegroup.ts), the same figure the group's status reports.
 import type { V1Node } from "@kubernetes/client-node";
-import type { EnginePool, GPUNodeGroup, Model } from "../api.ts";
-import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
-import { gpuDemand } from "../plan/nodegroup.ts";
+import type { GPUNodeGroup } from "../api.ts";
+import { membersOf, type NodeGroupSize } from "../plan/nodegroup.ts";
 
 export interface NodeGroupActions {
   desired: number;
@@ -14,23 +13,10 @@ export interface NodeGroupActions {
 
 export interface NodeWorld {
   nodes: V1Node[];
-  pools: EnginePool[];
-  models: Model[];
-  /** Extra nodes kept for the provisioning lead time. */
-  headroom: number;
+  size: NodeGroupSize;
   /** Seconds the group has had more nodes than desired (0 when not). */
   surplusForSeconds: number;
   scaleDownDelaySeconds: number;
-}
-
-export function membersOf(group: string, nodes: V1Node[]): V1Node[] {
-  return nodes.filter((n) => n.metadata?.labels?.[NODE_GROUP_LABEL] === group);
-}
-
-export function desiredNodes(group: GPUNodeGroup, w: Pick<NodeWorld, "pools" | "models" | "headroom">): number {
-  const name = group.metadata?.name ?? "";
-  const need = Math.ceil(gpuDemand(name, w.pools, w.models) / group.spec.gpusPerNode) + w.headroom;
-  return Math.min(group.spec.nodes.max, Math.max(group.spec.nodes.min, need));
 }
 
 function freeNames(group: string, taken: Set<string>, count: number): string[] {
@@ -42,7 +28,7 @@ function freeNames(group: string, taken: Set<string>, count: number): string[] {
 export function planNodeGroupActions(group: GPUNodeGroup, w: NodeWorld): NodeGroupActions {
   const name = group.metadata?.name ?? "";
   const members = membersOf(name, w.nodes);
-  const desired = desiredNodes(group, w);
+  const desired = w.size.desired;
   if (members.length < desired) {
     return { desired, create: freeNames(name, new Set(members.map((n) => n.metadata?.name ?? "")), desired - members.length), remove: [] };
   }

@@ -1,7 +1,11 @@
 // What a node-group provider does, whatever adds the nodes: kwok (Node objects), karpenter (a
 // NodePool's limits) or pulumi (a stack per group). The actuator has already cordoned and drained
-// the nodes in `remove` when `apply` is called.
+// the nodes in `remove` when `apply` is called (drain.ts).
 import type { GPUNodeGroup } from "../api.ts";
+import { fieldManager } from "../runtime/apply.ts";
+
+/** The actuator's field manager: nodes it creates, the group's status.actuation and DrainBlocked condition. */
+export const NODEGROUP_MANAGER = fieldManager("nodegroups");
 
 export interface NodeGroupChange {
   group: GPUNodeGroup;

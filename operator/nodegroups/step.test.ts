@@ -12,8 +12,7 @@ const input = (over: Partial<StepInput>): StepInput => ({
   group,
   actions: { desired: 3, create: ["h100-1", "h100-2"], remove: [] },
   members: ["h100-0"],
-  demand: 5,
-  headroom: 0,
+  size: { demand: 5, need: 3, headroom: 0, desired: 3 },
   resumable: false,
   surplusForSeconds: 0,
   scaleDownDelaySeconds: 600,
@@ -22,6 +21,7 @@ const input = (over: Partial<StepInput>): StepInput => ({
   nowMs: T0 + 100_000,
   ...over,
 });
+const ONE = { demand: 1, need: 1, headroom: 0, desired: 1 };
 const started = startRun(undefined, { provider: "pulumi", targetNodes: 3, operator: "op-a", now: at(0) });
 
 test("runs: Progressing → Complete / Failed / Aborted; ConcurrentUpdate is neither", () => {
@@ -60,10 +60,10 @@ test("nextStep: scale up names the nodes after the change and explains the figur
 
 test("nextStep: scale down only after the delay, leaving out the removed nodes", () => {
   const members = ["h100-0", "h100-1", "h100-2"];
-  const waiting = nextStep(input({ members, actions: { desired: 1, create: [], remove: [] }, demand: 1, surplusForSeconds: 100 }));
+  const waiting = nextStep(input({ members, actions: { desired: 1, create: [], remove: [] }, size: ONE, surplusForSeconds: 100 }));
   assert.equal(waiting.kind, "wait");
   assert.match(waiting.decision, /^surplus of 2 nodes, removed in 500s unless demand returns/);
-  const down = nextStep(input({ members, actions: { desired: 1, create: [], remove: ["h100-2", "h100-1"] }, demand: 1, surplusForSeconds: 600 }));
+  const down = nextStep(input({ members, actions: { desired: 1, create: [], remove: ["h100-2", "h100-1"] }, size: ONE, surplusForSeconds: 600 }));
   assert.deepEqual(down.kind === "run" && down.nodes, ["h100-0"]);
   assert.match(down.decision, /^scale down 3 → 1 nodes after the 600s delay/);
 });

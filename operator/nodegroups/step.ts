@@ -2,6 +2,7 @@
 // that goes to status.actuation.decision.
 import type { GPUNodeGroup } from "../api.ts";
 import type { NodeGroupRun } from "../../crds/schema/nodegroup.ts";
+import { explainSize, type NodeGroupSize } from "../plan/nodegroup.ts";
 import type { NodeGroupActions } from "./plan.ts";
 import { ACK_RUN_ANNOTATION } from "./provider.ts";
 import { runState } from "./runs.ts";
@@ -12,8 +13,7 @@ export interface StepInput {
   group: GPUNodeGroup;
   actions: NodeGroupActions;
   members: string[];
-  demand: number;
-  headroom: number;
+  size: NodeGroupSize;
   lastRun?: NodeGroupRun;
   /** The provider leaves a cut-short run to a person (see NodeGroupProvider.resumable). */
   resumable: boolean;
@@ -24,12 +24,6 @@ export interface StepInput {
   provisioningSeconds: number;
   retrySeconds: number;
   nowMs: number;
-}
-
-export function explainDesired(i: Pick<StepInput, "group" | "demand" | "headroom" | "actions">): string {
-  const { min, max } = i.group.spec.nodes;
-  const need = Math.ceil(i.demand / i.group.spec.gpusPerNode);
-  return `GPU demand ${i.demand} / ${i.group.spec.gpusPerNode} per node = ${need} + headroom ${i.headroom}, within [${min}, ${max}] = ${i.actions.desired}`;
 }
 
 function sinceSeconds(at: string | undefined, nowMs: number): number {
@@ -58,7 +52,7 @@ function holdOff(i: StepInput, current: number): Step | undefined {
 
 export function nextStep(i: StepInput): Step {
   const current = i.members.length;
-  const why = explainDesired(i);
+  const why = explainSize(i.group, i.size);
   const held = holdOff(i, current);
   if (held) return held;
   const { create, remove, desired } = i.actions;

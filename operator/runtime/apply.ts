@@ -78,7 +78,24 @@ export function ownStatusView(obj: KubeObject & { status?: unknown }, manager: s
   const owned = (entry?.fieldsV1 as { "f:status"?: Record<string, unknown> } | undefined)?.["f:status"];
   if (!owned) return stored;
   const keys = new Set([...Object.keys(owned).map((k) => k.replace(/^f:/, "")), ...Object.keys((next ?? {}) as object)]);
-  return Object.fromEntries(Object.entries(stored).filter(([k]) => keys.has(k)));
+  const view = Object.fromEntries(Object.entries(stored).filter(([k]) => keys.has(k)));
+  if (Array.isArray(view.conditions)) view.conditions = ownConditions(view.conditions as Condition[], owned["f:conditions"], next);
+  return view;
+}
+
+type Condition = { type?: string };
+
+/**
+ * conditions is a list map keyed by type, so managers own single entries (managedFields key
+ * `k:{"type":"Ready"}`): the view keeps the entries this manager owns or writes. Without such keys
+ * it keeps them all.
+ */
+function ownConditions(stored: Condition[], owned: unknown, next: unknown): Condition[] {
+  const keys = Object.keys((owned ?? {}) as object).filter((k) => k.startsWith("k:"));
+  if (keys.length === 0) return stored;
+  const types = new Set(keys.map((k) => (JSON.parse(k.slice(2)) as Condition).type));
+  for (const c of ((next ?? {}) as { conditions?: Condition[] }).conditions ?? []) types.add(c.type);
+  return stored.filter((c) => types.has(c.type));
 }
 
 function stripUndefined(v: unknown): unknown {

@@ -3,6 +3,7 @@
 import { join } from "node:path";
 import type { Pki } from "./certs.ts";
 import { KWOK_STAGES } from "./bins.ts";
+import { KWOK_NODE_ANNOTATION } from "../../operator/nodegroups/kwok-node.ts";
 
 export interface Ports {
   etcdClient: number;
@@ -98,8 +99,6 @@ export function schedulerArgs(dir: string, ports: Ports): string[] {
   return [...delegatedArgs(kubeconfigFor(dir, "kube-scheduler"), ports.scheduler), `--cert-dir=${join(dir, "scheduler-certs")}`];
 }
 
-/** The label/annotation that marks a Node as kwok-managed. */
-export const KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node";
 
 export function kwokArgs(dir: string, ports: Ports, binDir: string): string[] {
   return [
