@@ -14,6 +14,7 @@ import type { KvPrefixCache, PrefixLoad } from "../kvstore/prefix-cache.ts";
 import { ContextLengthError, EmptyPromptError } from "./errors.ts";
 import type { GenerationRequest } from "./request.ts";
 import type { SequenceLease, SequencePool } from "./sequence-pool.ts";
+import { IncrementalText } from "./incremental-text.ts";
 import { TextAssembler } from "./text-assembler.ts";
 
 export interface PreparedRequest {
@@ -144,7 +145,8 @@ export class CompletionService {
     req: PreparedRequest,
     signal: AbortSignal,
   ): AsyncGenerator<string, Omit<GenerationResult, "prefixHitTokens">, void> {
-    const generated: Token[] = [];
+    let generated = 0;
+    const text = new IncrementalText((tokens) => this.runtime.detokenize(tokens));
     const assembler = new TextAssembler(req.stop);
     let finishReason: FinishReason = "length";
     let last = req.arrivedAt;
@@ -153,26 +155,26 @@ export class CompletionService {
         finishReason = "cancelled";
         break;
       }
-      this.observeToken(generated.length === 0, req.arrivedAt, last);
+      this.observeToken(generated === 0, req.arrivedAt, last);
       last = performance.now();
       if (this.runtime.isEndOfGeneration(token)) {
         finishReason = "stop";
         break;
       }
-      generated.push(token);
-      const step = assembler.push(this.runtime.detokenize(generated));
+      generated++;
+      const step = assembler.push(text.push(token));
       if (step.delta) yield step.delta;
       if (step.stopped) {
         finishReason = "stop";
         break;
       }
-      if (generated.length >= req.maxTokens) break;
+      if (generated >= req.maxTokens) break;
     }
-    const full = this.runtime.detokenize(generated);
+    const full = text.finish();
     const tail = assembler.finish(full);
     if (tail && finishReason !== "cancelled") yield tail;
     this.metrics.e2eLatency.observe((performance.now() - req.arrivedAt) / 1000);
-    return { text: assembler.text(full), finishReason, promptTokens: req.prompt.length, completionTokens: generated.length };
+    return { text: assembler.text(full), finishReason, promptTokens: req.prompt.length, completionTokens: generated };
   }
 
   private observeToken(first: boolean, arrivedAt: number, last: number): void {
