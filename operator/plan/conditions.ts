@@ -30,6 +30,21 @@ export function setConditions(existing: Condition[] | undefined, wanted: Conditi
   return out;
 }
 
+/** A condition whose status changed (or that is new): what a status write records as an Event. */
+export interface ConditionFlip {
+  /** The status before; undefined when the condition is new. */
+  from?: Condition["status"];
+  to: Condition;
+}
+
+/** The conditions of `after` whose status differs from `before` — exactly those whose lastTransitionTime setConditions moved. */
+export function conditionFlips(before: Condition[] | undefined, after: Condition[] | undefined): ConditionFlip[] {
+  return (after ?? []).flatMap((to) => {
+    const from = findCondition(before, to.type)?.status;
+    return from === to.status ? [] : [{ from, to }];
+  });
+}
+
 export function findCondition(conditions: Condition[] | undefined, type: string): Condition | undefined {
   return conditions?.find((c) => c.type === type);
 }

@@ -3,7 +3,8 @@
 // only from the caches, so a burst of events for one object folds into one pass.
 import type { KubeClient } from "../kube/client.ts";
 import type { ResourceType } from "../kube/resources.ts";
-import type { KubeObject } from "../kube/types.ts";
+import { objectKey, type KubeObject } from "../kube/types.ts";
+import { EventRecorder } from "./events.ts";
 import { Informer, type InformerOptions } from "./informer.ts";
 import type { OperatorMetrics } from "./metrics.ts";
 import { WorkQueue } from "./workqueue.ts";
@@ -30,11 +31,23 @@ export class Manager {
   private readonly reconcilers = new Map<string, Reconcile>();
   private running = false;
   log: (msg: string) => void = (msg) => console.log(msg);
+  /** Kubernetes Events about the objects the operator manages; reconcilers and loops record through it. */
+  readonly events: EventRecorder;
 
+  /** `identity` is this replica's reportingInstance on Events. Default <hostname>-<pid>. */
   constructor(
     readonly client: KubeClient,
     private readonly metrics: OperatorMetrics,
-  ) {}
+    identity?: string,
+  ) {
+    this.events = new EventRecorder(client, {
+      instance: identity,
+      onError: (err, event, regarding) => {
+        this.metrics.eventsDropped.inc({ reason: event.reason });
+        this.log(`event ${event.reason} on ${regarding.kind} ${objectKey(regarding)} dropped: ${String(err)}`);
+      },
+    });
+  }
 
   informer<T extends KubeObject>(r: ResourceType, mapper: KeyMapper<T>, opts: InformerOptions = {}): Informer<T> {
     const inf = new Informer<T>(this.client, r, {
