@@ -21,7 +21,7 @@ function log(msg: string): void {
 export async function runOperator(opts: OperatorOptions): Promise<void> {
   const client = KubeClient.fromDefault();
   const metrics = createOperatorMetrics();
-  const manager = new Manager(client, metrics);
+  const manager = new Manager(client, metrics, opts.identity);
   manager.log = log;
   const elector = opts.leaderElect
     ? new LeaderElector(client, {
