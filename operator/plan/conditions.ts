@@ -8,6 +8,8 @@ import type { Rollout } from "./rollout.ts";
 export interface Plan<Status> {
   children: KubeObject[];
   status: Status;
+  /** Set when the spec cannot be served (invalid-spec.ts): status says so, and the pass ends as a terminal error. */
+  invalid?: string;
 }
 
 export interface ConditionInput {
@@ -49,7 +51,7 @@ export function findCondition(conditions: Condition[] | undefined, type: string)
   return conditions?.find((c) => c.type === type);
 }
 
-const RESOLVED: ConditionInput = { type: "ReferencesResolved", status: "True", reason: "Resolved", message: "All referenced objects exist." };
+export const RESOLVED: ConditionInput = { type: "ReferencesResolved", status: "True", reason: "Resolved", message: "All referenced objects exist." };
 
 /** Ready follows the rollout: RollingOut until it is complete, then Available (or ScaledToZero). */
 export function readyCondition(rollout: Rollout, message = `${capitalize(rollout.message)}.`): ConditionInput {

@@ -4,12 +4,13 @@ import type { V1Deployment } from "@kubernetes/client-node";
 import type { DecodePool, GPUNodeGroup, Model, ModelStatus, PrefillPool } from "../api.ts";
 import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../kube/types.ts";
 import { deployment, disruptionBudget, ownerRef, podIdentity, service, type ChildMeta } from "./children.ts";
-import { capitalize, readyCondition, setConditions, type ConditionInput, type Plan } from "./conditions.ts";
+import { capitalize, readyCondition, RESOLVED, setConditions, type ConditionInput, type Plan } from "./conditions.ts";
 import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
 import { aggregatedGPUs, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, ROUTER_SERVICE_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { decodeServiceURLs, desiredReplicas } from "./pools.ts";
 import { rolloutOf } from "./rollout.ts";
+import { invalidSpecConditions, modelSpecProblem } from "./invalid-spec.ts";
 
 export interface ModelWorld {
   prefillPools: PrefillPool[];
@@ -102,10 +103,7 @@ function modelConditions(model: Model, world: ModelWorld, desired: number): Cond
   const parts = [`router: ${router.message}`, ...(aggregated ? [`aggregated: ${aggregated.message}`] : [])];
   const message = `${[...parts, `${world.prefillPools.length} prefill and ${world.decodePools.length} decode pools`].join("; ")}.`;
   const complete = router.complete && (aggregated?.complete ?? true);
-  return [
-    { type: "ReferencesResolved", status: "True", reason: "Resolved", message: "All referenced objects exist." },
-    readyCondition({ complete, desired: router.desired + desired, message }, capitalize(message)),
-  ];
+  return [RESOLVED, readyCondition({ complete, desired: router.desired + desired, message }, capitalize(message))];
 }
 
 function routerReplicas(model: Model): number {
@@ -132,6 +130,8 @@ export function planModel(model: Model, world: ModelWorld): Plan<ModelStatus> {
   const desired = model.spec.replicas ? desiredReplicas(model.spec.replicas) : 0;
   const unresolved = missingNodeGroup(model, world);
   if (unresolved) return { children: [], status: modelStatus(model, world, desired, unresolved) };
+  const invalid = modelSpecProblem(model, world.nodeGroup);
+  if (invalid) return { children: [], status: modelStatus(model, world, desired, invalidSpecConditions(invalid)), invalid };
   const aggregated = model.spec.replicas ? aggregatedChildren(model, world, desired) : [];
   return { children: [...routerChildren(model, world), ...aggregated], status: modelStatus(model, world, desired, modelConditions(model, world, desired)) };
 }

@@ -9,6 +9,7 @@ import { planDecodePool, planPrefillPool, type PoolWorld } from "../plan/pools.t
 import { planKVStore } from "../plan/kvstore.ts";
 import { planGPUNodeGroup } from "../plan/nodegroup.ts";
 import type { Plan } from "../plan/conditions.ts";
+import { InvalidSpecError } from "../plan/invalid-spec.ts";
 import { Applier } from "../runtime/apply.ts";
 import type { EventRecorder } from "../runtime/events.ts";
 import type { Manager } from "../runtime/manager.ts";
@@ -128,7 +129,8 @@ interface Execution<S> {
 
 /**
  * Applies a plan. A plan without children means a reference is missing: the children that exist
- * keep serving (last known good) and only the status says what is wrong. A status write that
+ * keep serving (last known good) and only the status says what is wrong; a spec that cannot be
+ * served ends the pass as an InvalidSpecError once its status is written. A status write that
  * flips a condition records an Event for it.
  */
 async function execute<S extends { conditions?: Condition[] }>(applier: Applier, events: EventRecorder, e: Execution<S>): Promise<void> {
@@ -137,4 +139,5 @@ async function execute<S extends { conditions?: Condition[] }>(applier: Applier,
     await applier.prune(e.owned, e.plan.children);
   }
   if (await applier.status(e.r, e.obj, e.plan.status)) await events.recordFlips(e.obj, e.obj.status?.conditions, e.plan.status.conditions);
+  if (e.plan.invalid !== undefined) throw new InvalidSpecError(e.plan.invalid);
 }

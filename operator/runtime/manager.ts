@@ -4,6 +4,7 @@
 import type { KubeClient } from "../kube/client.ts";
 import type { ResourceType } from "../kube/resources.ts";
 import { objectKey, type KubeObject } from "../kube/types.ts";
+import { InvalidSpecError } from "../plan/invalid-spec.ts";
 import { EventRecorder } from "./events.ts";
 import { Informer, type InformerOptions } from "./informer.ts";
 import type { OperatorMetrics } from "./metrics.ts";
@@ -21,9 +22,6 @@ export function parseKey(k: string): { kind: string; namespace: string; name: st
   const [kind = "", namespace = "", name = ""] = k.split("/");
   return { kind, namespace, name };
 }
-
-/** An error for a spec that cannot be served: recorded in status, not retried. */
-export class InvalidSpecError extends Error {}
 
 export class Manager {
   readonly queue = new WorkQueue();
@@ -116,10 +114,18 @@ export class Manager {
       const invalid = err instanceof InvalidSpecError;
       end({ result: invalid ? "invalid" : "error" });
       this.metrics.reconcileErrors.inc({ controller, reason: invalid ? "InvalidSpec" : errorReason(err) });
-      if (invalid) return;
-      const delay = this.queue.addRateLimited(k);
-      this.log(`reconcile ${k} failed, retrying in ${delay} ms: ${String(err)}`);
+      if (invalid) this.terminal(k, err);
+      else this.log(`reconcile ${k} failed, retrying in ${this.queue.addRateLimited(k)} ms: ${String(err)}`);
     }
+  }
+
+  /**
+   * A spec that cannot be served (the reconciler has written why into status): not requeued, and
+   * its backoff is reset, since only a change to the object or what it references can fix it.
+   */
+  private terminal(k: string, err: InvalidSpecError): void {
+    this.queue.forget(k);
+    this.log(`reconcile ${k}: invalid spec, not retried until it changes: ${err.message}`);
   }
 }
 

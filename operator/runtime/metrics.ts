@@ -25,7 +25,7 @@ export function createOperatorMetrics(): OperatorMetrics {
     }),
     reconcileErrors: new Counter({
       name: "llmfleet_operator_reconcile_errors_total",
-      help: "Reconcile passes that failed and were requeued with backoff.",
+      help: "Reconcile passes that failed, by reason: requeued with backoff, except InvalidSpec (not retried until the spec changes).",
       labelNames: ["controller", "reason"],
       registers: [registry],
     }),
