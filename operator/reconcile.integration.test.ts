@@ -108,7 +108,7 @@ test("drift is repaired: a deleted child comes back, an edited one is restored",
       async () => {
         const d = await deployment("gemma-prefill-prefill");
         assert.equal(d.spec?.replicas, 1);
-        assert.equal(d.spec?.template.spec?.containers[0]?.image, "llmfleet/engine:0.1.0");
+        assert.equal(d.spec?.template.spec?.containers[0]?.image, "llmfleet/engine:0.1.0-cuda", "the GPU pool's image, restored");
       },
       { message: "drift repaired" },
     );
