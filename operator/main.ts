@@ -1,5 +1,6 @@
-// The operator entrypoint: health and metrics first, then leader election, then informers and
-// reconcile workers. Losing the lease exits the process (a restart re-enters the election), as
+// The operator entrypoint: the cluster first (exit non-zero, saying what was tried, when there is
+// none or its API server does not answer), then health and metrics, then leader election, then
+// informers and reconcile workers. Losing the lease exits the process (a restart re-enters the election), as
 // controller-runtime does: two replicas must never reconcile at once.
 import type { AddressInfo } from "node:net";
 import { KubeClient } from "../lib/kube/client.ts";
@@ -9,6 +10,7 @@ import { registerAutoscaler } from "./autoscaler/controller.ts";
 import { registerNodeGroups } from "./nodegroups/controller.ts";
 import { registerFleetGauges } from "./reconcilers/fleet-metrics.ts";
 import { registerReconcilers } from "./reconcilers/reconcilers.ts";
+import { ClusterConnectError, loadClusterConfig, waitForAPIServer } from "./runtime/connect.ts";
 import { startHealthServer } from "./runtime/health.ts";
 import { LeaderElector } from "./runtime/leader.ts";
 import { Manager } from "./runtime/manager.ts";
@@ -19,9 +21,11 @@ function log(msg: string): void {
 }
 
 export async function runOperator(opts: OperatorOptions): Promise<void> {
-  const client = KubeClient.fromDefault();
+  const cluster = loadClusterConfig();
+  const version = await waitForAPIServer(cluster, { attempts: opts.connectAttempts });
+  const client = KubeClient.fromKubeConfig(cluster.kc);
   const metrics = createOperatorMetrics();
-  const manager = new Manager(client, metrics);
+  const manager = new Manager(client, metrics, opts.identity);
   manager.log = log;
   const elector = opts.leaderElect
     ? new LeaderElector(client, {
@@ -38,7 +42,8 @@ export async function runOperator(opts: OperatorOptions): Promise<void> {
     metrics.registry,
     opts.healthHost,
   );
-  log(`llmfleet operator ${opts.identity}: health on ${opts.healthHost}:${(server.address() as AddressInfo).port}, API server ${client.server}`);
+  const port = (server.address() as AddressInfo).port;
+  log(`llmfleet operator ${opts.identity}: health on ${opts.healthHost}:${port}, API server ${client.server} (${version}, from ${cluster.from})`);
   let stopLoops = (): void => undefined;
   const shutdown = async (): Promise<void> => {
     log("shutting down");
@@ -89,7 +94,9 @@ if (process.argv.includes("--help")) {
   console.log(USAGE);
 } else {
   main().catch((err: unknown) => {
-    console.error(`operator failed: ${err instanceof Error ? err.stack : String(err)}`);
+    // No cluster is a configuration problem, not a crash: its message says it all, without a stack.
+    const detail = err instanceof ClusterConnectError ? err.message : err instanceof Error ? err.stack : String(err);
+    console.error(`operator failed: ${detail}`);
     process.exit(1);
   });
 }

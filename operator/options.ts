@@ -29,6 +29,8 @@ export interface OperatorOptions {
   workers: number;
   /** Seconds between autoscaler and node-group passes. Default 15. */
   autoscaleIntervalSeconds: number;
+  /** Attempts to reach the API server at start-up (backing off from 0.5 s) before exiting non-zero. Default 5. */
+  connectAttempts: number;
 }
 
 export const USAGE = `usage: npm run operator -- [options]
@@ -47,7 +49,10 @@ export const USAGE = `usage: npm run operator -- [options]
   --retry-period S          renew period in seconds (default 2)
   --workers N               concurrent reconcile workers (default 2)
   --autoscale-interval S    seconds between autoscaler and node-group passes (default 15)
-The cluster comes from $KUBECONFIG, ~/.kube/config or the in-cluster service account.`;
+  --connect-attempts N      attempts to reach the API server at start-up, backing off from
+                            0.5 s, before exiting non-zero (default 5)
+The cluster comes from $KUBECONFIG, else ~/.kube/config, else the in-cluster service account;
+with none of them the operator exits non-zero, saying what it tried.`;
 
 function int(v: string | undefined, name: string, dflt: number): number {
   if (v === undefined) return dflt;
@@ -81,6 +86,7 @@ export function parseOperatorOptions(argv: string[], env: NodeJS.ProcessEnv = pr
         "retry-period",
         "workers",
         "autoscale-interval",
+        "connect-attempts",
       ].map((n) => [n, { type: "string" as const }]),
     ),
   });
@@ -99,5 +105,6 @@ export function parseOperatorOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     retryPeriodSeconds: int(v["retry-period"], "retry-period", 2),
     workers: int(v.workers, "workers", 2),
     autoscaleIntervalSeconds: Math.max(1, int(v["autoscale-interval"], "autoscale-interval", 15)),
+    connectAttempts: Math.max(1, int(v["connect-attempts"], "connect-attempts", 5)),
   };
 }

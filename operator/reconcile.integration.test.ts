@@ -1,5 +1,6 @@
 // The operator against a real API server, scheduler and kwok GPU nodes: children with owner
-// references, status, drift repair, /scale, late references and idempotent re-applies.
+// references, status, drift repair, /scale, late references, an invalid spec and idempotent
+// re-applies.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Deployment, V1Service, V1StatefulSet } from "@kubernetes/client-node";
@@ -107,7 +108,7 @@ test("drift is repaired: a deleted child comes back, an edited one is restored",
       async () => {
         const d = await deployment("gemma-prefill-prefill");
         assert.equal(d.spec?.replicas, 1);
-        assert.equal(d.spec?.template.spec?.containers[0]?.image, "llmfleet/engine:0.1.0");
+        assert.equal(d.spec?.template.spec?.containers[0]?.image, "llmfleet/engine:0.1.0-cuda", "the GPU pool's image, restored");
       },
       { message: "drift repaired" },
     );
@@ -151,6 +152,38 @@ test("a pool whose Model does not exist says so, and reconciles as soon as it ap
       const p = await jsonOf<PrefillPool>(["get", ...n, "decodepool", "late"]);
       assert.equal(p.status?.conditions?.find((c) => c.type === "ReferencesResolved")?.status, "True");
     });
+  }));
+
+test("a pool whose Model runs an engine pools cannot use is InvalidSpec with a Warning Event, and is reconciled once the Model changes", async () =>
+  dumpLogsOnFailure(operator, async () => {
+    // Its own Model and no node group, so the quickstart fleet the next test checks is untouched.
+    const model = (engine: string, format: string): string =>
+      `{"apiVersion":"serving.llmfleet.dev/v1alpha1","kind":"Model","metadata":{"name":"other-engine"},"spec":{"source":{"uri":"file:///models/x","format":"${format}"},"runtime":{"engine":"${engine}"}}}`;
+    const pool = `{"apiVersion":"serving.llmfleet.dev/v1alpha1","kind":"DecodePool","metadata":{"name":"other-engine"},"spec":{"modelRef":{"name":"other-engine"},"gpusPerReplica":0,"replicas":{"min":1,"max":2}}}`;
+    await kubectlOk(["apply", ...n, "-f", "-"], { stdin: model("vllm", "safetensors") });
+    await kubectlOk(["apply", ...n, "-f", "-"], { stdin: pool });
+    await eventually(async () => {
+      const p = await jsonOf<PrefillPool>(["get", ...n, "decodepool", "other-engine"]);
+      const ready = p.status?.conditions?.find((c) => c.type === "Ready");
+      assert.equal(ready?.reason, "InvalidSpec");
+      assert.match(ready?.message ?? "", /Model "other-engine" has runtime.engine vllm; prefill and decode pools run only the bundled engine/);
+      const m = await jsonOf<Model>(["get", ...n, "model", "other-engine"]);
+      assert.equal(m.status?.conditions?.find((c) => c.type === "Ready")?.reason, "InvalidSpec");
+    });
+    const events = await jsonOf<{ items: Array<{ type: string; reason: string; regarding: { kind: string; name: string } }> }>([
+      "get",
+      "events.events.k8s.io",
+      ...n,
+    ]);
+    const warned = events.items.filter((e) => e.regarding.name === "other-engine" && e.type === "Warning" && e.reason === "InvalidSpec");
+    assert.deepEqual(warned.map((e) => e.regarding.kind).sort(), ["DecodePool", "Model"], "a Warning Event on each says why");
+    assert.match(operator.logs(), /reconcile DecodePool\/it-reconcile\/other-engine: invalid spec, not retried until it changes/);
+    for (const d of ["other-engine-decode", "other-engine-router"]) {
+      assert.notEqual((await kubectl(["get", ...n, "deployment", d])).code, 0, `no ${d} for an invalid spec`);
+    }
+    await kubectlOk(["apply", ...n, "-f", "-"], { stdin: model("bundled", "gguf") });
+    await eventually(() => deployment("other-engine-decode"), { message: "pool reconciled once its Model was fixed" });
+    await eventually(() => deployment("other-engine-router"), { message: "Model reconciled once fixed" });
   }));
 
 test("re-applying the same manifests changes nothing and triggers no rollout", async () => {

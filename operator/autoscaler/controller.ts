@@ -1,6 +1,7 @@
 // The SLO autoscaler's loop: every interval, for each pool in mode slo, scrape its engines,
 // turn two scrapes into an observation, ask recommendReplicas, act only through the pool's /scale
-// subresource, and record the decision in status.autoscaler and llmfleet_autoscaler_* metrics.
+// subresource, and record the decision in status.autoscaler and llmfleet_autoscaler_* metrics;
+// each scale is also an Event on the pool.
 // Pools in mode external are never touched. State is only the recent history per pool: after a
 // restart the recommender holds replicas until it has seen a full stabilisation window.
 import type { V1Pod } from "@kubernetes/client-node";
@@ -11,6 +12,7 @@ import { R } from "../../lib/kube/resources.ts";
 import { nameOf, namespaceOf, type KubeObject } from "../../lib/kube/types.ts";
 import { cached, type Caches } from "../reconcilers/caches.ts";
 import { canonical, fieldManager } from "../runtime/apply.ts";
+import type { EventInput } from "../runtime/events.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { createAutoscalerMetrics, type AutoscalerMetrics } from "./metrics.ts";
 import { autoscaled, observation, recommenderSpec, type Scraped } from "./observe.ts";
@@ -121,7 +123,7 @@ class AutoscalerLoop implements Autoscaler {
     const spec = this.specOf(pool, role);
     const d = recordAndRecommend(st.history, observation(role, prev, cur, pool.status?.readyReplicas ?? 0), spec);
     this.metrics.record({ namespace: ns, pool: nameOf(pool), role }, d);
-    if (d.desired !== spec.current) await this.scale(pool, role, d.desired);
+    if (d.desired !== spec.current) await this.scale(pool, role, { from: spec.current, decision: d });
     await this.writeStatus(pool, role, d);
   }
 
@@ -136,13 +138,15 @@ class AutoscalerLoop implements Autoscaler {
     });
   }
 
-  private async scale(pool: EnginePool, role: PoolRole, replicas: number): Promise<void> {
+  private async scale(pool: EnginePool, role: PoolRole, change: { from: number; decision: Decision }): Promise<void> {
     const r = role === "prefill" ? R.PrefillPool : R.DecodePool;
+    const replicas = change.decision.desired;
     // Read-modify-write of the Scale object, as the HPA does: a PATCH of /scale fails with an
     // InternalError while spec.replicas.desired is still unset (the usual state of a new pool).
     const scale = await this.manager.client.get<KubeObject & { spec?: { replicas?: number } }>(r, namespaceOf(pool), nameOf(pool), "scale");
     await this.manager.client.replace(r, { ...scale, spec: { ...scale.spec, replicas } }, "llmfleet/autoscaler", "scale");
     this.manager.log(`autoscaler: ${role} pool ${namespaceOf(pool)}/${nameOf(pool)} -> ${replicas} replicas`);
+    await this.manager.events.record(pool, scaleEvent(change.from, change.decision));
   }
 
   /** status.autoscaler, written (as llmfleet/autoscaler) only when the decision differs from the recorded one. */
@@ -167,6 +171,11 @@ export function recordAndRecommend(history: PoolObservation[], obs: PoolObservat
   const d = recommendReplicas(history, spec);
   obs.recommendation = d.inputs.raw;
   return d;
+}
+
+/** The Event of a scale, worded as the HPA words its own (reason SuccessfulRescale). */
+export function scaleEvent(from: number, d: Decision): EventInput {
+  return { type: "Normal", reason: "SuccessfulRescale", action: "Scale", note: `New size: ${d.desired} (was ${from}); reason: ${d.reason}` };
 }
 
 const round = (x: number): number => Number(x.toPrecision(4));

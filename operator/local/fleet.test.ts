@@ -59,6 +59,12 @@ metadata: {name: d}
 spec: {modelRef: {name: other}, replicas: {min: 1, max: 2}}
 `);
   assert.throws(() => planLocalFleet(readFleet(missing)), /decode pool d: Model "other" not found/);
+  const vllm = manifest(`apiVersion: serving.llmfleet.dev/v1alpha1
+kind: Model
+metadata: {name: m}
+spec: {source: {uri: "file:///m", format: safetensors}, runtime: {engine: vllm}}
+`);
+  assert.throws(() => planLocalFleet(readFleet(vllm)), /Model m: runtime.engine vllm is not supported by this operator yet/, "an invalid spec is refused too");
 });
 
 test("a router is wired to the Services its planned arguments name, per role", () => {

@@ -59,6 +59,7 @@ export function planLocalFleet(fleet: LocalFleetSpec): PlannedDeployment[] {
     const plan = planPool(pool, role, world);
     const unresolved = findCondition(plan.status.conditions, "ReferencesResolved");
     if (unresolved?.status === "False") throw new Error(`${role} pool ${nameOf(pool)}: ${unresolved.message}`);
+    if (plan.invalid) throw new Error(`${role} pool ${nameOf(pool)}: ${plan.invalid}`);
     planned.push(...deployments(plan.children));
   }
   for (const model of fleet.models) planned.push(...deployments(planModelLocally(fleet, model)));
@@ -69,13 +70,15 @@ export function planLocalFleet(fleet: LocalFleetSpec): PlannedDeployment[] {
 function planModelLocally(fleet: LocalFleetSpec, model: Model): KubeObject[] {
   const mine = (p: EnginePool): boolean => p.spec.modelRef.name === nameOf(model);
   const nodeGroup = fleet.nodeGroups.find((g) => nameOf(g) === model.spec.placement?.nodeGroupRef?.name);
-  return planModel(model, {
+  const plan = planModel(model, {
     prefillPools: fleet.prefillPools.filter(mine),
     decodePools: fleet.decodePools.filter(mine),
     nodeGroup,
     ...LOCAL_IMAGES,
     now: NOW,
-  }).children;
+  });
+  if (plan.invalid) throw new Error(`Model ${nameOf(model)}: ${plan.invalid}`);
+  return plan.children;
 }
 
 export interface LocalLayout {

@@ -2,11 +2,14 @@
 // condition's status flips.
 import type { Condition } from "../../crds/schema/common.ts";
 import type { KubeObject } from "../../lib/kube/types.ts";
+import type { Rollout } from "./rollout.ts";
 
 /** What a planner returns: the children to apply and the status to write. */
 export interface Plan<Status> {
   children: KubeObject[];
   status: Status;
+  /** Set when the spec cannot be served (invalid-spec.ts): status says so, and the pass ends as a terminal error. */
+  invalid?: string;
 }
 
 export interface ConditionInput {
@@ -29,13 +32,38 @@ export function setConditions(existing: Condition[] | undefined, wanted: Conditi
   return out;
 }
 
+/** A condition whose status changed (or that is new): what a status write records as an Event. */
+export interface ConditionFlip {
+  /** The status before; undefined when the condition is new. */
+  from?: Condition["status"];
+  to: Condition;
+}
+
+/** The conditions of `after` whose status differs from `before` — exactly those whose lastTransitionTime setConditions moved. */
+export function conditionFlips(before: Condition[] | undefined, after: Condition[] | undefined): ConditionFlip[] {
+  return (after ?? []).flatMap((to) => {
+    const from = findCondition(before, to.type)?.status;
+    return from === to.status ? [] : [{ from, to }];
+  });
+}
+
 export function findCondition(conditions: Condition[] | undefined, type: string): Condition | undefined {
   return conditions?.find((c) => c.type === type);
 }
 
-export function readinessConditions(ready: number, desired: number): ConditionInput[] {
-  const resolved: ConditionInput = { type: "ReferencesResolved", status: "True", reason: "Resolved", message: "All referenced objects exist." };
-  if (desired === 0) return [resolved, { type: "Ready", status: "True", reason: "ScaledToZero", message: "No replicas are wanted." }];
-  const ok = ready >= desired;
-  return [resolved, { type: "Ready", status: ok ? "True" : "False", reason: ok ? "Available" : "Progressing", message: `${ready}/${desired} replicas ready.` }];
+export const RESOLVED: ConditionInput = { type: "ReferencesResolved", status: "True", reason: "Resolved", message: "All referenced objects exist." };
+
+/** Ready follows the rollout: RollingOut until it is complete, then Available (or ScaledToZero). */
+export function readyCondition(rollout: Rollout, message = `${capitalize(rollout.message)}.`): ConditionInput {
+  if (!rollout.complete) return { type: "Ready", status: "False", reason: "RollingOut", message };
+  return { type: "Ready", status: "True", reason: rollout.desired === 0 ? "ScaledToZero" : "Available", message };
+}
+
+/** ReferencesResolved (True: the caller found every reference) and Ready of one workload's rollout. */
+export function readinessConditions(rollout: Rollout): ConditionInput[] {
+  return [RESOLVED, readyCondition(rollout)];
+}
+
+export function capitalize(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
 }

@@ -6,11 +6,12 @@ import type { KVStore, KVStoreStatus } from "../api.ts";
 import type { KVTier } from "../../crds/schema/kvstore.ts";
 import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../../lib/kube/types.ts";
 import { ownerRef, service, statefulSet, type ChildMeta } from "./children.ts";
-import { readinessConditions, setConditions, type Plan } from "./conditions.ts";
+import { readyCondition, setConditions, type Plan } from "./conditions.ts";
 import { enginePodTemplate } from "./engine-pod.ts";
 import { SHORT_DRAIN } from "./runtime-args.ts";
 import { childLabels, childName, selectorLabels, serviceURL } from "./labels.ts";
 import { formatMi, parseQuantity } from "./quantity.ts";
+import { rolloutOf } from "./rollout.ts";
 
 export const KV_DATA_PATH = "/var/lib/llmfleet/kv";
 
@@ -106,7 +107,7 @@ function kvStoreChildren(store: KVStore, engineImage: string): KubeObject[] {
 export function planKVStore(store: KVStore, world: KVStoreWorld): Plan<KVStoreStatus> {
   const counts = workloadCounts(world.statefulSet);
   const generation = store.metadata?.generation;
-  const ready = readinessConditions(counts.readyReplicas, store.spec.replicas).filter((c) => c.type === "Ready");
+  const ready = [readyCondition(rolloutOf(world.statefulSet, store.spec.replicas, "StatefulSet"))];
   const status: KVStoreStatus = {
     observedGeneration: generation,
     ...counts,

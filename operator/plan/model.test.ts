@@ -22,7 +22,7 @@ test("a Model becomes the router Deployment and Service, wired to its pools", ()
   assert.equal(args[args.indexOf("--decode") + 1], "http://d-decode.ns.svc:8000");
   assert.equal((plan.children[1] as V1Service).spec?.ports?.[0]?.port, 80);
   assert.equal(plan.status.endpoint, "http://gemma-router.ns.svc");
-  assert.equal(findCondition(plan.status.conditions, "Ready")?.reason, "Progressing");
+  assert.equal(findCondition(plan.status.conditions, "Ready")?.reason, "RollingOut");
 });
 
 test("the router reads its pools' EndpointSlices under its own ServiceAccount, and nothing else", () => {
@@ -64,10 +64,11 @@ test("a missing node group for aggregated replicas is a condition, not children"
   assert.match(findCondition(plan.status.conditions, "ReferencesResolved")?.message ?? "", /GPUNodeGroup "nope" not found/);
 });
 
-test("the Model is Ready when its router and aggregated replicas are", () => {
+test("the Model is Ready when its router and aggregated replicas have rolled out", () => {
   const model = aModel("gemma");
   model.spec.replicas = { min: 1, max: 2 };
-  const plan = planModel(model, world({ router: { status: { readyReplicas: 1 } }, aggregated: { status: { replicas: 1, readyReplicas: 1 } } }));
+  const done = { metadata: { generation: 1 }, status: { observedGeneration: 1, replicas: 1, updatedReplicas: 1, readyReplicas: 1 } };
+  const plan = planModel(model, world({ router: done, aggregated: done }));
   assert.equal(findCondition(plan.status.conditions, "Ready")?.status, "True");
   assert.equal(plan.status.readyReplicas, 1);
 });

@@ -4,11 +4,13 @@ import type { V1Deployment } from "@kubernetes/client-node";
 import type { DecodePool, GPUNodeGroup, Model, ModelStatus, PrefillPool } from "../api.ts";
 import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../../lib/kube/types.ts";
 import { deployment, disruptionBudget, ownerRef, podIdentity, service, type ChildMeta } from "./children.ts";
-import { setConditions, type ConditionInput, type Plan } from "./conditions.ts";
+import { capitalize, readyCondition, RESOLVED, setConditions, type ConditionInput, type Plan } from "./conditions.ts";
 import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
 import { aggregatedGPUs, modelDrain, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, ROUTER_SERVICE_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { decodeServiceURLs, desiredReplicas } from "./pools.ts";
+import { rolloutOf } from "./rollout.ts";
+import { invalidSpecConditions, modelSpecProblem } from "./invalid-spec.ts";
 
 export interface ModelWorld {
   prefillPools: PrefillPool[];
@@ -65,7 +67,7 @@ function routerChildren(model: Model, world: ModelWorld): KubeObject[] {
     drain: modelDrain(model, modelOnGPUs(model, [...world.prefillPools, ...world.decodePools])),
   });
   const readEndpoints = [{ apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["get", "list", "watch"] }];
-  return [deployment(m, model.spec.routing?.replicas ?? 1, template), service(m, { port: ROUTER_SERVICE_PORT }), ...podIdentity(m, readEndpoints)];
+  return [deployment(m, routerReplicas(model), template), service(m, { port: ROUTER_SERVICE_PORT }), ...podIdentity(m, readEndpoints)];
 }
 
 function aggregatedChildren(model: Model, world: ModelWorld, replicas: number): KubeObject[] {
@@ -97,15 +99,18 @@ function missingNodeGroup(model: Model, world: ModelWorld): ConditionInput[] | u
   ];
 }
 
-function modelConditions(world: ModelWorld, desired: number): ConditionInput[] {
-  const router = workloadCounts(world.router).readyReplicas;
-  const aggregated = workloadCounts(world.aggregated).readyReplicas;
-  const ok = router >= 1 && aggregated >= desired;
-  const message = `router ${router} ready; aggregated ${aggregated}/${desired} ready; ${world.prefillPools.length} prefill and ${world.decodePools.length} decode pools.`;
-  return [
-    { type: "ReferencesResolved", status: "True", reason: "Resolved", message: "All referenced objects exist." },
-    { type: "Ready", status: ok ? "True" : "False", reason: ok ? "Available" : "Progressing", message },
-  ];
+/** The router's rollout and, when the Model has aggregated replicas, theirs: Ready when both are complete. */
+function modelConditions(model: Model, world: ModelWorld, desired: number): ConditionInput[] {
+  const router = rolloutOf(world.router, routerReplicas(model), "Deployment");
+  const aggregated = model.spec.replicas ? rolloutOf(world.aggregated, desired, "Deployment") : undefined;
+  const parts = [`router: ${router.message}`, ...(aggregated ? [`aggregated: ${aggregated.message}`] : [])];
+  const message = `${[...parts, `${world.prefillPools.length} prefill and ${world.decodePools.length} decode pools`].join("; ")}.`;
+  const complete = router.complete && (aggregated?.complete ?? true);
+  return [RESOLVED, readyCondition({ complete, desired: router.desired + desired, message }, capitalize(message))];
+}
+
+function routerReplicas(model: Model): number {
+  return model.spec.routing?.replicas ?? 1;
 }
 
 function modelStatus(model: Model, world: ModelWorld, desired: number, conditions: ConditionInput[]): ModelStatus {
@@ -128,6 +133,8 @@ export function planModel(model: Model, world: ModelWorld): Plan<ModelStatus> {
   const desired = model.spec.replicas ? desiredReplicas(model.spec.replicas) : 0;
   const unresolved = missingNodeGroup(model, world);
   if (unresolved) return { children: [], status: modelStatus(model, world, desired, unresolved) };
+  const invalid = modelSpecProblem(model, world.nodeGroup);
+  if (invalid) return { children: [], status: modelStatus(model, world, desired, invalidSpecConditions(invalid)), invalid };
   const aggregated = model.spec.replicas ? aggregatedChildren(model, world, desired) : [];
-  return { children: [...routerChildren(model, world), ...aggregated], status: modelStatus(model, world, desired, modelConditions(world, desired)) };
+  return { children: [...routerChildren(model, world), ...aggregated], status: modelStatus(model, world, desired, modelConditions(model, world, desired)) };
 }

@@ -149,15 +149,20 @@ test("plans are deterministic: the same world gives byte-identical children", ()
   assert.equal(JSON.stringify(a.children), JSON.stringify(b.children));
 });
 
-test("readiness follows the Deployment, and lastTransitionTime moves only on a flip", () => {
+test("readiness follows the Deployment's rollout, and lastTransitionTime moves only on a flip", () => {
   const pool = aPrefillPool();
   pool.spec.replicas = { min: 1, max: 4, desired: 2 };
-  const notReady = planPrefillPool(pool, world({ deployment: { status: { replicas: 2, readyReplicas: 1 } } }));
-  assert.equal(findCondition(notReady.status.conditions, "Ready")?.reason, "Progressing");
+  const rolled = (ready: number): V1Deployment => ({
+    metadata: { generation: 1 },
+    status: { observedGeneration: 1, replicas: 2, updatedReplicas: 2, readyReplicas: ready },
+  });
+  const notReady = planPrefillPool(pool, world({ deployment: rolled(1) }));
+  assert.equal(findCondition(notReady.status.conditions, "Ready")?.reason, "RollingOut");
+  assert.equal(findCondition(notReady.status.conditions, "Ready")?.message, "1 of 2 updated replicas ready.");
   pool.status = notReady.status;
-  const still = planPrefillPool(pool, world({ now: LATER, deployment: { status: { replicas: 2, readyReplicas: 1 } } }));
+  const still = planPrefillPool(pool, world({ now: LATER, deployment: rolled(1) }));
   assert.equal(findCondition(still.status.conditions, "Ready")?.lastTransitionTime, NOW);
-  const ready = planPrefillPool(pool, world({ now: LATER, deployment: { status: { replicas: 2, readyReplicas: 2 } } }));
+  const ready = planPrefillPool(pool, world({ now: LATER, deployment: rolled(2) }));
   const cond = findCondition(ready.status.conditions, "Ready");
   assert.equal(cond?.status, "True");
   assert.equal(cond?.lastTransitionTime, LATER);

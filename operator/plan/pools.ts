@@ -9,6 +9,8 @@ import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from
 import { modelDrain, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { kvStoreEndpoint } from "./kvstore.ts";
+import { rolloutOf } from "./rollout.ts";
+import { invalidSpecConditions, poolSpecProblem } from "./invalid-spec.ts";
 
 export interface PoolWorld {
   model?: Model;
@@ -57,9 +59,11 @@ export function planPool(pool: EnginePool, role: PoolRole, world: PoolWorld): Pl
     const reason = world.model ? "ReferenceNotFound" : "ModelNotFound";
     return { children: [], status: poolStatus(pool, { ...base, replicas: 0, readyReplicas: 0 }, refConditions(reason, message), world.now) };
   }
-  const counts = workloadCounts(world.deployment);
-  const conditions = readinessConditions(counts.readyReplicas, desired);
-  return { children: poolChildren(pool, role, world.model, world), status: poolStatus(pool, { ...base, ...counts }, conditions, world.now) };
+  const fields = { ...base, ...workloadCounts(world.deployment) };
+  const invalid = poolSpecProblem(pool, world.model, world.nodeGroup);
+  if (invalid) return { children: [], status: poolStatus(pool, fields, invalidSpecConditions(invalid), world.now), invalid };
+  const conditions = readinessConditions(rolloutOf(world.deployment, desired, "Deployment"));
+  return { children: poolChildren(pool, role, world.model, world), status: poolStatus(pool, fields, conditions, world.now) };
 }
 
 function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: PoolWorld): KubeObject[] {

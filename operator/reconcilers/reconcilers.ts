@@ -9,8 +9,11 @@ import { planDecodePool, planPrefillPool, type PoolWorld } from "../plan/pools.t
 import { planKVStore } from "../plan/kvstore.ts";
 import { planGPUNodeGroup } from "../plan/nodegroup.ts";
 import type { Plan } from "../plan/conditions.ts";
+import { InvalidSpecError } from "../plan/invalid-spec.ts";
 import { Applier } from "../runtime/apply.ts";
+import type { EventRecorder } from "../runtime/events.ts";
 import type { Manager } from "../runtime/manager.ts";
+import type { Condition } from "../../crds/schema/common.ts";
 import { cached, inNamespace, ownedBy, type Caches } from "./caches.ts";
 
 export interface EngineImages {
@@ -42,22 +45,22 @@ export function registerReconcilers(m: Manager, c: Caches, opts: ReconcilerOptio
       ...images,
       now: now(),
     };
-    await execute(new Applier(client, "model"), { obj: model, r: R.Model, plan: planModel(model, world), owned: ownedBy(c, model.metadata?.uid) });
+    await execute(new Applier(client, "model"), m.events, { obj: model, r: R.Model, plan: planModel(model, world), owned: ownedBy(c, model.metadata?.uid) });
   });
-  m.register("PrefillPool", (ns, name) => reconcilePool(client, c, { role: "prefill", ns, name, images, now: now() }));
-  m.register("DecodePool", (ns, name) => reconcilePool(client, c, { role: "decode", ns, name, images, now: now() }));
+  m.register("PrefillPool", (ns, name) => reconcilePool(m, c, { role: "prefill", ns, name, images, now: now() }));
+  m.register("DecodePool", (ns, name) => reconcilePool(m, c, { role: "decode", ns, name, images, now: now() }));
   m.register("KVStore", async (ns, name) => {
     const store = cached(c.kvStores, ns, name);
     if (!store) return;
     const plan = planKVStore(store, { statefulSet: cached(c.statefulSets, ns, childName(name, "kvstore")), engineImage: opts.engineImage, now: now() });
-    await execute(new Applier(client, "kvstore"), { obj: store, r: R.KVStore, plan, owned: ownedBy(c, store.metadata?.uid) });
+    await execute(new Applier(client, "kvstore"), m.events, { obj: store, r: R.KVStore, plan, owned: ownedBy(c, store.metadata?.uid) });
   });
   m.register("GPUNodeGroup", async (ns, name) => {
     const group = cached(c.nodeGroups, ns, name);
     if (!group) return;
     const pools: EnginePool[] = [...inNamespace(c.prefillPools, ns), ...inNamespace(c.decodePools, ns)];
     const plan = planGPUNodeGroup(group, { nodes: c.nodes.list(), pools, models: inNamespace(c.models, ns), now: now() });
-    await new Applier(client, "gpunodegroup").status(R.GPUNodeGroup, group, plan.status);
+    await execute(new Applier(client, "gpunodegroup"), m.events, { obj: group, r: R.GPUNodeGroup, plan, owned: [] });
   });
 }
 
@@ -69,8 +72,9 @@ interface PoolRequest {
   now: string;
 }
 
-async function reconcilePool(client: KubeClient, c: Caches, req: PoolRequest): Promise<void> {
+async function reconcilePool(m: Manager, c: Caches, req: PoolRequest): Promise<void> {
   const { role, ns, name } = req;
+  const client = m.client;
   const pool: EnginePool | undefined = role === "prefill" ? cached(c.prefillPools, ns, name) : cached(c.decodePools, ns, name);
   if (!pool) return;
   await initDesiredReplicas(client, role === "prefill" ? R.PrefillPool : R.DecodePool, pool);
@@ -86,7 +90,12 @@ async function reconcilePool(client: KubeClient, c: Caches, req: PoolRequest): P
   };
   const plan = role === "prefill" ? planPrefillPool(pool as PrefillPool, world) : planDecodePool(pool as DecodePool, world);
   const r = role === "prefill" ? R.PrefillPool : R.DecodePool;
-  await execute(new Applier(client, role === "prefill" ? "prefillpool" : "decodepool"), { obj: pool, r, plan, owned: ownedBy(c, pool.metadata?.uid) });
+  await execute(new Applier(client, role === "prefill" ? "prefillpool" : "decodepool"), m.events, {
+    obj: pool,
+    r,
+    plan,
+    owned: ownedBy(c, pool.metadata?.uid),
+  });
 }
 
 /**
@@ -120,12 +129,15 @@ interface Execution<S> {
 
 /**
  * Applies a plan. A plan without children means a reference is missing: the children that exist
- * keep serving (last known good) and only the status says what is wrong.
+ * keep serving (last known good) and only the status says what is wrong; a spec that cannot be
+ * served ends the pass as an InvalidSpecError once its status is written. A status write that
+ * flips a condition records an Event for it.
  */
-async function execute<S>(applier: Applier, e: Execution<S>): Promise<void> {
+async function execute<S extends { conditions?: Condition[] }>(applier: Applier, events: EventRecorder, e: Execution<S>): Promise<void> {
   if (e.plan.children.length > 0) {
     await applier.children(e.plan.children);
     await applier.prune(e.owned, e.plan.children);
   }
-  await applier.status(e.r, e.obj, e.plan.status);
+  if (await applier.status(e.r, e.obj, e.plan.status)) await events.recordFlips(e.obj, e.obj.status?.conditions, e.plan.status.conditions);
+  if (e.plan.invalid !== undefined) throw new InvalidSpecError(e.plan.invalid);
 }

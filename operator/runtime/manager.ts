@@ -3,7 +3,9 @@
 // only from the caches, so a burst of events for one object folds into one pass.
 import type { KubeClient } from "../../lib/kube/client.ts";
 import type { ResourceType } from "../../lib/kube/resources.ts";
-import type { KubeObject } from "../../lib/kube/types.ts";
+import { objectKey, type KubeObject } from "../../lib/kube/types.ts";
+import { InvalidSpecError } from "../plan/invalid-spec.ts";
+import { EventRecorder } from "./events.ts";
 import { Informer, type InformerOptions } from "../../lib/kube/informer.ts";
 import type { OperatorMetrics } from "./metrics.ts";
 import { WorkQueue } from "./workqueue.ts";
@@ -21,20 +23,29 @@ export function parseKey(k: string): { kind: string; namespace: string; name: st
   return { kind, namespace, name };
 }
 
-/** An error for a spec that cannot be served: recorded in status, not retried. */
-export class InvalidSpecError extends Error {}
-
 export class Manager {
   readonly queue = new WorkQueue();
   private readonly informers: Informer<KubeObject>[] = [];
   private readonly reconcilers = new Map<string, Reconcile>();
   private running = false;
   log: (msg: string) => void = (msg) => console.log(msg);
+  /** Kubernetes Events about the objects the operator manages; reconcilers and loops record through it. */
+  readonly events: EventRecorder;
 
+  /** `identity` is this replica's reportingInstance on Events. Default <hostname>-<pid>. */
   constructor(
     readonly client: KubeClient,
     private readonly metrics: OperatorMetrics,
-  ) {}
+    identity?: string,
+  ) {
+    this.events = new EventRecorder(client, {
+      instance: identity,
+      onError: (err, event, regarding) => {
+        this.metrics.eventsDropped.inc({ reason: event.reason });
+        this.log(`event ${event.reason} on ${regarding.kind} ${objectKey(regarding)} dropped: ${String(err)}`);
+      },
+    });
+  }
 
   informer<T extends KubeObject>(r: ResourceType, mapper: KeyMapper<T>, opts: InformerOptions = {}): Informer<T> {
     const inf = new Informer<T>(this.client, r, {
@@ -103,10 +114,18 @@ export class Manager {
       const invalid = err instanceof InvalidSpecError;
       end({ result: invalid ? "invalid" : "error" });
       this.metrics.reconcileErrors.inc({ controller, reason: invalid ? "InvalidSpec" : errorReason(err) });
-      if (invalid) return;
-      const delay = this.queue.addRateLimited(k);
-      this.log(`reconcile ${k} failed, retrying in ${delay} ms: ${String(err)}`);
+      if (invalid) this.terminal(k, err);
+      else this.log(`reconcile ${k} failed, retrying in ${this.queue.addRateLimited(k)} ms: ${String(err)}`);
     }
+  }
+
+  /**
+   * A spec that cannot be served (the reconciler has written why into status): not requeued, and
+   * its backoff is reset, since only a change to the object or what it references can fix it.
+   */
+  private terminal(k: string, err: InvalidSpecError): void {
+    this.queue.forget(k);
+    this.log(`reconcile ${k}: invalid spec, not retried until it changes: ${err.message}`);
   }
 }
 

@@ -1,4 +1,4 @@
-// Operator metrics (prom-client): reconcile duration, queue depth, errors, informer restarts.
+// Operator metrics (prom-client): reconcile duration, queue depth, errors, informer restarts, dropped Events.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 export interface OperatorMetrics {
@@ -8,6 +8,7 @@ export interface OperatorMetrics {
   queueDepth: Gauge;
   informerRestarts: Counter<"resource">;
   isLeader: Gauge;
+  eventsDropped: Counter<"reason">;
 }
 
 export function createOperatorMetrics(): OperatorMetrics {
@@ -24,7 +25,7 @@ export function createOperatorMetrics(): OperatorMetrics {
     }),
     reconcileErrors: new Counter({
       name: "llmfleet_operator_reconcile_errors_total",
-      help: "Reconcile passes that failed and were requeued with backoff.",
+      help: "Reconcile passes that failed, by reason: requeued with backoff, except InvalidSpec (not retried until the spec changes).",
       labelNames: ["controller", "reason"],
       registers: [registry],
     }),
@@ -36,5 +37,11 @@ export function createOperatorMetrics(): OperatorMetrics {
       registers: [registry],
     }),
     isLeader: new Gauge({ name: "llmfleet_operator_leader", help: "1 while this replica holds the leader lease.", registers: [registry] }),
+    eventsDropped: new Counter({
+      name: "llmfleet_operator_events_dropped_total",
+      help: "Kubernetes Events the API server refused (Events are best effort), by the Event's reason.",
+      labelNames: ["reason"],
+      registers: [registry],
+    }),
   };
 }

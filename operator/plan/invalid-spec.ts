@@ -1,0 +1,47 @@
+// Specs the CRD schema cannot reject, because they span objects or name what this operator cannot
+// run yet. A planner that finds one plans no children (those that exist keep serving), says why
+// in Ready (reason InvalidSpec) and sets Plan.invalid; the reconciler then ends the pass with an
+// InvalidSpecError, which the manager does not retry (controller-runtime's TerminalError). Any
+// change to the object or to what it references reconciles it again. Pure.
+import type { EnginePool, GPUNodeGroup, Model } from "../api.ts";
+import { nameOf } from "../../lib/kube/types.ts";
+import { RESOLVED, type ConditionInput } from "./conditions.ts";
+import { aggregatedGPUs } from "./runtime-args.ts";
+
+/** A spec that cannot be served as it is: recorded in status, not retried until something changes. */
+export class InvalidSpecError extends Error {
+  override readonly name = "InvalidSpecError";
+}
+
+const BUNDLED = "bundled";
+
+function engineOf(model: Model): string {
+  return model.spec.runtime?.engine ?? BUNDLED;
+}
+
+/** No node of `group` can hold a replica that wants `gpus` GPUs. */
+function tooManyGPUs(what: string, gpus: number, group: GPUNodeGroup | undefined): string | undefined {
+  if (!group || gpus <= group.spec.gpusPerNode) return undefined;
+  return `${what} ${gpus} is more than GPUNodeGroup "${nameOf(group)}" has per node (${group.spec.gpusPerNode}): no node of the group can hold a replica.`;
+}
+
+/** Why the Model cannot be served, or undefined. `nodeGroup` is its placement's group, when it exists. */
+export function modelSpecProblem(model: Model, nodeGroup: GPUNodeGroup | undefined): string | undefined {
+  const engine = engineOf(model);
+  if (engine !== BUNDLED) return `runtime.engine ${engine} is not supported by this operator yet: it runs only the bundled engine.`;
+  return tooManyGPUs("placement.gpusPerReplica", aggregatedGPUs(model), nodeGroup);
+}
+
+/** Why the pool cannot be served with this Model and node group, or undefined. */
+export function poolSpecProblem(pool: EnginePool, model: Model, nodeGroup: GPUNodeGroup | undefined): string | undefined {
+  const engine = engineOf(model);
+  if (engine !== BUNDLED) {
+    return `Model "${nameOf(model)}" has runtime.engine ${engine}; prefill and decode pools run only the bundled engine, whose KV hand-off they use.`;
+  }
+  return tooManyGPUs("gpusPerReplica", pool.spec.gpusPerReplica, nodeGroup);
+}
+
+/** The references resolved, and the spec cannot be served. */
+export function invalidSpecConditions(message: string): ConditionInput[] {
+  return [RESOLVED, { type: "Ready", status: "False", reason: "InvalidSpec", message }];
+}
