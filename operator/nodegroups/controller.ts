@@ -33,7 +33,7 @@ import { KwokProvider } from "./kwok.ts";
 import { planNodeGroupActions } from "./plan.ts";
 import { ACK_RUN_ANNOTATION, ConcurrentUpdate, NODEGROUP_MANAGER, type NodeGroupProvider } from "./provider.ts";
 import { PulumiProvider, type PulumiOptions } from "./pulumi.ts";
-import { decide, endRun, runState, startRun, type RunOutcome } from "./runs.ts";
+import { decide, endRun, runEvent, runState, startRun, type RunOutcome } from "./runs.ts";
 import { nextStep, type Step } from "./step.ts";
 
 export interface NodeGroupOptions {
@@ -109,8 +109,17 @@ class Actuator {
     if (same) return;
     const status = { actuation, ...(conditions.length > 0 ? { conditions } : {}) };
     await this.manager.client.apply(R.GPUNodeGroup, statusPatch(group, status), NODEGROUP_MANAGER, "status");
-    const others = (group.status?.conditions ?? []).filter((c) => c.type !== DRAIN_CONDITION);
-    group.status = { ...group.status, actuation, conditions: [...others, ...conditions] };
+    const before = group.status;
+    const others = (before?.conditions ?? []).filter((c) => c.type !== DRAIN_CONDITION);
+    group.status = { ...before, actuation, conditions: [...others, ...conditions] };
+    await this.recordEvents(group, before);
+  }
+
+  /** Events: a drain blocked or cleared, a provider run started or ended. */
+  private async recordEvents(group: GPUNodeGroup, before: GPUNodeGroupStatus | undefined): Promise<void> {
+    await this.manager.events.recordFlips(group, before?.conditions, group.status?.conditions);
+    const run = runEvent(before?.actuation?.lastRun, group.status?.actuation?.lastRun);
+    if (run) await this.manager.events.record(group, run);
   }
 
   /** The last run as this pass sees it: Aborted if another process left it Progressing; undefined while ours runs. */

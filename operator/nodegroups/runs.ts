@@ -4,6 +4,7 @@
 // A ConcurrentUpdate (another update holds the stack) is neither: it ends the run and requeues.
 import type { NodeGroupActuation, NodeGroupRun } from "../../crds/schema/nodegroup.ts";
 import { setConditions, type ConditionInput } from "../plan/conditions.ts";
+import type { EventInput } from "../runtime/events.ts";
 
 export type RunOutcome = "Complete" | "Failed" | "Aborted" | "ConcurrentUpdate";
 
@@ -58,4 +59,17 @@ export function runState(run: NodeGroupRun | undefined): RunOutcome | "Progressi
 export function decide(prev: NodeGroupActuation | undefined, d: Omit<NodeGroupActuation, "decidedAt" | "lastRun">, now: string): NodeGroupActuation {
   const decidedAt = prev && prev.decision === d.decision ? prev.decidedAt : now;
   return { ...d, decidedAt, ...(prev?.lastRun ? { lastRun: prev.lastRun } : {}) };
+}
+
+/**
+ * The Event a change of the last run calls for: a run started (a new id), or the run ended (its
+ * state left Progressing). None when nothing about the run changed.
+ */
+export function runEvent(before: NodeGroupRun | undefined, after: NodeGroupRun | undefined): EventInput | undefined {
+  if (!after) return undefined;
+  const state = runState(after);
+  if (before?.id !== after.id && state === "Progressing") return { type: "Normal", reason: "NodeGroupRunStarted", action: "Scale", note: after.message };
+  if (runState(before) === state || state === "Progressing") return undefined;
+  const failed = state === "Failed" || state === "Aborted";
+  return { type: failed ? "Warning" : "Normal", reason: `NodeGroupRun${state}`, action: "Scale", note: `Run ${after.id}: ${after.message}` };
 }

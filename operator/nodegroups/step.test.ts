@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { GPUNodeGroup } from "../api.ts";
 import { nodePoolLimitsPatch } from "./karpenter.ts";
-import { decide, endRun, runState, startRun } from "./runs.ts";
+import { decide, endRun, runEvent, runState, startRun } from "./runs.ts";
 import { nextStep, type StepInput } from "./step.ts";
 
 const group = { metadata: { name: "h100" }, spec: { provider: { kind: "pulumi" }, gpusPerNode: 2, nodes: { min: 1, max: 4 } } } as unknown as GPUNodeGroup;
@@ -43,6 +43,18 @@ test("runs: Progressing → Complete / Failed / Aborted; ConcurrentUpdate is nei
   );
   assert.equal(aborted.finishedAt, at(5));
   assert.equal(startRun(aborted, { provider: "pulumi", targetNodes: 1, operator: "op-b", now: at(9) }).id, 2);
+});
+
+test("runEvent: a run's start and end are Events, a Warning when it failed; no change, no Event", () => {
+  assert.deepEqual(runEvent(undefined, started), { type: "Normal", reason: "NodeGroupRunStarted", action: "Scale", note: "pulumi: bringing the group to 3 nodes." });
+  assert.equal(runEvent(started, started), undefined);
+  assert.equal(runEvent(started, endRun(started, "Complete", "ok", at(5)))?.reason, "NodeGroupRunComplete");
+  const failed = runEvent(started, endRun(started, "Failed", "boom", at(5)));
+  assert.deepEqual([failed?.type, failed?.reason, failed?.note], ["Warning", "NodeGroupRunFailed", "Run 1: boom"]);
+  assert.equal(runEvent(started, endRun(started, "Aborted", "restart", at(5)))?.type, "Warning");
+  const done = endRun(started, "Complete", "ok", at(5));
+  assert.equal(runEvent(done, done), undefined);
+  assert.equal(runEvent(done, undefined), undefined);
 });
 
 test("decide: decidedAt moves only when the decision changes", () => {
