@@ -5,6 +5,7 @@
  * (stream_options.include_usage), else one per content chunk (llama-server streams a token a chunk).
  */
 import { Agent, request, type IncomingMessage } from "node:http";
+import { prng as mulberry32 } from "../../engine/model/synthetic-gguf.ts";
 
 export interface CompletionRequest {
   prompt: string;
@@ -238,17 +239,8 @@ export async function closedLoop(
   return summarise(concurrency, outcomes, performance.now() - t0);
 }
 
-/** mulberry32: deterministic prompts and stress plans from a seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic prompts and stress plans from a seed. */
+export const prng = mulberry32;
 
 const WORDS = ["the", "of", "and", "is", "to", "in", "capital", "France", "Paris", "hello", "world"];
 

@@ -1,5 +1,6 @@
 // Request traces for the autoscaling replay: Azure LLM inference CSV (TIMESTAMP, ContextTokens,
 // GeneratedTokens) and Mooncake JSONL (timestamp ms, input_length, output_length, hash_ids).
+import { prng } from "../../engine/model/synthetic-gguf.ts";
 import { readFileSync } from "node:fs";
 
 export interface TraceRequest {
@@ -38,16 +39,7 @@ export function loadTrace(path: string): TraceRequest[] {
 }
 
 /** Deterministic uniform [0, 1) (mulberry32), so every scaler replays the very same requests. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const seededRandom = prng;
 
 export interface Shaping {
   /** Copies of every request (independent tenants with the same traffic shape). Default 1. */

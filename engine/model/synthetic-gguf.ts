@@ -32,8 +32,8 @@ export const SYNTHETIC_PRESETS: Record<string, SyntheticShape> = {
   "8b": { nEmbd: 4096, nLayer: 32, nHead: 32, nHeadKv: 8, nFf: 14336, contextLength: 8192, dtype: "f16", nVocab: 32000 },
 };
 
-/** mulberry32: small, fast, deterministic. */
-function prng(seed: number): () => number {
+/** mulberry32: small, fast, deterministic uniform [0, 1) from a seed. */
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
