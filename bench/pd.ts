@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
-import { eventually } from "../engine/test/harness.ts";
+import { eventually } from "../testing/engine.ts";
 
 const REQUESTS = 8;
 const CONCURRENCY = 4;

@@ -3,12 +3,12 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Deployment, V1Service, V1StatefulSet } from "@kubernetes/client-node";
-import { eventually } from "../e2e/harness/eventually.ts";
-import { kubectl, kubectlOk } from "../e2e/harness/kubectl.ts";
+import { eventually } from "../testing/eventually.ts";
+import { kubectl, kubectlOk } from "../testing/kubectl.ts";
 import { createKwokGpuNode } from "../scripts/cluster/kwok-nodes.ts";
 import type { Model, PrefillPool } from "./api.ts";
-import { ensureNamespace, installCRDs, jsonOf } from "./testing/cluster.ts";
-import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "./testing/operator-process.ts";
+import { ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
+import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "../testing/operator-process.ts";
 
 const NS = "it-reconcile";
 const n = ["-n", NS];

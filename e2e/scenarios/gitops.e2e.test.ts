@@ -4,9 +4,9 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Deployment } from "@kubernetes/client-node";
-import { eventually } from "../harness/eventually.ts";
-import { kubectl, kubectlOk } from "../harness/kubectl.ts";
-import { jsonOf } from "../../operator/testing/cluster.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectl, kubectlOk } from "../../testing/kubectl.ts";
+import { jsonOf } from "../../testing/cluster.ts";
 import type { PrefillPool } from "../../operator/api.ts";
 import { quickstartNodes, startFleet, type Fleet } from "./fixture.ts";
 

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { resolve } from "node:path";
 import { ensureModel } from "../model/fetch.ts";
-import { eventually } from "../test/harness.ts";
+import { eventually } from "../../testing/engine.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 

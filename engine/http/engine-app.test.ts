@@ -1,7 +1,7 @@
 /** Standalone: real llama.cpp on a tiny synthetic GGUF, the app in-process on loopback. */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { eventually, metricValue, postJson, sseEvents, startPod, type RunningPod } from "../test/harness.ts";
+import { eventually, metricValue, postJson, sseEvents, startPod, type RunningPod } from "../../testing/engine.ts";
 
 const MODEL = "synthetic://tiny";
 let pod: RunningPod;

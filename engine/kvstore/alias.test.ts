@@ -11,7 +11,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import express from "express";
-import { listen, metricValue, postJson, startPod, type Running, type RunningPod, completionWithReuse } from "../test/harness.ts";
+import { listen, metricValue, postJson, startPod, type Running, type RunningPod, completionWithReuse } from "../../testing/engine.ts";
 import { commonPrefixLength } from "../runtime/runtime.ts";
 import { kvBlockHashes } from "./block-keys.ts";
 import { encodeKvEntry } from "./kv-entry.ts";

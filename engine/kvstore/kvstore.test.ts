@@ -9,7 +9,7 @@ import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startS3Server, type S3Server } from "../../scripts/s3/moto-server.ts";
-import { listen, postJson, type Running } from "../test/harness.ts";
+import { listen, postJson, type Running } from "../../testing/engine.ts";
 import { kvBlockHashes } from "./block-keys.ts";
 import { DiskTier } from "./disk-tier.ts";
 import { encodeKvEntry } from "./kv-entry.ts";

@@ -9,14 +9,14 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { eventually } from "../../e2e/harness/eventually.ts";
-import { kubectl, kubectlOk } from "../../e2e/harness/kubectl.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectl, kubectlOk } from "../../testing/kubectl.ts";
 import type { GPUNodeGroup } from "../api.ts";
 import type { NodeGroupRun } from "../../crds/schema/nodegroup.ts";
 import { ensurePulumi } from "../../scripts/pulumi/bins.ts";
 import { R } from "../../lib/kube/resources.ts";
-import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
-import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "../testing/operator-process.ts";
+import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../../testing/cluster.ts";
+import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "../../testing/operator-process.ts";
 import { ACK_RUN_ANNOTATION } from "./provider.ts";
 import { runState } from "./runs.ts";
 

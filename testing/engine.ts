@@ -2,7 +2,7 @@
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import type { Express } from "express";
-import { createModelPod, type ModelPod, type ModelPodOptions } from "../pod.ts";
+import { createModelPod, type ModelPod, type ModelPodOptions } from "../engine/pod.ts";
 
 export interface Running extends AsyncDisposable {
   url: string;

@@ -1,10 +1,10 @@
 // Helpers for integration tests against the real control plane started by test:integration.
 import { KubeConfig } from "@kubernetes/client-node";
 import { resolve } from "node:path";
-import { kubectl, kubectlOk } from "../../e2e/harness/kubectl.ts";
-import { KubeClient } from "../../lib/kube/client.ts";
+import { kubectl, kubectlOk } from "./kubectl.ts";
+import { KubeClient } from "../lib/kube/client.ts";
 
-export const ROOT = resolve(import.meta.dirname, "../..");
+export const ROOT = resolve(import.meta.dirname, "..");
 
 export function adminClient(): KubeClient {
   const path = process.env.KUBECONFIG;
