@@ -31,10 +31,18 @@ export default tseslint.config(
     rules: { "@typescript-eslint/explicit-function-return-type": "off" },
   },
   {
-    // Boundaries (STYLE.md habit 13): the product never imports scripts/, e2e/ or test helpers;
-    // scripts and tests import the product, not the reverse.
+    // e2e/ keeps the e2e-only infrastructure (API server restarts, the pod runner, operator pods,
+    // Prometheus); everything else shares helpers through testing/ and never reaches into e2e/.
+    files: ["testing/**/*.ts", "operator/**/*.ts", "engine/**/*.ts", "crds/**/*.ts", "lib/**/*.ts", "scripts/**/*.ts", "bench/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", { patterns: [{ regex: "(^|/)e2e/", message: "only e2e/ imports e2e/: shared test helpers live in testing/" }] }],
+    },
+  },
+  {
+    // Boundaries (STYLE.md habit 13): the product never imports scripts/, e2e/ or test helpers
+    // (testing/, the one testing library); scripts and tests import the product, not the reverse.
     files: ["operator/**/*.ts", "engine/**/*.ts", "crds/**/*.ts", "lib/**/*.ts"],
-    ignores: ["**/*.test.ts", "**/test/**", "operator/testing/**"],
+    ignores: ["**/*.test.ts"],
     rules: {
       "no-restricted-imports": ["error", { patterns: [{ regex: "(^|/)(scripts|e2e|bench)/|(^|/)(test|testing)/|\\.test\\.ts$", message: "product code must not import scripts/, e2e/, bench/ or test helpers" }] }],
     },
@@ -42,7 +50,7 @@ export default tseslint.config(
   {
     // The engine shares with the operator only the Kubernetes library (lib/) and crds/.
     files: ["engine/**/*.ts"],
-    ignores: ["**/*.test.ts", "**/test/**"],
+    ignores: ["**/*.test.ts"],
     rules: {
       "no-restricted-imports": [
         "error",

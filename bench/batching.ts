@@ -6,7 +6,7 @@
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
-import { startPod } from "../engine/test/harness.ts";
+import { startPod } from "../testing/engine.ts";
 
 const MAX_TOKENS = 32;
 const LEVELS = [1, 4, 8, 16];

@@ -31,7 +31,7 @@ import { DEFAULT_CODEC, kvCodec } from "../engine/kvcodec/codec.ts";
 import { createKvStorePod } from "../engine/kvstore-pod.ts";
 import { decodeKvEntry, encodeKvEntry } from "../engine/kvstore/kv-entry.ts";
 import { kvBlockHashes } from "../engine/kvstore/block-keys.ts";
-import { listen } from "../engine/test/harness.ts";
+import { listen } from "../testing/engine.ts";
 import {
   compare,
   dequantised,

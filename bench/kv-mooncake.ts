@@ -21,7 +21,7 @@ import { availableParallelism, cpus } from "node:os";
 import { createKvStorePod } from "../engine/kvstore-pod.ts";
 import { DEFAULT_CODEC } from "../engine/kvcodec/codec.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
-import { listen, metricValue, startPod, type RunningPod, streamTtftMs } from "../engine/test/harness.ts";
+import { listen, metricValue, startPod, type RunningPod, streamTtftMs } from "../testing/engine.ts";
 
 const quick = process.argv.includes("--quick");
 const TRACE = process.env.MOONCAKE_TRACE ?? "/work/shared/traces/mooncake_synthetic.jsonl";

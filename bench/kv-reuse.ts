@@ -15,7 +15,7 @@ import { kvBlockHashes } from "../engine/kvstore/block-keys.ts";
 import { createKvStorePod, type KvStorePod } from "../engine/kvstore-pod.ts";
 import { parseTierSpec } from "../engine/kvstore/tier-spec.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
-import { listen, startPod, type RunningPod, streamTtftMs } from "../engine/test/harness.ts";
+import { listen, startPod, type RunningPod, streamTtftMs } from "../testing/engine.ts";
 
 const quick = process.argv.includes("--quick");
 const SIZES = quick ? [1024] : [1024, 4096, 8192];

@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
-import { eventually } from "../engine/test/harness.ts";
+import { eventually } from "../testing/eventually.ts";
 
 const REQUESTS = 8;
 const CONCURRENCY = 4;
@@ -68,7 +68,13 @@ const podArgs = ["--model", model, "--threads", String(threads), "--ctx-size", "
 
 async function startEngine(port: number, args: string[]): Promise<ChildProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", "engine/main.ts", "--host", "127.0.0.1", "--port", String(port), ...args], { stdio: ["ignore", "ignore", "inherit"] });
-  await eventually(() => fetch(`http://127.0.0.1:${port}/ready`).then((r) => (r.ok ? true : undefined), () => undefined), 120_000);
+  await eventually(
+    async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/ready`);
+      if (!res.ok) throw new Error(`/ready answered ${res.status}`);
+    },
+    { timeoutMs: 120_000, message: `engine on port ${port} ready` },
+  );
   return child;
 }
 

@@ -7,8 +7,8 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { promisify } from "node:util";
 import { parse } from "yaml";
-import { eventually } from "./harness/eventually.ts";
-import { kubectl, kubectlOk } from "./harness/kubectl.ts";
+import { eventually } from "../testing/eventually.ts";
+import { kubectl, kubectlOk } from "../testing/kubectl.ts";
 import { createKwokGpuNode } from "../scripts/cluster/kwok-nodes.ts";
 
 const run = promisify(execFile);

@@ -3,16 +3,16 @@
 // engine processes (router, prefill, decode with the real model) serving traffic.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { eventually } from "./harness/eventually.ts";
-import { kubectlOk } from "./harness/kubectl.ts";
+import { eventually } from "../testing/eventually.ts";
+import { kubectlOk } from "../testing/kubectl.ts";
 import { startPrometheus, type Prometheus } from "./harness/prometheus.ts";
 import { createKwokGpuNode } from "../scripts/cluster/kwok-nodes.ts";
 import { AUTOSCALING_DASHBOARD } from "../operator/dashboards/autoscaling.ts";
 import { readFleet } from "../operator/local/manifests.ts";
 import { planLocalFleet, processSpecs } from "../operator/local/fleet.ts";
 import { startEngine, stopEngines, waitHealthy, type RunningEngine } from "../operator/local/processes.ts";
-import { installCRDs, ensureNamespace } from "../operator/testing/cluster.ts";
-import { startOperator, type OperatorProcess } from "../operator/testing/operator-process.ts";
+import { installCRDs, ensureNamespace } from "../testing/cluster.ts";
+import { startOperator, type OperatorProcess } from "../testing/operator-process.ts";
 
 const NS = "it-dashboards";
 let operator: OperatorProcess;

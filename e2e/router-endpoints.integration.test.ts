@@ -5,15 +5,15 @@
 // 192.0.2.1 (a documentation address) and the router maps it to 127.0.0.1.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { adminClient, ensureNamespace } from "../operator/testing/cluster.ts";
+import { adminClient, ensureNamespace } from "../testing/cluster.ts";
 import { R } from "../lib/kube/resources.ts";
-import { kubectlOk } from "./harness/kubectl.ts";
-import { eventually } from "./harness/eventually.ts";
+import { kubectlOk } from "../testing/kubectl.ts";
+import { eventually } from "../testing/eventually.ts";
 import { createEngineMetrics } from "../engine/metrics/engine-metrics.ts";
 import { createRouterApp } from "../engine/router/router-app.ts";
 import { RouterUpstreams } from "../engine/router/upstreams.ts";
 import { discoverEndpoints, type EndpointDiscovery, type EndpointSlice } from "../engine/router/endpoint-slices.ts";
-import { completionText, listen, metricValue, startPod, type Running, type RunningPod } from "../engine/test/harness.ts";
+import { completionText, listen, metricValue, startPod, type Running, type RunningPod } from "../testing/engine.ts";
 
 const NS = "it-router-endpoints";
 const SERVICE_URL = `http://pool.${NS}.svc:80`;

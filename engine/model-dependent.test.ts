@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { createEngineMetrics } from "./metrics/engine-metrics.ts";
 import { ensureDefaultModel } from "./model/fetch.ts";
 import { createRouterApp } from "./router/router-app.ts";
-import { completionText, listen, sseEvents, startPod, type Running, type RunningPod } from "./test/harness.ts";
+import { completionText, listen, sseEvents, startPod, type Running, type RunningPod } from "../testing/engine.ts";
 
 let aggregated: RunningPod;
 let prefill: RunningPod;

@@ -12,7 +12,7 @@ import { createEngineMetrics } from "./metrics/engine-metrics.ts";
 import { ensureDefaultModel } from "./model/fetch.ts";
 import { createRouterApp } from "./router/router-app.ts";
 import { NativeRuntime } from "./runtime/native-runtime.ts";
-import { completionText, listen, postJson, startPod, type Running, type RunningPod } from "./test/harness.ts";
+import { completionText, listen, postJson, startPod, type Running, type RunningPod } from "../testing/engine.ts";
 
 let aggregated: RunningPod;
 let prefill: RunningPod;

@@ -3,10 +3,10 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Lease } from "@kubernetes/client-node";
-import { eventually } from "../e2e/harness/eventually.ts";
-import { kubectlOk } from "../e2e/harness/kubectl.ts";
-import { ensureNamespace, installCRDs, jsonOf } from "./testing/cluster.ts";
-import { startOperator, type OperatorProcess } from "./testing/operator-process.ts";
+import { eventually } from "../testing/eventually.ts";
+import { kubectlOk } from "../testing/kubectl.ts";
+import { ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
+import { startOperator, type OperatorProcess } from "../testing/operator-process.ts";
 
 const NS = "it-leader";
 const LEASE = "it-leader-lease";

@@ -7,12 +7,12 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { parse, stringify } from "yaml";
-import { eventually } from "../e2e/harness/eventually.ts";
-import { kubectlOk } from "../e2e/harness/kubectl.ts";
+import { eventually } from "../testing/eventually.ts";
+import { kubectlOk } from "../testing/kubectl.ts";
 import { KubeApiError, KubeClient } from "../lib/kube/client.ts";
 import { R } from "../lib/kube/resources.ts";
-import { ensureNamespace, installCRDs, jsonOf, ROOT } from "./testing/cluster.ts";
-import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "./testing/operator-process.ts";
+import { ensureNamespace, installCRDs, jsonOf, ROOT } from "../testing/cluster.ts";
+import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "../testing/operator-process.ts";
 
 const NS = "it-rbac";
 const SYS = "llmfleet-system";

@@ -4,12 +4,12 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Deployment, V1Service, V1StatefulSet } from "@kubernetes/client-node";
-import { eventually } from "../e2e/harness/eventually.ts";
-import { kubectl, kubectlOk } from "../e2e/harness/kubectl.ts";
+import { eventually } from "../testing/eventually.ts";
+import { kubectl, kubectlOk } from "../testing/kubectl.ts";
 import { createKwokGpuNode } from "../scripts/cluster/kwok-nodes.ts";
 import type { Model, PrefillPool } from "./api.ts";
-import { ensureNamespace, installCRDs, jsonOf } from "./testing/cluster.ts";
-import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "./testing/operator-process.ts";
+import { ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
+import { dumpLogsOnFailure, healthUrl, startOperator, touchAndAwaitReconcile, type OperatorProcess } from "../testing/operator-process.ts";
 
 const NS = "it-reconcile";
 const n = ["-n", NS];
@@ -188,32 +188,30 @@ test("a pool whose Model runs an engine pools cannot use is InvalidSpec with a W
 
 test("re-applying the same manifests changes nothing and triggers no rollout", async () => {
   const names = ["gemma-270m-router", "gemma-prefill-prefill", "gemma-decode-decode"];
+  const objects = ["prefillpool/gemma-prefill", "decodepool/gemma-decode", "model/gemma-270m", "kvstore/shared-kv", "gpunodegroup/h100"];
   const snapshot = async (): Promise<string[]> => Promise.all(names.map(async (d) => `${d}@${(await deployment(d)).metadata?.generation}`));
   const sts = async (): Promise<number | undefined> => (await jsonOf<V1StatefulSet>(["get", ...n, "statefulset", "shared-kv-kvstore"])).metadata?.generation;
   const rv = async (): Promise<string[]> =>
-    Promise.all(
-      ["prefillpool/gemma-prefill", "decodepool/gemma-decode", "model/gemma-270m", "kvstore/shared-kv", "gpunodegroup/h100"].map(
-        async (o) => `${o}@${(await jsonOf<PrefillPool>(["get", ...n, o])).metadata?.resourceVersion}`,
-      ),
-    );
+    Promise.all(objects.map(async (o) => `${o}@${(await jsonOf<PrefillPool>(["get", ...n, o])).metadata?.resourceVersion}`));
   const before = await snapshot();
   const stsBefore = await sts();
   const rvBefore = await rv();
   const out = await kubectlOk(["apply", ...n, "-f", "examples/quickstart.yaml"]);
   assert.doesNotMatch(out, /configured/, "kubectl reports every object unchanged");
-  // Give the operator time to react to anything it would react to.
-  await new Promise((r) => setTimeout(r, 3000));
+  assert.deepEqual(await rv(), rvBefore, "the re-apply wrote nothing");
+  // So it sent the operator no event. Touch every re-applied object (metadata only) and wait until
+  // each kind's controller has reconciled since: a reconcile that rewrote a status or a child has
+  // done so by then, and the assertions below see it.
+  const touched = await touchAndAwaitReconcile(operator, NS, objects);
   assert.deepEqual(await snapshot(), before);
-  assert.deepEqual(await rv(), rvBefore, "no status is rewritten when nothing changed");
+  assert.deepEqual(await rv(), touched, "no status is rewritten when nothing changed");
   assert.equal(await sts(), stsBefore);
   const pool = await jsonOf<PrefillPool>(["get", ...n, "prefillpool", "gemma-prefill"]);
   assert.equal(pool.spec.replicas.desired, 3, "replicas set through /scale are not reverted by a re-apply");
 });
 
 test("the operator serves /healthz, /readyz and its reconcile metrics", async () => {
-  const port = /health on [\d.]+:(\d+)/.exec(operator.logs())?.[1];
-  assert.ok(port, "the operator logs its health port");
-  const base = `http://127.0.0.1:${port}`;
+  const base = healthUrl(operator);
   assert.equal((await fetch(`${base}/healthz`)).status, 200);
   assert.equal((await fetch(`${base}/readyz`)).status, 200);
   const metrics = await (await fetch(`${base}/metrics`)).text();

@@ -3,8 +3,8 @@
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import { stringify } from "yaml";
-import { kubectl, kubectlOk } from "../e2e/harness/kubectl.ts";
-import { ensureNamespace, installCRDs } from "./testing/cluster.ts";
+import { kubectl, kubectlOk } from "../testing/kubectl.ts";
+import { ensureNamespace, installCRDs } from "../testing/cluster.ts";
 
 const NS = "it-validation";
 const API = "serving.llmfleet.dev/v1alpha1";

@@ -3,8 +3,8 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { createKwokGpuNode, deleteKwokNode, isNodeReady } from "../../scripts/cluster/kwok-nodes.ts";
-import { eventually } from "./eventually.ts";
-import { kubectl, kubectlOk } from "./kubectl.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectl, kubectlOk } from "../../testing/kubectl.ts";
 
 const kubeconfig = process.env.KUBECONFIG ?? "";
 const id = Date.now().toString(36);

@@ -10,8 +10,8 @@ import { stringify } from "yaml";
 import { KubeClient } from "../../lib/kube/client.ts";
 import { R } from "../../lib/kube/resources.ts";
 import { Informer } from "../../lib/kube/informer.ts";
-import { startOperator, type OperatorProcess } from "../../operator/testing/operator-process.ts";
-import { kubectlPath } from "./kubectl.ts";
+import { startOperator, type OperatorProcess } from "../../testing/operator-process.ts";
+import { kubectlPath } from "../../testing/kubectl.ts";
 
 function serviceAccountKubeconfig(namespace: string, sa: string): string {
   const token = execFileSync(kubectlPath(), ["create", "token", "-n", namespace, sa, "--duration=2h"], { encoding: "utf8" }).trim();

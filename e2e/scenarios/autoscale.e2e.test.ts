@@ -6,9 +6,9 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { stringify } from "yaml";
-import { eventually } from "../harness/eventually.ts";
-import { kubectlOk } from "../harness/kubectl.ts";
-import { jsonOf } from "../../operator/testing/cluster.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectlOk } from "../../testing/kubectl.ts";
+import { jsonOf } from "../../testing/cluster.ts";
 import type { GPUNodeGroup, PrefillPool } from "../../operator/api.ts";
 import { startFleet, type Fleet } from "./fixture.ts";
 

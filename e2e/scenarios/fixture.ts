@@ -5,12 +5,12 @@
 import { execFile } from "node:child_process";
 import { resolve } from "node:path";
 import { promisify } from "node:util";
-import { eventually } from "../harness/eventually.ts";
-import { kubectl, kubectlOk } from "../harness/kubectl.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectl, kubectlOk } from "../../testing/kubectl.ts";
 import { OperatorPods } from "../harness/operator-pods.ts";
 import { PodRunner } from "../harness/pod-runner.ts";
 import { createKwokGpuNode, type KwokGpuNodeOptions } from "../../scripts/cluster/kwok-nodes.ts";
-import { ensureNamespace, installCRDs } from "../../operator/testing/cluster.ts";
+import { ensureNamespace, installCRDs } from "../../testing/cluster.ts";
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, "../..");

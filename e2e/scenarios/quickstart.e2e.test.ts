@@ -3,9 +3,9 @@
 // processes for the Running pods) and come back.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { eventually } from "../harness/eventually.ts";
-import { kubectlOk } from "../harness/kubectl.ts";
-import { jsonOf } from "../../operator/testing/cluster.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectlOk } from "../../testing/kubectl.ts";
+import { jsonOf } from "../../testing/cluster.ts";
 import { quickstartNodes, startFleet, type Fleet } from "./fixture.ts";
 
 const NS = "e2e-quickstart";

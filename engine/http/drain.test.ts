@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { resolve } from "node:path";
 import { ensureModel } from "../model/fetch.ts";
-import { eventually } from "../test/harness.ts";
+import { eventually } from "../../testing/eventually.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -21,7 +21,7 @@ async function startEngine(port: number, args: string[]): Promise<ChildProcess> 
     stdio: ["ignore", "ignore", "pipe"],
   });
   child.stderr!.resume();
-  await eventually(async () => ((await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.status === 200 ? true : undefined), 60_000);
+  await eventually(async () => assert.equal((await fetch(`http://127.0.0.1:${port}/ready`)).status, 200), { timeoutMs: 60_000, message: "the engine is ready" });
   return child;
 }
 
@@ -51,7 +51,8 @@ test("SIGTERM: readiness drops, the stream in flight finishes, then the engine e
   const exited = once(engine, "exit");
   const stream = await openStream(port, 1800);
   engine.kill("SIGTERM");
-  await eventually(async () => ((await fetch(`http://127.0.0.1:${port}/ready`)).status === 503 ? true : undefined), 5_000);
+  // Polled often: the request below must land inside the 1 s drain delay.
+  await eventually(async () => assert.equal((await fetch(`http://127.0.0.1:${port}/ready`)).status, 503), { timeoutMs: 5_000, intervalMs: 50, message: "readiness drops" });
   const during = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },

@@ -1,7 +1,8 @@
 /** Standalone: real llama.cpp on a tiny synthetic GGUF, the app in-process on loopback. */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { eventually, metricValue, postJson, sseEvents, startPod, type RunningPod } from "../test/harness.ts";
+import { metricValue, postJson, sseEvents, startPod, type RunningPod } from "../../testing/engine.ts";
+import { eventually } from "../../testing/eventually.ts";
 
 const MODEL = "synthetic://tiny";
 let pod: RunningPod;
@@ -97,13 +98,13 @@ test("a full admission queue answers 429 with Retry-After; a disconnect frees th
   const reader = first.body!.getReader();
   await reader.read(); // generation is running: the only sequence is leased
   const queued = postJson(completions(), { prompt: "the", max_tokens: 2 });
-  await eventually(async () => ((await metricValue(pod.url, "llmfleet_queue_depth")) === 1 ? true : undefined));
+  await eventually(async () => assert.equal(await metricValue(pod.url, "llmfleet_queue_depth"), 1), { message: "one request queued" });
   const refused = await postJson(completions(), { prompt: "of", max_tokens: 2 });
   assert.equal(refused.status, 429);
   assert.equal(refused.headers.get("retry-after"), "1");
   streaming.abort();
   assert.equal((await queued).status, 200);
-  await eventually(async () => ((await metricValue(pod.url, "llmfleet_running_sequences")) === 0 ? true : undefined));
+  await eventually(async () => assert.equal(await metricValue(pod.url, "llmfleet_running_sequences"), 0), { message: "the sequence is freed" });
   const generated = await metricValue(pod.url, 'llmfleet_generated_tokens_total{role="aggregated"}');
   assert.ok(generated < 150, `cancelled generation stopped early (generated ${generated})`);
 });
@@ -144,5 +145,5 @@ test("probes and scrapes are not counted as requests (the autoscaler's arrival r
   }
   assert.equal(await count(), before);
   assert.equal((await fetch(`${pod.url}/v1/models`)).status, 200);
-  await eventually(async () => ((await count()) === before + 1 ? true : undefined));
+  await eventually(async () => assert.equal(await count(), before + 1), { message: "/v1/models counted" });
 });

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { LoadClient } from "../../bench/http/load-client.ts";
 import { runStress } from "../../bench/http/stress.ts";
 import { NativeRuntime } from "../runtime/native-runtime.ts";
-import { metricValue, startPod, type RunningPod } from "../test/harness.ts";
+import { metricValue, startPod, type RunningPod } from "../../testing/engine.ts";
 
 const CTX = 192;
 let pod: RunningPod;

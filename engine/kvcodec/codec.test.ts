@@ -5,7 +5,7 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { startPod, type RunningPod } from "../test/harness.ts";
+import { startPod, type RunningPod } from "../../testing/engine.ts";
 import { summariseSeqState, truncateSeqState } from "../runtime/seq-state.ts";
 import { kvCodec } from "./codec.ts";
 import { f32ToF16, F16_TO_F32, splitState } from "./state-tensors.ts";

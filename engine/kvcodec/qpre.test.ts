@@ -11,7 +11,7 @@ import { decodeBlock, encodeBlock } from "./qpre-block.ts";
 import { decodeQpreTensor, decodeSinkTensor, encodeQpreTensor, encodeSinkTensor, type QpreOptions } from "./qpre.ts";
 import { ropeTables, rotateRows } from "./rope.ts";
 import { F16_TO_F32, f32ArrayToF16, f32ToF16, type KvTensor } from "./state-tensors.ts";
-import { rng } from "../test/rng.ts";
+import { rng } from "../../testing/rng.ts";
 import { createHash } from "node:crypto";
 
 /** The sink tensor body of the fixed input below (its format is what stored qsink entries hold). */

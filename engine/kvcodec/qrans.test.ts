@@ -9,7 +9,7 @@ import { decodeTables, normaliseCounts, ransDecode, ransEncode } from "./rans.ts
 import { decodeQransTensor, encodeQransTensor } from "./qrans-tensor.ts";
 import { decodeTensor, encodeTensor } from "./qrans.ts";
 import { F16_TO_F32, f32ToF16 } from "./state-tensors.ts";
-import { rng } from "../test/rng.ts";
+import { rng } from "../../testing/rng.ts";
 
 test("normalised frequencies sum to 4096 and keep every seen symbol", () => {
   for (const counts of [[1, 0, 0], [5, 1_000_000, 1, 0, 1], Array.from({ length: 200 }, (_, i) => i % 3), [7]]) {

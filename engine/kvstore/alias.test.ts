@@ -11,7 +11,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import express from "express";
-import { listen, metricValue, postJson, startPod, type Running, type RunningPod, completionWithReuse } from "../test/harness.ts";
+import { listen, metricValue, postJson, startPod, type Running, type RunningPod, completionWithReuse } from "../../testing/engine.ts";
 import { commonPrefixLength } from "../runtime/runtime.ts";
 import { kvBlockHashes } from "./block-keys.ts";
 import { encodeKvEntry } from "./kv-entry.ts";
@@ -54,7 +54,7 @@ test("lookup answers the longest prefix through a longer entry's alias, only whe
   assert.match(await (await fetch(`${http.url}/metrics`)).text(), /llmfleet_kv_alias_pairs\{[^}]*\} 6/);
 });
 
-test("aliases go with their entry: eviction from the last tier, delete, TTL, a bad chain; the index is bounded", async () => {
+test("aliases go with their entry: eviction from the last tier, delete, TTL, a bad chain; the index is bounded", async (t) => {
   await using pod = await createKvStorePod({
     blockTokens: 256,
     codec: "none",
@@ -77,10 +77,12 @@ test("aliases go with their entry: eviction from the last tier, delete, TTL, a b
     blockTokens: 256,
     codec: "none",
     tenantSalt: "t",
-    tiers: [parseTierSpec("name=ram,medium=memory,capacity=1Mi,ttl=1ms")],
+    tiers: [parseTierSpec("name=ram,medium=memory,capacity=1Mi,ttl=60s")],
   });
+  t.mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
   await ttl.store.put(a.at(-1)!, entryFor(a));
-  await new Promise((r) => setTimeout(r, 5));
+  assert.equal((await ttl.store.longest(a.slice(0, 2), true)).entry?.key, a.at(-1), "found through its alias while fresh");
+  t.mock.timers.tick(60_001);
   assert.equal((await ttl.store.longest(a.slice(0, 2), true)).index, -1);
   await using small = await createKvStorePod({ blockTokens: 256, codec: "none", tenantSalt: "t", tiers: [], maxAliasPairs: 5 });
   for (const keys of [a, b]) await small.store.put(keys.at(-1)!, entryFor(keys));

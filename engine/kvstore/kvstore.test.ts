@@ -9,7 +9,7 @@ import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startS3Server, type S3Server } from "../../scripts/s3/moto-server.ts";
-import { listen, postJson, type Running } from "../test/harness.ts";
+import { listen, postJson, type Running } from "../../testing/engine.ts";
 import { kvBlockHashes } from "./block-keys.ts";
 import { DiskTier } from "./disk-tier.ts";
 import { encodeKvEntry } from "./kv-entry.ts";
@@ -69,7 +69,7 @@ test("keys chain over blocks and are salted by model and tenant", () => {
   assert.notEqual(kvBlockHashes(changed, 256, { model: "m", tenant: "a" })[1], a[1]);
 });
 
-test("memory tier evicts least recently used by bytes and expires by TTL", async () => {
+test("memory tier evicts least recently used by bytes and expires by TTL", async (t) => {
   const mem = new MemoryTier({ name: "m", capacityBytes: 3000, ttlMs: undefined });
   await mem.put(key(1), entry(1));
   await mem.put(key(2), entry(2));
@@ -80,10 +80,27 @@ test("memory tier evicts least recently used by bytes and expires by TTL", async
     [key(2)],
   );
   assert.ok(mem.stats().bytes <= 3000);
-  const short = new MemoryTier({ name: "m", capacityBytes: 3000, ttlMs: 1 });
+  t.mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
+  const short = new MemoryTier({ name: "m", capacityBytes: 3000, ttlMs: 60_000 });
   await short.put(key(1), entry(1));
-  await new Promise((r) => setTimeout(r, 5));
+  t.mock.timers.tick(60_000);
+  assert.deepEqual(await short.get(key(1)), entry(1), "fresh at its TTL");
+  t.mock.timers.tick(1);
   assert.equal(await short.get(key(1)), undefined);
+});
+
+test("disk tier expires by TTL, after a restart too (judged from the file's mtime)", async (t) => {
+  t.mock.timers.enable({ apis: ["Date"], now: Date.now() });
+  const spec = { name: "d", medium: "disk" as const, capacityBytes: 10_000, ttlMs: 60_000, path: join(dir, "disk-ttl") };
+  const disk = await DiskTier.open(spec);
+  await disk.put(key(1), entry(1));
+  // The restarted tier's clock starts at the real mtime, a few ms after the mocked clock's start.
+  t.mock.timers.tick(30_000);
+  const reopened = await DiskTier.open(spec);
+  assert.deepEqual([await disk.has(key(1)), await reopened.has(key(1))], [true, true]);
+  t.mock.timers.tick(31_000);
+  assert.deepEqual([await disk.get(key(1)), await reopened.get(key(1))], [undefined, undefined]);
+  assert.deepEqual(await readdir(join(spec.path, key(1).slice(0, 2))), [], "an expired entry's file is deleted");
 });
 
 test("disk tier: temp files of a crashed write are dropped, the index survives a restart, corrupt files are rejected", async () => {
@@ -158,15 +175,19 @@ test("HTTP API: config, lookup of the longest prefix, get, corrupt upload refuse
   }
 });
 
-test("an expired object in S3 is a miss", async () => {
+test("an expired object in S3 is a miss", async (t) => {
   await using short = await createKvStorePod({
     blockTokens: 256,
     codec: "none",
     tenantSalt: "",
-    tiers: [parseTierSpec(`name=s3,medium=objectStore,endpoint=${s3.endpoint},bucket=llmfleet-kv-ttl,ttl=1ms`)],
+    tiers: [parseTierSpec(`name=s3,medium=objectStore,endpoint=${s3.endpoint},bucket=llmfleet-kv-ttl,ttl=10s`)],
     env: s3.env,
   });
   await short.store.put(key(42), entry(42));
-  await new Promise((r) => setTimeout(r, 10));
+  // Age is judged from the server's Last-Modified (whole seconds); requests are signed with the
+  // mocked clock, a few seconds ahead at most.
+  t.mock.timers.enable({ apis: ["Date"], now: Date.now() });
+  assert.ok(await short.store.get(key(42)), "fresh within its TTL");
+  t.mock.timers.tick(11_000);
   assert.equal(await short.store.get(key(42)), undefined);
 });

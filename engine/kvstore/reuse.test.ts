@@ -7,7 +7,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import express from "express";
-import { listen, postJson, startPod, type Running, type RunningPod, completionWithReuse } from "../test/harness.ts";
+import { listen, postJson, startPod, type Running, type RunningPod, completionWithReuse } from "../../testing/engine.ts";
 import { createKvStorePod, type KvStorePod } from "../kvstore-pod.ts";
 
 const MODEL = "synthetic://tiny";

@@ -14,7 +14,7 @@ import { createServer, request, type Server } from "node:http";
 import { connect, createServer as createTcpServer, type AddressInfo } from "node:net";
 import { createEngineMetrics } from "../metrics/engine-metrics.ts";
 import { createRouterApp } from "../router/router-app.ts";
-import { completionText, listen, metricValue, postJson, startPod, type Running, type RunningPod } from "../test/harness.ts";
+import { completionText, listen, metricValue, postJson, startPod, type Running, type RunningPod } from "../../testing/engine.ts";
 import { DECODE_URL_HEADER } from "./handoff-routes.ts";
 
 const MODEL = "synthetic://tiny";

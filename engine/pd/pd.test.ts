@@ -7,7 +7,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createEngineMetrics } from "../metrics/engine-metrics.ts";
 import { createRouterApp } from "../router/router-app.ts";
-import { completionText, listen, postJson, sseEvents, startPod, type Running, type RunningPod } from "../test/harness.ts";
+import { completionText, listen, postJson, sseEvents, startPod, type Running, type RunningPod } from "../../testing/engine.ts";
 
 const MODEL = "synthetic://tiny";
 let aggregated: RunningPod;

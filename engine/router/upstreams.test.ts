@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promptPrefix, UpstreamSet } from "./upstreams.ts";
 import { parseUpstreamsFile, watchUpstreamsFile } from "./upstreams-file.ts";
+import { eventually } from "../../testing/eventually.ts";
 
 const PODS = ["http://a", "http://b", "http://c", "http://d"];
 
@@ -65,7 +66,8 @@ test("replacing the pods: a new one gets requests, a removed one gets none and s
   assert.deepEqual(set.inFlightByUrl(), { "http://b": 0 }, "a drained pod leaves the set");
 });
 
-test("the upstreams file is applied when it changes, and a broken one keeps the lists in use", async () => {
+test("the upstreams file is applied when it changes, and a broken one keeps the lists in use", async (t) => {
+  const stderr = t.mock.method(process.stderr, "write");
   const dir = mkdtempSync(join(tmpdir(), "llmfleet-upstreams-"));
   const path = join(dir, "upstreams.json");
   const write = (body: string): void => {
@@ -77,10 +79,12 @@ test("the upstreams file is applied when it changes, and a broken one keeps the 
   try {
     assert.deepEqual(watched.upstreams.snapshot(), { generation: 1, prefill: { "http://p1": 0 }, decode: { "http://d1": 0 }, aggregated: {} });
     write(JSON.stringify({ generation: 2, prefill: ["http://p1", "http://p2"], decode: ["http://d1"] }));
-    await eventually(() => watched.upstreams.generation === 2);
+    await eventually(() => assert.equal(watched.upstreams.generation, 2), { timeoutMs: 3000, intervalMs: 20, message: "the rewritten file is read" });
     assert.deepEqual(watched.upstreams.prefill.urls, ["http://p1", "http://p2"]);
     write("{not json");
-    await new Promise((r) => setTimeout(r, 100));
+    // Waits for the watcher to have read the broken file, not for a guessed number of polls.
+    const refused = (): boolean => stderr.mock.calls.some((c) => String(c.arguments[0]).includes("keeping generation 2"));
+    await eventually(() => assert.ok(refused(), "the broken file is read and refused"), { timeoutMs: 3000, intervalMs: 20 });
     assert.equal(watched.upstreams.generation, 2);
     assert.deepEqual(watched.upstreams.prefill.urls, ["http://p1", "http://p2"]);
   } finally {
@@ -88,11 +92,3 @@ test("the upstreams file is applied when it changes, and a broken one keeps the 
   }
   assert.throws(() => parseUpstreamsFile('{"generation": 1, "prefill": "http://p"}'), /prefill must be a list of URLs/);
 });
-
-async function eventually(ok: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

@@ -5,12 +5,12 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { KubeConfig, type V1ConfigMap } from "@kubernetes/client-node";
-import { eventually } from "../../e2e/harness/eventually.ts";
-import { kubectlOk } from "../../e2e/harness/kubectl.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectlOk } from "../../testing/kubectl.ts";
 import { KubeClient, KubeTimeoutError } from "./client.ts";
 import type { ResourceType } from "./resources.ts";
-import { ensureNamespace } from "../../operator/testing/cluster.ts";
-import { startTcpProxy, type TcpProxy } from "../../operator/testing/tcp-proxy.ts";
+import { ensureNamespace } from "../../testing/cluster.ts";
+import { startTcpProxy, type TcpProxy } from "../../testing/tcp-proxy.ts";
 import { Informer } from "./informer.ts";
 
 const NS = "it-informer";

@@ -10,6 +10,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { eventually } from "../../testing/eventually.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -54,14 +55,6 @@ function load(port: number, { workers, promptWords, maxTokens, pauseMs = 0 }: Lo
   return state;
 }
 
-async function until(what: string, ok: () => boolean, timeoutMs: number, out: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${out()}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 test("npm start adds a process under load, sends it requests, and drains it when the load is gone", { timeout: 240_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "llmfleet-autoscale-"));
   const fleet = join(dir, "fleet.yaml");
@@ -77,31 +70,34 @@ test("npm start adds a process under load, sends it requests, and drains it when
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-  const log = (): string => out;
   let heavy: Load | undefined;
   let trickle: Load | undefined;
   try {
-    await until("the fleet", () => out.includes("fleet ready"), 180_000, log);
+    await eventually(() => assert.ok(out.includes("fleet ready"), out), { timeoutMs: 180_000, message: "the fleet" });
     heavy = load(port, { workers: 16, promptWords: 120, maxTokens: 2 });
-    await until("a pool to grow to 2 processes", () => /autoscaler: (prefill|decode) pool \S+: 1 -> 2 processes: scale up/.test(out), 90_000, log);
+    await eventually(() => assert.ok(/autoscaler: (prefill|decode) pool \S+: 1 -> 2 processes: scale up/.test(out), out), {
+      timeoutMs: 90_000,
+      message: "a pool to grow to 2 processes",
+    });
     // A decision can be undone before its process is up (the load moves between the pools), so the replica number varies.
     const grown = /(gemma-(?:prefill-prefill|decode-decode))#(\d+) serving/;
-    await until("a new process to serve", () => grown.test(out), 90_000, log);
+    await eventually(() => assert.ok(grown.test(out), out), { timeoutMs: 90_000, message: "a new process to serve" });
     const [, name = "", replica = ""] = grown.exec(out) ?? [];
     const added = `${name}#${replica}`;
     const url = new RegExp(`started ${added} on (http://127\\.0\\.0\\.1:\\d+)`).exec(out)?.[1] ?? "";
     const role = name.includes("prefill") ? "prefill" : "decode";
-    let sent = 0;
-    for (const deadline = Date.now() + 30_000; sent === 0 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) {
-      const now = (await (await fetch(`http://127.0.0.1:${port}/internal/upstreams`)).json()) as Record<string, Record<string, number>>;
-      sent = now[role]?.[url] ?? 0;
-    }
-    assert.ok(sent > 0, `the router (it re-reads its upstreams file) sent ${added} no request:\n${out}`);
+    await eventually(
+      async () => {
+        const now = (await (await fetch(`http://127.0.0.1:${port}/internal/upstreams`)).json()) as Record<string, Record<string, number>>;
+        assert.ok((now[role]?.[url] ?? 0) > 0, `the router (it re-reads its upstreams file) sent ${added} no request:\n${out}`);
+      },
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
     await heavy.stop();
     // A request a second: on a busy 2-core machine back-to-back requests alone keep one process busy.
     trickle = load(port, { workers: 1, promptWords: 20, maxTokens: 2, pauseMs: 1000 });
-    await until(`${added} drained and stopped`, () => out.includes(`stopped ${added} (drained`), 90_000, log);
-    await until("every pool back at 1 process", () => countStopped(out) >= countGrown(out), 60_000, log);
+    await eventually(() => assert.ok(out.includes(`stopped ${added} (drained`), out), { timeoutMs: 90_000, message: `${added} drained and stopped` });
+    await eventually(() => assert.ok(countStopped(out) >= countGrown(out), out), { timeoutMs: 60_000, message: "every pool back at 1 process" });
     await trickle.stop();
     const after = (await (await fetch(`http://127.0.0.1:${port}/internal/upstreams`)).json()) as Record<string, Record<string, number>>;
     assert.deepEqual([Object.keys(after.prefill ?? {}).length, Object.keys(after.decode ?? {}).length], [1, 1], JSON.stringify(after));

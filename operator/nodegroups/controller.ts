@@ -231,6 +231,9 @@ interface RunResult {
   drain?: ConditionInput;
 }
 
+/** The `controller` label of the actuator's passes in the reconcile metrics. */
+export const ACTUATION_CONTROLLER = "gpunodegroup-actuation";
+
 export function registerNodeGroups(manager: Manager, caches: Caches, opts: NodeGroupOptions = {}): NodeGroupActuator {
   const actuator = new Actuator(manager, caches, opts);
   const inFlight = new Set<string>();
@@ -239,7 +242,7 @@ export function registerNodeGroups(manager: Manager, caches: Caches, opts: NodeG
     if (inFlight.has(key)) return; // a pass over this group is still running (a Pulumi run takes a while)
     inFlight.add(key);
     try {
-      await actuator.sync(ns, name);
+      await manager.recordPass(ACTUATION_CONTROLLER, () => actuator.sync(ns, name));
     } finally {
       inFlight.delete(key);
     }

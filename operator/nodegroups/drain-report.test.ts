@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Node, V1Pod } from "@kubernetes/client-node";
-import { aNodeGroup, NOW } from "../testing/builders.ts";
+import { aNodeGroup, NOW } from "../../testing/builders.ts";
 import {
   actuatorConditions,
   backoffMs,

@@ -6,14 +6,14 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Node } from "@kubernetes/client-node";
-import { eventually } from "../../e2e/harness/eventually.ts";
-import { kubectl, kubectlOk } from "../../e2e/harness/kubectl.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectl, kubectlOk } from "../../testing/kubectl.ts";
 import type { GPUNodeGroup } from "../api.ts";
 import { buildCaches } from "../reconcilers/caches.ts";
 import { registerReconcilers } from "../reconcilers/reconcilers.ts";
 import { Manager } from "../runtime/manager.ts";
 import { createOperatorMetrics } from "../runtime/metrics.ts";
-import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
+import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../../testing/cluster.ts";
 import { registerNodeGroups, type NodeGroupActuator } from "./controller.ts";
 
 const NS = "it-drain";

@@ -8,14 +8,14 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { eventually } from "../../e2e/harness/eventually.ts";
-import { kubectlOk } from "../../e2e/harness/kubectl.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectlOk } from "../../testing/kubectl.ts";
 import type { GPUNodeGroup } from "../api.ts";
 import { buildCaches } from "../reconcilers/caches.ts";
 import { registerReconcilers } from "../reconcilers/reconcilers.ts";
 import { Manager } from "../runtime/manager.ts";
 import { createOperatorMetrics } from "../runtime/metrics.ts";
-import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
+import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../../testing/cluster.ts";
 import { registerNodeGroups, type NodeGroupActuator } from "./controller.ts";
 import { runState } from "./runs.ts";
 

@@ -4,15 +4,15 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { eventually } from "../../e2e/harness/eventually.ts";
-import { kubectlOk } from "../../e2e/harness/kubectl.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectlOk } from "../../testing/kubectl.ts";
 import type { PrefillPool } from "../api.ts";
 import { registerAutoscaler, type Autoscaler } from "../autoscaler/controller.ts";
 import { buildCaches } from "../reconcilers/caches.ts";
 import { registerReconcilers } from "../reconcilers/reconcilers.ts";
 import { Manager } from "../runtime/manager.ts";
 import { createOperatorMetrics } from "../runtime/metrics.ts";
-import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
+import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../../testing/cluster.ts";
 import { registerNodeGroups, type NodeGroupActuator } from "./controller.ts";
 
 const NS = "it-autoscale";

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Node } from "@kubernetes/client-node";
-import { aNodeGroup, aPrefillPool, NOW } from "../testing/builders.ts";
+import { aNodeGroup, aPrefillPool, NOW } from "../../testing/builders.ts";
 import { planGPUNodeGroup, sizeNodeGroup, type NodeGroupSize } from "../plan/nodegroup.ts";
 import { planNodeGroupActions } from "./plan.ts";
 

@@ -9,14 +9,15 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { eventually } from "../../e2e/harness/eventually.ts";
-import { kubectl, kubectlOk } from "../../e2e/harness/kubectl.ts";
+import { eventually } from "../../testing/eventually.ts";
+import { kubectl, kubectlOk } from "../../testing/kubectl.ts";
 import type { GPUNodeGroup } from "../api.ts";
 import type { NodeGroupRun } from "../../crds/schema/nodegroup.ts";
 import { ensurePulumi } from "../../scripts/pulumi/bins.ts";
 import { R } from "../../lib/kube/resources.ts";
-import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
-import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "../testing/operator-process.ts";
+import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../../testing/cluster.ts";
+import { dumpLogsOnFailure, reconcileCounts, reconciledSince, startOperator, type OperatorProcess } from "../../testing/operator-process.ts";
+import { ACTUATION_CONTROLLER } from "./controller.ts";
 import { ACK_RUN_ANNOTATION } from "./provider.ts";
 import { runState } from "./runs.ts";
 
@@ -154,7 +155,9 @@ test("an operator killed mid-run leaves the run Progressing; the next operator m
       ],
     );
     await eventually(async () => assert.match((await group()).status?.actuation?.decision ?? "", /^halted: run \d+ was aborted/), { timeoutMs: 30_000 });
-    await new Promise((r) => setTimeout(r, 3000));
+    // Two more actuator passes (the first may be the one that wrote the halt): a pass that started
+    // a run records it in lastRun before it ends, so a broken halt fails the assertion.
+    await reconciledSince(op, await reconcileCounts(op), [ACTUATION_CONTROLLER], { passes: 2 });
     assert.equal((await lastRun())?.id, cut?.id, "halted: no new run while unacknowledged");
     await kubectlOk(["annotate", "-n", NS, "gpunodegroup", GROUP, `${ACK_RUN_ANNOTATION}=${cut?.id}`]);
     await expectNodes([`${GROUP}-0`, `${GROUP}-1`, `${GROUP}-2`], "acknowledged: the next run brings 5 GPUs → 3 nodes");

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Deployment } from "@kubernetes/client-node";
 import { parseEngineOptions, type EngineOptions } from "../../engine/cli/options.ts";
-import { aDecodePool, aKVStore, aModel, aPrefillPool, NOW } from "../testing/builders.ts";
+import { aDecodePool, aKVStore, aModel, aPrefillPool, NOW } from "../../testing/builders.ts";
 import { planModel } from "./model.ts";
 import { planDecodePool, planPrefillPool } from "./pools.ts";
 import { planKVStore } from "./kvstore.ts";

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1StatefulSet } from "@kubernetes/client-node";
-import { aKVStore, NOW } from "../testing/builders.ts";
+import { aKVStore, NOW } from "../../testing/builders.ts";
 import { kvStoreMemory, planKVStore, tierArg } from "./kvstore.ts";
 import { parseQuantity } from "./quantity.ts";
 

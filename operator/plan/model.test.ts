@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Container, V1Deployment, V1Role, V1RoleBinding, V1Service } from "@kubernetes/client-node";
-import { aDecodePool, aModel, aNodeGroup, aPrefillPool, NOW } from "../testing/builders.ts";
+import { aDecodePool, aModel, aNodeGroup, aPrefillPool, NOW } from "../../testing/builders.ts";
 import { planModel, type ModelWorld } from "./model.ts";
 import { findCondition } from "./conditions.ts";
 

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Node } from "@kubernetes/client-node";
-import { aDecodePool, aModel, aNodeGroup, aPrefillPool, NOW } from "../testing/builders.ts";
+import { aDecodePool, aModel, aNodeGroup, aPrefillPool, NOW } from "../../testing/builders.ts";
 import { explainSize, gpuDemand, planGPUNodeGroup, sizeNodeGroup } from "./nodegroup.ts";
 
 function node(name: string, group: string, ready: boolean, gpus = 8): V1Node {

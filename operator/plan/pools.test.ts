@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Container, V1Deployment, V1PodDisruptionBudget, V1Service } from "@kubernetes/client-node";
 import type { DecodePool, PrefillPool } from "../api.ts";
-import { aDecodePool, aKVStore, aModel, aNodeGroup, aPrefillPool, LATER, NOW } from "../testing/builders.ts";
+import { aDecodePool, aKVStore, aModel, aNodeGroup, aPrefillPool, LATER, NOW } from "../../testing/builders.ts";
 import { desiredReplicas, planDecodePool, planPrefillPool, type PoolWorld } from "./pools.ts";
 import { findCondition } from "./conditions.ts";
 

@@ -90,6 +90,22 @@ export class Manager {
     for (const inf of this.informers) inf.stop();
   }
 
+  /**
+   * Runs one pass of a loop outside the work queue (the node-group actuator's timer) and records
+   * it as a reconcile of `controller`: its duration and result, and a failure in the errors.
+   */
+  async recordPass(controller: string, pass: () => Promise<void>): Promise<void> {
+    const end = this.metrics.reconcileDuration.startTimer({ controller });
+    try {
+      await pass();
+      end({ result: "ok" });
+    } catch (err) {
+      end({ result: "error" });
+      this.metrics.reconcileErrors.inc({ controller, reason: errorReason(err) });
+      throw err;
+    }
+  }
+
   private async worker(): Promise<void> {
     while (this.running) {
       const k = await this.queue.get();

@@ -2,7 +2,7 @@
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import type { Express } from "express";
-import { createModelPod, type ModelPod, type ModelPodOptions } from "../pod.ts";
+import { createModelPod, type ModelPod, type ModelPodOptions } from "../engine/pod.ts";
 
 export interface Running extends AsyncDisposable {
   url: string;
@@ -88,16 +88,6 @@ export async function sseEvents(res: globalThis.Response): Promise<string[]> {
     .map((e) => e.trim())
     .filter((e) => e.startsWith("data: "))
     .map((e) => e.slice(6));
-}
-
-export async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 export async function metricValue(url: string, name: string): Promise<number> {

@@ -1,6 +1,6 @@
 // Test builders for the custom resources (after lws: aFleet().role("prefill", 2).build()).
-import type { DecodePool, GPUNodeGroup, KVStore, Model, PrefillPool } from "../api.ts";
-import { API_VERSION } from "../../crds/schema/common.ts";
+import type { DecodePool, GPUNodeGroup, KVStore, Model, PrefillPool } from "../operator/api.ts";
+import { API_VERSION } from "../crds/schema/common.ts";
 
 let uid = 0;
 function meta(name: string, namespace: string): { name: string; namespace: string; uid: string; generation: number } {
