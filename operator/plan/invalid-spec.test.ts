@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { aModel, aNodeGroup, aPrefillPool, NOW } from "../testing/builders.ts";
+import { aModel, aNodeGroup, aPrefillPool, NOW } from "../../testing/builders.ts";
 import type { GPUNodeGroup, Model, PrefillPool } from "../api.ts";
 import { findCondition } from "./conditions.ts";
 import { planModel } from "./model.ts";

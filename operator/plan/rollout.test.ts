@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Deployment, V1StatefulSet } from "@kubernetes/client-node";
-import { aKVStore, aPrefillPool, aModel, NOW } from "../testing/builders.ts";
+import { aKVStore, aPrefillPool, aModel, NOW } from "../../testing/builders.ts";
 import { findCondition } from "./conditions.ts";
 import { planKVStore } from "./kvstore.ts";
 import { planModel } from "./model.ts";

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import type { Condition } from "../../crds/schema/common.ts";
 import { scaleEvent } from "../autoscaler/controller.ts";
 import { conditionFlips, setConditions } from "../plan/conditions.ts";
-import { LATER, NOW } from "../testing/builders.ts";
+import { LATER, NOW } from "../../testing/builders.ts";
 import { flipEvent, microTime } from "./events.ts";
 
 const ready = (status: Condition["status"], reason: string, message: string): Condition => ({
