@@ -35,7 +35,7 @@ let modelPath: string;
 before(async () => {
   modelPath = await ensureDefaultModel();
   const started = performance.now();
-  process.stderr.write(`native addon: ${nativeAddonPath()} (${Math.round(performance.now() - started)} ms)\n`);
+  process.stderr.write(`native addon: ${await nativeAddonPath()} (${Math.round(performance.now() - started)} ms)\n`);
   rt = await NativeRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 4 });
   llama = await LlamaRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 1 });
 });
