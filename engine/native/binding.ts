@@ -85,7 +85,10 @@ export interface NativeEngine {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
   detokenize(tokens: Int32Array, unparseSpecial?: boolean): string;
   isEog(token: number): boolean;
-  /** null when llama.cpp does not know the model's chat template. */
+  /**
+   * The GGUF's chat template rendered by llama.cpp (or, for a GGUF without one, llama.cpp's built-in
+   * template of its family: gemma); null when there is neither or llama.cpp does not know the template.
+   */
   applyChatTemplate(roles: string[], contents: string[]): string | null;
   seqRm(seq: number, p0: number, p1: number): boolean;
   seqCp(src: number, dst: number, p0: number, p1: number): void;
