@@ -202,7 +202,7 @@ function headline(h: HeadlineInputs): Record<string, unknown> {
 async function main(): Promise<void> {
   const dev = device();
   const model = await modelPath();
-  const tools = args.tools ?? dirname(nativeAddonPath());
+  const tools = args.tools ?? dirname(await nativeAddonPath());
   const started = performance.now();
   log(`device ${dev.name}; model ${model}`);
   const llamacpp = await baseline(model, tools);

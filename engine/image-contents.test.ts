@@ -36,3 +36,13 @@ for (const dockerfile of ["images/engine.Dockerfile", "images/engine-cuda.Docker
     assert.ok(copied.includes("engine"));
   });
 }
+
+for (const dockerfile of ["images/engine.Dockerfile", "images/engine-cuda.Dockerfile"]) {
+  test(`${dockerfile} ships the native addon or serves with --backend llama (it cannot build the addon at start)`, () => {
+    const text = readFileSync(resolve(ROOT, dockerfile), "utf8");
+    const shipsAddon = /^ENV .*LLMFLEET_NATIVE_ADDON=/m.test(text);
+    const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(text)?.[1];
+    const args = entrypoint ? (JSON.parse(entrypoint) as string[]) : [];
+    assert.ok(shipsAddon || args[args.indexOf("--backend") + 1] === "llama", `${dockerfile}: ENTRYPOINT ${entrypoint}`);
+  });
+}

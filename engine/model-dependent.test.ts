@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { createEngineMetrics } from "./metrics/engine-metrics.ts";
 import { ensureDefaultModel } from "./model/fetch.ts";
 import { createRouterApp } from "./router/router-app.ts";
+import { NativeRuntime } from "./runtime/native-runtime.ts";
 import { completionText, listen, sseEvents, startPod, type Running, type RunningPod } from "../testing/engine.ts";
 
 let aggregated: RunningPod;
@@ -27,6 +28,10 @@ before(async () => {
 });
 after(async () => {
   for (const r of [router, aggregatedRouter, prefill, decode, aggregated]) await r[Symbol.asyncDispose]();
+});
+
+test("pods started without a backend run the default one, native", () => {
+  for (const pod of [aggregated, prefill, decode]) assert.ok(pod.pod.service.runtime instanceof NativeRuntime);
 });
 
 test("the model knows Paris", async () => {

@@ -29,7 +29,7 @@ export interface ModelPodOptions {
   batchSize?: number;
   maxQueue: number;
   flashAttention?: boolean;
-  /** Model runtime: llama (node-llama-cpp, default) or native (engine/native + StepScheduler). */
+  /** Model runtime: native (engine/native + StepScheduler, default) or llama (node-llama-cpp). */
   backend?: Backend;
   /** native: layers on the GPU; 0 (default) = CPU only, -1 = all. */
   gpuLayers?: number;
@@ -99,7 +99,7 @@ async function loadRuntime(opts: ModelPodOptions, modelPath: string): Promise<Mo
     ...(opts.batchSize === undefined ? {} : { batchSize: opts.batchSize }),
     flashAttention: opts.flashAttention ?? false,
   };
-  if (opts.backend !== "native") {
+  if (opts.backend === "llama") {
     const { LlamaRuntime } = await importLlamaRuntime();
     return LlamaRuntime.load(common);
   }

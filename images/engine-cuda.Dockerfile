@@ -23,4 +23,7 @@ COPY lib ./lib
 COPY crds/schema/common.ts ./crds/schema/common.ts
 USER 65532:65532
 ENV LLMFLEET_CACHE=/var/cache/llmfleet HOME=/tmp
-ENTRYPOINT ["node", "--import", "tsx", "engine/main.ts"]
+# --backend llama: the engine's default backend (native) compiles its addon on first use, and this
+# image has neither the toolchain nor scripts/native; it serves with node-llama-cpp until it ships a
+# built addon (LLMFLEET_NATIVE_ADDON). A Model's extraArgs "--backend native" still wins (the last flag does).
+ENTRYPOINT ["node", "--import", "tsx", "engine/main.ts", "--backend", "llama"]

@@ -8,7 +8,7 @@ import type { V1Pod } from "@kubernetes/client-node";
 import { KubeClient } from "../../lib/kube/client.ts";
 import { R } from "../../lib/kube/resources.ts";
 import { Informer } from "../../lib/kube/informer.ts";
-import { startEngine, stopEngines, withFlag, type RunningEngine } from "../../operator/local/processes.ts";
+import { prepareNativeAddon, startEngine, stopEngines, withFlag, type RunningEngine } from "../../operator/local/processes.ts";
 
 export interface PodRunnerOptions {
   namespace: string;
@@ -176,6 +176,7 @@ export class PodRunner implements AsyncDisposable {
     const { host, port } = await podAddress(pod);
     let args = withFlag(withFlag(await this.resolveArgs(pod.spec?.containers[0]?.args ?? []), "--port", String(port)), "--host", host);
     if (!args.includes("router")) args = withFlag(args, "--threads", String(this.opts.threads ?? 1));
+    await prepareNativeAddon((l) => this.log(l));
     const engine = startEngine({ name, replica: 0, port, args }, (l) => this.log(l));
     this.engines.set(name, engine);
     engine.child.once("exit", (code, signal) => this.onExit(name, engine, `${code ?? signal}`));

@@ -4,9 +4,10 @@ import { parseEngineOptions, type EngineOptions } from "./options.ts";
 
 const parse = (...args: string[]): EngineOptions => parseEngineOptions(args) as EngineOptions;
 
-test("the llama backend is the default, with the native-only flags at their defaults", () => {
+test("the native backend is the default, with its flags at their defaults", () => {
   const o = parse();
-  assert.deepEqual([o.backend, o.gpuLayers, o.decodeLookahead], ["llama", 0, 1]);
+  assert.deepEqual([o.backend, o.gpuLayers, o.decodeLookahead], ["native", 0, 1]);
+  assert.equal(parse("--gpu-layers", "all").gpuLayers, -1);
 });
 
 test("--backend native takes --gpu-layers (all = -1) and --decode-lookahead", () => {
@@ -23,7 +24,7 @@ test("bad backend values are refused with the flag named", () => {
     [["--backend", "native", "--gpu-layers", "1.5"], /--gpu-layers must be an integer/],
     [["--backend", "native", "--gpu-layers", ""], /--gpu-layers must be an integer/],
     [["--backend", "native", "--decode-lookahead", "0"], /--decode-lookahead must be a positive integer/],
-    [["--gpu-layers", "all"], /--gpu-layers applies only to --backend native/],
+    [["--backend", "llama", "--gpu-layers", "all"], /--gpu-layers applies only to --backend native/],
     [["--backend", "llama", "--decode-lookahead", "4"], /--decode-lookahead applies only to --backend native/],
   ];
   for (const [args, message] of cases) assert.throws(() => parseEngineOptions(args), message, args.join(" "));

@@ -10,7 +10,7 @@ import { httpUrl } from "../http/http-url.ts";
 
 export type EngineRole = Role | "kvstore";
 
-/** Model runtimes: node-llama-cpp (`llama`) or the engine's own addon over llama.cpp (`native`). */
+/** Model runtimes: the engine's own addon over llama.cpp (`native`, the default) or node-llama-cpp (`llama`). */
 export const BACKENDS = ["llama", "native"] as const;
 export type Backend = (typeof BACKENDS)[number];
 
@@ -30,7 +30,7 @@ export interface EngineOptions {
   batchSize: number;
   maxQueue: number;
   flashAttention: boolean;
-  /** Model runtime; default llama (node-llama-cpp). */
+  /** Model runtime; default native (engine/native, built for this CPU on first use). */
   backend: Backend;
   /** native: layers on the GPU, 0 = CPU only (default), -1 = all. */
   gpuLayers: number;
@@ -80,8 +80,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --batch-size N       llama.cpp batch size in tokens (default: 512)
   --max-queue N        requests waiting for a sequence before 429 (default: 64)
   --flash-attention    use flash attention; prefill and decode pods must agree (default: off)
-  --backend B          model runtime: llama (node-llama-cpp) | native (the engine's own llama.cpp
-                       addon with its own batching loop, engine/native) (default: llama)
+  --backend B          model runtime: native (the engine's own llama.cpp addon with its own
+                       batching loop, engine/native; built for this CPU on first use, about
+                       100 s on 2 cores, then cached in $LLMFLEET_CACHE/native) | llama
+                       (node-llama-cpp's prebuilt llama.cpp, CPU only) (default: native)
   --gpu-layers N       native: layers on the GPU, 0 = CPU only, all (or --gpu-layers=-1) = every
                        layer (default: 0)
   --decode-lookahead K native: tokens decoded per sequence per native call while only decoding
@@ -239,7 +241,7 @@ function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs
 }
 
 function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" | "decodeLookahead" | "pipelineDecode"> {
-  const backend = v.backend ?? "llama";
+  const backend = v.backend ?? "native";
   if (!(BACKENDS as readonly string[]).includes(backend)) throw new Error(`--backend must be one of ${BACKENDS.join(", ")}; got ${backend}`);
   for (const name of ["gpu-layers", "decode-lookahead", "pipeline-decode"]) {
     if (backend !== "native" && v[name] !== undefined) throw new Error(`--${name} applies only to --backend native`);

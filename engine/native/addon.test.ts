@@ -14,7 +14,7 @@ let nVocab: number;
 
 async function load(): Promise<NativeEngine> {
   const model = await ensureModel("synthetic://tiny");
-  return loadNativeAddon().load(model, { contextSize: 512, sequences: 2, batchSize: 64, threads: 1 });
+  return (await loadNativeAddon()).load(model, { contextSize: 512, sequences: 2, batchSize: 64, threads: 1 });
 }
 
 before(async () => {
@@ -29,7 +29,7 @@ const i32 = (...v: number[]): Int32Array => Int32Array.from(v);
 const u8 = (...v: number[]): Uint8Array => Uint8Array.from(v);
 
 test("load() refuses bad options with the option's name", async () => {
-  const addon = loadNativeAddon();
+  const addon = await loadNativeAddon();
   assert.throws(() => addon.load(42 as unknown as string, { contextSize: 64, sequences: 1, threads: 1 }), { name: "TypeError", message: /modelPath/ });
   assert.throws(() => addon.load("x.gguf", { contextSize: 64, sequences: 0, threads: 1 }), { name: "RangeError", message: /options\.sequences/ });
   assert.throws(() => addon.load("x.gguf", { contextSize: 64, sequences: 1, threads: 1, flashAttention: "yes" as unknown as boolean }), {

@@ -2,11 +2,15 @@
  * Loads the engine's native addon (engine/native: llama.cpp driven a step at a time, built by
  * scripts/native/build.sh from the llama.cpp source node-llama-cpp bundles).
  * LLMFLEET_NATIVE_ADDON names a built llmfleet_native.node (the GPU machine, images); without it
- * the CPU build is made on first use (minutes, then cached under ~/.cache/llmfleet/native).
+ * the CPU build is made on first use (about 100 s on 2 idle cores, then cached under
+ * $LLMFLEET_CACHE/native, default ~/.cache/llmfleet/native).
  */
-import { execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
-import { resolve } from "node:path";
+import { availableParallelism } from "node:os";
+import { join, resolve } from "node:path";
+import { cacheRoot } from "../model/fetch.ts";
 
 export interface NativeLoadOptions {
   /** Layers on the GPU: 0 (default) = CPU only, -1 = all. */
@@ -81,7 +85,10 @@ export interface NativeEngine {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
   detokenize(tokens: Int32Array, unparseSpecial?: boolean): string;
   isEog(token: number): boolean;
-  /** null when llama.cpp does not know the model's chat template. */
+  /**
+   * The GGUF's chat template rendered by llama.cpp (or, for a GGUF without one, llama.cpp's built-in
+   * template of its family: gemma); null when there is neither or llama.cpp does not know the template.
+   */
   applyChatTemplate(roles: string[], contents: string[]): string | null;
   seqRm(seq: number, p0: number, p1: number): boolean;
   seqCp(src: number, dst: number, p0: number, p1: number): void;
@@ -105,17 +112,78 @@ export interface NativeAddon {
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
-/** The addon's path: LLMFLEET_NATIVE_ADDON, or the cached CPU build (built now if missing). */
-export function nativeAddonPath(): string {
-  const fromEnv = process.env.LLMFLEET_NATIVE_ADDON;
-  if (fromEnv) return fromEnv;
-  const out = execFileSync("bash", [resolve(ROOT, "scripts/native/build.sh")], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
-  return out.toString().trim().split("\n").pop() ?? "";
+/**
+ * CPU-seconds of a cold CPU build (unpacking llama.cpp, then llama.cpp + the addon): 215 s of CPU
+ * (386 s wall at a load average of 6–10) on the 2-core machine on 2026-12-04; 82 s, 87 s and
+ * 111 s wall on 2 cores in earlier cold runs. A first-use estimate, not a promise.
+ */
+const COLD_BUILD_CPU_SECONDS = 200;
+
+const log = (line: string): void => void process.stderr.write(`${line}\n`);
+
+/**
+ * Runs build.sh under a lock on the cache, so engines started together on a cold cache (npm
+ * start's prefill and decode, the e2e harness) build once and the others wait for that build
+ * instead of racing in the same build tree. Without flock(1) it runs unlocked.
+ */
+function runBuildScript(cache: string): ReturnType<typeof spawn> {
+  mkdirSync(cache, { recursive: true });
+  const locked = 'if command -v flock >/dev/null; then exec flock "$1" bash "$2"; else exec bash "$2"; fi';
+  return spawn("bash", ["-c", locked, "build.sh", join(cache, ".build.lock"), resolve(ROOT, "scripts/native/build.sh")], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
 }
 
-let addon: NativeAddon | undefined;
+/**
+ * The cached CPU build's path, building it first when it is missing. build.sh writes to stderr
+ * only when it has work to do, so its first progress line is when the user is told a build has
+ * started, how long it should take, and where it is cached; its own lines follow.
+ */
+function buildCpuAddon(): Promise<string> {
+  const cache = join(cacheRoot(), "native");
+  const child = runBuildScript(cache);
+  const started = performance.now();
+  let building = false;
+  let stdout = "";
+  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => {
+    if (!building) {
+      const cores = availableParallelism();
+      log(
+        `llmfleet: building the native engine addon for this CPU — about ${Math.round(COLD_BUILD_CPU_SECONDS / cores)} s on ${cores} cores, once; cached in ${cache}`,
+      );
+      building = true;
+    }
+    process.stderr.write(d);
+  });
+  return new Promise((resolvePath, reject) => {
+    child.once("error", reject);
+    child.once("close", (code) => {
+      if (code !== 0)
+        return reject(
+          new Error(`building the native addon failed (scripts/native/build.sh exited ${code}, output above; it needs CMake, Ninja and a C++17 compiler)`),
+        );
+      if (building) log(`llmfleet: native engine addon ready after ${Math.round((performance.now() - started) / 1000)} s`);
+      resolvePath(stdout.trim().split("\n").pop() ?? "");
+    });
+  });
+}
 
-export function loadNativeAddon(): NativeAddon {
-  addon ??= createRequire(import.meta.url)(nativeAddonPath()) as NativeAddon;
-  return addon;
+/** The addon's path: LLMFLEET_NATIVE_ADDON, or the cached CPU build (built now if missing). */
+export async function nativeAddonPath(): Promise<string> {
+  return process.env.LLMFLEET_NATIVE_ADDON || buildCpuAddon();
+}
+
+let addon: Promise<NativeAddon> | undefined;
+
+/** The addon, loaded once per process; a failed build or load is tried again on the next call. */
+export function loadNativeAddon(): Promise<NativeAddon> {
+  if (addon) return addon;
+  const loading = nativeAddonPath().then((path) => createRequire(import.meta.url)(path) as NativeAddon);
+  addon = loading;
+  loading.catch(() => {
+    if (addon === loading) addon = undefined;
+  });
+  return loading;
 }

@@ -19,7 +19,7 @@ import { nativeAddonPath } from "../native/binding.ts";
 import { normaliseSeqState, summariseSeqState } from "./seq-state.ts";
 import { LlamaRuntime } from "./llama-runtime.ts";
 import { NativeRuntime } from "./native-runtime.ts";
-import type { RuntimeSequence, Sampling, Token } from "./runtime.ts";
+import type { ChatMessage, RuntimeSequence, Sampling, Token } from "./runtime.ts";
 
 const GREEDY: Sampling = { temperature: 0, topK: 1, topP: 1 };
 const PARIS = "The capital of France is the city of";
@@ -35,7 +35,7 @@ let modelPath: string;
 before(async () => {
   modelPath = await ensureDefaultModel();
   const started = performance.now();
-  process.stderr.write(`native addon: ${nativeAddonPath()} (${Math.round(performance.now() - started)} ms)\n`);
+  process.stderr.write(`native addon: ${await nativeAddonPath()} (${Math.round(performance.now() - started)} ms)\n`);
   rt = await NativeRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 4 });
   llama = await LlamaRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 1 });
 });
@@ -85,6 +85,21 @@ test("greedy continuation and tokens are identical to node-llama-cpp's (LlamaRun
   assert.deepEqual(native.tokens, reference.tokens);
   assert.match(rt.detokenize(native.tokens), /^ Paris/);
   assert.equal(rt.detokenize(native.tokens), llama.detokenize(reference.tokens));
+});
+
+test("the default model's GGUF has no chat template: native renders Gemma turns as node-llama-cpp's Gemma wrapper does", () => {
+  const conversations: ChatMessage[][] = [
+    [{ role: "user", content: "hello" }],
+    [
+      { role: "user", content: "hi" },
+      { role: "assistant", content: "Hello! How can I help?" },
+      { role: "user", content: "Tell me a joke" },
+    ],
+  ];
+  for (const messages of conversations) assert.deepEqual(rt.tokenizeChat(messages).tokens, llama.tokenizeChat(messages).tokens);
+  // A system message is merged into the first user turn by both, with "\n\n" (llama.cpp) or "\n\n---\n\n" (node-llama-cpp).
+  const system = rt.detokenize(rt.tokenizeChat([{ role: "system", content: "Be brief." }, { role: "user", content: "2+2?" }]).tokens);
+  assert.match(system, /^user\nBe brief\.\n\n2\+2\?\nmodel\n$/);
 });
 
 test("a state exported from one sequence and imported into another continues identically", async () => {

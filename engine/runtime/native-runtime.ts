@@ -167,7 +167,7 @@ export class NativeRuntime implements ModelRuntime {
   static async load(opts: NativeRuntimeOptions): Promise<NativeRuntime> {
     // One sequence has nobody to share a prefix with, and its decode is ~2 % faster on one stream (H100, bench/results/gpu.json).
     const unified = opts.kvUnified ?? opts.parallel > 1;
-    const engine = await loadNativeAddon().load(opts.modelPath, {
+    const engine = await (await loadNativeAddon()).load(opts.modelPath, {
       gpuLayers: opts.gpuLayers ?? 0,
       contextSize: unified ? (opts.kvCells ?? opts.contextSize * opts.parallel) : opts.contextSize * opts.parallel,
       sequences: opts.parallel,

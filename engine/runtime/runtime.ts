@@ -26,7 +26,7 @@ export interface RuntimeInfo {
   contextSize: number;
   /** Concurrent sequences in the shared context. */
   parallel: number;
-  /** llama.cpp KV streams in the context (one per sequence, since kv_unified is off). */
+  /** llama.cpp KV streams in the context: native, 1 (the unified KV of all sequences, or the only sequence's); llama, one per sequence. */
   kvStreams: number;
   /** Flash attention on means V is stored untransposed in the KV state. */
   flashAttention: boolean;

@@ -7,11 +7,13 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { ensureModel } from "../../engine/model/fetch.ts";
+import { parseEngineOptions } from "../../engine/cli/options.ts";
 import { durationSeconds } from "../autoscaler/duration.ts";
 import { LocalAutoscaler, type LocalAutoscalerOptions } from "./autoscale.ts";
 import { LocalFleetDriver } from "./driver.ts";
 import { readFleet } from "./manifests.ts";
-import { planLocalFleet, processSpecs } from "./fleet.ts";
+import { planLocalFleet, processSpecs, type PlannedDeployment } from "./fleet.ts";
+import { prepareNativeAddon } from "./processes.ts";
 
 const USAGE = `usage: npm start -- [FLEET.yaml] [options]
 
@@ -77,6 +79,9 @@ async function main(): Promise<void> {
     log(`  cached at ${await ensureModel(m.spec.source.uri)}`);
   }
   const planned = planLocalFleet(fleet);
+  // Built here, once, before the processes start: they would otherwise all wait on the first one's
+  // build, and it would count as their startup time (which the autoscaler plans with).
+  if (planned.some(runsNativeBackend)) await prepareNativeAddon(log);
   const modelProcesses = planned.filter((d) => d.role !== "router" && d.role !== "kvstore").reduce((n, d) => n + d.replicas, 0);
   const threads = Math.max(1, Math.floor(availableParallelism() / Math.max(1, modelProcesses)));
   const specs = processSpecs(planned, { routerPort: port, basePort: port + 10_000 > 65_000 ? 18_000 : port + 10_000, threads });
@@ -108,6 +113,13 @@ async function main(): Promise<void> {
   log(
     `autoscaling every ${opts.autoscaler.intervalSeconds} s with the operator's SLO autoscaler, at most ${opts.autoscaler.maxProcessesPerPool} processes per pool; scale-down waits ${stabilisationText(opts)}`,
   );
+}
+
+/** A model process's backend is the engine's default unless its arguments (a Model's extraArgs) pick another. */
+function runsNativeBackend(d: PlannedDeployment): boolean {
+  if (d.role === "router" || d.role === "kvstore") return false;
+  const options = parseEngineOptions(d.args);
+  return options !== "help" && options.backend === "native";
 }
 
 function stabilisationText(opts: StartOptions): string {

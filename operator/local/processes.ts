@@ -40,24 +40,22 @@ export function withFlag(args: string[], flag: string, value: string): string[] 
   return out;
 }
 
-let nativeAddon: string | undefined;
-
 /**
- * The environment of an engine process. Planned model pods run --backend native; without
- * LLMFLEET_NATIVE_ADDON each engine would build the CPU addon on first use, and the prefill and
- * decode processes that start together would race in one build tree. So it is built (or found
- * in its cache, at once) here, once, and named to every process. A cold build blocks for minutes.
+ * Planned model pods run --backend native; without LLMFLEET_NATIVE_ADDON each engine would find
+ * (or, on a cold cache, build) the CPU addon itself, and prefill and decode processes that start
+ * together would all wait on one build and count it as their startup time. Called once before
+ * engines start, it builds or finds the addon and names it to every process started after it.
  */
-function engineEnv(args: string[]): NodeJS.ProcessEnv {
-  const at = args.indexOf("--backend");
-  if (at < 0 || args[at + 1] !== "native" || process.env.LLMFLEET_NATIVE_ADDON) return process.env;
-  nativeAddon ??= nativeAddonPath();
-  return { ...process.env, LLMFLEET_NATIVE_ADDON: nativeAddon };
+export async function prepareNativeAddon(log: (line: string) => void): Promise<void> {
+  if (process.env.LLMFLEET_NATIVE_ADDON) return;
+  const path = await nativeAddonPath();
+  process.env.LLMFLEET_NATIVE_ADDON = path;
+  log(`native engine addon: ${path}`);
 }
 
 export function startEngine(spec: EngineProcessSpec, log: (line: string) => void): RunningEngine {
   const args = ["--import", "tsx", "engine/main.ts", ...spec.args];
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: engineEnv(spec.args) });
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: process.env });
   const tag = `[${spec.name}#${spec.replica}]`;
   for (const stream of [child.stdout, child.stderr]) {
     let partial = "";

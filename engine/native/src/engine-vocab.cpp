@@ -1,4 +1,6 @@
 // The engine's model-facing calls that need no step: tokenizer, chat template and model facts.
+#include <cstring>
+
 #include "engine.h"
 
 namespace llmfleet {
@@ -31,8 +33,22 @@ bool Engine::is_eog(llama_token t) const { return llama_vocab_is_eog(vocab_, t);
 
 llama_token Engine::bos() const { return llama_vocab_get_add_bos(vocab_) ? llama_vocab_bos(vocab_) : LLAMA_TOKEN_NULL; }
 
+namespace {
+
+// A GGUF without a chat template (the default Gemma 3 270M has none) gets llama.cpp's built-in
+// template of its model family where the family has one format, as node-llama-cpp infers its chat
+// wrapper from the architecture; other models get the caller's plain transcript.
+const char * family_chat_template(const llama_model * model) {
+    char arch[64] = {0};
+    if (llama_model_meta_val_str(model, "general.architecture", arch, sizeof arch) < 0) return nullptr;
+    return std::strncmp(arch, "gemma", 5) == 0 ? "gemma" : nullptr;
+}
+
+}  // namespace
+
 std::string Engine::apply_chat_template(const std::vector<std::string> & roles, const std::vector<std::string> & contents) const {
     const char * tmpl = llama_model_chat_template(model_, nullptr);
+    if (!tmpl) tmpl = family_chat_template(model_);
     if (!tmpl) return "";
     std::vector<llama_chat_message> msgs;
     size_t chars = 0;
