@@ -1,6 +1,7 @@
 // Events on the real API server: a pool that becomes Ready, an autoscaler scale and the rollout it
 // starts each leave an events.k8s.io/v1 Event from llmfleet; a repeat is counted in the first
 // Event's series; an unchanged condition records nothing however often it is reconciled.
+import { TEST_MODEL_YAML } from "../testing/manifests.ts";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
@@ -38,10 +39,7 @@ interface Event {
 }
 
 const manifests = `
-apiVersion: serving.llmfleet.dev/v1alpha1
-kind: Model
-metadata: {name: m}
-spec: {source: {uri: "file:///models/x.gguf"}, slo: {ttftP90: 500ms}}
+${TEST_MODEL_YAML}
 ---
 apiVersion: serving.llmfleet.dev/v1alpha1
 kind: PrefillPool

@@ -1,5 +1,6 @@
 // Autoscaler and kwok node group on the real control plane: engines report a queue → the
 // autoscaler scales the pool through /scale → the group gets kwok nodes → the new pods schedule.
+import { TEST_MODEL_YAML } from "../../testing/manifests.ts";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
@@ -23,10 +24,7 @@ let nodegroups: NodeGroupActuator;
 const engine = { queue: 0 };
 
 const manifests = `
-apiVersion: serving.llmfleet.dev/v1alpha1
-kind: Model
-metadata: {name: m}
-spec: {source: {uri: "file:///models/x.gguf"}, slo: {ttftP90: 500ms}}
+${TEST_MODEL_YAML}
 ---
 apiVersion: serving.llmfleet.dev/v1alpha1
 kind: GPUNodeGroup

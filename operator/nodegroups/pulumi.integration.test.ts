@@ -4,6 +4,7 @@
 // provider creates and deletes kwok Nodes through this apiserver. Demand up → a run → Nodes appear;
 // demand down → Nodes go after the delay; the operator killed mid-run → the next one marks the run
 // Aborted and halts the group until the run is acknowledged.
+import { TEST_MODEL_YAML } from "../../testing/manifests.ts";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -29,10 +30,7 @@ let state = "";
 let operator: OperatorProcess | undefined;
 
 const manifests = `
-apiVersion: serving.llmfleet.dev/v1alpha1
-kind: Model
-metadata: {name: m}
-spec: {source: {uri: "file:///models/x.gguf"}, slo: {ttftP90: 500ms}}
+${TEST_MODEL_YAML}
 ---
 apiVersion: serving.llmfleet.dev/v1alpha1
 kind: GPUNodeGroup
