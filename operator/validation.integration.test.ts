@@ -79,9 +79,9 @@ const INVALID: Array<{ what: string; obj: Record<string, unknown>; field: string
   { what: "model gpuLayers below -1", obj: model({ runtime: { gpuLayers: -2 } }), field: "spec.runtime.gpuLayers", message: /greater than or equal to -1/ },
   {
     what: "model unknown pipelineDecode",
-    obj: model({ runtime: { pipelineDecode: "yes" } }),
+    obj: model({ runtime: { pipelineDecode: "fast" } }),
     field: "spec.runtime.pipelineDecode",
-    message: /Unsupported value: "yes"/,
+    message: /Unsupported value: "fast"/,
   },
   {
     what: "model replicas min > max",
@@ -169,7 +169,7 @@ test("a Model with every runtime field applies", async () => {
     parallel: 16,
     batchSize: 1024,
     decodeLookahead: 2,
-    pipelineDecode: "off",
+    pipelineDecode: "Disabled",
   };
   const ok = { ...model({ runtime }), metadata: { name: "fast", namespace: NS } };
   await kubectlOk(["apply", "--dry-run=server", "--validate=strict", "-f", "-"], { stdin: stringify(ok) });

@@ -14,12 +14,19 @@ import { cel, strictObject, StringEnum } from "./common.ts";
 export const ON_GPUS_RULE =
   "the Model is on GPUs (a PrefillPool or DecodePool of it has gpusPerReplica > 0, or it has aggregated replicas, spec.replicas, with placement.gpusPerReplica > 0)";
 
+/**
+ * Values of pipelineDecode. Not on/off: YAML 1.1, which kubectl reads, takes an unquoted on, off,
+ * yes or no for a boolean, so `pipelineDecode: off` would be refused as "must be of type string".
+ */
+export const PIPELINE_DECODE_MODES = ["Auto", "Enabled", "Disabled"] as const;
+export type PipelineDecodeMode = (typeof PIPELINE_DECODE_MODES)[number];
+
 export const RUNTIME_DEFAULTS = {
   backend: "native",
   batchSize: 512,
   decodeLookahead: 1,
-  /** Off until the GPU stress gate passes with it on: pipelined decoding crashed the GPU engine under HTTP load (issue 16). */
-  pipelineDecode: "off",
+  /** Disabled until the GPU stress gate passes with it on: pipelined decoding crashed the GPU engine under HTTP load (issue 16). */
+  pipelineDecode: "Disabled" as PipelineDecodeMode,
   /** Per pod: every layer (-1) on a pod with GPUs, none on a CPU pod. */
   gpuLayers: { withGPUs: -1, withoutGPUs: 0 },
   /** Model-wide, by ON_GPUS_RULE. */
@@ -72,8 +79,8 @@ const runtimeFields = {
     }),
   ),
   pipelineDecode: Type.Optional(
-    StringEnum(["on", "off", "auto"], {
-      description: `Pipelined decoding: each decode step is launched before the previous step's tokens reach JavaScript. auto = on when layers are on a GPU. Default ${D.pipelineDecode}. (With it on, the engine on a GPU crashed under HTTP load from 24 concurrent streams; not yet fixed.) ${NATIVE_ONLY}`,
+    StringEnum([...PIPELINE_DECODE_MODES], {
+      description: `Pipelined decoding (engine --pipeline-decode): each decode step is launched before the previous step's tokens reach JavaScript. Auto = enabled when layers are on a GPU. Default ${D.pipelineDecode}. (With it on, the engine on a GPU crashed under HTTP load from 24 concurrent streams; not yet fixed.) ${NATIVE_ONLY}`,
     }),
   ),
 };

@@ -11,6 +11,7 @@ import { planKVStore } from "./kvstore.ts";
 import { serviceOf } from "../../engine/router/endpoint-slices.ts";
 import { KVCodec } from "../../crds/schema/kvstore.ts";
 import { RUNTIME_DEFAULTS } from "../../crds/schema/runtime.ts";
+import { ENGINE_PIPELINE_DECODE } from "./runtime-args.ts";
 import type { DecodePool, Model, PrefillPool } from "../api.ts";
 
 const IMAGES = { engineImage: "e", engineGPUImage: "e-gpu" };
@@ -126,7 +127,7 @@ function documented(podGPUs: boolean, modelOnGPUs: boolean): Runtime {
     flashAttention: wide.flashAttention,
     gpuLayers: podGPUs ? RUNTIME_DEFAULTS.gpuLayers.withGPUs : RUNTIME_DEFAULTS.gpuLayers.withoutGPUs,
     decodeLookahead: RUNTIME_DEFAULTS.decodeLookahead,
-    pipelineDecode: RUNTIME_DEFAULTS.pipelineDecode,
+    pipelineDecode: ENGINE_PIPELINE_DECODE[RUNTIME_DEFAULTS.pipelineDecode],
   };
 }
 
@@ -193,7 +194,7 @@ test("explicit runtime fields reach every model pod as the engine parses them; l
     parallel: 16,
     batchSize: 1024,
     decodeLookahead: 4,
-    pipelineDecode: "off",
+    pipelineDecode: "Disabled",
   };
   const want: Runtime = {
     backend: "native",

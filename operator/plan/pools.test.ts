@@ -235,7 +235,7 @@ test("explicit runtime fields win; backend llama gets no native-only flags; extr
     flashAttention: false,
     batchSize: 2048,
     decodeLookahead: 4,
-    pipelineDecode: "off",
+    pipelineDecode: "Disabled",
     extraArgs: ["--max-queue", "8"],
   };
   const args = container(aPrefillPool(), world({ model }))?.args ?? [];

@@ -3,7 +3,7 @@
 // setting is passed explicitly, so what runs is what the CRD says, whatever the engine's own
 // defaults are; the flags the engine accepts only with --backend native are left out otherwise.
 import type { EnginePool, Model } from "../api.ts";
-import { RUNTIME_DEFAULTS as D } from "../../crds/schema/runtime.ts";
+import { RUNTIME_DEFAULTS as D, type PipelineDecodeMode } from "../../crds/schema/runtime.ts";
 import { nameOf, namespaceOf } from "../../lib/kube/types.ts";
 import { durationSeconds } from "../autoscaler/duration.ts";
 
@@ -45,13 +45,16 @@ function modelWideSettings(model: Model, onGPUs: boolean): Pick<RuntimeSettings,
   return { contextSize: rt?.contextSize ?? d.contextSize, parallel: rt?.parallel ?? d.parallel, flashAttention: rt?.flashAttention ?? d.flashAttention };
 }
 
+/** The CRD's pipelineDecode (YAML-safe words) as the engine's --pipeline-decode value. */
+export const ENGINE_PIPELINE_DECODE: Record<PipelineDecodeMode, "on" | "off" | "auto"> = { Auto: "auto", Enabled: "on", Disabled: "off" };
+
 /** The native backend's own settings; gpuLayers follows the pod's own GPUs. */
 function nativeSettings(model: Model, gpus: number): Pick<RuntimeSettings, "gpuLayers" | "decodeLookahead" | "pipelineDecode"> {
   const rt = model.spec.runtime;
   return {
     gpuLayers: rt?.gpuLayers ?? (gpus > 0 ? D.gpuLayers.withGPUs : D.gpuLayers.withoutGPUs),
     decodeLookahead: rt?.decodeLookahead ?? D.decodeLookahead,
-    pipelineDecode: rt?.pipelineDecode ?? D.pipelineDecode,
+    pipelineDecode: ENGINE_PIPELINE_DECODE[rt?.pipelineDecode ?? D.pipelineDecode],
   };
 }
 
