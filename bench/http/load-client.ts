@@ -5,7 +5,7 @@
  * (stream_options.include_usage), else one per content chunk (llama-server streams a token a chunk).
  */
 import { Agent, request, type IncomingMessage } from "node:http";
-import { prng as mulberry32 } from "../../engine/model/synthetic-gguf.ts";
+import { prng } from "../../engine/model/synthetic-gguf.ts";
 
 export interface CompletionRequest {
   prompt: string;
@@ -238,9 +238,6 @@ export async function closedLoop(
   );
   return summarise(concurrency, outcomes, performance.now() - t0);
 }
-
-/** Deterministic prompts and stress plans from a seed. */
-export const prng = mulberry32;
 
 const WORDS = ["the", "of", "and", "is", "to", "in", "capital", "France", "Paris", "hello", "world"];
 

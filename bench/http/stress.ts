@@ -6,7 +6,8 @@
  * end with a whole answer, a deliberate hang-up, or the clear 400 its size calls for.
  * Used by the CPU stress test (engine/stress.test.ts) and by `npm run bench:http -- --section stress`.
  */
-import { prng, type CompletionRequest, type LoadClient, type StreamOutcome } from "./load-client.ts";
+import { prng } from "../../engine/model/synthetic-gguf.ts";
+import type { CompletionRequest, LoadClient, StreamOutcome } from "./load-client.ts";
 
 /** Words that are one token each in every synthetic vocabulary (engine/model/synthetic-gguf.ts has a "▁x" piece per character). */
 const WORDS = "abcdefghijklmnopqrstuvwxyz".split("");

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { ensureModel } from "../model/fetch.ts";
 import { NativeRuntime } from "../runtime/native-runtime.ts";
 import { IncrementalText } from "./incremental-text.ts";
-import { prng } from "../../bench/http/load-client.ts";
+import { prng } from "../model/synthetic-gguf.ts";
 
 let rt: NativeRuntime;
 
