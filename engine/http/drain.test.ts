@@ -10,15 +10,19 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { resolve } from "node:path";
 import { ensureModel } from "../model/fetch.ts";
+import { nativeAddonPath } from "../native/binding.ts";
 import { eventually } from "../../testing/eventually.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
 async function startEngine(port: number, args: string[]): Promise<ChildProcess> {
   const model = await ensureModel("synthetic://tiny");
+  // Built (minutes on a cold machine) or found here, so the engine's start is only its start.
+  const addon = await nativeAddonPath();
   const child = spawn(process.execPath, ["--import", "tsx", "engine/main.ts", "--model", model, "--host", "127.0.0.1", "--port", String(port), "--backend", "native", "--threads", "1", "--ctx-size", "2048", "--parallel", "2", ...args], {
     cwd: ROOT,
     stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, LLMFLEET_NATIVE_ADDON: addon },
   });
   child.stderr!.resume();
   await eventually(async () => assert.equal((await fetch(`http://127.0.0.1:${port}/ready`)).status, 200), { timeoutMs: 60_000, message: "the engine is ready" });
