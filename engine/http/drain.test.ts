@@ -4,7 +4,7 @@
  * delay, the stream runs to [DONE], new connections are refused after the delay, and the process
  * exits 0. Then the timeout: a stream longer than the drain timeout is cut and the process exits.
  */
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
@@ -14,6 +14,11 @@ import { nativeAddonPath } from "../native/binding.ts";
 import { eventually } from "../../testing/eventually.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
+/** Every engine a test started: killed at the end whatever happened, or a failed test would leave it running and this file would never exit. */
+const started: ChildProcess[] = [];
+after(() => {
+  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+});
 
 async function startEngine(port: number, args: string[]): Promise<ChildProcess> {
   const model = await ensureModel("synthetic://tiny");
@@ -24,6 +29,7 @@ async function startEngine(port: number, args: string[]): Promise<ChildProcess> 
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, LLMFLEET_NATIVE_ADDON: addon },
   });
+  started.push(child);
   child.stderr!.resume();
   await eventually(async () => assert.equal((await fetch(`http://127.0.0.1:${port}/ready`)).status, 200), { timeoutMs: 60_000, message: "the engine is ready" });
   return child;
