@@ -14,7 +14,7 @@ bool opt_int(Napi::Env env, const Napi::Object & o, const char * key, int64_t mi
     Napi::Value v = o.Get(key);
     if (!v.IsNumber()) return throw_type(env, std::string("options.") + key + " must be a number");
     const double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d) || d != std::floor(d) || d < static_cast<double>(min) || d > static_cast<double>(max)) {
+    if (!is_int_in(d, min, max)) {
         return throw_range(env, std::string("options.") + key + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
     }
     out = static_cast<int32_t>(d);

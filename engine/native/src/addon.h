@@ -36,10 +36,15 @@ inline bool throw_range(Napi::Env env, const std::string & msg) {
     return false;
 }
 
+// A JavaScript number that is an integer in [min, max] (NaN, infinities and fractions are not).
+inline bool is_int_in(double v, int64_t min, int64_t max) {
+    return std::isfinite(v) && v == std::floor(v) && v >= static_cast<double>(min) && v <= static_cast<double>(max);
+}
+
 inline bool arg_int(const Napi::CallbackInfo & info, size_t i, const char * name, int64_t min, int64_t max, int32_t & out) {
     if (info.Length() <= i || !info[i].IsNumber()) return throw_type(info.Env(), std::string(name) + " must be a number");
     const double v = info[i].As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(v) || v != std::floor(v) || v < static_cast<double>(min) || v > static_cast<double>(max)) {
+    if (!is_int_in(v, min, max)) {
         return throw_range(info.Env(), std::string(name) + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " +
                                            info[i].ToString().Utf8Value());
     }
