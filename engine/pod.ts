@@ -121,7 +121,7 @@ function watchKvStray(metrics: EngineMetrics, runtime: ModelRuntime): void {
     help: "KV cache positions that no sequence accounts for (should be 0)",
     registers: [metrics.registry],
     async collect() {
-      // A scrape during shutdown finds the engine disposed: the last value stands.
+      // A scrape during shutdown finds the engine disposed: the gauge reads NaN (unknown), not a count.
       this.set(await audit().catch(() => NaN));
     },
   });
