@@ -288,6 +288,12 @@ export class NativeRuntime implements ModelRuntime {
     return this.engine.detokenize(Int32Array.from(tokens), false);
   }
 
+  /** The BOS token takes the leading-space strip llama.cpp applies to a text's first token. */
+  tokenPiece(token: Token): string {
+    const bos = this.engine.info().bos;
+    return this.engine.detokenize(Int32Array.from(bos >= 0 ? [bos, token] : [token]), false);
+  }
+
   isEndOfGeneration(token: Token): boolean {
     return this.engine.isEog(token);
   }

@@ -93,6 +93,11 @@ export interface ModelRuntime extends AsyncDisposable {
   /** Applies the model's chat template; returns prompt tokens and extra stop strings. */
   tokenizeChat(messages: readonly ChatMessage[]): { tokens: Token[]; stop: string[] };
   detokenize(tokens: readonly Token[]): string;
+  /**
+   * One token's text as it appears inside a text (with its leading space, which detokenizing the
+   * token alone drops); for logprobs. Default: detokenize([token]).
+   */
+  tokenPiece?(token: Token): string;
   isEndOfGeneration(token: Token): boolean;
   readonly sequences: readonly RuntimeSequence[];
   /**

@@ -167,7 +167,7 @@ export class CompletionService {
     const assembler = new TextAssembler(req.stop);
     let finishReason: FinishReason = "length";
     let last = req.arrivedAt;
-    const lp = new LogprobCollector(req.parsed.sampling.logprobs !== undefined, (t) => this.runtime.detokenize([t]));
+    const lp = new LogprobCollector(req.parsed.sampling.logprobs !== undefined, (t) => this.runtime.tokenPiece?.(t) ?? this.runtime.detokenize([t]));
     const echo = echoedPrompt(req.parsed);
     if (echo) yield { text: echo };
     for await (const token of lease.sequence.generate(req.prompt.slice(-1), req.parsed.sampling, lp.add)) {
