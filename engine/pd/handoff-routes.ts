@@ -14,7 +14,7 @@ import type { EngineMetrics, Role } from "../metrics/engine-metrics.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
 import { HttpError } from "../http/http-error.ts";
 import { httpUrl } from "../http/http-url.ts";
-import { parseOpenAIRequest, type RequestKind } from "../http/openai-request.ts";
+import { parseEngineRequest, type RequestKind } from "../http/openai-request.ts";
 import { clientGone, respondWithGeneration } from "../http/respond.ts";
 import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
@@ -100,7 +100,7 @@ function prefillHandler(deps: HandoffDeps) {
     const handoffId = typeof body.handoffId === "string" ? body.handoffId : crypto.randomUUID();
     const decodeUrl = typeof body.decodeUrl === "string" ? body.decodeUrl : deps.decodeUrls[0];
     if (!decodeUrl) throw new HttpError(400, "no decode pod: pass decodeUrl or start the prefill pod with --decode", { param: "decodeUrl" });
-    const prepared = service.prepare(parseOpenAIRequest(body.request, parseKind(body.kind), service.runtime.info.modelId));
+    const prepared = service.prepare(parseEngineRequest(body.request, parseKind(body.kind), service.runtime));
     const t0 = performance.now();
     const { state, prefixHitTokens } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
@@ -154,7 +154,7 @@ function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
 function generateHandler(deps: HandoffDeps, store: HandoffStore) {
   return async (req: Request, res: Response): Promise<void> => {
     const body = (req.body ?? {}) as { request?: unknown; kind?: unknown };
-    const prepared = deps.service.prepare(parseOpenAIRequest(body.request, parseKind(body.kind), deps.service.runtime.info.modelId));
+    const prepared = deps.service.prepare(parseEngineRequest(body.request, parseKind(body.kind), deps.service.runtime));
     const staged = store.take(String(req.params.id));
     if (!staged) throw new HttpError(404, `no staged KV state ${req.params.id} (expired or never received)`, { code: "handoff_not_found" });
     const expected = prepared.prompt.slice(0, -1);

@@ -25,6 +25,8 @@ Napi::Function NativeEngine::Define(Napi::Env env) {
                            InstanceMethod("dispose", &NativeEngine::Dispose),
                            InstanceMethod("synchronize", &NativeEngine::Synchronize),
                            InstanceMethod("decodeLoop", &NativeEngine::DecodeLoop),
+                           InstanceMethod("setExtras", &NativeEngine::SetExtras),
+                           InstanceMethod("takeLogprobs", &NativeEngine::TakeLogprobs),
                        });
 }
 
