@@ -7,7 +7,8 @@
  * run). Transfer GB/s is the prefill pod's own figure: state bytes over the seconds from the end
  * of prefill to the decode pod's "staged" (llmfleet_kv_handoff_{bytes,seconds{stage=send}}).
  */
-import { closedLoop, benchPrompt, LoadClient, type LoadSummary } from "./load-client.ts";
+import { mkdir } from "node:fs/promises";
+import { closedLoop, benchPrompt, benchPromptOfTokens, benchWordsPerToken, LoadClient, type LoadSummary } from "./load-client.ts";
 import { startServer, type RunningServer } from "./servers.ts";
 
 export interface PdBenchOptions {
@@ -34,13 +35,15 @@ interface Transfer {
   paths: Record<string, number>;
 }
 
-const port = (): number => 20_000 + Math.floor(Math.random() * 20_000);
+// Below Linux's ephemeral range (32768+), where outgoing connections would collide.
+const port = (): number => 20_000 + Math.floor(Math.random() * 12_000);
 
 async function sweep(url: string, name: string, o: PdBenchOptions): Promise<Record<string, Runs>> {
   const client = new LoadClient(url, 4096);
   const out: Record<string, Runs> = {};
   try {
     await client.complete({ prompt: benchPrompt(424_242, 64), maxTokens: 4 }); // warm-up
+    const wordsPerToken = await benchWordsPerToken(url);
     for (const tokens of o.promptTokens) {
       const runs: Runs = {};
       for (const c of o.concurrencies) {
@@ -48,7 +51,7 @@ async function sweep(url: string, name: string, o: PdBenchOptions): Promise<Reco
         const s = await closedLoop(
           (r) => client.complete(r),
           c,
-          (cl, i) => ({ prompt: benchPrompt(tokens * 100_000 + cl * 1000 + i, tokens), maxTokens: o.maxTokens }),
+          (cl, i) => ({ prompt: benchPromptOfTokens(tokens * 100_000 + cl * 1000 + i, tokens, wordsPerToken), maxTokens: o.maxTokens }),
           {
             perClient,
           },
@@ -94,6 +97,7 @@ async function start(o: PdBenchOptions, name: string, args: string[]): Promise<R
 }
 
 export async function pdSection(o: PdBenchOptions): Promise<Record<string, unknown>> {
+  await mkdir(o.logDir, { recursive: true });
   const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), prompt_tokens: o.promptTokens, concurrency: o.concurrencies, max_tokens: o.maxTokens };
   {
     await using agg = await start(o, "aggregated", ["--role", "aggregated", "--model", o.model, ...o.podArgs]);
