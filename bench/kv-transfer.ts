@@ -61,8 +61,8 @@ async function startDecode(): Promise<ChildProcess> {
   return child;
 }
 
-async function sendTcp(kv: KvStreamAddon, id: string, model: string, tokens: number, state: Buffer): Promise<void> {
-  const json = JSON.stringify({ handoffId: id, model, tokens, vTransposed: false });
+async function sendTcp(kv: KvStreamAddon, id: string, header: { model: string; tokens: number }, state: Buffer): Promise<void> {
+  const json = JSON.stringify({ handoffId: id, ...header, vTransposed: false });
   const res = await kv.kvSend(state, "127.0.0.1", KV_PORT, id, json, TCP_CHUNK_BYTES, 60_000);
   if (res.status !== 0) throw new Error(`tcp: status ${res.status} ${res.message}`);
 }
@@ -95,7 +95,7 @@ async function main(): Promise<void> {
       for (let r = 0; r < ROUNDS; r++) {
         const id = `bench-${path}-${r}`;
         const t0 = performance.now();
-        await (path === "tcp" ? sendTcp(kv, id, info.model, tokens, state) : sendHttp(id, { ...header, handoffId: id }, state));
+        await (path === "tcp" ? sendTcp(kv, id, { model: info.model, tokens }, state) : sendHttp(id, { ...header, handoffId: id }, state));
         seconds.push((performance.now() - t0) / 1000);
       }
       const total = seconds.reduce((a, b) => a + b, 0);
