@@ -10,11 +10,10 @@
  * entry) means "recompute": the answer is the same, only slower, and a metric and a log line
  * say why.
  */
-import { decodeKvEntry, encodeKvEntry, KvEntryError } from "./kv-entry.ts";
+import { KvEntryError } from "./kv-entry.ts";
 import { kvBlockHashes, type KeySalt } from "./block-keys.ts";
 import type { KvClientMetrics } from "./client-metrics.ts";
-import { runCodec } from "../kvcodec/codec-offload.ts";
-import { kvCodec } from "../kvcodec/codec.ts";
+import { readKvEntry, writeKvEntry } from "../kvcodec/codec-offload.ts";
 import { normaliseSeqState, truncateSeqState, type KvLayout } from "../runtime/seq-state.ts";
 import type { RuntimeSequence, Token } from "../runtime/runtime.ts";
 import { ReuseEstimator } from "./reuse-estimator.ts";
@@ -193,11 +192,12 @@ export class KvPrefixCache implements AsyncDisposable {
 
   private async decodeEntry(buf: Buffer, tokens: number): Promise<Buffer> {
     try {
-      const { header, payload } = decodeKvEntry(buf);
+      // Off the event loop: the SHA-256 of a GB-sized entry takes seconds, a lossy codec decodes at
+      // 50–180 MB/s, and other requests wait meanwhile.
+      const { header, state } = await readKvEntry(buf);
       if (header.model !== this.opts.model || header.tokens !== tokens)
         throw new LoadFailure("mismatch", `entry is for ${header.model}/${header.tokens} tokens`);
-      // Off the event loop: a lossy codec decodes at 50–180 MB/s, and other requests wait meanwhile.
-      return await runCodec("decode", header.codec, payload);
+      return state;
     } catch (err) {
       if (err instanceof KvEntryError) throw new LoadFailure("corrupt", err.message);
       throw err;
@@ -264,10 +264,8 @@ export class KvPrefixCache implements AsyncDisposable {
     const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config));
     const key = keys.at(-1);
     if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
-    const raw = truncateSeqState(await state, prefix.length);
-    const codec = kvCodec(config.codec);
-    const header = { model: this.opts.model, tokens: prefix.length, codec: codec.name, stateBytes: raw.length, prefixKeys: keys };
-    const entry = encodeKvEntry(header, await runCodec("encode", codec.name, raw));
+    // Cut, encoded, framed and hashed off the event loop (a write-back must not hold other requests).
+    const entry = await writeKvEntry(await state, { model: this.opts.model, tokens: prefix.length, codec: config.codec, prefixKeys: keys });
     const res = await fetch(`${this.opts.url}/v1/kv/${key}`, { method: "PUT", body: entry as unknown as BodyInit });
     this.remember(key);
     if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
