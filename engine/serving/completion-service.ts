@@ -100,16 +100,25 @@ export class CompletionService {
     const context = req.prompt.slice(0, -1);
     try {
       const load = await this.loadCached(lease, context);
-      const hits = await lease.sequence.evaluatePrefix(context);
+      const hits = await this.evaluateTimed(lease, context);
       this.metrics.promptTokens.inc(req.prompt.length);
       this.metrics.prefixHitTokens.inc(hits);
       const state = await lease.sequence.exportState();
       const length = load ? this.kvCache!.storableLength(context, load.storedBlocks) : 0;
-      if (length > 0) this.kvCache!.writeBack(context, length, state);
+      // The state is exported for the hand-off anyway: only the budget of bytes in flight applies.
+      if (length > 0 && this.kvCache!.admitWriteBack(length, false)) this.kvCache!.writeBack(context, length, state);
       return { state, prefixHitTokens: hits };
     } finally {
       lease.release();
     }
+  }
+
+  /** evaluatePrefix, timed: the KV store's load-or-recompute choice learns the prefill rate from it. */
+  private async evaluateTimed(lease: SequenceLease, context: readonly Token[]): Promise<number> {
+    const t0 = performance.now();
+    const hits = await lease.sequence.evaluatePrefix(context);
+    this.kvCache?.observePrefill(context.length - hits, performance.now() - t0);
+    return hits;
   }
 
   /** Loads the longest cached prefix of `context` from the KV store when it beats the sequence's own. */
@@ -126,7 +135,8 @@ export class CompletionService {
   private releaseWithWriteBack(lease: SequenceLease, context: readonly Token[], load: PrefixLoad | undefined): void {
     const cache = this.kvCache;
     const length = cache && load ? cache.storableLength(context, load.storedBlocks) : 0;
-    if (!cache || length === 0) return lease.release();
+    // The export holds the sequence and the engine: never while other requests wait for them.
+    if (!cache || length === 0 || !cache.admitWriteBack(length, this.pool.queued > 0)) return lease.release();
     const state = lease.sequence.exportState().finally(() => lease.release());
     cache.writeBack(context, length, state);
   }
@@ -147,7 +157,7 @@ export class CompletionService {
       }
       const imported = opts.importedState ? seq.contextTokens().length : 0;
       if (!opts.importedState) load = await this.loadCached(lease, context);
-      const hits = await seq.evaluatePrefix(context);
+      const hits = await this.evaluateTimed(lease, context);
       const prefixHitTokens = Math.max(0, hits - imported);
       this.metrics.prefixHitTokens.inc(prefixHitTokens);
       const result = yield* this.sample(lease, req, opts.signal);
