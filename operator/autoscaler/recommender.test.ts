@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { recommendReplicas } from "./recommender.ts";
-import { arrivalDispersion, arrivalTrend, erlangC, forecastRate, learnedCapacity, learnedRunningCapacity, rateSwing, waitBeyond } from "./signals.ts";
+import { arrivalDispersion, dispersionUpperBound, arrivalTrend, erlangC, forecastRate, learnedCapacity, learnedRunningCapacity, rateSwing, waitBeyond } from "./signals.ts";
 import type { PoolObservation, RecommenderSpec } from "./types.ts";
 
 /** A pool observed every 15 s; `at` counts from 0. */
@@ -58,16 +58,30 @@ const cases: Case[] = [
     desired: 6,
     reason: /scale up: queueing-delay needs 6/,
   },
+  // With a TTFT p90 of 1 s on the first observation, a request's own prefill (10k tokens at the
+  // 10k prior) is the burstiness planned for: 0.67 % would wait over 0.5 s at 7 replicas, 0.108 %
+  // at 8 (over the 0.1 % budget), 0.016 % at 9.
+  {
+    name: "first observation with a TTFT: its prefill work is the least burstiness",
+    history: series(1, () => ({ arrivalRate: 40000, throughput: 20000, ttftP90: 1 })),
+    spec: prefill(),
+    desired: 9,
+    reason: /scale up: queueing-delay needs 9/,
+  },
   // Bursty 20k (index of dispersion 6.07k tokens): at 4 replicas a request waits with Erlang C
   // 0.17 and beyond 0.5 s with e^(−2 × 20k × 0.5 / 6.07k) = 0.037, 0.6 % > 0.1 %; at 5, 0.04 %.
-  { name: "bursts ask for spare replicas", history: bursty(20000), spec: prefill(), desired: 5, reason: /queueing-delay needs 5/ },
+  // (These bursty cases plan on the dispersion as learned, as over a full window: dispersionConfidence 0.)
+  { name: "bursts ask for spare replicas", history: bursty(20000), spec: prefill({ dispersionConfidence: 0 }), desired: 5, reason: /queueing-delay needs 5/ },
+  // The same 150 s of history as a new pool sees it: 9 intervals are few, so the upper 90 % bound
+  // of the dispersion is planned on (× 9 / χ²₉(10 %) = 2.16: 13.1k tokens) → 6.
+  { name: "a short history plans on the upper bound of its burstiness", history: bursty(20000), spec: prefill(), desired: 6, reason: /queueing-delay needs 6/ },
   // The same bursts with a 5 % miss budget: 4 replicas' 0.6 % is within it.
-  { name: "a looser miss budget asks for fewer", history: bursty(20000), spec: prefill({ missBudget: 0.05 }), desired: 4, reason: /queueing-delay needs 4/ },
+  { name: "a looser miss budget asks for fewer", history: bursty(20000), spec: prefill({ missBudget: 0.05, dispersionConfidence: 0 }), desired: 4, reason: /queueing-delay needs 4/ },
   // The same 20k in bursts ten times the size (dispersion 60.7k: prompts ten times as long): 8.
   {
     name: "bigger bursts of the same work ask for more",
     history: series(10, (i) => ({ arrivalRate: 20000 + (i % 2 === 0 ? 6325 : -6325), throughput: 12000 })),
-    spec: prefill(),
+    spec: prefill({ dispersionConfidence: 0 }),
     desired: 8,
     reason: /queueing-delay needs 8/,
   },
@@ -87,16 +101,17 @@ const cases: Case[] = [
     reason: /stabilising: 6/,
   },
   {
-    // A 30k-token prompt takes 2 s on an idle replica: TTFT over the SLO says nothing about the pool's size.
+    // A 6k-token prompt takes 0.6 s on an idle replica: TTFT over the SLO is not fed back (that
+    // would ask 2 × 0.6 / 0.5 → 3); it only sets the least burstiness, 6k tokens, for which 2 do.
     name: "TTFT over the SLO alone does not scale (it includes each request's own prefill)",
-    history: series(3, () => ({ ttftP90: 2, arrivalRate: 1000, throughput: 1000 })),
+    history: series(3, () => ({ ttftP90: 0.6, arrivalRate: 1000, throughput: 1000 })),
     spec: prefill(),
     desired: 2,
-    reason: /stabilising: 2/,
+    reason: /hold/,
   },
   {
     name: "queue wait over the SLO scales up proportionally, at most 2x",
-    history: series(3, () => ({ queueWaitP90: 0.75, ttftP90: 2, arrivalRate: 1000, throughput: 1000 })),
+    history: series(3, () => ({ queueWaitP90: 0.75, ttftP90: 0.6, arrivalRate: 1000, throughput: 1000 })),
     spec: prefill(),
     desired: 3,
     reason: /queue-wait needs 3/,
@@ -143,14 +158,14 @@ const cases: Case[] = [
     // so 17.2k is planned for → 3, where the same history without a lead time holds 2.
     name: "a rate that moved over one lead time plans that much headroom",
     history: series(12, (i) => ({ arrivalRate: 4000 + 1000 * i, throughput: 4000 })),
-    spec: prefill({ leadTimeSeconds: 60 }),
+    spec: prefill({ leadTimeSeconds: 60, dispersionConfidence: 0 }),
     desired: 3,
     reason: /queueing-delay needs 3/,
   },
   {
     name: "same history without lead time holds",
     history: series(12, (i) => ({ arrivalRate: 4000 + 1000 * i, throughput: 4000 })),
-    spec: prefill({ leadTimeSeconds: 0 }),
+    spec: prefill({ leadTimeSeconds: 0, dispersionConfidence: 0 }),
     desired: 2,
     reason: /hold/,
   },
@@ -276,6 +291,18 @@ test("arrivalDispersion: burstiness from interval-to-interval swings, not from a
   const ramp = series(9, (i) => ({ arrivalRate: 4000 + 750 * i }));
   assert.ok((arrivalDispersion(ramp) ?? Infinity) < 1000, "a ramp moves the rate but is barely bursty");
   assert.equal(arrivalDispersion(series(3, () => ({ arrivalRate: 100 }))), undefined, "too short to tell");
+});
+
+test("dispersionUpperBound: far above a handful of intervals' estimate, towards it as they grow", () => {
+  assert.equal(dispersionUpperBound(1000, 5, 0), 1000, "z 0 plans on the estimate");
+  assert.ok(Math.abs(dispersionUpperBound(1000, 1, 1.2816) / 1000 - 1 / 0.0158) < 1e-9, "one interval: χ²₁ 10 % quantile");
+  let prev = Infinity;
+  for (const k of [1, 2, 3, 5, 10, 40, 400]) {
+    const b = dispersionUpperBound(1000, k, 1.2816);
+    assert.ok(b > 1000 && b < prev, `bound at ${k} intervals: ${b}`);
+    prev = b;
+  }
+  assert.ok(prev < 1100, `400 intervals: ${prev}`);
 });
 
 test("queueing-delay forecast: a bigger pool runs hotter at the same burstiness", () => {

@@ -3,7 +3,7 @@
 // a (larger) number below which it lets replicas go: the gap between the two is the hysteresis.
 // Scale-up is immediate and looks ahead over the lead time; scale-down waits out the
 // stabilisation window (the highest recommendation in it wins), as the HPA does.
-import { arrivalDispersion, arrivalLevel, arrivalTrend, forecastRate, learnedCapacity, learnedRunningCapacity, rateSwing, recent, waitBeyond, type Work } from "./signals.ts";
+import { arrivalDispersion, dispersionUpperBound, arrivalLevel, arrivalTrend, forecastRate, learnedCapacity, learnedRunningCapacity, rateSwing, recent, waitBeyond, type Work } from "./signals.ts";
 import type { Decision, DecisionInputs, PoolObservation, RecommenderSpec } from "./types.ts";
 
 /** Replicas one signal asks for: `up` to stay under its threshold, `down` before it allows fewer. */
@@ -24,9 +24,9 @@ const LATENCY_STEP_MAX = 2;
  * Prefill defaults where the spec leaves them unset. None is fitted to a trace: the miss budget is
  * the benchmark's 99 % target, the swing quantile one standard deviation, the windows the HPA's
  * minute scale (chosen on the training traces of `npm run bench:autoscale`, checked
- * leave-one-trace-out; BENCHMARKS.md).
+ * leave-one-trace-out; BENCHMARKS.md); the dispersion's confidence is the upper 90 % bound.
  */
-export const PREFILL_DEFAULTS = { missBudget: 0.001, swingQuantile: 1, rateSmoothingSeconds: 60, dispersionWindowSeconds: 600 } as const;
+export const PREFILL_DEFAULTS = { missBudget: 0.001, swingQuantile: 1, rateSmoothingSeconds: 60, dispersionWindowSeconds: 600, dispersionConfidence: 1.2816 } as const;
 
 function signal(name: string, load: number, perReplica: number, hysteresis: number): Signal {
   if (load <= 0 || perReplica <= 0) return { name, up: 0, down: 0 };
@@ -54,20 +54,46 @@ function replicasFor(w: Work, spec: RecommenderSpec, budget: number): number {
  * the history: a bursty pool plans more headroom, a smooth one less); the pool is the smallest
  * whose forecast share of requests waiting longer than the SLO is within the miss budget, given
  * the capacity per replica (tokens/s, learned) and the burstiness of the work (index of
- * dispersion in tokens, learned: long prompts and bursts raise it). On the first observation
- * (no swing between intervals yet), a fixed utilisation target.
+ * dispersion in tokens, learned: long prompts and bursts raise it; plannedDispersion). With no
+ * dispersion known yet (no swing between intervals, no TTFT observed), a fixed utilisation target.
  */
 function queueingSignal(window: PoolObservation[], history: PoolObservation[], capacity: number, spec: RecommenderSpec): Signal & { rate: number } {
   const h = spec.hysteresis ?? 0.15;
   const d = { ...PREFILL_DEFAULTS, ...definedOnly(spec) };
   const swing = rateSwing(history, spec.leadTimeSeconds, d.rateSmoothingSeconds) ?? 0;
   const rate = arrivalLevel(window, d.rateSmoothingSeconds) + d.swingQuantile * swing;
-  // From the second observation on: one interval-to-interval swing already says more than a fixed utilisation.
-  const dispersion = arrivalDispersion(recent(history, d.dispersionWindowSeconds), 2);
+  const dispersion = plannedDispersion(history, capacity, d);
   if (rate <= 0 || capacity <= 0) return { name: "queueing-delay", up: 0, down: 0, rate };
   if (dispersion === undefined) return { ...signal("queueing-delay", rate, capacity * (spec.targetUtilization ?? 0.75), h), rate };
   const w: Work = { rate, capacity, dispersion };
   return { name: "queueing-delay", up: replicasFor(w, spec, d.missBudget), down: replicasFor({ ...w, rate: rate / (1 - h) }, spec, d.missBudget), rate };
+}
+
+/**
+ * The burstiness to plan on. Learned from the interval-to-interval swings of the history (from the
+ * second observation on); while the history is shorter than the dispersion window (a new pool or
+ * a restarted operator) that estimate rests on a handful of intervals and often reads a bursty
+ * pool as smooth, so its upper confidence bound is used. Never below what the observed TTFT p90
+ * implies: a request's own prefill (TTFT × capacity, in tokens) is the least burstiness a pool of
+ * independent requests of that size shows, and it is known from the first observation.
+ * Undefined when neither is known.
+ */
+function plannedDispersion(history: PoolObservation[], capacity: number, d: Record<keyof typeof PREFILL_DEFAULTS, number>): number | undefined {
+  const span = recent(history, d.dispersionWindowSeconds);
+  const estimate = arrivalDispersion(span, 2);
+  const z = historyShort(history, d.dispersionWindowSeconds) ? d.dispersionConfidence : 0;
+  const learned = estimate === undefined ? undefined : dispersionUpperBound(estimate, span.length - 1, z);
+  const ttfts = span.map((o) => o.ttftP90).filter((x): x is number => x !== undefined);
+  const floor = ttfts.length > 0 ? (ttfts.reduce((a, b) => a + b, 0) / ttfts.length) * capacity : undefined;
+  if (learned === undefined) return floor;
+  return Math.max(learned, floor ?? 0);
+}
+
+/** The history does not yet span `seconds`. */
+function historyShort(history: PoolObservation[], seconds: number): boolean {
+  const first = history[0];
+  const last = history[history.length - 1];
+  return !first || !last || last.at - first.at < seconds;
 }
 
 /** The prefill knobs the spec sets (an unset one keeps its default). */

@@ -145,6 +145,28 @@ export function erlangC(servers: number, load: number): number {
   return frac === 0 ? whole(lo) : (1 - frac) * whole(lo) + frac * whole(lo + 1);
 }
 
+/**
+ * The lower quantile of χ² with `dof` degrees of freedom at the standard-normal quantile −z
+ * (Wilson–Hilferty). It is poor below 3 degrees of freedom, so the exact 10 % quantiles (z =
+ * 1.2816, the default) stand there.
+ */
+function chiSquareLower(dof: number, z: number): number {
+  if (dof < 3 && Math.abs(z - 1.2816) < 1e-4) return dof <= 1 ? 0.0158 : 0.2107;
+  return dof * Math.max(1e-3, 1 - 2 / (9 * dof) - z * Math.sqrt(2 / (9 * dof))) ** 3;
+}
+
+/**
+ * An upper confidence bound on a dispersion estimated from `intervals` interval-to-interval
+ * differences: the estimate is a sample variance, roughly χ² with that many degrees of freedom,
+ * so from a handful of intervals it is mostly noise and often far too low (one quiet minute of a
+ * bursty pool reads as smooth). `z` is the standard-normal quantile of the bound; the factor falls
+ * towards 1 as the history grows.
+ */
+export function dispersionUpperBound(estimate: number, intervals: number, z: number): number {
+  if (z <= 0 || intervals <= 0) return estimate;
+  return (estimate * intervals) / chiSquareLower(intervals, z);
+}
+
 /** Work offered to a pool: `rate` work/s, `capacity` work/s per replica, `dispersion` (index of dispersion of the work, work units). */
 export interface Work {
   rate: number;

@@ -62,6 +62,11 @@ export interface RecommenderSpec {
   missBudget?: number;
   /** Prefill: the rate planned for is its mean plus this many times its swing over one lead time. Default 1. */
   swingQuantile?: number;
+  /**
+   * Prefill: while the history is shorter than the dispersion window, plan on this upper
+   * confidence bound of the learned dispersion (a standard-normal quantile). Default 1.2816 (90 %).
+   */
+  dispersionConfidence?: number;
   /** History the burstiness (index of dispersion) is learned from. Default 600 s. */
   dispersionWindowSeconds?: number;
   /** The arrival rate planned for is its mean over this long. Default 60 s. */
