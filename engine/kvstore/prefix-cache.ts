@@ -9,9 +9,15 @@
  * it and checks the tokens it imported, as for any entry. Every failure (store down, slow, corrupt
  * entry) means "recompute": the answer is the same, only slower, and a metric and a log line
  * say why.
+ *
+ * Tenants: every call takes the request's KV namespace, which joins the store's tenant salt in
+ * the chain seed of the block keys, so two namespaces never compute the same key; with a sealer
+ * (kv-seal.ts) payloads are encrypted per namespace before they leave the pod, and an entry that
+ * is not sealed for the namespace is never imported.
  */
 import { decodeKvEntry, encodeKvEntry, KvEntryError } from "./kv-entry.ts";
 import { kvBlockHashes, type KeySalt } from "./block-keys.ts";
+import { KV_SEAL_ALGORITHM, KvSealError, type KvSealer } from "./kv-seal.ts";
 import type { KvClientMetrics } from "./client-metrics.ts";
 import { runCodec } from "../kvcodec/codec-offload.ts";
 import { kvCodec } from "../kvcodec/codec.ts";
@@ -28,6 +34,10 @@ export interface PrefixCacheOptions {
   layout: KvLayout;
   metrics: KvClientMetrics;
   log?: (line: string) => void;
+  /** Headers of every request to the store (the fleet token); default none. */
+  headers?: Record<string, string>;
+  /** Encrypts payloads per KV namespace before they leave the pod; default none (plaintext). */
+  sealer?: KvSealer;
 }
 
 interface StoreConfig {
@@ -66,25 +76,30 @@ export class KvPrefixCache implements AsyncDisposable {
 
   private async storeConfig(signal: AbortSignal): Promise<StoreConfig> {
     if (this.config) return this.config;
-    const res = await fetch(`${this.opts.url}/v1/kv/config`, { signal });
+    const res = await fetch(`${this.opts.url}/v1/kv/config`, { headers: this.headers, signal });
     if (!res.ok) throw new LoadFailure("error", `config: HTTP ${res.status}`);
     this.config = (await res.json()) as StoreConfig;
     return this.config;
   }
 
-  private salt(config: StoreConfig): KeySalt {
-    return { model: this.opts.model, tenant: config.tenantSalt };
+  /** The store's salt, and the request's KV namespace after it ("" keeps the keys of a store without tenants). */
+  private salt(config: StoreConfig, kvNamespace: string): KeySalt {
+    return { model: this.opts.model, tenant: kvNamespace === "" ? config.tenantSalt : `${config.tenantSalt}\0${kvNamespace}` };
+  }
+
+  private get headers(): Record<string, string> {
+    return this.opts.headers ?? {};
   }
 
   /**
    * Imports into `seq` the longest cached block-aligned prefix of `context` that is longer than
    * `have` tokens (what the sequence already shares with it). Never throws.
    */
-  async load(seq: RuntimeSequence, context: readonly Token[], have: number): Promise<PrefixLoad> {
+  async load(seq: RuntimeSequence, context: readonly Token[], have: number, kvNamespace = ""): Promise<PrefixLoad> {
     const t0 = performance.now();
     const signal = AbortSignal.timeout(this.opts.timeoutMs);
     try {
-      const found = await this.lookupAndFetch(context, have, signal);
+      const found = await this.lookupAndFetch(context, { have, kvNamespace }, signal);
       if (!found) return this.finish("miss", t0, { loaded: 0, storedBlocks: 0 });
       await this.importOrClear(seq, found.state, context.slice(0, found.tokens));
       this.opts.metrics.reusedTokens.inc(found.tokens);
@@ -104,11 +119,11 @@ export class KvPrefixCache implements AsyncDisposable {
 
   private async lookupAndFetch(
     context: readonly Token[],
-    have: number,
+    { have, kvNamespace }: { have: number; kvNamespace: string },
     signal: AbortSignal,
   ): Promise<{ state: Buffer; tokens: number; blockTokens: number } | undefined> {
     const config = await this.storeConfig(signal);
-    const keys = kvBlockHashes(context, config.blockTokens, this.salt(config));
+    const keys = kvBlockHashes(context, config.blockTokens, this.salt(config, kvNamespace));
     const worth = keys.slice(Math.floor(have / config.blockTokens));
     if (worth.length === 0) return undefined;
     const found = await this.lookup(keys, signal);
@@ -118,10 +133,10 @@ export class KvPrefixCache implements AsyncDisposable {
     const entryKey = found.entryKey ?? keys[found.index]!;
     const entryTokens = (found.entryBlocks ?? found.index + 1) * config.blockTokens;
     if (entryTokens < tokens) throw new LoadFailure("mismatch", `store named an entry of ${entryTokens} tokens for a prefix of ${tokens}`);
-    const got = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, { signal });
+    const got = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, { headers: this.headers, signal });
     if (got.status === 404) return undefined;
     if (!got.ok) throw new LoadFailure("error", `get: HTTP ${got.status}`);
-    const state = await this.decodeEntry(Buffer.from(await got.arrayBuffer()), entryTokens);
+    const state = await this.decodeEntry(Buffer.from(await got.arrayBuffer()), { tokens: entryTokens, entryKey, kvNamespace });
     this.remember(keys[found.index]!);
     return { state: entryTokens > tokens ? this.cut(state, tokens) : state, tokens, blockTokens: config.blockTokens };
   }
@@ -129,7 +144,7 @@ export class KvPrefixCache implements AsyncDisposable {
   private async lookup(keys: string[], signal: AbortSignal): Promise<{ index: number; entryKey?: string | null; entryBlocks?: number | null }> {
     const res = await fetch(`${this.opts.url}/v1/kv/lookup`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { ...this.headers, "content-type": "application/json" },
       body: JSON.stringify({ keys, aliases: true }),
       signal,
     });
@@ -146,17 +161,27 @@ export class KvPrefixCache implements AsyncDisposable {
     }
   }
 
-  private async decodeEntry(buf: Buffer, tokens: number): Promise<Buffer> {
+  private async decodeEntry(buf: Buffer, want: { tokens: number; entryKey: string; kvNamespace: string }): Promise<Buffer> {
     try {
       const { header, payload } = decodeKvEntry(buf);
-      if (header.model !== this.opts.model || header.tokens !== tokens)
+      if (header.model !== this.opts.model || header.tokens !== want.tokens)
         throw new LoadFailure("mismatch", `entry is for ${header.model}/${header.tokens} tokens`);
+      const plain = this.openPayload(header.encryption, payload, want);
       // Off the event loop: a lossy codec decodes at 50–180 MB/s, and other requests wait meanwhile.
-      return await runCodec("decode", header.codec, payload);
+      return await runCodec("decode", header.codec, plain);
     } catch (err) {
-      if (err instanceof KvEntryError) throw new LoadFailure("corrupt", err.message);
+      if (err instanceof KvEntryError || err instanceof KvSealError) throw new LoadFailure("corrupt", err.message);
       throw err;
     }
+  }
+
+  /** With a sealer only sealed entries are imported: a plaintext one could have been planted. */
+  private openPayload(encryption: string | undefined, payload: Buffer, want: { entryKey: string; kvNamespace: string }): Buffer {
+    const sealer = this.opts.sealer;
+    if (!sealer && !encryption) return payload;
+    if (!sealer) throw new LoadFailure("mismatch", `entry is encrypted (${encryption}) and this pod has no KV encryption key`);
+    if (encryption !== KV_SEAL_ALGORITHM) throw new LoadFailure("mismatch", `entry is not encrypted with ${KV_SEAL_ALGORITHM}`);
+    return sealer.open(want.kvNamespace, want.entryKey, payload);
   }
 
   /** A failed import leaves the sequence empty (never half-loaded). */
@@ -183,19 +208,19 @@ export class KvPrefixCache implements AsyncDisposable {
   }
 
   /** Block-aligned length of `context` worth writing, or 0 (store known to hold it, or unreachable so far). */
-  storableLength(context: readonly Token[], storedBlocks: number): number {
+  storableLength(context: readonly Token[], storedBlocks: number, kvNamespace = ""): number {
     const config = this.config;
     if (!config) return 0;
     const blocks = Math.floor(context.length / config.blockTokens);
     if (blocks === 0 || blocks <= storedBlocks) return 0;
     const length = blocks * config.blockTokens;
-    const key = kvBlockHashes(context.slice(0, length), config.blockTokens, this.salt(config)).at(-1)!;
+    const key = kvBlockHashes(context.slice(0, length), config.blockTokens, this.salt(config, kvNamespace)).at(-1)!;
     return this.known.has(key) ? 0 : length;
   }
 
   /** Writes the state of context[0..length) (taken from `state`, which may hold more) in the background. */
-  writeBack(context: readonly Token[], length: number, state: Promise<Buffer> | Buffer): void {
-    const p = this.write(context.slice(0, length), state).then(
+  writeBack(context: readonly Token[], length: number, state: Promise<Buffer> | Buffer, kvNamespace = ""): void {
+    const p = this.write(context.slice(0, length), state, kvNamespace).then(
       () => undefined,
       (err: unknown) => {
         this.opts.metrics.writes.inc({ outcome: "error" });
@@ -207,16 +232,21 @@ export class KvPrefixCache implements AsyncDisposable {
   }
 
   /** Writes synchronously (the pre-warm API); returns the key. */
-  async write(prefix: readonly Token[], state: Promise<Buffer> | Buffer): Promise<string> {
+  async write(prefix: readonly Token[], state: Promise<Buffer> | Buffer, kvNamespace = ""): Promise<string> {
     const config = await this.storeConfig(AbortSignal.timeout(this.opts.timeoutMs));
-    const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config));
+    const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config, kvNamespace));
     const key = keys.at(-1);
     if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
     const raw = truncateSeqState(await state, prefix.length);
     const codec = kvCodec(config.codec);
     const header = { model: this.opts.model, tokens: prefix.length, codec: codec.name, stateBytes: raw.length, prefixKeys: keys };
-    const entry = encodeKvEntry(header, await runCodec("encode", codec.name, raw));
-    const res = await fetch(`${this.opts.url}/v1/kv/${key}`, { method: "PUT", body: entry as unknown as BodyInit });
+    const encoded = await runCodec("encode", codec.name, raw);
+    const sealer = this.opts.sealer;
+    // Sealed under the entry's own key: the key a reader fetches it by (directly or as an alias's entry).
+    const entry = sealer
+      ? encodeKvEntry({ ...header, encryption: KV_SEAL_ALGORITHM }, sealer.seal(kvNamespace, key, encoded))
+      : encodeKvEntry(header, encoded);
+    const res = await fetch(`${this.opts.url}/v1/kv/${key}`, { method: "PUT", headers: this.headers, body: entry as unknown as BodyInit });
     this.remember(key);
     if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
     this.opts.metrics.writes.inc({ outcome: "stored" });

@@ -19,6 +19,7 @@ import { clientGone, respondWithGeneration } from "../http/respond.ts";
 import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
 import { normaliseSeqState } from "../runtime/seq-state.ts";
+import { identityHeaders, identityOf } from "../access/identity.ts";
 
 export interface HandoffDeps {
   role: Exclude<Role, "router">;
@@ -30,6 +31,8 @@ export interface HandoffDeps {
   sendTimeoutMs?: number;
   /** Decode: this pod's URL for hand-offs (default: the address the hand-off arrived on). */
   advertiseUrl?: string;
+  /** Prefill: the fleet token sent with each hand-off (engine/access/fleet-auth.ts); default none. */
+  fleetToken?: () => string | undefined;
 }
 
 export const DECODE_URL_HEADER = "x-llmfleet-decode-url";
@@ -68,7 +71,7 @@ function parseKind(kind: unknown): RequestKind {
 }
 
 /** PUTs the state to the decode base URL; returns the URL of the pod that staged it. */
-async function sendState(base: string, id: string, frames: Iterable<Buffer>, timeoutMs: number): Promise<string> {
+async function sendState(base: string, id: string, frames: Iterable<Buffer>, opts: { timeoutMs: number; headers: Record<string, string> }): Promise<string> {
   const url = `${base}/internal/kv/${encodeURIComponent(id)}`;
   let res: globalThis.Response;
   try {
@@ -77,10 +80,10 @@ async function sendState(base: string, id: string, frames: Iterable<Buffer>, tim
       // One connection per hand-off: kube-proxy balances a Service's connections, not its
       // requests, so over a kept-alive connection every hand-off of this pod would reach the same
       // decode pod. A connect is nothing next to megabytes of KV state.
-      headers: { "content-type": "application/octet-stream", connection: "close" },
+      headers: { ...opts.headers, "content-type": "application/octet-stream", connection: "close" },
       body: Readable.toWeb(Readable.from(frames)) as ReadableStream,
       duplex: "half",
-      signal: AbortSignal.timeout(timeoutMs),
+      signal: AbortSignal.timeout(opts.timeoutMs),
     } as RequestInit);
   } catch (err) {
     throw new HttpError(502, `KV hand-off to ${url} failed: ${(err as Error).message}`, { code: "handoff_failed", cause: err });
@@ -101,11 +104,13 @@ function prefillHandler(deps: HandoffDeps) {
     const decodeUrl = typeof body.decodeUrl === "string" ? body.decodeUrl : deps.decodeUrls[0];
     if (!decodeUrl) throw new HttpError(400, "no decode pod: pass decodeUrl or start the prefill pod with --decode", { param: "decodeUrl" });
     const prepared = service.prepare(parseOpenAIRequest(body.request, parseKind(body.kind), service.runtime.info.modelId));
+    prepared.identity = identityOf(res);
     const t0 = performance.now();
     const { state, prefixHitTokens } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
     const header = { handoffId, model: service.runtime.info.modelId, tokens: prepared.prompt.slice(0, -1), vTransposed: !service.runtime.info.flashAttention };
-    const stagedUrl = await sendState(decodeUrl, handoffId, encodeKvHandoff(header, state), deps.sendTimeoutMs ?? 30_000);
+    const sendOpts = { timeoutMs: deps.sendTimeoutMs ?? 30_000, headers: identityHeaders(deps.fleetToken?.(), prepared.identity) };
+    const stagedUrl = await sendState(decodeUrl, handoffId, encodeKvHandoff(header, state), sendOpts);
     const sendMs = performance.now() - t1;
     metrics.handoffBytes.observe(state.length);
     metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
@@ -155,6 +160,7 @@ function generateHandler(deps: HandoffDeps, store: HandoffStore) {
   return async (req: Request, res: Response): Promise<void> => {
     const body = (req.body ?? {}) as { request?: unknown; kind?: unknown };
     const prepared = deps.service.prepare(parseOpenAIRequest(body.request, parseKind(body.kind), deps.service.runtime.info.modelId));
+    prepared.identity = identityOf(res);
     const staged = store.take(String(req.params.id));
     if (!staged) throw new HttpError(404, `no staged KV state ${req.params.id} (expired or never received)`, { code: "handoff_not_found" });
     const expected = prepared.prompt.slice(0, -1);
