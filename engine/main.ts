@@ -51,7 +51,7 @@ async function main(): Promise<void> {
   }
   if (options.role !== "router" && !options.fleetTokenFile)
     process.stderr.write(`engine (${options.role}): no --fleet-token-file: this pod serves anyone who reaches it, and believes the tenant they name\n`);
-  const http = drainingServer(app as RequestListener);
+  const http = drainingServer(app as RequestListener, { headersTimeoutMs: options.headersTimeoutSeconds * 1000 });
   http.server.listen(options.port, options.host, () => {
     process.stderr.write(`llmfleet engine (${options.role}) listening on ${options.host}:${options.port}\n`);
   });

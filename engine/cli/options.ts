@@ -75,6 +75,8 @@ export interface EngineOptions {
   accessNamespace: string;
   /** Router: its own Service URL; limits are split by its ready endpoints. Default none (one router). */
   routerService: string | undefined;
+  /** Every role: longest wait for a request's headers, or a new connection's first byte (default 10). */
+  headersTimeoutSeconds: number;
 }
 
 export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|router [options]
@@ -146,6 +148,8 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --access-namespace NS  router: namespace of the tenants' Secrets (default: $POD_NAMESPACE or default)
   --router-service URL router: its own Service URL; each router enforces limits divided by the
                        ready routers behind it (default: none, the whole limit)
+  --headers-timeout-seconds N  every role: a request's headers (and a new connection's first
+                       byte) must arrive within N s, else the connection is closed (default: 10)
   --drain-delay-seconds N    on SIGTERM, /ready answers 503 at once and new requests are still served
                        this long, so that Services stop sending them (default: 0)
   --drain-timeout-seconds N  on SIGTERM, then the longest wait for requests in flight (streams, KV
@@ -217,6 +221,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "access-tenants": { type: "string" },
       "access-namespace": { type: "string" },
       "router-service": { type: "string" },
+      "headers-timeout-seconds": { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -258,6 +263,7 @@ function toOptions(raw: RawValues): EngineOptions {
     modelChecksum: checksum(v["model-checksum"]),
     drainDelaySeconds: nonNegativeInt("drain-delay-seconds", v["drain-delay-seconds"], 0),
     drainTimeoutSeconds: nonNegativeInt("drain-timeout-seconds", v["drain-timeout-seconds"], 30),
+    headersTimeoutSeconds: positiveInt("headers-timeout-seconds", v["headers-timeout-seconds"], 10),
     ...kvOptions(v),
     ...accessOptions(v),
   };

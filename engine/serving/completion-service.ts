@@ -87,6 +87,7 @@ export class CompletionService {
       lease.release();
       throw err;
     }
+    lease.sequence.kvNamespace = kvNamespace;
     return lease;
   }
 

@@ -28,11 +28,12 @@ interface Waiter {
   reject(err: Error): void;
 }
 
+/** The namespace of a sequence leased across namespaces and not yet cleared: no request has it. */
+export const FOREIGN = "\0foreign";
+
 export class SequencePool {
   private readonly free: RuntimeSequence[];
   private readonly waiters: Waiter[] = [];
-  /** KV namespace of each sequence's last lease ("" for none or open mode). */
-  private readonly namespaces = new Map<RuntimeSequence, string>();
   private onChange: () => void = () => {};
 
   constructor(
@@ -83,7 +84,7 @@ export class SequencePool {
     let best = 0;
     let bestLen = -2;
     this.free.forEach((seq, i) => {
-      const mine = (this.namespaces.get(seq) ?? "") === kvNamespace || seq.contextTokens().length === 0;
+      const mine = (seq.kvNamespace ?? "") === kvNamespace || seq.contextTokens().length === 0;
       const len = mine ? commonPrefixLength(seq.contextTokens(), prompt) : -1;
       if (len > bestLen) [best, bestLen] = [i, len];
     });
@@ -92,8 +93,10 @@ export class SequencePool {
 
   private lease(sequence: RuntimeSequence, kvNamespace: string): SequenceLease {
     let released = false;
-    const foreign = (this.namespaces.get(sequence) ?? "") !== kvNamespace && sequence.contextTokens().length > 0;
-    this.namespaces.set(sequence, kvNamespace);
+    const foreign = (sequence.kvNamespace ?? "") !== kvNamespace && sequence.contextTokens().length > 0;
+    // A foreign sequence still holds the other namespace's tokens until it is cleared: until then
+    // it belongs to no namespace, so no sequence borrows those tokens (NativeRuntime.bestDonor).
+    sequence.kvNamespace = foreign ? FOREIGN : kvNamespace;
     this.onChange();
     return {
       sequence,
