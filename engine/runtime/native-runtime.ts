@@ -192,7 +192,7 @@ export class NativeRuntime implements ModelRuntime {
     let best: { seq: NativeSequence; length: number } | undefined;
     for (const seq of this.sequences) {
       // Another tenant's KV is never lent: a prefix copied across namespaces is the side channel.
-      if (seq === self || (seq.kvNamespace ?? "") !== (self.kvNamespace ?? "")) continue;
+      if (seq === self || seq.kvNamespace !== self.kvNamespace) continue;
       const length = Math.min(cap, commonPrefixLength(seq.held, tokens));
       if (length > (best?.length ?? than)) best = { seq, length };
     }
