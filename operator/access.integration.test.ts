@@ -1,10 +1,13 @@
 // Model.spec.access on a real API server: invalid access settings are refused with a message that
-// names the field; a valid one, and examples/tenants.yaml, apply.
+// names the field; a valid one, and examples/tenants.yaml, apply; the router's key Secrets are
+// watched, so a rotated or revoked key applies within seconds.
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import { stringify } from "yaml";
 import { kubectl, kubectlOk } from "../testing/kubectl.ts";
-import { ensureNamespace, installCRDs } from "../testing/cluster.ts";
+import { adminClient, ensureNamespace, installCRDs } from "../testing/cluster.ts";
+import { eventually } from "../testing/eventually.ts";
+import { watchAccessSecrets } from "../engine/access/access-sources.ts";
 
 const NS = "it-access";
 
@@ -71,4 +74,32 @@ test("a Model with every access field applies, and so do the tenants example's S
   await kubectlOk(["apply", "--dry-run=server", "--validate=strict", "-f", "-"], { stdin: stringify({ ...model(access), metadata: { name: "ok", namespace: NS } }) });
   const out = await kubectlOk(["apply", "--dry-run=server", "--validate=strict", "-n", NS, "-f", "examples/tenants.yaml"]);
   assert.match(out, /model.serving.llmfleet.dev\/gemma-270m-shared created/);
+});
+
+/** `data`, not `stringData`: kubectl apply's three-way merge removes a `data` entry left out, never a `stringData` one. */
+const secret = (name: string, keys: Record<string, string>): string =>
+  stringify({
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { name, namespace: NS },
+    data: Object.fromEntries(Object.entries(keys).map(([k, v]) => [k, Buffer.from(v).toString("base64")])),
+  });
+
+test("the router's keys follow the tenant's Secret: rotation and revocation apply within seconds", async () => {
+  const [k1, k2] = ["sk-it-first-0123456789abcdef", "sk-it-second-0123456789abcdef"];
+  await kubectlOk(["apply", "-f", "-"], { stdin: secret("it-keys-a", { first: k1 }) });
+  const lines: string[] = [];
+  using source = watchAccessSecrets(adminClient(), NS, [{ name: "team-a", limits: {}, secretName: "it-keys-a" }], (l) => lines.push(l));
+  await source.synced;
+  await eventually(() => assert.equal(source.keyring.authenticate(k1)?.name, "team-a"), { timeoutMs: 10_000 });
+  const t0 = performance.now();
+  await kubectlOk(["apply", "-f", "-"], { stdin: secret("it-keys-a", { second: k2 }) }); // rotate: the first key is gone
+  await eventually(() => assert.equal(source.keyring.authenticate(k1), undefined), { timeoutMs: 10_000, intervalMs: 50 });
+  const revokedMs = performance.now() - t0;
+  assert.equal(source.keyring.authenticate(k2)?.name, "team-a");
+  await kubectlOk(["delete", "secret", "-n", NS, "it-keys-a"]);
+  await eventually(() => assert.equal(source.keyring.authenticate(k2), undefined), { timeoutMs: 10_000, intervalMs: 50 });
+  process.stderr.write(`a key removed from its Secret stopped working after ${Math.round(revokedMs)} ms\n`);
+  assert.ok(revokedMs < 5_000);
+  assert.ok(lines.every((l) => !l.includes(k1) && !l.includes(k2)), "keys never logged");
 });

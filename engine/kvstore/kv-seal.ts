@@ -10,7 +10,9 @@
  *   sealed payload = iv (12 bytes) | GCM tag (16 bytes) | ciphertext
  *
  * This is the one place entries are sealed and opened (prefix-cache.ts calls it where it encodes
- * and decodes an entry); a new entry format moves the two calls, not this module.
+ * and decodes a v1 entry); the v2 block format (/work/notes/kv-format.md, docs/kv-store.md) calls
+ * the same two functions per block, with the block's AAD and `enc.keyId` = the namespace.
+ * Rotating the master key makes every sealed entry fail authentication: a miss, recomputed.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -42,20 +44,21 @@ export class KvSealer {
     return key;
   }
 
-  seal(kvNamespace: string, entryKey: string, plain: Buffer): Buffer {
+  /** `aad`: what the ciphertext is bound to (v1: the entry key; v2 blocks: block key | model | kind). */
+  seal(kvNamespace: string, aad: string, plain: Buffer): Buffer {
     const iv = randomBytes(IV_BYTES);
     const cipher = createCipheriv(KV_SEAL_ALGORITHM, this.keyFor(kvNamespace), iv);
-    cipher.setAAD(Buffer.from(entryKey, "utf8"));
+    cipher.setAAD(Buffer.from(aad, "utf8"));
     const body = Buffer.concat([cipher.update(plain), cipher.final()]);
     return Buffer.concat([iv, cipher.getAuthTag(), body]);
   }
 
   /** The plaintext, or KvSealError when the payload was not sealed for this namespace and key. */
-  open(kvNamespace: string, entryKey: string, sealed: Buffer): Buffer {
+  open(kvNamespace: string, aad: string, sealed: Buffer): Buffer {
     if (sealed.length < IV_BYTES + TAG_BYTES) throw new KvSealError("sealed KV payload too short");
     try {
       const decipher = createDecipheriv(KV_SEAL_ALGORITHM, this.keyFor(kvNamespace), sealed.subarray(0, IV_BYTES));
-      decipher.setAAD(Buffer.from(entryKey, "utf8"));
+      decipher.setAAD(Buffer.from(aad, "utf8"));
       decipher.setAuthTag(sealed.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
       return Buffer.concat([decipher.update(sealed.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
     } catch (err) {

@@ -16,7 +16,7 @@
  * is not sealed for the namespace is never imported.
  */
 import { decodeKvEntry, encodeKvEntry, KvEntryError } from "./kv-entry.ts";
-import { kvBlockHashes, type KeySalt } from "./block-keys.ts";
+import { kvBlockHashes, requestSalt, type KeySalt } from "./block-keys.ts";
 import { KV_SEAL_ALGORITHM, KvSealError, type KvSealer } from "./kv-seal.ts";
 import type { KvClientMetrics } from "./client-metrics.ts";
 import { runCodec } from "../kvcodec/codec-offload.ts";
@@ -82,9 +82,8 @@ export class KvPrefixCache implements AsyncDisposable {
     return this.config;
   }
 
-  /** The store's salt, and the request's KV namespace after it ("" keeps the keys of a store without tenants). */
   private salt(config: StoreConfig, kvNamespace: string): KeySalt {
-    return { model: this.opts.model, tenant: kvNamespace === "" ? config.tenantSalt : `${config.tenantSalt}\0${kvNamespace}` };
+    return requestSalt(this.opts.model, config.tenantSalt, kvNamespace);
   }
 
   private get headers(): Record<string, string> {
