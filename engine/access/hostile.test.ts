@@ -99,9 +99,13 @@ test("slow-loris and silent connections are cut off by the headers timeout, on e
 });
 
 test("a thousand idle connections to the router: the tenant is served, and they are closed", async () => {
-  const sockets = await Promise.all(Array.from({ length: 1000 }, () => open(fleet.router)));
+  // In batches under the listen backlog (511): a connect past a full accept queue completes on the
+  // client while the kernel drops it on the server, which then never holds it.
+  const sockets: Socket[] = [];
+  for (let b = 0; b < 5; b++) sockets.push(...(await Promise.all(Array.from({ length: 200 }, () => open(fleet.router)))));
+  const closing = sockets.map((s) => closedWithin(s, 20_000));
   assert.equal(await served(), 200);
-  await Promise.all(sockets.map((s) => closedWithin(s, 10_000)));
+  await Promise.all(closing);
   assert.equal(await served(), 200);
 });
 

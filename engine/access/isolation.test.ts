@@ -83,7 +83,7 @@ async function timed(key: string, prompt: string): Promise<Timed> {
 }
 
 async function paced(key: string, prompt: string): Promise<Timed> {
-  await new Promise((r) => setTimeout(r, 60));
+  await new Promise((r) => setTimeout(r, 150));
   return timed(key, prompt);
 }
 
@@ -189,9 +189,16 @@ async function whileAFloods(loops: number): Promise<{ ttfts: number[]; statuses:
   return { ttfts, statuses };
 }
 
-test("one tenant at its limit does not slow another: its refused excess costs the other nothing", async () => {
+/** Requests the aggregated engine pod has answered so far. */
+async function engineRequests(): Promise<number> {
+  const text = await (await fetch(`${fleet.aggregated.url}/metrics`)).text();
+  return [...text.matchAll(/^llmfleet_requests_total\{[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+}
+
+test("one tenant at its limit does not slow another: its refused excess never reaches an engine", async () => {
   const alone = await whileAFloods(0);
   const atLimit = await whileAFloods(1); // A uses exactly its one stream
+  const before = await engineRequests();
   const flooding = await whileAFloods(4); // A asks for 4 streams: 3 are refused at the router
   const [m0, m1, m8] = [median(alone.ttfts), median(atLimit.ttfts), median(flooding.ttfts)];
   const refused = flooding.statuses.filter((s) => s === 429).length;
@@ -200,10 +207,11 @@ test("one tenant at its limit does not slow another: its refused excess costs th
   );
   assert.ok(atLimit.statuses.every((s) => s === 200), "one loop stays within the limit");
   assert.ok(refused > 0 && flooding.statuses.every((s) => s === 200 || s === 429), "A's excess is refused with 429");
-  // A's admitted stream shares the engine with C either way; the excess on top must not slow C
-  // beyond the CPU its refusal takes (on this 2-core machine the flooding client itself runs on the
-  // same cores, so the bound is loose: what it catches is the excess reaching the engine).
-  assert.ok(m8 <= m1 * 2, `C's TTFT median with A flooding (${m8} ms) is within 2x of A at its limit (${m1} ms)`);
+  // The engine saw exactly C's requests and A's admitted ones: A's excess cost it nothing.
+  assert.equal((await engineRequests()) - before, flooding.ttfts.length + flooding.statuses.length - refused);
+  // A's admitted stream shares the engine with C either way; on top of it only the CPU of refusing
+  // the excess (router and, on this 2-core machine, the flooding client itself) can slow C.
+  assert.ok(m8 <= m1 * 3, `C's TTFT median with A flooding (${m8} ms) is within 3x of A at its limit (${m1} ms)`);
 });
 
 test("a revoked key stops working within seconds; the new one works", async () => {
