@@ -62,7 +62,7 @@ test("npm start --access-file: 401 without a key, served with one; engines refus
     assert.equal((await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body })).status, 401);
     const ok = await fetch(url, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body });
     assert.equal(ok.status, 200);
-    const prefill = /started gemma-prefill-prefill#0 on (http:\/\/[\d.:]+)/.exec(out)?.[1];
+    const prefill = /started gemma-prefill-prefill#0 on (http:\/\/[\d.]+:\d+)/.exec(out)?.[1];
     assert.ok(prefill);
     assert.equal((await fetch(`${prefill}/internal/prefill`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" })).status, 403);
     assert.ok(!out.includes(key), "the key is never logged");
