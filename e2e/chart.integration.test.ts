@@ -79,6 +79,12 @@ test("install creates the operator with least-privilege RBAC and NetworkPolicies
     "no wildcards",
   );
   assert.match(await kubectlOk(["get", "networkpolicy", "-n", NS, "-o", "name"]), /llmfleet-engines[\s\S]*llmfleet-kvstore/);
+  // The operator's autoscaler scrapes engines' /metrics: the engines' policy admits the operator's pods.
+  const engines = JSON.parse(await kubectlOk(["get", "networkpolicy", "-n", NS, "llmfleet-engines", "-o", "json"])) as {
+    spec: { ingress: Array<{ from: Array<{ podSelector?: { matchLabels?: Record<string, string> }; namespaceSelector?: { matchLabels?: Record<string, string> } }> }> };
+  };
+  const fromOperator = engines.spec.ingress[0]?.from.find((f) => f.podSelector?.matchLabels?.["app.kubernetes.io/name"] === "llmfleet-operator");
+  assert.equal(fromOperator?.namespaceSelector?.matchLabels?.["kubernetes.io/metadata.name"], NS);
   await kubectlOk(["get", "crd", "prefillpools.serving.llmfleet.dev"]);
   const images = ["--set", "engineImage=example/engine:9", "--set", "engineGPUImage=example/engine:9-cuda"];
   await helm("upgrade", "llmfleet", CHART, "-n", NS, "--set", "replicas=1", ...images, "--wait", "--timeout", "120s");

@@ -94,6 +94,7 @@ test("the dashboard has panels for every part of the autoscaling view", () => {
     /per tier/,
     /Prefix reuse/,
     /hand-off/,
+    /per tenant/,
   ])
     assert.match(titles, must);
 });

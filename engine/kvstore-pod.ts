@@ -8,6 +8,7 @@ import { createKvStoreMetrics, type KvStoreMetrics } from "./kvstore/store-metri
 import type { KvTier } from "./kvstore/tier.ts";
 import type { TierSpec } from "./kvstore/tier-spec.ts";
 import { TieredStore } from "./kvstore/tiered-store.ts";
+import { fleetGuard, fleetTokenSource } from "./access/fleet-auth.ts";
 
 export interface KvStorePodOptions extends KvStoreConfig {
   tiers: TierSpec[];
@@ -15,6 +16,8 @@ export interface KvStorePodOptions extends KvStoreConfig {
   /** Bound of the alias index (TieredStoreOptions.maxAliasPairs). */
   maxAliasPairs?: number;
   env?: NodeJS.ProcessEnv;
+  /** The fleet's token file: requests without the token are refused (engine/access/fleet-auth.ts). Default none. */
+  fleetTokenFile?: string;
 }
 
 export interface KvStorePod extends AsyncDisposable {
@@ -41,10 +44,14 @@ export async function createKvStorePod(opts: KvStorePodOptions): Promise<KvStore
   aliasIndex.store = store;
   await store.indexAliases();
   const config = { blockTokens: opts.blockTokens, codec: opts.codec, tenantSalt: opts.tenantSalt };
+  const token = fleetTokenSource(opts.fleetTokenFile);
   return {
-    app: createKvStoreApp({ store, metrics, config }),
+    app: createKvStoreApp({ store, metrics, config, guard: fleetGuard(token.token) }),
     store,
     metrics,
-    [Symbol.asyncDispose]: () => store[Symbol.asyncDispose](),
+    [Symbol.asyncDispose]: () => {
+      token[Symbol.dispose]();
+      return store[Symbol.asyncDispose]();
+    },
   };
 }

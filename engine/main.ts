@@ -10,6 +10,7 @@ import { KubeClient } from "../lib/kube/client.ts";
 import { createEngineMetrics } from "./metrics/engine-metrics.ts";
 import { createKvStorePod } from "./kvstore-pod.ts";
 import { drainingServer } from "./http/drain.ts";
+import { createRouterAccess } from "./access/router-access.ts";
 
 function kubeClientForDiscovery(): KubeClient {
   try {
@@ -36,7 +37,9 @@ async function main(): Promise<void> {
       const log = (line: string): void => void process.stderr.write(`${line}\n`);
       discoverEndpoints(kubeClientForDiscovery(), { prefill, decode, aggregated }, upstreams, { log });
     }
-    app = createRouterApp({ prefill, decode, aggregated, policy, upstreams, metrics: createEngineMetrics("router", true) });
+    const metrics = createEngineMetrics("router", true);
+    const access = createRouterAccess(options, { registry: metrics.registry, kube: kubeClientForDiscovery, log: (l) => void process.stderr.write(`${l}\n`) });
+    app = createRouterApp({ prefill, decode, aggregated, policy, upstreams, metrics, guard: access.guard });
   } else if (options.role === "kvstore") {
     const pod = await createKvStorePod({ ...options, withProcessMetrics: true });
     app = pod.app;
@@ -46,7 +49,9 @@ async function main(): Promise<void> {
     app = pod.app;
     dispose = async () => pod[Symbol.asyncDispose]();
   }
-  const http = drainingServer(app as RequestListener);
+  if (options.role !== "router" && !options.fleetTokenFile)
+    process.stderr.write(`engine (${options.role}): no --fleet-token-file: this pod serves anyone who reaches it, and believes the tenant they name\n`);
+  const http = drainingServer(app as RequestListener, { headersTimeoutMs: options.headersTimeoutSeconds * 1000 });
   http.server.listen(options.port, options.host, () => {
     process.stderr.write(`llmfleet engine (${options.role}) listening on ${options.host}:${options.port}\n`);
   });

@@ -16,6 +16,10 @@ import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
 import type { ModelRuntime } from "./runtime/runtime.ts";
 import { NativeRuntime } from "./runtime/native-runtime.ts";
 import type { Backend, PipelineDecode } from "./cli/options.ts";
+import { fleetGuard, fleetTokenSource, readFleetToken } from "./access/fleet-auth.ts";
+import { identityHeaders } from "./access/identity.ts";
+import { createTenantCacheMetric } from "./access/tenant-metrics.ts";
+import { KvSealer } from "./kvstore/kv-seal.ts";
 import { kvStreamAddon, type KvListener, type KvTransportMode } from "./pd/kv-transport.ts";
 import { totalmem } from "node:os";
 
@@ -60,6 +64,10 @@ export interface ModelPodOptions {
   kvStore?: string;
   /** Longest wait for the KV store before recomputing. Default 5000 ms. */
   kvStoreTimeoutMs?: number;
+  /** The fleet's token file: requests without the token are refused; hand-offs and KV store calls send it. Default none. */
+  fleetTokenFile?: string;
+  /** Master key file of per-tenant KV entry encryption (prefill/aggregated). Default none. */
+  kvEncryptionKeyFile?: string;
 }
 
 /**
@@ -72,7 +80,10 @@ async function kvModelIdentity(modelPath: string, checksum: string | undefined):
 
 async function kvPrefixCache(opts: ModelPodOptions, modelPath: string, runtime: ModelRuntime, metrics: EngineMetrics): Promise<KvPrefixCache | undefined> {
   if (!opts.kvStore || opts.role === "decode") return undefined;
+  const fleetToken = opts.fleetTokenFile ? readFleetToken(opts.fleetTokenFile) : undefined;
   return new KvPrefixCache({
+    headers: identityHeaders(fleetToken),
+    ...(opts.kvEncryptionKeyFile ? { sealer: KvSealer.fromFile(opts.kvEncryptionKeyFile) } : {}),
     url: opts.kvStore.replace(/\/+$/, ""),
     timeoutMs: opts.kvStoreTimeoutMs ?? 5000,
     model: await kvModelIdentity(modelPath, opts.modelChecksum),
@@ -173,6 +184,9 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   watchKvStray(metrics, runtime);
   const kvCache = await kvPrefixCache(opts, modelPath, runtime, metrics);
   const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, kvCache);
+  const tenantHits = createTenantCacheMetric(metrics.registry);
+  service.onTenantHits = (tenant, tokens): void => tenantHits.inc({ tenant }, tokens);
+  const token = fleetTokenSource(opts.fleetTokenFile);
   const tcp = opts.role === "decode" ? await kvListener(opts, runtime) : undefined;
   const routes = handoffRoutes({
     role: opts.role,
@@ -182,16 +196,18 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
     advertiseUrl: opts.advertiseUrl,
     transport: opts.kvTransport,
     tcp,
+    fleetToken: token.token,
   });
   const extraRoutes = express.Router().use(routes.router);
   if (kvCache) extraRoutes.use(contextsRoute(service, kvCache));
-  const app = createEngineApp({ service, metrics, extraRoutes });
+  const app = createEngineApp({ service, metrics, extraRoutes, guard: fleetGuard(token.token) });
   return {
     app,
     service,
     metrics,
     kvCache,
     async [Symbol.asyncDispose](): Promise<void> {
+      token[Symbol.dispose]();
       await routes[Symbol.asyncDispose]();
       await kvCache?.[Symbol.asyncDispose]();
       await runtime[Symbol.asyncDispose]();

@@ -1,5 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { cel, Duration, LocalRef, Quantity, ReplicaRange, statusBase, strictObject, StringEnum } from "./common.ts";
+import { cel, DNS1123_PATTERN, Duration, LocalRef, Quantity, ReplicaRange, statusBase, strictObject, StringEnum } from "./common.ts";
 import { ModelRuntime } from "./runtime.ts";
 
 export const MODEL_URI_PATTERN = "^(pypi://[A-Za-z0-9._-]+==[A-Za-z0-9._+!-]+|(hf|s3|file|pvc|synthetic)://[^\\s]+)$";
@@ -56,6 +56,70 @@ export const ModelPlacement = strictObject(
   { description: "Where and how large the aggregated replicas are." },
 );
 
+export const TenantLimits = strictObject(
+  {
+    requestsPerMinute: Type.Optional(Type.Integer({ minimum: 1, maximum: 100000000, description: "Requests per minute, over the whole fleet. Default: unlimited." })),
+    tokensPerMinute: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 10000000000, description: "Prompt + completion tokens per minute, counted as they stream. Default: unlimited." }),
+    ),
+    concurrentStreams: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000000, description: "Requests in flight at once. Default: unlimited." })),
+  },
+  { description: "A tenant's limits. With several routers each enforces the limit divided by the number of ready routers." },
+);
+
+export const Tenant = strictObject(
+  {
+    name: Type.String({ minLength: 1, maxLength: 63, pattern: DNS1123_PATTERN, description: "The tenant's name (a DNS-1123 label): metrics label, KV namespace." }),
+    secretRef: LocalRef(
+      "Secret",
+      "The Secret holding the tenant's API keys: every value in its data is one key (at least 16 characters). Add an entry to rotate, remove one to revoke; the routers watch it and apply a change within seconds.",
+    ),
+    limits: Type.Optional(TenantLimits),
+    sharedPrefixNamespace: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 63,
+        pattern: DNS1123_PATTERN,
+        description:
+          "Opt in to a KV prefix namespace shared with every tenant naming the same one (e.g. for a common system prompt): their cached prefixes, and so the timing of their requests, are visible to each other. Default: the tenant's own namespace, shared with no one.",
+      }),
+    ),
+  },
+  { description: "A tenant of the fleet." },
+);
+
+export const ModelAccess = strictObject(
+  {
+    mode: StringEnum(["apiKeys", "open"], {
+      description: "apiKeys: every request needs a tenant's key (Authorization: Bearer). open: anyone who reaches the router is served, unlimited, and all share one KV prefix cache. Default apiKeys.",
+      default: "apiKeys",
+    }),
+    tenants: Type.Optional(
+      Type.Unsafe<Static<typeof Tenant>[]>({
+        type: "array",
+        items: Tenant,
+        maxItems: 256,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["name"],
+        description: "The tenants and their keys and limits (apiKeys mode).",
+      }),
+    ),
+    fleetSecretRef: Type.Optional(
+      LocalRef(
+        "Secret",
+        'The fleet\'s Secret: key "token" (at least 16 characters) is the token engine pods require from the router and from each other (they refuse other requests); key "kvEncryptionKey" (at least 32 bytes) is the master key of the per-tenant AES-256-GCM encryption of KV entries. Default: none, engine pods serve anyone who reaches them.',
+      ),
+    ),
+  },
+  {
+    description: "Who may use the fleet, with which limits, and what isolates tenants. Without it the fleet is open (the router says so at start).",
+    ...cel(
+      { rule: "self.mode != 'apiKeys' || (has(self.tenants) && size(self.tenants) > 0)", message: "apiKeys mode needs at least one tenant", fieldPath: ".tenants" },
+      { rule: "self.mode != 'open' || !has(self.tenants) || size(self.tenants) == 0", message: "open mode takes no tenants (use apiKeys)", fieldPath: ".tenants" },
+    ),
+  },
+);
+
 export const ModelSpec = strictObject(
   {
     source: ModelSource,
@@ -64,6 +128,7 @@ export const ModelSpec = strictObject(
     routing: Type.Optional(ModelRouting),
     replicas: Type.Optional(ReplicaRange("aggregated model replicas (one pod prefills and decodes)", 0)),
     placement: Type.Optional(ModelPlacement),
+    access: Type.Optional(ModelAccess),
   },
   {
     description: "A model and how its fleet serves it.",

@@ -68,6 +68,20 @@ export interface EngineOptions {
   codec: KvCodecName;
   tenantSalt: string;
   tiers: TierSpec[];
+  /** Every role: the fleet's shared token (engines refuse requests without it; the router and prefill pods send it). Default none. */
+  fleetTokenFile: string | undefined;
+  /** Prefill/aggregated: master key of the per-tenant AES-GCM encryption of KV entries. Default none (plaintext). */
+  kvEncryptionKeyFile: string | undefined;
+  /** Router: tenants, keys and limits in a watched YAML/JSON file. Default none. */
+  accessFile: string | undefined;
+  /** Router: tenants and limits as JSON, keys from each tenant's Secret (watched). Default none. */
+  accessTenants: string | undefined;
+  /** Router: namespace of the tenants' Secrets. Default $POD_NAMESPACE, else "default". */
+  accessNamespace: string;
+  /** Router: its own Service URL; limits are split by its ready endpoints. Default none (one router). */
+  routerService: string | undefined;
+  /** Every role: longest wait for a request's headers, or a new connection's first byte (default 10). */
+  headersTimeoutSeconds: number;
 }
 
 export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|router [options]
@@ -128,6 +142,23 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        disk: path=DIR; objectStore: endpoint=URL,bucket=B[,region=R]
                        (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
                        (default: name=ram,medium=memory,capacity=1Gi)
+  --fleet-token-file F every role: the fleet's token (a mounted Secret key, re-read when it changes);
+                       engine pods refuse every request without it but /health, /ready and
+                       /metrics, and the router and prefill pods send it (default: none, open)
+  --kv-encryption-key-file F  prefill/aggregated: master key (>= 32 bytes) of the per-tenant
+                       AES-256-GCM encryption of KV entries before they leave the pod
+                       (default: none, entries are stored in plaintext)
+  --access-file F      router: tenants with API keys and limits, YAML or JSON, re-read when it
+                       changes (docs/security.md) (default: none)
+  --access-tenants J   router: tenants and limits as JSON [{name, limits, secretName,
+                       sharedPrefixNamespace}], keys from each tenant's Secret, watched through the
+                       Kubernetes API (default: none). With neither, the router is OPEN: anyone
+                       who reaches it is served, and it says so at start
+  --access-namespace NS  router: namespace of the tenants' Secrets (default: $POD_NAMESPACE or default)
+  --router-service URL router: its own Service URL; each router enforces limits divided by the
+                       ready routers behind it (default: none, the whole limit)
+  --headers-timeout-seconds N  every role: a request's headers (and a new connection's first
+                       byte) must arrive within N s, else the connection is closed (default: 10)
   --drain-delay-seconds N    on SIGTERM, /ready answers 503 at once and new requests are still served
                        this long, so that Services stop sending them (default: 0)
   --drain-timeout-seconds N  on SIGTERM, then the longest wait for requests in flight (streams, KV
@@ -195,6 +226,13 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       codec: { type: "string" },
       "tenant-salt": { type: "string" },
       tier: { type: "string", multiple: true },
+      "fleet-token-file": { type: "string" },
+      "kv-encryption-key-file": { type: "string" },
+      "access-file": { type: "string" },
+      "access-tenants": { type: "string" },
+      "access-namespace": { type: "string" },
+      "router-service": { type: "string" },
+      "headers-timeout-seconds": { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -238,7 +276,21 @@ function toOptions(raw: RawValues): EngineOptions {
     modelChecksum: checksum(v["model-checksum"]),
     drainDelaySeconds: nonNegativeInt("drain-delay-seconds", v["drain-delay-seconds"], 0),
     drainTimeoutSeconds: nonNegativeInt("drain-timeout-seconds", v["drain-timeout-seconds"], 30),
+    headersTimeoutSeconds: positiveInt("headers-timeout-seconds", v["headers-timeout-seconds"], 10),
     ...kvOptions(v),
+    ...accessOptions(v),
+  };
+}
+
+function accessOptions(v: Values): Pick<EngineOptions, "fleetTokenFile" | "kvEncryptionKeyFile" | "accessFile" | "accessTenants" | "accessNamespace" | "routerService"> {
+  if (v["access-file"] !== undefined && v["access-tenants"] !== undefined) throw new Error("--access-file and --access-tenants exclude each other");
+  return {
+    fleetTokenFile: v["fleet-token-file"],
+    kvEncryptionKeyFile: v["kv-encryption-key-file"],
+    accessFile: v["access-file"],
+    accessTenants: v["access-tenants"],
+    accessNamespace: v["access-namespace"] ?? process.env.POD_NAMESPACE ?? "default",
+    routerService: v["router-service"],
   };
 }
 

@@ -11,6 +11,7 @@ import { clientGone } from "./respond.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
 import { commonPrefixLength } from "../runtime/runtime.ts";
 import type { KvPrefixCache } from "../kvstore/prefix-cache.ts";
+import { identityOf } from "../access/identity.ts";
 
 function contextText(body: unknown): string {
   const b = (body ?? {}) as { text?: unknown; prompt?: unknown };
@@ -19,20 +20,21 @@ function contextText(body: unknown): string {
   return text;
 }
 
-async function prewarm(service: CompletionService, cache: KvPrefixCache, text: string, signal: AbortSignal): Promise<object> {
+async function prewarm(service: CompletionService, cache: KvPrefixCache, text: string, ctx: { signal: AbortSignal; kvNamespace: string }): Promise<object> {
+  const { signal, kvNamespace } = ctx;
   const tokens = service.runtime.tokenize(text);
   if (tokens.length > service.runtime.info.contextSize)
     throw new HttpError(400, `context of ${tokens.length} tokens exceeds the context size ${service.runtime.info.contextSize}`, {
       code: "context_length_exceeded",
     });
   const t0 = performance.now();
-  const lease = await service.acquire(tokens, signal);
+  const lease = await service.acquire(tokens, signal, kvNamespace);
   try {
     const seq = lease.sequence;
-    const load = await cache.load(seq, tokens, commonPrefixLength(seq.contextTokens(), tokens));
-    const length = cache.storableLength(tokens, load.storedBlocks);
+    const load = await cache.load(seq, tokens, commonPrefixLength(seq.contextTokens(), tokens), kvNamespace);
+    const length = cache.storableLength(tokens, load.storedBlocks, kvNamespace);
     const reused = Math.max(load.loaded, Math.min(commonPrefixLength(seq.contextTokens(), tokens), length));
-    const key = length > 0 ? await evaluateAndStore(cache, seq, tokens.slice(0, length)) : null;
+    const key = length > 0 ? await evaluateAndStore(cache, seq, tokens.slice(0, length), kvNamespace) : null;
     const stored = Math.max(length, load.loaded);
     return {
       object: "kv.context",
@@ -48,9 +50,9 @@ async function prewarm(service: CompletionService, cache: KvPrefixCache, text: s
   }
 }
 
-async function evaluateAndStore(cache: KvPrefixCache, seq: CompletionServiceSequence, prefix: number[]): Promise<string> {
+async function evaluateAndStore(cache: KvPrefixCache, seq: CompletionServiceSequence, prefix: number[], kvNamespace: string): Promise<string> {
   await seq.evaluatePrefix(prefix);
-  return cache.write(prefix, seq.exportState());
+  return cache.write(prefix, seq.exportState(), kvNamespace);
 }
 
 type CompletionServiceSequence = Awaited<ReturnType<CompletionService["acquire"]>>["sequence"];
@@ -59,7 +61,7 @@ export function contextsRoute(service: CompletionService, cache: KvPrefixCache):
   const router = express.Router();
   router.post("/v1/contexts", async (req: Request, res: Response) => {
     const text = contextText(req.body);
-    res.json(await prewarm(service, cache, text, clientGone(req, res).signal));
+    res.json(await prewarm(service, cache, text, { signal: clientGone(req, res).signal, kvNamespace: identityOf(res).kvNamespace }));
   });
   return router;
 }

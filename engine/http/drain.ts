@@ -6,6 +6,7 @@
  * it closes what is left. The planners give pods a termination grace period that covers it.
  */
 import { createServer, type RequestListener, type Server } from "node:http";
+import { DEFAULT_TRANSPORT_LIMITS, hardenServer, serverOptions, type TransportLimits } from "../access/transport-limits.ts";
 
 export interface DrainOptions {
   /** Keep serving new requests this long after readiness drops. */
@@ -29,11 +30,11 @@ export interface DrainingServer {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export function drainingServer(app: RequestListener): DrainingServer {
+export function drainingServer(app: RequestListener, limits: TransportLimits = DEFAULT_TRANSPORT_LIMITS): DrainingServer {
   let draining = false;
   let inFlight = 0;
   let idle: (() => void) | undefined;
-  const server = createServer((req, res) => {
+  const server = createServer(serverOptions(limits), (req, res) => {
     if (draining && req.url?.split("?")[0] === "/ready") {
       res.writeHead(503, { "content-type": "application/json", connection: "close" }).end(JSON.stringify({ ready: false, draining: true }));
       return;
@@ -46,6 +47,7 @@ export function drainingServer(app: RequestListener): DrainingServer {
     });
     app(req, res);
   });
+  hardenServer(server, limits);
   const drained = (): Promise<void> => (inFlight === 0 ? Promise.resolve() : new Promise((r) => (idle = r)));
   return {
     server,

@@ -9,12 +9,15 @@ import { errorHandler, notFound } from "./http-error.ts";
 import { jsonBody } from "./json-body.ts";
 import { parseEngineRequest, type RequestKind } from "./openai-request.ts";
 import { clientGone, respondWithGeneration } from "./respond.ts";
+import { identityOf } from "../access/identity.ts";
 
 export interface EngineAppDeps {
   service: CompletionService;
   metrics: EngineMetrics;
   /** Role-specific routes (P/D hand-off), mounted before the OpenAI API. */
   extraRoutes?: Router;
+  /** Refuses requests that do not come from the fleet (engine/access/fleet-auth.ts); default none. */
+  guard?: express.RequestHandler;
 }
 
 /** Probes and scrapes are not requests: counting them made a scraped pool look busy to the autoscaler. */
@@ -45,6 +48,7 @@ export function observabilityRoutes(metrics: EngineMetrics, ready: () => boolean
 function completionHandler(service: CompletionService, kind: RequestKind) {
   return async (req: Request, res: Response): Promise<void> => {
     const prepared = service.prepare(parseEngineRequest(req.body, kind, service.runtime));
+    prepared.identity = identityOf(res);
     const gone = clientGone(req, res);
     await respondWithGeneration(service, prepared, res, { signal: gone.signal });
   };
@@ -60,6 +64,7 @@ export function createEngineApp(deps: EngineAppDeps): Express {
     metrics.runningSequences.set(service.pool.running);
   });
   app.use(observabilityRoutes(metrics, () => true));
+  if (deps.guard) app.use(deps.guard);
   app.get("/v1/models", (_req, res) => {
     const created = Math.floor(Date.now() / 1000);
     const ids = [service.runtime.info.modelId, "default"];

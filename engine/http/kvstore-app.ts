@@ -29,6 +29,8 @@ export interface KvStoreAppDeps {
   store: TieredStore;
   metrics: KvStoreMetrics;
   config: KvStoreConfig;
+  /** Refuses requests that do not come from the fleet (engine/access/fleet-auth.ts); default none. */
+  guard?: express.RequestHandler;
   /** Largest entry accepted. Default 4 GiB. */
   maxEntryBytes?: number;
 }
@@ -99,6 +101,7 @@ export function createKvStoreApp(deps: KvStoreAppDeps): Express {
   app.get("/metrics", async (_req, res) => {
     res.set("Content-Type", deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
+  if (deps.guard) app.use(deps.guard);
   routes(app, deps);
   app.use(notFound);
   app.use(errorHandler());

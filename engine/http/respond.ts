@@ -5,6 +5,7 @@
 import type { Request, Response } from "express";
 import type { CompletionService, Delta, GenerateOptions, GenerationResult, PreparedRequest } from "../serving/completion-service.ts";
 import { toHttpError } from "./http-error.ts";
+import { PROMPT_TOKENS_HEADER } from "../access/identity.ts";
 import { chunkBody, newResponseMeta, toolStreamChunks, usageChunkBody, wholeBody, type ResponseMeta } from "./openai-format.ts";
 
 /** Aborts when the client goes away before the response finished. */
@@ -68,6 +69,8 @@ export async function respondWithGeneration(
   opts: GenerateOptions,
 ): Promise<void> {
   const meta = newResponseMeta(prepared.parsed);
+  // For the router's per-tenant token count, before the first token is streamed.
+  res.setHeader(PROMPT_TOKENS_HEADER, String(prepared.prompt.length));
   const gen = service.generate(prepared, opts);
   if (prepared.parsed.stream) await streamResponse(res, meta, gen, prepared.parsed.streamUsage);
   else await wholeResponse(res, meta, gen);

@@ -14,6 +14,15 @@ export interface KeySalt {
   tenant: string;
 }
 
+/**
+ * The salt of one request's keys: the store's tenant salt (--tenant-salt, an extra per store) and
+ * the request's KV namespace (its tenant, or the shared namespace it opted into). An empty
+ * namespace (open mode) keeps the keys a store without tenants always had.
+ */
+export function requestSalt(model: string, storeSalt: string, kvNamespace: string): KeySalt {
+  return { model, tenant: kvNamespace === "" ? storeSalt : `${storeSalt}\0${kvNamespace}` };
+}
+
 export function chainSeed(salt: KeySalt): Buffer {
   return createHash("sha256").update(`llmfleet-kv/v1\0${salt.model}\0${salt.tenant}`).digest();
 }

@@ -25,6 +25,8 @@ export interface KvEntryHeader {
    * first k blocks is served this entry, cut to k blocks by the client. Absent in older entries.
    */
   prefixKeys?: string[];
+  /** How the payload is encrypted (kv-seal.ts: "aes-256-gcm"); absent: plaintext. */
+  encryption?: string;
 }
 
 export class KvEntryError extends Error {}

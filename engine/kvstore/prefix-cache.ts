@@ -9,9 +9,15 @@
  * it and checks the tokens it imported, as for any entry. Every failure (store down, slow, corrupt
  * entry) means "recompute": the answer is the same, only slower, and a metric and a log line
  * say why.
+ *
+ * Tenants: every call takes the request's KV namespace, which joins the store's tenant salt in
+ * the chain seed of the block keys, so two namespaces never compute the same key; with a sealer
+ * (kv-seal.ts) payloads are encrypted per namespace before they leave the pod, and an entry that
+ * is not sealed for the namespace is never imported.
  */
-import { KvEntryError } from "./kv-entry.ts";
-import { kvBlockHashes, type KeySalt } from "./block-keys.ts";
+import { decodeKvEntry, encodeKvEntry, KvEntryError, readKvEntryHeader } from "./kv-entry.ts";
+import { kvBlockHashes, requestSalt, type KeySalt } from "./block-keys.ts";
+import { KV_SEAL_ALGORITHM, KvSealError, type KvSealer } from "./kv-seal.ts";
 import type { KvClientMetrics } from "./client-metrics.ts";
 import { readKvEntry, writeKvEntry } from "../kvcodec/codec-offload.ts";
 import { normaliseSeqState, truncateSeqState, type KvLayout } from "../runtime/seq-state.ts";
@@ -28,6 +34,10 @@ export interface PrefixCacheOptions {
   layout: KvLayout;
   metrics: KvClientMetrics;
   log?: (line: string) => void;
+  /** Headers of every request to the store (the fleet token); default none. */
+  headers?: Record<string, string>;
+  /** Encrypts payloads per KV namespace before they leave the pod; default none (plaintext). */
+  sealer?: KvSealer;
   /**
    * Raw state bytes of write-backs exported and not yet stored; past it a write-back is skipped
    * (a later request with the same prefix writes it). Default 1 GiB.
@@ -101,25 +111,29 @@ export class KvPrefixCache implements AsyncDisposable {
 
   private async storeConfig(signal: AbortSignal): Promise<StoreConfig> {
     if (this.config) return this.config;
-    const res = await fetch(`${this.opts.url}/v1/kv/config`, { signal });
+    const res = await fetch(`${this.opts.url}/v1/kv/config`, { headers: this.headers, signal });
     if (!res.ok) throw new LoadFailure("error", `config: HTTP ${res.status}`);
     this.config = (await res.json()) as StoreConfig;
     return this.config;
   }
 
-  private salt(config: StoreConfig): KeySalt {
-    return { model: this.opts.model, tenant: config.tenantSalt };
+  private salt(config: StoreConfig, kvNamespace: string): KeySalt {
+    return requestSalt(this.opts.model, config.tenantSalt, kvNamespace);
+  }
+
+  private get headers(): Record<string, string> {
+    return this.opts.headers ?? {};
   }
 
   /**
    * Imports into `seq` the longest cached block-aligned prefix of `context` that is longer than
    * `have` tokens (what the sequence already shares with it). Never throws.
    */
-  async load(seq: RuntimeSequence, context: readonly Token[], have: number): Promise<PrefixLoad> {
+  async load(seq: RuntimeSequence, context: readonly Token[], have: number, kvNamespace = ""): Promise<PrefixLoad> {
     const t0 = performance.now();
     const signal = AbortSignal.timeout(this.opts.timeoutMs);
     try {
-      const found = await this.lookupAndFetch(context, have, signal);
+      const found = await this.lookupAndFetch(context, { have, kvNamespace }, signal);
       if (!found) return this.finish("miss", t0, { loaded: 0, storedBlocks: 0 });
       if ("skip" in found) return this.finish("recompute_faster", t0, { loaded: 0, storedBlocks: found.storedBlocks });
       await this.importOrClear(seq, found.state, context.slice(0, found.tokens));
@@ -141,11 +155,11 @@ export class KvPrefixCache implements AsyncDisposable {
 
   private async lookupAndFetch(
     context: readonly Token[],
-    have: number,
+    { have, kvNamespace }: { have: number; kvNamespace: string },
     signal: AbortSignal,
   ): Promise<{ state: Buffer; tokens: number; entryTokens: number; blockTokens: number } | { skip: true; storedBlocks: number } | undefined> {
     const config = await this.storeConfig(signal);
-    const keys = kvBlockHashes(context, config.blockTokens, this.salt(config));
+    const keys = kvBlockHashes(context, config.blockTokens, this.salt(config, kvNamespace));
     const worth = keys.slice(Math.floor(have / config.blockTokens));
     if (worth.length === 0) return undefined;
     const found = await this.lookup(keys, signal);
@@ -156,24 +170,24 @@ export class KvPrefixCache implements AsyncDisposable {
     const entryTokens = (found.entryBlocks ?? found.index + 1) * config.blockTokens;
     if (entryTokens < tokens) throw new LoadFailure("mismatch", `store named an entry of ${entryTokens} tokens for a prefix of ${tokens}`);
     if (this.estimator.decide(entryTokens, tokens - have).choice === "recompute") return { skip: true, storedBlocks: found.index + 1 };
-    const state = await this.fetchEntry(entryKey, entryTokens, signal);
+    const state = await this.fetchEntry(entryKey, { tokens: entryTokens, entryKey, kvNamespace }, signal);
     if (!state) return undefined;
     this.remember(keys[found.index]!);
     return { state: entryTokens > tokens ? this.cut(state, tokens) : state, tokens, entryTokens, blockTokens: config.blockTokens };
   }
 
   /** The decoded state of an entry, or undefined when it is gone (evicted since the lookup). */
-  private async fetchEntry(key: string, tokens: number, signal: AbortSignal): Promise<Buffer | undefined> {
-    const got = await fetch(`${this.opts.url}/v1/kv/${key}`, { signal });
+  private async fetchEntry(key: string, want: { tokens: number; entryKey: string; kvNamespace: string }, signal: AbortSignal): Promise<Buffer | undefined> {
+    const got = await fetch(`${this.opts.url}/v1/kv/${key}`, { headers: this.headers, signal });
     if (got.status === 404) return undefined;
     if (!got.ok) throw new LoadFailure("error", `get: HTTP ${got.status}`);
-    return this.decodeEntry(Buffer.from(await got.arrayBuffer()), tokens);
+    return this.decodeEntry(Buffer.from(await got.arrayBuffer()), want);
   }
 
   private async lookup(keys: string[], signal: AbortSignal): Promise<{ index: number; entryKey?: string | null; entryBlocks?: number | null }> {
     const res = await fetch(`${this.opts.url}/v1/kv/lookup`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { ...this.headers, "content-type": "application/json" },
       body: JSON.stringify({ keys, aliases: true }),
       signal,
     });
@@ -190,18 +204,43 @@ export class KvPrefixCache implements AsyncDisposable {
     }
   }
 
-  private async decodeEntry(buf: Buffer, tokens: number): Promise<Buffer> {
+  private async decodeEntry(buf: Buffer, want: { tokens: number; entryKey: string; kvNamespace: string }): Promise<Buffer> {
     try {
+      const plainEntry = this.openEntry(buf, want);
       // Off the event loop: the SHA-256 of a GB-sized entry takes seconds, a lossy codec decodes at
       // 50–180 MB/s, and other requests wait meanwhile.
-      const { header, state } = await readKvEntry(buf);
-      if (header.model !== this.opts.model || header.tokens !== tokens)
+      const { header, state } = await readKvEntry(plainEntry);
+      if (header.model !== this.opts.model || header.tokens !== want.tokens)
         throw new LoadFailure("mismatch", `entry is for ${header.model}/${header.tokens} tokens`);
       return state;
     } catch (err) {
-      if (err instanceof KvEntryError) throw new LoadFailure("corrupt", err.message);
+      if (err instanceof KvEntryError || err instanceof KvSealError) throw new LoadFailure("corrupt", err.message);
       throw err;
     }
+  }
+
+  /**
+   * The entry with its payload decrypted (kv-seal.ts), for readKvEntry. With a sealer only sealed
+   * entries are imported: a plaintext one could have been planted. Unsealed entries pass as they are.
+   */
+  private openEntry(buf: Buffer, want: { entryKey: string; kvNamespace: string }): Buffer {
+    const sealer = this.opts.sealer;
+    const encryption = readKvEntryHeader(buf).encryption;
+    if (!sealer && !encryption) return buf;
+    if (!sealer) throw new LoadFailure("mismatch", `entry is encrypted (${encryption}) and this pod has no KV encryption key`);
+    if (encryption !== KV_SEAL_ALGORITHM) throw new LoadFailure("mismatch", `entry is not encrypted with ${KV_SEAL_ALGORITHM}`);
+    const { header, payload } = decodeKvEntry(buf);
+    const plainHeader = { ...header };
+    delete plainHeader.encryption;
+    return encodeKvEntry(plainHeader, sealer.open(want.kvNamespace, want.entryKey, payload));
+  }
+
+  /** The entry with its payload encrypted under the namespace's key, bound to the entry's own key (what readers fetch it by). */
+  private sealEntry(entry: Buffer, kvNamespace: string, key: string): Buffer {
+    const sealer = this.opts.sealer;
+    if (!sealer) return entry;
+    const { header, payload } = decodeKvEntry(entry);
+    return encodeKvEntry({ ...header, encryption: KV_SEAL_ALGORITHM }, sealer.seal(kvNamespace, key, payload));
   }
 
   /** A failed import leaves the sequence empty (never half-loaded). */
@@ -228,18 +267,18 @@ export class KvPrefixCache implements AsyncDisposable {
   }
 
   /** Block-aligned length of `context` worth writing, or 0 (store known to hold it, or unreachable so far). */
-  storableLength(context: readonly Token[], storedBlocks: number): number {
+  storableLength(context: readonly Token[], storedBlocks: number, kvNamespace = ""): number {
     const config = this.config;
     if (!config) return 0;
     const blocks = Math.floor(context.length / config.blockTokens);
     if (blocks === 0 || blocks <= storedBlocks) return 0;
     const length = blocks * config.blockTokens;
-    const key = kvBlockHashes(context.slice(0, length), config.blockTokens, this.salt(config)).at(-1)!;
+    const key = kvBlockHashes(context.slice(0, length), config.blockTokens, this.salt(config, kvNamespace)).at(-1)!;
     return this.known.has(key) ? 0 : length;
   }
 
   /** Writes the state of context[0..length) (taken from `state`, which may hold more) in the background. */
-  writeBack(context: readonly Token[], length: number, state: Promise<Buffer> | Buffer): void {
+  writeBack(context: readonly Token[], length: number, state: Promise<Buffer> | Buffer, kvNamespace = ""): void {
     let held = 0;
     const counted = Promise.resolve(state).then((buf) => {
       held = buf.length;
@@ -247,7 +286,7 @@ export class KvPrefixCache implements AsyncDisposable {
       this.stateBytesPerToken = buf.length / Math.max(1, context.length);
       return buf;
     });
-    const p = this.write(context.slice(0, length), counted).finally(() => (this.writeBackBytes -= held)).then(
+    const p = this.write(context.slice(0, length), counted, kvNamespace).finally(() => (this.writeBackBytes -= held)).then(
       () => undefined,
       (err: unknown) => {
         this.opts.metrics.writes.inc({ outcome: "error" });
@@ -259,14 +298,15 @@ export class KvPrefixCache implements AsyncDisposable {
   }
 
   /** Writes synchronously (the pre-warm API); returns the key. */
-  async write(prefix: readonly Token[], state: Promise<Buffer> | Buffer): Promise<string> {
+  async write(prefix: readonly Token[], state: Promise<Buffer> | Buffer, kvNamespace = ""): Promise<string> {
     const config = await this.storeConfig(AbortSignal.timeout(this.opts.timeoutMs));
-    const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config));
+    const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config, kvNamespace));
     const key = keys.at(-1);
     if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
     // Cut, encoded, framed and hashed off the event loop (a write-back must not hold other requests).
-    const entry = await writeKvEntry(await state, { model: this.opts.model, tokens: prefix.length, codec: config.codec, prefixKeys: keys });
-    const res = await fetch(`${this.opts.url}/v1/kv/${key}`, { method: "PUT", body: entry as unknown as BodyInit });
+    const plain = await writeKvEntry(await state, { model: this.opts.model, tokens: prefix.length, codec: config.codec, prefixKeys: keys });
+    const entry = this.sealEntry(plain, kvNamespace, key);
+    const res = await fetch(`${this.opts.url}/v1/kv/${key}`, { method: "PUT", headers: this.headers, body: entry as unknown as BodyInit });
     this.remember(key);
     if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
     this.opts.metrics.writes.inc({ outcome: "stored" });

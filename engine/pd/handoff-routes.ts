@@ -22,6 +22,7 @@ import { clientGone, respondWithGeneration } from "../http/respond.ts";
 import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
 import { normaliseSeqState, seqStateTokens } from "../runtime/seq-state.ts";
+import { identityHeaders, identityOf } from "../access/identity.ts";
 import {
   KV_SEND_STATUS,
   kvSendErrorCode,
@@ -49,6 +50,8 @@ export interface HandoffDeps {
   transport?: KvTransportMode;
   /** Decode: the native TCP listener this pod receives hand-offs on (started by pod.ts). */
   tcp?: KvListener;
+  /** Prefill: the fleet token sent with each hand-off (engine/access/fleet-auth.ts); default none. */
+  fleetToken?: () => string | undefined;
 }
 
 export const DECODE_URL_HEADER = "x-llmfleet-decode-url";
@@ -89,7 +92,7 @@ function parseKind(kind: unknown): RequestKind {
 }
 
 /** PUTs the state to the decode base URL; returns the URL of the pod that staged it. */
-async function sendState(base: string, id: string, frames: Iterable<Buffer>, timeoutMs: number): Promise<string> {
+async function sendState(base: string, id: string, frames: Iterable<Buffer>, opts: { timeoutMs: number; headers: Record<string, string> }): Promise<string> {
   const url = `${base}/internal/kv/${encodeURIComponent(id)}`;
   let res: globalThis.Response;
   try {
@@ -98,10 +101,10 @@ async function sendState(base: string, id: string, frames: Iterable<Buffer>, tim
       // One connection per hand-off: kube-proxy balances a Service's connections, not its
       // requests, so over a kept-alive connection every hand-off of this pod would reach the same
       // decode pod. A connect is nothing next to megabytes of KV state.
-      headers: { "content-type": "application/octet-stream", connection: "close" },
+      headers: { ...opts.headers, "content-type": "application/octet-stream", connection: "close" },
       body: Readable.toWeb(Readable.from(frames)) as ReadableStream,
       duplex: "half",
-      signal: AbortSignal.timeout(timeoutMs),
+      signal: AbortSignal.timeout(opts.timeoutMs),
     } as RequestInit);
   } catch (err) {
     throw new HttpError(502, `KV hand-off to ${url} failed: ${(err as Error).message}`, { code: "handoff_failed", cause: err });
@@ -122,12 +125,12 @@ interface Probe {
 const PROBE_TTL_MS = 30_000;
 const probes = new Map<string, Probe>();
 
-async function probe(base: string): Promise<KvTransportInfo | undefined> {
+async function probe(base: string, headers: Record<string, string>): Promise<KvTransportInfo | undefined> {
   const known = probes.get(base);
   if (known && performance.now() - known.at < PROBE_TTL_MS) return known.info;
   let info: KvTransportInfo | undefined;
   try {
-    const res = await fetch(`${base}/internal/kv-transport`, { signal: AbortSignal.timeout(2_000) });
+    const res = await fetch(`${base}/internal/kv-transport`, { headers, signal: AbortSignal.timeout(2_000) });
     info = res.ok ? ((await res.json()) as KvTransportInfo) : undefined; // an older decode pod: 404, HTTP only
   } catch {
     info = undefined; // unreachable now: the HTTP PUT reports the real error
@@ -189,8 +192,8 @@ async function sendTcp(deps: HandoffDeps, t: TcpTarget, header: HandoffHeader, s
 }
 
 /** Where TCP can go for this decode base URL, or why not (mode tcp makes that an error). */
-async function tcpTarget(base: string): Promise<TcpTarget | string> {
-  const [addon, info] = await Promise.all([kvStreamAddon(), probe(base)]);
+async function tcpTarget(base: string, headers: Record<string, string>): Promise<TcpTarget | string> {
+  const [addon, info] = await Promise.all([kvStreamAddon(), probe(base, headers)]);
   if (!addon) return "the native addon (kv-stream) is not available on this pod";
   if (!info?.tcpPort) return `decode pod ${base} offers no TCP hand-off port`;
   return { addon, base, info, host: new URL(base).hostname.replace(/^\[|\]$/g, ""), port: info.tcpPort };
@@ -199,7 +202,7 @@ async function tcpTarget(base: string): Promise<TcpTarget | string> {
 /** The TCP hand-off, or undefined when the caller should fall back to HTTP (auto mode). */
 async function tryTcp(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<string | undefined> {
   const strict = deps.transport === "tcp";
-  const target = await tcpTarget(base);
+  const target = await tcpTarget(base, identityHeaders(deps.fleetToken?.()));
   if (typeof target === "string") {
     if (strict) throw new HttpError(502, `--kv-transport tcp: ${target}`, { code: "handoff_failed" });
     return undefined;
@@ -222,7 +225,9 @@ async function handOff(deps: HandoffDeps, base: string, header: HandoffHeader, s
     let stagedUrl = path === "tcp" ? await tryTcp(deps, base, header, state) : undefined;
     if (stagedUrl === undefined) {
       path = "http";
-      stagedUrl = await sendState(base, header.handoffId, encodeKvHandoff(header, state), deps.sendTimeoutMs ?? 30_000);
+      // The fleet token only: staging needs no tenant (the generate call carries it, from the router).
+      const opts = { timeoutMs: deps.sendTimeoutMs ?? 30_000, headers: identityHeaders(deps.fleetToken?.()) };
+      stagedUrl = await sendState(base, header.handoffId, encodeKvHandoff(header, state), opts);
     }
     deps.metrics.handoffs.inc({ path, outcome: "ok" });
     return { stagedUrl, path };
@@ -240,6 +245,7 @@ function prefillHandler(deps: HandoffDeps) {
     const decodeUrl = typeof body.decodeUrl === "string" ? body.decodeUrl : deps.decodeUrls[0];
     if (!decodeUrl) throw new HttpError(400, "no decode pod: pass decodeUrl or start the prefill pod with --decode", { param: "decodeUrl" });
     const prepared = service.prepare(parseEngineRequest(body.request, parseKind(body.kind), service.runtime));
+    prepared.identity = identityOf(res);
     const t0 = performance.now();
     const { state, prefixHitTokens } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
@@ -321,6 +327,7 @@ function generateHandler(deps: HandoffDeps, store: HandoffStore) {
   return async (req: Request, res: Response): Promise<void> => {
     const body = (req.body ?? {}) as { request?: unknown; kind?: unknown };
     const prepared = deps.service.prepare(parseEngineRequest(body.request, parseKind(body.kind), deps.service.runtime));
+    prepared.identity = identityOf(res);
     const staged = store.take(String(req.params.id)) ?? takeTcp(deps, String(req.params.id));
     if (!staged) throw new HttpError(404, `no staged KV state ${req.params.id} (expired or never received)`, { code: "handoff_not_found" });
     const expected = prepared.prompt.slice(0, -1);

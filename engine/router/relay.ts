@@ -3,6 +3,7 @@ import type { Response } from "express";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import { HttpError } from "../http/http-error.ts";
 import { writeSse } from "../http/respond.ts";
+import { promptTokensOf, tokenMeterOf, usageOf, type TokenMeter } from "../access/identity.ts";
 
 /** A decode stream silent this long is treated as dead (never hang the client). */
 export const STREAM_IDLE_TIMEOUT_MS = 60_000;
@@ -12,7 +13,7 @@ interface TokenClock {
   last: number | undefined;
 }
 
-function observeEvents(text: string, clock: TokenClock, metrics: EngineMetrics): boolean {
+function observeEvents(text: string, clock: TokenClock, metrics: EngineMetrics, meter?: TokenMeter): boolean {
   let done = false;
   for (const line of text.split("\n")) {
     if (!line.startsWith("data: ")) continue;
@@ -26,6 +27,7 @@ function observeEvents(text: string, clock: TokenClock, metrics: EngineMetrics):
     if (clock.last === undefined) metrics.ttft.observe((now - clock.arrivedAt) / 1000);
     else metrics.interTokenLatency.observe((now - clock.last) / 1000);
     metrics.generatedTokens.inc();
+    meter?.completion(1);
     clock.last = now;
   }
   return done;
@@ -49,13 +51,15 @@ export async function relayStream(upstream: globalThis.Response, res: Response, 
   const reader = upstream.body!.getReader();
   const decoder = new TextDecoder();
   const clock: TokenClock = { arrivedAt, last: undefined };
+  const meter = tokenMeterOf(res);
+  meter?.prompt(promptTokensOf(upstream));
   let sawDone = false;
   try {
     for (;;) {
       const { done, value } = await readWithIdleTimeout(reader);
       if (done) break;
       res.write(value);
-      sawDone = observeEvents(decoder.decode(value, { stream: true }), clock, metrics) || sawDone;
+      sawDone = observeEvents(decoder.decode(value, { stream: true }), clock, metrics, meter) || sawDone;
     }
     if (!sawDone) throw new Error("decode pod closed the stream before [DONE]");
   } catch (err) {
@@ -68,5 +72,11 @@ export async function relayStream(upstream: globalThis.Response, res: Response, 
 
 export async function relayWhole(upstream: globalThis.Response, res: Response): Promise<void> {
   const text = await upstream.text();
+  const meter = tokenMeterOf(res);
+  if (meter && upstream.ok) {
+    const usage = usageOf(text);
+    meter.prompt(usage.prompt);
+    meter.completion(usage.completion);
+  }
   res.status(upstream.status).type("application/json").send(text);
 }

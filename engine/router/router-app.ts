@@ -7,7 +7,7 @@
  * Every failure ends in a clear error.
  */
 import { randomUUID } from "node:crypto";
-import express, { type Express, type Request, type Response } from "express";
+import express, { type Express, type Request, type RequestHandler, type Response } from "express";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import { countRequests, observabilityRoutes } from "../http/engine-app.ts";
 import { errorHandler, HttpError, notFound, type OpenAIErrorBody } from "../http/http-error.ts";
@@ -16,7 +16,8 @@ import { validateOpenAIRequest, type RequestKind } from "../http/openai-request.
 import { clientGone } from "../http/respond.ts";
 import type { PrefillResponse } from "../pd/handoff-routes.ts";
 import { relayStream, relayWhole } from "./relay.ts";
-import { promptPrefix, RouterUpstreams, type RoutingPolicy } from "./upstreams.ts";
+import { affinityKey, RouterUpstreams, type RoutingPolicy } from "./upstreams.ts";
+import { identityOf, upstreamHeadersOf } from "../access/identity.ts";
 
 export interface RouterDeps {
   prefill: string[];
@@ -36,6 +37,11 @@ export interface RouterDeps {
    * requests in flight per pod, for draining. Default: the fixed lists.
    */
   upstreams?: RouterUpstreams;
+  /**
+   * The front door (engine/access/router-guard.ts): API keys, tenant limits, the identity and
+   * fleet token sent upstream. Default none: open, and engines get no fleet token.
+   */
+  guard?: RequestHandler;
 }
 
 interface Attempt {
@@ -43,6 +49,10 @@ interface Attempt {
   body: unknown;
   decodeUrl: string;
   signal: AbortSignal;
+  /** Fleet token and tenant identity for the engine pods. */
+  headers: Record<string, string>;
+  /** Prefix-aware routing's key: the tenant's KV namespace with the prompt's leading text. */
+  affinity: string;
 }
 
 /** An upstream answer to hand to the client as it is (a 4xx such as 400/404/429). */
@@ -56,8 +66,8 @@ class Relayed extends Error {
   }
 }
 
-async function postJson(url: string, body: unknown, signal: AbortSignal): Promise<globalThis.Response> {
-  return fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal });
+async function postJson(url: string, body: unknown, signal: AbortSignal, headers: Record<string, string> = {}): Promise<globalThis.Response> {
+  return fetch(url, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: JSON.stringify(body), signal });
 }
 
 /**
@@ -69,10 +79,10 @@ async function generateOn(staged: string, a: Attempt, handoffId: string): Promis
   const path = `/internal/generate/${handoffId}`;
   const body = { request: a.body, kind: a.kind };
   try {
-    return await postJson(`${staged}${path}`, body, a.signal);
+    return await postJson(`${staged}${path}`, body, a.signal, a.headers);
   } catch (err) {
     if (staged === a.decodeUrl || a.signal.aborted) throw err;
-    return postJson(`${a.decodeUrl}${path}`, body, a.signal);
+    return postJson(`${a.decodeUrl}${path}`, body, a.signal, a.headers);
   }
 }
 
@@ -106,7 +116,7 @@ export function createRouterApp(deps: RouterDeps): Express {
 
   /** Prefills on a prefill pod, which hands the KV to a decode pod; returns that decode pod's own URL. */
   async function prefillOn(a: Attempt, handoffId: string): Promise<string> {
-    const url = prefill.ranked(promptPrefix(a.body))[0];
+    const url = prefill.ranked(a.affinity)[0];
     if (!url) throw new HttpError(503, "no prefill pod is serving", { code: "prefill_unavailable" });
     const t0 = performance.now();
     const res = await prefill.track(url, () =>
@@ -114,6 +124,7 @@ export function createRouterApp(deps: RouterDeps): Express {
         `${url}/internal/prefill`,
         { request: a.body, kind: a.kind, handoffId, decodeUrl: a.decodeUrl },
         AbortSignal.any([a.signal, AbortSignal.timeout(prefillTimeout)]),
+        a.headers,
       ),
     );
     if (!res.ok) throw await failure(res);
@@ -141,10 +152,10 @@ export function createRouterApp(deps: RouterDeps): Express {
     const signal = clientGone(req, res).signal;
     const path = kind === "chat" ? "/v1/chat/completions" : "/v1/completions";
     const errors: string[] = [];
-    for (const url of aggregated.ranked(promptPrefix(req.body)).slice(0, deps.maxAttempts ?? 3)) {
+    for (const url of aggregated.ranked(affinityKey(req.body, identityOf(res).kvNamespace)).slice(0, deps.maxAttempts ?? 3)) {
       try {
         await aggregated.track(url, async () => {
-          const upstream = await postJson(`${url}${path}`, req.body, signal);
+          const upstream = await postJson(`${url}${path}`, req.body, signal, upstreamHeadersOf(res));
           if (!upstream.ok) throw await failure(upstream);
           const stream = (upstream.headers.get("content-type") ?? "").startsWith("text/event-stream");
           await (stream ? relayStream(upstream, res, metrics, arrivedAt) : relayWhole(upstream, res));
@@ -175,7 +186,8 @@ export function createRouterApp(deps: RouterDeps): Express {
       const errors: string[] = [];
       for (const decodeUrl of decode.ranked().slice(0, deps.maxAttempts ?? 3)) {
         try {
-          await attempt({ kind, body: req.body, decodeUrl, signal }, res, arrivedAt);
+          const routing = { headers: upstreamHeadersOf(res), affinity: affinityKey(req.body, identityOf(res).kvNamespace) };
+          await attempt({ kind, body: req.body, decodeUrl, signal, ...routing }, res, arrivedAt);
           metrics.e2eLatency.observe((performance.now() - arrivedAt) / 1000);
           return;
         } catch (err) {
@@ -192,8 +204,9 @@ export function createRouterApp(deps: RouterDeps): Express {
   app.disable("x-powered-by");
   app.use(countRequests(metrics));
   app.use(observabilityRoutes(metrics, () => true));
+  if (deps.guard) app.use(deps.guard);
   app.get("/v1/models", async (_req, res) => {
-    const upstream = await fetch(`${(disaggregated ? decode : aggregated).urls[0]}/v1/models`, { signal: AbortSignal.timeout(5_000) });
+    const upstream = await fetch(`${(disaggregated ? decode : aggregated).urls[0]}/v1/models`, { headers: upstreamHeadersOf(res), signal: AbortSignal.timeout(5_000) });
     res
       .status(upstream.status)
       .type("application/json")

@@ -114,6 +114,16 @@ export class RouterUpstreams {
   }
 }
 
+/**
+ * Prefix-aware routing's key: the prompt's leading text, scoped by the tenant's KV namespace, so
+ * two tenants' equal prompts are spread like unrelated ones (a pod's warm prefix is only ever
+ * its own tenant's to use, and routing reveals nothing across tenants).
+ */
+export function affinityKey(body: unknown, kvNamespace: string): string {
+  const prefix = promptPrefix(body);
+  return kvNamespace === "" || prefix === "" ? prefix : `${kvNamespace}\0${prefix}`;
+}
+
 /** The leading prompt text of an OpenAI request body, for prefix-aware routing. */
 export function promptPrefix(body: unknown): string {
   const b = body as { prompt?: unknown; messages?: unknown };

@@ -60,6 +60,7 @@ const deliver = (lp: TokenLogprob | undefined, to: ((lp: TokenLogprob) => void) 
 
 class NativeSequence implements RuntimeSequence {
   held: Token[] = [];
+  kvNamespace = "";
 
   constructor(
     readonly id: number,
@@ -241,7 +242,8 @@ export class NativeRuntime implements ModelRuntime {
     const cap = this.info.kvStreams === 1 ? tokens.length : tokens.length - 1;
     let best: { seq: NativeSequence; length: number } | undefined;
     for (const seq of this.sequences) {
-      if (seq === self) continue;
+      // Another tenant's KV is never lent: a prefix copied across namespaces is the side channel.
+      if (seq === self || seq.kvNamespace !== self.kvNamespace) continue;
       const length = Math.min(cap, commonPrefixLength(seq.held, tokens));
       if (length > (best?.length ?? than)) best = { seq, length };
     }

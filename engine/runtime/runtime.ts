@@ -68,6 +68,12 @@ export interface RuntimeInfo {
 /** One sequence of the shared context. Owned by one request at a time (see SequencePool). */
 export interface RuntimeSequence {
   readonly id: number;
+  /**
+   * Scope of the KV this sequence holds (a tenant's KV namespace; "" or unset: none). A sequence
+   * lends its prefix to another (seq_cp) only within the same namespace. SequencePool sets it
+   * when a request leases the sequence, to a value no request has while it is still to be cleared.
+   */
+  kvNamespace?: string;
   /** Tokens whose KV the sequence holds now (kept after a request for prefix reuse). */
   contextTokens(): readonly Token[];
   /**

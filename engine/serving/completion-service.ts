@@ -25,6 +25,8 @@ export interface PreparedRequest {
   stop: string[];
   /** performance.now() at arrival, for TTFT. */
   arrivedAt: number;
+  /** Tenant and the KV namespace every cache this request may hit is scoped by; default none (open mode). */
+  identity?: { tenant: string; kvNamespace: string };
 }
 
 export type FinishReason = "stop" | "length" | "cancelled";
@@ -89,24 +91,37 @@ export class CompletionService {
     return { prompt, stop: parsed.stop };
   }
 
-  /** A sequence for the prompt; QueueFullError or QueueAbortedError when none can be had. */
-  acquire(prompt: readonly Token[], signal: AbortSignal): Promise<SequenceLease> {
-    return this.pool.acquire(prompt, signal);
+  /**
+   * A sequence for the prompt; QueueFullError or QueueAbortedError when none can be had. A
+   * sequence that last served another KV namespace is cleared first: its tokens are not ours.
+   */
+  async acquire(prompt: readonly Token[], signal: AbortSignal, kvNamespace = ""): Promise<SequenceLease> {
+    const lease = await this.pool.acquire(prompt, signal, kvNamespace);
+    if (!lease.foreign) return lease;
+    try {
+      await lease.sequence.clear();
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    lease.sequence.kvNamespace = kvNamespace;
+    return lease;
   }
 
   /** Prefill role: evaluate prompt[0..n-1) and export that KV. The sequence keeps it for reuse. */
   async prefillState(req: PreparedRequest, signal: AbortSignal): Promise<{ state: Buffer; prefixHitTokens: number }> {
-    const lease = await this.acquire(req.prompt, signal);
+    const ns = req.identity?.kvNamespace ?? "";
+    const lease = await this.acquire(req.prompt, signal, ns);
     const context = req.prompt.slice(0, -1);
     try {
-      const load = await this.loadCached(lease, context);
+      const load = await this.loadCached(lease, context, ns);
       const hits = await this.evaluateTimed(lease, context);
       this.metrics.promptTokens.inc(req.prompt.length);
-      this.metrics.prefixHitTokens.inc(hits);
+      this.countHits(req, hits);
       const state = await lease.sequence.exportState();
-      const length = load ? this.kvCache!.storableLength(context, load.storedBlocks) : 0;
+      const length = load ? this.kvCache!.storableLength(context, load.storedBlocks, ns) : 0;
       // The state is exported for the hand-off anyway: only the budget of bytes in flight applies.
-      if (length > 0 && this.kvCache!.admitWriteBack(length, false)) this.kvCache!.writeBack(context, length, state);
+      if (length > 0 && this.kvCache!.admitWriteBack(length, false)) this.kvCache!.writeBack(context, length, state, ns);
       return { state, prefixHitTokens: hits };
     } finally {
       lease.release();
@@ -122,28 +137,37 @@ export class CompletionService {
   }
 
   /** Loads the longest cached prefix of `context` from the KV store when it beats the sequence's own. */
-  private async loadCached(lease: SequenceLease, context: readonly Token[]): Promise<PrefixLoad | undefined> {
+  private async loadCached(lease: SequenceLease, context: readonly Token[], kvNamespace: string): Promise<PrefixLoad | undefined> {
     if (!this.kvCache) return undefined;
     const have = commonPrefixLength(lease.sequence.contextTokens(), context);
-    return this.kvCache.load(lease.sequence, context, have);
+    return this.kvCache.load(lease.sequence, context, have, kvNamespace);
   }
+
+  private countHits(req: PreparedRequest, hits: number): void {
+    this.metrics.prefixHitTokens.inc(hits);
+    if (hits > 0) this.onTenantHits?.(req.identity?.tenant ?? "", hits);
+  }
+
+  /** Called with a request's reused prompt tokens (per-tenant metric); default none. */
+  onTenantHits: ((tenant: string, tokens: number) => void) | undefined;
 
   /**
    * Releases the sequence, first exporting its state for the KV store when the prompt has new
    * full blocks. Runs after the response: a write-back never delays the client.
    */
-  private releaseWithWriteBack(lease: SequenceLease, context: readonly Token[], load: PrefixLoad | undefined): void {
+  private releaseWithWriteBack(lease: SequenceLease, context: readonly Token[], load: PrefixLoad | undefined, kvNamespace: string): void {
     const cache = this.kvCache;
-    const length = cache && load ? cache.storableLength(context, load.storedBlocks) : 0;
+    const length = cache && load ? cache.storableLength(context, load.storedBlocks, kvNamespace) : 0;
     // The export holds the sequence and the engine: never while other requests wait for them.
     if (!cache || length === 0 || !cache.admitWriteBack(length, this.pool.queued > 0)) return lease.release();
     const state = lease.sequence.exportState().finally(() => lease.release());
-    cache.writeBack(context, length, state);
+    cache.writeBack(context, length, state, kvNamespace);
   }
 
   /** Yields text deltas; returns the result. Releases the sequence however it ends. */
   async *generate(req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<Delta, GenerationResult, void> {
-    const lease = await this.acquire(req.prompt, opts.signal);
+    const ns = req.identity?.kvNamespace ?? "";
+    const lease = await this.acquire(req.prompt, opts.signal, ns);
     this.metrics.promptTokens.inc(req.prompt.length);
     const context = req.prompt.slice(0, -1);
     let load: PrefixLoad | undefined;
@@ -156,14 +180,14 @@ export class CompletionService {
         this.metrics.handoffSeconds.observe({ stage: "import" }, (performance.now() - t0) / 1000);
       }
       const imported = opts.importedState ? seq.contextTokens().length : 0;
-      if (!opts.importedState) load = await this.loadCached(lease, context);
+      if (!opts.importedState) load = await this.loadCached(lease, context, ns);
       const hits = await this.evaluateTimed(lease, context);
       const prefixHitTokens = Math.max(0, hits - imported);
-      this.metrics.prefixHitTokens.inc(prefixHitTokens);
+      this.countHits(req, prefixHitTokens);
       const result = yield* this.sample(lease, req, opts.signal);
       return { ...result, prefixHitTokens };
     } finally {
-      this.releaseWithWriteBack(lease, context, load);
+      this.releaseWithWriteBack(lease, context, load, ns);
     }
   }
 

@@ -168,7 +168,7 @@ export class KubeClient {
   /** Opens a watch stream; the caller reads newline-delimited JSON events from the response. */
   async openWatch(
     r: ResourceType,
-    opts: { namespace?: string; resourceVersion: string; timeoutSeconds: number; labelSelector?: string },
+    opts: { namespace?: string; resourceVersion: string; timeoutSeconds: number; labelSelector?: string; fieldSelector?: string },
   ): Promise<http.IncomingMessage> {
     const query = {
       watch: "1",
@@ -176,6 +176,7 @@ export class KubeClient {
       resourceVersion: opts.resourceVersion,
       timeoutSeconds: String(opts.timeoutSeconds),
       labelSelector: opts.labelSelector,
+      fieldSelector: opts.fieldSelector,
     };
     const res = await this.send({ method: "GET", path: collectionPath(r, opts.namespace), query, headersTimeoutMs: this.requestTimeoutMs });
     if ((res.statusCode ?? 0) >= 300) {

@@ -13,6 +13,8 @@ export type Handler<T> = (type: EventType, obj: T, old: T | undefined) => void;
 export interface InformerOptions {
   namespace?: string;
   labelSelector?: string;
+  /** e.g. metadata.name=X: one object by name (RBAC resourceNames admit list/watch only so). */
+  fieldSelector?: string;
   /** Server-side watch timeout in s; the informer resumes after it. Default 300. */
   watchTimeoutSeconds?: number;
   /**
@@ -132,6 +134,7 @@ export class Informer<T extends KubeObject> {
     const res = await this.client.openWatch(this.resource, {
       namespace: this.opts.namespace,
       labelSelector: this.opts.labelSelector,
+      fieldSelector: this.opts.fieldSelector,
       resourceVersion: this.resourceVersion,
       timeoutSeconds: this.opts.watchTimeoutSeconds ?? 300,
     });

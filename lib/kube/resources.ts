@@ -23,6 +23,7 @@ export const R = {
   Deployment: res("apps/v1", "Deployment", "deployments"),
   StatefulSet: res("apps/v1", "StatefulSet", "statefulsets"),
   Service: res("v1", "Service", "services"),
+  Secret: res("v1", "Secret", "secrets"),
   EndpointSlice: res("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
   ServiceAccount: res("v1", "ServiceAccount", "serviceaccounts"),
   Role: res("rbac.authorization.k8s.io/v1", "Role", "roles"),

@@ -169,5 +169,38 @@ export const AUTOSCALING_DASHBOARD: { uid: string; title: string; rows: Row[] } 
         },
       ],
     },
+    {
+      title: "Tenants",
+      panels: [
+        {
+          title: "Requests per tenant",
+          description: "Requests per second the routers answered, by tenant and HTTP status (empty tenant: open mode).",
+          unit: "reqps",
+          queries: [q('sum by (tenant, status) (rate(llmfleet_tenant_requests_total{role="router"}[1m]))', "{{tenant}} {{status}}")],
+        },
+        {
+          title: "Tokens per tenant",
+          description: "Prompt and completion tokens per second counted against each tenant's tokens-per-minute limit.",
+          unit: "short",
+          queries: [q('sum by (tenant, kind) (rate(llmfleet_tenant_tokens_total{role="router"}[1m]))', "{{tenant}} {{kind}}")],
+        },
+        {
+          title: "Refused: 401 and 429 per tenant",
+          description:
+            "Requests the routers refused per second (0 when none): invalid_api_key (401, tenant empty) and the limit a tenant hit (429). Open mode shows as llmfleet_access_open = 1.",
+          unit: "reqps",
+          queries: [
+            q("sum by (tenant, reason) (rate(llmfleet_tenant_rejected_total[1m])) or vector(0)", "{{tenant}} {{reason}}"),
+            q("max(llmfleet_access_open) or vector(0)", "open mode"),
+          ],
+        },
+        {
+          title: "Cache-hit tokens per tenant",
+          description: "Prompt tokens per second each tenant got from a KV cache (its own namespace, or the shared one it opted into); 0 when none.",
+          unit: "short",
+          queries: [q("sum by (tenant) (rate(llmfleet_tenant_prefix_hit_tokens_total[5m])) or vector(0)", "{{tenant}}")],
+        },
+      ],
+    },
   ],
 };

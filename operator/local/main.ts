@@ -2,7 +2,7 @@
 // cluster: the operator's planners decide the processes, a local driver runs them on loopback,
 // the operator's autoscaler adds and drains processes with the load, and the router serves the
 // OpenAI API on http://127.0.0.1:$PORT (default 8080).
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -14,6 +14,9 @@ import { LocalFleetDriver } from "./driver.ts";
 import { readFleet } from "./manifests.ts";
 import { planLocalFleet, processSpecs, type PlannedDeployment } from "./fleet.ts";
 import { prepareNativeAddon } from "./processes.ts";
+import { withLocalAccess, writeLocalSecrets } from "./access.ts";
+import { parseAccess } from "../../engine/access/access-sources.ts";
+import { OPEN_MODE_WARNING } from "../../engine/access/router-access.ts";
 
 const USAGE = `usage: npm start -- [FLEET.yaml] [options]
 
@@ -24,6 +27,9 @@ const USAGE = `usage: npm start -- [FLEET.yaml] [options]
   --max-processes N                 at most N processes per pool, whatever its replicas.max
                                     (default: the CPU count, at least 2)
   --no-autoscale                    keep every pool at its planned replicas
+  --access-file F                   tenants, API keys and limits (YAML or JSON, re-read when it
+                                    changes; docs/security.md). Default: none — the fleet is OPEN:
+                                    anyone who reaches the port is served, and all share one KV cache
   PORT=N (environment)              the router's port (default: 8080)
 `;
 
@@ -34,6 +40,7 @@ interface StartOptions {
   port: number;
   autoscale: boolean;
   autoscaler: Omit<LocalAutoscalerOptions, "log">;
+  accessFile: string | undefined;
 }
 
 function positiveInt(flag: string, v: string | undefined, fallback: number): number {
@@ -51,6 +58,7 @@ function startOptions(argv: string[]): StartOptions | "help" {
       "scale-down-stabilization": { type: "string" },
       "max-processes": { type: "string" },
       "no-autoscale": { type: "boolean" },
+      "access-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -60,6 +68,7 @@ function startOptions(argv: string[]): StartOptions | "help" {
     file: resolve(positionals[0] ?? "examples/quickstart.yaml"),
     port: Number(process.env.PORT ?? 8080),
     autoscale: !v["no-autoscale"],
+    accessFile: v["access-file"] === undefined ? undefined : resolve(v["access-file"]),
     autoscaler: {
       intervalSeconds: durationSeconds(v["autoscale-interval"], 5),
       maxProcessesPerPool: positiveInt("max-processes", v["max-processes"], Math.max(2, availableParallelism())),
@@ -78,14 +87,15 @@ async function main(): Promise<void> {
     log(`model ${m.metadata?.name}: ${m.spec.source.uri}`);
     log(`  cached at ${await ensureModel(m.spec.source.uri)}`);
   }
-  const planned = planLocalFleet(fleet);
+  const runDir = mkdtempSync(join(tmpdir(), "llmfleet-start-"));
+  if (opts.accessFile) parseAccess(readFileSync(opts.accessFile, "utf8")); // a bad file fails here, before anything starts
+  const planned = withLocalAccess(planLocalFleet(fleet), writeLocalSecrets(runDir), opts.accessFile);
   // Built here, once, before the processes start: they would otherwise all wait on the first one's
   // build, and it would count as their startup time (which the autoscaler plans with).
   if (planned.some(runsNativeBackend)) await prepareNativeAddon(log);
   const modelProcesses = planned.filter((d) => d.role !== "router" && d.role !== "kvstore").reduce((n, d) => n + d.replicas, 0);
   const threads = Math.max(1, Math.floor(availableParallelism() / Math.max(1, modelProcesses)));
   const specs = processSpecs(planned, { routerPort: port, basePort: port + 10_000 > 65_000 ? 18_000 : port + 10_000, threads });
-  const runDir = mkdtempSync(join(tmpdir(), "llmfleet-start-"));
   const driver = new LocalFleetDriver(planned, specs, { threads, runDir, log });
   const autoscaler = new LocalAutoscaler(fleet, driver, { ...opts.autoscaler, log });
   let stopping: Promise<never> | undefined;
@@ -105,9 +115,12 @@ async function main(): Promise<void> {
     await shutdown(1);
   });
   log(`fleet ready: OpenAI API on http://127.0.0.1:${port}/v1 (Ctrl-C stops it)`);
+  const auth = opts.accessFile ? ` -H "Authorization: Bearer $KEY"` : "";
   log(
-    `  curl http://127.0.0.1:${port}/v1/completions -H 'content-type: application/json' -d '{"model":"default","prompt":"The capital of France is the city of","max_tokens":16}'`,
+    `  curl http://127.0.0.1:${port}/v1/completions${auth} -H 'content-type: application/json' -d '{"model":"default","prompt":"The capital of France is the city of","max_tokens":16}'`,
   );
+  if (opts.accessFile) log(`access: API keys required (tenants from ${opts.accessFile}, re-read when it changes)`);
+  else log(`\n${OPEN_MODE_WARNING}\n  (pass --access-file F to require API keys; docs/security.md)`);
   if (!opts.autoscale) return log("autoscaling off (--no-autoscale): every pool stays at its planned processes");
   autoscaler.start();
   log(

@@ -11,6 +11,7 @@ import { childLabels, childName, ROUTER_SERVICE_PORT, selectorLabels, selectorSt
 import { decodeServiceURLs, desiredReplicas } from "./pools.ts";
 import { rolloutOf } from "./rollout.ts";
 import { invalidSpecConditions, modelSpecProblem } from "./invalid-spec.ts";
+import { engineAccess, routerAccess, routerAccessRules } from "./access.ts";
 
 export interface ModelWorld {
   prefillPools: PrefillPool[];
@@ -54,11 +55,14 @@ function routerArgs(model: Model, world: ModelWorld): string[] {
 
 function routerChildren(model: Model, world: ModelWorld): KubeObject[] {
   const m = meta(model, "router");
+  const access = routerAccess(model);
   const template = enginePodTemplate({
     labels: m.labels,
     role: "router",
     image: model.spec.runtime?.image ?? world.engineImage,
-    args: [...routerArgs(model, world), "--model-uri", model.spec.source.uri],
+    args: [...routerArgs(model, world), "--model-uri", model.spec.source.uri, ...access.args],
+    volumes: access.volumes,
+    mounts: access.mounts,
     gpus: 0,
     cpu: "500m",
     memory: "512Mi",
@@ -66,7 +70,7 @@ function routerChildren(model: Model, world: ModelWorld): KubeObject[] {
     // The router relays the streams: it waits as long as the pods behind it.
     drain: modelDrain(model, modelOnGPUs(model, [...world.prefillPools, ...world.decodePools])),
   });
-  const readEndpoints = [{ apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["get", "list", "watch"] }];
+  const readEndpoints = [{ apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["get", "list", "watch"] }, ...routerAccessRules(model)];
   return [deployment(m, routerReplicas(model), template), service(m, { port: ROUTER_SERVICE_PORT }), ...podIdentity(m, readEndpoints)];
 }
 
@@ -75,11 +79,14 @@ function aggregatedChildren(model: Model, world: ModelWorld, replicas: number): 
   const { cpu, memory } = { cpu: "2", memory: "8Gi", ...model.spec.placement };
   const gpus = aggregatedGPUs(model);
   const onGPUs = modelOnGPUs(model, [...world.prefillPools, ...world.decodePools]);
+  const access = engineAccess(model, "aggregated");
   const template = enginePodTemplate({
     labels: m.labels,
     role: "aggregated",
     image: model.spec.runtime?.image ?? defaultEngineImage(world, gpus),
-    args: [...modelArgs(model, { cpu, gpus, modelOnGPUs: onGPUs }), ...modelExtraArgs(model)],
+    args: [...modelArgs(model, { cpu, gpus, modelOnGPUs: onGPUs }), ...access.args, ...modelExtraArgs(model)],
+    volumes: access.volumes,
+    mounts: access.mounts,
     gpus,
     cpu,
     memory,

@@ -9,6 +9,7 @@ import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from
 import { modelDrain, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, KV_HANDOFF_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { kvStoreEndpoint } from "./kvstore.ts";
+import { engineAccess } from "./access.ts";
 import { rolloutOf } from "./rollout.ts";
 import { invalidSpecConditions, poolSpecProblem } from "./invalid-spec.ts";
 
@@ -78,11 +79,14 @@ function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: Poo
   const cpu = pool.spec.resources?.cpu ?? "2";
   const gpus = pool.spec.gpusPerReplica;
   const onGPUs = modelOnGPUs(model, [pool, ...world.prefillPools, ...world.decodePools]);
+  const access = engineAccess(model, role);
   const template = enginePodTemplate({
     labels: meta.labels,
     role,
     image: pool.spec.image ?? model.spec.runtime?.image ?? defaultEngineImage(world, gpus),
-    args: [...modelArgs(model, { cpu, gpus, modelOnGPUs: onGPUs }), ...wiringArgs(role, world, namespaceOf(pool)), ...modelExtraArgs(model)],
+    args: [...modelArgs(model, { cpu, gpus, modelOnGPUs: onGPUs }), ...wiringArgs(role, world, namespaceOf(pool)), ...access.args, ...modelExtraArgs(model)],
+    volumes: access.volumes,
+    mounts: access.mounts,
     gpus,
     cpu,
     memory: pool.spec.resources?.memory ?? "8Gi",

@@ -1,0 +1,159 @@
+/** Standalone: keys, limits, the guards and KV sealing, without a model. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync, renameSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import express from "express";
+import { Registry } from "prom-client";
+import { TenantKeyring, bearerKey, kvNamespaceOf } from "./tenants.ts";
+import { LimitExceeded, TenantLimiter } from "./limiter.ts";
+import { parseAccess, watchAccessFile } from "./access-sources.ts";
+import { routerGuard } from "./router-guard.ts";
+import { fleetGuard } from "./fleet-auth.ts";
+import { createTenantMetrics } from "./tenant-metrics.ts";
+import { FLEET_TOKEN_HEADER, KV_NAMESPACE_HEADER, TENANT_HEADER } from "./identity.ts";
+import { KvSealer, KvSealError } from "../kvstore/kv-seal.ts";
+import { errorHandler } from "../http/http-error.ts";
+import { listen } from "../../testing/engine.ts";
+import { eventually } from "../../testing/eventually.ts";
+
+const KEY_A = "sk-team-a-0123456789abcdef";
+const KEY_B = "sk-team-b-0123456789abcdef";
+
+test("keyring: a key names its tenant, others and short keys do not; setKeys rotates and revokes", () => {
+  const ring = new TenantKeyring();
+  ring.setTenants([
+    { name: "a", limits: {} },
+    { name: "b", limits: {}, sharedPrefixNamespace: "common" },
+  ]);
+  ring.setKeys("a", [KEY_A, "short"]);
+  ring.setKeys("b", [KEY_B]);
+  assert.equal(ring.authenticate(KEY_A)?.name, "a");
+  assert.equal(ring.authenticate(KEY_B)?.kvNamespace, "shared:common");
+  assert.equal(ring.authenticate("short"), undefined);
+  assert.equal(ring.authenticate(`${KEY_A}x`), undefined);
+  ring.setKeys("a", ["sk-team-a-rotated-000000000"]);
+  assert.equal(ring.authenticate(KEY_A), undefined, "revoked");
+  assert.equal(ring.authenticate("sk-team-a-rotated-000000000")?.name, "a");
+  ring.setTenants([{ name: "a", limits: {} }]);
+  assert.equal(ring.authenticate(KEY_B), undefined, "a tenant removed takes its keys with it");
+  assert.equal(kvNamespaceOf({ name: "a", limits: {} }), "tenant:a");
+});
+
+test("bearer header parsing", () => {
+  assert.equal(bearerKey(`Bearer ${KEY_A}`), KEY_A);
+  assert.equal(bearerKey(`bearer ${KEY_A}`), KEY_A);
+  for (const bad of [undefined, "", "Basic abc", "Bearer", `Bearer ${KEY_A} extra`]) assert.equal(bearerKey(bad), undefined, String(bad));
+});
+
+test("limiter: requests, tokens and streams per tenant, Retry-After from the refill, split by routers", () => {
+  let now = 0;
+  let routers = 1;
+  const limiter = new TenantLimiter({ now: () => now, share: () => routers });
+  const limits = { requestsPerMinute: 2, tokensPerMinute: 100, concurrentStreams: 5 };
+  limiter.admit("a", limits).release();
+  limiter.admit("a", limits).release();
+  assert.throws(() => limiter.admit("a", limits), (e: unknown) => e instanceof LimitExceeded && e.limit === "requests_per_minute" && e.retryAfterSeconds === 30);
+  limiter.admit("b", limits).release(); // another tenant is not affected
+  now = 30_000;
+  const adm = limiter.admit("a", limits);
+  adm.debitTokens(150);
+  adm.release();
+  now = 60_000;
+  assert.throws(() => limiter.admit("a", limits), (e: unknown) => e instanceof LimitExceeded && e.limit === "tokens_per_minute" && e.retryAfterSeconds >= 1);
+  const streams = { concurrentStreams: 2 };
+  const held = [limiter.admit("c", streams), limiter.admit("c", streams)];
+  assert.throws(() => limiter.admit("c", streams), (e: unknown) => e instanceof LimitExceeded && e.limit === "concurrent_streams");
+  held[0]!.release();
+  held[0]!.release(); // twice counts once
+  limiter.admit("c", streams);
+  routers = 2; // two routers: each holds half of every budget
+  const half = { requestsPerMinute: 4 };
+  limiter.admit("d", half);
+  limiter.admit("d", half);
+  assert.throws(() => limiter.admit("d", half), LimitExceeded);
+});
+
+test("access file: parsed with errors naming the field, re-read on change", async () => {
+  assert.throws(() => parseAccess("tenants: [{name: Bad}]"), /tenants\[0\]\.name/);
+  assert.throws(() => parseAccess("tenants: [{name: a, limits: {requestsPerMinute: 0}}]"), /tenants\[0\]\.limits\.requestsPerMinute/);
+  assert.throws(() => parseAccess("tenants: [{name: a, limits: {rpm: 3}}]"), /limits\.rpm is not a limit/);
+  assert.throws(() => parseAccess("tenants: [{name: a, keys: [short]}]"), /tenants\[0\]\.keys/);
+  assert.throws(() => parseAccess("tenants: [{name: a}, {name: a}]"), /listed twice/);
+  const dir = mkdtempSync(join(tmpdir(), "access-"));
+  const path = join(dir, "access.yaml");
+  writeFileSync(path, `tenants:\n  - name: a\n    keys: [${KEY_A}]\n`);
+  const lines: string[] = [];
+  using source = watchAccessFile(path, (l) => lines.push(l), 50);
+  assert.equal(source.keyring.authenticate(KEY_A)?.name, "a");
+  writeFileSync(`${path}.tmp`, `tenants:\n  - name: a\n    keys: [${KEY_B}]\n`);
+  renameSync(`${path}.tmp`, path);
+  await eventually(() => assert.equal(source.keyring.authenticate(KEY_A), undefined), { timeoutMs: 5000 });
+  assert.equal(source.keyring.authenticate(KEY_B)?.name, "a");
+  assert.ok(lines.every((l) => !l.includes(KEY_A) && !l.includes(KEY_B)), "keys never logged");
+});
+
+function echoApp(guard: express.RequestHandler): express.Express {
+  const app = express();
+  app.get("/health", (_req, res) => void res.json({ ok: true }));
+  app.use(guard);
+  app.all("/{*rest}", (_req, res) => void res.json({ identity: res.locals.identity, upstream: res.locals.upstreamHeaders }));
+  app.use(errorHandler());
+  return app;
+}
+
+test("router guard: 401 in OpenAI's shape, 429 with Retry-After and the limit, identity forwarded", async () => {
+  const ring = new TenantKeyring();
+  ring.setTenants([{ name: "a", limits: { requestsPerMinute: 1 } }]);
+  ring.setKeys("a", [KEY_A]);
+  const registry = new Registry();
+  const guard = routerGuard({ keyring: ring, limiter: new TenantLimiter(), fleetToken: () => "fleet-token-0123456789", metrics: createTenantMetrics(registry) });
+  await using app = await listen(echoApp(guard));
+  assert.equal((await fetch(`${app.url}/health`)).status, 200);
+  for (const auth of [undefined, "Bearer wrong-key-0123456789abc", `Basic ${KEY_A}`]) {
+    const res = await fetch(`${app.url}/v1/models`, { headers: auth ? { authorization: auth } : {} });
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get("www-authenticate") ?? "", /^Bearer/);
+    const body = (await res.json()) as { error: { code: string; type: string } };
+    assert.equal(body.error.code, "invalid_api_key");
+    assert.equal(body.error.type, "invalid_request_error");
+  }
+  const ok = await fetch(`${app.url}/v1/models`, { headers: { authorization: `Bearer ${KEY_A}`, [TENANT_HEADER]: "forged" } });
+  const seen = (await ok.json()) as { identity: { tenant: string; kvNamespace: string }; upstream: Record<string, string> };
+  assert.deepEqual(seen.identity, { tenant: "a", kvNamespace: "tenant:a" });
+  assert.equal(seen.upstream[FLEET_TOKEN_HEADER], "fleet-token-0123456789");
+  const over = await fetch(`${app.url}/v1/models`, { headers: { authorization: `Bearer ${KEY_A}` } });
+  assert.equal(over.status, 429);
+  assert.ok(Number(over.headers.get("retry-after")) >= 1);
+  assert.equal(over.headers.get("x-llmfleet-limit"), "requests_per_minute");
+  assert.equal(((await over.json()) as { error: { param: string } }).error.param, "requests_per_minute");
+  const text = await registry.metrics();
+  assert.match(text, /llmfleet_tenant_rejected_total\{tenant="",reason="invalid_api_key"\} 3/);
+  assert.match(text, /llmfleet_tenant_rejected_total\{tenant="a",reason="requests_per_minute"\} 1/);
+});
+
+test("engine guard: no fleet token, 403 before the body; probes open; identity believed only with the token", async () => {
+  await using app = await listen(echoApp(fleetGuard(() => "fleet-token-0123456789")));
+  assert.equal((await fetch(`${app.url}/health`)).status, 200);
+  const forged = await fetch(`${app.url}/v1/completions`, { method: "POST", headers: { [TENANT_HEADER]: "a", [KV_NAMESPACE_HEADER]: "tenant:a" }, body: "{}" });
+  assert.equal(forged.status, 403);
+  assert.equal(((await forged.json()) as { error: { code: string } }).error.code, "fleet_token_required");
+  const wrong = await fetch(`${app.url}/internal/prefill`, { method: "POST", headers: { [FLEET_TOKEN_HEADER]: "fleet-token-0123456780" } });
+  assert.equal(wrong.status, 403);
+  const right = await fetch(`${app.url}/internal/prefill`, { method: "POST", headers: { [FLEET_TOKEN_HEADER]: "fleet-token-0123456789", [KV_NAMESPACE_HEADER]: "tenant:a" } });
+  assert.deepEqual(((await right.json()) as { identity: object }).identity, { tenant: "", kvNamespace: "tenant:a" });
+  const bad = await fetch(`${app.url}/x`, { headers: { [FLEET_TOKEN_HEADER]: "fleet-token-0123456789", [KV_NAMESPACE_HEADER]: "Tenant A\u0000" } }).catch(() => undefined);
+  assert.ok(!bad || bad.status === 400);
+});
+
+test("KV sealing: round trip per namespace; another namespace or key fails authentication", () => {
+  const sealer = new KvSealer(Buffer.alloc(32, 7));
+  const plain = Buffer.from("kv state bytes ".repeat(100));
+  const sealed = sealer.seal("tenant:a", "key1", plain);
+  assert.ok(!sealed.includes(Buffer.from("kv state bytes")), "ciphertext holds no plaintext");
+  assert.deepEqual(sealer.open("tenant:a", "key1", sealed), plain);
+  assert.throws(() => sealer.open("tenant:b", "key1", sealed), KvSealError);
+  assert.throws(() => sealer.open("tenant:a", "key2", sealed), KvSealError);
+  assert.throws(() => new KvSealer(Buffer.alloc(8)), /32 bytes/);
+});
