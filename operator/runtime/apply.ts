@@ -91,14 +91,23 @@ export class Applier {
     this.manager = fieldManager(controller);
   }
 
-  /** Applies each child, except those `existing` (cached children) shows unchanged since this process applied them. */
+  /**
+   * Applies each child, except those `existing` (cached children) shows unchanged since this
+   * process applied them. Concurrently, in two waves: what workloads refer to (ServiceAccounts,
+   * Roles, Services, budgets) first, then the workloads, so a pass takes about two round trips
+   * however many children it has.
+   */
   async children(children: KubeObject[], existing: KubeObject[] = []): Promise<void> {
     const live = new Map(existing.map((o) => [childKey(o), o]));
-    for (const child of children) {
-      if (this.applied?.upToDate(child, live.get(childKey(child)))) continue;
-      const answer = await this.client.apply(childType(child.kind), child, this.manager);
-      this.applied?.record(child, answer);
-    }
+    const stale = children.filter((c) => !this.applied?.upToDate(c, live.get(childKey(c))));
+    const workload = (c: KubeObject): boolean => c.kind === "Deployment" || c.kind === "StatefulSet";
+    await Promise.all(stale.filter((c) => !workload(c)).map((c) => this.applyChild(c)));
+    await Promise.all(stale.filter(workload).map((c) => this.applyChild(c)));
+  }
+
+  private async applyChild(child: KubeObject): Promise<void> {
+    const answer = await this.client.apply(childType(child.kind), child, this.manager);
+    this.applied?.record(child, answer);
   }
 
   /** Deletes children this owner had that the plan no longer contains (e.g. aggregated replicas removed). */
