@@ -36,7 +36,7 @@ async function main(): Promise<void> {
       const log = (line: string): void => void process.stderr.write(`${line}\n`);
       discoverEndpoints(kubeClientForDiscovery(), { prefill, decode, aggregated }, upstreams, { log });
     }
-    app = createRouterApp({ prefill, decode, aggregated, policy, upstreams, metrics: createEngineMetrics("router", true) });
+    app = createRouterApp({ prefill, decode, aggregated, policy, upstreams, maxStreams: options.maxStreams, metrics: createEngineMetrics("router", true) });
   } else if (options.role === "kvstore") {
     const pod = await createKvStorePod({ ...options, withProcessMetrics: true });
     app = pod.app;

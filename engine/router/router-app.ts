@@ -14,6 +14,7 @@ import { errorHandler, HttpError, notFound, type OpenAIErrorBody } from "../http
 import type { RequestKind } from "../http/openai-request.ts";
 import { clientGone } from "../http/respond.ts";
 import type { PrefillResponse } from "../pd/handoff-routes.ts";
+import { admission } from "./admission.ts";
 import { relayStream, relayWhole } from "./relay.ts";
 import { promptPrefix, RouterUpstreams, type RoutingPolicy } from "./upstreams.ts";
 
@@ -35,6 +36,8 @@ export interface RouterDeps {
    * requests in flight per pod, for draining. Default: the fixed lists.
    */
   upstreams?: RouterUpstreams;
+  /** Completions in flight at once; past it, 429 with Retry-After (engine/router/admission.ts). Default 1024. */
+  maxStreams?: number;
 }
 
 interface Attempt {
@@ -191,6 +194,8 @@ export function createRouterApp(deps: RouterDeps): Express {
       .send(await upstream.text());
   });
   if (deps.upstreams) app.get("/internal/upstreams", (_req, res) => void res.json(sets.snapshot()));
+  // Before the body is parsed: a request past capacity costs the router no more than its headers.
+  app.use(["/v1/completions", "/v1/chat/completions"], admission(deps.maxStreams));
   app.use(express.json({ limit: "8mb" }));
   app.post("/v1/completions", handler("completion"));
   app.post("/v1/chat/completions", handler("chat"));
