@@ -25,6 +25,8 @@ export interface EngineMetrics {
   handoffBytes: Histogram;
   handoffSeconds: Histogram<"stage">;
   handoffFailures: Counter<"reason">;
+  /** Router: arrival to the first upstream chosen (admission, body parsing, prefix hashing, ranking). */
+  routerDecision: Histogram;
 }
 
 export function createEngineMetrics(role: Role, withProcessMetrics = false): EngineMetrics {
@@ -58,5 +60,11 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
       registers,
     }),
     handoffFailures: new Counter({ name: "llmfleet_kv_handoff_failures_total", help: "Failed hand-offs by reason", labelNames: ["reason"], registers }),
+    routerDecision: new Histogram({
+      name: "llmfleet_router_decision_seconds",
+      help: "Router: time from a request's arrival to the choice of its first upstream (admission, body parsing, prefix hashing, ranking)",
+      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
+      registers,
+    }),
   };
 }

@@ -2,7 +2,8 @@
  * Router admission: at most `max` completions in flight through this router; past that a request
  * is answered at once with 429 and Retry-After (the client retries, or another replica takes it)
  * instead of being queued in the router's memory or dropped. A slot is held until the response
- * has closed, streams included.
+ * has closed, streams included. res.locals.arrivedAt is the admission's time (the router's
+ * decision latency is measured from it).
  */
 import type { NextFunction, Request, Response } from "express";
 import { HttpError } from "../http/http-error.ts";
@@ -28,6 +29,7 @@ export function admission(max: number = DEFAULT_MAX_STREAMS): Admission {
       return;
     }
     inFlight++;
+    res.locals.arrivedAt = performance.now();
     res.once("close", () => inFlight--);
     next();
   };

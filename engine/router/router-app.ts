@@ -143,7 +143,9 @@ export function createRouterApp(deps: RouterDeps): Express {
     const signal = clientGone(req, res).signal;
     const path = kind === "chat" ? "/v1/chat/completions" : "/v1/completions";
     const errors: string[] = [];
-    for (const url of aggregated.ranked(promptPrefix(req.body)).slice(0, deps.maxAttempts ?? 3)) {
+    const candidates = aggregated.ranked(promptPrefix(req.body)).slice(0, deps.maxAttempts ?? 3);
+    observeDecision(res);
+    for (const url of candidates) {
       try {
         await aggregated.track(url, async () => {
           const upstream = await postJson(`${url}${path}`, req.body, signal);
@@ -161,13 +163,21 @@ export function createRouterApp(deps: RouterDeps): Express {
     throw new HttpError(502, `no aggregated pod completed the request: ${errors.join("; ")}`, { code: "upstream_unavailable" });
   }
 
+  /** Arrival (admission) to the first upstream chosen. */
+  function observeDecision(res: Response): void {
+    const arrived = res.locals.arrivedAt as number | undefined;
+    if (arrived !== undefined) metrics.routerDecision.observe((performance.now() - arrived) / 1000);
+  }
+
   function handler(kind: RequestKind) {
     if (!disaggregated) return (req: Request, res: Response): Promise<void> => viaAggregated(kind, req, res);
     return async (req: Request, res: Response): Promise<void> => {
       const arrivedAt = performance.now();
       const signal = clientGone(req, res).signal;
       const errors: string[] = [];
-      for (const decodeUrl of decode.ranked().slice(0, deps.maxAttempts ?? 3)) {
+      const candidates = decode.ranked().slice(0, deps.maxAttempts ?? 3);
+      observeDecision(res);
+      for (const decodeUrl of candidates) {
         try {
           await attempt({ kind, body: req.body, decodeUrl, signal }, res, arrivedAt);
           metrics.e2eLatency.observe((performance.now() - arrivedAt) / 1000);
