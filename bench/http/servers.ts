@@ -8,6 +8,7 @@ import { createWriteStream } from "node:fs";
 
 export interface RunningServer extends AsyncDisposable {
   url: string;
+  pid: number;
   /** Set when the process has exited (code or signal). */
   exited(): string | undefined;
   /** The last lines the process wrote to stderr/stdout. */
@@ -51,6 +52,7 @@ export async function startServer(
   }
   return {
     url,
+    pid: child.pid ?? 0,
     exited: () => exit,
     tail: () => lines.join("\n"),
     async [Symbol.asyncDispose](): Promise<void> {
