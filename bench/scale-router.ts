@@ -106,6 +106,7 @@ async function soak(router: RunningServer, seconds: number, workers: number): Pr
   const end = Date.now() + seconds * 1000;
   let served = 0;
   let failed = 0;
+  const failures: string[] = [];
   const sampler = (async (): Promise<void> => {
     while (Date.now() < end) {
       rss.push([Date.now(), processStats(router.pid).rssMB]);
@@ -115,8 +116,12 @@ async function soak(router: RunningServer, seconds: number, workers: number): Pr
   await Promise.all(Array.from({ length: workers }, async (_, w) => {
     for (let i = 0; Date.now() < end; i++) {
       const o = await streamUntilServed(client, (w * 7919 + i) % 5000, tally);
-      if (o.ok && o.complete) served++;
-      else failed++;
+      if (o.ok && o.complete) {
+        served++;
+        continue;
+      }
+      failed++;
+      failures.push(`${o.status} ${o.error ?? "incomplete"}`);
     }
   }));
   await sampler;
@@ -124,7 +129,7 @@ async function soak(router: RunningServer, seconds: number, workers: number): Pr
   const window = Math.min(300, seconds / 2) * 1000;
   const from = rss.find(([t]) => t >= end - window)?.[1] ?? NaN;
   const last = rss.at(-1)?.[1] ?? NaN;
-  return { soak_seconds: seconds, soak_served: served, soak_failed: failed, soak_refused_429: tally.refused, rss_growth_window_s: window / 1000, rss_growth_last5min: (last - from) / from, rss_samples_mb: rss.map(([, v]) => Number(v.toFixed(1))) };
+  return { soak_seconds: seconds, soak_served: served, soak_failed: failed, soak_refused_429: tally.refused, soak_failure_examples: [...new Set(failures)].slice(0, 5), rss_growth_window_s: window / 1000, rss_growth_last5min: (last - from) / from, rss_samples_mb: rss.map(([, v]) => Number(v.toFixed(1))) };
 }
 
 /** Share of requests that went to their prefix's most frequent upstream. */
@@ -144,7 +149,8 @@ function hitRate(proxies: MarkedProxy[], markers: Set<number>): number {
 async function prefixHitRate(routers: RunningServer[], proxies: MarkedProxy[], base: number): Promise<number> {
   const clients = routers.map((r) => new LoadClient(r.url, 16));
   const markers = Array.from({ length: 50 }, (_, i) => base + i);
-  const jobs = markers.flatMap((m) => Array.from({ length: 10 }, (_, round) => ({ m, round })));
+  // Round by round: a prefix is not sent ten times at once (the router would rightly spread a burst of one prefix).
+  const jobs = Array.from({ length: 10 }, (_, round) => markers.map((m) => ({ m, round }))).flat();
   let next = 0;
   await Promise.all(Array.from({ length: 16 }, async () => {
     while (next < jobs.length) {

@@ -13,6 +13,17 @@ export interface RunningServer extends AsyncDisposable {
   exited(): string | undefined;
   /** The last lines the process wrote to stderr/stdout. */
   tail(): string;
+  /** SIGTERM, and SIGKILL if it has not exited after `graceMs` (as a pod's termination grace period). */
+  stop(graceMs: number): Promise<void>;
+}
+
+async function stopChild(child: ChildProcess, exit: () => string | undefined, graceMs: number): Promise<void> {
+  if (exit()) return;
+  const gone = new Promise<void>((r) => child.once("exit", () => r()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await gone;
+  clearTimeout(timer);
 }
 
 /** Starts `command args`, waits until `readyPath` answers 200 (model loaded), within `timeoutMs`. */
@@ -55,13 +66,9 @@ export async function startServer(
     pid: child.pid ?? 0,
     exited: () => exit,
     tail: () => lines.join("\n"),
+    stop: (graceMs) => stopChild(child, () => exit, graceMs).then(() => void log?.end()),
     async [Symbol.asyncDispose](): Promise<void> {
-      if (exit) return;
-      const gone = new Promise<void>((r) => child.once("exit", () => r()));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-      await gone;
-      clearTimeout(timer);
+      await stopChild(child, () => exit, 10_000);
       log?.end();
     },
   };

@@ -56,7 +56,7 @@ export async function rollingRestart(routers: RunningServer[], o: RollingOptions
   for (let i = 0; i < routers.length; i++) {
     const old = routers[i];
     if (!old) continue;
-    await old[Symbol.asyncDispose]();
+    await old.stop(90_000); // a grace period longer than the router's drain timeout (60 s), as the planned pod has
     routers[i] = await startRouter({ upstreams: o.upstreams, maxStreams: o.maxStreams, port: Number(new URL(old.url).port) });
     await sleep(3000);
   }

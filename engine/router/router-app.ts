@@ -163,7 +163,7 @@ export function createRouterApp(deps: RouterDeps): Express {
     throw new HttpError(502, `no aggregated pod completed the request: ${errors.join("; ")}`, { code: "upstream_unavailable" });
   }
 
-  /** Arrival (admission) to the first upstream chosen. */
+  /** Body parsed to the first upstream chosen. */
   function observeDecision(res: Response): void {
     const arrived = res.locals.arrivedAt as number | undefined;
     if (arrived !== undefined) metrics.routerDecision.observe((performance.now() - arrived) / 1000);
@@ -207,6 +207,11 @@ export function createRouterApp(deps: RouterDeps): Express {
   // Before the body is parsed: a request past capacity costs the router no more than its headers.
   app.use(["/v1/completions", "/v1/chat/completions"], admission(deps.maxStreams));
   app.use(express.json({ limit: "8mb" }));
+  // The decision latency is measured from here, the body read and parsed: the rest is the router's own work per request.
+  app.use((_req, res, next) => {
+    res.locals.arrivedAt = performance.now();
+    next();
+  });
   app.post("/v1/completions", handler("completion"));
   app.post("/v1/chat/completions", handler("chat"));
   app.use(notFound);
