@@ -27,6 +27,8 @@ export interface EngineMetrics {
   handoffFailures: Counter<"reason">;
   /** Router: request body parsed to the first upstream chosen (prefix extraction and hashing, ranking). */
   routerDecision: Histogram;
+  /** Hand-offs by the mechanism that moved the state (tcp, http) and outcome (ok, error). */
+  handoffs: Counter<"path" | "outcome">;
 }
 
 export function createEngineMetrics(role: Role, withProcessMetrics = false): EngineMetrics {
@@ -64,6 +66,12 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
       name: "llmfleet_router_decision_seconds",
       help: "Router: time from a request's parsed body to the choice of its first upstream (prefix extraction and hashing, ranking)",
       buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
+      registers,
+    }),
+    handoffs: new Counter({
+      name: "llmfleet_kv_handoffs_total",
+      help: "Prefill->decode hand-offs by the mechanism that moved the state (tcp, http) and outcome",
+      labelNames: ["path", "outcome"],
       registers,
     }),
   };

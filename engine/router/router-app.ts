@@ -11,7 +11,8 @@ import express, { type Express, type Request, type Response } from "express";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import { countRequests, observabilityRoutes } from "../http/engine-app.ts";
 import { errorHandler, HttpError, notFound, type OpenAIErrorBody } from "../http/http-error.ts";
-import type { RequestKind } from "../http/openai-request.ts";
+import { jsonBody } from "../http/json-body.ts";
+import { validateOpenAIRequest, type RequestKind } from "../http/openai-request.ts";
 import { clientGone } from "../http/respond.ts";
 import type { PrefillResponse } from "../pd/handoff-routes.ts";
 import { admission } from "./admission.ts";
@@ -163,14 +164,22 @@ export function createRouterApp(deps: RouterDeps): Express {
     throw new HttpError(502, `no aggregated pod completed the request: ${errors.join("; ")}`, { code: "upstream_unavailable" });
   }
 
-  /** Body parsed to the first upstream chosen. */
+  /** Body parsed to the first upstream chosen (validation, prefix hashing, ranking). */
   function observeDecision(res: Response): void {
     const arrived = res.locals.arrivedAt as number | undefined;
     if (arrived !== undefined) metrics.routerDecision.observe((performance.now() - arrived) / 1000);
   }
 
+  /** Every request is validated here once, so a bad one never costs a pod a prefill (or a 5xx). */
   function handler(kind: RequestKind) {
-    if (!disaggregated) return (req: Request, res: Response): Promise<void> => viaAggregated(kind, req, res);
+    const serve = disaggregated ? viaDisaggregated(kind) : (req: Request, res: Response): Promise<void> => viaAggregated(kind, req, res);
+    return async (req: Request, res: Response): Promise<void> => {
+      validateOpenAIRequest(req.body, kind);
+      await serve(req, res);
+    };
+  }
+
+  function viaDisaggregated(kind: RequestKind) {
     return async (req: Request, res: Response): Promise<void> => {
       const arrivedAt = performance.now();
       const signal = clientGone(req, res).signal;
@@ -206,7 +215,7 @@ export function createRouterApp(deps: RouterDeps): Express {
   if (deps.upstreams) app.get("/internal/upstreams", (_req, res) => void res.json(sets.snapshot()));
   // Before the body is parsed: a request past capacity costs the router no more than its headers.
   app.use(["/v1/completions", "/v1/chat/completions"], admission(deps.maxStreams));
-  app.use(express.json({ limit: "8mb" }));
+  app.use(jsonBody());
   // The decision latency is measured from here, the body read and parsed: the rest is the router's own work per request.
   app.use((_req, res, next) => {
     res.locals.arrivedAt = performance.now();
