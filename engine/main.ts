@@ -39,7 +39,7 @@ async function main(): Promise<void> {
     }
     const metrics = createEngineMetrics("router", true);
     const access = createRouterAccess(options, { registry: metrics.registry, kube: kubeClientForDiscovery, log: (l) => void process.stderr.write(`${l}\n`) });
-    app = createRouterApp({ prefill, decode, aggregated, policy, upstreams, metrics, guard: access.guard });
+    app = createRouterApp({ prefill, decode, aggregated, policy, upstreams, maxStreams: options.maxStreams, metrics, guard: access.guard });
   } else if (options.role === "kvstore") {
     const pod = await createKvStorePod({ ...options, withProcessMetrics: true });
     app = pod.app;

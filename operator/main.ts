@@ -25,6 +25,7 @@ export async function runOperator(opts: OperatorOptions): Promise<void> {
   const version = await waitForAPIServer(cluster, { attempts: opts.connectAttempts });
   const client = KubeClient.fromKubeConfig(cluster.kc);
   const metrics = createOperatorMetrics();
+  client.onRequest = (r): void => metrics.apiRequests.inc({ verb: r.verb, resource: r.resource, subresource: r.subresource });
   const manager = new Manager(client, metrics, opts.identity);
   manager.log = log;
   const elector = opts.leaderElect

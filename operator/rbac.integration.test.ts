@@ -2,16 +2,13 @@
 // do its job, and gets 403 for anything outside its role.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
-import { parse, stringify } from "yaml";
 import { eventually } from "../testing/eventually.ts";
 import { kubectlOk } from "../testing/kubectl.ts";
 import { KubeApiError, KubeClient } from "../lib/kube/client.ts";
 import { R } from "../lib/kube/resources.ts";
-import { ensureNamespace, installCRDs, jsonOf, ROOT } from "../testing/cluster.ts";
+import { ensureNamespace, installCRDs, jsonOf } from "../testing/cluster.ts";
+import { operatorServiceAccount } from "../testing/operator-rbac.ts";
 import { dumpLogsOnFailure, startOperator, type OperatorProcess } from "../testing/operator-process.ts";
 
 const NS = "it-rbac";
@@ -19,59 +16,6 @@ const SYS = "llmfleet-system";
 const SA = "it-llmfleet-operator";
 let kubeconfig = "";
 let operator: OperatorProcess | undefined;
-
-function rules(file: string): unknown {
-  return parse(readFileSync(resolve(ROOT, "charts/llmfleet/files", file), "utf8"));
-}
-
-function rbacManifests(): string {
-  const subject = [{ kind: "ServiceAccount", name: SA, namespace: SYS }];
-  const docs = [
-    { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: SA, namespace: SYS } },
-    { apiVersion: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", metadata: { name: SA }, rules: rules("operator-clusterrole-rules.yaml") },
-    {
-      apiVersion: "rbac.authorization.k8s.io/v1",
-      kind: "ClusterRoleBinding",
-      metadata: { name: SA },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: SA },
-      subjects: subject,
-    },
-    { apiVersion: "rbac.authorization.k8s.io/v1", kind: "Role", metadata: { name: SA, namespace: SYS }, rules: rules("operator-leader-role-rules.yaml") },
-    {
-      apiVersion: "rbac.authorization.k8s.io/v1",
-      kind: "RoleBinding",
-      metadata: { name: SA, namespace: SYS },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: SA },
-      subjects: subject,
-    },
-  ];
-  return docs.map((d) => stringify(d)).join("---\n");
-}
-
-/** A kubeconfig that authenticates as the ServiceAccount with a bound token. */
-async function serviceAccountKubeconfig(): Promise<string> {
-  const token = (await kubectlOk(["create", "token", "-n", SYS, SA, "--duration=1h"])).trim();
-  const admin = new KubeConfig();
-  admin.loadFromFile(process.env.KUBECONFIG ?? "");
-  const cluster = admin.getCurrentCluster();
-  if (!cluster) throw new Error("admin kubeconfig has no cluster");
-  const kc = {
-    apiVersion: "v1",
-    kind: "Config",
-    clusters: [
-      {
-        name: "c",
-        cluster: { server: cluster.server, "certificate-authority-data": cluster.caData ?? Buffer.from(readFileSync(cluster.caFile ?? "")).toString("base64") },
-      },
-    ],
-    users: [{ name: SA, user: { token } }],
-    contexts: [{ name: "sa", context: { cluster: "c", user: SA } }],
-    "current-context": "sa",
-  };
-  const path = join(mkdtempSync(join(tmpdir(), "llmfleet-rbac-")), "kubeconfig");
-  writeFileSync(path, stringify(kc), { mode: 0o600 });
-  return path;
-}
 
 async function status(p: Promise<unknown>): Promise<number> {
   try {
@@ -88,8 +32,7 @@ before(async () => {
   await kubectlOk(["delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=60s"]);
   await ensureNamespace(NS);
   await ensureNamespace(SYS);
-  await kubectlOk(["apply", "-f", "-"], { stdin: rbacManifests() });
-  kubeconfig = await serviceAccountKubeconfig();
+  kubeconfig = await operatorServiceAccount(SA, SYS);
 });
 
 after(async () => {

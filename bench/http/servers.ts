@@ -8,10 +8,22 @@ import { createWriteStream } from "node:fs";
 
 export interface RunningServer extends AsyncDisposable {
   url: string;
+  pid: number;
   /** Set when the process has exited (code or signal). */
   exited(): string | undefined;
   /** The last lines the process wrote to stderr/stdout. */
   tail(): string;
+  /** SIGTERM, and SIGKILL if it has not exited after `graceMs` (as a pod's termination grace period). */
+  stop(graceMs: number): Promise<void>;
+}
+
+async function stopChild(child: ChildProcess, exit: () => string | undefined, graceMs: number): Promise<void> {
+  if (exit()) return;
+  const gone = new Promise<void>((r) => child.once("exit", () => r()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await gone;
+  clearTimeout(timer);
 }
 
 /** Starts `command args`, waits until `readyPath` answers 200 (model loaded), within `timeoutMs`. */
@@ -51,15 +63,12 @@ export async function startServer(
   }
   return {
     url,
+    pid: child.pid ?? 0,
     exited: () => exit,
     tail: () => lines.join("\n"),
+    stop: (graceMs) => stopChild(child, () => exit, graceMs).then(() => void log?.end()),
     async [Symbol.asyncDispose](): Promise<void> {
-      if (exit) return;
-      const gone = new Promise<void>((r) => child.once("exit", () => r()));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-      await gone;
-      clearTimeout(timer);
+      await stopChild(child, () => exit, 10_000);
       log?.end();
     },
   };

@@ -53,6 +53,8 @@ export interface EngineOptions {
   upstreamsFile: string | undefined;
   /** Router: resolve Service URLs to their ready pods through EndpointSlices (default off). */
   discoverEndpoints: boolean;
+  /** Router: completions in flight at once before 429 with Retry-After (default 1024). */
+  maxStreams: number;
   /** On SIGTERM: seconds to keep serving after readiness drops (default 0). */
   drainDelaySeconds: number;
   /** On SIGTERM: longest wait for requests in flight once no new ones are accepted (default 30). */
@@ -123,6 +125,7 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --aggregated URL[,URL]  router: aggregated pods, used when there are no prefill+decode pods
                        (a router needs --prefill and --decode, or --aggregated)
   --policy P           router: prefix-aware | least-loaded | round-robin (default: least-loaded)
+  --max-streams N      router: completions in flight at once; past it, 429 with Retry-After (default: 1024)
   --upstreams-file F   router: JSON {"generation":N,"prefill":[..],"decode":[..],"aggregated":[..]}
                        re-read when it changes, to add and drain pods while serving; the lists
                        above still set the mode (default: none, the lists above are fixed)
@@ -217,6 +220,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       policy: { type: "string" },
       "upstreams-file": { type: "string" },
       "discover-endpoints": { type: "boolean" },
+      "max-streams": { type: "string" },
       "model-checksum": { type: "string" },
       "drain-delay-seconds": { type: "string" },
       "drain-timeout-seconds": { type: "string" },
@@ -273,6 +277,7 @@ function toOptions(raw: RawValues): EngineOptions {
     policy: routingPolicy(v.policy),
     upstreamsFile: v["upstreams-file"],
     discoverEndpoints: v["discover-endpoints"] ?? false,
+    maxStreams: positiveInt("max-streams", v["max-streams"], 1024),
     modelChecksum: checksum(v["model-checksum"]),
     drainDelaySeconds: nonNegativeInt("drain-delay-seconds", v["drain-delay-seconds"], 0),
     drainTimeoutSeconds: nonNegativeInt("drain-timeout-seconds", v["drain-timeout-seconds"], 30),

@@ -40,6 +40,9 @@ export function drainingServer(app: RequestListener, limits: TransportLimits = D
       return;
     }
     inFlight++;
+    // A response sent while draining says Connection: close, so the client does not send its next
+    // request on a connection the drain is about to close (a POST lost there is not retried).
+    if (draining) res.shouldKeepAlive = false;
     res.once("close", () => {
       inFlight--;
       if (draining) server.closeIdleConnections();

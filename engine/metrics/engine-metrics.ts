@@ -25,6 +25,8 @@ export interface EngineMetrics {
   handoffBytes: Histogram;
   handoffSeconds: Histogram<"stage">;
   handoffFailures: Counter<"reason">;
+  /** Router: request body parsed to the first upstream chosen (prefix extraction and hashing, ranking). */
+  routerDecision: Histogram;
   /** Hand-offs by the mechanism that moved the state (tcp, http) and outcome (ok, error). */
   handoffs: Counter<"path" | "outcome">;
 }
@@ -60,6 +62,12 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
       registers,
     }),
     handoffFailures: new Counter({ name: "llmfleet_kv_handoff_failures_total", help: "Failed hand-offs by reason", labelNames: ["reason"], registers }),
+    routerDecision: new Histogram({
+      name: "llmfleet_router_decision_seconds",
+      help: "Router: time from a request's parsed body to the choice of its first upstream (prefix extraction and hashing, ranking)",
+      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
+      registers,
+    }),
     handoffs: new Counter({
       name: "llmfleet_kv_handoffs_total",
       help: "Prefill->decode hand-offs by the mechanism that moved the state (tcp, http) and outcome",

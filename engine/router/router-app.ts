@@ -15,6 +15,7 @@ import { jsonBody } from "../http/json-body.ts";
 import { validateOpenAIRequest, type RequestKind } from "../http/openai-request.ts";
 import { clientGone } from "../http/respond.ts";
 import type { PrefillResponse } from "../pd/handoff-routes.ts";
+import { admission } from "./admission.ts";
 import { relayStream, relayWhole } from "./relay.ts";
 import { affinityKey, RouterUpstreams, type RoutingPolicy } from "./upstreams.ts";
 import { identityOf, upstreamHeadersOf } from "../access/identity.ts";
@@ -42,6 +43,8 @@ export interface RouterDeps {
    * fleet token sent upstream. Default none: open, and engines get no fleet token.
    */
   guard?: RequestHandler;
+  /** Completions in flight at once; past it, 429 with Retry-After (engine/router/admission.ts). Default 1024. */
+  maxStreams?: number;
 }
 
 interface Attempt {
@@ -152,7 +155,9 @@ export function createRouterApp(deps: RouterDeps): Express {
     const signal = clientGone(req, res).signal;
     const path = kind === "chat" ? "/v1/chat/completions" : "/v1/completions";
     const errors: string[] = [];
-    for (const url of aggregated.ranked(affinityKey(req.body, identityOf(res).kvNamespace)).slice(0, deps.maxAttempts ?? 3)) {
+    const candidates = aggregated.ranked(affinityKey(req.body, identityOf(res).kvNamespace)).slice(0, deps.maxAttempts ?? 3);
+    observeDecision(res);
+    for (const url of candidates) {
       try {
         await aggregated.track(url, async () => {
           const upstream = await postJson(`${url}${path}`, req.body, signal, upstreamHeadersOf(res));
@@ -170,6 +175,12 @@ export function createRouterApp(deps: RouterDeps): Express {
     throw new HttpError(502, `no aggregated pod completed the request: ${errors.join("; ")}`, { code: "upstream_unavailable" });
   }
 
+  /** Body parsed to the first upstream chosen (validation, prefix hashing, ranking). */
+  function observeDecision(res: Response): void {
+    const arrived = res.locals.arrivedAt as number | undefined;
+    if (arrived !== undefined) metrics.routerDecision.observe((performance.now() - arrived) / 1000);
+  }
+
   /** Every request is validated here once, so a bad one never costs a pod a prefill (or a 5xx). */
   function handler(kind: RequestKind) {
     const serve = disaggregated ? viaDisaggregated(kind) : (req: Request, res: Response): Promise<void> => viaAggregated(kind, req, res);
@@ -184,7 +195,9 @@ export function createRouterApp(deps: RouterDeps): Express {
       const arrivedAt = performance.now();
       const signal = clientGone(req, res).signal;
       const errors: string[] = [];
-      for (const decodeUrl of decode.ranked().slice(0, deps.maxAttempts ?? 3)) {
+      const candidates = decode.ranked().slice(0, deps.maxAttempts ?? 3);
+      observeDecision(res);
+      for (const decodeUrl of candidates) {
         try {
           const routing = { headers: upstreamHeadersOf(res), affinity: affinityKey(req.body, identityOf(res).kvNamespace) };
           await attempt({ kind, body: req.body, decodeUrl, signal, ...routing }, res, arrivedAt);
@@ -213,7 +226,14 @@ export function createRouterApp(deps: RouterDeps): Express {
       .send(await upstream.text());
   });
   if (deps.upstreams) app.get("/internal/upstreams", (_req, res) => void res.json(sets.snapshot()));
+  // Before the body is parsed: a request past capacity costs the router no more than its headers.
+  app.use(["/v1/completions", "/v1/chat/completions"], admission(deps.maxStreams));
   app.use(jsonBody());
+  // The decision latency is measured from here, the body read and parsed: the rest is the router's own work per request.
+  app.use((_req, res, next) => {
+    res.locals.arrivedAt = performance.now();
+    next();
+  });
   app.post("/v1/completions", handler("completion"));
   app.post("/v1/chat/completions", handler("chat"));
   app.use(notFound);

@@ -92,3 +92,26 @@ test("the upstreams file is applied when it changes, and a broken one keeps the 
   }
   assert.throws(() => parseUpstreamsFile('{"generation": 1, "prefill": "http://p"}'), /prefill must be a list of URLs/);
 });
+
+test("prefix-aware ranks alike on every router replica: a function of the pods and the prefix alone, whatever the pods' order", () => {
+  const pods = Array.from({ length: 100 }, (_, i) => `http://10.0.${i >> 4}.${i}:8000`);
+  const a = new UpstreamSet(pods, "prefix-aware");
+  const b = new UpstreamSet([...pods].reverse(), "prefix-aware");
+  for (let i = 0; i < 200; i++) {
+    const prefix = `system prompt ${i} `.repeat(20);
+    assert.equal(a.ranked(prefix)[0], b.ranked(prefix)[0], prefix.slice(0, 20));
+  }
+});
+
+test("prefix-aware spreads prefixes evenly and moves only a removed pod's prefixes", () => {
+  const pods = Array.from({ length: 10 }, (_, i) => `http://pod-${i}:8000`);
+  const set = new UpstreamSet(pods, "prefix-aware");
+  const prefixes = Array.from({ length: 2000 }, (_, i) => `tenant ${i % 37} document ${i}`);
+  const before = new Map(prefixes.map((p) => [p, set.ranked(p)[0]]));
+  const counts = new Map<string, number>();
+  for (const u of before.values()) counts.set(u ?? "", (counts.get(u ?? "") ?? 0) + 1);
+  for (const [u, n] of counts) assert.ok(n > 120 && n < 280, `${u}: ${n} of 2000 prefixes`);
+  set.replace(pods.filter((u) => u !== "http://pod-3:8000"));
+  const moved = prefixes.filter((p) => before.get(p) !== "http://pod-3:8000" && set.ranked(p)[0] !== before.get(p));
+  assert.equal(moved.length, 0, "prefixes of the pods that stayed stay put");
+});

@@ -76,8 +76,33 @@ interface RequestOptions {
   headersTimeoutMs?: number;
 }
 
+/** What a request does, in the API server's terms: verb (get, list, watch, create, update, apply for server-side apply, patch, delete) and resource. */
+export interface RequestKind {
+  verb: string;
+  resource: string;
+  subresource: string;
+}
+
+function requestVerb(method: string, named: boolean, watch: boolean, contentType: string | undefined): string {
+  if (method === "GET") return named ? "get" : watch ? "watch" : "list";
+  if (method === "PATCH") return contentType === "application/apply-patch+yaml" ? "apply" : "patch";
+  const verbs: Record<string, string> = { POST: "create", PUT: "update", DELETE: "delete" };
+  return verbs[method] ?? method.toLowerCase();
+}
+
+/** The verb and resource of a request from its method and path ("/api/v1/namespaces/ns/pods/p/eviction"). */
+export function requestKind(method: string, path: string, query: Record<string, string | undefined> = {}, contentType?: string): RequestKind {
+  const parts = path.split("/").filter((p) => p !== "");
+  let rest = parts[0] === "api" ? parts.slice(2) : parts.slice(3);
+  if (rest[0] === "namespaces" && rest.length >= 3) rest = rest.slice(2);
+  const [resource = "", name, subresource = ""] = rest;
+  return { verb: requestVerb(method, name !== undefined, query.watch !== undefined, contentType), resource, subresource };
+}
+
 export class KubeClient {
   readonly server: string;
+  /** Called once per request sent (watches included), e.g. to count them by verb and resource. */
+  onRequest: ((kind: RequestKind) => void) | undefined;
   private constructor(
     private readonly kc: KubeConfig,
     server: string,
@@ -204,6 +229,7 @@ export class KubeClient {
   }
 
   private async send(opts: RequestOptions, signal?: AbortSignal): Promise<http.IncomingMessage> {
+    this.onRequest?.(requestKind(opts.method, opts.path, opts.query, opts.contentType));
     const url = new URL(this.server + opts.path);
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
     const reqOpts: https.RequestOptions = { method: opts.method, headers: { Accept: "application/json" }, ...(signal ? { signal } : {}) };

@@ -27,6 +27,11 @@ export interface InformerOptions {
   backoffMs?: number;
   maxBackoffMs?: number;
   onError?: (err: unknown) => void;
+  /**
+   * Keep cached objects without metadata.managedFields: for caches of many objects whose field
+   * ownership nobody reads (pods), where it is a good part of each object's size. Default false.
+   */
+  dropManagedFields?: boolean;
 }
 
 interface WatchEvent<T> {
@@ -184,7 +189,8 @@ export class Informer<T extends KubeObject> {
     this.store(ev.type, obj);
   }
 
-  private store(type: EventType, obj: T): void {
+  private store(type: EventType, received: T): void {
+    const obj = this.opts.dropManagedFields && received.metadata?.managedFields ? { ...received, metadata: { ...received.metadata, managedFields: undefined } } : received;
     const key = objectKey(obj);
     const old = this.cache.get(key);
     if (old && old.metadata?.resourceVersion === obj.metadata?.resourceVersion) return;

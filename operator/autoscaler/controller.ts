@@ -7,9 +7,10 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import { Registry } from "prom-client";
 import type { EnginePool, PoolRole } from "../api.ts";
-import type { KubeClient } from "../../lib/kube/client.ts";
+import type { Informer } from "../../lib/kube/informer.ts";
 import { R } from "../../lib/kube/resources.ts";
 import { nameOf, namespaceOf, type KubeObject } from "../../lib/kube/types.ts";
+import { LABEL_INSTANCE } from "../plan/labels.ts";
 import { cached, type Caches } from "../reconcilers/caches.ts";
 import { canonical, fieldManager } from "../runtime/apply.ts";
 import type { EventInput } from "../runtime/events.ts";
@@ -52,12 +53,39 @@ interface PoolState {
   history: PoolObservation[];
 }
 
-function podTargets(client: KubeClient): (pool: EnginePool) => Promise<string[]> {
-  return async (pool) => {
+/** "k=v,k2=v2" (the pools' status.selector: equality terms only) as a map. */
+export function parseSelector(selector: string): Map<string, string> {
+  const terms = selector.split(",").filter((t) => t !== "");
+  return new Map(terms.map((t) => [t.slice(0, t.indexOf("=")), t.slice(t.indexOf("=") + 1)]));
+}
+
+/**
+ * The /metrics URLs of a pool's running pods, from the informer's cache of our engine pods: a
+ * LIST per pool per pass would cost the API server one request per pool every interval. The cache
+ * is indexed by namespace and instance label, rebuilt after a pod changes.
+ */
+export function podTargets(pods: Informer<V1Pod>): (pool: EnginePool) => Promise<string[]> {
+  let index: Map<string, V1Pod[]> | undefined;
+  pods.on(() => (index = undefined));
+  const byInstance = (): Map<string, V1Pod[]> => {
+    if (index) return index;
+    const built = new Map<string, V1Pod[]>();
+    for (const p of pods.list()) {
+      const k = `${namespaceOf(p)}/${p.metadata?.labels?.[LABEL_INSTANCE] ?? ""}`;
+      const group = built.get(k) ?? [];
+      group.push(p);
+      built.set(k, group);
+    }
+    index = built;
+    return built;
+  };
+  return (pool) => {
     const selector = pool.status?.selector;
-    if (!selector) return [];
-    const pods = await client.list<V1Pod>(R.Pod, { namespace: namespaceOf(pool), labelSelector: selector });
-    return pods.items.filter((p) => p.status?.phase === "Running" && p.status.podIP).map((p) => `http://${p.status?.podIP}:${ENGINE_METRICS_PORT}/metrics`);
+    if (!selector) return Promise.resolve([]);
+    const want = [...parseSelector(selector)];
+    const candidates = byInstance().get(`${namespaceOf(pool)}/${nameOf(pool)}`) ?? [];
+    const running = candidates.filter((p) => want.every(([k, v]) => p.metadata?.labels?.[k] === v) && p.status?.phase === "Running" && p.status.podIP);
+    return Promise.resolve(running.map((p) => `http://${p.status?.podIP}:${ENGINE_METRICS_PORT}/metrics`));
   };
 }
 
@@ -77,7 +105,7 @@ class AutoscalerLoop implements Autoscaler {
   ) {
     this.metrics = createAutoscalerMetrics(opts.registry ?? new Registry());
     this.source = opts.source ?? new HttpMetricsSource();
-    this.targets = opts.targets ?? podTargets(manager.client);
+    this.targets = opts.targets ?? podTargets(caches.pods);
     this.now = opts.now ?? Date.now;
   }
 

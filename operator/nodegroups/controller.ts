@@ -15,6 +15,7 @@ import type { KubeObject } from "../../lib/kube/types.ts";
 import { findCondition, type ConditionInput } from "../plan/conditions.ts";
 import { membersOf, sizeNodeGroup } from "../plan/nodegroup.ts";
 import { cached, inNamespace, type Caches } from "../reconcilers/caches.ts";
+import { canonical } from "../runtime/apply.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { drainNodes, uncordon } from "./drain.ts";
 import {
@@ -104,8 +105,9 @@ class Actuator {
    */
   private async write(group: GPUNodeGroup, actuation: NodeGroupActuation, drain?: ConditionInput): Promise<void> {
     const conditions = actuatorConditions(group.status?.conditions, drain, group.metadata?.generation, this.iso());
-    const same =
-      JSON.stringify([group.status?.actuation, findCondition(group.status?.conditions, DRAIN_CONDITION)]) === JSON.stringify([actuation, conditions[0]]);
+    // canonical: the stored status comes back from the API server with its keys in another order
+    // than ours, and an absent field must equal an undefined one.
+    const same = canonical([group.status?.actuation, findCondition(group.status?.conditions, DRAIN_CONDITION)]) === canonical([actuation, conditions[0]]);
     if (same) return;
     const status = { actuation, ...(conditions.length > 0 ? { conditions } : {}) };
     await this.manager.client.apply(R.GPUNodeGroup, statusPatch(group, status), NODEGROUP_MANAGER, "status");

@@ -44,7 +44,16 @@ const kwokNodeProvider: pulumi.dynamic.ResourceProvider<NodeInputs, NodeInputs> 
     }
   },
   async diff(_id: string, olds: NodeInputs, news: NodeInputs): Promise<pulumi.dynamic.DiffResult> {
-    const changes = JSON.stringify(olds.node) !== JSON.stringify(news.node);
+    // Compared with sorted keys: the old inputs come back from the stack's state, whose key order
+    // need not be ours, and a spurious difference here replaces (deletes) a node. Defined inline,
+    // as the provider may use nothing from this file's scope.
+    const sorted = (v: unknown): unknown => {
+      if (Array.isArray(v)) return v.map(sorted);
+      if (v === null || typeof v !== "object") return v;
+      const entries = Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      return Object.fromEntries(entries.map(([k, x]) => [k, sorted(x)]));
+    };
+    const changes = JSON.stringify(sorted(olds.node)) !== JSON.stringify(sorted(news.node));
     return { changes, replaces: changes ? ["node"] : [], deleteBeforeReplace: true };
   },
 };

@@ -109,7 +109,7 @@ test("the group follows demand through Pulumi runs: up, then down after the dela
     await setDesired(7);
     await expectNodes([`${GROUP}-0`, `${GROUP}-1`, `${GROUP}-2`, `${GROUP}-3`], "7 GPUs → 4 nodes");
     await setDesired(1);
-    await eventually(async () => assert.match((await group()).status?.actuation?.decision ?? "", /^surplus of 3 nodes, removed in/), {
+    await eventually(async () => assert.match((await group()).status?.actuation?.decision ?? "", /^surplus of 3 nodes, removed at/), {
       timeoutMs: 30_000,
       message: "the surplus waits out the scale-down delay, explained in status",
     });

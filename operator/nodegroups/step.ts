@@ -42,7 +42,7 @@ function holdOff(i: StepInput, current: number): Step | undefined {
   const state = runState(run);
   if (state === "Aborted") return haltAfterAbort(i, run);
   const age = sinceSeconds(run.finishedAt, i.nowMs);
-  if (state === "Failed" && age < i.retrySeconds) return { kind: "wait", decision: `retrying in ${Math.ceil(i.retrySeconds - age)}s: run ${run.id} failed` };
+  if (state === "Failed" && age < i.retrySeconds) return { kind: "wait", decision: `retrying at ${isoSeconds(i.nowMs + (i.retrySeconds - age) * 1000)}: run ${run.id} failed` };
   const provisioning = state === "Complete" && run.targetNodes === i.actions.desired && current !== run.targetNodes;
   if (provisioning && age < i.provisioningSeconds) {
     return { kind: "wait", decision: `provisioning: run ${run.id} asked for ${run.targetNodes} nodes, ${current} present` };
@@ -63,8 +63,16 @@ export function nextStep(i: StepInput): Step {
     return { kind: "run", decision: `scale down ${current} → ${desired} nodes after the ${i.scaleDownDelaySeconds}s delay: ${why}`, create: [], remove, nodes };
   }
   if (current > desired) {
-    const left = Math.ceil(i.scaleDownDelaySeconds - i.surplusForSeconds);
-    return { kind: "wait", decision: `surplus of ${current - desired} nodes, removed in ${left}s unless demand returns: ${why}` };
+    const at = isoSeconds(i.nowMs + (i.scaleDownDelaySeconds - i.surplusForSeconds) * 1000);
+    return { kind: "wait", decision: `surplus of ${current - desired} nodes, removed at ${at} unless demand returns: ${why}` };
   }
   return { kind: "wait", decision: `steady at ${current} nodes: ${why}` };
+}
+
+/**
+ * A deadline as a time, not a countdown: the decision goes to status, and a countdown would change
+ * it (and patch status, and re-queue the group) on every pass while nothing changes.
+ */
+function isoSeconds(ms: number): string {
+  return new Date(Math.round(ms / 1000) * 1000).toISOString().replace(/\.\d+Z$/, "Z");
 }

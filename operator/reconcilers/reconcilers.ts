@@ -10,7 +10,7 @@ import { planKVStore } from "../plan/kvstore.ts";
 import { planGPUNodeGroup } from "../plan/nodegroup.ts";
 import type { Plan } from "../plan/conditions.ts";
 import { InvalidSpecError } from "../plan/invalid-spec.ts";
-import { Applier } from "../runtime/apply.ts";
+import { AppliedChildren, Applier } from "../runtime/apply.ts";
 import type { EventRecorder } from "../runtime/events.ts";
 import type { Manager } from "../runtime/manager.ts";
 import type { Condition } from "../../crds/schema/common.ts";
@@ -32,6 +32,8 @@ export function registerReconcilers(m: Manager, c: Caches, opts: ReconcilerOptio
   const now = opts.now ?? ((): string => new Date().toISOString().replace(/\.\d+Z$/, "Z"));
   const client = m.client;
   const images: EngineImages = { engineImage: opts.engineImage, engineGPUImage: opts.engineGPUImage };
+  const applied = new AppliedChildren();
+  const applier = (controller: string): Applier => new Applier(client, controller, applied);
   m.register("Model", async (ns, name) => {
     const model = cached(c.models, ns, name);
     if (!model) return;
@@ -45,22 +47,22 @@ export function registerReconcilers(m: Manager, c: Caches, opts: ReconcilerOptio
       ...images,
       now: now(),
     };
-    await execute(new Applier(client, "model"), m.events, { obj: model, r: R.Model, plan: planModel(model, world), owned: ownedBy(c, model.metadata?.uid) });
+    await execute(applier("model"), m.events, { obj: model, r: R.Model, plan: planModel(model, world), owned: ownedBy(c, model.metadata?.uid) });
   });
-  m.register("PrefillPool", (ns, name) => reconcilePool(m, c, { role: "prefill", ns, name, images, now: now() }));
-  m.register("DecodePool", (ns, name) => reconcilePool(m, c, { role: "decode", ns, name, images, now: now() }));
+  m.register("PrefillPool", (ns, name) => reconcilePool(m, c, { role: "prefill", ns, name, images, now: now(), applier: applier("prefillpool") }));
+  m.register("DecodePool", (ns, name) => reconcilePool(m, c, { role: "decode", ns, name, images, now: now(), applier: applier("decodepool") }));
   m.register("KVStore", async (ns, name) => {
     const store = cached(c.kvStores, ns, name);
     if (!store) return;
     const plan = planKVStore(store, { statefulSet: cached(c.statefulSets, ns, childName(name, "kvstore")), engineImage: opts.engineImage, now: now() });
-    await execute(new Applier(client, "kvstore"), m.events, { obj: store, r: R.KVStore, plan, owned: ownedBy(c, store.metadata?.uid) });
+    await execute(applier("kvstore"), m.events, { obj: store, r: R.KVStore, plan, owned: ownedBy(c, store.metadata?.uid) });
   });
   m.register("GPUNodeGroup", async (ns, name) => {
     const group = cached(c.nodeGroups, ns, name);
     if (!group) return;
     const pools: EnginePool[] = [...inNamespace(c.prefillPools, ns), ...inNamespace(c.decodePools, ns)];
     const plan = planGPUNodeGroup(group, { nodes: c.nodes.list(), pools, models: inNamespace(c.models, ns), now: now() });
-    await execute(new Applier(client, "gpunodegroup"), m.events, { obj: group, r: R.GPUNodeGroup, plan, owned: [] });
+    await execute(applier("gpunodegroup"), m.events, { obj: group, r: R.GPUNodeGroup, plan, owned: [] });
   });
 }
 
@@ -70,6 +72,7 @@ interface PoolRequest {
   name: string;
   images: EngineImages;
   now: string;
+  applier: Applier;
 }
 
 async function reconcilePool(m: Manager, c: Caches, req: PoolRequest): Promise<void> {
@@ -90,7 +93,7 @@ async function reconcilePool(m: Manager, c: Caches, req: PoolRequest): Promise<v
   };
   const plan = role === "prefill" ? planPrefillPool(pool as PrefillPool, world) : planDecodePool(pool as DecodePool, world);
   const r = role === "prefill" ? R.PrefillPool : R.DecodePool;
-  await execute(new Applier(client, role === "prefill" ? "prefillpool" : "decodepool"), m.events, {
+  await execute(req.applier, m.events, {
     obj: pool,
     r,
     plan,
@@ -135,7 +138,7 @@ interface Execution<S> {
  */
 async function execute<S extends { conditions?: Condition[] }>(applier: Applier, events: EventRecorder, e: Execution<S>): Promise<void> {
   if (e.plan.children.length > 0) {
-    await applier.children(e.plan.children);
+    await applier.children(e.plan.children, e.owned);
     await applier.prune(e.owned, e.plan.children);
   }
   if (await applier.status(e.r, e.obj, e.plan.status)) await events.recordFlips(e.obj, e.obj.status?.conditions, e.plan.status.conditions);

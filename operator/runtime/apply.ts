@@ -32,18 +32,82 @@ export function canonical(value: unknown): string {
   });
 }
 
+function childKey(o: KubeObject): string {
+  return `${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`;
+}
+
+/**
+ * The version of an object's desired state as the API server keeps it: its generation where it has
+ * one (it moves with every spec change, by anyone, and not with status), else its resourceVersion.
+ * The uid is part of it, so an object deleted and created again is a new one.
+ */
+function specVersion(o: KubeObject): string {
+  const m = o.metadata;
+  return `${m?.uid ?? ""}/${m?.generation === undefined ? `rv${m?.resourceVersion ?? ""}` : `g${m.generation}`}`;
+}
+
+function hasAll(have: Record<string, string> | undefined, want: Record<string, string> | undefined): boolean {
+  return Object.entries(want ?? {}).every(([k, v]) => have?.[k] === v);
+}
+
+/**
+ * What this process last applied to each child, with the spec version the API server answered. A
+ * child whose cached copy still has that version (nobody changed its spec since, not even the
+ * object's deletion and re-creation) and our labels and annotations would come out of the same
+ * apply unchanged: the apply is skipped. Without this every reconcile re-applies every child, and
+ * a pool's status changing while its pods start costs three no-op applies each time. In memory: a
+ * restarted operator applies each child once more. A cache that lags our own write only means
+ * one more (no-op) apply.
+ */
+export class AppliedChildren {
+  private readonly applied = new Map<string, { desired: string; version: string }>();
+
+  /** Whether applying `desired` over `live` (the cached child) would change nothing. */
+  upToDate(desired: KubeObject, live: KubeObject | undefined): boolean {
+    if (!live) return false;
+    const last = this.applied.get(childKey(desired));
+    if (!last || last.desired !== canonical(desired) || last.version !== specVersion(live)) return false;
+    return hasAll(live.metadata?.labels, desired.metadata?.labels) && hasAll(live.metadata?.annotations, desired.metadata?.annotations);
+  }
+
+  record(desired: KubeObject, answer: KubeObject): void {
+    this.applied.set(childKey(desired), { desired: canonical(desired), version: specVersion(answer) });
+  }
+
+  forget(child: KubeObject): void {
+    this.applied.delete(childKey(child));
+  }
+}
+
 /** Applies children and status for one controller, as llmfleet/<controller>. */
 export class Applier {
   readonly manager: string;
+  /** `applied`: shared by every pass of the process, so an unchanged child is not applied again. */
   constructor(
     private readonly client: KubeClient,
     controller: string,
+    private readonly applied?: AppliedChildren,
   ) {
     this.manager = fieldManager(controller);
   }
 
-  async children(children: KubeObject[]): Promise<void> {
-    for (const child of children) await this.client.apply(childType(child.kind), child, this.manager);
+  /**
+   * Applies each child, except those `existing` (cached children) shows unchanged since this
+   * process applied them. Concurrently, in two waves: what workloads refer to (ServiceAccounts,
+   * Roles, Services, budgets) first, then the workloads, so a pass takes about two round trips
+   * however many children it has.
+   */
+  async children(children: KubeObject[], existing: KubeObject[] = []): Promise<void> {
+    const live = new Map(existing.map((o) => [childKey(o), o]));
+    const stale = children.filter((c) => !this.applied?.upToDate(c, live.get(childKey(c))));
+    const workload = (c: KubeObject): boolean => c.kind === "Deployment" || c.kind === "StatefulSet";
+    await Promise.all(stale.filter((c) => !workload(c)).map((c) => this.applyChild(c)));
+    await Promise.all(stale.filter(workload).map((c) => this.applyChild(c)));
+  }
+
+  private async applyChild(child: KubeObject): Promise<void> {
+    const answer = await this.client.apply(childType(child.kind), child, this.manager);
+    this.applied?.record(child, answer);
   }
 
   /** Deletes children this owner had that the plan no longer contains (e.g. aggregated replicas removed). */
@@ -51,6 +115,7 @@ export class Applier {
     const keep = new Set(planned.map((c) => `${c.kind}/${c.metadata?.name}`));
     for (const child of existing) {
       if (keep.has(`${child.kind}/${child.metadata?.name}`)) continue;
+      this.applied?.forget(child);
       await this.client.delete(childType(child.kind), child.metadata?.namespace, child.metadata?.name ?? "").catch((err: unknown) => {
         if (!isNotFound(err)) throw err;
       });

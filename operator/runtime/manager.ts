@@ -6,13 +6,18 @@ import type { ResourceType } from "../../lib/kube/resources.ts";
 import { objectKey, type KubeObject } from "../../lib/kube/types.ts";
 import { InvalidSpecError } from "../plan/invalid-spec.ts";
 import { EventRecorder } from "./events.ts";
-import { Informer, type InformerOptions } from "../../lib/kube/informer.ts";
+import { Informer, type EventType, type InformerOptions } from "../../lib/kube/informer.ts";
 import type { OperatorMetrics } from "./metrics.ts";
 import { WorkQueue } from "./workqueue.ts";
 
 export type Reconcile = (namespace: string, name: string) => Promise<void>;
+/** One informer event as a mapper sees it: its type and the object's other version (the old one for `obj`, or the new one when `obj` is the old). */
+export interface Change<T> {
+  type: EventType;
+  other?: T;
+}
 /** Maps a changed object to the keys that must be reconciled because of it. */
-export type KeyMapper<T extends KubeObject> = (obj: T) => string[];
+export type KeyMapper<T extends KubeObject> = (obj: T, change: Change<T>) => string[];
 
 export function key(kind: string, namespace: string, name: string): string {
   return `${kind}/${namespace}/${name}`;
@@ -55,9 +60,9 @@ export class Manager {
         this.log(`informer ${r.plural}: ${String(err)}; restarting with backoff`);
       },
     });
-    inf.on((_type, obj, old) => {
-      for (const k of mapper(obj)) this.queue.add(k);
-      if (old && old !== obj) for (const k of mapper(old)) this.queue.add(k);
+    inf.on((type, obj, old) => {
+      for (const k of mapper(obj, { type, other: old })) this.queue.add(k);
+      if (old && old !== obj) for (const k of mapper(old, { type, other: obj })) this.queue.add(k);
       this.metrics.queueDepth.set(this.queue.length);
     });
     this.informers.push(inf as unknown as Informer<KubeObject>);

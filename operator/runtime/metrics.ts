@@ -9,6 +9,7 @@ export interface OperatorMetrics {
   informerRestarts: Counter<"resource">;
   isLeader: Gauge;
   eventsDropped: Counter<"reason">;
+  apiRequests: Counter<"verb" | "resource" | "subresource">;
 }
 
 export function createOperatorMetrics(): OperatorMetrics {
@@ -41,6 +42,12 @@ export function createOperatorMetrics(): OperatorMetrics {
       name: "llmfleet_operator_events_dropped_total",
       help: "Kubernetes Events the API server refused (Events are best effort), by the Event's reason.",
       labelNames: ["reason"],
+      registers: [registry],
+    }),
+    apiRequests: new Counter({
+      name: "llmfleet_operator_api_requests_total",
+      help: "Requests this process sent the API server, by verb (get, list, watch, create, update, apply, patch, delete), resource and subresource.",
+      labelNames: ["verb", "resource", "subresource"],
       registers: [registry],
     }),
   };

@@ -1,0 +1,245 @@
+// `npm run bench:scale-operator -- [--n 250] [--idle-seconds 60] [--out FILE] [--operator-root DIR]`:
+// the operator at scale on the real control plane (kube-apiserver, etcd, controller-manager,
+// scheduler, kwok from the cache), running as a process under the chart's RBAC. N Models, each
+// with a prefill and a decode pool of 2 pods on one kwok node group. Measured per phase: apply →
+// all Ready, idle, one `kubectl scale`, a rolling change of every Model, a SIGKILL restart and a
+// teardown in autoscaling mode slo; apply, idle and teardown in mode external, the baseline the
+// slo mode's idle requests are compared with. Requests are the operator's own count of what it
+// sent (llmfleet_operator_api_requests_total); reconcile quantiles come from its histogram.
+// --operator-root runs the operator from another source tree (a baseline: e.g. main with only the
+// request counter added). Writes bench/results/scale-operator.json (or --out).
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { parseArgs } from "node:util";
+import { R } from "../lib/kube/resources.ts";
+import type { KubeClient } from "../lib/kube/client.ts";
+import { startCluster } from "../scripts/cluster/cluster.ts";
+import { createKwokGpuNode } from "../scripts/cluster/kwok-nodes.ts";
+import { adminClient, installCRDs, ensureNamespace } from "../testing/cluster.ts";
+import { kubectlOk } from "../testing/kubectl.ts";
+import { operatorServiceAccount } from "../testing/operator-rbac.ts";
+import { childApplies, delta, fleetManifests, statusApplies, type AutoscalingMode, type OperatorSnapshot, type SnapshotDelta } from "../testing/scale-fleet.ts";
+import { allGone, allReady, allRolledOut, poolReadyReplicas, waitFor } from "./scale/fleet-state.ts";
+import { quiescent, startOperatorRun, type OperatorRun } from "./scale/operator-run.ts";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const NS = "scale";
+const SA = "llmfleet-operator";
+const SYS = "llmfleet-system";
+/** The pool `kubectl scale` scales: mode external, so the autoscaler leaves the new size alone. */
+const SCALED = "m0-prefill";
+
+interface Ctx {
+  admin: KubeClient;
+  n: number;
+  root: string;
+  kubeconfig: string;
+  idleSeconds: number;
+  op: OperatorRun;
+  restarts: number;
+}
+
+interface Phase extends SnapshotDelta {
+  name: string;
+  requestsPerMin: number;
+  childApplies: number;
+  statusApplies: number;
+  rssMB: number;
+  cpuCores: number;
+  load1: number;
+  [extra: string]: unknown;
+}
+
+const EMPTY: OperatorSnapshot = { at: 0, requests: new Map(), reconcileBuckets: new Map(), reconciles: new Map(), queueDepth: 0 };
+
+function log(msg: string): void {
+  process.stderr.write(`${new Date().toISOString()} scale-operator: ${msg}\n`);
+}
+
+/** Runs `action`, waits for the operator to go quiet, and says what it cost the operator. */
+async function measure(ctx: Ctx, name: string, action: () => Promise<Record<string, unknown>>): Promise<Phase> {
+  log(`${name}: start (load ${loadavg()[0]?.toFixed(1)})`);
+  const before = await ctx.op.snapshot();
+  const cpu0 = ctx.op.stats().cpuSeconds;
+  const extra = await action();
+  const after = await ctx.op.snapshot();
+  const d = delta(before, after);
+  const stats = ctx.op.stats();
+  const total = Object.values(d.requests).reduce((a, b) => a + b, 0);
+  const phase: Phase = {
+    name,
+    ...d,
+    requestsPerMin: (total / Math.max(1, d.seconds)) * 60,
+    childApplies: childApplies(d.requests),
+    statusApplies: statusApplies(d.requests),
+    rssMB: stats.rssMB,
+    cpuCores: (stats.cpuSeconds - cpu0) / Math.max(1, d.seconds),
+    load1: loadavg()[0] ?? 0,
+    ...extra,
+  };
+  log(`${name}: ${d.seconds.toFixed(1)} s, ${total} requests, ${phase.childApplies} child applies, reconciles ${JSON.stringify(d.reconciles)}`);
+  return phase;
+}
+
+async function applyFleet(ctx: Ctx, mode: AutoscalingMode): Promise<Record<string, unknown>> {
+  const start = Date.now();
+  await kubectlOk(["apply", "--server-side", "-f", "-"], { stdin: fleetManifests({ namespace: NS, models: ctx.n, mode, externalPools: [SCALED] }), timeoutMs: 600_000 });
+  const ready = await waitFor("every Model and pool Ready", () => allReady(ctx.admin, NS, 3 * ctx.n), 1_800_000);
+  await waitFor("every Deployment rolled out", () => allRolledOut(ctx.admin, NS, 3 * ctx.n), 600_000);
+  await quiescent(ctx.op);
+  return { applyToReadySeconds: (ready - start) / 1000 };
+}
+
+async function idle(ctx: Ctx): Promise<Record<string, unknown>> {
+  await sleep(ctx.idleSeconds * 1000);
+  return {};
+}
+
+async function scaleOnePool(ctx: Ctx): Promise<Record<string, unknown>> {
+  const start = Date.now();
+  await kubectlOk(["scale", "-n", NS, "prefillpool", SCALED, "--replicas=3"]);
+  await waitFor("m0-prefill at 3 ready replicas", async () => (await poolReadyReplicas(ctx.admin, NS, SCALED)) === 3, 300_000);
+  const quiet = await quiescent(ctx.op);
+  return { busySeconds: (quiet - start) / 1000 };
+}
+
+async function rollAllModels(ctx: Ctx): Promise<Record<string, unknown>> {
+  const start = Date.now();
+  for (let i = 0; i < ctx.n; i++) await ctx.admin.mergePatch(R.Model, { namespace: NS, name: `m${i}` }, { spec: { runtime: { engine: "bundled", threads: 4 } } });
+  const done = await waitFor("every Deployment rolled out after the change", () => allRolledOut(ctx.admin, NS, 3 * ctx.n), 1_800_000);
+  await quiescent(ctx.op);
+  return { rolloutSeconds: (done - start) / 1000 };
+}
+
+/** SIGKILL, then a new process (a new identity: it waits for the old lease to expire). Measured on the new process. */
+async function restart(ctx: Ctx): Promise<Phase> {
+  log("restart: SIGKILL");
+  await ctx.op.kill("SIGKILL");
+  const killedAt = Date.now();
+  ctx.restarts++;
+  ctx.op = startOperatorRun(ctx.root, `scale-${ctx.restarts}`, ctx.kubeconfig);
+  const leading = await ctx.op.reconciling();
+  const quiet = await quiescent(ctx.op);
+  const after = await ctx.op.snapshot();
+  const d = delta({ ...EMPTY, at: ctx.op.startedAt }, after);
+  const stats = ctx.op.stats();
+  return {
+    name: "restart",
+    ...d,
+    requestsPerMin: 0,
+    childApplies: childApplies(d.requests),
+    statusApplies: statusApplies(d.requests),
+    rssMB: stats.rssMB,
+    cpuCores: stats.cpuSeconds / Math.max(1, d.seconds),
+    load1: loadavg()[0] ?? 0,
+    leaderAfterSeconds: (leading - killedAt) / 1000,
+    reconciledAfterSeconds: (quiet - killedAt) / 1000,
+  };
+}
+
+async function teardown(ctx: Ctx): Promise<Record<string, unknown>> {
+  const start = Date.now();
+  await kubectlOk(["delete", "-n", NS, "models,prefillpools,decodepools", "--all", "--wait=false"], { timeoutMs: 600_000 });
+  const gone = await waitFor("the fleet gone", () => allGone(ctx.admin, NS), 1_800_000);
+  await quiescent(ctx.op);
+  return { teardownSeconds: (gone - start) / 1000, objects: 3 * ctx.n };
+}
+
+/** Two autoscaler and actuator intervals (15 s each): their first decisions are real changes, written once; idle is measured after them. */
+async function settle(ctx: Ctx): Promise<void> {
+  await sleep(35_000);
+  await quiescent(ctx.op);
+}
+
+async function runMode(ctx: Ctx, mode: AutoscalingMode): Promise<Phase[]> {
+  const phases = [await measure(ctx, `${mode}/apply`, () => applyFleet(ctx, mode))];
+  await settle(ctx);
+  phases.push(await measure(ctx, `${mode}/idle`, () => idle(ctx)));
+  if (mode === "slo") {
+    phases.push(await measure(ctx, "slo/scale-event", () => scaleOnePool(ctx)));
+    phases.push(await measure(ctx, "slo/rolling-change", () => rollAllModels(ctx)));
+    phases.push({ ...(await restart(ctx)), name: "slo/restart" });
+  }
+  phases.push(await measure(ctx, `${mode}/teardown`, () => teardown(ctx)));
+  return phases;
+}
+
+async function setup(n: number): Promise<{ admin: KubeClient; kubeconfig: string; stop: () => Promise<void> }> {
+  const cluster = await startCluster({ dir: mkdtempSync(join(tmpdir(), "llmfleet-scale-")) });
+  process.env.KUBECONFIG = cluster.kubeconfigPath;
+  process.env.LLMFLEET_KUBECTL = cluster.kubectlPath;
+  await installCRDs();
+  await ensureNamespace(NS);
+  // Nodes for the routers (no GPUs); the GPU nodes are the node group's, created by the operator.
+  for (let i = 0; i <= Math.floor(n / 400); i++) await createKwokGpuNode(cluster.kubeconfigPath, `cpu-${i}`, { gpus: 0, cpu: "2000", memory: "8Ti", pods: 500 });
+  const kubeconfig = await operatorServiceAccount(SA, SYS);
+  return { admin: adminClient(), kubeconfig, stop: () => cluster.stop() };
+}
+
+function find(phases: Phase[], name: string): Phase {
+  const p = phases.find((x) => x.name === name);
+  if (!p) throw new Error(`no phase ${name}`);
+  return p;
+}
+
+function summary(n: number, phases: Phase[]): Record<string, unknown> {
+  const idleSlo = find(phases, "slo/idle");
+  const idleExternal = find(phases, "external/idle");
+  const teardown = find(phases, "slo/teardown");
+  const teardownReconciles = Object.entries(teardown.reconciles).filter(([c]) => !c.endsWith("-actuation")).reduce((a, [, v]) => a + v, 0);
+  const p99s = phases.flatMap((p) => Object.entries(p.reconcileQuantiles).filter(([c]) => !c.endsWith("-actuation")).map(([, q]) => q.p99));
+  return {
+    n,
+    idle_requests_per_min_slo: round(idleSlo.requestsPerMin),
+    idle_requests_per_min_external: round(idleExternal.requestsPerMin),
+    idle_slo_vs_external_ratio: round(idleSlo.requestsPerMin / Math.max(1e-9, idleExternal.requestsPerMin)),
+    operator_rss_mb_slo: round(Math.max(...phases.filter((p) => p.name.startsWith("slo/")).map((p) => p.rssMB))),
+    scale_event_applies: find(phases, "slo/scale-event").childApplies,
+    teardown_reconciles_per_object: round(teardownReconciles / (3 * n)),
+    reconcile_p99_s: round(Math.max(...p99s)),
+    unchanged_status_patches_per_min: round(((idleSlo.statusApplies + idleExternal.statusApplies) / (idleSlo.seconds + idleExternal.seconds)) * 60),
+    apply_to_ready_s: find(phases, "slo/apply").applyToReadySeconds,
+  };
+}
+
+function round(x: number): number {
+  return Number(x.toPrecision(4));
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { n: { type: "string" }, "idle-seconds": { type: "string" }, out: { type: "string" }, "operator-root": { type: "string" } } });
+  const n = Number(values.n ?? 250);
+  const root = resolve(values["operator-root"] ?? ROOT);
+  const out = resolve(values.out ?? join(ROOT, "bench/results/scale-operator.json"));
+  const env = await setup(n);
+  const ctx: Ctx = { admin: env.admin, n, root, kubeconfig: env.kubeconfig, idleSeconds: Number(values["idle-seconds"] ?? 60), op: startOperatorRun(root, "scale-0", env.kubeconfig), restarts: 0 };
+  const startedAt = new Date().toISOString();
+  try {
+    await ctx.op.reconciling();
+    const phases = [...(await runMode(ctx, "slo")), ...(await runMode(ctx, "external"))];
+    const result = {
+      ...summary(n, phases),
+      baseline: "idle requests of the same fleet in autoscaling mode external, same run",
+      operator_root: root,
+      machine: { cpus: cpus().length, model: cpus()[0]?.model, load_avg_at_end: loadavg(), shared: true },
+      started_at: startedAt,
+      finished_at: new Date().toISOString(),
+      phases,
+    };
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+    const s = summary(n, phases);
+    console.log(JSON.stringify(s, null, 2));
+    console.log(`idle requests/min, slo vs external (baseline, same run): ${String(s.idle_slo_vs_external_ratio)}x`);
+  } catch (err) {
+    log(`failed; operator log tail:\n${ctx.op.logs().slice(-3000)}`);
+    throw err;
+  } finally {
+    await ctx.op.kill("SIGTERM");
+    await env.stop();
+  }
+}
+
+await main();

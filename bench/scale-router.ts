@@ -1,0 +1,257 @@
+// `npm run bench:scale-router -- [--upstreams 100] [--engines 2] [--streams 1000] [--max-streams 256] [--soak 600] [--out FILE]`:
+// the router as users run it (engine/main.ts --role router, prefix-aware) in front of engine
+// processes on loopback serving the tiny synthetic model; each of the --upstreams pods the router
+// sees is a TCP proxy to one of the engines. Measured: decision latency (the router's own
+// llmfleet_router_decision_seconds) and RSS with 100 upstreams; --streams concurrent streams
+// (429 past --max-streams, retried after Retry-After; none may be dropped); RSS over a soak of
+// --soak seconds (growth over its last 5 minutes, or its last half when shorter); the prefix hit
+// rate through one router and through two (the baseline: one router, same run); and requests lost
+// over a rolling restart of two routers behind a Service-like chooser of ready routers.
+// Writes bench/results/scale-router.json (or --out).
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { parseArgs } from "node:util";
+import { SYNTHETIC_PRESETS, writeSyntheticModel } from "../engine/model/synthetic-gguf.ts";
+import { quantileBetween } from "../operator/autoscaler/scrape.ts";
+import { processStats, samples } from "../testing/scale-fleet.ts";
+import { LoadClient, type StreamOutcome } from "./http/load-client.ts";
+import type { RunningServer } from "./http/servers.ts";
+import { rollingRestart } from "./scale/rolling-restart.ts";
+import { routesByMarker, startEngine, startMarkedProxy, startRouter, type MarkedProxy } from "./scale/router-fleet.ts";
+
+const ROOT = resolve(import.meta.dirname, "..");
+
+function log(msg: string): void {
+  process.stderr.write(`${new Date().toISOString()} scale-router: ${msg}\n`);
+}
+
+const prompt = (marker: number): string => `P${marker}| ${"the quick brown fox jumps over the lazy dog ".repeat(3)}`;
+
+/** One stream, retried after Retry-After (1 s) while the router answers 429. */
+async function streamUntilServed(client: LoadClient, marker: number, tally: { refused: number }): Promise<StreamOutcome> {
+  for (;;) {
+    const o = await client.complete({ prompt: prompt(marker), maxTokens: 16 });
+    if (o.status !== 429) return o;
+    tally.refused++;
+    await sleep(1000);
+  }
+}
+
+function decisionBuckets(text: string): Map<number, number> {
+  return new Map(samples(text, "llmfleet_router_decision_seconds_bucket").map(([l, v]) => [l.le === "+Inf" ? Infinity : Number(l.le), v]));
+}
+
+async function decisionLatency(router: RunningServer, requests: number): Promise<Record<string, number>> {
+  const before = decisionBuckets(await (await fetch(`${router.url}/metrics`)).text());
+  const client = new LoadClient(router.url, 16);
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < requests) await client.complete({ prompt: prompt(next++ % 500), maxTokens: 1 });
+  }));
+  client.close();
+  const after = decisionBuckets(await (await fetch(`${router.url}/metrics`)).text());
+  const ms = (q: number): number => (quantileBetween(before, after, q) ?? NaN) * 1000;
+  return { decision_p50_ms: ms(0.5), decision_p99_ms: ms(0.99), rss_mb: processStats(router.pid).rssMB };
+}
+
+/** Streams being served across the engines (running + queued), sampled until stopped; returns the peak. */
+function peakServed(engines: RunningServer[]): { stop: () => Promise<number> } {
+  let peak = 0;
+  let running = true;
+  const loop = (async (): Promise<void> => {
+    while (running) {
+      const texts = await Promise.all(engines.map(async (e) => (await fetch(`${e.url}/metrics`)).text()));
+      const total = texts.reduce((a, t) => a + (samples(t, "llmfleet_running_sequences")[0]?.[1] ?? 0) + (samples(t, "llmfleet_queue_depth")[0]?.[1] ?? 0), 0);
+      peak = Math.max(peak, total);
+      await sleep(100);
+    }
+  })();
+  return {
+    stop: async (): Promise<number> => {
+      running = false;
+      await loop;
+      return peak;
+    },
+  };
+}
+
+async function manyStreams(router: RunningServer, engines: RunningServer[], streams: number): Promise<Record<string, unknown>> {
+  const client = new LoadClient(router.url, streams);
+  const tally = { refused: 0 };
+  const sampler = peakServed(engines);
+  const pending = Array.from({ length: streams }, (_, i) => streamUntilServed(client, i, tally));
+  await sleep(500);
+  const probe = await fetch(`${router.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "x", max_tokens: 1 }) });
+  await probe.text();
+  const outcomes = await Promise.all(pending);
+  const peak = await sampler.stop();
+  client.close();
+  const dropped = outcomes.filter((o) => !o.ok || !o.complete);
+  if (dropped.length > 0) log(`dropped: ${dropped.slice(0, 3).map((o) => `${o.status} ${o.error ?? ""}`).join("; ")}`);
+  return {
+    streams,
+    streams_admitted: peak,
+    streams_dropped: dropped.length,
+    refused_429: tally.refused,
+    probe_past_capacity: { status: probe.status, retry_after: probe.headers.get("retry-after") },
+  };
+}
+
+async function soak(router: RunningServer, seconds: number, workers: number): Promise<Record<string, unknown>> {
+  const client = new LoadClient(router.url, workers);
+  const tally = { refused: 0 };
+  const rss: Array<[number, number]> = [];
+  const end = Date.now() + seconds * 1000;
+  let served = 0;
+  let failed = 0;
+  const failures: string[] = [];
+  const sampler = (async (): Promise<void> => {
+    while (Date.now() < end) {
+      rss.push([Date.now(), processStats(router.pid).rssMB]);
+      await sleep(5000);
+    }
+  })();
+  await Promise.all(Array.from({ length: workers }, async (_, w) => {
+    for (let i = 0; Date.now() < end; i++) {
+      const o = await streamUntilServed(client, (w * 7919 + i) % 5000, tally);
+      if (o.ok && o.complete) {
+        served++;
+        continue;
+      }
+      failed++;
+      failures.push(`${o.status} ${o.error ?? "incomplete"}`);
+    }
+  }));
+  await sampler;
+  client.close();
+  const window = Math.min(300, seconds / 2) * 1000;
+  const from = rss.find(([t]) => t >= end - window)?.[1] ?? NaN;
+  const last = rss.at(-1)?.[1] ?? NaN;
+  return { soak_seconds: seconds, soak_served: served, soak_failed: failed, soak_refused_429: tally.refused, soak_failure_examples: [...new Set(failures)].slice(0, 5), rss_growth_window_s: window / 1000, rss_growth_last5min: (last - from) / from, rss_samples_mb: rss.map(([, v]) => Number(v.toFixed(1))) };
+}
+
+/** Share of requests that went to their prefix's most frequent upstream. */
+function hitRate(proxies: MarkedProxy[], markers: Set<number>): number {
+  let modal = 0;
+  let total = 0;
+  for (const [marker, routes] of routesByMarker(proxies)) {
+    if (!markers.has(marker)) continue;
+    const counts = new Map<number, number>();
+    for (const r of routes) counts.set(r, (counts.get(r) ?? 0) + 1);
+    modal += Math.max(...counts.values());
+    total += routes.length;
+  }
+  return modal / Math.max(1, total);
+}
+
+async function prefixHitRate(routers: RunningServer[], proxies: MarkedProxy[], base: number): Promise<number> {
+  const clients = routers.map((r) => new LoadClient(r.url, 16));
+  const markers = Array.from({ length: 50 }, (_, i) => base + i);
+  // Round by round: a prefix is not sent ten times at once (the router would rightly spread a burst of one prefix).
+  const jobs = Array.from({ length: 10 }, (_, round) => markers.map((m) => ({ m, round }))).flat();
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < jobs.length) {
+      const job = jobs[next++];
+      const client = clients[(job?.round ?? 0) % clients.length];
+      if (job && client) await streamUntilServed(client, job.m, { refused: 0 });
+    }
+  }));
+  for (const c of clients) c.close();
+  return hitRate(proxies, new Set(markers));
+}
+
+interface Fleet {
+  engines: RunningServer[];
+  proxies: MarkedProxy[];
+  routers: RunningServer[];
+}
+
+async function startFleet(fleet: Fleet, o: { engines: number; upstreams: number; maxStreams: number }): Promise<string[]> {
+  const model = await writeSyntheticModel(join(tmpdir(), "llmfleet-bench-tiny.gguf"), SYNTHETIC_PRESETS.tiny as never);
+  for (let i = 0; i < o.engines; i++) fleet.engines.push(await startEngine(model, Math.ceil(o.maxStreams / o.engines)));
+  for (let i = 0; i < o.upstreams; i++) fleet.proxies.push(await startMarkedProxy(Number(new URL(fleet.engines[i % o.engines]?.url ?? "").port)));
+  const upstreams = fleet.proxies.map((p) => p.url);
+  fleet.routers.push(await startRouter({ upstreams, maxStreams: o.maxStreams }), await startRouter({ upstreams, maxStreams: o.maxStreams }));
+  log(`fleet up: ${o.engines} engines, ${o.upstreams} upstreams, 2 routers (load ${loadavg()[0]?.toFixed(1)})`);
+  return upstreams;
+}
+
+async function stopFleet(fleet: Fleet): Promise<void> {
+  for (const r of fleet.routers) await r[Symbol.asyncDispose]();
+  for (const p of fleet.proxies) p.close();
+  for (const e of fleet.engines) await e[Symbol.asyncDispose]();
+}
+
+interface Settings {
+  upstreams: number;
+  engines: number;
+  streams: number;
+  maxStreams: number;
+  soakSeconds: number;
+}
+
+async function phases(fleet: Fleet, upstreams: string[], s: Settings): Promise<Record<string, unknown>> {
+  const [a, b] = fleet.routers as [RunningServer, RunningServer];
+  const decision = await decisionLatency(a, 2000);
+  log(`decision: ${JSON.stringify(decision)}`);
+  const hitOne = await prefixHitRate([a], fleet.proxies, 100_000);
+  const hitTwo = await prefixHitRate([a, b], fleet.proxies, 200_000);
+  log(`prefix hit rate: one router ${hitOne}, two ${hitTwo}`);
+  const streams = await manyStreams(a, fleet.engines, s.streams);
+  log(`streams: ${JSON.stringify(streams)}`);
+  const rolling = await rollingRestart(fleet.routers, { upstreams, maxStreams: s.maxStreams, workers: 64 });
+  log(`rolling restart: ${JSON.stringify(rolling)}`);
+  const soaked = await soak(fleet.routers[0] ?? a, s.soakSeconds, s.maxStreams + 44);
+  log(`soak: growth ${String(soaked.rss_growth_last5min)}`);
+  return {
+    ...decision,
+    ...streams,
+    ...soaked,
+    ...rolling,
+    rss_mb: Math.max(decision.rss_mb ?? 0, ...(soaked.rss_samples_mb as number[])),
+    prefix_hit_rate_one_router: hitOne,
+    prefix_hit_rate_two_routers: hitTwo,
+    baseline: "prefix hit rate through one router, same run",
+    two_vs_one_router_hit_rate_ratio: hitTwo / hitOne,
+  };
+}
+
+async function main(): Promise<void> {
+  const { values: v } = parseArgs({
+    options: { upstreams: { type: "string" }, engines: { type: "string" }, streams: { type: "string" }, "max-streams": { type: "string" }, soak: { type: "string" }, out: { type: "string" } },
+  });
+  const s: Settings = {
+    upstreams: Number(v.upstreams ?? 100),
+    engines: Number(v.engines ?? 2),
+    streams: Number(v.streams ?? 1000),
+    maxStreams: Number(v["max-streams"] ?? 256),
+    soakSeconds: Number(v.soak ?? 600),
+  };
+  const out = resolve(v.out ?? join(ROOT, "bench/results/scale-router.json"));
+  const fleet: Fleet = { engines: [], proxies: [], routers: [] };
+  const startedAt = new Date().toISOString();
+  try {
+    const upstreams = await startFleet(fleet, s);
+    const measured = await phases(fleet, upstreams, s);
+    const result = {
+      ...measured,
+      upstreams: s.upstreams,
+      engines: s.engines,
+      max_streams: s.maxStreams,
+      machine: { cpus: cpus().length, model: cpus()[0]?.model, load_avg_at_end: loadavg(), shared: true },
+      started_at: startedAt,
+      finished_at: new Date().toISOString(),
+    };
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+    console.log(JSON.stringify({ ...result, rss_samples_mb: undefined }, null, 2));
+    console.log(`prefix hit rate, two routers vs one (baseline, same run): ${Number(measured.two_vs_one_router_hit_rate_ratio).toFixed(3)}x`);
+  } finally {
+    await stopFleet(fleet);
+  }
+}
+
+await main();
