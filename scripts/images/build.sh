@@ -48,9 +48,13 @@ stage() { # stage <src> <dest under context>: a fresh copy of a file or folder, 
   cp -R "$1" "$CTX/$2"
   if [ -d "$CTX/$2" ]; then find "$CTX/$2" -name '*.test.ts' -delete; fi
 }
+stage_cached() { # stage_cached <src under $CACHE> <dest>: hard links to a folder this script owns (fast for node_modules)
+  rm -rf "${CTX:?}/$2" && mkdir -p "$(dirname "$CTX/$2")"
+  cp -al "$1" "$CTX/$2"
+}
 mkdir -p "$CTX/dist" "$CTX/empty"
-stage "$NODE_PKG/bin/node" node/bin/node
-stage "$NODE_PKG/include/node" node/include/node
+stage_cached "$NODE_PKG/bin/node" node/bin/node
+stage_cached "$NODE_PKG/include/node" node/include/node
 stage "$ROOT/engine/native" native
 mkdir -p "$CTX/node-addon-api"
 cp node_modules/node-addon-api/{napi.h,napi-inl.h,napi-inl.deprecated.h} "$CTX/node-addon-api/"
@@ -64,7 +68,7 @@ if [ ! -f "$CACHE/llama.cpp-$TAG/CMakeLists.txt" ]; then
   (cd "$tmp/src" && git ls-files CMakeLists.txt cmake ggml src include common vendor LICENSE | tar cf - -T - | tar xf - -C "$tmp/out")
   rm -rf "$CACHE/llama.cpp-$TAG" && mv "$tmp/out" "$CACHE/llama.cpp-$TAG" && rm -rf "$tmp"
 fi
-stage "$CACHE/llama.cpp-$TAG" llama.cpp
+stage_cached "$CACHE/llama.cpp-$TAG" llama.cpp
 # The engine as one ES module (node-llama-cpp left out: the image serves --backend native), and the
 # KV codec's worker beside it (engine/kvcodec/codec-offload.ts starts it from there).
 bundle() {
@@ -75,22 +79,28 @@ bundle() {
 bundle engine/main.ts engine.mjs
 bundle engine/kvcodec/codec-worker.ts codec-worker.mjs
 
+# operator_deps <dir>: the operator's production dependencies at package-lock.json's versions
+# (node-llama-cpp and node-addon-api are the engine's, left out; --ignore-scripts: nothing is compiled).
+operator_deps() {
+  cp package-lock.json "$1/"
+  node -e 'const p = require("./package.json"); for (const d of ["node-llama-cpp", "node-addon-api"]) delete p.dependencies[d];
+    delete p.devDependencies; p.dependencies.tsx = require("./package-lock.json").packages["node_modules/tsx"].version;
+    require("fs").writeFileSync(process.argv[1], JSON.stringify(p, null, 2))' "$1/package.json"
+  (cd "$1" && npm install --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 if [ "$CPU" = 1 ]; then
   # The operator's production dependencies, installed once per package-lock.json (node-llama-cpp and
   # node-addon-api are the engine's, left out; --ignore-scripts: nothing is compiled).
-  DEPS_KEY="$(cat package.json package-lock.json scripts/images/build.sh | sha256sum | cut -c1-16)"
+  DEPS_KEY="$( (cat package.json package-lock.json; declare -f operator_deps) | sha256sum | cut -c1-16)"
   DEPS="$CACHE/operator-deps-$DEPS_KEY"
   if [ ! -d "$DEPS/node_modules" ]; then
     say "operator npm dependencies (package-lock.json)"
     rm -rf "$DEPS.tmp" && mkdir -p "$DEPS.tmp"
-    cp package-lock.json "$DEPS.tmp/"
-    node -e 'const p = require("./package.json"); for (const d of ["node-llama-cpp", "node-addon-api"]) delete p.dependencies[d];
-      delete p.devDependencies; p.dependencies.tsx = require("./package-lock.json").packages["node_modules/tsx"].version;
-      require("fs").writeFileSync(process.argv[1], JSON.stringify(p, null, 2))' "$DEPS.tmp/package.json"
-    (cd "$DEPS.tmp" && npm install --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+    operator_deps "$DEPS.tmp"
     rm -rf "$DEPS" && mv "$DEPS.tmp" "$DEPS"
   fi
-  stage "$DEPS/node_modules" operator/node_modules
+  stage_cached "$DEPS/node_modules" operator/node_modules
   for f in package.json tsconfig.json; do stage "$ROOT/$f" "operator/$f"; done
   for d in crds lib operator; do stage "$ROOT/$d" "operator/$d"; done
 fi
@@ -106,10 +116,12 @@ if [ "$CUDA" = 1 ]; then
     python3 -m pip download --quiet --no-deps --only-binary=:all: \
       --disable-pip-version-check -d "$CUDA_DIR.tmp/wheels" $CUDA_WHEELS
     for w in "$CUDA_DIR.tmp"/wheels/*.whl; do python3 -m zipfile -e "$w" "$CUDA_DIR.tmp/site"; done
+    # zipfile drops the executable bits the wheels record.
+    chmod +x "$CUDA_DIR.tmp"/site/nvidia/cu13/bin/* "$CUDA_DIR.tmp"/site/nvidia/cu13/nvvm/bin/*
     mv "$CUDA_DIR.tmp/site/nvidia" "$CUDA_DIR.tmp/nvidia" && rm -rf "$CUDA_DIR.tmp/site" "$CUDA_DIR.tmp/wheels"
     rm -rf "$CUDA_DIR" && mv "$CUDA_DIR.tmp" "$CUDA_DIR"
   fi
-  stage "$CUDA_DIR/nvidia" cuda/nvidia
+  stage_cached "$CUDA_DIR/nvidia" cuda/nvidia
 fi
 find "$CTX" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 say "inputs staged in $(( $(date +%s) - t0 )) s"

@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parse } from "yaml";
-import { normalizeImageRef } from "../../e2e/harness/containers.ts";
+import { normalizeImageRef } from "../../testing/containers.ts";
 import { parseOperatorOptions } from "../../operator/options.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
