@@ -8,9 +8,10 @@
 ARG BUILDER
 ARG RUNTIME
 
-FROM ${BUILDER} AS addon
+# The toolchain alone (build.sh --cuda-toolchain builds only this stage: the wheels and nvcc, in
+# seconds, without compiling kernels).
+FROM ${BUILDER} AS toolchain
 USER 0:0
-ARG CUDA_ARCH=90
 COPY cuda/nvidia/cu13 /usr/local/cuda
 # The wheels ship versioned libraries only, in the layout nvcc.profile expects under targets/, and
 # no driver stub: the link-time names, a targets/ view, and a placeholder libcuda.so that the
@@ -20,6 +21,9 @@ RUN cd /usr/local/cuda && ln -s lib lib64 && for l in cudart cublas cublasLt; do
  && echo 'void llmfleet_cuda_stub(void) {}' >/tmp/stub.c && gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o lib/stubs/libcuda.so /tmp/stub.c \
  && /usr/local/cuda/bin/nvcc --version
 ENV PATH=/usr/local/cuda/bin:/usr/local/bin:/usr/bin:/bin CUDACXX=/usr/local/cuda/bin/nvcc
+
+FROM toolchain AS addon
+ARG CUDA_ARCH=90
 COPY node/include/node /opt/node/include/node
 COPY node-addon-api /opt/node-addon-api
 COPY llama.cpp /src/llama.cpp

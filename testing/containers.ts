@@ -55,7 +55,7 @@ let limits: { nofile: number; nproc: number } | undefined;
 /** The current soft limits: podman's defaults are higher, and raising a limit needs CAP_SYS_RESOURCE. */
 function currentLimits(): { nofile: number; nproc: number } {
   limits ??= (() => {
-    const [nofile, nproc] = execFileSync("sh", ["-c", "ulimit -Sn; ulimit -Su"], { encoding: "utf8" }).trim().split("\n");
+    const [nofile, nproc] = execFileSync("bash", ["-c", "ulimit -Sn; ulimit -Su"], { encoding: "utf8" }).trim().split("\n");
     const n = (v: string | undefined): number => (v === "unlimited" ? 1 << 20 : Number(v));
     // nproc: 32768 at most — a higher value, even the one `ulimit -u` reports, is refused here.
     return { nofile: n(nofile), nproc: Math.min(n(nproc), 32768) };
@@ -201,6 +201,8 @@ export function podVolumes(pod: V1Pod, modelCache: string): { binds: Array<[stri
   const binds: Array<[string, string]> = [];
   const tmpfs: string[] = [];
   for (const m of spec?.containers[0]?.volumeMounts ?? []) {
+    // The token volume the ServiceAccount admission adds: callers bind serviceAccountMount() there.
+    if (m.mountPath === SERVICE_ACCOUNT_PATH && volumes.get(m.name)?.projected) continue;
     if (m.name === "model-cache") binds.push([modelCache, m.mountPath]);
     else if (isScratch(volumes.get(m.name))) tmpfs.push(m.mountPath);
     else throw new Error(`pod ${pod.metadata?.name}: volume ${m.name} has a kind the e2e harness does not run`);

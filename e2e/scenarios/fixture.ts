@@ -61,6 +61,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   await kubectlOk(["delete", "node", ...opts.nodes.map(([name]) => name), "--ignore-not-found"]);
   for (const [name, node] of opts.nodes) await createKwokGpuNode(process.env.KUBECONFIG ?? "", name, node);
   const extra = (opts.operatorArgs ?? []).flatMap((a, i) => ["--set", `extraArgs[${i}]=${a}`]);
+  // kwok's GPU nodes have no GPU: their pods run the CPU engine image (GPU settings are harmless
+  // there), as the CUDA image is neither built by images:build nor runnable on this machine.
+  if (podMode() === "containers") extra.push("--set", "engineGPUImage=llmfleet/engine:0.1.0");
   await helm([
     "install",
     "llmfleet",
@@ -79,7 +82,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   ]);
   const operators = new OperatorPods(sys);
   await operators.start();
-  await eventually(() => (operators.processes.size > 0 ? undefined : Promise.reject(new Error("no operator pod running"))), { message: "operator pod runs" });
+  await eventually(() => (operators.processes.size > 0 ? undefined : Promise.reject(new Error(`no operator pod running\n${operators.logs()}`))), {
+    message: "operator pod runs",
+  });
   const engineLog: string[] = [];
   const runner = new PodRunner({ namespace: ns, log: (l) => engineLog.push(l) });
   await runner.start();

@@ -8,6 +8,8 @@
 #   scripts/images/build.sh            operator + CPU engine (npm run images:build)
 #   scripts/images/build.sh --cuda     the CUDA engine only (npm run images:build:cuda)
 #   scripts/images/build.sh --all      all three
+#   scripts/images/build.sh --cuda-toolchain   only the CUDA image's toolchain stage (the wheels
+#                                      unpacked, nvcc runs), tagged <engine>:<version>-cuda-toolchain
 #
 # Every input is pinned (scripts/images/pins.sh, package-lock.json, node-llama-cpp's llama.cpp tag)
 # and carries SOURCE_DATE_EPOCH as its time; buildah caches each layer by the content it copies
@@ -19,16 +21,21 @@ cd "$ROOT"
 . scripts/images/pins.sh
 CPU=1
 CUDA=0
+CUDA_TARGET=
 for arg in "$@"; do
   case "$arg" in
     --cuda) CPU=0; CUDA=1 ;;
+    --cuda-toolchain) CPU=0; CUDA=1; CUDA_TARGET=toolchain ;;
     --all) CPU=1; CUDA=1 ;;
-    *) echo "unknown argument: $arg (expected --cuda or --all)" >&2; exit 2 ;;
+    *) echo "unknown argument: $arg (expected --cuda, --cuda-toolchain or --all)" >&2; exit 2 ;;
   esac
 done
 CACHE="${LLMFLEET_CACHE:-$HOME/.cache/llmfleet}/images"
 CTX="$CACHE/context"
 mkdir -p "$CACHE" "$CTX"
+# One build at a time per cache: the context folder is shared.
+exec 9>"$CACHE/build.lock"
+flock 9
 t0=$(date +%s)
 say() { echo "images: $*" >&2; }
 
@@ -144,7 +151,10 @@ if [ "$CPU" = 1 ]; then
   build images/operator.Dockerfile "$IMAGE_REGISTRY/operator:$IMAGE_VERSION" --build-arg BASE="$(bash scripts/images/base.sh operator)"
   build images/engine.Dockerfile "$IMAGE_REGISTRY/engine:$IMAGE_VERSION" --build-arg BUILDER="$BUILDER" --build-arg RUNTIME="$RUNTIME"
 fi
-if [ "$CUDA" = 1 ]; then
+if [ "$CUDA" = 1 ] && [ -n "$CUDA_TARGET" ]; then
+  build images/engine-cuda.Dockerfile "$IMAGE_REGISTRY/engine:$IMAGE_VERSION-cuda-$CUDA_TARGET" --target "$CUDA_TARGET" \
+    --build-arg BUILDER="$BUILDER" --build-arg RUNTIME="$RUNTIME"
+elif [ "$CUDA" = 1 ]; then
   build images/engine-cuda.Dockerfile "$IMAGE_REGISTRY/engine:$IMAGE_VERSION-cuda" --build-arg BUILDER="$BUILDER" --build-arg RUNTIME="$RUNTIME" \
     --build-arg CUDA_ARCH="$CUDA_ARCH"
 fi
