@@ -29,10 +29,13 @@ export function podMode(): PodMode {
 let built: Promise<void> | undefined;
 
 /**
- * Builds the operator and CPU engine images from this checkout (scripts/images/build.sh; seconds
- * when nothing changed), once per test process, so pods never run images older than the code.
+ * Builds the operator and CPU engine images from this checkout (scripts/images/build.sh; under a
+ * minute when nothing changed), once per test process, so pods never run images older than the
+ * code — unless LLMFLEET_E2E_IMAGES=prebuilt says the caller just built them.
  */
 export function ensureImages(): Promise<void> {
+  // `npm run e2e` builds them once before all scenarios.
+  if (process.env.LLMFLEET_E2E_IMAGES === "prebuilt") return Promise.resolve();
   built ??= run("bash", [join(ROOT, "scripts/images/build.sh")], { cwd: ROOT, maxBuffer: 64 << 20 }).then(
     () => undefined,
     (err: { stderr?: string; message: string }) => {
