@@ -33,20 +33,10 @@ export function cheapestMeeting(rows: Row[]): Row | undefined {
   return rows.filter((r) => r.attainment >= TARGET_ATTAINMENT).sort((a, b) => a.replicaGpuHours - b.replicaGpuHours)[0];
 }
 
-export function oursSettings(cfg: FleetConfig, tuned: Partial<OursSettings>): OursSettings {
-  return {
-    sloSeconds: cfg.ttftSloSeconds,
-    maxQueuePerReplica: 4,
-    scaleDownStabilizationSeconds: 300,
-    leadTimeSeconds: cfg.loadSeconds + cfg.provisioningSeconds,
-    // The engine's measured prefill rate (GPU.md) as the prior; saturated intervals correct it.
-    priorCapacityPerReplica: cfg.engine.prefillTokensPerSecond,
-    ...tuned,
-  };
-}
-
-export function ours(cfg: FleetConfig, tuned: Partial<OursSettings>, label = "default"): Scaler {
-  return new OursScaler(oursSettings(cfg, tuned), { min: cfg.minReplicas, max: cfg.maxReplicas }, label);
+/** The one thing the bench tells our recommender that the operator does not: the engine's measured prefill rate (GPU.md) as its prior capacity. */
+export function ours(cfg: FleetConfig, settings: OursSettings = {}, label = "default"): Scaler {
+  const pool = { min: cfg.minReplicas, max: cfg.maxReplicas, sloSeconds: cfg.sloSeconds, provisioningSeconds: cfg.provisioningSeconds, loadSeconds: cfg.loadSeconds };
+  return new OursScaler({ priorCapacityPerReplica: cfg.engine.prefillTokensPerSecond, ...settings }, pool, label);
 }
 
 export interface BaselineSweeps {
@@ -70,13 +60,18 @@ export function sweepBaselines(reqs: TraceRequest[], cfg: FleetConfig, quiet: bo
 function missesWithFixedPool(reqs: TraceRequest[], cfg: FleetConfig, n: number, minutes: number): number[] {
   const free = new Float64Array(n);
   const misses = new Array<number>(minutes).fill(0);
-  for (const r of reqs) {
+  const freeFirst = (): number => {
     let k = 0;
     for (let i = 1; i < n; i++) if ((free[i] ?? 0) < (free[k] ?? 0)) k = i;
-    free[k] = Math.max(free[k] ?? 0, r.at) + prefillSeconds(cfg.engine, r.promptTokens);
+    return k;
+  };
+  for (const r of reqs) {
+    const k = freeFirst();
+    const start = Math.max(free[k] ?? 0, r.at);
+    free[k] = start + prefillSeconds(cfg.engine, r.promptTokens);
     const ttft = (free[k] ?? 0) + handoffSeconds(cfg.engine, r.promptTokens) - r.at;
     const m = Math.floor(r.at / 60);
-    if (ttft > cfg.ttftSloSeconds) misses[m] = (misses[m] ?? 0) + 1;
+    if ((cfg.sloKind === "ttft" ? ttft : start - r.at) > cfg.sloSeconds) misses[m] = (misses[m] ?? 0) + 1;
   }
   return misses;
 }
@@ -97,11 +92,18 @@ function cheapestPlan(misses: number[][], lambda: number): { replicas: number; m
 /**
  * A lower bound no causal scaler reaches: replicas chosen per minute with the whole trace known,
  * ready at once (no load or provisioning), the target met over the trace (misses spent where
- * replicas are dearest, by a Lagrangian search). GPU-hours of replicas only.
+ * replicas are dearest, by a Lagrangian search). GPU-hours of replicas only. Its attainment is the
+ * best any pool reaches on the trace (the largest pool tried misses nothing, or is the pool's max).
  */
-export function clairvoyantBound(reqs: TraceRequest[], cfg: FleetConfig, maxReplicas = 40): { replicaGpuHours: number; attainment: number } {
+export function clairvoyantBound(reqs: TraceRequest[], cfg: FleetConfig): { replicaGpuHours: number; attainment: number } {
   const minutes = Math.ceil((reqs[reqs.length - 1]?.at ?? 0) / 60) + 1;
-  const misses = Array.from({ length: maxReplicas }, (_, i) => missesWithFixedPool(reqs, cfg, i + 1, minutes));
+  // Pools of 1, 2, … replicas, up to the first that misses nothing (or the pool's max).
+  const misses: number[][] = [];
+  for (let n = 1; n <= cfg.maxReplicas; n++) {
+    const row = missesWithFixedPool(reqs, cfg, n, minutes);
+    misses.push(row);
+    if (row.every((x) => x === 0)) break;
+  }
   const budget = (1 - TARGET_ATTAINMENT) * reqs.length;
   let best = { replicas: Infinity, misses: 0 };
   for (let lambda = 1e-4; lambda < 100; lambda *= 1.1) {

@@ -2,7 +2,9 @@
 // they are usually deployed for LLM pools — a KEDA-style scaler on requests in flight per replica
 // and an HPA on GPU utilisation — both behind the HPA's default behaviour (scale-up at most
 // max(2x, +4) per 15 s, 300 s scale-down stabilisation, 10% tolerance).
-import { recommendReplicas } from "../../operator/autoscaler/recommender.ts";
+import type { EnginePool, GPUNodeGroup, Model } from "../../operator/api.ts";
+import { recordAndRecommend } from "../../operator/autoscaler/controller.ts";
+import { recommenderSpec } from "../../operator/autoscaler/observe.ts";
 import type { PoolObservation, RecommenderSpec } from "../../operator/autoscaler/types.ts";
 import type { FleetObservation, Scaler } from "./fleet.ts";
 
@@ -68,34 +70,57 @@ export class HpaUtilisationScaler implements Scaler {
   }
 }
 
-export type OursSettings = Omit<RecommenderSpec, "role" | "min" | "max" | "current">;
+/** What the bench sets on our pool beside what the operator derives: the prior capacity, and any recommender knob under test. */
+export type OursSettings = Partial<Omit<RecommenderSpec, "role" | "min" | "max" | "current" | "sloSeconds" | "leadTimeSeconds">>;
 
-/** llmfleet's recommendReplicas, fed what the engines' /metrics give every interval. */
+export interface OursPool {
+  min: number;
+  max: number;
+  sloSeconds: number;
+  provisioningSeconds: number;
+  loadSeconds: number;
+}
+
+/**
+ * The recommender spec exactly as the operator's controller builds it (recommenderSpec), for a
+ * PrefillPool in mode slo whose Model states `slo.ttftP90` and whose GPUNodeGroup states its
+ * provisioning time; `settings` then override single fields.
+ */
+export function operatorSpec(pool: OursPool, current: number, settings: OursSettings): RecommenderSpec {
+  const enginePool = {
+    apiVersion: "llmfleet.dev/v1alpha1",
+    kind: "PrefillPool",
+    metadata: { name: "bench", namespace: "bench" },
+    spec: { modelRef: { name: "bench" }, replicas: { min: pool.min, max: pool.max, desired: current }, autoscaling: { mode: "slo" } },
+  } as unknown as EnginePool;
+  const model = { spec: { slo: { ttftP90: `${pool.sloSeconds}s` } } } as unknown as Model;
+  const nodeGroup = { spec: { provisioningTime: `${pool.provisioningSeconds}s` } } as unknown as GPUNodeGroup;
+  const spec = recommenderSpec({ pool: enginePool, role: "prefill", model, nodeGroup, modelLoadSeconds: pool.loadSeconds });
+  return { ...spec, ...settings };
+}
+
+/** llmfleet's recommender behind the operator's own step (recordAndRecommend), fed what the engines' /metrics give every interval. */
 export class OursScaler implements Scaler {
   readonly name: string;
   private readonly history: PoolObservation[] = [];
 
   constructor(
     private readonly settings: OursSettings,
-    private readonly bounds: { min: number; max: number },
+    private readonly pool: OursPool,
     label = "default",
   ) {
     this.name = `llmfleet-slo/${label}`;
   }
 
   decide(o: FleetObservation): number {
-    this.history.push({
+    const obs: PoolObservation = {
       at: o.at,
       readyReplicas: o.ready,
       arrivalRate: o.arrivalTokensPerSecond,
       throughput: o.servedTokensPerSecond,
       queueDepth: o.queueDepth,
       ttftP90: o.ttftP90,
-    });
-    while ((this.history[0]?.at ?? o.at) < o.at - 900) this.history.shift();
-    const d = recommendReplicas(this.history, { role: "prefill", ...this.bounds, current: o.current, ...this.settings });
-    const last = this.history[this.history.length - 1];
-    if (last) last.recommendation = d.inputs.raw;
-    return d.desired;
+    };
+    return recordAndRecommend(this.history, obs, operatorSpec(this.pool, o.current, this.settings)).desired;
   }
 }

@@ -1,7 +1,9 @@
 // Request traces for the autoscaling replay: Azure LLM inference CSV (TIMESTAMP, ContextTokens,
-// GeneratedTokens) and Mooncake JSONL (timestamp ms, input_length, output_length, hash_ids).
+// GeneratedTokens) and Mooncake JSONL (timestamp ms, input_length, output_length, hash_ids),
+// either of them optionally gzipped (bench/traces/*.jsonl.gz).
 import { prng } from "../../engine/model/synthetic-gguf.ts";
 import { readFileSync } from "node:fs";
+import { gunzipSync } from "node:zlib";
 
 export interface TraceRequest {
   /** Arrival, seconds from the trace's first request. */
@@ -33,7 +35,8 @@ function parseMooncake(text: string): TraceRequest[] {
 }
 
 export function loadTrace(path: string): TraceRequest[] {
-  const text = readFileSync(path, "utf8");
+  const raw = readFileSync(path);
+  const text = (raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw) : raw).toString("utf8");
   const reqs = text.trimStart().startsWith("{") ? parseMooncake(text) : parseAzure(text);
   return reqs.sort((a, b) => a.at - b.at);
 }

@@ -26,7 +26,10 @@ export const ModelSource = strictObject(
 
 export const ModelSLO = strictObject(
   {
-    ttftP90: Duration("Time-to-first-token target at the 90th percentile; prefill pools scale to hold it.", "500ms"),
+    ttftP90: Duration(
+      "Time-to-first-token target at the 90th percentile. The autoscaler aims each prefill request's queueing delay (its TTFT less its own prefill on an idle replica, which no replica count removes) at it.",
+      "500ms",
+    ),
     itlP90: Duration("Inter-token-latency target at the 90th percentile; decode pools scale to hold it.", "50ms"),
   },
   { description: "Service-level objectives the autoscaler holds." },

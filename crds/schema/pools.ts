@@ -100,7 +100,7 @@ const AutoscalerDecision = Type.Object(
   {
     lastDecisionTime: Type.String({ format: "date-time", description: "When the autoscaler last decided." }),
     recommendedReplicas: Type.Integer({ description: "Replicas the autoscaler asked for through the scale subresource." }),
-    reason: Type.String({ maxLength: 1024, description: "Why, e.g. 'scale up: arrival-rate needs 6'." }),
+    reason: Type.String({ maxLength: 1024, description: "Why, e.g. 'scale up: queueing-delay needs 6'." }),
     inputs: Type.Unsafe<Record<string, number>>({
       type: "object",
       additionalProperties: { type: "number" },

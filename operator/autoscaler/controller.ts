@@ -14,6 +14,7 @@ import { cached, type Caches } from "../reconcilers/caches.ts";
 import { canonical, fieldManager } from "../runtime/apply.ts";
 import type { EventInput } from "../runtime/events.ts";
 import type { Manager } from "../runtime/manager.ts";
+import { markDeletionCosts } from "./deletion-cost.ts";
 import { createAutoscalerMetrics, type AutoscalerMetrics } from "./metrics.ts";
 import { autoscaled, observation, recommenderSpec, type Scraped } from "./observe.ts";
 import { recommendReplicas } from "./recommender.ts";
@@ -30,6 +31,8 @@ export interface AutoscalerOptions {
   source?: MetricsSource;
   /** The /metrics URLs of a pool's engines. Default: http://<pod IP>:8000/metrics of its running pods. */
   targets?: (pool: EnginePool, role: PoolRole) => Promise<string[]>;
+  /** One pod's /metrics URL, scraped on its own for its deletion cost before a scale-down. Default: http://<pod IP>:8000/metrics. */
+  podMetricsUrl?: (pod: V1Pod) => string | undefined;
   /** Seconds a new replica spends loading its model, added to the node group's provisioningTime as lead time. Default 60. */
   modelLoadSeconds?: number;
   /** Registry for llmfleet_autoscaler_* metrics. Default: a new one. */
@@ -141,12 +144,31 @@ class AutoscalerLoop implements Autoscaler {
   private async scale(pool: EnginePool, role: PoolRole, change: { from: number; decision: Decision }): Promise<void> {
     const r = role === "prefill" ? R.PrefillPool : R.DecodePool;
     const replicas = change.decision.desired;
+    if (replicas < change.from) await this.markIdlest(pool);
     // Read-modify-write of the Scale object, as the HPA does: a PATCH of /scale fails with an
     // InternalError while spec.replicas.desired is still unset (the usual state of a new pool).
     const scale = await this.manager.client.get<KubeObject & { spec?: { replicas?: number } }>(r, namespaceOf(pool), nameOf(pool), "scale");
     await this.manager.client.replace(r, { ...scale, spec: { ...scale.spec, replicas } }, "llmfleet/autoscaler", "scale");
     this.manager.log(`autoscaler: ${role} pool ${namespaceOf(pool)}/${nameOf(pool)} -> ${replicas} replicas`);
     await this.manager.events.record(pool, scaleEvent(change.from, change.decision));
+  }
+
+  /**
+   * Before a scale-down: each running pod's deletion cost becomes its requests in flight, so the
+   * ReplicaSet removes the idlest pod (deletion-cost.ts). A failure is logged and the scale goes on:
+   * the pod removed is then the ReplicaSet's own pick, and it still drains.
+   */
+  private async markIdlest(pool: EnginePool): Promise<void> {
+    const selector = pool.status?.selector;
+    if (!selector) return;
+    try {
+      const pods = await this.manager.client.list<V1Pod>(R.Pod, { namespace: namespaceOf(pool), labelSelector: selector });
+      const running = pods.items.filter((p) => p.status?.phase === "Running" && !p.metadata?.deletionTimestamp);
+      const url = this.opts.podMetricsUrl ?? ((p: V1Pod) => (p.status?.podIP ? `http://${p.status.podIP}:${ENGINE_METRICS_PORT}/metrics` : undefined));
+      await markDeletionCosts(this.manager.client, running.map((pod) => ({ pod, url: url(pod) })), this.source);
+    } catch (err) {
+      this.manager.log(`autoscaler: pool ${namespaceOf(pool)}/${nameOf(pool)}: pod deletion costs not set: ${String(err)}`);
+    }
   }
 
   /** status.autoscaler, written (as llmfleet/autoscaler) only when the decision differs from the recorded one. */

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { recommendReplicas } from "./recommender.ts";
-import { arrivalDispersion, arrivalTrend, forecastRate, learnedCapacity, learnedRunningCapacity } from "./signals.ts";
+import { arrivalDispersion, arrivalTrend, erlangC, forecastRate, learnedCapacity, learnedRunningCapacity, rateSwing, waitBeyond } from "./signals.ts";
 import type { PoolObservation, RecommenderSpec } from "./types.ts";
 
 /** A pool observed every 15 s; `at` counts from 0. */
@@ -48,20 +48,29 @@ const cases: Case[] = [
   { name: "no history raises to min", history: [], spec: prefill({ current: 0, min: 1 }), desired: 1, reason: /raised to min/ },
   // A steady load has no bursts to absorb: 12k tokens/s on 2 × 10k holds.
   { name: "load inside band holds", history: steady(12000), spec: prefill(), desired: 2, reason: /hold/ },
-  // Steady 40k tokens/s needs 4 replicas of 10k, and no spare for bursts.
-  { name: "arrival rate scales up", history: steady(40000), spec: prefill(), desired: 4, reason: /scale up: arrival-rate needs 4/ },
-  // Without the burst model (burstQuantile 0), a fixed 75% utilisation: 40k / 7.5k → 6.
+  // Steady 40k tokens/s: 4 replicas of 10k would run at 100 % and never catch up; with no bursts, 5 wait for nothing.
+  { name: "arrival rate scales up", history: steady(40000), spec: prefill(), desired: 5, reason: /scale up: queueing-delay needs 5/ },
+  // On the first observation (no swing between intervals yet), a fixed 75% utilisation: 40k / 7.5k → 6.
   {
-    name: "burstQuantile 0 plans for targetUtilization",
-    history: steady(40000),
-    spec: prefill({ burstQuantile: 0 }),
+    name: "first observation plans for targetUtilization",
+    history: steady(40000).slice(0, 1),
+    spec: prefill(),
     desired: 6,
-    reason: /scale up: arrival-rate needs 6/,
+    reason: /scale up: queueing-delay needs 6/,
   },
-  // Bursty 20k: spare √(6.07k × 20k / 0.5 s) = 15.6k tokens/s on top → (20k + 15.6k) / 10k → 4.
-  { name: "bursts ask for spare replicas", history: bursty(20000), spec: prefill(), desired: 4, reason: /arrival-rate needs 4/ },
-  // The same bursts at a tighter quantile: 20k + 2 × 15.6k → 6.
-  { name: "a higher burst quantile asks for more", history: bursty(20000), spec: prefill({ burstQuantile: 2 }), desired: 6, reason: /arrival-rate needs 6/ },
+  // Bursty 20k (index of dispersion 6.07k tokens): at 4 replicas a request waits with Erlang C
+  // 0.17 and beyond 0.5 s with e^(−2 × 20k × 0.5 / 6.07k) = 0.037, 0.6 % > 0.1 %; at 5, 0.04 %.
+  { name: "bursts ask for spare replicas", history: bursty(20000), spec: prefill(), desired: 5, reason: /queueing-delay needs 5/ },
+  // The same bursts with a 5 % miss budget: 4 replicas' 0.6 % is within it.
+  { name: "a looser miss budget asks for fewer", history: bursty(20000), spec: prefill({ missBudget: 0.05 }), desired: 4, reason: /queueing-delay needs 4/ },
+  // The same 20k in bursts ten times the size (dispersion 60.7k: prompts ten times as long): 8.
+  {
+    name: "bigger bursts of the same work ask for more",
+    history: series(10, (i) => ({ arrivalRate: 20000 + (i % 2 === 0 ? 6325 : -6325), throughput: 12000 })),
+    spec: prefill(),
+    desired: 8,
+    reason: /queueing-delay needs 8/,
+  },
   { name: "queue scales up", history: series(3, () => ({ queueDepth: 12 })), spec: prefill(), desired: 3, reason: /scale up: queue needs 3/ },
   {
     name: "a deep queue at most doubles the ready replicas per step",
@@ -78,11 +87,19 @@ const cases: Case[] = [
     reason: /stabilising: 6/,
   },
   {
-    name: "TTFT over SLO scales up proportionally, at most 2x",
-    history: series(3, () => ({ ttftP90: 0.75, arrivalRate: 1000, throughput: 1000 })),
+    // A 30k-token prompt takes 2 s on an idle replica: TTFT over the SLO says nothing about the pool's size.
+    name: "TTFT over the SLO alone does not scale (it includes each request's own prefill)",
+    history: series(3, () => ({ ttftP90: 2, arrivalRate: 1000, throughput: 1000 })),
+    spec: prefill(),
+    desired: 2,
+    reason: /stabilising: 2/,
+  },
+  {
+    name: "queue wait over the SLO scales up proportionally, at most 2x",
+    history: series(3, () => ({ queueWaitP90: 0.75, ttftP90: 2, arrivalRate: 1000, throughput: 1000 })),
     spec: prefill(),
     desired: 3,
-    reason: /ttft needs 3/,
+    reason: /queue-wait needs 3/,
   },
   { name: "max clamps", history: steady(400000), spec: prefill(), desired: 10, reason: /clamped to max 10/ },
   {
@@ -104,7 +121,7 @@ const cases: Case[] = [
     ],
     spec: prefill({ current: 6 }),
     desired: 1,
-    reason: /scale down: arrival-rate/,
+    reason: /scale down: queueing-delay/,
   },
   {
     name: "scale to zero when min is 0 and idle for the window",
@@ -122,27 +139,28 @@ const cases: Case[] = [
     reason: /queue/,
   },
   {
-    name: "rising trend scales ahead over the lead time",
-    // +50 tokens/s per second: 10k now, 180 s ahead 19k, plus √(572 × 19k / 0.5 s) = 4.7k spare → 3, not 2.
-    history: series(9, (i) => ({ arrivalRate: 4000 + 750 * i, throughput: 4000 })),
-    spec: prefill({ leadTimeSeconds: 180, maxForecastGrowth: 2 }),
+    // +1k tokens/s every 15 s: the 60 s mean (13.5k now) moved by ~3.7k over each 60 s lead time,
+    // so 17.2k is planned for → 3, where the same history without a lead time holds 2.
+    name: "a rate that moved over one lead time plans that much headroom",
+    history: series(12, (i) => ({ arrivalRate: 4000 + 1000 * i, throughput: 4000 })),
+    spec: prefill({ leadTimeSeconds: 60 }),
     desired: 3,
-    reason: /arrival-rate needs 3/,
+    reason: /queueing-delay needs 3/,
   },
   {
-    name: "same trend without lead time waits",
-    history: series(9, (i) => ({ arrivalRate: 4000 + 750 * i, throughput: 4000 })),
-    spec: prefill({ leadTimeSeconds: 0, maxForecastGrowth: 2 }),
+    name: "same history without lead time holds",
+    history: series(12, (i) => ({ arrivalRate: 4000 + 1000 * i, throughput: 4000 })),
+    spec: prefill({ leadTimeSeconds: 0 }),
     desired: 2,
     reason: /hold/,
   },
   {
     name: "capacity learned from a saturated pool overrides the prior",
-    // A request waiting per replica: the pool delivers 5k per replica, so a steady 15k needs 3 (the 10k prior would say 2).
+    // A request waiting per replica: the pool delivers 5k per replica, so a steady 15k needs 4 (the 10k prior would say 2).
     history: series(5, () => ({ arrivalRate: 15000, throughput: 10000, queueDepth: 2 })),
     spec: prefill(),
-    desired: 3,
-    reason: /arrival-rate needs 3/,
+    desired: 4,
+    reason: /queueing-delay needs 4/,
   },
   {
     name: "decode: running sequences over the per-replica limit",
@@ -189,8 +207,8 @@ test("every decision records its inputs", () => {
   assert.equal(d.inputs.arrivalRate, 40000);
   assert.equal(d.inputs.capacityPerReplica, 10000);
   assert.equal(d.inputs.capacitySource, "prior");
-  assert.deepEqual(d.inputs.signals, { "arrival-rate": 4, queue: 0, ttft: 0 });
-  assert.equal(d.inputs.raw, 4);
+  assert.deepEqual(d.inputs.signals, { "queueing-delay": 5, queue: 0, "queue-wait": 0 });
+  assert.equal(d.inputs.raw, 5);
 });
 
 test("arrivalTrend fits a line; forecastRate never projects a fall and caps growth", () => {
@@ -260,9 +278,39 @@ test("arrivalDispersion: burstiness from interval-to-interval swings, not from a
   assert.equal(arrivalDispersion(series(3, () => ({ arrivalRate: 100 }))), undefined, "too short to tell");
 });
 
-test("square-root staffing: a bigger pool runs hotter at the same burstiness", () => {
+test("queueing-delay forecast: a bigger pool runs hotter at the same burstiness", () => {
   const need = (mean: number): number => recommendReplicas(bursty(mean), prefill({ max: 100, priorCapacityPerReplica: 10000 })).desired;
   const small = 20000 / (need(20000) * 10000);
   const big = 200000 / (need(200000) * 10000);
   assert.ok(big > small + 0.2, `utilisation ${small.toFixed(2)} at 20k, ${big.toFixed(2)} at 200k`);
+});
+
+test("erlangC and waitBeyond: textbook values, and more replicas never wait longer", () => {
+  // M/M/2 at load 1: C = 1/3; M/M/1 at load 0.5: C = 0.5.
+  assert.ok(Math.abs(erlangC(2, 1) - 1 / 3) < 1e-12);
+  assert.ok(Math.abs(erlangC(1, 0.5) - 0.5) < 1e-12);
+  assert.equal(erlangC(3, 3), 1);
+  assert.equal(erlangC(3, 0), 0);
+  // Exponential sizes of mean m (dispersion 2m): the M/M/c tail C·e^(−(cμ−λ)t/m).
+  const m = 1000;
+  assert.ok(Math.abs(waitBeyond(0.5, 2, { rate: 10000, capacity: 10000, dispersion: 2 * m }) - erlangC(2, 1) * Math.exp((-10000 * 0.5) / m)) < 1e-12);
+  let last = 1;
+  for (let n = 2; n < 10; n++) {
+    const p = waitBeyond(0.5, n, { rate: 15000, capacity: 10000, dispersion: 30000 });
+    assert.ok(p < last, `${n} replicas: ${p}`);
+    last = p;
+  }
+  assert.equal(waitBeyond(0.5, 1, { rate: 15000, capacity: 10000, dispersion: 30000 }), 1, "over capacity every request waits");
+});
+
+test("rateSwing: how far the smoothed rate moves over one lead time", () => {
+  assert.equal(rateSwing(steady(40000), 60, 60), 0);
+  // +1500 per 15 s: the 60 s mean moves 6000 per 60 s once the window is full (less at the start).
+  const swing = rateSwing(
+    series(9, (i) => ({ arrivalRate: 4000 + 1500 * i })),
+    60,
+    60,
+  );
+  assert.ok(swing !== undefined && swing > 3000 && swing <= 6000, String(swing));
+  assert.equal(rateSwing([], 60, 60), undefined);
 });

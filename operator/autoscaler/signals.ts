@@ -63,10 +63,10 @@ export function forecastRate(window: PoolObservation[], leadSeconds: number, max
  * arriving per interval over its mean. For independent requests it is E[size²]/E[size]; bursts of
  * correlated requests raise it. The variance is taken from differences of consecutive intervals
  * (Allan variance), so a rate that moves over minutes does not count as burstiness. Undefined with
- * fewer than four intervals or no work.
+ * fewer than `minIntervals` observations or no work.
  */
-export function arrivalDispersion(window: PoolObservation[]): number | undefined {
-  if (window.length < 4) return undefined;
+export function arrivalDispersion(window: PoolObservation[], minIntervals = 4): number | undefined {
+  if (window.length < minIntervals) return undefined;
   let sq = 0;
   let work = 0;
   for (let i = 1; i < window.length; i++) {
@@ -124,4 +124,68 @@ export function learnedRunningCapacity(window: PoolObservation[], limit: number,
   const breaches = window.filter((o) => o.readyReplicas > 0 && (o.running ?? 0) > 0 && (o.itlP90 ?? 0) > itlTarget);
   const learned = median(breaches.map((o) => ((o.running ?? 0) / o.readyReplicas) * (itlTarget / (o.itlP90 ?? itlTarget))));
   return Math.max(1, Math.min(limit, learned ?? limit));
+}
+
+/**
+ * Erlang's C formula: the probability that a request waits in a pool of `servers` replicas offered
+ * `load` replicas' worth of work (load = arrival rate / capacity per replica); 1 when load ≥
+ * servers. A fractional pool interpolates between its neighbours.
+ */
+export function erlangC(servers: number, load: number): number {
+  if (load <= 0) return 0;
+  if (load >= servers) return 1;
+  const whole = (c: number): number => {
+    if (load >= c) return 1;
+    let b = 1;
+    for (let k = 1; k <= c; k++) b = (load * b) / (k + load * b);
+    return (c * b) / (c - load * (1 - b));
+  };
+  const lo = Math.floor(servers);
+  const frac = servers - lo;
+  return frac === 0 ? whole(lo) : (1 - frac) * whole(lo) + frac * whole(lo + 1);
+}
+
+/** Work offered to a pool: `rate` work/s, `capacity` work/s per replica, `dispersion` (index of dispersion of the work, work units). */
+export interface Work {
+  rate: number;
+  capacity: number;
+  dispersion: number;
+}
+
+/**
+ * Share of requests that wait longer than `slo` seconds in a pool of `servers` replicas offered `w`. The wait, when there is one, is exponential with the Allen–Cunneen G/G/c mean,
+ * dispersion / (2 × spare capacity). The dispersion carries both the prompt-length mix (for
+ * independent requests it is E[size²]/E[size]) and bursts of correlated arrivals, so the same
+ * formula sizes a pool of short chat turns and one of 30k-token documents. The chance to wait is
+ * Erlang C.
+ */
+export function waitBeyond(slo: number, servers: number, w: Work): number {
+  const spare = servers * w.capacity - w.rate;
+  if (spare <= 0) return 1;
+  return erlangC(servers, w.rate / w.capacity) * Math.exp((-2 * spare * slo) / Math.max(w.dispersion, 1e-9));
+}
+
+/**
+ * How far the arrival rate moves over `leadSeconds` (root mean square of the change of its
+ * `levelSeconds` mean between observations that far apart), learned from the history: the
+ * headroom a replica ordered now must cover by the time it serves. With less than two lead
+ * times of history the lead is shortened to half the history; undefined with no pair at all.
+ */
+export function rateSwing(history: PoolObservation[], leadSeconds: number, levelSeconds: number): number | undefined {
+  const first = history[0];
+  const last = history[history.length - 1];
+  if (!first || !last) return undefined;
+  const lag = Math.min(leadSeconds, (last.at - first.at) / 2);
+  if (lag <= 0) return undefined;
+  const level = (i: number): number => arrivalLevel(history.slice(0, i + 1), levelSeconds);
+  let sq = 0;
+  let n = 0;
+  for (let i = 0, j = 0; i < history.length; i++) {
+    const at = (history[i] as PoolObservation).at;
+    while (j < i && (history[j + 1] as PoolObservation).at <= at - lag) j++;
+    if (at - (history[j] as PoolObservation).at < lag) continue;
+    sq += (level(i) - level(j)) ** 2;
+    n++;
+  }
+  return n > 0 ? Math.sqrt(sq / n) : undefined;
 }

@@ -18,8 +18,10 @@ export interface PoolObservation {
   queueDepth: number;
   /** Sequences being served across the pool's pods. */
   running?: number;
-  /** Observed TTFT p90 in seconds (prefill). */
+  /** Observed TTFT p90 in seconds (prefill): reported, not acted on (it includes each request's own prefill). */
   ttftP90?: number;
+  /** Observed p90 of the time requests waited before their prefill started, seconds (prefill), when the engines report it. */
+  queueWaitP90?: number;
   /** Observed inter-token latency p90 in seconds (decode). */
   itlP90?: number;
   /** Mean KV-cache memory use across pods, percent (decode). */
@@ -48,22 +50,22 @@ export interface RecommenderSpec {
   leadTimeSeconds: number;
   /** History the forecast and capacity learning look at. Default 120 s. */
   windowSeconds?: number;
-  /** Prefill: fraction of learned capacity to plan for until the burstiness is known (or with burstQuantile 0). Default 0.75. */
+  /** Prefill: fraction of learned capacity to plan for until the burstiness is known (four observations). Default 0.75. */
   targetUtilization?: number;
   /** Relative band inside which a lower load does not remove replicas. Default 0.15. */
   hysteresis?: number;
   /**
-   * Prefill: plan spare capacity for this many standard deviations of the work arriving within the
-   * SLO (square-root staffing on the learned burstiness); replaces targetUtilization once the
-   * history shows the burstiness (four observations). 0: targetUtilization alone. Default 1.
+   * Prefill: the share of requests the pool may let wait longer than the SLO at the forecast rate
+   * (the queueing-delay forecast sizes the pool for it). Default 0.001: the forecast itself
+   * misses part of the time, and a 99 % attainment has to absorb that too.
    */
-  burstQuantile?: number;
-  /** History the burstiness is learned from. Default 600 s. */
+  missBudget?: number;
+  /** Prefill: the rate planned for is its mean plus this many times its swing over one lead time. Default 1. */
+  swingQuantile?: number;
+  /** History the burstiness (index of dispersion) is learned from. Default 600 s. */
   dispersionWindowSeconds?: number;
-  /** The arrival rate planned for is its mean over this long (the forecast's level). Default 120 s. */
+  /** The arrival rate planned for is its mean over this long. Default 60 s. */
   rateSmoothingSeconds?: number;
-  /** The forecast projects at most this many times the current level; 1 turns it off. Default 1. */
-  maxForecastGrowth?: number;
   /** Prefill: per-replica capacity (tokens/s) assumed until the pool has shown its own. Default 10000. */
   priorCapacityPerReplica?: number;
 }
