@@ -20,7 +20,9 @@ const ROOT = resolve(import.meta.dirname, "..");
 const IMAGE = "docker.io/llmfleet/engine:0.1.0";
 const PORT = 18_940;
 
-const { values } = parseArgs({ options: { runs: { type: "string", default: "2" }, out: { type: "string", default: join(ROOT, "bench/results/pod-start.json") } } });
+const { values } = parseArgs({
+  options: { runs: { type: "string", default: "2" }, out: { type: "string", default: join(ROOT, "bench/results/pod-start.json") } },
+});
 const runs = Number(values.runs);
 
 /** A cache folder owned by the engine's user; `seeded` copies the verified model in. */
@@ -48,10 +50,32 @@ async function ready(url: string): Promise<boolean> {
 async function startToReady(cache: string, name: string): Promise<number> {
   const ulimits = execFileSync("sh", ["-c", "ulimit -Sn"], { encoding: "utf8" }).trim();
   const args = ["run", "--rm", "--replace", "--name", name, "--runtime", "runc", "--network", "host", "--read-only", "--read-only-tmpfs=false"];
-  args.push("--tmpfs", "/tmp:rw,mode=1777", "--volume", `${cache}:/var/cache/llmfleet`, "--ulimit", `nofile=${ulimits}:${ulimits}`, "--ulimit", "nproc=4096:4096");
+  args.push(
+    "--tmpfs",
+    "/tmp:rw,mode=1777",
+    "--volume",
+    `${cache}:/var/cache/llmfleet`,
+    "--ulimit",
+    `nofile=${ulimits}:${ulimits}`,
+    "--ulimit",
+    "nproc=4096:4096",
+  );
   for (const [h, c] of hostTrust()) args.push("--volume", `${h}:${c}`);
   args.push("--cap-drop", "all", "--security-opt", "no-new-privileges", "--pull", "never", IMAGE);
-  args.push("--role", "aggregated", "--host", "127.0.0.1", "--port", String(PORT), "--model-uri", DEFAULT_MODEL.uri, "--model-checksum", `sha256:${DEFAULT_MODEL.sha256}`, "--threads", "1");
+  args.push(
+    "--role",
+    "aggregated",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(PORT),
+    "--model-uri",
+    DEFAULT_MODEL.uri,
+    "--model-checksum",
+    `sha256:${DEFAULT_MODEL.sha256}`,
+    "--threads",
+    "1",
+  );
   const start = performance.now();
   const child = spawn("podman", args, { stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
@@ -87,7 +111,9 @@ for (let i = 0; i < runs; i++) {
 load.push(loadavg()[0]);
 const cold = median(results.cold);
 const warm = median(results.warm);
-console.log(`start to Ready, median of ${runs}: cold cache (baseline) ${cold.toFixed(1)} s, warm cache ${warm.toFixed(1)} s — ${(cold / warm).toFixed(1)}× faster warm`);
+console.log(
+  `start to Ready, median of ${runs}: cold cache (baseline) ${cold.toFixed(1)} s, warm cache ${warm.toFixed(1)} s — ${(cold / warm).toFixed(1)}× faster warm`,
+);
 const image = execFileSync("podman", ["image", "inspect", "--format", "{{.Id}}", IMAGE], { encoding: "utf8" }).trim();
 mkdirSync(dirname(values.out), { recursive: true });
 writeFileSync(

@@ -110,7 +110,9 @@ export function serviceAccountMount(namespace: string, sa: string): ServiceAccou
   const ca = cluster.caData ? Buffer.from(cluster.caData, "base64").toString() : readFileSync(cluster.caFile ?? "", "utf8");
   const dir = mkdtempSync(join(tmpdir(), "llmfleet-sa-"));
   chmodSync(dir, 0o755);
-  writeFileSync(join(dir, "token"), execFileSync(kubectlPath(), ["create", "token", "-n", namespace, sa, "--duration=2h"], { encoding: "utf8" }).trim(), { mode: 0o644 });
+  writeFileSync(join(dir, "token"), execFileSync(kubectlPath(), ["create", "token", "-n", namespace, sa, "--duration=2h"], { encoding: "utf8" }).trim(), {
+    mode: 0o644,
+  });
   writeFileSync(join(dir, "ca.crt"), ca, { mode: 0o644 });
   writeFileSync(join(dir, "namespace"), namespace, { mode: 0o644 });
   const server = new URL(cluster.server);
@@ -199,18 +201,29 @@ export async function killContainer(name: string): Promise<void> {
 
 /** Volume mounts of a pod's first container as podman binds and tmpfs mounts. */
 export function podVolumes(pod: V1Pod, modelCache: string): { binds: Array<[string, string]>; tmpfs: string[] } {
-  const spec = pod.spec;
-  const volumes = new Map<string, V1Volume>((spec?.volumes ?? []).map((v) => [v.name, v]));
+  const spec = pod.spec ?? { containers: [] };
+  const volumes = new Map<string, V1Volume>((spec.volumes ?? []).map((v) => [v.name, v]));
   const binds: Array<[string, string]> = [];
   const tmpfs: string[] = [];
-  for (const m of spec?.containers[0]?.volumeMounts ?? []) {
-    // The token volume the ServiceAccount admission adds: callers bind serviceAccountMount() there.
-    if (m.mountPath === SERVICE_ACCOUNT_PATH && volumes.get(m.name)?.projected) continue;
-    if (m.name === "model-cache") binds.push([modelCache, m.mountPath]);
-    else if (isScratch(volumes.get(m.name))) tmpfs.push(m.mountPath);
-    else throw new Error(`pod ${pod.metadata?.name}: volume ${m.name} has a kind the e2e harness does not run`);
+  for (const m of spec.containers[0]?.volumeMounts ?? []) {
+    const kind = mountKind(m.name, m.mountPath, volumes.get(m.name));
+    if (kind === "unknown") throw new Error(`pod ${nameOfPod(pod)}: volume ${m.name} has a kind the e2e harness does not run`);
+    if (kind === "model-cache") binds.push([modelCache, m.mountPath]);
+    if (kind === "scratch") tmpfs.push(m.mountPath);
   }
   return { binds, tmpfs };
+}
+
+const nameOfPod = (pod: V1Pod): string => pod.metadata?.name ?? "";
+
+/**
+ * service-account: the token volume the ServiceAccount admission adds (callers bind
+ * serviceAccountMount() there); model-cache: the node's cache; scratch: an empty tmpfs.
+ */
+function mountKind(name: string, path: string, v: V1Volume | undefined): "service-account" | "model-cache" | "scratch" | "unknown" {
+  if (path === SERVICE_ACCOUNT_PATH && v?.projected) return "service-account";
+  if (name === "model-cache") return "model-cache";
+  return isScratch(v) ? "scratch" : "unknown";
 }
 
 /** Volumes a test run may give an empty tmpfs: emptyDirs, and claims (KV disk tiers) that start empty. */

@@ -29,7 +29,6 @@ import {
 } from "../../testing/containers.ts";
 import { pipeLines } from "./pod-runner.ts";
 
-
 function serviceAccountKubeconfig(namespace: string, sa: string): string {
   const token = execFileSync(kubectlPath(), ["create", "token", "-n", namespace, sa, "--duration=2h"], { encoding: "utf8" }).trim();
   const admin = new KubeConfig();
