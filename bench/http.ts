@@ -8,7 +8,14 @@
  * Each section is run by its own invocation and merged into the results file (--out), so the device
  * can run them in separate calls; ratios are computed from sections of the same file.
  *
- *   --section S          engine | llama-server | inprocess | soak | stress (repeatable; default engine)
+ *   --section S          engine | llama-server | inprocess | soak | stress | pd | reuse (repeatable; default engine)
+ *   --pd-prompt-tokens LIST --pd-concurrency LIST --pd-transports LIST
+ *                        the pd section (bench/http/pd.ts): prompt lengths (default 1024,4096),
+ *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http)
+ *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C
+ *                        the reuse section (bench/http/reuse.ts): context lengths (default
+ *                        1024,4096,8192), requests per row (3), requests in the random mix (100),
+ *                        the kvstore's codec (default)
  *   --model FILE         GGUF (default: the synthetic --preset, written to $TMPDIR on first use)
  *   --preset P           synthetic shape when no --model: tiny | 1b | 8b (default: 8b on a GPU, tiny on CPU)
  *   --engine FILE        the engine program: an esbuild bundle of engine/main.ts (default: tsx engine/main.ts)
@@ -38,6 +45,8 @@ import { inProcessSender } from "./http/inprocess.ts";
 import { benchPrompt, closedLoop, LoadClient, type CompletionRequest, type LoadSummary, type StreamOutcome } from "./http/load-client.ts";
 import { startServer, type RunningServer } from "./http/servers.ts";
 import { runStress } from "./http/stress.ts";
+import { pdHeadline, pdSection } from "./http/pd.ts";
+import { reuseHeadline, reuseSection } from "./http/reuse.ts";
 
 const { values: a } = parseArgs({
   options: {
@@ -60,6 +69,13 @@ const { values: a } = parseArgs({
     out: { type: "string", default: "bench/results/gpu-http.json" },
     label: { type: "string" },
     prepare: { type: "boolean", default: false },
+    "pd-prompt-tokens": { type: "string", default: "1024,4096" },
+    "pd-concurrency": { type: "string", default: "1,8,32" },
+    "pd-transports": { type: "string", default: "tcp,http" },
+    "reuse-contexts": { type: "string", default: "1024,4096,8192" },
+    "reuse-repeats": { type: "string", default: "3" },
+    "reuse-mix": { type: "string", default: "100" },
+    "reuse-codec": { type: "string", default: "default" },
   },
 });
 
@@ -171,6 +187,15 @@ async function soakSection(model: string): Promise<Record<string, unknown>> {
   });
 }
 
+const engineProgram = (): string[] => [...words(process.env.BENCH_ENGINE_WRAP ?? ""), process.execPath, ...(a.engine ? [a.engine] : ["--import", "tsx", "engine/main.ts"])];
+
+/** Model pod flags for sections that size pods for long prompts: the context fits `longest` plus the answer. */
+function pdPodArgs(longest = Math.max(...a["pd-prompt-tokens"].split(",").map(Number)), pdParallel = Math.max(...a["pd-concurrency"].split(",").map(Number))): string[] {
+  const gpuArgs = gpu ? ["--gpu-layers", "all", "--flash-attention"] : [];
+  const sizing = ["--parallel", String(pdParallel), "--ctx-size", String(longest + 256), "--batch-size", String(batchSize), "--threads", String(threads)];
+  return ["--backend", "native", ...gpuArgs, ...sizing, "--max-queue", "4096", ...words(a["engine-args"]), ...words(process.env.BENCH_ENGINE_ARGS ?? "")];
+}
+
 async function section(name: string, model: string): Promise<Record<string, unknown>> {
   switch (name) {
     case "engine":
@@ -183,6 +208,30 @@ async function section(name: string, model: string): Promise<Record<string, unkn
       return llamaServerSection(model);
     case "inprocess":
       return inProcessSection(model);
+    case "reuse":
+      return reuseSection({
+        engine: engineProgram(),
+        model,
+        podArgs: pdPodArgs(Math.max(...a["reuse-contexts"].split(",").map(Number)) + 256, 4),
+        contexts: a["reuse-contexts"].split(",").map(Number),
+        repeats: Number(a["reuse-repeats"]),
+        mixRequests: Number(a["reuse-mix"]),
+        codec: a["reuse-codec"],
+        logDir: dirname(a.out),
+      });
+    case "pd":
+      return pdSection({
+        engine: engineProgram(),
+        model,
+        // The aggregated engine's device and sizing flags; each pod gets them. A P/D pod holds a
+        // whole prompt per sequence: the context fits the longest prompt plus the answer.
+        podArgs: pdPodArgs(),
+        concurrencies: a["pd-concurrency"].split(",").map(Number),
+        promptTokens: a["pd-prompt-tokens"].split(",").map(Number),
+        maxTokens: 32,
+        transports: a["pd-transports"].split(",") as ("tcp" | "http")[],
+        logDir: dirname(a.out),
+      });
     case "soak":
       return soakSection(model);
     case "stress":
@@ -221,6 +270,8 @@ function headline(r: Record<string, unknown>): Record<string, unknown> {
     ratio_vs_llama_server_64: ratio(tokS(r, "engine", 64), tokS(r, "llama_server", 64)),
     http_vs_inprocess_64: ratio(tokS(r, "engine", 64), tokS(r, "inprocess", 64)),
     ...soakFigures(r),
+    ...pdHeadline(r.pd as Record<string, unknown> | undefined),
+    ...reuseHeadline(r.reuse as Record<string, unknown> | undefined),
   };
 }
 

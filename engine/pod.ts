@@ -16,6 +16,8 @@ import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
 import type { ModelRuntime } from "./runtime/runtime.ts";
 import { NativeRuntime } from "./runtime/native-runtime.ts";
 import type { Backend, PipelineDecode } from "./cli/options.ts";
+import { kvStreamAddon, type KvListener, type KvTransportMode } from "./pd/kv-transport.ts";
+import { totalmem } from "node:os";
 
 export interface ModelPodOptions {
   role: Exclude<Role, "router">;
@@ -45,6 +47,14 @@ export interface ModelPodOptions {
    * the address and port the hand-off's connection arrived on.
    */
   advertiseUrl?: string;
+  /** Prefill/decode: how KV states move (engine/pd/kv-transport.ts). Default auto. */
+  kvTransport?: KvTransportMode;
+  /** Decode: TCP port of the native hand-off listener; default 0 (any free port: tests). */
+  kvPort?: number;
+  /** Decode: address the hand-off listener binds; default 127.0.0.1 (main passes --host). */
+  host?: string;
+  /** The HTTP port the pod will serve on (main passes --port): named in TCP hand-off answers. */
+  port?: number;
   withProcessMetrics?: boolean;
   /** Prefill/aggregated: KV store URL for cached prompt prefixes; default none. */
   kvStore?: string;
@@ -127,6 +137,34 @@ function watchKvStray(metrics: EngineMetrics, runtime: ModelRuntime): void {
   });
 }
 
+/**
+ * Decode: the native TCP listener prefill pods stream KV states to (kv-transport.ts). With
+ * --kv-transport auto a pod that cannot listen (no addon, port taken) receives over HTTP only,
+ * and says why; with tcp it refuses to start.
+ */
+async function kvListener(opts: ModelPodOptions, runtime: ModelRuntime): Promise<KvListener | undefined> {
+  const mode = opts.kvTransport ?? "auto";
+  if (mode === "http") return undefined;
+  const addon = await kvStreamAddon();
+  try {
+    if (!addon) throw new Error("the native addon is not available");
+    // Staged states wait in host memory for their generate call: a bound, so a decode pod refuses
+    // (429, the prefill pod retries) before it runs out of memory.
+    const maxBytes = Math.min(8 * 2 ** 30, Math.floor(totalmem() / 4));
+    const { port, handle } = addon.kvListen(opts.host ?? "127.0.0.1", opts.kvPort ?? 0, {
+      maxBytes,
+      maxConnections: Math.max(8, 2 * runtime.sequences.length),
+      ...(opts.advertiseUrl ? { advertise: opts.advertiseUrl } : {}),
+      ...(opts.port ? { httpPort: opts.port } : {}),
+    });
+    return { addon, port, handle };
+  } catch (err) {
+    if (mode === "tcp") throw new Error(`--kv-transport tcp: cannot receive KV hand-offs over TCP: ${(err as Error).message}`, { cause: err });
+    process.stderr.write(`llmfleet: KV hand-offs arrive over HTTP only (${(err as Error).message})\n`);
+    return undefined;
+  }
+}
+
 export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const modelPath = await ensureModel(opts.model);
   if (opts.modelChecksum) await verifyChecksum(modelPath, opts.modelChecksum);
@@ -135,7 +173,16 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   watchKvStray(metrics, runtime);
   const kvCache = await kvPrefixCache(opts, modelPath, runtime, metrics);
   const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, kvCache);
-  const routes = handoffRoutes({ role: opts.role, service, metrics, decodeUrls: opts.decode ?? [], advertiseUrl: opts.advertiseUrl });
+  const tcp = opts.role === "decode" ? await kvListener(opts, runtime) : undefined;
+  const routes = handoffRoutes({
+    role: opts.role,
+    service,
+    metrics,
+    decodeUrls: opts.decode ?? [],
+    advertiseUrl: opts.advertiseUrl,
+    transport: opts.kvTransport,
+    tcp,
+  });
   const extraRoutes = express.Router().use(routes.router);
   if (kvCache) extraRoutes.use(contextsRoute(service, kvCache));
   const app = createEngineApp({ service, metrics, extraRoutes });

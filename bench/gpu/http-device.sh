@@ -9,8 +9,14 @@
 #                                              (SAVE_BUILD=1 hands a fresh build back in $OUT as parts);
 #                                              the synthetic 7B f16 model written while it builds
 #   bash bench/gpu/http-device.sh SECTION...   bench:http sections (engine, llama-server, inprocess, soak,
-#                                              stress), each merged into $OUT/gpu-http.json; extra
-#                                              bench:http flags in BENCH_ARGS
+#                                              stress, pd, reuse), each merged into $OUT/gpu-http.json;
+#                                              extra bench:http flags in BENCH_ARGS. pd (issue 18: P/D over
+#                                              the TCP hand-off and over HTTP vs aggregated, 1K/4K prompts,
+#                                              1/8/32 streams) and reuse (issue 19: 1K/4K/8K contexts, in-pod,
+#                                              via a kvstore pod, the 100-request mix) each start 3-4 engine
+#                                              processes on the one GPU; split them over calls with
+#                                              BENCH_ARGS="--pd-transports tcp" / "--reuse-contexts 8192"
+#                                              if a call would pass 10 minutes
 #   bash bench/gpu/http-device.sh sanitize     a short stress run of the engine under compute-sanitizer
 #                                              memcheck on the 1B model (finds a bad device access)
 #

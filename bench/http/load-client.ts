@@ -248,3 +248,25 @@ export function benchPrompt(seed: number, words = 100): string {
   for (let i = 0; i < words; i++) out.push(rnd() < 0.5 ? WORDS[Math.floor(rnd() * WORDS.length)]! : `w${Math.floor(rnd() * 2000)}`);
   return out.join(" ");
 }
+
+/**
+ * Words of benchPrompt per prompt token on the server's model (the synthetic vocabulary splits a
+ * word into about two tokens on some presets): ask once, read usage.prompt_tokens.
+ */
+export async function benchWordsPerToken(url: string): Promise<number> {
+  const words = 100; // fits the smallest context a bench sizes
+  const res = await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt: benchPrompt(31_337, words), max_tokens: 1, temperature: 0 }),
+  });
+  const body = (await res.json()) as { usage?: { prompt_tokens?: number } };
+  const tokens = body.usage?.prompt_tokens;
+  if (!res.ok || !tokens) throw new Error(`calibrating prompt length: HTTP ${res.status}`);
+  return words / tokens;
+}
+
+/** A benchPrompt of about `tokens` tokens (a little under), given benchWordsPerToken. */
+export function benchPromptOfTokens(seed: number, tokens: number, wordsPerToken: number): string {
+  return benchPrompt(seed, Math.max(1, Math.floor(tokens * wordsPerToken * 0.97)));
+}

@@ -1,4 +1,5 @@
 /** Command-line options of `npm run engine -- ...`; every option documents its default. */
+import { KV_TRANSPORTS, type KvTransportMode } from "../pd/kv-transport.ts";
 import { availableParallelism } from "node:os";
 import { parseArgs } from "node:util";
 import type { Role } from "../metrics/engine-metrics.ts";
@@ -42,6 +43,10 @@ export interface EngineOptions {
   decode: string[];
   /** Decode: this pod's own URL for KV hand-offs (default: the address the hand-off arrived on). */
   advertiseUrl: string | undefined;
+  /** Prefill/decode: how KV states move (engine/pd/kv-transport.ts); default auto. */
+  kvTransport: KvTransportMode;
+  /** Decode: TCP port of the native hand-off listener; default HTTP port + 1. */
+  kvPort: number;
   aggregated: string[];
   policy: RoutingPolicy;
   /** Router: JSON file of pods by role, re-read when it changes (default none: the fixed lists). */
@@ -97,6 +102,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --advertise-url URL  decode: this pod's own URL, told to prefill pods on a KV hand-off so the
                        generate call reaches the pod holding the state behind a Service
                        (default: the address and port the hand-off arrived on)
+  --kv-transport MODE  prefill/decode: how KV states move: auto (default: native TCP stream where
+                       the decode pod offers one, else HTTP), tcp (TCP or fail), http
+  --kv-port N          decode: TCP port of the native KV hand-off listener (default: --port + 1);
+                       the decode Service must expose it for prefill pods to use it
   --aggregated URL[,URL]  router: aggregated pods, used when there are no prefill+decode pods
                        (a router needs --prefill and --decode, or --aggregated)
   --policy P           router: prefix-aware | least-loaded | round-robin (default: least-loaded)
@@ -171,6 +180,8 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       prefill: { type: "string" },
       decode: { type: "string" },
       "advertise-url": { type: "string" },
+      "kv-transport": { type: "string" },
+      "kv-port": { type: "string" },
       aggregated: { type: "string" },
       policy: { type: "string" },
       "upstreams-file": { type: "string" },
@@ -218,6 +229,8 @@ function toOptions(raw: RawValues): EngineOptions {
     prefill: urlList(v.prefill),
     decode: urlList(v.decode),
     advertiseUrl: advertiseUrl(v["advertise-url"]),
+    kvTransport: kvTransport(v["kv-transport"]),
+    kvPort: kvPort(v["kv-port"], v.port),
     aggregated: urlList(v.aggregated),
     policy: routingPolicy(v.policy),
     upstreamsFile: v["upstreams-file"],
@@ -258,6 +271,18 @@ function pipelineDecode(v: string | undefined): PipelineDecode {
   if (v === undefined) return "off";
   if (!(PIPELINE_DECODE as readonly string[]).includes(v)) throw new Error(`--pipeline-decode must be one of ${PIPELINE_DECODE.join(", ")}; got ${v}`);
   return v as PipelineDecode;
+}
+
+function kvTransport(v: string | undefined): KvTransportMode {
+  if (v === undefined) return "auto";
+  if (!(KV_TRANSPORTS as readonly string[]).includes(v)) throw new Error(`--kv-transport must be one of ${KV_TRANSPORTS.join(", ")}; got ${v}`);
+  return v as KvTransportMode;
+}
+
+function kvPort(v: string | undefined, httpPort: string | undefined): number {
+  const port = positiveInt("kv-port", v, positiveInt("port", httpPort, 8080) + 1);
+  if (port > 65535) throw new Error(`--kv-port must be a TCP port (1..65535), got ${port}`);
+  return port;
 }
 
 function advertiseUrl(v: string | undefined): string | undefined {

@@ -38,7 +38,7 @@ test("malformed JSON and invalid parameters are OpenAI-style 400s", async () => 
   }
   const chat = await postJson(`${pod.url}/v1/chat/completions`, { messages: [{ role: "wizard", content: "x" }] });
   assert.equal(chat.status, 400);
-  assert.equal((chat.json.error as { param: string }).param, "messages[0]");
+  assert.equal((chat.json.error as { param: string }).param, "messages[0].role");
 });
 
 test("a request that does not fit the context is a 400 naming the context size", async () => {

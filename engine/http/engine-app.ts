@@ -6,7 +6,8 @@ import express, { type Express, type Request, type Response, type Router } from 
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
 import { errorHandler, notFound } from "./http-error.ts";
-import { parseOpenAIRequest, type RequestKind } from "./openai-request.ts";
+import { jsonBody } from "./json-body.ts";
+import { parseEngineRequest, type RequestKind } from "./openai-request.ts";
 import { clientGone, respondWithGeneration } from "./respond.ts";
 
 export interface EngineAppDeps {
@@ -43,7 +44,7 @@ export function observabilityRoutes(metrics: EngineMetrics, ready: () => boolean
 
 function completionHandler(service: CompletionService, kind: RequestKind) {
   return async (req: Request, res: Response): Promise<void> => {
-    const prepared = service.prepare(parseOpenAIRequest(req.body, kind, service.runtime.info.modelId));
+    const prepared = service.prepare(parseEngineRequest(req.body, kind, service.runtime));
     const gone = clientGone(req, res);
     await respondWithGeneration(service, prepared, res, { signal: gone.signal });
   };
@@ -64,7 +65,7 @@ export function createEngineApp(deps: EngineAppDeps): Express {
     const ids = [service.runtime.info.modelId, "default"];
     res.json({ object: "list", data: ids.map((id) => ({ id, object: "model", created, owned_by: "llmfleet" })) });
   });
-  app.use(express.json({ limit: "8mb" }));
+  app.use(jsonBody());
   if (deps.extraRoutes) app.use(deps.extraRoutes);
   app.post("/v1/completions", completionHandler(service, "completion"));
   app.post("/v1/chat/completions", completionHandler(service, "chat"));

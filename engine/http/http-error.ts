@@ -37,8 +37,7 @@ export class HttpError extends Error {
   }
 }
 
-export const invalidParam = (param: string, message: string): HttpError =>
-  new HttpError(400, message, { param, code: "invalid_value" });
+export const invalidParam = (param: string, message: string, code = "invalid_value"): HttpError => new HttpError(400, message, { param, code });
 
 /** The serving layer's typed refusals, as OpenAI-style HTTP errors. */
 function servingError(err: unknown): HttpError | undefined {

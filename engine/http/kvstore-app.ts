@@ -13,6 +13,7 @@
  */
 import express, { type Express, type Request, type Response } from "express";
 import { errorHandler, HttpError, notFound } from "./http-error.ts";
+import { jsonBody } from "./json-body.ts";
 import { isValidKvEntry } from "../kvstore/kv-entry.ts";
 import type { KvStoreMetrics } from "../kvstore/store-metrics.ts";
 import { checkKey } from "../kvstore/tier.ts";
@@ -53,7 +54,7 @@ function routes(app: Express, deps: KvStoreAppDeps): void {
   app.get("/v1/kv/config", (_req, res) => {
     res.json({ ...deps.config, tiers: store.tiers.map((t) => ({ name: t.name, medium: t.medium })) });
   });
-  app.post("/v1/kv/lookup", express.json({ limit: "4mb" }), async (req: Request, res: Response) => {
+  app.post("/v1/kv/lookup", jsonBody({ limit: 4 * 2 ** 20 }), async (req: Request, res: Response) => {
     const { keys, aliases } = lookupKeys(req.body);
     const found = await store.longest(keys, aliases);
     res.json({

@@ -3,9 +3,9 @@
  * aborts the generation, which releases its sequence.
  */
 import type { Request, Response } from "express";
-import type { CompletionService, GenerateOptions, GenerationResult, PreparedRequest } from "../serving/completion-service.ts";
+import type { CompletionService, Delta, GenerateOptions, GenerationResult, PreparedRequest } from "../serving/completion-service.ts";
 import { toHttpError } from "./http-error.ts";
-import { chunkBody, newResponseMeta, usageChunkBody, wholeBody, type ResponseMeta } from "./openai-format.ts";
+import { chunkBody, newResponseMeta, toolStreamChunks, usageChunkBody, wholeBody, type ResponseMeta } from "./openai-format.ts";
 
 /** Aborts when the client goes away before the response finished. */
 export function clientGone(req: Request, res: Response): AbortController {
@@ -29,7 +29,7 @@ function startSse(res: Response): void {
 async function streamResponse(
   res: Response,
   meta: ResponseMeta,
-  gen: AsyncGenerator<string, GenerationResult, void>,
+  gen: AsyncGenerator<Delta, GenerationResult, void>,
   usage: boolean,
 ): Promise<void> {
   let started = false;
@@ -38,10 +38,12 @@ async function streamResponse(
     startSse(res);
     started = true;
     while (!step.done) {
-      writeSse(res, chunkBody(meta, step.value, null));
+      // An answer that may call tools is sent whole at its end (toolStreamChunks).
+      if (!meta.tools) writeSse(res, chunkBody(meta, step.value, null));
       step = await gen.next();
     }
-    writeSse(res, chunkBody(meta, "", step.value.finishReason));
+    if (meta.tools) for (const chunk of toolStreamChunks(meta, step.value)) writeSse(res, chunk);
+    else writeSse(res, chunkBody(meta, { text: "" }, step.value.finishReason));
     if (usage) writeSse(res, usageChunkBody(meta, step.value));
     writeSse(res, "[DONE]");
     res.end();
@@ -53,7 +55,7 @@ async function streamResponse(
   }
 }
 
-async function wholeResponse(res: Response, meta: ResponseMeta, gen: AsyncGenerator<string, GenerationResult, void>): Promise<void> {
+async function wholeResponse(res: Response, meta: ResponseMeta, gen: AsyncGenerator<Delta, GenerationResult, void>): Promise<void> {
   let step = await gen.next();
   while (!step.done) step = await gen.next();
   res.json(wholeBody(meta, step.value));
@@ -65,7 +67,7 @@ export async function respondWithGeneration(
   res: Response,
   opts: GenerateOptions,
 ): Promise<void> {
-  const meta = newResponseMeta(prepared.parsed.kind, prepared.parsed.model);
+  const meta = newResponseMeta(prepared.parsed);
   const gen = service.generate(prepared, opts);
   if (prepared.parsed.stream) await streamResponse(res, meta, gen, prepared.parsed.streamUsage);
   else await wholeResponse(res, meta, gen);

@@ -7,7 +7,9 @@ import { readFileSync } from "node:fs";
 import { ensureDefaultModel } from "../model/fetch.ts";
 import { NativeRuntime } from "../runtime/native-runtime.ts";
 import { kvCodec } from "./codec.ts";
-import { runCodec } from "./codec-offload.ts";
+import { readKvEntry, runCodec, writeKvEntry } from "./codec-offload.ts";
+import { encodeKvEntry, KvEntryError } from "../kvstore/kv-entry.ts";
+import { truncateSeqState } from "../runtime/seq-state.ts";
 
 let rt: NativeRuntime;
 let state: Buffer;
@@ -56,4 +58,22 @@ test("the event loop keeps ticking while lossy encodes run on the worker", async
 
 test("a codec error in the worker reaches the caller as an error", async () => {
   await assert.rejects(runCodec("decode", "qsink8", Buffer.alloc(1 << 20, 7), 0));
+});
+
+test("a whole KV store entry is written and read in the worker: same bytes as inline, checked, corrupt copies refused", async () => {
+  const header = { model: "m", tokens: 512, codec: "none", prefixKeys: ["a", "b"] };
+  const inWorker = await writeKvEntry(state, header, 0);
+  const inline = await writeKvEntry(state, header, Number.MAX_SAFE_INTEGER);
+  assert.deepEqual(inWorker, inline);
+  const cut = truncateSeqState(state, 512);
+  assert.deepEqual(inWorker, encodeKvEntry({ ...header, stateBytes: cut.length }, cut), "the v1 entry of the state cut to 512 tokens");
+  const read = await readKvEntry(inWorker, 0);
+  assert.deepEqual(read.state, cut);
+  assert.equal(read.header.tokens, 512);
+  const lossy = await readKvEntry(await writeKvEntry(state, { ...header, codec: "qsink8" }, 0), 0);
+  assert.equal(lossy.header.codec, "qsink8");
+  assert.equal(lossy.state.length, cut.length);
+  const corrupt = Buffer.from(inWorker);
+  corrupt[corrupt.length >> 1]! ^= 1;
+  await assert.rejects(readKvEntry(corrupt, 0), KvEntryError);
 });

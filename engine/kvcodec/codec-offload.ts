@@ -8,12 +8,14 @@
  */
 import { Worker } from "node:worker_threads";
 import { kvCodec } from "./codec.ts";
-import type { CodecAnswer, CodecJob } from "./codec-worker.ts";
+import { runJob, type CodecAnswer, type CodecJob } from "./codec-worker.ts";
+import { KvEntryError, type KvEntryHeader } from "../kvstore/kv-entry.ts";
 
 /** Below this many bytes the work runs inline. */
 export const OFFLOAD_MIN_BYTES = 256 * 1024;
 
-type Pending = { resolve: (b: Buffer) => void; reject: (e: Error) => void };
+type Done = { out: Buffer; header?: KvEntryHeader };
+type Pending = { resolve: (d: Done) => void; reject: (e: Error) => void };
 
 let worker: Worker | undefined;
 let broken = false;
@@ -48,36 +50,52 @@ function codecWorker(): Worker | undefined {
     const p = pending.get(a.id);
     pending.delete(a.id);
     if (!p) return;
-    if ("error" in a) p.reject(new Error(a.error));
-    else p.resolve(Buffer.from(a.out.buffer, a.out.byteOffset, a.out.byteLength));
+    if ("error" in a) p.reject(a.entryError ? new KvEntryError(a.error) : new Error(a.error));
+    else p.resolve({ out: Buffer.from(a.out.buffer, a.out.byteOffset, a.out.byteLength), ...(a.header ? { header: a.header } : {}) });
   });
   worker.on("error", (err) => fail(err));
   worker.on("exit", (code) => fail(new Error(`KV codec worker exited (code ${code})`)));
   return worker;
 }
 
-function inline(op: CodecJob["op"], codec: string, data: Buffer): Buffer {
-  const c = kvCodec(codec);
-  return op === "encode" ? c.encode(data) : c.decode(data);
-}
-
-/** Encodes or decodes with the named codec, off the event loop when it is worth it; same bytes either way. */
-export async function runCodec(op: CodecJob["op"], codec: string, data: Buffer, minBytes = OFFLOAD_MIN_BYTES): Promise<Buffer> {
-  const name = kvCodec(codec).name;
-  const w = name === "none" || data.length < minBytes ? undefined : codecWorker();
-  if (!w) return inline(op, codec, data);
+/** Runs the job on the worker when there is one and it is worth it; same result either way. */
+async function offload(job: Omit<CodecJob, "id">, worth: boolean): Promise<Done> {
+  const w = worth ? codecWorker() : undefined;
+  if (!w) return runJob(job);
   const id = nextId++;
-  const done = new Promise<Buffer>((resolve, reject) => pending.set(id, { resolve, reject }));
-  const job: CodecJob = { id, op, codec: name, data: new Uint8Array(data) };
-  w.postMessage(job, [job.data.buffer as ArrayBuffer]);
+  const done = new Promise<Done>((resolve, reject) => pending.set(id, { resolve, reject }));
+  // A copy for the worker (the caller keeps its buffer, which may be pinned native memory).
+  const data = new Uint8Array(job.data);
+  w.postMessage({ ...job, id, data }, [data.buffer as ArrayBuffer]);
   // Keep the process alive only while work is in flight.
   w.ref();
   try {
     return await done;
   } catch (err) {
-    if (broken) return inline(op, codec, data);
+    if (broken) return runJob(job);
     throw err;
   } finally {
     if (pending.size === 0) worker?.unref();
   }
+}
+
+/** Encodes or decodes with the named codec, off the event loop when it is worth it; same bytes either way. */
+export async function runCodec(op: "encode" | "decode", codec: string, data: Buffer, minBytes = OFFLOAD_MIN_BYTES): Promise<Buffer> {
+  const name = kvCodec(codec).name;
+  return (await offload({ op, codec: name, data }, name !== "none" && data.length >= minBytes)).out;
+}
+
+/**
+ * A KV store entry of the first header.tokens tokens of `state` (cut, encoded with header.codec,
+ * framed and hashed: kv-entry.ts), off the event loop when it is worth it.
+ */
+export async function writeKvEntry(state: Buffer, header: Omit<KvEntryHeader, "stateBytes">, minBytes = OFFLOAD_MIN_BYTES): Promise<Buffer> {
+  const full: KvEntryHeader = { ...header, codec: kvCodec(header.codec).name, stateBytes: 0 };
+  return (await offload({ op: "writeEntry", codec: full.codec, data: state, header: full }, state.length >= minBytes)).out;
+}
+
+/** Checks a KV store entry (KvEntryError when it fails) and decodes its state, off the event loop when it is worth it. */
+export async function readKvEntry(entry: Buffer, minBytes = OFFLOAD_MIN_BYTES): Promise<{ header: KvEntryHeader; state: Buffer }> {
+  const { out, header } = await offload({ op: "readEntry", codec: "none", data: entry }, entry.length >= minBytes);
+  return { header: header!, state: out };
 }

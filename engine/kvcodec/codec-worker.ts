@@ -1,33 +1,56 @@
 /**
- * The KV codec worker's side (codec-offload.ts starts it): runs one encode or decode per message
- * and answers with the bytes, transferred, or the error's message.
+ * The KV codec worker's side (codec-offload.ts starts it): runs one job per message and answers
+ * with the bytes, transferred, or the error's message. Jobs: a codec's encode or decode, or a
+ * whole KV store entry — writeEntry (cut the state to the entry's tokens, encode, frame and
+ * SHA-256 it) and readEntry (check the SHA-256, decode): the hashing and copying of a GB-sized
+ * state would otherwise hold the pod's event loop for seconds.
  */
 import { parentPort } from "node:worker_threads";
 import { kvCodec } from "./codec.ts";
+import { decodeKvEntry, encodeKvEntry, KvEntryError, type KvEntryHeader } from "../kvstore/kv-entry.ts";
+import { truncateSeqState } from "../runtime/seq-state.ts";
 
 export interface CodecJob {
   id: number;
-  op: "encode" | "decode";
+  op: "encode" | "decode" | "writeEntry" | "readEntry";
   codec: string;
   data: Uint8Array;
+  /** writeEntry: the entry's header; the state is cut to header.tokens first and stateBytes set from it. */
+  header?: KvEntryHeader;
 }
 
-export type CodecAnswer = { id: number; out: Uint8Array } | { id: number; error: string };
+/** `entryError`: the entry failed its checks (KvEntryError), not the codec. */
+export type CodecAnswer = { id: number; out: Uint8Array; header?: KvEntryHeader } | { id: number; error: string; entryError?: boolean };
 
-function run(job: CodecJob): Uint8Array {
-  const codec = kvCodec(job.codec);
+/** Runs a job on this thread (the worker, or inline when there is none): the output and, for readEntry, the header. */
+export function runJob(job: Omit<CodecJob, "id">): { out: Buffer; header?: KvEntryHeader } {
   const input = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
-  const out = job.op === "encode" ? codec.encode(input) : codec.decode(input);
+  if (job.op === "writeEntry") {
+    const header = job.header!;
+    const raw = truncateSeqState(input, header.tokens);
+    return { out: encodeKvEntry({ ...header, stateBytes: raw.length }, kvCodec(header.codec).encode(raw)) };
+  }
+  if (job.op === "readEntry") {
+    const { header, payload } = decodeKvEntry(input);
+    return { out: kvCodec(header.codec).decode(payload), header };
+  }
+  const codec = kvCodec(job.codec);
+  return { out: job.op === "encode" ? codec.encode(input) : codec.decode(input) };
+}
+
+function run(job: CodecJob): CodecAnswer {
+  const { out, header } = runJob(job);
   // Transfer needs the whole ArrayBuffer: copy a view of a shared or pooled one.
-  return out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out : new Uint8Array(out);
+  const whole = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out : new Uint8Array(out);
+  return { id: job.id, out: whole, ...(header ? { header } : {}) };
 }
 
 parentPort?.on("message", (job: CodecJob) => {
   let answer: CodecAnswer;
   try {
-    answer = { id: job.id, out: run(job) };
+    answer = run(job);
   } catch (err) {
-    answer = { id: job.id, error: (err as Error).message };
+    answer = { id: job.id, error: (err as Error).message, ...(err instanceof KvEntryError ? { entryError: true } : {}) };
   }
   parentPort!.postMessage(answer, "out" in answer ? [answer.out.buffer as ArrayBuffer] : []);
 });

@@ -13,7 +13,7 @@ export function createKvClientMetrics(registry: Registry): KvClientMetrics {
   return {
     loads: new Counter({
       name: "llmfleet_kv_store_loads_total",
-      help: "Prefix loads from the KV store by outcome: hit, miss, error (store down), timeout, corrupt (checksum), mismatch",
+      help: "Prefix loads from the KV store by outcome: hit, miss, error (store down), timeout, corrupt (checksum), mismatch, recompute_faster (held, but recomputing was expected to be faster)",
       labelNames: ["outcome"],
       registers,
     }),
@@ -30,7 +30,7 @@ export function createKvClientMetrics(registry: Registry): KvClientMetrics {
     }),
     writes: new Counter({
       name: "llmfleet_kv_store_writes_total",
-      help: "Block-aligned states written to the KV store by outcome",
+      help: "Block-aligned states written to the KV store by outcome: stored, error, skipped_busy (requests were waiting), skipped_budget (too many bytes in flight)",
       labelNames: ["outcome"],
       registers,
     }),

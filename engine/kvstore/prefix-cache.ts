@@ -10,13 +10,13 @@
  * entry) means "recompute": the answer is the same, only slower, and a metric and a log line
  * say why.
  */
-import { decodeKvEntry, encodeKvEntry, KvEntryError } from "./kv-entry.ts";
+import { KvEntryError } from "./kv-entry.ts";
 import { kvBlockHashes, type KeySalt } from "./block-keys.ts";
 import type { KvClientMetrics } from "./client-metrics.ts";
-import { runCodec } from "../kvcodec/codec-offload.ts";
-import { kvCodec } from "../kvcodec/codec.ts";
+import { readKvEntry, writeKvEntry } from "../kvcodec/codec-offload.ts";
 import { normaliseSeqState, truncateSeqState, type KvLayout } from "../runtime/seq-state.ts";
 import type { RuntimeSequence, Token } from "../runtime/runtime.ts";
+import { ReuseEstimator } from "./reuse-estimator.ts";
 
 export interface PrefixCacheOptions {
   url: string;
@@ -28,6 +28,13 @@ export interface PrefixCacheOptions {
   layout: KvLayout;
   metrics: KvClientMetrics;
   log?: (line: string) => void;
+  /**
+   * Raw state bytes of write-backs exported and not yet stored; past it a write-back is skipped
+   * (a later request with the same prefix writes it). Default 1 GiB.
+   */
+  writeBackBudgetBytes?: number;
+  /** Decides per request whether a load beats recomputing (reuse-estimator.ts). */
+  estimator?: ReuseEstimator;
 }
 
 interface StoreConfig {
@@ -42,7 +49,7 @@ export interface PrefixLoad {
   storedBlocks: number;
 }
 
-type Outcome = "hit" | "miss" | "error" | "timeout" | "corrupt" | "mismatch";
+type Outcome = "hit" | "miss" | "error" | "timeout" | "corrupt" | "mismatch" | "recompute_faster";
 
 class LoadFailure extends Error {
   constructor(
@@ -59,9 +66,37 @@ export class KvPrefixCache implements AsyncDisposable {
   private readonly log: (line: string) => void;
   /** Keys this pod wrote or loaded lately: no need to write them again. */
   private readonly known = new Set<string>();
+  readonly estimator: ReuseEstimator;
+  /** Raw bytes of write-backs exported and not yet stored, and the last seen state bytes per token. */
+  private writeBackBytes = 0;
+  private stateBytesPerToken = 0;
 
   constructor(readonly opts: PrefixCacheOptions) {
     this.log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
+    this.estimator = opts.estimator ?? new ReuseEstimator();
+  }
+
+  /** The pod prefilled `tokens` tokens in `ms` (the recompute side of load-or-recompute). */
+  observePrefill(tokens: number, ms: number): void {
+    this.estimator.observePrefill(tokens, ms);
+  }
+
+  /**
+   * Whether to export a state of `length` tokens for the store now. Not while requests wait for a
+   * sequence (`busy`: the export holds the engine and the sequence), not past the budget of bytes
+   * in flight; a skipped write-back is not lost, a later request with the prefix writes it.
+   */
+  admitWriteBack(length: number, busy: boolean): boolean {
+    if (busy) {
+      this.opts.metrics.writes.inc({ outcome: "skipped_busy" });
+      return false;
+    }
+    const budget = this.opts.writeBackBudgetBytes ?? 2 ** 30;
+    if (this.writeBackBytes > 0 && this.writeBackBytes + length * this.stateBytesPerToken > budget) {
+      this.opts.metrics.writes.inc({ outcome: "skipped_budget" });
+      return false;
+    }
+    return true;
   }
 
   private async storeConfig(signal: AbortSignal): Promise<StoreConfig> {
@@ -86,8 +121,10 @@ export class KvPrefixCache implements AsyncDisposable {
     try {
       const found = await this.lookupAndFetch(context, have, signal);
       if (!found) return this.finish("miss", t0, { loaded: 0, storedBlocks: 0 });
+      if ("skip" in found) return this.finish("recompute_faster", t0, { loaded: 0, storedBlocks: found.storedBlocks });
       await this.importOrClear(seq, found.state, context.slice(0, found.tokens));
       this.opts.metrics.reusedTokens.inc(found.tokens);
+      this.estimator.observeLoad(found.entryTokens, performance.now() - t0);
       return this.finish("hit", t0, { loaded: found.tokens, storedBlocks: found.tokens / found.blockTokens });
     } catch (err) {
       const outcome = signal.aborted ? "timeout" : err instanceof LoadFailure ? err.outcome : "error";
@@ -106,7 +143,7 @@ export class KvPrefixCache implements AsyncDisposable {
     context: readonly Token[],
     have: number,
     signal: AbortSignal,
-  ): Promise<{ state: Buffer; tokens: number; blockTokens: number } | undefined> {
+  ): Promise<{ state: Buffer; tokens: number; entryTokens: number; blockTokens: number } | { skip: true; storedBlocks: number } | undefined> {
     const config = await this.storeConfig(signal);
     const keys = kvBlockHashes(context, config.blockTokens, this.salt(config));
     const worth = keys.slice(Math.floor(have / config.blockTokens));
@@ -118,12 +155,19 @@ export class KvPrefixCache implements AsyncDisposable {
     const entryKey = found.entryKey ?? keys[found.index]!;
     const entryTokens = (found.entryBlocks ?? found.index + 1) * config.blockTokens;
     if (entryTokens < tokens) throw new LoadFailure("mismatch", `store named an entry of ${entryTokens} tokens for a prefix of ${tokens}`);
-    const got = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, { signal });
+    if (this.estimator.decide(entryTokens, tokens - have).choice === "recompute") return { skip: true, storedBlocks: found.index + 1 };
+    const state = await this.fetchEntry(entryKey, entryTokens, signal);
+    if (!state) return undefined;
+    this.remember(keys[found.index]!);
+    return { state: entryTokens > tokens ? this.cut(state, tokens) : state, tokens, entryTokens, blockTokens: config.blockTokens };
+  }
+
+  /** The decoded state of an entry, or undefined when it is gone (evicted since the lookup). */
+  private async fetchEntry(key: string, tokens: number, signal: AbortSignal): Promise<Buffer | undefined> {
+    const got = await fetch(`${this.opts.url}/v1/kv/${key}`, { signal });
     if (got.status === 404) return undefined;
     if (!got.ok) throw new LoadFailure("error", `get: HTTP ${got.status}`);
-    const state = await this.decodeEntry(Buffer.from(await got.arrayBuffer()), entryTokens);
-    this.remember(keys[found.index]!);
-    return { state: entryTokens > tokens ? this.cut(state, tokens) : state, tokens, blockTokens: config.blockTokens };
+    return this.decodeEntry(Buffer.from(await got.arrayBuffer()), tokens);
   }
 
   private async lookup(keys: string[], signal: AbortSignal): Promise<{ index: number; entryKey?: string | null; entryBlocks?: number | null }> {
@@ -148,11 +192,12 @@ export class KvPrefixCache implements AsyncDisposable {
 
   private async decodeEntry(buf: Buffer, tokens: number): Promise<Buffer> {
     try {
-      const { header, payload } = decodeKvEntry(buf);
+      // Off the event loop: the SHA-256 of a GB-sized entry takes seconds, a lossy codec decodes at
+      // 50–180 MB/s, and other requests wait meanwhile.
+      const { header, state } = await readKvEntry(buf);
       if (header.model !== this.opts.model || header.tokens !== tokens)
         throw new LoadFailure("mismatch", `entry is for ${header.model}/${header.tokens} tokens`);
-      // Off the event loop: a lossy codec decodes at 50–180 MB/s, and other requests wait meanwhile.
-      return await runCodec("decode", header.codec, payload);
+      return state;
     } catch (err) {
       if (err instanceof KvEntryError) throw new LoadFailure("corrupt", err.message);
       throw err;
@@ -195,7 +240,14 @@ export class KvPrefixCache implements AsyncDisposable {
 
   /** Writes the state of context[0..length) (taken from `state`, which may hold more) in the background. */
   writeBack(context: readonly Token[], length: number, state: Promise<Buffer> | Buffer): void {
-    const p = this.write(context.slice(0, length), state).then(
+    let held = 0;
+    const counted = Promise.resolve(state).then((buf) => {
+      held = buf.length;
+      this.writeBackBytes += held;
+      this.stateBytesPerToken = buf.length / Math.max(1, context.length);
+      return buf;
+    });
+    const p = this.write(context.slice(0, length), counted).finally(() => (this.writeBackBytes -= held)).then(
       () => undefined,
       (err: unknown) => {
         this.opts.metrics.writes.inc({ outcome: "error" });
@@ -212,10 +264,8 @@ export class KvPrefixCache implements AsyncDisposable {
     const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config));
     const key = keys.at(-1);
     if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
-    const raw = truncateSeqState(await state, prefix.length);
-    const codec = kvCodec(config.codec);
-    const header = { model: this.opts.model, tokens: prefix.length, codec: codec.name, stateBytes: raw.length, prefixKeys: keys };
-    const entry = encodeKvEntry(header, await runCodec("encode", codec.name, raw));
+    // Cut, encoded, framed and hashed off the event loop (a write-back must not hold other requests).
+    const entry = await writeKvEntry(await state, { model: this.opts.model, tokens: prefix.length, codec: config.codec, prefixKeys: keys });
     const res = await fetch(`${this.opts.url}/v1/kv/${key}`, { method: "PUT", body: entry as unknown as BodyInit });
     this.remember(key);
     if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);

@@ -25,6 +25,8 @@ export interface EngineMetrics {
   handoffBytes: Histogram;
   handoffSeconds: Histogram<"stage">;
   handoffFailures: Counter<"reason">;
+  /** Hand-offs by the mechanism that moved the state (tcp, http) and outcome (ok, error). */
+  handoffs: Counter<"path" | "outcome">;
 }
 
 export function createEngineMetrics(role: Role, withProcessMetrics = false): EngineMetrics {
@@ -58,5 +60,11 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
       registers,
     }),
     handoffFailures: new Counter({ name: "llmfleet_kv_handoff_failures_total", help: "Failed hand-offs by reason", labelNames: ["reason"], registers }),
+    handoffs: new Counter({
+      name: "llmfleet_kv_handoffs_total",
+      help: "Prefill->decode hand-offs by the mechanism that moved the state (tcp, http) and outcome",
+      labelNames: ["path", "outcome"],
+      registers,
+    }),
   };
 }

@@ -99,3 +99,19 @@ test("dispose() during a step waits for it; every call afterwards throws", async
   assert.throws(() => other.seqPosMax(0), /disposed/);
   await other.dispose(); // a second dispose is harmless
 });
+
+test("setExtras checks its arguments and refuses a grammar that does not parse; takeLogprobs answers per sequence", () => {
+  const none = new Int32Array(0);
+  const noBias = new Float32Array(0);
+  engine.setSampler(0, 0, 0, 1);
+  assert.throws(() => engine.setExtras(0, 3, 0, none, noBias, "", -1), { name: "RangeError", message: /presencePenalty/ });
+  assert.throws(() => engine.setExtras(0, 0, 0, i32(1, 2), Float32Array.from([1]), "", -1), { name: "RangeError", message: /same length/ });
+  assert.throws(() => engine.setExtras(0, 0, 0, i32(nVocab), Float32Array.from([1]), "", -1), { name: "RangeError", message: /biasTokens\[0\]/ });
+  assert.throws(() => engine.setExtras(0, 0, 0, i32(1), Float32Array.from([101]), "", -1), { name: "RangeError", message: /biases\[0\]/ });
+  assert.throws(() => engine.setExtras(0, 0, 0, none, noBias, "root ::= (", -1), { name: "RangeError", message: /grammar/ });
+  assert.throws(() => engine.setExtras(0, 0, 0, none, noBias, "", 21), { name: "RangeError", message: /logprobs/ });
+  assert.throws(() => engine.setExtras(5, 0, 0, none, noBias, "", -1), { name: "RangeError", message: /seq/ });
+  engine.setExtras(0, 0.5, 0.5, i32(1), Float32Array.from([-100]), 'root ::= "a"', 2);
+  assert.deepEqual(engine.takeLogprobs(0).tokens, new Int32Array(0));
+  engine.setSampler(0, 0, 0, 1);
+});

@@ -80,8 +80,17 @@ export interface NativeEngine {
    * mode bits (engine.h): 1 llama-bench's batch (llama_batch_get_one), 2 no logits read (synchronize only).
    */
   decodeLoop(seq: number, pos0: number, first: number, n: number, mode?: number): Promise<number[]>;
-  /** temperature 0 = greedy. */
+  /** temperature 0 = greedy. Drops the sequence's extras (setExtras). */
   setSampler(seq: number, temperature: number, topK: number, topP: number, seed?: number): void;
+  /**
+   * After setSampler: OpenAI's penalties (-2..2), logit biases (-100..100), a GBNF grammar (start
+   * rule root; "" = none) and logprobs (-1 = off, else alternatives per token, 0..20). A sequence
+   * with any of them samples through them on the CPU, never the greedy fast path. RangeError when
+   * the grammar does not parse.
+   */
+  setExtras(seq: number, presencePenalty: number, frequencyPenalty: number, biasTokens: Int32Array, biases: Float32Array, grammar: string, logprobs: number): void;
+  /** The logprobs of the tokens seq sampled since the last call: k alternatives per token, row-major. */
+  takeLogprobs(seq: number): { tokens: Int32Array; logprobs: Float32Array; k: number; topTokens: Int32Array; topLogprobs: Float32Array };
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
   detokenize(tokens: Int32Array, unparseSpecial?: boolean): string;
   isEog(token: number): boolean;

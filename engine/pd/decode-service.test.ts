@@ -6,6 +6,9 @@
  * to the hand-off (x-llmfleet-decode-url). kube-proxy balances per connection instead: the last
  * test puts the decode pods behind such a balancer, where the prefill pod's hand-offs spread over
  * the pods only because each opens its own connection.
+ * These tests pin the prefill pod to the HTTP hand-off (--kv-transport http), whose Service
+ * semantics they are about; the last one does the same for the native TCP hand-off, through a
+ * Service that exposes the decode pods' kv port and balances it per connection.
  * Real llama.cpp on the tiny synthetic GGUF.
  */
 import { after, before, test } from "node:test";
@@ -16,6 +19,7 @@ import { createEngineMetrics } from "../metrics/engine-metrics.ts";
 import { createRouterApp } from "../router/router-app.ts";
 import { completionText, listen, metricValue, postJson, startPod, type Running, type RunningPod } from "../../testing/engine.ts";
 import { DECODE_URL_HEADER } from "./handoff-routes.ts";
+import { createModelPod, type ModelPod } from "../pod.ts";
 
 const MODEL = "synthetic://tiny";
 let aggregated: RunningPod;
@@ -47,7 +51,7 @@ before(async () => {
   aggregated = await startPod({ model: MODEL, parallel: 2 });
   decodes = [await startPod({ model: MODEL, role: "decode", parallel: 2 }), await startPod({ model: MODEL, role: "decode", parallel: 2 })];
   service = await roundRobinService(decodes.map((d) => new URL(d.url).host));
-  prefill = await startPod({ model: MODEL, role: "prefill", parallel: 1 });
+  prefill = await startPod({ model: MODEL, role: "prefill", parallel: 1, kvTransport: "http" });
   router = await listen(createRouterApp({ prefill: [prefill.url], decode: [service.url], metrics: createEngineMetrics("router") }));
 });
 after(async () => {
@@ -96,7 +100,7 @@ test("a decode pod that names an address the router cannot reach (NAT, port mapp
 });
 
 /** A TCP balancer over `targets` (host:port) that picks the next pod per connection, as kube-proxy does. */
-async function perConnectionService(targets: string[]): Promise<{ url: string; connections: number[]; close(): void }> {
+async function perConnectionService(targets: string[], port = 0): Promise<{ url: string; connections: number[]; close(): void }> {
   const connections = targets.map(() => 0);
   let next = 0;
   const sockets = new Set<import("node:net").Socket>();
@@ -112,7 +116,7 @@ async function perConnectionService(targets: string[]): Promise<{ url: string; c
     }
     client.pipe(upstream).pipe(client);
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   const close = (): void => {
     for (const s of sockets) s.destroy();
     server.close();
@@ -139,5 +143,58 @@ test("behind a per-connection balancer (kube-proxy) one prefill pod's hand-offs 
     for (const d of decodes) assert.equal(staged.filter((u) => u === d.url).length, 3, `hand-offs staged on ${d.url}: ${staged.join(", ")}`);
   } finally {
     tcp.close();
+  }
+});
+
+async function freePort(host: string): Promise<number> {
+  const s = createTcpServer();
+  await new Promise<void>((resolve) => s.listen(0, host, resolve));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((resolve) => s.close(resolve));
+  return port;
+}
+
+test("TCP hand-offs through a Service exposing the kv port spread over the decode pods, and generate reaches the pod that staged each", async () => {
+  // Two decode pods as Kubernetes runs them: each its own address, the same HTTP and kv ports.
+  const kvPort = await freePort("127.0.0.1");
+  const pods: { pod: ModelPod; server: Server; url: string }[] = [];
+  let kvService: Awaited<ReturnType<typeof perConnectionService>> | undefined;
+  let httpService: typeof service | undefined;
+  let tcpPrefill: RunningPod | undefined;
+  let tcpRouter: Running | undefined;
+  try {
+    for (const host of ["127.0.0.2", "127.0.0.3"]) {
+      const port = await freePort(host);
+      const pod = await createModelPod({ model: MODEL, role: "decode", threads: 1, ctxSize: 512, parallel: 2, maxQueue: 8, host, port, kvPort });
+      const server = await new Promise<Server>((resolve) => {
+        const s = pod.app.listen(port, host, () => resolve(s));
+      });
+      pods.push({ pod, server, url: `http://${host}:${port}` });
+    }
+    httpService = await roundRobinService(pods.map((p) => new URL(p.url).host));
+    kvService = await perConnectionService(
+      pods.map((p) => `${new URL(p.url).hostname}:${kvPort}`),
+      kvPort,
+    );
+    tcpPrefill = await startPod({ model: MODEL, role: "prefill", parallel: 1, kvTransport: "tcp" });
+    tcpRouter = await listen(createRouterApp({ prefill: [tcpPrefill.url], decode: [httpService.url], metrics: createEngineMetrics("router") }));
+    const prompts = ["hello world", "the capital of France is", "a b c d e f g", "one two three four"];
+    for (const prompt of prompts) {
+      const body = { prompt, max_tokens: 8 };
+      assert.equal(await completionText(tcpRouter.url, body), await completionText(aggregated.url, body), prompt);
+    }
+    assert.deepEqual(kvService.connections, [2, 2], "each hand-off its own connection, balanced over the pods");
+    for (const p of pods) assert.equal(await metricValue(p.url, "llmfleet_generated_tokens_total"), 2 * 8, `tokens generated on ${p.url}`);
+  } finally {
+    await tcpRouter?.[Symbol.asyncDispose]();
+    await tcpPrefill?.[Symbol.asyncDispose]();
+    kvService?.close();
+    httpService?.server.closeAllConnections();
+    httpService?.server.close();
+    for (const p of pods) {
+      p.server.closeAllConnections();
+      await new Promise((resolve) => p.server.close(resolve));
+      await p.pod[Symbol.asyncDispose]();
+    }
   }
 });

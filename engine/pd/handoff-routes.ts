@@ -7,6 +7,9 @@
  *            x-llmfleet-decode-url: this pod's own URL. A decode pool is a Service over several
  *            pods, so the generate call must go to the pod that staged the state, not the Service.
  *            POST /internal/generate/:id {request, kind} -> the OpenAI response (SSE or JSON)
+ *            GET  /internal/kv-transport -> KvTransportInfo: the pod's TCP hand-off port, if any
+ * The state goes over the native TCP stream when the decode pod offers one and over the PUT
+ * above otherwise (kv-transport.ts); the generate call finds it staged either way.
  */
 import { Readable } from "node:stream";
 import express, { type Request, type Response, type Router } from "express";
@@ -14,11 +17,23 @@ import type { EngineMetrics, Role } from "../metrics/engine-metrics.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
 import { HttpError } from "../http/http-error.ts";
 import { httpUrl } from "../http/http-url.ts";
-import { parseOpenAIRequest, type RequestKind } from "../http/openai-request.ts";
+import { parseEngineRequest, type RequestKind } from "../http/openai-request.ts";
 import { clientGone, respondWithGeneration } from "../http/respond.ts";
 import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
-import { normaliseSeqState } from "../runtime/seq-state.ts";
+import { normaliseSeqState, seqStateTokens } from "../runtime/seq-state.ts";
+import {
+  KV_SEND_STATUS,
+  kvSendErrorCode,
+  kvStreamAddon,
+  TCP_CHUNK_BYTES,
+  type HandoffPath,
+  type KvListener,
+  type KvSendResult,
+  type KvStreamAddon,
+  type KvTransportInfo,
+  type KvTransportMode,
+} from "./kv-transport.ts";
 
 export interface HandoffDeps {
   role: Exclude<Role, "router">;
@@ -30,6 +45,10 @@ export interface HandoffDeps {
   sendTimeoutMs?: number;
   /** Decode: this pod's URL for hand-offs (default: the address the hand-off arrived on). */
   advertiseUrl?: string;
+  /** Which mechanism moves the state (kv-transport.ts). Default auto. */
+  transport?: KvTransportMode;
+  /** Decode: the native TCP listener this pod receives hand-offs on (started by pod.ts). */
+  tcp?: KvListener;
 }
 
 export const DECODE_URL_HEADER = "x-llmfleet-decode-url";
@@ -60,6 +79,8 @@ export interface PrefillResponse {
   stateBytes: number;
   prefillMs: number;
   sendMs: number;
+  /** The mechanism that moved the state. */
+  path: HandoffPath;
 }
 
 function parseKind(kind: unknown): RequestKind {
@@ -93,6 +114,124 @@ async function sendState(base: string, id: string, frames: Iterable<Buffer>, tim
   return stagedAt(res, base);
 }
 
+/** What the prefill pod knows of a decode base URL's transport, re-probed after PROBE_TTL_MS. */
+interface Probe {
+  info?: KvTransportInfo;
+  at: number;
+}
+const PROBE_TTL_MS = 30_000;
+const probes = new Map<string, Probe>();
+
+async function probe(base: string): Promise<KvTransportInfo | undefined> {
+  const known = probes.get(base);
+  if (known && performance.now() - known.at < PROBE_TTL_MS) return known.info;
+  let info: KvTransportInfo | undefined;
+  try {
+    const res = await fetch(`${base}/internal/kv-transport`, { signal: AbortSignal.timeout(2_000) });
+    info = res.ok ? ((await res.json()) as KvTransportInfo) : undefined; // an older decode pod: 404, HTTP only
+  } catch {
+    info = undefined; // unreachable now: the HTTP PUT reports the real error
+  }
+  probes.set(base, { info, at: performance.now() });
+  return info;
+}
+
+type HandoffHeader = { handoffId: string; model: string; tokens: number[]; vTransposed: boolean };
+
+/** The URL the decode pod named in its TCP answer: its advertised URL, or the IP the connection reached plus its HTTP port. */
+function tcpStagedUrl(message: string, base: string, info: KvTransportInfo): string {
+  if (/^https?:\/\//.test(message)) return httpUrl(message) ?? base;
+  if (!message) return base;
+  const port = info.httpPort ?? new URL(base).port;
+  return message.includes(":") ? `http://[${message}]:${port}` : `http://${message}:${port}`;
+}
+
+class TcpUnavailable extends Error {}
+
+interface TcpTarget {
+  addon: KvStreamAddon;
+  base: string;
+  info: KvTransportInfo;
+  host: string;
+  port: number;
+}
+
+/** The staged URL from the decode pod's answer; a refusal is a 429 (full) or a 502. */
+function tcpAnswer(t: TcpTarget, r: KvSendResult): string {
+  if (r.status === KV_SEND_STATUS.ok) return tcpStagedUrl(r.message, t.base, t.info);
+  const where = `${t.host}:${t.port}`;
+  if (r.status === KV_SEND_STATUS.full) {
+    throw new HttpError(429, `KV hand-off to ${where} refused: ${r.message}`, { code: "handoff_store_full", headers: { "Retry-After": "1" } });
+  }
+  throw new HttpError(502, `KV hand-off to ${where} refused (status ${r.status}): ${r.message}`, { code: "handoff_failed" });
+}
+
+/**
+ * Streams the state to the decode pod's TCP port. Nobody listening there is TcpUnavailable (the
+ * caller falls back to HTTP); a decode pod that dies or stalls mid-stream (its partial state is
+ * freed on its side) is tried once more on a new connection, which behind a Service may reach
+ * another pod, then a 502 that says why.
+ */
+async function sendTcp(deps: HandoffDeps, t: TcpTarget, header: HandoffHeader, state: Buffer): Promise<string> {
+  // The tokens travel in the state's own header (seqStateTokens); the JSON names the rest.
+  const json = JSON.stringify({ handoffId: header.handoffId, model: header.model, tokens: header.tokens.length, vTransposed: header.vTransposed });
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return tcpAnswer(t, await t.addon.kvSend(state, t.host, t.port, header.handoffId, json, TCP_CHUNK_BYTES, deps.sendTimeoutMs ?? 30_000));
+    } catch (err) {
+      if (err instanceof HttpError) throw err;
+      const code = kvSendErrorCode(err);
+      deps.metrics.handoffFailures.inc({ reason: `tcp_${code ?? "error"}` });
+      if (code === "connect") throw new TcpUnavailable((err as Error).message, { cause: err });
+      if (attempt >= 2 || (code !== "closed" && code !== "timeout")) throw new HttpError(502, (err as Error).message, { code: "handoff_failed", cause: err });
+    }
+  }
+}
+
+/** Where TCP can go for this decode base URL, or why not (mode tcp makes that an error). */
+async function tcpTarget(base: string): Promise<TcpTarget | string> {
+  const [addon, info] = await Promise.all([kvStreamAddon(), probe(base)]);
+  if (!addon) return "the native addon (kv-stream) is not available on this pod";
+  if (!info?.tcpPort) return `decode pod ${base} offers no TCP hand-off port`;
+  return { addon, base, info, host: new URL(base).hostname.replace(/^\[|\]$/g, ""), port: info.tcpPort };
+}
+
+/** The TCP hand-off, or undefined when the caller should fall back to HTTP (auto mode). */
+async function tryTcp(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<string | undefined> {
+  const strict = deps.transport === "tcp";
+  const target = await tcpTarget(base);
+  if (typeof target === "string") {
+    if (strict) throw new HttpError(502, `--kv-transport tcp: ${target}`, { code: "handoff_failed" });
+    return undefined;
+  }
+  try {
+    return await sendTcp(deps, target, header, state);
+  } catch (err) {
+    if (!(err instanceof TcpUnavailable)) throw err;
+    if (strict) throw new HttpError(502, err.message, { code: "handoff_failed", cause: err });
+    // The port is not reachable from here (a Service without it, a firewall): HTTP until the next probe.
+    probes.set(base, { info: { ...target.info, tcpPort: undefined }, at: performance.now() });
+    return undefined;
+  }
+}
+
+/** Moves the state to the decode pod by the best mechanism both can use; says which one did. */
+async function handOff(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; path: HandoffPath }> {
+  let path: HandoffPath = deps.transport === "http" ? "http" : "tcp";
+  try {
+    let stagedUrl = path === "tcp" ? await tryTcp(deps, base, header, state) : undefined;
+    if (stagedUrl === undefined) {
+      path = "http";
+      stagedUrl = await sendState(base, header.handoffId, encodeKvHandoff(header, state), deps.sendTimeoutMs ?? 30_000);
+    }
+    deps.metrics.handoffs.inc({ path, outcome: "ok" });
+    return { stagedUrl, path };
+  } catch (err) {
+    deps.metrics.handoffs.inc({ path, outcome: "error" });
+    throw err;
+  }
+}
+
 function prefillHandler(deps: HandoffDeps) {
   return async (req: Request, res: Response): Promise<void> => {
     const { service, metrics } = deps;
@@ -100,12 +239,12 @@ function prefillHandler(deps: HandoffDeps) {
     const handoffId = typeof body.handoffId === "string" ? body.handoffId : crypto.randomUUID();
     const decodeUrl = typeof body.decodeUrl === "string" ? body.decodeUrl : deps.decodeUrls[0];
     if (!decodeUrl) throw new HttpError(400, "no decode pod: pass decodeUrl or start the prefill pod with --decode", { param: "decodeUrl" });
-    const prepared = service.prepare(parseOpenAIRequest(body.request, parseKind(body.kind), service.runtime.info.modelId));
+    const prepared = service.prepare(parseEngineRequest(body.request, parseKind(body.kind), service.runtime));
     const t0 = performance.now();
     const { state, prefixHitTokens } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
     const header = { handoffId, model: service.runtime.info.modelId, tokens: prepared.prompt.slice(0, -1), vTransposed: !service.runtime.info.flashAttention };
-    const stagedUrl = await sendState(decodeUrl, handoffId, encodeKvHandoff(header, state), deps.sendTimeoutMs ?? 30_000);
+    const { stagedUrl, path } = await handOff(deps, decodeUrl, header, state);
     const sendMs = performance.now() - t1;
     metrics.handoffBytes.observe(state.length);
     metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
@@ -117,6 +256,7 @@ function prefillHandler(deps: HandoffDeps) {
       stateBytes: state.length,
       prefillMs: t1 - t0,
       sendMs,
+      path,
     };
     res.json(out);
   };
@@ -151,11 +291,37 @@ function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
   };
 }
 
+/** A state the native listener staged, normalised to this pod's layout (no copy when they agree). */
+function takeTcp(deps: HandoffDeps, id: string): { tokens: number[]; state: Buffer } | undefined {
+  if (!deps.tcp) return undefined;
+  const taken = deps.tcp.addon.kvTake(deps.tcp.handle, id);
+  if (!taken) return undefined;
+  const { info } = deps.service.runtime;
+  let header: { model?: unknown };
+  try {
+    header = JSON.parse(taken.header) as { model?: unknown };
+  } catch {
+    throw new HttpError(400, "staged KV state has no valid header", { code: "bad_kv_stream" });
+  }
+  if (header.model !== info.modelId) {
+    throw new HttpError(409, `KV state is for model ${String(header.model)}; this pod serves ${info.modelId}`, { code: "model_mismatch" });
+  }
+  let state: Buffer;
+  try {
+    state = normaliseSeqState(taken.state, { streams: info.kvStreams, vTransposed: !info.flashAttention });
+  } catch (err) {
+    throw new HttpError(400, `staged KV state: ${(err as Error).message}`, { code: "bad_kv_stream" });
+  }
+  deps.metrics.handoffBytes.observe(state.length);
+  deps.metrics.handoffSeconds.observe({ stage: "receive" }, taken.seconds);
+  return { tokens: seqStateTokens(state), state };
+}
+
 function generateHandler(deps: HandoffDeps, store: HandoffStore) {
   return async (req: Request, res: Response): Promise<void> => {
     const body = (req.body ?? {}) as { request?: unknown; kind?: unknown };
-    const prepared = deps.service.prepare(parseOpenAIRequest(body.request, parseKind(body.kind), deps.service.runtime.info.modelId));
-    const staged = store.take(String(req.params.id));
+    const prepared = deps.service.prepare(parseEngineRequest(body.request, parseKind(body.kind), deps.service.runtime));
+    const staged = store.take(String(req.params.id)) ?? takeTcp(deps, String(req.params.id));
     if (!staged) throw new HttpError(404, `no staged KV state ${req.params.id} (expired or never received)`, { code: "handoff_not_found" });
     const expected = prepared.prompt.slice(0, -1);
     if (staged.tokens.length !== expected.length || staged.tokens.some((t, i) => t !== expected[i])) {
@@ -174,10 +340,23 @@ export function handoffRoutes(deps: HandoffDeps): HandoffRoutes {
     router.post("/internal/generate/:id", generateHandler(deps, store));
   }
   router.get("/internal/kv-debug", (_req, res) => {
-    res.json({ staged: store.size, stagedBytes: store.bytes });
+    res.json({ staged: store.size, stagedBytes: store.bytes, tcp: deps.tcp ? deps.tcp.addon.kvStats(deps.tcp.handle) : { listening: false } });
+  });
+  router.get("/internal/kv-transport", (req, res) => {
+    const { info } = deps.service.runtime;
+    const out: KvTransportInfo = {
+      model: info.modelId,
+      layout: { streams: info.kvStreams, vTransposed: !info.flashAttention },
+      httpPort: req.socket.localPort,
+      ...(deps.role === "decode" && deps.tcp ? { tcpPort: deps.tcp.port } : {}),
+    };
+    res.json(out);
   });
   return {
     router,
-    [Symbol.asyncDispose]: () => store[Symbol.asyncDispose](),
+    async [Symbol.asyncDispose](): Promise<void> {
+      if (deps.tcp) deps.tcp.addon.kvClose(deps.tcp.handle);
+      await store[Symbol.asyncDispose]();
+    },
   };
 }

@@ -2,6 +2,9 @@
  * Standalone P/D: router + prefill + decode on a tiny synthetic GGUF (real llama.cpp).
  * The prefill pod has 1 sequence and flash attention on; the decode pod has 3 sequences and
  * flash attention off, so the KV state must be normalised in transit (stream count, V layout).
+ * Every hand-off mechanism (kv-transport.ts) gives the aggregated greedy output: the native TCP
+ * stream (the default where the decode pod offers it), HTTP by choice, and HTTP as the fallback
+ * from a decode pod that offers no TCP port.
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -15,6 +18,12 @@ let prefill: RunningPod;
 let decode: RunningPod;
 let router: Running;
 let brokenRouter: Running;
+let httpPrefill: RunningPod;
+let httpRouter: Running;
+let httpOnlyDecode: RunningPod;
+let fallbackRouter: Running;
+let tcpOnlyPrefill: RunningPod;
+let tcpOnlyRouter: Running;
 
 before(async () => {
   aggregated = await startPod({ model: MODEL, parallel: 2 });
@@ -23,10 +32,24 @@ before(async () => {
   router = await listen(createRouterApp({ prefill: [prefill.url], decode: [decode.url], metrics: createEngineMetrics("router") }));
   // a decode pod that is gone: nothing listens on port 9 of loopback
   brokenRouter = await listen(createRouterApp({ prefill: [prefill.url], decode: ["http://127.0.0.1:9"], metrics: createEngineMetrics("router") }));
+  httpPrefill = await startPod({ model: MODEL, role: "prefill", parallel: 1, flashAttention: true, kvTransport: "http" });
+  httpRouter = await listen(createRouterApp({ prefill: [httpPrefill.url], decode: [decode.url], metrics: createEngineMetrics("router") }));
+  httpOnlyDecode = await startPod({ model: MODEL, role: "decode", parallel: 2, kvTransport: "http" });
+  fallbackRouter = await listen(createRouterApp({ prefill: [prefill.url], decode: [httpOnlyDecode.url], metrics: createEngineMetrics("router") }));
+  tcpOnlyPrefill = await startPod({ model: MODEL, role: "prefill", parallel: 1, kvTransport: "tcp" });
+  tcpOnlyRouter = await listen(createRouterApp({ prefill: [tcpOnlyPrefill.url], decode: [httpOnlyDecode.url], metrics: createEngineMetrics("router") }));
 });
 after(async () => {
-  for (const r of [brokenRouter, router, prefill, decode, aggregated]) await r[Symbol.asyncDispose]();
+  for (const r of [tcpOnlyRouter, tcpOnlyPrefill, fallbackRouter, httpOnlyDecode, httpRouter, httpPrefill, brokenRouter, router, prefill, decode, aggregated])
+    await r?.[Symbol.asyncDispose]();
 });
+
+/** Hand-offs a prefill pod made by `path` (NaN when it made none: the series does not exist). */
+async function handoffs(url: string, path: string, outcome = "ok"): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith("llmfleet_kv_handoffs_total{") && l.includes(`path="${path}"`) && l.includes(`outcome="${outcome}"`));
+  return line ? Number(line.split(" ").pop()) : NaN;
+}
 
 const prompts = ["hello world", "the capital of France is", "a b c d e f g h i j k l m n o p q r s t u v w x y z"];
 
@@ -35,6 +58,29 @@ test("greedy output through router+prefill+decode equals the aggregated output",
     const body = { prompt, max_tokens: 24 };
     assert.equal(await completionText(router.url, body), await completionText(aggregated.url, body), prompt);
   }
+});
+
+test("the default hand-off went over the native TCP stream; greedy output is the same over HTTP and over the HTTP fallback", async () => {
+  assert.ok((await handoffs(prefill.url, "tcp")) >= prompts.length, "the prefill pod moved states over TCP");
+  assert.ok(Number.isNaN(await handoffs(prefill.url, "http")), "and none over HTTP");
+  const debug = (await (await fetch(`${decode.url}/internal/kv-debug`)).json()) as { tcp: { received: number; staged: number } };
+  assert.ok(debug.tcp.received >= prompts.length);
+  assert.equal(debug.tcp.staged, 0, "every staged state was taken by its generate call");
+  for (const prompt of prompts) {
+    const body = { prompt, max_tokens: 24 };
+    const expected = await completionText(aggregated.url, body);
+    assert.equal(await completionText(httpRouter.url, body), expected, `http: ${prompt}`);
+    assert.equal(await completionText(fallbackRouter.url, body), expected, `fallback: ${prompt}`);
+  }
+  assert.ok((await handoffs(httpPrefill.url, "http")) >= prompts.length, "--kv-transport http moves states over HTTP");
+  assert.ok(Number.isNaN(await handoffs(httpPrefill.url, "tcp")));
+  assert.ok((await handoffs(prefill.url, "http")) >= prompts.length, "a decode pod with no TCP port gets the state over HTTP");
+});
+
+test("--kv-transport tcp against a decode pod that offers no TCP port is a clear 502, not a silent fallback", async () => {
+  const r = await postJson(`${tcpOnlyRouter.url}/v1/completions`, { prompt: "hello", max_tokens: 4 });
+  assert.equal(r.status, 502);
+  assert.match((r.json.error as { message: string }).message, /--kv-transport tcp: decode pod .* offers no TCP hand-off port/);
 });
 
 test("streaming through the router carries the same text and the router records TTFT", async () => {

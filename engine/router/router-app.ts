@@ -11,7 +11,8 @@ import express, { type Express, type Request, type Response } from "express";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import { countRequests, observabilityRoutes } from "../http/engine-app.ts";
 import { errorHandler, HttpError, notFound, type OpenAIErrorBody } from "../http/http-error.ts";
-import type { RequestKind } from "../http/openai-request.ts";
+import { jsonBody } from "../http/json-body.ts";
+import { validateOpenAIRequest, type RequestKind } from "../http/openai-request.ts";
 import { clientGone } from "../http/respond.ts";
 import type { PrefillResponse } from "../pd/handoff-routes.ts";
 import { relayStream, relayWhole } from "./relay.ts";
@@ -158,8 +159,16 @@ export function createRouterApp(deps: RouterDeps): Express {
     throw new HttpError(502, `no aggregated pod completed the request: ${errors.join("; ")}`, { code: "upstream_unavailable" });
   }
 
+  /** Every request is validated here once, so a bad one never costs a pod a prefill (or a 5xx). */
   function handler(kind: RequestKind) {
-    if (!disaggregated) return (req: Request, res: Response): Promise<void> => viaAggregated(kind, req, res);
+    const serve = disaggregated ? viaDisaggregated(kind) : (req: Request, res: Response): Promise<void> => viaAggregated(kind, req, res);
+    return async (req: Request, res: Response): Promise<void> => {
+      validateOpenAIRequest(req.body, kind);
+      await serve(req, res);
+    };
+  }
+
+  function viaDisaggregated(kind: RequestKind) {
     return async (req: Request, res: Response): Promise<void> => {
       const arrivedAt = performance.now();
       const signal = clientGone(req, res).signal;
@@ -191,7 +200,7 @@ export function createRouterApp(deps: RouterDeps): Express {
       .send(await upstream.text());
   });
   if (deps.upstreams) app.get("/internal/upstreams", (_req, res) => void res.json(sets.snapshot()));
-  app.use(express.json({ limit: "8mb" }));
+  app.use(jsonBody());
   app.post("/v1/completions", handler("completion"));
   app.post("/v1/chat/completions", handler("chat"));
   app.use(notFound);

@@ -15,7 +15,7 @@ import {
   type LlamaModel,
   type Token as LlamaToken,
 } from "node-llama-cpp";
-import type { ChatMessage, ModelRuntime, RuntimeInfo, RuntimeSequence, Sampling, Token } from "./runtime.ts";
+import type { ChatMessage, ModelRuntime, RuntimeFeatures, RuntimeInfo, RuntimeSequence, Sampling, Token } from "./runtime.ts";
 
 export interface LlamaRuntimeOptions {
   modelPath: string;
@@ -107,6 +107,8 @@ export class LlamaRuntime implements ModelRuntime {
   private readonly context: LlamaContext;
   private readonly chatWrapper: ChatWrapper;
   readonly info: RuntimeInfo;
+  /** The API passes this backend temperature, top-p, top-k and seed only; the engine refuses the rest (400). */
+  readonly features: RuntimeFeatures;
   readonly sequences: readonly RuntimeSequence[];
 
   private constructor(parts: {
@@ -123,6 +125,8 @@ export class LlamaRuntime implements ModelRuntime {
     this.chatWrapper = parts.chatWrapper;
     this.info = parts.info;
     this.sequences = parts.sequences;
+    // vocabSize 0: logit_bias is refused before its tokens are checked.
+    this.features = { backend: "llama", vocabSize: 0, logprobs: false, penalties: false, logitBias: false, grammar: false };
   }
 
   static async load(opts: LlamaRuntimeOptions): Promise<LlamaRuntime> {

@@ -9,7 +9,17 @@
  */
 import { basename } from "node:path";
 import { loadNativeAddon, type NativeEngine } from "../native/binding.ts";
-import { commonPrefixLength, type ChatMessage, type ModelRuntime, type RuntimeInfo, type RuntimeSequence, type Sampling, type Token } from "./runtime.ts";
+import {
+  commonPrefixLength,
+  type ChatMessage,
+  type ModelRuntime,
+  type RuntimeFeatures,
+  type RuntimeInfo,
+  type RuntimeSequence,
+  type Sampling,
+  type Token,
+  type TokenLogprob,
+} from "./runtime.ts";
 import { seqStateTokens } from "./seq-state.ts";
 import type { LlamaRuntimeOptions } from "./llama-runtime.ts";
 import { StepScheduler } from "./step-scheduler.ts";
@@ -40,6 +50,13 @@ export interface NativeRuntimeOptions extends LlamaRuntimeOptions {
   /** Greedy sequences take their argmax on the device: a token comes back per sequence, not its logits. Default false. */
   deviceGreedy?: boolean;
 }
+
+const hasExtras = (s: Sampling): boolean =>
+  Boolean(s.presencePenalty || s.frequencyPenalty || (s.logitBias && s.logitBias.length > 0) || s.grammar || s.logprobs !== undefined);
+
+const deliver = (lp: TokenLogprob | undefined, to: ((lp: TokenLogprob) => void) | undefined): void => {
+  if (lp && to) to(lp);
+};
 
 class NativeSequence implements RuntimeSequence {
   held: Token[] = [];
@@ -94,9 +111,39 @@ class NativeSequence implements RuntimeSequence {
     return own;
   }
 
-  async *generate(next: readonly Token[], sampling: Sampling): AsyncGenerator<Token, void, void> {
+  /** The sampler of this sequence for one generation: the plain config, then the extras it asks for. */
+  private setSampling(sampling: Sampling): Promise<void> {
     const { temperature, topK, topP, seed } = sampling;
-    await this.rt.scheduler.exclusive(() => this.rt.engine.setSampler(this.id, temperature, topK, topP, seed));
+    return this.rt.scheduler.exclusive(() => {
+      const engine = this.rt.engine;
+      engine.setSampler(this.id, temperature, topK, topP, seed);
+      if (!hasExtras(sampling)) return;
+      const bias = sampling.logitBias ?? [];
+      engine.setExtras(
+        this.id,
+        sampling.presencePenalty ?? 0,
+        sampling.frequencyPenalty ?? 0,
+        Int32Array.from(bias, ([t]) => t),
+        Float32Array.from(bias, ([, b]) => b),
+        sampling.grammar ?? "",
+        sampling.logprobs ?? -1,
+      );
+    });
+  }
+
+  /** The logprobs of the tokens just sampled, in order. */
+  private takeLogprobs(): TokenLogprob[] {
+    const got = this.rt.engine.takeLogprobs(this.id);
+    return Array.from(got.tokens, (token, i) => ({
+      token,
+      logprob: got.logprobs[i]!,
+      top: Array.from(got.topTokens.subarray(i * got.k, (i + 1) * got.k), (t, j) => ({ token: t, logprob: got.topLogprobs[i * got.k + j]! })),
+    }));
+  }
+
+  async *generate(next: readonly Token[], sampling: Sampling, onLogprob?: (lp: TokenLogprob) => void): AsyncGenerator<Token, void, void> {
+    await this.setSampling(sampling);
+    const logprobs = sampling.logprobs !== undefined && onLogprob !== undefined;
     let input: Token[] = [...next];
     let consumed = this.held.length;
     try {
@@ -105,7 +152,9 @@ class NativeSequence implements RuntimeSequence {
         const got = await this.rt.scheduler.evaluate({ seq: this.id, pos: this.held.length, tokens: input, sample: true, room });
         this.held.push(...input, ...got.slice(0, -1));
         consumed += input.length;
-        for (const token of got) {
+        const lps = logprobs ? this.takeLogprobs() : [];
+        for (const [i, token] of got.entries()) {
+          deliver(lps[i], onLogprob);
           yield token;
           consumed++;
         }
@@ -144,6 +193,7 @@ class NativeSequence implements RuntimeSequence {
 export class NativeRuntime implements ModelRuntime {
   private disposed = false;
   readonly info: RuntimeInfo;
+  readonly features: RuntimeFeatures;
   readonly sequences: readonly NativeSequence[];
   readonly scheduler: StepScheduler;
 
@@ -160,6 +210,7 @@ export class NativeRuntime implements ModelRuntime {
       flashAttention: native.flashAttention,
       threads: opts.threads,
     };
+    this.features = { backend: "native", vocabSize: native.nVocab, logprobs: true, penalties: true, logitBias: true, grammar: true };
     this.scheduler = new StepScheduler(engine, Math.max(opts.batchSize ?? 512, opts.parallel), opts.decodeLookahead ?? 1);
     this.sequences = Array.from({ length: opts.parallel }, (_, i) => new NativeSequence(i, this));
   }
@@ -235,6 +286,12 @@ export class NativeRuntime implements ModelRuntime {
 
   detokenize(tokens: readonly Token[]): string {
     return this.engine.detokenize(Int32Array.from(tokens), false);
+  }
+
+  /** The BOS token takes the leading-space strip llama.cpp applies to a text's first token. */
+  tokenPiece(token: Token): string {
+    const bos = this.engine.info().bos;
+    return this.engine.detokenize(Int32Array.from(bos >= 0 ? [bos, token] : [token]), false);
   }
 
   isEndOfGeneration(token: Token): boolean {

@@ -17,6 +17,38 @@ export interface Sampling {
   topP: number;
   topK: number;
   seed?: number;
+  /** OpenAI's presence penalty (-2..2, default 0): subtracted once from the logit of every token already generated. */
+  presencePenalty?: number;
+  /** OpenAI's frequency penalty (-2..2, default 0): subtracted from a token's logit once per time it was generated. */
+  frequencyPenalty?: number;
+  /** Added to the logits of these tokens before sampling (-100..100; -100 bans, 100 forces). Default none. */
+  logitBias?: readonly (readonly [Token, number])[];
+  /** A GBNF grammar (start rule `root`) the generated text must match. Default none. */
+  grammar?: string;
+  /**
+   * Report each sampled token's log-probability (of the model's distribution, before penalties,
+   * biases and grammar) and its `logprobs` most likely alternatives (0..20). Default off.
+   */
+  logprobs?: number;
+}
+
+/** A sampled token's log-probability and the most likely alternatives at its position. */
+export interface TokenLogprob {
+  token: Token;
+  logprob: number;
+  top: { token: Token; logprob: number }[];
+}
+
+/** What a runtime can do beyond plain sampling; the engine refuses a request asking for more (400). */
+export interface RuntimeFeatures {
+  /** The backend's name, for error messages. */
+  backend: string;
+  /** Tokens of the vocabulary (logit_bias keys must be below it). */
+  vocabSize: number;
+  logprobs: boolean;
+  penalties: boolean;
+  logitBias: boolean;
+  grammar: boolean;
 }
 
 export interface RuntimeInfo {
@@ -43,8 +75,11 @@ export interface RuntimeSequence {
    * already holds; returns how many tokens were reused.
    */
   evaluatePrefix(tokens: readonly Token[]): Promise<number>;
-  /** Evaluates `next` and yields sampled tokens until the consumer stops iterating. */
-  generate(next: readonly Token[], sampling: Sampling): AsyncGenerator<Token, void, void>;
+  /**
+   * Evaluates `next` and yields sampled tokens until the consumer stops iterating. With
+   * `sampling.logprobs` set, `onLogprob` gets each token's log-probabilities before it is yielded.
+   */
+  generate(next: readonly Token[], sampling: Sampling, onLogprob?: (lp: TokenLogprob) => void): AsyncGenerator<Token, void, void>;
   /** llama.cpp's sequence state (the `ggsq` file format: header, tokens, KV). */
   exportState(): Promise<Buffer>;
   importState(state: Buffer): Promise<void>;
@@ -53,10 +88,16 @@ export interface RuntimeSequence {
 
 export interface ModelRuntime extends AsyncDisposable {
   readonly info: RuntimeInfo;
+  readonly features: RuntimeFeatures;
   tokenize(text: string): Token[];
   /** Applies the model's chat template; returns prompt tokens and extra stop strings. */
   tokenizeChat(messages: readonly ChatMessage[]): { tokens: Token[]; stop: string[] };
   detokenize(tokens: readonly Token[]): string;
+  /**
+   * One token's text as it appears inside a text (with its leading space, which detokenizing the
+   * token alone drops); for logprobs. Default: detokenize([token]).
+   */
+  tokenPiece?(token: Token): string;
   isEndOfGeneration(token: Token): boolean;
   readonly sequences: readonly RuntimeSequence[];
   /**

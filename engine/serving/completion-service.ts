@@ -8,7 +8,7 @@
  * the decode pod computes exactly what the aggregated pod computes.
  */
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
-import type { ModelRuntime, Token } from "../runtime/runtime.ts";
+import type { ModelRuntime, Token, TokenLogprob } from "../runtime/runtime.ts";
 import { commonPrefixLength } from "../runtime/runtime.ts";
 import type { KvPrefixCache, PrefixLoad } from "../kvstore/prefix-cache.ts";
 import { ContextLengthError, EmptyPromptError } from "./errors.ts";
@@ -16,6 +16,7 @@ import type { GenerationRequest } from "./request.ts";
 import type { SequenceLease, SequencePool } from "./sequence-pool.ts";
 import { IncrementalText } from "./incremental-text.ts";
 import { TextAssembler } from "./text-assembler.ts";
+import { renderToolMessages } from "./tool-calls.ts";
 
 export interface PreparedRequest {
   parsed: GenerationRequest;
@@ -28,8 +29,24 @@ export interface PreparedRequest {
 
 export type FinishReason = "stop" | "length" | "cancelled";
 
+/** A token's log-probability as the API reports it: its text (and UTF-8 bytes), and the alternatives. */
+export interface LogprobEntry {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top: { token: string; logprob: number; bytes: number[] }[];
+}
+
+/** A piece of the generated text, with the logprobs of the tokens that made it when they were asked for. */
+export interface Delta {
+  text: string;
+  logprobs?: LogprobEntry[];
+}
+
 export interface GenerationResult {
   text: string;
+  /** The logprobs of every generated token (when asked for). */
+  logprobs?: LogprobEntry[];
   finishReason: FinishReason;
   promptTokens: number;
   completionTokens: number;
@@ -64,7 +81,7 @@ export class CompletionService {
 
   private tokenizeRequest(parsed: GenerationRequest): { prompt: Token[]; stop: string[] } {
     if (parsed.messages) {
-      const chat = this.runtime.tokenizeChat(parsed.messages);
+      const chat = this.runtime.tokenizeChat(renderToolMessages(parsed.messages, parsed.tools, parsed.toolChoice));
       return { prompt: chat.tokens, stop: [...parsed.stop, ...chat.stop] };
     }
     const prompt = this.runtime.tokenize(parsed.prompt ?? "");
@@ -83,16 +100,25 @@ export class CompletionService {
     const context = req.prompt.slice(0, -1);
     try {
       const load = await this.loadCached(lease, context);
-      const hits = await lease.sequence.evaluatePrefix(context);
+      const hits = await this.evaluateTimed(lease, context);
       this.metrics.promptTokens.inc(req.prompt.length);
       this.metrics.prefixHitTokens.inc(hits);
       const state = await lease.sequence.exportState();
       const length = load ? this.kvCache!.storableLength(context, load.storedBlocks) : 0;
-      if (length > 0) this.kvCache!.writeBack(context, length, state);
+      // The state is exported for the hand-off anyway: only the budget of bytes in flight applies.
+      if (length > 0 && this.kvCache!.admitWriteBack(length, false)) this.kvCache!.writeBack(context, length, state);
       return { state, prefixHitTokens: hits };
     } finally {
       lease.release();
     }
+  }
+
+  /** evaluatePrefix, timed: the KV store's load-or-recompute choice learns the prefill rate from it. */
+  private async evaluateTimed(lease: SequenceLease, context: readonly Token[]): Promise<number> {
+    const t0 = performance.now();
+    const hits = await lease.sequence.evaluatePrefix(context);
+    this.kvCache?.observePrefill(context.length - hits, performance.now() - t0);
+    return hits;
   }
 
   /** Loads the longest cached prefix of `context` from the KV store when it beats the sequence's own. */
@@ -109,13 +135,14 @@ export class CompletionService {
   private releaseWithWriteBack(lease: SequenceLease, context: readonly Token[], load: PrefixLoad | undefined): void {
     const cache = this.kvCache;
     const length = cache && load ? cache.storableLength(context, load.storedBlocks) : 0;
-    if (!cache || length === 0) return lease.release();
+    // The export holds the sequence and the engine: never while other requests wait for them.
+    if (!cache || length === 0 || !cache.admitWriteBack(length, this.pool.queued > 0)) return lease.release();
     const state = lease.sequence.exportState().finally(() => lease.release());
     cache.writeBack(context, length, state);
   }
 
   /** Yields text deltas; returns the result. Releases the sequence however it ends. */
-  async *generate(req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<string, GenerationResult, void> {
+  async *generate(req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<Delta, GenerationResult, void> {
     const lease = await this.acquire(req.prompt, opts.signal);
     this.metrics.promptTokens.inc(req.prompt.length);
     const context = req.prompt.slice(0, -1);
@@ -130,7 +157,7 @@ export class CompletionService {
       }
       const imported = opts.importedState ? seq.contextTokens().length : 0;
       if (!opts.importedState) load = await this.loadCached(lease, context);
-      const hits = await seq.evaluatePrefix(context);
+      const hits = await this.evaluateTimed(lease, context);
       const prefixHitTokens = Math.max(0, hits - imported);
       this.metrics.prefixHitTokens.inc(prefixHitTokens);
       const result = yield* this.sample(lease, req, opts.signal);
@@ -144,13 +171,16 @@ export class CompletionService {
     lease: SequenceLease,
     req: PreparedRequest,
     signal: AbortSignal,
-  ): AsyncGenerator<string, Omit<GenerationResult, "prefixHitTokens">, void> {
+  ): AsyncGenerator<Delta, Omit<GenerationResult, "prefixHitTokens">, void> {
     let generated = 0;
     const text = new IncrementalText((tokens) => this.runtime.detokenize(tokens));
     const assembler = new TextAssembler(req.stop);
     let finishReason: FinishReason = "length";
     let last = req.arrivedAt;
-    for await (const token of lease.sequence.generate(req.prompt.slice(-1), req.parsed.sampling)) {
+    const lp = new LogprobCollector(req.parsed.sampling.logprobs !== undefined, (t) => this.runtime.tokenPiece?.(t) ?? this.runtime.detokenize([t]));
+    const echo = echoedPrompt(req.parsed);
+    if (echo) yield { text: echo };
+    for await (const token of lease.sequence.generate(req.prompt.slice(-1), req.parsed.sampling, lp.add)) {
       if (signal.aborted) {
         finishReason = "cancelled";
         break;
@@ -158,12 +188,13 @@ export class CompletionService {
       this.observeToken(generated === 0, req.arrivedAt, last);
       last = performance.now();
       if (this.runtime.isEndOfGeneration(token)) {
+        lp.dropLast();
         finishReason = "stop";
         break;
       }
       generated++;
       const step = assembler.push(text.push(token));
-      if (step.delta) yield step.delta;
+      if (step.delta) yield lp.delta(step.delta);
       if (step.stopped) {
         finishReason = "stop";
         break;
@@ -171,10 +202,10 @@ export class CompletionService {
       if (generated >= req.maxTokens) break;
     }
     const full = text.finish();
-    const tail = assembler.finish(full);
-    if (tail && finishReason !== "cancelled") yield tail;
+    const tail = finishReason === "cancelled" ? "" : assembler.finish(full);
+    if (tail) yield lp.delta(tail);
     this.metrics.e2eLatency.observe((performance.now() - req.arrivedAt) / 1000);
-    return { text: assembler.text(full), finishReason, promptTokens: req.prompt.length, completionTokens: generated };
+    return { text: echo + assembler.text(full), ...lp.result(), finishReason, promptTokens: req.prompt.length, completionTokens: generated };
   }
 
   private observeToken(first: boolean, arrivedAt: number, last: number): void {
@@ -182,5 +213,45 @@ export class CompletionService {
     if (first) this.metrics.ttft.observe((now - arrivedAt) / 1000);
     else this.metrics.interTokenLatency.observe((now - last) / 1000);
     this.metrics.generatedTokens.inc();
+  }
+}
+
+/** Completions with `echo`: the prompt, returned before the completion. */
+const echoedPrompt = (parsed: GenerationRequest): string => (parsed.echo && parsed.prompt) || "";
+
+/** Gathers the logprobs of sampled tokens and hands them out with the text deltas they made. */
+class LogprobCollector {
+  private pending: LogprobEntry[] = [];
+  private readonly all: LogprobEntry[] = [];
+
+  constructor(
+    private readonly on: boolean,
+    private readonly tokenText: (t: Token) => string,
+  ) {}
+
+  readonly add = (lp: TokenLogprob): void => {
+    const entry = (token: Token, logprob: number): { token: string; logprob: number; bytes: number[] } => {
+      const text = this.tokenText(token);
+      return { token: text, logprob, bytes: [...Buffer.from(text)] };
+    };
+    const e: LogprobEntry = { ...entry(lp.token, lp.logprob), top: lp.top.map((t) => entry(t.token, t.logprob)) };
+    this.pending.push(e);
+    this.all.push(e);
+  };
+
+  /** The end-of-generation token is not part of the answer. */
+  dropLast(): void {
+    if (this.pending.pop()) this.all.pop();
+  }
+
+  delta(text: string): Delta {
+    if (!this.on) return { text };
+    const logprobs = this.pending;
+    this.pending = [];
+    return { text, logprobs };
+  }
+
+  result(): { logprobs?: LogprobEntry[] } {
+    return this.on ? { logprobs: this.all } : {};
   }
 }

@@ -47,7 +47,7 @@ export function deployment(c: ChildMeta, replicas: number, template: V1PodTempla
   };
 }
 
-export function service(c: ChildMeta, opts: { port?: number; headless?: boolean } = {}): V1Service {
+export function service(c: ChildMeta, opts: { port?: number; headless?: boolean; extraPorts?: { name: string; port: number }[] } = {}): V1Service {
   return {
     apiVersion: "v1",
     kind: "Service",
@@ -55,7 +55,10 @@ export function service(c: ChildMeta, opts: { port?: number; headless?: boolean 
     spec: {
       ...(opts.headless ? { clusterIP: "None", publishNotReadyAddresses: true } : {}),
       selector: c.selector,
-      ports: [{ name: "http", port: opts.port ?? ENGINE_PORT, targetPort: "http", protocol: "TCP" }],
+      ports: [
+        { name: "http", port: opts.port ?? ENGINE_PORT, targetPort: "http", protocol: "TCP" },
+        ...(opts.extraPorts ?? []).map((p) => ({ name: p.name, port: p.port, targetPort: p.name, protocol: "TCP" })),
+      ],
     },
   };
 }

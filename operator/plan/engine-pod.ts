@@ -4,7 +4,7 @@
 import type { V1Container, V1PodTemplateSpec, V1Toleration, V1EnvVar, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import type { GPUNodeGroup, Model } from "../api.ts";
 import { NODE_GROUP_LABEL } from "../../crds/schema/nodegroup.ts";
-import { ENGINE_PORT, type Component } from "./labels.ts";
+import { ENGINE_PORT, KV_HANDOFF_PORT, type Component } from "./labels.ts";
 import { nameOf } from "../../lib/kube/types.ts";
 import { parseQuantity } from "./quantity.ts";
 import { runtimeArgs, runtimeSettings, type DrainPlan, type PodPlacement } from "./runtime-args.ts";
@@ -77,14 +77,22 @@ export function enginePodTemplate(input: EnginePodInput): V1PodTemplateSpec {
   };
 }
 
+/** Decode pods receive KV hand-offs over TCP on their own port (engine/pd/kv-transport.ts); the decode Service exposes it. */
+function kvPortArgs(role: Component): string[] {
+  return role === "decode" ? ["--kv-port", String(KV_HANDOFF_PORT)] : [];
+}
+
 function engineContainer(input: EnginePodInput): V1Container {
   const limits: Record<string, string> = { cpu: String(input.cpu), memory: String(input.memory) };
   if (input.gpus > 0) limits[GPU_RESOURCE] = String(input.gpus);
   return {
     name: "engine",
     image: input.image,
-    args: ["--role", input.role, "--port", String(ENGINE_PORT), ...drainArgs(input.drain), ...input.args],
-    ports: [{ name: "http", containerPort: ENGINE_PORT, protocol: "TCP" }],
+    args: ["--role", input.role, "--port", String(ENGINE_PORT), ...kvPortArgs(input.role), ...drainArgs(input.drain), ...input.args],
+    ports: [
+      { name: "http", containerPort: ENGINE_PORT, protocol: "TCP" },
+      ...(input.role === "decode" ? [{ name: "kv", containerPort: KV_HANDOFF_PORT, protocol: "TCP" }] : []),
+    ],
     env: [{ name: "LLMFLEET_CACHE", value: MODEL_CACHE_PATH }, ...(input.env ?? [])],
     resources: { requests: { cpu: String(input.cpu), memory: String(input.memory) }, limits },
     readinessProbe: { httpGet: { path: "/ready", port: "http" }, periodSeconds: 5, failureThreshold: 3 },

@@ -10,6 +10,8 @@ export const LABEL_MODEL = `${GROUP}/model`;
 export const MANAGED_BY = "llmfleet";
 export const ENGINE_APP = "llmfleet-engine";
 export const ENGINE_PORT = 8000;
+/** Decode pods: the native TCP listener prefill pods stream KV states to (engine --kv-port). */
+export const KV_HANDOFF_PORT = 8001;
 export const ROUTER_SERVICE_PORT = 80;
 
 export type Component = "router" | "aggregated" | "prefill" | "decode" | "kvstore";

@@ -124,6 +124,28 @@ test("prefill pods know the decode Services and the KV store; decode pods know t
   assert.equal(dargs[dargs.indexOf("--kv-store") + 1], "http://kv-kvstore.ns.svc:8000");
 });
 
+test("decode pods listen for KV hand-offs over TCP on the kv port, and their Service exposes it; prefill pods do not", () => {
+  const w = world();
+  const [dep, svc] = planDecodePool(aDecodePool(), w).children as [V1Deployment, V1Service];
+  const container = dep.spec!.template.spec!.containers[0]!;
+  const args = engineArgs(dep);
+  assert.equal(args[args.indexOf("--kv-port") + 1], "8001");
+  assert.deepEqual(
+    container.ports?.find((p) => p.name === "kv"),
+    { name: "kv", containerPort: 8001, protocol: "TCP" },
+  );
+  assert.deepEqual(
+    svc.spec?.ports?.find((p) => p.name === "kv"),
+    { name: "kv", port: 8001, targetPort: "kv", protocol: "TCP" },
+  );
+  const [pdep, psvc] = planPrefillPool(aPrefillPool(), w).children as [V1Deployment, V1Service];
+  assert.equal(engineArgs(pdep).includes("--kv-port"), false);
+  assert.deepEqual(
+    psvc.spec?.ports?.map((p) => p.name),
+    ["http"],
+  );
+});
+
 test("node selector and tolerations come from the GPUNodeGroup", () => {
   const group = aNodeGroup("h100");
   group.spec.nodeLabels = { "nvidia.com/gpu.product": "H100" };

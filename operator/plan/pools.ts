@@ -7,7 +7,7 @@ import { deployment, disruptionBudget, ownerRef, service, type ChildMeta } from 
 import { readinessConditions, setConditions, type ConditionInput, type Plan } from "./conditions.ts";
 import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
 import { modelDrain, modelOnGPUs } from "./runtime-args.ts";
-import { childLabels, childName, selectorLabels, selectorString, serviceURL } from "./labels.ts";
+import { childLabels, childName, KV_HANDOFF_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { kvStoreEndpoint } from "./kvstore.ts";
 import { rolloutOf } from "./rollout.ts";
 import { invalidSpecConditions, poolSpecProblem } from "./invalid-spec.ts";
@@ -89,7 +89,9 @@ function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: Poo
     nodeGroup: world.nodeGroup,
     drain: modelDrain(model, onGPUs),
   });
-  return [deployment(meta, desiredReplicas(pool.spec.replicas), template), service(meta), disruptionBudget(meta)];
+  // Decode pools: prefill pods stream KV states to the Service's kv port (engine --kv-port).
+  const extraPorts = role === "decode" ? [{ name: "kv", port: KV_HANDOFF_PORT }] : [];
+  return [deployment(meta, desiredReplicas(pool.spec.replicas), template), service(meta, { extraPorts }), disruptionBudget(meta)];
 }
 
 /** Prefill pods know the decode Services and the KV store; decode pods know the KV store. */

@@ -57,8 +57,10 @@ NODE_INCLUDE="$(node -p "require('path').resolve(process.execPath, '../../includ
 ADDON_API="$(cd "$ROOT" && node -p "require('node-addon-api').include_dir")"
 case "$ADDON_API" in /*) ;; *) ADDON_API="$ROOT/$ADDON_API" ;; esac
 
-# One build tree per variant, so an edit of the addon recompiles only the addon.
-BUILD="$CACHE/build-$VARIANT-tools$TOOLS"
+# One build tree per variant and checkout, so an edit of the addon recompiles only the addon. CMake
+# refuses a build tree configured for another source directory, so two clones (a worktree, CI's clean
+# clone) each get their own tree instead of failing on the other's.
+BUILD="$CACHE/build-$VARIANT-tools$TOOLS-$(printf %s "$ROOT" | sha256sum | cut -c1-8)"
 if [ "$SERVER" = 1 ]; then BUILD="$BUILD-server"; fi
 if [ "$SHARED" = 1 ]; then BUILD="$BUILD-shared"; fi
 args=(-S "$ROOT/engine/native" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release

@@ -2,6 +2,7 @@
 // decode-loop diagnostic) runs on a worker thread and returns a Promise; the JavaScript side
 // (engine/runtime/native-runtime.ts) keeps at most one call in flight per engine.
 #include "addon.h"
+#include "kv-stream.h"
 
 namespace llmfleet_addon {
 
@@ -25,6 +26,8 @@ Napi::Function NativeEngine::Define(Napi::Env env) {
                            InstanceMethod("dispose", &NativeEngine::Dispose),
                            InstanceMethod("synchronize", &NativeEngine::Synchronize),
                            InstanceMethod("decodeLoop", &NativeEngine::DecodeLoop),
+                           InstanceMethod("setExtras", &NativeEngine::SetExtras),
+                           InstanceMethod("takeLogprobs", &NativeEngine::TakeLogprobs),
                        });
 }
 
@@ -287,6 +290,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     NativeEngine::constructor = new Napi::FunctionReference(Napi::Persistent(cls));
     exports.Set("NativeEngine", cls);
     exports.Set("load", Napi::Function::New(env, Load));
+    InitKvStream(env, exports);
     return exports;
 }
 

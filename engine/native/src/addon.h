@@ -197,6 +197,9 @@ private:
     Napi::Value Dispose(const Napi::CallbackInfo & info);
     Napi::Value Synchronize(const Napi::CallbackInfo & info);
     Napi::Value DecodeLoop(const Napi::CallbackInfo & info);
+    // addon-sampling.cpp
+    Napi::Value SetExtras(const Napi::CallbackInfo & info);
+    Napi::Value TakeLogprobs(const Napi::CallbackInfo & info);
 
     std::unique_ptr<Engine> engine_;
     int32_t inflight_ = 0;

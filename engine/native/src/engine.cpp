@@ -112,6 +112,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions & opts, std::string & e
     e->pipeline_ = rollback_ok && (opts.pipeline > 0 || (opts.pipeline < 0 && e->on_gpu()));
     e->sampler_cfg_.resize(opts.sequences);
     e->samplers_.resize(opts.sequences, nullptr);
+    e->extras_.resize(opts.sequences);
     return e;
 }
 
@@ -158,6 +159,10 @@ std::vector<llama_token> Engine::sample_rows_ready(const std::vector<Row> & rows
     size_t greedy = 0;
     for (size_t i = 0; i < rows.size(); i++) {
         const int32_t seq = rows[i].seq;
+        if (extras_[seq]) {
+            got[i] = extras_[seq]->sample(llama_get_logits_ith(ctx_, rows[i].idx));
+            continue;
+        }
         if (on_device(seq)) {
             got[i] = llama_get_sampled_token_ith(ctx_, rows[i].idx);
             continue;
@@ -185,6 +190,7 @@ std::vector<llama_token> Engine::sample_rows_ready(const std::vector<Row> & rows
 void Engine::set_sampler(int32_t seq, const SamplerConfig & cfg) {
     if (seq < 0 || seq >= static_cast<int32_t>(samplers_.size())) return;
     sampler_cfg_[seq] = cfg;
+    extras_[seq].reset();
     const bool device = !device_greedy_.empty() && cfg.temperature <= 0.0f;
     if (!device_greedy_.empty() && device != on_device_[seq]) {
         settle();  // the graph changes: nothing speculated may be in flight with the old one
@@ -207,6 +213,26 @@ void Engine::set_sampler(int32_t seq, const SamplerConfig & cfg) {
     llama_sampler_chain_add(chain, llama_sampler_init_temp(cfg.temperature));
     llama_sampler_chain_add(chain, llama_sampler_init_dist(cfg.seed));
     samplers_[seq] = chain;
+}
+
+bool Engine::set_extras(int32_t seq, SamplingExtras extras, std::string & error) {
+    if (seq < 0 || seq >= static_cast<int32_t>(extras_.size())) return false;
+    extras_[seq].reset();
+    if (extras.empty()) return true;
+    auto sampler = SeqSampler::make(vocab_, sampler_cfg_[seq], std::move(extras), error);
+    if (!sampler) return false;
+    if (on_device(seq)) {
+        settle();  // the graph changes: nothing speculated may be in flight with the old one
+        llama_set_sampler(ctx_, seq, nullptr);
+        on_device_[seq] = false;
+    }
+    extras_[seq] = std::move(sampler);
+    return true;
+}
+
+std::vector<TokenLogprob> Engine::take_logprobs(int32_t seq) {
+    if (seq < 0 || seq >= static_cast<int32_t>(extras_.size()) || !extras_[seq]) return {};
+    return extras_[seq]->take_logprobs();
 }
 
 std::vector<llama_token> Engine::step(const StepInput & in, std::string & error) {

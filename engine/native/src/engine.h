@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine-sampling.h"
 #include "llama.h"
 
 namespace llmfleet {
@@ -87,7 +88,13 @@ public:
     // How many times llama.cpp reused the previous compute graph instead of building one.
     int32_t graphs_reused() const;
 
+    // Resets the sequence's sampling: drops its extras (set_extras after it to add them).
     void set_sampler(int32_t seq, const SamplerConfig & cfg);
+    // Penalties, biases, a grammar, logprobs (engine-sampling.h) on top of the sampler config set
+    // last; the sequence then samples on the CPU. false + error when the grammar does not parse.
+    bool set_extras(int32_t seq, SamplingExtras extras, std::string & error);
+    // The logprobs of the tokens sampled since the last call (set_extras with logprobs >= 0).
+    std::vector<TokenLogprob> take_logprobs(int32_t seq);
 
     std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) const;
     std::string detokenize(const std::vector<llama_token> & tokens, bool unparse_special) const;
@@ -168,6 +175,7 @@ private:
     llama_batch batch_{};
     std::vector<SamplerConfig> sampler_cfg_;
     std::vector<llama_sampler *> samplers_;
+    std::vector<std::unique_ptr<SeqSampler>> extras_;  // per sequence; nullptr = none
     std::vector<llama_model_tensor_buft_override> overrides_;  // read during the model load
 };
 

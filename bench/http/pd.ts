@@ -1,0 +1,133 @@
+/**
+ * bench:http's P/D section: prefill + decode + router, each the engine's own program in its own
+ * process (as the operator runs the pods), against one aggregated engine with the same flags, on
+ * the same device. Closed-loop streaming clients at each concurrency, prompts of each length
+ * (synthetic `w<N>` words, one token each on the synthetic models), through the router. The
+ * hand-off mechanism is --kv-transport (tcp: the native stream, http: the old path; each its own
+ * run). Transfer GB/s is the prefill pod's own figure: state bytes over the seconds from the end
+ * of prefill to the decode pod's "staged" (llmfleet_kv_handoff_{bytes,seconds{stage=send}}).
+ */
+import { mkdir } from "node:fs/promises";
+import { closedLoop, benchPrompt, benchPromptOfTokens, benchWordsPerToken, LoadClient, type LoadSummary } from "./load-client.ts";
+import { startServer, type RunningServer } from "./servers.ts";
+
+export interface PdBenchOptions {
+  /** node + script (and any wrapper) that starts the engine program. */
+  engine: string[];
+  model: string;
+  /** Engine flags shared by every model pod (device, sizing), without --role/--port. */
+  podArgs: string[];
+  concurrencies: number[];
+  promptTokens: number[];
+  maxTokens: number;
+  transports: ("tcp" | "http")[];
+  logDir: string;
+}
+
+type Runs = Record<string, LoadSummary>;
+
+interface Transfer {
+  handoffs: number;
+  bytes: number;
+  send_s: number;
+  gb_s: number;
+  /** llmfleet_kv_handoffs_total by path: which mechanism the hand-offs took. */
+  paths: Record<string, number>;
+}
+
+// Below Linux's ephemeral range (32768+), where outgoing connections would collide.
+const port = (): number => 20_000 + Math.floor(Math.random() * 12_000);
+
+async function sweep(url: string, name: string, o: PdBenchOptions): Promise<Record<string, Runs>> {
+  const client = new LoadClient(url, 4096);
+  const out: Record<string, Runs> = {};
+  try {
+    await client.complete({ prompt: benchPrompt(424_242, 64), maxTokens: 4 }); // warm-up
+    const wordsPerToken = await benchWordsPerToken(url);
+    for (const tokens of o.promptTokens) {
+      const runs: Runs = {};
+      for (const c of o.concurrencies) {
+        const perClient = Math.max(2, Math.min(6, Math.round(32 / c)));
+        const s = await closedLoop(
+          (r) => client.complete(r),
+          c,
+          (cl, i) => ({ prompt: benchPromptOfTokens(tokens * 100_000 + cl * 1000 + i, tokens, wordsPerToken), maxTokens: o.maxTokens }),
+          {
+            perClient,
+          },
+        );
+        runs[String(c)] = s;
+        process.stderr.write(`bench:http: pd ${name} ${tokens} tok x${c}: TTFT p50 ${s.ttft_p50_ms} ms, ${s.tok_s} tok/s, ${s.errors} errors\n`);
+      }
+      out[String(tokens)] = runs;
+    }
+  } finally {
+    client.close();
+  }
+  return out;
+}
+
+function metric(text: string, name: string, labels: Record<string, string>): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.split(" ").pop());
+  }
+  return sum;
+}
+
+async function transfer(prefillUrl: string): Promise<Transfer> {
+  const text = await (await fetch(`${prefillUrl}/metrics`)).text();
+  const bytes = metric(text, "llmfleet_kv_handoff_bytes_sum", {});
+  const handoffs = metric(text, "llmfleet_kv_handoff_bytes_count", {});
+  const sendS = metric(text, "llmfleet_kv_handoff_seconds_sum", { stage: "send" });
+  const paths: Record<string, number> = {};
+  for (const p of ["tcp", "http"]) paths[p] = metric(text, "llmfleet_kv_handoffs_total", { path: p, outcome: "ok" });
+  return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths };
+}
+
+async function start(o: PdBenchOptions, name: string, args: string[]): Promise<RunningServer> {
+  const p = port();
+  const [cmd, ...pre] = o.engine as [string, ...string[]];
+  return startServer(name, cmd, [...pre, ...args, "--host", "127.0.0.1", "--port", String(p)], {
+    port: p,
+    readyPath: "/ready",
+    logFile: `${o.logDir}/pd-${name}.log`,
+  });
+}
+
+export async function pdSection(o: PdBenchOptions): Promise<Record<string, unknown>> {
+  await mkdir(o.logDir, { recursive: true });
+  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), prompt_tokens: o.promptTokens, concurrency: o.concurrencies, max_tokens: o.maxTokens };
+  {
+    await using agg = await start(o, "aggregated", ["--role", "aggregated", "--model", o.model, ...o.podArgs]);
+    out.aggregated = await sweep(agg.url, "aggregated", o);
+  }
+  for (const t of o.transports) {
+    await using decode = await start(o, `decode-${t}`, ["--role", "decode", "--model", o.model, "--kv-port", String(port()), ...o.podArgs]);
+    await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, "--kv-transport", t, ...o.podArgs]);
+    await using router = await start(o, `router-${t}`, ["--role", "router", "--prefill", prefill.url, "--decode", decode.url]);
+    const runs = await sweep(router.url, `p/d ${t}`, o);
+    out[`pd_${t}`] = { runs, transfer: await transfer(prefill.url), alive: [decode, prefill, router].map((s) => s.exited() ?? "alive") };
+  }
+  return out;
+}
+
+const ratio = (x: number | undefined, y: number | undefined): number | null => (x && y ? Math.round((x / y) * 100) / 100 : null);
+
+/** Headline keys of the P/D section (issue 18). */
+export function pdHeadline(pd: Record<string, unknown> | undefined): Record<string, number | null> {
+  if (!pd) return {};
+  const agg = pd.aggregated as Record<string, Runs> | undefined;
+  const tcp = pd.pd_tcp as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
+  const http = pd.pd_http as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
+  const ttft = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.ttft_p50_ms;
+  const tokS = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.tok_s;
+  return {
+    pd_ttft_ratio_1k: ratio(ttft(tcp?.runs, 1024, 1), ttft(agg, 1024, 1)),
+    pd_ttft_ratio_4k: ratio(ttft(tcp?.runs, 4096, 1), ttft(agg, 4096, 1)),
+    pd_throughput_ratio_8: ratio(tokS(tcp?.runs, 1024, 8), tokS(agg, 1024, 8)),
+    transfer_gb_s_network: tcp?.transfer.gb_s ?? null,
+    transfer_gb_s_http: http?.transfer.gb_s ?? null,
+  };
+}

@@ -1,0 +1,213 @@
+/**
+ * bench:http's reuse section (issue 19): learn once, as deployed. Engines and a kvstore pod, each
+ * the engine's own program in its own process, requests over HTTP, non-streamed, max_tokens 1,
+ * usage read from the answer (prompt_tokens_details.cached_tokens says what was reused). For each
+ * context length (synthetic `w<N>` words: one token each on the synthetic models):
+ *
+ *   recompute        a new context on an engine without a store
+ *   inpod            the same context + a question on that engine (its own KV in GPU memory)
+ *   miss_store       a new context on engine A configured with the store (lookup misses)
+ *   during_writeback a new context sent to A right after A answered one (its write-back in flight)
+ *   store            the context of A's request + a question on engine B (loaded from the store)
+ *
+ * then a mix of 100 requests over A and B with random reuse (new contexts, repeats, shared
+ * prefixes), each compared with recomputing a context of its length. Headline keys:
+ * reuse_inpod_ratio_8k, reuse_store_ratio_8k (recompute / reuse), store_gb_s (stored bytes per
+ * entry over B's load time), store_miss_overhead_ms, writeback_delay_ms (during_writeback - miss_store),
+ * worst_vs_recompute_mix (the mix's largest latency / recompute latency of its length).
+ */
+import { mkdir } from "node:fs/promises";
+import { prng } from "../../engine/model/synthetic-gguf.ts";
+import { benchPromptOfTokens, benchWordsPerToken } from "./load-client.ts";
+import { startServer, type RunningServer } from "./servers.ts";
+
+export interface ReuseBenchOptions {
+  engine: string[];
+  model: string;
+  /** Engine flags of the model pods (device, sizing), without --role/--port. */
+  podArgs: string[];
+  contexts: number[];
+  /** Requests per row, the median is kept. */
+  repeats: number;
+  mixRequests: number;
+  codec: string;
+  logDir: string;
+}
+
+interface Answer {
+  ms: number;
+  promptTokens: number;
+  cachedTokens: number;
+}
+
+// Below Linux's ephemeral range (32768+), where outgoing connections would collide.
+const port = (): number => 20_000 + Math.floor(Math.random() * 12_000);
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const QUESTION = " question: which w7 follows?";
+
+async function ask(url: string, prompt: string): Promise<Answer> {
+  const t0 = performance.now();
+  const res = await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt, max_tokens: 1, temperature: 0 }),
+  });
+  const body = (await res.json()) as { usage?: { prompt_tokens: number; prompt_tokens_details?: { cached_tokens?: number } }; error?: unknown };
+  const ms = performance.now() - t0;
+  if (!res.ok) throw new Error(`HTTP ${res.status}: ${JSON.stringify(body.error)}`);
+  return { ms, promptTokens: body.usage?.prompt_tokens ?? 0, cachedTokens: body.usage?.prompt_tokens_details?.cached_tokens ?? 0 };
+}
+
+async function metricSum(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return text
+    .split("\n")
+    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+    .reduce((s, l) => s + Number(l.split(" ").pop()), 0);
+}
+
+async function start(o: ReuseBenchOptions, name: string, args: string[]): Promise<RunningServer> {
+  const p = port();
+  const [cmd, ...pre] = o.engine as [string, ...string[]];
+  return startServer(name, cmd, [...pre, ...args, "--host", "127.0.0.1", "--port", String(p)], { port: p, readyPath: "/ready", logFile: `${o.logDir}/reuse-${name}.log` });
+}
+
+let seed = 1;
+let wordsPerToken = 1;
+const context = (tokens: number): string => benchPromptOfTokens(7_000_000 + seed++, tokens, wordsPerToken);
+
+/** Settles a pod's write-backs: their count stops moving. */
+async function writesSettled(url: string): Promise<void> {
+  let last = -1;
+  for (let i = 0; i < 100; i++) {
+    const now = await metricSum(url, "llmfleet_kv_store_writes_total");
+    if (now === last) return;
+    last = now;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+interface Pods {
+  /** An engine without a store. */
+  plain: string;
+  /** Engines with the store. */
+  a: string;
+  b: string;
+  store: string;
+}
+
+async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: number): Promise<Record<string, unknown>> {
+  const recompute: Answer[] = [];
+  const inpod: Answer[] = [];
+  const missStore: Answer[] = [];
+  const duringWriteback: Answer[] = [];
+  const fromStore: Answer[] = [];
+  let storeBytes = 0;
+  let loadSeconds = 0;
+  for (let r = 0; r < o.repeats; r++) {
+    const c = context(tokens);
+    recompute.push(await ask(plain, c));
+    inpod.push(await ask(plain, c + QUESTION));
+    const ca = context(tokens);
+    missStore.push(await ask(a, ca));
+    duringWriteback.push(await ask(a, context(tokens))); // A's write-back of `ca` is in flight
+    await writesSettled(a);
+    const bytesBefore = await metricSum(store, "llmfleet_kv_bytes");
+    const loadBefore = await metricSum(b, "llmfleet_kv_store_load_seconds_sum");
+    fromStore.push(await ask(b, ca + QUESTION));
+    loadSeconds += (await metricSum(b, "llmfleet_kv_store_load_seconds_sum")) - loadBefore;
+    storeBytes = Math.max(storeBytes, bytesBefore / Math.max(1, await metricSum(store, "llmfleet_kv_blocks")));
+    await writesSettled(b);
+  }
+  const m = (xs: Answer[]): number => Math.round(median(xs.map((x) => x.ms)) * 10) / 10;
+  const cached = (xs: Answer[]): number => median(xs.map((x) => x.cachedTokens));
+  process.stderr.write(
+    `bench:http: reuse ${tokens}: recompute ${m(recompute)} ms, in-pod ${m(inpod)} ms, store miss ${m(missStore)} ms, during write-back ${m(duringWriteback)} ms, from store ${m(fromStore)} ms\n`,
+  );
+  return {
+    recompute_ms: m(recompute),
+    inpod_ms: m(inpod),
+    inpod_cached_tokens: cached(inpod),
+    miss_store_ms: m(missStore),
+    during_writeback_ms: m(duringWriteback),
+    store_ms: m(fromStore),
+    store_cached_tokens: cached(fromStore),
+    store_entry_bytes: Math.round(storeBytes),
+    store_load_s: loadSeconds / o.repeats,
+    prompt_tokens: median(recompute.map((x) => x.promptTokens)),
+  };
+}
+
+/** 100 requests over A and B: new contexts, repeats and extensions of earlier ones, at random. */
+async function mix(o: ReuseBenchOptions, pods: string[], recomputeMs: Record<number, number>): Promise<Record<string, unknown>> {
+  const rnd = prng(4242);
+  const seen: { text: string; tokens: number }[] = [];
+  const ratios: number[] = [];
+  const kinds: Record<string, number> = {};
+  for (let i = 0; i < o.mixRequests; i++) {
+    const tokens = o.contexts[Math.floor(rnd() * o.contexts.length)]!;
+    const pick = rnd();
+    let prompt: string;
+    let kind: string;
+    const earlier = seen.filter((s) => s.tokens === tokens);
+    if (pick < 0.4 || earlier.length === 0) {
+      prompt = context(tokens);
+      seen.push({ text: prompt, tokens });
+      kind = "new";
+    } else {
+      const base = earlier[Math.floor(rnd() * earlier.length)]!;
+      kind = pick < 0.7 ? "repeat" : "extend";
+      prompt = kind === "repeat" ? base.text : base.text + QUESTION;
+    }
+    kinds[kind] = (kinds[kind] ?? 0) + 1;
+    const answer = await ask(pods[Math.floor(rnd() * pods.length)]!, prompt);
+    ratios.push(answer.ms / recomputeMs[tokens]!);
+  }
+  const sorted = [...ratios].sort((x, y) => x - y);
+  return {
+    requests: ratios.length,
+    kinds,
+    worst_vs_recompute: Math.round(sorted.at(-1)! * 100) / 100,
+    p90_vs_recompute: Math.round(sorted[Math.floor(0.9 * sorted.length)]! * 100) / 100,
+    median_vs_recompute: Math.round(median(ratios) * 100) / 100,
+  };
+}
+
+export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string, unknown>> {
+  await mkdir(o.logDir, { recursive: true });
+  await using plain = await start(o, "plain", ["--role", "aggregated", "--model", o.model, ...o.podArgs]);
+  await using store = await start(o, "kvstore", ["--role", "kvstore", "--codec", o.codec, "--tier", "name=ram,medium=memory,capacity=64Gi"]);
+  await using a = await start(o, "a", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs]);
+  await using b = await start(o, "b", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs]);
+  wordsPerToken = await benchWordsPerToken(plain.url);
+  for (const url of [plain.url, a.url, b.url]) await ask(url, context(64)); // warm-up
+  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, repeats: o.repeats };
+  const recomputeMs: Record<number, number> = {};
+  for (const tokens of o.contexts) {
+    const r = await rows(o, { plain: plain.url, a: a.url, b: b.url, store: store.url }, tokens);
+    out[String(tokens)] = r;
+    recomputeMs[tokens] = r.recompute_ms as number;
+  }
+  out.mix = await mix(o, [a.url, b.url], recomputeMs);
+  out.alive = [plain, store, a, b].map((s) => s.exited() ?? "alive");
+  return out;
+}
+
+const ratio = (x: number | undefined, y: number | undefined): number | null => (x && y ? Math.round((x / y) * 100) / 100 : null);
+
+const diff = (x: number | undefined, y: number | undefined): number | null => (x !== undefined && y !== undefined ? Math.round((x - y) * 10) / 10 : null);
+
+/** Headline keys of the reuse section (issue 19). */
+export function reuseHeadline(reuse: Record<string, unknown> | undefined): Record<string, number | null> {
+  if (!reuse) return {};
+  const r8 = (reuse["8192"] ?? {}) as Partial<Record<string, number>>;
+  const loadS = r8.store_load_s ?? 0;
+  return {
+    reuse_inpod_ratio_8k: ratio(r8.recompute_ms, r8.inpod_ms),
+    reuse_store_ratio_8k: ratio(r8.recompute_ms, r8.store_ms),
+    store_gb_s: loadS > 0 ? Math.round(((r8.store_entry_bytes ?? 0) / loadS / 1e9) * 1000) / 1000 : null,
+    store_miss_overhead_ms: diff(r8.miss_store_ms, r8.recompute_ms),
+    writeback_delay_ms: diff(r8.during_writeback_ms, r8.miss_store_ms),
+    worst_vs_recompute_mix: (reuse.mix as { worst_vs_recompute?: number } | undefined)?.worst_vs_recompute ?? null,
+  };
+}

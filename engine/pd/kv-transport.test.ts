@@ -1,0 +1,231 @@
+/**
+ * The native TCP hand-off (engine/native/src/kv-stream.cpp) on its own: a state crosses intact,
+ * a full or corrupt or dying peer gives a clear answer within the timeout (never a hang), and a
+ * sender that dies mid-stream leaves nothing staged or reserved on the receiver.
+ */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import { eventually } from "../../testing/eventually.ts";
+import { kvSendErrorCode, kvStreamAddon, KV_SEND_STATUS, type KvStreamAddon } from "./kv-transport.ts";
+
+let kv: KvStreamAddon;
+let port: number;
+let handle: number;
+
+before(async () => {
+  const addon = await kvStreamAddon();
+  assert.ok(addon, "the native addon exports the kv-stream functions");
+  kv = addon;
+  ({ port, handle } = kv.kvListen("127.0.0.1", 0, { maxBytes: 64 << 20, ttlMs: 60_000, idleMs: 1_000 }));
+});
+after(() => kv?.kvClose(handle));
+
+/** The LFKN head for `bytes` of state (kv-stream.h). */
+function head(id: string, header: string, bytes: number): Buffer {
+  const fixed = Buffer.alloc(24);
+  fixed.write("LFKN", 0, "latin1");
+  fixed.writeUInt32LE(1, 4);
+  fixed.writeUInt32LE(Buffer.byteLength(id), 8);
+  fixed.writeUInt32LE(Buffer.byteLength(header), 12);
+  fixed.writeBigUInt64LE(BigInt(bytes), 16);
+  return Buffer.concat([fixed, Buffer.from(id), Buffer.from(header)]);
+}
+
+function frame(chunk: Buffer, crc: number): Buffer {
+  const f = Buffer.alloc(8);
+  f.writeUInt32LE(chunk.length, 0);
+  f.writeUInt32LE(crc >>> 0, 4);
+  return f;
+}
+
+async function rawConnection(): Promise<Socket> {
+  const s = connect(port, "127.0.0.1");
+  await new Promise<void>((resolve, reject) => s.once("connect", resolve).once("error", reject));
+  return s;
+}
+
+/** Reads one reply (u32 status, u32 length, message) from a raw socket. */
+function reply(s: Socket): Promise<{ status: number; message: string }> {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const onData = (d: Buffer): void => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length < 8 || buf.length < 8 + buf.readUInt32LE(4)) return;
+      s.off("data", onData);
+      resolve({ status: buf.readUInt32LE(0), message: buf.subarray(8, 8 + buf.readUInt32LE(4)).toString() });
+    };
+    s.on("data", onData);
+    s.once("error", reject);
+  });
+}
+
+test("CRC-32C is the Castagnoli checksum (the standard check value of '123456789')", () => {
+  assert.equal(kv.kvChecksum(Buffer.from("123456789")), 0xe3069283);
+  assert.equal(kv.kvChecksum(Buffer.alloc(0)), 0);
+});
+
+test("a state crosses byte for byte in chunks, is staged once, and is taken once", async () => {
+  const state = randomBytes(10 * 2 ** 20 + 123); // not a multiple of the chunk size
+  const r = await kv.kvSend(state, "127.0.0.1", port, "h-roundtrip", '{"model":"m"}', 1 << 20, 10_000);
+  assert.equal(r.status, KV_SEND_STATUS.ok);
+  assert.equal(r.message, "127.0.0.1", "without an advertised URL the receiver names the address the connection reached");
+  assert.equal(r.bytes, state.length);
+  const taken = kv.kvTake(handle, "h-roundtrip");
+  assert.ok(taken);
+  assert.ok(taken.state.equals(state));
+  assert.equal(taken.header, '{"model":"m"}');
+  assert.equal(taken.pinned, false, "no GPU here: plain page-aligned host memory");
+  assert.equal(kv.kvTake(handle, "h-roundtrip"), null);
+  const again = await kv.kvSend(state.subarray(0, 4096), "127.0.0.1", port, "h-exists", "{}", 4096, 10_000);
+  assert.equal(again.status, KV_SEND_STATUS.ok);
+  const dup = await kv.kvSend(state.subarray(0, 4096), "127.0.0.1", port, "h-exists", "{}", 4096, 10_000);
+  assert.equal(dup.status, KV_SEND_STATUS.exists);
+  assert.ok(kv.kvTake(handle, "h-exists"));
+});
+
+test("the staged answer names the advertised URL, else this pod's HTTP port at the address the connection reached", async () => {
+  for (const [opts, want] of [
+    [{ httpPort: 8000 }, "http://127.0.0.1:8000"],
+    [{ httpPort: 8000, advertise: "http://decode-0.example:8000" }, "http://decode-0.example:8000"],
+  ] as const) {
+    const l = kv.kvListen("127.0.0.1", 0, opts);
+    try {
+      const r = await kv.kvSend(Buffer.alloc(16), "127.0.0.1", l.port, "h-named", "{}", 4096, 5_000);
+      assert.equal(r.message, want);
+    } finally {
+      kv.kvClose(l.handle);
+    }
+  }
+});
+
+test("an empty state and a one-byte state cross too", async () => {
+  for (const [id, state] of [
+    ["h-empty", Buffer.alloc(0)],
+    ["h-one", Buffer.from([7])],
+  ] as const) {
+    const r = await kv.kvSend(state, "127.0.0.1", port, id, "{}", 4096, 10_000);
+    assert.equal(r.status, KV_SEND_STATUS.ok, id);
+    assert.ok(kv.kvTake(handle, id)!.state.equals(state), id);
+  }
+});
+
+test("a receiver over its byte budget refuses: too large for it ever, or full for now", async () => {
+  const tooLarge = await kv.kvSend(Buffer.alloc(65 << 20), "127.0.0.1", port, "h-large", "{}", 1 << 20, 10_000);
+  assert.equal(tooLarge.status, KV_SEND_STATUS.tooLarge);
+  assert.match(tooLarge.message, /exceeds this pod's hand-off budget/);
+  const big = Buffer.alloc(40 << 20, 1);
+  assert.equal((await kv.kvSend(big, "127.0.0.1", port, "h-fill", "{}", 1 << 20, 10_000)).status, KV_SEND_STATUS.ok);
+  const full = await kv.kvSend(big, "127.0.0.1", port, "h-full", "{}", 1 << 20, 10_000);
+  assert.equal(full.status, KV_SEND_STATUS.full);
+  assert.ok(kv.kvTake(handle, "h-fill"));
+  assert.equal((await kv.kvSend(big, "127.0.0.1", port, "h-full", "{}", 1 << 20, 10_000)).status, KV_SEND_STATUS.ok, "room again once taken");
+  assert.ok(kv.kvTake(handle, "h-full"));
+});
+
+test("nobody listening is a 'connect' failure (the caller falls back to HTTP)", async () => {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const free = (server.address() as AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  await assert.rejects(kv.kvSend(Buffer.alloc(8), "127.0.0.1", free, "h-x", "{}", 4096, 5_000), (err) => kvSendErrorCode(err) === "connect");
+});
+
+async function fakeReceiver(onSocket: (s: Socket) => void): Promise<{ server: Server; port: number }> {
+  const server = createServer(onSocket);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+test("a decode pod dying mid-hand-off is a 'closed' failure, not a hang", async () => {
+  const { server, port: p } = await fakeReceiver((s) => {
+    let got = 0;
+    s.once("data", () => s.write(Buffer.alloc(8))); // "go on"
+    s.on("data", (d: Buffer) => {
+      got += d.length;
+      if (got > 3 << 20) s.destroy(); // dies after ~3 MB of 64
+    });
+  });
+  const t0 = performance.now();
+  await assert.rejects(kv.kvSend(Buffer.alloc(64 << 20), "127.0.0.1", p, "h-dies", "{}", 1 << 20, 20_000), (err) => kvSendErrorCode(err) === "closed");
+  assert.ok(performance.now() - t0 < 10_000);
+  server.close();
+});
+
+test("a decode pod that stops answering is a 'timeout' failure after the timeout", async () => {
+  const sockets: Socket[] = [];
+  const { server, port: p } = await fakeReceiver((s) => void sockets.push(s)); // accepts, never answers
+  await assert.rejects(kv.kvSend(Buffer.alloc(1024), "127.0.0.1", p, "h-silent", "{}", 4096, 300), (err) => kvSendErrorCode(err) === "timeout");
+  for (const s of sockets) s.destroy();
+  server.close();
+});
+
+test("a prefill pod dying mid-stream leaves nothing staged or reserved on the receiver", async () => {
+  const before = kv.kvStats(handle);
+  const s = await rawConnection();
+  s.write(head("h-partial", "{}", 2 << 20));
+  assert.equal((await reply(s)).status, KV_SEND_STATUS.ok);
+  const chunk = randomBytes(1 << 20);
+  s.write(frame(chunk, kv.kvChecksum(chunk)));
+  s.write(chunk.subarray(0, 1000)); // then the process dies
+  s.destroy();
+  await eventually(async () => {
+    const st = kv.kvStats(handle);
+    assert.equal(st.aborted, before.aborted! + 1);
+    assert.equal(st.receivingBytes, 0);
+  });
+  assert.equal(kv.kvTake(handle, "h-partial"), null);
+});
+
+test("a silent sender is dropped after idleMs and its partial state freed", async () => {
+  const before = kv.kvStats(handle);
+  const s = await rawConnection();
+  s.write(head("h-idle", "{}", 1 << 20));
+  assert.equal((await reply(s)).status, KV_SEND_STATUS.ok);
+  assert.equal(kv.kvStats(handle).receivingBytes, 1 << 20);
+  await eventually(async () => assert.equal(kv.kvStats(handle).aborted, before.aborted! + 1), { timeoutMs: 5_000 });
+  assert.equal(kv.kvStats(handle).receivingBytes, 0);
+  s.destroy();
+});
+
+test("a corrupted chunk is refused with a reason, never staged", async () => {
+  const s = await rawConnection();
+  const chunk = randomBytes(4096);
+  s.write(head("h-corrupt", "{}", chunk.length));
+  assert.equal((await reply(s)).status, KV_SEND_STATUS.ok);
+  s.write(frame(chunk, kv.kvChecksum(chunk) ^ 1));
+  s.write(chunk);
+  const r = await reply(s);
+  assert.equal(r.status, KV_SEND_STATUS.bad);
+  assert.match(r.message, /CRC-32C/);
+  s.destroy();
+  assert.equal(kv.kvTake(handle, "h-corrupt"), null);
+});
+
+test("a stream that is not LFKN is refused", async () => {
+  const s = await rawConnection();
+  s.write(Buffer.alloc(24, 0x41));
+  const r = await reply(s);
+  assert.equal(r.status, KV_SEND_STATUS.bad);
+  s.destroy();
+});
+
+test("staged states expire when no generate call takes them", async () => {
+  const l = kv.kvListen("127.0.0.1", 0, { ttlMs: 50 });
+  try {
+    assert.equal((await kv.kvSend(Buffer.alloc(4096), "127.0.0.1", l.port, "h-ttl", "{}", 4096, 5_000)).status, KV_SEND_STATUS.ok);
+    await new Promise((r) => setTimeout(r, 120));
+    assert.equal(kv.kvTake(l.handle, "h-ttl"), null);
+    assert.equal(kv.kvStats(l.handle).expired, 1);
+  } finally {
+    kv.kvClose(l.handle);
+  }
+});
+
+test("bad arguments are TypeErrors and RangeErrors", () => {
+  assert.throws(() => kv.kvSend("x" as unknown as Buffer, "127.0.0.1", port, "a", "{}", 4096, 100), TypeError);
+  assert.throws(() => kv.kvSend(Buffer.alloc(1), "127.0.0.1", 0, "a", "{}", 4096, 100), RangeError);
+  assert.throws(() => kv.kvSend(Buffer.alloc(1), "127.0.0.1", port, "", "{}", 4096, 100), RangeError);
+  assert.throws(() => kv.kvSend(Buffer.alloc(1), "127.0.0.1", port, "a", "{}", 1, 100), RangeError);
+});

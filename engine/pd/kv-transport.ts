@@ -1,0 +1,125 @@
+/**
+ * How a prefill pod's KV state reaches a decode pod. Two mechanisms, picked per hand-off:
+ *
+ *   tcp   the native addon streams the state over one TCP connection in CRC-32C-checked chunks
+ *         (engine/native/src/kv-stream.h), read in place from the exported (page-locked on a GPU)
+ *         buffer and received into page-locked memory by threads of the decode pod's addon; no
+ *         JavaScript copy or hash of the payload, and neither pod's event loop or engine context
+ *         is held while it moves. The decode pod listens on its KV port (--kv-port, default HTTP
+ *         port + 1) and says so at GET /internal/kv-transport.
+ *   http  the LFKV stream of kv-wire.ts over PUT /internal/kv/:id (the fallback: an older decode
+ *         pod, no addon, a KV port nobody can reach, or pods whose KV layouts differ, which the
+ *         HTTP path normalises in transit).
+ *
+ * --kv-transport auto (default) uses tcp where both sides can and falls back to http; tcp makes
+ * the fallback an error; http never tries tcp. The metric llmfleet_kv_handoffs_total{path,outcome}
+ * says which path each hand-off took.
+ */
+import { loadNativeAddon } from "../native/binding.ts";
+
+export const KV_TRANSPORTS = ["auto", "tcp", "http"] as const;
+export type KvTransportMode = (typeof KV_TRANSPORTS)[number];
+export type HandoffPath = "tcp" | "http";
+
+export interface KvSendResult {
+  /** 0 staged, 1 full (retry later), 2 bad stream, 3 too large, 4 exists. */
+  status: number;
+  /** Staged: the decode pod's advertised URL, or the IP address the connection reached. */
+  message: string;
+  bytes: number;
+  seconds: number;
+}
+
+export interface KvTaken {
+  state: Buffer;
+  header: string;
+  /** Seconds from the connection's accept to the state being staged. */
+  seconds: number;
+  pinned: boolean;
+}
+
+export interface KvListenStats {
+  listening: boolean;
+  port?: number;
+  staged?: number;
+  stagedBytes?: number;
+  receivingBytes?: number;
+  connections?: number;
+  received?: number;
+  refused?: number;
+  aborted?: number;
+  expired?: number;
+}
+
+export interface KvListenOptions {
+  /** Bytes staged plus being received; past it a hand-off is refused "full" (429 at the prefill pod). */
+  maxBytes?: number;
+  maxConnections?: number;
+  /** A staged state not taken by a generate call within this is freed. */
+  ttlMs?: number;
+  /** A sender silent this long is dropped, its partial state freed. */
+  idleMs?: number;
+  /** This pod's URL, returned to the sender (default: http://<address the connection reached>:<httpPort>). */
+  advertise?: string;
+  /** This pod's HTTP port, for the default answer (without it: the bare address). */
+  httpPort?: number;
+}
+
+/** The addon's KV-stream functions (kv-stream.cpp). */
+export interface KvStreamAddon {
+  kvSend(state: Uint8Array, host: string, port: number, id: string, header: string, chunkBytes: number, timeoutMs: number): Promise<KvSendResult>;
+  /** Listens (port 0: any free one); the handle names this listener in the calls below. */
+  kvListen(host: string, port: number, opts?: KvListenOptions): { port: number; handle: number };
+  kvTake(handle: number, id: string): KvTaken | null;
+  kvStats(handle: number): KvListenStats;
+  kvClose(handle: number): void;
+  kvChecksum(bytes: Uint8Array): number;
+}
+
+/** A decode pod's listener: the addon, the port it listens on, its handle. */
+export interface KvListener {
+  addon: KvStreamAddon;
+  port: number;
+  handle: number;
+}
+
+export const KV_SEND_STATUS = { ok: 0, full: 1, bad: 2, tooLarge: 3, exists: 4 } as const;
+
+/** A transport failure from kvSend: connect (nobody listening), timeout, closed (peer gone mid-stream), protocol. */
+export type KvSendErrorCode = "connect" | "timeout" | "closed" | "protocol";
+
+export function kvSendErrorCode(err: unknown): KvSendErrorCode | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === "connect" || code === "timeout" || code === "closed" || code === "protocol" ? code : undefined;
+}
+
+let addon: Promise<KvStreamAddon | undefined> | undefined;
+
+/** The addon's KV-stream functions, or undefined where the addon cannot be built or loaded (then: http). */
+export function kvStreamAddon(): Promise<KvStreamAddon | undefined> {
+  addon ??= loadNativeAddon().then(
+    (a) => {
+      const k = a as unknown as Partial<KvStreamAddon>;
+      return typeof k.kvSend === "function" && typeof k.kvListen === "function" ? (k as KvStreamAddon) : undefined;
+    },
+    () => undefined,
+  );
+  return addon;
+}
+
+/** What a decode pod answers at GET /internal/kv-transport. */
+export interface KvTransportInfo {
+  /** The TCP port of the native listener; absent when this pod receives over HTTP only. */
+  tcpPort?: number;
+  /** The pod's HTTP port (a Service may map another port to it). */
+  httpPort?: number;
+  model: string;
+  layout: { streams: number; vTransposed: boolean };
+}
+
+/**
+ * Chunk size of the TCP stream: big enough that per-chunk overhead (a frame and a CRC call) is
+ * nothing, small enough that a bad chunk is found early and the receiver's checks run while the
+ * next chunk is on the wire.
+ */
+export const TCP_CHUNK_BYTES = 4 << 20;
