@@ -1,29 +1,59 @@
-# The llmfleet engine on NVIDIA GPUs (sm_90, H100/H200). node-llama-cpp's prebuilt CUDA binary
-# fails on CUDA 13.0 drivers ("PTX compiled with an unsupported toolchain"), so llama.cpp is built
-# from the source node-llama-cpp ships (llama/gitRelease.bundle), as ../shared/GPU.md records.
-#   docker build -f images/engine-cuda.Dockerfile -t llmfleet/engine:0.1.0-cuda .
-FROM nvidia/cuda:13.0.0-devel-ubuntu24.04 AS build
-RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates git cmake build-essential python3 \
- && curl -fsSL https://deb.nodesource.com/setup_20.x | bash - && apt-get install -y nodejs && rm -rf /var/lib/apt/lists/*
-WORKDIR /app
-COPY package.json package-lock.json ./
-RUN npm install --omit=dev --no-audit --no-fund && npm install --no-save tsx@4
-RUN cd node_modules/node-llama-cpp/llama && git clone gitRelease.bundle llama.cpp \
- && cd /app && node -e 'import("node-llama-cpp").then(({getLlama}) => getLlama({gpu: "cuda", build: "forceRebuild", cmakeOptions: {CMAKE_CUDA_ARCHITECTURES: "90"}}))'
+# The llmfleet engine on NVIDIA GPUs: the CPU engine's contents plus the native addon built with
+# CUDA for sm_90 (H100/H200) as machine code only (90-real, no PTX: the lent GPU's driver is CUDA
+# 13.0 and newer PTX fails to load there), and the CUDA runtime and cuBLAS it links. Built by
+# scripts/images/build.sh --cuda (npm run images:build:cuda), which stages in the context
+# cuda/nvidia/cu13: nvcc, cudart, cuBLAS, CCCL and the headers from PyPI's nvidia-* wheels at CUDA
+# 13.0 (scripts/images/pins.sh). The driver (libcuda.so.1) comes from the node, as the NVIDIA
+# container toolkit mounts it; nothing here needs a GPU to build.
+ARG BUILDER
+ARG RUNTIME
 
-FROM nvidia/cuda:13.0.0-runtime-ubuntu24.04
-RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates python3-pip \
- && curl -fsSL https://deb.nodesource.com/setup_20.x | bash - && apt-get install -y nodejs && rm -rf /var/lib/apt/lists/*
-WORKDIR /app
-COPY --from=build /app/node_modules ./node_modules
-COPY package.json tsconfig.json ./
-COPY engine ./engine
-# The router's EndpointSlice discovery (engine/router/endpoint-slices.ts) uses the shared Kubernetes library.
-COPY lib ./lib
-COPY crds/schema/common.ts ./crds/schema/common.ts
+# The toolchain alone (build.sh --cuda-toolchain builds only this stage: the wheels and nvcc, in
+# seconds, without compiling kernels).
+FROM ${BUILDER} AS toolchain
+USER 0:0
+COPY cuda/nvidia/cu13 /usr/local/cuda
+# The wheels ship versioned libraries only, in the layout nvcc.profile expects under targets/, and
+# no driver stub: the link-time names, a targets/ view, and a placeholder libcuda.so that the
+# stub step below replaces with the driver symbols ggml-cuda really calls.
+RUN cd /usr/local/cuda && ln -s lib lib64 && for l in cudart cublas cublasLt; do ln -s "lib$l.so.13" "lib/lib$l.so"; done \
+ && mkdir -p targets/x86_64-linux lib/stubs && ln -s ../../include targets/x86_64-linux/include && ln -s ../../lib targets/x86_64-linux/lib \
+ && echo 'void llmfleet_cuda_stub(void) {}' >/tmp/stub.c && gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o lib/stubs/libcuda.so /tmp/stub.c \
+ && /usr/local/cuda/bin/nvcc --version
+ENV PATH=/usr/local/cuda/bin:/usr/local/bin:/usr/bin:/bin CUDACXX=/usr/local/cuda/bin/nvcc
+
+FROM toolchain AS addon
+ARG CUDA_ARCH=90
+COPY node/include/node /opt/node/include/node
+COPY node-addon-api /opt/node-addon-api
+COPY llama.cpp /src/llama.cpp
+COPY native /src/native
+RUN cmake -S /src/native -B /tmp/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_SOURCE_DIR=/src/llama.cpp \
+      -DNODE_INCLUDE_DIR=/opt/node/include/node -DNODE_ADDON_API_DIR=/opt/node-addon-api \
+      -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH}-real" -DCUDAToolkit_ROOT=/usr/local/cuda \
+      -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON >/tmp/configure.log \
+ && cmake --build /tmp/build --target ggml-cuda -j"$(nproc)" >/tmp/build.log \
+ && nm -u $(find /tmp/build -name 'libggml-cuda.a') | awk '$2 ~ /^cu[A-Z]/ { print "void " $2 "(void) {}" }' | sort -u >/tmp/stub.c \
+ && gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o /usr/local/cuda/lib/stubs/libcuda.so /tmp/stub.c \
+ && cmake --build /tmp/build --target llmfleet_native -j"$(nproc)" >>/tmp/build.log \
+ && mkdir -p /out/lib && strip --strip-unneeded -o /out/llmfleet_native.node /tmp/build/llmfleet_native.node \
+ && cp -L /usr/local/cuda/lib/libcudart.so.13 /usr/local/cuda/lib/libcublas.so.13 /usr/local/cuda/lib/libcublasLt.so.13 /out/lib/ \
+ && rm -rf /tmp/build
+
+FROM ${RUNTIME}
+ARG VERSION
+COPY node/bin/node /usr/local/bin/node
+# The CUDA libraries first: 600 MB that change only with the CUDA pins.
+COPY --from=addon /out/lib /opt/llmfleet/lib
+COPY --from=addon /out/llmfleet_native.node /opt/llmfleet/llmfleet_native.node
+COPY --chown=65532:65532 empty /var/cache/llmfleet
+COPY dist/engine.mjs dist/codec-worker.mjs /opt/llmfleet/
+LABEL org.opencontainers.image.title="llmfleet engine (CUDA 13.0, sm_90)" org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.source="https://github.com/llmfleet/llmfleet"
 USER 65532:65532
-ENV LLMFLEET_CACHE=/var/cache/llmfleet HOME=/tmp
-# --backend llama: the engine's default backend (native) compiles its addon on first use, and this
-# image has neither the toolchain nor scripts/native; it serves with node-llama-cpp until it ships a
-# built addon (LLMFLEET_NATIVE_ADDON). A Model's extraArgs "--backend native" still wins (the last flag does).
-ENTRYPOINT ["node", "--import", "tsx", "engine/main.ts", "--backend", "llama"]
+WORKDIR /tmp
+ENV LLMFLEET_NATIVE_ADDON=/opt/llmfleet/llmfleet_native.node LLMFLEET_CACHE=/var/cache/llmfleet HOME=/tmp \
+    LD_LIBRARY_PATH=/opt/llmfleet/lib NODE_ENV=production \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
+EXPOSE 8000
+ENTRYPOINT ["node", "/opt/llmfleet/engine.mjs"]

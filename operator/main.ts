@@ -69,7 +69,11 @@ export async function runOperator(opts: OperatorOptions): Promise<void> {
   const caches = buildCaches(manager, opts.namespace);
   registerReconcilers(manager, caches, { engineImage: opts.engineImage, engineGPUImage: opts.engineGPUImage });
   registerFleetGauges(metrics.registry, caches);
-  const autoscaler = registerAutoscaler(manager, caches, { registry: metrics.registry, intervalSeconds: opts.autoscaleIntervalSeconds });
+  const autoscaler = registerAutoscaler(manager, caches, {
+    registry: metrics.registry,
+    intervalSeconds: opts.autoscaleIntervalSeconds,
+    modelLoadSeconds: opts.modelLoadSeconds,
+  });
   const nodeGroups = registerNodeGroups(manager, caches, { intervalSeconds: opts.autoscaleIntervalSeconds });
   stopLoops = (): void => {
     autoscaler.stop();

@@ -29,6 +29,12 @@ export interface OperatorOptions {
   workers: number;
   /** Seconds between autoscaler and node-group passes. Default 15. */
   autoscaleIntervalSeconds: number;
+  /**
+   * Seconds a new engine pod takes from start to Ready (model fetch and load), added to a node
+   * group's provisioningTime as the autoscaler's lead time. Default 60. `npm run bench:pod-start`
+   * measures it for a model: with a warm model cache it is the load alone.
+   */
+  modelLoadSeconds: number;
   /** Attempts to reach the API server at start-up (backing off from 0.5 s) before exiting non-zero. Default 5. */
   connectAttempts: number;
 }
@@ -49,6 +55,8 @@ export const USAGE = `usage: npm run operator -- [options]
   --retry-period S          renew period in seconds (default 2)
   --workers N               concurrent reconcile workers (default 2)
   --autoscale-interval S    seconds between autoscaler and node-group passes (default 15)
+  --model-load-seconds S    seconds a new engine pod takes to become Ready (model fetch and load),
+                            part of the autoscaler's lead time (default 60)
   --connect-attempts N      attempts to reach the API server at start-up, backing off from
                             0.5 s, before exiting non-zero (default 5)
 The cluster comes from $KUBECONFIG, else ~/.kube/config, else the in-cluster service account;
@@ -86,6 +94,7 @@ export function parseOperatorOptions(argv: string[], env: NodeJS.ProcessEnv = pr
         "retry-period",
         "workers",
         "autoscale-interval",
+        "model-load-seconds",
         "connect-attempts",
       ].map((n) => [n, { type: "string" as const }]),
     ),
@@ -105,6 +114,7 @@ export function parseOperatorOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     retryPeriodSeconds: int(v["retry-period"], "retry-period", 2),
     workers: int(v.workers, "workers", 2),
     autoscaleIntervalSeconds: Math.max(1, int(v["autoscale-interval"], "autoscale-interval", 15)),
+    modelLoadSeconds: int(v["model-load-seconds"], "model-load-seconds", 60),
     connectAttempts: Math.max(1, int(v["connect-attempts"], "connect-attempts", 5)),
   };
 }

@@ -1,6 +1,8 @@
 // Makes the chart's operator pods real: for each Running operator pod (kwok runs no containers)
-// it starts `operator/main.ts` with that pod's arguments, authenticated as the pod's
-// ServiceAccount (a bound token), so the operator runs with exactly the chart's RBAC.
+// it starts a container from the pod's image (containers.ts) with that pod's arguments and the
+// pod's ServiceAccount token mounted where a kubelet mounts it, so the operator finds the API
+// server as in a cluster and runs with exactly the chart's RBAC. LLMFLEET_E2E_PODS=processes
+// starts `operator/main.ts` as a process with a kubeconfig holding the same token.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,6 +14,20 @@ import { R } from "../../lib/kube/resources.ts";
 import { Informer } from "../../lib/kube/informer.ts";
 import { startOperator, type OperatorProcess } from "../../testing/operator-process.ts";
 import { kubectlPath } from "../../testing/kubectl.ts";
+import {
+  killContainer,
+  literalEnv,
+  nodeModelCache,
+  podMode,
+  podUser,
+  podVolumes,
+  runContainer,
+  SERVICE_ACCOUNT_PATH,
+  serviceAccountMount,
+  stopContainer,
+  type ServiceAccountMount,
+} from "../../testing/containers.ts";
+import { pipeLines } from "./pod-runner.ts";
 
 function serviceAccountKubeconfig(namespace: string, sa: string): string {
   const token = execFileSync(kubectlPath(), ["create", "token", "-n", namespace, sa, "--duration=2h"], { encoding: "utf8" }).trim();
@@ -32,10 +48,37 @@ function serviceAccountKubeconfig(namespace: string, sa: string): string {
   return path;
 }
 
+/** The operator pod's container, seen as an OperatorProcess. */
+function startOperatorContainer(pod: V1Pod, namespace: string, sa: ServiceAccountMount): OperatorProcess {
+  const name = pod.metadata?.name ?? "";
+  const cname = `llmfleet-e2e-${namespace}-${name}`;
+  const { binds, tmpfs } = podVolumes(pod, nodeModelCache());
+  const c = runContainer({
+    name: cname,
+    image: pod.spec?.containers[0]?.image ?? "",
+    args: [...(pod.spec?.containers[0]?.args ?? []), "--health-port", "0", "--health-host", "127.0.0.1"],
+    env: { ...literalEnv(pod), POD_NAMESPACE: namespace, ...sa.env },
+    binds: [...binds, [sa.dir, `${SERVICE_ACCOUNT_PATH}:ro`]],
+    tmpfs,
+    hostname: name,
+    ...podUser(pod),
+  });
+  let output = "";
+  pipeLines(c.child, "", (l) => (output += `${l.trimStart()}\n`));
+  const exited = new Promise<void>((res) => c.child.once("exit", () => res()));
+  const end = (how: (name: string) => Promise<void>) => async (): Promise<void> => {
+    await how(cname);
+    await exited;
+  };
+  return { id: name, exited, logs: () => output, stop: end(stopContainer), kill: end(killContainer) };
+}
+
 export class OperatorPods implements AsyncDisposable {
   readonly processes = new Map<string, OperatorProcess>();
   private readonly previousLogs = new Map<string, string>();
   private readonly kubeconfigs = new Map<string, string>();
+  private readonly tokens = new Map<string, ServiceAccountMount>();
+  readonly mode = podMode();
   private readonly informer: Informer<V1Pod>;
   private chain: Promise<void> = Promise.resolve();
   /** Set at teardown: nothing is (re)started after it. */
@@ -77,12 +120,7 @@ export class OperatorPods implements AsyncDisposable {
   }
 
   private launch(pod: V1Pod, name: string): void {
-    const container = pod.spec?.containers[0];
-    // One bound token per pod, as the kubelet mounts it: a restart does not need the API server.
-    const kubeconfig = this.kubeconfigs.get(name) ?? serviceAccountKubeconfig(this.namespace, pod.spec?.serviceAccountName ?? "default");
-    this.kubeconfigs.set(name, kubeconfig);
-    const args = [...(container?.args ?? []), "--health-port", "0", "--health-host", "127.0.0.1"];
-    const proc = startOperator({ id: name, kubeconfig, args, env: { POD_NAMESPACE: this.namespace } });
+    const proc = this.mode === "containers" ? this.launchContainer(pod, name) : this.launchProcess(pod, name);
     this.processes.set(name, proc);
     // restartPolicy Always: an operator that exits on its own (it does when it loses the lease)
     // is started again while its pod runs, keeping its earlier output.
@@ -93,6 +131,21 @@ export class OperatorPods implements AsyncDisposable {
       const current = this.informer.get(`${this.namespace}/${name}`);
       setTimeout(() => this.enqueue(current, name), 1000).unref();
     });
+  }
+
+  // One bound token per pod, as the kubelet mounts it: a restart does not need the API server.
+  private launchProcess(pod: V1Pod, name: string): OperatorProcess {
+    const container = pod.spec?.containers[0];
+    const kubeconfig = this.kubeconfigs.get(name) ?? serviceAccountKubeconfig(this.namespace, pod.spec?.serviceAccountName ?? "default");
+    this.kubeconfigs.set(name, kubeconfig);
+    const args = [...(container?.args ?? []), "--health-port", "0", "--health-host", "127.0.0.1"];
+    return startOperator({ id: name, kubeconfig, args, env: { POD_NAMESPACE: this.namespace } });
+  }
+
+  private launchContainer(pod: V1Pod, name: string): OperatorProcess {
+    const sa = this.tokens.get(name) ?? serviceAccountMount(this.namespace, pod.spec?.serviceAccountName ?? "default");
+    this.tokens.set(name, sa);
+    return startOperatorContainer(pod, this.namespace, sa);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

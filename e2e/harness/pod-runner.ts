@@ -1,7 +1,9 @@
-// Makes kwok pods real: for every Running engine pod on a kwok node it starts a real engine
-// process with that pod's arguments on loopback, and gives each Service a loopback proxy
+// Makes kwok pods real: for every Running engine pod on a kwok node it starts a real engine —
+// a container from the image the pod names (containers.ts), or with LLMFLEET_E2E_PODS=processes a
+// bare process — with that pod's arguments on loopback, and gives each Service a loopback proxy
 // (what kube-proxy does in a cluster) that balances over the processes of the Service's ready
 // pods. In-cluster URLs in the arguments (http://<svc>.<ns>.svc[:port]) point at those proxies.
+import type { ChildProcess } from "node:child_process";
 import http from "node:http";
 import { createServer, type AddressInfo } from "node:net";
 import type { V1Pod } from "@kubernetes/client-node";
@@ -9,6 +11,20 @@ import { KubeClient } from "../../lib/kube/client.ts";
 import { R } from "../../lib/kube/resources.ts";
 import { Informer } from "../../lib/kube/informer.ts";
 import { prepareNativeAddon, startEngine, stopEngines, withFlag, type RunningEngine } from "../../operator/local/processes.ts";
+import {
+  killContainer,
+  literalEnv,
+  nodeModelCache,
+  podMode,
+  podUser,
+  podVolumes,
+  runContainer,
+  SERVICE_ACCOUNT_PATH,
+  serviceAccountMount,
+  stopContainer,
+  type PodMode,
+  type ServiceAccountMount,
+} from "../../testing/containers.ts";
 
 export interface PodRunnerOptions {
   namespace: string;
@@ -82,6 +98,8 @@ export class PodRunner implements AsyncDisposable {
   private chain: Promise<void> = Promise.resolve();
   /** Set at teardown: nothing is (re)started after it. */
   private disposed = false;
+  readonly mode: PodMode = podMode();
+  private readonly tokens = new Map<string, ServiceAccountMount>();
 
   constructor(private readonly opts: PodRunnerOptions) {
     this.informer = new Informer<V1Pod>(KubeClient.fromDefault(), R.Pod, {
@@ -112,7 +130,8 @@ export class PodRunner implements AsyncDisposable {
     const [name, engine] = [...this.engines].find(([n]) => n.startsWith(prefix)) ?? [];
     if (!name || !engine) throw new Error(`no running engine for a pod named ${prefix}*`);
     if (opts.hold) this.held.add(name);
-    engine.child.kill("SIGKILL");
+    if (this.mode === "containers") void killContainer(containerName(this.opts.namespace, name));
+    else engine.child.kill("SIGKILL");
     return name;
   }
 
@@ -176,12 +195,50 @@ export class PodRunner implements AsyncDisposable {
     const { host, port } = await podAddress(pod);
     let args = withFlag(withFlag(await this.resolveArgs(pod.spec?.containers[0]?.args ?? []), "--port", String(port)), "--host", host);
     if (!args.includes("router")) args = withFlag(args, "--threads", String(this.opts.threads ?? 1));
-    await prepareNativeAddon((l) => this.log(l));
-    const engine = startEngine({ name, replica: 0, port, args }, (l) => this.log(l));
+    const engine = this.mode === "containers" ? this.startContainer(pod, port, args) : await this.startProcess(name, port, args);
     this.engines.set(name, engine);
     engine.child.once("exit", (code, signal) => this.onExit(name, engine, `${code ?? signal}`));
     this.log(`pod ${name} Running: engine on ${engine.url} behind Service ${service}`);
     void this.whenHealthy(engine, service, name);
+  }
+
+  private async startProcess(name: string, port: number, args: string[]): Promise<RunningEngine> {
+    await prepareNativeAddon((l) => this.log(l));
+    return startEngine({ name, replica: 0, port, args }, (l) => this.log(l));
+  }
+
+  /** The pod's container: its image, env and user, its volumes (the model cache is the node's). */
+  private startContainer(pod: V1Pod, port: number, args: string[]): RunningEngine {
+    const name = pod.metadata?.name ?? "";
+    const volumes = podVolumes(pod, nodeModelCache());
+    const sa = this.podToken(pod);
+    if (sa) volumes.binds.push([sa.dir, `${SERVICE_ACCOUNT_PATH}:ro`]);
+    const c = runContainer({
+      name: containerName(this.opts.namespace, name),
+      image: pod.spec?.containers[0]?.image ?? "",
+      args,
+      env: { ...literalEnv(pod), ...sa?.env },
+      hostname: name,
+      ...podUser(pod),
+      ...volumes,
+    });
+    pipeLines(c.child, `[${name}]`, (l) => this.log(l));
+    return { spec: { name, replica: 0, port, args }, child: c.child, url: `http://${args[args.indexOf("--host") + 1]}:${port}` };
+  }
+
+  /** The ServiceAccount token a kubelet would mount (routers read EndpointSlices with it); one per pod, kept across restarts. */
+  private podToken(pod: V1Pod): ServiceAccountMount | undefined {
+    const name = pod.metadata?.name ?? "";
+    const account = pod.spec?.automountServiceAccountToken ? pod.spec.serviceAccountName : undefined;
+    if (!account) return undefined;
+    const sa = this.tokens.get(name) ?? serviceAccountMount(this.opts.namespace, account);
+    this.tokens.set(name, sa);
+    return sa;
+  }
+
+  private async stop(engines: RunningEngine[]): Promise<void> {
+    if (this.mode === "processes") return stopEngines(engines);
+    await Promise.all(engines.map((e) => stopContainer(containerName(this.opts.namespace, e.spec.name))));
   }
 
   /** A process joins its Service only once it answers /health, as a ready pod joins endpoints. */
@@ -204,7 +261,7 @@ export class PodRunner implements AsyncDisposable {
   private async stopPod(name: string, engine: RunningEngine): Promise<void> {
     for (const p of this.proxies.values()) p.backends.delete(name);
     this.engines.delete(name);
-    await stopEngines([engine]);
+    await this.stop([engine]);
     this.log(`pod ${name} gone: engine stopped`);
   }
 
@@ -218,8 +275,25 @@ export class PodRunner implements AsyncDisposable {
     const settled = await Promise.race([this.chain.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 30_000)))]);
     clearTimeout(timer);
     if (!settled) this.log("pod runner: pod events still in progress 30 s into teardown; stopping the engines anyway");
-    await stopEngines([...this.engines.values()]);
+    await this.stop([...this.engines.values()]);
     for (const p of this.proxies.values()) p.close();
+  }
+}
+
+/** One container per pod on the machine: the namespace keeps scenarios that run at once apart. */
+function containerName(namespace: string, pod: string): string {
+  return `llmfleet-e2e-${namespace}-${pod}`;
+}
+
+/** A child's output, line by line, with a tag. */
+export function pipeLines(child: ChildProcess, tag: string, log: (line: string) => void): void {
+  for (const stream of [child.stdout, child.stderr]) {
+    let partial = "";
+    stream?.on("data", (d: Buffer) => {
+      const lines = (partial + d.toString()).split(/\r?\n/);
+      partial = lines.pop() ?? "";
+      for (const l of lines) if (l.trim()) log(`${tag} ${l}`);
+    });
   }
 }
 

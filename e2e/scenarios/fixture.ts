@@ -1,13 +1,15 @@
 // What every e2e scenario stands on: a namespace, kwok nodes, the operator installed from the
-// chart (its pods run as real processes under the chart's ServiceAccount), and a pod runner that
-// gives every Running engine pod a real engine process. On failure it dumps operator logs,
-// Events and engine logs.
+// chart (its pods run as containers from the operator image under the chart's ServiceAccount),
+// and a pod runner that runs every Running engine pod as a container from the engine image it
+// names (LLMFLEET_E2E_PODS=processes: bare processes, no images). On failure it dumps operator
+// logs, Events and engine logs.
 import { execFile } from "node:child_process";
 import { resolve } from "node:path";
 import { promisify } from "node:util";
 import { eventually } from "../../testing/eventually.ts";
 import { kubectl, kubectlOk } from "../../testing/kubectl.ts";
 import { OperatorPods } from "../harness/operator-pods.ts";
+import { ensureImages, podMode } from "../../testing/containers.ts";
 import { PodRunner } from "../harness/pod-runner.ts";
 import { createKwokGpuNode, type KwokGpuNodeOptions } from "../../scripts/cluster/kwok-nodes.ts";
 import { ensureNamespace, installCRDs } from "../../testing/cluster.ts";
@@ -51,12 +53,17 @@ async function helm(args: string[]): Promise<void> {
 export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const ns = opts.namespace;
   const sys = `${ns}-system`;
+  // The images the chart and the operator name, built from this checkout (seconds when warm).
+  if (podMode() === "containers") await ensureImages();
   await installCRDs();
   for (const n of [ns, sys]) await kubectlOk(["delete", "namespace", n, "--ignore-not-found", "--wait=true", "--timeout=60s"]);
   await ensureNamespace(ns);
   await kubectlOk(["delete", "node", ...opts.nodes.map(([name]) => name), "--ignore-not-found"]);
   for (const [name, node] of opts.nodes) await createKwokGpuNode(process.env.KUBECONFIG ?? "", name, node);
   const extra = (opts.operatorArgs ?? []).flatMap((a, i) => ["--set", `extraArgs[${i}]=${a}`]);
+  // kwok's GPU nodes have no GPU: their pods run the CPU engine image (GPU settings are harmless
+  // there), as the CUDA image is neither built by images:build nor runnable on this machine.
+  if (podMode() === "containers") extra.push("--set", "engineGPUImage=llmfleet/engine:0.1.0");
   await helm([
     "install",
     "llmfleet",
@@ -75,7 +82,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   ]);
   const operators = new OperatorPods(sys);
   await operators.start();
-  await eventually(() => (operators.processes.size > 0 ? undefined : Promise.reject(new Error("no operator pod running"))), { message: "operator pod runs" });
+  await eventually(() => (operators.processes.size > 0 ? undefined : Promise.reject(new Error(`no operator pod running\n${operators.logs()}`))), {
+    message: "operator pod runs",
+  });
   const engineLog: string[] = [];
   const runner = new PodRunner({ namespace: ns, log: (l) => engineLog.push(l) });
   await runner.start();

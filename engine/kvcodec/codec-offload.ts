@@ -34,9 +34,13 @@ function codecWorker(): Worker | undefined {
   if (worker) return worker;
   try {
     // The engine runs its TypeScript through tsx (node --import tsx), whose loader a worker does
-    // not inherit: the worker registers it before importing its module.
-    const url = new URL("./codec-worker.ts", import.meta.url).href;
-    worker = new Worker(`import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(url)}); })`, { eval: true });
+    // not inherit: the worker registers it before importing its module. The engine image runs an
+    // esbuild bundle (engine.mjs) that ships the worker as codec-worker.mjs beside it, plain JavaScript.
+    if (import.meta.url.endsWith(".mjs")) worker = new Worker(new URL("./codec-worker.mjs", import.meta.url));
+    else {
+      const url = new URL("./codec-worker.ts", import.meta.url).href;
+      worker = new Worker(`import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(url)}); })`, { eval: true });
+    }
   } catch {
     broken = true;
     return undefined;

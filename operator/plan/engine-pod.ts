@@ -71,7 +71,8 @@ export function enginePodTemplate(input: EnginePodInput): V1PodTemplateSpec {
       securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: "RuntimeDefault" } },
       ...placement,
       containers: [engineContainer(input)],
-      volumes: [{ name: "model-cache", emptyDir: {} }, ...(input.volumes ?? [])],
+      // tmp: the root file system is read-only; pip (pypi:// models) and Node write under /tmp.
+      volumes: [{ name: "model-cache", emptyDir: {} }, { name: "tmp", emptyDir: {} }, ...(input.volumes ?? [])],
     },
   };
 }
@@ -99,7 +100,7 @@ function engineContainer(input: EnginePodInput): V1Container {
     // Model download and load can take minutes; liveness waits for the first successful probe.
     startupProbe: { httpGet: { path: "/health", port: "http" }, periodSeconds: 5, failureThreshold: 120 },
     securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } },
-    volumeMounts: [{ name: "model-cache", mountPath: MODEL_CACHE_PATH }, ...(input.mounts ?? [])],
+    volumeMounts: [{ name: "model-cache", mountPath: MODEL_CACHE_PATH }, { name: "tmp", mountPath: "/tmp" }, ...(input.mounts ?? [])],
   };
 }
 

