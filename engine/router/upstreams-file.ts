@@ -5,7 +5,7 @@
  * A writer replaces it atomically (write then rename). A file that cannot be read or parsed is
  * ignored (the lists in use stay), and reported on stderr.
  */
-import { readFileSync, unwatchFile, watchFile } from "node:fs";
+import { readFileSync } from "node:fs";
 import { RouterUpstreams, type RoutingPolicy, type UpstreamLists } from "./upstreams.ts";
 
 export interface UpstreamsFile extends UpstreamLists {
@@ -36,15 +36,30 @@ export interface WatchedUpstreams extends Disposable {
 /** Upstreams that follow `path` (polled every `intervalMs`, default 200); `initial` serves until the file is first read. */
 export function watchUpstreamsFile(path: string, initial: UpstreamLists, policy?: RoutingPolicy, intervalMs = 200): WatchedUpstreams {
   const upstreams = new RouterUpstreams(initial, policy);
+  // Polled by content, not by fs.watchFile: its first stat is taken asynchronously, so a rewrite in
+  // the first moments after start became its baseline and was never applied (seen in CI). A file is
+  // parsed, or its error reported, once per distinct content.
+  let last: string | undefined;
   const load = (): void => {
+    let text: string;
     try {
-      const file = parseUpstreamsFile(readFileSync(path, "utf8"));
+      text = readFileSync(path, "utf8");
+    } catch (err) {
+      if (last !== "") process.stderr.write(`router: ${path}: ${(err as Error).message}; keeping generation ${upstreams.generation}\n`);
+      last = "";
+      return;
+    }
+    if (text === last) return;
+    last = text;
+    try {
+      const file = parseUpstreamsFile(text);
       if (file.generation !== upstreams.generation) upstreams.replace(file, file.generation);
     } catch (err) {
       process.stderr.write(`router: ${path}: ${(err as Error).message}; keeping generation ${upstreams.generation}\n`);
     }
   };
   load();
-  watchFile(path, { persistent: false, interval: intervalMs }, load);
-  return { upstreams, [Symbol.dispose]: () => unwatchFile(path, load) };
+  const timer = setInterval(load, intervalMs);
+  timer.unref();
+  return { upstreams, [Symbol.dispose]: () => clearInterval(timer) };
 }
