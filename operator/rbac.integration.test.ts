@@ -69,7 +69,13 @@ test("anything outside the role is refused with 403", async () => {
   kc.loadFromFile(kubeconfig);
   const sa = KubeClient.fromKubeConfig(kc);
   const forbidden: Array<[string, () => Promise<unknown>]> = [
-    ["list secrets", () => sa.list({ group: "", version: "v1", plural: "secrets", kind: "Secret", namespaced: true }, { namespace: NS })],
+    // Reading Secrets is granted (a Model's router Role may read its tenants' key Secrets, and
+    // RBAC lets the operator grant only what it holds: charts/llmfleet/files/operator-clusterrole-rules.yaml);
+    // writing them is not.
+    [
+      "create a secret",
+      () => sa.create({ group: "", version: "v1", plural: "secrets", kind: "Secret", namespaced: true }, { metadata: { name: "x", namespace: NS } } as never, "t"),
+    ],
     ["create a pod", () => sa.create(R.Pod, { metadata: { name: "x", namespace: NS }, spec: { containers: [{ name: "x", image: "x" }] } } as never, "t")],
     ["delete a namespace", () => sa.delete({ group: "", version: "v1", plural: "namespaces", kind: "Namespace", namespaced: false }, undefined, NS)],
     [
