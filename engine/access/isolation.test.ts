@@ -148,7 +148,8 @@ test("an engine pod refuses requests without the fleet token, forged tenant or n
 test("KV entries at rest are sealed per tenant: the store holds no plaintext payload", () => {
   const files = readdirSync(fleet.kvDir, { recursive: true })
     .map((f) => join(fleet.kvDir, String(f)))
-    .filter((f) => statSync(f).isFile() && !f.endsWith(".tmp"));
+    // A write-back may still be under way: its .tmp file can be renamed between the listing and the stat.
+    .filter((f) => !f.endsWith(".tmp") && (statSync(f, { throwIfNoEntry: false })?.isFile() ?? false));
   assert.ok(files.length > 0, "the store holds entries");
   const sealer = KvSealer.fromFile(fleet.kvKeyFile);
   for (const f of files.slice(0, 20)) {
