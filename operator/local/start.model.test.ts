@@ -7,9 +7,10 @@ import { resolve } from "node:path";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
-test("npm start serves the quickstart fleet and stops on Ctrl-C", { timeout: 300_000 }, async () => {
+/** `npm start` with `args` on a random port: its output so far, readiness ("fleet ready"), and Ctrl-C. */
+function startFleet(args: string[]): { port: number; output: () => string; ready: Promise<void>; stop: () => Promise<number | null> } {
   const port = 18_500 + Math.floor(Math.random() * 400);
-  const child = spawn(process.execPath, ["--import", "tsx", "operator/local/main.ts"], {
+  const child = spawn(process.execPath, ["--import", "tsx", "operator/local/main.ts", ...args], {
     cwd: ROOT,
     env: { ...process.env, PORT: String(port) },
     stdio: ["ignore", "pipe", "pipe"],
@@ -17,11 +18,25 @@ test("npm start serves the quickstart fleet and stops on Ctrl-C", { timeout: 300
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((res) => child.once("exit", res));
+  const ready = new Promise<void>((res, rej) => {
+    const timer = setInterval(() => out.includes("fleet ready") && (clearInterval(timer), res()), 200);
+    void exited.then((code) => (clearInterval(timer), rej(new Error(`npm start exited ${code}:\n${out}`))));
+  });
+  ready.catch(() => undefined); // awaited by the test; this only keeps a late exit from being unhandled
+  return {
+    port,
+    output: () => out,
+    ready,
+    stop: () => (child.kill("SIGINT"), exited),
+  };
+}
+
+test("npm start serves the quickstart fleet and stops on Ctrl-C", { timeout: 300_000 }, async () => {
+  const fleet = startFleet([]);
+  const port = fleet.port;
   try {
-    await new Promise<void>((res, rej) => {
-      const timer = setInterval(() => out.includes("fleet ready") && (clearInterval(timer), res()), 200);
-      child.once("exit", (code) => (clearInterval(timer), rej(new Error(`npm start exited ${code}:\n${out}`))));
-    });
+    await fleet.ready;
     const res = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -30,46 +45,33 @@ test("npm start serves the quickstart fleet and stops on Ctrl-C", { timeout: 300
     assert.equal(res.status, 200);
     const body = (await res.json()) as { choices: Array<{ text: string }> };
     assert.match(body.choices[0]?.text ?? "", /Paris/);
-    assert.match(out, /started gemma-prefill-prefill#0/);
-    assert.match(out, /started gemma-decode-decode#0/);
+    assert.match(fleet.output(), /started gemma-prefill-prefill#0/);
+    assert.match(fleet.output(), /started gemma-decode-decode#0/);
   } finally {
-    child.kill("SIGINT");
-    const code = await new Promise<number | null>((res) => child.once("exit", res));
-    assert.equal(code, 0, out);
+    assert.equal(await fleet.stop(), 0, fleet.output());
   }
-  assert.match(out, /stopping the fleet/);
-  assert.match(out, /OPEN MODE/, "open access is said loudly");
+  assert.match(fleet.output(), /stopping the fleet/);
+  assert.match(fleet.output(), /OPEN MODE/, "open access is said loudly");
 });
 
 test("npm start --access-file: 401 without a key, served with one; engines refuse direct requests", { timeout: 300_000 }, async () => {
-  const port = 18_500 + Math.floor(Math.random() * 400);
   const key = "sk-example-team-a-3f9c2b7e51d04a68"; // examples/local/access.yaml
-  const child = spawn(process.execPath, ["--import", "tsx", "operator/local/main.ts", "--no-autoscale", "--access-file", "examples/local/access.yaml"], {
-    cwd: ROOT,
-    env: { ...process.env, PORT: String(port) },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  const fleet = startFleet(["--no-autoscale", "--access-file", "examples/local/access.yaml"]);
+  const port = fleet.port;
   try {
-    await new Promise<void>((res, rej) => {
-      const timer = setInterval(() => out.includes("fleet ready") && (clearInterval(timer), res()), 200);
-      child.once("exit", (code) => (clearInterval(timer), rej(new Error(`npm start exited ${code}:\n${out}`))));
-    });
+    await fleet.ready;
     const body = JSON.stringify({ model: "default", prompt: "The capital of France is the city of", max_tokens: 4, temperature: 0 });
     const url = `http://127.0.0.1:${port}/v1/completions`;
     assert.equal((await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body })).status, 401);
     const ok = await fetch(url, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body });
     assert.equal(ok.status, 200);
-    const prefill = /started gemma-prefill-prefill#0 on (http:\/\/[\d.]+:\d+)/.exec(out)?.[1];
+    const prefill = /started gemma-prefill-prefill#0 on (http:\/\/[\d.]+:\d+)/.exec(fleet.output())?.[1];
     assert.ok(prefill);
     assert.equal((await fetch(`${prefill}/internal/prefill`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" })).status, 403);
-    assert.ok(!out.includes(key), "the key is never logged");
-    assert.doesNotMatch(out, /OPEN MODE/);
+    assert.ok(!fleet.output().includes(key), "the key is never logged");
+    assert.doesNotMatch(fleet.output(), /OPEN MODE/);
   } finally {
-    child.kill("SIGINT");
-    await new Promise<number | null>((res) => child.once("exit", res));
+    await fleet.stop();
   }
 });
 
@@ -77,20 +79,10 @@ test("npm start --access-file: 401 without a key, served with one; engines refus
 // router of `npm start` (router → prefill → decode, the real model).
 test("npm start with the official openai client: usage, logprobs, JSON schema, tools, 400s, malformed bodies", { timeout: 420_000 }, async () => {
   const { default: OpenAI } = await import("openai");
-  const port = 18_500 + Math.floor(Math.random() * 400);
-  const child = spawn(process.execPath, ["--import", "tsx", "operator/local/main.ts", "--no-autoscale"], {
-    cwd: ROOT,
-    env: { ...process.env, PORT: String(port) },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  const fleet = startFleet(["--no-autoscale"]);
+  const port = fleet.port;
   try {
-    await new Promise<void>((res, rej) => {
-      const timer = setInterval(() => out.includes("fleet ready") && (clearInterval(timer), res()), 200);
-      child.once("exit", (code) => (clearInterval(timer), rej(new Error(`npm start exited ${code}:\n${out}`))));
-    });
+    await fleet.ready;
     const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: "unused", maxRetries: 0 });
 
     // Streamed usage arrives as the last chunk.
@@ -191,7 +183,6 @@ test("npm start with the official openai client: usage, logprobs, JSON schema, t
       assert.ok(res.status >= 400 && res.status < 500, `${type} ${body.slice(0, 40)}: ${res.status}`);
     }
   } finally {
-    child.kill("SIGINT");
-    await new Promise<number | null>((res) => child.once("exit", res));
+    await fleet.stop();
   }
 });
