@@ -147,6 +147,18 @@ const cases: Case[] = [
   },
   { name: "no scale to zero while min is 1", history: series(25, () => ({})), spec: prefill({ current: 1 }), desired: 1, reason: /min 1/ },
   {
+    // A burst learned into the swing would hold 3 replicas for the 15 minutes it stays in the
+    // history; a pool with nothing at all to do for the whole window goes to its minimum.
+    name: "idle for the window after a burst scales down to min",
+    history: [
+      ...series(4, (i) => ({ arrivalRate: i % 2 === 0 ? 30000 : 0, throughput: 12000, queueDepth: 4, recommendation: 3 })),
+      ...series(21, (i) => ({ at: 60 + i * 15, recommendation: 3 })),
+    ],
+    spec: prefill({ current: 3 }),
+    desired: 1,
+    reason: /scale down to min 1: idle/,
+  },
+  {
     name: "scale from zero on a queued request",
     history: series(2, () => ({ readyReplicas: 0, queueDepth: 1 })),
     spec: prefill({ min: 0, current: 0 }),
