@@ -19,7 +19,7 @@ import { processStats, samples } from "../testing/scale-fleet.ts";
 import { LoadClient, type StreamOutcome } from "./http/load-client.ts";
 import type { RunningServer } from "./http/servers.ts";
 import { rollingRestart } from "./scale/rolling-restart.ts";
-import { routesByMarker, startEngine, startMarkedProxy, startRouter, type MarkedProxy } from "./scale/router-fleet.ts";
+import { benchPrompt, COMPLETION_TOKENS, ENGINE_CTX_TOKENS, MAX_MARKER, routesByMarker, startEngine, startMarkedProxy, startRouter, type MarkedProxy } from "./scale/router-fleet.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 
@@ -27,12 +27,12 @@ function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} scale-router: ${msg}\n`);
 }
 
-const prompt = (marker: number): string => `P${marker}| ${"the quick brown fox jumps over the lazy dog ".repeat(3)}`;
+const prompt = benchPrompt;
 
 /** One stream, retried after Retry-After (1 s) while the router answers 429. */
 async function streamUntilServed(client: LoadClient, marker: number, tally: { refused: number }): Promise<StreamOutcome> {
   for (;;) {
-    const o = await client.complete({ prompt: prompt(marker), maxTokens: 16 });
+    const o = await client.complete({ prompt: prompt(marker), maxTokens: COMPLETION_TOKENS });
     if (o.status !== 429) return o;
     tally.refused++;
     await sleep(1000);
@@ -99,17 +99,26 @@ async function manyStreams(router: RunningServer, engines: RunningServer[], stre
   };
 }
 
+/** The router's V8 heap in use (its own process metrics): what it holds, apart from what the allocator keeps. */
+async function heapUsedMB(router: RunningServer): Promise<number> {
+  const text = await (await fetch(`${router.url}/metrics`)).text();
+  return (samples(text, "llmfleet_process_nodejs_heap_size_used_bytes")[0]?.[1] ?? NaN) / 2 ** 20;
+}
+
 async function soak(router: RunningServer, seconds: number, workers: number): Promise<Record<string, unknown>> {
   const client = new LoadClient(router.url, workers);
   const tally = { refused: 0 };
   const rss: Array<[number, number]> = [];
+  const heap: number[] = [];
   const end = Date.now() + seconds * 1000;
   let served = 0;
   let failed = 0;
   const failures: string[] = [];
+  const failedByStatus: Record<string, number> = {};
   const sampler = (async (): Promise<void> => {
     while (Date.now() < end) {
       rss.push([Date.now(), processStats(router.pid).rssMB]);
+      heap.push(await heapUsedMB(router));
       await sleep(5000);
     }
   })();
@@ -121,6 +130,7 @@ async function soak(router: RunningServer, seconds: number, workers: number): Pr
         continue;
       }
       failed++;
+      failedByStatus[String(o.status)] = (failedByStatus[String(o.status)] ?? 0) + 1;
       failures.push(`${o.status} ${o.error ?? "incomplete"}`);
     }
   }));
@@ -129,7 +139,7 @@ async function soak(router: RunningServer, seconds: number, workers: number): Pr
   const window = Math.min(300, seconds / 2) * 1000;
   const from = rss.find(([t]) => t >= end - window)?.[1] ?? NaN;
   const last = rss.at(-1)?.[1] ?? NaN;
-  return { soak_seconds: seconds, soak_served: served, soak_failed: failed, soak_refused_429: tally.refused, soak_failure_examples: [...new Set(failures)].slice(0, 5), rss_growth_window_s: window / 1000, rss_growth_last5min: (last - from) / from, rss_samples_mb: rss.map(([, v]) => Number(v.toFixed(1))) };
+  return { soak_seconds: seconds, soak_served: served, soak_failed: failed, soak_failed_by_status: failedByStatus, soak_refused_429: tally.refused, soak_failure_examples: [...new Set(failures)].slice(0, 5), rss_growth_window_s: window / 1000, rss_growth_last5min: (last - from) / from, rss_samples_mb: rss.map(([, v]) => Number(v.toFixed(1))), heap_used_samples_mb: heap.map((v) => Number(v.toFixed(1))) };
 }
 
 /** Share of requests that went to their prefix's most frequent upstream. */
@@ -169,12 +179,26 @@ interface Fleet {
   routers: RunningServer[];
 }
 
-async function startFleet(fleet: Fleet, o: { engines: number; upstreams: number; maxStreams: number }): Promise<string[]> {
+/**
+ * The longest prompt the bench sends, with its completion, must fit the engines' context: a prompt
+ * that does not is answered 400 at once, and a soak of those measures a flood of errors, not
+ * streams (the first 10-minute run did exactly that).
+ */
+async function checkPromptFits(engine: RunningServer): Promise<void> {
+  const client = new LoadClient(engine.url, 1);
+  const o = await client.complete({ prompt: prompt(MAX_MARKER), maxTokens: COMPLETION_TOKENS });
+  client.close();
+  if (!o.ok || !o.complete) throw new Error(`the bench's longest prompt plus ${COMPLETION_TOKENS} tokens does not fit the engines' ${ENGINE_CTX_TOKENS}-token context: ${o.status} ${o.error ?? ""}`);
+}
+
+async function startFleet(fleet: Fleet, o: { engines: number; upstreams: number; maxStreams: number; routerNodeFlags: string[] }): Promise<string[]> {
   const model = await writeSyntheticModel(join(tmpdir(), "llmfleet-bench-tiny.gguf"), SYNTHETIC_PRESETS.tiny as never);
   for (let i = 0; i < o.engines; i++) fleet.engines.push(await startEngine(model, Math.ceil(o.maxStreams / o.engines)));
+  await checkPromptFits(fleet.engines[0] as RunningServer);
   for (let i = 0; i < o.upstreams; i++) fleet.proxies.push(await startMarkedProxy(Number(new URL(fleet.engines[i % o.engines]?.url ?? "").port)));
   const upstreams = fleet.proxies.map((p) => p.url);
-  fleet.routers.push(await startRouter({ upstreams, maxStreams: o.maxStreams }), await startRouter({ upstreams, maxStreams: o.maxStreams }));
+  const router = { upstreams, maxStreams: o.maxStreams, nodeFlags: o.routerNodeFlags };
+  fleet.routers.push(await startRouter(router), await startRouter(router));
   log(`fleet up: ${o.engines} engines, ${o.upstreams} upstreams, 2 routers (load ${loadavg()[0]?.toFixed(1)})`);
   return upstreams;
 }
@@ -191,6 +215,7 @@ interface Settings {
   streams: number;
   maxStreams: number;
   soakSeconds: number;
+  routerNodeFlags: string[];
 }
 
 async function phases(fleet: Fleet, upstreams: string[], s: Settings): Promise<Record<string, unknown>> {
@@ -202,7 +227,7 @@ async function phases(fleet: Fleet, upstreams: string[], s: Settings): Promise<R
   log(`prefix hit rate: one router ${hitOne}, two ${hitTwo}`);
   const streams = await manyStreams(a, fleet.engines, s.streams);
   log(`streams: ${JSON.stringify(streams)}`);
-  const rolling = await rollingRestart(fleet.routers, { upstreams, maxStreams: s.maxStreams, workers: 64 });
+  const rolling = await rollingRestart(fleet.routers, { upstreams, maxStreams: s.maxStreams, workers: 64, nodeFlags: s.routerNodeFlags });
   log(`rolling restart: ${JSON.stringify(rolling)}`);
   const soaked = await soak(fleet.routers[0] ?? a, s.soakSeconds, s.maxStreams + 44);
   log(`soak: growth ${String(soaked.rss_growth_last5min)}`);
@@ -221,7 +246,7 @@ async function phases(fleet: Fleet, upstreams: string[], s: Settings): Promise<R
 
 async function main(): Promise<void> {
   const { values: v } = parseArgs({
-    options: { upstreams: { type: "string" }, engines: { type: "string" }, streams: { type: "string" }, "max-streams": { type: "string" }, soak: { type: "string" }, out: { type: "string" } },
+    options: { upstreams: { type: "string" }, engines: { type: "string" }, streams: { type: "string" }, "max-streams": { type: "string" }, soak: { type: "string" }, "router-node-flags": { type: "string" }, out: { type: "string" } },
   });
   const s: Settings = {
     upstreams: Number(v.upstreams ?? 100),
@@ -229,6 +254,7 @@ async function main(): Promise<void> {
     streams: Number(v.streams ?? 1000),
     maxStreams: Number(v["max-streams"] ?? 256),
     soakSeconds: Number(v.soak ?? 600),
+    routerNodeFlags: (v["router-node-flags"] ?? "").split(" ").filter(Boolean),
   };
   const out = resolve(v.out ?? join(ROOT, "bench/results/scale-router.json"));
   const fleet: Fleet = { engines: [], proxies: [], routers: [] };
@@ -241,6 +267,7 @@ async function main(): Promise<void> {
       upstreams: s.upstreams,
       engines: s.engines,
       max_streams: s.maxStreams,
+      router_node_flags: s.routerNodeFlags,
       machine: { cpus: cpus().length, model: cpus()[0]?.model, load_avg_at_end: loadavg(), shared: true },
       started_at: startedAt,
       finished_at: new Date().toISOString(),

@@ -6,12 +6,13 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { LoadClient } from "../http/load-client.ts";
 import type { RunningServer } from "../http/servers.ts";
-import { startRouter } from "./router-fleet.ts";
+import { COMPLETION_TOKENS, startRouter } from "./router-fleet.ts";
 
 export interface RollingOptions {
   upstreams: string[];
   maxStreams: number;
   workers: number;
+  nodeFlags?: string[];
 }
 
 /** The URLs whose /ready answers 200, refreshed until stopped. */
@@ -45,7 +46,7 @@ export async function rollingRestart(routers: RunningServer[], o: RollingOptions
         await sleep(100);
         continue;
       }
-      const res = await client.complete({ prompt: `P${300_000 + ((w * 131 + i) % 1000)}| rolling`, maxTokens: 16 });
+      const res = await client.complete({ prompt: `P${300_000 + ((w * 131 + i) % 1000)}| rolling`, maxTokens: COMPLETION_TOKENS });
       if (res.status === 429) await sleep(1000);
       else if (res.ok && res.complete) served++;
       else lost.push(`${url}: ${res.status} ${res.error ?? "incomplete stream"}`);
@@ -57,7 +58,7 @@ export async function rollingRestart(routers: RunningServer[], o: RollingOptions
     const old = routers[i];
     if (!old) continue;
     await old.stop(90_000); // a grace period longer than the router's drain timeout (60 s), as the planned pod has
-    routers[i] = await startRouter({ upstreams: o.upstreams, maxStreams: o.maxStreams, port: Number(new URL(old.url).port) });
+    routers[i] = await startRouter({ upstreams: o.upstreams, maxStreams: o.maxStreams, nodeFlags: o.nodeFlags, port: Number(new URL(old.url).port) });
     await sleep(3000);
   }
   stop = true;
