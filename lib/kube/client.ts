@@ -103,6 +103,11 @@ export class KubeClient {
   readonly server: string;
   /** Called once per request sent (watches included), e.g. to count them by verb and resource. */
   onRequest: ((kind: RequestKind) => void) | undefined;
+  /**
+   * Called after each status write that went through applyStatus (operator/runtime/apply.ts), with
+   * whether it changed the object: e.g. to count writes that changed nothing.
+   */
+  onStatusWrite: ((w: { resource: string; changed: boolean }) => void) | undefined;
   private constructor(
     private readonly kc: KubeConfig,
     server: string,
@@ -139,6 +144,25 @@ export class KubeClient {
     const apiVersion = r.group === "" ? r.version : `${r.group}/${r.version}`;
     const items = res.items.map((i) => ({ ...i, apiVersion, kind: r.kind }));
     return { items, resourceVersion: res.metadata.resourceVersion };
+  }
+
+  /**
+   * Lists `r` page by page (`limit` objects each, the pages of one consistent snapshot), so a large
+   * collection is never one response body and all its objects in memory at once. Yields each page
+   * with the list's resourceVersion; an expired continue token fails with 410.
+   */
+  async *listPages<T extends KubeObject>(r: ResourceType, opts: { namespace?: string; labelSelector?: string; fieldSelector?: string; limit: number }): AsyncGenerator<ListResult<T>> {
+    const apiVersion = r.group === "" ? r.version : `${r.group}/${r.version}`;
+    let cont: string | undefined;
+    do {
+      const res = await this.json<{ items: T[]; metadata: { resourceVersion: string; continue?: string } }>({
+        method: "GET",
+        path: collectionPath(r, opts.namespace),
+        query: { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector, limit: String(opts.limit), continue: cont },
+      });
+      yield { items: res.items.map((i) => ({ ...i, apiVersion, kind: r.kind })), resourceVersion: res.metadata.resourceVersion };
+      cont = res.metadata.continue || undefined;
+    } while (cont);
   }
 
   /**

@@ -23,7 +23,7 @@ export interface Caches {
   roles: Informer<V1Role>;
   roleBindings: Informer<V1RoleBinding>;
   nodes: Informer<V1Node>;
-  /** The engine pods of our Deployments (the autoscaler's scrape targets), without managedFields. */
+  /** The engine pods of our Deployments (the autoscaler's scrape targets). Children, nodes and pods are cached without managedFields. */
   pods: Informer<V1Pod>;
 }
 
@@ -74,7 +74,10 @@ function selfAndDependents<T extends KubeObject>(self: (o: T) => string[], depen
 
 export function buildCaches(m: Manager, namespace?: string): Caches {
   const opts = { namespace };
-  const children = { namespace, labelSelector: `${LABEL_MANAGED_BY}=${MANAGED_BY}` };
+  // Our own kinds keep managedFields: status writes compare against the fields their manager owns
+  // (ownStatusView in operator/runtime/apply.ts). Nobody reads them on children or nodes, where
+  // they are a good part of each object's size (a Deployment's field set is about as big as its spec).
+  const children = { namespace, labelSelector: `${LABEL_MANAGED_BY}=${MANAGED_BY}`, dropManagedFields: true };
   // Mappers read the caches lazily (through `c`), so declaration order does not matter.
   const c = {} as Caches;
   const poolsOfModel = (ns: string, model: string): string[] => [
@@ -143,9 +146,9 @@ export function buildCaches(m: Manager, namespace?: string): Caches {
   c.roles = informer<V1Role>(R.Role, ownerKeys, children);
   c.roleBindings = informer<V1RoleBinding>(R.RoleBinding, ownerKeys, children);
   // A group reads its nodes' status (Ready, allocatable GPUs).
-  c.nodes = informer<V1Node>(R.Node, (n) => groupsNamed(c, n.metadata?.labels?.[NODE_GROUP_LABEL]), {});
+  c.nodes = informer<V1Node>(R.Node, (n) => groupsNamed(c, n.metadata?.labels?.[NODE_GROUP_LABEL]), { dropManagedFields: true });
   // Read by the autoscaler on its own timer: a pod change queues nothing.
-  c.pods = informer<V1Pod>(R.Pod, () => [], { ...children, dropManagedFields: true });
+  c.pods = informer<V1Pod>(R.Pod, () => [], children);
   return c;
 }
 
