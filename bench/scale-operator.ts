@@ -20,7 +20,7 @@ import { createKwokGpuNode } from "../scripts/cluster/kwok-nodes.ts";
 import { adminClient, installCRDs, ensureNamespace } from "../testing/cluster.ts";
 import { kubectlOk } from "../testing/kubectl.ts";
 import { operatorServiceAccount } from "../testing/operator-rbac.ts";
-import { childApplies, delta, fleetManifests, statusApplies, type AutoscalingMode, type OperatorSnapshot, type SnapshotDelta } from "../testing/scale-fleet.ts";
+import { childApplies, countRequests, delta, fleetManifests, statusApplies, type AutoscalingMode, type OperatorSnapshot, type SnapshotDelta } from "../testing/scale-fleet.ts";
 import { allGone, allReady, allRolledOut, poolReadyReplicas, waitFor } from "./scale/fleet-state.ts";
 import { quiescent, startOperatorRun, type OperatorRun } from "./scale/operator-run.ts";
 
@@ -47,12 +47,40 @@ interface Phase extends SnapshotDelta {
   childApplies: number;
   statusApplies: number;
   rssMB: number;
+  rssPeakMB: number;
+  unchangedStatusWrites: number;
   cpuCores: number;
   load1: number;
   [extra: string]: unknown;
 }
 
-const EMPTY: OperatorSnapshot = { at: 0, requests: new Map(), reconcileBuckets: new Map(), reconciles: new Map(), queueDepth: 0 };
+const EMPTY: OperatorSnapshot = {
+  at: 0,
+  requests: new Map(),
+  reconcileBuckets: new Map(),
+  reconciles: new Map(),
+  queueDepth: 0,
+  statusWrites: new Map(),
+  memory: { heapUsedMB: NaN, heapTotalMB: NaN, externalMB: NaN },
+};
+
+/** The operator's highest RSS while a phase runs, sampled every second (the phase-end figure misses peaks). */
+function rssPeak(ctx: Ctx): { stop: () => number } {
+  let peak = 0;
+  const timer = setInterval(() => {
+    try {
+      peak = Math.max(peak, ctx.op.stats().rssMB);
+    } catch {
+      // between a SIGKILL and the next process
+    }
+  }, 1000);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return Math.max(peak, ctx.op.stats().rssMB);
+    },
+  };
+}
 
 function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} scale-operator: ${msg}\n`);
@@ -63,7 +91,9 @@ async function measure(ctx: Ctx, name: string, action: () => Promise<Record<stri
   log(`${name}: start (load ${loadavg()[0]?.toFixed(1)})`);
   const before = await ctx.op.snapshot();
   const cpu0 = ctx.op.stats().cpuSeconds;
+  const peak = rssPeak(ctx);
   const extra = await action();
+  const rssPeakMB = peak.stop();
   const after = await ctx.op.snapshot();
   const d = delta(before, after);
   const stats = ctx.op.stats();
@@ -75,11 +105,13 @@ async function measure(ctx: Ctx, name: string, action: () => Promise<Record<stri
     childApplies: childApplies(d.requests),
     statusApplies: statusApplies(d.requests),
     rssMB: stats.rssMB,
+    rssPeakMB,
+    unchangedStatusWrites: unchanged(d.statusWrites),
     cpuCores: (stats.cpuSeconds - cpu0) / Math.max(1, d.seconds),
     load1: loadavg()[0] ?? 0,
     ...extra,
   };
-  log(`${name}: ${d.seconds.toFixed(1)} s, ${total} requests, ${phase.childApplies} child applies, reconciles ${JSON.stringify(d.reconciles)}`);
+  log(`${name}: ${d.seconds.toFixed(1)} s, ${total} requests, ${phase.childApplies} child applies, reconciles ${JSON.stringify(d.reconciles)}, status writes ${JSON.stringify(d.statusWrites)}, RSS ${stats.rssMB.toFixed(0)} MB (peak ${rssPeakMB.toFixed(0)}), heap ${JSON.stringify(d.memory)}`);
   return phase;
 }
 
@@ -92,9 +124,19 @@ async function applyFleet(ctx: Ctx, mode: AutoscalingMode): Promise<Record<strin
   return { applyToReadySeconds: (ready - start) / 1000 };
 }
 
+/** The Events the operator recorded since `since` (ms): what its writes in a phase were about. */
+async function eventsSince(ctx: Ctx, since: number): Promise<string[]> {
+  type Ev = { reason?: string; note?: string; eventTime?: string; regarding?: { kind?: string; name?: string }; series?: { lastObservedTime?: string } };
+  const { items } = await ctx.admin.list<Ev & { metadata?: object }>(R.Event, { namespace: NS });
+  return items
+    .filter((e) => Date.parse(e.series?.lastObservedTime ?? e.eventTime ?? "") >= since)
+    .map((e) => `${e.regarding?.kind ?? ""}/${e.regarding?.name ?? ""} ${e.reason ?? ""}: ${e.note ?? ""}`);
+}
+
 async function idle(ctx: Ctx): Promise<Record<string, unknown>> {
+  const start = Date.now();
   await sleep(ctx.idleSeconds * 1000);
-  return {};
+  return { events: await eventsSince(ctx, start - 1000) };
 }
 
 async function scaleOnePool(ctx: Ctx): Promise<Record<string, unknown>> {
@@ -120,11 +162,14 @@ async function restart(ctx: Ctx): Promise<Phase> {
   const killedAt = Date.now();
   ctx.restarts++;
   ctx.op = startOperatorRun(ctx.root, `scale-${ctx.restarts}`, ctx.kubeconfig);
+  const peak = rssPeak(ctx);
   const leading = await ctx.op.reconciling();
   const quiet = await quiescent(ctx.op);
   const after = await ctx.op.snapshot();
   const d = delta({ ...EMPTY, at: ctx.op.startedAt }, after);
   const stats = ctx.op.stats();
+  const rssPeakMB = peak.stop();
+  log(`restart: status writes ${JSON.stringify(d.statusWrites)}, RSS ${stats.rssMB.toFixed(0)} MB (peak ${rssPeakMB.toFixed(0)}), heap ${JSON.stringify(d.memory)}`);
   return {
     name: "restart",
     ...d,
@@ -132,6 +177,8 @@ async function restart(ctx: Ctx): Promise<Phase> {
     childApplies: childApplies(d.requests),
     statusApplies: statusApplies(d.requests),
     rssMB: stats.rssMB,
+    rssPeakMB,
+    unchangedStatusWrites: unchanged(d.statusWrites),
     cpuCores: stats.cpuSeconds / Math.max(1, d.seconds),
     load1: loadavg()[0] ?? 0,
     leaderAfterSeconds: (leading - killedAt) / 1000,
@@ -178,6 +225,13 @@ async function setup(n: number): Promise<{ admin: KubeClient; kubeconfig: string
   return { admin: adminClient(), kubeconfig, stop: () => cluster.stop() };
 }
 
+/** Status writes that changed nothing (the API server kept the resourceVersion). */
+function unchanged(writes: Record<string, number>): number {
+  return Object.entries(writes)
+    .filter(([k]) => k.endsWith(" unchanged"))
+    .reduce((a, [, v]) => a + v, 0);
+}
+
 function find(phases: Phase[], name: string): Phase {
   const p = phases.find((x) => x.name === name);
   if (!p) throw new Error(`no phase ${name}`);
@@ -196,10 +250,15 @@ function summary(n: number, phases: Phase[]): Record<string, unknown> {
     idle_requests_per_min_external: round(idleExternal.requestsPerMin),
     idle_slo_vs_external_ratio: round(idleSlo.requestsPerMin / Math.max(1e-9, idleExternal.requestsPerMin)),
     operator_rss_mb_slo: round(Math.max(...phases.filter((p) => p.name.startsWith("slo/")).map((p) => p.rssMB))),
+    operator_rss_peak_mb_slo: round(Math.max(...phases.filter((p) => p.name.startsWith("slo/")).map((p) => p.rssPeakMB))),
     scale_event_applies: find(phases, "slo/scale-event").childApplies,
     teardown_reconciles_per_object: round(teardownReconciles / (3 * n)),
     reconcile_p99_s: round(Math.max(...p99s)),
-    unchanged_status_patches_per_min: round(((idleSlo.statusApplies + idleExternal.statusApplies) / (idleSlo.seconds + idleExternal.seconds)) * 60),
+    unchanged_status_patches_per_min: round(((idleSlo.unchangedStatusWrites + idleExternal.unchangedStatusWrites) / (idleSlo.seconds + idleExternal.seconds)) * 60),
+    status_writes_idle_slo: idleSlo.statusApplies,
+    unchanged_status_writes_idle_slo: idleSlo.unchangedStatusWrites,
+    scale_writes_idle_slo: countRequests(idleSlo.requests, (verb, r) => verb === "update" && r.endsWith("/scale")),
+    reconcile_p99_s_by_phase: Object.fromEntries(phases.map((p) => [p.name, round(Math.max(0, ...Object.entries(p.reconcileQuantiles).filter(([c]) => !c.endsWith("-actuation")).map(([, q]) => q.p99)))])),
     apply_to_ready_s: find(phases, "slo/apply").applyToReadySeconds,
   };
 }

@@ -26,6 +26,7 @@ export async function runOperator(opts: OperatorOptions): Promise<void> {
   const client = KubeClient.fromKubeConfig(cluster.kc);
   const metrics = createOperatorMetrics();
   client.onRequest = (r): void => metrics.apiRequests.inc({ verb: r.verb, resource: r.resource, subresource: r.subresource });
+  client.onStatusWrite = (w): void => metrics.statusWrites.inc({ resource: w.resource, changed: String(w.changed) });
   const manager = new Manager(client, metrics, opts.identity);
   manager.log = log;
   const elector = opts.leaderElect

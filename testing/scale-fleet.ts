@@ -83,6 +83,10 @@ export interface OperatorSnapshot {
   reconcileBuckets: Map<string, Map<number, number>>;
   reconciles: Map<string, number>;
   queueDepth: number;
+  /** Status writes by "resource changed|unchanged" (llmfleet_operator_status_writes_total). */
+  statusWrites: Map<string, number>;
+  /** The process's V8 heap (used, total) and memory outside it (external, incl. array buffers), MB. */
+  memory: { heapUsedMB: number; heapTotalMB: number; externalMB: number };
 }
 
 function requestCounts(text: string): Map<string, number> {
@@ -105,11 +109,29 @@ function reconcileBuckets(text: string): Map<string, Map<number, number>> {
   return out;
 }
 
+function statusWrites(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [l, v] of samples(text, "llmfleet_operator_status_writes_total")) {
+    const k = `${l.resource} ${l.changed === "true" ? "changed" : "unchanged"}`;
+    out.set(k, (out.get(k) ?? 0) + v);
+  }
+  return out;
+}
+
+function memoryOf(text: string): OperatorSnapshot["memory"] {
+  const mb = (name: string): number => (samples(text, name)[0]?.[1] ?? NaN) / 2 ** 20;
+  return {
+    heapUsedMB: mb("llmfleet_operator_nodejs_heap_size_used_bytes"),
+    heapTotalMB: mb("llmfleet_operator_nodejs_heap_size_total_bytes"),
+    externalMB: mb("llmfleet_operator_nodejs_external_memory_bytes"),
+  };
+}
+
 export function parseSnapshot(text: string, at = Date.now()): OperatorSnapshot {
   const reconciles = new Map<string, number>();
   for (const [l, v] of samples(text, "llmfleet_operator_reconcile_duration_seconds_count")) reconciles.set(l.controller ?? "", (reconciles.get(l.controller ?? "") ?? 0) + v);
   const queueDepth = samples(text, "llmfleet_operator_workqueue_depth")[0]?.[1] ?? 0;
-  return { at, requests: requestCounts(text), reconcileBuckets: reconcileBuckets(text), reconciles, queueDepth };
+  return { at, requests: requestCounts(text), reconcileBuckets: reconcileBuckets(text), reconciles, queueDepth, statusWrites: statusWrites(text), memory: memoryOf(text) };
 }
 
 function diff(a: Map<string, number>, b: Map<string, number>): Record<string, number> {
@@ -124,6 +146,10 @@ export interface SnapshotDelta {
   reconciles: Record<string, number>;
   /** p50 and p99 in seconds by controller, interpolated within the histogram's buckets. */
   reconcileQuantiles: Record<string, { p50: number; p99: number }>;
+  /** Status writes by "resource changed|unchanged". */
+  statusWrites: Record<string, number>;
+  /** At the end. */
+  memory: OperatorSnapshot["memory"];
 }
 
 /** What happened between two snapshots of the same process. */
@@ -135,7 +161,14 @@ export function delta(before: OperatorSnapshot, after: OperatorSnapshot): Snapsh
     const p99 = quantileBetween(a, b, 0.99);
     if (p50 !== undefined && p99 !== undefined) reconcileQuantiles[c] = { p50, p99 };
   }
-  return { seconds: (after.at - before.at) / 1000, requests: diff(before.requests, after.requests), reconciles: diff(before.reconciles, after.reconciles), reconcileQuantiles };
+  return {
+    seconds: (after.at - before.at) / 1000,
+    requests: diff(before.requests, after.requests),
+    reconciles: diff(before.reconciles, after.reconciles),
+    reconcileQuantiles,
+    statusWrites: diff(before.statusWrites, after.statusWrites),
+    memory: after.memory,
+  };
 }
 
 /** Sums the requests whose "verb resource[/sub]" key matches. */

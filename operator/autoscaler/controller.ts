@@ -12,7 +12,7 @@ import { R } from "../../lib/kube/resources.ts";
 import { nameOf, namespaceOf, type KubeObject } from "../../lib/kube/types.ts";
 import { LABEL_INSTANCE } from "../plan/labels.ts";
 import { cached, type Caches } from "../reconcilers/caches.ts";
-import { canonical, fieldManager } from "../runtime/apply.ts";
+import { applyStatus, canonical, fieldManager } from "../runtime/apply.ts";
 import type { EventInput } from "../runtime/events.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { markDeletionCosts } from "./deletion-cost.ts";
@@ -206,7 +206,7 @@ class AutoscalerLoop implements Autoscaler {
     if (recorded && canonical({ ...recorded, lastDecisionTime: "" }) === canonical({ ...autoscaler, lastDecisionTime: "" })) return;
     const r = role === "prefill" ? R.PrefillPool : R.DecodePool;
     const patch = { apiVersion: pool.apiVersion, kind: pool.kind, metadata: { name: nameOf(pool), namespace: namespaceOf(pool) }, status: { autoscaler } };
-    await this.manager.client.apply(r, patch, fieldManager("autoscaler"), "status");
+    await applyStatus(this.manager.client, { r, patch, manager: fieldManager("autoscaler"), stored: pool });
   }
 }
 

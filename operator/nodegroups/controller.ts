@@ -15,7 +15,7 @@ import type { KubeObject } from "../../lib/kube/types.ts";
 import { findCondition, type ConditionInput } from "../plan/conditions.ts";
 import { membersOf, sizeNodeGroup } from "../plan/nodegroup.ts";
 import { cached, inNamespace, type Caches } from "../reconcilers/caches.ts";
-import { canonical } from "../runtime/apply.ts";
+import { applyStatus, canonical } from "../runtime/apply.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { drainNodes, uncordon } from "./drain.ts";
 import {
@@ -110,7 +110,7 @@ class Actuator {
     const same = canonical([group.status?.actuation, findCondition(group.status?.conditions, DRAIN_CONDITION)]) === canonical([actuation, conditions[0]]);
     if (same) return;
     const status = { actuation, ...(conditions.length > 0 ? { conditions } : {}) };
-    await this.manager.client.apply(R.GPUNodeGroup, statusPatch(group, status), NODEGROUP_MANAGER, "status");
+    await applyStatus(this.manager.client, { r: R.GPUNodeGroup, patch: statusPatch(group, status), manager: NODEGROUP_MANAGER, stored: group });
     const before = group.status;
     const others = (before?.conditions ?? []).filter((c) => c.type !== DRAIN_CONDITION);
     group.status = { ...before, actuation, conditions: [...others, ...conditions] };

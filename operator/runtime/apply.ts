@@ -79,6 +79,19 @@ export class AppliedChildren {
   }
 }
 
+/**
+ * Writes `patch` to the status subresource (server-side apply as `manager`) and tells the client's
+ * onStatusWrite whether it changed the object `stored` (the cached copy the write was decided on):
+ * a write that changes nothing leaves the resourceVersion as it was. A cache that lagged makes a
+ * write look changed, never the other way round, so the unchanged count is a lower bound at worst.
+ */
+export async function applyStatus<T extends KubeObject>(client: KubeClient, w: { r: ResourceType; patch: T; manager: string; stored: KubeObject | undefined }): Promise<T> {
+  const { r, patch, manager, stored } = w;
+  const answer = await client.apply(r, patch, manager, "status");
+  client.onStatusWrite?.({ resource: r.plural, changed: answer.metadata?.resourceVersion !== stored?.metadata?.resourceVersion });
+  return answer;
+}
+
 /** Applies children and status for one controller, as llmfleet/<controller>. */
 export class Applier {
   readonly manager: string;
@@ -126,7 +139,7 @@ export class Applier {
   async status<S>(r: ResourceType, obj: KubeObject & { status?: S }, status: S): Promise<boolean> {
     if (canonical(stripUndefined(ownStatusView(obj, this.manager, status))) === canonical(stripUndefined(status))) return false;
     const patch = { apiVersion: obj.apiVersion, kind: obj.kind, metadata: { name: obj.metadata?.name, namespace: obj.metadata?.namespace }, status };
-    await this.client.apply(r, patch, this.manager, "status");
+    await applyStatus(this.client, { r, patch, manager: this.manager, stored: obj });
     return true;
   }
 }

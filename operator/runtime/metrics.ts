@@ -10,6 +10,7 @@ export interface OperatorMetrics {
   isLeader: Gauge;
   eventsDropped: Counter<"reason">;
   apiRequests: Counter<"verb" | "resource" | "subresource">;
+  statusWrites: Counter<"resource" | "changed">;
 }
 
 export function createOperatorMetrics(): OperatorMetrics {
@@ -48,6 +49,12 @@ export function createOperatorMetrics(): OperatorMetrics {
       name: "llmfleet_operator_api_requests_total",
       help: "Requests this process sent the API server, by verb (get, list, watch, create, update, apply, patch, delete), resource and subresource.",
       labelNames: ["verb", "resource", "subresource"],
+      registers: [registry],
+    }),
+    statusWrites: new Counter({
+      name: "llmfleet_operator_status_writes_total",
+      help: "Status writes by resource and whether the API server changed the object (changed=\"false\": a write that was not needed).",
+      labelNames: ["resource", "changed"],
       registers: [registry],
     }),
   };
