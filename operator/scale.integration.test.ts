@@ -65,6 +65,15 @@ test("at idle: the slo autoscaler lists no pods (it reads its informer's cache) 
     assert.equal(childApplies(d.requests), 0, JSON.stringify(d.requests));
   }));
 
+test("no status write since the operator started left its object unchanged (a comparison that sees a change the API server does not is a flip)", async () =>
+  dumpLogsOnFailure(operator, async () => {
+    const writes = (await snapshot()).statusWrites;
+    const changed = [...writes].filter(([k]) => k.endsWith(" changed")).reduce((a, [, v]) => a + v, 0);
+    assert.ok(changed > 0, `the fleet's statuses were written (Ready pools): ${JSON.stringify([...writes])}`);
+    const unchanged = [...writes].filter(([k]) => k.endsWith(" unchanged"));
+    assert.deepEqual(unchanged, [], `status writes that changed nothing: ${JSON.stringify(unchanged)}`);
+  }));
+
 test("a node group's status change re-queues the group alone, not the pools on it", async () =>
   dumpLogsOnFailure(operator, async () => {
     const before = await snapshot();

@@ -88,7 +88,13 @@ export class LoadClient {
     maxSockets: number,
     private readonly model = "default",
   ) {
-    this.agent = new Agent({ keepAlive: true, maxSockets });
+    // With a timeout set, Node's agent honours the server's "Keep-Alive: timeout=5" and drops an idle
+    // socket a second before the server would close it. Without one it keeps idle sockets forever,
+    // and a request sent on a socket the server is closing at that moment ends in "socket hang up":
+    // the rolling-restart phase of bench:scale-router lost requests so on the router that stayed up,
+    // whose idle sockets it reused when the other went away. (Idle sockets only: a stream's gaps
+    // raise a 'timeout' event that nothing here acts on.)
+    this.agent = new Agent({ keepAlive: true, maxSockets, timeout: 60_000 });
   }
 
   close(): void {
