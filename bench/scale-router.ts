@@ -1,12 +1,15 @@
-// `npm run bench:scale-router -- [--upstreams 100] [--engines 2] [--streams 1000] [--max-streams 256] [--soak 600] [--out FILE]`:
-// the router as users run it (engine/main.ts --role router, prefix-aware) in front of engine
+// `npm run bench:scale-router -- [--upstreams 100] [--engines 2] [--streams 1000] [--max-streams 256] [--soak 600]
+// [--router-node-flags=--max-old-space-size=N] [--out FILE]`:
+// the router as users run it (the engine image's bundled engine.mjs --role router, prefix-aware) in front of engine
 // processes on loopback serving the tiny synthetic model; each of the --upstreams pods the router
 // sees is a TCP proxy to one of the engines. Measured: decision latency (the router's own
 // llmfleet_router_decision_seconds) and RSS with 100 upstreams; --streams concurrent streams
 // (429 past --max-streams, retried after Retry-After; none may be dropped); RSS over a soak of
 // --soak seconds (growth over its last 5 minutes, or its last half when shorter); the prefix hit
 // rate through one router and through two (the baseline: one router, same run); and requests lost
-// over a rolling restart of two routers behind a Service-like chooser of ready routers.
+// over a rolling restart of two routers behind a Service-like chooser of ready routers. Prompts
+// are sized to the engines' context (bench/scale/router-fleet.ts) and checked before the run; soak
+// failures are counted by status (a 429 is a refusal, retried, not a failure).
 // Writes bench/results/scale-router.json (or --out).
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
