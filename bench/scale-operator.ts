@@ -21,7 +21,7 @@ import { adminClient, installCRDs, ensureNamespace } from "../testing/cluster.ts
 import { kubectlOk } from "../testing/kubectl.ts";
 import { operatorServiceAccount } from "../testing/operator-rbac.ts";
 import { childApplies, countRequests, delta, fleetManifests, statusApplies, type AutoscalingMode, type OperatorSnapshot, type SnapshotDelta } from "../testing/scale-fleet.ts";
-import { allGone, allReady, allRolledOut, poolReadyReplicas, waitFor } from "./scale/fleet-state.ts";
+import { allGone, allReady, allRolledOut, digestChanges, poolReadyReplicas, poolStatusDigest, waitFor } from "./scale/fleet-state.ts";
 import { quiescent, startOperatorRun, type OperatorRun } from "./scale/operator-run.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -135,8 +135,9 @@ async function eventsSince(ctx: Ctx, since: number): Promise<string[]> {
 
 async function idle(ctx: Ctx): Promise<Record<string, unknown>> {
   const start = Date.now();
+  const before = await poolStatusDigest(ctx.admin, NS);
   await sleep(ctx.idleSeconds * 1000);
-  return { events: await eventsSince(ctx, start - 1000) };
+  return { events: await eventsSince(ctx, start - 1000), poolStatusChanges: digestChanges(before, await poolStatusDigest(ctx.admin, NS)) };
 }
 
 async function scaleOnePool(ctx: Ctx): Promise<Record<string, unknown>> {

@@ -58,3 +58,26 @@ export async function poolReadyReplicas(admin: KubeClient, namespace: string, na
   const pool = await admin.get<WithConditions>(R.PrefillPool, namespace, name);
   return pool.status?.readyReplicas ?? 0;
 }
+
+type PoolStatus = KubeObject & { status?: { autoscaler?: { reason?: string; recommendedReplicas?: number }; readyReplicas?: number; replicas?: number } };
+
+function digest(s: PoolStatus["status"]): string {
+  const a = s?.autoscaler ?? {};
+  const n = (v: number | undefined): string => (v === undefined ? "-" : String(v));
+  return `${a.reason ?? "-"} (recommended ${n(a.recommendedReplicas)}; ready ${n(s?.readyReplicas)}/${n(s?.replicas)})`;
+}
+
+/** Each pool's recorded autoscaler decision and replica counts, by kind/name: what an idle minute's status writes changed. */
+export async function poolStatusDigest(admin: KubeClient, namespace: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const r of [R.PrefillPool, R.DecodePool]) {
+    for (const p of (await admin.list<PoolStatus>(r, { namespace })).items) out.set(`${r.kind}/${p.metadata?.name ?? ""}`, digest(p.status));
+  }
+  return out;
+}
+
+/** The pools whose digest differs between two digests, "name: before → after", and how many. */
+export function digestChanges(before: Map<string, string>, after: Map<string, string>): { changed: number; examples: string[] } {
+  const changes = [...after].filter(([k, v]) => before.get(k) !== v).map(([k, v]) => `${k}: ${before.get(k) ?? "(none)"} → ${v}`);
+  return { changed: changes.length, examples: changes.slice(0, 10) };
+}
