@@ -89,6 +89,8 @@ export function podTargets(pods: Informer<V1Pod>): (pool: EnginePool) => Promise
   };
 }
 
+const stateKey = (pool: EnginePool, role: PoolRole): string => `${role}/${namespaceOf(pool)}/${nameOf(pool)}`;
+
 class AutoscalerLoop implements Autoscaler {
   private readonly state = new Map<string, PoolState>();
   private readonly metrics: AutoscalerMetrics;
@@ -125,9 +127,23 @@ class AutoscalerLoop implements Autoscaler {
         ...this.caches.prefillPools.list().map((p): [EnginePool, PoolRole] => [p, "prefill"]),
         ...this.caches.decodePools.list().map((p): [EnginePool, PoolRole] => [p, "decode"]),
       ];
+      this.forgetDeleted(new Set(pools.map(([p, role]) => stateKey(p, role))));
       for (const [pool, role] of pools.filter(([p]) => autoscaled(p))) await this.pass(pool, role);
     } finally {
       this.running = false;
+    }
+  }
+
+  /**
+   * Drops the history and metric series of pools that no longer exist: kept, they are memory no
+   * pool will read again (15 minutes of observations each; a teardown of 500 pools left them all).
+   */
+  private forgetDeleted(live: Set<string>): void {
+    for (const key of this.state.keys()) {
+      if (live.has(key)) continue;
+      this.state.delete(key);
+      const [role = "", namespace = "", pool = ""] = key.split("/");
+      this.metrics.forget({ namespace, pool, role });
     }
   }
 
@@ -143,7 +159,7 @@ class AutoscalerLoop implements Autoscaler {
   }
 
   private async decide(pool: EnginePool, role: PoolRole): Promise<void> {
-    const key = `${role}/${namespaceOf(pool)}/${nameOf(pool)}`;
+    const key = stateKey(pool, role);
     const st = this.state.get(key) ?? { history: [] };
     this.state.set(key, st);
     const cur: Scraped = { at: this.now() / 1000, scrape: await this.source.scrape(await this.targets(pool, role)) };

@@ -8,6 +8,8 @@ const LABELS: PoolLabels[] = ["namespace", "pool", "role"];
 export interface AutoscalerMetrics {
   record(labels: Record<PoolLabels, string>, d: Decision): void;
   error(labels: Record<PoolLabels, string>): void;
+  /** Drops a deleted pool's series (a fleet that comes and goes would otherwise export them forever). */
+  forget(labels: Record<PoolLabels, string>): void;
 }
 
 export function createAutoscalerMetrics(registry: Registry): AutoscalerMetrics {
@@ -52,6 +54,11 @@ export function createAutoscalerMetrics(registry: Registry): AutoscalerMetrics {
     },
     error(l): void {
       errors.inc(l);
+    },
+    forget(l): void {
+      for (const g of [desired, current, ready, arrival, forecast, queue, latency, slo, capacity, lead]) g.remove(l);
+      for (const direction of ["up", "down", "hold"]) decisions.remove({ ...l, direction });
+      errors.remove(l);
     },
   };
 }

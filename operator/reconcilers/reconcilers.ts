@@ -2,6 +2,7 @@
 import type { KubeClient } from "../../lib/kube/client.ts";
 import { R } from "../../lib/kube/resources.ts";
 import type { KubeObject } from "../../lib/kube/types.ts";
+import type { Informer } from "../../lib/kube/informer.ts";
 import type { DecodePool, EnginePool, PoolRole, PrefillPool } from "../api.ts";
 import { childName } from "../plan/labels.ts";
 import { planModel } from "../plan/model.ts";
@@ -33,6 +34,10 @@ export function registerReconcilers(m: Manager, c: Caches, opts: ReconcilerOptio
   const client = m.client;
   const images: EngineImages = { engineImage: opts.engineImage, engineGPUImage: opts.engineGPUImage };
   const applied = new AppliedChildren();
+  // What was applied to a child that is gone is never read again (a new one is applied afresh):
+  // without this a fleet's teardown left an entry per child it ever had.
+  const forgetDeleted = <T extends KubeObject>(inf: Informer<T>): void => inf.on((type, obj) => type === "DELETED" && applied.forget(obj));
+  for (const inf of [c.deployments, c.statefulSets, c.services, c.pdbs, c.serviceAccounts, c.roles, c.roleBindings]) forgetDeleted(inf as Informer<KubeObject>);
   const applier = (controller: string): Applier => new Applier(client, controller, applied);
   m.register("Model", async (ns, name) => {
     const model = cached(c.models, ns, name);
