@@ -23,7 +23,8 @@ export function writeSse(res: Response, body: object | string): void {
 }
 
 function startSse(res: Response): void {
-  res.status(200).set({ "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" });
+  // Connection is Node's to set: keep-alive with its timeout, close while draining (engine/router/relay.ts says why).
+  res.status(200).set({ "Content-Type": "text/event-stream", "Cache-Control": "no-cache" });
   res.flushHeaders();
 }
 

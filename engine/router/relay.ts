@@ -46,7 +46,11 @@ async function readWithIdleTimeout(reader: ReadableStreamDefaultReader<Uint8Arra
 }
 
 export async function relayStream(upstream: globalThis.Response, res: Response, metrics: EngineMetrics, arrivedAt: number): Promise<void> {
-  res.status(200).set({ "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" });
+  // No Connection header of our own: Node's says keep-alive with the server's Keep-Alive timeout (so
+  // clients drop an idle connection before the server closes it), and close while the server drains
+  // (engine/http/drain.ts). An explicit "Connection: keep-alive" overrode both, and a client sent its
+  // next request on a connection the drain was closing: lost in a rolling restart ("socket hang up").
+  res.status(200).set({ "Content-Type": "text/event-stream", "Cache-Control": "no-cache" });
   res.flushHeaders();
   const reader = upstream.body!.getReader();
   const decoder = new TextDecoder();
