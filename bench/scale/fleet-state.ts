@@ -59,25 +59,39 @@ export async function poolReadyReplicas(admin: KubeClient, namespace: string, na
   return pool.status?.readyReplicas ?? 0;
 }
 
-type PoolStatus = KubeObject & { status?: { autoscaler?: { reason?: string; recommendedReplicas?: number }; readyReplicas?: number; replicas?: number } };
+type PoolStatus = KubeObject & { status?: Record<string, unknown> };
 
-function digest(s: PoolStatus["status"]): string {
-  const a = s?.autoscaler ?? {};
-  const n = (v: number | undefined): string => (v === undefined ? "-" : String(v));
-  return `${a.reason ?? "-"} (recommended ${n(a.recommendedReplicas)}; ready ${n(s?.readyReplicas)}/${n(s?.replicas)})`;
+/** A status as "path=value" leaves (conditions by type), so two can be compared field by field. */
+function leaves(v: unknown, path: string, out: Map<string, string>): Map<string, string> {
+  if (Array.isArray(v) && v.every((c) => typeof (c as { type?: unknown }).type === "string")) {
+    for (const c of v as Array<{ type: string }>) leaves(c, `${path}[${c.type}]`, out);
+  } else if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+    for (const [k, x] of Object.entries(v)) leaves(x, path ? `${path}.${k}` : k, out);
+  } else out.set(path, JSON.stringify(v));
+  return out;
 }
 
-/** Each pool's recorded autoscaler decision and replica counts, by kind/name: what an idle minute's status writes changed. */
-export async function poolStatusDigest(admin: KubeClient, namespace: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
+/** Each pool's status as leaves, by kind/name: what an idle minute's status writes changed. */
+export async function poolStatusDigest(admin: KubeClient, namespace: string): Promise<Map<string, Map<string, string>>> {
+  const out = new Map<string, Map<string, string>>();
   for (const r of [R.PrefillPool, R.DecodePool]) {
-    for (const p of (await admin.list<PoolStatus>(r, { namespace })).items) out.set(`${r.kind}/${p.metadata?.name ?? ""}`, digest(p.status));
+    for (const p of (await admin.list<PoolStatus>(r, { namespace })).items) out.set(`${r.kind}/${p.metadata?.name ?? ""}`, leaves(p.status ?? {}, "", new Map()));
   }
   return out;
 }
 
-/** The pools whose digest differs between two digests, "name: before → after", and how many. */
-export function digestChanges(before: Map<string, string>, after: Map<string, string>): { changed: number; examples: string[] } {
-  const changes = [...after].filter(([k, v]) => before.get(k) !== v).map(([k, v]) => `${k}: ${before.get(k) ?? "(none)"} → ${v}`);
-  return { changed: changes.length, examples: changes.slice(0, 10) };
+/** The pools whose status differs between two digests, with the fields that changed ("field: before → after"), and how many. */
+export function digestChanges(before: Map<string, Map<string, string>>, after: Map<string, Map<string, string>>): { changed: number; fields: Record<string, number>; examples: string[] } {
+  const fields: Record<string, number> = {};
+  const examples: string[] = [];
+  let changed = 0;
+  for (const [pool, now] of after) {
+    const was = before.get(pool) ?? new Map<string, string>();
+    const diff = [...new Set([...was.keys(), ...now.keys()])].filter((k) => was.get(k) !== now.get(k));
+    if (diff.length === 0) continue;
+    changed++;
+    for (const k of diff) fields[k] = (fields[k] ?? 0) + 1;
+    if (examples.length < 10) examples.push(`${pool}: ${diff.map((k) => `${k}: ${was.get(k) ?? "-"} → ${now.get(k) ?? "-"}`).join("; ")}`);
+  }
+  return { changed, fields, examples };
 }
