@@ -1,4 +1,4 @@
-// `npm run bench:scale-operator -- [--n 250] [--idle-seconds 60] [--out FILE] [--operator-root DIR]`:
+// `npm run bench:scale-operator -- [--n 250] [--idle-seconds 60] [--memory-limit chart|none|MiB] [--out FILE] [--operator-root DIR]`:
 // the operator at scale on the real control plane (kube-apiserver, etcd, controller-manager,
 // scheduler, kwok from the cache), running as a process under the chart's RBAC. N Models, each
 // with a prefill and a decode pool of 2 pods on one kwok node group. Measured per phase: apply →
@@ -22,7 +22,7 @@ import { kubectlOk } from "../testing/kubectl.ts";
 import { operatorServiceAccount } from "../testing/operator-rbac.ts";
 import { childApplies, countRequests, delta, fleetManifests, statusApplies, type AutoscalingMode, type OperatorSnapshot, type SnapshotDelta } from "../testing/scale-fleet.ts";
 import { allGone, allReady, allRolledOut, digestChanges, poolReadyReplicas, poolStatusDigest, waitFor } from "./scale/fleet-state.ts";
-import { quiescent, startOperatorRun, type OperatorRun } from "./scale/operator-run.ts";
+import { chartOperatorMemoryLimit, quiescent, startOperatorRun, type OperatorRun } from "./scale/operator-run.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const NS = "scale";
@@ -39,6 +39,8 @@ interface Ctx {
   idleSeconds: number;
   op: OperatorRun;
   restarts: number;
+  /** The operator process's memory limit (a cgroup), or none. */
+  memoryLimitBytes?: number;
 }
 
 interface Phase extends SnapshotDelta {
@@ -162,7 +164,7 @@ async function restart(ctx: Ctx): Promise<Phase> {
   await ctx.op.kill("SIGKILL");
   const killedAt = Date.now();
   ctx.restarts++;
-  ctx.op = startOperatorRun(ctx.root, `scale-${ctx.restarts}`, ctx.kubeconfig);
+  ctx.op = startOperatorRun(ctx.root, `scale-${ctx.restarts}`, ctx.kubeconfig, ctx.memoryLimitBytes);
   const peak = rssPeak(ctx);
   const leading = await ctx.op.reconciling();
   const quiet = await quiescent(ctx.op);
@@ -268,13 +270,29 @@ function round(x: number): number {
   return Number(x.toPrecision(4));
 }
 
+/** --memory-limit: chart (the chart's limit, as the pod runs), none, or a number of MiB. */
+function memoryLimit(value: string, root: string): number | undefined {
+  if (value === "none") return undefined;
+  return value === "chart" ? chartOperatorMemoryLimit(root) : Number(value) * 2 ** 20;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { n: { type: "string" }, "idle-seconds": { type: "string" }, out: { type: "string" }, "operator-root": { type: "string" } } });
+  const { values } = parseArgs({ options: { n: { type: "string" }, "idle-seconds": { type: "string" }, out: { type: "string" }, "operator-root": { type: "string" }, "memory-limit": { type: "string" } } });
   const n = Number(values.n ?? 250);
   const root = resolve(values["operator-root"] ?? ROOT);
   const out = resolve(values.out ?? join(ROOT, "bench/results/scale-operator.json"));
+  const memoryLimitBytes = memoryLimit(values["memory-limit"] ?? "none", root);
   const env = await setup(n);
-  const ctx: Ctx = { admin: env.admin, n, root, kubeconfig: env.kubeconfig, idleSeconds: Number(values["idle-seconds"] ?? 60), op: startOperatorRun(root, "scale-0", env.kubeconfig), restarts: 0 };
+  const ctx: Ctx = {
+    admin: env.admin,
+    n,
+    root,
+    kubeconfig: env.kubeconfig,
+    idleSeconds: Number(values["idle-seconds"] ?? 60),
+    op: startOperatorRun(root, "scale-0", env.kubeconfig, memoryLimitBytes),
+    restarts: 0,
+    memoryLimitBytes,
+  };
   const startedAt = new Date().toISOString();
   try {
     await ctx.op.reconciling();
@@ -283,6 +301,7 @@ async function main(): Promise<void> {
       ...summary(n, phases),
       baseline: "idle requests of the same fleet in autoscaling mode external, same run",
       operator_root: root,
+      operator_memory_limit_mb: memoryLimitBytes === undefined ? null : memoryLimitBytes / 2 ** 20,
       machine: { cpus: cpus().length, model: cpus()[0]?.model, load_avg_at_end: loadavg(), shared: true },
       started_at: startedAt,
       finished_at: new Date().toISOString(),

@@ -2,6 +2,8 @@
 // source tree (this one, or a baseline's), under the chart's RBAC, with its /metrics read as
 // snapshots and its memory and CPU read from /proc.
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseSnapshot, processStats, quiescent as quiet, type OperatorSnapshot, type QuietOptions } from "../../testing/scale-fleet.ts";
 
@@ -17,9 +19,33 @@ export interface OperatorRun {
   kill(signal: NodeJS.Signals): Promise<void>;
 }
 
-export function startOperatorRun(root: string, id: string, kubeconfig: string): OperatorRun {
+/** The chart's memory limit for the operator container (charts/llmfleet/values.yaml resources.limits.memory), in bytes. */
+export function chartOperatorMemoryLimit(root: string): number {
+  const text = readFileSync(join(root, "charts/llmfleet/values.yaml"), "utf8");
+  const limit = /limits:\s*\{\s*memory:\s*(\d+)(Mi|Gi)\s*\}/.exec(text);
+  if (!limit) throw new Error("charts/llmfleet/values.yaml: no resources.limits.memory (as {memory: NMi})");
+  return Number(limit[1]) * 2 ** (limit[2] === "Gi" ? 30 : 20);
+}
+
+/**
+ * A memory cgroup with this limit, as the container runtime gives the pod (cgroup v2, else v1's
+ * memory controller): Node sizes V8's heap from it (a 512 MiB limit gives a 259 MB heap limit, the
+ * host's 24 GB gave 4 GB), and the kernel kills the process past it, as in the pod.
+ */
+function memoryCgroup(name: string, bytes: number): string {
+  const v2 = "/sys/fs/cgroup/cgroup.controllers";
+  const dir = existsSync(v2) ? join("/sys/fs/cgroup", name) : join("/sys/fs/cgroup/memory", name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, existsSync(v2) ? "memory.max" : "memory.limit_in_bytes"), String(bytes));
+  return join(dir, "cgroup.procs");
+}
+
+export function startOperatorRun(root: string, id: string, kubeconfig: string, memoryLimitBytes?: number): OperatorRun {
   const args = ["--import", "tsx", "operator/main.ts", "--health-port", "0", "--health-host", "127.0.0.1", "--id", id, "--lease-namespace", "llmfleet-system"];
-  const child = spawn(process.execPath, args, { cwd: root, env: { ...process.env, KUBECONFIG: kubeconfig }, stdio: ["ignore", "pipe", "pipe"] });
+  const procs = memoryLimitBytes === undefined ? undefined : memoryCgroup(`llmfleet-bench-operator-${process.pid}`, memoryLimitBytes);
+  // In the cgroup from its first instruction: the shell moves itself there, then becomes node.
+  const [command, argv] = procs ? ["sh", ["-c", `echo $$ > ${procs} && exec "$0" "$@"`, process.execPath, ...args]] : [process.execPath, args];
+  const child = spawn(command, argv, { cwd: root, env: { ...process.env, KUBECONFIG: kubeconfig }, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const keep = (d: Buffer): void => {
     output = (output + d.toString()).slice(-200_000);
