@@ -127,7 +127,9 @@ const STEP_COUNTERS = ["llmfleet_engine_native_steps_total", "llmfleet_engine_na
 /** The engine's batching-loop counters (a diagnostic of where the time goes), or undefined where it has none. */
 async function stepCounters(url: string | undefined): Promise<number[] | undefined> {
   if (!url) return undefined;
-  const text = await (await fetch(`${url}/metrics`)).text().catch(() => "");
+  const text = await fetch(`${url}/metrics`)
+    .then((r) => r.text())
+    .catch(() => ""); // the engine died: its sweep stops at the liveness check
   const values = STEP_COUNTERS.map((n) => Number(new RegExp(`^${n}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text)?.[1] ?? NaN));
   return values.some((v) => Number.isNaN(v)) ? undefined : values;
 }
@@ -150,6 +152,7 @@ async function sweep(name: string, send: (r: CompletionRequest) => Promise<Strea
     const s = await closedLoop(send, c, request, { perClient: requestsPerClient(c) });
     const steps = stepFigures(before, await stepCounters(metricsUrl), performance.now() - t0);
     out[String(c)] = steps ? { ...s, steps } : s;
+    await checkpoint({ runs: out });
     const stepNote = steps ? `; ${steps.sequences_per_step} seqs/step, ${steps.step_ms} ms/step, native busy ${Math.round((steps.native_busy_fraction ?? 0) * 100)} %` : "";
     process.stderr.write(`bench:http: ${name} x${c}: ${s.tok_s} tok/s, TTFT p50 ${s.ttft_p50_ms} ms, ITL p90 ${s.itl_p90_ms} ms, ${s.errors} errors of ${s.requests}${stepNote}\n`);
     const dead = alive();
@@ -183,7 +186,7 @@ async function llamaServerSection(model: string): Promise<Record<string, unknown
     : ["-ngl", gpu ? "99" : "0", "-np", String(parallel), "-c", String(parallel * ctxSize), "-b", String(batchSize), "-fa", gpu ? "on" : "off", "-t", String(threads)];
   const logFile = join(dirname(a.out), "llama-server.log");
   await using server = await startServer("llama-server", a["llama-server"], ["-m", model, ...flags, "--host", "127.0.0.1", "--port", String(port)], { port, readyPath: "/health", logFile });
-  const client = new LoadClient(server.url, 4096);
+  const client = new LoadClient(server.url, 4096, "default", false);
   try {
     return { args: flags.join(" "), runs: await sweep("llama-server", (r) => client.complete(r), server.exited) };
   } finally {
@@ -203,6 +206,7 @@ async function soakSection(model: string): Promise<Record<string, unknown>> {
     const runs: Record<string, LoadSummary> = {};
     for (const c of [64, 128]) {
       runs[String(c)] = await closedLoop((r) => client.complete(r), c, request, { untilMs: seconds * 1000 });
+      await checkpoint({ seconds_each: seconds, runs });
       process.stderr.write(`bench:http: soak x${c} ${seconds} s: ${runs[String(c)]!.tok_s} tok/s, ${runs[String(c)]!.errors} errors\n`);
       if (server.exited()) break;
     }
@@ -298,19 +302,35 @@ function headline(r: Record<string, unknown>): Record<string, unknown> {
   };
 }
 
+const results: Record<string, unknown> = existsSync(a.out) ? (JSON.parse(readFileSync(a.out, "utf8")) as Record<string, unknown>) : {};
+let current: { key: string; date: string } | undefined;
+
+async function save(): Promise<void> {
+  Object.assign(results, headline(results));
+  await mkdir(dirname(a.out), { recursive: true });
+  await writeFile(a.out, `${JSON.stringify(results, null, 2)}\n`);
+}
+
+/**
+ * The section in progress as far as it got, marked partial: a device call that runs out of time
+ * (or an engine that dies) mid-section still leaves the concurrencies already measured in the file.
+ */
+async function checkpoint(got: Record<string, unknown>): Promise<void> {
+  if (!current) return;
+  results[current.key] = { date: current.date, partial: true, ...got };
+  await save();
+}
+
 async function main(): Promise<void> {
   const model = await modelFile();
   if (a.prepare) return;
-  const results: Record<string, unknown> = existsSync(a.out) ? (JSON.parse(readFileSync(a.out, "utf8")) as Record<string, unknown>) : {};
   results.device = device;
   results.model = model.split("/").pop();
   for (const name of sections) {
-    const started = new Date().toISOString();
+    current = { key: `${name.replace("-", "_")}${a.label ? `_${a.label}` : ""}`, date: new Date().toISOString() };
     const got = await section(name, model);
-    results[`${name.replace("-", "_")}${a.label ? `_${a.label}` : ""}`] = { date: started, ...got };
-    Object.assign(results, headline(results));
-    await mkdir(dirname(a.out), { recursive: true });
-    await writeFile(a.out, `${JSON.stringify(results, null, 2)}\n`);
+    results[current.key] = { date: current.date, ...got };
+    await save();
   }
   const h = headline(results);
   process.stdout.write(`${JSON.stringify(h)}\n`);

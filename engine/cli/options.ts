@@ -115,10 +115,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        the previous step's tokens reach JavaScript, so the device never waits for
                        the round trip; auto = on when layers are on a GPU (default: off — with it
                        on, the engine on a GPU crashed under HTTP load from 24 concurrent streams)
-  --kv-unified M       native: on | off; on = one KV buffer for all sequences, so sequences share a
-                       prefix's cells (seq_cp); off = one KV stream per sequence, each attending over
-                       its own cells only (prefixes are shared by a device copy) (default: on with
-                       --parallel above 1)
+  --kv-unified M       native: on | off; on = one KV buffer for all sequences (shared prefixes share
+                       cells; every step's attention spans all used cells: fast with llama.cpp's
+                       CUDA kernels, quadratic in the sequences on CPU); off = one KV stream per
+                       sequence (prefixes shared by a copy) (default: on with --gpu-layers, else off)
   --prefill URL[,URL]  router: prefill pods
   --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
   --advertise-url URL  decode: this pod's own URL, told to prefill pods on a KV hand-off so the

@@ -4,9 +4,10 @@
  * memory buffers instead of files. On the GPU this is the path that batches at llama.cpp's own
  * speed; on CPU the same code runs with gpuLayers 0.
  *
- * A sequence that starts with a prefix another sequence already holds gets it by seq_cp: each
- * sequence has its own KV stream (by default), and llama.cpp copies the donor's stream on the
- * device at the next decode, so a hot context is reused without a recompute or a load.
+ * A sequence that starts with a prefix another sequence already holds gets it by seq_cp: in the
+ * unified KV (the GPU default) the cells are shared; with a KV stream per sequence (the CPU
+ * default) llama.cpp copies the donor's stream at the next decode. Either way a hot context is
+ * reused without a recompute or a load.
  */
 import { basename } from "node:path";
 import { loadNativeAddon, type NativeEngine } from "../native/binding.ts";
@@ -34,11 +35,14 @@ export interface NativeRuntimeOptions extends LlamaRuntimeOptions {
   sharePrefixes?: boolean;
   /**
    * true: one KV buffer for all sequences (a shared prefix's cells are shared, no copy; cells go to
-   * whichever sequence needs them) — but every sequence's attention then spans every used cell
-   * of the buffer, masked, so a step's attention grows with the square of the sequences: on
-   * CPU at 64 sequences of ~300 tokens a step took 613 ms against 35 ms per stream (bench:http,
-   * 2026-12-05). Default false: one stream per sequence, attending over its own cells only;
-   * prefixes are shared by a device copy of the donor's stream.
+   * whichever sequence needs them); every sequence's attention then spans every used cell of the
+   * buffer, masked. false: one stream per sequence, attending over its own cells only; prefixes
+   * are shared by a device copy of the donor's stream. Which is faster depends on the device
+   * (bench:http, 2026-12-05, 64 streams of ~300 tokens): on CPU the masked attention grows with
+   * the square of the sequences (unified 613 ms a step, 97 tok/s; per stream 35 ms, 1,592
+   * tok/s), while on the H200 llama.cpp's CUDA kernels run the unified buffer 4.4× faster
+   * (unified 22 ms a step, 2,469 tok/s; per stream 108 ms, 558 tok/s). Default: unified when
+   * layers are on a GPU (gpuLayers not 0), per stream otherwise.
    */
   kvUnified?: boolean;
   /** KV cells in all (unified) — default contextSize × parallel. Per-stream KV always gets contextSize each. */
@@ -196,6 +200,11 @@ class NativeSequence implements RuntimeSequence {
   }
 }
 
+/** See NativeRuntimeOptions.kvUnified: unified on a GPU, one stream per sequence on CPU. */
+function kvUnifiedFor(opts: NativeRuntimeOptions): boolean {
+  return opts.kvUnified ?? (opts.gpuLayers ?? 0) !== 0;
+}
+
 export class NativeRuntime implements ModelRuntime {
   private disposed = false;
   readonly info: RuntimeInfo;
@@ -222,8 +231,7 @@ export class NativeRuntime implements ModelRuntime {
   }
 
   static async load(opts: NativeRuntimeOptions): Promise<NativeRuntime> {
-    // Per-stream KV by default: see kvUnified.
-    const unified = opts.kvUnified ?? false;
+    const unified = kvUnifiedFor(opts);
     const engine = await (await loadNativeAddon()).load(opts.modelPath, {
       gpuLayers: opts.gpuLayers ?? 0,
       contextSize: unified ? (opts.kvCells ?? opts.contextSize * opts.parallel) : opts.contextSize * opts.parallel,
