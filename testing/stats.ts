@@ -38,3 +38,17 @@ export function ksTest(a: readonly number[], b: readonly number[]): { d: number;
   }
   return { d, p: lambda < 1e-3 ? 1 : Math.min(1, Math.max(0, sum)) };
 }
+
+/**
+ * The shift between two paired samples (a[i] measured next to b[i]): the Hodges–Lehmann
+ * estimate, the median of the Walsh averages (d[i] + d[j]) / 2 (i <= j) of the differences
+ * d = a - b. Pairing cancels what drifts slowly (a shared machine's load); the Walsh averages make
+ * it steadier than the median of the differences, and as robust to outliers.
+ */
+export function pairedShift(a: readonly number[], b: readonly number[]): number {
+  if (a.length !== b.length || a.length === 0) throw new Error(`pairedShift needs two samples of one length (${a.length}, ${b.length})`);
+  const d = a.map((x, i) => x - b[i]!);
+  const walsh: number[] = [];
+  for (let i = 0; i < d.length; i++) for (let j = i; j < d.length; j++) walsh.push((d[i]! + d[j]!) / 2);
+  return median(walsh);
+}

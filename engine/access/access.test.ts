@@ -18,6 +18,7 @@ import { KvSealer, KvSealError } from "../kvstore/kv-seal.ts";
 import { errorHandler } from "../http/http-error.ts";
 import { listen } from "../../testing/engine.ts";
 import { eventually } from "../../testing/eventually.ts";
+import { median, pairedShift } from "../../testing/stats.ts";
 
 const KEY_A = "sk-team-a-0123456789abcdef";
 const KEY_B = "sk-team-b-0123456789abcdef";
@@ -228,4 +229,17 @@ test("KV sealing: round trip per namespace; another namespace or key fails authe
   assert.throws(() => sealer.open("tenant:b", "key1", sealed), KvSealError);
   assert.throws(() => sealer.open("tenant:a", "key2", sealed), KvSealError);
   assert.throws(() => new KvSealer(Buffer.alloc(8)), /32 bytes/);
+});
+
+test("pairedShift (the timing test's criterion): finds a shift exactly, and pairing cancels a drift the plain medians take for one", () => {
+  // Load drifts from 20 to 80 ms across the run; cross[i] and miss[i] are measured next to each other.
+  const drift = Array.from({ length: 50 }, (_, i) => 20 + (60 * i) / 49);
+  const miss = drift.map((d, i) => d + (i % 3));
+  assert.equal(pairedShift(miss.map((m) => m + 5), miss), 5);
+  // The cross samples happen to fall where the machine was quieter (the first 40 rounds only).
+  const cross = miss.slice(0, 40).map((m) => m + 0.5);
+  const pairedMiss = miss.slice(0, 40);
+  assert.ok(Math.abs(median(cross) - median(miss)) / median(miss) > 0.1, "the plain medians of unpaired samples differ by over 10 %");
+  assert.equal(pairedShift(cross, pairedMiss), 0.5);
+  assert.throws(() => pairedShift([1], [1, 2]), /one length/);
 });
