@@ -44,9 +44,8 @@ export function ksTest(a: readonly number[], b: readonly number[]): { d: number;
  * differences a[i] - b[i]. Pairing cancels what drifts slowly (a shared machine's load). On TTFTs
  * measured under load (heavy-tailed differences) it was steadier than the Hodges–Lehmann estimate
  * and than the median of log ratios: resampling five recorded rounds, a round with no effect
- * crossed 10 % in 3–17 % of resamples (100 pairs: 0–3 %), against 14–41 % for Hodges–Lehmann and
- * 44–63 % for the
- * difference of the plain medians.
+ * crossed 10 % in 3–17 % of resamples (100 pairs: 0–3 %), against 14–41 % for Hodges–Lehmann
+ * and 44–63 % for the difference of the plain medians.
  */
 export function pairedShift(a: readonly number[], b: readonly number[]): number {
   if (a.length !== b.length || a.length === 0) throw new Error(`pairedShift needs two samples of one length (${a.length}, ${b.length})`);
