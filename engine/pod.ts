@@ -16,7 +16,7 @@ import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
 import type { ModelRuntime } from "./runtime/runtime.ts";
 import { NativeRuntime } from "./runtime/native-runtime.ts";
 import type { Backend, PipelineDecode } from "./cli/options.ts";
-import { fleetGuard, fleetTokenSource, readFleetToken } from "./access/fleet-auth.ts";
+import { fleetGuard, fleetTokenSource, type FleetTokens } from "./access/fleet-auth.ts";
 import { identityHeaders } from "./access/identity.ts";
 import { createTenantCacheMetric } from "./access/tenant-metrics.ts";
 import { KvSealer } from "./kvstore/kv-seal.ts";
@@ -68,6 +68,8 @@ export interface ModelPodOptions {
   kvStoreTimeoutMs?: number;
   /** The fleet's token file: requests without the token are refused; hand-offs and KV store calls send it. Default none. */
   fleetTokenFile?: string;
+  /** The KV store's own token file, when it has one; default the fleet token. */
+  kvStoreTokenFile?: string;
   /** Master key file of per-tenant KV entry encryption (prefill/aggregated). Default none. */
   kvEncryptionKeyFile?: string;
 }
@@ -80,11 +82,11 @@ async function kvModelIdentity(modelPath: string, checksum: string | undefined):
   return checksum ?? `${basename(modelPath)}:${(await stat(modelPath)).size}`;
 }
 
-async function kvPrefixCache(opts: ModelPodOptions, modelPath: string, runtime: ModelRuntime, metrics: EngineMetrics): Promise<KvPrefixCache | undefined> {
+async function kvPrefixCache(opts: ModelPodOptions, modelPath: string, runtime: ModelRuntime, deps: { metrics: EngineMetrics; storeToken: FleetTokens }): Promise<KvPrefixCache | undefined> {
+  const { metrics, storeToken } = deps;
   if (!opts.kvStore || opts.role === "decode") return undefined;
-  const fleetToken = opts.fleetTokenFile ? readFleetToken(opts.fleetTokenFile) : undefined;
   return new KvPrefixCache({
-    headers: identityHeaders(fleetToken),
+    headers: () => identityHeaders(storeToken.token()),
     ...(opts.kvEncryptionKeyFile ? { sealer: KvSealer.fromFile(opts.kvEncryptionKeyFile) } : {}),
     url: opts.kvStore.replace(/\/+$/, ""),
     timeoutMs: opts.kvStoreTimeoutMs ?? 5000,
@@ -213,11 +215,12 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const metrics = createEngineMetrics(opts.role, opts.withProcessMetrics ?? false);
   watchKvStray(metrics, runtime);
   watchSteps(metrics, runtime);
-  const kvCache = await kvPrefixCache(opts, modelPath, runtime, metrics);
+  const token = fleetTokenSource(opts.fleetTokenFile, { log: (l) => process.stderr.write(`${l}\n`) });
+  const storeToken = opts.kvStoreTokenFile ? fleetTokenSource(opts.kvStoreTokenFile, { log: (l) => process.stderr.write(`kv store ${l}\n`) }) : token;
+  const kvCache = await kvPrefixCache(opts, modelPath, runtime, { metrics, storeToken });
   const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, kvCache);
   const tenantHits = createTenantCacheMetric(metrics.registry);
   service.onTenantHits = (tenant, tokens): void => tenantHits.inc({ tenant }, tokens);
-  const token = fleetTokenSource(opts.fleetTokenFile);
   const tcp = opts.role === "decode" ? await kvListener(opts, runtime) : undefined;
   const routes = handoffRoutes({
     role: opts.role,
@@ -231,7 +234,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   });
   const extraRoutes = express.Router().use(routes.router);
   if (kvCache) extraRoutes.use(contextsRoute(service, kvCache));
-  const app = createEngineApp({ service, metrics, extraRoutes, guard: fleetGuard(token.token) });
+  const app = createEngineApp({ service, metrics, extraRoutes, guard: fleetGuard(token) });
   return {
     app,
     service,
@@ -239,6 +242,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
     kvCache,
     async [Symbol.asyncDispose](): Promise<void> {
       token[Symbol.dispose]();
+      storeToken[Symbol.dispose]();
       await routes[Symbol.asyncDispose]();
       await kvCache?.[Symbol.asyncDispose]();
       await runtime[Symbol.asyncDispose]();

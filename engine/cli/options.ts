@@ -74,6 +74,7 @@ export interface EngineOptions {
   tiers: TierSpec[];
   /** Every role: the fleet's shared token (engines refuse requests without it; the router and prefill pods send it). Default none. */
   fleetTokenFile: string | undefined;
+  kvStoreTokenFile: string | undefined;
   /** Prefill/aggregated: master key of the per-tenant AES-GCM encryption of KV entries. Default none (plaintext). */
   kvEncryptionKeyFile: string | undefined;
   /** Router: tenants, keys and limits in a watched YAML/JSON file. Default none. */
@@ -151,9 +152,13 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        disk: path=DIR; objectStore: endpoint=URL,bucket=B[,region=R]
                        (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
                        (default: name=ram,medium=memory,capacity=1Gi)
-  --fleet-token-file F every role: the fleet's token (a mounted Secret key, re-read when it changes);
-                       engine pods refuse every request without it but /health, /ready and
-                       /metrics, and the router and prefill pods send it (default: none, open)
+  --fleet-token-file F every role: the fleet's token (a mounted Secret key, re-read when it changes;
+                       one token a line: the first is sent, all are accepted, a removed one for
+                       5 more minutes); engine pods and the KV store refuse every request without
+                       it but /health, /ready and /metrics; the router and prefill pods send it
+                       (default: none, open)
+  --kv-store-token-file F  prefill/aggregated: the KV store's token, when the store has its own
+                       (KVStore spec.fleetSecretRef) (default: the --fleet-token-file tokens)
   --kv-encryption-key-file F  prefill/aggregated: master key (>= 32 bytes) of the per-tenant
                        AES-256-GCM encryption of KV entries before they leave the pod
                        (default: none, entries are stored in plaintext)
@@ -238,6 +243,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "tenant-salt": { type: "string" },
       tier: { type: "string", multiple: true },
       "fleet-token-file": { type: "string" },
+      "kv-store-token-file": { type: "string" },
       "kv-encryption-key-file": { type: "string" },
       "access-file": { type: "string" },
       "access-tenants": { type: "string" },
@@ -294,10 +300,11 @@ function toOptions(raw: RawValues): EngineOptions {
   };
 }
 
-function accessOptions(v: Values): Pick<EngineOptions, "fleetTokenFile" | "kvEncryptionKeyFile" | "accessFile" | "accessTenants" | "accessNamespace" | "routerService"> {
+function accessOptions(v: Values): Pick<EngineOptions, "fleetTokenFile" | "kvStoreTokenFile" | "kvEncryptionKeyFile" | "accessFile" | "accessTenants" | "accessNamespace" | "routerService"> {
   if (v["access-file"] !== undefined && v["access-tenants"] !== undefined) throw new Error("--access-file and --access-tenants exclude each other");
   return {
     fleetTokenFile: v["fleet-token-file"],
+    kvStoreTokenFile: v["kv-store-token-file"],
     kvEncryptionKeyFile: v["kv-encryption-key-file"],
     accessFile: v["access-file"],
     accessTenants: v["access-tenants"],

@@ -9,7 +9,7 @@ import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from
 import { modelDrain, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, KV_HANDOFF_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { kvStoreEndpoint } from "./kvstore.ts";
-import { engineAccess } from "./access.ts";
+import { engineAccess, kvStoreClientAccess } from "./access.ts";
 import { rolloutOf } from "./rollout.ts";
 import { invalidSpecConditions, poolSpecProblem } from "./invalid-spec.ts";
 
@@ -79,7 +79,9 @@ function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: Poo
   const cpu = pool.spec.resources?.cpu ?? "2";
   const gpus = pool.spec.gpusPerReplica;
   const onGPUs = modelOnGPUs(model, [pool, ...world.prefillPools, ...world.decodePools]);
-  const access = engineAccess(model, role);
+  const fleet = engineAccess(model, role);
+  const store = kvStoreClientAccess(model, world.kvStore, role);
+  const access = { args: [...fleet.args, ...store.args], volumes: [...fleet.volumes, ...store.volumes], mounts: [...fleet.mounts, ...store.mounts] };
   const template = enginePodTemplate({
     labels: meta.labels,
     role,
