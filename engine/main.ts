@@ -1,6 +1,6 @@
 /** `npm run engine -- --role aggregated|prefill|decode|router|kvstore [...]`; see engine/README.md. */
 import type { RequestListener } from "node:http";
-import { HELP, parseEngineOptions } from "./cli/options.ts";
+import { HELP, parseEngineOptions, type EngineOptions } from "./cli/options.ts";
 import { createModelPod } from "./pod.ts";
 import { fillModelCache, waitForFilledModel } from "./model/filled-cache.ts";
 import { createRouterApp } from "./router/router-app.ts";
@@ -42,6 +42,10 @@ async function main(): Promise<void> {
     await fillOrWait(options.model, options.modelCache, options.modelChecksum);
     return;
   }
+  await serve(options);
+}
+
+async function serve(options: EngineOptions): Promise<void> {
   let dispose: () => Promise<void> = async () => {};
   let app;
   if (options.role === "router") {

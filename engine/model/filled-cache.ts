@@ -78,15 +78,7 @@ export async function waitForFilledModel(uri: string, opts: WaitOptions = {}): P
   let lastLog = -Infinity;
   for (;;) {
     const record = await readRecord(uri);
-    if (record) {
-      if (opts.checksum && record.checksum !== opts.checksum) {
-        throw new Error(`the model cache's fill of ${uri} has ${record.checksum}, --model-checksum says ${opts.checksum}: the fill Job fills a new record when the Model's source changes`);
-      }
-      const path = resolve(modelsDir(), record.file);
-      const size = (await stat(path).catch(() => undefined))?.size;
-      if (size !== record.size) throw new Error(`the model cache's file ${path} has ${size ?? "no"} bytes, its fill record says ${record.size}`);
-      return path;
-    }
+    if (record) return recordedFile(uri, record, opts.checksum);
     if (opts.timeoutMs !== undefined && Date.now() - start > opts.timeoutMs) throw new Error(`no fill of ${uri} in ${modelsDir()} after ${opts.timeoutMs} ms`);
     if (Date.now() - lastLog >= (opts.logEveryMs ?? 30_000)) {
       opts.log?.(`waiting for the model cache to be filled with ${uri} (${fillRecordPath(uri)}), ${Math.round((Date.now() - start) / 1000)} s so far`);
@@ -94,4 +86,15 @@ export async function waitForFilledModel(uri: string, opts: WaitOptions = {}): P
     }
     await new Promise((r) => setTimeout(r, opts.pollMs ?? 1000));
   }
+}
+
+/** The recorded file's path, once it is the one asked for (`checksum`) and still whole. */
+async function recordedFile(uri: string, record: FillRecord, checksum: string | undefined): Promise<string> {
+  if (checksum && record.checksum !== checksum) {
+    throw new Error(`the model cache's fill of ${uri} has ${record.checksum}, --model-checksum says ${checksum}: the fill Job fills a new record when the Model's source changes`);
+  }
+  const path = resolve(modelsDir(), record.file);
+  const size = (await stat(path).catch(() => undefined))?.size;
+  if (size !== record.size) throw new Error(`the model cache's file ${path} has ${size ?? "no"} bytes, its fill record says ${record.size}`);
+  return path;
 }

@@ -126,7 +126,7 @@ test("an image volume cache: no claim, no Job, no wait; the image mounted read-o
 
 test("ModelCacheFilled follows the fill Job: Filling, then Filled, or FillFailed with the Job's message", () => {
   const model = cachedModel({});
-  const cond = (job?: V1Job) => findCondition(planModel(model, world({ fillJob: job })).status.conditions, "ModelCacheFilled");
+  const cond = (job?: V1Job): ReturnType<typeof findCondition> => findCondition(planModel(model, world({ fillJob: job })).status.conditions, "ModelCacheFilled");
   assert.equal(cond()?.status, "False");
   assert.equal(cond()?.reason, "Filling");
   const job = (type: string, message?: string): V1Job => ({ status: { conditions: [{ type, status: "True", ...(message ? { message } : {}) }] } }) as V1Job;
