@@ -110,7 +110,7 @@ test("an existing claim: the fill Job writes it, engine pods mount it read-only 
     assert.equal(filled.reason, "Filled");
     assert.match(filled.message ?? "", new RegExp(`Claim models holds ${URI.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
 
-    // The engine pods as the API server admitted them, scheduled on the node with the claim bound:
+    // The engine pods as the API server admitted them, scheduled (the claim is bound):
     // the claim read-only, the wait first, the engine in filled mode.
     const pods = await eventually(
       async () => {
@@ -122,7 +122,7 @@ test("an existing claim: the fill Job writes it, engine pods mount it read-only 
     );
     for (const pod of pods) {
       const spec = pod.spec;
-      assert.equal(spec?.nodeName, "it-cache-cpu-0");
+      assert.ok(spec?.nodeName, "scheduled: the claim is bound");
       assert.deepEqual(spec?.volumes?.find((v) => v.name === "model-cache")?.persistentVolumeClaim, { claimName: "models", readOnly: true });
       assert.deepEqual(
         spec?.initContainers?.map((c) => [c.name, c.args]),
