@@ -122,13 +122,36 @@ function requestsPerClient(c: number): number {
 
 const request = (client: number, index: number): CompletionRequest => ({ prompt: benchPrompt(client * 1000 + index), maxTokens });
 
-async function sweep(name: string, send: (r: CompletionRequest) => Promise<StreamOutcome>, alive: () => string | undefined): Promise<Record<string, LoadSummary>> {
+const STEP_COUNTERS = ["llmfleet_engine_native_steps_total", "llmfleet_engine_native_step_sequences_total", "llmfleet_engine_native_step_seconds_total", "llmfleet_engine_native_step_tokens_total"] as const;
+
+/** The engine's batching-loop counters (a diagnostic of where the time goes), or undefined where it has none. */
+async function stepCounters(url: string | undefined): Promise<number[] | undefined> {
+  if (!url) return undefined;
+  const text = await (await fetch(`${url}/metrics`)).text().catch(() => "");
+  const values = STEP_COUNTERS.map((n) => Number(new RegExp(`^${n}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text)?.[1] ?? NaN));
+  return values.some((v) => Number.isNaN(v)) ? undefined : values;
+}
+
+/** Per sweep: sequences per native step, tokens per step, and the share of the wall time spent in native steps. */
+function stepFigures(before: number[] | undefined, after: number[] | undefined, wallMs: number): Record<string, number> | undefined {
+  if (!before || !after) return undefined;
+  const [calls, rows, busy, tokens] = after.map((v, i) => v - (before[i] ?? 0)) as [number, number, number, number];
+  if (calls <= 0) return undefined;
+  const r = (x: number, d = 100): number => Math.round(x * d) / d;
+  return { native_steps: calls, sequences_per_step: r(rows / calls), tokens_per_step: r(tokens / calls), step_ms: r((busy * 1000) / calls), native_busy_fraction: r((busy * 1000) / wallMs, 1000) };
+}
+
+async function sweep(name: string, send: (r: CompletionRequest) => Promise<StreamOutcome>, alive: () => string | undefined, metricsUrl?: string): Promise<Record<string, LoadSummary>> {
   const out: Record<string, LoadSummary> = {};
   await send({ prompt: benchPrompt(999_999), maxTokens: 8 }); // warm-up: first graphs, allocations
   for (const c of concurrencies) {
+    const before = await stepCounters(metricsUrl);
+    const t0 = performance.now();
     const s = await closedLoop(send, c, request, { perClient: requestsPerClient(c) });
-    out[String(c)] = s;
-    process.stderr.write(`bench:http: ${name} x${c}: ${s.tok_s} tok/s, TTFT p50 ${s.ttft_p50_ms} ms, ITL p90 ${s.itl_p90_ms} ms, ${s.errors} errors of ${s.requests}\n`);
+    const steps = stepFigures(before, await stepCounters(metricsUrl), performance.now() - t0);
+    out[String(c)] = steps ? { ...s, steps } : s;
+    const stepNote = steps ? `; ${steps.sequences_per_step} seqs/step, ${steps.step_ms} ms/step, native busy ${Math.round((steps.native_busy_fraction ?? 0) * 100)} %` : "";
+    process.stderr.write(`bench:http: ${name} x${c}: ${s.tok_s} tok/s, TTFT p50 ${s.ttft_p50_ms} ms, ITL p90 ${s.itl_p90_ms} ms, ${s.errors} errors of ${s.requests}${stepNote}\n`);
     const dead = alive();
     if (dead) {
       process.stderr.write(`bench:http: ${name} ${dead}\n`);
@@ -201,7 +224,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
     case "engine":
       return withEngine(model, "engine", async (server, client) => ({
         args: engineArgv("MODEL").join(" "),
-        runs: await sweep("engine", (r) => client.complete(r), server.exited),
+        runs: await sweep("engine", (r) => client.complete(r), server.exited, server.url),
         engine: server.exited() ?? "alive",
       }));
     case "llama-server":

@@ -11,7 +11,7 @@ import { handoffRoutes } from "./pd/handoff-routes.ts";
 import { stat } from "node:fs/promises";
 import { basename } from "node:path";
 import express from "express";
-import { Gauge } from "prom-client";
+import { Counter, Gauge } from "prom-client";
 import { createKvClientMetrics } from "./kvstore/client-metrics.ts";
 import { contextsRoute } from "./http/contexts-route.ts";
 import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
@@ -47,6 +47,8 @@ export interface ModelPodOptions {
   decodeLookahead?: number;
   /** native: pipelined decoding; default off (auto: on when layers are on a GPU). */
   pipelineDecode?: PipelineDecode;
+  /** native: one KV buffer for all sequences (default true with more than one). */
+  kvUnified?: boolean;
   /** Prefill role: decode pods to hand off to when the router names none. */
   decode?: string[];
   /**
@@ -134,7 +136,35 @@ async function loadRuntime(opts: ModelPodOptions, modelPath: string): Promise<Mo
     gpuLayers: opts.gpuLayers ?? 0,
     decodeLookahead: opts.decodeLookahead ?? 1,
     ...(pipeline === "auto" ? {} : { pipelineDecode: pipeline === "on" }),
+    ...(opts.kvUnified === undefined ? {} : { kvUnified: opts.kvUnified }),
   });
+}
+
+/**
+ * The batching loop's totals as counters: native step calls, the sequences in them, and the
+ * seconds spent in them. Per scrape interval, rows / calls is how full the steps are and busy /
+ * wall time how much of the time the model ran (the rest is JavaScript: HTTP, JSON, scheduling).
+ */
+function watchSteps(metrics: EngineMetrics, runtime: ModelRuntime): void {
+  const stats = runtime.stepStats;
+  if (!stats) return;
+  const counters: Array<[string, string, () => number]> = [
+    ["llmfleet_engine_native_steps_total", "Native step calls of the batching loop", () => stats.calls],
+    ["llmfleet_engine_native_step_sequences_total", "Sequences over all native step calls (divided by the calls: sequences per step)", () => stats.rows],
+    ["llmfleet_engine_native_step_seconds_total", "Seconds spent in native step calls", () => stats.busySeconds],
+    ["llmfleet_engine_native_step_tokens_total", "Tokens evaluated by native step calls (prompt chunks and decodes)", () => stats.tokens],
+  ];
+  for (const [name, help, read] of counters) {
+    new Counter({
+      name,
+      help,
+      registers: [metrics.registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  }
 }
 
 /** llmfleet_kv_stray_tokens: read at each scrape, between steps (a leak of KV cells shows here). */
@@ -196,6 +226,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const runtime = await loadRuntime(opts, modelPath);
   const metrics = createEngineMetrics(opts.role, opts.withProcessMetrics ?? false);
   watchKvStray(metrics, runtime);
+  watchSteps(metrics, runtime);
   const kvCache = await kvPrefixCache(opts, modelPath, runtime, metrics);
   const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, kvCache);
   const tenantHits = createTenantCacheMetric(metrics.registry);

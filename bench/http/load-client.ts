@@ -173,6 +173,8 @@ export class LoadClient {
 }
 
 export interface LoadSummary {
+  /** The engine's batching loop over the run (bench/http.ts stepFigures), where the server has one. */
+  steps?: Record<string, number>;
   concurrency: number;
   requests: number;
   errors: number;

@@ -39,6 +39,8 @@ export interface EngineOptions {
   decodeLookahead: number;
   /** native: launch each decode step before the last one's tokens reach JavaScript; auto = on with layers on a GPU; default off. */
   pipelineDecode: PipelineDecode;
+  /** native: one KV buffer for all sequences (prefix sharing by cell, the default) or one stream per sequence. */
+  kvUnified: boolean | undefined;
   prefill: string[];
   decode: string[];
   /** Decode: this pod's own URL for KV hand-offs (default: the address the hand-off arrived on). */
@@ -120,6 +122,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        the previous step's tokens reach JavaScript, so the device never waits for
                        the round trip; auto = on when layers are on a GPU (default: off — with it
                        on, the engine on a GPU crashed under HTTP load from 24 concurrent streams)
+  --kv-unified M       native: on | off; on = one KV buffer for all sequences, so sequences share a
+                       prefix's cells (seq_cp); off = one KV stream per sequence, each attending over
+                       its own cells only (prefixes are shared by a device copy) (default: on with
+                       --parallel above 1)
   --prefill URL[,URL]  router: prefill pods
   --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
   --advertise-url URL  decode: this pod's own URL, told to prefill pods on a KV hand-off so the
@@ -218,6 +224,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "gpu-layers": { type: "string" },
       "decode-lookahead": { type: "string" },
       "pipeline-decode": { type: "string" },
+      "kv-unified": { type: "string" },
       prefill: { type: "string" },
       decode: { type: "string" },
       "advertise-url": { type: "string" },
@@ -328,10 +335,10 @@ function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs
   };
 }
 
-function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" | "decodeLookahead" | "pipelineDecode"> {
+function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" | "decodeLookahead" | "pipelineDecode" | "kvUnified"> {
   const backend = v.backend ?? "native";
   if (!(BACKENDS as readonly string[]).includes(backend)) throw new Error(`--backend must be one of ${BACKENDS.join(", ")}; got ${backend}`);
-  for (const name of ["gpu-layers", "decode-lookahead", "pipeline-decode"]) {
+  for (const name of ["gpu-layers", "decode-lookahead", "pipeline-decode", "kv-unified"]) {
     if (backend !== "native" && v[name] !== undefined) throw new Error(`--${name} applies only to --backend native`);
   }
   return {
@@ -339,7 +346,14 @@ function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" 
     gpuLayers: gpuLayers(v["gpu-layers"]),
     decodeLookahead: positiveInt("decode-lookahead", v["decode-lookahead"], 1),
     pipelineDecode: pipelineDecode(v["pipeline-decode"]),
+    kvUnified: onOff("kv-unified", v["kv-unified"]),
   };
+}
+
+function onOff(name: string, v: string | undefined): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (v !== "on" && v !== "off") throw new Error(`--${name} must be on or off; got ${v}`);
+  return v === "on";
 }
 
 function pipelineDecode(v: string | undefined): PipelineDecode {

@@ -4,8 +4,9 @@
  * memory buffers instead of files. On the GPU this is the path that batches at llama.cpp's own
  * speed; on CPU the same code runs with gpuLayers 0.
  *
- * A sequence that starts with a prefix another sequence already holds gets it by seq_cp: with
- * the unified KV the cells are shared, so a hot context is reused without any copy or load.
+ * A sequence that starts with a prefix another sequence already holds gets it by seq_cp: each
+ * sequence has its own KV stream (by default), and llama.cpp copies the donor's stream on the
+ * device at the next decode, so a hot context is reused without a recompute or a load.
  */
 import { basename } from "node:path";
 import { loadNativeAddon, type NativeEngine } from "../native/binding.ts";
@@ -17,6 +18,7 @@ import {
   type RuntimeInfo,
   type RuntimeSequence,
   type Sampling,
+  type StepStats,
   type Token,
   type TokenLogprob,
 } from "./runtime.ts";
@@ -31,9 +33,12 @@ export interface NativeRuntimeOptions extends LlamaRuntimeOptions {
   /** Share prefixes between sequences (default true): by cell sharing (unified KV) or a device copy. */
   sharePrefixes?: boolean;
   /**
-   * Default true with more than one sequence: one KV buffer for all sequences (prefix sharing costs nothing; cells go to
-   * whichever sequence needs them). false: one stream per sequence, which attends over its own
-   * cells only — faster batched decode of unrelated sequences on the GPU.
+   * true: one KV buffer for all sequences (a shared prefix's cells are shared, no copy; cells go to
+   * whichever sequence needs them) — but every sequence's attention then spans every used cell
+   * of the buffer, masked, so a step's attention grows with the square of the sequences: on
+   * CPU at 64 sequences of ~300 tokens a step took 613 ms against 35 ms per stream (bench:http,
+   * 2026-12-05). Default false: one stream per sequence, attending over its own cells only;
+   * prefixes are shared by a device copy of the donor's stream.
    */
   kvUnified?: boolean;
   /** KV cells in all (unified) — default contextSize × parallel. Per-stream KV always gets contextSize each. */
@@ -217,8 +222,8 @@ export class NativeRuntime implements ModelRuntime {
   }
 
   static async load(opts: NativeRuntimeOptions): Promise<NativeRuntime> {
-    // One sequence has nobody to share a prefix with, and its decode is ~2 % faster on one stream (H100, bench/results/gpu.json).
-    const unified = opts.kvUnified ?? opts.parallel > 1;
+    // Per-stream KV by default: see kvUnified.
+    const unified = opts.kvUnified ?? false;
     const engine = await (await loadNativeAddon()).load(opts.modelPath, {
       gpuLayers: opts.gpuLayers ?? 0,
       contextSize: unified ? (opts.kvCells ?? opts.contextSize * opts.parallel) : opts.contextSize * opts.parallel,
@@ -248,6 +253,10 @@ export class NativeRuntime implements ModelRuntime {
       if (length > (best?.length ?? than)) best = { seq, length };
     }
     return best;
+  }
+
+  get stepStats(): StepStats {
+    return this.scheduler.stats;
   }
 
   kvStrayTokens(): Promise<number> {
