@@ -3,6 +3,8 @@ import type { Express } from "express";
 import { createEngineApp } from "./http/engine-app.ts";
 import { createEngineMetrics, type EngineMetrics, type Role } from "./metrics/engine-metrics.ts";
 import { ensureModel, verifyChecksum } from "./model/fetch.ts";
+import { waitForFilledModel } from "./model/filled-cache.ts";
+import type { ModelCacheMode } from "./cli/options.ts";
 import { CompletionService } from "./serving/completion-service.ts";
 import { SequencePool } from "./serving/sequence-pool.ts";
 import { handoffRoutes } from "./pd/handoff-routes.ts";
@@ -29,6 +31,8 @@ export interface ModelPodOptions {
   model: string;
   /** Expected "sha256:<hex>" of the model file; the pod refuses to start on another. Default none. */
   modelChecksum?: string;
+  /** filled: the cache is read-only, filled by a Job: wait for its fill record (engine/model/filled-cache.ts). Default fetch. */
+  modelCache?: ModelCacheMode;
   threads: number;
   ctxSize: number;
   parallel: number;
@@ -208,9 +212,19 @@ async function kvListener(opts: ModelPodOptions, runtime: ModelRuntime): Promise
   }
 }
 
-export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
+/** The model file: from a filled read-only cache (its fill verified it), else fetched and verified here. */
+async function resolveModel(opts: ModelPodOptions): Promise<string> {
+  if (opts.modelCache === "filled") {
+    const log = (line: string): void => void process.stderr.write(`engine (${opts.role}): ${line}\n`);
+    return waitForFilledModel(opts.model, { ...(opts.modelChecksum ? { checksum: opts.modelChecksum } : {}), log });
+  }
   const modelPath = await ensureModel(opts.model);
   if (opts.modelChecksum) await verifyChecksum(modelPath, opts.modelChecksum);
+  return modelPath;
+}
+
+export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
+  const modelPath = await resolveModel(opts);
   const runtime = await loadRuntime(opts, modelPath);
   const metrics = createEngineMetrics(opts.role, opts.withProcessMetrics ?? false);
   watchKvStray(metrics, runtime);

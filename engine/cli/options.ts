@@ -63,6 +63,8 @@ export interface EngineOptions {
   drainTimeoutSeconds: number;
   /** Expected sha256 of the model file, "sha256:<hex>"; the pod refuses another file. */
   modelChecksum: string | undefined;
+  /** How the model reaches $LLMFLEET_CACHE (engine/model/filled-cache.ts): fetch (default), fill, wait or filled. */
+  modelCache: ModelCacheMode;
   /** Prefill/aggregated: KV store endpoint; prompts' cached prefixes are loaded from it. */
   kvStore: string | undefined;
   /** Longest wait for the KV store before recomputing instead. */
@@ -98,6 +100,11 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        fetched once into $LLMFLEET_CACHE/models, default ~/.cache/llmfleet/models)
   --model-uri URI      alias of --model
   --model-checksum sha256:HEX  refuse a model file with another digest (default: no check)
+  --model-cache MODE   fetch: fetch the model into the cache if it is not there (default);
+                       fill: fetch and verify it, write the cache's fill record and exit (a
+                       Model's fill Job); wait: wait for the fill record and exit (its init
+                       container); filled: the cache is read-only and filled by a Job — wait for
+                       the fill record, then serve the file it names, never writing the cache
   --threads N          llama.cpp threads (default: number of CPUs, ${availableParallelism()} here)
   --ctx-size N         tokens per sequence, prompt + completion (default: 2048)
   --parallel N         concurrent sequences sharing one context (default: 4)
@@ -234,6 +241,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "discover-endpoints": { type: "boolean" },
       "max-streams": { type: "string" },
       "model-checksum": { type: "string" },
+      "model-cache": { type: "string" },
       "drain-delay-seconds": { type: "string" },
       "drain-timeout-seconds": { type: "string" },
       "kv-store": { type: "string" },
@@ -292,12 +300,22 @@ function toOptions(raw: RawValues): EngineOptions {
     discoverEndpoints: v["discover-endpoints"] ?? false,
     maxStreams: positiveInt("max-streams", v["max-streams"], 1024),
     modelChecksum: checksum(v["model-checksum"]),
+    modelCache: modelCacheMode(v["model-cache"]),
     drainDelaySeconds: nonNegativeInt("drain-delay-seconds", v["drain-delay-seconds"], 0),
     drainTimeoutSeconds: nonNegativeInt("drain-timeout-seconds", v["drain-timeout-seconds"], 30),
     headersTimeoutSeconds: positiveInt("headers-timeout-seconds", v["headers-timeout-seconds"], 10),
     ...kvOptions(v),
     ...accessOptions(v),
   };
+}
+
+export type ModelCacheMode = "fetch" | "fill" | "wait" | "filled";
+const MODEL_CACHE_MODES = new Set<string>(["fetch", "fill", "wait", "filled"]);
+
+function modelCacheMode(v: string | undefined): ModelCacheMode {
+  if (v === undefined) return "fetch";
+  if (!MODEL_CACHE_MODES.has(v)) throw new Error(`--model-cache must be one of fetch, fill, wait, filled; got ${v}`);
+  return v as ModelCacheMode;
 }
 
 function accessOptions(v: Values): Pick<EngineOptions, "fleetTokenFile" | "kvStoreTokenFile" | "kvEncryptionKeyFile" | "accessFile" | "accessTenants" | "accessNamespace" | "routerService"> {

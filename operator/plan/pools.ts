@@ -6,6 +6,7 @@ import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../../lib/
 import { deployment, disruptionBudget, ownerRef, service, type ChildMeta } from "./children.ts";
 import { readinessConditions, setConditions, type ConditionInput, type Plan } from "./conditions.ts";
 import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
+import { engineCache } from "./model-cache.ts";
 import { modelDrain, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, KV_HANDOFF_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { kvStoreEndpoint } from "./kvstore.ts";
@@ -82,10 +83,12 @@ function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: Poo
   const fleet = engineAccess(model, role);
   const store = kvStoreClientAccess(model, world.kvStore, role);
   const access = { args: [...fleet.args, ...store.args], volumes: [...fleet.volumes, ...store.volumes], mounts: [...fleet.mounts, ...store.mounts] };
+  const image = pool.spec.image ?? model.spec.runtime?.image ?? defaultEngineImage(world, gpus);
   const template = enginePodTemplate({
     labels: meta.labels,
     role,
-    image: pool.spec.image ?? model.spec.runtime?.image ?? defaultEngineImage(world, gpus),
+    image,
+    modelCache: engineCache(model, image),
     args: [...modelArgs(model, { cpu, gpus, modelOnGPUs: onGPUs }), ...wiringArgs(role, world, namespaceOf(pool)), ...access.args, ...modelExtraArgs(model)],
     volumes: access.volumes,
     mounts: access.mounts,

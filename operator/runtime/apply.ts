@@ -12,6 +12,8 @@ const CHILD_TYPES: Record<string, ResourceType> = {
   ServiceAccount: R.ServiceAccount,
   Role: R.Role,
   RoleBinding: R.RoleBinding,
+  Job: R.Job,
+  PersistentVolumeClaim: R.PersistentVolumeClaim,
 };
 
 export function fieldManager(controller: string): string {
