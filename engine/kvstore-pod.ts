@@ -44,9 +44,9 @@ export async function createKvStorePod(opts: KvStorePodOptions): Promise<KvStore
   aliasIndex.store = store;
   await store.indexAliases();
   const config = { blockTokens: opts.blockTokens, codec: opts.codec, tenantSalt: opts.tenantSalt };
-  const token = fleetTokenSource(opts.fleetTokenFile);
+  const token = fleetTokenSource(opts.fleetTokenFile, { log: (l) => process.stderr.write(`${l}\n`) });
   return {
-    app: createKvStoreApp({ store, metrics, config, guard: fleetGuard(token.token) }),
+    app: createKvStoreApp({ store, metrics, config, guard: fleetGuard(token) }),
     store,
     metrics,
     [Symbol.asyncDispose]: () => {

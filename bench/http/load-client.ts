@@ -87,6 +87,12 @@ export class LoadClient {
     private readonly baseUrl: string,
     maxSockets: number,
     private readonly model = "default",
+    /**
+     * Reuse connections (default). llama-server closes a connection after each streamed answer;
+     * a client reusing it then fails every second request with "socket hang up" (half of
+     * llama-server's requests in the H200 run of 2026-12-05), so its section connects anew.
+     */
+    keepAlive = true,
   ) {
     // With a timeout set, Node's agent honours the server's "Keep-Alive: timeout=5" and drops an idle
     // socket a second before the server would close it. Without one it keeps idle sockets forever,
@@ -94,7 +100,7 @@ export class LoadClient {
     // the rolling-restart phase of bench:scale-router lost requests so on the router that stayed up,
     // whose idle sockets it reused when the other went away. (Idle sockets only: a stream's gaps
     // raise a 'timeout' event that nothing here acts on.)
-    this.agent = new Agent({ keepAlive: true, maxSockets, timeout: 60_000 });
+    this.agent = new Agent({ keepAlive, maxSockets, timeout: 60_000 });
   }
 
   close(): void {
@@ -179,6 +185,8 @@ export class LoadClient {
 }
 
 export interface LoadSummary {
+  /** The engine's batching loop over the run (bench/http.ts stepFigures), where the server has one. */
+  steps?: Record<string, number>;
   concurrency: number;
   requests: number;
   errors: number;

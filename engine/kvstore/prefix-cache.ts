@@ -34,8 +34,8 @@ export interface PrefixCacheOptions {
   layout: KvLayout;
   metrics: KvClientMetrics;
   log?: (line: string) => void;
-  /** Headers of every request to the store (the fleet token); default none. */
-  headers?: Record<string, string>;
+  /** Headers of every request to the store (its fleet token), asked per request: a rotated token is sent at once. Default none. */
+  headers?: () => Record<string, string>;
   /** Encrypts payloads per KV namespace before they leave the pod; default none (plaintext). */
   sealer?: KvSealer;
   /**
@@ -122,7 +122,7 @@ export class KvPrefixCache implements AsyncDisposable {
   }
 
   private get headers(): Record<string, string> {
-    return this.opts.headers ?? {};
+    return this.opts.headers?.() ?? {};
   }
 
   /**
