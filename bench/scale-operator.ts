@@ -1,4 +1,4 @@
-// `npm run bench:scale-operator -- [--n 250] [--idle-seconds 60] [--memory-limit chart|none|MiB] [--out FILE] [--operator-root DIR]`:
+// `npm run bench:scale-operator -- [--n 250] [--idle-seconds 60] [--memory-limit chart|none|MiB] [--operator-form bundle|tsx] [--out FILE] [--operator-root DIR]`:
 // the operator at scale on the real control plane (kube-apiserver, etcd, controller-manager,
 // scheduler, kwok from the cache), running as a process under the chart's RBAC. N Models, each
 // with a prefill and a decode pool of 2 pods on one kwok node group. Measured per phase: apply →
@@ -22,7 +22,7 @@ import { kubectlOk } from "../testing/kubectl.ts";
 import { operatorServiceAccount } from "../testing/operator-rbac.ts";
 import { childApplies, countRequests, delta, fleetManifests, statusApplies, type AutoscalingMode, type OperatorSnapshot, type SnapshotDelta } from "../testing/scale-fleet.ts";
 import { allGone, allReady, allRolledOut, digestChanges, poolReadyReplicas, poolStatusDigest, waitFor } from "./scale/fleet-state.ts";
-import { chartOperatorMemoryLimit, quiescent, startOperatorRun, type OperatorRun } from "./scale/operator-run.ts";
+import { chartOperatorMemoryLimit, quiescent, startOperatorRun, type OperatorForm, type OperatorRun } from "./scale/operator-run.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const NS = "scale";
@@ -41,6 +41,7 @@ interface Ctx {
   restarts: number;
   /** The operator process's memory limit (a cgroup), or none. */
   memoryLimitBytes?: number;
+  form: OperatorForm;
 }
 
 interface Phase extends SnapshotDelta {
@@ -164,7 +165,7 @@ async function restart(ctx: Ctx): Promise<Phase> {
   await ctx.op.kill("SIGKILL");
   const killedAt = Date.now();
   ctx.restarts++;
-  ctx.op = startOperatorRun(ctx.root, `scale-${ctx.restarts}`, ctx.kubeconfig, ctx.memoryLimitBytes);
+  ctx.op = startOperatorRun(ctx.root, `scale-${ctx.restarts}`, ctx.kubeconfig, { memoryLimitBytes: ctx.memoryLimitBytes, form: ctx.form });
   const peak = rssPeak(ctx);
   const leading = await ctx.op.reconciling();
   const quiet = await quiescent(ctx.op);
@@ -277,11 +278,12 @@ function memoryLimit(value: string, root: string): number | undefined {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { n: { type: "string" }, "idle-seconds": { type: "string" }, out: { type: "string" }, "operator-root": { type: "string" }, "memory-limit": { type: "string" } } });
+  const { values } = parseArgs({ options: { n: { type: "string" }, "idle-seconds": { type: "string" }, out: { type: "string" }, "operator-root": { type: "string" }, "memory-limit": { type: "string" }, "operator-form": { type: "string" } } });
   const n = Number(values.n ?? 250);
   const root = resolve(values["operator-root"] ?? ROOT);
   const out = resolve(values.out ?? join(ROOT, "bench/results/scale-operator.json"));
   const memoryLimitBytes = memoryLimit(values["memory-limit"] ?? "none", root);
+  const form = (values["operator-form"] ?? "bundle") as OperatorForm;
   const env = await setup(n);
   const ctx: Ctx = {
     admin: env.admin,
@@ -289,9 +291,10 @@ async function main(): Promise<void> {
     root,
     kubeconfig: env.kubeconfig,
     idleSeconds: Number(values["idle-seconds"] ?? 60),
-    op: startOperatorRun(root, "scale-0", env.kubeconfig, memoryLimitBytes),
+    op: startOperatorRun(root, "scale-0", env.kubeconfig, { memoryLimitBytes, form }),
     restarts: 0,
     memoryLimitBytes,
+    form,
   };
   const startedAt = new Date().toISOString();
   try {
@@ -301,6 +304,7 @@ async function main(): Promise<void> {
       ...summary(n, phases),
       baseline: "idle requests of the same fleet in autoscaling mode external, same run",
       operator_root: root,
+      operator_form: form,
       operator_memory_limit_mb: memoryLimitBytes === undefined ? null : memoryLimitBytes / 2 ** 20,
       machine: { cpus: cpus().length, model: cpus()[0]?.model, load_avg_at_end: loadavg(), shared: true },
       started_at: startedAt,

@@ -1,8 +1,9 @@
 // The operator as the scale benchmark runs it: a child process of operator/main.ts from a given
 // source tree (this one, or a baseline's), under the chart's RBAC, with its /metrics read as
 // snapshots and its memory and CPU read from /proc.
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseSnapshot, processStats, quiescent as quiet, type OperatorSnapshot, type QuietOptions } from "../../testing/scale-fleet.ts";
@@ -40,8 +41,33 @@ function memoryCgroup(name: string, bytes: number): string {
   return join(dir, "cgroup.procs");
 }
 
-export function startOperatorRun(root: string, id: string, kubeconfig: string, memoryLimitBytes?: number): OperatorRun {
-  const args = ["--import", "tsx", "operator/main.ts", "--health-port", "0", "--health-host", "127.0.0.1", "--id", id, "--lease-namespace", "llmfleet-system"];
+const bundles = new Map<string, string>();
+
+/**
+ * operator/main.ts of `root` as the operator image runs it: one esbuild bundle beside a
+ * node_modules link (@pulumi/* left external), built as scripts/images/build.sh builds it, once.
+ */
+export function operatorBundle(root: string): string {
+  let out = bundles.get(root);
+  if (out) return out;
+  const work = mkdtempSync(join(tmpdir(), "llmfleet-scale-operator-"));
+  symlinkSync(join(root, "node_modules"), join(work, "node_modules"));
+  writeFileSync(join(work, "package.json"), '{ "type": "module", "private": true }\n');
+  out = join(work, "operator.mjs");
+  const banner = "import { createRequire as __llmfleetRequire } from 'node:module'; const require = __llmfleetRequire(import.meta.url);";
+  const flags = ["--bundle", "--platform=node", "--format=esm", "--target=node20", "--log-level=warning", "--legal-comments=none", "--external:node-llama-cpp", "--external:@pulumi/*"];
+  execFileSync("npx", ["esbuild", "operator/main.ts", ...flags, `--outfile=${out}`, `--banner:js=${banner}`], { cwd: root, stdio: "inherit" });
+  bundles.set(root, out);
+  return out;
+}
+
+/** How the operator process runs: the image's bundle (default), or its source through tsx. */
+export type OperatorForm = "bundle" | "tsx";
+
+export function startOperatorRun(root: string, id: string, kubeconfig: string, o: { memoryLimitBytes?: number; form?: OperatorForm } = {}): OperatorRun {
+  const { memoryLimitBytes, form = "bundle" } = o;
+  const entry = form === "bundle" ? [operatorBundle(root)] : ["--import", "tsx", "operator/main.ts"];
+  const args = [...entry, "--health-port", "0", "--health-host", "127.0.0.1", "--id", id, "--lease-namespace", "llmfleet-system"];
   const procs = memoryLimitBytes === undefined ? undefined : memoryCgroup(`llmfleet-bench-operator-${process.pid}`, memoryLimitBytes);
   // In the cgroup from its first instruction: the shell moves itself there, then becomes node.
   const [command, argv] = procs ? ["sh", ["-c", `echo $$ > ${procs} && exec "$0" "$@"`, process.execPath, ...args]] : [process.execPath, args];
