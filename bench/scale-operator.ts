@@ -202,6 +202,29 @@ async function teardown(ctx: Ctx): Promise<Record<string, unknown>> {
 async function settle(ctx: Ctx): Promise<void> {
   await sleep(35_000);
   await quiescent(ctx.op);
+  await noStatusWrites(ctx, 35_000, 900_000);
+}
+
+const statusWriteTotal = (s: OperatorSnapshot): number => [...s.statusWrites.values()].reduce((a, b) => a + b, 0);
+
+/**
+ * Waits for `quietMs` (two autoscaler intervals and a margin) without a status write. The
+ * autoscaler's decision for an idle pool changes once more when its history first spans the
+ * stabilisation window ("hold at min N: idle for the stabilisation window"); pools applied over
+ * minutes cross it over minutes, and an idle minute measured before they all have is not idle.
+ */
+async function noStatusWrites(ctx: Ctx, quietMs: number, timeoutMs: number): Promise<void> {
+  const start = Date.now();
+  let last = statusWriteTotal(await ctx.op.snapshot());
+  let since = Date.now();
+  while (Date.now() - since < quietMs) {
+    if (Date.now() - start > timeoutMs) throw new Error(`status writes still going on after ${timeoutMs / 1000} s of settling`);
+    await sleep(1000);
+    const now = statusWriteTotal(await ctx.op.snapshot());
+    if (now !== last) since = Date.now();
+    last = now;
+  }
+  log(`settled: no status write for ${quietMs / 1000} s, after ${((Date.now() - start) / 1000).toFixed(0)} s`);
 }
 
 async function runMode(ctx: Ctx, mode: AutoscalingMode): Promise<Phase[]> {
