@@ -199,8 +199,18 @@ async function teardown(ctx: Ctx): Promise<Record<string, unknown>> {
 }
 
 /** Two autoscaler and actuator intervals (15 s each): their first decisions are real changes, written once; idle is measured after them. */
-async function settle(ctx: Ctx): Promise<void> {
-  await sleep(35_000);
+/** The autoscaler's default scale-down stabilisation window (operator/autoscaler/observe.ts); the bench's pools keep it. */
+const STABILISATION_SECONDS = 300;
+
+/**
+ * Before an idle minute: in mode slo, until every pool's history spans the stabilisation window
+ * (its decision changes once then, to "hold at min N: idle for the stabilisation window": at
+ * N = 250 an idle minute 35 s after the apply caught 243 such writes), two autoscaler intervals
+ * more, and no status write for 35 s; in mode external, 35 s (two actuator intervals).
+ */
+async function settle(ctx: Ctx, mode: AutoscalingMode, readyAt: number): Promise<void> {
+  const windowEnd = mode === "slo" ? readyAt + (STABILISATION_SECONDS + 35) * 1000 : 0;
+  await sleep(Math.max(35_000, windowEnd - Date.now()));
   await quiescent(ctx.op);
   await noStatusWrites(ctx, 35_000, 900_000);
 }
@@ -229,7 +239,7 @@ async function noStatusWrites(ctx: Ctx, quietMs: number, timeoutMs: number): Pro
 
 async function runMode(ctx: Ctx, mode: AutoscalingMode): Promise<Phase[]> {
   const phases = [await measure(ctx, `${mode}/apply`, () => applyFleet(ctx, mode))];
-  await settle(ctx);
+  await settle(ctx, mode, Date.now());
   phases.push(await measure(ctx, `${mode}/idle`, () => idle(ctx)));
   if (mode === "slo") {
     phases.push(await measure(ctx, "slo/scale-event", () => scaleOnePool(ctx)));
