@@ -2,9 +2,9 @@
 // source tree (this one, or a baseline's), under the chart's RBAC, with its /metrics read as
 // snapshots and its memory and CPU read from /proc.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseSnapshot, processStats, quiescent as quiet, type OperatorSnapshot, type QuietOptions } from "../../testing/scale-fleet.ts";
 
@@ -101,7 +101,11 @@ export function startOperatorRun(root: string, id: string, kubeconfig: string, o
       }
       return Date.now();
     },
-    kill: (signal) => killed(child, signal),
+    kill: async (signal) => {
+      await killed(child, signal);
+      // The cgroup goes with its process (one per process; rmdir fails while a child lingers, which is left as it is).
+      if (procs) rmdirQuiet(dirname(procs));
+    },
   };
 }
 
@@ -115,4 +119,12 @@ function killed(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
 /** Waits until the operator is quiet (testing/scale-fleet.ts quiescent). */
 export function quiescent(op: OperatorRun, opts: QuietOptions = {}): Promise<number> {
   return quiet(() => op.snapshot(), { ...opts, what: `operator ${op.id}` });
+}
+
+function rmdirQuiet(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    // a process still in it: left for the host to clean
+  }
 }
