@@ -162,28 +162,34 @@ function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHan
     // Only ever to the pod that asked: its address, the port it names.
     const host = (req.socket.remoteAddress ?? "127.0.0.1").replace(/^::ffff:/, "");
     res.set({ "content-type": "application/x-ndjson" });
-    // Blocks are sent one after another in order; the pod places block i while block i+1 moves.
-    for (const [i, key] of keys.entries()) {
-      const got = await store.get(key);
-      if (!got) {
-        res.end(`${JSON.stringify({ index: i, error: "missing" })}\n`);
-        return;
-      }
-      try {
-        const sent = await tcp.addon.kvSend(got.value, host, port as number, `${id}.${i}`, "{}", TCP_CHUNK_BYTES, 30_000);
-        if (sent.status !== KV_SEND_STATUS.ok) {
-          res.end(`${JSON.stringify({ index: i, error: `refused (status ${sent.status}: ${sent.message})` })}\n`);
-          return;
-        }
-        metrics.blockBytes.inc({ direction: "out", path: "tcp" }, got.value.length);
-        res.write(`${JSON.stringify({ index: i, bytes: got.value.length })}\n`);
-      } catch (err) {
-        res.end(`${JSON.stringify({ index: i, error: (err as Error).message })}\n`);
-        return;
-      }
-    }
-    res.end();
+    const error = await pushBlocks(deps, { tcp, keys, host, port: port as number, id }, (line) => res.write(`${JSON.stringify(line)}\n`));
+    res.end(error ? `${JSON.stringify(error)}\n` : undefined);
   });
+}
+
+/**
+ * Sends the blocks one after another, in order, to the pod's listener (ids id.0, id.1, ...), and
+ * reports each as it is staged: the pod places block i while block i+1 moves. Returns the line
+ * that ends the stream early (a block missing, refused or not delivered), or undefined.
+ */
+async function pushBlocks(
+  deps: KvStoreAppDeps,
+  to: { tcp: KvListener; keys: string[]; host: string; port: number; id: string },
+  staged: (line: { index: number; bytes: number }) => void,
+): Promise<{ index: number; error: string } | undefined> {
+  for (const [index, key] of to.keys.entries()) {
+    const got = await deps.store.get(key);
+    if (!got) return { index, error: "missing" };
+    try {
+      const sent = await to.tcp.addon.kvSend(got.value, to.host, to.port, `${to.id}.${index}`, "{}", TCP_CHUNK_BYTES, 30_000);
+      if (sent.status !== KV_SEND_STATUS.ok) return { index, error: `refused (status ${sent.status}: ${sent.message})` };
+    } catch (err) {
+      return { index, error: (err as Error).message };
+    }
+    deps.metrics.blockBytes.inc({ direction: "out", path: "tcp" }, got.value.length);
+    staged({ index, bytes: got.value.length });
+  }
+  return undefined;
 }
 
 function routes(app: Express, deps: KvStoreAppDeps): void {

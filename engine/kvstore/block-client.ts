@@ -46,6 +46,15 @@ export function storeTakesV2(config: BlockStoreConfig, codec: string): boolean {
 
 const aad = (key: string, model: string, kind: string): string => `${key}|${model}|${kind}`;
 
+export interface BlockWriteTarget {
+  /** Chain keys of the entry's blocks (block-keys.ts); the last is the entry's key. */
+  keys: string[];
+  config: BlockStoreConfig;
+  codec: string;
+  kvNamespace: string;
+  signal: AbortSignal;
+}
+
 export interface BlockWriteResult {
   key: string;
   sentBytes: number;
@@ -71,71 +80,19 @@ export class KvBlockClient {
    * Writes `state` (exactly the prefix's tokens) as a v2 entry under keys.at(-1): only blocks the
    * store lacks are sent, then the manifest.
    */
-  async write(state: Buffer, keys: string[], config: BlockStoreConfig, codec: string, kvNamespace: string, signal: AbortSignal): Promise<BlockWriteResult> {
-    const split = splitState(state, config.blockTokens);
+  async write(state: Buffer, to: BlockWriteTarget): Promise<BlockWriteResult> {
+    const { keys, config, signal } = to;
     const entryKey = keys.at(-1)!;
-    const raws: { kind: "meta" | "kv"; key: string; raw: Buffer; index?: number }[] = [
-      { kind: "meta", key: blockKey(entryKey, "meta", codec, metaShape(split.meta)), raw: split.meta },
-      ...split.blocks.map((raw, i) => ({ kind: "kv" as const, key: blockKey(keys[i]!, "kv", codec, split.shapes[i]!), raw, index: i })),
-    ];
+    const { tokens, blocks, stored } = this.prepare(state, to);
     const has = await this.has(
-      raws.map((r) => r.key),
+      blocks.map((b) => b.key),
       signal,
     );
-    const blocks: BlockEntry[] = [];
-    const stored: Buffer[] = [];
-    for (const [i, r] of raws.entries()) {
-      // Held blocks are not sent; their size and CRC-32C come from the store (POST /v1/kv/blocks/info)
-      // below, since a sealed copy (random IV) differs from the one sealed here.
-      const sealed = this.opts.sealer ? this.opts.sealer.seal(kvNamespace, aad(r.key, this.opts.model, r.kind), r.raw) : r.raw;
-      stored.push(sealed);
-      blocks.push({
-        key: r.key,
-        kind: r.kind,
-        ...(r.kind === "kv" ? { index: r.index!, pos0: r.index! * config.blockTokens, tokens: config.blockTokens, rope: "absolute" as const } : {}),
-        codec,
-        rawBytes: r.raw.length,
-        bytes: sealed.length,
-        crc32c: has[i] ? 0 : crc32c(sealed),
-        ...(this.opts.sealer ? { enc: { alg: KV_SEAL_ALGORITHM, keyId: kvNamespace } } : {}),
-      });
-    }
-    // Held blocks: the manifest must carry the stored copy's size and CRC (a sealed copy differs from ours).
-    const heldIdx = has.flatMap((h, i) => (h ? [i] : []));
-    if (heldIdx.length > 0) {
-      const info = await this.info(
-        heldIdx.map((i) => blocks[i]!.key),
-        signal,
-      );
-      heldIdx.forEach((i, j) => {
-        const got = info[j];
-        if (!got) {
-          has[i] = false; // evicted since: send it
-          blocks[i]!.crc32c = crc32c(stored[i]!);
-          return;
-        }
-        blocks[i]!.bytes = got.bytes;
-        blocks[i]!.crc32c = got.crc32c;
-      });
-    }
-    let path: "tcp" | "http" = this.useTcpUpload(config) ? "tcp" : "http";
-    let sentBytes = 0;
-    let dedupedBytes = 0;
-    for (const [i, b] of blocks.entries()) {
-      if (has[i]) {
-        dedupedBytes += b.bytes;
-        continue;
-      }
-      if (path === "tcp") {
-        const ok = await this.sendTcp(config, b, stored[i]!);
-        if (!ok) path = "http";
-      }
-      if (path === "http") await this.putHttp(b, stored[i]!, signal);
-      sentBytes += b.bytes;
-    }
+    await this.describeHeld(blocks, stored, has, signal);
+    const { path, sentBytes, dedupedBytes } = await this.sendMissing(config, { blocks, stored, has }, signal);
     this.opts.metrics.blockBytes.inc({ op: "sent", path }, sentBytes);
     this.opts.metrics.blockBytes.inc({ op: "deduped", path }, dedupedBytes);
-    const manifest: KvManifest = { model: this.opts.model, tokens: split.tokens, blockTokens: config.blockTokens, stateBytes: state.length, prefixKeys: keys, blocks };
+    const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes: state.length, prefixKeys: keys, blocks };
     const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, {
       method: "PUT",
       headers: { ...this.opts.headers, "content-type": "application/x-llmfleet-kv-manifest" },
@@ -144,6 +101,68 @@ export class KvBlockClient {
     });
     if (!res.ok) throw new Error(`manifest: HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
     return { key: entryKey, sentBytes, dedupedBytes, path };
+  }
+
+  /** The entry's blocks as stored (split, keyed, sealed) and their manifest entries (CRC filled in for those sent). */
+  private prepare(state: Buffer, { keys, config, codec, kvNamespace }: BlockWriteTarget): { tokens: number; blocks: BlockEntry[]; stored: Buffer[] } {
+    const split = splitState(state, config.blockTokens);
+    const raws: { kind: "meta" | "kv"; key: string; raw: Buffer; index?: number }[] = [
+      { kind: "meta", key: blockKey(keys.at(-1)!, "meta", codec, metaShape(split.meta)), raw: split.meta },
+      ...split.blocks.map((raw, i) => ({ kind: "kv" as const, key: blockKey(keys[i]!, "kv", codec, split.shapes[i]!), raw, index: i })),
+    ];
+    const sealer = this.opts.sealer;
+    const stored = raws.map((r) => (sealer ? sealer.seal(kvNamespace, aad(r.key, this.opts.model, r.kind), r.raw) : r.raw));
+    const blocks = raws.map(
+      (r, i): BlockEntry => ({
+        key: r.key,
+        kind: r.kind,
+        ...(r.kind === "kv" ? { index: r.index!, pos0: r.index! * config.blockTokens, tokens: config.blockTokens, rope: "absolute" as const } : {}),
+        codec,
+        rawBytes: r.raw.length,
+        bytes: stored[i]!.length,
+        crc32c: 0,
+        ...(sealer ? { enc: { alg: KV_SEAL_ALGORITHM, keyId: kvNamespace } } : {}),
+      }),
+    );
+    return { tokens: split.tokens, blocks, stored };
+  }
+
+  /**
+   * Held blocks are not sent; the manifest names them as the store holds them (size and CRC-32C
+   * from POST /v1/kv/blocks/info: a sealed copy, random IV, differs from the one sealed here).
+   * A block evicted since the has-check is sent after all.
+   */
+  private async describeHeld(blocks: BlockEntry[], stored: Buffer[], has: boolean[], signal: AbortSignal): Promise<void> {
+    const held = has.flatMap((h, i) => (h ? [i] : []));
+    const info = held.length > 0 ? await this.info(held.map((i) => blocks[i]!.key), signal) : [];
+    held.forEach((i, j) => {
+      const got = info[j];
+      if (got) Object.assign(blocks[i]!, got);
+      else has[i] = false;
+    });
+    blocks.forEach((b, i) => {
+      if (!has[i]) b.crc32c = crc32c(stored[i]!);
+    });
+  }
+
+  private async sendMissing(
+    config: BlockStoreConfig,
+    { blocks, stored, has }: { blocks: BlockEntry[]; stored: Buffer[]; has: boolean[] },
+    signal: AbortSignal,
+  ): Promise<{ path: "tcp" | "http"; sentBytes: number; dedupedBytes: number }> {
+    let path: "tcp" | "http" = this.useTcpUpload(config) ? "tcp" : "http";
+    let sentBytes = 0;
+    let dedupedBytes = 0;
+    for (const [i, b] of blocks.entries()) {
+      if (has[i]) {
+        dedupedBytes += b.bytes;
+        continue;
+      }
+      if (path === "tcp" && !(await this.sendTcp(config, b, stored[i]!))) path = "http";
+      if (path === "http") await this.putHttp(b, stored[i]!, signal);
+      sentBytes += b.bytes;
+    }
+    return { path, sentBytes, dedupedBytes };
   }
 
   private async has(keys: string[], signal: AbortSignal): Promise<boolean[]> {
@@ -202,38 +221,26 @@ export class KvBlockClient {
    */
   async load(frame: Buffer, entryKey: string, want: { tokens: number; kvNamespace: string }, signal: AbortSignal): Promise<{ state: Buffer; path: "tcp" | "http" }> {
     const m = decodeManifest(frame);
-    if (m.model !== this.opts.model || m.tokens !== want.tokens) throw new KvBlockError(`entry is for ${m.model}/${m.tokens} tokens`);
+    this.checkLoadable(m, entryKey, want.tokens);
+    const sink = new BlockSink(m, (b, stored) => (b.enc ? this.opts.sealer!.open(want.kvNamespace, aad(b.key, this.opts.model, b.kind), stored) : stored));
+    let path: "tcp" | "http" = this.opts.tcp && this.mode !== "http" ? "tcp" : "http";
+    if (path === "tcp" && !(await this.loadTcp(m, sink, signal))) path = "http";
+    if (path === "http") await this.loadHttp(entryKey, sink, signal);
+    this.opts.metrics.blockBytes.inc({ op: "loaded", path }, m.blocks.reduce((n, b) => n + b.bytes, 0));
+    return { state: sink.finish(), path };
+  }
+
+  private checkLoadable(m: KvManifest, entryKey: string, tokens: number): void {
+    if (m.model !== this.opts.model || m.tokens !== tokens) throw new KvBlockError(`entry is for ${m.model}/${m.tokens} tokens`);
     if (m.prefixKeys.at(-1) !== entryKey) throw new KvBlockError("manifest is stored under another key than its own");
     for (const b of m.blocks) {
       if (b.codec !== "none") throw new KvBlockError(`block codec ${b.codec} is not one this pod decodes per block`);
       if (!!b.enc !== !!this.opts.sealer) throw new KvBlockError(b.enc ? "entry is encrypted and this pod has no KV encryption key" : "entry is not encrypted (this pod only imports sealed entries)");
     }
-    let joiner: StateJoiner | undefined;
-    const accept = (i: number, stored: Buffer): void => {
-      const b = m.blocks[i]!;
-      verifyBlock(b, stored);
-      const raw = b.enc ? this.opts.sealer!.open(want.kvNamespace, aad(b.key, this.opts.model, b.kind), stored) : stored;
-      if (i === 0) {
-        joiner = new StateJoiner(raw, m.blockTokens);
-        if (joiner.blocks !== m.blocks.length - 1) throw new KvBlockError(`meta block describes ${joiner.blocks} kv blocks, the manifest ${m.blocks.length - 1}`);
-        return;
-      }
-      if (!joiner) throw new KvBlockError("a kv block arrived before the meta block");
-      joiner.place(i - 1, raw);
-    };
-    let path: "tcp" | "http" = this.opts.tcp && this.mode !== "http" ? "tcp" : "http";
-    if (path === "tcp") {
-      const ok = await this.loadTcp(m, accept, signal);
-      if (!ok) path = "http";
-    }
-    if (path === "http") await this.loadHttp(entryKey, m, accept, signal);
-    if (!joiner) throw new KvBlockError("the meta block never arrived");
-    this.opts.metrics.blockBytes.inc({ op: "loaded", path }, m.blocks.reduce((n, b) => n + b.bytes, 0));
-    return { state: joiner.finish(), path };
   }
 
   /** Blocks pushed by the store to this pod's listener, taken as each is staged; false when the store cannot (HTTP then). */
-  private async loadTcp(m: KvManifest, accept: (i: number, stored: Buffer) => void, signal: AbortSignal): Promise<boolean> {
+  private async loadTcp(m: KvManifest, sink: BlockSink, signal: AbortSignal): Promise<boolean> {
     const tcp = this.opts.tcp!;
     const id = randomBytes(8).toString("hex");
     const res = await fetch(`${this.opts.url}/v1/kv/blocks/send`, {
@@ -244,69 +251,120 @@ export class KvBlockClient {
     });
     if (res.status === 409 && this.mode === "auto") return false;
     if (!res.ok || !res.body) throw new Error(`blocks/send: HTTP ${res.status}`);
-    let next = 0;
-    let text = "";
-    const decoder = new TextDecoder();
     try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        text += decoder.decode(chunk, { stream: true });
-        let nl: number;
-        while ((nl = text.indexOf("\n")) >= 0) {
-          const line = JSON.parse(text.slice(0, nl)) as { index: number; error?: string };
-          text = text.slice(nl + 1);
-          if (line.error) throw new KvBlockError(`block ${line.index} of the entry: ${line.error}`);
-          if (line.index !== next) throw new KvBlockError(`block ${line.index} staged out of order (expected ${next})`);
-          const taken = tcp.addon.kvTake(tcp.handle, `${id}.${line.index}`);
-          if (!taken) throw new KvBlockError(`block ${line.index} was reported staged but is not`);
-          accept(next++, taken.state);
-        }
+      for await (const line of ndjson(res.body as unknown as AsyncIterable<Uint8Array>)) {
+        const { index, error } = line as { index: number; error?: string };
+        if (error) throw new KvBlockError(`block ${index} of the entry: ${error}`);
+        if (index !== sink.next) throw new KvBlockError(`block ${index} staged out of order (expected ${sink.next})`);
+        const taken = tcp.addon.kvTake(tcp.handle, `${id}.${index}`);
+        if (!taken) throw new KvBlockError(`block ${index} was reported staged but is not`);
+        sink.accept(taken.state);
       }
     } finally {
-      // Blocks staged after a failure are freed by the listener's TTL; take what is already there now.
-      for (let i = next; i < m.blocks.length; i++) tcp.addon.kvTake(tcp.handle, `${id}.${i}`);
+      // Blocks staged after a failure: freed now (the listener's TTL would free them later).
+      for (let i = sink.next; i < m.blocks.length; i++) tcp.addon.kvTake(tcp.handle, `${id}.${i}`);
     }
-    if (next !== m.blocks.length) throw new KvBlockError(`the block stream ended after ${next} of ${m.blocks.length} blocks`);
+    sink.complete("the block stream");
     return true;
   }
 
   /** GET /v1/kv/:key/stream: manifest frame, then u32 length | u32 CRC-32C | bytes per block, parsed as it arrives. */
-  private async loadHttp(entryKey: string, m: KvManifest, accept: (i: number, stored: Buffer) => void, signal: AbortSignal): Promise<void> {
+  private async loadHttp(entryKey: string, sink: BlockSink, signal: AbortSignal): Promise<void> {
     const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}/stream`, { headers: this.opts.headers, signal });
     if (!res.ok || !res.body) throw new Error(`stream: HTTP ${res.status}`);
-    const q = new ByteQueue();
-    let manifestLeft: number | undefined;
-    let next = 0;
-    let want: number | undefined;
+    const frames = new FrameReader();
     try {
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        q.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        for (;;) {
-          if (manifestLeft === undefined) {
-            const head = q.take(12);
-            if (!head) break;
-            manifestLeft = head.readUInt32LE(8) + 4;
-          }
-          if (manifestLeft > 0) {
-            if (!q.take(manifestLeft)) break;
-            manifestLeft = 0;
-          }
-          if (want === undefined) {
-            const h = q.take(8);
-            if (!h) break;
-            want = h.readUInt32LE(0);
-          }
-          const data = q.take(want);
-          if (!data) break;
-          if (next >= m.blocks.length) throw new KvBlockError("the block stream holds more blocks than the manifest");
-          accept(next++, data);
-          want = undefined;
-        }
+        for (const data of frames.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))) sink.accept(data);
       }
     } catch (err) {
       if (err instanceof KvBlockError) throw err;
-      throw new KvBlockError(`the block stream broke after ${next} of ${m.blocks.length} blocks: ${(err as Error).message}`);
+      throw new KvBlockError(`the block stream broke after ${sink.next} of ${sink.total} blocks: ${(err as Error).message}`);
     }
-    if (next !== m.blocks.length) throw new KvBlockError(`the block stream ended after ${next} of ${m.blocks.length} blocks (truncated or a block evicted)`);
+    sink.complete("the block stream (truncated, or a block evicted)");
+  }
+}
+
+/** Takes an entry's stored blocks in order: checks each against the manifest, opens it, places its rows. */
+class BlockSink {
+  next = 0;
+  private joiner: StateJoiner | undefined;
+
+  constructor(
+    private readonly m: KvManifest,
+    private readonly open: (b: BlockEntry, stored: Buffer) => Buffer,
+  ) {}
+
+  get total(): number {
+    return this.m.blocks.length;
+  }
+
+  accept(stored: Buffer): void {
+    const i = this.next;
+    const b = this.m.blocks[i];
+    if (!b) throw new KvBlockError("the block stream holds more blocks than the manifest");
+    verifyBlock(b, stored);
+    const raw = this.open(b, stored);
+    if (i === 0) {
+      this.joiner = new StateJoiner(raw, this.m.blockTokens);
+      if (this.joiner.blocks !== this.total - 1) throw new KvBlockError(`meta block describes ${this.joiner.blocks} kv blocks, the manifest ${this.total - 1}`);
+    } else this.joiner!.place(i - 1, raw);
+    this.next++;
+  }
+
+  complete(what: string): void {
+    if (this.next !== this.total) throw new KvBlockError(`${what} ended after ${this.next} of ${this.total} blocks`);
+  }
+
+  finish(): Buffer {
+    if (!this.joiner) throw new KvBlockError("the meta block never arrived");
+    return this.joiner.finish();
+  }
+}
+
+/** Lines of a newline-delimited JSON body, parsed as they arrive. */
+async function* ndjson(body: AsyncIterable<Uint8Array>): AsyncGenerator<unknown> {
+  const decoder = new TextDecoder();
+  let text = "";
+  for await (const chunk of body) {
+    text += decoder.decode(chunk, { stream: true });
+    const lines = text.split("\n");
+    text = lines.pop()!;
+    for (const line of lines) if (line) yield JSON.parse(line);
+  }
+}
+
+/** The block stream's frames: skips the leading manifest frame, returns each block's bytes as it completes. */
+class FrameReader {
+  private readonly q = new ByteQueue();
+  private manifestLeft: number | undefined;
+  private want: number | undefined;
+
+  push(chunk: Buffer): Buffer[] {
+    this.q.push(chunk);
+    const out: Buffer[] = [];
+    for (let data = this.frame(); data; data = this.frame()) out.push(data);
+    return out;
+  }
+
+  private frame(): Buffer | undefined {
+    if (this.manifestLeft === undefined) {
+      const head = this.q.take(12);
+      if (!head) return undefined;
+      this.manifestLeft = head.readUInt32LE(8) + 4;
+    }
+    if (this.manifestLeft > 0) {
+      if (!this.q.take(this.manifestLeft)) return undefined;
+      this.manifestLeft = 0;
+    }
+    if (this.want === undefined) {
+      const h = this.q.take(8);
+      if (!h) return undefined;
+      this.want = h.readUInt32LE(0);
+    }
+    const data = this.q.take(this.want);
+    if (data) this.want = undefined;
+    return data;
   }
 }
 

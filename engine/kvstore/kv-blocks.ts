@@ -81,6 +81,39 @@ class Reader {
   }
 }
 
+type RowsFn = (seg: Omit<RowSeg, "offset">, bytes: number) => void;
+
+/** One non-empty stream: cell metadata (positions kept), then every layer's K, then V. */
+function readStream(r: Reader, cells: number, parts: Part[], rows: RowsFn): void {
+  const part = parts.length;
+  const positions = new Int32Array(cells);
+  for (let c = 0; c < cells; c++) {
+    positions[c] = r.i32();
+    const seqs = r.u32();
+    r.need(4 * seqs);
+    r.offset += 4 * seqs;
+  }
+  parts.push({ positions });
+  const vTrans = r.u32() === 1;
+  const layers = r.u32();
+  for (let l = 0; l < layers; l++) {
+    const type = r.i32();
+    const rowSize = r.u64();
+    rows({ part, kind: "k", type, unit: rowSize, nEmbd: 1 }, cells * rowSize);
+  }
+  for (let l = 0; l < layers; l++) {
+    const type = r.i32();
+    if (!vTrans) {
+      const rowSize = r.u64();
+      rows({ part, kind: "v", type, unit: rowSize, nEmbd: 1 }, cells * rowSize);
+      continue;
+    }
+    const el = r.u32();
+    const nEmbd = r.u32();
+    rows({ part, kind: "vt", type, unit: el, nEmbd }, nEmbd * cells * el);
+  }
+}
+
 /** Parses a state (withRows) or a meta block (rows absent) with llama.cpp's grammar (seq-state.ts). */
 function parse(buf: Buffer, withRows: boolean): Parsed {
   const r = new Reader(buf);
@@ -92,7 +125,7 @@ function parse(buf: Buffer, withRows: boolean): Parsed {
   const items: Parsed["items"] = [];
   const parts: Part[] = [];
   let fixedFrom = 0;
-  const rows = (seg: Omit<RowSeg, "offset">, bytes: number): void => {
+  const rows: RowsFn = (seg, bytes) => {
     items.push(buf.subarray(fixedFrom, r.offset));
     items.push({ ...seg, offset: r.offset });
     if (withRows) {
@@ -105,34 +138,7 @@ function parse(buf: Buffer, withRows: boolean): Parsed {
     const streams = r.u32();
     for (let s = 0; s < streams; s++) {
       const cells = r.u32();
-      if (cells === 0) continue;
-      const part = parts.length;
-      const positions = new Int32Array(cells);
-      for (let c = 0; c < cells; c++) {
-        positions[c] = r.i32();
-        const seqs = r.u32();
-        r.need(4 * seqs);
-        r.offset += 4 * seqs;
-      }
-      parts.push({ positions });
-      const vTrans = r.u32() === 1;
-      const layers = r.u32();
-      for (let l = 0; l < layers; l++) {
-        const type = r.i32();
-        const rowSize = r.u64();
-        rows({ part, kind: "k", type, unit: rowSize, nEmbd: 1 }, cells * rowSize);
-      }
-      for (let l = 0; l < layers; l++) {
-        const type = r.i32();
-        if (!vTrans) {
-          const rowSize = r.u64();
-          rows({ part, kind: "v", type, unit: rowSize, nEmbd: 1 }, cells * rowSize);
-        } else {
-          const el = r.u32();
-          const nEmbd = r.u32();
-          rows({ part, kind: "vt", type, unit: el, nEmbd }, nEmbd * cells * el);
-        }
-      }
+      if (cells > 0) readStream(r, cells, parts, rows);
     }
   }
   if (r.offset !== buf.length) throw new KvBlockError("KV state layout not understood (trailing bytes)");
@@ -163,37 +169,36 @@ interface Plan {
   shapes: string[];
 }
 
-function plan(parsed: Parsed, blockTokens: number, withCounts?: { blocks: number }): Plan {
-  const blocks = withCounts?.blocks ?? parsed.tokens / blockTokens;
-  if (!Number.isInteger(blocks) || blocks <= 0) throw new KvBlockError(`a state of ${parsed.tokens} tokens is not a whole number of ${blockTokens}-token blocks`);
+/** One part's cells by block: counts per block, copy runs, and which positions it holds. */
+function partPlan(part: Part, blocks: number, blockTokens: number): { count: Int32Array; runs: Run[]; seen: Uint8Array } {
   const span = blocks * blockTokens;
-  const counts: Int32Array[] = [];
-  const runs: Run[][] = [];
-  const present: Uint8Array[] = [];
-  for (const part of parsed.parts) {
-    const seen = new Uint8Array(span);
-    for (const pos of part.positions) {
-      if (pos < 0 || pos >= span) throw new KvBlockError(`cell at position ${pos} outside the entry's ${span} tokens`);
-      if (seen[pos]) throw new KvBlockError(`two cells at position ${pos} in one stream`);
-      seen[pos] = 1;
-    }
-    // rank of a position = cells of its block at lower positions
-    const before = new Int32Array(span + 1);
-    for (let p = 0; p < span; p++) before[p + 1] = before[p]! + seen[p]!;
-    const count = new Int32Array(blocks);
-    for (let b = 0; b < blocks; b++) count[b] = before[(b + 1) * blockTokens]! - before[b * blockTokens]!;
-    const partRuns: Run[] = [];
-    part.positions.forEach((pos, cell) => {
-      const block = Math.floor(pos / blockTokens);
-      const rank = before[pos]! - before[block * blockTokens]!;
-      const last = partRuns.at(-1);
-      if (last && last.block === block && last.cell + last.cells === cell && last.rank + last.cells === rank) last.cells++;
-      else partRuns.push({ cell, cells: 1, block, rank });
-    });
-    counts.push(count);
-    runs.push(partRuns);
-    present.push(seen);
+  const seen = new Uint8Array(span);
+  for (const pos of part.positions) {
+    if (pos < 0 || pos >= span) throw new KvBlockError(`cell at position ${pos} outside the entry's ${span} tokens`);
+    if (seen[pos]) throw new KvBlockError(`two cells at position ${pos} in one stream`);
+    seen[pos] = 1;
   }
+  // rank of a position = cells of its block at lower positions
+  const before = new Int32Array(span + 1);
+  for (let p = 0; p < span; p++) before[p + 1] = before[p]! + seen[p]!;
+  const count = new Int32Array(blocks);
+  for (let b = 0; b < blocks; b++) count[b] = before[(b + 1) * blockTokens]! - before[b * blockTokens]!;
+  const runs: Run[] = [];
+  part.positions.forEach((pos, cell) => {
+    const block = Math.floor(pos / blockTokens);
+    const rank = before[pos]! - before[block * blockTokens]!;
+    const last = runs.at(-1);
+    if (last && last.block === block && last.cell + last.cells === cell && last.rank + last.cells === rank) last.cells++;
+    else runs.push({ cell, cells: 1, block, rank });
+  });
+  return { count, runs, seen };
+}
+
+function plan(parsed: Parsed, blockTokens: number): Plan {
+  const blocks = parsed.tokens / blockTokens;
+  if (!Number.isInteger(blocks) || blocks <= 0) throw new KvBlockError(`a state of ${parsed.tokens} tokens is not a whole number of ${blockTokens}-token blocks`);
+  const perPart = parsed.parts.map((part) => partPlan(part, blocks, blockTokens));
+  const counts = perPart.map((x) => x.count);
   const segs = parsed.items.filter(isSeg);
   const offsets: number[][] = [];
   const sizes: number[] = [];
@@ -204,20 +209,20 @@ function plan(parsed: Parsed, blockTokens: number, withCounts?: { blocks: number
     const shape = createHash("sha256");
     for (const seg of segs) {
       off.push(at);
-      const n = counts[seg.part]![b]!;
-      at += n * seg.unit * seg.nEmbd;
+      at += counts[seg.part]![b]! * seg.unit * seg.nEmbd;
       shape.update(`${seg.part}:${seg.kind}:${seg.type}:${seg.unit}:${seg.nEmbd};`);
     }
-    for (const seen of present) shape.update(seen.subarray(b * blockTokens, (b + 1) * blockTokens));
+    for (const { seen } of perPart) shape.update(seen.subarray(b * blockTokens, (b + 1) * blockTokens));
     offsets.push(off);
     sizes.push(at);
     shapes.push(shape.digest("hex"));
   }
-  return { parsed, blocks, counts, runs, offsets, sizes, shapes };
+  return { parsed, blocks, counts, runs: perPart.map((x) => x.runs), offsets, sizes, shapes };
 }
 
 /** Copies rows between the state layout and one block's layout (toBlock: state -> block). */
-function moveRows(p: Plan, state: Buffer, stateOffsets: number[], block: number, data: Buffer, toBlock: boolean): void {
+function moveRows(at: { p: Plan; state: Buffer; stateOffsets: number[] }, block: number, data: Buffer, toBlock: boolean): void {
+  const { p, state, stateOffsets } = at;
   const segs = p.parsed.items.filter(isSeg);
   segs.forEach((seg, si) => {
     const cells = p.parsed.parts[seg.part]!.positions.length;
@@ -266,7 +271,7 @@ export function splitState(state: Buffer, blockTokens: number): SplitState {
   let at = 0;
   for (let b = 0; b < p.blocks; b++) {
     const data = all.subarray(at, at + p.sizes[b]!);
-    moveRows(p, state, stateOffsets, b, data, true);
+    moveRows({ p, state, stateOffsets }, b, data, true);
     blocks.push(data);
     at += p.sizes[b]!;
   }
@@ -321,7 +326,7 @@ export class StateJoiner {
   place(i: number, data: Buffer): void {
     if (i < 0 || i >= this.p.blocks) throw new KvBlockError(`kv block ${i} out of range (entry has ${this.p.blocks})`);
     if (data.length !== this.p.sizes[i]) throw new KvBlockError(`kv block ${i} has ${data.length} bytes, the meta block says ${this.p.sizes[i]}`);
-    moveRows(this.p, this.out, this.stateOffsets, i, data, false);
+    moveRows({ p: this.p, state: this.out, stateOffsets: this.stateOffsets }, i, data, false);
     this.placed[i] = true;
   }
 
@@ -406,10 +411,14 @@ export function decodeManifest(buf: Buffer): KvManifest {
   } catch (err) {
     throw new KvBlockError(`KV manifest is not JSON: ${(err as Error).message}`);
   }
+  checkManifest(m);
+  return m;
+}
+
+function checkManifest(m: KvManifest): void {
   if (!Array.isArray(m.blocks) || m.blocks[0]?.kind !== "meta" || !m.blocks.slice(1).every((b, i) => b.kind === "kv" && b.index === i))
     throw new KvBlockError("KV manifest must name the meta block, then kv blocks 0..n-1 in order");
   if (m.blocks.length - 1 !== m.tokens / m.blockTokens) throw new KvBlockError(`KV manifest names ${m.blocks.length - 1} kv blocks for ${m.tokens} tokens`);
-  return m;
 }
 
 /** Throws KvBlockError unless `stored` is the block the manifest entry describes (size and CRC-32C). */

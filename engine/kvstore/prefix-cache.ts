@@ -333,7 +333,7 @@ export class KvPrefixCache implements AsyncDisposable {
     if (storeTakesV2(config, config.codec)) {
       const full = await state;
       const exact = seqStateTokens(full).length === prefix.length ? full : truncateSeqState(full, prefix.length);
-      await this.blocks.write(exact, keys, config, config.codec, kvNamespace, AbortSignal.timeout(Math.max(this.opts.timeoutMs, 60_000)));
+      await this.blocks.write(exact, { keys, config, codec: config.codec, kvNamespace, signal: AbortSignal.timeout(Math.max(this.opts.timeoutMs, 60_000)) });
       this.remember(key);
       this.opts.metrics.writes.inc({ outcome: "stored" });
       return key;
