@@ -80,7 +80,7 @@ export async function createKvStorePod(opts: KvStorePodOptions): Promise<KvStore
   const store = new TieredStore(tiers, metrics, { blockTokens: opts.blockTokens, maxAliasPairs: opts.maxAliasPairs });
   aliasIndex.store = store;
   await store.indexAliases();
-  const config = { blockTokens: opts.blockTokens, codec: opts.codec, tenantSalt: opts.tenantSalt };
+  const config = { blockTokens: opts.blockTokens, codec: opts.codec, tenantSalt: opts.tenantSalt, kvFormat: opts.kvFormat ?? "v2" };
   const token = fleetTokenSource(opts.fleetTokenFile);
   const tcp = await blockListener(opts);
   return {

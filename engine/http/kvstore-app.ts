@@ -38,6 +38,8 @@ export interface KvStoreConfig {
   blockTokens: number;
   codec: string;
   tenantSalt: string;
+  /** Newest format pods may write (--kv-format); default v2. Both are always read and stored. */
+  kvFormat?: "v1" | "v2";
 }
 
 export interface KvStoreAppDeps {
@@ -196,10 +198,11 @@ function routes(app: Express, deps: KvStoreAppDeps): void {
   const { store, metrics } = deps;
   const raw = express.raw({ type: () => true, limit: deps.maxEntryBytes ?? 4 * 2 ** 30 });
   app.get("/v1/kv/config", (_req, res) => {
+    const { kvFormat, ...config } = deps.config;
     res.json({
-      ...deps.config,
+      ...config,
       tiers: store.tiers.map((t) => ({ name: t.name, medium: t.medium })),
-      formats: ["v1", "v2"],
+      formats: kvFormat === "v1" ? ["v1"] : ["v1", "v2"],
       blockCodecs: BLOCK_CODECS,
       ...(deps.tcp ? { kvPort: deps.tcp.port } : {}),
     });

@@ -77,9 +77,13 @@ export function enginePodTemplate(input: EnginePodInput): V1PodTemplateSpec {
   };
 }
 
-/** Decode pods receive KV hand-offs over TCP on their own port (engine/pd/kv-transport.ts); the decode Service exposes it. */
+/**
+ * Decode pods receive KV hand-offs over TCP on their own port (engine/pd/kv-transport.ts), kvstore
+ * pods receive v2 entry blocks there (engine/kvstore/block-client.ts); their Services expose it.
+ */
+const KV_PORT_ROLES: readonly Component[] = ["decode", "kvstore"];
 function kvPortArgs(role: Component): string[] {
-  return role === "decode" ? ["--kv-port", String(KV_HANDOFF_PORT)] : [];
+  return KV_PORT_ROLES.includes(role) ? ["--kv-port", String(KV_HANDOFF_PORT)] : [];
 }
 
 function engineContainer(input: EnginePodInput): V1Container {
@@ -91,7 +95,7 @@ function engineContainer(input: EnginePodInput): V1Container {
     args: ["--role", input.role, "--port", String(ENGINE_PORT), ...kvPortArgs(input.role), ...drainArgs(input.drain), ...input.args],
     ports: [
       { name: "http", containerPort: ENGINE_PORT, protocol: "TCP" },
-      ...(input.role === "decode" ? [{ name: "kv", containerPort: KV_HANDOFF_PORT, protocol: "TCP" }] : []),
+      ...(KV_PORT_ROLES.includes(input.role) ? [{ name: "kv", containerPort: KV_HANDOFF_PORT, protocol: "TCP" }] : []),
     ],
     env: [{ name: "LLMFLEET_CACHE", value: MODEL_CACHE_PATH }, ...(input.env ?? [])],
     resources: { requests: { cpu: String(input.cpu), memory: String(input.memory) }, limits },
