@@ -81,7 +81,8 @@ function start(name: string, args: string[]): Promise<RunningServer> {
 
 let seed = 1;
 let wordsPerToken = 1;
-const context = (tokens: number): string => benchPromptOfTokens(9_000_000 + seed++, tokens, wordsPerToken);
+/** A new text of a little more than `tokens` tokens: its stored (block-aligned) prefix is exactly `tokens` for multiples of 256. */
+const context = (tokens: number): string => benchPromptOfTokens(9_000_000 + seed++, tokens + 96, wordsPerToken);
 
 interface Row {
   miss_ms: number;
@@ -147,7 +148,12 @@ async function runPath(model: string, path: string): Promise<Record<string, Row>
   await using a = await start(`${path}-a`, withStore);
   await using b = await start(`${path}-b`, withStore);
   wordsPerToken = await benchWordsPerToken(a.url);
-  for (const url of [a.url, b.url]) await ask(url, context(64)); // warm-up
+  // Warm-up, store path included (v1's codec worker starts on first use): A writes, B loads.
+  const warm = context(256);
+  await ask(a.url, warm);
+  await writesSettled(a.url);
+  await ask(b.url, warm + QUESTION);
+  await writesSettled(b.url);
   const out: Record<string, Row> = {};
   for (const tokens of CONTEXTS) {
     out[String(tokens)] = await rowsFor(a.url, b.url, store.url, tokens);
