@@ -58,14 +58,14 @@ async function metricSum(url: string, name: string, match = ""): Promise<number>
     .reduce((s, l) => s + Number(l.split(" ").pop()), 0);
 }
 
-/** A pod's write-backs have settled: stored + error + skipped counts stop moving and none is pending. */
-async function writesSettled(url: string): Promise<void> {
-  let last = -1;
-  for (let i = 0; i < 300; i++) {
-    const now = await metricSum(url, "llmfleet_kv_store_writes_total");
-    if (now === last && now > 0) return;
-    last = now;
-    await new Promise((r) => setTimeout(r, 250));
+const writes = (url: string): Promise<number> => metricSum(url, "llmfleet_kv_store_writes_total");
+
+/** Waits until `expected` more write-backs than `before` have ended on the pod (stored, error or skipped). */
+async function writesDone(url: string, before: number, expected: number): Promise<void> {
+  const deadline = Date.now() + 180_000;
+  while ((await writes(url)) < before + expected) {
+    if (Date.now() > deadline) throw new Error(`${url}: ${expected} write-back(s) did not end within 180 s`);
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -105,12 +105,12 @@ async function rowsFor(a: string, b: string, store: string, tokens: number): Pro
   const entry: number[] = [];
   const extendBytes: number[] = [];
   for (let r = 0; r < REPEATS; r++) {
-    await writesSettled(a);
     const ca = context(tokens);
     const storeBefore = await metricSum(store, "llmfleet_kv_bytes");
+    const aBefore = await writes(a);
     miss.push((await ask(a, ca)).ms);
     during.push((await ask(a, context(tokens))).ms);
-    await writesSettled(a);
+    await writesDone(a, aBefore, 2);
     // Both contexts are stored now; the entry of `ca` is about half of what the store grew by.
     entry.push((await metricSum(store, "llmfleet_kv_bytes")) - storeBefore);
     const loadBefore = await metricSum(b, "llmfleet_kv_store_load_seconds_sum");
@@ -118,10 +118,11 @@ async function rowsFor(a: string, b: string, store: string, tokens: number): Pro
     hit.push(got.ms);
     cached.push(got.cached);
     load.push(((await metricSum(b, "llmfleet_kv_store_load_seconds_sum")) - loadBefore) * 1000);
-    await writesSettled(b);
+    // B stores nothing: the question does not complete another block.
     const grownBefore = await metricSum(store, "llmfleet_kv_bytes");
+    const extendBefore = await writes(a);
     await ask(a, ca + context(EXTEND));
-    await writesSettled(a);
+    await writesDone(a, extendBefore, 1);
     extendBytes.push((await metricSum(store, "llmfleet_kv_bytes")) - grownBefore);
   }
   const entryBytes = median(entry) / 2;
@@ -150,10 +151,10 @@ async function runPath(model: string, path: string): Promise<Record<string, Row>
   wordsPerToken = await benchWordsPerToken(a.url);
   // Warm-up, store path included (v1's codec worker starts on first use): A writes, B loads.
   const warm = context(256);
+  const before = await writes(a.url);
   await ask(a.url, warm);
-  await writesSettled(a.url);
+  await writesDone(a.url, before, 1);
   await ask(b.url, warm + QUESTION);
-  await writesSettled(b.url);
   const out: Record<string, Row> = {};
   for (const tokens of CONTEXTS) {
     out[String(tokens)] = await rowsFor(a.url, b.url, store.url, tokens);
