@@ -11,7 +11,8 @@
  * (mode http, no addon, the port unreachable in auto mode) blocks move over HTTP.
  */
 import { randomBytes } from "node:crypto";
-import { blockKey, decodeManifest, encodeManifest, KvBlockError, metaShape, splitState, StateJoiner, verifyBlock, type BlockEntry, type KvManifest } from "./kv-blocks.ts";
+import { blockKey, decodeManifest, encodeManifest, KvBlockError, metaShape, StateJoiner, verifyBlock, type BlockEntry, type KvManifest, type SplitState } from "./kv-blocks.ts";
+import { splitKvBlocks } from "../kvcodec/codec-offload.ts";
 import { crc32c } from "./crc32c.ts";
 import { KV_SEAL_ALGORITHM, type KvSealer } from "./kv-seal.ts";
 import type { KvClientMetrics } from "./client-metrics.ts";
@@ -77,13 +78,15 @@ export class KvBlockClient {
   }
 
   /**
-   * Writes `state` (exactly the prefix's tokens) as a v2 entry under keys.at(-1): only blocks the
+   * Writes the first keys.length blocks of `state` as a v2 entry under keys.at(-1): only blocks the
    * store lacks are sent, then the manifest.
    */
   async write(state: Buffer, to: BlockWriteTarget): Promise<BlockWriteResult> {
     const { keys, config, signal } = to;
     const entryKey = keys.at(-1)!;
-    const { tokens, blocks, stored } = this.prepare(state, to);
+    // Cut and split on the codec worker (off the event loop), then keyed and sealed here.
+    const split = await splitKvBlocks(state, keys.length * config.blockTokens, config.blockTokens);
+    const { tokens, blocks, stored } = this.prepare(split, to);
     const has = await this.has(
       blocks.map((b) => b.key),
       signal,
@@ -92,7 +95,8 @@ export class KvBlockClient {
     const { path, sentBytes, dedupedBytes } = await this.sendMissing(config, { blocks, stored, has }, signal);
     this.opts.metrics.blockBytes.inc({ op: "sent", path }, sentBytes);
     this.opts.metrics.blockBytes.inc({ op: "deduped", path }, dedupedBytes);
-    const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes: state.length, prefixKeys: keys, blocks };
+    const stateBytes = split.buffer.length;
+    const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes, prefixKeys: keys, blocks };
     const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, {
       method: "PUT",
       headers: { ...this.opts.headers, "content-type": "application/x-llmfleet-kv-manifest" },
@@ -104,8 +108,7 @@ export class KvBlockClient {
   }
 
   /** The entry's blocks as stored (split, keyed, sealed) and their manifest entries (CRC filled in for those sent). */
-  private prepare(state: Buffer, { keys, config, codec, kvNamespace }: BlockWriteTarget): { tokens: number; blocks: BlockEntry[]; stored: Buffer[] } {
-    const split = splitState(state, config.blockTokens);
+  private prepare(split: SplitState, { keys, config, codec, kvNamespace }: BlockWriteTarget): { tokens: number; blocks: BlockEntry[]; stored: Buffer[] } {
     const raws: { kind: "meta" | "kv"; key: string; raw: Buffer; index?: number }[] = [
       { kind: "meta", key: blockKey(keys.at(-1)!, "meta", codec, metaShape(split.meta)), raw: split.meta },
       ...split.blocks.map((raw, i) => ({ kind: "kv" as const, key: blockKey(keys[i]!, "kv", codec, split.shapes[i]!), raw, index: i })),

@@ -19,6 +19,7 @@ import {
   type KvManifest,
 } from "./kv-blocks.ts";
 import { crc32c, crc32cJs } from "./crc32c.ts";
+import { splitKvBlocks } from "../kvcodec/codec-offload.ts";
 
 const BLOCK = 8;
 let rt: NativeRuntime;
@@ -120,4 +121,13 @@ test("a block is checked against its manifest entry: corrupt and truncated are n
   flipped.writeUInt8(flipped[7]! ^ 0x10, 7);
   assert.throws(() => verifyBlock(entry, flipped), /kv block 1 ababababab.. failed its CRC-32C .*corrupt/);
   assert.throws(() => verifyBlock(entry, data.subarray(0, data.length - 1)), /kv block 1 .* the manifest says \d+ \(truncated\)/);
+});
+
+test("the codec worker cuts and splits a longer state to the same blocks as inline (write-backs off the event loop)", async () => {
+  const inline = splitState(aligned(3), BLOCK);
+  const offloaded = await splitKvBlocks(long, 3 * BLOCK, BLOCK, 0);
+  assert.ok(offloaded.meta.equals(inline.meta));
+  assert.equal(offloaded.blocks.length, 3);
+  offloaded.blocks.forEach((b, i) => assert.ok(b.equals(inline.blocks[i]!), `block ${i}`));
+  assert.deepEqual(offloaded.shapes, inline.shapes);
 });

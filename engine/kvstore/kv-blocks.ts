@@ -253,29 +253,55 @@ function moveRows(at: { p: Plan; state: Buffer; stateOffsets: number[] }, block:
 
 export interface SplitState {
   meta: Buffer;
-  /** kv blocks in order (subarrays of one buffer). */
+  /** kv blocks in order (subarrays of `buffer`, after the meta block). */
   blocks: Buffer[];
   /** Per kv block: digest of its shape (blockKey's `shape`). */
   shapes: string[];
   tokens: number;
+  /** The meta block then every kv block, in one buffer (what a worker thread hands back). */
+  buffer: Buffer;
+}
+
+/** The layout of a SplitState's buffer: enough to rebuild the views on another thread. */
+export interface SplitLayout {
+  metaBytes: number;
+  sizes: number[];
+  shapes: string[];
+  tokens: number;
+}
+
+export function splitLayout(s: SplitState): SplitLayout {
+  return { metaBytes: s.meta.length, sizes: s.blocks.map((b) => b.length), shapes: s.shapes, tokens: s.tokens };
+}
+
+export function splitFromLayout(buffer: Buffer, l: SplitLayout): SplitState {
+  let at = l.metaBytes;
+  const blocks = l.sizes.map((n) => {
+    const b = buffer.subarray(at, at + n);
+    at += n;
+    return b;
+  });
+  return { meta: buffer.subarray(0, l.metaBytes), blocks, shapes: l.shapes, tokens: l.tokens, buffer };
 }
 
 /** Splits a state of a whole number of blocks into its meta block and kv blocks; KvBlockError when it cannot. */
 export function splitState(state: Buffer, blockTokens: number): SplitState {
   const parsed = parse(state, true);
   const p = plan(parsed, blockTokens);
-  const meta = Buffer.concat(parsed.items.filter((x): x is Buffer => !isSeg(x)));
-  const all = Buffer.allocUnsafe(p.sizes.reduce((a, b) => a + b, 0));
+  const fixed = parsed.items.filter((x): x is Buffer => !isSeg(x));
+  const metaBytes = fixed.reduce((n, b) => n + b.length, 0);
+  const buffer = Buffer.allocUnsafe(metaBytes + p.sizes.reduce((a, b) => a + b, 0));
+  let at = 0;
+  for (const f of fixed) at += f.copy(buffer, at);
   const stateOffsets = parsed.items.filter(isSeg).map((s) => s.offset);
   const blocks: Buffer[] = [];
-  let at = 0;
   for (let b = 0; b < p.blocks; b++) {
-    const data = all.subarray(at, at + p.sizes[b]!);
+    const data = buffer.subarray(at, at + p.sizes[b]!);
     moveRows({ p, state, stateOffsets }, b, data, true);
     blocks.push(data);
     at += p.sizes[b]!;
   }
-  return { meta, blocks, shapes: p.shapes, tokens: parsed.tokens };
+  return { meta: buffer.subarray(0, metaBytes), blocks, shapes: p.shapes, tokens: parsed.tokens, buffer };
 }
 
 /**

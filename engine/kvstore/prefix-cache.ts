@@ -26,7 +26,6 @@ import { ReuseEstimator } from "./reuse-estimator.ts";
 import { KvBlockClient, storeTakesV2, type BlockStoreConfig } from "./block-client.ts";
 import { isManifest, KvBlockError } from "./kv-blocks.ts";
 import type { KvListener, KvTransportMode } from "../pd/kv-transport.ts";
-import { seqStateTokens } from "../runtime/seq-state.ts";
 import { kvCodec } from "../kvcodec/codec.ts";
 
 export interface PrefixCacheOptions {
@@ -332,9 +331,7 @@ export class KvPrefixCache implements AsyncDisposable {
     const key = keys.at(-1);
     if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
     if (storeTakesV2(config, kvCodec(config.codec).name)) {
-      const full = await state;
-      const exact = seqStateTokens(full).length === prefix.length ? full : truncateSeqState(full, prefix.length);
-      await this.blocks.write(exact, { keys, config, codec: kvCodec(config.codec).name, kvNamespace, signal: AbortSignal.timeout(Math.max(this.opts.timeoutMs, 60_000)) });
+      await this.blocks.write(await state, { keys, config, codec: kvCodec(config.codec).name, kvNamespace, signal: AbortSignal.timeout(Math.max(this.opts.timeoutMs, 60_000)) });
       this.remember(key);
       this.opts.metrics.writes.inc({ outcome: "stored" });
       return key;
