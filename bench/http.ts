@@ -122,13 +122,39 @@ function requestsPerClient(c: number): number {
 
 const request = (client: number, index: number): CompletionRequest => ({ prompt: benchPrompt(client * 1000 + index), maxTokens });
 
-async function sweep(name: string, send: (r: CompletionRequest) => Promise<StreamOutcome>, alive: () => string | undefined): Promise<Record<string, LoadSummary>> {
+const STEP_COUNTERS = ["llmfleet_engine_native_steps_total", "llmfleet_engine_native_step_sequences_total", "llmfleet_engine_native_step_seconds_total", "llmfleet_engine_native_step_tokens_total"] as const;
+
+/** The engine's batching-loop counters (a diagnostic of where the time goes), or undefined where it has none. */
+async function stepCounters(url: string | undefined): Promise<number[] | undefined> {
+  if (!url) return undefined;
+  const text = await fetch(`${url}/metrics`)
+    .then((r) => r.text())
+    .catch(() => ""); // the engine died: its sweep stops at the liveness check
+  const values = STEP_COUNTERS.map((n) => Number(new RegExp(`^${n}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text)?.[1] ?? NaN));
+  return values.some((v) => Number.isNaN(v)) ? undefined : values;
+}
+
+/** Per sweep: sequences per native step, tokens per step, and the share of the wall time spent in native steps. */
+function stepFigures(before: number[] | undefined, after: number[] | undefined, wallMs: number): Record<string, number> | undefined {
+  if (!before || !after) return undefined;
+  const [calls, rows, busy, tokens] = after.map((v, i) => v - (before[i] ?? 0)) as [number, number, number, number];
+  if (calls <= 0) return undefined;
+  const r = (x: number, d = 100): number => Math.round(x * d) / d;
+  return { native_steps: calls, sequences_per_step: r(rows / calls), tokens_per_step: r(tokens / calls), step_ms: r((busy * 1000) / calls), native_busy_fraction: r((busy * 1000) / wallMs, 1000) };
+}
+
+async function sweep(name: string, send: (r: CompletionRequest) => Promise<StreamOutcome>, alive: () => string | undefined, metricsUrl?: string): Promise<Record<string, LoadSummary>> {
   const out: Record<string, LoadSummary> = {};
   await send({ prompt: benchPrompt(999_999), maxTokens: 8 }); // warm-up: first graphs, allocations
   for (const c of concurrencies) {
+    const before = await stepCounters(metricsUrl);
+    const t0 = performance.now();
     const s = await closedLoop(send, c, request, { perClient: requestsPerClient(c) });
-    out[String(c)] = s;
-    process.stderr.write(`bench:http: ${name} x${c}: ${s.tok_s} tok/s, TTFT p50 ${s.ttft_p50_ms} ms, ITL p90 ${s.itl_p90_ms} ms, ${s.errors} errors of ${s.requests}\n`);
+    const steps = stepFigures(before, await stepCounters(metricsUrl), performance.now() - t0);
+    out[String(c)] = steps ? { ...s, steps } : s;
+    await checkpoint({ runs: out });
+    const stepNote = steps ? `; ${steps.sequences_per_step} seqs/step, ${steps.step_ms} ms/step, native busy ${Math.round((steps.native_busy_fraction ?? 0) * 100)} %` : "";
+    process.stderr.write(`bench:http: ${name} x${c}: ${s.tok_s} tok/s, TTFT p50 ${s.ttft_p50_ms} ms, ITL p90 ${s.itl_p90_ms} ms, ${s.errors} errors of ${s.requests}${stepNote}\n`);
     const dead = alive();
     if (dead) {
       process.stderr.write(`bench:http: ${name} ${dead}\n`);
@@ -160,7 +186,7 @@ async function llamaServerSection(model: string): Promise<Record<string, unknown
     : ["-ngl", gpu ? "99" : "0", "-np", String(parallel), "-c", String(parallel * ctxSize), "-b", String(batchSize), "-fa", gpu ? "on" : "off", "-t", String(threads)];
   const logFile = join(dirname(a.out), "llama-server.log");
   await using server = await startServer("llama-server", a["llama-server"], ["-m", model, ...flags, "--host", "127.0.0.1", "--port", String(port)], { port, readyPath: "/health", logFile });
-  const client = new LoadClient(server.url, 4096);
+  const client = new LoadClient(server.url, 4096, "default", false);
   try {
     return { args: flags.join(" "), runs: await sweep("llama-server", (r) => client.complete(r), server.exited) };
   } finally {
@@ -180,6 +206,7 @@ async function soakSection(model: string): Promise<Record<string, unknown>> {
     const runs: Record<string, LoadSummary> = {};
     for (const c of [64, 128]) {
       runs[String(c)] = await closedLoop((r) => client.complete(r), c, request, { untilMs: seconds * 1000 });
+      await checkpoint({ seconds_each: seconds, runs });
       process.stderr.write(`bench:http: soak x${c} ${seconds} s: ${runs[String(c)]!.tok_s} tok/s, ${runs[String(c)]!.errors} errors\n`);
       if (server.exited()) break;
     }
@@ -201,7 +228,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
     case "engine":
       return withEngine(model, "engine", async (server, client) => ({
         args: engineArgv("MODEL").join(" "),
-        runs: await sweep("engine", (r) => client.complete(r), server.exited),
+        runs: await sweep("engine", (r) => client.complete(r), server.exited, server.url),
         engine: server.exited() ?? "alive",
       }));
     case "llama-server":
@@ -275,19 +302,35 @@ function headline(r: Record<string, unknown>): Record<string, unknown> {
   };
 }
 
+const results: Record<string, unknown> = existsSync(a.out) ? (JSON.parse(readFileSync(a.out, "utf8")) as Record<string, unknown>) : {};
+let current: { key: string; date: string } | undefined;
+
+async function save(): Promise<void> {
+  Object.assign(results, headline(results));
+  await mkdir(dirname(a.out), { recursive: true });
+  await writeFile(a.out, `${JSON.stringify(results, null, 2)}\n`);
+}
+
+/**
+ * The section in progress as far as it got, marked partial: a device call that runs out of time
+ * (or an engine that dies) mid-section still leaves the concurrencies already measured in the file.
+ */
+async function checkpoint(got: Record<string, unknown>): Promise<void> {
+  if (!current) return;
+  results[current.key] = { date: current.date, partial: true, ...got };
+  await save();
+}
+
 async function main(): Promise<void> {
   const model = await modelFile();
   if (a.prepare) return;
-  const results: Record<string, unknown> = existsSync(a.out) ? (JSON.parse(readFileSync(a.out, "utf8")) as Record<string, unknown>) : {};
   results.device = device;
   results.model = model.split("/").pop();
   for (const name of sections) {
-    const started = new Date().toISOString();
+    current = { key: `${name.replace("-", "_")}${a.label ? `_${a.label}` : ""}`, date: new Date().toISOString() };
     const got = await section(name, model);
-    results[`${name.replace("-", "_")}${a.label ? `_${a.label}` : ""}`] = { date: started, ...got };
-    Object.assign(results, headline(results));
-    await mkdir(dirname(a.out), { recursive: true });
-    await writeFile(a.out, `${JSON.stringify(results, null, 2)}\n`);
+    results[current.key] = { date: current.date, ...got };
+    await save();
   }
   const h = headline(results);
   process.stdout.write(`${JSON.stringify(h)}\n`);

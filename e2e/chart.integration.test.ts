@@ -78,6 +78,10 @@ test("install creates the operator with least-privilege RBAC and NetworkPolicies
     role.rules.every((r) => !r.verbs.includes("*") && !r.resources.includes("*")),
     "no wildcards",
   );
+  assert.ok(!role.rules.some((r) => r.resources.includes("secrets")), "no Secret read cluster-wide");
+  // Secrets are readable only in tenantKeys.namespaces (default: the release namespace here).
+  const keys = JSON.parse(await kubectlOk(["get", "role", "-n", NS, "llmfleet-operator-tenant-keys", "-o", "json"])) as { rules: unknown };
+  assert.deepEqual(keys.rules, parse(readFileSync(resolve(CHART, "files/operator-tenant-keys-role-rules.yaml"), "utf8")));
   assert.match(await kubectlOk(["get", "networkpolicy", "-n", NS, "-o", "name"]), /llmfleet-engines[\s\S]*llmfleet-kvstore/);
   // The operator's autoscaler scrapes engines' /metrics: the engines' policy admits the operator's pods.
   const engines = JSON.parse(await kubectlOk(["get", "networkpolicy", "-n", NS, "llmfleet-engines", "-o", "json"])) as {

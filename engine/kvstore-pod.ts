@@ -81,10 +81,10 @@ export async function createKvStorePod(opts: KvStorePodOptions): Promise<KvStore
   aliasIndex.store = store;
   await store.indexAliases();
   const config = { blockTokens: opts.blockTokens, codec: opts.codec, tenantSalt: opts.tenantSalt, kvFormat: opts.kvFormat ?? "v2" };
-  const token = fleetTokenSource(opts.fleetTokenFile);
+  const token = fleetTokenSource(opts.fleetTokenFile, { log: (l) => process.stderr.write(`${l}\n`) });
   const tcp = await blockListener(opts);
   return {
-    app: createKvStoreApp({ store, metrics, config, guard: fleetGuard(token.token), ...(tcp ? { tcp } : {}) }),
+    app: createKvStoreApp({ store, metrics, config, guard: fleetGuard(token), ...(tcp ? { tcp } : {}) }),
     store,
     metrics,
     tcp,

@@ -1,7 +1,8 @@
 /** `npm run engine -- --role aggregated|prefill|decode|router|kvstore [...]`; see engine/README.md. */
 import type { RequestListener } from "node:http";
-import { HELP, parseEngineOptions } from "./cli/options.ts";
+import { HELP, parseEngineOptions, type EngineOptions } from "./cli/options.ts";
 import { createModelPod } from "./pod.ts";
+import { fillModelCache, waitForFilledModel } from "./model/filled-cache.ts";
 import { createRouterApp } from "./router/router-app.ts";
 import { watchUpstreamsFile } from "./router/upstreams-file.ts";
 import { RouterUpstreams } from "./router/upstreams.ts";
@@ -20,12 +21,31 @@ function kubeClientForDiscovery(): KubeClient {
   }
 }
 
+/** --model-cache fill (a Model's fill Job) and wait (its engine pods' init container): no server, exit 0 when done. */
+async function fillOrWait(uri: string, mode: "fill" | "wait", checksum: string | undefined): Promise<void> {
+  const log = (line: string): void => void process.stderr.write(`engine: ${line}\n`);
+  if (mode === "fill") {
+    const r = await fillModelCache(uri, checksum);
+    log(`model cache filled: ${uri} is ${r.file} (${r.size} bytes, ${r.checksum})`);
+  } else {
+    log(`model cache holds ${uri}: ${await waitForFilledModel(uri, { ...(checksum ? { checksum } : {}), log })}`);
+  }
+}
+
 async function main(): Promise<void> {
   const options = parseEngineOptions(process.argv.slice(2));
   if (options === "help") {
     process.stdout.write(HELP);
     return;
   }
+  if (options.modelCache === "fill" || options.modelCache === "wait") {
+    await fillOrWait(options.model, options.modelCache, options.modelChecksum);
+    return;
+  }
+  await serve(options);
+}
+
+async function serve(options: EngineOptions): Promise<void> {
   let dispose: () => Promise<void> = async () => {};
   let app;
   if (options.role === "router") {

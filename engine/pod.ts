@@ -3,13 +3,15 @@ import type { Express } from "express";
 import { createEngineApp } from "./http/engine-app.ts";
 import { createEngineMetrics, type EngineMetrics, type Role } from "./metrics/engine-metrics.ts";
 import { ensureModel, verifyChecksum } from "./model/fetch.ts";
+import { waitForFilledModel } from "./model/filled-cache.ts";
+import type { ModelCacheMode } from "./cli/options.ts";
 import { CompletionService } from "./serving/completion-service.ts";
 import { SequencePool } from "./serving/sequence-pool.ts";
 import { handoffRoutes } from "./pd/handoff-routes.ts";
 import { stat } from "node:fs/promises";
 import { basename } from "node:path";
 import express from "express";
-import { Gauge } from "prom-client";
+import { Counter, Gauge } from "prom-client";
 import { createKvClientMetrics } from "./kvstore/client-metrics.ts";
 import { contextsRoute } from "./http/contexts-route.ts";
 import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
@@ -17,7 +19,7 @@ import { useNativeCrc32c } from "./kvstore/crc32c.ts";
 import type { ModelRuntime } from "./runtime/runtime.ts";
 import { NativeRuntime } from "./runtime/native-runtime.ts";
 import type { Backend, PipelineDecode } from "./cli/options.ts";
-import { fleetGuard, fleetTokenSource, readFleetToken } from "./access/fleet-auth.ts";
+import { fleetGuard, fleetTokenSource, type FleetTokens } from "./access/fleet-auth.ts";
 import { identityHeaders } from "./access/identity.ts";
 import { createTenantCacheMetric } from "./access/tenant-metrics.ts";
 import { KvSealer } from "./kvstore/kv-seal.ts";
@@ -30,6 +32,8 @@ export interface ModelPodOptions {
   model: string;
   /** Expected "sha256:<hex>" of the model file; the pod refuses to start on another. Default none. */
   modelChecksum?: string;
+  /** filled: the cache is read-only, filled by a Job: wait for its fill record (engine/model/filled-cache.ts). Default fetch. */
+  modelCache?: ModelCacheMode;
   threads: number;
   ctxSize: number;
   parallel: number;
@@ -44,6 +48,8 @@ export interface ModelPodOptions {
   decodeLookahead?: number;
   /** native: pipelined decoding; default off (auto: on when layers are on a GPU). */
   pipelineDecode?: PipelineDecode;
+  /** native: one KV buffer for all sequences (default true with more than one). */
+  kvUnified?: boolean;
   /** Prefill role: decode pods to hand off to when the router names none. */
   decode?: string[];
   /**
@@ -67,6 +73,8 @@ export interface ModelPodOptions {
   kvStoreTimeoutMs?: number;
   /** The fleet's token file: requests without the token are refused; hand-offs and KV store calls send it. Default none. */
   fleetTokenFile?: string;
+  /** The KV store's own token file, when it has one; default the fleet token. */
+  kvStoreTokenFile?: string;
   /** Master key file of per-tenant KV entry encryption (prefill/aggregated). Default none. */
   kvEncryptionKeyFile?: string;
 }
@@ -79,16 +87,16 @@ async function kvModelIdentity(modelPath: string, checksum: string | undefined):
   return checksum ?? `${basename(modelPath)}:${(await stat(modelPath)).size}`;
 }
 
-async function kvPrefixCache(opts: ModelPodOptions, modelPath: string, runtime: ModelRuntime, metrics: EngineMetrics): Promise<KvPrefixCache | undefined> {
+async function kvPrefixCache(opts: ModelPodOptions, modelPath: string, runtime: ModelRuntime, deps: { metrics: EngineMetrics; storeToken: FleetTokens }): Promise<KvPrefixCache | undefined> {
+  const { metrics, storeToken } = deps;
   if (!opts.kvStore || opts.role === "decode") return undefined;
-  const fleetToken = opts.fleetTokenFile ? readFleetToken(opts.fleetTokenFile) : undefined;
   // v2 entries' blocks arrive from the store on this pod's native listener (and leave with its addon).
   const tcp = await kvListener(opts, runtime);
   if (tcp) useNativeCrc32c((b) => tcp.addon.kvChecksum(b));
   return new KvPrefixCache({
     ...(tcp ? { tcp } : {}),
     ...(opts.kvTransport ? { transport: opts.kvTransport } : {}),
-    headers: identityHeaders(fleetToken),
+    headers: () => identityHeaders(storeToken.token()),
     ...(opts.kvEncryptionKeyFile ? { sealer: KvSealer.fromFile(opts.kvEncryptionKeyFile) } : {}),
     url: opts.kvStore.replace(/\/+$/, ""),
     timeoutMs: opts.kvStoreTimeoutMs ?? 5000,
@@ -136,7 +144,35 @@ async function loadRuntime(opts: ModelPodOptions, modelPath: string): Promise<Mo
     gpuLayers: opts.gpuLayers ?? 0,
     decodeLookahead: opts.decodeLookahead ?? 1,
     ...(pipeline === "auto" ? {} : { pipelineDecode: pipeline === "on" }),
+    ...(opts.kvUnified === undefined ? {} : { kvUnified: opts.kvUnified }),
   });
+}
+
+/**
+ * The batching loop's totals as counters: native step calls, the sequences in them, and the
+ * seconds spent in them. Per scrape interval, rows / calls is how full the steps are and busy /
+ * wall time how much of the time the model ran (the rest is JavaScript: HTTP, JSON, scheduling).
+ */
+function watchSteps(metrics: EngineMetrics, runtime: ModelRuntime): void {
+  const stats = runtime.stepStats;
+  if (!stats) return;
+  const counters: Array<[string, string, () => number]> = [
+    ["llmfleet_engine_native_steps_total", "Native step calls of the batching loop", () => stats.calls],
+    ["llmfleet_engine_native_step_sequences_total", "Sequences over all native step calls (divided by the calls: sequences per step)", () => stats.rows],
+    ["llmfleet_engine_native_step_seconds_total", "Seconds spent in native step calls", () => stats.busySeconds],
+    ["llmfleet_engine_native_step_tokens_total", "Tokens evaluated by native step calls (prompt chunks and decodes)", () => stats.tokens],
+  ];
+  for (const [name, help, read] of counters) {
+    new Counter({
+      name,
+      help,
+      registers: [metrics.registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  }
 }
 
 /** llmfleet_kv_stray_tokens: read at each scrape, between steps (a leak of KV cells shows here). */
@@ -183,17 +219,29 @@ async function kvListener(opts: ModelPodOptions, runtime: ModelRuntime): Promise
   }
 }
 
-export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
+/** The model file: from a filled read-only cache (its fill verified it), else fetched and verified here. */
+async function resolveModel(opts: ModelPodOptions): Promise<string> {
+  if (opts.modelCache === "filled") {
+    const log = (line: string): void => void process.stderr.write(`engine (${opts.role}): ${line}\n`);
+    return waitForFilledModel(opts.model, { ...(opts.modelChecksum ? { checksum: opts.modelChecksum } : {}), log });
+  }
   const modelPath = await ensureModel(opts.model);
   if (opts.modelChecksum) await verifyChecksum(modelPath, opts.modelChecksum);
+  return modelPath;
+}
+
+export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
+  const modelPath = await resolveModel(opts);
   const runtime = await loadRuntime(opts, modelPath);
   const metrics = createEngineMetrics(opts.role, opts.withProcessMetrics ?? false);
   watchKvStray(metrics, runtime);
-  const kvCache = await kvPrefixCache(opts, modelPath, runtime, metrics);
+  watchSteps(metrics, runtime);
+  const token = fleetTokenSource(opts.fleetTokenFile, { log: (l) => process.stderr.write(`${l}\n`) });
+  const storeToken = opts.kvStoreTokenFile ? fleetTokenSource(opts.kvStoreTokenFile, { log: (l) => process.stderr.write(`kv store ${l}\n`) }) : token;
+  const kvCache = await kvPrefixCache(opts, modelPath, runtime, { metrics, storeToken });
   const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, kvCache);
   const tenantHits = createTenantCacheMetric(metrics.registry);
   service.onTenantHits = (tenant, tokens): void => tenantHits.inc({ tenant }, tokens);
-  const token = fleetTokenSource(opts.fleetTokenFile);
   const tcp = opts.role === "decode" ? await kvListener(opts, runtime) : undefined;
   const routes = handoffRoutes({
     role: opts.role,
@@ -207,7 +255,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   });
   const extraRoutes = express.Router().use(routes.router);
   if (kvCache) extraRoutes.use(contextsRoute(service, kvCache));
-  const app = createEngineApp({ service, metrics, extraRoutes, guard: fleetGuard(token.token) });
+  const app = createEngineApp({ service, metrics, extraRoutes, guard: fleetGuard(token) });
   return {
     app,
     service,
@@ -215,6 +263,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
     kvCache,
     async [Symbol.asyncDispose](): Promise<void> {
       token[Symbol.dispose]();
+      storeToken[Symbol.dispose]();
       await routes[Symbol.asyncDispose]();
       await kvCache?.[Symbol.asyncDispose]();
       await runtime[Symbol.asyncDispose]();

@@ -1,13 +1,21 @@
 // Model.spec.access on a real API server: invalid access settings are refused with a message that
 // names the field; a valid one, and examples/tenants.yaml, apply; the router's key Secrets are
-// watched, so a rotated or revoked key applies within seconds.
+// watched, so a rotated or revoked key applies within seconds — also under the router's own
+// ServiceAccount and the Role the operator plans for it, which reads its tenants' Secrets only.
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import { stringify } from "yaml";
+import { KubeConfig, type V1Deployment } from "@kubernetes/client-node";
 import { kubectl, kubectlOk } from "../testing/kubectl.ts";
 import { adminClient, ensureNamespace, installCRDs } from "../testing/cluster.ts";
 import { eventually } from "../testing/eventually.ts";
-import { watchAccessSecrets } from "../engine/access/access-sources.ts";
+import { serviceAccountKubeconfig } from "../testing/operator-rbac.ts";
+import { aDecodePool, aModel, aPrefillPool, NOW } from "../testing/builders.ts";
+import { parseAccess, watchAccessSecrets } from "../engine/access/access-sources.ts";
+import { parseEngineOptions, type EngineOptions } from "../engine/cli/options.ts";
+import { planModel } from "./plan/model.ts";
+import { KubeApiError, KubeClient } from "../lib/kube/client.ts";
+import { R } from "../lib/kube/resources.ts";
 
 const NS = "it-access";
 
@@ -102,4 +110,74 @@ test("the router's keys follow the tenant's Secret: rotation and revocation appl
   process.stderr.write(`a key removed from its Secret stopped working after ${Math.round(revokedMs)} ms\n`);
   assert.ok(revokedMs < 5_000);
   assert.ok(lines.every((l) => !l.includes(k1) && !l.includes(k2)), "keys never logged");
+});
+
+async function status(p: Promise<unknown>): Promise<number> {
+  try {
+    await p;
+    return 200;
+  } catch (err) {
+    if (err instanceof KubeApiError) return err.status;
+    throw err;
+  }
+}
+
+test("under the router's own ServiceAccount and planned Role: it watches its tenants' Secrets and is refused every other", async () => {
+  const model = aModel("it-keyed", NS);
+  model.spec.access = {
+    mode: "apiKeys",
+    tenants: [
+      { name: "team-a", secretRef: { name: "it-own-a" } },
+      { name: "team-b", secretRef: { name: "it-own-b" } },
+    ],
+  };
+  const plan = planModel(model, { prefillPools: [aPrefillPool("pf", "it-keyed", NS)], decodePools: [aDecodePool("dc", "it-keyed", NS)], engineImage: "e", engineGPUImage: "e", now: NOW });
+  // The router's identity exactly as the operator applies it (without the owner reference: no live Model here).
+  const identity = plan.children
+    .filter((c) => ["ServiceAccount", "Role", "RoleBinding"].includes(c.kind ?? ""))
+    .map((c) => ({ ...c, metadata: { ...c.metadata, ownerReferences: undefined } }));
+  assert.equal(identity.length, 3);
+  await kubectlOk(["apply", "-f", "-"], { stdin: identity.map((o) => stringify(o)).join("---\n") });
+  const router = plan.children.find((c) => c.kind === "Deployment") as V1Deployment;
+  const sa = router.spec?.template.spec?.serviceAccountName ?? "";
+  const tenants = parseAccess((parseEngineOptions(router.spec?.template.spec?.containers[0]?.args ?? []) as EngineOptions).accessTenants ?? "");
+
+  const [ka, kb, kOther] = ["sk-it-own-a-0123456789abcdef", "sk-it-own-b-0123456789abcdef", "sk-it-not-mine-0123456789abcd"];
+  await kubectlOk(["apply", "-f", "-"], { stdin: [secret("it-own-a", { k: ka }), secret("it-own-b", { k: kb }), secret("it-not-mine", { k: kOther })].join("---\n") });
+
+  const kc = new KubeConfig();
+  kc.loadFromFile(await serviceAccountKubeconfig(sa, NS));
+  const asRouter = KubeClient.fromKubeConfig(kc);
+  const lines: string[] = [];
+  using source = watchAccessSecrets(asRouter, NS, tenants, (l) => lines.push(l));
+  await source.synced;
+  await eventually(() => {
+    assert.equal(source.keyring.authenticate(ka)?.name, "team-a");
+    assert.equal(source.keyring.authenticate(kb)?.name, "team-b");
+  });
+  // The watch goes on under the Role: a rotation arrives.
+  const ka2 = "sk-it-own-a-rotated-0123456789";
+  await kubectlOk(["apply", "-f", "-"], { stdin: secret("it-own-a", { k2: ka2 }) });
+  await eventually(() => assert.equal(source.keyring.authenticate(ka2)?.name, "team-a"), { intervalMs: 50 });
+  assert.equal(source.keyring.authenticate(ka), undefined);
+  assert.equal(source.keyring.authenticate(kOther), undefined);
+  assert.ok(lines.every((l) => !/forbidden|403/i.test(l)), `no refusal on its own Secrets: ${lines.join("\n")}`);
+
+  const refused: Array<[string, () => Promise<unknown>]> = [
+    ["get another Secret of its namespace", () => asRouter.get(R.Secret, NS, "it-not-mine")],
+    ["list every Secret of its namespace", () => asRouter.list(R.Secret, { namespace: NS })],
+    ["list another Secret by field selector", () => asRouter.list(R.Secret, { namespace: NS, fieldSelector: "metadata.name=it-not-mine" })],
+    ["get its own Secret's name in another namespace", () => asRouter.get(R.Secret, "default", "it-own-a")],
+    ["list Secrets of every namespace", () => asRouter.list(R.Secret)],
+    ["write its own Secret", () => asRouter.mergePatch(R.Secret, { namespace: NS, name: "it-own-a" }, { data: {} })],
+  ];
+  for (const [what, call] of refused) assert.equal(await status(call()), 403, what);
+  assert.equal(await status(asRouter.get(R.Secret, NS, "it-own-b")), 200, "its own Secret, by name");
+
+  // A watch of a Secret it does not own fails, and is reported (its keys kept: none).
+  const denied: string[] = [];
+  using other = watchAccessSecrets(asRouter, NS, [{ name: "intruder", limits: {}, secretName: "it-not-mine" }], (l) => denied.push(l));
+  await eventually(() => assert.ok(denied.some((l) => /403|forbidden/i.test(l)), denied.join("\n")));
+  assert.equal(other.keyring.authenticate(kOther), undefined);
+  assert.ok([...lines, ...denied].every((l) => ![ka, ka2, kb, kOther].some((k) => l.includes(k))), "keys never logged");
 });

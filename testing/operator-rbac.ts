@@ -13,8 +13,11 @@ function rules(file: string): unknown {
   return parse(readFileSync(resolve(ROOT, "charts/llmfleet/files", file), "utf8"));
 }
 
-/** The ServiceAccount `sa` in `namespace`, its ClusterRole (the chart's rules) and its leader-election Role, as YAML. */
-export function operatorRBACManifests(sa: string, namespace: string): string {
+/**
+ * The ServiceAccount `sa` in `namespace`, its ClusterRole (the chart's rules), its leader-election
+ * Role and, in each of `tenantKeyNamespaces`, the chart's tenant-keys Role (read on Secrets), as YAML.
+ */
+export function operatorRBACManifests(sa: string, namespace: string, tenantKeyNamespaces: string[] = []): string {
   const subject = [{ kind: "ServiceAccount", name: sa, namespace }];
   const docs = [
     { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: sa, namespace } },
@@ -34,6 +37,16 @@ export function operatorRBACManifests(sa: string, namespace: string): string {
       roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: sa },
       subjects: subject,
     },
+    ...tenantKeyNamespaces.flatMap((ns) => [
+      { apiVersion: "rbac.authorization.k8s.io/v1", kind: "Role", metadata: { name: `${sa}-tenant-keys`, namespace: ns }, rules: rules("operator-tenant-keys-role-rules.yaml") },
+      {
+        apiVersion: "rbac.authorization.k8s.io/v1",
+        kind: "RoleBinding",
+        metadata: { name: `${sa}-tenant-keys`, namespace: ns },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: `${sa}-tenant-keys` },
+        subjects: subject,
+      },
+    ]),
   ];
   return docs.map((d) => stringify(d)).join("---\n");
 }
@@ -63,9 +76,10 @@ export async function serviceAccountKubeconfig(sa: string, namespace: string, du
   return path;
 }
 
-/** Installs the ServiceAccount and its RBAC, and returns a kubeconfig for it. */
-export async function operatorServiceAccount(sa: string, namespace: string): Promise<string> {
+/** Installs the ServiceAccount and its RBAC (tenant keys readable in `tenantKeyNamespaces`), and returns a kubeconfig for it. */
+export async function operatorServiceAccount(sa: string, namespace: string, tenantKeyNamespaces: string[] = []): Promise<string> {
   await ensureNamespace(namespace);
-  await kubectlOk(["apply", "-f", "-"], { stdin: operatorRBACManifests(sa, namespace) });
+  for (const ns of tenantKeyNamespaces) await ensureNamespace(ns);
+  await kubectlOk(["apply", "-f", "-"], { stdin: operatorRBACManifests(sa, namespace, tenantKeyNamespaces) });
   return serviceAccountKubeconfig(sa, namespace);
 }

@@ -87,8 +87,14 @@ export class LoadClient {
     private readonly baseUrl: string,
     maxSockets: number,
     private readonly model = "default",
+    /**
+     * Reuse connections (default). llama-server closes a connection after each streamed answer;
+     * a client reusing it then fails every second request with "socket hang up" (half of
+     * llama-server's requests in the H200 run of 2026-12-05), so its section connects anew.
+     */
+    keepAlive = true,
   ) {
-    this.agent = new Agent({ keepAlive: true, maxSockets });
+    this.agent = new Agent({ keepAlive, maxSockets });
   }
 
   close(): void {
@@ -173,6 +179,8 @@ export class LoadClient {
 }
 
 export interface LoadSummary {
+  /** The engine's batching loop over the run (bench/http.ts stepFigures), where the server has one. */
+  steps?: Record<string, number>;
   concurrency: number;
   requests: number;
   errors: number;

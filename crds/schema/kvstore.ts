@@ -86,6 +86,12 @@ export const KVStoreSpec = strictObject(
     tenantSalt: Type.Optional(
       Type.String({ maxLength: 128, description: "Salt mixed into every block key, so caches of different tenants never match. Default: the namespace." }),
     ),
+    fleetSecretRef: Type.Optional(
+      LocalRef(
+        "Secret",
+        'The store\'s token: key "token" (at least 16 characters; several, one a line, while it rotates). The store refuses every request without it but its probes and /metrics; the prefill and aggregated pods of every pool that uses the store mount it and send it. Default: none, the store serves anyone who reaches it (its entries are still sealed per tenant when the Model has a fleetSecretRef).',
+      ),
+    ),
     resources: Type.Optional(
       strictObject(
         {

@@ -24,6 +24,48 @@ export const ModelSource = strictObject(
   { description: "The model artifact." },
 );
 
+export const MODEL_CACHE_DEFAULT_SIZE = "20Gi";
+
+export const ModelCache = strictObject(
+  {
+    claimName: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 253,
+        pattern: "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description:
+          "An existing PersistentVolumeClaim in the Model's namespace, ReadWriteMany: the fill Job writes the model into it, engine pods mount it read-only. Default: the operator creates <model>-model-cache (ReadWriteMany, storageClassName, size), owned by the Model.",
+      }),
+    ),
+    storageClassName: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 253,
+        description: "Storage class of the claim the operator creates; it must offer ReadWriteMany (NFS, CephFS, EFS, Filestore...). Default: the cluster's default class.",
+      }),
+    ),
+    size: Type.Optional(
+      Quantity(`Size of the claim the operator creates: the model file and its fill record, with room for a new version while the old one serves. Default ${MODEL_CACHE_DEFAULT_SIZE}.`),
+    ),
+    image: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 1024,
+        description:
+          "An OCI image holding the filled cache (models/<file> and models/.filled/, as `npm run model:fetch -- --fill` writes them), mounted read-only as an image volume, which the container runtime pulls once per node: no claim, no fill Job. Needs Kubernetes 1.33+ with image volumes on (ImageVolume).",
+      }),
+    ),
+  },
+  {
+    description:
+      "A model cache that outlives pods: a volume filled once (a Job downloads the model and verifies its checksum under a lock) that every engine pod mounts read-only and waits for, instead of downloading the model into an emptyDir of its own. Default: none, each pod downloads the model.",
+    ...cel(
+      { rule: "!has(self.image) || (!has(self.claimName) && !has(self.storageClassName) && !has(self.size))", message: "image excludes claimName, storageClassName and size", fieldPath: ".image" },
+      { rule: "!has(self.claimName) || (!has(self.storageClassName) && !has(self.size))", message: "claimName names an existing claim: storageClassName and size are for the claim the operator creates", fieldPath: ".claimName" },
+    ),
+  },
+);
+
 export const ModelSLO = strictObject(
   {
     ttftP90: Duration(
@@ -129,6 +171,7 @@ export const ModelSpec = strictObject(
     replicas: Type.Optional(ReplicaRange("aggregated model replicas (one pod prefills and decodes)", 0)),
     placement: Type.Optional(ModelPlacement),
     access: Type.Optional(ModelAccess),
+    cache: Type.Optional(ModelCache),
   },
   {
     description: "A model and how its fleet serves it.",

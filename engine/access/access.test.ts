@@ -10,13 +10,15 @@ import { TenantKeyring, bearerKey, kvNamespaceOf } from "./tenants.ts";
 import { LimitExceeded, TenantLimiter } from "./limiter.ts";
 import { parseAccess, watchAccessFile } from "./access-sources.ts";
 import { routerGuard } from "./router-guard.ts";
-import { fleetGuard } from "./fleet-auth.ts";
+import { fixedFleetToken, fleetGuard, fleetTokenSource } from "./fleet-auth.ts";
+import { createKvStorePod } from "../kvstore-pod.ts";
 import { createTenantMetrics } from "./tenant-metrics.ts";
 import { FLEET_TOKEN_HEADER, KV_NAMESPACE_HEADER, TENANT_HEADER } from "./identity.ts";
 import { KvSealer, KvSealError } from "../kvstore/kv-seal.ts";
 import { errorHandler } from "../http/http-error.ts";
 import { listen } from "../../testing/engine.ts";
 import { eventually } from "../../testing/eventually.ts";
+import { median, pairedShift } from "../../testing/stats.ts";
 
 const KEY_A = "sk-team-a-0123456789abcdef";
 const KEY_B = "sk-team-b-0123456789abcdef";
@@ -134,7 +136,7 @@ test("router guard: 401 in OpenAI's shape, 429 with Retry-After and the limit, i
 });
 
 test("engine guard: no fleet token, 403 before the body; probes open; identity believed only with the token", async () => {
-  await using app = await listen(echoApp(fleetGuard(() => "fleet-token-0123456789")));
+  await using app = await listen(echoApp(fleetGuard(fixedFleetToken("fleet-token-0123456789"))));
   assert.equal((await fetch(`${app.url}/health`)).status, 200);
   const forged = await fetch(`${app.url}/v1/completions`, { method: "POST", headers: { [TENANT_HEADER]: "a", [KV_NAMESPACE_HEADER]: "tenant:a" }, body: "{}" });
   assert.equal(forged.status, 403);
@@ -147,6 +149,77 @@ test("engine guard: no fleet token, 403 before the body; probes open; identity b
   assert.ok(!bad || bad.status === 400);
 });
 
+const OLD = "fleet-token-old-0123456789";
+const NEW = "fleet-token-new-0123456789";
+
+test("fleet token rotation: two pods see the Secret's updates at different times, no request is refused; a retired token lasts its grace only", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "fleet-token-"));
+  // Each pod has its own copy of the Secret volume; the kubelet updates them at different times.
+  const senderFile = join(dir, "sender");
+  const receiverFile = join(dir, "receiver");
+  const put = (file: string, text: string): void => {
+    writeFileSync(`${file}.tmp`, text);
+    renameSync(`${file}.tmp`, file); // a Secret volume is swapped, not written in place
+  };
+  put(senderFile, OLD);
+  put(receiverFile, OLD);
+  let clock = 0;
+  const opts = { pollMs: 20, graceMs: 60_000, now: () => clock };
+  using sender = fleetTokenSource(senderFile, opts);
+  using receiver = fleetTokenSource(receiverFile, opts);
+  await using app = await listen(echoApp(fleetGuard(receiver)));
+  const call = async (): Promise<number> => (await fetch(`${app.url}/internal/prefill`, { method: "POST", headers: { [FLEET_TOKEN_HEADER]: sender.token() ?? "" } })).status;
+  const tokenSeen = (src: { token: () => string | undefined }, want: string): Promise<void> => eventually(() => assert.equal(src.token(), want), { intervalMs: 10 });
+  assert.equal(await call(), 200);
+  // Step 1: the new token as a second line. The sender sees it first: it still sends the old one.
+  put(senderFile, `${OLD}\n${NEW}\n`);
+  await eventually(() => assert.ok(sender.accepts(NEW)), { intervalMs: 10 });
+  assert.equal(sender.token(), OLD, "the first line is sent");
+  assert.equal(await call(), 200);
+  put(receiverFile, `${OLD}\n${NEW}\n`);
+  await eventually(() => assert.ok(receiver.accepts(NEW)), { intervalMs: 10 });
+  // Step 2: only the new token. The sender sees it first and sends it: the receiver accepts it (line 2).
+  put(senderFile, NEW);
+  await tokenSeen(sender, NEW);
+  assert.equal(await call(), 200, "a pod ahead sends the new token to one still at step 1");
+  // Now the receiver is ahead of a sender that still sends the old one: the grace period covers it.
+  put(receiverFile, NEW);
+  await tokenSeen(receiver, NEW);
+  assert.ok(receiver.accepts(OLD), "a retired token is accepted during its grace period");
+  const late = await fetch(`${app.url}/internal/prefill`, { method: "POST", headers: { [FLEET_TOKEN_HEADER]: OLD } });
+  assert.equal(late.status, 200);
+  assert.equal(await call(), 200);
+  clock += 60_001;
+  assert.ok(!receiver.accepts(OLD), "past its grace period the retired token is refused");
+  assert.equal((await fetch(`${app.url}/internal/prefill`, { method: "POST", headers: { [FLEET_TOKEN_HEADER]: OLD } })).status, 403);
+  assert.equal(await call(), 200);
+  // A broken file (empty, a short token) keeps the tokens last read.
+  put(receiverFile, "");
+  put(receiverFile, "short\n");
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(receiver.token(), NEW);
+  assert.equal(await call(), 200);
+});
+
+test("fleet token rotation: the KV store pod re-reads its token file without a restart", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "kv-token-"));
+  const file = join(dir, "token");
+  writeFileSync(file, OLD);
+  const pod = await createKvStorePod({ blockTokens: 16, codec: "lossless", tenantSalt: "", tiers: [], fleetTokenFile: file });
+  await using app = await listen(pod.app);
+  try {
+    const config = async (token: string): Promise<number> => (await fetch(`${app.url}/v1/kv/config`, { headers: { [FLEET_TOKEN_HEADER]: token } })).status;
+    assert.equal(await config(OLD), 200);
+    assert.equal(await config(NEW), 403);
+    writeFileSync(`${file}.tmp`, NEW);
+    renameSync(`${file}.tmp`, file);
+    await eventually(async () => assert.equal(await config(NEW), 200), { timeoutMs: 10_000, intervalMs: 100 });
+    assert.equal(await config(OLD), 200, "the retired token during its grace period");
+  } finally {
+    await pod[Symbol.asyncDispose]();
+  }
+});
+
 test("KV sealing: round trip per namespace; another namespace or key fails authentication", () => {
   const sealer = new KvSealer(Buffer.alloc(32, 7));
   const plain = Buffer.from("kv state bytes ".repeat(100));
@@ -156,4 +229,17 @@ test("KV sealing: round trip per namespace; another namespace or key fails authe
   assert.throws(() => sealer.open("tenant:b", "key1", sealed), KvSealError);
   assert.throws(() => sealer.open("tenant:a", "key2", sealed), KvSealError);
   assert.throws(() => new KvSealer(Buffer.alloc(8)), /32 bytes/);
+});
+
+test("pairedShift (the timing test's criterion): finds a shift exactly, and pairing cancels a drift the plain medians take for one", () => {
+  // Load drifts from 20 to 80 ms across the run; cross[i] and miss[i] are measured next to each other.
+  const drift = Array.from({ length: 50 }, (_, i) => 20 + (60 * i) / 49);
+  const miss = drift.map((d, i) => d + (i % 3));
+  assert.equal(pairedShift(miss.map((m) => m + 5), miss), 5);
+  // The cross samples happen to fall where the machine was quieter (the first 40 rounds only).
+  const cross = miss.slice(0, 40).map((m) => m + 0.5);
+  const pairedMiss = miss.slice(0, 40);
+  assert.ok(Math.abs(median(cross) - median(miss)) / median(miss) > 0.1, "the plain medians of unpaired samples differ by over 10 %");
+  assert.equal(pairedShift(cross, pairedMiss), 0.5);
+  assert.throws(() => pairedShift([1], [1, 2]), /one length/);
 });

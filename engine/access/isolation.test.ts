@@ -7,10 +7,10 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startSecureFleet, type SecureFleet } from "../../testing/secure-fleet.ts";
-import { ksTest, median } from "../../testing/stats.ts";
+import { ksTest, median, pairedShift } from "../../testing/stats.ts";
 import { FLEET_TOKEN_HEADER, KV_NAMESPACE_HEADER, TENANT_HEADER } from "./identity.ts";
 import { decodeKvEntry } from "../kvstore/kv-entry.ts";
 import { decodeManifest, isManifest } from "../kvstore/kv-blocks.ts";
@@ -88,30 +88,77 @@ async function paced(key: string, prompt: string): Promise<Timed> {
   return timed(key, prompt);
 }
 
-test("tenant B asking for A's cached prefix gets no hit, and a TTFT indistinguishable from a miss", async () => {
-  const cross: number[] = [];
-  const miss: number[] = [];
-  const hit: number[] = [];
+interface ProbeRound {
+  cross: number[];
+  miss: number[];
+  hit: number[];
+}
+
+/**
+ * SAMPLES times: A caches a fresh prompt; B sends it (cross) and a fresh prompt of the same
+ * length (miss), in alternating order, back to back; A repeats its own (hit, the control).
+ */
+async function probeRound(): Promise<ProbeRound> {
+  const round: ProbeRound = { cross: [], miss: [], hit: [] };
   for (let i = 0; i < SAMPLES; i++) {
     const shared = freshPrompt();
     assert.equal((await timed(KEY_A, shared)).status, 200); // A caches the prefix
     // Each probe waits for the KV write-backs of the request before it to finish (an attacker
     // paces too): the timing then shows the cache, not which probe ran next to a write-back.
     const probes = [
-      async () => cross.push(noPrefix(await paced(KEY_B, shared))),
-      async () => miss.push(noPrefix(await paced(KEY_B, freshPrompt()))),
+      async () => round.cross.push(noPrefix(await paced(KEY_B, shared))),
+      async () => round.miss.push(noPrefix(await paced(KEY_B, freshPrompt()))),
     ];
     for (const probe of i % 2 === 0 ? probes : probes.reverse()) await probe();
     const again = await paced(KEY_A, shared); // the control: A itself does hit
     assert.ok(again.cached > 100, `A's own repeat reuses its prefix (cached_tokens ${again.cached})`);
-    hit.push(again.ttftMs);
+    round.hit.push(again.ttftMs);
   }
-  const ks = ksTest(cross, miss);
-  const control = ksTest(hit, miss);
-  const [mc, mm, mh] = [median(cross), median(miss), median(hit)];
-  process.stderr.write(`TTFT medians: cross-tenant ${mc.toFixed(2)} ms, miss ${mm.toFixed(2)} ms, own hit ${mh.toFixed(2)} ms; KS cross/miss D=${ks.d.toFixed(3)} p=${ks.p.toFixed(3)}; hit/miss D=${control.d.toFixed(3)} p=${control.p.toExponential(2)}\n`);
-  assert.ok(Math.abs(mc - mm) / mm <= 0.1, `medians within 10 %: cross ${mc} ms, miss ${mm} ms`);
-  assert.ok(ks.p >= 0.05, `KS does not separate cross-tenant from miss (D=${ks.d}, p=${ks.p})`);
+  if (process.env.LLMFLEET_TTFT_SAMPLES) appendFileSync(process.env.LLMFLEET_TTFT_SAMPLES, `${JSON.stringify(round)}\n`);
+  return round;
+}
+
+interface Verdict {
+  ok: boolean;
+  failures: string[];
+  line: string;
+}
+
+/**
+ * The issue's criteria on a measurement: cross-tenant and miss TTFTs "within 10 %" — as the
+ * paired shift (median of cross[i] - miss[i], each pair measured back to back) against the miss
+ * median, because on a shared machine the load drifts between the samples and moves a plain
+ * median of 50 by 10-20 % (the plain medians are printed too) — and a KS test that does not
+ * separate them (p >= 0.05). And its power: the same measurement separates A's own hits from
+ * misses (KS p < 0.001, median at most 80 % of the miss median), so a leak would show.
+ */
+function verdict(r: ProbeRound): Verdict {
+  const ks = ksTest(r.cross, r.miss);
+  const control = ksTest(r.hit, r.miss);
+  const [mc, mm, mh] = [median(r.cross), median(r.miss), median(r.hit)];
+  const shift = pairedShift(r.cross, r.miss) / mm;
+  const failures: string[] = [];
+  if (Math.abs(shift) > 0.1) failures.push(`paired shift ${(shift * 100).toFixed(1)} % of the miss median (bound 10 %)`);
+  if (ks.p < 0.05) failures.push(`KS separates cross-tenant from miss (D=${ks.d.toFixed(3)}, p=${ks.p.toFixed(3)})`);
+  if (!(control.p < 0.001 && mh <= 0.8 * mm)) failures.push(`the round cannot tell a hit from a miss (p=${control.p.toExponential(2)}, medians ${mh.toFixed(1)}/${mm.toFixed(1)} ms): no power`);
+  const line = `TTFT medians: cross-tenant ${mc.toFixed(2)} ms, miss ${mm.toFixed(2)} ms (plain ${(((mc - mm) / mm) * 100).toFixed(1)} %, paired shift ${(shift * 100).toFixed(1)} %), own hit ${mh.toFixed(2)} ms; KS cross/miss D=${ks.d.toFixed(3)} p=${ks.p.toFixed(3)}; hit/miss D=${control.d.toFixed(3)} p=${control.p.toExponential(2)}`;
+  return { ok: failures.length === 0, failures, line };
+}
+
+test("tenant B asking for A's cached prefix gets no hit, and a TTFT indistinguishable from a miss", async () => {
+  // cached_tokens is checked on every sample of every round (noPrefix): that part is never retried.
+  const first = await probeRound();
+  let v = verdict(first);
+  process.stderr.write(`${v.line}\n`);
+  if (!v.ok) {
+    // Timing on a shared machine: one more round of fresh prompts, and the 100 pairs of both
+    // decide. A real leak (B served A's prefix: a TTFT near the own-hit one) fails by far.
+    process.stderr.write(`timing round 1 failed (${v.failures.join("; ")}); measuring a second round\n`);
+    const second = await probeRound();
+    v = verdict({ cross: [...first.cross, ...second.cross], miss: [...first.miss, ...second.miss], hit: [...first.hit, ...second.hit] });
+    process.stderr.write(`both rounds: ${v.line}\n`);
+  }
+  assert.deepEqual(v.failures, []);
 });
 
 /**

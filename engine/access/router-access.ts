@@ -40,7 +40,7 @@ export function createRouterAccess(opts: RouterAccessOptions, deps: { registry: 
   const { log } = deps;
   const source = keySource(opts, deps.kube, log);
   const peers = opts.routerService ? watchRouterPeers(deps.kube(), opts.routerService, log) : undefined;
-  const token = fleetTokenSource(opts.fleetTokenFile, log);
+  const token = fleetTokenSource(opts.fleetTokenFile, { log });
   const guard = routerGuard({
     keyring: source?.keyring,
     limiter: new TenantLimiter({ share: peers?.count }),

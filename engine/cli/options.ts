@@ -39,6 +39,8 @@ export interface EngineOptions {
   decodeLookahead: number;
   /** native: launch each decode step before the last one's tokens reach JavaScript; auto = on with layers on a GPU; default off. */
   pipelineDecode: PipelineDecode;
+  /** native: one KV buffer for all sequences (prefix sharing by cell, the default) or one stream per sequence. */
+  kvUnified: boolean | undefined;
   prefill: string[];
   decode: string[];
   /** Decode: this pod's own URL for KV hand-offs (default: the address the hand-off arrived on). */
@@ -61,6 +63,8 @@ export interface EngineOptions {
   drainTimeoutSeconds: number;
   /** Expected sha256 of the model file, "sha256:<hex>"; the pod refuses another file. */
   modelChecksum: string | undefined;
+  /** How the model reaches $LLMFLEET_CACHE (engine/model/filled-cache.ts): fetch (default), fill, wait or filled. */
+  modelCache: ModelCacheMode;
   /** Prefill/aggregated: KV store endpoint; prompts' cached prefixes are loaded from it. */
   kvStore: string | undefined;
   /** Longest wait for the KV store before recomputing instead. */
@@ -74,6 +78,7 @@ export interface EngineOptions {
   kvFormat: "v1" | "v2";
   /** Every role: the fleet's shared token (engines refuse requests without it; the router and prefill pods send it). Default none. */
   fleetTokenFile: string | undefined;
+  kvStoreTokenFile: string | undefined;
   /** Prefill/aggregated: master key of the per-tenant AES-GCM encryption of KV entries. Default none (plaintext). */
   kvEncryptionKeyFile: string | undefined;
   /** Router: tenants, keys and limits in a watched YAML/JSON file. Default none. */
@@ -97,6 +102,11 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        fetched once into $LLMFLEET_CACHE/models, default ~/.cache/llmfleet/models)
   --model-uri URI      alias of --model
   --model-checksum sha256:HEX  refuse a model file with another digest (default: no check)
+  --model-cache MODE   fetch: fetch the model into the cache if it is not there (default);
+                       fill: fetch and verify it, write the cache's fill record and exit (a
+                       Model's fill Job); wait: wait for the fill record and exit (its init
+                       container); filled: the cache is read-only and filled by a Job — wait for
+                       the fill record, then serve the file it names, never writing the cache
   --threads N          llama.cpp threads (default: number of CPUs, ${availableParallelism()} here)
   --ctx-size N         tokens per sequence, prompt + completion (default: 2048)
   --parallel N         concurrent sequences sharing one context (default: 4)
@@ -115,6 +125,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        the previous step's tokens reach JavaScript, so the device never waits for
                        the round trip; auto = on when layers are on a GPU (default: off — with it
                        on, the engine on a GPU crashed under HTTP load from 24 concurrent streams)
+  --kv-unified M       native: on | off; on = one KV buffer for all sequences (shared prefixes share
+                       cells; every step's attention spans all used cells: fast with llama.cpp's
+                       CUDA kernels, quadratic in the sequences on CPU); off = one KV stream per
+                       sequence (prefixes shared by a copy) (default: on with --gpu-layers, else off)
   --prefill URL[,URL]  router: prefill pods
   --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
   --advertise-url URL  decode: this pod's own URL, told to prefill pods on a KV hand-off so the
@@ -151,9 +165,13 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        disk: path=DIR; objectStore: endpoint=URL,bucket=B[,region=R]
                        (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
                        (default: name=ram,medium=memory,capacity=1Gi)
-  --fleet-token-file F every role: the fleet's token (a mounted Secret key, re-read when it changes);
-                       engine pods refuse every request without it but /health, /ready and
-                       /metrics, and the router and prefill pods send it (default: none, open)
+  --fleet-token-file F every role: the fleet's token (a mounted Secret key, re-read when it changes;
+                       one token a line: the first is sent, all are accepted, a removed one for
+                       5 more minutes); engine pods and the KV store refuse every request without
+                       it but /health, /ready and /metrics; the router and prefill pods send it
+                       (default: none, open)
+  --kv-store-token-file F  prefill/aggregated: the KV store's token, when the store has its own
+                       (KVStore spec.fleetSecretRef) (default: the --fleet-token-file tokens)
   --kv-encryption-key-file F  prefill/aggregated: master key (>= 32 bytes) of the per-tenant
                        AES-256-GCM encryption of KV entries before they leave the pod
                        (default: none, entries are stored in plaintext)
@@ -217,6 +235,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "gpu-layers": { type: "string" },
       "decode-lookahead": { type: "string" },
       "pipeline-decode": { type: "string" },
+      "kv-unified": { type: "string" },
       prefill: { type: "string" },
       decode: { type: "string" },
       "advertise-url": { type: "string" },
@@ -228,6 +247,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "discover-endpoints": { type: "boolean" },
       "max-streams": { type: "string" },
       "model-checksum": { type: "string" },
+      "model-cache": { type: "string" },
       "drain-delay-seconds": { type: "string" },
       "drain-timeout-seconds": { type: "string" },
       "kv-store": { type: "string" },
@@ -238,6 +258,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "tenant-salt": { type: "string" },
       tier: { type: "string", multiple: true },
       "fleet-token-file": { type: "string" },
+      "kv-store-token-file": { type: "string" },
       "kv-encryption-key-file": { type: "string" },
       "access-file": { type: "string" },
       "access-tenants": { type: "string" },
@@ -286,6 +307,7 @@ function toOptions(raw: RawValues): EngineOptions {
     discoverEndpoints: v["discover-endpoints"] ?? false,
     maxStreams: positiveInt("max-streams", v["max-streams"], 1024),
     modelChecksum: checksum(v["model-checksum"]),
+    modelCache: modelCacheMode(v["model-cache"]),
     drainDelaySeconds: nonNegativeInt("drain-delay-seconds", v["drain-delay-seconds"], 0),
     drainTimeoutSeconds: nonNegativeInt("drain-timeout-seconds", v["drain-timeout-seconds"], 30),
     headersTimeoutSeconds: positiveInt("headers-timeout-seconds", v["headers-timeout-seconds"], 10),
@@ -294,10 +316,20 @@ function toOptions(raw: RawValues): EngineOptions {
   };
 }
 
-function accessOptions(v: Values): Pick<EngineOptions, "fleetTokenFile" | "kvEncryptionKeyFile" | "accessFile" | "accessTenants" | "accessNamespace" | "routerService"> {
+export type ModelCacheMode = "fetch" | "fill" | "wait" | "filled";
+const MODEL_CACHE_MODES = new Set<string>(["fetch", "fill", "wait", "filled"]);
+
+function modelCacheMode(v: string | undefined): ModelCacheMode {
+  if (v === undefined) return "fetch";
+  if (!MODEL_CACHE_MODES.has(v)) throw new Error(`--model-cache must be one of fetch, fill, wait, filled; got ${v}`);
+  return v as ModelCacheMode;
+}
+
+function accessOptions(v: Values): Pick<EngineOptions, "fleetTokenFile" | "kvStoreTokenFile" | "kvEncryptionKeyFile" | "accessFile" | "accessTenants" | "accessNamespace" | "routerService"> {
   if (v["access-file"] !== undefined && v["access-tenants"] !== undefined) throw new Error("--access-file and --access-tenants exclude each other");
   return {
     fleetTokenFile: v["fleet-token-file"],
+    kvStoreTokenFile: v["kv-store-token-file"],
     kvEncryptionKeyFile: v["kv-encryption-key-file"],
     accessFile: v["access-file"],
     accessTenants: v["access-tenants"],
@@ -320,10 +352,10 @@ function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs
   };
 }
 
-function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" | "decodeLookahead" | "pipelineDecode"> {
+function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" | "decodeLookahead" | "pipelineDecode" | "kvUnified"> {
   const backend = v.backend ?? "native";
   if (!(BACKENDS as readonly string[]).includes(backend)) throw new Error(`--backend must be one of ${BACKENDS.join(", ")}; got ${backend}`);
-  for (const name of ["gpu-layers", "decode-lookahead", "pipeline-decode"]) {
+  for (const name of ["gpu-layers", "decode-lookahead", "pipeline-decode", "kv-unified"]) {
     if (backend !== "native" && v[name] !== undefined) throw new Error(`--${name} applies only to --backend native`);
   }
   return {
@@ -331,7 +363,14 @@ function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" 
     gpuLayers: gpuLayers(v["gpu-layers"]),
     decodeLookahead: positiveInt("decode-lookahead", v["decode-lookahead"], 1),
     pipelineDecode: pipelineDecode(v["pipeline-decode"]),
+    kvUnified: onOff("kv-unified", v["kv-unified"]),
   };
+}
+
+function onOff(name: string, v: string | undefined): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (v !== "on" && v !== "off") throw new Error(`--${name} must be on or off; got ${v}`);
+  return v === "on";
 }
 
 function pipelineDecode(v: string | undefined): PipelineDecode {

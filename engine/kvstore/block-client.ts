@@ -27,7 +27,8 @@ export interface BlockStoreConfig {
 
 export interface BlockClientOptions {
   url: string;
-  headers: Record<string, string>;
+  /** Headers of every request to the store (the fleet token, re-read when it changes). */
+  headers: () => Record<string, string>;
   model: string;
   metrics: KvClientMetrics;
   sealer?: KvSealer;
@@ -99,7 +100,7 @@ export class KvBlockClient {
     const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes, prefixKeys: keys, blocks };
     const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, {
       method: "PUT",
-      headers: { ...this.opts.headers, "content-type": "application/x-llmfleet-kv-manifest" },
+      headers: { ...this.opts.headers(), "content-type": "application/x-llmfleet-kv-manifest" },
       body: encodeManifest(manifest) as unknown as BodyInit,
       signal,
     });
@@ -171,7 +172,7 @@ export class KvBlockClient {
   private async has(keys: string[], signal: AbortSignal): Promise<boolean[]> {
     const res = await fetch(`${this.opts.url}/v1/kv/blocks/has`, {
       method: "POST",
-      headers: { ...this.opts.headers, "content-type": "application/json" },
+      headers: { ...this.opts.headers(), "content-type": "application/json" },
       body: JSON.stringify({ keys }),
       signal,
     });
@@ -183,7 +184,7 @@ export class KvBlockClient {
   private async info(keys: string[], signal: AbortSignal): Promise<({ bytes: number; crc32c: number } | undefined)[]> {
     const res = await fetch(`${this.opts.url}/v1/kv/blocks/info`, {
       method: "POST",
-      headers: { ...this.opts.headers, "content-type": "application/json" },
+      headers: { ...this.opts.headers(), "content-type": "application/json" },
       body: JSON.stringify({ keys }),
       signal,
     });
@@ -210,7 +211,7 @@ export class KvBlockClient {
   private async putHttp(b: BlockEntry, data: Buffer, signal: AbortSignal): Promise<void> {
     const res = await fetch(`${this.opts.url}/v1/kv/blocks/${b.key}`, {
       method: "PUT",
-      headers: { ...this.opts.headers, "content-type": "application/octet-stream", "x-llmfleet-crc32c": String(b.crc32c) },
+      headers: { ...this.opts.headers(), "content-type": "application/octet-stream", "x-llmfleet-crc32c": String(b.crc32c) },
       body: data as unknown as BodyInit,
       signal,
     });
@@ -248,7 +249,7 @@ export class KvBlockClient {
     const id = randomBytes(8).toString("hex");
     const res = await fetch(`${this.opts.url}/v1/kv/blocks/send`, {
       method: "POST",
-      headers: { ...this.opts.headers, "content-type": "application/json" },
+      headers: { ...this.opts.headers(), "content-type": "application/json" },
       body: JSON.stringify({ keys: m.blocks.map((b) => b.key), port: tcp.port, id }),
       signal,
     });
@@ -273,7 +274,7 @@ export class KvBlockClient {
 
   /** GET /v1/kv/:key/stream: manifest frame, then u32 length | u32 CRC-32C | bytes per block, parsed as it arrives. */
   private async loadHttp(entryKey: string, sink: BlockSink, signal: AbortSignal): Promise<void> {
-    const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}/stream`, { headers: this.opts.headers, signal });
+    const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}/stream`, { headers: this.opts.headers(), signal });
     if (!res.ok || !res.body) throw new Error(`stream: HTTP ${res.status}`);
     const frames = new FrameReader();
     try {

@@ -195,7 +195,7 @@ test("streaming: block i is placed before block i+1 is sent (HTTP stream)", asyn
     res.end();
   });
   await using http = await listen(app);
-  const client = new KvBlockClient({ url: http.url, headers: {}, model: m.model, metrics: createKvClientMetrics(new Registry()), transport: "http", timeoutMs: 5000 });
+  const client = new KvBlockClient({ url: http.url, headers: () => ({}), model: m.model, metrics: createKvClientMetrics(new Registry()), transport: "http", timeoutMs: 5000 });
   const origPlace = StateJoiner.prototype.place;
   let joinerPlaced = -1;
   StateJoiner.prototype.place = function (i: number, data: Buffer): void {

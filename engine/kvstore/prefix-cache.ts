@@ -38,8 +38,8 @@ export interface PrefixCacheOptions {
   layout: KvLayout;
   metrics: KvClientMetrics;
   log?: (line: string) => void;
-  /** Headers of every request to the store (the fleet token); default none. */
-  headers?: Record<string, string>;
+  /** Headers of every request to the store (its fleet token), asked per request: a rotated token is sent at once. Default none. */
+  headers?: () => Record<string, string>;
   /** Encrypts payloads per KV namespace before they leave the pod; default none (plaintext). */
   sealer?: KvSealer;
   /**
@@ -96,7 +96,7 @@ export class KvPrefixCache implements AsyncDisposable {
     this.estimator = opts.estimator ?? new ReuseEstimator();
     this.blocks = new KvBlockClient({
       url: opts.url,
-      headers: opts.headers ?? {},
+      headers: () => opts.headers?.() ?? {},
       model: opts.model,
       metrics: opts.metrics,
       timeoutMs: opts.timeoutMs,
@@ -142,7 +142,7 @@ export class KvPrefixCache implements AsyncDisposable {
   }
 
   private get headers(): Record<string, string> {
-    return this.opts.headers ?? {};
+    return this.opts.headers?.() ?? {};
   }
 
   /**

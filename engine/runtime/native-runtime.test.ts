@@ -121,12 +121,13 @@ test("the exported state is llama.cpp's sequence state file, which node-llama-cp
   await seq(0).evaluatePrefix(prompt.slice(0, -1));
   const state = await seq(0).exportState();
   const original = await take(seq(0), prompt.slice(-1), 16);
-  // One section per KV cache (Gemma 3: base and sliding-window), each one stream of n-1 cells.
+  // One section per KV cache (Gemma 3: base and sliding-window), each with the context's stream
+  // count (one per sequence) and the sequence's n-1 cells.
   const summary = summariseSeqState(state);
   assert.deepEqual(summary.tokens, prompt.slice(0, -1));
   assert.deepEqual(
     summary.sections.map((s) => [s.streams, s.cells]),
-    summary.sections.map(() => [1, prompt.length - 1]),
+    summary.sections.map(() => [rt.info.kvStreams, prompt.length - 1]),
   );
   const { kvStreams, flashAttention } = llama.info;
   await llama.sequences[0]!.importState(normaliseSeqState(state, { streams: kvStreams, vTransposed: !flashAttention }));

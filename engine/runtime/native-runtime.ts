@@ -4,8 +4,10 @@
  * memory buffers instead of files. On the GPU this is the path that batches at llama.cpp's own
  * speed; on CPU the same code runs with gpuLayers 0.
  *
- * A sequence that starts with a prefix another sequence already holds gets it by seq_cp: with
- * the unified KV the cells are shared, so a hot context is reused without any copy or load.
+ * A sequence that starts with a prefix another sequence already holds gets it by seq_cp: in the
+ * unified KV (the GPU default) the cells are shared; with a KV stream per sequence (the CPU
+ * default) llama.cpp copies the donor's stream at the next decode. Either way a hot context is
+ * reused without a recompute or a load.
  */
 import { basename } from "node:path";
 import { loadNativeAddon, type NativeEngine } from "../native/binding.ts";
@@ -17,6 +19,7 @@ import {
   type RuntimeInfo,
   type RuntimeSequence,
   type Sampling,
+  type StepStats,
   type Token,
   type TokenLogprob,
 } from "./runtime.ts";
@@ -31,9 +34,15 @@ export interface NativeRuntimeOptions extends LlamaRuntimeOptions {
   /** Share prefixes between sequences (default true): by cell sharing (unified KV) or a device copy. */
   sharePrefixes?: boolean;
   /**
-   * Default true with more than one sequence: one KV buffer for all sequences (prefix sharing costs nothing; cells go to
-   * whichever sequence needs them). false: one stream per sequence, which attends over its own
-   * cells only — faster batched decode of unrelated sequences on the GPU.
+   * true: one KV buffer for all sequences (a shared prefix's cells are shared, no copy; cells go to
+   * whichever sequence needs them); every sequence's attention then spans every used cell of the
+   * buffer, masked. false: one stream per sequence, attending over its own cells only; prefixes
+   * are shared by a device copy of the donor's stream. Which is faster depends on the device
+   * (bench:http, 2026-12-05, 64 streams of ~300 tokens): on CPU the masked attention grows with
+   * the square of the sequences (unified 613 ms a step, 97 tok/s; per stream 35 ms, 1,592
+   * tok/s), while on the H200 llama.cpp's CUDA kernels run the unified buffer 4.4× faster
+   * (unified 22 ms a step, 2,469 tok/s; per stream 108 ms, 558 tok/s). Default: unified when
+   * layers are on a GPU (gpuLayers not 0), per stream otherwise.
    */
   kvUnified?: boolean;
   /** KV cells in all (unified) — default contextSize × parallel. Per-stream KV always gets contextSize each. */
@@ -191,6 +200,11 @@ class NativeSequence implements RuntimeSequence {
   }
 }
 
+/** See NativeRuntimeOptions.kvUnified: unified on a GPU, one stream per sequence on CPU. */
+function kvUnifiedFor(opts: NativeRuntimeOptions): boolean {
+  return opts.kvUnified ?? (opts.gpuLayers ?? 0) !== 0;
+}
+
 export class NativeRuntime implements ModelRuntime {
   private disposed = false;
   readonly info: RuntimeInfo;
@@ -217,8 +231,7 @@ export class NativeRuntime implements ModelRuntime {
   }
 
   static async load(opts: NativeRuntimeOptions): Promise<NativeRuntime> {
-    // One sequence has nobody to share a prefix with, and its decode is ~2 % faster on one stream (H100, bench/results/gpu.json).
-    const unified = opts.kvUnified ?? opts.parallel > 1;
+    const unified = kvUnifiedFor(opts);
     const engine = await (await loadNativeAddon()).load(opts.modelPath, {
       gpuLayers: opts.gpuLayers ?? 0,
       contextSize: unified ? (opts.kvCells ?? opts.contextSize * opts.parallel) : opts.contextSize * opts.parallel,
@@ -248,6 +261,10 @@ export class NativeRuntime implements ModelRuntime {
       if (length > (best?.length ?? than)) best = { seq, length };
     }
     return best;
+  }
+
+  get stepStats(): StepStats {
+    return this.scheduler.stats;
   }
 
   kvStrayTokens(): Promise<number> {

@@ -112,6 +112,23 @@ export interface ModelRuntime extends AsyncDisposable {
    * runtime cannot tell, undefined.
    */
   kvStrayTokens?(): Promise<number>;
+  /** The batching loop's running totals (native runtime): how full its steps are and how long they take. */
+  readonly stepStats?: StepStats;
+}
+
+export interface StepStats {
+  /** Tokens decoded, one per sequence per decode. */
+  steps: number;
+  /** Tokens evaluated (prompt chunks and decodes). */
+  tokens: number;
+  /** Tokens sampled and handed back. */
+  sampled: number;
+  /** Native step calls. */
+  calls: number;
+  /** Sequences over all native step calls (rows / calls = sequences per step). */
+  rows: number;
+  /** Seconds JavaScript waited on native step calls (busy / wall time = how much of the time the model ran). */
+  busySeconds: number;
 }
 
 /** How many leading tokens two sequences share. */

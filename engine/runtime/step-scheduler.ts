@@ -13,7 +13,7 @@
  * then reach clients k at a time; lookahead 1 turns it off.
  */
 import type { NativeEngine } from "../native/binding.ts";
-import type { Token } from "./runtime.ts";
+import type { StepStats, Token } from "./runtime.ts";
 
 export interface EvaluateRequest {
   seq: number;
@@ -32,19 +32,13 @@ interface Want extends EvaluateRequest {
   reject(err: Error): void;
 }
 
-export interface StepStats {
-  steps: number;
-  tokens: number;
-  sampled: number;
-}
-
 const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 export class StepScheduler {
   private wants: Want[] = [];
   private looping = false;
   private lock: Promise<unknown> = Promise.resolve();
-  readonly stats: StepStats = { steps: 0, tokens: 0, sampled: 0 };
+  readonly stats: StepStats = { steps: 0, tokens: 0, sampled: 0, calls: 0, rows: 0, busySeconds: 0 };
 
   constructor(
     private readonly engine: NativeEngine,
@@ -138,8 +132,12 @@ export class StepScheduler {
       tokens.set(w.tokens, at);
       at += w.tokens.length;
     }
+    const started = performance.now();
     try {
       const out = await this.engine.step(seqs, pos0, counts, tokens, sample, k);
+      this.stats.busySeconds += (performance.now() - started) / 1000;
+      this.stats.calls++;
+      this.stats.rows += n;
       this.stats.steps += k;
       this.stats.tokens += total;
       batch.forEach((w, i) => {

@@ -29,6 +29,8 @@ export const R = {
   Role: res("rbac.authorization.k8s.io/v1", "Role", "roles"),
   RoleBinding: res("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
   PodDisruptionBudget: res("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+  Job: res("batch/v1", "Job", "jobs"),
+  PersistentVolumeClaim: res("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
   Node: res("v1", "Node", "nodes", false),
   Pod: res("v1", "Pod", "pods"),
   Lease: res("coordination.k8s.io/v1", "Lease", "leases"),

@@ -159,6 +159,17 @@ const cases: Case[] = [
     reason: /scale down to min 1: idle/,
   },
   {
+    // ... and stays there: the swing must not scale it straight back up while nothing arrives.
+    name: "idle at min after a burst holds min",
+    history: [
+      ...series(4, (i) => ({ arrivalRate: i % 2 === 0 ? 30000 : 0, throughput: 12000, queueDepth: 4, recommendation: 3 })),
+      ...series(21, (i) => ({ at: 60 + i * 15, recommendation: 1 })),
+    ],
+    spec: prefill({ current: 1 }),
+    desired: 1,
+    reason: /hold at min 1: idle/,
+  },
+  {
     name: "scale from zero on a queued request",
     history: series(2, () => ({ readyReplicas: 0, queueDepth: 1 })),
     spec: prefill({ min: 0, current: 0 }),

@@ -244,12 +244,17 @@ export function recommendReplicas(history: PoolObservation[], spec: RecommenderS
   }
   const load = spec.role === "prefill" ? prefillLoad(history, window, spec) : decodeLoad(history, window, spec);
   const signals = Object.fromEntries(load.signals.map((s) => [s.name, s.up]));
-  // A pool that has served nothing for the whole stabilisation window goes to its minimum: the
-  // burst headroom learned from its history (rateSwing, the dispersion) is for load that comes
-  // and goes, and would otherwise hold replicas for a pool with no load for as long as the burst
-  // stays in the history (15 minutes).
-  const quiet = spec.current > spec.min && idleFor(history, spec.scaleDownStabilizationSeconds);
-  const idleReason = spec.min === 0 ? "scale to zero: idle for the stabilisation window" : `scale down to min ${spec.min}: idle for the stabilisation window`;
+  // A pool that has served nothing for the whole stabilisation window goes to (and stays at) its
+  // minimum: the burst headroom learned from its history (rateSwing, the dispersion) is for load
+  // that comes and goes, and would otherwise hold replicas for a pool with no load for as long as
+  // the burst stays in the history (15 minutes), or scale it straight back up from its minimum.
+  const quiet = idleFor(history, spec.scaleDownStabilizationSeconds);
+  const idleReason =
+    spec.current <= spec.min
+      ? `hold at min ${spec.min}: idle for the stabilisation window`
+      : spec.min === 0
+        ? "scale to zero: idle for the stabilisation window"
+        : `scale down to min ${spec.min}: idle for the stabilisation window`;
   const raw = quiet ? { raw: spec.min, reason: idleReason } : rawRecommendation(load, spec.current);
   const out = quiet ? { desired: spec.min, reason: raw.reason } : finish(raw, history, spec);
   return { desired: out.desired, reason: out.reason, inputs: { ...load.inputs, current: spec.current, signals, raw: raw.raw } };

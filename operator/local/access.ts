@@ -9,8 +9,8 @@ import { join } from "node:path";
 import type { PlannedDeployment } from "./fleet.ts";
 import { withFlag } from "./processes.ts";
 
-/** Flags a planned router may carry for a cluster (Secrets through the API), dropped locally. */
-const CLUSTER_ONLY = ["--access-tenants", "--access-namespace", "--router-service"];
+/** Flags planned for a cluster (Secrets through the API, the KV store's own token Secret), dropped locally: one run token serves all. */
+const CLUSTER_ONLY = ["--access-tenants", "--access-namespace", "--router-service", "--kv-store-token-file"];
 
 function without(args: string[], flags: string[]): string[] {
   const out: string[] = [];

@@ -6,9 +6,11 @@ import type { V1Deployment, V1Role } from "@kubernetes/client-node";
 import { parseEngineOptions, type EngineOptions } from "../../engine/cli/options.ts";
 import { parseAccess } from "../../engine/access/access-sources.ts";
 import { serviceOf } from "../../engine/router/endpoint-slices.ts";
-import { aDecodePool, aModel, aPrefillPool, NOW } from "../../testing/builders.ts";
+import { aDecodePool, aKVStore, aModel, aPrefillPool, NOW } from "../../testing/builders.ts";
 import { planModel } from "./model.ts";
 import { planDecodePool, planPrefillPool } from "./pools.ts";
+import { planKVStore } from "./kvstore.ts";
+import type { V1StatefulSet } from "@kubernetes/client-node";
 import type { KubeObject } from "../../lib/kube/types.ts";
 
 const IMAGES = { engineImage: "e", engineGPUImage: "e-gpu" };
@@ -80,4 +82,40 @@ test("open mode and no spec.access: the router takes no keys and reads no Secret
     assert.equal(opts.fleetTokenFile, undefined);
     assert.ok(!(byKind(plan.children, "Role") as V1Role).rules?.some((r) => r.resources?.includes("secrets")));
   }
+});
+
+test("a KVStore with fleetSecretRef: the store requires its token, the pools that use it mount and send it", () => {
+  const store = aKVStore("kv");
+  store.spec.fleetSecretRef = { name: "kv-token" };
+  const ss = planKVStore(store, { engineImage: "e", now: NOW }).children.find((c) => c.kind === "StatefulSet") as V1StatefulSet;
+  const storePod = ss.spec?.template.spec;
+  const storeOpts = parseEngineOptions(storePod?.containers[0]?.args ?? []) as EngineOptions;
+  assert.equal(storeOpts.role, "kvstore");
+  assert.equal(storeOpts.fleetTokenFile, "/var/run/llmfleet/kvstore/token");
+  assert.equal(storePod?.volumes?.find((v) => v.name === "kvstore-secret")?.secret?.secretName, "kv-token");
+  assert.ok(storePod?.containers[0]?.volumeMounts?.some((m) => m.name === "kvstore-secret" && m.mountPath === "/var/run/llmfleet/kvstore" && m.readOnly));
+
+  const model = withAccess();
+  const prefill = aPrefillPool("pf", "gemma");
+  prefill.spec.kvStoreRef = { name: "kv" };
+  const decode = aDecodePool("dc", "gemma");
+  decode.spec.kvStoreRef = { name: "kv" };
+  const world = { model, prefillPools: [prefill], decodePools: [decode], kvStore: store, ...IMAGES, now: NOW };
+  const p = planPrefillPool(prefill, world).children[0] as V1Deployment;
+  const pOpts = options(p);
+  assert.equal(pOpts.kvStoreTokenFile, "/var/run/llmfleet/kvstore/token", "prefill sends the store's token to the store");
+  assert.equal(pOpts.fleetTokenFile, "/var/run/llmfleet/fleet/token", "and keeps the fleet's for the rest");
+  assert.equal(p.spec?.template.spec?.volumes?.find((v) => v.name === "kvstore-secret")?.secret?.secretName, "kv-token");
+  const d = planDecodePool(decode, world).children[0] as V1Deployment;
+  assert.equal(options(d).kvStoreTokenFile, undefined, "decode pods do not call the store: they do not get its token");
+  assert.equal(d.spec?.template.spec?.volumes?.find((v) => v.name === "kvstore-secret"), undefined);
+
+  // The store's token is the Model's fleet Secret: nothing to add, the fleet token is sent.
+  store.spec.fleetSecretRef = { name: "gemma-fleet" };
+  assert.equal(options(planPrefillPool(prefill, world).children[0]).kvStoreTokenFile, undefined);
+  // No token on the store: nothing mounted, the store is open (as before).
+  delete store.spec.fleetSecretRef;
+  assert.equal(options(planPrefillPool(prefill, world).children[0]).kvStoreTokenFile, undefined);
+  const open = planKVStore(store, { engineImage: "e", now: NOW }).children.find((c) => c.kind === "StatefulSet") as V1StatefulSet;
+  assert.equal((parseEngineOptions(open.spec?.template.spec?.containers[0]?.args ?? []) as EngineOptions).fleetTokenFile, undefined);
 });

@@ -5,7 +5,7 @@
 // - every engine pod of the Model (prefill, decode, aggregated) mounts the fleet Secret: the token
 //   it requires (--fleet-token-file) and the KV encryption master key (--kv-encryption-key-file).
 import type { V1PolicyRule, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
-import type { Model } from "../api.ts";
+import type { KVStore, Model } from "../api.ts";
 import { childName, ROUTER_SERVICE_PORT, serviceURL } from "./labels.ts";
 
 export const FLEET_SECRET_PATH = "/var/run/llmfleet/fleet";
@@ -34,9 +34,37 @@ function fleetSecret(model: Model, withKvKey: boolean): AccessWiring {
   };
 }
 
+export const KV_STORE_SECRET_PATH = "/var/run/llmfleet/kvstore";
+
 /** Engine pods of the Model: prefill and aggregated pods write KV entries, so they get the KV key too. */
 export function engineAccess(model: Model, role: "prefill" | "decode" | "aggregated"): AccessWiring {
   return fleetSecret(model, role !== "decode");
+}
+
+/**
+ * The KV store's token (KVStore spec.fleetSecretRef) on the pods that call the store (prefill,
+ * aggregated): mounted beside the fleet Secret and sent instead of the fleet token. None when the
+ * store has no token, or when it is the Model's fleet Secret (the fleet token is sent already).
+ */
+export function kvStoreClientAccess(model: Model, store: KVStore | undefined, role: "prefill" | "decode" | "aggregated"): AccessWiring {
+  const ref = store?.spec.fleetSecretRef;
+  if (!ref || role === "decode" || ref.name === model.spec.access?.fleetSecretRef?.name) return NONE;
+  return {
+    args: ["--kv-store-token-file", `${KV_STORE_SECRET_PATH}/${FLEET_TOKEN_KEY}`],
+    volumes: [{ name: "kvstore-secret", secret: { secretName: ref.name, items: [{ key: FLEET_TOKEN_KEY, path: FLEET_TOKEN_KEY }], defaultMode: 0o440 } }],
+    mounts: [{ name: "kvstore-secret", mountPath: KV_STORE_SECRET_PATH, readOnly: true }],
+  };
+}
+
+/** The KV store's own pods: they require the store's token. */
+export function kvStoreAccess(store: KVStore): AccessWiring {
+  const ref = store.spec.fleetSecretRef;
+  if (!ref) return NONE;
+  return {
+    args: ["--fleet-token-file", `${KV_STORE_SECRET_PATH}/${FLEET_TOKEN_KEY}`],
+    volumes: [{ name: "kvstore-secret", secret: { secretName: ref.name, items: [{ key: FLEET_TOKEN_KEY, path: FLEET_TOKEN_KEY }], defaultMode: 0o440 } }],
+    mounts: [{ name: "kvstore-secret", mountPath: KV_STORE_SECRET_PATH, readOnly: true }],
+  };
 }
 
 function apiKeysMode(model: Model): boolean {

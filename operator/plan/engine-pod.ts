@@ -9,7 +9,9 @@ import { nameOf } from "../../lib/kube/types.ts";
 import { parseQuantity } from "./quantity.ts";
 import { runtimeArgs, runtimeSettings, type DrainPlan, type PodPlacement } from "./runtime-args.ts";
 
-export const MODEL_CACHE_PATH = "/var/cache/llmfleet";
+import { ENGINE_CONTAINER_SECURITY, ENGINE_POD_SECURITY, MODEL_CACHE_PATH, MODEL_CACHE_VOLUME, type EngineCache } from "./model-cache.ts";
+
+export { MODEL_CACHE_PATH };
 export const GPU_RESOURCE = "nvidia.com/gpu";
 
 export interface EnginePodInput {
@@ -28,6 +30,8 @@ export interface EnginePodInput {
   serviceAccountName?: string;
   /** How the engine drains on SIGTERM; the pod's grace period follows. */
   drain: DrainPlan;
+  /** The Model's spec.cache (model-cache.ts): a read-only filled cache instead of an emptyDir. */
+  modelCache?: EngineCache;
 }
 
 /** What a model-loading pod's flags depend on besides the Model: its CPU and its placement. */
@@ -68,11 +72,12 @@ export function enginePodTemplate(input: EnginePodInput): V1PodTemplateSpec {
       automountServiceAccountToken: input.serviceAccountName !== undefined,
       // The engine's drain (delay + timeout) and a margin to exit after it.
       terminationGracePeriodSeconds: input.drain.delaySeconds + input.drain.timeoutSeconds + 5,
-      securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: "RuntimeDefault" } },
+      securityContext: ENGINE_POD_SECURITY,
       ...placement,
+      ...(input.modelCache?.initContainer ? { initContainers: [input.modelCache.initContainer] } : {}),
       containers: [engineContainer(input)],
       // tmp: the root file system is read-only; pip (pypi:// models) and Node write under /tmp.
-      volumes: [{ name: "model-cache", emptyDir: {} }, { name: "tmp", emptyDir: {} }, ...(input.volumes ?? [])],
+      volumes: [input.modelCache?.volume ?? { name: MODEL_CACHE_VOLUME, emptyDir: {} }, { name: "tmp", emptyDir: {} }, ...(input.volumes ?? [])],
     },
   };
 }
@@ -92,7 +97,7 @@ function engineContainer(input: EnginePodInput): V1Container {
   return {
     name: "engine",
     image: input.image,
-    args: ["--role", input.role, "--port", String(ENGINE_PORT), ...kvPortArgs(input.role), ...drainArgs(input.drain), ...input.args],
+    args: ["--role", input.role, "--port", String(ENGINE_PORT), ...kvPortArgs(input.role), ...drainArgs(input.drain), ...input.args, ...(input.modelCache?.args ?? [])],
     ports: [
       { name: "http", containerPort: ENGINE_PORT, protocol: "TCP" },
       ...(KV_PORT_ROLES.includes(input.role) ? [{ name: "kv", containerPort: KV_HANDOFF_PORT, protocol: "TCP" }] : []),
@@ -103,8 +108,12 @@ function engineContainer(input: EnginePodInput): V1Container {
     livenessProbe: { httpGet: { path: "/health", port: "http" }, periodSeconds: 10, failureThreshold: 6 },
     // Model download and load can take minutes; liveness waits for the first successful probe.
     startupProbe: { httpGet: { path: "/health", port: "http" }, periodSeconds: 5, failureThreshold: 120 },
-    securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } },
-    volumeMounts: [{ name: "model-cache", mountPath: MODEL_CACHE_PATH }, { name: "tmp", mountPath: "/tmp" }, ...(input.mounts ?? [])],
+    securityContext: ENGINE_CONTAINER_SECURITY,
+    volumeMounts: [
+      { name: MODEL_CACHE_VOLUME, mountPath: MODEL_CACHE_PATH, ...(input.modelCache ? { readOnly: true } : {}) },
+      { name: "tmp", mountPath: "/tmp" },
+      ...(input.mounts ?? []),
+    ],
   };
 }
 

@@ -9,6 +9,7 @@ import { ownerRef, service, statefulSet, type ChildMeta } from "./children.ts";
 import { readyCondition, setConditions, type Plan } from "./conditions.ts";
 import { enginePodTemplate } from "./engine-pod.ts";
 import { SHORT_DRAIN } from "./runtime-args.ts";
+import { kvStoreAccess } from "./access.ts";
 import { childLabels, childName, KV_HANDOFF_PORT, selectorLabels, serviceURL } from "./labels.ts";
 import { formatMi, parseQuantity } from "./quantity.ts";
 import { rolloutOf } from "./rollout.ts";
@@ -89,16 +90,18 @@ function kvStoreChildren(store: KVStore, engineImage: string): KubeObject[] {
     owner: ownerRef(store),
   };
   const { claims, mounts } = diskClaims(store.spec.tiers);
+  const access = kvStoreAccess(store);
   const template = enginePodTemplate({
     labels: meta.labels,
     role: "kvstore",
     image: engineImage,
-    args: storeArgs(store),
+    args: [...storeArgs(store), ...access.args],
+    volumes: access.volumes,
     gpus: 0,
     cpu: store.spec.resources?.cpu ?? "1",
     memory: kvStoreMemory(store),
     env: credentialsEnv(store.spec.tiers),
-    mounts,
+    mounts: [...mounts, ...access.mounts],
     drain: SHORT_DRAIN,
   });
   // Pods upload v2 entry blocks to the Service's kv port (engine --kv-port), over the native TCP stream.

@@ -14,7 +14,7 @@ export const ENGINE_PORT = 8000;
 export const KV_HANDOFF_PORT = 8001;
 export const ROUTER_SERVICE_PORT = 80;
 
-export type Component = "router" | "aggregated" | "prefill" | "decode" | "kvstore";
+export type Component = "router" | "aggregated" | "prefill" | "decode" | "kvstore" | "model-cache" | "model-fill";
 
 /** Child object name: `<owner>-<component>`, stable for the owner's lifetime. */
 export function childName(owner: string, component: Component): string {

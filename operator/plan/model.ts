@@ -1,6 +1,6 @@
 // planModel: the router Deployment + Service (the fleet's OpenAI endpoint) wired to the Model's
 // prefill and decode pools, and the aggregated Deployment + Service when spec.replicas is set.
-import type { V1Deployment } from "@kubernetes/client-node";
+import type { V1Deployment, V1Job } from "@kubernetes/client-node";
 import type { DecodePool, GPUNodeGroup, Model, ModelStatus, PrefillPool } from "../api.ts";
 import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../../lib/kube/types.ts";
 import { deployment, disruptionBudget, ownerRef, podIdentity, service, type ChildMeta } from "./children.ts";
@@ -12,6 +12,7 @@ import { decodeServiceURLs, desiredReplicas } from "./pools.ts";
 import { rolloutOf } from "./rollout.ts";
 import { invalidSpecConditions, modelSpecProblem } from "./invalid-spec.ts";
 import { engineAccess, routerAccess, routerAccessRules } from "./access.ts";
+import { cacheChildren, cacheCondition, engineCache } from "./model-cache.ts";
 
 export interface ModelWorld {
   prefillPools: PrefillPool[];
@@ -19,6 +20,8 @@ export interface ModelWorld {
   nodeGroup?: GPUNodeGroup;
   router?: V1Deployment;
   aggregated?: V1Deployment;
+  /** The fill Job of spec.cache's claim (model-cache.ts fillJobName), when it exists. */
+  fillJob?: V1Job;
   /** Image of pods without GPUs (the operator's --engine-image): the router, CPU aggregated replicas. */
   engineImage: string;
   /** Image of aggregated replicas with GPUs (the operator's --engine-gpu-image). */
@@ -80,10 +83,12 @@ function aggregatedChildren(model: Model, world: ModelWorld, replicas: number): 
   const gpus = aggregatedGPUs(model);
   const onGPUs = modelOnGPUs(model, [...world.prefillPools, ...world.decodePools]);
   const access = engineAccess(model, "aggregated");
+  const image = model.spec.runtime?.image ?? defaultEngineImage(world, gpus);
   const template = enginePodTemplate({
     labels: m.labels,
     role: "aggregated",
-    image: model.spec.runtime?.image ?? defaultEngineImage(world, gpus),
+    image,
+    modelCache: engineCache(model, image),
     args: [...modelArgs(model, { cpu, gpus, modelOnGPUs: onGPUs }), ...access.args, ...modelExtraArgs(model)],
     volumes: access.volumes,
     mounts: access.mounts,
@@ -113,7 +118,8 @@ function modelConditions(model: Model, world: ModelWorld, desired: number): Cond
   const parts = [`router: ${router.message}`, ...(aggregated ? [`aggregated: ${aggregated.message}`] : [])];
   const message = `${[...parts, `${world.prefillPools.length} prefill and ${world.decodePools.length} decode pools`].join("; ")}.`;
   const complete = router.complete && (aggregated?.complete ?? true);
-  return [RESOLVED, readyCondition({ complete, desired: router.desired + desired, message }, capitalize(message))];
+  const cache = cacheCondition(model, world.fillJob);
+  return [RESOLVED, readyCondition({ complete, desired: router.desired + desired, message }, capitalize(message)), ...(cache ? [cache] : [])];
 }
 
 function routerReplicas(model: Model): number {
@@ -143,5 +149,6 @@ export function planModel(model: Model, world: ModelWorld): Plan<ModelStatus> {
   const invalid = modelSpecProblem(model, world.nodeGroup);
   if (invalid) return { children: [], status: modelStatus(model, world, desired, invalidSpecConditions(invalid)), invalid };
   const aggregated = model.spec.replicas ? aggregatedChildren(model, world, desired) : [];
-  return { children: [...routerChildren(model, world), ...aggregated], status: modelStatus(model, world, desired, modelConditions(model, world, desired)) };
+  const cache = cacheChildren(model, model.spec.runtime?.image ?? world.engineImage);
+  return { children: [...cache, ...routerChildren(model, world), ...aggregated], status: modelStatus(model, world, desired, modelConditions(model, world, desired)) };
 }

@@ -6,10 +6,11 @@ import { nameOf, namespaceOf, workloadCounts, type KubeObject } from "../../lib/
 import { deployment, disruptionBudget, ownerRef, service, type ChildMeta } from "./children.ts";
 import { readinessConditions, setConditions, type ConditionInput, type Plan } from "./conditions.ts";
 import { defaultEngineImage, enginePodTemplate, modelArgs, modelExtraArgs } from "./engine-pod.ts";
+import { engineCache } from "./model-cache.ts";
 import { modelDrain, modelOnGPUs } from "./runtime-args.ts";
 import { childLabels, childName, KV_HANDOFF_PORT, selectorLabels, selectorString, serviceURL } from "./labels.ts";
 import { kvStoreEndpoint } from "./kvstore.ts";
-import { engineAccess } from "./access.ts";
+import { engineAccess, kvStoreClientAccess } from "./access.ts";
 import { rolloutOf } from "./rollout.ts";
 import { invalidSpecConditions, poolSpecProblem } from "./invalid-spec.ts";
 
@@ -79,11 +80,15 @@ function poolChildren(pool: EnginePool, role: PoolRole, model: Model, world: Poo
   const cpu = pool.spec.resources?.cpu ?? "2";
   const gpus = pool.spec.gpusPerReplica;
   const onGPUs = modelOnGPUs(model, [pool, ...world.prefillPools, ...world.decodePools]);
-  const access = engineAccess(model, role);
+  const fleet = engineAccess(model, role);
+  const store = kvStoreClientAccess(model, world.kvStore, role);
+  const access = { args: [...fleet.args, ...store.args], volumes: [...fleet.volumes, ...store.volumes], mounts: [...fleet.mounts, ...store.mounts] };
+  const image = pool.spec.image ?? model.spec.runtime?.image ?? defaultEngineImage(world, gpus);
   const template = enginePodTemplate({
     labels: meta.labels,
     role,
-    image: pool.spec.image ?? model.spec.runtime?.image ?? defaultEngineImage(world, gpus),
+    image,
+    modelCache: engineCache(model, image),
     args: [...modelArgs(model, { cpu, gpus, modelOnGPUs: onGPUs }), ...wiringArgs(role, world, namespaceOf(pool)), ...access.args, ...modelExtraArgs(model)],
     volumes: access.volumes,
     mounts: access.mounts,

@@ -1,6 +1,6 @@
 // The informer caches every reconciler reads from, and the event → key mappings that make each
 // reconciler level-triggered on everything its plan depends on.
-import type { V1Deployment, V1Node, V1Pod, V1PodDisruptionBudget, V1Role, V1RoleBinding, V1Service, V1ServiceAccount, V1StatefulSet } from "@kubernetes/client-node";
+import type { V1Deployment, V1Job, V1Node, V1Pod, V1PodDisruptionBudget, V1Role, V1RoleBinding, V1Service, V1ServiceAccount, V1StatefulSet } from "@kubernetes/client-node";
 import type { DecodePool, EnginePool, GPUNodeGroup, KVStore, Model, PrefillPool } from "../api.ts";
 import { R } from "../../lib/kube/resources.ts";
 import { namespaceOf, nameOf, type KubeObject } from "../../lib/kube/types.ts";
@@ -22,6 +22,8 @@ export interface Caches {
   serviceAccounts: Informer<V1ServiceAccount>;
   roles: Informer<V1Role>;
   roleBindings: Informer<V1RoleBinding>;
+  /** Models' fill Jobs (spec.cache): their completion is the ModelCacheFilled condition. */
+  jobs: Informer<V1Job>;
   nodes: Informer<V1Node>;
   /** The engine pods of our Deployments (the autoscaler's scrape targets), without managedFields. */
   pods: Informer<V1Pod>;
@@ -45,6 +47,7 @@ export function ownedBy(caches: Caches, uid: string | undefined): KubeObject[] {
     ...caches.serviceAccounts.list(),
     ...caches.roles.list(),
     ...caches.roleBindings.list(),
+    ...caches.jobs.list(),
   ];
   return all.filter((o) => o.metadata?.ownerReferences?.some((r) => r.controller && r.uid === uid));
 }
@@ -142,6 +145,7 @@ export function buildCaches(m: Manager, namespace?: string): Caches {
   c.serviceAccounts = informer<V1ServiceAccount>(R.ServiceAccount, ownerKeys, children);
   c.roles = informer<V1Role>(R.Role, ownerKeys, children);
   c.roleBindings = informer<V1RoleBinding>(R.RoleBinding, ownerKeys, children);
+  c.jobs = informer<V1Job>(R.Job, ownerKeys, children);
   // A group reads its nodes' status (Ready, allocatable GPUs).
   c.nodes = informer<V1Node>(R.Node, (n) => groupsNamed(c, n.metadata?.labels?.[NODE_GROUP_LABEL]), {});
   // Read by the autoscaler on its own timer: a pod change queues nothing.

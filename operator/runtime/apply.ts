@@ -1,6 +1,6 @@
 // The one typed server-side-apply path: children and status go through here with the field
 // manager llmfleet/<controller>. Status is written only when it changed.
-import { isNotFound, type KubeClient } from "../../lib/kube/client.ts";
+import { isNotFound, KubeApiError, type KubeClient } from "../../lib/kube/client.ts";
 import { R, type ResourceType } from "../../lib/kube/resources.ts";
 import type { KubeObject } from "../../lib/kube/types.ts";
 
@@ -12,6 +12,8 @@ const CHILD_TYPES: Record<string, ResourceType> = {
   ServiceAccount: R.ServiceAccount,
   Role: R.Role,
   RoleBinding: R.RoleBinding,
+  Job: R.Job,
+  PersistentVolumeClaim: R.PersistentVolumeClaim,
 };
 
 export function fieldManager(controller: string): string {
@@ -106,7 +108,9 @@ export class Applier {
   }
 
   private async applyChild(child: KubeObject): Promise<void> {
-    const answer = await this.client.apply(childType(child.kind), child, this.manager);
+    const answer = await this.client.apply(childType(child.kind), child, this.manager).catch((err: unknown) => {
+      throw grantHint(child, err);
+    });
     this.applied?.record(child, answer);
   }
 
@@ -165,4 +169,17 @@ function ownConditions(stored: Condition[], owned: unknown, next: unknown): Cond
 
 function stripUndefined(v: unknown): unknown {
   return JSON.parse(JSON.stringify(v)) as unknown;
+}
+
+/**
+ * A router Role that reads tenant key Secrets is refused when the operator may not read Secrets in
+ * that namespace itself (RBAC grants only what the granter holds): say which chart value grants it.
+ */
+function grantHint(child: KubeObject, err: unknown): unknown {
+  const readsSecrets = child.kind === "Role" && ((child as { rules?: Array<{ resources?: string[] }> }).rules ?? []).some((r) => r.resources?.includes("secrets"));
+  if (!(err instanceof KubeApiError) || err.status !== 403 || !readsSecrets) return err;
+  return new Error(
+    `${err.message} — the operator may read Secrets only in the namespaces of the chart value tenantKeys.namespaces, and a Model with spec.access needs it there to grant its router read on the tenants' key Secrets (docs/security.md)`,
+    { cause: err },
+  );
 }

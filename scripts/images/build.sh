@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the llmfleet images with buildah from Debian's packages and npm — no image registry:
-#   docker.io/llmfleet/operator:<version>      the operator (TypeScript run by tsx, production npm deps)
+#   docker.io/llmfleet/operator:<version>      the operator: Node, one esbuild bundle, @pulumi/pulumi
 #   docker.io/llmfleet/engine:<version>        the CPU engine: Node, one esbuild bundle, the native addon
 #   docker.io/llmfleet/engine:<version>-cuda   the CUDA engine (--cuda): the addon built for sm_90
 # (<version> is package.json's; LLMFLEET_IMAGE_REGISTRY replaces docker.io/llmfleet.)
@@ -80,25 +80,30 @@ stage_cached "$CACHE/llama.cpp-$TAG" llama.cpp
 # KV codec's worker beside it (engine/kvcodec/codec-offload.ts starts it from there).
 bundle() {
   npx esbuild "$1" --bundle --platform=node --format=esm --target=node20 --log-level=warning --legal-comments=none \
-    --outfile="$CTX/dist/$2" --external:node-llama-cpp \
+    --outfile="$CTX/dist/$2" --external:node-llama-cpp "${@:3}" \
     --banner:js="import { createRequire as __llmfleetRequire } from 'node:module'; const require = __llmfleetRequire(import.meta.url);"
 }
 bundle engine/main.ts engine.mjs
 bundle engine/kvcodec/codec-worker.ts codec-worker.mjs
+# The operator as one ES module: no TypeScript compiled at start, no node_modules but the Pulumi SDK.
+# @pulumi/* stay out of it: the SDK finds its own files (the dynamic-provider shim, its package.json)
+# on disk, and the cloud packages are loaded only by a group of that cloud.
+bundle operator/main.ts operator.mjs '--external:@pulumi/*'
 
-# operator_deps <dir>: the operator's production dependencies at package-lock.json's versions
-# (node-llama-cpp and node-addon-api are the engine's, left out; --ignore-scripts: nothing is compiled).
+# operator_deps <dir>: what the operator bundle leaves external — @pulumi/pulumi (the node-group
+# controller's Automation API) at package-lock.json's version, with its dependencies. The cloud
+# packages (@pulumi/aws, @pulumi/gcp: 170 MB) are left out: a cloud group also needs the pulumi CLI
+# and the cloud's resource plugin, which this image does not carry either (docs/images.md says how
+# to extend it). --ignore-scripts: nothing is compiled.
 operator_deps() {
   cp package-lock.json "$1/"
-  node -e 'const p = require("./package.json"); for (const d of ["node-llama-cpp", "node-addon-api"]) delete p.dependencies[d];
-    delete p.devDependencies; p.dependencies.tsx = require("./package-lock.json").packages["node_modules/tsx"].version;
-    require("fs").writeFileSync(process.argv[1], JSON.stringify(p, null, 2))' "$1/package.json"
+  node -e 'const p = require("./package.json"); p.dependencies = { "@pulumi/pulumi": p.dependencies["@pulumi/pulumi"] };
+    delete p.devDependencies; require("fs").writeFileSync(process.argv[1], JSON.stringify(p, null, 2))' "$1/package.json"
   (cd "$1" && npm install --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
 if [ "$CPU" = 1 ]; then
-  # The operator's production dependencies, installed once per package-lock.json (node-llama-cpp and
-  # node-addon-api are the engine's, left out; --ignore-scripts: nothing is compiled).
+  # The operator bundle's external dependencies, installed once per package-lock.json.
   DEPS_KEY="$( (cat package.json package-lock.json; declare -f operator_deps) | sha256sum | cut -c1-16)"
   DEPS="$CACHE/operator-deps-$DEPS_KEY"
   if [ ! -d "$DEPS/node_modules" ]; then
@@ -108,8 +113,8 @@ if [ "$CPU" = 1 ]; then
     rm -rf "$DEPS" && mv "$DEPS.tmp" "$DEPS"
   fi
   stage_cached "$DEPS/node_modules" operator/node_modules
-  for f in package.json tsconfig.json; do stage "$ROOT/$f" "operator/$f"; done
-  for d in crds lib operator; do stage "$ROOT/$d" "operator/$d"; done
+  rm -rf "${CTX:?}/operator/operator" "$CTX/operator/lib" "$CTX/operator/crds" "$CTX/operator/tsconfig.json"
+  printf '{ "type": "module", "private": true }\n' >"$CTX/operator/package.json"
 fi
 
 if [ "$CUDA" = 1 ]; then

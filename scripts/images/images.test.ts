@@ -68,6 +68,18 @@ test("build.sh bundles the engine and its codec worker, leaving node-llama-cpp o
   assert.match(text, /--external:node-llama-cpp/);
 });
 
+test("the operator image runs the esbuild bundle, with @pulumi/* its only node_modules: no tsx, no TypeScript", () => {
+  const text = read("images/operator.Dockerfile");
+  assert.deepEqual(JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(text)?.[1] ?? "[]"), ["node", "/opt/llmfleet/operator.mjs"]);
+  assert.match(text, /^COPY dist\/operator\.mjs \/opt\/llmfleet\/operator\.mjs$/m);
+  assert.doesNotMatch(text, /tsx|\.ts\b|COPY operator\/(operator|lib|crds)\b/);
+  assert.match(text, /^USER 65532:65532$/m);
+  const build = read("scripts/images/build.sh");
+  assert.match(build, /^bundle operator\/main\.ts operator\.mjs '--external:@pulumi\/\*'$/m);
+  // The image's node_modules: @pulumi/pulumi alone, at the lock's version (its dependencies follow).
+  assert.match(build, /p\.dependencies = \{ "@pulumi\/pulumi": p\.dependencies\["@pulumi\/pulumi"\] \}/);
+});
+
 test("normalizeImageRef resolves references as containerd does", () => {
   assert.equal(normalizeImageRef("llmfleet/engine:0.1.0"), "docker.io/llmfleet/engine:0.1.0");
   assert.equal(normalizeImageRef("busybox"), "docker.io/library/busybox");
