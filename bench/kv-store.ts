@@ -16,7 +16,8 @@
  *                        B's llmfleet_kv_store_load_seconds), and store_hit_ms the whole request
  *   load_gb_s            the entry's stored bytes over load_ms
  *   extend_stored_bytes  bytes the store grew by when A's context grew by EXTEND tokens (v2 sends only new blocks)
- * Ratios: v1-http / v2-tcp (and v1-http / v2-http). Writes bench/results/kv-store.json with the
+ * Ratios: v1-http / v2-tcp (and v1-http / v2-http). Writes bench/results/kv-store.json (BENCH_OUT
+ * names another file; BENCH_CONTEXTS, BENCH_REPEATS, BENCH_PATHS choose the rows) with the
  * machine's load average (the figures are only comparable within one run on a shared machine).
  */
 import { mkdir, writeFile } from "node:fs/promises";
@@ -194,7 +195,7 @@ async function main(): Promise<void> {
     paths,
     ratios,
   };
-  await writeFile(new URL("./results/kv-store.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
+  await writeFile(new URL(`./results/${process.env.BENCH_OUT ?? "kv-store"}.json`, import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify({ ratios, loadavg: out.machine.loadavgAfter }, null, 2)}\n`);
 }
 

@@ -169,9 +169,12 @@ function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHan
   });
 }
 
+/** Blocks in flight at once per send: overlaps each block's connection set-up and acknowledgement with the next blocks' bytes. */
+const SEND_WINDOW = 4;
+
 /**
- * Sends the blocks one after another, in order, to the pod's listener (ids id.0, id.1, ...), and
- * reports each as it is staged: the pod places block i while block i+1 moves. Returns the line
+ * Sends the blocks to the pod's listener (ids id.0, id.1, ...), SEND_WINDOW at a time, and reports
+ * each in order as it is staged: the pod places block i while later blocks move. Returns the line
  * that ends the stream early (a block missing, refused or not delivered), or undefined.
  */
 async function pushBlocks(
@@ -179,8 +182,8 @@ async function pushBlocks(
   to: { tcp: KvListener; keys: string[]; host: string; port: number; id: string },
   staged: (line: { index: number; bytes: number }) => void,
 ): Promise<{ index: number; error: string } | undefined> {
-  for (const [index, key] of to.keys.entries()) {
-    const got = await deps.store.get(key);
+  const sendOne = async (index: number): Promise<{ index: number; error: string } | { index: number; bytes: number }> => {
+    const got = await deps.store.get(to.keys[index]!);
     if (!got) return { index, error: "missing" };
     try {
       const sent = await to.tcp.addon.kvSend(got.value, to.host, to.port, `${to.id}.${index}`, "{}", TCP_CHUNK_BYTES, 30_000);
@@ -189,7 +192,22 @@ async function pushBlocks(
       return { index, error: (err as Error).message };
     }
     deps.metrics.blockBytes.inc({ direction: "out", path: "tcp" }, got.value.length);
-    staged({ index, bytes: got.value.length });
+    return { index, bytes: got.value.length };
+  };
+  const inFlight: Promise<Awaited<ReturnType<typeof sendOne>>>[] = [];
+  let next = 0;
+  const fill = (): void => {
+    while (next < to.keys.length && inFlight.length < SEND_WINDOW) inFlight.push(sendOne(next++));
+  };
+  fill();
+  while (inFlight.length > 0) {
+    const done = await inFlight.shift()!;
+    if ("error" in done) {
+      await Promise.allSettled(inFlight); // the pod frees what was staged after this
+      return done;
+    }
+    staged(done);
+    fill();
   }
   return undefined;
 }
