@@ -257,18 +257,25 @@ export class KvBlockClient {
     if (!res.ok || !res.body) throw new Error(`blocks/send: HTTP ${res.status}`);
     try {
       for await (const line of ndjson(res.body as unknown as AsyncIterable<Uint8Array>)) {
-        const { index, error } = line as { index: number; error?: string };
-        if (error) throw new KvBlockError(`block ${index} of the entry: ${error}`);
-        if (index !== sink.next) throw new KvBlockError(`block ${index} staged out of order (expected ${sink.next})`);
-        const taken = tcp.addon.kvTake(tcp.handle, `${id}.${index}`);
-        if (!taken) throw new KvBlockError(`block ${index} was reported staged but is not`);
-        sink.accept(taken.state);
+        // The store cannot reach this pod's listener at all (a proxy between them, a firewall): HTTP.
+        if (!this.takeStaged(line as { index: number; error?: string }, { sink, id })) return false;
       }
     } finally {
       // Blocks staged after a failure: freed now (the listener's TTL would free them later).
       for (let i = sink.next; i < m.blocks.length; i++) tcp.addon.kvTake(tcp.handle, `${id}.${i}`);
     }
     sink.complete("the block stream");
+    return true;
+  }
+
+  /** One NDJSON line of a push: the block staged under id.index goes to the sink; false when the very first block could not reach this pod (auto mode: HTTP). */
+  private takeStaged({ index, error }: { index: number; error?: string }, { sink, id }: { sink: BlockSink; id: string }): boolean {
+    if (error && index === 0 && sink.next === 0 && this.mode === "auto") return false;
+    if (error) throw new KvBlockError(`block ${index} of the entry: ${error}`);
+    if (index !== sink.next) throw new KvBlockError(`block ${index} staged out of order (expected ${sink.next})`);
+    const taken = this.opts.tcp!.addon.kvTake(this.opts.tcp!.handle, `${id}.${index}`);
+    if (!taken) throw new KvBlockError(`block ${index} was reported staged but is not`);
+    sink.accept(taken.state);
     return true;
   }
 
