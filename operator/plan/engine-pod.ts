@@ -84,11 +84,14 @@ export function enginePodTemplate(input: EnginePodInput): V1PodTemplateSpec {
 
 /**
  * Decode pods receive KV hand-offs over TCP on their own port (engine/pd/kv-transport.ts), kvstore
- * pods receive v2 entry blocks there (engine/kvstore/block-client.ts); their Services expose it.
+ * pods receive v2 entry blocks there (engine/kvstore/block-client.ts), and prefill and aggregated
+ * pods receive the blocks of a store load there (the store pushes them); the chart's
+ * NetworkPolicies admit each of these flows on the named port "kv".
  */
-const KV_PORT_ROLES: readonly Component[] = ["decode", "kvstore"];
+const KV_PORT_ROLES: readonly Component[] = ["prefill", "decode", "aggregated", "kvstore"];
+/** Prefill and aggregated pods listen on the engine's default, --port + 1 (8001): only the port is declared. */
 function kvPortArgs(role: Component): string[] {
-  return KV_PORT_ROLES.includes(role) ? ["--kv-port", String(KV_HANDOFF_PORT)] : [];
+  return role === "decode" || role === "kvstore" ? ["--kv-port", String(KV_HANDOFF_PORT)] : [];
 }
 
 function engineContainer(input: EnginePodInput): V1Container {
