@@ -9,6 +9,9 @@ import type { KvTier } from "./kvstore/tier.ts";
 import type { TierSpec } from "./kvstore/tier-spec.ts";
 import { TieredStore } from "./kvstore/tiered-store.ts";
 import { fleetGuard, fleetTokenSource } from "./access/fleet-auth.ts";
+import { kvStreamAddon, type KvListener, type KvTransportMode } from "./pd/kv-transport.ts";
+import { useNativeCrc32c } from "./kvstore/crc32c.ts";
+import { totalmem } from "node:os";
 
 export interface KvStorePodOptions extends KvStoreConfig {
   tiers: TierSpec[];
@@ -18,12 +21,24 @@ export interface KvStorePodOptions extends KvStoreConfig {
   env?: NodeJS.ProcessEnv;
   /** The fleet's token file: requests without the token are refused (engine/access/fleet-auth.ts). Default none. */
   fleetTokenFile?: string;
+  /**
+   * How v2 blocks move (engine/pd/kv-transport.ts): auto/tcp listen on kvPort with the native TCP
+   * stream (tcp: or refuse to start) and push blocks to pods that ask; http (the default here; main
+   * passes --kv-transport, default auto) moves them over HTTP only.
+   */
+  kvTransport?: KvTransportMode;
+  /** TCP port of the block listener (main: --kv-port, default --port + 1; 0: any free port). */
+  kvPort?: number;
+  /** Address the block listener binds (main: --host). Default 127.0.0.1. */
+  host?: string;
 }
 
 export interface KvStorePod extends AsyncDisposable {
   app: Express;
   store: TieredStore;
   metrics: KvStoreMetrics;
+  /** The native block listener, when blocks may arrive over TCP. */
+  tcp: KvListener | undefined;
 }
 
 /** Default when no --tier is given: one memory tier of 1 GiB. */
@@ -35,6 +50,28 @@ export async function openTier(spec: TierSpec, env: NodeJS.ProcessEnv = process.
   return S3Tier.open(spec, env);
 }
 
+/** The store's native block listener, or undefined (HTTP only) with a line saying why. */
+async function blockListener(opts: KvStorePodOptions): Promise<KvListener | undefined> {
+  const mode = opts.kvTransport ?? "http";
+  if (mode === "http") return undefined;
+  const addon = await kvStreamAddon();
+  try {
+    if (!addon) throw new Error("the native addon is not available");
+    useNativeCrc32c((b) => addon.kvChecksum(b));
+    // Blocks wait in staging only until their manifest arrives (a TTL frees the rest).
+    const { port, handle } = addon.kvListen(opts.host ?? "127.0.0.1", opts.kvPort ?? 0, {
+      maxBytes: Math.min(8 * 2 ** 30, Math.floor(totalmem() / 4)),
+      maxConnections: 64,
+      ttlMs: 60_000,
+    });
+    return { addon, port, handle };
+  } catch (err) {
+    if (mode === "tcp") throw new Error(`--kv-transport tcp: the KV store cannot listen for blocks over TCP: ${(err as Error).message}`, { cause: err });
+    process.stderr.write(`llmfleet kvstore: KV blocks move over HTTP only (${(err as Error).message})\n`);
+    return undefined;
+  }
+}
+
 export async function createKvStorePod(opts: KvStorePodOptions): Promise<KvStorePod> {
   const tiers: KvTier[] = [];
   for (const spec of opts.tiers.length > 0 ? opts.tiers : DEFAULT_TIERS) tiers.push(await openTier(spec, opts.env));
@@ -43,14 +80,17 @@ export async function createKvStorePod(opts: KvStorePodOptions): Promise<KvStore
   const store = new TieredStore(tiers, metrics, { blockTokens: opts.blockTokens, maxAliasPairs: opts.maxAliasPairs });
   aliasIndex.store = store;
   await store.indexAliases();
-  const config = { blockTokens: opts.blockTokens, codec: opts.codec, tenantSalt: opts.tenantSalt };
+  const config = { blockTokens: opts.blockTokens, codec: opts.codec, tenantSalt: opts.tenantSalt, kvFormat: opts.kvFormat ?? "v2" };
   const token = fleetTokenSource(opts.fleetTokenFile, { log: (l) => process.stderr.write(`${l}\n`) });
+  const tcp = await blockListener(opts);
   return {
-    app: createKvStoreApp({ store, metrics, config, guard: fleetGuard(token) }),
+    app: createKvStoreApp({ store, metrics, config, guard: fleetGuard(token), ...(tcp ? { tcp } : {}) }),
     store,
     metrics,
+    tcp,
     [Symbol.asyncDispose]: () => {
       token[Symbol.dispose]();
+      if (tcp) tcp.addon.kvClose(tcp.handle);
       return store[Symbol.asyncDispose]();
     },
   };

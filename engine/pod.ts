@@ -15,6 +15,7 @@ import { Counter, Gauge } from "prom-client";
 import { createKvClientMetrics } from "./kvstore/client-metrics.ts";
 import { contextsRoute } from "./http/contexts-route.ts";
 import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
+import { useNativeCrc32c } from "./kvstore/crc32c.ts";
 import type { ModelRuntime } from "./runtime/runtime.ts";
 import { NativeRuntime } from "./runtime/native-runtime.ts";
 import type { Backend, PipelineDecode } from "./cli/options.ts";
@@ -89,7 +90,12 @@ async function kvModelIdentity(modelPath: string, checksum: string | undefined):
 async function kvPrefixCache(opts: ModelPodOptions, modelPath: string, runtime: ModelRuntime, deps: { metrics: EngineMetrics; storeToken: FleetTokens }): Promise<KvPrefixCache | undefined> {
   const { metrics, storeToken } = deps;
   if (!opts.kvStore || opts.role === "decode") return undefined;
+  // v2 entries' blocks arrive from the store on this pod's native listener (and leave with its addon).
+  const tcp = await kvListener(opts, runtime);
+  if (tcp) useNativeCrc32c((b) => tcp.addon.kvChecksum(b));
   return new KvPrefixCache({
+    ...(tcp ? { tcp } : {}),
+    ...(opts.kvTransport ? { transport: opts.kvTransport } : {}),
     headers: () => identityHeaders(storeToken.token()),
     ...(opts.kvEncryptionKeyFile ? { sealer: KvSealer.fromFile(opts.kvEncryptionKeyFile) } : {}),
     url: opts.kvStore.replace(/\/+$/, ""),
@@ -185,7 +191,8 @@ function watchKvStray(metrics: EngineMetrics, runtime: ModelRuntime): void {
 }
 
 /**
- * Decode: the native TCP listener prefill pods stream KV states to (kv-transport.ts). With
+ * Decode: the native TCP listener prefill pods stream KV states to (kv-transport.ts); prefill and
+ * aggregated pods with a KV store: the listener the store pushes v2 entry blocks to. With
  * --kv-transport auto a pod that cannot listen (no addon, port taken) receives over HTTP only,
  * and says why; with tcp it refuses to start.
  */

@@ -13,6 +13,7 @@ import { startSecureFleet, type SecureFleet } from "../../testing/secure-fleet.t
 import { ksTest, median, pairedShift } from "../../testing/stats.ts";
 import { FLEET_TOKEN_HEADER, KV_NAMESPACE_HEADER, TENANT_HEADER } from "./identity.ts";
 import { decodeKvEntry } from "../kvstore/kv-entry.ts";
+import { decodeManifest, isManifest } from "../kvstore/kv-blocks.ts";
 import { KvSealer, KvSealError } from "../kvstore/kv-seal.ts";
 
 const KEY_A = `sk-a-${randomBytes(12).toString("hex")}`;
@@ -199,20 +200,34 @@ test("KV entries at rest are sealed per tenant: the store holds no plaintext pay
     .filter((f) => !f.endsWith(".tmp") && (statSync(f, { throwIfNoEntry: false })?.isFile() ?? false));
   assert.ok(files.length > 0, "the store holds entries");
   const sealer = KvSealer.fromFile(fleet.kvKeyFile);
-  for (const f of files.slice(0, 20)) {
-    const { header, payload } = decodeKvEntry(readFileSync(f));
-    assert.equal(header.encryption, "aes-256-gcm", f);
-    const key = header.prefixKeys!.at(-1)!;
-    const opened = ["tenant:team-a", "tenant:team-b"].filter((ns) => {
+  const opensFor = (aad: string, sealed: Buffer): string[] =>
+    ["tenant:team-a", "tenant:team-b"].filter((ns) => {
       try {
-        sealer.open(ns, key, payload);
+        sealer.open(ns, aad, sealed);
         return true;
       } catch (err) {
         assert.ok(err instanceof KvSealError);
         return false;
       }
     });
-    assert.equal(opened.length, 1, "exactly one tenant's key opens an entry");
+  const bufs = files.map((f) => ({ f, buf: readFileSync(f) }));
+  const v1 = bufs.filter(({ buf }) => buf.subarray(0, 4).toString() === "LFKE");
+  const manifests = bufs.filter(({ buf }) => isManifest(buf));
+  assert.ok(v1.length + manifests.length > 0, "the store holds entries");
+  for (const { f, buf } of v1.slice(0, 20)) {
+    const { header, payload } = decodeKvEntry(buf);
+    assert.equal(header.encryption, "aes-256-gcm", f);
+    assert.equal(opensFor(header.prefixKeys!.at(-1)!, payload).length, 1, "exactly one tenant's key opens an entry");
+  }
+  // v2: every block (the meta block too: it holds the tokens) sealed, under the key its manifest names.
+  for (const { buf } of manifests.slice(0, 10)) {
+    const m = decodeManifest(buf);
+    for (const b of m.blocks) {
+      assert.equal(b.enc?.alg, "aes-256-gcm", `${b.kind} block ${b.key} is sealed`);
+      const sealed = readFileSync(join(fleet.kvDir, b.key.slice(0, 2), b.key));
+      const opened = opensFor(`${b.key}|${m.model}|${b.kind}`, sealed);
+      assert.deepEqual(opened, [b.enc!.keyId], "exactly the namespace the manifest names opens a block");
+    }
   }
 });
 

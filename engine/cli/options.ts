@@ -74,6 +74,8 @@ export interface EngineOptions {
   codec: KvCodecName;
   tenantSalt: string;
   tiers: TierSpec[];
+  /** kvstore role: the newest entry format pods may write (v2: blocks; v1 while pods that read only v1 remain). */
+  kvFormat: "v1" | "v2";
   /** Every role: the fleet's shared token (engines refuse requests without it; the router and prefill pods send it). Default none. */
   fleetTokenFile: string | undefined;
   kvStoreTokenFile: string | undefined;
@@ -154,6 +156,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --block-tokens N     kvstore: tokens per KV block (default: 256)
   --codec C            kvstore: ${KV_CODECS.join(" | ")} (default: default)
   --tenant-salt S      kvstore: salt of every key, one cache per tenant (default: "")
+  --kv-format F        kvstore: v2 (default: pods write entries as blocks, deduplicated, moved over
+                       the native TCP stream on --kv-port where both sides can) | v1 (one blob per
+                       entry, for pods older than v2); both formats are always read. Blocks carry
+                       codec none only, so with another --codec pods write v1
   --tier SPEC          kvstore, repeatable, in lookup order:
                        name=N,medium=memory|disk|objectStore[,capacity=4Gi][,ttl=168h]
                        disk: path=DIR; objectStore: endpoint=URL,bucket=B[,region=R]
@@ -247,6 +253,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "kv-store": { type: "string" },
       "kv-store-timeout-ms": { type: "string" },
       "block-tokens": { type: "string" },
+      "kv-format": { type: "string" },
       codec: { type: "string" },
       "tenant-salt": { type: "string" },
       tier: { type: "string", multiple: true },
@@ -331,7 +338,9 @@ function accessOptions(v: Values): Pick<EngineOptions, "fleetTokenFile" | "kvSto
   };
 }
 
-function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs" | "blockTokens" | "codec" | "tenantSalt" | "tiers"> {
+function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs" | "blockTokens" | "codec" | "tenantSalt" | "tiers" | "kvFormat"> {
+  const kvFormat = v["kv-format"] ?? "v2";
+  if (kvFormat !== "v1" && kvFormat !== "v2") throw new Error(`--kv-format must be v1 or v2; got ${kvFormat}`);
   return {
     kvStore: v["kv-store"]?.replace(/\/+$/, ""),
     kvStoreTimeoutMs: positiveInt("kv-store-timeout-ms", v["kv-store-timeout-ms"], 5000),
@@ -339,6 +348,7 @@ function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs
     codec: codecName(v.codec),
     tenantSalt: v["tenant-salt"] ?? "",
     tiers: (v.tier ?? []).map(parseTierSpec),
+    kvFormat,
   };
 }
 

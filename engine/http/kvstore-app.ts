@@ -9,12 +9,27 @@
  *   GET    /v1/kv/:key          the entry (x-llmfleet-kv-tier names the tier), 404 on a miss
  *   PUT    /v1/kv/:key          stores an entry; 400 when its checksum does not match
  *   DELETE /v1/kv/:key
+ *   Entry format v2 (kv-blocks.ts, docs/kv-store.md):
+ *   POST   /v1/kv/blocks/has    {keys: [...]} -> {have: [bool...]}: a writer uploads only the missing blocks
+ *   POST   /v1/kv/blocks/info   {keys: [...]} -> {blocks: [{bytes, crc32c} | null ...]}: a writer's manifest names held blocks as stored
+ *   PUT    /v1/kv/blocks/:key   one stored block, x-llmfleet-crc32c: its CRC-32C (400 on a mismatch)
+ *   GET    /v1/kv/blocks/:key   one stored block
+ *   PUT    /v1/kv/:key          with a manifest ("LFKB"): stores it once every block it names is held
+ *                                (blocks sent over TCP to --kv-port are taken from staging and checked
+ *                                against the manifest here); 409 naming the missing blocks otherwise
+ *   GET    /v1/kv/:key/stream   the manifest frame, then each block as u32 length | u32 CRC-32C | bytes
+ *   POST   /v1/kv/blocks/send   {keys, crc32c?, port, id} -> NDJSON, a line per block as it is staged:
+ *                                the store pushes the blocks with the native TCP stream (kv-stream.h)
+ *                                to the asking pod's listener at <its address>:port, ids id.0, id.1, ...
  *   GET    /health, /ready, /metrics
  */
 import express, { type Express, type Request, type Response } from "express";
 import { errorHandler, HttpError, notFound } from "./http-error.ts";
 import { jsonBody } from "./json-body.ts";
 import { isValidKvEntry } from "../kvstore/kv-entry.ts";
+import { blockFrameHead, decodeManifest, isManifest, KvBlockError, verifyBlock, type KvManifest } from "../kvstore/kv-blocks.ts";
+import { crc32c } from "../kvstore/crc32c.ts";
+import { KV_SEND_STATUS, TCP_CHUNK_BYTES, type KvListener } from "../pd/kv-transport.ts";
 import type { KvStoreMetrics } from "../kvstore/store-metrics.ts";
 import { checkKey } from "../kvstore/tier.ts";
 import type { TieredStore } from "../kvstore/tiered-store.ts";
@@ -23,6 +38,8 @@ export interface KvStoreConfig {
   blockTokens: number;
   codec: string;
   tenantSalt: string;
+  /** Newest format pods may write (--kv-format); default v2. Both are always read and stored. */
+  kvFormat?: "v1" | "v2";
 }
 
 export interface KvStoreAppDeps {
@@ -33,6 +50,8 @@ export interface KvStoreAppDeps {
   guard?: express.RequestHandler;
   /** Largest entry accepted. Default 4 GiB. */
   maxEntryBytes?: number;
+  /** The native TCP listener v2 blocks are uploaded to (--kv-port), and the addon that pushes blocks to pods; default none (HTTP only). */
+  tcp?: KvListener;
 }
 
 function keyParam(req: Request, metrics: KvStoreMetrics): string {
@@ -51,11 +70,162 @@ function lookupKeys(body: unknown): { keys: string[]; aliases: boolean } {
   return { keys: (keys as string[]).map(checkKey), aliases: b?.aliases === true };
 }
 
+/** Codecs a v2 block may carry (per block, on raw rows). The state-structured codecs stay on v1 entries until they learn blocks. */
+export const BLOCK_CODECS = ["none"] as const;
+
+function keyList(body: unknown, field = "keys"): string[] {
+  const keys = (body as Record<string, unknown> | undefined)?.[field];
+  if (!Array.isArray(keys) || keys.some((k) => typeof k !== "string")) throw new HttpError(400, `${field} must be an array of strings`, { param: field });
+  return (keys as string[]).map(checkKey);
+}
+
+/**
+ * Stores a manifest's blocks that arrived over TCP (staged in the listener under their keys),
+ * each checked against the manifest's size and CRC-32C; returns the keys still missing.
+ */
+async function takeStaged(deps: KvStoreAppDeps, m: KvManifest): Promise<string[]> {
+  const missing: string[] = [];
+  const have = await deps.store.hasMany(m.blocks.map((b) => b.key));
+  for (const [i, block] of m.blocks.entries()) {
+    if (have[i]) continue;
+    const taken = deps.tcp?.addon.kvTake(deps.tcp.handle, block.key);
+    if (!taken) {
+      missing.push(block.key);
+      continue;
+    }
+    try {
+      verifyBlock(block, taken.state);
+    } catch (err) {
+      deps.metrics.rejected.inc({ reason: "checksum" });
+      throw new HttpError(400, (err as Error).message, { code: "bad_checksum" });
+    }
+    deps.metrics.blockBytes.inc({ direction: "in", path: "tcp" }, taken.state.length);
+    await deps.store.putBlock(block.key, taken.state);
+  }
+  return missing;
+}
+
+function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHandler): void {
+  const { store, metrics } = deps;
+  app.post("/v1/kv/blocks/has", jsonBody({ limit: 4 * 2 ** 20 }), async (req: Request, res: Response) => {
+    res.json({ have: await store.hasMany(keyList(req.body)) });
+  });
+  app.post("/v1/kv/blocks/info", jsonBody({ limit: 4 * 2 ** 20 }), async (req: Request, res: Response) => {
+    const blocks = [];
+    for (const key of keyList(req.body)) {
+      const hit = await store.get(key);
+      blocks.push(hit ? { bytes: hit.value.length, crc32c: crc32c(hit.value) } : null);
+    }
+    res.json({ blocks });
+  });
+  app.put("/v1/kv/blocks/:key", raw, async (req: Request, res: Response) => {
+    const key = keyParam(req, metrics);
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const want = Number(req.get("x-llmfleet-crc32c"));
+    if (!Number.isInteger(want)) throw new HttpError(400, "x-llmfleet-crc32c must name the block's CRC-32C", { param: "x-llmfleet-crc32c" });
+    if (crc32c(body) !== want) {
+      metrics.rejected.inc({ reason: "checksum" });
+      throw new HttpError(400, "KV block failed its CRC-32C (corrupt or truncated upload)", { code: "bad_checksum" });
+    }
+    metrics.blockBytes.inc({ direction: "in", path: "http" }, body.length);
+    await store.putBlock(key, body);
+    res.status(201).end();
+  });
+  app.get("/v1/kv/blocks/:key", async (req: Request, res: Response) => {
+    const hit = await store.get(keyParam(req, metrics));
+    if (!hit) throw new HttpError(404, "no such KV block", { code: "kv_miss" });
+    metrics.blockBytes.inc({ direction: "out", path: "http" }, hit.value.length);
+    res.set({ "content-type": "application/octet-stream", "x-llmfleet-kv-tier": hit.tier }).send(hit.value);
+  });
+  app.get("/v1/kv/:key/stream", async (req: Request, res: Response) => {
+    const hit = await store.get(keyParam(req, metrics));
+    if (!hit) throw new HttpError(404, "no such KV entry", { code: "kv_miss" });
+    if (!isManifest(hit.value)) throw new HttpError(409, "a v1 entry has no block stream: GET /v1/kv/:key", { code: "not_v2" });
+    const m = decodeManifest(hit.value);
+    res.set({ "content-type": "application/x-llmfleet-kv-stream", "x-llmfleet-kv-tier": hit.tier });
+    res.write(hit.value);
+    for (const block of m.blocks) {
+      const got = await store.get(block.key);
+      // A block evicted since the manifest was written: the stream stops short, the reader recomputes.
+      if (!got) return void res.destroy();
+      metrics.blockBytes.inc({ direction: "out", path: "http" }, got.value.length);
+      const ok = res.write(blockFrameHead(got.value, block.crc32c)) && res.write(got.value);
+      if (!ok) await new Promise((r) => res.once("drain", r));
+    }
+    res.end();
+  });
+  app.post("/v1/kv/blocks/send", jsonBody({ limit: 4 * 2 ** 20 }), async (req: Request, res: Response) => {
+    const tcp = deps.tcp;
+    if (!tcp) throw new HttpError(409, "this store moves blocks over HTTP only (no --kv-port)", { code: "no_tcp" });
+    const keys = keyList(req.body);
+    const { port, id } = req.body as { port?: unknown; id?: unknown };
+    if (!Number.isInteger(port) || (port as number) <= 0 || (port as number) > 65535) throw new HttpError(400, "port must be a TCP port", { param: "port" });
+    if (typeof id !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(id)) throw new HttpError(400, "id must be 1-64 characters of [A-Za-z0-9_.-]", { param: "id" });
+    // Only ever to the pod that asked: its address, the port it names.
+    const host = (req.socket.remoteAddress ?? "127.0.0.1").replace(/^::ffff:/, "");
+    res.set({ "content-type": "application/x-ndjson" });
+    const error = await pushBlocks(deps, { tcp, keys, host, port: port as number, id }, (line) => res.write(`${JSON.stringify(line)}\n`));
+    res.end(error ? `${JSON.stringify(error)}\n` : undefined);
+  });
+}
+
+/** Blocks in flight at once per send: overlaps each block's connection set-up and acknowledgement with the next blocks' bytes. */
+const SEND_WINDOW = 4;
+
+/**
+ * Sends the blocks to the pod's listener (ids id.0, id.1, ...), SEND_WINDOW at a time, and reports
+ * each in order as it is staged: the pod places block i while later blocks move. Returns the line
+ * that ends the stream early (a block missing, refused or not delivered), or undefined.
+ */
+async function pushBlocks(
+  deps: KvStoreAppDeps,
+  to: { tcp: KvListener; keys: string[]; host: string; port: number; id: string },
+  staged: (line: { index: number; bytes: number }) => void,
+): Promise<{ index: number; error: string } | undefined> {
+  const sendOne = async (index: number): Promise<{ index: number; error: string } | { index: number; bytes: number }> => {
+    const got = await deps.store.get(to.keys[index]!);
+    if (!got) return { index, error: "missing" };
+    try {
+      const sent = await to.tcp.addon.kvSend(got.value, to.host, to.port, `${to.id}.${index}`, "{}", TCP_CHUNK_BYTES, 30_000);
+      if (sent.status !== KV_SEND_STATUS.ok) return { index, error: `refused (status ${sent.status}: ${sent.message})` };
+    } catch (err) {
+      return { index, error: (err as Error).message };
+    }
+    deps.metrics.blockBytes.inc({ direction: "out", path: "tcp" }, got.value.length);
+    return { index, bytes: got.value.length };
+  };
+  const inFlight: Promise<Awaited<ReturnType<typeof sendOne>>>[] = [];
+  let next = 0;
+  const fill = (): void => {
+    while (next < to.keys.length && inFlight.length < SEND_WINDOW) inFlight.push(sendOne(next++));
+  };
+  fill();
+  while (inFlight.length > 0) {
+    const done = await inFlight.shift()!;
+    if ("error" in done) {
+      await Promise.allSettled(inFlight); // the pod frees what was staged after this
+      return done;
+    }
+    staged(done);
+    fill();
+  }
+  return undefined;
+}
+
 function routes(app: Express, deps: KvStoreAppDeps): void {
   const { store, metrics } = deps;
+  const raw = express.raw({ type: () => true, limit: deps.maxEntryBytes ?? 4 * 2 ** 30 });
   app.get("/v1/kv/config", (_req, res) => {
-    res.json({ ...deps.config, tiers: store.tiers.map((t) => ({ name: t.name, medium: t.medium })) });
+    const { kvFormat, ...config } = deps.config;
+    res.json({
+      ...config,
+      tiers: store.tiers.map((t) => ({ name: t.name, medium: t.medium })),
+      formats: kvFormat === "v1" ? ["v1"] : ["v1", "v2"],
+      blockCodecs: BLOCK_CODECS,
+      ...(deps.tcp ? { kvPort: deps.tcp.port } : {}),
+    });
   });
+  blockRoutes(app, deps, raw);
   app.post("/v1/kv/lookup", jsonBody({ limit: 4 * 2 ** 20 }), async (req: Request, res: Response) => {
     const { keys, aliases } = lookupKeys(req.body);
     const found = await store.longest(keys, aliases);
@@ -72,10 +242,25 @@ function routes(app: Express, deps: KvStoreAppDeps): void {
     if (!hit) throw new HttpError(404, "no such KV entry", { code: "kv_miss" });
     res.set({ "content-type": "application/octet-stream", "x-llmfleet-kv-tier": hit.tier }).send(hit.value);
   });
-  const raw = express.raw({ type: () => true, limit: deps.maxEntryBytes ?? 4 * 2 ** 30 });
   app.put("/v1/kv/:key", raw, async (req: Request, res: Response) => {
     const key = keyParam(req, metrics);
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    if (isManifest(body)) {
+      let m: KvManifest;
+      try {
+        m = decodeManifest(body);
+      } catch (err) {
+        if (!(err instanceof KvBlockError)) throw err;
+        metrics.rejected.inc({ reason: "checksum" });
+        throw new HttpError(400, err.message, { code: "bad_checksum" });
+      }
+      const missing = await takeStaged(deps, m);
+      if (missing.length > 0)
+        throw new HttpError(409, `the manifest names ${missing.length} block(s) the store does not hold: upload them first (first: ${missing[0]})`, { code: "missing_blocks" });
+      await store.put(key, body);
+      res.status(201).end();
+      return;
+    }
     if (!isValidKvEntry(body)) {
       metrics.rejected.inc({ reason: "checksum" });
       throw new HttpError(400, "KV entry failed its checksum (corrupt or truncated upload)", { code: "bad_checksum" });

@@ -10,11 +10,12 @@ import { Worker } from "node:worker_threads";
 import { kvCodec } from "./codec.ts";
 import { runJob, type CodecAnswer, type CodecJob } from "./codec-worker.ts";
 import { KvEntryError, type KvEntryHeader } from "../kvstore/kv-entry.ts";
+import { splitFromLayout, type SplitLayout, type SplitState } from "../kvstore/kv-blocks.ts";
 
 /** Below this many bytes the work runs inline. */
 export const OFFLOAD_MIN_BYTES = 256 * 1024;
 
-type Done = { out: Buffer; header?: KvEntryHeader };
+type Done = { out: Buffer; header?: KvEntryHeader; split?: SplitLayout };
 type Pending = { resolve: (d: Done) => void; reject: (e: Error) => void };
 
 let worker: Worker | undefined;
@@ -51,7 +52,7 @@ function codecWorker(): Worker | undefined {
     pending.delete(a.id);
     if (!p) return;
     if ("error" in a) p.reject(a.entryError ? new KvEntryError(a.error) : new Error(a.error));
-    else p.resolve({ out: Buffer.from(a.out.buffer, a.out.byteOffset, a.out.byteLength), ...(a.header ? { header: a.header } : {}) });
+    else p.resolve({ out: Buffer.from(a.out.buffer, a.out.byteOffset, a.out.byteLength), ...(a.header ? { header: a.header } : {}), ...(a.split ? { split: a.split } : {}) });
   });
   worker.on("error", (err) => fail(err));
   worker.on("exit", (code) => fail(new Error(`KV codec worker exited (code ${code})`)));
@@ -98,4 +99,14 @@ export async function writeKvEntry(state: Buffer, header: Omit<KvEntryHeader, "s
 export async function readKvEntry(entry: Buffer, minBytes = OFFLOAD_MIN_BYTES): Promise<{ header: KvEntryHeader; state: Buffer }> {
   const { out, header } = await offload({ op: "readEntry", codec: "none", data: entry }, entry.length >= minBytes);
   return { header: header!, state: out };
+}
+
+/**
+ * The first `tokens` tokens of `state` as v2 entry blocks (kv-blocks.ts: cut, meta block, kv
+ * blocks), off the event loop when it is worth it: a write-back's copies of a multi-MB state
+ * would otherwise hold every other request on the pod.
+ */
+export async function splitKvBlocks(state: Buffer, tokens: number, blockTokens: number, minBytes = OFFLOAD_MIN_BYTES): Promise<SplitState> {
+  const { out, split } = await offload({ op: "splitBlocks", codec: "none", data: state, tokens, blockTokens }, state.length >= minBytes);
+  return splitFromLayout(out, split!);
 }

@@ -2,29 +2,39 @@
  * The KV codec worker's side (codec-offload.ts starts it): runs one job per message and answers
  * with the bytes, transferred, or the error's message. Jobs: a codec's encode or decode, or a
  * whole KV store entry — writeEntry (cut the state to the entry's tokens, encode, frame and
- * SHA-256 it) and readEntry (check the SHA-256, decode): the hashing and copying of a GB-sized
- * state would otherwise hold the pod's event loop for seconds.
+ * SHA-256 it), readEntry (check the SHA-256, decode) and splitBlocks (cut the state and split it into
+ * v2 entry blocks, kv-blocks.ts): the hashing and copying of a GB-sized state would otherwise hold
+ * the pod's event loop for seconds.
  */
 import { parentPort } from "node:worker_threads";
 import { kvCodec } from "./codec.ts";
 import { decodeKvEntry, encodeKvEntry, KvEntryError, type KvEntryHeader } from "../kvstore/kv-entry.ts";
-import { truncateSeqState } from "../runtime/seq-state.ts";
+import { seqStateTokens, truncateSeqState } from "../runtime/seq-state.ts";
+import { splitLayout, splitState, type SplitLayout } from "../kvstore/kv-blocks.ts";
 
 export interface CodecJob {
   id: number;
-  op: "encode" | "decode" | "writeEntry" | "readEntry";
+  op: "encode" | "decode" | "writeEntry" | "readEntry" | "splitBlocks";
   codec: string;
   data: Uint8Array;
   /** writeEntry: the entry's header; the state is cut to header.tokens first and stateBytes set from it. */
   header?: KvEntryHeader;
+  /** splitBlocks: the state is cut to `tokens` and split into `blockTokens`-token blocks (kv-blocks.ts). */
+  tokens?: number;
+  blockTokens?: number;
 }
 
 /** `entryError`: the entry failed its checks (KvEntryError), not the codec. */
-export type CodecAnswer = { id: number; out: Uint8Array; header?: KvEntryHeader } | { id: number; error: string; entryError?: boolean };
+export type CodecAnswer = { id: number; out: Uint8Array; header?: KvEntryHeader; split?: SplitLayout } | { id: number; error: string; entryError?: boolean };
 
 /** Runs a job on this thread (the worker, or inline when there is none): the output and, for readEntry, the header. */
-export function runJob(job: Omit<CodecJob, "id">): { out: Buffer; header?: KvEntryHeader } {
+export function runJob(job: Omit<CodecJob, "id">): { out: Buffer; header?: KvEntryHeader; split?: SplitLayout } {
   const input = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
+  if (job.op === "splitBlocks") {
+    const raw = seqStateTokens(input).length === job.tokens ? input : truncateSeqState(input, job.tokens!);
+    const split = splitState(raw, job.blockTokens!);
+    return { out: split.buffer, split: splitLayout(split) };
+  }
   if (job.op === "writeEntry") {
     const header = job.header!;
     const raw = truncateSeqState(input, header.tokens);
@@ -39,10 +49,10 @@ export function runJob(job: Omit<CodecJob, "id">): { out: Buffer; header?: KvEnt
 }
 
 function run(job: CodecJob): CodecAnswer {
-  const { out, header } = runJob(job);
+  const { out, header, split } = runJob(job);
   // Transfer needs the whole ArrayBuffer: copy a view of a shared or pooled one.
   const whole = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out : new Uint8Array(out);
-  return { id: job.id, out: whole, ...(header ? { header } : {}) };
+  return { id: job.id, out: whole, ...(header ? { header } : {}), ...(split ? { split } : {}) };
 }
 
 parentPort?.on("message", (job: CodecJob) => {

@@ -6,6 +6,8 @@ export interface KvClientMetrics {
   loadSeconds: Histogram;
   reusedTokens: Counter;
   writes: Counter<"outcome">;
+  /** Bytes of v2 blocks: sent (by path), deduped (the store held them: not sent), loaded (by path). */
+  blockBytes: Counter<"op" | "path">;
 }
 
 export function createKvClientMetrics(registry: Registry): KvClientMetrics {
@@ -32,6 +34,12 @@ export function createKvClientMetrics(registry: Registry): KvClientMetrics {
       name: "llmfleet_kv_store_writes_total",
       help: "Block-aligned states written to the KV store by outcome: stored, error, skipped_busy (requests were waiting), skipped_budget (too many bytes in flight)",
       labelNames: ["outcome"],
+      registers,
+    }),
+    blockBytes: new Counter({
+      name: "llmfleet_kv_store_block_bytes_total",
+      help: "Bytes of v2 entry blocks by op (sent, deduped: the store already held them, loaded) and path (tcp: native stream, http)",
+      labelNames: ["op", "path"],
       registers,
     }),
   };

@@ -10,7 +10,8 @@
 import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { isValidKvEntry, KV_ENTRY_HEAD_BYTES, kvEntryHeaderLength, readKvEntryHeader, type KvEntryHeader } from "./kv-entry.ts";
+import { isValidStoredValue, KV_ENTRY_HEAD_BYTES, kvEntryHeaderLength, readKvEntryHeader, readStoredHeader, type KvEntryHeader } from "./kv-entry.ts";
+import { isManifest } from "./kv-blocks.ts";
 import type { KvTier, TierEntry, TierStats } from "./tier.ts";
 import type { TierSpec } from "./tier-spec.ts";
 
@@ -74,7 +75,7 @@ export class DiskTier implements KvTier {
       return undefined;
     }
     const value = await readFile(this.file(key)).catch(() => undefined);
-    if (!value || !isValidKvEntry(value)) {
+    if (!value || !isValidStoredValue(value)) {
       if (value) this.corrupt++;
       await this.delete(key);
       return undefined;
@@ -113,7 +114,7 @@ export class DiskTier implements KvTier {
     for (const key of [...this.slots.keys()]) {
       if (this.bytes + incoming <= this.spec.capacityBytes) break;
       const value = await readFile(this.file(key)).catch(() => undefined);
-      if (value && isValidKvEntry(value)) evicted.push({ key, value });
+      if (value && isValidStoredValue(value)) evicted.push({ key, value });
       await this.delete(key);
     }
     return evicted;
@@ -132,7 +133,7 @@ export class DiskTier implements KvTier {
     await rm(this.file(key), { force: true });
   }
 
-  async *headers(): AsyncGenerator<{ key: string; header: KvEntryHeader }> {
+  async *headers(): AsyncGenerator<{ key: string; header: Pick<KvEntryHeader, "tokens" | "prefixKeys"> }> {
     for (const key of [...this.slots.keys()]) {
       const header = await this.readHeader(key).catch(() => undefined);
       if (header) yield { key, header };
@@ -140,11 +141,13 @@ export class DiskTier implements KvTier {
   }
 
   /** The entry's header without reading the payload (unchecked: indexing only). */
-  private async readHeader(key: string): Promise<KvEntryHeader> {
+  private async readHeader(key: string): Promise<Pick<KvEntryHeader, "tokens" | "prefixKeys">> {
     const fh = await open(this.file(key), "r");
     try {
       const head = Buffer.alloc(KV_ENTRY_HEAD_BYTES);
       await fh.read(head, 0, head.length, 0);
+      // A v2 manifest is small: read it whole; a v2 block (raw bytes) has no header and is skipped.
+      if (isManifest(head)) return readStoredHeader(await readFile(this.file(key)));
       const json = Buffer.alloc(Math.min(kvEntryHeaderLength(head), 2 ** 20));
       await fh.read(json, 0, json.length, head.length);
       return readKvEntryHeader(Buffer.concat([head, json]));

@@ -6,6 +6,7 @@
  *   "LFKE" | version u32 | header length u32 | header JSON | payload | sha256 (32 bytes)
  */
 import { createHash } from "node:crypto";
+import { decodeManifest, isManifest, KvBlockError } from "./kv-blocks.ts";
 
 const MAGIC = Buffer.from("LFKE");
 const VERSION = 1;
@@ -82,5 +83,35 @@ export function isValidKvEntry(buf: Buffer): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Whether a tier may keep and serve a stored value: a v1 entry whose SHA-256 matches, a v2
+ * manifest whose CRC-32C matches, or a v2 block (raw bytes: its size and CRC-32C are in the
+ * manifests that name it, and every reader checks them before using it).
+ */
+export function isValidStoredValue(buf: Buffer): boolean {
+  if (buf.length >= 4 && buf.subarray(0, 4).equals(MAGIC)) return isValidKvEntry(buf);
+  if (isManifest(buf)) {
+    try {
+      decodeManifest(buf);
+      return true;
+    } catch (err) {
+      if (err instanceof KvBlockError) return false;
+      throw err;
+    }
+  }
+  return true;
+}
+
+/** The header of a v1 entry or of a v2 manifest (what the store's aliases index). */
+export function readStoredHeader(buf: Buffer): Pick<KvEntryHeader, "tokens" | "prefixKeys"> {
+  if (!isManifest(buf)) return readKvEntryHeader(buf);
+  try {
+    const m = decodeManifest(buf);
+    return { tokens: m.tokens, prefixKeys: m.prefixKeys };
+  } catch (err) {
+    throw new KvEntryError((err as Error).message);
   }
 }

@@ -23,6 +23,10 @@ import { readKvEntry, writeKvEntry } from "../kvcodec/codec-offload.ts";
 import { normaliseSeqState, truncateSeqState, type KvLayout } from "../runtime/seq-state.ts";
 import type { RuntimeSequence, Token } from "../runtime/runtime.ts";
 import { ReuseEstimator } from "./reuse-estimator.ts";
+import { KvBlockClient, storeTakesV2, type BlockStoreConfig } from "./block-client.ts";
+import { isManifest, KvBlockError } from "./kv-blocks.ts";
+import type { KvListener, KvTransportMode } from "../pd/kv-transport.ts";
+import { kvCodec } from "../kvcodec/codec.ts";
 
 export interface PrefixCacheOptions {
   url: string;
@@ -45,9 +49,13 @@ export interface PrefixCacheOptions {
   writeBackBudgetBytes?: number;
   /** Decides per request whether a load beats recomputing (reuse-estimator.ts). */
   estimator?: ReuseEstimator;
+  /** How v2 blocks move (auto: native TCP where both sides can, else HTTP). Default auto. */
+  transport?: KvTransportMode;
+  /** This pod's native listener: v2 loads arrive on it over TCP (and its addon sends uploads). */
+  tcp?: KvListener;
 }
 
-interface StoreConfig {
+interface StoreConfig extends BlockStoreConfig {
   blockTokens: number;
   codec: string;
   tenantSalt: string;
@@ -81,9 +89,21 @@ export class KvPrefixCache implements AsyncDisposable {
   private writeBackBytes = 0;
   private stateBytesPerToken = 0;
 
+  private readonly blocks: KvBlockClient;
+
   constructor(readonly opts: PrefixCacheOptions) {
     this.log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
     this.estimator = opts.estimator ?? new ReuseEstimator();
+    this.blocks = new KvBlockClient({
+      url: opts.url,
+      headers: () => opts.headers?.() ?? {},
+      model: opts.model,
+      metrics: opts.metrics,
+      timeoutMs: opts.timeoutMs,
+      ...(opts.sealer ? { sealer: opts.sealer } : {}),
+      ...(opts.transport ? { transport: opts.transport } : {}),
+      ...(opts.tcp ? { tcp: opts.tcp, addon: opts.tcp.addon } : {}),
+    });
   }
 
   /** The pod prefilled `tokens` tokens in `ms` (the recompute side of load-or-recompute). */
@@ -181,7 +201,14 @@ export class KvPrefixCache implements AsyncDisposable {
     const got = await fetch(`${this.opts.url}/v1/kv/${key}`, { headers: this.headers, signal });
     if (got.status === 404) return undefined;
     if (!got.ok) throw new LoadFailure("error", `get: HTTP ${got.status}`);
-    return this.decodeEntry(Buffer.from(await got.arrayBuffer()), want);
+    const buf = Buffer.from(await got.arrayBuffer());
+    if (!isManifest(buf)) return this.decodeEntry(buf, want);
+    try {
+      return (await this.blocks.load(buf, key, want, signal)).state;
+    } catch (err) {
+      if (err instanceof KvBlockError || err instanceof KvSealError) throw new LoadFailure("corrupt", err.message);
+      throw err;
+    }
   }
 
   private async lookup(keys: string[], signal: AbortSignal): Promise<{ index: number; entryKey?: string | null; entryBlocks?: number | null }> {
@@ -303,6 +330,12 @@ export class KvPrefixCache implements AsyncDisposable {
     const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config, kvNamespace));
     const key = keys.at(-1);
     if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
+    if (storeTakesV2(config, kvCodec(config.codec).name)) {
+      await this.blocks.write(await state, { keys, config, codec: kvCodec(config.codec).name, kvNamespace, signal: AbortSignal.timeout(Math.max(this.opts.timeoutMs, 60_000)) });
+      this.remember(key);
+      this.opts.metrics.writes.inc({ outcome: "stored" });
+      return key;
+    }
     // Cut, encoded, framed and hashed off the event loop (a write-back must not hold other requests).
     const plain = await writeKvEntry(await state, { model: this.opts.model, tokens: prefix.length, codec: config.codec, prefixKeys: keys });
     const entry = this.sealEntry(plain, kvNamespace, key);
@@ -318,7 +351,9 @@ export class KvPrefixCache implements AsyncDisposable {
     await Promise.all([...this.pending]);
   }
 
+  /** Waits for background writes, then closes this pod's block listener (opts.tcp: the pod gave it to the cache). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.settled();
+    if (this.opts.tcp) this.opts.tcp.addon.kvClose(this.opts.tcp.handle);
   }
 }

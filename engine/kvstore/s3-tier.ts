@@ -4,7 +4,7 @@
  * over the objects this process wrote (an LRU index in memory); objects left by an earlier
  * process age out by TTL (or the bucket's lifecycle rule).
  */
-import { isValidKvEntry } from "./kv-entry.ts";
+import { isValidStoredValue } from "./kv-entry.ts";
 import { S3Client } from "./s3-client.ts";
 import type { KvTier, TierEntry, TierStats } from "./tier.ts";
 import type { TierSpec } from "./tier-spec.ts";
@@ -43,7 +43,7 @@ export class S3Tier implements KvTier {
   async get(key: string): Promise<Buffer | undefined> {
     const obj = await this.client.get(key);
     if (!obj) return undefined;
-    if (this.expired(obj.lastModified) || !isValidKvEntry(obj.body)) {
+    if (this.expired(obj.lastModified) || !isValidStoredValue(obj.body)) {
       if (!this.expired(obj.lastModified)) this.corrupt++;
       await this.delete(key);
       return undefined;

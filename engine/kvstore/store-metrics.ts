@@ -15,6 +15,8 @@ export interface KvStoreMetrics {
   loadSeconds: Histogram<"tier">;
   tierErrors: Counter<"tier" | "op">;
   rejected: Counter<"reason">;
+  /** Bytes of v2 blocks moved, by direction (in: uploaded, out: served) and path (tcp, http). */
+  blockBytes: Counter<"direction" | "path">;
 }
 
 /** `aliasPairs`: size of the store's alias index (read at scrape time). */
@@ -86,5 +88,11 @@ export function createKvStoreMetrics(tiers: readonly KvTier[], withProcessMetric
       registers,
     }),
     rejected: new Counter({ name: "llmfleet_kv_rejected_total", help: "Writes refused (bad key, checksum mismatch)", labelNames: ["reason"], registers }),
+    blockBytes: new Counter({
+      name: "llmfleet_kv_block_bytes_total",
+      help: "Bytes of v2 entry blocks moved, by direction (in: uploaded, out: served) and path (tcp: native stream, http)",
+      labelNames: ["direction", "path"],
+      registers,
+    }),
   };
 }

@@ -1,4 +1,4 @@
-/** One storage tier of the KV store. Values are KV entries (kv-entry.ts), opaque here. */
+/** One storage tier of the KV store. Values are v1 KV entries (kv-entry.ts), v2 manifests and v2 blocks (kv-blocks.ts), opaque here. */
 import type { KvEntryHeader } from "./kv-entry.ts";
 import type { TierMedium } from "./tier-spec.ts";
 
@@ -23,7 +23,7 @@ export interface KvTier {
   delete(key: string): Promise<void>;
   stats(): TierStats;
   /** Headers of the entries the tier held when it opened (a persistent tier), to rebuild the store's aliases. */
-  headers?(): AsyncIterable<{ key: string; header: KvEntryHeader }>;
+  headers?(): AsyncIterable<{ key: string; header: Pick<KvEntryHeader, "tokens" | "prefixKeys"> }>;
   /** Counts of entries rejected by checksum since start. */
   readonly corrupt: number;
 }

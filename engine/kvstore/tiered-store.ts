@@ -7,7 +7,7 @@
  * entry that starts with the asked prefix.
  */
 import { AliasIndex } from "./alias-index.ts";
-import { KvEntryError, readKvEntryHeader } from "./kv-entry.ts";
+import { KvEntryError, readStoredHeader } from "./kv-entry.ts";
 import type { KvStoreMetrics } from "./store-metrics.ts";
 import type { KvTier } from "./tier.ts";
 
@@ -62,7 +62,7 @@ export class TieredStore implements AsyncDisposable {
 
   private indexValue(key: string, value: Buffer): void {
     try {
-      const header = readKvEntryHeader(value);
+      const header = readStoredHeader(value);
       this.indexEntry(key, header.tokens, header.prefixKeys);
     } catch (err) {
       if (!(err instanceof KvEntryError)) throw err;
@@ -137,6 +137,16 @@ export class TieredStore implements AsyncDisposable {
   async put(key: string, value: Buffer): Promise<void> {
     this.indexValue(key, value);
     await this.putAt(0, key, value);
+  }
+
+  /** Stores a v2 block (kv-blocks.ts): no header, nothing to index. */
+  async putBlock(key: string, value: Buffer): Promise<void> {
+    await this.putAt(0, key, value);
+  }
+
+  /** Which of the keys any tier holds (a v2 writer uploads only the others). */
+  async hasMany(keys: readonly string[]): Promise<boolean[]> {
+    return Promise.all(keys.map(async (k) => (await this.holder(k)) !== undefined));
   }
 
   private async putAt(i: number, key: string, value: Buffer): Promise<void> {

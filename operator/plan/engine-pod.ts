@@ -82,9 +82,16 @@ export function enginePodTemplate(input: EnginePodInput): V1PodTemplateSpec {
   };
 }
 
-/** Decode pods receive KV hand-offs over TCP on their own port (engine/pd/kv-transport.ts); the decode Service exposes it. */
+/**
+ * Decode pods receive KV hand-offs over TCP on their own port (engine/pd/kv-transport.ts), kvstore
+ * pods receive v2 entry blocks there (engine/kvstore/block-client.ts), and prefill and aggregated
+ * pods receive the blocks of a store load there (the store pushes them); the chart's
+ * NetworkPolicies admit each of these flows on the named port "kv".
+ */
+const KV_PORT_ROLES: readonly Component[] = ["prefill", "decode", "aggregated", "kvstore"];
+/** Prefill and aggregated pods listen on the engine's default, --port + 1 (8001): only the port is declared. */
 function kvPortArgs(role: Component): string[] {
-  return role === "decode" ? ["--kv-port", String(KV_HANDOFF_PORT)] : [];
+  return role === "decode" || role === "kvstore" ? ["--kv-port", String(KV_HANDOFF_PORT)] : [];
 }
 
 function engineContainer(input: EnginePodInput): V1Container {
@@ -96,7 +103,7 @@ function engineContainer(input: EnginePodInput): V1Container {
     args: ["--role", input.role, "--port", String(ENGINE_PORT), ...kvPortArgs(input.role), ...drainArgs(input.drain), ...input.args, ...(input.modelCache?.args ?? [])],
     ports: [
       { name: "http", containerPort: ENGINE_PORT, protocol: "TCP" },
-      ...(input.role === "decode" ? [{ name: "kv", containerPort: KV_HANDOFF_PORT, protocol: "TCP" }] : []),
+      ...(KV_PORT_ROLES.includes(input.role) ? [{ name: "kv", containerPort: KV_HANDOFF_PORT, protocol: "TCP" }] : []),
     ],
     env: [{ name: "LLMFLEET_CACHE", value: MODEL_CACHE_PATH }, ...(input.env ?? [])],
     resources: { requests: { cpu: String(input.cpu), memory: String(input.memory) }, limits },

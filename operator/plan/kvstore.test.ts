@@ -42,6 +42,11 @@ test("a KVStore becomes a StatefulSet with a claim per disk tier and credentials
   assert.equal(c?.resources?.requests?.memory, "3072Mi");
   assert.equal(plan.status.tiers, "ram(memory),ssd(disk),s3(objectStore)");
   assert.equal(plan.status.endpoint, "http://kv-kvstore.ns.svc:8000");
+  // v2 entry blocks reach the store over the native TCP stream on its kv port, through the Service.
+  assert.deepEqual(c?.args?.slice(c.args.indexOf("--kv-port"), c.args.indexOf("--kv-port") + 2), ["--kv-port", "8001"]);
+  assert.ok(c?.ports?.some((p) => p.name === "kv" && p.containerPort === 8001));
+  const svc = plan.children[1] as { spec?: { ports?: { name?: string; port?: number }[] } };
+  assert.ok(svc.spec?.ports?.some((p) => p.name === "kv" && p.port === 8001), JSON.stringify(svc.spec?.ports));
 });
 
 test("kvstore memory is the memory tier plus 1Gi unless set", () => {

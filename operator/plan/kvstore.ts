@@ -10,7 +10,7 @@ import { readyCondition, setConditions, type Plan } from "./conditions.ts";
 import { enginePodTemplate } from "./engine-pod.ts";
 import { SHORT_DRAIN } from "./runtime-args.ts";
 import { kvStoreAccess } from "./access.ts";
-import { childLabels, childName, selectorLabels, serviceURL } from "./labels.ts";
+import { childLabels, childName, KV_HANDOFF_PORT, selectorLabels, serviceURL } from "./labels.ts";
 import { formatMi, parseQuantity } from "./quantity.ts";
 import { rolloutOf } from "./rollout.ts";
 
@@ -104,7 +104,8 @@ function kvStoreChildren(store: KVStore, engineImage: string): KubeObject[] {
     mounts: [...mounts, ...access.mounts],
     drain: SHORT_DRAIN,
   });
-  return [statefulSet(meta, store.spec.replicas, template, claims), service(meta)];
+  // Pods upload v2 entry blocks to the Service's kv port (engine --kv-port), over the native TCP stream.
+  return [statefulSet(meta, store.spec.replicas, template, claims), service(meta, { extraPorts: [{ name: "kv", port: KV_HANDOFF_PORT }] })];
 }
 
 export function planKVStore(store: KVStore, world: KVStoreWorld): Plan<KVStoreStatus> {

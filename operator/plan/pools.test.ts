@@ -124,7 +124,7 @@ test("prefill pods know the decode Services and the KV store; decode pods know t
   assert.equal(dargs[dargs.indexOf("--kv-store") + 1], "http://kv-kvstore.ns.svc:8000");
 });
 
-test("decode pods listen for KV hand-offs over TCP on the kv port, and their Service exposes it; prefill pods do not", () => {
+test("decode pods listen for KV hand-offs over TCP on the kv port, and their Service exposes it; prefill pods declare it for store loads only", () => {
   const w = world();
   const [dep, svc] = planDecodePool(aDecodePool(), w).children as [V1Deployment, V1Service];
   const container = dep.spec!.template.spec!.containers[0]!;
@@ -139,7 +139,13 @@ test("decode pods listen for KV hand-offs over TCP on the kv port, and their Ser
     { name: "kv", port: 8001, targetPort: "kv", protocol: "TCP" },
   );
   const [pdep, psvc] = planPrefillPool(aPrefillPool(), w).children as [V1Deployment, V1Service];
+  // The engine's default kv port (--port + 1) is where a KV store pushes the blocks of a load;
+  // it is declared so that the chart's NetworkPolicy (port: kv) admits the store, not exposed.
   assert.equal(engineArgs(pdep).includes("--kv-port"), false);
+  assert.deepEqual(
+    pdep.spec!.template.spec!.containers[0]!.ports?.find((p) => p.name === "kv"),
+    { name: "kv", containerPort: 8001, protocol: "TCP" },
+  );
   assert.deepEqual(
     psvc.spec?.ports?.map((p) => p.name),
     ["http"],

@@ -1,0 +1,414 @@
+/**
+ * The pod side of KV entry format v2 (kv-blocks.ts): writing an entry as blocks the store does not
+ * hold yet, and loading one block by block, each checked (size, CRC-32C), opened (kv-seal.ts) and
+ * placed into the state while the next one moves.
+ *
+ * Paths: where the store offers a native TCP listener (config.kvPort) and this pod has the addon,
+ * blocks move with the P/D hand-off's stream (engine/native/src/kv-stream.h): uploads are kvSend'ed
+ * to the store's listener and committed by the manifest PUT; loads are pushed by the store to this
+ * pod's listener (POST /v1/kv/blocks/send) and taken from native memory as each is staged. No
+ * JavaScript copy of a block on the way; the one copy is placing its rows into the state. Else
+ * (mode http, no addon, the port unreachable in auto mode) blocks move over HTTP.
+ */
+import { randomBytes } from "node:crypto";
+import { blockKey, decodeManifest, encodeManifest, KvBlockError, metaShape, StateJoiner, verifyBlock, type BlockEntry, type KvManifest, type SplitState } from "./kv-blocks.ts";
+import { splitKvBlocks } from "../kvcodec/codec-offload.ts";
+import { crc32c } from "./crc32c.ts";
+import { KV_SEAL_ALGORITHM, type KvSealer } from "./kv-seal.ts";
+import type { KvClientMetrics } from "./client-metrics.ts";
+import { KV_SEND_STATUS, kvSendErrorCode, TCP_CHUNK_BYTES, type KvListener, type KvStreamAddon, type KvTransportMode } from "../pd/kv-transport.ts";
+
+export interface BlockStoreConfig {
+  blockTokens: number;
+  formats?: string[];
+  blockCodecs?: string[];
+  kvPort?: number;
+}
+
+export interface BlockClientOptions {
+  url: string;
+  /** Headers of every request to the store (the fleet token, re-read when it changes). */
+  headers: () => Record<string, string>;
+  model: string;
+  metrics: KvClientMetrics;
+  sealer?: KvSealer;
+  /** How blocks move; default auto. */
+  transport?: KvTransportMode;
+  /** This pod's listener: loads arrive on it over TCP. */
+  tcp?: KvListener;
+  /** The addon for uploads over TCP (kvSend). */
+  addon?: KvStreamAddon;
+  timeoutMs: number;
+}
+
+/** Whether the store takes v2 entries with this block codec. */
+export function storeTakesV2(config: BlockStoreConfig, codec: string): boolean {
+  return (config.formats ?? []).includes("v2") && (config.blockCodecs ?? []).includes(codec);
+}
+
+const aad = (key: string, model: string, kind: string): string => `${key}|${model}|${kind}`;
+
+export interface BlockWriteTarget {
+  /** Chain keys of the entry's blocks (block-keys.ts); the last is the entry's key. */
+  keys: string[];
+  config: BlockStoreConfig;
+  codec: string;
+  kvNamespace: string;
+  signal: AbortSignal;
+}
+
+export interface BlockWriteResult {
+  key: string;
+  sentBytes: number;
+  dedupedBytes: number;
+  path: "tcp" | "http";
+}
+
+export class KvBlockClient {
+  /** Set when the store's TCP port failed to connect in auto mode: HTTP for a while. */
+  private tcpDownUntil = 0;
+
+  constructor(readonly opts: BlockClientOptions) {}
+
+  private get mode(): KvTransportMode {
+    return this.opts.transport ?? "auto";
+  }
+
+  private useTcpUpload(config: BlockStoreConfig): boolean {
+    return this.mode !== "http" && !!this.opts.addon && config.kvPort !== undefined && Date.now() >= this.tcpDownUntil;
+  }
+
+  /**
+   * Writes the first keys.length blocks of `state` as a v2 entry under keys.at(-1): only blocks the
+   * store lacks are sent, then the manifest.
+   */
+  async write(state: Buffer, to: BlockWriteTarget): Promise<BlockWriteResult> {
+    const { keys, config, signal } = to;
+    const entryKey = keys.at(-1)!;
+    // Cut and split on the codec worker (off the event loop), then keyed and sealed here.
+    const split = await splitKvBlocks(state, keys.length * config.blockTokens, config.blockTokens);
+    const { tokens, blocks, stored } = this.prepare(split, to);
+    const has = await this.has(
+      blocks.map((b) => b.key),
+      signal,
+    );
+    await this.describeHeld(blocks, stored, has, signal);
+    const { path, sentBytes, dedupedBytes } = await this.sendMissing(config, { blocks, stored, has }, signal);
+    this.opts.metrics.blockBytes.inc({ op: "sent", path }, sentBytes);
+    this.opts.metrics.blockBytes.inc({ op: "deduped", path }, dedupedBytes);
+    const stateBytes = split.buffer.length;
+    const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes, prefixKeys: keys, blocks };
+    const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, {
+      method: "PUT",
+      headers: { ...this.opts.headers(), "content-type": "application/x-llmfleet-kv-manifest" },
+      body: encodeManifest(manifest) as unknown as BodyInit,
+      signal,
+    });
+    if (!res.ok) throw new Error(`manifest: HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+    return { key: entryKey, sentBytes, dedupedBytes, path };
+  }
+
+  /** The entry's blocks as stored (split, keyed, sealed) and their manifest entries (CRC filled in for those sent). */
+  private prepare(split: SplitState, { keys, config, codec, kvNamespace }: BlockWriteTarget): { tokens: number; blocks: BlockEntry[]; stored: Buffer[] } {
+    const raws: { kind: "meta" | "kv"; key: string; raw: Buffer; index?: number }[] = [
+      { kind: "meta", key: blockKey(keys.at(-1)!, "meta", codec, metaShape(split.meta)), raw: split.meta },
+      ...split.blocks.map((raw, i) => ({ kind: "kv" as const, key: blockKey(keys[i]!, "kv", codec, split.shapes[i]!), raw, index: i })),
+    ];
+    const sealer = this.opts.sealer;
+    const stored = raws.map((r) => (sealer ? sealer.seal(kvNamespace, aad(r.key, this.opts.model, r.kind), r.raw) : r.raw));
+    const blocks = raws.map(
+      (r, i): BlockEntry => ({
+        key: r.key,
+        kind: r.kind,
+        ...(r.kind === "kv" ? { index: r.index!, pos0: r.index! * config.blockTokens, tokens: config.blockTokens, rope: "absolute" as const } : {}),
+        codec,
+        rawBytes: r.raw.length,
+        bytes: stored[i]!.length,
+        crc32c: 0,
+        ...(sealer ? { enc: { alg: KV_SEAL_ALGORITHM, keyId: kvNamespace } } : {}),
+      }),
+    );
+    return { tokens: split.tokens, blocks, stored };
+  }
+
+  /**
+   * Held blocks are not sent; the manifest names them as the store holds them (size and CRC-32C
+   * from POST /v1/kv/blocks/info: a sealed copy, random IV, differs from the one sealed here).
+   * A block evicted since the has-check is sent after all.
+   */
+  private async describeHeld(blocks: BlockEntry[], stored: Buffer[], has: boolean[], signal: AbortSignal): Promise<void> {
+    const held = has.flatMap((h, i) => (h ? [i] : []));
+    const info = held.length > 0 ? await this.info(held.map((i) => blocks[i]!.key), signal) : [];
+    held.forEach((i, j) => {
+      const got = info[j];
+      if (got) Object.assign(blocks[i]!, got);
+      else has[i] = false;
+    });
+    blocks.forEach((b, i) => {
+      if (!has[i]) b.crc32c = crc32c(stored[i]!);
+    });
+  }
+
+  private async sendMissing(
+    config: BlockStoreConfig,
+    { blocks, stored, has }: { blocks: BlockEntry[]; stored: Buffer[]; has: boolean[] },
+    signal: AbortSignal,
+  ): Promise<{ path: "tcp" | "http"; sentBytes: number; dedupedBytes: number }> {
+    let path: "tcp" | "http" = this.useTcpUpload(config) ? "tcp" : "http";
+    let sentBytes = 0;
+    let dedupedBytes = 0;
+    for (const [i, b] of blocks.entries()) {
+      if (has[i]) {
+        dedupedBytes += b.bytes;
+        continue;
+      }
+      if (path === "tcp" && !(await this.sendTcp(config, b, stored[i]!))) path = "http";
+      if (path === "http") await this.putHttp(b, stored[i]!, signal);
+      sentBytes += b.bytes;
+    }
+    return { path, sentBytes, dedupedBytes };
+  }
+
+  private async has(keys: string[], signal: AbortSignal): Promise<boolean[]> {
+    const res = await fetch(`${this.opts.url}/v1/kv/blocks/has`, {
+      method: "POST",
+      headers: { ...this.opts.headers(), "content-type": "application/json" },
+      body: JSON.stringify({ keys }),
+      signal,
+    });
+    if (!res.ok) throw new Error(`blocks/has: HTTP ${res.status}`);
+    return ((await res.json()) as { have: boolean[] }).have;
+  }
+
+  /** Size and CRC-32C of held blocks (undefined: gone). */
+  private async info(keys: string[], signal: AbortSignal): Promise<({ bytes: number; crc32c: number } | undefined)[]> {
+    const res = await fetch(`${this.opts.url}/v1/kv/blocks/info`, {
+      method: "POST",
+      headers: { ...this.opts.headers(), "content-type": "application/json" },
+      body: JSON.stringify({ keys }),
+      signal,
+    });
+    if (!res.ok) throw new Error(`blocks/info: HTTP ${res.status}`);
+    return ((await res.json()) as { blocks: ({ bytes: number; crc32c: number } | null)[] }).blocks.map((b) => b ?? undefined);
+  }
+
+  /** Sends one block to the store's listener; false when TCP is unreachable and auto mode falls back to HTTP. */
+  private async sendTcp(config: BlockStoreConfig, b: BlockEntry, data: Buffer): Promise<boolean> {
+    const host = new URL(this.opts.url).hostname.replace(/^\[|\]$/g, "");
+    try {
+      const sent = await this.opts.addon!.kvSend(data, host, config.kvPort!, b.key, "{}", TCP_CHUNK_BYTES, this.opts.timeoutMs);
+      if (sent.status === KV_SEND_STATUS.ok || sent.status === KV_SEND_STATUS.exists) return true;
+      throw new Error(`the store refused block ${b.key.slice(0, 12)} (status ${sent.status}: ${sent.message})`);
+    } catch (err) {
+      if (this.mode === "auto" && kvSendErrorCode(err) === "connect") {
+        this.tcpDownUntil = Date.now() + 30_000;
+        return false;
+      }
+      throw err;
+    }
+  }
+
+  private async putHttp(b: BlockEntry, data: Buffer, signal: AbortSignal): Promise<void> {
+    const res = await fetch(`${this.opts.url}/v1/kv/blocks/${b.key}`, {
+      method: "PUT",
+      headers: { ...this.opts.headers(), "content-type": "application/octet-stream", "x-llmfleet-crc32c": String(b.crc32c) },
+      body: data as unknown as BodyInit,
+      signal,
+    });
+    if (!res.ok) throw new Error(`block ${b.key.slice(0, 12)}: HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+  }
+
+  /**
+   * The state of a v2 entry whose manifest is `frame`: every block checked against the manifest,
+   * opened and placed as it arrives. KvBlockError on a corrupt, truncated or missing block (the
+   * caller recomputes).
+   */
+  async load(frame: Buffer, entryKey: string, want: { tokens: number; kvNamespace: string }, signal: AbortSignal): Promise<{ state: Buffer; path: "tcp" | "http" }> {
+    const m = decodeManifest(frame);
+    this.checkLoadable(m, entryKey, want.tokens);
+    const sink = new BlockSink(m, (b, stored) => (b.enc ? this.opts.sealer!.open(want.kvNamespace, aad(b.key, this.opts.model, b.kind), stored) : stored));
+    let path: "tcp" | "http" = this.opts.tcp && this.mode !== "http" ? "tcp" : "http";
+    if (path === "tcp" && !(await this.loadTcp(m, sink, signal))) path = "http";
+    if (path === "http") await this.loadHttp(entryKey, sink, signal);
+    this.opts.metrics.blockBytes.inc({ op: "loaded", path }, m.blocks.reduce((n, b) => n + b.bytes, 0));
+    return { state: sink.finish(), path };
+  }
+
+  private checkLoadable(m: KvManifest, entryKey: string, tokens: number): void {
+    if (m.model !== this.opts.model || m.tokens !== tokens) throw new KvBlockError(`entry is for ${m.model}/${m.tokens} tokens`);
+    if (m.prefixKeys.at(-1) !== entryKey) throw new KvBlockError("manifest is stored under another key than its own");
+    for (const b of m.blocks) {
+      if (b.codec !== "none") throw new KvBlockError(`block codec ${b.codec} is not one this pod decodes per block`);
+      if (!!b.enc !== !!this.opts.sealer) throw new KvBlockError(b.enc ? "entry is encrypted and this pod has no KV encryption key" : "entry is not encrypted (this pod only imports sealed entries)");
+    }
+  }
+
+  /** Blocks pushed by the store to this pod's listener, taken as each is staged; false when the store cannot (HTTP then). */
+  private async loadTcp(m: KvManifest, sink: BlockSink, signal: AbortSignal): Promise<boolean> {
+    const tcp = this.opts.tcp!;
+    const id = randomBytes(8).toString("hex");
+    const res = await fetch(`${this.opts.url}/v1/kv/blocks/send`, {
+      method: "POST",
+      headers: { ...this.opts.headers(), "content-type": "application/json" },
+      body: JSON.stringify({ keys: m.blocks.map((b) => b.key), port: tcp.port, id }),
+      signal,
+    });
+    if (res.status === 409 && this.mode === "auto") return false;
+    if (!res.ok || !res.body) throw new Error(`blocks/send: HTTP ${res.status}`);
+    try {
+      for await (const line of ndjson(res.body as unknown as AsyncIterable<Uint8Array>)) {
+        // The store cannot reach this pod's listener at all (a proxy between them, a firewall): HTTP.
+        if (!this.takeStaged(line as { index: number; error?: string }, { sink, id })) return false;
+      }
+    } finally {
+      // Blocks staged after a failure: freed now (the listener's TTL would free them later).
+      for (let i = sink.next; i < m.blocks.length; i++) tcp.addon.kvTake(tcp.handle, `${id}.${i}`);
+    }
+    sink.complete("the block stream");
+    return true;
+  }
+
+  /** One NDJSON line of a push: the block staged under id.index goes to the sink; false when the very first block could not reach this pod (auto mode: HTTP). */
+  private takeStaged({ index, error }: { index: number; error?: string }, { sink, id }: { sink: BlockSink; id: string }): boolean {
+    if (error && index === 0 && sink.next === 0 && this.mode === "auto") return false;
+    if (error) throw new KvBlockError(`block ${index} of the entry: ${error}`);
+    if (index !== sink.next) throw new KvBlockError(`block ${index} staged out of order (expected ${sink.next})`);
+    const taken = this.opts.tcp!.addon.kvTake(this.opts.tcp!.handle, `${id}.${index}`);
+    if (!taken) throw new KvBlockError(`block ${index} was reported staged but is not`);
+    sink.accept(taken.state);
+    return true;
+  }
+
+  /** GET /v1/kv/:key/stream: manifest frame, then u32 length | u32 CRC-32C | bytes per block, parsed as it arrives. */
+  private async loadHttp(entryKey: string, sink: BlockSink, signal: AbortSignal): Promise<void> {
+    const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}/stream`, { headers: this.opts.headers(), signal });
+    if (!res.ok || !res.body) throw new Error(`stream: HTTP ${res.status}`);
+    const frames = new FrameReader();
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        for (const data of frames.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))) sink.accept(data);
+      }
+    } catch (err) {
+      if (err instanceof KvBlockError) throw err;
+      throw new KvBlockError(`the block stream broke after ${sink.next} of ${sink.total} blocks: ${(err as Error).message}`);
+    }
+    sink.complete("the block stream (truncated, or a block evicted)");
+  }
+}
+
+/** Takes an entry's stored blocks in order: checks each against the manifest, opens it, places its rows. */
+class BlockSink {
+  next = 0;
+  private joiner: StateJoiner | undefined;
+
+  constructor(
+    private readonly m: KvManifest,
+    private readonly open: (b: BlockEntry, stored: Buffer) => Buffer,
+  ) {}
+
+  get total(): number {
+    return this.m.blocks.length;
+  }
+
+  accept(stored: Buffer): void {
+    const i = this.next;
+    const b = this.m.blocks[i];
+    if (!b) throw new KvBlockError("the block stream holds more blocks than the manifest");
+    verifyBlock(b, stored);
+    const raw = this.open(b, stored);
+    if (i === 0) {
+      this.joiner = new StateJoiner(raw, this.m.blockTokens);
+      if (this.joiner.blocks !== this.total - 1) throw new KvBlockError(`meta block describes ${this.joiner.blocks} kv blocks, the manifest ${this.total - 1}`);
+    } else this.joiner!.place(i - 1, raw);
+    this.next++;
+  }
+
+  complete(what: string): void {
+    if (this.next !== this.total) throw new KvBlockError(`${what} ended after ${this.next} of ${this.total} blocks`);
+  }
+
+  finish(): Buffer {
+    if (!this.joiner) throw new KvBlockError("the meta block never arrived");
+    return this.joiner.finish();
+  }
+}
+
+/** Lines of a newline-delimited JSON body, parsed as they arrive. */
+async function* ndjson(body: AsyncIterable<Uint8Array>): AsyncGenerator<unknown> {
+  const decoder = new TextDecoder();
+  let text = "";
+  for await (const chunk of body) {
+    text += decoder.decode(chunk, { stream: true });
+    const lines = text.split("\n");
+    text = lines.pop()!;
+    for (const line of lines) if (line) yield JSON.parse(line);
+  }
+}
+
+/** The block stream's frames: skips the leading manifest frame, returns each block's bytes as it completes. */
+class FrameReader {
+  private readonly q = new ByteQueue();
+  private manifestLeft: number | undefined;
+  private want: number | undefined;
+
+  push(chunk: Buffer): Buffer[] {
+    this.q.push(chunk);
+    const out: Buffer[] = [];
+    for (let data = this.frame(); data; data = this.frame()) out.push(data);
+    return out;
+  }
+
+  private frame(): Buffer | undefined {
+    if (this.manifestLeft === undefined) {
+      const head = this.q.take(12);
+      if (!head) return undefined;
+      this.manifestLeft = head.readUInt32LE(8) + 4;
+    }
+    if (this.manifestLeft > 0) {
+      if (!this.q.take(this.manifestLeft)) return undefined;
+      this.manifestLeft = 0;
+    }
+    if (this.want === undefined) {
+      const h = this.q.take(8);
+      if (!h) return undefined;
+      this.want = h.readUInt32LE(0);
+    }
+    const data = this.q.take(this.want);
+    if (data) this.want = undefined;
+    return data;
+  }
+}
+
+/** Bytes arriving in chunks, taken in frames (a copy only when a frame spans chunks). */
+class ByteQueue {
+  private chunks: Buffer[] = [];
+  private size = 0;
+
+  push(b: Buffer): void {
+    this.chunks.push(b);
+    this.size += b.length;
+  }
+
+  take(n: number): Buffer | undefined {
+    if (this.size < n) return undefined;
+    this.size -= n;
+    const first = this.chunks[0];
+    if (first && first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return out;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    while (at < n) {
+      const c = this.chunks[0]!;
+      const k = Math.min(c.length, n - at);
+      c.copy(out, at, 0, k);
+      at += k;
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
+    }
+    return out;
+  }
+}
