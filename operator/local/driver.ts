@@ -124,8 +124,8 @@ export class LocalFleetDriver {
     if (this.stopping) return;
     const live = d.processes.filter((p) => p.state !== "draining");
     for (let n = live.length; n < d.desired; n++) {
-      const port = (await freePorts(1))[0]!;
-      const spec = { name: d.planned.name, replica: d.nextReplica++, port, args: replicaArgs(d.planned, port, this.urls, this.opts.threads) };
+      const [port, kvPort] = (await freePorts(2)) as [number, number];
+      const spec = { name: d.planned.name, replica: d.nextReplica++, port, args: replicaArgs(d.planned, { port, kvPort }, this.urls, this.opts.threads) };
       void this.becomeServing(this.launch(d, spec), false);
     }
     // The newest go first, and one still starting before one that serves.

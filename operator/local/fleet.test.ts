@@ -29,6 +29,11 @@ test("the quickstart plans a router, a prefill and a decode process wired on loo
   assert.equal(prefill?.args[prefill.args.indexOf("--threads") + 1], "1");
   const store = specs.find((s) => s.name === "shared-kv-kvstore");
   assert.equal(prefill?.args[prefill.args.indexOf("--kv-store") + 1], `http://127.0.0.1:${store?.port}`, "prefill pods use the local KV store");
+  // Every engine process but the router gets a KV port of its own, distinct from every HTTP port.
+  const kv = specs.filter((s) => s.name !== "gemma-270m-router").map((s) => Number(s.args[s.args.lastIndexOf("--kv-port") + 1]));
+  const http = specs.map((s) => s.port);
+  assert.equal(new Set([...kv, ...http]).size, kv.length + http.length, `ports ${http.join(",")} and KV ports ${kv.join(",")} are all distinct`);
+  assert.equal(router?.args.includes("--kv-port"), false);
 });
 
 test("replicas become processes, and a Service URL resolves to all of them", () => {

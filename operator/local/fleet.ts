@@ -88,12 +88,20 @@ export interface LocalLayout {
   threads: number;
 }
 
-/** Arguments of one process of `d` on `port`, with Service URLs resolved to their processes' loopback URLs. */
-export function replicaArgs(d: PlannedDeployment, port: number, urls: Map<string, string[]>, threads: number): string[] {
+/**
+ * Arguments of one process of `d` on `port`, with Service URLs resolved to their processes'
+ * loopback URLs. Every engine but the router also listens on a TCP port of its own for KV
+ * transfers (`--kv-port`: hand-offs to decode, blocks to and from the KV store): in a pod it is
+ * 8001 or --port + 1, which on one loopback address would collide with another process's ports.
+ */
+export function replicaArgs(d: PlannedDeployment, ports: { port: number; kvPort: number }, urls: Map<string, string[]>, threads: number): string[] {
+  const { port, kvPort } = ports;
   // A disk tier's volume is a folder under the local cache.
   const args = d.args.map((a) => a.replace(`path=${KV_DATA_PATH}/`, `path=${join(cacheRoot(), "local-kv", d.name)}/`));
   const resolved = withFlag(withFlag(rewriteServiceURLs(args, urls), "--port", String(port)), "--host", "127.0.0.1");
-  return d.role === "router" ? resolved : withFlag(resolved, "--threads", String(threads));
+  if (d.role === "router") return resolved;
+  const engine = withFlag(resolved, "--threads", String(threads));
+  return withFlag(engine, "--kv-port", String(kvPort));
 }
 
 /** Loopback ports for every replica, then arguments with Service URLs resolved to them. */
@@ -107,8 +115,15 @@ export function processSpecs(planned: PlannedDeployment[], layout: LocalLayout):
       Array.from({ length: d.replicas }, () => (d.role === "router" ? routerPort++ : next++)),
     );
   }
+  // KV ports follow the HTTP ports, one per engine process.
+  const kvPorts = new Map<string, number[]>([...ports].map(([name, ps]) => [name, ps.map(() => next++)]));
   const urls = new Map([...ports].map(([svc, ps]) => [svc, ps.map((p) => `http://127.0.0.1:${p}`)]));
   return planned.flatMap((d) =>
-    (ports.get(d.name) ?? []).map((port, replica) => ({ name: d.name, replica, port, args: replicaArgs(d, port, urls, layout.threads) })),
+    (ports.get(d.name) ?? []).map((port, replica) => ({
+      name: d.name,
+      replica,
+      port,
+      args: replicaArgs(d, { port, kvPort: kvPorts.get(d.name)?.[replica] ?? 0 }, urls, layout.threads),
+    })),
   );
 }
