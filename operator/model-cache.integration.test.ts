@@ -87,7 +87,7 @@ test("an existing claim: the fill Job writes it, engine pods mount it read-only 
   dumpLogsOnFailure(operator, async () => {
     const m = model("gemma", { claimName: "models" });
     await apply(m);
-    const jobName = fillJobName(m);
+    const jobName = fillJobName(m, "engine:it");
     const job = await eventually(() => jsonOf<V1Job>(["get", ...n, "job", jobName]), { message: `job/${jobName}` });
     const fill = job.spec?.template.spec?.containers[0];
     assert.equal(fill?.image, "engine:it");
@@ -145,7 +145,7 @@ test("without a claim name the operator creates a ReadWriteMany claim of the cla
     assert.equal(claim.metadata?.ownerReferences?.[0]?.name, "qwen");
     // No provisioner serves the class here: the claim stays Pending, so the fill Job's pod is not
     // scheduled and the Model says the cache is filling.
-    const job = await eventually(() => jsonOf<V1Job>(["get", ...n, "job", fillJobName(model("qwen", {}))]), { message: "qwen's fill Job" });
+    const job = await eventually(() => jsonOf<V1Job>(["get", ...n, "job", fillJobName(model("qwen", {}), "engine:it")]), { message: "qwen's fill Job" });
     assert.equal(job.spec?.template.spec?.volumes?.[0]?.persistentVolumeClaim?.claimName, "qwen-model-cache");
     const c = await eventually(
       async () => {

@@ -58,8 +58,8 @@ test("a cache claim the operator creates: a ReadWriteMany claim of the class and
 test("the fill Job writes the claim with the CPU engine image in fill mode, restricted, and is named after the source", () => {
   const model = cachedModel({});
   const plan = planModel(model, world());
-  const job = byKind<V1Job>(plan, "Job", fillJobName(model));
-  assert.match(fillJobName(model), /^gemma-model-fill-[0-9a-f]{8}$/);
+  const job = byKind<V1Job>(plan, "Job", fillJobName(model, "engine:test"));
+  assert.match(fillJobName(model, "engine:test"), /^gemma-model-fill-[0-9a-f]{8}$/);
   const pod = job.spec?.template.spec as V1PodSpec;
   const fill = pod.containers[0];
   assert.equal(fill?.image, "engine:test");
@@ -71,17 +71,19 @@ test("the fill Job writes the claim with the CPU engine image in fill mode, rest
   assert.equal(pod.securityContext?.runAsNonRoot, true);
   assert.equal(pod.restartPolicy, "OnFailure");
   assert.equal(job.metadata?.ownerReferences?.[0]?.kind, "Model");
-  // A new source is a new Job (a Job's pod template is immutable); the same source, the same name.
+  // A new source or a new image is a new Job (a Job's pod template is immutable: an update in place
+  // is refused with 422 and would fail every reconcile of the Model); the same ones, the same name.
   const other = cachedModel({});
   other.spec.source.uri = "pypi://other-model==2.0.0";
-  assert.notEqual(fillJobName(other), fillJobName(model));
-  assert.equal(fillJobName(cachedModel({})), fillJobName(model));
+  assert.notEqual(fillJobName(other, "engine:test"), fillJobName(model, "engine:test"));
+  assert.notEqual(fillJobName(model, "engine:next"), fillJobName(model, "engine:test"));
+  assert.equal(fillJobName(cachedModel({}), "engine:test"), fillJobName(model, "engine:test"));
 });
 
 test("engine pods mount the claim read-only, wait for the fill in an init container and serve in filled mode", () => {
   const plan = planModel(cachedModel({ claimName: "shared-models" }), world());
   assert.ok(!plan.children.some((c) => c.kind === "PersistentVolumeClaim"), "an existing claim is not created");
-  assert.equal(byKind<V1Job>(plan, "Job", fillJobName(cachedModel({}))).spec?.template.spec?.volumes?.[0]?.persistentVolumeClaim?.claimName, "shared-models");
+  assert.equal(byKind<V1Job>(plan, "Job", fillJobName(cachedModel({}), "engine:test")).spec?.template.spec?.volumes?.[0]?.persistentVolumeClaim?.claimName, "shared-models");
   const pod = podOf(byKind<V1Deployment>(plan, "Deployment", "gemma-aggregated"));
   assert.deepEqual(pod.volumes?.[0], { name: "model-cache", persistentVolumeClaim: { claimName: "shared-models", readOnly: true } });
   const wait = pod.initContainers?.[0];

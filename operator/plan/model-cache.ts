@@ -50,11 +50,21 @@ function sourceArgs(model: Model): string[] {
   return ["--model-uri", uri, ...(checksum ? ["--model-checksum", checksum] : [])];
 }
 
-/** The fill Job's name: <model>-model-fill-<hash of the source>, so a new source gets a new Job (a Job's pod template cannot change). */
-export function fillJobName(model: Model): string {
+/** The image the fill Job runs: the Model's own, else the operator's CPU engine image (the fill needs no GPU). */
+export function fillImage(model: Model, engineImage: string): string {
+  return model.spec.runtime?.image ?? engineImage;
+}
+
+/**
+ * The fill Job's name: <model>-model-fill-<hash of the source and the image>. A Job's pod template
+ * cannot change (the API server answers 422), so a new source, or a new engine image after an
+ * operator upgrade, gets a new Job and the old one is pruned; an update in place would fail every
+ * reconcile of the Model, router included.
+ */
+export function fillJobName(model: Model, image: string): string {
   const { uri, checksum } = model.spec.source;
   const hash = createHash("sha256")
-    .update(`${uri}\n${checksum ?? ""}`)
+    .update(`${uri}\n${checksum ?? ""}\n${image}`)
     .digest("hex")
     .slice(0, 8);
   return `${childName(nameOf(model), "model-fill")}-${hash}`;
@@ -116,7 +126,7 @@ export function cacheChildren(model: Model, image: string): KubeObject[] {
   const job: V1Job = {
     apiVersion: "batch/v1",
     kind: "Job",
-    metadata: { name: fillJobName(model), namespace, labels, ownerReferences: [owner] },
+    metadata: { name: fillJobName(model, image), namespace, labels, ownerReferences: [owner] },
     spec: {
       // Retried with back-off: a registry or the network may fail for a while.
       backoffLimit: 6,
@@ -158,22 +168,23 @@ export function cacheChildren(model: Model, image: string): KubeObject[] {
 export function cacheCondition(model: Model, job: V1Job | undefined): ConditionInput | undefined {
   const claim = cacheClaimName(model);
   if (!claim) return undefined;
+  const jobName = job?.metadata?.name ?? `${childName(nameOf(model), "model-fill")}-…`;
   const uri = model.spec.source.uri;
   const done = (type: string): { message?: string } | undefined => job?.status?.conditions?.find((c) => c.type === type && c.status === "True");
-  if (done("Complete")) return { type: MODEL_CACHE_CONDITION, status: "True", reason: "Filled", message: `Claim ${claim} holds ${uri}, verified by Job ${fillJobName(model)}.` };
+  if (done("Complete")) return { type: MODEL_CACHE_CONDITION, status: "True", reason: "Filled", message: `Claim ${claim} holds ${uri}, verified by Job ${jobName}.` };
   const failed = done("Failed");
   if (failed) {
     return {
       type: MODEL_CACHE_CONDITION,
       status: "False",
       reason: "FillFailed",
-      message: `Job ${fillJobName(model)} failed to fill claim ${claim} with ${uri}: ${failed.message ?? "see its pods' logs"}. Engine pods wait; delete the Job to retry.`,
+      message: `Job ${jobName} failed to fill claim ${claim} with ${uri}: ${failed.message ?? "see its pods' logs"}. Engine pods wait; delete the Job to retry.`,
     };
   }
   return {
     type: MODEL_CACHE_CONDITION,
     status: "False",
     reason: "Filling",
-    message: `Job ${fillJobName(model)} is filling claim ${claim} with ${uri}; engine pods wait for it in their model-cache init container.`,
+    message: `Job ${jobName} is filling claim ${claim} with ${uri}; engine pods wait for it in their model-cache init container.`,
   };
 }

@@ -12,7 +12,7 @@ import { decodeServiceURLs, desiredReplicas } from "./pools.ts";
 import { rolloutOf } from "./rollout.ts";
 import { invalidSpecConditions, modelSpecProblem } from "./invalid-spec.ts";
 import { engineAccess, routerAccess, routerAccessRules } from "./access.ts";
-import { cacheChildren, cacheCondition, engineCache } from "./model-cache.ts";
+import { cacheChildren, cacheCondition, engineCache, fillImage } from "./model-cache.ts";
 
 export interface ModelWorld {
   prefillPools: PrefillPool[];
@@ -149,6 +149,6 @@ export function planModel(model: Model, world: ModelWorld): Plan<ModelStatus> {
   const invalid = modelSpecProblem(model, world.nodeGroup);
   if (invalid) return { children: [], status: modelStatus(model, world, desired, invalidSpecConditions(invalid)), invalid };
   const aggregated = model.spec.replicas ? aggregatedChildren(model, world, desired) : [];
-  const cache = cacheChildren(model, model.spec.runtime?.image ?? world.engineImage);
+  const cache = cacheChildren(model, fillImage(model, world.engineImage));
   return { children: [...cache, ...routerChildren(model, world), ...aggregated], status: modelStatus(model, world, desired, modelConditions(model, world, desired)) };
 }

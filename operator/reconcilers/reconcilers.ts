@@ -6,7 +6,7 @@ import type { Informer } from "../../lib/kube/informer.ts";
 import type { DecodePool, EnginePool, PoolRole, PrefillPool } from "../api.ts";
 import { childName } from "../plan/labels.ts";
 import { planModel } from "../plan/model.ts";
-import { fillJobName } from "../plan/model-cache.ts";
+import { fillImage, fillJobName } from "../plan/model-cache.ts";
 import { planDecodePool, planPrefillPool, type PoolWorld } from "../plan/pools.ts";
 import { planKVStore } from "../plan/kvstore.ts";
 import { planGPUNodeGroup } from "../plan/nodegroup.ts";
@@ -50,7 +50,7 @@ export function registerReconcilers(m: Manager, c: Caches, opts: ReconcilerOptio
       nodeGroup: cached(c.nodeGroups, ns, model.spec.placement?.nodeGroupRef?.name),
       router: cached(c.deployments, ns, childName(name, "router")),
       aggregated: cached(c.deployments, ns, childName(name, "aggregated")),
-      fillJob: model.spec.cache ? cached(c.jobs, ns, fillJobName(model)) : undefined,
+      fillJob: model.spec.cache ? cached(c.jobs, ns, fillJobName(model, fillImage(model, images.engineImage))) : undefined,
       ...images,
       now: now(),
     };

@@ -108,16 +108,17 @@ export class Applier {
 
   /**
    * Applies each child, except those `existing` (cached children) shows unchanged since this
-   * process applied them. Concurrently, in two waves: what workloads refer to (ServiceAccounts,
-   * Roles, Services, budgets) first, then the workloads, so a pass takes about two round trips
-   * however many children it has.
+   * process applied them. Concurrently, in waves, each after what it refers to: ServiceAccounts,
+   * Roles, Services, budgets, claims; then RoleBindings (the API server checks a binding against
+   * its Role, so a binding sent beside its Role can fail with 404, and a Role refused with 403
+   * would be hidden behind its binding's 404); then the workloads. A pass takes about three round
+   * trips however many children it has.
    */
   async children(children: KubeObject[], existing: KubeObject[] = []): Promise<void> {
     const live = new Map(existing.map((o) => [childKey(o), o]));
     const stale = children.filter((c) => !this.applied?.upToDate(c, live.get(childKey(c))));
-    const workload = (c: KubeObject): boolean => c.kind === "Deployment" || c.kind === "StatefulSet";
-    await Promise.all(stale.filter((c) => !workload(c)).map((c) => this.applyChild(c)));
-    await Promise.all(stale.filter(workload).map((c) => this.applyChild(c)));
+    const wave = (c: KubeObject): number => (c.kind === "Deployment" || c.kind === "StatefulSet" || c.kind === "Job" ? 2 : c.kind === "RoleBinding" ? 1 : 0);
+    for (const w of [0, 1, 2]) await Promise.all(stale.filter((c) => wave(c) === w).map((c) => this.applyChild(c)));
   }
 
   private async applyChild(child: KubeObject): Promise<void> {
