@@ -98,7 +98,19 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         return await body();
       } catch (err) {
         const events = await kubectl(["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]);
-        console.error(`${operators.logs()}\n--- events ---\n${events.stdout}\n--- engines ---\n${engineLog.slice(-200).join("\n")}`);
+        // Each autoscaled pool's last decision, its reason and inputs: why a pool did or did not scale.
+        const pools = await kubectl(["get", "prefillpools,decodepools", "-n", ns, "-o", "json"]);
+        const decisions = ((): string => {
+          try {
+            const items = (JSON.parse(pools.stdout) as { items: Array<{ kind: string; metadata: { name: string }; status?: { autoscaler?: unknown } }> }).items;
+            return items.map((p) => `${p.kind}/${p.metadata.name}: ${JSON.stringify(p.status?.autoscaler ?? null)}`).join("\n");
+          } catch {
+            return pools.stderr;
+          }
+        })();
+        console.error(
+          `${operators.logs()}\n--- events ---\n${events.stdout}\n--- autoscaler decisions ---\n${decisions}\n--- engines ---\n${engineLog.slice(-200).join("\n")}`,
+        );
         throw err;
       }
     },

@@ -17,9 +17,9 @@ import type { EventInput } from "../runtime/events.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { markDeletionCosts } from "./deletion-cost.ts";
 import { createAutoscalerMetrics, type AutoscalerMetrics } from "./metrics.ts";
-import { autoscaled, observation, recommenderSpec, type Scraped } from "./observe.ts";
+import { autoscaled, observation, recommenderSpec } from "./observe.ts";
 import { recommendReplicas } from "./recommender.ts";
-import { HttpMetricsSource, type MetricsSource } from "./scrape.ts";
+import { HttpMetricsSource, pairScrapes, rememberScrapes, scrapeEach, type MetricsSource, type PodScrapes } from "./scrape.ts";
 import type { Decision, PoolObservation, RecommenderSpec } from "./types.ts";
 
 export const ENGINE_METRICS_PORT = 8000;
@@ -49,7 +49,8 @@ export interface Autoscaler {
 }
 
 interface PoolState {
-  last?: Scraped;
+  /** When the last pass scraped, and what each of the pool's pods read then. */
+  last?: { at: number; pods: PodScrapes };
   history: PoolObservation[];
 }
 
@@ -162,13 +163,17 @@ class AutoscalerLoop implements Autoscaler {
     const key = stateKey(pool, role);
     const st = this.state.get(key) ?? { history: [] };
     this.state.set(key, st);
-    const cur: Scraped = { at: this.now() / 1000, scrape: await this.source.scrape(await this.targets(pool, role)) };
-    const prev = st.last;
-    st.last = cur;
-    if (!prev) return; // rates need two scrapes
+    const targets = await this.targets(pool, role);
+    const at = this.now() / 1000;
+    const pods = await scrapeEach(this.source, targets);
+    const last = st.last;
+    st.last = { at, pods: rememberScrapes(last?.pods ?? new Map(), pods, targets) };
+    if (!last) return; // rates need two scrapes
+    // Rates from each pod's own counters: the pool's pods change with every scale.
+    const { prev, cur } = pairScrapes(last.pods, pods);
     const ns = namespaceOf(pool);
     const spec = this.specOf(pool, role);
-    const d = recordAndRecommend(st.history, observation(role, prev, cur, pool.status?.readyReplicas ?? 0), spec);
+    const d = recordAndRecommend(st.history, observation(role, { at: last.at, scrape: prev }, { at, scrape: cur }, pool.status?.readyReplicas ?? 0), spec);
     this.metrics.record({ namespace: ns, pool: nameOf(pool), role }, d);
     if (d.desired !== spec.current) await this.scale(pool, role, { from: spec.current, decision: d });
     await this.writeStatus(pool, role, d);

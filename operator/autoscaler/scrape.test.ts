@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createEngineMetrics } from "../../engine/metrics/engine-metrics.ts";
 import { observation } from "./observe.ts";
-import { emptyScrape, parseExposition, quantileBetween } from "./scrape.ts";
+import { emptyScrape, pairScrapes, parseExposition, quantileBetween, rememberScrapes, type PodScrapes, type PoolScrape } from "./scrape.ts";
 
 test("parseExposition reads the engine's own exposition and sums pods", async () => {
   const m = createEngineMetrics("prefill");
@@ -43,4 +43,44 @@ test("observation rates counters over the interval; a counter reset counts from 
   assert.equal(o.arrivalRate, 200);
   assert.equal(o.queueDepth, 5);
   assert.equal(observation("prefill", { at: 0, scrape: b }, { at: 10, scrape: a }, 2).arrivalRate, 100);
+});
+
+test("pairScrapes: a pod removed by a scale-down is no counter reset, and a new pod counts from zero", () => {
+  const pod = (promptTokens: number, running = 0): PoolScrape => ({ ...emptyScrape(), pods: 1, promptTokens, running });
+  // Three pods served 30,000 prompt tokens between them; then c is removed and nothing arrives.
+  const before: PodScrapes = new Map([
+    ["a", pod(10_000)],
+    ["b", pod(12_000)],
+    ["c", pod(8_000)],
+  ]);
+  const now: PodScrapes = new Map([
+    ["a", pod(10_000)],
+    ["b", pod(12_000)],
+  ]);
+  const { prev, cur } = pairScrapes(before, now);
+  assert.equal(observation("prefill", { at: 0, scrape: prev }, { at: 2, scrape: cur }, 2).arrivalRate, 0, "idle stays idle");
+  // The sums differenced as before would have read a reset and counted 22,000 tokens as new work.
+  const naive = (s: PodScrapes): PoolScrape => [...s.values()].reduce((acc, p) => ({ ...acc, promptTokens: acc.promptTokens + p.promptTokens }), emptyScrape());
+  assert.equal(observation("prefill", { at: 0, scrape: naive(before) }, { at: 2, scrape: naive(now) }, 2).arrivalRate, 11_000);
+  // A pod new since the last pass: its whole counter is work of this interval; gauges sum over all pods now.
+  const grown = pairScrapes(now, new Map([...now, ["d", pod(600, 3)]]));
+  assert.equal(observation("prefill", { at: 0, scrape: grown.prev }, { at: 2, scrape: grown.cur }, 3).arrivalRate, 300);
+  assert.equal(grown.cur.running, 3);
+  assert.equal(grown.cur.pods, 3);
+});
+
+test("rememberScrapes keeps a target that missed one scrape and forgets pods no longer targeted", () => {
+  const pod = (promptTokens: number): PoolScrape => ({ ...emptyScrape(), pods: 1, promptTokens });
+  const before: PodScrapes = new Map([
+    ["a", pod(100)],
+    ["b", pod(200)],
+    ["gone", pod(300)],
+  ]);
+  const kept = rememberScrapes(before, new Map([["a", pod(150)]]), ["a", "b"]);
+  assert.deepEqual([...kept.keys()], ["a", "b"]);
+  assert.equal(kept.get("a")?.promptTokens, 150);
+  assert.equal(kept.get("b")?.promptTokens, 200, "b did not answer: what it read last");
+  // b answers again with 260: 60 tokens of work, not 260.
+  const { prev, cur } = pairScrapes(kept, new Map([["b", pod(260)]]));
+  assert.equal(cur.promptTokens - prev.promptTokens, 60);
 });

@@ -19,6 +19,17 @@ export interface MetricsSource {
   scrape(urls: string[]): Promise<PoolScrape>;
 }
 
+/** Scrapes each URL on its own through `source`; a pod that fails or does not answer is left out. */
+export async function scrapeEach(source: MetricsSource, urls: string[]): Promise<PodScrapes> {
+  const each = await Promise.all(urls.map((u) => source.scrape([u]).catch(() => undefined)));
+  const out: PodScrapes = new Map();
+  urls.forEach((u, i) => {
+    const s = each[i];
+    if (s && s.pods > 0) out.set(u, s);
+  });
+  return out;
+}
+
 const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/;
 
 function bucketBound(labels: string): number | undefined {
@@ -57,6 +68,52 @@ export function parseExposition(text: string, into: PoolScrape): PoolScrape {
   }
   into.pods++;
   return into;
+}
+
+/** One scrape per pod, keyed by its /metrics URL. */
+export type PodScrapes = Map<string, PoolScrape>;
+
+function addInto(into: PoolScrape, s: PoolScrape): void {
+  into.pods += s.pods;
+  into.queueDepth += s.queueDepth;
+  into.running += s.running;
+  into.promptTokens += s.promptTokens;
+  into.requests += s.requests;
+  for (const [le, v] of s.ttftBuckets) into.ttftBuckets.set(le, (into.ttftBuckets.get(le) ?? 0) + v);
+  for (const [le, v] of s.itlBuckets) into.itlBuckets.set(le, (into.itlBuckets.get(le) ?? 0) + v);
+}
+
+/**
+ * The pool's scrape now and, for the same pods, what they read before. Differencing two sums over
+ * whichever pods answered is wrong whenever the set of pods changes: a pod removed by a
+ * scale-down takes its counters out of the sum, which then reads as a reset, and the remaining
+ * pods' whole counters counted as work of one interval (after a load ramp, a burst of thousands
+ * of tokens a second that kept an idle pool from its minimum). A pod new since `before` counts
+ * from zero: its counters started with it.
+ */
+export function pairScrapes(before: PodScrapes, now: PodScrapes): { prev: PoolScrape; cur: PoolScrape } {
+  const prev = emptyScrape();
+  const cur = emptyScrape();
+  for (const [url, s] of now) {
+    addInto(cur, s);
+    const b = before.get(url);
+    if (b) addInto(prev, b);
+  }
+  return { prev, cur };
+}
+
+/**
+ * What to remember of each pod for the next pass: its scrape now, or, for a target that did not
+ * answer this time, what it read last (so a pod that misses one scrape is not taken for a new pod
+ * when it answers again). Pods no longer among the targets are forgotten.
+ */
+export function rememberScrapes(before: PodScrapes, now: PodScrapes, targets: readonly string[]): PodScrapes {
+  const out: PodScrapes = new Map();
+  for (const url of targets) {
+    const s = now.get(url) ?? before.get(url);
+    if (s) out.set(url, s);
+  }
+  return out;
 }
 
 /** The q-quantile of the observations between two cumulative bucket snapshots (linear within a bucket), or undefined when none. */

@@ -7,7 +7,7 @@
 import type { EnginePool, PoolRole } from "../api.ts";
 import { recordAndRecommend } from "../autoscaler/controller.ts";
 import { autoscaled, observation, recommenderSpec } from "../autoscaler/observe.ts";
-import { emptyScrape, parseExposition, type PoolScrape } from "../autoscaler/scrape.ts";
+import { emptyScrape, pairScrapes, parseExposition, rememberScrapes, type PodScrapes } from "../autoscaler/scrape.ts";
 import type { Decision, PoolObservation, RecommenderSpec } from "../autoscaler/types.ts";
 import { nameOf } from "../../lib/kube/types.ts";
 import { childName } from "../plan/labels.ts";
@@ -28,8 +28,8 @@ export interface LocalAutoscalerOptions {
 
 interface PoolState {
   history: PoolObservation[];
-  /** /metrics text per process URL at the last scrape. */
-  texts: Map<string, string>;
+  /** Each process's scrape (by URL) at the last pass. */
+  pods: PodScrapes;
   lastAt?: number;
   lastReason?: string;
 }
@@ -94,22 +94,17 @@ export class LocalAutoscaler {
 
   private async pass(pool: EnginePool, role: PoolRole): Promise<void> {
     const deployment = childName(nameOf(pool), role);
-    const st = this.state.get(deployment) ?? { history: [], texts: new Map<string, string>() };
+    const st: PoolState = this.state.get(deployment) ?? { history: [], pods: new Map() };
     this.state.set(deployment, st);
     const view = this.driver.view(deployment);
-    const texts = new Map<string, string>();
-    await Promise.all(view.serving.map(async (u) => ((t) => t !== undefined && texts.set(u, t))(await metricsText(u))));
+    const pods: PodScrapes = new Map();
+    await Promise.all(view.serving.map(async (u) => ((t) => t !== undefined && pods.set(u, parseExposition(t, emptyScrape())))(await metricsText(u))));
     const at = performance.now() / 1000;
-    const [prev, cur] = [emptyScrape(), emptyScrape()];
-    for (const [url, text] of texts) {
-      parseExposition(text, cur);
-      const before = st.texts.get(url);
-      if (before !== undefined) parseExposition(before, prev);
-    }
+    const { prev, cur } = pairScrapes(st.pods, pods);
     const lastAt = st.lastAt;
-    [st.texts, st.lastAt] = [texts, at];
+    [st.pods, st.lastAt] = [rememberScrapes(st.pods, pods, view.serving), at];
     if (lastAt === undefined) return; // rates need two scrapes
-    const obs = observation(role, { at: lastAt, scrape: prev as PoolScrape }, { at, scrape: cur }, view.serving.length);
+    const obs = observation(role, { at: lastAt, scrape: prev }, { at, scrape: cur }, view.serving.length);
     const d = recordAndRecommend(st.history, obs, this.specOf(pool, role, view));
     const what = `autoscaler: ${role} pool ${nameOf(pool)}`;
     if (d.desired !== view.desired) {
