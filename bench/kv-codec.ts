@@ -1,5 +1,5 @@
 /**
- * `npm run bench:kv-codec [-- --quick]`: the KV codecs on real sequence states of the default
+ * `npm run bench:kv-codec [-- --quick] [--f32] [--codecs=a,b] [--out=FILE]`: the KV codecs on real sequence states of the default
  * model (Gemma 3 270M, CPU), over several contexts of real text (this repository's docs and
  * code, CONTEXT_TOKENS each). Per codec: size against the F16 state and against the int8
  * baseline, encode/decode MB/s (of F16 state), and quality after loading the decoded state:
@@ -53,7 +53,10 @@ import {
 const quick = process.argv.includes("--quick");
 const f32 = process.argv.includes("--f32");
 const CONTEXT_TOKENS = quick ? 1024 : 2048;
-const CODECS = ["none", "lossless", "int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "qsink4"];
+/** `-- --codecs a,b,...` runs only those (research names and compact1@SCALE variants included); int8 (the size baseline) and none always run. */
+const codecsArg = process.argv.find((a) => a.startsWith("--codecs="))?.slice("--codecs=".length);
+const CODECS = [...new Set(["int8", "none", ...(codecsArg?.split(",") ?? ["none", "lossless", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "qsink4", "compact"])])];
+const outArg = process.argv.find((a) => a.startsWith("--out="))?.slice("--out=".length);
 /** The at-least-8x codec nearest the quality bar, whose load path is measured beside the default's. */
 const SMALLEST = "qsink8";
 const SOURCES = ALL_SOURCES.slice(0, quick ? 3 : 4);
@@ -144,6 +147,30 @@ async function loadPath(seq: LlamaContextSequence, raw: Buffer, codec: string): 
   return { fetch: median(stages.fetch), decode: median(stages.decode), import: median(stages.import), entryBytes: entry.length };
 }
 
+/** The load path of f16, of the default codec and of the smallest codec near the bar, on the last context's state. */
+async function loadSection(seq: LlamaContextSequence, lastRaw: Buffer, codecs: Record<string, Record<string, number | boolean>>): Promise<Record<string, unknown>> {
+  const f16Load = await loadPath(seq, lastRaw, "none");
+  const codecLoad = await loadPath(seq, lastRaw, DEFAULT_CODEC);
+  const smallestLoad = CODECS.includes(SMALLEST) ? await loadPath(seq, lastRaw, SMALLEST) : undefined;
+  const seconds = (l: { fetch: number; decode: number; import: number }): number => l.fetch + l.decode + l.import;
+  const loadMbS = lastRaw.length / 1e6 / seconds(f16Load);
+  return {
+    stateBytes: lastRaw.length,
+    f16: f16Load,
+    [DEFAULT_CODEC]: codecLoad,
+    f16_load_mb_s: loadMbS,
+    decode_vs_load: (codecs[DEFAULT_CODEC]!.decode_mb_s as number) / loadMbS,
+    load_seconds_ratio: seconds(codecLoad) / seconds(f16Load),
+    ...(smallestLoad
+      ? {
+          [SMALLEST]: smallestLoad,
+          [`${SMALLEST}_decode_vs_load`]: (codecs[SMALLEST]!.decode_mb_s as number) / loadMbS,
+          [`${SMALLEST}_load_seconds_ratio`]: seconds(smallestLoad) / seconds(f16Load),
+        }
+      : {}),
+  };
+}
+
 async function main(): Promise<void> {
   const { seq, tokenizer, dispose } = await openBenchModel(CONTEXT_TOKENS, threads, f32 ? dequantised : undefined);
   const runs = new Map<string, CodecRun[]>(CODECS.map((c) => [c, []]));
@@ -158,11 +185,7 @@ async function main(): Promise<void> {
   }
   const int8Bytes = runs.get("int8")!.reduce((a, r) => a + r.bytes, 0);
   const codecs = Object.fromEntries([...runs].map(([name, r]) => [name, summarise(r, int8Bytes)]));
-  const f16Load = await loadPath(seq, lastRaw, "none");
-  const codecLoad = await loadPath(seq, lastRaw, DEFAULT_CODEC);
-  const smallestLoad = await loadPath(seq, lastRaw, SMALLEST);
-  const seconds = (l: { fetch: number; decode: number; import: number }): number => l.fetch + l.decode + l.import;
-  const loadMbS = lastRaw.length / 1e6 / (f16Load.fetch + f16Load.decode + f16Load.import);
+  const load = await loadSection(seq, lastRaw, codecs);
   const recommended = codecs[DEFAULT_CODEC]!;
   const out = {
     date: new Date().toISOString(),
@@ -182,20 +205,10 @@ async function main(): Promise<void> {
     },
     recommended: DEFAULT_CODEC,
     ...recommended,
-    load: {
-      stateBytes: lastRaw.length,
-      f16: f16Load,
-      [DEFAULT_CODEC]: codecLoad,
-      [SMALLEST]: smallestLoad,
-      f16_load_mb_s: loadMbS,
-      decode_vs_load: (recommended.decode_mb_s as number) / loadMbS,
-      load_seconds_ratio: seconds(codecLoad) / seconds(f16Load),
-      [`${SMALLEST}_decode_vs_load`]: (codecs[SMALLEST]!.decode_mb_s as number) / loadMbS,
-      [`${SMALLEST}_load_seconds_ratio`]: seconds(smallestLoad) / seconds(f16Load),
-    },
+    load,
     codecs,
   };
-  await writeFile(new URL(f32 ? "./results/kv-codec-f32.json" : "./results/kv-codec.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
+  await writeFile(outArg ?? new URL(f32 ? "./results/kv-codec-f32.json" : "./results/kv-codec.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   await dispose();
 }

@@ -38,7 +38,13 @@ const model = (spec: Record<string, unknown>): Record<string, unknown> => ({
   metadata: { name: "bad", namespace: NS },
   spec: { source: { uri: "pypi://x==1" }, ...spec },
 });
-const store = (tiers: unknown[]): Record<string, unknown> => ({ apiVersion: API, kind: "KVStore", metadata: { name: "bad", namespace: NS }, spec: { tiers } });
+const store = (tiers: unknown[], more: Record<string, unknown> = {}): Record<string, unknown> => ({
+  apiVersion: API,
+  kind: "KVStore",
+  metadata: { name: "bad", namespace: NS },
+  spec: { tiers, ...more },
+});
+const RAM = [{ name: "ram", medium: "memory", capacity: "1Gi" }];
 const group = (spec: Record<string, unknown>): Record<string, unknown> => ({
   apiVersion: API,
   kind: "GPUNodeGroup",
@@ -89,6 +95,13 @@ const INVALID: Array<{ what: string; obj: Record<string, unknown>; field: string
     field: "spec.replicas.min",
     message: /min must be less than or equal to max/,
   },
+  {
+    what: "retired codec name",
+    obj: store(RAM, { codec: { name: "qsink4" } }),
+    field: "spec.codec.name",
+    message: /retired as a setting: use compact \(the recommended lossy codec\) or lossless/,
+  },
+  { what: "unknown codec", obj: store(RAM, { codec: { name: "zstd" } }), field: "spec.codec.name", message: /must be one of none, lossless, compact, default/ },
   {
     what: "tier without capacity",
     obj: store([{ name: "ram", medium: "memory" }]),

@@ -49,12 +49,26 @@ export const KVTier = strictObject(
 );
 export type KVTier = Static<typeof KVTier>;
 
+/** What users choose; engine/kvcodec/codec-names.ts KV_CODECS (a test keeps the two equal). */
+export const CODEC_CHOICES = ["none", "lossless", "compact", "default"];
+/** Retired names (the engine's research codecs): refused with the name of what replaces them. */
+export const RETIRED_CODECS = ["int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "qsink4"];
+const quoted = (names: string[]): string => names.map((c) => `'${c}'`).join(", ");
+
 export const KVCodec = strictObject(
   {
-    name: StringEnum(["default", "qpre", "qpre8", "qsink8", "qsink4", "qrans", "qrans8", "lossless", "int8", "none"], {
+    name: Type.String({
+      maxLength: 32,
       description:
-        "KV codec for stored blocks: default (= none today: raw f16, exact), qpre (keys un-rotated from RoPE, per-channel quantisation with steps by measured sensitivity, rANS; about 5.4x smaller than f16, slightly lossy), qpre8 (the same at least 8x smaller, lossier), qsink8 (qpre8's size with the attention-sink row exact and key steps by query energy: less loss at 8x), qsink4 (the same transform about 4x smaller, within the measurement floor of exact), qrans (per-layer quantisation, delta along tokens, rANS; about 4x), qrans8 (at least 8x, lossier than qpre8), lossless or int8 (per-channel 8-bit). Default default.",
+        "KV codec for stored blocks: none (raw f16, exact), lossless (exact, smaller: byte planes and Brotli), compact (the recommended lossy codec: about 4x smaller than f16, quality held against the measurement's own floor; docs/kv-store.md) or default (= none today). Entries already stored under any codec still load. Default default.",
       default: "default",
+      ...cel(
+        {
+          rule: `!(self in [${quoted(RETIRED_CODECS)}])`,
+          message: "this codec name is retired as a setting: use compact (the recommended lossy codec) or lossless (exact); entries stored under it still load",
+        },
+        { rule: `self in [${quoted([...CODEC_CHOICES, ...RETIRED_CODECS])}]`, message: `must be one of ${CODEC_CHOICES.join(", ")}` },
+      ),
     }),
   },
   { description: "How KV blocks are encoded at rest and in transit." },

@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import type { Role } from "../metrics/engine-metrics.ts";
 import { DEFAULT_MODEL } from "../model/fetch.ts";
 import { ROUTING_POLICIES, type RoutingPolicy } from "../router/upstreams.ts";
-import { KV_CODECS, type KvCodecName } from "../kvcodec/codec-names.ts";
+import { KV_CODECS, parseKvCodecName, RESEARCH_KV_CODECS } from "../kvcodec/codec-names.ts";
 import { parseTierSpec, type TierSpec } from "../kvstore/tier-spec.ts";
 import { httpUrl } from "../http/http-url.ts";
 
@@ -71,7 +71,8 @@ export interface EngineOptions {
   kvStoreTimeoutMs: number;
   /** kvstore role: tokens per KV block, codec, tenant salt and tiers in lookup order. */
   blockTokens: number;
-  codec: KvCodecName;
+  /** A user's choice (none | lossless | compact | default) or, with --research-codec, a benchmark's. */
+  codec: string;
   tenantSalt: string;
   tiers: TierSpec[];
   /** kvstore role: the newest entry format pods may write (v2: blocks; v1 while pods that read only v1 remain). */
@@ -154,7 +155,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        from and write new ones to (default: none)
   --kv-store-timeout-ms N  longest wait for the KV store before recomputing (default: 5000)
   --block-tokens N     kvstore: tokens per KV block (default: 256)
-  --codec C            kvstore: ${KV_CODECS.join(" | ")} (default: default)
+  --codec C            kvstore: ${KV_CODECS.join(" | ")} (default: default = none, exact
+                       f16; compact: lossy, about 4x smaller; lossless: exact, smaller)
+  --research-codec C   kvstore, benchmarks only: ${RESEARCH_KV_CODECS.join(" | ")} or compact1@SCALE
+                       instead of --codec (docs/kv-store.md)
   --tenant-salt S      kvstore: salt of every key, one cache per tenant (default: "")
   --kv-format F        kvstore: v2 (default: pods write entries as blocks, deduplicated, moved over
                        the native TCP stream on --kv-port where both sides can) | v1 (one blob per
@@ -255,6 +259,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "block-tokens": { type: "string" },
       "kv-format": { type: "string" },
       codec: { type: "string" },
+      "research-codec": { type: "string" },
       "tenant-salt": { type: "string" },
       tier: { type: "string", multiple: true },
       "fleet-token-file": { type: "string" },
@@ -345,7 +350,7 @@ function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs
     kvStore: v["kv-store"]?.replace(/\/+$/, ""),
     kvStoreTimeoutMs: positiveInt("kv-store-timeout-ms", v["kv-store-timeout-ms"], 5000),
     blockTokens: positiveInt("block-tokens", v["block-tokens"], 256),
-    codec: codecName(v.codec),
+    codec: codecName(v.codec, v["research-codec"]),
     tenantSalt: v["tenant-salt"] ?? "",
     tiers: (v.tier ?? []).map(parseTierSpec),
     kvFormat,
@@ -406,10 +411,19 @@ function gpuLayers(v: string | undefined): number {
   return n;
 }
 
-function codecName(v: string | undefined): KvCodecName {
-  if (v === undefined) return "default";
-  if (!(KV_CODECS as readonly string[]).includes(v)) throw new Error(`--codec must be one of ${KV_CODECS.join(", ")}; got ${v}`);
-  return v as KvCodecName;
+function codecName(v: string | undefined, research: string | undefined): string {
+  if (research !== undefined) {
+    if (v !== undefined) throw new Error("--codec and --research-codec are exclusive");
+    if (!(RESEARCH_KV_CODECS as readonly string[]).includes(research) && !/^compact1@[0-9]*\.?[0-9]+$/.test(research)) {
+      throw new Error(`--research-codec must be one of ${RESEARCH_KV_CODECS.join(", ")} or compact1@SCALE; got ${research}`);
+    }
+    return research;
+  }
+  try {
+    return parseKvCodecName(v ?? "default");
+  } catch (err) {
+    throw new Error(`--${(err as Error).message}`, { cause: err });
+  }
 }
 
 function routingPolicy(v: string | undefined): RoutingPolicy {

@@ -41,7 +41,7 @@ test("lossless is bit-exact and the lossy codecs keep a loadable state, in both 
       "no F16 tensors found",
     );
     assert.ok(kvCodec("lossless").decode(kvCodec("lossless").encode(state)).equals(state));
-    for (const name of ["int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "qsink4", "default"]) {
+    for (const name of ["int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "qsink4", "compact", "compact1@0.5", "default"]) {
       const decoded = kvCodec(name).decode(kvCodec(name).encode(state));
       assert.equal(decoded.length, state.length);
       const seq = pod.pod.service.runtime.sequences[0]!;
@@ -50,6 +50,17 @@ test("lossless is bit-exact and the lossy codecs keep a loadable state, in both 
       assert.deepEqual([...seq.contextTokens()], tokensOf(pod));
     }
   }
+});
+
+test("compact names its concrete codec in what it writes, and every name a stored entry may carry still decodes", async () => {
+  const state = await stateOf(rowsPod);
+  assert.equal(kvCodec("compact").name, "compact1");
+  assert.equal(kvCodec("default").name, "none");
+  const payload = kvCodec("compact").encode(state);
+  assert.ok(payload.length < state.length / 2, `compact wrote ${payload.length} of ${state.length} bytes`);
+  // A reader resolves an entry by the name it carries: compact1 decodes without knowing compact's scale.
+  assert.deepEqual(kvCodec("compact1").decode(payload), kvCodec("compact").decode(payload));
+  assert.throws(() => kvCodec("zstd"), /unknown KV codec zstd/);
 });
 
 test("a state truncated to a prefix loads as exactly that prefix", async () => {

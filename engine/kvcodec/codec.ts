@@ -67,19 +67,43 @@ export const QSINK8 = qsinkCodec("qsink8", 1.1);
  */
 export const QSINK4 = qsinkCodec("qsink4", 0.25);
 
-const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QRANS8, QPRE, QPRE8, QSINK8, QSINK4].map((c) => [c.name, c]));
+/**
+ * `compact`'s transform with no per-model table: the qsink transform (keys un-rotated by the RoPE
+ * candidate that fits, the attention sink exact, per-channel steps, rANS) with one step rule for
+ * every tensor of every model (the sensitivity tables and query gains measured on Gemma 3 270M are
+ * left out), the last 128 tokens 2x finer. `scale` sets the size.
+ */
+export function compactCodec(name: string, scale: number): KvCodec {
+  return qpreCodec(name, { ropes: ROPES, policy: sensitivityPolicy(scale, 128, 0.5, {}), sinkPositions: 1 });
+}
+
+/** The step scale of `compact` (bench:kv-codec, BENCHMARKS.md). */
+export const COMPACT_SCALE = 0.25;
+/** What `compact` writes today; entries name it, so a later compact can change without breaking them. */
+export const COMPACT = compactCodec("compact1", COMPACT_SCALE);
+
+const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QRANS8, QPRE, QPRE8, QSINK8, QSINK4, COMPACT].map((c) => [c.name, c]));
 
 /**
- * What "default" means: none (raw f16). No lossy mode reaches the goal (≥8x smaller with greedy
- * agreement ≥0.99 — bench/results/kv-codec.json: qsink8 8.3x at 0.974, qsink4 4.1x at 0.993; the
- * bench's perturbation floor, one F16 ulp flipped in 0.01 % of the cache, is 0.992), and decoding
- * in JavaScript makes a memory-tier load slower than reading f16, so a lossy default would change
- * outputs and slow loads. The lossy modes are opt-in where stored bytes or the network count.
+ * What "default" means: none (raw f16). `compact` becomes the default only when it meets the
+ * codec issue's goals (quality against the perturbation floor, native decoding, faster loads from
+ * every tier: docs/kv-store.md); until then a lossy default would change outputs and, decoded in
+ * JavaScript, make a memory-tier load slower than reading f16.
  */
 export const DEFAULT_CODEC = "none";
 
+/** Research variants of compact for the benchmarks' sweeps: "compact1@0.2" is compact at scale 0.2. */
+const VARIANT = /^compact1@([0-9]*\.?[0-9]+)$/;
+
+/**
+ * The codec a name stands for: a user's choice (none, lossless, compact, default), a research
+ * codec's name, or the concrete name an entry carries (every codec ever written still decodes).
+ */
 export function kvCodec(name: KvCodecName | string): KvCodec {
-  const codec = codecs.get(name === "default" ? DEFAULT_CODEC : name);
-  if (!codec) throw new Error(`unknown KV codec ${name}`);
-  return codec;
+  const concrete = name === "default" ? DEFAULT_CODEC : name === "compact" ? COMPACT.name : name;
+  const codec = codecs.get(concrete);
+  if (codec) return codec;
+  const variant = VARIANT.exec(concrete);
+  if (variant) return compactCodec(concrete, Number(variant[1]));
+  throw new Error(`unknown KV codec ${name}`);
 }

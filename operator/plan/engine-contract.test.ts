@@ -9,7 +9,8 @@ import { planModel } from "./model.ts";
 import { planDecodePool, planPrefillPool } from "./pools.ts";
 import { planKVStore } from "./kvstore.ts";
 import { serviceOf } from "../../engine/router/endpoint-slices.ts";
-import { KVCodec } from "../../crds/schema/kvstore.ts";
+import { CODEC_CHOICES, RETIRED_CODECS } from "../../crds/schema/kvstore.ts";
+import { KV_CODECS, RESEARCH_KV_CODECS } from "../../engine/kvcodec/codec-names.ts";
 import { RUNTIME_DEFAULTS } from "../../crds/schema/runtime.ts";
 import { ENGINE_PIPELINE_DECODE } from "./runtime-args.ts";
 import type { DecodePool, Model, PrefillPool } from "../api.ts";
@@ -99,14 +100,22 @@ test("kvstore pods start the engine's kvstore role with the KVStore's tiers in o
   );
 });
 
-test("every codec the KVStore schema admits is one the engine's kvstore role accepts", () => {
-  const names = (KVCodec.properties.name as unknown as { enum: string[] }).enum;
-  assert.ok(names.length >= 8 && names.includes("qsink8"));
-  for (const name of names) {
+test("the KVStore schema and the engine's kvstore role take the same codec choices and refuse the same retired names", () => {
+  assert.deepEqual(CODEC_CHOICES, [...KV_CODECS]);
+  assert.deepEqual(RETIRED_CODECS, [...RESEARCH_KV_CODECS]);
+  for (const name of CODEC_CHOICES) {
     const o = parseEngineOptions(["--role", "kvstore", "--codec", name]);
     assert.notEqual(o, "help");
     assert.equal((o as EngineOptions).codec, name);
   }
+  for (const name of RETIRED_CODECS) {
+    assert.throws(() => parseEngineOptions(["--role", "kvstore", "--codec", name]), new RegExp(`--codec ${name} is retired as a setting: use compact`));
+    // The benchmarks still reach it.
+    assert.equal((parseEngineOptions(["--role", "kvstore", "--research-codec", name]) as EngineOptions).codec, name);
+  }
+  assert.throws(() => parseEngineOptions(["--role", "kvstore", "--codec", "zstd"]), /--codec must be one of none, lossless, compact, default; got zstd/);
+  assert.throws(() => parseEngineOptions(["--role", "kvstore", "--research-codec", "zstd"]), /--research-codec must be one of/);
+  assert.equal((parseEngineOptions(["--role", "kvstore", "--research-codec", "compact1@0.2"]) as EngineOptions).codec, "compact1@0.2");
 });
 
 type Runtime = Pick<EngineOptions, "backend" | "ctxSize" | "parallel" | "batchSize" | "flashAttention" | "gpuLayers" | "decodeLookahead" | "pipelineDecode">;
