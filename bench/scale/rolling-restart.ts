@@ -13,6 +13,7 @@ export interface RollingOptions {
   maxStreams: number;
   workers: number;
   nodeFlags?: string[];
+  cpus?: string;
 }
 
 /** The URLs whose /ready answers 200, refreshed until stopped. */
@@ -58,7 +59,7 @@ export async function rollingRestart(routers: RunningServer[], o: RollingOptions
     const old = routers[i];
     if (!old) continue;
     await old.stop(90_000); // a grace period longer than the router's drain timeout (60 s), as the planned pod has
-    routers[i] = await startRouter({ upstreams: o.upstreams, maxStreams: o.maxStreams, nodeFlags: o.nodeFlags, port: Number(new URL(old.url).port) });
+    routers[i] = await startRouter({ upstreams: o.upstreams, maxStreams: o.maxStreams, nodeFlags: o.nodeFlags, cpus: o.cpus, port: Number(new URL(old.url).port) });
     await sleep(3000);
   }
   stop = true;

@@ -69,13 +69,17 @@ export interface RouterOptions {
   drainDelaySeconds?: number;
   /** V8 flags for the router process (e.g. its heap size), before the script. */
   nodeFlags?: string[];
+  /** CPUs the router runs on (taskset -c), as a pod has its own CPU; default: any. */
+  cpus?: string;
 }
 
 export async function startRouter(o: RouterOptions): Promise<RunningServer> {
   const port = o.port ?? (await freePort());
   const args = [await engineBundle(), "--role", "router", "--aggregated", o.upstreams.join(","), "--policy", "prefix-aware", "--host", "127.0.0.1", "--port", String(port)];
   const drain = ["--drain-delay-seconds", String(o.drainDelaySeconds ?? SHORT_DRAIN.delaySeconds), "--drain-timeout-seconds", "60", "--max-streams", String(o.maxStreams)];
-  return startServer(`router:${port}`, process.execPath, [...(o.nodeFlags ?? []), ...args, ...drain], { port, readyPath: "/ready", timeoutMs: 120_000, env: { NODE_ENV: "production" } });
+  const node = [process.execPath, ...(o.nodeFlags ?? []), ...args, ...drain];
+  const [cmd, ...argv] = (o.cpus ? ["taskset", "-c", o.cpus, ...node] : node) as [string, ...string[]];
+  return startServer(`router:${port}`, cmd, argv, { port, readyPath: "/ready", timeoutMs: 120_000, env: { NODE_ENV: "production" } });
 }
 
 export interface MarkedProxy {

@@ -7,6 +7,7 @@
  * Every failure ends in a clear error.
  */
 import { randomUUID } from "node:crypto";
+import { Gauge } from "prom-client";
 import express, { type Express, type Request, type RequestHandler, type Response } from "express";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import { countRequests, observabilityRoutes } from "../http/engine-app.ts";
@@ -227,7 +228,16 @@ export function createRouterApp(deps: RouterDeps): Express {
   });
   if (deps.upstreams) app.get("/internal/upstreams", (_req, res) => void res.json(sets.snapshot()));
   // Before the body is parsed: a request past capacity costs the router no more than its headers.
-  app.use(["/v1/completions", "/v1/chat/completions"], admission(deps.maxStreams));
+  const admitted = admission(deps.maxStreams);
+  new Gauge({
+    name: "llmfleet_router_streams_in_flight",
+    help: "Completions this router has admitted and not yet finished (429 past --max-streams)",
+    registers: [metrics.registry],
+    collect() {
+      this.set(admitted.inFlight);
+    },
+  });
+  app.use(["/v1/completions", "/v1/chat/completions"], admitted);
   app.use(jsonBody());
   // The decision latency is measured from here, the body read and parsed: the rest is the router's own work per request.
   app.use((_req, res, next) => {

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Container, V1Deployment, V1Role, V1RoleBinding, V1Service } from "@kubernetes/client-node";
 import { aDecodePool, aModel, aNodeGroup, aPrefillPool, NOW } from "../../testing/builders.ts";
-import { planModel, type ModelWorld } from "./model.ts";
+import { planModel, ROUTER_NODE_OPTIONS, type ModelWorld } from "./model.ts";
 import { findCondition } from "./conditions.ts";
 
 function world(over: Partial<ModelWorld> = {}): ModelWorld {
@@ -20,6 +20,9 @@ test("a Model becomes the router Deployment and Service, wired to its pools", ()
   assert.deepEqual(args.slice(8, 11), ["--policy", "prefix-aware", "--discover-endpoints"]);
   assert.equal(args[args.indexOf("--prefill") + 1], "http://pa-prefill.ns.svc:8000,http://pb-prefill.ns.svc:8000");
   assert.equal(args[args.indexOf("--decode") + 1], "http://d-decode.ns.svc:8000");
+  // The heap cap bench:scale-router measures the router with.
+  const env = (plan.children[0] as V1Deployment).spec?.template.spec?.containers[0]?.env ?? [];
+  assert.equal(env.find((e) => e.name === "NODE_OPTIONS")?.value, ROUTER_NODE_OPTIONS);
   assert.equal((plan.children[1] as V1Service).spec?.ports?.[0]?.port, 80);
   assert.equal(plan.status.endpoint, "http://gemma-router.ns.svc");
   assert.equal(findCondition(plan.status.conditions, "Ready")?.reason, "RollingOut");
