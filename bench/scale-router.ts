@@ -116,10 +116,15 @@ async function manyStreams(router: RunningServer, engines: RunningServer[], stre
   const sampler = peakServed(engines);
   const admitted = admittedSampler(router);
   const pending = Array.from({ length: streams }, (_, i) => streamUntilServed(client, i, tally));
-  // The probe goes once the router holds its limit: past capacity it must get 429 with Retry-After.
-  const atCapacity = await admitted.reached(maxStreams, 10_000);
-  const probe = await fetch(`${router.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "x", max_tokens: 1 }) });
-  await probe.text();
+  // The probe goes while the router holds its limit: past capacity it must get 429 with Retry-After.
+  // A slot a stream frees between the sample and the probe admits it: try again (at most 20 times).
+  let probe = { atCapacity: false, status: 0, retryAfter: null as string | null, tries: 0 };
+  while (probe.tries < 20 && probe.status !== 429) {
+    const atCapacity = await admitted.reached(maxStreams, 10_000);
+    const res = await fetch(`${router.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "x", max_tokens: 1 }) });
+    await res.text();
+    probe = { atCapacity, status: res.status, retryAfter: res.headers.get("retry-after"), tries: probe.tries + 1 };
+  }
   const outcomes = await Promise.all(pending);
   const peak = await sampler.stop();
   await admitted.stop();
@@ -132,7 +137,7 @@ async function manyStreams(router: RunningServer, engines: RunningServer[], stre
     engines_peak_in_flight: peak,
     streams_dropped: dropped.length,
     refused_429: tally.refused,
-    probe_past_capacity: { at_capacity: atCapacity, status: probe.status, retry_after: probe.headers.get("retry-after") },
+    probe_past_capacity: { at_capacity: probe.atCapacity, status: probe.status, retry_after: probe.retryAfter, tries: probe.tries },
   };
 }
 
