@@ -414,8 +414,8 @@ function gpuLayers(v: string | undefined): number {
 function codecName(v: string | undefined, research: string | undefined): string {
   if (research !== undefined) {
     if (v !== undefined) throw new Error("--codec and --research-codec are exclusive");
-    if (!(RESEARCH_KV_CODECS as readonly string[]).includes(research) && !/^compact1@[0-9]*\.?[0-9]+$/.test(research)) {
-      throw new Error(`--research-codec must be one of ${RESEARCH_KV_CODECS.join(", ")} or compact1@SCALE; got ${research}`);
+    if (!(RESEARCH_KV_CODECS as readonly string[]).includes(research) && !/^compact[1u]@[0-9]*\.?[0-9]+$/.test(research)) {
+      throw new Error(`--research-codec must be one of ${RESEARCH_KV_CODECS.join(", ")} or compact1@SCALE / compactu@SCALE; got ${research}`);
     }
     return research;
   }
