@@ -70,7 +70,7 @@ export class HpaUtilisationScaler implements Scaler {
   }
 }
 
-/** What the bench sets on our pool beside what the operator derives: the prior capacity, and any recommender knob under test. */
+/** What the bench sets on our pool beside what the operator derives: any recommender knob under test. */
 export type OursSettings = Partial<Omit<RecommenderSpec, "role" | "min" | "max" | "current" | "sloSeconds" | "leadTimeSeconds">>;
 
 export interface OursPool {
@@ -120,6 +120,8 @@ export class OursScaler implements Scaler {
       throughput: o.servedTokensPerSecond,
       queueDepth: o.queueDepth,
       ttftP90: o.ttftP90,
+      prefillBusySeconds: o.prefillBusySeconds,
+      prefillBusyTokens: o.prefillBusyTokens,
     };
     return recordAndRecommend(this.history, obs, operatorSpec(this.pool, o.current, this.settings)).desired;
   }

@@ -20,9 +20,11 @@ export function observation(role: PoolRole, prev: Scraped, cur: Scraped, readyRe
     role === "prefill"
       ? quantileBetween(prev.scrape.ttftBuckets, cur.scrape.ttftBuckets, 0.9)
       : quantileBetween(prev.scrape.itlBuckets, cur.scrape.itlBuckets, 0.9);
+  const busy = role === "prefill" ? { prefillBusySeconds: delta(prev.scrape.prefillSeconds, cur.scrape.prefillSeconds), prefillBusyTokens: delta(prev.scrape.prefillTokens, cur.scrape.prefillTokens) } : {};
   return {
     at: cur.at,
     readyReplicas,
+    ...busy,
     // The engines count work as it is accepted; over a 15 s interval that is what the pool served.
     arrivalRate: work / dt,
     throughput: work / dt,

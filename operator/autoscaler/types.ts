@@ -14,6 +14,13 @@ export interface PoolObservation {
   arrivalRate: number;
   /** Work the pool completed per second, in the unit of arrivalRate. */
   throughput: number;
+  /**
+   * Prefill: seconds the pool's engines spent evaluating prompt tokens over the interval (summed
+   * over pods), and the prompt tokens evaluated in them, when the engines export them: their
+   * ratio is the rate a replica prefills at, known at any load.
+   */
+  prefillBusySeconds?: number;
+  prefillBusyTokens?: number;
   /** Requests waiting across the pool's pods. */
   queueDepth: number;
   /** Sequences being served across the pool's pods. */
@@ -71,7 +78,7 @@ export interface RecommenderSpec {
   dispersionWindowSeconds?: number;
   /** The arrival rate planned for is its mean over this long. Default 60 s. */
   rateSmoothingSeconds?: number;
-  /** Prefill: per-replica capacity (tokens/s) assumed until the pool has shown its own. Default 10000. */
+  /** Prefill: per-replica capacity (tokens/s) assumed until the pool has shown its own (its engines' prefill busy time, or saturation). Default 10000. */
   priorCapacityPerReplica?: number;
 }
 
