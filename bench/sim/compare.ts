@@ -38,7 +38,15 @@ export function cheapestMeeting(rows: Row[]): Row | undefined {
  * it no engine rate), learning capacity from the engines' prefill busy counters as it would.
  */
 export function ours(cfg: FleetConfig, settings: OursSettings = {}, label = "default"): Scaler {
-  const pool = { min: cfg.minReplicas, max: cfg.maxReplicas, sloSeconds: cfg.sloSeconds, provisioningSeconds: cfg.provisioningSeconds, loadSeconds: cfg.loadSeconds };
+  const pool = {
+    min: cfg.minReplicas,
+    max: cfg.maxReplicas,
+    sloSeconds: cfg.sloSeconds,
+    provisioningSeconds: cfg.provisioningSeconds,
+    loadSeconds: cfg.loadSeconds,
+    gpusPerNode: cfg.gpusPerNode,
+    minNodes: cfg.minNodes,
+  };
   return new OursScaler(settings, pool, label);
 }
 

@@ -50,6 +50,8 @@ export interface FleetObservation {
    */
   prefillBusySeconds: number;
   prefillBusyTokens: number;
+  /** GPUs on the node group's ready nodes (status.gpuCapacity); the pool is the group's only one. */
+  readyGpus: number;
   ttftP90?: number;
 }
 
@@ -208,6 +210,7 @@ export class FleetSim {
       busyFraction: iv.readySeconds > 0 ? Math.min(1, iv.busySeconds / iv.readySeconds) : 0,
       prefillBusySeconds: iv.busySeconds,
       prefillBusyTokens: iv.servedTokens,
+      readyGpus: this.nodes.readyGpus(t),
       ttftP90: sorted.length > 0 ? quantile(sorted, 0.9) : undefined,
     };
   }

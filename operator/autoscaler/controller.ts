@@ -11,7 +11,9 @@ import type { Informer } from "../../lib/kube/informer.ts";
 import { R } from "../../lib/kube/resources.ts";
 import { nameOf, namespaceOf, type KubeObject } from "../../lib/kube/types.ts";
 import { LABEL_INSTANCE } from "../plan/labels.ts";
-import { cached, type Caches } from "../reconcilers/caches.ts";
+import { gpuDemand } from "../plan/nodegroup.ts";
+import { desiredReplicas } from "../plan/pools.ts";
+import { cached, inNamespace, type Caches } from "../reconcilers/caches.ts";
 import { applyStatus, canonical, fieldManager } from "../runtime/apply.ts";
 import type { EventInput } from "../runtime/events.ts";
 import type { Manager } from "../runtime/manager.ts";
@@ -100,6 +102,11 @@ class AutoscalerLoop implements Autoscaler {
   private readonly now: () => number;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
+  /**
+   * GPUs this pass's scales added to each node group ("ns/name"): the informer has not seen them
+   * yet, and the next pool on the group must not count the same idle GPUs as free.
+   */
+  private claimed = new Map<string, number>();
 
   constructor(
     private readonly manager: Manager,
@@ -129,6 +136,7 @@ class AutoscalerLoop implements Autoscaler {
         ...this.caches.decodePools.list().map((p): [EnginePool, PoolRole] => [p, "decode"]),
       ];
       this.forgetDeleted(new Set(pools.map(([p, role]) => stateKey(p, role))));
+      this.claimed = new Map();
       for (const [pool, role] of pools.filter(([p]) => autoscaled(p))) await this.pass(pool, role);
     } finally {
       this.running = false;
@@ -176,18 +184,42 @@ class AutoscalerLoop implements Autoscaler {
     const d = recordAndRecommend(st.history, observation(role, { at: last.at, scrape: prev }, { at, scrape: cur }, pool.status?.readyReplicas ?? 0), spec);
     this.metrics.record({ namespace: ns, pool: nameOf(pool), role }, d);
     if (d.desired !== spec.current) await this.scale(pool, role, { from: spec.current, decision: d });
+    this.claim(pool, d.desired - spec.current);
     await this.writeStatus(pool, role, d);
+  }
+
+  /** Records the GPUs a scale of `replicas` added to (or freed on) the pool's node group in this pass. */
+  private claim(pool: EnginePool, replicas: number): void {
+    const group = pool.spec.nodeGroupRef?.name;
+    if (group === undefined || replicas === 0) return;
+    const k = `${namespaceOf(pool)}/${group}`;
+    this.claimed.set(k, (this.claimed.get(k) ?? 0) + replicas * (pool.spec.gpusPerReplica ?? 1));
   }
 
   private specOf(pool: EnginePool, role: PoolRole): RecommenderSpec {
     const ns = namespaceOf(pool);
+    const group = pool.spec.nodeGroupRef?.name;
     return recommenderSpec({
       pool,
       role,
       model: cached(this.caches.models, ns, pool.spec.modelRef.name),
-      nodeGroup: cached(this.caches.nodeGroups, ns, pool.spec.nodeGroupRef?.name),
+      nodeGroup: cached(this.caches.nodeGroups, ns, group),
       modelLoadSeconds: this.opts.modelLoadSeconds ?? 60,
+      ...(group === undefined ? {} : { groupDemand: this.groupDemand(ns, group, pool, role) }),
     });
+  }
+
+  /**
+   * GPUs the pools on a node group want, from the caches (the group's status.gpuDemand trails the
+   * scales since it was written) plus what this pass already added; the pool's own replicas at
+   * the desired count the recommender is given.
+   */
+  private groupDemand(ns: string, group: string, pool: EnginePool, role: PoolRole): number {
+    const prefill = inNamespace(this.caches.prefillPools, ns).filter((p) => role !== "prefill" || nameOf(p) !== nameOf(pool));
+    const decode = inNamespace(this.caches.decodePools, ns).filter((p) => role !== "decode" || nameOf(p) !== nameOf(pool));
+    const others: EnginePool[] = [...prefill, ...decode];
+    const own = desiredReplicas(pool.spec.replicas) * (pool.spec.gpusPerReplica ?? 1);
+    return gpuDemand(group, others, inNamespace(this.caches.models, ns)) + own + (this.claimed.get(`${ns}/${group}`) ?? 0);
   }
 
   private async scale(pool: EnginePool, role: PoolRole, change: { from: number; decision: Decision }): Promise<void> {

@@ -4,6 +4,7 @@
 // Scale-up is immediate and looks ahead over the lead time; scale-down waits out the
 // stabilisation window (the highest recommendation in it wins), as the HPA does.
 import { arrivalDispersion, dispersionUpperBound, arrivalLevel, arrivalTrend, forecastRate, learnedCapacity, learnedRunningCapacity, rateSwing, recent, waitBeyond, type Work } from "./signals.ts";
+import { replicasOnPaidNodes } from "./node-room.ts";
 import type { Decision, DecisionInputs, PoolObservation, RecommenderSpec } from "./types.ts";
 
 /** Replicas one signal asks for: `up` to stay under its threshold, `down` before it allows fewer. */
@@ -230,6 +231,13 @@ function finish(raw: { raw: number; reason: string }, history: PoolObservation[]
   return { desired: c.desired, reason: reason + c.note };
 }
 
+/** A prefill pool's decision raised to the idle GPUs of the nodes it needs anyway (node-room.ts); the raw recommendation recorded stays its own. */
+function onPaidNodes(out: { desired: number; reason: string }, spec: RecommenderSpec): { desired: number; reason: string } {
+  if (spec.role !== "prefill" || !spec.nodeGroup) return out;
+  const n = replicasOnPaidNodes(out.desired, spec.max, spec.nodeGroup);
+  return n > out.desired ? { desired: n, reason: `${out.reason}; ${n - out.desired} more on GPUs idle on the node group's ready nodes` } : out;
+}
+
 /**
  * Desired replicas for a pool. `history` is ordered oldest first; its last entry is the current
  * observation, and earlier entries carry the raw recommendations made from them. An empty
@@ -256,7 +264,7 @@ export function recommendReplicas(history: PoolObservation[], spec: RecommenderS
         ? "scale to zero: idle for the stabilisation window"
         : `scale down to min ${spec.min}: idle for the stabilisation window`;
   const raw = quiet ? { raw: spec.min, reason: idleReason } : rawRecommendation(load, spec.current);
-  const out = quiet ? { desired: spec.min, reason: raw.reason } : finish(raw, history, spec);
+  const out = quiet ? { desired: spec.min, reason: raw.reason } : onPaidNodes(finish(raw, history, spec), spec);
   return { desired: out.desired, reason: out.reason, inputs: { ...load.inputs, current: spec.current, signals, raw: raw.raw } };
 }
 

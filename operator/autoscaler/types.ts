@@ -37,6 +37,19 @@ export interface PoolObservation {
   recommendation?: number;
 }
 
+/** What the pool's GPU node group holds, for the GPUs its nodes leave idle (node-room.ts). */
+export interface NodeGroupRoom {
+  gpusPerNode: number;
+  /** GPUs allocatable on the group's ready nodes (status.gpuCapacity). */
+  readyGpus: number;
+  /** GPUs the group's other pools want at their desired replicas. */
+  otherDemand: number;
+  /** Nodes the group keeps whatever the demand (spec.nodes.min). */
+  minNodes: number;
+  /** This pool's GPUs per replica. */
+  gpusPerReplica: number;
+}
+
 export interface RecommenderSpec {
   role: PoolRole;
   min: number;
@@ -78,6 +91,12 @@ export interface RecommenderSpec {
   dispersionWindowSeconds?: number;
   /** The arrival rate planned for is its mean over this long. Default 60 s. */
   rateSmoothingSeconds?: number;
+  /**
+   * Prefill: the pool's node group, when known. A scale-up or hold is raised to the GPUs left idle
+   * on the nodes the recommendation needs anyway (they are billed by the node), so long as they are
+   * ready. Unset (no node group, or its status not yet written): no such raise.
+   */
+  nodeGroup?: NodeGroupRoom;
   /** Prefill: per-replica capacity (tokens/s) assumed until the pool has shown its own (its engines' prefill busy time, or saturation). Default 10000. */
   priorCapacityPerReplica?: number;
 }
