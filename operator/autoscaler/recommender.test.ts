@@ -64,24 +64,25 @@ const cases: Case[] = [
   {
     name: "first observation with a TTFT: its prefill work is the least burstiness",
     history: series(1, () => ({ arrivalRate: 40000, throughput: 20000, ttftP90: 1 })),
-    spec: prefill(),
+    spec: prefill({ missBudget: 0.001 }),
     desired: 9,
     reason: /scale up: queueing-delay needs 9/,
   },
   // Bursty 20k (index of dispersion 6.07k tokens): at 4 replicas a request waits with Erlang C
   // 0.17 and beyond 0.5 s with e^(−2 × 20k × 0.5 / 6.07k) = 0.037, 0.6 % > 0.1 %; at 5, 0.04 %.
-  // (These bursty cases plan on the dispersion as learned, as over a full window: dispersionConfidence 0.)
-  { name: "bursts ask for spare replicas", history: bursty(20000), spec: prefill({ dispersionConfidence: 0 }), desired: 5, reason: /queueing-delay needs 5/ },
+  // (These bursty cases plan on the dispersion as learned, as over a full window: dispersionConfidence 0;
+  // and on a 0.1 % miss budget, below the default 1 %, to show the arithmetic.)
+  { name: "bursts ask for spare replicas", history: bursty(20000), spec: prefill({ dispersionConfidence: 0, missBudget: 0.001 }), desired: 5, reason: /queueing-delay needs 5/ },
   // The same 150 s of history as a new pool sees it: 9 intervals are few, so the upper 90 % bound
   // of the dispersion is planned on (× 9 / χ²₉(10 %) = 2.16: 13.1k tokens) → 6.
-  { name: "a short history plans on the upper bound of its burstiness", history: bursty(20000), spec: prefill(), desired: 6, reason: /queueing-delay needs 6/ },
+  { name: "a short history plans on the upper bound of its burstiness", history: bursty(20000), spec: prefill({ missBudget: 0.001 }), desired: 6, reason: /queueing-delay needs 6/ },
   // The same bursts with a 5 % miss budget: 4 replicas' 0.6 % is within it.
   { name: "a looser miss budget asks for fewer", history: bursty(20000), spec: prefill({ missBudget: 0.05, dispersionConfidence: 0 }), desired: 4, reason: /queueing-delay needs 4/ },
   // The same 20k in bursts ten times the size (dispersion 60.7k: prompts ten times as long): 8.
   {
     name: "bigger bursts of the same work ask for more",
     history: series(10, (i) => ({ arrivalRate: 20000 + (i % 2 === 0 ? 6325 : -6325), throughput: 12000 })),
-    spec: prefill({ dispersionConfidence: 0 }),
+    spec: prefill({ dispersionConfidence: 0, missBudget: 0.001 }),
     desired: 8,
     reason: /queueing-delay needs 8/,
   },

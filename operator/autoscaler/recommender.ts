@@ -23,11 +23,13 @@ const LATENCY_STEP_MAX = 2;
 
 /**
  * Prefill defaults where the spec leaves them unset. None is fitted to a trace: the miss budget is
- * the benchmark's 99 % target, the swing quantile one standard deviation, the windows the HPA's
- * minute scale (chosen on the training traces of `npm run bench:autoscale`, checked
- * leave-one-trace-out; BENCHMARKS.md); the dispersion's confidence is the upper 90 % bound.
+ * the benchmark's 99 % target (1 %: the setting the bench's protocol chooses on the training
+ * traces of `npm run bench:autoscale` since the pool takes the idle GPUs of its nodes, checked
+ * leave-one-trace-out and on generated traces of other seeds; BENCHMARKS.md), the swing quantile
+ * one standard deviation, the windows the HPA's minute scale; the dispersion's confidence is the
+ * upper 90 % bound.
  */
-export const PREFILL_DEFAULTS = { missBudget: 0.001, swingQuantile: 1, rateSmoothingSeconds: 60, dispersionWindowSeconds: 600, dispersionConfidence: 1.2816 } as const;
+export const PREFILL_DEFAULTS = { missBudget: 0.01, swingQuantile: 1, rateSmoothingSeconds: 60, dispersionWindowSeconds: 600, dispersionConfidence: 1.2816 } as const;
 
 function signal(name: string, load: number, perReplica: number, hysteresis: number): Signal {
   if (load <= 0 || perReplica <= 0) return { name, up: 0, down: 0 };

@@ -76,8 +76,9 @@ export interface RecommenderSpec {
   hysteresis?: number;
   /**
    * Prefill: the share of requests the pool may let wait longer than the SLO at the forecast rate
-   * (the queueing-delay forecast sizes the pool for it). Default 0.001: the forecast itself
-   * misses part of the time, and a 99 % attainment has to absorb that too.
+   * (the queueing-delay forecast sizes the pool for it). Default 0.01. The forecast itself misses
+   * part of the time; the headroom that absorbs it is the rate's swing, the dispersion's upper
+   * bound while the history is short, and the idle GPUs of the pool's nodes (nodeGroup).
    */
   missBudget?: number;
   /** Prefill: the rate planned for is its mean plus this many times its swing over one lead time. Default 1. */
