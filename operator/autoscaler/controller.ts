@@ -11,13 +11,12 @@ import type { Informer } from "../../lib/kube/informer.ts";
 import { R } from "../../lib/kube/resources.ts";
 import { nameOf, namespaceOf, type KubeObject } from "../../lib/kube/types.ts";
 import { LABEL_INSTANCE } from "../plan/labels.ts";
-import { gpuDemand } from "../plan/nodegroup.ts";
-import { desiredReplicas } from "../plan/pools.ts";
 import { cached, inNamespace, type Caches } from "../reconcilers/caches.ts";
 import { applyStatus, canonical, fieldManager } from "../runtime/apply.ts";
 import type { EventInput } from "../runtime/events.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { markDeletionCosts } from "./deletion-cost.ts";
+import { demandOnGroup } from "./node-room.ts";
 import { createAutoscalerMetrics, type AutoscalerMetrics } from "./metrics.ts";
 import { autoscaled, observation, recommenderSpec } from "./observe.ts";
 import { recommendReplicas } from "./recommender.ts";
@@ -209,17 +208,9 @@ class AutoscalerLoop implements Autoscaler {
     });
   }
 
-  /**
-   * GPUs the pools on a node group want, from the caches (the group's status.gpuDemand trails the
-   * scales since it was written) plus what this pass already added; the pool's own replicas at
-   * the desired count the recommender is given.
-   */
   private groupDemand(ns: string, group: string, pool: EnginePool, role: PoolRole): number {
-    const prefill = inNamespace(this.caches.prefillPools, ns).filter((p) => role !== "prefill" || nameOf(p) !== nameOf(pool));
-    const decode = inNamespace(this.caches.decodePools, ns).filter((p) => role !== "decode" || nameOf(p) !== nameOf(pool));
-    const others: EnginePool[] = [...prefill, ...decode];
-    const own = desiredReplicas(pool.spec.replicas) * (pool.spec.gpusPerReplica ?? 1);
-    return gpuDemand(group, others, inNamespace(this.caches.models, ns)) + own + (this.claimed.get(`${ns}/${group}`) ?? 0);
+    const world = { prefillPools: inNamespace(this.caches.prefillPools, ns), decodePools: inNamespace(this.caches.decodePools, ns), models: inNamespace(this.caches.models, ns) };
+    return demandOnGroup(group, { pool, role }, world, this.claimed.get(`${ns}/${group}`) ?? 0);
   }
 
   private async scale(pool: EnginePool, role: PoolRole, change: { from: number; decision: Decision }): Promise<void> {

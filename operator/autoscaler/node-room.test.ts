@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { EnginePool, GPUNodeGroup } from "../api.ts";
-import { replicasOnPaidNodes } from "./node-room.ts";
+import { demandOnGroup, replicasOnPaidNodes } from "./node-room.ts";
 import { recommenderSpec } from "./observe.ts";
 import { recommendReplicas } from "./recommender.ts";
 import type { NodeGroupRoom, PoolObservation } from "./types.ts";
@@ -53,4 +53,14 @@ test("recommendReplicas: a prefill pool takes the idle GPUs of the nodes it need
   assert.match(d.reason, /more on GPUs idle on the node group's ready nodes/);
   assert.equal(d.inputs.raw, without.inputs.raw);
   assert.equal(recommendReplicas(history, { ...spec, role: "decode" }).reason.includes("idle on the node group"), false, "prefill pools only");
+});
+
+test("demandOnGroup: every pool on the group at its desired replicas, the pool itself once, plus what this pass claimed", () => {
+  const on = (name: string, desired: number, groupName = "g", gpus = 1): EnginePool =>
+    ({ metadata: { name, namespace: "ns" }, spec: { nodeGroupRef: { name: groupName }, gpusPerReplica: gpus, replicas: { min: 0, max: 64, desired } } }) as unknown as EnginePool;
+  const self = on("p", 5);
+  const world = { prefillPools: [on("p", 4), on("q", 3)], decodePools: [on("p", 2, "g", 2), on("elsewhere", 9, "h")], models: [] };
+  // p (prefill) at the 5 the recommender is given, not the cache's 4; q 3; decode p 2 × 2 GPUs; h is another group.
+  assert.equal(demandOnGroup("g", { pool: self, role: "prefill" }, world), 5 + 3 + 4);
+  assert.equal(demandOnGroup("g", { pool: self, role: "prefill" }, world, 6), 18);
 });
