@@ -71,7 +71,7 @@ const cases: Case[] = [
   // Bursty 20k (index of dispersion 6.07k tokens): at 4 replicas a request waits with Erlang C
   // 0.17 and beyond 0.5 s with e^(−2 × 20k × 0.5 / 6.07k) = 0.037, 0.6 % > 0.1 %; at 5, 0.04 %.
   // (These bursty cases plan on the dispersion as learned, as over a full window: dispersionConfidence 0;
-  // and on a 0.1 % miss budget, below the default 1 %, to show the arithmetic.)
+  // and on a 0.1 % miss budget, below the default 0.3 %, to show the arithmetic.)
   { name: "bursts ask for spare replicas", history: bursty(20000), spec: prefill({ dispersionConfidence: 0, missBudget: 0.001 }), desired: 5, reason: /queueing-delay needs 5/ },
   // The same 150 s of history as a new pool sees it: 9 intervals are few, so the upper 90 % bound
   // of the dispersion is planned on (× 9 / χ²₉(10 %) = 2.16: 13.1k tokens) → 6.

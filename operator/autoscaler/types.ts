@@ -76,7 +76,7 @@ export interface RecommenderSpec {
   hysteresis?: number;
   /**
    * Prefill: the share of requests the pool may let wait longer than the SLO at the forecast rate
-   * (the queueing-delay forecast sizes the pool for it). Default 0.01. The forecast itself misses
+   * (the queueing-delay forecast sizes the pool for it). Default 0.003. The forecast itself misses
    * part of the time; the headroom that absorbs it is the rate's swing, the dispersion's upper
    * bound while the history is short, and the idle GPUs of the pool's nodes (nodeGroup).
    */
