@@ -55,6 +55,15 @@ test("recommendReplicas: a prefill pool takes the idle GPUs of the nodes it need
   assert.equal(recommendReplicas(history, { ...spec, role: "decode" }).reason.includes("idle on the node group"), false, "prefill pools only");
 });
 
+test("recommendReplicas: a pool whose load asks for nothing (no traffic, engines not yet scraped) is not raised", () => {
+  // Two intervals with nothing seen: too short a history to be idle for the window, and no load either.
+  const history: PoolObservation[] = [0, 15].map((at) => ({ at, readyReplicas: 2, arrivalRate: 0, throughput: 0, queueDepth: 0 }));
+  const spec = { ...recommenderSpec({ pool: pool(2), role: "prefill", nodeGroup: nodeGroup({ gpuCapacity: 16, gpuDemand: 12 }), modelLoadSeconds: 60 }), leadTimeSeconds: 0 };
+  const d = recommendReplicas(history, spec);
+  assert.equal(d.inputs.raw, 0);
+  assert.equal(d.desired, 2);
+});
+
 test("demandOnGroup: every pool on the group at its desired replicas, the pool itself once, plus what this pass claimed", () => {
   const on = (name: string, desired: number, groupName = "g", gpus = 1): EnginePool =>
     ({ metadata: { name, namespace: "ns" }, spec: { nodeGroupRef: { name: groupName }, gpusPerReplica: gpus, replicas: { min: 0, max: 64, desired } } }) as unknown as EnginePool;

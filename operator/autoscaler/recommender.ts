@@ -233,9 +233,14 @@ function finish(raw: { raw: number; reason: string }, history: PoolObservation[]
   return { desired: c.desired, reason: reason + c.note };
 }
 
-/** A prefill pool's decision raised to the idle GPUs of the nodes it needs anyway (node-room.ts); the raw recommendation recorded stays its own. */
-function onPaidNodes(out: { desired: number; reason: string }, spec: RecommenderSpec): { desired: number; reason: string } {
-  if (spec.role !== "prefill" || !spec.nodeGroup) return out;
+/**
+ * A prefill pool's decision raised to the idle GPUs of the nodes it needs anyway (node-room.ts);
+ * the raw recommendation recorded stays its own. Only a pool whose load asks for a replica: the
+ * raise is headroom for load, and a pool with none seen (no traffic, or engines not yet scraped)
+ * keeps what it has.
+ */
+function onPaidNodes(out: { desired: number; reason: string }, raw: number, spec: RecommenderSpec): { desired: number; reason: string } {
+  if (spec.role !== "prefill" || !spec.nodeGroup || raw < 1) return out;
   const n = replicasOnPaidNodes(out.desired, spec.max, spec.nodeGroup);
   return n > out.desired ? { desired: n, reason: `${out.reason}; ${n - out.desired} more on GPUs idle on the node group's ready nodes` } : out;
 }
@@ -266,7 +271,7 @@ export function recommendReplicas(history: PoolObservation[], spec: RecommenderS
         ? "scale to zero: idle for the stabilisation window"
         : `scale down to min ${spec.min}: idle for the stabilisation window`;
   const raw = quiet ? { raw: spec.min, reason: idleReason } : rawRecommendation(load, spec.current);
-  const out = quiet ? { desired: spec.min, reason: raw.reason } : onPaidNodes(finish(raw, history, spec), spec);
+  const out = quiet ? { desired: spec.min, reason: raw.reason } : onPaidNodes(finish(raw, history, spec), raw.raw, spec);
   return { desired: out.desired, reason: out.reason, inputs: { ...load.inputs, current: spec.current, signals, raw: raw.raw } };
 }
 
