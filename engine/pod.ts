@@ -161,6 +161,12 @@ function watchSteps(metrics: EngineMetrics, runtime: ModelRuntime): void {
     ["llmfleet_engine_native_step_sequences_total", "Sequences over all native step calls (divided by the calls: sequences per step)", () => stats.rows],
     ["llmfleet_engine_native_step_seconds_total", "Seconds spent in native step calls", () => stats.busySeconds],
     ["llmfleet_engine_native_step_tokens_total", "Tokens evaluated by native step calls (prompt chunks and decodes)", () => stats.tokens],
+    ["llmfleet_engine_native_prefill_tokens_total", "Prompt tokens evaluated by native step calls", () => stats.prefillTokens],
+    [
+      "llmfleet_engine_native_prefill_seconds_total",
+      "Seconds of native step calls spent on prompt tokens (a mixed step split by its tokens); tokens / seconds is the prefill rate",
+      () => stats.prefillSeconds,
+    ],
   ];
   for (const [name, help, read] of counters) {
     new Counter({

@@ -33,10 +33,21 @@ export function cheapestMeeting(rows: Row[]): Row | undefined {
   return rows.filter((r) => r.attainment >= TARGET_ATTAINMENT).sort((a, b) => a.replicaGpuHours - b.replicaGpuHours)[0];
 }
 
-/** The one thing the bench tells our recommender that the operator does not: the engine's measured prefill rate (GPU.md) as its prior capacity. */
+/**
+ * Ours as the operator runs it: its shipped defaults (the capacity prior included; the bench tells
+ * it no engine rate), learning capacity from the engines' prefill busy counters as it would.
+ */
 export function ours(cfg: FleetConfig, settings: OursSettings = {}, label = "default"): Scaler {
-  const pool = { min: cfg.minReplicas, max: cfg.maxReplicas, sloSeconds: cfg.sloSeconds, provisioningSeconds: cfg.provisioningSeconds, loadSeconds: cfg.loadSeconds };
-  return new OursScaler({ priorCapacityPerReplica: cfg.engine.prefillTokensPerSecond, ...settings }, pool, label);
+  const pool = {
+    min: cfg.minReplicas,
+    max: cfg.maxReplicas,
+    sloSeconds: cfg.sloSeconds,
+    provisioningSeconds: cfg.provisioningSeconds,
+    loadSeconds: cfg.loadSeconds,
+    gpusPerNode: cfg.gpusPerNode,
+    minNodes: cfg.minNodes,
+  };
+  return new OursScaler(settings, pool, label);
 }
 
 export interface BaselineSweeps {

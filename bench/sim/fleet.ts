@@ -43,6 +43,15 @@ export interface FleetObservation {
   queueDepth: number;
   /** Busy share of ready replicas over the interval (GPU utilisation). */
   busyFraction: number;
+  /**
+   * What the engines' llmfleet_engine_native_prefill_{seconds,tokens}_total counters add over the
+   * interval, summed over replicas: the seconds replicas spent prefilling (the model's busy time,
+   * per-request overhead included) and the prompt tokens prefilled in them.
+   */
+  prefillBusySeconds: number;
+  prefillBusyTokens: number;
+  /** GPUs on the node group's ready nodes (status.gpuCapacity); the pool is the group's only one. */
+  readyGpus: number;
   ttftP90?: number;
 }
 
@@ -199,6 +208,9 @@ export class FleetSim {
       servedTokensPerSecond: iv.servedTokens / span,
       queueDepth: queue,
       busyFraction: iv.readySeconds > 0 ? Math.min(1, iv.busySeconds / iv.readySeconds) : 0,
+      prefillBusySeconds: iv.busySeconds,
+      prefillBusyTokens: iv.servedTokens,
+      readyGpus: this.nodes.readyGpus(t),
       ttftP90: sorted.length > 0 ? quantile(sorted, 0.9) : undefined,
     };
   }

@@ -137,6 +137,11 @@ export class NodePool {
     this.spareSince = t;
   }
 
+  /** GPUs on ready nodes at `t` (what the node group's status.gpuCapacity says). */
+  readyGpus(t: number): number {
+    return this.live().filter((n) => n.readyAt <= t).length * this.cfg.gpusPerNode;
+  }
+
   finish(t: number): void {
     this.end = t;
   }

@@ -70,7 +70,7 @@ export class HpaUtilisationScaler implements Scaler {
   }
 }
 
-/** What the bench sets on our pool beside what the operator derives: the prior capacity, and any recommender knob under test. */
+/** What the bench sets on our pool beside what the operator derives: any recommender knob under test. */
 export type OursSettings = Partial<Omit<RecommenderSpec, "role" | "min" | "max" | "current" | "sloSeconds" | "leadTimeSeconds">>;
 
 export interface OursPool {
@@ -79,14 +79,17 @@ export interface OursPool {
   sloSeconds: number;
   provisioningSeconds: number;
   loadSeconds: number;
+  gpusPerNode: number;
+  minNodes: number;
 }
 
 /**
  * The recommender spec exactly as the operator's controller builds it (recommenderSpec), for a
  * PrefillPool in mode slo whose Model states `slo.ttftP90` and whose GPUNodeGroup states its
- * provisioning time; `settings` then override single fields.
+ * provisioning time, GPUs per node and minimum nodes (and, with `readyGpus`, the status that says
+ * what is ready); `settings` then override single fields.
  */
-export function operatorSpec(pool: OursPool, current: number, settings: OursSettings): RecommenderSpec {
+export function operatorSpec(pool: OursPool, current: number, settings: OursSettings, readyGpus?: number): RecommenderSpec {
   const enginePool = {
     apiVersion: "llmfleet.dev/v1alpha1",
     kind: "PrefillPool",
@@ -94,7 +97,9 @@ export function operatorSpec(pool: OursPool, current: number, settings: OursSett
     spec: { modelRef: { name: "bench" }, replicas: { min: pool.min, max: pool.max, desired: current }, autoscaling: { mode: "slo" } },
   } as unknown as EnginePool;
   const model = { spec: { slo: { ttftP90: `${pool.sloSeconds}s` } } } as unknown as Model;
-  const nodeGroup = { spec: { provisioningTime: `${pool.provisioningSeconds}s` } } as unknown as GPUNodeGroup;
+  // The pool is the group's only one: the group's demand is the pool's own replicas.
+  const status = readyGpus === undefined ? undefined : { gpuCapacity: readyGpus, gpuDemand: current };
+  const nodeGroup = { spec: { provisioningTime: `${pool.provisioningSeconds}s`, gpusPerNode: pool.gpusPerNode, nodes: { min: pool.minNodes } }, status } as unknown as GPUNodeGroup;
   const spec = recommenderSpec({ pool: enginePool, role: "prefill", model, nodeGroup, modelLoadSeconds: pool.loadSeconds });
   return { ...spec, ...settings };
 }
@@ -120,7 +125,9 @@ export class OursScaler implements Scaler {
       throughput: o.servedTokensPerSecond,
       queueDepth: o.queueDepth,
       ttftP90: o.ttftP90,
+      prefillBusySeconds: o.prefillBusySeconds,
+      prefillBusyTokens: o.prefillBusyTokens,
     };
-    return recordAndRecommend(this.history, obs, operatorSpec(this.pool, o.current, this.settings)).desired;
+    return recordAndRecommend(this.history, obs, operatorSpec(this.pool, o.current, this.settings, o.readyGpus)).desired;
   }
 }

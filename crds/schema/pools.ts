@@ -109,7 +109,7 @@ const AutoscalerDecision = Type.Object(
         "What the decision was computed from: arrival and forecast rate, queue, latency and SLO (seconds), learned capacity, lead time, and each signal's replicas (signal.<name>).",
     }),
     capacitySource: Type.Optional(
-      Type.String({ description: "Where the per-replica capacity came from: prior, saturated, observed-lower-bound, spec, itl-breach." }),
+      Type.String({ description: "Where the per-replica capacity came from: prefill-busy-time (the engines' prefill busy counters), saturated, observed-lower-bound, prior, spec, itl-breach." }),
     ),
   },
   { description: "The autoscaler's last decision (mode slo)." },

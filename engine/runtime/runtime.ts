@@ -129,6 +129,13 @@ export interface StepStats {
   rows: number;
   /** Seconds JavaScript waited on native step calls (busy / wall time = how much of the time the model ran). */
   busySeconds: number;
+  /** Prompt tokens evaluated (chunks of more than one token). */
+  prefillTokens: number;
+  /**
+   * The share of busySeconds spent on prompt tokens (a mixed step's time split by its tokens):
+   * prefillTokens / prefillSeconds is the rate this engine prefills at, known at any load.
+   */
+  prefillSeconds: number;
 }
 
 /** How many leading tokens two sequences share. */

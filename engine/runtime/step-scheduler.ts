@@ -38,7 +38,7 @@ export class StepScheduler {
   private wants: Want[] = [];
   private looping = false;
   private lock: Promise<unknown> = Promise.resolve();
-  readonly stats: StepStats = { steps: 0, tokens: 0, sampled: 0, calls: 0, rows: 0, busySeconds: 0 };
+  readonly stats: StepStats = { steps: 0, tokens: 0, sampled: 0, calls: 0, rows: 0, busySeconds: 0, prefillTokens: 0, prefillSeconds: 0 };
 
   constructor(
     private readonly engine: NativeEngine,
@@ -102,6 +102,17 @@ export class StepScheduler {
     return taken;
   }
 
+  /**
+   * A step that mixes prompt chunks with decodes is charged to prefill in proportion to its prompt
+   * tokens: a step's cost grows with the tokens it evaluates, and a decode token costs about what a
+   * prompt token does inside one batch. Multi-step decodes (k > 1) hold no prompt tokens.
+   */
+  private countPrefill(promptTokens: number, totalTokens: number, seconds: number): void {
+    if (promptTokens === 0 || totalTokens === 0) return;
+    this.stats.prefillTokens += promptTokens;
+    this.stats.prefillSeconds += (seconds * promptTokens) / totalTokens;
+  }
+
   /** k > 1 only when the step is all decoding sequences and nothing else waits. */
   private stepsFor(batch: Want[]): number {
     if (this.lookahead <= 1 || this.wants.length > 0) return 1;
@@ -119,12 +130,14 @@ export class StepScheduler {
     const counts = new Int32Array(n);
     const sample = new Uint8Array(n);
     let total = 0;
+    let prompt = 0;
     batch.forEach((w, i) => {
       seqs[i] = w.seq;
       pos0[i] = w.pos;
       counts[i] = w.tokens.length;
       sample[i] = w.sample ? 1 : 0;
       total += w.tokens.length;
+      if (w.tokens.length > 1) prompt += w.tokens.length;
     });
     const tokens = new Int32Array(total);
     let at = 0;
@@ -135,7 +148,9 @@ export class StepScheduler {
     const started = performance.now();
     try {
       const out = await this.engine.step(seqs, pos0, counts, tokens, sample, k);
-      this.stats.busySeconds += (performance.now() - started) / 1000;
+      const seconds = (performance.now() - started) / 1000;
+      this.stats.busySeconds += seconds;
+      this.countPrefill(prompt, total, seconds);
       this.stats.calls++;
       this.stats.rows += n;
       this.stats.steps += k;

@@ -11,11 +11,12 @@ import type { Informer } from "../../lib/kube/informer.ts";
 import { R } from "../../lib/kube/resources.ts";
 import { nameOf, namespaceOf, type KubeObject } from "../../lib/kube/types.ts";
 import { LABEL_INSTANCE } from "../plan/labels.ts";
-import { cached, type Caches } from "../reconcilers/caches.ts";
+import { cached, inNamespace, type Caches } from "../reconcilers/caches.ts";
 import { applyStatus, canonical, fieldManager } from "../runtime/apply.ts";
 import type { EventInput } from "../runtime/events.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { markDeletionCosts } from "./deletion-cost.ts";
+import { demandOnGroup } from "./node-room.ts";
 import { createAutoscalerMetrics, type AutoscalerMetrics } from "./metrics.ts";
 import { autoscaled, observation, recommenderSpec } from "./observe.ts";
 import { recommendReplicas } from "./recommender.ts";
@@ -100,6 +101,11 @@ class AutoscalerLoop implements Autoscaler {
   private readonly now: () => number;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
+  /**
+   * GPUs this pass's scales added to each node group ("ns/name"): the informer has not seen them
+   * yet, and the next pool on the group must not count the same idle GPUs as free.
+   */
+  private claimed = new Map<string, number>();
 
   constructor(
     private readonly manager: Manager,
@@ -129,6 +135,7 @@ class AutoscalerLoop implements Autoscaler {
         ...this.caches.decodePools.list().map((p): [EnginePool, PoolRole] => [p, "decode"]),
       ];
       this.forgetDeleted(new Set(pools.map(([p, role]) => stateKey(p, role))));
+      this.claimed = new Map();
       for (const [pool, role] of pools.filter(([p]) => autoscaled(p))) await this.pass(pool, role);
     } finally {
       this.running = false;
@@ -176,18 +183,34 @@ class AutoscalerLoop implements Autoscaler {
     const d = recordAndRecommend(st.history, observation(role, { at: last.at, scrape: prev }, { at, scrape: cur }, pool.status?.readyReplicas ?? 0), spec);
     this.metrics.record({ namespace: ns, pool: nameOf(pool), role }, d);
     if (d.desired !== spec.current) await this.scale(pool, role, { from: spec.current, decision: d });
+    this.claim(pool, d.desired - spec.current);
     await this.writeStatus(pool, role, d);
+  }
+
+  /** Records the GPUs a scale of `replicas` added to (or freed on) the pool's node group in this pass. */
+  private claim(pool: EnginePool, replicas: number): void {
+    const group = pool.spec.nodeGroupRef?.name;
+    if (group === undefined || replicas === 0) return;
+    const k = `${namespaceOf(pool)}/${group}`;
+    this.claimed.set(k, (this.claimed.get(k) ?? 0) + replicas * (pool.spec.gpusPerReplica ?? 1));
   }
 
   private specOf(pool: EnginePool, role: PoolRole): RecommenderSpec {
     const ns = namespaceOf(pool);
+    const group = pool.spec.nodeGroupRef?.name;
     return recommenderSpec({
       pool,
       role,
       model: cached(this.caches.models, ns, pool.spec.modelRef.name),
-      nodeGroup: cached(this.caches.nodeGroups, ns, pool.spec.nodeGroupRef?.name),
+      nodeGroup: cached(this.caches.nodeGroups, ns, group),
       modelLoadSeconds: this.opts.modelLoadSeconds ?? 60,
+      ...(group === undefined ? {} : { groupDemand: this.groupDemand(ns, group, pool, role) }),
     });
+  }
+
+  private groupDemand(ns: string, group: string, pool: EnginePool, role: PoolRole): number {
+    const world = { prefillPools: inNamespace(this.caches.prefillPools, ns), decodePools: inNamespace(this.caches.decodePools, ns), models: inNamespace(this.caches.models, ns) };
+    return demandOnGroup(group, { pool, role }, world, this.claimed.get(`${ns}/${group}`) ?? 0);
   }
 
   private async scale(pool: EnginePool, role: PoolRole, change: { from: number; decision: Decision }): Promise<void> {

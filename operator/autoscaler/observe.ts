@@ -4,7 +4,7 @@ import type { EnginePool, GPUNodeGroup, Model, PoolRole } from "../api.ts";
 import { desiredReplicas } from "../plan/pools.ts";
 import { durationSeconds } from "./duration.ts";
 import { quantileBetween, type PoolScrape } from "./scrape.ts";
-import type { PoolObservation, RecommenderSpec } from "./types.ts";
+import type { NodeGroupRoom, PoolObservation, RecommenderSpec } from "./types.ts";
 
 export interface Scraped {
   at: number;
@@ -20,9 +20,11 @@ export function observation(role: PoolRole, prev: Scraped, cur: Scraped, readyRe
     role === "prefill"
       ? quantileBetween(prev.scrape.ttftBuckets, cur.scrape.ttftBuckets, 0.9)
       : quantileBetween(prev.scrape.itlBuckets, cur.scrape.itlBuckets, 0.9);
+  const busy = role === "prefill" ? { prefillBusySeconds: delta(prev.scrape.prefillSeconds, cur.scrape.prefillSeconds), prefillBusyTokens: delta(prev.scrape.prefillTokens, cur.scrape.prefillTokens) } : {};
   return {
     at: cur.at,
     readyReplicas,
+    ...busy,
     // The engines count work as it is accepted; over a 15 s interval that is what the pool served.
     arrivalRate: work / dt,
     throughput: work / dt,
@@ -38,6 +40,26 @@ export interface SpecInputs {
   model?: Model;
   nodeGroup?: GPUNodeGroup;
   modelLoadSeconds: number;
+  /**
+   * GPUs the pools on the node group want now, this pool's current replicas included (default:
+   * the group's status.gpuDemand, which trails scales made since it was written).
+   */
+  groupDemand?: number;
+}
+
+/** The node group's room for the pool (types.ts NodeGroupRoom); undefined until the group's status says what is ready. */
+function nodeGroupRoom(s: SpecInputs, current: number): NodeGroupRoom | undefined {
+  const g = s.nodeGroup;
+  const readyGpus = g?.status?.gpuCapacity;
+  if (!g || readyGpus === undefined) return undefined;
+  const gpusPerReplica = s.pool.spec.gpusPerReplica ?? 1;
+  const demand = s.groupDemand ?? g.status?.gpuDemand ?? current * gpusPerReplica;
+  return { gpusPerNode: g.spec.gpusPerNode, readyGpus, otherDemand: Math.max(0, demand - current * gpusPerReplica), minNodes: g.spec.nodes.min, gpusPerReplica };
+}
+
+function withNodeGroup(s: SpecInputs, current: number): { nodeGroup?: NodeGroupRoom } {
+  const room = nodeGroupRoom(s, current);
+  return room ? { nodeGroup: room } : {};
 }
 
 export function recommenderSpec(s: SpecInputs): RecommenderSpec {
@@ -47,11 +69,13 @@ export function recommenderSpec(s: SpecInputs): RecommenderSpec {
   const num = (k: string): number | undefined => (typeof a?.[k] === "number" ? (a[k] as number) : undefined);
   const slo = role === "prefill" ? (str("ttftP90") ?? s.model?.spec.slo?.ttftP90) : (str("itlP90") ?? s.model?.spec.slo?.itlP90);
   const provisioning = s.nodeGroup ? durationSeconds(s.nodeGroup.spec.provisioningTime, 180) : 0;
+  const current = desiredReplicas(pool.spec.replicas);
   return {
     role,
     min: pool.spec.replicas.min,
     max: pool.spec.replicas.max,
-    current: desiredReplicas(pool.spec.replicas),
+    current,
+    ...withNodeGroup(s, current),
     sloSeconds: durationSeconds(slo, role === "prefill" ? 0.5 : 0.05),
     maxQueuePerReplica: num("maxQueuePerReplica"),
     maxRunningPerReplica: num("maxRunningPerReplica"),

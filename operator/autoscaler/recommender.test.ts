@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { recommendReplicas } from "./recommender.ts";
-import { arrivalDispersion, dispersionUpperBound, arrivalTrend, erlangC, forecastRate, learnedCapacity, learnedRunningCapacity, rateSwing, waitBeyond } from "./signals.ts";
+import { arrivalDispersion, dispersionUpperBound, arrivalTrend, erlangC, forecastRate, learnedCapacity, learnedRunningCapacity, prefillRate, rateSwing, waitBeyond } from "./signals.ts";
 import type { PoolObservation, RecommenderSpec } from "./types.ts";
 
 /** A pool observed every 15 s; `at` counts from 0. */
@@ -64,24 +64,25 @@ const cases: Case[] = [
   {
     name: "first observation with a TTFT: its prefill work is the least burstiness",
     history: series(1, () => ({ arrivalRate: 40000, throughput: 20000, ttftP90: 1 })),
-    spec: prefill(),
+    spec: prefill({ missBudget: 0.001 }),
     desired: 9,
     reason: /scale up: queueing-delay needs 9/,
   },
   // Bursty 20k (index of dispersion 6.07k tokens): at 4 replicas a request waits with Erlang C
   // 0.17 and beyond 0.5 s with e^(−2 × 20k × 0.5 / 6.07k) = 0.037, 0.6 % > 0.1 %; at 5, 0.04 %.
-  // (These bursty cases plan on the dispersion as learned, as over a full window: dispersionConfidence 0.)
-  { name: "bursts ask for spare replicas", history: bursty(20000), spec: prefill({ dispersionConfidence: 0 }), desired: 5, reason: /queueing-delay needs 5/ },
+  // (These bursty cases plan on the dispersion as learned, as over a full window: dispersionConfidence 0;
+  // and on a 0.1 % miss budget, below the default 0.3 %, to show the arithmetic.)
+  { name: "bursts ask for spare replicas", history: bursty(20000), spec: prefill({ dispersionConfidence: 0, missBudget: 0.001 }), desired: 5, reason: /queueing-delay needs 5/ },
   // The same 150 s of history as a new pool sees it: 9 intervals are few, so the upper 90 % bound
   // of the dispersion is planned on (× 9 / χ²₉(10 %) = 2.16: 13.1k tokens) → 6.
-  { name: "a short history plans on the upper bound of its burstiness", history: bursty(20000), spec: prefill(), desired: 6, reason: /queueing-delay needs 6/ },
+  { name: "a short history plans on the upper bound of its burstiness", history: bursty(20000), spec: prefill({ missBudget: 0.001 }), desired: 6, reason: /queueing-delay needs 6/ },
   // The same bursts with a 5 % miss budget: 4 replicas' 0.6 % is within it.
   { name: "a looser miss budget asks for fewer", history: bursty(20000), spec: prefill({ missBudget: 0.05, dispersionConfidence: 0 }), desired: 4, reason: /queueing-delay needs 4/ },
   // The same 20k in bursts ten times the size (dispersion 60.7k: prompts ten times as long): 8.
   {
     name: "bigger bursts of the same work ask for more",
     history: series(10, (i) => ({ arrivalRate: 20000 + (i % 2 === 0 ? 6325 : -6325), throughput: 12000 })),
-    spec: prefill({ dispersionConfidence: 0 }),
+    spec: prefill({ dispersionConfidence: 0, missBudget: 0.001 }),
     desired: 8,
     reason: /queueing-delay needs 8/,
   },
@@ -259,6 +260,31 @@ test("arrivalTrend fits a line; forecastRate never projects a fall and caps grow
   const noisy = series(8, (i) => ({ arrivalRate: [100, 300, 120, 280, 90, 310, 110, 290][i] ?? 0 }));
   assert.equal(arrivalTrend(noisy).slope, 0, "a slope inside the noise is no trend");
   assert.equal(forecastRate(noisy, 600).rate, 290);
+});
+
+test("prefillRate: prompt tokens over prefill busy seconds, summed over the window, once a second of busy time is seen", () => {
+  // A pool at 20 % utilisation never queues, yet its engines' busy time gives the rate.
+  const light = series(4, () => ({ throughput: 3000, queueDepth: 0, prefillBusySeconds: 6, prefillBusyTokens: 90000 }));
+  assert.equal(prefillRate(light), 15000);
+  // A ratio of sums: an idle interval's few tokens do not outvote a busy one.
+  assert.equal(prefillRate(series(2, (i) => (i === 0 ? { prefillBusySeconds: 0.01, prefillBusyTokens: 10 } : { prefillBusySeconds: 9.99, prefillBusyTokens: 149990 }))), 15000);
+  assert.equal(prefillRate(series(3, () => ({ prefillBusySeconds: 0.2, prefillBusyTokens: 3000 }))), undefined, "0.6 s of busy time is too little");
+  assert.equal(prefillRate(series(3, () => ({}))), undefined, "engines that do not export it");
+  // It outranks saturation and the prior in learnedCapacity.
+  assert.deepEqual(learnedCapacity([...light, ...series(2, () => ({ throughput: 10000, queueDepth: 4 }))], 9000), { perReplica: 15000, source: "prefill-busy-time" });
+  assert.deepEqual(learnedCapacity(light, 30000), { perReplica: 15000, source: "prefill-busy-time" });
+});
+
+test("recommendReplicas: a quiet pool sizes from its engines' prefill rate, not the prior", () => {
+  // 27k tokens/s on 3 replicas (9k each, under the 10k prior): 1.8 replicas' worth at the engines' 15k, 2.7 on the prior.
+  const history = series(10, () => ({ readyReplicas: 3, arrivalRate: 27000, throughput: 27000, prefillBusySeconds: 27, prefillBusyTokens: 405000 }));
+  const measured = recommendReplicas(history, prefill({ current: 6 }));
+  assert.equal(measured.inputs.capacitySource, "prefill-busy-time");
+  assert.equal(measured.inputs.capacityPerReplica, 15000);
+  const prior = recommendReplicas(history.map(({ prefillBusySeconds: _s, prefillBusyTokens: _t, ...o }) => o), prefill({ current: 6 }));
+  assert.equal(prior.inputs.capacitySource, "prior");
+  assert.equal(measured.inputs.signals["queueing-delay"], 2);
+  assert.equal(prior.inputs.signals["queueing-delay"], 3);
 });
 
 test("learnedCapacity: a high quantile of saturated samples, else the prior raised to what was served", () => {

@@ -21,6 +21,26 @@ test("parseExposition reads the engine's own exposition and sums pods", async ()
   assert.equal(s.ttftBuckets.get(Infinity), 10);
 });
 
+test("the engines' prefill busy counters become the observation's prefill busy time, paired per pod", async () => {
+  const exposition = (tokens: number, seconds: number): string =>
+    `# TYPE llmfleet_engine_native_prefill_tokens_total counter\nllmfleet_engine_native_prefill_tokens_total{role="prefill"} ${tokens}\n` +
+    `# TYPE llmfleet_engine_native_prefill_seconds_total counter\nllmfleet_engine_native_prefill_seconds_total{role="prefill"} ${seconds}\n`;
+  const s = parseExposition(exposition(30000, 2), emptyScrape());
+  assert.equal(s.prefillTokens, 30000);
+  assert.equal(s.prefillSeconds, 2);
+  const before: PodScrapes = new Map([["a", s]]);
+  const now: PodScrapes = new Map([
+    ["a", parseExposition(exposition(60000, 4), emptyScrape())],
+    // New since the last pass: counts from zero.
+    ["b", parseExposition(exposition(15000, 1), emptyScrape())],
+  ]);
+  const { prev, cur } = pairScrapes(before, now);
+  const o = observation("prefill", { at: 0, scrape: prev }, { at: 15, scrape: cur }, 2);
+  assert.equal(o.prefillBusyTokens, 45000);
+  assert.equal(o.prefillBusySeconds, 3);
+  assert.equal(observation("decode", { at: 0, scrape: prev }, { at: 15, scrape: cur }, 2).prefillBusySeconds, undefined);
+});
+
 test("quantileBetween takes the p90 of the interval's observations only", () => {
   const before = new Map([
     [0.5, 10],

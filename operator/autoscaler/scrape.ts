@@ -10,6 +10,10 @@ export interface PoolScrape {
   running: number;
   promptTokens: number;
   requests: number;
+  /** Prompt tokens the engines' native steps evaluated (llmfleet_engine_native_prefill_tokens_total; 0 where not exported). */
+  prefillTokens: number;
+  /** Seconds those steps took (llmfleet_engine_native_prefill_seconds_total): the pods' prefill busy time. */
+  prefillSeconds: number;
   /** Cumulative bucket counts by upper bound ("+Inf" included), summed over pods. */
   ttftBuckets: Map<number, number>;
   itlBuckets: Map<number, number>;
@@ -43,15 +47,19 @@ function addBucket(into: Map<number, number>, labels: string, value: number): vo
   if (le !== undefined) into.set(le, (into.get(le) ?? 0) + value);
 }
 
-const SCALARS: Record<string, keyof Pick<PoolScrape, "queueDepth" | "running" | "promptTokens" | "requests">> = {
+type Scalar = "queueDepth" | "running" | "promptTokens" | "requests" | "prefillTokens" | "prefillSeconds";
+
+const SCALARS: Record<string, Scalar> = {
   llmfleet_queue_depth: "queueDepth",
   llmfleet_running_sequences: "running",
   llmfleet_prompt_tokens_total: "promptTokens",
   llmfleet_requests_total: "requests",
+  llmfleet_engine_native_prefill_tokens_total: "prefillTokens",
+  llmfleet_engine_native_prefill_seconds_total: "prefillSeconds",
 };
 
 export function emptyScrape(): PoolScrape {
-  return { pods: 0, queueDepth: 0, running: 0, promptTokens: 0, requests: 0, ttftBuckets: new Map(), itlBuckets: new Map() };
+  return { pods: 0, queueDepth: 0, running: 0, promptTokens: 0, requests: 0, prefillTokens: 0, prefillSeconds: 0, ttftBuckets: new Map(), itlBuckets: new Map() };
 }
 
 /** Adds one pod's exposition text to `into`. */
@@ -75,10 +83,7 @@ export type PodScrapes = Map<string, PoolScrape>;
 
 function addInto(into: PoolScrape, s: PoolScrape): void {
   into.pods += s.pods;
-  into.queueDepth += s.queueDepth;
-  into.running += s.running;
-  into.promptTokens += s.promptTokens;
-  into.requests += s.requests;
+  for (const k of Object.values(SCALARS)) into[k] += s[k];
   for (const [le, v] of s.ttftBuckets) into.ttftBuckets.set(le, (into.ttftBuckets.get(le) ?? 0) + v);
   for (const [le, v] of s.itlBuckets) into.itlBuckets.set(le, (into.itlBuckets.get(le) ?? 0) + v);
 }

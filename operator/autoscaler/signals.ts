@@ -88,7 +88,26 @@ function median(xs: number[]): number | undefined {
 
 export interface Capacity {
   perReplica: number;
-  source: "saturated" | "prior" | "observed-lower-bound";
+  source: "prefill-busy-time" | "saturated" | "prior" | "observed-lower-bound";
+}
+
+/** Busy time the engines must have reported before their prefill rate is trusted: a few requests' worth. */
+export const MIN_PREFILL_BUSY_SECONDS = 1;
+
+/**
+ * The rate the pool's engines prefill at while they work: prompt tokens evaluated over the seconds
+ * spent evaluating them, summed over the window (a ratio of sums, so a busy interval counts for
+ * more than an idle one). Unlike saturation it needs no queue, so a pool held inside its SLO, which
+ * rarely queues, learns it too. Undefined until MIN_PREFILL_BUSY_SECONDS of busy time were seen.
+ */
+export function prefillRate(window: PoolObservation[]): number | undefined {
+  let seconds = 0;
+  let tokens = 0;
+  for (const o of window) {
+    seconds += o.prefillBusySeconds ?? 0;
+    tokens += o.prefillBusyTokens ?? 0;
+  }
+  return seconds >= MIN_PREFILL_BUSY_SECONDS && tokens > 0 ? tokens / seconds : undefined;
 }
 
 function quantile(xs: number[], q: number): number | undefined {
@@ -98,7 +117,8 @@ function quantile(xs: number[], q: number): number | undefined {
 }
 
 /**
- * Work per second one replica delivers, learned from the pool itself. While at least one request
+ * Work per second one replica delivers, learned from the pool itself. Where the engines report
+ * their prefill busy time, its rate (prefillRate) is the capacity. Otherwise: while at least one request
  * per replica waits, the pool runs flat out, so throughput / ready replicas measures its capacity.
  * A pool never serves more than it can, and an interval saturated only part of the time reads low,
  * so every sample is a lower bound: the 90th percentile of the saturated samples is used (the
@@ -106,6 +126,8 @@ function quantile(xs: number[], q: number): number | undefined {
  * Without saturated samples the prior holds, raised to the best per-replica throughput seen.
  */
 export function learnedCapacity(window: PoolObservation[], prior: number): Capacity {
+  const measured = prefillRate(window);
+  if (measured !== undefined) return { perReplica: measured, source: "prefill-busy-time" };
   const withPods = window.filter((o) => o.readyReplicas > 0 && o.throughput > 0);
   const saturated = quantile(
     withPods.filter((o) => o.queueDepth >= o.readyReplicas).map((o) => o.throughput / o.readyReplicas),

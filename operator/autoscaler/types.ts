@@ -14,6 +14,13 @@ export interface PoolObservation {
   arrivalRate: number;
   /** Work the pool completed per second, in the unit of arrivalRate. */
   throughput: number;
+  /**
+   * Prefill: seconds the pool's engines spent evaluating prompt tokens over the interval (summed
+   * over pods), and the prompt tokens evaluated in them, when the engines export them: their
+   * ratio is the rate a replica prefills at, known at any load.
+   */
+  prefillBusySeconds?: number;
+  prefillBusyTokens?: number;
   /** Requests waiting across the pool's pods. */
   queueDepth: number;
   /** Sequences being served across the pool's pods. */
@@ -28,6 +35,19 @@ export interface PoolObservation {
   kvUtilizationPercent?: number;
   /** The raw recommendation made from this observation (before stabilisation); set by the caller after deciding. */
   recommendation?: number;
+}
+
+/** What the pool's GPU node group holds, for the GPUs its nodes leave idle (node-room.ts). */
+export interface NodeGroupRoom {
+  gpusPerNode: number;
+  /** GPUs allocatable on the group's ready nodes (status.gpuCapacity). */
+  readyGpus: number;
+  /** GPUs the group's other pools want at their desired replicas. */
+  otherDemand: number;
+  /** Nodes the group keeps whatever the demand (spec.nodes.min). */
+  minNodes: number;
+  /** This pool's GPUs per replica. */
+  gpusPerReplica: number;
 }
 
 export interface RecommenderSpec {
@@ -56,8 +76,9 @@ export interface RecommenderSpec {
   hysteresis?: number;
   /**
    * Prefill: the share of requests the pool may let wait longer than the SLO at the forecast rate
-   * (the queueing-delay forecast sizes the pool for it). Default 0.001: the forecast itself
-   * misses part of the time, and a 99 % attainment has to absorb that too.
+   * (the queueing-delay forecast sizes the pool for it). Default 0.003. The forecast itself misses
+   * part of the time; the headroom that absorbs it is the rate's swing, the dispersion's upper
+   * bound while the history is short, and the idle GPUs of the pool's nodes (nodeGroup).
    */
   missBudget?: number;
   /** Prefill: the rate planned for is its mean plus this many times its swing over one lead time. Default 1. */
@@ -71,7 +92,13 @@ export interface RecommenderSpec {
   dispersionWindowSeconds?: number;
   /** The arrival rate planned for is its mean over this long. Default 60 s. */
   rateSmoothingSeconds?: number;
-  /** Prefill: per-replica capacity (tokens/s) assumed until the pool has shown its own. Default 10000. */
+  /**
+   * Prefill: the pool's node group, when known. A scale-up or hold is raised to the GPUs left idle
+   * on the nodes the recommendation needs anyway (they are billed by the node), so long as they are
+   * ready. Unset (no node group, or its status not yet written): no such raise.
+   */
+  nodeGroup?: NodeGroupRoom;
+  /** Prefill: per-replica capacity (tokens/s) assumed until the pool has shown its own (its engines' prefill busy time, or saturation). Default 10000. */
   priorCapacityPerReplica?: number;
 }
 
