@@ -49,13 +49,22 @@ function decisionBuckets(text: string): Map<number, number> {
   return new Map(samples(text, "llmfleet_router_decision_seconds_bucket").map(([l, v]) => [l.le === "+Inf" ? Infinity : Number(l.le), v]));
 }
 
-async function decisionLatency(router: RunningServer, requests: number): Promise<Record<string, number>> {
-  const before = decisionBuckets(await (await fetch(`${router.url}/metrics`)).text());
+/**
+ * The decision latency of a warm router: `warmup` requests first (V8 compiles the path on the
+ * first few hundred: the slowest 1 % of a cold router's first 2,000 are its first requests), then
+ * `requests` measured between two reads of the router's histogram.
+ */
+async function decisionLatency(router: RunningServer, requests: number, warmup = 500): Promise<Record<string, number>> {
   const client = new LoadClient(router.url, 16);
-  let next = 0;
-  await Promise.all(Array.from({ length: 16 }, async () => {
-    while (next < requests) await client.complete({ prompt: prompt(next++ % 500), maxTokens: 1 });
-  }));
+  const send = async (n: number): Promise<void> => {
+    let next = 0;
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      while (next < n) await client.complete({ prompt: prompt(next++ % 500), maxTokens: 1 });
+    }));
+  };
+  await send(warmup);
+  const before = decisionBuckets(await (await fetch(`${router.url}/metrics`)).text());
+  await send(requests);
   client.close();
   const after = decisionBuckets(await (await fetch(`${router.url}/metrics`)).text());
   const ms = (q: number): number => (quantileBetween(before, after, q) ?? NaN) * 1000;
