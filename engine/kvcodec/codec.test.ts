@@ -62,6 +62,9 @@ test("compact names its concrete codec in what it writes, and every name a store
   // A reader resolves an entry by the name it carries: compact1 decodes without knowing compact's scale.
   assert.deepEqual(kvCodec("compact1").decode(payload), kvCodec("compact").decode(payload));
   assert.throws(() => kvCodec("zstd"), /unknown KV codec zstd/);
+  // The research variants: compact1@S is compact's rule at scale S; compactu@S without the finer first layers.
+  assert.deepEqual(kvCodec("compact1@0.25").encode(state), payload);
+  assert.ok(kvCodec("compactu@0.25").encode(state).length < payload.length, "the uniform rule codes the first layers coarser");
 });
 
 test("a state truncated to a prefix loads as exactly that prefix", async () => {

@@ -78,11 +78,11 @@ export interface EarlyLayers {
  * candidate that fits, the attention sink exact, per-channel steps, rANS) with one step rule for
  * every tensor of every model (no sensitivity table, no query gains: nothing measured on one
  * model), the last 128 tokens 2x finer, and the first two layers of each section of the state
- * finer still (`early`): an error there reaches every later layer. On Gemma 3 270M that is where
+ * finer still (`early`; null: not): an error there reaches every later layer. On Gemma 3 270M that is where
  * the measured table put most of the sensitivity; the rule needs only the layer index.
  * `scale` sets the size.
  */
-export function compactCodec(name: string, scale: number, early: EarlyLayers | undefined = COMPACT_EARLY): KvCodec {
+export function compactCodec(name: string, scale: number, early: EarlyLayers | null = COMPACT_EARLY): KvCodec {
   const rule = sensitivityPolicy(scale, 128, 0.5, {});
   const policy: typeof rule = early ? (t) => ((p) => (t.layer < 2 ? { ...p, step: p.step * (t.kind === "k" ? early.keys : early.values) } : p))(rule(t)) : rule;
   return qpreCodec(name, { ropes: ROPES, policy, sinkPositions: 1 });
@@ -120,6 +120,6 @@ export function kvCodec(name: KvCodecName | string): KvCodec {
   const codec = codecs.get(concrete);
   if (codec) return codec;
   const variant = VARIANT.exec(concrete);
-  if (variant) return compactCodec(concrete, Number(variant[2]), variant[1] === "u" ? undefined : COMPACT_EARLY);
+  if (variant) return compactCodec(concrete, Number(variant[2]), variant[1] === "u" ? null : COMPACT_EARLY);
   throw new Error(`unknown KV codec ${name}`);
 }
