@@ -73,6 +73,10 @@ test("a whole KV store entry is written and read in the worker: same bytes as in
   const lossy = await readKvEntry(await writeKvEntry(state, { ...header, codec: "qsink8" }, 0), 0);
   assert.equal(lossy.header.codec, "qsink8");
   assert.equal(lossy.state.length, cut.length);
+  // What a store set to `compact` writes: the entry names compact1, and the worker decodes it.
+  const compact = await readKvEntry(await writeKvEntry(state, { ...header, codec: "compact" }, 0), 0);
+  assert.equal(compact.header.codec, "compact1");
+  assert.equal(compact.state.length, cut.length);
   const corrupt = Buffer.from(inWorker);
   corrupt[corrupt.length >> 1]! ^= 1;
   await assert.rejects(readKvEntry(corrupt, 0), KvEntryError);
