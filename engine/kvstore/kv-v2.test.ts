@@ -227,3 +227,47 @@ test("the store's block metrics count what moved, by path", async () => {
     }
   }
 });
+
+/**
+ * A store whose native kv port cannot be reached (a proxy or firewall between pods and store that
+ * passes only HTTP): here a proxy in front of the store that names a closed port wherever a kv
+ * port is exchanged — the store's advertised kvPort, and the pod's listener port the store is
+ * asked to push a load's blocks to.
+ */
+async function httpOnlyProxy(target: string): Promise<Running> {
+  const closed = await listen(express());
+  const closedPort = Number(new URL(closed.url).port);
+  await closed[Symbol.asyncDispose]();
+  const app = express();
+  app.use(express.raw({ type: () => true, limit: "64mb" }));
+  app.use(async (req, res) => {
+    let body: Buffer | undefined = req.method === "GET" || req.method === "HEAD" ? undefined : (req.body as Buffer);
+    if (req.path === "/v1/kv/blocks/send" && body) body = Buffer.from(JSON.stringify({ ...(JSON.parse(body.toString()) as object), port: closedPort }));
+    const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !["host", "content-length", "connection"].includes(k))) as Record<string, string>;
+    const up = await fetch(`${target}${req.originalUrl}`, { method: req.method, headers, ...(body ? { body: body as unknown as BodyInit } : {}) });
+    let out = Buffer.from(await up.arrayBuffer());
+    if (req.path === "/v1/kv/config" && up.ok) out = Buffer.from(JSON.stringify({ ...(JSON.parse(out.toString()) as object), kvPort: closedPort }));
+    res.status(up.status);
+    up.headers.forEach((v, k) => !["content-length", "content-encoding", "transfer-encoding", "connection"].includes(k) && res.setHeader(k, v));
+    res.end(out);
+  });
+  return listen(app);
+}
+
+test("auto mode falls back to HTTP both ways when the store's kv port cannot be reached, with the same greedy output", async () => {
+  await using proxy = await httpOnlyProxy(storeHttp.url);
+  await using a = await withStore(proxy.url, { kvTransport: "auto" });
+  await using b = await withStore(proxy.url, { kvTransport: "auto", parallel: 2 });
+  const p = `behind an HTTP-only proxy ${doc}`;
+  const key = (await postJson(`${a.url}/v1/contexts`, { text: p })).json.key as string;
+  const m = await manifestOf(key);
+  const written = await metrics(a.url);
+  assert.ok(blockBytes(written, "sent", "http") > 0, "the write went over HTTP");
+  assert.equal(blockBytes(written, "sent", "tcp"), 0, "nothing was sent over the unreachable kv port");
+  const got = await completionWithReuse(b.url, `${p} question`);
+  assert.equal(got.text, (await completionWithReuse(plain.url, `${p} question`)).text);
+  assert.equal(got.cached, m.tokens, "the entry loaded, not recomputed");
+  const loaded = await metrics(b.url);
+  assert.ok(blockBytes(loaded, "loaded", "http") > 0, "the load came over HTTP");
+  assert.equal(blockBytes(loaded, "loaded", "tcp"), 0);
+});
