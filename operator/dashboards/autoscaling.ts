@@ -120,6 +120,12 @@ export const AUTOSCALING_DASHBOARD: { uid: string; title: string; rows: Row[] } 
           queries: [q("sum by (role, status) (rate(llmfleet_requests_total[1m]))", "{{role}} {{status}}")],
         },
         {
+          title: "Router: streams admitted",
+          description: "Completions the routers hold at once (llmfleet_router_streams_in_flight); at --max-streams a router answers 429 with Retry-After.",
+          unit: "short",
+          queries: [q("sum(llmfleet_router_streams_in_flight)", "admitted, all routers")],
+        },
+        {
           title: "Generated tokens per second",
           description: "Tokens generated per second, by role.",
           unit: "short",
