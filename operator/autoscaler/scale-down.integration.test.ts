@@ -158,8 +158,16 @@ test("a scale-down removes the idlest pod (by its deletion cost), and no request
     // creationTimestamp (one-second resolution), and then their sorted order is arbitrary (seen in CI).
     const podOf = (b: Backend | undefined): string => [...byPod].find(([, v]) => v === b)?.[0] ?? "";
     const [idle, busyOld, newest] = [podOf(backends[0]), podOf(backends[1]), podOf(backends[2])];
-    // Load on the older busy pod and the newest: one request in flight on each, all along.
-    const loads = [load(backends[1] as Backend, () => stopped), load(backends[2] as Backend, () => stopped)];
+    // Load on the older busy pod and the newest, two request loops each, the second half a hold
+    // later: one loop alone leaves its pod with nothing in flight between a response and its next
+    // request, and a deletion-cost scrape that fell in that gap read the busy pod as idle (a tie
+    // the ReplicaSet broke against the test once in CI).
+    const staggered = async (b: Backend): Promise<number[]> => {
+      await new Promise((r) => setTimeout(r, HOLD_MS / 2));
+      return load(b, () => stopped);
+    };
+    const loads = [backends[1], backends[2]].flatMap((b) => [load(b as Backend, () => stopped), staggered(b as Backend)]);
+    await eventually(() => assert.ok((backends[1] as Backend).running >= 2 && (backends[2] as Backend).running >= 2, "both loops of each busy pod in flight"), { timeoutMs: 10_000, message: "load running" });
     autoscaler = registerAutoscaler(manager, caches, {
       intervalSeconds: 1,
       targets: async () => backends.map((b) => b.url("/metrics")),
@@ -199,7 +207,8 @@ async function assertCostsAndGrace(busyOld: string, newest: string): Promise<voi
   const alive = left.items.filter((p) => !p.metadata?.deletionTimestamp);
   assert.deepEqual(alive.map((p) => p.metadata?.name).sort(), [busyOld, newest].sort());
   for (const p of alive) {
-    assert.equal(p.metadata?.annotations?.[DELETION_COST_ANNOTATION], "1", `${p.metadata?.name} costs its one request in flight`);
+    const cost = Number(p.metadata?.annotations?.[DELETION_COST_ANNOTATION]);
+    assert.ok(cost >= 1 && cost <= 2, `${p.metadata?.name} costs its requests in flight (1 or 2), not ${cost}`);
     // The planner's grace period covers the engine's drain (delay + timeout + 5 s).
     assert.ok((p.spec?.terminationGracePeriodSeconds ?? 0) > 30, `grace period ${p.spec?.terminationGracePeriodSeconds}`);
   }
