@@ -71,38 +71,24 @@ async function decisionLatency(router: RunningServer, requests: number, warmup =
   return { decision_p50_ms: ms(0.5), decision_p99_ms: ms(0.99), rss_mb: processStats(router.pid).rssMB };
 }
 
-/** Streams being served across the engines (running + queued), sampled until stopped; returns the peak. */
-function peakServed(engines: RunningServer[]): { stop: () => Promise<number> } {
-  let peak = 0;
-  let running = true;
-  const loop = (async (): Promise<void> => {
-    while (running) {
-      const texts = await Promise.all(engines.map(async (e) => (await fetch(`${e.url}/metrics`)).text()));
-      const total = texts.reduce((a, t) => a + (samples(t, "llmfleet_running_sequences")[0]?.[1] ?? 0) + (samples(t, "llmfleet_queue_depth")[0]?.[1] ?? 0), 0);
-      peak = Math.max(peak, total);
-      await sleep(100);
-    }
-  })();
-  return {
-    stop: async (): Promise<number> => {
-      running = false;
-      await loop;
-      return peak;
-    },
-  };
+interface Sampler {
+  /** The highest reading so far. */
+  peak: () => number;
+  /** Resolves true once a reading reaches `n`, false after `timeoutMs`. */
+  reached: (n: number, timeoutMs: number) => Promise<boolean>;
+  stop: () => Promise<void>;
 }
 
-/** The router's own count of admitted streams (llmfleet_router_streams_in_flight), sampled every 20 ms: its peak, and a wait for a level. */
-function admittedSampler(router: RunningServer): { peak: () => number; reached: (n: number, timeoutMs: number) => Promise<boolean>; stop: () => Promise<void> } {
+/** Reads a number every `everyMs` until stopped (a failed read counts as 0). */
+function sampler(read: () => Promise<number>, everyMs: number): Sampler {
   let peak = 0;
   let now = 0;
   let running = true;
   const loop = (async (): Promise<void> => {
     while (running) {
-      const text = await (await fetch(`${router.url}/metrics`)).text().catch(() => "");
-      now = samples(text, "llmfleet_router_streams_in_flight")[0]?.[1] ?? 0;
+      now = await read().catch(() => 0);
       peak = Math.max(peak, now);
-      await sleep(20);
+      await sleep(everyMs);
     }
   })();
   return {
@@ -119,11 +105,24 @@ function admittedSampler(router: RunningServer): { peak: () => number; reached: 
   };
 }
 
+const metricsText = async (url: string): Promise<string> => (await fetch(`${url}/metrics`)).text();
+
+/** Streams being served across the engines (running + queued). */
+async function servedByEngines(engines: RunningServer[]): Promise<number> {
+  const texts = await Promise.all(engines.map((e) => metricsText(e.url)));
+  return texts.reduce((a, t) => a + (samples(t, "llmfleet_running_sequences")[0]?.[1] ?? 0) + (samples(t, "llmfleet_queue_depth")[0]?.[1] ?? 0), 0);
+}
+
+/** The router's own count of admitted streams (llmfleet_router_streams_in_flight). */
+async function admittedByRouter(router: RunningServer): Promise<number> {
+  return samples(await metricsText(router.url), "llmfleet_router_streams_in_flight")[0]?.[1] ?? 0;
+}
+
 async function manyStreams(router: RunningServer, engines: RunningServer[], streams: number, maxStreams: number): Promise<Record<string, unknown>> {
   const client = new LoadClient(router.url, streams);
   const tally = { refused: 0 };
-  const sampler = peakServed(engines);
-  const admitted = admittedSampler(router);
+  const served = sampler(() => servedByEngines(engines), 100);
+  const admitted = sampler(() => admittedByRouter(router), 20);
   const pending = Array.from({ length: streams }, (_, i) => streamUntilServed(client, i, tally));
   // The probe goes while the router holds its limit: past capacity it must get 429 with Retry-After.
   // A slot a stream frees between the sample and the probe admits it: try again (at most 20 times).
@@ -135,15 +134,14 @@ async function manyStreams(router: RunningServer, engines: RunningServer[], stre
     probe = { atCapacity, status: res.status, retryAfter: res.headers.get("retry-after"), tries: probe.tries + 1 };
   }
   const outcomes = await Promise.all(pending);
-  const peak = await sampler.stop();
-  await admitted.stop();
+  await Promise.all([served.stop(), admitted.stop()]);
   client.close();
   const dropped = outcomes.filter((o) => !o.ok || !o.complete);
   if (dropped.length > 0) log(`dropped: ${dropped.slice(0, 3).map((o) => `${o.status} ${o.error ?? ""}`).join("; ")}`);
   return {
     streams,
     streams_admitted: admitted.peak(),
-    engines_peak_in_flight: peak,
+    engines_peak_in_flight: served.peak(),
     streams_dropped: dropped.length,
     refused_429: tally.refused,
     probe_past_capacity: { at_capacity: probe.atCapacity, status: probe.status, retry_after: probe.retryAfter, tries: probe.tries },

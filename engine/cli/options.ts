@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import type { Role } from "../metrics/engine-metrics.ts";
 import { DEFAULT_MODEL } from "../model/fetch.ts";
 import { ROUTING_POLICIES, type RoutingPolicy } from "../router/upstreams.ts";
-import { KV_CODECS, parseKvCodecName, RESEARCH_KV_CODECS } from "../kvcodec/codec-names.ts";
+import { isResearchCodec, KV_CODECS, parseKvCodecName, RESEARCH_KV_CODECS } from "../kvcodec/codec-names.ts";
 import { parseTierSpec, type TierSpec } from "../kvstore/tier-spec.ts";
 import { httpUrl } from "../http/http-url.ts";
 
@@ -414,7 +414,7 @@ function gpuLayers(v: string | undefined): number {
 function codecName(v: string | undefined, research: string | undefined): string {
   if (research !== undefined) {
     if (v !== undefined) throw new Error("--codec and --research-codec are exclusive");
-    if (!(RESEARCH_KV_CODECS as readonly string[]).includes(research) && !/^compact[1u]@[0-9]*\.?[0-9]+$/.test(research)) {
+    if (!isResearchCodec(research)) {
       throw new Error(`--research-codec must be one of ${RESEARCH_KV_CODECS.join(", ")} or compact1@SCALE / compactu@SCALE; got ${research}`);
     }
     return research;

@@ -11,6 +11,17 @@ export type KvCodecName = (typeof KV_CODECS)[number];
 /** Codecs the benchmarks compare; a kvstore takes one with --research-codec. */
 export const RESEARCH_KV_CODECS = ["int8", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "qsink4"] as const;
 
+/**
+ * Research variants of compact for the benchmarks' sweeps: "compact1@0.2" is compact at scale
+ * 0.2; "compactu@0.2" the same without the finer first layers (one step rule for all layers).
+ */
+export const COMPACT_VARIANT = /^compact([1u])@([0-9]*\.?[0-9]+)$/;
+
+/** A name --research-codec takes: a research codec or a compact variant. */
+export function isResearchCodec(name: string): boolean {
+  return (RESEARCH_KV_CODECS as readonly string[]).includes(name) || COMPACT_VARIANT.test(name);
+}
+
 /** What replaces a retired name where users choose a codec. */
 export function retiredCodecMessage(name: string): string | undefined {
   if (!(RESEARCH_KV_CODECS as readonly string[]).includes(name)) return undefined;

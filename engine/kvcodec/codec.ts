@@ -2,7 +2,7 @@
  * KV codecs: turn a llama.cpp sequence state into the payload of a stored entry and back.
  * Entries name their codec, so a store may change codec without invalidating what it holds.
  */
-import type { KvCodec, KvCodecName } from "./codec-names.ts";
+import { COMPACT_VARIANT, type KvCodec, type KvCodecName } from "./codec-names.ts";
 import { INT8, LOSSLESS, QDELTA } from "./codecs.ts";
 import { qpreCodec } from "./qpre.ts";
 import { gemma3QueryGains } from "./query-gains.ts";
@@ -106,12 +106,6 @@ const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QR
 export const DEFAULT_CODEC = "none";
 
 /**
- * Research variants of compact for the benchmarks' sweeps: "compact1@0.2" is compact at scale
- * 0.2; "compactu@0.2" the same without the finer first layers (one step rule for all layers).
- */
-const VARIANT = /^compact([1u])@([0-9]*\.?[0-9]+)$/;
-
-/**
  * The codec a name stands for: a user's choice (none, lossless, compact, default), a research
  * codec's name, or the concrete name an entry carries (every codec ever written still decodes).
  */
@@ -119,7 +113,7 @@ export function kvCodec(name: KvCodecName | string): KvCodec {
   const concrete = name === "default" ? DEFAULT_CODEC : name === "compact" ? COMPACT.name : name;
   const codec = codecs.get(concrete);
   if (codec) return codec;
-  const variant = VARIANT.exec(concrete);
+  const variant = COMPACT_VARIANT.exec(concrete);
   if (variant) return compactCodec(concrete, Number(variant[2]), variant[1] === "u" ? null : COMPACT_EARLY);
   throw new Error(`unknown KV codec ${name}`);
 }

@@ -7,7 +7,7 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import type { KubeClient } from "../../lib/kube/client.ts";
 import { R } from "../../lib/kube/resources.ts";
-import type { MetricsSource, PoolScrape } from "./scrape.ts";
+import { scrapeEach, type MetricsSource, type PoolScrape } from "./scrape.ts";
 
 export const DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost";
 
@@ -23,22 +23,18 @@ export interface CostTarget {
   url: string | undefined;
 }
 
-/** Scrapes each pod on its own; a failed scrape reads as no answer. */
-async function scrapeEach(targets: CostTarget[], source: MetricsSource): Promise<Array<PoolScrape | undefined>> {
-  return Promise.all(targets.map((t) => (t.url ? source.scrape([t.url]).catch(() => undefined) : Promise.resolve(undefined))));
-}
-
 /**
  * Sets every target pod's deletion cost to its requests in flight, patching only pods whose
  * annotation differs. Returns the costs set, by pod name.
  */
 export async function markDeletionCosts(client: KubeClient, targets: CostTarget[], source: MetricsSource): Promise<Map<string, number>> {
-  const scrapes = await scrapeEach(targets, source);
+  // Each pod on its own; a pod without a URL, or whose scrape failed, reads as no answer.
+  const scrapes = await scrapeEach(source, targets.flatMap((t) => (t.url ? [t.url] : [])));
   const costs = new Map<string, number>();
   await Promise.all(
-    targets.map(async (t, i) => {
+    targets.map(async (t) => {
       const name = t.pod.metadata?.name ?? "";
-      const cost = deletionCost(scrapes[i]);
+      const cost = deletionCost(t.url === undefined ? undefined : scrapes.get(t.url));
       costs.set(name, cost);
       if (t.pod.metadata?.annotations?.[DELETION_COST_ANNOTATION] === String(cost)) return;
       await client.mergePatch(R.Pod, { namespace: t.pod.metadata?.namespace ?? "", name }, { metadata: { annotations: { [DELETION_COST_ANNOTATION]: String(cost) } } });
