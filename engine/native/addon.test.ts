@@ -68,6 +68,35 @@ test("the other calls check their arguments", () => {
   assert.throws(() => engine.stateSetFile(0, Buffer.from("not a state at all")), /not a llama.cpp sequence state/);
   assert.throws(() => engine.tokenize(5 as unknown as string, true, false), { name: "TypeError", message: /text/ });
   assert.throws(() => engine.applyChatTemplate(["user"], []), { name: "RangeError" });
+  assert.throws(() => engine.seqAdd(7, 0, -1, 4), { name: "RangeError", message: /seq = 7/ });
+  assert.throws(() => engine.seqAdd(0, 0, -1, 1.5), { name: "RangeError", message: /delta/ });
+  assert.throws(() => engine.evalLogits(0, 0, i32(1, nVocab)), { name: "RangeError", message: /tokens\[1\]/ });
+  assert.throws(() => engine.evalLogits(0, 0, [1] as unknown as Int32Array), { name: "TypeError" });
+});
+
+test("seqAdd moves a sequence's cells: the same tokens after them see the same relative positions, so the same logits", async () => {
+  const argmaxes = (l: Float32Array): number[] =>
+    [0, 1].map((r) => {
+      const row = l.subarray(r * nVocab, (r + 1) * nVocab);
+      return row.indexOf(Math.max(...row));
+    });
+  engine.seqRm(0, -1, -1);
+  await engine.step(i32(0), i32(0), i32(8), i32(1, 2, 3, 4, 5, 6, 7, 8), u8(0));
+  const before = await engine.evalLogits(0, 8, i32(9, 10));
+  assert.equal(before.length, 2 * nVocab);
+  engine.seqRm(0, 8, -1);
+  assert.equal(engine.seqAdd(0, 0, -1, 100), true);
+  assert.equal(engine.seqPosMax(0), 107);
+  const after = await engine.evalLogits(0, 108, i32(9, 10));
+  assert.deepEqual(argmaxes(after), argmaxes(before));
+  let worst = 0;
+  let scale = 0;
+  for (let i = 0; i < before.length; i++) {
+    worst = Math.max(worst, Math.abs(after[i]! - before[i]!));
+    scale = Math.max(scale, Math.abs(before[i]!));
+  }
+  assert.ok(worst <= 0.02 * scale, `logits moved by ${worst} (largest logit ${scale}) after the shift`);
+  engine.seqRm(0, -1, -1);
 });
 
 test("a call on the context while a step runs is refused; reads are not", async () => {

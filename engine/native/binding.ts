@@ -101,6 +101,10 @@ export interface NativeEngine {
   applyChatTemplate(roles: string[], contents: string[]): string | null;
   seqRm(seq: number, p0: number, p1: number): boolean;
   seqCp(src: number, dst: number, p0: number, p1: number): void;
+  /** Moves the sequence's cells in [p0, p1) (-1: open) by delta positions; false when the model's memory cannot shift. */
+  seqAdd(seq: number, p0: number, p1: number, delta: number): boolean;
+  /** Diagnostics: every position's logits (tokens x nVocab) of tokens evaluated at pos0.. in the sequence. */
+  evalLogits(seq: number, pos0: number, tokens: Int32Array): Promise<Float32Array>;
   seqPosMax(seq: number): number;
   /** The state in llama.cpp's file format (ggsq header, tokens, state), built in one allocation with no copy. */
   stateGetFile(seq: number, tokens: Int32Array): Promise<Buffer>;

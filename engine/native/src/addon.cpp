@@ -20,6 +20,8 @@ Napi::Function NativeEngine::Define(Napi::Env env) {
                            InstanceMethod("applyChatTemplate", &NativeEngine::ApplyChatTemplate),
                            InstanceMethod("seqRm", &NativeEngine::SeqRm),
                            InstanceMethod("seqCp", &NativeEngine::SeqCp),
+                           InstanceMethod("seqAdd", &NativeEngine::SeqAdd),
+                           InstanceMethod("evalLogits", &NativeEngine::EvalLogits),
                            InstanceMethod("seqPosMax", &NativeEngine::SeqPosMax),
                            InstanceMethod("stateGetFile", &NativeEngine::StateGetFile),
                            InstanceMethod("stateSetFile", &NativeEngine::StateSetFile),
@@ -249,6 +251,41 @@ Napi::Value NativeEngine::SeqCp(const Napi::CallbackInfo & info) {
     }
     e->seq_cp(src, dst, p0, p1);
     return env.Undefined();
+}
+
+// seqAdd(seq, p0, p1, delta) -> boolean: moves the sequence's cells in [p0, p1) (-1: open) by delta
+// positions; false when the model's memory cannot shift.
+Napi::Value NativeEngine::SeqAdd(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Engine * e = engine(env, Use::Context);
+    int32_t seq = 0, p0 = 0, p1 = 0, delta = 0;
+    if (!e || !arg_int(info, 0, "seq", 0, kMaxI32, seq) || !check_seq(env, seq, "seq") || !arg_int(info, 1, "p0", -1, kMaxI32, p0) ||
+        !arg_int(info, 2, "p1", -1, kMaxI32, p1) || !arg_int(info, 3, "delta", -kMaxI32, kMaxI32, delta)) {
+        return env.Undefined();
+    }
+    return Napi::Boolean::New(env, e->seq_add(seq, p0, p1, delta));
+}
+
+// evalLogits(seq, pos0, tokens: Int32Array) -> Promise<Float32Array> (tokens x nVocab): every
+// position's logits of a replayed token run (diagnostics: the benchmarks' quality measures).
+Napi::Value NativeEngine::EvalLogits(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Engine * e = engine(env, Use::Context);
+    int32_t seq = 0, pos0 = 0;
+    Napi::Int32Array tokens;
+    if (!e || !arg_int(info, 0, "seq", 0, kMaxI32, seq) || !check_seq(env, seq, "seq") || !arg_int(info, 1, "pos0", 0, kMaxI32, pos0) ||
+        !arg_typed(info, 2, "tokens", napi_int32_array, "Int32Array", tokens)) {
+        return env.Undefined();
+    }
+    if (!check_tokens(env, tokens.Data(), tokens.ElementLength(), e->n_vocab(), "tokens")) return env.Undefined();
+    std::vector<llama_token> t(tokens.Data(), tokens.Data() + tokens.ElementLength());
+    return run<std::vector<float>>(
+        env, [e, seq, pos0, t](std::string & error) { return e->eval_logits(seq, pos0, t, error); },
+        [](Napi::Env env, std::vector<float> & v) -> Napi::Value {
+            Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+            std::copy(v.begin(), v.end(), a.Data());
+            return a;
+        });
 }
 
 Napi::Value NativeEngine::SeqPosMax(const Napi::CallbackInfo & info) {

@@ -191,6 +191,8 @@ private:
     Napi::Value ApplyChatTemplate(const Napi::CallbackInfo & info);
     Napi::Value SeqRm(const Napi::CallbackInfo & info);
     Napi::Value SeqCp(const Napi::CallbackInfo & info);
+    Napi::Value SeqAdd(const Napi::CallbackInfo & info);
+    Napi::Value EvalLogits(const Napi::CallbackInfo & info);
     Napi::Value SeqPosMax(const Napi::CallbackInfo & info);
     Napi::Value StateGetFile(const Napi::CallbackInfo & info);
     Napi::Value StateSetFile(const Napi::CallbackInfo & info);

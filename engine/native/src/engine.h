@@ -105,6 +105,12 @@ public:
 
     bool seq_rm(int32_t seq, int32_t p0, int32_t p1);
     void seq_cp(int32_t src, int32_t dst, int32_t p0, int32_t p1);
+    // Moves the sequence's cells in [p0, p1) by delta positions (keys re-rotated on the next
+    // decode); false when the model's memory cannot shift (engine-seq.cpp).
+    bool seq_add(int32_t seq, int32_t p0, int32_t p1, int32_t delta);
+    // Diagnostics: evaluates tokens at pos0.. in the sequence and returns every position's logits
+    // (tokens x n_vocab); empty + error on failure (engine-seq.cpp).
+    std::vector<float> eval_logits(int32_t seq, int32_t pos0, const std::vector<llama_token> & tokens, std::string & error);
     // The last committed position (-1 when empty); never waits for or drops a speculated decode.
     int32_t seq_pos_max(int32_t seq);
 

@@ -16,7 +16,11 @@
 
 namespace llmfleet_addon {
 
-// kvSend, kvListen, kvTake, kvStats, kvClose on `exports` (see kv-stream.cpp).
+// kvSend, kvChecksum, kvListen, kvTake, kvStats, kvClose on `exports` (see kv-stream.cpp).
 void InitKvStream(Napi::Env env, Napi::Object exports);
+
+// The sending side (kv-send.cpp).
+Napi::Value KvSend(const Napi::CallbackInfo & info);
+Napi::Value KvChecksum(const Napi::CallbackInfo & info);
 
 }  // namespace llmfleet_addon
