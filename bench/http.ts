@@ -164,6 +164,19 @@ async function sweep(name: string, send: (r: CompletionRequest) => Promise<Strea
   return out;
 }
 
+/**
+ * Whether the engine survived a section: it answers /ready now and has not exited. An engine that
+ * aborts (a CUDA error) may still be writing its backtrace when the load ends, before its exit
+ * event arrives, so the answer is awaited rather than read from the exit status alone.
+ */
+async function liveness(server: RunningServer): Promise<string> {
+  const answered = await fetch(`${server.url}/ready`, { signal: AbortSignal.timeout(5000) })
+    .then((r) => r.status)
+    .catch((e: unknown) => `no answer (${e instanceof Error ? e.message : String(e)})`);
+  await new Promise((r) => setTimeout(r, 500));
+  return server.exited() ?? (answered === 200 ? "alive" : `not ready: ${answered}`);
+}
+
 async function withEngine<T>(model: string, logName: string, fn: (server: RunningServer, client: LoadClient) => Promise<T>): Promise<T> {
   const node = [process.execPath, ...(a.engine ? [a.engine] : ["--import", "tsx", "engine/main.ts"])];
   const [cmd, ...pre] = [...words(process.env.BENCH_ENGINE_WRAP ?? ""), ...node] as [string, ...string[]];
@@ -211,7 +224,7 @@ async function soakSection(model: string): Promise<Record<string, unknown>> {
       process.stderr.write(`bench:http: soak x${c} ${seconds} s: ${runs[String(c)]!.tok_s} tok/s, ${runs[String(c)]!.errors} errors\n`);
       if (server.exited()) break;
     }
-    return { seconds_each: seconds, runs, engine: server.exited() ?? "alive" };
+    return { seconds_each: seconds, runs, engine: await liveness(server) };
   });
 }
 
@@ -230,7 +243,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
       return withEngine(model, "engine", async (server, client) => ({
         args: engineArgv("MODEL").join(" "),
         runs: await sweep("engine", (r) => client.complete(r), server.exited, server.url),
-        engine: server.exited() ?? "alive",
+        engine: await liveness(server),
       }));
     case "llama-server":
       return llamaServerSection(model);
@@ -272,7 +285,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
           seed: 1,
         });
         process.stderr.write(`bench:http: stress: ${report.requests} requests, ${report.failures.length} failures\n`);
-        return { ...report, failures: report.failures.slice(0, 20), failure_count: report.failures.length, engine: server.exited() ?? "alive" };
+        return { ...report, failures: report.failures.slice(0, 20), failure_count: report.failures.length, engine: await liveness(server) };
       });
     default:
       throw new Error(`unknown --section ${name}`);

@@ -80,7 +80,7 @@ const runtimeFields = {
   ),
   pipelineDecode: Type.Optional(
     StringEnum([...PIPELINE_DECODE_MODES], {
-      description: `Pipelined decoding (engine --pipeline-decode): each decode step is launched before the previous step's tokens reach JavaScript. Auto = enabled when layers are on a GPU. Default ${D.pipelineDecode}. (With it on, the engine on a GPU crashed under HTTP load from 24 concurrent streams; not yet fixed.) ${NATIVE_ONLY}`,
+      description: `Pipelined decoding (engine --pipeline-decode): each decode step is launched before the previous step's tokens reach JavaScript. Auto = enabled when layers are on a GPU and the KV is per sequence. Default ${D.pipelineDecode}. Enabled with the unified KV on a GPU (the GPU default) is refused by the engine at start: it crashed under HTTP load on the H200 and bought nothing there. ${NATIVE_ONLY}`,
     }),
   ),
 };

@@ -124,8 +124,9 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        sequences wait; 1 = off (default: 1)
   --pipeline-decode M  native: on | off | auto; on launches each decode step on the device before
                        the previous step's tokens reach JavaScript, so the device never waits for
-                       the round trip; auto = on when layers are on a GPU (default: off — with it
-                       on, the engine on a GPU crashed under HTTP load from 24 concurrent streams)
+                       the round trip; auto = on when layers are on a GPU with --kv-unified off
+                       (default: off). On with the unified KV on a GPU is refused: it crashed the
+                       engine under HTTP load on the H200 and bought nothing there
   --kv-unified M       native: on | off; on = one KV buffer for all sequences (shared prefixes share
                        cells; every step's attention spans all used cells: fast with llama.cpp's
                        CUDA kernels, quadratic in the sequences on CPU); off = one KV stream per

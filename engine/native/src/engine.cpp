@@ -109,7 +109,16 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions & opts, std::string & e
     }
     e->batch_ = llama_batch_init(static_cast<int32_t>(opts.batch_size), 0, 1);
     const bool rollback_ok = !llama_model_is_recurrent(e->model_) && !llama_model_is_hybrid(e->model_);
-    e->pipeline_ = rollback_ok && (opts.pipeline > 0 || (opts.pipeline < 0 && e->on_gpu()));
+    // Pipelined decoding with the unified KV on a GPU crashed the engine under HTTP load on the
+    // H200 in every run (an illegal instruction in the speculated step; sessions 7, 9 and 11, with
+    // and without GGML_CUDA_GRAPH_OPT; compute-sanitizer found no bad access) and bought nothing
+    // there (BENCHMARKS.md): auto leaves it off in that configuration and on refuses it.
+    const bool unsafe = e->on_gpu() && opts.kv_unified;
+    if (opts.pipeline > 0 && unsafe) {
+        error = "pipelined decoding with the unified KV on a GPU is refused: it crashed the engine under load (use --kv-unified off with it, or leave --pipeline-decode off)";
+        return nullptr;
+    }
+    e->pipeline_ = rollback_ok && (opts.pipeline > 0 || (opts.pipeline < 0 && e->on_gpu() && !unsafe));
     e->sampler_cfg_.resize(opts.sequences);
     e->samplers_.resize(opts.sequences, nullptr);
     e->extras_.resize(opts.sequences);
