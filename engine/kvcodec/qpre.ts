@@ -13,6 +13,7 @@
 import { brotliCompressSync, brotliDecompressSync, constants } from "node:zlib";
 import type { KvCodec } from "./codec-names.ts";
 import { channelMoments, decodeBlock, encodeBlock } from "./qpre-block.ts";
+import { decodeTensorsNatively, nativeKvCodec, type CodedTensor } from "./native-decode.ts";
 import { ropeTables, rotateRows, type Rope, type RopeStyle } from "./rope.ts";
 import { F16_TO_F32, f32ArrayToF16, isTensor, splitState, type KvTensor } from "./state-tensors.ts";
 
@@ -306,20 +307,37 @@ export function qpreCodec(name: string, options: QpreOptions): KvCodec {
     name,
     encode: (state) => Buffer.concat(splitState(state).map((part) => encodePart(part, options))),
     decode(payload) {
-      // Exact parts and zeroed tensors first: the rebuilt state's own layout then gives each tensor its place and cell positions.
-      const parts: Buffer[] = [];
-      const tensors: { kind: number; body: Buffer }[] = [];
-      for (let o = 0; o < payload.length;) {
-        const kind = payload[o]!;
-        const body = payload.subarray(o + 5, o + 5 + payload.readUInt32LE(o + 1));
-        o += 5 + body.length;
-        if (kind !== BYTES) tensors.push({ kind, body });
-        parts.push(decoders[kind] ? zeroedTensor(kind, body) : brotliDecompressSync(body));
-      }
-      const state = Buffer.concat(parts);
-      const slots = splitState(state).filter(isTensor);
-      tensors.forEach((t, i) => decoders[t.kind]?.(t.body, slots[i]!));
+      const { state, coded } = rebuildState(payload);
+      const native = nativeKvCodec();
+      if (native) decodeTensorsNatively(native, coded);
+      else decodeTensorsInJs(coded);
       return state;
     },
   };
+}
+
+/**
+ * The state with its exact parts in place and its coded tensors zeroed, and each coded tensor with
+ * its place in it. Exact parts and zeroed tensors first: the rebuilt state's own layout then gives
+ * each tensor its place and cell positions.
+ */
+export function rebuildState(payload: Buffer): { state: Buffer; coded: CodedTensor[] } {
+  const parts: Buffer[] = [];
+  const tensors: { kind: number; body: Buffer }[] = [];
+  for (let o = 0; o < payload.length;) {
+    const kind = payload[o]!;
+    const body = payload.subarray(o + 5, o + 5 + payload.readUInt32LE(o + 1));
+    o += 5 + body.length;
+    if (kind !== BYTES) tensors.push({ kind, body });
+    parts.push(decoders[kind] ? zeroedTensor(kind, body) : brotliDecompressSync(body));
+  }
+  const state = Buffer.concat(parts);
+  const slots = splitState(state).filter(isTensor);
+  const coded = tensors.flatMap((t, i) => (decoders[t.kind] ? [{ ...t, slot: slots[i]! }] : []));
+  return { state, coded };
+}
+
+/** Decodes the coded tensors into their places in JavaScript (what the native decoder must match). */
+export function decodeTensorsInJs(coded: readonly CodedTensor[]): void {
+  coded.forEach((t) => decoders[t.kind]!(t.body, t.slot));
 }

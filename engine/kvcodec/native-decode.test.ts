@@ -1,0 +1,93 @@
+/**
+ * The native decoder of the qpre-family codecs (engine/native/src/kvcodec-decode.cpp) against the
+ * JavaScript one: byte-identical states for compact1, its research variant, qsink4 (channel gains)
+ * and qpre (recent block), in both V layouts, with a gap in the positions (RoPE seeds) and an odd
+ * token count; a truncated or corrupted body throws or decodes to something, never crashes; bad
+ * arguments are TypeErrors and RangeErrors. The addon is built on first use (scripts/native/build.sh).
+ */
+import { before, test } from "node:test";
+import assert from "node:assert/strict";
+import { nativeAddonPath } from "../native/binding.ts";
+import { syntheticSeqState } from "../../testing/kv-state.ts";
+import { rng } from "../../testing/rng.ts";
+import { kvCodec } from "./codec.ts";
+import { decodeTensorsNatively, nativeKvCodec, useNativeKvCodec, type NativeKvCodecAddon } from "./native-decode.ts";
+import { decodeTensorsInJs, rebuildState } from "./qpre.ts";
+
+let addon: NativeKvCodecAddon;
+
+before(async () => {
+  useNativeKvCodec(await nativeAddonPath());
+  addon = nativeKvCodec()!;
+  assert.ok(addon, "the addon has kvDecode");
+});
+
+function decodeBoth(payload: Buffer): { js: Buffer; native: Buffer } {
+  const js = rebuildState(payload);
+  decodeTensorsInJs(js.coded);
+  const native = rebuildState(payload);
+  decodeTensorsNatively(addon, native.coded);
+  return { js: js.state, native: native.state };
+}
+
+const CASES = [
+  { tokens: 300, vTransposed: false, gap: 0 },
+  { tokens: 300, vTransposed: true, gap: 37 },
+  { tokens: 77, vTransposed: true, gap: 0 },
+  { tokens: 1, vTransposed: false, gap: 0 },
+];
+
+for (const name of ["compact", "compactu@0.2", "qsink4", "qpre"]) {
+  test(`${name}: the native decoder's state is byte-identical to the JavaScript decoder's`, () => {
+    for (const c of CASES) {
+      const state = syntheticSeqState({ ...c, seed: c.tokens });
+      const payload = kvCodec(name).encode(state);
+      const { js, native } = decodeBoth(payload);
+      assert.equal(js.length, state.length);
+      assert.ok(js.equals(native), `${name} ${JSON.stringify(c)}: native and JavaScript states differ`);
+      assert.ok(kvCodec(name).decode(payload).equals(js), "the codec's decode (native) is the JavaScript state");
+    }
+  });
+}
+
+test("a truncated tensor body throws; a corrupted one throws or decodes, never crashes", () => {
+  const payload = kvCodec("compact").encode(syntheticSeqState({ tokens: 200, vTransposed: true, gap: 5 }));
+  const { coded } = rebuildState(payload);
+  const rand = rng(9);
+  for (const [i, t] of coded.entries()) {
+    for (const cut of [0, 3, 9, 20, Math.floor(t.body.length / 2), t.body.length - 1]) {
+      const bad = [{ ...t, body: t.body.subarray(0, cut) }];
+      assert.throws(() => decodeTensorsNatively(addon, bad), /corrupt|RoPE/, `tensor ${i} cut at ${cut}`);
+    }
+    for (let k = 0; k < 40; k++) {
+      const body = Buffer.from(t.body);
+      for (let f = 0; f < 1 + (k % 4); f++) body[Math.floor(rand() * body.length)] = Math.floor(rand() * 256);
+      try {
+        decodeTensorsNatively(addon, [{ ...t, body }]);
+      } catch (err) {
+        assert.match((err as Error).message, /corrupt|RoPE|seeds/);
+      }
+    }
+  }
+});
+
+test("bad arguments are TypeErrors and RangeErrors", () => {
+  const { coded } = rebuildState(kvCodec("compact").encode(syntheticSeqState({ tokens: 20 })));
+  const t = coded[0]!;
+  const job = {
+    kind: 3,
+    body: t.body,
+    out: new Uint16Array(t.slot.rows * t.slot.cols),
+    rows: t.slot.rows,
+    cols: t.slot.cols,
+    tokenAxis: 0,
+    positions: t.slot.positions,
+  };
+  assert.throws(() => addon.kvDecode("x" as never, 1, null), TypeError);
+  assert.throws(() => addon.kvDecode([job], 0, null), RangeError);
+  assert.throws(() => addon.kvDecode([{ ...job, out: new Uint16Array(3) }], 1, null), RangeError);
+  assert.throws(() => addon.kvDecode([{ ...job, positions: new Int32Array(2) }], 1, null), RangeError);
+  assert.throws(() => addon.kvDecode([{ ...job, body: [1, 2] as never }], 1, null), TypeError);
+  assert.throws(() => addon.kvDecode([{ ...job, kind: 2 }], 1, null), RangeError);
+  assert.throws(() => addon.kvDecode([job], 1, new Float32Array(3)), RangeError);
+});

@@ -1,0 +1,124 @@
+/**
+ * The qpre-family codecs' tensors (compact1, qsink*, qpre*) decoded by the engine's native addon
+ * (engine/native/src/kvcodec-decode.cpp), bit-identical to qpre.ts's JavaScript decoder and
+ * about an order of magnitude faster. The container, the Brotli parts and the rebuilt state's
+ * layout stay in qpre.ts; this module hands the addon each coded tensor, the place in the state
+ * it decodes to, and what the C++ cannot compute exactly as V8 does: the RoPE seed angles (V8's
+ * Math.cos, Math.sin and ** are not the C library's) and the gain factors.
+ *
+ * Which addon: the one the engine loaded (engine/native/binding.ts calls useNativeKvCodec), or
+ * LLMFLEET_NATIVE_ADDON; none (a kvstore process, a test without the addon, an addon built before
+ * kvDecode existed): qpre.ts decodes in JavaScript. The codec's worker thread (codec-offload.ts)
+ * gets the path with each job.
+ */
+import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
+import { followsPrevious, ropeSteps } from "./rope.ts";
+import type { KvTensor } from "./state-tensors.ts";
+
+/** One coded tensor of an entry (a qpre container part of kind 1 or 3) and its place in the rebuilt state. */
+export interface CodedTensor {
+  kind: number;
+  body: Buffer;
+  slot: KvTensor;
+}
+
+interface NativeDecodeJob {
+  kind: number;
+  body: Uint8Array;
+  out: Uint16Array;
+  rows: number;
+  cols: number;
+  tokenAxis: number;
+  positions: Int32Array;
+  stepCos?: Float64Array;
+  stepSin?: Float64Array;
+  seeds?: Float64Array;
+}
+
+/** The addon's KV codec entry point (engine/native/src/addon-kvcodec.cpp). */
+export interface NativeKvCodecAddon {
+  /** Decodes every job into its `out`, on `threads` threads; throws on a corrupt body. gains: 2^(-code/32) at code + 128. */
+  kvDecode(jobs: NativeDecodeJob[], threads: number, gains: Float32Array | null): void;
+}
+
+let path: string | undefined = process.env.LLMFLEET_NATIVE_ADDON || undefined;
+let addon: NativeKvCodecAddon | null | undefined;
+
+/** Decode with the addon at `addonPath` from now on (undefined: in JavaScript). */
+export function useNativeKvCodec(addonPath: string | undefined): void {
+  if (addonPath === path) return;
+  path = addonPath;
+  addon = undefined;
+}
+
+/** The addon path the codec decodes with, if any (passed on to the codec's worker thread). */
+export const nativeKvCodecPath = (): string | undefined => path;
+
+/** The addon when one is set and has kvDecode; loaded on first use. A set path that does not load throws. */
+export function nativeKvCodec(): NativeKvCodecAddon | undefined {
+  if (addon === undefined) {
+    const loaded = path ? (createRequire(import.meta.url)(path) as Partial<NativeKvCodecAddon>) : undefined;
+    addon = typeof loaded?.kvDecode === "function" ? (loaded as NativeKvCodecAddon) : null;
+  }
+  return addon ?? undefined;
+}
+
+/** What qpre.ts's scaleChannels multiplies a decoded channel by, per gain code (index code + 128). */
+const GAINS = Float32Array.from({ length: 256 }, (_, i) => 2 ** ((-1 * (i - 128)) / 32));
+
+const STYLE_AT = 9;
+const BASE_AT = 10;
+
+/** RoPE inputs for a key tensor's rope (rope.ts's ropeTables computes the same seeds, then the recurrence). */
+function ropeInputs(positions: Int32Array, dim: number, base: number): Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds"> {
+  const { theta, stepCos, stepSin } = ropeSteps(dim, base);
+  const pairs = theta.length;
+  const starts: number[] = [];
+  for (let t = 0; t < positions.length; t++) if (!followsPrevious(positions, t)) starts.push(t);
+  const seeds = new Float64Array(starts.length * 2 * pairs);
+  starts.forEach((t, r) => {
+    for (let i = 0; i < pairs; i++) {
+      seeds[r * 2 * pairs + i] = Math.cos(positions[t]! * theta[i]!);
+      seeds[r * 2 * pairs + pairs + i] = Math.sin(positions[t]! * theta[i]!);
+    }
+  });
+  return { stepCos, stepSin, seeds };
+}
+
+/** The F16 view a tensor decodes into: its bytes in the state, or a copy when they are not 2-aligned. */
+function f16View(data: Buffer): Uint16Array {
+  if (data.byteOffset % 2 === 0) return new Uint16Array(data.buffer, data.byteOffset, data.length / 2);
+  return new Uint16Array(data.length / 2);
+}
+
+/** Decodes the tensors into their slots with the addon; throws on a corrupt body. */
+export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readonly CodedTensor[]): void {
+  const ropes = new Map<string, Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds">>();
+  const positionIds = new Map<Int32Array, number>();
+  const jobs = tensors.map(({ kind, body, slot }): NativeDecodeJob => {
+    const head = kind === 3 ? 4 : 0;
+    const style = body.length >= head + BASE_AT + 4 ? body[head + STYLE_AT]! : 0;
+    const job: NativeDecodeJob = {
+      kind,
+      body,
+      out: f16View(slot.data),
+      rows: slot.rows,
+      cols: slot.cols,
+      tokenAxis: slot.tokenAxis,
+      positions: slot.positions,
+    };
+    if (style === 0) return job;
+    const base = body.readFloatLE(head + BASE_AT);
+    const dim = slot.tokenAxis === 0 ? slot.cols : slot.rows;
+    if (!positionIds.has(slot.positions)) positionIds.set(slot.positions, positionIds.size);
+    const key = `${positionIds.get(slot.positions)}/${dim}/${base}`;
+    if (!ropes.has(key)) ropes.set(key, ropeInputs(slot.positions, dim, base));
+    return { ...job, ...ropes.get(key)! };
+  });
+  addon.kvDecode(jobs, Math.min(availableParallelism(), 8), GAINS);
+  jobs.forEach((j, i) => {
+    const data = tensors[i]!.slot.data;
+    if (j.out.buffer !== data.buffer) Buffer.from(j.out.buffer).copy(data);
+  });
+}
