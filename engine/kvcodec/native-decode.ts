@@ -92,8 +92,8 @@ function f16View(data: Buffer): Uint16Array {
   return new Uint16Array(data.length / 2);
 }
 
-/** Decodes the tensors into their slots with the addon; throws on a corrupt body. */
-export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readonly CodedTensor[]): void {
+/** Decodes the tensors into their slots with the addon on `threads` threads (default: the cores, at most 8); throws on a corrupt body. */
+export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readonly CodedTensor[], threads = Math.min(availableParallelism(), 8)): void {
   const ropes = new Map<string, Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds">>();
   const positionIds = new Map<Int32Array, number>();
   const jobs = tensors.map(({ kind, body, slot }): NativeDecodeJob => {
@@ -116,7 +116,7 @@ export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readon
     if (!ropes.has(key)) ropes.set(key, ropeInputs(slot.positions, dim, base));
     return { ...job, ...ropes.get(key)! };
   });
-  addon.kvDecode(jobs, Math.min(availableParallelism(), 8), GAINS);
+  addon.kvDecode(jobs, threads, GAINS);
   jobs.forEach((j, i) => {
     const data = tensors[i]!.slot.data;
     if (j.out.buffer !== data.buffer) Buffer.from(j.out.buffer).copy(data);
