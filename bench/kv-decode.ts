@@ -1,22 +1,27 @@
 /**
- * `npm run bench:kv-decode [-- --tokens N --codec NAME --out FILE]`: decoding speed of a
- * qpre-family codec (default compact) in the engine's native addon against the JavaScript decoder,
- * measured in the same run on the same entry: GB/s of F16 state out, best of five, for the coded
- * tensors alone and for the whole entry (container and Brotli parts included), native on 1 thread
- * and on every core. Diagnostic: a synthetic Gemma-3-270M-shaped state (testing/kv-state.ts;
- * speed does not depend on the values beyond their statistics), no model. Checks that every
- * native decode is byte-identical to the JavaScript one. Writes bench/results/kv-decode.json.
+ * `npm run bench:kv-decode [-- --tokens N --codec NAME --synthetic --out FILE]`: decoding speed of
+ * a qpre-family codec (default compact) in the engine's native addon against the JavaScript
+ * decoder, measured in the same run on the same entry: GB/s of F16 state out, best of five, for
+ * the coded tensors alone and for the whole entry (container and Brotli parts included), native on
+ * 1 thread and on every core. The state: Gemma 3 270M's (Q4_K_M from the model cache, CPU) after
+ * N tokens of this repository's docs; --synthetic: a Gemma-shaped synthetic state
+ * (testing/kv-state.ts), no model (its values compress more than real ones, so it decodes faster).
+ * Checks that every native decode is byte-identical to the JavaScript one. Writes
+ * bench/results/kv-decode.json.
  */
-import { writeFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { kvCodec } from "../engine/kvcodec/codec.ts";
 import { decodeTensorsNatively, nativeKvCodec, useNativeKvCodec } from "../engine/kvcodec/native-decode.ts";
 import { decodeTensorsInJs, rebuildState } from "../engine/kvcodec/qpre.ts";
 import { nativeAddonPath } from "../engine/native/binding.ts";
+import { cacheRoot } from "../engine/model/fetch.ts";
+import { startPod } from "../testing/engine.ts";
 import { syntheticSeqState } from "../testing/kv-state.ts";
 
-const { values: v } = parseArgs({ options: { tokens: { type: "string" }, codec: { type: "string" }, out: { type: "string" } } });
+const { values: v } = parseArgs({ options: { tokens: { type: "string" }, codec: { type: "string" }, out: { type: "string" }, synthetic: { type: "boolean" } } });
 const TOKENS = Number(v.tokens ?? 4096);
 const CODEC = v.codec ?? "compact";
 
@@ -31,11 +36,25 @@ function best<T>(runs: number, fn: () => T): { value: T; seconds: number } {
   return out!;
 }
 
+const MODEL = join(cacheRoot(), "models", "gemma-3-270m-q4_k_m.gguf");
+
+/** Gemma 3 270M's state after TOKENS tokens of docs/ (V transposed: no flash attention, as on CPU). */
+async function modelState(): Promise<Buffer> {
+  await using pod = await startPod({ model: MODEL, parallel: 1, ctxSize: TOKENS + 64, threads: availableParallelism(), batchSize: 512 });
+  const runtime = pod.pod.service.runtime;
+  const docs = await Promise.all((await readdir("docs")).sort().map((f) => readFile(join("docs", f), "utf8")));
+  const tokens = runtime.tokenize(docs.join("\n\n")).slice(0, TOKENS);
+  if (tokens.length < TOKENS) throw new Error(`docs/ holds only ${tokens.length} tokens`);
+  const seq = runtime.sequences[0]!;
+  await seq.evaluatePrefix(tokens);
+  return seq.exportState();
+}
+
 async function main(): Promise<void> {
   useNativeKvCodec(await nativeAddonPath());
   const addon = nativeKvCodec();
   if (!addon) throw new Error("the native addon has no kvDecode");
-  const state = syntheticSeqState({ tokens: TOKENS, vTransposed: true });
+  const state = v.synthetic ? syntheticSeqState({ tokens: TOKENS, vTransposed: true }) : await modelState();
   const codec = kvCodec(CODEC);
   const payload = codec.encode(state);
   const tensorBytes = rebuildState(payload).coded.reduce((a, t) => a + t.slot.data.length, 0);
@@ -69,6 +88,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     machine: { cpu: cpus()[0]?.model, cores, loadavg: loadavg().map((l) => Number(l.toFixed(2))) },
     codec: codec.name,
+    state: v.synthetic ? "synthetic (testing/kv-state.ts)" : "gemma-3-270m Q4_K_M, docs/",
     tokens: TOKENS,
     stateBytes: state.length,
     payloadBytes: payload.length,
