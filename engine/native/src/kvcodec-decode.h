@@ -52,10 +52,8 @@ struct KvDecodeJob {
 // 2^(-code/32) as f32 per gain code (index code + 128), as qpre.ts's scaleChannels computes it.
 using GainTable = const float *;
 
-// Decodes one tensor into job.out; throws std::runtime_error (the reason) on a corrupt or truncated body.
-void kv_decode_tensor(const KvDecodeJob & job, GainTable gains);
-
-// Decodes every job on `threads` threads (the caller's included); the first error is thrown.
+// Decodes every job into its out on `threads` threads (the caller's included); throws std::runtime_error
+// (the first reason) on a corrupt or truncated body.
 void kv_decode_all(const KvDecodeJob * jobs, size_t n, GainTable gains, int threads);
 
 }  // namespace llmfleet
