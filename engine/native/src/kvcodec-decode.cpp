@@ -30,6 +30,12 @@ constexpr int ESC = 2 * RANGE + 1;
 constexpr int BUCKETS = 14;
 constexpr int MAX_SHIFT = 7;
 constexpr int CONTEXTS = BUCKETS + MAX_SHIFT;
+// The row loops (values, RoPE, F16) also in an AVX2 version, chosen at load time where the CPU has it.
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define LLMFLEET_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define LLMFLEET_VECTOR_CLONES
+#endif
 // Token rows per rANS pass (even, so every pass starts on state 0).
 constexpr size_t CHUNK_ROWS = 16;
 
@@ -39,8 +45,13 @@ struct Scratch {
     std::vector<uint32_t> table_freq_cum;
     std::vector<uint8_t> contexts, symbols;
     std::vector<float> mean, rows, gain;
-    std::vector<uint8_t> shift, lo_mask;
+    std::vector<uint8_t> shift;
     std::vector<uint32_t> hi_at;
+    // Shifted blocks: where each symbol of a row goes in `parts` (high parts [0, C), low parts [C, 2C),
+    // zero for unshifted channels), and each channel's 2^shift.
+    std::vector<uint32_t> part_of;
+    std::vector<uint8_t> parts;
+    std::vector<double> scale;
     std::vector<uint16_t> halves;
     std::vector<double> cos, sin;
 };
@@ -66,9 +77,10 @@ void read_channels(Span head, uint32_t channels, Block & b, Scratch & s, bool us
         const int bucket = c & 15, shift = c >> 4;
         if (bucket >= BUCKETS || shift > MAX_SHIFT) corrupt("a channel class is out of range");
         s.shift[j] = static_cast<uint8_t>(shift);
-        // A channel's low part is the symbol after its high part, masked to 0 when it has none.
-        s.lo_mask[j] = shift ? 0xff : 0;
+        s.scale[j] = static_cast<double>(1 << shift);
         s.hi_at[j] = static_cast<uint32_t>(row.size());
+        s.part_of[row.size()] = j;
+        if (shift) s.part_of[row.size() + 1] = channels + j;
         row.push_back(static_cast<uint8_t>(bucket));
         used[bucket] = true;
         if (shift) {
@@ -120,7 +132,9 @@ Block read_block(Span body, uint32_t channels, Scratch & s) {
     s.mean.resize(channels);
     s.shift.resize(channels);
     s.hi_at.resize(channels);
-    s.lo_mask.resize(channels);
+    s.scale.resize(channels);
+    s.part_of.resize(2 * static_cast<size_t>(channels));
+    s.parts.assign(2 * static_cast<size_t>(channels), 0);
     bool used[CONTEXTS] = {};
     read_channels(body.sub(4, 3 * static_cast<size_t>(channels)), channels, b, s, used);
     const size_t e = 4 + 3 * static_cast<size_t>(channels);
@@ -140,7 +154,7 @@ struct Target {
 
 // RoPE angles of token t (rope.ts's ropeTables, one row at a time): a seed row where the position
 // does not follow the previous token's, else the previous row advanced by the step angles.
-void rope_angles(const KvDecodeJob & j, uint32_t token, size_t & seed, double * __restrict c, double * __restrict sn) {
+inline __attribute__((always_inline)) void rope_angles(const KvDecodeJob & j, uint32_t token, size_t & seed, double * __restrict c, double * __restrict sn) {
     const size_t pairs = j.pairs;
     const bool follows = token > 0 && static_cast<int64_t>(j.positions[token]) == static_cast<int64_t>(j.positions[token - 1]) + 1;
     if (!follows) {
@@ -161,7 +175,7 @@ void rope_angles(const KvDecodeJob & j, uint32_t token, size_t & seed, double * 
 }
 
 // Re-rotates a key row: pair i is (x[i], x[i + pairs]) for neox, (x[2i], x[2i + 1]) for norm.
-void rotate_row(float * __restrict x, const double * __restrict c, const double * __restrict sn, size_t pairs, int style) {
+inline __attribute__((always_inline)) void rotate_row(float * __restrict x, const double * __restrict c, const double * __restrict sn, size_t pairs, int style) {
     if (style == 1) {
         float * __restrict y = x + pairs;
         for (size_t i = 0; i < pairs; i++) {
@@ -179,7 +193,7 @@ void rotate_row(float * __restrict x, const double * __restrict c, const double 
 }
 
 // Gains, RoPE and F16 for `n` f32 rows (s.rows) from token `first`, written into the tensor.
-void finish_rows(const Target & t, uint32_t first, uint32_t n, size_t & seed, Scratch & s) {
+LLMFLEET_VECTOR_CLONES void finish_rows(const Target & t, uint32_t first, uint32_t n, size_t & seed, Scratch & s) {
     const uint32_t C = t.channels;
     for (uint32_t r = 0; r < n; r++) {
         float * __restrict x = s.rows.data() + static_cast<size_t>(r) * C;
@@ -204,7 +218,7 @@ void finish_rows(const Target & t, uint32_t first, uint32_t n, size_t & seed, Sc
 }
 
 // Values of a row whose channels all have one symbol: mean + (symbol - RANGE) * step, escapes after.
-void values_plain(const uint8_t * __restrict sym, const float * __restrict mean, double step, float * __restrict x, uint32_t C, bool & escaped) {
+LLMFLEET_VECTOR_CLONES void values_plain(const uint8_t * __restrict sym, const float * __restrict mean, double step, float * __restrict x, uint32_t C, bool & escaped) {
     uint32_t esc = 0;
     for (uint32_t j = 0; j < C; j++) {
         esc |= static_cast<uint32_t>(sym[j] == ESC);
@@ -213,14 +227,20 @@ void values_plain(const uint8_t * __restrict sym, const float * __restrict mean,
     escaped = esc != 0;
 }
 
-// Values of a row with shifted channels: q = (high - RANGE) << shift | low.
-void values_shifted(const uint8_t * sym, const Scratch & s, double step, float * __restrict x, uint32_t C, bool & escaped) {
+// Values of a row with shifted channels: q = (high - RANGE) << shift | low, in doubles (exact:
+// small integers), once the row's symbols are sorted into high and low parts.
+LLMFLEET_VECTOR_CLONES void values_shifted(const uint8_t * sym, size_t per_token, Scratch & s, double step, float * __restrict x, uint32_t C, bool & escaped) {
+    uint8_t * __restrict parts = s.parts.data();
+    const uint32_t * __restrict part_of = s.part_of.data();
+    for (size_t i = 0; i < per_token; i++) parts[part_of[i]] = sym[i];
+    const uint8_t * __restrict lo = parts + C;
+    const float * __restrict mean = s.mean.data();
+    const double * __restrict scale = s.scale.data();
     uint32_t esc = 0;
     for (uint32_t j = 0; j < C; j++) {
-        const int hi = sym[s.hi_at[j]];
-        esc |= static_cast<uint32_t>(hi == ESC);
-        const int q = (hi - RANGE) * (1 << s.shift[j]) + (sym[s.hi_at[j] + 1] & s.lo_mask[j]);
-        x[j] = static_cast<float>(static_cast<double>(s.mean[j]) + static_cast<double>(q) * step);
+        esc |= static_cast<uint32_t>(parts[j] == ESC);
+        const double q = static_cast<double>(static_cast<int>(parts[j]) - RANGE) * scale[j] + static_cast<double>(lo[j]);
+        x[j] = static_cast<float>(static_cast<double>(mean[j]) + q * step);
     }
     escaped = esc != 0;
 }
@@ -293,7 +313,7 @@ public:
             const uint8_t * sym = s_.symbols.data() + static_cast<size_t>(r) * block_.per_token;
             float * x = s_.rows.data() + static_cast<size_t>(r) * C;
             bool escaped = false;
-            if (block_.shifted) values_shifted(sym, s_, block_.step, x, C, escaped);
+            if (block_.shifted) values_shifted(sym, block_.per_token, s_, block_.step, x, C, escaped);
             else values_plain(sym, s_.mean.data(), block_.step, x, C, escaped);
             for (uint32_t j = 0; escaped && j < C; j++) {
                 if (sym[s_.hi_at[j]] != ESC) continue;

@@ -91,7 +91,7 @@ inline uint16_t float_to_half(float v) {
 // f32 to F16, 16 at a time: the normal range branch-free (the compiler vectorises it), then the
 // group again one by one if any of its values is zero, subnormal or beyond F16 (1 group in 30 on a
 // real state: one check per chunk would redo almost every chunk).
-inline void floats_to_halves(const float * __restrict x, uint16_t * __restrict out, size_t n) {
+inline __attribute__((always_inline)) void floats_to_halves(const float * __restrict x, uint16_t * __restrict out, size_t n) {
     size_t g = 0;
     for (; g + 16 <= n; g += 16) {
         uint32_t outside = 0;
@@ -228,7 +228,7 @@ inline void rans_two(RansLane & a, size_t na, RansLane & b, size_t nb) {
 
 // n rows of C F16 values (row-major in h) into a channel-major tensor of `tokens` columns, from
 // column `first`: 8x8 blocks through SSE2 registers, the edges one by one.
-inline void write_transposed(const uint16_t * __restrict h, uint32_t n, uint32_t C, uint16_t * __restrict out, size_t tokens, uint32_t first) {
+inline __attribute__((always_inline)) void write_transposed(const uint16_t * __restrict h, uint32_t n, uint32_t C, uint16_t * __restrict out, size_t tokens, uint32_t first) {
     uint32_t r0 = 0;
 #if defined(__SSE2__)
     for (; r0 + 8 <= n; r0 += 8) {
