@@ -292,7 +292,8 @@ public:
             if (next_segment_ == segments_.size()) return false;
             const Segment & seg = segments_[next_segment_++];
             block_ = read_block(seg.body, t_->channels, s_);
-            kvcodec::rans_start(rans, block_.stream);
+            // Padding for the longest pass: CHUNK_ROWS rows of two symbols per channel.
+            kvcodec::rans_start(rans, block_.stream, stream_, 2 * (2 * CHUNK_ROWS * t_->channels) + 2);
             rans.tables = {s_.table_symbol.data(), s_.table_freq_cum.data()};
             rans.ctx = s_.contexts.data();
             rans.out = s_.symbols.data();
@@ -301,7 +302,10 @@ public:
             row_ = 0;
             escape_ = 0;
         }
-        chunk_ = std::min<uint32_t>(static_cast<uint32_t>(CHUNK_ROWS), block_rows_ - row_);
+        // About CHUNK_ROWS rows of single-symbol channels, so that two lanes' passes are about as long
+        // (what one runs beyond the other runs alone); even, so every pass starts on state 0.
+        const size_t rows = std::max<size_t>(2, (CHUNK_ROWS * t_->channels / block_.per_token) & ~static_cast<size_t>(1));
+        chunk_ = static_cast<uint32_t>(std::min<size_t>(rows, block_rows_ - row_));
         n = chunk_ * block_.per_token;
         return true;
     }
@@ -395,6 +399,7 @@ private:
     std::optional<Target> t_;
     Scratch s_;
     std::vector<Segment> segments_;
+    std::vector<uint8_t> stream_;  // the block's rANS stream, padded (kvcodec::RansLane)
     size_t next_segment_ = 0;
     Block block_{};
     uint32_t block_first_ = 0, block_rows_ = 0, row_ = 0, chunk_ = 0, escape_ = 0;

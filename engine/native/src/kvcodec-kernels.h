@@ -10,6 +10,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -127,6 +128,10 @@ struct RansTables {
 
 // A block's rANS decoding: the two states, the stream they read, the decode tables and the
 // contexts of the symbols of a chunk (symbol k of a chunk uses state k & 1: chunks start even).
+// The stream is read from a copy followed by `pad` zero bytes: from a state in [2^23, 2^31) a step
+// leaves at least 2^11, so at most two bytes come in per symbol, and a pass of at most pad / 2 - 1
+// symbols reads inside the copy without a check or a branch per byte. After each pass, a stream
+// that consumed the padding is truncated or corrupt (a valid one only ever peeks at it).
 struct RansLane {
     uint32_t x[2];
     const uint8_t * in;
@@ -136,41 +141,36 @@ struct RansLane {
     uint8_t * out;
 };
 
-inline void rans_start(RansLane & l, Span stream) {
+inline void rans_start(RansLane & l, Span stream, std::vector<uint8_t> & copy, size_t pad) {
     l.x[0] = stream.u32(0);
     l.x[1] = stream.u32(4);
-    l.in = stream.p;
+    // The encoder starts and ends every state in [2^23, 2^31); below, the bound on bytes per symbol fails.
+    if (l.x[0] < LOW || l.x[1] < LOW) corrupt("a rANS state is out of range");
+    copy.resize(stream.n + pad);
+    std::memcpy(copy.data(), stream.p, stream.n);
+    std::memset(copy.data() + stream.n, 0, pad);
+    l.in = copy.data();
     l.len = stream.n;
     l.p = 8;
-    // The encoder starts and ends every state in [2^23, 2^31); below, the bounds on bytes read per symbol fail.
-    if (l.x[0] < LOW || l.x[1] < LOW) corrupt("a rANS state is out of range");
 }
 
-// One symbol: decode with state x, then renormalise. From a state in [2^23, 2^31) a step leaves
-// at least 2^11, so at most two bytes come in (two below 2^15, one below 2^23): FAST reads them
-// branch-free and unchecked, two bytes at a time (the caller made sure they exist); SAFE checks each.
-#define LLMFLEET_RANS_STEP(l, x, k, FILL)                                                                        \
+inline void rans_check(const RansLane & l) {
+    if (l.p > l.len) corrupt("a rANS stream is truncated");
+}
+
+// One symbol: decode with state x, then renormalise, reading the next two bytes branch-free (two
+// come in below 2^15, one below 2^23).
+#define LLMFLEET_RANS_STEP(l, x, k)                                                                              \
     do {                                                                                                         \
         const uint32_t c_ = static_cast<uint32_t>(l.ctx[k]);                                                     \
         const uint32_t sym_ = l.tables.symbol[(c_ << PROB_BITS) + (x & (PROB - 1))];                             \
         const uint32_t fc_ = l.tables.freq_cum[(c_ << 8) + sym_];                                                \
         l.out[k] = static_cast<uint8_t>(sym_);                                                                   \
         x = (fc_ & 0xffff) * (x >> PROB_BITS) + (x & (PROB - 1)) - (fc_ >> 16);                                  \
-        FILL(l, x);                                                                                              \
-    } while (0)
-#define LLMFLEET_RANS_FAST(l, x)                                                                                 \
-    do {                                                                                                         \
         const uint32_t more_ = static_cast<uint32_t>(x < LOW) + static_cast<uint32_t>(x < (1u << 15));           \
         const uint32_t next_ = (static_cast<uint32_t>(l.in[p_##l]) << 8) | l.in[p_##l + 1];                      \
         x = (x << (8 * more_)) | (next_ >> (16 - 8 * more_));                                                    \
         p_##l += more_;                                                                                          \
-    } while (0)
-#define LLMFLEET_RANS_SAFE(l, x)                                                                                 \
-    do {                                                                                                         \
-        for (int i_ = 0; i_ < 2 && x < LOW; i_++) {                                                              \
-            if (p_##l >= l.len) corrupt("a rANS stream is truncated");                                           \
-            x = (x << 8) | l.in[p_##l++];                                                                        \
-        }                                                                                                        \
     } while (0)
 
 // Symbols [k0, k1) of the lane's chunk.
@@ -178,52 +178,38 @@ inline void rans_range(RansLane & a, size_t k0, size_t k1) {
     uint32_t x0 = a.x[0], x1 = a.x[1];
     size_t p_a = a.p;
     size_t k = k0;
-    if (a.len - p_a >= 2 * (k1 - k0) + 2) {
-        if ((k & 1) && k < k1) {
-            LLMFLEET_RANS_STEP(a, x1, k, LLMFLEET_RANS_FAST);
-            k++;
-        }
-        for (; k + 1 < k1; k += 2) {
-            LLMFLEET_RANS_STEP(a, x0, k, LLMFLEET_RANS_FAST);
-            LLMFLEET_RANS_STEP(a, x1, k + 1, LLMFLEET_RANS_FAST);
-        }
-        if (k < k1) LLMFLEET_RANS_STEP(a, x0, k, LLMFLEET_RANS_FAST);
-    } else {
-        for (; k < k1; k++) {
-            if (k & 1) LLMFLEET_RANS_STEP(a, x1, k, LLMFLEET_RANS_SAFE);
-            else LLMFLEET_RANS_STEP(a, x0, k, LLMFLEET_RANS_SAFE);
-        }
+    if ((k & 1) && k < k1) {
+        LLMFLEET_RANS_STEP(a, x1, k);
+        k++;
     }
+    for (; k + 1 < k1; k += 2) {
+        LLMFLEET_RANS_STEP(a, x0, k);
+        LLMFLEET_RANS_STEP(a, x1, k + 1);
+    }
+    if (k < k1) LLMFLEET_RANS_STEP(a, x0, k);
     a.x[0] = x0;
     a.x[1] = x1;
     a.p = p_a;
+    rans_check(a);
 }
 
 // The chunks of two lanes (na and nb symbols) together: four independent states in flight, where one
 // lane's two would wait on each other's latency (table loads, multiply, renormalisation).
 inline void rans_two(RansLane & a, size_t na, RansLane & b, size_t nb) {
     const size_t m = std::min(na, nb) & ~static_cast<size_t>(1);
-    if (a.len - a.p >= 2 * m + 2 && b.len - b.p >= 2 * m + 2) {
-        uint32_t a0 = a.x[0], a1 = a.x[1], b0 = b.x[0], b1 = b.x[1];
-        size_t p_a = a.p, p_b = b.p;
-        for (size_t k = 0; k < m; k += 2) {
-            LLMFLEET_RANS_STEP(a, a0, k, LLMFLEET_RANS_FAST);
-            LLMFLEET_RANS_STEP(b, b0, k, LLMFLEET_RANS_FAST);
-            LLMFLEET_RANS_STEP(a, a1, k + 1, LLMFLEET_RANS_FAST);
-            LLMFLEET_RANS_STEP(b, b1, k + 1, LLMFLEET_RANS_FAST);
-        }
-        a.x[0] = a0, a.x[1] = a1, b.x[0] = b0, b.x[1] = b1;
-        a.p = p_a, b.p = p_b;
-        rans_range(a, m, na);
-        rans_range(b, m, nb);
-        return;
+    uint32_t a0 = a.x[0], a1 = a.x[1], b0 = b.x[0], b1 = b.x[1];
+    size_t p_a = a.p, p_b = b.p;
+    for (size_t k = 0; k < m; k += 2) {
+        LLMFLEET_RANS_STEP(a, a0, k);
+        LLMFLEET_RANS_STEP(b, b0, k);
+        LLMFLEET_RANS_STEP(a, a1, k + 1);
+        LLMFLEET_RANS_STEP(b, b1, k + 1);
     }
-    rans_range(a, 0, na);
-    rans_range(b, 0, nb);
+    a.x[0] = a0, a.x[1] = a1, b.x[0] = b0, b.x[1] = b1;
+    a.p = p_a, b.p = p_b;
+    rans_range(a, m, na);
+    rans_range(b, m, nb);
 }
-
-#undef LLMFLEET_RANS_FAST
-#undef LLMFLEET_RANS_SAFE
 #undef LLMFLEET_RANS_STEP
 
 // n rows of C F16 values (row-major in h) into a channel-major tensor of `tokens` columns, from
