@@ -294,10 +294,10 @@ function encodePart(part: Buffer | KvTensor, options: QpreOptions): Buffer {
   return Buffer.concat([header(kind, body), body]);
 }
 
-/** The zeroed F16 tensor a coded part decodes into (its shape leads the qpre tensor body). */
-function zeroedTensor(kind: number, body: Buffer): Buffer {
+/** The bytes of the F16 tensor a coded part decodes into (its shape leads the qpre tensor body). */
+function tensorBytes(kind: number, body: Buffer): number {
   const shape = shapeOf(kind === SINK_CODED ? body.subarray(4) : body);
-  return Buffer.alloc(shape.rows * shape.cols * 2);
+  return shape.rows * shape.cols * 2;
 }
 
 const decoders: Record<number, ((body: Buffer, t: KvTensor) => void) | undefined> = { [CODED]: decodeQpreTensor, [SINK_CODED]: decodeSinkTensor };
@@ -322,16 +322,20 @@ export function qpreCodec(name: string, options: QpreOptions): KvCodec {
  * each tensor its place and cell positions.
  */
 export function rebuildState(payload: Buffer): { state: Buffer; coded: CodedTensor[] } {
-  const parts: Buffer[] = [];
+  const parts: (Buffer | number)[] = [];
   const tensors: { kind: number; body: Buffer }[] = [];
   for (let o = 0; o < payload.length;) {
     const kind = payload[o]!;
     const body = payload.subarray(o + 5, o + 5 + payload.readUInt32LE(o + 1));
     o += 5 + body.length;
     if (kind !== BYTES) tensors.push({ kind, body });
-    parts.push(decoders[kind] ? zeroedTensor(kind, body) : brotliDecompressSync(body));
+    parts.push(decoders[kind] ? tensorBytes(kind, body) : brotliDecompressSync(body));
   }
-  const state = Buffer.concat(parts);
+  // One allocation, the exact parts copied in and the coded tensors left zero (not a concatenation
+  // of zeroed tensors: a copy of the whole state for nothing).
+  const state = Buffer.alloc(parts.reduce<number>((a, p) => a + (typeof p === "number" ? p : p.length), 0));
+  let at = 0;
+  for (const p of parts) at += typeof p === "number" ? p : p.copy(state, at);
   const slots = splitState(state).filter(isTensor);
   const coded = tensors.flatMap((t, i) => (decoders[t.kind] ? [{ ...t, slot: slots[i]! }] : []));
   return { state, coded };
