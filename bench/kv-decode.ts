@@ -21,7 +21,9 @@ import { cacheRoot } from "../engine/model/fetch.ts";
 import { startPod } from "../testing/engine.ts";
 import { syntheticSeqState } from "../testing/kv-state.ts";
 
-const { values: v } = parseArgs({ options: { tokens: { type: "string" }, codec: { type: "string" }, out: { type: "string" }, synthetic: { type: "boolean" } } });
+const { values: v } = parseArgs({
+  options: { tokens: { type: "string" }, codec: { type: "string" }, out: { type: "string" }, synthetic: { type: "boolean" } },
+});
 const TOKENS = Number(v.tokens ?? 4096);
 const CODEC = v.codec ?? "compact";
 
@@ -61,7 +63,7 @@ async function main(): Promise<void> {
   // Tensors alone: the state is rebuilt before the clock starts.
   const tensors = (decode: (c: ReturnType<typeof rebuildState>["coded"]) => void): { state: Buffer; seconds: number } => {
     let seconds = Infinity;
-    let last = Buffer.alloc(0);
+    let last: Buffer = Buffer.alloc(0);
     for (let i = 0; i < 5; i++) {
       const r = rebuildState(payload);
       const t0 = performance.now();
@@ -79,7 +81,11 @@ async function main(): Promise<void> {
   const jsEntry = best(3, () => codec.decode(payload));
   useNativeKvCodec(await nativeAddonPath());
   const nativeEntry = best(5, () => codec.decode(payload));
-  for (const [name, s] of [["native 1 thread", native1.state], [`native ${cores} threads`, nativeN.state], ["native entry", nativeEntry.value]] as const) {
+  for (const [name, s] of [
+    ["native 1 thread", native1.state],
+    [`native ${cores} threads`, nativeN.state],
+    ["native entry", nativeEntry.value],
+  ] as const) {
     if (!s.equals(js.state)) throw new Error(`${name}: the decoded state differs from the JavaScript decoder's`);
   }
   const gbps = (bytes: number, seconds: number): number => Number((bytes / seconds / 1e9).toFixed(3));
@@ -96,7 +102,11 @@ async function main(): Promise<void> {
     bitIdentical: true,
     tensorsGBps: { js: gbps(tensorBytes, js.seconds), native1: gbps(tensorBytes, native1.seconds), [`native${cores}`]: gbps(tensorBytes, nativeN.seconds) },
     entryGBps: { js: gbps(state.length, jsEntry.seconds), [`native${cores}`]: gbps(state.length, nativeEntry.seconds) },
-    speedup: { tensors1: Number((js.seconds / native1.seconds).toFixed(1)), [`tensors${cores}`]: Number((js.seconds / nativeN.seconds).toFixed(1)), entry: Number((jsEntry.seconds / nativeEntry.seconds).toFixed(1)) },
+    speedup: {
+      tensors1: Number((js.seconds / native1.seconds).toFixed(1)),
+      [`tensors${cores}`]: Number((js.seconds / nativeN.seconds).toFixed(1)),
+      entry: Number((jsEntry.seconds / nativeEntry.seconds).toFixed(1)),
+    },
   };
   const out = v.out ?? "bench/results/kv-decode.json";
   await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);

@@ -3,11 +3,15 @@
  * JavaScript one: byte-identical states for compact1, its research variant, qsink4 (channel gains)
  * and qpre (recent block), in both V layouts, with a gap in the positions (RoPE seeds) and an odd
  * token count; a truncated or corrupted body throws or decodes to something, never crashes; bad
- * arguments are TypeErrors and RangeErrors. The addon is built on first use (scripts/native/build.sh).
+ * arguments are TypeErrors and RangeErrors; the codec's worker thread decodes with the addon too,
+ * and loading it there leaves the main thread's engine class working. The addon is built on first
+ * use (scripts/native/build.sh).
  */
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
-import { nativeAddonPath } from "../native/binding.ts";
+import { ensureModel } from "../model/fetch.ts";
+import { loadNativeAddon, nativeAddonPath } from "../native/binding.ts";
+import { runCodec } from "./codec-offload.ts";
 import { syntheticSeqState } from "../../testing/kv-state.ts";
 import { rng } from "../../testing/rng.ts";
 import { kvCodec } from "./codec.ts";
@@ -90,4 +94,16 @@ test("bad arguments are TypeErrors and RangeErrors", () => {
   assert.throws(() => addon.kvDecode([{ ...job, body: [1, 2] as never }], 1, null), TypeError);
   assert.throws(() => addon.kvDecode([{ ...job, kind: 2 }], 1, null), RangeError);
   assert.throws(() => addon.kvDecode([job], 1, new Float32Array(3)), RangeError);
+});
+
+test("the codec worker decodes natively, and the addon loaded there leaves the main thread's engine working", async () => {
+  const state = syntheticSeqState({ tokens: 300, vTransposed: true });
+  const payload = kvCodec("compact").encode(state);
+  const js = rebuildState(payload);
+  decodeTensorsInJs(js.coded);
+  // minBytes 0: on the worker thread, which loads the addon the job names.
+  assert.ok((await runCodec("decode", "compact", payload, 0)).equals(js.state));
+  const engine = await (await loadNativeAddon()).load(await ensureModel("synthetic://tiny"), { contextSize: 256, sequences: 1, threads: 1 });
+  assert.ok(engine.info().nVocab > 0);
+  await engine.dispose();
 });
