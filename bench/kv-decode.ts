@@ -1,7 +1,8 @@
 /**
  * `npm run bench:kv-decode [-- --tokens N --codec NAME --synthetic --out FILE]`: decoding speed of
  * a qpre-family codec (default compact) in the engine's native addon against the JavaScript
- * decoder, measured in the same run on the same entry: GB/s of F16 state out, best of five, for
+ * decoder, measured in the same run on the same entry: GB/s of F16 state out (best of 10 runs,
+ * JavaScript 3), each run into a fresh state as a load decodes, for
  * the coded tensors alone and for the whole entry (container and Brotli parts included), native on
  * 1 thread and on every core. The state: Gemma 3 270M's (Q4_K_M from the model cache, CPU) after
  * N tokens of this repository's docs; --synthetic: a Gemma-shaped synthetic state
@@ -61,10 +62,11 @@ async function main(): Promise<void> {
   const payload = codec.encode(state);
   const tensorBytes = rebuildState(payload).coded.reduce((a, t) => a + t.slot.data.length, 0);
   // Tensors alone: the state is rebuilt before the clock starts.
-  const tensors = (decode: (c: ReturnType<typeof rebuildState>["coded"]) => void): { state: Buffer; seconds: number } => {
+  // Every run into a fresh state, as a load decodes (its first writes fault the pages in).
+  const tensors = (decode: (c: ReturnType<typeof rebuildState>["coded"]) => void, runs: number): { state: Buffer; seconds: number } => {
     let seconds = Infinity;
     let last: Buffer = Buffer.alloc(0);
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < runs; i++) {
       const r = rebuildState(payload);
       const t0 = performance.now();
       decode(r.coded);
@@ -73,14 +75,14 @@ async function main(): Promise<void> {
     }
     return { state: last, seconds };
   };
-  const js = tensors(decodeTensorsInJs);
+  const js = tensors(decodeTensorsInJs, 3);
   const cores = availableParallelism();
-  const native1 = tensors((c) => decodeTensorsNatively(addon, c, 1));
-  const nativeN = tensors((c) => decodeTensorsNatively(addon, c, cores));
+  const native1 = tensors((c) => decodeTensorsNatively(addon, c, 1), 10);
+  const nativeN = tensors((c) => decodeTensorsNatively(addon, c, cores), 10);
   useNativeKvCodec(undefined);
   const jsEntry = best(3, () => codec.decode(payload));
   useNativeKvCodec(await nativeAddonPath());
-  const nativeEntry = best(5, () => codec.decode(payload));
+  const nativeEntry = best(10, () => codec.decode(payload));
   for (const [name, s] of [
     ["native 1 thread", native1.state],
     [`native ${cores} threads`, nativeN.state],
