@@ -2,10 +2,10 @@
  * A synthetic llama.cpp sequence state shaped like Gemma 3 270M's (a section of 3 full-attention
  * layers and one of 15 sliding-window layers, one KV head of 256 channels), for codec tests and
  * benchmarks that need no model: keys are channels with fixed means and spreads rotated by RoPE
- * (neox, the section's base), position 0 is an attention sink far outside the other rows, a few
+ * (neox by default, the section's base), position 0 is an attention sink far outside the other rows, a few
  * outliers escape, values are channels without rotation. Layout: engine/runtime/seq-state.ts.
  */
-import { ropeTables, rotateRows } from "../engine/kvcodec/rope.ts";
+import { ropeTables, rotateRows, type RopeStyle } from "../engine/kvcodec/rope.ts";
 import { f32ArrayToF16 } from "../engine/kvcodec/state-tensors.ts";
 import { rng } from "./rng.ts";
 
@@ -19,6 +19,8 @@ export interface SyntheticStateOptions {
   /** Layers per section; default Gemma 3 270M's [3, 15]. */
   sections?: readonly number[];
   channels?: number;
+  /** How keys are rotated; default neox (Gemma's). */
+  rope?: RopeStyle;
 }
 
 const BASES: Record<number, number> = { 3: 1_000_000, 15: 10_000 };
@@ -59,7 +61,7 @@ function section(layers: number, positions: Int32Array, o: Required<SyntheticSta
   const rowHead = Buffer.concat([u32s(1), Buffer.from(new BigUint64Array([BigInt(channels * 2)]).buffer)]);
   for (let l = 0; l < layers; l++) {
     const k = rows(tokens, channels, rand);
-    rotateRows(k, ropeTables(positions, channels, BASES[layers] ?? 10_000), "neox", 1);
+    rotateRows(k, ropeTables(positions, channels, BASES[layers] ?? 10_000), o.rope, 1);
     out.push(rowHead, f16(k));
   }
   for (let l = 0; l < layers; l++) {
@@ -70,7 +72,7 @@ function section(layers: number, positions: Int32Array, o: Required<SyntheticSta
 }
 
 export function syntheticSeqState(options: SyntheticStateOptions): Buffer {
-  const o: Required<SyntheticStateOptions> = { vTransposed: false, gap: 0, seed: 1, sections: [3, 15], channels: 256, ...options };
+  const o: Required<SyntheticStateOptions> = { vTransposed: false, gap: 0, seed: 1, sections: [3, 15], channels: 256, rope: "neox", ...options };
   const rand = rng(o.seed);
   const positions = Int32Array.from({ length: o.tokens }, (_, i) => (i < o.tokens / 2 ? i : i + o.gap));
   const tokenIds = Array.from({ length: o.tokens }, (_, i) => 2 + (i % 1000));

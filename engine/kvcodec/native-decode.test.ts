@@ -1,7 +1,7 @@
 /**
  * The native decoder of the qpre-family codecs (engine/native/src/kvcodec-decode.cpp) against the
  * JavaScript one: byte-identical states for compact1, its research variant, qsink4 (channel gains)
- * and qpre (recent block), in both V layouts, with a gap in the positions (RoPE seeds) and an odd
+ * and qpre (recent block), in both V layouts, neox and norm RoPE, with a gap in the positions (RoPE seeds) and an odd
  * token count; a truncated or corrupted body throws or decodes to something, never crashes; bad
  * arguments are TypeErrors and RangeErrors; the codec's worker thread decodes with the addon too,
  * and loading it there leaves the main thread's engine class working. The addon is built on first
@@ -37,7 +37,7 @@ function decodeBoth(payload: Buffer): { js: Buffer; native: Buffer } {
 const CASES = [
   { tokens: 300, vTransposed: false, gap: 0 },
   { tokens: 300, vTransposed: true, gap: 37 },
-  { tokens: 77, vTransposed: true, gap: 0 },
+  { tokens: 77, vTransposed: true, gap: 0, rope: "norm" as const, sections: [4], channels: 128 },
   { tokens: 1, vTransposed: false, gap: 0 },
 ];
 
@@ -47,6 +47,11 @@ for (const name of ["compact", "compactu@0.2", "qsink4", "qpre"]) {
       const state = syntheticSeqState({ ...c, seed: c.tokens });
       const payload = kvCodec(name).encode(state);
       const { js, native } = decodeBoth(payload);
+      if (c.rope)
+        assert.ok(
+          rebuildState(payload).coded.some((t) => t.body[(t.kind === 3 ? 4 : 0) + 9] === 2),
+          "a key is coded with norm RoPE",
+        );
       assert.equal(js.length, state.length);
       assert.ok(js.equals(native), `${name} ${JSON.stringify(c)}: native and JavaScript states differ`);
       assert.ok(kvCodec(name).decode(payload).equals(js), "the codec's decode (native) is the JavaScript state");
