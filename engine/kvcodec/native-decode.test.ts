@@ -1,8 +1,8 @@
 /**
  * The native decoder of the qpre-family codecs (engine/native/src/kvcodec-decode.cpp) against the
  * JavaScript one: byte-identical states for compact1, its research variant, qsink4 (channel gains)
- * and qpre (recent block), in both V layouts, neox and norm RoPE, with a gap in the positions (RoPE seeds) and an odd
- * token count; a truncated or corrupted body throws or decodes to something, never crashes; bad
+ * and qpre (recent block), in both V layouts, neox and norm RoPE, with a gap in the positions
+ * (RoPE seeds) and an odd token count; a truncated or corrupted body throws or decodes to something, never crashes; bad
  * arguments are TypeErrors and RangeErrors; the codec's worker thread decodes with the addon too,
  * and loading it there leaves the main thread's engine class working. The addon is built on first
  * use (scripts/native/build.sh).
