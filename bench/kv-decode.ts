@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { kvCodec } from "../engine/kvcodec/codec.ts";
-import { decodeTensorsNatively, nativeKvCodec, useNativeKvCodec } from "../engine/kvcodec/native-decode.ts";
+import { decodeTensorsNatively, nativeKvCodec, useNativeKvCodec } from "../engine/kvcodec/native-codec.ts";
 import { decodeTensorsInJs, rebuildState } from "../engine/kvcodec/qpre.ts";
 import { nativeAddonPath } from "../engine/native/binding.ts";
 import { cacheRoot } from "../engine/model/fetch.ts";

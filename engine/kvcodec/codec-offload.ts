@@ -9,7 +9,7 @@
 import { Worker } from "node:worker_threads";
 import { kvCodec } from "./codec.ts";
 import { runJob, type CodecAnswer, type CodecJob } from "./codec-worker.ts";
-import { nativeKvCodecPath } from "./native-decode.ts";
+import { nativeKvCodecPath } from "./native-codec.ts";
 import { KvEntryError, type KvEntryHeader } from "../kvstore/kv-entry.ts";
 import { splitFromLayout, type SplitLayout, type SplitState } from "../kvstore/kv-blocks.ts";
 

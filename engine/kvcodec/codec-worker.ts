@@ -8,7 +8,7 @@
  */
 import { parentPort } from "node:worker_threads";
 import { kvCodec } from "./codec.ts";
-import { useNativeKvCodec } from "./native-decode.ts";
+import { useNativeKvCodec } from "./native-codec.ts";
 import { decodeKvEntry, encodeKvEntry, KvEntryError, type KvEntryHeader } from "../kvstore/kv-entry.ts";
 import { seqStateTokens, truncateSeqState } from "../runtime/seq-state.ts";
 import { splitLayout, splitState, type SplitLayout } from "../kvstore/kv-blocks.ts";
@@ -23,7 +23,7 @@ export interface CodecJob {
   /** splitBlocks: the state is cut to `tokens` and split into `blockTokens`-token blocks (kv-blocks.ts). */
   tokens?: number;
   blockTokens?: number;
-  /** The native addon the qpre-family codecs decode with (native-decode.ts), as the sending thread has it. */
+  /** The native addon the qpre-family codecs decode with (native-codec.ts), as the sending thread has it. */
   nativeAddon?: string;
 }
 

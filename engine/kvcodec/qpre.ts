@@ -13,7 +13,7 @@
 import { brotliCompressSync, brotliDecompressSync, constants } from "node:zlib";
 import type { KvCodec } from "./codec-names.ts";
 import { channelMoments, decodeBlock, encodeBlock } from "./qpre-block.ts";
-import { decodeTensorsNatively, nativeKvCodec, type CodedTensor } from "./native-decode.ts";
+import { decodeTensorsNatively, encodeTensorsNatively, nativeKvCodec, type CodedTensor, type NativeKvCodecAddon, type TensorToEncode } from "./native-codec.ts";
 import { ropeTables, rotateRows, type Rope, type RopeStyle } from "./rope.ts";
 import { F16_TO_F32, f32ArrayToF16, isTensor, splitState, type KvTensor } from "./state-tensors.ts";
 
@@ -244,7 +244,7 @@ export const offsetOf = (t: Pick<KvTensor, "cols" | "tokenAxis">, channels: numb
  */
 export function encodeSinkTensor(t: KvTensor, options: QpreOptions): Buffer {
   const channels = t.tokenAxis === 0 ? t.cols : t.rows;
-  const rows = [...t.positions.keys()].filter((i) => t.positions[i]! < (options.sinkPositions ?? 0));
+  const rows = sinkRows(t, options);
   const gains = options.gains?.(t) ?? new Int8Array(0);
   const coded = encodeTieredTensor(t, options, { exactRows: rows, gains: gains.length > 0 ? gains : undefined });
   const exact = Buffer.alloc(4 + rows.length * (4 + 2 * channels) + 4);
@@ -272,6 +272,9 @@ export function decodeSinkTensor(body: Buffer, t: KvTensor): void {
   }
 }
 
+/** The tensor's cells below sinkPositions (kept exact). */
+const sinkRows = (t: KvTensor, options: QpreOptions): number[] => [...t.positions.keys()].filter((i) => t.positions[i]! < (options.sinkPositions ?? 0));
+
 const u32 = (v: number): Buffer => {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(v, 0);
@@ -294,6 +297,41 @@ function encodePart(part: Buffer | KvTensor, options: QpreOptions): Buffer {
   return Buffer.concat([header(kind, body), body]);
 }
 
+/** The policy's decisions for a coded tensor, for the native encoder (what encodeQpreTensor and encodeSinkTensor decide). */
+function toEncode(t: KvTensor, kind: number, options: QpreOptions): TensorToEncode {
+  const p = options.policy(t);
+  const tokens = tokensOf(t);
+  if (kind === CODED) {
+    const recent = Math.min(p.recentTokens, tokens - 1);
+    return {
+      kind,
+      t,
+      step: p.step,
+      segments: [
+        { tokens: tokens - recent, scale: 1 },
+        { tokens: recent, scale: p.recentScale },
+      ],
+      ropes: options.ropes,
+    };
+  }
+  const segments = segmentsOf(tokens, p.tiers ?? [{ tokens: p.recentTokens, scale: p.recentScale }]);
+  return { kind, t, step: p.step, segments, exactRows: sinkRows(t, options), gains: options.gains?.(t) ?? new Int8Array(0), ropes: options.ropes };
+}
+
+/** The coded tensors of the state's parts encoded by the addon, framed, by part index. */
+function encodeCodedNatively(native: NativeKvCodecAddon, parts: readonly (Buffer | KvTensor)[], options: QpreOptions): Map<number, Buffer> {
+  const items: { index: number; job: TensorToEncode }[] = [];
+  parts.forEach((part, index) => {
+    const kind = isTensor(part) ? tensorKind(part, options) : BYTES;
+    if (kind === CODED || kind === SINK_CODED) items.push({ index, job: toEncode(part as KvTensor, kind, options) });
+  });
+  const bodies = encodeTensorsNatively(
+    native,
+    items.map((i) => i.job),
+  );
+  return new Map(items.map((item, k) => [item.index, Buffer.concat([header(item.job.kind, bodies[k]!), bodies[k]!])]));
+}
+
 /** The bytes of the F16 tensor a coded part decodes into (its shape leads the qpre tensor body). */
 function tensorBytes(kind: number, body: Buffer): number {
   const shape = shapeOf(kind === SINK_CODED ? body.subarray(4) : body);
@@ -305,7 +343,12 @@ const decoders: Record<number, ((body: Buffer, t: KvTensor) => void) | undefined
 export function qpreCodec(name: string, options: QpreOptions): KvCodec {
   return {
     name,
-    encode: (state) => Buffer.concat(splitState(state).map((part) => encodePart(part, options))),
+    encode(state) {
+      const parts = splitState(state);
+      const native = nativeKvCodec();
+      const coded = native ? encodeCodedNatively(native, parts, options) : new Map<number, Buffer>();
+      return Buffer.concat(parts.map((part, i) => coded.get(i) ?? encodePart(part, options)));
+    },
     decode(payload) {
       const { state, coded } = rebuildState(payload);
       const native = nativeKvCodec();

@@ -11,7 +11,7 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import { cacheRoot } from "../model/fetch.ts";
-import { useNativeKvCodec } from "../kvcodec/native-decode.ts";
+import { useNativeKvCodec } from "../kvcodec/native-codec.ts";
 
 export interface NativeLoadOptions {
   /** Layers on the GPU: 0 (default) = CPU only, -1 = all. */

@@ -3,7 +3,7 @@
 // one JavaScript does, in the same order and precision (doubles where it computes in doubles, f32
 // where it stores to a Float32Array), and the file is compiled without FMA contraction.
 //
-// What stays in JavaScript (engine/kvcodec/native-decode.ts): the entry's container, the Brotli
+// What stays in JavaScript (engine/kvcodec/native-codec.ts): the entry's container, the Brotli
 // parts (cell metadata, exact tensors) and the rebuilt state's layout; the RoPE angles' seeds
 // (Math.cos/Math.sin/Math.pow of V8 are not the C library's, so JavaScript computes the few it
 // needs and this code only runs the angle-addition recurrence between them, as rope.ts does).

@@ -1,9 +1,9 @@
 /**
- * The qpre-family codecs' tensors (compact1, qsink*, qpre*) decoded by the engine's native addon
- * (engine/native/src/kvcodec-decode.cpp), bit-identical to qpre.ts's JavaScript decoder and
- * about an order of magnitude faster. The container, the Brotli parts and the rebuilt state's
- * layout stay in qpre.ts; this module hands the addon each coded tensor, the place in the state
- * it decodes to, and what the C++ cannot compute exactly as V8 does: the RoPE seed angles (V8's
+ * The qpre-family codecs' tensors (compact1, qsink*, qpre*) decoded and encoded by the engine's
+ * native addon (engine/native/src/kvcodec-decode.h, kvcodec-encode.h), byte-identical to qpre.ts's
+ * JavaScript and about an order of magnitude faster. The container, the Brotli parts, the rebuilt
+ * state's layout and the policy's decisions stay in qpre.ts; this module hands the addon each
+ * coded tensor and what the C++ cannot compute exactly as V8 does: the RoPE seed angles (V8's
  * Math.cos, Math.sin and ** are not the C library's) and the gain factors.
  *
  * Which addon: the one the engine loaded (engine/native/binding.ts calls useNativeKvCodec), or
@@ -13,7 +13,7 @@
  */
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
-import { followsPrevious, ropeSteps } from "./rope.ts";
+import { followsPrevious, ropeSteps, type Rope } from "./rope.ts";
 import type { KvTensor } from "./state-tensors.ts";
 
 /** One coded tensor of an entry (a qpre container part of kind 1 or 3) and its place in the rebuilt state. */
@@ -40,6 +40,46 @@ interface NativeDecodeJob {
 export interface NativeKvCodecAddon {
   /** Decodes every job into its `out`, on `threads` threads; throws on a corrupt body. gains: 2^(-code/32) at code + 128. */
   kvDecode(jobs: NativeDecodeJob[], threads: number, gains: Float32Array | null): void;
+  /** Each job's tensor body (what qpre.ts writes after the part header); gains: 2^(code/32) at code + 128. */
+  kvEncode(jobs: NativeEncodeJob[], threads: number, gains: Float32Array | null): Buffer[];
+}
+
+/** A RoPE candidate for keys: style 1 neox, 2 norm. */
+interface NativeRope {
+  style: number;
+  base: number;
+  stepCos: Float64Array;
+  stepSin: Float64Array;
+  seeds: Float64Array;
+}
+
+interface NativeEncodeJob {
+  kind: number;
+  data: Uint16Array;
+  rows: number;
+  cols: number;
+  tokenAxis: number;
+  key: boolean;
+  positions: Int32Array;
+  ropes: NativeRope[];
+  exactRows?: Uint32Array;
+  gains?: Int8Array;
+  step: number;
+  segmentTokens: Uint32Array;
+  segmentScales: Float64Array;
+}
+
+/** A tensor to encode and the policy's decisions for it (qpre.ts makes them). */
+export interface TensorToEncode {
+  kind: number;
+  t: KvTensor;
+  step: number;
+  /** Oldest first, with their step scales; kind 1: bulk (scale 1) and recent. */
+  segments: readonly { tokens: number; scale: number }[];
+  /** Kind 3: sink rows (kept exact) and channel gain codes (empty: none). */
+  exactRows?: readonly number[];
+  gains?: Int8Array;
+  ropes: readonly Rope[];
 }
 
 let path: string | undefined = process.env.LLMFLEET_NATIVE_ADDON || undefined;
@@ -55,17 +95,18 @@ export function useNativeKvCodec(addonPath: string | undefined): void {
 /** The addon path the codec decodes with, if any (passed on to the codec's worker thread). */
 export const nativeKvCodecPath = (): string | undefined => path;
 
-/** The addon when one is set and has kvDecode; loaded on first use. A set path that does not load throws. */
+/** The addon when one is set and has kvDecode and kvEncode; loaded on first use. A set path that does not load throws. */
 export function nativeKvCodec(): NativeKvCodecAddon | undefined {
   if (addon === undefined) {
     const loaded = path ? (createRequire(import.meta.url)(path) as Partial<NativeKvCodecAddon>) : undefined;
-    addon = typeof loaded?.kvDecode === "function" ? (loaded as NativeKvCodecAddon) : null;
+    addon = typeof loaded?.kvDecode === "function" && typeof loaded.kvEncode === "function" ? (loaded as NativeKvCodecAddon) : null;
   }
   return addon ?? undefined;
 }
 
-/** What qpre.ts's scaleChannels multiplies a decoded channel by, per gain code (index code + 128). */
+/** What qpre.ts's scaleChannels multiplies a channel by, per gain code (index code + 128): decoding, encoding. */
 const GAINS = Float32Array.from({ length: 256 }, (_, i) => 2 ** ((-1 * (i - 128)) / 32));
+const ENCODE_GAINS = Float32Array.from({ length: 256 }, (_, i) => 2 ** ((1 * (i - 128)) / 32));
 
 const STYLE_AT = 9;
 const BASE_AT = 10;
@@ -121,4 +162,48 @@ export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readon
     const data = tensors[i]!.slot.data;
     if (j.out.buffer !== data.buffer) Buffer.from(j.out.buffer).copy(data);
   });
+}
+
+/** The tensor's F16 values: a view of its bytes, or a copy when they are not 2-aligned. */
+function f16Values(data: Buffer): Uint16Array {
+  if (data.byteOffset % 2 === 0) return new Uint16Array(data.buffer, data.byteOffset, data.length / 2);
+  return new Uint16Array(Uint8Array.from(data).buffer);
+}
+
+/** Encodes the tensors with the addon on `threads` threads; each one's body, in order. */
+export function encodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readonly TensorToEncode[], threads = Math.min(availableParallelism(), 8)): Buffer[] {
+  const ropes = new Map<string, Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds">>();
+  const positionIds = new Map<Int32Array, number>();
+  const ropeOf = (t: KvTensor, dim: number, base: number): Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds"> => {
+    if (!positionIds.has(t.positions)) positionIds.set(t.positions, positionIds.size);
+    const key = `${positionIds.get(t.positions)}/${dim}/${base}`;
+    if (!ropes.has(key)) ropes.set(key, ropeInputs(t.positions, dim, base));
+    return ropes.get(key)!;
+  };
+  const jobs = tensors.map(({ kind, t, step, segments, exactRows, gains, ropes: candidates }): NativeEncodeJob => {
+    const dim = t.tokenAxis === 0 ? t.cols : t.rows;
+    const key = t.kind === "k";
+    return {
+      kind,
+      data: f16Values(t.data),
+      rows: t.rows,
+      cols: t.cols,
+      tokenAxis: t.tokenAxis,
+      key,
+      positions: t.positions,
+      ropes: key
+        ? candidates.map((r) => ({
+            style: r.style === "neox" ? 1 : 2,
+            base: r.base,
+            ...(ropeOf(t, dim, r.base) as Required<Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds">>),
+          }))
+        : [],
+      ...(exactRows && exactRows.length > 0 ? { exactRows: Uint32Array.from(exactRows) } : {}),
+      ...(gains && gains.length > 0 ? { gains } : {}),
+      step,
+      segmentTokens: Uint32Array.from(segments, (s) => s.tokens),
+      segmentScales: Float64Array.from(segments, (s) => s.scale),
+    };
+  });
+  return addon.kvEncode(jobs, threads, ENCODE_GAINS);
 }

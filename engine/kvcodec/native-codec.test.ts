@@ -1,6 +1,7 @@
 /**
- * The native decoder of the qpre-family codecs (engine/native/src/kvcodec-decode.cpp) against the
- * JavaScript one: byte-identical states for compact1, its research variant, qsink4 (channel gains)
+ * The native encoder and decoder of the qpre-family codecs (engine/native/src/kvcodec-*.cpp)
+ * against the JavaScript ones: byte-identical entries and states for compact1, its research
+ * variant, qsink4 (channel gains)
  * and qpre (recent block), in both V layouts, neox and norm RoPE, with a gap in the positions
  * (RoPE seeds) and an odd token count; a truncated or corrupted body throws or decodes to something, never crashes; bad
  * arguments are TypeErrors and RangeErrors; the codec's worker thread decodes with the addon too,
@@ -15,13 +16,15 @@ import { runCodec } from "./codec-offload.ts";
 import { syntheticSeqState } from "../../testing/kv-state.ts";
 import { rng } from "../../testing/rng.ts";
 import { kvCodec } from "./codec.ts";
-import { decodeTensorsNatively, nativeKvCodec, useNativeKvCodec, type NativeKvCodecAddon } from "./native-decode.ts";
+import { decodeTensorsNatively, nativeKvCodec, useNativeKvCodec, type NativeKvCodecAddon } from "./native-codec.ts";
 import { decodeTensorsInJs, rebuildState } from "./qpre.ts";
 
 let addon: NativeKvCodecAddon;
+let addonPath: string;
 
 before(async () => {
-  useNativeKvCodec(await nativeAddonPath());
+  addonPath = await nativeAddonPath();
+  useNativeKvCodec(addonPath);
   addon = nativeKvCodec()!;
   assert.ok(addon, "the addon has kvDecode");
 });
@@ -41,7 +44,22 @@ const CASES = [
   { tokens: 1, vTransposed: false, gap: 0 },
 ];
 
+/** The codec's encoding in JavaScript (no addon) and natively. */
+function encodeBoth(name: string, state: Buffer, path: string | undefined): { js: Buffer; native: Buffer } {
+  useNativeKvCodec(undefined);
+  const js = kvCodec(name).encode(state);
+  useNativeKvCodec(path);
+  return { js, native: kvCodec(name).encode(state) };
+}
+
 for (const name of ["compact", "compactu@0.2", "qsink4", "qpre"]) {
+  test(`${name}: the native encoder's entry is byte-identical to the JavaScript encoder's`, () => {
+    for (const c of CASES) {
+      const { js, native } = encodeBoth(name, syntheticSeqState({ ...c, seed: c.tokens }), addonPath);
+      assert.ok(js.equals(native), `${name} ${JSON.stringify(c)}: native and JavaScript entries differ`);
+    }
+  });
+
   test(`${name}: the native decoder's state is byte-identical to the JavaScript decoder's`, () => {
     for (const c of CASES) {
       const state = syntheticSeqState({ ...c, seed: c.tokens });
@@ -80,7 +98,7 @@ test("a truncated tensor body throws; a corrupted one throws or decodes, never c
   }
 });
 
-test("bad arguments are TypeErrors and RangeErrors", () => {
+test("bad arguments are TypeErrors and RangeErrors, encoding and decoding", () => {
   const { coded } = rebuildState(kvCodec("compact").encode(syntheticSeqState({ tokens: 20 })));
   const t = coded[0]!;
   const job = {
@@ -99,6 +117,35 @@ test("bad arguments are TypeErrors and RangeErrors", () => {
   assert.throws(() => addon.kvDecode([{ ...job, body: [1, 2] as never }], 1, null), TypeError);
   assert.throws(() => addon.kvDecode([{ ...job, kind: 2 }], 1, null), RangeError);
   assert.throws(() => addon.kvDecode([job], 1, new Float32Array(3)), RangeError);
+  const t16 = new Uint16Array(t.slot.rows * t.slot.cols);
+  const enc = {
+    kind: 3,
+    data: t16,
+    rows: t.slot.rows,
+    cols: t.slot.cols,
+    tokenAxis: 0,
+    key: false,
+    positions: t.slot.positions,
+    ropes: [],
+    step: 0.5,
+    segmentTokens: Uint32Array.of(20),
+    segmentScales: Float64Array.of(1),
+  };
+  assert.equal(addon.kvEncode([enc], 1, null).length, 1);
+  assert.throws(() => addon.kvEncode([{ ...enc, data: new Uint16Array(5) }], 1, null), RangeError);
+  assert.throws(() => addon.kvEncode([{ ...enc, segmentTokens: Uint32Array.of(21) }], 1, null), RangeError);
+  assert.throws(() => addon.kvEncode([{ ...enc, exactRows: Uint32Array.of(20) }], 1, null), RangeError);
+  assert.throws(() => addon.kvEncode([{ ...enc, key: true, ropes: undefined as never }], 1, null), TypeError);
+  assert.throws(
+    () =>
+      addon.kvEncode(
+        [{ ...enc, key: true, ropes: [{ style: 1, base: 1e4, stepCos: new Float64Array(3), stepSin: new Float64Array(3), seeds: new Float64Array(6) }] }],
+        1,
+        null,
+      ),
+    RangeError,
+  );
+  assert.throws(() => addon.kvEncode([{ ...enc, step: 0 }], 1, null), RangeError);
 });
 
 test("the codec worker decodes natively, and the addon loaded there leaves the main thread's engine working", async () => {
