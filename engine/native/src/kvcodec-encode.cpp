@@ -31,13 +31,14 @@ constexpr double WIDE = 16;
 
 // JavaScript's Math.round: the nearest integer, halves toward +infinity.
 double js_round(double v) {
-    if (!std::isfinite(v)) return v;
     const double r = std::floor(v);
-    return v - r >= 0.5 ? r + 1 : r;
+    // Branch-free: a quantiser's halves fall either way unpredictably. Infinities and NaN stay.
+    return r + static_cast<double>(v - r >= 0.5);
 }
 
 // JavaScript's ToInt32 of an integral double (what `q >> shift` converts q with).
 int32_t js_int32(double v) {
+    if (v > -2147483648.0 && v < 2147483648.0) return static_cast<int32_t>(v);
     if (!std::isfinite(v)) return 0;
     const double m = std::fmod(std::trunc(v), 4294967296.0);
     return static_cast<int32_t>(static_cast<uint32_t>(static_cast<int64_t>(m < 0 ? m + 4294967296.0 : m)));
@@ -222,9 +223,11 @@ void encode_block(const float * x, uint32_t tokens, uint32_t C, double step_size
     std::vector<uint8_t> symbols(n), contexts(n);
     for (size_t t = 0; t < tokens; t++) std::copy(row.begin(), row.end(), contexts.begin() + static_cast<std::ptrdiff_t>(t * per_token));
     std::vector<uint16_t> escapes;
+    std::vector<double> centre(C);
+    for (uint32_t j = 0; j < C; j++) centre[j] = half_to_float(mean[j]);
     const double inv = 1 / step;
     for (size_t k = 0, s = 0, j = 0; k < static_cast<size_t>(tokens) * C; k++, j = j + 1 == C ? 0 : j + 1) {
-        const double q = js_round((static_cast<double>(x[k]) - static_cast<double>(half_to_float(mean[j]))) * inv);
+        const double q = js_round((static_cast<double>(x[k]) - centre[j]) * inv);
         const int shift = cls[j] >> 4;
         const int32_t hi = js_int32(q) >> shift;
         if (std::abs(static_cast<int64_t>(hi)) > RANGE) {
@@ -267,20 +270,39 @@ void encode_block(const float * x, uint32_t tokens, uint32_t C, double step_size
     std::vector<uint16_t> cum(static_cast<size_t>(CONTEXTS) * (ESC + 1), 0);
     for (int c = 0; c < CONTEXTS; c++)
         for (int s = 1; s <= ESC; s++) cum[static_cast<size_t>(c) * (ESC + 1) + s] = static_cast<uint16_t>(cum[static_cast<size_t>(c) * (ESC + 1) + s - 1] + freq[static_cast<size_t>(c) * (ESC + 1) + s - 1]);
+    std::vector<double> inverse(freq.size());
+    for (size_t i = 0; i < freq.size(); i++) inverse[i] = freq[i] ? 1.0 / freq[i] : 0;
     std::vector<uint8_t> stream(2 * n + 16);
     size_t p = stream.size();
-    uint32_t st[2] = {kvcodec::LOW, kvcodec::LOW};
-    for (size_t k = n; k-- > 0;) {
+    uint32_t st0 = kvcodec::LOW, st1 = kvcodec::LOW;
+    uint8_t * w = stream.data();
+    // One symbol into state x: at most two bytes go out (x < 2^31, the bound at least 2^19), written
+    // branch-free (a byte not taken is overwritten by the next one or lies below the stream).
+    auto put = [&](uint32_t & x, size_t k) {
         const size_t at = static_cast<size_t>(contexts[k]) * (ESC + 1) + symbols[k];
         const uint32_t f = freq[at];
-        uint32_t s = st[k & 1];
         const uint32_t max = ((kvcodec::LOW >> PROB_BITS) << 8) * f;
-        while (s >= max) {
-            stream[--p] = static_cast<uint8_t>(s & 0xff);
-            s >>= 8;
+        for (int i = 0; i < 2; i++) {
+            const uint32_t out = x >= max;
+            w[p - 1] = static_cast<uint8_t>(x & 0xff);
+            p -= out;
+            x >>= 8 * out;
         }
-        st[k & 1] = (s / f) * PROB + (s % f) + cum[at];
+        // x / f without a division: x < 2^31, so x * (1 / f) is off by less than 2^-22 and floors
+        // one short only at an exact multiple, which the remainder shows.
+        uint32_t quotient = static_cast<uint32_t>(static_cast<double>(x) * inverse[at]);
+        uint32_t rest = x - quotient * f;
+        if (rest >= f) quotient++, rest -= f;
+        x = quotient * PROB + rest + cum[at];
+    };
+    // Symbols in reverse, even ones in state 0, odd ones in state 1 (rans.ts's ransEncode).
+    size_t k = n;
+    if (k & 1) put(st0, --k);
+    while (k >= 2) {
+        put(st1, --k);
+        put(st0, --k);
     }
+    const uint32_t st[2] = {st0, st1};
     p -= 8;
     for (int i = 0; i < 4; i++) stream[p + i] = static_cast<uint8_t>(st[0] >> (8 * i)), stream[p + 4 + i] = static_cast<uint8_t>(st[1] >> (8 * i));
     out.insert(out.end(), stream.begin() + static_cast<std::ptrdiff_t>(p), stream.end());
