@@ -1,13 +1,14 @@
 /**
  * `npm run bench:kv-decode [-- --tokens N --codec NAME --synthetic --out FILE]`: decoding speed of
  * a qpre-family codec (default compact) in the engine's native addon against the JavaScript
- * decoder, measured in the same run on the same entry: GB/s of F16 state out (best of 10 runs,
+ * decoder, measured in the same run on the same entry: GB/s of F16 state out (best of 20 runs,
  * JavaScript 3), each run into a fresh state as a load decodes, for
  * the coded tensors alone and for the whole entry (container and Brotli parts included), native on
  * 1 thread and on every core. The state: Gemma 3 270M's (Q4_K_M from the model cache, CPU) after
  * N tokens of this repository's docs; --synthetic: a Gemma-shaped synthetic state
  * (testing/kv-state.ts), no model (its values compress more than real ones, so it decodes faster).
- * Checks that every native decode is byte-identical to the JavaScript one. Writes
+ * Also encoding (a write-back), JavaScript against native, GB/s of F16 state in. Checks that every
+ * native decode and encode is byte-identical to the JavaScript one. Writes
  * bench/results/kv-decode.json.
  */
 import { readdir, readFile, writeFile } from "node:fs/promises";
@@ -59,7 +60,13 @@ async function main(): Promise<void> {
   if (!addon) throw new Error("the native addon has no kvDecode");
   const state = v.synthetic ? syntheticSeqState({ tokens: TOKENS, vTransposed: true }) : await modelState();
   const codec = kvCodec(CODEC);
-  const payload = codec.encode(state);
+  // Encoding (a write-back): JavaScript, then the addon; the same entry either way.
+  useNativeKvCodec(undefined);
+  const jsEncode = best(3, () => codec.encode(state));
+  useNativeKvCodec(await nativeAddonPath());
+  const nativeEncode = best(5, () => codec.encode(state));
+  if (!nativeEncode.value.equals(jsEncode.value)) throw new Error("the native encoder's entry differs from the JavaScript encoder's");
+  const payload = nativeEncode.value;
   const tensorBytes = rebuildState(payload).coded.reduce((a, t) => a + t.slot.data.length, 0);
   // Tensors alone: the state is rebuilt before the clock starts.
   // Every run into a fresh state, as a load decodes (its first writes fault the pages in).
@@ -77,12 +84,12 @@ async function main(): Promise<void> {
   };
   const js = tensors(decodeTensorsInJs, 3);
   const cores = availableParallelism();
-  const native1 = tensors((c) => decodeTensorsNatively(addon, c, 1), 10);
-  const nativeN = tensors((c) => decodeTensorsNatively(addon, c, cores), 10);
+  const native1 = tensors((c) => decodeTensorsNatively(addon, c, 1), 20);
+  const nativeN = tensors((c) => decodeTensorsNatively(addon, c, cores), 20);
   useNativeKvCodec(undefined);
   const jsEntry = best(3, () => codec.decode(payload));
   useNativeKvCodec(await nativeAddonPath());
-  const nativeEntry = best(10, () => codec.decode(payload));
+  const nativeEntry = best(20, () => codec.decode(payload));
   for (const [name, s] of [
     ["native 1 thread", native1.state],
     [`native ${cores} threads`, nativeN.state],
@@ -104,10 +111,12 @@ async function main(): Promise<void> {
     bitIdentical: true,
     tensorsGBps: { js: gbps(tensorBytes, js.seconds), native1: gbps(tensorBytes, native1.seconds), [`native${cores}`]: gbps(tensorBytes, nativeN.seconds) },
     entryGBps: { js: gbps(state.length, jsEntry.seconds), [`native${cores}`]: gbps(state.length, nativeEntry.seconds) },
+    encodeGBps: { js: gbps(state.length, jsEncode.seconds), [`native${cores}`]: gbps(state.length, nativeEncode.seconds) },
     speedup: {
       tensors1: Number((js.seconds / native1.seconds).toFixed(1)),
       [`tensors${cores}`]: Number((js.seconds / nativeN.seconds).toFixed(1)),
       entry: Number((jsEntry.seconds / nativeEntry.seconds).toFixed(1)),
+      encode: Number((jsEncode.seconds / nativeEncode.seconds).toFixed(1)),
     },
   };
   const out = v.out ?? "bench/results/kv-decode.json";
