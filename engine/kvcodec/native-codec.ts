@@ -8,8 +8,8 @@
  *
  * Which addon: the one the engine loaded (engine/native/binding.ts calls useNativeKvCodec), or
  * LLMFLEET_NATIVE_ADDON; none (a kvstore process, a test without the addon, an addon built before
- * kvDecode existed): qpre.ts decodes in JavaScript. The codec's worker thread (codec-offload.ts)
- * gets the path with each job.
+ * kvDecode and kvEncode existed): qpre.ts codes in JavaScript. The codec's worker thread
+ * (codec-offload.ts) gets the path with each job.
  */
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
@@ -85,14 +85,14 @@ export interface TensorToEncode {
 let path: string | undefined = process.env.LLMFLEET_NATIVE_ADDON || undefined;
 let addon: NativeKvCodecAddon | null | undefined;
 
-/** Decode with the addon at `addonPath` from now on (undefined: in JavaScript). */
+/** Code with the addon at `addonPath` from now on (undefined: in JavaScript). */
 export function useNativeKvCodec(addonPath: string | undefined): void {
   if (addonPath === path) return;
   path = addonPath;
   addon = undefined;
 }
 
-/** The addon path the codec decodes with, if any (passed on to the codec's worker thread). */
+/** The addon path the codecs use, if any (passed on to the codec's worker thread). */
 export const nativeKvCodecPath = (): string | undefined => path;
 
 /** The addon when one is set and has kvDecode and kvEncode; loaded on first use. A set path that does not load throws. */
@@ -111,8 +111,10 @@ const ENCODE_GAINS = Float32Array.from({ length: 256 }, (_, i) => 2 ** ((1 * (i 
 const STYLE_AT = 9;
 const BASE_AT = 10;
 
+type RopeInputs = Required<Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds">>;
+
 /** RoPE inputs for a key tensor's rope (rope.ts's ropeTables computes the same seeds, then the recurrence). */
-function ropeInputs(positions: Int32Array, dim: number, base: number): Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds"> {
+function ropeInputs(positions: Int32Array, dim: number, base: number): RopeInputs {
   const { theta, stepCos, stepSin } = ropeSteps(dim, base);
   const pairs = theta.length;
   const starts: number[] = [];
@@ -127,6 +129,19 @@ function ropeInputs(positions: Int32Array, dim: number, base: number): Pick<Nati
   return { stepCos, stepSin, seeds };
 }
 
+/** RoPE inputs by tensor and base, computed once per cell positions (every key of a section shares them), dimension and base. */
+function ropeCache(): (t: KvTensor, base: number) => RopeInputs {
+  const inputs = new Map<string, RopeInputs>();
+  const positionIds = new Map<Int32Array, number>();
+  return (t, base) => {
+    const dim = t.tokenAxis === 0 ? t.cols : t.rows;
+    if (!positionIds.has(t.positions)) positionIds.set(t.positions, positionIds.size);
+    const key = `${positionIds.get(t.positions)}/${dim}/${base}`;
+    if (!inputs.has(key)) inputs.set(key, ropeInputs(t.positions, dim, base));
+    return inputs.get(key)!;
+  };
+}
+
 /** The F16 view a tensor decodes into: its bytes in the state, or a copy when they are not 2-aligned. */
 function f16View(data: Buffer): Uint16Array {
   if (data.byteOffset % 2 === 0) return new Uint16Array(data.buffer, data.byteOffset, data.length / 2);
@@ -135,8 +150,7 @@ function f16View(data: Buffer): Uint16Array {
 
 /** Decodes the tensors into their slots with the addon on `threads` threads (default: the cores, at most 8); throws on a corrupt body. */
 export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readonly CodedTensor[], threads = Math.min(availableParallelism(), 8)): void {
-  const ropes = new Map<string, Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds">>();
-  const positionIds = new Map<Int32Array, number>();
+  const ropeOf = ropeCache();
   const jobs = tensors.map(({ kind, body, slot }): NativeDecodeJob => {
     const head = kind === 3 ? 4 : 0;
     const style = body.length >= head + BASE_AT + 4 ? body[head + STYLE_AT]! : 0;
@@ -150,12 +164,7 @@ export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readon
       positions: slot.positions,
     };
     if (style === 0) return job;
-    const base = body.readFloatLE(head + BASE_AT);
-    const dim = slot.tokenAxis === 0 ? slot.cols : slot.rows;
-    if (!positionIds.has(slot.positions)) positionIds.set(slot.positions, positionIds.size);
-    const key = `${positionIds.get(slot.positions)}/${dim}/${base}`;
-    if (!ropes.has(key)) ropes.set(key, ropeInputs(slot.positions, dim, base));
-    return { ...job, ...ropes.get(key)! };
+    return { ...job, ...ropeOf(slot, body.readFloatLE(head + BASE_AT)) };
   });
   addon.kvDecode(jobs, threads, GAINS);
   jobs.forEach((j, i) => {
@@ -172,16 +181,8 @@ function f16Values(data: Buffer): Uint16Array {
 
 /** Encodes the tensors with the addon on `threads` threads; each one's body, in order. */
 export function encodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readonly TensorToEncode[], threads = Math.min(availableParallelism(), 8)): Buffer[] {
-  const ropes = new Map<string, Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds">>();
-  const positionIds = new Map<Int32Array, number>();
-  const ropeOf = (t: KvTensor, dim: number, base: number): Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds"> => {
-    if (!positionIds.has(t.positions)) positionIds.set(t.positions, positionIds.size);
-    const key = `${positionIds.get(t.positions)}/${dim}/${base}`;
-    if (!ropes.has(key)) ropes.set(key, ropeInputs(t.positions, dim, base));
-    return ropes.get(key)!;
-  };
+  const ropeOf = ropeCache();
   const jobs = tensors.map(({ kind, t, step, segments, exactRows, gains, ropes: candidates }): NativeEncodeJob => {
-    const dim = t.tokenAxis === 0 ? t.cols : t.rows;
     const key = t.kind === "k";
     return {
       kind,
@@ -191,13 +192,7 @@ export function encodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readon
       tokenAxis: t.tokenAxis,
       key,
       positions: t.positions,
-      ropes: key
-        ? candidates.map((r) => ({
-            style: r.style === "neox" ? 1 : 2,
-            base: r.base,
-            ...(ropeOf(t, dim, r.base) as Required<Pick<NativeDecodeJob, "stepCos" | "stepSin" | "seeds">>),
-          }))
-        : [],
+      ropes: key ? candidates.map((r) => ({ style: r.style === "neox" ? 1 : 2, base: r.base, ...ropeOf(t, r.base) })) : [],
       ...(exactRows && exactRows.length > 0 ? { exactRows: Uint32Array.from(exactRows) } : {}),
       ...(gains && gains.length > 0 ? { gains } : {}),
       step,
