@@ -1,9 +1,10 @@
-// kvDecode(jobs, threads, gains) and kvEncode(jobs, threads, gains): the native decoder and encoder
-// of the qpre-family KV codecs (kvcodec-decode.h, kvcodec-encode.h) as module functions. Synchronous: the codec runs it where it runs the
-// JavaScript decoder (engine/kvcodec/codec-offload.ts's worker thread for large entries, inline for
-// small ones), and it spreads the tensors over `threads` threads itself. Every argument is checked
-// before use: a job's output must be exactly its tensor, its positions one per token, its RoPE
-// seeds the size its pairs say; a corrupt body throws an Error (kvcodec-decode.cpp checks every read).
+// kvDecode(jobs, threads, gains) and kvEncode(jobs, threads, gains): the native decoder and
+// encoder of the qpre-family KV codecs (kvcodec-decode.h, kvcodec-encode.h) as module functions.
+// Synchronous: the codec calls them where it runs the JavaScript codec (engine/kvcodec/
+// codec-offload.ts's worker thread for large states, inline for small ones), and they spread the
+// tensors over `threads` threads themselves. Every argument is checked before use: a job's output
+// or input must be exactly its tensor, its positions one per token, its RoPE inputs the sizes its
+// channels say; a corrupt body throws an Error (kvcodec-decode.cpp checks every read).
 #include <napi.h>
 
 #include <cmath>

@@ -1,7 +1,7 @@
 // Native decoding of the qpre-family KV codecs (engine/kvcodec/qpre.ts: compact1, the qsink and
 // qpre research codecs), bit-identical to the JavaScript decoder: every float operation is the
 // one JavaScript does, in the same order and precision (doubles where it computes in doubles, f32
-// where it stores to a Float32Array), and the file is compiled without FMA contraction.
+// where it stores to a Float32Array), and the files are compiled without FMA contraction.
 //
 // What stays in JavaScript (engine/kvcodec/native-codec.ts): the entry's container, the Brotli
 // parts (cell metadata, exact tensors) and the rebuilt state's layout; the RoPE angles' seeds
