@@ -6,10 +6,10 @@
  * coded tensor and what the C++ cannot compute exactly as V8 does: the RoPE seed angles (V8's
  * Math.cos, Math.sin and ** are not the C library's) and the gain factors.
  *
- * Which addon: the one the engine loaded (engine/native/binding.ts calls useNativeKvCodec), or
- * LLMFLEET_NATIVE_ADDON; none (a kvstore process, a test without the addon, an addon built before
- * kvDecode and kvEncode existed): qpre.ts codes in JavaScript. The codec's worker thread
- * (codec-offload.ts) gets the path with each job.
+ * Which addon: the one the engine loaded (engine/native/binding.ts calls useNativeKvCodec); none
+ * (a kvstore process, a pod on the llama backend without the P/D stream, a test without the addon,
+ * an addon built before kvDecode and kvEncode existed): qpre.ts codes in JavaScript. The codec's
+ * worker thread (codec-offload.ts) gets the path with each job.
  */
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
@@ -82,7 +82,9 @@ export interface TensorToEncode {
   ropes: readonly Rope[];
 }
 
-let path: string | undefined = process.env.LLMFLEET_NATIVE_ADDON || undefined;
+// Set when this process loaded the engine's addon (or a test or bench chose one), never from the
+// environment alone: a process that never needed the addon does not load it for its codecs.
+let path: string | undefined;
 let addon: NativeKvCodecAddon | null | undefined;
 
 /** Code with the addon at `addonPath` from now on (undefined: in JavaScript). */
