@@ -16,7 +16,7 @@ import { runCodec } from "./codec-offload.ts";
 import { syntheticSeqState } from "../../testing/kv-state.ts";
 import { rng } from "../../testing/rng.ts";
 import { kvCodec } from "./codec.ts";
-import { decodeTensorsNatively, nativeKvCodec, useNativeKvCodec, type NativeKvCodecAddon } from "./native-codec.ts";
+import { decodeTensorsNatively, encodeTensorsNatively, nativeKvCodec, useNativeKvCodec, type NativeKvCodecAddon } from "./native-codec.ts";
 import { decodeTensorsInJs, rebuildState } from "./qpre.ts";
 
 let addon: NativeKvCodecAddon;
@@ -76,6 +76,21 @@ for (const name of ["compact", "compactu@0.2", "qsink4", "qpre"]) {
     }
   });
 }
+
+test("a tensor at an odd byte offset decodes and encodes through a copy, to the same bytes", () => {
+  const payload = kvCodec("compact").encode(syntheticSeqState({ tokens: 60, vTransposed: true }));
+  const js = rebuildState(payload);
+  decodeTensorsInJs(js.coded);
+  const native = rebuildState(payload);
+  const odd = native.coded.map((t) => ({ ...t, slot: { ...t.slot, data: Buffer.alloc(t.slot.data.length + 1).subarray(1) } }));
+  decodeTensorsNatively(addon, odd);
+  odd.forEach((t, i) => assert.ok(t.slot.data.equals(js.coded[i]!.slot.data), `tensor ${i}`));
+  const t = js.coded[0]!;
+  const job = { kind: 3, t: t.slot, step: 0.25, segments: [{ tokens: 60, scale: 1 }], exactRows: [0], ropes: [] };
+  const aligned = encodeTensorsNatively(addon, [job])[0]!;
+  const shifted = encodeTensorsNatively(addon, [{ ...job, t: { ...t.slot, data: Buffer.concat([Buffer.alloc(1), t.slot.data]).subarray(1) } }])[0]!;
+  assert.ok(shifted.equals(aligned));
+});
 
 test("a truncated tensor body throws; a corrupted one throws or decodes, never crashes", () => {
   const payload = kvCodec("compact").encode(syntheticSeqState({ tokens: 200, vTransposed: true, gap: 5 }));
