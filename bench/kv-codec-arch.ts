@@ -4,13 +4,15 @@
  * every layer full attention, no q-norm, no sliding window; random weights) — where nothing was
  * ever measured or tuned. Size and speed only: its weights are random, so its outputs carry no
  * quality to compare. Per codec: bytes against f16, encode and decode MB/s (of f16 state, best of
- * three), and that the decoded state loads. The native runtime, CPU; the default model's figures
- * are bench:kv-codec's. Writes bench/results/kv-codec-arch.json.
+ * three; the qpre-family codecs, compact among them, run natively since the pod loads the engine's
+ * addon: `qpre_family_coder` says which), and that the decoded state loads. The native runtime,
+ * CPU; the default model's figures are bench:kv-codec's. Writes bench/results/kv-codec-arch.json.
  */
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { kvCodec } from "../engine/kvcodec/codec.ts";
+import { nativeKvCodec } from "../engine/kvcodec/native-codec.ts";
 import { startPod } from "../testing/engine.ts";
 
 const { values: v } = parseArgs({ options: { tokens: { type: "string" }, out: { type: "string" } } });
@@ -61,6 +63,8 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "unknown", load_avg: loadavg() },
     model: "synthetic://1b (llama-shaped, random weights, f16): 16 layers, 8 KV heads x 64",
+    // The pod's runtime loads the engine's addon, and with it the qpre-family codecs run natively (native-codec.ts).
+    qpre_family_coder: nativeKvCodec() ? "native" : "javascript",
     tokens: tokens.length,
     state_bytes: state.length,
     codecs,

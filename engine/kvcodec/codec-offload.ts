@@ -9,6 +9,7 @@
 import { Worker } from "node:worker_threads";
 import { kvCodec } from "./codec.ts";
 import { runJob, type CodecAnswer, type CodecJob } from "./codec-worker.ts";
+import { nativeKvCodecPath } from "./native-codec.ts";
 import { KvEntryError, type KvEntryHeader } from "../kvstore/kv-entry.ts";
 import { splitFromLayout, type SplitLayout, type SplitState } from "../kvstore/kv-blocks.ts";
 
@@ -52,7 +53,12 @@ function codecWorker(): Worker | undefined {
     pending.delete(a.id);
     if (!p) return;
     if ("error" in a) p.reject(a.entryError ? new KvEntryError(a.error) : new Error(a.error));
-    else p.resolve({ out: Buffer.from(a.out.buffer, a.out.byteOffset, a.out.byteLength), ...(a.header ? { header: a.header } : {}), ...(a.split ? { split: a.split } : {}) });
+    else
+      p.resolve({
+        out: Buffer.from(a.out.buffer, a.out.byteOffset, a.out.byteLength),
+        ...(a.header ? { header: a.header } : {}),
+        ...(a.split ? { split: a.split } : {}),
+      });
   });
   worker.on("error", (err) => fail(err));
   worker.on("exit", (code) => fail(new Error(`KV codec worker exited (code ${code})`)));
@@ -64,10 +70,11 @@ async function offload(job: Omit<CodecJob, "id">, worth: boolean): Promise<Done>
   const w = worth ? codecWorker() : undefined;
   if (!w) return runJob(job);
   const id = nextId++;
+  const nativeAddon = nativeKvCodecPath();
   const done = new Promise<Done>((resolve, reject) => pending.set(id, { resolve, reject }));
   // A copy for the worker (the caller keeps its buffer, which may be pinned native memory).
   const data = new Uint8Array(job.data);
-  w.postMessage({ ...job, id, data }, [data.buffer as ArrayBuffer]);
+  w.postMessage({ ...job, id, data, nativeAddon }, [data.buffer as ArrayBuffer]);
   // Keep the process alive only while work is in flight.
   w.ref();
   try {

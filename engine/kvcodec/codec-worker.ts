@@ -8,6 +8,7 @@
  */
 import { parentPort } from "node:worker_threads";
 import { kvCodec } from "./codec.ts";
+import { useNativeKvCodec } from "./native-codec.ts";
 import { decodeKvEntry, encodeKvEntry, KvEntryError, type KvEntryHeader } from "../kvstore/kv-entry.ts";
 import { seqStateTokens, truncateSeqState } from "../runtime/seq-state.ts";
 import { splitLayout, splitState, type SplitLayout } from "../kvstore/kv-blocks.ts";
@@ -22,6 +23,8 @@ export interface CodecJob {
   /** splitBlocks: the state is cut to `tokens` and split into `blockTokens`-token blocks (kv-blocks.ts). */
   tokens?: number;
   blockTokens?: number;
+  /** The native addon the qpre-family codecs decode with (native-codec.ts), as the sending thread has it. */
+  nativeAddon?: string;
 }
 
 /** `entryError`: the entry failed its checks (KvEntryError), not the codec. */
@@ -29,6 +32,7 @@ export type CodecAnswer = { id: number; out: Uint8Array; header?: KvEntryHeader;
 
 /** Runs a job on this thread (the worker, or inline when there is none): the output and, for readEntry, the header. */
 export function runJob(job: Omit<CodecJob, "id">): { out: Buffer; header?: KvEntryHeader; split?: SplitLayout } {
+  if ("nativeAddon" in job) useNativeKvCodec(job.nativeAddon);
   const input = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
   if (job.op === "splitBlocks") {
     const raw = seqStateTokens(input).length === job.tokens ? input : truncateSeqState(input, job.tokens!);

@@ -100,8 +100,9 @@ const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QR
 /**
  * What "default" means: none (raw f16). `compact` becomes the default only when it meets the
  * codec issue's goals (quality against the perturbation floor, native decoding, faster loads from
- * every tier: docs/kv-store.md); until then a lossy default would change outputs and, decoded in
- * JavaScript, make a memory-tier load slower than reading f16.
+ * every tier: docs/kv-store.md); until then a lossy default would change outputs, and where it
+ * decodes in JavaScript (no native addon: native-codec.ts) make a memory-tier load slower than
+ * reading f16.
  */
 export const DEFAULT_CODEC = "none";
 

@@ -13,6 +13,7 @@
 import { brotliCompressSync, brotliDecompressSync, constants } from "node:zlib";
 import type { KvCodec } from "./codec-names.ts";
 import { channelMoments, decodeBlock, encodeBlock } from "./qpre-block.ts";
+import { decodeTensorsNatively, encodeTensorsNatively, nativeKvCodec, type CodedTensor, type NativeKvCodecAddon, type TensorToEncode } from "./native-codec.ts";
 import { ropeTables, rotateRows, type Rope, type RopeStyle } from "./rope.ts";
 import { F16_TO_F32, f32ArrayToF16, isTensor, splitState, type KvTensor } from "./state-tensors.ts";
 
@@ -243,7 +244,7 @@ export const offsetOf = (t: Pick<KvTensor, "cols" | "tokenAxis">, channels: numb
  */
 export function encodeSinkTensor(t: KvTensor, options: QpreOptions): Buffer {
   const channels = t.tokenAxis === 0 ? t.cols : t.rows;
-  const rows = [...t.positions.keys()].filter((i) => t.positions[i]! < (options.sinkPositions ?? 0));
+  const rows = sinkRows(t, options);
   const gains = options.gains?.(t) ?? new Int8Array(0);
   const coded = encodeTieredTensor(t, options, { exactRows: rows, gains: gains.length > 0 ? gains : undefined });
   const exact = Buffer.alloc(4 + rows.length * (4 + 2 * channels) + 4);
@@ -271,6 +272,9 @@ export function decodeSinkTensor(body: Buffer, t: KvTensor): void {
   }
 }
 
+/** The tensor's cells below sinkPositions (kept exact). */
+const sinkRows = (t: KvTensor, options: QpreOptions): number[] => [...t.positions.keys()].filter((i) => t.positions[i]! < (options.sinkPositions ?? 0));
+
 const u32 = (v: number): Buffer => {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(v, 0);
@@ -293,10 +297,45 @@ function encodePart(part: Buffer | KvTensor, options: QpreOptions): Buffer {
   return Buffer.concat([header(kind, body), body]);
 }
 
-/** The zeroed F16 tensor a coded part decodes into (its shape leads the qpre tensor body). */
-function zeroedTensor(kind: number, body: Buffer): Buffer {
+/** The policy's decisions for a coded tensor, for the native encoder (what encodeQpreTensor and encodeSinkTensor decide). */
+function toEncode(t: KvTensor, kind: number, options: QpreOptions): TensorToEncode {
+  const p = options.policy(t);
+  const tokens = tokensOf(t);
+  if (kind === CODED) {
+    const recent = Math.min(p.recentTokens, tokens - 1);
+    return {
+      kind,
+      t,
+      step: p.step,
+      segments: [
+        { tokens: tokens - recent, scale: 1 },
+        { tokens: recent, scale: p.recentScale },
+      ],
+      ropes: options.ropes,
+    };
+  }
+  const segments = segmentsOf(tokens, p.tiers ?? [{ tokens: p.recentTokens, scale: p.recentScale }]);
+  return { kind, t, step: p.step, segments, exactRows: sinkRows(t, options), gains: options.gains?.(t) ?? new Int8Array(0), ropes: options.ropes };
+}
+
+/** The coded tensors of the state's parts encoded by the addon, framed, by part index. */
+function encodeCodedNatively(native: NativeKvCodecAddon, parts: readonly (Buffer | KvTensor)[], options: QpreOptions): Map<number, Buffer> {
+  const items: { index: number; job: TensorToEncode }[] = [];
+  parts.forEach((part, index) => {
+    const kind = isTensor(part) ? tensorKind(part, options) : BYTES;
+    if (kind === CODED || kind === SINK_CODED) items.push({ index, job: toEncode(part as KvTensor, kind, options) });
+  });
+  const bodies = encodeTensorsNatively(
+    native,
+    items.map((i) => i.job),
+  );
+  return new Map(items.map((item, k) => [item.index, Buffer.concat([header(item.job.kind, bodies[k]!), bodies[k]!])]));
+}
+
+/** The bytes of the F16 tensor a coded part decodes into (its shape leads the qpre tensor body). */
+function tensorBytes(kind: number, body: Buffer): number {
   const shape = shapeOf(kind === SINK_CODED ? body.subarray(4) : body);
-  return Buffer.alloc(shape.rows * shape.cols * 2);
+  return shape.rows * shape.cols * 2;
 }
 
 const decoders: Record<number, ((body: Buffer, t: KvTensor) => void) | undefined> = { [CODED]: decodeQpreTensor, [SINK_CODED]: decodeSinkTensor };
@@ -304,22 +343,48 @@ const decoders: Record<number, ((body: Buffer, t: KvTensor) => void) | undefined
 export function qpreCodec(name: string, options: QpreOptions): KvCodec {
   return {
     name,
-    encode: (state) => Buffer.concat(splitState(state).map((part) => encodePart(part, options))),
+    encode(state) {
+      const parts = splitState(state);
+      const native = nativeKvCodec();
+      const coded = native ? encodeCodedNatively(native, parts, options) : new Map<number, Buffer>();
+      return Buffer.concat(parts.map((part, i) => coded.get(i) ?? encodePart(part, options)));
+    },
     decode(payload) {
-      // Exact parts and zeroed tensors first: the rebuilt state's own layout then gives each tensor its place and cell positions.
-      const parts: Buffer[] = [];
-      const tensors: { kind: number; body: Buffer }[] = [];
-      for (let o = 0; o < payload.length;) {
-        const kind = payload[o]!;
-        const body = payload.subarray(o + 5, o + 5 + payload.readUInt32LE(o + 1));
-        o += 5 + body.length;
-        if (kind !== BYTES) tensors.push({ kind, body });
-        parts.push(decoders[kind] ? zeroedTensor(kind, body) : brotliDecompressSync(body));
-      }
-      const state = Buffer.concat(parts);
-      const slots = splitState(state).filter(isTensor);
-      tensors.forEach((t, i) => decoders[t.kind]?.(t.body, slots[i]!));
+      const { state, coded } = rebuildState(payload);
+      const native = nativeKvCodec();
+      if (native) decodeTensorsNatively(native, coded);
+      else decodeTensorsInJs(coded);
       return state;
     },
   };
+}
+
+/**
+ * The state with its exact parts in place and its coded tensors zeroed, and each coded tensor with
+ * its place in it. Exact parts and zeroed tensors first: the rebuilt state's own layout then gives
+ * each tensor its place and cell positions.
+ */
+export function rebuildState(payload: Buffer): { state: Buffer; coded: CodedTensor[] } {
+  const parts: (Buffer | number)[] = [];
+  const tensors: { kind: number; body: Buffer }[] = [];
+  for (let o = 0; o < payload.length;) {
+    const kind = payload[o]!;
+    const body = payload.subarray(o + 5, o + 5 + payload.readUInt32LE(o + 1));
+    o += 5 + body.length;
+    if (kind !== BYTES) tensors.push({ kind, body });
+    parts.push(decoders[kind] ? tensorBytes(kind, body) : brotliDecompressSync(body));
+  }
+  // One allocation, the exact parts copied in and the coded tensors left zero (not a concatenation
+  // of zeroed tensors: a copy of the whole state for nothing).
+  const state = Buffer.alloc(parts.reduce<number>((a, p) => a + (typeof p === "number" ? p : p.length), 0));
+  let at = 0;
+  for (const p of parts) at += typeof p === "number" ? p : p.copy(state, at);
+  const slots = splitState(state).filter(isTensor);
+  const coded = tensors.flatMap((t, i) => (decoders[t.kind] ? [{ ...t, slot: slots[i]! }] : []));
+  return { state, coded };
+}
+
+/** Decodes the coded tensors into their places in JavaScript (what the native decoder must match). */
+export function decodeTensorsInJs(coded: readonly CodedTensor[]): void {
+  coded.forEach((t) => decoders[t.kind]!(t.body, t.slot));
 }

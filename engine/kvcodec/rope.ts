@@ -20,16 +20,29 @@ export interface RopeTables {
   sin: Float64Array;
 }
 
+/** Each pair's angle per position step, and its cosine and sine (what the recurrence advances by). */
+export interface RopeSteps {
+  theta: Float64Array;
+  stepCos: Float64Array;
+  stepSin: Float64Array;
+}
+
+export function ropeSteps(dim: number, base: number): RopeSteps {
+  const theta = Float64Array.from({ length: dim >> 1 }, (_, i) => base ** ((-2 * i) / dim));
+  return { theta, stepCos: theta.map(Math.cos), stepSin: theta.map(Math.sin) };
+}
+
+/** Token t's angles come from the previous token's by one step (else they are computed afresh: a seed). */
+export const followsPrevious = (positions: Int32Array, t: number): boolean => t > 0 && positions[t] === positions[t - 1]! + 1;
+
 export function ropeTables(positions: Int32Array, dim: number, base: number): RopeTables {
   const pairs = dim >> 1;
   const cos = new Float64Array(positions.length * pairs);
   const sin = new Float64Array(positions.length * pairs);
-  const theta = Float64Array.from({ length: pairs }, (_, i) => base ** ((-2 * i) / dim));
-  const stepCos = theta.map(Math.cos);
-  const stepSin = theta.map(Math.sin);
+  const { theta, stepCos, stepSin } = ropeSteps(dim, base);
   for (let t = 0; t < positions.length; t++) {
     const o = t * pairs;
-    const follows = t > 0 && positions[t] === positions[t - 1]! + 1;
+    const follows = followsPrevious(positions, t);
     for (let i = 0; i < pairs; i++) {
       if (follows) {
         const c = cos[o - pairs + i]!;

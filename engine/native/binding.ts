@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import { cacheRoot } from "../model/fetch.ts";
+import { useNativeKvCodec } from "../kvcodec/native-codec.ts";
 
 export interface NativeLoadOptions {
   /** Layers on the GPU: 0 (default) = CPU only, -1 = all. */
@@ -88,7 +89,15 @@ export interface NativeEngine {
    * with any of them samples through them on the CPU, never the greedy fast path. RangeError when
    * the grammar does not parse.
    */
-  setExtras(seq: number, presencePenalty: number, frequencyPenalty: number, biasTokens: Int32Array, biases: Float32Array, grammar: string, logprobs: number): void;
+  setExtras(
+    seq: number,
+    presencePenalty: number,
+    frequencyPenalty: number,
+    biasTokens: Int32Array,
+    biases: Float32Array,
+    grammar: string,
+    logprobs: number,
+  ): void;
   /** The logprobs of the tokens seq sampled since the last call: k alternatives per token, row-major. */
   takeLogprobs(seq: number): { tokens: Int32Array; logprobs: Float32Array; k: number; topTokens: Int32Array; topLogprobs: Float32Array };
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
@@ -193,7 +202,12 @@ let addon: Promise<NativeAddon> | undefined;
 /** The addon, loaded once per process; a failed build or load is tried again on the next call. */
 export function loadNativeAddon(): Promise<NativeAddon> {
   if (addon) return addon;
-  const loading = nativeAddonPath().then((path) => createRequire(import.meta.url)(path) as NativeAddon);
+  const loading = nativeAddonPath().then((path) => {
+    const loaded = createRequire(import.meta.url)(path) as NativeAddon;
+    // The qpre-family KV codecs (compact) decode with this addon from now on, here and on the codec's worker.
+    useNativeKvCodec(path);
+    return loaded;
+  });
   addon = loading;
   loading.catch(() => {
     if (addon === loading) addon = undefined;

@@ -65,7 +65,7 @@ Napi::Value Load(const Napi::CallbackInfo & info) {
         [opts](std::string & error) { return std::make_shared<Holder>(Engine::load(opts, error)); },
         [](Napi::Env env, std::shared_ptr<Holder> & h) -> Napi::Value {
             auto * heap = new Holder(std::move(*h));
-            return NativeEngine::constructor->New({Napi::External<Holder>::New(env, heap)});
+            return NativeEngine::constructor(env).New({Napi::External<Holder>::New(env, heap)});
         });
 }
 

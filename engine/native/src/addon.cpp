@@ -6,8 +6,6 @@
 
 namespace llmfleet_addon {
 
-Napi::FunctionReference * NativeEngine::constructor = nullptr;
-
 Napi::Function NativeEngine::Define(Napi::Env env) {
     return DefineClass(env, "NativeEngine",
                        {
@@ -324,10 +322,11 @@ Napi::Value NativeEngine::DecodeLoop(const Napi::CallbackInfo & info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
     Napi::Function cls = NativeEngine::Define(env);
-    NativeEngine::constructor = new Napi::FunctionReference(Napi::Persistent(cls));
+    env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(cls)));
     exports.Set("NativeEngine", cls);
     exports.Set("load", Napi::Function::New(env, Load));
     InitKvStream(env, exports);
+    InitKvCodec(env, exports);
     return exports;
 }
 

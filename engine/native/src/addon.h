@@ -164,7 +164,9 @@ Napi::Promise queue(Napi::Env env, Napi::Object owner, typename PromiseWorker<Re
 
 class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
 public:
-    static Napi::FunctionReference * constructor;
+    // The class of this environment: the addon is loaded by the main thread and by the KV codec's
+    // worker thread (engine/kvcodec/codec-offload.ts), and a class belongs to the environment that defined it.
+    static Napi::FunctionReference & constructor(Napi::Env env) { return *env.GetInstanceData<Napi::FunctionReference>(); }
     static Napi::Function Define(Napi::Env env);
     explicit NativeEngine(const Napi::CallbackInfo & info);
 
@@ -210,5 +212,8 @@ private:
 };
 
 Napi::Value Load(const Napi::CallbackInfo & info);
+
+// kvDecode on `exports` (addon-kvcodec.cpp).
+void InitKvCodec(Napi::Env env, Napi::Object exports);
 
 }  // namespace llmfleet_addon

@@ -1,0 +1,257 @@
+// Kernels of the qpre-family KV decoder (kvcodec-decode.cpp): a bounds-checked view of a body, the
+// F16 conversions exactly as engine/kvcodec/state-tensors.ts does them, the rANS pass of
+// engine/kvcodec/rans.ts (two interleaved states, 12-bit frequencies, byte-wise renormalisation),
+// and the transposed write of F16 rows (V stored transposed).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace llmfleet::kvcodec {
+
+[[noreturn]] inline void corrupt(const char * what) { throw std::runtime_error(std::string("KV codec payload is corrupt: ") + what); }
+
+struct Span {
+    const uint8_t * p;
+    size_t n;
+    Span sub(size_t at, size_t len) const {
+        if (at > n || len > n - at) corrupt("a length runs past its body");
+        return {p + at, len};
+    }
+    Span from(size_t at) const { return sub(at, at <= n ? n - at : 0); }
+    uint8_t u8(size_t at) const { return sub(at, 1).p[0]; }
+    uint16_t u16(size_t at) const {
+        const uint8_t * q = sub(at, 2).p;
+        return static_cast<uint16_t>(q[0] | (q[1] << 8));
+    }
+    uint32_t u32(size_t at) const {
+        const uint8_t * q = sub(at, 4).p;
+        return static_cast<uint32_t>(q[0]) | (static_cast<uint32_t>(q[1]) << 8) | (static_cast<uint32_t>(q[2]) << 16) | (static_cast<uint32_t>(q[3]) << 24);
+    }
+    float f32(size_t at) const {
+        const uint32_t b = u32(at);
+        float f;
+        std::memcpy(&f, &b, 4);
+        return f;
+    }
+};
+
+// F16 bits -> f32, as state-tensors.ts's F16_TO_F32 table (every NaN the quiet one).
+inline float half_to_float(uint16_t h) {
+    const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+    const uint32_t e = (h >> 10) & 0x1f;
+    uint32_t m = h & 0x3ff;
+    uint32_t bits;
+    if (e == 31) {
+        bits = m ? 0x7fc00000u : (sign | 0x7f800000u);
+    } else if (e != 0) {
+        bits = sign | ((e + 112) << 23) | (m << 13);
+    } else if (m == 0) {
+        bits = sign;
+    } else {
+        uint32_t exp = 113;
+        while (!(m & 0x400)) {
+            m <<= 1;
+            exp--;
+        }
+        bits = sign | (exp << 23) | ((m & 0x3ff) << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+// f32 -> F16 bits as state-tensors.ts's f32ToF16: nearest-even for normals, infinity at and above
+// the F16 range (NaN included), subnormals rounded half up (its Math.round).
+inline uint16_t float_to_half(float v) {
+    uint32_t x;
+    std::memcpy(&x, &v, 4);
+    const uint32_t sign = (x >> 16) & 0x8000;
+    const int e = static_cast<int>((x >> 23) & 0xff) - 112;
+    if (e >= 31) return static_cast<uint16_t>(sign | 0x7c00);
+    if (e <= 0) {
+        if (e < -10) return static_cast<uint16_t>(sign);
+        const uint32_t m = (x & 0x7fffff) | 0x800000;
+        const int s = 14 - e;
+        return static_cast<uint16_t>(sign | ((m + (1u << (s - 1))) >> s));
+    }
+    const uint32_t r = (static_cast<uint32_t>(e) << 10) | ((x & 0x7fffff) >> 13);
+    const uint32_t rest = x & 0x1fff;
+    return static_cast<uint16_t>(sign | (r + ((rest + (r & 1) + 0xfff) >> 13)));
+}
+
+// f32 to F16, 16 at a time: the normal range branch-free (the compiler vectorises it), then the
+// group again one by one if any of its values is zero, subnormal or beyond F16 (1 group in 30 on a
+// real state: one check per chunk would redo almost every chunk).
+inline __attribute__((always_inline)) void floats_to_halves(const float * __restrict x, uint16_t * __restrict out, size_t n) {
+    size_t g = 0;
+    for (; g + 16 <= n; g += 16) {
+        uint32_t outside = 0;
+        for (size_t j = g; j < g + 16; j++) {
+            uint32_t b;
+            std::memcpy(&b, x + j, 4);
+            const uint32_t e = (b >> 23) & 0xff;
+            outside |= static_cast<uint32_t>(e - 113u > 29u);
+            const uint32_t r = ((e - 112u) << 10) | ((b >> 13) & 0x3ff);
+            out[j] = static_cast<uint16_t>(((b >> 16) & 0x8000) | ((r + (((b & 0x1fff) + (r & 1) + 0xfff) >> 13)) & 0x7fff));
+        }
+        if (!outside) continue;
+        for (size_t j = g; j < g + 16; j++) {
+            uint32_t b;
+            std::memcpy(&b, x + j, 4);
+            if (((b >> 23) & 0xff) - 113u > 29u) out[j] = float_to_half(x[j]);
+        }
+    }
+    for (; g < n; g++) out[g] = float_to_half(x[g]);
+}
+
+constexpr uint32_t PROB_BITS = 12;
+constexpr uint32_t PROB = 1u << PROB_BITS;
+constexpr uint32_t LOW = 1u << 23;
+
+// Decode tables of a set of contexts: per context the symbol of each of the 2^12 slots (small
+// enough to stay in L1 for the handful of contexts a block uses, and cheap to build for a small
+// block), and per context and symbol its frequency | cumulative frequency << 16.
+struct RansTables {
+    const uint8_t * symbol;    // [context << 12 | slot]
+    const uint32_t * freq_cum;  // [context << 8 | symbol]
+};
+
+// A block's rANS decoding: the two states, the stream they read, the decode tables and the
+// contexts of the symbols of a chunk (symbol k of a chunk uses state k & 1: chunks start even).
+// The stream is read from a copy followed by `pad` zero bytes: from a state in [2^23, 2^31) a step
+// leaves at least 2^11, so at most two bytes come in per symbol, and a pass of at most pad / 2 - 1
+// symbols reads inside the copy without a check or a branch per byte. After each pass, a stream
+// that consumed the padding is truncated or corrupt (a valid one only ever peeks at it).
+struct RansLane {
+    uint32_t x[2];
+    const uint8_t * in;
+    size_t len, p;
+    RansTables tables;
+    const uint8_t * ctx;
+    uint8_t * out;
+};
+
+inline void rans_start(RansLane & l, Span stream, std::vector<uint8_t> & copy, size_t pad) {
+    l.x[0] = stream.u32(0);
+    l.x[1] = stream.u32(4);
+    // The encoder starts and ends every state in [2^23, 2^31); below, the bound on bytes per symbol fails.
+    if (l.x[0] < LOW || l.x[1] < LOW) corrupt("a rANS state is out of range");
+    copy.resize(stream.n + pad);
+    std::memcpy(copy.data(), stream.p, stream.n);
+    std::memset(copy.data() + stream.n, 0, pad);
+    l.in = copy.data();
+    l.len = stream.n;
+    l.p = 8;
+}
+
+inline void rans_check(const RansLane & l) {
+    if (l.p > l.len) corrupt("a rANS stream is truncated");
+}
+
+// One symbol: decode with state x, then renormalise, reading the next two bytes branch-free (two
+// come in below 2^15, one below 2^23).
+#define LLMFLEET_RANS_STEP(l, x, k)                                                                              \
+    do {                                                                                                         \
+        const uint32_t c_ = static_cast<uint32_t>(l.ctx[k]);                                                     \
+        const uint32_t sym_ = l.tables.symbol[(c_ << PROB_BITS) + (x & (PROB - 1))];                             \
+        const uint32_t fc_ = l.tables.freq_cum[(c_ << 8) + sym_];                                                \
+        l.out[k] = static_cast<uint8_t>(sym_);                                                                   \
+        x = (fc_ & 0xffff) * (x >> PROB_BITS) + (x & (PROB - 1)) - (fc_ >> 16);                                  \
+        const uint32_t more_ = static_cast<uint32_t>(x < LOW) + static_cast<uint32_t>(x < (1u << 15));           \
+        const uint32_t next_ = (static_cast<uint32_t>(l.in[p_##l]) << 8) | l.in[p_##l + 1];                      \
+        x = (x << (8 * more_)) | (next_ >> (16 - 8 * more_));                                                    \
+        p_##l += more_;                                                                                          \
+    } while (0)
+
+// Symbols [k0, k1) of the lane's chunk.
+inline void rans_range(RansLane & a, size_t k0, size_t k1) {
+    uint32_t x0 = a.x[0], x1 = a.x[1];
+    size_t p_a = a.p;
+    size_t k = k0;
+    if ((k & 1) && k < k1) {
+        LLMFLEET_RANS_STEP(a, x1, k);
+        k++;
+    }
+    for (; k + 1 < k1; k += 2) {
+        LLMFLEET_RANS_STEP(a, x0, k);
+        LLMFLEET_RANS_STEP(a, x1, k + 1);
+    }
+    if (k < k1) LLMFLEET_RANS_STEP(a, x0, k);
+    a.x[0] = x0;
+    a.x[1] = x1;
+    a.p = p_a;
+    rans_check(a);
+}
+
+// The chunks of two lanes (na and nb symbols) together: four independent states in flight, where one
+// lane's two would wait on each other's latency (table loads, multiply, renormalisation).
+inline void rans_two(RansLane & a, size_t na, RansLane & b, size_t nb) {
+    const size_t m = std::min(na, nb) & ~static_cast<size_t>(1);
+    uint32_t a0 = a.x[0], a1 = a.x[1], b0 = b.x[0], b1 = b.x[1];
+    size_t p_a = a.p, p_b = b.p;
+    for (size_t k = 0; k < m; k += 2) {
+        LLMFLEET_RANS_STEP(a, a0, k);
+        LLMFLEET_RANS_STEP(b, b0, k);
+        LLMFLEET_RANS_STEP(a, a1, k + 1);
+        LLMFLEET_RANS_STEP(b, b1, k + 1);
+    }
+    a.x[0] = a0, a.x[1] = a1, b.x[0] = b0, b.x[1] = b1;
+    a.p = p_a, b.p = p_b;
+    rans_range(a, m, na);
+    rans_range(b, m, nb);
+}
+#undef LLMFLEET_RANS_STEP
+
+// n rows of C F16 values (row-major in h) into a channel-major tensor of `tokens` columns, from
+// column `first`: 8x8 blocks through SSE2 registers, the edges one by one.
+inline __attribute__((always_inline)) void write_transposed(const uint16_t * __restrict h, uint32_t n, uint32_t C, uint16_t * __restrict out, size_t tokens, uint32_t first) {
+    uint32_t r0 = 0;
+#if defined(__SSE2__)
+    for (; r0 + 8 <= n; r0 += 8) {
+        uint32_t j0 = 0;
+        for (; j0 + 8 <= C; j0 += 8) {
+            __m128i a[8];
+            for (int i = 0; i < 8; i++) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i *>(h + static_cast<size_t>(r0 + i) * C + j0));
+            __m128i t[8], u[8];
+            for (int i = 0; i < 4; i++) {
+                t[i] = _mm_unpacklo_epi16(a[2 * i], a[2 * i + 1]);
+                t[i + 4] = _mm_unpackhi_epi16(a[2 * i], a[2 * i + 1]);
+            }
+            // t[0..3]: channels 0-3 of row pairs (0,1) .. (6,7); t[4..7]: channels 4-7.
+            for (int q = 0; q < 2; q++) {
+                u[4 * q] = _mm_unpacklo_epi32(t[4 * q], t[4 * q + 1]);
+                u[4 * q + 1] = _mm_unpackhi_epi32(t[4 * q], t[4 * q + 1]);
+                u[4 * q + 2] = _mm_unpacklo_epi32(t[4 * q + 2], t[4 * q + 3]);
+                u[4 * q + 3] = _mm_unpackhi_epi32(t[4 * q + 2], t[4 * q + 3]);
+            }
+            // u[4q + 0/1]: rows 0-3 of channels (4q + 0, 1) / (4q + 2, 3); u[4q + 2/3]: rows 4-7.
+            for (int q = 0; q < 2; q++) {
+                for (int h2 = 0; h2 < 2; h2++) {
+                    const __m128i lo = u[4 * q + h2], hi = u[4 * q + 2 + h2];
+                    const uint32_t j = j0 + 4 * q + 2 * h2;
+                    _mm_storeu_si128(reinterpret_cast<__m128i *>(out + static_cast<size_t>(j) * tokens + first + r0), _mm_unpacklo_epi64(lo, hi));
+                    _mm_storeu_si128(reinterpret_cast<__m128i *>(out + static_cast<size_t>(j + 1) * tokens + first + r0), _mm_unpackhi_epi64(lo, hi));
+                }
+            }
+        }
+        for (uint32_t j = j0; j < C; j++) {
+            for (uint32_t r = r0; r < r0 + 8; r++) out[static_cast<size_t>(j) * tokens + first + r] = h[static_cast<size_t>(r) * C + j];
+        }
+    }
+#endif
+    for (uint32_t j = 0; j < C; j++) {
+        for (uint32_t r = r0; r < n; r++) out[static_cast<size_t>(j) * tokens + first + r] = h[static_cast<size_t>(r) * C + j];
+    }
+}
+
+}  // namespace llmfleet::kvcodec
