@@ -19,7 +19,7 @@ import { readFileSync } from "node:fs";
 import { loadNativeAddon } from "../engine/native/binding.ts";
 import { splitState, isTensor, F16_TO_F32, type KvTensor } from "../engine/kvcodec/state-tensors.ts";
 
-const MODEL = `${process.env.HOME}/.cache/llmfleet/models/gemma-3-270m-q4_k_m.gguf`;
+const MODEL = process.env.RAG_PROBE_MODEL ?? `${process.env.HOME}/.cache/llmfleet/models/gemma-3-270m-q4_k_m.gguf`;
 const addon = await loadNativeAddon();
 const e = await addon.load(MODEL, { contextSize: 16384, sequences: 70, threads: 2, kvUnified: true, batchSize: 512 });
 const info = e.info();
