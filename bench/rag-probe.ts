@@ -186,7 +186,7 @@ async function buildInterleaved(pick: number[], prompt: number[], sel: number[])
   }
   return { p: a, runs: runs.length };
 }
-const fractions = [0.05, 0.15, 0.3];
+const fractions = (process.env.FRACTIONS ?? "0.05,0.15,0.3").split(",").map(Number);
 type Deviations = Record<"oracle" | "oracleL1", Float64Array>;
 
 /** The positions (sorted) a strategy recomputes at fraction f of the documents' tokens. */
@@ -208,6 +208,7 @@ function selection(strat: string, f: number, t: { dev: Deviations; docEnd: numbe
       .slice(0, n)
       .sort(ascending);
   }
+  if (strat === "suffix") return positions.slice(positions.length - n);
   if (strat === "prefix") {
     let start = 1;
     return t.pick.flatMap((i) => {
