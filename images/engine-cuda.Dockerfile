@@ -28,17 +28,9 @@ COPY node/include/node /opt/node/include/node
 COPY node-addon-api /opt/node-addon-api
 COPY llama.cpp /src/llama.cpp
 COPY native /src/native
-RUN cmake -S /src/native -B /tmp/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_SOURCE_DIR=/src/llama.cpp \
-      -DNODE_INCLUDE_DIR=/opt/node/include/node -DNODE_ADDON_API_DIR=/opt/node-addon-api \
-      -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH}-real" -DCUDAToolkit_ROOT=/usr/local/cuda \
-      -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON >/tmp/configure.log \
- && cmake --build /tmp/build --target ggml-cuda -j"$(nproc)" >/tmp/build.log \
- && nm -u $(find /tmp/build -name 'libggml-cuda.a') | awk '$2 ~ /^cu[A-Z]/ { print "void " $2 "(void) {}" }' | sort -u >/tmp/stub.c \
- && gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o /usr/local/cuda/lib/stubs/libcuda.so /tmp/stub.c \
- && cmake --build /tmp/build --target llmfleet_native -j"$(nproc)" >>/tmp/build.log \
- && mkdir -p /out/lib && strip --strip-unneeded -o /out/llmfleet_native.node /tmp/build/llmfleet_native.node \
- && cp -L /usr/local/cuda/lib/libcudart.so.13 /usr/local/cuda/lib/libcublas.so.13 /usr/local/cuda/lib/libcublasLt.so.13 /out/lib/ \
- && rm -rf /tmp/build
+# The recipe is engine/native/build-cuda-image.sh, so a GPU machine can run the same one
+# (bench/gpu/http-device.sh setup-image); here it links a libcuda stub (no driver at build time).
+RUN LIBCUDA_STUB=1 CUDA_ARCH="${CUDA_ARCH}" bash /src/native/build-cuda-image.sh /src/native /src/llama.cpp /opt/node/include/node /opt/node-addon-api /out
 
 FROM ${RUNTIME}
 ARG VERSION

@@ -8,6 +8,11 @@
 #                                              compiles once), or the build carried in .device/cuda-build
 #                                              (SAVE_BUILD=1 hands a fresh build back in $OUT as parts);
 #                                              the synthetic 7B f16 model written while it builds
+#   bash bench/gpu/http-device.sh setup-image  the CUDA addon built by the CUDA image's own recipe
+#                                              (engine/native/build-cuda-image.sh: static, sm_90 machine
+#                                              code only, x86-64-v3), no llama-server; the model as setup
+#                                              writes it. The sections after it serve with that addon
+#                                              (the images issue's proof that the image's build serves)
 #   bash bench/gpu/http-device.sh SECTION...   bench:http sections (engine, llama-server, inprocess, soak,
 #                                              stress, pd, reuse), each merged into $OUT/gpu-http.json;
 #                                              extra bench:http flags in BENCH_ARGS. pd (issue 18: P/D over
@@ -67,9 +72,24 @@ setup() {
   ls -la /tmp/*.gguf
 }
 
+setup_image() {
+  echo "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader); nvcc $(nvcc --version | tail -1)"
+  node "$DEV/http-bench.mjs" --prepare --preset 8b >"$OUT/model-write.log" 2>&1 &
+  local writer=$!
+  if [ ! -f /tmp/llama-src/CMakeLists.txt ]; then mkdir -p /tmp/llama-src && tar xJf "$DEV/llama-src.tar.xz" -C /tmp/llama-src; fi
+  local t0
+  t0=$(date +%s)
+  rm -rf "$BUILT" && mkdir -p "$BUILT"
+  bash engine/native/build-cuda-image.sh "$ROOT/engine/native" /tmp/llama-src /opt/node/include/node "$ROOT/node_modules/node-addon-api" "$BUILT"
+  echo "device: the image recipe's build took $(( $(date +%s) - t0 )) s"
+  ls -la "$BUILT" "$BUILT/lib"
+  wait "$writer"
+  ls -la /tmp/*.gguf
+}
+
 bench() {
   [ -n "${RESULTS_IN:-}" ] && [ -f "$RESULTS_IN" ] && [ ! -f "$OUT/gpu-http.json" ] && cp "$RESULTS_IN" "$OUT/gpu-http.json"
-  export LLMFLEET_NATIVE_ADDON="$BUILT/llmfleet_native.node" LD_LIBRARY_PATH="$BUILT"
+  export LLMFLEET_NATIVE_ADDON="$BUILT/llmfleet_native.node" LD_LIBRARY_PATH="$BUILT:$BUILT/lib"
   local args=()
   for s in "$@"; do args+=(--section "$s"); done
   # shellcheck disable=SC2086
@@ -87,7 +107,8 @@ sanitize() {
 
 case "${1:-}" in
   setup) setup ;;
+  setup-image) setup_image ;;
   sanitize) sanitize ;;
-  "") echo "usage: $0 setup | sanitize | SECTION..." >&2; exit 2 ;;
+  "") echo "usage: $0 setup | setup-image | sanitize | SECTION..." >&2; exit 2 ;;
   *) bench "$@" ;;
 esac

@@ -54,8 +54,10 @@ for (const file of ["images/engine.Dockerfile", "images/engine-cuda.Dockerfile"]
   });
 }
 
-test("the CUDA addon is sm_90 machine code only, at the pinned CUDA 13.0 wheels", () => {
-  assert.match(read("images/engine-cuda.Dockerfile"), /-DCMAKE_CUDA_ARCHITECTURES="\$\{CUDA_ARCH\}-real"/);
+test("the CUDA addon is sm_90 machine code only, at the pinned CUDA 13.0 wheels, built by the recipe a GPU machine can run", () => {
+  // The image runs engine/native/build-cuda-image.sh (bench/gpu/http-device.sh setup-image runs the same on the GPU machine).
+  assert.match(read("images/engine-cuda.Dockerfile"), /^RUN LIBCUDA_STUB=1 CUDA_ARCH="\$\{CUDA_ARCH\}" bash \/src\/native\/build-cuda-image\.sh /m);
+  assert.match(read("engine/native/build-cuda-image.sh"), /-DCMAKE_CUDA_ARCHITECTURES="\$\{ARCH\}-real"/);
   const pins = read("scripts/images/pins.sh");
   assert.match(pins, /^CUDA_ARCH=90$/m);
   for (const w of /^CUDA_WHEELS="(.*)"$/m.exec(pins)?.[1]?.split(" ") ?? []) assert.match(w, /^nvidia-[a-z-]+==13\.0\.[0-9.]+$/, w);
