@@ -139,7 +139,7 @@ async function probe(base: string, headers: Record<string, string>): Promise<KvT
   return info;
 }
 
-type HandoffHeader = { handoffId: string; model: string; tokens: number[]; vTransposed: boolean };
+type HandoffHeader = { handoffId: string; model: string; tokens: number[]; vTransposed: boolean; cachedTokens: number };
 
 /** The URL the decode pod named in its TCP answer: its advertised URL, or the IP the connection reached plus its HTTP port. */
 function tcpStagedUrl(message: string, base: string, info: KvTransportInfo): string {
@@ -177,7 +177,7 @@ function tcpAnswer(t: TcpTarget, r: KvSendResult): string {
  */
 async function sendTcp(deps: HandoffDeps, t: TcpTarget, header: HandoffHeader, state: Buffer): Promise<string> {
   // The tokens travel in the state's own header (seqStateTokens); the JSON names the rest.
-  const json = JSON.stringify({ handoffId: header.handoffId, model: header.model, tokens: header.tokens.length, vTransposed: header.vTransposed });
+  const json = JSON.stringify({ handoffId: header.handoffId, model: header.model, tokens: header.tokens.length, vTransposed: header.vTransposed, cachedTokens: header.cachedTokens });
   for (let attempt = 1; ; attempt++) {
     try {
       return tcpAnswer(t, await t.addon.kvSend(state, t.host, t.port, header.handoffId, json, TCP_CHUNK_BYTES, deps.sendTimeoutMs ?? 30_000));
@@ -249,7 +249,7 @@ function prefillHandler(deps: HandoffDeps) {
     const t0 = performance.now();
     const { state, prefixHitTokens } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
-    const header = { handoffId, model: service.runtime.info.modelId, tokens: prepared.prompt.slice(0, -1), vTransposed: !service.runtime.info.flashAttention };
+    const header = { handoffId, model: service.runtime.info.modelId, tokens: prepared.prompt.slice(0, -1), vTransposed: !service.runtime.info.flashAttention, cachedTokens: prefixHitTokens };
     const { stagedUrl, path } = await handOff(deps, decodeUrl, header, state);
     const sendMs = performance.now() - t1;
     metrics.handoffBytes.observe(state.length);
@@ -284,7 +284,7 @@ function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
     }
     const state = normaliseSeqState(decoded.state, { streams: info.kvStreams, vTransposed: !info.flashAttention });
     try {
-      store.put(String(req.params.id), decoded.header.tokens, state);
+      store.put(String(req.params.id), decoded.header.tokens, state, cachedTokensOf(decoded.header));
     } catch (err) {
       if (err instanceof HandoffStoreFullError) throw new HttpError(429, err.message, { code: "handoff_store_full", headers: { "Retry-After": "1" } });
       throw err;
@@ -297,15 +297,21 @@ function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
   };
 }
 
+/** The prefill pod's reused prompt tokens from a hand-off header (0 when absent or not a count). */
+function cachedTokensOf(header: { cachedTokens?: unknown }): number {
+  const n = header.cachedTokens;
+  return typeof n === "number" && Number.isInteger(n) && n >= 0 ? n : 0;
+}
+
 /** A state the native listener staged, normalised to this pod's layout (no copy when they agree). */
-function takeTcp(deps: HandoffDeps, id: string): { tokens: number[]; state: Buffer } | undefined {
+function takeTcp(deps: HandoffDeps, id: string): { tokens: number[]; state: Buffer; cachedTokens: number } | undefined {
   if (!deps.tcp) return undefined;
   const taken = deps.tcp.addon.kvTake(deps.tcp.handle, id);
   if (!taken) return undefined;
   const { info } = deps.service.runtime;
-  let header: { model?: unknown };
+  let header: { model?: unknown; cachedTokens?: unknown };
   try {
-    header = JSON.parse(taken.header) as { model?: unknown };
+    header = JSON.parse(taken.header) as { model?: unknown; cachedTokens?: unknown };
   } catch {
     throw new HttpError(400, "staged KV state has no valid header", { code: "bad_kv_stream" });
   }
@@ -320,7 +326,7 @@ function takeTcp(deps: HandoffDeps, id: string): { tokens: number[]; state: Buff
   }
   deps.metrics.handoffBytes.observe(state.length);
   deps.metrics.handoffSeconds.observe({ stage: "receive" }, taken.seconds);
-  return { tokens: seqStateTokens(state), state };
+  return { tokens: seqStateTokens(state), state, cachedTokens: cachedTokensOf(header) };
 }
 
 function generateHandler(deps: HandoffDeps, store: HandoffStore) {
@@ -334,7 +340,7 @@ function generateHandler(deps: HandoffDeps, store: HandoffStore) {
     if (staged.tokens.length !== expected.length || staged.tokens.some((t, i) => t !== expected[i])) {
       throw new HttpError(409, "staged KV state does not match the request's prompt tokens", { code: "handoff_mismatch" });
     }
-    await respondWithGeneration(deps.service, prepared, res, { signal: clientGone(req, res).signal, importedState: staged.state });
+    await respondWithGeneration(deps.service, prepared, res, { signal: clientGone(req, res).signal, importedState: staged.state, importedCachedTokens: staged.cachedTokens });
   };
 }
 

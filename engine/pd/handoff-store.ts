@@ -6,6 +6,8 @@
 export interface StagedState {
   tokens: number[];
   state: Buffer;
+  /** Prompt tokens the prefill pod reused (the hand-off header's cachedTokens). */
+  cachedTokens: number;
   expiresAt: number;
 }
 
@@ -33,10 +35,10 @@ export class HandoffStore implements AsyncDisposable {
     return total;
   }
 
-  put(id: string, tokens: number[], state: Buffer): void {
+  put(id: string, tokens: number[], state: Buffer, cachedTokens = 0): void {
     this.sweep();
     if (this.staged.size >= this.maxEntries) throw new HandoffStoreFullError(`decode pod holds ${this.maxEntries} staged KV states; retry later`);
-    this.staged.set(id, { tokens, state, expiresAt: Date.now() + this.ttlMs });
+    this.staged.set(id, { tokens, state, cachedTokens, expiresAt: Date.now() + this.ttlMs });
   }
 
   /** Removes and returns the staged state; undefined when unknown or expired. */

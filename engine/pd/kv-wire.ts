@@ -21,6 +21,12 @@ export interface KvHandoffHeader {
   tokens: number[];
   /** The V layout the state was written with (informational; the decode side normalises). */
   vTransposed: boolean;
+  /**
+   * Prompt tokens the prefill pod reused instead of computing (its prefix cache or KV store): the
+   * decode pod reports them as the answer's usage.prompt_tokens_details.cached_tokens. Absent from
+   * older prefill pods (0).
+   */
+  cachedTokens?: number;
   stateBytes: number;
   sha256: string;
 }

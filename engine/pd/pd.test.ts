@@ -109,3 +109,17 @@ test("a dead decode pod fails the request with a clear error instead of hanging"
   assert.equal(r.status, 502);
   assert.match((r.json.error as { message: string }).message, /hand-off to http:\/\/127\.0\.0\.1:9/);
 });
+
+test("the prefill pod's reused prefix reaches the answer's usage as cached_tokens, over TCP and over HTTP", async () => {
+  for (const [name, r] of [["tcp", router], ["http", httpRouter]] as const) {
+    const prompt = `a prompt of its own for the ${name} hand-off: ${Array.from({ length: 40 }, (_, i) => `w${i}`).join(" ")}`;
+    const cached = async (): Promise<number> => {
+      const res = await postJson(`${r.url}/v1/completions`, { prompt, max_tokens: 4 });
+      assert.equal(res.status, 200, JSON.stringify(res.json));
+      return (res.json.usage as { prompt_tokens_details: { cached_tokens: number } }).prompt_tokens_details.cached_tokens;
+    };
+    const first = await cached();
+    const again = await cached();
+    assert.ok(again > first && again > 20, `${name}: the repeat reused the prefill pod's prefix (cached_tokens ${first} then ${again})`);
+  }
+});

@@ -59,6 +59,12 @@ export interface GenerateOptions {
   signal: AbortSignal;
   /** KV state of prompt[0..n-1) from a prefill pod (decode role). */
   importedState?: Buffer;
+  /**
+   * With importedState: the prompt tokens the prefill pod reused rather than computed (the
+   * hand-off's cachedTokens), reported as the answer's cached tokens. They were counted in the
+   * prefill pod's metrics, not again here.
+   */
+  importedCachedTokens?: number;
 }
 
 export class CompletionService {
@@ -182,10 +188,10 @@ export class CompletionService {
       const imported = opts.importedState ? seq.contextTokens().length : 0;
       if (!opts.importedState) load = await this.loadCached(lease, context, ns);
       const hits = await this.evaluateTimed(lease, context);
-      const prefixHitTokens = Math.max(0, hits - imported);
-      this.countHits(req, prefixHitTokens);
+      const localHits = Math.max(0, hits - imported);
+      this.countHits(req, localHits);
       const result = yield* this.sample(lease, req, opts.signal);
-      return { ...result, prefixHitTokens };
+      return { ...result, prefixHitTokens: localHits + (opts.importedState ? (opts.importedCachedTokens ?? 0) : 0) };
     } finally {
       this.releaseWithWriteBack(lease, context, load, ns);
     }
