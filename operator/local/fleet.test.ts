@@ -7,6 +7,7 @@ import { readFleet } from "./manifests.ts";
 import { planLocalFleet, processSpecs } from "./fleet.ts";
 import { rewriteServiceURLs } from "./processes.ts";
 import { routerWiring } from "./routers.ts";
+import { ROUTER_NODE_OPTIONS } from "../plan/model.ts";
 
 function manifest(text: string): string {
   const path = join(mkdtempSync(join(tmpdir(), "llmfleet-local-")), "fleet.yaml");
@@ -34,6 +35,8 @@ test("the quickstart plans a router, a prefill and a decode process wired on loo
   const http = specs.map((s) => s.port);
   assert.equal(new Set([...kv, ...http]).size, kv.length + http.length, `ports ${http.join(",")} and KV ports ${kv.join(",")} are all distinct`);
   assert.equal(router?.args.includes("--kv-port"), false);
+  // The planned environment goes with the process: the router's heap cap as the operator sets it.
+  assert.equal(router?.env?.NODE_OPTIONS, ROUTER_NODE_OPTIONS);
 });
 
 test("replicas become processes, and a Service URL resolves to all of them", () => {

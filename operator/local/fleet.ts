@@ -18,6 +18,11 @@ export interface PlannedDeployment {
   role: string;
   replicas: number;
   args: string[];
+  /**
+   * The container's environment as planned, literal values only (e.g. the router's NODE_OPTIONS heap
+   * cap); a value from a Secret or field has no local source and is left out.
+   */
+  env?: Record<string, string>;
 }
 
 const NOW = "1970-01-01T00:00:00Z";
@@ -29,8 +34,10 @@ function deployments(children: KubeObject[]): PlannedDeployment[] {
   return children
     .filter((c): c is V1Deployment => c.kind === "Deployment" || c.kind === "StatefulSet")
     .map((d) => {
-      const args = d.spec?.template.spec?.containers[0]?.args ?? [];
-      return { name: d.metadata?.name ?? "", role: args[args.indexOf("--role") + 1] ?? "", replicas: d.spec?.replicas ?? 1, args };
+      const container = d.spec?.template.spec?.containers[0];
+      const args = container?.args ?? [];
+      const env = Object.fromEntries((container?.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value as string]));
+      return { name: d.metadata?.name ?? "", role: args[args.indexOf("--role") + 1] ?? "", replicas: d.spec?.replicas ?? 1, args, env };
     });
 }
 
@@ -124,6 +131,7 @@ export function processSpecs(planned: PlannedDeployment[], layout: LocalLayout):
       replica,
       port,
       args: replicaArgs(d, { port, kvPort: kvPorts.get(d.name)?.[replica] ?? 0 }, urls, layout.threads),
+      env: d.env ?? {},
     })),
   );
 }

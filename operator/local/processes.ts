@@ -13,6 +13,8 @@ export interface EngineProcessSpec {
   replica: number;
   port: number;
   args: string[];
+  /** The planned container environment (literal values), over this process's own. */
+  env?: Record<string, string>;
 }
 
 export interface RunningEngine {
@@ -55,7 +57,7 @@ export async function prepareNativeAddon(log: (line: string) => void): Promise<v
 
 export function startEngine(spec: EngineProcessSpec, log: (line: string) => void): RunningEngine {
   const args = ["--import", "tsx", "engine/main.ts", ...spec.args];
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: process.env });
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...spec.env } });
   const tag = `[${spec.name}#${spec.replica}]`;
   for (const stream of [child.stdout, child.stderr]) {
     let partial = "";
