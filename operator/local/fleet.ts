@@ -29,6 +29,11 @@ const NOW = "1970-01-01T00:00:00Z";
 /** Processes have no image: every pod, with GPUs or not, runs this checkout's engine. */
 const LOCAL_IMAGES = { engineImage: "local", engineGPUImage: "local" };
 
+/** A container's environment with literal values; one from a Secret or field has no local source. */
+function literalEnv(env: { name: string; value?: string }[] | undefined): Record<string, string> {
+  return Object.fromEntries((env ?? []).flatMap((e) => (e.value === undefined ? [] : [[e.name, e.value]])));
+}
+
 /** Deployments and StatefulSets (the KV store) become processes; Services and PDBs have no local form. */
 function deployments(children: KubeObject[]): PlannedDeployment[] {
   return children
@@ -36,8 +41,7 @@ function deployments(children: KubeObject[]): PlannedDeployment[] {
     .map((d) => {
       const container = d.spec?.template.spec?.containers[0];
       const args = container?.args ?? [];
-      const env = Object.fromEntries((container?.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value as string]));
-      return { name: d.metadata?.name ?? "", role: args[args.indexOf("--role") + 1] ?? "", replicas: d.spec?.replicas ?? 1, args, env };
+      return { name: d.metadata?.name ?? "", role: args[args.indexOf("--role") + 1] ?? "", replicas: d.spec?.replicas ?? 1, args, env: literalEnv(container?.env) };
     });
 }
 
