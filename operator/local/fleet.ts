@@ -38,11 +38,12 @@ function literalEnv(env: { name: string; value?: string }[] | undefined): Record
 function deployments(children: KubeObject[]): PlannedDeployment[] {
   return children
     .filter((c): c is V1Deployment => c.kind === "Deployment" || c.kind === "StatefulSet")
-    .map((d) => {
-      const container = d.spec?.template.spec?.containers[0];
-      const args = container?.args ?? [];
-      return { name: d.metadata?.name ?? "", role: args[args.indexOf("--role") + 1] ?? "", replicas: d.spec?.replicas ?? 1, args, env: literalEnv(container?.env) };
-    });
+    .map(plannedDeployment);
+}
+
+function plannedDeployment(d: V1Deployment): PlannedDeployment {
+  const { args = [], env } = d.spec?.template.spec?.containers[0] ?? {};
+  return { name: d.metadata?.name ?? "", role: args[args.indexOf("--role") + 1] ?? "", replicas: d.spec?.replicas ?? 1, args, env: literalEnv(env) };
 }
 
 function poolWorld(fleet: LocalFleetSpec, pool: EnginePool): PoolWorld {
