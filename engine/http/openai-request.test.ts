@@ -156,5 +156,14 @@ test("sampling extras, response formats and tool choices become the engine's sam
   const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } } }];
   assert.match(chat({ tools, tool_choice: "required" }).sampling.grammar ?? "", /get_weather/);
   assert.equal(chat({ tools, tool_choice: "auto" }).sampling.grammar, undefined);
-  assert.deepEqual(chat({ documents: [{ text: "d" }] }).extensions, { documents: [{ text: "d" }] });
+  // documents: strings or {text}, handed on as their texts; a bad item is a 400 naming it.
+  assert.deepEqual(chat({ documents: [{ text: "d" }, "e"] }).extensions, { documents: ["d", "e"] });
+  for (const [documents, param] of [
+    [[""], "documents[0]"],
+    [["a", { text: 3 }], "documents[1]"],
+    [["a", null], "documents[1]"],
+    [Array.from({ length: 65 }, () => "d"), "documents"],
+  ] as const) {
+    assert.throws(() => chat({ documents }), (e: unknown) => (e as { body?: () => { error: { param: string } } }).body?.().error.param === param, param);
+  }
 });

@@ -201,11 +201,27 @@ function completionFields(body: Body, sampling: Sampling): Partial<GenerationReq
   return { prompt: parsePrompt(body), ...(echo ? { echo } : {}) };
 }
 
+/** The most documents one request may carry. */
+export const MAX_DOCUMENTS = 64;
+
+/**
+ * `documents` (this project's RAG extension): an array of strings or `{text}` objects, each
+ * non-empty; the engine gets their texts (docs/api.md says where they go in the prompt).
+ */
+function documentTexts(raw: unknown): string[] {
+  if (!Array.isArray(raw)) throw invalidParam("documents", "'documents' must be an array of strings or {text} objects");
+  if (raw.length > MAX_DOCUMENTS) throw invalidParam("documents", `'documents' holds ${raw.length} items; at most ${MAX_DOCUMENTS}`);
+  return raw.map((d: unknown, i) => {
+    const text = typeof d === "string" ? d : d !== null && typeof d === "object" && !Array.isArray(d) ? (d as { text?: unknown }).text : undefined;
+    if (typeof text !== "string" || text.length === 0) throw invalidParam(`documents[${i}]`, `'documents[${i}]' must be a non-empty string or an object with a non-empty 'text'`);
+    return text;
+  });
+}
+
 function extensionsOf(body: Body): Record<string, unknown> | undefined {
   const present = EXTENSIONS.filter((k) => !absent(body[k]));
   if (present.length === 0) return undefined;
-  if (!absent(body.documents) && !Array.isArray(body.documents)) throw invalidParam("documents", "'documents' must be an array");
-  return Object.fromEntries(present.map((k) => [k, body[k]]));
+  return Object.fromEntries(present.map((k) => [k, k === "documents" ? documentTexts(body[k]) : body[k]]));
 }
 
 /**
@@ -257,7 +273,6 @@ export function checkRuntimeFeatures(req: GenerationRequest, features: RuntimeFe
   const s = req.sampling;
   const outside = s.logitBias?.find(([token]) => token >= features.vocabSize);
   if (outside) throw invalidParam("logit_bias", `'logit_bias' names token ${outside[0]}; the vocabulary has ${features.vocabSize} tokens`);
-  if (req.extensions?.documents !== undefined) notImplemented("documents", "RAG documents are not implemented by this engine yet (issue 26)");
 }
 
 /** `servedModel` is the model's id; "default" always names it too. */

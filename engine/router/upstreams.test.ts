@@ -51,6 +51,11 @@ test("promptPrefix reads completions and chat bodies", () => {
   assert.equal(promptPrefix({ prompt: "hello" }), "hello");
   assert.match(promptPrefix({ messages: [{ role: "user", content: "hi" }] }), /"content":"hi"/);
   assert.equal(promptPrefix({}), "");
+  // With documents the prompt starts with the first one: requests sharing it share the key, whatever follows.
+  const withA = (rest: object): string => promptPrefix({ documents: ["doc A", "doc B"], ...rest });
+  assert.equal(withA({ prompt: "q1" }), promptPrefix({ documents: [{ text: "doc A" }], messages: [{ role: "user", content: "q2" }] }));
+  assert.notEqual(withA({ prompt: "q1" }), promptPrefix({ documents: ["doc C", "doc A"], prompt: "q1" }));
+  assert.notEqual(withA({ prompt: "q1" }), promptPrefix({ prompt: "doc A" }), "a prompt that is a document's text is not the document");
 });
 
 test("replacing the pods: a new one gets requests, a removed one gets none and shows its requests in flight until they finish", async () => {

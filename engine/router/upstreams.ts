@@ -158,9 +158,16 @@ export function affinityKey(body: unknown, kvNamespace: string): string {
   return kvNamespace === "" || prefix === "" ? prefix : `${kvNamespace}\0${prefix}`;
 }
 
-/** The leading prompt text of an OpenAI request body, for prefix-aware routing. */
+/**
+ * The leading prompt text of an OpenAI request body, for prefix-aware routing. With `documents`
+ * (the RAG extension) the prompt starts with the first document (engine/serving/documents.ts), so
+ * requests sharing it meet on the pod that holds its KV.
+ */
 export function promptPrefix(body: unknown): string {
-  const b = body as { prompt?: unknown; messages?: unknown };
+  const b = body as { prompt?: unknown; messages?: unknown; documents?: unknown };
+  const first: unknown = Array.isArray(b.documents) ? b.documents[0] : undefined;
+  const doc = typeof first === "string" ? first : (first as { text?: unknown } | undefined)?.text;
+  if (typeof doc === "string" && doc !== "") return `\0document\0${doc}`.slice(0, PREFIX_CHARS);
   if (typeof b.prompt === "string") return b.prompt.slice(0, PREFIX_CHARS);
   if (Array.isArray(b.messages)) return JSON.stringify(b.messages).slice(0, PREFIX_CHARS);
   return "";

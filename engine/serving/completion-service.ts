@@ -7,6 +7,7 @@
  * the last prompt token to the sampler. The prefill pod hands off the KV of prompt[0..n-1), so
  * the decode pod computes exactly what the aggregated pod computes.
  */
+import { withDocuments } from "./documents.ts";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { ModelRuntime, Token, TokenLogprob } from "../runtime/runtime.ts";
 import { commonPrefixLength } from "../runtime/runtime.ts";
@@ -88,6 +89,12 @@ export class CompletionService {
   }
 
   private tokenizeRequest(parsed: GenerationRequest): { prompt: Token[]; stop: string[] } {
+    const base = this.tokenizeBody(parsed);
+    const documents = parsed.extensions?.documents as string[] | undefined;
+    return documents && documents.length > 0 ? { prompt: withDocuments(this.runtime, documents, base.prompt), stop: base.stop } : base;
+  }
+
+  private tokenizeBody(parsed: GenerationRequest): { prompt: Token[]; stop: string[] } {
     if (parsed.messages) {
       const chat = this.runtime.tokenizeChat(renderToolMessages(parsed.messages, parsed.tools, parsed.toolChoice));
       return { prompt: chat.tokens, stop: [...parsed.stop, ...chat.stop] };
