@@ -5,6 +5,7 @@ import { createEngineMetrics, type EngineMetrics, type Role } from "./metrics/en
 import { ensureModel, verifyChecksum } from "./model/fetch.ts";
 import { waitForFilledModel } from "./model/filled-cache.ts";
 import type { ModelCacheMode } from "./cli/options.ts";
+import { ChunkCache } from "./serving/chunk-cache.ts";
 import { CompletionService } from "./serving/completion-service.ts";
 import { SequencePool } from "./serving/sequence-pool.ts";
 import { handoffRoutes } from "./pd/handoff-routes.ts";
@@ -50,6 +51,10 @@ export interface ModelPodOptions {
   pipelineDecode?: PipelineDecode;
   /** native: one KV buffer for all sequences (default true with more than one). */
   kvUnified?: boolean;
+  /** RAG documents: share of document tokens recomputed in place (default 0.5). */
+  ragRecompute?: number;
+  /** RAG documents: host memory for the documents' own KV (default 1 GiB; 0 = no joins). */
+  ragCacheBytes?: number;
   /** Prefill role: decode pods to hand off to when the router names none. */
   decode?: string[];
   /**
@@ -245,7 +250,9 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const token = fleetTokenSource(opts.fleetTokenFile, { log: (l) => process.stderr.write(`${l}\n`) });
   const storeToken = opts.kvStoreTokenFile ? fleetTokenSource(opts.kvStoreTokenFile, { log: (l) => process.stderr.write(`kv store ${l}\n`) }) : token;
   const kvCache = await kvPrefixCache(opts, modelPath, runtime, { metrics, storeToken });
-  const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, kvCache);
+  const ragBytes = opts.ragCacheBytes ?? 1 << 30;
+  const rag = ragBytes > 0 ? { recompute: opts.ragRecompute ?? 0.5, chunks: new ChunkCache(ragBytes) } : undefined;
+  const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, { kvCache, rag });
   const tenantHits = createTenantCacheMetric(metrics.registry);
   service.onTenantHits = (tenant, tokens): void => tenantHits.inc({ tenant }, tokens);
   const tcp = opts.role === "decode" ? await kvListener(opts, runtime) : undefined;

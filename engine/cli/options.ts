@@ -41,6 +41,10 @@ export interface EngineOptions {
   pipelineDecode: PipelineDecode;
   /** native: one KV buffer for all sequences (prefix sharing by cell, the default) or one stream per sequence. */
   kvUnified: boolean | undefined;
+  /** RAG documents: the share of document tokens recomputed in place before the question (default 0.5). */
+  ragRecompute: number;
+  /** RAG documents: host memory for documents' own KV (default 1 GiB; 0 = no joins). */
+  ragCacheBytes: number;
   prefill: string[];
   decode: string[];
   /** Decode: this pod's own URL for KV hand-offs (default: the address the hand-off arrived on). */
@@ -131,6 +135,12 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        cells; every step's attention spans all used cells: fast with llama.cpp's
                        CUDA kernels, quadratic in the sequences on CPU); off = one KV stream per
                        sequence (prefixes shared by a copy) (default: on with --gpu-layers, else off)
+  --rag-recompute F    RAG documents (the request's documents): the share of document tokens, the
+                       last ones before the prompt, computed in place; documents wholly before them
+                       are joined from their own KV, computed alone and kept (native, --kv-unified
+                       on). 0 = join every document, 1 = compute them all (default: 0.5: on Gemma 3
+                       270M, greedy agreement 0.949 with a full prefill at 1.8x its speed)
+  --rag-cache-bytes N  host memory for documents' own KV, LRU (default: 1073741824; 0 = no joins)
   --prefill URL[,URL]  router: prefill pods
   --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
   --advertise-url URL  decode: this pod's own URL, told to prefill pods on a KV hand-off so the
@@ -205,6 +215,13 @@ function positiveInt(name: string, value: string | undefined, fallback: number):
   return n;
 }
 
+function share(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (value.trim() === "" || !(n >= 0 && n <= 1)) throw new Error(`--${name} must be a number from 0 to 1, got ${value}`);
+  return n;
+}
+
 function nonNegativeInt(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
@@ -241,6 +258,8 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "decode-lookahead": { type: "string" },
       "pipeline-decode": { type: "string" },
       "kv-unified": { type: "string" },
+      "rag-recompute": { type: "string" },
+      "rag-cache-bytes": { type: "string" },
       prefill: { type: "string" },
       decode: { type: "string" },
       "advertise-url": { type: "string" },
@@ -302,6 +321,8 @@ function toOptions(raw: RawValues): EngineOptions {
     maxQueue: positiveInt("max-queue", v["max-queue"], 64),
     flashAttention: v["flash-attention"] ?? false,
     ...backendOptions(v),
+    ragRecompute: share("rag-recompute", v["rag-recompute"], 0.5),
+    ragCacheBytes: nonNegativeInt("rag-cache-bytes", v["rag-cache-bytes"], 1 << 30),
     prefill: urlList(v.prefill),
     decode: urlList(v.decode),
     advertiseUrl: advertiseUrl(v["advertise-url"]),

@@ -22,6 +22,7 @@ export interface EngineMetrics {
   promptTokens: Counter;
   generatedTokens: Counter;
   prefixHitTokens: Counter;
+  ragJoinedTokens: Counter;
   handoffBytes: Histogram;
   handoffSeconds: Histogram<"stage">;
   handoffFailures: Counter<"reason">;
@@ -53,6 +54,7 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
     promptTokens: new Counter({ name: "llmfleet_prompt_tokens_total", help: "Prompt tokens received", registers }),
     generatedTokens: new Counter({ name: "llmfleet_generated_tokens_total", help: "Tokens generated", registers }),
     prefixHitTokens: new Counter({ name: "llmfleet_prefix_hit_tokens_total", help: "Prompt tokens whose KV was reused instead of recomputed", registers }),
+    ragJoinedTokens: new Counter({ name: "llmfleet_rag_joined_tokens_total", help: "RAG document tokens joined from the document's own KV instead of computed in place (also counted as prefix hits)", registers }),
     handoffBytes: new Histogram({ name: "llmfleet_kv_handoff_bytes", help: "KV state bytes per prefill->decode hand-off", buckets: BYTES_BUCKETS, registers }),
     handoffSeconds: new Histogram({
       name: "llmfleet_kv_handoff_seconds",

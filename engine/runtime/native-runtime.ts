@@ -14,6 +14,7 @@ import { loadNativeAddon, type NativeEngine } from "../native/binding.ts";
 import {
   commonPrefixLength,
   type ChatMessage,
+  type JoinRequest,
   type ModelRuntime,
   type RuntimeFeatures,
   type RuntimeInfo,
@@ -87,6 +88,38 @@ class NativeSequence implements RuntimeSequence {
       this.held = [...tokens];
     }
     return reused;
+  }
+
+  async evaluateJoined(tokens: readonly Token[], join: JoinRequest): Promise<{ reused: number; joined: number }> {
+    let reused = await this.rt.scheduler.exclusive(() => this.adoptPrefix(tokens));
+    let at = reused;
+    let joined = 0;
+    for (const [start, end] of join.spans) {
+      if (end <= at) continue;
+      if (start < at) {
+        // Held in part (documents that start alike): the whole document's own KV replaces the part.
+        await this.rt.scheduler.exclusive(() => this.rt.engine.seqRm(this.id, start, -1));
+        this.held = tokens.slice(0, start);
+        at = start;
+        reused = Math.min(reused, start);
+      }
+      if (start > at) {
+        // What comes before the document (the lead, a document held in part) is computed in place.
+        await this.rt.scheduler.evaluate({ seq: this.id, pos: at, tokens: tokens.slice(at, start), sample: false });
+        this.held = tokens.slice(0, start);
+      }
+      const own = [...tokens.slice(0, join.lead), ...tokens.slice(start, end)];
+      const state = await join.chunk(own, () => this.rt.computeAlone(own));
+      await this.rt.scheduler.exclusive(() => this.rt.moveIn(state, this.id, join.lead, start));
+      this.held = tokens.slice(0, end);
+      joined += end - start;
+      at = end;
+    }
+    if (at < tokens.length) {
+      await this.rt.scheduler.evaluate({ seq: this.id, pos: at, tokens: tokens.slice(at), sample: false });
+      this.held = [...tokens];
+    }
+    return { reused, joined };
   }
 
   /** Drops KV beyond `length` (tokens decoded ahead that the consumer never took). */
@@ -227,7 +260,48 @@ export class NativeRuntime implements ModelRuntime {
     };
     this.features = { backend: "native", vocabSize: native.nVocab, logprobs: true, penalties: true, logitBias: true, grammar: true };
     this.scheduler = new StepScheduler(engine, Math.max(opts.batchSize ?? 512, opts.parallel), opts.decodeLookahead ?? 1);
-    this.sequences = Array.from({ length: opts.parallel }, (_, i) => new NativeSequence(i, this));
+    const all = Array.from({ length: opts.parallel }, (_, i) => new NativeSequence(i, this));
+    this.sequences = native.kvUnified ? all : all.map((s) => Object.assign(s, { evaluateJoined: undefined }));
+  }
+
+  /** The engine's extra sequence (the unified KV has one beyond the pool's): documents are computed alone there. */
+  private get scratch(): number {
+    return this.opts.parallel;
+  }
+
+  private scratchQueue: Promise<unknown> = Promise.resolve();
+
+  /** The state of `tokens` computed alone, in the scratch sequence (one at a time). */
+  computeAlone(tokens: readonly Token[]): Promise<Buffer> {
+    const run = this.scratchQueue.then(async () => {
+      await this.scheduler.exclusive(() => this.engine.seqRm(this.scratch, -1, -1));
+      try {
+        await this.scheduler.evaluate({ seq: this.scratch, pos: 0, tokens, sample: false });
+        return await this.scheduler.exclusive(async () => this.engine.stateGetFile(this.scratch, Int32Array.from(tokens)));
+      } finally {
+        await this.scheduler.exclusive(() => this.engine.seqRm(this.scratch, -1, -1));
+      }
+    });
+    this.scratchQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Within one exclusive call: loads a document's own state into the scratch sequence, drops its
+   * lead, moves the document to `at` (llama.cpp re-rotates the keys on the next decode) and shares
+   * its cells with `seq` (the unified KV: no copy). The caller holds the scheduler exclusively.
+   */
+  moveIn(state: Buffer, seq: number, lead: number, at: number): void {
+    const e = this.engine;
+    e.seqRm(this.scratch, -1, -1);
+    e.stateSetFile(this.scratch, state);
+    if (lead > 0) e.seqRm(this.scratch, 0, lead);
+    if (!e.seqAdd(this.scratch, lead, -1, at - lead)) {
+      e.seqRm(this.scratch, -1, -1);
+      throw new Error("this model's KV cannot be moved to other positions (no RoPE shift)");
+    }
+    e.seqCp(this.scratch, seq, -1, -1);
+    e.seqRm(this.scratch, -1, -1);
   }
 
   static async load(opts: NativeRuntimeOptions): Promise<NativeRuntime> {
@@ -235,7 +309,8 @@ export class NativeRuntime implements ModelRuntime {
     const engine = await (await loadNativeAddon()).load(opts.modelPath, {
       gpuLayers: opts.gpuLayers ?? 0,
       contextSize: unified ? (opts.kvCells ?? opts.contextSize * opts.parallel) : opts.contextSize * opts.parallel,
-      sequences: opts.parallel,
+      // The unified KV gets one sequence more than the pool: documents are computed alone there.
+      sequences: unified ? opts.parallel + 1 : opts.parallel,
       batchSize: Math.max(opts.batchSize ?? 512, opts.parallel),
       threads: opts.threads,
       flashAttention: opts.flashAttention ?? false,

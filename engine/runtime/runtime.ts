@@ -66,6 +66,15 @@ export interface RuntimeInfo {
 }
 
 /** One sequence of the shared context. Owned by one request at a time (see SequencePool). */
+/** What evaluateJoined needs: the documents to join and where each one's own KV comes from. */
+export interface JoinRequest {
+  spans: ReadonlyArray<readonly [number, number]>;
+  /** Tokens before the first document ([BOS]), which every document's own KV starts with. */
+  lead: number;
+  /** The state of `tokens` (lead + one document) computed alone: from a cache, or computed now. */
+  chunk(tokens: readonly Token[], compute: () => Promise<Buffer>): Promise<Buffer>;
+}
+
 export interface RuntimeSequence {
   readonly id: number;
   /**
@@ -81,6 +90,14 @@ export interface RuntimeSequence {
    * already holds; returns how many tokens were reused.
    */
   evaluatePrefix(tokens: readonly Token[]): Promise<number>;
+  /**
+   * evaluatePrefix for a prompt with RAG documents: each document span in `join.spans` (in order,
+   * wholly before the part computed in place) comes from its own KV — `join.chunk` gives the
+   * state of [lead] + that document computed alone — moved to its position, instead of being
+   * computed after the documents before it. Returns the tokens reused and the tokens joined.
+   * Runtimes that cannot move KV between sequences do not have it (the caller computes instead).
+   */
+  evaluateJoined?(tokens: readonly Token[], join: JoinRequest): Promise<{ reused: number; joined: number }>;
   /**
    * Evaluates `next` and yields sampled tokens until the consumer stops iterating. With
    * `sampling.logprobs` set, `onLogprob` gets each token's log-probabilities before it is yielded.

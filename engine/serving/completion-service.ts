@@ -7,7 +7,8 @@
  * the last prompt token to the sampler. The prefill pod hands off the KV of prompt[0..n-1), so
  * the decode pod computes exactly what the aggregated pod computes.
  */
-import { withDocuments } from "./documents.ts";
+import { ChunkCache } from "./chunk-cache.ts";
+import { joinPlan, withDocuments, type DocumentLayout } from "./documents.ts";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { ModelRuntime, Token, TokenLogprob } from "../runtime/runtime.ts";
 import { commonPrefixLength } from "../runtime/runtime.ts";
@@ -28,6 +29,14 @@ export interface PreparedRequest {
   arrivedAt: number;
   /** Tenant and the KV namespace every cache this request may hit is scoped by; default none (open mode). */
   identity?: { tenant: string; kvNamespace: string };
+  /** Where the request's RAG documents sit in `prompt` (documents.ts); absent without documents. */
+  documents?: Omit<DocumentLayout, "tokens">;
+}
+
+/** RAG document joins (--rag-recompute, --rag-cache-bytes): how much is recomputed, and the documents' own KV. */
+export interface RagOptions {
+  recompute: number;
+  chunks: ChunkCache;
 }
 
 export type FinishReason = "stop" | "length" | "cancelled";
@@ -73,25 +82,38 @@ export class CompletionService {
     readonly runtime: ModelRuntime,
     readonly pool: SequencePool,
     readonly metrics: EngineMetrics,
-    /** KV store of cached prompt prefixes (--kv-store); default none. */
-    readonly kvCache?: KvPrefixCache,
+    /**
+     * kvCache: the KV store of cached prompt prefixes (--kv-store); rag: RAG document joins
+     * (documents are computed in place without). Default none.
+     */
+    readonly caches: { kvCache?: KvPrefixCache; rag?: RagOptions } = {},
   ) {}
+
+  get kvCache(): KvPrefixCache | undefined {
+    return this.caches.kvCache;
+  }
+
+  get rag(): RagOptions | undefined {
+    return this.caches.rag;
+  }
 
   /** Tokenizes a validated request and checks it fits the context (ContextLengthError, EmptyPromptError). */
   prepare(parsed: GenerationRequest, arrivedAt = performance.now()): PreparedRequest {
     const { info } = this.runtime;
-    const { prompt, stop } = this.tokenizeRequest(parsed);
+    const { prompt, stop, documents } = this.tokenizeRequest(parsed);
     const maxTokens = parsed.maxTokens ?? info.contextSize - prompt.length;
     if (maxTokens < 1 || prompt.length + maxTokens > info.contextSize) {
       throw new ContextLengthError(info.contextSize, prompt.length, Math.max(1, maxTokens));
     }
-    return { parsed, prompt, maxTokens, stop, arrivedAt };
+    return { parsed, prompt, maxTokens, stop, arrivedAt, ...(documents ? { documents } : {}) };
   }
 
-  private tokenizeRequest(parsed: GenerationRequest): { prompt: Token[]; stop: string[] } {
+  private tokenizeRequest(parsed: GenerationRequest): { prompt: Token[]; stop: string[]; documents?: Omit<DocumentLayout, "tokens"> } {
     const base = this.tokenizeBody(parsed);
     const documents = parsed.extensions?.documents as string[] | undefined;
-    return documents && documents.length > 0 ? { prompt: withDocuments(this.runtime, documents, base.prompt), stop: base.stop } : base;
+    if (!documents || documents.length === 0) return base;
+    const { tokens, ...layout } = withDocuments(this.runtime, documents, base.prompt);
+    return { prompt: tokens, stop: base.stop, documents: layout };
   }
 
   private tokenizeBody(parsed: GenerationRequest): { prompt: Token[]; stop: string[] } {
@@ -128,7 +150,7 @@ export class CompletionService {
     const context = req.prompt.slice(0, -1);
     try {
       const load = await this.loadCached(lease, context, ns);
-      const hits = await this.evaluateTimed(lease, context);
+      const hits = await this.evaluateTimed(lease, context, req);
       this.metrics.promptTokens.inc(req.prompt.length);
       this.countHits(req, hits);
       const state = await lease.sequence.exportState();
@@ -142,11 +164,35 @@ export class CompletionService {
   }
 
   /** evaluatePrefix, timed: the KV store's load-or-recompute choice learns the prefill rate from it. */
-  private async evaluateTimed(lease: SequenceLease, context: readonly Token[]): Promise<number> {
+  private async evaluateTimed(lease: SequenceLease, context: readonly Token[], req: PreparedRequest): Promise<number> {
     const t0 = performance.now();
-    const hits = await lease.sequence.evaluatePrefix(context);
+    const hits = await this.evaluateContext(lease, context, req);
     this.kvCache?.observePrefill(context.length - hits, performance.now() - t0);
     return hits;
+  }
+
+  /**
+   * The context's KV: reused from the sequence (or another), and with RAG documents the ones
+   * before the recomputed tail joined from their own KV. Returns the tokens not computed.
+   */
+  private async evaluateContext(lease: SequenceLease, context: readonly Token[], req: PreparedRequest): Promise<number> {
+    const seq = lease.sequence;
+    if (!this.rag || !req.documents || !seq.evaluateJoined) return seq.evaluatePrefix(context);
+    const { chunks, recompute } = this.rag;
+    const plan = joinPlan(req.documents, recompute);
+    const ns = req.identity?.kvNamespace ?? "";
+    const chunk = async (tokens: readonly Token[], compute: () => Promise<Buffer>): Promise<Buffer> => {
+      const key = ChunkCache.key(ns, tokens);
+      const have = chunks.get(key);
+      if (have) return have;
+      const state = await compute();
+      chunks.put(key, state);
+      return state;
+    };
+    const spans = plan.joined.filter(([, e]) => e <= context.length);
+    const { reused, joined } = await seq.evaluateJoined(context, { spans, lead: req.documents.lead, chunk });
+    this.metrics.ragJoinedTokens.inc(joined);
+    return reused + joined;
   }
 
   /** Loads the longest cached prefix of `context` from the KV store when it beats the sequence's own. */
@@ -194,7 +240,7 @@ export class CompletionService {
       }
       const imported = opts.importedState ? seq.contextTokens().length : 0;
       if (!opts.importedState) load = await this.loadCached(lease, context, ns);
-      const hits = await this.evaluateTimed(lease, context);
+      const hits = await this.evaluateTimed(lease, context, req);
       const localHits = Math.max(0, hits - imported);
       this.countHits(req, localHits);
       const result = yield* this.sample(lease, req, opts.signal);

@@ -15,16 +15,26 @@ let aggregated: RunningPod;
 let prefill: RunningPod;
 let decode: RunningPod;
 let router: Running;
+let joining: RunningPod;
+let computing: RunningPod;
 
 before(async () => {
   aggregated = await startPod({ model: MODEL, parallel: 1 });
   prefill = await startPod({ model: MODEL, role: "prefill", parallel: 1 });
   decode = await startPod({ model: MODEL, role: "decode", parallel: 1 });
   router = await listen(createRouterApp({ prefill: [prefill.url], decode: [decode.url], metrics: createEngineMetrics("router") }));
+  // Joins every document (nothing recomputed but the prompt), and the same pod that joins none.
+  joining = await startPod({ model: MODEL, parallel: 2, kvUnified: true, ragRecompute: 0 });
+  computing = await startPod({ model: MODEL, parallel: 2, kvUnified: true, ragCacheBytes: 0 });
 });
 after(async () => {
-  for (const r of [router, decode, prefill, aggregated]) await r?.[Symbol.asyncDispose]();
+  for (const r of [router, decode, prefill, aggregated, joining, computing]) await r?.[Symbol.asyncDispose]();
 });
+
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+}
 
 const words = (tag: string, n: number): string => Array.from({ length: n }, (_, i) => `${tag}${i}`).join(" ");
 const A = `document A: ${words("a", 60)}`;
@@ -67,4 +77,26 @@ test("a bad document is a 400 naming it, at the router and at the pod", async ()
     assert.equal(res.status, 400);
     assert.equal((res.json.error as { param: string }).param, "documents[1]");
   }
+});
+
+test("a document computed alone and joined at position 1 is exactly its prefill: the same answer as computing it in place", async () => {
+  const body = { prompt: "and so", documents: [A], max_tokens: 12 };
+  assert.equal((await complete(joining.url, body)).text, (await complete(computing.url, body)).text);
+  assert.ok((await metric(joining.url, "llmfleet_rag_joined_tokens_total")) > 0, "the document was joined");
+  assert.equal(await metric(computing.url, "llmfleet_rag_joined_tokens_total"), 0);
+});
+
+test("documents in a new order are joined from their own KV, moved to their new positions", async () => {
+  const { runtime } = joining.pod.service;
+  const lead = runtime.tokenize("").length;
+  const alone = (d: string): number => runtime.tokenize(`${d}${DOCUMENT_SEPARATOR}`).length - lead;
+  await complete(joining.url, { prompt: "first", documents: [B, C] });
+  const before = await metric(joining.url, "llmfleet_rag_joined_tokens_total");
+  const { usage, text } = await complete(joining.url, { prompt: "second", documents: [C, B] });
+  const joined = (await metric(joining.url, "llmfleet_rag_joined_tokens_total")) - before;
+  assert.equal(joined, alone(C) + alone(B), "both documents came from their own KV");
+  assert.ok(usage.prompt_tokens_details.cached_tokens >= joined, `cached_tokens ${usage.prompt_tokens_details.cached_tokens} counts the joined tokens`);
+  assert.ok(text.length > 0);
+  // The KV holds exactly the sequence's tokens afterwards: nothing of the documents' scratch work is left.
+  assert.equal(await joining.pod.service.runtime.kvStrayTokens?.(), 0);
 });

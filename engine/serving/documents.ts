@@ -13,11 +13,39 @@ import type { ModelRuntime, Token } from "../runtime/runtime.ts";
 /** The separator after each document's text. */
 export const DOCUMENT_SEPARATOR = "\n\n";
 
+/** A prompt with its documents laid out: the tokens, each document's [start, end) in them, and the lead ([BOS]) length. */
+export interface DocumentLayout {
+  tokens: Token[];
+  spans: Array<[number, number]>;
+  lead: number;
+}
+
 /** The prompt tokens with the documents laid out before them. */
-export function withDocuments(runtime: Pick<ModelRuntime, "tokenize">, documents: readonly string[], prompt: readonly Token[]): Token[] {
+export function withDocuments(runtime: Pick<ModelRuntime, "tokenize">, documents: readonly string[], prompt: readonly Token[]): DocumentLayout {
   const lead = runtime.tokenize(""); // what the tokenizer puts before any text: [BOS], or nothing
   const body = (tokens: readonly Token[]): readonly Token[] => (startsWith(tokens, lead) ? tokens.slice(lead.length) : tokens);
-  return [...lead, ...documents.flatMap((d) => body(runtime.tokenize(`${d}${DOCUMENT_SEPARATOR}`))), ...body(prompt)];
+  const tokens: Token[] = [...lead];
+  const spans: Array<[number, number]> = [];
+  for (const d of documents) {
+    const start = tokens.length;
+    tokens.push(...body(runtime.tokenize(`${d}${DOCUMENT_SEPARATOR}`)));
+    spans.push([start, tokens.length]);
+  }
+  tokens.push(...body(prompt));
+  return { tokens, spans, lead: lead.length };
+}
+
+/**
+ * Which documents a prompt joins from their own KV and where recomputing starts: the last
+ * `recompute` share of the document tokens, and everything after the documents, are computed in
+ * place (on Gemma 3 270M, 0.5 gave 0.949 greedy agreement with a full prefill at 1.8x its speed;
+ * BENCHMARKS.md "RAG join feasibility"). Documents wholly before that point are joined.
+ */
+export function joinPlan(layout: Pick<DocumentLayout, "spans">, recompute: number): { joined: Array<[number, number]>; tailStart: number } {
+  const docTokens = layout.spans.reduce((n, [s, e]) => n + e - s, 0);
+  const end = layout.spans.at(-1)?.[1] ?? 0;
+  const tailStart = end - Math.ceil(recompute * docTokens);
+  return { joined: layout.spans.filter(([, e]) => e <= tailStart), tailStart };
 }
 
 function startsWith(tokens: readonly Token[], lead: readonly Token[]): boolean {
