@@ -94,8 +94,8 @@ class NativeSequence implements RuntimeSequence {
     let reused = await this.rt.scheduler.exclusive(() => this.adoptPrefix(tokens));
     let at = reused;
     let joined = 0;
-    for (const [start, end] of join.spans) {
-      if (end <= at) continue;
+    for (const { start, end, keep } of join.spans) {
+      if (keep <= at) continue;
       if (start < at) {
         // Held in part (documents that start alike): the whole document's own KV replaces the part.
         await this.rt.scheduler.exclusive(() => this.rt.engine.seqRm(this.id, start, -1));
@@ -110,10 +110,12 @@ class NativeSequence implements RuntimeSequence {
       }
       const own = [...tokens.slice(0, join.lead), ...tokens.slice(start, end)];
       const state = await join.chunk(own, () => this.rt.computeAlone(own));
-      await this.rt.scheduler.exclusive(() => this.rt.moveIn(state, this.id, join.lead, start));
-      this.held = tokens.slice(0, end);
-      joined += end - start;
-      at = end;
+      this.held = tokens.slice(0, start);
+      if (!(await this.rt.scheduler.exclusive(() => this.rt.moveIn(state, this.id, { lead: join.lead, at: start, keep })))) break;
+      this.held = tokens.slice(0, keep);
+      joined += keep - start;
+      at = keep;
+      if (keep < end) break; // the rest is the recomputed tail
     }
     if (at < tokens.length) {
       await this.rt.scheduler.evaluate({ seq: this.id, pos: at, tokens: tokens.slice(at), sample: false });
@@ -289,19 +291,26 @@ export class NativeRuntime implements ModelRuntime {
   /**
    * Within one exclusive call: loads a document's own state into the scratch sequence, drops its
    * lead, moves the document to `at` (llama.cpp re-rotates the keys on the next decode) and shares
-   * its cells with `seq` (the unified KV: no copy). The caller holds the scheduler exclusively.
+   * its cells with `seq` up to `keep` (the unified KV: no copy); false when the sequence could not
+   * go on from `keep` (nothing joined). The caller holds the scheduler exclusively.
    */
-  moveIn(state: Buffer, seq: number, lead: number, at: number): void {
+  moveIn(state: Buffer, seq: number, to: { lead: number; at: number; keep: number }): boolean {
     const e = this.engine;
     e.seqRm(this.scratch, -1, -1);
     e.stateSetFile(this.scratch, state);
-    if (lead > 0) e.seqRm(this.scratch, 0, lead);
-    if (!e.seqAdd(this.scratch, lead, -1, at - lead)) {
+    if (to.lead > 0) e.seqRm(this.scratch, 0, to.lead);
+    if (!e.seqAdd(this.scratch, to.lead, -1, to.at - to.lead)) {
       e.seqRm(this.scratch, -1, -1);
       throw new Error("this model's KV cannot be moved to other positions (no RoPE shift)");
     }
-    e.seqCp(this.scratch, seq, -1, -1);
+    e.seqCp(this.scratch, seq, to.at, to.keep);
     e.seqRm(this.scratch, -1, -1);
+    // A sliding-window layer's cache keeps only its last window of a state: a document cut before
+    // its own last window has no such cells at the cut, and the sequence could not go on from
+    // there. Then nothing of it is joined (the caller computes it in place).
+    if (e.seqPosMax(seq) === to.keep - 1) return true;
+    e.seqRm(seq, to.at, -1);
+    return false;
   }
 
   static async load(opts: NativeRuntimeOptions): Promise<NativeRuntime> {

@@ -68,7 +68,8 @@ export interface RuntimeInfo {
 /** One sequence of the shared context. Owned by one request at a time (see SequencePool). */
 /** What evaluateJoined needs: the documents to join and where each one's own KV comes from. */
 export interface JoinRequest {
-  spans: ReadonlyArray<readonly [number, number]>;
+  /** Each document's span in the tokens, and the end of the part of it to join (the rest is computed in place). */
+  spans: ReadonlyArray<{ start: number; end: number; keep: number }>;
   /** Tokens before the first document ([BOS]), which every document's own KV starts with. */
   lead: number;
   /** The state of `tokens` (lead + one document) computed alone: from a cache, or computed now. */

@@ -189,7 +189,7 @@ export class CompletionService {
       chunks.put(key, state);
       return state;
     };
-    const spans = plan.joined.filter(([, e]) => e <= context.length);
+    const spans = plan.joined.filter((j) => j.end <= context.length);
     const { reused, joined } = await seq.evaluateJoined(context, { spans, lead: req.documents.lead, chunk });
     this.metrics.ragJoinedTokens.inc(joined);
     return reused + joined;

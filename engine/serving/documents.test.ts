@@ -17,6 +17,7 @@ let decode: RunningPod;
 let router: Running;
 let joining: RunningPod;
 let computing: RunningPod;
+let half: RunningPod;
 
 before(async () => {
   aggregated = await startPod({ model: MODEL, parallel: 1 });
@@ -26,9 +27,10 @@ before(async () => {
   // Joins every document (nothing recomputed but the prompt), and the same pod that joins none.
   joining = await startPod({ model: MODEL, parallel: 2, kvUnified: true, ragRecompute: 0 });
   computing = await startPod({ model: MODEL, parallel: 2, kvUnified: true, ragCacheBytes: 0 });
+  half = await startPod({ model: MODEL, parallel: 2, kvUnified: true, ragRecompute: 0.5 });
 });
 after(async () => {
-  for (const r of [router, decode, prefill, aggregated, joining, computing]) await r?.[Symbol.asyncDispose]();
+  for (const r of [router, decode, prefill, aggregated, joining, computing, half]) await r?.[Symbol.asyncDispose]();
 });
 
 async function metric(url: string, name: string): Promise<number> {
@@ -99,4 +101,20 @@ test("documents in a new order are joined from their own KV, moved to their new 
   assert.ok(text.length > 0);
   // The KV holds exactly the sequence's tokens afterwards: nothing of the documents' scratch work is left.
   assert.equal(await joining.pod.service.runtime.kvStrayTokens?.(), 0);
+});
+
+test("with half recomputed, documents are joined up to the last half of the document tokens, the one cut there in part", async () => {
+  const { runtime } = half.pod.service;
+  const lead = runtime.tokenize("").length;
+  const alone = (d: string): number => runtime.tokenize(`${d}${DOCUMENT_SEPARATOR}`).length - lead;
+  const docs = [C, A, B];
+  const docTokens = docs.reduce((n, d) => n + alone(d), 0);
+  const tailStart = lead + docTokens - Math.ceil(0.5 * docTokens);
+  await complete(half.url, { prompt: "warm", documents: [A, B, C] });
+  const before = await metric(half.url, "llmfleet_rag_joined_tokens_total");
+  const { text } = await complete(half.url, { prompt: "cut", documents: docs });
+  assert.equal((await metric(half.url, "llmfleet_rag_joined_tokens_total")) - before, tailStart - lead, "joined up to the tail, C whole and A in part");
+  assert.ok(tailStart - lead > alone(C), "the cut falls inside the second document");
+  assert.ok(text.length > 0);
+  assert.equal(await half.pod.service.runtime.kvStrayTokens?.(), 0);
 });

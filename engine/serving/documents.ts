@@ -35,17 +35,26 @@ export function withDocuments(runtime: Pick<ModelRuntime, "tokenize">, documents
   return { tokens, spans, lead: lead.length };
 }
 
+/** A document joined from its own KV: its span in the prompt, and how much of it to keep (to `keep`). */
+export interface JoinSpan {
+  start: number;
+  end: number;
+  keep: number;
+}
+
 /**
  * Which documents a prompt joins from their own KV and where recomputing starts: the last
  * `recompute` share of the document tokens, and everything after the documents, are computed in
  * place (on Gemma 3 270M, 0.5 gave 0.949 greedy agreement with a full prefill at 1.8x its speed;
- * BENCHMARKS.md "RAG join feasibility"). Documents wholly before that point are joined.
+ * BENCHMARKS.md "RAG join feasibility"). Documents before that point are joined, the one it cuts
+ * up to it.
  */
-export function joinPlan(layout: Pick<DocumentLayout, "spans">, recompute: number): { joined: Array<[number, number]>; tailStart: number } {
+export function joinPlan(layout: Pick<DocumentLayout, "spans">, recompute: number): { joined: JoinSpan[]; tailStart: number } {
   const docTokens = layout.spans.reduce((n, [s, e]) => n + e - s, 0);
   const end = layout.spans.at(-1)?.[1] ?? 0;
   const tailStart = end - Math.ceil(recompute * docTokens);
-  return { joined: layout.spans.filter(([, e]) => e <= tailStart), tailStart };
+  const joined = layout.spans.filter(([s]) => s < tailStart).map(([start, e]) => ({ start, end: e, keep: Math.min(e, tailStart) }));
+  return { joined, tailStart };
 }
 
 function startsWith(tokens: readonly Token[], lead: readonly Token[]): boolean {

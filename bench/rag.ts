@@ -1,0 +1,122 @@
+/**
+ * npm run bench:rag [-- --requests N --out FILE]: RAG documents through the product path (issue 26).
+ * Two engine processes serve the real model (Gemma 3 270M, CPU) over HTTP with the unified KV:
+ * one joins documents from their own KV (--rag-recompute 0.5, the default), the other computes
+ * them in place (--rag-recompute 1: what a prompt gets from prefix reuse alone). Each sees the same
+ * warm-up (every document once, so each one's own KV is cached on the joining pod), then the same
+ * requests: 6 of the 12 documents (256-500 tokens of this repository's docs, as bench/rag-probe.ts
+ * takes them) in a new random order, a question, 1 token, streamed; TTFT from the client. A new
+ * first document each time, so prefix reuse has only the BOS. Quality is the in-process probe's
+ * (bench/rag-probe.ts, BENCHMARKS.md); this measures time. Writes bench/results/rag.json.
+ */
+import { readFileSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { cpus, loadavg } from "node:os";
+import { dirname } from "node:path";
+import { parseArgs } from "node:util";
+import { startServer, type RunningServer } from "./http/servers.ts";
+
+const { values: a } = parseArgs({
+  options: {
+    requests: { type: "string", default: "8" },
+    out: { type: "string", default: "bench/results/rag.json" },
+  },
+});
+const N = Number(a.requests);
+
+/** Paragraph groups of the repository's docs, ~300-500 tokens each (~4 characters a token). */
+function corpus(): string[] {
+  const text = ["docs/kv-store.md", "docs/api.md", "README.md", "engine/README.md", "docs/reference.md"].map((f) => readFileSync(f, "utf8")).join("\n\n");
+  const docs: string[] = [];
+  let cur = "";
+  for (const p of text.split(/\n\n+/).filter((x) => x.length > 200)) {
+    cur += `${p}\n\n`;
+    if (cur.length >= 1100) {
+      docs.push(cur.slice(0, 2000).trim());
+      cur = "";
+    }
+    if (docs.length >= 12) break;
+  }
+  return docs;
+}
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
+}
+
+async function engine(name: string, port: number, extra: string[]): Promise<RunningServer> {
+  const args = ["--import", "tsx", "engine/main.ts", "--role", "aggregated", "--kv-unified", "on", "--parallel", "2", "--ctx-size", "8192", "--threads", "2", "--host", "127.0.0.1", "--port", String(port), ...extra];
+  return startServer(name, process.execPath, args, { port, readyPath: "/ready", timeoutMs: 600_000 });
+}
+
+interface Timed {
+  ttftMs: number;
+  promptTokens: number;
+  cachedTokens: number;
+}
+
+async function ask(url: string, documents: string[], question: string): Promise<Timed> {
+  const t0 = performance.now();
+  const res = await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt: question, documents, max_tokens: 1, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+  });
+  if (!res.ok || !res.body) throw new Error(`status ${res.status}: ${await res.text()}`);
+  let ttftMs = NaN;
+  let text = "";
+  for await (const chunk of res.body) {
+    if (Number.isNaN(ttftMs)) ttftMs = performance.now() - t0;
+    text += Buffer.from(chunk as Uint8Array).toString();
+  }
+  const usage = /"usage":\{"prompt_tokens":(\d+).*?"cached_tokens":(\d+)/.exec(text);
+  return { ttftMs, promptTokens: Number(usage?.[1] ?? NaN), cachedTokens: Number(usage?.[2] ?? NaN) };
+}
+
+const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? NaN;
+
+async function main(): Promise<void> {
+  const docs = corpus();
+  const question = "\n\nQuestion: what do the documents above say about the KV cache, and where is it stored? Answer:";
+  await using join = await engine("join", 24_101, []);
+  await using full = await engine("full", 24_102, ["--rag-recompute", "1"]);
+  // Warm-up: every document once as a first document (the joining pod keeps each one's own KV).
+  for (const [i, d] of docs.entries()) {
+    for (const url of [join.url, full.url]) await ask(url, [d, docs[(i + 1) % docs.length]!], question);
+  }
+  const r = rng(7);
+  const rows: { order: number[]; join: Timed; full: Timed }[] = [];
+  for (let k = 0; k < N; k++) {
+    const order = [...docs.keys()].sort(() => r() - 0.5).slice(0, 6);
+    const documents = order.map((i) => docs[i]!);
+    const q = `${question} (${k})`;
+    const row = { order, full: await ask(full.url, documents, q), join: await ask(join.url, documents, q) };
+    rows.push(row);
+    process.stderr.write(`bench:rag: ${k}: ${row.join.promptTokens} tokens; full ${row.full.ttftMs.toFixed(0)} ms (cached ${row.full.cachedTokens}), join ${row.join.ttftMs.toFixed(0)} ms (cached ${row.join.cachedTokens})\n`);
+  }
+  const fullMs = median(rows.map((x) => x.full.ttftMs));
+  const joinMs = median(rows.map((x) => x.join.ttftMs));
+  const probe = JSON.parse(readFileSync("bench/results/rag-probe-suffix.json", "utf8")) as { runs: { results: Record<string, { agreement: number; kl: number }> }[] };
+  const atDefault = probe.runs.map((x) => x.results["suffix@0.5"]).find(Boolean);
+  const out = {
+    date: new Date().toISOString(),
+    machine: `${cpus()[0]?.model ?? "cpu"} x${cpus().length}, load average ${loadavg()[0]!.toFixed(1)}`,
+    model: "gemma-3-270m-q4_k_m (the engine's default)",
+    documents_per_prompt: 6,
+    recompute_default: 0.5,
+    requests: N,
+    ttft_full_ms: Math.round(fullMs),
+    ttft_join_ms: Math.round(joinMs),
+    ttft_ratio_vs_full: Math.round((fullMs / joinMs) * 100) / 100,
+    agreement: atDefault?.agreement ?? null,
+    kl: atDefault?.kl ?? null,
+    quality_source: "bench/results/rag-probe-suffix.json suffix@0.5 (in-process probe, same model, the join's recompute-the-last-half rule)",
+    rows,
+  };
+  await mkdir(dirname(a.out), { recursive: true });
+  await writeFile(a.out, `${JSON.stringify(out, null, 2)}\n`);
+  process.stderr.write(`bench:rag: TTFT median full ${out.ttft_full_ms} ms, join ${out.ttft_join_ms} ms: ${out.ttft_ratio_vs_full}x\n`);
+}
+
+await main();
