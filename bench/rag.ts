@@ -8,6 +8,11 @@
  * takes them) in a new random order, a question, 1 token, streamed; TTFT from the client. A new
  * first document each time, so prefix reuse has only the BOS. Quality is the in-process probe's
  * (bench/rag-probe.ts, BENCHMARKS.md); this measures time. Writes bench/results/rag.json.
+ *
+ *   --engine FILE        the engine program, e.g. the esbuild bundle on the GPU machine (default: tsx engine/main.ts)
+ *   --model FILE         GGUF (default: the engine's default model)
+ *   --engine-args="..."  more engine flags (the GPU machine: --gpu-layers all --flash-attention)
+ * On the GPU machine: `bash bench/gpu/http-device.sh rag` (TTFT only: its model has random weights).
  */
 import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
@@ -20,6 +25,9 @@ const { values: a } = parseArgs({
   options: {
     requests: { type: "string", default: "8" },
     out: { type: "string", default: "bench/results/rag.json" },
+    engine: { type: "string" },
+    model: { type: "string" },
+    "engine-args": { type: "string", default: "" },
   },
 });
 const N = Number(a.requests);
@@ -46,7 +54,10 @@ function rng(seed: number): () => number {
 }
 
 async function engine(name: string, port: number, extra: string[]): Promise<RunningServer> {
-  const args = ["--import", "tsx", "engine/main.ts", "--role", "aggregated", "--kv-unified", "on", "--parallel", "2", "--ctx-size", "8192", "--threads", "2", "--host", "127.0.0.1", "--port", String(port), ...extra];
+  const program = a.engine ? [a.engine] : ["--import", "tsx", "engine/main.ts"];
+  const model = a.model ? ["--model", a.model] : [];
+  const more = a["engine-args"].split(/\s+/).filter(Boolean);
+  const args = [...program, "--role", "aggregated", ...model, "--kv-unified", "on", "--parallel", "2", "--ctx-size", "8192", "--threads", "2", ...more, "--host", "127.0.0.1", "--port", String(port), ...extra];
   return startServer(name, process.execPath, args, { port, readyPath: "/ready", timeoutMs: 600_000 });
 }
 
@@ -76,6 +87,40 @@ async function ask(url: string, documents: string[], question: string): Promise<
 
 const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? NaN;
 
+type Row = { order: number[]; join: Timed; full: Timed };
+
+/** Quality at the default, from the in-process probe; only on the real model (the GPU machine's has random weights). */
+function probeQuality(): { agreement: number | null; kl: number | null; quality_source?: string } {
+  if (a.model) return { agreement: null, kl: null };
+  const probe = JSON.parse(readFileSync("bench/results/rag-probe-suffix.json", "utf8")) as { runs: { results: Record<string, { agreement: number; kl: number }> }[] };
+  const atDefault = probe.runs.map((x) => x.results["suffix@0.5"]).find(Boolean);
+  return {
+    agreement: atDefault?.agreement ?? null,
+    kl: atDefault?.kl ?? null,
+    quality_source: "bench/results/rag-probe-suffix.json suffix@0.5 (in-process probe, same model, the join's recompute-the-last-half rule)",
+  };
+}
+
+function summary(rows: Row[]): Record<string, unknown> & { ttft_full_ms: number; ttft_join_ms: number; ttft_ratio_vs_full: number } {
+  const fullMs = median(rows.map((x) => x.full.ttftMs));
+  const joinMs = median(rows.map((x) => x.join.ttftMs));
+  const quality = probeQuality();
+  return {
+    date: new Date().toISOString(),
+    machine: `${cpus()[0]?.model ?? "cpu"} x${cpus().length}, load average ${loadavg()[0]!.toFixed(1)}`,
+    model: a.model?.split("/").pop() ?? "gemma-3-270m-q4_k_m (the engine's default)",
+    engine_args: a["engine-args"],
+    documents_per_prompt: 6,
+    recompute_default: 0.5,
+    requests: N,
+    ttft_full_ms: Math.round(fullMs),
+    ttft_join_ms: Math.round(joinMs),
+    ttft_ratio_vs_full: Math.round((fullMs / joinMs) * 100) / 100,
+    ...quality,
+    rows,
+  };
+}
+
 async function main(): Promise<void> {
   const docs = corpus();
   const question = "\n\nQuestion: what do the documents above say about the KV cache, and where is it stored? Answer:";
@@ -86,7 +131,7 @@ async function main(): Promise<void> {
     for (const url of [join.url, full.url]) await ask(url, [d, docs[(i + 1) % docs.length]!], question);
   }
   const r = rng(7);
-  const rows: { order: number[]; join: Timed; full: Timed }[] = [];
+  const rows: Row[] = [];
   for (let k = 0; k < N; k++) {
     const order = [...docs.keys()].sort(() => r() - 0.5).slice(0, 6);
     const documents = order.map((i) => docs[i]!);
@@ -95,25 +140,7 @@ async function main(): Promise<void> {
     rows.push(row);
     process.stderr.write(`bench:rag: ${k}: ${row.join.promptTokens} tokens; full ${row.full.ttftMs.toFixed(0)} ms (cached ${row.full.cachedTokens}), join ${row.join.ttftMs.toFixed(0)} ms (cached ${row.join.cachedTokens})\n`);
   }
-  const fullMs = median(rows.map((x) => x.full.ttftMs));
-  const joinMs = median(rows.map((x) => x.join.ttftMs));
-  const probe = JSON.parse(readFileSync("bench/results/rag-probe-suffix.json", "utf8")) as { runs: { results: Record<string, { agreement: number; kl: number }> }[] };
-  const atDefault = probe.runs.map((x) => x.results["suffix@0.5"]).find(Boolean);
-  const out = {
-    date: new Date().toISOString(),
-    machine: `${cpus()[0]?.model ?? "cpu"} x${cpus().length}, load average ${loadavg()[0]!.toFixed(1)}`,
-    model: "gemma-3-270m-q4_k_m (the engine's default)",
-    documents_per_prompt: 6,
-    recompute_default: 0.5,
-    requests: N,
-    ttft_full_ms: Math.round(fullMs),
-    ttft_join_ms: Math.round(joinMs),
-    ttft_ratio_vs_full: Math.round((fullMs / joinMs) * 100) / 100,
-    agreement: atDefault?.agreement ?? null,
-    kl: atDefault?.kl ?? null,
-    quality_source: "bench/results/rag-probe-suffix.json suffix@0.5 (in-process probe, same model, the join's recompute-the-last-half rule)",
-    rows,
-  };
+  const out = summary(rows);
   await mkdir(dirname(a.out), { recursive: true });
   await writeFile(a.out, `${JSON.stringify(out, null, 2)}\n`);
   process.stderr.write(`bench:rag: TTFT median full ${out.ttft_full_ms} ms, join ${out.ttft_join_ms} ms: ${out.ttft_ratio_vs_full}x\n`);

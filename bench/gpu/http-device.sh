@@ -22,6 +22,9 @@
 #                                              processes on the one GPU; split them over calls with
 #                                              BENCH_ARGS="--pd-transports tcp" / "--reuse-contexts 8192"
 #                                              if a call would pass 10 minutes
+#   bash bench/gpu/http-device.sh rag          bench:rag (issue 26): TTFT of 6 documents in a new order, joined
+#                                              from their own KV against computed in place (random weights:
+#                                              TTFT only), into $OUT/rag.json
 #   bash bench/gpu/http-device.sh sanitize     a short stress run of the engine under compute-sanitizer
 #                                              memcheck on the 1B model (finds a bad device access)
 #
@@ -105,9 +108,16 @@ sanitize() {
     --stress-seconds 40 --stress-clients 48 --parallel 32 ${BENCH_ARGS:-} || echo "device: sanitizer run ended with $?"
 }
 
+rag() {
+  export LLMFLEET_NATIVE_ADDON="$BUILT/llmfleet_native.node" LD_LIBRARY_PATH="$BUILT:$BUILT/lib"
+  node "$DEV/rag-bench.mjs" --engine "$DEV/engine.mjs" --model "$MODEL" --engine-args="--gpu-layers all --flash-attention --threads 8" \
+    --out "$OUT/rag.json" ${BENCH_ARGS:-}
+}
+
 case "${1:-}" in
   setup) setup ;;
   setup-image) setup_image ;;
+  rag) rag ;;
   sanitize) sanitize ;;
   "") echo "usage: $0 setup | setup-image | sanitize | SECTION..." >&2; exit 2 ;;
   *) bench "$@" ;;
