@@ -111,7 +111,7 @@ class NativeSequence implements RuntimeSequence {
       const own = [...tokens.slice(0, join.lead), ...tokens.slice(start, end)];
       const state = await join.chunk(own, () => this.rt.computeAlone(own));
       this.held = tokens.slice(0, start);
-      if (!(await this.rt.scheduler.exclusive(() => this.rt.moveIn(state, this.id, { lead: join.lead, at: start, keep })))) break;
+      if (!(await this.rt.moveIn(state, this.id, { lead: join.lead, at: start, keep }))) break;
       this.held = tokens.slice(0, keep);
       joined += keep - start;
       at = keep;
@@ -273,9 +273,16 @@ export class NativeRuntime implements ModelRuntime {
 
   private scratchQueue: Promise<unknown> = Promise.resolve();
 
-  /** The state of `tokens` computed alone, in the scratch sequence (one at a time). */
+  /** Runs `fn` when no other use of the scratch sequence is in progress (a computation spans steps). */
+  private withScratch<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.scratchQueue.then(fn);
+    this.scratchQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The state of `tokens` computed alone, in the scratch sequence. */
   computeAlone(tokens: readonly Token[]): Promise<Buffer> {
-    const run = this.scratchQueue.then(async () => {
+    return this.withScratch(async () => {
       await this.scheduler.exclusive(() => this.engine.seqRm(this.scratch, -1, -1));
       try {
         await this.scheduler.evaluate({ seq: this.scratch, pos: 0, tokens, sample: false });
@@ -284,17 +291,19 @@ export class NativeRuntime implements ModelRuntime {
         await this.scheduler.exclusive(() => this.engine.seqRm(this.scratch, -1, -1));
       }
     });
-    this.scratchQueue = run.catch(() => undefined);
-    return run;
   }
 
   /**
    * Within one exclusive call: loads a document's own state into the scratch sequence, drops its
    * lead, moves the document to `at` (llama.cpp re-rotates the keys on the next decode) and shares
    * its cells with `seq` up to `keep` (the unified KV: no copy); false when the sequence could not
-   * go on from `keep` (nothing joined). The caller holds the scheduler exclusively.
+   * go on from `keep` (nothing joined). Waits for the scratch sequence and the scheduler.
    */
-  moveIn(state: Buffer, seq: number, to: { lead: number; at: number; keep: number }): boolean {
+  moveIn(state: Buffer, seq: number, to: { lead: number; at: number; keep: number }): Promise<boolean> {
+    return this.withScratch(() => this.scheduler.exclusive(() => this.moveInNow(state, seq, to)));
+  }
+
+  private moveInNow(state: Buffer, seq: number, to: { lead: number; at: number; keep: number }): boolean {
     const e = this.engine;
     e.seqRm(this.scratch, -1, -1);
     e.stateSetFile(this.scratch, state);

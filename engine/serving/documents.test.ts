@@ -118,3 +118,18 @@ test("with half recomputed, documents are joined up to the last half of the docu
   assert.ok(text.length > 0);
   assert.equal(await half.pod.service.runtime.kvStrayTokens?.(), 0);
 });
+
+test("requests joining new documents at once share the scratch sequence one at a time: both answer, no KV left astray", async () => {
+  const fresh = (tag: string): string => `fresh ${tag}: ${words(tag, 40)}`;
+  const before = await metric(joining.url, "llmfleet_rag_joined_tokens_total");
+  const [x, y] = await Promise.all([
+    complete(joining.url, { prompt: "one", documents: [fresh("p"), fresh("q")] }),
+    complete(joining.url, { prompt: "two", documents: [fresh("r"), fresh("s"), fresh("t")] }),
+  ]);
+  assert.ok(x.text.length > 0 && y.text.length > 0);
+  const joined = (await metric(joining.url, "llmfleet_rag_joined_tokens_total")) - before;
+  const cached = x.usage.prompt_tokens_details.cached_tokens + y.usage.prompt_tokens_details.cached_tokens;
+  // cached_tokens = the tokens joined + the prefix each request reused (at least the BOS).
+  assert.ok(joined > 0 && joined < cached && cached - joined <= 8, `joined ${joined}, cached ${cached}`);
+  assert.equal(await joining.pod.service.runtime.kvStrayTokens?.(), 0);
+});
