@@ -59,6 +59,6 @@ test("Model.spec.runtime states the defaults the operator applies, and refuses n
   assert.match(described("flashAttention"), /Default on when the Model is on GPUs .*, else off\./);
   assert.deepEqual(
     (runtime?.["x-kubernetes-validations"] as Array<{ message: string }>).map((v) => v.message),
-    ["gpuLayers, decodeLookahead and pipelineDecode apply only to backend native"],
+    ["gpuLayers, decodeLookahead, pipelineDecode and ragRecompute apply only to backend native"],
   );
 });

@@ -79,7 +79,7 @@ const INVALID: Array<{ what: string; obj: Record<string, unknown>; field: string
     what: "model native-only flags on backend llama",
     obj: model({ runtime: { backend: "llama", gpuLayers: 8 } }),
     field: "spec.runtime.backend",
-    message: /gpuLayers, decodeLookahead and pipelineDecode apply only to backend native/,
+    message: /gpuLayers, decodeLookahead, pipelineDecode and ragRecompute apply only to backend native/,
   },
   { what: "model unknown backend", obj: model({ runtime: { backend: "cuda" } }), field: "spec.runtime.backend", message: /Unsupported value: "cuda"/ },
   { what: "model gpuLayers below -1", obj: model({ runtime: { gpuLayers: -2 } }), field: "spec.runtime.gpuLayers", message: /greater than or equal to -1/ },

@@ -27,6 +27,8 @@ export const RUNTIME_DEFAULTS = {
   decodeLookahead: 1,
   /** Disabled until the GPU stress gate passes with it on: pipelined decoding crashed the GPU engine under HTTP load (issue 16). */
   pipelineDecode: "Disabled" as PipelineDecodeMode,
+  /** RAG documents: the share of document tokens recomputed in place (engine --rag-recompute). */
+  ragRecompute: 0.5,
   /** Per pod: every layer (-1) on a pod with GPUs, none on a CPU pod. */
   gpuLayers: { withGPUs: -1, withoutGPUs: 0 },
   /** Model-wide, by ON_GPUS_RULE. */
@@ -78,6 +80,13 @@ const runtimeFields = {
       description: `Tokens decoded per sequence per native call while only decoding sequences wait; 1 = off. Default ${D.decodeLookahead}. ${NATIVE_ONLY}`,
     }),
   ),
+  ragRecompute: Type.Optional(
+    Type.Number({
+      minimum: 0,
+      maximum: 1,
+      description: `RAG documents (a request's documents): the share of document tokens, the last ones before the prompt, computed in place; the documents before them are joined from each one's own KV, computed alone once (engine --rag-recompute; joins need the unified KV, the GPU default). 0 = join every document, 1 = never. Default ${D.ragRecompute}: on Gemma 3 270M, greedy agreement 0.949 with a full prefill at 1.9x its speed. ${NATIVE_ONLY}`,
+    }),
+  ),
   pipelineDecode: Type.Optional(
     StringEnum([...PIPELINE_DECODE_MODES], {
       description: `Pipelined decoding (engine --pipeline-decode): each decode step is launched before the previous step's tokens reach JavaScript. Auto = enabled when layers are on a GPU and the KV is per sequence. Default ${D.pipelineDecode}. Enabled with the unified KV on a GPU (the GPU default) is refused by the engine at start: it crashed under HTTP load on the H200 and bought nothing there. ${NATIVE_ONLY}`,
@@ -108,8 +117,8 @@ export const ModelRuntime = strictObject(
   {
     description: "How the bundled engine runs the model.",
     ...cel({
-      rule: "!has(self.backend) || self.backend == 'native' || !(has(self.gpuLayers) || has(self.decodeLookahead) || has(self.pipelineDecode))",
-      message: "gpuLayers, decodeLookahead and pipelineDecode apply only to backend native",
+      rule: "!has(self.backend) || self.backend == 'native' || !(has(self.gpuLayers) || has(self.decodeLookahead) || has(self.pipelineDecode) || has(self.ragRecompute))",
+      message: "gpuLayers, decodeLookahead, pipelineDecode and ragRecompute apply only to backend native",
       fieldPath: ".backend",
     }),
   },

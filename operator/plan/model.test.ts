@@ -101,6 +101,8 @@ test("aggregated replicas with GPUs get the GPU image and every layer on the GPU
     "1",
     "--pipeline-decode",
     "off",
+    "--rag-recompute",
+    "0.5",
   ]);
   assert.equal(containerOf(onGPU, "gemma-router")?.image, "engine:test");
   model.spec.placement = { gpusPerReplica: 0 };
@@ -121,6 +123,8 @@ test("aggregated replicas with GPUs get the GPU image and every layer on the GPU
     "1",
     "--pipeline-decode",
     "off",
+    "--rag-recompute",
+    "0.5",
   ]);
   const withGPUPool = containerOf(planModel(model, world({ decodePools: [aDecodePool("d", "gemma")] })), "gemma-aggregated");
   assert.ok(withGPUPool?.args?.includes("--flash-attention"), "a GPU pool of the Model puts its CPU replicas on the Model-wide GPU defaults too");

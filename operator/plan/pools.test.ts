@@ -218,7 +218,7 @@ test("model pods get the fast path by default: native, every layer and flash att
   const cpuModel = aModel("cpu-only");
   const cpuOnly = aDecodePool("dc2", "cpu-only");
   cpuOnly.spec.gpusPerReplica = 0;
-  const native = ["--decode-lookahead", "1", "--pipeline-decode", "off"];
+  const native = ["--decode-lookahead", "1", "--pipeline-decode", "off", "--rag-recompute", "0.5"];
   const cases: Array<{ what: string; pool: PrefillPool | DecodePool; w: PoolWorld; flags: string[]; image: string }> = [
     {
       what: "GPU pool",
@@ -282,6 +282,8 @@ test("explicit runtime fields win; backend llama gets no native-only flags; extr
     "4",
     "--pipeline-decode",
     "off",
+    "--rag-recompute",
+    "0.5",
     "--max-queue",
     "8",
   ]);

@@ -19,6 +19,8 @@ export interface RuntimeSettings {
   decodeLookahead: number;
   /** Native only. */
   pipelineDecode: "on" | "off" | "auto";
+  /** Native only: RAG documents' recomputed share. */
+  ragRecompute: number;
 }
 
 /** Where a pod runs: its own GPUs, and whether its Model is on GPUs (crds/schema/runtime.ts ON_GPUS_RULE). */
@@ -49,12 +51,13 @@ function modelWideSettings(model: Model, onGPUs: boolean): Pick<RuntimeSettings,
 export const ENGINE_PIPELINE_DECODE: Record<PipelineDecodeMode, "on" | "off" | "auto"> = { Auto: "auto", Enabled: "on", Disabled: "off" };
 
 /** The native backend's own settings; gpuLayers follows the pod's own GPUs. */
-function nativeSettings(model: Model, gpus: number): Pick<RuntimeSettings, "gpuLayers" | "decodeLookahead" | "pipelineDecode"> {
+function nativeSettings(model: Model, gpus: number): Pick<RuntimeSettings, "gpuLayers" | "decodeLookahead" | "pipelineDecode" | "ragRecompute"> {
   const rt = model.spec.runtime;
   return {
     gpuLayers: rt?.gpuLayers ?? (gpus > 0 ? D.gpuLayers.withGPUs : D.gpuLayers.withoutGPUs),
     decodeLookahead: rt?.decodeLookahead ?? D.decodeLookahead,
     pipelineDecode: ENGINE_PIPELINE_DECODE[rt?.pipelineDecode ?? D.pipelineDecode],
+    ragRecompute: rt?.ragRecompute ?? D.ragRecompute,
   };
 }
 
@@ -77,7 +80,7 @@ export function runtimeArgs(s: RuntimeSettings): string[] {
   if (s.flashAttention) args.push("--flash-attention");
   if (s.backend !== "native") return args;
   const layers = s.gpuLayers === -1 ? "all" : String(s.gpuLayers);
-  return [...args, "--gpu-layers", layers, "--decode-lookahead", String(s.decodeLookahead), "--pipeline-decode", s.pipelineDecode];
+  return [...args, "--gpu-layers", layers, "--decode-lookahead", String(s.decodeLookahead), "--pipeline-decode", s.pipelineDecode, "--rag-recompute", String(s.ragRecompute)];
 }
 
 /** How an engine pod stops (engine --drain-*; the pod's grace period covers both and a margin). */
