@@ -1,0 +1,243 @@
+/**
+ * `npm run bench:kv-link [-- --quick] [--repeats N]`: what the KV codec buys end to end. TTFT of a
+ * ~64-token question after a cached context of 1K/4K/8K tokens (--quick: 1K/4K) loaded from the
+ * KV store, per codec (compact against none), from the object-store tier (S3 = moto, behind a
+ * bandwidth-shaping proxy on loopback: 100 Mbit/s and 1 Gbit/s) and from the memory tier; the
+ * real default model (Gemma 3 270M) on CPU.
+ *
+ * Per store (tier × codec): the kvstore pod runs as its own process (engine/main.ts --role
+ * kvstore, one tier only, so the memory tier never serves an S3 run); two engine pods in this
+ * process, with --kv-store (native backend, so the compact decoder is the addon's; v2 blocks of
+ * `none` move over the native TCP stream, compact's v1 entry over HTTP). Pod A answers
+ * context+question on a store miss (that TTFT is the recompute baseline) and writes the context
+ * back, unshaped; pod B, its sequences cleared before each run (an empty KV), answers the same
+ * prompt: it loads the context from the store, decodes it, imports it and prefills the rest. Every
+ * timed load is checked to be a hit of the whole cached context. Medians of --repeats runs.
+ * Decode GB/s: the engine's own load-path decode (readKvEntry, on its codec worker with the
+ * addon) of the 8K compact entry, F16 state bytes out per second. Quality is not re-measured:
+ * the keys are copied from bench:kv-codec's results (see `quality_source`).
+ * Writes bench/results/kv-link.json after every store.
+ */
+import { readFile, writeFile } from "node:fs/promises";
+import { availableParallelism, cpus, loadavg } from "node:os";
+import { parseArgs } from "node:util";
+import { startS3Server } from "../scripts/s3/moto-server.ts";
+import { kvBlockHashes, requestSalt } from "../engine/kvstore/block-keys.ts";
+import { decodeManifest, isManifest } from "../engine/kvstore/kv-blocks.ts";
+import { readKvEntry } from "../engine/kvcodec/codec-offload.ts";
+import { nativeKvCodecPath } from "../engine/kvcodec/native-codec.ts";
+import { ensureDefaultModel } from "../engine/model/fetch.ts";
+import { metricValue, startPod, streamTtftMs, type RunningPod } from "../testing/engine.ts";
+import { mbitPerSecond, startShapedProxy, type ShapedProxy } from "../testing/shaped-proxy.ts";
+import { linkCheck, startStoreProcess } from "./kv-link-procs.ts";
+
+const { values: v } = parseArgs({ options: { quick: { type: "boolean" }, repeats: { type: "string" } } });
+const SIZES = v.quick ? [1024, 4096] : [1024, 4096, 8192];
+const REPEATS = Number(v.repeats ?? 5);
+const BLOCK = 256;
+const QUESTION_TOKENS = 64;
+const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
+const OUT = new URL("./results/kv-link.json", import.meta.url);
+const FILLER =
+  "The lighthouse stood on the rocks above the harbour, and every night its keeper climbed the stairs to light the lamp. Ships passed in the dark, sailors counted the flashes, and the town slept below. ";
+const QUESTION =
+  "\n\nQuestion: reading the whole account above, from its first numbered line to its last, what did the keeper see from the lighthouse each night, and what did the town do";
+/** The object store's links; "unshaped": the same proxy at loopback speed (what moto and the store cost by themselves). */
+const LINKS = { "100mbps": mbitPerSecond(100), "1gbps": mbitPerSecond(1000), unshaped: Infinity } as const;
+
+type Tier = "memory" | "s3";
+interface Run {
+  tier: Tier;
+  link: string;
+  codec: string;
+  contextTokens: number;
+  promptTokens: number;
+  loadedTokens: number;
+  entryBytes: number;
+  ttftMs: number[];
+  medianTtftMs: number;
+  /** Pod B's own load time (llmfleet_kv_store_load_seconds: lookup, transfer, decode, import), median. */
+  medianLoadMs: number;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const tokenize = (pod: RunningPod, text: string): number[] => pod.pod.service.runtime.tokenize(text) as number[];
+
+/** Context text of just over `size` tokens (so its `size` tokens fill whole blocks) and the question after it. */
+function promptOf(pod: RunningPod, size: number): { context: string; prompt: string } {
+  let context = `Document ${size}.\n`;
+  for (let i = 0; tokenize(pod, context).length < size - 60; i++) context += `${i}. ${FILLER}`;
+  for (const word of FILLER.repeat(4).split(" ")) {
+    if (tokenize(pod, context).length > size) break;
+    context += `${word} `;
+  }
+  let question = QUESTION;
+  const base = tokenize(pod, context).length;
+  for (const word of " each night while the ships passed".repeat(8).split(" ").filter(Boolean)) {
+    if (tokenize(pod, context + question).length - base >= QUESTION_TOKENS) break;
+    question += ` ${word}`;
+  }
+  return { context, prompt: `${context}${question}? Answer:` };
+}
+
+async function clearSequences(pod: RunningPod): Promise<void> {
+  for (const seq of pod.pod.service.runtime.sequences) await seq.clear();
+}
+
+/** The stored entry of the prompt's cached blocks: its bytes on the wire (a v2 entry: the sum of its blocks) and, for v1, the entry. */
+async function storedEntry(storeUrl: string, pod: RunningPod, prompt: string, tokens: number): Promise<{ bytes: number; entry?: Buffer }> {
+  const ids = tokenize(pod, prompt).slice(0, tokens);
+  const key = kvBlockHashes(ids, BLOCK, requestSalt(pod.pod.kvCache!.opts.model, "", "")).at(-1)!;
+  const res = await fetch(`${storeUrl}/v1/kv/${key}`);
+  if (!res.ok) throw new Error(`the context was not stored (GET ${key.slice(0, 12)}: HTTP ${res.status})`);
+  const buf = Buffer.from(await res.arrayBuffer());
+  if (isManifest(buf)) return { bytes: decodeManifest(buf).blocks.reduce((n, b) => n + b.bytes, 0) };
+  return { bytes: buf.length, entry: buf };
+}
+
+/** F16 state bytes per second of the engine's load-path decode of a v1 entry (best of 3). */
+async function decodeGBps(entry: Buffer): Promise<{ gbPerSecond: number; stateBytes: number }> {
+  let best = Infinity;
+  let stateBytes = 0;
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    const { state } = await readKvEntry(entry);
+    best = Math.min(best, (performance.now() - t0) / 1000);
+    stateBytes = state.length;
+  }
+  return { gbPerSecond: stateBytes / best / 1e9, stateBytes };
+}
+
+interface Ctx {
+  model: string;
+  proxy: ShapedProxy;
+  s3: { endpoint: string; env: Record<string, string> };
+  out: Output;
+}
+
+interface Output {
+  runs: Run[];
+  recomputeTtftMs: Record<string, number[]>;
+  decode: { gbPerSecond: number; stateBytes: number; entryBytes: number; contextTokens: number } | undefined;
+  linkMBps: Record<string, number>;
+}
+
+async function timedLoad(pod: RunningPod, prompt: string, loaded: number): Promise<{ ttftMs: number; loadMs: number }> {
+  await clearSequences(pod);
+  const reusedBefore = await metricValue(pod.url, "llmfleet_kv_store_reused_tokens_total");
+  const loadBefore = await metricValue(pod.url, "llmfleet_kv_store_load_seconds_sum");
+  const ttftMs = await streamTtftMs(pod.url, prompt, 4);
+  const reused = (await metricValue(pod.url, "llmfleet_kv_store_reused_tokens_total")) - reusedBefore;
+  if (reused !== loaded) throw new Error(`pod B loaded ${reused} tokens, not the ${loaded} cached (a miss or a recompute is not a load)`);
+  return { ttftMs, loadMs: ((await metricValue(pod.url, "llmfleet_kv_store_load_seconds_sum")) - loadBefore) * 1000 };
+}
+
+/** One store (tier × codec): per size, pod A recomputes and writes back, pod B loads at each link rate. */
+async function measureStore(ctx: Ctx, tier: Tier, codec: string): Promise<void> {
+  const spec = tier === "memory" ? "name=ram,medium=memory,capacity=8Gi" : `name=s3,medium=objectStore,endpoint=http://127.0.0.1:${ctx.proxy.port},bucket=llmfleet-kv-link-${codec}`;
+  ctx.proxy.setRate(Infinity);
+  await using store = await startStoreProcess(codec, [spec], ctx.s3.env);
+  const podOpts = { model: ctx.model, threads, ctxSize: Math.max(...SIZES) + 512, parallel: 1, kvStore: store.url, kvStoreTimeoutMs: 120_000 };
+  await using a = await startPod(podOpts);
+  await using b = await startPod(podOpts);
+  await streamTtftMs(b.url, "Warm up.", 2);
+  for (const size of SIZES) {
+    const { prompt } = promptOf(a, size);
+    const promptTokens = tokenize(a, prompt).length;
+    const loaded = Math.floor((promptTokens - 1) / BLOCK) * BLOCK;
+    ctx.proxy.setRate(Infinity);
+    await clearSequences(a);
+    (ctx.out.recomputeTtftMs[size] ??= []).push(await streamTtftMs(a.url, prompt, 4));
+    await a.pod.kvCache!.settled();
+    const { bytes, entry } = await storedEntry(store.url, b, prompt, loaded);
+    if (entry && tier === "memory" && size === Math.max(...SIZES)) ctx.out.decode = { ...(await decodeGBps(entry)), entryBytes: bytes, contextTokens: loaded };
+    for (const [link, rate] of tier === "memory" ? [["memory", Infinity] as const] : Object.entries(LINKS)) {
+      ctx.proxy.setRate(rate);
+      const runs: { ttftMs: number; loadMs: number }[] = [];
+      for (let r = 0; r < REPEATS; r++) runs.push(await timedLoad(b, prompt, loaded));
+      const ttftMs = runs.map((x) => x.ttftMs);
+      const run = { tier, link, codec, contextTokens: size, promptTokens, loadedTokens: loaded, entryBytes: bytes, ttftMs, medianTtftMs: median(ttftMs), medianLoadMs: median(runs.map((x) => x.loadMs)) };
+      ctx.out.runs.push(run);
+      process.stderr.write(`kv-link: ${JSON.stringify(run)}\n`);
+    }
+  }
+}
+
+const find = (out: Output, link: string, codec: string, size: number): Run | undefined =>
+  out.runs.find((r) => r.link === link && r.codec === codec && r.contextTokens === size);
+
+function ratio(out: Output, link: string, size: number): number | null {
+  const none = find(out, link, "none", size);
+  const compact = find(out, link, "compact", size);
+  return none && compact ? none.medianTtftMs / compact.medianTtftMs : null;
+}
+
+interface CodecResult {
+  date: string;
+  perturbation_floor: { greedy_agreement: number; logit_kl: number };
+  codecs: { compact: { greedy_agreement: number; logit_kl: number } };
+}
+
+/** The quality keys, from bench:kv-codec's results (measured there; not re-run here). */
+async function quality(): Promise<Record<string, unknown>> {
+  const read = async (f: string): Promise<CodecResult> => JSON.parse(await readFile(new URL(`./results/${f}`, import.meta.url), "utf8")) as CodecResult;
+  const f16 = await read("kv-codec-compact.json");
+  const f32 = await read("kv-codec-compact-f32.json");
+  return {
+    quality_source: `copied from bench/results/kv-codec-compact.json (${f16.date}) and kv-codec-compact-f32.json (${f32.date}), codecs.compact against perturbation_floor; not re-measured by this bench`,
+    agreement: f16.codecs.compact.greedy_agreement,
+    agreement_floor: f16.perturbation_floor.greedy_agreement,
+    kl: f16.codecs.compact.logit_kl,
+    kl_floor: f16.perturbation_floor.logit_kl,
+    agreement_f32: f32.codecs.compact.greedy_agreement,
+    agreement_f32_floor: f32.perturbation_floor.greedy_agreement,
+  };
+}
+
+async function write(out: Output, complete: boolean): Promise<void> {
+  const largest = Math.max(...SIZES);
+  const k = largest === 8192 ? "8k" : `${largest / 1024}k`;
+  const summary = {
+    bench: "kv-link",
+    date: new Date().toISOString(),
+    complete,
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "unknown", threads, loadavg: loadavg().map((x) => Math.round(x * 100) / 100) },
+    model: "gemma-3-270m Q4_K_M",
+    repeats: REPEATS,
+    [`ttft_ratio_100mbps_${k}`]: ratio(out, "100mbps", largest),
+    [`ttft_ratio_1gbps_${k}`]: ratio(out, "1gbps", largest),
+    [`ttft_ratio_memory_${k}`]: ratio(out, "memory", largest),
+    ratioOf: `none / compact median TTFT, ${largest}-token cached context`,
+    decode_gb_s: out.decode?.gbPerSecond ?? null,
+    decodeOf: "the engine's load-path decode (readKvEntry on its codec worker, native addon) of the largest compact entry, F16 state GB/s",
+    native_decoder: nativeKvCodecPath() !== undefined,
+    size_ratio_vs_f16: out.decode ? out.decode.entryBytes / out.decode.stateBytes : null,
+    size_ratio_of: "compact entry bytes / F16 state bytes (the largest context, this run)",
+    ...(await quality()),
+    recomputeTtftMs: Object.fromEntries(Object.entries(out.recomputeTtftMs).map(([s, xs]) => [s, { median: median(xs), runs: xs }])),
+    decode: out.decode ?? null,
+    decode_gb_s_kv_decode: "bench:kv-decode (bench/results/kv-decode.json) times the decoder alone, without the entry's SHA-256 and the copy to the codec worker",
+    link_mb_s: out.linkMBps,
+    link_mb_s_of: "one 16 MB S3 GET: straight from moto, and through the shaping proxy at each rate",
+    runs: out.runs,
+  };
+  await writeFile(OUT, `${JSON.stringify(summary, null, 2)}\n`);
+}
+
+async function main(): Promise<void> {
+  const model = await ensureDefaultModel();
+  await using s3 = await startS3Server();
+  await using proxy = await startShapedProxy("127.0.0.1", Number(new URL(s3.endpoint).port), Infinity);
+  const out: Output = { runs: [], recomputeTtftMs: {}, decode: undefined, linkMBps: await linkCheck(s3, proxy, LINKS) };
+  const ctx: Ctx = { model, proxy, s3: { endpoint: s3.endpoint, env: s3.env }, out };
+  for (const tier of ["memory", "s3"] as const) {
+    for (const codec of ["none", "compact"]) {
+      await measureStore(ctx, tier, codec);
+      await write(out, false);
+    }
+  }
+  await write(out, true);
+  process.stdout.write(await readFile(OUT, "utf8"));
+}
+
+await main();
