@@ -58,6 +58,10 @@ interface Run {
   medianTtftMs: number;
   /** Pod B's own load time (llmfleet_kv_store_load_seconds: lookup, transfer, decode, import), median. */
   medianLoadMs: number;
+  /** Pod B's own TTFT (llmfleet_ttft_seconds: arrival to first token sampled, before any text is held back), median. */
+  medianPodTtftMs: number;
+  /** The greedy answer (4 tokens): a lossy load may change it, and with it when the first text event leaves. */
+  answer: string;
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -95,11 +99,11 @@ async function storedEntry(storeUrl: string, pod: RunningPod, prompt: string, to
   return { bytes: buf.length, entry: buf };
 }
 
-/** F16 state bytes per second of the engine's load-path decode of a v1 entry (best of 3). */
+/** F16 state bytes per second of the engine's load-path decode of a v1 entry (best of 5). */
 async function decodeGBps(entry: Buffer): Promise<{ gbPerSecond: number; stateBytes: number }> {
   let best = Infinity;
   let stateBytes = 0;
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 5; i++) {
     const t0 = performance.now();
     const { state } = await readKvEntry(entry);
     best = Math.min(best, (performance.now() - t0) / 1000);
@@ -122,14 +126,46 @@ interface Output {
   linkMBps: Record<string, number>;
 }
 
-async function timedLoad(pod: RunningPod, prompt: string, loaded: number): Promise<{ ttftMs: number; loadMs: number }> {
+/** Milliseconds to the first streamed data event, and the streamed text. */
+async function streamed(url: string, prompt: string): Promise<{ ttftMs: number; text: string }> {
+  const t0 = performance.now();
+  const res = await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt, max_tokens: 4, temperature: 0, stream: true }),
+  });
+  let ttftMs = NaN;
+  let body = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body!) {
+    const s = decoder.decode(chunk as Uint8Array, { stream: true });
+    if (Number.isNaN(ttftMs) && s.includes("data: {")) ttftMs = performance.now() - t0;
+    body += s;
+  }
+  const texts = body.split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => (JSON.parse(e.slice(6)) as { choices: { text: string }[] }).choices[0]?.text ?? "");
+  return { ttftMs, text: texts.join("") };
+}
+
+const sumMs = async (pod: RunningPod, name: string): Promise<number> => (await metricValue(pod.url, name)) * 1000;
+
+/** One load by pod B: client TTFT, the pod's own TTFT (first token sampled) and load time, and the answer. */
+async function timedLoad(pod: RunningPod, prompt: string, loaded: number): Promise<Sample> {
   await clearSequences(pod);
   const reusedBefore = await metricValue(pod.url, "llmfleet_kv_store_reused_tokens_total");
-  const loadBefore = await metricValue(pod.url, "llmfleet_kv_store_load_seconds_sum");
-  const ttftMs = await streamTtftMs(pod.url, prompt, 4);
+  const loadBefore = await sumMs(pod, "llmfleet_kv_store_load_seconds_sum");
+  const podTtftBefore = await sumMs(pod, "llmfleet_ttft_seconds_sum");
+  const { ttftMs, text } = await streamed(pod.url, prompt);
   const reused = (await metricValue(pod.url, "llmfleet_kv_store_reused_tokens_total")) - reusedBefore;
   if (reused !== loaded) throw new Error(`pod B loaded ${reused} tokens, not the ${loaded} cached (a miss or a recompute is not a load)`);
-  return { ttftMs, loadMs: ((await metricValue(pod.url, "llmfleet_kv_store_load_seconds_sum")) - loadBefore) * 1000 };
+  const loadMs = (await sumMs(pod, "llmfleet_kv_store_load_seconds_sum")) - loadBefore;
+  return { ttftMs, loadMs, podTtftMs: (await sumMs(pod, "llmfleet_ttft_seconds_sum")) - podTtftBefore, text };
+}
+
+interface Sample {
+  ttftMs: number;
+  loadMs: number;
+  podTtftMs: number;
+  text: string;
 }
 
 /** One store (tier × codec): per size, pod A recomputes and writes back, pod B loads at each link rate. */
@@ -153,10 +189,13 @@ async function measureStore(ctx: Ctx, tier: Tier, codec: string): Promise<void> 
     if (entry && tier === "memory" && size === Math.max(...SIZES)) ctx.out.decode = { ...(await decodeGBps(entry)), entryBytes: bytes, contextTokens: loaded };
     for (const [link, rate] of tier === "memory" ? [["memory", Infinity] as const] : Object.entries(LINKS)) {
       ctx.proxy.setRate(rate);
-      const runs: { ttftMs: number; loadMs: number }[] = [];
+      const runs: Sample[] = [];
       for (let r = 0; r < REPEATS; r++) runs.push(await timedLoad(b, prompt, loaded));
       const ttftMs = runs.map((x) => x.ttftMs);
-      const run = { tier, link, codec, contextTokens: size, promptTokens, loadedTokens: loaded, entryBytes: bytes, ttftMs, medianTtftMs: median(ttftMs), medianLoadMs: median(runs.map((x) => x.loadMs)) };
+      const run = {
+        ...{ tier, link, codec, contextTokens: size, promptTokens, loadedTokens: loaded, entryBytes: bytes, ttftMs, medianTtftMs: median(ttftMs) },
+        ...{ medianLoadMs: median(runs.map((x) => x.loadMs)), medianPodTtftMs: median(runs.map((x) => x.podTtftMs)), answer: runs[0]!.text },
+      };
       ctx.out.runs.push(run);
       process.stderr.write(`kv-link: ${JSON.stringify(run)}\n`);
     }
