@@ -1,11 +1,13 @@
 /**
- * `npm run bench:kv-link [-- --quick] [--repeats N]`: what the KV codec buys end to end. TTFT of a
+ * `npm run bench:kv-link [-- --quick] [--repeats N] [--sizes 8192] [--tiers memory]`: what the KV
+ * codec buys end to end. TTFT of a
  * ~64-token question after a cached context of 1K/4K/8K tokens (--quick: 1K/4K) loaded from the
  * KV store, per codec (compact against none), from the object-store tier (S3 = moto, behind a
  * bandwidth-shaping proxy on loopback: 100 Mbit/s and 1 Gbit/s) and from the memory tier; the
  * real default model (Gemma 3 270M) on CPU.
  *
- * Per store (tier × codec): the kvstore pod runs as its own process (engine/main.ts --role
+ * Per tier, both codecs side by side, their loads alternating run by run (so the other work on a
+ * shared machine falls on both alike); per codec: the kvstore pod runs as its own process (engine/main.ts --role
  * kvstore, one tier only, so the memory tier never serves an S3 run); two engine pods in this
  * process, with --kv-store (native backend, so the compact decoder is the addon's; v2 blocks of
  * `none` move over the native TCP stream, compact's v1 entry over HTTP). Pod A answers
@@ -16,7 +18,7 @@
  * Decode GB/s: the engine's own load-path decode (readKvEntry, on its codec worker with the
  * addon) of the 8K compact entry, F16 state bytes out per second. Quality is not re-measured:
  * the keys are copied from bench:kv-codec's results (see `quality_source`).
- * Writes bench/results/kv-link.json after every store.
+ * Writes bench/results/kv-link.json after every tier.
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg } from "node:os";
@@ -31,8 +33,11 @@ import { metricValue, startPod, streamTtftMs, type RunningPod } from "../testing
 import { mbitPerSecond, startShapedProxy, type ShapedProxy } from "../testing/shaped-proxy.ts";
 import { linkCheck, startStoreProcess } from "./kv-link-procs.ts";
 
-const { values: v } = parseArgs({ options: { quick: { type: "boolean" }, repeats: { type: "string" } } });
-const SIZES = v.quick ? [1024, 4096] : [1024, 4096, 8192];
+const { values: v } = parseArgs({
+  options: { quick: { type: "boolean" }, repeats: { type: "string" }, sizes: { type: "string" }, tiers: { type: "string" } },
+});
+const SIZES = v.sizes ? v.sizes.split(",").map(Number) : v.quick ? [1024, 4096] : [1024, 4096, 8192];
+const TIERS = (v.tiers ?? "memory,s3").split(",") as Tier[];
 const REPEATS = Number(v.repeats ?? 5);
 const BLOCK = 256;
 const QUESTION_TOKENS = 64;
@@ -60,6 +65,9 @@ interface Run {
   medianLoadMs: number;
   /** Pod B's own TTFT (llmfleet_ttft_seconds: arrival to first token sampled, before any text is held back), median. */
   medianPodTtftMs: number;
+  /** Pod B's state import (inside the load) and prefill of the rest of the prompt (after it), medians. */
+  medianImportMs: number;
+  medianPrefillMs: number;
   /** The greedy answer (4 tokens): a lossy load may change it, and with it when the first text event leaves. */
   answer: string;
 }
@@ -146,10 +154,27 @@ async function streamed(url: string, prompt: string): Promise<{ ttftMs: number; 
   return { ttftMs, text: texts.join("") };
 }
 
+/** Times pod B's sequence calls (the model's own work inside a load and after it), last call each. */
+function timeSequenceCalls(pod: RunningPod): Record<"importState" | "evaluatePrefix", number> {
+  const last = { importState: 0, evaluatePrefix: 0 };
+  for (const seq of pod.pod.service.runtime.sequences) {
+    for (const name of ["importState", "evaluatePrefix"] as const) {
+      const call = (seq[name] as (...args: unknown[]) => Promise<unknown>).bind(seq);
+      (seq as unknown as Record<string, unknown>)[name] = async (...args: unknown[]): Promise<unknown> => {
+        const t0 = performance.now();
+        const out = await call(...args);
+        last[name] = performance.now() - t0;
+        return out;
+      };
+    }
+  }
+  return last;
+}
+
 const sumMs = async (pod: RunningPod, name: string): Promise<number> => (await metricValue(pod.url, name)) * 1000;
 
 /** One load by pod B: client TTFT, the pod's own TTFT (first token sampled) and load time, and the answer. */
-async function timedLoad(pod: RunningPod, prompt: string, loaded: number): Promise<Sample> {
+async function timedLoad(pod: RunningPod, prompt: string, loaded: number, calls: Record<"importState" | "evaluatePrefix", number>): Promise<Sample> {
   await clearSequences(pod);
   const reusedBefore = await metricValue(pod.url, "llmfleet_kv_store_reused_tokens_total");
   const loadBefore = await sumMs(pod, "llmfleet_kv_store_load_seconds_sum");
@@ -158,46 +183,89 @@ async function timedLoad(pod: RunningPod, prompt: string, loaded: number): Promi
   const reused = (await metricValue(pod.url, "llmfleet_kv_store_reused_tokens_total")) - reusedBefore;
   if (reused !== loaded) throw new Error(`pod B loaded ${reused} tokens, not the ${loaded} cached (a miss or a recompute is not a load)`);
   const loadMs = (await sumMs(pod, "llmfleet_kv_store_load_seconds_sum")) - loadBefore;
-  return { ttftMs, loadMs, podTtftMs: (await sumMs(pod, "llmfleet_ttft_seconds_sum")) - podTtftBefore, text };
+  const podTtftMs = (await sumMs(pod, "llmfleet_ttft_seconds_sum")) - podTtftBefore;
+  return { ttftMs, loadMs, podTtftMs, importMs: calls.importState, prefillMs: calls.evaluatePrefix, text };
 }
 
 interface Sample {
   ttftMs: number;
   loadMs: number;
   podTtftMs: number;
+  importMs: number;
+  prefillMs: number;
   text: string;
 }
 
-/** One store (tier × codec): per size, pod A recomputes and writes back, pod B loads at each link rate. */
-async function measureStore(ctx: Ctx, tier: Tier, codec: string): Promise<void> {
+/** One codec's side of a tier: its kvstore process, pod A (recomputes, writes back) and pod B (loads). */
+interface Side extends AsyncDisposable {
+  codec: string;
+  storeUrl: string;
+  a: RunningPod;
+  b: RunningPod;
+  calls: Record<"importState" | "evaluatePrefix", number>;
+}
+
+async function startSide(ctx: Ctx, tier: Tier, codec: string): Promise<Side> {
   const spec = tier === "memory" ? "name=ram,medium=memory,capacity=8Gi" : `name=s3,medium=objectStore,endpoint=http://127.0.0.1:${ctx.proxy.port},bucket=llmfleet-kv-link-${codec}`;
-  ctx.proxy.setRate(Infinity);
-  await using store = await startStoreProcess(codec, [spec], ctx.s3.env);
+  const store = await startStoreProcess(codec, [spec], ctx.s3.env);
   const podOpts = { model: ctx.model, threads, ctxSize: Math.max(...SIZES) + 512, parallel: 1, kvStore: store.url, kvStoreTimeoutMs: 120_000 };
-  await using a = await startPod(podOpts);
-  await using b = await startPod(podOpts);
+  const a = await startPod(podOpts);
+  const b = await startPod(podOpts);
   await streamTtftMs(b.url, "Warm up.", 2);
+  return {
+    ...{ codec, storeUrl: store.url, a, b, calls: timeSequenceCalls(b) },
+    async [Symbol.asyncDispose](): Promise<void> {
+      await b[Symbol.asyncDispose]();
+      await a[Symbol.asyncDispose]();
+      await store[Symbol.asyncDispose]();
+    },
+  };
+}
+
+/** Pod A recomputes the prompt (a store miss: the recompute baseline) and writes the context back, unshaped; the stored entry's size. */
+async function prepare(ctx: Ctx, tier: Tier, side: Side, size: number): Promise<{ prompt: string; promptTokens: number; loaded: number; bytes: number }> {
+  const { prompt } = promptOf(side.a, size);
+  const promptTokens = tokenize(side.a, prompt).length;
+  const loaded = Math.floor((promptTokens - 1) / BLOCK) * BLOCK;
+  ctx.proxy.setRate(Infinity);
+  await clearSequences(side.a);
+  (ctx.out.recomputeTtftMs[size] ??= []).push(await streamTtftMs(side.a.url, prompt, 4));
+  await side.a.pod.kvCache!.settled();
+  const { bytes, entry } = await storedEntry(side.storeUrl, side.b, prompt, loaded);
+  if (entry && tier === "memory" && size === Math.max(...SIZES)) ctx.out.decode = { ...(await decodeGBps(entry)), entryBytes: bytes, contextTokens: loaded };
+  return { prompt, promptTokens, loaded, bytes };
+}
+
+function summarise(base: Omit<Run, "ttftMs" | "medianTtftMs" | "medianLoadMs" | "medianPodTtftMs" | "medianImportMs" | "medianPrefillMs" | "answer">, runs: Sample[]): Run {
+  const ttftMs = runs.map((x) => x.ttftMs);
+  const med = (k: "loadMs" | "podTtftMs" | "importMs" | "prefillMs"): number => median(runs.map((x) => x[k]));
+  return { ...base, ttftMs, medianTtftMs: median(ttftMs), medianLoadMs: med("loadMs"), medianPodTtftMs: med("podTtftMs"), medianImportMs: med("importMs"), medianPrefillMs: med("prefillMs"), answer: runs[0]!.text };
+}
+
+/**
+ * One tier, both codecs side by side: per size and link, the loads of none and compact alternate
+ * run by run, so the other work on a shared machine falls on both alike.
+ */
+async function measureTier(ctx: Ctx, tier: Tier): Promise<void> {
+  ctx.proxy.setRate(Infinity);
+  await using none = await startSide(ctx, tier, "none");
+  await using compact = await startSide(ctx, tier, "compact");
   for (const size of SIZES) {
-    const { prompt } = promptOf(a, size);
-    const promptTokens = tokenize(a, prompt).length;
-    const loaded = Math.floor((promptTokens - 1) / BLOCK) * BLOCK;
-    ctx.proxy.setRate(Infinity);
-    await clearSequences(a);
-    (ctx.out.recomputeTtftMs[size] ??= []).push(await streamTtftMs(a.url, prompt, 4));
-    await a.pod.kvCache!.settled();
-    const { bytes, entry } = await storedEntry(store.url, b, prompt, loaded);
-    if (entry && tier === "memory" && size === Math.max(...SIZES)) ctx.out.decode = { ...(await decodeGBps(entry)), entryBytes: bytes, contextTokens: loaded };
+    const prepared = [await prepare(ctx, tier, none, size), await prepare(ctx, tier, compact, size)] as const;
     for (const [link, rate] of tier === "memory" ? [["memory", Infinity] as const] : Object.entries(LINKS)) {
       ctx.proxy.setRate(rate);
-      const runs: Sample[] = [];
-      for (let r = 0; r < REPEATS; r++) runs.push(await timedLoad(b, prompt, loaded));
-      const ttftMs = runs.map((x) => x.ttftMs);
-      const run = {
-        ...{ tier, link, codec, contextTokens: size, promptTokens, loadedTokens: loaded, entryBytes: bytes, ttftMs, medianTtftMs: median(ttftMs) },
-        ...{ medianLoadMs: median(runs.map((x) => x.loadMs)), medianPodTtftMs: median(runs.map((x) => x.podTtftMs)), answer: runs[0]!.text },
-      };
-      ctx.out.runs.push(run);
-      process.stderr.write(`kv-link: ${JSON.stringify(run)}\n`);
+      const samples: [Sample[], Sample[]] = [[], []];
+      for (let r = 0; r < REPEATS * 2; r++) {
+        const i = r % 2;
+        const side = i === 0 ? none : compact;
+        samples[i]!.push(await timedLoad(side.b, prepared[i]!.prompt, prepared[i]!.loaded, side.calls));
+      }
+      for (const [i, side] of [none, compact].entries()) {
+        const { promptTokens, loaded, bytes } = prepared[i]!;
+        const run = summarise({ tier, link, codec: side.codec, contextTokens: size, promptTokens, loadedTokens: loaded, entryBytes: bytes }, samples[i]!);
+        ctx.out.runs.push(run);
+        process.stderr.write(`kv-link: ${JSON.stringify(run)}\n`);
+      }
     }
   }
 }
@@ -269,11 +337,9 @@ async function main(): Promise<void> {
   await using proxy = await startShapedProxy("127.0.0.1", Number(new URL(s3.endpoint).port), Infinity);
   const out: Output = { runs: [], recomputeTtftMs: {}, decode: undefined, linkMBps: await linkCheck(s3, proxy, LINKS) };
   const ctx: Ctx = { model, proxy, s3: { endpoint: s3.endpoint, env: s3.env }, out };
-  for (const tier of ["memory", "s3"] as const) {
-    for (const codec of ["none", "compact"]) {
-      await measureStore(ctx, tier, codec);
-      await write(out, false);
-    }
+  for (const tier of TIERS) {
+    await measureTier(ctx, tier);
+    await write(out, false);
   }
   await write(out, true);
   process.stdout.write(await readFile(OUT, "utf8"));
