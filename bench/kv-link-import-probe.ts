@@ -1,7 +1,8 @@
 /**
  * `tsx bench/kv-link-import-probe.ts`: is the work after a load (state import, prefill of the
- * question) slower for a compact-decoded state than for the raw one? bench:kv-link found compact's
- * memory-tier TTFT ~80 ms above none's beyond the load itself. In-process, one pod, 8,192 tokens
+ * question) slower for a compact-decoded state than for the raw one? bench:kv-link's first,
+ * sequential runs (on a busy machine) found compact's memory-tier TTFT ~80 ms above none's beyond
+ * the load itself; its interleaved runs did not. In-process, one pod, 8,192 tokens
  * of Gemma 3 270M: the raw state, a compact-decoded copy, and one decoded just before its import
  * (as a load does), medians of 5. Answer on 2026-12-06 (load average 3): the same, ~6-15 ms
  * import and ~130-210 ms prefill for each, so the gap is not the model's work.
