@@ -1,0 +1,63 @@
+/** The shaping proxy enforces its rate each way: 1 MB through 10 Mbit/s takes ~0.8 s. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import { mbitPerSecond, startShapedProxy } from "./shaped-proxy.ts";
+
+const MB = 1_000_000;
+
+/** A server that sends `bytes` to each client and counts what each client sends it. */
+async function startServer(bytes: number): Promise<{ port: number; received: () => number; server: net.Server }> {
+  let received = 0;
+  const server = net.createServer((s) => {
+    s.on("data", (d: Buffer) => (received += d.length));
+    s.on("error", () => s.destroy());
+    s.end(Buffer.alloc(bytes, 7));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { port: (server.address() as net.AddressInfo).port, received: () => received, server };
+}
+
+/** Seconds until `bytes` arrived from the proxy (and, when `send`, until the server got `send` bytes). */
+async function transfer(port: number, bytes: number, send = 0, received?: () => number): Promise<number> {
+  const t0 = performance.now();
+  const client = net.connect(port, "127.0.0.1");
+  if (send > 0) client.write(Buffer.alloc(send, 1));
+  let got = 0;
+  await new Promise<void>((resolve, reject) => {
+    client.on("data", (d: Buffer) => (got += d.length));
+    client.on("error", reject);
+    client.on("end", () => resolve());
+  });
+  while (received && received() < send) await new Promise((r) => setTimeout(r, 5));
+  client.destroy();
+  assert.equal(got, bytes);
+  return (performance.now() - t0) / 1000;
+}
+
+test("1 MB from the server through 10 Mbit/s takes 0.8 s ± 20 %", async () => {
+  const target = await startServer(MB);
+  await using proxy = await startShapedProxy("127.0.0.1", target.port, mbitPerSecond(10));
+  const seconds = await transfer(proxy.port, MB);
+  target.server.close();
+  assert.ok(seconds > 0.64 && seconds < 0.96, `took ${seconds.toFixed(3)} s`);
+});
+
+test("1 MB to the server through 10 Mbit/s takes 0.8 s ± 20 %, and the rate can change", async () => {
+  const target = await startServer(1000);
+  await using proxy = await startShapedProxy("127.0.0.1", target.port, mbitPerSecond(10));
+  const seconds = await transfer(proxy.port, 1000, MB, target.received);
+  assert.ok(seconds > 0.64 && seconds < 0.96, `took ${seconds.toFixed(3)} s`);
+  proxy.setRate(mbitPerSecond(40));
+  const faster = await transfer(proxy.port, 1000, MB, () => target.received() - MB);
+  target.server.close();
+  assert.ok(faster > 0.16 && faster < 0.24, `took ${faster.toFixed(3)} s at 40 Mbit/s`);
+});
+
+test("unshaped (Infinity) forwards at once", async () => {
+  const target = await startServer(4 * MB);
+  await using proxy = await startShapedProxy("127.0.0.1", target.port, Infinity);
+  const seconds = await transfer(proxy.port, 4 * MB);
+  target.server.close();
+  assert.ok(seconds < 0.5, `took ${seconds.toFixed(3)} s`);
+});
