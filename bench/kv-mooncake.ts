@@ -14,7 +14,10 @@
  * Block hit rate = prompt tokens loaded from the store / prompt tokens (the pod's store counter);
  * prefix reuse rate = prompt tokens not recomputed for any reason (store or the pod's own
  * sequence) / prompt tokens. The trace's ideal (every earlier block cached) is alongside.
- * Writes bench/results/kv-mooncake.json.
+ * Writes bench/results/kv-mooncake.json (BENCH_OUT: another file).
+ * BENCH_CODEC names the store's codec (default: the store's default); BENCH_CAPACITY_BYTES fixes
+ * the memory tier's capacity (default 8 GiB, above the working set): below the working set, a
+ * smaller coding keeps more of it (the codec issue's capacity question).
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
@@ -30,6 +33,7 @@ const TRACE_BLOCK = 512;
 const BLOCK_TOKENS = 32;
 const MAX_BLOCKS = 48;
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
+const CAPACITY_BYTES = Number(process.env.BENCH_CAPACITY_BYTES ?? 8 * 2 ** 30);
 const WORDS = "harbour lamp keeper stone ledger tide signal north rope storm lantern chart beacon shore anchor gull cliff wave salt mast".split(" ");
 
 interface TraceRow {
@@ -150,7 +154,7 @@ async function main(): Promise<void> {
     blockTokens: BLOCK_TOKENS,
     codec: process.env.BENCH_CODEC ?? "default",
     tenantSalt: "bench",
-    tiers: [{ name: "ram", medium: "memory", capacityBytes: 8 * 2 ** 30, ttlMs: undefined }],
+    tiers: [{ name: "ram", medium: "memory", capacityBytes: CAPACITY_BYTES, ttlMs: undefined }],
   });
   await using storeHttp = await listen(store.app);
   let without: RequestRecord[];
@@ -162,6 +166,8 @@ async function main(): Promise<void> {
   }
   await using pod = await startPod({ model, threads, ctxSize, parallel: 1, kvStore: storeHttp.url, kvStoreTimeoutMs: 30_000 });
   const withStore = await replay(pod, work);
+  const storeMetrics = await (await fetch(`${storeHttp.url}/metrics`)).text();
+  const storeFigure = (name: string): number => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(storeMetrics)?.[1] ?? NaN);
   const a = summary(without);
   const b = summary(withStore);
   const out = {
@@ -170,6 +176,9 @@ async function main(): Promise<void> {
     model: "gemma-3-270m Q4_K_M",
     quick,
     codec: process.env.BENCH_CODEC ?? `default (${DEFAULT_CODEC})`,
+    capacity_bytes: CAPACITY_BYTES,
+    store_bytes_held: storeFigure("llmfleet_kv_bytes"),
+    store_evictions: storeFigure("llmfleet_kv_evictions_total"),
     scaling: {
       trace: TRACE.split("/").pop(),
       traceRequests: all.length,
@@ -189,7 +198,7 @@ async function main(): Promise<void> {
     ratioOf: "TTFT without the store / with it (same requests, same engine)",
     requests: { without_store: without, with_store: withStore },
   };
-  await writeFile(new URL("./results/kv-mooncake.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
+  await writeFile(process.env.BENCH_OUT ?? new URL("./results/kv-mooncake.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
 }
 
