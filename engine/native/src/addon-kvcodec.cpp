@@ -74,35 +74,38 @@ bool parse_job(Napi::Env env, Napi::Object o, llmfleet::KvDecodeJob & j) {
     return true;
 }
 
-// kvDecode(jobs: object[], threads: number, gains: Float32Array(256) | null): void
-Napi::Value KvDecode(const Napi::CallbackInfo & info) {
+// The arguments kvDecode and kvEncode share: jobs (an array of objects, each read by `parse`),
+// threads (1..256) and the optional gain table (256 values; nullptr when absent). false after a
+// TypeError or RangeError was thrown.
+template <typename Job>
+bool parse_call(const Napi::CallbackInfo & info, bool (*parse)(Napi::Env, Napi::Object, Job &), std::vector<Job> & jobs, int32_t & threads,
+                const float *& gains) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsArray()) {
-        throw_type(env, "jobs must be an array");
-        return env.Undefined();
-    }
-    int32_t threads = 1;
-    if (!arg_int(info, 1, "threads", 1, 256, threads)) return env.Undefined();
-    const float * gains = nullptr;
+    if (info.Length() < 1 || !info[0].IsArray()) return throw_type(env, "jobs must be an array");
+    if (!arg_int(info, 1, "threads", 1, 256, threads)) return false;
     if (info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined()) {
         Napi::Float32Array g;
-        if (!arg_typed(info, 2, "gains", napi_float32_array, "Float32Array", g)) return env.Undefined();
-        if (g.ElementLength() != 256) {
-            throw_range(env, "gains must hold 256 values (one per gain code)");
-            return env.Undefined();
-        }
+        if (!arg_typed(info, 2, "gains", napi_float32_array, "Float32Array", g)) return false;
+        if (g.ElementLength() != 256) return throw_range(env, "gains must hold 256 values (one per gain code)");
         gains = g.Data();
     }
     Napi::Array a = info[0].As<Napi::Array>();
-    std::vector<llmfleet::KvDecodeJob> jobs(a.Length());
+    jobs.resize(a.Length());
     for (uint32_t i = 0; i < a.Length(); i++) {
         Napi::Value v = a.Get(i);
-        if (!v.IsObject()) {
-            throw_type(env, "jobs[" + std::to_string(i) + "] must be an object");
-            return env.Undefined();
-        }
-        if (!parse_job(env, v.As<Napi::Object>(), jobs[i])) return env.Undefined();
+        if (!v.IsObject()) return throw_type(env, "jobs[" + std::to_string(i) + "] must be an object");
+        if (!parse(env, v.As<Napi::Object>(), jobs[i])) return false;
     }
+    return true;
+}
+
+// kvDecode(jobs: object[], threads: number, gains: Float32Array(256) | null): void
+Napi::Value KvDecode(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    std::vector<llmfleet::KvDecodeJob> jobs;
+    int32_t threads = 1;
+    const float * gains = nullptr;
+    if (!parse_call(info, parse_job, jobs, threads, gains)) return env.Undefined();
     try {
         llmfleet::kv_decode_all(jobs.data(), jobs.size(), gains, threads);
     } catch (const std::exception & e) {
@@ -190,32 +193,12 @@ bool parse_encode_job(Napi::Env env, Napi::Object o, llmfleet::KvEncodeJob & j) 
 // kvEncode(jobs: object[], threads: number, gains: Float32Array(256) | null): Buffer[] (each job's tensor body)
 Napi::Value KvEncode(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsArray()) {
-        throw_type(env, "jobs must be an array");
-        return env.Undefined();
-    }
+    std::vector<llmfleet::KvEncodeJob> jobs;
     int32_t threads = 1;
-    if (!arg_int(info, 1, "threads", 1, 256, threads)) return env.Undefined();
     const float * gains = nullptr;
-    if (info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined()) {
-        Napi::Float32Array g;
-        if (!arg_typed(info, 2, "gains", napi_float32_array, "Float32Array", g)) return env.Undefined();
-        if (g.ElementLength() != 256) {
-            throw_range(env, "gains must hold 256 values (one per gain code)");
-            return env.Undefined();
-        }
-        gains = g.Data();
-    }
-    Napi::Array a = info[0].As<Napi::Array>();
-    std::vector<llmfleet::KvEncodeJob> jobs(a.Length());
-    for (uint32_t i = 0; i < a.Length(); i++) {
-        Napi::Value v = a.Get(i);
-        if (!v.IsObject()) {
-            throw_type(env, "jobs[" + std::to_string(i) + "] must be an object");
-            return env.Undefined();
-        }
-        if (!parse_encode_job(env, v.As<Napi::Object>(), jobs[i])) return env.Undefined();
-        if (jobs[i].gains && !gains) {
+    if (!parse_call(info, parse_encode_job, jobs, threads, gains)) return env.Undefined();
+    for (const llmfleet::KvEncodeJob & j : jobs) {
+        if (j.gains && !gains) {
             throw_type(env, "gains must be given for a job with gain codes");
             return env.Undefined();
         }
