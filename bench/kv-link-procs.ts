@@ -5,32 +5,20 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { S3Client } from "../engine/kvstore/s3-client.ts";
+import { freePorts } from "../operator/local/ports.ts";
 import type { ShapedProxy } from "../testing/shaped-proxy.ts";
 
 export interface StoreProcess extends AsyncDisposable {
   url: string;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 const MAIN = fileURLToPath(new URL("../engine/main.ts", import.meta.url));
 
 /** `engine/main.ts --role kvstore` with these tiers and codec, up when it answers /v1/kv/config. */
 export async function startStoreProcess(codec: string, tiers: string[], env: Record<string, string>): Promise<StoreProcess> {
-  const port = await freePort();
-  const kvPort = await freePort();
+  const [port, kvPort] = (await freePorts(2)) as [number, number];
   const args = ["--import", "tsx", MAIN, "--role", "kvstore", "--host", "127.0.0.1", "--port", String(port), "--kv-port", String(kvPort), "--codec", codec];
   for (const t of tiers) args.push("--tier", t);
   const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });

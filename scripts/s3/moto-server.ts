@@ -4,9 +4,9 @@
  * `npm run s3:up` runs one in the foreground and prints its endpoint.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { freePorts } from "../../operator/local/ports.ts";
 
 export interface S3Server extends AsyncDisposable {
   endpoint: string;
@@ -19,17 +19,6 @@ const VENV_SCRIPT = fileURLToPath(new URL("./moto-venv.sh", import.meta.url));
 export async function motoServerBinary(): Promise<string> {
   const { stdout } = await promisify(execFile)("bash", [VENV_SCRIPT], { maxBuffer: 1 << 20 });
   return stdout.trim().split("\n").pop()!;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitUp(endpoint: string, child: ChildProcess, timeoutMs: number): Promise<void> {
@@ -48,7 +37,7 @@ async function waitUp(endpoint: string, child: ChildProcess, timeoutMs: number):
 
 export async function startS3Server(): Promise<S3Server> {
   const bin = await motoServerBinary();
-  const port = await freePort();
+  const [port] = (await freePorts(1)) as [number];
   const child = spawn(bin, ["-H", "127.0.0.1", "-p", String(port)], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
