@@ -99,18 +99,16 @@ class NativeSequence implements RuntimeSequence {
       if (start < at) {
         // Held in part (documents that start alike): the whole document's own KV replaces the part.
         await this.rt.scheduler.exclusive(() => this.rt.engine.seqRm(this.id, start, -1));
-        this.held = tokens.slice(0, start);
-        at = start;
         reused = Math.min(reused, start);
-      }
-      if (start > at) {
+      } else if (start > at) {
         // What comes before the document (the lead, a document held in part) is computed in place.
         await this.rt.scheduler.evaluate({ seq: this.id, pos: at, tokens: tokens.slice(at, start), sample: false });
-        this.held = tokens.slice(0, start);
       }
+      // The sequence holds exactly the tokens before the document now; a join that fails goes on from here.
+      this.held = tokens.slice(0, start);
+      at = start;
       const own = [...tokens.slice(0, join.lead), ...tokens.slice(start, end)];
       const state = await join.chunk(own, () => this.rt.computeAlone(own));
-      this.held = tokens.slice(0, start);
       if (!(await this.rt.moveIn(state, this.id, { lead: join.lead, at: start, keep }))) break;
       this.held = tokens.slice(0, keep);
       joined += keep - start;

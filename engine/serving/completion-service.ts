@@ -179,17 +179,9 @@ export class CompletionService {
     const seq = lease.sequence;
     if (!this.rag || !req.documents || !seq.evaluateJoined) return seq.evaluatePrefix(context);
     const { chunks, recompute } = this.rag;
-    const plan = joinPlan(req.documents, recompute);
     const ns = req.identity?.kvNamespace ?? "";
-    const chunk = async (tokens: readonly Token[], compute: () => Promise<Buffer>): Promise<Buffer> => {
-      const key = ChunkCache.key(ns, tokens);
-      const have = chunks.get(key);
-      if (have) return have;
-      const state = await compute();
-      chunks.put(key, state);
-      return state;
-    };
-    const spans = plan.joined.filter((j) => j.end <= context.length);
+    const chunk = (tokens: readonly Token[], compute: () => Promise<Buffer>): Promise<Buffer> => chunks.getOrCompute(ChunkCache.key(ns, tokens), compute);
+    const spans = joinPlan(req.documents, recompute).filter((j) => j.end <= context.length);
     const { reused, joined } = await seq.evaluateJoined(context, { spans, lead: req.documents.lead, chunk });
     this.metrics.ragJoinedTokens.inc(joined);
     return reused + joined;

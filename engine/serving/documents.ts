@@ -49,12 +49,11 @@ export interface JoinSpan {
  * BENCHMARKS.md "RAG join feasibility"). Documents before that point are joined, the one it cuts
  * up to it.
  */
-export function joinPlan(layout: Pick<DocumentLayout, "spans">, recompute: number): { joined: JoinSpan[]; tailStart: number } {
+export function joinPlan(layout: Pick<DocumentLayout, "spans">, recompute: number): JoinSpan[] {
   const docTokens = layout.spans.reduce((n, [s, e]) => n + e - s, 0);
   const end = layout.spans.at(-1)?.[1] ?? 0;
   const tailStart = end - Math.ceil(recompute * docTokens);
-  const joined = layout.spans.filter(([s]) => s < tailStart).map(([start, e]) => ({ start, end: e, keep: Math.min(e, tailStart) }));
-  return { joined, tailStart };
+  return layout.spans.filter(([s]) => s < tailStart).map(([start, e]) => ({ start, end: e, keep: Math.min(e, tailStart) }));
 }
 
 function startsWith(tokens: readonly Token[], lead: readonly Token[]): boolean {
