@@ -4,8 +4,8 @@
  * one joins documents from their own KV (--rag-recompute 0.5, the default), the other computes
  * them in place (--rag-recompute 1: what a prompt gets from prefix reuse alone). Each sees the same
  * warm-up (every document once, so each one's own KV is cached on the joining pod), then the same
- * requests: 6 of the 12 documents (256-500 tokens of this repository's docs, as bench/rag-probe.ts
- * takes them) in a new random order, a question, 1 token, streamed; TTFT from the client. A new
+ * requests: 6 of 12 documents (paragraph groups of this repository's docs, 1,100-2,000 characters,
+ * ~300-500 tokens; bench/rag-probe.ts cuts the same files by tokens) in a new random order, a question, 1 token, streamed; TTFT from the client. A new
  * first document each time, so prefix reuse has only the BOS. Quality is the in-process probe's
  * (bench/rag-probe.ts, BENCHMARKS.md); this measures time. Writes bench/results/rag.json.
  *
