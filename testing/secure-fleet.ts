@@ -7,10 +7,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { nativeAddonPath } from "../engine/native/binding.ts";
+import { freePorts } from "../operator/local/ports.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 
@@ -35,17 +35,6 @@ export interface SecureFleet extends AsyncDisposable {
   all: FleetProcess[];
   /** Every line any process wrote so far. */
   logs(): string;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-    s.on("error", rej);
-  });
 }
 
 function start(name: string, port: number, args: string[]): FleetProcess {
@@ -95,7 +84,7 @@ export async function startSecureFleet(opts: SecureFleetOptions): Promise<Secure
   writeFileSync(tokenFile, fleetToken, { mode: 0o600 });
   writeFileSync(kvKeyFile, randomBytes(32).toString("base64url"), { mode: 0o600 });
   writeFileSync(accessFile, opts.access);
-  const [pk, pa, pp, pd, pr] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const [pk, pa, pp, pd, pr] = (await freePorts(5)) as [number, number, number, number, number];
   const token = ["--fleet-token-file", tokenFile, "--headers-timeout-seconds", "3"];
   const kvstore = start("kvstore", pk!, ["--role", "kvstore", "--block-tokens", "16", "--tier", `name=disk,medium=disk,path=${kvDir},capacity=1Gi`, ...token]);
   const model = ["--model", opts.model, ...MODEL_ARGS, ...token];

@@ -14,6 +14,7 @@ import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { SHORT_DRAIN } from "../../operator/plan/runtime-args.ts";
 import { startServer, type RunningServer } from "../http/servers.ts";
+import { freePorts } from "../../operator/local/ports.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 let bundle: Promise<string> | undefined;
@@ -28,14 +29,6 @@ export function engineBundle(): Promise<string> {
     return out;
   })();
   return bundle;
-}
-
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 const ENGINE = ["--import", "tsx", "engine/main.ts"];
@@ -55,7 +48,7 @@ export const MAX_MARKER = 999_999;
 export const benchPrompt = (marker: number): string => `P${marker}| the quick brown fox jumps over the lazy dog`;
 
 export async function startEngine(model: string, parallel: number): Promise<RunningServer> {
-  const port = await freePort();
+  const port = (await freePorts(1))[0]!;
   const args = [...ENGINE, "--role", "aggregated", "--model", model, "--backend", "native", "--host", "127.0.0.1", "--port", String(port)];
   const sizing = ["--parallel", String(parallel), "--ctx-size", String(ENGINE_CTX_TOKENS), "--batch-size", "512", "--threads", "1", "--max-queue", "4096"];
   return startServer(`engine:${port}`, process.execPath, [...args, ...sizing], { port, readyPath: "/ready", timeoutMs: 600_000 });
@@ -74,7 +67,7 @@ export interface RouterOptions {
 }
 
 export async function startRouter(o: RouterOptions): Promise<RunningServer> {
-  const port = o.port ?? (await freePort());
+  const port = o.port ?? ((await freePorts(1))[0]!);
   const args = [await engineBundle(), "--role", "router", "--aggregated", o.upstreams.join(","), "--policy", "prefix-aware", "--host", "127.0.0.1", "--port", String(port)];
   const drain = ["--drain-delay-seconds", String(o.drainDelaySeconds ?? SHORT_DRAIN.delaySeconds), "--drain-timeout-seconds", "60", "--max-streams", String(o.maxStreams)];
   const node = [process.execPath, ...(o.nodeFlags ?? []), ...args, ...drain];

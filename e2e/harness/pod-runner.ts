@@ -5,7 +5,6 @@
 // pods. In-cluster URLs in the arguments (http://<svc>.<ns>.svc[:port]) point at those proxies.
 import type { ChildProcess } from "node:child_process";
 import http from "node:http";
-import { createServer, type AddressInfo } from "node:net";
 import type { V1Pod } from "@kubernetes/client-node";
 import { KubeClient } from "../../lib/kube/client.ts";
 import { R } from "../../lib/kube/resources.ts";
@@ -25,23 +24,13 @@ import {
   type PodMode,
   type ServiceAccountMount,
 } from "../../testing/containers.ts";
+import { freePorts } from "../../operator/local/ports.ts";
 
 export interface PodRunnerOptions {
   namespace: string;
   /** llama.cpp threads per engine process. Default 1. */
   threads?: number;
   log?: (line: string) => void;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => res(port));
-    });
-  });
 }
 
 /** A Service on loopback: forwards each request to one of its pods' processes, round-robin. */
@@ -54,7 +43,7 @@ class ServiceProxy {
   ) {}
 
   static async start(): Promise<ServiceProxy> {
-    const port = await freePort();
+    const port = (await freePorts(1))[0]!;
     const server = http.createServer();
     const proxy = new ServiceProxy(port, server);
     server.on("request", (req, res) => proxy.forward(req, res));
@@ -314,5 +303,5 @@ function isRunning(pod: V1Pod | undefined): boolean {
 async function podAddress(pod: V1Pod): Promise<{ host: string; port: number }> {
   const ip = pod.status?.podIP;
   if (ip?.startsWith("127.")) return { host: ip, port: pod.spec?.containers[0]?.ports?.[0]?.containerPort ?? 8000 };
-  return { host: "127.0.0.1", port: await freePort() };
+  return { host: "127.0.0.1", port: (await freePorts(1))[0]! };
 }

@@ -2,11 +2,11 @@
 // static targets on loopback, for tests that check dashboard queries against live data.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { stringify } from "yaml";
+import { freePorts } from "../../operator/local/ports.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -17,24 +17,13 @@ export interface Prometheus extends AsyncDisposable {
   logs(): string;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => res(port));
-    });
-  });
-}
-
 /** Starts Prometheus scraping `targets` (job → host:port list) every second. */
 export async function startPrometheus(targets: Record<string, string[]>): Promise<Prometheus> {
   const bin = (await promisify(execFile)("bash", [join(ROOT, "scripts/prometheus/ensure.sh")])).stdout.trim();
   const dir = mkdtempSync(join(tmpdir(), "llmfleet-prom-"));
   const scrape_configs = Object.entries(targets).map(([job, hosts]) => ({ job_name: job, scrape_interval: "1s", static_configs: [{ targets: hosts }] }));
   writeFileSync(join(dir, "prometheus.yml"), stringify({ global: { scrape_interval: "1s", evaluation_interval: "1s" }, scrape_configs }));
-  const port = await freePort();
+  const port = (await freePorts(1))[0]!;
   const args = [`--config.file=${join(dir, "prometheus.yml")}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=127.0.0.1:${port}`];
   const child: ChildProcess = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
