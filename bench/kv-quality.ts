@@ -114,7 +114,7 @@ function random(seed: number): () => number {
 }
 
 /** A copy of the state with the lowest bit of `flips` random F16 K/V elements flipped (one ulp each). */
-function perturbed(raw: Buffer, flips: number, seed: number): Buffer {
+export function perturbed(raw: Buffer, flips: number, seed: number): Buffer {
   const state = Buffer.from(raw);
   const tensors = splitState(state).filter(isTensor);
   const total = tensors.reduce((a, t) => a + t.data.length / 2, 0);
@@ -139,11 +139,16 @@ export async function perturbationFloor(seq: LlamaContextSequence, ctx: Context)
 }
 
 function textAt(source: string): string {
+  return textAtCommit(TEXTS_AT, source, "the KV codec benchmarks");
+}
+
+/** `source` as it was at `commit` (git show): benchmarks that pin their texts (`who` names them in the error). */
+export function textAtCommit(commit: string, source: string, who: string): string {
   try {
-    return execFileSync("git", ["show", `${TEXTS_AT}:${source}`], { cwd: new URL(".", root), encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    return execFileSync("git", ["show", `${commit}:${source}`], { cwd: new URL(".", root), encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   } catch (err) {
     throw new Error(
-      `the KV codec benchmarks read ${source} as of commit ${TEXTS_AT.slice(0, 12)} (so runs compare) and git could not: ${(err as Error).message.split("\n")[0]} — run it in a full clone`,
+      `${who} read ${source} as of commit ${commit.slice(0, 12)} (so runs compare) and git could not: ${(err as Error).message.split("\n")[0]} — run it in a full clone`,
       { cause: err },
     );
   }

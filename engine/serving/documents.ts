@@ -35,6 +35,12 @@ export function withDocuments(runtime: Pick<ModelRuntime, "tokenize">, documents
   return { tokens, spans, lead: lead.length };
 }
 
+/**
+ * The share of document tokens recomputed in place by default (--rag-recompute, the Model's
+ * spec.runtime.ragRecompute): BENCHMARKS.md "RAG documents" has the curve it is read from.
+ */
+export const RAG_RECOMPUTE_DEFAULT = 0.5;
+
 /** A document joined from its own KV: its span in the prompt, and how much of it to keep (to `keep`). */
 export interface JoinSpan {
   start: number;
