@@ -268,7 +268,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
     fleetToken: token.token,
   });
   const extraRoutes = express.Router().use(routes.router);
-  if (kvCache) extraRoutes.use(contextsRoute(service, kvCache));
+  extraRoutes.use(contextsRoute(service, kvCache));
   const app = createEngineApp({ service, metrics, extraRoutes, guard: fleetGuard(token) });
   return {
     app,

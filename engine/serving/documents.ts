@@ -23,16 +23,32 @@ export interface DocumentLayout {
 /** The prompt tokens with the documents laid out before them. */
 export function withDocuments(runtime: Pick<ModelRuntime, "tokenize">, documents: readonly string[], prompt: readonly Token[]): DocumentLayout {
   const lead = runtime.tokenize(""); // what the tokenizer puts before any text: [BOS], or nothing
-  const body = (tokens: readonly Token[]): readonly Token[] => (startsWith(tokens, lead) ? tokens.slice(lead.length) : tokens);
   const tokens: Token[] = [...lead];
   const spans: Array<[number, number]> = [];
   for (const d of documents) {
     const start = tokens.length;
-    tokens.push(...body(runtime.tokenize(`${d}${DOCUMENT_SEPARATOR}`)));
+    tokens.push(...documentBody(runtime, d, lead));
     spans.push([start, tokens.length]);
   }
-  tokens.push(...body(prompt));
+  tokens.push(...withoutLead(prompt, lead));
   return { tokens, spans, lead: lead.length };
+}
+
+/**
+ * A document's own tokens: the lead and the document as withDocuments lays it out — what its own
+ * KV is computed from and ChunkCache keys it by, wherever it later sits.
+ */
+export function ownTokens(runtime: Pick<ModelRuntime, "tokenize">, document: string): Token[] {
+  const lead = runtime.tokenize("");
+  return [...lead, ...documentBody(runtime, document, lead)];
+}
+
+function documentBody(runtime: Pick<ModelRuntime, "tokenize">, document: string, lead: readonly Token[]): readonly Token[] {
+  return withoutLead(runtime.tokenize(`${document}${DOCUMENT_SEPARATOR}`), lead);
+}
+
+function withoutLead(tokens: readonly Token[], lead: readonly Token[]): readonly Token[] {
+  return startsWith(tokens, lead) ? tokens.slice(lead.length) : tokens;
 }
 
 /**
