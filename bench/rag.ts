@@ -10,7 +10,9 @@
  *   join@f       a pod joining documents from their own KV (each one seen once before: a
  *                one-document request), recomputing the last share f of the document tokens
  * TTFT: over HTTP, one engine process per configuration (started together, used one at a time:
- * each prompt goes to every configuration in turn), 1 token streamed, from the client.
+ * each prompt goes to every configuration in turn), 1 token streamed, from the client. A ratio is
+ * the median of the prompts' own ratios: the configurations answer a prompt back to back, so a
+ * load swing on a shared machine moves both sides of it.
  * Quality: in-process on the native engine with the same prompts and the product's layout and
  * plan: greedy agreement and logit KL against full prefill over the 64 tokens it generates, and
  * the perturbation floor as bench/kv-quality.ts measures it (prefix-only reuse is full prefill's
@@ -18,8 +20,12 @@
  *
  *   --sizes 6,4,...      documents per prompt, one entry per prompt (default: 10 prompts, 6 of them of 6)
  *   --fractions F,...    recompute fractions of the curve (default 0,0.05,0.15,0.3,0.4,0.5,0.7)
+ *   --seed N             the prompts' draw (default 7)
+ *   --quality-only       the in-process quality alone (no engines, no TTFT): more prompts for the curve
+ *   --resummarise        rewrites --out's summary from its own per-prompt rows (measures nothing)
  *   --engine FILE        the engine program (default: tsx engine/main.ts)
  */
+import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { dirname } from "node:path";
@@ -34,6 +40,9 @@ const { values: a } = parseArgs({
     sizes: { type: "string", default: "6,4,6,8,6,5,6,7,6,6" },
     fractions: { type: "string", default: "0,0.05,0.15,0.3,0.4,0.5,0.7" },
     out: { type: "string", default: "bench/results/rag.json" },
+    seed: { type: "string", default: "7" },
+    "quality-only": { type: "boolean", default: false },
+    resummarise: { type: "boolean", default: false },
     engine: { type: "string" },
   },
 });
@@ -178,26 +187,32 @@ async function timeAll(servers: Map<string, RunningServer>, docs: string[], prom
   return rows;
 }
 
-const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)] ?? NaN;
+function median(xs: number[]): number {
+  const s = [...xs].sort((x, y) => x - y);
+  const m = s.length / 2;
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[Math.floor(m)]! : (s[m - 1]! + s[m]!) / 2;
+}
 const mean = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / xs.length;
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 const r2 = (x: number): number => Math.round(x * 100) / 100;
+const r4 = (x: number): number => Math.round(x * 10000) / 10000;
 
 /** The curve over the prompts `pick` selects: per fraction TTFT (median) and quality (mean). */
 function curve(ttft: Record<string, Timed>[], quality: PromptQuality[], pick: (k: number) => boolean): Record<string, unknown>[] {
   const ks = ttft.map((_, k) => k).filter(pick);
-  const ms = (name: string): number => median(ks.map((k) => ttft[k]![name]!.ttftMs));
+  const ms = (name: string): number => median(ks.map((k) => ttft[k]![name]?.ttftMs ?? NaN));
+  const ratio = (base: string, name: string): number => r2(median(ks.map((k) => (ttft[k]![base]?.ttftMs ?? NaN) / (ttft[k]![name]?.ttftMs ?? NaN))));
   return FRACTIONS.map((f) => {
     const q = ks.map((k) => quality[k]!.join[String(f)]!);
     return {
       fraction: f,
       ttft_ms: ms(`join@${f}`),
-      ttft_ratio_vs_full: r2(ms("full") / ms(`join@${f}`)),
-      ttft_ratio_vs_prefix_only: r2(ms("prefix") / ms(`join@${f}`)),
+      ttft_ratio_vs_full: ratio("full", `join@${f}`),
+      ttft_ratio_vs_prefix_only: ratio("prefix", `join@${f}`),
       agreement: r3(mean(q.map((x) => x.agreement))),
       agreement_min: r3(Math.min(...q.map((x) => x.agreement))),
       recomputed_share: r3(mean(q.map((x) => x.recomputed))),
-      kl: r3(mean(q.map((x) => x.kl)) * 10) / 10,
+      kl: r4(mean(q.map((x) => x.kl))),
     };
   });
 }
@@ -212,10 +227,10 @@ function subset(
   const floor = ks.map((k) => quality[k]!.floor);
   return {
     prompts: ks.length,
-    ttft_full_ms: median(ks.map((k) => ttft[k]!.full!.ttftMs)),
-    ttft_prefix_only_ms: median(ks.map((k) => ttft[k]!.prefix!.ttftMs)),
-    prefix_only_cached_tokens: ks.map((k) => ttft[k]!.prefix!.cachedTokens),
-    floor: { agreement: r3(mean(floor.map((x) => x.agreement))), kl: r3(mean(floor.map((x) => x.kl)) * 10) / 10 },
+    ttft_full_ms: median(ks.map((k) => ttft[k]!.full?.ttftMs ?? NaN)),
+    ttft_prefix_only_ms: median(ks.map((k) => ttft[k]!.prefix?.ttftMs ?? NaN)),
+    prefix_only_cached_tokens: ks.map((k) => ttft[k]!.prefix?.cachedTokens ?? null),
+    floor: { agreement: r3(mean(floor.map((x) => x.agreement))), kl: r4(mean(floor.map((x) => x.kl))) },
     curve: curve(ttft, quality, pick),
   };
 }
@@ -245,6 +260,8 @@ function results(
       tokens_mean: Math.round(mean(lengths)),
     },
     recompute_default: RAG_RECOMPUTE_DEFAULT,
+    seed: Number(a.seed),
+    quality_only: a["quality-only"],
     rule_case:
       "6 documents in a new order: the prompts of 6 documents, every document seen before in another place (every third prompt keeps the previous prompt's first document)",
     ttft_ratio_vs_full: headline("ttft_ratio_vs_full"),
@@ -265,7 +282,42 @@ function results(
   };
 }
 
+interface Written {
+  date: string;
+  machine: string;
+  corpus: unknown;
+  seed?: number;
+  quality_only?: boolean;
+  prompts: { docs: number[]; tokens: number; full_ms_in_process: number; floor: Quality; join: PromptQuality["join"]; ttft: Record<string, Timed> }[];
+}
+
+/** --resummarise: the summary of an earlier run rebuilt from its per-prompt rows, its date and machine kept. */
+async function resummarise(): Promise<void> {
+  const old = JSON.parse(readFileSync(a.out, "utf8")) as Written;
+  const run: Run = {
+    docs: [],
+    lengths: [],
+    prompts: old.prompts.map((p) => ({ docs: p.docs, question: "" })),
+    rows: old.prompts.map((p) => ({ tokens: p.tokens, full_ms: p.full_ms_in_process, floor: p.floor, join: p.join })),
+  };
+  const out = {
+    ...results(
+      run,
+      old.prompts.map((p) => p.ttft),
+      NaN,
+    ),
+    date: old.date,
+    machine: old.machine,
+    corpus: old.corpus,
+    seed: old.seed,
+    quality_only: old.quality_only,
+    resummarised: new Date().toISOString(),
+  };
+  await writeFile(a.out, `${JSON.stringify(out, null, 2)}\n`);
+}
+
 async function main(): Promise<void> {
+  if (a.resummarise) return resummarise();
   const startLoad = load();
   const model = await ensureDefaultModel();
   const quality: Run = await (async () => {
@@ -276,10 +328,10 @@ async function main(): Promise<void> {
     log(
       `corpus: ${docs.length} documents of ${Math.min(...lengths)}-${Math.max(...lengths)} tokens (mean ${Math.round(mean(lengths))}) from ${CORPUS_SOURCES.length} files at ${CORPUS_AT.slice(0, 12)}`,
     );
-    const prompts = drawPrompts(docs.length, SIZES, 7);
+    const prompts = drawPrompts(docs.length, SIZES, Number(a.seed));
     return { docs, lengths, prompts, rows: await measureQuality(probe, docs, prompts) };
   })();
-  const ttft = await measureTtft(quality.docs, quality.prompts);
+  const ttft = a["quality-only"] ? quality.prompts.map(() => ({})) : await measureTtft(quality.docs, quality.prompts);
   const out = results(quality, ttft, startLoad);
   await mkdir(dirname(a.out), { recursive: true });
   await writeFile(a.out, `${JSON.stringify(out, null, 2)}\n`);
