@@ -53,7 +53,9 @@ function withoutLead(tokens: readonly Token[], lead: readonly Token[]): readonly
 
 /**
  * The share of document tokens recomputed in place by default (--rag-recompute, the Model's
- * spec.runtime.ragRecompute): BENCHMARKS.md "RAG documents" has the curve it is read from.
+ * spec.runtime.ragRecompute): the smallest share on bench:rag's curve that kept greedy agreement
+ * with a full prefill at 0.95 (Gemma 3 270M, 6 documents in a new order, 18 prompts: 0.957, the
+ * perturbation floor 0.973, TTFT 2.0x sooner; 0.3 was 3x sooner at 0.940). BENCHMARKS.md "RAG documents".
  */
 export const RAG_RECOMPUTE_DEFAULT = 0.5;
 
@@ -67,9 +69,8 @@ export interface JoinSpan {
 /**
  * Which documents a prompt joins from their own KV and where recomputing starts: the last
  * `recompute` share of the document tokens, and everything after the documents, are computed in
- * place (on Gemma 3 270M, 0.5 gave 0.949 greedy agreement with a full prefill at 1.8x its speed;
- * BENCHMARKS.md "RAG join feasibility"). Documents before that point are joined, the one it cuts
- * up to it.
+ * place (RAG_RECOMPUTE_DEFAULT says why its default). Documents before that point are joined, the
+ * one it cuts up to it.
  */
 export function joinPlan(layout: Pick<DocumentLayout, "spans">, recompute: number): JoinSpan[] {
   const docTokens = layout.spans.reduce((n, [s, e]) => n + e - s, 0);
