@@ -65,7 +65,7 @@ async function evaluateAndStore(cache: KvPrefixCache, seq: CompletionServiceSequ
 
 type CompletionServiceSequence = Awaited<ReturnType<CompletionService["acquire"]>>["sequence"];
 
-async function prewarmDocuments(service: CompletionService, raw: unknown, kvNamespace: string): Promise<object> {
+async function prewarmDocuments(service: CompletionService, raw: unknown, ctx: { signal: AbortSignal; kvNamespace: string }): Promise<object> {
   if (!service.joinsDocuments)
     throw new HttpError(400, "this pod does not join documents (it needs the unified KV, --kv-unified on, and --rag-cache-bytes above 0)", {
       param: "documents",
@@ -81,7 +81,7 @@ async function prewarmDocuments(service: CompletionService, raw: unknown, kvName
       });
   });
   const t0 = performance.now();
-  const kept = await service.prewarmDocuments(owns, kvNamespace);
+  const kept = await service.prewarmDocuments(owns, ctx);
   return {
     object: "kv.documents",
     documents: owns.map((own, i) => ({ tokens: own.length - lead, cached: kept[i]! })),
@@ -97,7 +97,7 @@ export function contextsRoute(service: CompletionService, cache: KvPrefixCache |
     const kvNamespace = identityOf(res).kvNamespace;
     const documents = (req.body as { documents?: unknown } | undefined)?.documents;
     if (documents !== undefined) {
-      res.json(await prewarmDocuments(service, documents, kvNamespace));
+      res.json(await prewarmDocuments(service, documents, { signal: clientGone(req, res).signal, kvNamespace }));
       return;
     }
     const text = contextText(req.body);

@@ -109,18 +109,26 @@ export class CompletionService {
 
   /**
    * POST /v1/contexts {documents}: each document's own KV computed now and kept for joins, unless
-   * kept already; per document, whether it was. Only where joinsDocuments.
+   * kept already; per document, whether it was. Only where joinsDocuments. It is admitted as a
+   * request is (a sequence leased: QueueFullError when the queue is full) and stops between
+   * documents when `signal` aborts.
    */
-  async prewarmDocuments(owns: readonly Token[][], kvNamespace: string): Promise<boolean[]> {
+  async prewarmDocuments(owns: readonly Token[][], ctx: { signal: AbortSignal; kvNamespace: string }): Promise<boolean[]> {
     const { rag, runtime } = this;
     if (!rag || !runtime.computeAlone) throw new Error("this pod does not join documents");
-    const kept: boolean[] = [];
-    for (const own of owns) {
-      const key = ChunkCache.key(kvNamespace, own);
-      kept.push(rag.chunks.has(key));
-      if (!kept.at(-1)) rag.chunks.put(key, await runtime.computeAlone(own));
+    const lease = await this.acquire(owns[0] ?? [], ctx.signal, ctx.kvNamespace);
+    try {
+      const kept: boolean[] = [];
+      for (const own of owns) {
+        ctx.signal.throwIfAborted();
+        const key = ChunkCache.key(ctx.kvNamespace, own);
+        kept.push(rag.chunks.has(key));
+        if (!kept.at(-1)) rag.chunks.put(key, await runtime.computeAlone(own));
+      }
+      return kept;
+    } finally {
+      lease.release();
     }
-    return kept;
   }
 
   /** Tokenizes a validated request and checks it fits the context (ContextLengthError, EmptyPromptError). */
