@@ -9,7 +9,8 @@
 import { loadNativeAddon } from "../engine/native/binding.ts";
 import type { NativeEngine } from "../engine/native/binding.ts";
 import { joinPlan, withDocuments, type DocumentLayout } from "../engine/serving/documents.ts";
-import { FLOOR_FLIPS, FLOOR_SEEDS, perturbed, textAtCommit } from "./kv-quality.ts";
+import { FLOOR_FLIPS, FLOOR_SEEDS, perturbed } from "./kv-floor.ts";
+import { textAtCommit } from "./pinned-texts.ts";
 
 /** Rows of the teacher-forced comparison: the tokens full prefill generates. */
 export const GEN = 64;
