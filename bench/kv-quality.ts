@@ -10,7 +10,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getLlama, LlamaLogLevel, TokenBias, type ControlledEvaluateInputItem, type LlamaContextSequence, type Token } from "node-llama-cpp";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
-import { isTensor, splitState } from "../engine/kvcodec/state-tensors.ts";
+import { FLOOR_FLIPS, FLOOR_SEEDS, perturbed } from "./kv-floor.ts";
+import { textAtCommit } from "./pinned-texts.ts";
+
+export { FLOOR_FLIPS, FLOOR_SEEDS };
 
 export const GENERATE = 256;
 export const KL_EVERY = 16;
@@ -21,9 +24,6 @@ export const SOURCES = ["README.md", "engine/README.md", "docs/reference.md", "e
  * only compare on the same contexts. The commit of the 2026-11-23 04:59 run.
  */
 const TEXTS_AT = "5485dd3e7cba142c862a38b5b002b50aac6da20e";
-export const FLOOR_FLIPS = 1000;
-export const FLOOR_SEEDS = 3;
-const root = new URL("../", import.meta.url);
 
 interface Replay {
   top: Token[];
@@ -102,32 +102,6 @@ export function compare(ref: Replay, got: Replay): Quality {
   return { agreement, prefix: commonPrefix(ref.top, got.top) / GENERATE, kl };
 }
 
-/** A seeded generator (mulberry32): the floor's perturbations are the same in every run. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
-/** A copy of the state with the lowest bit of `flips` random F16 K/V elements flipped (one ulp each). */
-function perturbed(raw: Buffer, flips: number, seed: number): Buffer {
-  const state = Buffer.from(raw);
-  const tensors = splitState(state).filter(isTensor);
-  const total = tensors.reduce((a, t) => a + t.data.length / 2, 0);
-  const next = random(seed);
-  for (let f = 0; f < flips; f++) {
-    let e = Math.floor(next() * total);
-    let k = 0;
-    while (e >= tensors[k]!.data.length / 2) e -= tensors[k++]!.data.length / 2;
-    tensors[k]!.data[2 * e] = tensors[k]!.data[2 * e]! ^ 1;
-  }
-  return state;
-}
-
 /** Quality after imperceptible perturbations of the exact state (see perturbation_floor above). */
 export async function perturbationFloor(seq: LlamaContextSequence, ctx: Context): Promise<Quality> {
   const runs: Quality[] = [];
@@ -139,14 +113,7 @@ export async function perturbationFloor(seq: LlamaContextSequence, ctx: Context)
 }
 
 function textAt(source: string): string {
-  try {
-    return execFileSync("git", ["show", `${TEXTS_AT}:${source}`], { cwd: new URL(".", root), encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-  } catch (err) {
-    throw new Error(
-      `the KV codec benchmarks read ${source} as of commit ${TEXTS_AT.slice(0, 12)} (so runs compare) and git could not: ${(err as Error).message.split("\n")[0]} — run it in a full clone`,
-      { cause: err },
-    );
-  }
+  return textAtCommit(TEXTS_AT, source, "the KV codec benchmarks");
 }
 
 export interface Tokenizer {

@@ -18,6 +18,7 @@ import { writeFile } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { loadNativeAddon } from "../engine/native/binding.ts";
 import { splitState, isTensor, F16_TO_F32, type KvTensor } from "../engine/kvcodec/state-tensors.ts";
+import { compareLogits, GEN, prefill as prefillAt, rng } from "./rag-join.ts";
 
 const MODEL = process.env.RAG_PROBE_MODEL ?? `${process.env.HOME}/.cache/llmfleet/models/gemma-3-270m-q4_k_m.gguf`;
 const addon = await loadNativeAddon();
@@ -42,12 +43,7 @@ for (const p of paras) {
 }
 console.error(`docs: ${docs.map((d) => d.length).join(",")}`);
 const I32 = (a: number[]): Int32Array => Int32Array.from(a);
-async function prefill(seq: number, pos: number, tokens: number[]): Promise<void> {
-  for (let i = 0; i < tokens.length; i += 512) {
-    const part = tokens.slice(i, i + 512);
-    await e.step(I32([seq]), I32([pos + i]), I32([part.length]), I32(part), Uint8Array.from([0]));
-  }
-}
+const prefill = (seq: number, pos: number, tokens: number[]): Promise<void> => prefillAt(e, seq, pos, tokens);
 // chunk states: BOS + doc
 const states: Buffer[] = [];
 for (const d of docs) {
@@ -57,42 +53,10 @@ for (const d of docs) {
   e.seqRm(3, -1, -1);
 }
 const question = tok("\n\nQuestion: Summarise what the documents above say about the KV cache and how it is stored. Answer:");
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
-}
-const GEN = 64;
-function stats(ref: Float32Array, got: Float32Array): { agree: number; kl: number } {
-  let agree = 0,
-    kl = 0;
-  for (let r = 0; r < GEN; r++) {
-    const a = ref.subarray(r * V, (r + 1) * V),
-      b = got.subarray(r * V, (r + 1) * V);
-    let ia = 0,
-      ib = 0;
-    for (let i = 1; i < V; i++) {
-      ia = a[i]! > a[ia]! ? i : ia;
-      ib = b[i]! > b[ib]! ? i : ib;
-    }
-    if (ia === ib) agree++;
-    const lse = (x: Float32Array): number => {
-      let m = -Infinity;
-      for (const v of x) m = Math.max(m, v);
-      let s = 0;
-      for (const v of x) s += Math.exp(v - m);
-      return m + Math.log(s);
-    };
-    const la = lse(a),
-      lb = lse(b);
-    let k = 0;
-    for (let i = 0; i < V; i++) {
-      const pa = a[i]! - la;
-      k += Math.exp(pa) * (pa - (b[i]! - lb));
-    }
-    kl += k;
-  }
-  return { agree: agree / GEN, kl: kl / GEN };
-}
+const stats = (ref: Float32Array, got: Float32Array): { agree: number; kl: number } => {
+  const q = compareLogits(ref, got, V);
+  return { agree: q.agreement, kl: q.kl };
+};
 
 /** Squared difference and squared norm of one token's row/column of two F16 tensors. */
 function tokenDiff(x: KvTensor, y: KvTensor, i: number, j: number): [number, number] {

@@ -1,64 +1,97 @@
 /**
- * npm run bench:rag [-- --requests N --out FILE]: RAG documents through the product path (issue 26).
- * Two engine processes serve the real model (Gemma 3 270M, CPU) over HTTP with the unified KV:
- * one joins documents from their own KV (--rag-recompute 0.5, the default), the other computes
- * them in place (--rag-recompute 1: what a prompt gets from prefix reuse alone). Each sees the same
- * warm-up (every document once, so each one's own KV is cached on the joining pod), then the same
- * requests: 6 of 12 documents (paragraph groups of this repository's docs, 1,100-2,000 characters,
- * ~300-500 tokens; bench/rag-probe.ts cuts the same files by tokens) in a new random order, a question, 1 token, streamed; TTFT from the client. A new
- * first document each time, so prefix reuse has only the BOS. Quality is the in-process probe's
- * (bench/rag-probe.ts, BENCHMARKS.md); this measures time. Writes bench/results/rag.json.
+ * npm run bench:rag [-- --fractions 0,0.05,... --out FILE]: RAG documents reused in any order
+ * (issue 26), on the real model (Gemma 3 270M, CPU). The corpus is this repository's docs at a
+ * pinned commit cut into documents of 256-1,024 tokens (bench/rag-join.ts); each prompt is 4-8 of
+ * them, drawn so documents come back across prompts in new orders, then a question. Compared on
+ * the same prompts:
+ *   full         nothing reused: a pod without joins, one sequence, another prompt just before
+ *   prefix-only  a pod without joins (--rag-cache-bytes 0) reusing what its sequences hold: the
+ *                shared leading document of every third prompt, else the BOS
+ *   join@f       a pod joining documents from their own KV (each one seen once before: a
+ *                one-document request), recomputing the last share f of the document tokens
+ * TTFT: over HTTP, one engine process per configuration (started together, used one at a time:
+ * each prompt goes to every configuration in turn), 1 token streamed, from the client. A ratio is
+ * the median of the prompts' own ratios: the configurations answer a prompt back to back, so a
+ * load swing on a shared machine moves both sides of it.
+ * Quality: in-process on the native engine with the same prompts and the product's layout and
+ * plan: greedy agreement and logit KL against full prefill over the 64 tokens it generates, and
+ * the perturbation floor as bench/kv-quality.ts measures it (prefix-only reuse is full prefill's
+ * computation, so its quality is full prefill's). Writes bench/results/rag.json.
  *
- *   --engine FILE        the engine program, e.g. the esbuild bundle on the GPU machine (default: tsx engine/main.ts)
- *   --model FILE         GGUF (default: the engine's default model)
- *   --engine-args="..."  more engine flags (the GPU machine: --gpu-layers all --flash-attention)
- * On the GPU machine: `bash bench/gpu/http-device.sh rag` (TTFT only: its model has random weights).
+ *   --sizes 6,4,...      documents per prompt, one entry per prompt (default: 10 prompts, 6 of them of 6)
+ *   --fractions F,...    recompute fractions of the curve (default 0,0.05,0.15,0.3,0.4,0.5,0.7)
+ *   --seed N             the prompts' draw (default 7)
+ *   --quality-only       the in-process quality alone (no engines, no TTFT): more prompts for the curve
+ *   --resummarise        rewrites --out's summary from its own per-prompt rows (measures nothing)
+ *   --engine FILE        the engine program (default: tsx engine/main.ts)
  */
 import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
+import { ensureDefaultModel } from "../engine/model/fetch.ts";
+import { RAG_RECOMPUTE_DEFAULT, type DocumentLayout } from "../engine/serving/documents.ts";
 import { startServer, type RunningServer } from "./http/servers.ts";
+import { CORPUS_AT, CORPUS_SOURCES, corpusDocuments, drawPrompts, JoinProbe, type Quality, type RagPrompt } from "./rag-join.ts";
 
 const { values: a } = parseArgs({
   options: {
-    requests: { type: "string", default: "8" },
+    sizes: { type: "string", default: "6,4,6,8,6,5,6,7,6,6" },
+    fractions: { type: "string", default: "0,0.05,0.15,0.3,0.4,0.5,0.7" },
     out: { type: "string", default: "bench/results/rag.json" },
+    seed: { type: "string", default: "7" },
+    "quality-only": { type: "boolean", default: false },
+    resummarise: { type: "boolean", default: false },
     engine: { type: "string" },
-    model: { type: "string" },
-    "engine-args": { type: "string", default: "" },
   },
 });
-const N = Number(a.requests);
+const SIZES = a.sizes.split(",").map(Number);
+const FRACTIONS = a.fractions.split(",").map(Number);
+const THREADS = 2;
+const log = (line: string): void => void process.stderr.write(`bench:rag: ${line}\n`);
+const load = (): number => Math.round(loadavg()[0]! * 100) / 100;
 
-/** Paragraph groups of the repository's docs, ~300-500 tokens each (~4 characters a token). */
-function corpus(): string[] {
-  const text = ["docs/kv-store.md", "docs/api.md", "README.md", "engine/README.md", "docs/reference.md"].map((f) => readFileSync(f, "utf8")).join("\n\n");
-  const docs: string[] = [];
-  let cur = "";
-  for (const p of text.split(/\n\n+/).filter((x) => x.length > 200)) {
-    cur += `${p}\n\n`;
-    if (cur.length >= 1100) {
-      docs.push(cur.slice(0, 2000).trim());
-      cur = "";
+interface PromptQuality {
+  tokens: number;
+  full_ms: number;
+  floor: Quality;
+  /** Per fraction: the quality, the in-process time, and the share of document tokens actually recomputed (a cut before a document's last sliding window recomputes it whole). */
+  join: Record<string, Quality & { ms: number; recomputed: number }>;
+}
+
+/** Quality (and in-process time) of every fraction on every prompt, against full prefill. */
+async function measureQuality(probe: JoinProbe, docs: string[], prompts: RagPrompt[]): Promise<PromptQuality[]> {
+  const out: PromptQuality[] = [];
+  for (const [k, p] of prompts.entries()) {
+    const layout = probe.layout(
+      p.docs.map((i) => docs[i]!),
+      p.question,
+    );
+    await probe.warm(layout);
+    const ref = await probe.reference(layout);
+    const row: PromptQuality = { tokens: layout.tokens.length, full_ms: Math.round(ref.ms), floor: await probe.floor(ref), join: {} };
+    for (const f of FRACTIONS) {
+      const { ms, joined } = await probe.join(ref, f);
+      row.join[String(f)] = { ...(await probe.quality(ref)), ms: Math.round(ms), recomputed: r3(1 - joined / documentTokens(layout)) };
     }
-    if (docs.length >= 12) break;
+    out.push(row);
+    log(
+      `quality ${k}: ${p.docs.length} docs, ${row.tokens} tokens, floor ${fmt(row.floor)}; ${FRACTIONS.map((f) => `${f}: ${fmt(row.join[String(f)]!)}`).join("; ")} (load ${load()})`,
+    );
   }
-  return docs;
+  return out;
 }
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
-}
+const documentTokens = (layout: DocumentLayout): number => layout.spans.reduce((n, [s, e]) => n + e - s, 0);
 
-async function engine(name: string, port: number, extra: string[]): Promise<RunningServer> {
-  const program = a.engine ? [a.engine] : ["--import", "tsx", "engine/main.ts"];
-  const model = a.model ? ["--model", a.model] : [];
-  const more = a["engine-args"].split(/\s+/).filter(Boolean);
-  const args = [...program, "--role", "aggregated", ...model, "--kv-unified", "on", "--parallel", "2", "--ctx-size", "8192", "--threads", "2", ...more, "--host", "127.0.0.1", "--port", String(port), ...extra];
-  return startServer(name, process.execPath, args, { port, readyPath: "/ready", timeoutMs: 600_000 });
+const fmt = (q: Quality): string => `${q.agreement.toFixed(3)}/${q.kl.toFixed(4)}`;
+
+interface Run {
+  docs: string[];
+  lengths: number[];
+  prompts: RagPrompt[];
+  rows: PromptQuality[];
 }
 
 interface Timed {
@@ -67,12 +100,12 @@ interface Timed {
   cachedTokens: number;
 }
 
-async function ask(url: string, documents: string[], question: string): Promise<Timed> {
+async function ask(url: string, documents: string[], prompt: string): Promise<Timed> {
   const t0 = performance.now();
   const res = await fetch(`${url}/v1/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ prompt: question, documents, max_tokens: 1, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+    body: JSON.stringify({ prompt, documents, max_tokens: 1, temperature: 0, stream: true, stream_options: { include_usage: true } }),
   });
   if (!res.ok || !res.body) throw new Error(`status ${res.status}: ${await res.text()}`);
   let ttftMs = NaN;
@@ -82,68 +115,231 @@ async function ask(url: string, documents: string[], question: string): Promise<
     text += Buffer.from(chunk as Uint8Array).toString();
   }
   const usage = /"usage":\{"prompt_tokens":(\d+).*?"cached_tokens":(\d+)/.exec(text);
-  return { ttftMs, promptTokens: Number(usage?.[1] ?? NaN), cachedTokens: Number(usage?.[2] ?? NaN) };
+  return { ttftMs: Math.round(ttftMs), promptTokens: Number(usage?.[1] ?? NaN), cachedTokens: Number(usage?.[2] ?? NaN) };
 }
 
-const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? NaN;
+interface Config {
+  name: string;
+  flags: string[];
+}
 
-type Row = { order: number[]; join: Timed; full: Timed };
+const CONFIGS: Config[] = [
+  { name: "full", flags: ["--parallel", "1", "--rag-cache-bytes", "0"] },
+  { name: "prefix", flags: ["--parallel", "2", "--rag-cache-bytes", "0"] },
+  ...FRACTIONS.map((f) => ({ name: `join@${f}`, flags: ["--parallel", "2", "--rag-recompute", String(f)] })),
+];
 
-/** Quality at the default, from the in-process probe; only on the real model (the GPU machine's has random weights). */
-function probeQuality(): { agreement: number | null; kl: number | null; quality_source?: string } {
-  if (a.model) return { agreement: null, kl: null };
-  const probe = JSON.parse(readFileSync("bench/results/rag-probe-suffix.json", "utf8")) as { runs: { results: Record<string, { agreement: number; kl: number }> }[] };
-  const atDefault = probe.runs.map((x) => x.results["suffix@0.5"]).find(Boolean);
+async function engine(c: Config, port: number): Promise<RunningServer> {
+  const program = a.engine ? [a.engine] : ["--import", "tsx", "engine/main.ts"];
+  const args = [
+    ...program,
+    "--role",
+    "aggregated",
+    "--kv-unified",
+    "on",
+    "--ctx-size",
+    "10240",
+    "--threads",
+    String(THREADS),
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    ...c.flags,
+  ];
+  return startServer(c.name, process.execPath, args, { port, readyPath: "/ready", timeoutMs: 600_000 });
+}
+
+/** TTFT of every prompt on every configuration, each prompt to each configuration in turn. */
+async function measureTtft(docs: string[], prompts: RagPrompt[]): Promise<Record<string, Timed>[]> {
+  const servers = new Map<string, RunningServer>();
+  try {
+    for (const [i, c] of CONFIGS.entries()) servers.set(c.name, await engine(c, 24_110 + i));
+    return await timeAll(servers, docs, prompts);
+  } finally {
+    for (const s of servers.values()) await s.stop(10_000);
+  }
+}
+
+async function timeAll(servers: Map<string, RunningServer>, docs: string[], prompts: RagPrompt[]): Promise<Record<string, Timed>[]> {
+  const used = [...new Set(prompts.flatMap((p) => p.docs))];
+  for (const c of CONFIGS.filter((x) => x.name.startsWith("join@"))) {
+    // Each document seen once before, alone: its own KV is what the joining pod keeps.
+    for (const i of used) await ask(servers.get(c.name)!.url, [docs[i]!], "warm-up");
+    log(`warmed ${c.name} with ${used.length} documents (load ${load()})`);
+  }
+  const rows: Record<string, Timed>[] = [];
+  for (const [k, p] of prompts.entries()) {
+    const documents = p.docs.map((i) => docs[i]!);
+    const row: Record<string, Timed> = {};
+    for (const c of CONFIGS) {
+      const url = servers.get(c.name)!.url;
+      if (c.name === "full") await ask(url, [], "something else first");
+      row[c.name] = await ask(url, documents, p.question);
+    }
+    rows.push(row);
+    log(
+      `ttft ${k}: ${Object.entries(row)
+        .map(([n, t]) => `${n} ${t.ttftMs} ms (cached ${t.cachedTokens})`)
+        .join(", ")} (load ${load()})`,
+    );
+  }
+  return rows;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((x, y) => x - y);
+  const m = s.length / 2;
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[Math.floor(m)]! : (s[m - 1]! + s[m]!) / 2;
+}
+const mean = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / xs.length;
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+const r2 = (x: number): number => Math.round(x * 100) / 100;
+const r4 = (x: number): number => Math.round(x * 10000) / 10000;
+
+/** The curve over the prompts `pick` selects: per fraction TTFT (median) and quality (mean). */
+function curve(ttft: Record<string, Timed>[], quality: PromptQuality[], pick: (k: number) => boolean): Record<string, unknown>[] {
+  const ks = ttft.map((_, k) => k).filter(pick);
+  const ms = (name: string): number => median(ks.map((k) => ttft[k]![name]?.ttftMs ?? NaN));
+  const ratio = (base: string, name: string): number => r2(median(ks.map((k) => (ttft[k]![base]?.ttftMs ?? NaN) / (ttft[k]![name]?.ttftMs ?? NaN))));
+  return FRACTIONS.map((f) => {
+    const q = ks.map((k) => quality[k]!.join[String(f)]!);
+    return {
+      fraction: f,
+      ttft_ms: ms(`join@${f}`),
+      ttft_ratio_vs_full: ratio("full", `join@${f}`),
+      ttft_ratio_vs_prefix_only: ratio("prefix", `join@${f}`),
+      agreement: r3(mean(q.map((x) => x.agreement))),
+      agreement_min: r3(Math.min(...q.map((x) => x.agreement))),
+      recomputed_share: r3(mean(q.map((x) => x.recomputed))),
+      kl: r4(mean(q.map((x) => x.kl))),
+    };
+  });
+}
+
+function subset(
+  ttft: Record<string, Timed>[],
+  quality: PromptQuality[],
+  prompts: RagPrompt[],
+  pick: (k: number) => boolean,
+): Record<string, unknown> & { curve: Record<string, unknown>[]; floor: Quality } {
+  const ks = prompts.map((_, k) => k).filter(pick);
+  const floor = ks.map((k) => quality[k]!.floor);
   return {
-    agreement: atDefault?.agreement ?? null,
-    kl: atDefault?.kl ?? null,
-    quality_source: "bench/results/rag-probe-suffix.json suffix@0.5 (in-process probe, same model, the join's recompute-the-last-half rule)",
+    prompts: ks.length,
+    ttft_full_ms: median(ks.map((k) => ttft[k]!.full?.ttftMs ?? NaN)),
+    ttft_prefix_only_ms: median(ks.map((k) => ttft[k]!.prefix?.ttftMs ?? NaN)),
+    prefix_only_cached_tokens: ks.map((k) => ttft[k]!.prefix?.cachedTokens ?? null),
+    floor: { agreement: r3(mean(floor.map((x) => x.agreement))), kl: r4(mean(floor.map((x) => x.kl))) },
+    curve: curve(ttft, quality, pick),
   };
 }
 
-function summary(rows: Row[]): Record<string, unknown> & { ttft_full_ms: number; ttft_join_ms: number; ttft_ratio_vs_full: number } {
-  const fullMs = median(rows.map((x) => x.full.ttftMs));
-  const joinMs = median(rows.map((x) => x.join.ttftMs));
-  const quality = probeQuality();
+/** bench/results/rag.json: the rule's case (6 documents) at the default fraction on top, the curves, every prompt. */
+function results(
+  run: Run,
+  ttft: Record<string, Timed>[],
+  startLoad: number,
+): Record<string, unknown> & Record<"all_prompts" | "six_documents_new_order", { curve: unknown }> {
+  const { docs, lengths, prompts, rows } = run;
+  const six = (k: number): boolean => prompts[k]!.docs.length === 6;
+  const all = subset(ttft, rows, prompts, () => true);
+  const rule = subset(ttft, rows, prompts, six);
+  const atDefault = rule.curve.find((c) => c.fraction === RAG_RECOMPUTE_DEFAULT) ?? {};
+  const headline = (k: string): unknown => atDefault[k] ?? null;
   return {
     date: new Date().toISOString(),
-    machine: `${cpus()[0]?.model ?? "cpu"} x${cpus().length}, load average ${loadavg()[0]!.toFixed(1)}`,
-    model: a.model?.split("/").pop() ?? "gemma-3-270m-q4_k_m (the engine's default)",
-    engine_args: a["engine-args"],
-    documents_per_prompt: 6,
-    recompute_default: 0.5,
-    requests: N,
-    ttft_full_ms: Math.round(fullMs),
-    ttft_join_ms: Math.round(joinMs),
-    ttft_ratio_vs_full: Math.round((fullMs / joinMs) * 100) / 100,
-    ...quality,
-    rows,
+    machine: `${cpus()[0]?.model ?? "cpu"} x${cpus().length}, ${THREADS} threads; load average ${startLoad} at the start, ${load()} at the end (another benchmark shared the machine)`,
+    model: "gemma-3-270m-q4_k_m (the engine's default), CPU",
+    corpus: {
+      commit: CORPUS_AT,
+      sources: CORPUS_SOURCES,
+      documents: docs.length,
+      tokens_min: Math.min(...lengths),
+      tokens_max: Math.max(...lengths),
+      tokens_mean: Math.round(mean(lengths)),
+    },
+    recompute_default: RAG_RECOMPUTE_DEFAULT,
+    seed: Number(a.seed),
+    quality_only: a["quality-only"],
+    rule_case:
+      "6 documents in a new order: the prompts of 6 documents, every document seen before in another place (every third prompt keeps the previous prompt's first document)",
+    ttft_ratio_vs_full: headline("ttft_ratio_vs_full"),
+    ttft_ratio_vs_prefix_only: headline("ttft_ratio_vs_prefix_only"),
+    agreement: headline("agreement"),
+    kl: headline("kl"),
+    floor: rule.floor,
+    six_documents_new_order: rule,
+    all_prompts: all,
+    prompts: prompts.map((p, k) => ({
+      docs: p.docs,
+      tokens: rows[k]!.tokens,
+      full_ms_in_process: rows[k]!.full_ms,
+      floor: rows[k]!.floor,
+      join: rows[k]!.join,
+      ttft: ttft[k],
+    })),
   };
+}
+
+interface Written {
+  date: string;
+  machine: string;
+  corpus: unknown;
+  seed?: number;
+  quality_only?: boolean;
+  prompts: { docs: number[]; tokens: number; full_ms_in_process: number; floor: Quality; join: PromptQuality["join"]; ttft: Record<string, Timed> }[];
+}
+
+/** --resummarise: the summary of an earlier run rebuilt from its per-prompt rows, its date and machine kept. */
+async function resummarise(): Promise<void> {
+  const old = JSON.parse(readFileSync(a.out, "utf8")) as Written;
+  const run: Run = {
+    docs: [],
+    lengths: [],
+    prompts: old.prompts.map((p) => ({ docs: p.docs, question: "" })),
+    rows: old.prompts.map((p) => ({ tokens: p.tokens, full_ms: p.full_ms_in_process, floor: p.floor, join: p.join })),
+  };
+  const out = {
+    ...results(
+      run,
+      old.prompts.map((p) => p.ttft),
+      NaN,
+    ),
+    date: old.date,
+    machine: old.machine,
+    corpus: old.corpus,
+    seed: old.seed,
+    quality_only: old.quality_only,
+    resummarised: new Date().toISOString(),
+  };
+  await writeFile(a.out, `${JSON.stringify(out, null, 2)}\n`);
 }
 
 async function main(): Promise<void> {
-  const docs = corpus();
-  const question = "\n\nQuestion: what do the documents above say about the KV cache, and where is it stored? Answer:";
-  await using join = await engine("join", 24_101, []);
-  await using full = await engine("full", 24_102, ["--rag-recompute", "1"]);
-  // Warm-up: every document once as a first document (the joining pod keeps each one's own KV).
-  for (const [i, d] of docs.entries()) {
-    for (const url of [join.url, full.url]) await ask(url, [d, docs[(i + 1) % docs.length]!], question);
-  }
-  const r = rng(7);
-  const rows: Row[] = [];
-  for (let k = 0; k < N; k++) {
-    const order = [...docs.keys()].sort(() => r() - 0.5).slice(0, 6);
-    const documents = order.map((i) => docs[i]!);
-    const q = `${question} (${k})`;
-    const row = { order, full: await ask(full.url, documents, q), join: await ask(join.url, documents, q) };
-    rows.push(row);
-    process.stderr.write(`bench:rag: ${k}: ${row.join.promptTokens} tokens; full ${row.full.ttftMs.toFixed(0)} ms (cached ${row.full.cachedTokens}), join ${row.join.ttftMs.toFixed(0)} ms (cached ${row.join.cachedTokens})\n`);
-  }
-  const out = summary(rows);
+  if (a.resummarise) return resummarise();
+  const startLoad = load();
+  const model = await ensureDefaultModel();
+  const quality: Run = await (async () => {
+    await using probe = await JoinProbe.open(model, THREADS);
+    const lead = probe.tokenize("").length;
+    const docs = corpusDocuments((t) => probe.tokenize(t).length - lead);
+    const lengths = docs.map((d) => probe.tokenize(d).length - lead);
+    log(
+      `corpus: ${docs.length} documents of ${Math.min(...lengths)}-${Math.max(...lengths)} tokens (mean ${Math.round(mean(lengths))}) from ${CORPUS_SOURCES.length} files at ${CORPUS_AT.slice(0, 12)}`,
+    );
+    const prompts = drawPrompts(docs.length, SIZES, Number(a.seed));
+    return { docs, lengths, prompts, rows: await measureQuality(probe, docs, prompts) };
+  })();
+  const ttft = a["quality-only"] ? quality.prompts.map(() => ({})) : await measureTtft(quality.docs, quality.prompts);
+  const out = results(quality, ttft, startLoad);
   await mkdir(dirname(a.out), { recursive: true });
   await writeFile(a.out, `${JSON.stringify(out, null, 2)}\n`);
-  process.stderr.write(`bench:rag: TTFT median full ${out.ttft_full_ms} ms, join ${out.ttft_join_ms} ms: ${out.ttft_ratio_vs_full}x\n`);
+  for (const [name, part] of [
+    ["all", out.all_prompts],
+    ["6 docs", out.six_documents_new_order],
+  ] as const)
+    for (const c of part.curve as unknown[]) log(`${name}: ${JSON.stringify(c)}`);
 }
 
 await main();

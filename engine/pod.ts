@@ -6,6 +6,7 @@ import { ensureModel, verifyChecksum } from "./model/fetch.ts";
 import { waitForFilledModel } from "./model/filled-cache.ts";
 import type { ModelCacheMode } from "./cli/options.ts";
 import { ChunkCache } from "./serving/chunk-cache.ts";
+import { RAG_RECOMPUTE_DEFAULT } from "./serving/documents.ts";
 import { CompletionService } from "./serving/completion-service.ts";
 import { SequencePool } from "./serving/sequence-pool.ts";
 import { handoffRoutes } from "./pd/handoff-routes.ts";
@@ -251,7 +252,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const storeToken = opts.kvStoreTokenFile ? fleetTokenSource(opts.kvStoreTokenFile, { log: (l) => process.stderr.write(`kv store ${l}\n`) }) : token;
   const kvCache = await kvPrefixCache(opts, modelPath, runtime, { metrics, storeToken });
   const ragBytes = opts.ragCacheBytes ?? 1 << 30;
-  const rag = ragBytes > 0 ? { recompute: opts.ragRecompute ?? 0.5, chunks: new ChunkCache(ragBytes) } : undefined;
+  const rag = ragBytes > 0 ? { recompute: opts.ragRecompute ?? RAG_RECOMPUTE_DEFAULT, chunks: new ChunkCache(ragBytes) } : undefined;
   const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, { kvCache, rag });
   const tenantHits = createTenantCacheMetric(metrics.registry);
   service.onTenantHits = (tenant, tokens): void => tenantHits.inc({ tenant }, tokens);
@@ -267,7 +268,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
     fleetToken: token.token,
   });
   const extraRoutes = express.Router().use(routes.router);
-  if (kvCache) extraRoutes.use(contextsRoute(service, kvCache));
+  extraRoutes.use(contextsRoute(service, kvCache));
   const app = createEngineApp({ service, metrics, extraRoutes, guard: fleetGuard(token) });
   return {
     app,

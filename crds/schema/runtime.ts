@@ -84,7 +84,7 @@ const runtimeFields = {
     Type.Number({
       minimum: 0,
       maximum: 1,
-      description: `RAG documents (a request's documents): the share of document tokens, the last ones before the prompt, computed in place; the documents before them are joined from each one's own KV, computed alone once (engine --rag-recompute; joins need the unified KV, the GPU default). 0 = join every document, 1 = never. Default ${D.ragRecompute}: on Gemma 3 270M, greedy agreement 0.949 with a full prefill at 1.9x its speed. ${NATIVE_ONLY}`,
+      description: `RAG documents (a request's documents): the share of document tokens, the last ones before the prompt, computed in place; the documents before them are joined from each one's own KV, computed alone once (engine --rag-recompute; joins need the unified KV, the GPU default). 0 = join every document, 1 = never. Default ${D.ragRecompute}: on Gemma 3 270M with 6 documents in a new order, greedy agreement 0.957 with a full prefill (its perturbation floor 0.973) at 2.0x its speed; 0.3 gave 3x at 0.940 (BENCHMARKS.md "RAG documents"). ${NATIVE_ONLY}`,
     }),
   ),
   pipelineDecode: Type.Optional(

@@ -8,6 +8,7 @@ import { ROUTING_POLICIES, type RoutingPolicy } from "../router/upstreams.ts";
 import { isResearchCodec, KV_CODECS, parseKvCodecName, RESEARCH_KV_CODECS } from "../kvcodec/codec-names.ts";
 import { parseTierSpec, type TierSpec } from "../kvstore/tier-spec.ts";
 import { httpUrl } from "../http/http-url.ts";
+import { RAG_RECOMPUTE_DEFAULT } from "../serving/documents.ts";
 
 export type EngineRole = Role | "kvstore";
 
@@ -138,8 +139,7 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --rag-recompute F    RAG documents (the request's documents): the share of document tokens, the
                        last ones before the prompt, computed in place; documents wholly before them
                        are joined from their own KV, computed alone and kept (native, --kv-unified
-                       on). 0 = join every document, 1 = compute them all (default: 0.5: on Gemma 3
-                       270M, greedy agreement 0.949 with a full prefill at 1.8x its speed)
+                       on). 0 = join all, 1 = none (default: ${RAG_RECOMPUTE_DEFAULT}; BENCHMARKS.md "RAG documents")
   --rag-cache-bytes N  host memory for documents' own KV, LRU (default: 1073741824; 0 = no joins)
   --prefill URL[,URL]  router: prefill pods
   --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
@@ -321,7 +321,7 @@ function toOptions(raw: RawValues): EngineOptions {
     maxQueue: positiveInt("max-queue", v["max-queue"], 64),
     flashAttention: v["flash-attention"] ?? false,
     ...backendOptions(v),
-    ragRecompute: share("rag-recompute", v["rag-recompute"], 0.5),
+    ragRecompute: share("rag-recompute", v["rag-recompute"], RAG_RECOMPUTE_DEFAULT),
     ragCacheBytes: nonNegativeInt("rag-cache-bytes", v["rag-cache-bytes"], 1 << 30),
     prefill: urlList(v.prefill),
     decode: urlList(v.decode),

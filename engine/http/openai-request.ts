@@ -208,7 +208,7 @@ export const MAX_DOCUMENTS = 64;
  * `documents` (this project's RAG extension): an array of strings or `{text}` objects, each
  * non-empty; the engine gets their texts (docs/api.md says where they go in the prompt).
  */
-function documentTexts(raw: unknown): string[] {
+export function documentTexts(raw: unknown): string[] {
   if (!Array.isArray(raw)) throw invalidParam("documents", "'documents' must be an array of strings or {text} objects");
   if (raw.length > MAX_DOCUMENTS) throw invalidParam("documents", `'documents' holds ${raw.length} items; at most ${MAX_DOCUMENTS}`);
   return raw.map((d: unknown, i) => {

@@ -118,6 +118,13 @@ class NativeSequence implements RuntimeSequence {
     if (at < tokens.length) {
       await this.rt.scheduler.evaluate({ seq: this.id, pos: at, tokens: tokens.slice(at), sample: false });
       this.held = [...tokens];
+    } else if (joined > 0) {
+      // Moved keys are re-rotated at the next decode, and a state exported before it (a prefill
+      // pod's hand-off, with nothing after the documents but the last prompt token) holds them
+      // unrotated: the last joined token is computed in place, so that decode happens here.
+      await this.rt.scheduler.exclusive(() => this.rt.engine.seqRm(this.id, at - 1, -1));
+      await this.rt.scheduler.evaluate({ seq: this.id, pos: at - 1, tokens: tokens.slice(at - 1), sample: false });
+      joined -= 1;
     }
     return { reused, joined };
   }

@@ -132,6 +132,11 @@ export interface ModelRuntime extends AsyncDisposable {
   kvStrayTokens?(): Promise<number>;
   /** The batching loop's running totals (native runtime): how full its steps are and how long they take. */
   readonly stepStats?: StepStats;
+  /**
+   * The state of `tokens` computed alone, in no sequence of the pool: a RAG document's own KV
+   * (JoinRequest.chunk). Usable where the sequences join (evaluateJoined).
+   */
+  computeAlone?(tokens: readonly Token[]): Promise<Buffer>;
 }
 
 export interface StepStats {

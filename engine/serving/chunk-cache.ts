@@ -24,6 +24,11 @@ export class ChunkCache {
     return this.used;
   }
 
+  /** Whether the entry is kept (not counted as a hit or a miss, not made recent). */
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
   get(key: string): Buffer | undefined {
     const state = this.entries.get(key);
     if (!state) {

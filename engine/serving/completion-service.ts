@@ -8,7 +8,7 @@
  * the decode pod computes exactly what the aggregated pod computes.
  */
 import { ChunkCache } from "./chunk-cache.ts";
-import { joinPlan, withDocuments, type DocumentLayout } from "./documents.ts";
+import { joinPlan, ownTokens, withDocuments, type DocumentLayout } from "./documents.ts";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { ModelRuntime, Token, TokenLogprob } from "../runtime/runtime.ts";
 import { commonPrefixLength } from "../runtime/runtime.ts";
@@ -95,6 +95,40 @@ export class CompletionService {
 
   get rag(): RagOptions | undefined {
     return this.caches.rag;
+  }
+
+  /** Whether this pod joins RAG documents from their own KV (--rag-cache-bytes > 0 and sequences that can join). */
+  get joinsDocuments(): boolean {
+    return Boolean(this.rag && this.runtime.computeAlone && this.runtime.sequences[0]?.evaluateJoined);
+  }
+
+  /** Each document's own tokens (documents.ts ownTokens), [lead] first. */
+  documentTokens(documents: readonly string[]): Token[][] {
+    return documents.map((d) => ownTokens(this.runtime, d));
+  }
+
+  /**
+   * POST /v1/contexts {documents}: each document's own KV computed now and kept for joins, unless
+   * kept already; per document, whether it was. Only where joinsDocuments. It is admitted as a
+   * request is (a sequence leased: QueueFullError when the queue is full) and stops between
+   * documents when `signal` aborts.
+   */
+  async prewarmDocuments(owns: readonly Token[][], ctx: { signal: AbortSignal; kvNamespace: string }): Promise<boolean[]> {
+    const { rag, runtime } = this;
+    if (!rag || !runtime.computeAlone) throw new Error("this pod does not join documents");
+    const lease = await this.acquire(owns[0] ?? [], ctx.signal, ctx.kvNamespace);
+    try {
+      const kept: boolean[] = [];
+      for (const own of owns) {
+        ctx.signal.throwIfAborted();
+        const key = ChunkCache.key(ctx.kvNamespace, own);
+        kept.push(rag.chunks.has(key));
+        if (!kept.at(-1)) rag.chunks.put(key, await runtime.computeAlone(own));
+      }
+      return kept;
+    } finally {
+      lease.release();
+    }
   }
 
   /** Tokenizes a validated request and checks it fits the context (ContextLengthError, EmptyPromptError). */

@@ -133,3 +133,38 @@ test("requests joining new documents at once share the scratch sequence one at a
   assert.ok(joined > 0 && joined < cached && cached - joined <= 8, `joined ${joined}, cached ${cached}`);
   assert.equal(await joining.pod.service.runtime.kvStrayTokens?.(), 0);
 });
+
+test("POST /v1/contexts {documents} keeps each document's own KV: a request then joins them without computing any", async () => {
+  const { runtime, rag } = joining.pod.service;
+  const lead = runtime.tokenize("").length;
+  const alone = (d: string): number => runtime.tokenize(`${d}${DOCUMENT_SEPARATOR}`).length - lead;
+  const D = `pre-warmed D: ${words("d", 30)}`;
+  const E = `pre-warmed E: ${words("e", 20)}`;
+  const first = await postJson(`${joining.url}/v1/contexts`, { documents: [D, { text: E }] });
+  assert.equal(first.status, 200, JSON.stringify(first.json));
+  assert.deepEqual(first.json.documents, [
+    { tokens: alone(D), cached: false },
+    { tokens: alone(E), cached: false },
+  ]);
+  assert.equal(first.json.computed_tokens, alone(D) + alone(E) + 2 * lead);
+  const again = await postJson(`${joining.url}/v1/contexts`, { documents: [D] });
+  assert.deepEqual(again.json.documents, [{ tokens: alone(D), cached: true }]);
+  assert.equal(again.json.computed_tokens, 0);
+  const misses = rag!.chunks.misses;
+  const before = await metric(joining.url, "llmfleet_rag_joined_tokens_total");
+  await complete(joining.url, { prompt: "pre-warmed", documents: [E, D] });
+  assert.equal(rag!.chunks.misses, misses, "no document was computed for the request");
+  assert.equal((await metric(joining.url, "llmfleet_rag_joined_tokens_total")) - before, alone(D) + alone(E));
+});
+
+test("POST /v1/contexts {documents} on a pod that does not join them, or with a bad document, is a 400 naming why", async () => {
+  const off = await postJson(`${computing.url}/v1/contexts`, { documents: [A] });
+  assert.equal(off.status, 400);
+  assert.match((off.json.error as { message: string }).message, /does not join documents/);
+  const bad = await postJson(`${joining.url}/v1/contexts`, { documents: [A, ""] });
+  assert.equal(bad.status, 400);
+  assert.equal((bad.json.error as { param: string }).param, "documents[1]");
+  const text = await postJson(`${joining.url}/v1/contexts`, { text: "no KV store here" });
+  assert.equal(text.status, 400);
+  assert.match((text.json.error as { message: string }).message, /no KV store/);
+});

@@ -23,17 +23,41 @@ export interface DocumentLayout {
 /** The prompt tokens with the documents laid out before them. */
 export function withDocuments(runtime: Pick<ModelRuntime, "tokenize">, documents: readonly string[], prompt: readonly Token[]): DocumentLayout {
   const lead = runtime.tokenize(""); // what the tokenizer puts before any text: [BOS], or nothing
-  const body = (tokens: readonly Token[]): readonly Token[] => (startsWith(tokens, lead) ? tokens.slice(lead.length) : tokens);
   const tokens: Token[] = [...lead];
   const spans: Array<[number, number]> = [];
   for (const d of documents) {
     const start = tokens.length;
-    tokens.push(...body(runtime.tokenize(`${d}${DOCUMENT_SEPARATOR}`)));
+    tokens.push(...documentBody(runtime, d, lead));
     spans.push([start, tokens.length]);
   }
-  tokens.push(...body(prompt));
+  tokens.push(...withoutLead(prompt, lead));
   return { tokens, spans, lead: lead.length };
 }
+
+/**
+ * A document's own tokens: the lead and the document as withDocuments lays it out — what its own
+ * KV is computed from and ChunkCache keys it by, wherever it later sits.
+ */
+export function ownTokens(runtime: Pick<ModelRuntime, "tokenize">, document: string): Token[] {
+  const lead = runtime.tokenize("");
+  return [...lead, ...documentBody(runtime, document, lead)];
+}
+
+function documentBody(runtime: Pick<ModelRuntime, "tokenize">, document: string, lead: readonly Token[]): readonly Token[] {
+  return withoutLead(runtime.tokenize(`${document}${DOCUMENT_SEPARATOR}`), lead);
+}
+
+function withoutLead(tokens: readonly Token[], lead: readonly Token[]): readonly Token[] {
+  return startsWith(tokens, lead) ? tokens.slice(lead.length) : tokens;
+}
+
+/**
+ * The share of document tokens recomputed in place by default (--rag-recompute, the Model's
+ * spec.runtime.ragRecompute): the smallest share on bench:rag's curve that kept greedy agreement
+ * with a full prefill at 0.95 (Gemma 3 270M, 6 documents in a new order, 18 prompts: 0.957, the
+ * perturbation floor 0.973, TTFT 2.0x sooner; 0.3 was 3x sooner at 0.940). BENCHMARKS.md "RAG documents".
+ */
+export const RAG_RECOMPUTE_DEFAULT = 0.5;
 
 /** A document joined from its own KV: its span in the prompt, and how much of it to keep (to `keep`). */
 export interface JoinSpan {
@@ -45,9 +69,8 @@ export interface JoinSpan {
 /**
  * Which documents a prompt joins from their own KV and where recomputing starts: the last
  * `recompute` share of the document tokens, and everything after the documents, are computed in
- * place (on Gemma 3 270M, 0.5 gave 0.949 greedy agreement with a full prefill at 1.8x its speed;
- * BENCHMARKS.md "RAG join feasibility"). Documents before that point are joined, the one it cuts
- * up to it.
+ * place (RAG_RECOMPUTE_DEFAULT says why its default). Documents before that point are joined, the
+ * one it cuts up to it.
  */
 export function joinPlan(layout: Pick<DocumentLayout, "spans">, recompute: number): JoinSpan[] {
   const docTokens = layout.spans.reduce((n, [s, e]) => n + e - s, 0);
