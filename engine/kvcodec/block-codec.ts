@@ -17,7 +17,7 @@
  */
 import type { BlockSlot, KvBlockCodec } from "../kvstore/kv-blocks.ts";
 import { COMPACT_EARLY, COMPACT_SCALE, ROPES, type EarlyLayers } from "./codec.ts";
-import { decodeTensorsNatively, encodeTensorsNatively, nativeKvCodec, type CodedTensor } from "./native-codec.ts";
+import { decodeTensorsNatively, encodeTensorsNatively, nativeKvCodec, type CodedTensor, type StridedTarget } from "./native-codec.ts";
 import { decodeSinkTensor, encodeSinkTensor, SINK_CODED, toEncode, type QpreOptions } from "./qpre.ts";
 import type { KvTensor } from "./state-tensors.ts";
 
@@ -86,17 +86,27 @@ function parseBlock(coded: Buffer, slots: readonly BlockSlot[]): CodedTensor[] {
       return void body.copy(slot.bytes);
     }
     checkShape(body, slot.tensor, i);
-    tensors.push({ kind, body, slot: slot.tensor });
+    tensors.push({ kind, body, slot: slot.tensor, ...(slot.into ? { into: slot.into } : {}) });
   });
   if (o !== coded.length) throw new Error(`${coded.length - o} bytes after the last segment`);
   return tensors;
 }
 
+/** Copies a dense transposed tensor's channel rows into a strided target. */
+function copyStrided(t: KvTensor, into: StridedTarget): void {
+  const row = 2 * t.cols;
+  for (let j = 0; j < t.rows; j++) t.data.copy(into.data, 2 * j * into.stride, j * row, (j + 1) * row);
+}
+
+/** Decodes a coded block into its slots: natively (strided targets written in place) or in JavaScript (dense, then copied there). */
 function decodeOne(coded: Buffer, slots: readonly BlockSlot[]): void {
   const tensors = parseBlock(coded, slots);
   const native = nativeKvCodec();
-  if (native) decodeTensorsNatively(native, tensors);
-  else tensors.forEach((t) => decodeSinkTensor(t.body, t.slot));
+  if (native) return decodeTensorsNatively(native, tensors);
+  for (const t of tensors) {
+    decodeSinkTensor(t.body, t.slot);
+    if (t.into) copyStrided(t.slot, t.into);
+  }
 }
 
 export function compactBlockCodec(name: string, scale: number, tail = 0, early: EarlyLayers = COMPACT_EARLY): KvBlockCodec {

@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import type { KvTensor } from "../kvcodec/state-tensors.ts";
+import type { StridedTarget } from "../kvcodec/native-codec.ts";
 
 const STATE_MAGIC = 0x67677371;
 
@@ -210,8 +211,11 @@ export function plan(parsed: Parsed, blockTokens: number, partialTail = false): 
 /**
  * One row segment of a kv block, laid out as the block holds it: an F16 segment as a tensor (its
  * cells' absolute positions, in block order) that a block codec may code; any other type as bytes.
+ * `into` (decoding, transposed V only): where the tensor's columns go in the rebuilt state, each
+ * channel's `stride` elements after the previous one's; a codec given it decodes there and leaves
+ * tensor.data alone.
  */
-export type BlockSlot = { tensor: KvTensor } | { bytes: Buffer };
+export type BlockSlot = { tensor: KvTensor; into?: StridedTarget } | { bytes: Buffer };
 
 /** The positions of block b that a part holds, in the block's (position) order. */
 function heldPositions(p: Plan, part: number, b: number): Int32Array {

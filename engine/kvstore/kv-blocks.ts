@@ -163,10 +163,10 @@ export class StateJoiner {
   }
 
   /**
-   * Decodes coded kv block i into the state. Row segments whose rows lie in one run of the state
-   * (K rows and untransposed V of cells in position order, the usual layout) decode straight into
-   * the state; the others (transposed V: its block columns are strided in the state, or cells out of
-   * order) into a scratch block, then copied. KvBlockError when the block does not decode.
+   * Decodes coded kv block i into the state. Row segments whose cells lie in one run of the state
+   * (cells in position order, the usual layout) decode straight into the state: K and V rows as a
+   * dense view, transposed V as a strided one (`into`); others (cells out of order) into a scratch
+   * block, then copied. KvBlockError when the block does not decode.
    */
   placeCoded(i: number, coded: Buffer, codec: KvBlockCodec): void {
     this.check(i);
@@ -191,9 +191,14 @@ export class StateJoiner {
       if (n === 0) return;
       const s = slots[slot++]!;
       const runs = this.p.runs[seg.part]!.filter((r) => r.block === i);
-      if (seg.kind === "vt" || !("tensor" in s) || runs.length !== 1 || runs[0]!.rank !== 0) return;
+      if (!("tensor" in s) || runs.length !== 1 || runs[0]!.rank !== 0) return;
       const at = this.stateOffsets[si]! + runs[0]!.cell * seg.unit;
-      s.tensor.data = this.out.subarray(at, at + n * seg.unit);
+      if (at % 2 !== 0) return;
+      if (seg.kind !== "vt") s.tensor.data = this.out.subarray(at, at + n * seg.unit);
+      else {
+        const cells = this.p.parsed.parts[seg.part]!.positions.length;
+        s.into = { data: this.out.subarray(at, at + ((seg.nEmbd - 1) * cells + n) * seg.unit), stride: cells };
+      }
       direct.add(si);
     });
     return direct;
