@@ -93,15 +93,43 @@ for (const c of CASES) {
   });
 }
 
-test("compact1b: a shorter entry's blocks are the same bytes and keys in a longer one (dedup)", () => {
+for (const codec of [COMPACT_BLOCKS, kvBlockCodec("compact1b@0.2s")!]) {
+  test(`${codec.name}: a shorter entry's blocks are the same bytes and keys in a longer one (dedup)`, () => {
+    useNativeKvCodec(addonPath);
+    const long = syntheticSeqState({ tokens: 4 * B, vTransposed: true, seed: 3 });
+    const [a, b] = [splitState(truncateSeqState(long, 2 * B), B, { codec }), splitState(long, B, { codec })];
+    for (let i = 0; i < 2; i++) {
+      assert.ok(a.blocks[i]!.equals(b.blocks[i]!), `block ${i} bytes`);
+      assert.equal(blockKey(`k${i}`, "kv", codec.name, a.shapes[i]!), blockKey(`k${i}`, "kv", codec.name, b.shapes[i]!));
+    }
+    assert.notEqual(blockKey("k0", "kv", codec.name, a.shapes[0]!), blockKey("k0", "kv", "none", a.shapes[0]!), "the codec is part of the key");
+  });
+}
+
+test("compact1b's key holds which streams hold their whole prefix: a window that moved gives another key", () => {
   useNativeKvCodec(addonPath);
-  const long = syntheticSeqState({ tokens: 4 * B, vTransposed: true, seed: 3 });
-  const [a, b] = [splitState(truncateSeqState(long, 2 * B), B, { codec: COMPACT_BLOCKS }), splitState(long, B, { codec: COMPACT_BLOCKS })];
-  for (let i = 0; i < 2; i++) {
-    assert.ok(a.blocks[i]!.equals(b.blocks[i]!), `block ${i} bytes`);
-    assert.equal(blockKey(`k${i}`, "kv", COMPACT_BLOCKS.name, a.shapes[i]!), blockKey(`k${i}`, "kv", COMPACT_BLOCKS.name, b.shapes[i]!));
-  }
-  assert.notEqual(blockKey("k0", "kv", "compact1b", a.shapes[0]!), blockKey("k0", "kv", "none", a.shapes[0]!), "the codec is part of the key");
+  const codec = kvBlockCodec("compact1b@0.2s")!;
+  // The sliding-window section holds all of a 2-block entry, but only blocks 1 and 2 of a 3-block one:
+  // block 1 holds the same positions in both (same raw shape), yet only the first is a whole prefix.
+  const short = splitState(syntheticSeqState({ tokens: 2 * B, windows: [0, 2 * B], seed: 4 }), B);
+  const long = syntheticSeqState({ tokens: 3 * B, windows: [0, 2 * B], seed: 4 });
+  assert.equal(short.shapes[1], splitState(long, B).shapes[1], "raw shapes agree");
+  const [a, b] = [splitState(syntheticSeqState({ tokens: 2 * B, windows: [0, 2 * B], seed: 4 }), B, { codec }), splitState(long, B, { codec })];
+  assert.notEqual(a.shapes[1], b.shapes[1], "coded shapes differ");
+  assert.notEqual(a.shapes[0], b.shapes[0], "block 0: the window of the long entry holds none of it, another layout");
+});
+
+test("compact1b@SCALEs: a full-attention stream's later blocks are coded coarser, as compact1 codes a longer tensor", () => {
+  useNativeKvCodec(addonPath);
+  const state = syntheticSeqState({ tokens: 32 * B, seed: 6, sections: [3] });
+  const [flat, span] = [splitState(state, B, { codec: kvBlockCodec("compact1b@0.2")! }), splitState(state, B, { codec: kvBlockCodec("compact1b@0.2s")! })];
+  // Block i's stream holds (i + 1) * 32 cells: up to 512 (block 15) the flat step, past it ((i + 1) * 32 / 512)^0.35 as large.
+  for (const i of [0, 7, 15]) assert.ok(span.blocks[i]!.equals(flat.blocks[i]!), `block ${i}: never finer than the flat step`);
+  assert.ok(span.blocks[31]!.length < flat.blocks[31]!.length, "coarser past 512 cells");
+  assert.ok(span.blocks[31]!.length < span.blocks[16]!.length, "coarser with the prefix");
+  const out = new StateJoiner(span.meta, B);
+  span.blocks.forEach((b, i) => out.placeCoded(i, b, kvBlockCodec("compact1b@0.2s")!));
+  assert.equal(out.finish().length, state.length);
 });
 
 test("compact1b: a corrupt, truncated or misplaced block is refused with a KvBlockError naming it", () => {

@@ -7,9 +7,12 @@
  * it in the addon, byte-identical) applied to each block's rows: a tensor per (section, stream,
  * layer, K or V) holding the block's cells, with their absolute positions (RoPE un-rotation; the
  * sink, position 0, is exact and only block 0 holds it). Steps are `scale` times the tensor's RMS
- * channel spread in the block, the first two layers of each section finer (COMPACT_EARLY). The
+ * channel spread in the block, the first two layers of each section finer (COMPACT_EARLY), and in
+ * a stream that holds every position up to the block's end (a full-attention layer) coarser by that
+ * prefix's length as compact1 coarsens a tensor by its cells (the span rule: the cells such a tensor
+ * holds at least, in any entry with this prefix; the block's key says which streams qualify). The
  * whole-entry compact1 also codes the last 128 tokens of the entry 2x finer; a block cannot know
- * where its entry ends, so blocks have one step, finer than compact1's (COMPACT_BLOCK_SCALE).
+ * where its entry ends, so blocks have no recent tier and a finer scale (COMPACT_BLOCK_SCALE).
  *
  * Coded block: per non-empty row segment of the block, in block order: u8 kind | u32 length |
  * body; kind 3: a qpre sink tensor body (qpre.ts), kind 0: the segment's bytes as they are (a
@@ -26,10 +29,14 @@ const HEAD = 5;
 
 /**
  * Block codec names: compact1b is what a `compact` store's blocks carry; the benchmarks' variants are
- * compact1b@SCALE (one step per block) and compact1b@SCALEtTOKENS (each block's newest TOKENS
- * tokens 2x finer).
+ * compact1b@SCALE (one step per block), compact1b@SCALEtTOKENS (each block's newest TOKENS
+ * tokens 2x finer) and a trailing `s` for the span rule (compact1b is compact1b@0.2s).
  */
-const COMPACT_BLOCK = /^compact1b(?:@([0-9]*\.?[0-9]+)(?:t([0-9]+))?)?$/;
+const COMPACT_BLOCK = /^compact1b(?:@([0-9]*\.?[0-9]+)(?:t([0-9]+))?(s)?)?$/;
+
+/** compact1's step rule by cell count: a step (cells / REFERENCE_CELLS)^SPAN_EXPONENT as large (qpre-policy.ts). */
+const REFERENCE_CELLS = 512;
+const SPAN_EXPONENT = 0.35;
 
 /** How much finer a block's tail is coded. */
 const TAIL_SCALE = 0.5;
@@ -50,15 +57,22 @@ function frame(kind: number, body: Buffer): Buffer[] {
   return [h, body];
 }
 
+type TensorSlot = Extract<BlockSlot, { tensor: KvTensor }>;
+
 /** The tensor slots of every block, in block order. */
-function tensorsOf(blocks: readonly BlockSlot[][]): KvTensor[] {
-  return blocks.flatMap((slots) => slots.flatMap((s) => ("tensor" in s ? [s.tensor] : [])));
+function tensorsOf(blocks: readonly BlockSlot[][]): TensorSlot[] {
+  return blocks.flatMap((slots) => slots.filter((s): s is TensorSlot => "tensor" in s));
 }
 
-function encodeAll(blocks: readonly BlockSlot[][], options: QpreOptions): Buffer[] {
-  const tensors = tensorsOf(blocks);
+function encodeAll(blocks: readonly BlockSlot[][], optionsOf: (s: TensorSlot) => QpreOptions): Buffer[] {
+  const slots = tensorsOf(blocks);
   const native = nativeKvCodec();
-  const bodies = native ? encodeTensorsNatively(native, tensors.map((t) => toEncode(t, SINK_CODED, options))) : tensors.map((t) => encodeSinkTensor(t, options));
+  const bodies = native
+    ? encodeTensorsNatively(
+        native,
+        slots.map((s) => toEncode(s.tensor, SINK_CODED, optionsOf(s))),
+      )
+    : slots.map((s) => encodeSinkTensor(s.tensor, optionsOf(s)));
   let next = 0;
   return blocks.map((slots) => Buffer.concat(slots.flatMap((s) => ("tensor" in s ? frame(SINK_CODED, bodies[next++]!) : frame(RAW, s.bytes)))));
 }
@@ -109,27 +123,56 @@ function decodeOne(coded: Buffer, slots: readonly BlockSlot[]): void {
   }
 }
 
-export function compactBlockCodec(name: string, scale: number, tail = 0, early: EarlyLayers = COMPACT_EARLY): KvBlockCodec {
-  const options = blockOptions(scale, early, tail);
-  return { name, encode: (blocks) => encodeAll(blocks, options), decode: decodeOne };
+export interface BlockRule {
+  /** Each block's newest tokens coded 2x finer (0: none). */
+  tail?: number;
+  /**
+   * Steps of a full-attention stream's block (one that holds every position up to the block's end:
+   * prefixCells) coarsened as compact1 coarsens a tensor of that many cells, (cells / 512)^0.35: the
+   * cells the tensor holds at least in any entry with this prefix.
+   */
+  span?: boolean;
+  early?: EarlyLayers;
 }
 
 /**
- * compact1b's step scale: 0.8x compact1's. At compact1's 0.25 blocks missed the quality rule on
- * bench:kv-codec (agreement 0.9863 against >= 0.9872 needed, KL 0.0054 against <= 0.0041: the
- * entry's newest tokens lost their finer tier); 0.2 met it (0.9951, KL 0.0032; F32 weights 0.9951)
- * at 0.283 of F16; each block's newest 64 tokens 2x finer instead cost more bytes for the same
- * quality (BENCHMARKS.md, bench/results/kv-codec-block*.json).
+ * The span rule's step factor for a stream holding `cells` positions whole: compact1's
+ * (cells / 512)^0.35, never below 1 — a block is never coded finer than the flat block scale (a short
+ * prefix would otherwise get steps so fine that its coded block outgrows its raw rows: 16-token blocks
+ * coded to 1.08x their F16 bytes).
+ */
+function spanFactor(cells: number): number {
+  return cells > REFERENCE_CELLS ? (cells / REFERENCE_CELLS) ** SPAN_EXPONENT : 1;
+}
+
+export function compactBlockCodec(name: string, scale: number, rule: BlockRule = {}): KvBlockCodec {
+  const { tail = 0, span = false, early = COMPACT_EARLY } = rule;
+  const options = new Map<number, QpreOptions>();
+  const optionsOf = (s: TensorSlot): QpreOptions => {
+    const cells = span ? (s.prefixCells ?? 0) : 0;
+    if (!options.has(cells)) options.set(cells, blockOptions(scale * spanFactor(cells), early, tail));
+    return options.get(cells)!;
+  };
+  return { name, encode: (blocks) => encodeAll(blocks, optionsOf), decode: decodeOne };
+}
+
+/**
+ * compact1b's step scale: 0.8x compact1's, the coarsest that meets the quality rule when blocks
+ * carry no recent tier (BENCHMARKS.md, "Block codec compact1b"; bench/results/kv-codec-block*.json).
  */
 export const COMPACT_BLOCK_SCALE = 0.8 * COMPACT_SCALE;
-/** What a `compact` store's blocks carry; the name is in each block's key and manifest entry. */
-export const COMPACT_BLOCKS = compactBlockCodec("compact1b", COMPACT_BLOCK_SCALE);
+/**
+ * What a `compact` store's blocks carry; the name is in each block's key and manifest entry. With
+ * the span rule, so that long contexts' full-attention layers are coded as coarsely as compact1
+ * codes them (BENCHMARKS.md, "Block codec compact1b").
+ */
+export const COMPACT_BLOCKS = compactBlockCodec("compact1b", COMPACT_BLOCK_SCALE, { span: true });
 
 /** The block codec named in a manifest (compact1b, or a benchmark's compact1b@SCALE); undefined for none or an unknown name. */
 export function kvBlockCodec(name: string): KvBlockCodec | undefined {
   if (name === COMPACT_BLOCKS.name) return COMPACT_BLOCKS;
   const variant = COMPACT_BLOCK.exec(name);
-  return variant ? compactBlockCodec(name, Number(variant[1]), Number(variant[2] ?? 0)) : undefined;
+  return variant ? compactBlockCodec(name, Number(variant[1]), { tail: Number(variant[2] ?? 0), span: variant[3] === "s" }) : undefined;
 }
 
 /** The block codec that carries a store's entry codec (none: raw rows; compact1: compact1b); undefined: entries stay v1. */

@@ -155,10 +155,13 @@ export interface Plan {
   blockTokens: number;
   /** Per part: which positions of the entry it holds (1 at a held position). */
   seen: Uint8Array[];
+  /** Per part, per block: the tokens up to the block's end when the part holds every one of them (a full-attention stream), else 0. */
+  prefix: Int32Array[];
 }
 
 /** One part's cells by block: counts per block, copy runs, and which positions it holds. */
-function partPlan(part: Part, blocks: number, blockTokens: number): { count: Int32Array; runs: Run[]; seen: Uint8Array } {
+/** One part's cells by block: counts per block, copy runs, which positions it holds, and per block the prefix it holds whole (0: not). */
+function partPlan(part: Part, blocks: number, blockTokens: number, tokens: number): { count: Int32Array; runs: Run[]; seen: Uint8Array; prefix: Int32Array } {
   const span = blocks * blockTokens;
   const seen = new Uint8Array(span);
   for (const pos of part.positions) {
@@ -179,13 +182,18 @@ function partPlan(part: Part, blocks: number, blockTokens: number): { count: Int
     if (last && last.block === block && last.cell + last.cells === cell && last.rank + last.cells === rank) last.cells++;
     else runs.push({ cell, cells: 1, block, rank });
   });
-  return { count, runs, seen };
+  const prefix = new Int32Array(blocks);
+  for (let b = 0; b < blocks; b++) {
+    const end = Math.min((b + 1) * blockTokens, tokens);
+    prefix[b] = before[end] === end ? end : 0;
+  }
+  return { count, runs, seen, prefix };
 }
 
 export function plan(parsed: Parsed, blockTokens: number, partialTail = false): Plan {
   const blocks = partialTail ? Math.ceil(parsed.tokens / blockTokens) : parsed.tokens / blockTokens;
   if (!Number.isInteger(blocks) || blocks <= 0) throw new KvBlockError(`a state of ${parsed.tokens} tokens is not a whole number of ${blockTokens}-token blocks`);
-  const perPart = parsed.parts.map((part) => partPlan(part, blocks, blockTokens));
+  const perPart = parsed.parts.map((part) => partPlan(part, blocks, blockTokens, parsed.tokens));
   const counts = perPart.map((x) => x.count);
   const segs = parsed.items.filter(isSeg);
   const offsets: number[][] = [];
@@ -205,7 +213,8 @@ export function plan(parsed: Parsed, blockTokens: number, partialTail = false): 
     sizes.push(at);
     shapes.push(shape.digest("hex"));
   }
-  return { parsed, blocks, counts, runs: perPart.map((x) => x.runs), offsets, sizes, shapes, blockTokens, seen: perPart.map((x) => x.seen) };
+  const prefix = perPart.map((x) => x.prefix);
+  return { parsed, blocks, counts, runs: perPart.map((x) => x.runs), offsets, sizes, shapes, blockTokens, seen: perPart.map((x) => x.seen), prefix };
 }
 
 /**
@@ -213,9 +222,19 @@ export function plan(parsed: Parsed, blockTokens: number, partialTail = false): 
  * cells' absolute positions, in block order) that a block codec may code; any other type as bytes.
  * `into` (decoding, transposed V only): where the tensor's columns go in the rebuilt state, each
  * channel's `stride` elements after the previous one's; a codec given it decodes there and leaves
- * tensor.data alone.
+ * tensor.data alone. `prefixCells`: the block's stream holds every position from 0 to the block's
+ * end, this many (a full-attention layer's cache; a sliding window that has moved does not): a
+ * lower bound on the cells the tensor has in any entry, known from the prefix alone
+ * (codedShape puts it in the block's key).
  */
-export type BlockSlot = { tensor: KvTensor; into?: StridedTarget } | { bytes: Buffer };
+export type BlockSlot = { tensor: KvTensor; into?: StridedTarget; prefixCells?: number } | { bytes: Buffer };
+
+/** A coded block's shape: the raw shape and, per part, the prefix it holds whole (a block codec's steps may depend on it). */
+export function codedShape(p: Plan, b: number): string {
+  return createHash("sha256")
+    .update(`${p.shapes[b]!}|${p.prefix.map((x) => x[b]!).join(",")}`)
+    .digest("hex");
+}
 
 /** The positions of block b that a part holds, in the block's (position) order. */
 function heldPositions(p: Plan, part: number, b: number): Int32Array {
@@ -241,7 +260,8 @@ export function blockSlots(p: Plan, b: number, data: Buffer): BlockSlot[] {
     if (!positions.has(seg.part)) positions.set(seg.part, heldPositions(p, seg.part, b));
     const id = { kind: seg.kind === "k" ? ("k" as const) : ("v" as const), layer: seg.layer, layers: seg.layers, positions: positions.get(seg.part)!, data: view };
     const shape = seg.kind === "vt" ? { rows: seg.nEmbd, cols: n, tokenAxis: 1 as const } : { rows: n, cols: seg.unit / 2, tokenAxis: 0 as const };
-    slots.push({ tensor: { ...shape, ...id } });
+    const prefixCells = p.prefix[seg.part]![b]!;
+    slots.push({ tensor: { ...shape, ...id }, ...(prefixCells > 0 ? { prefixCells } : {}) });
   });
   return slots;
 }

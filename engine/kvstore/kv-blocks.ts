@@ -26,7 +26,7 @@
  */
 import { createHash } from "node:crypto";
 import { crc32c } from "./crc32c.ts";
-import { blockSlots, isSeg, KvBlockError, moveRows, parse, plan, type BlockSlot, type KvBlockCodec, type Plan } from "./kv-block-layout.ts";
+import { blockSlots, codedShape, isSeg, KvBlockError, moveRows, parse, plan, type BlockSlot, type KvBlockCodec, type Plan } from "./kv-block-layout.ts";
 
 export { KvBlockError, type BlockSlot, type KvBlockCodec } from "./kv-block-layout.ts";
 
@@ -39,7 +39,7 @@ export interface SplitState {
   blocks: Buffer[];
   /** Per kv block: its size before its codec (the raw rows). */
   rawSizes: number[];
-  /** Per kv block: digest of its shape (blockKey's `shape`). */
+  /** Per kv block: digest of its shape (blockKey's `shape`; a coded block's adds what its codec's steps depend on). */
   shapes: string[];
   tokens: number;
   /** The meta block then every kv block, in one buffer (what a worker thread hands back). */
@@ -107,7 +107,7 @@ function codeBlocks(raw: SplitState, p: Plan, codec: KvBlockCodec): SplitState {
     at += c.copy(buffer, at);
     return view;
   });
-  return { ...raw, meta: buffer.subarray(0, raw.meta.length), blocks, buffer };
+  return { ...raw, meta: buffer.subarray(0, raw.meta.length), blocks, shapes: raw.shapes.map((_, b) => codedShape(p, b)), buffer };
 }
 
 /**
