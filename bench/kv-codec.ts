@@ -1,5 +1,6 @@
 /**
- * `npm run bench:kv-codec [-- --quick] [--f32] [--codecs=a,b] [--out=FILE]`: the KV codecs on real sequence states of the default
+ * `npm run bench:kv-codec [-- --quick] [--f32] [--codecs=a,b] [--out=FILE]`: the KV codecs (entry codecs, and block codecs
+ * coded per v2 block: --codecs) on real sequence states of the default
  * model (Gemma 3 270M, CPU), over several contexts of real text (this repository's docs and
  * code, CONTEXT_TOKENS each). Per codec: size against the F16 state and against the int8
  * baseline, encode/decode MB/s (of F16 state), and quality after loading the decoded state:
@@ -27,7 +28,9 @@
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import type { LlamaContextSequence } from "node-llama-cpp";
-import { DEFAULT_CODEC, kvCodec } from "../engine/kvcodec/codec.ts";
+import { DEFAULT_CODEC, kvCodec, type KvCodec } from "../engine/kvcodec/codec.ts";
+import { kvBlockCodec } from "../engine/kvcodec/block-codec.ts";
+import { splitState, StateJoiner, type KvBlockCodec } from "../engine/kvstore/kv-blocks.ts";
 import { createKvStorePod } from "../engine/kvstore-pod.ts";
 import { decodeKvEntry, encodeKvEntry } from "../engine/kvstore/kv-entry.ts";
 import { kvBlockHashes } from "../engine/kvstore/block-keys.ts";
@@ -53,7 +56,11 @@ import {
 const quick = process.argv.includes("--quick");
 const f32 = process.argv.includes("--f32");
 const CONTEXT_TOKENS = quick ? 1024 : 2048;
-/** `-- --codecs a,b,...` runs only those (research names and compact1@SCALE variants included); int8 (the size baseline) and none always run. */
+/**
+ * `-- --codecs a,b,...` runs only those (research names, compact1@SCALE variants, and block codecs —
+ * compact1b, compact1b@SCALE — coded block by block at the store's default block size); int8 (the
+ * size baseline) and none always run.
+ */
 const codecsArg = process.argv.find((a) => a.startsWith("--codecs="))?.slice("--codecs=".length);
 const CODECS = [...new Set(["int8", "none", ...(codecsArg?.split(",") ?? ["none", "lossless", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "qsink4", "compact"])])];
 const outArg = process.argv.find((a) => a.startsWith("--out="))?.slice("--out=".length);
@@ -61,6 +68,45 @@ const outArg = process.argv.find((a) => a.startsWith("--out="))?.slice("--out=".
 const SMALLEST = "qsink8";
 const SOURCES = ALL_SOURCES.slice(0, quick ? 3 : 4);
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
+
+/** The store's default block size (--block-tokens): what a v2 entry's blocks hold. */
+const STORE_BLOCK_TOKENS = 256;
+
+/**
+ * A block codec (compact1b, compact1b@SCALE) as a whole-state codec for this bench: the state split
+ * into STORE_BLOCK_TOKENS-token v2 blocks (kv-blocks.ts), each coded on its own, and decoded block by
+ * block as a load does. The bench's states hold 2047 tokens, so the last block holds 255: entries
+ * never have a partial block, but the last block then stands for the newest tokens as it would.
+ * Payload: u32 meta bytes | meta block | per kv block u32 bytes | coded block.
+ */
+function perBlock(codec: KvBlockCodec): KvCodec {
+  return {
+    name: codec.name,
+    encode(state) {
+      const split = splitState(state, STORE_BLOCK_TOKENS, { codec, partialTail: true });
+      return Buffer.concat([split.meta, ...split.blocks].flatMap((b) => [u32(b.length), b]));
+    },
+    decode(payload) {
+      const parts: Buffer[] = [];
+      for (let o = 0; o < payload.length; o += 4 + parts.at(-1)!.length) parts.push(payload.subarray(o + 4, o + 4 + payload.readUInt32LE(o)));
+      const joiner = new StateJoiner(parts[0]!, STORE_BLOCK_TOKENS, true);
+      parts.slice(1).forEach((b, i) => joiner.placeCoded(i, b, codec));
+      return joiner.finish();
+    },
+  };
+}
+
+function u32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v, 0);
+  return b;
+}
+
+/** The codec a bench name stands for: a block codec coded block by block, or an entry codec. */
+function codecOf(name: string): KvCodec {
+  const block = kvBlockCodec(name);
+  return block ? perBlock(block) : kvCodec(name);
+}
 
 interface CodecRun extends Quality {
   bytes: number;
@@ -78,12 +124,12 @@ function timed<T>(fn: () => T): { value: T; seconds: number } {
 
 /** Best of three decodes (the machine is shared; the best is the least disturbed). */
 function decodeTimed(name: string, payload: Buffer): { value: Buffer; seconds: number } {
-  const runs = [0, 1, 2].map(() => timed(() => kvCodec(name).decode(payload)));
+  const runs = [0, 1, 2].map(() => timed(() => codecOf(name).decode(payload)));
   return runs.reduce((a, b) => (b.seconds < a.seconds ? b : a));
 }
 
 async function runCodec(seq: LlamaContextSequence, ctx: Context, name: string): Promise<CodecRun> {
-  const enc = timed(() => kvCodec(name).encode(ctx.raw));
+  const enc = timed(() => codecOf(name).encode(ctx.raw));
   const dec = decodeTimed(name, enc.value);
   await importState(seq, dec.value);
   const quality = compare(ctx.ref, await replay(seq, ctx.input));

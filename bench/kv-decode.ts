@@ -1,5 +1,5 @@
 /**
- * `npm run bench:kv-decode [-- --tokens N --codec NAME --synthetic --out FILE]`: decoding speed of
+ * `npm run bench:kv-decode [-- --tokens N --codec NAME --block-codec NAME --block-tokens B --synthetic --out FILE]`: decoding speed of
  * a qpre-family codec (default compact) in the engine's native addon against the JavaScript
  * decoder, measured in the same run on the same entry: GB/s of F16 state out (best of 20 runs,
  * JavaScript 3), each run into a fresh state as a load decodes, for
@@ -8,26 +8,34 @@
  * N tokens of this repository's docs; --synthetic: a Gemma-shaped synthetic state
  * (testing/kv-state.ts), no model (its values compress more than real ones, so it decodes faster).
  * Also encoding (a write-back), JavaScript against native, GB/s of F16 state in. Checks that every
- * native decode and encode is byte-identical to the JavaScript one. Writes
- * bench/results/kv-decode.json.
+ * native decode and encode is byte-identical to the JavaScript one. `perBlock`: the v2 path, the
+ * state in --block-tokens (default 256) blocks coded by --block-codec (default compact1b) one by one
+ * and decoded block by block into the state as a load does (kv-blocks.ts's StateJoiner.placeCoded).
+ * Writes bench/results/kv-decode.json (or --out).
  */
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { kvCodec } from "../engine/kvcodec/codec.ts";
-import { decodeTensorsNatively, nativeKvCodec, useNativeKvCodec } from "../engine/kvcodec/native-codec.ts";
+import { decodeTensorsNatively, nativeKvCodec, useNativeKvCodec, type NativeKvCodecAddon } from "../engine/kvcodec/native-codec.ts";
 import { decodeTensorsInJs, rebuildState } from "../engine/kvcodec/qpre.ts";
 import { nativeAddonPath } from "../engine/native/binding.ts";
 import { cacheRoot } from "../engine/model/fetch.ts";
 import { startPod } from "../testing/engine.ts";
 import { syntheticSeqState } from "../testing/kv-state.ts";
+import { COMPACT_BLOCKS, kvBlockCodec } from "../engine/kvcodec/block-codec.ts";
+import { splitState, StateJoiner, type KvBlockCodec, type SplitState } from "../engine/kvstore/kv-blocks.ts";
+import { truncateSeqState } from "../engine/runtime/seq-state.ts";
 
 const { values: v } = parseArgs({
-  options: { tokens: { type: "string" }, codec: { type: "string" }, out: { type: "string" }, synthetic: { type: "boolean" } },
+  options: { tokens: { type: "string" }, codec: { type: "string" }, "block-codec": { type: "string" }, "block-tokens": { type: "string" }, out: { type: "string" }, synthetic: { type: "boolean" } },
 });
 const TOKENS = Number(v.tokens ?? 4096);
 const CODEC = v.codec ?? "compact";
+const BLOCK_CODEC = v["block-codec"] ?? COMPACT_BLOCKS.name;
+/** The store's default --block-tokens. */
+const BLOCK_TOKENS = Number(v["block-tokens"] ?? 256);
 
 function best<T>(runs: number, fn: () => T): { value: T; seconds: number } {
   let out: { value: T; seconds: number } | undefined;
@@ -52,6 +60,65 @@ async function modelState(): Promise<Buffer> {
   const seq = runtime.sequences[0]!;
   await seq.evaluatePrefix(tokens);
   return seq.exportState();
+}
+
+/** Decodes every block of the split into a fresh state, one block at a time as a load does (StateJoiner.placeCoded); seconds. */
+function joinBlocks(split: SplitState, codec: KvBlockCodec): { state: Buffer; seconds: number } {
+  const t0 = performance.now();
+  const j = new StateJoiner(split.meta, BLOCK_TOKENS);
+  split.blocks.forEach((b, i) => j.placeCoded(i, b, codec));
+  const state = j.finish();
+  return { state, seconds: (performance.now() - t0) / 1000 };
+}
+
+const bestOf = (runs: number, fn: () => { state: Buffer; seconds: number }): { state: Buffer; seconds: number } =>
+  Array.from({ length: runs }, fn).reduce((a, b) => (b.seconds < a.seconds ? b : a));
+
+/**
+ * The v2 path: the state cut to whole blocks of BLOCK_TOKENS, each coded by the block codec on its
+ * own, then decoded block by block into the state as BlockSink does when each arrives: GB/s of F16
+ * state out (meta block and row placement included), JavaScript, native on 1 thread and on every core.
+ */
+async function perBlock(whole: Buffer, addon: NativeKvCodecAddon): Promise<Record<string, unknown>> {
+  const codec = kvBlockCodec(BLOCK_CODEC);
+  if (!codec) throw new Error(`unknown block codec ${BLOCK_CODEC}`);
+  const state = truncateSeqState(whole, Math.floor(TOKENS / BLOCK_TOKENS) * BLOCK_TOKENS);
+  useNativeKvCodec(undefined);
+  const jsSplit = best(2, () => splitState(state, BLOCK_TOKENS, { codec }));
+  const js = bestOf(2, () => joinBlocks(jsSplit.value, codec));
+  useNativeKvCodec(await nativeAddonPath());
+  const split = best(5, () => splitState(state, BLOCK_TOKENS, { codec }));
+  split.value.blocks.forEach((b, i) => {
+    if (!b.equals(jsSplit.value.blocks[i]!)) throw new Error(`block ${i}: the native encoder's bytes differ from JavaScript's`);
+  });
+  const cores = availableParallelism();
+  // The block codec decodes on every core (up to 8); for one thread the loaded addon's kvDecode is
+  // called with 1 for the measurement, then restored.
+  const kvDecode = addon.kvDecode;
+  const native = (n: number): { state: Buffer; seconds: number } => {
+    addon.kvDecode = (jobs, _threads, gains) => kvDecode.call(addon, jobs, n, gains);
+    try {
+      return bestOf(10, () => joinBlocks(split.value, codec));
+    } finally {
+      addon.kvDecode = kvDecode;
+    }
+  };
+  const [one, all] = [native(1), native(cores)];
+  for (const s of [one.state, all.state]) if (!s.equals(js.state)) throw new Error("per block: the native decode differs from JavaScript's");
+  const gbps = (seconds: number): number => Number((state.length / seconds / 1e9).toFixed(3));
+  const coded = split.value.blocks.reduce((n, b) => n + b.length, 0) + split.value.meta.length;
+  return {
+    codec: codec.name,
+    blockTokens: BLOCK_TOKENS,
+    blocks: split.value.blocks.length,
+    stateBytes: state.length,
+    storedBytes: coded,
+    sizeRatioVsF16: Number((coded / state.length).toFixed(4)),
+    bitIdentical: true,
+    decodeGBps: { js: gbps(js.seconds), native1: gbps(one.seconds), [`native${cores}`]: gbps(all.seconds) },
+    perBlockMs: { [`native${cores}`]: Number(((all.seconds / split.value.blocks.length) * 1000).toFixed(2)) },
+    encodeGBps: { js: gbps(jsSplit.seconds), [`native${cores}`]: gbps(split.seconds) },
+  };
 }
 
 async function main(): Promise<void> {
@@ -118,6 +185,7 @@ async function main(): Promise<void> {
       entry: Number((jsEntry.seconds / nativeEntry.seconds).toFixed(1)),
       encode: Number((jsEncode.seconds / nativeEncode.seconds).toFixed(1)),
     },
+    perBlock: await perBlock(state, addon),
   };
   const out = v.out ?? "bench/results/kv-decode.json";
   await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);

@@ -1,5 +1,5 @@
 /**
- * `npm run bench:kv-link [-- --quick] [--repeats N] [--sizes 8192] [--tiers memory]`: what the KV
+ * `npm run bench:kv-link [-- --quick] [--repeats N] [--sizes 8192] [--tiers memory] [--out FILE]`: what the KV
  * codec buys end to end. TTFT of a
  * ~64-token question after a cached context of 1K/4K/8K tokens (--quick: 1K/4K) loaded from the
  * KV store, per codec (compact against none), from the object-store tier (S3 = moto, behind a
@@ -9,16 +9,18 @@
  * Per tier, both codecs side by side, their loads alternating run by run (so the other work on a
  * shared machine falls on both alike); per codec: the kvstore pod runs as its own process (engine/main.ts --role
  * kvstore, one tier only, so the memory tier never serves an S3 run); two engine pods in this
- * process, with --kv-store (native backend, so the compact decoder is the addon's; v2 blocks of
- * `none` move over the native TCP stream, compact's v1 entry over HTTP). Pod A answers
+ * process, with --kv-store (native backend, so the compact decoder is the addon's; v2 blocks move
+ * over the native TCP stream: `none`'s raw, compact's coded per block as compact1b and decoded as
+ * each arrives). Pod A answers
  * context+question on a store miss (that TTFT is the recompute baseline) and writes the context
  * back, unshaped; pod B, its sequences cleared before each run (an empty KV), answers the same
  * prompt: it loads the context from the store, decodes it, imports it and prefills the rest. Every
  * timed load is checked to be a hit of the whole cached context. Medians of --repeats runs.
  * Decode GB/s: the engine's own load-path decode (readKvEntry, on its codec worker with the
- * addon) of the 8K compact entry, F16 state bytes out per second. Quality is not re-measured:
+ * addon) of the 8K compact entry, F16 state bytes out per second, where compact is stored as a v1
+ * entry (before compact1b; a v2 entry's per-block decode is bench:kv-decode's perBlock). Quality is not re-measured:
  * the keys are copied from bench:kv-codec's results (see `quality_source`).
- * Writes bench/results/kv-link.json after every tier.
+ * Writes bench/results/kv-link.json (or --out) after every tier.
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg } from "node:os";
@@ -34,7 +36,7 @@ import { mbitPerSecond, startShapedProxy, type ShapedProxy } from "../testing/sh
 import { linkCheck, startStoreProcess } from "./kv-link-procs.ts";
 
 const { values: v } = parseArgs({
-  options: { quick: { type: "boolean" }, repeats: { type: "string" }, sizes: { type: "string" }, tiers: { type: "string" } },
+  options: { quick: { type: "boolean" }, repeats: { type: "string" }, sizes: { type: "string" }, tiers: { type: "string" }, out: { type: "string" } },
 });
 const SIZES = v.sizes ? v.sizes.split(",").map(Number) : v.quick ? [1024, 4096] : [1024, 4096, 8192];
 const TIERS = (v.tiers ?? "memory,s3").split(",") as Tier[];
@@ -42,7 +44,7 @@ const REPEATS = Number(v.repeats ?? 5);
 const BLOCK = 256;
 const QUESTION_TOKENS = 64;
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
-const OUT = new URL("./results/kv-link.json", import.meta.url);
+const OUT = v.out ?? new URL("./results/kv-link.json", import.meta.url);
 const FILLER =
   "The lighthouse stood on the rocks above the harbour, and every night its keeper climbed the stairs to light the lamp. Ships passed in the dark, sailors counted the flashes, and the town slept below. ";
 const QUESTION =
@@ -282,23 +284,34 @@ function ratio(out: Output, link: string, size: number): number | null {
 interface CodecResult {
   date: string;
   perturbation_floor: { greedy_agreement: number; logit_kl: number };
-  codecs: { compact: { greedy_agreement: number; logit_kl: number } };
+  codecs: Record<string, { greedy_agreement: number; logit_kl: number }>;
 }
 
-/** The quality keys, from bench:kv-codec's results (measured there; not re-run here). */
+/**
+ * The quality keys, from bench:kv-codec's results (measured there; not re-run here): a `compact`
+ * store's pods write v2 entries, whose blocks are compact1b, measured as `compact1b@0.2` (its scale)
+ * in kv-codec-block*.json.
+ */
 async function quality(): Promise<Record<string, unknown>> {
   const read = async (f: string): Promise<CodecResult> => JSON.parse(await readFile(new URL(`./results/${f}`, import.meta.url), "utf8")) as CodecResult;
-  const f16 = await read("kv-codec-compact.json");
-  const f32 = await read("kv-codec-compact-f32.json");
+  const f16 = await read("kv-codec-block.json");
+  const f32 = await read("kv-codec-block-f32.json");
+  const row = "compact1b@0.2";
   return {
-    quality_source: `copied from bench/results/kv-codec-compact.json (${f16.date}) and kv-codec-compact-f32.json (${f32.date}), codecs.compact against perturbation_floor; not re-measured by this bench`,
-    agreement: f16.codecs.compact.greedy_agreement,
+    quality_source: `copied from bench/results/kv-codec-block.json (${f16.date}) and kv-codec-block-f32.json (${f32.date}), codecs["${row}"] (compact1b) against perturbation_floor; not re-measured by this bench`,
+    agreement: f16.codecs[row]!.greedy_agreement,
     agreement_floor: f16.perturbation_floor.greedy_agreement,
-    kl: f16.codecs.compact.logit_kl,
+    kl: f16.codecs[row]!.logit_kl,
     kl_floor: f16.perturbation_floor.logit_kl,
-    agreement_f32: f32.codecs.compact.greedy_agreement,
+    agreement_f32: f32.codecs[row]!.greedy_agreement,
     agreement_f32_floor: f32.perturbation_floor.greedy_agreement,
   };
+}
+
+function sizeRatio(out: Output, size: number): number | null {
+  const none = out.runs.find((r) => r.codec === "none" && r.contextTokens === size);
+  const compact = out.runs.find((r) => r.codec === "compact" && r.contextTokens === size);
+  return none && compact ? compact.entryBytes / none.entryBytes : null;
 }
 
 async function write(out: Output, complete: boolean): Promise<void> {
@@ -318,8 +331,8 @@ async function write(out: Output, complete: boolean): Promise<void> {
     decode_gb_s: out.decode?.gbPerSecond ?? null,
     decodeOf: "the engine's load-path decode (readKvEntry on its codec worker, native addon) of the largest compact entry, F16 state GB/s",
     native_decoder: nativeKvCodecPath() !== undefined,
-    size_ratio_vs_f16: out.decode ? out.decode.entryBytes / out.decode.stateBytes : null,
-    size_ratio_of: "compact entry bytes / F16 state bytes (the largest context, this run)",
+    size_ratio_vs_f16: sizeRatio(out, largest),
+    size_ratio_of: "compact entry bytes / none entry bytes (F16 state: v2 blocks and meta block), the largest context, this run",
     ...(await quality()),
     recomputeTtftMs: Object.fromEntries(Object.entries(out.recomputeTtftMs).map(([s, xs]) => [s, { median: median(xs), runs: xs }])),
     decode: out.decode ?? null,

@@ -21,6 +21,8 @@ export interface SyntheticStateOptions {
   channels?: number;
   /** How keys are rotated; default neox (Gemma's). */
   rope?: RopeStyle;
+  /** Per section, how many of the newest cells it holds (a sliding-window cache); 0 or absent: all. */
+  windows?: readonly number[];
 }
 
 const BASES: Record<number, number> = { 3: 1_000_000, 15: 10_000 };
@@ -54,7 +56,8 @@ function transpose(x: Float32Array, tokens: number, channels: number): Float32Ar
 }
 
 function section(layers: number, positions: Int32Array, o: Required<SyntheticStateOptions>, rand: () => number): Buffer[] {
-  const { tokens, channels } = o;
+  const { channels } = o;
+  const tokens = positions.length;
   const out: Buffer[] = [u32s(1, tokens)];
   for (const p of positions) out.push(u32s(p, 1, 0));
   out.push(u32s(o.vTransposed ? 1 : 0, layers));
@@ -72,11 +75,14 @@ function section(layers: number, positions: Int32Array, o: Required<SyntheticSta
 }
 
 export function syntheticSeqState(options: SyntheticStateOptions): Buffer {
-  const o: Required<SyntheticStateOptions> = { vTransposed: false, gap: 0, seed: 1, sections: [3, 15], channels: 256, rope: "neox", ...options };
+  const o: Required<SyntheticStateOptions> = { vTransposed: false, gap: 0, seed: 1, sections: [3, 15], channels: 256, rope: "neox", windows: [], ...options };
   const rand = rng(o.seed);
   const positions = Int32Array.from({ length: o.tokens }, (_, i) => (i < o.tokens / 2 ? i : i + o.gap));
   const tokenIds = Array.from({ length: o.tokens }, (_, i) => 2 + (i % 1000));
   const parts = [u32s(0x67677371, 1, o.tokens, ...tokenIds)];
-  for (const layers of o.sections) parts.push(...section(layers, positions, o, rand));
+  o.sections.forEach((layers, s) => {
+    const window = o.windows[s] ?? 0;
+    parts.push(...section(layers, window > 0 ? positions.subarray(Math.max(0, o.tokens - window)) : positions, o, rand));
+  });
   return Buffer.concat(parts);
 }

@@ -70,8 +70,12 @@ function lookupKeys(body: unknown): { keys: string[]; aliases: boolean } {
   return { keys: (keys as string[]).map(checkKey), aliases: b?.aliases === true };
 }
 
-/** Codecs a v2 block may carry (per block, on raw rows). The state-structured codecs stay on v1 entries until they learn blocks. */
-export const BLOCK_CODECS = ["none"] as const;
+/**
+ * Codecs a v2 block may carry (block-codec.ts): none (raw rows), compact1b (compact's transform per
+ * block, what a `compact` store's pods write). A pod writes v2 only when the block codec of the
+ * store's codec is listed; the other codecs (lossless, research) stay on v1 entries.
+ */
+export const BLOCK_CODECS = ["none", "compact1b"] as const;
 
 function keyList(body: unknown, field = "keys"): string[] {
   const keys = (body as Record<string, unknown> | undefined)?.[field];

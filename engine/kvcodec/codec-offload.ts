@@ -110,10 +110,12 @@ export async function readKvEntry(entry: Buffer, minBytes = OFFLOAD_MIN_BYTES): 
 
 /**
  * The first `tokens` tokens of `state` as v2 entry blocks (kv-blocks.ts: cut, meta block, kv
- * blocks), off the event loop when it is worth it: a write-back's copies of a multi-MB state
- * would otherwise hold every other request on the pod.
+ * blocks, each coded with the block codec `codec`, block-codec.ts), off the event loop when it is
+ * worth it: a write-back's copies and coding of a multi-MB state would otherwise hold every other
+ * request on the pod.
  */
-export async function splitKvBlocks(state: Buffer, tokens: number, blockTokens: number, minBytes = OFFLOAD_MIN_BYTES): Promise<SplitState> {
-  const { out, split } = await offload({ op: "splitBlocks", codec: "none", data: state, tokens, blockTokens }, state.length >= minBytes);
+export async function splitKvBlocks(state: Buffer, at: { tokens: number; blockTokens: number; codec?: string }, minBytes = OFFLOAD_MIN_BYTES): Promise<SplitState> {
+  const { tokens, blockTokens, codec = "none" } = at;
+  const { out, split } = await offload({ op: "splitBlocks", codec, data: state, tokens, blockTokens }, state.length >= minBytes);
   return splitFromLayout(out, split!);
 }

@@ -2,9 +2,9 @@
  * The KV codec worker's side (codec-offload.ts starts it): runs one job per message and answers
  * with the bytes, transferred, or the error's message. Jobs: a codec's encode or decode, or a
  * whole KV store entry — writeEntry (cut the state to the entry's tokens, encode, frame and
- * SHA-256 it), readEntry (check the SHA-256, decode) and splitBlocks (cut the state and split it into
- * v2 entry blocks, kv-blocks.ts): the hashing and copying of a GB-sized state would otherwise hold
- * the pod's event loop for seconds.
+ * SHA-256 it), readEntry (check the SHA-256, decode) and splitBlocks (cut the state, split it into
+ * v2 entry blocks, kv-blocks.ts, and code each with a block codec, block-codec.ts): the hashing,
+ * coding and copying of a GB-sized state would otherwise hold the pod's event loop for seconds.
  */
 import { parentPort } from "node:worker_threads";
 import { kvCodec } from "./codec.ts";
@@ -12,6 +12,7 @@ import { useNativeKvCodec } from "./native-codec.ts";
 import { decodeKvEntry, encodeKvEntry, KvEntryError, type KvEntryHeader } from "../kvstore/kv-entry.ts";
 import { seqStateTokens, truncateSeqState } from "../runtime/seq-state.ts";
 import { splitLayout, splitState, type SplitLayout } from "../kvstore/kv-blocks.ts";
+import { kvBlockCodec } from "./block-codec.ts";
 
 export interface CodecJob {
   id: number;
@@ -20,7 +21,7 @@ export interface CodecJob {
   data: Uint8Array;
   /** writeEntry: the entry's header; the state is cut to header.tokens first and stateBytes set from it. */
   header?: KvEntryHeader;
-  /** splitBlocks: the state is cut to `tokens` and split into `blockTokens`-token blocks (kv-blocks.ts). */
+  /** splitBlocks: the state is cut to `tokens` and split into `blockTokens`-token blocks (kv-blocks.ts), each coded with the block codec `codec`. */
   tokens?: number;
   blockTokens?: number;
   /** The native addon the qpre-family codecs decode with (native-codec.ts), as the sending thread has it. */
@@ -36,7 +37,9 @@ export function runJob(job: Omit<CodecJob, "id">): { out: Buffer; header?: KvEnt
   const input = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
   if (job.op === "splitBlocks") {
     const raw = seqStateTokens(input).length === job.tokens ? input : truncateSeqState(input, job.tokens!);
-    const split = splitState(raw, job.blockTokens!);
+    const codec = job.codec === "none" ? undefined : kvBlockCodec(job.codec);
+    if (job.codec !== "none" && !codec) throw new Error(`unknown KV block codec ${job.codec}`);
+    const split = splitState(raw, job.blockTokens!, { codec });
     return { out: split.buffer, split: splitLayout(split) };
   }
   if (job.op === "writeEntry") {

@@ -132,6 +132,11 @@ test("bad arguments are TypeErrors and RangeErrors, encoding and decoding", () =
   assert.throws(() => addon.kvDecode([{ ...job, body: [1, 2] as never }], 1, null), TypeError);
   assert.throws(() => addon.kvDecode([{ ...job, kind: 2 }], 1, null), RangeError);
   assert.throws(() => addon.kvDecode([job], 1, new Float32Array(3)), RangeError);
+  // outStride (a strided target, block decoding into the state): token axis 1 only, at least cols, out long enough.
+  assert.throws(() => addon.kvDecode([{ ...job, outStride: t.slot.cols }], 1, null), /outStride needs token axis 1/);
+  const vt = { ...job, rows: 4, cols: 20, tokenAxis: 1, out: new Uint16Array(3 * 30 + 20) };
+  assert.throws(() => addon.kvDecode([{ ...vt, outStride: 19 }], 1, null), RangeError);
+  assert.throws(() => addon.kvDecode([{ ...vt, outStride: 31 }], 1, null), /\(rows - 1\) \* outStride \+ cols/);
   const t16 = new Uint16Array(t.slot.rows * t.slot.cols);
   const enc = {
     kind: 3,

@@ -21,6 +21,17 @@ export interface CodedTensor {
   kind: number;
   body: Buffer;
   slot: KvTensor;
+  /**
+   * Transposed tensors (token axis 1) only: decode here instead of slot.data, each channel's tokens
+   * `stride` elements after the previous channel's (a v2 block's V columns, straight into the state).
+   */
+  into?: StridedTarget;
+}
+
+/** A strided F16 view: `data` from the first channel's first token to the last channel's last. */
+export interface StridedTarget {
+  data: Buffer;
+  stride: number;
 }
 
 interface NativeDecodeJob {
@@ -30,6 +41,7 @@ interface NativeDecodeJob {
   rows: number;
   cols: number;
   tokenAxis: number;
+  outStride?: number;
   positions: Int32Array;
   stepCos?: Float64Array;
   stepSin?: Float64Array;
@@ -153,16 +165,17 @@ function f16View(data: Buffer): Uint16Array {
 /** Decodes the tensors into their slots with the addon on `threads` threads (default: the cores, at most 8); throws on a corrupt body. */
 export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readonly CodedTensor[], threads = Math.min(availableParallelism(), 8)): void {
   const ropeOf = ropeCache();
-  const jobs = tensors.map(({ kind, body, slot }): NativeDecodeJob => {
+  const jobs = tensors.map(({ kind, body, slot, into }): NativeDecodeJob => {
     const head = kind === 3 ? 4 : 0;
     const style = body.length >= head + BASE_AT + 4 ? body[head + STYLE_AT]! : 0;
     const job: NativeDecodeJob = {
       kind,
       body,
-      out: f16View(slot.data),
+      out: f16View((into ?? slot).data),
       rows: slot.rows,
       cols: slot.cols,
       tokenAxis: slot.tokenAxis,
+      ...(into ? { outStride: into.stride } : {}),
       positions: slot.positions,
     };
     if (style === 0) return job;
@@ -170,7 +183,7 @@ export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readon
   });
   addon.kvDecode(jobs, threads, GAINS);
   jobs.forEach((j, i) => {
-    const data = tensors[i]!.slot.data;
+    const data = (tensors[i]!.into ?? tensors[i]!.slot).data;
     if (j.out.buffer !== data.buffer) Buffer.from(j.out.buffer).copy(data);
   });
 }

@@ -232,7 +232,7 @@ function header(kind: number, body: Buffer): Buffer {
 const BYTES = 0;
 const CODED = 1;
 const EXACT_TENSOR = 2;
-const SINK_CODED = 3;
+export const SINK_CODED = 3;
 
 /** Byte offset of element (token i, channel j) in the tensor's data. */
 export const offsetOf = (t: Pick<KvTensor, "cols" | "tokenAxis">, channels: number, i: number, j: number): number =>
@@ -298,7 +298,7 @@ function encodePart(part: Buffer | KvTensor, options: QpreOptions): Buffer {
 }
 
 /** The policy's decisions for a coded tensor, for the native encoder (what encodeQpreTensor and encodeSinkTensor decide). */
-function toEncode(t: KvTensor, kind: number, options: QpreOptions): TensorToEncode {
+export function toEncode(t: KvTensor, kind: number, options: QpreOptions): TensorToEncode {
   const p = options.policy(t);
   const tokens = tokensOf(t);
   if (kind === CODED) {

@@ -13,6 +13,7 @@
 import { randomBytes } from "node:crypto";
 import { blockKey, decodeManifest, encodeManifest, KvBlockError, metaShape, StateJoiner, verifyBlock, type BlockEntry, type KvManifest, type SplitState } from "./kv-blocks.ts";
 import { splitKvBlocks } from "../kvcodec/codec-offload.ts";
+import { DECODABLE_BLOCK_CODECS, kvBlockCodec } from "../kvcodec/block-codec.ts";
 import { crc32c } from "./crc32c.ts";
 import { KV_SEAL_ALGORITHM, type KvSealer } from "./kv-seal.ts";
 import type { KvClientMetrics } from "./client-metrics.ts";
@@ -41,9 +42,9 @@ export interface BlockClientOptions {
   timeoutMs: number;
 }
 
-/** Whether the store takes v2 entries with this block codec. */
-export function storeTakesV2(config: BlockStoreConfig, codec: string): boolean {
-  return (config.formats ?? []).includes("v2") && (config.blockCodecs ?? []).includes(codec);
+/** Whether the store takes v2 entries with this block codec (block-codec.ts's blockCodecFor; undefined: none carries the store's codec). */
+export function storeTakesV2(config: BlockStoreConfig, blockCodec: string | undefined): blockCodec is string {
+  return blockCodec !== undefined && (config.formats ?? []).includes("v2") && (config.blockCodecs ?? []).includes(blockCodec);
 }
 
 const aad = (key: string, model: string, kind: string): string => `${key}|${model}|${kind}`;
@@ -52,6 +53,7 @@ export interface BlockWriteTarget {
   /** Chain keys of the entry's blocks (block-keys.ts); the last is the entry's key. */
   keys: string[];
   config: BlockStoreConfig;
+  /** The kv blocks' codec (block-codec.ts); the meta block is stored as it is (none). */
   codec: string;
   kvNamespace: string;
   signal: AbortSignal;
@@ -85,8 +87,8 @@ export class KvBlockClient {
   async write(state: Buffer, to: BlockWriteTarget): Promise<BlockWriteResult> {
     const { keys, config, signal } = to;
     const entryKey = keys.at(-1)!;
-    // Cut and split on the codec worker (off the event loop), then keyed and sealed here.
-    const split = await splitKvBlocks(state, keys.length * config.blockTokens, config.blockTokens);
+    // Cut, split and coded on the codec worker (off the event loop), then keyed and sealed here.
+    const split = await splitKvBlocks(state, { tokens: keys.length * config.blockTokens, blockTokens: config.blockTokens, codec: to.codec });
     const { tokens, blocks, stored } = this.prepare(split, to);
     const has = await this.has(
       blocks.map((b) => b.key),
@@ -96,7 +98,7 @@ export class KvBlockClient {
     const { path, sentBytes, dedupedBytes } = await this.sendMissing(config, { blocks, stored, has }, signal);
     this.opts.metrics.blockBytes.inc({ op: "sent", path }, sentBytes);
     this.opts.metrics.blockBytes.inc({ op: "deduped", path }, dedupedBytes);
-    const stateBytes = split.buffer.length;
+    const stateBytes = split.meta.length + split.rawSizes.reduce((n, b) => n + b, 0);
     const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes, prefixKeys: keys, blocks };
     const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, {
       method: "PUT",
@@ -110,9 +112,9 @@ export class KvBlockClient {
 
   /** The entry's blocks as stored (split, keyed, sealed) and their manifest entries (CRC filled in for those sent). */
   private prepare(split: SplitState, { keys, config, codec, kvNamespace }: BlockWriteTarget): { tokens: number; blocks: BlockEntry[]; stored: Buffer[] } {
-    const raws: { kind: "meta" | "kv"; key: string; raw: Buffer; index?: number }[] = [
-      { kind: "meta", key: blockKey(keys.at(-1)!, "meta", codec, metaShape(split.meta)), raw: split.meta },
-      ...split.blocks.map((raw, i) => ({ kind: "kv" as const, key: blockKey(keys[i]!, "kv", codec, split.shapes[i]!), raw, index: i })),
+    const raws: { kind: "meta" | "kv"; key: string; raw: Buffer; rawBytes: number; codec: string; index?: number }[] = [
+      { kind: "meta", key: blockKey(keys.at(-1)!, "meta", "none", metaShape(split.meta)), raw: split.meta, rawBytes: split.meta.length, codec: "none" },
+      ...split.blocks.map((raw, i) => ({ kind: "kv" as const, key: blockKey(keys[i]!, "kv", codec, split.shapes[i]!), raw, rawBytes: split.rawSizes[i]!, codec, index: i })),
     ];
     const sealer = this.opts.sealer;
     const stored = raws.map((r) => (sealer ? sealer.seal(kvNamespace, aad(r.key, this.opts.model, r.kind), r.raw) : r.raw));
@@ -121,8 +123,8 @@ export class KvBlockClient {
         key: r.key,
         kind: r.kind,
         ...(r.kind === "kv" ? { index: r.index!, pos0: r.index! * config.blockTokens, tokens: config.blockTokens, rope: "absolute" as const } : {}),
-        codec,
-        rawBytes: r.raw.length,
+        codec: r.codec,
+        rawBytes: r.rawBytes,
         bytes: stored[i]!.length,
         crc32c: 0,
         ...(sealer ? { enc: { alg: KV_SEAL_ALGORITHM, keyId: kvNamespace } } : {}),
@@ -238,7 +240,7 @@ export class KvBlockClient {
     if (m.model !== this.opts.model || m.tokens !== tokens) throw new KvBlockError(`entry is for ${m.model}/${m.tokens} tokens`);
     if (m.prefixKeys.at(-1) !== entryKey) throw new KvBlockError("manifest is stored under another key than its own");
     for (const b of m.blocks) {
-      if (b.codec !== "none") throw new KvBlockError(`block codec ${b.codec} is not one this pod decodes per block`);
+      if (!DECODABLE_BLOCK_CODECS.includes(b.codec) || (b.kind === "meta" && b.codec !== "none")) throw new KvBlockError(`block codec ${b.codec} is not one this pod decodes per block`);
       if (!!b.enc !== !!this.opts.sealer) throw new KvBlockError(b.enc ? "entry is encrypted and this pod has no KV encryption key" : "entry is not encrypted (this pod only imports sealed entries)");
     }
   }
@@ -296,7 +298,11 @@ export class KvBlockClient {
   }
 }
 
-/** Takes an entry's stored blocks in order: checks each against the manifest, opens it, places its rows. */
+/**
+ * Takes an entry's stored blocks in order: checks each against the manifest, opens it, decodes it
+ * (its codec's, native when the addon is loaded) straight into the state and places its rows, while
+ * the next block is still arriving.
+ */
 class BlockSink {
   next = 0;
   private joiner: StateJoiner | undefined;
@@ -319,7 +325,8 @@ class BlockSink {
     if (i === 0) {
       this.joiner = new StateJoiner(raw, this.m.blockTokens);
       if (this.joiner.blocks !== this.total - 1) throw new KvBlockError(`meta block describes ${this.joiner.blocks} kv blocks, the manifest ${this.total - 1}`);
-    } else this.joiner!.place(i - 1, raw);
+    } else if (b.codec === "none") this.joiner!.place(i - 1, raw);
+    else this.joiner!.placeCoded(i - 1, raw, kvBlockCodec(b.codec)!);
     this.next++;
   }
 

@@ -125,7 +125,7 @@ test("a block is checked against its manifest entry: corrupt and truncated are n
 
 test("the codec worker cuts and splits a longer state to the same blocks as inline (write-backs off the event loop)", async () => {
   const inline = splitState(aligned(3), BLOCK);
-  const offloaded = await splitKvBlocks(long, 3 * BLOCK, BLOCK, 0);
+  const offloaded = await splitKvBlocks(long, { tokens: 3 * BLOCK, blockTokens: BLOCK }, 0);
   assert.ok(offloaded.meta.equals(inline.meta));
   assert.equal(offloaded.blocks.length, 3);
   offloaded.blocks.forEach((b, i) => assert.ok(b.equals(inline.blocks[i]!), `block ${i}`));

@@ -11,6 +11,9 @@
  *
  * joinBlocks() rebuilds the exact bytes llama_state_seq_get_data wrote (tests check byte identity),
  * block by block as they arrive (streaming: block i is placed while block i+1 is on the wire).
+ * A kv block may be coded by a block codec (engine/kvcodec/block-codec.ts, named in the manifest and
+ * the key): it sees the block's row segments as tensors with their absolute positions
+ * (kv-block-layout.ts's slots) and decodes into the rebuilt state as the block arrives.
  *
  * Manifest frame:  "LFKB" | u32 2 | u32 json length | json | u32 CRC-32C of everything before
  * Stored block:    the block after its codec and encryption; its CRC-32C and size are in the manifest.
@@ -23,239 +26,20 @@
  */
 import { createHash } from "node:crypto";
 import { crc32c } from "./crc32c.ts";
+import { blockSlots, codedShape, isSeg, KvBlockError, moveRows, parse, plan, type BlockSlot, type KvBlockCodec, type Plan } from "./kv-block-layout.ts";
+
+export { KvBlockError, type BlockSlot, type KvBlockCodec } from "./kv-block-layout.ts";
 
 export const KV_BLOCKS_MAGIC = Buffer.from("LFKB");
 export const KV_BLOCKS_VERSION = 2;
-const STATE_MAGIC = 0x67677371;
-
-export class KvBlockError extends Error {}
-
-/** One run of row data in a state: a layer's K rows, V rows, or transposed V columns. */
-interface RowSeg {
-  part: number;
-  kind: "k" | "v" | "vt";
-  type: number;
-  /** k/v: bytes per row (cell); vt: bytes per element. */
-  unit: number;
-  /** vt: elements per cell (columns); else 1. */
-  nEmbd: number;
-  /** Offset of the rows in the parsed buffer (0 in a meta block, which has none). */
-  offset: number;
-}
-
-/** One non-empty (section, stream) of the state: its cells' positions in cell order. */
-interface Part {
-  positions: Int32Array;
-}
-
-interface Parsed {
-  tokens: number;
-  /** Fixed bytes (kept in the meta block) and row segments, in state order. */
-  items: (Buffer | RowSeg)[];
-  parts: Part[];
-}
-
-class Reader {
-  offset = 0;
-  constructor(readonly buf: Buffer) {}
-  need(n: number): void {
-    if (this.offset + n > this.buf.length) throw new KvBlockError("KV state truncated");
-  }
-  u32(): number {
-    this.need(4);
-    const v = this.buf.readUInt32LE(this.offset);
-    this.offset += 4;
-    return v;
-  }
-  i32(): number {
-    this.need(4);
-    const v = this.buf.readInt32LE(this.offset);
-    this.offset += 4;
-    return v;
-  }
-  u64(): number {
-    this.need(8);
-    const v = Number(this.buf.readBigUInt64LE(this.offset));
-    this.offset += 8;
-    return v;
-  }
-}
-
-type RowsFn = (seg: Omit<RowSeg, "offset">, bytes: number) => void;
-
-/** One non-empty stream: cell metadata (positions kept), then every layer's K, then V. */
-function readStream(r: Reader, cells: number, parts: Part[], rows: RowsFn): void {
-  const part = parts.length;
-  const positions = new Int32Array(cells);
-  for (let c = 0; c < cells; c++) {
-    positions[c] = r.i32();
-    const seqs = r.u32();
-    r.need(4 * seqs);
-    r.offset += 4 * seqs;
-  }
-  parts.push({ positions });
-  const vTrans = r.u32() === 1;
-  const layers = r.u32();
-  for (let l = 0; l < layers; l++) {
-    const type = r.i32();
-    const rowSize = r.u64();
-    rows({ part, kind: "k", type, unit: rowSize, nEmbd: 1 }, cells * rowSize);
-  }
-  for (let l = 0; l < layers; l++) {
-    const type = r.i32();
-    if (!vTrans) {
-      const rowSize = r.u64();
-      rows({ part, kind: "v", type, unit: rowSize, nEmbd: 1 }, cells * rowSize);
-      continue;
-    }
-    const el = r.u32();
-    const nEmbd = r.u32();
-    rows({ part, kind: "vt", type, unit: el, nEmbd }, nEmbd * cells * el);
-  }
-}
-
-/** Parses a state (withRows) or a meta block (rows absent) with llama.cpp's grammar (seq-state.ts). */
-function parse(buf: Buffer, withRows: boolean): Parsed {
-  const r = new Reader(buf);
-  if (r.u32() !== STATE_MAGIC) throw new KvBlockError("not a llama.cpp sequence state (bad magic)");
-  r.u32();
-  const tokens = r.u32();
-  r.need(4 * tokens);
-  r.offset += 4 * tokens;
-  const items: Parsed["items"] = [];
-  const parts: Part[] = [];
-  let fixedFrom = 0;
-  const rows: RowsFn = (seg, bytes) => {
-    items.push(buf.subarray(fixedFrom, r.offset));
-    items.push({ ...seg, offset: r.offset });
-    if (withRows) {
-      r.need(bytes);
-      r.offset += bytes;
-    }
-    fixedFrom = r.offset;
-  };
-  while (r.offset < buf.length) {
-    const streams = r.u32();
-    for (let s = 0; s < streams; s++) {
-      const cells = r.u32();
-      if (cells > 0) readStream(r, cells, parts, rows);
-    }
-  }
-  if (r.offset !== buf.length) throw new KvBlockError("KV state layout not understood (trailing bytes)");
-  items.push(buf.subarray(fixedFrom, r.offset));
-  return { tokens, items, parts };
-}
-
-const isSeg = (x: Buffer | RowSeg): x is RowSeg => !Buffer.isBuffer(x);
-
-/** Where each cell's rows go: runs of consecutive cells in one block at consecutive ranks. */
-interface Run {
-  cell: number;
-  cells: number;
-  block: number;
-  rank: number;
-}
-
-interface Plan {
-  parsed: Parsed;
-  blocks: number;
-  /** Per part, per block: how many of its cells fall in the block. */
-  counts: Int32Array[];
-  runs: Run[][];
-  /** Per block: byte offset of each row segment inside the block, and the block's size. */
-  offsets: number[][];
-  sizes: number[];
-  /** Per block: digest of its shape (part of its key). */
-  shapes: string[];
-}
-
-/** One part's cells by block: counts per block, copy runs, and which positions it holds. */
-function partPlan(part: Part, blocks: number, blockTokens: number): { count: Int32Array; runs: Run[]; seen: Uint8Array } {
-  const span = blocks * blockTokens;
-  const seen = new Uint8Array(span);
-  for (const pos of part.positions) {
-    if (pos < 0 || pos >= span) throw new KvBlockError(`cell at position ${pos} outside the entry's ${span} tokens`);
-    if (seen[pos]) throw new KvBlockError(`two cells at position ${pos} in one stream`);
-    seen[pos] = 1;
-  }
-  // rank of a position = cells of its block at lower positions
-  const before = new Int32Array(span + 1);
-  for (let p = 0; p < span; p++) before[p + 1] = before[p]! + seen[p]!;
-  const count = new Int32Array(blocks);
-  for (let b = 0; b < blocks; b++) count[b] = before[(b + 1) * blockTokens]! - before[b * blockTokens]!;
-  const runs: Run[] = [];
-  part.positions.forEach((pos, cell) => {
-    const block = Math.floor(pos / blockTokens);
-    const rank = before[pos]! - before[block * blockTokens]!;
-    const last = runs.at(-1);
-    if (last && last.block === block && last.cell + last.cells === cell && last.rank + last.cells === rank) last.cells++;
-    else runs.push({ cell, cells: 1, block, rank });
-  });
-  return { count, runs, seen };
-}
-
-function plan(parsed: Parsed, blockTokens: number): Plan {
-  const blocks = parsed.tokens / blockTokens;
-  if (!Number.isInteger(blocks) || blocks <= 0) throw new KvBlockError(`a state of ${parsed.tokens} tokens is not a whole number of ${blockTokens}-token blocks`);
-  const perPart = parsed.parts.map((part) => partPlan(part, blocks, blockTokens));
-  const counts = perPart.map((x) => x.count);
-  const segs = parsed.items.filter(isSeg);
-  const offsets: number[][] = [];
-  const sizes: number[] = [];
-  const shapes: string[] = [];
-  for (let b = 0; b < blocks; b++) {
-    let at = 0;
-    const off: number[] = [];
-    const shape = createHash("sha256");
-    for (const seg of segs) {
-      off.push(at);
-      at += counts[seg.part]![b]! * seg.unit * seg.nEmbd;
-      shape.update(`${seg.part}:${seg.kind}:${seg.type}:${seg.unit}:${seg.nEmbd};`);
-    }
-    for (const { seen } of perPart) shape.update(seen.subarray(b * blockTokens, (b + 1) * blockTokens));
-    offsets.push(off);
-    sizes.push(at);
-    shapes.push(shape.digest("hex"));
-  }
-  return { parsed, blocks, counts, runs: perPart.map((x) => x.runs), offsets, sizes, shapes };
-}
-
-/** Copies rows between the state layout and one block's layout (toBlock: state -> block). */
-function moveRows(at: { p: Plan; state: Buffer; stateOffsets: number[] }, block: number, data: Buffer, toBlock: boolean): void {
-  const { p, state, stateOffsets } = at;
-  const segs = p.parsed.items.filter(isSeg);
-  segs.forEach((seg, si) => {
-    const cells = p.parsed.parts[seg.part]!.positions.length;
-    const n = p.counts[seg.part]![block]!;
-    if (n === 0) return;
-    const base = p.offsets[block]![si]!;
-    const stateBase = stateOffsets[si]!;
-    for (const run of p.runs[seg.part]!) {
-      if (run.block !== block) continue;
-      if (seg.kind !== "vt") {
-        const s = stateBase + run.cell * seg.unit;
-        const d = base + run.rank * seg.unit;
-        const len = run.cells * seg.unit;
-        if (toBlock) state.copy(data, d, s, s + len);
-        else data.copy(state, s, d, d + len);
-        continue;
-      }
-      for (let e = 0; e < seg.nEmbd; e++) {
-        const s = stateBase + (e * cells + run.cell) * seg.unit;
-        const d = base + (e * n + run.rank) * seg.unit;
-        const len = run.cells * seg.unit;
-        if (toBlock) state.copy(data, d, s, s + len);
-        else data.copy(state, s, d, d + len);
-      }
-    }
-  });
-}
 
 export interface SplitState {
   meta: Buffer;
-  /** kv blocks in order (subarrays of `buffer`, after the meta block). */
+  /** kv blocks in order (subarrays of `buffer`, after the meta block), as stored: coded when split with a codec. */
   blocks: Buffer[];
-  /** Per kv block: digest of its shape (blockKey's `shape`). */
+  /** Per kv block: its size before its codec (the raw rows). */
+  rawSizes: number[];
+  /** Per kv block: digest of its shape (blockKey's `shape`; a coded block's adds what its codec's steps depend on). */
   shapes: string[];
   tokens: number;
   /** The meta block then every kv block, in one buffer (what a worker thread hands back). */
@@ -266,12 +50,13 @@ export interface SplitState {
 export interface SplitLayout {
   metaBytes: number;
   sizes: number[];
+  rawSizes: number[];
   shapes: string[];
   tokens: number;
 }
 
 export function splitLayout(s: SplitState): SplitLayout {
-  return { metaBytes: s.meta.length, sizes: s.blocks.map((b) => b.length), shapes: s.shapes, tokens: s.tokens };
+  return { metaBytes: s.meta.length, sizes: s.blocks.map((b) => b.length), rawSizes: s.rawSizes, shapes: s.shapes, tokens: s.tokens };
 }
 
 export function splitFromLayout(buffer: Buffer, l: SplitLayout): SplitState {
@@ -281,13 +66,20 @@ export function splitFromLayout(buffer: Buffer, l: SplitLayout): SplitState {
     at += n;
     return b;
   });
-  return { meta: buffer.subarray(0, l.metaBytes), blocks, shapes: l.shapes, tokens: l.tokens, buffer };
+  return { meta: buffer.subarray(0, l.metaBytes), blocks, rawSizes: l.rawSizes, shapes: l.shapes, tokens: l.tokens, buffer };
+}
+
+export interface SplitOptions {
+  /** Codes every kv block with it (absent: the raw rows, codec none). */
+  codec?: KvBlockCodec;
+  /** A last block of fewer tokens instead of an error (benchmarks of states not cut to blocks; entries never have one). */
+  partialTail?: boolean;
 }
 
 /** Splits a state of a whole number of blocks into its meta block and kv blocks; KvBlockError when it cannot. */
-export function splitState(state: Buffer, blockTokens: number): SplitState {
+export function splitState(state: Buffer, blockTokens: number, opts: SplitOptions = {}): SplitState {
   const parsed = parse(state, true);
-  const p = plan(parsed, blockTokens);
+  const p = plan(parsed, blockTokens, opts.partialTail);
   const fixed = parsed.items.filter((x): x is Buffer => !isSeg(x));
   const metaBytes = fixed.reduce((n, b) => n + b.length, 0);
   const buffer = Buffer.allocUnsafe(metaBytes + p.sizes.reduce((a, b) => a + b, 0));
@@ -301,7 +93,21 @@ export function splitState(state: Buffer, blockTokens: number): SplitState {
     blocks.push(data);
     at += p.sizes[b]!;
   }
-  return { meta: buffer.subarray(0, metaBytes), blocks, shapes: p.shapes, tokens: parsed.tokens, buffer };
+  const split = { meta: buffer.subarray(0, metaBytes), blocks, rawSizes: [...p.sizes], shapes: p.shapes, tokens: parsed.tokens, buffer };
+  return opts.codec ? codeBlocks(split, p, opts.codec) : split;
+}
+
+/** The split with its kv blocks coded, in one new buffer. */
+function codeBlocks(raw: SplitState, p: Plan, codec: KvBlockCodec): SplitState {
+  const coded = codec.encode(raw.blocks.map((data, b) => blockSlots(p, b, data)));
+  const buffer = Buffer.allocUnsafe(raw.meta.length + coded.reduce((n, c) => n + c.length, 0));
+  let at = raw.meta.copy(buffer, 0);
+  const blocks = coded.map((c) => {
+    const view = buffer.subarray(at, at + c.length);
+    at += c.copy(buffer, at);
+    return view;
+  });
+  return { ...raw, meta: buffer.subarray(0, raw.meta.length), blocks, shapes: raw.shapes.map((_, b) => codedShape(p, b)), buffer };
 }
 
 /**
@@ -314,9 +120,9 @@ export class StateJoiner {
   private readonly stateOffsets: number[] = [];
   private readonly placed: boolean[];
 
-  constructor(meta: Buffer, blockTokens: number) {
+  constructor(meta: Buffer, blockTokens: number, partialTail = false) {
     const parsed = parse(meta, false);
-    this.p = plan(parsed, blockTokens);
+    this.p = plan(parsed, blockTokens, partialTail);
     let size = 0;
     for (const item of parsed.items) {
       if (!isSeg(item)) size += item.length;
@@ -350,10 +156,56 @@ export class StateJoiner {
   }
 
   place(i: number, data: Buffer): void {
-    if (i < 0 || i >= this.p.blocks) throw new KvBlockError(`kv block ${i} out of range (entry has ${this.p.blocks})`);
+    this.check(i);
     if (data.length !== this.p.sizes[i]) throw new KvBlockError(`kv block ${i} has ${data.length} bytes, the meta block says ${this.p.sizes[i]}`);
     moveRows({ p: this.p, state: this.out, stateOffsets: this.stateOffsets }, i, data, false);
     this.placed[i] = true;
+  }
+
+  /**
+   * Decodes coded kv block i into the state. Row segments whose cells lie in one run of the state
+   * (cells in position order, the usual layout) decode straight into the state: K and V rows as a
+   * dense view, transposed V as a strided one (`into`); others (cells out of order) into a scratch
+   * block, then copied. KvBlockError when the block does not decode.
+   */
+  placeCoded(i: number, coded: Buffer, codec: KvBlockCodec): void {
+    this.check(i);
+    const scratch = Buffer.allocUnsafe(this.p.sizes[i]!);
+    const slots = blockSlots(this.p, i, scratch);
+    const direct = this.directSegments(i, slots);
+    try {
+      codec.decode(coded, slots);
+    } catch (err) {
+      throw new KvBlockError(`kv block ${i} does not decode with codec ${codec.name}: ${(err as Error).message}`);
+    }
+    moveRows({ p: this.p, state: this.out, stateOffsets: this.stateOffsets, skip: direct }, i, scratch, false);
+    this.placed[i] = true;
+  }
+
+  /** Points the slots of block i whose rows are one run in the state at the state; their segment indexes. */
+  private directSegments(i: number, slots: BlockSlot[]): Set<number> {
+    const direct = new Set<number>();
+    let slot = 0;
+    this.p.parsed.items.filter(isSeg).forEach((seg, si) => {
+      const n = this.p.counts[seg.part]![i]!;
+      if (n === 0) return;
+      const s = slots[slot++]!;
+      const runs = this.p.runs[seg.part]!.filter((r) => r.block === i);
+      if (!("tensor" in s) || runs.length !== 1 || runs[0]!.rank !== 0) return;
+      const at = this.stateOffsets[si]! + runs[0]!.cell * seg.unit;
+      if (at % 2 !== 0) return;
+      if (seg.kind !== "vt") s.tensor.data = this.out.subarray(at, at + n * seg.unit);
+      else {
+        const cells = this.p.parsed.parts[seg.part]!.positions.length;
+        s.into = { data: this.out.subarray(at, at + ((seg.nEmbd - 1) * cells + n) * seg.unit), stride: cells };
+      }
+      direct.add(si);
+    });
+    return direct;
+  }
+
+  private check(i: number): void {
+    if (i < 0 || i >= this.p.blocks) throw new KvBlockError(`kv block ${i} out of range (entry has ${this.p.blocks})`);
   }
 
   finish(): Buffer {

@@ -271,3 +271,36 @@ test("auto mode falls back to HTTP both ways when the store's kv port cannot be 
   assert.ok(blockBytes(loaded, "loaded", "http") > 0, "the load came over HTTP");
   assert.equal(blockBytes(loaded, "loaded", "tcp"), 0);
 });
+
+test("a compact store's entries are v2 with compact1b blocks: written coded, loaded over TCP and HTTP, shared prefixes sent once", async () => {
+  await using compact = await createKvStorePod({ blockTokens: BLOCK, codec: "compact", tenantSalt: "t4", tiers: [], kvTransport: "auto", kvPort: 0 });
+  await using compactHttp = await listen(compact.app);
+  await using a = await withStore(compactHttp.url);
+  const p = `compact ${doc}`;
+  const key = (await postJson(`${a.url}/v1/contexts`, { text: p })).json.key as string;
+  const hit = await compact.store.get(key);
+  assert.ok(hit && isManifest(hit.value), "the entry is a v2 manifest");
+  const m = decodeManifest(hit.value);
+  assert.equal(m.blocks[0]!.codec, "none", "the meta block is stored as it is");
+  for (const b of m.blocks.slice(1)) {
+    assert.equal(b.codec, "compact1b");
+    assert.ok(b.bytes < b.rawBytes, `kv block ${b.index}: ${b.bytes} coded of ${b.rawBytes}`);
+  }
+  assert.equal(m.stateBytes, m.blocks.reduce((n, b) => n + b.rawBytes, 0));
+  for (const transport of ["tcp", "http"] as const) {
+    await using b = await withStore(compactHttp.url, { kvTransport: transport });
+    const got = await completionWithReuse(b.url, `${p} question`);
+    // The TCP pod wrote its longer prompt back: the HTTP pod may load that entry.
+    assert.ok(got.cached >= m.tokens, `loaded over ${transport}, not recomputed (cached ${got.cached})`);
+    assert.ok(blockBytes(await metrics(b.url), "loaded", transport) > 0, `loaded over ${transport}`);
+  }
+  const longer = `${p} ${doc} and more words after it`;
+  const longKey = (await postJson(`${a.url}/v1/contexts`, { text: longer })).json.key as string;
+  const ml = decodeManifest((await compact.store.get(longKey))!.value);
+  assert.deepEqual(
+    ml.blocks.slice(1, m.blocks.length).map((b) => b.key),
+    m.blocks.slice(1).map((b) => b.key),
+    "the shorter entry's coded blocks are the longer one's",
+  );
+  assert.ok(blockBytes(await metrics(a.url), "deduped", "tcp") > 0, "held blocks were not sent again");
+});

@@ -27,6 +27,7 @@ import { KvBlockClient, storeTakesV2, type BlockStoreConfig } from "./block-clie
 import { isManifest, KvBlockError } from "./kv-blocks.ts";
 import type { KvListener, KvTransportMode } from "../pd/kv-transport.ts";
 import { kvCodec } from "../kvcodec/codec.ts";
+import { blockCodecFor } from "../kvcodec/block-codec.ts";
 
 export interface PrefixCacheOptions {
   url: string;
@@ -330,8 +331,9 @@ export class KvPrefixCache implements AsyncDisposable {
     const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config, kvNamespace));
     const key = keys.at(-1);
     if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
-    if (storeTakesV2(config, kvCodec(config.codec).name)) {
-      await this.blocks.write(await state, { keys, config, codec: kvCodec(config.codec).name, kvNamespace, signal: AbortSignal.timeout(Math.max(this.opts.timeoutMs, 60_000)) });
+    const blockCodec = blockCodecFor(kvCodec(config.codec).name);
+    if (storeTakesV2(config, blockCodec)) {
+      await this.blocks.write(await state, { keys, config, codec: blockCodec, kvNamespace, signal: AbortSignal.timeout(Math.max(this.opts.timeoutMs, 60_000)) });
       this.remember(key);
       this.opts.metrics.writes.inc({ outcome: "stored" });
       return key;

@@ -62,7 +62,12 @@ bool parse_job(Napi::Env env, Napi::Object o, llmfleet::KvDecodeJob & j) {
     if (!field_typed(env, o, "stepSin", napi_float64_array, "Float64Array", true, j.step_sin, step_sin_n)) return false;
     size_t seeds_n = 0;
     if (!field_typed(env, o, "seeds", napi_float64_array, "Float64Array", true, j.seeds, seeds_n)) return false;
-    if (out_n != static_cast<size_t>(j.rows) * j.cols) return throw_range(env, "job.out must hold rows * cols F16 values");
+    uint32_t stride = 0;
+    if (o.Has("outStride") && !field_int(env, o, "outStride", kMaxI32, stride)) return false;
+    if (stride != 0 && (axis != 1 || stride < j.cols)) return throw_range(env, "job.outStride needs token axis 1 and at least cols");
+    j.out_stride = stride;
+    const size_t need = j.rows == 0 ? 0 : (static_cast<size_t>(j.rows) - 1) * j.stride() + j.cols;
+    if (stride == 0 ? out_n != static_cast<size_t>(j.rows) * j.cols : out_n < need) return throw_range(env, "job.out must hold rows * cols F16 values (with outStride: (rows - 1) * outStride + cols)");
     if (pos_n != (axis == 0 ? j.rows : j.cols)) return throw_range(env, "job.positions must hold one position per token");
     if (step_n != step_sin_n || (step_n > 0 && (seeds_n % (2 * step_n) != 0 || !j.seeds))) {
         return throw_range(env, "job.stepCos, stepSin and seeds must be pairs, pairs and a multiple of 2 * pairs long");

@@ -161,7 +161,7 @@ LLMFLEET_VECTOR_CLONES void finish_rows(const Target & t, uint32_t first, uint32
     // Transposed: each channel's n tokens are contiguous in the tensor.
     uint16_t * h = s.halves.data();
     kvcodec::floats_to_halves(s.rows.data(), h, static_cast<size_t>(n) * C);
-    kvcodec::write_transposed(h, n, C, out, t.tokens, first);
+    kvcodec::write_transposed(h, n, C, out, t.job.stride(), first);
 }
 
 LLMFLEET_VECTOR_CLONES void values_plain(const uint8_t * __restrict sym, const float * __restrict mean, double step, float * __restrict x, uint32_t C, bool & escaped) {

@@ -133,7 +133,7 @@ public:
             if (i >= t.tokens) corrupt("a sink row is beyond the tensor");
             for (uint32_t j = 0; j < t.channels; j++) {
                 const uint16_t h = sinks_.u16(r * size + 4 + 2 * j);
-                t.job.out[t.job.token_axis == 0 ? static_cast<size_t>(i) * t.channels + j : static_cast<size_t>(j) * t.tokens + i] = h;
+                t.job.out[t.job.token_axis == 0 ? static_cast<size_t>(i) * t.channels + j : static_cast<size_t>(j) * t.job.stride() + i] = h;
             }
         }
     }

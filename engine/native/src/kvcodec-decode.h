@@ -39,6 +39,11 @@ struct KvDecodeJob {
     uint16_t * out = nullptr;  // rows * cols F16, the tensor's place in the rebuilt state
     uint32_t rows = 0, cols = 0;
     uint8_t token_axis = 0;
+    // Token axis 1: elements from one channel's tokens to the next channel's in out; 0: cols (a dense
+    // tensor). A v2 kv block's transposed V decodes straight into the state, where each channel's
+    // row holds every cell of the stream, not only the block's (engine/kvstore/kv-blocks.ts).
+    size_t out_stride = 0;
+    size_t stride() const { return out_stride ? out_stride : cols; }
     const int32_t * positions = nullptr;  // one per token
     // Keys with a rope: cos/sin of each pair's step angle, and cos/sin rows for every token that does
     // not follow its predecessor's position (ropeTables in rope.ts), laid out seed-major: cos[pairs], sin[pairs].

@@ -212,8 +212,9 @@ inline void rans_two(RansLane & a, size_t na, RansLane & b, size_t nb) {
 }
 #undef LLMFLEET_RANS_STEP
 
-// n rows of C F16 values (row-major in h) into a channel-major tensor of `tokens` columns, from
-// column `first`: 8x8 blocks through SSE2 registers, the edges one by one.
+// n rows of C F16 values (row-major in h) into a channel-major tensor whose channel rows are
+// `tokens` elements apart (its columns, or more: a strided view), from column `first`: 8x8 blocks
+// through SSE2 registers, the edges one by one.
 inline __attribute__((always_inline)) void write_transposed(const uint16_t * __restrict h, uint32_t n, uint32_t C, uint16_t * __restrict out, size_t tokens, uint32_t first) {
     uint32_t r0 = 0;
 #if defined(__SSE2__)

@@ -1,0 +1,186 @@
+/**
+ * Codecs of v2 kv blocks (engine/kvstore/kv-blocks.ts): each block coded on its own, so its bytes
+ * depend only on the tokens of its prefix and a store still keeps one copy of a shared prefix.
+ *
+ * `compact1b` is compact's transform (qpre.ts's sink tensors: keys un-rotated by the RoPE
+ * candidate that fits, the attention sink exact, per-channel steps, rANS; native-codec.ts codes
+ * it in the addon, byte-identical) applied to each block's rows: a tensor per (section, stream,
+ * layer, K or V) holding the block's cells, with their absolute positions (RoPE un-rotation; the
+ * sink, position 0, is exact and only block 0 holds it). Steps are `scale` times the tensor's RMS
+ * channel spread in the block, the first two layers of each section finer (COMPACT_EARLY), and in
+ * a stream that holds every position up to the block's end (a full-attention layer) coarser by that
+ * prefix's length as compact1 coarsens a tensor by its cells (the span rule: the cells such a tensor
+ * holds at least, in any entry with this prefix; the block's key says which streams qualify). The
+ * whole-entry compact1 also codes the last 128 tokens of the entry 2x finer; a block cannot know
+ * where its entry ends, so blocks have no recent tier and a finer scale (COMPACT_BLOCK_SCALE).
+ *
+ * Coded block: per non-empty row segment of the block, in block order: u8 kind | u32 length |
+ * body; kind 3: a qpre sink tensor body (qpre.ts), kind 0: the segment's bytes as they are (a
+ * type other than F16). The decoder takes the segments' shapes from the meta block and checks them.
+ */
+import type { BlockSlot, KvBlockCodec } from "../kvstore/kv-blocks.ts";
+import { COMPACT_EARLY, COMPACT_SCALE, ROPES, type EarlyLayers } from "./codec.ts";
+import { decodeTensorsNatively, encodeTensorsNatively, nativeKvCodec, type CodedTensor, type StridedTarget } from "./native-codec.ts";
+import { decodeSinkTensor, encodeSinkTensor, SINK_CODED, toEncode, type QpreOptions } from "./qpre.ts";
+import type { KvTensor } from "./state-tensors.ts";
+
+const RAW = 0;
+const HEAD = 5;
+
+/**
+ * Block codec names: compact1b is what a `compact` store's blocks carry; the benchmarks' variants are
+ * compact1b@SCALE (one step per block), compact1b@SCALEtTOKENS (each block's newest TOKENS
+ * tokens 2x finer) and a trailing `s` for the span rule (compact1b is compact1b@0.2s).
+ */
+const COMPACT_BLOCK = /^compact1b(?:@([0-9]*\.?[0-9]+)(?:t([0-9]+))?(s)?)?$/;
+
+/** compact1's step rule by cell count: a step (cells / REFERENCE_CELLS)^SPAN_EXPONENT as large (qpre-policy.ts). */
+const REFERENCE_CELLS = 512;
+const SPAN_EXPONENT = 0.35;
+
+/** How much finer a block's tail is coded. */
+const TAIL_SCALE = 0.5;
+
+/** The step rule of compact1b: `scale`, the first two layers of each section finer, the last `tail` tokens of each block 2x finer. */
+function blockOptions(scale: number, early: EarlyLayers, tail: number): QpreOptions {
+  return {
+    ropes: ROPES,
+    sinkPositions: 1,
+    policy: (t) => ({ step: scale * (t.layer < 2 ? (t.kind === "k" ? early.keys : early.values) : 1), recentTokens: tail, recentScale: TAIL_SCALE }),
+  };
+}
+
+function frame(kind: number, body: Buffer): Buffer[] {
+  const h = Buffer.alloc(HEAD);
+  h[0] = kind;
+  h.writeUInt32LE(body.length, 1);
+  return [h, body];
+}
+
+type TensorSlot = Extract<BlockSlot, { tensor: KvTensor }>;
+
+/** The tensor slots of every block, in block order. */
+function tensorsOf(blocks: readonly BlockSlot[][]): TensorSlot[] {
+  return blocks.flatMap((slots) => slots.filter((s): s is TensorSlot => "tensor" in s));
+}
+
+function encodeAll(blocks: readonly BlockSlot[][], optionsOf: (s: TensorSlot) => QpreOptions): Buffer[] {
+  const slots = tensorsOf(blocks);
+  const native = nativeKvCodec();
+  const bodies = native
+    ? encodeTensorsNatively(
+        native,
+        slots.map((s) => toEncode(s.tensor, SINK_CODED, optionsOf(s))),
+      )
+    : slots.map((s) => encodeSinkTensor(s.tensor, optionsOf(s)));
+  let next = 0;
+  return blocks.map((slots) => Buffer.concat(slots.flatMap((s) => ("tensor" in s ? frame(SINK_CODED, bodies[next++]!) : frame(RAW, s.bytes)))));
+}
+
+/** A sink tensor body's shape (its tiered body leads with rows u32 | cols u32 | token axis u8). */
+function checkShape(body: Buffer, t: KvTensor, index: number): void {
+  if (body.length < 4 + 9) throw new Error(`segment ${index}: tensor body too short`);
+  const same = body.readUInt32LE(4) === t.rows && body.readUInt32LE(8) === t.cols && body[12] === t.tokenAxis;
+  if (!same) throw new Error(`segment ${index}: tensor shape ${body.readUInt32LE(4)}x${body.readUInt32LE(8)} differs from the block's ${t.rows}x${t.cols}`);
+}
+
+/** The coded block's segments against the block's slots: tensors to decode; raw segments copied into their slots. */
+function parseBlock(coded: Buffer, slots: readonly BlockSlot[]): CodedTensor[] {
+  const tensors: CodedTensor[] = [];
+  let o = 0;
+  slots.forEach((slot, i) => {
+    if (o + HEAD > coded.length) throw new Error(`truncated at segment ${i} of ${slots.length}`);
+    const kind = coded[o]!;
+    const body = coded.subarray(o + HEAD, o + HEAD + coded.readUInt32LE(o + 1));
+    o += HEAD + body.length;
+    if (o > coded.length) throw new Error(`segment ${i} runs past the block's end`);
+    if (kind !== ("tensor" in slot ? SINK_CODED : RAW)) throw new Error(`segment ${i} has kind ${kind}, the block's layout says ${"tensor" in slot ? SINK_CODED : RAW}`);
+    if (!("tensor" in slot)) {
+      if (body.length !== slot.bytes.length) throw new Error(`segment ${i} has ${body.length} bytes, the layout says ${slot.bytes.length}`);
+      return void body.copy(slot.bytes);
+    }
+    checkShape(body, slot.tensor, i);
+    tensors.push({ kind, body, slot: slot.tensor, ...(slot.into ? { into: slot.into } : {}) });
+  });
+  if (o !== coded.length) throw new Error(`${coded.length - o} bytes after the last segment`);
+  return tensors;
+}
+
+/** Copies a dense transposed tensor's channel rows into a strided target. */
+function copyStrided(t: KvTensor, into: StridedTarget): void {
+  const row = 2 * t.cols;
+  for (let j = 0; j < t.rows; j++) t.data.copy(into.data, 2 * j * into.stride, j * row, (j + 1) * row);
+}
+
+/** Decodes a coded block into its slots: natively (strided targets written in place) or in JavaScript (dense, then copied there). */
+function decodeOne(coded: Buffer, slots: readonly BlockSlot[]): void {
+  const tensors = parseBlock(coded, slots);
+  const native = nativeKvCodec();
+  if (native) return decodeTensorsNatively(native, tensors);
+  for (const t of tensors) {
+    decodeSinkTensor(t.body, t.slot);
+    if (t.into) copyStrided(t.slot, t.into);
+  }
+}
+
+export interface BlockRule {
+  /** Each block's newest tokens coded 2x finer (0: none). */
+  tail?: number;
+  /**
+   * Steps of a full-attention stream's block (one that holds every position up to the block's end:
+   * prefixCells) coarsened as compact1 coarsens a tensor of that many cells, (cells / 512)^0.35: the
+   * cells the tensor holds at least in any entry with this prefix.
+   */
+  span?: boolean;
+  early?: EarlyLayers;
+}
+
+/**
+ * The span rule's step factor for a stream holding `cells` positions whole: compact1's
+ * (cells / 512)^0.35, never below 1 — a block is never coded finer than the flat block scale (a short
+ * prefix would otherwise get steps so fine that its coded block outgrows its raw rows: 16-token blocks
+ * coded to 1.08x their F16 bytes).
+ */
+function spanFactor(cells: number): number {
+  return cells > REFERENCE_CELLS ? (cells / REFERENCE_CELLS) ** SPAN_EXPONENT : 1;
+}
+
+export function compactBlockCodec(name: string, scale: number, rule: BlockRule = {}): KvBlockCodec {
+  const { tail = 0, span = false, early = COMPACT_EARLY } = rule;
+  const options = new Map<number, QpreOptions>();
+  const optionsOf = (s: TensorSlot): QpreOptions => {
+    const cells = span ? (s.prefixCells ?? 0) : 0;
+    if (!options.has(cells)) options.set(cells, blockOptions(scale * spanFactor(cells), early, tail));
+    return options.get(cells)!;
+  };
+  return { name, encode: (blocks) => encodeAll(blocks, optionsOf), decode: decodeOne };
+}
+
+/**
+ * compact1b's step scale: 0.8x compact1's, the coarsest that meets the quality rule when blocks
+ * carry no recent tier (BENCHMARKS.md, "Block codec compact1b"; bench/results/kv-codec-block*.json).
+ */
+export const COMPACT_BLOCK_SCALE = 0.8 * COMPACT_SCALE;
+/**
+ * What a `compact` store's blocks carry; the name is in each block's key and manifest entry. With
+ * the span rule, so that long contexts' full-attention layers are coded as coarsely as compact1
+ * codes them (BENCHMARKS.md, "Block codec compact1b").
+ */
+export const COMPACT_BLOCKS = compactBlockCodec("compact1b", COMPACT_BLOCK_SCALE, { span: true });
+
+/** The block codec named in a manifest (compact1b, or a benchmark's compact1b@SCALE); undefined for none or an unknown name. */
+export function kvBlockCodec(name: string): KvBlockCodec | undefined {
+  if (name === COMPACT_BLOCKS.name) return COMPACT_BLOCKS;
+  const variant = COMPACT_BLOCK.exec(name);
+  return variant ? compactBlockCodec(name, Number(variant[1]), { tail: Number(variant[2] ?? 0), span: variant[3] === "s" }) : undefined;
+}
+
+/** The block codec that carries a store's entry codec (none: raw rows; compact1: compact1b); undefined: entries stay v1. */
+export function blockCodecFor(entryCodec: string): string | undefined {
+  if (entryCodec === "none") return "none";
+  if (entryCodec === "compact1") return COMPACT_BLOCKS.name;
+  return undefined;
+}
+
+/** Block codecs this engine decodes per block (none: the raw rows). */
+export const DECODABLE_BLOCK_CODECS: readonly string[] = ["none", COMPACT_BLOCKS.name];
