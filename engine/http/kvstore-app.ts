@@ -12,11 +12,13 @@
  *   Entry format v2 (kv-blocks.ts, docs/kv-store.md):
  *   POST   /v1/kv/blocks/has    {keys: [...]} -> {have: [bool...]}: a writer uploads only the missing blocks
  *   POST   /v1/kv/blocks/info   {keys: [...]} -> {blocks: [{bytes, crc32c} | null ...]}: a writer's manifest names held blocks as stored
- *   PUT    /v1/kv/blocks/:key   one stored block, x-llmfleet-crc32c: its CRC-32C (400 on a mismatch)
+ *   PUT    /v1/kv/blocks/:key   one stored block, x-llmfleet-crc32c: its CRC-32C (400 on a mismatch); 201, or
+ *                                200 with {bytes, crc32c} of the block already held under the key (kept)
  *   GET    /v1/kv/blocks/:key   one stored block
  *   PUT    /v1/kv/:key          with a manifest ("LFKB"): stores it once every block it names is held
  *                                (blocks sent over TCP to --kv-port are taken from staging and checked
- *                                against the manifest here); 409 naming the missing blocks otherwise
+ *                                against the manifest here); 409 naming the missing blocks otherwise,
+ *                                or the held blocks the manifest names by another size or CRC-32C
  *   GET    /v1/kv/:key/stream   the manifest frame, then each block as u32 length | u32 CRC-32C | bytes
  *   POST   /v1/kv/blocks/send   {keys, crc32c?, port, id} -> NDJSON, a line per block as it is staged:
  *                                the store pushes the blocks with the native TCP stream (kv-stream.h)
@@ -27,7 +29,8 @@ import express, { type Express, type Request, type Response } from "express";
 import { errorHandler, HttpError, notFound } from "./http-error.ts";
 import { jsonBody } from "./json-body.ts";
 import { isValidKvEntry } from "../kvstore/kv-entry.ts";
-import { blockFrameHead, decodeManifest, isManifest, KvBlockError, verifyBlock, type KvManifest } from "../kvstore/kv-blocks.ts";
+import type { BlockSum } from "../kvstore/tiered-store.ts";
+import { blockFrameHead, decodeManifest, isManifest, KvBlockError, verifyBlock, type BlockEntry, type KvManifest } from "../kvstore/kv-blocks.ts";
 import { crc32c } from "../kvstore/crc32c.ts";
 import { KV_SEND_STATUS, TCP_CHUNK_BYTES, type KvListener } from "../pd/kv-transport.ts";
 import type { KvStoreMetrics } from "../kvstore/store-metrics.ts";
@@ -87,26 +90,44 @@ function keyList(body: unknown, field = "keys"): string[] {
  * Stores a manifest's blocks that arrived over TCP (staged in the listener under their keys),
  * each checked against the manifest's size and CRC-32C; returns the keys still missing.
  */
-async function takeStaged(deps: KvStoreAppDeps, m: KvManifest): Promise<string[]> {
+/**
+ * The manifest's blocks against the store: staged ones (sent over TCP) checked and stored; held ones
+ * compared with what is held. missing: named but neither held nor staged; mismatched: held (or
+ * staged) with another size or CRC-32C than the manifest says — another writer's block under the
+ * same key, which the writer must name instead (409, it writes again).
+ */
+async function takeStaged(deps: KvStoreAppDeps, m: KvManifest): Promise<{ missing: string[]; mismatched: string[] }> {
   const missing: string[] = [];
+  const mismatched: string[] = [];
   const have = await deps.store.hasMany(m.blocks.map((b) => b.key));
   for (const [i, block] of m.blocks.entries()) {
-    if (have[i]) continue;
-    const taken = deps.tcp?.addon.kvTake(deps.tcp.handle, block.key);
-    if (!taken) {
-      missing.push(block.key);
-      continue;
-    }
-    try {
-      verifyBlock(block, taken.state);
-    } catch (err) {
-      deps.metrics.rejected.inc({ reason: "checksum" });
-      throw new HttpError(400, (err as Error).message, { code: "bad_checksum" });
-    }
-    deps.metrics.blockBytes.inc({ direction: "in", path: "tcp" }, taken.state.length);
-    await deps.store.putBlock(block.key, taken.state);
+    const found = await checkBlock(deps, block, have[i]!);
+    if (found === "missing") missing.push(block.key);
+    else if (found === "mismatched") mismatched.push(block.key);
   }
-  return missing;
+  return { missing, mismatched };
+}
+
+/** One block a manifest names: staged (taken, checked, stored) or held, against the manifest's size and CRC-32C. */
+async function checkBlock(deps: KvStoreAppDeps, block: BlockEntry, held: boolean): Promise<"ok" | "missing" | "mismatched"> {
+  const taken = held ? undefined : deps.tcp?.addon.kvTake(deps.tcp.handle, block.key);
+  if (!held && !taken) return "missing";
+  const sum = taken ? await storeStaged(deps, block, taken.state) : await deps.store.blockSum(block.key);
+  if (sum === undefined) return "missing";
+  return sum !== null && sum.bytes === block.bytes && sum.crc32c === block.crc32c ? "ok" : "mismatched";
+}
+
+/** A block staged over TCP, checked against its manifest entry and stored; null when it is not that block. */
+async function storeStaged(deps: KvStoreAppDeps, block: BlockEntry, state: Buffer): Promise<BlockSum | null> {
+  try {
+    verifyBlock(block, state);
+  } catch {
+    // Corrupt in transit, or staged by another writer of the same key: either way not this manifest's.
+    deps.metrics.rejected.inc({ reason: "checksum" });
+    return null;
+  }
+  deps.metrics.blockBytes.inc({ direction: "in", path: "tcp" }, state.length);
+  return deps.store.putBlock(block.key, state, block.crc32c);
 }
 
 function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHandler): void {
@@ -117,8 +138,7 @@ function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHan
   app.post("/v1/kv/blocks/info", jsonBody({ limit: 4 * 2 ** 20 }), async (req: Request, res: Response) => {
     const blocks = [];
     for (const key of keyList(req.body)) {
-      const hit = await store.get(key);
-      blocks.push(hit ? { bytes: hit.value.length, crc32c: crc32c(hit.value) } : null);
+      blocks.push((await store.blockSum(key)) ?? null);
     }
     res.json({ blocks });
   });
@@ -132,8 +152,9 @@ function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHan
       throw new HttpError(400, "KV block failed its CRC-32C (corrupt or truncated upload)", { code: "bad_checksum" });
     }
     metrics.blockBytes.inc({ direction: "in", path: "http" }, body.length);
-    await store.putBlock(key, body);
-    res.status(201).end();
+    // 200 and the held block's size and CRC-32C when another writer's is already stored under the key.
+    const held = await store.putBlock(key, body, want);
+    res.status(held.stored ? 201 : 200).json({ bytes: held.bytes, crc32c: held.crc32c });
   });
   app.get("/v1/kv/blocks/:key", async (req: Request, res: Response) => {
     const hit = await store.get(keyParam(req, metrics));
@@ -258,9 +279,17 @@ function routes(app: Express, deps: KvStoreAppDeps): void {
         metrics.rejected.inc({ reason: "checksum" });
         throw new HttpError(400, err.message, { code: "bad_checksum" });
       }
-      const missing = await takeStaged(deps, m);
+      const { missing, mismatched } = await takeStaged(deps, m);
       if (missing.length > 0)
-        throw new HttpError(409, `the manifest names ${missing.length} block(s) the store does not hold: upload them first (first: ${missing[0]})`, { code: "missing_blocks" });
+        throw new HttpError(409, `the manifest names ${missing.length} block(s) the store does not hold: upload them first (first: ${missing[0]})`, {
+          code: "missing_blocks",
+        });
+      if (mismatched.length > 0)
+        throw new HttpError(
+          409,
+          `the manifest names ${mismatched.length} block(s) by another size or CRC-32C than the store holds under their keys (first: ${mismatched[0]}): ask /v1/kv/blocks/info and name those`,
+          { code: "block_mismatch" },
+        );
       await store.put(key, body);
       res.status(201).end();
       return;

@@ -11,7 +11,18 @@
  * (mode http, no addon, the port unreachable in auto mode) blocks move over HTTP.
  */
 import { randomBytes } from "node:crypto";
-import { blockKey, decodeManifest, encodeManifest, KvBlockError, metaShape, StateJoiner, verifyBlock, type BlockEntry, type KvManifest, type SplitState } from "./kv-blocks.ts";
+import {
+  blockKey,
+  decodeManifest,
+  encodeManifest,
+  KvBlockError,
+  metaShape,
+  StateJoiner,
+  verifyBlock,
+  type BlockEntry,
+  type KvManifest,
+  type SplitState,
+} from "./kv-blocks.ts";
 import { splitKvBlocks } from "../kvcodec/codec-offload.ts";
 import { DECODABLE_BLOCK_CODECS, kvBlockCodec } from "../kvcodec/block-codec.ts";
 import { crc32c } from "./crc32c.ts";
@@ -90,46 +101,58 @@ export class KvBlockClient {
     // Cut, split and coded on the codec worker (off the event loop), then keyed and sealed here.
     const split = await splitKvBlocks(state, { tokens: keys.length * config.blockTokens, blockTokens: config.blockTokens, codec: to.codec });
     const { tokens, blocks, stored } = this.prepare(split, to);
-    const has = await this.has(
-      blocks.map((b) => b.key),
-      signal,
-    );
-    await this.describeHeld(blocks, stored, has, signal);
-    const { path, sentBytes, dedupedBytes } = await this.sendMissing(config, { blocks, stored, has }, signal);
-    this.opts.metrics.blockBytes.inc({ op: "sent", path }, sentBytes);
-    this.opts.metrics.blockBytes.inc({ op: "deduped", path }, dedupedBytes);
     const stateBytes = split.meta.length + split.rawSizes.reduce((n, b) => n + b, 0);
-    const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes, prefixKeys: keys, blocks };
-    const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, {
-      method: "PUT",
-      headers: { ...this.opts.headers(), "content-type": "application/x-llmfleet-kv-manifest" },
-      body: encodeManifest(manifest) as unknown as BodyInit,
-      signal,
-    });
-    if (!res.ok) throw new Error(`manifest: HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
-    return { key: entryKey, sentBytes, dedupedBytes, path };
+    // Another writer may store a block under the same key between the has-check and the manifest
+    // (a GPU computes a prefix's KV bit-differently from batch to batch, so its bytes can differ):
+    // the store refuses a manifest that does not name what it holds (409), and the write is done
+    // again once against what the store holds now.
+    for (let attempt = 1; ; attempt++) {
+      const has = await this.has(
+        blocks.map((b) => b.key),
+        signal,
+      );
+      await this.describeHeld(blocks, stored, has, signal);
+      const { path, sentBytes, dedupedBytes } = await this.sendMissing(config, { blocks, stored, has }, signal);
+      this.opts.metrics.blockBytes.inc({ op: "sent", path }, sentBytes);
+      this.opts.metrics.blockBytes.inc({ op: "deduped", path }, dedupedBytes);
+      const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes, prefixKeys: keys, blocks };
+      const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, {
+        method: "PUT",
+        headers: { ...this.opts.headers(), "content-type": "application/x-llmfleet-kv-manifest" },
+        body: encodeManifest(manifest) as unknown as BodyInit,
+        signal,
+      });
+      if (res.ok) return { key: entryKey, sentBytes, dedupedBytes, path };
+      const text = (await res.text()).slice(0, 200);
+      if (res.status !== 409 || attempt === 2) throw new Error(`manifest: HTTP ${res.status}: ${text}`);
+    }
   }
 
   /** The entry's blocks as stored (split, keyed, sealed) and their manifest entries (CRC filled in for those sent). */
   private prepare(split: SplitState, { keys, config, codec, kvNamespace }: BlockWriteTarget): { tokens: number; blocks: BlockEntry[]; stored: Buffer[] } {
     const raws: { kind: "meta" | "kv"; key: string; raw: Buffer; rawBytes: number; codec: string; index?: number }[] = [
       { kind: "meta", key: blockKey(keys.at(-1)!, "meta", "none", metaShape(split.meta)), raw: split.meta, rawBytes: split.meta.length, codec: "none" },
-      ...split.blocks.map((raw, i) => ({ kind: "kv" as const, key: blockKey(keys[i]!, "kv", codec, split.shapes[i]!), raw, rawBytes: split.rawSizes[i]!, codec, index: i })),
+      ...split.blocks.map((raw, i) => ({
+        kind: "kv" as const,
+        key: blockKey(keys[i]!, "kv", codec, split.shapes[i]!),
+        raw,
+        rawBytes: split.rawSizes[i]!,
+        codec,
+        index: i,
+      })),
     ];
     const sealer = this.opts.sealer;
     const stored = raws.map((r) => (sealer ? sealer.seal(kvNamespace, aad(r.key, this.opts.model, r.kind), r.raw) : r.raw));
-    const blocks = raws.map(
-      (r, i): BlockEntry => ({
-        key: r.key,
-        kind: r.kind,
-        ...(r.kind === "kv" ? { index: r.index!, pos0: r.index! * config.blockTokens, tokens: config.blockTokens, rope: "absolute" as const } : {}),
-        codec: r.codec,
-        rawBytes: r.rawBytes,
-        bytes: stored[i]!.length,
-        crc32c: 0,
-        ...(sealer ? { enc: { alg: KV_SEAL_ALGORITHM, keyId: kvNamespace } } : {}),
-      }),
-    );
+    const blocks = raws.map((r, i): BlockEntry => ({
+      key: r.key,
+      kind: r.kind,
+      ...(r.kind === "kv" ? { index: r.index!, pos0: r.index! * config.blockTokens, tokens: config.blockTokens, rope: "absolute" as const } : {}),
+      codec: r.codec,
+      rawBytes: r.rawBytes,
+      bytes: stored[i]!.length,
+      crc32c: 0,
+      ...(sealer ? { enc: { alg: KV_SEAL_ALGORITHM, keyId: kvNamespace } } : {}),
+    }));
     return { tokens: split.tokens, blocks, stored };
   }
 
@@ -140,14 +163,22 @@ export class KvBlockClient {
    */
   private async describeHeld(blocks: BlockEntry[], stored: Buffer[], has: boolean[], signal: AbortSignal): Promise<void> {
     const held = has.flatMap((h, i) => (h ? [i] : []));
-    const info = held.length > 0 ? await this.info(held.map((i) => blocks[i]!.key), signal) : [];
+    const info =
+      held.length > 0
+        ? await this.info(
+            held.map((i) => blocks[i]!.key),
+            signal,
+          )
+        : [];
     held.forEach((i, j) => {
       const got = info[j];
       if (got) Object.assign(blocks[i]!, got);
       else has[i] = false;
     });
     blocks.forEach((b, i) => {
-      if (!has[i]) b.crc32c = crc32c(stored[i]!);
+      if (has[i]) return;
+      b.bytes = stored[i]!.length;
+      b.crc32c = crc32c(stored[i]!);
     });
   }
 
@@ -218,6 +249,8 @@ export class KvBlockClient {
       signal,
     });
     if (!res.ok) throw new Error(`block ${b.key.slice(0, 12)}: HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+    // 200: the store already held a block under this key (another writer's): the manifest names that one.
+    if (res.status === 200) Object.assign(b, pickSum(await res.json()));
   }
 
   /**
@@ -225,14 +258,22 @@ export class KvBlockClient {
    * opened and placed as it arrives. KvBlockError on a corrupt, truncated or missing block (the
    * caller recomputes).
    */
-  async load(frame: Buffer, entryKey: string, want: { tokens: number; kvNamespace: string }, signal: AbortSignal): Promise<{ state: Buffer; path: "tcp" | "http" }> {
+  async load(
+    frame: Buffer,
+    entryKey: string,
+    want: { tokens: number; kvNamespace: string },
+    signal: AbortSignal,
+  ): Promise<{ state: Buffer; path: "tcp" | "http" }> {
     const m = decodeManifest(frame);
     this.checkLoadable(m, entryKey, want.tokens);
     const sink = new BlockSink(m, (b, stored) => (b.enc ? this.opts.sealer!.open(want.kvNamespace, aad(b.key, this.opts.model, b.kind), stored) : stored));
     let path: "tcp" | "http" = this.opts.tcp && this.mode !== "http" ? "tcp" : "http";
     if (path === "tcp" && !(await this.loadTcp(m, sink, signal))) path = "http";
     if (path === "http") await this.loadHttp(entryKey, sink, signal);
-    this.opts.metrics.blockBytes.inc({ op: "loaded", path }, m.blocks.reduce((n, b) => n + b.bytes, 0));
+    this.opts.metrics.blockBytes.inc(
+      { op: "loaded", path },
+      m.blocks.reduce((n, b) => n + b.bytes, 0),
+    );
     return { state: sink.finish(), path };
   }
 
@@ -240,8 +281,12 @@ export class KvBlockClient {
     if (m.model !== this.opts.model || m.tokens !== tokens) throw new KvBlockError(`entry is for ${m.model}/${m.tokens} tokens`);
     if (m.prefixKeys.at(-1) !== entryKey) throw new KvBlockError("manifest is stored under another key than its own");
     for (const b of m.blocks) {
-      if (!DECODABLE_BLOCK_CODECS.includes(b.codec) || (b.kind === "meta" && b.codec !== "none")) throw new KvBlockError(`block codec ${b.codec} is not one this pod decodes per block`);
-      if (!!b.enc !== !!this.opts.sealer) throw new KvBlockError(b.enc ? "entry is encrypted and this pod has no KV encryption key" : "entry is not encrypted (this pod only imports sealed entries)");
+      if (!DECODABLE_BLOCK_CODECS.includes(b.codec) || (b.kind === "meta" && b.codec !== "none"))
+        throw new KvBlockError(`block codec ${b.codec} is not one this pod decodes per block`);
+      if (!!b.enc !== !!this.opts.sealer)
+        throw new KvBlockError(
+          b.enc ? "entry is encrypted and this pod has no KV encryption key" : "entry is not encrypted (this pod only imports sealed entries)",
+        );
     }
   }
 
@@ -418,4 +463,11 @@ class ByteQueue {
     }
     return out;
   }
+}
+
+/** A block's size and CRC-32C as the store reports them. */
+function pickSum(x: unknown): { bytes: number; crc32c: number } {
+  const { bytes, crc32c: crc } = (x ?? {}) as { bytes?: unknown; crc32c?: unknown };
+  if (!Number.isInteger(bytes) || !Number.isInteger(crc)) throw new Error("the store answered a block upload without its size and CRC-32C");
+  return { bytes: bytes as number, crc32c: crc as number };
 }

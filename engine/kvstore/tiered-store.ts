@@ -10,6 +10,16 @@ import { AliasIndex } from "./alias-index.ts";
 import { KvEntryError, readStoredHeader } from "./kv-entry.ts";
 import type { KvStoreMetrics } from "./store-metrics.ts";
 import type { KvTier } from "./tier.ts";
+import { crc32c } from "./crc32c.ts";
+
+/** A stored v2 block's size and CRC-32C (what a manifest names it by). */
+export interface BlockSum {
+  bytes: number;
+  crc32c: number;
+}
+
+/** Blocks whose size and CRC-32C the store remembers (the oldest are forgotten, then read back when asked). */
+const MAX_BLOCK_SUMS = 1 << 20;
 
 export interface StoreHit {
   value: Buffer;
@@ -32,6 +42,7 @@ export interface TieredStoreOptions {
 }
 
 export class TieredStore implements AsyncDisposable {
+  private readonly blockSums = new Map<string, BlockSum>();
   private readonly background = new Set<Promise<void>>();
   readonly aliases: AliasIndex;
   private readonly log: (line: string) => void;
@@ -139,9 +150,38 @@ export class TieredStore implements AsyncDisposable {
     await this.putAt(0, key, value);
   }
 
-  /** Stores a v2 block (kv-blocks.ts): no header, nothing to index. */
-  async putBlock(key: string, value: Buffer): Promise<void> {
+  /**
+   * Stores a v2 block (kv-blocks.ts; no header) unless a block is already held under its key: the
+   * first writer's stays (manifests already name its size and CRC-32C; another writer's bytes for
+   * the same prefix may differ, as a GPU's KV does from batch to batch). Returns what is held.
+   */
+  async putBlock(key: string, value: Buffer, crc = crc32c(value)): Promise<BlockSum & { stored: boolean }> {
+    const held = await this.blockSum(key);
+    if (held) return { ...held, stored: false };
     await this.putAt(0, key, value);
+    this.rememberSum(key, { bytes: value.length, crc32c: crc });
+    return { bytes: value.length, crc32c: crc, stored: true };
+  }
+
+  /** Size and CRC-32C of the block held under `key` (undefined: none): remembered from its put, else read once. */
+  async blockSum(key: string): Promise<BlockSum | undefined> {
+    if (!(await this.holder(key))) {
+      this.blockSums.delete(key);
+      return undefined;
+    }
+    const known = this.blockSums.get(key);
+    if (known) return known;
+    const hit = await this.get(key);
+    if (!hit) return undefined;
+    const sum = { bytes: hit.value.length, crc32c: crc32c(hit.value) };
+    this.rememberSum(key, sum);
+    return sum;
+  }
+
+  private rememberSum(key: string, sum: BlockSum): void {
+    this.blockSums.delete(key);
+    this.blockSums.set(key, sum);
+    if (this.blockSums.size > MAX_BLOCK_SUMS) this.blockSums.delete(this.blockSums.keys().next().value!);
   }
 
   /** Which of the keys any tier holds (a v2 writer uploads only the others). */
