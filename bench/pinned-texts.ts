@@ -1,8 +1,11 @@
 /**
  * Texts of this repository read as they were at a commit (git show), so a benchmark's runs compare
- * on the same texts whatever the working tree holds (bench/kv-quality.ts, bench/rag-join.ts).
+ * on the same texts whatever the working tree holds (bench/kv-quality.ts, bench/rag-join.ts); or,
+ * where there is no git history (the GPU machine gets the working tree's files alone), as the
+ * working tree holds them.
  */
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 
 const root = new URL("../", import.meta.url);
 
@@ -16,4 +19,9 @@ export function textAtCommit(commit: string, source: string, who: string): strin
       { cause: err },
     );
   }
+}
+
+/** `source` as the working tree holds it (relative to the repository root): where there is no history to `git show`. */
+export function textInWorktree(source: string): string {
+  return readFileSync(new URL(source, root), "utf8");
 }

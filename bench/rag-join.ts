@@ -17,7 +17,8 @@ export const GEN = 64;
 
 /**
  * The corpus is this repository's documentation as it was at this commit (git show), so runs
- * compare on the same documents whatever the working tree holds.
+ * compare on the same documents whatever the working tree holds (bench:rag's device mode reads the
+ * working tree's files instead: the GPU machine has no history).
  */
 export const CORPUS_AT = "a34888bb8395f6339fb65abb5e46edd81bae0e1b";
 export const CORPUS_SOURCES = [
@@ -33,6 +34,13 @@ export const CORPUS_SOURCES = [
   "docs/concepts.md",
   "docs/runbooks.md",
 ];
+
+/** Where the corpus's files are read from: `source`'s text. */
+export type CorpusReader = (source: string) => string;
+
+/** The corpus's files as they were at CORPUS_AT (git show): the default. */
+export const pinnedCorpus: CorpusReader = (source) => textAtCommit(CORPUS_AT, source, "bench:rag");
+
 export const DOC_MIN_TOKENS = 256;
 export const DOC_MAX_TOKENS = 1024;
 
@@ -46,23 +54,40 @@ export function rng(seed: number): () => number {
  * The corpus's files cut into documents of DOC_MIN_TOKENS..DOC_MAX_TOKENS tokens (as `count`
  * counts them): whole paragraphs, each document aiming at a seeded length from 256 to 768 tokens;
  * a paragraph longer than the maximum alone is left out, a file's remainder under the minimum too.
+ * The files are read by `read` (default: at CORPUS_AT).
  */
-export function corpusDocuments(count: (text: string) => number): string[] {
+export function corpusDocuments(count: (text: string) => number, read: CorpusReader = pinnedCorpus): string[] {
+  const cut = cutCorpus(read);
+  let step = cut.next();
+  while (!step.done) step = cut.next(count(step.value));
+  return step.value;
+}
+
+/** corpusDocuments with a count that answers later (the served model's tokenizer, over HTTP). */
+export async function corpusDocumentsAsync(count: (text: string) => Promise<number>, read: CorpusReader): Promise<string[]> {
+  const cut = cutCorpus(read);
+  let step = cut.next();
+  while (!step.done) step = cut.next(await count(step.value));
+  return step.value;
+}
+
+/** The cut itself: yields each text it needs counted, is sent its count, returns the documents. */
+function* cutCorpus(read: CorpusReader): Generator<string, string[], number> {
   const r = rng(26);
   const docs: string[] = [];
   for (const source of CORPUS_SOURCES) {
-    const paragraphs = textAtCommit(CORPUS_AT, source, "bench:rag")
+    const paragraphs = read(source)
       .split(/\n\n+/)
       .map((p) => p.trim())
       .filter(Boolean);
     let cur: string[] = [];
     let target = DOC_MIN_TOKENS + Math.floor(r() * 512);
     for (const p of paragraphs) {
-      if (count(p) > DOC_MAX_TOKENS) continue;
-      if (cur.length > 0 && count([...cur, p].join("\n\n")) > DOC_MAX_TOKENS) cur = [];
+      if ((yield p) > DOC_MAX_TOKENS) continue;
+      if (cur.length > 0 && (yield [...cur, p].join("\n\n")) > DOC_MAX_TOKENS) cur = [];
       cur.push(p);
       const text = cur.join("\n\n");
-      if (count(text) >= target) {
+      if ((yield text) >= target) {
         docs.push(text);
         cur = [];
         target = DOC_MIN_TOKENS + Math.floor(r() * 512);

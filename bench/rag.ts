@@ -24,6 +24,14 @@
  *   --quality-only       the in-process quality alone (no engines, no TTFT): more prompts for the curve
  *   --resummarise        rewrites --out's summary from its own per-prompt rows (measures nothing)
  *   --engine FILE        the engine program (default: tsx engine/main.ts)
+ *   --texts-from-worktree  the corpus's files as the working tree holds them, not at the pinned commit
+ *   --model FILE         device mode: the engines serve this GGUF (the GPU machine's synthetic,
+ *                        random-weight model: bench/gpu/http-device.sh rag). TTFT alone (no in-process
+ *                        quality, no perturbation floor: a random model's answers mean nothing); the
+ *                        corpus from the working tree (that machine has no git history), cut by the
+ *                        served model's tokenizer as the engine counts a prompt over HTTP
+ *   --engine-args="..."  more flags for every engine the bench starts (e.g. "--gpu-layers all
+ *                        --flash-attention --threads 8"); a --threads here replaces the bench's 2
  */
 import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
@@ -33,7 +41,19 @@ import { parseArgs } from "node:util";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { RAG_RECOMPUTE_DEFAULT, type DocumentLayout } from "../engine/serving/documents.ts";
 import { startServer, type RunningServer } from "./http/servers.ts";
-import { CORPUS_AT, CORPUS_SOURCES, corpusDocuments, drawPrompts, JoinProbe, type Quality, type RagPrompt } from "./rag-join.ts";
+import {
+  CORPUS_AT,
+  CORPUS_SOURCES,
+  corpusDocuments,
+  corpusDocumentsAsync,
+  drawPrompts,
+  JoinProbe,
+  pinnedCorpus,
+  type Quality,
+  type RagPrompt,
+} from "./rag-join.ts";
+import { textInWorktree } from "./pinned-texts.ts";
+import { gpuName, httpTokenCounter } from "./rag-device.ts";
 
 const { values: a } = parseArgs({
   options: {
@@ -44,11 +64,21 @@ const { values: a } = parseArgs({
     "quality-only": { type: "boolean", default: false },
     resummarise: { type: "boolean", default: false },
     engine: { type: "string" },
+    "texts-from-worktree": { type: "boolean", default: false },
+    model: { type: "string" },
+    "engine-args": { type: "string", default: "" },
   },
 });
 const SIZES = a.sizes.split(",").map(Number);
 const FRACTIONS = a.fractions.split(",").map(Number);
 const THREADS = 2;
+/** Device mode (--model): TTFT alone, on the served model; the corpus from the working tree. */
+const DEVICE = a.model !== undefined;
+const WORKTREE = a["texts-from-worktree"] || DEVICE;
+const readCorpus = WORKTREE ? textInWorktree : pinnedCorpus;
+const ENGINE_ARGS = a["engine-args"].split(/\s+/).filter((w) => w.length > 0);
+/** The engine's --threads: the bench's own unless --engine-args gives one (the engine would take the last of two; one is given). */
+const OWN_THREADS = !ENGINE_ARGS.some((w) => w === "--threads" || w.startsWith("--threads="));
 const log = (line: string): void => void process.stderr.write(`bench:rag: ${line}\n`);
 const load = (): number => Math.round(loadavg()[0]! * 100) / 100;
 
@@ -139,26 +169,32 @@ async function engine(c: Config, port: number): Promise<RunningServer> {
     "on",
     "--ctx-size",
     "10240",
-    "--threads",
-    String(THREADS),
+    ...(a.model ? ["--model", a.model] : []),
+    ...(OWN_THREADS ? ["--threads", String(THREADS)] : []),
     "--host",
     "127.0.0.1",
     "--port",
     String(port),
     ...c.flags,
+    ...ENGINE_ARGS,
   ];
   return startServer(c.name, process.execPath, args, { port, readyPath: "/ready", timeoutMs: 600_000 });
 }
 
-/** TTFT of every prompt on every configuration, each prompt to each configuration in turn. */
-async function measureTtft(docs: string[], prompts: RagPrompt[]): Promise<Record<string, Timed>[]> {
+/** `use` with one engine per configuration started, stopped after. */
+async function withEngines<T>(use: (servers: Map<string, RunningServer>) => Promise<T>): Promise<T> {
   const servers = new Map<string, RunningServer>();
   try {
     for (const [i, c] of CONFIGS.entries()) servers.set(c.name, await engine(c, 24_110 + i));
-    return await timeAll(servers, docs, prompts);
+    return await use(servers);
   } finally {
     for (const s of servers.values()) await s.stop(10_000);
   }
+}
+
+/** TTFT of every prompt on every configuration, each prompt to each configuration in turn. */
+async function measureTtft(docs: string[], prompts: RagPrompt[]): Promise<Record<string, Timed>[]> {
+  return withEngines((servers) => timeAll(servers, docs, prompts));
 }
 
 async function timeAll(servers: Map<string, RunningServer>, docs: string[], prompts: RagPrompt[]): Promise<Record<string, Timed>[]> {
@@ -197,18 +233,25 @@ const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 const r2 = (x: number): number => Math.round(x * 100) / 100;
 const r4 = (x: number): number => Math.round(x * 10000) / 10000;
 
+/** The TTFT of fraction `f` over the prompts `ks`: median, and the medians of the prompts' own ratios. */
+function ttftPoint(ttft: Record<string, Timed>[], ks: number[], f: number): Record<string, number> {
+  const ms = (name: string): number => median(ks.map((k) => ttft[k]![name]?.ttftMs ?? NaN));
+  const ratio = (base: string, name: string): number => r2(median(ks.map((k) => (ttft[k]![base]?.ttftMs ?? NaN) / (ttft[k]![name]?.ttftMs ?? NaN))));
+  return {
+    fraction: f,
+    ttft_ms: ms(`join@${f}`),
+    ttft_ratio_vs_full: ratio("full", `join@${f}`),
+    ttft_ratio_vs_prefix_only: ratio("prefix", `join@${f}`),
+  };
+}
+
 /** The curve over the prompts `pick` selects: per fraction TTFT (median) and quality (mean). */
 function curve(ttft: Record<string, Timed>[], quality: PromptQuality[], pick: (k: number) => boolean): Record<string, unknown>[] {
   const ks = ttft.map((_, k) => k).filter(pick);
-  const ms = (name: string): number => median(ks.map((k) => ttft[k]![name]?.ttftMs ?? NaN));
-  const ratio = (base: string, name: string): number => r2(median(ks.map((k) => (ttft[k]![base]?.ttftMs ?? NaN) / (ttft[k]![name]?.ttftMs ?? NaN))));
   return FRACTIONS.map((f) => {
     const q = ks.map((k) => quality[k]!.join[String(f)]!);
     return {
-      fraction: f,
-      ttft_ms: ms(`join@${f}`),
-      ttft_ratio_vs_full: ratio("full", `join@${f}`),
-      ttft_ratio_vs_prefix_only: ratio("prefix", `join@${f}`),
+      ...ttftPoint(ttft, ks, f),
       agreement: r3(mean(q.map((x) => x.agreement))),
       agreement_min: r3(Math.min(...q.map((x) => x.agreement))),
       recomputed_share: r3(mean(q.map((x) => x.recomputed))),
@@ -226,14 +269,24 @@ function subset(
   const ks = prompts.map((_, k) => k).filter(pick);
   const floor = ks.map((k) => quality[k]!.floor);
   return {
-    prompts: ks.length,
-    ttft_full_ms: median(ks.map((k) => ttft[k]!.full?.ttftMs ?? NaN)),
-    ttft_prefix_only_ms: median(ks.map((k) => ttft[k]!.prefix?.ttftMs ?? NaN)),
-    prefix_only_cached_tokens: ks.map((k) => ttft[k]!.prefix?.cachedTokens ?? null),
+    ...ttftSubset(ttft, ks),
     floor: { agreement: r3(mean(floor.map((x) => x.agreement))), kl: r4(mean(floor.map((x) => x.kl))) },
     curve: curve(ttft, quality, pick),
   };
 }
+
+/** The TTFT side of a subset of prompts `ks`: full and prefix-only medians, what prefix-only reused. */
+function ttftSubset(ttft: Record<string, Timed>[], ks: number[]): Record<string, unknown> {
+  return {
+    prompts: ks.length,
+    ttft_full_ms: median(ks.map((k) => ttft[k]!.full?.ttftMs ?? NaN)),
+    ttft_prefix_only_ms: median(ks.map((k) => ttft[k]!.prefix?.ttftMs ?? NaN)),
+    prefix_only_cached_tokens: ks.map((k) => ttft[k]!.prefix?.cachedTokens ?? null),
+  };
+}
+
+const RULE_CASE =
+  "6 documents in a new order: the prompts of 6 documents, every document seen before in another place (every third prompt keeps the previous prompt's first document)";
 
 /** bench/results/rag.json: the rule's case (6 documents) at the default fraction on top, the curves, every prompt. */
 function results(
@@ -252,7 +305,7 @@ function results(
     machine: `${cpus()[0]?.model ?? "cpu"} x${cpus().length}, ${THREADS} threads; load average ${startLoad} at the start, ${load()} at the end (another benchmark shared the machine)`,
     model: "gemma-3-270m-q4_k_m (the engine's default), CPU",
     corpus: {
-      commit: CORPUS_AT,
+      commit: WORKTREE ? "the working tree's files (--texts-from-worktree)" : CORPUS_AT,
       sources: CORPUS_SOURCES,
       documents: docs.length,
       tokens_min: Math.min(...lengths),
@@ -262,8 +315,7 @@ function results(
     recompute_default: RAG_RECOMPUTE_DEFAULT,
     seed: Number(a.seed),
     quality_only: a["quality-only"],
-    rule_case:
-      "6 documents in a new order: the prompts of 6 documents, every document seen before in another place (every third prompt keeps the previous prompt's first document)",
+    rule_case: RULE_CASE,
     ttft_ratio_vs_full: headline("ttft_ratio_vs_full"),
     ttft_ratio_vs_prefix_only: headline("ttft_ratio_vs_prefix_only"),
     agreement: headline("agreement"),
@@ -293,7 +345,8 @@ interface Written {
 
 /** --resummarise: the summary of an earlier run rebuilt from its per-prompt rows, its date and machine kept. */
 async function resummarise(): Promise<void> {
-  const old = JSON.parse(readFileSync(a.out, "utf8")) as Written;
+  const old = JSON.parse(readFileSync(a.out, "utf8")) as Written & { quality?: string };
+  if (typeof old.quality === "string") throw new Error(`${a.out} is a device run's (--model): it has no per-prompt quality to resummarise`);
   const run: Run = {
     docs: [],
     lengths: [],
@@ -316,18 +369,91 @@ async function resummarise(): Promise<void> {
   await writeFile(a.out, `${JSON.stringify(out, null, 2)}\n`);
 }
 
+const logCorpus = (docs: string[], lengths: number[]): void =>
+  log(
+    `corpus: ${docs.length} documents of ${Math.min(...lengths)}-${Math.max(...lengths)} tokens (mean ${Math.round(mean(lengths))}) from ${CORPUS_SOURCES.length} files ${WORKTREE ? "in the working tree" : `at ${CORPUS_AT.slice(0, 12)}`}`,
+  );
+
+/** The device run's results: the default mode's TTFT side, the corpus as the served model counts it, no quality. */
+function deviceResults(
+  run: { docs: string[]; lengths: number[]; prompts: RagPrompt[] },
+  how: string,
+  ttft: Record<string, Timed>[],
+  startLoad: number,
+): Record<"all_prompts" | "six_documents_new_order", { curve: Record<string, number>[] }> & Record<string, unknown> {
+  const { docs, lengths, prompts } = run;
+  const six = prompts.map((_, k) => k).filter((k) => prompts[k]!.docs.length === 6);
+  const all = prompts.map((_, k) => k);
+  const part = (ks: number[]): Record<string, unknown> & { curve: Record<string, number>[] } => ({
+    ...ttftSubset(ttft, ks),
+    curve: FRACTIONS.map((f) => ttftPoint(ttft, ks, f)),
+  });
+  const rule = part(six);
+  const atDefault = rule.curve.find((c) => c.fraction === RAG_RECOMPUTE_DEFAULT);
+  const gpu = gpuName();
+  return {
+    date: new Date().toISOString(),
+    machine: `${gpu ? `${gpu}; ` : ""}${cpus()[0]?.model ?? "cpu"} x${cpus().length}; engine flags ${OWN_THREADS ? `--threads ${THREADS} ` : ""}${ENGINE_ARGS.join(" ")}; load average ${startLoad} at the start, ${load()} at the end`,
+    model: `${a.model} (served by every engine; random weights)`,
+    quality: "not measured: random-weight model (TTFT only; bench:rag without --model measures quality on the default model)",
+    corpus: {
+      commit: "the working tree's files (the device has no git history)",
+      sources: CORPUS_SOURCES,
+      documents: docs.length,
+      tokens_min: Math.min(...lengths),
+      tokens_max: Math.max(...lengths),
+      tokens_mean: Math.round(mean(lengths)),
+      tokens_counted_by: how,
+    },
+    recompute_default: RAG_RECOMPUTE_DEFAULT,
+    seed: Number(a.seed),
+    rule_case: RULE_CASE,
+    ttft_ratio_vs_full: atDefault?.ttft_ratio_vs_full ?? null,
+    ttft_ratio_vs_prefix_only: atDefault?.ttft_ratio_vs_prefix_only ?? null,
+    six_documents_new_order: rule,
+    all_prompts: part(all),
+    prompts: prompts.map((p, k) => ({ docs: p.docs, tokens: ttft[k]!.full?.promptTokens ?? null, ttft: ttft[k] })),
+  };
+}
+
+/**
+ * Device mode (--model): the engines started first (the served model's tokenizer cuts the
+ * corpus), then TTFT of every prompt on every configuration, as the default mode measures it.
+ * Writes the TTFT side of the default mode's results, and that quality was not measured.
+ */
+async function device(): Promise<void> {
+  if (a["quality-only"]) throw new Error("--quality-only measures quality in-process on the default model; --model (device mode) measures TTFT alone");
+  const startLoad = load();
+  const { run, how, ttft } = await withEngines(async (servers) => {
+    const counter = await httpTokenCounter(servers.get("full")!.url, log);
+    const docs = await corpusDocumentsAsync(counter.count, readCorpus);
+    const lengths: number[] = [];
+    for (const d of docs) lengths.push(await counter.count(d));
+    logCorpus(docs, lengths);
+    const prompts = drawPrompts(docs.length, SIZES, Number(a.seed));
+    return { run: { docs, lengths, prompts }, how: counter.how, ttft: await timeAll(servers, docs, prompts) };
+  });
+  const out = deviceResults(run, how, ttft, startLoad);
+  await mkdir(dirname(a.out), { recursive: true });
+  await writeFile(a.out, `${JSON.stringify(out, null, 2)}\n`);
+  for (const [name, p] of [
+    ["all", out.all_prompts],
+    ["6 docs", out.six_documents_new_order],
+  ] as const)
+    for (const c of p.curve) log(`${name}: ${JSON.stringify(c)}`);
+}
+
 async function main(): Promise<void> {
   if (a.resummarise) return resummarise();
+  if (DEVICE) return device();
   const startLoad = load();
   const model = await ensureDefaultModel();
   const quality: Run = await (async () => {
     await using probe = await JoinProbe.open(model, THREADS);
     const lead = probe.tokenize("").length;
-    const docs = corpusDocuments((t) => probe.tokenize(t).length - lead);
+    const docs = corpusDocuments((t) => probe.tokenize(t).length - lead, readCorpus);
     const lengths = docs.map((d) => probe.tokenize(d).length - lead);
-    log(
-      `corpus: ${docs.length} documents of ${Math.min(...lengths)}-${Math.max(...lengths)} tokens (mean ${Math.round(mean(lengths))}) from ${CORPUS_SOURCES.length} files at ${CORPUS_AT.slice(0, 12)}`,
-    );
+    logCorpus(docs, lengths);
     const prompts = drawPrompts(docs.length, SIZES, Number(a.seed));
     return { docs, lengths, prompts, rows: await measureQuality(probe, docs, prompts) };
   })();

@@ -23,8 +23,13 @@
 #                                              BENCH_ARGS="--pd-transports tcp" / "--reuse-contexts 8192"
 #                                              if a call would pass 10 minutes
 #   bash bench/gpu/http-device.sh rag          bench:rag (issue 26): TTFT of 6 documents in a new order, joined
-#                                              from their own KV against computed in place (random weights:
-#                                              TTFT only), into $OUT/rag.json
+#                                              from their own KV against computed in place, into $OUT/rag.json.
+#                                              bench:rag's device mode (--model): random weights, so TTFT only;
+#                                              the corpus from the working tree's files (no git history here),
+#                                              cut by the served model's tokenizer. One engine per configuration,
+#                                              each with its own copy of the 14.5 GB model on the GPU: full,
+#                                              prefix-only and one per recompute fraction, so the fractions are
+#                                              RAG_FRACTIONS (default 0,0.5: 4 engines fit 80 GB; 9 would not)
 #   bash bench/gpu/http-device.sh sanitize     a short stress run of the engine under compute-sanitizer
 #                                              memcheck on the 1B model (finds a bad device access)
 #
@@ -110,8 +115,9 @@ sanitize() {
 
 rag() {
   export LLMFLEET_NATIVE_ADDON="$BUILT/llmfleet_native.node" LD_LIBRARY_PATH="$BUILT:$BUILT/lib"
+  # shellcheck disable=SC2086
   node "$DEV/rag-bench.mjs" --engine "$DEV/engine.mjs" --model "$MODEL" --engine-args="--gpu-layers all --flash-attention --threads 8" \
-    --out "$OUT/rag.json" ${BENCH_ARGS:-}
+    --fractions "${RAG_FRACTIONS:-0,0.5}" --out "$OUT/rag.json" ${BENCH_ARGS:-}
 }
 
 case "${1:-}" in
@@ -119,6 +125,6 @@ case "${1:-}" in
   setup-image) setup_image ;;
   rag) rag ;;
   sanitize) sanitize ;;
-  "") echo "usage: $0 setup | setup-image | sanitize | SECTION..." >&2; exit 2 ;;
+  "") echo "usage: $0 setup | setup-image | rag | sanitize | SECTION..." >&2; exit 2 ;;
   *) bench "$@" ;;
 esac
