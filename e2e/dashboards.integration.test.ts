@@ -22,8 +22,15 @@ let prometheus: Prometheus;
 async function startFleet(): Promise<RunningEngine[]> {
   const base = 19_000 + Math.floor(Math.random() * 500) * 4;
   const specs = processSpecs(planLocalFleet(readFleet("examples/quickstart.yaml")), { routerPort: base, basePort: base + 1, threads: 1 });
-  const started = specs.map((s) => startEngine(s, () => undefined));
-  await Promise.all(started.map((e) => waitHealthy(e, 180_000)));
+  const logs: string[] = [];
+  const started = specs.map((s) => startEngine(s, (line) => void logs.push(line)));
+  try {
+    await Promise.all(started.map((e) => waitHealthy(e, 180_000)));
+  } catch (err) {
+    // Stopped here: `after` only knows the fleet once it started, and a live child keeps the run from ending.
+    await stopEngines(started);
+    throw new Error(`${(err as Error).message}; the fleet's last log lines:\n${logs.slice(-40).join("\n")}`, { cause: err });
+  }
   return started;
 }
 
