@@ -289,16 +289,16 @@ interface CodecResult {
 
 /**
  * The quality keys, from bench:kv-codec's results (measured there; not re-run here): a `compact`
- * store's pods write v2 entries, whose blocks are compact1b, measured as `compact1b@0.2` (its scale)
- * in kv-codec-block*.json.
+ * store's pods write v2 entries, whose blocks are compact1b, measured as `compact1b@0.2s` (its scale
+ * and the span rule) in kv-codec-block-span*.json.
  */
 async function quality(): Promise<Record<string, unknown>> {
   const read = async (f: string): Promise<CodecResult> => JSON.parse(await readFile(new URL(`./results/${f}`, import.meta.url), "utf8")) as CodecResult;
-  const f16 = await read("kv-codec-block.json");
-  const f32 = await read("kv-codec-block-f32.json");
-  const row = "compact1b@0.2";
+  const f16 = await read("kv-codec-block-span.json");
+  const f32 = await read("kv-codec-block-span-f32.json");
+  const row = "compact1b@0.2s";
   return {
-    quality_source: `copied from bench/results/kv-codec-block.json (${f16.date}) and kv-codec-block-f32.json (${f32.date}), codecs["${row}"] (compact1b) against perturbation_floor; not re-measured by this bench`,
+    quality_source: `copied from bench/results/kv-codec-block-span.json (${f16.date}) and kv-codec-block-span-f32.json (${f32.date}), codecs["${row}"] (compact1b) against perturbation_floor; not re-measured by this bench`,
     agreement: f16.codecs[row]!.greedy_agreement,
     agreement_floor: f16.perturbation_floor.greedy_agreement,
     kl: f16.codecs[row]!.logit_kl,
