@@ -10,7 +10,7 @@
  * Also encoding (a write-back), JavaScript against native, GB/s of F16 state in. Checks that every
  * native decode and encode is byte-identical to the JavaScript one. `perBlock`: the v2 path, the
  * state in --block-tokens (default 256) blocks coded by --block-codec (default compact1b) one by one
- * and decoded block by block into the state as a load does (kv-blocks.ts's StateJoiner.placeCoded).
+ * and decoded into the state as a load does, CODED_BATCH blocks per native pass (StateJoiner.placeCodedMany).
  * Writes bench/results/kv-decode.json (or --out).
  */
 import { readdir, readFile, writeFile } from "node:fs/promises";
@@ -25,6 +25,7 @@ import { cacheRoot } from "../engine/model/fetch.ts";
 import { startPod } from "../testing/engine.ts";
 import { syntheticSeqState } from "../testing/kv-state.ts";
 import { COMPACT_BLOCKS, kvBlockCodec } from "../engine/kvcodec/block-codec.ts";
+import { CODED_BATCH } from "../engine/kvstore/block-client.ts";
 import { splitState, StateJoiner, type KvBlockCodec, type SplitState } from "../engine/kvstore/kv-blocks.ts";
 import { truncateSeqState } from "../engine/runtime/seq-state.ts";
 
@@ -62,11 +63,16 @@ async function modelState(): Promise<Buffer> {
   return seq.exportState();
 }
 
-/** Decodes every block of the split into a fresh state, one block at a time as a load does (StateJoiner.placeCoded); seconds. */
+/** Decodes every block of the split into a fresh state as a load does: CODED_BATCH blocks per native pass (StateJoiner.placeCodedMany); seconds. */
 function joinBlocks(split: SplitState, codec: KvBlockCodec): { state: Buffer; seconds: number } {
   const t0 = performance.now();
   const j = new StateJoiner(split.meta, BLOCK_TOKENS);
-  split.blocks.forEach((b, i) => j.placeCoded(i, b, codec));
+  for (let k = 0; k < split.blocks.length; k += CODED_BATCH) {
+    j.placeCodedMany(
+      split.blocks.slice(k, k + CODED_BATCH).map((coded, x) => ({ i: k + x, coded })),
+      codec,
+    );
+  }
   const state = j.finish();
   return { state, seconds: (performance.now() - t0) / 1000 };
 }
@@ -76,7 +82,7 @@ const bestOf = (runs: number, fn: () => { state: Buffer; seconds: number }): { s
 
 /**
  * The v2 path: the state cut to whole blocks of BLOCK_TOKENS, each coded by the block codec on its
- * own, then decoded block by block into the state as BlockSink does when each arrives: GB/s of F16
+ * own, then decoded into the state as BlockSink does, CODED_BATCH blocks per native pass: GB/s of F16
  * state out (meta block and row placement included), JavaScript, native on 1 thread and on every core.
  */
 async function perBlock(whole: Buffer, addon: NativeKvCodecAddon): Promise<Record<string, unknown>> {

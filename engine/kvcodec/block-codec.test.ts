@@ -76,7 +76,8 @@ for (const c of CASES) {
     assert.equal(a.length, b.length);
     a.forEach((part, i) => {
       const other = b[i]!;
-      if (!isTensor(part) || !isTensor(other)) return assert.ok(Buffer.isBuffer(other) && (part as Buffer).equals(other), `part ${i} (not K/V rows) byte-identical`);
+      if (!isTensor(part) || !isTensor(other))
+        return assert.ok(Buffer.isBuffer(other) && (part as Buffer).equals(other), `part ${i} (not K/V rows) byte-identical`);
       const { rel, sinkExact } = tensorError(part, other);
       // 4 % of the RMS on this fixture; a windowed section's first row is the fixture's outlier row
       // (kept exact only at position 0), which widens the steps of the partial block that holds it.
@@ -138,7 +139,11 @@ test("compact1b: a corrupt, truncated or misplaced block is refused with a KvBlo
   const block = split.blocks[1]!;
   const refused = (data: Buffer, i: number, re: RegExp): void => {
     const j = new StateJoiner(split.meta, B);
-    assert.throws(() => j.placeCoded(i, data, COMPACT_BLOCKS), (err: unknown) => err instanceof KvBlockError && re.test(err.message), String(re));
+    assert.throws(
+      () => j.placeCoded(i, data, COMPACT_BLOCKS),
+      (err: unknown) => err instanceof KvBlockError && re.test(err.message),
+      String(re),
+    );
   };
   refused(block.subarray(0, block.length - 9), 1, /kv block 1 does not decode with codec compact1b/);
   refused(Buffer.concat([block, Buffer.alloc(3)]), 1, /kv block 1 .*3 bytes after the last segment/);
@@ -149,6 +154,40 @@ test("compact1b: a corrupt, truncated or misplaced block is refused with a KvBlo
   for (let k = 200; k < 260; k++) rans[k] = 0xff;
   refused(rans, 1, /kv block 1 does not decode/);
 });
+
+for (const native of [true, false]) {
+  test(`compact1b, ${native ? "native" : "JavaScript"}: blocks decoded several per pass give the state one per pass gives; a corrupt one in a pass is named`, () => {
+    useNativeKvCodec(native ? addonPath : undefined);
+    try {
+      const state = syntheticSeqState({ tokens: 6 * B, vTransposed: true, windows: [0, 3 * B], seed: 12 });
+      const split = splitState(state, B, { codec: COMPACT_BLOCKS });
+      const one = new StateJoiner(split.meta, B);
+      split.blocks.forEach((b, i) => one.placeCoded(i, b, COMPACT_BLOCKS));
+      const many = new StateJoiner(split.meta, B);
+      many.placeCodedMany(
+        split.blocks.slice(0, 4).map((coded, i) => ({ i, coded })),
+        COMPACT_BLOCKS,
+      );
+      many.placeCodedMany(
+        split.blocks.slice(4).map((coded, k) => ({ i: 4 + k, coded })),
+        COMPACT_BLOCKS,
+      );
+      assert.ok(many.finish().equals(one.finish()), "same bytes");
+      const bad = split.blocks.map((b, i) => (i === 2 ? b.subarray(0, b.length - 9) : b));
+      const j = new StateJoiner(split.meta, B);
+      assert.throws(
+        () =>
+          j.placeCodedMany(
+            bad.slice(0, 4).map((coded, i) => ({ i, coded })),
+            COMPACT_BLOCKS,
+          ),
+        (err: unknown) => err instanceof KvBlockError && /kv block 2 does not decode with codec compact1b/.test(err.message),
+      );
+    } finally {
+      useNativeKvCodec(addonPath);
+    }
+  });
+}
 
 test("compact1b on the codec worker: the same blocks as inline; store codecs map to block codecs", async () => {
   useNativeKvCodec(addonPath);

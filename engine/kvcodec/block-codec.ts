@@ -94,7 +94,8 @@ function parseBlock(coded: Buffer, slots: readonly BlockSlot[]): CodedTensor[] {
     const body = coded.subarray(o + HEAD, o + HEAD + coded.readUInt32LE(o + 1));
     o += HEAD + body.length;
     if (o > coded.length) throw new Error(`segment ${i} runs past the block's end`);
-    if (kind !== ("tensor" in slot ? SINK_CODED : RAW)) throw new Error(`segment ${i} has kind ${kind}, the block's layout says ${"tensor" in slot ? SINK_CODED : RAW}`);
+    if (kind !== ("tensor" in slot ? SINK_CODED : RAW))
+      throw new Error(`segment ${i} has kind ${kind}, the block's layout says ${"tensor" in slot ? SINK_CODED : RAW}`);
     if (!("tensor" in slot)) {
       if (body.length !== slot.bytes.length) throw new Error(`segment ${i} has ${body.length} bytes, the layout says ${slot.bytes.length}`);
       return void body.copy(slot.bytes);
@@ -114,12 +115,48 @@ function copyStrided(t: KvTensor, into: StridedTarget): void {
 
 /** Decodes a coded block into its slots: natively (strided targets written in place) or in JavaScript (dense, then copied there). */
 function decodeOne(coded: Buffer, slots: readonly BlockSlot[]): void {
-  const tensors = parseBlock(coded, slots);
+  decodeMany([{ coded, slots }]);
+}
+
+/** Decodes coded blocks into their slots, every block's tensors in one native pass; an error names the block by its place in `blocks`. */
+function decodeMany(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[]): void {
+  const named = <T>(k: number, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      throw err instanceof BlockDecodeError ? err : new BlockDecodeError(k, (err as Error).message);
+    }
+  };
+  const perBlock = blocks.map(({ coded, slots }, k) => named(k, () => parseBlock(coded, slots)));
   const native = nativeKvCodec();
-  if (native) return decodeTensorsNatively(native, tensors);
-  for (const t of tensors) {
-    decodeSinkTensor(t.body, t.slot);
-    if (t.into) copyStrided(t.slot, t.into);
+  if (!native) {
+    perBlock.forEach((tensors, k) =>
+      named(k, () => {
+        for (const t of tensors) {
+          decodeSinkTensor(t.body, t.slot);
+          if (t.into) copyStrided(t.slot, t.into);
+        }
+      }),
+    );
+    return;
+  }
+  if (blocks.length === 1) return named(0, () => decodeTensorsNatively(native, perBlock[0]!));
+  try {
+    decodeTensorsNatively(native, perBlock.flat());
+  } catch (err) {
+    // The pass does not say which tensor failed: each block on its own, to name it.
+    perBlock.forEach((tensors, k) => named(k, () => decodeTensorsNatively(native, tensors)));
+    throw err;
+  }
+}
+
+/** A block of a decodeMany call that does not decode: `index`, its place in the call. */
+export class BlockDecodeError extends Error {
+  constructor(
+    readonly index: number,
+    message: string,
+  ) {
+    super(message);
   }
 }
 
@@ -153,7 +190,7 @@ export function compactBlockCodec(name: string, scale: number, rule: BlockRule =
     if (!options.has(cells)) options.set(cells, blockOptions(scale * spanFactor(cells), early, tail));
     return options.get(cells)!;
   };
-  return { name, encode: (blocks) => encodeAll(blocks, optionsOf), decode: decodeOne };
+  return { name, encode: (blocks) => encodeAll(blocks, optionsOf), decode: decodeOne, decodeMany };
 }
 
 /**

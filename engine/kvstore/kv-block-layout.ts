@@ -277,6 +277,12 @@ export interface KvBlockCodec {
   encode(blocks: readonly BlockSlot[][]): Buffer[];
   /** Decodes one coded block into its slots; throws on a corrupt block. */
   decode(coded: Buffer, slots: readonly BlockSlot[]): void;
+  /**
+   * Decodes several coded blocks at once (one pass of the native decoder over all their tensors, so
+   * its threads share more work than one block's few tensors); throws naming the block (its place
+   * in `blocks`) that does not decode. Absent: decode one by one.
+   */
+  decodeMany?(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[]): void;
 }
 
 /** Copies rows between the state layout and one block's layout (toBlock: state -> block); `skip`: segments left alone. */

@@ -169,17 +169,41 @@ export class StateJoiner {
    * block, then copied. KvBlockError when the block does not decode.
    */
   placeCoded(i: number, coded: Buffer, codec: KvBlockCodec): void {
-    this.check(i);
-    const scratch = Buffer.allocUnsafe(this.p.sizes[i]!);
-    const slots = blockSlots(this.p, i, scratch);
-    const direct = this.directSegments(i, slots);
-    try {
-      codec.decode(coded, slots);
-    } catch (err) {
-      throw new KvBlockError(`kv block ${i} does not decode with codec ${codec.name}: ${(err as Error).message}`);
+    this.placeCodedMany([{ i, coded }], codec);
+  }
+
+  /**
+   * placeCoded for several blocks of one codec, decoded in one pass (codec.decodeMany, where the
+   * codec has it): the native decoder's threads share all their tensors, not one block's few.
+   */
+  placeCodedMany(blocks: readonly { i: number; coded: Buffer }[], codec: KvBlockCodec): void {
+    const work = blocks.map(({ i, coded }) => {
+      this.check(i);
+      const scratch = Buffer.allocUnsafe(this.p.sizes[i]!);
+      const slots = blockSlots(this.p, i, scratch);
+      return { i, coded, scratch, slots, direct: this.directSegments(i, slots) };
+    });
+    const failed = (i: number, err: unknown): KvBlockError => new KvBlockError(`kv block ${i} does not decode with codec ${codec.name}: ${(err as Error).message}`);
+    if (codec.decodeMany && work.length > 1) {
+      try {
+        codec.decodeMany(work);
+      } catch (err) {
+        const index = (err as { index?: unknown }).index;
+        throw failed(typeof index === "number" ? work[index]!.i : work[0]!.i, err);
+      }
+    } else {
+      for (const w of work) {
+        try {
+          codec.decode(w.coded, w.slots);
+        } catch (err) {
+          throw failed(w.i, err);
+        }
+      }
     }
-    moveRows({ p: this.p, state: this.out, stateOffsets: this.stateOffsets, skip: direct }, i, scratch, false);
-    this.placed[i] = true;
+    for (const w of work) {
+      moveRows({ p: this.p, state: this.out, stateOffsets: this.stateOffsets, skip: w.direct }, w.i, w.scratch, false);
+      this.placed[w.i] = true;
+    }
   }
 
   /** Points the slots of block i whose rows are one run in the state at the state; their segment indexes. */
