@@ -66,6 +66,17 @@ async function metricSum(url: string, name: string): Promise<number> {
     .reduce((s, l) => s + Number(l.split(" ").pop()), 0);
 }
 
+/** The pod's KV store loads by outcome (hit, miss, recompute_faster, corrupt, ...): why a load did or did not happen. */
+async function loadOutcomes(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^llmfleet_kv_store_loads_total\{[^}]*outcome="([^"]+)"[^}]*\} (\S+)$/gm)) out[m[1]!] = (out[m[1]!] ?? 0) + Number(m[2]);
+  return out;
+}
+
+const outcomeDelta = (after: Record<string, number>, before: Record<string, number>): Record<string, number> =>
+  Object.fromEntries(Object.entries(after).flatMap(([k, v]) => (v - (before[k] ?? 0) > 0 ? [[k, v - (before[k] ?? 0)]] : [])));
+
 async function start(o: ReuseBenchOptions, name: string, args: string[]): Promise<RunningServer> {
   const p = port();
   const [cmd, ...pre] = o.engine as [string, ...string[]];
@@ -104,6 +115,7 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
   const fromStore: Answer[] = [];
   let storeBytes = 0;
   let loadSeconds = 0;
+  const bOutcomesBefore = await loadOutcomes(b);
   for (let r = 0; r < o.repeats; r++) {
     const c = context(tokens);
     recompute.push(await ask(plain, c));
@@ -132,6 +144,8 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     during_writeback_ms: m(duringWriteback),
     store_ms: m(fromStore),
     store_cached_tokens: cached(fromStore),
+    // Why B did or did not load (recompute_faster: the entry was held but loading it was expected to take longer).
+    store_load_outcomes: outcomeDelta(await loadOutcomes(b), bOutcomesBefore),
     store_entry_bytes: Math.round(storeBytes),
     store_load_s: loadSeconds / o.repeats,
     prompt_tokens: median(recompute.map((x) => x.promptTokens)),
