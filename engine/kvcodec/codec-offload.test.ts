@@ -7,7 +7,8 @@ import { readFileSync } from "node:fs";
 import { ensureDefaultModel } from "../model/fetch.ts";
 import { NativeRuntime } from "../runtime/native-runtime.ts";
 import { kvCodec } from "./codec.ts";
-import { readKvEntry, runCodec, writeKvEntry } from "./codec-offload.ts";
+import { readKvEntry, runCodec, splitKvBlocks, writeKvEntry } from "./codec-offload.ts";
+import { syntheticSeqState } from "../../testing/kv-state.ts";
 import { encodeKvEntry, KvEntryError } from "../kvstore/kv-entry.ts";
 import { truncateSeqState } from "../runtime/seq-state.ts";
 
@@ -54,6 +55,31 @@ test("the event loop keeps ticking while lossy encodes run on the worker", async
   // Inline, these four encodes would hold the loop for ~4 x inlineMs with no tick at all.
   assert.ok(inlineMs > 20, `one inline encode took ${inlineMs.toFixed(0)} ms: too short to tell`);
   assert.ok(ticks >= Math.min(10, ms / 40), `${ticks} ticks of a 5 ms timer in ${ms.toFixed(0)} ms (one inline encode: ${inlineMs.toFixed(0)} ms)`);
+});
+
+test("a GB-scale state goes to the worker without holding the event loop for its copy", async () => {
+  // ~384 MB: a GPU pod's write-back is of this order (a 7B model's 8K-token state is about 1 GB).
+  const big = syntheticSeqState({ tokens: 1024, channels: 4096, sections: [24], seed: 3 });
+  const t0 = performance.now();
+  void new Uint8Array(big);
+  const copyMs = performance.now() - t0;
+  let last = performance.now();
+  let maxGap = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    maxGap = Math.max(maxGap, now - last);
+    last = now;
+  }, 2);
+  try {
+    const split = await splitKvBlocks(big, { tokens: 1024, blockTokens: 256 }, 0);
+    assert.equal(split.blocks.length, 4);
+    assert.equal(split.meta.length + split.blocks.reduce((n, b) => n + b.length, 0), big.length, "every byte is in a block");
+  } finally {
+    clearInterval(timer);
+  }
+  // One copy of the state held the loop for copyMs; a slice at a time, the longest gap is a slice's.
+  assert.ok(copyMs > 40, `one copy of ${(big.length / 1e6).toFixed(0)} MB took ${copyMs.toFixed(0)} ms: too short to tell`);
+  assert.ok(maxGap < copyMs / 2, `the event loop stood still for ${maxGap.toFixed(0)} ms (one whole copy: ${copyMs.toFixed(0)} ms)`);
 });
 
 test("a codec error in the worker reaches the caller as an error", async () => {
