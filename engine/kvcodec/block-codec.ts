@@ -18,10 +18,11 @@
  * body; kind 3: a qpre sink tensor body (qpre.ts), kind 0: the segment's bytes as they are (a
  * type other than F16). The decoder takes the segments' shapes from the meta block and checks them.
  */
-import type { BlockSlot, KvBlockCodec } from "../kvstore/kv-blocks.ts";
+import { BlockDecodeError, type BlockSlot, type KvBlockCodec } from "../kvstore/kv-block-layout.ts";
 import { COMPACT_EARLY, COMPACT_SCALE, ROPES, type EarlyLayers } from "./codec.ts";
 import { decodeTensorsNatively, encodeTensorsNatively, nativeKvCodec, type CodedTensor, type StridedTarget } from "./native-codec.ts";
 import { decodeSinkTensor, encodeSinkTensor, SINK_CODED, toEncode, type QpreOptions } from "./qpre.ts";
+import { EXPONENT, REFERENCE_CELLS } from "./qpre-policy.ts";
 import type { KvTensor } from "./state-tensors.ts";
 
 const RAW = 0;
@@ -33,10 +34,6 @@ const HEAD = 5;
  * tokens 2x finer) and a trailing `s` for the span rule (compact1b is compact1b@0.2s).
  */
 const COMPACT_BLOCK = /^compact1b(?:@([0-9]*\.?[0-9]+)(?:t([0-9]+))?(s)?)?$/;
-
-/** compact1's step rule by cell count: a step (cells / REFERENCE_CELLS)^SPAN_EXPONENT as large (qpre-policy.ts). */
-const REFERENCE_CELLS = 512;
-const SPAN_EXPONENT = 0.35;
 
 /** How much finer a block's tail is coded. */
 const TAIL_SCALE = 0.5;
@@ -113,13 +110,12 @@ function copyStrided(t: KvTensor, into: StridedTarget): void {
   for (let j = 0; j < t.rows; j++) t.data.copy(into.data, 2 * j * into.stride, j * row, (j + 1) * row);
 }
 
-/** Decodes a coded block into its slots: natively (strided targets written in place) or in JavaScript (dense, then copied there). */
-function decodeOne(coded: Buffer, slots: readonly BlockSlot[]): void {
-  decodeMany([{ coded, slots }]);
-}
-
-/** Decodes coded blocks into their slots, every block's tensors in one native pass; an error names the block by its place in `blocks`. */
-function decodeMany(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[]): void {
+/**
+ * Decodes coded blocks into their slots: natively, every block's tensors in one pass (strided
+ * targets written in place), or in JavaScript (dense, then copied there); a BlockDecodeError names
+ * the block by its place in `blocks`.
+ */
+function decodeAll(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[]): void {
   const named = <T>(k: number, fn: () => T): T => {
     try {
       return fn();
@@ -150,16 +146,6 @@ function decodeMany(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[
   }
 }
 
-/** A block of a decodeMany call that does not decode: `index`, its place in the call. */
-export class BlockDecodeError extends Error {
-  constructor(
-    readonly index: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 export interface BlockRule {
   /** Each block's newest tokens coded 2x finer (0: none). */
   tail?: number;
@@ -173,13 +159,13 @@ export interface BlockRule {
 }
 
 /**
- * The span rule's step factor for a stream holding `cells` positions whole: compact1's
- * (cells / 512)^0.35, never below 1 — a block is never coded finer than the flat block scale (a short
+ * The span rule's step factor for a stream holding `cells` positions whole: compact1's cell rule
+ * (qpre-policy.ts, (cells / 512)^0.35 with no sensitivity table), never below 1 — a block is never coded finer than the flat block scale (a short
  * prefix would otherwise get steps so fine that its coded block outgrows its raw rows: 16-token blocks
  * coded to 1.08x their F16 bytes).
  */
 function spanFactor(cells: number): number {
-  return cells > REFERENCE_CELLS ? (cells / REFERENCE_CELLS) ** SPAN_EXPONENT : 1;
+  return cells > REFERENCE_CELLS ? (cells / REFERENCE_CELLS) ** EXPONENT : 1;
 }
 
 export function compactBlockCodec(name: string, scale: number, rule: BlockRule = {}): KvBlockCodec {
@@ -190,7 +176,7 @@ export function compactBlockCodec(name: string, scale: number, rule: BlockRule =
     if (!options.has(cells)) options.set(cells, blockOptions(scale * spanFactor(cells), early, tail));
     return options.get(cells)!;
   };
-  return { name, encode: (blocks) => encodeAll(blocks, optionsOf), decode: decodeOne, decodeMany };
+  return { name, encode: (blocks) => encodeAll(blocks, optionsOf), decode: decodeAll };
 }
 
 /**

@@ -48,9 +48,9 @@ export const GEMMA3_270M_SINK: Sensitivities = {
 
 /** Below this, the measurement does not tell tensors apart. */
 const FLOOR = 0.0006;
-const EXPONENT = 0.35;
+export const EXPONENT = 0.35;
 /** A sliding-window tensor of Gemma 3 270M holds 512 cells; N_t is counted against it. */
-const REFERENCE_CELLS = 512;
+export const REFERENCE_CELLS = 512;
 
 function sensitivity(t: Pick<KvTensor, "kind" | "layer" | "layers">, table: Sensitivities): number {
   const row = table[t.layers]?.[t.kind === "k" ? 0 : 1]?.[t.layer];

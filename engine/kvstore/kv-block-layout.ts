@@ -275,14 +275,22 @@ export interface KvBlockCodec {
   readonly name: string;
   /** Every block's coded bytes, in order; per block, its slots (views of its raw rows). */
   encode(blocks: readonly BlockSlot[][]): Buffer[];
-  /** Decodes one coded block into its slots; throws on a corrupt block. */
-  decode(coded: Buffer, slots: readonly BlockSlot[]): void;
   /**
-   * Decodes several coded blocks at once (one pass of the native decoder over all their tensors, so
-   * its threads share more work than one block's few tensors); throws naming the block (its place
-   * in `blocks`) that does not decode. Absent: decode one by one.
+   * Decodes coded blocks into their slots, all at once (one pass of the native decoder over every
+   * block's tensors, so its threads share more work than one block's few); a BlockDecodeError names
+   * the block (its place in `blocks`) that does not decode.
    */
-  decodeMany?(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[]): void;
+  decode(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[]): void;
+}
+
+/** A block of a KvBlockCodec.decode call that does not decode: `index`, its place in the call. */
+export class BlockDecodeError extends Error {
+  constructor(
+    readonly index: number,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** Copies rows between the state layout and one block's layout (toBlock: state -> block); `skip`: segments left alone. */

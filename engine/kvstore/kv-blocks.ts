@@ -26,7 +26,7 @@
  */
 import { createHash } from "node:crypto";
 import { crc32c } from "./crc32c.ts";
-import { blockSlots, codedShape, isSeg, KvBlockError, moveRows, parse, plan, type BlockSlot, type KvBlockCodec, type Plan } from "./kv-block-layout.ts";
+import { BlockDecodeError, blockSlots, codedShape, isSeg, KvBlockError, moveRows, parse, plan, type BlockSlot, type KvBlockCodec, type Plan } from "./kv-block-layout.ts";
 
 export { KvBlockError, type BlockSlot, type KvBlockCodec } from "./kv-block-layout.ts";
 
@@ -173,8 +173,8 @@ export class StateJoiner {
   }
 
   /**
-   * placeCoded for several blocks of one codec, decoded in one pass (codec.decodeMany, where the
-   * codec has it): the native decoder's threads share all their tensors, not one block's few.
+   * placeCoded for several blocks of one codec, decoded in one pass (KvBlockCodec.decode): the
+   * native decoder's threads share all their tensors, not one block's few.
    */
   placeCodedMany(blocks: readonly { i: number; coded: Buffer }[], codec: KvBlockCodec): void {
     const work = blocks.map(({ i, coded }) => {
@@ -183,22 +183,11 @@ export class StateJoiner {
       const slots = blockSlots(this.p, i, scratch);
       return { i, coded, scratch, slots, direct: this.directSegments(i, slots) };
     });
-    const failed = (i: number, err: unknown): KvBlockError => new KvBlockError(`kv block ${i} does not decode with codec ${codec.name}: ${(err as Error).message}`);
-    if (codec.decodeMany && work.length > 1) {
-      try {
-        codec.decodeMany(work);
-      } catch (err) {
-        const index = (err as { index?: unknown }).index;
-        throw failed(typeof index === "number" ? work[index]!.i : work[0]!.i, err);
-      }
-    } else {
-      for (const w of work) {
-        try {
-          codec.decode(w.coded, w.slots);
-        } catch (err) {
-          throw failed(w.i, err);
-        }
-      }
+    try {
+      codec.decode(work);
+    } catch (err) {
+      const i = err instanceof BlockDecodeError ? work[err.index]!.i : work[0]!.i;
+      throw new KvBlockError(`kv block ${i} does not decode with codec ${codec.name}: ${(err as Error).message}`);
     }
     for (const w of work) {
       moveRows({ p: this.p, state: this.out, stateOffsets: this.stateOffsets, skip: w.direct }, w.i, w.scratch, false);
