@@ -87,10 +87,6 @@ function keyList(body: unknown, field = "keys"): string[] {
 }
 
 /**
- * Stores a manifest's blocks that arrived over TCP (staged in the listener under their keys),
- * each checked against the manifest's size and CRC-32C; returns the keys still missing.
- */
-/**
  * The manifest's blocks against the store: staged ones (sent over TCP) checked and stored; held ones
  * compared with what is held. missing: named but neither held nor staged; mismatched: held (or
  * staged) with another size or CRC-32C than the manifest says — another writer's block under the
@@ -99,21 +95,21 @@ function keyList(body: unknown, field = "keys"): string[] {
 async function takeStaged(deps: KvStoreAppDeps, m: KvManifest): Promise<{ missing: string[]; mismatched: string[] }> {
   const missing: string[] = [];
   const mismatched: string[] = [];
-  const have = await deps.store.hasMany(m.blocks.map((b) => b.key));
+  // What each block is held as (one look at the tiers per block, all at once); undefined: not held.
+  const held = await Promise.all(m.blocks.map((b) => deps.store.blockSum(b.key)));
   for (const [i, block] of m.blocks.entries()) {
-    const found = await checkBlock(deps, block, have[i]!);
+    const found = await checkBlock(deps, block, held[i]);
     if (found === "missing") missing.push(block.key);
     else if (found === "mismatched") mismatched.push(block.key);
   }
   return { missing, mismatched };
 }
 
-/** One block a manifest names: staged (taken, checked, stored) or held, against the manifest's size and CRC-32C. */
-async function checkBlock(deps: KvStoreAppDeps, block: BlockEntry, held: boolean): Promise<"ok" | "missing" | "mismatched"> {
+/** One block a manifest names: held (`held`, its size and CRC-32C) or staged (taken, checked, stored), against the manifest's. */
+async function checkBlock(deps: KvStoreAppDeps, block: BlockEntry, held: BlockSum | undefined): Promise<"ok" | "missing" | "mismatched"> {
   const taken = held ? undefined : deps.tcp?.addon.kvTake(deps.tcp.handle, block.key);
   if (!held && !taken) return "missing";
-  const sum = taken ? await storeStaged(deps, block, taken.state) : await deps.store.blockSum(block.key);
-  if (sum === undefined) return "missing";
+  const sum = held ?? (await storeStaged(deps, block, taken!.state));
   return sum !== null && sum.bytes === block.bytes && sum.crc32c === block.crc32c ? "ok" : "mismatched";
 }
 
