@@ -433,14 +433,18 @@ async function device(): Promise<void> {
     const prompts = drawPrompts(docs.length, SIZES, Number(a.seed));
     return { run: { docs, lengths, prompts }, how: counter.how, ttft: await timeAll(servers, docs, prompts) };
   });
-  const out = deviceResults(run, how, ttft, startLoad);
+  await writeOut(deviceResults(run, how, ttft, startLoad));
+}
+
+/** Writes --out and logs both curves. */
+async function writeOut(out: { all_prompts: { curve: unknown }; six_documents_new_order: { curve: unknown } }): Promise<void> {
   await mkdir(dirname(a.out), { recursive: true });
   await writeFile(a.out, `${JSON.stringify(out, null, 2)}\n`);
-  for (const [name, p] of [
+  for (const [name, part] of [
     ["all", out.all_prompts],
     ["6 docs", out.six_documents_new_order],
   ] as const)
-    for (const c of p.curve) log(`${name}: ${JSON.stringify(c)}`);
+    for (const c of part.curve as unknown[]) log(`${name}: ${JSON.stringify(c)}`);
 }
 
 async function main(): Promise<void> {
@@ -458,14 +462,7 @@ async function main(): Promise<void> {
     return { docs, lengths, prompts, rows: await measureQuality(probe, docs, prompts) };
   })();
   const ttft = a["quality-only"] ? quality.prompts.map(() => ({})) : await measureTtft(quality.docs, quality.prompts);
-  const out = results(quality, ttft, startLoad);
-  await mkdir(dirname(a.out), { recursive: true });
-  await writeFile(a.out, `${JSON.stringify(out, null, 2)}\n`);
-  for (const [name, part] of [
-    ["all", out.all_prompts],
-    ["6 docs", out.six_documents_new_order],
-  ] as const)
-    for (const c of part.curve as unknown[]) log(`${name}: ${JSON.stringify(c)}`);
+  await writeOut(results(quality, ttft, startLoad));
 }
 
 await main();
