@@ -20,6 +20,7 @@ import { mkdir } from "node:fs/promises";
 import { prng } from "../../engine/model/synthetic-gguf.ts";
 import { benchPromptOfTokens, benchWordsPerToken } from "./load-client.ts";
 import { startServer, type RunningServer } from "./servers.ts";
+import { samples } from "../../testing/scale-fleet.ts";
 
 export interface ReuseBenchOptions {
   engine: string[];
@@ -68,9 +69,10 @@ async function metricSum(url: string, name: string): Promise<number> {
 
 /** The pod's KV store loads by outcome (hit, miss, recompute_faster, corrupt, ...): why a load did or did not happen. */
 async function loadOutcomes(url: string): Promise<Record<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
   const out: Record<string, number> = {};
-  for (const m of text.matchAll(/^llmfleet_kv_store_loads_total\{[^}]*outcome="([^"]+)"[^}]*\} (\S+)$/gm)) out[m[1]!] = (out[m[1]!] ?? 0) + Number(m[2]);
+  for (const [labels, value] of samples(await (await fetch(`${url}/metrics`)).text(), "llmfleet_kv_store_loads_total")) {
+    if (labels.outcome) out[labels.outcome] = (out[labels.outcome] ?? 0) + value;
+  }
   return out;
 }
 
