@@ -4,7 +4,8 @@
  * TTFT) for a few hundred milliseconds, and decoding a load did the same to everyone else. Large
  * inputs of real codecs go to one worker thread (codec-worker.ts); `none` and small inputs stay
  * inline, where a copy to the worker would cost more than the work. A worker that cannot start
- * (a bundled build without the .ts file) or dies falls back to running inline.
+ * (a bundle without codec-worker.mjs beside it) or dies, at any point of a job, falls back to
+ * running inline: same bytes, and the process goes on (codec-offload-bundle.test.ts).
  */
 import { Worker } from "node:worker_threads";
 import { kvCodec } from "./codec.ts";
@@ -88,11 +89,16 @@ async function copyForWorker(data: Uint8Array): Promise<Uint8Array> {
 async function offload(job: Omit<CodecJob, "id">, worth: boolean): Promise<Done> {
   const w = worth ? codecWorker() : undefined;
   if (!w) return runJob(job);
-  const id = nextId++;
   const nativeAddon = nativeKvCodecPath();
-  const done = new Promise<Done>((resolve, reject) => pending.set(id, { resolve, reject }));
   // A copy for the worker (the caller keeps its buffer, which may be pinned native memory).
   const data = await copyForWorker(job.data);
+  // The copy took turns of the event loop, in which the worker may have failed to start (a bundle
+  // without codec-worker.mjs) or died: then the job runs here. The job's promise is made only now
+  // and awaited in this same turn: made before the copy, a failure in between rejected it with no
+  // one awaiting it yet, an unhandled rejection, which ends the process.
+  if (broken || worker !== w) return runJob(job);
+  const id = nextId++;
+  const done = new Promise<Done>((resolve, reject) => pending.set(id, { resolve, reject }));
   w.postMessage({ ...job, id, data, nativeAddon }, [data.buffer as ArrayBuffer]);
   // Keep the process alive only while work is in flight.
   w.ref();
