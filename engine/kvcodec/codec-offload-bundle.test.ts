@@ -10,7 +10,7 @@ import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -106,4 +106,11 @@ test("a bundle whose codec worker dies holding the jobs runs them inline: no cra
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("the GPU machine's pack (device-pack.sh) bundles the codec worker beside engine.mjs, as the image does", () => {
+  const pack = readFileSync(new URL("../../scripts/native/device-pack.sh", import.meta.url), "utf8");
+  const list = /^for entry in (.*); do$/m.exec(pack)?.[1]?.split(" ") ?? [];
+  assert.ok(list.includes("engine/main.ts:engine.mjs"), list.join(" "));
+  assert.ok(list.includes("engine/kvcodec/codec-worker.ts:codec-worker.mjs"), list.join(" "));
 });
