@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "addon.h"
+#include "host-pool.h"
 
 namespace llmfleet_addon {
 
@@ -71,31 +72,28 @@ Napi::Value Load(const Napi::CallbackInfo & info) {
 
 namespace {
 
-// A GPU state goes into page-locked host memory (the GPU backend's host buffer type): the copy
-// from the device then runs at bus speed instead of through the driver's pageable staging, and a
-// later import of the same buffer (a host-memory copy of a context) does too. The buffer is freed
-// when JavaScript drops it; V8 is told of its size so that it collects it in time.
-uint8_t * alloc_pinned(size_t n, ggml_backend_buffer_t * out) {
-    ggml_backend_dev_t gpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
-    ggml_backend_buffer_type_t buft = gpu ? ggml_backend_dev_host_buffer_type(gpu) : nullptr;
-    ggml_backend_buffer_t b = buft ? ggml_backend_buft_alloc_buffer(buft, n) : nullptr;
-    if (!b) return nullptr;
-    *out = b;
-    return static_cast<uint8_t *>(ggml_backend_buffer_get_base(b));
-}
-
+// A GPU state goes into page-locked host memory (the GPU backend's host buffer type), from the
+// pool (host-pool.h): the copy from the device then runs at bus speed instead of through the
+// driver's pageable staging, a later import of the same buffer (a host-memory copy of a context)
+// does too, and the next export reuses the block instead of page-locking afresh. The block goes
+// back to the pool when JavaScript drops the Buffer; V8 is told of its size so that it collects it
+// in time.
 Napi::Buffer<uint8_t> state_buffer(Napi::Env env, size_t n, bool gpu) {
-    ggml_backend_buffer_t pinned = nullptr;
-    uint8_t * base = gpu ? alloc_pinned(n, &pinned) : nullptr;
-    if (!base) return Napi::Buffer<uint8_t>::New(env, n);
+    if (!gpu) return Napi::Buffer<uint8_t>::New(env, n);
+    auto * block = new hostpool::Block(hostpool::acquire(n));
+    if (!block->data) {
+        delete block;
+        return Napi::Buffer<uint8_t>::New(env, n);
+    }
     Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(n));
     return Napi::Buffer<uint8_t>::New(
-        env, base, n,
-        [n](Napi::Env e, uint8_t *, ggml_backend_buffer * b) {
-            ggml_backend_buffer_free(b);
+        env, block->data, n,
+        [n](Napi::Env e, uint8_t *, hostpool::Block * b) {
+            hostpool::release(*b);
+            delete b;
             Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(n));
         },
-        pinned);
+        block);
 }
 
 // The sequence state in llama.cpp's file format (what llama_state_seq_save_file writes: "ggsq",

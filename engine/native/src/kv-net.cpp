@@ -80,28 +80,20 @@ uint32_t crc32c(const uint8_t * p, size_t n) {
     return crc32c_sw(0, p, n);
 }
 
-// ---- host memory for a received state: page-locked when a GPU backend is present ----
+// ---- host memory for a received state: from the pool (page-locked when a GPU backend is present) ----
 
 bool HostMem::alloc(size_t n, HostMem & out) {
-    ggml_backend_dev_t gpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
-    ggml_backend_buffer_type_t buft = gpu ? ggml_backend_dev_host_buffer_type(gpu) : nullptr;
-    ggml_backend_buffer_t b = buft ? ggml_backend_buft_alloc_buffer(buft, n ? n : 1) : nullptr;
-    if (b) {
-        out = {static_cast<uint8_t *>(ggml_backend_buffer_get_base(b)), n, b};
-        return true;
-    }
-    const size_t rounded = ((n ? n : 1) + 4095) / 4096 * 4096;
-    void * p = std::aligned_alloc(4096, rounded);
-    if (!p) return false;
-    out = {static_cast<uint8_t *>(p), n, nullptr};
+    hostpool::Block b = hostpool::acquire(n);
+    if (!b.data) return false;
+    out.data = b.data;
+    out.size = n;
+    out.block = b;
     return true;
 }
 
 void HostMem::release() {
-    if (pinned) ggml_backend_buffer_free(pinned);
-    else std::free(data);
+    hostpool::release(block);
     data = nullptr;
-    pinned = nullptr;
     size = 0;
 }
 

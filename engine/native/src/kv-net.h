@@ -9,12 +9,16 @@
 #include <string>
 
 #include "ggml-backend.h"
+#include "host-pool.h"
 
 namespace llmfleet_addon::kvnet {
 
 // The wire (kv-stream.h): magic, version, limits, receiver statuses.
 constexpr uint32_t KVN_MAGIC = 0x4e4b464c;  // "LFKN"
 constexpr uint32_t KVN_VERSION = 1;
+// v2: one hand-off over several connections, each carrying one contiguous stripe (kv-stream.h).
+constexpr uint32_t KVN_VERSION_STRIPED = 2;
+constexpr uint32_t MAX_STRIPES = 16;
 constexpr uint32_t MAX_ID = 256;
 constexpr uint32_t MAX_CHUNK = 64u << 20;
 // The longest reply message or hand-off header accepted.
@@ -24,13 +28,14 @@ enum Status : uint32_t { ST_OK = 0, ST_FULL = 1, ST_BAD = 2, ST_TOO_LARGE = 3, S
 // CRC-32C (Castagnoli): SSE 4.2 where the CPU has it, else slicing-by-8.
 uint32_t crc32c(const uint8_t * p, size_t n);
 
-// Host memory for a received state: page-locked when a GPU backend is present (the import is then
-// a DMA), else page-aligned.
+// Host memory for a received state, from the pool (host-pool.h): page-locked when a GPU backend is
+// present (the import is then a DMA), else page-aligned.
 struct HostMem {
     uint8_t * data = nullptr;
     size_t size = 0;
-    ggml_backend_buffer_t pinned = nullptr;
+    hostpool::Block block;
 
+    bool pinned() const { return block.pinned != nullptr; }
     static bool alloc(size_t n, HostMem & out);
     void release();
 };
