@@ -11,7 +11,8 @@
  *   --section S          engine | llama-server | inprocess | soak | stress | pd | reuse (repeatable; default engine)
  *   --pd-prompt-tokens LIST --pd-concurrency LIST --pd-transports LIST
  *                        the pd section (bench/http/pd.ts): prompt lengths (default 1024,4096),
- *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http)
+ *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http; tcp1 is
+ *                        tcp over one connection, --kv-streams 1, the baseline of the striped default)
  *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C
  *                        the reuse section (bench/http/reuse.ts): context lengths (default
  *                        1024,4096,8192), requests per row (3), requests in the random mix (100),
@@ -270,7 +271,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
         concurrencies: a["pd-concurrency"].split(",").map(Number),
         promptTokens: a["pd-prompt-tokens"].split(",").map(Number),
         maxTokens: 32,
-        transports: a["pd-transports"].split(",") as ("tcp" | "http")[],
+        transports: a["pd-transports"].split(",") as ("tcp" | "tcp1" | "http")[],
         logDir: dirname(a.out),
       });
     case "soak":

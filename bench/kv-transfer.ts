@@ -6,7 +6,14 @@
  * fallback). The states are well-formed llama.cpp sequence states of STATE_MB MiB in the decode
  * pod's own layout (so neither path rewrites them), staged by the decode pod and never imported.
  * Each mechanism sends ROUNDS states one after another; the figure is bytes over the seconds from
- * the start of the send to the decode pod's "staged". Writes bench/results/kv-transfer.json.
+ * the start of the send to the decode pod's "staged". TCP runs once per stream count in
+ * BENCH_STREAMS (default 1,4,8: the v1 wire's one connection is the baseline of the striped LFKN v2
+ * ones; the engine's default is --kv-streams 4). Writes bench/results/kv-transfer.json (BENCH_OUT
+ * elsewhere).
+ *
+ * On the GPU machine (no npm there): the bundle of this file (scripts/native/device-pack.sh) with
+ * BENCH_ENGINE=<bundled engine.mjs> starts the decode pod from the bundle, with the CUDA addon, so
+ * its staging memory is page-locked as in a GPU pod.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { writeFile } from "node:fs/promises";
@@ -14,10 +21,11 @@ import { cpus, loadavg } from "node:os";
 import { Readable } from "node:stream";
 import { eventually } from "../testing/eventually.ts";
 import { encodeKvHandoff } from "../engine/pd/kv-wire.ts";
-import { kvStreamAddon, TCP_CHUNK_BYTES, type KvStreamAddon } from "../engine/pd/kv-transport.ts";
+import { kvStreamAddon, TCP_CHUNK_BYTES, TCP_STREAMS_DEFAULT, type KvStreamAddon } from "../engine/pd/kv-transport.ts";
 
 const STATE_MB = Number(process.env.BENCH_STATE_MB ?? 256);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
+const STREAMS = (process.env.BENCH_STREAMS ?? "1,4,8").split(",").map(Number);
 const HTTP_PORT = 18_400;
 const KV_PORT = 18_401;
 
@@ -48,7 +56,7 @@ function syntheticState(tokens: number, layers: number, rowBytes: number): Buffe
 async function startDecode(): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", "engine/main.ts", "--role", "decode", "--model", "synthetic://tiny", "--flash-attention", "--host", "127.0.0.1", "--port", String(HTTP_PORT), "--kv-port", String(KV_PORT), "--parallel", "2"],
+    [...(process.env.BENCH_ENGINE ? [process.env.BENCH_ENGINE] : ["--import", "tsx", "engine/main.ts"]), "--role", "decode", "--model", "synthetic://tiny", "--flash-attention", "--host", "127.0.0.1", "--port", String(HTTP_PORT), "--kv-port", String(KV_PORT), "--parallel", "2"],
     { stdio: ["ignore", "ignore", "inherit"] },
   );
   await eventually(
@@ -61,20 +69,69 @@ async function startDecode(): Promise<ChildProcess> {
   return child;
 }
 
-async function sendTcp(kv: KvStreamAddon, id: string, header: { model: string; tokens: number }, state: Buffer): Promise<void> {
-  const json = JSON.stringify({ handoffId: id, ...header, vTransposed: false });
-  const res = await kv.kvSend(state, "127.0.0.1", KV_PORT, id, json, TCP_CHUNK_BYTES, 60_000);
-  if (res.status !== 0) throw new Error(`tcp: status ${res.status} ${res.message}`);
+interface Sent {
+  id: string;
+  model: string;
+  tokens: number;
+  state: Buffer;
 }
 
-async function sendHttp(id: string, header: Parameters<typeof encodeKvHandoff>[0], state: Buffer): Promise<void> {
-  const res = await fetch(`http://127.0.0.1:${HTTP_PORT}/internal/kv/${id}`, {
+async function sendTcp(kv: KvStreamAddon, s: Sent, streams: number): Promise<void> {
+  const json = JSON.stringify({ handoffId: s.id, model: s.model, tokens: s.tokens, vTransposed: false });
+  const res = await kv.kvSend(s.state, "127.0.0.1", KV_PORT, s.id, json, TCP_CHUNK_BYTES, 60_000, streams);
+  if (res.status !== 0) throw new Error(`tcp: status ${res.status} ${res.message}`);
+  if ((res.streams ?? 1) !== streams) throw new Error(`tcp: asked for ${streams} streams, the state went over ${res.streams ?? 1}`);
+}
+
+async function sendHttp(s: Sent): Promise<void> {
+  const header = { handoffId: s.id, model: s.model, tokens: Array.from({ length: s.tokens }, () => 0), vTransposed: false };
+  const res = await fetch(`http://127.0.0.1:${HTTP_PORT}/internal/kv/${s.id}`, {
     method: "PUT",
     headers: { "content-type": "application/octet-stream", connection: "close" },
-    body: Readable.toWeb(Readable.from(encodeKvHandoff(header, state))) as ReadableStream,
+    body: Readable.toWeb(Readable.from(encodeKvHandoff(header, s.state))) as ReadableStream,
     duplex: "half",
   } as RequestInit);
   if (res.status !== 204) throw new Error(`http: ${res.status} ${await res.text()}`);
+}
+
+type Measured = { seconds: number[]; gbPerSecond: number };
+
+/** ROUNDS states one after another over `path` (tcp_xN or http). */
+async function measure(kv: KvStreamAddon, path: string, base: Omit<Sent, "id">): Promise<Measured> {
+  const seconds: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const sent = { ...base, id: `bench-${path}-${r}` };
+    const t0 = performance.now();
+    await (path === "http" ? sendHttp(sent) : sendTcp(kv, sent, Number(path.slice(5))));
+    seconds.push((performance.now() - t0) / 1000);
+  }
+  const total = seconds.reduce((a, b) => a + b, 0);
+  const m = { seconds, gbPerSecond: (base.state.length * ROUNDS) / total / 1e9 };
+  process.stderr.write(`bench:kv-transfer: ${path}: ${m.gbPerSecond.toFixed(3)} GB/s (${seconds.map((x) => x.toFixed(3)).join(", ")} s)\n`);
+  return m;
+}
+
+function report(results: Record<string, Measured>, stateBytes: number): Record<string, unknown> {
+  const single = results.tcp_x1;
+  const striped = results[`tcp_x${TCP_STREAMS_DEFAULT}`];
+  const tcp = striped ?? results[`tcp_x${STREAMS[0]}`]!;
+  const out = {
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, loadavg: loadavg(), note: process.env.BENCH_ENGINE ? "device machine" : "shared machine" },
+    decodeAddon: process.env.LLMFLEET_NATIVE_ADDON ?? "default",
+    stateBytes,
+    rounds: ROUNDS,
+    /** TCP_STREAMS_DEFAULT connections (the default on machines of 16 CPUs or more) when measured, else the first count. */
+    tcp,
+    http: results.http,
+    tcp_streams: Object.fromEntries(STREAMS.map((n) => [n, results[`tcp_x${n}`]])),
+    ratio: tcp.gbPerSecond / results.http!.gbPerSecond,
+    /** Striped (TCP_STREAMS_DEFAULT connections) over one connection, the v1 wire: the baseline measured in this run. */
+    ratio_striped_vs_single: striped && single ? striped.gbPerSecond / single.gbPerSecond : null,
+  };
+  const line = STREAMS.map((n) => `x${n} ${results[`tcp_x${n}`]!.gbPerSecond.toFixed(3)}`).join(", ");
+  console.log(`native TCP GB/s by connections: ${line}; HTTP (LFKV) ${results.http!.gbPerSecond.toFixed(3)}; x${TCP_STREAMS_DEFAULT} vs one connection ${out.ratio_striped_vs_single?.toFixed(2) ?? "n/a"}x, vs HTTP ${out.ratio.toFixed(2)}x`);
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -88,31 +145,10 @@ async function main(): Promise<void> {
     const rowBytes = 2048;
     const tokens = Math.floor((STATE_MB * 2 ** 20) / (2 * layers * rowBytes));
     const state = syntheticState(tokens, layers, rowBytes);
-    const header = { model: info.model, tokens: Array.from({ length: tokens }, () => 0), vTransposed: false };
-    const results: Record<string, { seconds: number[]; gbPerSecond: number }> = {};
-    for (const path of ["tcp", "http"] as const) {
-      const seconds: number[] = [];
-      for (let r = 0; r < ROUNDS; r++) {
-        const id = `bench-${path}-${r}`;
-        const t0 = performance.now();
-        await (path === "tcp" ? sendTcp(kv, id, { model: info.model, tokens }, state) : sendHttp(id, { ...header, handoffId: id }, state));
-        seconds.push((performance.now() - t0) / 1000);
-      }
-      const total = seconds.reduce((a, b) => a + b, 0);
-      results[path] = { seconds, gbPerSecond: (state.length * ROUNDS) / total / 1e9 };
-      process.stderr.write(`bench:kv-transfer: ${path}: ${results[path].gbPerSecond.toFixed(3)} GB/s (${seconds.map((s) => s.toFixed(3)).join(", ")} s)\n`);
-    }
-    const out = {
-      date: new Date().toISOString(),
-      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, loadavg: loadavg(), note: "shared machine" },
-      stateBytes: state.length,
-      rounds: ROUNDS,
-      tcp: results.tcp,
-      http: results.http,
-      ratio: results.tcp!.gbPerSecond / results.http!.gbPerSecond,
-    };
-    console.log(`native TCP ${out.tcp!.gbPerSecond.toFixed(3)} GB/s vs HTTP (LFKV) ${out.http!.gbPerSecond.toFixed(3)} GB/s: ${out.ratio.toFixed(2)}x`);
-    await writeFile(new URL("./results/kv-transfer.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
+    const results: Record<string, Measured> = {};
+    for (const path of [...STREAMS.map((n) => `tcp_x${n}`), "http"]) results[path] = await measure(kv, path, { model: info.model, tokens, state });
+    const out = report(results, state.length);
+    await writeFile(process.env.BENCH_OUT ?? new URL("./results/kv-transfer.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
   } finally {
     await new Promise((resolve) => (decode.once("exit", resolve), decode.kill("SIGTERM")));
   }

@@ -25,7 +25,7 @@ import { fleetGuard, fleetTokenSource, type FleetTokens } from "./access/fleet-a
 import { identityHeaders } from "./access/identity.ts";
 import { createTenantCacheMetric } from "./access/tenant-metrics.ts";
 import { KvSealer } from "./kvstore/kv-seal.ts";
-import { kvStreamAddon, type KvListener, type KvTransportMode } from "./pd/kv-transport.ts";
+import { kvStreamAddon, TCP_STREAMS_MAX, type KvListener, type KvTransportMode } from "./pd/kv-transport.ts";
 import { totalmem } from "node:os";
 
 export interface ModelPodOptions {
@@ -68,6 +68,8 @@ export interface ModelPodOptions {
   kvTransport?: KvTransportMode;
   /** Decode: TCP port of the native hand-off listener; default 0 (any free port: tests). */
   kvPort?: number;
+  /** Prefill: parallel TCP connections per hand-off; default defaultTcpStreams() (kv-transport.ts). */
+  kvStreams?: number;
   /** Decode: address the hand-off listener binds; default 127.0.0.1 (main passes --host). */
   host?: string;
   /** The HTTP port the pod will serve on (main passes --port): named in TCP hand-off answers. */
@@ -219,7 +221,8 @@ async function kvListener(opts: ModelPodOptions, runtime: ModelRuntime): Promise
     const maxBytes = Math.min(8 * 2 ** 30, Math.floor(totalmem() / 4));
     const { port, handle } = addon.kvListen(opts.host ?? "127.0.0.1", opts.kvPort ?? 0, {
       maxBytes,
-      maxConnections: Math.max(8, 2 * runtime.sequences.length),
+      // One hand-off takes up to TCP_STREAMS_MAX connections (a prefill pod's --kv-streams).
+      maxConnections: Math.min(4096, Math.max(8, 2 * runtime.sequences.length) * TCP_STREAMS_MAX),
       ...(opts.advertiseUrl ? { advertise: opts.advertiseUrl } : {}),
       ...(opts.port ? { httpPort: opts.port } : {}),
     });
@@ -264,6 +267,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
     decodeUrls: opts.decode ?? [],
     advertiseUrl: opts.advertiseUrl,
     transport: opts.kvTransport,
+    ...(opts.kvStreams ? { tcpStreams: opts.kvStreams } : {}),
     tcp,
     fleetToken: token.token,
   });

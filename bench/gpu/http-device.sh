@@ -30,6 +30,10 @@
 #                                              each with its own copy of the 14.5 GB model on the GPU: full,
 #                                              prefix-only and one per recompute fraction, so the fractions are
 #                                              RAG_FRACTIONS (default 0,0.5: 4 engines fit 80 GB; 9 would not)
+#   bash bench/gpu/http-device.sh transfer     bench:kv-transfer (issue 18): the TCP hand-off alone, GB/s over loopback into a
+#                                              decode pod started from the bundle with the CUDA addon (its staging memory
+#                                              page-locked, from the host pool), one connection against 2/4/8 (LFKN v2) and
+#                                              HTTP, BENCH_STATE_MB (default 512, a 4K prompt's state) into $OUT/kv-transfer.json
 #   bash bench/gpu/http-device.sh sanitize     a short stress run of the engine under compute-sanitizer
 #                                              memcheck on the 1B model (finds a bad device access)
 #
@@ -120,11 +124,18 @@ rag() {
     --fractions "${RAG_FRACTIONS:-0,0.5}" --out "$OUT/rag.json" ${BENCH_ARGS:-}
 }
 
+transfer() {
+  export LLMFLEET_NATIVE_ADDON="$BUILT/llmfleet_native.node" LD_LIBRARY_PATH="$BUILT:$BUILT/lib"
+  BENCH_ENGINE="$DEV/engine.mjs" BENCH_OUT="$OUT/kv-transfer.json" BENCH_STATE_MB="${BENCH_STATE_MB:-512}" BENCH_STREAMS="${BENCH_STREAMS:-1,2,4,8}" \
+    node "$DEV/kv-transfer-bench.mjs"
+}
+
 case "${1:-}" in
   setup) setup ;;
   setup-image) setup_image ;;
   rag) rag ;;
+  transfer) transfer ;;
   sanitize) sanitize ;;
-  "") echo "usage: $0 setup | setup-image | rag | sanitize | SECTION..." >&2; exit 2 ;;
+  "") echo "usage: $0 setup | setup-image | rag | transfer | sanitize | SECTION..." >&2; exit 2 ;;
   *) bench "$@" ;;
 esac

@@ -20,7 +20,7 @@ export interface PdBenchOptions {
   concurrencies: number[];
   promptTokens: number[];
   maxTokens: number;
-  transports: ("tcp" | "http")[];
+  transports: ("tcp" | "tcp1" | "http")[];
   logDir: string;
 }
 
@@ -33,6 +33,12 @@ interface Transfer {
   gb_s: number;
   /** llmfleet_kv_handoffs_total by path: which mechanism the hand-offs took. */
   paths: Record<string, number>;
+  /**
+   * Where a hand-off's time goes, mean ms per hand-off: export (the prefill pod copies the state
+   * out of the GPU), send (export done to the decode pod's "staged"), import (the decode pod puts it
+   * on the GPU, at the generate call). From both pods' llmfleet_kv_handoff_seconds.
+   */
+  stages_ms: { export: number; send: number; import: number };
 }
 
 // Below Linux's ephemeral range (32768+), where outgoing connections would collide.
@@ -76,14 +82,20 @@ function metric(text: string, name: string, labels: Record<string, string>): num
   return sum;
 }
 
-async function transfer(prefillUrl: string): Promise<Transfer> {
+async function transfer(prefillUrl: string, decodeUrl: string): Promise<Transfer> {
   const text = await (await fetch(`${prefillUrl}/metrics`)).text();
+  const decodeText = await (await fetch(`${decodeUrl}/metrics`)).text();
   const bytes = metric(text, "llmfleet_kv_handoff_bytes_sum", {});
   const handoffs = metric(text, "llmfleet_kv_handoff_bytes_count", {});
   const sendS = metric(text, "llmfleet_kv_handoff_seconds_sum", { stage: "send" });
   const paths: Record<string, number> = {};
   for (const p of ["tcp", "http"]) paths[p] = metric(text, "llmfleet_kv_handoffs_total", { path: p, outcome: "ok" });
-  return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths };
+  const perHandoff = (t: string, stage: string): number => {
+    const n = metric(t, "llmfleet_kv_handoff_seconds_count", { stage });
+    return n > 0 ? Math.round((metric(t, "llmfleet_kv_handoff_seconds_sum", { stage }) / n) * 1e4) / 10 : 0;
+  };
+  const stages_ms = { export: perHandoff(text, "export"), send: perHandoff(text, "send"), import: perHandoff(decodeText, "import") };
+  return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths, stages_ms };
 }
 
 async function start(o: PdBenchOptions, name: string, args: string[]): Promise<RunningServer> {
@@ -105,15 +117,19 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
   }
   for (const t of o.transports) {
     await using decode = await start(o, `decode-${t}`, ["--role", "decode", "--model", o.model, "--kv-port", String(port()), ...o.podArgs]);
-    await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, "--kv-transport", t, ...o.podArgs]);
+    // tcp1: the TCP hand-off over one connection (--kv-streams 1, the v1 wire), the baseline of the striped default.
+    const transport = t === "tcp1" ? ["--kv-transport", "tcp", "--kv-streams", "1"] : ["--kv-transport", t];
+    await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs]);
     await using router = await start(o, `router-${t}`, ["--role", "router", "--prefill", prefill.url, "--decode", decode.url]);
     const runs = await sweep(router.url, `p/d ${t}`, o);
-    out[`pd_${t}`] = { runs, transfer: await transfer(prefill.url), alive: [decode, prefill, router].map((s) => s.exited() ?? "alive") };
+    out[`pd_${t}`] = { runs, transfer: await transfer(prefill.url, decode.url), alive: [decode, prefill, router].map((s) => s.exited() ?? "alive") };
   }
   return out;
 }
 
 const ratio = (x: number | undefined, y: number | undefined): number | null => (x && y ? Math.round((x / y) * 100) / 100 : null);
+
+const gbS = (r: { transfer: Transfer } | undefined): number | null => r?.transfer.gb_s ?? null;
 
 /** Headline keys of the P/D section (issue 18). */
 export function pdHeadline(pd: Record<string, unknown> | undefined): Record<string, number | null> {
@@ -121,13 +137,15 @@ export function pdHeadline(pd: Record<string, unknown> | undefined): Record<stri
   const agg = pd.aggregated as Record<string, Runs> | undefined;
   const tcp = pd.pd_tcp as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
   const http = pd.pd_http as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
+  const tcp1 = pd.pd_tcp1 as { transfer: Transfer } | undefined;
   const ttft = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.ttft_p50_ms;
   const tokS = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.tok_s;
   return {
     pd_ttft_ratio_1k: ratio(ttft(tcp?.runs, 1024, 1), ttft(agg, 1024, 1)),
     pd_ttft_ratio_4k: ratio(ttft(tcp?.runs, 4096, 1), ttft(agg, 4096, 1)),
     pd_throughput_ratio_8: ratio(tokS(tcp?.runs, 1024, 8), tokS(agg, 1024, 8)),
-    transfer_gb_s_network: tcp?.transfer.gb_s ?? null,
-    transfer_gb_s_http: http?.transfer.gb_s ?? null,
+    transfer_gb_s_network: gbS(tcp),
+    transfer_gb_s_http: gbS(http),
+    transfer_gb_s_one_connection: gbS(tcp1),
   };
 }

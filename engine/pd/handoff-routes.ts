@@ -28,6 +28,8 @@ import {
   kvSendErrorCode,
   kvStreamAddon,
   TCP_CHUNK_BYTES,
+  defaultTcpStreams,
+  TCP_STREAMS_MAX,
   type HandoffPath,
   type KvListener,
   type KvSendResult,
@@ -48,6 +50,8 @@ export interface HandoffDeps {
   advertiseUrl?: string;
   /** Which mechanism moves the state (kv-transport.ts). Default auto. */
   transport?: KvTransportMode;
+  /** Prefill: parallel TCP connections per hand-off (at most what the decode pod takes). Default defaultTcpStreams(). */
+  tcpStreams?: number;
   /** Decode: the native TCP listener this pod receives hand-offs on (started by pod.ts). */
   tcp?: KvListener;
   /** Prefill: the fleet token sent with each hand-off (engine/access/fleet-auth.ts); default none. */
@@ -81,7 +85,11 @@ export interface PrefillResponse {
   prefixHitTokens: number;
   stateBytes: number;
   prefillMs: number;
+  /** Of prefillMs: copying the state out of the engine (the GPU) into host memory. */
+  exportMs: number;
   sendMs: number;
+  /** TCP connections the state went over (1 over HTTP). */
+  streams: number;
   /** The mechanism that moved the state. */
   path: HandoffPath;
 }
@@ -175,18 +183,29 @@ function tcpAnswer(t: TcpTarget, r: KvSendResult): string {
  * freed on its side) is tried once more on a new connection, which behind a Service may reach
  * another pod, then a 502 that says why.
  */
-async function sendTcp(deps: HandoffDeps, t: TcpTarget, header: HandoffHeader, state: Buffer): Promise<string> {
+/** Connections for one hand-off: this pod's setting, but several only to a listener that says it takes them (an older decode pod speaks v1). */
+function streamsFor(deps: HandoffDeps, t: TcpTarget): number {
+  return Math.max(1, Math.min(deps.tcpStreams ?? defaultTcpStreams(), t.info.tcpStreams ?? 1, TCP_STREAMS_MAX));
+}
+
+/** A decode pod that died or stalled mid-stream: another connection (another pod behind a Service) may do. */
+const retryable = (code: string | undefined): boolean => code === "closed" || code === "timeout";
+
+async function sendTcp(deps: HandoffDeps, t: TcpTarget, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; streams: number }> {
   // The tokens travel in the state's own header (seqStateTokens); the JSON names the rest.
   const json = JSON.stringify({ handoffId: header.handoffId, model: header.model, tokens: header.tokens.length, vTransposed: header.vTransposed, cachedTokens: header.cachedTokens });
+  const streams = streamsFor(deps, t);
+  const timeoutMs = deps.sendTimeoutMs ?? 30_000;
   for (let attempt = 1; ; attempt++) {
     try {
-      return tcpAnswer(t, await t.addon.kvSend(state, t.host, t.port, header.handoffId, json, TCP_CHUNK_BYTES, deps.sendTimeoutMs ?? 30_000));
+      const sent = await t.addon.kvSend(state, t.host, t.port, header.handoffId, json, TCP_CHUNK_BYTES, timeoutMs, streams);
+      return { stagedUrl: tcpAnswer(t, sent), streams: sent.streams ?? 1 };
     } catch (err) {
       if (err instanceof HttpError) throw err;
       const code = kvSendErrorCode(err);
       deps.metrics.handoffFailures.inc({ reason: `tcp_${code ?? "error"}` });
       if (code === "connect") throw new TcpUnavailable((err as Error).message, { cause: err });
-      if (attempt >= 2 || (code !== "closed" && code !== "timeout")) throw new HttpError(502, (err as Error).message, { code: "handoff_failed", cause: err });
+      if (attempt >= 2 || !retryable(code)) throw new HttpError(502, (err as Error).message, { code: "handoff_failed", cause: err });
     }
   }
 }
@@ -200,7 +219,7 @@ async function tcpTarget(base: string, headers: Record<string, string>): Promise
 }
 
 /** The TCP hand-off, or undefined when the caller should fall back to HTTP (auto mode). */
-async function tryTcp(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<string | undefined> {
+async function tryTcp(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; streams: number } | undefined> {
   const strict = deps.transport === "tcp";
   const target = await tcpTarget(base, identityHeaders(deps.fleetToken?.()));
   if (typeof target === "string") {
@@ -219,18 +238,20 @@ async function tryTcp(deps: HandoffDeps, base: string, header: HandoffHeader, st
 }
 
 /** Moves the state to the decode pod by the best mechanism both can use; says which one did. */
-async function handOff(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; path: HandoffPath }> {
+async function handOff(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; path: HandoffPath; streams: number }> {
   let path: HandoffPath = deps.transport === "http" ? "http" : "tcp";
   try {
-    let stagedUrl = path === "tcp" ? await tryTcp(deps, base, header, state) : undefined;
-    if (stagedUrl === undefined) {
-      path = "http";
-      // The fleet token only: staging needs no tenant (the generate call carries it, from the router).
-      const opts = { timeoutMs: deps.sendTimeoutMs ?? 30_000, headers: identityHeaders(deps.fleetToken?.()) };
-      stagedUrl = await sendState(base, header.handoffId, encodeKvHandoff(header, state), opts);
+    const sent = path === "tcp" ? await tryTcp(deps, base, header, state) : undefined;
+    if (sent) {
+      deps.metrics.handoffs.inc({ path, outcome: "ok" });
+      return { ...sent, path };
     }
+    path = "http";
+    // The fleet token only: staging needs no tenant (the generate call carries it, from the router).
+    const opts = { timeoutMs: deps.sendTimeoutMs ?? 30_000, headers: identityHeaders(deps.fleetToken?.()) };
+    const stagedUrl = await sendState(base, header.handoffId, encodeKvHandoff(header, state), opts);
     deps.metrics.handoffs.inc({ path, outcome: "ok" });
-    return { stagedUrl, path };
+    return { stagedUrl, path, streams: 1 };
   } catch (err) {
     deps.metrics.handoffs.inc({ path, outcome: "error" });
     throw err;
@@ -247,12 +268,13 @@ function prefillHandler(deps: HandoffDeps) {
     const prepared = service.prepare(parseEngineRequest(body.request, parseKind(body.kind), service.runtime));
     prepared.identity = identityOf(res);
     const t0 = performance.now();
-    const { state, prefixHitTokens } = await service.prefillState(prepared, clientGone(req, res).signal);
+    const { state, prefixHitTokens, exportMs } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
     const header = { handoffId, model: service.runtime.info.modelId, tokens: prepared.prompt.slice(0, -1), vTransposed: !service.runtime.info.flashAttention, cachedTokens: prefixHitTokens };
-    const { stagedUrl, path } = await handOff(deps, decodeUrl, header, state);
+    const { stagedUrl, path, streams } = await handOff(deps, decodeUrl, header, state);
     const sendMs = performance.now() - t1;
     metrics.handoffBytes.observe(state.length);
+    metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
     metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
     const out: PrefillResponse = {
       handoffId,
@@ -261,7 +283,9 @@ function prefillHandler(deps: HandoffDeps) {
       prefixHitTokens,
       stateBytes: state.length,
       prefillMs: t1 - t0,
+      exportMs,
       sendMs,
+      streams,
       path,
     };
     res.json(out);
@@ -361,7 +385,7 @@ export function handoffRoutes(deps: HandoffDeps): HandoffRoutes {
       model: info.modelId,
       layout: { streams: info.kvStreams, vTransposed: !info.flashAttention },
       httpPort: req.socket.localPort,
-      ...(deps.role === "decode" && deps.tcp ? { tcpPort: deps.tcp.port } : {}),
+      ...(deps.role === "decode" && deps.tcp ? { tcpPort: deps.tcp.port, tcpStreams: TCP_STREAMS_MAX } : {}),
     };
     res.json(out);
   });

@@ -6,6 +6,8 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { eventually } from "../../testing/eventually.ts";
 import { kvSendErrorCode, kvStreamAddon, KV_SEND_STATUS, type KvStreamAddon } from "./kv-transport.ts";
@@ -228,4 +230,204 @@ test("bad arguments are TypeErrors and RangeErrors", () => {
   assert.throws(() => kv.kvSend(Buffer.alloc(1), "127.0.0.1", 0, "a", "{}", 4096, 100), RangeError);
   assert.throws(() => kv.kvSend(Buffer.alloc(1), "127.0.0.1", port, "", "{}", 4096, 100), RangeError);
   assert.throws(() => kv.kvSend(Buffer.alloc(1), "127.0.0.1", port, "a", "{}", 1, 100), RangeError);
+});
+
+// ---- LFKN v2: one hand-off striped over several connections ----
+
+/** The LFKN v2 head of one stripe (kv-stream.h). */
+function head2(id: string, header: string, bytes: number, [index, count, offset, length]: [number, number, number, number]): Buffer {
+  const fixed = Buffer.alloc(48);
+  fixed.write("LFKN", 0, "latin1");
+  fixed.writeUInt32LE(2, 4);
+  fixed.writeUInt32LE(Buffer.byteLength(id), 8);
+  fixed.writeUInt32LE(Buffer.byteLength(header), 12);
+  fixed.writeBigUInt64LE(BigInt(bytes), 16);
+  fixed.writeUInt32LE(index, 24);
+  fixed.writeUInt32LE(count, 28);
+  fixed.writeBigUInt64LE(BigInt(offset), 32);
+  fixed.writeBigUInt64LE(BigInt(length), 40);
+  return Buffer.concat([fixed, Buffer.from(id), Buffer.from(header)]);
+}
+
+const END = Buffer.alloc(4);
+
+test("striped over several connections, a state crosses byte for byte and is staged once", async () => {
+  for (const [bytes, streams] of [
+    [10 * 2 ** 20 + 123, 4], // the last stripe short
+    [3 * 2 ** 20, 8], // fewer chunks than streams: one stripe per chunk
+    [2 ** 20 + 1, 16],
+  ] as const) {
+    const state = randomBytes(bytes);
+    const id = `h-striped-${bytes}-${streams}`;
+    const r = await kv.kvSend(state, "127.0.0.1", port, id, '{"model":"m"}', 1 << 20, 10_000, streams);
+    assert.equal(r.status, KV_SEND_STATUS.ok, r.message);
+    assert.equal(r.streams, Math.min(streams, Math.ceil(bytes / 2 ** 20)));
+    const taken = kv.kvTake(handle, id);
+    assert.ok(taken);
+    assert.ok(taken.state.equals(state), `${bytes} bytes over ${streams} streams arrive intact`);
+    assert.equal(taken.header, '{"model":"m"}');
+  }
+  const st = kv.kvStats(handle);
+  assert.equal(st.receivingBytes, 0);
+  assert.equal((st as { assembling?: number }).assembling, 0);
+});
+
+test("a state no bigger than one chunk goes over one connection (v1) even when more are asked for", async () => {
+  const state = randomBytes(4096);
+  const r = await kv.kvSend(state, "127.0.0.1", port, "h-small-striped", "{}", 1 << 20, 5_000, 4);
+  assert.equal(r.status, KV_SEND_STATUS.ok);
+  assert.equal(r.streams, 1);
+  assert.ok(kv.kvTake(handle, "h-small-striped")?.state.equals(state));
+});
+
+test("a corrupted chunk in one stripe drops the whole hand-off, with the reason on stripe 0", async () => {
+  const before = kv.kvStats(handle);
+  const a = randomBytes(4096);
+  const b = randomBytes(4096);
+  const s0 = await rawConnection();
+  s0.write(head2("h-stripe-crc", "{}", 8192, [0, 2, 0, 4096]));
+  assert.equal((await reply(s0)).status, KV_SEND_STATUS.ok);
+  const s1 = await rawConnection();
+  s1.write(head2("h-stripe-crc", "", 8192, [1, 2, 4096, 4096]));
+  assert.equal((await reply(s1)).status, KV_SEND_STATUS.ok);
+  s0.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
+  const last0 = reply(s0);
+  s1.write(Buffer.concat([frame(b, kv.kvChecksum(b) ^ 1), b]));
+  assert.match((await reply(s1)).message, /CRC-32C/);
+  const r = await last0;
+  assert.equal(r.status, KV_SEND_STATUS.bad);
+  assert.match(r.message, /stripe 1: .*CRC-32C/);
+  s0.destroy();
+  s1.destroy();
+  assert.equal(kv.kvTake(handle, "h-stripe-crc"), null);
+  await eventually(async () => {
+    const st = kv.kvStats(handle);
+    assert.equal(st.aborted, before.aborted! + 1);
+    assert.equal(st.receivingBytes, 0);
+    assert.equal((st as { assembling?: number }).assembling, 0);
+  });
+});
+
+test("a stripe that never arrives drops the hand-off after idleMs; its memory is freed", async () => {
+  const before = kv.kvStats(handle);
+  const a = randomBytes(4096);
+  const s0 = await rawConnection();
+  s0.write(head2("h-stripe-missing", "{}", 8192, [0, 2, 0, 4096]));
+  assert.equal((await reply(s0)).status, KV_SEND_STATUS.ok);
+  s0.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
+  const r = await reply(s0); // idleMs is 1 s on this listener
+  assert.equal(r.status, KV_SEND_STATUS.bad);
+  assert.match(r.message, /did not arrive/);
+  s0.destroy();
+  const st = kv.kvStats(handle);
+  assert.equal(st.aborted, before.aborted! + 1);
+  assert.equal(st.receivingBytes, 0);
+  assert.equal(kv.kvTake(handle, "h-stripe-missing"), null);
+});
+
+test("a stripe for no hand-off, a stripe twice, and stripes that overlap are refused", async () => {
+  const stray = await rawConnection();
+  stray.write(head2("h-nobody", "", 8192, [1, 2, 4096, 4096]));
+  const r = await reply(stray);
+  assert.equal(r.status, KV_SEND_STATUS.bad);
+  assert.match(r.message, /no hand-off h-nobody/);
+  stray.destroy();
+
+  const bad = await rawConnection();
+  bad.write(head2("h-range", "", 8192, [2, 2, 0, 4096]));
+  assert.match((await reply(bad)).message, /out of range/);
+  bad.destroy();
+
+  // Stripe 1 claiming stripe 0's range: every byte counted, but not every byte covered.
+  const a = randomBytes(4096);
+  const s0 = await rawConnection();
+  s0.write(head2("h-overlap", "{}", 8192, [0, 2, 0, 4096]));
+  assert.equal((await reply(s0)).status, KV_SEND_STATUS.ok);
+  const twice = await rawConnection();
+  twice.write(head2("h-overlap", "", 8192, [0, 2, 0, 4096]));
+  assert.equal((await reply(twice)).status, KV_SEND_STATUS.exists, "a second stripe 0 is a second hand-off of the same id");
+  twice.destroy();
+  const s1 = await rawConnection();
+  s1.write(head2("h-overlap", "", 8192, [1, 2, 0, 4096]));
+  assert.equal((await reply(s1)).status, KV_SEND_STATUS.ok);
+  s1.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
+  assert.equal((await reply(s1)).status, KV_SEND_STATUS.ok);
+  s0.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
+  const last = await reply(s0);
+  assert.equal(last.status, KV_SEND_STATUS.bad);
+  assert.match(last.message, /cover the state exactly once/);
+  s0.destroy();
+  s1.destroy();
+  assert.equal(kv.kvTake(handle, "h-overlap"), null);
+});
+
+test("a sender whose stripe connection dies mid-stream gets a transport failure, and the receiver keeps nothing", async () => {
+  // A receiver that accepts stripe 0 and then closes every other connection mid-stripe.
+  const before = kv.kvStats(handle);
+  const l = kv.kvListen("127.0.0.1", 0, { idleMs: 500 });
+  const sockets: Socket[] = [];
+  const proxy: Server = createServer((client) => {
+    sockets.push(client);
+    const upstream = connect(l.port, "127.0.0.1");
+    sockets.push(upstream);
+    let seen = 0;
+    const n = sockets.length;
+    client.on("data", (d) => {
+      seen += d.length;
+      // The second connection (stripe 1) dies after 100 KB.
+      if (n === 4 && seen > 100_000) {
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      upstream.write(d);
+    });
+    upstream.on("data", (d) => client.write(d));
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+  });
+  await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+  try {
+    const state = randomBytes(4 << 20);
+    const err = await kv.kvSend(state, "127.0.0.1", (proxy.address() as AddressInfo).port, "h-stripe-dies", "{}", 1 << 20, 5_000, 2).then(
+      (r) => r,
+      (e: unknown) => e,
+    );
+    if (err instanceof Error) assert.ok(["closed", "timeout", "protocol"].includes(kvSendErrorCode(err) ?? ""), String(err));
+    else assert.notEqual((err as { status: number }).status, KV_SEND_STATUS.ok, "never staged");
+    await eventually(async () => {
+      const st = kv.kvStats(l.handle);
+      assert.equal(st.receivingBytes, 0);
+      assert.equal((st as { assembling?: number }).assembling, 0);
+      assert.equal(st.staged, 0);
+    });
+  } finally {
+    for (const s of sockets) s.destroy();
+    proxy.close();
+    kv.kvClose(l.handle);
+  }
+  assert.equal(kv.kvStats(handle).staged, before.staged);
+});
+
+test("received states' memory comes back to the host pool and is reused", async () => {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const state = randomBytes(6 << 20);
+  const stage = async (id: string): Promise<void> => {
+    assert.equal((await kv.kvSend(state, "127.0.0.1", port, id, "{}", 1 << 20, 5_000, 2)).status, KV_SEND_STATUS.ok);
+    assert.ok(kv.kvTake(handle, id)?.state.equals(state)); // dropped right away
+  };
+  await stage("h-pool-0");
+  // The taken Buffer's block goes back to the pool when V8 collects it.
+  await eventually(async () => {
+    gc();
+    await new Promise((r) => setImmediate(r));
+    assert.ok(kv.kvPoolStats!().cachedBlocks >= 1);
+  });
+  const before = kv.kvPoolStats!();
+  await stage("h-pool-1");
+  const after = kv.kvPoolStats!();
+  assert.equal(after.hits, before.hits + 1, "the next state of that size reuses the block");
+  assert.equal(after.misses, before.misses);
+  assert.equal(after.pinned, false, "no GPU here: page-aligned heap blocks, pooled the same way");
 });

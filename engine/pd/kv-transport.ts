@@ -1,12 +1,15 @@
 /**
  * How a prefill pod's KV state reaches a decode pod. Two mechanisms, picked per hand-off:
  *
- *   tcp   the native addon streams the state over one TCP connection in CRC-32C-checked chunks
- *         (engine/native/src/kv-stream.h), read in place from the exported (page-locked on a GPU)
- *         buffer and received into page-locked memory by threads of the decode pod's addon; no
- *         JavaScript copy or hash of the payload, and neither pod's event loop or engine context
- *         is held while it moves. The decode pod listens on its KV port (--kv-port, default HTTP
- *         port + 1) and says so at GET /internal/kv-transport.
+ *   tcp   the native addon streams the state in CRC-32C-checked chunks (engine/native/src/kv-stream.h),
+ *         over --kv-streams parallel TCP connections (default a quarter of the CPUs, 1 to 4; each one contiguous stripe of the
+ *         state: one connection tops out at a few GB/s, bound by one core), read in place from the
+ *         exported (page-locked on a GPU) buffer and received into page-locked memory by threads of
+ *         the decode pod's addon; both buffers come from a pool of page-locked blocks, since
+ *         page-locking afresh costs more than the copy. No JavaScript copy or hash of the payload,
+ *         and neither pod's event loop or engine context is held while it moves. The decode pod
+ *         listens on its KV port (--kv-port, default HTTP port + 1) and says so, with the number of
+ *         stripes it accepts, at GET /internal/kv-transport.
  *   http  the LFKV stream of kv-wire.ts over PUT /internal/kv/:id (the fallback: an older decode
  *         pod, no addon, a KV port nobody can reach, or pods whose KV layouts differ, which the
  *         HTTP path normalises in transit).
@@ -15,6 +18,7 @@
  * the fallback an error; http never tries tcp. The metric llmfleet_kv_handoffs_total{path,outcome}
  * says which path each hand-off took.
  */
+import { availableParallelism } from "node:os";
 import { loadNativeAddon } from "../native/binding.ts";
 
 export const KV_TRANSPORTS = ["auto", "tcp", "http"] as const;
@@ -28,6 +32,8 @@ export interface KvSendResult {
   message: string;
   bytes: number;
   seconds: number;
+  /** Connections the state went over (1: the v1 wire). */
+  streams?: number;
 }
 
 export interface KvTaken {
@@ -67,13 +73,27 @@ export interface KvListenOptions {
 
 /** The addon's KV-stream functions (kv-stream.cpp). */
 export interface KvStreamAddon {
-  kvSend(state: Uint8Array, host: string, port: number, id: string, header: string, chunkBytes: number, timeoutMs: number): Promise<KvSendResult>;
+  /** streams > 1: that many parallel connections (the LFKN v2 wire); only to a listener that accepts it (KvTransportInfo.tcpStreams). */
+  kvSend(state: Uint8Array, host: string, port: number, id: string, header: string, chunkBytes: number, timeoutMs: number, streams?: number): Promise<KvSendResult>;
   /** Listens (port 0: any free one); the handle names this listener in the calls below. */
   kvListen(host: string, port: number, opts?: KvListenOptions): { port: number; handle: number };
   kvTake(handle: number, id: string): KvTaken | null;
   kvStats(handle: number): KvListenStats;
   kvClose(handle: number): void;
   kvChecksum(bytes: Uint8Array): number;
+  /** The process's pool of (page-locked) host blocks for states: reuse counts and bytes. */
+  kvPoolStats?(): KvPoolStats;
+}
+
+export interface KvPoolStats {
+  hits: number;
+  misses: number;
+  freed: number;
+  cachedBytes: number;
+  cachedBlocks: number;
+  outstandingBytes: number;
+  capBytes: number;
+  pinned: boolean;
 }
 
 /** A decode pod's listener: the addon, the port it listens on, its handle. */
@@ -111,6 +131,8 @@ export function kvStreamAddon(): Promise<KvStreamAddon | undefined> {
 export interface KvTransportInfo {
   /** The TCP port of the native listener; absent when this pod receives over HTTP only. */
   tcpPort?: number;
+  /** The most parallel connections (LFKN v2 stripes) the listener takes for one hand-off; absent: one (v1). */
+  tcpStreams?: number;
   /** The pod's HTTP port (a Service may map another port to it). */
   httpPort?: number;
   model: string;
@@ -123,3 +145,18 @@ export interface KvTransportInfo {
  * next chunk is on the wire.
  */
 export const TCP_CHUNK_BYTES = 4 << 20;
+
+/** The most parallel connections of one TCP hand-off by default (--kv-streams). */
+export const TCP_STREAMS_DEFAULT = 4;
+
+/**
+ * Parallel connections of one TCP hand-off when --kv-streams is not given: a quarter of the CPUs,
+ * 1 to TCP_STREAMS_DEFAULT. Each connection is a sending thread on the prefill pod and a receiving
+ * one on the decode pod, each copying and checksumming; on a 2-core machine four of them ran at
+ * 0.66x of one (bench:kv-transfer), so small machines keep one.
+ */
+export function defaultTcpStreams(cpus = availableParallelism()): number {
+  return Math.max(1, Math.min(TCP_STREAMS_DEFAULT, Math.floor(cpus / 4)));
+}
+/** The most stripes a listener takes (MAX_STRIPES in kv-net.h). */
+export const TCP_STREAMS_MAX = 16;

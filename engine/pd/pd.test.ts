@@ -66,6 +66,8 @@ test("the default hand-off went over the native TCP stream; greedy output is the
   const debug = (await (await fetch(`${decode.url}/internal/kv-debug`)).json()) as { tcp: { received: number; staged: number } };
   assert.ok(debug.tcp.received >= prompts.length);
   assert.equal(debug.tcp.staged, 0, "every staged state was taken by its generate call");
+  const transport = (await (await fetch(`${decode.url}/internal/kv-transport`)).json()) as { tcpPort?: number; tcpStreams?: number };
+  assert.equal(transport.tcpStreams, 16, "the decode pod says it takes hand-offs striped over up to 16 connections (LFKN v2)");
   for (const prompt of prompts) {
     const body = { prompt, max_tokens: 24 };
     const expected = await completionText(aggregated.url, body);

@@ -178,7 +178,7 @@ export class CompletionService {
   }
 
   /** Prefill role: evaluate prompt[0..n-1) and export that KV. The sequence keeps it for reuse. */
-  async prefillState(req: PreparedRequest, signal: AbortSignal): Promise<{ state: Buffer; prefixHitTokens: number }> {
+  async prefillState(req: PreparedRequest, signal: AbortSignal): Promise<{ state: Buffer; prefixHitTokens: number; exportMs: number }> {
     const ns = req.identity?.kvNamespace ?? "";
     const lease = await this.acquire(req.prompt, signal, ns);
     const context = req.prompt.slice(0, -1);
@@ -187,11 +187,13 @@ export class CompletionService {
       const hits = await this.evaluateTimed(lease, context, req);
       this.metrics.promptTokens.inc(req.prompt.length);
       this.countHits(req, hits);
+      const t0 = performance.now();
       const state = await lease.sequence.exportState();
+      const exportMs = performance.now() - t0;
       const length = load ? this.kvCache!.storableLength(context, load.storedBlocks, ns) : 0;
       // The state is exported for the hand-off anyway: only the budget of bytes in flight applies.
       if (length > 0 && this.kvCache!.admitWriteBack(length, false)) this.kvCache!.writeBack(context, length, state, ns);
-      return { state, prefixHitTokens: hits };
+      return { state, prefixHitTokens: hits, exportMs };
     } finally {
       lease.release();
     }

@@ -37,8 +37,8 @@ cp "$CACHE/llama-src-$TAG-v2.tar.xz" "$DEV/llama-src.tar.xz"
 echo "$TAG" >"$DEV/llama-tag"
 # The engine as the operator's pod runs it, its KV codec worker beside it (engine/kvcodec/codec-offload.ts
 # starts ./codec-worker.mjs next to the bundle, as in the image: scripts/images/build.sh), and the HTTP
-# and RAG benchmarks, each one ES module (node-llama-cpp left out).
-for entry in engine/main.ts:engine.mjs engine/kvcodec/codec-worker.ts:codec-worker.mjs bench/http.ts:http-bench.mjs bench/rag.ts:rag-bench.mjs; do
+# and RAG benchmarks and the hand-off transfer benchmark, each one ES module (node-llama-cpp left out).
+for entry in engine/main.ts:engine.mjs engine/kvcodec/codec-worker.ts:codec-worker.mjs bench/http.ts:http-bench.mjs bench/rag.ts:rag-bench.mjs bench/kv-transfer.ts:kv-transfer-bench.mjs; do
   npx esbuild "${entry%%:*}" --bundle --platform=node --format=esm --target=node20 --log-level=warning --outfile="$DEV/${entry##*:}" \
     --external:node-llama-cpp \
     --banner:js="import { createRequire as __llmfleetRequire } from 'node:module'; const require = __llmfleetRequire(import.meta.url);"

@@ -29,7 +29,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -39,6 +41,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "ggml-backend.h"
 
@@ -63,6 +67,32 @@ struct Staged {
     Clock::time_point expires;
 };
 
+// A v2 hand-off whose stripes are arriving: the whole state's memory, what each stripe covered.
+// Held by the threads of its connections (shared_ptr): a failed hand-off's memory goes back to the
+// pool when the last of them lets go.
+struct Assembly {
+    HostMem mem;
+    uint64_t bytes = 0;
+    uint32_t count = 0;
+    std::string header;
+    std::vector<std::pair<uint64_t, uint64_t>> parts;  // per stripe: offset, bytes (once arrived)
+    std::vector<char> joined;
+    uint32_t done = 0;
+    bool failed = false;
+    std::string why;
+    std::vector<int> fds;  // joiners' connections, shut down when the hand-off fails
+    Clock::time_point progress;
+    std::condition_variable cv;
+
+    ~Assembly() { mem.release(); }
+    void fail(const std::string & reason) {
+        if (!failed) why = reason;
+        failed = true;
+        for (int fd : fds) shutdown(fd, SHUT_RDWR);
+        cv.notify_all();
+    }
+};
+
 struct Server {
     int fd = -1;
     int port = 0;
@@ -78,6 +108,7 @@ struct Server {
 
     std::mutex mu;  // guards everything below
     std::map<std::string, Staged> staged;
+    std::map<std::string, std::shared_ptr<Assembly>> assembling;
     size_t staged_bytes = 0;
     size_t reserved = 0;  // bytes of hand-offs being received
     uint64_t received = 0, refused = 0, aborted = 0, expired = 0;
@@ -135,6 +166,204 @@ std::string staged_at(const Server & s, int fd) {
     return "http://" + (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(s.http_port);
 }
 
+// Receives chunks into mem[off, off + len) until the end mark; false with err set on any fault.
+bool receive_chunks(int fd, uint8_t * base, uint64_t off, uint64_t len, NetError & err, Assembly * progress = nullptr, std::mutex * mu = nullptr) {
+    uint64_t got = 0;
+    while (true) {
+        uint32_t frame[2] = {0, 0};  // length, then (unless it is the end, 0) the CRC
+        if (!recv_all(fd, &frame[0], 4, err)) return false;
+        if (frame[0] == 0) break;
+        if (!recv_all(fd, &frame[1], 4, err)) return false;
+        if (frame[0] > MAX_CHUNK || got + frame[0] > len) {
+            err = {"protocol", "chunk beyond the announced size"};
+            return false;
+        }
+        uint8_t * at = base + off + got;
+        if (!recv_all(fd, at, frame[0], err)) return false;
+        if (crc32c(at, frame[0]) != frame[1]) {
+            err = {"protocol", "chunk at byte " + std::to_string(off + got) + " failed its CRC-32C check"};
+            return false;
+        }
+        got += frame[0];
+        if (progress) {
+            std::lock_guard<std::mutex> lock(*mu);
+            progress->progress = Clock::now();
+        }
+    }
+    if (got != len) {
+        err = {"protocol", "stream has " + std::to_string(got) + " bytes, header says " + std::to_string(len)};
+        return false;
+    }
+    return true;
+}
+
+// Checks a new hand-off's size against the budget and reserves it; false after refusing (a reply sent).
+bool admit_locked(Server & s, int fd, const std::string & id, uint64_t bytes, NetError & err) {
+    s.sweep_locked();
+    if (s.staged.count(id) || s.assembling.count(id)) {
+        s.refused++;
+        send_reply(fd, ST_EXISTS, "hand-off " + id + " is already staged", err);
+        return false;
+    }
+    if (bytes > s.max_bytes) {
+        s.refused++;
+        send_reply(fd, ST_TOO_LARGE, "state of " + std::to_string(bytes) + " bytes exceeds this pod's hand-off budget of " + std::to_string(s.max_bytes), err);
+        return false;
+    }
+    if (s.staged_bytes + s.reserved + bytes > s.max_bytes) {
+        s.refused++;
+        send_reply(fd, ST_FULL, "decode pod's hand-off memory is full; retry later", err);
+        return false;
+    }
+    s.reserved += bytes;
+    return true;
+}
+
+void stage_locked(Server & s, const std::string & id, HostMem mem, std::string header, Clock::time_point t0) {
+    Staged st{mem, std::move(header), std::chrono::duration<double>(Clock::now() - t0).count(), Clock::now() + std::chrono::milliseconds(s.ttl_ms)};
+    s.staged_bytes += st.mem.size;
+    s.staged[id] = std::move(st);
+    s.received++;
+}
+
+void receive_single(const std::shared_ptr<Server> & s, int fd, Clock::time_point t0, const std::string & id, std::string header, uint64_t bytes) {
+    NetError err;
+    {
+        std::lock_guard<std::mutex> lock(s->mu);
+        if (!admit_locked(*s, fd, id, bytes, err)) return;
+    }
+    HostMem mem;
+    bool ok = HostMem::alloc(static_cast<size_t>(bytes), mem);
+    if (!ok) err = {"protocol", "out of host memory"};
+    ok = ok && send_reply(fd, ST_OK, "", err) && receive_chunks(fd, mem.data, 0, bytes, err);
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->reserved -= bytes;
+    if (!ok) {
+        mem.release();
+        s->aborted++;
+        if (err.code == "protocol") {
+            const std::string why = err.message;
+            send_reply(fd, ST_BAD, why, err);
+        }
+        return;
+    }
+    stage_locked(*s, id, mem, std::move(header), t0);
+    send_reply(fd, ST_OK, staged_at(*s, fd), err);
+}
+
+// True when the stripes' ranges cover [0, bytes) exactly once.
+bool tiles(std::vector<std::pair<uint64_t, uint64_t>> parts, uint64_t bytes) {
+    std::sort(parts.begin(), parts.end());
+    uint64_t at = 0;
+    for (const auto & [off, len] : parts) {
+        if (off != at) return false;
+        at += len;
+    }
+    return at == bytes;
+}
+
+// Stripe 0 of a v2 hand-off: reserves and allocates the state, receives its own stripe, waits for
+// the others, stages the state and answers for the whole hand-off.
+void receive_owner(const std::shared_ptr<Server> & s, int fd, Clock::time_point t0, const std::string & id, std::string header, uint64_t bytes, uint32_t count,
+                   uint64_t off, uint64_t len) {
+    NetError err;
+    auto a = std::make_shared<Assembly>();
+    a->bytes = bytes;
+    a->count = count;
+    a->parts.assign(count, {0, 0});
+    a->joined.assign(count, 0);
+    a->joined[0] = 1;
+    {
+        std::lock_guard<std::mutex> lock(s->mu);
+        if (!admit_locked(*s, fd, id, bytes, err)) return;
+        s->assembling[id] = a;  // joiners wait for stripe 0's "go on", so none looks before mem is set
+    }
+    HostMem mem0;
+    const bool allocated = HostMem::alloc(static_cast<size_t>(bytes), mem0);
+    {
+        std::lock_guard<std::mutex> lock(s->mu);
+        a->mem = mem0;
+        a->progress = Clock::now();
+    }
+    bool ok = allocated && send_reply(fd, ST_OK, "", err);
+    if (!allocated) err = {"protocol", "out of host memory"};
+    ok = ok && receive_chunks(fd, a->mem.data, off, len, err, a.get(), &s->mu);
+    std::unique_lock<std::mutex> lock(s->mu);
+    if (ok) {
+        a->parts[0] = {off, len};
+        a->done++;
+    } else {
+        a->fail(err.message);
+    }
+    // The other stripes: each one's arrival (or failure) wakes this thread; a hand-off whose
+    // stripes stall for idleMs, or whose sender hangs up, is dropped.
+    while (!a->failed && a->done < a->count) {
+        a->cv.wait_for(lock, std::chrono::milliseconds(100));
+        if (a->failed || a->done >= a->count) break;
+        if (Clock::now() - a->progress > std::chrono::milliseconds(s->idle_ms)) {
+            a->fail("a stripe of the hand-off did not arrive within " + std::to_string(s->idle_ms) + " ms");
+            break;
+        }
+        pollfd p{fd, POLLRDHUP, 0};
+        if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) a->fail("the sender closed the hand-off");
+    }
+    if (!a->failed && !tiles(a->parts, a->bytes)) a->fail("the stripes do not cover the state exactly once");
+    s->assembling.erase(id);
+    s->reserved -= bytes;
+    if (a->failed) {
+        s->aborted++;
+        const std::string why = a->why;
+        lock.unlock();
+        NetError ignored;
+        send_reply(fd, ST_BAD, why, ignored);
+        return;
+    }
+    HostMem mem = a->mem;
+    a->mem = HostMem{};
+    stage_locked(*s, id, mem, std::move(header), t0);
+    const std::string url = staged_at(*s, fd);
+    lock.unlock();
+    send_reply(fd, ST_OK, url, err);
+}
+
+// Stripe 1..n-1 of a v2 hand-off: joins the assembly stripe 0 opened and fills its range.
+void receive_joiner(const std::shared_ptr<Server> & s, int fd, const std::string & id, uint64_t bytes, uint32_t index, uint32_t count, uint64_t off, uint64_t len) {
+    NetError err;
+    std::shared_ptr<Assembly> a;
+    {
+        std::lock_guard<std::mutex> lock(s->mu);
+        auto it = s->assembling.find(id);
+        std::string why;
+        if (it == s->assembling.end()) why = "no hand-off " + id + " is being received";
+        else if (it->second->bytes != bytes || it->second->count != count) why = "stripe " + std::to_string(index) + " disagrees with stripe 0 on the state's size or stripes";
+        else if (it->second->joined[index]) why = "stripe " + std::to_string(index) + " arrived twice";
+        else if (it->second->failed) why = it->second->why;
+        else if (!it->second->mem.data) why = "stripe " + std::to_string(index) + " arrived before stripe 0 was accepted";
+        if (!why.empty()) {
+            s->refused++;
+            send_reply(fd, ST_BAD, why, err);
+            return;
+        }
+        a = it->second;
+        a->joined[index] = 1;
+        a->fds.push_back(fd);
+    }
+    bool ok = send_reply(fd, ST_OK, "", err) && receive_chunks(fd, a->mem.data, off, len, err, a.get(), &s->mu);
+    {
+        std::lock_guard<std::mutex> lock(s->mu);
+        a->fds.erase(std::remove(a->fds.begin(), a->fds.end(), fd), a->fds.end());
+        if (ok) {
+            a->parts[index] = {off, len};
+            a->done++;
+            a->cv.notify_all();
+        } else {
+            a->fail("stripe " + std::to_string(index) + ": " + err.message);
+        }
+    }
+    if (ok) send_reply(fd, ST_OK, "", err);
+    else if (err.code == "protocol") send_reply(fd, ST_BAD, err.message, err);
+}
+
 void receive(const std::shared_ptr<Server> & s, int fd) {
     const auto t0 = Clock::now();
     tune(fd);
@@ -150,71 +379,23 @@ void receive(const std::shared_ptr<Server> & s, int fd) {
         s->refused++;
     };
     if (!recv_all(fd, head, sizeof(head), err) || !recv_all(fd, &bytes, sizeof(bytes), err)) return;
-    if (head[0] != KVN_MAGIC || head[1] != KVN_VERSION || head[2] == 0 || head[2] > MAX_ID || head[3] > MAX_HEADER) {
-        return refuse(ST_BAD, "not an LFKN v1 hand-off");
+    const bool striped = head[1] == KVN_VERSION_STRIPED;
+    if (head[0] != KVN_MAGIC || (head[1] != KVN_VERSION && !striped) || head[2] == 0 || head[2] > MAX_ID || head[3] > MAX_HEADER) {
+        return refuse(ST_BAD, "not an LFKN v1 or v2 hand-off");
     }
+    uint32_t stripe[2] = {0, 1};
+    uint64_t range[2] = {0, bytes};
+    if (striped && (!recv_all(fd, stripe, sizeof(stripe), err) || !recv_all(fd, range, sizeof(range), err))) return;
     id.resize(head[2]);
     header.resize(head[3]);
     if (!recv_all(fd, id.data(), id.size(), err) || !recv_all(fd, header.data(), header.size(), err)) return;
-    {
-        std::lock_guard<std::mutex> lock(s->mu);
-        s->sweep_locked();
-        if (s->staged.count(id)) return (void)(s->refused++, send_reply(fd, ST_EXISTS, "hand-off " + id + " is already staged", err));
-        if (bytes > s->max_bytes) {
-            s->refused++;
-            send_reply(fd, ST_TOO_LARGE, "state of " + std::to_string(bytes) + " bytes exceeds this pod's hand-off budget of " + std::to_string(s->max_bytes), err);
-            return;
-        }
-        if (s->staged_bytes + s->reserved + bytes > s->max_bytes) {
-            s->refused++;
-            send_reply(fd, ST_FULL, "decode pod's hand-off memory is full; retry later", err);
-            return;
-        }
-        s->reserved += bytes;
+    if (!striped) return receive_single(s, fd, t0, id, std::move(header), bytes);
+    const auto [index, count] = std::pair<uint32_t, uint32_t>(stripe[0], stripe[1]);
+    if (count < 2 || count > MAX_STRIPES || index >= count || range[0] > bytes || range[1] > bytes - range[0]) {
+        return refuse(ST_BAD, "stripe " + std::to_string(index) + " of " + std::to_string(count) + " is out of range");
     }
-    HostMem mem;
-    bool ok = HostMem::alloc(static_cast<size_t>(bytes), mem);
-    if (!ok) err = {"protocol", "out of host memory"};
-    ok = ok && send_reply(fd, ST_OK, "", err);
-    uint64_t got = 0;
-    while (ok) {
-        uint32_t frame[2] = {0, 0};  // length, then (unless it is the end, 0) the CRC
-        if (!(ok = recv_all(fd, &frame[0], 4, err))) break;
-        if (frame[0] == 0) break;
-        if (!(ok = recv_all(fd, &frame[1], 4, err))) break;
-        if (frame[0] > MAX_CHUNK || got + frame[0] > bytes) {
-            err = {"protocol", "chunk beyond the announced size"};
-            ok = false;
-            break;
-        }
-        if (!(ok = recv_all(fd, mem.data + got, frame[0], err))) break;
-        if (crc32c(mem.data + got, frame[0]) != frame[1]) {
-            err = {"protocol", "chunk at byte " + std::to_string(got) + " failed its CRC-32C check"};
-            ok = false;
-            break;
-        }
-        got += frame[0];
-    }
-    if (ok && got != bytes) {
-        err = {"protocol", "stream has " + std::to_string(got) + " bytes, header says " + std::to_string(bytes)};
-        ok = false;
-    }
-    std::lock_guard<std::mutex> lock(s->mu);
-    s->reserved -= bytes;
-    if (!ok) {
-        mem.release();
-        s->aborted++;
-        if (err.code == "protocol") {
-            const std::string why = err.message;
-            send_reply(fd, ST_BAD, why, err);
-        }
-        return;
-    }
-    Staged st{mem, std::move(header), std::chrono::duration<double>(Clock::now() - t0).count(), Clock::now() + std::chrono::milliseconds(s->ttl_ms)};
-    s->staged[id] = std::move(st);
-    s->staged_bytes += bytes;
-    s->received++;
-    send_reply(fd, ST_OK, staged_at(*s, fd), err);
+    if (index == 0) receive_owner(s, fd, t0, id, std::move(header), bytes, count, range[0], range[1]);
+    else receive_joiner(s, fd, id, bytes, index, count, range[0], range[1]);
 }
 
 void serve(std::shared_ptr<Server> s) {
@@ -333,7 +514,7 @@ Napi::Value KvTake(const Napi::CallbackInfo & info) {
     o.Set("state", buf);
     o.Set("header", st.header);
     o.Set("seconds", st.seconds);
-    o.Set("pinned", owned->pinned != nullptr);
+    o.Set("pinned", owned->pinned());
     return o;
 }
 
@@ -353,6 +534,7 @@ Napi::Value KvStats(const Napi::CallbackInfo & info) {
     o.Set("staged", static_cast<double>(s->staged.size()));
     o.Set("stagedBytes", static_cast<double>(s->staged_bytes));
     o.Set("receivingBytes", static_cast<double>(s->reserved));
+    o.Set("assembling", static_cast<double>(s->assembling.size()));
     o.Set("connections", s->conns.load());
     o.Set("received", static_cast<double>(s->received));
     o.Set("refused", static_cast<double>(s->refused));
@@ -374,6 +556,21 @@ Napi::Value KvClose(const Napi::CallbackInfo & info) {
     return info.Env().Undefined();
 }
 
+Napi::Value KvPoolStats(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const hostpool::Stats st = hostpool::stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("hits", static_cast<double>(st.hits));
+    o.Set("misses", static_cast<double>(st.misses));
+    o.Set("freed", static_cast<double>(st.freed));
+    o.Set("cachedBytes", static_cast<double>(st.cached_bytes));
+    o.Set("cachedBlocks", static_cast<double>(st.cached_blocks));
+    o.Set("outstandingBytes", static_cast<double>(st.outstanding_bytes));
+    o.Set("capBytes", static_cast<double>(st.cap_bytes));
+    o.Set("pinned", st.pinned);
+    return o;
+}
+
 }  // namespace
 
 void InitKvStream(Napi::Env env, Napi::Object exports) {
@@ -383,6 +580,7 @@ void InitKvStream(Napi::Env env, Napi::Object exports) {
     exports.Set("kvStats", Napi::Function::New(env, KvStats));
     exports.Set("kvClose", Napi::Function::New(env, KvClose));
     exports.Set("kvChecksum", Napi::Function::New(env, KvChecksum));
+    exports.Set("kvPoolStats", Napi::Function::New(env, KvPoolStats));
 }
 
 }  // namespace llmfleet_addon

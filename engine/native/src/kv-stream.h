@@ -10,6 +10,23 @@
 //   sender:   chunks: u32 length (> 0), u32 CRC-32C of the chunk, bytes; then u32 0
 //   receiver: u32 status, u32 message length, message      (status 0: staged; message = its URL)
 // Status: 0 ok, 1 full (retry later), 2 bad stream, 3 too large, 4 exists.
+//
+// "LFKN" v2 moves one hand-off over N connections (2..16) at once: one TCP stream over loopback
+// stops at a few GB/s, bound by one core copying and checksumming, where a state of a 7B model is
+// hundreds of MB. The state is cut into N contiguous stripes of whole chunks; each connection
+// carries one:
+//   sender:   "LFKN" u32 version (2), u32 id length, u32 header length, u64 state bytes,
+//             u32 stripe index, u32 stripe count, u64 stripe offset, u64 stripe bytes, id, header
+//   receiver: u32 status, u32 message length, message
+//   sender:   that stripe's chunks as in v1, then u32 0
+//   receiver: u32 status, u32 message length, message
+// Stripe 0 opens the hand-off (its header is the hand-off's; the receiver reserves and allocates
+// the whole state before it answers); the sender opens stripes 1..N-1 only after that answer, and
+// they carry an empty header. A stripe's last answer says its bytes arrived; stripe 0's last answer
+// comes when every stripe has arrived and the stripes tile the state (status 0: staged, message =
+// its URL), or when any stripe failed or stalled (the whole hand-off is dropped). A decode pod that
+// receives v2 says so at GET /internal/kv-transport (tcpStreams); a sender never sends v2 to one
+// that does not.
 #pragma once
 
 #include <napi.h>
