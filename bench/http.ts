@@ -11,8 +11,8 @@
  *   --section S          engine | llama-server | inprocess | soak | stress | pd | reuse (repeatable; default engine)
  *   --pd-prompt-tokens LIST --pd-concurrency LIST --pd-transports LIST
  *                        the pd section (bench/http/pd.ts): prompt lengths (default 1024,4096),
- *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http; tcp1 is
- *                        tcp over one connection, --kv-streams 1, the baseline of the striped default)
+ *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http; also
+ *                        tcp-whole and tcp1, the baselines of the default: TRANSPORT_ARGS in pd.ts)
  *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C
  *                        the reuse section (bench/http/reuse.ts): context lengths (default
  *                        1024,4096,8192), requests per row (3), requests in the random mix (100),
@@ -46,7 +46,13 @@ import { inProcessSender } from "./http/inprocess.ts";
 import { benchPrompt, closedLoop, LoadClient, type CompletionRequest, type LoadSummary, type StreamOutcome } from "./http/load-client.ts";
 import { startServer, type RunningServer } from "./http/servers.ts";
 import { runStress } from "./http/stress.ts";
-import { pdHeadline, pdSection } from "./http/pd.ts";
+import { pdHeadline, pdSection, TRANSPORT_ARGS, type PdTransport } from "./http/pd.ts";
+
+function pdTransports(list: string): PdTransport[] {
+  const names = list.split(",");
+  for (const n of names) if (!(n in TRANSPORT_ARGS)) throw new Error(`--pd-transports: ${n} is not one of ${Object.keys(TRANSPORT_ARGS).join(", ")}`);
+  return names as PdTransport[];
+}
 import { reuseHeadline, reuseSection } from "./http/reuse.ts";
 
 const { values: a } = parseArgs({
@@ -271,7 +277,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
         concurrencies: a["pd-concurrency"].split(",").map(Number),
         promptTokens: a["pd-prompt-tokens"].split(",").map(Number),
         maxTokens: 32,
-        transports: a["pd-transports"].split(",") as ("tcp" | "tcp1" | "http")[],
+        transports: pdTransports(a["pd-transports"]),
         logDir: dirname(a.out),
       });
     case "soak":

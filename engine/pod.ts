@@ -70,6 +70,8 @@ export interface ModelPodOptions {
   kvPort?: number;
   /** Prefill: parallel TCP connections per hand-off; default defaultTcpStreams() (kv-transport.ts). */
   kvStreams?: number;
+  /** Prefill: tokens per part of a hand-off sent while computed; 0 = whole states; default auto (handoffParts). */
+  kvPartTokens?: number;
   /** Decode: address the hand-off listener binds; default 127.0.0.1 (main passes --host). */
   host?: string;
   /** The HTTP port the pod will serve on (main passes --port): named in TCP hand-off answers. */
@@ -268,6 +270,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
     advertiseUrl: opts.advertiseUrl,
     transport: opts.kvTransport,
     ...(opts.kvStreams ? { tcpStreams: opts.kvStreams } : {}),
+    ...(opts.kvPartTokens !== undefined ? { partTokens: opts.kvPartTokens } : {}),
     tcp,
     fleetToken: token.token,
   });

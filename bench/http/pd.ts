@@ -20,11 +20,25 @@ export interface PdBenchOptions {
   concurrencies: number[];
   promptTokens: number[];
   maxTokens: number;
-  transports: ("tcp" | "tcp1" | "http")[];
+  transports: PdTransport[];
   logDir: string;
 }
 
 type Runs = Record<string, LoadSummary>;
+
+/**
+ * The hand-off mechanisms the section compares, each a P/D pair of its own: tcp (the default: the
+ * state in parts sent while the prompt computes, over striped connections), tcp-whole (the whole
+ * state after the prompt, striped: --kv-part-tokens 0), tcp1 (the whole state over one connection,
+ * the v1 wire: the mechanism before both), http (the LFKV stream over HTTP).
+ */
+export const TRANSPORT_ARGS = {
+  tcp: ["--kv-transport", "tcp"],
+  "tcp-whole": ["--kv-transport", "tcp", "--kv-part-tokens", "0"],
+  tcp1: ["--kv-transport", "tcp", "--kv-streams", "1", "--kv-part-tokens", "0"],
+  http: ["--kv-transport", "http"],
+} as const;
+export type PdTransport = keyof typeof TRANSPORT_ARGS;
 
 interface Transfer {
   handoffs: number;
@@ -35,10 +49,11 @@ interface Transfer {
   paths: Record<string, number>;
   /**
    * Where a hand-off's time goes, mean ms per hand-off: export (the prefill pod copies the state
-   * out of the GPU), send (export done to the decode pod's "staged"), import (the decode pod puts it
-   * on the GPU, at the generate call). From both pods' llmfleet_kv_handoff_seconds.
+   * out of the GPU; in parts, their sum), send (on the wire; in parts, their sum, mostly while the
+   * prompt computes), tail (in parts: what is left after the prompt is computed), import (the decode
+   * pod puts it on the GPU, at the generate call). From both pods' llmfleet_kv_handoff_seconds.
    */
-  stages_ms: { export: number; send: number; import: number };
+  stages_ms: { export: number; send: number; tail: number; import: number };
 }
 
 // Below Linux's ephemeral range (32768+), where outgoing connections would collide.
@@ -94,7 +109,7 @@ async function transfer(prefillUrl: string, decodeUrl: string): Promise<Transfer
     const n = metric(t, "llmfleet_kv_handoff_seconds_count", { stage });
     return n > 0 ? Math.round((metric(t, "llmfleet_kv_handoff_seconds_sum", { stage }) / n) * 1e4) / 10 : 0;
   };
-  const stages_ms = { export: perHandoff(text, "export"), send: perHandoff(text, "send"), import: perHandoff(decodeText, "import") };
+  const stages_ms = { export: perHandoff(text, "export"), send: perHandoff(text, "send"), tail: perHandoff(text, "tail"), import: perHandoff(decodeText, "import") };
   return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths, stages_ms };
 }
 
@@ -117,8 +132,7 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
   }
   for (const t of o.transports) {
     await using decode = await start(o, `decode-${t}`, ["--role", "decode", "--model", o.model, "--kv-port", String(port()), ...o.podArgs]);
-    // tcp1: the TCP hand-off over one connection (--kv-streams 1, the v1 wire), the baseline of the striped default.
-    const transport = t === "tcp1" ? ["--kv-transport", "tcp", "--kv-streams", "1"] : ["--kv-transport", t];
+    const transport = TRANSPORT_ARGS[t];
     await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs]);
     await using router = await start(o, `router-${t}`, ["--role", "router", "--prefill", prefill.url, "--decode", decode.url]);
     const runs = await sweep(router.url, `p/d ${t}`, o);
@@ -138,6 +152,7 @@ export function pdHeadline(pd: Record<string, unknown> | undefined): Record<stri
   const tcp = pd.pd_tcp as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
   const http = pd.pd_http as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
   const tcp1 = pd.pd_tcp1 as { transfer: Transfer } | undefined;
+  const whole = pd["pd_tcp-whole"] as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
   const ttft = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.ttft_p50_ms;
   const tokS = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.tok_s;
   return {
@@ -147,5 +162,6 @@ export function pdHeadline(pd: Record<string, unknown> | undefined): Record<stri
     transfer_gb_s_network: gbS(tcp),
     transfer_gb_s_http: gbS(http),
     transfer_gb_s_one_connection: gbS(tcp1),
+    transfer_gb_s_whole_state: gbS(whole),
   };
 }

@@ -58,6 +58,8 @@ export interface EngineOptions {
   kvPort: number;
   /** Prefill: parallel TCP connections per hand-off; default (undefined) defaultTcpStreams(). */
   kvStreams: number | undefined;
+  /** Prefill: tokens per part of a hand-off sent while the prompt computes; 0 = whole; default (undefined) auto. */
+  kvPartTokens: number | undefined;
   aggregated: string[];
   policy: RoutingPolicy;
   /** Router: JSON file of pods by role, re-read when it changes (default none: the fixed lists). */
@@ -161,6 +163,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "kv-transport": { type: "string" },
       "kv-port": { type: "string" },
       "kv-streams": { type: "string" },
+      "kv-part-tokens": { type: "string" },
       aggregated: { type: "string" },
       policy: { type: "string" },
       "upstreams-file": { type: "string" },
@@ -225,6 +228,7 @@ function toOptions(raw: RawValues): EngineOptions {
     kvTransport: kvTransport(v["kv-transport"]),
     kvPort: upTo("kv-port", v["kv-port"], 65535, positiveInt("port", v.port, 8080) + 1),
     kvStreams: v["kv-streams"] === undefined ? undefined : upTo("kv-streams", v["kv-streams"], TCP_STREAMS_MAX, 1),
+    kvPartTokens: partTokens(v["kv-part-tokens"]),
     aggregated: urlList(v.aggregated),
     policy: routingPolicy(v.policy),
     upstreamsFile: v["upstreams-file"],
@@ -308,6 +312,9 @@ function kvTransport(v: string | undefined): KvTransportMode {
   if (!(KV_TRANSPORTS as readonly string[]).includes(v)) throw new Error(`--kv-transport must be one of ${KV_TRANSPORTS.join(", ")}; got ${v}`);
   return v as KvTransportMode;
 }
+
+/** --kv-part-tokens: auto (undefined) or a count, 0 = whole states. */
+const partTokens = (v: string | undefined): number | undefined => (v === undefined || v === "auto" ? undefined : nonNegativeInt("kv-part-tokens", v, 0));
 
 /** A positive integer flag of at most max (--kv-port: a TCP port; --kv-streams: the stripes a listener takes). */
 function upTo(name: string, v: string | undefined, max: number, fallback: number): number {

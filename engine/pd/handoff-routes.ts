@@ -20,23 +20,12 @@ import { httpUrl } from "../http/http-url.ts";
 import { parseEngineRequest, type RequestKind } from "../http/openai-request.ts";
 import { clientGone, respondWithGeneration } from "../http/respond.ts";
 import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
+import { partsTarget, prefillInParts } from "./handoff-parts.ts";
+import { tryTcp, type HandoffHeader } from "./tcp-handoff.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
 import { normaliseSeqState, seqStateTokens } from "../runtime/seq-state.ts";
 import { identityHeaders, identityOf } from "../access/identity.ts";
-import {
-  KV_SEND_STATUS,
-  kvSendErrorCode,
-  kvStreamAddon,
-  TCP_CHUNK_BYTES,
-  defaultTcpStreams,
-  TCP_STREAMS_MAX,
-  type HandoffPath,
-  type KvListener,
-  type KvSendResult,
-  type KvStreamAddon,
-  type KvTransportInfo,
-  type KvTransportMode,
-} from "./kv-transport.ts";
+import { handoffParts, partId, TCP_STREAMS_MAX, type HandoffPath, type KvListener, type KvTaken, type KvTransportInfo, type KvTransportMode } from "./kv-transport.ts";
 
 export interface HandoffDeps {
   role: Exclude<Role, "router">;
@@ -50,6 +39,8 @@ export interface HandoffDeps {
   advertiseUrl?: string;
   /** Which mechanism moves the state (kv-transport.ts). Default auto. */
   transport?: KvTransportMode;
+  /** Prefill: tokens per part of a hand-off sent while computed (handoffParts); 0 = whole states; default auto. */
+  partTokens?: number;
   /** Prefill: parallel TCP connections per hand-off (at most what the decode pod takes). Default defaultTcpStreams(). */
   tcpStreams?: number;
   /** Decode: the native TCP listener this pod receives hand-offs on (started by pod.ts). */
@@ -90,6 +81,8 @@ export interface PrefillResponse {
   sendMs: number;
   /** TCP connections the state went over (1 over HTTP). */
   streams: number;
+  /** Parts the state went in (1: the whole state after the prompt). */
+  parts: number;
   /** The mechanism that moved the state. */
   path: HandoffPath;
 }
@@ -125,118 +118,6 @@ async function sendState(base: string, id: string, frames: Iterable<Buffer>, opt
   return stagedAt(res, base);
 }
 
-/** What the prefill pod knows of a decode base URL's transport, re-probed after PROBE_TTL_MS. */
-interface Probe {
-  info?: KvTransportInfo;
-  at: number;
-}
-const PROBE_TTL_MS = 30_000;
-const probes = new Map<string, Probe>();
-
-async function probe(base: string, headers: Record<string, string>): Promise<KvTransportInfo | undefined> {
-  const known = probes.get(base);
-  if (known && performance.now() - known.at < PROBE_TTL_MS) return known.info;
-  let info: KvTransportInfo | undefined;
-  try {
-    const res = await fetch(`${base}/internal/kv-transport`, { headers, signal: AbortSignal.timeout(2_000) });
-    info = res.ok ? ((await res.json()) as KvTransportInfo) : undefined; // an older decode pod: 404, HTTP only
-  } catch {
-    info = undefined; // unreachable now: the HTTP PUT reports the real error
-  }
-  probes.set(base, { info, at: performance.now() });
-  return info;
-}
-
-type HandoffHeader = { handoffId: string; model: string; tokens: number[]; vTransposed: boolean; cachedTokens: number };
-
-/** The URL the decode pod named in its TCP answer: its advertised URL, or the IP the connection reached plus its HTTP port. */
-function tcpStagedUrl(message: string, base: string, info: KvTransportInfo): string {
-  if (/^https?:\/\//.test(message)) return httpUrl(message) ?? base;
-  if (!message) return base;
-  const port = info.httpPort ?? new URL(base).port;
-  return message.includes(":") ? `http://[${message}]:${port}` : `http://${message}:${port}`;
-}
-
-class TcpUnavailable extends Error {}
-
-interface TcpTarget {
-  addon: KvStreamAddon;
-  base: string;
-  info: KvTransportInfo;
-  host: string;
-  port: number;
-}
-
-/** The staged URL from the decode pod's answer; a refusal is a 429 (full) or a 502. */
-function tcpAnswer(t: TcpTarget, r: KvSendResult): string {
-  if (r.status === KV_SEND_STATUS.ok) return tcpStagedUrl(r.message, t.base, t.info);
-  const where = `${t.host}:${t.port}`;
-  if (r.status === KV_SEND_STATUS.full) {
-    throw new HttpError(429, `KV hand-off to ${where} refused: ${r.message}`, { code: "handoff_store_full", headers: { "Retry-After": "1" } });
-  }
-  throw new HttpError(502, `KV hand-off to ${where} refused (status ${r.status}): ${r.message}`, { code: "handoff_failed" });
-}
-
-/**
- * Streams the state to the decode pod's TCP port. Nobody listening there is TcpUnavailable (the
- * caller falls back to HTTP); a decode pod that dies or stalls mid-stream (its partial state is
- * freed on its side) is tried once more on a new connection, which behind a Service may reach
- * another pod, then a 502 that says why.
- */
-/** Connections for one hand-off: this pod's setting, but several only to a listener that says it takes them (an older decode pod speaks v1). */
-function streamsFor(deps: HandoffDeps, t: TcpTarget): number {
-  return Math.max(1, Math.min(deps.tcpStreams ?? defaultTcpStreams(), t.info.tcpStreams ?? 1, TCP_STREAMS_MAX));
-}
-
-/** A decode pod that died or stalled mid-stream: another connection (another pod behind a Service) may do. */
-const retryable = (code: string | undefined): boolean => code === "closed" || code === "timeout";
-
-async function sendTcp(deps: HandoffDeps, t: TcpTarget, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; streams: number }> {
-  // The tokens travel in the state's own header (seqStateTokens); the JSON names the rest.
-  const json = JSON.stringify({ handoffId: header.handoffId, model: header.model, tokens: header.tokens.length, vTransposed: header.vTransposed, cachedTokens: header.cachedTokens });
-  const streams = streamsFor(deps, t);
-  const timeoutMs = deps.sendTimeoutMs ?? 30_000;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const sent = await t.addon.kvSend(state, t.host, t.port, header.handoffId, json, TCP_CHUNK_BYTES, timeoutMs, streams);
-      return { stagedUrl: tcpAnswer(t, sent), streams: sent.streams ?? 1 };
-    } catch (err) {
-      if (err instanceof HttpError) throw err;
-      const code = kvSendErrorCode(err);
-      deps.metrics.handoffFailures.inc({ reason: `tcp_${code ?? "error"}` });
-      if (code === "connect") throw new TcpUnavailable((err as Error).message, { cause: err });
-      if (attempt >= 2 || !retryable(code)) throw new HttpError(502, (err as Error).message, { code: "handoff_failed", cause: err });
-    }
-  }
-}
-
-/** Where TCP can go for this decode base URL, or why not (mode tcp makes that an error). */
-async function tcpTarget(base: string, headers: Record<string, string>): Promise<TcpTarget | string> {
-  const [addon, info] = await Promise.all([kvStreamAddon(), probe(base, headers)]);
-  if (!addon) return "the native addon (kv-stream) is not available on this pod";
-  if (!info?.tcpPort) return `decode pod ${base} offers no TCP hand-off port`;
-  return { addon, base, info, host: new URL(base).hostname.replace(/^\[|\]$/g, ""), port: info.tcpPort };
-}
-
-/** The TCP hand-off, or undefined when the caller should fall back to HTTP (auto mode). */
-async function tryTcp(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; streams: number } | undefined> {
-  const strict = deps.transport === "tcp";
-  const target = await tcpTarget(base, identityHeaders(deps.fleetToken?.()));
-  if (typeof target === "string") {
-    if (strict) throw new HttpError(502, `--kv-transport tcp: ${target}`, { code: "handoff_failed" });
-    return undefined;
-  }
-  try {
-    return await sendTcp(deps, target, header, state);
-  } catch (err) {
-    if (!(err instanceof TcpUnavailable)) throw err;
-    if (strict) throw new HttpError(502, err.message, { code: "handoff_failed", cause: err });
-    // The port is not reachable from here (a Service without it, a firewall): HTTP until the next probe.
-    probes.set(base, { info: { ...target.info, tcpPort: undefined }, at: performance.now() });
-    return undefined;
-  }
-}
-
 /** Moves the state to the decode pod by the best mechanism both can use; says which one did. */
 async function handOff(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; path: HandoffPath; streams: number }> {
   let path: HandoffPath = deps.transport === "http" ? "http" : "tcp";
@@ -244,7 +125,7 @@ async function handOff(deps: HandoffDeps, base: string, header: HandoffHeader, s
     const sent = path === "tcp" ? await tryTcp(deps, base, header, state) : undefined;
     if (sent) {
       deps.metrics.handoffs.inc({ path, outcome: "ok" });
-      return { ...sent, path };
+      return { stagedUrl: sent.stagedUrl, streams: sent.streams, path };
     }
     path = "http";
     // The fleet token only: staging needs no tenant (the generate call carries it, from the router).
@@ -267,6 +148,12 @@ function prefillHandler(deps: HandoffDeps) {
     if (!decodeUrl) throw new HttpError(400, "no decode pod: pass decodeUrl or start the prefill pod with --decode", { param: "decodeUrl" });
     const prepared = service.prepare(parseEngineRequest(body.request, parseKind(body.kind), service.runtime));
     prepared.identity = identityOf(res);
+    const bounds = handoffParts(prepared.prompt.length - 1, deps.partTokens);
+    const inParts = await partsTarget(deps, decodeUrl, prepared, bounds);
+    if (inParts) {
+      res.json(await prefillInParts(deps, inParts, { prepared, handoffId, bounds, signal: clientGone(req, res).signal }));
+      return;
+    }
     const t0 = performance.now();
     const { state, prefixHitTokens, exportMs } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
@@ -286,6 +173,7 @@ function prefillHandler(deps: HandoffDeps) {
       exportMs,
       sendMs,
       streams,
+      parts: 1,
       path,
     };
     res.json(out);
@@ -327,30 +215,62 @@ function cachedTokensOf(header: { cachedTokens?: unknown }): number {
   return typeof n === "number" && Number.isInteger(n) && n >= 0 ? n : 0;
 }
 
-/** A state the native listener staged, normalised to this pod's layout (no copy when they agree). */
-function takeTcp(deps: HandoffDeps, id: string): { tokens: number[]; state: Buffer; cachedTokens: number } | undefined {
-  if (!deps.tcp) return undefined;
-  const taken = deps.tcp.addon.kvTake(deps.tcp.handle, id);
-  if (!taken) return undefined;
-  const { info } = deps.service.runtime;
-  let header: { model?: unknown; cachedTokens?: unknown };
+type Staged = { tokens: number[]; state?: Buffer; parts?: Buffer[]; cachedTokens: number };
+
+/** A staged hand-off's JSON header, checked against this pod's model. */
+function stagedHeader(deps: HandoffDeps, text: string): { cachedTokens?: unknown; parts?: unknown } {
+  let header: { model?: unknown; cachedTokens?: unknown; parts?: unknown };
   try {
-    header = JSON.parse(taken.header) as { model?: unknown; cachedTokens?: unknown };
+    header = JSON.parse(text) as typeof header;
   } catch {
     throw new HttpError(400, "staged KV state has no valid header", { code: "bad_kv_stream" });
   }
+  const { info } = deps.service.runtime;
   if (header.model !== info.modelId) {
     throw new HttpError(409, `KV state is for model ${String(header.model)}; this pod serves ${info.modelId}`, { code: "model_mismatch" });
   }
-  let state: Buffer;
+  return header;
+}
+
+/** A staged state normalised to this pod's layout (no copy when they agree). */
+function normalised(deps: HandoffDeps, state: Buffer): Buffer {
+  const { info } = deps.service.runtime;
   try {
-    state = normaliseSeqState(taken.state, { streams: info.kvStreams, vTransposed: !info.flashAttention });
+    return normaliseSeqState(state, { streams: info.kvStreams, vTransposed: !info.flashAttention });
   } catch (err) {
     throw new HttpError(400, `staged KV state: ${(err as Error).message}`, { code: "bad_kv_stream" });
   }
-  deps.metrics.handoffBytes.observe(state.length);
-  deps.metrics.handoffSeconds.observe({ stage: "receive" }, taken.seconds);
-  return { tokens: seqStateTokens(state), state, cachedTokens: cachedTokensOf(header) };
+}
+
+/** Parts 1..n-1 of hand-off `id` (part 0 taken), or a 404 naming the first one missing. */
+function takeRest(deps: HandoffDeps, id: string, parts: unknown): KvTaken[] {
+  const n = Number(parts);
+  if (!Number.isInteger(n) || n < 1 || n > 1 << 16) throw new HttpError(400, "staged KV parts have no valid part count", { code: "bad_kv_stream" });
+  const rest: KvTaken[] = [];
+  for (let k = 1; k < n; k++) {
+    const next = deps.tcp!.addon.kvTake(deps.tcp!.handle, partId(id, k));
+    if (!next) throw new HttpError(404, `part ${k} of ${n} of staged KV state ${id} is missing (expired or never received)`, { code: "handoff_not_found" });
+    rest.push(next);
+  }
+  return rest;
+}
+
+/** The native listener's staged hand-off: one state, or the parts `<id>~0..n-1` of one sent while computed. */
+function takeTcp(deps: HandoffDeps, id: string): Staged | undefined {
+  if (!deps.tcp) return undefined;
+  const { addon, handle } = deps.tcp;
+  const whole = addon.kvTake(handle, id);
+  const first = whole ?? addon.kvTake(handle, partId(id, 0));
+  if (!first) return undefined;
+  const header = stagedHeader(deps, first.header);
+  const taken = whole ? [whole] : [first, ...takeRest(deps, id, header.parts)];
+  const states = taken.map((t) => normalised(deps, t.state));
+  for (const t of states) deps.metrics.handoffBytes.observe(t.length);
+  deps.metrics.handoffSeconds.observe({ stage: "receive" }, taken.reduce((a, t) => a + t.seconds, 0));
+  const tokens = states.flatMap((st) => seqStateTokens(st));
+  // The reused count is final only once the prompt is computed: the last part says it.
+  const cachedTokens = cachedTokensOf(taken.length > 1 ? stagedHeader(deps, taken.at(-1)!.header) : header);
+  return whole ? { tokens, state: states[0]!, cachedTokens } : { tokens, parts: states, cachedTokens };
 }
 
 function generateHandler(deps: HandoffDeps, store: HandoffStore) {
@@ -364,9 +284,13 @@ function generateHandler(deps: HandoffDeps, store: HandoffStore) {
     if (staged.tokens.length !== expected.length || staged.tokens.some((t, i) => t !== expected[i])) {
       throw new HttpError(409, "staged KV state does not match the request's prompt tokens", { code: "handoff_mismatch" });
     }
-    await respondWithGeneration(deps.service, prepared, res, { signal: clientGone(req, res).signal, importedState: staged.state, importedCachedTokens: staged.cachedTokens });
+    const imported = "parts" in staged && staged.parts ? { importedParts: staged.parts } : { importedState: staged.state! };
+    await respondWithGeneration(deps.service, prepared, res, { signal: clientGone(req, res).signal, ...imported, importedCachedTokens: staged.cachedTokens });
   };
 }
+
+/** Whether this pod's sequences import a hand-off in parts (the unified KV). */
+const importsParts = (deps: HandoffDeps): boolean => deps.service.runtime.sequences.every((s) => s.importParts !== undefined);
 
 export function handoffRoutes(deps: HandoffDeps): HandoffRoutes {
   const router = express.Router();
@@ -385,7 +309,7 @@ export function handoffRoutes(deps: HandoffDeps): HandoffRoutes {
       model: info.modelId,
       layout: { streams: info.kvStreams, vTransposed: !info.flashAttention },
       httpPort: req.socket.localPort,
-      ...(deps.role === "decode" && deps.tcp ? { tcpPort: deps.tcp.port, tcpStreams: TCP_STREAMS_MAX } : {}),
+      ...(deps.role === "decode" && deps.tcp ? { tcpPort: deps.tcp.port, tcpStreams: TCP_STREAMS_MAX, ...(importsParts(deps) ? { parts: true } : {}) } : {}),
     };
     res.json(out);
   });

@@ -131,6 +131,8 @@ export function kvStreamAddon(): Promise<KvStreamAddon | undefined> {
 export interface KvTransportInfo {
   /** The TCP port of the native listener; absent when this pod receives over HTTP only. */
   tcpPort?: number;
+  /** The pod imports a hand-off sent in parts (one TCP hand-off per part, ids `<id>~<k>`); absent: whole states only. */
+  parts?: boolean;
   /** The most parallel connections (LFKN v2 stripes) the listener takes for one hand-off; absent: one (v1). */
   tcpStreams?: number;
   /** The pod's HTTP port (a Service may map another port to it). */
@@ -160,3 +162,32 @@ export function defaultTcpStreams(cpus = availableParallelism()): number {
 }
 /** The most stripes a listener takes (MAX_STRIPES in kv-net.h). */
 export const TCP_STREAMS_MAX = 16;
+
+/** Smallest part of a hand-off sent in parts (--kv-part-tokens auto): below it a part's fixed costs show. */
+export const PART_TOKENS_MIN = 256;
+/** Parts a hand-off is cut into by default (--kv-part-tokens auto). */
+export const PARTS_DEFAULT = 4;
+
+/**
+ * Where the parts of a hand-off of `tokens` tokens end (ascending, the last `tokens`): the prefill
+ * pod sends each part while it computes the next, so only the last part's transfer is left when
+ * the prompt is done. partTokens 0: one part (the whole state, sent after the prompt); a positive
+ * number: parts of that many tokens; undefined (auto): PARTS_DEFAULT parts of a multiple of
+ * PART_TOKENS_MIN tokens, one part below 2 x PART_TOKENS_MIN.
+ */
+export function handoffParts(tokens: number, partTokens?: number): number[] {
+  if (tokens <= 0) return [tokens];
+  let size = partTokens;
+  if (size === undefined) {
+    if (tokens < 2 * PART_TOKENS_MIN) return [tokens];
+    size = Math.ceil(tokens / PARTS_DEFAULT / PART_TOKENS_MIN) * PART_TOKENS_MIN;
+  }
+  if (size <= 0 || size >= tokens) return [tokens];
+  const bounds: number[] = [];
+  for (let at = size; at < tokens; at += size) bounds.push(at);
+  bounds.push(tokens);
+  return bounds;
+}
+
+/** The TCP hand-off id of part `index` of hand-off `id`. */
+export const partId = (id: string, index: number): string => `${id}~${index}`;

@@ -221,6 +221,18 @@ class NativeSequence implements RuntimeSequence {
     return this.rt.scheduler.exclusive(async () => this.rt.engine.stateGetFile(this.id, Int32Array.from(this.held)));
   }
 
+  exportRange(from: number, to: number): Promise<Buffer> {
+    if (!(from >= 0 && from < to && to <= this.held.length)) throw new RangeError(`exportRange(${from}, ${to}): the sequence holds ${this.held.length} tokens`);
+    return this.rt.exportRange(this.id, this.held.slice(from, to), from);
+  }
+
+  async importParts(parts: readonly Buffer[]): Promise<void> {
+    const tokens = parts.flatMap((p) => seqStateTokens(p));
+    this.held = [];
+    await this.rt.importParts(this.id, parts);
+    this.held = tokens;
+  }
+
   async importState(state: Buffer): Promise<void> {
     // The addon checks magic, version and size again before llama.cpp reads the state.
     const tokens = seqStateTokens(state);
@@ -268,7 +280,7 @@ export class NativeRuntime implements ModelRuntime {
     this.features = { backend: "native", vocabSize: native.nVocab, logprobs: true, penalties: true, logitBias: true, grammar: true };
     this.scheduler = new StepScheduler(engine, Math.max(opts.batchSize ?? 512, opts.parallel), opts.decodeLookahead ?? 1);
     const all = Array.from({ length: opts.parallel }, (_, i) => new NativeSequence(i, this));
-    this.sequences = native.kvUnified ? all : all.map((s) => Object.assign(s, { evaluateJoined: undefined }));
+    this.sequences = native.kvUnified ? all : all.map((s) => Object.assign(s, { evaluateJoined: undefined, exportRange: undefined, importParts: undefined }));
   }
 
   /** The engine's extra sequence (the unified KV has one beyond the pool's): documents are computed alone there. */
@@ -296,6 +308,49 @@ export class NativeRuntime implements ModelRuntime {
         await this.scheduler.exclusive(() => this.engine.seqRm(this.scratch, -1, -1));
       }
     });
+  }
+
+  /** Positions [from, from + tokens.length) of `seq` alone: shared with the scratch sequence (no copy), exported from there. */
+  exportRange(seq: number, tokens: readonly Token[], from: number): Promise<Buffer> {
+    const e = this.engine;
+    return this.withScratch(() =>
+      this.scheduler.exclusive(async () => {
+        e.seqRm(this.scratch, -1, -1);
+        e.seqCp(seq, this.scratch, from, from + tokens.length);
+        try {
+          return await e.stateGetFile(this.scratch, Int32Array.from(tokens));
+        } finally {
+          e.seqRm(this.scratch, -1, -1);
+        }
+      }),
+    );
+  }
+
+  /** Within one exclusive call: each part into the scratch sequence, then its cells shared with `seq` (no copy). */
+  importParts(seq: number, parts: readonly Buffer[]): Promise<void> {
+    const e = this.engine;
+    return this.withScratch(() =>
+      this.scheduler.exclusive(() => {
+        e.seqRm(seq, 0, -1);
+        let at = 0;
+        try {
+          for (const part of parts) {
+            const n = seqStateTokens(part).length;
+            e.seqRm(this.scratch, -1, -1);
+            e.stateSetFile(this.scratch, part);
+            e.seqCp(this.scratch, seq, at, at + n);
+            at += n;
+          }
+        } finally {
+          e.seqRm(this.scratch, -1, -1);
+        }
+        // Each part's cells carry their own positions: a part that is not the next range shows here.
+        if (at > 0 && e.seqPosMax(seq) !== at - 1) {
+          e.seqRm(seq, 0, -1);
+          throw new Error(`the hand-off's parts do not make one sequence of ${at} tokens`);
+        }
+      }),
+    );
   }
 
   /**

@@ -106,6 +106,17 @@ export interface RuntimeSequence {
   generate(next: readonly Token[], sampling: Sampling, onLogprob?: (lp: TokenLogprob) => void): AsyncGenerator<Token, void, void>;
   /** llama.cpp's sequence state (the `ggsq` file format: header, tokens, KV). */
   exportState(): Promise<Buffer>;
+  /**
+   * The KV of the held positions [from, to) alone, as a sequence state of those tokens (the cells
+   * keep their positions): one part of a hand-off sent while later parts are still computed.
+   * Runtimes that cannot share cells between sequences (no unified KV) do not have it.
+   */
+  exportRange?(from: number, to: number): Promise<Buffer>;
+  /**
+   * Makes the sequence hold the parts' tokens, in order: each part a state exportRange gave for
+   * the positions right after the previous part's (the first from 0). With exportRange.
+   */
+  importParts?(parts: readonly Buffer[]): Promise<void>;
   importState(state: Buffer): Promise<void>;
   clear(): Promise<void>;
 }

@@ -10,7 +10,7 @@
 import { ChunkCache } from "./chunk-cache.ts";
 import { joinPlan, ownTokens, withDocuments, type DocumentLayout } from "./documents.ts";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
-import type { ModelRuntime, Token, TokenLogprob } from "../runtime/runtime.ts";
+import type { ModelRuntime, RuntimeSequence, Token, TokenLogprob } from "../runtime/runtime.ts";
 import { commonPrefixLength } from "../runtime/runtime.ts";
 import type { KvPrefixCache, PrefixLoad } from "../kvstore/prefix-cache.ts";
 import { ContextLengthError, EmptyPromptError } from "./errors.ts";
@@ -69,6 +69,8 @@ export interface GenerateOptions {
   signal: AbortSignal;
   /** KV state of prompt[0..n-1) from a prefill pod (decode role). */
   importedState?: Buffer;
+  /** Or that state in parts, in order (RuntimeSequence.importParts; a hand-off sent while computed). */
+  importedParts?: readonly Buffer[];
   /**
    * With importedState: the prompt tokens the prefill pod reused rather than computed (the
    * hand-off's cachedTokens), reported as the answer's cached tokens. They were counted in the
@@ -199,6 +201,81 @@ export class CompletionService {
     }
   }
 
+  /** Decode role: the prefill pod's state (whole or in parts) into the sequence; false when there is none. */
+  private async importHandOff(seq: RuntimeSequence, opts: GenerateOptions): Promise<boolean> {
+    if (opts.importedState === undefined && opts.importedParts === undefined) return false;
+    const t0 = performance.now();
+    if (opts.importedParts) {
+      if (!seq.importParts) throw new Error("this runtime cannot import a hand-off in parts");
+      await seq.importParts(opts.importedParts);
+    } else {
+      await seq.clear();
+      await seq.importState(opts.importedState!);
+    }
+    this.metrics.handoffSeconds.observe({ stage: "import" }, (performance.now() - t0) / 1000);
+    return true;
+  }
+
+  /** Whether prefillParts can serve this request (the runtime shares cells between sequences; no RAG documents). */
+  canPrefillInParts(req: PreparedRequest): boolean {
+    return !req.documents && this.runtime.sequences.every((s) => s.exportRange !== undefined);
+  }
+
+  /**
+   * Prefill role, overlapped: evaluates prompt[0..n-1) a part of `bounds` at a time and hands each
+   * part's KV (RuntimeSequence.exportRange) to `onPart` as soon as it is computed, so that the
+   * caller sends it while the next part computes. `bounds` are the parts' ends, ascending, the last
+   * n-1. The sequence keeps the KV for reuse; a KV store write-back runs after, off the response.
+   */
+  async prefillParts(
+    req: PreparedRequest,
+    signal: AbortSignal,
+    bounds: readonly number[],
+    onPart: (index: number, state: Buffer, reused: number) => void,
+  ): Promise<{ prefixHitTokens: number; exportMs: number }> {
+    const ns = req.identity?.kvNamespace ?? "";
+    const lease = await this.acquire(req.prompt, signal, ns);
+    const context = req.prompt.slice(0, -1);
+    let load: PrefixLoad | undefined;
+    let done: { hits: number; exportMs: number };
+    try {
+      load = await this.loadCached(lease, context, ns);
+      done = await this.computeParts(lease, context, req, { bounds, signal, onPart });
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    this.metrics.promptTokens.inc(req.prompt.length);
+    this.countHits(req, done.hits);
+    this.releaseWithWriteBack(lease, context, load, ns);
+    return { prefixHitTokens: done.hits, exportMs: done.exportMs };
+  }
+
+  private async computeParts(
+    lease: SequenceLease,
+    context: readonly Token[],
+    req: PreparedRequest,
+    job: { bounds: readonly number[]; signal: AbortSignal; onPart: (index: number, state: Buffer, reused: number) => void },
+  ): Promise<{ hits: number; exportMs: number }> {
+    const { bounds, signal, onPart } = job;
+    // Parts the sequence holds already are exported as they are: evaluating a shorter prefix than
+    // it holds would drop the rest of its KV.
+    const have = commonPrefixLength(lease.sequence.contextTokens(), context);
+    let hits: number | undefined;
+    let exportMs = 0;
+    let from = 0;
+    for (const [index, to] of bounds.entries()) {
+      signal.throwIfAborted();
+      const reused = to > have || index === bounds.length - 1 ? await this.evaluateTimed(lease, context.slice(0, to), req) : undefined;
+      hits ??= reused; // the first evaluation's: every later one reuses the part before it
+      const t0 = performance.now();
+      onPart(index, await lease.sequence.exportRange!(from, to), hits ?? have);
+      exportMs += performance.now() - t0;
+      from = to;
+    }
+    return { hits: hits ?? 0, exportMs };
+  }
+
   /** evaluatePrefix, timed: the KV store's load-or-recompute choice learns the prefill rate from it. */
   private async evaluateTimed(lease: SequenceLease, context: readonly Token[], req: PreparedRequest): Promise<number> {
     const t0 = performance.now();
@@ -260,19 +337,14 @@ export class CompletionService {
     let load: PrefixLoad | undefined;
     try {
       const seq = lease.sequence;
-      if (opts.importedState) {
-        const t0 = performance.now();
-        await seq.clear();
-        await seq.importState(opts.importedState);
-        this.metrics.handoffSeconds.observe({ stage: "import" }, (performance.now() - t0) / 1000);
-      }
-      const imported = opts.importedState ? seq.contextTokens().length : 0;
-      if (!opts.importedState) load = await this.loadCached(lease, context, ns);
+      const handedOff = await this.importHandOff(seq, opts);
+      const imported = handedOff ? seq.contextTokens().length : 0;
+      if (!handedOff) load = await this.loadCached(lease, context, ns);
       const hits = await this.evaluateTimed(lease, context, req);
       const localHits = Math.max(0, hits - imported);
       this.countHits(req, localHits);
       const result = yield* this.sample(lease, req, opts.signal);
-      return { ...result, prefixHitTokens: localHits + (opts.importedState ? (opts.importedCachedTokens ?? 0) : 0) };
+      return { ...result, prefixHitTokens: localHits + (handedOff ? (opts.importedCachedTokens ?? 0) : 0) };
     } finally {
       this.releaseWithWriteBack(lease, context, load, ns);
     }
