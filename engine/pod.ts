@@ -25,7 +25,7 @@ import { fleetGuard, fleetTokenSource, type FleetTokens } from "./access/fleet-a
 import { identityHeaders } from "./access/identity.ts";
 import { createTenantCacheMetric } from "./access/tenant-metrics.ts";
 import { KvSealer } from "./kvstore/kv-seal.ts";
-import { kvStreamAddon, TCP_STREAMS_MAX, type KvListener, type KvTransportMode } from "./pd/kv-transport.ts";
+import { kvStreamAddon, TCP_STREAMS_MAX, type KvListener, type KvTransportMode, type PartTokens } from "./pd/kv-transport.ts";
 import { totalmem } from "node:os";
 
 export interface ModelPodOptions {
@@ -70,8 +70,8 @@ export interface ModelPodOptions {
   kvPort?: number;
   /** Prefill: parallel TCP connections per hand-off; default defaultTcpStreams() (kv-transport.ts). */
   kvStreams?: number;
-  /** Prefill: tokens per part of a hand-off sent while computed; 0 = whole states; default auto (handoffParts). */
-  kvPartTokens?: number;
+  /** Prefill: tokens per part of a hand-off sent while computed, or auto; default 0 = whole states (handoffParts). */
+  kvPartTokens?: PartTokens;
   /** Decode: address the hand-off listener binds; default 127.0.0.1 (main passes --host). */
   host?: string;
   /** The HTTP port the pod will serve on (main passes --port): named in TCP hand-off answers. */

@@ -28,14 +28,15 @@ type Runs = Record<string, LoadSummary>;
 
 /**
  * The hand-off mechanisms the section compares, each a P/D pair of its own: tcp (the default: the
- * state in parts sent while the prompt computes, over striped connections), tcp-whole (the whole
- * state after the prompt, striped: --kv-part-tokens 0), tcp1 (the whole state over one connection,
- * the v1 wire: the mechanism before both), http (the LFKV stream over HTTP).
+ * whole state after the prompt, striped over --kv-streams' default), tcp-parts (in parts sent while
+ * the prompt computes: --kv-part-tokens auto), tcp8 (8 connections), tcp1 (one connection, the v1
+ * wire: the mechanism before striping), http (the LFKV stream over HTTP).
  */
 export const TRANSPORT_ARGS = {
   tcp: ["--kv-transport", "tcp"],
-  "tcp-whole": ["--kv-transport", "tcp", "--kv-part-tokens", "0"],
-  tcp1: ["--kv-transport", "tcp", "--kv-streams", "1", "--kv-part-tokens", "0"],
+  "tcp-parts": ["--kv-transport", "tcp", "--kv-part-tokens", "auto"],
+  tcp8: ["--kv-transport", "tcp", "--kv-streams", "8"],
+  tcp1: ["--kv-transport", "tcp", "--kv-streams", "1"],
   http: ["--kv-transport", "http"],
 } as const;
 export type PdTransport = keyof typeof TRANSPORT_ARGS;
@@ -59,7 +60,49 @@ interface Transfer {
 // Below Linux's ephemeral range (32768+), where outgoing connections would collide.
 const port = (): number => 20_000 + Math.floor(Math.random() * 12_000);
 
-async function sweep(url: string, name: string, o: PdBenchOptions): Promise<Record<string, Runs>> {
+const STAGES = ["export", "send", "tail", "import"] as const;
+type StageSums = Record<(typeof STAGES)[number], { sum: number; count: number }>;
+
+/** The pods' llmfleet_kv_handoff_seconds sums and counts by stage (import from the decode pod). */
+async function stageSums(pods: { prefill: string; decode: string }): Promise<StageSums> {
+  const [p, d] = await Promise.all([pods.prefill, pods.decode].map(async (u) => (await fetch(`${u}/metrics`)).text()));
+  const out = {} as StageSums;
+  for (const stage of STAGES) {
+    const text = stage === "import" ? d! : p!;
+    out[stage] = { sum: metric(text, "llmfleet_kv_handoff_seconds_sum", { stage }), count: metric(text, "llmfleet_kv_handoff_seconds_count", { stage }) };
+  }
+  return out;
+}
+
+/** Mean ms per hand-off of each stage between two snapshots. */
+function stageMeans(a: StageSums, b: StageSums): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const stage of STAGES) {
+    const n = b[stage].count - a[stage].count;
+    out[stage] = n > 0 ? Math.round(((b[stage].sum - a[stage].sum) / n) * 1e4) / 10 : 0;
+  }
+  return out;
+}
+
+type Run = Runs[string] & { stages_ms?: Record<string, number> };
+
+/** One closed-loop run of `c` clients with prompts of `tokens` tokens; with pods, its hand-offs' stage means. */
+async function run(client: LoadClient, o: PdBenchOptions, at: { tokens: number; c: number; wordsPerToken: number }, pods?: { prefill: string; decode: string }): Promise<Run> {
+  const { tokens, c, wordsPerToken } = at;
+  const perClient = Math.max(2, Math.min(6, Math.round(32 / c)));
+  const before = pods ? await stageSums(pods) : undefined;
+  const s: Run = await closedLoop(
+    (r) => client.complete(r),
+    c,
+    (cl, i) => ({ prompt: benchPromptOfTokens(tokens * 100_000 + cl * 1000 + i, tokens, wordsPerToken), maxTokens: o.maxTokens }),
+    { perClient },
+  );
+  // Where this run's hand-offs spent their time (mean ms per hand-off, by stage).
+  if (pods && before) s.stages_ms = stageMeans(before, await stageSums(pods));
+  return s;
+}
+
+async function sweep(url: string, name: string, o: PdBenchOptions, pods?: { prefill: string; decode: string }): Promise<Record<string, Runs>> {
   const client = new LoadClient(url, 4096);
   const out: Record<string, Runs> = {};
   try {
@@ -68,17 +111,10 @@ async function sweep(url: string, name: string, o: PdBenchOptions): Promise<Reco
     for (const tokens of o.promptTokens) {
       const runs: Runs = {};
       for (const c of o.concurrencies) {
-        const perClient = Math.max(2, Math.min(6, Math.round(32 / c)));
-        const s = await closedLoop(
-          (r) => client.complete(r),
-          c,
-          (cl, i) => ({ prompt: benchPromptOfTokens(tokens * 100_000 + cl * 1000 + i, tokens, wordsPerToken), maxTokens: o.maxTokens }),
-          {
-            perClient,
-          },
-        );
+        const s = await run(client, o, { tokens, c, wordsPerToken }, pods);
         runs[String(c)] = s;
-        process.stderr.write(`bench:http: pd ${name} ${tokens} tok x${c}: TTFT p50 ${s.ttft_p50_ms} ms, ${s.tok_s} tok/s, ${s.errors} errors\n`);
+        const stages = s.stages_ms ? ` (stages ms ${JSON.stringify(s.stages_ms)})` : "";
+        process.stderr.write(`bench:http: pd ${name} ${tokens} tok x${c}: TTFT p50 ${s.ttft_p50_ms} ms, ${s.tok_s} tok/s, ${s.errors} errors${stages}\n`);
       }
       out[String(tokens)] = runs;
     }
@@ -135,7 +171,7 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
     const transport = TRANSPORT_ARGS[t];
     await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs]);
     await using router = await start(o, `router-${t}`, ["--role", "router", "--prefill", prefill.url, "--decode", decode.url]);
-    const runs = await sweep(router.url, `p/d ${t}`, o);
+    const runs = await sweep(router.url, `p/d ${t}`, o, { prefill: prefill.url, decode: decode.url });
     out[`pd_${t}`] = { runs, transfer: await transfer(prefill.url, decode.url), alive: [decode, prefill, router].map((s) => s.exited() ?? "alive") };
   }
   return out;
@@ -152,7 +188,7 @@ export function pdHeadline(pd: Record<string, unknown> | undefined): Record<stri
   const tcp = pd.pd_tcp as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
   const http = pd.pd_http as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
   const tcp1 = pd.pd_tcp1 as { transfer: Transfer } | undefined;
-  const whole = pd["pd_tcp-whole"] as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
+  const eight = pd.pd_tcp8 as { transfer: Transfer } | undefined;
   const ttft = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.ttft_p50_ms;
   const tokS = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.tok_s;
   return {
@@ -162,6 +198,6 @@ export function pdHeadline(pd: Record<string, unknown> | undefined): Record<stri
     transfer_gb_s_network: gbS(tcp),
     transfer_gb_s_http: gbS(http),
     transfer_gb_s_one_connection: gbS(tcp1),
-    transfer_gb_s_whole_state: gbS(whole),
+    transfer_gb_s_8_connections: gbS(eight),
   };
 }

@@ -59,8 +59,9 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        (1..16; default a quarter of the CPUs, 1 to 4)
   --kv-part-tokens N   prefill: a hand-off over TCP goes in parts of N tokens, each sent while the
                        next computes, when both pods share KV cells (--kv-unified on, the GPU
-                       default); 0 = the whole state after the prompt; auto (default): 4 parts of a
-                       multiple of 256 tokens from 512-token prompts on
+                       default); auto: 4 parts of a multiple of 256 tokens from 512-token prompts
+                       on; 0 (default): the whole state after the prompt. For links slower than the
+                       prompt's compute: over loopback on one GPU parts did not pay (BENCHMARKS.md)
   --aggregated URL[,URL]  router: aggregated pods, used when there are no prefill+decode pods
                        (a router needs --prefill and --decode, or --aggregated)
   --policy P           router: prefix-aware | least-loaded | round-robin (default: least-loaded)

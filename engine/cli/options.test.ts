@@ -39,17 +39,18 @@ test("--kv-streams takes 1..16; without it the hand-off uses a quarter of the CP
   assert.deepEqual([2, 4, 7, 8, 16, 128].map((n) => defaultTcpStreams(n)), [1, 1, 1, 2, 4, 4]);
 });
 
-test("--kv-part-tokens: auto by default, 0 for whole states, else tokens per part", async () => {
-  assert.equal(parse().kvPartTokens, undefined);
-  assert.equal(parse("--kv-part-tokens", "auto").kvPartTokens, undefined);
+test("--kv-part-tokens: whole states (0) by default, auto, else tokens per part", async () => {
+  assert.equal(parse().kvPartTokens, 0);
+  assert.equal(parse("--kv-part-tokens", "auto").kvPartTokens, "auto");
   assert.equal(parse("--kv-part-tokens", "0").kvPartTokens, 0);
   assert.equal(parse("--kv-part-tokens", "512").kvPartTokens, 512);
   assert.throws(() => parseEngineOptions(["--kv-part-tokens=-1"]), /--kv-part-tokens must be an integer >= 0/);
   assert.throws(() => parseEngineOptions(["--kv-part-tokens", "some"]), /--kv-part-tokens must be an integer >= 0/);
   const { handoffParts } = await import("../pd/kv-transport.ts");
-  assert.deepEqual(handoffParts(511), [511], "auto: one part below 512 tokens");
-  assert.deepEqual(handoffParts(1023), [256, 512, 768, 1023]);
-  assert.deepEqual(handoffParts(4095), [1024, 2048, 3072, 4095]);
+  assert.deepEqual(handoffParts(511, "auto"), [511], "auto: one part below 512 tokens");
+  assert.deepEqual(handoffParts(1023, "auto"), [256, 512, 768, 1023]);
+  assert.deepEqual(handoffParts(4095, "auto"), [1024, 2048, 3072, 4095]);
+  assert.deepEqual(handoffParts(4095), [4095], "whole states by default");
   assert.deepEqual(handoffParts(100, 0), [100]);
   assert.deepEqual(handoffParts(20, 8), [8, 16, 20]);
   assert.deepEqual(handoffParts(16, 8), [8, 16]);

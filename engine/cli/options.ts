@@ -1,5 +1,5 @@
 /** Command-line options of `npm run engine -- ...`; every option documents its default. */
-import { KV_TRANSPORTS, TCP_STREAMS_MAX, type KvTransportMode } from "../pd/kv-transport.ts";
+import { KV_TRANSPORTS, TCP_STREAMS_MAX, type KvTransportMode, type PartTokens } from "../pd/kv-transport.ts";
 import { availableParallelism } from "node:os";
 import { parseArgs } from "node:util";
 import type { Role } from "../metrics/engine-metrics.ts";
@@ -58,8 +58,8 @@ export interface EngineOptions {
   kvPort: number;
   /** Prefill: parallel TCP connections per hand-off; default (undefined) defaultTcpStreams(). */
   kvStreams: number | undefined;
-  /** Prefill: tokens per part of a hand-off sent while the prompt computes; 0 = whole; default (undefined) auto. */
-  kvPartTokens: number | undefined;
+  /** Prefill: tokens per part of a hand-off sent while the prompt computes, or auto; default 0 = whole states. */
+  kvPartTokens: PartTokens;
   aggregated: string[];
   policy: RoutingPolicy;
   /** Router: JSON file of pods by role, re-read when it changes (default none: the fixed lists). */
@@ -313,8 +313,8 @@ function kvTransport(v: string | undefined): KvTransportMode {
   return v as KvTransportMode;
 }
 
-/** --kv-part-tokens: auto (undefined) or a count, 0 = whole states. */
-const partTokens = (v: string | undefined): number | undefined => (v === undefined || v === "auto" ? undefined : nonNegativeInt("kv-part-tokens", v, 0));
+/** --kv-part-tokens: auto or a count, 0 (default) = whole states. */
+const partTokens = (v: string | undefined): PartTokens => (v === "auto" ? "auto" : nonNegativeInt("kv-part-tokens", v, 0));
 
 /** A positive integer flag of at most max (--kv-port: a TCP port; --kv-streams: the stripes a listener takes). */
 function upTo(name: string, v: string | undefined, max: number, fallback: number): number {

@@ -25,7 +25,7 @@ import { tryTcp, type HandoffHeader } from "./tcp-handoff.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
 import { normaliseSeqState, seqStateTokens } from "../runtime/seq-state.ts";
 import { identityHeaders, identityOf } from "../access/identity.ts";
-import { handoffParts, partId, TCP_STREAMS_MAX, type HandoffPath, type KvListener, type KvTaken, type KvTransportInfo, type KvTransportMode } from "./kv-transport.ts";
+import { handoffParts, partId, TCP_STREAMS_MAX, type HandoffPath, type KvListener, type KvTaken, type KvTransportInfo, type KvTransportMode, type PartTokens } from "./kv-transport.ts";
 
 export interface HandoffDeps {
   role: Exclude<Role, "router">;
@@ -39,8 +39,8 @@ export interface HandoffDeps {
   advertiseUrl?: string;
   /** Which mechanism moves the state (kv-transport.ts). Default auto. */
   transport?: KvTransportMode;
-  /** Prefill: tokens per part of a hand-off sent while computed (handoffParts); 0 = whole states; default auto. */
-  partTokens?: number;
+  /** Prefill: tokens per part of a hand-off sent while computed (handoffParts); default 0, whole states. */
+  partTokens?: PartTokens;
   /** Prefill: parallel TCP connections per hand-off (at most what the decode pod takes). Default defaultTcpStreams(). */
   tcpStreams?: number;
   /** Decode: the native TCP listener this pod receives hand-offs on (started by pod.ts). */

@@ -164,6 +164,7 @@ export function defaultTcpStreams(cpus = availableParallelism()): number {
 export const TCP_STREAMS_MAX = 16;
 
 /** Smallest part of a hand-off sent in parts (--kv-part-tokens auto): below it a part's fixed costs show. */
+export type PartTokens = number | "auto";
 export const PART_TOKENS_MIN = 256;
 /** Parts a hand-off is cut into by default (--kv-part-tokens auto). */
 export const PARTS_DEFAULT = 4;
@@ -171,14 +172,18 @@ export const PARTS_DEFAULT = 4;
 /**
  * Where the parts of a hand-off of `tokens` tokens end (ascending, the last `tokens`): the prefill
  * pod sends each part while it computes the next, so only the last part's transfer is left when
- * the prompt is done. partTokens 0: one part (the whole state, sent after the prompt); a positive
- * number: parts of that many tokens; undefined (auto): PARTS_DEFAULT parts of a multiple of
- * PART_TOKENS_MIN tokens, one part below 2 x PART_TOKENS_MIN.
+ * the prompt is done. partTokens 0 (the default): one part (the whole state, sent after the
+ * prompt); a positive number: parts of that many tokens; auto: PARTS_DEFAULT parts of a multiple
+ * of PART_TOKENS_MIN tokens, one part below 2 x PART_TOKENS_MIN.
+ *
+ * Not the default: on one H100 over loopback (7B f16, BENCHMARKS.md) parts did not pay. Each part
+ * is one more forward pass (the weights read again) and its export holds the engine, while the
+ * whole state crosses loopback at ~4 GB/s; they are for links slower than the prompt's compute.
  */
-export function handoffParts(tokens: number, partTokens?: number): number[] {
+export function handoffParts(tokens: number, partTokens: PartTokens = 0): number[] {
   if (tokens <= 0) return [tokens];
   let size = partTokens;
-  if (size === undefined) {
+  if (size === "auto") {
     if (tokens < 2 * PART_TOKENS_MIN) return [tokens];
     size = Math.ceil(tokens / PARTS_DEFAULT / PART_TOKENS_MIN) * PART_TOKENS_MIN;
   }
