@@ -48,3 +48,14 @@ export function gpuName(): string | undefined {
     return undefined;
   }
 }
+
+/** A joining engine's RAG document counters (llmfleet_rag_documents_total by outcome) and cache bytes, from /metrics. */
+export async function ragCounts(url: string): Promise<{ cached: number; computed: number; cache_bytes: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? 0);
+  return {
+    cached: value(/^llmfleet_rag_documents_total\{[^}]*outcome="cached"[^}]*\} (\S+)$/m),
+    computed: value(/^llmfleet_rag_documents_total\{[^}]*outcome="computed"[^}]*\} (\S+)$/m),
+    cache_bytes: value(/^llmfleet_rag_cache_bytes(?:\{[^}]*\})? (\S+)$/m),
+  };
+}

@@ -18,6 +18,8 @@
  * the perturbation floor as bench/kv-quality.ts measures it (prefix-only reuse is full prefill's
  * computation, so its quality is full prefill's). Writes bench/results/rag.json.
  *
+ *   --rag-cache-bytes N  the joining pods' document cache (device mode default 16 GiB, else the engine's);
+ *                        the JSON's `documents` says how many a join found there and how many it computed
  *   --sizes 6,4,...      documents per prompt, one entry per prompt (default: 10 prompts, 6 of them of 6)
  *   --fractions F,...    recompute fractions of the curve (default 0,0.05,0.15,0.3,0.4,0.5,0.7)
  *   --seed N             the prompts' draw (default 7)
@@ -53,7 +55,7 @@ import {
   type RagPrompt,
 } from "./rag-join.ts";
 import { textInWorktree } from "./pinned-texts.ts";
-import { gpuName, httpTokenCounter } from "./rag-device.ts";
+import { gpuName, httpTokenCounter, ragCounts } from "./rag-device.ts";
 
 const { values: a } = parseArgs({
   options: {
@@ -67,6 +69,7 @@ const { values: a } = parseArgs({
     "texts-from-worktree": { type: "boolean", default: false },
     model: { type: "string" },
     "engine-args": { type: "string", default: "" },
+    "rag-cache-bytes": { type: "string" },
   },
 });
 const SIZES = a.sizes.split(",").map(Number);
@@ -77,6 +80,8 @@ const DEVICE = a.model !== undefined;
 const WORKTREE = a["texts-from-worktree"] || DEVICE;
 const readCorpus = WORKTREE ? textInWorktree : pinnedCorpus;
 const ENGINE_ARGS = a["engine-args"].split(/\s+/).filter((w) => w.length > 0);
+/** The joining pods' document cache: device mode 16 GiB (a 7B f16 document of 700 tokens is ~90 MB; 1 GiB kept ~11), else the engine's default. */
+const RAG_CACHE_BYTES = a["rag-cache-bytes"] ?? (DEVICE ? String(16 * 2 ** 30) : undefined);
 /** The engine's --threads: the bench's own unless --engine-args gives one (the engine would take the last of two; one is given). */
 const OWN_THREADS = !ENGINE_ARGS.some((w) => w === "--threads" || w.startsWith("--threads="));
 const log = (line: string): void => void process.stderr.write(`bench:rag: ${line}\n`);
@@ -156,28 +161,16 @@ interface Config {
 const CONFIGS: Config[] = [
   { name: "full", flags: ["--parallel", "1", "--rag-cache-bytes", "0"] },
   { name: "prefix", flags: ["--parallel", "2", "--rag-cache-bytes", "0"] },
-  ...FRACTIONS.map((f) => ({ name: `join@${f}`, flags: ["--parallel", "2", "--rag-recompute", String(f)] })),
+  ...FRACTIONS.map((f) => ({
+    name: `join@${f}`,
+    flags: ["--parallel", "2", "--rag-recompute", String(f), ...(RAG_CACHE_BYTES ? ["--rag-cache-bytes", RAG_CACHE_BYTES] : [])],
+  })),
 ];
 
 async function engine(c: Config, port: number): Promise<RunningServer> {
   const program = a.engine ? [a.engine] : ["--import", "tsx", "engine/main.ts"];
-  const args = [
-    ...program,
-    "--role",
-    "aggregated",
-    "--kv-unified",
-    "on",
-    "--ctx-size",
-    "10240",
-    ...(a.model ? ["--model", a.model] : []),
-    ...(OWN_THREADS ? ["--threads", String(THREADS)] : []),
-    "--host",
-    "127.0.0.1",
-    "--port",
-    String(port),
-    ...c.flags,
-    ...ENGINE_ARGS,
-  ];
+  const base = ["--role", "aggregated", "--kv-unified", "on", "--ctx-size", "10240", "--host", "127.0.0.1", "--port", String(port)];
+  const args = [...program, ...base, ...(a.model ? ["--model", a.model] : []), ...(OWN_THREADS ? ["--threads", String(THREADS)] : []), ...c.flags, ...ENGINE_ARGS];
   return startServer(c.name, process.execPath, args, { port, readyPath: "/ready", timeoutMs: 600_000 });
 }
 
@@ -197,11 +190,17 @@ async function measureTtft(docs: string[], prompts: RagPrompt[]): Promise<Record
   return withEngines((servers) => timeAll(servers, docs, prompts));
 }
 
+/** The joining pods' documents over the timed prompts: from their cache, or computed then (misses). */
+const documentOutcomes: Record<string, { cached: number; computed: number; cache_bytes: number }> = {};
+
 async function timeAll(servers: Map<string, RunningServer>, docs: string[], prompts: RagPrompt[]): Promise<Record<string, Timed>[]> {
   const used = [...new Set(prompts.flatMap((p) => p.docs))];
-  for (const c of CONFIGS.filter((x) => x.name.startsWith("join@"))) {
+  const joins = CONFIGS.filter((x) => x.name.startsWith("join@"));
+  const before: Record<string, { cached: number; computed: number }> = {};
+  for (const c of joins) {
     // Each document seen once before, alone: its own KV is what the joining pod keeps.
     for (const i of used) await ask(servers.get(c.name)!.url, [docs[i]!], "warm-up");
+    before[c.name] = await ragCounts(servers.get(c.name)!.url);
     log(`warmed ${c.name} with ${used.length} documents (load ${load()})`);
   }
   const rows: Record<string, Timed>[] = [];
@@ -219,6 +218,11 @@ async function timeAll(servers: Map<string, RunningServer>, docs: string[], prom
         .map(([n, t]) => `${n} ${t.ttftMs} ms (cached ${t.cachedTokens})`)
         .join(", ")} (load ${load()})`,
     );
+  }
+  for (const c of joins) {
+    const after = await ragCounts(servers.get(c.name)!.url);
+    documentOutcomes[c.name] = { cached: after.cached - before[c.name]!.cached, computed: after.computed - before[c.name]!.computed, cache_bytes: after.cache_bytes };
+    log(`${c.name}: documents from the cache ${after.cached - before[c.name]!.cached}, computed at request time ${after.computed - before[c.name]!.computed}`);
   }
   return rows;
 }
@@ -316,6 +320,8 @@ function results(
     seed: Number(a.seed),
     quality_only: a["quality-only"],
     rule_case: RULE_CASE,
+    documents: documentOutcomes, // per joining pod, over the timed prompts: from its cache, computed at request time
+    rag_cache_bytes: RAG_CACHE_BYTES ? Number(RAG_CACHE_BYTES) : "engine default",
     ttft_ratio_vs_full: headline("ttft_ratio_vs_full"),
     ttft_ratio_vs_prefix_only: headline("ttft_ratio_vs_prefix_only"),
     agreement: headline("agreement"),
@@ -408,6 +414,8 @@ function deviceResults(
     recompute_default: RAG_RECOMPUTE_DEFAULT,
     seed: Number(a.seed),
     rule_case: RULE_CASE,
+    documents: documentOutcomes, // per joining pod, over the timed prompts: from its cache, computed at request time
+    rag_cache_bytes: RAG_CACHE_BYTES ? Number(RAG_CACHE_BYTES) : "engine default",
     ttft_ratio_vs_full: atDefault?.ttft_ratio_vs_full ?? null,
     ttft_ratio_vs_prefix_only: atDefault?.ttft_ratio_vs_prefix_only ?? null,
     six_documents_new_order: rule,

@@ -45,7 +45,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        last ones before the prompt, computed in place; documents wholly before them
                        are joined from their own KV, computed alone and kept (native, --kv-unified
                        on). 0 = join all, 1 = none (default: ${RAG_RECOMPUTE_DEFAULT}; BENCHMARKS.md "RAG documents")
-  --rag-cache-bytes N  host memory for documents' own KV, LRU (default: 1073741824; 0 = no joins)
+  --rag-cache-bytes N  host memory for documents' own KV, LRU (default: 1073741824; 0 = no joins).
+                       Size it for the documents in use: a 7B f16 model's KV is ~128 KB a token, so
+                       1 GiB holds ~11 documents of 700 tokens; misses are computed at request time
+                       (llmfleet_rag_documents_total{outcome="computed"})
   --prefill URL[,URL]  router: prefill pods
   --decode URL[,URL]   router: decode pods; prefill: decode pods used when the router names none
   --advertise-url URL  decode: this pod's own URL, told to prefill pods on a KV hand-off so the

@@ -23,6 +23,9 @@ export interface EngineMetrics {
   generatedTokens: Counter;
   prefixHitTokens: Counter;
   ragJoinedTokens: Counter;
+  /** RAG documents a join needed: from the document cache, or computed alone then (a miss). */
+  ragDocuments: Counter<"outcome">;
+  ragCacheBytes: Gauge;
   handoffBytes: Histogram;
   handoffSeconds: Histogram<"stage">;
   handoffFailures: Counter<"reason">;
@@ -55,6 +58,13 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
     generatedTokens: new Counter({ name: "llmfleet_generated_tokens_total", help: "Tokens generated", registers }),
     prefixHitTokens: new Counter({ name: "llmfleet_prefix_hit_tokens_total", help: "Prompt tokens whose KV was reused instead of recomputed", registers }),
     ragJoinedTokens: new Counter({ name: "llmfleet_rag_joined_tokens_total", help: "RAG document tokens joined from the document's own KV instead of computed in place (also counted as prefix hits)", registers }),
+    ragDocuments: new Counter({
+      name: "llmfleet_rag_documents_total",
+      help: "RAG documents a join used: outcome cached (the document's own KV was in host memory) or computed (alone, then joined: a miss; size --rag-cache-bytes)",
+      labelNames: ["outcome"],
+      registers,
+    }),
+    ragCacheBytes: new Gauge({ name: "llmfleet_rag_cache_bytes", help: "Host memory held by RAG documents' own KV (--rag-cache-bytes is its bound)", registers }),
     handoffBytes: new Histogram({ name: "llmfleet_kv_handoff_bytes", help: "KV state bytes per prefill->decode hand-off", buckets: BYTES_BUCKETS, registers }),
     handoffSeconds: new Histogram({
       name: "llmfleet_kv_handoff_seconds",

@@ -127,6 +127,7 @@ export class CompletionService {
         kept.push(rag.chunks.has(key));
         if (!kept.at(-1)) rag.chunks.put(key, await runtime.computeAlone(own));
       }
+      this.metrics.ragCacheBytes.set(rag.chunks.bytes);
       return kept;
     } finally {
       lease.release();
@@ -293,7 +294,13 @@ export class CompletionService {
     if (!this.rag || !req.documents || !seq.evaluateJoined) return seq.evaluatePrefix(context);
     const { chunks, recompute } = this.rag;
     const ns = req.identity?.kvNamespace ?? "";
-    const chunk = (tokens: readonly Token[], compute: () => Promise<Buffer>): Promise<Buffer> => chunks.getOrCompute(ChunkCache.key(ns, tokens), compute);
+    const chunk = async (tokens: readonly Token[], compute: () => Promise<Buffer>): Promise<Buffer> => {
+      let computed = false;
+      const state = await chunks.getOrCompute(ChunkCache.key(ns, tokens), () => ((computed = true), compute()));
+      this.metrics.ragDocuments.inc({ outcome: computed ? "computed" : "cached" });
+      this.metrics.ragCacheBytes.set(chunks.bytes);
+      return state;
+    };
     const spans = joinPlan(req.documents, recompute).filter((j) => j.end <= context.length);
     const { reused, joined } = await seq.evaluateJoined(context, { spans, lead: req.documents.lead, chunk });
     this.metrics.ragJoinedTokens.inc(joined);

@@ -94,9 +94,15 @@ test("documents in a new order are joined from their own KV, moved to their new 
   const alone = (d: string): number => runtime.tokenize(`${d}${DOCUMENT_SEPARATOR}`).length - lead;
   await complete(joining.url, { prompt: "first", documents: [B, C] });
   const before = await metric(joining.url, "llmfleet_rag_joined_tokens_total");
+  // A series is absent until its first count.
+  const outcome = async (o: string): Promise<number> => (await metric(joining.url, `llmfleet_rag_documents_total\\{[^}]*outcome="${o}"[^}]*\\}`)) || 0;
+  const [cached, computed] = [await outcome("cached"), await outcome("computed")];
   const { usage, text } = await complete(joining.url, { prompt: "second", documents: [C, B] });
   const joined = (await metric(joining.url, "llmfleet_rag_joined_tokens_total")) - before;
   assert.equal(joined, alone(C) + alone(B), "both documents came from their own KV");
+  assert.equal((await outcome("cached")) - cached, 2, "both from the document cache (llmfleet_rag_documents_total)");
+  assert.equal((await outcome("computed")) - computed, 0);
+  assert.ok((await metric(joining.url, "llmfleet_rag_cache_bytes")) > 0);
   assert.ok(usage.prompt_tokens_details.cached_tokens >= joined, `cached_tokens ${usage.prompt_tokens_details.cached_tokens} counts the joined tokens`);
   assert.ok(text.length > 0);
   // The KV holds exactly the sequence's tokens afterwards: nothing of the documents' scratch work is left.
