@@ -30,15 +30,25 @@ type Runs = Record<string, LoadSummary>;
  * The hand-off mechanisms the section compares, each a P/D pair of its own: tcp (the default: the
  * whole state after the prompt, striped over --kv-streams' default), tcp-parts (in parts sent while
  * the prompt computes: --kv-part-tokens auto), tcp8 (8 connections), tcp1 (one connection, the v1
- * wire: the mechanism before striping), http (the LFKV stream over HTTP).
+ * wire: the mechanism before striping), tcp-split (tcp into a decode pod whose KV is one stream per
+ * sequence: DECODE_ARGS), http (the LFKV stream over HTTP).
  */
 export const TRANSPORT_ARGS = {
   tcp: ["--kv-transport", "tcp"],
   "tcp-parts": ["--kv-transport", "tcp", "--kv-part-tokens", "auto"],
   tcp8: ["--kv-transport", "tcp", "--kv-streams", "8"],
   tcp1: ["--kv-transport", "tcp", "--kv-streams", "1"],
+  "tcp-split": ["--kv-transport", "tcp"],
   http: ["--kv-transport", "http"],
 } as const;
+
+/**
+ * The decode pod's own flags per mechanism. tcp-split: the decode pod's KV one stream per sequence
+ * (--kv-unified off): on the H100 a 4K state's import took 40 ms alone and 297-383 ms at 8 streams
+ * into the unified cache, likely copied cell by cell into a fragmented cache (session 14); a
+ * sequence's own stream holds its state in one run.
+ */
+const DECODE_ARGS: Partial<Record<PdTransport, readonly string[]>> = { "tcp-split": ["--kv-unified", "off"] };
 export type PdTransport = keyof typeof TRANSPORT_ARGS;
 
 interface Transfer {
@@ -167,7 +177,7 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
     out.aggregated = await sweep(agg.url, "aggregated", o);
   }
   for (const t of o.transports) {
-    await using decode = await start(o, `decode-${t}`, ["--role", "decode", "--model", o.model, "--kv-port", String(port()), ...o.podArgs]);
+    await using decode = await start(o, `decode-${t}`, ["--role", "decode", "--model", o.model, "--kv-port", String(port()), ...o.podArgs, ...(DECODE_ARGS[t] ?? [])]);
     const transport = TRANSPORT_ARGS[t];
     await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs]);
     await using router = await start(o, `router-${t}`, ["--role", "router", "--prefill", prefill.url, "--decode", decode.url]);
