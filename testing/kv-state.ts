@@ -23,6 +23,11 @@ export interface SyntheticStateOptions {
   rope?: RopeStyle;
   /** Per section, how many of the newest cells it holds (a sliding-window cache); 0 or absent: all. */
   windows?: readonly number[];
+  /**
+   * Per section, its cells rotated by this many (a sliding-window ring buffer that wrapped: the
+   * oldest tokens' cells after the newest's); the same rows per position as unrotated. Default none.
+   */
+  rings?: readonly number[];
 }
 
 const BASES: Record<number, number> = { 3: 1_000_000, 15: 10_000 };
@@ -55,34 +60,46 @@ function transpose(x: Float32Array, tokens: number, channels: number): Float32Ar
   return y;
 }
 
-function section(layers: number, positions: Int32Array, o: Required<SyntheticStateOptions>, rand: () => number): Buffer[] {
+/** Token-major rows in cell order: cell c holds token (c + ring) % tokens. */
+function toCells(x: Float32Array, channels: number, ring: number): Float32Array {
+  if (ring === 0) return x;
+  const tokens = x.length / channels;
+  const y = new Float32Array(x.length);
+  for (let c = 0; c < tokens; c++) y.set(x.subarray(((c + ring) % tokens) * channels, ((c + ring) % tokens + 1) * channels), c * channels);
+  return y;
+}
+
+/** A section's cells: its tokens' positions, and its ring rotation (rings). */
+function section(layers: number, cells: { positions: Int32Array; ring: number }, o: Required<SyntheticStateOptions>, rand: () => number): Buffer[] {
   const { channels } = o;
+  const { positions, ring } = cells;
   const tokens = positions.length;
   const out: Buffer[] = [u32s(1, tokens)];
-  for (const p of positions) out.push(u32s(p, 1, 0));
+  for (let c = 0; c < tokens; c++) out.push(u32s(positions[(c + ring) % tokens]!, 1, 0));
   out.push(u32s(o.vTransposed ? 1 : 0, layers));
   const rowHead = Buffer.concat([u32s(1), Buffer.from(new BigUint64Array([BigInt(channels * 2)]).buffer)]);
   for (let l = 0; l < layers; l++) {
     const k = rows(tokens, channels, rand);
     rotateRows(k, ropeTables(positions, channels, BASES[layers] ?? 10_000), o.rope, 1);
-    out.push(rowHead, f16(k));
+    out.push(rowHead, f16(toCells(k, channels, ring)));
   }
   for (let l = 0; l < layers; l++) {
-    const v = rows(tokens, channels, rand);
+    const v = toCells(rows(tokens, channels, rand), channels, ring);
     out.push(...(o.vTransposed ? [u32s(1, 2, channels), f16(transpose(v, tokens, channels))] : [rowHead, f16(v)]));
   }
   return out;
 }
 
 export function syntheticSeqState(options: SyntheticStateOptions): Buffer {
-  const o: Required<SyntheticStateOptions> = { vTransposed: false, gap: 0, seed: 1, sections: [3, 15], channels: 256, rope: "neox", windows: [], ...options };
+  const o: Required<SyntheticStateOptions> = { vTransposed: false, gap: 0, seed: 1, sections: [3, 15], channels: 256, rope: "neox", windows: [], rings: [], ...options };
   const rand = rng(o.seed);
   const positions = Int32Array.from({ length: o.tokens }, (_, i) => (i < o.tokens / 2 ? i : i + o.gap));
   const tokenIds = Array.from({ length: o.tokens }, (_, i) => 2 + (i % 1000));
   const parts = [u32s(0x67677371, 1, o.tokens, ...tokenIds)];
   o.sections.forEach((layers, s) => {
     const window = o.windows[s] ?? 0;
-    parts.push(...section(layers, window > 0 ? positions.subarray(Math.max(0, o.tokens - window)) : positions, o, rand));
+    const held = window > 0 ? positions.subarray(Math.max(0, o.tokens - window)) : positions;
+    parts.push(...section(layers, { positions: held, ring: (o.rings[s] ?? 0) % held.length }, o, rand));
   });
   return Buffer.concat(parts);
 }

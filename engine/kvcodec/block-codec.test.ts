@@ -3,7 +3,8 @@
  * (testing/kv-state.ts) in both V layouts, with a sliding-window section holding part of a block:
  * the state decoded block by block is close to the original (position 0 exact) and byte-identical
  * outside its K/V rows; the native encoder and decoder are byte-identical to the JavaScript ones;
- * blocks of a shared prefix are the same bytes under the same key; a corrupt, truncated or
+ * blocks of a shared prefix are the same bytes under the same key; a window whose cells wrapped
+ * (rows out of position order in the state) decodes to the same rows; a corrupt, truncated or
  * misplaced block is refused with an error naming it. The addon is built on first use.
  */
 import { before, test } from "node:test";
@@ -11,6 +12,7 @@ import assert from "node:assert/strict";
 import { nativeAddonPath } from "../native/binding.ts";
 import { syntheticSeqState } from "../../testing/kv-state.ts";
 import { blockKey, KvBlockError, splitState, StateJoiner, type SplitState } from "../kvstore/kv-blocks.ts";
+import { parse, plan } from "../kvstore/kv-block-layout.ts";
 import { truncateSeqState } from "../runtime/seq-state.ts";
 import { blockCodecFor, COMPACT_BLOCKS, kvBlockCodec } from "./block-codec.ts";
 import { splitKvBlocks } from "./codec-offload.ts";
@@ -188,6 +190,30 @@ for (const native of [true, false]) {
     }
   });
 }
+
+test("compact1b: a window whose cells wrapped (rows out of position order in the state) decodes through scratch to the rows in order give, native and JavaScript", () => {
+  const opts = { tokens: 6 * B, vTransposed: true, windows: [0, 3 * B], seed: 12 };
+  const wrapped = syntheticSeqState({ ...opts, rings: [0, B / 2] });
+  assert.equal(plan(parse(wrapped, true), B).runs[1]!.filter((r) => r.block === 3).length, 2, "block 3's window rows are two runs in the state");
+  /** Every block decoded into a fresh state (CODED_BATCH at a time), then its rows cut out in position order (raw blocks). */
+  const decodedRows = (state: Buffer, native: boolean): Buffer[] => {
+    const split = codedSplit(state, native);
+    const j = new StateJoiner(split.meta, B);
+    j.placeCodedMany(
+      split.blocks.map((coded, i) => ({ i, coded })),
+      COMPACT_BLOCKS,
+    );
+    return splitState(j.finish(), B).blocks;
+  };
+  try {
+    const want = decodedRows(syntheticSeqState(opts), true);
+    for (const native of [true, false]) {
+      decodedRows(wrapped, native).forEach((rows, i) => assert.ok(rows.equals(want[i]!), `${native ? "native" : "JavaScript"}: block ${i}`));
+    }
+  } finally {
+    useNativeKvCodec(addonPath);
+  }
+});
 
 test("compact1b on the codec worker: the same blocks as inline; store codecs map to block codecs", async () => {
   useNativeKvCodec(addonPath);

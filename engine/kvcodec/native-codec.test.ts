@@ -4,7 +4,8 @@
  * variant, qsink4 (channel gains)
  * and qpre (recent block), in both V layouts, neox and norm RoPE, with a gap in the positions
  * (RoPE seeds) and an odd token count; a truncated or corrupted body throws or decodes to something, never crashes; bad
- * arguments are TypeErrors and RangeErrors; the codec's worker thread decodes with the addon too,
+ * arguments are TypeErrors and RangeErrors; the decode pool, kept from call to call, gives the same
+ * state at every thread count and after a failed call; the codec's worker thread decodes with the addon too,
  * and loading it there leaves the main thread's engine class working. The addon is built on first
  * use (scripts/native/build.sh).
  */
@@ -76,6 +77,25 @@ for (const name of ["compact", "compactu@0.2", "qsink4", "qpre"]) {
     }
   });
 }
+
+test("the decode pool, kept from call to call: every thread count and order of calls gives the JavaScript state; a failed call leaves it working", () => {
+  // Windowed streams: tensors of 288 and of 64 tokens in one call (the queue takes the large ones first).
+  const payload = kvCodec("compact").encode(syntheticSeqState({ tokens: 288, vTransposed: true, windows: [0, 64], seed: 4 }));
+  const js = rebuildState(payload);
+  decodeTensorsInJs(js.coded);
+  const sizes = new Set(js.coded.map((t) => t.slot.rows * t.slot.cols));
+  assert.ok(sizes.size > 1, "tensors of several sizes");
+  const decodeWith = (threads: number): Buffer => {
+    const r = rebuildState(payload);
+    decodeTensorsNatively(addon, r.coded, threads);
+    return r.state;
+  };
+  for (const threads of [2, 1, 4, 2, 3, 8, 2]) assert.ok(decodeWith(threads).equals(js.state), `${threads} threads`);
+  const { coded } = rebuildState(payload);
+  const bad = coded.map((t, i) => (i === coded.length - 1 ? { ...t, body: t.body.subarray(0, 20) } : t));
+  assert.throws(() => decodeTensorsNatively(addon, bad, 4), /corrupt/);
+  for (let k = 0; k < 20; k++) assert.ok(decodeWith(4).equals(js.state), `call ${k} after the failed one`);
+});
 
 test("a tensor at an odd byte offset decodes and encodes through a copy, to the same bytes", () => {
   const payload = kvCodec("compact").encode(syntheticSeqState({ tokens: 60, vTransposed: true }));

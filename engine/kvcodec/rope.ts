@@ -27,9 +27,19 @@ export interface RopeSteps {
   stepSin: Float64Array;
 }
 
+/** ropeSteps' results by dimension and base: a model has a handful, and a block load asks for them per block. */
+const STEPS = new Map<string, RopeSteps>();
+
+/** The steps of a rope of `dim` channels and `base`; computed once per (dim, base) and shared: callers must not write to them. */
 export function ropeSteps(dim: number, base: number): RopeSteps {
-  const theta = Float64Array.from({ length: dim >> 1 }, (_, i) => base ** ((-2 * i) / dim));
-  return { theta, stepCos: theta.map(Math.cos), stepSin: theta.map(Math.sin) };
+  const key = `${dim}/${base}`;
+  let steps = STEPS.get(key);
+  if (!steps) {
+    const theta = Float64Array.from({ length: dim >> 1 }, (_, i) => base ** ((-2 * i) / dim));
+    steps = { theta, stepCos: theta.map(Math.cos), stepSin: theta.map(Math.sin) };
+    STEPS.set(key, steps);
+  }
+  return steps;
 }
 
 /** Token t's angles come from the previous token's by one step (else they are computed afresh: a seed). */

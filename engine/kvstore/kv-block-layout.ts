@@ -246,22 +246,46 @@ function heldPositions(p: Plan, part: number, b: number): Int32Array {
 
 const F16_TYPE = 1;
 
-/** Block b's non-empty row segments in block order, as views of `data` (the block's raw layout). */
-export function blockSlots(p: Plan, b: number, data: Buffer): BlockSlot[] {
+/** Whether a segment's rows are F16 values a block codec sees as a tensor (else bytes it keeps as they are). */
+export const isF16Seg = (seg: RowSeg): boolean => seg.type === F16_TYPE && (seg.kind === "vt" ? seg.unit === 2 : seg.unit % 2 === 0);
+
+/**
+ * Where a tensor slot's rows go instead of the block's raw layout (StateJoiner: straight into the
+ * state): `data`, its dense view; `into`, a strided one (then `data` is only scratch for a decoder
+ * that cannot write strided, and may be shared by other slots: kv-blocks.ts's StateJoiner).
+ */
+export interface SlotPlace {
+  data: Buffer;
+  into?: StridedTarget;
+}
+
+/** The tensor slot of segment `seg`'s rows of block b: `at.n` rows, their F16 values in `at.data` (or `at.into`). */
+function tensorSlot(p: Plan, b: number, seg: RowSeg, at: SlotPlace & { n: number; positions: Int32Array }): BlockSlot {
+  const id = { kind: seg.kind === "k" ? ("k" as const) : ("v" as const), layer: seg.layer, layers: seg.layers, positions: at.positions, data: at.data };
+  const shape = seg.kind === "vt" ? { rows: seg.nEmbd, cols: at.n, tokenAxis: 1 as const } : { rows: at.n, cols: seg.unit / 2, tokenAxis: 0 as const };
+  const prefixCells = p.prefix[seg.part]![b]!;
+  return { tensor: { ...shape, ...id }, ...(at.into ? { into: at.into } : {}), ...(prefixCells > 0 ? { prefixCells } : {}) };
+}
+
+/**
+ * Block b's non-empty row segments in block order, as views of `data` (the block's raw layout), or
+ * where `placed` puts segment si's rows; `data` may be undefined when it places every segment.
+ */
+export function blockSlots(p: Plan, b: number, data: Buffer | undefined, placed?: (si: number) => SlotPlace | undefined): BlockSlot[] {
   const positions = new Map<number, Int32Array>();
+  const held = (part: number): Int32Array => positions.get(part) ?? positions.set(part, heldPositions(p, part, b)).get(part)!;
+  const raw = (seg: RowSeg, si: number, n: number): Buffer => {
+    if (!data) throw new Error(`kv block ${b}: segment ${si} has neither a place nor block bytes`);
+    const at = p.offsets[b]![si]!;
+    return data.subarray(at, at + n * seg.unit * seg.nEmbd);
+  };
   const slots: BlockSlot[] = [];
   p.parsed.items.filter(isSeg).forEach((seg, si) => {
     const n = p.counts[seg.part]![b]!;
     if (n === 0) return;
-    const at = p.offsets[b]![si]!;
-    const view = data.subarray(at, at + n * seg.unit * seg.nEmbd);
-    const f16 = seg.type === F16_TYPE && (seg.kind === "vt" ? seg.unit === 2 : seg.unit % 2 === 0);
-    if (!f16) return void slots.push({ bytes: view });
-    if (!positions.has(seg.part)) positions.set(seg.part, heldPositions(p, seg.part, b));
-    const id = { kind: seg.kind === "k" ? ("k" as const) : ("v" as const), layer: seg.layer, layers: seg.layers, positions: positions.get(seg.part)!, data: view };
-    const shape = seg.kind === "vt" ? { rows: seg.nEmbd, cols: n, tokenAxis: 1 as const } : { rows: n, cols: seg.unit / 2, tokenAxis: 0 as const };
-    const prefixCells = p.prefix[seg.part]![b]!;
-    slots.push({ tensor: { ...shape, ...id }, ...(prefixCells > 0 ? { prefixCells } : {}) });
+    if (!isF16Seg(seg)) return void slots.push({ bytes: raw(seg, si, n) });
+    const place = placed?.(si) ?? { data: raw(seg, si, n) };
+    slots.push(tensorSlot(p, b, seg, { ...place, n, positions: held(seg.part) }));
   });
   return slots;
 }

@@ -26,7 +26,7 @@
  */
 import { createHash } from "node:crypto";
 import { crc32c } from "./crc32c.ts";
-import { BlockDecodeError, blockSlots, codedShape, isSeg, KvBlockError, moveRows, parse, plan, type BlockSlot, type KvBlockCodec, type Plan } from "./kv-block-layout.ts";
+import { BlockDecodeError, blockSlots, codedShape, isF16Seg, isSeg, KvBlockError, moveRows, parse, plan, type KvBlockCodec, type Plan, type SlotPlace } from "./kv-block-layout.ts";
 
 export { KvBlockError, type BlockSlot, type KvBlockCodec } from "./kv-block-layout.ts";
 
@@ -119,6 +119,7 @@ export class StateJoiner {
   private readonly out: Buffer;
   private readonly stateOffsets: number[] = [];
   private readonly placed: boolean[];
+  private dense = Buffer.alloc(0);
 
   constructor(meta: Buffer, blockTokens: number, partialTail = false) {
     const parsed = parse(meta, false);
@@ -174,14 +175,18 @@ export class StateJoiner {
 
   /**
    * placeCoded for several blocks of one codec, decoded in one pass (KvBlockCodec.decode): the
-   * native decoder's threads share all their tensors, not one block's few.
+   * native decoder's threads share all their tensors, not one block's few. A block gets a scratch
+   * copy of its raw layout only when some segment cannot decode in place (a load's blocks usually
+   * all can: no scratch, which as 20 MB of short-lived buffers per 4K-token load cost more in GC
+   * than the copies they would take).
    */
   placeCodedMany(blocks: readonly { i: number; coded: Buffer }[], codec: KvBlockCodec): void {
     const work = blocks.map(({ i, coded }) => {
       this.check(i);
-      const scratch = Buffer.allocUnsafe(this.p.sizes[i]!);
-      const slots = blockSlots(this.p, i, scratch);
-      return { i, coded, scratch, slots, direct: this.directSegments(i, slots) };
+      const places = this.statePlaces(i);
+      const inPlace = this.p.parsed.items.filter(isSeg).every((seg, si) => this.p.counts[seg.part]![i] === 0 || places.has(si));
+      const scratch = inPlace ? undefined : Buffer.allocUnsafe(this.p.sizes[i]!);
+      return { i, coded, scratch, slots: blockSlots(this.p, i, scratch, (si) => places.get(si)), direct: new Set(places.keys()) };
     });
     try {
       codec.decode(work);
@@ -190,31 +195,37 @@ export class StateJoiner {
       throw new KvBlockError(`kv block ${i} does not decode with codec ${codec.name}: ${(err as Error).message}`);
     }
     for (const w of work) {
-      moveRows({ p: this.p, state: this.out, stateOffsets: this.stateOffsets, skip: w.direct }, w.i, w.scratch, false);
+      if (w.scratch) moveRows({ p: this.p, state: this.out, stateOffsets: this.stateOffsets, skip: w.direct }, w.i, w.scratch, false);
       this.placed[w.i] = true;
     }
   }
 
-  /** Points the slots of block i whose rows are one run in the state at the state; their segment indexes. */
-  private directSegments(i: number, slots: BlockSlot[]): Set<number> {
-    const direct = new Set<number>();
-    let slot = 0;
+  /**
+   * Where the F16 segments of block i whose rows are one run in the state go there, by segment
+   * index. Transposed V's strided place comes with dense scratch for a decoder that cannot write
+   * strided (the JavaScript one: it decodes and copies one tensor at a time), one buffer for all.
+   */
+  private statePlaces(i: number): Map<number, SlotPlace> {
+    const places = new Map<number, SlotPlace>();
     this.p.parsed.items.filter(isSeg).forEach((seg, si) => {
       const n = this.p.counts[seg.part]![i]!;
-      if (n === 0) return;
-      const s = slots[slot++]!;
+      if (n === 0 || !isF16Seg(seg)) return;
       const runs = this.p.runs[seg.part]!.filter((r) => r.block === i);
-      if (!("tensor" in s) || runs.length !== 1 || runs[0]!.rank !== 0) return;
+      if (runs.length !== 1 || runs[0]!.rank !== 0) return;
       const at = this.stateOffsets[si]! + runs[0]!.cell * seg.unit;
       if (at % 2 !== 0) return;
-      if (seg.kind !== "vt") s.tensor.data = this.out.subarray(at, at + n * seg.unit);
-      else {
-        const cells = this.p.parsed.parts[seg.part]!.positions.length;
-        s.into = { data: this.out.subarray(at, at + ((seg.nEmbd - 1) * cells + n) * seg.unit), stride: cells };
-      }
-      direct.add(si);
+      if (seg.kind !== "vt") return void places.set(si, { data: this.out.subarray(at, at + n * seg.unit) });
+      const cells = this.p.parsed.parts[seg.part]!.positions.length;
+      const into = { data: this.out.subarray(at, at + ((seg.nEmbd - 1) * cells + n) * seg.unit), stride: cells };
+      places.set(si, { data: this.denseScratch(n * seg.unit * seg.nEmbd), into });
     });
-    return direct;
+    return places;
+  }
+
+  /** `bytes` of the joiner's one dense scratch (grown as needed). */
+  private denseScratch(bytes: number): Buffer {
+    if (this.dense.length < bytes) this.dense = Buffer.allocUnsafe(bytes);
+    return this.dense.subarray(0, bytes);
   }
 
   private check(i: number): void {

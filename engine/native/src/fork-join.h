@@ -1,7 +1,9 @@
 // A small fork-join pool: run(n, fn) calls fn(0..n-1) on the pool's workers and the calling
 // thread, and returns when every call has. The engine uses it for greedy sampling of many
 // sequences at once (each an argmax over the vocabulary), which would otherwise leave the GPU
-// idle for a millisecond or more a step at 64 sequences and a 32K vocabulary.
+// idle for a millisecond or more a step at 64 sequences and a 32K vocabulary; the KV decoder
+// (kvcodec-decode.cpp) keeps one per calling thread, so a load's decode calls start no threads.
+// fn must not throw (a worker has no one to hand an exception to); run is for one caller at a time.
 #pragma once
 
 #include <atomic>
@@ -28,6 +30,8 @@ public:
         wake_.notify_all();
         for (std::thread & t : threads_) t.join();
     }
+
+    int32_t workers() const { return static_cast<int32_t>(threads_.size()); }
 
     ForkJoin(const ForkJoin &) = delete;
     ForkJoin & operator=(const ForkJoin &) = delete;

@@ -3,17 +3,24 @@
 // rebuilt (values, gains, RoPE: kvcodec-block.cpp) and written as F16 straight into the rebuilt
 // state. A thread decodes two tensors at once, their rANS passes interleaved. Every read of a body
 // is bounds-checked: a corrupt or truncated body throws, it never reads past the buffer.
+//
+// Threads: a call's tensors (a load passes every tensor of CODED_BATCH blocks in one call) are one
+// queue, largest first, that the calling thread and the workers of a pool drain. The pool is kept
+// from call to call, one per calling thread (the JavaScript main thread, a codec worker thread),
+// so a load's calls start no threads and two callers never share one.
 #include "kvcodec-decode.h"
 
+#include "fork-join.h"
 #include "kvcodec-block.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <stdexcept>
-#include <thread>
 #include <vector>
 
 namespace llmfleet {
@@ -53,9 +60,8 @@ int read_head(Span body, const KvDecodeJob & job, uint32_t channels) {
 // prepare says there is no chunk left, then done.
 class Lane {
 public:
-    explicit Lane(GainTable gains) : gains_(gains) {}
-
-    void start(const KvDecodeJob & job) {
+    void start(const KvDecodeJob & job, GainTable gains) {
+        gains_ = gains;
         t_.emplace(Target{job, false, 0, job.token_axis == 0 ? job.rows : job.cols, job.token_axis == 0 ? job.cols : job.rows});
         s_.rows.assign(CHUNK_ROWS * t_->channels, 0.0f);
         s_.halves.resize(CHUNK_ROWS * t_->channels);
@@ -183,7 +189,7 @@ private:
         start_tiered(body.sub(4, end - 4));
     }
 
-    GainTable gains_;
+    GainTable gains_ = nullptr;
     std::optional<Target> t_;
     Scratch s_;
     std::vector<Segment> segments_;
@@ -196,15 +202,17 @@ private:
     uint32_t sink_count_ = 0;
 };
 
-// A thread's share: two lanes, refilled from the shared job counter, their passes run together.
-void work(const KvDecodeJob * jobs, size_t n, std::atomic<size_t> & next, const std::atomic<bool> & failed, GainTable gains) {
-    Lane lanes[2] = {Lane(gains), Lane(gains)};
+// A thread's share: two lanes, refilled from the shared queue (job order[next]), their passes run
+// together. The lanes are the thread's own and kept from call to call, so their scratch (decode
+// tables, a block's stream, a chunk's rows: a few hundred KB) is allocated once per thread.
+void work(const KvDecodeJob * jobs, const uint32_t * order, size_t n, std::atomic<size_t> & next, const std::atomic<bool> & failed, GainTable gains) {
+    thread_local Lane lanes[2];
     bool active[2] = {false, false};
     size_t count[2] = {0, 0};
     auto take = [&](int i) {
-        const size_t job = failed.load() ? n : next.fetch_add(1);
-        active[i] = job < n;
-        if (active[i]) lanes[i].start(jobs[job]);
+        const size_t k = failed.load() ? n : next.fetch_add(1);
+        active[i] = k < n;
+        if (active[i]) lanes[i].start(jobs[order[k]], gains);
     };
     take(0);
     take(1);
@@ -224,27 +232,50 @@ void work(const KvDecodeJob * jobs, size_t n, std::atomic<size_t> & next, const 
     }
 }
 
+// The calling thread's decode pool with at least `workers` workers: made on the first call with
+// work for two threads, sized by its thread count, remade larger when a call asks for more (a call
+// that asks for fewer runs fewer tasks on it).
+ForkJoin & decode_pool(int32_t workers) {
+    thread_local std::unique_ptr<ForkJoin> pool;
+    if (!pool || pool->workers() < workers) pool = std::make_unique<ForkJoin>(workers);
+    return *pool;
+}
+
+// Job indexes, most values first (ties in call order): the last tensors taken are the small ones,
+// so no thread is left decoding a large tensor alone while the others wait.
+std::vector<uint32_t> largest_first(const KvDecodeJob * jobs, size_t n) {
+    std::vector<uint32_t> order(n);
+    std::iota(order.begin(), order.end(), 0u);
+    std::stable_sort(order.begin(), order.end(), [jobs](uint32_t a, uint32_t b) {
+        return static_cast<uint64_t>(jobs[a].rows) * jobs[a].cols > static_cast<uint64_t>(jobs[b].rows) * jobs[b].cols;
+    });
+    return order;
+}
+
 }  // namespace
 
 void kv_decode_all(const KvDecodeJob * jobs, size_t n, GainTable gains, int threads) {
+    const std::vector<uint32_t> order = largest_first(jobs, n);
     std::atomic<size_t> next{0};
     std::atomic<bool> failed{false};
     std::mutex mu;
     std::string error;
-    auto run = [&] {
+    // A task is one thread's work loop over the queue; it never throws (ForkJoin's workers cannot).
+    auto task = [&](int32_t) {
         try {
-            work(jobs, n, next, failed, gains);
+            work(jobs, order.data(), n, next, failed, gains);
         } catch (const std::exception & e) {
             std::lock_guard<std::mutex> lock(mu);
             if (!failed.exchange(true)) error = e.what();
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mu);
+            if (!failed.exchange(true)) error = "KV codec: decoding failed";
         }
     };
-    std::vector<std::thread> pool;
     // Two tensors per thread at a time: a thread only when it has two to work on.
-    const size_t extra = std::min(static_cast<size_t>(std::max(threads, 1)), (n + 1) / 2) - (n > 0 ? 1 : 0);
-    for (size_t i = 0; i < extra; i++) pool.emplace_back(run);
-    run();
-    for (std::thread & t : pool) t.join();
+    const int32_t tasks = static_cast<int32_t>(std::min(static_cast<size_t>(std::max(threads, 1)), std::max<size_t>((n + 1) / 2, 1)));
+    if (tasks == 1) task(0);
+    else decode_pool(std::max(threads, 1) - 1).run(tasks, task);
     if (failed.load()) throw std::runtime_error(error);
 }
 

@@ -57,7 +57,8 @@ struct KvDecodeJob {
 // 2^(-code/32) as f32 per gain code (index code + 128), as qpre.ts's scaleChannels computes it.
 using GainTable = const float *;
 
-// Decodes every job into its out on `threads` threads (the caller's included); throws std::runtime_error
+// Decodes every job into its out on `threads` threads (the caller's and its decode pool's: kept from
+// call to call, one per calling thread); throws std::runtime_error
 // (the first reason) on a corrupt or truncated body.
 void kv_decode_all(const KvDecodeJob * jobs, size_t n, GainTable gains, int threads);
 

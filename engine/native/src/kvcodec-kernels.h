@@ -158,38 +158,50 @@ inline void rans_check(const RansLane & l) {
     if (l.p > l.len) corrupt("a rANS stream is truncated");
 }
 
+// A lane's pointers as locals for a pass. The symbols are stored through a uint8_t pointer, which
+// may alias anything: read through the lane, every pointer would be loaded again after each store.
+struct RansView {
+    const uint8_t * __restrict symbol;
+    const uint32_t * __restrict freq_cum;
+    const uint8_t * __restrict ctx;
+    uint8_t * __restrict out;
+    const uint8_t * __restrict in;
+    size_t p;
+    explicit RansView(const RansLane & l) : symbol(l.tables.symbol), freq_cum(l.tables.freq_cum), ctx(l.ctx), out(l.out), in(l.in), p(l.p) {}
+};
+
 // One symbol: decode with state x, then renormalise, reading the next two bytes branch-free (two
 // come in below 2^15, one below 2^23).
-#define LLMFLEET_RANS_STEP(l, x, k)                                                                              \
+#define LLMFLEET_RANS_STEP(v, x, k)                                                                              \
     do {                                                                                                         \
-        const uint32_t c_ = static_cast<uint32_t>(l.ctx[k]);                                                     \
-        const uint32_t sym_ = l.tables.symbol[(c_ << PROB_BITS) + (x & (PROB - 1))];                             \
-        const uint32_t fc_ = l.tables.freq_cum[(c_ << 8) + sym_];                                                \
-        l.out[k] = static_cast<uint8_t>(sym_);                                                                   \
+        const uint32_t c_ = static_cast<uint32_t>(v.ctx[k]);                                                     \
+        const uint32_t sym_ = v.symbol[(c_ << PROB_BITS) + (x & (PROB - 1))];                                    \
+        const uint32_t fc_ = v.freq_cum[(c_ << 8) + sym_];                                                       \
+        v.out[k] = static_cast<uint8_t>(sym_);                                                                   \
         x = (fc_ & 0xffff) * (x >> PROB_BITS) + (x & (PROB - 1)) - (fc_ >> 16);                                  \
         const uint32_t more_ = static_cast<uint32_t>(x < LOW) + static_cast<uint32_t>(x < (1u << 15));           \
-        const uint32_t next_ = (static_cast<uint32_t>(l.in[p_##l]) << 8) | l.in[p_##l + 1];                      \
+        const uint32_t next_ = (static_cast<uint32_t>(v.in[v.p]) << 8) | v.in[v.p + 1];                          \
         x = (x << (8 * more_)) | (next_ >> (16 - 8 * more_));                                                    \
-        p_##l += more_;                                                                                          \
+        v.p += more_;                                                                                            \
     } while (0)
 
 // Symbols [k0, k1) of the lane's chunk.
 inline void rans_range(RansLane & a, size_t k0, size_t k1) {
     uint32_t x0 = a.x[0], x1 = a.x[1];
-    size_t p_a = a.p;
+    RansView v(a);
     size_t k = k0;
     if ((k & 1) && k < k1) {
-        LLMFLEET_RANS_STEP(a, x1, k);
+        LLMFLEET_RANS_STEP(v, x1, k);
         k++;
     }
     for (; k + 1 < k1; k += 2) {
-        LLMFLEET_RANS_STEP(a, x0, k);
-        LLMFLEET_RANS_STEP(a, x1, k + 1);
+        LLMFLEET_RANS_STEP(v, x0, k);
+        LLMFLEET_RANS_STEP(v, x1, k + 1);
     }
-    if (k < k1) LLMFLEET_RANS_STEP(a, x0, k);
+    if (k < k1) LLMFLEET_RANS_STEP(v, x0, k);
     a.x[0] = x0;
     a.x[1] = x1;
-    a.p = p_a;
+    a.p = v.p;
     rans_check(a);
 }
 
@@ -198,18 +210,19 @@ inline void rans_range(RansLane & a, size_t k0, size_t k1) {
 inline void rans_two(RansLane & a, size_t na, RansLane & b, size_t nb) {
     const size_t m = std::min(na, nb) & ~static_cast<size_t>(1);
     uint32_t a0 = a.x[0], a1 = a.x[1], b0 = b.x[0], b1 = b.x[1];
-    size_t p_a = a.p, p_b = b.p;
+    RansView va(a), vb(b);
     for (size_t k = 0; k < m; k += 2) {
-        LLMFLEET_RANS_STEP(a, a0, k);
-        LLMFLEET_RANS_STEP(b, b0, k);
-        LLMFLEET_RANS_STEP(a, a1, k + 1);
-        LLMFLEET_RANS_STEP(b, b1, k + 1);
+        LLMFLEET_RANS_STEP(va, a0, k);
+        LLMFLEET_RANS_STEP(vb, b0, k);
+        LLMFLEET_RANS_STEP(va, a1, k + 1);
+        LLMFLEET_RANS_STEP(vb, b1, k + 1);
     }
     a.x[0] = a0, a.x[1] = a1, b.x[0] = b0, b.x[1] = b1;
-    a.p = p_a, b.p = p_b;
+    a.p = va.p, b.p = vb.p;
     rans_range(a, m, na);
     rans_range(b, m, nb);
 }
+
 #undef LLMFLEET_RANS_STEP
 
 // n rows of C F16 values (row-major in h) into a channel-major tensor whose channel rows are
