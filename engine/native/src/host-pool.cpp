@@ -138,16 +138,4 @@ Stats stats() {
     return s;
 }
 
-void trim() {
-    Pool & p = pool();
-    std::vector<Block> all;
-    {
-        std::lock_guard<std::mutex> lock(p.mu);
-        all.swap(p.free);
-        p.freed += all.size();
-        p.cached = 0;
-    }
-    for (Block & b : all) free_block(b);
-}
-
 }  // namespace llmfleet_addon::hostpool

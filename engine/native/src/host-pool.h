@@ -33,7 +33,5 @@ struct Stats {
     bool pinned = false;  // blocks are page-locked (a GPU backend is present)
 };
 Stats stats();
-// Frees every cached block (tests; a pod under memory pressure).
-void trim();
 
 }  // namespace llmfleet_addon::hostpool

@@ -63,20 +63,24 @@ bool send_chunks(int fd, const SendJob & j, size_t off, size_t len, Clock::time_
     return send_all(fd, &zero, sizeof(zero), err);
 }
 
-// Connects and sends one stripe's v2 opening; the receiver's answer in status/message.
-int open_stripe(const SendJob & j, uint32_t index, uint32_t count, uint64_t off, uint64_t len, uint32_t & status, std::string & message, NetError & err) {
+// Connects and sends a hand-off's opening: v1 (the whole state) when count is 1, else stripe
+// `index` of `count` (v2, the header on stripe 0 only); the receiver's answer in status/message.
+// A port nobody answers on (a Service without it, a firewall dropping SYNs) must not cost the whole
+// transfer timeout: the caller falls back to HTTP after this.
+int open_handoff(const SendJob & j, uint32_t index, uint32_t count, uint64_t off, uint64_t len, uint32_t & status, std::string & message, NetError & err) {
     int fd = connect_to(j.host, j.port, std::min<int64_t>(j.timeout_ms, 3000), err);
     if (fd < 0) return -1;
     tune(fd);
     set_timeouts(fd, j.timeout_ms);
+    const bool striped = count > 1;
     const std::string & header = index == 0 ? j.header : std::string();
-    uint32_t head[4] = {KVN_MAGIC, KVN_VERSION_STRIPED, static_cast<uint32_t>(j.id.size()), static_cast<uint32_t>(header.size())};
+    uint32_t head[4] = {KVN_MAGIC, striped ? KVN_VERSION_STRIPED : KVN_VERSION, static_cast<uint32_t>(j.id.size()), static_cast<uint32_t>(header.size())};
     uint64_t bytes = j.size;
     uint32_t stripe[2] = {index, count};
     uint64_t range[2] = {off, len};
-    iovec hv[6] = {{head, sizeof(head)}, {&bytes, sizeof(bytes)}, {stripe, sizeof(stripe)}, {range, sizeof(range)},
-                   {const_cast<char *>(j.id.data()), j.id.size()}, {const_cast<char *>(header.data()), header.size()}};
-    if (!send_iov(fd, hv, 6, err) || !recv_reply(fd, status, message, err)) {
+    iovec v1[4] = {{head, sizeof(head)}, {&bytes, sizeof(bytes)}, {const_cast<char *>(j.id.data()), j.id.size()}, {const_cast<char *>(header.data()), header.size()}};
+    iovec v2[6] = {v1[0], v1[1], {stripe, sizeof(stripe)}, {range, sizeof(range)}, v1[2], v1[3]};
+    if (!(striped ? send_iov(fd, v2, 6, err) : send_iov(fd, v1, 4, err)) || !recv_reply(fd, status, message, err)) {
         close(fd);
         return -1;
     }
@@ -86,21 +90,10 @@ int open_stripe(const SendJob & j, uint32_t index, uint32_t count, uint64_t off,
 // v1: the whole state over one connection.
 void send_single(SendJob & j, Clock::time_point deadline) {
     NetError & err = j.error;
-    // A port nobody answers on (a Service without it, a firewall dropping SYNs) must not cost
-    // the whole transfer timeout: the caller falls back to HTTP after this.
-    int fd = connect_to(j.host, j.port, std::min<int64_t>(j.timeout_ms, 3000), err);
-    if (fd < 0) {
-        j.failed = true;
-        return;
-    }
-    tune(fd);
-    set_timeouts(fd, j.timeout_ms);
-    uint32_t head[4] = {KVN_MAGIC, KVN_VERSION, static_cast<uint32_t>(j.id.size()), static_cast<uint32_t>(j.header.size())};
-    uint64_t bytes = j.size;
-    iovec hv[4] = {{head, sizeof(head)}, {&bytes, sizeof(bytes)}, {j.id.data(), j.id.size()}, {j.header.data(), j.header.size()}};
-    bool ok = send_iov(fd, hv, 4, err) && recv_reply(fd, j.status, j.message, err);
+    int fd = open_handoff(j, 0, 1, 0, j.size, j.status, j.message, err);
+    bool ok = fd >= 0;
     if (ok && j.status == ST_OK) ok = send_chunks(fd, j, 0, j.size, deadline, err) && recv_reply(fd, j.status, j.message, err);
-    close(fd);
+    if (fd >= 0) close(fd);
     j.failed = !ok;
 }
 
@@ -118,7 +111,7 @@ void send_striped(SendJob & j, Clock::time_point deadline) {
     j.used_streams = static_cast<int>(count);
     NetError & err = j.error;
     const auto [off0, len0] = range(0);
-    int fd0 = open_stripe(j, 0, count, off0, len0, j.status, j.message, err);
+    int fd0 = open_handoff(j, 0, count, off0, len0, j.status, j.message, err);
     if (fd0 < 0) {
         j.failed = true;
         return;
@@ -147,24 +140,24 @@ void send_striped(SendJob & j, Clock::time_point deadline) {
             uint32_t status = 0;
             std::string message;
             NetError e;
-            int fd = open_stripe(j, i, count, off, len, status, message, e);
+            int fd = open_handoff(j, i, count, off, len, status, message, e);
             bool ok = fd >= 0;
             if (ok) {
                 std::lock_guard<std::mutex> lock(mu);
                 if (aborted) shutdown(fd, SHUT_RDWR);
                 fds[i] = fd;
             }
-            if (ok && status != ST_OK) {
+            auto refused = [&] {
                 e = {"protocol", "stripe " + std::to_string(i) + " refused (status " + std::to_string(status) + "): " + message};
                 ok = false;
+            };
+            if (ok && status != ST_OK) {
+                refused();
                 std::lock_guard<std::mutex> lock(mu);
                 if (refusal == ST_OK) refusal = status, refusal_message = message;
             }
             ok = ok && send_chunks(fd, j, off, len, deadline, e) && recv_reply(fd, status, message, e);
-            if (ok && status != ST_OK) {
-                e = {"protocol", "stripe " + std::to_string(i) + " refused (status " + std::to_string(status) + "): " + message};
-                ok = false;
-            }
+            if (ok && status != ST_OK) refused();
             if (fd >= 0) {
                 std::lock_guard<std::mutex> lock(mu);
                 fds[i] = -1;

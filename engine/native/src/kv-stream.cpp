@@ -74,7 +74,6 @@ struct Assembly {
     HostMem mem;
     uint64_t bytes = 0;
     uint32_t count = 0;
-    std::string header;
     std::vector<std::pair<uint64_t, uint64_t>> parts;  // per stripe: offset, bytes (once arrived)
     std::vector<char> joined;
     uint32_t done = 0;
