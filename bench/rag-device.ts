@@ -3,6 +3,7 @@
  * model): what it needs beyond the default mode's TTFT, apart so bench/rag.ts stays readable.
  */
 import { execFileSync } from "node:child_process";
+import { samples } from "../testing/scale-fleet.ts";
 
 /**
  * A text's tokens as the served model counts them, over the engine's HTTP API: it has no tokenize
@@ -52,10 +53,7 @@ export function gpuName(): string | undefined {
 /** A joining engine's RAG document counters (llmfleet_rag_documents_total by outcome) and cache bytes, from /metrics. */
 export async function ragCounts(url: string): Promise<{ cached: number; computed: number; cache_bytes: number }> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? 0);
-  return {
-    cached: value(/^llmfleet_rag_documents_total\{[^}]*outcome="cached"[^}]*\} (\S+)$/m),
-    computed: value(/^llmfleet_rag_documents_total\{[^}]*outcome="computed"[^}]*\} (\S+)$/m),
-    cache_bytes: value(/^llmfleet_rag_cache_bytes(?:\{[^}]*\})? (\S+)$/m),
-  };
+  const documents = samples(text, "llmfleet_rag_documents_total");
+  const outcome = (o: string): number => documents.find(([l]) => l.outcome === o)?.[1] ?? 0;
+  return { cached: outcome("cached"), computed: outcome("computed"), cache_bytes: samples(text, "llmfleet_rag_cache_bytes")[0]?.[1] ?? 0 };
 }

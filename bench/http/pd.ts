@@ -84,9 +84,12 @@ async function stageSums(pods: { prefill: string; decode: string }): Promise<Sta
   return out;
 }
 
+/** Before any hand-off. */
+const NO_STAGES = Object.fromEntries(STAGES.map((s) => [s, { sum: 0, count: 0 }])) as StageSums;
+
 /** Mean ms per hand-off of each stage between two snapshots. */
-function stageMeans(a: StageSums, b: StageSums): Record<string, number> {
-  const out: Record<string, number> = {};
+function stageMeans(a: StageSums, b: StageSums): Transfer["stages_ms"] {
+  const out = {} as Transfer["stages_ms"];
   for (const stage of STAGES) {
     const n = b[stage].count - a[stage].count;
     out[stage] = n > 0 ? Math.round(((b[stage].sum - a[stage].sum) / n) * 1e4) / 10 : 0;
@@ -94,7 +97,7 @@ function stageMeans(a: StageSums, b: StageSums): Record<string, number> {
   return out;
 }
 
-type Run = Runs[string] & { stages_ms?: Record<string, number> };
+type Run = Runs[string] & { stages_ms?: Transfer["stages_ms"] };
 
 /** One closed-loop run of `c` clients with prompts of `tokens` tokens; with pods, its hand-offs' stage means. */
 async function run(client: LoadClient, o: PdBenchOptions, at: { tokens: number; c: number; wordsPerToken: number }, pods?: { prefill: string; decode: string }): Promise<Run> {
@@ -145,17 +148,13 @@ function metric(text: string, name: string, labels: Record<string, string>): num
 
 async function transfer(prefillUrl: string, decodeUrl: string): Promise<Transfer> {
   const text = await (await fetch(`${prefillUrl}/metrics`)).text();
-  const decodeText = await (await fetch(`${decodeUrl}/metrics`)).text();
   const bytes = metric(text, "llmfleet_kv_handoff_bytes_sum", {});
   const handoffs = metric(text, "llmfleet_kv_handoff_bytes_count", {});
   const sendS = metric(text, "llmfleet_kv_handoff_seconds_sum", { stage: "send" });
   const paths: Record<string, number> = {};
   for (const p of ["tcp", "http"]) paths[p] = metric(text, "llmfleet_kv_handoffs_total", { path: p, outcome: "ok" });
-  const perHandoff = (t: string, stage: string): number => {
-    const n = metric(t, "llmfleet_kv_handoff_seconds_count", { stage });
-    return n > 0 ? Math.round((metric(t, "llmfleet_kv_handoff_seconds_sum", { stage }) / n) * 1e4) / 10 : 0;
-  };
-  const stages_ms = { export: perHandoff(text, "export"), send: perHandoff(text, "send"), tail: perHandoff(text, "tail"), import: perHandoff(decodeText, "import") };
+  // Over the whole sweep: every hand-off since the pods started.
+  const stages_ms = stageMeans(NO_STAGES, await stageSums({ prefill: prefillUrl, decode: decodeUrl }));
   return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths, stages_ms };
 }
 

@@ -11,7 +11,7 @@
 import { identityHeaders } from "../access/identity.ts";
 import type { PreparedRequest } from "../serving/completion-service.ts";
 import type { HandoffDeps, PrefillResponse } from "./handoff-routes.ts";
-import { sendTcp, tcpTarget, type HandoffHeader, type Sent, type TcpTarget } from "./tcp-handoff.ts";
+import { handoffHeader, hostOf, sendTcp, tcpTarget, type Sent, type TcpTarget } from "./tcp-handoff.ts";
 
 /** The decode pod's TCP target when this hand-off can go in parts there, else undefined (the whole state after the prompt). */
 export async function partsTarget(deps: HandoffDeps, decodeUrl: string, prepared: PreparedRequest, bounds: readonly number[]): Promise<TcpTarget | undefined> {
@@ -23,7 +23,7 @@ export async function partsTarget(deps: HandoffDeps, decodeUrl: string, prepared
 /** Part 0's pod, addressed directly: behind a Service the later parts must reach the pod that staged part 0. */
 function stagingPod(t: TcpTarget, stagedUrl: string): TcpTarget {
   if (stagedUrl === t.base) return t;
-  return { ...t, base: stagedUrl, host: new URL(stagedUrl).hostname.replace(/^\[|\]$/g, "") };
+  return { ...t, base: stagedUrl, host: hostOf(stagedUrl) };
 }
 
 /**
@@ -40,7 +40,7 @@ export async function prefillInParts(
   const { prepared, handoffId, bounds, signal } = job;
   const stop = new AbortController();
   const both = AbortSignal.any([signal, stop.signal]);
-  const header: HandoffHeader = { handoffId, model: service.runtime.info.modelId, tokens: prepared.prompt.slice(0, -1), vTransposed: !service.runtime.info.flashAttention, cachedTokens: 0 };
+  const header = handoffHeader(service, prepared, handoffId, 0);
   let chain: Promise<{ first?: Sent; pod: TcpTarget; seconds: number }> = Promise.resolve({ pod: t, seconds: 0 });
   let bytes = 0;
   const onPart = (index: number, state: Buffer, reused: number): void => {

@@ -21,7 +21,7 @@ import { parseEngineRequest, type RequestKind } from "../http/openai-request.ts"
 import { clientGone, respondWithGeneration } from "../http/respond.ts";
 import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
 import { partsTarget, prefillInParts } from "./handoff-parts.ts";
-import { tryTcp, type HandoffHeader } from "./tcp-handoff.ts";
+import { handoffHeader, tryTcp, type HandoffHeader } from "./tcp-handoff.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
 import { normaliseSeqState, seqStateTokens } from "../runtime/seq-state.ts";
 import { identityHeaders, identityOf } from "../access/identity.ts";
@@ -157,8 +157,7 @@ function prefillHandler(deps: HandoffDeps) {
     const t0 = performance.now();
     const { state, prefixHitTokens, exportMs } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
-    const header = { handoffId, model: service.runtime.info.modelId, tokens: prepared.prompt.slice(0, -1), vTransposed: !service.runtime.info.flashAttention, cachedTokens: prefixHitTokens };
-    const { stagedUrl, path, streams } = await handOff(deps, decodeUrl, header, state);
+    const { stagedUrl, path, streams } = await handOff(deps, decodeUrl, handoffHeader(service, prepared, handoffId, prefixHitTokens), state);
     const sendMs = performance.now() - t1;
     metrics.handoffBytes.observe(state.length);
     metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
@@ -180,6 +179,12 @@ function prefillHandler(deps: HandoffDeps) {
   };
 }
 
+/** A 409 unless a hand-off's state is for this pod's model. */
+function requireModel(deps: HandoffDeps, model: unknown): void {
+  const { modelId } = deps.service.runtime.info;
+  if (model !== modelId) throw new HttpError(409, `KV state is for model ${String(model)}; this pod serves ${modelId}`, { code: "model_mismatch" });
+}
+
 function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
   return async (req: Request, res: Response): Promise<void> => {
     const t0 = performance.now();
@@ -191,9 +196,7 @@ function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
       if (err instanceof KvWireError) throw new HttpError(400, err.message, { code: "bad_kv_stream" });
       throw err;
     }
-    if (decoded.header.model !== info.modelId) {
-      throw new HttpError(409, `KV state is for model ${decoded.header.model}; this pod serves ${info.modelId}`, { code: "model_mismatch" });
-    }
+    requireModel(deps, decoded.header.model);
     const state = normaliseSeqState(decoded.state, { streams: info.kvStreams, vTransposed: !info.flashAttention });
     try {
       store.put(String(req.params.id), decoded.header.tokens, state, cachedTokensOf(decoded.header));
@@ -225,10 +228,7 @@ function stagedHeader(deps: HandoffDeps, text: string): { cachedTokens?: unknown
   } catch {
     throw new HttpError(400, "staged KV state has no valid header", { code: "bad_kv_stream" });
   }
-  const { info } = deps.service.runtime;
-  if (header.model !== info.modelId) {
-    throw new HttpError(409, `KV state is for model ${String(header.model)}; this pod serves ${info.modelId}`, { code: "model_mismatch" });
-  }
+  requireModel(deps, header.model);
   return header;
 }
 

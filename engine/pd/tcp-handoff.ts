@@ -8,6 +8,7 @@ import { HttpError } from "../http/http-error.ts";
 import { httpUrl } from "../http/http-url.ts";
 import { identityHeaders } from "../access/identity.ts";
 import type { HandoffDeps } from "./handoff-routes.ts";
+import type { CompletionService, PreparedRequest } from "../serving/completion-service.ts";
 import {
   defaultTcpStreams,
   KV_SEND_STATUS,
@@ -52,6 +53,15 @@ export type HandoffHeader = {
   /** One part of a hand-off sent in parts (handoff-parts.ts): its index and the number of parts. */
   part?: { index: number; parts: number };
 };
+
+/** The hand-off header of a prepared request's context (its prompt but the last token). */
+export function handoffHeader(service: CompletionService, prepared: PreparedRequest, handoffId: string, cachedTokens: number): HandoffHeader {
+  const { modelId, flashAttention } = service.runtime.info;
+  return { handoffId, model: modelId, tokens: prepared.prompt.slice(0, -1), vTransposed: !flashAttention, cachedTokens };
+}
+
+/** A URL's host as a socket connects to it (an IPv6 address without its brackets). */
+export const hostOf = (url: string): string => new URL(url).hostname.replace(/^\[|\]$/g, "");
 
 /** The URL the decode pod named in its TCP answer: its advertised URL, or the IP the connection reached plus its HTTP port. */
 function tcpStagedUrl(message: string, base: string, info: KvTransportInfo): string {
@@ -137,7 +147,7 @@ export async function tcpTarget(base: string, headers: Record<string, string>): 
   const [addon, info] = await Promise.all([kvStreamAddon(), probe(base, headers)]);
   if (!addon) return "the native addon (kv-stream) is not available on this pod";
   if (!info?.tcpPort) return `decode pod ${base} offers no TCP hand-off port`;
-  return { addon, base, info, host: new URL(base).hostname.replace(/^\[|\]$/g, ""), port: info.tcpPort };
+  return { addon, base, info, host: hostOf(base), port: info.tcpPort };
 }
 
 /** The TCP hand-off, or undefined when the caller should fall back to HTTP (auto mode). */
