@@ -66,46 +66,45 @@ function runBundle(dir: string): { sha: string[]; turns: number } {
   return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
 }
 
+/** `fill` given a temporary folder holding the entry's bundle, removed after. */
+async function withBundle(fill: (dir: string) => Promise<void> | void): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "llmfleet-codec-bundle-"));
+  try {
+    await bundle({ contents: ENTRY }, join(dir, "entry.mjs"));
+    await fill(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 let expected: string;
 before(() => {
   expected = createHash("sha256").update(kvCodec(CODEC).encode(syntheticSeqState(STATE))).digest("hex");
 });
 
 test("a bundle without codec-worker.mjs beside it runs its encodes inline: no crash, the same bytes", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "llmfleet-codec-bundle-"));
-  try {
-    await bundle({ contents: ENTRY }, join(dir, "entry.mjs"));
+  await withBundle((dir) => {
     const { sha } = runBundle(dir);
     assert.deepEqual(sha, [expected, expected]);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a bundle with codec-worker.mjs beside it encodes on the worker: the same bytes", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "llmfleet-codec-bundle-"));
-  try {
-    await bundle({ contents: ENTRY }, join(dir, "entry.mjs"));
+  await withBundle(async (dir) => {
     await bundle({ file: join(HERE, "codec-worker.ts") }, join(dir, "codec-worker.mjs"));
     const { sha, turns } = runBundle(dir);
     assert.deepEqual(sha, [expected, expected]);
     // Inline, the encodes hold the loop: the other work gets only the copy's few turns.
     assert.ok(turns >= 8, `the other work got ${turns} turns of the event loop while the encodes ran: not on the worker`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a bundle whose codec worker dies holding the jobs runs them inline: no crash, the same bytes", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "llmfleet-codec-bundle-"));
-  try {
-    await bundle({ contents: ENTRY }, join(dir, "entry.mjs"));
+  await withBundle((dir) => {
     writeFileSync(join(dir, "codec-worker.mjs"), `import { parentPort } from "node:worker_threads";\nparentPort.on("message", () => { throw new Error("codec worker died"); });\n`);
     const { sha } = runBundle(dir);
     assert.deepEqual(sha, [expected, expected]);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("the GPU machine's pack (device-pack.sh) bundles the codec worker beside engine.mjs, as the image does", () => {

@@ -24,14 +24,24 @@ before(async () => {
 });
 after(() => kv?.kvClose(handle));
 
-/** The LFKN head for `bytes` of state (kv-stream.h). */
-function head(id: string, header: string, bytes: number): Buffer {
-  const fixed = Buffer.alloc(24);
+/**
+ * The LFKN head for `bytes` of state (kv-stream.h): v1, or with a stripe (index, count, offset,
+ * length) the v2 head of that stripe.
+ */
+function head(id: string, header: string, bytes: number, stripe?: [number, number, number, number]): Buffer {
+  const fixed = Buffer.alloc(stripe ? 48 : 24);
   fixed.write("LFKN", 0, "latin1");
-  fixed.writeUInt32LE(1, 4);
+  fixed.writeUInt32LE(stripe ? 2 : 1, 4);
   fixed.writeUInt32LE(Buffer.byteLength(id), 8);
   fixed.writeUInt32LE(Buffer.byteLength(header), 12);
   fixed.writeBigUInt64LE(BigInt(bytes), 16);
+  if (stripe) {
+    const [index, count, offset, length] = stripe;
+    fixed.writeUInt32LE(index, 24);
+    fixed.writeUInt32LE(count, 28);
+    fixed.writeBigUInt64LE(BigInt(offset), 32);
+    fixed.writeBigUInt64LE(BigInt(length), 40);
+  }
   return Buffer.concat([fixed, Buffer.from(id), Buffer.from(header)]);
 }
 
@@ -234,21 +244,6 @@ test("bad arguments are TypeErrors and RangeErrors", () => {
 
 // ---- LFKN v2: one hand-off striped over several connections ----
 
-/** The LFKN v2 head of one stripe (kv-stream.h). */
-function head2(id: string, header: string, bytes: number, [index, count, offset, length]: [number, number, number, number]): Buffer {
-  const fixed = Buffer.alloc(48);
-  fixed.write("LFKN", 0, "latin1");
-  fixed.writeUInt32LE(2, 4);
-  fixed.writeUInt32LE(Buffer.byteLength(id), 8);
-  fixed.writeUInt32LE(Buffer.byteLength(header), 12);
-  fixed.writeBigUInt64LE(BigInt(bytes), 16);
-  fixed.writeUInt32LE(index, 24);
-  fixed.writeUInt32LE(count, 28);
-  fixed.writeBigUInt64LE(BigInt(offset), 32);
-  fixed.writeBigUInt64LE(BigInt(length), 40);
-  return Buffer.concat([fixed, Buffer.from(id), Buffer.from(header)]);
-}
-
 const END = Buffer.alloc(4);
 
 test("striped over several connections, a state crosses byte for byte and is staged once", async () => {
@@ -285,10 +280,10 @@ test("a corrupted chunk in one stripe drops the whole hand-off, with the reason 
   const a = randomBytes(4096);
   const b = randomBytes(4096);
   const s0 = await rawConnection();
-  s0.write(head2("h-stripe-crc", "{}", 8192, [0, 2, 0, 4096]));
+  s0.write(head("h-stripe-crc", "{}", 8192, [0, 2, 0, 4096]));
   assert.equal((await reply(s0)).status, KV_SEND_STATUS.ok);
   const s1 = await rawConnection();
-  s1.write(head2("h-stripe-crc", "", 8192, [1, 2, 4096, 4096]));
+  s1.write(head("h-stripe-crc", "", 8192, [1, 2, 4096, 4096]));
   assert.equal((await reply(s1)).status, KV_SEND_STATUS.ok);
   s0.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
   const last0 = reply(s0);
@@ -312,7 +307,7 @@ test("a stripe that never arrives drops the hand-off after idleMs; its memory is
   const before = kv.kvStats(handle);
   const a = randomBytes(4096);
   const s0 = await rawConnection();
-  s0.write(head2("h-stripe-missing", "{}", 8192, [0, 2, 0, 4096]));
+  s0.write(head("h-stripe-missing", "{}", 8192, [0, 2, 0, 4096]));
   assert.equal((await reply(s0)).status, KV_SEND_STATUS.ok);
   s0.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
   const r = await reply(s0); // idleMs is 1 s on this listener
@@ -327,28 +322,28 @@ test("a stripe that never arrives drops the hand-off after idleMs; its memory is
 
 test("a stripe for no hand-off, a stripe twice, and stripes that overlap are refused", async () => {
   const stray = await rawConnection();
-  stray.write(head2("h-nobody", "", 8192, [1, 2, 4096, 4096]));
+  stray.write(head("h-nobody", "", 8192, [1, 2, 4096, 4096]));
   const r = await reply(stray);
   assert.equal(r.status, KV_SEND_STATUS.bad);
   assert.match(r.message, /no hand-off h-nobody/);
   stray.destroy();
 
   const bad = await rawConnection();
-  bad.write(head2("h-range", "", 8192, [2, 2, 0, 4096]));
+  bad.write(head("h-range", "", 8192, [2, 2, 0, 4096]));
   assert.match((await reply(bad)).message, /out of range/);
   bad.destroy();
 
   // Stripe 1 claiming stripe 0's range: every byte counted, but not every byte covered.
   const a = randomBytes(4096);
   const s0 = await rawConnection();
-  s0.write(head2("h-overlap", "{}", 8192, [0, 2, 0, 4096]));
+  s0.write(head("h-overlap", "{}", 8192, [0, 2, 0, 4096]));
   assert.equal((await reply(s0)).status, KV_SEND_STATUS.ok);
   const twice = await rawConnection();
-  twice.write(head2("h-overlap", "", 8192, [0, 2, 0, 4096]));
+  twice.write(head("h-overlap", "", 8192, [0, 2, 0, 4096]));
   assert.equal((await reply(twice)).status, KV_SEND_STATUS.exists, "a second stripe 0 is a second hand-off of the same id");
   twice.destroy();
   const s1 = await rawConnection();
-  s1.write(head2("h-overlap", "", 8192, [1, 2, 0, 4096]));
+  s1.write(head("h-overlap", "", 8192, [1, 2, 0, 4096]));
   assert.equal((await reply(s1)).status, KV_SEND_STATUS.ok);
   s1.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
   assert.equal((await reply(s1)).status, KV_SEND_STATUS.ok);
