@@ -67,15 +67,65 @@ __attribute__((target("sse4.2"))) uint32_t crc32c_hw(uint32_t crc, const uint8_t
     while (n--) c32 = _mm_crc32_u8(c32, *p++);
     return ~c32;
 }
+
+// One crc32 instruction waits for the one before it (3 cycles), so a single chain reads 8 bytes
+// every 3 cycles (~9.5 GB/s measured); three chains over three thirds of the buffer keep the unit
+// busy every cycle, and the thirds' CRCs are then combined (crc32c_combine).
+__attribute__((target("sse4.2"))) uint32_t crc32c_hw3(const uint8_t * p, size_t n) {
+    const size_t third = n / 24 * 8;  // a multiple of 8 bytes
+    const uint8_t * a = p;
+    const uint8_t * b = p + third;
+    const uint8_t * c = p + 2 * third;
+    uint64_t ca = 0xffffffffu, cb = 0xffffffffu, cc = 0xffffffffu;
+    for (size_t i = 0; i < third; i += 8) {
+        uint64_t wa, wb, wc;
+        std::memcpy(&wa, a + i, 8);
+        std::memcpy(&wb, b + i, 8);
+        std::memcpy(&wc, c + i, 8);
+        ca = _mm_crc32_u64(ca, wa);
+        cb = _mm_crc32_u64(cb, wb);
+        cc = _mm_crc32_u64(cc, wc);
+    }
+    const uint32_t rest = crc32c_hw(~static_cast<uint32_t>(cc), c + third, n - 3 * third);
+    uint32_t crc = crc32c_combine(~static_cast<uint32_t>(ca), ~static_cast<uint32_t>(cb), third);
+    return crc32c_combine(crc, rest, n - 2 * third);
+}
 #endif
 
+// ---- combining: crc(A || B) from crc(A), crc(B) and |B| (polynomial arithmetic mod P, reflected) ----
+
+// a * b mod P, both reflected (bit 31 is x^0).
+uint32_t mul_mod_p(uint32_t a, uint32_t b) {
+    uint32_t product = 0;
+    for (uint32_t m = 1u << 31; m != 0; m >>= 1) {
+        if (a & m) product ^= b;
+        b = (b & 1) ? (b >> 1) ^ 0x82f63b78u : b >> 1;
+    }
+    return product;
+}
+
+// x^(8 * bytes) mod P: squares of x^8 picked by the bits of `bytes`.
+uint32_t x8n_mod_p(uint64_t bytes) {
+    uint32_t result = 1u << 31;  // x^0
+    uint32_t power = 1u << 23;   // x^8
+    for (; bytes != 0; bytes >>= 1) {
+        if (bytes & 1) result = mul_mod_p(power, result);
+        power = mul_mod_p(power, power);
+    }
+    return result;
+}
+
 }  // namespace
+
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t bytes_b) {
+    return mul_mod_p(x8n_mod_p(bytes_b), crc_a) ^ crc_b;
+}
 
 uint32_t crc32c(const uint8_t * p, size_t n) {
     std::call_once(g_crc_once, crc_init);
 #if defined(__x86_64__)
     static const bool hw = __builtin_cpu_supports("sse4.2");
-    if (hw) return crc32c_hw(0, p, n);
+    if (hw) return n >= 4096 ? crc32c_hw3(p, n) : crc32c_hw(0, p, n);
 #endif
     return crc32c_sw(0, p, n);
 }
@@ -106,10 +156,16 @@ void set_timeouts(int fd, int64_t ms) {
 }
 
 void tune(int fd) {
-    int one = 1, buf = 8 << 20;
+    static const int buf = [] {
+        const char * v = std::getenv("LLMFLEET_KV_SOCKET_BUFFER");
+        return v ? std::atoi(v) : (8 << 20);
+    }();
+    int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+    if (buf > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+    }
 }
 
 NetError io_error(const char * what) {

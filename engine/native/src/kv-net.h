@@ -27,6 +27,8 @@ enum Status : uint32_t { ST_OK = 0, ST_FULL = 1, ST_BAD = 2, ST_TOO_LARGE = 3, S
 
 // CRC-32C (Castagnoli): SSE 4.2 where the CPU has it, else slicing-by-8.
 uint32_t crc32c(const uint8_t * p, size_t n);
+// The CRC-32C of A followed by B, from crc32c(A), crc32c(B) and B's length.
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t bytes_b);
 
 // Host memory for a received state, from the pool (host-pool.h): page-locked when a GPU backend is
 // present (the import is then a DMA), else page-aligned.
