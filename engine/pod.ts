@@ -25,7 +25,15 @@ import { fleetGuard, fleetTokenSource, type FleetTokens } from "./access/fleet-a
 import { identityHeaders } from "./access/identity.ts";
 import { createTenantCacheMetric } from "./access/tenant-metrics.ts";
 import { KvSealer } from "./kvstore/kv-seal.ts";
-import { kvStreamAddon, TCP_STREAMS_MAX, type KvListener, type KvTransportMode, type PartTokens } from "./pd/kv-transport.ts";
+import {
+  kvStreamAddon,
+  TCP_STREAMS_MAX,
+  type KvListener,
+  type KvPoolStats,
+  type KvStreamAddon,
+  type KvTransportMode,
+  type PartTokens,
+} from "./pd/kv-transport.ts";
 import { totalmem } from "node:os";
 
 export interface ModelPodOptions {
@@ -97,7 +105,12 @@ async function kvModelIdentity(modelPath: string, checksum: string | undefined):
   return checksum ?? `${basename(modelPath)}:${(await stat(modelPath)).size}`;
 }
 
-async function kvPrefixCache(opts: ModelPodOptions, modelPath: string, runtime: ModelRuntime, deps: { metrics: EngineMetrics; storeToken: FleetTokens }): Promise<KvPrefixCache | undefined> {
+async function kvPrefixCache(
+  opts: ModelPodOptions,
+  modelPath: string,
+  runtime: ModelRuntime,
+  deps: { metrics: EngineMetrics; storeToken: FleetTokens },
+): Promise<KvPrefixCache | undefined> {
   const { metrics, storeToken } = deps;
   if (!opts.kvStore || opts.role === "decode") return undefined;
   // v2 entries' blocks arrive from the store on this pod's native listener (and leave with its addon).
@@ -191,6 +204,53 @@ function watchSteps(metrics: EngineMetrics, runtime: ModelRuntime): void {
   }
 }
 
+/**
+ * The host pool of page-locked blocks that exported and received KV states live in (host-pool.h),
+ * read at each scrape: a miss page-locks a new block, which costs more than moving the state, so
+ * misses that keep growing say the pool's cap (LLMFLEET_HOST_POOL_BYTES) is too small.
+ */
+function watchHostPool(metrics: EngineMetrics, addon: KvStreamAddon | undefined): void {
+  const read = addon?.kvPoolStats?.bind(addon);
+  if (!read) return;
+  const registers = [metrics.registry];
+  const counters: Array<[string, string, (s: KvPoolStats) => number]> = [
+    ["llmfleet_kv_host_pool_hits_total", "KV states placed in a pooled host block", (s) => s.hits],
+    ["llmfleet_kv_host_pool_misses_total", "KV states that needed a new (page-locked, on a GPU) host block", (s) => s.misses],
+  ];
+  for (const [name, help, pick] of counters) {
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(pick(read()));
+      },
+    });
+  }
+  const gauges: Array<[string, string, (s: KvPoolStats) => number]> = [
+    ["llmfleet_kv_host_pool_cached_bytes", "Host bytes kept free in the pool for the next states", (s) => s.cachedBytes],
+    ["llmfleet_kv_host_pool_outstanding_bytes", "Host bytes of pool blocks holding states now", (s) => s.outstandingBytes],
+  ];
+  for (const [name, help, pick] of gauges) {
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(pick(read()));
+      },
+    });
+  }
+}
+
+/** The runtime's own series: stray KV cells, the batching loop, the host pool (native). */
+async function watchRuntime(metrics: EngineMetrics, runtime: ModelRuntime): Promise<void> {
+  watchKvStray(metrics, runtime);
+  watchSteps(metrics, runtime);
+  if (runtime.features.backend === "native") watchHostPool(metrics, await kvStreamAddon());
+}
+
 /** llmfleet_kv_stray_tokens: read at each scrape, between steps (a leak of KV cells shows here). */
 function watchKvStray(metrics: EngineMetrics, runtime: ModelRuntime): void {
   if (!runtime.kvStrayTokens) return;
@@ -251,8 +311,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const modelPath = await resolveModel(opts);
   const runtime = await loadRuntime(opts, modelPath);
   const metrics = createEngineMetrics(opts.role, opts.withProcessMetrics ?? false);
-  watchKvStray(metrics, runtime);
-  watchSteps(metrics, runtime);
+  await watchRuntime(metrics, runtime);
   const token = fleetTokenSource(opts.fleetTokenFile, { log: (l) => process.stderr.write(`${l}\n`) });
   const storeToken = opts.kvStoreTokenFile ? fleetTokenSource(opts.kvStoreTokenFile, { log: (l) => process.stderr.write(`kv store ${l}\n`) }) : token;
   const kvCache = await kvPrefixCache(opts, modelPath, runtime, { metrics, storeToken });

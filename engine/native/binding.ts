@@ -130,6 +130,8 @@ export interface NativeEngine {
 
 export interface NativeAddon {
   load(modelPath: string, options: NativeLoadOptions): Promise<NativeEngine>;
+  /** A state Buffer from the host pool (stateGetFile, kvTake) back to the pool now, detached; false for any other buffer. */
+  kvRelease?(buffer: Uint8Array): boolean;
 }
 
 const ROOT = resolve(import.meta.dirname, "../..");

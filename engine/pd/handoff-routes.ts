@@ -155,11 +155,18 @@ function prefillHandler(deps: HandoffDeps) {
       return;
     }
     const t0 = performance.now();
-    const { state, prefixHitTokens, exportMs } = await service.prefillState(prepared, clientGone(req, res).signal);
+    const { state, prefixHitTokens, exportMs, held } = await service.prefillState(prepared, clientGone(req, res).signal);
     const t1 = performance.now();
-    const { stagedUrl, path, streams } = await handOff(deps, decodeUrl, handoffHeader(service, prepared, handoffId, prefixHitTokens), state);
+    const stateBytes = state.length;
+    let sent;
+    try {
+      sent = await handOff(deps, decodeUrl, handoffHeader(service, prepared, handoffId, prefixHitTokens), state);
+    } finally {
+      if (!held) service.runtime.releaseState?.(state);
+    }
+    const { stagedUrl, path, streams } = sent;
     const sendMs = performance.now() - t1;
-    metrics.handoffBytes.observe(state.length);
+    metrics.handoffBytes.observe(stateBytes);
     metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
     metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
     const out: PrefillResponse = {
@@ -167,7 +174,7 @@ function prefillHandler(deps: HandoffDeps) {
       decodeUrl: stagedUrl,
       promptTokens: prepared.prompt.length,
       prefixHitTokens,
-      stateBytes: state.length,
+      stateBytes,
       prefillMs: t1 - t0,
       exportMs,
       sendMs,

@@ -83,6 +83,8 @@ export interface KvStreamAddon {
   kvChecksum(bytes: Uint8Array): number;
   /** The process's pool of (page-locked) host blocks for states: reuse counts and bytes. */
   kvPoolStats?(): KvPoolStats;
+  /** A state Buffer from the pool (an export, a kvTake) back to the pool now; the Buffer is detached. False for any other. */
+  kvRelease?(buffer: Uint8Array): boolean;
 }
 
 export interface KvPoolStats {

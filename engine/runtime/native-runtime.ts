@@ -10,7 +10,7 @@
  * reused without a recompute or a load.
  */
 import { basename } from "node:path";
-import { loadNativeAddon, type NativeEngine } from "../native/binding.ts";
+import { loadNativeAddon, type NativeAddon, type NativeEngine } from "../native/binding.ts";
 import {
   commonPrefixLength,
   type ChatMessage,
@@ -267,6 +267,7 @@ export class NativeRuntime implements ModelRuntime {
   private constructor(
     readonly engine: NativeEngine,
     private readonly opts: NativeRuntimeOptions,
+    private readonly addon: NativeAddon,
   ) {
     const native = engine.info();
     this.info = {
@@ -281,6 +282,10 @@ export class NativeRuntime implements ModelRuntime {
     this.scheduler = new StepScheduler(engine, Math.max(opts.batchSize ?? 512, opts.parallel), opts.decodeLookahead ?? 1);
     const all = Array.from({ length: opts.parallel }, (_, i) => new NativeSequence(i, this));
     this.sequences = native.kvUnified ? all : all.map((s) => Object.assign(s, { evaluateJoined: undefined, exportRange: undefined, importParts: undefined }));
+  }
+
+  releaseState(state: Buffer): void {
+    this.addon.kvRelease?.(state);
   }
 
   /** The engine's extra sequence (the unified KV has one beyond the pool's): documents are computed alone there. */
@@ -384,7 +389,8 @@ export class NativeRuntime implements ModelRuntime {
 
   static async load(opts: NativeRuntimeOptions): Promise<NativeRuntime> {
     const unified = kvUnifiedFor(opts);
-    const engine = await (await loadNativeAddon()).load(opts.modelPath, {
+    const addon = await loadNativeAddon();
+    const engine = await addon.load(opts.modelPath, {
       gpuLayers: opts.gpuLayers ?? 0,
       contextSize: unified ? (opts.kvCells ?? opts.contextSize * opts.parallel) : opts.contextSize * opts.parallel,
       // The unified KV gets one sequence more than the pool: documents are computed alone there.
@@ -398,7 +404,7 @@ export class NativeRuntime implements ModelRuntime {
       ...(opts.pipelineDecode === undefined ? {} : { pipeline: opts.pipelineDecode }),
       deviceGreedy: opts.deviceGreedy ?? false,
     });
-    return new NativeRuntime(engine, opts);
+    return new NativeRuntime(engine, opts, addon);
   }
 
   /** The other sequence holding the longest prefix of `tokens`, if longer than `than`. */

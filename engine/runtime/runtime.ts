@@ -148,6 +148,13 @@ export interface ModelRuntime extends AsyncDisposable {
    * (JoinRequest.chunk). Usable where the sequences join (evaluateJoined).
    */
   computeAlone?(tokens: readonly Token[]): Promise<Buffer>;
+  /**
+   * A state its last reader is done with (sent to the decode pod, imported): its page-locked block
+   * back to the pool now rather than when V8 collects the Buffer, so the next state of that size
+   * reuses it instead of page-locking anew (which costs more than moving it). The Buffer reads as
+   * empty after. A no-op for buffers that are not the runtime's.
+   */
+  releaseState?(state: Buffer): void;
 }
 
 export interface StepStats {

@@ -181,7 +181,8 @@ export class CompletionService {
   }
 
   /** Prefill role: evaluate prompt[0..n-1) and export that KV. The sequence keeps it for reuse. */
-  async prefillState(req: PreparedRequest, signal: AbortSignal): Promise<{ state: Buffer; prefixHitTokens: number; exportMs: number }> {
+  /** held: the KV store's write-back keeps reading the state (the caller must not release it). */
+  async prefillState(req: PreparedRequest, signal: AbortSignal): Promise<{ state: Buffer; prefixHitTokens: number; exportMs: number; held: boolean }> {
     const ns = req.identity?.kvNamespace ?? "";
     const lease = await this.acquire(req.prompt, signal, ns);
     const context = req.prompt.slice(0, -1);
@@ -195,8 +196,9 @@ export class CompletionService {
       const exportMs = performance.now() - t0;
       const length = load ? this.kvCache!.storableLength(context, load.storedBlocks, ns) : 0;
       // The state is exported for the hand-off anyway: only the budget of bytes in flight applies.
-      if (length > 0 && this.kvCache!.admitWriteBack(length, false)) this.kvCache!.writeBack(context, length, state, ns);
-      return { state, prefixHitTokens: hits, exportMs };
+      const held = length > 0 && this.kvCache!.admitWriteBack(length, false);
+      if (held) this.kvCache!.writeBack(context, length, state, ns);
+      return { state, prefixHitTokens: hits, exportMs, held };
     } finally {
       lease.release();
     }
@@ -213,6 +215,8 @@ export class CompletionService {
       await seq.clear();
       await seq.importState(opts.importedState!);
     }
+    // On the device now: the received blocks can take the next hand-off.
+    for (const state of opts.importedParts ?? [opts.importedState!]) this.runtime.releaseState?.(state);
     this.metrics.handoffSeconds.observe({ stage: "import" }, (performance.now() - t0) / 1000);
     return true;
   }

@@ -4,6 +4,7 @@
 
 #include "addon.h"
 #include "host-pool.h"
+#include "pool-buffer.h"
 
 namespace llmfleet_addon {
 
@@ -76,24 +77,12 @@ namespace {
 // pool (host-pool.h): the copy from the device then runs at bus speed instead of through the
 // driver's pageable staging, a later import of the same buffer (a host-memory copy of a context)
 // does too, and the next export reuses the block instead of page-locking afresh. The block goes
-// back to the pool when JavaScript drops the Buffer; V8 is told of its size so that it collects it
-// in time.
+// back to the pool when JavaScript drops the Buffer or releases it (kvRelease, pool-buffer.h).
 Napi::Buffer<uint8_t> state_buffer(Napi::Env env, size_t n, bool gpu) {
     if (!gpu) return Napi::Buffer<uint8_t>::New(env, n);
-    auto * block = new hostpool::Block(hostpool::acquire(n));
-    if (!block->data) {
-        delete block;
-        return Napi::Buffer<uint8_t>::New(env, n);
-    }
-    Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(n));
-    return Napi::Buffer<uint8_t>::New(
-        env, block->data, n,
-        [n](Napi::Env e, uint8_t *, hostpool::Block * b) {
-            hostpool::release(*b);
-            delete b;
-            Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(n));
-        },
-        block);
+    hostpool::Block block = hostpool::acquire(n);
+    if (!block.data) return Napi::Buffer<uint8_t>::New(env, n);
+    return pool_buffer(env, block, n);
 }
 
 // The sequence state in llama.cpp's file format (what llama_state_seq_save_file writes: "ggsq",

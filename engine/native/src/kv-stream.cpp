@@ -18,6 +18,7 @@
 
 #include "addon.h"
 #include "kv-net.h"
+#include "pool-buffer.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -498,22 +499,14 @@ Napi::Value KvTake(const Napi::CallbackInfo & info) {
         s->staged.erase(it);
         s->staged_bytes -= st.mem.size;
     }
-    const size_t n = st.mem.size;
-    Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(n));
-    auto * owned = new HostMem(st.mem);
-    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(
-        env, owned->data, n,
-        [n](Napi::Env e, uint8_t *, HostMem * m) {
-            m->release();
-            delete m;
-            Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(n));
-        },
-        owned);
+    const bool pinned = st.mem.pinned();
+    Napi::Buffer<uint8_t> buf = pool_buffer(env, st.mem.block, st.mem.size);
+    st.mem = HostMem();  // the Buffer owns the block now
     Napi::Object o = Napi::Object::New(env);
     o.Set("state", buf);
     o.Set("header", st.header);
     o.Set("seconds", st.seconds);
-    o.Set("pinned", owned->pinned());
+    o.Set("pinned", pinned);
     return o;
 }
 
@@ -580,6 +573,7 @@ void InitKvStream(Napi::Env env, Napi::Object exports) {
     exports.Set("kvClose", Napi::Function::New(env, KvClose));
     exports.Set("kvChecksum", Napi::Function::New(env, KvChecksum));
     exports.Set("kvPoolStats", Napi::Function::New(env, KvPoolStats));
+    exports.Set("kvRelease", Napi::Function::New(env, KvRelease));
 }
 
 }  // namespace llmfleet_addon

@@ -1,0 +1,22 @@
+// Buffers over host-pool blocks (host-pool.h) handed to JavaScript: an exported state, a received
+// hand-off. The block goes back to the pool when JavaScript drops the Buffer (its finalizer, at
+// V8's next collection of it) or at once through kvRelease(buffer), which detaches the Buffer
+// (its length becomes 0, so nothing can read the memory after) — the hand-off paths call it as
+// soon as a state is sent or imported, so that the next state of that size reuses the block
+// instead of page-locking a new one while the old waits for garbage collection.
+#pragma once
+
+#include <napi.h>
+
+#include "host-pool.h"
+
+namespace llmfleet_addon {
+
+// A Buffer of the first n bytes of `block` (taken over: released by the Buffer).
+Napi::Buffer<uint8_t> pool_buffer(Napi::Env env, hostpool::Block block, size_t n);
+
+// kvRelease(buffer) -> boolean: the pool block under a Buffer from pool_buffer back to the pool now
+// (the Buffer detached); false for any other buffer or one already released.
+Napi::Value KvRelease(const Napi::CallbackInfo & info);
+
+}  // namespace llmfleet_addon
