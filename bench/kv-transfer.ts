@@ -56,7 +56,22 @@ function syntheticState(tokens: number, layers: number, rowBytes: number): Buffe
 async function startDecode(): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
-    [...(process.env.BENCH_ENGINE ? [process.env.BENCH_ENGINE] : ["--import", "tsx", "engine/main.ts"]), "--role", "decode", "--model", "synthetic://tiny", "--flash-attention", "--host", "127.0.0.1", "--port", String(HTTP_PORT), "--kv-port", String(KV_PORT), "--parallel", "2"],
+    [
+      ...(process.env.BENCH_ENGINE ? [process.env.BENCH_ENGINE] : ["--import", "tsx", "engine/main.ts"]),
+      "--role",
+      "decode",
+      "--model",
+      "synthetic://tiny",
+      "--flash-attention",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(HTTP_PORT),
+      "--kv-port",
+      String(KV_PORT),
+      "--parallel",
+      "2",
+    ],
     { stdio: ["ignore", "ignore", "inherit"] },
   );
   await eventually(
@@ -130,13 +145,72 @@ function report(results: Record<string, Measured>, stateBytes: number): Record<s
     ratio_striped_vs_single: striped && single ? striped.gbPerSecond / single.gbPerSecond : null,
   };
   const line = STREAMS.map((n) => `x${n} ${results[`tcp_x${n}`]!.gbPerSecond.toFixed(3)}`).join(", ");
-  console.log(`native TCP GB/s by connections: ${line}; HTTP (LFKV) ${results.http!.gbPerSecond.toFixed(3)}; x${TCP_STREAMS_DEFAULT} vs one connection ${out.ratio_striped_vs_single?.toFixed(2) ?? "n/a"}x, vs HTTP ${out.ratio.toFixed(2)}x`);
+  console.log(
+    `native TCP GB/s by connections: ${line}; HTTP (LFKV) ${results.http!.gbPerSecond.toFixed(3)}; x${TCP_STREAMS_DEFAULT} vs one connection ${out.ratio_striped_vs_single?.toFixed(2) ?? "n/a"}x, vs HTTP ${out.ratio.toFixed(2)}x`,
+  );
   return out;
+}
+
+/** One state sent, taken and released: seconds of the send. */
+interface Wire {
+  kv: KvStreamAddon;
+  l: { port: number; handle: number };
+  state: Buffer;
+}
+async function wireRound({ kv, l, state }: Wire, id: string, streams: number): Promise<number> {
+  const t0 = performance.now();
+  const res = await kv.kvSend(state, "127.0.0.1", l.port, id, "{}", TCP_CHUNK_BYTES, 60_000, streams);
+  const s = (performance.now() - t0) / 1000;
+  if (res.status !== 0) throw new Error(`wire: status ${res.status} ${res.message}`);
+  const taken = kv.kvTake(l.handle, id);
+  if (!taken) throw new Error(`wire: ${id} was not staged`);
+  kv.kvRelease?.(taken.state);
+  return s;
+}
+
+/** ROUNDS states over `streams` connections after one that fills the pool. */
+async function wireRounds(w: Wire, streams: number): Promise<Measured> {
+  await wireRound(w, `wire-${streams}-warm`, streams);
+  const seconds: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) seconds.push(await wireRound(w, `wire-${streams}-${r}`, streams));
+  const gbPerSecond = (w.state.length * ROUNDS) / seconds.reduce((a, b) => a + b, 0) / 1e9;
+  process.stderr.write(`bench:kv-transfer: wire x${streams}: ${gbPerSecond.toFixed(3)} GB/s (${seconds.map((x) => x.toFixed(4)).join(", ")} s)\n`);
+  return { seconds, gbPerSecond };
+}
+
+/**
+ * BENCH_WIRE=1: the wire alone, in this process (a listener of its own): each state is sent, taken
+ * and released at once, so every round after the first reuses its pooled (page-locked) blocks, as
+ * a decode pod that imports its hand-offs does. What the P/D path's send stage could reach; the
+ * socket buffers are LLMFLEET_KV_SOCKET_BUFFER's (0 = the kernel's autotuning).
+ */
+async function wire(kv: KvStreamAddon): Promise<void> {
+  const state = Buffer.alloc(STATE_MB * 2 ** 20, 0x3c);
+  const l = kv.kvListen("127.0.0.1", 0, { maxBytes: 3 * state.length, maxConnections: 64 });
+  const results: Record<string, Measured> = {};
+  try {
+    for (const streams of STREAMS) results[`tcp_x${streams}`] = await wireRounds({ kv, l, state }, streams);
+  } finally {
+    kv.kvClose(l.handle);
+  }
+  const out = {
+    date: new Date().toISOString(),
+    mode: "wire",
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, loadavg: loadavg() },
+    socketBuffer: process.env.LLMFLEET_KV_SOCKET_BUFFER ?? "default (8 MiB asked)",
+    pool: kv.kvPoolStats?.(),
+    stateBytes: state.length,
+    rounds: ROUNDS,
+    tcp_streams: Object.fromEntries(STREAMS.map((n) => [n, results[`tcp_x${n}`]])),
+  };
+  console.log(`wire GB/s by connections: ${STREAMS.map((n) => `x${n} ${results[`tcp_x${n}`]!.gbPerSecond.toFixed(3)}`).join(", ")}`);
+  await writeFile(process.env.BENCH_OUT ?? new URL("./results/kv-transfer-wire.json", import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
 }
 
 async function main(): Promise<void> {
   const kv = await kvStreamAddon();
   if (!kv) throw new Error("the native addon (kv-stream) is not available");
+  if (process.env.BENCH_WIRE === "1") return wire(kv);
   const decode = await startDecode();
   try {
     const info = (await (await fetch(`http://127.0.0.1:${HTTP_PORT}/internal/kv-transport`)).json()) as { model: string; layout: unknown };

@@ -191,6 +191,18 @@ function watchSteps(metrics: EngineMetrics, runtime: ModelRuntime): void {
       () => stats.prefillSeconds,
     ],
   ];
+  const exports = runtime.exportStats?.bind(runtime);
+  if (exports) {
+    counters.push(
+      ["llmfleet_engine_native_exports_total", "KV state exports (P/D hand-offs, KV store write-backs)", () => exports().exports],
+      [
+        "llmfleet_engine_native_export_wait_seconds_total",
+        "Seconds state exports waited for the device to finish queued work (the prompt's last layers) before copying",
+        () => exports().waitSeconds,
+      ],
+      ["llmfleet_engine_native_export_copy_seconds_total", "Seconds state exports spent copying the state out of the device", () => exports().copySeconds],
+    );
+  }
   for (const [name, help, read] of counters) {
     new Counter({
       name,

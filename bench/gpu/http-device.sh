@@ -34,6 +34,9 @@
 #                                              decode pod started from the bundle with the CUDA addon (its staging memory
 #                                              page-locked, from the host pool), one connection against 2/4/8 (LFKN v2) and
 #                                              HTTP, BENCH_STATE_MB (default 512, a 4K prompt's state) into $OUT/kv-transfer.json
+#   bash bench/gpu/http-device.sh wire         the wire alone (bench:kv-transfer BENCH_WIRE=1, one process, pool reused):
+#                                              128/512 MiB states, 1/4/8 connections, socket buffers 8 MiB and autotuned,
+#                                              into $OUT/kv-wire-*.json
 #   bash bench/gpu/http-device.sh sanitize     a short stress run of the engine under compute-sanitizer
 #                                              memcheck on the 1B model (finds a bad device access)
 #
@@ -130,12 +133,27 @@ transfer() {
     node "$DEV/kv-transfer-bench.mjs"
 }
 
+# The wire alone (bench:kv-transfer BENCH_WIRE=1): states sent, taken and released in one process
+# with the CUDA addon (page-locked pool blocks, reused after the first round), 128 and 512 MiB, 1/4/8
+# connections, with the socket buffers asked for (8 MiB) and with the kernel's autotuning (0).
+wire() {
+  export LLMFLEET_NATIVE_ADDON="$BUILT/llmfleet_native.node" LD_LIBRARY_PATH="$BUILT:$BUILT/lib"
+  echo "device: net.core.rmem_max $(cat /proc/sys/net/core/rmem_max), wmem_max $(cat /proc/sys/net/core/wmem_max), tcp_rmem $(cat /proc/sys/net/ipv4/tcp_rmem), tcp_wmem $(cat /proc/sys/net/ipv4/tcp_wmem)"
+  for mb in 128 512; do
+    for buf in 8388608 0; do
+      LLMFLEET_KV_SOCKET_BUFFER=$buf BENCH_WIRE=1 BENCH_OUT="$OUT/kv-wire-${mb}mb-buf${buf}.json" BENCH_STATE_MB=$mb BENCH_STREAMS="${BENCH_STREAMS:-1,4,8}" \
+        node "$DEV/kv-transfer-bench.mjs" 2>&1 | tail -1 | sed "s/^/device: ${mb} MiB, socket buffer ${buf}: /"
+    done
+  done
+}
+
 case "${1:-}" in
   setup) setup ;;
   setup-image) setup_image ;;
   rag) rag ;;
   transfer) transfer ;;
+  wire) wire ;;
   sanitize) sanitize ;;
-  "") echo "usage: $0 setup | setup-image | rag | transfer | sanitize | SECTION..." >&2; exit 2 ;;
+  "") echo "usage: $0 setup | setup-image | rag | transfer | wire | sanitize | SECTION..." >&2; exit 2 ;;
   *) bench "$@" ;;
 esac

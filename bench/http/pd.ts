@@ -62,23 +62,37 @@ interface Transfer {
    * Where a hand-off's time goes, mean ms per hand-off: export (the prefill pod copies the state
    * out of the GPU; in parts, their sum), send (on the wire; in parts, their sum, mostly while the
    * prompt computes), tail (in parts: what is left after the prompt is computed), import (the decode
-   * pod puts it on the GPU, at the generate call). From both pods' llmfleet_kv_handoff_seconds.
+   * pod puts it on the GPU, at the generate call), wire (the native sender's own part of send),
+   * export_wait and export_copy (export split: waiting for the device's queued work, i.e. the prompt's
+   * last layers, then copying the state out).
+   * From both pods' llmfleet_kv_handoff_seconds.
    */
-  stages_ms: { export: number; send: number; tail: number; import: number };
+  stages_ms: Record<(typeof STAGES)[number], number>;
+  /** llmfleet_kv_host_pool_{hits,misses}_total of each pod over the sweep: a miss page-locked a new block. */
+  host_pool: Record<"prefill" | "decode", { hits: number; misses: number }>;
 }
 
 // Below Linux's ephemeral range (32768+), where outgoing connections would collide.
 const port = (): number => 20_000 + Math.floor(Math.random() * 12_000);
 
-const STAGES = ["export", "send", "tail", "import"] as const;
+const STAGES = ["export", "export_wait", "export_copy", "send", "wire", "tail", "import"] as const;
 type StageSums = Record<(typeof STAGES)[number], { sum: number; count: number }>;
 
-/** The pods' llmfleet_kv_handoff_seconds sums and counts by stage (import from the decode pod). */
+/**
+ * The pods' llmfleet_kv_handoff_seconds sums and counts by stage (import from the decode pod);
+ * export_wait and export_copy from the prefill engine's export counters (every export of the pod:
+ * hand-offs, and write-backs where a KV store is configured).
+ */
 async function stageSums(pods: { prefill: string; decode: string }): Promise<StageSums> {
   const [p, d] = await Promise.all([pods.prefill, pods.decode].map(async (u) => (await fetch(`${u}/metrics`)).text()));
   const out = {} as StageSums;
   for (const stage of STAGES) {
     const text = stage === "import" ? d! : p!;
+    if (stage === "export_wait" || stage === "export_copy") {
+      const sum = metric(text, `llmfleet_engine_native_${stage}_seconds_total`, {});
+      out[stage] = { sum, count: metric(text, "llmfleet_engine_native_exports_total", {}) };
+      continue;
+    }
     out[stage] = { sum: metric(text, "llmfleet_kv_handoff_seconds_sum", { stage }), count: metric(text, "llmfleet_kv_handoff_seconds_count", { stage }) };
   }
   return out;
@@ -100,7 +114,12 @@ function stageMeans(a: StageSums, b: StageSums): Transfer["stages_ms"] {
 type Run = Runs[string] & { stages_ms?: Transfer["stages_ms"] };
 
 /** One closed-loop run of `c` clients with prompts of `tokens` tokens; with pods, its hand-offs' stage means. */
-async function run(client: LoadClient, o: PdBenchOptions, at: { tokens: number; c: number; wordsPerToken: number }, pods?: { prefill: string; decode: string }): Promise<Run> {
+async function run(
+  client: LoadClient,
+  o: PdBenchOptions,
+  at: { tokens: number; c: number; wordsPerToken: number },
+  pods?: { prefill: string; decode: string },
+): Promise<Run> {
   const { tokens, c, wordsPerToken } = at;
   const perClient = Math.max(2, Math.min(6, Math.round(32 / c)));
   const before = pods ? await stageSums(pods) : undefined;
@@ -148,6 +167,11 @@ function metric(text: string, name: string, labels: Record<string, string>): num
 
 async function transfer(prefillUrl: string, decodeUrl: string): Promise<Transfer> {
   const text = await (await fetch(`${prefillUrl}/metrics`)).text();
+  const decodeText = await (await fetch(`${decodeUrl}/metrics`)).text();
+  const pool = (t: string): { hits: number; misses: number } => ({
+    hits: metric(t, "llmfleet_kv_host_pool_hits_total", {}),
+    misses: metric(t, "llmfleet_kv_host_pool_misses_total", {}),
+  });
   const bytes = metric(text, "llmfleet_kv_handoff_bytes_sum", {});
   const handoffs = metric(text, "llmfleet_kv_handoff_bytes_count", {});
   const sendS = metric(text, "llmfleet_kv_handoff_seconds_sum", { stage: "send" });
@@ -155,7 +179,8 @@ async function transfer(prefillUrl: string, decodeUrl: string): Promise<Transfer
   for (const p of ["tcp", "http"]) paths[p] = metric(text, "llmfleet_kv_handoffs_total", { path: p, outcome: "ok" });
   // Over the whole sweep: every hand-off since the pods started.
   const stages_ms = stageMeans(NO_STAGES, await stageSums({ prefill: prefillUrl, decode: decodeUrl }));
-  return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths, stages_ms };
+  const host_pool = { prefill: pool(text), decode: pool(decodeText) };
+  return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths, stages_ms, host_pool };
 }
 
 async function start(o: PdBenchOptions, name: string, args: string[]): Promise<RunningServer> {
@@ -176,7 +201,16 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
     out.aggregated = await sweep(agg.url, "aggregated", o);
   }
   for (const t of o.transports) {
-    await using decode = await start(o, `decode-${t}`, ["--role", "decode", "--model", o.model, "--kv-port", String(port()), ...o.podArgs, ...(DECODE_ARGS[t] ?? [])]);
+    await using decode = await start(o, `decode-${t}`, [
+      "--role",
+      "decode",
+      "--model",
+      o.model,
+      "--kv-port",
+      String(port()),
+      ...o.podArgs,
+      ...(DECODE_ARGS[t] ?? []),
+    ]);
     const transport = TRANSPORT_ARGS[t];
     await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs]);
     await using router = await start(o, `router-${t}`, ["--role", "router", "--prefill", prefill.url, "--decode", decode.url]);

@@ -30,13 +30,13 @@ test("bad backend values are refused with the flag named", () => {
   for (const [args, message] of cases) assert.throws(() => parseEngineOptions(args), message, args.join(" "));
 });
 
-test("--kv-streams takes 1..16; without it the hand-off uses a quarter of the CPUs, 1 to 4", async () => {
+test("--kv-streams takes 1..16; without it the hand-off uses half the CPUs, 1 to 8", async () => {
   assert.equal(parse().kvStreams, undefined);
   assert.equal(parse("--kv-streams", "8").kvStreams, 8);
   assert.equal(parse("--kv-streams", "1").kvStreams, 1);
   for (const bad of ["0", "17", "x"]) assert.throws(() => parseEngineOptions(["--kv-streams", bad]), /--kv-streams must be/, bad);
   const { defaultTcpStreams } = await import("../pd/kv-transport.ts");
-  assert.deepEqual([2, 4, 7, 8, 16, 128].map((n) => defaultTcpStreams(n)), [1, 1, 1, 2, 4, 4]);
+  assert.deepEqual([2, 3, 4, 8, 16, 128].map((n) => defaultTcpStreams(n)), [1, 1, 2, 4, 8, 8]);
 });
 
 test("--kv-part-tokens: whole states (0) by default, auto, else tokens per part", async () => {

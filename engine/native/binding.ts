@@ -76,6 +76,8 @@ export interface NativeEngine {
   step(seqs: Int32Array, pos0: Int32Array, counts: Int32Array, tokens: Int32Array, sample: Uint8Array, lookahead?: number): Promise<Int32Array>;
   /** Waits for the device to finish queued work (llama.cpp decodes asynchronously when no logits are read). */
   synchronize(): void;
+  /** Totals over state exports: the wait for the device's queued work (a prompt's last layers), then the copy out. */
+  exportStats(): { exports: number; waitSeconds: number; copySeconds: number };
   /**
    * Diagnostics: greedy-decodes n tokens of seq in a C++ loop with no JavaScript in it; resolves with the seconds of each step.
    * mode bits (engine.h): 1 llama-bench's batch (llama_batch_get_one), 2 no logits read (synchronize only).

@@ -119,13 +119,13 @@ async function sendState(base: string, id: string, frames: Iterable<Buffer>, opt
 }
 
 /** Moves the state to the decode pod by the best mechanism both can use; says which one did. */
-async function handOff(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; path: HandoffPath; streams: number }> {
+async function handOff(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; path: HandoffPath; streams: number; wireSeconds?: number }> {
   let path: HandoffPath = deps.transport === "http" ? "http" : "tcp";
   try {
     const sent = path === "tcp" ? await tryTcp(deps, base, header, state) : undefined;
     if (sent) {
       deps.metrics.handoffs.inc({ path, outcome: "ok" });
-      return { stagedUrl: sent.stagedUrl, streams: sent.streams, path };
+      return { stagedUrl: sent.stagedUrl, streams: sent.streams, path, wireSeconds: sent.seconds };
     }
     path = "http";
     // The fleet token only: staging needs no tenant (the generate call carries it, from the router).
@@ -164,11 +164,13 @@ function prefillHandler(deps: HandoffDeps) {
     } finally {
       if (!held) service.runtime.releaseState?.(state);
     }
-    const { stagedUrl, path, streams } = sent;
+    const { stagedUrl, path, streams, wireSeconds } = sent;
     const sendMs = performance.now() - t1;
     metrics.handoffBytes.observe(stateBytes);
     metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
     metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
+    // The native sender's own time (connect to the decode pod's "staged"): send less this is JavaScript around it.
+    if (wireSeconds !== undefined) metrics.handoffSeconds.observe({ stage: "wire" }, wireSeconds);
     const out: PrefillResponse = {
       handoffId,
       decodeUrl: stagedUrl,

@@ -151,16 +151,18 @@ export interface KvTransportInfo {
 export const TCP_CHUNK_BYTES = 4 << 20;
 
 /** The most parallel connections of one TCP hand-off by default (--kv-streams). */
-export const TCP_STREAMS_DEFAULT = 4;
+export const TCP_STREAMS_DEFAULT = 8;
 
 /**
- * Parallel connections of one TCP hand-off when --kv-streams is not given: a quarter of the CPUs,
- * 1 to TCP_STREAMS_DEFAULT. Each connection is a sending thread on the prefill pod and a receiving
- * one on the decode pod, each copying and checksumming; on a 2-core machine four of them ran at
- * 0.66x of one (bench:kv-transfer), so small machines keep one.
+ * Parallel connections of one TCP hand-off when --kv-streams is not given: half the CPUs, 1 to
+ * TCP_STREAMS_DEFAULT. Each connection is a sending thread on the prefill pod and a receiving one
+ * on the decode pod, each copying and checksumming. On the 16-CPU GPU machine (H100, 2026-12-06,
+ * BENCHMARKS.md) 8 connections moved 7.6-10.8 GB/s over loopback where 4 moved 6.1-8.2 and one
+ * 2.4-2.7, and P/D through the router was faster with 8 than 4 at every prompt size and load; on a
+ * 2-core machine four ran at 0.66x of one (bench:kv-transfer), so small machines keep one.
  */
 export function defaultTcpStreams(cpus = availableParallelism()): number {
-  return Math.max(1, Math.min(TCP_STREAMS_DEFAULT, Math.floor(cpus / 4)));
+  return Math.max(1, Math.min(TCP_STREAMS_DEFAULT, Math.floor(cpus / 2)));
 }
 /** The most stripes a listener takes (MAX_STRIPES in kv-net.h). */
 export const TCP_STREAMS_MAX = 16;

@@ -284,6 +284,10 @@ export class NativeRuntime implements ModelRuntime {
     this.sequences = native.kvUnified ? all : all.map((s) => Object.assign(s, { evaluateJoined: undefined, exportRange: undefined, importParts: undefined }));
   }
 
+  exportStats(): { exports: number; waitSeconds: number; copySeconds: number } {
+    return this.engine.exportStats();
+  }
+
   releaseState(state: Buffer): void {
     this.addon.kvRelease?.(state);
   }

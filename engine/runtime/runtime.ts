@@ -155,6 +155,8 @@ export interface ModelRuntime extends AsyncDisposable {
    * empty after. A no-op for buffers that are not the runtime's.
    */
   releaseState?(state: Buffer): void;
+  /** Totals over state exports: waiting for the device's queued work (a prompt's last layers), then copying the state out. */
+  exportStats?(): { exports: number; waitSeconds: number; copySeconds: number };
 }
 
 export interface StepStats {

@@ -25,6 +25,7 @@ Napi::Function NativeEngine::Define(Napi::Env env) {
                            InstanceMethod("stateSetFile", &NativeEngine::StateSetFile),
                            InstanceMethod("dispose", &NativeEngine::Dispose),
                            InstanceMethod("synchronize", &NativeEngine::Synchronize),
+                           InstanceMethod("exportStats", &NativeEngine::ExportStats),
                            InstanceMethod("decodeLoop", &NativeEngine::DecodeLoop),
                            InstanceMethod("setExtras", &NativeEngine::SetExtras),
                            InstanceMethod("takeLogprobs", &NativeEngine::TakeLogprobs),
@@ -298,6 +299,19 @@ Napi::Value NativeEngine::Synchronize(const Napi::CallbackInfo & info) {
     Engine * e = engine(info.Env(), Use::Context);
     if (e) e->synchronize();
     return info.Env().Undefined();
+}
+
+// exportStats() -> {exports, waitSeconds, copySeconds}: totals over state exports (Engine::export_stats).
+Napi::Value NativeEngine::ExportStats(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Engine * e = engine(env, Use::Read);
+    if (!e) return env.Undefined();
+    const Engine::ExportStats s = e->export_stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("exports", static_cast<double>(s.exports));
+    o.Set("waitSeconds", s.wait_seconds);
+    o.Set("copySeconds", s.copy_seconds);
+    return o;
 }
 
 // decodeLoop(seq, pos0, firstToken, n, mode?) -> Promise<seconds per step>: greedy decode in C++ only (diagnostics).

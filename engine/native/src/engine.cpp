@@ -371,8 +371,23 @@ size_t Engine::state_size(int32_t seq) {
 }
 
 size_t Engine::state_get_into(int32_t seq, uint8_t * dst, size_t size) {
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
     settle();
-    return llama_state_seq_get_data(ctx_, dst, size, seq);
+    llama_synchronize(ctx_);
+    const auto t1 = clock::now();
+    const size_t n = llama_state_seq_get_data(ctx_, dst, size, seq);
+    const auto t2 = clock::now();
+    std::lock_guard<std::mutex> lock(export_mu_);
+    export_stats_.exports++;
+    export_stats_.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
+    export_stats_.copy_seconds += std::chrono::duration<double>(t2 - t1).count();
+    return n;
+}
+
+Engine::ExportStats Engine::export_stats() {
+    std::lock_guard<std::mutex> lock(export_mu_);
+    return export_stats_;
 }
 
 size_t Engine::state_set(int32_t seq, const uint8_t * data, size_t size) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <mutex>
 #include <vector>
 
 #include "engine-sampling.h"
@@ -115,7 +116,15 @@ public:
     int32_t seq_pos_max(int32_t seq);
 
     size_t state_size(int32_t seq);
+    // Waits for the device's queued work, then copies the state: the two timed apart (export_stats).
     size_t state_get_into(int32_t seq, uint8_t * dst, size_t size);
+    // Totals over state_get_into calls: the wait for the device to finish work queued before it (a
+    // prompt's last layers: llama.cpp decodes asynchronously when no logits are read) and the copy.
+    struct ExportStats {
+        uint64_t exports = 0;
+        double wait_seconds = 0, copy_seconds = 0;
+    };
+    ExportStats export_stats();
     size_t state_set(int32_t seq, const uint8_t * data, size_t size);
 
     uint32_t n_ctx() const;
@@ -138,6 +147,8 @@ public:
     double sample_seconds() const { return sample_seconds_; }
 
 private:
+    std::mutex export_mu_;
+    ExportStats export_stats_;
     Engine() = default;
     // Row i of the batch: one token of one sequence.
     void put(int32_t i, llama_token token, int32_t pos, int32_t seq, bool logits);
