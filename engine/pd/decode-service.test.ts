@@ -68,7 +68,8 @@ test("requests through a two-pod decode Service all succeed: generate goes to th
   }
   // Every hand-off went through the Service, to both pods in turn; the generate calls went to the
   // staging pod directly (through the Service, each would have reached the other pod: handoff_not_found).
-  assert.deepEqual(service.requests, [prompts.length / 2, prompts.length / 2]);
+  // Plus one probe of what the decode Service takes (GET /internal/kv-transport, cached), on the first pod.
+  assert.deepEqual(service.requests, [prompts.length / 2 + 1, prompts.length / 2]);
   let generated = 0;
   for (const d of decodes) generated += await metricValue(d.url, "llmfleet_generated_tokens_total");
   assert.equal(generated, prompts.length * 12);
@@ -82,8 +83,15 @@ test("the decode pod names itself in its hand-off answer, and the prefill pod re
     `prefill reported ${String(json.decodeUrl)}, not one of the pods (${decodes.map((d) => d.url).join(", ")}) behind ${service.url}`,
   );
   // The staged state is there, on that pod, for the generate call.
-  const gen = await postJson(`${String(json.decodeUrl)}/internal/generate/${String(json.handoffId)}`, { request: { prompt: "hello world", max_tokens: 2, temperature: 0 }, kind: "completion" });
+  assert.equal(typeof json.firstToken, "number", "a greedy request's first token is sampled on the prefill pod");
+  const call = { request: { prompt: "hello world", max_tokens: 2, temperature: 0 }, kind: "completion" };
+  const gen = await postJson(`${String(json.decodeUrl)}/internal/generate/${String(json.handoffId)}`, { ...call, firstToken: json.firstToken });
   assert.equal(gen.status, 200, JSON.stringify(gen.json));
+  // A generate call that leaves the first token out is refused with the reason.
+  const again = await postJson(`${prefill.url}/internal/prefill`, { request: call.request, kind: "completion", decodeUrl: service.url });
+  const without = await postJson(`${String(again.json.decodeUrl)}/internal/generate/${String(again.json.handoffId)}`, call);
+  assert.equal(without.status, 409, "a state of the whole prompt needs the first token that goes with it");
+  assert.match(JSON.stringify(without.json), /firstToken/);
   assert.equal(DECODE_URL_HEADER, "x-llmfleet-decode-url");
 });
 

@@ -14,18 +14,29 @@
 import { Readable } from "node:stream";
 import express, { type Request, type Response, type Router } from "express";
 import type { EngineMetrics, Role } from "../metrics/engine-metrics.ts";
-import type { CompletionService } from "../serving/completion-service.ts";
+import type { CompletionService, PreparedRequest } from "../serving/completion-service.ts";
 import { HttpError } from "../http/http-error.ts";
 import { httpUrl } from "../http/http-url.ts";
 import { parseEngineRequest, type RequestKind } from "../http/openai-request.ts";
 import { clientGone, respondWithGeneration } from "../http/respond.ts";
 import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
 import { partsTarget, prefillInParts } from "./handoff-parts.ts";
-import { handoffHeader, tryTcp, type HandoffHeader } from "./tcp-handoff.ts";
+import { handoffHeader, probe, tryTcp, type HandoffHeader } from "./tcp-handoff.ts";
+import { firstTokenEligible } from "../serving/first-token.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
 import { normaliseSeqState, seqStateTokens } from "../runtime/seq-state.ts";
 import { identityHeaders, identityOf } from "../access/identity.ts";
-import { handoffParts, partId, TCP_STREAMS_MAX, type HandoffPath, type KvListener, type KvTaken, type KvTransportInfo, type KvTransportMode, type PartTokens } from "./kv-transport.ts";
+import {
+  handoffParts,
+  partId,
+  TCP_STREAMS_MAX,
+  type HandoffPath,
+  type KvListener,
+  type KvTaken,
+  type KvTransportInfo,
+  type KvTransportMode,
+  type PartTokens,
+} from "./kv-transport.ts";
 
 export interface HandoffDeps {
   role: Exclude<Role, "router">;
@@ -85,6 +96,8 @@ export interface PrefillResponse {
   parts: number;
   /** The mechanism that moved the state. */
   path: HandoffPath;
+  /** The answer's first token, sampled here (serving/first-token.ts): the state is then of the whole prompt. */
+  firstToken?: number;
 }
 
 function parseKind(kind: unknown): RequestKind {
@@ -119,7 +132,12 @@ async function sendState(base: string, id: string, frames: Iterable<Buffer>, opt
 }
 
 /** Moves the state to the decode pod by the best mechanism both can use; says which one did. */
-async function handOff(deps: HandoffDeps, base: string, header: HandoffHeader, state: Buffer): Promise<{ stagedUrl: string; path: HandoffPath; streams: number; wireSeconds?: number }> {
+async function handOff(
+  deps: HandoffDeps,
+  base: string,
+  header: HandoffHeader,
+  state: Buffer,
+): Promise<{ stagedUrl: string; path: HandoffPath; streams: number; wireSeconds?: number }> {
   let path: HandoffPath = deps.transport === "http" ? "http" : "tcp";
   try {
     const sent = path === "tcp" ? await tryTcp(deps, base, header, state) : undefined;
@@ -139,9 +157,63 @@ async function handOff(deps: HandoffDeps, base: string, header: HandoffHeader, s
   }
 }
 
+/**
+ * Whether this prefill pod samples the answer's first token (serving/first-token.ts): the request
+ * allows it, the decode pod says it takes it, and no KV store here writes the state back (its
+ * entries are of the prompt but its last token).
+ */
+async function firstTokenHere(deps: HandoffDeps, prepared: PreparedRequest, decodeUrl: string): Promise<boolean> {
+  if (deps.service.kvCache || !firstTokenEligible(prepared.parsed.sampling)) return false;
+  return (await probe(decodeUrl, identityHeaders(deps.fleetToken?.())))?.firstToken === true;
+}
+
+/** The prompt computed here, then its state handed to the decode pod whole. */
+async function prefillWhole(
+  deps: HandoffDeps,
+  w: { prepared: PreparedRequest; handoffId: string; decodeUrl: string; signal: AbortSignal },
+): Promise<PrefillResponse> {
+  const { service, metrics } = deps;
+  const { prepared, handoffId, decodeUrl } = w;
+  const t0 = performance.now();
+  const sampleFirst = await firstTokenHere(deps, prepared, decodeUrl);
+  const { state, prefixHitTokens, exportMs, held, firstToken } = await service.prefillState(prepared, w.signal, sampleFirst);
+  const t1 = performance.now();
+  const stateBytes = state.length;
+  let sent;
+  try {
+    const header = handoffHeader(service, prepared, handoffId, prefixHitTokens);
+    // With the first token sampled here the state is of the whole prompt.
+    if (firstToken !== undefined) header.tokens = prepared.prompt;
+    sent = await handOff(deps, decodeUrl, header, state);
+  } finally {
+    if (!held) service.runtime.releaseState?.(state);
+  }
+  const { stagedUrl, path, streams, wireSeconds } = sent;
+  const sendMs = performance.now() - t1;
+  metrics.handoffBytes.observe(stateBytes);
+  metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
+  metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
+  // The native sender's own time (connect to the decode pod's "staged"): send less this is JavaScript around it.
+  if (wireSeconds !== undefined) metrics.handoffSeconds.observe({ stage: "wire" }, wireSeconds);
+  return {
+    handoffId,
+    decodeUrl: stagedUrl,
+    promptTokens: prepared.prompt.length,
+    prefixHitTokens,
+    stateBytes,
+    prefillMs: t1 - t0,
+    exportMs,
+    sendMs,
+    streams,
+    parts: 1,
+    path,
+    ...(firstToken === undefined ? {} : { firstToken }),
+  };
+}
+
 function prefillHandler(deps: HandoffDeps) {
   return async (req: Request, res: Response): Promise<void> => {
-    const { service, metrics } = deps;
+    const { service } = deps;
     const body = (req.body ?? {}) as { request?: unknown; kind?: unknown; handoffId?: unknown; decodeUrl?: unknown };
     const handoffId = typeof body.handoffId === "string" ? body.handoffId : crypto.randomUUID();
     const decodeUrl = typeof body.decodeUrl === "string" ? body.decodeUrl : deps.decodeUrls[0];
@@ -154,37 +226,7 @@ function prefillHandler(deps: HandoffDeps) {
       res.json(await prefillInParts(deps, inParts, { prepared, handoffId, bounds, signal: clientGone(req, res).signal }));
       return;
     }
-    const t0 = performance.now();
-    const { state, prefixHitTokens, exportMs, held } = await service.prefillState(prepared, clientGone(req, res).signal);
-    const t1 = performance.now();
-    const stateBytes = state.length;
-    let sent;
-    try {
-      sent = await handOff(deps, decodeUrl, handoffHeader(service, prepared, handoffId, prefixHitTokens), state);
-    } finally {
-      if (!held) service.runtime.releaseState?.(state);
-    }
-    const { stagedUrl, path, streams, wireSeconds } = sent;
-    const sendMs = performance.now() - t1;
-    metrics.handoffBytes.observe(stateBytes);
-    metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
-    metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
-    // The native sender's own time (connect to the decode pod's "staged"): send less this is JavaScript around it.
-    if (wireSeconds !== undefined) metrics.handoffSeconds.observe({ stage: "wire" }, wireSeconds);
-    const out: PrefillResponse = {
-      handoffId,
-      decodeUrl: stagedUrl,
-      promptTokens: prepared.prompt.length,
-      prefixHitTokens,
-      stateBytes,
-      prefillMs: t1 - t0,
-      exportMs,
-      sendMs,
-      streams,
-      parts: 1,
-      path,
-    };
-    res.json(out);
+    res.json(await prefillWhole(deps, { prepared, handoffId, decodeUrl, signal: clientGone(req, res).signal }));
   };
 }
 
@@ -275,7 +317,10 @@ function takeTcp(deps: HandoffDeps, id: string): Staged | undefined {
   const taken = whole ? [whole] : [first, ...takeRest(deps, id, header.parts)];
   const states = taken.map((t) => normalised(deps, t.state));
   for (const t of states) deps.metrics.handoffBytes.observe(t.length);
-  deps.metrics.handoffSeconds.observe({ stage: "receive" }, taken.reduce((a, t) => a + t.seconds, 0));
+  deps.metrics.handoffSeconds.observe(
+    { stage: "receive" },
+    taken.reduce((a, t) => a + t.seconds, 0),
+  );
   const tokens = states.flatMap((st) => seqStateTokens(st));
   // The reused count is final only once the prompt is computed: the last part says it.
   const cachedTokens = cachedTokensOf(taken.length > 1 ? stagedHeader(deps, taken.at(-1)!.header) : header);
@@ -284,18 +329,39 @@ function takeTcp(deps: HandoffDeps, id: string): Staged | undefined {
 
 function generateHandler(deps: HandoffDeps, store: HandoffStore) {
   return async (req: Request, res: Response): Promise<void> => {
-    const body = (req.body ?? {}) as { request?: unknown; kind?: unknown };
+    const body = (req.body ?? {}) as { request?: unknown; kind?: unknown; firstToken?: unknown };
     const prepared = deps.service.prepare(parseEngineRequest(body.request, parseKind(body.kind), deps.service.runtime));
     prepared.identity = identityOf(res);
     const staged = store.take(String(req.params.id)) ?? takeTcp(deps, String(req.params.id));
     if (!staged) throw new HttpError(404, `no staged KV state ${req.params.id} (expired or never received)`, { code: "handoff_not_found" });
-    const expected = prepared.prompt.slice(0, -1);
-    if (staged.tokens.length !== expected.length || staged.tokens.some((t, i) => t !== expected[i])) {
-      throw new HttpError(409, "staged KV state does not match the request's prompt tokens", { code: "handoff_mismatch" });
-    }
+    const firstToken = parseFirstToken(body.firstToken, deps.service.runtime.features.vocabSize);
+    const expected = firstToken === undefined ? prepared.prompt.slice(0, -1) : prepared.prompt;
+    requireTokens(staged.tokens, expected, firstToken);
     const imported = "parts" in staged && staged.parts ? { importedParts: staged.parts } : { importedState: staged.state! };
-    await respondWithGeneration(deps.service, prepared, res, { signal: clientGone(req, res).signal, ...imported, importedCachedTokens: staged.cachedTokens });
+    const first = firstToken === undefined ? {} : { firstToken };
+    await respondWithGeneration(deps.service, prepared, res, {
+      signal: clientGone(req, res).signal,
+      ...imported,
+      ...first,
+      importedCachedTokens: staged.cachedTokens,
+    });
   };
+}
+
+/** A 409 unless the staged state is of the tokens the generate call expects. */
+function requireTokens(staged: readonly number[], expected: readonly number[], firstToken: number | undefined): void {
+  if (staged.length === expected.length && staged.every((t, i) => t === expected[i])) return;
+  const hint = firstToken === undefined && staged.length === expected.length + 1 ? " (it holds the whole prompt: pass the prefill answer's firstToken)" : "";
+  throw new HttpError(409, `staged KV state does not match the request's prompt tokens${hint}`, { code: "handoff_mismatch" });
+}
+
+/** The generate call's firstToken: absent, or a token of this model's vocabulary (else a 400). */
+function parseFirstToken(v: unknown, vocabSize: number | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || (vocabSize !== undefined && v >= vocabSize)) {
+    throw new HttpError(400, `firstToken must be a token of the model's vocabulary, got ${JSON.stringify(v)}`, { param: "firstToken" });
+  }
+  return v;
 }
 
 /** Whether this pod's sequences import a hand-off in parts (the unified KV). */
@@ -319,6 +385,7 @@ export function handoffRoutes(deps: HandoffDeps): HandoffRoutes {
       layout: { streams: info.kvStreams, vTransposed: !info.flashAttention },
       httpPort: req.socket.localPort,
       ...(deps.role === "decode" && deps.tcp ? { tcpPort: deps.tcp.port, tcpStreams: TCP_STREAMS_MAX, ...(importsParts(deps) ? { parts: true } : {}) } : {}),
+      ...(deps.role === "decode" ? { firstToken: true } : {}),
     };
     res.json(out);
   });

@@ -137,6 +137,8 @@ export interface KvTransportInfo {
   parts?: boolean;
   /** The most parallel connections (LFKN v2 stripes) the listener takes for one hand-off; absent: one (v1). */
   tcpStreams?: number;
+  /** The pod takes the answer's first token with a state of the whole prompt (serving/first-token.ts); absent: states of the prompt but its last token only. */
+  firstToken?: boolean;
   /** The pod's HTTP port (a Service may map another port to it). */
   httpPort?: number;
   model: string;

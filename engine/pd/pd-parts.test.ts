@@ -38,7 +38,9 @@ async function handOff(decodeUrl: string, prompt: string, maxTokens = 16): Promi
   const p = await postJson(`${prefill.url}/internal/prefill`, { request, kind: "completion", decodeUrl });
   assert.equal(p.status, 200, JSON.stringify(p.json));
   const prefilled = p.json as unknown as PrefillResponse;
-  const g = await postJson(`${prefilled.decodeUrl}/internal/generate/${prefilled.handoffId}`, { request, kind: "completion" });
+  // A whole state may come with the first token, sampled on the prefill pod (serving/first-token.ts).
+  const first = prefilled.firstToken === undefined ? {} : { firstToken: prefilled.firstToken };
+  const g = await postJson(`${prefilled.decodeUrl}/internal/generate/${prefilled.handoffId}`, { request, kind: "completion", ...first });
   assert.equal(g.status, 200, JSON.stringify(g.json));
   const usage = g.json.usage as { prompt_tokens_details?: { cached_tokens: number } };
   return { prefilled, text: (g.json.choices as { text: string }[])[0]!.text, cached: usage.prompt_tokens_details?.cached_tokens ?? 0 };

@@ -30,7 +30,8 @@ interface Probe {
 const PROBE_TTL_MS = 30_000;
 const probes = new Map<string, Probe>();
 
-async function probe(base: string, headers: Record<string, string>): Promise<KvTransportInfo | undefined> {
+/** What a decode base URL offers (GET /internal/kv-transport, cached PROBE_TTL_MS); undefined when it does not say. */
+export async function probe(base: string, headers: Record<string, string>): Promise<KvTransportInfo | undefined> {
   const known = probes.get(base);
   if (known && performance.now() - known.at < PROBE_TTL_MS) return known.info;
   let info: KvTransportInfo | undefined;

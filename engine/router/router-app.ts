@@ -79,13 +79,13 @@ async function postJson(url: string, body: unknown, signal: AbortSignal, headers
  * answer at all (it named an address this router cannot reach: NAT, port mapping — set its
  * --advertise-url), the call goes through the URL the hand-off went to instead.
  */
-async function generateOn(staged: string, a: Attempt, handoffId: string): Promise<globalThis.Response> {
+async function generateOn(staged: { url: string; firstToken?: number }, a: Attempt, handoffId: string): Promise<globalThis.Response> {
   const path = `/internal/generate/${handoffId}`;
-  const body = { request: a.body, kind: a.kind };
+  const body = { request: a.body, kind: a.kind, ...(staged.firstToken === undefined ? {} : { firstToken: staged.firstToken }) };
   try {
-    return await postJson(`${staged}${path}`, body, a.signal, a.headers);
+    return await postJson(`${staged.url}${path}`, body, a.signal, a.headers);
   } catch (err) {
-    if (staged === a.decodeUrl || a.signal.aborted) throw err;
+    if (staged.url === a.decodeUrl || a.signal.aborted) throw err;
     return postJson(`${a.decodeUrl}${path}`, body, a.signal, a.headers);
   }
 }
@@ -118,8 +118,8 @@ export function createRouterApp(deps: RouterDeps): Express {
   const disaggregated = deps.prefill.length > 0 && deps.decode.length > 0;
   const prefillTimeout = deps.prefillTimeoutMs ?? 120_000;
 
-  /** Prefills on a prefill pod, which hands the KV to a decode pod; returns that decode pod's own URL. */
-  async function prefillOn(a: Attempt, handoffId: string): Promise<string> {
+  /** Prefills on a prefill pod, which hands the KV to a decode pod; returns that decode pod's own URL and the first token when the prefill pod sampled it. */
+  async function prefillOn(a: Attempt, handoffId: string): Promise<{ url: string; firstToken?: number }> {
     const url = prefill.ranked(a.affinity)[0];
     if (!url) throw new HttpError(503, "no prefill pod is serving", { code: "prefill_unavailable" });
     const t0 = performance.now();
@@ -134,7 +134,8 @@ export function createRouterApp(deps: RouterDeps): Express {
     if (!res.ok) throw await failure(res);
     const done = (await res.json()) as Partial<PrefillResponse>;
     metrics.handoffSeconds.observe({ stage: "prefill_and_handoff" }, (performance.now() - t0) / 1000);
-    return typeof done.decodeUrl === "string" && done.decodeUrl.length > 0 ? done.decodeUrl : a.decodeUrl;
+    const staged = typeof done.decodeUrl === "string" && done.decodeUrl.length > 0 ? done.decodeUrl : a.decodeUrl;
+    return typeof done.firstToken === "number" ? { url: staged, firstToken: done.firstToken } : { url: staged };
   }
 
   async function attempt(a: Attempt, res: Response, arrivedAt: number): Promise<void> {

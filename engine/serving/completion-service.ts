@@ -17,6 +17,7 @@ import { ContextLengthError, EmptyPromptError } from "./errors.ts";
 import type { GenerationRequest } from "./request.ts";
 import type { SequenceLease, SequencePool } from "./sequence-pool.ts";
 import { IncrementalText } from "./incremental-text.ts";
+import { withFirst } from "./first-token.ts";
 import { TextAssembler } from "./text-assembler.ts";
 import { renderToolMessages } from "./tool-calls.ts";
 
@@ -77,6 +78,11 @@ export interface GenerateOptions {
    * prefill pod's metrics, not again here.
    */
   importedCachedTokens?: number;
+  /**
+   * With importedState (of the whole prompt): the answer's first token, sampled by the prefill pod
+   * (first-token.ts). It goes out at once; the state is imported behind it.
+   */
+  firstToken?: Token;
 }
 
 export class CompletionService {
@@ -182,7 +188,11 @@ export class CompletionService {
 
   /** Prefill role: evaluate prompt[0..n-1) and export that KV. The sequence keeps it for reuse. */
   /** held: the KV store's write-back keeps reading the state (the caller must not release it). */
-  async prefillState(req: PreparedRequest, signal: AbortSignal): Promise<{ state: Buffer; prefixHitTokens: number; exportMs: number; held: boolean }> {
+  async prefillState(
+    req: PreparedRequest,
+    signal: AbortSignal,
+    sampleFirst = false,
+  ): Promise<{ state: Buffer; prefixHitTokens: number; exportMs: number; held: boolean; firstToken?: Token }> {
     const ns = req.identity?.kvNamespace ?? "";
     const lease = await this.acquire(req.prompt, signal, ns);
     const context = req.prompt.slice(0, -1);
@@ -191,6 +201,7 @@ export class CompletionService {
       const hits = await this.evaluateTimed(lease, context, req);
       this.metrics.promptTokens.inc(req.prompt.length);
       this.countHits(req, hits);
+      if (sampleFirst) return { ...(await this.exportWithFirst(lease, req)), prefixHitTokens: hits, held: false };
       const t0 = performance.now();
       const state = await lease.sequence.exportState();
       const exportMs = performance.now() - t0;
@@ -201,6 +212,34 @@ export class CompletionService {
       return { state, prefixHitTokens: hits, exportMs, held };
     } finally {
       lease.release();
+    }
+  }
+
+  /** Prefill role: the prompt's last token evaluated and the answer's first token sampled (first-token.ts), then the state of the whole prompt. */
+  private async exportWithFirst(lease: SequenceLease, req: PreparedRequest): Promise<{ state: Buffer; exportMs: number; firstToken?: Token }> {
+    let firstToken: Token | undefined;
+    for await (const token of lease.sequence.generate(req.prompt.slice(-1), req.parsed.sampling, () => undefined)) {
+      firstToken = token;
+      break; // the sequence keeps the prompt; the token is not evaluated here
+    }
+    // No room in the context to sample (the prompt fills it): the state of the prompt but its last token, as without.
+    const t0 = performance.now();
+    const state = await lease.sequence.exportState();
+    return { state, exportMs: performance.now() - t0, ...(firstToken === undefined ? {} : { firstToken }) };
+  }
+
+  /**
+   * Decode role, a hand-off with the prefill pod's first token: that token goes out at once and the
+   * state is imported behind it; the answer goes on from there.
+   */
+  private async *afterFirstToken(lease: SequenceLease, req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<Delta, GenerationResult, void> {
+    const ready = this.importHandOff(lease.sequence, opts);
+    ready.catch(() => undefined); // awaited before the next token and before the lease goes back
+    try {
+      const result = yield* this.sample(lease, req, opts.signal, { token: opts.firstToken!, ready });
+      return { ...result, prefixHitTokens: opts.importedCachedTokens ?? 0 };
+    } finally {
+      await ready.catch(() => undefined);
     }
   }
 
@@ -347,6 +386,7 @@ export class CompletionService {
     const context = req.prompt.slice(0, -1);
     let load: PrefixLoad | undefined;
     try {
+      if (opts.firstToken !== undefined) return yield* this.afterFirstToken(lease, req, opts);
       const seq = lease.sequence;
       const handedOff = await this.importHandOff(seq, opts);
       const imported = handedOff ? seq.contextTokens().length : 0;
@@ -365,6 +405,7 @@ export class CompletionService {
     lease: SequenceLease,
     req: PreparedRequest,
     signal: AbortSignal,
+    first?: { token: Token; ready: Promise<unknown> },
   ): AsyncGenerator<Delta, Omit<GenerationResult, "prefixHitTokens">, void> {
     let generated = 0;
     const text = new IncrementalText((tokens) => this.runtime.detokenize(tokens));
@@ -374,7 +415,7 @@ export class CompletionService {
     const lp = new LogprobCollector(req.parsed.sampling.logprobs !== undefined, (t) => this.runtime.tokenPiece?.(t) ?? this.runtime.detokenize([t]));
     const echo = echoedPrompt(req.parsed);
     if (echo) yield { text: echo };
-    for await (const token of lease.sequence.generate(req.prompt.slice(-1), req.parsed.sampling, lp.add)) {
+    for await (const token of answerTokens(lease, req, lp.add, first)) {
       if (signal.aborted) {
         finishReason = "cancelled";
         break;
@@ -408,6 +449,21 @@ export class CompletionService {
     else this.metrics.interTokenLatency.observe((now - last) / 1000);
     this.metrics.generatedTokens.inc();
   }
+}
+
+/** The answer's tokens: sampled after the prompt's last token, or the prefill pod's first token then those after it (once the state is in). */
+function answerTokens(
+  lease: SequenceLease,
+  req: PreparedRequest,
+  onLogprob: (lp: TokenLogprob) => void,
+  first?: { token: Token; ready: Promise<unknown> },
+): AsyncGenerator<Token, void, void> {
+  const { sampling } = req.parsed;
+  if (!first) return lease.sequence.generate(req.prompt.slice(-1), sampling, onLogprob);
+  return withFirst(first.token, async () => {
+    await first.ready;
+    return lease.sequence.generate([first.token], sampling, onLogprob);
+  });
 }
 
 /** Completions with `echo`: the prompt, returned before the completion. */
