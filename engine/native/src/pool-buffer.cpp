@@ -2,6 +2,13 @@
 #include "pool-buffer.h"
 
 #include <mutex>
+
+// node.h (under node_buffer.h) defines NAPI_VERSION its own way; this file's N-API is already set.
+#pragma push_macro("NAPI_VERSION")
+#undef NAPI_VERSION
+#include <node_buffer.h>
+#pragma pop_macro("NAPI_VERSION")
+#include <v8.h>
 #include <unordered_map>
 
 namespace llmfleet_addon {
@@ -10,7 +17,7 @@ namespace {
 
 struct Held {
     hostpool::Block block;
-    size_t bytes = 0;  // what V8 was told of (AdjustExternalMemory)
+    size_t bytes = 0;  // what V8 was told of (AdjustExternalMemory): kReportedShare of the block's
 };
 
 // Blocks under live Buffers, by their data pointer (the Buffer's ArrayBuffer starts there).
@@ -31,20 +38,38 @@ void give_back(Napi::Env env, Held * h) {
 
 }  // namespace
 
+// What V8 is told of a block's bytes (AdjustExternalMemory), a fraction of them. V8 counts an
+// ordinary ArrayBuffer's whole length as external memory, and one of 128 MB passes its limit at
+// once: every hand-off state started a full mark-compact on the pod's JavaScript thread
+// (bench/handoff-gc.ts: 8-13 per 12 states of 128 MiB, kvTake 2.4-9 ms). The Buffer's backing
+// store is therefore one V8 does not account (BackingStore::EmptyDeleter: we free the block, after
+// detaching or collecting its ArrayBuffer), and V8 is told an eighth of the bytes: the hand-off
+// paths release at once (kvRelease), so the count stays near zero; Buffers dropped without a
+// release still add up and bring a collection after a few.
+constexpr size_t kReportedShare = 8;
+
 Napi::Buffer<uint8_t> pool_buffer(Napi::Env env, hostpool::Block block, size_t n) {
-    auto * h = new Held{block, n};
+    auto * h = new Held{block, n / kReportedShare};
     {
         std::lock_guard<std::mutex> lock(g_mu);
         g_live[block.data] = h;
     }
-    Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(n));
-    return Napi::Buffer<uint8_t>::New(
-        env, block.data, n,
-        [](Napi::Env e, uint8_t *, Held * held) {
-            give_back(e, held);
+    v8::Isolate * isolate = v8::Isolate::GetCurrent();
+    v8::Local<v8::ArrayBuffer> ab = v8::ArrayBuffer::New(isolate, v8::ArrayBuffer::NewBackingStore(block.data, n, v8::BackingStore::EmptyDeleter, nullptr));
+    v8::Local<v8::Object> buf = node::Buffer::New(isolate, ab, 0, n).ToLocalChecked();
+    // N-API values are V8 handles (node's v8impl::JsValueFromV8LocalValue): the finalizer goes on
+    // the ArrayBuffer, which every view of the state keeps alive.
+    napi_value ab_value = reinterpret_cast<napi_value>(*ab);
+    napi_add_finalizer(
+        env, ab_value, h,
+        [](napi_env e, void * data, void *) {
+            auto * held = static_cast<Held *>(data);
+            give_back(Napi::Env(e), held);
             delete held;
         },
-        h);
+        nullptr, nullptr);
+    Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(h->bytes));
+    return Napi::Buffer<uint8_t>(env, reinterpret_cast<napi_value>(*buf));
 }
 
 Napi::Value KvRelease(const Napi::CallbackInfo & info) {

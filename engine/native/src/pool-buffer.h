@@ -3,7 +3,9 @@
 // V8's next collection of it) or at once through kvRelease(buffer), which detaches the Buffer
 // (its length becomes 0, so nothing can read the memory after) — the hand-off paths call it as
 // soon as a state is sent or imported, so that the next state of that size reuses the block
-// instead of page-locking a new one while the old waits for garbage collection.
+// instead of page-locking a new one while the old waits for garbage collection. The Buffer's
+// backing store is one V8 does not count as external memory (pool-buffer.cpp says why: a 128 MB
+// state started a full mark-compact each time); V8 is told a fraction of its bytes instead.
 #pragma once
 
 #include <napi.h>
