@@ -33,6 +33,8 @@ export interface EngineMetrics {
   routerDecision: Histogram;
   /** Hand-offs by the mechanism that moved the state (tcp, http) and outcome (ok, error). */
   handoffs: Counter<"path" | "outcome">;
+  /** Prefill: hand-offs that carried the answer's first token, sampled here (serving/first-token.ts). */
+  handoffFirstTokens: Counter;
 }
 
 export function createEngineMetrics(role: Role, withProcessMetrics = false): EngineMetrics {
@@ -84,6 +86,11 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
       name: "llmfleet_kv_handoffs_total",
       help: "Prefill->decode hand-offs by the mechanism that moved the state (tcp, http) and outcome",
       labelNames: ["path", "outcome"],
+      registers,
+    }),
+    handoffFirstTokens: new Counter({
+      name: "llmfleet_kv_handoff_first_tokens_total",
+      help: "Prefill->decode hand-offs that carried the answer's first token, sampled on the prefill pod (the rest hand off the prompt but its last token)",
       registers,
     }),
   };

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { createEngineMetrics } from "../metrics/engine-metrics.ts";
 import { createRouterApp } from "../router/router-app.ts";
 import { firstTokenEligible } from "../serving/first-token.ts";
-import { completionText, listen, postJson, sseEvents, startPod, type Running, type RunningPod } from "../../testing/engine.ts";
+import { completionText, listen, metricValue, postJson, sseEvents, startPod, type Running, type RunningPod } from "../../testing/engine.ts";
 
 const MODEL = "synthetic://tiny";
 let aggregated: RunningPod;
@@ -59,6 +59,7 @@ test("the first token comes from the prefill pod and the answer equals the aggre
   }
   const usage = (await postJson(`${router.url}/v1/completions`, { prompt: "hello world", max_tokens: 5 })).json.usage as { completion_tokens: number };
   assert.equal(usage.completion_tokens, 5, "the prefill pod's token counts once");
+  assert.ok((await metricValue(prefill.url, "llmfleet_kv_handoff_first_tokens_total")) >= 9, "the prefill pod counts the hand-offs that carried a first token");
 });
 
 test("streamed, the first token is the first event and the text is the aggregated text", async () => {

@@ -195,6 +195,7 @@ async function prefillWhole(
   metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
   // The native sender's own time (connect to the decode pod's "staged"): send less this is JavaScript around it.
   if (wireSeconds !== undefined) metrics.handoffSeconds.observe({ stage: "wire" }, wireSeconds);
+  if (firstToken !== undefined) metrics.handoffFirstTokens.inc();
   return {
     handoffId,
     decodeUrl: stagedUrl,
