@@ -11,7 +11,11 @@
 #   bash bench/gpu/http-device.sh setup-image  the CUDA addon built by the CUDA image's own recipe
 #                                              (engine/native/build-cuda-image.sh: static, sm_90 machine
 #                                              code only, x86-64-v3), no llama-server; the model as setup
-#                                              writes it. The sections after it serve with that addon
+#                                              writes it (SAVE_BUILD=1 returns the addon in $OUT as xz parts
+#                                              named by scripts/native/cuda-image-stamp.sh; kept in
+#                                              ~/.cache/llmfleet/device-pack, bench:gpu:pack carries them and a
+#                                              later call on the same sources skips the ~150 s build).
+#                                              The sections after it serve with that addon
 #                                              (the images issue's proof that the image's build serves)
 #   bash bench/gpu/http-device.sh SECTION...   bench:http sections (engine, llama-server, inprocess, soak,
 #                                              stress, pd, reuse), each merged into $OUT/gpu-http.json;
@@ -91,12 +95,24 @@ setup_image() {
   echo "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader); nvcc $(nvcc --version | tail -1)"
   node "$DEV/http-bench.mjs" --prepare --preset 8b >"$OUT/model-write.log" 2>&1 &
   local writer=$!
-  if [ ! -f /tmp/llama-src/CMakeLists.txt ]; then mkdir -p /tmp/llama-src && tar xJf "$DEV/llama-src.tar.xz" -C /tmp/llama-src; fi
-  local t0
-  t0=$(date +%s)
+  local stamp t0
+  stamp="$(bash scripts/native/cuda-image-stamp.sh)"
   rm -rf "$BUILT" && mkdir -p "$BUILT"
-  bash engine/native/build-cuda-image.sh "$ROOT/engine/native" /tmp/llama-src /opt/node/include/node "$ROOT/node_modules/node-addon-api" "$BUILT"
-  echo "device: the image recipe's build took $(( $(date +%s) - t0 )) s"
+  if ls "$DEV/cuda-image-addon-$stamp.xz.part-"* >/dev/null 2>&1; then
+    # The addon this recipe built from the same sources in an earlier call (SAVE_BUILD=1), carried back.
+    cat "$DEV/cuda-image-addon-$stamp.xz.part-"* | xz -dc >"$BUILT/llmfleet_native.node"
+    bash engine/native/build-cuda-image.sh --libs "$BUILT"
+    echo "device: using the image recipe's addon of these sources ($stamp), built in an earlier call"
+  else
+    if [ ! -f /tmp/llama-src/CMakeLists.txt ]; then mkdir -p /tmp/llama-src && tar xJf "$DEV/llama-src.tar.xz" -C /tmp/llama-src; fi
+    t0=$(date +%s)
+    bash engine/native/build-cuda-image.sh "$ROOT/engine/native" /tmp/llama-src /opt/node/include/node "$ROOT/node_modules/node-addon-api" "$BUILT"
+    echo "device: the image recipe's build took $(( $(date +%s) - t0 )) s"
+    if [ "${SAVE_BUILD:-0}" = 1 ]; then
+      xz -T0 -6 -c "$BUILT/llmfleet_native.node" | split -b 15M - "$OUT/cuda-image-addon-$stamp.xz.part-"
+      echo "device: the addon is in \$OUT as cuda-image-addon-$stamp.xz.part-*: keep them in ~/.cache/llmfleet/device-pack for the next calls"
+    fi
+  fi
   ls -la "$BUILT" "$BUILT/lib"
   wait "$writer"
   ls -la /tmp/*.gguf

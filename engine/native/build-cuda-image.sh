@@ -11,11 +11,29 @@
 # picks the architecture; CUDA_ROOT (default /usr/local/cuda) the toolkit. LIBCUDA_STUB=1 (the image
 # build, which has no driver) links against a libcuda.so stub made from the driver symbols
 # ggml-cuda calls; a machine with the driver links against the toolkit's own stub.
+#
+#   build-cuda-image.sh --libs OUT    only the libraries into OUT/lib (beside an addon built before)
 set -euo pipefail
-[ $# -eq 5 ] || { echo "usage: $0 NATIVE_DIR LLAMA_SOURCE NODE_INCLUDE_DIR NODE_ADDON_API_DIR OUT" >&2; exit 2; }
+CUDA="${CUDA_ROOT:-/usr/local/cuda}"
+
+# The CUDA runtime and cuBLAS the addon links, from the toolkit into $1/lib.
+copy_libs() {
+  mkdir -p "$1/lib"
+  local dirs=() d l f
+  for d in "$CUDA/lib" "$CUDA/lib64"; do [ -d "$d" ] && dirs+=("$d"); done
+  for l in cudart cublas cublasLt; do
+    f="$(find -L "${dirs[@]}" -maxdepth 1 -name "lib$l.so.[0-9]*" | sort | head -1)"
+    [ -n "$f" ] || { echo "build-cuda-image.sh: lib$l.so not found under $CUDA" >&2; exit 1; }
+    cp -L "$f" "$1/lib/$(basename "$f" | sed -E 's/^(lib[a-zA-Z]+\.so\.[0-9]+).*/\1/')"
+  done
+}
+if [ "${1:-}" = --libs ] && [ $# -eq 2 ]; then
+  copy_libs "$2"
+  exit 0
+fi
+[ $# -eq 5 ] || { echo "usage: $0 NATIVE_DIR LLAMA_SOURCE NODE_INCLUDE_DIR NODE_ADDON_API_DIR OUT | --libs OUT" >&2; exit 2; }
 NATIVE="$1" LLAMA="$2" NODE_INC="$3" NAPI="$4" OUT="$5"
 ARCH="${CUDA_ARCH:-90}"
-CUDA="${CUDA_ROOT:-/usr/local/cuda}"
 BUILD="$(mktemp -d)"
 trap 'rm -rf "$BUILD"' EXIT
 cmake -S "$NATIVE" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_SOURCE_DIR="$LLAMA" \
@@ -29,13 +47,7 @@ if [ "${LIBCUDA_STUB:-0}" = 1 ]; then
   gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$CUDA/lib/stubs/libcuda.so" "$BUILD/stub.c"
 fi
 cmake --build "$BUILD" --target llmfleet_native -j"$(nproc)" >>"$BUILD/build.log" || { tail -40 "$BUILD/build.log" >&2; exit 1; }
-mkdir -p "$OUT/lib"
+mkdir -p "$OUT"
 strip --strip-unneeded -o "$OUT/llmfleet_native.node" "$BUILD/llmfleet_native.node"
-dirs=()
-for d in "$CUDA/lib" "$CUDA/lib64"; do [ -d "$d" ] && dirs+=("$d"); done
-for l in cudart cublas cublasLt; do
-  f="$(find -L "${dirs[@]}" -maxdepth 1 -name "lib$l.so.[0-9]*" | sort | head -1)"
-  [ -n "$f" ] || { echo "build-cuda-image.sh: lib$l.so not found under $CUDA" >&2; exit 1; }
-  cp -L "$f" "$OUT/lib/$(basename "$f" | sed -E 's/^(lib[a-zA-Z]+\.so\.[0-9]+).*/\1/')"
-done
+copy_libs "$OUT"
 echo "$OUT/llmfleet_native.node"

@@ -47,4 +47,15 @@ for entry in engine/main.ts:engine.mjs engine/kvcodec/codec-worker.ts:codec-work
 done
 npx esbuild bench/gpu.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning --outfile="$DEV/gpu-bench.mjs" \
   --banner:js="import { createRequire as __llmfleetRequire } from 'node:module'; const require = __llmfleetRequire(import.meta.url);"
+# The CUDA image recipe's addon of these sources, when an earlier device call returned it
+# (http-device.sh setup-image with SAVE_BUILD=1; its parts kept in $CACHE): setup-image then skips
+# the build. Parts of other sources are not carried.
+rm -f "$DEV"/cuda-image-addon-*.xz.part-*
+STAMP="$(bash scripts/native/cuda-image-stamp.sh)"
+if ls "$CACHE/cuda-image-addon-$STAMP.xz.part-"* >/dev/null 2>&1; then
+  cp "$CACHE/cuda-image-addon-$STAMP.xz.part-"* "$DEV/"
+  echo "device-pack: carrying the CUDA image recipe's addon $STAMP" >&2
+else
+  echo "device-pack: no CUDA addon of these sources ($STAMP) yet: setup-image builds it (SAVE_BUILD=1 returns it)" >&2
+fi
 du -sh "$DEV" >&2
