@@ -3,24 +3,15 @@
  * a full or corrupt or dying peer gives a clear answer within the timeout (never a hang), and a
  * sender that dies mid-stream leaves nothing staged or reserved on the receiver.
  */
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { eventually } from "../../testing/eventually.ts";
-import { kvSendErrorCode, kvStreamAddon, KV_SEND_STATUS, type KvStreamAddon } from "./kv-transport.ts";
+import { kvSendErrorCode, KV_SEND_STATUS } from "./kv-transport.ts";
+import { useKvListener } from "../../testing/kv-listener.ts";
 
-let kv: KvStreamAddon;
-let port: number;
-let handle: number;
-
-before(async () => {
-  const addon = await kvStreamAddon();
-  assert.ok(addon, "the native addon exports the kv-stream functions");
-  kv = addon;
-  ({ port, handle } = kv.kvListen("127.0.0.1", 0, { maxBytes: 64 << 20, ttlMs: 60_000, idleMs: 1_000 }));
-});
-after(() => kv?.kvClose(handle));
+const listener = useKvListener();
 
 /**
  * The LFKN head for `bytes` of state (kv-stream.h): v1, or with a stripe (index, count, offset,
@@ -51,7 +42,7 @@ function frame(chunk: Buffer, crc: number): Buffer {
 }
 
 async function rawConnection(): Promise<Socket> {
-  const s = connect(port, "127.0.0.1");
+  const s = connect(listener.port, "127.0.0.1");
   await new Promise<void>((resolve, reject) => s.once("connect", resolve).once("error", reject));
   return s;
 }
@@ -72,27 +63,27 @@ function reply(s: Socket): Promise<{ status: number; message: string }> {
 }
 
 test("CRC-32C is the Castagnoli checksum (the standard check value of '123456789')", () => {
-  assert.equal(kv.kvChecksum(Buffer.from("123456789")), 0xe3069283);
-  assert.equal(kv.kvChecksum(Buffer.alloc(0)), 0);
+  assert.equal(listener.kv.kvChecksum(Buffer.from("123456789")), 0xe3069283);
+  assert.equal(listener.kv.kvChecksum(Buffer.alloc(0)), 0);
 });
 
 test("a state crosses byte for byte in chunks, is staged once, and is taken once", async () => {
   const state = randomBytes(10 * 2 ** 20 + 123); // not a multiple of the chunk size
-  const r = await kv.kvSend(state, "127.0.0.1", port, "h-roundtrip", '{"model":"m"}', 1 << 20, 10_000);
+  const r = await listener.kv.kvSend(state, "127.0.0.1", listener.port, "h-roundtrip", '{"model":"m"}', 1 << 20, 10_000);
   assert.equal(r.status, KV_SEND_STATUS.ok);
   assert.equal(r.message, "127.0.0.1", "without an advertised URL the receiver names the address the connection reached");
   assert.equal(r.bytes, state.length);
-  const taken = kv.kvTake(handle, "h-roundtrip");
+  const taken = listener.kv.kvTake(listener.handle, "h-roundtrip");
   assert.ok(taken);
   assert.ok(taken.state.equals(state));
   assert.equal(taken.header, '{"model":"m"}');
   assert.equal(taken.pinned, false, "no GPU here: plain page-aligned host memory");
-  assert.equal(kv.kvTake(handle, "h-roundtrip"), null);
-  const again = await kv.kvSend(state.subarray(0, 4096), "127.0.0.1", port, "h-exists", "{}", 4096, 10_000);
+  assert.equal(listener.kv.kvTake(listener.handle, "h-roundtrip"), null);
+  const again = await listener.kv.kvSend(state.subarray(0, 4096), "127.0.0.1", listener.port, "h-exists", "{}", 4096, 10_000);
   assert.equal(again.status, KV_SEND_STATUS.ok);
-  const dup = await kv.kvSend(state.subarray(0, 4096), "127.0.0.1", port, "h-exists", "{}", 4096, 10_000);
+  const dup = await listener.kv.kvSend(state.subarray(0, 4096), "127.0.0.1", listener.port, "h-exists", "{}", 4096, 10_000);
   assert.equal(dup.status, KV_SEND_STATUS.exists);
-  assert.ok(kv.kvTake(handle, "h-exists"));
+  assert.ok(listener.kv.kvTake(listener.handle, "h-exists"));
 });
 
 test("the staged answer names the advertised URL, else this pod's HTTP port at the address the connection reached", async () => {
@@ -100,12 +91,12 @@ test("the staged answer names the advertised URL, else this pod's HTTP port at t
     [{ httpPort: 8000 }, "http://127.0.0.1:8000"],
     [{ httpPort: 8000, advertise: "http://decode-0.example:8000" }, "http://decode-0.example:8000"],
   ] as const) {
-    const l = kv.kvListen("127.0.0.1", 0, opts);
+    const l = listener.kv.kvListen("127.0.0.1", 0, opts);
     try {
-      const r = await kv.kvSend(Buffer.alloc(16), "127.0.0.1", l.port, "h-named", "{}", 4096, 5_000);
+      const r = await listener.kv.kvSend(Buffer.alloc(16), "127.0.0.1", l.port, "h-named", "{}", 4096, 5_000);
       assert.equal(r.message, want);
     } finally {
-      kv.kvClose(l.handle);
+      listener.kv.kvClose(l.handle);
     }
   }
 });
@@ -115,23 +106,23 @@ test("an empty state and a one-byte state cross too", async () => {
     ["h-empty", Buffer.alloc(0)],
     ["h-one", Buffer.from([7])],
   ] as const) {
-    const r = await kv.kvSend(state, "127.0.0.1", port, id, "{}", 4096, 10_000);
+    const r = await listener.kv.kvSend(state, "127.0.0.1", listener.port, id, "{}", 4096, 10_000);
     assert.equal(r.status, KV_SEND_STATUS.ok, id);
-    assert.ok(kv.kvTake(handle, id)!.state.equals(state), id);
+    assert.ok(listener.kv.kvTake(listener.handle, id)!.state.equals(state), id);
   }
 });
 
 test("a receiver over its byte budget refuses: too large for it ever, or full for now", async () => {
-  const tooLarge = await kv.kvSend(Buffer.alloc(65 << 20), "127.0.0.1", port, "h-large", "{}", 1 << 20, 10_000);
+  const tooLarge = await listener.kv.kvSend(Buffer.alloc(65 << 20), "127.0.0.1", listener.port, "h-large", "{}", 1 << 20, 10_000);
   assert.equal(tooLarge.status, KV_SEND_STATUS.tooLarge);
   assert.match(tooLarge.message, /exceeds this pod's hand-off budget/);
   const big = Buffer.alloc(40 << 20, 1);
-  assert.equal((await kv.kvSend(big, "127.0.0.1", port, "h-fill", "{}", 1 << 20, 10_000)).status, KV_SEND_STATUS.ok);
-  const full = await kv.kvSend(big, "127.0.0.1", port, "h-full", "{}", 1 << 20, 10_000);
+  assert.equal((await listener.kv.kvSend(big, "127.0.0.1", listener.port, "h-fill", "{}", 1 << 20, 10_000)).status, KV_SEND_STATUS.ok);
+  const full = await listener.kv.kvSend(big, "127.0.0.1", listener.port, "h-full", "{}", 1 << 20, 10_000);
   assert.equal(full.status, KV_SEND_STATUS.full);
-  assert.ok(kv.kvTake(handle, "h-fill"));
-  assert.equal((await kv.kvSend(big, "127.0.0.1", port, "h-full", "{}", 1 << 20, 10_000)).status, KV_SEND_STATUS.ok, "room again once taken");
-  assert.ok(kv.kvTake(handle, "h-full"));
+  assert.ok(listener.kv.kvTake(listener.handle, "h-fill"));
+  assert.equal((await listener.kv.kvSend(big, "127.0.0.1", listener.port, "h-full", "{}", 1 << 20, 10_000)).status, KV_SEND_STATUS.ok, "room again once taken");
+  assert.ok(listener.kv.kvTake(listener.handle, "h-full"));
 });
 
 test("nobody listening is a 'connect' failure (the caller falls back to HTTP)", async () => {
@@ -139,7 +130,7 @@ test("nobody listening is a 'connect' failure (the caller falls back to HTTP)", 
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const free = (server.address() as AddressInfo).port;
   await new Promise((resolve) => server.close(resolve));
-  await assert.rejects(kv.kvSend(Buffer.alloc(8), "127.0.0.1", free, "h-x", "{}", 4096, 5_000), (err) => kvSendErrorCode(err) === "connect");
+  await assert.rejects(listener.kv.kvSend(Buffer.alloc(8), "127.0.0.1", free, "h-x", "{}", 4096, 5_000), (err) => kvSendErrorCode(err) === "connect");
 });
 
 async function fakeReceiver(onSocket: (s: Socket) => void): Promise<{ server: Server; port: number }> {
@@ -158,7 +149,7 @@ test("a decode pod dying mid-hand-off is a 'closed' failure, not a hang", async 
     });
   });
   const t0 = performance.now();
-  await assert.rejects(kv.kvSend(Buffer.alloc(64 << 20), "127.0.0.1", p, "h-dies", "{}", 1 << 20, 20_000), (err) => kvSendErrorCode(err) === "closed");
+  await assert.rejects(listener.kv.kvSend(Buffer.alloc(64 << 20), "127.0.0.1", p, "h-dies", "{}", 1 << 20, 20_000), (err) => kvSendErrorCode(err) === "closed");
   assert.ok(performance.now() - t0 < 10_000);
   server.close();
 });
@@ -166,36 +157,36 @@ test("a decode pod dying mid-hand-off is a 'closed' failure, not a hang", async 
 test("a decode pod that stops answering is a 'timeout' failure after the timeout", async () => {
   const sockets: Socket[] = [];
   const { server, port: p } = await fakeReceiver((s) => void sockets.push(s)); // accepts, never answers
-  await assert.rejects(kv.kvSend(Buffer.alloc(1024), "127.0.0.1", p, "h-silent", "{}", 4096, 300), (err) => kvSendErrorCode(err) === "timeout");
+  await assert.rejects(listener.kv.kvSend(Buffer.alloc(1024), "127.0.0.1", p, "h-silent", "{}", 4096, 300), (err) => kvSendErrorCode(err) === "timeout");
   for (const s of sockets) s.destroy();
   server.close();
 });
 
 test("a prefill pod dying mid-stream leaves nothing staged or reserved on the receiver", async () => {
-  const before = kv.kvStats(handle);
+  const before = listener.kv.kvStats(listener.handle);
   const s = await rawConnection();
   s.write(head("h-partial", "{}", 2 << 20));
   assert.equal((await reply(s)).status, KV_SEND_STATUS.ok);
   const chunk = randomBytes(1 << 20);
-  s.write(frame(chunk, kv.kvChecksum(chunk)));
+  s.write(frame(chunk, listener.kv.kvChecksum(chunk)));
   s.write(chunk.subarray(0, 1000)); // then the process dies
   s.destroy();
   await eventually(async () => {
-    const st = kv.kvStats(handle);
+    const st = listener.kv.kvStats(listener.handle);
     assert.equal(st.aborted, before.aborted! + 1);
     assert.equal(st.receivingBytes, 0);
   });
-  assert.equal(kv.kvTake(handle, "h-partial"), null);
+  assert.equal(listener.kv.kvTake(listener.handle, "h-partial"), null);
 });
 
 test("a silent sender is dropped after idleMs and its partial state freed", async () => {
-  const before = kv.kvStats(handle);
+  const before = listener.kv.kvStats(listener.handle);
   const s = await rawConnection();
   s.write(head("h-idle", "{}", 1 << 20));
   assert.equal((await reply(s)).status, KV_SEND_STATUS.ok);
-  assert.equal(kv.kvStats(handle).receivingBytes, 1 << 20);
-  await eventually(async () => assert.equal(kv.kvStats(handle).aborted, before.aborted! + 1), { timeoutMs: 5_000 });
-  assert.equal(kv.kvStats(handle).receivingBytes, 0);
+  assert.equal(listener.kv.kvStats(listener.handle).receivingBytes, 1 << 20);
+  await eventually(async () => assert.equal(listener.kv.kvStats(listener.handle).aborted, before.aborted! + 1), { timeoutMs: 5_000 });
+  assert.equal(listener.kv.kvStats(listener.handle).receivingBytes, 0);
   s.destroy();
 });
 
@@ -204,13 +195,13 @@ test("a corrupted chunk is refused with a reason, never staged", async () => {
   const chunk = randomBytes(4096);
   s.write(head("h-corrupt", "{}", chunk.length));
   assert.equal((await reply(s)).status, KV_SEND_STATUS.ok);
-  s.write(frame(chunk, kv.kvChecksum(chunk) ^ 1));
+  s.write(frame(chunk, listener.kv.kvChecksum(chunk) ^ 1));
   s.write(chunk);
   const r = await reply(s);
   assert.equal(r.status, KV_SEND_STATUS.bad);
   assert.match(r.message, /CRC-32C/);
   s.destroy();
-  assert.equal(kv.kvTake(handle, "h-corrupt"), null);
+  assert.equal(listener.kv.kvTake(listener.handle, "h-corrupt"), null);
 });
 
 test("a stream that is not LFKN is refused", async () => {
@@ -222,22 +213,22 @@ test("a stream that is not LFKN is refused", async () => {
 });
 
 test("staged states expire when no generate call takes them", async () => {
-  const l = kv.kvListen("127.0.0.1", 0, { ttlMs: 50 });
+  const l = listener.kv.kvListen("127.0.0.1", 0, { ttlMs: 50 });
   try {
-    assert.equal((await kv.kvSend(Buffer.alloc(4096), "127.0.0.1", l.port, "h-ttl", "{}", 4096, 5_000)).status, KV_SEND_STATUS.ok);
+    assert.equal((await listener.kv.kvSend(Buffer.alloc(4096), "127.0.0.1", l.port, "h-ttl", "{}", 4096, 5_000)).status, KV_SEND_STATUS.ok);
     await new Promise((r) => setTimeout(r, 120));
-    assert.equal(kv.kvTake(l.handle, "h-ttl"), null);
-    assert.equal(kv.kvStats(l.handle).expired, 1);
+    assert.equal(listener.kv.kvTake(l.handle, "h-ttl"), null);
+    assert.equal(listener.kv.kvStats(l.handle).expired, 1);
   } finally {
-    kv.kvClose(l.handle);
+    listener.kv.kvClose(l.handle);
   }
 });
 
 test("bad arguments are TypeErrors and RangeErrors", () => {
-  assert.throws(() => kv.kvSend("x" as unknown as Buffer, "127.0.0.1", port, "a", "{}", 4096, 100), TypeError);
-  assert.throws(() => kv.kvSend(Buffer.alloc(1), "127.0.0.1", 0, "a", "{}", 4096, 100), RangeError);
-  assert.throws(() => kv.kvSend(Buffer.alloc(1), "127.0.0.1", port, "", "{}", 4096, 100), RangeError);
-  assert.throws(() => kv.kvSend(Buffer.alloc(1), "127.0.0.1", port, "a", "{}", 1, 100), RangeError);
+  assert.throws(() => listener.kv.kvSend("x" as unknown as Buffer, "127.0.0.1", listener.port, "a", "{}", 4096, 100), TypeError);
+  assert.throws(() => listener.kv.kvSend(Buffer.alloc(1), "127.0.0.1", 0, "a", "{}", 4096, 100), RangeError);
+  assert.throws(() => listener.kv.kvSend(Buffer.alloc(1), "127.0.0.1", listener.port, "", "{}", 4096, 100), RangeError);
+  assert.throws(() => listener.kv.kvSend(Buffer.alloc(1), "127.0.0.1", listener.port, "a", "{}", 1, 100), RangeError);
 });
 
 // ---- LFKN v2: one hand-off striped over several connections ----
@@ -252,29 +243,29 @@ test("striped over several connections, a state crosses byte for byte and is sta
   ] as const) {
     const state = randomBytes(bytes);
     const id = `h-striped-${bytes}-${streams}`;
-    const r = await kv.kvSend(state, "127.0.0.1", port, id, '{"model":"m"}', 1 << 20, 10_000, streams);
+    const r = await listener.kv.kvSend(state, "127.0.0.1", listener.port, id, '{"model":"m"}', 1 << 20, 10_000, streams);
     assert.equal(r.status, KV_SEND_STATUS.ok, r.message);
     assert.equal(r.streams, Math.min(streams, Math.ceil(bytes / 2 ** 20)));
-    const taken = kv.kvTake(handle, id);
+    const taken = listener.kv.kvTake(listener.handle, id);
     assert.ok(taken);
     assert.ok(taken.state.equals(state), `${bytes} bytes over ${streams} streams arrive intact`);
     assert.equal(taken.header, '{"model":"m"}');
   }
-  const st = kv.kvStats(handle);
+  const st = listener.kv.kvStats(listener.handle);
   assert.equal(st.receivingBytes, 0);
   assert.equal((st as { assembling?: number }).assembling, 0);
 });
 
 test("a state no bigger than one chunk goes over one connection (v1) even when more are asked for", async () => {
   const state = randomBytes(4096);
-  const r = await kv.kvSend(state, "127.0.0.1", port, "h-small-striped", "{}", 1 << 20, 5_000, 4);
+  const r = await listener.kv.kvSend(state, "127.0.0.1", listener.port, "h-small-striped", "{}", 1 << 20, 5_000, 4);
   assert.equal(r.status, KV_SEND_STATUS.ok);
   assert.equal(r.streams, 1);
-  assert.ok(kv.kvTake(handle, "h-small-striped")?.state.equals(state));
+  assert.ok(listener.kv.kvTake(listener.handle, "h-small-striped")?.state.equals(state));
 });
 
 test("a corrupted chunk in one stripe drops the whole hand-off, with the reason on stripe 0", async () => {
-  const before = kv.kvStats(handle);
+  const before = listener.kv.kvStats(listener.handle);
   const a = randomBytes(4096);
   const b = randomBytes(4096);
   const s0 = await rawConnection();
@@ -283,18 +274,18 @@ test("a corrupted chunk in one stripe drops the whole hand-off, with the reason 
   const s1 = await rawConnection();
   s1.write(head("h-stripe-crc", "", 8192, [1, 2, 4096, 4096]));
   assert.equal((await reply(s1)).status, KV_SEND_STATUS.ok);
-  s0.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
+  s0.write(Buffer.concat([frame(a, listener.kv.kvChecksum(a)), a, END]));
   const last0 = reply(s0);
-  s1.write(Buffer.concat([frame(b, kv.kvChecksum(b) ^ 1), b]));
+  s1.write(Buffer.concat([frame(b, listener.kv.kvChecksum(b) ^ 1), b]));
   assert.match((await reply(s1)).message, /CRC-32C/);
   const r = await last0;
   assert.equal(r.status, KV_SEND_STATUS.bad);
   assert.match(r.message, /stripe 1: .*CRC-32C/);
   s0.destroy();
   s1.destroy();
-  assert.equal(kv.kvTake(handle, "h-stripe-crc"), null);
+  assert.equal(listener.kv.kvTake(listener.handle, "h-stripe-crc"), null);
   await eventually(async () => {
-    const st = kv.kvStats(handle);
+    const st = listener.kv.kvStats(listener.handle);
     assert.equal(st.aborted, before.aborted! + 1);
     assert.equal(st.receivingBytes, 0);
     assert.equal((st as { assembling?: number }).assembling, 0);
@@ -302,20 +293,20 @@ test("a corrupted chunk in one stripe drops the whole hand-off, with the reason 
 });
 
 test("a stripe that never arrives drops the hand-off after idleMs; its memory is freed", async () => {
-  const before = kv.kvStats(handle);
+  const before = listener.kv.kvStats(listener.handle);
   const a = randomBytes(4096);
   const s0 = await rawConnection();
   s0.write(head("h-stripe-missing", "{}", 8192, [0, 2, 0, 4096]));
   assert.equal((await reply(s0)).status, KV_SEND_STATUS.ok);
-  s0.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
+  s0.write(Buffer.concat([frame(a, listener.kv.kvChecksum(a)), a, END]));
   const r = await reply(s0); // idleMs is 1 s on this listener
   assert.equal(r.status, KV_SEND_STATUS.bad);
   assert.match(r.message, /did not arrive/);
   s0.destroy();
-  const st = kv.kvStats(handle);
+  const st = listener.kv.kvStats(listener.handle);
   assert.equal(st.aborted, before.aborted! + 1);
   assert.equal(st.receivingBytes, 0);
-  assert.equal(kv.kvTake(handle, "h-stripe-missing"), null);
+  assert.equal(listener.kv.kvTake(listener.handle, "h-stripe-missing"), null);
 });
 
 test("a stripe for no hand-off, a stripe twice, and stripes that overlap are refused", async () => {
@@ -343,21 +334,21 @@ test("a stripe for no hand-off, a stripe twice, and stripes that overlap are ref
   const s1 = await rawConnection();
   s1.write(head("h-overlap", "", 8192, [1, 2, 0, 4096]));
   assert.equal((await reply(s1)).status, KV_SEND_STATUS.ok);
-  s1.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
+  s1.write(Buffer.concat([frame(a, listener.kv.kvChecksum(a)), a, END]));
   assert.equal((await reply(s1)).status, KV_SEND_STATUS.ok);
-  s0.write(Buffer.concat([frame(a, kv.kvChecksum(a)), a, END]));
+  s0.write(Buffer.concat([frame(a, listener.kv.kvChecksum(a)), a, END]));
   const last = await reply(s0);
   assert.equal(last.status, KV_SEND_STATUS.bad);
   assert.match(last.message, /cover the state exactly once/);
   s0.destroy();
   s1.destroy();
-  assert.equal(kv.kvTake(handle, "h-overlap"), null);
+  assert.equal(listener.kv.kvTake(listener.handle, "h-overlap"), null);
 });
 
 test("a sender whose stripe connection dies mid-stream gets a transport failure, and the receiver keeps nothing", async () => {
   // A receiver that accepts stripe 0 and then closes every other connection mid-stripe.
-  const before = kv.kvStats(handle);
-  const l = kv.kvListen("127.0.0.1", 0, { idleMs: 500 });
+  const before = listener.kv.kvStats(listener.handle);
+  const l = listener.kv.kvListen("127.0.0.1", 0, { idleMs: 500 });
   const sockets: Socket[] = [];
   const proxy: Server = createServer((client) => {
     sockets.push(client);
@@ -382,14 +373,14 @@ test("a sender whose stripe connection dies mid-stream gets a transport failure,
   await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
   try {
     const state = randomBytes(4 << 20);
-    const err = await kv.kvSend(state, "127.0.0.1", (proxy.address() as AddressInfo).port, "h-stripe-dies", "{}", 1 << 20, 5_000, 2).then(
+    const err = await listener.kv.kvSend(state, "127.0.0.1", (proxy.address() as AddressInfo).port, "h-stripe-dies", "{}", 1 << 20, 5_000, 2).then(
       (r) => r,
       (e: unknown) => e,
     );
     if (err instanceof Error) assert.ok(["closed", "timeout", "protocol"].includes(kvSendErrorCode(err) ?? ""), String(err));
     else assert.notEqual((err as { status: number }).status, KV_SEND_STATUS.ok, "never staged");
     await eventually(async () => {
-      const st = kv.kvStats(l.handle);
+      const st = listener.kv.kvStats(l.handle);
       assert.equal(st.receivingBytes, 0);
       assert.equal((st as { assembling?: number }).assembling, 0);
       assert.equal(st.staged, 0);
@@ -397,7 +388,7 @@ test("a sender whose stripe connection dies mid-stream gets a transport failure,
   } finally {
     for (const s of sockets) s.destroy();
     proxy.close();
-    kv.kvClose(l.handle);
+    listener.kv.kvClose(l.handle);
   }
-  assert.equal(kv.kvStats(handle).staged, before.staged);
+  assert.equal(listener.kv.kvStats(listener.handle).staged, before.staged);
 });
