@@ -203,6 +203,13 @@ function watchSteps(metrics: EngineMetrics, runtime: ModelRuntime): void {
       ["llmfleet_engine_native_export_copy_seconds_total", "Seconds state exports spent copying the state out of the device", () => exports().copySeconds],
     );
   }
+  const imports = runtime.importStats?.bind(runtime);
+  if (imports) {
+    counters.push(
+      ["llmfleet_engine_native_imports_total", "KV state imports (P/D hand-offs, KV store loads)", () => imports().imports],
+      ["llmfleet_engine_native_import_seconds_total", "Seconds state imports spent in the engine's read of the state (onto the device)", () => imports().seconds],
+    );
+  }
   for (const [name, help, read] of counters) {
     new Counter({
       name,

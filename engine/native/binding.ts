@@ -78,6 +78,8 @@ export interface NativeEngine {
   synchronize(): void;
   /** Totals over state exports: the wait for the device's queued work (a prompt's last layers), then the copy out. */
   exportStats(): { exports: number; waitSeconds: number; copySeconds: number };
+  /** Totals over state imports: seconds in llama.cpp's read of the state (metadata, then the copy to the device). */
+  importStats(): { imports: number; seconds: number };
   /**
    * Diagnostics: greedy-decodes n tokens of seq in a C++ loop with no JavaScript in it; resolves with the seconds of each step.
    * mode bits (engine.h): 1 llama-bench's batch (llama_batch_get_one), 2 no logits read (synchronize only).

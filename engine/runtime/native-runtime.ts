@@ -288,6 +288,10 @@ export class NativeRuntime implements ModelRuntime {
     return this.engine.exportStats();
   }
 
+  importStats(): { imports: number; seconds: number } {
+    return this.engine.importStats();
+  }
+
   releaseState(state: Buffer): void {
     this.addon.kvRelease?.(state);
   }

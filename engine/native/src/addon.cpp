@@ -26,6 +26,7 @@ Napi::Function NativeEngine::Define(Napi::Env env) {
                            InstanceMethod("dispose", &NativeEngine::Dispose),
                            InstanceMethod("synchronize", &NativeEngine::Synchronize),
                            InstanceMethod("exportStats", &NativeEngine::ExportStats),
+                           InstanceMethod("importStats", &NativeEngine::ImportStats),
                            InstanceMethod("decodeLoop", &NativeEngine::DecodeLoop),
                            InstanceMethod("setExtras", &NativeEngine::SetExtras),
                            InstanceMethod("takeLogprobs", &NativeEngine::TakeLogprobs),
@@ -311,6 +312,18 @@ Napi::Value NativeEngine::ExportStats(const Napi::CallbackInfo & info) {
     o.Set("exports", static_cast<double>(s.exports));
     o.Set("waitSeconds", s.wait_seconds);
     o.Set("copySeconds", s.copy_seconds);
+    return o;
+}
+
+// importStats() -> {imports, seconds}: totals over state imports (Engine::import_stats).
+Napi::Value NativeEngine::ImportStats(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Engine * e = engine(env, Use::Read);
+    if (!e) return env.Undefined();
+    const Engine::ImportStats s = e->import_stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("imports", static_cast<double>(s.imports));
+    o.Set("seconds", s.seconds);
     return o;
 }
 

@@ -201,6 +201,7 @@ private:
     Napi::Value Dispose(const Napi::CallbackInfo & info);
     Napi::Value Synchronize(const Napi::CallbackInfo & info);
     Napi::Value ExportStats(const Napi::CallbackInfo & info);
+    Napi::Value ImportStats(const Napi::CallbackInfo & info);
     Napi::Value DecodeLoop(const Napi::CallbackInfo & info);
     // addon-sampling.cpp
     Napi::Value SetExtras(const Napi::CallbackInfo & info);

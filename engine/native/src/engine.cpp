@@ -392,7 +392,18 @@ Engine::ExportStats Engine::export_stats() {
 
 size_t Engine::state_set(int32_t seq, const uint8_t * data, size_t size) {
     settle();
-    return llama_state_seq_set_data(ctx_, data, size, seq);
+    const auto t0 = std::chrono::steady_clock::now();
+    const size_t n = llama_state_seq_set_data(ctx_, data, size, seq);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::lock_guard<std::mutex> lock(export_mu_);
+    import_stats_.imports++;
+    import_stats_.seconds += s;
+    return n;
+}
+
+Engine::ImportStats Engine::import_stats() {
+    std::lock_guard<std::mutex> lock(export_mu_);
+    return import_stats_;
 }
 
 }  // namespace llmfleet

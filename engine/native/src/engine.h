@@ -125,6 +125,12 @@ public:
         double wait_seconds = 0, copy_seconds = 0;
     };
     ExportStats export_stats();
+    // Totals over state_set calls (imports: hand-offs, KV store loads): seconds in llama.cpp's read.
+    struct ImportStats {
+        uint64_t imports = 0;
+        double seconds = 0;
+    };
+    ImportStats import_stats();
     size_t state_set(int32_t seq, const uint8_t * data, size_t size);
 
     uint32_t n_ctx() const;
@@ -149,6 +155,7 @@ public:
 private:
     std::mutex export_mu_;
     ExportStats export_stats_;
+    ImportStats import_stats_;
     Engine() = default;
     // Row i of the batch: one token of one sequence.
     void put(int32_t i, llama_token token, int32_t pos, int32_t seq, bool logits);
