@@ -309,7 +309,10 @@ export class KvBlockClient {
       }
     } finally {
       // Blocks staged after a failure: freed now (the listener's TTL would free them later).
-      for (let i = sink.next; i < m.blocks.length; i++) tcp.addon.kvTake(tcp.handle, `${id}.${i}`);
+      for (let i = sink.next; i < m.blocks.length; i++) {
+        const left = tcp.addon.kvTake(tcp.handle, `${id}.${i}`);
+        if (left) tcp.addon.kvRelease?.(left.state); // back to the pool now, not at a collection
+      }
     }
     sink.complete("the block stream");
     return true;
