@@ -39,7 +39,7 @@ export function ensureImages(): Promise<void> {
   built ??= run("bash", [join(ROOT, "scripts/images/build.sh")], { cwd: ROOT, maxBuffer: 64 << 20 }).then(
     () => undefined,
     (err: { stderr?: string; message: string }) => {
-      throw new Error(`npm run images:build failed: ${err.stderr ?? err.message}`);
+      throw new Error(`npm run images:build:cpu failed: ${err.stderr ?? err.message}`);
     },
   );
   return built;

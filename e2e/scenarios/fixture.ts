@@ -62,7 +62,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   for (const [name, node] of opts.nodes) await createKwokGpuNode(process.env.KUBECONFIG ?? "", name, node);
   const extra = (opts.operatorArgs ?? []).flatMap((a, i) => ["--set", `extraArgs[${i}]=${a}`]);
   // kwok's GPU nodes have no GPU: their pods run the CPU engine image (GPU settings are harmless
-  // there), as the CUDA image is neither built by images:build nor runnable on this machine.
+  // there), as the CUDA image is not runnable on this machine (no GPU) and e2e builds the CPU images only.
   if (podMode() === "containers") extra.push("--set", "engineGPUImage=llmfleet/engine:0.1.0");
   await helm([
     "install",

@@ -5,9 +5,10 @@
 #   docker.io/llmfleet/engine:<version>-cuda   the CUDA engine (--cuda): the addon built for sm_90
 # (<version> is package.json's; LLMFLEET_IMAGE_REGISTRY replaces docker.io/llmfleet.)
 #
-#   scripts/images/build.sh            operator + CPU engine (npm run images:build)
+#   scripts/images/build.sh            operator + CPU engine (npm run images:build:cpu; the e2e tests' images)
 #   scripts/images/build.sh --cuda     the CUDA engine only (npm run images:build:cuda)
-#   scripts/images/build.sh --all      all three
+#   scripts/images/build.sh --all      all three (npm run images:build; the CUDA engine's kernels take
+#                                      ~21 min on 2 cores the first time, seconds after)
 #   scripts/images/build.sh --cuda-toolchain   only the CUDA image's toolchain stage (the wheels
 #                                      unpacked, nvcc runs), tagged <engine>:<version>-cuda-toolchain
 #

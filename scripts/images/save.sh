@@ -16,7 +16,7 @@ for image in "operator:$IMAGE_VERSION" "engine:$IMAGE_VERSION" "engine:$IMAGE_VE
   ref="$IMAGE_REGISTRY/$image"
   if ! podman image exists "$ref"; then
     [ "$image" = "engine:$IMAGE_VERSION-cuda" ] && continue
-    echo "images: $ref is not built: run npm run images:build" >&2
+    echo "images: $ref is not built: run npm run images:build (or images:build:cpu)" >&2
     exit 1
   fi
   file="$OUT/llmfleet-${image/:/-}.oci.tar"
