@@ -6,6 +6,10 @@
 // instead of page-locking a new one while the old waits for garbage collection. The Buffer's
 // backing store is one V8 does not count as external memory (pool-buffer.cpp says why: a 128 MB
 // state started a full mark-compact each time); V8 is told a fraction of its bytes instead.
+// Never transfer such a Buffer's ArrayBuffer (a postMessage transfer list, structuredClone with
+// transfer): the block would go back to the pool when the detached original is collected while the
+// receiver still reads it. Copy it instead, as the codec worker's offload does. (A detach key that
+// refuses transfers is not an option: Node 20 aborts the process on a refused transfer.)
 #pragma once
 
 #include <napi.h>
