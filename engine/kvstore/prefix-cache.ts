@@ -306,7 +306,12 @@ export class KvPrefixCache implements AsyncDisposable {
   }
 
   /** Writes the state of context[0..length) (taken from `state`, which may hold more) in the background. */
-  writeBack(context: readonly Token[], length: number, state: Promise<Buffer> | Buffer, kvNamespace = ""): void {
+  /**
+   * opts.release: called with the state once it is stored (where the write-back is its only
+   * reader), not after a failure (a send may still read it).
+   */
+  writeBack(context: readonly Token[], length: number, state: Promise<Buffer> | Buffer, opts: { kvNamespace?: string; release?: (state: Buffer) => void } = {}): void {
+    const { kvNamespace = "", release } = opts;
     let held = 0;
     const counted = Promise.resolve(state).then((buf) => {
       held = buf.length;
@@ -314,7 +319,8 @@ export class KvPrefixCache implements AsyncDisposable {
       this.stateBytesPerToken = buf.length / Math.max(1, context.length);
       return buf;
     });
-    const p = this.write(context.slice(0, length), counted, kvNamespace).finally(() => (this.writeBackBytes -= held)).then(
+    const stored = this.write(context.slice(0, length), counted, kvNamespace).then(async () => release?.(await counted));
+    const p = stored.finally(() => (this.writeBackBytes -= held)).then(
       () => undefined,
       (err: unknown) => {
         this.opts.metrics.writes.inc({ outcome: "error" });

@@ -179,15 +179,13 @@ async function prefillWhole(
   const { state, prefixHitTokens, exportMs, held, firstToken } = await service.prefillState(prepared, w.signal, sampleFirst);
   const t1 = performance.now();
   const stateBytes = state.length;
-  let sent;
-  try {
-    const header = handoffHeader(service, prepared, handoffId, prefixHitTokens);
-    // With the first token sampled here the state is of the whole prompt.
-    if (firstToken !== undefined) header.tokens = prepared.prompt;
-    sent = await handOff(deps, decodeUrl, header, state);
-  } finally {
-    if (!held) service.runtime.releaseState?.(state);
-  }
+  const header = handoffHeader(service, prepared, handoffId, prefixHitTokens);
+  // With the first token sampled here the state is of the whole prompt.
+  if (firstToken !== undefined) header.tokens = prepared.prompt;
+  const sent = await handOff(deps, decodeUrl, header, state);
+  // Sent, and read by nothing else: its block back to the pool now. After a failure the state is
+  // left to the garbage collector, as an HTTP body may still hold a view of it.
+  if (!held) service.runtime.releaseState?.(state);
   const { stagedUrl, path, streams, wireSeconds } = sent;
   const sendMs = performance.now() - t1;
   metrics.handoffBytes.observe(stateBytes);

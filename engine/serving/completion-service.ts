@@ -208,7 +208,7 @@ export class CompletionService {
       const length = load ? this.kvCache!.storableLength(context, load.storedBlocks, ns) : 0;
       // The state is exported for the hand-off anyway: only the budget of bytes in flight applies.
       const held = length > 0 && this.kvCache!.admitWriteBack(length, false);
-      if (held) this.kvCache!.writeBack(context, length, state, ns);
+      if (held) this.kvCache!.writeBack(context, length, state, { kvNamespace: ns });
       return { state, prefixHitTokens: hits, exportMs, held };
     } finally {
       lease.release();
@@ -375,7 +375,8 @@ export class CompletionService {
     // The export holds the sequence and the engine: never while other requests wait for them.
     if (!cache || length === 0 || !cache.admitWriteBack(length, this.pool.queued > 0)) return lease.release();
     const state = lease.sequence.exportState().finally(() => lease.release());
-    cache.writeBack(context, length, state, kvNamespace);
+    // Exported for the store alone: once stored, its page-locked block goes back to the pool.
+    cache.writeBack(context, length, state, { kvNamespace, release: (s) => this.runtime.releaseState?.(s) });
   }
 
   /** Yields text deltas; returns the result. Releases the sequence however it ends. */
