@@ -20,6 +20,7 @@ import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
 import { useNativeCrc32c } from "./kvstore/crc32c.ts";
 import type { ModelRuntime } from "./runtime/runtime.ts";
 import { NativeRuntime } from "./runtime/native-runtime.ts";
+import { splitOptions, type SplitMode } from "./native/binding.ts";
 import type { Backend, PipelineDecode } from "./cli/options.ts";
 import { fleetGuard, fleetTokenSource, type FleetTokens } from "./access/fleet-auth.ts";
 import { identityHeaders } from "./access/identity.ts";
@@ -60,6 +61,9 @@ export interface ModelPodOptions {
   pipelineDecode?: PipelineDecode;
   /** native: one KV buffer for all sequences (default true with more than one). */
   kvUnified?: boolean;
+  /** native: a replica over several GPUs: how the model is split (default layer) and each GPU's share. */
+  splitMode?: SplitMode;
+  tensorSplit?: number[];
   /** RAG documents: share of document tokens recomputed in place (default 0.5). */
   ragRecompute?: number;
   /** RAG documents: host memory for the documents' own KV (default 1 GiB; 0 = no joins). */
@@ -168,6 +172,7 @@ async function loadRuntime(opts: ModelPodOptions, modelPath: string): Promise<Mo
     decodeLookahead: opts.decodeLookahead ?? 1,
     ...(pipeline === "auto" ? {} : { pipelineDecode: pipeline === "on" }),
     ...(opts.kvUnified === undefined ? {} : { kvUnified: opts.kvUnified }),
+    ...splitOptions(opts),
   });
 }
 

@@ -32,6 +32,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        layer (default: 0)
   --decode-lookahead K native: tokens decoded per sequence per native call while only decoding
                        sequences wait; 1 = off (default: 1)
+  --split-mode M       native, a replica over several GPUs: layer (default: whole layers per GPU),
+                       row (each matrix's rows across the GPUs) or none (the first GPU only)
+  --tensor-split S     native, several GPUs: each GPU's share of the model, comma-separated in
+                       device order (e.g. 3,1; default: by free memory)
   --pipeline-decode M  native: on | off | auto; on launches each decode step on the device before
                        the previous step's tokens reach JavaScript, so the device never waits for
                        the round trip; auto = on when layers are on a GPU with --kv-unified off

@@ -30,6 +30,21 @@ test("bad backend values are refused with the flag named", () => {
   for (const [args, message] of cases) assert.throws(() => parseEngineOptions(args), message, args.join(" "));
 });
 
+test("--split-mode and --tensor-split: a replica over several GPUs; absent, llama.cpp's defaults", () => {
+  const none = parse();
+  assert.deepEqual([none.splitMode, none.tensorSplit], [undefined, undefined]);
+  const o = parse("--split-mode", "row", "--tensor-split", "3,1");
+  assert.deepEqual([o.splitMode, o.tensorSplit], ["row", [3, 1]]);
+  const cases: [string[], RegExp][] = [
+    [["--split-mode", "diagonal"], /--split-mode must be one of layer, row, none; got diagonal/],
+    [["--tensor-split", "1,-1"], /--tensor-split must be 1 to 16 comma-separated shares >= 0/],
+    [["--tensor-split", "0,0"], /not all 0/],
+    [["--tensor-split", "a"], /--tensor-split must be/],
+    [["--backend", "llama", "--split-mode", "row"], /--split-mode applies only to --backend native/],
+  ];
+  for (const [args, message] of cases) assert.throws(() => parseEngineOptions(args), message, args.join(" "));
+});
+
 test("--kv-streams takes 1..16; without it the hand-off uses half the CPUs, 1 to 8", async () => {
   assert.equal(parse().kvStreams, undefined);
   assert.equal(parse("--kv-streams", "8").kvStreams, 8);

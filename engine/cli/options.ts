@@ -9,6 +9,7 @@ import { isResearchCodec, parseKvCodecName, RESEARCH_KV_CODECS } from "../kvcode
 import { parseTierSpec, type TierSpec } from "../kvstore/tier-spec.ts";
 import { httpUrl } from "../http/http-url.ts";
 import { RAG_RECOMPUTE_DEFAULT } from "../serving/documents.ts";
+import { SPLIT_MODES, type SplitMode } from "../native/binding.ts";
 
 export { HELP } from "./help.ts";
 
@@ -42,6 +43,9 @@ export interface EngineOptions {
   decodeLookahead: number;
   /** native: launch each decode step before the last one's tokens reach JavaScript; auto = on with layers on a GPU; default off. */
   pipelineDecode: PipelineDecode;
+  /** Native: a replica over several GPUs (--split-mode, --tensor-split); absent = llama.cpp's defaults. */
+  splitMode?: SplitMode;
+  tensorSplit?: number[];
   /** native: one KV buffer for all sequences (prefix sharing by cell, the default) or one stream per sequence. */
   kvUnified: boolean | undefined;
   /** RAG documents: the share of document tokens recomputed in place before the question (default 0.5). */
@@ -154,6 +158,8 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "gpu-layers": { type: "string" },
       "decode-lookahead": { type: "string" },
       "pipeline-decode": { type: "string" },
+      "split-mode": { type: "string" },
+      "tensor-split": { type: "string" },
       "kv-unified": { type: "string" },
       "rag-recompute": { type: "string" },
       "rag-cache-bytes": { type: "string" },
@@ -280,10 +286,10 @@ function kvOptions(v: Values): Pick<EngineOptions, "kvStore" | "kvStoreTimeoutMs
   };
 }
 
-function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" | "decodeLookahead" | "pipelineDecode" | "kvUnified"> {
+function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" | "decodeLookahead" | "pipelineDecode" | "kvUnified" | "splitMode" | "tensorSplit"> {
   const backend = v.backend ?? "native";
   if (!(BACKENDS as readonly string[]).includes(backend)) throw new Error(`--backend must be one of ${BACKENDS.join(", ")}; got ${backend}`);
-  for (const name of ["gpu-layers", "decode-lookahead", "pipeline-decode", "kv-unified"]) {
+  for (const name of ["gpu-layers", "decode-lookahead", "pipeline-decode", "kv-unified", "split-mode", "tensor-split"]) {
     if (backend !== "native" && v[name] !== undefined) throw new Error(`--${name} applies only to --backend native`);
   }
   return {
@@ -292,7 +298,20 @@ function backendOptions(v: Values): Pick<EngineOptions, "backend" | "gpuLayers" 
     decodeLookahead: positiveInt("decode-lookahead", v["decode-lookahead"], 1),
     pipelineDecode: pipelineDecode(v["pipeline-decode"]),
     kvUnified: onOff("kv-unified", v["kv-unified"]),
+    ...multiGpu(v),
   };
+}
+
+/** --split-mode and --tensor-split: a replica over several GPUs (absent: llama.cpp's layer split, shares by free memory). */
+function multiGpu(v: Values): Pick<EngineOptions, "splitMode" | "tensorSplit"> {
+  const mode = v["split-mode"];
+  if (mode !== undefined && !(SPLIT_MODES as readonly string[]).includes(mode)) throw new Error(`--split-mode must be one of ${SPLIT_MODES.join(", ")}; got ${mode}`);
+  const split = v["tensor-split"];
+  const shares = split === undefined ? undefined : split.split(",").map(Number);
+  if (shares && (shares.length > 16 || shares.some((x) => !Number.isFinite(x) || x < 0) || !shares.some((x) => x > 0))) {
+    throw new Error(`--tensor-split must be 1 to 16 comma-separated shares >= 0, not all 0 (e.g. 3,1); got ${split}`);
+  }
+  return { ...(mode === undefined ? {} : { splitMode: mode as SplitMode }), ...(shares ? { tensorSplit: shares } : {}) };
 }
 
 function onOff(name: string, v: string | undefined): boolean | undefined {

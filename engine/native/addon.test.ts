@@ -37,6 +37,20 @@ test("load() refuses bad options with the option's name", async () => {
     message: /options\.flashAttention/,
   });
   await assert.rejects(addon.load("/nonexistent.gguf", { contextSize: 64, sequences: 1, threads: 1 }), /failed to load model/);
+  assert.throws(() => addon.load("x.gguf", { contextSize: 64, sequences: 1, threads: 1, splitMode: "diagonal" as "row" }), { name: "RangeError", message: /options\.splitMode/ });
+  assert.throws(() => addon.load("x.gguf", { contextSize: 64, sequences: 1, threads: 1, tensorSplit: [1, -1] }), { name: "RangeError", message: /options\.tensorSplit/ });
+  assert.throws(() => addon.load("x.gguf", { contextSize: 64, sequences: 1, threads: 1, tensorSplit: "1,1" as unknown as number[] }), { name: "TypeError", message: /options\.tensorSplit/ });
+});
+
+test("a model loads with a split mode and GPU shares (on one device, or none, they change nothing)", async () => {
+  const model = await ensureModel("synthetic://tiny");
+  const split = await (await loadNativeAddon()).load(model, { contextSize: 256, sequences: 1, threads: 1, splitMode: "row", tensorSplit: [1, 1] });
+  assert.ok(split.info().nVocab > 0);
+  await split.dispose();
+  await assert.rejects(
+    (await loadNativeAddon()).load(model, { contextSize: 256, sequences: 1, threads: 1, tensorSplit: Array.from({ length: 4096 }, () => 1) }),
+    /tensorSplit has 4096 shares/,
+  );
 });
 
 test("step() checks its arrays: types, lengths, counts, sequences, positions and token ids", () => {

@@ -35,6 +35,18 @@ export interface NativeLoadOptions {
   pipeline?: boolean;
   /** Greedy sequences sample on the device (engine.h device_greedy). Default false. */
   deviceGreedy?: boolean;
+  /** Several GPUs: whole layers per GPU (layer, the default), each matrix's rows across them (row), or one GPU (none). */
+  splitMode?: SplitMode;
+  /** Several GPUs: each one's share of the model, in device order (default: by free memory). */
+  tensorSplit?: number[];
+}
+
+export const SPLIT_MODES = ["layer", "row", "none"] as const;
+export type SplitMode = (typeof SPLIT_MODES)[number];
+
+/** The multi-GPU load options that are set (absent ones leave llama.cpp's defaults). */
+export function splitOptions(o: { splitMode?: SplitMode | undefined; tensorSplit?: number[] | undefined }): Pick<NativeLoadOptions, "splitMode" | "tensorSplit"> {
+  return { ...(o.splitMode === undefined ? {} : { splitMode: o.splitMode }), ...(o.tensorSplit === undefined ? {} : { tensorSplit: o.tensorSplit }) };
 }
 
 export interface NativeInfo {

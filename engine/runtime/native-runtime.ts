@@ -10,7 +10,7 @@
  * reused without a recompute or a load.
  */
 import { basename } from "node:path";
-import { loadNativeAddon, type NativeAddon, type NativeEngine } from "../native/binding.ts";
+import { loadNativeAddon, splitOptions, type NativeAddon, type NativeEngine, type SplitMode } from "../native/binding.ts";
 import {
   commonPrefixLength,
   type ChatMessage,
@@ -59,6 +59,9 @@ export interface NativeRuntimeOptions extends LlamaRuntimeOptions {
   pipelineDecode?: boolean;
   /** Greedy sequences take their argmax on the device: a token comes back per sequence, not its logits. Default false. */
   deviceGreedy?: boolean;
+  /** A replica over several GPUs (binding.ts NativeLoadOptions): how the model is split, and each GPU's share. */
+  splitMode?: SplitMode;
+  tensorSplit?: number[];
 }
 
 const hasExtras = (s: Sampling): boolean =>
@@ -411,6 +414,7 @@ export class NativeRuntime implements ModelRuntime {
       gpuEmbeddings: opts.gpuEmbeddings ?? true,
       ...(opts.pipelineDecode === undefined ? {} : { pipeline: opts.pipelineDecode }),
       deviceGreedy: opts.deviceGreedy ?? false,
+      ...splitOptions(opts),
     });
     return new NativeRuntime(engine, opts, addon);
   }

@@ -30,6 +30,27 @@ bool opt_bool(Napi::Env env, const Napi::Object & o, const char * key, bool & ou
     return true;
 }
 
+// options.splitMode ("layer" | "row" | "none") and options.tensorSplit (GPU shares, each >= 0).
+bool split_options(Napi::Env env, const Napi::Object & o, llmfleet::EngineOptions & opts) {
+    if (o.Has("splitMode") && !o.Get("splitMode").IsUndefined()) {
+        if (!o.Get("splitMode").IsString()) return throw_type(env, "options.splitMode must be a string");
+        const std::string m = o.Get("splitMode").As<Napi::String>().Utf8Value();
+        if (m == "none") opts.split_mode = LLAMA_SPLIT_MODE_NONE;
+        else if (m == "layer") opts.split_mode = LLAMA_SPLIT_MODE_LAYER;
+        else if (m == "row") opts.split_mode = LLAMA_SPLIT_MODE_ROW;
+        else return throw_range(env, "options.splitMode must be layer, row or none; got " + m);
+    }
+    if (!o.Has("tensorSplit") || o.Get("tensorSplit").IsUndefined()) return true;
+    if (!o.Get("tensorSplit").IsArray()) return throw_type(env, "options.tensorSplit must be an array of numbers");
+    Napi::Array a = o.Get("tensorSplit").As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value v = a.Get(i);
+        if (!v.IsNumber() || !(v.As<Napi::Number>().DoubleValue() >= 0)) return throw_range(env, "options.tensorSplit entries must be numbers >= 0");
+        opts.tensor_split.push_back(v.As<Napi::Number>().FloatValue());
+    }
+    return true;
+}
+
 bool load_options(Napi::Env env, const Napi::Object & o, llmfleet::EngineOptions & opts) {
     int32_t context = 0, sequences = 1, batch = 512, ubatch = -1;
     bool device_greedy = false, pipeline = false, has_pipeline = o.Has("pipeline") && !o.Get("pipeline").IsUndefined();
@@ -39,7 +60,7 @@ bool load_options(Napi::Env env, const Napi::Object & o, llmfleet::EngineOptions
                     opt_bool(env, o, "flashAttention", opts.flash_attention) && opt_bool(env, o, "kvUnified", opts.kv_unified) &&
                     opt_bool(env, o, "swaFull", opts.swa_full) && opt_bool(env, o, "gpuEmbeddings", opts.gpu_embeddings) &&
                     opt_bool(env, o, "deviceGreedy", device_greedy) && opt_bool(env, o, "pipeline", pipeline);
-    if (!ok) return false;
+    if (!ok || !split_options(env, o, opts)) return false;
     opts.context_size = static_cast<uint32_t>(context);
     opts.sequences = static_cast<uint32_t>(sequences);
     opts.batch_size = static_cast<uint32_t>(batch);

@@ -67,6 +67,16 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions & opts, std::string & e
 
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = opts.gpu_layers;
+    mp.split_mode = static_cast<llama_split_mode>(opts.split_mode);
+    if (!opts.tensor_split.empty()) {
+        if (opts.tensor_split.size() > llama_max_devices()) {
+            error = "tensorSplit has " + std::to_string(opts.tensor_split.size()) + " shares; llama.cpp takes at most " + std::to_string(llama_max_devices());
+            return nullptr;
+        }
+        e->tensor_split_.assign(llama_max_devices(), 0.0f);
+        std::copy(opts.tensor_split.begin(), opts.tensor_split.end(), e->tensor_split_.begin());
+        mp.tensor_split = e->tensor_split_.data();
+    }
     ggml_backend_dev_t gpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
     if (opts.gpu_embeddings && opts.gpu_layers != 0 && gpu) {
         e->overrides_ = {{"^token_embd\\.weight$", ggml_backend_dev_buffer_type(gpu)}, {nullptr, nullptr}};

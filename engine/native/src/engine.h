@@ -38,6 +38,11 @@ struct EngineOptions {
     // case), or rolls it back (cells removed) when anything else comes first. -1 = on when layers
     // are on a GPU (a CPU decode is synchronous, nothing would overlap), 0 = off, 1 = on.
     int32_t pipeline = -1;
+    // A model over several GPUs: llama.cpp's split mode (LLAMA_SPLIT_MODE_LAYER: whole layers per
+    // GPU, ROW: each matrix's rows across them, NONE: one GPU) and each GPU's share of the model
+    // (empty: by free memory). No effect with one device.
+    int32_t split_mode = 1;  // LLAMA_SPLIT_MODE_LAYER
+    std::vector<float> tensor_split;
     // Greedy sequences sample on the device: llama.cpp's backend sampler puts the argmax in the
     // step's graph, so one token per sequence comes back instead of its logits (8 MB a step at 64
     // sequences and a 32K vocabulary, scanned on the CPU while the GPU waits). A sequence given a
@@ -153,6 +158,7 @@ public:
     double sample_seconds() const { return sample_seconds_; }
 
 private:
+    std::vector<float> tensor_split_;  // llama_max_devices() shares, read while the model loads
     std::mutex export_mu_;
     ExportStats export_stats_;
     ImportStats import_stats_;
