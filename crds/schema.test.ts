@@ -57,8 +57,9 @@ test("Model.spec.runtime states the defaults the operator applies, and refuses n
   assert.match(described("contextSize"), new RegExp(`Default ${d.onGPUs.contextSize} when the Model is on GPUs .*, else ${d.onCPUs.contextSize}\\.`));
   assert.match(described("parallel"), new RegExp(`Default ${d.onGPUs.parallel} when the Model is on GPUs .*, else ${d.onCPUs.parallel}\\.`));
   assert.match(described("flashAttention"), /Default on when the Model is on GPUs .*, else off\./);
+  assert.match(described("splitMode"), new RegExp(`Default ${d.splitMode}\\.`));
   assert.deepEqual(
     (runtime?.["x-kubernetes-validations"] as Array<{ message: string }>).map((v) => v.message),
-    ["gpuLayers, decodeLookahead, pipelineDecode and ragRecompute apply only to backend native"],
+    ["gpuLayers, decodeLookahead, pipelineDecode, ragRecompute, splitMode and tensorSplit apply only to backend native", "tensorSplit needs a share above 0"],
   );
 });

@@ -79,8 +79,11 @@ const INVALID: Array<{ what: string; obj: Record<string, unknown>; field: string
     what: "model native-only flags on backend llama",
     obj: model({ runtime: { backend: "llama", gpuLayers: 8 } }),
     field: "spec.runtime.backend",
-    message: /gpuLayers, decodeLookahead, pipelineDecode and ragRecompute apply only to backend native/,
+    message: /gpuLayers, decodeLookahead, pipelineDecode, ragRecompute, splitMode and tensorSplit apply only to backend native/,
   },
+  { what: "model unknown split mode", obj: model({ runtime: { splitMode: "Diagonal" } }), field: "spec.runtime.splitMode", message: /Unsupported value: "Diagonal"/ },
+  { what: "model negative GPU share", obj: model({ runtime: { tensorSplit: [1, -1] } }), field: "spec.runtime.tensorSplit[1]", message: /greater than or equal to 0/ },
+  { what: "model GPU shares all 0", obj: model({ runtime: { tensorSplit: [0, 0] } }), field: "spec.runtime.tensorSplit", message: /tensorSplit needs a share above 0/ },
   { what: "model unknown backend", obj: model({ runtime: { backend: "cuda" } }), field: "spec.runtime.backend", message: /Unsupported value: "cuda"/ },
   { what: "model gpuLayers below -1", obj: model({ runtime: { gpuLayers: -2 } }), field: "spec.runtime.gpuLayers", message: /greater than or equal to -1/ },
   {

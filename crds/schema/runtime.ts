@@ -21,12 +21,18 @@ export const ON_GPUS_RULE =
 export const PIPELINE_DECODE_MODES = ["Auto", "Enabled", "Disabled"] as const;
 export type PipelineDecodeMode = (typeof PIPELINE_DECODE_MODES)[number];
 
+/** Values of splitMode (a replica over several GPUs; engine --split-mode, lower-cased). */
+export const SPLIT_MODES = ["Layer", "Row", "None"] as const;
+export type SplitModeName = (typeof SPLIT_MODES)[number];
+
 export const RUNTIME_DEFAULTS = {
   backend: "native",
   batchSize: 512,
   decodeLookahead: 1,
   /** Disabled until the GPU stress gate passes with it on: pipelined decoding crashed the GPU engine under HTTP load (issue 16). */
   pipelineDecode: "Disabled" as PipelineDecodeMode,
+  /** A replica over several GPUs: whole layers per GPU. */
+  splitMode: "Layer" as SplitModeName,
   /** RAG documents: the share of document tokens recomputed in place (engine --rag-recompute). */
   ragRecompute: 0.5,
   /** Per pod: every layer (-1) on a pod with GPUs, none on a CPU pod. */
@@ -87,6 +93,18 @@ const runtimeFields = {
       description: `RAG documents (a request's documents): the share of document tokens, the last ones before the prompt, computed in place; the documents before them are joined from each one's own KV, computed alone once (engine --rag-recompute; joins need the unified KV, the GPU default). 0 = join every document, 1 = never. Default ${D.ragRecompute}: on Gemma 3 270M with 6 documents in a new order, greedy agreement 0.957 with a full prefill (its perturbation floor 0.973) at 2.0x its speed; 0.3 gave 3x at 0.940 (BENCHMARKS.md "RAG documents"). ${NATIVE_ONLY}`,
     }),
   ),
+  splitMode: Type.Optional(
+    StringEnum([...SPLIT_MODES], {
+      description: `How a replica with more than one GPU (gpusPerReplica > 1) spreads the model (engine --split-mode): Layer, whole layers per GPU (llama.cpp's layer split); Row, each weight matrix's rows across the GPUs; None, the first GPU only. Default ${D.splitMode}. No effect on a replica with one GPU. ${NATIVE_ONLY}`,
+    }),
+  ),
+  tensorSplit: Type.Optional(
+    Type.Array(Type.Number({ minimum: 0 }), {
+      minItems: 1,
+      maxItems: 16,
+      description: `Each GPU's share of the model on a replica with more than one GPU, in device order, e.g. [3, 1] (engine --tensor-split); at most gpusPerReplica shares, not all 0. Default: by each GPU's free memory. ${NATIVE_ONLY}`,
+    }),
+  ),
   pipelineDecode: Type.Optional(
     StringEnum([...PIPELINE_DECODE_MODES], {
       description: `Pipelined decoding (engine --pipeline-decode): each decode step is launched before the previous step's tokens reach JavaScript. Auto = enabled when layers are on a GPU and the KV is per sequence. Default ${D.pipelineDecode}. Enabled with the unified KV on a GPU (the GPU default) is refused by the engine at start: it crashed under HTTP load on the H200 and bought nothing there. ${NATIVE_ONLY}`,
@@ -116,10 +134,17 @@ export const ModelRuntime = strictObject(
   },
   {
     description: "How the bundled engine runs the model.",
-    ...cel({
-      rule: "!has(self.backend) || self.backend == 'native' || !(has(self.gpuLayers) || has(self.decodeLookahead) || has(self.pipelineDecode) || has(self.ragRecompute))",
-      message: "gpuLayers, decodeLookahead, pipelineDecode and ragRecompute apply only to backend native",
-      fieldPath: ".backend",
-    }),
+    ...cel(
+      {
+        rule: "!has(self.backend) || self.backend == 'native' || !(has(self.gpuLayers) || has(self.decodeLookahead) || has(self.pipelineDecode) || has(self.ragRecompute) || has(self.splitMode) || has(self.tensorSplit))",
+        message: "gpuLayers, decodeLookahead, pipelineDecode, ragRecompute, splitMode and tensorSplit apply only to backend native",
+        fieldPath: ".backend",
+      },
+      {
+        rule: "!has(self.tensorSplit) || self.tensorSplit.exists(x, x > 0)",
+        message: "tensorSplit needs a share above 0",
+        fieldPath: ".tensorSplit",
+      },
+    ),
   },
 );

@@ -223,3 +223,15 @@ test("explicit runtime fields reach every model pod as the engine parses them; l
     assert.deepEqual(runtimeOf(pod.options), { ...documented(false, true), backend: "llama" }, name);
   }
 });
+
+test("a replica over several GPUs gets the Model's split mode and shares as the engine parses them; one GPU or none gets neither", () => {
+  const model = aModel("gemma");
+  const split = (pod: { options: EngineOptions }): unknown => [pod.options.splitMode, pod.options.tensorSplit];
+  let pods = plannedRuntimes(model, [pool(aPrefillPool("pf"), 2)], [pool(aDecodePool("dc"), 1)]);
+  assert.deepEqual(split(pods.get("pf-prefill")!), ["layer", undefined], "the default: whole layers per GPU");
+  assert.deepEqual(split(pods.get("dc-decode")!), [undefined, undefined], "one GPU: no split flags");
+  model.spec.runtime = { engine: "bundled", splitMode: "Row", tensorSplit: [3, 1] };
+  pods = plannedRuntimes(model, [pool(aPrefillPool("pf"), 2)], [pool(aDecodePool("dc"), 0)]);
+  assert.deepEqual(split(pods.get("pf-prefill")!), ["row", [3, 1]]);
+  assert.deepEqual(split(pods.get("dc-decode")!), [undefined, undefined], "a CPU pod: no split flags");
+});

@@ -27,12 +27,19 @@ function pool(gpus: number): PrefillPool {
   return p;
 }
 
+function withShares(m: Model, tensorSplit: number[]): Model {
+  m.spec.runtime = { engine: "bundled", ...m.spec.runtime, tensorSplit };
+  return m;
+}
+
 test("a pool the schema accepts but that cannot be served plans nothing and says InvalidSpec", () => {
   const cases: Array<[string, PrefillPool, Model, GPUNodeGroup, RegExp | undefined]> = [
     ["bundled Model, replica fits a node", pool(8), model(), group(8), undefined],
     ["Model on vllm", pool(1), model("vllm"), group(8), /Model "m" has runtime.engine vllm; prefill and decode pools run only the bundled engine/],
     ["Model on sglang", pool(1), model("sglang"), group(8), /runtime.engine sglang/],
     ["more GPUs per replica than a node has", pool(16), model("bundled"), group(8), /gpusPerReplica 16 is more than GPUNodeGroup "h100" has per node \(8\)/],
+    ["more GPU shares than a replica has GPUs", pool(2), withShares(model(), [1, 1, 1]), group(8), /runtime.tensorSplit has 3 shares, but a replica here has 2 GPUs/],
+    ["a share per GPU", pool(2), withShares(model(), [1, 1]), group(8), undefined],
   ];
   for (const [what, p, m, g, want] of cases) {
     const plan = planPrefillPool(p, { model: m, nodeGroup: g, prefillPools: [p], decodePools: [], ...images });

@@ -29,7 +29,7 @@ function tooManyGPUs(what: string, gpus: number, group: GPUNodeGroup | undefined
 export function modelSpecProblem(model: Model, nodeGroup: GPUNodeGroup | undefined): string | undefined {
   const engine = engineOf(model);
   if (engine !== BUNDLED) return `runtime.engine ${engine} is not supported by this operator yet: it runs only the bundled engine.`;
-  return tooManyGPUs("placement.gpusPerReplica", aggregatedGPUs(model), nodeGroup);
+  return tooManyGPUs("placement.gpusPerReplica", aggregatedGPUs(model), nodeGroup) ?? tooManyShares(model, aggregatedGPUs(model));
 }
 
 /** Why the pool cannot be served with this Model and node group, or undefined. */
@@ -38,7 +38,14 @@ export function poolSpecProblem(pool: EnginePool, model: Model, nodeGroup: GPUNo
   if (engine !== BUNDLED) {
     return `Model "${nameOf(model)}" has runtime.engine ${engine}; prefill and decode pools run only the bundled engine, whose KV hand-off they use.`;
   }
-  return tooManyGPUs("gpusPerReplica", pool.spec.gpusPerReplica, nodeGroup);
+  return tooManyGPUs("gpusPerReplica", pool.spec.gpusPerReplica, nodeGroup) ?? tooManyShares(model, pool.spec.gpusPerReplica);
+}
+
+/** runtime.tensorSplit names a share per GPU of a replica: more shares than a pod has GPUs is a mistake. */
+function tooManyShares(model: Model, gpus: number): string | undefined {
+  const shares = model.spec.runtime?.tensorSplit?.length ?? 0;
+  if (gpus <= 1 || shares <= gpus) return undefined;
+  return `runtime.tensorSplit has ${shares} shares, but a replica here has ${gpus} GPUs (gpusPerReplica): give at most one share per GPU.`;
 }
 
 /** The references resolved, and the spec cannot be served. */

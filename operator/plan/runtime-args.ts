@@ -21,6 +21,8 @@ export interface RuntimeSettings {
   pipelineDecode: "on" | "off" | "auto";
   /** Native only: RAG documents' recomputed share. */
   ragRecompute: number;
+  /** Native only, a pod with more than one GPU: how the model is split over them and each one's share. */
+  multiGpu?: { splitMode: "layer" | "row" | "none"; tensorSplit?: number[] };
 }
 
 /** Where a pod runs: its own GPUs, and whether its Model is on GPUs (crds/schema/runtime.ts ON_GPUS_RULE). */
@@ -51,14 +53,23 @@ function modelWideSettings(model: Model, onGPUs: boolean): Pick<RuntimeSettings,
 export const ENGINE_PIPELINE_DECODE: Record<PipelineDecodeMode, "on" | "off" | "auto"> = { Auto: "auto", Enabled: "on", Disabled: "off" };
 
 /** The native backend's own settings; gpuLayers follows the pod's own GPUs. */
-function nativeSettings(model: Model, gpus: number): Pick<RuntimeSettings, "gpuLayers" | "decodeLookahead" | "pipelineDecode" | "ragRecompute"> {
+function nativeSettings(model: Model, gpus: number): Pick<RuntimeSettings, "gpuLayers" | "decodeLookahead" | "pipelineDecode" | "ragRecompute" | "multiGpu"> {
   const rt = model.spec.runtime;
   return {
     gpuLayers: rt?.gpuLayers ?? (gpus > 0 ? D.gpuLayers.withGPUs : D.gpuLayers.withoutGPUs),
     decodeLookahead: rt?.decodeLookahead ?? D.decodeLookahead,
     pipelineDecode: ENGINE_PIPELINE_DECODE[rt?.pipelineDecode ?? D.pipelineDecode],
     ragRecompute: rt?.ragRecompute ?? D.ragRecompute,
+    ...multiGpuSettings(model, gpus),
   };
+}
+
+/** A replica over several GPUs: the Model's splitMode (engine spelling) and tensorSplit; nothing for one GPU or none. */
+function multiGpuSettings(model: Model, gpus: number): Pick<RuntimeSettings, "multiGpu"> {
+  if (gpus <= 1) return {};
+  const rt = model.spec.runtime;
+  const splitMode = (rt?.splitMode ?? D.splitMode).toLowerCase() as "layer" | "row" | "none";
+  return { multiGpu: rt?.tensorSplit ? { splitMode, tensorSplit: rt.tensorSplit } : { splitMode } };
 }
 
 export function runtimeSettings(model: Model, pod: PodPlacement): RuntimeSettings {
@@ -80,7 +91,19 @@ export function runtimeArgs(s: RuntimeSettings): string[] {
   if (s.flashAttention) args.push("--flash-attention");
   if (s.backend !== "native") return args;
   const layers = s.gpuLayers === -1 ? "all" : String(s.gpuLayers);
-  return [...args, "--gpu-layers", layers, "--decode-lookahead", String(s.decodeLookahead), "--pipeline-decode", s.pipelineDecode, "--rag-recompute", String(s.ragRecompute)];
+  args.push(
+    "--gpu-layers",
+    layers,
+    "--decode-lookahead",
+    String(s.decodeLookahead),
+    "--pipeline-decode",
+    s.pipelineDecode,
+    "--rag-recompute",
+    String(s.ragRecompute),
+  );
+  if (s.multiGpu) args.push("--split-mode", s.multiGpu.splitMode);
+  if (s.multiGpu?.tensorSplit) args.push("--tensor-split", s.multiGpu.tensorSplit.join(","));
+  return args;
 }
 
 /** How an engine pod stops (engine --drain-*; the pod's grace period covers both and a margin). */
