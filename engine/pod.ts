@@ -176,6 +176,21 @@ async function loadRuntime(opts: ModelPodOptions, modelPath: string): Promise<Mo
   });
 }
 
+/** Counters whose value is a running total read at each scrape (name, help, the total). */
+function scrapedCounters(metrics: EngineMetrics, counters: Array<[string, string, () => number]>): void {
+  for (const [name, help, read] of counters) {
+    new Counter({
+      name,
+      help,
+      registers: [metrics.registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  }
+}
+
 /**
  * The batching loop's totals as counters: native step calls, the sequences in them, and the
  * seconds spent in them. Per scrape interval, rows / calls is how full the steps are and busy /
@@ -212,20 +227,14 @@ function watchSteps(metrics: EngineMetrics, runtime: ModelRuntime): void {
   if (imports) {
     counters.push(
       ["llmfleet_engine_native_imports_total", "KV state imports (P/D hand-offs, KV store loads)", () => imports().imports],
-      ["llmfleet_engine_native_import_seconds_total", "Seconds state imports spent in the engine's read of the state (onto the device)", () => imports().seconds],
+      [
+        "llmfleet_engine_native_import_seconds_total",
+        "Seconds state imports spent in the engine's read of the state (onto the device)",
+        () => imports().seconds,
+      ],
     );
   }
-  for (const [name, help, read] of counters) {
-    new Counter({
-      name,
-      help,
-      registers: [metrics.registry],
-      collect() {
-        this.reset();
-        this.inc(read());
-      },
-    });
-  }
+  scrapedCounters(metrics, counters);
 }
 
 /**
@@ -237,21 +246,10 @@ function watchHostPool(metrics: EngineMetrics, addon: KvStreamAddon | undefined)
   const read = addon?.kvPoolStats?.bind(addon);
   if (!read) return;
   const registers = [metrics.registry];
-  const counters: Array<[string, string, (s: KvPoolStats) => number]> = [
-    ["llmfleet_kv_host_pool_hits_total", "KV states placed in a pooled host block", (s) => s.hits],
-    ["llmfleet_kv_host_pool_misses_total", "KV states that needed a new (page-locked, on a GPU) host block", (s) => s.misses],
-  ];
-  for (const [name, help, pick] of counters) {
-    new Counter({
-      name,
-      help,
-      registers,
-      collect() {
-        this.reset();
-        this.inc(pick(read()));
-      },
-    });
-  }
+  scrapedCounters(metrics, [
+    ["llmfleet_kv_host_pool_hits_total", "KV states placed in a pooled host block", () => read().hits],
+    ["llmfleet_kv_host_pool_misses_total", "KV states that needed a new (page-locked, on a GPU) host block", () => read().misses],
+  ]);
   const gauges: Array<[string, string, (s: KvPoolStats) => number]> = [
     ["llmfleet_kv_host_pool_cached_bytes", "Host bytes kept free in the pool for the next states", (s) => s.cachedBytes],
     ["llmfleet_kv_host_pool_outstanding_bytes", "Host bytes of pool blocks holding states now", (s) => s.outstandingBytes],
