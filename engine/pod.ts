@@ -221,6 +221,11 @@ function watchSteps(metrics: EngineMetrics, runtime: ModelRuntime): void {
         () => exports().waitSeconds,
       ],
       ["llmfleet_engine_native_export_copy_seconds_total", "Seconds state exports spent copying the state out of the device", () => exports().copySeconds],
+      [
+        "llmfleet_engine_native_export_copies_total",
+        "Tensor copies of state exports (one per contiguous run of a sequence's cells per layer, K and V; many when its cells are scattered)",
+        () => exports().copies,
+      ],
     );
   }
   const imports = runtime.importStats?.bind(runtime);
@@ -231,6 +236,11 @@ function watchSteps(metrics: EngineMetrics, runtime: ModelRuntime): void {
         "llmfleet_engine_native_import_seconds_total",
         "Seconds state imports spent in the engine's read of the state (onto the device)",
         () => imports().seconds,
+      ],
+      [
+        "llmfleet_engine_native_import_copies_total",
+        "Tensor copies of state imports (one per contiguous run of the cells a sequence was given per layer, K and V; many when free cells are scattered)",
+        () => imports().copies,
       ],
     );
   }

@@ -69,6 +69,12 @@ interface Transfer {
    * From both pods' llmfleet_kv_handoff_seconds.
    */
   stages_ms: Record<(typeof STAGES)[number], number>;
+  /**
+   * Mean tensor copies per export (prefill pod) and per import (decode pod): llama.cpp copies one
+   * contiguous run of a sequence's cells per layer, K and V, so 2 x layers when the cells are
+   * contiguous and many more when the cache gave it scattered cells (0: the build cannot count them).
+   */
+  copies?: { export: number; import: number };
   /** llmfleet_kv_host_pool_{hits,misses}_total of each pod over the sweep: a miss page-locked a new block. */
   host_pool: Record<"prefill" | "decode", { hits: number; misses: number }>;
 }
@@ -77,7 +83,7 @@ interface Transfer {
 const port = (): number => 20_000 + Math.floor(Math.random() * 12_000);
 
 const STAGES = ["export", "export_wait", "export_copy", "send", "wire", "tail", "import", "import_native"] as const;
-type StageSums = Record<(typeof STAGES)[number], { sum: number; count: number }>;
+type StageSums = Record<(typeof STAGES)[number] | "export_copies" | "import_copies", { sum: number; count: number }>;
 
 /**
  * The pods' llmfleet_kv_handoff_seconds sums and counts by stage (import from the decode pod);
@@ -100,11 +106,13 @@ async function stageSums(pods: { prefill: string; decode: string }): Promise<Sta
     }
     out[stage] = { sum: metric(text, "llmfleet_kv_handoff_seconds_sum", { stage }), count: metric(text, "llmfleet_kv_handoff_seconds_count", { stage }) };
   }
+  out.export_copies = { sum: metric(p!, "llmfleet_engine_native_export_copies_total", {}), count: out.export_wait.count };
+  out.import_copies = { sum: metric(d!, "llmfleet_engine_native_import_copies_total", {}), count: out.import_native.count };
   return out;
 }
 
 /** Before any hand-off. */
-const NO_STAGES = Object.fromEntries(STAGES.map((s) => [s, { sum: 0, count: 0 }])) as StageSums;
+const NO_STAGES = Object.fromEntries([...STAGES, "export_copies", "import_copies"].map((s) => [s, { sum: 0, count: 0 }])) as StageSums;
 
 /** Mean ms per hand-off of each stage between two snapshots. */
 function stageMeans(a: StageSums, b: StageSums): Transfer["stages_ms"] {
@@ -116,7 +124,16 @@ function stageMeans(a: StageSums, b: StageSums): Transfer["stages_ms"] {
   return out;
 }
 
-type Run = Runs[string] & { stages_ms?: Transfer["stages_ms"] };
+/** Mean tensor copies per export and per import between two snapshots. */
+function copyMeans(a: StageSums, b: StageSums): NonNullable<Transfer["copies"]> {
+  const mean = (k: "export_copies" | "import_copies"): number => {
+    const n = b[k].count - a[k].count;
+    return n > 0 ? Math.round((b[k].sum - a[k].sum) / n) : 0;
+  };
+  return { export: mean("export_copies"), import: mean("import_copies") };
+}
+
+type Run = Runs[string] & { stages_ms?: Transfer["stages_ms"]; copies?: Transfer["copies"] };
 
 /** One closed-loop run of `c` clients with prompts of `tokens` tokens; with pods, its hand-offs' stage means. */
 async function run(
@@ -135,7 +152,11 @@ async function run(
     { perClient },
   );
   // Where this run's hand-offs spent their time (mean ms per hand-off, by stage).
-  if (pods && before) s.stages_ms = stageMeans(before, await stageSums(pods));
+  if (pods && before) {
+    const after = await stageSums(pods);
+    s.stages_ms = stageMeans(before, after);
+    s.copies = copyMeans(before, after);
+  }
   return s;
 }
 
@@ -150,7 +171,7 @@ async function sweep(url: string, name: string, o: PdBenchOptions, pods?: { pref
       for (const c of o.concurrencies) {
         const s = await run(client, o, { tokens, c, wordsPerToken }, pods);
         runs[String(c)] = s;
-        const stages = s.stages_ms ? ` (stages ms ${JSON.stringify(s.stages_ms)})` : "";
+        const stages = s.stages_ms ? ` (stages ms ${JSON.stringify(s.stages_ms)}, copies per hand-off ${JSON.stringify(s.copies)})` : "";
         process.stderr.write(`bench:http: pd ${name} ${tokens} tok x${c}: TTFT p50 ${s.ttft_p50_ms} ms, ${s.tok_s} tok/s, ${s.errors} errors${stages}\n`);
       }
       out[String(tokens)] = runs;
@@ -183,9 +204,32 @@ async function transfer(prefillUrl: string, decodeUrl: string): Promise<Transfer
   const paths: Record<string, number> = {};
   for (const p of ["tcp", "http"]) paths[p] = metric(text, "llmfleet_kv_handoffs_total", { path: p, outcome: "ok" });
   // Over the whole sweep: every hand-off since the pods started.
-  const stages_ms = stageMeans(NO_STAGES, await stageSums({ prefill: prefillUrl, decode: decodeUrl }));
+  const sums = await stageSums({ prefill: prefillUrl, decode: decodeUrl });
+  const stages_ms = stageMeans(NO_STAGES, sums);
+  const copies = copyMeans(NO_STAGES, sums);
   const host_pool = { prefill: pool(text), decode: pool(decodeText) };
-  return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths, stages_ms, host_pool };
+  return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths, stages_ms, copies, host_pool };
+}
+
+/**
+ * Greedy answers (16 tokens) to one fixed prompt per prompt size. A P/D pair must give the
+ * aggregated engine's answers: its state is moved, not recomputed, so a copy that went wrong on the
+ * way (a byte, an unsynchronized device copy) shows as a different answer.
+ */
+async function greedyAnswers(url: string, o: PdBenchOptions): Promise<string[]> {
+  const wordsPerToken = await benchWordsPerToken(url);
+  const out: string[] = [];
+  for (const tokens of o.promptTokens) {
+    const prompt = benchPromptOfTokens(9_900_000 + tokens, tokens, wordsPerToken);
+    const res = await fetch(`${url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "default", prompt, max_tokens: 16, temperature: 0 }),
+    });
+    const body = (await res.json()) as { choices?: Array<{ text?: string }> };
+    out.push(res.ok ? (body.choices?.[0]?.text ?? "") : `HTTP ${res.status}`);
+  }
+  return out;
 }
 
 async function start(o: PdBenchOptions, name: string, args: string[]): Promise<RunningServer> {
@@ -201,8 +245,10 @@ async function start(o: PdBenchOptions, name: string, args: string[]): Promise<R
 export async function pdSection(o: PdBenchOptions): Promise<Record<string, unknown>> {
   await mkdir(o.logDir, { recursive: true });
   const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), prompt_tokens: o.promptTokens, concurrency: o.concurrencies, max_tokens: o.maxTokens };
+  let reference: string[];
   {
     await using agg = await start(o, "aggregated", ["--role", "aggregated", "--model", o.model, ...o.podArgs]);
+    reference = await greedyAnswers(agg.url, o);
     out.aggregated = await sweep(agg.url, "aggregated", o);
   }
   for (const t of o.transports) {
@@ -220,7 +266,11 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
     await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs]);
     await using router = await start(o, `router-${t}`, ["--role", "router", "--prefill", prefill.url, "--decode", decode.url]);
     const runs = await sweep(router.url, `p/d ${t}`, o, { prefill: prefill.url, decode: decode.url });
-    out[`pd_${t}`] = { runs, transfer: await transfer(prefill.url, decode.url), alive: [decode, prefill, router].map((s) => s.exited() ?? "alive") };
+    // After the sweep: the decode pod's cache has seen sequences come and go, so states land in scattered cells.
+    const answers = await greedyAnswers(router.url, o);
+    const same_answers = answers.map((a, i) => a === reference[i]);
+    process.stderr.write(`bench:http: pd ${t}: greedy answers as aggregated's: ${JSON.stringify(same_answers)}\n`);
+    out[`pd_${t}`] = { runs, transfer: await transfer(prefill.url, decode.url), same_answers, alive: [decode, prefill, router].map((s) => s.exited() ?? "alive") };
   }
   return out;
 }

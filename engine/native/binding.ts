@@ -88,10 +88,14 @@ export interface NativeEngine {
   step(seqs: Int32Array, pos0: Int32Array, counts: Int32Array, tokens: Int32Array, sample: Uint8Array, lookahead?: number): Promise<Int32Array>;
   /** Waits for the device to finish queued work (llama.cpp decodes asynchronously when no logits are read). */
   synchronize(): void;
-  /** Totals over state exports: the wait for the device's queued work (a prompt's last layers), then the copy out. */
-  exportStats(): { exports: number; waitSeconds: number; copySeconds: number };
-  /** Totals over state imports: seconds in llama.cpp's read of the state (metadata, then the copy to the device). */
-  importStats(): { imports: number; seconds: number };
+  /**
+   * Totals over state exports: the wait for the device's queued work (a prompt's last layers), then the copy out;
+   * copies: llama.cpp's tensor copies (one per contiguous run of the sequence's cells, per layer, K and V),
+   * queued on the device and waited for once (copy-batch.h). 0 where the build cannot batch them.
+   */
+  exportStats(): { exports: number; copies: number; waitSeconds: number; copySeconds: number };
+  /** Totals over state imports: seconds in llama.cpp's read of the state (metadata, then the copy to the device); copies as exportStats's. */
+  importStats(): { imports: number; copies: number; seconds: number };
   /**
    * Diagnostics: greedy-decodes n tokens of seq in a C++ loop with no JavaScript in it; resolves with the seconds of each step.
    * mode bits (engine.h): 1 llama-bench's batch (llama_batch_get_one), 2 no logits read (synchronize only).

@@ -287,11 +287,11 @@ export class NativeRuntime implements ModelRuntime {
     this.sequences = native.kvUnified ? all : all.map((s) => Object.assign(s, { evaluateJoined: undefined, exportRange: undefined, importParts: undefined }));
   }
 
-  exportStats(): { exports: number; waitSeconds: number; copySeconds: number } {
+  exportStats(): { exports: number; copies: number; waitSeconds: number; copySeconds: number } {
     return this.engine.exportStats();
   }
 
-  importStats(): { imports: number; seconds: number } {
+  importStats(): { imports: number; copies: number; seconds: number } {
     return this.engine.importStats();
   }
 

@@ -156,9 +156,9 @@ export interface ModelRuntime extends AsyncDisposable {
    */
   releaseState?(state: Buffer): void;
   /** Totals over state exports: waiting for the device's queued work (a prompt's last layers), then copying the state out. */
-  exportStats?(): { exports: number; waitSeconds: number; copySeconds: number };
+  exportStats?(): { exports: number; copies: number; waitSeconds: number; copySeconds: number };
   /** Totals over state imports: seconds in the engine's read of the state (the rest of an import is JavaScript and waiting for the engine). */
-  importStats?(): { imports: number; seconds: number };
+  importStats?(): { imports: number; copies: number; seconds: number };
 }
 
 export interface StepStats {

@@ -302,7 +302,7 @@ Napi::Value NativeEngine::Synchronize(const Napi::CallbackInfo & info) {
     return info.Env().Undefined();
 }
 
-// exportStats() -> {exports, waitSeconds, copySeconds}: totals over state exports (Engine::export_stats).
+// exportStats() -> {exports, copies, waitSeconds, copySeconds}: totals over state exports (Engine::export_stats).
 Napi::Value NativeEngine::ExportStats(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     Engine * e = engine(env, Use::Read);
@@ -310,12 +310,13 @@ Napi::Value NativeEngine::ExportStats(const Napi::CallbackInfo & info) {
     const Engine::ExportStats s = e->export_stats();
     Napi::Object o = Napi::Object::New(env);
     o.Set("exports", static_cast<double>(s.exports));
+    o.Set("copies", static_cast<double>(s.copies));
     o.Set("waitSeconds", s.wait_seconds);
     o.Set("copySeconds", s.copy_seconds);
     return o;
 }
 
-// importStats() -> {imports, seconds}: totals over state imports (Engine::import_stats).
+// importStats() -> {imports, copies, seconds}: totals over state imports (Engine::import_stats).
 Napi::Value NativeEngine::ImportStats(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     Engine * e = engine(env, Use::Read);
@@ -323,6 +324,7 @@ Napi::Value NativeEngine::ImportStats(const Napi::CallbackInfo & info) {
     const Engine::ImportStats s = e->import_stats();
     Napi::Object o = Napi::Object::New(env);
     o.Set("imports", static_cast<double>(s.imports));
+    o.Set("copies", static_cast<double>(s.copies));
     o.Set("seconds", s.seconds);
     return o;
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <mutex>
 
+#include "copy-batch.h"
 #include "fork-join.h"
 
 namespace llmfleet {
@@ -386,10 +387,18 @@ size_t Engine::state_get_into(int32_t seq, uint8_t * dst, size_t size) {
     settle();
     llama_synchronize(ctx_);
     const auto t1 = clock::now();
-    const size_t n = llama_state_seq_get_data(ctx_, dst, size, seq);
+    size_t n = 0;
+    uint64_t copies = 0;
+    {
+        CopyBatch batch;
+        n = llama_state_seq_get_data(ctx_, dst, size, seq);
+        batch.finish();
+        copies = batch.copies();
+    }
     const auto t2 = clock::now();
     std::lock_guard<std::mutex> lock(export_mu_);
     export_stats_.exports++;
+    export_stats_.copies += copies;
     export_stats_.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
     export_stats_.copy_seconds += std::chrono::duration<double>(t2 - t1).count();
     return n;
@@ -403,10 +412,20 @@ Engine::ExportStats Engine::export_stats() {
 size_t Engine::state_set(int32_t seq, const uint8_t * data, size_t size) {
     settle();
     const auto t0 = std::chrono::steady_clock::now();
-    const size_t n = llama_state_seq_set_data(ctx_, data, size, seq);
+    size_t n = 0;
+    uint64_t copies = 0;
+    {
+        // Waits for the queued copies before returning, also when llama.cpp throws: the caller may
+        // reuse the state's memory at once.
+        CopyBatch batch;
+        n = llama_state_seq_set_data(ctx_, data, size, seq);
+        batch.finish();
+        copies = batch.copies();
+    }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::lock_guard<std::mutex> lock(export_mu_);
     import_stats_.imports++;
+    import_stats_.copies += copies;
     import_stats_.seconds += s;
     return n;
 }

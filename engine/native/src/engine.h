@@ -125,14 +125,17 @@ public:
     size_t state_get_into(int32_t seq, uint8_t * dst, size_t size);
     // Totals over state_get_into calls: the wait for the device to finish work queued before it (a
     // prompt's last layers: llama.cpp decodes asynchronously when no logits are read) and the copy.
+    // copies: the tensor copies llama.cpp made (one per contiguous run of cells per layer, K and V;
+    // a scattered sequence makes many), batched on the device (copy-batch.h).
     struct ExportStats {
-        uint64_t exports = 0;
+        uint64_t exports = 0, copies = 0;
         double wait_seconds = 0, copy_seconds = 0;
     };
     ExportStats export_stats();
-    // Totals over state_set calls (imports: hand-offs, KV store loads): seconds in llama.cpp's read.
+    // Totals over state_set calls (imports: hand-offs, KV store loads): seconds in llama.cpp's read,
+    // and its tensor copies (as ExportStats::copies).
     struct ImportStats {
-        uint64_t imports = 0;
+        uint64_t imports = 0, copies = 0;
         double seconds = 0;
     };
     ImportStats import_stats();

@@ -1,0 +1,51 @@
+// Batched tensor copies for sequence state imports and exports.
+//
+// llama.cpp moves a sequence's state between host memory and the KV cache with one
+// ggml_backend_tensor_set (import) or ggml_backend_tensor_get (export) per contiguous run of the
+// sequence's cells, per layer, K and V; the CUDA backend synchronizes the device after each. In a
+// unified cache that many sequences have come and gone from, a new sequence gets whatever cells are
+// free, scattered, so one 4K-token import became thousands of synchronized copies: 305 ms against
+// 36 ms for the same bytes into contiguous cells (7B f16 on an H100, bench:http's P/D at 8 streams),
+// during which the decode pod served no one.
+//
+// Inside a CopyBatch on the calling thread, copies to or from device buffers are queued on a device
+// stream of the thread's own, without waiting, and the scope waits once when it ends. The linker
+// routes llama.cpp's calls here (-Wl,--wrap in CMakeLists.txt, static builds only); elsewhere, or in
+// builds with shared llama.cpp libraries, copies behave as before and CopyBatch only counts nothing.
+#pragma once
+
+#include <cstdint>
+
+struct ggml_tensor;
+struct ggml_backend;
+
+namespace llmfleet {
+
+class CopyBatch {
+public:
+    CopyBatch();
+    ~CopyBatch();  // waits for the queued copies
+    CopyBatch(const CopyBatch &) = delete;
+    CopyBatch & operator=(const CopyBatch &) = delete;
+
+    // Copies seen inside the scope (every run llama.cpp moved), and of them those queued.
+    uint64_t copies() const { return copies_; }
+    uint64_t queued() const { return queued_; }
+    // Waits for the queued copies (the destructor does it too); idempotent.
+    void finish();
+
+    // For the wrapped copy functions: true when the copy was queued here.
+    bool take(::ggml_tensor * tensor, const void * src, void * dst, uint64_t offset, uint64_t size);
+
+private:
+    CopyBatch * outer_ = nullptr;
+    uint64_t copies_ = 0, queued_ = 0;
+    static constexpr int kMaxBackends = 8;
+    ::ggml_backend * used_[kMaxBackends] = {};
+    int n_used_ = 0;
+};
+
+// Whether this build routes llama.cpp's copies through CopyBatch (static link with --wrap).
+bool copy_batching_built();
+
+}  // namespace llmfleet
