@@ -81,7 +81,8 @@ export interface NativeEngine {
   info(): NativeInfo;
   /**
    * One batch: entry i evaluates counts[i] tokens of seqs[i] from position pos0[i]; sample[i] asks
-   * for the next token. With lookahead k > 1 (every entry sampling) each sequence decodes k tokens,
+   * for the next token (1), or for the request's last token (2: a pipelined engine does not start
+   * its decode ahead). With lookahead k > 1 (every entry sampling) each sequence decodes k tokens,
    * feeding each sampled token back, before the call returns: k tokens per entry, -1 after an
    * end-of-generation token.
    */

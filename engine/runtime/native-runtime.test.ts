@@ -266,3 +266,24 @@ test("pipelined decoding (the next decode launched before tokens come back) give
     await piped[Symbol.asyncDispose]();
   }
 });
+
+test("a generation with a limit starts no decode past it (nothing to roll back) and gives the same tokens", async () => {
+  const piped = await NativeRuntime.load({ modelPath, threads: THREADS, contextSize: 256, parallel: 2, pipelineDecode: true });
+  try {
+    const prompt = rt.tokenize(COUNT);
+    const [reference] = await alone([prompt], 5);
+    const s = piped.sequences[0]!;
+    for (const limit of [1, 5]) {
+      const dropped = piped.engine.info().speculatedDropped;
+      await s.evaluatePrefix(prompt.slice(0, -1));
+      const got: Token[] = [];
+      for await (const t of s.generate(prompt.slice(-1), GREEDY, undefined, limit)) got.push(t);
+      assert.deepEqual(got, reference!.slice(0, limit));
+      assert.equal(piped.engine.info().speculatedDropped, dropped, `limit ${limit}: no decode was started past it`);
+      assert.deepEqual(s.contextTokens(), [...prompt, ...got.slice(0, -1)]);
+      await s.clear();
+    }
+  } finally {
+    await piped[Symbol.asyncDispose]();
+  }
+});

@@ -194,15 +194,17 @@ class NativeSequence implements RuntimeSequence {
     }));
   }
 
-  async *generate(next: readonly Token[], sampling: Sampling, onLogprob?: (lp: TokenLogprob) => void): AsyncGenerator<Token, void, void> {
+  async *generate(next: readonly Token[], sampling: Sampling, onLogprob?: (lp: TokenLogprob) => void, limit = Infinity): AsyncGenerator<Token, void, void> {
     await this.setSampling(sampling);
     const logprobs = sampling.logprobs !== undefined && onLogprob !== undefined;
     let input: Token[] = [...next];
     let consumed = this.held.length;
+    let left = limit;
     try {
-      while (this.held.length + input.length <= this.rt.info.contextSize) {
-        const room = this.rt.info.contextSize - this.held.length - input.length;
-        const got = await this.rt.scheduler.evaluate({ seq: this.id, pos: this.held.length, tokens: input, sample: true, room });
+      while (left > 0 && this.held.length + input.length <= this.rt.info.contextSize) {
+        const room = Math.min(this.rt.info.contextSize - this.held.length - input.length, left - 1);
+        const got = await this.rt.scheduler.evaluate({ seq: this.id, pos: this.held.length, tokens: input, sample: true, room, last: left === 1 });
+        left -= got.length;
         this.held.push(...input, ...got.slice(0, -1));
         consumed += input.length;
         const lps = logprobs ? this.takeLogprobs() : [];

@@ -102,8 +102,11 @@ export interface RuntimeSequence {
   /**
    * Evaluates `next` and yields sampled tokens until the consumer stops iterating. With
    * `sampling.logprobs` set, `onLogprob` gets each token's log-probabilities before it is yielded.
+   * `limit`: the consumer takes at most this many tokens (max_tokens), so a runtime neither decodes
+   * past them nor starts the decode of the last one ahead (a pipelined engine would, and whoever
+   * touches the sequence next waits for it and rolls it back).
    */
-  generate(next: readonly Token[], sampling: Sampling, onLogprob?: (lp: TokenLogprob) => void): AsyncGenerator<Token, void, void>;
+  generate(next: readonly Token[], sampling: Sampling, onLogprob?: (lp: TokenLogprob) => void, limit?: number): AsyncGenerator<Token, void, void>;
   /** llama.cpp's sequence state (the `ggsq` file format: header, tokens, KV). */
   exportState(): Promise<Buffer>;
   /**

@@ -24,6 +24,8 @@ export interface EvaluateRequest {
   sample: boolean;
   /** Most tokens this request may take beyond the first (its sequence's room); default 0. */
   room?: number;
+  /** The sampled token is the request's last: the engine does not start its decode ahead (pipelining). */
+  last?: boolean;
 }
 
 interface Want extends EvaluateRequest {
@@ -135,7 +137,7 @@ export class StepScheduler {
       seqs[i] = w.seq;
       pos0[i] = w.pos;
       counts[i] = w.tokens.length;
-      sample[i] = w.sample ? 1 : 0;
+      sample[i] = w.sample ? (w.last ? 2 : 1) : 0;
       total += w.tokens.length;
       if (w.tokens.length > 1) prompt += w.tokens.length;
     });

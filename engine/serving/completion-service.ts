@@ -218,7 +218,7 @@ export class CompletionService {
   /** Prefill role: the prompt's last token evaluated and the answer's first token sampled (first-token.ts), then the state of the whole prompt. */
   private async exportWithFirst(lease: SequenceLease, req: PreparedRequest): Promise<{ state: Buffer; exportMs: number; firstToken?: Token }> {
     let firstToken: Token | undefined;
-    for await (const token of lease.sequence.generate(req.prompt.slice(-1), req.parsed.sampling, () => undefined)) {
+    for await (const token of lease.sequence.generate(req.prompt.slice(-1), req.parsed.sampling, () => undefined, 1)) {
       firstToken = token;
       break; // the sequence keeps the prompt; the token is not evaluated here
     }
@@ -460,10 +460,10 @@ function answerTokens(
   first?: { token: Token; ready: Promise<unknown> },
 ): AsyncGenerator<Token, void, void> {
   const { sampling } = req.parsed;
-  if (!first) return lease.sequence.generate(req.prompt.slice(-1), sampling, onLogprob);
+  if (!first) return lease.sequence.generate(req.prompt.slice(-1), sampling, onLogprob, req.maxTokens);
   return withFirst(first.token, async () => {
     await first.ready;
-    return lease.sequence.generate([first.token], sampling, onLogprob);
+    return lease.sequence.generate([first.token], sampling, onLogprob, req.maxTokens - 1);
   });
 }
 

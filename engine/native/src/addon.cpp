@@ -140,7 +140,8 @@ bool step_input(const Napi::CallbackInfo & info, const Engine & e, llmfleet::Ste
     for (size_t i = 0; i < n; i++) {
         if (seqs[i] < 0 || seqs[i] >= n_seq) return throw_range(env, "step: seqs[" + std::to_string(i) + "] is not a sequence of this engine");
         if (pos0[i] < 0 || counts[i] < 0) return throw_range(env, "step: pos0 and counts must be >= 0 (entry " + std::to_string(i) + ")");
-        in.entries.push_back({seqs[i], pos0[i], static_cast<int32_t>(offset), counts[i], sample[i] != 0});
+        if (sample[i] > 2) return throw_range(env, "step: sample[" + std::to_string(i) + "] must be 0, 1 or 2");
+        in.entries.push_back({seqs[i], pos0[i], static_cast<int32_t>(offset), counts[i], sample[i] != 0, sample[i] == 2});
         offset += counts[i];
     }
     if (offset != static_cast<int64_t>(tokens.ElementLength())) return throw_range(env, "step: counts do not add up to tokens.length");

@@ -32,7 +32,7 @@ void Engine::speculate(const StepInput & in, const std::vector<llama_token> & ou
     if (n == 0 || n > opts_.batch_size) return;
     for (size_t e = 0; e < n; e++) {
         const llama_token t = out[e * k + k - 1];
-        if (!in.entries[e].sample || t < 0 || is_eog(t)) return;
+        if (!in.entries[e].sample || in.entries[e].last || t < 0 || is_eog(t)) return;
     }
     std::vector<Speculated> next(n);
     for (size_t e = 0; e < n; e++) {

@@ -68,6 +68,7 @@ struct StepEntry {
     int32_t offset;  // into StepInput::tokens
     int32_t count;
     bool sample;
+    bool last = false;  // the sampled token is the request's last: its decode is not speculated
 };
 
 struct StepInput {
