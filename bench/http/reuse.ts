@@ -67,10 +67,13 @@ async function metricSum(url: string, name: string): Promise<number> {
     .reduce((s, l) => s + Number(l.split(" ").pop()), 0);
 }
 
-/** The pod's KV store loads by outcome (hit, miss, recompute_faster, corrupt, ...): why a load did or did not happen. */
-async function loadOutcomes(url: string): Promise<Record<string, number>> {
+/**
+ * The pod's KV store loads (default) or write-backs by outcome: why a load did or did not happen
+ * (hit, miss, recompute_faster, corrupt, ...), whether a write-back stored (stored, error, skipped_busy, ...).
+ */
+async function loadOutcomes(url: string, metric = "llmfleet_kv_store_loads_total"): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for (const [labels, value] of samples(await (await fetch(`${url}/metrics`)).text(), "llmfleet_kv_store_loads_total")) {
+  for (const [labels, value] of samples(await (await fetch(`${url}/metrics`)).text(), metric)) {
     if (labels.outcome) out[labels.outcome] = (out[labels.outcome] ?? 0) + value;
   }
   return out;
@@ -89,12 +92,16 @@ let seed = 1;
 let wordsPerToken = 1;
 const context = (tokens: number): string => benchPromptOfTokens(7_000_000 + seed++, tokens, wordsPerToken);
 
-/** Settles a pod's write-backs: their count stops moving. */
-async function writesSettled(url: string): Promise<void> {
+/**
+ * Settles a pod's write-backs: at least `atLeast` of them have ended (a write is counted when it
+ * ends, stored or not; a 1 GB state takes seconds to export and upload), then their count stops
+ * moving. Gives up after 60 s.
+ */
+async function writesSettled(url: string, atLeast = 0): Promise<void> {
   let last = -1;
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 300; i++) {
     const now = await metricSum(url, "llmfleet_kv_store_writes_total");
-    if (now === last) return;
+    if (now === last && now >= atLeast) return;
     last = now;
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -118,14 +125,17 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
   let storeBytes = 0;
   let loadSeconds = 0;
   const bOutcomesBefore = await loadOutcomes(b);
+  const WRITES = "llmfleet_kv_store_writes_total";
+  const aWritesBefore = await loadOutcomes(a, WRITES);
   for (let r = 0; r < o.repeats; r++) {
     const c = context(tokens);
     recompute.push(await ask(plain, c));
     inpod.push(await ask(plain, c + QUESTION));
     const ca = context(tokens);
+    const aWrites = await metricSum(a, "llmfleet_kv_store_writes_total");
     missStore.push(await ask(a, ca));
     duringWriteback.push(await ask(a, context(tokens))); // A's write-back of `ca` is in flight
-    await writesSettled(a);
+    await writesSettled(a, aWrites + 2); // both contexts' write-backs have ended (stored, or skipped while A was busy)
     const bytesBefore = await metricSum(store, "llmfleet_kv_bytes");
     const loadBefore = await metricSum(b, "llmfleet_kv_store_load_seconds_sum");
     fromStore.push(await ask(b, ca + QUESTION));
@@ -148,6 +158,8 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     store_cached_tokens: cached(fromStore),
     // Why B did or did not load (recompute_faster: the entry was held but loading it was expected to take longer).
     store_load_outcomes: outcomeDelta(await loadOutcomes(b), bOutcomesBefore),
+    // A's write-backs (the entries B loads): stored, or why not.
+    writeback_outcomes: outcomeDelta(await loadOutcomes(a, WRITES), aWritesBefore),
     store_entry_bytes: Math.round(storeBytes),
     store_load_s: loadSeconds / o.repeats,
     prompt_tokens: median(recompute.map((x) => x.promptTokens)),
