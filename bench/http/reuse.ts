@@ -122,6 +122,8 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
   const missStore: Answer[] = [];
   const duringWriteback: Answer[] = [];
   const fromStore: Answer[] = [];
+  // The engine's own step time in the in-pod request (the question's prefill and sampling): the rest is HTTP, JavaScript, the prefix search.
+  const inpodEngineMs: number[] = [];
   let storeBytes = 0;
   let loadSeconds = 0;
   const bOutcomesBefore = await loadOutcomes(b);
@@ -130,7 +132,9 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
   for (let r = 0; r < o.repeats; r++) {
     const c = context(tokens);
     recompute.push(await ask(plain, c));
+    const stepBefore = await metricSum(plain, "llmfleet_engine_native_step_seconds_total");
     inpod.push(await ask(plain, c + QUESTION));
+    inpodEngineMs.push(((await metricSum(plain, "llmfleet_engine_native_step_seconds_total")) - stepBefore) * 1000);
     const ca = context(tokens);
     const aWrites = await metricSum(a, "llmfleet_kv_store_writes_total");
     missStore.push(await ask(a, ca));
@@ -152,6 +156,7 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     recompute_ms: m(recompute),
     inpod_ms: m(inpod),
     inpod_cached_tokens: cached(inpod),
+    inpod_engine_ms: Math.round(median(inpodEngineMs) * 10) / 10,
     miss_store_ms: m(missStore),
     during_writeback_ms: m(duringWriteback),
     store_ms: m(fromStore),
