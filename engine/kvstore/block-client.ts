@@ -266,7 +266,9 @@ export class KvBlockClient {
   ): Promise<{ state: Buffer; path: "tcp" | "http" }> {
     const m = decodeManifest(frame);
     this.checkLoadable(m, entryKey, want.tokens);
-    const sink = new BlockSink(m, (b, stored) => (b.enc ? this.opts.sealer!.open(want.kvNamespace, aad(b.key, this.opts.model, b.kind), stored) : stored));
+    const open = (b: BlockEntry, stored: Buffer): Buffer => (b.enc ? this.opts.sealer!.open(want.kvNamespace, aad(b.key, this.opts.model, b.kind), stored) : stored);
+    const addon = this.opts.addon;
+    const sink = new BlockSink(m, open, addon?.kvAlloc ? (n) => addon.kvAlloc!(n) : undefined);
     let path: "tcp" | "http" = this.opts.tcp && this.mode !== "http" ? "tcp" : "http";
     if (path === "tcp" && !(await this.loadTcp(m, sink, signal))) path = "http";
     if (path === "http") await this.loadHttp(entryKey, sink, signal);
@@ -325,7 +327,9 @@ export class KvBlockClient {
     if (index !== sink.next) throw new KvBlockError(`block ${index} staged out of order (expected ${sink.next})`);
     const taken = this.opts.tcp!.addon.kvTake(this.opts.tcp!.handle, `${id}.${index}`);
     if (!taken) throw new KvBlockError(`block ${index} was reported staged but is not`);
-    sink.accept(taken.state);
+    // Placed (copied into the state): the block goes back to the pool now, not at a collection.
+    // A coded block waits for its batch's decode, and is collected later.
+    if (!sink.accept(taken.state)) this.opts.tcp!.addon.kvRelease?.(taken.state);
     return true;
   }
 
@@ -369,20 +373,23 @@ class BlockSink {
   constructor(
     private readonly m: KvManifest,
     private readonly open: (b: BlockEntry, stored: Buffer) => Buffer,
+    /** Where the state is assembled (StateJoiner's alloc: the addon's pool when there is one). */
+    private readonly alloc?: (bytes: number) => Buffer,
   ) {}
 
   get total(): number {
     return this.m.blocks.length;
   }
 
-  accept(stored: Buffer): void {
+  /** Takes the next stored block; true when the sink keeps reading `stored` after it returns (a coded block waiting for its batch). */
+  accept(stored: Buffer): boolean {
     const i = this.next;
     const b = this.m.blocks[i];
     if (!b) throw new KvBlockError("the block stream holds more blocks than the manifest");
     verifyBlock(b, stored);
     const raw = this.open(b, stored);
     if (i === 0) {
-      this.joiner = new StateJoiner(raw, this.m.blockTokens);
+      this.joiner = new StateJoiner(raw, this.m.blockTokens, false, this.alloc);
       if (this.joiner.blocks !== this.total - 1) throw new KvBlockError(`meta block describes ${this.joiner.blocks} kv blocks, the manifest ${this.total - 1}`);
     } else if (b.codec === "none") this.joiner!.place(i - 1, raw);
     else {
@@ -391,6 +398,7 @@ class BlockSink {
       if (this.coded.length >= CODED_BATCH || i === this.total - 1) this.decodeCoded();
     }
     this.next++;
+    return this.coded.some((c) => c.coded.buffer === stored.buffer);
   }
 
   private decodeCoded(): void {

@@ -121,7 +121,12 @@ export class StateJoiner {
   private readonly placed: boolean[];
   private dense = Buffer.alloc(0);
 
-  constructor(meta: Buffer, blockTokens: number, partialTail = false) {
+  /**
+   * `alloc` makes the state's buffer (default Buffer.allocUnsafe): a load passes the addon's pool
+   * (kvAlloc), whose blocks are page-locked on a GPU and already faulted in, so llama.cpp's copy to
+   * the device runs at the link's speed and a GB-sized state costs no page faults to fill.
+   */
+  constructor(meta: Buffer, blockTokens: number, partialTail = false, alloc: (bytes: number) => Buffer = Buffer.allocUnsafe) {
     const parsed = parse(meta, false);
     this.p = plan(parsed, blockTokens, partialTail);
     let size = 0;
@@ -129,7 +134,7 @@ export class StateJoiner {
       if (!isSeg(item)) size += item.length;
       else size += parsed.parts[item.part]!.positions.length * item.unit * item.nEmbd;
     }
-    this.out = Buffer.allocUnsafe(size);
+    this.out = alloc(size);
     let at = 0;
     for (const item of parsed.items) {
       if (!isSeg(item)) {

@@ -157,7 +157,12 @@ export class KvPrefixCache implements AsyncDisposable {
       const found = await this.lookupAndFetch(context, { have, kvNamespace }, signal);
       if (!found) return this.finish("miss", t0, { loaded: 0, storedBlocks: 0 });
       if ("skip" in found) return this.finish("recompute_faster", t0, { loaded: 0, storedBlocks: found.storedBlocks });
-      await this.importOrClear(seq, found.state, context.slice(0, found.tokens));
+      try {
+        await this.importOrClear(seq, found.state, context.slice(0, found.tokens));
+      } finally {
+        // On the device now (or refused): the assembled state's pool block goes back at once.
+        this.opts.tcp?.addon.kvRelease?.(found.state);
+      }
       this.opts.metrics.reusedTokens.inc(found.tokens);
       this.estimator.observeLoad(found.entryTokens, performance.now() - t0);
       return this.finish("hit", t0, { loaded: found.tokens, storedBlocks: found.tokens / found.blockTokens });
@@ -224,9 +229,12 @@ export class KvPrefixCache implements AsyncDisposable {
   }
 
   /** The state of the first `tokens` of a longer entry (served through an alias). */
+  /** The state's first `tokens` tokens; a copy's source goes back to the pool at once (kvAlloc'd: a TCP load). */
   private cut(state: Buffer, tokens: number): Buffer {
     try {
-      return truncateSeqState(state, tokens);
+      const cut = truncateSeqState(state, tokens);
+      if (cut.buffer !== state.buffer) this.opts.tcp?.addon.kvRelease?.(state);
+      return cut;
     } catch (err) {
       throw new LoadFailure("corrupt", `cutting a ${state.length}-byte state to ${tokens} tokens: ${(err as Error).message}`);
     }

@@ -76,3 +76,17 @@ test("kvRelease gives a taken state's block back at once (no garbage collection)
   assert.equal(listener.kv.kvPoolStats!().hits, before.hits + 1, "the next state of that size reuses the released block");
   assert.equal(listener.kv.kvRelease!(second), true);
 });
+
+test("kvAlloc hands out pool blocks (reused after kvRelease) and refuses sizes that are not byte counts", () => {
+  const kv = listener.kv;
+  const first = kv.kvAlloc!(3 << 20);
+  assert.equal(first.length, 3 << 20);
+  first.fill(7);
+  assert.equal(kv.kvRelease!(first), true, "a kvAlloc block is the pool's");
+  const before = kv.kvPoolStats!();
+  const second = kv.kvAlloc!(3 << 20);
+  assert.equal(kv.kvPoolStats!().hits, before.hits + 1, "the released block is reused");
+  assert.equal(kv.kvRelease!(second), true);
+  for (const bad of [0, -1, 1.5, Number.NaN, 2 ** 41]) assert.throws(() => kv.kvAlloc!(bad), RangeError, String(bad));
+  assert.throws(() => kv.kvAlloc!("1" as unknown as number), TypeError);
+});

@@ -85,6 +85,8 @@ export interface KvStreamAddon {
   kvPoolStats?(): KvPoolStats;
   /** A state Buffer from the pool (an export, a kvTake) back to the pool now; the Buffer is detached. False for any other. */
   kvRelease?(buffer: Uint8Array): boolean;
+  /** A pool block of `bytes` as a Buffer, uninitialised (page-locked on a GPU, its pages already there); kvRelease gives it back. */
+  kvAlloc?(bytes: number): Buffer;
 }
 
 export interface KvPoolStats {

@@ -574,6 +574,7 @@ void InitKvStream(Napi::Env env, Napi::Object exports) {
     exports.Set("kvChecksum", Napi::Function::New(env, KvChecksum));
     exports.Set("kvPoolStats", Napi::Function::New(env, KvPoolStats));
     exports.Set("kvRelease", Napi::Function::New(env, KvRelease));
+    exports.Set("kvAlloc", Napi::Function::New(env, KvAlloc));
 }
 
 }  // namespace llmfleet_addon

@@ -72,6 +72,25 @@ Napi::Buffer<uint8_t> pool_buffer(Napi::Env env, hostpool::Block block, size_t n
     return Napi::Buffer<uint8_t>(env, reinterpret_cast<napi_value>(*buf));
 }
 
+Napi::Value KvAlloc(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+        Napi::TypeError::New(env, "kvAlloc(bytes: number)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    const double n = info[0].As<Napi::Number>().DoubleValue();
+    if (!(n >= 1 && n <= 1099511627776.0) || n != static_cast<double>(static_cast<uint64_t>(n))) {
+        Napi::RangeError::New(env, "kvAlloc: bytes must be an integer from 1 to 2^40").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    hostpool::Block block = hostpool::acquire(static_cast<size_t>(n));
+    if (!block.data) {
+        Napi::Error::New(env, "kvAlloc: out of host memory").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    return pool_buffer(env, block, static_cast<size_t>(n));
+}
+
 Napi::Value KvRelease(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsTypedArray()) {

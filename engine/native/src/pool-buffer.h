@@ -21,6 +21,11 @@ namespace llmfleet_addon {
 // A Buffer of the first n bytes of `block` (taken over: released by the Buffer).
 Napi::Buffer<uint8_t> pool_buffer(Napi::Env env, hostpool::Block block, size_t n);
 
+// kvAlloc(bytes) -> Buffer: a pool block of that many bytes, uninitialised (page-locked where the
+// pool is on a GPU; reused, so its pages are already there): a state assembled in JavaScript (a KV
+// store load's blocks joined) that llama.cpp then copies to the device. kvRelease gives it back.
+Napi::Value KvAlloc(const Napi::CallbackInfo & info);
+
 // kvRelease(buffer) -> boolean: the pool block under a Buffer from pool_buffer back to the pool now
 // (the Buffer detached); false for any other buffer or one already released.
 Napi::Value KvRelease(const Napi::CallbackInfo & info);
