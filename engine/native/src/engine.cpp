@@ -381,20 +381,29 @@ size_t Engine::state_size(int32_t seq) {
     return llama_state_seq_get_size(ctx_, seq);
 }
 
+namespace {
+
+// Runs a llama.cpp state read or write with its tensor copies batched (copy-batch.h); they are
+// waited for before it returns, also when llama.cpp throws, so the caller may reuse the memory at once.
+template <typename F>
+size_t batched(uint64_t & copies, F && f) {
+    CopyBatch batch;
+    const size_t n = f();
+    batch.finish();
+    copies = batch.copies();
+    return n;
+}
+
+}  // namespace
+
 size_t Engine::state_get_into(int32_t seq, uint8_t * dst, size_t size) {
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
     settle();
     llama_synchronize(ctx_);
     const auto t1 = clock::now();
-    size_t n = 0;
     uint64_t copies = 0;
-    {
-        CopyBatch batch;
-        n = llama_state_seq_get_data(ctx_, dst, size, seq);
-        batch.finish();
-        copies = batch.copies();
-    }
+    const size_t n = batched(copies, [&] { return llama_state_seq_get_data(ctx_, dst, size, seq); });
     const auto t2 = clock::now();
     std::lock_guard<std::mutex> lock(export_mu_);
     export_stats_.exports++;
@@ -412,16 +421,8 @@ Engine::ExportStats Engine::export_stats() {
 size_t Engine::state_set(int32_t seq, const uint8_t * data, size_t size) {
     settle();
     const auto t0 = std::chrono::steady_clock::now();
-    size_t n = 0;
     uint64_t copies = 0;
-    {
-        // Waits for the queued copies before returning, also when llama.cpp throws: the caller may
-        // reuse the state's memory at once.
-        CopyBatch batch;
-        n = llama_state_seq_set_data(ctx_, data, size, seq);
-        batch.finish();
-        copies = batch.copies();
-    }
+    const size_t n = batched(copies, [&] { return llama_state_seq_set_data(ctx_, data, size, seq); });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::lock_guard<std::mutex> lock(export_mu_);
     import_stats_.imports++;
