@@ -151,18 +151,43 @@ export class KvPrefixCache implements AsyncDisposable {
    * `have` tokens (what the sequence already shares with it). Never throws.
    */
   async load(seq: RuntimeSequence, context: readonly Token[], have: number, kvNamespace = ""): Promise<PrefixLoad> {
-    const t0 = performance.now();
-    const signal = AbortSignal.timeout(this.opts.timeoutMs);
-    try {
-      const found = await this.lookupAndFetch(context, { have, kvNamespace }, signal);
-      if (!found) return this.finish("miss", t0, { loaded: 0, storedBlocks: 0 });
-      if ("skip" in found) return this.finish("recompute_faster", t0, { loaded: 0, storedBlocks: found.storedBlocks });
+    return this.loading(context, { have, kvNamespace }, async (found) => {
       try {
         await this.importOrClear(seq, found.state, context.slice(0, found.tokens));
       } finally {
         // On the device now (or refused): the assembled state's pool block goes back at once.
         this.opts.tcp?.addon.kvRelease?.(found.state);
       }
+    });
+  }
+
+  /**
+   * The longest cached block-aligned prefix of `context` as a state, imported nowhere (a RAG
+   * document's own KV: the entry a prompt starting with that document writes), or undefined (none
+   * held, recomputing was expected to be faster, or the store failed). Counted as load() counts.
+   * The state may be a pool block: the caller gives it back (kvRelease) once it has read it.
+   */
+  async fetchPrefix(context: readonly Token[], kvNamespace = ""): Promise<{ state: Buffer; tokens: number } | undefined> {
+    let got: { state: Buffer; tokens: number } | undefined;
+    await this.loading(context, { have: 0, kvNamespace }, async (found) => {
+      got = { state: found.state, tokens: found.tokens };
+    });
+    return got;
+  }
+
+  /** A lookup and fetch, `use` of what was found, the outcome counted. Never throws. */
+  private async loading(
+    context: readonly Token[],
+    at: { have: number; kvNamespace: string },
+    use: (found: { state: Buffer; tokens: number }) => Promise<void>,
+  ): Promise<PrefixLoad> {
+    const t0 = performance.now();
+    const signal = AbortSignal.timeout(this.opts.timeoutMs);
+    try {
+      const found = await this.lookupAndFetch(context, at, signal);
+      if (!found) return this.finish("miss", t0, { loaded: 0, storedBlocks: 0 });
+      if ("skip" in found) return this.finish("recompute_faster", t0, { loaded: 0, storedBlocks: found.storedBlocks });
+      await use(found);
       this.opts.metrics.reusedTokens.inc(found.tokens);
       this.estimator.observeLoad(found.entryTokens, performance.now() - t0);
       return this.finish("hit", t0, { loaded: found.tokens, storedBlocks: found.tokens / found.blockTokens });

@@ -62,7 +62,7 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
     ragJoinedTokens: new Counter({ name: "llmfleet_rag_joined_tokens_total", help: "RAG document tokens joined from the document's own KV instead of computed in place (also counted as prefix hits)", registers }),
     ragDocuments: new Counter({
       name: "llmfleet_rag_documents_total",
-      help: "RAG documents a join used: outcome cached (the document's own KV was in host memory) or computed (alone, then joined: a miss; size --rag-cache-bytes)",
+      help: "RAG documents a join used: outcome cached (the document's own KV was in host memory), stored (loaded from the KV store, its last partial block computed) or computed (alone, then joined: a miss; size --rag-cache-bytes)",
       labelNames: ["outcome"],
       registers,
     }),

@@ -111,7 +111,7 @@ class NativeSequence implements RuntimeSequence {
       this.held = tokens.slice(0, start);
       at = start;
       const own = [...tokens.slice(0, join.lead), ...tokens.slice(start, end)];
-      const state = await join.chunk(own, () => this.rt.computeAlone(own));
+      const state = await join.chunk(own, (start) => this.rt.computeAlone(own, start));
       if (!(await this.rt.moveIn(state, this.id, { lead: join.lead, at: start, keep }))) break;
       this.held = tokens.slice(0, keep);
       joined += keep - start;
@@ -316,11 +316,14 @@ export class NativeRuntime implements ModelRuntime {
   }
 
   /** The state of `tokens` computed alone, in the scratch sequence. */
-  computeAlone(tokens: readonly Token[]): Promise<Buffer> {
+  async computeAlone(tokens: readonly Token[], start?: Buffer): Promise<Buffer> {
+    const from = start ? seqStateTokens(start).length : 0;
+    if (start && !seqStateTokens(start).every((t, i) => t === tokens[i])) throw new Error("computeAlone: the start state is not of a prefix of the tokens");
     return this.withScratch(async () => {
       await this.scheduler.exclusive(() => this.engine.seqRm(this.scratch, -1, -1));
       try {
-        await this.scheduler.evaluate({ seq: this.scratch, pos: 0, tokens, sample: false });
+        if (start) await this.scheduler.exclusive(() => this.engine.stateSetFile(this.scratch, start));
+        if (from < tokens.length) await this.scheduler.evaluate({ seq: this.scratch, pos: from, tokens: tokens.slice(from), sample: false });
         return await this.scheduler.exclusive(async () => this.engine.stateGetFile(this.scratch, Int32Array.from(tokens)));
       } finally {
         await this.scheduler.exclusive(() => this.engine.seqRm(this.scratch, -1, -1));

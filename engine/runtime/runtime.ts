@@ -72,8 +72,11 @@ export interface JoinRequest {
   spans: ReadonlyArray<{ start: number; end: number; keep: number }>;
   /** Tokens before the first document ([BOS]), which every document's own KV starts with. */
   lead: number;
-  /** The state of `tokens` (lead + one document) computed alone: from a cache, or computed now. */
-  chunk(tokens: readonly Token[], compute: () => Promise<Buffer>): Promise<Buffer>;
+  /**
+   * The state of `tokens` (lead + one document) computed alone: from a cache, or computed now
+   * (`compute`, from `start` when given: the state of a prefix of `tokens`, from the KV store).
+   */
+  chunk(tokens: readonly Token[], compute: (start?: Buffer) => Promise<Buffer>): Promise<Buffer>;
 }
 
 export interface RuntimeSequence {
@@ -148,9 +151,10 @@ export interface ModelRuntime extends AsyncDisposable {
   readonly stepStats?: StepStats;
   /**
    * The state of `tokens` computed alone, in no sequence of the pool: a RAG document's own KV
-   * (JoinRequest.chunk). Usable where the sequences join (evaluateJoined).
+   * (JoinRequest.chunk). Usable where the sequences join (evaluateJoined). `start`: the state of a
+   * prefix of `tokens` (the document's stored blocks) to go on from instead of computing it.
    */
-  computeAlone?(tokens: readonly Token[]): Promise<Buffer>;
+  computeAlone?(tokens: readonly Token[], start?: Buffer): Promise<Buffer>;
   /**
    * A state its last reader is done with (sent to the decode pod, imported): its page-locked block
    * back to the pool now rather than when V8 collects the Buffer, so the next state of that size

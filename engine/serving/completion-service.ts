@@ -8,6 +8,7 @@
  * the decode pod computes exactly what the aggregated pod computes.
  */
 import { ChunkCache } from "./chunk-cache.ts";
+import { documentKv, type DocumentKvDeps } from "./document-kv.ts";
 import { joinPlan, ownTokens, withDocuments, type DocumentLayout } from "./documents.ts";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { ModelRuntime, RuntimeSequence, Token, TokenLogprob } from "../runtime/runtime.ts";
@@ -129,15 +130,19 @@ export class CompletionService {
       const kept: boolean[] = [];
       for (const own of owns) {
         ctx.signal.throwIfAborted();
-        const key = ChunkCache.key(ctx.kvNamespace, own);
-        kept.push(rag.chunks.has(key));
-        if (!kept.at(-1)) rag.chunks.put(key, await runtime.computeAlone(own));
+        kept.push(rag.chunks.has(ChunkCache.key(ctx.kvNamespace, own)));
+        if (!kept.at(-1)) await documentKv(this.documentDeps(rag.chunks), { tokens: own, kvNamespace: ctx.kvNamespace }, (start) => runtime.computeAlone!(own, start));
       }
       this.metrics.ragCacheBytes.set(rag.chunks.bytes);
       return kept;
     } finally {
       lease.release();
     }
+  }
+
+  /** Where documentKv finds and keeps documents' own KV: the pod's document cache, then the KV store. */
+  private documentDeps(chunks: ChunkCache): DocumentKvDeps {
+    return { chunks, kvCache: this.kvCache, release: this.runtime.releaseState?.bind(this.runtime) };
   }
 
   /** Tokenizes a validated request and checks it fits the context (ContextLengthError, EmptyPromptError). */
@@ -337,10 +342,9 @@ export class CompletionService {
     if (!this.rag || !req.documents || !seq.evaluateJoined) return seq.evaluatePrefix(context);
     const { chunks, recompute } = this.rag;
     const ns = req.identity?.kvNamespace ?? "";
-    const chunk = async (tokens: readonly Token[], compute: () => Promise<Buffer>): Promise<Buffer> => {
-      let computed = false;
-      const state = await chunks.getOrCompute(ChunkCache.key(ns, tokens), () => ((computed = true), compute()));
-      this.metrics.ragDocuments.inc({ outcome: computed ? "computed" : "cached" });
+    const chunk = async (tokens: readonly Token[], compute: (start?: Buffer) => Promise<Buffer>): Promise<Buffer> => {
+      const { state, outcome } = await documentKv(this.documentDeps(chunks), { tokens, kvNamespace: ns }, compute);
+      this.metrics.ragDocuments.inc({ outcome });
       this.metrics.ragCacheBytes.set(chunks.bytes);
       return state;
     };
