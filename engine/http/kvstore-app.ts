@@ -92,22 +92,33 @@ function keyList(body: unknown, field = "keys"): string[] {
  * staged) with another size or CRC-32C than the manifest says — another writer's block under the
  * same key, which the writer must name instead (409, it writes again).
  */
-async function takeStaged(deps: KvStoreAppDeps, m: KvManifest): Promise<{ missing: string[]; mismatched: string[] }> {
+async function takeStaged(deps: KvStoreAppDeps, m: KvManifest, upload: string | undefined): Promise<{ missing: string[]; mismatched: string[] }> {
   const missing: string[] = [];
   const mismatched: string[] = [];
   // What each block is held as (one look at the tiers per block, all at once); undefined: not held.
   const held = await Promise.all(m.blocks.map((b) => deps.store.blockSum(b.key)));
   for (const [i, block] of m.blocks.entries()) {
-    const found = await checkBlock(deps, block, held[i]);
+    const found = await checkBlock(deps, block, held[i], upload);
     if (found === "missing") missing.push(block.key);
     else if (found === "mismatched") mismatched.push(block.key);
   }
   return { missing, mismatched };
 }
 
+/**
+ * The manifest PUT's `?upload=`: the writer's id its TCP-staged blocks carry (`<upload>.<key>`), so
+ * two writers of one prefix never take each other's; absent (older pods): staged under the key.
+ */
+function uploadParam(req: Request): string | undefined {
+  const v = req.query.upload;
+  if (v === undefined) return undefined;
+  if (typeof v !== "string" || !/^[A-Za-z0-9_-]{1,32}$/.test(v)) throw new HttpError(400, "upload must be 1-32 characters of [A-Za-z0-9_-]", { param: "upload" });
+  return v;
+}
+
 /** One block a manifest names: held (`held`, its size and CRC-32C) or staged (taken, checked, stored), against the manifest's. */
-async function checkBlock(deps: KvStoreAppDeps, block: BlockEntry, held: BlockSum | undefined): Promise<"ok" | "missing" | "mismatched"> {
-  const taken = held ? undefined : deps.tcp?.addon.kvTake(deps.tcp.handle, block.key);
+async function checkBlock(deps: KvStoreAppDeps, block: BlockEntry, held: BlockSum | undefined, upload: string | undefined): Promise<"ok" | "missing" | "mismatched"> {
+  const taken = held ? undefined : deps.tcp?.addon.kvTake(deps.tcp.handle, upload ? `${upload}.${block.key}` : block.key);
   if (!held && !taken) return "missing";
   const sum = held ?? (await storeStaged(deps, block, taken!.state));
   return sum !== null && sum.bytes === block.bytes && sum.crc32c === block.crc32c ? "ok" : "mismatched";
@@ -242,6 +253,7 @@ function routes(app: Express, deps: KvStoreAppDeps): void {
       ...config,
       tiers: store.tiers.map((t) => ({ name: t.name, medium: t.medium })),
       formats: kvFormat === "v1" ? ["v1"] : ["v1", "v2"],
+      uploadIds: true,
       blockCodecs: BLOCK_CODECS,
       ...(deps.tcp ? { kvPort: deps.tcp.port } : {}),
     });
@@ -275,7 +287,7 @@ function routes(app: Express, deps: KvStoreAppDeps): void {
         metrics.rejected.inc({ reason: "checksum" });
         throw new HttpError(400, err.message, { code: "bad_checksum" });
       }
-      const { missing, mismatched } = await takeStaged(deps, m);
+      const { missing, mismatched } = await takeStaged(deps, m, uploadParam(req));
       if (missing.length > 0)
         throw new HttpError(409, `the manifest names ${missing.length} block(s) the store does not hold: upload them first (first: ${missing[0]})`, {
           code: "missing_blocks",

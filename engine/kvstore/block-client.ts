@@ -35,6 +35,8 @@ export interface BlockStoreConfig {
   formats?: string[];
   blockCodecs?: string[];
   kvPort?: number;
+  /** TCP-staged blocks go under the writer's upload id (`<upload>.<key>`, the manifest PUT's `?upload=`): no writer takes another's. */
+  uploadIds?: boolean;
 }
 
 export interface BlockClientOptions {
@@ -112,11 +114,13 @@ export class KvBlockClient {
         signal,
       );
       await this.describeHeld(blocks, stored, has, signal);
-      const { path, sentBytes, dedupedBytes } = await this.sendMissing(config, { blocks, stored, has }, signal);
+      // Each attempt stages its blocks under an id of its own (what a failed attempt staged expires).
+      const upload = config.uploadIds ? randomBytes(8).toString("hex") : undefined;
+      const { path, sentBytes, dedupedBytes } = await this.sendMissing(config, { blocks, stored, has, upload }, signal);
       this.opts.metrics.blockBytes.inc({ op: "sent", path }, sentBytes);
       this.opts.metrics.blockBytes.inc({ op: "deduped", path }, dedupedBytes);
       const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes, prefixKeys: keys, blocks };
-      const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}`, {
+      const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}${upload && path === "tcp" ? `?upload=${upload}` : ""}`, {
         method: "PUT",
         headers: { ...this.opts.headers(), "content-type": "application/x-llmfleet-kv-manifest" },
         body: encodeManifest(manifest) as unknown as BodyInit,
@@ -184,18 +188,17 @@ export class KvBlockClient {
 
   private async sendMissing(
     config: BlockStoreConfig,
-    { blocks, stored, has }: { blocks: BlockEntry[]; stored: Buffer[]; has: boolean[] },
+    { blocks, stored, has, upload }: { blocks: BlockEntry[]; stored: Buffer[]; has: boolean[]; upload: string | undefined },
     signal: AbortSignal,
   ): Promise<{ path: "tcp" | "http"; sentBytes: number; dedupedBytes: number }> {
     let path: "tcp" | "http" = this.useTcpUpload(config) ? "tcp" : "http";
-    let sentBytes = 0;
-    let dedupedBytes = 0;
+    let [sentBytes, dedupedBytes] = [0, 0];
     for (const [i, b] of blocks.entries()) {
       if (has[i]) {
         dedupedBytes += b.bytes;
         continue;
       }
-      if (path === "tcp" && !(await this.sendTcp(config, b, stored[i]!))) path = "http";
+      if (path === "tcp" && !(await this.sendTcp(config, upload ? `${upload}.${b.key}` : b.key, stored[i]!))) path = "http";
       if (path === "http") await this.putHttp(b, stored[i]!, signal);
       sentBytes += b.bytes;
     }
@@ -226,12 +229,12 @@ export class KvBlockClient {
   }
 
   /** Sends one block to the store's listener; false when TCP is unreachable and auto mode falls back to HTTP. */
-  private async sendTcp(config: BlockStoreConfig, b: BlockEntry, data: Buffer): Promise<boolean> {
+  private async sendTcp(config: BlockStoreConfig, id: string, data: Buffer): Promise<boolean> {
     const host = new URL(this.opts.url).hostname.replace(/^\[|\]$/g, "");
     try {
-      const sent = await this.opts.addon!.kvSend(data, host, config.kvPort!, b.key, "{}", TCP_CHUNK_BYTES, this.opts.timeoutMs);
+      const sent = await this.opts.addon!.kvSend(data, host, config.kvPort!, id, "{}", TCP_CHUNK_BYTES, this.opts.timeoutMs);
       if (sent.status === KV_SEND_STATUS.ok || sent.status === KV_SEND_STATUS.exists) return true;
-      throw new Error(`the store refused block ${b.key.slice(0, 12)} (status ${sent.status}: ${sent.message})`);
+      throw new Error(`the store refused block ${id.slice(0, 30)} (status ${sent.status}: ${sent.message})`);
     } catch (err) {
       if (this.mode === "auto" && kvSendErrorCode(err) === "connect") {
         this.tcpDownUntil = Date.now() + 30_000;

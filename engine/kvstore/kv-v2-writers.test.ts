@@ -16,6 +16,7 @@ import { KvBlockClient, type BlockWriteTarget } from "./block-client.ts";
 import { createKvClientMetrics } from "./client-metrics.ts";
 import { crc32c } from "./crc32c.ts";
 import { decodeManifest, encodeManifest, splitState } from "./kv-blocks.ts";
+import { kvStreamAddon } from "../pd/kv-transport.ts";
 
 const B = 32;
 let store: KvStorePod;
@@ -121,4 +122,28 @@ test("a block gone between the upload and the manifest (evicted): the store answ
   const w = await c.write(a, target(keys));
   assert.equal(sends, 2, "written twice: the first manifest was refused");
   assert.ok((await load(w.key, B)).equals(a));
+});
+
+test("two writers of one prefix uploading over TCP at once: neither takes the other's staged blocks, both entries store and load", async () => {
+  await using tcpStore = await createKvStorePod({ blockTokens: B, codec: "none", tenantSalt: "w2", tiers: [], kvTransport: "tcp", kvPort: 0 });
+  await using tcpHttp = await listen(tcpStore.app);
+  const addon = (await kvStreamAddon())!;
+  const tcpConfig = (await (await fetch(`${tcpHttp.url}/v1/kv/config`)).json()) as BlockWriteTarget["config"];
+  assert.equal(tcpConfig.uploadIds, true, "the store stages TCP uploads per writer");
+  const tcpClient = (): KvBlockClient =>
+    new KvBlockClient({ url: tcpHttp.url, headers: () => ({}), model: "m", metrics: createKvClientMetrics(new Registry()), transport: "tcp", addon, timeoutMs: 10_000 });
+  const [a, b] = [syntheticSeqState({ tokens: 3 * B, seed: 7 }), syntheticSeqState({ tokens: 3 * B, seed: 8 })];
+  // The same prefix keys, the second writer's entry one block longer so the two manifests differ.
+  const keys = chain("tcp-race", 3);
+  const [wa, wb] = await Promise.all([
+    tcpClient().write(a, { ...target(keys.slice(0, 2)), config: tcpConfig }),
+    tcpClient().write(b, { ...target(keys), config: tcpConfig }),
+  ]);
+  assert.equal(wa.path, "tcp");
+  assert.equal(wb.path, "tcp");
+  for (const [w, tokens] of [[wa, 2 * B], [wb, 3 * B]] as const) {
+    const frame = (await tcpStore.store.get(w.key))!.value;
+    const loaded = (await tcpClient().load(frame, w.key, { tokens, kvNamespace: "" }, AbortSignal.timeout(10_000))).state;
+    assert.equal(splitState(loaded, B).blocks.length, tokens / B, "the entry loads whole");
+  }
 });
