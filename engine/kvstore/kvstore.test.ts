@@ -146,6 +146,7 @@ test("HTTP API: config, lookup of the longest prefix, get, corrupt upload refuse
       { name: "s3", medium: "objectStore" },
     ],
     formats: ["v1", "v2"],
+    uploadIds: true,
     blockCodecs: ["none", "compact1b"],
   });
   const tokens = Array.from({ length: 1024 }, (_, i) => i % 97);
