@@ -253,8 +253,10 @@ export class KvPrefixCache implements AsyncDisposable {
     return (await res.json()) as { index: number; entryKey?: string | null; entryBlocks?: number | null };
   }
 
-  /** The state of the first `tokens` of a longer entry (served through an alias). */
-  /** The state's first `tokens` tokens; a copy's source goes back to the pool at once (kvAlloc'd: a TCP load). */
+  /**
+   * The state of the first `tokens` of a longer entry (served through an alias); when that is a
+   * copy, its source goes back to the pool at once (kvAlloc'd: a TCP load).
+   */
   private cut(state: Buffer, tokens: number): Buffer {
     try {
       const cut = truncateSeqState(state, tokens);

@@ -41,15 +41,6 @@ export class ChunkCache {
     return state;
   }
 
-  /** The entry, or `compute`'s state, kept for the next time. */
-  async getOrCompute(key: string, compute: () => Promise<Buffer>): Promise<Buffer> {
-    const have = this.get(key);
-    if (have) return have;
-    const state = await compute();
-    this.put(key, state);
-    return state;
-  }
-
   put(key: string, state: Buffer): void {
     if (state.length > this.maxBytes) return;
     const old = this.entries.get(key);
