@@ -25,7 +25,7 @@ import { cacheRoot } from "../engine/model/fetch.ts";
 import { startPod } from "../testing/engine.ts";
 import { syntheticSeqState } from "../testing/kv-state.ts";
 import { COMPACT_BLOCKS, kvBlockCodec } from "../engine/kvcodec/block-codec.ts";
-import { CODED_BATCH } from "../engine/kvstore/block-client.ts";
+import { CODED_BATCH } from "../engine/kvstore/block-sink.ts";
 import { splitState, StateJoiner, type KvBlockCodec, type SplitState } from "../engine/kvstore/kv-blocks.ts";
 import { truncateSeqState } from "../engine/runtime/seq-state.ts";
 

@@ -17,17 +17,16 @@ import {
   encodeManifest,
   KvBlockError,
   metaShape,
-  StateJoiner,
-  verifyBlock,
   type BlockEntry,
   type KvManifest,
   type SplitState,
 } from "./kv-blocks.ts";
 import { splitKvBlocks } from "../kvcodec/codec-offload.ts";
-import { DECODABLE_BLOCK_CODECS, kvBlockCodec } from "../kvcodec/block-codec.ts";
+import { DECODABLE_BLOCK_CODECS } from "../kvcodec/block-codec.ts";
 import { crc32c } from "./crc32c.ts";
 import { KV_SEAL_ALGORITHM, type KvSealer } from "./kv-seal.ts";
 import type { KvClientMetrics } from "./client-metrics.ts";
+import { BlockSink } from "./block-sink.ts";
 import { KV_SEND_STATUS, kvSendErrorCode, TCP_CHUNK_BYTES, type KvListener, type KvStreamAddon, type KvTransportMode } from "../pd/kv-transport.ts";
 
 export interface BlockStoreConfig {
@@ -116,11 +115,11 @@ export class KvBlockClient {
       await this.describeHeld(blocks, stored, has, signal);
       // Each attempt stages its blocks under an id of its own (what a failed attempt staged expires).
       const upload = config.uploadIds ? randomBytes(8).toString("hex") : undefined;
-      const { path, sentBytes, dedupedBytes } = await this.sendMissing(config, { blocks, stored, has, upload }, signal);
+      const { path, sentBytes, dedupedBytes, staged } = await this.sendMissing(config, { blocks, stored, has, upload }, signal);
       this.opts.metrics.blockBytes.inc({ op: "sent", path }, sentBytes);
       this.opts.metrics.blockBytes.inc({ op: "deduped", path }, dedupedBytes);
       const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes, prefixKeys: keys, blocks };
-      const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}${upload && path === "tcp" ? `?upload=${upload}` : ""}`, {
+      const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}${upload && staged ? `?upload=${upload}` : ""}`, {
         method: "PUT",
         headers: { ...this.opts.headers(), "content-type": "application/x-llmfleet-kv-manifest" },
         body: encodeManifest(manifest) as unknown as BodyInit,
@@ -190,19 +189,21 @@ export class KvBlockClient {
     config: BlockStoreConfig,
     { blocks, stored, has, upload }: { blocks: BlockEntry[]; stored: Buffer[]; has: boolean[]; upload: string | undefined },
     signal: AbortSignal,
-  ): Promise<{ path: "tcp" | "http"; sentBytes: number; dedupedBytes: number }> {
+  ): Promise<{ path: "tcp" | "http"; sentBytes: number; dedupedBytes: number; staged: boolean }> {
     let path: "tcp" | "http" = this.useTcpUpload(config) ? "tcp" : "http";
-    let [sentBytes, dedupedBytes] = [0, 0];
-    for (const [i, b] of blocks.entries()) {
-      if (has[i]) {
-        dedupedBytes += b.bytes;
-        continue;
-      }
-      if (path === "tcp" && !(await this.sendTcp(config, upload ? `${upload}.${b.key}` : b.key, stored[i]!))) path = "http";
-      if (path === "http") await this.putHttp(b, stored[i]!, signal);
-      sentBytes += b.bytes;
-    }
-    return { path, sentBytes, dedupedBytes };
+    let staged = false; // some block went over TCP: the manifest names the upload id
+    const missing = blocks.flatMap((_, i) => (has[i] ? [] : [i]));
+    const sendOne = async (i: number): Promise<void> => {
+      const b = blocks[i]!;
+      if (path === "tcp" && (await this.sendTcp(config, upload ? `${upload}.${b.key}` : b.key, stored[i]!))) staged = true;
+      else await this.putHttp(b, stored[i]!, signal).then(() => void (path = "http"));
+    };
+    // The first block alone settles the path (auto mode: HTTP when the store's port is unreachable);
+    // the rest move UPLOAD_WINDOW at a time, each on a connection of its own.
+    if (missing.length > 0) await sendOne(missing[0]!);
+    await inWindows(missing.slice(1), UPLOAD_WINDOW, sendOne);
+    const bytes = (ix: number[]): number => ix.reduce((n, i) => n + blocks[i]!.bytes, 0);
+    return { path, sentBytes: bytes(missing), dedupedBytes: bytes(blocks.flatMap((_, i) => (has[i] ? [i] : []))), staged };
   }
 
   private async has(keys: string[], signal: AbortSignal): Promise<boolean[]> {
@@ -353,73 +354,16 @@ export class KvBlockClient {
   }
 }
 
-/**
- * Coded blocks decoded per native pass. A block before a sliding window holds few tensors (Gemma 3:
- * 6), too few for the decoder's threads to share: one pass per block decoded a 4K Gemma state at
- * 0.55 GB/s on 2 cores, eight blocks per pass at 0.67-0.69 (the whole-entry decoder's speed), four
- * at 0.50-0.68. A load still decodes while later blocks arrive; the last pass (up to 8 blocks) runs
- * after the stream ends.
- */
-export const CODED_BATCH = 8;
+/** Blocks of a write in flight at once (the first alone): a 1 GB write-back is 29 blocks of 32 MB on a 7B model, one connection each. */
+const UPLOAD_WINDOW = 4;
 
-/**
- * Takes an entry's stored blocks in order: checks each against the manifest, opens it, decodes it
- * (its codec's, native when the addon is loaded; coded blocks CODED_BATCH at a time) straight into
- * the state and places its rows, while later blocks are still arriving.
- */
-class BlockSink {
-  next = 0;
-  private joiner: StateJoiner | undefined;
-  /** Coded blocks checked and opened, not yet decoded: decoded CODED_BATCH at a time (one native pass). */
-  private coded: { i: number; coded: Buffer; codec: string }[] = [];
-
-  constructor(
-    private readonly m: KvManifest,
-    private readonly open: (b: BlockEntry, stored: Buffer) => Buffer,
-    /** Where the state is assembled (StateJoiner's alloc: the addon's pool when there is one). */
-    private readonly alloc?: (bytes: number) => Buffer,
-  ) {}
-
-  get total(): number {
-    return this.m.blocks.length;
-  }
-
-  /** Takes the next stored block; true when the sink keeps reading `stored` after it returns (a coded block waiting for its batch). */
-  accept(stored: Buffer): boolean {
-    const i = this.next;
-    const b = this.m.blocks[i];
-    if (!b) throw new KvBlockError("the block stream holds more blocks than the manifest");
-    verifyBlock(b, stored);
-    const raw = this.open(b, stored);
-    if (i === 0) {
-      this.joiner = new StateJoiner(raw, this.m.blockTokens, false, this.alloc);
-      if (this.joiner.blocks !== this.total - 1) throw new KvBlockError(`meta block describes ${this.joiner.blocks} kv blocks, the manifest ${this.total - 1}`);
-    } else if (b.codec === "none") this.joiner!.place(i - 1, raw);
-    else {
-      if (this.coded.length > 0 && this.coded[0]!.codec !== b.codec) this.decodeCoded();
-      this.coded.push({ i: i - 1, coded: raw, codec: b.codec });
-      if (this.coded.length >= CODED_BATCH || i === this.total - 1) this.decodeCoded();
-    }
-    this.next++;
-    return this.coded.some((c) => c.coded.buffer === stored.buffer);
-  }
-
-  private decodeCoded(): void {
-    if (this.coded.length === 0) return;
-    const batch = this.coded;
-    this.coded = [];
-    this.joiner!.placeCodedMany(batch, kvBlockCodec(batch[0]!.codec)!);
-  }
-
-  complete(what: string): void {
-    if (this.next !== this.total) throw new KvBlockError(`${what} ended after ${this.next} of ${this.total} blocks`);
-  }
-
-  finish(): Buffer {
-    if (!this.joiner) throw new KvBlockError("the meta block never arrived");
-    this.decodeCoded();
-    return this.joiner.finish();
-  }
+/** Runs `fn` over `items`, at most `width` at a time. */
+async function inWindows<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
 }
 
 /** Lines of a newline-delimited JSON body, parsed as they arrive. */

@@ -1,0 +1,75 @@
+/**
+ * The load side's sink of a v2 entry's blocks (block-client.ts): each block checked against the
+ * manifest, opened, and decoded or placed into the state as it arrives.
+ */
+import { KvBlockError, StateJoiner, verifyBlock, type BlockEntry, type KvManifest } from "./kv-blocks.ts";
+import { kvBlockCodec } from "../kvcodec/block-codec.ts";
+
+/**
+ * Coded blocks decoded per native pass. A block before a sliding window holds few tensors (Gemma 3:
+ * 6), too few for the decoder's threads to share: one pass per block decoded a 4K Gemma state at
+ * 0.55 GB/s on 2 cores, eight blocks per pass at 0.67-0.69 (the whole-entry decoder's speed), four
+ * at 0.50-0.68. A load still decodes while later blocks arrive; the last pass (up to 8 blocks) runs
+ * after the stream ends.
+ */
+export const CODED_BATCH = 8;
+
+/**
+ * Takes an entry's stored blocks in order: checks each against the manifest, opens it, decodes it
+ * (its codec's, native when the addon is loaded; coded blocks CODED_BATCH at a time) straight into
+ * the state and places its rows, while later blocks are still arriving.
+ */
+export class BlockSink {
+  next = 0;
+  private joiner: StateJoiner | undefined;
+  /** Coded blocks checked and opened, not yet decoded: decoded CODED_BATCH at a time (one native pass). */
+  private coded: { i: number; coded: Buffer; codec: string }[] = [];
+
+  constructor(
+    private readonly m: KvManifest,
+    private readonly open: (b: BlockEntry, stored: Buffer) => Buffer,
+    /** Where the state is assembled (StateJoiner's alloc: the addon's pool when there is one). */
+    private readonly alloc?: (bytes: number) => Buffer,
+  ) {}
+
+  get total(): number {
+    return this.m.blocks.length;
+  }
+
+  /** Takes the next stored block; true when the sink keeps reading `stored` after it returns (a coded block waiting for its batch). */
+  accept(stored: Buffer): boolean {
+    const i = this.next;
+    const b = this.m.blocks[i];
+    if (!b) throw new KvBlockError("the block stream holds more blocks than the manifest");
+    verifyBlock(b, stored);
+    const raw = this.open(b, stored);
+    if (i === 0) {
+      this.joiner = new StateJoiner(raw, this.m.blockTokens, false, this.alloc);
+      if (this.joiner.blocks !== this.total - 1) throw new KvBlockError(`meta block describes ${this.joiner.blocks} kv blocks, the manifest ${this.total - 1}`);
+    } else if (b.codec === "none") this.joiner!.place(i - 1, raw);
+    else {
+      if (this.coded.length > 0 && this.coded[0]!.codec !== b.codec) this.decodeCoded();
+      this.coded.push({ i: i - 1, coded: raw, codec: b.codec });
+      if (this.coded.length >= CODED_BATCH || i === this.total - 1) this.decodeCoded();
+    }
+    this.next++;
+    return this.coded.some((c) => c.coded.buffer === stored.buffer);
+  }
+
+  private decodeCoded(): void {
+    if (this.coded.length === 0) return;
+    const batch = this.coded;
+    this.coded = [];
+    this.joiner!.placeCodedMany(batch, kvBlockCodec(batch[0]!.codec)!);
+  }
+
+  complete(what: string): void {
+    if (this.next !== this.total) throw new KvBlockError(`${what} ended after ${this.next} of ${this.total} blocks`);
+  }
+
+  finish(): Buffer {
+    if (!this.joiner) throw new KvBlockError("the meta block never arrived");
+    this.decodeCoded();
+    return this.joiner.finish();
+  }
+}
