@@ -1,5 +1,6 @@
 /** Assembles the kvstore role from its options: tiers (opened in order), metrics, app. */
 import type { Express } from "express";
+import { usableMemory } from "./memory.ts";
 import { DiskTier } from "./kvstore/disk-tier.ts";
 import { MemoryTier } from "./kvstore/memory-tier.ts";
 import { S3Tier } from "./kvstore/s3-tier.ts";
@@ -11,7 +12,6 @@ import { TieredStore } from "./kvstore/tiered-store.ts";
 import { fleetGuard, fleetTokenSource } from "./access/fleet-auth.ts";
 import { kvStreamAddon, type KvListener, type KvTransportMode } from "./pd/kv-transport.ts";
 import { useNativeCrc32c } from "./kvstore/crc32c.ts";
-import { totalmem } from "node:os";
 
 export interface KvStorePodOptions extends KvStoreConfig {
   tiers: TierSpec[];
@@ -60,7 +60,7 @@ async function blockListener(opts: KvStorePodOptions): Promise<KvListener | unde
     useNativeCrc32c((b) => addon.kvChecksum(b));
     // Blocks wait in staging only until their manifest arrives (a TTL frees the rest).
     const { port, handle } = addon.kvListen(opts.host ?? "127.0.0.1", opts.kvPort ?? 0, {
-      maxBytes: Math.min(8 * 2 ** 30, Math.floor(totalmem() / 4)),
+      maxBytes: Math.min(8 * 2 ** 30, Math.floor(usableMemory() / 4)),
       maxConnections: 64,
       ttlMs: 60_000,
     });

@@ -1,5 +1,6 @@
 /** `npm run engine -- --role aggregated|prefill|decode|router|kvstore [...]`; see engine/README.md. */
 import type { RequestListener } from "node:http";
+import { applyHostPoolDefault } from "./memory.ts";
 import { HELP, parseEngineOptions, type EngineOptions } from "./cli/options.ts";
 import { createModelPod } from "./pod.ts";
 import { fillModelCache, waitForFilledModel } from "./model/filled-cache.ts";
@@ -34,6 +35,7 @@ async function fillOrWait(uri: string, mode: "fill" | "wait", checksum: string |
 
 async function main(): Promise<void> {
   const options = parseEngineOptions(process.argv.slice(2));
+  applyHostPoolDefault();
   if (options === "help") {
     process.stdout.write(HELP);
     return;

@@ -1,5 +1,6 @@
 /** Assembles a pod of one role from its options: runtime, admission pool, metrics, app. */
 import type { Express } from "express";
+import { usableMemory } from "./memory.ts";
 import { createEngineApp } from "./http/engine-app.ts";
 import { createEngineMetrics, type EngineMetrics, type Role } from "./metrics/engine-metrics.ts";
 import { ensureModel, verifyChecksum } from "./model/fetch.ts";
@@ -35,7 +36,6 @@ import {
   type KvTransportMode,
   type PartTokens,
 } from "./pd/kv-transport.ts";
-import { totalmem } from "node:os";
 
 export interface ModelPodOptions {
   role: Exclude<Role, "router">;
@@ -312,7 +312,7 @@ async function kvListener(opts: ModelPodOptions, runtime: ModelRuntime): Promise
     if (!addon) throw new Error("the native addon is not available");
     // Staged states wait in host memory for their generate call: a bound, so a decode pod refuses
     // (429, the prefill pod retries) before it runs out of memory.
-    const maxBytes = Math.min(8 * 2 ** 30, Math.floor(totalmem() / 4));
+    const maxBytes = Math.min(8 * 2 ** 30, Math.floor(usableMemory() / 4));
     const { port, handle } = addon.kvListen(opts.host ?? "127.0.0.1", opts.kvPort ?? 0, {
       maxBytes,
       // One hand-off takes up to TCP_STREAMS_MAX connections (a prefill pod's --kv-streams).
