@@ -63,22 +63,31 @@ test("a GB-scale state goes to the worker without holding the event loop for its
   const t0 = performance.now();
   void new Uint8Array(big);
   const copyMs = performance.now() - t0;
-  let last = performance.now();
-  let maxGap = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    maxGap = Math.max(maxGap, now - last);
-    last = now;
-  }, 2);
-  try {
-    const split = await splitKvBlocks(big, { tokens: 1024, blockTokens: 256 }, 0);
-    assert.equal(split.blocks.length, 4);
-    assert.equal(split.meta.length + split.blocks.reduce((n, b) => n + b.length, 0), big.length, "every byte is in a block");
-  } finally {
-    clearInterval(timer);
-  }
+  /** The longest the event loop stood still while the state was split on the worker. */
+  const longestGap = async (): Promise<number> => {
+    let last = performance.now();
+    let maxGap = 0;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      maxGap = Math.max(maxGap, now - last);
+      last = now;
+    }, 2);
+    try {
+      const split = await splitKvBlocks(big, { tokens: 1024, blockTokens: 256 }, 0);
+      assert.equal(split.blocks.length, 4);
+      assert.equal(split.meta.length + split.blocks.reduce((n, b) => n + b.length, 0), big.length, "every byte is in a block");
+    } finally {
+      clearInterval(timer);
+    }
+    return maxGap;
+  };
   // One copy of the state held the loop for copyMs; a slice at a time, the longest gap is a slice's.
+  // A second try when the first saw a longer gap: on a shared 2-core machine one garbage collection
+  // or descheduling can pass half a copy (114 ms against 205 once in CI); a copy made on the loop
+  // fails both tries.
   assert.ok(copyMs > 40, `one copy of ${(big.length / 1e6).toFixed(0)} MB took ${copyMs.toFixed(0)} ms: too short to tell`);
+  let maxGap = await longestGap();
+  if (maxGap >= copyMs / 2) maxGap = Math.min(maxGap, await longestGap());
   assert.ok(maxGap < copyMs / 2, `the event loop stood still for ${maxGap.toFixed(0)} ms (one whole copy: ${copyMs.toFixed(0)} ms)`);
 });
 
