@@ -71,7 +71,7 @@ async function metricSum(url: string, name: string): Promise<number> {
  * The pod's KV store loads (default) or write-backs by outcome: why a load did or did not happen
  * (hit, miss, recompute_faster, corrupt, ...), whether a write-back stored (stored, error, skipped_busy, ...).
  */
-async function loadOutcomes(url: string, metric = "llmfleet_kv_store_loads_total"): Promise<Record<string, number>> {
+async function outcomes(url: string, metric = "llmfleet_kv_store_loads_total"): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (const [labels, value] of samples(await (await fetch(`${url}/metrics`)).text(), metric)) {
     if (labels.outcome) out[labels.outcome] = (out[labels.outcome] ?? 0) + value;
@@ -88,6 +88,9 @@ async function start(o: ReuseBenchOptions, name: string, args: string[]): Promis
   return startServer(name, cmd, [...pre, ...args, "--host", "127.0.0.1", "--port", String(p)], { port: p, readyPath: "/ready", logFile: `${o.logDir}/reuse-${name}.log` });
 }
 
+/** A pod's KV store write-backs, counted as each ends (stored, error, skipped_busy, ...). */
+const WRITES = "llmfleet_kv_store_writes_total";
+
 let seed = 1;
 let wordsPerToken = 1;
 const context = (tokens: number): string => benchPromptOfTokens(7_000_000 + seed++, tokens, wordsPerToken);
@@ -100,7 +103,7 @@ const context = (tokens: number): string => benchPromptOfTokens(7_000_000 + seed
 async function writesSettled(url: string, atLeast = 0): Promise<void> {
   let last = -1;
   for (let i = 0; i < 300; i++) {
-    const now = await metricSum(url, "llmfleet_kv_store_writes_total");
+    const now = await metricSum(url, WRITES);
     if (now === last && now >= atLeast) return;
     last = now;
     await new Promise((r) => setTimeout(r, 200));
@@ -126,9 +129,8 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
   const inpodEngineMs: number[] = [];
   let storeBytes = 0;
   let loadSeconds = 0;
-  const bOutcomesBefore = await loadOutcomes(b);
-  const WRITES = "llmfleet_kv_store_writes_total";
-  const aWritesBefore = await loadOutcomes(a, WRITES);
+  const bOutcomesBefore = await outcomes(b);
+  const aWritesBefore = await outcomes(a, WRITES);
   for (let r = 0; r < o.repeats; r++) {
     const c = context(tokens);
     recompute.push(await ask(plain, c));
@@ -136,7 +138,7 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     inpod.push(await ask(plain, c + QUESTION));
     inpodEngineMs.push(((await metricSum(plain, "llmfleet_engine_native_step_seconds_total")) - stepBefore) * 1000);
     const ca = context(tokens);
-    const aWrites = await metricSum(a, "llmfleet_kv_store_writes_total");
+    const aWrites = await metricSum(a, WRITES);
     missStore.push(await ask(a, ca));
     duringWriteback.push(await ask(a, context(tokens))); // A's write-back of `ca` is in flight
     await writesSettled(a, aWrites + 2); // both contexts' write-backs have ended (stored, or skipped while A was busy)
@@ -162,9 +164,9 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     store_ms: m(fromStore),
     store_cached_tokens: cached(fromStore),
     // Why B did or did not load (recompute_faster: the entry was held but loading it was expected to take longer).
-    store_load_outcomes: outcomeDelta(await loadOutcomes(b), bOutcomesBefore),
+    store_load_outcomes: outcomeDelta(await outcomes(b), bOutcomesBefore),
     // A's write-backs (the entries B loads): stored, or why not.
-    writeback_outcomes: outcomeDelta(await loadOutcomes(a, WRITES), aWritesBefore),
+    writeback_outcomes: outcomeDelta(await outcomes(a, WRITES), aWritesBefore),
     store_entry_bytes: Math.round(storeBytes),
     store_load_s: loadSeconds / o.repeats,
     prompt_tokens: median(recompute.map((x) => x.promptTokens)),

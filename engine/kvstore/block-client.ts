@@ -196,7 +196,10 @@ export class KvBlockClient {
     const sendOne = async (i: number): Promise<void> => {
       const b = blocks[i]!;
       if (path === "tcp" && (await this.sendTcp(config, upload ? `${upload}.${b.key}` : b.key, stored[i]!))) staged = true;
-      else await this.putHttp(b, stored[i]!, signal).then(() => void (path = "http"));
+      else {
+        await this.putHttp(b, stored[i]!, signal);
+        path = "http";
+      }
     };
     // The first block alone settles the path (auto mode: HTTP when the store's port is unreachable);
     // the rest move UPLOAD_WINDOW at a time, each on a connection of its own.

@@ -317,8 +317,9 @@ export class NativeRuntime implements ModelRuntime {
 
   /** The state of `tokens` computed alone, in the scratch sequence. */
   async computeAlone(tokens: readonly Token[], start?: Buffer): Promise<Buffer> {
-    const from = start ? seqStateTokens(start).length : 0;
-    if (start && !seqStateTokens(start).every((t, i) => t === tokens[i])) throw new Error("computeAlone: the start state is not of a prefix of the tokens");
+    const have = start ? seqStateTokens(start) : [];
+    if (!have.every((t, i) => t === tokens[i])) throw new Error("computeAlone: the start state is not of a prefix of the tokens");
+    const from = have.length;
     return this.withScratch(async () => {
       await this.scheduler.exclusive(() => this.engine.seqRm(this.scratch, -1, -1));
       try {

@@ -64,15 +64,8 @@ bool CopyBatch::take(ggml_tensor * tensor, const void * src, void * dst, uint64_
     }
     if (src) ggml_backend_tensor_set_async(backend, tensor, src, offset, size);
     else ggml_backend_tensor_get_async(backend, tensor, dst, offset, size);
-    queued_++;
     return true;
 }
-
-#ifdef LLMFLEET_WRAP_COPIES
-bool copy_batching_built() { return true; }
-#else
-bool copy_batching_built() { return false; }
-#endif
 
 }  // namespace llmfleet
 

@@ -11,7 +11,7 @@
 // Inside a CopyBatch on the calling thread, copies to or from device buffers are queued on a device
 // stream of the thread's own, without waiting, and the scope waits once when it ends. The linker
 // routes llama.cpp's calls here (-Wl,--wrap in CMakeLists.txt, static builds only); elsewhere, or in
-// builds with shared llama.cpp libraries, copies behave as before and CopyBatch only counts nothing.
+// builds with shared llama.cpp libraries, copies behave as before and CopyBatch counts none.
 #pragma once
 
 #include <cstdint>
@@ -28,9 +28,8 @@ public:
     CopyBatch(const CopyBatch &) = delete;
     CopyBatch & operator=(const CopyBatch &) = delete;
 
-    // Copies seen inside the scope (every run llama.cpp moved), and of them those queued.
+    // Copies seen inside the scope (every run llama.cpp moved), queued or made as before.
     uint64_t copies() const { return copies_; }
-    uint64_t queued() const { return queued_; }
     // Waits for the queued copies (the destructor does it too); idempotent.
     void finish();
 
@@ -39,13 +38,10 @@ public:
 
 private:
     CopyBatch * outer_ = nullptr;
-    uint64_t copies_ = 0, queued_ = 0;
+    uint64_t copies_ = 0;
     static constexpr int kMaxBackends = 8;
     ::ggml_backend * used_[kMaxBackends] = {};
     int n_used_ = 0;
 };
-
-// Whether this build routes llama.cpp's copies through CopyBatch (static link with --wrap).
-bool copy_batching_built();
 
 }  // namespace llmfleet
