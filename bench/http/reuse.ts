@@ -60,10 +60,14 @@ async function ask(url: string, prompt: string): Promise<Answer> {
 }
 
 async function metricSum(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+  return metricOf(await (await fetch(`${url}/metrics`)).text(), name);
+}
+
+function metricOf(text: string, name: string): number {
   return text
     .split("\n")
-    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+    // `name` may end inside the labels (`metric{op="loaded"`): the next character closes it.
+    .filter((l) => l.startsWith(name) && "{ ,}".includes(l[name.length] ?? "x"))
     .reduce((s, l) => s + Number(l.split(" ").pop()), 0);
 }
 
@@ -91,6 +95,12 @@ async function start(o: ReuseBenchOptions, name: string, args: string[]): Promis
 /** A pod's KV store write-backs, counted as each ends (stored, error, skipped_busy, ...). */
 const WRITES = "llmfleet_kv_store_writes_total";
 
+/** Bytes of v2 blocks a pod loaded (every path): metricSum matches the labels' opening. */
+const LOADED_BYTES = 'llmfleet_kv_store_block_bytes_total{op="loaded"';
+
+/** The longest event-loop stall since the pod's metrics were last read (prom-client's default metrics). */
+const LOOP_STALL = "llmfleet_process_nodejs_eventloop_lag_max_seconds";
+
 let seed = 1;
 let wordsPerToken = 1;
 const context = (tokens: number): string => benchPromptOfTokens(7_000_000 + seed++, tokens, wordsPerToken);
@@ -100,13 +110,51 @@ const context = (tokens: number): string => benchPromptOfTokens(7_000_000 + seed
  * ends, stored or not; a 1 GB state takes seconds to export and upload), then their count stops
  * moving. Gives up after 60 s.
  */
-async function writesSettled(url: string, atLeast = 0): Promise<void> {
+async function writesSettled(url: string, atLeast = 0): Promise<number> {
   let last = -1;
+  let stallMs = 0; // each scrape ends the pod's event-loop lag window: the longest stall is kept here
   for (let i = 0; i < 300; i++) {
-    const now = await metricSum(url, WRITES);
-    if (now === last && now >= atLeast) return;
+    const text = await (await fetch(`${url}/metrics`)).text();
+    stallMs = Math.max(stallMs, metricOf(text, LOOP_STALL) * 1000);
+    const now = metricOf(text, WRITES);
+    if (now === last && now >= atLeast) break;
     last = now;
     await new Promise((r) => setTimeout(r, 200));
+  }
+  return stallMs;
+}
+
+/** Stage seconds, host-pool misses and the longest event-loop stall of a pod, summed over snapshots. */
+class PodDiagnostics {
+  private readonly sums: Record<string, Record<string, number>> = {};
+
+  async snapshot(url: string): Promise<Record<string, number>> {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const out: Record<string, number> = {};
+    for (const line of text.split("\n")) {
+      const stage = /^llmfleet_kv_store_stage_seconds_total\{(?=.*op="(\w+)")(?=.*stage="(\w+)").*\} (\S+)$/.exec(line);
+      if (stage) out[`${stage[1]}_${stage[2]}_s`] = Number(stage[3]);
+      const pool = /^llmfleet_kv_host_pool_misses_total(?:\{.*\})? (\S+)$/.exec(line);
+      if (pool) out.pool_misses = Number(pool[1]);
+    }
+    out.loop_stall_max_ms = metricOf(text, LOOP_STALL) * 1000;
+    return out;
+  }
+
+  /** `stallMs`: the longest event-loop stall seen by scrapes between the two snapshots. */
+  add(pod: string, before: Record<string, number>, after: Record<string, number>, stallMs = 0): void {
+    const sums = (this.sums[pod] ??= {});
+    sums.loop_stall_max_ms = Math.max(sums.loop_stall_max_ms ?? 0, stallMs);
+    for (const [k, v] of Object.entries(after)) {
+      if (k === "loop_stall_max_ms") sums[k] = Math.max(sums[k] ?? 0, v);
+      else sums[k] = (sums[k] ?? 0) + v - (before[k] ?? 0);
+    }
+  }
+
+  /** Per repeat, except the stall (the longest seen). */
+  result(repeats: number): Record<string, Record<string, number>> {
+    const round = (k: string, v: number): number => Math.round((k === "loop_stall_max_ms" || k === "pool_misses" ? v : v / repeats) * 1000) / 1000;
+    return Object.fromEntries(Object.entries(this.sums).map(([pod, s]) => [pod, Object.fromEntries(Object.entries(s).map(([k, v]) => [k, round(k, v)]))]));
   }
 }
 
@@ -129,6 +177,7 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
   const inpodEngineMs: number[] = [];
   let storeBytes = 0;
   let loadSeconds = 0;
+  const diag = new PodDiagnostics();
   const bOutcomesBefore = await outcomes(b);
   const aWritesBefore = await outcomes(a, WRITES);
   for (let r = 0; r < o.repeats; r++) {
@@ -139,14 +188,21 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     inpodEngineMs.push(((await metricSum(plain, "llmfleet_engine_native_step_seconds_total")) - stepBefore) * 1000);
     const ca = context(tokens);
     const aWrites = await metricSum(a, WRITES);
+    const aBefore = await diag.snapshot(a); // also starts A's event-loop lag window
     missStore.push(await ask(a, ca));
     duringWriteback.push(await ask(a, context(tokens))); // A's write-back of `ca` is in flight
-    await writesSettled(a, aWrites + 2); // both contexts' write-backs have ended (stored, or skipped while A was busy)
+    const stallMs = await writesSettled(a, aWrites + 2); // both contexts' write-backs have ended (stored, or skipped while A was busy)
+    diag.add("a", aBefore, await diag.snapshot(a), stallMs);
     const bytesBefore = await metricSum(store, "llmfleet_kv_bytes");
     const loadBefore = await metricSum(b, "llmfleet_kv_store_load_seconds_sum");
+    const loadedBefore = await metricSum(b, LOADED_BYTES);
+    const bBefore = await diag.snapshot(b);
     fromStore.push(await ask(b, ca + QUESTION));
+    diag.add("b", bBefore, await diag.snapshot(b));
     loadSeconds += (await metricSum(b, "llmfleet_kv_store_load_seconds_sum")) - loadBefore;
-    storeBytes = Math.max(storeBytes, bytesBefore / Math.max(1, await metricSum(store, "llmfleet_kv_blocks")));
+    // The bytes B's load moved (all the entry's blocks; v1 entries: the store's mean entry size).
+    const loaded = (await metricSum(b, LOADED_BYTES)) - loadedBefore;
+    storeBytes = Math.max(storeBytes, loaded > 0 ? loaded : bytesBefore / Math.max(1, await metricSum(store, "llmfleet_kv_blocks")));
     await writesSettled(b);
   }
   const m = (xs: Answer[]): number => Math.round(median(xs.map((x) => x.ms)) * 10) / 10;
@@ -167,6 +223,10 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     store_load_outcomes: outcomeDelta(await outcomes(b), bOutcomesBefore),
     // A's write-backs (the entries B loads): stored, or why not.
     writeback_outcomes: outcomeDelta(await outcomes(a, WRITES), aWritesBefore),
+    // Per pod over the rows (A: the miss and the request during its write-back, both write-backs;
+    // B: its load): seconds by KV store stage, host-pool blocks page-locked anew, and the longest
+    // event-loop stall (ms).
+    diagnostics: diag.result(o.repeats),
     store_entry_bytes: Math.round(storeBytes),
     store_load_s: loadSeconds / o.repeats,
     prompt_tokens: median(recompute.map((x) => x.promptTokens)),

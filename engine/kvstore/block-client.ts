@@ -11,6 +11,7 @@
  * (mode http, no addon, the port unreachable in auto mode) blocks move over HTTP.
  */
 import { randomBytes } from "node:crypto";
+import { setImmediate as tick } from "node:timers/promises";
 import {
   blockKey,
   decodeManifest,
@@ -100,8 +101,10 @@ export class KvBlockClient {
     const { keys, config, signal } = to;
     const entryKey = keys.at(-1)!;
     // Cut, split and coded on the codec worker (off the event loop), then keyed and sealed here.
+    let t0 = performance.now();
     const split = await splitKvBlocks(state, { tokens: keys.length * config.blockTokens, blockTokens: config.blockTokens, codec: to.codec });
     const { tokens, blocks, stored } = this.prepare(split, to);
+    t0 = this.stage("split", t0);
     const stateBytes = split.meta.length + split.rawSizes.reduce((n, b) => n + b, 0);
     // Another writer may store a block under the same key between the has-check and the manifest
     // (a GPU computes a prefix's KV bit-differently from batch to batch, so its bytes can differ):
@@ -118,6 +121,7 @@ export class KvBlockClient {
       const { path, sentBytes, dedupedBytes, staged } = await this.sendMissing(config, { blocks, stored, has, upload }, signal);
       this.opts.metrics.blockBytes.inc({ op: "sent", path }, sentBytes);
       this.opts.metrics.blockBytes.inc({ op: "deduped", path }, dedupedBytes);
+      t0 = this.stage("send", t0);
       const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes, prefixKeys: keys, blocks };
       const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}${upload && staged ? `?upload=${upload}` : ""}`, {
         method: "PUT",
@@ -125,10 +129,18 @@ export class KvBlockClient {
         body: encodeManifest(manifest) as unknown as BodyInit,
         signal,
       });
+      const text = res.ok ? "" : (await res.text()).slice(0, 200);
+      t0 = this.stage("manifest", t0);
       if (res.ok) return { key: entryKey, sentBytes, dedupedBytes, path };
-      const text = (await res.text()).slice(0, 200);
       if (res.status !== 409 || attempt === 2) throw new Error(`manifest: HTTP ${res.status}: ${text}`);
     }
+  }
+
+  /** Counts the seconds since `t0` as write stage `stage`; returns now. */
+  private stage(stage: string, t0: number): number {
+    const now = performance.now();
+    this.opts.metrics.stageSeconds.inc({ op: "write", stage }, (now - t0) / 1000);
+    return now;
   }
 
   /** The entry's blocks as stored (split, keyed, sealed) and their manifest entries (CRC filled in for those sent). */
@@ -178,11 +190,14 @@ export class KvBlockClient {
       if (got) Object.assign(blocks[i]!, got);
       else has[i] = false;
     });
-    blocks.forEach((b, i) => {
-      if (has[i]) return;
+    // One block's checksum at a time with the event loop free between them: a GPU pod's write-back
+    // is a GB of blocks, whose checksums in one go held every other request for tens of ms.
+    for (const [i, b] of blocks.entries()) {
+      if (has[i]) continue;
       b.bytes = stored[i]!.length;
       b.crc32c = crc32c(stored[i]!);
-    });
+      if (b.bytes >= YIELD_BYTES) await tick();
+    }
   }
 
   private async sendMissing(
@@ -356,6 +371,9 @@ export class KvBlockClient {
     sink.complete("the block stream (truncated, or a block evicted)");
   }
 }
+
+/** Blocks at least this large are checksummed with the event loop free after each. */
+const YIELD_BYTES = 1 << 20;
 
 /** Blocks of a write in flight at once (the first alone): a 1 GB write-back is 29 blocks of 32 MB on a 7B model, one connection each. */
 const UPLOAD_WINDOW = 4;

@@ -8,6 +8,8 @@ export interface KvClientMetrics {
   writes: Counter<"outcome">;
   /** Bytes of v2 blocks: sent (by path), deduped (the store held them: not sent), loaded (by path). */
   blockBytes: Counter<"op" | "path">;
+  /** Seconds spent per stage of loads (lookup, fetch, import) and write-backs (export, split, send, manifest). */
+  stageSeconds: Counter<"op" | "stage">;
 }
 
 export function createKvClientMetrics(registry: Registry): KvClientMetrics {
@@ -40,6 +42,12 @@ export function createKvClientMetrics(registry: Registry): KvClientMetrics {
       name: "llmfleet_kv_store_block_bytes_total",
       help: "Bytes of v2 entry blocks by op (sent, deduped: the store already held them, loaded) and path (tcp: native stream, http)",
       labelNames: ["op", "path"],
+      registers,
+    }),
+    stageSeconds: new Counter({
+      name: "llmfleet_kv_store_stage_seconds_total",
+      help: "Seconds by op and stage: load (lookup: hashing and the store's lookup; fetch: manifest and blocks moved and placed; import: into the engine) and write (export: the state off the engine; split: cut into blocks and coded; send: blocks the store lacks; manifest)",
+      labelNames: ["op", "stage"],
       registers,
     }),
   };

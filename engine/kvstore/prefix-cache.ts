@@ -198,6 +198,13 @@ export class KvPrefixCache implements AsyncDisposable {
     }
   }
 
+  /** Counts the seconds since `t0` as `stage` of `op`; returns now. */
+  private stage(op: "load" | "write", stage: string, t0: number): number {
+    const now = performance.now();
+    this.opts.metrics.stageSeconds.inc({ op, stage }, (now - t0) / 1000);
+    return now;
+  }
+
   private finish(outcome: Outcome, t0: number, result: PrefixLoad): PrefixLoad {
     this.opts.metrics.loads.inc({ outcome });
     if (outcome === "hit") this.opts.metrics.loadSeconds.observe((performance.now() - t0) / 1000);
@@ -209,11 +216,13 @@ export class KvPrefixCache implements AsyncDisposable {
     { have, kvNamespace }: { have: number; kvNamespace: string },
     signal: AbortSignal,
   ): Promise<{ state: Buffer; tokens: number; entryTokens: number; blockTokens: number } | { skip: true; storedBlocks: number } | undefined> {
+    const t0 = performance.now();
     const config = await this.storeConfig(signal);
     const keys = kvBlockHashes(context, config.blockTokens, this.salt(config, kvNamespace));
     const worth = keys.slice(Math.floor(have / config.blockTokens));
     if (worth.length === 0) return undefined;
     const found = await this.lookup(keys, signal);
+    const t1 = this.stage("load", "lookup", t0);
     const tokens = (found.index + 1) * config.blockTokens;
     if (found.index < 0 || tokens <= have) return undefined;
     // An older store answers no entryKey: the entry is keys[index] itself.
@@ -222,6 +231,7 @@ export class KvPrefixCache implements AsyncDisposable {
     if (entryTokens < tokens) throw new LoadFailure("mismatch", `store named an entry of ${entryTokens} tokens for a prefix of ${tokens}`);
     if (this.estimator.decide(entryTokens, tokens - have).choice === "recompute") return { skip: true, storedBlocks: found.index + 1 };
     const state = await this.fetchEntry(entryKey, { tokens: entryTokens, entryKey, kvNamespace }, signal);
+    this.stage("load", "fetch", t1);
     if (!state) return undefined;
     this.remember(keys[found.index]!);
     return { state: entryTokens > tokens ? this.cut(state, tokens) : state, tokens, entryTokens, blockTokens: config.blockTokens };
@@ -317,8 +327,10 @@ export class KvPrefixCache implements AsyncDisposable {
   }
 
   private async importState(seq: RuntimeSequence, state: Buffer, expected: readonly Token[]): Promise<void> {
+    const t0 = performance.now();
     await seq.clear();
     await seq.importState(normaliseSeqState(state, this.opts.layout));
+    this.stage("load", "import", t0);
     const got = seq.contextTokens();
     if (got.length !== expected.length || got.some((t, i) => t !== expected[i]))
       throw new LoadFailure("mismatch", "imported state holds other tokens than the prompt prefix");
@@ -348,7 +360,9 @@ export class KvPrefixCache implements AsyncDisposable {
   writeBack(context: readonly Token[], length: number, state: Promise<Buffer> | Buffer, opts: { kvNamespace?: string; release?: (state: Buffer) => void } = {}): void {
     const { kvNamespace = "", release } = opts;
     let held = 0;
+    const t0 = performance.now();
     const counted = Promise.resolve(state).then((buf) => {
+      this.stage("write", "export", t0);
       held = buf.length;
       this.writeBackBytes += held;
       this.stateBytesPerToken = buf.length / Math.max(1, context.length);

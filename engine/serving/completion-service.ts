@@ -7,6 +7,7 @@
  * the last prompt token to the sampler. The prefill pod hands off the KV of prompt[0..n-1), so
  * the decode pod computes exactly what the aggregated pod computes.
  */
+import { setImmediate as tick } from "node:timers/promises";
 import { ChunkCache } from "./chunk-cache.ts";
 import { documentKv, type DocumentKvDeps } from "./document-kv.ts";
 import { joinPlan, ownTokens, withDocuments, type DocumentLayout } from "./documents.ts";
@@ -378,7 +379,11 @@ export class CompletionService {
     const length = cache && load ? cache.storableLength(context, load.storedBlocks, kvNamespace) : 0;
     // The export holds the sequence and the engine: never while other requests wait for them.
     if (!cache || length === 0 || !cache.admitWriteBack(length, this.pool.queued > 0)) return lease.release();
-    const state = lease.sequence.exportState().finally(() => lease.release());
+    // Begun after the response is out: the export's start (on a GPU, taking a host-pool block) and
+    // the engine call it queues come after the request's last bytes reach the socket.
+    const state = tick()
+      .then(() => lease.sequence.exportState())
+      .finally(() => lease.release());
     // Exported for the store alone: once stored, its page-locked block goes back to the pool.
     cache.writeBack(context, length, state, { kvNamespace, release: (s) => this.runtime.releaseState?.(s) });
   }

@@ -99,12 +99,7 @@ namespace {
 // driver's pageable staging, a later import of the same buffer (a host-memory copy of a context)
 // does too, and the next export reuses the block instead of page-locking afresh. The block goes
 // back to the pool when JavaScript drops the Buffer or releases it (kvRelease, pool-buffer.h).
-Napi::Buffer<uint8_t> state_buffer(Napi::Env env, size_t n, bool gpu) {
-    if (!gpu) return Napi::Buffer<uint8_t>::New(env, n);
-    hostpool::Block block = hostpool::acquire(n);
-    if (!block.data) return Napi::Buffer<uint8_t>::New(env, n);
-    return pool_buffer(env, block, n);
-}
+// StateGetFile takes the block on its worker.
 
 // The sequence state in llama.cpp's file format (what llama_state_seq_save_file writes: "ggsq",
 // version, token count, tokens, state) in ONE allocation with no copy: llama.cpp writes its
@@ -113,6 +108,13 @@ Napi::Buffer<uint8_t> state_buffer(Napi::Env env, size_t n, bool gpu) {
 constexpr uint32_t GGSQ_MAGIC = 0x67677371;
 constexpr uint32_t GGSQ_VERSION = 3;
 constexpr uint32_t IO_MAGIC = 0xaf143cd8;
+
+// The file header (magic, version, token count, tokens) over the 8 bytes llama.cpp's io header took.
+void write_file_head(uint8_t * p, const std::vector<llama_token> & tokens) {
+    const uint32_t words[3] = {GGSQ_MAGIC, GGSQ_VERSION, static_cast<uint32_t>(tokens.size())};
+    std::memcpy(p, words, sizeof(words));
+    std::memcpy(p + 12, tokens.data(), 4 * tokens.size());
+}
 
 }  // namespace
 
@@ -128,7 +130,36 @@ Napi::Value NativeEngine::StateGetFile(const Napi::CallbackInfo & info) {
     const std::vector<llama_token> tokens(tokens_in.Data(), tokens_in.Data() + tokens_in.ElementLength());
     const size_t head = 12 + 4 * tokens.size();
     const size_t size = e->state_size(seq);
-    Napi::Buffer<uint8_t> buf = state_buffer(env, head - 8 + size, e->on_gpu());
+    if (e->on_gpu()) {
+        // The pool block is taken on the worker, not here: a block the pool does not hold yet is
+        // page-locked when taken, and page-locking a GB-sized state (a 7B model's 8K context) held
+        // the event loop, and with it the response of the request whose KV store write-back the
+        // export was, for as long as it took.
+        const size_t total = head - 8 + size;
+        auto block = std::make_shared<hostpool::Block>();
+        return run<size_t>(
+            env,
+            [e, seq, size, total, head, block](std::string & error) {
+                *block = hostpool::acquire(total);
+                if (!block->data) {
+                    error = "no host memory for a state of " + std::to_string(total) + " bytes";
+                    return size_t{0};
+                }
+                const size_t n = e->state_get_into(seq, block->data + head - 8, size);
+                if (n != size) {
+                    hostpool::release(*block);
+                    error = "llama.cpp wrote " + std::to_string(n) + " state bytes, expected " + std::to_string(size);
+                }
+                return n;
+            },
+            [block, tokens, total](Napi::Env env, size_t &) -> Napi::Value {
+                Napi::Buffer<uint8_t> b = pool_buffer(env, *block, total);
+                *block = hostpool::Block{};  // the Buffer owns it now
+                write_file_head(b.Data(), tokens);
+                return b;
+            });
+    }
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, head - 8 + size);
     auto ref = std::make_shared<Napi::Reference<Napi::Buffer<uint8_t>>>(Napi::Persistent(buf));
     uint8_t * dst = buf.Data() + head - 8;
     return run<size_t>(
@@ -140,10 +171,7 @@ Napi::Value NativeEngine::StateGetFile(const Napi::CallbackInfo & info) {
         },
         [ref, tokens](Napi::Env, size_t &) -> Napi::Value {
             Napi::Buffer<uint8_t> b = ref->Value();
-            uint8_t * p = b.Data();
-            const uint32_t words[3] = {GGSQ_MAGIC, GGSQ_VERSION, static_cast<uint32_t>(tokens.size())};
-            std::memcpy(p, words, sizeof(words));
-            std::memcpy(p + 12, tokens.data(), 4 * tokens.size());
+            write_file_head(b.Data(), tokens);
             return b;
         });
 }
