@@ -175,6 +175,8 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
   const fromStore: Answer[] = [];
   // The engine's own step time in the in-pod request (the question's prefill and sampling): the rest is HTTP, JavaScript, the prefix search.
   const inpodEngineMs: number[] = [];
+  // The pod's own TTFT of it (arrival to first token): the rest of inpod_ms is HTTP and the response.
+  const inpodServerMs: number[] = [];
   let storeBytes = 0;
   let loadSeconds = 0;
   const diag = new PodDiagnostics();
@@ -184,8 +186,10 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     const c = context(tokens);
     recompute.push(await ask(plain, c));
     const stepBefore = await metricSum(plain, "llmfleet_engine_native_step_seconds_total");
+    const ttftBefore = await metricSum(plain, "llmfleet_ttft_seconds_sum");
     inpod.push(await ask(plain, c + QUESTION));
     inpodEngineMs.push(((await metricSum(plain, "llmfleet_engine_native_step_seconds_total")) - stepBefore) * 1000);
+    inpodServerMs.push(((await metricSum(plain, "llmfleet_ttft_seconds_sum")) - ttftBefore) * 1000);
     const ca = context(tokens);
     const aWrites = await metricSum(a, WRITES);
     const aBefore = await diag.snapshot(a); // also starts A's event-loop lag window
@@ -215,6 +219,7 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     inpod_ms: m(inpod),
     inpod_cached_tokens: cached(inpod),
     inpod_engine_ms: Math.round(median(inpodEngineMs) * 10) / 10,
+    inpod_server_ttft_ms: Math.round(median(inpodServerMs) * 10) / 10,
     miss_store_ms: m(missStore),
     during_writeback_ms: m(duringWriteback),
     store_ms: m(fromStore),
