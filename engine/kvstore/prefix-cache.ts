@@ -373,7 +373,7 @@ export class KvPrefixCache implements AsyncDisposable {
       () => undefined,
       (err: unknown) => {
         this.opts.metrics.writes.inc({ outcome: "error" });
-        this.log(`kv-store: writing ${length} tokens to ${this.opts.url} failed: ${(err as Error).message}`);
+        this.log(`kv-store: writing ${length} tokens to ${this.opts.url} failed: ${withCause(err)}`);
       },
     );
     this.pending.add(p);
@@ -413,4 +413,11 @@ export class KvPrefixCache implements AsyncDisposable {
     await this.settled();
     if (this.opts.tcp) this.opts.tcp.addon.kvClose(this.opts.tcp.handle);
   }
+}
+
+/** An error's message with its cause's ("fetch failed" alone says nothing of which socket error it was). */
+function withCause(err: unknown): string {
+  const e = err as Error & { cause?: { message?: string; code?: string } };
+  const cause = e.cause?.code ?? e.cause?.message;
+  return cause ? `${e.message} (${cause})` : e.message;
 }

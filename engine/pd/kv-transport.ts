@@ -87,6 +87,8 @@ export interface KvStreamAddon {
   kvRelease?(buffer: Uint8Array): boolean;
   /** A pool block of `bytes` as a Buffer, uninitialised (page-locked on a GPU, its pages already there); kvRelease gives it back. */
   kvAlloc?(bytes: number): Buffer;
+  /** kvAlloc with the block taken on a worker thread (page-locking a new GB-sized block holds the caller for a large part of a second). */
+  kvAllocAsync?(bytes: number): Promise<Buffer>;
 }
 
 export interface KvPoolStats {

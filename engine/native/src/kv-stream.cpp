@@ -575,6 +575,7 @@ void InitKvStream(Napi::Env env, Napi::Object exports) {
     exports.Set("kvPoolStats", Napi::Function::New(env, KvPoolStats));
     exports.Set("kvRelease", Napi::Function::New(env, KvRelease));
     exports.Set("kvAlloc", Napi::Function::New(env, KvAlloc));
+    exports.Set("kvAllocAsync", Napi::Function::New(env, KvAllocAsync));
 }
 
 }  // namespace llmfleet_addon

@@ -1,6 +1,8 @@
 // Buffers over host-pool blocks, released early or at collection: see pool-buffer.h.
 #include "pool-buffer.h"
 
+#include "addon.h"
+
 #include <mutex>
 
 // node.h (under node_buffer.h) defines NAPI_VERSION its own way; this file's N-API is already set.
@@ -72,23 +74,53 @@ Napi::Buffer<uint8_t> pool_buffer(Napi::Env env, hostpool::Block block, size_t n
     return Napi::Buffer<uint8_t>(env, reinterpret_cast<napi_value>(*buf));
 }
 
-Napi::Value KvAlloc(const Napi::CallbackInfo & info) {
+namespace {
+
+// The byte count of kvAlloc(bytes) / kvAllocAsync(bytes), or 0 with a JavaScript error thrown.
+size_t alloc_bytes(const Napi::CallbackInfo & info, const char * fn) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsNumber()) {
-        Napi::TypeError::New(env, "kvAlloc(bytes: number)").ThrowAsJavaScriptException();
-        return env.Undefined();
+        Napi::TypeError::New(env, std::string(fn) + "(bytes: number)").ThrowAsJavaScriptException();
+        return 0;
     }
     const double n = info[0].As<Napi::Number>().DoubleValue();
     if (!(n >= 1 && n <= 1099511627776.0) || n != static_cast<double>(static_cast<uint64_t>(n))) {
-        Napi::RangeError::New(env, "kvAlloc: bytes must be an integer from 1 to 2^40").ThrowAsJavaScriptException();
-        return env.Undefined();
+        Napi::RangeError::New(env, std::string(fn) + ": bytes must be an integer from 1 to 2^40").ThrowAsJavaScriptException();
+        return 0;
     }
-    hostpool::Block block = hostpool::acquire(static_cast<size_t>(n));
+    return static_cast<size_t>(n);
+}
+
+}  // namespace
+
+Napi::Value KvAlloc(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const size_t n = alloc_bytes(info, "kvAlloc");
+    if (n == 0) return env.Undefined();
+    hostpool::Block block = hostpool::acquire(n);
     if (!block.data) {
         Napi::Error::New(env, "kvAlloc: out of host memory").ThrowAsJavaScriptException();
         return env.Undefined();
     }
-    return pool_buffer(env, block, static_cast<size_t>(n));
+    return pool_buffer(env, block, n);
+}
+
+Napi::Value KvAllocAsync(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const size_t n = alloc_bytes(info, "kvAllocAsync");
+    if (n == 0) return env.Undefined();
+    return queue<hostpool::Block>(
+        env, Napi::Object(),
+        [n](std::string & error) {
+            hostpool::Block block = hostpool::acquire(n);
+            if (!block.data) error = "kvAllocAsync: out of host memory";
+            return block;
+        },
+        [n](Napi::Env e, hostpool::Block & block) -> Napi::Value {
+            Napi::Buffer<uint8_t> b = pool_buffer(e, block, n);
+            block = hostpool::Block{};  // the Buffer owns it now
+            return b;
+        });
 }
 
 Napi::Value KvRelease(const Napi::CallbackInfo & info) {

@@ -26,6 +26,11 @@ Napi::Buffer<uint8_t> pool_buffer(Napi::Env env, hostpool::Block block, size_t n
 // store load's blocks joined) that llama.cpp then copies to the device. kvRelease gives it back.
 Napi::Value KvAlloc(const Napi::CallbackInfo & info);
 
+// kvAllocAsync(bytes) -> Promise<Buffer>: kvAlloc with the block taken on a worker thread. A block
+// the pool does not hold is page-locked as it is taken, which for a GB-sized state (a 7B model's 8K
+// context loaded from the KV store) held the event loop for ~0.4 s on an H100 host.
+Napi::Value KvAllocAsync(const Napi::CallbackInfo & info);
+
 // kvRelease(buffer) -> boolean: the pool block under a Buffer from pool_buffer back to the pool now
 // (the Buffer detached); false for any other buffer or one already released.
 Napi::Value KvRelease(const Napi::CallbackInfo & info);

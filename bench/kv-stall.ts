@@ -1,0 +1,145 @@
+/**
+ * `npm run bench:kv-stall` (a diagnostic of issue 19 on CPU): the longest event-loop stall of a pod
+ * while it writes a state back to the KV store and while it loads one, the pod's own code
+ * (KvPrefixCache, its native listener) against a kvstore process started here (memory tier, blocks
+ * over TCP), with a 7B-shaped synthetic state (32 layers, 8 KV heads x 128 channels, f16;
+ * BENCH_TOKENS tokens, default 8192: 1.07 GB). On the H100 the reuse rows of bench:http saw a pod
+ * stall 0.6 s during a write-back and 0.46 s during a load (`diagnostics` in gpu-reuse
+ * results): every other request on the pod waits that long. A stall here is a stall there (the
+ * GPU adds page-locking). Prints, per round, each phase's wall time, longest stall and stage
+ * seconds; writes bench/results/kv-stall.json (BENCH_OUT elsewhere).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { cpus, loadavg } from "node:os";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { Registry } from "prom-client";
+import { syntheticSeqState } from "../testing/kv-state.ts";
+import { seqStateTokens } from "../engine/runtime/seq-state.ts";
+import { KvPrefixCache } from "../engine/kvstore/prefix-cache.ts";
+import { createKvClientMetrics } from "../engine/kvstore/client-metrics.ts";
+import { kvStreamAddon } from "../engine/pd/kv-transport.ts";
+import { useNativeCrc32c } from "../engine/kvstore/crc32c.ts";
+
+const TOKENS = Number(process.env.BENCH_TOKENS ?? 8192);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const PORT = 20_000 + Math.floor(Math.random() * 20_000);
+
+const addon = await kvStreamAddon();
+if (!addon) throw new Error("the native addon is not available (LLMFLEET_NATIVE_ADDON, or scripts/native/build.sh)");
+useNativeCrc32c((b) => addon.kvChecksum(b));
+const url = `http://127.0.0.1:${PORT}`;
+
+/** A kvstore process (memory tier), started afresh for each round. */
+function startStore(): ChildProcess {
+  return spawn(
+    process.execPath,
+    ["--import", "tsx", "engine/main.ts", "--role", "kvstore", "--tier", "name=ram,medium=memory,capacity=16Gi", "--host", "127.0.0.1", "--port", String(PORT)],
+    {
+      stdio: ["ignore", "ignore", "inherit"],
+    },
+  );
+}
+
+async function up(): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      if ((await fetch(`${url}/health`)).ok) return;
+    } catch {
+      // not yet listening
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error("the kvstore process did not start");
+}
+
+/** A pod's prefix cache with its own listener (two pods: the writer and the loader). */
+function pod(): { cache: KvPrefixCache; registry: Registry } {
+  const { port, handle } = addon!.kvListen("127.0.0.1", 0, { maxBytes: 8 * 2 ** 30, maxConnections: 64 });
+  const registry = new Registry();
+  const cache = new KvPrefixCache({
+    url,
+    timeoutMs: 120_000,
+    model: "kv-stall-bench",
+    layout: { streams: 1, vTransposed: false },
+    metrics: createKvClientMetrics(registry),
+    tcp: { addon: addon!, port, handle },
+    writeBackBudgetBytes: 8 * 2 ** 30,
+    log: (l) => process.stderr.write(`${l}\n`),
+  });
+  // Loading must look worth it to the estimator: a slow prefill observed.
+  cache.observePrefill(TOKENS, TOKENS * 10);
+  return { cache, registry };
+}
+
+/** Runs `fn` with the event loop watched: wall ms and the longest stall (ms). */
+async function watched<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number; stallMs: number }> {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  const t0 = performance.now();
+  const value = await fn();
+  const ms = performance.now() - t0;
+  h.disable();
+  return { value, ms: Math.round(ms), stallMs: Math.round(h.max / 1e5) / 10 };
+}
+
+async function stages(registry: Registry): Promise<Record<string, number>> {
+  const m = await registry.getSingleMetric("llmfleet_kv_store_stage_seconds_total")!.get();
+  return Object.fromEntries(m.values.map((v) => [`${v.labels.op}_${v.labels.stage}`, Math.round(v.value * 1000)]));
+}
+
+const rounds: Record<string, unknown>[] = [];
+const load = loadavg()[0]!;
+for (let r = 0; r < ROUNDS; r++) {
+  const store = startStore();
+  try {
+    await up();
+    // Another state each round (its seed): nothing is deduped against the last round's.
+    const state = syntheticSeqState({ tokens: TOKENS, sections: [32], channels: 1024, seed: r + 1 });
+    const tokens = seqStateTokens(state).map((t) => t + r * 1000);
+    state.set(Buffer.from(Int32Array.from(tokens).buffer), 12);
+    const writer = pod();
+    const write = await watched(async () => {
+      writer.cache.writeBack(tokens, TOKENS, Promise.resolve(state));
+      await writer.cache.settled();
+    });
+    const loader = pod();
+    const loaded = await watched(() => loader.cache.fetchPrefix(tokens));
+    if (!loaded.value || !loaded.value.state.equals(state))
+      throw new Error(
+        `round ${r}: the loaded state differs from the written one (${loaded.value?.tokens} tokens, ${loaded.value?.state.length} of ${state.length} bytes)`,
+      );
+    addon.kvRelease?.(loaded.value.state);
+    const row = {
+      write_ms: write.ms,
+      write_stall_ms: write.stallMs,
+      load_ms: loaded.ms,
+      load_stall_ms: loaded.stallMs,
+      stages_ms: { ...(await stages(writer.registry)), ...(await stages(loader.registry)) },
+    };
+    process.stderr.write(`bench:kv-stall: round ${r}: ${JSON.stringify(row)}\n`);
+    rounds.push(row);
+    await writer.cache[Symbol.asyncDispose]();
+    await loader.cache[Symbol.asyncDispose]();
+  } finally {
+    store.kill("SIGTERM");
+    await new Promise((r) => store.once("exit", r));
+  }
+}
+const median = (k: string): number => [...rounds.map((x) => x[k] as number)].sort((a, b) => a - b)[Math.floor(rounds.length / 2)]!;
+const result = {
+  date: new Date().toISOString(),
+  machine: `${cpus()[0]?.model ?? "?"} x${cpus().length}; load average ${load.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end`,
+  tokens: TOKENS,
+  state_bytes: syntheticSeqState({ tokens: TOKENS, sections: [32], channels: 1024 }).length,
+  rounds,
+  write_ms: median("write_ms"),
+  write_stall_ms: median("write_stall_ms"),
+  load_ms: median("load_ms"),
+  load_stall_ms: median("load_stall_ms"),
+};
+const out = process.env.BENCH_OUT ?? "bench/results/kv-stall.json";
+await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
+process.stderr.write(
+  `bench:kv-stall: write ${result.write_ms} ms (longest stall ${result.write_stall_ms} ms), load ${result.load_ms} ms (longest stall ${result.load_stall_ms} ms) -> ${out}\n`,
+);
