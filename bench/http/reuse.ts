@@ -127,6 +127,8 @@ async function writesSettled(url: string, atLeast = 0): Promise<number> {
 /** Stage seconds, host-pool misses and the longest event-loop stall of a pod, summed over snapshots. */
 class PodDiagnostics {
   private readonly sums: Record<string, Record<string, number>> = {};
+  /** The longest stall of each add() (each repeat), by pod. */
+  private readonly stalls: Record<string, number[]> = {};
 
   async snapshot(url: string): Promise<Record<string, number>> {
     const text = await (await fetch(`${url}/metrics`)).text();
@@ -144,17 +146,18 @@ class PodDiagnostics {
   /** `stallMs`: the longest event-loop stall seen by scrapes between the two snapshots. */
   add(pod: string, before: Record<string, number>, after: Record<string, number>, stallMs = 0): void {
     const sums = (this.sums[pod] ??= {});
-    sums.loop_stall_max_ms = Math.max(sums.loop_stall_max_ms ?? 0, stallMs);
-    for (const [k, v] of Object.entries(after)) {
-      if (k === "loop_stall_max_ms") sums[k] = Math.max(sums[k] ?? 0, v);
-      else sums[k] = (sums[k] ?? 0) + v - (before[k] ?? 0);
-    }
+    const stall = Math.max(stallMs, after.loop_stall_max_ms ?? 0);
+    sums.loop_stall_max_ms = Math.max(sums.loop_stall_max_ms ?? 0, stall);
+    (this.stalls[pod] ??= []).push(Math.round(stall));
+    for (const [k, v] of Object.entries(after)) if (k !== "loop_stall_max_ms") sums[k] = (sums[k] ?? 0) + v - (before[k] ?? 0);
   }
 
   /** Per repeat, except the stall (the longest seen). */
-  result(repeats: number): Record<string, Record<string, number>> {
+  result(repeats: number): Record<string, Record<string, number | number[]>> {
     const round = (k: string, v: number): number => Math.round((k === "loop_stall_max_ms" || k === "pool_misses" ? v : v / repeats) * 1000) / 1000;
-    return Object.fromEntries(Object.entries(this.sums).map(([pod, s]) => [pod, Object.fromEntries(Object.entries(s).map(([k, v]) => [k, round(k, v)]))]));
+    return Object.fromEntries(
+      Object.entries(this.sums).map(([pod, s]) => [pod, { ...Object.fromEntries(Object.entries(s).map(([k, v]) => [k, round(k, v)])), loop_stall_ms_per_repeat: this.stalls[pod] ?? [] }]),
+    );
   }
 }
 
