@@ -7,7 +7,9 @@
 // it takes seconds a trace. "met" is the issue's goal against that KEDA: ours' attainment ≥ its
 // own, at ≤ 0.85× its node GPU-hours. --minutes prints each scaler's misses and replicas per
 // minute. Traces are Mooncake-style JSONL (bench/traces/generate.ts writes them) or Azure CSV,
-// optionally gzipped; --amplify defaults to 1 for Mooncake, 10 for the rest (as bench:autoscale).
+// optionally gzipped; --amplify defaults to 1 for a file named mooncake, else 10 (the tenants the
+// corpus's generated traces and Azure are replayed with; bench:autoscale --trace defaults a JSONL
+// trace it does not know to 1, so pass --amplify 10 there for generated ones).
 import { writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
