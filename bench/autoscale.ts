@@ -17,10 +17,10 @@ import { cpus, loadavg } from "node:os";
 import { basename, dirname, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { clairvoyantBound, ours, run, sweepBaselines, type Row } from "./sim/compare.ts";
-import type { FleetConfig, SloKind } from "./sim/fleet.ts";
-import { H100_7B } from "./sim/model.ts";
+import type { FleetConfig } from "./sim/fleet.ts";
 import { cheapestAt, choose, targetFor, type TrainingTrace } from "./sim/protocol.ts";
-import { loadTrace, shapeTrace, type TraceRequest } from "./sim/trace.ts";
+import { config, warmStart, type Flags } from "./sim/setup.ts";
+import { loadTrace, shapeTrace } from "./sim/trace.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 /** The shared traces sit beside the repository (../shared/traces); --shared moves them. */
@@ -43,44 +43,6 @@ function corpus(shared: string): Entry[] {
     { file: resolve(shared, "mooncake_synthetic.jsonl"), amplify: 1 },
   ].filter((e) => existsSync(e.file));
   return [...own, ...theirs];
-}
-
-interface Flags {
-  slo: number;
-  sloKind: SloKind;
-  load: number;
-  provisioning: number;
-  gpusPerNode: number;
-}
-
-function config(f: Flags): FleetConfig {
-  return {
-    engine: H100_7B,
-    sloSeconds: f.slo,
-    sloKind: f.sloKind,
-    loadSeconds: f.load,
-    provisioningSeconds: f.provisioning,
-    gpusPerNode: f.gpusPerNode,
-    minNodes: 1,
-    nodeScaleDownDelaySeconds: 600,
-    minReplicas: 1,
-    maxReplicas: 128,
-    initialReplicas: 1,
-    decisionIntervalSeconds: 15,
-  };
-}
-
-/**
- * Every scaler starts from the same warm pool: sized for the busiest of the first five minutes at
- * 70% of a replica's measured prefill rate, as a fleet already serving that traffic would be.
- */
-function warmStart(reqs: TraceRequest[], cfg: FleetConfig): number {
-  const perMinute = [0, 0, 0, 0, 0];
-  for (const r of reqs) {
-    const m = Math.floor(r.at / 60);
-    if (m < perMinute.length) perMinute[m] = (perMinute[m] ?? 0) + r.promptTokens / 60;
-  }
-  return Math.max(cfg.minReplicas, Math.ceil(Math.max(...perMinute) / (cfg.engine.prefillTokensPerSecond * 0.7)));
 }
 
 /** One trace replayed under every scaler and setting. */

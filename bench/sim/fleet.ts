@@ -133,6 +133,18 @@ export class FleetSim {
     return this.summary();
   }
 
+  /** After run(): requests over the SLO (on cfg.sloKind), by the minute they arrived in. */
+  missesPerMinute(): number[] {
+    const out: number[] = [];
+    this.reqs.forEach((r, i) => {
+      const m = Math.floor(r.at / 60);
+      while (out.length <= m) out.push(0);
+      const x = (this.cfg.sloKind === "ttft" ? this.ttft[i] : this.wait[i]) ?? 0;
+      if (x > this.cfg.sloSeconds) out[m] = (out[m] ?? 0) + 1;
+    });
+    return out;
+  }
+
   private tick(t: number, end: number): void {
     this.nodes.step(t, this.replicas);
     this.dispatch(end);
