@@ -74,6 +74,13 @@ async function serve(options: EngineOptions): Promise<void> {
   if (options.role !== "router" && !options.fleetTokenFile)
     process.stderr.write(`engine (${options.role}): no --fleet-token-file: this pod serves anyone who reaches it, and believes the tenant they name\n`);
   const http = drainingServer(app as RequestListener, { headersTimeoutMs: options.headersTimeoutSeconds * 1000 });
+  // A port already taken (another process, a second replica with hostNetwork) or not ours to bind:
+  // one line naming it and exit 1, not an unhandled 'error' event's stack trace.
+  http.server.once("error", (err: NodeJS.ErrnoException) => {
+    const why = err.code === "EADDRINUSE" ? "the address is already in use" : err.code === "EACCES" ? "permission denied" : err.message;
+    process.stderr.write(`llmfleet engine (${options.role}): cannot listen on ${options.host}:${options.port} (--host, --port): ${why}\n`);
+    void dispose().finally(() => process.exit(1));
+  });
   http.server.listen(options.port, options.host, () => {
     process.stderr.write(`llmfleet engine (${options.role}) listening on ${options.host}:${options.port}\n`);
   });

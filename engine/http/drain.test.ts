@@ -87,3 +87,26 @@ test("SIGTERM: a stream longer than the drain timeout is cut, and the engine sti
   const [code] = await exited;
   assert.equal(code, 0);
 });
+
+test("a port already in use: one line naming it and exit 1, not a stack trace", async () => {
+  const { createServer } = await import("node:net");
+  const holder = createServer();
+  await new Promise<void>((r) => holder.listen(0, "127.0.0.1", () => r()));
+  const port = (holder.address() as { port: number }).port;
+  try {
+    // A kvstore (no model to load): the HTTP listener is what fails.
+    const child = spawn(process.execPath, ["--import", "tsx", "engine/main.ts", "--role", "kvstore", "--tier", "name=ram,medium=memory,capacity=64Mi", "--host", "127.0.0.1", "--port", String(port)], {
+      cwd: ROOT,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    started.push(child);
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    const [code] = (await once(child, "exit")) as [number | null];
+    assert.equal(code, 1);
+    assert.match(stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(--host, --port\\): the address is already in use`));
+    assert.doesNotMatch(stderr, /Unhandled 'error' event/);
+  } finally {
+    holder.close();
+  }
+});
