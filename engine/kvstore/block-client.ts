@@ -136,10 +136,10 @@ export class KvBlockClient {
     }
   }
 
-  /** Counts the seconds since `t0` as write stage `stage`; returns now. */
-  private stage(stage: string, t0: number): number {
+  /** Counts the seconds since `t0` as stage `stage` of `op`; returns now. */
+  private stage(stage: string, t0: number, op: "write" | "load" = "write"): number {
     const now = performance.now();
-    this.opts.metrics.stageSeconds.inc({ op: "write", stage }, (now - t0) / 1000);
+    this.opts.metrics.stageSeconds.inc({ op, stage }, (now - t0) / 1000);
     return now;
   }
 
@@ -372,11 +372,13 @@ export class KvBlockClient {
     if (error && index === 0 && sink.next === 0 && this.mode === "auto") return false;
     if (error) throw new KvBlockError(`block ${index} of the entry: ${error}`);
     if (index !== sink.next) throw new KvBlockError(`block ${index} staged out of order (expected ${sink.next})`);
+    const t0 = performance.now();
     const taken = this.opts.tcp!.addon.kvTake(this.opts.tcp!.handle, `${id}.${index}`);
     if (!taken) throw new KvBlockError(`block ${index} was reported staged but is not`);
     // Placed (copied into the state): the block goes back to the pool now, not at a collection.
     // A coded block waits for its batch's decode, and is collected later.
     if (!sink.accept(taken.state)) this.opts.tcp!.addon.kvRelease?.(taken.state);
+    this.stage("place", t0, "load");
     return true;
   }
 

@@ -46,7 +46,7 @@ export function createKvClientMetrics(registry: Registry): KvClientMetrics {
     }),
     stageSeconds: new Counter({
       name: "llmfleet_kv_store_stage_seconds_total",
-      help: "Seconds by op and stage: load (lookup: hashing and the store's lookup; fetch: manifest and blocks moved and placed; import: into the engine) and write (export: the state off the engine; split: cut into blocks and coded; send: blocks the store lacks; manifest)",
+      help: "Seconds by op and stage: load (lookup: hashing and the store's lookup; fetch: manifest and blocks moved and placed; place, within fetch: blocks checked and placed on the event loop; import: into the engine) and write (export: the state off the engine; split: cut into blocks and coded; send: blocks the store lacks; manifest)",
       labelNames: ["op", "stage"],
       registers,
     }),
