@@ -9,7 +9,6 @@
  * GPU adds page-locking). Prints, per round, each phase's wall time, longest stall and stage
  * seconds; writes bench/results/kv-stall.json (BENCH_OUT elsewhere).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
@@ -20,6 +19,7 @@ import { KvPrefixCache } from "../engine/kvstore/prefix-cache.ts";
 import { createKvClientMetrics } from "../engine/kvstore/client-metrics.ts";
 import { kvStreamAddon } from "../engine/pd/kv-transport.ts";
 import { useNativeCrc32c } from "../engine/kvstore/crc32c.ts";
+import { startServer, type RunningServer } from "./http/servers.ts";
 
 const TOKENS = Number(process.env.BENCH_TOKENS ?? 8192);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -30,27 +30,10 @@ if (!addon) throw new Error("the native addon is not available (LLMFLEET_NATIVE_
 useNativeCrc32c((b) => addon.kvChecksum(b));
 const url = `http://127.0.0.1:${PORT}`;
 
-/** A kvstore process (memory tier), started afresh for each round. */
-function startStore(): ChildProcess {
-  return spawn(
-    process.execPath,
-    ["--import", "tsx", "engine/main.ts", "--role", "kvstore", "--tier", "name=ram,medium=memory,capacity=16Gi", "--host", "127.0.0.1", "--port", String(PORT)],
-    {
-      stdio: ["ignore", "ignore", "inherit"],
-    },
-  );
-}
-
-async function up(): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      if ((await fetch(`${url}/health`)).ok) return;
-    } catch {
-      // not yet listening
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error("the kvstore process did not start");
+/** A kvstore process (memory tier), started afresh for each round (a pod's first request on a kept-alive connection failed once after the last round's). */
+function startStore(): Promise<RunningServer> {
+  const args = ["--import", "tsx", "engine/main.ts", "--role", "kvstore", "--tier", "name=ram,medium=memory,capacity=16Gi", "--host", "127.0.0.1", "--port", String(PORT)];
+  return startServer("kvstore", process.execPath, args, { port: PORT, readyPath: "/health", timeoutMs: 60_000 });
 }
 
 /** A pod's prefix cache with its own listener (two pods: the writer and the loader). */
@@ -91,9 +74,8 @@ async function stages(registry: Registry): Promise<Record<string, number>> {
 const rounds: Record<string, unknown>[] = [];
 const load = loadavg()[0]!;
 for (let r = 0; r < ROUNDS; r++) {
-  const store = startStore();
+  const store = await startStore();
   try {
-    await up();
     // Another state each round (its seed): nothing is deduped against the last round's.
     const state = syntheticSeqState({ tokens: TOKENS, sections: [32], channels: 1024, seed: r + 1 });
     const tokens = seqStateTokens(state).map((t) => t + r * 1000);
@@ -122,8 +104,7 @@ for (let r = 0; r < ROUNDS; r++) {
     await writer.cache[Symbol.asyncDispose]();
     await loader.cache[Symbol.asyncDispose]();
   } finally {
-    store.kill("SIGTERM");
-    await new Promise((r) => store.once("exit", r));
+    await store.stop(10_000);
   }
 }
 const median = (k: string): number => [...rounds.map((x) => x[k] as number)].sort((a, b) => a - b)[Math.floor(rounds.length / 2)]!;

@@ -136,9 +136,8 @@ class PodDiagnostics {
     for (const line of text.split("\n")) {
       const stage = /^llmfleet_kv_store_stage_seconds_total\{(?=.*op="(\w+)")(?=.*stage="(\w+)").*\} (\S+)$/.exec(line);
       if (stage) out[`${stage[1]}_${stage[2]}_s`] = Number(stage[3]);
-      const pool = /^llmfleet_kv_host_pool_misses_total(?:\{.*\})? (\S+)$/.exec(line);
-      if (pool) out.pool_misses = Number(pool[1]);
     }
+    out.pool_misses = metricOf(text, "llmfleet_kv_host_pool_misses_total");
     out.loop_stall_max_ms = metricOf(text, LOOP_STALL) * 1000;
     return out;
   }

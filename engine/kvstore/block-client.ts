@@ -26,7 +26,7 @@ import { splitKvBlocks } from "../kvcodec/codec-offload.ts";
 import { DECODABLE_BLOCK_CODECS } from "../kvcodec/block-codec.ts";
 import { crc32c } from "./crc32c.ts";
 import { KV_SEAL_ALGORITHM, type KvSealer } from "./kv-seal.ts";
-import type { KvClientMetrics } from "./client-metrics.ts";
+import { countStage, type KvClientMetrics } from "./client-metrics.ts";
 import { BlockSink } from "./block-sink.ts";
 import { KV_SEND_STATUS, kvSendErrorCode, TCP_CHUNK_BYTES, type KvListener, type KvStreamAddon, type KvTransportMode } from "../pd/kv-transport.ts";
 
@@ -104,7 +104,7 @@ export class KvBlockClient {
     let t0 = performance.now();
     const split = await splitKvBlocks(state, { tokens: keys.length * config.blockTokens, blockTokens: config.blockTokens, codec: to.codec });
     const { tokens, blocks, stored } = this.prepare(split, to);
-    t0 = this.stage("split", t0);
+    t0 = countStage(this.opts.metrics, "write", "split", t0);
     const stateBytes = split.meta.length + split.rawSizes.reduce((n, b) => n + b, 0);
     // Another writer may store a block under the same key between the has-check and the manifest
     // (a GPU computes a prefix's KV bit-differently from batch to batch, so its bytes can differ):
@@ -121,7 +121,7 @@ export class KvBlockClient {
       const { path, sentBytes, dedupedBytes, staged } = await this.sendMissing(config, { blocks, stored, has, upload }, signal);
       this.opts.metrics.blockBytes.inc({ op: "sent", path }, sentBytes);
       this.opts.metrics.blockBytes.inc({ op: "deduped", path }, dedupedBytes);
-      t0 = this.stage("send", t0);
+      t0 = countStage(this.opts.metrics, "write", "send", t0);
       const manifest: KvManifest = { model: this.opts.model, tokens, blockTokens: config.blockTokens, stateBytes, prefixKeys: keys, blocks };
       const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}${upload && staged ? `?upload=${upload}` : ""}`, {
         method: "PUT",
@@ -130,17 +130,10 @@ export class KvBlockClient {
         signal,
       });
       const text = res.ok ? "" : (await res.text()).slice(0, 200);
-      t0 = this.stage("manifest", t0);
+      t0 = countStage(this.opts.metrics, "write", "manifest", t0);
       if (res.ok) return { key: entryKey, sentBytes, dedupedBytes, path };
       if (res.status !== 409 || attempt === 2) throw new Error(`manifest: HTTP ${res.status}: ${text}`);
     }
-  }
-
-  /** Counts the seconds since `t0` as stage `stage` of `op`; returns now. */
-  private stage(stage: string, t0: number, op: "write" | "load" = "write"): number {
-    const now = performance.now();
-    this.opts.metrics.stageSeconds.inc({ op, stage }, (now - t0) / 1000);
-    return now;
   }
 
   /** The entry's blocks as stored (split, keyed, sealed) and their manifest entries (CRC filled in for those sent). */
@@ -378,7 +371,7 @@ export class KvBlockClient {
     // Placed (copied into the state): the block goes back to the pool now, not at a collection.
     // A coded block waits for its batch's decode, and is collected later.
     if (!sink.accept(taken.state)) this.opts.tcp!.addon.kvRelease?.(taken.state);
-    this.stage("place", t0, "load");
+    countStage(this.opts.metrics, "load", "place", t0);
     return true;
   }
 

@@ -52,3 +52,10 @@ export function createKvClientMetrics(registry: Registry): KvClientMetrics {
     }),
   };
 }
+
+/** Counts the seconds since `t0` (performance.now()) as stage `stage` of `op`; returns now, the next stage's start. */
+export function countStage(metrics: KvClientMetrics, op: "load" | "write", stage: string, t0: number): number {
+  const now = performance.now();
+  metrics.stageSeconds.inc({ op, stage }, (now - t0) / 1000);
+  return now;
+}

@@ -18,7 +18,7 @@
 import { decodeKvEntry, encodeKvEntry, KvEntryError, readKvEntryHeader } from "./kv-entry.ts";
 import { kvBlockHashes, requestSalt, type KeySalt } from "./block-keys.ts";
 import { KV_SEAL_ALGORITHM, KvSealError, type KvSealer } from "./kv-seal.ts";
-import type { KvClientMetrics } from "./client-metrics.ts";
+import { countStage, type KvClientMetrics } from "./client-metrics.ts";
 import { readKvEntry, writeKvEntry } from "../kvcodec/codec-offload.ts";
 import { normaliseSeqState, truncateSeqState, type KvLayout } from "../runtime/seq-state.ts";
 import type { RuntimeSequence, Token } from "../runtime/runtime.ts";
@@ -198,13 +198,6 @@ export class KvPrefixCache implements AsyncDisposable {
     }
   }
 
-  /** Counts the seconds since `t0` as `stage` of `op`; returns now. */
-  private stage(op: "load" | "write", stage: string, t0: number): number {
-    const now = performance.now();
-    this.opts.metrics.stageSeconds.inc({ op, stage }, (now - t0) / 1000);
-    return now;
-  }
-
   private finish(outcome: Outcome, t0: number, result: PrefixLoad): PrefixLoad {
     this.opts.metrics.loads.inc({ outcome });
     if (outcome === "hit") this.opts.metrics.loadSeconds.observe((performance.now() - t0) / 1000);
@@ -222,7 +215,7 @@ export class KvPrefixCache implements AsyncDisposable {
     const worth = keys.slice(Math.floor(have / config.blockTokens));
     if (worth.length === 0) return undefined;
     const found = await this.lookup(keys, signal);
-    const t1 = this.stage("load", "lookup", t0);
+    const t1 = countStage(this.opts.metrics, "load", "lookup", t0);
     const tokens = (found.index + 1) * config.blockTokens;
     if (found.index < 0 || tokens <= have) return undefined;
     // An older store answers no entryKey: the entry is keys[index] itself.
@@ -231,7 +224,7 @@ export class KvPrefixCache implements AsyncDisposable {
     if (entryTokens < tokens) throw new LoadFailure("mismatch", `store named an entry of ${entryTokens} tokens for a prefix of ${tokens}`);
     if (this.estimator.decide(entryTokens, tokens - have).choice === "recompute") return { skip: true, storedBlocks: found.index + 1 };
     const state = await this.fetchEntry(entryKey, { tokens: entryTokens, entryKey, kvNamespace }, signal);
-    this.stage("load", "fetch", t1);
+    countStage(this.opts.metrics, "load", "fetch", t1);
     if (!state) return undefined;
     this.remember(keys[found.index]!);
     return { state: entryTokens > tokens ? this.cut(state, tokens) : state, tokens, entryTokens, blockTokens: config.blockTokens };
@@ -330,7 +323,7 @@ export class KvPrefixCache implements AsyncDisposable {
     const t0 = performance.now();
     await seq.clear();
     await seq.importState(normaliseSeqState(state, this.opts.layout));
-    this.stage("load", "import", t0);
+    countStage(this.opts.metrics, "load", "import", t0);
     const got = seq.contextTokens();
     if (got.length !== expected.length || got.some((t, i) => t !== expected[i]))
       throw new LoadFailure("mismatch", "imported state holds other tokens than the prompt prefix");
@@ -362,7 +355,7 @@ export class KvPrefixCache implements AsyncDisposable {
     let held = 0;
     const t0 = performance.now();
     const counted = Promise.resolve(state).then((buf) => {
-      this.stage("write", "export", t0);
+      countStage(this.opts.metrics, "write", "export", t0);
       held = buf.length;
       this.writeBackBytes += held;
       this.stateBytesPerToken = buf.length / Math.max(1, context.length);
