@@ -19,7 +19,7 @@ import { parseArgs } from "node:util";
 import { clairvoyantBound, ours, run, sweepBaselines, type Row } from "./sim/compare.ts";
 import type { FleetConfig } from "./sim/fleet.ts";
 import { cheapestAt, choose, targetFor, type TrainingTrace } from "./sim/protocol.ts";
-import { config, warmStart, type Flags } from "./sim/setup.ts";
+import { config, DEFAULT_FLAGS, warmStart, type Flags } from "./sim/setup.ts";
 import { loadTrace, shapeTrace } from "./sim/trace.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -208,11 +208,11 @@ const OPTIONS = {
   out: { type: "string" },
   shared: { type: "string", default: SHARED_DEFAULT },
   amplify: { type: "string" },
-  slo: { type: "string", default: "0.5" },
-  "slo-kind": { type: "string", default: "queueing-delay" },
-  load: { type: "string", default: "60" },
-  provisioning: { type: "string", default: "180" },
-  "gpus-per-node": { type: "string", default: "8" },
+  slo: { type: "string", default: String(DEFAULT_FLAGS.slo) },
+  "slo-kind": { type: "string", default: DEFAULT_FLAGS.sloKind },
+  load: { type: "string", default: String(DEFAULT_FLAGS.load) },
+  provisioning: { type: "string", default: String(DEFAULT_FLAGS.provisioning) },
+  "gpus-per-node": { type: "string", default: String(DEFAULT_FLAGS.gpusPerNode) },
 } as const;
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>["values"];
