@@ -138,6 +138,12 @@ class PodDiagnostics {
       if (stage) out[`${stage[1]}_${stage[2]}_s`] = Number(stage[3]);
     }
     out.pool_misses = metricOf(text, "llmfleet_kv_host_pool_misses_total");
+    // Of a write-back's export: waiting for the device's queued work, then the copy out of it; and
+    // the engine's own step time (a miss's prefill, the request during a write-back's).
+    out.export_wait_s = metricOf(text, "llmfleet_engine_native_export_wait_seconds_total");
+    out.export_copy_s = metricOf(text, "llmfleet_engine_native_export_copy_seconds_total");
+    out.engine_step_s = metricOf(text, "llmfleet_engine_native_step_seconds_total");
+    out.ttft_s = metricOf(text, "llmfleet_ttft_seconds_sum");
     out.loop_stall_max_ms = metricOf(text, LOOP_STALL) * 1000;
     return out;
   }
