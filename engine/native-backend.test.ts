@@ -75,3 +75,19 @@ test("router + native prefill + native decode give the aggregated native pod's g
     assert.equal(await completionText(router.url, body), await completionText(aggregated.url, body), prompt);
   }
 });
+
+test("a held prompt plus a short question reaches its first token in one native step, with the P/D path's greedy text", async () => {
+  const context = "The capital of Germany is Berlin. The capital of Italy is Rome. The capital of Portugal is Lisbon.";
+  const question = " The capital of Spain is";
+  await postJson(`${aggregated.url}/v1/completions`, { prompt: context, max_tokens: 1, temperature: 0 });
+  const stats = (aggregated.pod.service.runtime as NativeRuntime).scheduler.stats;
+  const before = stats.calls;
+  const { json } = await postJson(`${aggregated.url}/v1/completions`, { prompt: context + question, max_tokens: 1, temperature: 0 });
+  // The question's tokens and the prompt's last one are evaluated in the step that samples: one
+  // native call, where evaluating the question first and then the last token took two.
+  assert.equal(stats.calls - before, 1);
+  const cached = (json.usage as { prompt_tokens_details: { cached_tokens: number } }).prompt_tokens_details.cached_tokens;
+  assert.ok(cached >= 15, `the held context was reused (${cached} cached tokens)`);
+  const body = { prompt: context + question, max_tokens: 12 };
+  assert.equal(await completionText(aggregated.url, body), await completionText(router.url, body));
+});

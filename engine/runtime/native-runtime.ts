@@ -84,6 +84,10 @@ class NativeSequence implements RuntimeSequence {
     return this.held;
   }
 
+  keepPrefix(tokens: readonly Token[]): Promise<number> {
+    return this.rt.scheduler.exclusive(() => this.adoptPrefix(tokens));
+  }
+
   async evaluatePrefix(tokens: readonly Token[]): Promise<number> {
     const reused = await this.rt.scheduler.exclusive(() => this.adoptPrefix(tokens));
     if (reused < tokens.length) {

@@ -95,6 +95,13 @@ export interface RuntimeSequence {
    */
   evaluatePrefix(tokens: readonly Token[]): Promise<number>;
   /**
+   * evaluatePrefix without the evaluation: keeps the longest prefix of `tokens` it (or, shared,
+   * another sequence) holds, drops the rest, and returns its length. The caller evaluates the
+   * remainder itself, with generate (CompletionService: a short remainder and the prompt's last
+   * token in one step, not two).
+   */
+  keepPrefix?(tokens: readonly Token[]): Promise<number>;
+  /**
    * evaluatePrefix for a prompt with RAG documents: each document span in `join.spans` (in order,
    * wholly before the part computed in place) comes from its own KV — `join.chunk` gives the
    * state of [lead] + that document computed alone — moved to its position, instead of being
