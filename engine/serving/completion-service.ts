@@ -328,17 +328,22 @@ export class CompletionService {
 
   /**
    * The context's KV before the answer: reused, and the rest evaluated, except a remainder of at
-   * most TAIL_WITH_ANSWER tokens, returned as `tail` for the answer's first step to evaluate with
-   * the prompt's last token. A hot prefix plus a short question then costs one forward pass to its
-   * first token, not two (on a GPU each is about one read of the weights: 8-10 ms for a 7B f16
-   * model on an H100, as much as the question's own prefill). Longer remainders are evaluated here,
-   * timed (evaluateTimed), and RAG prompts join their documents as before.
+   * most TAIL_WITH_ANSWER tokens (and no longer than the part reused), returned as `tail` for the
+   * answer's first step to evaluate with the prompt's last token. A hot prefix plus a short
+   * question then costs one forward pass to its first token, not two (on a GPU each is about one
+   * read of the weights: 8-10 ms for a 7B f16 model on an H100, as much as the question's own
+   * prefill). Longer remainders are evaluated here, timed (evaluateTimed), and RAG prompts join
+   * their documents as before.
    */
   private async contextBeforeAnswer(lease: SequenceLease, context: readonly Token[], req: PreparedRequest): Promise<{ hits: number; tail: readonly Token[] }> {
     const seq = lease.sequence;
     if (seq.keepPrefix && !(this.rag && req.documents)) {
       const kept = await seq.keepPrefix(context);
-      if (context.length - kept <= TAIL_WITH_ANSWER) return { hits: kept, tail: context.slice(kept) };
+      const rest = context.length - kept;
+      // A held prompt and a question after it, not a prompt computed from (nearly) nothing: that
+      // keeps the steps a P/D prefill pod takes (the context, then the last token alone), and so
+      // its numerics and greedy answers.
+      if (rest <= TAIL_WITH_ANSWER && kept >= rest) return { hits: kept, tail: context.slice(kept) };
     }
     return { hits: await this.evaluateTimed(lease, context, req), tail: [] };
   }
