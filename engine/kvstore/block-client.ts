@@ -22,7 +22,7 @@ import {
   type KvManifest,
   type SplitState,
 } from "./kv-blocks.ts";
-import { splitKvBlocks } from "../kvcodec/codec-offload.ts";
+import { splitForWrite } from "./block-split.ts";
 import { DECODABLE_BLOCK_CODECS } from "../kvcodec/block-codec.ts";
 import { crc32c } from "./crc32c.ts";
 import { KV_SEAL_ALGORITHM, type KvSealer } from "./kv-seal.ts";
@@ -100,9 +100,8 @@ export class KvBlockClient {
   async write(state: Buffer, to: BlockWriteTarget): Promise<BlockWriteResult> {
     const { keys, config, signal } = to;
     const entryKey = keys.at(-1)!;
-    // Cut, split and coded on the codec worker (off the event loop), then keyed and sealed here.
     let t0 = performance.now();
-    const split = await splitKvBlocks(state, { tokens: keys.length * config.blockTokens, blockTokens: config.blockTokens, codec: to.codec });
+    const { split, crcs, release } = await splitForWrite(state, to, { addon: this.opts.addon, sealed: !!this.opts.sealer });
     const { tokens, blocks, stored } = this.prepare(split, to);
     t0 = countStage(this.opts.metrics, "write", "split", t0);
     const stateBytes = split.meta.length + split.rawSizes.reduce((n, b) => n + b, 0);
@@ -115,7 +114,7 @@ export class KvBlockClient {
         blocks.map((b) => b.key),
         signal,
       );
-      await this.describeHeld(blocks, stored, has, signal);
+      await this.describeHeld({ blocks, stored, has, crcs }, signal);
       // Each attempt stages its blocks under an id of its own (what a failed attempt staged expires).
       const upload = config.uploadIds ? randomBytes(8).toString("hex") : undefined;
       const { path, sentBytes, dedupedBytes, staged } = await this.sendMissing(config, { blocks, stored, has, upload }, signal);
@@ -131,7 +130,10 @@ export class KvBlockClient {
       });
       const text = res.ok ? "" : (await res.text()).slice(0, 200);
       t0 = countStage(this.opts.metrics, "write", "manifest", t0);
-      if (res.ok) return { key: entryKey, sentBytes, dedupedBytes, path };
+      if (res.ok) {
+        release(); // stored: after a failure a send may still read the blocks
+        return { key: entryKey, sentBytes, dedupedBytes, path };
+      }
       if (res.status !== 409 || attempt === 2) throw new Error(`manifest: HTTP ${res.status}: ${text}`);
     }
   }
@@ -169,7 +171,10 @@ export class KvBlockClient {
    * from POST /v1/kv/blocks/info: a sealed copy, random IV, differs from the one sealed here).
    * A block evicted since the has-check is sent after all.
    */
-  private async describeHeld(blocks: BlockEntry[], stored: Buffer[], has: boolean[], signal: AbortSignal): Promise<void> {
+  private async describeHeld(
+    { blocks, stored, has, crcs }: { blocks: BlockEntry[]; stored: Buffer[]; has: boolean[]; crcs: (number | undefined)[] },
+    signal: AbortSignal,
+  ): Promise<void> {
     const held = has.flatMap((h, i) => (h ? [i] : []));
     const info =
       held.length > 0
@@ -188,8 +193,9 @@ export class KvBlockClient {
     for (const [i, b] of blocks.entries()) {
       if (has[i]) continue;
       b.bytes = stored[i]!.length;
-      b.crc32c = crc32c(stored[i]!);
-      if (b.bytes >= YIELD_BYTES) await tick();
+      const known = crcs[i];
+      b.crc32c = known ?? crc32c(stored[i]!);
+      if (known === undefined && b.bytes >= YIELD_BYTES) await tick();
     }
   }
 

@@ -317,9 +317,16 @@ export class BlockDecodeError extends Error {
   }
 }
 
-/** Copies rows between the state layout and one block's layout (toBlock: state -> block); `skip`: segments left alone. */
-export function moveRows(at: { p: Plan; state: Buffer; stateOffsets: number[]; skip?: ReadonlySet<number> }, block: number, data: Buffer, toBlock: boolean): void {
-  const { p, state, stateOffsets } = at;
+/**
+ * Each contiguous run of rows of block `block`: `fn(stateOffset, blockOffset, length)`, in block
+ * order; `skip`: segments left out.
+ */
+export function forEachRowRun(
+  at: { p: Plan; stateOffsets: number[]; skip?: ReadonlySet<number> },
+  block: number,
+  fn: (stateOffset: number, blockOffset: number, length: number) => void,
+): void {
+  const { p, stateOffsets } = at;
   const segs = p.parsed.items.filter(isSeg);
   segs.forEach((seg, si) => {
     const cells = p.parsed.parts[seg.part]!.positions.length;
@@ -329,21 +336,18 @@ export function moveRows(at: { p: Plan; state: Buffer; stateOffsets: number[]; s
     const stateBase = stateOffsets[si]!;
     for (const run of p.runs[seg.part]!) {
       if (run.block !== block) continue;
-      if (seg.kind !== "vt") {
-        const s = stateBase + run.cell * seg.unit;
-        const d = base + run.rank * seg.unit;
-        const len = run.cells * seg.unit;
-        if (toBlock) state.copy(data, d, s, s + len);
-        else data.copy(state, s, d, d + len);
-        continue;
-      }
-      for (let e = 0; e < seg.nEmbd; e++) {
-        const s = stateBase + (e * cells + run.cell) * seg.unit;
-        const d = base + (e * n + run.rank) * seg.unit;
-        const len = run.cells * seg.unit;
-        if (toBlock) state.copy(data, d, s, s + len);
-        else data.copy(state, s, d, d + len);
-      }
+      const len = run.cells * seg.unit;
+      if (seg.kind !== "vt") fn(stateBase + run.cell * seg.unit, base + run.rank * seg.unit, len);
+      else for (let e = 0; e < seg.nEmbd; e++) fn(stateBase + (e * cells + run.cell) * seg.unit, base + (e * n + run.rank) * seg.unit, len);
     }
+  });
+}
+
+/** Copies rows between the state layout and one block's layout (toBlock: state -> block); `skip`: segments left alone. */
+export function moveRows(at: { p: Plan; state: Buffer; stateOffsets: number[]; skip?: ReadonlySet<number> }, block: number, data: Buffer, toBlock: boolean): void {
+  const { state } = at;
+  forEachRowRun(at, block, (s, d, len) => {
+    if (toBlock) state.copy(data, d, s, s + len);
+    else data.copy(state, s, d, d + len);
   });
 }

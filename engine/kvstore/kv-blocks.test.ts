@@ -13,6 +13,7 @@ import {
   encodeManifest,
   joinState,
   KvBlockError,
+  splitRuns,
   splitState,
   StateJoiner,
   verifyBlock,
@@ -20,6 +21,8 @@ import {
 } from "./kv-blocks.ts";
 import { crc32c, crc32cJs } from "./crc32c.ts";
 import { splitKvBlocks } from "../kvcodec/codec-offload.ts";
+import { kvStreamAddon } from "../pd/kv-transport.ts";
+import { syntheticSeqState } from "../../testing/kv-state.ts";
 
 const BLOCK = 8;
 let rt: NativeRuntime;
@@ -130,4 +133,29 @@ test("the codec worker cuts and splits a longer state to the same blocks as inli
   assert.equal(offloaded.blocks.length, 3);
   offloaded.blocks.forEach((b, i) => assert.ok(b.equals(inline.blocks[i]!), `block ${i}`));
   assert.deepEqual(offloaded.shapes, inline.shapes);
+});
+
+test("splitRuns' meta and row copies make splitState's blocks byte for byte, in both V layouts and from a sliding-window state", async () => {
+  const states = [
+    ...[false, true].map((vTransposed) => normaliseSeqState(aligned(4), { streams: 1, vTransposed })),
+    // A Gemma-like state: a full-attention section and a 2-block window whose ring has wrapped.
+    syntheticSeqState({ tokens: 4 * BLOCK, windows: [0, 2 * BLOCK], rings: [0, 5], vTransposed: true }),
+  ];
+  const addon = await kvStreamAddon();
+  for (const [n, state] of states.entries()) {
+    const want = splitState(state, BLOCK);
+    const { meta, runs, blockEnds, rawSizes, shapes, tokens: t } = splitRuns(state, BLOCK);
+    assert.ok(meta.equals(want.meta), `meta (state ${n})`);
+    assert.deepEqual([rawSizes, shapes, t], [want.rawSizes, want.shapes, want.tokens]);
+    const data = Buffer.alloc(blockEnds.at(-1)!);
+    for (let i = 0; i < runs.length; i += 3) state.copy(data, runs[i + 1]!, runs[i]!, runs[i]! + runs[i + 2]!);
+    want.blocks.forEach((b, i) => assert.ok(b.equals(data.subarray(i === 0 ? 0 : blockEnds[i - 1]!, blockEnds[i]!)), `block ${i} (state ${n})`));
+    // The addon's gather (a write-back's, on a worker thread): the same bytes, each block's CRC-32C.
+    const got = await addon!.kvGather!(state, runs, blockEnds.at(-1)!, blockEnds);
+    assert.ok(got.data.equals(data), `kvGather (state ${n})`);
+    assert.deepEqual([...got.crcs], want.blocks.map((b) => crc32cJs(b)));
+    assert.equal(addon!.kvRelease!(got.data), true, "a pool block, given back");
+  }
+  assert.throws(() => addon!.kvGather!(long, Float64Array.of(long.length - 4, 0, 8), 8, Float64Array.of(8)), /run 0 lies outside the source/);
+  assert.throws(() => addon!.kvGather!(long, Float64Array.of(0, 4, 8), 8, Float64Array.of(8)), /run 0 lies outside the source or the output/);
 });

@@ -26,7 +26,7 @@
  */
 import { createHash } from "node:crypto";
 import { crc32c } from "./crc32c.ts";
-import { BlockDecodeError, blockSlots, codedShape, isF16Seg, isSeg, KvBlockError, moveRows, parse, plan, type KvBlockCodec, type Plan, type SlotPlace } from "./kv-block-layout.ts";
+import { BlockDecodeError, blockSlots, codedShape, forEachRowRun, isF16Seg, isSeg, KvBlockError, moveRows, parse, plan, type KvBlockCodec, type Plan, type SlotPlace } from "./kv-block-layout.ts";
 
 export { KvBlockError, type BlockSlot, type KvBlockCodec } from "./kv-block-layout.ts";
 
@@ -95,6 +95,29 @@ export function splitState(state: Buffer, blockTokens: number, opts: SplitOption
   }
   const split = { meta: buffer.subarray(0, metaBytes), blocks, rawSizes: [...p.sizes], shapes: p.shapes, tokens: parsed.tokens, buffer };
   return opts.codec ? codeBlocks(split, p, opts.codec) : split;
+}
+
+/**
+ * splitState without copying a row: the meta block, and for the kv blocks (codec none) the copies
+ * that cut them out of `state` — (stateOffset, offset in the kv blocks laid end to end, length)
+ * triples — with each block's end. A native gather (kvGather) then makes the blocks off the event
+ * loop; bytes identical to splitState's.
+ */
+export function splitRuns(state: Buffer, blockTokens: number): Omit<SplitState, "blocks" | "buffer"> & { runs: Float64Array; blockEnds: Float64Array } {
+  const parsed = parse(state, true);
+  const p = plan(parsed, blockTokens);
+  const meta = Buffer.concat(parsed.items.filter((x): x is Buffer => !isSeg(x)));
+  const stateOffsets = parsed.items.filter(isSeg).map((x) => x.offset);
+  const runs: number[] = [];
+  const blockEnds = new Float64Array(p.blocks);
+  let at = 0;
+  for (let b = 0; b < p.blocks; b++) {
+    const base = at;
+    forEachRowRun({ p, stateOffsets }, b, (from, to, len) => runs.push(from, base + to, len));
+    at += p.sizes[b]!;
+    blockEnds[b] = at;
+  }
+  return { meta, rawSizes: [...p.sizes], shapes: p.shapes, tokens: parsed.tokens, runs: Float64Array.from(runs), blockEnds };
 }
 
 /** The split with its kv blocks coded, in one new buffer. */

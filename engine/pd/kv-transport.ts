@@ -89,6 +89,12 @@ export interface KvStreamAddon {
   kvAlloc?(bytes: number): Buffer;
   /** kvAlloc with the block taken on a worker thread (page-locking a new GB-sized block holds the caller for a large part of a second). */
   kvAllocAsync?(bytes: number): Promise<Buffer>;
+  /**
+   * `runs` (srcOffset, dstOffset, length triples) of `src` copied into a new pool Buffer of `bytes`
+   * on a worker thread, with the CRC-32C of each block of it (blocks end at `blockEnds`): a KV
+   * store write-back's blocks cut out of its state off the event loop (kv-gather.cpp).
+   */
+  kvGather?(src: Uint8Array, runs: Float64Array, bytes: number, blockEnds: Float64Array): Promise<{ data: Buffer; crcs: Uint32Array }>;
 }
 
 export interface KvPoolStats {

@@ -403,8 +403,11 @@ export class CompletionService {
     if (!cache || length === 0 || !cache.admitWriteBack(length, this.pool.queued > 0)) return lease.release();
     // Begun after the response is out: the export's start (on a GPU, taking a host-pool block) and
     // the engine call it queues come after the request's last bytes reach the socket.
+    // Just the entry's tokens where the runtime can (their blocks are then cut out natively, with no
+    // copy of the state to trim it first: block-split.ts).
+    const seq = lease.sequence;
     const state = tick()
-      .then(() => lease.sequence.exportState())
+      .then(() => (seq.exportRange ? seq.exportRange(0, length) : seq.exportState()))
       .finally(() => lease.release());
     // Exported for the store alone: once stored, its page-locked block goes back to the pool.
     cache.writeBack(context, length, state, { kvNamespace, release: (s) => this.runtime.releaseState?.(s) });

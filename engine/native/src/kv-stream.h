@@ -39,5 +39,8 @@ void InitKvStream(Napi::Env env, Napi::Object exports);
 // The sending side (kv-send.cpp).
 Napi::Value KvSend(const Napi::CallbackInfo & info);
 Napi::Value KvChecksum(const Napi::CallbackInfo & info);
+// kvGather(src, runs, bytes, blockEnds) -> Promise<{ data, crcs }>: runs of src copied into a new
+// host-pool Buffer of `bytes` on a worker thread, and the CRC-32C of each block of it (kv-gather.cpp).
+Napi::Value KvGather(const Napi::CallbackInfo & info);
 
 }  // namespace llmfleet_addon

@@ -1,0 +1,101 @@
+// kvGather: a KV store write-back's blocks cut out of a sequence state on a worker thread.
+//
+// A v2 entry's kv block i holds, for every layer, the K and V rows of the positions of block i
+// (engine/kvstore/kv-blocks.ts). Cutting a GPU pod's 1 GB state into them in JavaScript meant a
+// copy of the state for the codec worker, made on the event loop a slice at a time, and a second
+// copy there; the event loop was busy for much of the write-back, and every step of a request
+// arriving meanwhile waited for it (bench:http's reuse rows: +165 ms on an H100 for a request sent
+// during a write-back, though the export itself held the engine for 19 ms). Here the rows are
+// copied once, into a host-pool block, off the event loop, and each block's CRC-32C (what the
+// manifest names) is taken on the same thread while its bytes are still in cache.
+#include "kv-stream.h"
+
+#include "addon.h"
+#include "kv-net.h"
+#include "pool-buffer.h"
+
+#include <cstring>
+#include <vector>
+
+namespace llmfleet_addon {
+
+namespace {
+
+struct Gathered {
+    hostpool::Block block;
+    std::vector<uint32_t> crcs;
+};
+
+// Non-negative integer doubles (offsets and lengths), or false.
+bool whole(double v) { return v >= 0 && v <= 1099511627776.0 && v == static_cast<double>(static_cast<uint64_t>(v)); }
+
+}  // namespace
+
+// kvGather(src, runs, bytes, blockEnds) -> Promise<{ data: Buffer, crcs: Uint32Array }>
+//   runs: Float64Array of (srcOffset, dstOffset, length) triples; bytes: the output's size;
+//   blockEnds: Float64Array, ascending, the end of each block in the output (the last = bytes).
+Napi::Value KvGather(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const char * usage = "kvGather(src: Uint8Array, runs: Float64Array, bytes: number, blockEnds: Float64Array)";
+    if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsNumber() || !info[3].IsTypedArray()) {
+        Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    Napi::TypedArray src_ta = info[0].As<Napi::TypedArray>();
+    Napi::TypedArray runs_ta = info[1].As<Napi::TypedArray>();
+    Napi::TypedArray ends_ta = info[3].As<Napi::TypedArray>();
+    const double bytes_d = info[2].As<Napi::Number>().DoubleValue();
+    if (runs_ta.TypedArrayType() != napi_float64_array || ends_ta.TypedArrayType() != napi_float64_array || runs_ta.ElementLength() % 3 != 0 ||
+        !whole(bytes_d) || bytes_d < 1) {
+        Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    const uint8_t * src = static_cast<const uint8_t *>(src_ta.ArrayBuffer().Data()) + src_ta.ByteOffset();
+    const size_t src_len = src_ta.ByteLength();
+    const size_t bytes = static_cast<size_t>(bytes_d);
+    const double * r = runs_ta.As<Napi::Float64Array>().Data();
+    std::vector<uint64_t> runs(r, r + runs_ta.ElementLength());
+    for (size_t i = 0; i < runs.size(); i += 3) {
+        if (!whole(r[i]) || !whole(r[i + 1]) || !whole(r[i + 2]) || runs[i] + runs[i + 2] > src_len || runs[i + 1] + runs[i + 2] > bytes) {
+            Napi::RangeError::New(env, "kvGather: run " + std::to_string(i / 3) + " lies outside the source or the output").ThrowAsJavaScriptException();
+            return env.Undefined();
+        }
+    }
+    const double * e = ends_ta.As<Napi::Float64Array>().Data();
+    std::vector<uint64_t> ends(e, e + ends_ta.ElementLength());
+    for (size_t i = 0; i < ends.size(); i++) {
+        if (!whole(e[i]) || (i > 0 && ends[i] < ends[i - 1]) || ends[i] > bytes) {
+            Napi::RangeError::New(env, "kvGather: blockEnds must ascend within the output").ThrowAsJavaScriptException();
+            return env.Undefined();
+        }
+    }
+    // The source stays alive while the worker reads it (owner: a persistent reference).
+    return queue<Gathered>(
+        env, src_ta.As<Napi::Object>(),
+        [src, bytes, runs = std::move(runs), ends = std::move(ends)](std::string & error) {
+            Gathered g;
+            g.block = hostpool::acquire(bytes);
+            if (!g.block.data) {
+                error = "kvGather: out of host memory";
+                return g;
+            }
+            for (size_t i = 0; i < runs.size(); i += 3) std::memcpy(g.block.data + runs[i + 1], src + runs[i], runs[i + 2]);
+            uint64_t at = 0;
+            for (uint64_t end : ends) {
+                g.crcs.push_back(kvnet::crc32c(g.block.data + at, end - at));
+                at = end;
+            }
+            return g;
+        },
+        [bytes](Napi::Env env, Gathered & g) -> Napi::Value {
+            Napi::Object out = Napi::Object::New(env);
+            out.Set("data", pool_buffer(env, g.block, bytes));
+            g.block = hostpool::Block{};  // the Buffer owns it now
+            Napi::Uint32Array crcs = Napi::Uint32Array::New(env, g.crcs.size());
+            std::memcpy(crcs.Data(), g.crcs.data(), 4 * g.crcs.size());
+            out.Set("crcs", crcs);
+            return out;
+        });
+}
+
+}  // namespace llmfleet_addon
