@@ -11,7 +11,7 @@
  */
 import { writeFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
-import { monitorEventLoopDelay } from "node:perf_hooks";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { Registry } from "prom-client";
 import { syntheticSeqState } from "../testing/kv-state.ts";
 import { seqStateTokens } from "../engine/runtime/seq-state.ts";
@@ -36,9 +36,13 @@ function startStore(): Promise<RunningServer> {
   return startServer("kvstore", process.execPath, args, { port: PORT, readyPath: "/health", timeoutMs: 60_000 });
 }
 
-/** A pod's prefix cache with its own listener (two pods: the writer and the loader). */
-function pod(): { cache: KvPrefixCache; registry: Registry } {
+/**
+ * A pod's prefix cache with its own listener (two pods: the writer and the loader). `worker`: the
+ * addon without kvGather, so a write-back's blocks are split on the codec worker as before it.
+ */
+function pod(worker = false): { cache: KvPrefixCache; registry: Registry } {
   const { port, handle } = addon!.kvListen("127.0.0.1", 0, { maxBytes: 8 * 2 ** 30, maxConnections: 64 });
+  const podAddon = worker ? { ...addon!, kvGather: undefined } : addon!;
   const registry = new Registry();
   const cache = new KvPrefixCache({
     url,
@@ -46,7 +50,7 @@ function pod(): { cache: KvPrefixCache; registry: Registry } {
     model: "kv-stall-bench",
     layout: { streams: 1, vTransposed: false },
     metrics: createKvClientMetrics(registry),
-    tcp: { addon: addon!, port, handle },
+    tcp: { addon: podAddon, port, handle },
     writeBackBudgetBytes: 8 * 2 ** 30,
     log: (l) => process.stderr.write(`${l}\n`),
   });
@@ -55,15 +59,20 @@ function pod(): { cache: KvPrefixCache; registry: Registry } {
   return { cache, registry };
 }
 
-/** Runs `fn` with the event loop watched: wall ms and the longest stall (ms). */
-async function watched<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number; stallMs: number }> {
+/**
+ * Runs `fn` with the event loop watched: wall ms, the longest stall (ms) and the ms the loop was
+ * busy (its utilisation times the wall time: what other requests on the pod queue behind).
+ */
+async function watched<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number; stallMs: number; busyMs: number }> {
   const h = monitorEventLoopDelay({ resolution: 1 });
   h.enable();
+  const elu = performance.eventLoopUtilization();
   const t0 = performance.now();
   const value = await fn();
   const ms = performance.now() - t0;
+  const busy = performance.eventLoopUtilization(elu);
   h.disable();
-  return { value, ms: Math.round(ms), stallMs: Math.round(h.max / 1e5) / 10 };
+  return { value, ms: Math.round(ms), stallMs: Math.round(h.max / 1e5) / 10, busyMs: Math.round(busy.active) };
 }
 
 async function stages(registry: Registry): Promise<Record<string, number>> {
@@ -80,6 +89,16 @@ for (let r = 0; r < ROUNDS; r++) {
     const state = syntheticSeqState({ tokens: TOKENS, sections: [32], channels: 1024, seed: r + 1 });
     const tokens = seqStateTokens(state).map((t) => t + r * 1000);
     state.set(Buffer.from(Int32Array.from(tokens).buffer), 12);
+    // First the same write split the old way (codec worker), another state so nothing is deduped.
+    const old = syntheticSeqState({ tokens: TOKENS, sections: [32], channels: 1024, seed: 100 + r });
+    const oldTokens = seqStateTokens(old).map((t) => t + 100_000 + r * 1000);
+    old.set(Buffer.from(Int32Array.from(oldTokens).buffer), 12);
+    const oldWriter = pod(true);
+    const oldWrite = await watched(async () => {
+      oldWriter.cache.writeBack(oldTokens, TOKENS, Promise.resolve(old));
+      await oldWriter.cache.settled();
+    });
+    await oldWriter.cache[Symbol.asyncDispose]();
     const writer = pod();
     const write = await watched(async () => {
       writer.cache.writeBack(tokens, TOKENS, Promise.resolve(state));
@@ -95,8 +114,13 @@ for (let r = 0; r < ROUNDS; r++) {
     const row = {
       write_ms: write.ms,
       write_stall_ms: write.stallMs,
+      write_busy_ms: write.busyMs,
+      write_ms_worker_split: oldWrite.ms,
+      write_stall_ms_worker_split: oldWrite.stallMs,
+      write_busy_ms_worker_split: oldWrite.busyMs,
       load_ms: loaded.ms,
       load_stall_ms: loaded.stallMs,
+      load_busy_ms: loaded.busyMs,
       stages_ms: { ...(await stages(writer.registry)), ...(await stages(loader.registry)) },
     };
     process.stderr.write(`bench:kv-stall: round ${r}: ${JSON.stringify(row)}\n`);
@@ -116,11 +140,15 @@ const result = {
   rounds,
   write_ms: median("write_ms"),
   write_stall_ms: median("write_stall_ms"),
+  write_busy_ms: median("write_busy_ms"),
+  write_ms_worker_split: median("write_ms_worker_split"),
+  write_stall_ms_worker_split: median("write_stall_ms_worker_split"),
+  write_busy_ms_worker_split: median("write_busy_ms_worker_split"),
   load_ms: median("load_ms"),
   load_stall_ms: median("load_stall_ms"),
 };
 const out = process.env.BENCH_OUT ?? "bench/results/kv-stall.json";
 await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
 process.stderr.write(
-  `bench:kv-stall: write ${result.write_ms} ms (longest stall ${result.write_stall_ms} ms), load ${result.load_ms} ms (longest stall ${result.load_stall_ms} ms) -> ${out}\n`,
+  `bench:kv-stall: write ${result.write_ms} ms (longest stall ${result.write_stall_ms} ms, event loop busy ${result.write_busy_ms} ms; split on the codec worker instead: ${result.write_ms_worker_split} ms, ${result.write_stall_ms_worker_split} ms, ${result.write_busy_ms_worker_split} ms), load ${result.load_ms} ms (longest stall ${result.load_stall_ms} ms) -> ${out}\n`,
 );
