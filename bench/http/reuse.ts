@@ -136,6 +136,8 @@ class PodDiagnostics {
     for (const line of text.split("\n")) {
       const stage = /^llmfleet_kv_store_stage_seconds_total\{(?=.*op="(\w+)")(?=.*stage="(\w+)").*\} (\S+)$/.exec(line);
       if (stage) out[`${stage[1]}_${stage[2]}_s`] = Number(stage[3]);
+      const phase = /^llmfleet_request_phase_seconds_sum\{phase="(\w+)"\} (\S+)$/.exec(line);
+      if (phase) out[`phase_${phase[1]}_s`] = Number(phase[2]);
     }
     out.pool_misses = metricOf(text, "llmfleet_kv_host_pool_misses_total");
     // Of a write-back's export: waiting for the device's queued work, then the copy out of it; and

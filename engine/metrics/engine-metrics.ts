@@ -14,6 +14,8 @@ export interface EngineMetrics {
   readonly registry: Registry;
   readonly role: Role;
   ttft: Histogram;
+  /** Where a request's time to its first token goes (phase: lease, kv_load, prefill; the rest is the first step). */
+  requestPhase: Histogram<"phase">;
   interTokenLatency: Histogram;
   e2eLatency: Histogram;
   queueDepth: Gauge;
@@ -46,6 +48,13 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
     registry,
     role,
     ttft: new Histogram({ name: "llmfleet_ttft_seconds", help: "Time to first token", buckets: LATENCY_BUCKETS, registers }),
+    requestPhase: new Histogram({
+      name: "llmfleet_request_phase_seconds",
+      help: "Phases of a request before its answer: lease (a sequence free, the prompt's prefix found), kv_load (the KV store's lookup and load), prefill (the context computed; a short tail after a reused prefix goes into the first step instead)",
+      labelNames: ["phase"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
     interTokenLatency: new Histogram({
       name: "llmfleet_inter_token_latency_seconds",
       help: "Time between consecutive generated tokens",
@@ -93,5 +102,15 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
       help: "Prefill->decode hand-offs that carried the answer's first token, sampled on the prefill pod (the rest hand off the prompt but its last token)",
       registers,
     }),
+  };
+}
+
+/** Observes the time since its last call (the first: since `from`, a performance.now()) as the named phase. */
+export function phaseTimer(h: Histogram<"phase">, from: number): (phase: string) => void {
+  let at = from;
+  return (phase) => {
+    const now = performance.now();
+    h.observe({ phase }, (now - at) / 1000);
+    at = now;
   };
 }

@@ -11,7 +11,7 @@ import { setImmediate as tick } from "node:timers/promises";
 import { ChunkCache } from "./chunk-cache.ts";
 import { documentKv, type DocumentKvDeps } from "./document-kv.ts";
 import { joinPlan, ownTokens, withDocuments, type DocumentLayout } from "./documents.ts";
-import type { EngineMetrics } from "../metrics/engine-metrics.ts";
+import { phaseTimer, type EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { ModelRuntime, RuntimeSequence, Token, TokenLogprob } from "../runtime/runtime.ts";
 import { commonPrefixLength } from "../runtime/runtime.ts";
 import type { KvPrefixCache, PrefixLoad } from "../kvstore/prefix-cache.ts";
@@ -21,6 +21,7 @@ import type { SequenceLease, SequencePool } from "./sequence-pool.ts";
 import { IncrementalText } from "./incremental-text.ts";
 import { withFirst } from "./first-token.ts";
 import { TextAssembler } from "./text-assembler.ts";
+import { LogprobCollector } from "./logprob-collector.ts";
 import { renderToolMessages } from "./tool-calls.ts";
 
 export interface PreparedRequest {
@@ -417,6 +418,8 @@ export class CompletionService {
   async *generate(req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<Delta, GenerationResult, void> {
     const ns = req.identity?.kvNamespace ?? "";
     const lease = await this.acquire(req.prompt, opts.signal, ns);
+    const phase = phaseTimer(this.metrics.requestPhase, req.arrivedAt);
+    phase("lease");
     this.metrics.promptTokens.inc(req.prompt.length);
     const context = req.prompt.slice(0, -1);
     let load: PrefixLoad | undefined;
@@ -426,7 +429,9 @@ export class CompletionService {
       const handedOff = await this.importHandOff(seq, opts);
       const imported = handedOff ? seq.contextTokens().length : 0;
       if (!handedOff) load = await this.loadCached(lease, context, ns);
+      phase("kv_load");
       const { hits, tail } = await this.contextBeforeAnswer(lease, context, req);
+      phase("prefill");
       const localHits = Math.max(0, hits - imported);
       this.countHits(req, localHits);
       const result = yield* this.sample(lease, req, opts.signal, { tail });
@@ -510,40 +515,3 @@ function answerTokens(lease: SequenceLease, req: PreparedRequest, onLogprob: (lp
 
 /** Completions with `echo`: the prompt, returned before the completion. */
 const echoedPrompt = (parsed: GenerationRequest): string => (parsed.echo && parsed.prompt) || "";
-
-/** Gathers the logprobs of sampled tokens and hands them out with the text deltas they made. */
-class LogprobCollector {
-  private pending: LogprobEntry[] = [];
-  private readonly all: LogprobEntry[] = [];
-
-  constructor(
-    private readonly on: boolean,
-    private readonly tokenText: (t: Token) => string,
-  ) {}
-
-  readonly add = (lp: TokenLogprob): void => {
-    const entry = (token: Token, logprob: number): { token: string; logprob: number; bytes: number[] } => {
-      const text = this.tokenText(token);
-      return { token: text, logprob, bytes: [...Buffer.from(text)] };
-    };
-    const e: LogprobEntry = { ...entry(lp.token, lp.logprob), top: lp.top.map((t) => entry(t.token, t.logprob)) };
-    this.pending.push(e);
-    this.all.push(e);
-  };
-
-  /** The end-of-generation token is not part of the answer. */
-  dropLast(): void {
-    if (this.pending.pop()) this.all.pop();
-  }
-
-  delta(text: string): Delta {
-    if (!this.on) return { text };
-    const logprobs = this.pending;
-    this.pending = [];
-    return { text, logprobs };
-  }
-
-  result(): { logprobs?: LogprobEntry[] } {
-    return this.on ? { logprobs: this.all } : {};
-  }
-}
