@@ -22,7 +22,7 @@ import {
   type KvManifest,
   type SplitState,
 } from "./kv-blocks.ts";
-import { splitForWrite } from "./block-split.ts";
+import { inWindows, splitForWrite } from "./block-split.ts";
 import { DECODABLE_BLOCK_CODECS } from "../kvcodec/block-codec.ts";
 import { crc32c } from "./crc32c.ts";
 import { KV_SEAL_ALGORITHM, type KvSealer } from "./kv-seal.ts";
@@ -289,7 +289,7 @@ export class KvBlockClient {
     this.checkLoadable(m, entryKey, want.tokens);
     const open = (b: BlockEntry, stored: Buffer): Buffer => (b.enc ? this.opts.sealer!.open(want.kvNamespace, aad(b.key, this.opts.model, b.kind), stored) : stored);
     const state = await this.stateBlock(m.stateBytes);
-    const sink = new BlockSink(m, open, state.alloc);
+    const sink = new BlockSink(m, open, state.alloc, this.opts.addon?.kvScatter?.bind(this.opts.addon));
     try {
       let path: "tcp" | "http" = this.opts.tcp && this.mode !== "http" ? "tcp" : "http";
       if (path === "tcp" && !(await this.loadTcp(m, sink, signal))) path = "http";
@@ -298,8 +298,10 @@ export class KvBlockClient {
         { op: "loaded", path },
         m.blocks.reduce((n, b) => n + b.bytes, 0),
       );
+      await sink.settled();
       return { state: sink.finish(), path };
     } finally {
+      await sink.settled().catch(() => undefined); // no copy into the state outlives the load
       state.unused();
     }
   }
@@ -374,9 +376,10 @@ export class KvBlockClient {
     const t0 = performance.now();
     const taken = this.opts.tcp!.addon.kvTake(this.opts.tcp!.handle, `${id}.${index}`);
     if (!taken) throw new KvBlockError(`block ${index} was reported staged but is not`);
-    // Placed (copied into the state): the block goes back to the pool now, not at a collection.
+    // Placed: the block goes back to the pool now (or once the addon placed it), not at a collection.
     // A coded block waits for its batch's decode, and is collected later.
-    if (!sink.accept(taken.state)) this.opts.tcp!.addon.kvRelease?.(taken.state);
+    const release = (): void => void this.opts.tcp!.addon.kvRelease?.(taken.state);
+    if (!sink.accept(taken.state, release)) release();
     countStage(this.opts.metrics, "load", "place", t0);
     return true;
   }
@@ -406,15 +409,6 @@ const YIELD_BYTES = 1 << 20;
 
 /** Blocks of a write in flight at once (the first alone): a 1 GB write-back is 29 blocks of 32 MB on a 7B model, one connection each. */
 const UPLOAD_WINDOW = 4;
-
-/** Runs `fn` over `items`, at most `width` at a time. */
-async function inWindows<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
-}
 
 /** Lines of a newline-delimited JSON body, parsed as they arrive. */
 async function* ndjson(body: AsyncIterable<Uint8Array>): AsyncGenerator<unknown> {

@@ -14,6 +14,9 @@ import { kvBlockCodec } from "../kvcodec/block-codec.ts";
  */
 export const CODED_BATCH = 8;
 
+/** Raw blocks at least this large are placed by the addon on a worker thread (smaller: inline, where the call would cost more). */
+const SCATTER_MIN_BYTES = 256 * 1024;
+
 /**
  * Takes an entry's stored blocks in order: checks each against the manifest, opens it, decodes it
  * (its codec's, native when the addon is loaded; coded blocks CODED_BATCH at a time) straight into
@@ -25,22 +28,34 @@ export class BlockSink {
   /** Coded blocks checked and opened, not yet decoded: decoded CODED_BATCH at a time (one native pass). */
   private coded: { i: number; coded: Buffer; codec: string }[] = [];
 
+  /** Raw blocks being placed by the addon (kvScatter), each checked against its CRC-32C when done. */
+  private readonly scattering: Promise<void>[] = [];
+
   constructor(
     private readonly m: KvManifest,
     private readonly open: (b: BlockEntry, stored: Buffer) => Buffer,
     /** Where the state is assembled (StateJoiner's alloc: the addon's pool when there is one). */
     private readonly alloc?: (bytes: number) => Buffer,
+    /** The addon's kvScatter: unsealed raw blocks are checked and placed on a worker thread, off the event loop. */
+    private readonly scatter?: (src: Uint8Array, dst: Uint8Array, runs: Float64Array) => Promise<number>,
   ) {}
 
   get total(): number {
     return this.m.blocks.length;
   }
 
-  /** Takes the next stored block; true when the sink keeps reading `stored` after it returns (a coded block waiting for its batch). */
-  accept(stored: Buffer): boolean {
+  /**
+   * Takes the next stored block; true when the sink keeps reading `stored` after it returns (a coded
+   * block waiting for its batch; a raw block being placed, which gets `release` once placed).
+   */
+  accept(stored: Buffer, release?: () => void): boolean {
     const i = this.next;
     const b = this.m.blocks[i];
     if (!b) throw new KvBlockError("the block stream holds more blocks than the manifest");
+    if (this.scatters(i, b, stored)) {
+      this.scatterRaw(i, b, stored, release);
+      return true;
+    }
     verifyBlock(b, stored);
     const raw = this.open(b, stored);
     if (i === 0) {
@@ -54,6 +69,28 @@ export class BlockSink {
     }
     this.next++;
     return this.coded.some((c) => c.coded.buffer === stored.buffer);
+  }
+
+  private scatters(i: number, b: BlockEntry, stored: Buffer): boolean {
+    return i > 0 && this.scatter !== undefined && b.codec === "none" && !b.enc && stored.length >= SCATTER_MIN_BYTES;
+  }
+
+  /** An unsealed raw block placed by the addon: its size checked now, its CRC-32C as it is copied. */
+  private scatterRaw(i: number, b: BlockEntry, stored: Buffer, release?: () => void): void {
+    if (stored.length !== b.bytes) verifyBlock(b, stored); // names the truncation
+    const { out, runs } = this.joiner!.placeRuns(i - 1, stored.length);
+    const placed = this.scatter!(stored, out, runs).then((crc) => {
+      if (crc !== b.crc32c) throw new KvBlockError(`kv block ${b.index} ${b.key.slice(0, 12)} failed its CRC-32C (got ${crc}, manifest says ${b.crc32c}): corrupt`);
+    });
+    this.scattering.push(placed.finally(() => release?.()));
+    this.next++;
+  }
+
+  /** Waits for the blocks the addon is placing; the first that failed its check throws (after all have ended). */
+  async settled(): Promise<void> {
+    const done = await Promise.allSettled(this.scattering);
+    const failed = done.find((d) => d.status === "rejected");
+    if (failed) throw failed.reason;
   }
 
   private decodeCoded(): void {

@@ -192,6 +192,20 @@ export class StateJoiner {
   }
 
   /**
+   * place() done by the caller: checks kv block i's size, counts it placed, and gives the state and
+   * the (offset in the block, offset in the state, length) copies that place it (kvScatter makes
+   * them on a worker thread; the caller waits for it before finish()).
+   */
+  placeRuns(i: number, bytes: number): { out: Buffer; runs: Float64Array } {
+    this.check(i);
+    if (bytes !== this.p.sizes[i]) throw new KvBlockError(`kv block ${i} has ${bytes} bytes, the meta block says ${this.p.sizes[i]}`);
+    const runs: number[] = [];
+    forEachRowRun({ p: this.p, stateOffsets: this.stateOffsets }, i, (inState, inBlock, len) => runs.push(inBlock, inState, len));
+    this.placed[i] = true;
+    return { out: this.out, runs: Float64Array.from(runs) };
+  }
+
+  /**
    * Decodes coded kv block i into the state. Row segments whose cells lie in one run of the state
    * (cells in position order, the usual layout) decode straight into the state: K and V rows as a
    * dense view, transposed V as a strided one (`into`); others (cells out of order) into a scratch

@@ -147,3 +147,23 @@ test("two writers of one prefix uploading over TCP at once: neither takes the ot
     assert.equal(splitState(loaded, B).blocks.length, tokens / B, "the entry loads whole");
   }
 });
+
+test("over TCP, a write-back's blocks are gathered and a load's placed by the addon off the event loop: the same bytes, and a corrupt block is named", async () => {
+  await using tcpStore = await createKvStorePod({ blockTokens: B, codec: "none", tenantSalt: "w3", tiers: [], kvTransport: "tcp", kvPort: 0 });
+  await using tcpHttp = await listen(tcpStore.app);
+  const addon = (await kvStreamAddon())!;
+  const tcpConfig = (await (await fetch(`${tcpHttp.url}/v1/kv/config`)).json()) as BlockWriteTarget["config"];
+  const c = new KvBlockClient({ url: tcpHttp.url, headers: () => ({}), model: "m", metrics: createKvClientMetrics(new Registry()), transport: "tcp", addon, timeoutMs: 10_000 });
+  // Exactly the entry's tokens (what a write-back exports): kvGather cuts the blocks (590 KB each).
+  const a = syntheticSeqState({ tokens: 3 * B, seed: 9 });
+  const w = await c.write(a, { ...target(chain("gather", 3)), config: tcpConfig });
+  const frame = (await tcpStore.store.get(w.key))!.value;
+  const m = decodeManifest(frame);
+  splitState(a, B).blocks.forEach((raw, i) => assert.equal(m.blocks[i + 1]!.crc32c, crc32c(raw), `block ${i}'s CRC-32C from the gather`));
+  // Loaded: each block placed into the state by kvScatter, its CRC-32C checked as it is copied.
+  const loaded = (await c.load(frame, w.key, { tokens: 3 * B, kvNamespace: "" }, AbortSignal.timeout(10_000))).state;
+  assert.ok(loaded.equals(a), "byte for byte");
+  const held = (await tcpStore.store.get(m.blocks[2]!.key))!.value;
+  held[100]! ^= 0xff;
+  await assert.rejects(c.load(frame, w.key, { tokens: 3 * B, kvNamespace: "" }, AbortSignal.timeout(10_000)), /kv block 1 \w+ failed its CRC-32C/);
+});

@@ -95,6 +95,8 @@ export interface KvStreamAddon {
    * store write-back's blocks cut out of its state off the event loop (kv-gather.cpp).
    */
   kvGather?(src: Uint8Array, runs: Float64Array, bytes: number, blockEnds: Float64Array): Promise<{ data: Buffer; crcs: Uint32Array }>;
+  /** `runs` (srcOffset, dstOffset, length) of `src` copied into `dst` on a worker thread; resolves with src's CRC-32C (a load's block placed). */
+  kvScatter?(src: Uint8Array, dst: Uint8Array, runs: Float64Array): Promise<number>;
 }
 
 export interface KvPoolStats {

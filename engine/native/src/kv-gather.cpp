@@ -1,4 +1,5 @@
-// kvGather: a KV store write-back's blocks cut out of a sequence state on a worker thread.
+// kvGather: a KV store write-back's blocks cut out of a sequence state on a worker thread; and
+// kvScatter, the way back: a load's block placed into the state it assembles.
 //
 // A v2 entry's kv block i holds, for every layer, the K and V rows of the positions of block i
 // (engine/kvstore/kv-blocks.ts). Cutting a GPU pod's 1 GB state into them in JavaScript meant a
@@ -96,6 +97,49 @@ Napi::Value KvGather(const Napi::CallbackInfo & info) {
             out.Set("crcs", crcs);
             return out;
         });
+}
+
+}  // namespace llmfleet_addon
+
+namespace llmfleet_addon {
+
+// kvScatter(src, dst, runs) -> Promise<number>: runs (srcOffset, dstOffset, length) of src copied
+// into dst on a worker thread; resolves with src's CRC-32C. A KV store load's raw block placed into
+// the state it assembles, off the event loop, checked on the way (the manifest names the CRC).
+Napi::Value KvScatter(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const char * usage = "kvScatter(src: Uint8Array, dst: Uint8Array, runs: Float64Array)";
+    if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() ||
+        info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || info[2].As<Napi::TypedArray>().ElementLength() % 3 != 0) {
+        Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    Napi::TypedArray src_ta = info[0].As<Napi::TypedArray>();
+    Napi::TypedArray dst_ta = info[1].As<Napi::TypedArray>();
+    const uint8_t * src = static_cast<const uint8_t *>(src_ta.ArrayBuffer().Data()) + src_ta.ByteOffset();
+    uint8_t * dst = static_cast<uint8_t *>(dst_ta.ArrayBuffer().Data()) + dst_ta.ByteOffset();
+    const size_t src_len = src_ta.ByteLength(), dst_len = dst_ta.ByteLength();
+    const double * r = info[2].As<Napi::Float64Array>().Data();
+    const size_t n = info[2].As<Napi::TypedArray>().ElementLength();
+    std::vector<uint64_t> runs(r, r + n);
+    for (size_t i = 0; i < n; i += 3) {
+        if (!whole(r[i]) || !whole(r[i + 1]) || !whole(r[i + 2]) || runs[i] + runs[i + 2] > src_len || runs[i + 1] + runs[i + 2] > dst_len) {
+            Napi::RangeError::New(env, "kvScatter: run " + std::to_string(i / 3) + " lies outside the source or the destination").ThrowAsJavaScriptException();
+            return env.Undefined();
+        }
+    }
+    // Both buffers stay alive while the worker reads and writes them (owner: a persistent reference).
+    Napi::Array owner = Napi::Array::New(env, 2);
+    owner.Set(0u, src_ta);
+    owner.Set(1u, dst_ta);
+    return queue<uint32_t>(
+        env, owner,
+        [src, dst, src_len, runs = std::move(runs)](std::string &) {
+            const uint32_t crc = kvnet::crc32c(src, src_len);
+            for (size_t i = 0; i < runs.size(); i += 3) std::memcpy(dst + runs[i + 1], src + runs[i], runs[i + 2]);
+            return crc;
+        },
+        [](Napi::Env env, uint32_t & crc) -> Napi::Value { return Napi::Number::New(env, crc); });
 }
 
 }  // namespace llmfleet_addon

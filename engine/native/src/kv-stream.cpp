@@ -573,6 +573,7 @@ void InitKvStream(Napi::Env env, Napi::Object exports) {
     exports.Set("kvClose", Napi::Function::New(env, KvClose));
     exports.Set("kvChecksum", Napi::Function::New(env, KvChecksum));
     exports.Set("kvGather", Napi::Function::New(env, KvGather));
+    exports.Set("kvScatter", Napi::Function::New(env, KvScatter));
     exports.Set("kvPoolStats", Napi::Function::New(env, KvPoolStats));
     exports.Set("kvRelease", Napi::Function::New(env, KvRelease));
     exports.Set("kvAlloc", Napi::Function::New(env, KvAlloc));

@@ -42,5 +42,8 @@ Napi::Value KvChecksum(const Napi::CallbackInfo & info);
 // kvGather(src, runs, bytes, blockEnds) -> Promise<{ data, crcs }>: runs of src copied into a new
 // host-pool Buffer of `bytes` on a worker thread, and the CRC-32C of each block of it (kv-gather.cpp).
 Napi::Value KvGather(const Napi::CallbackInfo & info);
+// kvScatter(src, dst, runs) -> Promise<number>: runs of src copied into dst on a worker thread;
+// resolves with src's CRC-32C (kv-gather.cpp).
+Napi::Value KvScatter(const Napi::CallbackInfo & info);
 
 }  // namespace llmfleet_addon
