@@ -49,8 +49,7 @@ void read_channels(Span head, uint32_t channels, Block & b, Scratch & s, bool us
 
 // The frequency tables of the contexts, as decode tables; returns the offset after them.
 size_t read_tables(Span body, size_t o, const bool used[CONTEXTS], Scratch & s) {
-    s.table_symbol.resize(static_cast<size_t>(CONTEXTS) * PROB);
-    s.table_freq_cum.resize(static_cast<size_t>(CONTEXTS) * 256);
+    s.tables.resize(static_cast<size_t>(CONTEXTS) * TABLE_WORDS);
     for (int c = 0; c < CONTEXTS; c++) {
         const uint32_t lo = body.u8(o), hi = body.u8(o + 1);
         o += 2;
@@ -61,8 +60,9 @@ size_t read_tables(Span body, size_t o, const bool used[CONTEXTS], Scratch & s) 
         if (hi > static_cast<uint32_t>(ESC)) corrupt("a frequency table has symbols beyond the alphabet");
         Span f = body.sub(o, 2 * (hi - lo + 1));
         o += f.n;
-        uint8_t * slot = s.table_symbol.data() + static_cast<size_t>(c) * PROB;
-        uint32_t * fc = s.table_freq_cum.data() + static_cast<size_t>(c) * 256;
+        uint32_t * table = s.tables.data() + static_cast<size_t>(c) * TABLE_WORDS;
+        uint8_t * slot = reinterpret_cast<uint8_t *>(table);
+        uint32_t * fc = table + PROB / 4;
         uint32_t filled = 0;
         for (uint32_t sym = lo; sym <= hi; sym++) {
             const uint32_t freq = f.u16(2 * (sym - lo));

@@ -22,8 +22,7 @@ constexpr size_t CHUNK_ROWS = 16;
 
 // A lane's working memory, reused from tensor to tensor.
 struct Scratch {
-    std::vector<uint8_t> table_symbol;  // kvcodec::RansTables
-    std::vector<uint32_t> table_freq_cum;
+    std::vector<uint32_t> tables;  // kvcodec::TABLE_WORDS per context
     std::vector<uint8_t> contexts, symbols;
     std::vector<float> mean, rows, gain;
     std::vector<uint8_t> shift;
