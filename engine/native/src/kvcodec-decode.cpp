@@ -112,7 +112,7 @@ public:
             const uint8_t * sym = s_.symbols.data() + static_cast<size_t>(r) * block_.per_token;
             float * x = s_.rows.data() + static_cast<size_t>(r) * C;
             bool escaped = false;
-            if (block_.shifted) values_shifted(sym, block_.per_token, s_, block_.step, x, C, escaped);
+            if (block_.shifted) values_shifted(sym, s_, block_.step, x, C, escaped);
             else values_plain(sym, s_.mean.data(), block_.step, x, C, escaped);
             for (uint32_t j = 0; escaped && j < C; j++) {
                 if (sym[s_.hi_at[j]] != ESC) continue;
