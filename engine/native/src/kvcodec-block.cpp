@@ -153,12 +153,12 @@ LLMFLEET_VECTOR_CLONES void finish_rows(const Target & t, uint32_t first, uint32
     }
     uint16_t * out = t.job.out;
     if (t.job.token_axis == 0) {
-        kvcodec::floats_to_halves(s.rows.data(), out + static_cast<size_t>(first) * C, static_cast<size_t>(n) * C);
+        kvcodec::floats_to_halves_any(s.rows.data(), out + static_cast<size_t>(first) * C, static_cast<size_t>(n) * C);
         return;
     }
     // Transposed: each channel's n tokens are contiguous in the tensor.
     uint16_t * h = s.halves.data();
-    kvcodec::floats_to_halves(s.rows.data(), h, static_cast<size_t>(n) * C);
+    kvcodec::floats_to_halves_any(s.rows.data(), h, static_cast<size_t>(n) * C);
     kvcodec::write_transposed(h, n, C, out, t.job.stride(), first);
 }
 

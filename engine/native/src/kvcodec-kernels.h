@@ -15,6 +15,12 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+// F16C conversion of rows to F16, chosen at run time where the CPU has it (the build's baseline is
+// plain x86-64).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LLMFLEET_F16C 1
+#include <immintrin.h>
+#endif
 
 namespace llmfleet::kvcodec {
 
@@ -112,6 +118,37 @@ inline __attribute__((always_inline)) void floats_to_halves(const float * __rest
         }
     }
     for (; g < n; g++) out[g] = float_to_half(x[g]);
+}
+
+#if LLMFLEET_F16C
+// floats_to_halves with vcvtps2ph, 16 at a time: it rounds to nearest even as f32ToF16 does for
+// results in F16's normal range (overflow to infinity included), so only a group with a value outside
+// it (zero, subnormal, beyond F16, NaN: the same exponent test) is redone one by one.
+__attribute__((target("avx2,f16c"))) inline void floats_to_halves_f16c(const float * __restrict x, uint16_t * __restrict out, size_t n) {
+    const __m256i exponent = _mm256_set1_epi32(0xff), first = _mm256_set1_epi32(113), span = _mm256_set1_epi32(29);
+    size_t g = 0;
+    for (; g + 16 <= n; g += 16) {
+        const __m256 a = _mm256_loadu_ps(x + g), b = _mm256_loadu_ps(x + g + 8);
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(out + g), _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(out + g + 8), _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT));
+        // e - 113 as unsigned is at most 29 where the value is normal in F16.
+        const __m256i ea = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(a), 23), exponent), first);
+        const __m256i eb = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(b), 23), exponent), first);
+        const __m256i inside = _mm256_and_si256(_mm256_cmpeq_epi32(_mm256_min_epu32(ea, span), ea), _mm256_cmpeq_epi32(_mm256_min_epu32(eb, span), eb));
+        if (_mm256_movemask_epi8(inside) == -1) continue;
+        for (size_t j = g; j < g + 16; j++) out[j] = float_to_half(x[j]);
+    }
+    for (; g < n; g++) out[g] = float_to_half(x[g]);
+}
+#endif
+
+// floats_to_halves, through F16C where the CPU has it.
+inline void floats_to_halves_any(const float * x, uint16_t * out, size_t n) {
+#if LLMFLEET_F16C
+    static const bool f16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    if (f16c) return floats_to_halves_f16c(x, out, n);
+#endif
+    floats_to_halves(x, out, n);
 }
 
 constexpr uint32_t PROB_BITS = 12;
