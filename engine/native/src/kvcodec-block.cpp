@@ -20,37 +20,36 @@ namespace {
 void read_channels(Span head, uint32_t channels, Block & b, Scratch & s, bool used[CONTEXTS]) {
     std::vector<uint8_t> row;
     row.reserve(2 * channels);
-    b.shifted = false;
+    s.runs.clear();
+    s.shifted.clear();
     for (uint32_t j = 0; j < channels; j++) {
         s.mean[j] = half_to_float(head.u16(3 * j));
         const uint8_t c = head.u8(3 * j + 2);
         const int bucket = c & 15, shift = c >> 4;
         if (bucket >= BUCKETS || shift > MAX_SHIFT) corrupt("a channel class is out of range");
-        s.shift[j] = static_cast<uint8_t>(shift);
         s.scale[j] = static_cast<double>(1 << shift);
         s.hi_at[j] = static_cast<uint32_t>(row.size());
-        s.part_of[row.size()] = j;
-        if (shift) s.part_of[row.size() + 1] = channels + j;
+        if (j == 0 || s.hi_at[j] != s.hi_at[j - 1] + 1) s.runs.insert(s.runs.end(), {s.hi_at[j], j, 0});
+        s.runs.back()++;
         row.push_back(static_cast<uint8_t>(bucket));
         used[bucket] = true;
         if (shift) {
             row.push_back(static_cast<uint8_t>(BUCKETS + shift - 1));
             used[BUCKETS + shift - 1] = true;
-            b.shifted = true;
+            s.shifted.push_back(j);
         }
     }
+    b.shifted = !s.shifted.empty();
     b.per_token = row.size();
     // The contexts of CHUNK_ROWS rows, so a pass indexes them directly.
     s.contexts.resize(CHUNK_ROWS * b.per_token);
     for (size_t r = 0; r < CHUNK_ROWS; r++) std::copy(row.begin(), row.end(), s.contexts.begin() + static_cast<std::ptrdiff_t>(r * b.per_token));
-    // One more symbol: the last channel of the last row may read the slot after its row (masked).
-    s.symbols.assign(CHUNK_ROWS * b.per_token + 1, 0);
+    s.symbols.assign(CHUNK_ROWS * b.per_token, 0);
 }
 
 // The frequency tables of the contexts, as decode tables; returns the offset after them.
 size_t read_tables(Span body, size_t o, const bool used[CONTEXTS], Scratch & s) {
-    s.table_symbol.resize(static_cast<size_t>(CONTEXTS) * PROB);
-    s.table_freq_cum.resize(static_cast<size_t>(CONTEXTS) * 256);
+    s.tables.resize(static_cast<size_t>(CONTEXTS) * TABLE_WORDS);
     for (int c = 0; c < CONTEXTS; c++) {
         const uint32_t lo = body.u8(o), hi = body.u8(o + 1);
         o += 2;
@@ -61,8 +60,9 @@ size_t read_tables(Span body, size_t o, const bool used[CONTEXTS], Scratch & s) 
         if (hi > static_cast<uint32_t>(ESC)) corrupt("a frequency table has symbols beyond the alphabet");
         Span f = body.sub(o, 2 * (hi - lo + 1));
         o += f.n;
-        uint8_t * slot = s.table_symbol.data() + static_cast<size_t>(c) * PROB;
-        uint32_t * fc = s.table_freq_cum.data() + static_cast<size_t>(c) * 256;
+        uint32_t * table = s.tables.data() + static_cast<size_t>(c) * TABLE_WORDS;
+        uint8_t * slot = reinterpret_cast<uint8_t *>(table);
+        uint32_t * fc = table + PROB / 4;
         uint32_t filled = 0;
         for (uint32_t sym = lo; sym <= hi; sym++) {
             const uint32_t freq = f.u16(2 * (sym - lo));
@@ -82,11 +82,9 @@ Block read_block(Span body, uint32_t channels, Scratch & s) {
     Block b{};
     b.step = static_cast<double>(body.f32(0));
     s.mean.resize(channels);
-    s.shift.resize(channels);
     s.hi_at.resize(channels);
     s.scale.resize(channels);
-    s.part_of.resize(2 * static_cast<size_t>(channels));
-    s.parts.assign(2 * static_cast<size_t>(channels), 0);
+    s.hi.resize(channels);
     bool used[CONTEXTS] = {};
     read_channels(body.sub(4, 3 * static_cast<size_t>(channels)), channels, b, s, used);
     const size_t e = 4 + 3 * static_cast<size_t>(channels);
@@ -155,12 +153,12 @@ LLMFLEET_VECTOR_CLONES void finish_rows(const Target & t, uint32_t first, uint32
     }
     uint16_t * out = t.job.out;
     if (t.job.token_axis == 0) {
-        kvcodec::floats_to_halves(s.rows.data(), out + static_cast<size_t>(first) * C, static_cast<size_t>(n) * C);
+        kvcodec::floats_to_halves_any(s.rows.data(), out + static_cast<size_t>(first) * C, static_cast<size_t>(n) * C);
         return;
     }
     // Transposed: each channel's n tokens are contiguous in the tensor.
     uint16_t * h = s.halves.data();
-    kvcodec::floats_to_halves(s.rows.data(), h, static_cast<size_t>(n) * C);
+    kvcodec::floats_to_halves_any(s.rows.data(), h, static_cast<size_t>(n) * C);
     kvcodec::write_transposed(h, n, C, out, t.job.stride(), first);
 }
 
@@ -173,21 +171,18 @@ LLMFLEET_VECTOR_CLONES void values_plain(const uint8_t * __restrict sym, const f
     escaped = esc != 0;
 }
 
-// In doubles (exact: small integers), once the row's symbols are sorted into high and low parts.
-LLMFLEET_VECTOR_CLONES void values_shifted(const uint8_t * sym, size_t per_token, Scratch & s, double step, float * __restrict x, uint32_t C, bool & escaped) {
-    uint8_t * __restrict parts = s.parts.data();
-    const uint32_t * __restrict part_of = s.part_of.data();
-    for (size_t i = 0; i < per_token; i++) parts[part_of[i]] = sym[i];
-    const uint8_t * __restrict lo = parts + C;
-    const float * __restrict mean = s.mean.data();
-    const double * __restrict scale = s.scale.data();
-    uint32_t esc = 0;
-    for (uint32_t j = 0; j < C; j++) {
-        esc |= static_cast<uint32_t>(parts[j] == ESC);
-        const double q = static_cast<double>(static_cast<int>(parts[j]) - RANGE) * scale[j] + static_cast<double>(lo[j]);
-        x[j] = static_cast<float>(static_cast<double>(mean[j]) + q * step);
+// The high parts gathered run by run and valued as a plain row (an unshifted channel's value is the
+// same either way: its q is hi - RANGE exactly), then the shifted channels again with their low bits,
+// in doubles (exact: small integers).
+void values_shifted(const uint8_t * sym, Scratch & s, double step, float * x, uint32_t C, bool & escaped) {
+    uint8_t * hi = s.hi.data();
+    const uint32_t * run = s.runs.data();
+    for (size_t r = 0; r < s.runs.size(); r += 3) std::memcpy(hi + run[r + 1], sym + run[r], run[r + 2]);
+    values_plain(hi, s.mean.data(), step, x, C, escaped);
+    for (const uint32_t j : s.shifted) {
+        const double q = static_cast<double>(static_cast<int>(hi[j]) - RANGE) * s.scale[j] + static_cast<double>(sym[s.hi_at[j] + 1]);
+        x[j] = static_cast<float>(static_cast<double>(s.mean[j]) + q * step);
     }
-    escaped = esc != 0;
 }
 
 }  // namespace llmfleet::kvcodec

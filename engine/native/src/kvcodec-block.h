@@ -22,16 +22,16 @@ constexpr size_t CHUNK_ROWS = 16;
 
 // A lane's working memory, reused from tensor to tensor.
 struct Scratch {
-    std::vector<uint8_t> table_symbol;  // kvcodec::RansTables
-    std::vector<uint32_t> table_freq_cum;
+    std::vector<uint32_t> tables;  // kvcodec::TABLE_WORDS per context
     std::vector<uint8_t> contexts, symbols;
     std::vector<float> mean, rows, gain;
-    std::vector<uint8_t> shift;
     std::vector<uint32_t> hi_at;
-    // Shifted blocks: where each symbol of a row goes in `parts` (high parts [0, C), low parts [C, 2C),
-    // zero for unshifted channels), and each channel's 2^shift.
-    std::vector<uint32_t> part_of;
-    std::vector<uint8_t> parts;
+    // Shifted blocks: the runs of channels whose high parts are consecutive in a row (from, channel,
+    // count: a run ends at each shifted channel, whose low bits follow), a row's high parts gathered
+    // from them, and the shifted channels with their 2^shift.
+    std::vector<uint32_t> runs;
+    std::vector<uint8_t> hi;
+    std::vector<uint32_t> shifted;
     std::vector<double> scale;
     std::vector<uint16_t> halves;
     std::vector<double> cos, sin;
@@ -66,6 +66,6 @@ void finish_rows(const Target & t, uint32_t first, uint32_t n, size_t & seed, Sc
 void values_plain(const uint8_t * sym, const float * mean, double step, float * x, uint32_t C, bool & escaped);
 
 // Values of a row with shifted channels: q = (high - RANGE) << shift | low.
-void values_shifted(const uint8_t * sym, size_t per_token, Scratch & s, double step, float * x, uint32_t C, bool & escaped);
+void values_shifted(const uint8_t * sym, Scratch & s, double step, float * x, uint32_t C, bool & escaped);
 
 }  // namespace llmfleet::kvcodec

@@ -88,9 +88,8 @@ public:
             block_ = read_block(seg.body, t_->channels, s_);
             // Padding for the longest pass: CHUNK_ROWS rows of two symbols per channel.
             kvcodec::rans_start(rans, block_.stream, stream_, 2 * (2 * CHUNK_ROWS * t_->channels) + 2);
-            rans.tables = {s_.table_symbol.data(), s_.table_freq_cum.data()};
-            rans.ctx = s_.contexts.data();
-            rans.out = s_.symbols.data();
+            rans.tables = s_.tables.data();
+            rans.sym = s_.symbols.data();
             block_first_ = seg.first;
             block_rows_ = seg.rows;
             row_ = 0;
@@ -101,6 +100,8 @@ public:
         const size_t rows = std::max<size_t>(2, (CHUNK_ROWS * t_->channels / block_.per_token) & ~static_cast<size_t>(1));
         chunk_ = static_cast<uint32_t>(std::min<size_t>(rows, block_rows_ - row_));
         n = chunk_ * block_.per_token;
+        // The pass decodes the symbols over their contexts.
+        std::memcpy(s_.symbols.data(), s_.contexts.data(), n);
         return true;
     }
 
@@ -111,7 +112,7 @@ public:
             const uint8_t * sym = s_.symbols.data() + static_cast<size_t>(r) * block_.per_token;
             float * x = s_.rows.data() + static_cast<size_t>(r) * C;
             bool escaped = false;
-            if (block_.shifted) values_shifted(sym, block_.per_token, s_, block_.step, x, C, escaped);
+            if (block_.shifted) values_shifted(sym, s_, block_.step, x, C, escaped);
             else values_plain(sym, s_.mean.data(), block_.step, x, C, escaped);
             for (uint32_t j = 0; escaped && j < C; j++) {
                 if (sym[s_.hi_at[j]] != ESC) continue;

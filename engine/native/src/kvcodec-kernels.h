@@ -15,6 +15,12 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+// F16C conversion of rows to F16, chosen at run time where the CPU has it (the build's baseline is
+// plain x86-64).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LLMFLEET_F16C 1
+#include <immintrin.h>
+#endif
 
 namespace llmfleet::kvcodec {
 
@@ -114,38 +120,72 @@ inline __attribute__((always_inline)) void floats_to_halves(const float * __rest
     for (; g < n; g++) out[g] = float_to_half(x[g]);
 }
 
+#if LLMFLEET_F16C
+// floats_to_halves with vcvtps2ph, 16 at a time: it rounds to nearest even as f32ToF16 does for
+// results in F16's normal range (overflow to infinity included), so only a group with a value outside
+// it (zero, subnormal, beyond F16, NaN: the same exponent test) is redone one by one.
+__attribute__((target("avx2,f16c"))) inline void floats_to_halves_f16c(const float * __restrict x, uint16_t * __restrict out, size_t n) {
+    const __m256i exponent = _mm256_set1_epi32(0xff), first = _mm256_set1_epi32(113), span = _mm256_set1_epi32(29);
+    size_t g = 0;
+    for (; g + 16 <= n; g += 16) {
+        const __m256 a = _mm256_loadu_ps(x + g), b = _mm256_loadu_ps(x + g + 8);
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(out + g), _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(out + g + 8), _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT));
+        // e - 113 as unsigned is at most 29 where the value is normal in F16.
+        const __m256i ea = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(a), 23), exponent), first);
+        const __m256i eb = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(b), 23), exponent), first);
+        const __m256i inside = _mm256_and_si256(_mm256_cmpeq_epi32(_mm256_min_epu32(ea, span), ea), _mm256_cmpeq_epi32(_mm256_min_epu32(eb, span), eb));
+        if (_mm256_movemask_epi8(inside) == -1) continue;
+        for (size_t j = g; j < g + 16; j++) out[j] = float_to_half(x[j]);
+    }
+    for (; g < n; g++) out[g] = float_to_half(x[g]);
+}
+#endif
+
+// floats_to_halves, through F16C where the CPU has it.
+inline void floats_to_halves_any(const float * x, uint16_t * out, size_t n) {
+#if LLMFLEET_F16C
+    static const bool f16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    if (f16c) return floats_to_halves_f16c(x, out, n);
+#endif
+    floats_to_halves(x, out, n);
+}
+
 constexpr uint32_t PROB_BITS = 12;
 constexpr uint32_t PROB = 1u << PROB_BITS;
 constexpr uint32_t LOW = 1u << 23;
 
-// Decode tables of a set of contexts: per context the symbol of each of the 2^12 slots (small
-// enough to stay in L1 for the handful of contexts a block uses, and cheap to build for a small
-// block), and per context and symbol its frequency | cumulative frequency << 16.
-struct RansTables {
-    const uint8_t * symbol;    // [context << 12 | slot]
-    const uint32_t * freq_cum;  // [context << 8 | symbol]
-};
+// Decode tables of a set of contexts, one region of TABLE_WORDS u32 per context: the symbol of each
+// of the 2^12 slots (bytes: small enough to stay in L1 for the handful of contexts a block uses, and
+// cheap to build for a small block), then per symbol its frequency | cumulative frequency << 16, then
+// unused words up to a power of two (a region is found with one shift). One base pointer for both
+// lookups: a pass of two lanes holds six pointers and four states in registers.
+constexpr uint32_t TABLE_SHIFT = 11;
+constexpr size_t TABLE_WORDS = size_t{1} << TABLE_SHIFT;
+static_assert(PROB / 4 + 256 <= TABLE_WORDS, "a context's decode table overflows its region");
 
-// A block's rANS decoding: the two states, the stream they read, the decode tables and the
-// contexts of the symbols of a chunk (symbol k of a chunk uses state k & 1: chunks start even).
+// A block's rANS decoding: the two states, the stream they read, the decode tables and the chunk's
+// symbols, which come in as their contexts and are decoded in place (symbol k of a chunk uses state
+// k & 1: chunks start even).
 // The stream is read from a copy followed by `pad` zero bytes: from a state in [2^23, 2^31) a step
 // leaves at least 2^11, so at most two bytes come in per symbol, and a pass of at most pad / 2 - 1
-// symbols reads inside the copy without a check or a branch per byte. After each pass, a stream
-// that consumed the padding is truncated or corrupt (a valid one only ever peeks at it).
+// symbols reads inside the copy (a step two bytes ahead, a pair four) without a check or a branch
+// per byte. After each pass, a stream that consumed the padding is truncated or corrupt (a valid one
+// only ever peeks at it).
 struct RansLane {
     uint32_t x[2];
     const uint8_t * in;
     size_t len, p;
-    RansTables tables;
-    const uint8_t * ctx;
-    uint8_t * out;
+    const uint32_t * tables;
+    uint8_t * sym;
 };
 
 inline void rans_start(RansLane & l, Span stream, std::vector<uint8_t> & copy, size_t pad) {
     l.x[0] = stream.u32(0);
     l.x[1] = stream.u32(4);
-    // The encoder starts and ends every state in [2^23, 2^31); below, the bound on bytes per symbol fails.
-    if (l.x[0] < LOW || l.x[1] < LOW) corrupt("a rANS state is out of range");
+    // The encoder starts and ends every state in [2^23, 2^31); outside, the bound on bytes per symbol
+    // and the renormalisation's shift (LLMFLEET_RANS_SHIFT) fail.
+    if (l.x[0] < LOW || l.x[1] < LOW || l.x[0] >> 31 || l.x[1] >> 31) corrupt("a rANS state is out of range");
     copy.resize(stream.n + pad);
     std::memcpy(copy.data(), stream.p, stream.n);
     std::memset(copy.data() + stream.n, 0, pad);
@@ -161,28 +201,52 @@ inline void rans_check(const RansLane & l) {
 // A lane's pointers as locals for a pass. The symbols are stored through a uint8_t pointer, which
 // may alias anything: read through the lane, every pointer would be loaded again after each store.
 struct RansView {
-    const uint8_t * __restrict symbol;
-    const uint32_t * __restrict freq_cum;
-    const uint8_t * __restrict ctx;
-    uint8_t * __restrict out;
+    const uint32_t * __restrict tables;
+    uint8_t * __restrict sym;
     const uint8_t * __restrict in;
-    size_t p;
-    explicit RansView(const RansLane & l) : symbol(l.tables.symbol), freq_cum(l.tables.freq_cum), ctx(l.ctx), out(l.out), in(l.in), p(l.p) {}
+    explicit RansView(const RansLane & l) : tables(l.tables), sym(l.sym), in(l.in + l.p) {}
+    void save(RansLane & l) const { l.p = static_cast<size_t>(in - l.in); }
 };
 
-// One symbol: decode with state x, then renormalise, reading the next two bytes branch-free (two
-// come in below 2^15, one below 2^23).
+// Symbol k, decoded with state x (before renormalisation): the slot's symbol, stored over its context.
+#define LLMFLEET_RANS_DECODE(v, x, k)                                                                            \
+    do {                                                                                                         \
+        const uint32_t * t_ = v.tables + (static_cast<size_t>(v.sym[k]) << TABLE_SHIFT);                         \
+        const uint32_t slot_ = x & (PROB - 1);                                                                   \
+        const uint32_t sym_ = reinterpret_cast<const uint8_t *>(t_)[slot_];                                      \
+        const uint32_t fc_ = t_[PROB / 4 + sym_];                                                                \
+        v.sym[k] = static_cast<uint8_t>(sym_);                                                                   \
+        x = (fc_ & 0xffff) * (x >> PROB_BITS) + slot_ - (fc_ >> 16);                                             \
+    } while (0)
+
+// Bits a decoded state x (in [2^11, 2^31)) takes in, 8 per byte: 16 below 2^15, 8 below 2^23, from
+// its leading zeros (1-8: 0 bits, 9-16: 8, 17-20: 16).
+#define LLMFLEET_RANS_SHIFT(x) ((static_cast<uint32_t>(__builtin_clz(x)) - 1) & ~7u)
+
+// x takes `shift` bits from the top of the 16 bits `next` (the stream's next two bytes), branch-free.
+#define LLMFLEET_RANS_SHIFT_IN(x, shift, next) (x = static_cast<uint32_t>((((static_cast<uint64_t>(x) << 16) | (next)) << (shift)) >> 16))
+
+// One symbol: decode with state x, then renormalise, reading the next two bytes.
 #define LLMFLEET_RANS_STEP(v, x, k)                                                                              \
     do {                                                                                                         \
-        const uint32_t c_ = static_cast<uint32_t>(v.ctx[k]);                                                     \
-        const uint32_t sym_ = v.symbol[(c_ << PROB_BITS) + (x & (PROB - 1))];                                    \
-        const uint32_t fc_ = v.freq_cum[(c_ << 8) + sym_];                                                       \
-        v.out[k] = static_cast<uint8_t>(sym_);                                                                   \
-        x = (fc_ & 0xffff) * (x >> PROB_BITS) + (x & (PROB - 1)) - (fc_ >> 16);                                  \
-        const uint32_t more_ = static_cast<uint32_t>(x < LOW) + static_cast<uint32_t>(x < (1u << 15));           \
-        const uint32_t next_ = (static_cast<uint32_t>(v.in[v.p]) << 8) | v.in[v.p + 1];                          \
-        x = (x << (8 * more_)) | (next_ >> (16 - 8 * more_));                                                    \
-        v.p += more_;                                                                                            \
+        LLMFLEET_RANS_DECODE(v, x, k);                                                                           \
+        const uint32_t sh_ = LLMFLEET_RANS_SHIFT(x);                                                             \
+        LLMFLEET_RANS_SHIFT_IN(x, sh_, (static_cast<uint32_t>(v.in[0]) << 8) | v.in[1]);                         \
+        v.in += sh_ >> 3;                                                                                        \
+    } while (0)
+
+// Symbols k (state x0) and k + 1 (state x1). The four bytes the two can take are read once, before
+// either decodes: x1's come after however many x0 took.
+#define LLMFLEET_RANS_PAIR(v, x0, x1, k)                                                                         \
+    do {                                                                                                         \
+        const uint32_t w_ = (static_cast<uint32_t>(v.in[0]) << 24) | (static_cast<uint32_t>(v.in[1]) << 16) |    \
+                            (static_cast<uint32_t>(v.in[2]) << 8) | v.in[3];                                     \
+        LLMFLEET_RANS_DECODE(v, x0, k);                                                                          \
+        LLMFLEET_RANS_DECODE(v, x1, k + 1);                                                                      \
+        const uint32_t sh0_ = LLMFLEET_RANS_SHIFT(x0), sh1_ = LLMFLEET_RANS_SHIFT(x1);                           \
+        LLMFLEET_RANS_SHIFT_IN(x0, sh0_, w_ >> 16);                                                              \
+        LLMFLEET_RANS_SHIFT_IN(x1, sh1_, (w_ << sh0_) >> 16);                                                    \
+        v.in += (sh0_ + sh1_) >> 3;                                                                              \
     } while (0)
 
 // Symbols [k0, k1) of the lane's chunk.
@@ -194,14 +258,11 @@ inline void rans_range(RansLane & a, size_t k0, size_t k1) {
         LLMFLEET_RANS_STEP(v, x1, k);
         k++;
     }
-    for (; k + 1 < k1; k += 2) {
-        LLMFLEET_RANS_STEP(v, x0, k);
-        LLMFLEET_RANS_STEP(v, x1, k + 1);
-    }
+    for (; k + 1 < k1; k += 2) LLMFLEET_RANS_PAIR(v, x0, x1, k);
     if (k < k1) LLMFLEET_RANS_STEP(v, x0, k);
     a.x[0] = x0;
     a.x[1] = x1;
-    a.p = v.p;
+    v.save(a);
     rans_check(a);
 }
 
@@ -212,18 +273,20 @@ inline void rans_two(RansLane & a, size_t na, RansLane & b, size_t nb) {
     uint32_t a0 = a.x[0], a1 = a.x[1], b0 = b.x[0], b1 = b.x[1];
     RansView va(a), vb(b);
     for (size_t k = 0; k < m; k += 2) {
-        LLMFLEET_RANS_STEP(va, a0, k);
-        LLMFLEET_RANS_STEP(vb, b0, k);
-        LLMFLEET_RANS_STEP(va, a1, k + 1);
-        LLMFLEET_RANS_STEP(vb, b1, k + 1);
+        LLMFLEET_RANS_PAIR(va, a0, a1, k);
+        LLMFLEET_RANS_PAIR(vb, b0, b1, k);
     }
     a.x[0] = a0, a.x[1] = a1, b.x[0] = b0, b.x[1] = b1;
-    a.p = va.p, b.p = vb.p;
+    va.save(a), vb.save(b);
     rans_range(a, m, na);
     rans_range(b, m, nb);
 }
 
+#undef LLMFLEET_RANS_PAIR
 #undef LLMFLEET_RANS_STEP
+#undef LLMFLEET_RANS_SHIFT_IN
+#undef LLMFLEET_RANS_SHIFT
+#undef LLMFLEET_RANS_DECODE
 
 // n rows of C F16 values (row-major in h) into a channel-major tensor whose channel rows are
 // `tokens` elements apart (its columns, or more: a strided view), from column `first`: 8x8 blocks
