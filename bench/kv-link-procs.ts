@@ -51,13 +51,15 @@ export async function startStoreProcess(codec: string, tiers: string[], env: Rec
 }
 
 /**
- * What the object store delivers per link: MB/s of a 16 MB GET straight from moto and through the
- * proxy at each rate (one S3 request, as a store's get is), so the TTFTs can be read against it.
+ * What the object store delivers per link: MB/s of a 16 MB GET straight from the S3 server (keyed
+ * `<server>_direct`) and through the proxy at each rate (one S3 request, as a store's get is), so
+ * the TTFTs can be read against it.
  */
 export async function linkCheck(
   s3: { endpoint: string; env: Record<string, string> },
   proxy: ShapedProxy,
   links: Record<string, number>,
+  server = "moto",
 ): Promise<Record<string, number>> {
   const client = (endpoint: string): S3Client =>
     new S3Client({ endpoint, bucket: "llmfleet-kv-link-probe", region: "us-east-1", accessKeyId: s3.env.AWS_ACCESS_KEY_ID!, secretAccessKey: s3.env.AWS_SECRET_ACCESS_KEY! });
@@ -72,7 +74,7 @@ export async function linkCheck(
     if (got?.body.length !== body.length) throw new Error("link check: the probe object came back short");
     return Math.round(body.length / 1e6 / ((performance.now() - t0) / 1000));
   };
-  const out: Record<string, number> = { moto_direct: await mbPerSecond(direct) };
+  const out: Record<string, number> = { [`${server}_direct`]: await mbPerSecond(direct) };
   for (const [name, rate] of Object.entries(links)) {
     proxy.setRate(rate);
     out[name] = await mbPerSecond(shaped);

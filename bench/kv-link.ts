@@ -1,9 +1,10 @@
 /**
- * `npm run bench:kv-link [-- --quick] [--repeats N] [--sizes 8192] [--tiers memory] [--out FILE]`: what the KV
+ * `npm run bench:kv-link [-- --quick] [--repeats N] [--sizes 8192] [--tiers memory] [--s3-server moto|seaweedfs] [--out FILE]`: what the KV
  * codec buys end to end. TTFT of a
  * ~64-token question after a cached context of 1K/4K/8K tokens (--quick: 1K/4K) loaded from the
- * KV store, per codec (compact against none), from the object-store tier (S3 = moto, behind a
- * bandwidth-shaping proxy on loopback: 100 Mbit/s and 1 Gbit/s) and from the memory tier; the
+ * KV store, per codec (compact against none), from the object-store tier (S3 = moto, or SeaweedFS
+ * with --s3-server seaweedfs, behind a bandwidth-shaping proxy on loopback: 100 Mbit/s and
+ * 1 Gbit/s) and from the memory tier; the
  * real default model (Gemma 3 270M) on CPU.
  *
  * Per tier, both codecs side by side, their loads alternating run by run (so the other work on a
@@ -25,7 +26,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import { startS3Server } from "../scripts/s3/moto-server.ts";
+import { s3ServerKind, startS3ServerOf } from "../scripts/s3/servers.ts";
 import { kvBlockHashes, requestSalt } from "../engine/kvstore/block-keys.ts";
 import { decodeManifest, isManifest } from "../engine/kvstore/kv-blocks.ts";
 import { readKvEntry } from "../engine/kvcodec/codec-offload.ts";
@@ -36,11 +37,13 @@ import { mbitPerSecond, startShapedProxy, type ShapedProxy } from "../testing/sh
 import { linkCheck, startStoreProcess } from "./kv-link-procs.ts";
 
 const { values: v } = parseArgs({
-  options: { quick: { type: "boolean" }, repeats: { type: "string" }, sizes: { type: "string" }, tiers: { type: "string" }, out: { type: "string" } },
+  options: { quick: { type: "boolean" }, repeats: { type: "string" }, sizes: { type: "string" }, tiers: { type: "string" }, "s3-server": { type: "string" }, out: { type: "string" } },
 });
 const SIZES = v.sizes ? v.sizes.split(",").map(Number) : v.quick ? [1024, 4096] : [1024, 4096, 8192];
 const TIERS = (v.tiers ?? "memory,s3").split(",") as Tier[];
 const REPEATS = Number(v.repeats ?? 5);
+/** The S3-compatible server behind the object-store tier; moto (an emulator) by default. */
+const S3_SERVER = s3ServerKind(v["s3-server"]);
 const BLOCK = 256;
 const QUESTION_TOKENS = 64;
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
@@ -49,7 +52,7 @@ const FILLER =
   "The lighthouse stood on the rocks above the harbour, and every night its keeper climbed the stairs to light the lamp. Ships passed in the dark, sailors counted the flashes, and the town slept below. ";
 const QUESTION =
   "\n\nQuestion: reading the whole account above, from its first numbered line to its last, what did the keeper see from the lighthouse each night, and what did the town do";
-/** The object store's links; "unshaped": the same proxy at loopback speed (what moto and the store cost by themselves). */
+/** The object store's links; "unshaped": the same proxy at loopback speed (what the S3 server and the store cost by themselves). */
 const LINKS = { "100mbps": mbitPerSecond(100), "1gbps": mbitPerSecond(1000), unshaped: Infinity } as const;
 
 type Tier = "memory" | "s3";
@@ -323,6 +326,7 @@ async function write(out: Output, complete: boolean): Promise<void> {
     complete,
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "unknown", threads, loadavg: loadavg().map((x) => Math.round(x * 100) / 100) },
     model: "gemma-3-270m Q4_K_M",
+    s3Server: S3_SERVER,
     repeats: REPEATS,
     [`ttft_ratio_100mbps_${k}`]: ratio(out, "100mbps", largest),
     [`ttft_ratio_1gbps_${k}`]: ratio(out, "1gbps", largest),
@@ -338,7 +342,7 @@ async function write(out: Output, complete: boolean): Promise<void> {
     decode: out.decode ?? null,
     decode_gb_s_kv_decode: "bench:kv-decode (bench/results/kv-decode.json) times the decoder alone, without the entry's SHA-256 and the copy to the codec worker",
     link_mb_s: out.linkMBps,
-    link_mb_s_of: "one 16 MB S3 GET: straight from moto, and through the shaping proxy at each rate",
+    link_mb_s_of: `one 16 MB S3 GET: straight from ${S3_SERVER}, and through the shaping proxy at each rate`,
     runs: out.runs,
   };
   await writeFile(OUT, `${JSON.stringify(summary, null, 2)}\n`);
@@ -346,9 +350,9 @@ async function write(out: Output, complete: boolean): Promise<void> {
 
 async function main(): Promise<void> {
   const model = await ensureDefaultModel();
-  await using s3 = await startS3Server();
+  await using s3 = await startS3ServerOf(S3_SERVER);
   await using proxy = await startShapedProxy("127.0.0.1", Number(new URL(s3.endpoint).port), Infinity);
-  const out: Output = { runs: [], recomputeTtftMs: {}, decode: undefined, linkMBps: await linkCheck(s3, proxy, LINKS) };
+  const out: Output = { runs: [], recomputeTtftMs: {}, decode: undefined, linkMBps: await linkCheck(s3, proxy, LINKS, S3_SERVER) };
   const ctx: Ctx = { model, proxy, s3: { endpoint: s3.endpoint, env: s3.env }, out };
   for (const tier of TIERS) {
     await measureTier(ctx, tier);
