@@ -203,6 +203,11 @@ function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHan
 
 /** Blocks in flight at once per send: overlaps each block's connection set-up and acknowledgement with the next blocks' bytes. */
 const SEND_WINDOW = 4;
+/**
+ * Blocks read from the tiers ahead of the send that needs them: a slow tier's reads overlap the
+ * sends before them (each slot read then sent, so a read waited for the previous send).
+ */
+const READ_WINDOW = 8;
 
 /**
  * Sends the blocks to the pod's listener (ids id.0, id.1, ...), SEND_WINDOW at a time, and reports
@@ -214,8 +219,12 @@ async function pushBlocks(
   to: { tcp: KvListener; keys: string[]; host: string; port: number; id: string },
   staged: (line: { index: number; bytes: number }) => void,
 ): Promise<{ index: number; error: string } | undefined> {
+  const reads: ReturnType<TieredStore["get"]>[] = [];
+  const read = (i: number): ReturnType<TieredStore["get"]> => (reads[i] ??= deps.store.get(to.keys[i]!));
   const sendOne = async (index: number): Promise<{ index: number; error: string } | { index: number; bytes: number }> => {
-    const got = await deps.store.get(to.keys[index]!);
+    for (let i = index + 1; i < Math.min(to.keys.length, index + READ_WINDOW); i++) void read(i);
+    const got = await read(index);
+    reads[index] = Promise.resolve(undefined); // sent: not held here any longer
     if (!got) return { index, error: "missing" };
     try {
       const sent = await to.tcp.addon.kvSend(got.value, to.host, to.port, `${to.id}.${index}`, "{}", TCP_CHUNK_BYTES, 30_000);
@@ -262,6 +271,7 @@ function routes(app: Express, deps: KvStoreAppDeps): void {
   app.post("/v1/kv/lookup", jsonBody({ limit: 4 * 2 ** 20 }), async (req: Request, res: Response) => {
     const { keys, aliases } = lookupKeys(req.body);
     const found = await store.longest(keys, aliases);
+    if (found.entry) store.readAheadOf(found.entry.key, found.tier);
     res.json({
       index: found.index,
       key: found.index >= 0 ? keys[found.index] : null,

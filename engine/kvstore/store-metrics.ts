@@ -12,6 +12,7 @@ export interface KvStoreMetrics {
   evictions: Counter<"tier">;
   demotions: Counter<"tier">;
   promotions: Counter<"tier">;
+  readAhead: Counter<"outcome">;
   loadSeconds: Histogram<"tier">;
   tierErrors: Counter<"tier" | "op">;
   rejected: Counter<"reason">;
@@ -72,6 +73,12 @@ export function createKvStoreMetrics(tiers: readonly KvTier[], withProcessMetric
       name: "llmfleet_kv_promotions_total",
       help: "Hits in a lower tier copied into the first tier (label: source tier)",
       labelNames: ["tier"],
+      registers,
+    }),
+    readAhead: new Counter({
+      name: "llmfleet_kv_read_ahead_total",
+      help: "Reads started ahead of a load after a lookup hit below the memory tier (started), handed to the load (taken), or dropped unused (expired)",
+      labelNames: ["outcome"],
       registers,
     }),
     loadSeconds: new Histogram({

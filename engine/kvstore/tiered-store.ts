@@ -11,6 +11,7 @@ import { KvEntryError, readStoredHeader } from "./kv-entry.ts";
 import type { KvStoreMetrics } from "./store-metrics.ts";
 import type { KvTier } from "./tier.ts";
 import { crc32c } from "./crc32c.ts";
+import { ReadAhead, type ReadAheadOptions } from "./read-ahead.ts";
 
 /** A stored v2 block's size and CRC-32C (what a manifest names it by). */
 export interface BlockSum {
@@ -38,6 +39,8 @@ export interface TieredStoreOptions {
   blockTokens?: number;
   /** Bound of the alias index in (alias, entry) pairs. Default 1,000,000 (~200 MB at most). */
   maxAliasPairs?: number;
+  /** Reads started ahead of a load after a lookup hit below memory (read-ahead.ts); false: none. */
+  readAhead?: ReadAheadOptions | false;
   log?: (line: string) => void;
 }
 
@@ -45,6 +48,7 @@ export class TieredStore implements AsyncDisposable {
   private readonly blockSums = new Map<string, BlockSum>();
   private readonly background = new Set<Promise<void>>();
   readonly aliases: AliasIndex;
+  private readonly ahead: ReadAhead | undefined;
   private readonly log: (line: string) => void;
 
   constructor(
@@ -55,6 +59,7 @@ export class TieredStore implements AsyncDisposable {
     if (tiers.length === 0) throw new Error("a KV store needs at least one tier");
     this.aliases = new AliasIndex(opts.maxAliasPairs);
     this.log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
+    if (opts.readAhead !== false) this.ahead = new ReadAhead((key) => this.read(key), (outcome) => metrics.readAhead.inc({ outcome }), opts.readAhead);
   }
 
   /** Indexes the aliases of entries a tier kept over a restart (the disk tier's files). */
@@ -91,7 +96,22 @@ export class TieredStore implements AsyncDisposable {
     }
   }
 
-  async get(key: string): Promise<StoreHit | undefined> {
+  /** The entry under `key` from the first tier that holds it (a read started ahead of a load, when there is one). */
+  get(key: string): Promise<StoreHit | undefined> {
+    return this.ahead?.take(key) ?? this.read(key);
+  }
+
+  /**
+   * After a lookup found `key` in `tierName`: below memory, the entry and its blocks start to be
+   * read now (read-ahead.ts), for the load that usually follows.
+   */
+  readAheadOf(key: string, tierName: string | undefined): void {
+    const tier = this.tiers.find((t) => t.name === tierName);
+    if (!this.ahead || !tier || tier.medium === "memory") return;
+    this.inBackground(this.ahead.entry(key));
+  }
+
+  private async read(key: string): Promise<StoreHit | undefined> {
     for (const [i, tier] of this.tiers.entries()) {
       const t0 = performance.now();
       const value = await this.guard(tier, "get", () => tier.get(key), undefined);
@@ -235,5 +255,6 @@ export class TieredStore implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.settled();
+    this.ahead?.clear();
   }
 }
