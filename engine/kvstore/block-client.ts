@@ -350,14 +350,17 @@ export class KvBlockClient {
     });
     if (res.status === 409 && this.mode === "auto") return false;
     if (!res.ok || !res.body) throw new Error(`blocks/send: HTTP ${res.status}`);
+    const lines = ndjson(res.body as unknown as AsyncIterable<Uint8Array>);
     try {
-      for await (const line of ndjson(res.body as unknown as AsyncIterable<Uint8Array>)) {
+      for (let r = await sink.nextWhileIdle(lines); !r.done; r = await sink.nextWhileIdle(lines)) {
+        const line = r.value;
         // The store cannot reach this pod's listener at all (a proxy between them, a firewall): HTTP.
         if (!this.takeStaged(line as { index: number; error?: string }, { sink, id })) return false;
         // Several lines may come in one chunk: the event loop gets a turn after each block placed.
         await tick();
       }
     } finally {
+      await lines.return(undefined);
       // Blocks staged after a failure: freed now (the listener's TTL would free them later).
       for (let i = sink.next; i < m.blocks.length; i++) {
         const left = tcp.addon.kvTake(tcp.handle, `${id}.${i}`);

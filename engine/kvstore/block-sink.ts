@@ -3,16 +3,20 @@
  * manifest, opened, and decoded or placed into the state as it arrives.
  */
 import { KvBlockError, StateJoiner, verifyBlock, type BlockEntry, type KvManifest } from "./kv-blocks.ts";
+import { setImmediate as tick } from "node:timers/promises";
 import { kvBlockCodec } from "../kvcodec/block-codec.ts";
 
 /**
  * Coded blocks decoded per native pass. A block before a sliding window holds few tensors (Gemma 3:
  * 6), too few for the decoder's threads to share: one pass per block decoded a 4K Gemma state at
  * 0.55 GB/s on 2 cores, eight blocks per pass at 0.67-0.69 (the whole-entry decoder's speed), four
- * at 0.50-0.68. A load still decodes while later blocks arrive; the last pass (up to 8 blocks) runs
- * after the stream ends.
+ * at 0.50-0.68. A load still decodes while later blocks arrive, and decodes what it holds whenever
+ * the stream idles (flush), so the pass after the stream ends holds only the last blocks to arrive.
  */
 export const CODED_BATCH = 8;
+
+/** Resolves true once the event loop has polled for I/O (what was already there comes first). */
+const idle = (): Promise<boolean> => tick().then(() => true);
 
 /** Raw blocks at least this large are placed by the addon on a worker thread (smaller: inline, where the call would cost more). */
 const SCATTER_MIN_BYTES = 256 * 1024;
@@ -96,6 +100,17 @@ export class BlockSink {
     const done = await Promise.allSettled(this.scattering);
     const failed = done.find((d) => d.status === "rejected");
     if (failed) throw failed.reason;
+  }
+
+  /**
+   * The stream's next item; while it is still on its way, the coded blocks waiting for their batch
+   * are decoded now, so the pass after the stream's end holds only the blocks that came last.
+   */
+  async nextWhileIdle<T>(items: AsyncIterator<T>): Promise<IteratorResult<T>> {
+    const next = items.next();
+    next.catch(() => undefined); // a decode that throws below leaves it unawaited: never an unhandled rejection
+    if (this.coded.length > 0 && (await Promise.race([next.then(() => false), idle()]))) this.decodeCoded();
+    return next;
   }
 
   private decodeCoded(): void {
