@@ -37,6 +37,8 @@ test("the quickstart plans a router, a prefill and a decode process wired on loo
   assert.equal(router?.args.includes("--kv-port"), false);
   // The planned environment goes with the process: the router's heap cap as the operator sets it.
   assert.equal(router?.env?.NODE_OPTIONS, ROUTER_NODE_OPTIONS);
+  // ...but not the pod's cache path: a local process uses this machine's model and addon cache.
+  for (const s of specs) assert.equal(s.env?.LLMFLEET_CACHE, undefined, `${s.name} keeps this machine's cache`);
 });
 
 test("replicas become processes, and a Service URL resolves to all of them", () => {

@@ -29,9 +29,18 @@ const NOW = "1970-01-01T00:00:00Z";
 /** Processes have no image: every pod, with GPUs or not, runs this checkout's engine. */
 const LOCAL_IMAGES = { engineImage: "local", engineGPUImage: "local" };
 
+/**
+ * Variables that name a path inside the pod: its model cache is a volume mounted at
+ * /var/cache/llmfleet. A local process keeps this machine's cache (LLMFLEET_CACHE, else
+ * ~/.cache/llmfleet): given the pod's path, it fetched the model and built the native addon again
+ * under /var/cache (a cold machine's CI timed out waiting for that build; without root it cannot
+ * write there at all).
+ */
+const POD_PATHS = new Set(["LLMFLEET_CACHE"]);
+
 /** A container's environment with literal values; one from a Secret or field has no local source. */
 function literalEnv(env: { name: string; value?: string }[] | undefined): Record<string, string> {
-  return Object.fromEntries((env ?? []).flatMap((e) => (e.value === undefined ? [] : [[e.name, e.value]])));
+  return Object.fromEntries((env ?? []).flatMap((e) => (e.value === undefined || POD_PATHS.has(e.name) ? [] : [[e.name, e.value]])));
 }
 
 /** Deployments and StatefulSets (the KV store) become processes; Services and PDBs have no local form. */
