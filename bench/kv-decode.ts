@@ -28,6 +28,7 @@ import { COMPACT_BLOCKS, kvBlockCodec } from "../engine/kvcodec/block-codec.ts";
 import { CODED_BATCH } from "../engine/kvstore/block-sink.ts";
 import { splitState, StateJoiner, type KvBlockCodec, type SplitState } from "../engine/kvstore/kv-blocks.ts";
 import { truncateSeqState } from "../engine/runtime/seq-state.ts";
+import { kvStreamAddon } from "../engine/pd/kv-transport.ts";
 
 const { values: v } = parseArgs({
   options: { tokens: { type: "string" }, codec: { type: "string" }, "block-codec": { type: "string" }, "block-tokens": { type: "string" }, out: { type: "string" }, synthetic: { type: "boolean" } },
@@ -63,10 +64,15 @@ async function modelState(): Promise<Buffer> {
   return seq.exportState();
 }
 
-/** Decodes every block of the split into a fresh state as a load does: CODED_BATCH blocks per native pass (StateJoiner.placeCodedMany); seconds. */
-function joinBlocks(split: SplitState, codec: KvBlockCodec): { state: Buffer; seconds: number } {
+/**
+ * Decodes every block of the split into a state as a load does: CODED_BATCH blocks per native pass
+ * (StateJoiner.placeCodedMany), into `alloc`'s buffer (a load's: the addon's pool block, reused from
+ * load to load; default a fresh buffer, whose pages the kernel faults in and zeroes as it is
+ * written); seconds.
+ */
+function joinBlocks(split: SplitState, codec: KvBlockCodec, alloc?: (bytes: number) => Buffer): { state: Buffer; seconds: number } {
   const t0 = performance.now();
-  const j = new StateJoiner(split.meta, BLOCK_TOKENS);
+  const j = new StateJoiner(split.meta, BLOCK_TOKENS, false, alloc);
   for (let k = 0; k < split.blocks.length; k += CODED_BATCH) {
     j.placeCodedMany(
       split.blocks.slice(k, k + CODED_BATCH).map((coded, x) => ({ i: k + x, coded })),
@@ -101,16 +107,26 @@ async function perBlock(whole: Buffer, addon: NativeKvCodecAddon): Promise<Recor
   // The block codec decodes on every core (up to 8); for one thread the loaded addon's kvDecode is
   // called with 1 for the measurement, then restored.
   const kvDecode = addon.kvDecode;
-  const native = (n: number): { state: Buffer; seconds: number } => {
+  // A load decodes into a pool block of the addon (BlockClient.stateBlock), the same memory load
+  // after load; given back after each run here as a load gives it back once imported.
+  const pool = await kvStreamAddon();
+  const poolAlloc = pool?.kvAlloc && pool.kvRelease ? pool.kvAlloc.bind(pool) : undefined;
+  const native = (n: number, alloc?: (bytes: number) => Buffer): { state: Buffer; seconds: number } => {
     addon.kvDecode = (jobs, _threads, gains) => kvDecode.call(addon, jobs, n, gains);
     try {
-      return bestOf(10, () => joinBlocks(split.value, codec));
+      return bestOf(10, () => {
+        const run = joinBlocks(split.value, codec, alloc);
+        if (alloc && !run.state.equals(js.state)) throw new Error("per block: the native decode into a pool block differs from JavaScript's");
+        if (alloc) pool!.kvRelease!(run.state);
+        return run;
+      });
     } finally {
       addon.kvDecode = kvDecode;
     }
   };
   const [one, all] = [native(1), native(cores)];
   for (const s of [one.state, all.state]) if (!s.equals(js.state)) throw new Error("per block: the native decode differs from JavaScript's");
+  const [onePool, allPool] = poolAlloc ? [native(1, poolAlloc), native(cores, poolAlloc)] : [undefined, undefined];
   const gbps = (seconds: number): number => Number((state.length / seconds / 1e9).toFixed(3));
   const coded = split.value.blocks.reduce((n, b) => n + b.length, 0) + split.value.meta.length;
   return {
@@ -122,6 +138,8 @@ async function perBlock(whole: Buffer, addon: NativeKvCodecAddon): Promise<Recor
     sizeRatioVsF16: Number((coded / state.length).toFixed(4)),
     bitIdentical: true,
     decodeGBps: { js: gbps(js.seconds), native1: gbps(one.seconds), [`native${cores}`]: gbps(all.seconds) },
+    ...(onePool && allPool ? { decodeGBpsPoolBlock: { native1: gbps(onePool.seconds), [`native${cores}`]: gbps(allPool.seconds) } } : {}),
+    decodeGBpsOf: "decodeGBps: into a fresh buffer each run; decodeGBpsPoolBlock: into the addon's pool block, reused, as a load decodes",
     perBlockMs: { [`native${cores}`]: Number(((all.seconds / split.value.blocks.length) * 1000).toFixed(2)) },
     encodeGBps: { js: gbps(jsSplit.seconds), [`native${cores}`]: gbps(split.seconds) },
   };
