@@ -22,7 +22,8 @@ import {
   type KvManifest,
   type SplitState,
 } from "./kv-blocks.ts";
-import { inWindows, splitForWrite } from "./block-split.ts";
+import { splitForWrite } from "./block-split.ts";
+import { inWindows } from "./in-windows.ts";
 import { DECODABLE_BLOCK_CODECS } from "../kvcodec/block-codec.ts";
 import { crc32c } from "./crc32c.ts";
 import { KV_SEAL_ALGORITHM, type KvSealer } from "./kv-seal.ts";

@@ -43,12 +43,3 @@ export async function splitForWrite(
   const split = await splitKvBlocks(state, { tokens, blockTokens, codec: to.codec });
   return { split, crcs: [], release: () => undefined };
 }
-
-/** Runs `fn` over `items`, at most `width` at a time (a write's block uploads). */
-export async function inWindows<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
-}

@@ -11,6 +11,7 @@
  * `maxBytes`: past that, the rest of an entry is read when the load asks for it.
  */
 import { decodeManifest, isManifest, KvBlockError } from "./kv-blocks.ts";
+import { inWindows } from "./in-windows.ts";
 
 export interface AheadHit {
   value: Buffer;
@@ -95,14 +96,9 @@ export class ReadAhead {
       if (err instanceof KvBlockError) return; // the load's own read names the corruption
       throw err;
     }
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < keys.length && this.held < this.maxBytes) {
-        const key = keys[next++]!;
-        if (!this.claimed.delete(key)) await this.start(key);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.window, keys.length) }, worker));
+    await inWindows(keys, this.window, async (key) => {
+      if (this.held < this.maxBytes && !this.claimed.delete(key)) await this.start(key);
+    });
   }
 
   private start(key: string): Promise<AheadHit | undefined> {

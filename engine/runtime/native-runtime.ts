@@ -89,7 +89,7 @@ class NativeSequence implements RuntimeSequence {
   }
 
   async evaluatePrefix(tokens: readonly Token[]): Promise<number> {
-    const reused = await this.rt.scheduler.exclusive(() => this.adoptPrefix(tokens));
+    const reused = await this.keepPrefix(tokens);
     if (reused < tokens.length) {
       await this.rt.scheduler.evaluate({ seq: this.id, pos: reused, tokens: tokens.slice(reused), sample: false });
       this.held = [...tokens];
