@@ -86,6 +86,23 @@ test("a state crosses byte for byte in chunks, is staged once, and is taken once
   assert.ok(listener.kv.kvTake(listener.handle, "h-exists"));
 });
 
+test("sends and received connections reuse kept threads instead of starting one each", async () => {
+  const kv = listener.kv;
+  assert.ok(kv.kvTaskThreads, "the addon reports its kept threads");
+  const before = kv.kvTaskThreads!().started;
+  const state = randomBytes(64 << 10);
+  for (let i = 0; i < 12; i++) {
+    const r = await kv.kvSend(state, "127.0.0.1", listener.port, `h-reuse-${i}`, "{}", 16 << 10, 10_000);
+    assert.equal(r.status, KV_SEND_STATUS.ok);
+    assert.ok(kv.kvTake(listener.handle, `h-reuse-${i}`), "staged");
+  }
+  // 24 tasks (12 sends, 12 received connections); a thread per task would be 24 started.
+  const started = kv.kvTaskThreads!().started - before;
+  assert.ok(started <= 6, `${started} threads started for 24 tasks run one after another`);
+  const now = kv.kvTaskThreads!();
+  assert.ok(now.threads >= 1 && now.idle <= now.threads, JSON.stringify(now));
+});
+
 test("the staged answer names the advertised URL, else this pod's HTTP port at the address the connection reached", async () => {
   for (const [opts, want] of [
     [{ httpPort: 8000 }, "http://127.0.0.1:8000"],

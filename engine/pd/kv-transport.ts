@@ -83,6 +83,8 @@ export interface KvStreamAddon {
   kvChecksum(bytes: Uint8Array): number;
   /** The process's pool of (page-locked) host blocks for states: reuse counts and bytes. */
   kvPoolStats?(): KvPoolStats;
+  /** The kept threads that run sends and received connections (task-threads.h): kept now, idle now, started ever. */
+  kvTaskThreads?(): { threads: number; idle: number; started: number };
   /** A state Buffer from the pool (an export, a kvTake) back to the pool now; the Buffer is detached. False for any other. */
   kvRelease?(buffer: Uint8Array): boolean;
   /** A pool block of `bytes` as a Buffer, uninitialised (page-locked on a GPU, its pages already there); kvRelease gives it back. */

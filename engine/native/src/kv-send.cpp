@@ -2,16 +2,18 @@
 #include "addon.h"
 #include "kv-net.h"
 #include "kv-stream.h"
+#include "task-threads.h"
 
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <mutex>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -97,6 +99,26 @@ void send_single(SendJob & j, Clock::time_point deadline) {
     j.failed = !ok;
 }
 
+// Counts the stripe tasks down; shared with them, so the last one's done() never touches a
+// sender's stack that wait() has left.
+class Latch {
+public:
+    explicit Latch(uint32_t n) : n_(n) {}
+    void done() {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (--n_ == 0) zero_.notify_all();
+    }
+    void wait() {
+        std::unique_lock<std::mutex> lock(mu_);
+        zero_.wait(lock, [this] { return n_ == 0; });
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable zero_;
+    uint32_t n_;
+};
+
 // v2: stripe 0 opens the hand-off; once the receiver has said yes, stripes 1..n-1 go on their own
 // connections and threads while this thread sends stripe 0. Any stripe failing fails the hand-off
 // (the receiver drops it whole); stripe 0's last answer is the hand-off's.
@@ -133,9 +155,9 @@ void send_striped(SendJob & j, Clock::time_point deadline) {
         for (int fd : fds) if (fd >= 0) shutdown(fd, SHUT_RDWR);
     };
     fds[0] = fd0;
-    std::vector<std::thread> joiners;
+    auto stripes = std::make_shared<Latch>(count - 1);  // stripes 1..n-1 still sending
     for (uint32_t i = 1; i < count; i++) {
-        joiners.emplace_back([&, i] {
+        run_task([&, i, stripes] {
             const auto [off, len] = range(i);
             uint32_t status = 0;
             std::string message;
@@ -164,11 +186,12 @@ void send_striped(SendJob & j, Clock::time_point deadline) {
                 close(fd);
             }
             if (!ok) abort_all(e);
+            stripes->done();
         });
     }
     NetError e0;
     if (!send_chunks(fd0, j, off0, len0, deadline, e0)) abort_all(e0);
-    for (auto & t : joiners) t.join();
+    stripes->wait();
     bool ok = !aborted;
     if (!ok) err = first;
     if (refusal == ST_FULL) {
@@ -271,12 +294,12 @@ Napi::Value KvSend(const Napi::CallbackInfo & info) {
         return env.Undefined();
     }
     guard.release();
-    std::thread([j] {
+    run_task([j] {
         send_state(*j);
         napi_threadsafe_function tsfn = j->tsfn;
         napi_call_threadsafe_function(tsfn, j, napi_tsfn_blocking);
         napi_release_threadsafe_function(tsfn, napi_tsfn_release);
-    }).detach();
+    });
     return Napi::Value(env, promise);
 }
 

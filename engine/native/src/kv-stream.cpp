@@ -15,6 +15,7 @@
 //   memory (freed when JavaScript drops it), removed from staging.
 // kvStats(handle) -> counters; kvClose(handle) stops that listener and frees what it staged.
 #include "kv-stream.h"
+#include "task-threads.h"
 
 #include "addon.h"
 #include "kv-net.h"
@@ -413,11 +414,11 @@ void serve(std::shared_ptr<Server> s) {
             continue;
         }
         s->conns++;
-        std::thread([s, c] {
+        run_task([s, c] {
             receive(s, c);
             close(c);
             s->conns--;
-        }).detach();
+        });
     }
 }
 
@@ -540,6 +541,9 @@ Napi::Value KvClose(const Napi::CallbackInfo & info) {
     if (info.Env().IsExceptionPending()) return info.Env().Undefined();
     if (s) {
         s->stop = true;
+        // Wakes the accept loop's poll at once (else it notices stop within its 200 ms timeout,
+        // which held the event loop that long when a pod closed its listener).
+        shutdown(s->fd, SHUT_RDWR);
         if (s->thread.joinable()) s->thread.join();
         close(s->fd);
         s->clear();
@@ -563,6 +567,15 @@ Napi::Value KvPoolStats(const Napi::CallbackInfo & info) {
     return o;
 }
 
+Napi::Value KvTaskThreads(const Napi::CallbackInfo & info) {
+    const TaskThreadStats st = task_thread_stats();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("threads", st.threads);
+    o.Set("idle", st.idle);
+    o.Set("started", static_cast<double>(st.started));
+    return o;
+}
+
 }  // namespace
 
 void InitKvStream(Napi::Env env, Napi::Object exports) {
@@ -575,6 +588,7 @@ void InitKvStream(Napi::Env env, Napi::Object exports) {
     exports.Set("kvGather", Napi::Function::New(env, KvGather));
     exports.Set("kvScatter", Napi::Function::New(env, KvScatter));
     exports.Set("kvPoolStats", Napi::Function::New(env, KvPoolStats));
+    exports.Set("kvTaskThreads", Napi::Function::New(env, KvTaskThreads));
     exports.Set("kvRelease", Napi::Function::New(env, KvRelease));
     exports.Set("kvAlloc", Napi::Function::New(env, KvAlloc));
     exports.Set("kvAllocAsync", Napi::Function::New(env, KvAllocAsync));
