@@ -30,6 +30,20 @@ struct Gathered {
 // Non-negative integer doubles (offsets and lengths), or false.
 bool whole(double v) { return v >= 0 && v <= 1099511627776.0 && v == static_cast<double>(static_cast<uint64_t>(v)); }
 
+// The runs (srcOffset, dstOffset, length triples) of `r`, checked to lie within a source of src_len
+// and a destination of dst_len bytes; on a bad run a RangeError naming it ("fn: run i lies outside
+// the source or the <dst_name>") is thrown and false returned.
+bool read_runs(Napi::Env env, const double * r, size_t n, size_t src_len, size_t dst_len, const char * fn, const char * dst_name, std::vector<uint64_t> & runs) {
+    runs.assign(r, r + n);
+    for (size_t i = 0; i < n; i += 3) {
+        if (!whole(r[i]) || !whole(r[i + 1]) || !whole(r[i + 2]) || runs[i] + runs[i + 2] > src_len || runs[i + 1] + runs[i + 2] > dst_len) {
+            Napi::RangeError::New(env, std::string(fn) + ": run " + std::to_string(i / 3) + " lies outside the source or the " + dst_name).ThrowAsJavaScriptException();
+            return false;
+        }
+    }
+    return true;
+}
+
 }  // namespace
 
 // kvGather(src, runs, bytes, blockEnds) -> Promise<{ data: Buffer, crcs: Uint32Array }>
@@ -54,14 +68,8 @@ Napi::Value KvGather(const Napi::CallbackInfo & info) {
     const uint8_t * src = static_cast<const uint8_t *>(src_ta.ArrayBuffer().Data()) + src_ta.ByteOffset();
     const size_t src_len = src_ta.ByteLength();
     const size_t bytes = static_cast<size_t>(bytes_d);
-    const double * r = runs_ta.As<Napi::Float64Array>().Data();
-    std::vector<uint64_t> runs(r, r + runs_ta.ElementLength());
-    for (size_t i = 0; i < runs.size(); i += 3) {
-        if (!whole(r[i]) || !whole(r[i + 1]) || !whole(r[i + 2]) || runs[i] + runs[i + 2] > src_len || runs[i + 1] + runs[i + 2] > bytes) {
-            Napi::RangeError::New(env, "kvGather: run " + std::to_string(i / 3) + " lies outside the source or the output").ThrowAsJavaScriptException();
-            return env.Undefined();
-        }
-    }
+    std::vector<uint64_t> runs;
+    if (!read_runs(env, runs_ta.As<Napi::Float64Array>().Data(), runs_ta.ElementLength(), src_len, bytes, "kvGather", "output", runs)) return env.Undefined();
     const double * e = ends_ta.As<Napi::Float64Array>().Data();
     std::vector<uint64_t> ends(e, e + ends_ta.ElementLength());
     for (size_t i = 0; i < ends.size(); i++) {
@@ -119,15 +127,9 @@ Napi::Value KvScatter(const Napi::CallbackInfo & info) {
     const uint8_t * src = static_cast<const uint8_t *>(src_ta.ArrayBuffer().Data()) + src_ta.ByteOffset();
     uint8_t * dst = static_cast<uint8_t *>(dst_ta.ArrayBuffer().Data()) + dst_ta.ByteOffset();
     const size_t src_len = src_ta.ByteLength(), dst_len = dst_ta.ByteLength();
-    const double * r = info[2].As<Napi::Float64Array>().Data();
-    const size_t n = info[2].As<Napi::TypedArray>().ElementLength();
-    std::vector<uint64_t> runs(r, r + n);
-    for (size_t i = 0; i < n; i += 3) {
-        if (!whole(r[i]) || !whole(r[i + 1]) || !whole(r[i + 2]) || runs[i] + runs[i + 2] > src_len || runs[i + 1] + runs[i + 2] > dst_len) {
-            Napi::RangeError::New(env, "kvScatter: run " + std::to_string(i / 3) + " lies outside the source or the destination").ThrowAsJavaScriptException();
-            return env.Undefined();
-        }
-    }
+    std::vector<uint64_t> runs;
+    if (!read_runs(env, info[2].As<Napi::Float64Array>().Data(), info[2].As<Napi::TypedArray>().ElementLength(), src_len, dst_len, "kvScatter", "destination", runs))
+        return env.Undefined();
     // Both buffers stay alive while the worker reads and writes them (owner: a persistent reference).
     Napi::Array owner = Napi::Array::New(env, 2);
     owner.Set(0u, src_ta);
