@@ -287,12 +287,28 @@ async function mix(o: ReuseBenchOptions, pods: string[], recomputeMs: Record<num
   };
 }
 
+/** Servers started together: all of them, or the first failure once the others are stopped. */
+async function startAll(starting: Promise<RunningServer>[]): Promise<RunningServer[]> {
+  const settled = await Promise.allSettled(starting);
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (!failed) return settled.map((s) => (s as PromiseFulfilledResult<RunningServer>).value);
+  await Promise.all(settled.flatMap((s) => (s.status === "fulfilled" ? [s.value.stop(10_000)] : [])));
+  throw failed.reason;
+}
+
 export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string, unknown>> {
   await mkdir(o.logDir, { recursive: true });
-  await using plain = await start(o, "plain", ["--role", "aggregated", "--model", o.model, ...o.podArgs]);
   await using store = await start(o, "kvstore", ["--role", "kvstore", "--codec", o.codec, "--tier", "name=ram,medium=memory,capacity=64Gi"]);
-  await using a = await start(o, "a", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs]);
-  await using b = await start(o, "b", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs]);
+  // The three engine pods load the model at once: one after another, a 7B f16 model's three loads
+  // took most of a 10-minute device call's first minutes.
+  const [p, pa, pb] = await startAll([
+    start(o, "plain", ["--role", "aggregated", "--model", o.model, ...o.podArgs]),
+    start(o, "a", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs]),
+    start(o, "b", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs]),
+  ]);
+  await using plain = p!;
+  await using a = pa!;
+  await using b = pb!;
   wordsPerToken = await benchWordsPerToken(plain.url);
   for (const url of [plain.url, a.url, b.url]) await ask(url, context(64)); // warm-up
   const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, repeats: o.repeats };
