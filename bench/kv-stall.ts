@@ -80,7 +80,7 @@ async function stages(registry: Registry): Promise<Record<string, number>> {
   return Object.fromEntries(m.values.map((v) => [`${v.labels.op}_${v.labels.stage}`, Math.round(v.value * 1000)]));
 }
 
-let bytes = 0; // the state's size (the first one made)
+let bytes = 0; // the state's size (every round's is the same)
 const release = (b: Buffer): void => void addon.kvRelease?.(b);
 
 /**
@@ -90,11 +90,10 @@ const release = (b: Buffer): void => void addon.kvRelease?.(b);
  * event loop ~100-230 ms (the address-space lock) whenever a collection landed in a window — a
  * stall of this bench's making, not a pod's.
  */
-async function podState(seed: number, shift: number): Promise<{ state: Buffer; tokens: number[]; crc: number }> {
+function podState(seed: number, shift: number): { state: Buffer; tokens: number[]; crc: number } {
   const made = syntheticSeqState({ tokens: TOKENS, sections: [32], channels: 1024, seed });
   const tokens = seqStateTokens(made).map((t) => t + shift);
   made.set(Buffer.from(Int32Array.from(tokens).buffer), 12);
-  bytes ||= made.length;
   const state = addon!.kvAlloc ? addon!.kvAlloc(made.length) : Buffer.allocUnsafe(made.length);
   made.copy(state);
   const crc = addon!.kvChecksum(state);
@@ -115,9 +114,10 @@ for (let r = 0; r < ROUNDS; r++) {
   const store = await startStore();
   try {
     // Another state each round (its seed): nothing is deduped against the last round's.
-    const { state, tokens, crc } = await podState(r + 1, r * 1000);
+    const { state, tokens, crc } = podState(r + 1, r * 1000);
+    bytes = state.length;
     // First the same write split the old way (codec worker), another state so nothing is deduped.
-    const old = await podState(100 + r, 100_000 + r * 1000);
+    const old = podState(100 + r, 100_000 + r * 1000);
     await settleHeap();
     const oldWriter = pod(true);
     const oldWrite = await watched(async () => {
