@@ -74,11 +74,12 @@ function lookupKeys(body: unknown): { keys: string[]; aliases: boolean } {
 }
 
 /**
- * Codecs a v2 block may carry (block-codec.ts): none (raw rows), compact1b (compact's transform per
- * block, what a `compact` store's pods write). A pod writes v2 only when the block codec of the
- * store's codec is listed; the other codecs (lossless, research) stay on v1 entries.
+ * Codecs a v2 block may carry (block-codec.ts): none (raw rows), compact2b (compact's transform per
+ * block, what a `compact` store's pods write), compact1b (what they wrote before compact2b; a pod
+ * still writes it to a store that lists it and not compact2b). A pod writes v2 only when the block
+ * codec of the store's codec is listed; the other codecs (lossless, research) stay on v1 entries.
  */
-export const BLOCK_CODECS = ["none", "compact1b"] as const;
+export const BLOCK_CODECS = ["none", "compact2b", "compact1b"] as const;
 
 function keyList(body: unknown, field = "keys"): string[] {
   const keys = (body as Record<string, unknown> | undefined)?.[field];

@@ -1,11 +1,13 @@
 /**
- * compact1b, compact's transform per v2 kv block (block-codec.ts), on Gemma-shaped synthetic states
+ * compact2b, compact's transform per v2 kv block (block-codec.ts), on Gemma-shaped synthetic states
  * (testing/kv-state.ts) in both V layouts, with a sliding-window section holding part of a block:
  * the state decoded block by block is close to the original (position 0 exact) and byte-identical
  * outside its K/V rows; the native encoder and decoder are byte-identical to the JavaScript ones;
  * blocks of a shared prefix are the same bytes under the same key; a window whose cells wrapped
  * (rows out of position order in the state) decodes to the same rows; a corrupt, truncated or
- * misplaced block is refused with an error naming it. The addon is built on first use.
+ * misplaced block is refused with an error naming it; compact1b's blocks (what stores wrote before
+ * compact2b: the same values, the two-state rANS stream) still decode, to compact2b's state. The
+ * addon is built on first use.
  */
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -14,7 +16,7 @@ import { syntheticSeqState } from "../../testing/kv-state.ts";
 import { blockKey, KvBlockError, splitState, StateJoiner, type SplitState } from "../kvstore/kv-blocks.ts";
 import { parse, plan } from "../kvstore/kv-block-layout.ts";
 import { truncateSeqState } from "../runtime/seq-state.ts";
-import { blockCodecFor, COMPACT_BLOCKS, kvBlockCodec } from "./block-codec.ts";
+import { blockCodecFor, COMPACT1_BLOCKS, COMPACT_BLOCKS, kvBlockCodec } from "./block-codec.ts";
 import { splitKvBlocks } from "./codec-offload.ts";
 import { useNativeKvCodec } from "./native-codec.ts";
 import { F16_TO_F32, isTensor, splitState as stateParts, type KvTensor } from "./state-tensors.ts";
@@ -67,7 +69,7 @@ function tensorError(a: KvTensor, b: KvTensor): { rel: number; sinkExact: boolea
 }
 
 for (const c of CASES) {
-  test(`compact1b (${c.name}): decoded block by block, the state is close to the original and its structure byte-identical`, () => {
+  test(`compact2b (${c.name}): decoded block by block, the state is close to the original and its structure byte-identical`, () => {
     const state = stateOf(c);
     const split = codedSplit(state, true);
     const coded = split.blocks.reduce((n, b) => n + b.length, 0);
@@ -88,7 +90,7 @@ for (const c of CASES) {
     });
   });
 
-  test(`compact1b (${c.name}): native encoding and decoding are byte-identical to JavaScript's`, () => {
+  test(`compact2b (${c.name}): native encoding and decoding are byte-identical to JavaScript's`, () => {
     const state = stateOf(c);
     const [js, native] = [codedSplit(state, false), codedSplit(state, true)];
     js.blocks.forEach((b, i) => assert.ok(b.equals(native.blocks[i]!), `block ${i}: native and JavaScript bytes differ`));
@@ -96,7 +98,7 @@ for (const c of CASES) {
   });
 }
 
-for (const codec of [COMPACT_BLOCKS, kvBlockCodec("compact1b@0.2s")!]) {
+for (const codec of [COMPACT_BLOCKS, kvBlockCodec("compact2b@0.2s")!]) {
   test(`${codec.name}: a shorter entry's blocks are the same bytes and keys in a longer one (dedup)`, () => {
     useNativeKvCodec(addonPath);
     const long = syntheticSeqState({ tokens: 4 * B, vTransposed: true, seed: 3 });
@@ -109,9 +111,72 @@ for (const codec of [COMPACT_BLOCKS, kvBlockCodec("compact1b@0.2s")!]) {
   });
 }
 
-test("compact1b's key holds which streams hold their whole prefix: a window that moved gives another key", () => {
+test("compact1b blocks, written before compact2b, still decode (native and JavaScript) to the state compact2b's decode to", () => {
+  const state = syntheticSeqState({ tokens: 4 * B, vTransposed: true, windows: [0, 58], seed: 8 });
   useNativeKvCodec(addonPath);
-  const codec = kvBlockCodec("compact1b@0.2s")!;
+  const [old, wide] = [splitState(state, B, { codec: COMPACT1_BLOCKS }), splitState(state, B, { codec: COMPACT_BLOCKS })];
+  const sizes = [old, wide].map((s) => s.blocks.reduce((n, b) => n + b.length, 0));
+  // The wide stream's 32 states (128 bytes a tensor block against 8) and its 16-bit words: a little larger.
+  assert.ok(sizes[1]! > sizes[0]! && sizes[1]! < sizes[0]! * 1.1, `compact1b ${sizes[0]} B, compact2b ${sizes[1]} B`);
+  const want = new StateJoiner(wide.meta, B);
+  want.placeCodedMany(
+    wide.blocks.map((coded, i) => ({ i, coded })),
+    COMPACT_BLOCKS,
+  );
+  const expected = want.finish();
+  try {
+    for (const native of [true, false]) {
+      useNativeKvCodec(native ? addonPath : undefined);
+      const j = new StateJoiner(old.meta, B);
+      old.blocks.forEach((b, i) => j.placeCoded(i, b, kvBlockCodec("compact1b")!));
+      assert.ok(j.finish().equals(expected), `${native ? "native" : "JavaScript"}: compact1b's state equals compact2b's`);
+      // A block's codec is checked against its segments: compact1b's bytes are not compact2b's.
+      assert.throws(() => new StateJoiner(old.meta, B).placeCoded(1, old.blocks[1]!, COMPACT_BLOCKS), /segment 0 has kind 3, the block's layout and codec say 4/);
+    }
+  } finally {
+    useNativeKvCodec(addonPath);
+  }
+});
+
+test("compact2b blocks of 128 tokens (32-lane streams, AVX-512 where the CPU has it): native and JavaScript agree; a corrupt stream is refused", () => {
+  const T = 128;
+  const state = syntheticSeqState({ tokens: 2 * T, vTransposed: true, seed: 10 });
+  const split = (native: boolean): SplitState => {
+    useNativeKvCodec(native ? addonPath : undefined);
+    return splitState(state, T, { codec: COMPACT_BLOCKS });
+  };
+  const join = (s: SplitState, native: boolean, blocks = s.blocks): Buffer => {
+    useNativeKvCodec(native ? addonPath : undefined);
+    const j = new StateJoiner(s.meta, T);
+    j.placeCodedMany(
+      blocks.map((coded, i) => ({ i, coded })),
+      COMPACT_BLOCKS,
+    );
+    return j.finish();
+  };
+  try {
+    const [js, native] = [split(false), split(true)];
+    js.blocks.forEach((b, i) => assert.ok(b.equals(native.blocks[i]!), `block ${i}: native and JavaScript bytes differ`));
+    const decoded = join(native, true);
+    assert.ok(decoded.equals(join(native, false)), "native and JavaScript decodes differ");
+    // Same values as compact1b, whose two-state stream is decoded by another path.
+    useNativeKvCodec(addonPath);
+    const old = splitState(state, T, { codec: COMPACT1_BLOCKS });
+    const j = new StateJoiner(old.meta, T);
+    old.blocks.forEach((b, i) => j.placeCoded(i, b, COMPACT1_BLOCKS));
+    assert.ok(j.finish().equals(decoded), "compact1b's state");
+    // Words of block 1's last tensor overwritten (lengths kept): refused, natively and in JavaScript.
+    const bad = Buffer.from(native.blocks[1]!);
+    bad.fill(0, bad.length - 600, bad.length - 300);
+    for (const n of [true, false]) assert.throws(() => join(native, n, [native.blocks[0]!, bad]), /kv block 1 does not decode with codec compact2b/, n ? "native" : "JavaScript");
+  } finally {
+    useNativeKvCodec(addonPath);
+  }
+});
+
+test("compact2b's key holds which streams hold their whole prefix: a window that moved gives another key", () => {
+  useNativeKvCodec(addonPath);
+  const codec = kvBlockCodec("compact2b@0.2s")!;
   // The sliding-window section holds all of a 2-block entry, but only blocks 1 and 2 of a 3-block one:
   // block 1 holds the same positions in both (same raw shape), yet only the first is a whole prefix.
   const short = splitState(syntheticSeqState({ tokens: 2 * B, windows: [0, 2 * B], seed: 4 }), B);
@@ -122,20 +187,20 @@ test("compact1b's key holds which streams hold their whole prefix: a window that
   assert.notEqual(a.shapes[0], b.shapes[0], "block 0: the window of the long entry holds none of it, another layout");
 });
 
-test("compact1b@SCALEs: a full-attention stream's later blocks are coded coarser, as compact1 codes a longer tensor", () => {
+test("compact2b@SCALEs: a full-attention stream's later blocks are coded coarser, as compact1 codes a longer tensor", () => {
   useNativeKvCodec(addonPath);
   const state = syntheticSeqState({ tokens: 32 * B, seed: 6, sections: [3] });
-  const [flat, span] = [splitState(state, B, { codec: kvBlockCodec("compact1b@0.2")! }), splitState(state, B, { codec: kvBlockCodec("compact1b@0.2s")! })];
+  const [flat, span] = [splitState(state, B, { codec: kvBlockCodec("compact2b@0.2")! }), splitState(state, B, { codec: kvBlockCodec("compact2b@0.2s")! })];
   // Block i's stream holds (i + 1) * 32 cells: up to 512 (block 15) the flat step, past it ((i + 1) * 32 / 512)^0.35 as large.
   for (const i of [0, 7, 15]) assert.ok(span.blocks[i]!.equals(flat.blocks[i]!), `block ${i}: never finer than the flat step`);
   assert.ok(span.blocks[31]!.length < flat.blocks[31]!.length, "coarser past 512 cells");
   assert.ok(span.blocks[31]!.length < span.blocks[16]!.length, "coarser with the prefix");
   const out = new StateJoiner(span.meta, B);
-  span.blocks.forEach((b, i) => out.placeCoded(i, b, kvBlockCodec("compact1b@0.2s")!));
+  span.blocks.forEach((b, i) => out.placeCoded(i, b, kvBlockCodec("compact2b@0.2s")!));
   assert.equal(out.finish().length, state.length);
 });
 
-test("compact1b: a corrupt, truncated or misplaced block is refused with a KvBlockError naming it", () => {
+test("compact2b: a corrupt, truncated or misplaced block is refused with a KvBlockError naming it", () => {
   useNativeKvCodec(addonPath);
   const split = splitState(syntheticSeqState({ tokens: 2 * B, vTransposed: true, seed: 5 }), B, { codec: COMPACT_BLOCKS });
   const block = split.blocks[1]!;
@@ -147,7 +212,7 @@ test("compact1b: a corrupt, truncated or misplaced block is refused with a KvBlo
       String(re),
     );
   };
-  refused(block.subarray(0, block.length - 9), 1, /kv block 1 does not decode with codec compact1b/);
+  refused(block.subarray(0, block.length - 9), 1, /kv block 1 does not decode with codec compact2b/);
   refused(Buffer.concat([block, Buffer.alloc(3)]), 1, /kv block 1 .*3 bytes after the last segment/);
   const wrongKind = Buffer.from(block);
   wrongKind[0] = 0;
@@ -158,7 +223,7 @@ test("compact1b: a corrupt, truncated or misplaced block is refused with a KvBlo
 });
 
 for (const native of [true, false]) {
-  test(`compact1b, ${native ? "native" : "JavaScript"}: blocks decoded several per pass give the state one per pass gives; a corrupt one in a pass is named`, () => {
+  test(`compact2b, ${native ? "native" : "JavaScript"}: blocks decoded several per pass give the state one per pass gives; a corrupt one in a pass is named`, () => {
     useNativeKvCodec(native ? addonPath : undefined);
     try {
       const state = syntheticSeqState({ tokens: 6 * B, vTransposed: true, windows: [0, 3 * B], seed: 12 });
@@ -183,7 +248,7 @@ for (const native of [true, false]) {
             bad.slice(0, 4).map((coded, i) => ({ i, coded })),
             COMPACT_BLOCKS,
           ),
-        (err: unknown) => err instanceof KvBlockError && /kv block 2 does not decode with codec compact1b/.test(err.message),
+        (err: unknown) => err instanceof KvBlockError && /kv block 2 does not decode with codec compact2b/.test(err.message),
       );
     } finally {
       useNativeKvCodec(addonPath);
@@ -191,7 +256,7 @@ for (const native of [true, false]) {
   });
 }
 
-test("compact1b: a window whose cells wrapped (rows out of position order in the state) decodes through scratch to the rows in order give, native and JavaScript", () => {
+test("compact2b: a window whose cells wrapped (rows out of position order in the state) decodes through scratch to the rows in order give, native and JavaScript", () => {
   const opts = { tokens: 6 * B, vTransposed: true, windows: [0, 3 * B], seed: 12 };
   const wrapped = syntheticSeqState({ ...opts, rings: [0, B / 2] });
   assert.equal(plan(parse(wrapped, true), B).runs[1]!.filter((r) => r.block === 3).length, 2, "block 3's window rows are two runs in the state");
@@ -215,18 +280,22 @@ test("compact1b: a window whose cells wrapped (rows out of position order in the
   }
 });
 
-test("compact1b on the codec worker: the same blocks as inline; store codecs map to block codecs", async () => {
+test("compact2b on the codec worker: the same blocks as inline; store codecs map to block codecs", async () => {
   useNativeKvCodec(addonPath);
   const state = syntheticSeqState({ tokens: 3 * B + 5, vTransposed: false, seed: 9 });
   const inline = splitState(truncateSeqState(state, 3 * B), B, { codec: COMPACT_BLOCKS });
-  const offloaded = await splitKvBlocks(state, { tokens: 3 * B, blockTokens: B, codec: "compact1b" }, 0);
+  const offloaded = await splitKvBlocks(state, { tokens: 3 * B, blockTokens: B, codec: "compact2b" }, 0);
   assert.ok(offloaded.meta.equals(inline.meta));
   offloaded.blocks.forEach((b, i) => assert.ok(b.equals(inline.blocks[i]!), `block ${i}`));
   assert.deepEqual(offloaded.rawSizes, inline.rawSizes);
-  assert.equal(blockCodecFor("compact1"), "compact1b");
+  assert.equal(blockCodecFor("compact1"), "compact2b");
+  assert.equal(blockCodecFor("compact1", ["none", "compact2b", "compact1b"]), "compact2b");
+  assert.equal(blockCodecFor("compact1", ["none", "compact1b"]), "compact1b", "a store from before compact2b gets compact1b");
   assert.equal(blockCodecFor("none"), "none");
   assert.equal(blockCodecFor("lossless"), undefined);
-  assert.equal(kvBlockCodec("compact1b"), COMPACT_BLOCKS);
-  assert.equal(kvBlockCodec("compact1b@0.2")?.name, "compact1b@0.2");
+  assert.equal(kvBlockCodec("compact2b"), COMPACT_BLOCKS);
+  assert.equal(kvBlockCodec("compact1b"), COMPACT1_BLOCKS);
+  assert.equal(kvBlockCodec("compact2b@0.2")?.name, "compact2b@0.2");
+  assert.equal(kvBlockCodec("compact1b@0.2s")?.name, "compact1b@0.2s");
   assert.equal(kvBlockCodec("compact1"), undefined);
 });

@@ -21,7 +21,7 @@
 import { BlockDecodeError, type BlockSlot, type KvBlockCodec } from "../kvstore/kv-block-layout.ts";
 import { COMPACT_EARLY, COMPACT_SCALE, ROPES, type EarlyLayers } from "./codec.ts";
 import { decodeTensorsNatively, encodeTensorsNatively, nativeKvCodec, type CodedTensor, type StridedTarget } from "./native-codec.ts";
-import { decodeSinkTensor, encodeSinkTensor, SINK_CODED, toEncode, type QpreOptions } from "./qpre.ts";
+import { decodeSinkTensor, encodeSinkTensor, SINK_CODED, toEncode, WIDE_SINK_CODED, type QpreOptions } from "./qpre.ts";
 import { EXPONENT, REFERENCE_CELLS } from "./qpre-policy.ts";
 import type { KvTensor } from "./state-tensors.ts";
 
@@ -29,20 +29,22 @@ const RAW = 0;
 const HEAD = 5;
 
 /**
- * Block codec names: compact1b is what a `compact` store's blocks carry; the benchmarks' variants are
- * compact1b@SCALE (one step per block), compact1b@SCALEtTOKENS (each block's newest TOKENS
- * tokens 2x finer) and a trailing `s` for the span rule (compact1b is compact1b@0.2s).
+ * Block codec names: compact2b is what a `compact` store's blocks carry (compact1b, which stores
+ * wrote before it, still decodes); the benchmarks' variants are compact2b@SCALE (one step per
+ * block), compact2b@SCALEtTOKENS (each block's newest TOKENS tokens 2x finer) and a trailing `s`
+ * for the span rule (compact2b is compact2b@0.2s), and the same of compact1b.
  */
-const COMPACT_BLOCK = /^compact1b(?:@([0-9]*\.?[0-9]+)(?:t([0-9]+))?(s)?)?$/;
+const COMPACT_BLOCK = /^compact([12])b(?:@([0-9]*\.?[0-9]+)(?:t([0-9]+))?(s)?)?$/;
 
 /** How much finer a block's tail is coded. */
 const TAIL_SCALE = 0.5;
 
-/** The step rule of compact1b: `scale`, the first two layers of each section finer, the last `tail` tokens of each block 2x finer. */
-function blockOptions(scale: number, early: EarlyLayers, tail: number): QpreOptions {
+/** The step rule of compact1b and compact2b: `scale`, the first two layers of each section finer, the last `tail` tokens of each block 2x finer. */
+function blockOptions(scale: number, early: EarlyLayers, tail: number, wide: boolean): QpreOptions {
   return {
     ropes: ROPES,
     sinkPositions: 1,
+    wide,
     policy: (t) => ({ step: scale * (t.layer < 2 ? (t.kind === "k" ? early.keys : early.values) : 1), recentTokens: tail, recentScale: TAIL_SCALE }),
   };
 }
@@ -61,17 +63,21 @@ function tensorsOf(blocks: readonly BlockSlot[][]): TensorSlot[] {
   return blocks.flatMap((slots) => slots.filter((s): s is TensorSlot => "tensor" in s));
 }
 
-function encodeAll(blocks: readonly BlockSlot[][], optionsOf: (s: TensorSlot) => QpreOptions): Buffer[] {
+/** The segment kind of a codec's tensors: compact2b's blocks carry the wide rANS stream. */
+const tensorKind = (wide: boolean): number => (wide ? WIDE_SINK_CODED : SINK_CODED);
+
+function encodeAll(blocks: readonly BlockSlot[][], optionsOf: (s: TensorSlot) => QpreOptions, wide: boolean): Buffer[] {
   const slots = tensorsOf(blocks);
   const native = nativeKvCodec();
+  const kind = tensorKind(wide);
   const bodies = native
     ? encodeTensorsNatively(
         native,
-        slots.map((s) => toEncode(s.tensor, SINK_CODED, optionsOf(s))),
+        slots.map((s) => toEncode(s.tensor, kind, optionsOf(s))),
       )
     : slots.map((s) => encodeSinkTensor(s.tensor, optionsOf(s)));
   let next = 0;
-  return blocks.map((slots) => Buffer.concat(slots.flatMap((s) => ("tensor" in s ? frame(SINK_CODED, bodies[next++]!) : frame(RAW, s.bytes)))));
+  return blocks.map((slots) => Buffer.concat(slots.flatMap((s) => ("tensor" in s ? frame(kind, bodies[next++]!) : frame(RAW, s.bytes)))));
 }
 
 /** A sink tensor body's shape (its tiered body leads with rows u32 | cols u32 | token axis u8). */
@@ -82,7 +88,7 @@ function checkShape(body: Buffer, t: KvTensor, index: number): void {
 }
 
 /** The coded block's segments against the block's slots: tensors to decode; raw segments copied into their slots. */
-function parseBlock(coded: Buffer, slots: readonly BlockSlot[]): CodedTensor[] {
+function parseBlock(coded: Buffer, slots: readonly BlockSlot[], tensor: number): CodedTensor[] {
   const tensors: CodedTensor[] = [];
   let o = 0;
   slots.forEach((slot, i) => {
@@ -91,8 +97,7 @@ function parseBlock(coded: Buffer, slots: readonly BlockSlot[]): CodedTensor[] {
     const body = coded.subarray(o + HEAD, o + HEAD + coded.readUInt32LE(o + 1));
     o += HEAD + body.length;
     if (o > coded.length) throw new Error(`segment ${i} runs past the block's end`);
-    if (kind !== ("tensor" in slot ? SINK_CODED : RAW))
-      throw new Error(`segment ${i} has kind ${kind}, the block's layout says ${"tensor" in slot ? SINK_CODED : RAW}`);
+    if (kind !== ("tensor" in slot ? tensor : RAW)) throw new Error(`segment ${i} has kind ${kind}, the block's layout and codec say ${"tensor" in slot ? tensor : RAW}`);
     if (!("tensor" in slot)) {
       if (body.length !== slot.bytes.length) throw new Error(`segment ${i} has ${body.length} bytes, the layout says ${slot.bytes.length}`);
       return void body.copy(slot.bytes);
@@ -115,7 +120,7 @@ function copyStrided(t: KvTensor, into: StridedTarget): void {
  * targets written in place), or in JavaScript (dense, then copied there); a BlockDecodeError names
  * the block by its place in `blocks`.
  */
-function decodeAll(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[]): void {
+function decodeAll(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[], wide: boolean): void {
   const named = <T>(k: number, fn: () => T): T => {
     try {
       return fn();
@@ -123,13 +128,13 @@ function decodeAll(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[]
       throw err instanceof BlockDecodeError ? err : new BlockDecodeError(k, (err as Error).message);
     }
   };
-  const perBlock = blocks.map(({ coded, slots }, k) => named(k, () => parseBlock(coded, slots)));
+  const perBlock = blocks.map(({ coded, slots }, k) => named(k, () => parseBlock(coded, slots, tensorKind(wide))));
   const native = nativeKvCodec();
   if (!native) {
     perBlock.forEach((tensors, k) =>
       named(k, () => {
         for (const t of tensors) {
-          decodeSinkTensor(t.body, t.slot);
+          decodeSinkTensor(t.body, t.slot, wide);
           if (t.into) copyStrided(t.slot, t.into);
         }
       }),
@@ -156,6 +161,8 @@ export interface BlockRule {
    */
   span?: boolean;
   early?: EarlyLayers;
+  /** The wide rANS stream (compact2b): tensors of kind WIDE_SINK_CODED, which the addon decodes with AVX-512 where the CPU has it. */
+  wide?: boolean;
 }
 
 /**
@@ -169,14 +176,14 @@ function spanFactor(cells: number): number {
 }
 
 export function compactBlockCodec(name: string, scale: number, rule: BlockRule = {}): KvBlockCodec {
-  const { tail = 0, span = false, early = COMPACT_EARLY } = rule;
+  const { tail = 0, span = false, early = COMPACT_EARLY, wide = false } = rule;
   const options = new Map<number, QpreOptions>();
   const optionsOf = (s: TensorSlot): QpreOptions => {
     const cells = span ? (s.prefixCells ?? 0) : 0;
-    if (!options.has(cells)) options.set(cells, blockOptions(scale * spanFactor(cells), early, tail));
+    if (!options.has(cells)) options.set(cells, blockOptions(scale * spanFactor(cells), early, tail, wide));
     return options.get(cells)!;
   };
-  return { name, encode: (blocks) => encodeAll(blocks, optionsOf), decode: decodeAll };
+  return { name, encode: (blocks) => encodeAll(blocks, optionsOf, wide), decode: (blocks) => decodeAll(blocks, wide) };
 }
 
 /**
@@ -187,23 +194,33 @@ export const COMPACT_BLOCK_SCALE = 0.8 * COMPACT_SCALE;
 /**
  * What a `compact` store's blocks carry; the name is in each block's key and manifest entry. With
  * the span rule, so that long contexts' full-attention layers are coded as coarsely as compact1
- * codes them (BENCHMARKS.md, "Block codec compact1b").
+ * codes them (BENCHMARKS.md, "Block codec compact1b"), and the wide rANS stream, which the addon
+ * decodes about three times as fast as compact1b's where the CPU has AVX-512 (BENCHMARKS.md,
+ * "Block codec compact2b"): the same values, a stream 0.1 % larger.
  */
-export const COMPACT_BLOCKS = compactBlockCodec("compact1b", COMPACT_BLOCK_SCALE, { span: true });
+export const COMPACT_BLOCKS = compactBlockCodec("compact2b", COMPACT_BLOCK_SCALE, { span: true, wide: true });
+/** What `compact` stores wrote before compact2b: the same values, the two-state rANS stream. Still decoded. */
+export const COMPACT1_BLOCKS = compactBlockCodec("compact1b", COMPACT_BLOCK_SCALE, { span: true });
 
-/** The block codec named in a manifest (compact1b, or a benchmark's compact1b@SCALE); undefined for none or an unknown name. */
+/** The block codec named in a manifest (compact2b, compact1b, or a benchmark's compact2b@SCALE); undefined for none or an unknown name. */
 export function kvBlockCodec(name: string): KvBlockCodec | undefined {
   if (name === COMPACT_BLOCKS.name) return COMPACT_BLOCKS;
+  if (name === COMPACT1_BLOCKS.name) return COMPACT1_BLOCKS;
   const variant = COMPACT_BLOCK.exec(name);
-  return variant ? compactBlockCodec(name, Number(variant[1]), { tail: Number(variant[2] ?? 0), span: variant[3] === "s" }) : undefined;
+  if (!variant) return undefined;
+  return compactBlockCodec(name, Number(variant[2]), { tail: Number(variant[3] ?? 0), span: variant[4] === "s", wide: variant[1] === "2" });
 }
 
-/** The block codec that carries a store's entry codec (none: raw rows; compact1: compact1b); undefined: entries stay v1. */
-export function blockCodecFor(entryCodec: string): string | undefined {
+/**
+ * The block codec that carries a store's entry codec (none: raw rows; compact1: compact2b, or
+ * compact1b where the store's `offered` block codecs list only that: a store from before compact2b);
+ * undefined: entries stay v1.
+ */
+export function blockCodecFor(entryCodec: string, offered?: readonly string[]): string | undefined {
   if (entryCodec === "none") return "none";
-  if (entryCodec === "compact1") return COMPACT_BLOCKS.name;
-  return undefined;
+  if (entryCodec !== "compact1") return undefined;
+  return offered && !offered.includes(COMPACT_BLOCKS.name) && offered.includes(COMPACT1_BLOCKS.name) ? COMPACT1_BLOCKS.name : COMPACT_BLOCKS.name;
 }
 
 /** Block codecs this engine decodes per block (none: the raw rows). */
-export const DECODABLE_BLOCK_CODECS: readonly string[] = ["none", COMPACT_BLOCKS.name];
+export const DECODABLE_BLOCK_CODECS: readonly string[] = ["none", COMPACT_BLOCKS.name, COMPACT1_BLOCKS.name];

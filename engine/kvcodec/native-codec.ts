@@ -16,7 +16,7 @@ import { availableParallelism } from "node:os";
 import { followsPrevious, ropeSteps, type Rope } from "./rope.ts";
 import type { KvTensor } from "./state-tensors.ts";
 
-/** One coded tensor of an entry (a qpre container part of kind 1 or 3) and its place in the rebuilt state. */
+/** One coded tensor of an entry (a qpre container part of kind 1 or 3, or a block codec's segment of kind 3 or 4) and its place in the rebuilt state. */
 export interface CodedTensor {
   kind: number;
   body: Buffer;
@@ -88,7 +88,7 @@ export interface TensorToEncode {
   step: number;
   /** Oldest first, with their step scales; kind 1: bulk (scale 1) and recent. */
   segments: readonly { tokens: number; scale: number }[];
-  /** Kind 3: sink rows (kept exact) and channel gain codes (empty: none). */
+  /** Kinds 3 and 4 (sink tensors; 4: the wide rANS stream): sink rows (kept exact) and channel gain codes (empty: none). */
   exactRows?: readonly number[];
   gains?: Int8Array;
   ropes: readonly Rope[];
@@ -166,7 +166,7 @@ function f16View(data: Buffer): Uint16Array {
 export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readonly CodedTensor[], threads = Math.min(availableParallelism(), 8)): void {
   const ropeOf = ropeCache();
   const jobs = tensors.map(({ kind, body, slot, into }): NativeDecodeJob => {
-    const head = kind === 3 ? 4 : 0;
+    const head = kind === 3 || kind === 4 ? 4 : 0;
     const style = body.length >= head + BASE_AT + 4 ? body[head + STYLE_AT]! : 0;
     const job: NativeDecodeJob = {
       kind,

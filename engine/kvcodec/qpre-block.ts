@@ -9,9 +9,10 @@
  *   `shift` low bits (a table per shift), so the alphabet stays small at fine steps;
  * - a high part beyond RANGE escapes to the f32 value rounded to F16 (attention-sink rows).
  * Body: step f32 | per channel mean f16, class u8 (bucket | shift << 4) | escapes u32 +
- * f16[] | per context lo u8, hi u8, freqs u16[hi - lo + 1] (lo > hi: unused) | rANS stream.
+ * f16[] | per context lo u8, hi u8, freqs u16[hi - lo + 1] (lo > hi: unused) | rANS stream (rans.ts:
+ * the two-state stream, or the wide one where the caller says so; the block does not record which).
  */
-import { decodeTables, normaliseCounts, ransDecode, ransEncode } from "./rans.ts";
+import { decodeTables, normaliseCounts, ransDecode, ransDecodeWide, ransEncode, ransEncodeWide, wideDecodeTables } from "./rans.ts";
 import { F16_TO_F32, f32ToF16 } from "./state-tensors.ts";
 
 const RANGE = 100;
@@ -116,8 +117,8 @@ function tablesBytes(freqs: Uint16Array[]): Buffer {
   return Buffer.concat(parts);
 }
 
-/** Codes tokens x channels f32 rows (token-major) with quantiser step `step`. */
-export function encodeBlock(x: Float32Array, channels: number, stepSize: number): Buffer {
+/** Codes tokens x channels f32 rows (token-major) with quantiser step `step`; `wide`: the wide rANS stream. */
+export function encodeBlock(x: Float32Array, channels: number, stepSize: number, wide = false): Buffer {
   const tokens = x.length / channels;
   const step = Math.fround(stepSize);
   const plan = planChannels(x, channels, step);
@@ -135,7 +136,7 @@ export function encodeBlock(x: Float32Array, channels: number, stepSize: number)
   const e = 4 + 3 * channels;
   head.writeUInt32LE(coded.escapes.length, e);
   coded.escapes.forEach((h, i) => head.writeUInt16LE(h, e + 4 + 2 * i));
-  return Buffer.concat([head, tablesBytes(freqs), ransEncode(coded.symbols, contexts, freqs)]);
+  return Buffer.concat([head, tablesBytes(freqs), (wide ? ransEncodeWide : ransEncode)(coded.symbols, contexts, freqs)]);
 }
 
 function readTables(body: Buffer, offset: number): { freqs: Uint16Array[]; end: number } {
@@ -151,8 +152,8 @@ function readTables(body: Buffer, offset: number): { freqs: Uint16Array[]; end: 
   return { freqs, end: o };
 }
 
-/** Decodes a block of `tokens` rows from `body` (the block's bytes and nothing else). */
-export function decodeBlock(body: Buffer, tokens: number, channels: number): Float32Array {
+/** Decodes a block of `tokens` rows from `body` (the block's bytes and nothing else); `wide`: its stream is the wide one. */
+export function decodeBlock(body: Buffer, tokens: number, channels: number, wide = false): Float32Array {
   const step = body.readFloatLE(0);
   const mean = new Float32Array(channels);
   const classes = new Uint8Array(channels);
@@ -165,7 +166,8 @@ export function decodeBlock(body: Buffer, tokens: number, channels: number): Flo
   const { freqs, end } = readTables(body, e + 4 + 2 * escapes);
   const contexts = contextsOf(classes, tokens);
   const symbols = new Uint8Array(contexts.length);
-  ransDecode(body.subarray(end), contexts, decodeTables(freqs), symbols);
+  if (wide) ransDecodeWide(body.subarray(end), contexts, wideDecodeTables(freqs), symbols);
+  else ransDecode(body.subarray(end), contexts, decodeTables(freqs), symbols);
   const out = new Float32Array(tokens * channels);
   const shifts = Uint8Array.from(classes, (c) => c >> 4);
   for (let k = 0, s = 0, j = 0, x = 0; k < out.length; k++, j = j + 1 === channels ? 0 : j + 1) {

@@ -44,6 +44,8 @@ export interface QpreOptions {
    * by its gain before quantisation (a step 1/gain as large), back after. Needs sinkPositions.
    */
   gains?(t: Pick<KvTensor, "kind" | "layer" | "layers" | "rows" | "cols" | "tokenAxis">): Int8Array | undefined;
+  /** Blocks carry the wide rANS stream (rans.ts; sink tensors of kind WIDE_SINK_CODED, block codec compact2b). */
+  wide?: boolean;
 }
 
 const STYLES: (RopeStyle | undefined)[] = [undefined, "neox", "norm"];
@@ -197,7 +199,7 @@ export function encodeTieredTensor(t: KvTensor, options: QpreOptions, extras: Te
   const blocks: Buffer[] = [];
   let from = 0;
   segments.forEach((s, i) => {
-    blocks.push(encodeBlock(x.subarray(from * channels, (from + s.tokens) * channels), channels, p.step * s.scale * rms));
+    blocks.push(encodeBlock(x.subarray(from * channels, (from + s.tokens) * channels), channels, p.step * s.scale * rms, options.wide));
     from += s.tokens;
     head.writeUInt32LE(s.tokens, TIERED_HEAD + 8 * i);
     head.writeUInt32LE(blocks[i]!.length, TIERED_HEAD + 8 * i + 4);
@@ -207,13 +209,13 @@ export function encodeTieredTensor(t: KvTensor, options: QpreOptions, extras: Te
 
 const TIERED_HEAD = 15;
 
-export function decodeTieredTensor(body: Buffer, t: KvTensor, gains?: Int8Array): void {
+export function decodeTieredTensor(body: Buffer, t: KvTensor, gains?: Int8Array, wide = false): void {
   const channels = t.tokenAxis === 0 ? t.cols : t.rows;
   const x = new Float32Array(tokensOf(t) * channels);
   let o = TIERED_HEAD + 8 * body[14]!;
   for (let i = 0, from = 0; i < body[14]!; i++) {
     const [tokens, length] = [body.readUInt32LE(TIERED_HEAD + 8 * i), body.readUInt32LE(TIERED_HEAD + 8 * i + 4)];
-    x.set(decodeBlock(body.subarray(o, o + length), tokens, channels), from * channels);
+    x.set(decodeBlock(body.subarray(o, o + length), tokens, channels, wide), from * channels);
     from += tokens;
     o += length;
   }
@@ -233,6 +235,8 @@ const BYTES = 0;
 const CODED = 1;
 const EXACT_TENSOR = 2;
 export const SINK_CODED = 3;
+/** A sink tensor whose blocks carry the wide rANS stream (rans.ts): v2 blocks of compact2b only. */
+export const WIDE_SINK_CODED = 4;
 
 /** Byte offset of element (token i, channel j) in the tensor's data. */
 export const offsetOf = (t: Pick<KvTensor, "cols" | "tokenAxis">, channels: number, i: number, j: number): number =>
@@ -258,14 +262,14 @@ export function encodeSinkTensor(t: KvTensor, options: QpreOptions): Buffer {
   return Buffer.concat([u32(coded.length), coded, exact, Buffer.from(gains.buffer, gains.byteOffset, gains.length)]);
 }
 
-export function decodeSinkTensor(body: Buffer, t: KvTensor): void {
+export function decodeSinkTensor(body: Buffer, t: KvTensor, wide = false): void {
   const channels = t.tokenAxis === 0 ? t.cols : t.rows;
   const end = 4 + body.readUInt32LE(0);
   const count = body.readUInt32LE(end);
   const size = 4 + 2 * channels;
   const g = end + 4 + count * size;
   const gains = new Int8Array(body.buffer, body.byteOffset + g + 4, body.readUInt32LE(g));
-  decodeTieredTensor(body.subarray(4, end), t, gains.length > 0 ? gains : undefined);
+  decodeTieredTensor(body.subarray(4, end), t, gains.length > 0 ? gains : undefined, wide);
   for (let r = 0, o = end + 4; r < count; r++, o += size) {
     const i = body.readUInt32LE(o);
     for (let j = 0; j < channels; j++) t.data.writeUInt16LE(body.readUInt16LE(o + 4 + 2 * j), offsetOf(t, channels, i, j));

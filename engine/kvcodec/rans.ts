@@ -108,3 +108,87 @@ export function ransDecode(stream: Uint8Array, contexts: Uint8Array, tables: Dec
     while (x1 < LOW) x1 = (x1 << 8) | stream[p++]!;
   }
 }
+
+/**
+ * The wide stream (block codec compact2b): L lanes (wideLanes: 32, or 4 for a short block, whose 32
+ * states would be a large part of it), symbol k in state k % L, each in [2^16, 2^32) and
+ * renormalised by at most one 16-bit word per symbol. A decoder takes the symbols in groups of L —
+ * every lane decodes its symbol, then the lanes that fell below 2^16 read a word each, in lane
+ * order — so the native decoder runs a group of 32 lanes as two AVX-512 vectors (one table gather
+ * each) where the two-state stream decodes one symbol at a time. Stream: the final states, u32
+ * each, then the words (u16), all little-endian. A valid stream ends with every state back at 2^16
+ * and every word read, which the decoders check.
+ */
+const WIDE_LOW = 2 ** 16;
+/** Symbols from which a wide stream has 32 lanes (below: 4): 128 bytes of states are under 1.5 % of its bytes. */
+export const WIDE_MIN_SYMBOLS = 16384;
+export const wideLanes = (symbols: number): number => (symbols >= WIDE_MIN_SYMBOLS ? 32 : 4);
+
+/** Encodes `symbols[k]` with table `freqs[contexts[k]]` into the wide stream. */
+export function ransEncodeWide(symbols: Uint8Array, contexts: Uint8Array, freqs: readonly Uint16Array[]): Buffer {
+  const cums = freqs.map((f) => {
+    const c = new Uint16Array(f.length);
+    for (let s = 1; s < f.length; s++) c[s] = c[s - 1]! + f[s - 1]!;
+    return c;
+  });
+  const words = new Uint16Array(symbols.length);
+  let p = words.length;
+  const lanes = wideLanes(symbols.length);
+  const x = new Array<number>(lanes).fill(WIDE_LOW);
+  for (let k = symbols.length - 1; k >= 0; k--) {
+    const ctx = contexts[k]!;
+    const f = freqs[ctx]![symbols[k]!]!;
+    const lane = k % lanes;
+    let s = x[lane]!;
+    // At most one word: from below 2^32, one leaves less than 2^16, under the bound 2^20 * f.
+    if (s >= (WIDE_LOW >>> PROB_BITS) * WIDE_LOW * f) {
+      words[--p] = s % WIDE_LOW;
+      s = Math.floor(s / WIDE_LOW);
+    }
+    x[lane] = Math.floor(s / f) * PROB + (s % f) + cums[ctx]![symbols[k]!]!;
+  }
+  const out = Buffer.allocUnsafe(4 * lanes + 2 * (words.length - p));
+  x.forEach((s, i) => out.writeUInt32LE(s, 4 * i));
+  for (let i = p; i < words.length; i++) out.writeUInt16LE(words[i]!, 4 * lanes + 2 * (i - p));
+  return out;
+}
+
+/**
+ * Wide decode tables: per context 2^12 slots of symbol | (freq - 1) << 8 | (slot - cum) << 20, the
+ * one word a decode step needs (the native decoder builds the same).
+ */
+export function wideDecodeTables(freqs: readonly Uint16Array[]): Uint32Array {
+  const table = new Uint32Array(PROB * freqs.length);
+  freqs.forEach((f, ctx) => {
+    let slot = ctx * PROB;
+    for (let s = 0; s < f.length; s++) {
+      for (let i = 0; i < f[s]!; i++, slot++) table[slot] = (s | ((f[s]! - 1) << 8) | (i << 20)) >>> 0;
+    }
+  });
+  return table;
+}
+
+/** Decodes `out.length` symbols written by ransEncodeWide with the same contexts and tables; throws on a truncated or corrupt stream. */
+export function ransDecodeWide(stream: Uint8Array, contexts: Uint8Array, table: Uint32Array, out: Uint8Array): void {
+  const lanes = wideLanes(out.length);
+  const head = 4 * lanes;
+  if (stream.length < head || (stream.length - head) % 2 !== 0) throw new Error("KV codec payload is corrupt: a wide rANS stream has a partial state or word");
+  const view = new DataView(stream.buffer, stream.byteOffset, stream.length);
+  const x = Array.from({ length: lanes }, (_, i) => view.getUint32(4 * i, true));
+  let p = head;
+  for (let g = 0; g < out.length; g += lanes) {
+    const m = Math.min(lanes, out.length - g);
+    for (let i = 0; i < m; i++) {
+      const e = table[(contexts[g + i]! << PROB_BITS) + (x[i]! & MASK)]!;
+      out[g + i] = e & 0xff;
+      const s = (((e >>> 8) & 0xfff) + 1) * (x[i]! >>> PROB_BITS) + (e >>> 20);
+      if (s >= WIDE_LOW) x[i] = s;
+      else {
+        // Past the stream's end a word reads as 0, and the check below refuses the stream.
+        x[i] = s * WIDE_LOW + (p + 2 <= stream.length ? view.getUint16(p, true) : 0);
+        p += 2;
+      }
+    }
+  }
+  if (p !== stream.length || x.some((s) => s !== WIDE_LOW)) throw new Error("KV codec payload is corrupt: a wide rANS stream does not end where its symbols do");
+}

@@ -272,7 +272,7 @@ test("auto mode falls back to HTTP both ways when the store's kv port cannot be 
   assert.equal(blockBytes(loaded, "loaded", "tcp"), 0);
 });
 
-test("a compact store's entries are v2 with compact1b blocks: written coded, loaded over TCP and HTTP, shared prefixes sent once", async () => {
+test("a compact store's entries are v2 with compact2b blocks: written coded, loaded over TCP and HTTP, shared prefixes sent once", async () => {
   await using compact = await createKvStorePod({ blockTokens: BLOCK, codec: "compact", tenantSalt: "t4", tiers: [], kvTransport: "auto", kvPort: 0 });
   await using compactHttp = await listen(compact.app);
   await using a = await withStore(compactHttp.url);
@@ -283,7 +283,7 @@ test("a compact store's entries are v2 with compact1b blocks: written coded, loa
   const m = decodeManifest(hit.value);
   assert.equal(m.blocks[0]!.codec, "none", "the meta block is stored as it is");
   for (const b of m.blocks.slice(1)) {
-    assert.equal(b.codec, "compact1b");
+    assert.equal(b.codec, "compact2b");
     assert.ok(b.bytes < b.rawBytes, `kv block ${b.index}: ${b.bytes} coded of ${b.rawBytes}`);
   }
   assert.equal(m.stateBytes, m.blocks.reduce((n, b) => n + b.rawBytes, 0));

@@ -147,7 +147,7 @@ test("HTTP API: config, lookup of the longest prefix, get, corrupt upload refuse
     ],
     formats: ["v1", "v2"],
     uploadIds: true,
-    blockCodecs: ["none", "compact1b"],
+    blockCodecs: ["none", "compact2b", "compact1b"],
   });
   const tokens = Array.from({ length: 1024 }, (_, i) => i % 97);
   const keys = kvBlockHashes(tokens, 256, { model: "m", tenant: "ns" });

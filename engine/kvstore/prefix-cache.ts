@@ -379,7 +379,7 @@ export class KvPrefixCache implements AsyncDisposable {
     const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config, kvNamespace));
     const key = keys.at(-1);
     if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
-    const blockCodec = blockCodecFor(kvCodec(config.codec).name);
+    const blockCodec = blockCodecFor(kvCodec(config.codec).name, config.blockCodecs);
     if (storeTakesV2(config, blockCodec)) {
       await this.blocks.write(await state, { keys, config, codec: blockCodec, kvNamespace, signal: AbortSignal.timeout(Math.max(this.opts.timeoutMs, 60_000)) });
       this.remember(key);

@@ -12,5 +12,5 @@ trap 'rm -rf "$DIR"' EXIT
 SRC="$ROOT/engine/native/src"
 node --import tsx "$ROOT/scripts/native/kvcodec-fuzz/jobs.ts" "$DIR/corpus.bin"
 "${CXX:-g++}" -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -ffp-contract=off -I"$SRC" \
-  "$ROOT/scripts/native/kvcodec-fuzz/fuzz.cpp" "$SRC/kvcodec-decode.cpp" "$SRC/kvcodec-block.cpp" -o "$DIR/fuzz" -lpthread
+  "$ROOT/scripts/native/kvcodec-fuzz/fuzz.cpp" "$SRC/kvcodec-decode.cpp" "$SRC/kvcodec-block.cpp" "$SRC/kvcodec-wide.cpp" -o "$DIR/fuzz" -lpthread
 "$DIR/fuzz" "$DIR/corpus.bin" "${2:-1}" "${1:-20000}"

@@ -45,11 +45,11 @@ bool field_typed(Napi::Env env, Napi::Object o, const char * name, napi_typedarr
 
 bool parse_job(Napi::Env env, Napi::Object o, llmfleet::KvDecodeJob & j) {
     uint32_t kind = 0, axis = 0;
-    if (!field_int(env, o, "kind", 3, kind) || !field_int(env, o, "rows", kMaxI32, j.rows) || !field_int(env, o, "cols", kMaxI32, j.cols) ||
+    if (!field_int(env, o, "kind", 4, kind) || !field_int(env, o, "rows", kMaxI32, j.rows) || !field_int(env, o, "cols", kMaxI32, j.cols) ||
         !field_int(env, o, "tokenAxis", 1, axis)) {
         return false;
     }
-    if (kind != 1 && kind != 3) return throw_range(env, "job.kind must be 1 or 3");
+    if (kind != 1 && kind != 3 && kind != 4) return throw_range(env, "job.kind must be 1, 3 or 4");
     j.kind = static_cast<int>(kind);
     j.token_axis = static_cast<uint8_t>(axis);
     const uint16_t * out = nullptr;
@@ -147,11 +147,11 @@ bool parse_rope(Napi::Env env, Napi::Value v, size_t pairs, llmfleet::KvRopeCand
 
 bool parse_encode_job(Napi::Env env, Napi::Object o, llmfleet::KvEncodeJob & j) {
     uint32_t kind = 0, axis = 0;
-    if (!field_int(env, o, "kind", 3, kind) || !field_int(env, o, "rows", kMaxI32, j.rows) || !field_int(env, o, "cols", kMaxI32, j.cols) ||
+    if (!field_int(env, o, "kind", 4, kind) || !field_int(env, o, "rows", kMaxI32, j.rows) || !field_int(env, o, "cols", kMaxI32, j.cols) ||
         !field_int(env, o, "tokenAxis", 1, axis) || !field_number(env, o, "step", j.step)) {
         return false;
     }
-    if (kind != 1 && kind != 3) return throw_range(env, "job.kind must be 1 or 3");
+    if (kind != 1 && kind != 3 && kind != 4) return throw_range(env, "job.kind must be 1, 3 or 4");
     j.kind = static_cast<int>(kind);
     j.token_axis = static_cast<uint8_t>(axis);
     j.key = o.Get("key").ToBoolean().Value();

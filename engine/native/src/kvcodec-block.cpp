@@ -1,6 +1,8 @@
 // Blocks and rows of the qpre-family KV decoder (kvcodec-block.h).
 #include "kvcodec-block.h"
 
+#include "kvcodec-wide.h"
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -47,9 +49,10 @@ void read_channels(Span head, uint32_t channels, Block & b, Scratch & s, bool us
     s.symbols.assign(CHUNK_ROWS * b.per_token, 0);
 }
 
-// The frequency tables of the contexts, as decode tables; returns the offset after them.
-size_t read_tables(Span body, size_t o, const bool used[CONTEXTS], Scratch & s) {
-    s.tables.resize(static_cast<size_t>(CONTEXTS) * TABLE_WORDS);
+// The frequency tables of the contexts, as decode tables (the wide stream's where `wide`); returns
+// the offset after them.
+size_t read_tables(Span body, size_t o, const bool used[CONTEXTS], Scratch & s, bool wide) {
+    s.tables.resize(static_cast<size_t>(CONTEXTS) * (wide ? PROB : TABLE_WORDS));
     for (int c = 0; c < CONTEXTS; c++) {
         const uint32_t lo = body.u8(o), hi = body.u8(o + 1);
         o += 2;
@@ -60,6 +63,10 @@ size_t read_tables(Span body, size_t o, const bool used[CONTEXTS], Scratch & s) 
         if (hi > static_cast<uint32_t>(ESC)) corrupt("a frequency table has symbols beyond the alphabet");
         Span f = body.sub(o, 2 * (hi - lo + 1));
         o += f.n;
+        if (wide) {
+            wide_table(f, lo, hi, s.tables.data() + static_cast<size_t>(c) * PROB);
+            continue;
+        }
         uint32_t * table = s.tables.data() + static_cast<size_t>(c) * TABLE_WORDS;
         uint8_t * slot = reinterpret_cast<uint8_t *>(table);
         uint32_t * fc = table + PROB / 4;
@@ -78,7 +85,7 @@ size_t read_tables(Span body, size_t o, const bool used[CONTEXTS], Scratch & s) 
 
 }  // namespace
 
-Block read_block(Span body, uint32_t channels, Scratch & s) {
+Block read_block(Span body, uint32_t channels, Scratch & s, bool wide) {
     Block b{};
     b.step = static_cast<double>(body.f32(0));
     s.mean.resize(channels);
@@ -90,7 +97,7 @@ Block read_block(Span body, uint32_t channels, Scratch & s) {
     const size_t e = 4 + 3 * static_cast<size_t>(channels);
     b.escape_count = body.u32(e);
     b.escapes = body.sub(e + 4, 2 * static_cast<size_t>(b.escape_count)).p;
-    b.stream = body.from(read_tables(body, e + 4 + 2 * static_cast<size_t>(b.escape_count), used, s));
+    b.stream = body.from(read_tables(body, e + 4 + 2 * static_cast<size_t>(b.escape_count), used, s, wide));
     return b;
 }
 

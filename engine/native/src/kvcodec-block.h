@@ -22,8 +22,10 @@ constexpr size_t CHUNK_ROWS = 16;
 
 // A lane's working memory, reused from tensor to tensor.
 struct Scratch {
-    std::vector<uint32_t> tables;  // kvcodec::TABLE_WORDS per context
+    std::vector<uint32_t> tables;  // kvcodec::TABLE_WORDS per context; wide blocks: PROB per context (kvcodec-wide.h)
     std::vector<uint8_t> contexts, symbols;
+    // Wide blocks: every row's contexts and symbols (the block is decoded in one pass), the stream's padded copy.
+    std::vector<uint8_t> block_contexts, block_symbols, stream;
     std::vector<float> mean, rows, gain;
     std::vector<uint32_t> hi_at;
     // Shifted blocks: the runs of channels whose high parts are consecutive in a row (from, channel,
@@ -55,8 +57,9 @@ struct Target {
     uint32_t tokens, channels;
 };
 
-// Reads a block's header and frequency tables into s (its means, classes, symbol layout, decode tables).
-Block read_block(Span body, uint32_t channels, Scratch & s);
+// Reads a block's header and frequency tables into s (its means, classes, symbol layout, decode
+// tables: the wide stream's where `wide`).
+Block read_block(Span body, uint32_t channels, Scratch & s, bool wide);
 
 // Gains, RoPE and F16 for `n` f32 rows (s.rows) from token `first`, written into the tensor.
 void finish_rows(const Target & t, uint32_t first, uint32_t n, size_t & seed, Scratch & s);

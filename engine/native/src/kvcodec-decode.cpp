@@ -12,6 +12,7 @@
 
 #include "fork-join.h"
 #include "kvcodec-block.h"
+#include "kvcodec-wide.h"
 
 #include <algorithm>
 #include <atomic>
@@ -74,22 +75,28 @@ public:
         seed_ = 0;
         sinks_ = {nullptr, 0};
         sink_count_ = 0;
+        wide_ = job.kind == 4;
         Span body{job.body, job.body_len};
-        if (job.kind == 3) start_sink(body);
+        if (job.kind == 3 || job.kind == 4) start_sink(body);
         else if (job.kind == 1) start_qpre(body);
         else throw std::runtime_error("KV codec: not a coded tensor kind: " + std::to_string(job.kind));
     }
 
-    // Readies the next chunk's rANS pass; its symbol count in n. False: the tensor's blocks are done.
+    // Readies the next chunk's rANS pass; its symbol count in n (0: the chunk's symbols are decoded
+    // already, a wide block's all at its start). False: the tensor's blocks are done.
     bool prepare(size_t & n) {
         while (row_ >= block_rows_) {
             if (next_segment_ == segments_.size()) return false;
             const Segment & seg = segments_[next_segment_++];
-            block_ = read_block(seg.body, t_->channels, s_);
-            // Padding for the longest pass: CHUNK_ROWS rows of two symbols per channel.
-            kvcodec::rans_start(rans, block_.stream, stream_, 2 * (2 * CHUNK_ROWS * t_->channels) + 2);
-            rans.tables = s_.tables.data();
-            rans.sym = s_.symbols.data();
+            block_ = read_block(seg.body, t_->channels, s_, wide_);
+            if (wide_) {
+                decode_wide(seg.rows);
+            } else {
+                // Padding for the longest pass: CHUNK_ROWS rows of two symbols per channel.
+                kvcodec::rans_start(rans, block_.stream, stream_, 2 * (2 * CHUNK_ROWS * t_->channels) + 2);
+                rans.tables = s_.tables.data();
+                rans.sym = s_.symbols.data();
+            }
             block_first_ = seg.first;
             block_rows_ = seg.rows;
             row_ = 0;
@@ -99,6 +106,10 @@ public:
         // (what one runs beyond the other runs alone); even, so every pass starts on state 0.
         const size_t rows = std::max<size_t>(2, (CHUNK_ROWS * t_->channels / block_.per_token) & ~static_cast<size_t>(1));
         chunk_ = static_cast<uint32_t>(std::min<size_t>(rows, block_rows_ - row_));
+        if (wide_) {
+            n = 0;
+            return true;
+        }
         n = chunk_ * block_.per_token;
         // The pass decodes the symbols over their contexts.
         std::memcpy(s_.symbols.data(), s_.contexts.data(), n);
@@ -108,8 +119,9 @@ public:
     // Values, gains, RoPE and F16 of the chunk whose symbols the rANS pass wrote.
     void finish_chunk() {
         const uint32_t C = t_->channels;
+        const uint8_t * symbols = wide_ ? s_.block_symbols.data() + static_cast<size_t>(row_) * block_.per_token : s_.symbols.data();
         for (uint32_t r = 0; r < chunk_; r++) {
-            const uint8_t * sym = s_.symbols.data() + static_cast<size_t>(r) * block_.per_token;
+            const uint8_t * sym = symbols + static_cast<size_t>(r) * block_.per_token;
             float * x = s_.rows.data() + static_cast<size_t>(r) * C;
             bool escaped = false;
             if (block_.shifted) values_shifted(sym, s_, block_.step, x, C, escaped);
@@ -148,6 +160,15 @@ public:
     kvcodec::RansLane rans{};
 
 private:
+    // A wide block's symbols, all `rows` rows of them, in one pass (kvcodec-wide.h).
+    void decode_wide(uint32_t rows) {
+        const size_t per = block_.per_token, n = per * rows;
+        s_.block_contexts.resize(n);
+        for (size_t r = 0; r < rows; r++) std::memcpy(s_.block_contexts.data() + r * per, s_.contexts.data(), per);
+        s_.block_symbols.resize(n);
+        kvcodec::wide_decode(block_.stream, s_.block_contexts.data(), n, s_.tables.data(), s_.block_symbols.data(), s_.stream);
+    }
+
     // Tiered body (inside a sink tensor): segments oldest first.
     void start_tiered(Span body) {
         t_->style = read_head(body, t_->job, t_->channels);
@@ -191,6 +212,7 @@ private:
     }
 
     GainTable gains_ = nullptr;
+    bool wide_ = false;  // kind 4: blocks carry the wide rANS stream
     std::optional<Target> t_;
     Scratch s_;
     std::vector<Segment> segments_;
@@ -224,9 +246,11 @@ void work(const KvDecodeJob * jobs, const uint32_t * order, size_t n, std::atomi
                 take(i);
             }
         }
-        if (active[0] && active[1]) kvcodec::rans_two(lanes[0].rans, count[0], lanes[1].rans, count[1]);
-        else if (active[0] || active[1]) kvcodec::rans_range(lanes[active[0] ? 0 : 1].rans, 0, count[active[0] ? 0 : 1]);
-        else return;
+        if (!active[0] && !active[1]) return;
+        // A lane with no symbols to decode (a wide block's) sits the pass out.
+        const bool pass[2] = {active[0] && count[0] > 0, active[1] && count[1] > 0};
+        if (pass[0] && pass[1]) kvcodec::rans_two(lanes[0].rans, count[0], lanes[1].rans, count[1]);
+        else if (pass[0] || pass[1]) kvcodec::rans_range(lanes[pass[0] ? 0 : 1].rans, 0, count[pass[0] ? 0 : 1]);
         for (int i = 0; i < 2; i++) {
             if (active[i]) lanes[i].finish_chunk();
         }

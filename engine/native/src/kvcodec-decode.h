@@ -9,7 +9,8 @@
 // needs and this code only runs the angle-addition recurrence between them, as rope.ts does).
 //
 // Byte format decoded here (little-endian):
-//   kind 3 tensor (sink rows, compact1 and qsink): coded length u32 | tiered body | sink count u32
+//   kind 3 tensor (sink rows, compact1, compact1b and qsink), kind 4 (compact2b: kind 3 whose blocks
+//     carry the wide rANS stream, kvcodec-wide.h): coded length u32 | tiered body | sink count u32
 //     | per sink: token index u32, F16[channels] | gain count u32 (0 or channels) | gain codes i8[]
 //   tiered body: rows u32 | cols u32 | token axis u8 | rope style u8 (0 none, 1 neox, 2 norm)
 //     | rope base f32 | segments u8 | per segment tokens u32, length u32 | blocks, oldest first

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "kvcodec-block.h"
+#include "kvcodec-wide.h"
 
 namespace llmfleet {
 
@@ -206,7 +207,7 @@ void normalise(const uint32_t * counts, uint16_t * freq) {
 }
 
 // qpre-block.ts's encodeBlock, appended to `out`.
-void encode_block(const float * x, uint32_t tokens, uint32_t C, double step_size, std::vector<uint8_t> & out) {
+void encode_block(const float * x, uint32_t tokens, uint32_t C, double step_size, bool wide, std::vector<uint8_t> & out) {
     const float stepf = static_cast<float>(step_size);
     const double step = stepf;
     std::vector<double> m, sd;
@@ -266,10 +267,11 @@ void encode_block(const float * x, uint32_t tokens, uint32_t C, double step_size
         out.push_back(static_cast<uint8_t>(lo <= ESC ? hi : 0));
         for (int s = lo; s <= hi; s++) out.push_back(static_cast<uint8_t>(f[s])), out.push_back(static_cast<uint8_t>(f[s] >> 8));
     }
-    // rANS (rans.ts's ransEncode): symbols in reverse, two states by parity, bytes written backwards.
     std::vector<uint16_t> cum(static_cast<size_t>(CONTEXTS) * (ESC + 1), 0);
     for (int c = 0; c < CONTEXTS; c++)
         for (int s = 1; s <= ESC; s++) cum[static_cast<size_t>(c) * (ESC + 1) + s] = static_cast<uint16_t>(cum[static_cast<size_t>(c) * (ESC + 1) + s - 1] + freq[static_cast<size_t>(c) * (ESC + 1) + s - 1]);
+    if (wide) return kvcodec::wide_encode(symbols.data(), contexts.data(), n, freq.data(), cum.data(), ESC + 1, out);
+    // rANS (rans.ts's ransEncode): symbols in reverse, two states by parity, bytes written backwards.
     std::vector<double> inverse(freq.size());
     for (size_t i = 0; i < freq.size(); i++) inverse[i] = freq[i] ? 1.0 / freq[i] : 0;
     std::vector<uint8_t> stream(2 * n + 16);
@@ -321,16 +323,18 @@ std::vector<uint8_t> encode_tensor(const KvEncodeJob & job, EncodeGainTable gain
     const uint32_t tokens = job.token_axis == 0 ? job.rows : job.cols, C = job.token_axis == 0 ? job.cols : job.rows;
     const Prepared p = prepare(job, tokens, C, gains);
     const size_t segments = job.segment_tokens.size();
-    std::vector<uint8_t> body(job.kind == 3 ? 15 + 8 * segments : 22);
+    // Kinds 3 and 4 are sink tensors (tiered bodies); 4's blocks carry the wide rANS stream.
+    const bool sink = job.kind != 1;
+    std::vector<uint8_t> body(sink ? 15 + 8 * segments : 22);
     put_shape(body, job, p.rope);
-    if (job.kind == 3) body[14] = static_cast<uint8_t>(segments);
+    if (sink) body[14] = static_cast<uint8_t>(segments);
     size_t from = 0;
     for (size_t i = 0; i < segments; i++) {
         const size_t start = body.size();
         const uint32_t n = job.segment_tokens[i];
         if (job.kind == 1 && i == 1 && n == 0) break;
-        encode_block(p.x.data() + from * C, n, C, job.step * job.segment_scales[i] * p.rms, body);
-        if (job.kind == 3) put_u32(body, 15 + 8 * i, n), put_u32(body, 19 + 8 * i, static_cast<uint32_t>(body.size() - start));
+        encode_block(p.x.data() + from * C, n, C, job.step * job.segment_scales[i] * p.rms, job.kind == 4, body);
+        if (sink) put_u32(body, 15 + 8 * i, n), put_u32(body, 19 + 8 * i, static_cast<uint32_t>(body.size() - start));
         if (job.kind == 1 && i == 0) put_u32(body, 18, static_cast<uint32_t>(body.size() - start));
         from += n;
     }

@@ -30,7 +30,7 @@ struct KvRopeCandidate {
 
 // One tensor to code, and the policy's decisions for it.
 struct KvEncodeJob {
-    int kind = 0;  // 1 coded (bulk + recent), 3 coded with sink rows
+    int kind = 0;  // 1 coded (bulk + recent), 3 coded with sink rows, 4 as 3 with the wide rANS stream
     const uint16_t * data = nullptr;  // rows * cols F16
     uint32_t rows = 0, cols = 0;
     uint8_t token_axis = 0;

@@ -1,0 +1,37 @@
+// The wide rANS stream of the block codec compact2b (engine/kvcodec/rans.ts: ransEncodeWide,
+// ransDecodeWide): L lanes (wide_lanes: 32, or 4 for a short block), symbol k in state k % L, states
+// in [2^16, 2^32) renormalised by at most one 16-bit word per symbol, the words of a group of L
+// symbols read in lane order. Stream: the final states (u32 each), then the words (u16), little-endian.
+//
+// The decoder runs a group of 32 lanes as two AVX-512 vectors where the CPU has AVX-512F (one gather
+// of 16 table words per vector, the words expanded into the lanes that take one), one lane at a time
+// elsewhere; both end with the same checks (every word read, every state back at 2^16).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kvcodec-kernels.h"
+
+namespace llmfleet::kvcodec {
+
+constexpr size_t WIDE_LANES = 32;
+constexpr uint32_t WIDE_LOW = 1u << 16;
+// rans.ts's wideLanes: 32 lanes from WIDE_MIN_SYMBOLS symbols, 4 below.
+constexpr size_t WIDE_MIN_SYMBOLS = 16384;
+inline size_t wide_lanes(size_t symbols) { return symbols >= WIDE_MIN_SYMBOLS ? WIDE_LANES : 4; }
+
+// Decode table of one context: per slot symbol | (freq - 1) << 8 | (slot - cum) << 20 (rans.ts's
+// wideDecodeTables). `freq` holds the context's frequencies of symbols lo..hi (little-endian u16).
+void wide_table(Span freq, uint32_t lo, uint32_t hi, uint32_t * table);
+
+// Decodes n symbols (contexts[k] picks symbol k's table: tables + (contexts[k] << PROB_BITS)) from
+// `stream` into out; `copy` is scratch (the stream with padding, so that a vector may read past its
+// end). Throws on a truncated or corrupt stream.
+void wide_decode(Span stream, const uint8_t * contexts, size_t n, const uint32_t * tables, uint8_t * out, std::vector<uint8_t> & copy);
+
+// Encodes n symbols (freq and cum: per context ESC + 1 entries) and appends the stream to out.
+void wide_encode(const uint8_t * symbols, const uint8_t * contexts, size_t n, const uint16_t * freq, const uint16_t * cum, size_t alphabet, std::vector<uint8_t> & out);
+
+}  // namespace llmfleet::kvcodec
