@@ -9,8 +9,10 @@
  * (testing/kv-state.ts), no model (its values compress more than real ones, so it decodes faster).
  * Also encoding (a write-back), JavaScript against native, GB/s of F16 state in. Checks that every
  * native decode and encode is byte-identical to the JavaScript one. `perBlock`: the v2 path, the
- * state in --block-tokens (default 256) blocks coded by --block-codec (default compact1b) one by one
- * and decoded into the state as a load does, CODED_BATCH blocks per native pass (StateJoiner.placeCodedMany).
+ * state in --block-tokens (default 256) blocks coded by --block-codec (default compact2b, what a
+ * compact store writes) one by one and decoded into the state as a load does, CODED_BATCH blocks per
+ * native pass (StateJoiner.placeCodedMany); `perBlockBaseline`: the same for compact1b (the two-state
+ * rANS stream compact2b replaced), measured in the same run, and `perBlockSpeedup` the ratio.
  * Writes bench/results/kv-decode.json (or --out).
  */
 import { readdir, readFile, writeFile } from "node:fs/promises";
@@ -38,6 +40,8 @@ const CODEC = v.codec ?? "compact";
 const BLOCK_CODEC = v["block-codec"] ?? COMPACT_BLOCKS.name;
 /** The store's default --block-tokens. */
 const BLOCK_TOKENS = Number(v["block-tokens"] ?? 256);
+/** The per-block baseline: compact1b, the two-state rANS stream of compact's blocks before compact2b. */
+const BASELINE_BLOCK_CODEC = "compact1b";
 
 function best<T>(runs: number, fn: () => T): { value: T; seconds: number } {
   let out: { value: T; seconds: number } | undefined;
@@ -91,9 +95,9 @@ const bestOf = (runs: number, fn: () => { state: Buffer; seconds: number }): { s
  * own, then decoded into the state as BlockSink does, CODED_BATCH blocks per native pass: GB/s of F16
  * state out (meta block and row placement included), JavaScript, native on 1 thread and on every core.
  */
-async function perBlock(whole: Buffer, addon: NativeKvCodecAddon): Promise<Record<string, unknown>> {
-  const codec = kvBlockCodec(BLOCK_CODEC);
-  if (!codec) throw new Error(`unknown block codec ${BLOCK_CODEC}`);
+async function perBlock(whole: Buffer, addon: NativeKvCodecAddon, name: string): Promise<Record<string, unknown>> {
+  const codec = kvBlockCodec(name);
+  if (!codec) throw new Error(`unknown block codec ${name}`);
   const state = truncateSeqState(whole, Math.floor(TOKENS / BLOCK_TOKENS) * BLOCK_TOKENS);
   useNativeKvCodec(undefined);
   const jsSplit = best(2, () => splitState(state, BLOCK_TOKENS, { codec }));
@@ -209,8 +213,13 @@ async function main(): Promise<void> {
       entry: Number((jsEntry.seconds / nativeEntry.seconds).toFixed(1)),
       encode: Number((jsEncode.seconds / nativeEncode.seconds).toFixed(1)),
     },
-    perBlock: await perBlock(state, addon),
+    perBlock: await perBlock(state, addon, BLOCK_CODEC),
+    perBlockBaseline: await perBlock(state, addon, BASELINE_BLOCK_CODEC),
   };
+  const gbpsOf = (r: Record<string, unknown>): number => ((r.decodeGBpsPoolBlock ?? r.decodeGBps) as Record<string, number>)[`native${cores}`]!;
+  Object.assign(result, {
+    perBlockSpeedup: { of: `${BLOCK_CODEC} against ${BASELINE_BLOCK_CODEC}, native on ${cores} threads into the pool block`, ratio: Number((gbpsOf(result.perBlock) / gbpsOf(result.perBlockBaseline)).toFixed(2)) },
+  });
   const out = v.out ?? "bench/results/kv-decode.json";
   await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
