@@ -32,6 +32,7 @@ import { isValidKvEntry } from "../kvstore/kv-entry.ts";
 import type { BlockSum } from "../kvstore/tiered-store.ts";
 import { blockFrameHead, decodeManifest, isManifest, KvBlockError, verifyBlock, type BlockEntry, type KvManifest } from "../kvstore/kv-blocks.ts";
 import { crc32c } from "../kvstore/crc32c.ts";
+import { READ_WINDOW_MIN, readWindow } from "../kvstore/in-windows.ts";
 import { KV_SEND_STATUS, TCP_CHUNK_BYTES, type KvListener } from "../pd/kv-transport.ts";
 import type { KvStoreMetrics } from "../kvstore/store-metrics.ts";
 import { checkKey } from "../kvstore/tier.ts";
@@ -204,11 +205,6 @@ function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHan
 
 /** Blocks in flight at once per send: overlaps each block's connection set-up and acknowledgement with the next blocks' bytes. */
 const SEND_WINDOW = 4;
-/**
- * Blocks read from the tiers ahead of the send that needs them: a slow tier's reads overlap the
- * sends before them (each slot read then sent, so a read waited for the previous send).
- */
-const READ_WINDOW = 8;
 
 /**
  * Sends the blocks to the pod's listener (ids id.0, id.1, ...), SEND_WINDOW at a time, and reports
@@ -222,9 +218,18 @@ async function pushBlocks(
 ): Promise<{ index: number; error: string } | undefined> {
   const reads: ReturnType<TieredStore["get"]>[] = [];
   const read = (i: number): ReturnType<TieredStore["get"]> => (reads[i] ??= deps.store.get(to.keys[i]!));
+  // Blocks read from the tiers ahead of the send that needs them, so a slow tier's reads overlap the
+  // sends before them: READ_WINDOW_MIN until a kv block's size is known, then readWindow of the
+  // largest seen (in-windows.ts; more of an entry's small coded blocks, no more of large raw ones).
+  let window = READ_WINDOW_MIN;
+  let largest = 0;
   const sendOne = async (index: number): Promise<{ index: number; error: string } | { index: number; bytes: number }> => {
-    for (let i = index + 1; i < Math.min(to.keys.length, index + READ_WINDOW); i++) void read(i);
+    for (let i = index + 1; i < Math.min(to.keys.length, index + window); i++) void read(i);
     const got = await read(index);
+    if (got && index > 0 && got.value.length > largest) {
+      largest = got.value.length;
+      window = readWindow(largest);
+    }
     reads[index] = Promise.resolve(undefined); // sent: not held here any longer
     if (!got) return { index, error: "missing" };
     try {

@@ -1,7 +1,8 @@
 /**
  * Read-ahead (read-ahead.ts): a lookup hit below memory starts reading the entry and its blocks;
  * each read is handed once to the load's get (the tier is read once per key), unused reads expire,
- * and what is held stays under its bound. On a real disk tier, and end to end: a v2 entry written
+ * and what is held stays under its bound; an entry of small blocks gets more reads in flight than
+ * one of large blocks. On a real disk tier, and end to end: a v2 entry written
  * by one pod to a disk-only kvstore loads on another over TCP with the same greedy output, every
  * block read ahead and taken.
  */
@@ -16,6 +17,8 @@ import { createKvStoreMetrics } from "./store-metrics.ts";
 import { encodeManifest, type KvManifest } from "./kv-blocks.ts";
 import type { KvTier } from "./tier.ts";
 import { createKvStorePod } from "../kvstore-pod.ts";
+import { ReadAhead } from "./read-ahead.ts";
+import { readWindow } from "./in-windows.ts";
 import { completionWithReuse, listen, postJson, startPod } from "../../testing/engine.ts";
 
 let dir: string;
@@ -83,6 +86,39 @@ test("a lookup hit on disk reads the entry and its blocks ahead; the load's gets
   assert.equal(await counter(metrics, "taken"), 11);
   assert.equal(await store.get(keys[0]!).then((h) => h?.value.length), 4096, "a later get reads the tier again");
   assert.equal(reads.get(keys[0]!), 2);
+});
+
+test("reads in flight: up to 32 of an entry's small blocks, 8 of its large ones (readWindow)", async () => {
+  assert.deepEqual(
+    [240e3, 2 ** 20, 4 * 2 ** 20, 32 * 2 ** 20, 0].map(readWindow),
+    [32, 32, 16, 8, 32],
+  );
+  for (const [size, want] of [
+    [240e3, 32],
+    [32 * 2 ** 20, 8],
+  ] as const) {
+    const keys = Array.from({ length: 41 }, (_, i) => hex(0xb000 + i));
+    const m: KvManifest = {
+      model: "m",
+      tokens: 40 * 16,
+      blockTokens: 16,
+      stateBytes: 41 * size,
+      prefixKeys: [hex(0xbeef)],
+      blocks: keys.map((key, i) => ({ key, kind: i === 0 ? "meta" : "kv", ...(i > 0 ? { index: i - 1, pos0: (i - 1) * 16, tokens: 16 } : {}), codec: "none", rawBytes: size, bytes: size, crc32c: 0 })),
+    };
+    let now = 0;
+    let most = 0;
+    // The manifest answers at once; each block after 2 ms, as a slow tier would, holding only a byte (under the byte bound).
+    const ahead = new ReadAhead(async (key) => {
+      if (key === hex(0xbeef)) return { value: encodeManifest(m), tier: "s3" };
+      most = Math.max(most, ++now);
+      await new Promise((r) => setTimeout(r, 2));
+      now--;
+      return { value: Buffer.alloc(1), tier: "s3" };
+    });
+    await ahead.entry(hex(0xbeef));
+    assert.equal(most, want, `${size}-byte blocks: reads in flight`);
+  }
 });
 
 test("read-ahead stops at its byte bound, drops reads no load takes after its TTL, and never runs for a memory tier", async () => {

@@ -11,7 +11,7 @@
  * `maxBytes`: past that, the rest of an entry is read when the load asks for it.
  */
 import { decodeManifest, isManifest, KvBlockError } from "./kv-blocks.ts";
-import { inWindows } from "./in-windows.ts";
+import { inWindows, readWindow } from "./in-windows.ts";
 
 export interface AheadHit {
   value: Buffer;
@@ -23,7 +23,7 @@ export interface ReadAheadOptions {
   maxBytes?: number;
   /** How long a read no load took is kept. Default 30 s. */
   ttlMs?: number;
-  /** Block reads in flight per entry. Default 8. */
+  /** Block reads in flight per entry. Default: readWindow of the entry's largest block (8 to 32, in-windows.ts). */
   window?: number;
 }
 
@@ -44,7 +44,7 @@ export class ReadAhead {
   private readonly claimed = new Set<string>();
   private readonly maxBytes: number;
   private readonly ttlMs: number;
-  private readonly window: number;
+  private readonly window: number | undefined;
 
   constructor(
     private readonly read: (key: string) => Promise<AheadHit | undefined>,
@@ -53,7 +53,7 @@ export class ReadAhead {
   ) {
     this.maxBytes = opts.maxBytes ?? 256 * 2 ** 20;
     this.ttlMs = opts.ttlMs ?? 30_000;
-    this.window = Math.max(1, opts.window ?? 8);
+    this.window = opts.window === undefined ? undefined : Math.max(1, opts.window);
   }
 
   /** Bytes held for reads no get has taken yet. */
@@ -90,13 +90,16 @@ export class ReadAhead {
   private async blocksOf(hit: AheadHit | undefined): Promise<void> {
     if (!hit || !isManifest(hit.value)) return;
     let keys: string[];
+    let width: number;
     try {
-      keys = decodeManifest(hit.value).blocks.map((b) => b.key);
+      const blocks = decodeManifest(hit.value).blocks;
+      keys = blocks.map((b) => b.key);
+      width = this.window ?? readWindow(Math.max(...blocks.map((b) => b.bytes)));
     } catch (err) {
       if (err instanceof KvBlockError) return; // the load's own read names the corruption
       throw err;
     }
-    await inWindows(keys, this.window, async (key) => {
+    await inWindows(keys, width, async (key) => {
       if (this.held < this.maxBytes && !this.claimed.delete(key)) await this.start(key);
     });
   }
