@@ -16,7 +16,8 @@
  *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C
  *                        the reuse section (bench/http/reuse.ts): context lengths (default
  *                        1024,4096,8192), requests per row (3), requests in the random mix (100),
- *                        the kvstore's codec (default)
+ *                        the kvstore's codec (default none: the reuse gates of issue 19 are about
+ *                        moving raw state; `default` now stands for compact)
  *   --model FILE         GGUF (default: the synthetic --preset, written to $TMPDIR on first use)
  *   --preset P           synthetic shape when no --model: tiny | 1b | 8b (default: 8b on a GPU, tiny on CPU)
  *   --engine FILE        the engine program: an esbuild bundle of engine/main.ts (default: tsx engine/main.ts)
@@ -82,7 +83,7 @@ const { values: a } = parseArgs({
     "reuse-contexts": { type: "string", default: "1024,4096,8192" },
     "reuse-repeats": { type: "string", default: "3" },
     "reuse-mix": { type: "string", default: "100" },
-    "reuse-codec": { type: "string", default: "default" },
+    "reuse-codec": { type: "string", default: "none" },
   },
 });
 
