@@ -11,6 +11,12 @@
  */
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { nativeAddonPath } from "../native/binding.ts";
 import { syntheticSeqState } from "../../testing/kv-state.ts";
 import { blockKey, KvBlockError, splitState, StateJoiner, type SplitState } from "../kvstore/kv-blocks.ts";
@@ -138,7 +144,33 @@ test("compact1b blocks, written before compact2b, still decode (native and JavaS
   }
 });
 
-test("compact2b blocks of 128 tokens (32-lane streams, AVX-512 where the CPU has it): native and JavaScript agree; a corrupt stream is refused", () => {
+/** SHA-256 of `state` split into compact2b blocks of `T` tokens and decoded by the addon in a child process whose wide decoder takes the `simd` path. */
+function decodeDigestWith(simd: string, state: Buffer, T: number): string {
+  const dir = mkdtempSync(join(tmpdir(), "llmfleet-scalar-"));
+  try {
+    writeFileSync(join(dir, "state"), state);
+    const here = dirname(fileURLToPath(import.meta.url));
+    const script = `
+      import { readFileSync } from "node:fs";
+      import { createHash } from "node:crypto";
+      import { useNativeKvCodec } from "${join(here, "native-codec.ts")}";
+      import { COMPACT_BLOCKS } from "${join(here, "block-codec.ts")}";
+      import { splitState, StateJoiner } from "${join(here, "../kvstore/kv-blocks.ts")}";
+      useNativeKvCodec(${JSON.stringify(addonPath)});
+      const split = splitState(readFileSync(${JSON.stringify(join(dir, "state"))}), ${T}, { codec: COMPACT_BLOCKS });
+      const j = new StateJoiner(split.meta, ${T});
+      j.placeCodedMany(split.blocks.map((coded, i) => ({ i, coded })), COMPACT_BLOCKS);
+      process.stdout.write(createHash("sha256").update(j.finish()).digest("hex"));`;
+    return execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      env: { ...process.env, LLMFLEET_KVCODEC_SIMD: simd },
+      encoding: "utf8",
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test("compact2b blocks of 128 tokens (32-lane streams: AVX-512, AVX2 and one lane at a time): native and JavaScript agree; a corrupt stream is refused", () => {
   const T = 128;
   const state = syntheticSeqState({ tokens: 2 * T, vTransposed: true, seed: 10 });
   const split = (native: boolean): SplitState => {
@@ -165,6 +197,9 @@ test("compact2b blocks of 128 tokens (32-lane streams, AVX-512 where the CPU has
     const j = new StateJoiner(old.meta, T);
     old.blocks.forEach((b, i) => j.placeCoded(i, b, COMPACT1_BLOCKS));
     assert.ok(j.finish().equals(decoded), "compact1b's state");
+    // The other CPUs' paths (LLMFLEET_KVCODEC_SIMD, read once when the addon loads: a child process
+    // each): four AVX2 vectors, and the lanes one at a time; the same state.
+    for (const simd of ["avx2", "none"]) assert.equal(decodeDigestWith(simd, state, T), createHash("sha256").update(decoded).digest("hex"), `LLMFLEET_KVCODEC_SIMD=${simd}`);
     // Words of block 1's last tensor overwritten (lengths kept): refused, natively and in JavaScript.
     const bad = Buffer.from(native.blocks[1]!);
     bad.fill(0, bad.length - 600, bad.length - 300);

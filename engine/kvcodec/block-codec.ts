@@ -161,7 +161,7 @@ export interface BlockRule {
    */
   span?: boolean;
   early?: EarlyLayers;
-  /** The wide rANS stream (compact2b): tensors of kind WIDE_SINK_CODED, which the addon decodes with AVX-512 where the CPU has it. */
+  /** The wide rANS stream (compact2b): tensors of kind WIDE_SINK_CODED, which the addon decodes with AVX-512 or AVX2 where the CPU has it. */
   wide?: boolean;
 }
 
@@ -195,7 +195,7 @@ export const COMPACT_BLOCK_SCALE = 0.8 * COMPACT_SCALE;
  * What a `compact` store's blocks carry; the name is in each block's key and manifest entry. With
  * the span rule, so that long contexts' full-attention layers are coded as coarsely as compact1
  * codes them (BENCHMARKS.md, "Block codec compact1b"), and the wide rANS stream, which the addon
- * decodes about three times as fast as compact1b's where the CPU has AVX-512 (BENCHMARKS.md,
+ * decodes about twice as fast as compact1b's where the CPU has AVX-512 or AVX2 (BENCHMARKS.md,
  * "Block codec compact2b"): the same values, a stream 0.1 % larger.
  */
 export const COMPACT_BLOCKS = compactBlockCodec("compact2b", COMPACT_BLOCK_SCALE, { span: true, wide: true });

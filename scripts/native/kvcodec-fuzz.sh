@@ -5,6 +5,7 @@
 # (no llama.cpp, no Node) into a temporary directory, writes its corpus with kvcodec-fuzz/jobs.ts.
 #
 #   scripts/native/kvcodec-fuzz.sh [ITERATIONS] [SEED]     default 20000 iterations, seed 1
+#   LLMFLEET_KVCODEC_SIMD=avx2|none ...                    the wide stream's AVX2 or one-lane path
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DIR="$(mktemp -d)"

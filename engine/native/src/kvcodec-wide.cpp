@@ -1,10 +1,12 @@
 // The wide rANS stream (kvcodec-wide.h).
 #include "kvcodec-wide.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define LLMFLEET_WIDE_AVX512 1
+#define LLMFLEET_WIDE_SIMD 1
 #include <immintrin.h>
 #endif
 
@@ -37,7 +39,7 @@ void decode_lanes(uint32_t * x, size_t lanes, const uint8_t * contexts, size_t g
     }
 }
 
-#if LLMFLEET_WIDE_AVX512
+#if LLMFLEET_WIDE_SIMD
 // Whole groups as two 16-lane vectors; returns the symbols decoded (a multiple of WIDE_LANES), the
 // states stored in x.
 __attribute__((target("avx512f"))) size_t decode_avx512(uint32_t * x, const uint8_t * contexts, size_t n, const uint32_t * tables, uint8_t * out, const uint8_t *& in, const uint8_t * end) {
@@ -73,7 +75,65 @@ __attribute__((target("avx512f"))) size_t decode_avx512(uint32_t * x, const uint
     return g;
 }
 
-const bool AVX512 = __builtin_cpu_supports("avx512f");
+// AVX2 has no expand: for an 8-bit mask of the lanes taking a word, lane i takes word k, the count
+// of taking lanes below it (what vpexpandd does), as a vpermd index.
+struct ExpandIndex {
+    alignas(32) uint32_t lane[256][8];
+};
+const ExpandIndex EXPAND = [] {
+    ExpandIndex t{};
+    for (uint32_t m = 0; m < 256; m++)
+        for (uint32_t i = 0, k = 0; i < 8; i++) t.lane[m][i] = (m >> i) & 1 ? k++ : 0;
+    return t;
+}();
+
+// Whole groups as four 8-lane vectors (CPUs with AVX2 and not AVX-512: Zen 3 among them); as decode_avx512.
+__attribute__((target("avx2"))) size_t decode_avx2(uint32_t * x, const uint8_t * contexts, size_t n, const uint32_t * tables, uint8_t * out, const uint8_t *& in, const uint8_t * end) {
+    __m256i s[4];
+    for (int v = 0; v < 4; v++) s[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + 8 * v));
+    const __m256i slot = _mm256_set1_epi32(PROB - 1), twelve = _mm256_set1_epi32(0xfff), one = _mm256_set1_epi32(1), below = _mm256_set1_epi32(WIDE_LOW - 1);
+    const __m256i bytes = _mm256_set1_epi32(0xff), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const int * table = reinterpret_cast<const int *>(tables);
+    size_t g = 0;
+    const uint8_t * p = in;
+    for (; g + WIDE_LANES <= n; g += WIDE_LANES) {
+        __m256i e[4];
+        for (int v = 0; v < 4; v++) {
+            const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(contexts + g + 8 * v)));
+            e[v] = _mm256_i32gather_epi32(table, _mm256_or_si256(_mm256_slli_epi32(c, PROB_BITS), _mm256_and_si256(s[v], slot)), 4);
+        }
+        // The 32 symbols (each word's low byte) packed in lane order.
+        const __m256i a = _mm256_packus_epi32(_mm256_and_si256(e[0], bytes), _mm256_and_si256(e[1], bytes));
+        const __m256i b = _mm256_packus_epi32(_mm256_and_si256(e[2], bytes), _mm256_and_si256(e[3], bytes));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + g), _mm256_permutevar8x32_epi32(_mm256_packus_epi16(a, b), order));
+        for (int v = 0; v < 4; v++) {
+            const __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e[v], 8), twelve), one);
+            s[v] = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32(s[v], PROB_BITS)), _mm256_srli_epi32(e[v], 20));
+            // Lanes at or below 2^16 - 1 (unsigned) take the next words, in lane order.
+            const __m256i take = _mm256_cmpeq_epi32(_mm256_min_epu32(s[v], below), s[v]);
+            const int m = _mm256_movemask_ps(_mm256_castsi256_ps(take));
+            const __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+            p += 2 * static_cast<size_t>(__builtin_popcount(static_cast<unsigned>(m)));
+            const __m256i placed = _mm256_permutevar8x32_epi32(words, _mm256_load_si256(reinterpret_cast<const __m256i *>(EXPAND.lane[m])));
+            s[v] = _mm256_blendv_epi8(s[v], _mm256_or_si256(_mm256_slli_epi32(s[v], 16), placed), take);
+        }
+        if (p > end) corrupt("a rANS stream is truncated");
+    }
+    for (int v = 0; v < 4; v++) _mm256_storeu_si256(reinterpret_cast<__m256i *>(x + 8 * v), s[v]);
+    in = p;
+    return g;
+}
+
+// The vector path: AVX-512 where the CPU has it, else AVX2, else none. LLMFLEET_KVCODEC_SIMD=avx2 or
+// none chooses a narrower one, so tests and benchmarks can check and time the other CPUs' paths here.
+enum class Simd { none, avx2, avx512 };
+const Simd SIMD = [] {
+    const char * want = std::getenv("LLMFLEET_KVCODEC_SIMD");
+    const std::string w = want ? want : "";
+    if (w == "none") return Simd::none;
+    if (w != "avx2" && __builtin_cpu_supports("avx512f")) return Simd::avx512;
+    return __builtin_cpu_supports("avx2") ? Simd::avx2 : Simd::none;
+}();
 #endif
 
 }  // namespace
@@ -101,8 +161,9 @@ void wide_decode(Span stream, const uint8_t * contexts, size_t n, const uint32_t
     const uint8_t * in = copy.data() + head;
     const uint8_t * end = copy.data() + stream.n;
     size_t g = 0;
-#if LLMFLEET_WIDE_AVX512
-    if (AVX512 && lanes == WIDE_LANES) g = decode_avx512(x, contexts, n, tables, out, in, end);
+#if LLMFLEET_WIDE_SIMD
+    if (lanes == WIDE_LANES && SIMD == Simd::avx512) g = decode_avx512(x, contexts, n, tables, out, in, end);
+    if (lanes == WIDE_LANES && SIMD == Simd::avx2) g = decode_avx2(x, contexts, n, tables, out, in, end);
 #endif
     decode_lanes(x, lanes, contexts, g, n, tables, out, in, end);
     bool ended = in == end;

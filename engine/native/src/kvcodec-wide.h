@@ -4,8 +4,10 @@
 // symbols read in lane order. Stream: the final states (u32 each), then the words (u16), little-endian.
 //
 // The decoder runs a group of 32 lanes as two AVX-512 vectors where the CPU has AVX-512F (one gather
-// of 16 table words per vector, the words expanded into the lanes that take one), one lane at a time
-// elsewhere; both end with the same checks (every word read, every state back at 2^16).
+// of 16 table words per vector, the words expanded into the lanes that take one), as four AVX2
+// vectors where it has AVX2 only (the expand by a permutation table), one lane at a time elsewhere
+// (LLMFLEET_KVCODEC_SIMD=avx2 or none picks a narrower path); all end with the same checks (every
+// word read, every state back at 2^16).
 #pragma once
 
 #include <cstddef>
