@@ -28,7 +28,7 @@
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import type { LlamaContextSequence } from "node-llama-cpp";
-import { DEFAULT_CHOICE, kvCodec, type KvCodec } from "../engine/kvcodec/codec.ts";
+import { DEFAULT_CODEC, kvCodec, type KvCodec } from "../engine/kvcodec/codec.ts";
 import { kvBlockCodec } from "../engine/kvcodec/block-codec.ts";
 import { splitState, StateJoiner, type KvBlockCodec } from "../engine/kvstore/kv-blocks.ts";
 import { createKvStorePod } from "../engine/kvstore-pod.ts";
@@ -196,16 +196,16 @@ async function loadPath(seq: LlamaContextSequence, raw: Buffer, codec: string): 
 /** The load path of f16, of the default codec and of the smallest codec near the bar, on the last context's state. */
 async function loadSection(seq: LlamaContextSequence, lastRaw: Buffer, codecs: Record<string, Record<string, number | boolean>>): Promise<Record<string, unknown>> {
   const f16Load = await loadPath(seq, lastRaw, "none");
-  const codecLoad = await loadPath(seq, lastRaw, DEFAULT_CHOICE);
+  const codecLoad = await loadPath(seq, lastRaw, DEFAULT_CODEC);
   const smallestLoad = CODECS.includes(SMALLEST) ? await loadPath(seq, lastRaw, SMALLEST) : undefined;
   const seconds = (l: { fetch: number; decode: number; import: number }): number => l.fetch + l.decode + l.import;
   const loadMbS = lastRaw.length / 1e6 / seconds(f16Load);
   return {
     stateBytes: lastRaw.length,
     f16: f16Load,
-    [DEFAULT_CHOICE]: codecLoad,
+    [DEFAULT_CODEC]: codecLoad,
     f16_load_mb_s: loadMbS,
-    decode_vs_load: (codecs[DEFAULT_CHOICE]!.decode_mb_s as number) / loadMbS,
+    decode_vs_load: (codecs[DEFAULT_CODEC]!.decode_mb_s as number) / loadMbS,
     load_seconds_ratio: seconds(codecLoad) / seconds(f16Load),
     ...(smallestLoad
       ? {
@@ -232,7 +232,7 @@ async function main(): Promise<void> {
   const int8Bytes = runs.get("int8")!.reduce((a, r) => a + r.bytes, 0);
   const codecs = Object.fromEntries([...runs].map(([name, r]) => [name, summarise(r, int8Bytes)]));
   const load = await loadSection(seq, lastRaw, codecs);
-  const recommended = codecs[DEFAULT_CHOICE]!;
+  const recommended = codecs[DEFAULT_CODEC]!;
   const out = {
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "unknown", threads },
@@ -249,7 +249,7 @@ async function main(): Promise<void> {
       greedy_agreement_min: Math.min(...contexts.map((c) => c.perturbation_floor.agreement)),
       logit_kl: mean(contexts.map((c) => c.perturbation_floor.kl)),
     },
-    recommended: DEFAULT_CHOICE,
+    recommended: DEFAULT_CODEC,
     ...recommended,
     load,
     codecs,

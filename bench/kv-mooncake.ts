@@ -22,7 +22,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import { createKvStorePod } from "../engine/kvstore-pod.ts";
-import { DEFAULT_CHOICE } from "../engine/kvcodec/codec.ts";
+import { DEFAULT_CODEC } from "../engine/kvcodec/codec.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { listen, metricValue, startPod, type RunningPod, streamTtftMs } from "../testing/engine.ts";
 
@@ -175,7 +175,7 @@ async function main(): Promise<void> {
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "unknown", threads },
     model: "gemma-3-270m Q4_K_M",
     quick,
-    codec: process.env.BENCH_CODEC ?? `default (${DEFAULT_CHOICE})`,
+    codec: process.env.BENCH_CODEC ?? `default (${DEFAULT_CODEC})`,
     capacity_bytes: CAPACITY_BYTES,
     store_bytes_held: storeFigure("llmfleet_kv_bytes"),
     store_evictions: storeFigure("llmfleet_kv_evictions_total"),

@@ -60,7 +60,7 @@ export const KVCodec = strictObject(
     name: Type.String({
       maxLength: 32,
       description:
-        "KV codec for stored blocks: none (raw f16, exact), lossless (exact, smaller: byte planes and Brotli), compact (the recommended lossy codec: about 4x smaller than f16, quality held against the measurement's own floor; docs/kv-store.md) or default (= compact; lossy: choose none to keep stored states exact). Entries already stored under any codec still load. Default default.",
+        "KV codec for stored blocks: none (raw f16, exact), lossless (exact, smaller: byte planes and Brotli), compact (the recommended lossy codec: about 4x smaller than f16, quality held against the measurement's own floor; docs/kv-store.md) or default (= none today). Entries already stored under any codec still load. Default default.",
       default: "default",
       ...cel(
         {

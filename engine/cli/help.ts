@@ -85,8 +85,8 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        from and write new ones to (default: none)
   --kv-store-timeout-ms N  longest wait for the KV store before recomputing (default: 5000)
   --block-tokens N     kvstore: tokens per KV block (default: 256)
-  --codec C            kvstore: ${KV_CODECS.join(" | ")} (default: default = compact, lossy,
-                       about 4x smaller; none: exact f16; lossless: exact, smaller)
+  --codec C            kvstore: ${KV_CODECS.join(" | ")} (default: default = none, exact
+                       f16; compact: lossy, about 4x smaller; lossless: exact, smaller)
   --research-codec C   kvstore, benchmarks only: ${RESEARCH_KV_CODECS.join(" | ")} or compact1@SCALE
                        instead of --codec (docs/kv-store.md)
   --tenant-salt S      kvstore: salt of every key, one cache per tenant (default: "")

@@ -98,20 +98,20 @@ export const COMPACT = compactCodec("compact1", COMPACT_SCALE);
 const codecs = new Map<string, KvCodec>([none, LOSSLESS, INT8, QDELTA, QRANS, QRANS8, QPRE, QPRE8, QSINK8, QSINK4, COMPACT].map((c) => [c.name, c]));
 
 /**
- * What "default" stands for: `compact`, since it met the codec issue's goals on the 2-core CI
- * machine (BENCHMARKS.md, "Block codec compact2b"): quality against the perturbation floor (and on
- * F32 weights), no per-model tables, native decoding at more than 1 GB/s, an 8K context from the
- * object store 3.1x / 1.6x faster at 100 Mbit/s / 1 Gbit/s and as fast from memory, a higher hit
- * rate at a fixed capacity. It is lossy: `none` keeps stored states exact.
+ * What "default" means: none (raw f16). `compact` becomes the default only when it meets the
+ * codec issue's goals (quality against the perturbation floor, native decoding, faster loads from
+ * every tier: docs/kv-store.md); until then a lossy default would change outputs, and where it
+ * decodes in JavaScript (no native addon: native-codec.ts) make a memory-tier load slower than
+ * reading f16.
  */
-export const DEFAULT_CHOICE = "compact";
+export const DEFAULT_CODEC = "none";
 
 /**
  * The codec a name stands for: a user's choice (none, lossless, compact, default), a research
  * codec's name, or the concrete name an entry carries (every codec ever written still decodes).
  */
 export function kvCodec(name: KvCodecName | string): KvCodec {
-  const concrete = name === "default" || name === "compact" ? COMPACT.name : name;
+  const concrete = name === "default" ? DEFAULT_CODEC : name === "compact" ? COMPACT.name : name;
   const codec = codecs.get(concrete);
   if (codec) return codec;
   const variant = COMPACT_VARIANT.exec(concrete);
