@@ -114,9 +114,9 @@ export function ransDecode(stream: Uint8Array, contexts: Uint8Array, tables: Dec
  * states would be a large part of it), symbol k in state k % L, each in [2^16, 2^32) and
  * renormalised by at most one 16-bit word per symbol. A decoder takes the symbols in groups of L —
  * every lane decodes its symbol, then the lanes that fell below 2^16 read a word each, in lane
- * order — so the native decoder runs a group of 32 lanes as two AVX-512 (or four AVX2) vectors (one table gather
- * each) where the two-state stream decodes one symbol at a time. Stream: the final states, u32
- * each, then the words (u16), all little-endian. A valid stream ends with every state back at 2^16
+ * order — so the native decoder runs a group of 32 lanes as two AVX-512 (or four AVX2) vectors,
+ * one table gather each, where the two-state stream decodes one symbol at a time. Stream: the final
+ * states, u32 each, then the words (u16), all little-endian. A valid stream ends with every state back at 2^16
  * and every word read, which the decoders check.
  */
 const WIDE_LOW = 2 ** 16;

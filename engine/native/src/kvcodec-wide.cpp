@@ -14,8 +14,8 @@ namespace llmfleet::kvcodec {
 
 namespace {
 
-// Bytes a group may read past the last checked position: two vectors of 16 words, each loaded
-// whole from where the previous one stopped (at most 16 words on).
+// Bytes a group may read past the last checked position: its words (at most 64 bytes) plus one
+// vector load past where the last one starts (32 bytes AVX-512, 16 AVX2), with room to spare.
 constexpr size_t PAD = 4 * 32 + 64;
 
 // One lane's step: symbol from x's slot, x advanced, a word read if it fell below 2^16.
