@@ -27,8 +27,8 @@ import { cacheRoot } from "../engine/model/fetch.ts";
 import { startPod } from "../testing/engine.ts";
 import { syntheticSeqState } from "../testing/kv-state.ts";
 import { COMPACT_BLOCKS, kvBlockCodec } from "../engine/kvcodec/block-codec.ts";
-import { CODED_BATCH } from "../engine/kvstore/block-sink.ts";
-import { splitState, StateJoiner, type KvBlockCodec, type SplitState } from "../engine/kvstore/kv-blocks.ts";
+import { splitState, type KvBlockCodec, type SplitState } from "../engine/kvstore/kv-blocks.ts";
+import { joinCodedBlocks } from "./coded-blocks.ts";
 import { truncateSeqState } from "../engine/runtime/seq-state.ts";
 import { kvStreamAddon } from "../engine/pd/kv-transport.ts";
 
@@ -76,14 +76,7 @@ async function modelState(): Promise<Buffer> {
  */
 function joinBlocks(split: SplitState, codec: KvBlockCodec, alloc?: (bytes: number) => Buffer): { state: Buffer; seconds: number } {
   const t0 = performance.now();
-  const j = new StateJoiner(split.meta, BLOCK_TOKENS, false, alloc);
-  for (let k = 0; k < split.blocks.length; k += CODED_BATCH) {
-    j.placeCodedMany(
-      split.blocks.slice(k, k + CODED_BATCH).map((coded, x) => ({ i: k + x, coded })),
-      codec,
-    );
-  }
-  const state = j.finish();
+  const state = joinCodedBlocks({ meta: split.meta, blocks: split.blocks, blockTokens: BLOCK_TOKENS }, codec, alloc);
   return { state, seconds: (performance.now() - t0) / 1000 };
 }
 

@@ -28,8 +28,8 @@ import { availableParallelism, cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { s3ServerKind, startS3ServerOf } from "../scripts/s3/servers.ts";
 import { kvBlockHashes, requestSalt } from "../engine/kvstore/block-keys.ts";
-import { decodeManifest, isManifest, StateJoiner, type KvManifest } from "../engine/kvstore/kv-blocks.ts";
-import { CODED_BATCH } from "../engine/kvstore/block-sink.ts";
+import { decodeManifest, isManifest, type KvManifest } from "../engine/kvstore/kv-blocks.ts";
+import { joinCodedBlocks } from "./coded-blocks.ts";
 import { kvBlockCodec } from "../engine/kvcodec/block-codec.ts";
 import { kvStreamAddon } from "../engine/pd/kv-transport.ts";
 import { readKvEntry } from "../engine/kvcodec/codec-offload.ts";
@@ -154,14 +154,7 @@ async function decodeBlocksGBps(b: StoredBlocks): Promise<{ gbPerSecond: number;
   let best = Infinity;
   for (let r = 0; r < 10; r++) {
     const t0 = performance.now();
-    const j = new StateJoiner(b.meta, b.manifest.blockTokens, false, pool?.kvAlloc?.bind(pool));
-    for (let k = 0; k < b.kv.length; k += CODED_BATCH) {
-      j.placeCodedMany(
-        b.kv.slice(k, k + CODED_BATCH).map((coded, x) => ({ i: k + x, coded })),
-        codec,
-      );
-    }
-    const state = j.finish();
+    const state = joinCodedBlocks({ meta: b.meta, blocks: b.kv, blockTokens: b.manifest.blockTokens }, codec, pool?.kvAlloc?.bind(pool));
     best = Math.min(best, (performance.now() - t0) / 1000);
     pool?.kvRelease?.(state);
   }

@@ -196,7 +196,7 @@ export const COMPACT_BLOCK_SCALE = 0.8 * COMPACT_SCALE;
  * the span rule, so that long contexts' full-attention layers are coded as coarsely as compact1
  * codes them (BENCHMARKS.md, "Block codec compact1b"), and the wide rANS stream, which the addon
  * decodes about twice as fast as compact1b's where the CPU has AVX-512 or AVX2 (BENCHMARKS.md,
- * "Block codec compact2b"): the same values, a stream 0.1 % larger.
+ * "Block codec compact2b"): the same values, a stream 0.3 % larger.
  */
 export const COMPACT_BLOCKS = compactBlockCodec("compact2b", COMPACT_BLOCK_SCALE, { span: true, wide: true });
 /** What `compact` stores wrote before compact2b: the same values, the two-state rANS stream. Still decoded. */

@@ -37,13 +37,18 @@ function fixRounding(freq: Uint16Array, largest: number): void {
   }
 }
 
-/** Encodes `symbols[k]` with table `freqs[contexts[k]]`; returns the byte stream. */
-export function ransEncode(symbols: Uint8Array, contexts: Uint8Array, freqs: readonly Uint16Array[]): Buffer {
-  const cums = freqs.map((f) => {
+/** Per context, each symbol's cumulative frequency (the sum of the frequencies below it). */
+function cumulative(freqs: readonly Uint16Array[]): Uint16Array[] {
+  return freqs.map((f) => {
     const c = new Uint16Array(f.length);
     for (let s = 1; s < f.length; s++) c[s] = c[s - 1]! + f[s - 1]!;
     return c;
   });
+}
+
+/** Encodes `symbols[k]` with table `freqs[contexts[k]]`; returns the byte stream. */
+export function ransEncode(symbols: Uint8Array, contexts: Uint8Array, freqs: readonly Uint16Array[]): Buffer {
+  const cums = cumulative(freqs);
   const out = Buffer.allocUnsafe(symbols.length * 2 + 16);
   let p = out.length;
   const x = [LOW, LOW];
@@ -126,11 +131,7 @@ export const wideLanes = (symbols: number): number => (symbols >= WIDE_MIN_SYMBO
 
 /** Encodes `symbols[k]` with table `freqs[contexts[k]]` into the wide stream. */
 export function ransEncodeWide(symbols: Uint8Array, contexts: Uint8Array, freqs: readonly Uint16Array[]): Buffer {
-  const cums = freqs.map((f) => {
-    const c = new Uint16Array(f.length);
-    for (let s = 1; s < f.length; s++) c[s] = c[s - 1]! + f[s - 1]!;
-    return c;
-  });
+  const cums = cumulative(freqs);
   const words = new Uint16Array(symbols.length);
   let p = words.length;
   const lanes = wideLanes(symbols.length);

@@ -63,19 +63,19 @@ size_t read_tables(Span body, size_t o, const bool used[CONTEXTS], Scratch & s, 
         if (hi > static_cast<uint32_t>(ESC)) corrupt("a frequency table has symbols beyond the alphabet");
         Span f = body.sub(o, 2 * (hi - lo + 1));
         o += f.n;
-        if (wide) {
-            wide_table(f, lo, hi, s.tables.data() + static_cast<size_t>(c) * PROB);
-            continue;
-        }
-        uint32_t * table = s.tables.data() + static_cast<size_t>(c) * TABLE_WORDS;
+        uint32_t * table = s.tables.data() + static_cast<size_t>(c) * (wide ? PROB : TABLE_WORDS);
         uint8_t * slot = reinterpret_cast<uint8_t *>(table);
         uint32_t * fc = table + PROB / 4;
         uint32_t filled = 0;
         for (uint32_t sym = lo; sym <= hi; sym++) {
             const uint32_t freq = f.u16(2 * (sym - lo));
             if (freq > PROB - filled) corrupt("a frequency table sums past 2^12");
-            std::memset(slot + filled, static_cast<int>(sym), freq);
-            fc[sym] = freq | (filled << 16);
+            if (wide) {
+                wide_slots(table + filled, sym, freq);
+            } else {
+                std::memset(slot + filled, static_cast<int>(sym), freq);
+                fc[sym] = freq | (filled << 16);
+            }
             filled += freq;
         }
         if (filled != PROB) corrupt("a frequency table does not sum to 2^12");

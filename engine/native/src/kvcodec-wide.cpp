@@ -138,18 +138,6 @@ const Simd SIMD = [] {
 
 }  // namespace
 
-void wide_table(Span freq, uint32_t lo, uint32_t hi, uint32_t * table) {
-    uint32_t filled = 0;
-    for (uint32_t sym = lo; sym <= hi; sym++) {
-        const uint32_t f = freq.u16(2 * (sym - lo));
-        if (f > PROB - filled) corrupt("a frequency table sums past 2^12");
-        const uint32_t base = sym | ((f - 1) << 8);
-        for (uint32_t i = 0; i < f; i++) table[filled + i] = base | (i << 20);
-        filled += f;
-    }
-    if (filled != PROB) corrupt("a frequency table does not sum to 2^12");
-}
-
 void wide_decode(Span stream, const uint8_t * contexts, size_t n, const uint32_t * tables, uint8_t * out, std::vector<uint8_t> & copy) {
     const size_t lanes = wide_lanes(n), head = 4 * lanes;
     if (stream.n < head || (stream.n - head) % 2 != 0) corrupt("a wide rANS stream has a partial state or word");

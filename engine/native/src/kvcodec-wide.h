@@ -24,9 +24,12 @@ constexpr uint32_t WIDE_LOW = 1u << 16;
 constexpr size_t WIDE_MIN_SYMBOLS = 16384;
 inline size_t wide_lanes(size_t symbols) { return symbols >= WIDE_MIN_SYMBOLS ? WIDE_LANES : 4; }
 
-// Decode table of one context: per slot symbol | (freq - 1) << 8 | (slot - cum) << 20 (rans.ts's
-// wideDecodeTables). `freq` holds the context's frequencies of symbols lo..hi (little-endian u16).
-void wide_table(Span freq, uint32_t lo, uint32_t hi, uint32_t * table);
+// A symbol's `freq` slots of a context's decode table (from its cumulative frequency on): per slot
+// symbol | (freq - 1) << 8 | (slot - cum) << 20 (rans.ts's wideDecodeTables).
+inline void wide_slots(uint32_t * slots, uint32_t sym, uint32_t freq) {
+    const uint32_t base = sym | ((freq - 1) << 8);
+    for (uint32_t i = 0; i < freq; i++) slots[i] = base | (i << 20);
+}
 
 // Decodes n symbols (contexts[k] picks symbol k's table: tables + (contexts[k] << PROB_BITS)) from
 // `stream` into out; `copy` is scratch (the stream with padding, so that a vector may read past its
