@@ -12,7 +12,8 @@
  * state in --block-tokens (default 256) blocks coded by --block-codec (default compact2b, what a
  * compact store writes) one by one and decoded into the state as a load does, CODED_BATCH blocks per
  * native pass (StateJoiner.placeCodedMany); `perBlockBaseline`: the same for compact1b (the two-state
- * rANS stream compact2b replaced), measured in the same run, and `perBlockSpeedup` the ratio.
+ * rANS stream compact2b replaced), measured in the same run, and `perBlockSpeedup` the ratio
+ * (LLMFLEET_KVCODEC_SIMD=avx2|none: compact2b's AVX2 or one-lane path, `wideStreamSimd`).
  * Writes bench/results/kv-decode.json (or --out).
  */
 import { readdir, readFile, writeFile } from "node:fs/promises";
@@ -190,6 +191,8 @@ async function main(): Promise<void> {
     bench: "kv-decode",
     date: new Date().toISOString(),
     machine: { cpu: cpus()[0]?.model, cores, loadavg: loadavg().map((l) => Number(l.toFixed(2))) },
+    // compact2b's vector path (kvcodec-wide.h): LLMFLEET_KVCODEC_SIMD=avx2|none times a narrower one.
+    wideStreamSimd: process.env.LLMFLEET_KVCODEC_SIMD ?? "the widest the CPU has",
     codec: codec.name,
     state: v.synthetic ? "synthetic (testing/kv-state.ts)" : "gemma-3-270m Q4_K_M, docs/",
     tokens: TOKENS,
