@@ -22,12 +22,16 @@ const idle = (): Promise<boolean> => tick().then(() => true);
 const SCATTER_MIN_BYTES = 256 * 1024;
 
 /**
- * Takes an entry's stored blocks in order: checks each against the manifest, opens it, decodes it
- * (its codec's, native when the addon is loaded; coded blocks CODED_BATCH at a time) straight into
- * the state and places its rows, while later blocks are still arriving.
+ * Takes an entry's stored blocks, the meta block first and the kv blocks in any order (a store
+ * pushes each as its read ends: reads sharing a slow link end together, so in-order blocks came in
+ * one burst at the end, with nothing to decode before it): checks each against the manifest, opens
+ * it, decodes it (its codec's, native when the addon is loaded; coded blocks CODED_BATCH at a time)
+ * straight into the state and places its rows, while later blocks are still arriving.
  */
 export class BlockSink {
-  next = 0;
+  /** Blocks taken so far. */
+  count = 0;
+  private readonly taken: boolean[];
   private joiner: StateJoiner | undefined;
   /** Coded blocks checked and opened, not yet decoded: decoded CODED_BATCH at a time (one native pass). */
   private coded: { i: number; coded: Buffer; codec: string }[] = [];
@@ -42,20 +46,27 @@ export class BlockSink {
     private readonly alloc?: (bytes: number) => Buffer,
     /** The addon's kvScatter: unsealed raw blocks are checked and placed on a worker thread, off the event loop. */
     private readonly scatter?: (src: Uint8Array, dst: Uint8Array, runs: Float64Array) => Promise<number>,
-  ) {}
+  ) {
+    this.taken = new Array<boolean>(m.blocks.length).fill(false);
+  }
 
   get total(): number {
     return this.m.blocks.length;
   }
 
+  /** The blocks not taken yet, in order. */
+  missing(): number[] {
+    return this.taken.flatMap((t, i) => (t ? [] : [i]));
+  }
+
   /**
-   * Takes the next stored block; true when the sink keeps reading `stored` after it returns (a coded
-   * block waiting for its batch; a raw block being placed, which gets `release` once placed).
+   * Takes stored block `i` (default: the next in order); true when the sink keeps reading `stored`
+   * after it returns (a coded block waiting for its batch; a raw block being placed, which gets
+   * `release` once placed). The meta block must come first; KvBlockError for a block out of range
+   * or taken twice.
    */
-  accept(stored: Buffer, release?: () => void): boolean {
-    const i = this.next;
-    const b = this.m.blocks[i];
-    if (!b) throw new KvBlockError("the block stream holds more blocks than the manifest");
+  accept(stored: Buffer, release?: () => void, i = this.count): boolean {
+    const b = this.take(i);
     if (this.scatters(i, b, stored)) {
       this.scatterRaw(i, b, stored, release);
       return true;
@@ -69,10 +80,20 @@ export class BlockSink {
     else {
       if (this.coded.length > 0 && this.coded[0]!.codec !== b.codec) this.decodeCoded();
       this.coded.push({ i: i - 1, coded: raw, codec: b.codec });
-      if (this.coded.length >= CODED_BATCH || i === this.total - 1) this.decodeCoded();
+      if (this.coded.length >= CODED_BATCH || this.count === this.total) this.decodeCoded();
     }
-    this.next++;
     return this.coded.some((c) => c.coded.buffer === stored.buffer);
+  }
+
+  /** Block i's manifest entry, counted taken; KvBlockError when it cannot come now. */
+  private take(i: number): BlockEntry {
+    const b = this.m.blocks[i];
+    if (!b || !Number.isInteger(i)) throw new KvBlockError(`block ${i}: the manifest has ${this.total} blocks`);
+    if (this.taken[i]) throw new KvBlockError(`block ${i} arrived twice`);
+    if ((i === 0) !== (this.count === 0)) throw new KvBlockError(i === 0 ? "the meta block arrived after kv blocks" : `kv block ${i - 1} arrived before the meta block`);
+    this.taken[i] = true;
+    this.count++;
+    return b;
   }
 
   private scatters(i: number, b: BlockEntry, stored: Buffer): boolean {
@@ -92,7 +113,6 @@ export class BlockSink {
     // handler fired between the failed copy and the load's settled()).
     done.catch(() => undefined);
     this.scattering.push(done);
-    this.next++;
   }
 
   /** Waits for the blocks the addon is placing; the first that failed its check throws (after all have ended). */
@@ -121,7 +141,7 @@ export class BlockSink {
   }
 
   complete(what: string): void {
-    if (this.next !== this.total) throw new KvBlockError(`${what} ended after ${this.next} of ${this.total} blocks`);
+    if (this.count !== this.total) throw new KvBlockError(`${what} ended after ${this.count} of ${this.total} blocks`);
   }
 
   finish(): Buffer {
