@@ -299,10 +299,9 @@ export class KvBlockClient {
         { op: "loaded", path },
         m.blocks.reduce((n, b) => n + b.bytes, 0),
       );
-      await sink.settled();
-      return { state: sink.finish(), path };
+      return { state: await sink.finish(), path };
     } finally {
-      await sink.settled().catch(() => undefined); // no copy into the state outlives the load
+      await sink.close(); // no decode or copy into the state outlives the load
       state.unused();
     }
   }

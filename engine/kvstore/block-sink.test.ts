@@ -56,15 +56,14 @@ test("the meta block, then kv blocks in any order, give back the state byte for 
     const s = sink();
     for (const i of order) s.accept(stored[i]!, undefined, i);
     s.complete("the stream");
-    await s.settled();
-    assert.ok(s.finish().equals(state), `order ${order.join(",")}`);
+    assert.ok((await s.finish()).equals(state), `order ${order.join(",")}`);
   }
   const inOrder = sink(); // the HTTP stream: no index, the next in order
   for (const data of stored) inOrder.accept(data);
-  assert.ok(inOrder.finish().equals(state));
+  assert.ok((await inOrder.finish()).equals(state));
 });
 
-test("a kv block before the meta block, a block twice or out of range, and a short stream are refused", () => {
+test("a kv block before the meta block, a block twice or out of range, and a short stream are refused", async () => {
   assert.throws(() => sink().accept(stored[2]!, undefined, 2), (e: Error) => e instanceof KvBlockError && /kv block 1 arrived before the meta block/.test(e.message));
   const s = sink();
   s.accept(stored[0]!, undefined, 0);
@@ -75,5 +74,5 @@ test("a kv block before the meta block, a block twice or out of range, and a sho
   assert.throws(() => s.accept(stored[1]!, undefined, 1.5), /block 1.5: the manifest has 5 blocks/);
   assert.deepEqual(s.missing(), [1, 2, 4]);
   assert.throws(() => s.complete("the block stream"), /the block stream ended after 2 of 5 blocks/);
-  assert.throws(() => s.finish(), /kv block 0 never arrived/);
+  await assert.rejects(s.finish(), /kv block 0 never arrived/);
 });
