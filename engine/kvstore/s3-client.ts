@@ -70,6 +70,9 @@ export class S3Client {
   /** Connections kept open between requests (a load's block reads reuse them). */
   private readonly agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
 
+  /** The SigV4 signing key of the day (four HMACs, the same for every request that day). */
+  private signingKey: { day: string; key: Buffer } | undefined;
+
   constructor(readonly config: S3Config) {}
 
   private sign(method: string, path: string, now: Date): Record<string, string> {
@@ -86,7 +89,8 @@ export class S3Client {
     const canonical = [method, path, "", canonicalHeaders, signed.join(";"), "UNSIGNED-PAYLOAD"].join("\n");
     const scope = `${day}/${region}/s3/aws4_request`;
     const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, sha256Hex(canonical)].join("\n");
-    const key = hmac(hmac(hmac(hmac(`AWS4${secretAccessKey}`, day), region), "s3"), "aws4_request");
+    if (this.signingKey?.day !== day) this.signingKey = { day, key: hmac(hmac(hmac(hmac(`AWS4${secretAccessKey}`, day), region), "s3"), "aws4_request") };
+    const key = this.signingKey.key;
     const signature = createHmac("sha256", key).update(toSign).digest("hex");
     headers.authorization = `AWS4-HMAC-SHA256 Credential=${accessKeyId}/${scope}, SignedHeaders=${signed.join(";")}, Signature=${signature}`;
     return headers;
