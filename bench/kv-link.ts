@@ -4,7 +4,8 @@
  * ~64-token question after a cached context of 1K/4K/8K tokens (--quick: 1K/4K) loaded from the
  * KV store, per codec (compact against none), from the object-store tier (S3 = moto, or SeaweedFS
  * with --s3-server seaweedfs, behind a bandwidth-shaping proxy on loopback: 100 Mbit/s and
- * 1 Gbit/s) and from the memory tier; the
+ * 1 Gbit/s; the proxy in its own process, as a link is no part of a pod's event loop) and from the
+ * memory tier; the
  * real default model (Gemma 3 270M) on CPU.
  *
  * Per tier, both codecs side by side, their loads alternating run by run (so the other work on a
