@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { S3Client } from "../engine/kvstore/s3-client.ts";
 import { freePorts } from "../operator/local/ports.ts";
-import type { ShapedProxy } from "../testing/shaped-proxy.ts";
+import type { ShapedProxyProcess } from "../testing/shaped-proxy-process.ts";
 
 export interface StoreProcess extends AsyncDisposable {
   url: string;
@@ -57,7 +57,7 @@ export async function startStoreProcess(codec: string, tiers: string[], env: Rec
  */
 export async function linkCheck(
   s3: { endpoint: string; env: Record<string, string> },
-  proxy: ShapedProxy,
+  proxy: ShapedProxyProcess,
   links: Record<string, number>,
   server = "moto",
 ): Promise<Record<string, number>> {
@@ -76,9 +76,9 @@ export async function linkCheck(
   };
   const out: Record<string, number> = { [`${server}_direct`]: await mbPerSecond(direct) };
   for (const [name, rate] of Object.entries(links)) {
-    proxy.setRate(rate);
+    await proxy.setRate(rate);
     out[name] = await mbPerSecond(shaped);
   }
-  proxy.setRate(Infinity);
+  await proxy.setRate(Infinity);
   return out;
 }

@@ -4,7 +4,8 @@
  * ~64-token question after a cached context of 1K/4K/8K tokens (--quick: 1K/4K) loaded from the
  * KV store, per codec (compact against none), from the object-store tier (S3 = moto, or SeaweedFS
  * with --s3-server seaweedfs, behind a bandwidth-shaping proxy on loopback: 100 Mbit/s and
- * 1 Gbit/s) and from the memory tier; the
+ * 1 Gbit/s; the proxy in its own process, as a link is no part of a pod's event loop) and from the
+ * memory tier; the
  * real default model (Gemma 3 270M) on CPU.
  *
  * Per tier, both codecs side by side, their loads alternating run by run (so the other work on a
@@ -36,7 +37,8 @@ import { readKvEntry } from "../engine/kvcodec/codec-offload.ts";
 import { nativeKvCodecPath } from "../engine/kvcodec/native-codec.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { metricValue, startPod, streamTtftMs, type RunningPod } from "../testing/engine.ts";
-import { mbitPerSecond, startShapedProxy, type ShapedProxy } from "../testing/shaped-proxy.ts";
+import { mbitPerSecond } from "../testing/shaped-proxy.ts";
+import { startShapedProxyProcess, type ShapedProxyProcess } from "../testing/shaped-proxy-process.ts";
 import { linkCheck, startStoreProcess } from "./kv-link-procs.ts";
 
 const { values: v } = parseArgs({
@@ -163,7 +165,7 @@ async function decodeBlocksGBps(b: StoredBlocks): Promise<{ gbPerSecond: number;
 
 interface Ctx {
   model: string;
-  proxy: ShapedProxy;
+  proxy: ShapedProxyProcess;
   s3: { endpoint: string; env: Record<string, string> };
   out: Output;
 }
@@ -268,7 +270,7 @@ async function prepare(ctx: Ctx, tier: Tier, side: Side, size: number): Promise<
   const { prompt } = promptOf(side.a, size);
   const promptTokens = tokenize(side.a, prompt).length;
   const loaded = Math.floor((promptTokens - 1) / BLOCK) * BLOCK;
-  ctx.proxy.setRate(Infinity);
+  await ctx.proxy.setRate(Infinity);
   await clearSequences(side.a);
   (ctx.out.recomputeTtftMs[size] ??= []).push(await streamTtftMs(side.a.url, prompt, 4));
   await side.a.pod.kvCache!.settled();
@@ -291,13 +293,13 @@ function summarise(base: Omit<Run, "ttftMs" | "medianTtftMs" | "medianLoadMs" | 
  * run by run, so the other work on a shared machine falls on both alike.
  */
 async function measureTier(ctx: Ctx, tier: Tier): Promise<void> {
-  ctx.proxy.setRate(Infinity);
+  await ctx.proxy.setRate(Infinity);
   await using none = await startSide(ctx, tier, "none");
   await using compact = await startSide(ctx, tier, "compact");
   for (const size of SIZES) {
     const prepared = [await prepare(ctx, tier, none, size), await prepare(ctx, tier, compact, size)] as const;
     for (const [link, rate] of tier === "memory" ? [["memory", Infinity] as const] : Object.entries(LINKS)) {
-      ctx.proxy.setRate(rate);
+      await ctx.proxy.setRate(rate);
       const samples: [Sample[], Sample[]] = [[], []];
       for (let r = 0; r < REPEATS * 2; r++) {
         const i = r % 2;
@@ -392,7 +394,7 @@ async function write(out: Output, complete: boolean): Promise<void> {
 async function main(): Promise<void> {
   const model = await ensureDefaultModel();
   await using s3 = await startS3ServerOf(S3_SERVER);
-  await using proxy = await startShapedProxy("127.0.0.1", Number(new URL(s3.endpoint).port), Infinity);
+  await using proxy = await startShapedProxyProcess("127.0.0.1", Number(new URL(s3.endpoint).port), Infinity);
   const out: Output = { runs: [], recomputeTtftMs: {}, decode: undefined, linkMBps: await linkCheck(s3, proxy, LINKS, S3_SERVER) };
   const ctx: Ctx = { model, proxy, s3: { endpoint: s3.endpoint, env: s3.env }, out };
   for (const tier of TIERS) {

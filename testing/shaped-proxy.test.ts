@@ -1,8 +1,9 @@
-/** The shaping proxy enforces its rate each way: 1 MB through 10 Mbit/s takes ~0.8 s. */
+/** The shaping proxy enforces its rate each way: 1 MB through 10 Mbit/s takes ~0.8 s; so does the proxy in its own process. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { mbitPerSecond, startShapedProxy } from "./shaped-proxy.ts";
+import { startShapedProxyProcess } from "./shaped-proxy-process.ts";
 
 const MB = 1_000_000;
 
@@ -60,4 +61,15 @@ test("unshaped (Infinity) forwards at once", async () => {
   const seconds = await transfer(proxy.port, 4 * MB);
   target.server.close();
   assert.ok(seconds < 0.5, `took ${seconds.toFixed(3)} s`);
+});
+
+test("in its own process (shaped-proxy-process.ts): the same rate, and a rate change applies once acknowledged", async () => {
+  const target = await startServer(MB);
+  await using proxy = await startShapedProxyProcess("127.0.0.1", target.port, mbitPerSecond(10));
+  const seconds = await transfer(proxy.port, MB);
+  assert.ok(seconds > 0.64 && seconds < 0.96, `took ${seconds.toFixed(3)} s`);
+  await proxy.setRate(mbitPerSecond(40));
+  const faster = await transfer(proxy.port, MB);
+  target.server.close();
+  assert.ok(faster > 0.16 && faster < 0.24, `took ${faster.toFixed(3)} s at 40 Mbit/s`);
 });

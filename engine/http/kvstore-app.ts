@@ -20,9 +20,11 @@
  *                                against the manifest here); 409 naming the missing blocks otherwise,
  *                                or the held blocks the manifest names by another size or CRC-32C
  *   GET    /v1/kv/:key/stream   the manifest frame, then each block as u32 length | u32 CRC-32C | bytes
- *   POST   /v1/kv/blocks/send   {keys, crc32c?, port, id} -> NDJSON, a line per block as it is staged:
+ *   POST   /v1/kv/blocks/send   {keys, crc32c?, port, id, order?} -> NDJSON, a line per block as it is staged:
  *                                the store pushes the blocks with the native TCP stream (kv-stream.h)
- *                                to the asking pod's listener at <its address>:port, ids id.0, id.1, ...
+ *                                to the asking pod's listener at <its address>:port, ids id.0, id.1, ...;
+ *                                order "manifest" (default) or "any": the meta block first, then each
+ *                                block as its read ends (kv-push.ts)
  *   GET    /health, /ready, /metrics
  */
 import express, { type Express, type Request, type Response } from "express";
@@ -32,8 +34,8 @@ import { isValidKvEntry } from "../kvstore/kv-entry.ts";
 import type { BlockSum } from "../kvstore/tiered-store.ts";
 import { blockFrameHead, decodeManifest, isManifest, KvBlockError, verifyBlock, type BlockEntry, type KvManifest } from "../kvstore/kv-blocks.ts";
 import { crc32c } from "../kvstore/crc32c.ts";
-import { READ_WINDOW_MIN, readWindow } from "../kvstore/in-windows.ts";
-import { KV_SEND_STATUS, TCP_CHUNK_BYTES, type KvListener } from "../pd/kv-transport.ts";
+import type { KvListener } from "../pd/kv-transport.ts";
+import { pushBlocks, type PushOrder } from "./kv-push.ts";
 import type { KvStoreMetrics } from "../kvstore/store-metrics.ts";
 import { checkKey } from "../kvstore/tier.ts";
 import type { TieredStore } from "../kvstore/tiered-store.ts";
@@ -191,72 +193,23 @@ function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHan
   app.post("/v1/kv/blocks/send", jsonBody({ limit: 4 * 2 ** 20 }), async (req: Request, res: Response) => {
     const tcp = deps.tcp;
     if (!tcp) throw new HttpError(409, "this store moves blocks over HTTP only (no --kv-port)", { code: "no_tcp" });
-    const keys = keyList(req.body);
-    const { port, id } = req.body as { port?: unknown; id?: unknown };
-    if (!Number.isInteger(port) || (port as number) <= 0 || (port as number) > 65535) throw new HttpError(400, "port must be a TCP port", { param: "port" });
-    if (typeof id !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(id)) throw new HttpError(400, "id must be 1-64 characters of [A-Za-z0-9_.-]", { param: "id" });
+    const { keys, port, id, order } = sendRequest(req.body);
     // Only ever to the pod that asked: its address, the port it names.
     const host = (req.socket.remoteAddress ?? "127.0.0.1").replace(/^::ffff:/, "");
     res.set({ "content-type": "application/x-ndjson" });
-    const error = await pushBlocks(deps, { tcp, keys, host, port: port as number, id }, (line) => res.write(`${JSON.stringify(line)}\n`));
+    const error = await pushBlocks(deps, { tcp, keys, host, port, id }, order, (line) => res.write(`${JSON.stringify(line)}\n`));
     res.end(error ? `${JSON.stringify(error)}\n` : undefined);
   });
 }
 
-/** Blocks in flight at once per send: overlaps each block's connection set-up and acknowledgement with the next blocks' bytes. */
-const SEND_WINDOW = 4;
-
-/**
- * Sends the blocks to the pod's listener (ids id.0, id.1, ...), SEND_WINDOW at a time, and reports
- * each in order as it is staged: the pod places block i while later blocks move. Returns the line
- * that ends the stream early (a block missing, refused or not delivered), or undefined.
- */
-async function pushBlocks(
-  deps: KvStoreAppDeps,
-  to: { tcp: KvListener; keys: string[]; host: string; port: number; id: string },
-  staged: (line: { index: number; bytes: number }) => void,
-): Promise<{ index: number; error: string } | undefined> {
-  const reads: ReturnType<TieredStore["get"]>[] = [];
-  const read = (i: number): ReturnType<TieredStore["get"]> => (reads[i] ??= deps.store.get(to.keys[i]!));
-  // Blocks read from the tiers ahead of the send that needs them, so a slow tier's reads overlap the
-  // sends before them: READ_WINDOW_MIN until a kv block's size is known, then readWindow of the
-  // largest seen (in-windows.ts; more of an entry's small coded blocks, no more of large raw ones).
-  let window = READ_WINDOW_MIN;
-  let largest = 0;
-  const sendOne = async (index: number): Promise<{ index: number; error: string } | { index: number; bytes: number }> => {
-    for (let i = index + 1; i < Math.min(to.keys.length, index + window); i++) void read(i);
-    const got = await read(index);
-    if (got && index > 0 && got.value.length > largest) {
-      largest = got.value.length;
-      window = readWindow(largest);
-    }
-    reads[index] = Promise.resolve(undefined); // sent: not held here any longer
-    if (!got) return { index, error: "missing" };
-    try {
-      const sent = await to.tcp.addon.kvSend(got.value, to.host, to.port, `${to.id}.${index}`, "{}", TCP_CHUNK_BYTES, 30_000);
-      if (sent.status !== KV_SEND_STATUS.ok) return { index, error: `refused (status ${sent.status}: ${sent.message})` };
-    } catch (err) {
-      return { index, error: (err as Error).message };
-    }
-    deps.metrics.blockBytes.inc({ direction: "out", path: "tcp" }, got.value.length);
-    return { index, bytes: got.value.length };
-  };
-  const inFlight: Promise<Awaited<ReturnType<typeof sendOne>>>[] = [];
-  let next = 0;
-  const fill = (): void => {
-    while (next < to.keys.length && inFlight.length < SEND_WINDOW) inFlight.push(sendOne(next++));
-  };
-  fill();
-  while (inFlight.length > 0) {
-    const done = await inFlight.shift()!;
-    if ("error" in done) {
-      await Promise.allSettled(inFlight); // the pod frees what was staged after this
-      return done;
-    }
-    staged(done);
-    fill();
-  }
-  return undefined;
+/** The body of POST /v1/kv/blocks/send, checked. */
+function sendRequest(body: unknown): { keys: string[]; port: number; id: string; order: PushOrder } {
+  const keys = keyList(body);
+  const { port, id, order = "manifest" } = body as { port?: unknown; id?: unknown; order?: unknown };
+  if (!Number.isInteger(port) || (port as number) <= 0 || (port as number) > 65535) throw new HttpError(400, "port must be a TCP port", { param: "port" });
+  if (typeof id !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(id)) throw new HttpError(400, "id must be 1-64 characters of [A-Za-z0-9_.-]", { param: "id" });
+  if (order !== "manifest" && order !== "any") throw new HttpError(400, 'order must be "manifest" or "any"', { param: "order" });
+  return { keys, port: port as number, id, order };
 }
 
 function routes(app: Express, deps: KvStoreAppDeps): void {

@@ -291,6 +291,46 @@ for (const native of [true, false]) {
   });
 }
 
+test("compact2b on a worker thread (placeCodedManyAsync, kvDecodeAsync): the same state, the event loop free during the pass, a corrupt block in the pass named", async () => {
+  useNativeKvCodec(addonPath);
+  const state = syntheticSeqState({ tokens: 24 * B, vTransposed: true, windows: [0, 3 * B], seed: 12 });
+  const split = splitState(state, B, { codec: COMPACT_BLOCKS });
+  const sync = new StateJoiner(split.meta, B);
+  sync.placeCodedMany(
+    split.blocks.map((coded, i) => ({ i, coded })),
+    COMPACT_BLOCKS,
+  );
+  const async_ = new StateJoiner(split.meta, B);
+  // Event-loop turns while the passes run: none can pass during a synchronous decode (the awaits between passes are microtasks).
+  let turns = 0;
+  let spinning = true;
+  const spin = (): void => void (spinning && (turns++, setImmediate(spin)));
+  setImmediate(spin);
+  const passes = [split.blocks.slice(0, 12), split.blocks.slice(12)];
+  try {
+    await async_.placeCodedManyAsync(
+      passes[0]!.map((coded, i) => ({ i, coded })),
+      COMPACT_BLOCKS,
+    );
+    await async_.placeCodedManyAsync(
+      passes[1]!.map((coded, k) => ({ i: 12 + k, coded })),
+      COMPACT_BLOCKS,
+    );
+  } finally {
+    spinning = false;
+  }
+  assert.ok(async_.finish().equals(sync.finish()), "same bytes as the synchronous pass");
+  assert.ok(turns > 0, "the event loop turned while the passes decoded");
+  const bad = split.blocks.map((b, i) => (i === 5 ? b.subarray(0, b.length - 9) : b));
+  await assert.rejects(
+    new StateJoiner(split.meta, B).placeCodedManyAsync(
+      bad.slice(0, 8).map((coded, i) => ({ i, coded })),
+      COMPACT_BLOCKS,
+    ),
+    (err: unknown) => err instanceof KvBlockError && /kv block 5 does not decode with codec compact2b/.test(err.message),
+  );
+});
+
 test("compact2b: a window whose cells wrapped (rows out of position order in the state) decodes through scratch to the rows in order give, native and JavaScript", () => {
   const opts = { tokens: 6 * B, vTransposed: true, windows: [0, 3 * B], seed: 12 };
   const wrapped = syntheticSeqState({ ...opts, rings: [0, B / 2] });

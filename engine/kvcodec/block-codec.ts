@@ -20,7 +20,7 @@
  */
 import { BlockDecodeError, type BlockSlot, type KvBlockCodec } from "../kvstore/kv-block-layout.ts";
 import { COMPACT_EARLY, COMPACT_SCALE, ROPES, type EarlyLayers } from "./codec.ts";
-import { decodeTensorsNatively, encodeTensorsNatively, nativeKvCodec, type CodedTensor, type StridedTarget } from "./native-codec.ts";
+import { decodeTensorsNatively, decodeTensorsNativelyAsync, encodeTensorsNatively, nativeKvCodec, type CodedTensor, type NativeKvCodecAddon, type StridedTarget } from "./native-codec.ts";
 import { decodeSinkTensor, encodeSinkTensor, SINK_CODED, toEncode, WIDE_SINK_CODED, type QpreOptions } from "./qpre.ts";
 import { EXPONENT, REFERENCE_CELLS } from "./qpre-policy.ts";
 import type { KvTensor } from "./state-tensors.ts";
@@ -115,38 +115,65 @@ function copyStrided(t: KvTensor, into: StridedTarget): void {
   for (let j = 0; j < t.rows; j++) t.data.copy(into.data, 2 * j * into.stride, j * row, (j + 1) * row);
 }
 
+/** Runs `fn`; an error it throws becomes a BlockDecodeError naming block `k` (kept when it is one). */
+function named<T>(k: number, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw err instanceof BlockDecodeError ? err : new BlockDecodeError(k, (err as Error).message);
+  }
+}
+
+/** Each block's tensors (its raw segments copied into their slots now); decoded in JavaScript at once when the addon is not there (undefined then). */
+function parsedTensors(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[], wide: boolean): { native: NativeKvCodecAddon; perBlock: CodedTensor[][] } | undefined {
+  const perBlock = blocks.map(({ coded, slots }, k) => named(k, () => parseBlock(coded, slots, tensorKind(wide))));
+  const native = nativeKvCodec();
+  if (native) return { native, perBlock };
+  perBlock.forEach((tensors, k) =>
+    named(k, () => {
+      for (const t of tensors) {
+        decodeSinkTensor(t.body, t.slot, wide);
+        if (t.into) copyStrided(t.slot, t.into);
+      }
+    }),
+  );
+  return undefined;
+}
+
 /**
  * Decodes coded blocks into their slots: natively, every block's tensors in one pass (strided
  * targets written in place), or in JavaScript (dense, then copied there); a BlockDecodeError names
  * the block by its place in `blocks`.
  */
 function decodeAll(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[], wide: boolean): void {
-  const named = <T>(k: number, fn: () => T): T => {
-    try {
-      return fn();
-    } catch (err) {
-      throw err instanceof BlockDecodeError ? err : new BlockDecodeError(k, (err as Error).message);
-    }
-  };
-  const perBlock = blocks.map(({ coded, slots }, k) => named(k, () => parseBlock(coded, slots, tensorKind(wide))));
-  const native = nativeKvCodec();
-  if (!native) {
-    perBlock.forEach((tensors, k) =>
-      named(k, () => {
-        for (const t of tensors) {
-          decodeSinkTensor(t.body, t.slot, wide);
-          if (t.into) copyStrided(t.slot, t.into);
-        }
-      }),
-    );
-    return;
-  }
+  const parsed = parsedTensors(blocks, wide);
+  if (!parsed) return;
+  const { native, perBlock } = parsed;
   if (blocks.length === 1) return named(0, () => decodeTensorsNatively(native, perBlock[0]!));
   try {
     decodeTensorsNatively(native, perBlock.flat());
   } catch (err) {
     // The pass does not say which tensor failed: each block on its own, to name it.
     perBlock.forEach((tensors, k) => named(k, () => decodeTensorsNatively(native, tensors)));
+    throw err;
+  }
+}
+
+/** decodeAll with the native pass on a worker thread (the event loop free meanwhile). */
+async function decodeAllAsync(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[], wide: boolean): Promise<void> {
+  const parsed = parsedTensors(blocks, wide);
+  if (!parsed) return;
+  const { native, perBlock } = parsed;
+  try {
+    await decodeTensorsNativelyAsync(native, perBlock.flat());
+  } catch (err) {
+    if (blocks.length === 1) throw new BlockDecodeError(0, (err as Error).message);
+    // The pass does not say which tensor failed: each block on its own, to name it.
+    for (const [k, tensors] of perBlock.entries()) {
+      await decodeTensorsNativelyAsync(native, tensors).catch((e: Error) => {
+        throw new BlockDecodeError(k, e.message);
+      });
+    }
     throw err;
   }
 }
@@ -183,7 +210,7 @@ export function compactBlockCodec(name: string, scale: number, rule: BlockRule =
     if (!options.has(cells)) options.set(cells, blockOptions(scale * spanFactor(cells), early, tail, wide));
     return options.get(cells)!;
   };
-  return { name, encode: (blocks) => encodeAll(blocks, optionsOf, wide), decode: (blocks) => decodeAll(blocks, wide) };
+  return { name, encode: (blocks) => encodeAll(blocks, optionsOf, wide), decode: (blocks) => decodeAll(blocks, wide), decodeAsync: (blocks) => decodeAllAsync(blocks, wide) };
 }
 
 /**

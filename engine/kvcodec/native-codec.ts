@@ -52,6 +52,8 @@ interface NativeDecodeJob {
 export interface NativeKvCodecAddon {
   /** Decodes every job into its `out`, on `threads` threads; throws on a corrupt body. gains: 2^(-code/32) at code + 128. */
   kvDecode(jobs: NativeDecodeJob[], threads: number, gains: Float32Array | null): void;
+  /** kvDecode on a worker thread (an addon built before it lacks it); rejects on a corrupt body. */
+  kvDecodeAsync?(jobs: NativeDecodeJob[], threads: number, gains: Float32Array | null): Promise<void>;
   /** Each job's tensor body (what qpre.ts writes after the part header); gains: 2^(code/32) at code + 128. */
   kvEncode(jobs: NativeEncodeJob[], threads: number, gains: Float32Array | null): Buffer[];
 }
@@ -162,10 +164,29 @@ function f16View(data: Buffer): Uint16Array {
   return new Uint16Array(data.length / 2);
 }
 
+/** Decoder threads by default: the cores, at most 8. */
+const DECODE_THREADS = Math.min(availableParallelism(), 8);
+
 /** Decodes the tensors into their slots with the addon on `threads` threads (default: the cores, at most 8); throws on a corrupt body. */
-export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readonly CodedTensor[], threads = Math.min(availableParallelism(), 8)): void {
+export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readonly CodedTensor[], threads = DECODE_THREADS): void {
+  const jobs = decodeJobs(tensors);
+  addon.kvDecode(jobs, threads, GAINS);
+  copyUnaligned(tensors, jobs);
+}
+
+/** decodeTensorsNatively on a worker thread (kvDecodeAsync; inline with an addon that lacks it): the event loop stays free while it runs. */
+export async function decodeTensorsNativelyAsync(addon: NativeKvCodecAddon, tensors: readonly CodedTensor[], threads = DECODE_THREADS): Promise<void> {
+  if (!addon.kvDecodeAsync) return decodeTensorsNatively(addon, tensors, threads);
+  const jobs = decodeJobs(tensors);
+  await addon.kvDecodeAsync(jobs, threads, GAINS);
+  copyUnaligned(tensors, jobs);
+}
+
+
+/** The addon's jobs for the tensors: each decodes into its slot (or its strided target), or into a copy when that is not 2-aligned. */
+function decodeJobs(tensors: readonly CodedTensor[]): NativeDecodeJob[] {
   const ropeOf = ropeCache();
-  const jobs = tensors.map(({ kind, body, slot, into }): NativeDecodeJob => {
+  return tensors.map(({ kind, body, slot, into }): NativeDecodeJob => {
     const head = kind === 3 || kind === 4 ? 4 : 0;
     const style = body.length >= head + BASE_AT + 4 ? body[head + STYLE_AT]! : 0;
     // Assigned, not spread: one job per tensor of every block a load decodes (spreads cost V8 microseconds each).
@@ -178,7 +199,10 @@ export function decodeTensorsNatively(addon: NativeKvCodecAddon, tensors: readon
     job.seeds = rope.seeds;
     return job;
   });
-  addon.kvDecode(jobs, threads, GAINS);
+}
+
+/** The outputs decoded into a copy (their slot was not 2-aligned) copied to their slot. */
+function copyUnaligned(tensors: readonly CodedTensor[], jobs: readonly NativeDecodeJob[]): void {
   jobs.forEach((j, i) => {
     const data = (tensors[i]!.into ?? tensors[i]!.slot).data;
     if (j.out.buffer !== data.buffer) Buffer.from(j.out.buffer).copy(data);

@@ -299,10 +299,9 @@ export class KvBlockClient {
         { op: "loaded", path },
         m.blocks.reduce((n, b) => n + b.bytes, 0),
       );
-      await sink.settled();
-      return { state: sink.finish(), path };
+      return { state: await sink.finish(), path };
     } finally {
-      await sink.settled().catch(() => undefined); // no copy into the state outlives the load
+      await sink.close(); // no decode or copy into the state outlives the load
       state.unused();
     }
   }
@@ -346,7 +345,8 @@ export class KvBlockClient {
     const res = await fetch(`${this.opts.url}/v1/kv/blocks/send`, {
       method: "POST",
       headers: { ...this.opts.headers(), "content-type": "application/json" },
-      body: JSON.stringify({ keys: m.blocks.map((b) => b.key), port: tcp.port, id }),
+      // order "any": the meta block first, then each kv block as the store has read it (BlockSink).
+      body: JSON.stringify({ keys: m.blocks.map((b) => b.key), port: tcp.port, id, order: "any" }),
       signal,
     });
     if (res.status === 409 && this.mode === "auto") return false;
@@ -363,7 +363,7 @@ export class KvBlockClient {
     } finally {
       await lines.return(undefined);
       // Blocks staged after a failure: freed now (the listener's TTL would free them later).
-      for (let i = sink.next; i < m.blocks.length; i++) {
+      for (const i of sink.missing()) {
         const left = tcp.addon.kvTake(tcp.handle, `${id}.${i}`);
         if (left) tcp.addon.kvRelease?.(left.state); // back to the pool now, not at a collection
       }
@@ -374,16 +374,15 @@ export class KvBlockClient {
 
   /** One NDJSON line of a push: the block staged under id.index goes to the sink; false when the very first block could not reach this pod (auto mode: HTTP). */
   private takeStaged({ index, error }: { index: number; error?: string }, { sink, id }: { sink: BlockSink; id: string }): boolean {
-    if (error && index === 0 && sink.next === 0 && this.mode === "auto") return false;
+    if (error && index === 0 && sink.count === 0 && this.mode === "auto") return false;
     if (error) throw new KvBlockError(`block ${index} of the entry: ${error}`);
-    if (index !== sink.next) throw new KvBlockError(`block ${index} staged out of order (expected ${sink.next})`);
     const t0 = performance.now();
     const taken = this.opts.tcp!.addon.kvTake(this.opts.tcp!.handle, `${id}.${index}`);
     if (!taken) throw new KvBlockError(`block ${index} was reported staged but is not`);
     // Placed: the block goes back to the pool now (or once the addon placed it), not at a collection.
     // A coded block waits for its batch's decode, and is collected later.
     const release = (): void => void this.opts.tcp!.addon.kvRelease?.(taken.state);
-    if (!sink.accept(taken.state, release)) release();
+    if (!sink.accept(taken.state, release, index)) release();
     countStage(this.opts.metrics, "load", "place", t0);
     return true;
   }
@@ -402,7 +401,7 @@ export class KvBlockClient {
       }
     } catch (err) {
       if (err instanceof KvBlockError) throw err;
-      throw new KvBlockError(`the block stream broke after ${sink.next} of ${sink.total} blocks: ${(err as Error).message}`);
+      throw new KvBlockError(`the block stream broke after ${sink.count} of ${sink.total} blocks: ${(err as Error).message}`);
     }
     sink.complete("the block stream (truncated, or a block evicted)");
   }

@@ -12,6 +12,8 @@ import { kvBlockCodec } from "../kvcodec/block-codec.ts";
  * 0.55 GB/s on 2 cores, eight blocks per pass at 0.67-0.69 (the whole-entry decoder's speed), four
  * at 0.50-0.68. A load still decodes while later blocks arrive, and decodes what it holds whenever
  * the stream idles (flush), so the pass after the stream ends holds only the last blocks to arrive.
+ * Passes run on a worker thread, one at a time (kvDecodeAsync): the event loop takes the blocks
+ * that arrive meanwhile, and they make the next pass.
  */
 export const CODED_BATCH = 8;
 
@@ -22,15 +24,22 @@ const idle = (): Promise<boolean> => tick().then(() => true);
 const SCATTER_MIN_BYTES = 256 * 1024;
 
 /**
- * Takes an entry's stored blocks in order: checks each against the manifest, opens it, decodes it
- * (its codec's, native when the addon is loaded; coded blocks CODED_BATCH at a time) straight into
- * the state and places its rows, while later blocks are still arriving.
+ * Takes an entry's stored blocks, the meta block first and the kv blocks in any order (a store
+ * pushes each as its read ends: reads sharing a slow link end together, so in-order blocks came in
+ * one burst at the end, with nothing to decode before it): checks each against the manifest, opens
+ * it, decodes it (its codec's, native when the addon is loaded; coded blocks CODED_BATCH at a time)
+ * straight into the state and places its rows, while later blocks are still arriving.
  */
 export class BlockSink {
-  next = 0;
+  /** Blocks taken so far. */
+  count = 0;
+  private readonly taken: boolean[];
   private joiner: StateJoiner | undefined;
-  /** Coded blocks checked and opened, not yet decoded: decoded CODED_BATCH at a time (one native pass). */
-  private coded: { i: number; coded: Buffer; codec: string }[] = [];
+  /** Coded blocks checked and opened, not yet decoded: decoded CODED_BATCH at a time (one native pass); `release` once decoded. */
+  private coded: { i: number; coded: Buffer; codec: string; release?: () => void }[] = [];
+  /** The decode pass running (one at a time), and the first error of any. */
+  private decoding: Promise<void> | undefined;
+  private decodeError: unknown;
 
   /** Raw blocks being placed by the addon (kvScatter), each checked against its CRC-32C when done. */
   private readonly scattering: Promise<void>[] = [];
@@ -42,20 +51,28 @@ export class BlockSink {
     private readonly alloc?: (bytes: number) => Buffer,
     /** The addon's kvScatter: unsealed raw blocks are checked and placed on a worker thread, off the event loop. */
     private readonly scatter?: (src: Uint8Array, dst: Uint8Array, runs: Float64Array) => Promise<number>,
-  ) {}
+  ) {
+    this.taken = new Array<boolean>(m.blocks.length).fill(false);
+  }
 
   get total(): number {
     return this.m.blocks.length;
   }
 
+  /** The blocks not taken yet, in order. */
+  missing(): number[] {
+    return this.taken.flatMap((t, i) => (t ? [] : [i]));
+  }
+
   /**
-   * Takes the next stored block; true when the sink keeps reading `stored` after it returns (a coded
-   * block waiting for its batch; a raw block being placed, which gets `release` once placed).
+   * Takes stored block `i` (default: the next in order); true when the sink keeps reading `stored`
+   * after it returns (a coded block until it is decoded, a raw block being placed: each gets
+   * `release` once done with). The meta block must come first; KvBlockError for a block out of
+   * range or taken twice, and the error of a decode pass that failed.
    */
-  accept(stored: Buffer, release?: () => void): boolean {
-    const i = this.next;
-    const b = this.m.blocks[i];
-    if (!b) throw new KvBlockError("the block stream holds more blocks than the manifest");
+  accept(stored: Buffer, release?: () => void, i = this.count): boolean {
+    if (this.decodeError) throw this.decodeError;
+    const b = this.take(i);
     if (this.scatters(i, b, stored)) {
       this.scatterRaw(i, b, stored, release);
       return true;
@@ -66,13 +83,26 @@ export class BlockSink {
       this.joiner = new StateJoiner(raw, this.m.blockTokens, false, this.alloc);
       if (this.joiner.blocks !== this.total - 1) throw new KvBlockError(`meta block describes ${this.joiner.blocks} kv blocks, the manifest ${this.total - 1}`);
     } else if (b.codec === "none") this.joiner!.place(i - 1, raw);
-    else {
-      if (this.coded.length > 0 && this.coded[0]!.codec !== b.codec) this.decodeCoded();
-      this.coded.push({ i: i - 1, coded: raw, codec: b.codec });
-      if (this.coded.length >= CODED_BATCH || i === this.total - 1) this.decodeCoded();
-    }
-    this.next++;
-    return this.coded.some((c) => c.coded.buffer === stored.buffer);
+    else return this.hold({ i: i - 1, coded: raw, codec: b.codec }, raw.buffer === stored.buffer ? release : undefined);
+    return false;
+  }
+
+  /** A coded block held for a decode pass; true when it is the stored bytes themselves (unsealed: kept until decoded, then released). */
+  private hold(block: { i: number; coded: Buffer; codec: string }, release: (() => void) | undefined): boolean {
+    this.coded.push(release ? { ...block, release } : block);
+    if (this.coded.length >= CODED_BATCH || this.count === this.total) this.decodeCoded();
+    return release !== undefined;
+  }
+
+  /** Block i's manifest entry, counted taken; KvBlockError when it cannot come now. */
+  private take(i: number): BlockEntry {
+    const b = this.m.blocks[i];
+    if (!b || !Number.isInteger(i)) throw new KvBlockError(`block ${i}: the manifest has ${this.total} blocks`);
+    if (this.taken[i]) throw new KvBlockError(`block ${i} arrived twice`);
+    if ((i === 0) !== (this.count === 0)) throw new KvBlockError(i === 0 ? "the meta block arrived after kv blocks" : `kv block ${i - 1} arrived before the meta block`);
+    this.taken[i] = true;
+    this.count++;
+    return b;
   }
 
   private scatters(i: number, b: BlockEntry, stored: Buffer): boolean {
@@ -92,11 +122,12 @@ export class BlockSink {
     // handler fired between the failed copy and the load's settled()).
     done.catch(() => undefined);
     this.scattering.push(done);
-    this.next++;
   }
 
-  /** Waits for the blocks the addon is placing; the first that failed its check throws (after all have ended). */
+  /** Waits for the blocks the addon is placing and the decode pass running; the first that failed throws (after all have ended). */
   async settled(): Promise<void> {
+    await this.decoding;
+    if (this.decodeError) throw this.decodeError;
     const done = await Promise.allSettled(this.scattering);
     const failed = done.find((d) => d.status === "rejected");
     if (failed) throw failed.reason;
@@ -113,20 +144,45 @@ export class BlockSink {
     return next;
   }
 
+  /** Starts a decode pass over the coded blocks held (those of the first one's codec), unless one is running: its end starts the next. */
   private decodeCoded(): void {
-    if (this.coded.length === 0) return;
-    const batch = this.coded;
-    this.coded = [];
-    this.joiner!.placeCodedMany(batch, kvBlockCodec(batch[0]!.codec)!);
+    if (this.decoding || this.coded.length === 0 || this.decodeError) return;
+    const codec = this.coded[0]!.codec;
+    const other = this.coded.findIndex((c) => c.codec !== codec);
+    const batch = this.coded.splice(0, other < 0 ? this.coded.length : other);
+    this.decoding = this.joiner!.placeCodedManyAsync(batch, kvBlockCodec(codec)!).then(
+      () => this.decoded(batch),
+      (err: unknown) => {
+        this.decodeError ??= err;
+        this.decoded(batch);
+      },
+    );
+  }
+
+  private decoded(batch: readonly { release?: () => void }[]): void {
+    for (const b of batch) b.release?.();
+    this.decoding = undefined;
+    if (this.coded.length >= CODED_BATCH || this.count === this.total) this.decodeCoded();
   }
 
   complete(what: string): void {
-    if (this.next !== this.total) throw new KvBlockError(`${what} ended after ${this.next} of ${this.total} blocks`);
+    if (this.count !== this.total) throw new KvBlockError(`${what} ended after ${this.count} of ${this.total} blocks`);
   }
 
-  finish(): Buffer {
+  /** After a load that failed: the blocks not decoded are released, and the decode pass and the copies running are waited for (never throws). */
+  async close(): Promise<void> {
+    for (const c of this.coded.splice(0)) c.release?.();
+    await this.settled().catch(() => undefined);
+  }
+
+  /** The state, once every block held is decoded and placed; throws what failed. */
+  async finish(): Promise<Buffer> {
     if (!this.joiner) throw new KvBlockError("the meta block never arrived");
-    this.decodeCoded();
+    while (this.decoding || (this.coded.length > 0 && !this.decodeError)) {
+      this.decodeCoded();
+      await this.decoding;
+    }
+    await this.settled();
     return this.joiner.finish();
   }
 }

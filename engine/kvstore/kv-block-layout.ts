@@ -314,6 +314,8 @@ export interface KvBlockCodec {
    * the block (its place in `blocks`) that does not decode.
    */
   decode(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[]): void;
+  /** decode with the native pass on a worker thread, the event loop free meanwhile (a load's blocks); absent: decode. */
+  decodeAsync?(blocks: readonly { coded: Buffer; slots: readonly BlockSlot[] }[]): Promise<void>;
 }
 
 /** A block of a KvBlockCodec.decode call that does not decode: `index`, its place in the call. */

@@ -26,7 +26,7 @@
  */
 import { createHash } from "node:crypto";
 import { crc32c } from "./crc32c.ts";
-import { BlockDecodeError, blockSlots, codedShape, forEachRowRun, isF16Seg, isSeg, KvBlockError, moveRows, parse, plan, type KvBlockCodec, type Plan, type SlotPlace } from "./kv-block-layout.ts";
+import { BlockDecodeError, blockSlots, codedShape, forEachRowRun, isF16Seg, isSeg, KvBlockError, moveRows, parse, plan, type BlockSlot, type KvBlockCodec, type Plan, type SlotPlace } from "./kv-block-layout.ts";
 
 export { KvBlockError, type BlockSlot, type KvBlockCodec } from "./kv-block-layout.ts";
 
@@ -133,6 +133,21 @@ function codeBlocks(raw: SplitState, p: Plan, codec: KvBlockCodec): SplitState {
   return { ...raw, meta: buffer.subarray(0, raw.meta.length), blocks, shapes: raw.shapes.map((_, b) => codedShape(p, b)), buffer };
 }
 
+/** A coded block's decode into the state: its slots, and the scratch copy of its raw layout when some segment cannot decode in place. */
+interface CodedWork {
+  i: number;
+  coded: Buffer;
+  scratch: Buffer | undefined;
+  slots: BlockSlot[];
+  direct: Set<number>;
+}
+
+/** The KvBlockError of a failed decode, naming the block (a BlockDecodeError says which; else the first). */
+function decodeFailure(err: unknown, work: readonly CodedWork[], codec: KvBlockCodec): KvBlockError {
+  const i = err instanceof BlockDecodeError ? work[err.index]!.i : work[0]!.i;
+  return new KvBlockError(`kv block ${i} does not decode with codec ${codec.name}: ${(err as Error).message}`);
+}
+
 /**
  * Rebuilds a state from its meta block, block by block: `place(i, data)` as each kv block
  * arrives (any order), `finish()` once all have (KvBlockError if one is missing or the wrong size).
@@ -223,19 +238,41 @@ export class StateJoiner {
    * than the copies they would take).
    */
   placeCodedMany(blocks: readonly { i: number; coded: Buffer }[], codec: KvBlockCodec): void {
-    const work = blocks.map(({ i, coded }) => {
+    const work = this.codedWork(blocks);
+    try {
+      codec.decode(work);
+    } catch (err) {
+      throw decodeFailure(err, work, codec);
+    }
+    this.placedCoded(work);
+  }
+
+  /**
+   * placeCodedMany with the native pass on a worker thread (KvBlockCodec.decodeAsync), the event
+   * loop free meanwhile: a load's blocks keep arriving while earlier ones decode. The blocks' bytes
+   * and the state must stay as they are until it settles.
+   */
+  async placeCodedManyAsync(blocks: readonly { i: number; coded: Buffer }[], codec: KvBlockCodec): Promise<void> {
+    const work = this.codedWork(blocks);
+    try {
+      await (codec.decodeAsync ? codec.decodeAsync(work) : codec.decode(work));
+    } catch (err) {
+      throw decodeFailure(err, work, codec);
+    }
+    this.placedCoded(work);
+  }
+
+  private codedWork(blocks: readonly { i: number; coded: Buffer }[]): CodedWork[] {
+    return blocks.map(({ i, coded }) => {
       this.check(i);
       const places = this.statePlaces(i);
       const inPlace = this.p.parsed.items.filter(isSeg).every((seg, si) => this.p.counts[seg.part]![i] === 0 || places.has(si));
       const scratch = inPlace ? undefined : Buffer.allocUnsafe(this.p.sizes[i]!);
       return { i, coded, scratch, slots: blockSlots(this.p, i, scratch, (si) => places.get(si)), direct: new Set(places.keys()) };
     });
-    try {
-      codec.decode(work);
-    } catch (err) {
-      const i = err instanceof BlockDecodeError ? work[err.index]!.i : work[0]!.i;
-      throw new KvBlockError(`kv block ${i} does not decode with codec ${codec.name}: ${(err as Error).message}`);
-    }
+  }
+
+  private placedCoded(work: readonly CodedWork[]): void {
     for (const w of work) {
       if (w.scratch) moveRows({ p: this.p, state: this.out, stateOffsets: this.stateOffsets, skip: w.direct }, w.i, w.scratch, false);
       this.placed[w.i] = true;

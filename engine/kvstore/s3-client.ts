@@ -4,6 +4,8 @@
  * KV entry carries its own SHA-256, checked on read.
  */
 import { createHash, createHmac } from "node:crypto";
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 
 export interface S3Config {
   endpoint: string;
@@ -32,7 +34,45 @@ export interface S3Object {
   lastModified: number;
 }
 
+interface S3Response {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+const ok = (res: S3Response): boolean => res.status >= 200 && res.status < 300;
+const lastModifiedOf = (res: S3Response): number => Date.parse(String(res.headers["last-modified"] ?? "")) || Date.now();
+
+/** The whole body (none for a HEAD), into one buffer of content-length when the server gives it (one copy per chunk, no concatenation). */
+function readResponse(res: IncomingMessage, head: boolean): Promise<S3Response> {
+  return new Promise((resolve, reject) => {
+    const length = Number(res.headers["content-length"]);
+    const known = !head && Number.isSafeInteger(length) && length >= 0;
+    const chunks: Buffer[] = [];
+    let body = known ? Buffer.allocUnsafe(length) : Buffer.alloc(0);
+    let at = 0;
+    res.on("data", (chunk: Buffer) => {
+      if (known && at + chunk.length <= length) at += chunk.copy(body, at);
+      else chunks.push(chunk);
+    });
+    res.on("error", reject);
+    res.on("close", () => {
+      if (!res.complete) reject(new Error(`S3 response cut short after ${at} bytes`));
+    });
+    res.on("end", () => {
+      if (!known || chunks.length > 0 || at !== length) body = Buffer.concat([body.subarray(0, at), ...chunks]);
+      resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
+    });
+  });
+}
+
 export class S3Client {
+  /** Connections kept open between requests (a load's block reads reuse them). */
+  private readonly agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+
+  /** The SigV4 signing key of the day (four HMACs, the same for every request that day). */
+  private signingKey: { day: string; key: Buffer } | undefined;
+
   constructor(readonly config: S3Config) {}
 
   private sign(method: string, path: string, now: Date): Record<string, string> {
@@ -49,28 +89,38 @@ export class S3Client {
     const canonical = [method, path, "", canonicalHeaders, signed.join(";"), "UNSIGNED-PAYLOAD"].join("\n");
     const scope = `${day}/${region}/s3/aws4_request`;
     const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, sha256Hex(canonical)].join("\n");
-    const key = hmac(hmac(hmac(hmac(`AWS4${secretAccessKey}`, day), region), "s3"), "aws4_request");
+    if (this.signingKey?.day !== day) this.signingKey = { day, key: hmac(hmac(hmac(hmac(`AWS4${secretAccessKey}`, day), region), "s3"), "aws4_request") };
+    const key = this.signingKey.key;
     const signature = createHmac("sha256", key).update(toSign).digest("hex");
     headers.authorization = `AWS4-HMAC-SHA256 Credential=${accessKeyId}/${scope}, SignedHeaders=${signed.join(";")}, Signature=${signature}`;
     return headers;
   }
 
-  private async request(method: string, key: string | undefined, body?: Buffer): Promise<Response> {
+  /**
+   * One signed request over node:http(s) on a keep-alive agent, the whole body read. Not fetch: a
+   * load reads an entry's ~33 blocks at once, and fetch's streams cost the store's event loop about
+   * twice the CPU per GET (bench:s3-get), CPU that on a busy host delayed the push of blocks
+   * already read (docs/kv-store.md).
+   */
+  private request(method: string, key: string | undefined, body?: Buffer): Promise<S3Response> {
     const base = new URL(this.config.endpoint).pathname.replace(/\/+$/, "");
     const path = `${base}/${encodeURIComponent(this.config.bucket)}${key === undefined ? "" : `/${encodeURIComponent(key)}`}`;
-    const headers = this.sign(method, path, new Date());
-    delete headers.host;
-    return fetch(`${new URL(this.config.endpoint).origin}${path}`, {
-      method,
-      headers,
-      ...(body ? { body: body as unknown as BodyInit } : {}),
-      signal: AbortSignal.timeout(this.config.timeoutMs ?? 30_000),
+    const headers: Record<string, string | number> = this.sign(method, path, new Date());
+    if (body) headers["content-length"] = body.length;
+    const url = new URL(this.config.endpoint);
+    const { request, agent } = url.protocol === "https:" ? { request: httpsRequest, agent: this.agents.https } : { request: httpRequest, agent: this.agents.http };
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { host: url.hostname, port: url.port || undefined, path, method, headers, agent, signal: AbortSignal.timeout(this.config.timeoutMs ?? 30_000) },
+        (res) => void readResponse(res, method === "HEAD").then(resolve, reject),
+      );
+      req.on("error", reject);
+      req.end(body);
     });
   }
 
-  private static async fail(res: Response, what: string): Promise<never> {
-    const text = await res.text().catch(() => "");
-    throw new S3Error(res.status, `S3 ${what}: ${res.status} ${text.slice(0, 300)}`);
+  private static fail(res: S3Response, what: string): never {
+    throw new S3Error(res.status, `S3 ${what}: ${res.status} ${res.body.toString("utf8", 0, 300)}`);
   }
 
   /** Creates the bucket; an existing bucket owned by us is fine. */
@@ -83,34 +133,31 @@ export class S3Client {
             `<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LocationConstraint>${region}</LocationConstraint></CreateBucketConfiguration>`,
           );
     const res = await this.request("PUT", undefined, location);
-    if (res.ok || res.status === 409) return void (await res.arrayBuffer());
-    await S3Client.fail(res, `create bucket ${this.config.bucket}`);
+    if (ok(res) || res.status === 409) return;
+    S3Client.fail(res, `create bucket ${this.config.bucket}`);
   }
 
   async put(key: string, body: Buffer): Promise<void> {
     const res = await this.request("PUT", key, body);
-    if (!res.ok) await S3Client.fail(res, `put ${key}`);
-    await res.arrayBuffer();
+    if (!ok(res)) S3Client.fail(res, `put ${key}`);
   }
 
   async get(key: string): Promise<S3Object | undefined> {
     const res = await this.request("GET", key);
-    if (res.status === 404) return void (await res.arrayBuffer());
-    if (!res.ok) await S3Client.fail(res, `get ${key}`);
-    const lastModified = Date.parse(res.headers.get("last-modified") ?? "") || Date.now();
-    return { body: Buffer.from(await res.arrayBuffer()), lastModified };
+    if (res.status === 404) return undefined;
+    if (!ok(res)) S3Client.fail(res, `get ${key}`);
+    return { body: res.body, lastModified: lastModifiedOf(res) };
   }
 
   async head(key: string): Promise<{ size: number; lastModified: number } | undefined> {
     const res = await this.request("HEAD", key);
     if (res.status === 404) return undefined;
-    if (!res.ok) await S3Client.fail(res, `head ${key}`);
-    return { size: Number(res.headers.get("content-length") ?? 0), lastModified: Date.parse(res.headers.get("last-modified") ?? "") || Date.now() };
+    if (!ok(res)) S3Client.fail(res, `head ${key}`);
+    return { size: Number(res.headers["content-length"] ?? 0), lastModified: lastModifiedOf(res) };
   }
 
   async delete(key: string): Promise<void> {
     const res = await this.request("DELETE", key);
-    if (!res.ok && res.status !== 404) await S3Client.fail(res, `delete ${key}`);
-    await res.arrayBuffer();
+    if (!ok(res) && res.status !== 404) S3Client.fail(res, `delete ${key}`);
   }
 }

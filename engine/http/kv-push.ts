@@ -1,0 +1,176 @@
+/**
+ * The kvstore's push of an entry's blocks to a loading pod's native TCP listener (POST
+ * /v1/kv/blocks/send): ids id.0, id.1, ..., a line {index, bytes} reported per block once it is
+ * staged there, SEND_WINDOW sends in flight (each block's connection set-up and acknowledgement
+ * overlap the next blocks' bytes), reads from the tiers kept ahead of the sends (readWindow).
+ *
+ * Two orders. "manifest" (what pods before order "any" ask for): every block in the manifest's
+ * order. "any": the meta block first, then each kv block as soon as its read has ended. Reads
+ * sharing a slow link (an object store at 1 Gbit/s) end together, about when the last one does, so
+ * in manifest order a load's blocks came in one burst at the end of the transfer and the pod could
+ * decode nothing before it; in read order the pod decodes blocks while the rest still move
+ * (docs/kv-store.md, bench:kv-link).
+ */
+import { READ_WINDOW_MIN, readWindow } from "../kvstore/in-windows.ts";
+import { KV_SEND_STATUS, TCP_CHUNK_BYTES, type KvListener } from "../pd/kv-transport.ts";
+import type { KvStoreMetrics } from "../kvstore/store-metrics.ts";
+import type { StoreHit, TieredStore } from "../kvstore/tiered-store.ts";
+
+export type PushOrder = "manifest" | "any";
+export interface PushTarget {
+  tcp: KvListener;
+  keys: string[];
+  host: string;
+  port: number;
+  id: string;
+}
+export interface PushDeps {
+  store: TieredStore;
+  metrics: KvStoreMetrics;
+}
+export type Staged = { index: number; bytes: number };
+/** The line that ends a push early: a block missing, refused or not delivered. */
+export type PushFailure = { index: number; error: string };
+
+/** Blocks in flight at once per send. */
+const SEND_WINDOW = 4;
+
+/** Sends the blocks to the pod's listener in `order`; the failure that ended it early, or undefined. */
+export function pushBlocks(deps: PushDeps, to: PushTarget, order: PushOrder, staged: (line: Staged) => void): Promise<PushFailure | undefined> {
+  return order === "any" ? new AnyOrderPush(deps, to, staged).run() : pushInOrder(deps, to, staged);
+}
+
+/** One block to the pod's listener as id.index. */
+async function sendBlock(deps: PushDeps, to: PushTarget, index: number, got: StoreHit | undefined): Promise<Staged | PushFailure> {
+  if (!got) return { index, error: "missing" };
+  try {
+    const sent = await to.tcp.addon.kvSend(got.value, to.host, to.port, `${to.id}.${index}`, "{}", TCP_CHUNK_BYTES, 30_000);
+    if (sent.status !== KV_SEND_STATUS.ok) return { index, error: `refused (status ${sent.status}: ${sent.message})` };
+  } catch (err) {
+    return { index, error: (err as Error).message };
+  }
+  deps.metrics.blockBytes.inc({ direction: "out", path: "tcp" }, got.value.length);
+  return { index, bytes: got.value.length };
+}
+
+/**
+ * Manifest order: each block reported in order as it is staged (the pod places block i while later
+ * blocks move). Reads run ahead of the sends: READ_WINDOW_MIN until a kv block's size is known,
+ * then readWindow of the largest seen.
+ */
+async function pushInOrder(deps: PushDeps, to: PushTarget, staged: (line: Staged) => void): Promise<PushFailure | undefined> {
+  const reads: Promise<StoreHit | undefined>[] = [];
+  const read = (i: number): Promise<StoreHit | undefined> => (reads[i] ??= deps.store.get(to.keys[i]!));
+  let window = READ_WINDOW_MIN;
+  let largest = 0;
+  const sendOne = async (index: number): Promise<Staged | PushFailure> => {
+    for (let i = index + 1; i < Math.min(to.keys.length, index + window); i++) void read(i);
+    const got = await read(index);
+    if (got && index > 0 && got.value.length > largest) {
+      largest = got.value.length;
+      window = readWindow(largest);
+    }
+    reads[index] = Promise.resolve(undefined); // sent: not held here any longer
+    return sendBlock(deps, to, index, got);
+  };
+  const inFlight: Promise<Staged | PushFailure>[] = [];
+  let next = 0;
+  const fill = (): void => {
+    while (next < to.keys.length && inFlight.length < SEND_WINDOW) inFlight.push(sendOne(next++));
+  };
+  fill();
+  while (inFlight.length > 0) {
+    const done = await inFlight.shift()!;
+    if ("error" in done) {
+      await Promise.allSettled(inFlight); // the pod frees what was staged after this
+      return done;
+    }
+    staged(done);
+    fill();
+  }
+  return undefined;
+}
+
+type Event = { read: number; hit: StoreHit | undefined } | { sent: number; result: Staged | PushFailure };
+
+/**
+ * Read order: the meta block (index 0) is sent and reported before any kv block; then each kv
+ * block is sent once read, the lowest index first among those read. Reads, blocks read and not
+ * sent, and sends together stay within the read window (READ_WINDOW_MIN until a kv block's size is
+ * known, then readWindow of the largest), which bounds the bytes a push holds.
+ */
+class AnyOrderPush {
+  private readonly reads = new Map<number, Promise<Event>>();
+  private readonly sends = new Map<number, Promise<Event>>();
+  /** Read, not sent yet: index -> value. */
+  private readonly ready = new Map<number, StoreHit>();
+  private nextRead = 0;
+  private window = READ_WINDOW_MIN;
+  private largest = 0;
+  private metaStaged = false;
+
+  constructor(
+    private readonly deps: PushDeps,
+    private readonly to: PushTarget,
+    private readonly staged: (line: Staged) => void,
+  ) {}
+
+  async run(): Promise<PushFailure | undefined> {
+    this.readAhead();
+    while (this.reads.size + this.ready.size + this.sends.size > 0) {
+      this.startSends();
+      const event = await Promise.race([...this.reads.values(), ...this.sends.values()]);
+      const failure = "read" in event ? this.onRead(event.read, event.hit) : this.onSent(event.sent, event.result);
+      if (failure) {
+        await Promise.allSettled(this.sends.values()); // the pod frees what was staged after this
+        return failure;
+      }
+    }
+    return undefined;
+  }
+
+  private readAhead(): void {
+    const keys = this.to.keys;
+    while (this.nextRead < keys.length && this.reads.size + this.ready.size + this.sends.size < this.window) {
+      const i = this.nextRead++;
+      this.reads.set(
+        i,
+        this.deps.store.get(keys[i]!).then((hit) => ({ read: i, hit })),
+      );
+    }
+  }
+
+  private startSends(): void {
+    while (this.sends.size < SEND_WINDOW && this.ready.size > 0) {
+      const index = Math.min(...this.ready.keys());
+      if (index > 0 && !this.metaStaged) return; // kv blocks only once the pod holds the meta block
+      const got = this.ready.get(index)!;
+      this.ready.delete(index);
+      this.sends.set(
+        index,
+        sendBlock(this.deps, this.to, index, got).then((result) => ({ sent: index, result })),
+      );
+    }
+  }
+
+  private onRead(index: number, hit: StoreHit | undefined): PushFailure | undefined {
+    this.reads.delete(index);
+    if (!hit) return { index, error: "missing" };
+    if (index > 0 && hit.value.length > this.largest) {
+      this.largest = hit.value.length;
+      this.window = readWindow(this.largest);
+    }
+    this.ready.set(index, hit);
+    this.readAhead();
+    return undefined;
+  }
+
+  private onSent(index: number, result: Staged | PushFailure): PushFailure | undefined {
+    this.sends.delete(index);
+    if ("error" in result) return result;
+    this.staged(result);
+    if (index === 0) this.metaStaged = true;
+    this.readAhead();
+    return undefined;
+  }
+}
