@@ -124,11 +124,11 @@ export class BlockSink {
     this.scattering.push(done);
   }
 
-  /** Waits for the blocks the addon is placing and the decode pass running; the first that failed throws (after all have ended). */
+  /** Waits for the blocks the addon is placing and the decode passes running; the first that failed throws (after all have ended: none writes into the state after). */
   async settled(): Promise<void> {
-    await this.decoding;
-    if (this.decodeError) throw this.decodeError;
+    while (this.decoding) await this.decoding;
     const done = await Promise.allSettled(this.scattering);
+    if (this.decodeError) throw this.decodeError;
     const failed = done.find((d) => d.status === "rejected");
     if (failed) throw failed.reason;
   }
