@@ -3,7 +3,8 @@
  * entries written as blocks and loaded on another pod over the native TCP stream and over HTTP,
  * with greedy output identical to recomputing; a write sends only the blocks the store lacks;
  * v1 entries still load from a v2 store; a corrupt or truncated block is refused with a clear
- * error and the prompt recomputed; blocks are placed as they arrive (streaming order).
+ * error and the prompt recomputed; blocks are placed as they arrive (streaming order); a push
+ * request with a bad order, port or id is refused naming the field.
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -303,4 +304,17 @@ test("a compact store's entries are v2 with compact2b blocks: written coded, loa
     "the shorter entry's coded blocks are the longer one's",
   );
   assert.ok(blockBytes(await metrics(a.url), "deduped", "tcp") > 0, "held blocks were not sent again");
+});
+
+test("POST /v1/kv/blocks/send refuses a bad order, port or id with a 400 naming the field", async () => {
+  const keys = ["ab".repeat(32)];
+  for (const [body, param] of [
+    [{ keys, port: 9, id: "x", order: "sideways" }, "order"],
+    [{ keys, port: 0, id: "x", order: "any" }, "port"],
+    [{ keys, port: 9, id: "bad id!", order: "manifest" }, "id"],
+  ] as const) {
+    const res = await postJson(`${storeHttp.url}/v1/kv/blocks/send`, body);
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.equal((res.json.error as { param?: string }).param, param);
+  }
 });
