@@ -35,6 +35,23 @@ export type PushFailure = { index: number; error: string };
 /** Blocks in flight at once per send. */
 const SEND_WINDOW = 4;
 
+/**
+ * The reads a push keeps ahead of its sends: READ_WINDOW_MIN until a kv block's size is known, then
+ * readWindow of the largest seen (in-windows.ts: more of an entry's small coded blocks, no more of
+ * its large raw ones).
+ */
+class PushWindow {
+  size = READ_WINDOW_MIN;
+  private largest = 0;
+
+  /** Block `index` was read, `bytes` long (the meta block does not count). */
+  saw(index: number, bytes: number): void {
+    if (index === 0 || bytes <= this.largest) return;
+    this.largest = bytes;
+    this.size = readWindow(bytes);
+  }
+}
+
 /** Sends the blocks to the pod's listener in `order`; the failure that ended it early, or undefined. */
 export function pushBlocks(deps: PushDeps, to: PushTarget, order: PushOrder, staged: (line: Staged) => void): Promise<PushFailure | undefined> {
   return order === "any" ? new AnyOrderPush(deps, to, staged).run() : pushInOrder(deps, to, staged);
@@ -53,23 +70,15 @@ async function sendBlock(deps: PushDeps, to: PushTarget, index: number, got: Sto
   return { index, bytes: got.value.length };
 }
 
-/**
- * Manifest order: each block reported in order as it is staged (the pod places block i while later
- * blocks move). Reads run ahead of the sends: READ_WINDOW_MIN until a kv block's size is known,
- * then readWindow of the largest seen.
- */
+/** Manifest order: each block reported in order as it is staged (the pod places block i while later blocks move); reads run ahead of the sends (PushWindow). */
 async function pushInOrder(deps: PushDeps, to: PushTarget, staged: (line: Staged) => void): Promise<PushFailure | undefined> {
   const reads: Promise<StoreHit | undefined>[] = [];
   const read = (i: number): Promise<StoreHit | undefined> => (reads[i] ??= deps.store.get(to.keys[i]!));
-  let window = READ_WINDOW_MIN;
-  let largest = 0;
+  const window = new PushWindow();
   const sendOne = async (index: number): Promise<Staged | PushFailure> => {
-    for (let i = index + 1; i < Math.min(to.keys.length, index + window); i++) void read(i);
+    for (let i = index + 1; i < Math.min(to.keys.length, index + window.size); i++) void read(i);
     const got = await read(index);
-    if (got && index > 0 && got.value.length > largest) {
-      largest = got.value.length;
-      window = readWindow(largest);
-    }
+    if (got) window.saw(index, got.value.length);
     reads[index] = Promise.resolve(undefined); // sent: not held here any longer
     return sendBlock(deps, to, index, got);
   };
@@ -96,8 +105,8 @@ type Event = { read: number; hit: StoreHit | undefined } | { sent: number; resul
 /**
  * Read order: the meta block (index 0) is sent and reported before any kv block; then each kv
  * block is sent once read, the lowest index first among those read. Reads, blocks read and not
- * sent, and sends together stay within the read window (READ_WINDOW_MIN until a kv block's size is
- * known, then readWindow of the largest), which bounds the bytes a push holds.
+ * sent, and sends together stay within the read window (PushWindow), which bounds the bytes a push
+ * holds.
  */
 class AnyOrderPush {
   private readonly reads = new Map<number, Promise<Event>>();
@@ -105,8 +114,7 @@ class AnyOrderPush {
   /** Read, not sent yet: index -> value. */
   private readonly ready = new Map<number, StoreHit>();
   private nextRead = 0;
-  private window = READ_WINDOW_MIN;
-  private largest = 0;
+  private readonly window = new PushWindow();
   private metaStaged = false;
 
   constructor(
@@ -131,7 +139,7 @@ class AnyOrderPush {
 
   private readAhead(): void {
     const keys = this.to.keys;
-    while (this.nextRead < keys.length && this.reads.size + this.ready.size + this.sends.size < this.window) {
+    while (this.nextRead < keys.length && this.reads.size + this.ready.size + this.sends.size < this.window.size) {
       const i = this.nextRead++;
       this.reads.set(
         i,
@@ -156,10 +164,7 @@ class AnyOrderPush {
   private onRead(index: number, hit: StoreHit | undefined): PushFailure | undefined {
     this.reads.delete(index);
     if (!hit) return { index, error: "missing" };
-    if (index > 0 && hit.value.length > this.largest) {
-      this.largest = hit.value.length;
-      this.window = readWindow(this.largest);
-    }
+    this.window.saw(index, hit.value.length);
     this.ready.set(index, hit);
     this.readAhead();
     return undefined;

@@ -182,7 +182,6 @@ export async function decodeTensorsNativelyAsync(addon: NativeKvCodecAddon, tens
   copyUnaligned(tensors, jobs);
 }
 
-
 /** The addon's jobs for the tensors: each decodes into its slot (or its strided target), or into a copy when that is not 2-aligned. */
 function decodeJobs(tensors: readonly CodedTensor[]): NativeDecodeJob[] {
   const ropeOf = ropeCache();

@@ -90,8 +90,13 @@ export class BlockSink {
   /** A coded block held for a decode pass; true when it is the stored bytes themselves (unsealed: kept until decoded, then released). */
   private hold(block: { i: number; coded: Buffer; codec: string }, release: (() => void) | undefined): boolean {
     this.coded.push(release ? { ...block, release } : block);
-    if (this.coded.length >= CODED_BATCH || this.count === this.total) this.decodeCoded();
+    if (this.passDue()) this.decodeCoded();
     return release !== undefined;
+  }
+
+  /** A pass is due once CODED_BATCH blocks wait, or every block has arrived (before that, the stream's idle turns start one: nextWhileIdle). */
+  private passDue(): boolean {
+    return this.coded.length >= CODED_BATCH || this.count === this.total;
   }
 
   /** Block i's manifest entry, counted taken; KvBlockError when it cannot come now. */
@@ -99,7 +104,8 @@ export class BlockSink {
     const b = this.m.blocks[i];
     if (!b || !Number.isInteger(i)) throw new KvBlockError(`block ${i}: the manifest has ${this.total} blocks`);
     if (this.taken[i]) throw new KvBlockError(`block ${i} arrived twice`);
-    if ((i === 0) !== (this.count === 0)) throw new KvBlockError(i === 0 ? "the meta block arrived after kv blocks" : `kv block ${i - 1} arrived before the meta block`);
+    if ((i === 0) !== (this.count === 0))
+      throw new KvBlockError(i === 0 ? "the meta block arrived after kv blocks" : `kv block ${i - 1} arrived before the meta block`);
     this.taken[i] = true;
     this.count++;
     return b;
@@ -162,7 +168,7 @@ export class BlockSink {
   private decoded(batch: readonly { release?: () => void }[]): void {
     for (const b of batch) b.release?.();
     this.decoding = undefined;
-    if (this.coded.length >= CODED_BATCH || this.count === this.total) this.decodeCoded();
+    if (this.passDue()) this.decodeCoded();
   }
 
   complete(what: string): void {

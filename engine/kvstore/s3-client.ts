@@ -75,9 +75,8 @@ export class S3Client {
 
   constructor(readonly config: S3Config) {}
 
-  private sign(method: string, path: string, now: Date): Record<string, string> {
+  private sign(method: string, url: URL, path: string, now: Date): Record<string, string> {
     const { region, accessKeyId, secretAccessKey } = this.config;
-    const url = new URL(this.config.endpoint);
     const amzDate = now
       .toISOString()
       .replace(/[-:]/g, "")
@@ -103,12 +102,12 @@ export class S3Client {
    * already read (docs/kv-store.md).
    */
   private request(method: string, key: string | undefined, body?: Buffer): Promise<S3Response> {
-    const base = new URL(this.config.endpoint).pathname.replace(/\/+$/, "");
-    const path = `${base}/${encodeURIComponent(this.config.bucket)}${key === undefined ? "" : `/${encodeURIComponent(key)}`}`;
-    const headers: Record<string, string | number> = this.sign(method, path, new Date());
-    if (body) headers["content-length"] = body.length;
     const url = new URL(this.config.endpoint);
-    const { request, agent } = url.protocol === "https:" ? { request: httpsRequest, agent: this.agents.https } : { request: httpRequest, agent: this.agents.http };
+    const path = `${url.pathname.replace(/\/+$/, "")}/${encodeURIComponent(this.config.bucket)}${key === undefined ? "" : `/${encodeURIComponent(key)}`}`;
+    const headers: Record<string, string | number> = this.sign(method, url, path, new Date());
+    if (body) headers["content-length"] = body.length;
+    const { request, agent } =
+      url.protocol === "https:" ? { request: httpsRequest, agent: this.agents.https } : { request: httpRequest, agent: this.agents.http };
     return new Promise((resolve, reject) => {
       const req = request(
         { host: url.hostname, port: url.port || undefined, path, method, headers, agent, signal: AbortSignal.timeout(this.config.timeoutMs ?? 30_000) },
