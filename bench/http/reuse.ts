@@ -136,7 +136,8 @@ class PodDiagnostics {
     for (const line of text.split("\n")) {
       const stage = /^llmfleet_kv_store_stage_seconds_total\{(?=.*op="(\w+)")(?=.*stage="(\w+)").*\} (\S+)$/.exec(line);
       if (stage) out[`${stage[1]}_${stage[2]}_s`] = Number(stage[3]);
-      const phase = /^llmfleet_request_phase_seconds_sum\{phase="(\w+)"\} (\S+)$/.exec(line);
+      // The engine's registry adds its role label to every series.
+      const phase = /^llmfleet_request_phase_seconds_sum\{(?=.*phase="(\w+)").*\} (\S+)$/.exec(line);
       if (phase) out[`phase_${phase[1]}_s`] = Number(phase[2]);
     }
     out.pool_misses = metricOf(text, "llmfleet_kv_host_pool_misses_total");
@@ -194,7 +195,9 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
   const aWritesBefore = await outcomes(a, WRITES);
   for (let r = 0; r < o.repeats; r++) {
     const c = context(tokens);
+    const plainBefore = await diag.snapshot(plain);
     recompute.push(await ask(plain, c));
+    diag.add("plain", plainBefore, await diag.snapshot(plain));
     const stepBefore = await metricSum(plain, "llmfleet_engine_native_step_seconds_total");
     const ttftBefore = await metricSum(plain, "llmfleet_ttft_seconds_sum");
     inpod.push(await ask(plain, c + QUESTION));
@@ -204,9 +207,15 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     const aWrites = await metricSum(a, WRITES);
     const aBefore = await diag.snapshot(a); // also starts A's event-loop lag window
     missStore.push(await ask(a, ca));
+    // The miss alone (its phases against the plain pod's recompute: the store's cost to a miss).
+    const aMiss = await diag.snapshot(a);
+    diag.add("a_miss", aBefore, aMiss);
     duringWriteback.push(await ask(a, context(tokens))); // A's write-back of `ca` is in flight
     const stallMs = await writesSettled(a, aWrites + 2); // both contexts' write-backs have ended (stored, or skipped while A was busy)
-    diag.add("a", aBefore, await diag.snapshot(a), stallMs);
+    const aAfter = await diag.snapshot(a);
+    // The request during the write-back, with both write-backs' stages; and A's whole repeat.
+    diag.add("a_during", aMiss, aAfter, stallMs);
+    diag.add("a", aBefore, aAfter, Math.max(stallMs, aMiss.loop_stall_max_ms ?? 0));
     const bytesBefore = await metricSum(store, "llmfleet_kv_bytes");
     const loadBefore = await metricSum(b, "llmfleet_kv_store_load_seconds_sum");
     const loadedBefore = await metricSum(b, LOADED_BYTES);
@@ -243,8 +252,9 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     // A's write-backs (the entries B loads): stored, or why not.
     writeback_outcomes: outcomeDelta(await outcomes(a, WRITES), aWritesBefore),
     // Per pod over the rows (A: the miss and the request during its write-back, both write-backs;
-    // B: its load): seconds by KV store stage, host-pool blocks page-locked anew, and the longest
-    // event-loop stall (ms).
+    // a_miss: the miss alone; a_during: the request during the write-back with both write-backs;
+    // plain: the recompute; B: its load): seconds by KV store stage and request phase (lease,
+    // kv_load, prefill), host-pool blocks page-locked anew, and the longest event-loop stall (ms).
     diagnostics: diag.result(o.repeats),
     store_entry_bytes: Math.round(storeBytes),
     store_load_s: loadSeconds / o.repeats,
