@@ -268,6 +268,7 @@ async function mix(o: ReuseBenchOptions, pods: string[], recomputeMs: Record<num
   const seen: { text: string; tokens: number }[] = [];
   const ratios: number[] = [];
   const kinds: Record<string, number> = {};
+  const detail: { i: number; kind: string; pod: string; tokens: number; ms: number; cached_tokens: number; vs_recompute: number }[] = [];
   for (let i = 0; i < o.mixRequests; i++) {
     const tokens = o.contexts[Math.floor(rnd() * o.contexts.length)]!;
     const pick = rnd();
@@ -284,13 +285,17 @@ async function mix(o: ReuseBenchOptions, pods: string[], recomputeMs: Record<num
       prompt = kind === "repeat" ? base.text : base.text + QUESTION;
     }
     kinds[kind] = (kinds[kind] ?? 0) + 1;
-    const answer = await ask(pods[Math.floor(rnd() * pods.length)]!, prompt);
+    const pod = Math.floor(rnd() * pods.length);
+    const answer = await ask(pods[pod]!, prompt);
     ratios.push(answer.ms / recomputeMs[tokens]!);
+    detail.push({ i, kind, pod: String.fromCharCode(97 + pod), tokens, ms: Math.round(answer.ms * 10) / 10, cached_tokens: answer.cachedTokens, vs_recompute: Math.round(ratios.at(-1)! * 100) / 100 });
   }
   const sorted = [...ratios].sort((x, y) => x - y);
   return {
     requests: ratios.length,
     kinds,
+    // The ten slowest against recompute, with the request before each (what its pod was still doing).
+    slowest: [...detail].sort((x, y) => y.vs_recompute - x.vs_recompute).slice(0, 10).map((d) => ({ ...d, before: detail[d.i - 1] })),
     worst_vs_recompute: Math.round(sorted.at(-1)! * 100) / 100,
     p90_vs_recompute: Math.round(sorted[Math.floor(0.9 * sorted.length)]! * 100) / 100,
     median_vs_recompute: Math.round(median(ratios) * 100) / 100,
