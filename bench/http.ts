@@ -13,11 +13,12 @@
  *                        the pd section (bench/http/pd.ts): prompt lengths (default 1024,4096),
  *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http; also
  *                        tcp-whole and tcp1, the baselines of the default: TRANSPORT_ARGS in pd.ts)
- *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C
+ *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C --reuse-store-streams N
  *                        the reuse section (bench/http/reuse.ts): context lengths (default
  *                        1024,4096,8192), requests per row (3), requests in the random mix (100),
  *                        the kvstore's codec (default none: the reuse gates of issue 19 are about
- *                        moving raw state; `default` now stands for compact)
+ *                        moving raw state; `default` now stands for compact), the kvstore's
+ *                        --kv-streams (default: its own, half the CPUs, 4 to 8)
  *   --model FILE         GGUF (default: the synthetic --preset, written to $TMPDIR on first use)
  *   --preset P           synthetic shape when no --model: tiny | 1b | 8b (default: 8b on a GPU, tiny on CPU)
  *   --engine FILE        the engine program: an esbuild bundle of engine/main.ts (default: tsx engine/main.ts)
@@ -84,6 +85,7 @@ const { values: a } = parseArgs({
     "reuse-repeats": { type: "string", default: "3" },
     "reuse-mix": { type: "string", default: "100" },
     "reuse-codec": { type: "string", default: "none" },
+    "reuse-store-streams": { type: "string" },
   },
 });
 
@@ -266,6 +268,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
         repeats: Number(a["reuse-repeats"]),
         mixRequests: Number(a["reuse-mix"]),
         codec: a["reuse-codec"],
+        ...(a["reuse-store-streams"] ? { storeStreams: Number(a["reuse-store-streams"]) } : {}),
         logDir: dirname(a.out),
       });
     case "pd":

@@ -31,6 +31,8 @@ export interface KvStorePodOptions extends KvStoreConfig {
   kvPort?: number;
   /** Address the block listener binds (main: --host). Default 127.0.0.1. */
   host?: string;
+  /** Blocks one push to a loading pod sends at once, each on its own connection (main: --kv-streams); default half the CPUs, 4 to 8. */
+  kvStreams?: number;
 }
 
 export interface KvStorePod extends AsyncDisposable {
@@ -84,7 +86,7 @@ export async function createKvStorePod(opts: KvStorePodOptions): Promise<KvStore
   const token = fleetTokenSource(opts.fleetTokenFile, { log: (l) => process.stderr.write(`${l}\n`) });
   const tcp = await blockListener(opts);
   return {
-    app: createKvStoreApp({ store, metrics, config, guard: fleetGuard(token), ...(tcp ? { tcp } : {}) }),
+    app: createKvStoreApp({ store, metrics, config, guard: fleetGuard(token), ...(tcp ? { tcp } : {}), ...(opts.kvStreams ? { sendWindow: opts.kvStreams } : {}) }),
     store,
     metrics,
     tcp,

@@ -32,6 +32,8 @@ export interface ReuseBenchOptions {
   repeats: number;
   mixRequests: number;
   codec: string;
+  /** The kvstore's --kv-streams (blocks a push sends at once); default its own. */
+  storeStreams?: number;
   logDir: string;
 }
 
@@ -313,7 +315,7 @@ async function startAll(starting: Promise<RunningServer>[]): Promise<RunningServ
 
 export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string, unknown>> {
   await mkdir(o.logDir, { recursive: true });
-  await using store = await start(o, "kvstore", ["--role", "kvstore", "--codec", o.codec, "--tier", "name=ram,medium=memory,capacity=64Gi"]);
+  await using store = await start(o, "kvstore", ["--role", "kvstore", "--codec", o.codec, "--tier", "name=ram,medium=memory,capacity=64Gi", ...(o.storeStreams ? ["--kv-streams", String(o.storeStreams)] : [])]);
   // The three engine pods load the model at once: one after another, a 7B f16 model's three loads
   // took most of a 10-minute device call's first minutes.
   const [p, pa, pb] = await startAll([
@@ -326,7 +328,7 @@ export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string,
   await using b = pb!;
   wordsPerToken = await benchWordsPerToken(plain.url);
   for (const url of [plain.url, a.url, b.url]) await ask(url, context(64)); // warm-up
-  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, repeats: o.repeats };
+  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, store_streams: o.storeStreams ?? "default", repeats: o.repeats };
   const recomputeMs: Record<number, number> = {};
   for (const tokens of o.contexts) {
     const r = await rows(o, { plain: plain.url, a: a.url, b: b.url, store: store.url }, tokens);

@@ -1,7 +1,7 @@
 /**
  * The kvstore's push of an entry's blocks to a loading pod's native TCP listener (POST
  * /v1/kv/blocks/send): ids id.0, id.1, ..., a line {index, bytes} reported per block once it is
- * staged there, SEND_WINDOW sends in flight (each block's connection set-up and acknowledgement
+ * staged there, up to sendWindow sends in flight (each block's connection set-up and acknowledgement
  * overlap the next blocks' bytes), reads from the tiers kept ahead of the sends (readWindow).
  *
  * Two orders. "manifest" (what pods before order "any" ask for): every block in the manifest's
@@ -28,6 +28,8 @@ export interface PushTarget {
 export interface PushDeps {
   store: TieredStore;
   metrics: KvStoreMetrics;
+  /** Blocks in flight at once per push (the kvstore's --kv-streams); default pushSendWindow(). */
+  sendWindow?: number;
 }
 export type Staged = { index: number; bytes: number };
 /** The line that ends a push early: a block missing, refused or not delivered. */
@@ -43,7 +45,6 @@ export type PushFailure = { index: number; error: string };
 export function pushSendWindow(cpus = availableParallelism()): number {
   return Math.max(4, defaultTcpStreams(cpus));
 }
-const SEND_WINDOW = pushSendWindow();
 
 /**
  * The reads a push keeps ahead of its sends: READ_WINDOW_MIN until a kv block's size is known, then
@@ -95,7 +96,7 @@ async function pushInOrder(deps: PushDeps, to: PushTarget, staged: (line: Staged
   const inFlight: Promise<Staged | PushFailure>[] = [];
   let next = 0;
   const fill = (): void => {
-    while (next < to.keys.length && inFlight.length < SEND_WINDOW) inFlight.push(sendOne(next++));
+    while (next < to.keys.length && inFlight.length < (deps.sendWindow ?? pushSendWindow())) inFlight.push(sendOne(next++));
   };
   fill();
   while (inFlight.length > 0) {
@@ -159,7 +160,7 @@ class AnyOrderPush {
   }
 
   private startSends(): void {
-    while (this.sends.size < SEND_WINDOW && this.ready.size > 0) {
+    while (this.sends.size < (this.deps.sendWindow ?? pushSendWindow()) && this.ready.size > 0) {
       const index = Math.min(...this.ready.keys());
       if (index > 0 && !this.metaStaged) return; // kv blocks only once the pod holds the meta block
       const got = this.ready.get(index)!;

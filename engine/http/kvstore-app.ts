@@ -58,6 +58,8 @@ export interface KvStoreAppDeps {
   maxEntryBytes?: number;
   /** The native TCP listener v2 blocks are uploaded to (--kv-port), and the addon that pushes blocks to pods; default none (HTTP only). */
   tcp?: KvListener;
+  /** Blocks one push to a pod sends at once (--kv-streams); default pushSendWindow(). */
+  sendWindow?: number;
 }
 
 function keyParam(req: Request, metrics: KvStoreMetrics): string {
