@@ -18,7 +18,7 @@
  *                        1024,4096,8192), requests per row (3), requests in the random mix (100),
  *                        the kvstore's codec (default none: the reuse gates of issue 19 are about
  *                        moving raw state; `default` now stands for compact), the kvstore's
- *                        --kv-streams (default: its own, half the CPUs, 4 to 8)
+ *                        --kv-streams (default: its own, 4)
  *   --model FILE         GGUF (default: the synthetic --preset, written to $TMPDIR on first use)
  *   --preset P           synthetic shape when no --model: tiny | 1b | 8b (default: 8b on a GPU, tiny on CPU)
  *   --engine FILE        the engine program: an esbuild bundle of engine/main.ts (default: tsx engine/main.ts)

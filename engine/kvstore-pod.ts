@@ -31,7 +31,7 @@ export interface KvStorePodOptions extends KvStoreConfig {
   kvPort?: number;
   /** Address the block listener binds (main: --host). Default 127.0.0.1. */
   host?: string;
-  /** Blocks one push to a loading pod sends at once, each on its own connection (main: --kv-streams); default half the CPUs, 4 to 8. */
+  /** Blocks one push to a loading pod sends at once, each on its own connection (main: --kv-streams); default 4. */
   kvStreams?: number;
 }
 

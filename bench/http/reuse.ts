@@ -264,13 +264,17 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
   };
 }
 
+/** Of a mix request's pod, read around it: its phases, the engine's step time, a load's stages. */
+const MIX_STAGES = ["phase_lease_s", "phase_kv_load_s", "phase_prefill_s", "engine_step_s", "load_lookup_s", "load_fetch_s", "load_import_s"];
+
 /** 100 requests over A and B: new contexts, repeats and extensions of earlier ones, at random. */
 async function mix(o: ReuseBenchOptions, pods: string[], recomputeMs: Record<number, number>): Promise<Record<string, unknown>> {
   const rnd = prng(4242);
   const seen: { text: string; tokens: number }[] = [];
   const ratios: number[] = [];
   const kinds: Record<string, number> = {};
-  const detail: { i: number; kind: string; pod: string; tokens: number; ms: number; cached_tokens: number; vs_recompute: number }[] = [];
+  const detail: ({ i: number; kind: string; pod: string; tokens: number; ms: number; cached_tokens: number; vs_recompute: number } & Record<string, number | string>)[] = [];
+  const diag = new PodDiagnostics();
   for (let i = 0; i < o.mixRequests; i++) {
     const tokens = o.contexts[Math.floor(rnd() * o.contexts.length)]!;
     const pick = rnd();
@@ -288,9 +292,14 @@ async function mix(o: ReuseBenchOptions, pods: string[], recomputeMs: Record<num
     }
     kinds[kind] = (kinds[kind] ?? 0) + 1;
     const pod = Math.floor(rnd() * pods.length);
+    const before = await diag.snapshot(pods[pod]!);
     const answer = await ask(pods[pod]!, prompt);
+    const after = await diag.snapshot(pods[pod]!);
     ratios.push(answer.ms / recomputeMs[tokens]!);
-    detail.push({ i, kind, pod: String.fromCharCode(97 + pod), tokens, ms: Math.round(answer.ms * 10) / 10, cached_tokens: answer.cachedTokens, vs_recompute: Math.round(ratios.at(-1)! * 100) / 100 });
+    // Where the request's time went on its pod (ms): its phases, the engine's steps, a load's stages.
+    const ms = (k: string): number => Math.round(((after[k] ?? 0) - (before[k] ?? 0)) * 10000) / 10;
+    const where = Object.fromEntries(MIX_STAGES.map((k) => [k.replace(/_s$/, "_ms"), ms(k)]));
+    detail.push({ i, kind, pod: String.fromCharCode(97 + pod), tokens, ms: Math.round(answer.ms * 10) / 10, cached_tokens: answer.cachedTokens, vs_recompute: Math.round(ratios.at(-1)! * 100) / 100, ...where });
   }
   const sorted = [...ratios].sort((x, y) => x - y);
   return {

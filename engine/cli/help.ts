@@ -64,7 +64,7 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        the decode Service must expose it for prefill pods to use it
   --kv-streams N       prefill: parallel TCP connections one hand-off's state is striped over
                        (1..16; default half the CPUs, 1 to 8); kvstore: blocks one push to a
-                       loading pod sends at once (default half the CPUs, 4 to 8)
+                       loading pod sends at once (default 4)
   --kv-part-tokens N   prefill: a hand-off over TCP goes in parts of N tokens, each sent while the
                        next computes, when both pods share KV cells (--kv-unified on, the GPU
                        default); auto: 4 parts of a multiple of 256 tokens from 512-token prompts

@@ -12,7 +12,7 @@ import { DiskTier } from "../kvstore/disk-tier.ts";
 import { TieredStore } from "../kvstore/tiered-store.ts";
 import { createKvStoreMetrics } from "../kvstore/store-metrics.ts";
 import { useKvListener } from "../../testing/kv-listener.ts";
-import { pushBlocks, pushSendWindow, type PushFailure, type PushOrder, type Staged } from "./kv-push.ts";
+import { pushBlocks, type PushFailure, type PushOrder, type Staged } from "./kv-push.ts";
 
 const listener = useKvListener();
 let dir: string;
@@ -94,12 +94,4 @@ test("reads, blocks held and sends stay within the read window (8 of 8 MiB block
   const gone = [...small.keys.slice(0, 3), hex(0xdead), ...small.keys.slice(4)];
   const { failure: missing } = await push(small.store, gone, "any", "miss1");
   assert.deepEqual(missing, { index: 3, error: "missing" });
-});
-
-test("a push keeps 4 blocks in flight, 8 on a 16-CPU machine (the hand-off's connection rule)", () => {
-  assert.equal(pushSendWindow(2), 4);
-  assert.equal(pushSendWindow(8), 4);
-  assert.equal(pushSendWindow(12), 6);
-  assert.equal(pushSendWindow(16), 8);
-  assert.equal(pushSendWindow(128), 8);
 });

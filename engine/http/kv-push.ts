@@ -11,9 +11,8 @@
  * decode nothing before it; in read order the pod decodes blocks while the rest still move
  * (docs/kv-store.md, bench:kv-link).
  */
-import { availableParallelism } from "node:os";
 import { READ_WINDOW_MIN, readWindow } from "../kvstore/in-windows.ts";
-import { defaultTcpStreams, KV_SEND_STATUS, TCP_CHUNK_BYTES, type KvListener } from "../pd/kv-transport.ts";
+import { KV_SEND_STATUS, TCP_CHUNK_BYTES, type KvListener } from "../pd/kv-transport.ts";
 import type { KvStoreMetrics } from "../kvstore/store-metrics.ts";
 import type { StoreHit, TieredStore } from "../kvstore/tiered-store.ts";
 
@@ -28,7 +27,7 @@ export interface PushTarget {
 export interface PushDeps {
   store: TieredStore;
   metrics: KvStoreMetrics;
-  /** Blocks in flight at once per push (the kvstore's --kv-streams); default pushSendWindow(). */
+  /** Blocks in flight at once per push (the kvstore's --kv-streams); default PUSH_SEND_WINDOW. */
   sendWindow?: number;
 }
 export type Staged = { index: number; bytes: number };
@@ -36,15 +35,11 @@ export type Staged = { index: number; bytes: number };
 export type PushFailure = { index: number; error: string };
 
 /**
- * Blocks in flight at once per push, each on its own connection: the P/D hand-off's rule for its
- * stripes (defaultTcpStreams: half the CPUs, up to 8), but never under the 4 a push always had. On
- * the 16-CPU GPU machine the wire moved 7.6-10.8 GB/s over 8 connections against 6.1-8.2 over 4
- * (BENCHMARKS.md), and an 8K load of a 7B model (1 GB) from a memory-tier store ran at 3.3-3.6 GB/s
- * with 4.
+ * Blocks in flight at once per push by default, each on its own connection (the kvstore's
+ * --kv-streams sets it). 8 did not load faster than 4 on the 16-CPU GPU machine, though the wire
+ * alone moves more over 8 (BENCHMARKS.md, "Store loads: 4 or 8 blocks in flight").
  */
-export function pushSendWindow(cpus = availableParallelism()): number {
-  return Math.max(4, defaultTcpStreams(cpus));
-}
+export const PUSH_SEND_WINDOW = 4;
 
 /**
  * The reads a push keeps ahead of its sends: READ_WINDOW_MIN until a kv block's size is known, then
@@ -96,7 +91,7 @@ async function pushInOrder(deps: PushDeps, to: PushTarget, staged: (line: Staged
   const inFlight: Promise<Staged | PushFailure>[] = [];
   let next = 0;
   const fill = (): void => {
-    while (next < to.keys.length && inFlight.length < (deps.sendWindow ?? pushSendWindow())) inFlight.push(sendOne(next++));
+    while (next < to.keys.length && inFlight.length < (deps.sendWindow ?? PUSH_SEND_WINDOW)) inFlight.push(sendOne(next++));
   };
   fill();
   while (inFlight.length > 0) {
@@ -160,7 +155,7 @@ class AnyOrderPush {
   }
 
   private startSends(): void {
-    while (this.sends.size < (this.deps.sendWindow ?? pushSendWindow()) && this.ready.size > 0) {
+    while (this.sends.size < (this.deps.sendWindow ?? PUSH_SEND_WINDOW) && this.ready.size > 0) {
       const index = Math.min(...this.ready.keys());
       if (index > 0 && !this.metaStaged) return; // kv blocks only once the pod holds the meta block
       const got = this.ready.get(index)!;

@@ -58,7 +58,7 @@ export interface KvStoreAppDeps {
   maxEntryBytes?: number;
   /** The native TCP listener v2 blocks are uploaded to (--kv-port), and the addon that pushes blocks to pods; default none (HTTP only). */
   tcp?: KvListener;
-  /** Blocks one push to a pod sends at once (--kv-streams); default pushSendWindow(). */
+  /** Blocks one push to a pod sends at once (--kv-streams); default PUSH_SEND_WINDOW (4). */
   sendWindow?: number;
 }
 
