@@ -10,8 +10,7 @@ import type { KvTier } from "./kvstore/tier.ts";
 import type { TierSpec } from "./kvstore/tier-spec.ts";
 import { TieredStore } from "./kvstore/tiered-store.ts";
 import { fleetGuard, fleetTokenSource } from "./access/fleet-auth.ts";
-import { kvStreamAddon, type KvListener, type KvTransportMode } from "./pd/kv-transport.ts";
-import { useNativeCrc32c } from "./kvstore/crc32c.ts";
+import { kvStreamAddon, useAddonCrc32c, type KvListener, type KvTransportMode } from "./pd/kv-transport.ts";
 
 export interface KvStorePodOptions extends KvStoreConfig {
   tiers: TierSpec[];
@@ -59,7 +58,7 @@ async function blockListener(opts: KvStorePodOptions): Promise<KvListener | unde
   const addon = await kvStreamAddon();
   try {
     if (!addon) throw new Error("the native addon is not available");
-    useNativeCrc32c((b) => addon.kvChecksum(b));
+    useAddonCrc32c(addon);
     // Blocks wait in staging only until their manifest arrives (a TTL frees the rest).
     const { port, handle } = addon.kvListen(opts.host ?? "127.0.0.1", opts.kvPort ?? 0, {
       maxBytes: Math.min(8 * 2 ** 30, Math.floor(usableMemory() / 4)),

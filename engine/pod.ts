@@ -18,7 +18,6 @@ import { Counter, Gauge } from "prom-client";
 import { createKvClientMetrics } from "./kvstore/client-metrics.ts";
 import { contextsRoute } from "./http/contexts-route.ts";
 import { KvPrefixCache } from "./kvstore/prefix-cache.ts";
-import { useNativeCrc32c } from "./kvstore/crc32c.ts";
 import type { ModelRuntime } from "./runtime/runtime.ts";
 import { NativeRuntime } from "./runtime/native-runtime.ts";
 import { splitOptions, type SplitMode } from "./native/binding.ts";
@@ -30,6 +29,7 @@ import { KvSealer } from "./kvstore/kv-seal.ts";
 import {
   kvStreamAddon,
   TCP_STREAMS_MAX,
+  useAddonCrc32c,
   type KvListener,
   type KvPoolStats,
   type KvStreamAddon,
@@ -119,7 +119,7 @@ async function kvPrefixCache(
   if (!opts.kvStore || opts.role === "decode") return undefined;
   // v2 entries' blocks arrive from the store on this pod's native listener (and leave with its addon).
   const tcp = await kvListener(opts, runtime);
-  if (tcp) useNativeCrc32c((b) => tcp.addon.kvChecksum(b));
+  if (tcp) useAddonCrc32c(tcp.addon);
   return new KvPrefixCache({
     ...(tcp ? { tcp } : {}),
     ...(opts.kvTransport ? { transport: opts.kvTransport } : {}),

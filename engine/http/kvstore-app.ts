@@ -32,8 +32,8 @@ import { errorHandler, HttpError, notFound } from "./http-error.ts";
 import { jsonBody } from "./json-body.ts";
 import { isValidKvEntry } from "../kvstore/kv-entry.ts";
 import type { BlockSum } from "../kvstore/tiered-store.ts";
-import { blockFrameHead, decodeManifest, isManifest, KvBlockError, verifyBlock, type BlockEntry, type KvManifest } from "../kvstore/kv-blocks.ts";
-import { crc32c } from "../kvstore/crc32c.ts";
+import { blockFrameHead, decodeManifest, isManifest, KvBlockError, verifyBlockAsync, type BlockEntry, type KvManifest } from "../kvstore/kv-blocks.ts";
+import { crc32cAsync } from "../kvstore/crc32c.ts";
 import type { KvListener } from "../pd/kv-transport.ts";
 import { pushBlocks, type PushOrder } from "./kv-push.ts";
 import type { KvStoreMetrics } from "../kvstore/store-metrics.ts";
@@ -133,7 +133,7 @@ async function checkBlock(deps: KvStoreAppDeps, block: BlockEntry, held: BlockSu
 /** A block staged over TCP, checked against its manifest entry and stored; null when it is not that block. */
 async function storeStaged(deps: KvStoreAppDeps, block: BlockEntry, state: Buffer): Promise<BlockSum | null> {
   try {
-    verifyBlock(block, state);
+    await verifyBlockAsync(block, state);
   } catch {
     // Corrupt in transit, or staged by another writer of the same key: either way not this manifest's.
     deps.metrics.rejected.inc({ reason: "checksum" });
@@ -160,7 +160,7 @@ function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHan
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const want = Number(req.get("x-llmfleet-crc32c"));
     if (!Number.isInteger(want)) throw new HttpError(400, "x-llmfleet-crc32c must name the block's CRC-32C", { param: "x-llmfleet-crc32c" });
-    if (crc32c(body) !== want) {
+    if ((await crc32cAsync(body)) !== want) {
       metrics.rejected.inc({ reason: "checksum" });
       throw new HttpError(400, "KV block failed its CRC-32C (corrupt or truncated upload)", { code: "bad_checksum" });
     }

@@ -19,10 +19,19 @@ const TABLES: Uint32Array[] = (() => {
 })();
 
 let native: ((bytes: Uint8Array) => number) | undefined;
+let nativeAsync: ((bytes: Uint8Array) => Promise<number>) | undefined;
 
-/** Lets crc32c use the addon's implementation (kv-transport.ts calls it once the addon is loaded). */
-export function useNativeCrc32c(fn: ((bytes: Uint8Array) => number) | undefined): void {
+/**
+ * From this size crc32cAsync computes on a worker thread: below it the hop costs more than the
+ * checksum (1 MiB takes ~0.1 ms natively), above it a block's checksum would hold the event loop
+ * (a 7B model's 32 MB raw block takes a few ms; a 1 GB entry's blocks, ~100 ms).
+ */
+const ASYNC_FROM_BYTES = 2 ** 20;
+
+/** Lets crc32c use the addon's implementation (pods and the kvstore call it once the addon is loaded); `async`: the same on a worker thread, for crc32cAsync. */
+export function useNativeCrc32c(fn: ((bytes: Uint8Array) => number) | undefined, async?: (bytes: Uint8Array) => Promise<number>): void {
   native = fn;
+  nativeAsync = fn ? async : undefined;
 }
 
 export function crc32cJs(bytes: Uint8Array): number {
@@ -48,4 +57,13 @@ export function crc32cJs(bytes: Uint8Array): number {
 
 export function crc32c(bytes: Uint8Array): number {
   return native ? native(bytes) >>> 0 : crc32cJs(bytes);
+}
+
+/**
+ * crc32c with large inputs checksummed off the event loop where the addon's worker is available
+ * (useNativeCrc32c's second argument): a kvstore committing a 1 GB entry's blocks held lookups from
+ * every other pod for ~100 ms while it checksummed them (BENCHMARKS.md).
+ */
+export async function crc32cAsync(bytes: Uint8Array): Promise<number> {
+  return nativeAsync && bytes.length >= ASYNC_FROM_BYTES ? (await nativeAsync(bytes)) >>> 0 : crc32c(bytes);
 }

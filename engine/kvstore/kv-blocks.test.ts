@@ -17,11 +17,12 @@ import {
   splitState,
   StateJoiner,
   verifyBlock,
+  verifyBlockAsync,
   type KvManifest,
 } from "./kv-blocks.ts";
-import { crc32c, crc32cJs } from "./crc32c.ts";
+import { crc32c, crc32cAsync, crc32cJs, useNativeCrc32c } from "./crc32c.ts";
 import { splitKvBlocks } from "../kvcodec/codec-offload.ts";
-import { kvStreamAddon } from "../pd/kv-transport.ts";
+import { kvStreamAddon, useAddonCrc32c } from "../pd/kv-transport.ts";
 import { syntheticSeqState } from "../../testing/kv-state.ts";
 
 const BLOCK = 8;
@@ -124,6 +125,27 @@ test("a block is checked against its manifest entry: corrupt and truncated are n
   flipped.writeUInt8(flipped[7]! ^ 0x10, 7);
   assert.throws(() => verifyBlock(entry, flipped), /kv block 1 ababababab.. failed its CRC-32C .*corrupt/);
   assert.throws(() => verifyBlock(entry, data.subarray(0, data.length - 1)), /kv block 1 .* the manifest says \d+ \(truncated\)/);
+});
+
+test("crc32cAsync on the addon's worker: the values of crc32c below and above its threshold; verifyBlockAsync refuses as verifyBlock does", async (t) => {
+  const addon = await kvStreamAddon();
+  if (!addon?.kvScatter) return t.skip("the native addon is not available");
+  useAddonCrc32c(addon);
+  try {
+    for (const n of [0, 9, 4097, 2 ** 20 - 1, 2 ** 20, 3 * 2 ** 20 + 5]) {
+      const b = Buffer.from(Array.from({ length: n }, (_, i) => (i * 131 + (i >> 9)) & 0xff));
+      assert.equal(await crc32cAsync(b), crc32cJs(b), `${n} bytes`);
+    }
+    const data = Buffer.alloc(2 ** 21, 7);
+    const entry = { key: "cd".repeat(32), kind: "kv" as const, index: 3, bytes: data.length, crc32c: crc32cJs(data) };
+    await verifyBlockAsync(entry, data);
+    const flipped = Buffer.from(data);
+    flipped.writeUInt8(6, 2 ** 20 + 3);
+    await assert.rejects(verifyBlockAsync(entry, flipped), /kv block 3 cdcdcdcdcd.. failed its CRC-32C .*corrupt/);
+    await assert.rejects(verifyBlockAsync(entry, data.subarray(1)), /kv block 3 .* the manifest says 2097152 \(truncated\)/);
+  } finally {
+    useNativeCrc32c(undefined);
+  }
 });
 
 test("the codec worker cuts and splits a longer state to the same blocks as inline (write-backs off the event loop)", async () => {

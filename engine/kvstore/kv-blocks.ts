@@ -25,7 +25,7 @@
  * shape would let two entries with different layouts name one block.
  */
 import { createHash } from "node:crypto";
-import { crc32c } from "./crc32c.ts";
+import { crc32c, crc32cAsync } from "./crc32c.ts";
 import { BlockDecodeError, blockSlots, codedShape, forEachRowRun, isF16Seg, isSeg, KvBlockError, moveRows, parse, plan, type BlockSlot, type KvBlockCodec, type Plan, type SlotPlace } from "./kv-block-layout.ts";
 
 export { KvBlockError, type BlockSlot, type KvBlockCodec } from "./kv-block-layout.ts";
@@ -404,9 +404,17 @@ function checkManifest(m: KvManifest): void {
 
 /** Throws KvBlockError unless `stored` is the block the manifest entry describes (size and CRC-32C). */
 export function verifyBlock(entry: Pick<BlockEntry, "key" | "bytes" | "crc32c" | "kind" | "index">, stored: Buffer): void {
+  checkBlockSum(entry, stored.length, crc32c(stored));
+}
+
+/** verifyBlock with a large block checksummed off the event loop (crc32cAsync). */
+export async function verifyBlockAsync(entry: Pick<BlockEntry, "key" | "bytes" | "crc32c" | "kind" | "index">, stored: Buffer): Promise<void> {
+  checkBlockSum(entry, stored.length, stored.length === entry.bytes ? await crc32cAsync(stored) : -1);
+}
+
+function checkBlockSum(entry: Pick<BlockEntry, "key" | "bytes" | "crc32c" | "kind" | "index">, bytes: number, crc: number): void {
   const name = entry.kind === "meta" ? "meta block" : `kv block ${entry.index}`;
-  if (stored.length !== entry.bytes) throw new KvBlockError(`${name} ${entry.key.slice(0, 12)} is ${stored.length} bytes, the manifest says ${entry.bytes} (truncated)`);
-  const crc = crc32c(stored);
+  if (bytes !== entry.bytes) throw new KvBlockError(`${name} ${entry.key.slice(0, 12)} is ${bytes} bytes, the manifest says ${entry.bytes} (truncated)`);
   if (crc !== entry.crc32c) throw new KvBlockError(`${name} ${entry.key.slice(0, 12)} failed its CRC-32C (got ${crc}, manifest says ${entry.crc32c}): corrupt`);
 }
 

@@ -20,6 +20,7 @@
  */
 import { availableParallelism } from "node:os";
 import { loadNativeAddon } from "../native/binding.ts";
+import { useNativeCrc32c } from "../kvstore/crc32c.ts";
 
 export const KV_TRANSPORTS = ["auto", "tcp", "http"] as const;
 export type KvTransportMode = (typeof KV_TRANSPORTS)[number];
@@ -69,6 +70,18 @@ export interface KvListenOptions {
   advertise?: string;
   /** This pod's HTTP port, for the default answer (without it: the bare address). */
   httpPort?: number;
+}
+
+const NO_RUNS = new Float64Array(0);
+const NOWHERE = new Uint8Array(0);
+
+/**
+ * crc32c.ts on the addon: its synchronous CRC-32C, and the same on a worker thread (kvScatter with
+ * nothing to copy resolves with its source's CRC-32C) where the addon has it.
+ */
+export function useAddonCrc32c(addon: KvStreamAddon): void {
+  const scatter = addon.kvScatter?.bind(addon);
+  useNativeCrc32c((b) => addon.kvChecksum(b), scatter ? (b) => scatter(b, NOWHERE, NO_RUNS) : undefined);
 }
 
 /** The addon's KV-stream functions (kv-stream.cpp). */
