@@ -24,6 +24,8 @@ import {
 } from "./kv-blocks.ts";
 import { splitForWrite } from "./block-split.ts";
 import { inWindows } from "./in-windows.ts";
+import { LoadGate } from "./load-gate.ts";
+import { FrameReader, ndjson } from "./block-frames.ts";
 import { DECODABLE_BLOCK_CODECS } from "../kvcodec/block-codec.ts";
 import { crc32c } from "./crc32c.ts";
 import { KV_SEAL_ALGORITHM, type KvSealer } from "./kv-seal.ts";
@@ -54,6 +56,8 @@ export interface BlockClientOptions {
   /** The addon for uploads over TCP (kvSend). */
   addon?: KvStreamAddon;
   timeoutMs: number;
+  /** Write-backs wait while this pod loads (load-gate.ts); default true (false: the benchmark's baseline). */
+  writesYieldToLoads?: boolean;
 }
 
 /** Whether the store takes v2 entries with this block codec (block-codec.ts's blockCodecFor; undefined: none carries the store's codec). */
@@ -83,6 +87,8 @@ export interface BlockWriteResult {
 export class KvBlockClient {
   /** Set when the store's TCP port failed to connect in auto mode: HTTP for a while. */
   private tcpDownUntil = 0;
+  /** This pod's loads under way: write-backs wait for them (load-gate.ts). */
+  private readonly loads = new LoadGate();
 
   constructor(readonly opts: BlockClientOptions) {}
 
@@ -101,6 +107,7 @@ export class KvBlockClient {
   async write(state: Buffer, to: BlockWriteTarget): Promise<BlockWriteResult> {
     const { keys, config, signal } = to;
     const entryKey = keys.at(-1)!;
+    await this.afterLoads();
     let t0 = performance.now();
     const { split, crcs, release } = await splitForWrite(state, to, { addon: this.opts.addon, sealed: !!this.opts.sealer });
     const { tokens, blocks, stored } = this.prepare(split, to);
@@ -210,6 +217,7 @@ export class KvBlockClient {
     const missing = blocks.flatMap((_, i) => (has[i] ? [] : [i]));
     const sendOne = async (i: number): Promise<void> => {
       const b = blocks[i]!;
+      await this.afterLoads();
       if (path === "tcp" && (await this.sendTcp(config, upload ? `${upload}.${b.key}` : b.key, stored[i]!))) staged = true;
       else {
         await this.putHttp(b, stored[i]!, signal);
@@ -286,6 +294,15 @@ export class KvBlockClient {
     want: { tokens: number; kvNamespace: string },
     signal: AbortSignal,
   ): Promise<{ state: Buffer; path: "tcp" | "http" }> {
+    const loaded = this.loads.enter(); // from its first step: a write-back begun meanwhile waits
+    try {
+      return await this.loadEntry(frame, entryKey, want, signal);
+    } finally {
+      loaded();
+    }
+  }
+
+  private async loadEntry(frame: Buffer, entryKey: string, want: { tokens: number; kvNamespace: string }, signal: AbortSignal): Promise<{ state: Buffer; path: "tcp" | "http" }> {
     const m = decodeManifest(frame);
     this.checkLoadable(m, entryKey, want.tokens);
     const open = (b: BlockEntry, stored: Buffer): Buffer => (b.enc ? this.opts.sealer!.open(want.kvNamespace, aad(b.key, this.opts.model, b.kind), stored) : stored);
@@ -304,6 +321,14 @@ export class KvBlockClient {
       await sink.close(); // no decode or copy into the state outlives the load
       state.unused();
     }
+  }
+
+  /** A write-back's next step waits while this pod loads (LoadGate); the seconds waited are counted. */
+  private async afterLoads(): Promise<void> {
+    if (this.opts.writesYieldToLoads === false || !this.loads.busy) return;
+    const t0 = performance.now();
+    await this.loads.idle();
+    countStage(this.opts.metrics, "write", "yield", t0);
   }
 
   /**
@@ -412,86 +437,6 @@ const YIELD_BYTES = 1 << 20;
 
 /** Blocks of a write in flight at once (the first alone): a 1 GB write-back is 29 blocks of 32 MB on a 7B model, one connection each. */
 const UPLOAD_WINDOW = 4;
-
-/** Lines of a newline-delimited JSON body, parsed as they arrive. */
-async function* ndjson(body: AsyncIterable<Uint8Array>): AsyncGenerator<unknown> {
-  const decoder = new TextDecoder();
-  let text = "";
-  for await (const chunk of body) {
-    text += decoder.decode(chunk, { stream: true });
-    const lines = text.split("\n");
-    text = lines.pop()!;
-    for (const line of lines) if (line) yield JSON.parse(line);
-  }
-}
-
-/** The block stream's frames: skips the leading manifest frame, returns each block's bytes as it completes. */
-class FrameReader {
-  private readonly q = new ByteQueue();
-  private manifestLeft: number | undefined;
-  private want: number | undefined;
-
-  push(chunk: Buffer): Buffer[] {
-    this.q.push(chunk);
-    const out: Buffer[] = [];
-    for (let data = this.frame(); data; data = this.frame()) out.push(data);
-    return out;
-  }
-
-  private frame(): Buffer | undefined {
-    if (this.manifestLeft === undefined) {
-      const head = this.q.take(12);
-      if (!head) return undefined;
-      this.manifestLeft = head.readUInt32LE(8) + 4;
-    }
-    if (this.manifestLeft > 0) {
-      if (!this.q.take(this.manifestLeft)) return undefined;
-      this.manifestLeft = 0;
-    }
-    if (this.want === undefined) {
-      const h = this.q.take(8);
-      if (!h) return undefined;
-      this.want = h.readUInt32LE(0);
-    }
-    const data = this.q.take(this.want);
-    if (data) this.want = undefined;
-    return data;
-  }
-}
-
-/** Bytes arriving in chunks, taken in frames (a copy only when a frame spans chunks). */
-class ByteQueue {
-  private chunks: Buffer[] = [];
-  private size = 0;
-
-  push(b: Buffer): void {
-    this.chunks.push(b);
-    this.size += b.length;
-  }
-
-  take(n: number): Buffer | undefined {
-    if (this.size < n) return undefined;
-    this.size -= n;
-    const first = this.chunks[0];
-    if (first && first.length >= n) {
-      const out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let at = 0;
-    while (at < n) {
-      const c = this.chunks[0]!;
-      const k = Math.min(c.length, n - at);
-      c.copy(out, at, 0, k);
-      at += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
-    }
-    return out;
-  }
-}
 
 /** A block's size and CRC-32C as the store reports them. */
 function pickSum(x: unknown): { bytes: number; crc32c: number } {

@@ -8,7 +8,7 @@ export interface KvClientMetrics {
   writes: Counter<"outcome">;
   /** Bytes of v2 blocks: sent (by path), deduped (the store held them: not sent), loaded (by path). */
   blockBytes: Counter<"op" | "path">;
-  /** Seconds spent per stage of loads (lookup, fetch, import) and write-backs (export, split, send, manifest). */
+  /** Seconds spent per stage of loads (lookup, fetch, import) and write-backs (export, split, send, manifest; yield: waiting for the pod's loads). */
   stageSeconds: Counter<"op" | "stage">;
 }
 
@@ -46,7 +46,7 @@ export function createKvClientMetrics(registry: Registry): KvClientMetrics {
     }),
     stageSeconds: new Counter({
       name: "llmfleet_kv_store_stage_seconds_total",
-      help: "Seconds by op and stage: load (lookup: hashing and the store's lookup; fetch: manifest and blocks moved and placed; place, within fetch: blocks checked and placed on the event loop; import: into the engine) and write (export: the state off the engine; split: cut into blocks and coded; send: blocks the store lacks; manifest)",
+      help: "Seconds by op and stage: load (lookup: hashing and the store's lookup; fetch: manifest and blocks moved and placed; place, within fetch: blocks checked and placed on the event loop; import: into the engine) and write (export: the state off the engine; split: cut into blocks and coded; send: blocks the store lacks; manifest; yield, within split and send: waiting while the pod loads)",
       labelNames: ["op", "stage"],
       registers,
     }),

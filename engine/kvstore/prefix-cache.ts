@@ -48,6 +48,8 @@ export interface PrefixCacheOptions {
    * (a later request with the same prefix writes it). Default 1 GiB.
    */
   writeBackBudgetBytes?: number;
+  /** Write-backs wait while this pod loads (load-gate.ts). Default true; false: bench:kv-stall's baseline. */
+  writesYieldToLoads?: boolean;
   /** Decides per request whether a load beats recomputing (reuse-estimator.ts). */
   estimator?: ReuseEstimator;
   /** How v2 blocks move (auto: native TCP where both sides can, else HTTP). Default auto. */
@@ -104,6 +106,7 @@ export class KvPrefixCache implements AsyncDisposable {
       ...(opts.sealer ? { sealer: opts.sealer } : {}),
       ...(opts.transport ? { transport: opts.transport } : {}),
       ...(opts.tcp ? { tcp: opts.tcp, addon: opts.tcp.addon } : {}),
+      ...(opts.writesYieldToLoads === false ? { writesYieldToLoads: false } : {}),
     });
   }
 
