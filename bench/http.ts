@@ -13,12 +13,13 @@
  *                        the pd section (bench/http/pd.ts): prompt lengths (default 1024,4096),
  *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http; also
  *                        tcp-whole and tcp1, the baselines of the default: TRANSPORT_ARGS in pd.ts)
- *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C --reuse-store-streams N
+ *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C --reuse-store-streams N --reuse-write-yield on|off
  *                        the reuse section (bench/http/reuse.ts): context lengths (default
  *                        1024,4096,8192), requests per row (3), requests in the random mix (100),
  *                        the kvstore's codec (default none: the reuse gates of issue 19 are about
  *                        moving raw state; `default` now stands for compact), the kvstore's
- *                        --kv-streams (default: its own, 4)
+ *                        --kv-streams (default: its own, 4), and off: the pods' write-backs go
+ *                        on during their loads (LLMFLEET_KV_WRITE_YIELD=0, the yield's baseline)
  *   --model FILE         GGUF (default: the synthetic --preset, written to $TMPDIR on first use)
  *   --preset P           synthetic shape when no --model: tiny | 1b | 8b (default: 8b on a GPU, tiny on CPU)
  *   --engine FILE        the engine program: an esbuild bundle of engine/main.ts (default: tsx engine/main.ts)
@@ -86,6 +87,7 @@ const { values: a } = parseArgs({
     "reuse-mix": { type: "string", default: "100" },
     "reuse-codec": { type: "string", default: "none" },
     "reuse-store-streams": { type: "string" },
+    "reuse-write-yield": { type: "string", default: "on" },
   },
 });
 
@@ -269,6 +271,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
         mixRequests: Number(a["reuse-mix"]),
         codec: a["reuse-codec"],
         ...(a["reuse-store-streams"] ? { storeStreams: Number(a["reuse-store-streams"]) } : {}),
+        writeYield: a["reuse-write-yield"] !== "off",
         logDir: dirname(a.out),
       });
     case "pd":

@@ -34,6 +34,8 @@ export interface ReuseBenchOptions {
   codec: string;
   /** The kvstore's --kv-streams (blocks a push sends at once); default its own. */
   storeStreams?: number;
+  /** false: pods A and B write back without waiting for their loads (LLMFLEET_KV_WRITE_YIELD=0, the baseline). */
+  writeYield?: boolean;
   logDir: string;
 }
 
@@ -88,10 +90,10 @@ async function outcomes(url: string, metric = "llmfleet_kv_store_loads_total"): 
 const outcomeDelta = (after: Record<string, number>, before: Record<string, number>): Record<string, number> =>
   Object.fromEntries(Object.entries(after).flatMap(([k, v]) => (v - (before[k] ?? 0) > 0 ? [[k, v - (before[k] ?? 0)]] : [])));
 
-async function start(o: ReuseBenchOptions, name: string, args: string[]): Promise<RunningServer> {
+async function start(o: ReuseBenchOptions, name: string, args: string[], env?: NodeJS.ProcessEnv): Promise<RunningServer> {
   const p = port();
   const [cmd, ...pre] = o.engine as [string, ...string[]];
-  return startServer(name, cmd, [...pre, ...args, "--host", "127.0.0.1", "--port", String(p)], { port: p, readyPath: "/ready", logFile: `${o.logDir}/reuse-${name}.log` });
+  return startServer(name, cmd, [...pre, ...args, "--host", "127.0.0.1", "--port", String(p)], { port: p, readyPath: "/ready", logFile: `${o.logDir}/reuse-${name}.log`, ...(env ? { env } : {}) });
 }
 
 /** A pod's KV store write-backs, counted as each ends (stored, error, skipped_busy, ...). */
@@ -325,19 +327,21 @@ async function startAll(starting: Promise<RunningServer>[]): Promise<RunningServ
 export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string, unknown>> {
   await mkdir(o.logDir, { recursive: true });
   await using store = await start(o, "kvstore", ["--role", "kvstore", "--codec", o.codec, "--tier", "name=ram,medium=memory,capacity=64Gi", ...(o.storeStreams ? ["--kv-streams", String(o.storeStreams)] : [])]);
+  // The A/B baseline of the write-back's yield to loads (docs/kv-store.md).
+  const storePodEnv = o.writeYield === false ? { LLMFLEET_KV_WRITE_YIELD: "0" } : undefined;
   // The three engine pods load the model at once: one after another, a 7B f16 model's three loads
   // took most of a 10-minute device call's first minutes.
   const [p, pa, pb] = await startAll([
     start(o, "plain", ["--role", "aggregated", "--model", o.model, ...o.podArgs]),
-    start(o, "a", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs]),
-    start(o, "b", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs]),
+    start(o, "a", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs], storePodEnv),
+    start(o, "b", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs], storePodEnv),
   ]);
   await using plain = p!;
   await using a = pa!;
   await using b = pb!;
   wordsPerToken = await benchWordsPerToken(plain.url);
   for (const url of [plain.url, a.url, b.url]) await ask(url, context(64)); // warm-up
-  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, store_streams: o.storeStreams ?? "default", repeats: o.repeats };
+  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, store_streams: o.storeStreams ?? "default", write_yield: o.writeYield !== false, repeats: o.repeats };
   const recomputeMs: Record<number, number> = {};
   for (const tokens of o.contexts) {
     const r = await rows(o, { plain: plain.url, a: a.url, b: b.url, store: store.url }, tokens);
