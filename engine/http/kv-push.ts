@@ -37,7 +37,7 @@ export type PushFailure = { index: number; error: string };
 /**
  * Blocks in flight at once per push by default, each on its own connection (the kvstore's
  * --kv-streams sets it). 8 did not load faster than 4 on the 16-CPU GPU machine, though the wire
- * alone moves more over 8 (BENCHMARKS.md, "Store loads: 4 or 8 blocks in flight").
+ * alone moves more over 8 (BENCHMARKS.md, session 23 run of bench:http, "Push window 4 against 8").
  */
 export const PUSH_SEND_WINDOW = 4;
 
