@@ -27,6 +27,8 @@ const TOKENS = Number(process.env.BENCH_TOKENS ?? 8192);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 /** The load-during-write-back rows: ms before the write-back's state is there, as an export from the GPU takes (BENCH_EXPORT_MS). */
 const EXPORT_MS = Number(process.env.BENCH_EXPORT_MS ?? 150);
+/** The load-during-another-pod's-upload rows: ms the upload runs before the load begins (its split takes ~150-500 ms of it here). */
+const UPLOAD_HEAD_START_MS = Number(process.env.BENCH_UPLOAD_HEAD_START_MS ?? 250);
 const PORT = 20_000 + Math.floor(Math.random() * 20_000);
 
 const addon = await kvStreamAddon();
@@ -34,22 +36,27 @@ if (!addon) throw new Error("the native addon is not available (LLMFLEET_NATIVE_
 useNativeCrc32c((b) => addon.kvChecksum(b));
 const url = `http://127.0.0.1:${PORT}`;
 
-/** A kvstore process (memory tier), started afresh for each round (a pod's first request on a kept-alive connection failed once after the last round's). */
-function startStore(): Promise<RunningServer> {
-  const args = ["--import", "tsx", "engine/main.ts", "--role", "kvstore", "--tier", "name=ram,medium=memory,capacity=16Gi", "--host", "127.0.0.1", "--port", String(PORT)];
-  return startServer("kvstore", process.execPath, args, { port: PORT, readyPath: "/health", timeoutMs: 60_000 });
+/**
+ * A kvstore process (memory tier), started afresh for each round (a pod's first request on a
+ * kept-alive connection failed once after the last round's). holdUploads false: the store does not
+ * hold pods' uploads back while it pushes a load (LLMFLEET_KV_STORE_HOLD_UPLOADS=0, the baseline).
+ */
+function startStore(port = PORT, holdUploads = true): Promise<RunningServer> {
+  const args = ["--import", "tsx", "engine/main.ts", "--role", "kvstore", "--tier", "name=ram,medium=memory,capacity=16Gi", "--host", "127.0.0.1", "--port", String(port)];
+  const env = holdUploads ? {} : { LLMFLEET_KV_STORE_HOLD_UPLOADS: "0" };
+  return startServer("kvstore", process.execPath, args, { port, readyPath: "/health", timeoutMs: 60_000, env });
 }
 
 /**
  * A pod's prefix cache with its own listener (two pods: the writer and the loader). `worker`: the
  * addon without kvGather, so a write-back's blocks are split on the codec worker as before it.
  */
-function pod(worker = false, writesYieldToLoads = true): { cache: KvPrefixCache; registry: Registry } {
+function pod(worker = false, writesYieldToLoads = true, storeUrl = url): { cache: KvPrefixCache; registry: Registry } {
   const { port, handle } = addon!.kvListen("127.0.0.1", 0, { maxBytes: 8 * 2 ** 30, maxConnections: 64 });
   const podAddon = worker ? { ...addon!, kvGather: undefined } : addon!;
   const registry = new Registry();
   const cache = new KvPrefixCache({
-    url,
+    url: storeUrl,
     timeoutMs: 120_000,
     model: "kv-stall-bench",
     layout: { streams: 1, vTransposed: false },
@@ -140,6 +147,45 @@ async function loadDuringWriteBack(round: number, tokens: number[], yieldToLoads
   return t.ms;
 }
 
+/**
+ * Ms of a load by one pod alone, then during another pod's upload of another state (its blocks
+ * moving), against a store of its own that holds uploads back while it pushes, or not.
+ */
+async function loadDuringOtherUpload(round: number, holdUploads: boolean): Promise<{ alone: number; during: number }> {
+  const port = PORT + 2;
+  const store = await startStore(port, holdUploads);
+  const at = `http://127.0.0.1:${port}`;
+  const load = async (tokens: number[]): Promise<number> => {
+    const loader = pod(false, true, at);
+    const t = await watched(async () => {
+      const got = await loader.cache.fetchPrefix(tokens);
+      const n = got?.state.length ?? 0;
+      if (got) addon!.kvRelease?.(got.state);
+      return n;
+    });
+    await loader.cache[Symbol.asyncDispose]();
+    if (t.value !== bytes) throw new Error(`round ${round}: a load gave ${t.value} of ${bytes} bytes`);
+    return t.ms;
+  };
+  try {
+    const i = 2 * round + (holdUploads ? 0 : 1);
+    const entry = podState(400 + i, 400_000 + i * 1000);
+    const other = podState(500 + i, 500_000 + i * 1000);
+    await settleHeap();
+    const writer = pod(false, true, at);
+    writer.cache.writeBack(entry.tokens, TOKENS, Promise.resolve(entry.state), { release: release });
+    await writer.cache.settled();
+    const alone = await load(entry.tokens);
+    writer.cache.writeBack(other.tokens, TOKENS, Promise.resolve(other.state), { release: release });
+    await new Promise((r) => setTimeout(r, UPLOAD_HEAD_START_MS)); // its blocks cut, their upload under way
+    const during = await load(entry.tokens);
+    await writer.cache[Symbol.asyncDispose]();
+    return { alone, during };
+  } finally {
+    await store.stop(10_000);
+  }
+}
+
 const rounds: Record<string, unknown>[] = [];
 const load = loadavg()[0]!;
 for (let r = 0; r < ROUNDS; r++) {
@@ -173,6 +219,11 @@ for (let r = 0; r < ROUNDS; r++) {
     const during: Record<string, number> = {};
     for (const yieldToLoads of r % 2 === 0 ? [true, false] : [false, true])
       during[yieldToLoads ? "load_during_writeback_ms" : "load_during_writeback_ms_no_yield"] = await loadDuringWriteBack(r, tokens, yieldToLoads);
+    for (const hold of r % 2 === 0 ? [true, false] : [false, true]) {
+      const { alone, during: ms } = await loadDuringOtherUpload(r, hold);
+      during[hold ? "load_alone_ms_hold" : "load_alone_ms_no_hold"] = alone;
+      during[hold ? "load_during_other_upload_ms" : "load_during_other_upload_ms_no_hold"] = ms;
+    }
     const row = {
       write_ms: write.ms,
       write_stall_ms: write.stallMs,
@@ -213,9 +264,13 @@ const result = {
   load_during_writeback_ms_no_yield: median("load_during_writeback_ms_no_yield"),
   // The load with the pod's own write-back under way, without its yield over with it (> 1: the yield saves that much).
   load_during_writeback_ratio: Math.round((median("load_during_writeback_ms_no_yield") / median("load_during_writeback_ms")) * 100) / 100,
+  load_during_other_upload_ms: median("load_during_other_upload_ms"),
+  load_during_other_upload_ms_no_hold: median("load_during_other_upload_ms_no_hold"),
+  // A load during another pod's upload, the store not holding uploads back over holding them (> 1: the hold saves that much).
+  load_during_other_upload_ratio: Math.round((median("load_during_other_upload_ms_no_hold") / median("load_during_other_upload_ms")) * 100) / 100,
 };
 const out = process.env.BENCH_OUT ?? "bench/results/kv-stall.json";
 await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
 process.stderr.write(
-  `bench:kv-stall: write ${result.write_ms} ms (longest stall ${result.write_stall_ms} ms, event loop busy ${result.write_busy_ms} ms; split on the codec worker instead: ${result.write_ms_worker_split} ms, ${result.write_stall_ms_worker_split} ms, ${result.write_busy_ms_worker_split} ms), load ${result.load_ms} ms (longest stall ${result.load_stall_ms} ms); the load with the pod's own write-back under way ${result.load_during_writeback_ms} ms, ${result.load_during_writeback_ms_no_yield} ms without the write-back's yield (${result.load_during_writeback_ratio}x) -> ${out}\n`,
+  `bench:kv-stall: write ${result.write_ms} ms (longest stall ${result.write_stall_ms} ms, event loop busy ${result.write_busy_ms} ms; split on the codec worker instead: ${result.write_ms_worker_split} ms, ${result.write_stall_ms_worker_split} ms, ${result.write_busy_ms_worker_split} ms), load ${result.load_ms} ms (longest stall ${result.load_stall_ms} ms); the load with the pod's own write-back under way ${result.load_during_writeback_ms} ms, ${result.load_during_writeback_ms_no_yield} ms without the write-back's yield (${result.load_during_writeback_ratio}x); during another pod's upload ${result.load_during_other_upload_ms} ms, ${result.load_during_other_upload_ms_no_hold} ms with the store not holding uploads back (${result.load_during_other_upload_ratio}x) -> ${out}\n`,
 );

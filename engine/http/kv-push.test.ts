@@ -2,9 +2,11 @@
 // listener, from a real disk tier whose reads are slowed per key: order "any" sends the meta block
 // first and no kv block before the pod holds it, then each kv block as its read ends (a slow read
 // no longer holds up the blocks after it); order "manifest" keeps the keys' order; reads, blocks
-// held and sends stay within the read window; a missing block ends the push with its index.
+// held and sends stay within the read window; a missing block ends the push with its index; an
+// upload to the store (its own listener) waits while the store pushes.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,9 +14,11 @@ import { DiskTier } from "../kvstore/disk-tier.ts";
 import { TieredStore } from "../kvstore/tiered-store.ts";
 import { createKvStoreMetrics } from "../kvstore/store-metrics.ts";
 import { useKvListener } from "../../testing/kv-listener.ts";
+import { KV_SEND_STATUS } from "../pd/kv-transport.ts";
 import { pushBlocks, type PushFailure, type PushOrder, type Staged } from "./kv-push.ts";
 
 const listener = useKvListener();
+const storeListener = useKvListener();
 let dir: string;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), "llmfleet-kv-push-"));
@@ -51,7 +55,8 @@ async function slowStore(
 async function push(store: TieredStore, keys: string[], order: PushOrder, id: string): Promise<{ lines: Staged[]; failure: PushFailure | undefined; intact: boolean[] }> {
   const lines: Staged[] = [];
   const intact: boolean[] = [];
-  const tcp = { addon: listener.kv, port: listener.port, handle: listener.handle };
+  // The store's own listener (where pods upload; a push holds it paused) is not the pod's.
+  const tcp = { addon: listener.kv, port: storeListener.port, handle: storeListener.handle };
   const failure = await pushBlocks({ store, metrics: createKvStoreMetrics([]) }, { tcp, keys, host: "127.0.0.1", port: listener.port, id }, order, (line) => {
     lines.push(line);
     const got = listener.kv.kvTake(listener.handle, `${id}.${line.index}`)?.state;
@@ -94,4 +99,18 @@ test("reads, blocks held and sends stay within the read window (8 of 8 MiB block
   const gone = [...small.keys.slice(0, 3), hex(0xdead), ...small.keys.slice(4)];
   const { failure: missing } = await push(small.store, gone, "any", "miss1");
   assert.deepEqual(missing, { index: 3, error: "missing" });
+});
+
+test("an upload to the store waits while it pushes a load, and is staged once the push ends", async () => {
+  const { store, keys } = await slowStore("hold", 4, 4096, () => 150);
+  let pushEnded = 0;
+  const pushing = push(store, keys, "any", "hold1").then((r) => ((pushEnded = performance.now()), r));
+  await new Promise((r) => setTimeout(r, 50)); // the push under way (its reads take 150 ms each)
+  const upload = randomBytes(2 * 2 ** 20);
+  const sent = await listener.kv.kvSend(upload, "127.0.0.1", storeListener.port, "up1", "{}", 256 << 10, 10_000);
+  const uploadEnded = performance.now();
+  assert.equal(sent.status, KV_SEND_STATUS.ok);
+  assert.equal((await pushing).failure, undefined);
+  assert.ok(uploadEnded >= pushEnded - 5, `the upload was staged ${Math.round(pushEnded - uploadEnded)} ms before the push ended`);
+  assert.ok(listener.kv.kvTake(storeListener.handle, "up1")!.state.equals(upload), "and arrived whole");
 });

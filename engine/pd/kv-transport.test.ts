@@ -409,3 +409,34 @@ test("a sender whose stripe connection dies mid-stream gets a transport failure,
   }
   assert.equal(listener.kv.kvStats(listener.handle).staged, before.staged);
 });
+
+test("a paused listener reads nothing more until it is resumed, and holds a connection 2 s at most in all", async () => {
+  const kv = listener.kv;
+  assert.ok(kv.kvPause, "the addon has kvPause");
+  assert.equal(kv.kvPause(999_999, true), false, "no such listener");
+  assert.throws(() => kv.kvPause!(listener.handle, "yes" as unknown as boolean), /kvPause\(handle: number, paused: boolean\)/);
+  const state = randomBytes(2 * 2 ** 20 + 7);
+  const pausedBefore = kv.kvStats(listener.handle).pausedSeconds ?? 0;
+  try {
+    assert.equal(kv.kvPause(listener.handle, true), true);
+    let done = false;
+    const sent = kv.kvSend(state, "127.0.0.1", listener.port, "h-paused", "{}", 256 << 10, 10_000).then((r) => ((done = true), r));
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(done, false, "the hand-off is not staged while the listener is paused");
+    kv.kvPause(listener.handle, false);
+    assert.equal((await sent).status, KV_SEND_STATUS.ok);
+    assert.ok((kv.kvStats(listener.handle).pausedSeconds ?? 0) - pausedBefore >= 0.3, "the wait is counted once it ends");
+    assert.ok(kv.kvTake(listener.handle, "h-paused")!.state.equals(state), "byte for byte after the pause");
+
+    // Never resumed: the connection goes on after 2 s of waiting in all.
+    kv.kvPause(listener.handle, true);
+    const t0 = performance.now();
+    const capped = await kv.kvSend(state, "127.0.0.1", listener.port, "h-capped", "{}", 256 << 10, 10_000);
+    const ms = performance.now() - t0;
+    assert.equal(capped.status, KV_SEND_STATUS.ok);
+    assert.ok(ms >= 1_900 && ms < 6_000, `staged after the 2 s cap (${Math.round(ms)} ms)`);
+    assert.ok(kv.kvTake(listener.handle, "h-capped")!.state.equals(state));
+  } finally {
+    kv.kvPause(listener.handle, false);
+  }
+});

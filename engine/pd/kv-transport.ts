@@ -56,6 +56,8 @@ export interface KvListenStats {
   refused?: number;
   aborted?: number;
   expired?: number;
+  /** Seconds connections waited, all together, while the listener was paused (kvPause). */
+  pausedSeconds?: number;
 }
 
 export interface KvListenOptions {
@@ -93,6 +95,11 @@ export interface KvStreamAddon {
   kvTake(handle: number, id: string): KvTaken | null;
   kvStats(handle: number): KvListenStats;
   kvClose(handle: number): void;
+  /**
+   * While paused the listener reads no further chunk of what it receives (senders block on TCP's
+   * flow control), each connection at most 2 s in all; false when no such listener.
+   */
+  kvPause?(handle: number, paused: boolean): boolean;
   kvChecksum(bytes: Uint8Array): number;
   /** The process's pool of (page-locked) host blocks for states: reuse counts and bytes. */
   kvPoolStats?(): KvPoolStats;

@@ -14,6 +14,10 @@
 // kvTake(handle, id) -> null | {state, header, seconds, pinned}: the staged state as a Buffer over its native
 //   memory (freed when JavaScript drops it), removed from staging.
 // kvStats(handle) -> counters; kvClose(handle) stops that listener and frees what it staged.
+// kvPause(handle, paused): while paused, the listener reads no further chunk of the hand-offs it is
+//   receiving (their senders block on TCP's flow control), each connection at most kMaxPauseMs in
+//   all: the kvstore holds pods' uploads back while it pushes a load, which on one host otherwise
+//   shared the memory and the cores with them and took 2-4x as long.
 #include "kv-stream.h"
 #include "task-threads.h"
 
@@ -114,6 +118,8 @@ struct Server {
     size_t reserved = 0;  // bytes of hand-offs being received
     uint64_t received = 0, refused = 0, aborted = 0, expired = 0;
     std::atomic<int> conns{0};
+    std::atomic<bool> paused{false};      // kvPause
+    std::atomic<uint64_t> paused_us{0};   // time connections waited while paused, all together
 
     void sweep_locked() {
         const auto now = Clock::now();
@@ -167,10 +173,31 @@ std::string staged_at(const Server & s, int fd) {
     return "http://" + (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(s.http_port);
 }
 
+// The longest a connection waits in all while its listener is paused (kvPause), so that a sender's
+// own timeout (a pod's --kv-store-timeout-ms, default 5 s) never fires because of a pause.
+constexpr int64_t kMaxPauseMs = 2000;
+
+// Before a connection's next chunk: waits while the listener is paused, up to what is left of its
+// kMaxPauseMs; `waited` (microseconds) carries over from chunk to chunk.
+void wait_while_paused(Server & s, int64_t & waited) {
+    if (!s.paused.load(std::memory_order_relaxed) || waited >= kMaxPauseMs * 1000) return;
+    const auto t0 = Clock::now();
+    while (s.paused.load(std::memory_order_relaxed) && !s.stop.load() &&
+           std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count() + waited < kMaxPauseMs * 1000) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+    waited += us;
+    s.paused_us += static_cast<uint64_t>(us);
+}
+
 // Receives chunks into mem[off, off + len) until the end mark; false with err set on any fault.
-bool receive_chunks(int fd, uint8_t * base, uint64_t off, uint64_t len, NetError & err, Assembly * progress = nullptr, std::mutex * mu = nullptr) {
+// `s`: the listener, whose kvPause holds the next chunk back.
+bool receive_chunks(Server & s, int fd, uint8_t * base, uint64_t off, uint64_t len, NetError & err, Assembly * progress = nullptr, std::mutex * mu = nullptr) {
     uint64_t got = 0;
+    int64_t waited = 0;
     while (true) {
+        wait_while_paused(s, waited);
         uint32_t frame[2] = {0, 0};  // length, then (unless it is the end, 0) the CRC
         if (!recv_all(fd, &frame[0], 4, err)) return false;
         if (frame[0] == 0) break;
@@ -236,7 +263,7 @@ void receive_single(const std::shared_ptr<Server> & s, int fd, Clock::time_point
     HostMem mem;
     bool ok = HostMem::alloc(static_cast<size_t>(bytes), mem);
     if (!ok) err = {"protocol", "out of host memory"};
-    ok = ok && send_reply(fd, ST_OK, "", err) && receive_chunks(fd, mem.data, 0, bytes, err);
+    ok = ok && send_reply(fd, ST_OK, "", err) && receive_chunks(*s, fd, mem.data, 0, bytes, err);
     std::lock_guard<std::mutex> lock(s->mu);
     s->reserved -= bytes;
     if (!ok) {
@@ -288,7 +315,7 @@ void receive_owner(const std::shared_ptr<Server> & s, int fd, Clock::time_point 
     }
     bool ok = allocated && send_reply(fd, ST_OK, "", err);
     if (!allocated) err = {"protocol", "out of host memory"};
-    ok = ok && receive_chunks(fd, a->mem.data, off, len, err, a.get(), &s->mu);
+    ok = ok && receive_chunks(*s, fd, a->mem.data, off, len, err, a.get(), &s->mu);
     std::unique_lock<std::mutex> lock(s->mu);
     if (ok) {
         a->parts[0] = {off, len};
@@ -349,7 +376,7 @@ void receive_joiner(const std::shared_ptr<Server> & s, int fd, const std::string
         a->joined[index] = 1;
         a->fds.push_back(fd);
     }
-    bool ok = send_reply(fd, ST_OK, "", err) && receive_chunks(fd, a->mem.data, off, len, err, a.get(), &s->mu);
+    bool ok = send_reply(fd, ST_OK, "", err) && receive_chunks(*s, fd, a->mem.data, off, len, err, a.get(), &s->mu);
     {
         std::lock_guard<std::mutex> lock(s->mu);
         a->fds.erase(std::remove(a->fds.begin(), a->fds.end(), fd), a->fds.end());
@@ -533,7 +560,20 @@ Napi::Value KvStats(const Napi::CallbackInfo & info) {
     o.Set("refused", static_cast<double>(s->refused));
     o.Set("aborted", static_cast<double>(s->aborted));
     o.Set("expired", static_cast<double>(s->expired));
+    o.Set("pausedSeconds", static_cast<double>(s->paused_us.load()) / 1e6);
     return o;
+}
+
+Napi::Value KvPause(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = server_arg(info, 0);
+    if (env.IsExceptionPending()) return env.Undefined();
+    if (info.Length() < 2 || !info[1].IsBoolean()) {
+        Napi::TypeError::New(env, "kvPause(handle: number, paused: boolean)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    if (s) s->paused = info[1].As<Napi::Boolean>().Value();
+    return Napi::Boolean::New(env, s != nullptr);
 }
 
 Napi::Value KvClose(const Napi::CallbackInfo & info) {
@@ -584,6 +624,7 @@ void InitKvStream(Napi::Env env, Napi::Object exports) {
     exports.Set("kvTake", Napi::Function::New(env, KvTake));
     exports.Set("kvStats", Napi::Function::New(env, KvStats));
     exports.Set("kvClose", Napi::Function::New(env, KvClose));
+    exports.Set("kvPause", Napi::Function::New(env, KvPause));
     exports.Set("kvChecksum", Napi::Function::New(env, KvChecksum));
     exports.Set("kvGather", Napi::Function::New(env, KvGather));
     exports.Set("kvScatter", Napi::Function::New(env, KvScatter));

@@ -33,7 +33,7 @@
 
 namespace llmfleet_addon {
 
-// kvSend, kvChecksum, kvListen, kvTake, kvStats, kvClose on `exports` (see kv-stream.cpp).
+// kvSend, kvChecksum, kvListen, kvTake, kvStats, kvClose, kvPause on `exports` (see kv-stream.cpp).
 void InitKvStream(Napi::Env env, Napi::Object exports);
 
 // The sending side (kv-send.cpp).
