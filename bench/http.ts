@@ -13,13 +13,14 @@
  *                        the pd section (bench/http/pd.ts): prompt lengths (default 1024,4096),
  *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http; also
  *                        tcp-whole and tcp1, the baselines of the default: TRANSPORT_ARGS in pd.ts)
- *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C --reuse-store-streams N --reuse-write-yield on|off
+ *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C --reuse-store-streams N --reuse-write-yield on|off --reuse-store-hold on|off
  *                        the reuse section (bench/http/reuse.ts): context lengths (default
  *                        1024,4096,8192), requests per row (3), requests in the random mix (100),
  *                        the kvstore's codec (default none: the reuse gates of issue 19 are about
  *                        moving raw state; `default` now stands for compact), the kvstore's
  *                        --kv-streams (default: its own, 4), and off: the pods' write-backs go
- *                        on during their loads (LLMFLEET_KV_WRITE_YIELD=0, the yield's baseline)
+ *                        on during their loads (LLMFLEET_KV_WRITE_YIELD=0, the yield's baseline); off:
+ *                        the store takes uploads while it pushes (LLMFLEET_KV_STORE_HOLD_UPLOADS=0)
  *   --model FILE         GGUF (default: the synthetic --preset, written to $TMPDIR on first use)
  *   --preset P           synthetic shape when no --model: tiny | 1b | 8b (default: 8b on a GPU, tiny on CPU)
  *   --engine FILE        the engine program: an esbuild bundle of engine/main.ts (default: tsx engine/main.ts)
@@ -88,6 +89,7 @@ const { values: a } = parseArgs({
     "reuse-codec": { type: "string", default: "none" },
     "reuse-store-streams": { type: "string" },
     "reuse-write-yield": { type: "string", default: "on" },
+    "reuse-store-hold": { type: "string", default: "on" },
   },
 });
 
@@ -272,6 +274,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
         codec: a["reuse-codec"],
         ...(a["reuse-store-streams"] ? { storeStreams: Number(a["reuse-store-streams"]) } : {}),
         writeYield: a["reuse-write-yield"] !== "off",
+        storeHold: a["reuse-store-hold"] !== "off",
         logDir: dirname(a.out),
       });
     case "pd":
