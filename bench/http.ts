@@ -18,8 +18,8 @@
  *                        1024,4096,8192), requests per row (3), requests in the random mix (100),
  *                        the kvstore's codec (default none: the reuse gates of issue 19 are about
  *                        moving raw state; `default` now stands for compact), the kvstore's
- *                        --kv-streams (default: its own, 4), and off: the pods' write-backs go
- *                        on during their loads (LLMFLEET_KV_WRITE_YIELD=0, the yield's baseline); off:
+ *                        --kv-streams (default: its own, 4), on: the pods' write-backs wait while
+ *                        they load (LLMFLEET_KV_WRITE_YIELD=1; off by default); off:
  *                        the store takes uploads while it pushes (LLMFLEET_KV_STORE_HOLD_UPLOADS=0)
  *   --model FILE         GGUF (default: the synthetic --preset, written to $TMPDIR on first use)
  *   --preset P           synthetic shape when no --model: tiny | 1b | 8b (default: 8b on a GPU, tiny on CPU)
@@ -88,7 +88,7 @@ const { values: a } = parseArgs({
     "reuse-mix": { type: "string", default: "100" },
     "reuse-codec": { type: "string", default: "none" },
     "reuse-store-streams": { type: "string" },
-    "reuse-write-yield": { type: "string", default: "on" },
+    "reuse-write-yield": { type: "string", default: "off" },
     "reuse-store-hold": { type: "string", default: "on" },
   },
 });
@@ -273,7 +273,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
         mixRequests: Number(a["reuse-mix"]),
         codec: a["reuse-codec"],
         ...(a["reuse-store-streams"] ? { storeStreams: Number(a["reuse-store-streams"]) } : {}),
-        writeYield: a["reuse-write-yield"] !== "off",
+        writeYield: a["reuse-write-yield"] === "on",
         storeHold: a["reuse-store-hold"] !== "off",
         logDir: dirname(a.out),
       });

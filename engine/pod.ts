@@ -130,8 +130,8 @@ async function kvPrefixCache(
     model: await kvModelIdentity(modelPath, opts.modelChecksum),
     layout: { streams: runtime.info.kvStreams, vTransposed: !runtime.info.flashAttention },
     metrics: createKvClientMetrics(metrics.registry),
-    // LLMFLEET_KV_WRITE_YIELD=0: write-backs go on during the pod's loads (the benchmarks' baseline; docs/kv-store.md).
-    ...(process.env.LLMFLEET_KV_WRITE_YIELD === "0" ? { writesYieldToLoads: false } : {}),
+    // LLMFLEET_KV_WRITE_YIELD=1: write-backs wait while the pod loads (off by default; docs/kv-store.md).
+    ...(process.env.LLMFLEET_KV_WRITE_YIELD === "1" ? { writesYieldToLoads: true } : {}),
   });
 }
 

@@ -34,7 +34,7 @@ export interface ReuseBenchOptions {
   codec: string;
   /** The kvstore's --kv-streams (blocks a push sends at once); default its own. */
   storeStreams?: number;
-  /** false: pods A and B write back without waiting for their loads (LLMFLEET_KV_WRITE_YIELD=0, the baseline). */
+  /** true: pods A and B's write-backs wait while they load (LLMFLEET_KV_WRITE_YIELD=1; off by default). */
   writeYield?: boolean;
   /** false: the store does not hold uploads back while it pushes a load (LLMFLEET_KV_STORE_HOLD_UPLOADS=0, the baseline). */
   storeHold?: boolean;
@@ -335,7 +335,7 @@ export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string,
     o.storeHold === false ? { LLMFLEET_KV_STORE_HOLD_UPLOADS: "0" } : undefined,
   );
   // The A/B baseline of the write-back's yield to loads (docs/kv-store.md).
-  const storePodEnv = o.writeYield === false ? { LLMFLEET_KV_WRITE_YIELD: "0" } : undefined;
+  const storePodEnv = o.writeYield === true ? { LLMFLEET_KV_WRITE_YIELD: "1" } : undefined;
   // The three engine pods load the model at once: one after another, a 7B f16 model's three loads
   // took most of a 10-minute device call's first minutes.
   const [p, pa, pb] = await startAll([
@@ -348,7 +348,7 @@ export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string,
   await using b = pb!;
   wordsPerToken = await benchWordsPerToken(plain.url);
   for (const url of [plain.url, a.url, b.url]) await ask(url, context(64)); // warm-up
-  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, store_streams: o.storeStreams ?? "default", write_yield: o.writeYield !== false, store_hold: o.storeHold !== false, repeats: o.repeats };
+  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, store_streams: o.storeStreams ?? "default", write_yield: o.writeYield === true, store_hold: o.storeHold !== false, repeats: o.repeats };
   const recomputeMs: Record<number, number> = {};
   for (const tokens of o.contexts) {
     const r = await rows(o, { plain: plain.url, a: a.url, b: b.url, store: store.url }, tokens);

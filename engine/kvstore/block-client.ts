@@ -56,7 +56,10 @@ export interface BlockClientOptions {
   /** The addon for uploads over TCP (kvSend). */
   addon?: KvStreamAddon;
   timeoutMs: number;
-  /** Write-backs wait while this pod loads (load-gate.ts); default true (false: the benchmark's baseline). */
+  /**
+   * Write-backs wait while this pod loads (load-gate.ts). Default false: with the store holding
+   * uploads back during its pushes it gained nothing measurable (BENCHMARKS.md, session 23).
+   */
   writesYieldToLoads?: boolean;
 }
 
@@ -325,7 +328,7 @@ export class KvBlockClient {
 
   /** A write-back's next step waits while this pod loads (LoadGate); the seconds waited are counted. */
   private async afterLoads(): Promise<void> {
-    if (this.opts.writesYieldToLoads === false || !this.loads.busy) return;
+    if (this.opts.writesYieldToLoads !== true || !this.loads.busy) return;
     const t0 = performance.now();
     await this.loads.idle();
     countStage(this.opts.metrics, "write", "yield", t0);

@@ -3,9 +3,12 @@
  * token); a write-back is not, yet both move GBs between the pod and the store over the same host,
  * and on an H100 host a 1 GB load that ran while the pod's own write-back of the previous request
  * was uploading took 870 ms instead of ~250 ms, 2.3x recomputing the context (bench:http's reuse
- * mix, BENCHMARKS.md). So a write-back waits at each of its steps (the split, each block's upload)
- * while a load of the same pod is under way, up to `maxWaitMs` a step, so that a pod loading
- * without pause still writes back (its write-back budget then skips further ones).
+ * mix, BENCHMARKS.md). So a write-back can wait at each of its steps (the split, each block's
+ * upload) while a load of the same pod is under way, up to `maxWaitMs` a step, so that a pod loading
+ * without pause still writes back (its write-back budget then skips further ones). Off by default
+ * (LLMFLEET_KV_WRITE_YIELD=1 turns it on): the store now holds uploads back while it pushes a load
+ * (kv-push.ts), which covers the pod's own uploads too, and with that this gained nothing
+ * measurable on CPU; the GPU has not measured it.
  */
 export class LoadGate {
   private loads = 0;

@@ -48,7 +48,7 @@ export interface PrefixCacheOptions {
    * (a later request with the same prefix writes it). Default 1 GiB.
    */
   writeBackBudgetBytes?: number;
-  /** Write-backs wait while this pod loads (load-gate.ts). Default true; false: bench:kv-stall's baseline. */
+  /** Write-backs wait while this pod loads (load-gate.ts). Default false (block-client.ts says why). */
   writesYieldToLoads?: boolean;
   /** Decides per request whether a load beats recomputing (reuse-estimator.ts). */
   estimator?: ReuseEstimator;
@@ -106,7 +106,7 @@ export class KvPrefixCache implements AsyncDisposable {
       ...(opts.sealer ? { sealer: opts.sealer } : {}),
       ...(opts.transport ? { transport: opts.transport } : {}),
       ...(opts.tcp ? { tcp: opts.tcp, addon: opts.tcp.addon } : {}),
-      ...(opts.writesYieldToLoads === false ? { writesYieldToLoads: false } : {}),
+      ...(opts.writesYieldToLoads !== undefined ? { writesYieldToLoads: opts.writesYieldToLoads } : {}),
     });
   }
 
