@@ -51,7 +51,7 @@ function startStore(port = PORT, holdUploads = true): Promise<RunningServer> {
  * A pod's prefix cache with its own listener (two pods: the writer and the loader). `worker`: the
  * addon without kvGather, so a write-back's blocks are split on the codec worker as before it.
  */
-function pod(worker = false, writesYieldToLoads = true, storeUrl = url): { cache: KvPrefixCache; registry: Registry } {
+function pod(worker = false, writesYieldToLoads = false, storeUrl = url): { cache: KvPrefixCache; registry: Registry } {
   const { port, handle } = addon!.kvListen("127.0.0.1", 0, { maxBytes: 8 * 2 ** 30, maxConnections: 64 });
   const podAddon = worker ? { ...addon!, kvGather: undefined } : addon!;
   const registry = new Registry();
@@ -95,6 +95,14 @@ async function stages(registry: Registry): Promise<Record<string, number>> {
 let bytes = 0; // the state's size (every round's is the same)
 const release = (b: Buffer): void => void addon.kvRelease?.(b);
 
+/** Loads the prefix `tokens`; the bytes of the state it gave (0: none), the state given back to the pool. */
+async function fetchedBytes(cache: KvPrefixCache, tokens: number[]): Promise<number> {
+  const got = await cache.fetchPrefix(tokens);
+  const n = got?.state.length ?? 0; // read before the release detaches it
+  if (got) release(got.state);
+  return n;
+}
+
 /**
  * A state as a pod holds one: a host-pool block (an export from the engine is one), given back
  * once written. The synthetic state is made in JavaScript first; it is collected here, before
@@ -133,10 +141,7 @@ async function loadDuringWriteBack(round: number, tokens: number[], yieldToLoads
     // The state as an export gives it: after the engine's copy (142-169 ms for 1 GB on the H100).
     const exported = new Promise<Buffer>((r) => setTimeout(() => r(other.state), EXPORT_MS));
     self.cache.writeBack(other.tokens, TOKENS, exported, { release: release });
-    const got = await self.cache.fetchPrefix(tokens);
-    const n = got?.state.length ?? 0;
-    if (got) addon!.kvRelease?.(got.state); // detaches it
-    return n;
+    return fetchedBytes(self.cache, tokens);
   });
   if (t.value !== bytes) {
     const outcomes = (await self.registry.metrics()).split("\n").filter((l) => l.startsWith("llmfleet_kv_store_loads_total"));
@@ -156,13 +161,8 @@ async function loadDuringOtherUpload(round: number, holdUploads: boolean): Promi
   const store = await startStore(port, holdUploads);
   const at = `http://127.0.0.1:${port}`;
   const load = async (tokens: number[]): Promise<number> => {
-    const loader = pod(false, true, at);
-    const t = await watched(async () => {
-      const got = await loader.cache.fetchPrefix(tokens);
-      const n = got?.state.length ?? 0;
-      if (got) addon!.kvRelease?.(got.state);
-      return n;
-    });
+    const loader = pod(false, false, at);
+    const t = await watched(() => fetchedBytes(loader.cache, tokens));
     await loader.cache[Symbol.asyncDispose]();
     if (t.value !== bytes) throw new Error(`round ${round}: a load gave ${t.value} of ${bytes} bytes`);
     return t.ms;
@@ -172,7 +172,7 @@ async function loadDuringOtherUpload(round: number, holdUploads: boolean): Promi
     const entry = podState(400 + i, 400_000 + i * 1000);
     const other = podState(500 + i, 500_000 + i * 1000);
     await settleHeap();
-    const writer = pod(false, true, at);
+    const writer = pod(false, false, at);
     writer.cache.writeBack(entry.tokens, TOKENS, Promise.resolve(entry.state), { release: release });
     await writer.cache.settled();
     const alone = await load(entry.tokens);

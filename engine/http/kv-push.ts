@@ -58,26 +58,18 @@ class PushWindow {
   }
 }
 
-/** Pushes under way, by listener handle: uploads to that listener are held back while any is. */
-const pushing = new Map<number, number>();
-
 /**
- * Holds pods' uploads to this store back while a push runs (kvPause on the store's listener; each
- * upload's connection waits at most 2 s in all): a load is on a request's path, an upload is not,
- * and on one host a 1 GB load during another pod's 1 GB upload took 2-4x as long as alone
- * (BENCHMARKS.md). LLMFLEET_KV_STORE_HOLD_UPLOADS=0 turns it off (the benchmarks' baseline).
+ * Holds pods' uploads to this store back while a push runs (a kvPause hold on the store's listener,
+ * which nests over pushes at once; each upload's connection waits at most 2 s in all): a load is on
+ * a request's path, an upload is not, and on one host a 1 GB load during another pod's 1 GB upload
+ * took 2-4x as long as alone (BENCHMARKS.md). LLMFLEET_KV_STORE_HOLD_UPLOADS=0 turns it off (the
+ * benchmarks' baseline).
  */
 function holdUploads(tcp: KvListener): () => void {
-  if (!tcp.addon.kvPause || process.env.LLMFLEET_KV_STORE_HOLD_UPLOADS === "0") return () => undefined;
-  const n = (pushing.get(tcp.handle) ?? 0) + 1;
-  pushing.set(tcp.handle, n);
-  if (n === 1) tcp.addon.kvPause(tcp.handle, true);
-  return () => {
-    const left = (pushing.get(tcp.handle) ?? 1) - 1;
-    if (left > 0) return void pushing.set(tcp.handle, left);
-    pushing.delete(tcp.handle);
-    tcp.addon.kvPause!(tcp.handle, false);
-  };
+  const pause = tcp.addon.kvPause?.bind(tcp.addon);
+  if (!pause || process.env.LLMFLEET_KV_STORE_HOLD_UPLOADS === "0") return () => undefined;
+  pause(tcp.handle, true);
+  return () => void pause(tcp.handle, false);
 }
 
 /** Sends the blocks to the pod's listener in `order`; the failure that ended it early, or undefined. */

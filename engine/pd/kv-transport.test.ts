@@ -410,7 +410,7 @@ test("a sender whose stripe connection dies mid-stream gets a transport failure,
   assert.equal(listener.kv.kvStats(listener.handle).staged, before.staged);
 });
 
-test("a paused listener reads nothing more until it is resumed, and holds a connection 2 s at most in all", async () => {
+test("a paused listener reads nothing more until every hold is released, and holds a connection 2 s at most in all", async () => {
   const kv = listener.kv;
   assert.ok(kv.kvPause, "the addon has kvPause");
   assert.equal(kv.kvPause(999_999, true), false, "no such listener");
@@ -419,10 +419,14 @@ test("a paused listener reads nothing more until it is resumed, and holds a conn
   const pausedBefore = kv.kvStats(listener.handle).pausedSeconds ?? 0;
   try {
     assert.equal(kv.kvPause(listener.handle, true), true);
+    kv.kvPause(listener.handle, true); // two pushes at once: two holds
     let done = false;
     const sent = kv.kvSend(state, "127.0.0.1", listener.port, "h-paused", "{}", 256 << 10, 10_000).then((r) => ((done = true), r));
-    await new Promise((r) => setTimeout(r, 400));
+    await new Promise((r) => setTimeout(r, 300));
     assert.equal(done, false, "the hand-off is not staged while the listener is paused");
+    kv.kvPause(listener.handle, false);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(done, false, "one hold released, the other still pauses it");
     kv.kvPause(listener.handle, false);
     assert.equal((await sent).status, KV_SEND_STATUS.ok);
     assert.ok((kv.kvStats(listener.handle).pausedSeconds ?? 0) - pausedBefore >= 0.3, "the wait is counted once it ends");
@@ -437,6 +441,7 @@ test("a paused listener reads nothing more until it is resumed, and holds a conn
     assert.ok(ms >= 1_900 && ms < 6_000, `staged after the 2 s cap (${Math.round(ms)} ms)`);
     assert.ok(kv.kvTake(listener.handle, "h-capped")!.state.equals(state));
   } finally {
+    kv.kvPause(listener.handle, false); // the last test's hold; a release more than held leaves it unpaused
     kv.kvPause(listener.handle, false);
   }
 });

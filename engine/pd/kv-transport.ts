@@ -96,8 +96,9 @@ export interface KvStreamAddon {
   kvStats(handle: number): KvListenStats;
   kvClose(handle: number): void;
   /**
-   * While paused the listener reads no further chunk of what it receives (senders block on TCP's
-   * flow control), each connection at most 2 s in all; false when no such listener.
+   * Pauses nest (each true needs its false): while any is held the listener reads no further chunk
+   * of what it receives (senders block on TCP's flow control), each connection at most 2 s in all;
+   * false when no such listener.
    */
   kvPause?(handle: number, paused: boolean): boolean;
   kvChecksum(bytes: Uint8Array): number;

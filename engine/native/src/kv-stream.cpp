@@ -14,10 +14,11 @@
 // kvTake(handle, id) -> null | {state, header, seconds, pinned}: the staged state as a Buffer over its native
 //   memory (freed when JavaScript drops it), removed from staging.
 // kvStats(handle) -> counters; kvClose(handle) stops that listener and frees what it staged.
-// kvPause(handle, paused): while paused, the listener reads no further chunk of the hand-offs it is
-//   receiving (their senders block on TCP's flow control), each connection at most kMaxPauseMs in
-//   all: the kvstore holds pods' uploads back while it pushes a load, which on one host otherwise
-//   shared the memory and the cores with them and took 2-4x as long.
+// kvPause(handle, paused): pauses nest (each true needs its false): while any is held the listener
+//   reads no further chunk of the hand-offs it is receiving (their senders block on TCP's flow
+//   control), each connection at most kMaxPauseMs in all: the kvstore holds pods' uploads back
+//   while it pushes loads, which on one host otherwise shared the memory and the cores with them
+//   and took 2-4x as long.
 #include "kv-stream.h"
 #include "task-threads.h"
 
@@ -118,7 +119,7 @@ struct Server {
     size_t reserved = 0;  // bytes of hand-offs being received
     uint64_t received = 0, refused = 0, aborted = 0, expired = 0;
     std::atomic<int> conns{0};
-    std::atomic<bool> paused{false};      // kvPause
+    std::atomic<int> paused{0};           // kvPause holds (nested); > 0: paused
     std::atomic<uint64_t> paused_us{0};   // time connections waited while paused, all together
 
     void sweep_locked() {
@@ -180,9 +181,9 @@ constexpr int64_t kMaxPauseMs = 2000;
 // Before a connection's next chunk: waits while the listener is paused, up to what is left of its
 // kMaxPauseMs; `waited` (microseconds) carries over from chunk to chunk.
 void wait_while_paused(Server & s, int64_t & waited) {
-    if (!s.paused.load(std::memory_order_relaxed) || waited >= kMaxPauseMs * 1000) return;
+    if (s.paused.load(std::memory_order_relaxed) <= 0 || waited >= kMaxPauseMs * 1000) return;
     const auto t0 = Clock::now();
-    while (s.paused.load(std::memory_order_relaxed) && !s.stop.load() &&
+    while (s.paused.load(std::memory_order_relaxed) > 0 && !s.stop.load() &&
            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count() + waited < kMaxPauseMs * 1000) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
@@ -572,7 +573,11 @@ Napi::Value KvPause(const Napi::CallbackInfo & info) {
         Napi::TypeError::New(env, "kvPause(handle: number, paused: boolean)").ThrowAsJavaScriptException();
         return env.Undefined();
     }
-    if (s) s->paused = info[1].As<Napi::Boolean>().Value();
+    if (s) {
+        // A release without a hold leaves the count at 0 (a caller's stray false never pauses).
+        if (info[1].As<Napi::Boolean>().Value()) s->paused++;
+        else for (int n = s->paused.load(); n > 0 && !s->paused.compare_exchange_weak(n, n - 1);) {}
+    }
     return Napi::Boolean::New(env, s != nullptr);
 }
 
