@@ -130,11 +130,16 @@ async function writesSettled(url: string, atLeast = 0): Promise<number> {
   return stallMs;
 }
 
+/** Kept per repeat as well as summed: a load's stages and the host-pool blocks page-locked anew. */
+const PER_REPEAT = ["load_lookup_s", "load_fetch_s", "load_place_s", "load_import_s", "phase_lease_s", "engine_step_s", "pool_misses", "write_export_s"];
+
 /** Stage seconds, host-pool misses and the longest event-loop stall of a pod, summed over snapshots. */
 class PodDiagnostics {
   private readonly sums: Record<string, Record<string, number>> = {};
   /** The longest stall of each add() (each repeat), by pod. */
   private readonly stalls: Record<string, number[]> = {};
+  /** Of each add() (each repeat), by pod: the keys in PER_REPEAT (a first, cold repeat is not averaged away). */
+  private readonly repeats: Record<string, Record<string, number[]>> = {};
 
   async snapshot(url: string): Promise<Record<string, number>> {
     const text = await (await fetch(`${url}/metrics`)).text();
@@ -164,13 +169,19 @@ class PodDiagnostics {
     sums.loop_stall_max_ms = Math.max(sums.loop_stall_max_ms ?? 0, stall);
     (this.stalls[pod] ??= []).push(Math.round(stall));
     for (const [k, v] of Object.entries(after)) if (k !== "loop_stall_max_ms") sums[k] = (sums[k] ?? 0) + v - (before[k] ?? 0);
+    this.addRepeat(pod, before, after);
+  }
+
+  private addRepeat(pod: string, before: Record<string, number>, after: Record<string, number>): void {
+    const each = (this.repeats[pod] ??= {});
+    for (const k of PER_REPEAT) if (k in after) (each[k] ??= []).push(Math.round((after[k]! - (before[k] ?? 0)) * 1000) / 1000);
   }
 
   /** Per repeat, except the stall (the longest seen). */
-  result(repeats: number): Record<string, Record<string, number | number[]>> {
+  result(repeats: number): Record<string, Record<string, number | number[] | Record<string, number[]>>> {
     const round = (k: string, v: number): number => Math.round((k === "loop_stall_max_ms" || k === "pool_misses" ? v : v / repeats) * 1000) / 1000;
     return Object.fromEntries(
-      Object.entries(this.sums).map(([pod, s]) => [pod, { ...Object.fromEntries(Object.entries(s).map(([k, v]) => [k, round(k, v)])), loop_stall_ms_per_repeat: this.stalls[pod] ?? [] }]),
+      Object.entries(this.sums).map(([pod, s]) => [pod, { ...Object.fromEntries(Object.entries(s).map(([k, v]) => [k, round(k, v)])), loop_stall_ms_per_repeat: this.stalls[pod] ?? [], per_repeat: this.repeats[pod] ?? {} }]),
     );
   }
 }
@@ -195,7 +206,8 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
   // The pod's own TTFT of it (arrival to first token): the rest of inpod_ms is HTTP and the response.
   const inpodServerMs: number[] = [];
   let storeBytes = 0;
-  let loadSeconds = 0;
+  // B's load of each repeat (seconds, the pod's own llmfleet_kv_store_load_seconds).
+  const loadSeconds: number[] = [];
   const diag = new PodDiagnostics();
   const bOutcomesBefore = await outcomes(b);
   const aWritesBefore = await outcomes(a, WRITES);
@@ -229,7 +241,7 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     const bWrites = await metricSum(b, WRITES);
     fromStore.push(await ask(b, ca + QUESTION));
     diag.add("b", bBefore, await diag.snapshot(b));
-    loadSeconds += (await metricSum(b, "llmfleet_kv_store_load_seconds_sum")) - loadBefore;
+    loadSeconds.push((await metricSum(b, "llmfleet_kv_store_load_seconds_sum")) - loadBefore);
     // The bytes B's load moved (all the entry's blocks; v1 entries: the store's mean entry size).
     const loaded = (await metricSum(b, LOADED_BYTES)) - loadedBefore;
     storeBytes = Math.max(storeBytes, loaded > 0 ? loaded : bytesBefore / Math.max(1, await metricSum(store, "llmfleet_kv_blocks")));
@@ -263,7 +275,10 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
     // kv_load, prefill), host-pool blocks page-locked anew, and the longest event-loop stall (ms).
     diagnostics: diag.result(o.repeats),
     store_entry_bytes: Math.round(storeBytes),
-    store_load_s: loadSeconds / o.repeats,
+    // The median repeat's load, as the other rows' medians (the first load of a pod page-locks its
+    // host pool's blocks: per repeat beside it, and in the diagnostics' per_repeat pool_misses).
+    store_load_s: median(loadSeconds),
+    store_load_s_per_repeat: loadSeconds.map((s) => Math.round(s * 10000) / 10000),
     prompt_tokens: median(recompute.map((x) => x.promptTokens)),
   };
 }
@@ -355,7 +370,7 @@ export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string,
     out[String(tokens)] = r;
     recomputeMs[tokens] = r.recompute_ms as number;
   }
-  out.mix = await mix(o, [a.url, b.url], recomputeMs);
+  if (o.mixRequests > 0) out.mix = await mix(o, [a.url, b.url], recomputeMs); // --reuse-mix 0: the rows alone
   out.alive = [plain, store, a, b].map((s) => s.exited() ?? "alive");
   return out;
 }
