@@ -11,6 +11,7 @@ import { RAG_RECOMPUTE_DEFAULT } from "./serving/documents.ts";
 import { CompletionService } from "./serving/completion-service.ts";
 import { SequencePool } from "./serving/sequence-pool.ts";
 import { handoffRoutes } from "./pd/handoff-routes.ts";
+import { warmHostPool } from "./pd/host-warm.ts";
 import { stat } from "node:fs/promises";
 import { basename } from "node:path";
 import express from "express";
@@ -82,6 +83,8 @@ export interface ModelPodOptions {
   kvPort?: number;
   /** Prefill: parallel TCP connections per hand-off; default defaultTcpStreams() (kv-transport.ts). */
   kvStreams?: number;
+  /** Host-pool bytes page-locked at start for KV states, or auto (default; pd/host-warm.ts). */
+  kvHostWarm?: number | "auto";
   /** Prefill: tokens per part of a hand-off sent while computed, or auto; default 0 = whole states (handoffParts). */
   kvPartTokens?: PartTokens;
   /** Decode: address the hand-off listener binds; default 127.0.0.1 (main passes --host). */
@@ -265,6 +268,7 @@ function watchHostPool(metrics: EngineMetrics, addon: KvStreamAddon | undefined)
   const gauges: Array<[string, string, (s: KvPoolStats) => number]> = [
     ["llmfleet_kv_host_pool_cached_bytes", "Host bytes kept free in the pool for the next states", (s) => s.cachedBytes],
     ["llmfleet_kv_host_pool_outstanding_bytes", "Host bytes of pool blocks holding states now", (s) => s.outstandingBytes],
+    ["llmfleet_kv_host_pool_warm_bytes", "Host bytes page-locked at start for KV states (--kv-host-warm)", (s) => s.warmBytes ?? 0],
   ];
   for (const [name, help, pick] of gauges) {
     new Gauge({
@@ -330,6 +334,13 @@ async function kvListener(opts: ModelPodOptions, runtime: ModelRuntime): Promise
   }
 }
 
+/** The native host pool warmed for the KV states this pod will move (a KV store, a P/D role): pd/host-warm.ts. */
+async function warmForStates(opts: ModelPodOptions, runtime: ModelRuntime, kvStore: boolean): Promise<void> {
+  if (runtime.features.backend !== "native") return;
+  const movesStates = kvStore || opts.role === "prefill" || opts.role === "decode";
+  await warmHostPool(await kvStreamAddon(), opts.kvHostWarm ?? "auto", movesStates, (l) => process.stderr.write(`engine (${opts.role}): ${l}\n`));
+}
+
 /** The model file: from a filled read-only cache (its fill verified it), else fetched and verified here. */
 async function resolveModel(opts: ModelPodOptions): Promise<string> {
   if (opts.modelCache === "filled") {
@@ -355,6 +366,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const tenantHits = createTenantCacheMetric(metrics.registry);
   service.onTenantHits = (tenant, tokens): void => tenantHits.inc({ tenant }, tokens);
   const tcp = opts.role === "decode" ? await kvListener(opts, runtime) : undefined;
+  await warmForStates(opts, runtime, kvCache !== undefined);
   const routes = handoffRoutes({
     role: opts.role,
     service,

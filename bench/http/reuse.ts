@@ -38,6 +38,8 @@ export interface ReuseBenchOptions {
   writeYield?: boolean;
   /** false: the store does not hold uploads back while it pushes a load (LLMFLEET_KV_STORE_HOLD_UPLOADS=0, the baseline). */
   storeHold?: boolean;
+  /** Pods A and B's --kv-host-warm (bytes, or auto: their default); "0" is the baseline without a warmed host pool. */
+  hostWarm?: string;
   logDir: string;
 }
 
@@ -351,19 +353,20 @@ export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string,
   );
   // The A/B baseline of the write-back's yield to loads (docs/kv-store.md).
   const storePodEnv = o.writeYield === true ? { LLMFLEET_KV_WRITE_YIELD: "1" } : undefined;
+  const storePodArgs = ["--kv-store", store.url, "--kv-host-warm", o.hostWarm ?? "auto", ...o.podArgs];
   // The three engine pods load the model at once: one after another, a 7B f16 model's three loads
   // took most of a 10-minute device call's first minutes.
   const [p, pa, pb] = await startAll([
     start(o, "plain", ["--role", "aggregated", "--model", o.model, ...o.podArgs]),
-    start(o, "a", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs], storePodEnv),
-    start(o, "b", ["--role", "aggregated", "--model", o.model, "--kv-store", store.url, ...o.podArgs], storePodEnv),
+    start(o, "a", ["--role", "aggregated", "--model", o.model, ...storePodArgs], storePodEnv),
+    start(o, "b", ["--role", "aggregated", "--model", o.model, ...storePodArgs], storePodEnv),
   ]);
   await using plain = p!;
   await using a = pa!;
   await using b = pb!;
   wordsPerToken = await benchWordsPerToken(plain.url);
   for (const url of [plain.url, a.url, b.url]) await ask(url, context(64)); // warm-up
-  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, store_streams: o.storeStreams ?? "default", write_yield: o.writeYield === true, store_hold: o.storeHold !== false, repeats: o.repeats };
+  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, store_streams: o.storeStreams ?? "default", write_yield: o.writeYield === true, store_hold: o.storeHold !== false, host_warm: o.hostWarm ?? "auto", repeats: o.repeats };
   const recomputeMs: Record<number, number> = {};
   for (const tokens of o.contexts) {
     const r = await rows(o, { plain: plain.url, a: a.url, b: b.url, store: store.url }, tokens);

@@ -65,6 +65,10 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
   --kv-streams N       prefill: parallel TCP connections one hand-off's state is striped over
                        (1..16; default half the CPUs, 1 to 8); kvstore: blocks one push to a
                        loading pod sends at once (default 4)
+  --kv-host-warm BYTES  host memory page-locked at start for KV states (a KV store's loads and
+                       write-backs, P/D hand-offs), so that a pod's first ones do not page-lock
+                       it on a request's path; auto (default): half the host pool's cap (at most
+                       2 GiB) on a GPU pod with a KV store or a P/D role, else 0
   --kv-part-tokens N   prefill: a hand-off over TCP goes in parts of N tokens, each sent while the
                        next computes, when both pods share KV cells (--kv-unified on, the GPU
                        default); auto: 4 parts of a multiple of 256 tokens from 512-token prompts

@@ -45,6 +45,14 @@ test("--split-mode and --tensor-split: a replica over several GPUs; absent, llam
   for (const [args, message] of cases) assert.throws(() => parseEngineOptions(args), message, args.join(" "));
 });
 
+test("--kv-host-warm takes bytes or auto (the default)", () => {
+  assert.equal(parse().kvHostWarm, "auto");
+  assert.equal(parse("--kv-host-warm", "auto").kvHostWarm, "auto");
+  assert.equal(parse("--kv-host-warm", "0").kvHostWarm, 0);
+  assert.equal(parse("--kv-host-warm", String(2 ** 31)).kvHostWarm, 2 ** 31);
+  for (const bad of ["-1", "1.5", "2G"]) assert.throws(() => parseEngineOptions([`--kv-host-warm=${bad}`]), /--kv-host-warm must be an integer >= 0/, bad);
+});
+
 test("--kv-streams takes 1..16; without it the hand-off uses half the CPUs, 1 to 8", async () => {
   assert.equal(parse().kvStreams, undefined);
   assert.equal(parse("--kv-streams", "8").kvStreams, 8);

@@ -52,6 +52,8 @@ export interface EngineOptions {
   ragRecompute: number;
   /** RAG documents: host memory for documents' own KV (default 1 GiB; 0 = no joins). */
   ragCacheBytes: number;
+  /** Host-pool bytes page-locked at start for KV states (engine/native/src/host-pool.h), or auto (pod.ts: hostWarmBytes). */
+  kvHostWarm: number | "auto";
   prefill: string[];
   decode: string[];
   /** Decode: this pod's own URL for KV hand-offs (default: the address the hand-off arrived on). */
@@ -130,6 +132,9 @@ function nonNegativeInt(name: string, value: string | undefined, fallback: numbe
   return n;
 }
 
+/** --kv-host-warm: bytes, or auto (the default). */
+const hostWarm = (v: string | undefined): number | "auto" => (v === undefined || v === "auto" ? "auto" : nonNegativeInt("kv-host-warm", v, 0));
+
 const urlList = (v: string | undefined): string[] =>
   (v ?? "")
     .split(",")
@@ -163,6 +168,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "kv-unified": { type: "string" },
       "rag-recompute": { type: "string" },
       "rag-cache-bytes": { type: "string" },
+      "kv-host-warm": { type: "string" },
       prefill: { type: "string" },
       decode: { type: "string" },
       "advertise-url": { type: "string" },
@@ -228,6 +234,7 @@ function toOptions(raw: RawValues): EngineOptions {
     ...backendOptions(v),
     ragRecompute: share("rag-recompute", v["rag-recompute"], RAG_RECOMPUTE_DEFAULT),
     ragCacheBytes: nonNegativeInt("rag-cache-bytes", v["rag-cache-bytes"], 1 << 30),
+    kvHostWarm: hostWarm(v["kv-host-warm"]),
     prefill: urlList(v.prefill),
     decode: urlList(v.decode),
     advertiseUrl: advertiseUrl(v["advertise-url"]),

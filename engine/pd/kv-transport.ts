@@ -113,6 +113,12 @@ export interface KvStreamAddon {
   /** kvAlloc with the block taken on a worker thread (page-locking a new GB-sized block holds the caller for a large part of a second). */
   kvAllocAsync?(bytes: number): Promise<Buffer>;
   /**
+   * The pool's warmed region: `bytes` allocated (page-locked on a GPU) and touched on a worker
+   * thread, blocks then carved from it, so a pod's first states of each size are not page-locked on
+   * a request's path. A second call keeps the first region.
+   */
+  kvPoolWarm?(bytes: number): Promise<{ bytes: number; seconds: number; pinned: boolean }>;
+  /**
    * `runs` (srcOffset, dstOffset, length triples) of `src` copied into a new pool Buffer of `bytes`
    * on a worker thread, with the CRC-32C of each block of it (blocks end at `blockEnds`): a KV
    * store write-back's blocks cut out of its state off the event loop (kv-gather.cpp).
@@ -130,6 +136,10 @@ export interface KvPoolStats {
   cachedBlocks: number;
   outstandingBytes: number;
   capBytes: number;
+  /** The warmed region (kvPoolWarm), of it what blocks hold now, and blocks carved from it (also in hits); absent before this addon had it. */
+  warmBytes?: number;
+  warmUsedBytes?: number;
+  warmHits?: number;
   pinned: boolean;
 }
 

@@ -1,7 +1,10 @@
 // The host memory pool: see host-pool.h.
 #include "host-pool.h"
 
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -13,8 +16,52 @@ namespace {
 constexpr size_t kPage = 4096;
 constexpr size_t kMiB = 1 << 20;
 
+// The warmed region: free ranges by offset (adjacent ones merged), blocks carved best-fit.
+constexpr size_t kCarveGranule = 64 * 1024;
+
+struct Region {
+    uint8_t * base = nullptr;
+    size_t size = 0, used = 0;
+    ggml_backend_buffer_t pinned = nullptr;
+    std::map<size_t, size_t> free;  // offset -> bytes
+
+    // A range of n bytes (rounded to kCarveGranule), the smallest free one that fits; null if none.
+    uint8_t * carve(size_t & n) {
+        n = (n + kCarveGranule - 1) / kCarveGranule * kCarveGranule;
+        auto best = free.end();
+        for (auto it = free.begin(); it != free.end(); ++it) {
+            if (it->second >= n && (best == free.end() || it->second < best->second)) best = it;
+        }
+        if (best == free.end()) return nullptr;
+        const size_t off = best->first, len = best->second;
+        free.erase(best);
+        if (len > n) free[off + n] = len - n;
+        used += n;
+        return base + off;
+    }
+    void give_back(const uint8_t * p, size_t n) {
+        size_t off = static_cast<size_t>(p - base), len = n;
+        used -= n;
+        auto next = free.lower_bound(off);
+        if (next != free.end() && off + len == next->first) {
+            len += next->second;
+            next = free.erase(next);
+        }
+        if (next != free.begin()) {
+            auto prev = std::prev(next);
+            if (prev->first + prev->second == off) {
+                prev->second += len;
+                return;
+            }
+        }
+        free[off] = len;
+    }
+};
+
 struct Pool {
     std::mutex mu;
+    Region region;
+    uint64_t warm_hits = 0;
     std::vector<Block> free;  // cached blocks
     size_t cached = 0, outstanding = 0, cap = 0;
     uint64_t hits = 0, misses = 0, freed = 0;
@@ -49,6 +96,22 @@ size_t rounded(size_t n) {
     return (n + granule - 1) / granule * granule;
 }
 
+// A block from the warmed region, counted as a hit; data == nullptr when it has no room.
+Block carve_locked(Pool & p, size_t n) {
+    size_t len = n ? n : 1;
+    uint8_t * data = p.region.base ? p.region.carve(len) : nullptr;
+    if (!data) return Block{};
+    Block b;
+    b.data = data;
+    b.capacity = len;
+    b.pinned = p.region.pinned;
+    b.carved = true;
+    p.outstanding += len;
+    p.hits++;
+    p.warm_hits++;
+    return b;
+}
+
 void free_block(Block & b) {
     if (b.pinned) ggml_backend_buffer_free(b.pinned);
     else std::free(b.data);
@@ -76,6 +139,7 @@ Block acquire(size_t n) {
             p.hits++;
             return b;
         }
+        if (Block b = carve_locked(p, n); b.data) return b;
         p.misses++;
     }
     // Allocated outside the lock: page-locking a large block takes a while.
@@ -104,9 +168,16 @@ void release(Block & b) {
         std::lock_guard<std::mutex> lock(p.mu);
         p.configure();
         p.outstanding -= b.capacity;
-        if (b.capacity <= p.cap) {
+        if (b.carved) {
+            p.region.give_back(b.data, b.capacity);
+            b = Block{};
+            return;
+        }
+        // The warmed region counts against the cap: what the pool keeps idle stays within it.
+        const size_t room = p.cap > p.region.size ? p.cap - p.region.size : 0;
+        if (b.capacity <= room) {
             // Room for it: the oldest cached blocks go first.
-            while (p.cached + b.capacity > p.cap && !p.free.empty()) {
+            while (p.cached + b.capacity > room && !p.free.empty()) {
                 evicted.push_back(p.free.front());
                 p.cached -= p.free.front().capacity;
                 p.free.erase(p.free.begin());
@@ -134,8 +205,46 @@ Stats stats() {
     s.cached_blocks = p.free.size();
     s.outstanding_bytes = p.outstanding;
     s.cap_bytes = p.cap;
+    s.warm_bytes = p.region.size;
+    s.warm_used_bytes = p.region.used;
+    s.warm_hits = p.warm_hits;
     s.pinned = p.buft != nullptr;
     return s;
+}
+
+Warmed warm(size_t bytes) {
+    Pool & p = pool();
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+        std::lock_guard<std::mutex> lock(p.mu);
+        p.configure();
+        if (p.region.base || bytes == 0) return Warmed{p.region.size, 0, p.region.pinned != nullptr};
+    }
+    // Outside the lock (page-locking takes a while); a second warm() meanwhile allocates its own
+    // and frees it below.
+    const size_t n = (bytes + kCarveGranule - 1) / kCarveGranule * kCarveGranule;
+    Region r;
+    r.size = n;
+    if (pool().buft) {
+        r.pinned = ggml_backend_buft_alloc_buffer(pool().buft, n);
+        if (r.pinned) r.base = static_cast<uint8_t *>(ggml_backend_buffer_get_base(r.pinned));
+    }
+    if (!r.base) {
+        r.pinned = nullptr;
+        r.base = static_cast<uint8_t *>(std::aligned_alloc(kPage, n));
+        if (!r.base) return Warmed{};
+    }
+    std::memset(r.base, 0, n);  // every page faulted in now, not on a request's first write
+    r.free[0] = n;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::lock_guard<std::mutex> lock(p.mu);
+    if (p.region.base) {  // another warm() won
+        Block lost{r.base, n, r.pinned, false};
+        free_block(lost);
+        return Warmed{p.region.size, seconds, p.region.pinned != nullptr};
+    }
+    p.region = std::move(r);
+    return Warmed{p.region.size, seconds, p.region.pinned != nullptr};
 }
 
 }  // namespace llmfleet_addon::hostpool

@@ -608,6 +608,9 @@ Napi::Value KvPoolStats(const Napi::CallbackInfo & info) {
     o.Set("cachedBlocks", static_cast<double>(st.cached_blocks));
     o.Set("outstandingBytes", static_cast<double>(st.outstanding_bytes));
     o.Set("capBytes", static_cast<double>(st.cap_bytes));
+    o.Set("warmBytes", static_cast<double>(st.warm_bytes));
+    o.Set("warmUsedBytes", static_cast<double>(st.warm_used_bytes));
+    o.Set("warmHits", static_cast<double>(st.warm_hits));
     o.Set("pinned", st.pinned);
     return o;
 }
@@ -638,6 +641,7 @@ void InitKvStream(Napi::Env env, Napi::Object exports) {
     exports.Set("kvRelease", Napi::Function::New(env, KvRelease));
     exports.Set("kvAlloc", Napi::Function::New(env, KvAlloc));
     exports.Set("kvAllocAsync", Napi::Function::New(env, KvAllocAsync));
+    exports.Set("kvPoolWarm", Napi::Function::New(env, KvPoolWarm));
 }
 
 }  // namespace llmfleet_addon

@@ -123,6 +123,26 @@ Napi::Value KvAllocAsync(const Napi::CallbackInfo & info) {
         });
 }
 
+Napi::Value KvPoolWarm(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const size_t n = alloc_bytes(info, "kvPoolWarm");
+    if (n == 0) return env.Undefined();
+    return queue<hostpool::Warmed>(
+        env, Napi::Object(),
+        [n](std::string & error) {
+            const hostpool::Warmed w = hostpool::warm(n);
+            if (w.bytes == 0) error = "kvPoolWarm: out of host memory for " + std::to_string(n) + " bytes";
+            return w;
+        },
+        [](Napi::Env e, hostpool::Warmed & w) -> Napi::Value {
+            Napi::Object o = Napi::Object::New(e);
+            o.Set("bytes", static_cast<double>(w.bytes));
+            o.Set("seconds", w.seconds);
+            o.Set("pinned", w.pinned);
+            return o;
+        });
+}
+
 Napi::Value KvRelease(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsTypedArray()) {

@@ -31,6 +31,11 @@ Napi::Value KvAlloc(const Napi::CallbackInfo & info);
 // context loaded from the KV store) held the event loop for ~0.4 s on an H100 host.
 Napi::Value KvAllocAsync(const Napi::CallbackInfo & info);
 
+// kvPoolWarm(bytes) -> Promise<{bytes, seconds, pinned}>: the pool's warmed region (host-pool.h)
+// allocated, page-locked on a GPU, and touched on a worker thread; a second call keeps the first
+// region (bytes: its size, seconds 0). Rejects when the memory cannot be had.
+Napi::Value KvPoolWarm(const Napi::CallbackInfo & info);
+
 // kvRelease(buffer) -> boolean: the pool block under a Buffer from pool_buffer back to the pool now
 // (the Buffer detached); false for any other buffer or one already released.
 Napi::Value KvRelease(const Napi::CallbackInfo & info);
