@@ -31,6 +31,7 @@ import { crc32c } from "./crc32c.ts";
 import { KV_SEAL_ALGORITHM, type KvSealer } from "./kv-seal.ts";
 import { countStage, type KvClientMetrics } from "./client-metrics.ts";
 import { BlockSink } from "./block-sink.ts";
+import { partsFit, PartSink, type PartSinkOptions } from "./part-sink.ts";
 import { KV_SEND_STATUS, kvSendErrorCode, TCP_CHUNK_BYTES, type KvListener, type KvStreamAddon, type KvTransportMode } from "../pd/kv-transport.ts";
 
 export interface BlockStoreConfig {
@@ -305,6 +306,55 @@ export class KvBlockClient {
     }
   }
 
+  /**
+   * load() into a sequence that imports parts: each kv block imported as it arrives (PartSink),
+   * none of the state assembled; undefined (nothing loaded) when the entry's blocks cannot go that
+   * way (coded or sealed ones): the caller loads the whole state then.
+   */
+  async loadParts(
+    frame: Buffer,
+    entryKey: string,
+    into: Pick<PartSinkOptions, "importer" | "layout" | "tokens"> & { entryTokens: number },
+    signal: AbortSignal,
+  ): Promise<{ path: "tcp" | "http"; importSeconds: number } | undefined> {
+    const m = decodeManifest(frame);
+    this.checkLoadable(m, entryKey, into.entryTokens);
+    if (!partsFit(m)) return undefined;
+    const loaded = this.loads.enter();
+    const addon = this.opts.addon;
+    const sink = new PartSink(m, {
+      importer: into.importer,
+      layout: into.layout,
+      tokens: into.tokens,
+      ...(addon?.kvAlloc ? { alloc: addon.kvAlloc.bind(addon) } : {}),
+      ...(addon?.kvRelease ? { free: (b: Buffer) => void addon.kvRelease!(b) } : {}),
+      ...(addon?.kvScatter ? { scatter: addon.kvScatter.bind(addon) } : {}),
+    });
+    try {
+      const path = await this.stream(m, entryKey, sink, signal);
+      const t0 = performance.now();
+      await sink.finish();
+      countStage(this.opts.metrics, "load", "import", t0); // what was left after the last block
+      this.opts.metrics.stageSeconds.inc({ op: "load", stage: "import_parts" }, sink.importSeconds);
+      return { path, importSeconds: sink.importSeconds };
+    } finally {
+      await sink.close();
+      loaded();
+    }
+  }
+
+  /** The entry's blocks into `sink`: pushed over TCP where this pod can take them, else over HTTP; counted. */
+  private async stream(m: KvManifest, entryKey: string, sink: BlockSink | PartSink, signal: AbortSignal): Promise<"tcp" | "http"> {
+    let path: "tcp" | "http" = this.opts.tcp && this.mode !== "http" ? "tcp" : "http";
+    if (path === "tcp" && !(await this.loadTcp(m, sink, signal))) path = "http";
+    if (path === "http") await this.loadHttp(entryKey, sink, signal);
+    this.opts.metrics.blockBytes.inc(
+      { op: "loaded", path },
+      m.blocks.reduce((n, b) => n + b.bytes, 0),
+    );
+    return path;
+  }
+
   private async loadEntry(frame: Buffer, entryKey: string, want: { tokens: number; kvNamespace: string }, signal: AbortSignal): Promise<{ state: Buffer; path: "tcp" | "http" }> {
     const m = decodeManifest(frame);
     this.checkLoadable(m, entryKey, want.tokens);
@@ -312,13 +362,7 @@ export class KvBlockClient {
     const state = await this.stateBlock(m.stateBytes);
     const sink = new BlockSink(m, open, state.alloc, this.opts.addon?.kvScatter?.bind(this.opts.addon));
     try {
-      let path: "tcp" | "http" = this.opts.tcp && this.mode !== "http" ? "tcp" : "http";
-      if (path === "tcp" && !(await this.loadTcp(m, sink, signal))) path = "http";
-      if (path === "http") await this.loadHttp(entryKey, sink, signal);
-      this.opts.metrics.blockBytes.inc(
-        { op: "loaded", path },
-        m.blocks.reduce((n, b) => n + b.bytes, 0),
-      );
+      const path = await this.stream(m, entryKey, sink, signal);
       return { state: await sink.finish(), path };
     } finally {
       await sink.close(); // no decode or copy into the state outlives the load
@@ -367,7 +411,7 @@ export class KvBlockClient {
   }
 
   /** Blocks pushed by the store to this pod's listener, taken as each is staged; false when the store cannot (HTTP then). */
-  private async loadTcp(m: KvManifest, sink: BlockSink, signal: AbortSignal): Promise<boolean> {
+  private async loadTcp(m: KvManifest, sink: BlockSink | PartSink, signal: AbortSignal): Promise<boolean> {
     const tcp = this.opts.tcp!;
     const id = randomBytes(8).toString("hex");
     const res = await fetch(`${this.opts.url}/v1/kv/blocks/send`, {
@@ -401,7 +445,7 @@ export class KvBlockClient {
   }
 
   /** One NDJSON line of a push: the block staged under id.index goes to the sink; false when the very first block could not reach this pod (auto mode: HTTP). */
-  private takeStaged({ index, error }: { index: number; error?: string }, { sink, id }: { sink: BlockSink; id: string }): boolean {
+  private takeStaged({ index, error }: { index: number; error?: string }, { sink, id }: { sink: BlockSink | PartSink; id: string }): boolean {
     if (error && index === 0 && sink.count === 0 && this.mode === "auto") return false;
     if (error) throw new KvBlockError(`block ${index} of the entry: ${error}`);
     const t0 = performance.now();
@@ -416,7 +460,7 @@ export class KvBlockClient {
   }
 
   /** GET /v1/kv/:key/stream: manifest frame, then u32 length | u32 CRC-32C | bytes per block, parsed as it arrives. */
-  private async loadHttp(entryKey: string, sink: BlockSink, signal: AbortSignal): Promise<void> {
+  private async loadHttp(entryKey: string, sink: BlockSink | PartSink, signal: AbortSignal): Promise<void> {
     const res = await fetch(`${this.opts.url}/v1/kv/${entryKey}/stream`, { headers: this.opts.headers(), signal });
     if (!res.ok || !res.body) throw new Error(`stream: HTTP ${res.status}`);
     const frames = new FrameReader();

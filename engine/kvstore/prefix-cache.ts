@@ -81,6 +81,9 @@ class LoadFailure extends Error {
   }
 }
 
+/** fetchEntry's answer when the entry went straight into the sequence (no state to import). */
+const IMPORTED = Symbol("imported");
+
 export class KvPrefixCache implements AsyncDisposable {
   private config: StoreConfig | undefined;
   private readonly pending = new Set<Promise<void>>();
@@ -154,7 +157,8 @@ export class KvPrefixCache implements AsyncDisposable {
    * `have` tokens (what the sequence already shares with it). Never throws.
    */
   async load(seq: RuntimeSequence, context: readonly Token[], have: number, kvNamespace = ""): Promise<PrefixLoad> {
-    return this.loading(context, { have, kvNamespace }, async (found) => {
+    return this.loading(context, { have, kvNamespace, into: seq }, async (found) => {
+      if (!found.state) return; // imported block by block as it arrived
       try {
         await this.importOrClear(seq, found.state, context.slice(0, found.tokens));
       } finally {
@@ -173,7 +177,7 @@ export class KvPrefixCache implements AsyncDisposable {
   async fetchPrefix(context: readonly Token[], kvNamespace = ""): Promise<{ state: Buffer; tokens: number } | undefined> {
     let got: { state: Buffer; tokens: number } | undefined;
     await this.loading(context, { have: 0, kvNamespace }, async (found) => {
-      got = { state: found.state, tokens: found.tokens };
+      got = { state: found.state!, tokens: found.tokens }; // no sequence to import into: always a state
     });
     return got;
   }
@@ -181,8 +185,8 @@ export class KvPrefixCache implements AsyncDisposable {
   /** A lookup and fetch, `use` of what was found, the outcome counted. Never throws. */
   private async loading(
     context: readonly Token[],
-    at: { have: number; kvNamespace: string },
-    use: (found: { state: Buffer; tokens: number }) => Promise<void>,
+    at: { have: number; kvNamespace: string; into?: RuntimeSequence },
+    use: (found: { state: Buffer | undefined; tokens: number }) => Promise<void>,
   ): Promise<PrefixLoad> {
     const t0 = performance.now();
     const signal = AbortSignal.timeout(this.opts.timeoutMs);
@@ -209,9 +213,9 @@ export class KvPrefixCache implements AsyncDisposable {
 
   private async lookupAndFetch(
     context: readonly Token[],
-    { have, kvNamespace }: { have: number; kvNamespace: string },
+    { have, kvNamespace, into }: { have: number; kvNamespace: string; into?: RuntimeSequence },
     signal: AbortSignal,
-  ): Promise<{ state: Buffer; tokens: number; entryTokens: number; blockTokens: number } | { skip: true; storedBlocks: number } | undefined> {
+  ): Promise<{ state: Buffer | undefined; tokens: number; entryTokens: number; blockTokens: number } | { skip: true; storedBlocks: number } | undefined> {
     const t0 = performance.now();
     const config = await this.storeConfig(signal);
     const keys = kvBlockHashes(context, config.blockTokens, this.salt(config, kvNamespace));
@@ -226,24 +230,57 @@ export class KvPrefixCache implements AsyncDisposable {
     const entryTokens = (found.entryBlocks ?? found.index + 1) * config.blockTokens;
     if (entryTokens < tokens) throw new LoadFailure("mismatch", `store named an entry of ${entryTokens} tokens for a prefix of ${tokens}`);
     if (this.estimator.decide(entryTokens, tokens - have).choice === "recompute") return { skip: true, storedBlocks: found.index + 1 };
-    const state = await this.fetchEntry(entryKey, { tokens: entryTokens, entryKey, kvNamespace }, signal);
+    const target = into ? { seq: into, prefix: context.slice(0, tokens) } : undefined;
+    const state = await this.fetchEntry(entryKey, { tokens: entryTokens, entryKey, kvNamespace, into: target }, signal);
     countStage(this.opts.metrics, "load", "fetch", t1);
     if (!state) return undefined;
     this.remember(keys[found.index]!);
-    return { state: entryTokens > tokens ? this.cut(state, tokens) : state, tokens, entryTokens, blockTokens: config.blockTokens };
+    return { state: this.prefixOf(state, entryTokens, tokens), tokens, entryTokens, blockTokens: config.blockTokens };
   }
 
-  /** The decoded state of an entry, or undefined when it is gone (evicted since the lookup). */
-  private async fetchEntry(key: string, want: { tokens: number; entryKey: string; kvNamespace: string }, signal: AbortSignal): Promise<Buffer | undefined> {
+  /** The state of an entry's first `tokens` (undefined: imported already, nothing to cut). */
+  private prefixOf(state: Buffer | typeof IMPORTED, entryTokens: number, tokens: number): Buffer | undefined {
+    if (state === IMPORTED) return undefined;
+    return entryTokens > tokens ? this.cut(state, tokens) : state;
+  }
+
+  /**
+   * The decoded state of an entry, or undefined when it is gone (evicted since the lookup); or
+   * IMPORTED: a v2 entry's blocks imported into `want.into.seq` as they arrived (its runtime
+   * imports parts, the blocks raw: BlockClient.loadParts), its `prefix` tokens held now.
+   */
+  private async fetchEntry(
+    key: string,
+    want: { tokens: number; entryKey: string; kvNamespace: string; into?: { seq: RuntimeSequence; prefix: readonly Token[] } | undefined },
+    signal: AbortSignal,
+  ): Promise<Buffer | typeof IMPORTED | undefined> {
     const got = await fetch(`${this.opts.url}/v1/kv/${key}`, { headers: this.headers, signal });
     if (got.status === 404) return undefined;
     if (!got.ok) throw new LoadFailure("error", `get: HTTP ${got.status}`);
     const buf = Buffer.from(await got.arrayBuffer());
     if (!isManifest(buf)) return this.decodeEntry(buf, want);
     try {
+      if (want.into && (await this.loadParts(buf, key, { ...want.into, entryTokens: want.tokens }, signal))) return IMPORTED;
       return (await this.blocks.load(buf, key, want, signal)).state;
     } catch (err) {
       if (err instanceof KvBlockError || err instanceof KvSealError) throw new LoadFailure("corrupt", err.message);
+      throw err;
+    }
+  }
+
+  /** BlockClient.loadParts into `into.seq` (cleared first; cleared again if the load fails); false when the entry or the sequence cannot load that way. */
+  private async loadParts(frame: Buffer, key: string, into: { seq: RuntimeSequence; prefix: readonly Token[]; entryTokens: number }, signal: AbortSignal): Promise<boolean> {
+    const { seq, prefix, entryTokens } = into;
+    if (!seq.importPartsAt || !seq.adoptParts || process.env.LLMFLEET_KV_LOAD_PARTS === "0") return false;
+    await seq.clear();
+    try {
+      const importer = seq.importPartsAt.bind(seq);
+      const done = await this.blocks.loadParts(frame, key, { entryTokens, tokens: prefix.length, layout: this.opts.layout, importer }, signal);
+      if (!done) return false;
+      await seq.adoptParts(prefix);
+      return true;
+    } catch (err) {
+      await seq.clear().catch(() => undefined);
       throw err;
     }
   }

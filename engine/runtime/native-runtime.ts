@@ -242,6 +242,22 @@ class NativeSequence implements RuntimeSequence {
     this.held = tokens;
   }
 
+  importPartsAt(parts: readonly { state: Buffer; from: number; to: number }[]): Promise<void> {
+    return this.rt.importPartsAt(this.id, parts);
+  }
+
+  async adoptParts(tokens: readonly Token[]): Promise<void> {
+    await this.rt.scheduler.exclusive(() => {
+      if (this.rt.engine.seqPosMax(this.id) === tokens.length - 1) {
+        this.held = [...tokens];
+        return;
+      }
+      this.rt.engine.seqRm(this.id, 0, -1);
+      this.held = [];
+      throw new Error(`the imported parts do not make one sequence of ${tokens.length} tokens`);
+    });
+  }
+
   async importState(state: Buffer): Promise<void> {
     // The addon checks magic, version and size again before llama.cpp reads the state.
     const tokens = seqStateTokens(state);
@@ -290,7 +306,7 @@ export class NativeRuntime implements ModelRuntime {
     this.features = { backend: "native", vocabSize: native.nVocab, logprobs: true, penalties: true, logitBias: true, grammar: true };
     this.scheduler = new StepScheduler(engine, Math.max(opts.batchSize ?? 512, opts.parallel), opts.decodeLookahead ?? 1);
     const all = Array.from({ length: opts.parallel }, (_, i) => new NativeSequence(i, this));
-    this.sequences = native.kvUnified ? all : all.map((s) => Object.assign(s, { evaluateJoined: undefined, exportRange: undefined, importParts: undefined }));
+    this.sequences = native.kvUnified ? all : all.map((s) => Object.assign(s, { evaluateJoined: undefined, exportRange: undefined, importParts: undefined, importPartsAt: undefined, adoptParts: undefined }));
   }
 
   exportStats(): { exports: number; copies: number; waitSeconds: number; copySeconds: number } {
@@ -345,6 +361,24 @@ export class NativeRuntime implements ModelRuntime {
         e.seqCp(seq, this.scratch, from, from + tokens.length);
         try {
           return await e.stateGetFile(this.scratch, Int32Array.from(tokens));
+        } finally {
+          e.seqRm(this.scratch, -1, -1);
+        }
+      }),
+    );
+  }
+
+  /** Within one exclusive call: each part into the scratch sequence, then its cells at [from, to) shared with `seq` (no copy), which keeps its own. */
+  importPartsAt(seq: number, parts: readonly { state: Buffer; from: number; to: number }[]): Promise<void> {
+    const e = this.engine;
+    return this.withScratch(() =>
+      this.scheduler.exclusive(() => {
+        try {
+          for (const part of parts) {
+            e.seqRm(this.scratch, -1, -1);
+            e.stateSetFile(this.scratch, part.state);
+            e.seqCp(this.scratch, seq, part.from, part.to);
+          }
         } finally {
           e.seqRm(this.scratch, -1, -1);
         }

@@ -130,6 +130,15 @@ export interface RuntimeSequence {
    * the positions right after the previous part's (the first from 0). With exportRange.
    */
   importParts?(parts: readonly Buffer[]): Promise<void>;
+  /**
+   * Parts of a state (each a state of its own cells, at positions [from, to)) imported into this
+   * sequence, which keeps the cells it already has: a KV store load's blocks as they arrive (the
+   * unified KV cache shares their cells, no copy). Clear the sequence first; adoptParts ends it.
+   * Absent: whole states only.
+   */
+  importPartsAt?(parts: readonly { state: Buffer; from: number; to: number }[]): Promise<void>;
+  /** After importPartsAt: the sequence holds `tokens` from position 0; throws (the sequence cleared) when its cells do not end at their last position. */
+  adoptParts?(tokens: readonly Token[]): Promise<void>;
   importState(state: Buffer): Promise<void>;
   clear(): Promise<void>;
 }
