@@ -25,6 +25,7 @@ import {
   type TokenLogprob,
 } from "./runtime.ts";
 import { seqStateTokens } from "./seq-state.ts";
+import { partsInto } from "./state-parts.ts";
 import type { LlamaRuntimeOptions } from "./llama-runtime.ts";
 import { StepScheduler } from "./step-scheduler.ts";
 
@@ -248,13 +249,10 @@ class NativeSequence implements RuntimeSequence {
 
   async adoptParts(tokens: readonly Token[]): Promise<void> {
     await this.rt.scheduler.exclusive(() => {
-      if (this.rt.engine.seqPosMax(this.id) === tokens.length - 1) {
-        this.held = [...tokens];
-        return;
-      }
-      this.rt.engine.seqRm(this.id, 0, -1);
-      this.held = [];
-      throw new Error(`the imported parts do not make one sequence of ${tokens.length} tokens`);
+      const whole = this.rt.engine.seqPosMax(this.id) === tokens.length - 1;
+      if (!whole) this.rt.engine.seqRm(this.id, 0, -1);
+      this.held = whole ? [...tokens] : [];
+      if (!whole) throw new Error(`the imported parts do not make one sequence of ${tokens.length} tokens`);
     });
   }
 
@@ -370,48 +368,27 @@ export class NativeRuntime implements ModelRuntime {
 
   /** Within one exclusive call: each part into the scratch sequence, then its cells at [from, to) shared with `seq` (no copy), which keeps its own. */
   importPartsAt(seq: number, parts: readonly { state: Buffer; from: number; to: number }[]): Promise<void> {
-    const e = this.engine;
-    return this.withScratch(() =>
-      this.scheduler.exclusive(() => {
-        try {
-          for (const part of parts) {
-            e.seqRm(this.scratch, -1, -1);
-            e.stateSetFile(this.scratch, part.state);
-            e.seqCp(this.scratch, seq, part.from, part.to);
-          }
-        } finally {
-          e.seqRm(this.scratch, -1, -1);
-        }
-      }),
-    );
+    return this.withScratch(() => this.scheduler.exclusive(() => partsInto(this.engine, this.scratch, seq, parts)));
   }
 
-  /** Within one exclusive call: each part into the scratch sequence, then its cells shared with `seq` (no copy). */
+  /** Within one exclusive call: `seq` cleared, then the parts one after another from position 0 (importPartsAt), checked to make one sequence. */
   importParts(seq: number, parts: readonly Buffer[]): Promise<void> {
-    const e = this.engine;
+    let at = 0;
+    const placed = parts.map((state) => ({ state, from: at, to: (at += seqStateTokens(state).length) }));
     return this.withScratch(() =>
       this.scheduler.exclusive(() => {
-        e.seqRm(seq, 0, -1);
-        let at = 0;
-        try {
-          for (const part of parts) {
-            const n = seqStateTokens(part).length;
-            e.seqRm(this.scratch, -1, -1);
-            e.stateSetFile(this.scratch, part);
-            e.seqCp(this.scratch, seq, at, at + n);
-            at += n;
-          }
-        } finally {
-          e.seqRm(this.scratch, -1, -1);
-        }
+        this.engine.seqRm(seq, 0, -1);
+        partsInto(this.engine, this.scratch, seq, placed);
         // Each part's cells carry their own positions: a part that is not the next range shows here.
-        if (at > 0 && e.seqPosMax(seq) !== at - 1) {
-          e.seqRm(seq, 0, -1);
+        if (at > 0 && this.engine.seqPosMax(seq) !== at - 1) {
+          this.engine.seqRm(seq, 0, -1);
           throw new Error(`the hand-off's parts do not make one sequence of ${at} tokens`);
         }
       }),
     );
   }
+
+
 
   /**
    * Within one exclusive call: loads a document's own state into the scratch sequence, drops its
