@@ -13,7 +13,7 @@
  *                        the pd section (bench/http/pd.ts): prompt lengths (default 1024,4096),
  *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http; also
  *                        tcp-whole and tcp1, the baselines of the default: TRANSPORT_ARGS in pd.ts)
- *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C --reuse-store-streams N --reuse-write-yield on|off --reuse-store-hold on|off --reuse-host-warm BYTES|auto
+ *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C --reuse-store-streams N --reuse-write-yield on|off --reuse-store-hold on|off --reuse-host-warm BYTES|auto --reuse-load-parts on|off
  *                        the reuse section (bench/http/reuse.ts): context lengths (default
  *                        1024,4096,8192), requests per row (3), requests in the random mix (100),
  *                        the kvstore's codec (default none: the reuse gates of issue 19 are about
@@ -91,6 +91,7 @@ const { values: a } = parseArgs({
     "reuse-write-yield": { type: "string", default: "off" },
     "reuse-store-hold": { type: "string", default: "on" },
     "reuse-host-warm": { type: "string", default: "auto" },
+    "reuse-load-parts": { type: "string", default: "on" },
   },
 });
 
@@ -277,6 +278,7 @@ async function section(name: string, model: string): Promise<Record<string, unkn
         writeYield: a["reuse-write-yield"] === "on",
         storeHold: a["reuse-store-hold"] !== "off",
         hostWarm: a["reuse-host-warm"],
+        loadParts: a["reuse-load-parts"] !== "off",
         logDir: dirname(a.out),
       });
     case "pd":

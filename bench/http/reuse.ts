@@ -40,6 +40,8 @@ export interface ReuseBenchOptions {
   storeHold?: boolean;
   /** Pods A and B's --kv-host-warm (bytes, or auto: their default); "0" is the baseline without a warmed host pool. */
   hostWarm?: string;
+  /** false: pods A and B assemble a load's whole state and import it after the last block (LLMFLEET_KV_LOAD_PARTS=0, the baseline of importing each block as it arrives). */
+  loadParts?: boolean;
   logDir: string;
 }
 
@@ -352,7 +354,10 @@ export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string,
     o.storeHold === false ? { LLMFLEET_KV_STORE_HOLD_UPLOADS: "0" } : undefined,
   );
   // The A/B baseline of the write-back's yield to loads (docs/kv-store.md).
-  const storePodEnv = o.writeYield === true ? { LLMFLEET_KV_WRITE_YIELD: "1" } : undefined;
+  const storePodEnv = {
+    ...(o.writeYield === true ? { LLMFLEET_KV_WRITE_YIELD: "1" } : {}),
+    ...(o.loadParts === false ? { LLMFLEET_KV_LOAD_PARTS: "0" } : {}),
+  };
   const storePodArgs = ["--kv-store", store.url, "--kv-host-warm", o.hostWarm ?? "auto", ...o.podArgs];
   // The three engine pods load the model at once: one after another, a 7B f16 model's three loads
   // took most of a 10-minute device call's first minutes.
@@ -366,7 +371,7 @@ export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string,
   await using b = pb!;
   wordsPerToken = await benchWordsPerToken(plain.url);
   for (const url of [plain.url, a.url, b.url]) await ask(url, context(64)); // warm-up
-  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, store_streams: o.storeStreams ?? "default", write_yield: o.writeYield === true, store_hold: o.storeHold !== false, host_warm: o.hostWarm ?? "auto", repeats: o.repeats };
+  const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), codec: o.codec, store_streams: o.storeStreams ?? "default", write_yield: o.writeYield === true, store_hold: o.storeHold !== false, host_warm: o.hostWarm ?? "auto", load_parts: o.loadParts !== false, repeats: o.repeats };
   const recomputeMs: Record<number, number> = {};
   for (const tokens of o.contexts) {
     const r = await rows(o, { plain: plain.url, a: a.url, b: b.url, store: store.url }, tokens);
