@@ -345,6 +345,14 @@ async function startAll(starting: Promise<RunningServer>[]): Promise<RunningServ
   throw failed.reason;
 }
 
+/** The A/B baselines pods A and B run with (docs/kv-store.md): the write-back's yield to loads on, loads assembling the whole state. */
+function storePodBaselines(o: ReuseBenchOptions): NodeJS.ProcessEnv {
+  return {
+    ...(o.writeYield === true ? { LLMFLEET_KV_WRITE_YIELD: "1" } : {}),
+    ...(o.loadParts === false ? { LLMFLEET_KV_LOAD_PARTS: "0" } : {}),
+  };
+}
+
 export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string, unknown>> {
   await mkdir(o.logDir, { recursive: true });
   await using store = await start(
@@ -354,10 +362,7 @@ export async function reuseSection(o: ReuseBenchOptions): Promise<Record<string,
     o.storeHold === false ? { LLMFLEET_KV_STORE_HOLD_UPLOADS: "0" } : undefined,
   );
   // The A/B baseline of the write-back's yield to loads (docs/kv-store.md).
-  const storePodEnv = {
-    ...(o.writeYield === true ? { LLMFLEET_KV_WRITE_YIELD: "1" } : {}),
-    ...(o.loadParts === false ? { LLMFLEET_KV_LOAD_PARTS: "0" } : {}),
-  };
+  const storePodEnv = storePodBaselines(o);
   const storePodArgs = ["--kv-store", store.url, "--kv-host-warm", o.hostWarm ?? "auto", ...o.podArgs];
   // The three engine pods load the model at once: one after another, a 7B f16 model's three loads
   // took most of a 10-minute device call's first minutes.
