@@ -82,10 +82,6 @@ export class PartJoiner {
     return this.p.blocks;
   }
 
-  get blockTokens(): number {
-    return this.p.blockTokens;
-  }
-
   /** Bytes kv block b must have. */
   size(b: number): number {
     return this.p.sizes[b]!;

@@ -43,7 +43,7 @@ export class PartSink {
   private readonly placing: Promise<void>[] = [];
   private importing: Promise<void> | undefined;
   private error: unknown;
-  /** Parts imported so far, and the longest position covered. */
+  /** Parts imported so far. */
   imported = 0;
   /** Seconds the loading sequence's engine spent importing parts (the engine calls, summed). */
   importSeconds = 0;
