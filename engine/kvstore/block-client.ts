@@ -326,7 +326,8 @@ export class KvBlockClient {
       importer: into.importer,
       layout: into.layout,
       tokens: into.tokens,
-      ...(addon?.kvAlloc ? { alloc: addon.kvAlloc.bind(addon) } : {}),
+      // Off the event loop: a block the host pool lacks is page-locked as it is taken.
+      ...(addon?.kvAllocAsync ? { alloc: addon.kvAllocAsync.bind(addon) } : addon?.kvAlloc ? { alloc: addon.kvAlloc.bind(addon) } : {}),
       ...(addon?.kvRelease ? { free: (b: Buffer) => void addon.kvRelease!(b) } : {}),
       ...(addon?.kvScatter ? { scatter: addon.kvScatter.bind(addon) } : {}),
     });

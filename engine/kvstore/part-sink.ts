@@ -27,7 +27,7 @@ export interface PartSinkOptions {
   /** Blocks past this many tokens are checked and dropped, not imported (a prefix of a longer entry). */
   tokens: number;
   /** The addon's pool (a part's buffer, given back once imported) and its worker-thread copy; absent: heap buffers, copied inline. */
-  alloc?: (bytes: number) => Buffer;
+  alloc?: (bytes: number) => Buffer | Promise<Buffer>;
   free?: (buf: Buffer) => void;
   scatter?: (src: Uint8Array, dst: Uint8Array, runs: Float64Array) => Promise<number>;
 }
@@ -105,7 +105,7 @@ export class PartSink {
 
   /** Part `lay` of kv block `index` written from `stored` (checked against `crc` as it is copied), then queued for import. */
   private async layOut(stored: Buffer, lay: PartLayout, crc: number, index: number): Promise<void> {
-    const out = this.o.alloc?.(lay.bytes) ?? Buffer.allocUnsafe(lay.bytes);
+    const out = this.o.alloc ? await this.o.alloc(lay.bytes) : Buffer.allocUnsafe(lay.bytes);
     try {
       for (const f of lay.fixed) f.data.copy(out, f.at);
       const got = this.o.scatter ? await this.o.scatter(stored, out, lay.runs) : copyRuns(stored, out, lay.runs);
