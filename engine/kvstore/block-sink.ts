@@ -5,6 +5,7 @@
 import { KvBlockError, StateJoiner, verifyBlock, type BlockEntry, type KvManifest } from "./kv-blocks.ts";
 import { setImmediate as tick } from "node:timers/promises";
 import { kvBlockCodec } from "../kvcodec/block-codec.ts";
+import { BlockArrivals } from "./block-arrivals.ts";
 
 /**
  * Coded blocks decoded per native pass. A block before a sliding window holds few tensors (Gemma 3:
@@ -30,10 +31,7 @@ const SCATTER_MIN_BYTES = 256 * 1024;
  * it, decodes it (its codec's, native when the addon is loaded; coded blocks CODED_BATCH at a time)
  * straight into the state and places its rows, while later blocks are still arriving.
  */
-export class BlockSink {
-  /** Blocks taken so far. */
-  count = 0;
-  private readonly taken: boolean[];
+export class BlockSink extends BlockArrivals {
   private joiner: StateJoiner | undefined;
   /** Coded blocks checked and opened, not yet decoded: decoded CODED_BATCH at a time (one native pass); `release` once decoded. */
   private coded: { i: number; coded: Buffer; codec: string; release?: () => void }[] = [];
@@ -45,23 +43,14 @@ export class BlockSink {
   private readonly scattering: Promise<void>[] = [];
 
   constructor(
-    private readonly m: KvManifest,
+    m: KvManifest,
     private readonly open: (b: BlockEntry, stored: Buffer) => Buffer,
     /** Where the state is assembled (StateJoiner's alloc: the addon's pool when there is one). */
     private readonly alloc?: (bytes: number) => Buffer,
     /** The addon's kvScatter: unsealed raw blocks are checked and placed on a worker thread, off the event loop. */
     private readonly scatter?: (src: Uint8Array, dst: Uint8Array, runs: Float64Array) => Promise<number>,
   ) {
-    this.taken = new Array<boolean>(m.blocks.length).fill(false);
-  }
-
-  get total(): number {
-    return this.m.blocks.length;
-  }
-
-  /** The blocks not taken yet, in order. */
-  missing(): number[] {
-    return this.taken.flatMap((t, i) => (t ? [] : [i]));
+    super(m);
   }
 
   /**
@@ -97,18 +86,6 @@ export class BlockSink {
   /** A pass is due once CODED_BATCH blocks wait, or every block has arrived (before that, the stream's idle turns start one: nextWhileIdle). */
   private passDue(): boolean {
     return this.coded.length >= CODED_BATCH || this.count === this.total;
-  }
-
-  /** Block i's manifest entry, counted taken; KvBlockError when it cannot come now. */
-  private take(i: number): BlockEntry {
-    const b = this.m.blocks[i];
-    if (!b || !Number.isInteger(i)) throw new KvBlockError(`block ${i}: the manifest has ${this.total} blocks`);
-    if (this.taken[i]) throw new KvBlockError(`block ${i} arrived twice`);
-    if ((i === 0) !== (this.count === 0))
-      throw new KvBlockError(i === 0 ? "the meta block arrived after kv blocks" : `kv block ${i - 1} arrived before the meta block`);
-    this.taken[i] = true;
-    this.count++;
-    return b;
   }
 
   private scatters(i: number, b: BlockEntry, stored: Buffer): boolean {
@@ -169,10 +146,6 @@ export class BlockSink {
     for (const b of batch) b.release?.();
     this.decoding = undefined;
     if (this.passDue()) this.decodeCoded();
-  }
-
-  complete(what: string): void {
-    if (this.count !== this.total) throw new KvBlockError(`${what} ended after ${this.count} of ${this.total} blocks`);
   }
 
   /** After a load that failed: the blocks not decoded are released, and the decode pass and the copies running are waited for (never throws). */

@@ -9,8 +9,9 @@
 import { setImmediate as tick } from "node:timers/promises";
 import { normaliseSeqState, type KvLayout } from "../runtime/seq-state.ts";
 import { crc32c } from "./crc32c.ts";
-import { KvBlockError, verifyBlock, type BlockEntry, type KvManifest } from "./kv-blocks.ts";
+import { KvBlockError, verifyBlock, type KvManifest } from "./kv-blocks.ts";
 import { PartJoiner, type PartLayout } from "./block-parts.ts";
+import { BlockArrivals } from "./block-arrivals.ts";
 
 /** A part of a state and the positions it covers. */
 export interface StatePart {
@@ -35,9 +36,7 @@ export interface PartSinkOptions {
 /** True when every kv block of the entry can be imported as a part: raw, unsealed. */
 export const partsFit = (m: KvManifest): boolean => m.blocks.every((b) => b.kind === "meta" || (b.codec === "none" && !b.enc));
 
-export class PartSink {
-  count = 0;
-  private readonly taken: boolean[];
+export class PartSink extends BlockArrivals {
   private joiner: PartJoiner | undefined;
   private readonly ready: StatePart[] = [];
   private readonly placing: Promise<void>[] = [];
@@ -49,18 +48,10 @@ export class PartSink {
   importSeconds = 0;
 
   constructor(
-    private readonly m: KvManifest,
+    m: KvManifest,
     private readonly o: PartSinkOptions,
   ) {
-    this.taken = new Array<boolean>(m.blocks.length).fill(false);
-  }
-
-  get total(): number {
-    return this.m.blocks.length;
-  }
-
-  missing(): number[] {
-    return this.taken.flatMap((t, i) => (t ? [] : [i]));
+    super(m);
   }
 
   /**
@@ -90,17 +81,6 @@ export class PartSink {
     placed.catch(() => undefined); // thrown by finish()
     this.placing.push(placed);
     return true;
-  }
-
-  /** Block i's manifest entry, counted taken; KvBlockError when it cannot come now. */
-  private take(i: number): BlockEntry {
-    const b = this.m.blocks[i];
-    if (!b || !Number.isInteger(i)) throw new KvBlockError(`block ${i}: the manifest has ${this.total} blocks`);
-    if (this.taken[i]) throw new KvBlockError(`block ${i} arrived twice`);
-    if ((i === 0) !== (this.count === 0)) throw new KvBlockError(i === 0 ? "the meta block arrived after kv blocks" : `kv block ${i - 1} arrived before the meta block`);
-    this.taken[i] = true;
-    this.count++;
-    return b;
   }
 
   /** Part `lay` of kv block `index` written from `stored` (checked against `crc` as it is copied), then queued for import. */
@@ -147,10 +127,6 @@ export class PartSink {
   /** The stream's next item (a sink that decodes nothing while it waits). */
   nextWhileIdle<T>(items: AsyncIterator<T>): Promise<IteratorResult<T>> {
     return items.next();
-  }
-
-  complete(what: string): void {
-    if (this.count !== this.total) throw new KvBlockError(`${what} ended after ${this.count} of ${this.total} blocks`);
   }
 
   /** Once every part is laid out and imported; throws what failed. */
