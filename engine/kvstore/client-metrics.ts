@@ -46,7 +46,7 @@ export function createKvClientMetrics(registry: Registry): KvClientMetrics {
     }),
     stageSeconds: new Counter({
       name: "llmfleet_kv_store_stage_seconds_total",
-      help: "Seconds by op and stage: load (lookup: hashing and the store's lookup; fetch: manifest and blocks moved and placed; place, within fetch: blocks checked and placed on the event loop; import_parts, within fetch: blocks imported into the engine as they arrived, on a unified KV cache; import: into the engine, or for parts what was left after the last block) and write (export: the state off the engine; split: cut into blocks and coded; send: blocks the store lacks; manifest; yield, within split and send: waiting while the pod loads)",
+      help: "Seconds by op and stage: load (lookup: hashing and the store's lookup; fetch: manifest and blocks moved and placed; place, within fetch: blocks checked and placed on the event loop; import_parts, within fetch: blocks imported into the engine as they arrived, on a unified KV cache, waits for the engine included; import: into the engine, or for parts what was left after the last block) and write (export: the state off the engine; split: cut into blocks and coded; send: blocks the store lacks; manifest; yield, within split and send: waiting while the pod loads)",
       labelNames: ["op", "stage"],
       registers,
     }),

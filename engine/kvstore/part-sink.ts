@@ -44,7 +44,7 @@ export class PartSink extends BlockArrivals {
   private error: unknown;
   /** Parts imported so far. */
   imported = 0;
-  /** Seconds the loading sequence's engine spent importing parts (the engine calls, summed). */
+  /** Seconds the part imports took, each from its start to its end (waiting for the engine between decode steps included), summed. */
   importSeconds = 0;
 
   constructor(
