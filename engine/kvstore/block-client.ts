@@ -316,7 +316,7 @@ export class KvBlockClient {
     entryKey: string,
     into: Pick<PartSinkOptions, "importer" | "layout" | "tokens"> & { entryTokens: number },
     signal: AbortSignal,
-  ): Promise<{ path: "tcp" | "http"; importSeconds: number } | undefined> {
+  ): Promise<{ path: "tcp" | "http" } | undefined> {
     const m = decodeManifest(frame);
     this.checkLoadable(m, entryKey, into.entryTokens);
     if (!partsFit(m)) return undefined;
@@ -337,7 +337,7 @@ export class KvBlockClient {
       await sink.finish();
       countStage(this.opts.metrics, "load", "import", t0); // what was left after the last block
       this.opts.metrics.stageSeconds.inc({ op: "load", stage: "import_parts" }, sink.importSeconds);
-      return { path, importSeconds: sink.importSeconds };
+      return { path };
     } finally {
       await sink.close();
       loaded();

@@ -6,25 +6,18 @@
  * left after the stream's last block is that block's own part. BlockSink is the other sink: the
  * whole state assembled, then imported.
  */
-import { setImmediate as tick } from "node:timers/promises";
 import { normaliseSeqState, type KvLayout } from "../runtime/seq-state.ts";
+import type { PlacedPart } from "../runtime/runtime.ts";
 import { crc32c } from "./crc32c.ts";
 import { KvBlockError, verifyBlock, type KvManifest } from "./kv-blocks.ts";
 import { PartJoiner, type PartLayout } from "./block-parts.ts";
 import { BlockArrivals } from "./block-arrivals.ts";
 
-/** A part of a state and the positions it covers. */
-export interface StatePart {
-  state: Buffer;
-  from: number;
-  to: number;
-}
-
 export interface PartSinkOptions {
   /** The loading pod's KV layout: a part written by a pod of another one is normalised to it (seq-state.ts). */
   layout: KvLayout;
   /** Imports parts into the loading sequence (RuntimeSequence.importPartsAt). */
-  importer: (parts: readonly StatePart[]) => Promise<void>;
+  importer: (parts: readonly PlacedPart[]) => Promise<void>;
   /** Blocks past this many tokens are checked and dropped, not imported (a prefix of a longer entry). */
   tokens: number;
   /** The addon's pool (a part's buffer, given back once imported) and its worker-thread copy; absent: heap buffers, copied inline. */
@@ -38,12 +31,10 @@ export const partsFit = (m: KvManifest): boolean => m.blocks.every((b) => b.kind
 
 export class PartSink extends BlockArrivals {
   private joiner: PartJoiner | undefined;
-  private readonly ready: StatePart[] = [];
+  private readonly ready: PlacedPart[] = [];
   private readonly placing: Promise<void>[] = [];
   private importing: Promise<void> | undefined;
   private error: unknown;
-  /** Parts imported so far. */
-  imported = 0;
   /** Seconds the part imports took, each from its start to its end (waiting for the engine between decode steps included), summed. */
   importSeconds = 0;
 
@@ -107,7 +98,6 @@ export class PartSink extends BlockArrivals {
     const t0 = performance.now();
     this.importing = this.o.importer(batch).then(
       () => {
-        this.imported += batch.length;
         this.importSeconds += (performance.now() - t0) / 1000;
         this.done(batch);
       },
@@ -118,7 +108,7 @@ export class PartSink extends BlockArrivals {
     );
   }
 
-  private done(batch: readonly StatePart[]): void {
+  private done(batch: readonly PlacedPart[]): void {
     for (const p of batch) this.o.free?.(p.state);
     this.importing = undefined;
     this.pump();
@@ -144,10 +134,7 @@ export class PartSink extends BlockArrivals {
 
   private async settled(): Promise<void> {
     const laid = await Promise.allSettled(this.placing);
-    while (this.importing) {
-      await this.importing;
-      await tick();
-    }
+    while (this.importing) await this.importing;
     const failed = laid.find((d) => d.status === "rejected");
     if (failed) throw failed.reason;
     if (this.error) throw this.error;

@@ -23,6 +23,7 @@ import {
   type StepStats,
   type Token,
   type TokenLogprob,
+  type PlacedPart,
 } from "./runtime.ts";
 import { seqStateTokens } from "./seq-state.ts";
 import { partsInto } from "./state-parts.ts";
@@ -243,16 +244,19 @@ class NativeSequence implements RuntimeSequence {
     this.held = tokens;
   }
 
-  importPartsAt(parts: readonly { state: Buffer; from: number; to: number }[]): Promise<void> {
+  importPartsAt(parts: readonly PlacedPart[]): Promise<void> {
     return this.rt.importPartsAt(this.id, parts);
   }
 
   async adoptParts(tokens: readonly Token[]): Promise<void> {
     await this.rt.scheduler.exclusive(() => {
-      const whole = this.rt.engine.seqPosMax(this.id) === tokens.length - 1;
-      if (!whole) this.rt.engine.seqRm(this.id, 0, -1);
-      this.held = whole ? [...tokens] : [];
-      if (!whole) throw new Error(`the imported parts do not make one sequence of ${tokens.length} tokens`);
+      if (this.rt.engine.seqPosMax(this.id) === tokens.length - 1) {
+        this.held = [...tokens];
+        return;
+      }
+      this.rt.engine.seqRm(this.id, 0, -1);
+      this.held = [];
+      throw new Error(`the imported parts do not make one sequence of ${tokens.length} tokens`);
     });
   }
 
@@ -367,7 +371,7 @@ export class NativeRuntime implements ModelRuntime {
   }
 
   /** Within one exclusive call: each part into the scratch sequence, then its cells at [from, to) shared with `seq` (no copy), which keeps its own. */
-  importPartsAt(seq: number, parts: readonly { state: Buffer; from: number; to: number }[]): Promise<void> {
+  importPartsAt(seq: number, parts: readonly PlacedPart[]): Promise<void> {
     return this.withScratch(() => this.scheduler.exclusive(() => partsInto(this.engine, this.scratch, seq, parts)));
   }
 

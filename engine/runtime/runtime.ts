@@ -79,6 +79,13 @@ export interface JoinRequest {
   chunk(tokens: readonly Token[], compute: (start?: Buffer) => Promise<Buffer>): Promise<Buffer>;
 }
 
+/** A part of a sequence's state: a state of its own cells, at positions [from, to). */
+export interface PlacedPart {
+  state: Buffer;
+  from: number;
+  to: number;
+}
+
 export interface RuntimeSequence {
   readonly id: number;
   /**
@@ -136,7 +143,7 @@ export interface RuntimeSequence {
    * unified KV cache shares their cells, no copy). Clear the sequence first; adoptParts ends it.
    * Absent: whole states only.
    */
-  importPartsAt?(parts: readonly { state: Buffer; from: number; to: number }[]): Promise<void>;
+  importPartsAt?(parts: readonly PlacedPart[]): Promise<void>;
   /** After importPartsAt: the sequence holds `tokens` from position 0; throws (the sequence cleared) when its cells do not end at their last position. */
   adoptParts?(tokens: readonly Token[]): Promise<void>;
   importState(state: Buffer): Promise<void>;

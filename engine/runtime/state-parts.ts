@@ -3,13 +3,7 @@
  * shared, not copied): a P/D hand-off sent in parts, a KV store load's blocks as they arrive.
  */
 import type { NativeEngine } from "../native/binding.ts";
-
-/** A part of a state: a state of its own cells, at positions [from, to). */
-export interface PlacedPart {
-  state: Buffer;
-  from: number;
-  to: number;
-}
+import type { PlacedPart } from "./runtime.ts";
 
 /** Each part into `scratch`, then its cells shared with `seq` (which keeps its own); `scratch` is left empty. Call within one exclusive engine call. */
 export function partsInto(e: Pick<NativeEngine, "seqRm" | "stateSetFile" | "seqCp">, scratch: number, seq: number, parts: readonly PlacedPart[]): void {

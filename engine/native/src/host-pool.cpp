@@ -19,6 +19,10 @@ constexpr size_t kMiB = 1 << 20;
 // The warmed region: free ranges by offset (adjacent ones merged), blocks carved best-fit.
 constexpr size_t kCarveGranule = 64 * 1024;
 
+size_t round_up(size_t n, size_t granule) {
+    return (n + granule - 1) / granule * granule;
+}
+
 struct Region {
     uint8_t * base = nullptr;
     size_t size = 0, used = 0;
@@ -27,7 +31,7 @@ struct Region {
 
     // A range of n bytes (rounded to kCarveGranule), the smallest free one that fits; null if none.
     uint8_t * carve(size_t & n) {
-        n = (n + kCarveGranule - 1) / kCarveGranule * kCarveGranule;
+        n = round_up(n, kCarveGranule);
         auto best = free.end();
         for (auto it = free.begin(); it != free.end(); ++it) {
             if (it->second >= n && (best == free.end() || it->second < best->second)) best = it;
@@ -92,8 +96,23 @@ Pool & pool() {
 size_t rounded(size_t n) {
     size_t p2 = kMiB;
     while (p2 < n) p2 <<= 1;
-    const size_t granule = p2 / 8 > kMiB ? p2 / 8 : kMiB;
-    return (n + granule - 1) / granule * granule;
+    return round_up(n, p2 / 8 > kMiB ? p2 / 8 : kMiB);
+}
+
+// A new block of `cap` bytes: page-locked where a GPU backend is present, else (or if that fails)
+// page-aligned heap memory; data == nullptr when neither can be had. Slow on a GPU: call unlocked.
+Block new_block(size_t cap) {
+    Block b;
+    b.capacity = cap;
+    if (pool().buft) {
+        b.pinned = ggml_backend_buft_alloc_buffer(pool().buft, cap);
+        if (b.pinned) b.data = static_cast<uint8_t *>(ggml_backend_buffer_get_base(b.pinned));
+    }
+    if (!b.data) {
+        b.pinned = nullptr;
+        b.data = static_cast<uint8_t *>(std::aligned_alloc(kPage, round_up(cap, kPage)));
+    }
+    return b.data ? b : Block{};
 }
 
 // A block from the warmed region, counted as a hit; data == nullptr when it has no room.
@@ -143,17 +162,7 @@ Block acquire(size_t n) {
         p.misses++;
     }
     // Allocated outside the lock: page-locking a large block takes a while.
-    const size_t cap = rounded(n ? n : 1);
-    Block b;
-    b.capacity = cap;
-    if (pool().buft) {
-        b.pinned = ggml_backend_buft_alloc_buffer(pool().buft, cap);
-        if (b.pinned) b.data = static_cast<uint8_t *>(ggml_backend_buffer_get_base(b.pinned));
-    }
-    if (!b.data) {
-        b.pinned = nullptr;
-        b.data = static_cast<uint8_t *>(std::aligned_alloc(kPage, (cap + kPage - 1) / kPage * kPage));
-    }
+    Block b = new_block(rounded(n ? n : 1));
     if (!b.data) return Block{};
     std::lock_guard<std::mutex> lock(p.mu);
     p.outstanding += b.capacity;
@@ -222,25 +231,19 @@ Warmed warm(size_t bytes) {
     }
     // Outside the lock (page-locking takes a while); a second warm() meanwhile allocates its own
     // and frees it below.
-    const size_t n = (bytes + kCarveGranule - 1) / kCarveGranule * kCarveGranule;
+    const size_t n = round_up(bytes, kCarveGranule);
+    Block whole = new_block(n);
+    if (!whole.data) return Warmed{};
     Region r;
+    r.base = whole.data;
     r.size = n;
-    if (pool().buft) {
-        r.pinned = ggml_backend_buft_alloc_buffer(pool().buft, n);
-        if (r.pinned) r.base = static_cast<uint8_t *>(ggml_backend_buffer_get_base(r.pinned));
-    }
-    if (!r.base) {
-        r.pinned = nullptr;
-        r.base = static_cast<uint8_t *>(std::aligned_alloc(kPage, n));
-        if (!r.base) return Warmed{};
-    }
+    r.pinned = whole.pinned;
     std::memset(r.base, 0, n);  // every page faulted in now, not on a request's first write
     r.free[0] = n;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::lock_guard<std::mutex> lock(p.mu);
     if (p.region.base) {  // another warm() won
-        Block lost{r.base, n, r.pinned, false};
-        free_block(lost);
+        free_block(whole);
         return Warmed{p.region.size, seconds, p.region.pinned != nullptr};
     }
     p.region = std::move(r);
