@@ -28,13 +28,16 @@ type Runs = Record<string, LoadSummary>;
 
 /**
  * The hand-off mechanisms the section compares, each a P/D pair of its own: tcp (the default: the
- * whole state after the prompt, striped over --kv-streams' default), tcp-parts (in parts sent while
+ * whole state after the prompt, striped over --kv-streams' default; a greedy request's first
+ * token goes ahead of it), tcp-late (the same with the first token answered only once the state is
+ * staged: PREFILL_ENV, the baseline of the first token ahead), tcp-parts (in parts sent while
  * the prompt computes: --kv-part-tokens auto), tcp8 (8 connections), tcp1 (one connection, the v1
  * wire: the mechanism before striping), tcp-split (tcp into a decode pod whose KV is one stream per
  * sequence: DECODE_ARGS), http (the LFKV stream over HTTP).
  */
 export const TRANSPORT_ARGS = {
   tcp: ["--kv-transport", "tcp"],
+  "tcp-late": ["--kv-transport", "tcp"],
   "tcp-parts": ["--kv-transport", "tcp", "--kv-part-tokens", "auto"],
   tcp8: ["--kv-transport", "tcp", "--kv-streams", "8"],
   tcp1: ["--kv-transport", "tcp", "--kv-streams", "1"],
@@ -49,6 +52,9 @@ export const TRANSPORT_ARGS = {
  * sequence's own stream holds its state in one run.
  */
 const DECODE_ARGS: Partial<Record<PdTransport, readonly string[]>> = { "tcp-split": ["--kv-unified", "off"] };
+
+/** The prefill pod's environment per mechanism. tcp-late: the first token waits for the send (handoff-routes.ts firstTokenAhead). */
+const PREFILL_ENV: Partial<Record<PdTransport, NodeJS.ProcessEnv>> = { "tcp-late": { LLMFLEET_FIRST_TOKEN_AHEAD: "0" } };
 export type PdTransport = keyof typeof TRANSPORT_ARGS;
 
 interface Transfer {
@@ -77,6 +83,12 @@ interface Transfer {
   copies?: { export: number; import: number };
   /** llmfleet_kv_host_pool_{hits,misses}_total of each pod over the sweep: a miss page-locked a new block. */
   host_pool: Record<"prefill" | "decode", { hits: number; misses: number }>;
+  /**
+   * Hand-offs that carried the answer's first token (prefill pod), those answered with it before the
+   * state was sent, and the decode pod's generate calls whose state never came, so it computed the
+   * prompt itself (llmfleet_kv_handoff_failures_total{reason=await_*}).
+   */
+  first_token: { carried: number; ahead: number; decode_computed: number };
 }
 
 // Below Linux's ephemeral range (32768+), where outgoing connections would collide.
@@ -208,7 +220,12 @@ async function transfer(prefillUrl: string, decodeUrl: string): Promise<Transfer
   const stages_ms = stageMeans(NO_STAGES, sums);
   const copies = copyMeans(NO_STAGES, sums);
   const host_pool = { prefill: pool(text), decode: pool(decodeText) };
-  return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths, stages_ms, copies, host_pool };
+  const first_token = {
+    carried: metric(text, "llmfleet_kv_handoff_first_tokens_total", {}),
+    ahead: metric(text, "llmfleet_kv_handoffs_ahead_total", {}),
+    decode_computed: ["failed", "timeout", "mismatch"].reduce((n, r) => n + metric(decodeText, "llmfleet_kv_handoff_failures_total", { reason: `await_${r}` }), 0),
+  };
+  return { handoffs, bytes, send_s: sendS, gb_s: sendS > 0 ? Math.round((bytes / sendS / 1e9) * 1000) / 1000 : 0, paths, stages_ms, copies, host_pool, first_token };
 }
 
 /**
@@ -232,13 +249,14 @@ async function greedyAnswers(url: string, o: PdBenchOptions): Promise<string[]> 
   return out;
 }
 
-async function start(o: PdBenchOptions, name: string, args: string[]): Promise<RunningServer> {
+async function start(o: PdBenchOptions, name: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunningServer> {
   const p = port();
   const [cmd, ...pre] = o.engine as [string, ...string[]];
   return startServer(name, cmd, [...pre, ...args, "--host", "127.0.0.1", "--port", String(p)], {
     port: p,
     readyPath: "/ready",
     logFile: `${o.logDir}/pd-${name}.log`,
+    env,
   });
 }
 
@@ -263,7 +281,7 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
       ...(DECODE_ARGS[t] ?? []),
     ]);
     const transport = TRANSPORT_ARGS[t];
-    await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs]);
+    await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs], PREFILL_ENV[t]);
     await using router = await start(o, `router-${t}`, ["--role", "router", "--prefill", prefill.url, "--decode", decode.url]);
     const runs = await sweep(router.url, `p/d ${t}`, o, { prefill: prefill.url, decode: decode.url });
     // After the sweep: the decode pod's cache has seen sequences come and go, so states land in scattered cells.
@@ -286,6 +304,7 @@ export function pdHeadline(pd: Record<string, unknown> | undefined): Record<stri
   const tcp = pd.pd_tcp as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
   const http = pd.pd_http as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
   const tcp1 = pd.pd_tcp1 as { transfer: Transfer } | undefined;
+  const late = pd["pd_tcp-late"] as { runs: Record<string, Runs> } | undefined;
   const eight = pd.pd_tcp8 as { transfer: Transfer } | undefined;
   const ttft = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.ttft_p50_ms;
   const tokS = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.tok_s;
@@ -293,6 +312,9 @@ export function pdHeadline(pd: Record<string, unknown> | undefined): Record<stri
     pd_ttft_ratio_1k: ratio(ttft(tcp?.runs, 1024, 1), ttft(agg, 1024, 1)),
     pd_ttft_ratio_4k: ratio(ttft(tcp?.runs, 4096, 1), ttft(agg, 4096, 1)),
     pd_throughput_ratio_8: ratio(tokS(tcp?.runs, 1024, 8), tokS(agg, 1024, 8)),
+    // The baseline of the first token ahead of the state: the same P/D with the first token answered once the state is staged.
+    pd_ttft_ratio_1k_late: ratio(ttft(late?.runs, 1024, 1), ttft(agg, 1024, 1)),
+    pd_ttft_ratio_4k_late: ratio(ttft(late?.runs, 4096, 1), ttft(agg, 4096, 1)),
     transfer_gb_s_network: gbS(tcp),
     transfer_gb_s_http: gbS(http),
     transfer_gb_s_one_connection: gbS(tcp1),

@@ -37,6 +37,8 @@ export interface EngineMetrics {
   handoffs: Counter<"path" | "outcome">;
   /** Prefill: hand-offs that carried the answer's first token, sampled here (serving/first-token.ts). */
   handoffFirstTokens: Counter;
+  /** Prefill: of those, the hand-offs answered with their first token before the state was sent (pd/handoff-routes.ts firstTokenAhead). */
+  handoffsAhead: Counter;
 }
 
 export function createEngineMetrics(role: Role, withProcessMetrics = false): EngineMetrics {
@@ -100,6 +102,11 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
     handoffFirstTokens: new Counter({
       name: "llmfleet_kv_handoff_first_tokens_total",
       help: "Prefill->decode hand-offs that carried the answer's first token, sampled on the prefill pod (the rest hand off the prompt but its last token)",
+      registers,
+    }),
+    handoffsAhead: new Counter({
+      name: "llmfleet_kv_handoffs_ahead_total",
+      help: "Of the hand-offs that carried a first token, those answered with it before the state was sent (the decode pod waits for the state; the client's first token does not)",
       registers,
     }),
   };

@@ -6,7 +6,10 @@
  *   decode:  PUT  /internal/kv/:id       LFKV stream (kv-wire.ts) -> staged; answers 204 with
  *            x-llmfleet-decode-url: this pod's own URL. A decode pool is a Service over several
  *            pods, so the generate call must go to the pod that staged the state, not the Service.
- *            POST /internal/generate/:id {request, kind} -> the OpenAI response (SSE or JSON)
+ *            POST /internal/generate/:id {request, kind, firstToken?, awaitState?} -> the OpenAI
+ *            response (SSE or JSON); with awaitState the state may still be on its way
+ *            POST /internal/handoff-failed/:id {message}: a prefill pod's send that failed after it
+ *            answered (its first token went ahead of the state: early-first-token below)
  *            GET  /internal/kv-transport -> KvTransportInfo: the pod's TCP hand-off port, if any
  * The state goes over the native TCP stream when the decode pod offers one and over the PUT
  * above otherwise (kv-transport.ts); the generate call finds it staged either way.
@@ -21,8 +24,10 @@ import { parseEngineRequest, type RequestKind } from "../http/openai-request.ts"
 import { clientGone, respondWithGeneration } from "../http/respond.ts";
 import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
 import { partsTarget, prefillInParts } from "./handoff-parts.ts";
-import { handoffHeader, probe, tryTcp, type HandoffHeader } from "./tcp-handoff.ts";
+import { handoffHeader, probe, tcpTarget, tryTcp, type HandoffHeader } from "./tcp-handoff.ts";
 import { firstTokenEligible } from "../serving/first-token.ts";
+import type { GenerateOptions, HandOffState } from "../serving/completion-service.ts";
+import { AWAIT_STATE_MS, awaitStaged, SendFailures, StagedWaitError } from "./staged-wait.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
 import { normaliseSeqState, seqStateTokens } from "../runtime/seq-state.ts";
 import { identityHeaders, identityOf } from "../access/identity.ts";
@@ -58,6 +63,8 @@ export interface HandoffDeps {
   tcp?: KvListener;
   /** Prefill: the fleet token sent with each hand-off (engine/access/fleet-auth.ts); default none. */
   fleetToken?: () => string | undefined;
+  /** Decode: how long a generate call waits for a state still on its way (staged-wait.ts). Default AWAIT_STATE_MS. */
+  awaitStateMs?: number;
 }
 
 export const DECODE_URL_HEADER = "x-llmfleet-decode-url";
@@ -98,6 +105,11 @@ export interface PrefillResponse {
   path: HandoffPath;
   /** The answer's first token, sampled here (serving/first-token.ts): the state is then of the whole prompt. */
   firstToken?: number;
+  /**
+   * The state was still being sent when this answered (its first token ahead of it): the generate
+   * call passes awaitState. sendMs and streams are then 0: the send's own figures are in /metrics.
+   */
+  early?: boolean;
 }
 
 function parseKind(kind: unknown): RequestKind {
@@ -167,7 +179,61 @@ async function firstTokenHere(deps: HandoffDeps, prepared: PreparedRequest, deco
   return (await probe(decodeUrl, identityHeaders(deps.fleetToken?.())))?.firstToken === true;
 }
 
-/** The prompt computed here, then its state handed to the decode pod whole. */
+/**
+ * Decode base URLs a hand-off was staged at, not at another pod behind them (a Service in front of
+ * several pods): to these a first token may go ahead of its state (firstTokenAhead), as the
+ * router's generate call then reaches the pod the state goes to.
+ */
+const stagedAtBase = new Set<string>();
+
+/**
+ * Whether this hand-off answers the router with its first token before the state is sent, the
+ * send going on behind (sendBehind): the decode pod waits for a state on its way (it says
+ * awaitsState) and is known to stage at its own URL. The client's first token then waits for the
+ * prompt and nothing of the transfer. LLMFLEET_FIRST_TOKEN_AHEAD=0 turns it off.
+ */
+async function firstTokenAhead(deps: HandoffDeps, decodeUrl: string): Promise<boolean> {
+  if (process.env.LLMFLEET_FIRST_TOKEN_AHEAD === "0" || !stagedAtBase.has(decodeUrl)) return false;
+  const headers = identityHeaders(deps.fleetToken?.());
+  if ((await probe(decodeUrl, headers))?.awaitsState !== true) return false;
+  // Over TCP only where it can go now: a pod that offers none gets the late path's clear error
+  // (--kv-transport tcp) or its HTTP fallback (auto), not a send that fails behind the answer.
+  return deps.transport === "http" || typeof (await tcpTarget(decodeUrl, headers)) !== "string";
+}
+
+/** A send's figures in /metrics. */
+function observeSent(deps: HandoffDeps, stateBytes: number, sendMs: number, wireSeconds: number | undefined): void {
+  deps.metrics.handoffBytes.observe(stateBytes);
+  deps.metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
+  // The native sender's own time (connect to the decode pod's "staged"): send less this is JavaScript around it.
+  if (wireSeconds !== undefined) deps.metrics.handoffSeconds.observe({ stage: "wire" }, wireSeconds);
+}
+
+/**
+ * The state sent after the router has its answer. A send that fails is told to the decode pod,
+ * whose generate call then computes the prompt itself rather than wait out AWAIT_STATE_MS.
+ */
+function sendBehind(deps: HandoffDeps, w: { decodeUrl: string; header: HandoffHeader; state: Buffer; held: boolean }): void {
+  const t0 = performance.now();
+  handOff(deps, w.decodeUrl, w.header, w.state).then(
+    (sent) => {
+      if (!w.held) deps.service.runtime.releaseState?.(w.state);
+      observeSent(deps, w.state.length, performance.now() - t0, sent.wireSeconds);
+    },
+    (err: unknown) => {
+      const message = (err as Error).message;
+      console.error(`llmfleet: hand-off ${w.header.handoffId} to ${w.decodeUrl} failed after its first token went ahead (the decode pod computes the prompt): ${message}`);
+      fetch(`${w.decodeUrl}/internal/handoff-failed/${encodeURIComponent(w.header.handoffId)}`, {
+        method: "POST",
+        headers: { ...identityHeaders(deps.fleetToken?.()), "content-type": "application/json" },
+        body: JSON.stringify({ message }),
+        signal: AbortSignal.timeout(5_000),
+      }).catch(() => undefined); // unreachable: its wait times out instead
+    },
+  );
+}
+
+/** The prompt computed here, then its state handed to the decode pod whole (or, its first token ahead, sent behind the answer). */
 async function prefillWhole(
   deps: HandoffDeps,
   w: { prepared: PreparedRequest; handoffId: string; decodeUrl: string; signal: AbortSignal },
@@ -180,34 +246,27 @@ async function prefillWhole(
   const t1 = performance.now();
   const stateBytes = state.length;
   const header = handoffHeader(service, prepared, handoffId, prefixHitTokens);
-  // With the first token sampled here the state is of the whole prompt.
-  if (firstToken !== undefined) header.tokens = prepared.prompt;
+  metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
+  const done = { handoffId, promptTokens: prepared.prompt.length, prefixHitTokens, stateBytes, prefillMs: t1 - t0, exportMs, parts: 1 };
+  if (firstToken !== undefined) {
+    // With the first token sampled here the state is of the whole prompt.
+    header.tokens = prepared.prompt;
+    metrics.handoffFirstTokens.inc();
+    if (await firstTokenAhead(deps, decodeUrl)) {
+      sendBehind(deps, { decodeUrl, header, state, held });
+      metrics.handoffsAhead.inc();
+      return { ...done, decodeUrl, sendMs: 0, streams: 0, path: deps.transport === "http" ? "http" : "tcp", firstToken, early: true };
+    }
+  }
   const sent = await handOff(deps, decodeUrl, header, state);
+  if (sent.stagedUrl === decodeUrl) stagedAtBase.add(decodeUrl);
   // Sent, and read by nothing else: its block back to the pool now. After a failure the state is
   // left to the garbage collector, as an HTTP body may still hold a view of it.
   if (!held) service.runtime.releaseState?.(state);
-  const { stagedUrl, path, streams, wireSeconds } = sent;
   const sendMs = performance.now() - t1;
-  metrics.handoffBytes.observe(stateBytes);
-  metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
-  metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
-  // The native sender's own time (connect to the decode pod's "staged"): send less this is JavaScript around it.
-  if (wireSeconds !== undefined) metrics.handoffSeconds.observe({ stage: "wire" }, wireSeconds);
-  if (firstToken !== undefined) metrics.handoffFirstTokens.inc();
-  return {
-    handoffId,
-    decodeUrl: stagedUrl,
-    promptTokens: prepared.prompt.length,
-    prefixHitTokens,
-    stateBytes,
-    prefillMs: t1 - t0,
-    exportMs,
-    sendMs,
-    streams,
-    parts: 1,
-    path,
-    ...(firstToken === undefined ? {} : { firstToken }),
-  };
+  observeSent(deps, stateBytes, sendMs, sent.wireSeconds);
+  const { stagedUrl, path, streams } = sent;
+  return { ...done, decodeUrl: stagedUrl, sendMs, streams, path, ...(firstToken === undefined ? {} : { firstToken }) };
 }
 
 function prefillHandler(deps: HandoffDeps) {
@@ -326,24 +385,48 @@ function takeTcp(deps: HandoffDeps, id: string): Staged | undefined {
   return whole ? { tokens, state: states[0]!, cachedTokens } : { tokens, parts: states, cachedTokens };
 }
 
-function generateHandler(deps: HandoffDeps, store: HandoffStore) {
+/** A staged state as the generate call hands it to the service. */
+const handOffOf = (staged: Staged): HandOffState =>
+  "parts" in staged && staged.parts ? { importedParts: staged.parts, importedCachedTokens: staged.cachedTokens } : { importedState: staged.state!, importedCachedTokens: staged.cachedTokens };
+
+/**
+ * The state of a generate call: staged already, or (awaitState: its first token went ahead of it)
+ * a promise of it, which rejects when it never comes or is of other tokens (the service then
+ * computes the prompt itself).
+ */
+function stateFor(deps: HandoffDeps, sources: { store: HandoffStore; failures: SendFailures }, call: { id: string; expected: readonly number[]; firstToken?: number; awaitState: boolean; signal: AbortSignal }): Partial<GenerateOptions> {
+  const { id, expected, firstToken } = call;
+  const take = (): Staged | undefined => sources.store.take(id) ?? takeTcp(deps, id);
+  const staged = take();
+  if (staged) {
+    requireTokens(staged.tokens, expected, firstToken);
+    return handOffOf(staged);
+  }
+  if (!call.awaitState) throw new HttpError(404, `no staged KV state ${id} (expired or never received)`, { code: "handoff_not_found" });
+  const later = awaitStaged(id, take, sources.failures, { timeoutMs: deps.awaitStateMs ?? AWAIT_STATE_MS, signal: call.signal }).then((s) => {
+    try {
+      requireTokens(s.tokens, expected, firstToken);
+    } catch (err) {
+      throw new StagedWaitError("mismatch", (err as Error).message);
+    }
+    return handOffOf(s);
+  });
+  later.catch(() => undefined); // the service awaits it once the first token is out; a request that fails before must not leave it unhandled
+  return { stagedLater: later };
+}
+
+function generateHandler(deps: HandoffDeps, sources: { store: HandoffStore; failures: SendFailures }) {
   return async (req: Request, res: Response): Promise<void> => {
-    const body = (req.body ?? {}) as { request?: unknown; kind?: unknown; firstToken?: unknown };
+    const body = (req.body ?? {}) as { request?: unknown; kind?: unknown; firstToken?: unknown; awaitState?: unknown };
     const prepared = deps.service.prepare(parseEngineRequest(body.request, parseKind(body.kind), deps.service.runtime));
     prepared.identity = identityOf(res);
-    const staged = store.take(String(req.params.id)) ?? takeTcp(deps, String(req.params.id));
-    if (!staged) throw new HttpError(404, `no staged KV state ${req.params.id} (expired or never received)`, { code: "handoff_not_found" });
     const firstToken = parseFirstToken(body.firstToken, deps.service.runtime.features.vocabSize);
+    const awaitState = body.awaitState === true;
+    if (awaitState && firstToken === undefined) throw new HttpError(400, "awaitState needs the firstToken the state goes behind", { param: "awaitState" });
     const expected = firstToken === undefined ? prepared.prompt.slice(0, -1) : prepared.prompt;
-    requireTokens(staged.tokens, expected, firstToken);
-    const imported = "parts" in staged && staged.parts ? { importedParts: staged.parts } : { importedState: staged.state! };
-    const first = firstToken === undefined ? {} : { firstToken };
-    await respondWithGeneration(deps.service, prepared, res, {
-      signal: clientGone(req, res).signal,
-      ...imported,
-      ...first,
-      importedCachedTokens: staged.cachedTokens,
-    });
+    const { signal } = clientGone(req, res);
+    const state = stateFor(deps, sources, { id: String(req.params.id), expected, awaitState, signal, ...(firstToken === undefined ? {} : { firstToken }) });
+    await respondWithGeneration(deps.service, prepared, res, { signal, ...state, ...(firstToken === undefined ? {} : { firstToken }) });
   };
 }
 
@@ -372,7 +455,13 @@ export function handoffRoutes(deps: HandoffDeps): HandoffRoutes {
   if (deps.role === "prefill") router.post("/internal/prefill", prefillHandler(deps));
   if (deps.role === "decode") {
     router.put("/internal/kv/:id", receiveHandler(deps, store));
-    router.post("/internal/generate/:id", generateHandler(deps, store));
+    const failures = new SendFailures();
+    router.post("/internal/generate/:id", generateHandler(deps, { store, failures }));
+    router.post("/internal/handoff-failed/:id", (req, res) => {
+      const message = (req.body as { message?: unknown } | undefined)?.message;
+      failures.add(String(req.params.id), typeof message === "string" ? message.slice(0, 500) : "no reason given");
+      res.status(204).end();
+    });
   }
   router.get("/internal/kv-debug", (_req, res) => {
     res.json({ staged: store.size, stagedBytes: store.bytes, tcp: deps.tcp ? deps.tcp.addon.kvStats(deps.tcp.handle) : { listening: false } });
@@ -384,7 +473,7 @@ export function handoffRoutes(deps: HandoffDeps): HandoffRoutes {
       layout: { streams: info.kvStreams, vTransposed: !info.flashAttention },
       httpPort: req.socket.localPort,
       ...(deps.role === "decode" && deps.tcp ? { tcpPort: deps.tcp.port, tcpStreams: TCP_STREAMS_MAX, ...(importsParts(deps) ? { parts: true } : {}) } : {}),
-      ...(deps.role === "decode" ? { firstToken: true } : {}),
+      ...(deps.role === "decode" ? { firstToken: true, awaitsState: true } : {}),
     };
     res.json(out);
   });

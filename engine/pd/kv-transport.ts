@@ -184,6 +184,8 @@ export interface KvTransportInfo {
   tcpStreams?: number;
   /** The pod takes the answer's first token with a state of the whole prompt (serving/first-token.ts); absent: states of the prompt but its last token only. */
   firstToken?: boolean;
+  /** The pod's generate call waits for a state still on its way, its first token sent ahead (pd/staged-wait.ts); absent: the state must be staged first. */
+  awaitsState?: boolean;
   /** The pod's HTTP port (a Service may map another port to it). */
   httpPort?: number;
   model: string;

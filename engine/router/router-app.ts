@@ -74,14 +74,22 @@ async function postJson(url: string, body: unknown, signal: AbortSignal, headers
   return fetch(url, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: JSON.stringify(body), signal });
 }
 
+/** Where the prefill pod sent the state, the first token it sampled, and whether the state was still on its way when it answered (the generate call then waits for it). */
+interface Staged {
+  url: string;
+  firstToken?: number;
+  early?: boolean;
+}
+
 /**
  * The generate call, on the decode pod that staged the state. When that pod's own address does not
  * answer at all (it named an address this router cannot reach: NAT, port mapping — set its
  * --advertise-url), the call goes through the URL the hand-off went to instead.
  */
-async function generateOn(staged: { url: string; firstToken?: number }, a: Attempt, handoffId: string): Promise<globalThis.Response> {
+async function generateOn(staged: Staged, a: Attempt, handoffId: string): Promise<globalThis.Response> {
   const path = `/internal/generate/${handoffId}`;
-  const body = { request: a.body, kind: a.kind, ...(staged.firstToken === undefined ? {} : { firstToken: staged.firstToken }) };
+  const first = staged.firstToken === undefined ? {} : { firstToken: staged.firstToken, ...(staged.early ? { awaitState: true } : {}) };
+  const body = { request: a.body, kind: a.kind, ...first };
   try {
     return await postJson(`${staged.url}${path}`, body, a.signal, a.headers);
   } catch (err) {
@@ -119,7 +127,7 @@ export function createRouterApp(deps: RouterDeps): Express {
   const prefillTimeout = deps.prefillTimeoutMs ?? 120_000;
 
   /** Prefills on a prefill pod, which hands the KV to a decode pod; returns that decode pod's own URL and the first token when the prefill pod sampled it. */
-  async function prefillOn(a: Attempt, handoffId: string): Promise<{ url: string; firstToken?: number }> {
+  async function prefillOn(a: Attempt, handoffId: string): Promise<Staged> {
     const url = prefill.ranked(a.affinity)[0];
     if (!url) throw new HttpError(503, "no prefill pod is serving", { code: "prefill_unavailable" });
     const t0 = performance.now();
@@ -135,7 +143,8 @@ export function createRouterApp(deps: RouterDeps): Express {
     const done = (await res.json()) as Partial<PrefillResponse>;
     metrics.handoffSeconds.observe({ stage: "prefill_and_handoff" }, (performance.now() - t0) / 1000);
     const staged = typeof done.decodeUrl === "string" && done.decodeUrl.length > 0 ? done.decodeUrl : a.decodeUrl;
-    return typeof done.firstToken === "number" ? { url: staged, firstToken: done.firstToken } : { url: staged };
+    if (typeof done.firstToken !== "number") return { url: staged };
+    return { url: staged, firstToken: done.firstToken, ...(done.early === true ? { early: true } : {}) };
   }
 
   async function attempt(a: Attempt, res: Response, arrivedAt: number): Promise<void> {

@@ -86,7 +86,16 @@ export interface GenerateOptions {
    * (first-token.ts). It goes out at once; the state is imported behind it.
    */
   firstToken?: Token;
+  /**
+   * With firstToken, instead of importedState/importedParts: the state still on its way
+   * (pd/staged-wait.ts), imported once it is staged. When it never comes (it rejects) the prompt
+   * is computed here, and the answer goes on as it would have.
+   */
+  stagedLater?: Promise<HandOffState>;
 }
+
+/** A prefill pod's state as the generate call hands it over (GenerateOptions' fields of the same names). */
+export type HandOffState = Pick<GenerateOptions, "importedState" | "importedParts" | "importedCachedTokens">;
 
 export class CompletionService {
   constructor(
@@ -240,18 +249,36 @@ export class CompletionService {
    * state is imported behind it; the answer goes on from there.
    */
   private async *afterFirstToken(lease: SequenceLease, req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<Delta, GenerationResult, void> {
-    const ready = this.importHandOff(lease.sequence, opts);
+    const ready = opts.stagedLater ? this.importWhenStaged(lease.sequence, req, opts) : this.importHandOff(lease.sequence, opts).then(() => opts.importedCachedTokens ?? 0);
     ready.catch(() => undefined); // awaited before the next token and before the lease goes back
     try {
       const result = yield* this.sample(lease, req, opts.signal, { first: { token: opts.firstToken!, ready } });
-      return { ...result, prefixHitTokens: opts.importedCachedTokens ?? 0 };
+      return { ...result, prefixHitTokens: await ready };
     } finally {
       await ready.catch(() => undefined);
     }
   }
 
+  /**
+   * Decode role, the first token ahead of its state: the state once staged, imported; or, when it
+   * never comes (the prefill pod's send failed, the wait timed out, it is of other tokens), the
+   * prompt computed here. Resolves to the prompt tokens the answer reused.
+   */
+  private async importWhenStaged(seq: RuntimeSequence, req: PreparedRequest, opts: GenerateOptions): Promise<number> {
+    let staged: HandOffState;
+    try {
+      staged = await opts.stagedLater!;
+    } catch (err) {
+      if (opts.signal.aborted) throw err;
+      this.metrics.handoffFailures.inc({ reason: `await_${(err as { reason?: string }).reason ?? "error"}` });
+      return seq.evaluatePrefix(req.prompt);
+    }
+    await this.importHandOff(seq, staged);
+    return staged.importedCachedTokens ?? 0;
+  }
+
   /** Decode role: the prefill pod's state (whole or in parts) into the sequence; false when there is none. */
-  private async importHandOff(seq: RuntimeSequence, opts: GenerateOptions): Promise<boolean> {
+  private async importHandOff(seq: RuntimeSequence, opts: HandOffState): Promise<boolean> {
     if (opts.importedState === undefined && opts.importedParts === undefined) return false;
     const t0 = performance.now();
     if (opts.importedParts) {
