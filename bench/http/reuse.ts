@@ -288,7 +288,25 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
 }
 
 /** Of a mix request's pod, read around it: its phases, the engine's step time, a load's stages. */
-const MIX_STAGES = ["phase_lease_s", "phase_kv_load_s", "phase_prefill_s", "engine_step_s", "load_lookup_s", "load_fetch_s", "load_import_parts_s", "load_import_s"];
+/**
+ * A mix request's pod, read around it: its phases, engine steps and load stages, and what its own
+ * write-back did meanwhile (split, send: a load beside a 1 GB write-back was the slow one on the
+ * H100, session 25); `pool_misses` is a count (host-pool blocks page-locked anew), the rest ms.
+ */
+const MIX_STAGES = [
+  "phase_lease_s",
+  "phase_kv_load_s",
+  "phase_prefill_s",
+  "engine_step_s",
+  "load_lookup_s",
+  "load_fetch_s",
+  "load_place_s",
+  "load_import_parts_s",
+  "load_import_s",
+  "write_split_s",
+  "write_send_s",
+  "pool_misses",
+];
 
 /** 100 requests over A and B: new contexts, repeats and extensions of earlier ones, at random. */
 async function mix(o: ReuseBenchOptions, pods: string[], recomputeMs: Record<number, number>): Promise<Record<string, unknown>> {
@@ -321,7 +339,7 @@ async function mix(o: ReuseBenchOptions, pods: string[], recomputeMs: Record<num
     ratios.push(answer.ms / recomputeMs[tokens]!);
     // Where the request's time went on its pod (ms): its phases, the engine's steps, a load's stages.
     const ms = (k: string): number => Math.round(((after[k] ?? 0) - (before[k] ?? 0)) * 10000) / 10;
-    const where = Object.fromEntries(MIX_STAGES.map((k) => [k.replace(/_s$/, "_ms"), ms(k)]));
+    const where = Object.fromEntries(MIX_STAGES.map((k) => (k === "pool_misses" ? [k, (after[k] ?? 0) - (before[k] ?? 0)] : [k.replace(/_s$/, "_ms"), ms(k)])));
     detail.push({ i, kind, pod: String.fromCharCode(97 + pod), tokens, ms: Math.round(answer.ms * 10) / 10, cached_tokens: answer.cachedTokens, vs_recompute: Math.round(ratios.at(-1)! * 100) / 100, ...where });
   }
   const sorted = [...ratios].sort((x, y) => x - y);
