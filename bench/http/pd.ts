@@ -71,7 +71,8 @@ interface Transfer {
    * pod puts it on the GPU, at the generate call), wire (the native sender's own part of send),
    * export_wait and export_copy (export split: waiting for the device's queued work, i.e. the prompt's
    * last layers, then copying the state out), import_native (of import: llama.cpp's read of the state;
-   * the rest is waiting for the decode engine and JavaScript).
+   * the rest is waiting for the decode engine and JavaScript), await (the decode pod's generate call,
+   * its first token out ahead of the state, waiting for the state to land).
    * From both pods' llmfleet_kv_handoff_seconds.
    */
   stages_ms: Record<(typeof STAGES)[number], number>;
@@ -94,7 +95,7 @@ interface Transfer {
 // Below Linux's ephemeral range (32768+), where outgoing connections would collide.
 const port = (): number => 20_000 + Math.floor(Math.random() * 12_000);
 
-const STAGES = ["export", "export_wait", "export_copy", "send", "wire", "tail", "import", "import_native"] as const;
+const STAGES = ["export", "export_wait", "export_copy", "send", "wire", "tail", "import", "import_native", "await"] as const;
 type StageSums = Record<(typeof STAGES)[number] | "export_copies" | "import_copies", { sum: number; count: number }>;
 
 /**
@@ -106,7 +107,7 @@ async function stageSums(pods: { prefill: string; decode: string }): Promise<Sta
   const [p, d] = await Promise.all([pods.prefill, pods.decode].map(async (u) => (await fetch(`${u}/metrics`)).text()));
   const out = {} as StageSums;
   for (const stage of STAGES) {
-    const text = stage.startsWith("import") ? d! : p!;
+    const text = stage.startsWith("import") || stage === "await" ? d! : p!;
     if (stage === "import_native") {
       out[stage] = { sum: metric(text, "llmfleet_engine_native_import_seconds_total", {}), count: metric(text, "llmfleet_engine_native_imports_total", {}) };
       continue;

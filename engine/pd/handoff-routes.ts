@@ -403,7 +403,10 @@ function stateFor(deps: HandoffDeps, sources: { store: HandoffStore; failures: S
     return handOffOf(staged);
   }
   if (!call.awaitState) throw new HttpError(404, `no staged KV state ${id} (expired or never received)`, { code: "handoff_not_found" });
+  const t0 = performance.now();
   const later = awaitStaged(id, take, sources.failures, { timeoutMs: deps.awaitStateMs ?? AWAIT_STATE_MS, signal: call.signal }).then((s) => {
+    // How long the generate call (its first token already out) waited for the state to land.
+    deps.metrics.handoffSeconds.observe({ stage: "await" }, (performance.now() - t0) / 1000);
     try {
       requireTokens(s.tokens, expected, firstToken);
     } catch (err) {
