@@ -410,6 +410,7 @@ function stateFor(deps: HandoffDeps, sources: { store: HandoffStore; failures: S
     try {
       requireTokens(s.tokens, expected, firstToken);
     } catch (err) {
+      for (const b of s.parts ?? [s.state!]) deps.service.runtime.releaseState?.(b); // imported by nobody
       throw new StagedWaitError("mismatch", (err as Error).message);
     }
     return handOffOf(s);
