@@ -3,6 +3,8 @@ import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import type { Express } from "express";
 import { createModelPod, type ModelPod, type ModelPodOptions } from "../engine/pod.ts";
+import { createEngineMetrics } from "../engine/metrics/engine-metrics.ts";
+import { createRouterApp } from "../engine/router/router-app.ts";
 
 export interface Running extends AsyncDisposable {
   url: string;
@@ -39,6 +41,37 @@ export async function startPod(opts: Partial<ModelPodOptions> & { model: string 
       await pod[Symbol.asyncDispose]();
     },
   };
+}
+
+/** An aggregated pod beside a prefill pod, a decode pod and a router over the two, all of one model: what the P/D tests compare. */
+export interface PdFleet extends AsyncDisposable {
+  aggregated: RunningPod;
+  prefill: RunningPod;
+  decode: RunningPod;
+  router: Running;
+}
+
+type PodOpts = Partial<ModelPodOptions>;
+
+/** Starts a PdFleet of `model`; each pod gets its own options on top of its role (parallel 2, the prefill pod's 1 unless given). */
+export async function startPdFleet(model: string, opts: { aggregated?: PodOpts; prefill?: PodOpts; decode?: PodOpts } = {}): Promise<PdFleet> {
+  const started: AsyncDisposable[] = [];
+  const keep = <T extends AsyncDisposable>(r: T): T => (started.push(r), r);
+  try {
+    const aggregated = keep(await startPod({ model, parallel: 2, ...opts.aggregated }));
+    const decode = keep(await startPod({ model, role: "decode", parallel: 2, ...opts.decode }));
+    const prefill = keep(await startPod({ model, role: "prefill", parallel: 1, ...opts.prefill }));
+    const router = keep(await listen(createRouterApp({ prefill: [prefill.url], decode: [decode.url], metrics: createEngineMetrics("router") })));
+    return { aggregated, prefill, decode, router, [Symbol.asyncDispose]: () => disposeAll(started) };
+  } catch (err) {
+    await disposeAll(started);
+    throw err;
+  }
+}
+
+/** Stops them last-started first. */
+async function disposeAll(started: AsyncDisposable[]): Promise<void> {
+  for (const r of [...started].reverse()) await r[Symbol.asyncDispose]();
 }
 
 export async function postJson(url: string, body: unknown, signal?: AbortSignal): Promise<{ status: number; json: Record<string, unknown>; headers: Headers }> {

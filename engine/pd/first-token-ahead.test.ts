@@ -9,28 +9,22 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { createEngineMetrics } from "../metrics/engine-metrics.ts";
-import { createRouterApp } from "../router/router-app.ts";
 import { awaitStaged, SendFailures, StagedWaitError } from "./staged-wait.ts";
-import { completionText, listen, postJson, sseEvents, startPod, type Running, type RunningPod } from "../../testing/engine.ts";
+import { completionText, postJson, sseEvents, startPdFleet, type PdFleet, type Running, type RunningPod } from "../../testing/engine.ts";
 
-const MODEL = "synthetic://tiny";
+let fleet: PdFleet;
 let aggregated: RunningPod;
 let prefill: RunningPod;
 let decode: RunningPod;
 let router: Running;
 
 before(async () => {
-  aggregated = await startPod({ model: MODEL, parallel: 2 });
-  decode = await startPod({ model: MODEL, role: "decode", parallel: 2 });
-  prefill = await startPod({ model: MODEL, role: "prefill", parallel: 1 });
-  router = await listen(createRouterApp({ prefill: [prefill.url], decode: [decode.url], metrics: createEngineMetrics("router") }));
+  fleet = await startPdFleet("synthetic://tiny");
+  ({ aggregated, prefill, decode, router } = fleet);
   // The first hand-off goes the late way and teaches the prefill pod that decode.url is a pod.
   await completionText(router.url, { prompt: "warm up", max_tokens: 2 });
 });
-after(async () => {
-  for (const r of [router, prefill, decode, aggregated]) await r?.[Symbol.asyncDispose]();
-});
+after(() => fleet?.[Symbol.asyncDispose]());
 
 /** A labelled counter's value in a pod's /metrics (0 when absent). */
 async function counter(url: string, name: string, label: string): Promise<number> {

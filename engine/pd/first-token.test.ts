@@ -6,26 +6,20 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { createEngineMetrics } from "../metrics/engine-metrics.ts";
-import { createRouterApp } from "../router/router-app.ts";
 import { firstTokenEligible } from "../serving/first-token.ts";
-import { completionText, listen, metricValue, postJson, sseEvents, startPod, type Running, type RunningPod } from "../../testing/engine.ts";
+import { completionText, metricValue, postJson, sseEvents, startPdFleet, type PdFleet, type Running, type RunningPod } from "../../testing/engine.ts";
 
-const MODEL = "synthetic://tiny";
+let fleet: PdFleet;
 let aggregated: RunningPod;
 let prefill: RunningPod;
 let decode: RunningPod;
 let router: Running;
 
 before(async () => {
-  aggregated = await startPod({ model: MODEL, parallel: 2 });
-  decode = await startPod({ model: MODEL, role: "decode", parallel: 2 });
-  prefill = await startPod({ model: MODEL, role: "prefill", parallel: 1 });
-  router = await listen(createRouterApp({ prefill: [prefill.url], decode: [decode.url], metrics: createEngineMetrics("router") }));
+  fleet = await startPdFleet("synthetic://tiny");
+  ({ aggregated, prefill, decode, router } = fleet);
 });
-after(async () => {
-  for (const r of [router, prefill, decode, aggregated]) await r?.[Symbol.asyncDispose]();
-});
+after(() => fleet?.[Symbol.asyncDispose]());
 
 /** The prefill pod's answer for a request (what the router gets before the generate call). */
 async function prefilled(request: Record<string, unknown>): Promise<Record<string, unknown>> {

@@ -7,27 +7,21 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { createEngineMetrics } from "../metrics/engine-metrics.ts";
-import { createRouterApp } from "../router/router-app.ts";
-import { listen, postJson, startPod, type Running, type RunningPod } from "../../testing/engine.ts";
+import { postJson, startPdFleet, type PdFleet, type Running, type RunningPod } from "../../testing/engine.ts";
 import { DOCUMENT_SEPARATOR } from "./documents.ts";
 
-const MODEL = "synthetic://tiny";
+let fleet: PdFleet;
 let aggregated: RunningPod;
 let prefill: RunningPod;
-let decode: RunningPod;
 let router: Running;
 
 before(async () => {
   // Both join every document (nothing recomputed but the prompt): any difference would show.
-  aggregated = await startPod({ model: MODEL, parallel: 2, kvUnified: true, ragRecompute: 0 });
-  prefill = await startPod({ model: MODEL, role: "prefill", parallel: 2, kvUnified: true, ragRecompute: 0 });
-  decode = await startPod({ model: MODEL, role: "decode", parallel: 2 });
-  router = await listen(createRouterApp({ prefill: [prefill.url], decode: [decode.url], metrics: createEngineMetrics("router") }));
+  const joins = { kvUnified: true, ragRecompute: 0 };
+  fleet = await startPdFleet("synthetic://tiny", { aggregated: joins, prefill: { parallel: 2, ...joins } });
+  ({ aggregated, prefill, router } = fleet);
 });
-after(async () => {
-  for (const r of [router, decode, prefill, aggregated]) await r?.[Symbol.asyncDispose]();
-});
+after(() => fleet?.[Symbol.asyncDispose]());
 
 async function joinedTokens(url: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
