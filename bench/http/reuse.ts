@@ -135,7 +135,7 @@ async function writesSettled(url: string, atLeast = 0): Promise<number> {
 }
 
 /** Kept per repeat as well as summed: a load's stages and the host-pool blocks page-locked anew. */
-const PER_REPEAT = ["load_lookup_s", "load_fetch_s", "load_place_s", "load_import_parts_s", "load_import_s", "phase_lease_s", "engine_step_s", "pool_misses", "write_export_s"];
+const PER_REPEAT = ["load_lookup_s", "load_fetch_s", "load_place_s", "load_import_parts_s", "load_import_s", "phase_tokenize_s", "phase_lease_s", "engine_step_s", "pool_misses", "write_export_s"];
 
 /** Stage seconds, host-pool misses and the longest event-loop stall of a pod, summed over snapshots. */
 class PodDiagnostics {
@@ -294,6 +294,7 @@ async function rows(o: ReuseBenchOptions, { plain, a, b, store }: Pods, tokens: 
  * H100, session 25); `pool_misses` is a count (host-pool blocks page-locked anew), the rest ms.
  */
 const MIX_STAGES = [
+  "phase_tokenize_s",
   "phase_lease_s",
   "phase_kv_load_s",
   "phase_prefill_s",

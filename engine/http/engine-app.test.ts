@@ -130,6 +130,29 @@ test("/health, /ready, /v1/models and /metrics answer", async () => {
   }
 });
 
+test("a request's time before its answer is split into phases, each observed once per request, within its TTFT", async () => {
+  const phases = async (): Promise<Record<string, { sum: number; count: number }>> => {
+    const out: Record<string, { sum: number; count: number }> = {};
+    for (const line of (await (await fetch(`${pod.url}/metrics`)).text()).split("\n")) {
+      const m = /^llmfleet_request_phase_seconds_(sum|count)\{.*phase="(\w+)".*\} (\S+)$/.exec(line);
+      if (m) (out[m[2]!] ??= { sum: 0, count: 0 })[m[1] as "sum" | "count"] = Number(m[3]);
+    }
+    return out;
+  };
+  const ttft = async (): Promise<number> => metricValue(pod.url, 'llmfleet_ttft_seconds_sum{role="aggregated"}');
+  const [before, ttftBefore] = [await phases(), await ttft()];
+  await postJson(completions(), { prompt: "one two three four five six", max_tokens: 2, temperature: 0 });
+  const [after, ttftAfter] = [await phases(), await ttft()];
+  let spent = 0;
+  for (const phase of ["tokenize", "lease", "kv_load", "prefill"]) {
+    assert.equal(after[phase]!.count - (before[phase]?.count ?? 0), 1, phase);
+    const s = after[phase]!.sum - (before[phase]?.sum ?? 0);
+    assert.ok(s >= 0, `${phase} ${s}`);
+    spent += s;
+  }
+  assert.ok(spent <= ttftAfter - ttftBefore + 1e-6, `the phases (${spent} s) fit in the TTFT (${ttftAfter - ttftBefore} s)`);
+});
+
 test("probes and scrapes are not counted as requests (the autoscaler's arrival rate)", async () => {
   const count = async (): Promise<number> => {
     const text = await (await fetch(`${pod.url}/metrics`)).text();

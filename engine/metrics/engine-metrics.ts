@@ -14,7 +14,7 @@ export interface EngineMetrics {
   readonly registry: Registry;
   readonly role: Role;
   ttft: Histogram;
-  /** Where a request's time to its first token goes (phase: lease, kv_load, prefill; the rest is the first step). */
+  /** Where a request's time to its first token goes (phase: tokenize, lease, kv_load, prefill; the rest is the first step). */
   requestPhase: Histogram<"phase">;
   interTokenLatency: Histogram;
   e2eLatency: Histogram;
@@ -52,7 +52,7 @@ export function createEngineMetrics(role: Role, withProcessMetrics = false): Eng
     ttft: new Histogram({ name: "llmfleet_ttft_seconds", help: "Time to first token", buckets: LATENCY_BUCKETS, registers }),
     requestPhase: new Histogram({
       name: "llmfleet_request_phase_seconds",
-      help: "Phases of a request before its answer: lease (a sequence free, the prompt's prefix found), kv_load (the KV store's lookup and load), prefill (the context computed; a short tail after a reused prefix goes into the first step instead)",
+      help: "Phases of a request before its answer: tokenize (arrival to its prompt tokenised: the chat template, the tokenizer), lease (a sequence free, the prompt's prefix found), kv_load (the KV store's lookup and load), prefill (the context computed; a short tail after a reused prefix goes into the first step instead)",
       labelNames: ["phase"],
       buckets: LATENCY_BUCKETS,
       registers,

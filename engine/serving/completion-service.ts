@@ -31,6 +31,8 @@ export interface PreparedRequest {
   stop: string[];
   /** performance.now() at arrival, for TTFT. */
   arrivedAt: number;
+  /** performance.now() once the prompt was tokenised (the request phase "tokenize" ends there); absent: at arrival. */
+  tokenizedAt?: number;
   /** Tenant and the KV namespace every cache this request may hit is scoped by; default none (open mode). */
   identity?: { tenant: string; kvNamespace: string };
   /** Where the request's RAG documents sit in `prompt` (documents.ts); absent without documents. */
@@ -164,7 +166,7 @@ export class CompletionService {
     if (maxTokens < 1 || prompt.length + maxTokens > info.contextSize) {
       throw new ContextLengthError(info.contextSize, prompt.length, Math.max(1, maxTokens));
     }
-    return { parsed, prompt, maxTokens, stop, arrivedAt, ...(documents ? { documents } : {}) };
+    return { parsed, prompt, maxTokens, stop, arrivedAt, tokenizedAt: performance.now(), ...(documents ? { documents } : {}) };
   }
 
   private tokenizeRequest(parsed: GenerationRequest): { prompt: Token[]; stop: string[]; documents?: Omit<DocumentLayout, "tokens"> } {
@@ -444,8 +446,10 @@ export class CompletionService {
   /** Yields text deltas; returns the result. Releases the sequence however it ends. */
   async *generate(req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<Delta, GenerationResult, void> {
     const ns = req.identity?.kvNamespace ?? "";
+    const tokenized = req.tokenizedAt ?? req.arrivedAt;
+    this.metrics.requestPhase.observe({ phase: "tokenize" }, (tokenized - req.arrivedAt) / 1000);
     const lease = await this.acquire(req.prompt, opts.signal, ns);
-    const phase = phaseTimer(this.metrics.requestPhase, req.arrivedAt);
+    const phase = phaseTimer(this.metrics.requestPhase, tokenized);
     phase("lease");
     this.metrics.promptTokens.inc(req.prompt.length);
     const context = req.prompt.slice(0, -1);
