@@ -9,7 +9,7 @@
  *            POST /internal/generate/:id {request, kind, firstToken?, awaitState?} -> the OpenAI
  *            response (SSE or JSON); with awaitState the state may still be on its way
  *            POST /internal/handoff-failed/:id {message}: a prefill pod's send that failed after it
- *            answered (its first token went ahead of the state: early-first-token below)
+ *            answered (its first token went ahead of the state: firstTokenAhead below)
  *            GET  /internal/kv-transport -> KvTransportInfo: the pod's TCP hand-off port, if any
  * The state goes over the native TCP stream when the decode pod offers one and over the PUT
  * above otherwise (kv-transport.ts); the generate call finds it staged either way.

@@ -1,7 +1,7 @@
 /**
- * Decode side of a hand-off whose first token went ahead of its state (early-first-token.ts): the
- * generate call arrives while the state is still on the wire, sends the prefill pod's first token
- * at once and waits here for the state to be staged. It ends one of three ways: the state is
+ * Decode side of a hand-off whose first token went ahead of its state (handoff-routes.ts,
+ * firstTokenAhead): the generate call arrives while the state is still on the wire, sends the
+ * prefill pod's first token at once and waits here for the state to be staged. It ends one of three ways: the state is
  * staged (imported behind the first token, as before); the prefill pod says its send failed
  * (POST /internal/handoff-failed/:id); or AWAIT_STATE_MS pass. In the last two the decode pod
  * computes the prompt itself (CompletionService), so the client loses nothing but time.
