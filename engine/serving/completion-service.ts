@@ -31,8 +31,8 @@ export interface PreparedRequest {
   stop: string[];
   /** performance.now() at arrival, for TTFT. */
   arrivedAt: number;
-  /** performance.now() once the prompt was tokenised (the request phase "tokenize" ends there); absent: at arrival. */
-  tokenizedAt?: number;
+  /** performance.now() once the prompt was tokenised (the request phase "tokenize" ends there). */
+  tokenizedAt: number;
   /** Tenant and the KV namespace every cache this request may hit is scoped by; default none (open mode). */
   identity?: { tenant: string; kvNamespace: string };
   /** Where the request's RAG documents sit in `prompt` (documents.ts); absent without documents. */
@@ -446,10 +446,9 @@ export class CompletionService {
   /** Yields text deltas; returns the result. Releases the sequence however it ends. */
   async *generate(req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<Delta, GenerationResult, void> {
     const ns = req.identity?.kvNamespace ?? "";
-    const tokenized = req.tokenizedAt ?? req.arrivedAt;
-    this.metrics.requestPhase.observe({ phase: "tokenize" }, (tokenized - req.arrivedAt) / 1000);
+    this.metrics.requestPhase.observe({ phase: "tokenize" }, (req.tokenizedAt - req.arrivedAt) / 1000);
     const lease = await this.acquire(req.prompt, opts.signal, ns);
-    const phase = phaseTimer(this.metrics.requestPhase, tokenized);
+    const phase = phaseTimer(this.metrics.requestPhase, req.tokenizedAt);
     phase("lease");
     this.metrics.promptTokens.inc(req.prompt.length);
     const context = req.prompt.slice(0, -1);
