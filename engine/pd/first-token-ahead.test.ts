@@ -10,19 +10,14 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { awaitStaged, SendFailures, StagedWaitError } from "./staged-wait.ts";
-import { completionText, postJson, sseEvents, startPdFleet, type PdFleet, type Running, type RunningPod } from "../../testing/engine.ts";
+import { completionText, postJson, sseEvents, startPdFleet, type PdFleet } from "../../testing/engine.ts";
 
 let fleet: PdFleet;
-let aggregated: RunningPod;
-let prefill: RunningPod;
-let decode: RunningPod;
-let router: Running;
 
 before(async () => {
   fleet = await startPdFleet("synthetic://tiny");
-  ({ aggregated, prefill, decode, router } = fleet);
   // The first hand-off goes the late way and teaches the prefill pod that decode.url is a pod.
-  await completionText(router.url, { prompt: "warm up", max_tokens: 2 });
+  await completionText(fleet.router.url, { prompt: "warm up", max_tokens: 2 });
 });
 after(() => fleet?.[Symbol.asyncDispose]());
 
@@ -36,33 +31,33 @@ async function counter(url: string, name: string, label: string): Promise<number
 type Answer = ReturnType<typeof postJson>;
 
 const prefillAt = (request: Record<string, unknown>, handoffId = randomUUID()): Answer =>
-  postJson(`${prefill.url}/internal/prefill`, { request, kind: "completion", handoffId, decodeUrl: decode.url });
+  postJson(`${fleet.prefill.url}/internal/prefill`, { request, kind: "completion", handoffId, decodeUrl: fleet.decode.url });
 
 const generate = (id: string, request: Record<string, unknown>, extra: Record<string, unknown>): Answer =>
-  postJson(`${decode.url}/internal/generate/${id}`, { request, kind: "completion", ...extra });
+  postJson(`${fleet.decode.url}/internal/generate/${id}`, { request, kind: "completion", ...extra });
 
 test("the prefill pod answers with the first token ahead of the state, and every answer through the router is the aggregated one", async () => {
   const request = { prompt: "the capital of France is", max_tokens: 6, temperature: 0 };
   const p = await prefillAt(request);
   assert.equal(p.status, 200, JSON.stringify(p.json));
   assert.equal(p.json.early, true, "answered before the send");
-  assert.equal(p.json.decodeUrl, decode.url);
+  assert.equal(p.json.decodeUrl, fleet.decode.url);
   const g = await generate(String(p.json.handoffId), request, { firstToken: p.json.firstToken, awaitState: true });
   assert.equal(g.status, 200, JSON.stringify(g.json));
-  const expected = await completionText(aggregated.url, request);
+  const expected = await completionText(fleet.aggregated.url, request);
   assert.equal((g.json.choices as { text: string }[])[0]!.text, expected);
   for (const body of [
     { prompt: "a b c d e f g h i j k", max_tokens: 20 },
     { prompt: "a b c d e f g h i j k", max_tokens: 20, stop: [" "] },
     { prompt: "one", max_tokens: 1 },
   ]) {
-    assert.equal(await completionText(router.url, body), await completionText(aggregated.url, body), JSON.stringify(body));
+    assert.equal(await completionText(fleet.router.url, body), await completionText(fleet.aggregated.url, body), JSON.stringify(body));
   }
   const body = { prompt: "one two three four five", max_tokens: 12, temperature: 0, stream: true };
-  const res = await fetch(`${router.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const res = await fetch(`${fleet.router.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
   const events = await sseEvents(res);
   const texts = events.slice(0, -1).map((e) => (JSON.parse(e) as { choices: { text: string }[] }).choices[0]!.text);
-  assert.equal(texts.join(""), await completionText(aggregated.url, { ...body, stream: false }));
+  assert.equal(texts.join(""), await completionText(fleet.aggregated.url, { ...body, stream: false }));
 });
 
 test("a generate call that comes before the state waits for it", async () => {
@@ -76,27 +71,27 @@ test("a generate call that comes before the state waits for it", async () => {
   assert.equal(sent.status, 200);
   const g = await waiting;
   assert.equal(g.status, 200, JSON.stringify(g.json));
-  assert.equal((g.json.choices as { text: string }[])[0]!.text, await completionText(aggregated.url, request));
+  assert.equal((g.json.choices as { text: string }[])[0]!.text, await completionText(fleet.aggregated.url, request));
 });
 
 test("a state that never comes: told by the prefill pod, or of other tokens, the decode pod computes the prompt and answers the same", async () => {
   const request = { prompt: "north south east west", max_tokens: 8, temperature: 0 };
-  const expected = await completionText(aggregated.url, request);
+  const expected = await completionText(fleet.aggregated.url, request);
   const first = await prefillAt(request);
   await generate(String(first.json.handoffId), request, { firstToken: first.json.firstToken, awaitState: true });
 
-  const failedBefore = await counter(decode.url, "llmfleet_kv_handoff_failures_total", 'reason="await_failed"');
+  const failedBefore = await counter(fleet.decode.url, "llmfleet_kv_handoff_failures_total", 'reason="await_failed"');
   const id = randomUUID();
   const waiting = generate(id, request, { firstToken: first.json.firstToken, awaitState: true });
   await new Promise((r) => setTimeout(r, 50));
-  const notice = await fetch(`${decode.url}/internal/handoff-failed/${id}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ message: "test: decode pod full" }) });
+  const notice = await fetch(`${fleet.decode.url}/internal/handoff-failed/${id}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ message: "test: decode pod full" }) });
   assert.equal(notice.status, 204);
   const g = await waiting;
   assert.equal(g.status, 200, JSON.stringify(g.json));
   assert.equal((g.json.choices as { text: string }[])[0]!.text, expected);
-  assert.equal(await counter(decode.url, "llmfleet_kv_handoff_failures_total", 'reason="await_failed"'), failedBefore + 1);
+  assert.equal(await counter(fleet.decode.url, "llmfleet_kv_handoff_failures_total", 'reason="await_failed"'), failedBefore + 1);
 
-  const mismatchBefore = await counter(decode.url, "llmfleet_kv_handoff_failures_total", 'reason="await_mismatch"');
+  const mismatchBefore = await counter(fleet.decode.url, "llmfleet_kv_handoff_failures_total", 'reason="await_mismatch"');
   const other = randomUUID();
   const waitingOther = generate(other, request, { firstToken: first.json.firstToken, awaitState: true });
   await new Promise((r) => setTimeout(r, 50));
@@ -104,7 +99,7 @@ test("a state that never comes: told by the prefill pod, or of other tokens, the
   const m = await waitingOther;
   assert.equal(m.status, 200, JSON.stringify(m.json));
   assert.equal((m.json.choices as { text: string }[])[0]!.text, expected);
-  assert.equal(await counter(decode.url, "llmfleet_kv_handoff_failures_total", 'reason="await_mismatch"'), mismatchBefore + 1);
+  assert.equal(await counter(fleet.decode.url, "llmfleet_kv_handoff_failures_total", 'reason="await_mismatch"'), mismatchBefore + 1);
 });
 
 test("awaitState needs a firstToken; LLMFLEET_FIRST_TOKEN_AHEAD=0 keeps the send before the answer", async () => {

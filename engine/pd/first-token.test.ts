@@ -7,23 +7,18 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { firstTokenEligible } from "../serving/first-token.ts";
-import { completionText, metricValue, postJson, sseEvents, startPdFleet, type PdFleet, type Running, type RunningPod } from "../../testing/engine.ts";
+import { completionText, metricValue, postJson, sseEvents, startPdFleet, type PdFleet } from "../../testing/engine.ts";
 
 let fleet: PdFleet;
-let aggregated: RunningPod;
-let prefill: RunningPod;
-let decode: RunningPod;
-let router: Running;
 
 before(async () => {
   fleet = await startPdFleet("synthetic://tiny");
-  ({ aggregated, prefill, decode, router } = fleet);
 });
 after(() => fleet?.[Symbol.asyncDispose]());
 
 /** The prefill pod's answer for a request (what the router gets before the generate call). */
 async function prefilled(request: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const p = await postJson(`${prefill.url}/internal/prefill`, { request, kind: "completion", decodeUrl: decode.url });
+  const p = await postJson(`${fleet.prefill.url}/internal/prefill`, { request, kind: "completion", decodeUrl: fleet.decode.url });
   assert.equal(p.status, 200, JSON.stringify(p.json));
   return p.json;
 }
@@ -49,20 +44,20 @@ test("the first token comes from the prefill pod and the answer equals the aggre
     { prompt: "a b c d e f g h i j k", max_tokens: 20, stop: [" "] },
   ]) {
     assert.equal(typeof (await prefilled({ ...body, temperature: 0 })).firstToken, "number");
-    assert.equal(await completionText(router.url, body), await completionText(aggregated.url, body), JSON.stringify(body));
+    assert.equal(await completionText(fleet.router.url, body), await completionText(fleet.aggregated.url, body), JSON.stringify(body));
   }
-  const usage = (await postJson(`${router.url}/v1/completions`, { prompt: "hello world", max_tokens: 5 })).json.usage as { completion_tokens: number };
+  const usage = (await postJson(`${fleet.router.url}/v1/completions`, { prompt: "hello world", max_tokens: 5 })).json.usage as { completion_tokens: number };
   assert.equal(usage.completion_tokens, 5, "the prefill pod's token counts once");
-  assert.ok((await metricValue(prefill.url, "llmfleet_kv_handoff_first_tokens_total")) >= 9, "the prefill pod counts the hand-offs that carried a first token");
+  assert.ok((await metricValue(fleet.prefill.url, "llmfleet_kv_handoff_first_tokens_total")) >= 9, "the prefill pod counts the hand-offs that carried a first token");
 });
 
 test("streamed, the first token is the first event and the text is the aggregated text", async () => {
   const body = { prompt: "one two three four five", max_tokens: 12, temperature: 0, stream: true };
-  const res = await fetch(`${router.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const res = await fetch(`${fleet.router.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
   const events = await sseEvents(res);
   assert.equal(events.at(-1), "[DONE]");
   const texts = events.slice(0, -1).map((e) => (JSON.parse(e) as { choices: { text: string }[] }).choices[0]!.text);
-  const expected = await completionText(aggregated.url, { ...body, stream: false });
+  const expected = await completionText(fleet.aggregated.url, { ...body, stream: false });
   assert.equal(texts.join(""), expected);
   assert.ok(texts[0] && expected.startsWith(texts[0]), "the first event carries the first token's text");
 });
@@ -71,7 +66,7 @@ test("requests whose sampler state matters hand off the prompt but its last toke
   for (const extra of [{ logprobs: 2 }, { presence_penalty: 0.5 }, { temperature: 0.9, seed: 11 }]) {
     const body = { prompt: "red green blue yellow", max_tokens: 8, ...extra };
     assert.equal((await prefilled(body)).firstToken, undefined, JSON.stringify(extra));
-    assert.equal(await completionText(router.url, body), await completionText(aggregated.url, body), JSON.stringify(extra));
+    assert.equal(await completionText(fleet.router.url, body), await completionText(fleet.aggregated.url, body), JSON.stringify(extra));
   }
 });
 

@@ -7,19 +7,15 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { postJson, startPdFleet, type PdFleet, type Running, type RunningPod } from "../../testing/engine.ts";
+import { postJson, startPdFleet, type PdFleet } from "../../testing/engine.ts";
 import { DOCUMENT_SEPARATOR } from "./documents.ts";
 
 let fleet: PdFleet;
-let aggregated: RunningPod;
-let prefill: RunningPod;
-let router: Running;
 
 before(async () => {
   // Both join every document (nothing recomputed but the prompt): any difference would show.
   const joins = { kvUnified: true, ragRecompute: 0 };
   fleet = await startPdFleet("synthetic://tiny", { aggregated: joins, prefill: { parallel: 2, ...joins } });
-  ({ aggregated, prefill, router } = fleet);
 });
 after(() => fleet?.[Symbol.asyncDispose]());
 
@@ -41,18 +37,18 @@ async function complete(url: string, body: object): Promise<{ text: string; usag
 }
 
 test("documents through router, prefill and decode are joined on the prefill pod: the aggregated joining pod's answer", async () => {
-  const { runtime } = prefill.pod.service;
+  const { runtime } = fleet.prefill.pod.service;
   const lead = runtime.tokenize("").length;
   const alone = (d: string): number => runtime.tokenize(`${d}${DOCUMENT_SEPARATOR}`).length - lead;
   // Each document seen once first (its own KV kept), on both paths alike.
-  for (const url of [router.url, aggregated.url]) await complete(url, { prompt: "first", documents: [A, B, C] });
+  for (const url of [fleet.router.url, fleet.aggregated.url]) await complete(url, { prompt: "first", documents: [A, B, C] });
   for (const [documents, prompt] of [
     [[C, A, B], "in a new order"],
     [[B, C], "two of them"],
   ] as const) {
-    const before = await joinedTokens(prefill.url);
-    const pd = await complete(router.url, { prompt, documents });
-    const joined = (await joinedTokens(prefill.url)) - before;
+    const before = await joinedTokens(fleet.prefill.url);
+    const pd = await complete(fleet.router.url, { prompt, documents });
+    const joined = (await joinedTokens(fleet.prefill.url)) - before;
     assert.equal(
       joined,
       documents.reduce((n, d) => n + alone(d), 0),
@@ -62,23 +58,23 @@ test("documents through router, prefill and decode are joined on the prefill pod
       pd.usage.prompt_tokens_details.cached_tokens >= joined,
       `cached_tokens ${pd.usage.prompt_tokens_details.cached_tokens} counts the ${joined} joined`,
     );
-    const agg = await complete(aggregated.url, { prompt, documents });
+    const agg = await complete(fleet.aggregated.url, { prompt, documents });
     assert.equal(pd.text, agg.text, prompt);
     assert.equal(pd.usage.prompt_tokens, agg.usage.prompt_tokens);
   }
-  assert.equal(await prefill.pod.service.runtime.kvStrayTokens?.(), 0);
+  assert.equal(await fleet.prefill.pod.service.runtime.kvStrayTokens?.(), 0);
 });
 
 test("a prompt of one token after joined documents (nothing computed after the join before the hand-off) decodes as the aggregated pod does", async () => {
-  const { runtime } = prefill.pod.service;
+  const { runtime } = fleet.prefill.pod.service;
   const prompt = "x";
   assert.equal(runtime.tokenize(prompt).length - runtime.tokenize("").length, 1, "the prompt is one token");
   for (const documents of [
     [A, C],
     [C, B, A],
   ]) {
-    const pd = await complete(router.url, { prompt, documents });
-    const agg = await complete(aggregated.url, { prompt, documents });
+    const pd = await complete(fleet.router.url, { prompt, documents });
+    const agg = await complete(fleet.aggregated.url, { prompt, documents });
     assert.equal(pd.text, agg.text, documents.length.toString());
   }
 });
