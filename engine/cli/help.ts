@@ -67,8 +67,11 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        loading pod sends at once (default 4)
   --kv-host-warm BYTES  host memory page-locked at start for KV states (a KV store's loads and
                        write-backs, P/D hand-offs), so that a pod's first ones do not page-lock
-                       it on a request's path; auto (default): half the host pool's cap (at most
-                       2 GiB) on a GPU pod with a KV store or a P/D role, else 0
+                       it on a request's path; auto (default): three quarters of the host pool's
+                       cap (at most 3 GiB) on a GPU pod with a KV store or a P/D role, else 0
+  --warm-up-tokens N   a prompt of N tokens evaluated before the pod is ready, so that the first
+                       request does not pay for the GPU kernels' first load; auto (default): two
+                       batches with layers on a GPU, else 0
   --kv-part-tokens N   prefill: a hand-off over TCP goes in parts of N tokens, each sent while the
                        next computes, when both pods share KV cells (--kv-unified on, the GPU
                        default); auto: 4 parts of a multiple of 256 tokens from 512-token prompts

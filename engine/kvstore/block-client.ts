@@ -79,6 +79,12 @@ export interface BlockWriteTarget {
   codec: string;
   kvNamespace: string;
   signal: AbortSignal;
+  /**
+   * Called once the state is cut into blocks of their own (kvGather's pool block, or the codec
+   * worker's copy): the write reads `state` no more, so a pool block under it can go back while
+   * the blocks are still being sent (a write-back otherwise holds two copies of a GB-sized state).
+   */
+  onStateRead?: () => void;
 }
 
 export interface BlockWriteResult {
@@ -114,6 +120,7 @@ export class KvBlockClient {
     await this.afterLoads();
     let t0 = performance.now();
     const { split, crcs, release } = await splitForWrite(state, to, { addon: this.opts.addon, sealed: !!this.opts.sealer });
+    to.onStateRead?.();
     const { tokens, blocks, stored } = this.prepare(split, to);
     t0 = countStage(this.opts.metrics, "write", "split", t0);
     const stateBytes = split.meta.length + split.rawSizes.reduce((n, b) => n + b, 0);

@@ -167,3 +167,31 @@ test("over TCP, a write-back's blocks are gathered and a load's placed by the ad
   held[100]! ^= 0xff;
   await assert.rejects(c.load(frame, w.key, { tokens: 3 * B, kvNamespace: "" }, AbortSignal.timeout(10_000)), /kv block 1 \w+ failed its CRC-32C/);
 });
+
+test("a write says when it has read its state, before its upload ends: bytes overwritten then are not what is stored, on both split paths", async () => {
+  await using tcpStore = await createKvStorePod({ blockTokens: B, codec: "none", tenantSalt: "w4", tiers: [], kvTransport: "tcp", kvPort: 0 });
+  await using tcpHttp = await listen(tcpStore.app);
+  const addon = (await kvStreamAddon())!;
+  const tcpConfig = (await (await fetch(`${tcpHttp.url}/v1/kv/config`)).json()) as BlockWriteTarget["config"];
+  const tcpClient = new KvBlockClient({ url: tcpHttp.url, headers: () => ({}), model: "m", metrics: createKvClientMetrics(new Registry()), transport: "tcp", addon, timeoutMs: 10_000 });
+  // kvGather's copy (the addon, a state of exactly the entry's tokens) and the codec worker's (no addon, HTTP).
+  const paths = [
+    { name: "gather", c: tcpClient, cfg: tcpConfig, pod: tcpStore },
+    { name: "worker", c: client(), cfg: config, pod: store },
+  ];
+  for (const [n, { name, c, cfg, pod }] of paths.entries()) {
+    const original = syntheticSeqState({ tokens: 3 * B, seed: 20 + n });
+    const state = Buffer.from(original);
+    let ended = false;
+    let endedAtRead: boolean | undefined;
+    const onStateRead = (): void => {
+      endedAtRead = ended;
+      state.fill(0); // a pool block given back and taken by another state
+    };
+    const w = await c.write(state, { ...target(chain(`read-${name}`, 3)), config: cfg, onStateRead }).finally(() => (ended = true));
+    assert.equal(endedAtRead, false, `${name}: said read, and before the write ended`);
+    const frame = (await pod.store.get(w.key))!.value;
+    const loaded = await c.load(frame, w.key, { tokens: 3 * B, kvNamespace: "" }, AbortSignal.timeout(10_000));
+    assert.ok(loaded.state.equals(original), `${name}: the stored entry is the state as it was`);
+  }
+});

@@ -385,10 +385,11 @@ export class KvPrefixCache implements AsyncDisposable {
     return this.known.has(key) ? 0 : length;
   }
 
-  /** Writes the state of context[0..length) (taken from `state`, which may hold more) in the background. */
   /**
-   * opts.release: called with the state once it is stored (where the write-back is its only
-   * reader), not after a failure (a send may still read it).
+   * Writes the state of context[0..length) (taken from `state`, which may hold more) in the
+   * background. opts.release: called with the state once the write has read it (cut into blocks of
+   * their own, or sent), where the write-back is its only reader; not if the write failed before
+   * (the garbage collector has it then).
    */
   writeBack(context: readonly Token[], length: number, state: Promise<Buffer> | Buffer, opts: { kvNamespace?: string; release?: (state: Buffer) => void } = {}): void {
     const { kvNamespace = "", release } = opts;
@@ -401,7 +402,13 @@ export class KvPrefixCache implements AsyncDisposable {
       this.stateBytesPerToken = buf.length / Math.max(1, context.length);
       return buf;
     });
-    const stored = this.write(context.slice(0, length), counted, kvNamespace).then(async () => release?.(await counted));
+    let read = false;
+    const done = (): void => {
+      if (read || !release) return;
+      read = true;
+      void counted.then(release);
+    };
+    const stored = this.write(context.slice(0, length), counted, kvNamespace, done).then(done);
     const p = stored.finally(() => (this.writeBackBytes -= held)).then(
       () => undefined,
       (err: unknown) => {
@@ -413,21 +420,23 @@ export class KvPrefixCache implements AsyncDisposable {
     void p.finally(() => this.pending.delete(p));
   }
 
-  /** Writes synchronously (the pre-warm API); returns the key. */
-  async write(prefix: readonly Token[], state: Promise<Buffer> | Buffer, kvNamespace = ""): Promise<string> {
+  /** Writes synchronously (the pre-warm API); returns the key. stateRead: called once `state` is read no more (before the upload ends). */
+  async write(prefix: readonly Token[], state: Promise<Buffer> | Buffer, kvNamespace = "", stateRead?: () => void): Promise<string> {
     const config = await this.storeConfig(AbortSignal.timeout(this.opts.timeoutMs));
     const keys = kvBlockHashes(prefix, config.blockTokens, this.salt(config, kvNamespace));
     const key = keys.at(-1);
     if (!key || keys.length * config.blockTokens !== prefix.length) throw new Error(`prefix of ${prefix.length} tokens is not block-aligned`);
     const blockCodec = blockCodecFor(kvCodec(config.codec).name, config.blockCodecs);
     if (storeTakesV2(config, blockCodec)) {
-      await this.blocks.write(await state, { keys, config, codec: blockCodec, kvNamespace, signal: AbortSignal.timeout(Math.max(this.opts.timeoutMs, 60_000)) });
+      const signal = AbortSignal.timeout(Math.max(this.opts.timeoutMs, 60_000));
+      await this.blocks.write(await state, { keys, config, codec: blockCodec, kvNamespace, signal, onStateRead: stateRead });
       this.remember(key);
       this.opts.metrics.writes.inc({ outcome: "stored" });
       return key;
     }
     // Cut, encoded, framed and hashed off the event loop (a write-back must not hold other requests).
     const plain = await writeKvEntry(await state, { model: this.opts.model, tokens: prefix.length, codec: config.codec, prefixKeys: keys });
+    stateRead?.();
     const entry = this.sealEntry(plain, kvNamespace, key);
     const res = await fetch(`${this.opts.url}/v1/kv/${key}`, { method: "PUT", headers: this.headers, body: entry as unknown as BodyInit });
     this.remember(key);

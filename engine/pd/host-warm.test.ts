@@ -10,10 +10,10 @@ import { HOST_WARM_AUTO_MAX, hostWarmBytes, warmHostPool } from "./host-warm.ts"
 
 const MiB = 2 ** 20;
 
-test("auto warms half the pool's cap (at most 2 GiB) on a page-locked pool of a pod that moves KV states, else nothing", () => {
+test("auto warms three quarters of the pool's cap (at most 3 GiB) on a page-locked pool of a pod that moves KV states, else nothing", () => {
   const gpu = { pinned: true, capBytes: 4 * 2 ** 30 };
   assert.equal(hostWarmBytes("auto", gpu, true), HOST_WARM_AUTO_MAX);
-  assert.equal(hostWarmBytes("auto", { pinned: true, capBytes: 1024 * MiB }, true), 512 * MiB);
+  assert.equal(hostWarmBytes("auto", { pinned: true, capBytes: 1024 * MiB }, true), 768 * MiB);
   assert.equal(hostWarmBytes("auto", gpu, false), 0, "no KV store, no P/D role");
   assert.equal(hostWarmBytes("auto", { pinned: false, capBytes: 4 * 2 ** 30 }, true), 0, "a CPU pool");
   assert.equal(hostWarmBytes("auto", undefined, true), 0, "no addon");
