@@ -215,10 +215,12 @@ function observeSent(deps: HandoffDeps, stateBytes: number, sendMs: number, wire
  */
 function sendBehind(deps: HandoffDeps, w: { decodeUrl: string; header: HandoffHeader; state: Buffer; held: boolean }): void {
   const t0 = performance.now();
+  // Read before the release: a pool block given back is detached, and its length reads 0.
+  const bytes = w.state.length;
   handOff(deps, w.decodeUrl, w.header, w.state).then(
     (sent) => {
       if (!w.held) deps.service.runtime.releaseState?.(w.state);
-      observeSent(deps, w.state.length, performance.now() - t0, sent.wireSeconds);
+      observeSent(deps, bytes, performance.now() - t0, sent.wireSeconds);
     },
     (err: unknown) => {
       const message = (err as Error).message;
