@@ -352,6 +352,8 @@ async function mix(o: ReuseBenchOptions, pods: string[], recomputeMs: Record<num
     worst_vs_recompute: Math.round(sorted.at(-1)! * 100) / 100,
     p90_vs_recompute: Math.round(sorted[Math.floor(0.9 * sorted.length)]! * 100) / 100,
     median_vs_recompute: Math.round(median(ratios) * 100) / 100,
+    // Every request in order: what its pod did before a slow one is here too, not only the request before it.
+    per_request: detail,
   };
 }
 
