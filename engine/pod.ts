@@ -12,6 +12,7 @@ import { CompletionService } from "./serving/completion-service.ts";
 import { SequencePool } from "./serving/sequence-pool.ts";
 import { handoffRoutes } from "./pd/handoff-routes.ts";
 import { warmHostPool } from "./pd/host-warm.ts";
+import { warmUp, warmUpTokens } from "./serving/warm-up.ts";
 import { stat } from "node:fs/promises";
 import { basename } from "node:path";
 import express from "express";
@@ -85,6 +86,8 @@ export interface ModelPodOptions {
   kvStreams?: number;
   /** Host-pool bytes page-locked at start for KV states, or auto (default; pd/host-warm.ts). */
   kvHostWarm?: number | "auto";
+  /** Tokens of a prompt evaluated before the pod serves, or auto (default; serving/warm-up.ts). */
+  warmUpTokens?: number | "auto";
   /** Prefill: tokens per part of a hand-off sent while computed, or auto; default 0 = whole states (handoffParts). */
   kvPartTokens?: PartTokens;
   /** Decode: address the hand-off listener binds; default 127.0.0.1 (main passes --host). */
@@ -342,6 +345,17 @@ async function warmForStates(opts: ModelPodOptions, runtime: ModelRuntime, kvSto
 }
 
 /** The model file: from a filled read-only cache (its fill verified it), else fetched and verified here. */
+/** The engine's kernels and buffers warmed by a prompt of its own before the pod serves (serving/warm-up.ts). */
+async function warmUpEngine(opts: ModelPodOptions, runtime: ModelRuntime): Promise<void> {
+  const count = warmUpTokens(opts.warmUpTokens ?? "auto", {
+    gpuLayers: opts.backend === "llama" ? 0 : (opts.gpuLayers ?? 0),
+    batchSize: opts.batchSize ?? 512,
+    contextSize: runtime.info.contextSize,
+  });
+  const done = await warmUp(runtime, count);
+  if (done) process.stderr.write(`engine (${opts.role}): warmed up with a prompt of ${done.tokens} tokens in ${done.ms.toFixed(0)} ms\n`);
+}
+
 async function resolveModel(opts: ModelPodOptions): Promise<string> {
   if (opts.modelCache === "filled") {
     const log = (line: string): void => void process.stderr.write(`engine (${opts.role}): ${line}\n`);
@@ -367,6 +381,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   service.onTenantHits = (tenant, tokens): void => tenantHits.inc({ tenant }, tokens);
   const tcp = opts.role === "decode" ? await kvListener(opts, runtime) : undefined;
   await warmForStates(opts, runtime, kvCache !== undefined);
+  await warmUpEngine(opts, runtime);
   const routes = handoffRoutes({
     role: opts.role,
     service,

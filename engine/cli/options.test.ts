@@ -45,6 +45,13 @@ test("--split-mode and --tensor-split: a replica over several GPUs; absent, llam
   for (const [args, message] of cases) assert.throws(() => parseEngineOptions(args), message, args.join(" "));
 });
 
+test("--warm-up-tokens takes a count or auto (the default), and refuses anything else naming the flag", () => {
+  assert.equal(parse().warmUpTokens, "auto");
+  assert.equal(parse("--warm-up-tokens", "auto").warmUpTokens, "auto");
+  assert.equal(parse("--warm-up-tokens", "300").warmUpTokens, 300);
+  for (const bad of ["-1", "1.5", "many"]) assert.throws(() => parseEngineOptions([`--warm-up-tokens=${bad}`]), /--warm-up-tokens must be an integer >= 0/, bad);
+});
+
 test("--kv-host-warm takes bytes or auto (the default)", () => {
   assert.equal(parse().kvHostWarm, "auto");
   assert.equal(parse("--kv-host-warm", "auto").kvHostWarm, "auto");

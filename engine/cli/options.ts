@@ -54,6 +54,8 @@ export interface EngineOptions {
   ragCacheBytes: number;
   /** Host-pool bytes page-locked at start for KV states (engine/native/src/host-pool.h), or auto (pod.ts: hostWarmBytes). */
   kvHostWarm: number | "auto";
+  /** Tokens of a prompt evaluated before the pod is ready, or auto (serving/warm-up.ts: two batches with layers on a GPU, else none). */
+  warmUpTokens: number | "auto";
   prefill: string[];
   decode: string[];
   /** Decode: this pod's own URL for KV hand-offs (default: the address the hand-off arrived on). */
@@ -132,6 +134,8 @@ function nonNegativeInt(name: string, value: string | undefined, fallback: numbe
   return n;
 }
 
+/** --warm-up-tokens: a count, or auto (the default). */
+const warmUp = (v: string | undefined): number | "auto" => (v === undefined || v === "auto" ? "auto" : nonNegativeInt("warm-up-tokens", v, 0));
 /** --kv-host-warm: bytes, or auto (the default). */
 const hostWarm = (v: string | undefined): number | "auto" => (v === undefined || v === "auto" ? "auto" : nonNegativeInt("kv-host-warm", v, 0));
 
@@ -169,6 +173,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "rag-recompute": { type: "string" },
       "rag-cache-bytes": { type: "string" },
       "kv-host-warm": { type: "string" },
+      "warm-up-tokens": { type: "string" },
       prefill: { type: "string" },
       decode: { type: "string" },
       "advertise-url": { type: "string" },
@@ -235,6 +240,7 @@ function toOptions(raw: RawValues): EngineOptions {
     ragRecompute: share("rag-recompute", v["rag-recompute"], RAG_RECOMPUTE_DEFAULT),
     ragCacheBytes: nonNegativeInt("rag-cache-bytes", v["rag-cache-bytes"], 1 << 30),
     kvHostWarm: hostWarm(v["kv-host-warm"]),
+    warmUpTokens: warmUp(v["warm-up-tokens"]),
     prefill: urlList(v.prefill),
     decode: urlList(v.decode),
     advertiseUrl: advertiseUrl(v["advertise-url"]),
