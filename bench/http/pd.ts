@@ -33,7 +33,9 @@ type Runs = Record<string, LoadSummary>;
  * staged: PREFILL_ENV, the baseline of the first token ahead), tcp-parts (in parts sent while
  * the prompt computes: --kv-part-tokens auto), tcp8 (8 connections), tcp1 (one connection, the v1
  * wire: the mechanism before striping), tcp-split (tcp into a decode pod whose KV is one stream per
- * sequence: DECODE_ARGS), http (the LFKV stream over HTTP).
+ * sequence: DECODE_ARGS), http (the LFKV stream over HTTP), tcp-prio and tcp-sm70 (tcp with the
+ * prefill pod's kernels below the decode pod's on a GPU shared through CUDA MPS, or on at most 70 %
+ * of its SMs: PREFILL_ENV; with MPS off they are tcp).
  */
 export const TRANSPORT_ARGS = {
   tcp: ["--kv-transport", "tcp"],
@@ -43,6 +45,8 @@ export const TRANSPORT_ARGS = {
   tcp1: ["--kv-transport", "tcp", "--kv-streams", "1"],
   "tcp-split": ["--kv-transport", "tcp"],
   http: ["--kv-transport", "http"],
+  "tcp-prio": ["--kv-transport", "tcp"],
+  "tcp-sm70": ["--kv-transport", "tcp"],
 } as const;
 
 /**
@@ -53,8 +57,18 @@ export const TRANSPORT_ARGS = {
  */
 const DECODE_ARGS: Partial<Record<PdTransport, readonly string[]>> = { "tcp-split": ["--kv-unified", "off"] };
 
-/** The prefill pod's environment per mechanism. tcp-late: the first token waits for the send (handoff-routes.ts firstTokenAhead). */
-const PREFILL_ENV: Partial<Record<PdTransport, NodeJS.ProcessEnv>> = { "tcp-late": { LLMFLEET_FIRST_TOKEN_AHEAD: "0" } };
+/**
+ * The prefill pod's environment per mechanism. tcp-late: the first token waits for the send
+ * (handoff-routes.ts firstTokenAhead). Under MPS (the decode pod's steps slowed 10.7 -> 13.3-13.9
+ * ms at 1K x8 while the prefill pod's kernels share the GPU, session 26): tcp-prio, the prefill
+ * pod's streams below normal priority (CUDA_MPS_CLIENT_PRIORITY=1), so a decode step's kernels
+ * are scheduled first; tcp-sm70, the prefill pod on at most 70 % of the SMs.
+ */
+const PREFILL_ENV: Partial<Record<PdTransport, NodeJS.ProcessEnv>> = {
+  "tcp-late": { LLMFLEET_FIRST_TOKEN_AHEAD: "0" },
+  "tcp-prio": { CUDA_MPS_CLIENT_PRIORITY: "1" },
+  "tcp-sm70": { CUDA_MPS_ACTIVE_THREAD_PERCENTAGE: "70" },
+};
 export type PdTransport = keyof typeof TRANSPORT_ARGS;
 
 interface Transfer {
@@ -296,29 +310,33 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
 
 const ratio = (x: number | undefined, y: number | undefined): number | null => (x && y ? Math.round((x / y) * 100) / 100 : null);
 
-const gbS = (r: { transfer: Transfer } | undefined): number | null => r?.transfer.gb_s ?? null;
+type Section = { runs?: Record<string, Runs>; transfer?: Transfer } | undefined;
+const ttft = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.ttft_p50_ms;
+const tokS = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.tok_s;
 
 /** Headline keys of the P/D section (issue 18). */
 export function pdHeadline(pd: Record<string, unknown> | undefined): Record<string, number | null> {
   if (!pd) return {};
   const agg = pd.aggregated as Record<string, Runs> | undefined;
-  const tcp = pd.pd_tcp as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
-  const http = pd.pd_http as { runs: Record<string, Runs>; transfer: Transfer } | undefined;
-  const tcp1 = pd.pd_tcp1 as { transfer: Transfer } | undefined;
-  const late = pd["pd_tcp-late"] as { runs: Record<string, Runs> } | undefined;
-  const eight = pd.pd_tcp8 as { transfer: Transfer } | undefined;
-  const ttft = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.ttft_p50_ms;
-  const tokS = (r: Record<string, Runs> | undefined, tokens: number, c: number): number | undefined => r?.[String(tokens)]?.[String(c)]?.tok_s;
+  const runs = (t: PdTransport): Record<string, Runs> | undefined => (pd[`pd_${t}`] as Section)?.runs;
+  const gb = (t: PdTransport): number | null => (pd[`pd_${t}`] as Section)?.transfer?.gb_s ?? null;
+  const ttftRatio = (t: PdTransport, tokens: number): number | null => ratio(ttft(runs(t), tokens, 1), ttft(agg, tokens, 1));
+  const tokRatio = (t: PdTransport): number | null => ratio(tokS(runs(t), 1024, 8), tokS(agg, 1024, 8));
   return {
-    pd_ttft_ratio_1k: ratio(ttft(tcp?.runs, 1024, 1), ttft(agg, 1024, 1)),
-    pd_ttft_ratio_4k: ratio(ttft(tcp?.runs, 4096, 1), ttft(agg, 4096, 1)),
-    pd_throughput_ratio_8: ratio(tokS(tcp?.runs, 1024, 8), tokS(agg, 1024, 8)),
+    pd_ttft_ratio_1k: ttftRatio("tcp", 1024),
+    pd_ttft_ratio_4k: ttftRatio("tcp", 4096),
+    pd_throughput_ratio_8: tokRatio("tcp"),
     // The baseline of the first token ahead of the state: the same P/D with the first token answered once the state is staged.
-    pd_ttft_ratio_1k_late: ratio(ttft(late?.runs, 1024, 1), ttft(agg, 1024, 1)),
-    pd_ttft_ratio_4k_late: ratio(ttft(late?.runs, 4096, 1), ttft(agg, 4096, 1)),
-    transfer_gb_s_network: gbS(tcp),
-    transfer_gb_s_http: gbS(http),
-    transfer_gb_s_one_connection: gbS(tcp1),
-    transfer_gb_s_8_connections: gbS(eight),
+    pd_ttft_ratio_1k_late: ttftRatio("tcp-late", 1024),
+    pd_ttft_ratio_4k_late: ttftRatio("tcp-late", 4096),
+    // The prefill pod below the decode pod under MPS (PREFILL_ENV): its 8-stream throughput and 1K TTFT.
+    pd_throughput_ratio_8_prio: tokRatio("tcp-prio"),
+    pd_ttft_ratio_1k_prio: ttftRatio("tcp-prio", 1024),
+    pd_throughput_ratio_8_sm70: tokRatio("tcp-sm70"),
+    pd_ttft_ratio_1k_sm70: ttftRatio("tcp-sm70", 1024),
+    transfer_gb_s_network: gb("tcp"),
+    transfer_gb_s_http: gb("http"),
+    transfer_gb_s_one_connection: gb("tcp1"),
+    transfer_gb_s_8_connections: gb("tcp8"),
   };
 }
