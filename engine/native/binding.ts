@@ -140,6 +140,17 @@ export interface NativeEngine {
   stateGetFile(seq: number, tokens: Int32Array): Promise<Buffer>;
   /** Loads a file-format state synchronously without copying it; returns the state bytes read. Throws on a bad state. */
   stateSetFile(seq: number, state: Buffer): number;
+  /** Bytes of llama.cpp's state of the sequence (no file header): the room stateGetShared needs in its region. */
+  stateSizeOf?(seq: number): number;
+  /**
+   * The sequence's state with its rows written into a shared region (kvRegionCreate) at their
+   * offsets in the state, device to device for a cuda region; what is returned is the rest, the
+   * headers (`meta`, a few bytes a token), and where the rows lie (offset, size pairs). Static
+   * builds only (elsewhere it rejects, saying so).
+   */
+  stateGetShared?(seq: number, region: number): Promise<SharedState>;
+  /** Imports what stateGetShared described, its rows read from the region (kvRegionOpen); the bytes read. A failure may leave part of it in the sequence. */
+  stateSetShared?(seq: number, region: number, size: number, meta: Buffer, rows: Float64Array): Promise<number>;
   /**
    * Refuses new calls at once and frees the model and context when the calls in flight have
    * settled. Every other method throws once dispose() was called; a method that touches the
@@ -149,7 +160,33 @@ export interface NativeEngine {
   dispose(): Promise<void>;
 }
 
-export interface NativeAddon {
+/** A sequence state whose rows are in a shared region: stateGetShared's answer, stateSetShared's input. */
+export interface SharedState {
+  /** The state's bytes, rows included. */
+  size: number;
+  /** Everything of the state that is not a row, in order. */
+  meta: Buffer;
+  /** Where the rows lie in the state (and in the region): offset, size pairs in increasing offset. */
+  rows: Float64Array;
+}
+
+/**
+ * Memory two processes on one machine map (engine/native/src/shared-region.h): a cuda region is
+ * device memory shared by a CUDA IPC handle (both processes see the same GPU), else POSIX shared
+ * memory (both share /dev/shm). Names say the kind ("cuda:…", "shm:…").
+ */
+export interface SharedRegions {
+  /** A region this process owns (device memory when asked and a CUDA runtime is loaded, else shared memory). */
+  kvRegionCreate(bytes: number, device: boolean): { name: string; handle: number; device: boolean };
+  /** Another process's region by its name and size; throws with the reason when it cannot be mapped. */
+  kvRegionOpen(name: string, bytes: number): number;
+  /** Unmaps it; a region this process created is freed (and unlinked). Idempotent. */
+  kvRegionClose(handle: number): void;
+  /** Whether this process can create and open cuda regions. */
+  kvRegionCuda(): boolean;
+}
+
+export interface NativeAddon extends Partial<SharedRegions> {
   load(modelPath: string, options: NativeLoadOptions): Promise<NativeEngine>;
   /** A state Buffer from the host pool (stateGetFile, kvTake) back to the pool now, detached; false for any other buffer. */
   kvRelease?(buffer: Uint8Array): boolean;

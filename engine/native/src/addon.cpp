@@ -23,6 +23,9 @@ Napi::Function NativeEngine::Define(Napi::Env env) {
                            InstanceMethod("seqPosMax", &NativeEngine::SeqPosMax),
                            InstanceMethod("stateGetFile", &NativeEngine::StateGetFile),
                            InstanceMethod("stateSetFile", &NativeEngine::StateSetFile),
+                           InstanceMethod("stateSizeOf", &NativeEngine::StateSizeOf),
+                           InstanceMethod("stateGetShared", &NativeEngine::StateGetShared),
+                           InstanceMethod("stateSetShared", &NativeEngine::StateSetShared),
                            InstanceMethod("dispose", &NativeEngine::Dispose),
                            InstanceMethod("synchronize", &NativeEngine::Synchronize),
                            InstanceMethod("exportStats", &NativeEngine::ExportStats),
@@ -357,6 +360,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("load", Napi::Function::New(env, Load));
     InitKvStream(env, exports);
     InitKvCodec(env, exports);
+    InitShared(env, exports);
     return exports;
 }
 

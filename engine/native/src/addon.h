@@ -198,6 +198,10 @@ private:
     Napi::Value SeqPosMax(const Napi::CallbackInfo & info);
     Napi::Value StateGetFile(const Napi::CallbackInfo & info);
     Napi::Value StateSetFile(const Napi::CallbackInfo & info);
+    // addon-shared.cpp
+    Napi::Value StateSizeOf(const Napi::CallbackInfo & info);
+    Napi::Value StateGetShared(const Napi::CallbackInfo & info);
+    Napi::Value StateSetShared(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
     Napi::Value Synchronize(const Napi::CallbackInfo & info);
     Napi::Value ExportStats(const Napi::CallbackInfo & info);
@@ -217,5 +221,7 @@ Napi::Value Load(const Napi::CallbackInfo & info);
 
 // kvDecode on `exports` (addon-kvcodec.cpp).
 void InitKvCodec(Napi::Env env, Napi::Object exports);
+// kvRegionCreate/Open/Close/Cuda on `exports` (addon-shared.cpp).
+void InitShared(Napi::Env env, Napi::Object exports);
 
 }  // namespace llmfleet_addon

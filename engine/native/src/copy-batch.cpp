@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ggml-backend.h"
+#include "shared-region.h"
 
 namespace llmfleet {
 
@@ -44,10 +45,42 @@ CopyBatch::~CopyBatch() {
 void CopyBatch::finish() {
     for (int i = 0; i < n_used_; i++) ggml_backend_synchronize(used_[i]);
     n_used_ = 0;
+    if (shared_copies_) {
+        shared_copies_ = false;
+        try {
+            llmfleet_addon::shared::sync();
+        } catch (const std::exception & e) {
+            if (error_.empty()) error_ = e.what();
+        }
+    }
+}
+
+bool CopyBatch::redirected(ggml_tensor * tensor, const uint8_t * host, bool to_tensor, uint64_t offset, uint64_t size) {
+    uint8_t * alt = redirect_.alt + (host - redirect_.host);
+    if (redirect_.rows) {
+        redirect_.rows->push_back(static_cast<uint64_t>(host - redirect_.host));
+        redirect_.rows->push_back(size);
+    }
+    ggml_backend_buffer_t buf = tensor->view_src ? tensor->view_src->buffer : tensor->buffer;
+    // A tensor's data pointer is host memory in a host buffer, else the device's (ggml-cuda's own).
+    const bool on_device = buf && !ggml_backend_buffer_is_host(buf);
+    uint8_t * t = static_cast<uint8_t *>(tensor->data) + offset;
+    try {
+        if (to_tensor) llmfleet_addon::shared::copy(t, alt, size, on_device || redirect_.device);
+        else llmfleet_addon::shared::copy(alt, t, size, on_device || redirect_.device);
+        shared_copies_ = shared_copies_ || on_device || redirect_.device;
+    } catch (const std::exception & e) {
+        if (error_.empty()) error_ = e.what();
+    }
+    return true;
 }
 
 bool CopyBatch::take(ggml_tensor * tensor, const void * src, void * dst, uint64_t offset, uint64_t size) {
     copies_++;
+    const uint8_t * host = static_cast<const uint8_t *>(src ? src : dst);
+    if (redirect_.host && size > 0 && host >= redirect_.host && host + size <= redirect_.host + redirect_.len) {
+        return redirected(tensor, host, src != nullptr, offset, size);
+    }
     ggml_backend_buffer_t buf = tensor->view_src ? tensor->view_src->buffer : tensor->buffer;
     if (!buf || size == 0 || ggml_backend_buffer_is_host(buf)) return false;
     ggml_backend_buffer_type_t type = ggml_backend_buffer_get_type(buf);

@@ -14,7 +14,10 @@
 // builds with shared llama.cpp libraries, copies behave as before and CopyBatch counts none.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 struct ggml_tensor;
 struct ggml_backend;
@@ -33,10 +36,30 @@ public:
     // Waits for the queued copies (the destructor does it too); idempotent.
     void finish();
 
-    // For the wrapped copy functions: true when the copy was queued here.
+    // For the wrapped copy functions: true when the copy was queued (or made) here.
     bool take(::ggml_tensor * tensor, const void * src, void * dst, uint64_t offset, uint64_t size);
 
+    // Copies whose host side lies in [host, host + len) read from or write to alt + the same offset
+    // instead (a region of shared-region.h: a state exported into it, or imported from it, while
+    // llama.cpp writes or reads only the headers in host memory). Each such copy's offset and size
+    // are appended to `rows`. A copy that fails sets error() rather than throw (llama.cpp makes
+    // the copies in a destructor).
+    struct Redirect {
+        const uint8_t * host = nullptr;
+        size_t len = 0;
+        uint8_t * alt = nullptr;
+        bool device = false;  // alt is device memory
+        std::vector<uint64_t> * rows = nullptr;
+    };
+    void redirect(const Redirect & r) { redirect_ = r; }
+    const std::string & error() const { return error_; }
+
 private:
+    bool redirected(::ggml_tensor * tensor, const uint8_t * host, bool to_tensor, uint64_t offset, uint64_t size);
+
+    Redirect redirect_;
+    std::string error_;
+    bool shared_copies_ = false;
     CopyBatch * outer_ = nullptr;
     uint64_t copies_ = 0;
     static constexpr int kMaxBackends = 8;

@@ -431,6 +431,59 @@ size_t Engine::state_set(int32_t seq, const uint8_t * data, size_t size) {
     return n;
 }
 
+size_t Engine::state_get_shared(int32_t seq, uint8_t * host, size_t size, uint8_t * alt, bool device, std::vector<uint64_t> & rows, std::string & error) {
+#ifndef LLMFLEET_WRAP_COPIES
+    (void)seq, (void)host, (void)size, (void)alt, (void)device, (void)rows;
+    error = "a state in a shared region needs the addon's static build (its copies rerouted)";
+    return 0;
+#else
+    settle();
+    llama_synchronize(ctx_);
+    size_t n = 0;
+    {
+        CopyBatch batch;
+        batch.redirect({host, size, alt, device, &rows});
+        n = llama_state_seq_get_data(ctx_, host, size, seq);
+        batch.finish();
+        if (!batch.error().empty()) error = batch.error();
+    }
+    if (n != size && error.empty()) error = "llama.cpp wrote " + std::to_string(n) + " state bytes, expected " + std::to_string(size);
+    return error.empty() ? n : 0;
+#endif
+}
+
+size_t Engine::state_set_shared(int32_t seq, const uint8_t * host, size_t size, uint8_t * alt, bool device, std::string & error) {
+#ifndef LLMFLEET_WRAP_COPIES
+    (void)seq, (void)host, (void)size, (void)alt, (void)device;
+    error = "a state in a shared region needs the addon's static build (its copies rerouted)";
+    return 0;
+#else
+    settle();
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t n = 0;
+    uint64_t copies = 0;
+    {
+        CopyBatch batch;
+        batch.redirect({host, size, alt, device, nullptr});
+        try {
+            n = llama_state_seq_set_data(ctx_, host, size, seq);
+        } catch (const std::exception & e) {
+            error = e.what();
+        }
+        batch.finish();
+        copies = batch.copies();
+        if (!batch.error().empty()) error = batch.error();
+    }
+    if (n == 0 && error.empty()) error = "llama.cpp rejected the sequence state (wrong model, layout or size)";
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::lock_guard<std::mutex> lock(export_mu_);
+    import_stats_.imports++;
+    import_stats_.copies += copies;
+    import_stats_.seconds += s;
+    return error.empty() ? n : 0;
+#endif
+}
+
 Engine::ImportStats Engine::import_stats() {
     std::lock_guard<std::mutex> lock(export_mu_);
     return import_stats_;

@@ -141,6 +141,14 @@ public:
     };
     ImportStats import_stats();
     size_t state_set(int32_t seq, const uint8_t * data, size_t size);
+    // The two with the state's rows in another place (a shared region, shared-region.h): llama.cpp
+    // writes or reads the headers at `host` (`size` bytes; where rows go it is never touched), each
+    // row moves to or from `alt` + its offset in the state (`device`: alt is device memory). The get
+    // appends each row's offset and size to `rows`. 0 and `error` on failure; a failed set leaves the
+    // sequence holding part of the state (the caller clears it). Static builds only (copy-batch.h):
+    // elsewhere both fail, saying so.
+    size_t state_get_shared(int32_t seq, uint8_t * host, size_t size, uint8_t * alt, bool device, std::vector<uint64_t> & rows, std::string & error);
+    size_t state_set_shared(int32_t seq, const uint8_t * host, size_t size, uint8_t * alt, bool device, std::string & error);
 
     uint32_t n_ctx() const;
     uint32_t n_ctx_seq() const;

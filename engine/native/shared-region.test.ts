@@ -1,0 +1,89 @@
+/**
+ * A sequence state moved through a shared region (shared-region.h, addon-shared.cpp): one engine
+ * exports its rows into a region it created, another opens the region by name and imports them;
+ * only the headers pass through JavaScript. On this CPU the region is POSIX shared memory (the
+ * `cuda` kind needs a GPU); the rows are rerouted by the same copy wrapper either way.
+ * Real llama.cpp (the CPU addon, built on first use) on a tiny synthetic GGUF.
+ */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { ensureModel } from "../model/fetch.ts";
+import { loadNativeAddon, type NativeAddon, type NativeEngine, type SharedRegions } from "./binding.ts";
+
+let addon: NativeAddon & SharedRegions;
+let a: NativeEngine;
+let b: NativeEngine;
+
+before(async () => {
+  const model = await ensureModel("synthetic://tiny");
+  addon = (await loadNativeAddon()) as NativeAddon & SharedRegions;
+  const options = { contextSize: 256, sequences: 2, batchSize: 64, threads: 1, flashAttention: true };
+  [a, b] = [await addon.load(model, options), await addon.load(model, options)];
+});
+after(async () => {
+  await a?.dispose();
+  await b?.dispose();
+});
+
+const i32 = (...v: number[]): Int32Array => Int32Array.from(v);
+const u8 = (...v: number[]): Uint8Array => Uint8Array.from(v);
+const PROMPT = i32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12);
+
+function assertClose(x: Float32Array, y: Float32Array): void {
+  assert.equal(x.length, y.length);
+  let worst = 0;
+  let scale = 0;
+  for (let i = 0; i < x.length; i++) {
+    worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
+    scale = Math.max(scale, Math.abs(y[i]!));
+  }
+  assert.ok(worst <= 1e-3 * scale, `logits moved by ${worst} (largest ${scale})`);
+}
+
+test("a state's rows go through a shared region and only its headers through JavaScript: the importing engine reads the same logits", async () => {
+  await a.step(i32(0), i32(0), i32(PROMPT.length), PROMPT, u8(0));
+  const reference = await a.evalLogits(0, PROMPT.length, i32(13));
+  a.seqRm(0, PROMPT.length, -1);
+  const size = a.stateSizeOf!(0);
+  const region = addon.kvRegionCreate(size, true);
+  assert.equal(region.device, false, "no CUDA runtime on this machine: shared memory");
+  assert.match(region.name, /^shm:\/llmfleet-kv-\d+-\d+$/);
+  const opened = addon.kvRegionOpen(region.name, size);
+  try {
+    const shared = await a.stateGetShared!(0, region.handle);
+    assert.equal(shared.size, size);
+    const rowBytes = shared.rows.reduce((n, v, i) => (i % 2 === 1 ? n + v : n), 0);
+    assert.equal(shared.meta.length + rowBytes, size, "headers and rows make the whole state");
+    assert.ok(shared.meta.length < size / 10, `the headers (${shared.meta.length} bytes) are a small part of the state (${size})`);
+    // Into the other engine's sequence 1, from its own mapping of the region.
+    const read = await b.stateSetShared!(1, opened, shared.size, shared.meta, shared.rows);
+    assert.equal(read, size);
+    assert.equal(b.seqPosMax(1), PROMPT.length - 1);
+    assertClose(await b.evalLogits(1, PROMPT.length, i32(13)), reference);
+    b.seqRm(1, -1, -1);
+
+    // The rows come from the region: with another prompt's rows there, the same headers read otherwise.
+    const other = i32(21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32);
+    a.seqRm(0, -1, -1);
+    await a.step(i32(0), i32(0), i32(other.length), other, u8(0));
+    a.seqRm(0, other.length, -1);
+    await a.stateGetShared!(0, region.handle);
+    await b.stateSetShared!(1, opened, shared.size, shared.meta, shared.rows);
+    const moved = await b.evalLogits(1, PROMPT.length, i32(13));
+    assert.throws(() => assertClose(moved, reference), /logits moved/);
+    b.seqRm(1, -1, -1);
+
+    // Headers that do not match the rows are refused before llama.cpp reads anything.
+    await assert.rejects(b.stateSetShared!(1, opened, shared.size, shared.meta.subarray(1), shared.rows), /meta and rows do not describe a state/);
+    assert.throws(() => b.stateSetShared!(1, opened, size + 1, shared.meta, shared.rows), /the state is \d+ bytes and the region \d+/);
+  } finally {
+    addon.kvRegionClose(opened);
+    addon.kvRegionClose(region.handle);
+    a.seqRm(0, -1, -1);
+  }
+  // The creator's close unlinked it; closing twice is a no-op.
+  assert.throws(() => addon.kvRegionOpen(region.name, size), /kvRegionOpen: shm_open \/llmfleet-kv-\d+-\d+: No such file or directory/);
+  addon.kvRegionClose(region.handle);
+  assert.throws(() => addon.kvRegionOpen("shm:../etc/passwd", 8), /not a region name/);
+  assert.throws(() => addon.kvRegionOpen("cuda:00", 8), /CUDA runtime/);
+});
