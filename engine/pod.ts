@@ -12,6 +12,8 @@ import { CompletionService } from "./serving/completion-service.ts";
 import { SequencePool } from "./serving/sequence-pool.ts";
 import { handoffRoutes } from "./pd/handoff-routes.ts";
 import { warmHostPool } from "./pd/host-warm.ts";
+import { localRegions } from "./pd/local-handoff.ts";
+import type { LocalRegions } from "./pd/local-regions.ts";
 import { warmUp, warmUpTokens } from "./serving/warm-up.ts";
 import { stat } from "node:fs/promises";
 import { basename } from "node:path";
@@ -345,6 +347,18 @@ async function warmForStates(opts: ModelPodOptions, runtime: ModelRuntime, kvSto
 }
 
 /** The model file: from a filled read-only cache (its fill verified it), else fetched and verified here. */
+/** RAG document joins: the recompute share and the documents' own KV cache (none with --rag-cache-bytes 0). */
+function ragOptions(opts: ModelPodOptions): { recompute: number; chunks: ChunkCache } | undefined {
+  const bytes = opts.ragCacheBytes ?? 1 << 30;
+  return bytes > 0 ? { recompute: opts.ragRecompute ?? RAG_RECOMPUTE_DEFAULT, chunks: new ChunkCache(bytes) } : undefined;
+}
+
+/** Decode role: memory lent to prefill pods on this machine (pd/local-handoff.ts); none with --kv-transport tcp or http. */
+async function lentMemory(opts: ModelPodOptions, runtime: ModelRuntime): Promise<LocalRegions | undefined> {
+  if (opts.role !== "decode" || (opts.kvTransport ?? "auto") !== "auto") return undefined;
+  return localRegions(runtime.sequences, (opts.gpuLayers ?? 0) !== 0);
+}
+
 /** The engine's kernels and buffers warmed by a prompt of its own before the pod serves (serving/warm-up.ts). */
 async function warmUpEngine(opts: ModelPodOptions, runtime: ModelRuntime): Promise<void> {
   const count = warmUpTokens(opts.warmUpTokens ?? "auto", {
@@ -374,12 +388,11 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const token = fleetTokenSource(opts.fleetTokenFile, { log: (l) => process.stderr.write(`${l}\n`) });
   const storeToken = opts.kvStoreTokenFile ? fleetTokenSource(opts.kvStoreTokenFile, { log: (l) => process.stderr.write(`kv store ${l}\n`) }) : token;
   const kvCache = await kvPrefixCache(opts, modelPath, runtime, { metrics, storeToken });
-  const ragBytes = opts.ragCacheBytes ?? 1 << 30;
-  const rag = ragBytes > 0 ? { recompute: opts.ragRecompute ?? RAG_RECOMPUTE_DEFAULT, chunks: new ChunkCache(ragBytes) } : undefined;
-  const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, { kvCache, rag });
+  const service = new CompletionService(runtime, new SequencePool(runtime.sequences, opts.maxQueue), metrics, { kvCache, rag: ragOptions(opts) });
   const tenantHits = createTenantCacheMetric(metrics.registry);
   service.onTenantHits = (tenant, tokens): void => tenantHits.inc({ tenant }, tokens);
   const tcp = opts.role === "decode" ? await kvListener(opts, runtime) : undefined;
+  const local = await lentMemory(opts, runtime);
   await warmForStates(opts, runtime, kvCache !== undefined);
   await warmUpEngine(opts, runtime);
   const routes = handoffRoutes({
@@ -392,6 +405,7 @@ export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
     ...(opts.kvStreams ? { tcpStreams: opts.kvStreams } : {}),
     ...(opts.kvPartTokens !== undefined ? { partTokens: opts.kvPartTokens } : {}),
     tcp,
+    ...(local ? { local } : {}),
     fleetToken: token.token,
   });
   const extraRoutes = express.Router().use(routes.router);

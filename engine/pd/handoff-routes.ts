@@ -26,7 +26,9 @@ import { HandoffStore, HandoffStoreFullError } from "./handoff-store.ts";
 import { partsTarget, prefillInParts } from "./handoff-parts.ts";
 import { handoffHeader, probe, tcpTarget, tryTcp, type HandoffHeader } from "./tcp-handoff.ts";
 import { firstTokenEligible } from "../serving/first-token.ts";
-import type { GenerateOptions, HandOffState } from "../serving/completion-service.ts";
+import type { GenerateOptions, HandOffState, ImportedLocal } from "../serving/completion-service.ts";
+import { localRoutes, localTarget, LocalUnavailable, notLocal, prefillLocal } from "./local-handoff.ts";
+import type { LocalRegions } from "./local-regions.ts";
 import { AWAIT_STATE_MS, awaitStaged, SendFailures, StagedWaitError } from "./staged-wait.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
 import { normaliseSeqState, seqStateTokens } from "../runtime/seq-state.ts";
@@ -65,12 +67,14 @@ export interface HandoffDeps {
   fleetToken?: () => string | undefined;
   /** Decode: how long a generate call waits for a state still on its way (staged-wait.ts). Default AWAIT_STATE_MS. */
   awaitStateMs?: number;
+  /** Decode: the regions this pod lends to prefill pods on its machine (local-handoff.ts); none: the network path only. */
+  local?: LocalRegions;
 }
 
 export const DECODE_URL_HEADER = "x-llmfleet-decode-url";
 
 /** The URL a connection reached this pod at: its local address and port (a Service's DNAT lands on the pod's own). */
-function localUrl(req: Request): string | undefined {
+export function localUrl(req: Request): string | undefined {
   const { localAddress, localPort } = req.socket;
   if (!localAddress || !localPort) return undefined;
   const host = localAddress.startsWith("::ffff:") ? localAddress.slice(7) : localAddress;
@@ -174,7 +178,7 @@ async function handOff(
  * allows it, the decode pod says it takes it, and no KV store here writes the state back (its
  * entries are of the prompt but its last token).
  */
-async function firstTokenHere(deps: HandoffDeps, prepared: PreparedRequest, decodeUrl: string): Promise<boolean> {
+export async function firstTokenHere(deps: HandoffDeps, prepared: PreparedRequest, decodeUrl: string): Promise<boolean> {
   if (deps.service.kvCache || !firstTokenEligible(prepared.parsed.sampling)) return false;
   return (await probe(decodeUrl, identityHeaders(deps.fleetToken?.())))?.firstToken === true;
 }
@@ -280,13 +284,24 @@ function prefillHandler(deps: HandoffDeps) {
     if (!decodeUrl) throw new HttpError(400, "no decode pod: pass decodeUrl or start the prefill pod with --decode", { param: "decodeUrl" });
     const prepared = service.prepare(parseEngineRequest(body.request, parseKind(body.kind), service.runtime));
     prepared.identity = identityOf(res);
+    const signal = clientGone(req, res).signal;
+    const local = await localTarget(deps, decodeUrl);
+    if (local) {
+      try {
+        res.json(await prefillLocal(deps, local, { prepared, handoffId, decodeUrl, sampleFirst: await firstTokenHere(deps, prepared, decodeUrl), signal }));
+        return;
+      } catch (err) {
+        if (!(err instanceof LocalUnavailable)) throw err;
+        notLocal(decodeUrl, err.message); // then over the network, below
+      }
+    }
     const bounds = handoffParts(prepared.prompt.length - 1, deps.partTokens);
     const inParts = await partsTarget(deps, decodeUrl, prepared, bounds);
     if (inParts) {
-      res.json(await prefillInParts(deps, inParts, { prepared, handoffId, bounds, signal: clientGone(req, res).signal }));
+      res.json(await prefillInParts(deps, inParts, { prepared, handoffId, bounds, signal }));
       return;
     }
-    res.json(await prefillWhole(deps, { prepared, handoffId, decodeUrl, signal: clientGone(req, res).signal }));
+    res.json(await prefillWhole(deps, { prepared, handoffId, decodeUrl, signal }));
   };
 }
 
@@ -310,7 +325,7 @@ function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
     requireModel(deps, decoded.header.model);
     const state = normaliseSeqState(decoded.state, { streams: info.kvStreams, vTransposed: !info.flashAttention });
     try {
-      store.put(String(req.params.id), decoded.header.tokens, state, cachedTokensOf(decoded.header));
+      store.put(String(req.params.id), decoded.header.tokens, { state }, cachedTokensOf(decoded.header));
     } catch (err) {
       if (err instanceof HandoffStoreFullError) throw new HttpError(429, err.message, { code: "handoff_store_full", headers: { "Retry-After": "1" } });
       throw err;
@@ -329,7 +344,7 @@ function cachedTokensOf(header: { cachedTokens?: unknown }): number {
   return typeof n === "number" && Number.isInteger(n) && n >= 0 ? n : 0;
 }
 
-type Staged = { tokens: number[]; state?: Buffer; parts?: Buffer[]; cachedTokens: number };
+type Staged = { tokens: number[]; state?: Buffer; parts?: Buffer[]; local?: ImportedLocal; cachedTokens: number };
 
 /** A staged hand-off's JSON header, checked against this pod's model. */
 function stagedHeader(deps: HandoffDeps, text: string): { cachedTokens?: unknown; parts?: unknown } {
@@ -388,8 +403,17 @@ function takeTcp(deps: HandoffDeps, id: string): Staged | undefined {
 }
 
 /** A staged state as the generate call hands it to the service. */
-const handOffOf = (staged: Staged): HandOffState =>
-  "parts" in staged && staged.parts ? { importedParts: staged.parts, importedCachedTokens: staged.cachedTokens } : { importedState: staged.state!, importedCachedTokens: staged.cachedTokens };
+function handOffOf(staged: Staged): HandOffState {
+  const importedCachedTokens = staged.cachedTokens;
+  if (staged.local) return { importedLocal: staged.local, importedCachedTokens };
+  return staged.parts ? { importedParts: staged.parts, importedCachedTokens } : { importedState: staged.state!, importedCachedTokens };
+}
+
+/** A staged state no one will import: its memory back now. */
+function discard(deps: HandoffDeps, s: Staged): void {
+  s.local?.done();
+  for (const b of s.parts ?? (s.state ? [s.state] : [])) deps.service.runtime.releaseState?.(b);
+}
 
 /**
  * The state of a generate call: staged already, or (awaitState: its first token went ahead of it)
@@ -412,7 +436,7 @@ function stateFor(deps: HandoffDeps, sources: { store: HandoffStore; failures: S
     try {
       requireTokens(s.tokens, expected, firstToken);
     } catch (err) {
-      for (const b of s.parts ?? [s.state!]) deps.service.runtime.releaseState?.(b); // imported by nobody
+      discard(deps, s); // imported by nobody
       throw new StagedWaitError("mismatch", (err as Error).message);
     }
     return handOffOf(s);
@@ -459,6 +483,7 @@ export function handoffRoutes(deps: HandoffDeps): HandoffRoutes {
   const router = express.Router();
   const store = new HandoffStore(deps.service.pool.size + deps.service.pool.maxQueue);
   if (deps.role === "prefill") router.post("/internal/prefill", prefillHandler(deps));
+  const local = deps.role === "decode" && deps.local ? localRoutes(router, deps, deps.local, store) : undefined;
   if (deps.role === "decode") {
     router.put("/internal/kv/:id", receiveHandler(deps, store));
     const failures = new SendFailures();
@@ -480,6 +505,7 @@ export function handoffRoutes(deps: HandoffDeps): HandoffRoutes {
       httpPort: req.socket.localPort,
       ...(deps.role === "decode" && deps.tcp ? { tcpPort: deps.tcp.port, tcpStreams: TCP_STREAMS_MAX, ...(importsParts(deps) ? { parts: true } : {}) } : {}),
       ...(deps.role === "decode" ? { firstToken: true, awaitsState: true } : {}),
+      ...(local ? { local } : {}),
     };
     res.json(out);
   });
@@ -488,6 +514,7 @@ export function handoffRoutes(deps: HandoffDeps): HandoffRoutes {
     async [Symbol.asyncDispose](): Promise<void> {
       if (deps.tcp) deps.tcp.addon.kvClose(deps.tcp.handle);
       await store[Symbol.asyncDispose]();
+      deps.local?.close();
     },
   };
 }

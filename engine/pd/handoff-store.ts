@@ -3,9 +3,13 @@
  * Bounded (a full store refuses new hand-offs: back-pressure to the prefill pod) and expiring
  * (a router that never comes back must not pin memory).
  */
+import type { ImportedLocal } from "../serving/completion-service.ts";
+
 export interface StagedState {
   tokens: number[];
-  state: Buffer;
+  /** The state in host memory; absent for a local hand-off (local: its rows are in a region). */
+  state?: Buffer;
+  local?: ImportedLocal;
   /** Prompt tokens the prefill pod reused (the hand-off header's cachedTokens). */
   cachedTokens: number;
   expiresAt: number;
@@ -31,30 +35,38 @@ export class HandoffStore implements AsyncDisposable {
 
   get bytes(): number {
     let total = 0;
-    for (const s of this.staged.values()) total += s.state.length;
+    for (const s of this.staged.values()) total += s.state?.length ?? 0;
     return total;
   }
 
-  put(id: string, tokens: number[], state: Buffer, cachedTokens = 0): void {
+  /** Stages a state in host memory (`state`) or in a shared region (`local`). */
+  put(id: string, tokens: number[], held: { state?: Buffer; local?: ImportedLocal }, cachedTokens = 0): void {
     this.sweep();
     if (this.staged.size >= this.maxEntries) throw new HandoffStoreFullError(`decode pod holds ${this.maxEntries} staged KV states; retry later`);
-    this.staged.set(id, { tokens, state, cachedTokens, expiresAt: Date.now() + this.ttlMs });
+    this.staged.set(id, { tokens, ...held, cachedTokens, expiresAt: Date.now() + this.ttlMs });
   }
 
   /** Removes and returns the staged state; undefined when unknown or expired. */
   take(id: string): StagedState | undefined {
     const s = this.staged.get(id);
     this.staged.delete(id);
-    return s && s.expiresAt >= Date.now() ? s : undefined;
+    if (s && s.expiresAt >= Date.now()) return s;
+    s?.local?.done();
+    return undefined;
   }
 
   private sweep(): void {
     const now = Date.now();
-    for (const [id, s] of this.staged) if (s.expiresAt < now) this.staged.delete(id);
+    for (const [id, s] of this.staged) {
+      if (s.expiresAt >= now) continue;
+      this.staged.delete(id);
+      s.local?.done(); // its region back to the pod's free ones
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     clearInterval(this.sweeper);
+    for (const s of this.staged.values()) s.local?.done();
     this.staged.clear();
   }
 }

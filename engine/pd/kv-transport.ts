@@ -24,7 +24,7 @@ import { useNativeCrc32c } from "../kvstore/crc32c.ts";
 
 export const KV_TRANSPORTS = ["auto", "tcp", "http"] as const;
 export type KvTransportMode = (typeof KV_TRANSPORTS)[number];
-export type HandoffPath = "tcp" | "http";
+export type HandoffPath = "tcp" | "http" | "local";
 
 export interface KvSendResult {
   /** 0 staged, 1 full (retry later), 2 bad stream, 3 too large, 4 exists. */
@@ -188,6 +188,8 @@ export interface KvTransportInfo {
   awaitsState?: boolean;
   /** The pod's HTTP port (a Service may map another port to it). */
   httpPort?: number;
+  /** The pod lends memory for hand-offs from prefill pods on its machine (local-handoff.ts); absent: the network path only. */
+  local?: { node: string; device: boolean };
   model: string;
   layout: { streams: number; vTransposed: boolean };
 }

@@ -24,9 +24,11 @@ import {
   type Token,
   type TokenLogprob,
   type PlacedPart,
+  type LocalState,
 } from "./runtime.ts";
 import { seqStateTokens } from "./seq-state.ts";
-import { partsInto } from "./state-parts.ts";
+import { moveIn, partsInto } from "./state-parts.ts";
+import { exportShared, importShared, sharedStateSize } from "./shared-state.ts";
 import type { LlamaRuntimeOptions } from "./llama-runtime.ts";
 import { StepScheduler } from "./step-scheduler.ts";
 
@@ -271,6 +273,22 @@ class NativeSequence implements RuntimeSequence {
     });
   }
 
+  stateSize(): Promise<number> {
+    return this.rt.scheduler.exclusive(() => sharedStateSize(this.rt.engine, this.id));
+  }
+
+  exportStateTo(region: number): Promise<LocalState> {
+    return this.rt.scheduler.exclusive(() => exportShared(this.rt.engine, this.id, this.held, region));
+  }
+
+  async importStateFrom(region: number, state: LocalState): Promise<void> {
+    await this.rt.scheduler.exclusive(async () => {
+      this.held = [];
+      await importShared(this.rt.engine, this.id, region, state);
+      this.held = [...state.tokens];
+    });
+  }
+
   clear(): Promise<void> {
     return this.rt.scheduler.exclusive(() => {
       this.rt.engine.seqRm(this.id, 0, -1);
@@ -401,26 +419,7 @@ export class NativeRuntime implements ModelRuntime {
    * go on from `keep` (nothing joined). Waits for the scratch sequence and the scheduler.
    */
   moveIn(state: Buffer, seq: number, to: { lead: number; at: number; keep: number }): Promise<boolean> {
-    return this.withScratch(() => this.scheduler.exclusive(() => this.moveInNow(state, seq, to)));
-  }
-
-  private moveInNow(state: Buffer, seq: number, to: { lead: number; at: number; keep: number }): boolean {
-    const e = this.engine;
-    e.seqRm(this.scratch, -1, -1);
-    e.stateSetFile(this.scratch, state);
-    if (to.lead > 0) e.seqRm(this.scratch, 0, to.lead);
-    if (!e.seqAdd(this.scratch, to.lead, -1, to.at - to.lead)) {
-      e.seqRm(this.scratch, -1, -1);
-      throw new Error("this model's KV cannot be moved to other positions (no RoPE shift)");
-    }
-    e.seqCp(this.scratch, seq, to.at, to.keep);
-    e.seqRm(this.scratch, -1, -1);
-    // A sliding-window layer's cache keeps only its last window of a state: a document cut before
-    // its own last window has no such cells at the cut, and the sequence could not go on from
-    // there. Then nothing of it is joined (the caller computes it in place).
-    if (e.seqPosMax(seq) === to.keep - 1) return true;
-    e.seqRm(seq, to.at, -1);
-    return false;
+    return this.withScratch(() => this.scheduler.exclusive(() => moveIn(this.engine, this.scratch, seq, { state, ...to })));
   }
 
   static async load(opts: NativeRuntimeOptions): Promise<NativeRuntime> {

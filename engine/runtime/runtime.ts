@@ -147,7 +147,25 @@ export interface RuntimeSequence {
   /** After importPartsAt: the sequence holds `tokens` from position 0; throws (the sequence cleared) when its cells do not end at their last position. */
   adoptParts?(tokens: readonly Token[]): Promise<void>;
   importState(state: Buffer): Promise<void>;
+  /**
+   * The state with its rows written into a shared region (engine/native/binding.ts SharedRegions,
+   * opened in this process: `region` is its handle), device to device on a GPU; what comes back is
+   * the rest. Absent where the runtime cannot (the llama backend, a build without the copy wrapper).
+   */
+  exportStateTo?(region: number): Promise<LocalState>;
+  /** Bytes of the state exportStateTo writes now (the region it needs). With exportStateTo. */
+  stateSize?(): Promise<number>;
+  /** Imports what exportStateTo described, its rows read from `region` (this process's handle of it). */
+  importStateFrom?(region: number, state: LocalState): Promise<void>;
   clear(): Promise<void>;
+}
+
+/** A sequence state whose rows are in a shared region: the tokens it holds, and its headers and row layout (binding.ts SharedState). */
+export interface LocalState {
+  tokens: Token[];
+  size: number;
+  meta: Buffer;
+  rows: Float64Array;
 }
 
 export interface ModelRuntime extends AsyncDisposable {

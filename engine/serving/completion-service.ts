@@ -12,7 +12,7 @@ import { ChunkCache } from "./chunk-cache.ts";
 import { documentKv, type DocumentKvDeps } from "./document-kv.ts";
 import { joinPlan, ownTokens, withDocuments, type DocumentLayout } from "./documents.ts";
 import { phaseTimer, type EngineMetrics } from "../metrics/engine-metrics.ts";
-import type { ModelRuntime, RuntimeSequence, Token, TokenLogprob } from "../runtime/runtime.ts";
+import type { LocalState, ModelRuntime, RuntimeSequence, Token, TokenLogprob } from "../runtime/runtime.ts";
 import { commonPrefixLength } from "../runtime/runtime.ts";
 import type { KvPrefixCache, PrefixLoad } from "../kvstore/prefix-cache.ts";
 import { ContextLengthError, EmptyPromptError } from "./errors.ts";
@@ -20,6 +20,7 @@ import type { GenerationRequest } from "./request.ts";
 import type { SequenceLease, SequencePool } from "./sequence-pool.ts";
 import { IncrementalText } from "./incremental-text.ts";
 import { withFirst } from "./first-token.ts";
+import { importHandOff, importWhenStaged } from "./handoff-import.ts";
 import { TextAssembler } from "./text-assembler.ts";
 import { LogprobCollector } from "./logprob-collector.ts";
 import { renderToolMessages } from "./tool-calls.ts";
@@ -77,6 +78,8 @@ export interface GenerateOptions {
   importedState?: Buffer;
   /** Or that state in parts, in order (RuntimeSequence.importParts; a hand-off sent while computed). */
   importedParts?: readonly Buffer[];
+  /** Or that state with its rows in a shared region (RuntimeSequence.importStateFrom; pd/local-handoff.ts). */
+  importedLocal?: ImportedLocal;
   /**
    * With importedState: the prompt tokens the prefill pod reused rather than computed (the
    * hand-off's cachedTokens), reported as the answer's cached tokens. They were counted in the
@@ -97,7 +100,14 @@ export interface GenerateOptions {
 }
 
 /** A prefill pod's state as the generate call hands it over (GenerateOptions' fields of the same names). */
-export type HandOffState = Pick<GenerateOptions, "importedState" | "importedParts" | "importedCachedTokens">;
+export type HandOffState = Pick<GenerateOptions, "importedState" | "importedParts" | "importedLocal" | "importedCachedTokens">;
+
+/** A staged state in a shared region: this process's handle of the region, the state's headers, and `done` once the region may be reused. */
+export interface ImportedLocal {
+  region: number;
+  state: LocalState;
+  done: () => void;
+}
 
 export class CompletionService {
   constructor(
@@ -235,11 +245,7 @@ export class CompletionService {
 
   /** Prefill role: the prompt's last token evaluated and the answer's first token sampled (first-token.ts), then the state of the whole prompt. */
   private async exportWithFirst(lease: SequenceLease, req: PreparedRequest): Promise<{ state: Buffer; exportMs: number; firstToken?: Token }> {
-    let firstToken: Token | undefined;
-    for await (const token of lease.sequence.generate(req.prompt.slice(-1), req.parsed.sampling, () => undefined, 1)) {
-      firstToken = token;
-      break; // the sequence keeps the prompt; the token is not evaluated here
-    }
+    const firstToken = await sampleFirst(lease.sequence, req);
     // No room in the context to sample (the prompt fills it): the state of the prompt but its last token, as without.
     const t0 = performance.now();
     const state = await lease.sequence.exportState();
@@ -247,11 +253,38 @@ export class CompletionService {
   }
 
   /**
+   * Prefill role, the local path (pd/local-handoff.ts): prefillState with the state's rows
+   * exported by `exportTo` into a region the decode pod maps, instead of into host memory. No KV
+   * store write-back (there is no host copy to write).
+   */
+  async prefillLocal(
+    req: PreparedRequest,
+    signal: AbortSignal,
+    w: { sampleFirst: boolean; exportTo: (seq: RuntimeSequence) => Promise<LocalState> },
+  ): Promise<{ local: LocalState; prefixHitTokens: number; exportMs: number; firstToken?: Token }> {
+    const ns = req.identity?.kvNamespace ?? "";
+    const lease = await this.acquire(req.prompt, signal, ns);
+    const context = req.prompt.slice(0, -1);
+    try {
+      await this.loadCached(lease, context, ns);
+      const hits = await this.evaluateTimed(lease, context, req);
+      this.metrics.promptTokens.inc(req.prompt.length);
+      this.countHits(req, hits);
+      const firstToken = w.sampleFirst ? await sampleFirst(lease.sequence, req) : undefined;
+      const t0 = performance.now();
+      const local = await w.exportTo(lease.sequence);
+      return { local, prefixHitTokens: hits, exportMs: performance.now() - t0, ...(firstToken === undefined ? {} : { firstToken }) };
+    } finally {
+      lease.release();
+    }
+  }
+
+  /**
    * Decode role, a hand-off with the prefill pod's first token: that token goes out at once and the
    * state is imported behind it; the answer goes on from there.
    */
   private async *afterFirstToken(lease: SequenceLease, req: PreparedRequest, opts: GenerateOptions): AsyncGenerator<Delta, GenerationResult, void> {
-    const ready = opts.stagedLater ? this.importWhenStaged(lease.sequence, req, opts) : this.importHandOff(lease.sequence, opts).then(() => opts.importedCachedTokens ?? 0);
+    const ready = opts.stagedLater ? importWhenStaged(this, lease.sequence, { prompt: req.prompt, opts }) : importHandOff(this, lease.sequence, opts).then(() => opts.importedCachedTokens ?? 0);
     ready.catch(() => undefined); // awaited before the next token and before the lease goes back
     try {
       const result = yield* this.sample(lease, req, opts.signal, { first: { token: opts.firstToken!, ready } });
@@ -259,41 +292,6 @@ export class CompletionService {
     } finally {
       await ready.catch(() => undefined);
     }
-  }
-
-  /**
-   * Decode role, the first token ahead of its state: the state once staged, imported; or, when it
-   * never comes (the prefill pod's send failed, the wait timed out, it is of other tokens), the
-   * prompt computed here. Resolves to the prompt tokens the answer reused.
-   */
-  private async importWhenStaged(seq: RuntimeSequence, req: PreparedRequest, opts: GenerateOptions): Promise<number> {
-    let staged: HandOffState;
-    try {
-      staged = await opts.stagedLater!;
-    } catch (err) {
-      if (opts.signal.aborted) throw err;
-      this.metrics.handoffFailures.inc({ reason: `await_${(err as { reason?: string }).reason ?? "error"}` });
-      return seq.evaluatePrefix(req.prompt);
-    }
-    await this.importHandOff(seq, staged);
-    return staged.importedCachedTokens ?? 0;
-  }
-
-  /** Decode role: the prefill pod's state (whole or in parts) into the sequence; false when there is none. */
-  private async importHandOff(seq: RuntimeSequence, opts: HandOffState): Promise<boolean> {
-    if (opts.importedState === undefined && opts.importedParts === undefined) return false;
-    const t0 = performance.now();
-    if (opts.importedParts) {
-      if (!seq.importParts) throw new Error("this runtime cannot import a hand-off in parts");
-      await seq.importParts(opts.importedParts);
-    } else {
-      await seq.clear();
-      await seq.importState(opts.importedState!);
-    }
-    // On the device now: the received blocks can take the next hand-off.
-    for (const state of opts.importedParts ?? [opts.importedState!]) this.runtime.releaseState?.(state);
-    this.metrics.handoffSeconds.observe({ stage: "import" }, (performance.now() - t0) / 1000);
-    return true;
   }
 
   /** Whether prefillParts can serve this request (the runtime shares cells between sequences; no RAG documents). */
@@ -456,7 +454,7 @@ export class CompletionService {
     try {
       if (opts.firstToken !== undefined) return yield* this.afterFirstToken(lease, req, opts);
       const seq = lease.sequence;
-      const handedOff = await this.importHandOff(seq, opts);
+      const handedOff = await importHandOff(this, seq, opts);
       const imported = handedOff ? seq.contextTokens().length : 0;
       if (!handedOff) load = await this.loadCached(lease, context, ns);
       phase("kv_load");
@@ -545,3 +543,10 @@ function answerTokens(lease: SequenceLease, req: PreparedRequest, onLogprob: (lp
 
 /** Completions with `echo`: the prompt, returned before the completion. */
 const echoedPrompt = (parsed: GenerationRequest): string => (parsed.echo && parsed.prompt) || "";
+
+/** The answer's first token sampled after the prompt's last (first-token.ts); the sequence keeps the prompt, the token is not evaluated. Undefined when the context has no room. */
+async function sampleFirst(seq: RuntimeSequence, req: PreparedRequest): Promise<Token | undefined> {
+  for await (const token of seq.generate(req.prompt.slice(-1), req.parsed.sampling, () => undefined, 1)) return token;
+  return undefined;
+}
+
