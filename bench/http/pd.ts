@@ -33,7 +33,9 @@ type Runs = Record<string, LoadSummary>;
  * staged: PREFILL_ENV, the baseline of the first token ahead), tcp-parts (in parts sent while
  * the prompt computes: --kv-part-tokens auto), tcp8 (8 connections), tcp1 (one connection, the v1
  * wire: the mechanism before striping), tcp-split (tcp into a decode pod whose KV is one stream per
- * sequence: DECODE_ARGS), http (the LFKV stream over HTTP), tcp-prio and tcp-sm70 (tcp with the
+ * sequence: DECODE_ARGS), http (the LFKV stream over HTTP), local (auto: the rows through memory
+ * the decode pod lends, device to device by CUDA IPC on a GPU, pd/local-handoff.ts; its transfer
+ * paths say whether it went so), tcp-prio and tcp-sm70 (tcp with the
  * prefill pod's kernels below the decode pod's on a GPU shared through CUDA MPS, or on at most 70 %
  * of its SMs: PREFILL_ENV; with MPS off they are tcp).
  */
@@ -45,6 +47,7 @@ export const TRANSPORT_ARGS = {
   tcp1: ["--kv-transport", "tcp", "--kv-streams", "1"],
   "tcp-split": ["--kv-transport", "tcp"],
   http: ["--kv-transport", "http"],
+  local: ["--kv-transport", "auto"],
   "tcp-prio": ["--kv-transport", "tcp"],
   "tcp-sm70": ["--kv-transport", "tcp"],
 } as const;
@@ -229,7 +232,7 @@ async function transfer(prefillUrl: string, decodeUrl: string): Promise<Transfer
   const handoffs = metric(text, "llmfleet_kv_handoff_bytes_count", {});
   const sendS = metric(text, "llmfleet_kv_handoff_seconds_sum", { stage: "send" });
   const paths: Record<string, number> = {};
-  for (const p of ["tcp", "http"]) paths[p] = metric(text, "llmfleet_kv_handoffs_total", { path: p, outcome: "ok" });
+  for (const p of ["tcp", "http", "local"]) paths[p] = metric(text, "llmfleet_kv_handoffs_total", { path: p, outcome: "ok" });
   // Over the whole sweep: every hand-off since the pods started.
   const sums = await stageSums({ prefill: prefillUrl, decode: decodeUrl });
   const stages_ms = stageMeans(NO_STAGES, sums);
@@ -334,6 +337,10 @@ export function pdHeadline(pd: Record<string, unknown> | undefined): Record<stri
     pd_ttft_ratio_1k_prio: ttftRatio("tcp-prio", 1024),
     pd_throughput_ratio_8_sm70: tokRatio("tcp-sm70"),
     pd_ttft_ratio_1k_sm70: ttftRatio("tcp-sm70", 1024),
+    // The local path (rows through the decode pod's lent memory; device to device on a GPU).
+    pd_ttft_ratio_1k_local: ttftRatio("local", 1024),
+    pd_ttft_ratio_4k_local: ttftRatio("local", 4096),
+    pd_throughput_ratio_8_local: tokRatio("local"),
     transfer_gb_s_network: gb("tcp"),
     transfer_gb_s_http: gb("http"),
     transfer_gb_s_one_connection: gb("tcp1"),

@@ -58,12 +58,15 @@ test("the prefill answer names the local path, the state's size and the staging 
   assert.equal(p.json.path, "local");
   assert.equal(p.json.decodeUrl, fleet.decode.url);
   assert.ok((p.json.stateBytes as number) > 0);
-  const g = await postJson(`${fleet.decode.url}/internal/generate/${String(p.json.handoffId)}`, { request, kind: "completion", firstToken: p.json.firstToken });
+  // Its first token went ahead of the stage call (the rows are in the decode pod's memory already).
+  assert.equal(p.json.early, true);
+  const g = await postJson(`${fleet.decode.url}/internal/generate/${String(p.json.handoffId)}`, { request, kind: "completion", firstToken: p.json.firstToken, awaitState: true });
   assert.equal(g.status, 200, JSON.stringify(g.json));
   assert.equal((g.json.choices as { text: string }[])[0]!.text, await completionText(fleet.aggregated.url, request));
   // Taken once: its region went back to the pod's free ones.
   const again = await postJson(`${fleet.decode.url}/internal/generate/${String(p.json.handoffId)}`, { request, kind: "completion", firstToken: p.json.firstToken });
   assert.equal(again.status, 404);
+  assert.equal(await counter(fleet.decode.url, "llmfleet_kv_handoff_failures_total", "await_"), 0, "no generate call computed the prompt itself");
 });
 
 test("the decode pod refuses a stage call that names a region it did not lend, and a reserve of no bytes, with errors naming them", async () => {

@@ -202,21 +202,32 @@ export async function prefillLocal(
   const header = handoffHeader(service, w.prepared, w.handoffId, out.prefixHitTokens);
   if (out.firstToken !== undefined) metrics.handoffFirstTokens.inc();
   const { local } = out;
-  const res = await post(deps, `${at}/internal/kv-local/${encodeURIComponent(w.handoffId)}`, {
-    model: header.model,
-    tokens: local.tokens,
-    cachedTokens: header.cachedTokens,
-    region,
-    size: local.size,
-    meta: local.meta.toString("base64"),
-    rows: Array.from(local.rows),
-  });
-  if (res.status !== 204) throw new LocalUnavailable(`stage: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`);
-  const sendMs = performance.now() - t1;
-  metrics.handoffs.inc({ path: "local", outcome: "ok" });
-  metrics.handoffBytes.observe(local.size);
+  const stage = async (): Promise<number> => {
+    const t = performance.now();
+    const res = await post(deps, `${at}/internal/kv-local/${encodeURIComponent(w.handoffId)}`, {
+      model: header.model,
+      tokens: local.tokens,
+      cachedTokens: header.cachedTokens,
+      region,
+      size: local.size,
+      meta: local.meta.toString("base64"),
+      rows: Array.from(local.rows),
+    });
+    if (res.status !== 204) throw new LocalUnavailable(`stage: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`);
+    metrics.handoffs.inc({ path: "local", outcome: "ok" });
+    metrics.handoffBytes.observe(local.size);
+    metrics.handoffSeconds.observe({ stage: "send" }, (performance.now() - t) / 1000);
+    return performance.now() - t;
+  };
   metrics.handoffSeconds.observe({ stage: "export" }, out.exportMs / 1000);
-  metrics.handoffSeconds.observe({ stage: "send" }, sendMs / 1000);
+  // The rows are in the decode pod's memory already: with the first token sampled here and a
+  // decode pod that waits for a state on its way, the answer need not wait for the stage call.
+  const ahead = out.firstToken !== undefined && at === w.decodeUrl && (await probe(at, identityHeaders(deps.fleetToken?.())))?.awaitsState === true;
+  if (ahead) {
+    stage().catch((err: unknown) => tellFailed(deps, at, w.handoffId, (err as Error).message));
+    metrics.handoffsAhead.inc();
+  }
+  const sendMs = ahead ? 0 : await stage();
   return {
     handoffId: w.handoffId,
     decodeUrl: at,
@@ -230,5 +241,17 @@ export async function prefillLocal(
     parts: 1,
     path: "local",
     ...(out.firstToken === undefined ? {} : { firstToken: out.firstToken }),
+    ...(ahead ? { early: true } : {}),
   };
+}
+
+/** A stage call that failed after the first token went ahead: the decode pod computes the prompt rather than wait for it. */
+function tellFailed(deps: HandoffDeps, decodeUrl: string, handoffId: string, message: string): void {
+  console.error(`llmfleet: local hand-off ${handoffId} to ${decodeUrl} failed after its first token went ahead (the decode pod computes the prompt): ${message}`);
+  fetch(`${decodeUrl}/internal/handoff-failed/${encodeURIComponent(handoffId)}`, {
+    method: "POST",
+    headers: { ...identityHeaders(deps.fleetToken?.()), "content-type": "application/json" },
+    body: JSON.stringify({ message }),
+    signal: AbortSignal.timeout(5_000),
+  }).catch(() => undefined); // unreachable: its wait times out instead
 }
