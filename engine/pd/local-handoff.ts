@@ -21,7 +21,7 @@ import type { HandoffStore } from "./handoff-store.ts";
 import { localUrl, type HandoffDeps, type PrefillResponse } from "./handoff-routes.ts";
 import { httpUrl } from "../http/http-url.ts";
 import { kvStreamAddon, type KvTransportInfo } from "./kv-transport.ts";
-import { LocalRegions, nodeIdentity, RegionMappings } from "./local-regions.ts";
+import { LOCAL_LEND_DEFAULT, LocalRegions, nodeIdentity, RegionMappings } from "./local-regions.ts";
 import { handoffHeader, probe } from "./tcp-handoff.ts";
 
 /** What a decode pod says of its local path in /internal/kv-transport. */
@@ -32,8 +32,6 @@ export interface LocalInfo {
   device: boolean;
 }
 
-/** A decode pod's default cap on the memory it lends (LLMFLEET_KV_LOCAL_BYTES overrides; 0: no local path). */
-export const LOCAL_BYTES_DEFAULT = 2 * 2 ** 30;
 
 /** Why the local path was not taken for a hand-off: the caller sends it over the network instead. */
 export class LocalUnavailable extends Error {}
@@ -45,7 +43,7 @@ const addonRegions = async (): Promise<SharedRegions | undefined> => {
 
 /** Decode side: the regions this pod lends, or undefined where it cannot (no addon with regions, a runtime that cannot import from them, a cap of 0). */
 export async function localRegions(sequences: readonly RuntimeSequence[], gpu: boolean): Promise<LocalRegions | undefined> {
-  const cap = Number(process.env.LLMFLEET_KV_LOCAL_BYTES ?? LOCAL_BYTES_DEFAULT);
+  const cap = Number(process.env.LLMFLEET_KV_LOCAL_BYTES ?? LOCAL_LEND_DEFAULT);
   if (process.env.LLMFLEET_KV_LOCAL === "0" || !(cap > 0) || !sequences.every((s) => s.importStateFrom)) return undefined;
   const addon = await addonRegions();
   return addon ? new LocalRegions(addon, cap, gpu && addon.kvRegionCuda()) : undefined;

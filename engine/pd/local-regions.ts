@@ -26,6 +26,9 @@ interface Region {
   bytes: number;
 }
 
+/** A decode pod's default cap on the memory it lends (LLMFLEET_KV_LOCAL_BYTES overrides; 0: no local path). */
+export const LOCAL_LEND_DEFAULT = 2 * 2 ** 30;
+
 /** How long a region lent for a hand-off that was never staged stays lent. */
 const LEND_MS = 30_000;
 
@@ -105,13 +108,18 @@ export class LocalRegions {
   }
 }
 
-/** Prefill side: this process's mappings of decode pods' regions, by name, the least recently used closed past `max`. */
+/**
+ * Prefill side: this process's mappings of decode pods' regions, by name; the least recently used
+ * are closed past `maxBytes` mapped (a decode pod that restarted leaves mappings of regions no one
+ * will lend again, and a mapping keeps its memory alive: on a GPU, device memory).
+ */
 export class RegionMappings {
-  private readonly open = new Map<string, number>();
+  private readonly open = new Map<string, { handle: number; bytes: number }>();
+  private total = 0;
 
   constructor(
     private readonly addon: SharedRegions,
-    readonly max = 64,
+    readonly maxBytes = 2 * LOCAL_LEND_DEFAULT,
   ) {}
 
   /** This process's handle of the region (mapped on first use); throws with the reason when it cannot be mapped. */
@@ -120,20 +128,27 @@ export class RegionMappings {
     if (known !== undefined) {
       this.open.delete(name);
       this.open.set(name, known);
-      return known;
+      return known.handle;
     }
     const handle = this.addon.kvRegionOpen(name, bytes);
-    this.open.set(name, handle);
-    if (this.open.size > this.max) {
-      const [oldest, h] = this.open.entries().next().value!;
+    this.open.set(name, { handle, bytes });
+    this.total += bytes;
+    for (const [oldest, m] of this.open) {
+      if (this.total <= this.maxBytes || oldest === name) break;
       this.open.delete(oldest);
-      this.addon.kvRegionClose(h);
+      this.total -= m.bytes;
+      this.addon.kvRegionClose(m.handle);
     }
     return handle;
   }
 
+  get bytes(): number {
+    return this.total;
+  }
+
   close(): void {
-    for (const h of this.open.values()) this.addon.kvRegionClose(h);
+    for (const m of this.open.values()) this.addon.kvRegionClose(m.handle);
     this.open.clear();
+    this.total = 0;
   }
 }
