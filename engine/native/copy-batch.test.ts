@@ -8,6 +8,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { ensureModel } from "../model/fetch.ts";
+import { assertCloseLogits } from "../../testing/logits.ts";
 import { loadNativeAddon, type NativeEngine } from "./binding.ts";
 
 let engine: NativeEngine;
@@ -35,17 +36,6 @@ async function importAndRead(state: Buffer): Promise<{ copies: number; logits: F
   return { copies, logits };
 }
 
-function assertClose(a: Float32Array, b: Float32Array): void {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  assert.ok(worst <= 1e-3 * scale, `logits moved by ${worst} (largest ${scale})`);
-}
-
 test("a state imported into scattered cells reads the same, with one tensor copy per run of cells", async () => {
   await engine.step(i32(0), i32(0), i32(PROMPT.length), PROMPT, u8(0));
   const reference = await engine.evalLogits(0, PROMPT.length, i32(9));
@@ -59,7 +49,7 @@ test("a state imported into scattered cells reads the same, with one tensor copy
   engine.seqRm(0, -1, -1);
   const contiguous = await importAndRead(state);
   assert.equal(contiguous.copies, exportCopies);
-  assertClose(contiguous.logits, reference);
+  assertCloseLogits(contiguous.logits, reference);
 
   // Sequences 0 and 1 decode side by side for 20 steps (cells 0..39 alternate between them); then
   // sequence 0 leaves, and the free cells before the cache's head are every other one of 0..39.
@@ -68,7 +58,7 @@ test("a state imported into scattered cells reads the same, with one tensor copy
   engine.seqRm(0, -1, -1);
   const scattered = await importAndRead(state);
   assert.equal(scattered.copies, PROMPT.length * contiguous.copies, "8 cells in 8 runs");
-  assertClose(scattered.logits, reference);
+  assertCloseLogits(scattered.logits, reference);
   engine.seqRm(0, -1, -1);
   engine.seqRm(1, -1, -1);
 });

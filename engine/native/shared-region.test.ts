@@ -8,6 +8,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { ensureModel } from "../model/fetch.ts";
+import { assertCloseLogits } from "../../testing/logits.ts";
 import { loadNativeAddon, type NativeAddon, type NativeEngine, type SharedRegions } from "./binding.ts";
 
 let addon: NativeAddon & SharedRegions;
@@ -29,17 +30,6 @@ const i32 = (...v: number[]): Int32Array => Int32Array.from(v);
 const u8 = (...v: number[]): Uint8Array => Uint8Array.from(v);
 const PROMPT = i32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12);
 
-function assertClose(x: Float32Array, y: Float32Array): void {
-  assert.equal(x.length, y.length);
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < x.length; i++) {
-    worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
-    scale = Math.max(scale, Math.abs(y[i]!));
-  }
-  assert.ok(worst <= 1e-3 * scale, `logits moved by ${worst} (largest ${scale})`);
-}
-
 test("a state's rows go through a shared region and only its headers through JavaScript: the importing engine reads the same logits", async () => {
   await a.step(i32(0), i32(0), i32(PROMPT.length), PROMPT, u8(0));
   const reference = await a.evalLogits(0, PROMPT.length, i32(13));
@@ -59,7 +49,7 @@ test("a state's rows go through a shared region and only its headers through Jav
     const read = await b.stateSetShared!(1, opened, shared.size, shared.meta, shared.rows);
     assert.equal(read, size);
     assert.equal(b.seqPosMax(1), PROMPT.length - 1);
-    assertClose(await b.evalLogits(1, PROMPT.length, i32(13)), reference);
+    assertCloseLogits(await b.evalLogits(1, PROMPT.length, i32(13)), reference);
     b.seqRm(1, -1, -1);
 
     // The rows come from the region: with another prompt's rows there, the same headers read otherwise.
@@ -70,7 +60,7 @@ test("a state's rows go through a shared region and only its headers through Jav
     await a.stateGetShared!(0, region.handle);
     await b.stateSetShared!(1, opened, shared.size, shared.meta, shared.rows);
     const moved = await b.evalLogits(1, PROMPT.length, i32(13));
-    assert.throws(() => assertClose(moved, reference), /logits moved/);
+    assert.throws(() => assertCloseLogits(moved, reference), /logits moved/);
     b.seqRm(1, -1, -1);
 
     // Headers that do not match the rows are refused before llama.cpp reads anything.
