@@ -189,7 +189,7 @@ export interface KvTransportInfo {
   /** The pod's HTTP port (a Service may map another port to it). */
   httpPort?: number;
   /** The pod lends memory for hand-offs from prefill pods on its machine (local-handoff.ts); absent: the network path only. */
-  local?: { node: string; device: boolean };
+  local?: { node: string; device: boolean; probe: string };
   model: string;
   layout: { streams: number; vTransposed: boolean };
 }

@@ -9,6 +9,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { rm } from "node:fs/promises";
 import { completionText, postJson, sseEvents, startPdFleet, type PdFleet } from "../../testing/engine.ts";
 import { nodeIdentity } from "./local-regions.ts";
 
@@ -32,8 +33,10 @@ async function counter(url: string, name: string, label: string): Promise<number
 const localHandoffs = (f: PdFleet): Promise<number> => counter(f.prefill.url, "llmfleet_kv_handoffs_total", 'path="local"');
 
 test("a decode pod says it lends memory to pods on its machine; the hand-offs take the local path and every answer is the aggregated pod's", async () => {
-  const info = (await (await fetch(`${fleet.decode.url}/internal/kv-transport`)).json()) as { local?: { node: string; device: boolean } };
-  assert.deepEqual(info.local, { node: nodeIdentity(), device: false });
+  const info = (await (await fetch(`${fleet.decode.url}/internal/kv-transport`)).json()) as { local?: { node: string; device: boolean; probe: string } };
+  assert.equal(info.local?.node, nodeIdentity());
+  assert.equal(info.local?.device, false, "shared memory on a CPU pod");
+  assert.match(info.local?.probe ?? "", /^shm:\/llmfleet-kv-\d+-\d+$/);
   const before = await localHandoffs(fleet);
   for (const body of [
     { prompt: "the capital of France is", max_tokens: 6 },
@@ -97,4 +100,15 @@ test("a decode pod whose KV layout differs gets its hand-offs over the network (
   const body = { prompt: "the capital of France is", max_tokens: 6 };
   assert.equal(await completionText(f.router.url, body), await completionText(f.aggregated.url, body));
   assert.equal(await localHandoffs(f), 0);
+});
+
+test("a decode pod whose memory this pod cannot map (its probe region gone: no shared IPC namespace) gets its hand-offs over the network", async () => {
+  await using f = await startPdFleet("synthetic://tiny", SAME);
+  const info = (await (await fetch(`${f.decode.url}/internal/kv-transport`)).json()) as { local: { probe: string } };
+  await rm(`/dev/shm${info.local.probe.slice("shm:".length)}`); // as another pod's /dev/shm looks from here
+  const body = { prompt: "the capital of France is", max_tokens: 6 };
+  assert.equal(await completionText(f.router.url, body), await completionText(f.aggregated.url, body));
+  assert.equal(await completionText(f.router.url, body), await completionText(f.aggregated.url, body));
+  assert.equal(await localHandoffs(f), 0);
+  assert.equal(await counter(f.prefill.url, "llmfleet_kv_handoffs_total", 'path="tcp",outcome="ok"'), 2);
 });

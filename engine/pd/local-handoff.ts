@@ -21,7 +21,7 @@ import type { HandoffStore } from "./handoff-store.ts";
 import { localUrl, type HandoffDeps, type PrefillResponse } from "./handoff-routes.ts";
 import { httpUrl } from "../http/http-url.ts";
 import { kvStreamAddon, type KvTransportInfo } from "./kv-transport.ts";
-import { LOCAL_LEND_DEFAULT, LocalRegions, nodeIdentity, RegionMappings } from "./local-regions.ts";
+import { LOCAL_LEND_DEFAULT, LocalRegions, nodeIdentity, PROBE_BYTES, RegionMappings } from "./local-regions.ts";
 import { handoffHeader, probe } from "./tcp-handoff.ts";
 
 /** What a decode pod says of its local path in /internal/kv-transport. */
@@ -30,6 +30,8 @@ export interface LocalInfo {
   node: string;
   /** Its regions are device memory (CUDA IPC). */
   device: boolean;
+  /** Its probe region (LocalRegions.probe): a prefill pod that cannot map it never asks for a region. */
+  probe: string;
 }
 
 
@@ -46,7 +48,13 @@ export async function localRegions(sequences: readonly RuntimeSequence[], gpu: b
   const cap = Number(process.env.LLMFLEET_KV_LOCAL_BYTES ?? LOCAL_LEND_DEFAULT);
   if (process.env.LLMFLEET_KV_LOCAL === "0" || !(cap > 0) || !sequences.every((s) => s.importStateFrom)) return undefined;
   const addon = await addonRegions();
-  return addon ? new LocalRegions(addon, cap, gpu && addon.kvRegionCuda()) : undefined;
+  if (!addon) return undefined;
+  try {
+    return new LocalRegions(addon, cap, gpu && addon.kvRegionCuda());
+  } catch (err) {
+    console.error(`llmfleet: this decode pod lends no memory for local hand-offs (${(err as Error).message}); they come over the network`);
+    return undefined;
+  }
 }
 
 /** Decode side: the two routes, and what /internal/kv-transport says of them. */
@@ -79,7 +87,7 @@ export function localRoutes(router: Router, deps: HandoffDeps, regions: LocalReg
     deps.metrics.handoffSeconds.observe({ stage: "receive" }, (performance.now() - t0) / 1000);
     res.status(204).end();
   });
-  return { node: nodeIdentity(), device: regions.device };
+  return { node: nodeIdentity(), device: regions.device, probe: regions.probe.name };
 }
 
 interface Stage {
@@ -119,7 +127,26 @@ export async function localTarget(deps: HandoffDeps, decodeUrl: string): Promise
   const addon = await addonRegions();
   if (!addon) return undefined;
   mappings ??= new RegionMappings(addon);
-  return mappings;
+  return mapsProbe(mappings, decodeUrl, info.local.probe) ? mappings : undefined;
+}
+
+/** Probe regions this process has mapped (true) or could not map (false), by name. */
+const probed = new Map<string, boolean>();
+
+/** Whether this process can map the decode pod's regions: its probe region mapped once (and kept mapped). */
+function mapsProbe(m: RegionMappings, decodeUrl: string, name: string): boolean {
+  let ok = probed.get(name);
+  if (ok === undefined) {
+    try {
+      m.map(name, PROBE_BYTES);
+      ok = true;
+    } catch (err) {
+      ok = false;
+      console.error(`llmfleet: KV hand-offs to ${decodeUrl} go over the network: its memory cannot be mapped here (${(err as Error).message}); on one machine, pods share it with hostIPC (docs/concepts.md, the local path)`);
+    }
+    probed.set(name, ok);
+  }
+  return ok;
 }
 
 /** Whether this pod may try a local hand-off to the decode pod at all (before asking it). */

@@ -29,6 +29,9 @@ interface Region {
 /** A decode pod's default cap on the memory it lends (LLMFLEET_KV_LOCAL_BYTES overrides; 0: no local path). */
 export const LOCAL_LEND_DEFAULT = 2 * 2 ** 30;
 
+/** The probe region's size (LocalRegions.probe). */
+export const PROBE_BYTES = 2 ** 20;
+
 /** How long a region lent for a hand-off that was never staged stays lent. */
 const LEND_MS = 30_000;
 
@@ -37,13 +40,22 @@ export class LocalRegions {
   private readonly free: Region[] = [];
   private readonly lent = new Map<string, { region: Region; until: number }>();
   private total = 0;
+  /**
+   * A small region of the same kind made at start, never lent: a prefill pod maps it before it asks
+   * for a real one, so that pods which cannot share memory (no shared IPC namespace, another GPU)
+   * find out without this pod making GB-sized regions for them.
+   */
+  readonly probe: Region;
 
   constructor(
     private readonly addon: SharedRegions,
     readonly capBytes: number,
     /** Regions are device memory (a GPU pod with a CUDA runtime). */
     readonly device: boolean,
-  ) {}
+  ) {
+    const made = addon.kvRegionCreate(PROBE_BYTES, device);
+    this.probe = { name: made.name, handle: made.handle, bytes: PROBE_BYTES };
+  }
 
   /** A region of at least `bytes` lent for one hand-off (reused, or made within the cap); undefined when the cap is reached. */
   reserve(bytes: number): Region | undefined {
@@ -87,6 +99,7 @@ export class LocalRegions {
     for (const r of this.free.splice(0)) this.drop(r);
     for (const l of this.lent.values()) this.drop(l.region);
     this.lent.clear();
+    this.addon.kvRegionClose(this.probe.handle);
   }
 
   private bestFree(bytes: number): number {
