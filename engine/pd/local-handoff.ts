@@ -62,7 +62,12 @@ export function localRoutes(router: Router, deps: HandoffDeps, regions: LocalReg
   router.post("/internal/kv-local/reserve", (req: Request, res: Response) => {
     const bytes = (req.body as { bytes?: unknown } | undefined)?.bytes;
     if (typeof bytes !== "number" || !Number.isInteger(bytes) || bytes <= 0) throw new HttpError(400, "bytes must be a positive integer", { param: "bytes" });
-    const r = regions.reserve(bytes);
+    let r;
+    try {
+      r = regions.reserve(bytes);
+    } catch (err) {
+      throw new HttpError(507, `decode pod cannot make a region of ${bytes} bytes: ${(err as Error).message}`, { code: "handoff_store_full" });
+    }
     if (!r) throw new HttpError(429, `decode pod lends at most ${regions.capBytes} bytes of hand-off memory; retry later`, { code: "handoff_store_full", headers: { "Retry-After": "1" } });
     // This pod's own URL: behind a Service the stage call and the generate call must reach it.
     res.json({ region: r.name, bytes: r.bytes, decodeUrl: deps.advertiseUrl ?? localUrl(req) });

@@ -139,8 +139,11 @@ int create(size_t bytes, bool device, std::string & name) {
     std::snprintf(shm, sizeof(shm), "/llmfleet-kv-%d-%llu", static_cast<int>(getpid()), static_cast<unsigned long long>(g_serial++));
     const int fd = shm_open(shm, O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0) throw std::runtime_error(std::string("shm_open ") + shm + ": " + std::strerror(errno));
-    uint8_t * p = ftruncate(fd, static_cast<off_t>(n)) == 0 ? map_shm(fd, n) : nullptr;
-    const int saved = errno;
+    // The pages reserved now (tmpfs takes fallocate): a /dev/shm smaller than the region (a
+    // container's default is 64 MiB) fails here, not with a SIGBUS when a state is written into it.
+    const int err = ftruncate(fd, static_cast<off_t>(n)) == 0 ? posix_fallocate(fd, 0, static_cast<off_t>(n)) : errno;
+    uint8_t * p = err == 0 ? map_shm(fd, n) : nullptr;
+    const int saved = err != 0 ? err : errno;
     ::close(fd);
     if (!p) {
         shm_unlink(shm);
