@@ -17,7 +17,7 @@ import { identityHeaders } from "../access/identity.ts";
 import type { SharedRegions } from "../native/binding.ts";
 import type { LocalState, RuntimeSequence } from "../runtime/runtime.ts";
 import type { PreparedRequest } from "../serving/completion-service.ts";
-import type { HandoffStore } from "./handoff-store.ts";
+import { HandoffStoreFullError, type HandoffStore } from "./handoff-store.ts";
 import { localUrl, type HandoffDeps, type PrefillResponse } from "./handoff-routes.ts";
 import { httpUrl } from "../http/http-url.ts";
 import { kvStreamAddon, type KvTransportInfo } from "./kv-transport.ts";
@@ -86,6 +86,7 @@ export function localRoutes(router: Router, deps: HandoffDeps, regions: LocalReg
       store.put(String(req.params.id), m.tokens, { local: { region: region.handle, state, done } }, m.cachedTokens);
     } catch (err) {
       done();
+      if (err instanceof HandoffStoreFullError) throw new HttpError(429, err.message, { code: "handoff_store_full", headers: { "Retry-After": "1" } });
       throw err;
     }
     deps.metrics.handoffBytes.observe(m.size);
