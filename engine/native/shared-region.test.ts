@@ -7,6 +7,8 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { ensureModel } from "../model/fetch.ts";
 import { assertCloseLogits } from "../../testing/logits.ts";
 import { loadNativeAddon, type NativeAddon, type NativeEngine, type SharedRegions } from "./binding.ts";
@@ -37,7 +39,7 @@ test("a state's rows go through a shared region and only its headers through Jav
   const size = a.stateSizeOf!(0);
   const region = addon.kvRegionCreate(size, true);
   assert.equal(region.device, false, "no CUDA runtime on this machine: shared memory");
-  assert.match(region.name, /^shm:\/llmfleet-kv-\d+-\d+$/);
+  assert.match(region.name, /^shm:\/llmfleet-kv-\d+-[0-9a-f]+-\d+$/);
   const opened = addon.kvRegionOpen(region.name, size);
   try {
     const shared = await a.stateGetShared!(0, region.handle);
@@ -72,8 +74,21 @@ test("a state's rows go through a shared region and only its headers through Jav
     a.seqRm(0, -1, -1);
   }
   // The creator's close unlinked it; closing twice is a no-op.
-  assert.throws(() => addon.kvRegionOpen(region.name, size), /kvRegionOpen: shm_open \/llmfleet-kv-\d+-\d+: No such file or directory/);
+  assert.throws(() => addon.kvRegionOpen(region.name, size), /kvRegionOpen: shm_open \/llmfleet-kv-\d+-[0-9a-f]+-\d+: No such file or directory/);
   addon.kvRegionClose(region.handle);
   assert.throws(() => addon.kvRegionOpen("shm:../etc/passwd", 8), /not a region name/);
   assert.throws(() => addon.kvRegionOpen("cuda:00", 8), /CUDA runtime/);
+});
+
+test("a process that ends unlinks the shared memory it made: its regions do not outlive it", async () => {
+  const script = `
+    import { loadNativeAddon } from ${JSON.stringify(new URL("./binding.ts", import.meta.url).pathname)};
+    const addon = await loadNativeAddon();
+    const r = addon.kvRegionCreate(65536, false);
+    process.stdout.write(r.name);
+    process.exit(0);`;
+  const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { encoding: "utf8", env: process.env });
+  assert.equal(child.status, 0, child.stderr);
+  assert.match(child.stdout, /^shm:\/llmfleet-kv-/);
+  assert.equal(existsSync(`/dev/shm${child.stdout.slice("shm:".length)}`), false, `${child.stdout} is still in /dev/shm`);
 });

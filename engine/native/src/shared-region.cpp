@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <ctime>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -113,6 +115,15 @@ uint8_t * map_shm(int fd, size_t bytes) {
     return p == MAP_FAILED ? nullptr : static_cast<uint8_t *>(p);
 }
 
+// At exit (a pod's normal end, SIGTERM included): the shared memory this process made is unlinked,
+// so its names and pages do not outlive it. A process killed outright leaves them in /dev/shm.
+void unlink_all() {
+    std::lock_guard<std::mutex> lock(g_mu);
+    for (auto & [h, e] : g_regions) {
+        if (e.owner && !e.region.device) shm_unlink(e.shm_name.c_str());
+    }
+}
+
 thread_local void * t_stream = nullptr;
 thread_local bool t_pending = false;
 
@@ -135,8 +146,18 @@ int create(size_t bytes, bool device, std::string & name) {
         name = "cuda:" + hex(&h, sizeof(h));
         return add({Region{static_cast<uint8_t *>(p), n, true}, true, ""});
     }
-    char shm[64];
-    std::snprintf(shm, sizeof(shm), "/llmfleet-kv-%d-%llu", static_cast<int>(getpid()), static_cast<unsigned long long>(g_serial++));
+    // A name no other process has: its pid, a random tag (a pid is reused, and a process killed
+    // before it unlinked its regions leaves their names behind), a serial.
+    static const unsigned long long tag = [] {
+        unsigned long long t = 0;
+        const int r = ::open("/dev/urandom", O_RDONLY);
+        if (r < 0 || read(r, &t, sizeof(t)) != static_cast<ssize_t>(sizeof(t))) t = static_cast<unsigned long long>(time(nullptr)) ^ (static_cast<unsigned long long>(getpid()) << 32);
+        if (r >= 0) ::close(r);
+        std::atexit(unlink_all);
+        return t & 0xffffffffffffull;
+    }();
+    char shm[96];
+    std::snprintf(shm, sizeof(shm), "/llmfleet-kv-%d-%llx-%llu", static_cast<int>(getpid()), tag, static_cast<unsigned long long>(g_serial++));
     const int fd = shm_open(shm, O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0) throw std::runtime_error(std::string("shm_open ") + shm + ": " + std::strerror(errno));
     // The pages reserved now (tmpfs takes fallocate): a /dev/shm smaller than the region (a
