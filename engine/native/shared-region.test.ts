@@ -39,7 +39,7 @@ test("a state's rows go through a shared region and only its headers through Jav
   const size = a.stateSizeOf!(0);
   const region = addon.kvRegionCreate(size, true);
   assert.equal(region.device, false, "no CUDA runtime on this machine: shared memory");
-  assert.match(region.name, /^shm:\/llmfleet-kv-\d+-[0-9a-f]+-\d+$/);
+  assert.match(region.name, /^shm:\/llmfleet-kv-\d+-\d+-[0-9a-f]+-\d+$/);
   const opened = addon.kvRegionOpen(region.name, size);
   try {
     const shared = await a.stateGetShared!(0, region.handle);
@@ -74,21 +74,35 @@ test("a state's rows go through a shared region and only its headers through Jav
     a.seqRm(0, -1, -1);
   }
   // The creator's close unlinked it; closing twice is a no-op.
-  assert.throws(() => addon.kvRegionOpen(region.name, size), /kvRegionOpen: shm_open \/llmfleet-kv-\d+-[0-9a-f]+-\d+: No such file or directory/);
+  assert.throws(() => addon.kvRegionOpen(region.name, size), /kvRegionOpen: shm_open \/llmfleet-kv-\d+-\d+-[0-9a-f]+-\d+: No such file or directory/);
   addon.kvRegionClose(region.handle);
   assert.throws(() => addon.kvRegionOpen("shm:../etc/passwd", 8), /not a region name/);
   assert.throws(() => addon.kvRegionOpen("cuda:00", 8), /CUDA runtime/);
 });
 
-test("a process that ends unlinks the shared memory it made: its regions do not outlive it", async () => {
+/** A child process that makes a region of 64 KiB, prints its name, and ends as `end` says. */
+function childRegion(end: "exit" | "kill"): { status: number | null; signal: string | null; name: string; stderr: string } {
   const script = `
     import { loadNativeAddon } from ${JSON.stringify(new URL("./binding.ts", import.meta.url).pathname)};
     const addon = await loadNativeAddon();
-    const r = addon.kvRegionCreate(65536, false);
-    process.stdout.write(r.name);
-    process.exit(0);`;
-  const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { encoding: "utf8", env: process.env });
-  assert.equal(child.status, 0, child.stderr);
-  assert.match(child.stdout, /^shm:\/llmfleet-kv-/);
-  assert.equal(existsSync(`/dev/shm${child.stdout.slice("shm:".length)}`), false, `${child.stdout} is still in /dev/shm`);
+    process.stdout.write(addon.kvRegionCreate(65536, false).name);
+    ${end === "exit" ? "process.exit(0);" : 'process.kill(process.pid, "SIGKILL");'}`;
+  const c = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { encoding: "utf8", env: process.env });
+  return { status: c.status, signal: c.signal, name: c.stdout, stderr: c.stderr };
+}
+
+const shmFile = (name: string): string => `/dev/shm${name.slice("shm:".length)}`;
+
+test("a process that ends unlinks the shared memory it made; one killed outright leaves it, and the next process of its pid namespace unlinks it", () => {
+  const ended = childRegion("exit");
+  assert.equal(ended.status, 0, ended.stderr);
+  assert.match(ended.name, /^shm:\/llmfleet-kv-/);
+  assert.equal(existsSync(shmFile(ended.name)), false, `${ended.name} is still in /dev/shm`);
+
+  const killed = childRegion("kill");
+  assert.equal(killed.signal, "SIGKILL");
+  assert.equal(existsSync(shmFile(killed.name)), true, "no exit ran: the name is left behind");
+  const next = childRegion("exit");
+  assert.equal(next.status, 0, next.stderr);
+  assert.equal(existsSync(shmFile(killed.name)), false, "the next process's first region unlinked the dead one's");
 });

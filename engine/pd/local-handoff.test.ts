@@ -36,7 +36,7 @@ test("a decode pod says it lends memory to pods on its machine; the hand-offs ta
   const info = (await (await fetch(`${fleet.decode.url}/internal/kv-transport`)).json()) as { local?: { node: string; device: boolean; probe: string } };
   assert.equal(info.local?.node, nodeIdentity());
   assert.equal(info.local?.device, false, "shared memory on a CPU pod");
-  assert.match(info.local?.probe ?? "", /^shm:\/llmfleet-kv-\d+-[0-9a-f]+-\d+$/);
+  assert.match(info.local?.probe ?? "", /^shm:\/llmfleet-kv-\d+-\d+-[0-9a-f]+-\d+$/);
   const before = await localHandoffs(fleet);
   for (const body of [
     { prompt: "the capital of France is", max_tokens: 6 },

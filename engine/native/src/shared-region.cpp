@@ -1,7 +1,9 @@
 // Memory two processes on one machine both map: see shared-region.h.
 #include "shared-region.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -124,6 +126,31 @@ void unlink_all() {
     }
 }
 
+// The inode of this process's pid namespace (0 when it cannot be read).
+unsigned long long pid_namespace() {
+    struct stat st {};
+    return stat("/proc/self/ns/pid", &st) == 0 ? static_cast<unsigned long long>(st.st_ino) : 0;
+}
+
+// Regions of processes of this pid namespace that no longer run (killed before their exit could
+// unlink them): their names and pages in /dev/shm go now. Names of another namespace are left
+// alone (a pid there means nothing here).
+void unlink_orphans() {
+    const unsigned long long ns = pid_namespace();
+    DIR * d = opendir("/dev/shm");
+    if (!d || ns == 0) {
+        if (d) closedir(d);
+        return;
+    }
+    while (dirent * e = readdir(d)) {
+        unsigned long long their_ns = 0;
+        int pid = 0;
+        if (std::sscanf(e->d_name, "llmfleet-kv-%llu-%d-", &their_ns, &pid) != 2 || their_ns != ns || pid <= 0) continue;
+        if (kill(pid, 0) != 0 && errno == ESRCH) shm_unlink((std::string("/") + e->d_name).c_str());
+    }
+    closedir(d);
+}
+
 thread_local void * t_stream = nullptr;
 thread_local bool t_pending = false;
 
@@ -146,18 +173,19 @@ int create(size_t bytes, bool device, std::string & name) {
         name = "cuda:" + hex(&h, sizeof(h));
         return add({Region{static_cast<uint8_t *>(p), n, true}, true, ""});
     }
-    // A name no other process has: its pid, a random tag (a pid is reused, and a process killed
-    // before it unlinked its regions leaves their names behind), a serial.
+    // A name no other process has: its pid namespace and pid (so that a later process of the same
+    // namespace can tell whether the maker still lives), a random tag (a pid is reused), a serial.
     static const unsigned long long tag = [] {
         unsigned long long t = 0;
         const int r = ::open("/dev/urandom", O_RDONLY);
         if (r < 0 || read(r, &t, sizeof(t)) != static_cast<ssize_t>(sizeof(t))) t = static_cast<unsigned long long>(time(nullptr)) ^ (static_cast<unsigned long long>(getpid()) << 32);
         if (r >= 0) ::close(r);
         std::atexit(unlink_all);
+        unlink_orphans();
         return t & 0xffffffffffffull;
     }();
-    char shm[96];
-    std::snprintf(shm, sizeof(shm), "/llmfleet-kv-%d-%llx-%llu", static_cast<int>(getpid()), tag, static_cast<unsigned long long>(g_serial++));
+    char shm[128];
+    std::snprintf(shm, sizeof(shm), "/llmfleet-kv-%llu-%d-%llx-%llu", pid_namespace(), static_cast<int>(getpid()), tag, static_cast<unsigned long long>(g_serial++));
     const int fd = shm_open(shm, O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0) throw std::runtime_error(std::string("shm_open ") + shm + ": " + std::strerror(errno));
     // The pages reserved now (tmpfs takes fallocate): a /dev/shm smaller than the region (a
