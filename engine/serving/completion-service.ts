@@ -221,14 +221,7 @@ export class CompletionService {
     signal: AbortSignal,
     sampleFirst = false,
   ): Promise<{ state: Buffer; prefixHitTokens: number; exportMs: number; held: boolean; firstToken?: Token }> {
-    const ns = req.identity?.kvNamespace ?? "";
-    const lease = await this.acquire(req.prompt, signal, ns);
-    const context = req.prompt.slice(0, -1);
-    try {
-      const load = await this.loadCached(lease, context, ns);
-      const hits = await this.evaluateTimed(lease, context, req);
-      this.metrics.promptTokens.inc(req.prompt.length);
-      this.countHits(req, hits);
+    return this.computeContext(req, signal, async (lease, { context, load, hits, ns }) => {
       if (sampleFirst) return { ...(await this.exportWithFirst(lease, req)), prefixHitTokens: hits, held: false };
       const t0 = performance.now();
       const state = await lease.sequence.exportState();
@@ -238,6 +231,27 @@ export class CompletionService {
       const held = length > 0 && this.kvCache!.admitWriteBack(length, false);
       if (held) this.kvCache!.writeBack(context, length, state, { kvNamespace: ns });
       return { state, prefixHitTokens: hits, exportMs, held };
+    });
+  }
+
+  /**
+   * Prefill role: the prompt's context (all but its last token) computed in a leased sequence — from
+   * the KV store where it holds a prefix — and `then` run with the sequence still leased.
+   */
+  private async computeContext<T>(
+    req: PreparedRequest,
+    signal: AbortSignal,
+    then: (lease: SequenceLease, c: { context: Token[]; load: PrefixLoad | undefined; hits: number; ns: string }) => Promise<T>,
+  ): Promise<T> {
+    const ns = req.identity?.kvNamespace ?? "";
+    const lease = await this.acquire(req.prompt, signal, ns);
+    const context = req.prompt.slice(0, -1);
+    try {
+      const load = await this.loadCached(lease, context, ns);
+      const hits = await this.evaluateTimed(lease, context, req);
+      this.metrics.promptTokens.inc(req.prompt.length);
+      this.countHits(req, hits);
+      return await then(lease, { context, load, hits, ns });
     } finally {
       lease.release();
     }
@@ -262,21 +276,12 @@ export class CompletionService {
     signal: AbortSignal,
     w: { sampleFirst: boolean; exportTo: (seq: RuntimeSequence) => Promise<LocalState> },
   ): Promise<{ local: LocalState; prefixHitTokens: number; exportMs: number; firstToken?: Token }> {
-    const ns = req.identity?.kvNamespace ?? "";
-    const lease = await this.acquire(req.prompt, signal, ns);
-    const context = req.prompt.slice(0, -1);
-    try {
-      await this.loadCached(lease, context, ns);
-      const hits = await this.evaluateTimed(lease, context, req);
-      this.metrics.promptTokens.inc(req.prompt.length);
-      this.countHits(req, hits);
+    return this.computeContext(req, signal, async (lease, { hits }) => {
       const firstToken = w.sampleFirst ? await sampleFirst(lease.sequence, req) : undefined;
       const t0 = performance.now();
       const local = await w.exportTo(lease.sequence);
       return { local, prefixHitTokens: hits, exportMs: performance.now() - t0, ...(firstToken === undefined ? {} : { firstToken }) };
-    } finally {
-      lease.release();
-    }
+    });
   }
 
   /**
@@ -549,4 +554,3 @@ async function sampleFirst(seq: RuntimeSequence, req: PreparedRequest): Promise<
   for await (const token of seq.generate(req.prompt.slice(-1), req.parsed.sampling, () => undefined, 1)) return token;
   return undefined;
 }
-
