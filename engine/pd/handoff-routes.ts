@@ -29,7 +29,7 @@ import { firstTokenEligible } from "../serving/first-token.ts";
 import type { GenerateOptions, HandOffState, ImportedLocal } from "../serving/completion-service.ts";
 import { localRoutes, localTarget, LocalUnavailable, notLocal, prefillLocal } from "./local-handoff.ts";
 import type { LocalRegions } from "./local-regions.ts";
-import { AWAIT_STATE_MS, awaitStaged, SendFailures, StagedWaitError } from "./staged-wait.ts";
+import { AWAIT_STATE_MS, awaitStaged, failedBehind, SendFailures, StagedWaitError } from "./staged-wait.ts";
 import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
 import { normaliseSeqState, seqStateTokens } from "../runtime/seq-state.ts";
 import { identityHeaders, identityOf } from "../access/identity.ts";
@@ -226,17 +226,18 @@ function sendBehind(deps: HandoffDeps, w: { decodeUrl: string; header: HandoffHe
       if (!w.held) deps.service.runtime.releaseState?.(w.state);
       observeSent(deps, bytes, performance.now() - t0, sent.wireSeconds);
     },
-    (err: unknown) => {
-      const message = (err as Error).message;
-      console.error(`llmfleet: hand-off ${w.header.handoffId} to ${w.decodeUrl} failed after its first token went ahead (the decode pod computes the prompt): ${message}`);
-      fetch(`${w.decodeUrl}/internal/handoff-failed/${encodeURIComponent(w.header.handoffId)}`, {
-        method: "POST",
-        headers: { ...identityHeaders(deps.fleetToken?.()), "content-type": "application/json" },
-        body: JSON.stringify({ message }),
-        signal: AbortSignal.timeout(5_000),
-      }).catch(() => undefined); // unreachable: its wait times out instead
-    },
+    (err: unknown) => failedBehind(deps.fleetToken?.(), { decodeUrl: w.decodeUrl, handoffId: w.header.handoffId, what: "hand-off", message: (err as Error).message }),
   );
+}
+
+/** Stages a received state; a full store is a 429 with Retry-After (the prefill pod retries). */
+export function stageOr429(store: HandoffStore, w: { id: string; tokens: number[]; held: { state?: Buffer; local?: ImportedLocal }; cachedTokens: number }): void {
+  try {
+    store.put(w.id, w.tokens, w.held, w.cachedTokens);
+  } catch (err) {
+    if (err instanceof HandoffStoreFullError) throw new HttpError(429, err.message, { code: "handoff_store_full", headers: { "Retry-After": "1" } });
+    throw err;
+  }
 }
 
 /** The prompt computed here, then its state handed to the decode pod whole (or, its first token ahead, sent behind the answer). */
@@ -324,12 +325,7 @@ function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
     }
     requireModel(deps, decoded.header.model);
     const state = normaliseSeqState(decoded.state, { streams: info.kvStreams, vTransposed: !info.flashAttention });
-    try {
-      store.put(String(req.params.id), decoded.header.tokens, { state }, cachedTokensOf(decoded.header));
-    } catch (err) {
-      if (err instanceof HandoffStoreFullError) throw new HttpError(429, err.message, { code: "handoff_store_full", headers: { "Retry-After": "1" } });
-      throw err;
-    }
+    stageOr429(store, { id: String(req.params.id), tokens: decoded.header.tokens, held: { state }, cachedTokens: cachedTokensOf(decoded.header) });
     deps.metrics.handoffBytes.observe(state.length);
     deps.metrics.handoffSeconds.observe({ stage: "receive" }, (performance.now() - t0) / 1000);
     const self = deps.advertiseUrl ?? localUrl(req);

@@ -17,8 +17,9 @@ import { identityHeaders } from "../access/identity.ts";
 import type { SharedRegions } from "../native/binding.ts";
 import type { LocalState, RuntimeSequence } from "../runtime/runtime.ts";
 import type { PreparedRequest } from "../serving/completion-service.ts";
-import { HandoffStoreFullError, type HandoffStore } from "./handoff-store.ts";
-import { localUrl, type HandoffDeps, type PrefillResponse } from "./handoff-routes.ts";
+import type { HandoffStore } from "./handoff-store.ts";
+import { localUrl, stageOr429, type HandoffDeps, type PrefillResponse } from "./handoff-routes.ts";
+import { failedBehind } from "./staged-wait.ts";
 import { httpUrl } from "../http/http-url.ts";
 import { kvStreamAddon, type KvTransportInfo } from "./kv-transport.ts";
 import { LOCAL_LEND_DEFAULT, LocalRegions, nodeIdentity, PROBE_BYTES, RegionMappings } from "./local-regions.ts";
@@ -83,10 +84,9 @@ export function localRoutes(router: Router, deps: HandoffDeps, regions: LocalReg
     const state: LocalState = { tokens: m.tokens, size: m.size, meta: m.meta, rows: m.rows };
     const done = (): void => regions.release(m.region);
     try {
-      store.put(String(req.params.id), m.tokens, { local: { region: region.handle, state, done } }, m.cachedTokens);
+      stageOr429(store, { id: String(req.params.id), tokens: m.tokens, held: { local: { region: region.handle, state, done } }, cachedTokens: m.cachedTokens });
     } catch (err) {
       done();
-      if (err instanceof HandoffStoreFullError) throw new HttpError(429, err.message, { code: "handoff_store_full", headers: { "Retry-After": "1" } });
       throw err;
     }
     deps.metrics.handoffBytes.observe(m.size);
@@ -255,7 +255,7 @@ export async function prefillLocal(
   // decode pod that waits for a state on its way, the answer need not wait for the stage call.
   const ahead = out.firstToken !== undefined && at === w.decodeUrl && (await probe(at, identityHeaders(deps.fleetToken?.())))?.awaitsState === true;
   if (ahead) {
-    stage().catch((err: unknown) => tellFailed(deps, at, w.handoffId, (err as Error).message));
+    stage().catch((err: unknown) => failedBehind(deps.fleetToken?.(), { decodeUrl: at, handoffId: w.handoffId, what: "local hand-off", message: (err as Error).message }));
     metrics.handoffsAhead.inc();
   }
   const sendMs = ahead ? 0 : await stage();
@@ -274,15 +274,4 @@ export async function prefillLocal(
     ...(out.firstToken === undefined ? {} : { firstToken: out.firstToken }),
     ...(ahead ? { early: true } : {}),
   };
-}
-
-/** A stage call that failed after the first token went ahead: the decode pod computes the prompt rather than wait for it. */
-function tellFailed(deps: HandoffDeps, decodeUrl: string, handoffId: string, message: string): void {
-  console.error(`llmfleet: local hand-off ${handoffId} to ${decodeUrl} failed after its first token went ahead (the decode pod computes the prompt): ${message}`);
-  fetch(`${decodeUrl}/internal/handoff-failed/${encodeURIComponent(handoffId)}`, {
-    method: "POST",
-    headers: { ...identityHeaders(deps.fleetToken?.()), "content-type": "application/json" },
-    body: JSON.stringify({ message }),
-    signal: AbortSignal.timeout(5_000),
-  }).catch(() => undefined); // unreachable: its wait times out instead
 }

@@ -7,6 +7,8 @@
  * computes the prompt itself (CompletionService), so the client loses nothing but time.
  */
 
+import { identityHeaders } from "../access/identity.ts";
+
 /** How long a generate call waits for a state still on its way before computing the prompt here. */
 export const AWAIT_STATE_MS = 10_000;
 
@@ -67,4 +69,19 @@ export async function awaitStaged<T>(
     if (waited >= opts.timeoutMs) throw new StagedWaitError("timeout", `no state ${id} staged within ${opts.timeoutMs} ms`);
     await sleep(waited < 200 ? 1 : 5);
   }
+}
+
+/**
+ * Prefill side: a hand-off that failed after its first token went ahead (handoff-routes.ts
+ * sendBehind, the local path's stage call) is logged and told to the decode pod, whose generate
+ * call then computes the prompt rather than wait out AWAIT_STATE_MS.
+ */
+export function failedBehind(fleetToken: string | undefined, f: { decodeUrl: string; handoffId: string; what: string; message: string }): void {
+  console.error(`llmfleet: ${f.what} ${f.handoffId} to ${f.decodeUrl} failed after its first token went ahead (the decode pod computes the prompt): ${f.message}`);
+  fetch(`${f.decodeUrl}/internal/handoff-failed/${encodeURIComponent(f.handoffId)}`, {
+    method: "POST",
+    headers: { ...identityHeaders(fleetToken), "content-type": "application/json" },
+    body: JSON.stringify({ message: f.message }),
+    signal: AbortSignal.timeout(5_000),
+  }).catch(() => undefined); // unreachable: its wait times out instead
 }
