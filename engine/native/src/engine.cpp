@@ -423,12 +423,15 @@ size_t Engine::state_set(int32_t seq, const uint8_t * data, size_t size) {
     const auto t0 = std::chrono::steady_clock::now();
     uint64_t copies = 0;
     const size_t n = batched(copies, [&] { return llama_state_seq_set_data(ctx_, data, size, seq); });
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    count_import(copies, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return n;
+}
+
+void Engine::count_import(uint64_t copies, double seconds) {
     std::lock_guard<std::mutex> lock(export_mu_);
     import_stats_.imports++;
     import_stats_.copies += copies;
-    import_stats_.seconds += s;
-    return n;
+    import_stats_.seconds += seconds;
 }
 
 size_t Engine::state_get_shared(int32_t seq, uint8_t * host, size_t size, uint8_t * alt, bool device, std::vector<uint64_t> & rows, std::string & error) {
@@ -475,11 +478,7 @@ size_t Engine::state_set_shared(int32_t seq, const uint8_t * host, size_t size, 
         if (!batch.error().empty()) error = batch.error();
     }
     if (n == 0 && error.empty()) error = "llama.cpp rejected the sequence state (wrong model, layout or size)";
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::lock_guard<std::mutex> lock(export_mu_);
-    import_stats_.imports++;
-    import_stats_.copies += copies;
-    import_stats_.seconds += s;
+    count_import(copies, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return error.empty() ? n : 0;
 #endif
 }

@@ -174,6 +174,8 @@ private:
     std::mutex export_mu_;
     ExportStats export_stats_;
     ImportStats import_stats_;
+    // One import into import_stats_ (state_set, state_set_shared).
+    void count_import(uint64_t copies, double seconds);
     Engine() = default;
     // Row i of the batch: one token of one sequence.
     void put(int32_t i, llama_token token, int32_t pos, int32_t seq, bool logits);
