@@ -124,14 +124,27 @@ test("a block gone between the upload and the manifest (evicted): the store answ
   assert.ok((await load(w.key, B)).equals(a));
 });
 
-test("two writers of one prefix uploading over TCP at once: neither takes the other's staged blocks, both entries store and load", async () => {
-  await using tcpStore = await createKvStorePod({ blockTokens: B, codec: "none", tenantSalt: "w2", tiers: [], kvTransport: "tcp", kvPort: 0 });
-  await using tcpHttp = await listen(tcpStore.app);
+/** A kvstore pod that takes blocks over TCP, the config it answers, and clients of it over TCP (a new one per call). */
+async function tcpStorePod(salt: string): Promise<{ pod: KvStorePod; config: BlockWriteTarget["config"]; client: () => KvBlockClient } & AsyncDisposable> {
+  const pod = await createKvStorePod({ blockTokens: B, codec: "none", tenantSalt: salt, tiers: [], kvTransport: "tcp", kvPort: 0 });
+  const http = await listen(pod.app);
   const addon = (await kvStreamAddon())!;
-  const tcpConfig = (await (await fetch(`${tcpHttp.url}/v1/kv/config`)).json()) as BlockWriteTarget["config"];
+  const config = (await (await fetch(`${http.url}/v1/kv/config`)).json()) as BlockWriteTarget["config"];
+  return {
+    pod,
+    config,
+    client: () => new KvBlockClient({ url: http.url, headers: () => ({}), model: "m", metrics: createKvClientMetrics(new Registry()), transport: "tcp", addon, timeoutMs: 10_000 }),
+    async [Symbol.asyncDispose](): Promise<void> {
+      await http[Symbol.asyncDispose]();
+      await pod[Symbol.asyncDispose]();
+    },
+  };
+}
+
+test("two writers of one prefix uploading over TCP at once: neither takes the other's staged blocks, both entries store and load", async () => {
+  await using tcp = await tcpStorePod("w2");
+  const { pod: tcpStore, config: tcpConfig, client: tcpClient } = tcp;
   assert.equal(tcpConfig.uploadIds, true, "the store stages TCP uploads per writer");
-  const tcpClient = (): KvBlockClient =>
-    new KvBlockClient({ url: tcpHttp.url, headers: () => ({}), model: "m", metrics: createKvClientMetrics(new Registry()), transport: "tcp", addon, timeoutMs: 10_000 });
   const [a, b] = [syntheticSeqState({ tokens: 3 * B, seed: 7 }), syntheticSeqState({ tokens: 3 * B, seed: 8 })];
   // The same prefix keys, the second writer's entry one block longer so the two manifests differ.
   const keys = chain("tcp-race", 3);
@@ -149,11 +162,9 @@ test("two writers of one prefix uploading over TCP at once: neither takes the ot
 });
 
 test("over TCP, a write-back's blocks are gathered and a load's placed by the addon off the event loop: the same bytes, and a corrupt block is named", async () => {
-  await using tcpStore = await createKvStorePod({ blockTokens: B, codec: "none", tenantSalt: "w3", tiers: [], kvTransport: "tcp", kvPort: 0 });
-  await using tcpHttp = await listen(tcpStore.app);
-  const addon = (await kvStreamAddon())!;
-  const tcpConfig = (await (await fetch(`${tcpHttp.url}/v1/kv/config`)).json()) as BlockWriteTarget["config"];
-  const c = new KvBlockClient({ url: tcpHttp.url, headers: () => ({}), model: "m", metrics: createKvClientMetrics(new Registry()), transport: "tcp", addon, timeoutMs: 10_000 });
+  await using tcp = await tcpStorePod("w3");
+  const { pod: tcpStore, config: tcpConfig } = tcp;
+  const c = tcp.client();
   // Exactly the entry's tokens (what a write-back exports): kvGather cuts the blocks (590 KB each).
   const a = syntheticSeqState({ tokens: 3 * B, seed: 9 });
   const w = await c.write(a, { ...target(chain("gather", 3)), config: tcpConfig });
@@ -169,14 +180,10 @@ test("over TCP, a write-back's blocks are gathered and a load's placed by the ad
 });
 
 test("a write says when it has read its state, before its upload ends: bytes overwritten then are not what is stored, on both split paths", async () => {
-  await using tcpStore = await createKvStorePod({ blockTokens: B, codec: "none", tenantSalt: "w4", tiers: [], kvTransport: "tcp", kvPort: 0 });
-  await using tcpHttp = await listen(tcpStore.app);
-  const addon = (await kvStreamAddon())!;
-  const tcpConfig = (await (await fetch(`${tcpHttp.url}/v1/kv/config`)).json()) as BlockWriteTarget["config"];
-  const tcpClient = new KvBlockClient({ url: tcpHttp.url, headers: () => ({}), model: "m", metrics: createKvClientMetrics(new Registry()), transport: "tcp", addon, timeoutMs: 10_000 });
+  await using tcp = await tcpStorePod("w4");
   // kvGather's copy (the addon, a state of exactly the entry's tokens) and the codec worker's (no addon, HTTP).
   const paths = [
-    { name: "gather", c: tcpClient, cfg: tcpConfig, pod: tcpStore },
+    { name: "gather", c: tcp.client(), cfg: tcp.config, pod: tcp.pod },
     { name: "worker", c: client(), cfg: config, pod: store },
   ];
   for (const [n, { name, c, cfg, pod }] of paths.entries()) {
