@@ -63,10 +63,39 @@ export function toHttpError(err: unknown): HttpError {
   return new HttpError(500, `internal error: ${e.message ?? String(err)}`, { cause: err });
 }
 
+/**
+ * Writes a 5xx answer's method, path and message to stderr, at most LOG_BURST lines a second (the
+ * next line says how many were left out): a server error is otherwise seen by its client alone.
+ */
+class ServerErrorLog {
+  private windowStart = 0;
+  private inWindow = 0;
+  private skipped = 0;
+
+  write(method: string, path: string, e: HttpError): void {
+    const now = Date.now();
+    if (now - this.windowStart >= 1000) {
+      this.windowStart = now;
+      this.inWindow = 0;
+    }
+    if (++this.inWindow > LOG_BURST) {
+      this.skipped++;
+      return;
+    }
+    const more = this.skipped > 0 ? ` (${this.skipped} more server errors not logged)` : "";
+    this.skipped = 0;
+    console.error(`engine: ${method} ${path} answered ${e.status}: ${e.message}${more}`);
+  }
+}
+
+const LOG_BURST = 5;
+const serverErrors = new ServerErrorLog();
+
 export function errorHandler(onError?: (status: number) => void): ErrorRequestHandler {
-  return (err, _req, res, next) => {
+  return (err, req, res, next) => {
     const httpError = toHttpError(err);
     onError?.(httpError.status);
+    if (httpError.status >= 500) serverErrors.write(req.method, req.path, httpError);
     if (res.headersSent) {
       // Streaming already started: the SSE writer reports errors in-band; just close.
       res.end();

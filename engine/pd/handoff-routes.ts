@@ -30,7 +30,7 @@ import type { GenerateOptions, HandOffState, ImportedLocal } from "../serving/co
 import { localRoutes, localTarget, LocalUnavailable, notLocal, prefillLocal } from "./local-handoff.ts";
 import type { LocalRegions } from "./local-regions.ts";
 import { AWAIT_STATE_MS, awaitStaged, failedBehind, SendFailures, StagedWaitError } from "./staged-wait.ts";
-import { decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
+import { countingBytes, decodeKvHandoff, encodeKvHandoff, KvWireError } from "./kv-wire.ts";
 import { normaliseSeqState, seqStateTokens } from "../runtime/seq-state.ts";
 import { identityHeaders, identityOf } from "../access/identity.ts";
 import {
@@ -124,6 +124,8 @@ function parseKind(kind: unknown): RequestKind {
 /** PUTs the state to the decode base URL; returns the URL of the pod that staged it. */
 async function sendState(base: string, id: string, frames: Iterable<Buffer>, opts: { timeoutMs: number; headers: Record<string, string> }): Promise<string> {
   const url = `${base}/internal/kv/${encodeURIComponent(id)}`;
+  const t0 = performance.now();
+  const sent = { bytes: 0 };
   let res: globalThis.Response;
   try {
     res = await fetch(url, {
@@ -132,12 +134,13 @@ async function sendState(base: string, id: string, frames: Iterable<Buffer>, opt
       // requests, so over a kept-alive connection every hand-off of this pod would reach the same
       // decode pod. A connect is nothing next to megabytes of KV state.
       headers: { ...opts.headers, "content-type": "application/octet-stream", connection: "close" },
-      body: Readable.toWeb(Readable.from(frames)) as ReadableStream,
+      body: Readable.toWeb(Readable.from(countingBytes(frames, sent))) as ReadableStream,
       duplex: "half",
       signal: AbortSignal.timeout(opts.timeoutMs),
     } as RequestInit);
   } catch (err) {
-    throw new HttpError(502, `KV hand-off to ${url} failed: ${(err as Error).message}`, { code: "handoff_failed", cause: err });
+    const after = `after ${((performance.now() - t0) / 1000).toFixed(1)} s, ${sent.bytes} bytes of the stream written`;
+    throw new HttpError(502, `KV hand-off to ${url} failed (${after}): ${(err as Error).message}`, { code: "handoff_failed", cause: err });
   }
   if (!res.ok) {
     const text = await res.text().catch(() => "");
@@ -321,7 +324,10 @@ function receiveHandler(deps: HandoffDeps, store: HandoffStore) {
       decoded = await decodeKvHandoff(req);
     } catch (err) {
       if (err instanceof KvWireError) throw new HttpError(400, err.message, { code: "bad_kv_stream" });
-      throw err;
+      // The sender's side ended it (its timeout, its pod gone): said here too, as no one reads the answer.
+      const message = `KV hand-off ${String(req.params.id)}: the stream broke off after ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(err as Error).message}`;
+      console.error(`engine: ${message}`);
+      throw new HttpError(400, message, { code: "bad_kv_stream", cause: err });
     }
     requireModel(deps, decoded.header.model);
     const state = normaliseSeqState(decoded.state, { streams: info.kvStreams, vTransposed: !info.flashAttention });

@@ -133,3 +133,11 @@ export async function decodeKvHandoff(source: AsyncIterable<Buffer | Uint8Array 
   if (sha.digest("hex") !== header.sha256) throw new KvWireError("KV state failed its SHA-256 check");
   return { header, state };
 }
+
+/** The frames as they are, their bytes added to `count` as each is taken (what a sender got written). */
+export function* countingBytes(frames: Iterable<Buffer>, count: { bytes: number }): Generator<Buffer> {
+  for (const f of frames) {
+    yield f;
+    count.bytes += f.length;
+  }
+}

@@ -110,6 +110,8 @@ test("a dead decode pod fails the request with a clear error instead of hanging"
   const r = await postJson(`${brokenRouter.url}/v1/completions`, { prompt: "hello", max_tokens: 4 });
   assert.equal(r.status, 502);
   assert.match((r.json.error as { message: string }).message, /hand-off to http:\/\/127\.0\.0\.1:9/);
+  // How far it got, for whoever reads the error: the time it took and the bytes written.
+  assert.match((r.json.error as { message: string }).message, /failed \(after \d+\.\d s, \d+ bytes of the stream written\)/);
 });
 
 test("the prefill pod's reused prefix reaches the answer's usage as cached_tokens, over TCP and over HTTP", async () => {

@@ -25,23 +25,31 @@ import {
 /** What the prefill pod knows of a decode base URL's transport, re-probed after PROBE_TTL_MS. */
 interface Probe {
   info?: KvTransportInfo;
-  at: number;
+  /** When the answer stops being used. */
+  until: number;
 }
 const PROBE_TTL_MS = 30_000;
+/**
+ * A probe that got no answer (its 2 s timeout on a loaded machine, the pod restarting) is kept
+ * this long only: for 30 s every hand-off to that pod would take HTTP, no first token ahead.
+ */
+const FAILED_PROBE_TTL_MS = 3_000;
 const probes = new Map<string, Probe>();
 
 /** What a decode base URL offers (GET /internal/kv-transport, cached PROBE_TTL_MS); undefined when it does not say. */
 export async function probe(base: string, headers: Record<string, string>): Promise<KvTransportInfo | undefined> {
   const known = probes.get(base);
-  if (known && performance.now() - known.at < PROBE_TTL_MS) return known.info;
+  if (known && performance.now() < known.until) return known.info;
   let info: KvTransportInfo | undefined;
+  let ttl = PROBE_TTL_MS;
   try {
     const res = await fetch(`${base}/internal/kv-transport`, { headers, signal: AbortSignal.timeout(2_000) });
     info = res.ok ? ((await res.json()) as KvTransportInfo) : undefined; // an older decode pod: 404, HTTP only
   } catch {
     info = undefined; // unreachable now: the HTTP PUT reports the real error
+    ttl = FAILED_PROBE_TTL_MS;
   }
-  probes.set(base, { info, at: performance.now() });
+  probes.set(base, { info, until: performance.now() + ttl });
   return info;
 }
 
@@ -165,7 +173,7 @@ export async function tryTcp(deps: HandoffDeps, base: string, header: HandoffHea
     if (!(err instanceof TcpUnavailable)) throw err;
     if (strict) throw new HttpError(502, err.message, { code: "handoff_failed", cause: err });
     // The port is not reachable from here (a Service without it, a firewall): HTTP until the next probe.
-    probes.set(base, { info: { ...target.info, tcpPort: undefined }, at: performance.now() });
+    probes.set(base, { info: { ...target.info, tcpPort: undefined }, until: performance.now() + PROBE_TTL_MS });
     return undefined;
   }
 }
