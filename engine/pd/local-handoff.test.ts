@@ -10,7 +10,8 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
-import { completionText, postJson, sseEvents, startPdFleet, type PdFleet } from "../../testing/engine.ts";
+import { completionText, completionWithReuse, listen, postJson, sseEvents, startPdFleet, startPod, type PdFleet } from "../../testing/engine.ts";
+import { createKvStorePod } from "../kvstore-pod.ts";
 import { nodeIdentity } from "./local-regions.ts";
 
 let fleet: PdFleet;
@@ -111,4 +112,20 @@ test("a decode pod whose memory this pod cannot map (its probe region gone: no s
   assert.equal(await completionText(f.router.url, body), await completionText(f.aggregated.url, body));
   assert.equal(await localHandoffs(f), 0);
   assert.equal(await counter(f.prefill.url, "llmfleet_kv_handoffs_total", 'path="tcp",outcome="ok"'), 2);
+});
+
+test("a prefill pod with a KV store writes the prompt back on the local path too: another pod of the store loads it", async () => {
+  await using store = await createKvStorePod({ blockTokens: 16, codec: "lossless", tenantSalt: "local", tiers: [] });
+  await using storeHttp = await listen(store.app);
+  await using f = await startPdFleet("synthetic://tiny", { prefill: { kvUnified: true, kvStore: storeHttp.url }, decode: { kvUnified: true } });
+  const prompt = `${Array.from({ length: 60 }, (_, i) => `w${i % 23}`).join(" ")} on the local path`;
+  const body = { prompt, max_tokens: 6 };
+  assert.equal(await completionText(f.router.url, body), await completionText(f.aggregated.url, body));
+  assert.equal(await localHandoffs(f), 1, "the hand-off went the local way");
+  await f.prefill.pod.kvCache!.settled();
+  assert.ok(store.store.tiers[0]!.stats().blocks > 0, "the prompt's blocks are in the store");
+  await using other = await startPod({ model: "synthetic://tiny", kvStore: storeHttp.url });
+  const loaded = await completionWithReuse(other.url, prompt, 6);
+  assert.ok(loaded.cached >= 16, `another pod of the store reused ${loaded.cached} tokens`);
+  assert.equal(loaded.text, await completionText(f.aggregated.url, body));
 });

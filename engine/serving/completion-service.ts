@@ -241,19 +241,21 @@ export class CompletionService {
   private async computeContext<T>(
     req: PreparedRequest,
     signal: AbortSignal,
-    then: (lease: SequenceLease, c: { context: Token[]; load: PrefixLoad | undefined; hits: number; ns: string }) => Promise<T>,
+    then: (lease: SequenceLease, c: { context: Token[]; load: PrefixLoad | undefined; hits: number; ns: string; keep: () => void }) => Promise<T>,
   ): Promise<T> {
     const ns = req.identity?.kvNamespace ?? "";
     const lease = await this.acquire(req.prompt, signal, ns);
     const context = req.prompt.slice(0, -1);
+    // keep(): `then` has taken the lease over and releases it itself.
+    let kept = false;
     try {
       const load = await this.loadCached(lease, context, ns);
       const hits = await this.evaluateTimed(lease, context, req);
       this.metrics.promptTokens.inc(req.prompt.length);
       this.countHits(req, hits);
-      return await then(lease, { context, load, hits, ns });
+      return await then(lease, { context, load, hits, ns, keep: () => (kept = true) });
     } finally {
-      lease.release();
+      if (!kept) lease.release();
     }
   }
 
@@ -268,18 +270,24 @@ export class CompletionService {
 
   /**
    * Prefill role, the local path (pd/local-handoff.ts): prefillState with the state's rows
-   * exported by `exportTo` into a region the decode pod maps, instead of into host memory. No KV
-   * store write-back (there is no host copy to write).
+   * exported by `exportTo` into a region the decode pod maps, instead of into host memory. The
+   * KV store's write-back exports the entry's rows to host memory after that, as an aggregated
+   * pod's does after its answer (the region's copy is the decode pod's, not this pod's to read).
    */
   async prefillLocal(
     req: PreparedRequest,
     signal: AbortSignal,
     w: { sampleFirst: boolean; exportTo: (seq: RuntimeSequence) => Promise<LocalState> },
   ): Promise<{ local: LocalState; prefixHitTokens: number; exportMs: number; firstToken?: Token }> {
-    return this.computeContext(req, signal, async (lease, { hits }) => {
+    return this.computeContext(req, signal, async (lease, { context, load, hits, ns, keep }) => {
       const firstToken = w.sampleFirst ? await sampleFirst(lease.sequence, req) : undefined;
       const t0 = performance.now();
       const local = await w.exportTo(lease.sequence);
+      // With the first token sampled here no store is written (firstTokenHere: a pod with a KV store does not).
+      if (firstToken === undefined) {
+        keep();
+        this.releaseWithWriteBack(lease, context, load, ns);
+      }
       return { local, prefixHitTokens: hits, exportMs: performance.now() - t0, ...(firstToken === undefined ? {} : { firstToken }) };
     });
   }
