@@ -78,7 +78,9 @@ export async function createKvStorePod(opts: KvStorePodOptions): Promise<KvStore
   for (const spec of opts.tiers.length > 0 ? opts.tiers : DEFAULT_TIERS) tiers.push(await openTier(spec, opts.env));
   const aliasIndex: { store?: TieredStore } = {};
   const metrics = createKvStoreMetrics(tiers, opts.withProcessMetrics ?? false, () => aliasIndex.store?.aliases.pairs ?? 0);
-  const store = new TieredStore(tiers, metrics, { blockTokens: opts.blockTokens, maxAliasPairs: opts.maxAliasPairs });
+  // LLMFLEET_KV_LOOKUP_WINDOW=1: one key at a time (bench:kv-lookup's baseline).
+  const lookupWindow = Number((opts.env ?? process.env).LLMFLEET_KV_LOOKUP_WINDOW) || undefined;
+  const store = new TieredStore(tiers, metrics, { blockTokens: opts.blockTokens, maxAliasPairs: opts.maxAliasPairs, lookupWindow });
   aliasIndex.store = store;
   await store.indexAliases();
   const config = { blockTokens: opts.blockTokens, codec: opts.codec, tenantSalt: opts.tenantSalt, kvFormat: opts.kvFormat ?? "v2" };

@@ -73,3 +73,30 @@ test("in its own process (shaped-proxy-process.ts): the same rate, and a rate ch
   target.server.close();
   assert.ok(faster > 0.16 && faster < 0.24, `took ${faster.toFixed(3)} s at 40 Mbit/s`);
 });
+
+test("a one-way delay holds each chunk that long each way, in order (a round trip is twice it), in its own process too", async () => {
+  // An echo server: a round trip through the proxy is one delay up and one down.
+  const echo = net.createServer((s) => {
+    s.on("data", (d: Buffer) => s.write(d));
+    s.on("error", () => s.destroy());
+  });
+  await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
+  const port = (echo.address() as net.AddressInfo).port;
+  await using inProcess = await startShapedProxy("127.0.0.1", port, Infinity);
+  inProcess.setDelay(40);
+  await using child = await startShapedProxyProcess("127.0.0.1", port, Infinity);
+  await child.setDelay(40);
+  for (const proxyPort of [inProcess.port, child.port]) {
+    const client = net.connect(proxyPort, "127.0.0.1");
+    const sent = Buffer.from(Array.from({ length: 200 }, (_, i) => `chunk ${i};`).join(""));
+    const t0 = performance.now();
+    let got = Buffer.alloc(0);
+    const back = new Promise<void>((resolve) => client.on("data", (d: Buffer) => (got = Buffer.concat([got, d])).length >= sent.length && resolve()));
+    for (let i = 0; i < sent.length; i += 64) client.write(sent.subarray(i, i + 64));
+    await back;
+    assert.ok(performance.now() - t0 >= 80, `a round trip took ${(performance.now() - t0).toFixed(0)} ms`);
+    assert.deepEqual(got, sent, "every byte, in order");
+    client.destroy();
+  }
+  echo.close();
+});

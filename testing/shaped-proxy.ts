@@ -4,7 +4,8 @@
  * a store on loopback behaves like one behind a 100 Mbit/s or 1 Gbit/s path. The rate can change
  * between measurements (setRate); Infinity forwards as fast as loopback goes. Sources are paused
  * while their link holds more than HIGH_WATER bytes, so a fast sender does not fill memory.
- * No latency is added: at these rates the transfer time of a multi-MB KV entry dominates.
+ * No latency is added unless asked (setDelay): at these rates the transfer time of a multi-MB KV
+ * entry dominates, but a store's many small requests (a lookup's HEADs) wait for round trips.
  */
 import net from "node:net";
 
@@ -15,6 +16,8 @@ export interface ShapedProxy extends AsyncDisposable {
   port: number;
   /** Bytes per second of each direction from now on; Infinity: unshaped. */
   setRate(bytesPerSecond: number): void;
+  /** Milliseconds each chunk waits before it enters its link, each way (a round trip is twice it); set while nothing moves. */
+  setDelay(oneWayMs: number): void;
 }
 
 /** Megabits per second as bytes per second (10^6 bits, as links are rated). */
@@ -101,9 +104,11 @@ class Link {
   }
 }
 
-function pipeThrough(src: net.Socket, dst: net.Socket, link: Link): void {
-  src.on("data", (data: Buffer) => link.send(src, { dst, data }));
-  src.on("end", () => link.send(src, { dst, end: true }));
+function pipeThrough(src: net.Socket, dst: net.Socket, link: Link, delay: { ms: number }): void {
+  // Timers of one delay fire in the order they were set: the bytes keep theirs.
+  const send = (item: Item): void => void (delay.ms > 0 ? setTimeout(() => link.send(src, item), delay.ms) : link.send(src, item));
+  src.on("data", (data: Buffer) => send({ dst, data }));
+  src.on("end", () => send({ dst, end: true }));
   dst.on("close", () => link.forget(dst));
 }
 
@@ -111,6 +116,7 @@ function pipeThrough(src: net.Socket, dst: net.Socket, link: Link): void {
 export async function startShapedProxy(targetHost: string, targetPort: number, bytesPerSecond: number): Promise<ShapedProxy> {
   const up = new Link(bytesPerSecond);
   const down = new Link(bytesPerSecond);
+  const delay = { ms: 0 };
   const sockets = new Set<net.Socket>();
   // Half-open: each direction ends on its own, after its queued bytes (an end must not overtake them).
   const server = net.createServer({ allowHalfOpen: true }, (client) => {
@@ -123,8 +129,8 @@ export async function startShapedProxy(targetHost: string, targetPort: number, b
         upstream.destroy();
       });
     }
-    pipeThrough(client, upstream, up);
-    pipeThrough(upstream, client, down);
+    pipeThrough(client, upstream, up, delay);
+    pipeThrough(upstream, client, down, delay);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
@@ -132,6 +138,9 @@ export async function startShapedProxy(targetHost: string, targetPort: number, b
     setRate: (bytesPerSecond) => {
       up.rate = bytesPerSecond;
       down.rate = bytesPerSecond;
+    },
+    setDelay: (oneWayMs) => {
+      delay.ms = oneWayMs;
     },
     [Symbol.asyncDispose]: () => {
       up.close();

@@ -19,6 +19,12 @@ export interface BlockSum {
   crc32c: number;
 }
 
+/**
+ * Keys a lookup asks about at once after the longest (TieredStore.longest): a miss of an 8K prompt
+ * in 256-token blocks is then 1 + 4 object-store round trips, not 32.
+ */
+export const LOOKUP_WINDOW = 8;
+
 /** Blocks whose size and CRC-32C the store remembers (the oldest are forgotten, then read back when asked). */
 const MAX_BLOCK_SUMS = 1 << 20;
 
@@ -39,6 +45,8 @@ export interface TieredStoreOptions {
   blockTokens?: number;
   /** Bound of the alias index in (alias, entry) pairs. Default 1,000,000 (~200 MB at most). */
   maxAliasPairs?: number;
+  /** Keys a lookup asks the tiers about at once, after the longest alone (longest). Default LOOKUP_WINDOW. */
+  lookupWindow?: number;
   /** Reads started ahead of a load after a lookup hit below memory (read-ahead.ts); false: none. */
   readAhead?: ReadAheadOptions | false;
   log?: (line: string) => void;
@@ -135,18 +143,35 @@ export class TieredStore implements AsyncDisposable {
    * With `aliases`, a key that only prefixes a held entry counts too (the whole entry is
    * preferred when both exist); an alias whose entry is gone is dropped on the way.
    */
+  /**
+   * The longest of `keys` (each a prefix of the next) held in a tier, or reached through an alias.
+   * The longest is asked alone first (a context learned once is most often asked whole); then
+   * `lookupWindow` keys at a time, longest first, each window's questions in flight together: on an
+   * object store each is a request (a HEAD), and a miss on a prompt of n blocks would otherwise
+   * wait for n of them one after another.
+   */
   async longest(keys: readonly string[], aliases = false): Promise<LongestMatch> {
-    for (let i = keys.length - 1; i >= 0; i--) {
-      const key = keys[i]!;
-      const tier = await this.holder(key);
-      if (tier) return { index: i, tier, entry: { key, blocks: i + 1 } };
-      const viaAlias = aliases ? await this.liveAlias(key) : undefined;
-      if (viaAlias) {
-        this.metrics.aliasHits.inc();
-        return { index: i, ...viaAlias };
+    const width = Math.max(1, this.opts.lookupWindow ?? LOOKUP_WINDOW);
+    for (let top = keys.length - 1; top >= 0; ) {
+      const from = Math.max(0, top - (top === keys.length - 1 ? 0 : width - 1));
+      const indices = Array.from({ length: top - from + 1 }, (_, j) => top - j);
+      const found = await Promise.all(indices.map((i) => this.matchAt(keys[i]!, i, aliases)));
+      const j = found.findIndex((f) => f !== undefined);
+      if (j >= 0) {
+        if (found[j]!.viaAlias) this.metrics.aliasHits.inc();
+        return { index: indices[j]!, tier: found[j]!.tier, entry: found[j]!.entry };
       }
+      top = from - 1;
     }
     return { index: -1 };
+  }
+
+  /** keys[i] held in a tier (the entry is itself), else through an alias when asked. */
+  private async matchAt(key: string, i: number, aliases: boolean): Promise<(Omit<LongestMatch, "index"> & { viaAlias: boolean }) | undefined> {
+    const tier = await this.holder(key);
+    if (tier) return { tier, entry: { key, blocks: i + 1 }, viaAlias: false };
+    const viaAlias = aliases ? await this.liveAlias(key) : undefined;
+    return viaAlias ? { ...viaAlias, viaAlias: true } : undefined;
   }
 
   private async liveAlias(alias: string): Promise<Omit<LongestMatch, "index"> | undefined> {
