@@ -356,13 +356,14 @@ function ragOptions(opts: ModelPodOptions): { recompute: number; chunks: ChunkCa
 /** Decode role: memory lent to prefill pods on this machine (pd/local-handoff.ts); none with --kv-transport tcp or http. */
 async function lentMemory(opts: ModelPodOptions, runtime: ModelRuntime): Promise<LocalRegions | undefined> {
   if (opts.role !== "decode" || (opts.kvTransport ?? "auto") !== "auto") return undefined;
-  return localRegions(runtime.sequences, (opts.gpuLayers ?? 0) !== 0);
+  return localRegions(runtime.sequences, runtime.gpu === true);
 }
 
 /** The engine's kernels and buffers warmed by a prompt of its own before the pod serves (serving/warm-up.ts). */
 async function warmUpEngine(opts: ModelPodOptions, runtime: ModelRuntime): Promise<void> {
   const count = warmUpTokens(opts.warmUpTokens ?? "auto", {
-    gpuLayers: opts.backend === "llama" ? 0 : (opts.gpuLayers ?? 0),
+    // Layers asked for on a build without a GPU backend run on the CPU: nothing loads lazily there.
+    gpuLayers: runtime.gpu === true ? (opts.gpuLayers ?? 0) : 0,
     batchSize: opts.batchSize ?? 512,
     contextSize: runtime.info.contextSize,
   });

@@ -171,6 +171,8 @@ export interface LocalState {
 export interface ModelRuntime extends AsyncDisposable {
   readonly info: RuntimeInfo;
   readonly features: RuntimeFeatures;
+  /** Layers are on a GPU: layers asked for (--gpu-layers) and a build that offloads (native); absent: no. */
+  readonly gpu?: boolean;
   tokenize(text: string): Token[];
   /** Applies the model's chat template; returns prompt tokens and extra stop strings. */
   tokenizeChat(messages: readonly ChatMessage[]): { tokens: Token[]; stop: string[] };

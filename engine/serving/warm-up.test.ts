@@ -19,16 +19,31 @@ test("auto warms with two batches with layers on a GPU, at most what a sequence 
   assert.equal(warmUpTokens(0, gpu), 0);
 });
 
-test("a warmed pod holds no KV of its warm-up and answers as a pod that was not warmed", async () => {
+/** A pod started with these options, and what it wrote to stderr while it started. */
+async function startLogged(opts: Omit<Parameters<typeof startPod>[0], "model">): Promise<{ pod: Awaited<ReturnType<typeof startPod>>; log: string }> {
   const lines: string[] = [];
   const write = process.stderr.write.bind(process.stderr);
   process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]): boolean => (lines.push(String(chunk)), write(chunk, ...rest))) as typeof process.stderr.write;
-  let starting;
   try {
-    starting = await startPod({ model: MODEL, warmUpTokens: 300 });
+    return { pod: await startPod({ model: MODEL, ...opts }), log: lines.join("") };
   } finally {
     process.stderr.write = write;
   }
+}
+
+test("a pod asked for GPU layers on a build without a GPU backend runs on the CPU and does not warm up (auto)", async () => {
+  const { pod, log } = await startLogged({ gpuLayers: -1 });
+  try {
+    assert.equal(pod.pod.service.runtime.gpu, false, "this CPU build offloads nothing");
+    assert.doesNotMatch(log, /warmed up/);
+  } finally {
+    await pod[Symbol.asyncDispose]();
+  }
+});
+
+test("a warmed pod holds no KV of its warm-up and answers as a pod that was not warmed", async () => {
+  const { pod: starting, log } = await startLogged({ warmUpTokens: 300 });
+  const lines = [log];
   await using warmed = starting;
   await using plain = await startPod({ model: MODEL, warmUpTokens: 0 });
   assert.match(lines.join(""), /engine \(aggregated\): warmed up with a prompt of 300 tokens in \d+ ms/);
