@@ -283,12 +283,13 @@ export class CompletionService {
       const firstToken = w.sampleFirst ? await sampleFirst(lease.sequence, req) : undefined;
       const t0 = performance.now();
       const local = await w.exportTo(lease.sequence);
+      const exportMs = performance.now() - t0;
       // With the first token sampled here no store is written (firstTokenHere: a pod with a KV store does not).
       if (firstToken === undefined) {
         keep();
         this.releaseWithWriteBack(lease, context, load, ns);
       }
-      return { local, prefixHitTokens: hits, exportMs: performance.now() - t0, ...(firstToken === undefined ? {} : { firstToken }) };
+      return { local, prefixHitTokens: hits, exportMs, ...(firstToken === undefined ? {} : { firstToken }) };
     });
   }
 
