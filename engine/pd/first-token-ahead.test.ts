@@ -10,6 +10,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { awaitStaged, SendFailures, StagedWaitError } from "./staged-wait.ts";
+import { eventually } from "../../testing/eventually.ts";
 import { completionText, postJson, sseEvents, startPdFleet, type PdFleet } from "../../testing/engine.ts";
 
 let fleet: PdFleet;
@@ -38,10 +39,16 @@ const generate = (id: string, request: Record<string, unknown>, extra: Record<st
 
 test("the prefill pod answers with the first token ahead of the state, and every answer through the router is the aggregated one", async () => {
   const request = { prompt: "the capital of France is", max_tokens: 6, temperature: 0 };
+  const exports = (): Promise<number> => counter(fleet.prefill.url, "llmfleet_kv_handoff_seconds_count", 'stage="export"');
+  const exportsBefore = await exports();
   const p = await prefillAt(request);
   assert.equal(p.status, 200, JSON.stringify(p.json));
   assert.equal(p.json.early, true, "answered before the send");
   assert.equal(p.json.decodeUrl, fleet.decode.url);
+  // Answered before the state was copied out of the engine: the export is counted after it.
+  assert.equal(p.json.exportMs, 0);
+  assert.equal(p.json.stateBytes, 0);
+  await eventually(async () => assert.equal(await exports(), exportsBefore + 1), { timeoutMs: 5_000 });
   const g = await generate(String(p.json.handoffId), request, { firstToken: p.json.firstToken, awaitState: true });
   assert.equal(g.status, 200, JSON.stringify(g.json));
   const expected = await completionText(fleet.aggregated.url, request);

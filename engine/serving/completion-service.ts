@@ -19,7 +19,7 @@ import { ContextLengthError, EmptyPromptError } from "./errors.ts";
 import type { GenerationRequest } from "./request.ts";
 import type { SequenceLease, SequencePool } from "./sequence-pool.ts";
 import { IncrementalText } from "./incremental-text.ts";
-import { withFirst } from "./first-token.ts";
+import { exportThenRelease, sampleFirst, withFirst } from "./first-token.ts";
 import { importHandOff, importWhenStaged } from "./handoff-import.ts";
 import { TextAssembler } from "./text-assembler.ts";
 import { LogprobCollector } from "./logprob-collector.ts";
@@ -216,13 +216,8 @@ export class CompletionService {
 
   /** Prefill role: evaluate prompt[0..n-1) and export that KV. The sequence keeps it for reuse. */
   /** held: the KV store's write-back keeps reading the state (the caller must not release it). */
-  async prefillState(
-    req: PreparedRequest,
-    signal: AbortSignal,
-    sampleFirst = false,
-  ): Promise<{ state: Buffer; prefixHitTokens: number; exportMs: number; held: boolean; firstToken?: Token }> {
+  async prefillState(req: PreparedRequest, signal: AbortSignal): Promise<{ state: Buffer; prefixHitTokens: number; exportMs: number; held: boolean }> {
     return this.computeContext(req, signal, async (lease, { context, load, hits, ns }) => {
-      if (sampleFirst) return { ...(await this.exportWithFirst(lease, req)), prefixHitTokens: hits, held: false };
       const t0 = performance.now();
       const state = await lease.sequence.exportState();
       const exportMs = performance.now() - t0;
@@ -259,13 +254,23 @@ export class CompletionService {
     }
   }
 
-  /** Prefill role: the prompt's last token evaluated and the answer's first token sampled (first-token.ts), then the state of the whole prompt. */
-  private async exportWithFirst(lease: SequenceLease, req: PreparedRequest): Promise<{ state: Buffer; exportMs: number; firstToken?: Token }> {
-    const firstToken = await sampleFirst(lease.sequence, req);
-    // No room in the context to sample (the prompt fills it): the state of the prompt but its last token, as without.
-    const t0 = performance.now();
-    const state = await lease.sequence.exportState();
-    return { state, exportMs: performance.now() - t0, ...(firstToken === undefined ? {} : { firstToken }) };
+  /**
+   * Prefill role, the first token ahead of its state (pd/prefill-whole.ts): the prompt computed and
+   * its first token sampled; the state of the whole prompt is exported after this returns
+   * (`exported`), the sequence held until then. No first token (no room left to sample): `exported`
+   * is the state of the prompt but its last token. No KV store write-back (firstTokenHere: a pod
+   * with a store does not sample the first token).
+   */
+  async prefillAhead(
+    req: PreparedRequest,
+    signal: AbortSignal,
+  ): Promise<{ firstToken?: Token; prefixHitTokens: number; exported: Promise<{ state: Buffer; exportMs: number }> }> {
+    return this.computeContext(req, signal, async (lease, { hits, keep }) => {
+      const firstToken = await sampleFirst(lease.sequence, req);
+      keep();
+      const exported = exportThenRelease(lease);
+      return { prefixHitTokens: hits, exported, ...(firstToken === undefined ? {} : { firstToken }) };
+    });
   }
 
   /**
@@ -557,9 +562,3 @@ function answerTokens(lease: SequenceLease, req: PreparedRequest, onLogprob: (lp
 
 /** Completions with `echo`: the prompt, returned before the completion. */
 const echoedPrompt = (parsed: GenerationRequest): string => (parsed.echo && parsed.prompt) || "";
-
-/** The answer's first token sampled after the prompt's last (first-token.ts); the sequence keeps the prompt, the token is not evaluated. Undefined when the context has no room. */
-async function sampleFirst(seq: RuntimeSequence, req: PreparedRequest): Promise<Token | undefined> {
-  for await (const token of seq.generate(req.prompt.slice(-1), req.parsed.sampling, () => undefined, 1)) return token;
-  return undefined;
-}

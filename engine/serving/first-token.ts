@@ -11,7 +11,9 @@
  * temperature above 0 (a seeded answer stays the one an aggregated pod gives for that seed). Other
  * requests hand off the prompt but its last token, as before.
  */
-import type { Sampling, Token } from "../runtime/runtime.ts";
+import type { RuntimeSequence, Sampling, Token } from "../runtime/runtime.ts";
+import type { PreparedRequest } from "./completion-service.ts";
+import type { SequenceLease } from "./sequence-pool.ts";
 
 /** Whether a request's first token may be sampled on the prefill pod (see above). */
 export function firstTokenEligible(s: Sampling): boolean {
@@ -24,4 +26,25 @@ export function firstTokenEligible(s: Sampling): boolean {
 export async function* withFirst(first: Token, rest: () => Promise<AsyncGenerator<Token, void, void>>): AsyncGenerator<Token, void, void> {
   yield first;
   yield* await rest();
+}
+
+/** The answer's first token sampled after the prompt's last; the sequence keeps the prompt, the token is not evaluated. Undefined when the context has no room. */
+export async function sampleFirst(seq: RuntimeSequence, req: PreparedRequest): Promise<Token | undefined> {
+  for await (const token of seq.generate(req.prompt.slice(-1), req.parsed.sampling, () => undefined, 1)) return token;
+  return undefined;
+}
+
+/** The leased sequence's state exported, the lease given back once it is (the caller handles a failure). */
+export function exportThenRelease(lease: SequenceLease): Promise<{ state: Buffer; exportMs: number }> {
+  const exported = (async (): Promise<{ state: Buffer; exportMs: number }> => {
+    try {
+      const t0 = performance.now();
+      const state = await lease.sequence.exportState();
+      return { state, exportMs: performance.now() - t0 };
+    } finally {
+      lease.release();
+    }
+  })();
+  exported.catch(() => undefined); // never an unhandled rejection: the caller awaits it
+  return exported;
 }
