@@ -30,7 +30,9 @@ type Runs = Record<string, LoadSummary>;
  * The hand-off mechanisms the section compares, each a P/D pair of its own: tcp (the default: the
  * whole state after the prompt, striped over --kv-streams' default; a greedy request's first
  * token goes ahead of it), tcp-late (the same with the first token answered only once the state is
- * staged: PREFILL_ENV, the baseline of the first token ahead), tcp-parts (in parts sent while
+ * staged: PREFILL_ENV, the baseline of the first token ahead), tcp-export-first (the first token
+ * ahead, answered once the state is copied out of the engine, as before session 27: the baseline
+ * of the export behind the answer), tcp-parts (in parts sent while
  * the prompt computes: --kv-part-tokens auto), tcp8 (8 connections), tcp1 (one connection, the v1
  * wire: the mechanism before striping), tcp-split (tcp into a decode pod whose KV is one stream per
  * sequence: DECODE_ARGS), http (the LFKV stream over HTTP), local (auto: the rows through memory
@@ -42,6 +44,7 @@ type Runs = Record<string, LoadSummary>;
 export const TRANSPORT_ARGS = {
   tcp: ["--kv-transport", "tcp"],
   "tcp-late": ["--kv-transport", "tcp"],
+  "tcp-export-first": ["--kv-transport", "tcp"],
   "tcp-parts": ["--kv-transport", "tcp", "--kv-part-tokens", "auto"],
   tcp8: ["--kv-transport", "tcp", "--kv-streams", "8"],
   tcp1: ["--kv-transport", "tcp", "--kv-streams", "1"],
@@ -69,6 +72,7 @@ const DECODE_ARGS: Partial<Record<PdTransport, readonly string[]>> = { "tcp-spli
  */
 const PREFILL_ENV: Partial<Record<PdTransport, NodeJS.ProcessEnv>> = {
   "tcp-late": { LLMFLEET_FIRST_TOKEN_AHEAD: "0" },
+  "tcp-export-first": { LLMFLEET_EXPORT_BEHIND: "0" },
   "tcp-prio": { CUDA_MPS_CLIENT_PRIORITY: "1" },
   "tcp-sm70": { CUDA_MPS_ACTIVE_THREAD_PERCENTAGE: "70" },
 };
@@ -332,6 +336,9 @@ export function pdHeadline(pd: Record<string, unknown> | undefined): Record<stri
     // The baseline of the first token ahead of the state: the same P/D with the first token answered once the state is staged.
     pd_ttft_ratio_1k_late: ttftRatio("tcp-late", 1024),
     pd_ttft_ratio_4k_late: ttftRatio("tcp-late", 4096),
+    // The baseline of the export behind the answer: the first token ahead, answered once the state is exported.
+    pd_ttft_ratio_1k_export_first: ttftRatio("tcp-export-first", 1024),
+    pd_ttft_ratio_4k_export_first: ttftRatio("tcp-export-first", 4096),
     // The prefill pod below the decode pod under MPS (PREFILL_ENV): its 8-stream throughput and 1K TTFT.
     pd_throughput_ratio_8_prio: tokRatio("tcp-prio"),
     pd_ttft_ratio_1k_prio: ttftRatio("tcp-prio", 1024),

@@ -155,6 +155,8 @@ async function prefillFirst(deps: HandoffDeps, w: { prepared: PreparedRequest; h
     metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
     return handOffLate(deps, { ...w, state, held: false, prefixHitTokens, exportMs, t0, ...(firstToken === undefined ? {} : { firstToken }) });
   }
+  // LLMFLEET_EXPORT_BEHIND=0: the answer waits for the export (bench:http's tcp-export-first baseline).
+  if (process.env.LLMFLEET_EXPORT_BEHIND === "0") await exported;
   const header = handoffHeader(service, w.prepared, w.handoffId, prefixHitTokens);
   header.tokens = w.prepared.prompt; // the state is of the whole prompt
   metrics.handoffsAhead.inc();
