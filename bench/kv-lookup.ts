@@ -10,10 +10,14 @@
  *   miss_ms      none of the 32 keys is stored (a new prompt)
  *   half_ms      the first 16 blocks are stored (a cached 4K context, then 4K of new text)
  *   whole_ms     all 32 are (the context learned once, asked whole)
+ *   info_ms      POST /v1/kv/blocks/info of the 32 held keys (what a pod asks before it writes an
+ *                entry that extends a stored one: each held block's size and CRC-32C; the store
+ *                has not seen these written as blocks, so it reads each back to sum it)
  *
  * Baseline: the same store asking its tier one key at a time, longest first
- * (LLMFLEET_KV_LOOKUP_WINDOW=1, how every lookup ran before), against the default (the longest key
- * alone, then eight at a time: engine/kvstore/tiered-store.ts longest). Writes
+ * (LLMFLEET_KV_LOOKUP_WINDOW=1, how every lookup and blocks/info ran before), against the default
+ * (the longest key alone, then eight at a time: engine/kvstore/tiered-store.ts longest; blocks/info
+ * eight at a time: blockSumsOf). Writes
  * bench/results/kv-lookup.json (or --out) with `lookup_miss_ratio_rtt10` (one at a time / default)
  * and the rest per round trip.
  */
@@ -61,15 +65,29 @@ async function promptKeys(url: string, stored: number): Promise<string[]> {
 
 type Row = Record<string, number>;
 
-/** Each case's median lookup ms at the proxy's present delay. */
+/** Milliseconds of POST /v1/kv/blocks/info for held keys; checks every one is answered. */
+async function infoMs(url: string, keys: string[]): Promise<number> {
+  const t0 = performance.now();
+  const res = await fetch(`${url}/v1/kv/blocks/info`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ keys }) });
+  const { blocks } = (await res.json()) as { blocks: (object | null)[] };
+  const ms = performance.now() - t0;
+  if (!res.ok || blocks.length !== keys.length || blocks.some((b) => b === null)) throw new Error(`blocks/info answered ${res.status}: ${JSON.stringify(blocks).slice(0, 200)}`);
+  return ms;
+}
+
+/** Median ms of `fn` over REPEATS, after a first one (connections to the S3 server). */
+async function medianOf(fn: () => Promise<number>): Promise<number> {
+  await fn();
+  const ms: number[] = [];
+  for (let r = 0; r < REPEATS; r++) ms.push(await fn());
+  return median(ms);
+}
+
+/** Each case's median ms at the proxy's present delay. */
 async function measureRow(url: string, keys: Record<string, string[]>): Promise<Row> {
   const row: Row = {};
-  for (const [c, n] of Object.entries(CASES)) {
-    await lookupMs(url, keys[c]!, n); // a first one: connections to the S3 server
-    const ms: number[] = [];
-    for (let r = 0; r < REPEATS; r++) ms.push(await lookupMs(url, keys[c]!, n));
-    row[`${c}_ms`] = median(ms);
-  }
+  for (const [c, n] of Object.entries(CASES)) row[`${c}_ms`] = await medianOf(() => lookupMs(url, keys[c]!, n));
+  row.info_ms = await medianOf(() => infoMs(url, keys.whole!));
   return row;
 }
 
@@ -94,6 +112,7 @@ async function main(): Promise<void> {
   for (const rtt of RTTS_MS) {
     const r = rows[`rtt_${rtt}ms`]!;
     for (const c of Object.keys(CASES)) ratios[`lookup_${c}_ratio_rtt${rtt}`] = r.one_at_a_time![`${c}_ms`]! / r.default![`${c}_ms`]!;
+    ratios[`info_ratio_rtt${rtt}`] = r.one_at_a_time!.info_ms! / r.default!.info_ms!;
   }
   const out = {
     bench: "kv-lookup",
@@ -102,7 +121,7 @@ async function main(): Promise<void> {
     s3Server: S3_SERVER,
     keys: KEYS,
     repeats: REPEATS,
-    ratioOf: "one key at a time (LLMFLEET_KV_LOOKUP_WINDOW=1, the baseline) / the default (the longest alone, then 8 at a time), median lookup ms",
+    ratioOf: "one key at a time (LLMFLEET_KV_LOOKUP_WINDOW=1, the baseline) / the default (a lookup: the longest alone, then 8 at a time; blocks/info: 8 at a time), median ms",
     ...ratios,
     rows,
   };

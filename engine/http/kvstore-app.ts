@@ -149,11 +149,7 @@ function blockRoutes(app: Express, deps: KvStoreAppDeps, raw: express.RequestHan
     res.json({ have: await store.hasMany(keyList(req.body)) });
   });
   app.post("/v1/kv/blocks/info", jsonBody({ limit: 4 * 2 ** 20 }), async (req: Request, res: Response) => {
-    const blocks = [];
-    for (const key of keyList(req.body)) {
-      blocks.push((await store.blockSum(key)) ?? null);
-    }
-    res.json({ blocks });
+    res.json({ blocks: (await store.blockSumsOf(keyList(req.body))).map((b) => b ?? null) });
   });
   app.put("/v1/kv/blocks/:key", raw, async (req: Request, res: Response) => {
     const key = keyParam(req, metrics);

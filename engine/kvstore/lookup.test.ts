@@ -65,3 +65,17 @@ test("a miss of 33 keys asks each once, eight at a time after the first (1 + 4 r
   assert.equal(one.calls(), 33);
   assert.equal(one.mostInFlight(), 1);
 });
+
+test("the sizes and CRC-32Cs of held blocks (POST /v1/kv/blocks/info) are asked eight at a time, each the one asked alone gives", async () => {
+  const { store, slow } = await storeWith([]);
+  // Half stored through the store (their sums remembered), half straight into the tier (read back to sum).
+  for (const [i, k] of KEYS.slice(0, 20).entries()) {
+    if (i % 2 === 0) await store.putBlock(k, Buffer.alloc(100 + i, i));
+    else await slow.tier.put(k, Buffer.alloc(100 + i, i));
+  }
+  const asked = [...KEYS.slice(0, 20), hex(0xfff)]; // and one the store does not hold
+  const sums = await store.blockSumsOf(asked);
+  assert.ok(slow.mostInFlight() > 1 && slow.mostInFlight() <= 8, `in flight at once: ${slow.mostInFlight()}`);
+  for (const [i, k] of asked.entries()) assert.deepEqual(sums[i], await store.blockSum(k), `key ${i}`);
+  assert.equal(sums.at(-1), undefined);
+});

@@ -12,6 +12,7 @@ import type { KvStoreMetrics } from "./store-metrics.ts";
 import type { KvTier } from "./tier.ts";
 import { crc32c } from "./crc32c.ts";
 import { ReadAhead, type ReadAheadOptions } from "./read-ahead.ts";
+import { inWindows } from "./in-windows.ts";
 
 /** A stored v2 block's size and CRC-32C (what a manifest names it by). */
 export interface BlockSum {
@@ -230,6 +231,17 @@ export class TieredStore implements AsyncDisposable {
   }
 
   /** Which of the keys any tier holds (a v2 writer uploads only the others). */
+  /** blockSum of each key, lookupWindow at a time (each may be an object-store HEAD and GET). */
+  async blockSumsOf(keys: readonly string[]): Promise<(BlockSum | undefined)[]> {
+    const sums: (BlockSum | undefined)[] = new Array<BlockSum | undefined>(keys.length).fill(undefined);
+    await inWindows(
+      keys.map((_, i) => i),
+      Math.max(1, this.opts.lookupWindow ?? LOOKUP_WINDOW),
+      async (i) => void (sums[i] = await this.blockSum(keys[i]!)),
+    );
+    return sums;
+  }
+
   async hasMany(keys: readonly string[]): Promise<boolean[]> {
     return Promise.all(keys.map(async (k) => (await this.holder(k)) !== undefined));
   }
