@@ -12,7 +12,8 @@
  *   --pd-prompt-tokens LIST --pd-concurrency LIST --pd-transports LIST
  *                        the pd section (bench/http/pd.ts): prompt lengths (default 1024,4096),
  *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http; also
- *                        tcp-late, tcp-export-first, tcp1 and tcp8, baselines of the default:
+ *                        tcp-late, tcp-export-first, tcp1 and tcp8, baselines of the default;
+ *                        tcp-overlap, local, tcp-prio, tcp-sm70, variants of it:
  *                        TRANSPORT_ARGS in pd.ts)
  *   --reuse-contexts LIST --reuse-repeats N --reuse-mix N --reuse-codec C --reuse-store-streams N --reuse-write-yield on|off --reuse-store-hold on|off --reuse-host-warm BYTES|auto --reuse-load-parts on|off
  *                        the reuse section (bench/http/reuse.ts): context lengths (default

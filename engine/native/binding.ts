@@ -140,6 +140,14 @@ export interface NativeEngine {
   stateGetFile(seq: number, tokens: Int32Array): Promise<Buffer>;
   /** Loads a file-format state synchronously without copying it; returns the state bytes read. Throws on a bad state. */
   stateSetFile(seq: number, state: Buffer): number;
+  /**
+   * stateSetFile whose copies to the device are left running: a ticket for copiesDone (0: none
+   * left, as on a CPU). Until copiesDone(ticket) settles, `state` must stay as it is and the
+   * sequence must not be evaluated; other sequences may be.
+   */
+  stateSetFileDetached?(seq: number, state: Buffer): number;
+  /** Settles once a detached import's copies are in the KV cache; not a call on the context (dispose waits for it). */
+  copiesDone?(ticket: number): Promise<void>;
   /** Bytes of llama.cpp's state of the sequence (no file header): the room stateGetShared needs in its region. */
   stateSizeOf?(seq: number): number;
   /**

@@ -28,7 +28,7 @@ import {
 } from "./runtime.ts";
 import { seqStateTokens } from "./seq-state.ts";
 import { moveIn, partsInto } from "./state-parts.ts";
-import { exportShared, importShared, sharedStateSize } from "./shared-state.ts";
+import { exportShared, importFile, importShared, sharedStateSize } from "./shared-state.ts";
 import type { LlamaRuntimeOptions } from "./llama-runtime.ts";
 import { StepScheduler } from "./step-scheduler.ts";
 
@@ -265,12 +265,9 @@ class NativeSequence implements RuntimeSequence {
   async importState(state: Buffer): Promise<void> {
     // The addon checks magic, version and size again before llama.cpp reads the state.
     const tokens = seqStateTokens(state);
-    await this.rt.scheduler.exclusive(() => {
-      this.rt.engine.seqRm(this.id, 0, -1);
-      this.held = [];
-      this.rt.engine.stateSetFile(this.id, state);
-      this.held = tokens;
-    });
+    await importFile(this.rt, this.id, state, () => (this.held = []));
+    // Held (and lent to other sequences) once its copies are in.
+    this.held = tokens;
   }
 
   stateSize(): Promise<number> {

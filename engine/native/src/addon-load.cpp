@@ -179,7 +179,34 @@ Napi::Value NativeEngine::StateGetFile(const Napi::CallbackInfo & info) {
 // stateSetFile(seq, state) -> state bytes read. Synchronous (the caller holds the engine
 // exclusively): the 8 bytes before the state are swapped for llama.cpp's io header for the call and
 // restored, so no copy of a (possibly GB-sized) state is made and no JavaScript can see the swap.
-Napi::Value NativeEngine::StateSetFile(const Napi::CallbackInfo & info) {
+Napi::Value NativeEngine::StateSetFile(const Napi::CallbackInfo & info) { return SetStateFile(info, false); }
+
+// stateSetFileDetached(seq, state) -> ticket: stateSetFile whose copies to the device are left
+// running (Engine::state_set_detached); 0 when none are (a CPU engine). Until copiesDone(ticket)
+// settles, the state must stay as it is and the sequence must not be evaluated.
+Napi::Value NativeEngine::StateSetFileDetached(const Napi::CallbackInfo & info) { return SetStateFile(info, true); }
+
+// copiesDone(ticket) -> Promise<void>: settles once a detached import's copies are in the KV cache.
+// Not a call on the context (other sequences' steps run meanwhile); dispose waits for it.
+Napi::Value NativeEngine::CopiesDone(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Engine * e = engine(env, Use::Read);
+    int32_t ticket = 0;
+    if (!e || !arg_int(info, 0, "ticket", 0, kMaxI32, ticket)) return env.Undefined();
+    waiting_++;
+    return queue<bool>(
+        env, Value(),
+        [e, ticket](std::string &) {
+            e->wait_copies(static_cast<uint32_t>(ticket));
+            return true;
+        },
+        [](Napi::Env en, bool &) -> Napi::Value { return en.Undefined(); }, [this] {
+            waiting_--;
+            finished_waiting();
+        });
+}
+
+Napi::Value NativeEngine::SetStateFile(const Napi::CallbackInfo & info, bool detach) {
     Napi::Env env = info.Env();
     Engine * e = engine(env, Use::Context);
     int32_t seq = 0;
@@ -204,17 +231,20 @@ Napi::Value NativeEngine::StateSetFile(const Napi::CallbackInfo & info) {
     const uint32_t io[2] = {IO_MAGIC, static_cast<uint32_t>(seq)};
     std::memcpy(p + head - 8, io, 8);
     size_t n = 0;
+    uint32_t ticket = 0;
     try {
-        n = e->state_set(seq, p + head - 8, len - head + 8);
+        // The swapped header is read by llama.cpp before state_set returns; detached copies read rows only.
+        n = detach ? e->state_set_detached(seq, p + head - 8, len - head + 8, ticket) : e->state_set(seq, p + head - 8, len - head + 8);
     } catch (const std::exception &) {
         n = 0;  // reported below like any refused state
     }
     std::memcpy(p + head - 8, saved, 8);
     if (n == 0) {
+        e->wait_copies(ticket);
         Napi::Error::New(env, "llama.cpp rejected the sequence state (wrong model, layout or size)").ThrowAsJavaScriptException();
         return env.Undefined();
     }
-    return Napi::Number::New(env, static_cast<double>(n));
+    return Napi::Number::New(env, static_cast<double>(detach ? ticket : n));
 }
 
 }  // namespace llmfleet_addon

@@ -23,6 +23,8 @@ Napi::Function NativeEngine::Define(Napi::Env env) {
                            InstanceMethod("seqPosMax", &NativeEngine::SeqPosMax),
                            InstanceMethod("stateGetFile", &NativeEngine::StateGetFile),
                            InstanceMethod("stateSetFile", &NativeEngine::StateSetFile),
+                           InstanceMethod("stateSetFileDetached", &NativeEngine::StateSetFileDetached),
+                           InstanceMethod("copiesDone", &NativeEngine::CopiesDone),
                            InstanceMethod("stateSizeOf", &NativeEngine::StateSizeOf),
                            InstanceMethod("stateGetShared", &NativeEngine::StateGetShared),
                            InstanceMethod("stateSetShared", &NativeEngine::StateSetShared),
@@ -60,7 +62,11 @@ Engine * NativeEngine::engine(Napi::Env env, Use use) {
 
 void NativeEngine::finished() {
     inflight_--;
-    if (!disposing_ || inflight_ > 0) return;
+    finished_waiting();
+}
+
+void NativeEngine::finished_waiting() {
+    if (!disposing_ || inflight_ > 0 || waiting_ > 0 || !engine_) return;
     engine_.reset();
     for (auto & d : dispose_waiters_) d.Resolve(Env().Undefined());
     dispose_waiters_.clear();
@@ -78,7 +84,7 @@ Napi::Value NativeEngine::Dispose(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto d = Napi::Promise::Deferred::New(env);
     disposing_ = true;
-    if (inflight_ == 0) {
+    if (inflight_ == 0 && waiting_ == 0) {
         engine_.reset();
         d.Resolve(env.Undefined());
     } else {

@@ -182,6 +182,8 @@ private:
         return queue<Result>(env, Value(), std::move(work), std::move(to_js), [this] { finished(); });
     }
     void finished();
+    // A copiesDone settled: the engine is freed now if it waited for it.
+    void finished_waiting();
     bool check_seq(Napi::Env env, int32_t seq, const char * name);
 
     Napi::Value Info(const Napi::CallbackInfo & info);
@@ -198,6 +200,9 @@ private:
     Napi::Value SeqPosMax(const Napi::CallbackInfo & info);
     Napi::Value StateGetFile(const Napi::CallbackInfo & info);
     Napi::Value StateSetFile(const Napi::CallbackInfo & info);
+    Napi::Value StateSetFileDetached(const Napi::CallbackInfo & info);
+    Napi::Value CopiesDone(const Napi::CallbackInfo & info);
+    Napi::Value SetStateFile(const Napi::CallbackInfo & info, bool detach);
     // addon-shared.cpp
     Napi::Value StateSizeOf(const Napi::CallbackInfo & info);
     Napi::Value StateGetShared(const Napi::CallbackInfo & info);
@@ -213,6 +218,8 @@ private:
 
     std::unique_ptr<Engine> engine_;
     int32_t inflight_ = 0;
+    // copiesDone promises not settled (they wait on the device, not on the context).
+    int32_t waiting_ = 0;
     bool disposing_ = false;
     std::vector<Napi::Promise::Deferred> dispose_waiters_;
 };

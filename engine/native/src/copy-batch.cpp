@@ -55,6 +55,22 @@ void CopyBatch::finish() {
     }
 }
 
+std::vector<ggml_backend_event_t> CopyBatch::detach() {
+    std::vector<ggml_backend_event_t> events;
+    for (int i = 0; i < n_used_; i++) {
+        ggml_backend_event_t ev = ggml_backend_event_new(ggml_backend_get_device(used_[i]));
+        if (!ev) {
+            ggml_backend_synchronize(used_[i]);
+            continue;
+        }
+        ggml_backend_event_record(ev, used_[i]);
+        events.push_back(ev);
+    }
+    n_used_ = 0;
+    finish();  // what is left: copies to or from a shared region
+    return events;
+}
+
 bool CopyBatch::redirected(ggml_tensor * tensor, const uint8_t * host, bool to_tensor, uint64_t offset, uint64_t size) {
     uint8_t * alt = redirect_.alt + (host - redirect_.host);
     if (redirect_.rows) {

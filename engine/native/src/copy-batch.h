@@ -21,6 +21,7 @@
 
 struct ggml_tensor;
 struct ggml_backend;
+struct ggml_backend_event;
 
 namespace llmfleet {
 
@@ -35,6 +36,11 @@ public:
     uint64_t copies() const { return copies_; }
     // Waits for the queued copies (the destructor does it too); idempotent.
     void finish();
+    // Instead of waiting: an event recorded on each stream copies were queued on, to wait for
+    // later (ggml_backend_event_synchronize, then free it); the scope then waits for none of them.
+    // A device whose backend makes no events is waited for here. Copies to a shared region are
+    // waited for here as in finish().
+    std::vector<::ggml_backend_event *> detach();
 
     // For the wrapped copy functions: true when the copy was queued (or made) here.
     bool take(::ggml_tensor * tensor, const void * src, void * dst, uint64_t offset, uint64_t size);

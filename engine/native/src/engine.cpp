@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "copy-batch.h"
+#include "ggml-backend.h"
 #include "fork-join.h"
 
 namespace llmfleet {
@@ -137,6 +138,13 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions & opts, std::string & e
 }
 
 Engine::~Engine() {
+    // Copies of detached imports still on their way into the KV cache: before it is freed.
+    std::vector<uint32_t> tickets;
+    {
+        std::lock_guard<std::mutex> lock(copies_mu_);
+        for (const auto & p : pending_copies_) tickets.push_back(p.first);
+    }
+    for (uint32_t t : tickets) wait_copies(t);
     for (auto * s : samplers_) {
         if (s) llama_sampler_free(s);
     }
@@ -425,6 +433,47 @@ size_t Engine::state_set(int32_t seq, const uint8_t * data, size_t size) {
     const size_t n = batched(copies, [&] { return llama_state_seq_set_data(ctx_, data, size, seq); });
     count_import(copies, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return n;
+}
+
+size_t Engine::state_set_detached(int32_t seq, const uint8_t * data, size_t size, uint32_t & ticket) {
+    settle();
+    const auto t0 = std::chrono::steady_clock::now();
+    ticket = 0;
+    size_t n = 0;
+    uint64_t copies = 0;
+    std::vector<ggml_backend_event_t> events;
+    {
+        CopyBatch batch;
+        try {
+            n = llama_state_seq_set_data(ctx_, data, size, seq);
+        } catch (...) {
+            batch.finish();  // nothing may still read `data` once this returns
+            throw;
+        }
+        copies = batch.copies();
+        events = batch.detach();
+    }
+    count_import(copies, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (events.empty()) return n;
+    std::lock_guard<std::mutex> lock(copies_mu_);
+    ticket = ++next_ticket_ == 0 ? ++next_ticket_ : next_ticket_;
+    pending_copies_[ticket] = std::move(events);
+    return n;
+}
+
+void Engine::wait_copies(uint32_t ticket) {
+    std::vector<ggml_backend_event_t> events;
+    {
+        std::lock_guard<std::mutex> lock(copies_mu_);
+        auto it = pending_copies_.find(ticket);
+        if (it == pending_copies_.end()) return;
+        events = std::move(it->second);
+        pending_copies_.erase(it);
+    }
+    for (auto * ev : events) {
+        ggml_backend_event_synchronize(ev);
+        ggml_backend_event_free(ev);
+    }
 }
 
 void Engine::count_import(uint64_t copies, double seconds) {

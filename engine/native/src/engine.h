@@ -5,12 +5,15 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <mutex>
 #include <vector>
 
 #include "engine-sampling.h"
+
+struct ggml_backend_event;
 #include "llama.h"
 
 namespace llmfleet {
@@ -141,6 +144,12 @@ public:
     };
     ImportStats import_stats();
     size_t state_set(int32_t seq, const uint8_t * data, size_t size);
+    // state_set whose copies to the device are not waited for: `ticket` names them (0: none left,
+    // as on a CPU), for wait_copies. Until then the state's memory must stay as it is and the
+    // sequence must not be evaluated; other sequences may be.
+    size_t state_set_detached(int32_t seq, const uint8_t * data, size_t size, uint32_t & ticket);
+    // Waits for the copies of a detached state_set (any thread; an unknown ticket returns at once).
+    void wait_copies(uint32_t ticket);
     // The two with the state's rows in another place (a shared region, shared-region.h): llama.cpp
     // writes or reads the headers at `host` (`size` bytes; where rows go it is never touched), each
     // row moves to or from `alt` + its offset in the state (`device`: alt is device memory). The get
@@ -176,6 +185,11 @@ private:
     ImportStats import_stats_;
     // One import into import_stats_ (state_set, state_set_shared).
     void count_import(uint64_t copies, double seconds);
+    // Copies of detached state_set calls not yet waited for, by ticket (waited for before the
+    // context is freed).
+    std::mutex copies_mu_;
+    std::map<uint32_t, std::vector<ggml_backend_event *>> pending_copies_;
+    uint32_t next_ticket_ = 0;
     Engine() = default;
     // Row i of the batch: one token of one sequence.
     void put(int32_t i, llama_token token, int32_t pos, int32_t seq, bool logits);
