@@ -13,6 +13,7 @@ import { rm } from "node:fs/promises";
 import { completionText, completionWithReuse, listen, postJson, sseEvents, startPdFleet, startPod, type PdFleet } from "../../testing/engine.ts";
 import { createKvStorePod } from "../kvstore-pod.ts";
 import { nodeIdentity } from "./local-regions.ts";
+import type { NativeEngine } from "../native/binding.ts";
 
 let fleet: PdFleet;
 
@@ -39,6 +40,8 @@ test("a decode pod says it lends memory to pods on its machine; the hand-offs ta
   assert.equal(info.local?.device, false, "shared memory on a CPU pod");
   assert.match(info.local?.probe ?? "", /^shm:\/llmfleet-kv-\d+-\d+-[0-9a-f]+-\d+$/);
   const before = await localHandoffs(fleet);
+  const prefillEngine = (fleet.prefill.pod.service.runtime as unknown as { engine: NativeEngine }).engine;
+  const exportsBefore = prefillEngine.exportStats().exports;
   for (const body of [
     { prompt: "the capital of France is", max_tokens: 6 },
     { prompt: "a b c d e f g h i j k", max_tokens: 20, stop: [" "] },
@@ -52,6 +55,7 @@ test("a decode pod says it lends memory to pods on its machine; the hand-offs ta
   const texts = (await sseEvents(res)).slice(0, -1).map((e) => (JSON.parse(e) as { choices: { text: string }[] }).choices[0]!.text);
   assert.equal(texts.join(""), await completionText(fleet.aggregated.url, { ...body, stream: false }));
   assert.equal((await localHandoffs(fleet)) - before, 5, "all five went the local way");
+  assert.equal(prefillEngine.exportStats().exports - exportsBefore, 5, "the exports into regions are counted as exports");
   assert.equal(await counter(fleet.prefill.url, "llmfleet_kv_handoffs_total", 'path="tcp"'), 0, "none over TCP");
 });
 

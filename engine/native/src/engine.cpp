@@ -489,17 +489,29 @@ size_t Engine::state_get_shared(int32_t seq, uint8_t * host, size_t size, uint8_
     error = "a state in a shared region needs the addon's static build (its copies rerouted)";
     return 0;
 #else
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
     settle();
     llama_synchronize(ctx_);
+    const auto t1 = clock::now();
     size_t n = 0;
+    uint64_t copies = 0;
     {
         CopyBatch batch;
         batch.redirect({host, size, alt, device, &rows});
         n = llama_state_seq_get_data(ctx_, host, size, seq);
         batch.finish();
+        copies = batch.copies();
         if (!batch.error().empty()) error = batch.error();
     }
     if (n != size && error.empty()) error = "llama.cpp wrote " + std::to_string(n) + " state bytes, expected " + std::to_string(size);
+    // Counted with state_get_into's (export_stats): an export into a region is an export too.
+    const auto t2 = clock::now();
+    std::lock_guard<std::mutex> lock(export_mu_);
+    export_stats_.exports++;
+    export_stats_.copies += copies;
+    export_stats_.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
+    export_stats_.copy_seconds += std::chrono::duration<double>(t2 - t1).count();
     return error.empty() ? n : 0;
 #endif
 }

@@ -127,7 +127,7 @@ public:
     size_t state_size(int32_t seq);
     // Waits for the device's queued work, then copies the state: the two timed apart (export_stats).
     size_t state_get_into(int32_t seq, uint8_t * dst, size_t size);
-    // Totals over state_get_into calls: the wait for the device to finish work queued before it (a
+    // Totals over state_get_into and state_get_shared calls: the wait for the device to finish work queued before it (a
     // prompt's last layers: llama.cpp decodes asynchronously when no logits are read) and the copy.
     // copies: the tensor copies llama.cpp made (one per contiguous run of cells per layer, K and V;
     // a scattered sequence makes many), batched on the device (copy-batch.h).
