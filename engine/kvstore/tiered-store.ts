@@ -143,16 +143,13 @@ export class TieredStore implements AsyncDisposable {
    * Index of the longest key (keys[i] names a prefix of i+1 blocks) held by any tier, or -1.
    * With `aliases`, a key that only prefixes a held entry counts too (the whole entry is
    * preferred when both exist); an alias whose entry is gone is dropped on the way.
-   */
-  /**
-   * The longest of `keys` (each a prefix of the next) held in a tier, or reached through an alias.
    * The longest is asked alone first (a context learned once is most often asked whole); then
    * `lookupWindow` keys at a time, longest first, each window's questions in flight together: on an
    * object store each is a request (a HEAD), and a miss on a prompt of n blocks would otherwise
    * wait for n of them one after another.
    */
   async longest(keys: readonly string[], aliases = false): Promise<LongestMatch> {
-    const width = Math.max(1, this.opts.lookupWindow ?? LOOKUP_WINDOW);
+    const width = this.lookupWidth;
     for (let top = keys.length - 1; top >= 0; ) {
       const from = Math.max(0, top - (top === keys.length - 1 ? 0 : width - 1));
       const indices = Array.from({ length: top - from + 1 }, (_, j) => top - j);
@@ -230,18 +227,23 @@ export class TieredStore implements AsyncDisposable {
     if (this.blockSums.size > MAX_BLOCK_SUMS) this.blockSums.delete(this.blockSums.keys().next().value!);
   }
 
-  /** Which of the keys any tier holds (a v2 writer uploads only the others). */
   /** blockSum of each key, lookupWindow at a time (each may be an object-store HEAD and GET). */
   async blockSumsOf(keys: readonly string[]): Promise<(BlockSum | undefined)[]> {
     const sums: (BlockSum | undefined)[] = new Array<BlockSum | undefined>(keys.length).fill(undefined);
     await inWindows(
       keys.map((_, i) => i),
-      Math.max(1, this.opts.lookupWindow ?? LOOKUP_WINDOW),
+      this.lookupWidth,
       async (i) => void (sums[i] = await this.blockSum(keys[i]!)),
     );
     return sums;
   }
 
+  /** Keys asked about at once (longest, blockSumsOf). */
+  private get lookupWidth(): number {
+    return Math.max(1, this.opts.lookupWindow ?? LOOKUP_WINDOW);
+  }
+
+  /** Which of the keys any tier holds (a v2 writer uploads only the others). */
   async hasMany(keys: readonly string[]): Promise<boolean[]> {
     return Promise.all(keys.map(async (k) => (await this.holder(k)) !== undefined));
   }

@@ -152,7 +152,6 @@ async function prefillFirst(deps: HandoffDeps, w: { prepared: PreparedRequest; h
   if (firstToken !== undefined) metrics.handoffFirstTokens.inc();
   if (firstToken === undefined || !ahead) {
     const { state, exportMs } = await exported;
-    metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
     return handOffLate(deps, { ...w, state, held: false, prefixHitTokens, exportMs, t0, ...(firstToken === undefined ? {} : { firstToken }) });
   }
   // LLMFLEET_EXPORT_BEHIND=0: the answer waits for the export (bench:http's tcp-export-first baseline).
@@ -174,17 +173,17 @@ export async function prefillWhole(
   if (await firstTokenHere(deps, w.prepared, w.decodeUrl)) return prefillFirst(deps, w);
   const t0 = performance.now();
   const { state, prefixHitTokens, exportMs, held } = await deps.service.prefillState(w.prepared, w.signal);
-  deps.metrics.handoffSeconds.observe({ stage: "export" }, exportMs / 1000);
   return handOffLate(deps, { ...w, state, held, prefixHitTokens, exportMs, t0 });
 }
 
-/** The state handed off before the answer (the late path); answers with what it took. */
+/** The state (exported in `exportMs`) handed off before the answer (the late path); answers with what it took. */
 async function handOffLate(
   deps: HandoffDeps,
   w: { prepared: PreparedRequest; handoffId: string; decodeUrl: string; state: Buffer; held: boolean; prefixHitTokens: number; exportMs: number; t0: number; firstToken?: number },
 ): Promise<PrefillResponse> {
   const { service } = deps;
   const { prepared, decodeUrl, state, firstToken } = w;
+  deps.metrics.handoffSeconds.observe({ stage: "export" }, w.exportMs / 1000);
   const t1 = performance.now();
   const stateBytes = state.length;
   const header = handoffHeader(service, prepared, w.handoffId, w.prefixHitTokens);

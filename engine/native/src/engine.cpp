@@ -413,12 +413,16 @@ size_t Engine::state_get_into(int32_t seq, uint8_t * dst, size_t size) {
     uint64_t copies = 0;
     const size_t n = batched(copies, [&] { return llama_state_seq_get_data(ctx_, dst, size, seq); });
     const auto t2 = clock::now();
+    count_export(copies, std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
+    return n;
+}
+
+void Engine::count_export(uint64_t copies, double wait_seconds, double copy_seconds) {
     std::lock_guard<std::mutex> lock(export_mu_);
     export_stats_.exports++;
     export_stats_.copies += copies;
-    export_stats_.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
-    export_stats_.copy_seconds += std::chrono::duration<double>(t2 - t1).count();
-    return n;
+    export_stats_.wait_seconds += wait_seconds;
+    export_stats_.copy_seconds += copy_seconds;
 }
 
 Engine::ExportStats Engine::export_stats() {
@@ -506,12 +510,7 @@ size_t Engine::state_get_shared(int32_t seq, uint8_t * host, size_t size, uint8_
     }
     if (n != size && error.empty()) error = "llama.cpp wrote " + std::to_string(n) + " state bytes, expected " + std::to_string(size);
     // Counted with state_get_into's (export_stats): an export into a region is an export too.
-    const auto t2 = clock::now();
-    std::lock_guard<std::mutex> lock(export_mu_);
-    export_stats_.exports++;
-    export_stats_.copies += copies;
-    export_stats_.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
-    export_stats_.copy_seconds += std::chrono::duration<double>(t2 - t1).count();
+    count_export(copies, std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(clock::now() - t1).count());
     return error.empty() ? n : 0;
 #endif
 }

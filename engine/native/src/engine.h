@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "engine-sampling.h"
+#include "llama.h"
 
 struct ggml_backend_event;
-#include "llama.h"
 
 namespace llmfleet {
 
@@ -185,6 +185,8 @@ private:
     ImportStats import_stats_;
     // One import into import_stats_ (state_set, state_set_shared).
     void count_import(uint64_t copies, double seconds);
+    // One export into export_stats_ (state_get_into, state_get_shared): the wait for the device, then the copy.
+    void count_export(uint64_t copies, double wait_seconds, double copy_seconds);
     // Copies of detached state_set calls not yet waited for, by ticket (waited for before the
     // context is freed).
     std::mutex copies_mu_;
