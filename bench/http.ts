@@ -8,7 +8,10 @@
  * Each section is run by its own invocation and merged into the results file (--out), so the device
  * can run them in separate calls; ratios are computed from sections of the same file.
  *
- *   --section S          engine | llama-server | inprocess | soak | stress | pd | reuse (repeatable; default engine)
+ *   --section S          engine | llama-server | inprocess | soak | stress | pd | reuse | pd2gpu | tp2 (repeatable; default engine)
+ *                        pd2gpu and tp2 (bench/http/two-gpu.ts, issue 27) need two GPUs of one host:
+ *                        P/D with prefill and decode on separate GPUs (--pd-prompt-tokens, --pd-concurrency),
+ *                        one replica over both GPUs as the operator plans gpusPerReplica: 2
  *   --pd-prompt-tokens LIST --pd-concurrency LIST --pd-transports LIST
  *                        the pd section (bench/http/pd.ts): prompt lengths (default 1024,4096),
  *                        streams (default 1,8,32), hand-off mechanisms (default tcp,http; also
@@ -60,6 +63,7 @@ function pdTransports(list: string): PdTransport[] {
   return names as PdTransport[];
 }
 import { reuseHeadline, reuseSection } from "./http/reuse.ts";
+import { pd2gpuSection, tp2Section, twoGpuHeadline, type TwoGpuOptions } from "./http/two-gpu.ts";
 
 const { values: a } = parseArgs({
   options: {
@@ -255,7 +259,25 @@ function pdPodArgs(longest = Math.max(...a["pd-prompt-tokens"].split(",").map(Nu
   return ["--backend", "native", ...gpuArgs, ...sizing, "--max-queue", "4096", ...words(a["engine-args"]), ...words(process.env.BENCH_ENGINE_ARGS ?? "")];
 }
 
+/** The two-GPU sections' pods: sized as pdPodArgs sizes a P/D pod, their device flags their own. */
+function twoGpuOptions(model: string): TwoGpuOptions {
+  const longest = Math.max(...a["pd-prompt-tokens"].split(",").map(Number));
+  const streams = Math.max(...a["pd-concurrency"].split(",").map(Number));
+  const sizing = ["--parallel", String(streams), "--ctx-size", String(longest + 256), "--batch-size", String(batchSize), "--threads", String(threads), "--max-queue", "4096"];
+  return {
+    engine: engineProgram(),
+    model,
+    sizing,
+    gpu: gpu !== undefined,
+    promptTokens: a["pd-prompt-tokens"].split(",").map(Number),
+    concurrencies: a["pd-concurrency"].split(",").map(Number),
+    logDir: dirname(a.out),
+  };
+}
+
 async function section(name: string, model: string): Promise<Record<string, unknown>> {
+  const twoGpu = ({ pd2gpu: pd2gpuSection, tp2: tp2Section } as Record<string, (o: TwoGpuOptions) => Promise<Record<string, unknown>>>)[name];
+  if (twoGpu) return twoGpu(twoGpuOptions(model));
   switch (name) {
     case "engine":
       return withEngine(model, "engine", async (server, client) => ({
@@ -348,6 +370,7 @@ function headline(r: Record<string, unknown>): Record<string, unknown> {
     ...soakFigures(r),
     ...pdHeadline(r.pd as Record<string, unknown> | undefined),
     ...reuseHeadline(r.reuse as Record<string, unknown> | undefined),
+    ...twoGpuHeadline(r.pd2gpu as Record<string, unknown> | undefined, r.tp2 as Record<string, unknown> | undefined),
   };
 }
 

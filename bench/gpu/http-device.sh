@@ -41,6 +41,12 @@
 #   bash bench/gpu/http-device.sh wire         the wire alone (bench:kv-transfer BENCH_WIRE=1, one process, pool reused):
 #                                              128/512 MiB states, 1/4/8 connections, socket buffers 8 MiB and autotuned,
 #                                              into $OUT/kv-wire-*.json
+#   bash bench/gpu/http-device.sh two-gpu      issue 27, on a two-GPU kind (nvidia-h200-x2 / nvidia-h100-x2) after setup-image:
+#                                              bench:http's pd2gpu (P/D with prefill on GPU 0 and decode on GPU 1, over
+#                                              TCP and device to device, against aggregated on one GPU; 1K/4K prompts,
+#                                              1/8/32 streams) and tp2 (one replica over both GPUs as the operator plans
+#                                              gpusPerReplica: 2, layer and row split, against one GPU; a KV cache past
+#                                              one GPU's memory) in one call, into $OUT/gpu-http.json (bench/http/two-gpu.ts)
 #   bash bench/gpu/http-device.sh sanitize     a short stress run of the engine under compute-sanitizer
 #                                              memcheck on the 1B model (finds a bad device access)
 #
@@ -170,6 +176,7 @@ case "${1:-}" in
   transfer) transfer ;;
   wire) wire ;;
   sanitize) sanitize ;;
-  "") echo "usage: $0 setup | setup-image | rag | transfer | wire | sanitize | SECTION..." >&2; exit 2 ;;
+  two-gpu) BENCH_ARGS="${BENCH_ARGS:---pd-prompt-tokens 1024,4096 --pd-concurrency 1,8,32}" bench pd2gpu tp2 ;;
+  "") echo "usage: $0 setup | setup-image | rag | transfer | wire | sanitize | two-gpu | SECTION..." >&2; exit 2 ;;
   *) bench "$@" ;;
 esac

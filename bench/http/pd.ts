@@ -22,6 +22,18 @@ export interface PdBenchOptions {
   maxTokens: number;
   transports: PdTransport[];
   logDir: string;
+  /**
+   * Where each pod runs, per role (and mechanism): environment and flags added to its own. The
+   * two-GPU section (two-gpu.ts) pins the pods to GPUs with it. Default: every pod on the device(s)
+   * the machine shows it.
+   */
+  place?: (role: PdRole, t?: PdTransport) => Placement;
+}
+
+export type PdRole = "aggregated" | "prefill" | "decode";
+export interface Placement {
+  env?: NodeJS.ProcessEnv;
+  args?: readonly string[];
 }
 
 type Runs = Record<string, LoadSummary>;
@@ -181,7 +193,7 @@ type Run = Runs[string] & { stages_ms?: Transfer["stages_ms"]; copies?: Transfer
 /** One closed-loop run of `c` clients with prompts of `tokens` tokens; with pods, its hand-offs' stage means. */
 async function run(
   client: LoadClient,
-  o: PdBenchOptions,
+  o: Pick<PdBenchOptions, "maxTokens">,
   at: { tokens: number; c: number; wordsPerToken: number },
   pods?: { prefill: string; decode: string },
 ): Promise<Run> {
@@ -203,7 +215,8 @@ async function run(
   return s;
 }
 
-async function sweep(url: string, name: string, o: PdBenchOptions, pods?: { prefill: string; decode: string }): Promise<Record<string, Runs>> {
+/** Closed-loop runs at each prompt length and stream count of `o`, through `url`; with pods, each run's hand-off stages. */
+export async function sweep(url: string, name: string, o: Pick<PdBenchOptions, "promptTokens" | "concurrencies" | "maxTokens">, pods?: { prefill: string; decode: string }): Promise<Record<string, Runs>> {
   const client = new LoadClient(url, 4096);
   const out: Record<string, Runs> = {};
   try {
@@ -264,7 +277,7 @@ async function transfer(prefillUrl: string, decodeUrl: string): Promise<Transfer
  * aggregated engine's answers: its state is moved, not recomputed, so a copy that went wrong on the
  * way (a byte, an unsynchronized device copy) shows as a different answer.
  */
-async function greedyAnswers(url: string, o: PdBenchOptions): Promise<string[]> {
+export async function greedyAnswers(url: string, o: Pick<PdBenchOptions, "promptTokens">): Promise<string[]> {
   const wordsPerToken = await benchWordsPerToken(url);
   const out: string[] = [];
   for (const tokens of o.promptTokens) {
@@ -280,7 +293,8 @@ async function greedyAnswers(url: string, o: PdBenchOptions): Promise<string[]> 
   return out;
 }
 
-async function start(o: PdBenchOptions, name: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunningServer> {
+/** One engine program on a free port, its log in o.logDir; ready once /ready answers. */
+export async function start(o: Pick<PdBenchOptions, "engine" | "logDir">, name: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunningServer> {
   const p = port();
   const [cmd, ...pre] = o.engine as [string, ...string[]];
   return startServer(name, cmd, [...pre, ...args, "--host", "127.0.0.1", "--port", String(p)], {
@@ -294,9 +308,10 @@ async function start(o: PdBenchOptions, name: string, args: string[], env: NodeJ
 export async function pdSection(o: PdBenchOptions): Promise<Record<string, unknown>> {
   await mkdir(o.logDir, { recursive: true });
   const out: Record<string, unknown> = { pod_args: o.podArgs.join(" "), prompt_tokens: o.promptTokens, concurrency: o.concurrencies, max_tokens: o.maxTokens };
+  const at = (role: PdRole, t?: PdTransport): Placement => o.place?.(role, t) ?? {};
   let reference: string[];
   {
-    await using agg = await start(o, "aggregated", ["--role", "aggregated", "--model", o.model, ...o.podArgs]);
+    await using agg = await start(o, "aggregated", ["--role", "aggregated", "--model", o.model, ...o.podArgs, ...(at("aggregated").args ?? [])], at("aggregated").env);
     reference = await greedyAnswers(agg.url, o);
     out.aggregated = await sweep(agg.url, "aggregated", o);
   }
@@ -310,9 +325,11 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
       String(port()),
       ...o.podArgs,
       ...(DECODE_ARGS[t] ?? []),
-    ], DECODE_ENV[t]);
+      ...(at("decode", t).args ?? []),
+    ], { ...DECODE_ENV[t], ...at("decode", t).env });
     const transport = TRANSPORT_ARGS[t];
-    await using prefill = await start(o, `prefill-${t}`, ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs], PREFILL_ENV[t]);
+    const prefillArgs = ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs, ...(at("prefill", t).args ?? [])];
+    await using prefill = await start(o, `prefill-${t}`, prefillArgs, { ...PREFILL_ENV[t], ...at("prefill", t).env });
     await using router = await start(o, `router-${t}`, ["--role", "router", "--prefill", prefill.url, "--decode", decode.url]);
     const runs = await sweep(router.url, `p/d ${t}`, o, { prefill: prefill.url, decode: decode.url });
     // After the sweep: the decode pod's cache has seen sequences come and go, so states land in scattered cells.
