@@ -10,6 +10,7 @@
 import { mkdir } from "node:fs/promises";
 import { closedLoop, benchPrompt, benchPromptOfTokens, benchWordsPerToken, LoadClient, type LoadSummary } from "./load-client.ts";
 import { startServer, type RunningServer } from "./servers.ts";
+import { partsMeans, partsSnapshot, type Pods } from "./ttft-parts.ts";
 
 export interface PdBenchOptions {
   /** node + script (and any wrapper) that starts the engine program. */
@@ -188,35 +189,41 @@ function copyMeans(a: StageSums, b: StageSums): NonNullable<Transfer["copies"]> 
   return { export: mean("export_copies"), import: mean("import_copies") };
 }
 
-type Run = Runs[string] & { stages_ms?: Transfer["stages_ms"]; copies?: Transfer["copies"] };
+type Run = Runs[string] & { stages_ms?: Transfer["stages_ms"]; copies?: Transfer["copies"]; ttft_parts_ms?: Record<string, number> };
 
-/** One closed-loop run of `c` clients with prompts of `tokens` tokens; with pods, its hand-offs' stage means. */
+/** The prefill and decode pods of a P/D pair, when both are given. */
+const pairOf = (pods: Pods): { prefill: string; decode: string } | undefined => (pods.prefill && pods.decode ? { prefill: pods.prefill, decode: pods.decode } : undefined);
+
+/** One closed-loop run of `c` clients with prompts of `tokens` tokens; with pods, where its first tokens' time went and its hand-offs' stage means. */
 async function run(
   client: LoadClient,
   o: Pick<PdBenchOptions, "maxTokens">,
   at: { tokens: number; c: number; wordsPerToken: number },
-  pods?: { prefill: string; decode: string },
+  pods: Pods = {},
 ): Promise<Run> {
   const { tokens, c, wordsPerToken } = at;
   const perClient = Math.max(2, Math.min(6, Math.round(32 / c)));
-  const before = pods ? await stageSums(pods) : undefined;
+  const pair = pairOf(pods);
+  const before = pair ? await stageSums(pair) : undefined;
+  const partsBefore = await partsSnapshot(pods);
   const s: Run = await closedLoop(
     (r) => client.complete(r),
     c,
     (cl, i) => ({ prompt: benchPromptOfTokens(tokens * 100_000 + cl * 1000 + i, tokens, wordsPerToken), maxTokens: o.maxTokens }),
     { perClient },
   );
+  s.ttft_parts_ms = partsMeans(partsBefore, await partsSnapshot(pods), s.requests);
   // Where this run's hand-offs spent their time (mean ms per hand-off, by stage).
-  if (pods && before) {
-    const after = await stageSums(pods);
+  if (pair && before) {
+    const after = await stageSums(pair);
     s.stages_ms = stageMeans(before, after);
     s.copies = copyMeans(before, after);
   }
   return s;
 }
 
-/** Closed-loop runs at each prompt length and stream count of `o`, through `url`; with pods, each run's hand-off stages. */
-export async function sweep(url: string, name: string, o: Pick<PdBenchOptions, "promptTokens" | "concurrencies" | "maxTokens">, pods?: { prefill: string; decode: string }): Promise<Record<string, Runs>> {
+/** Closed-loop runs at each prompt length and stream count of `o`, through `url`; with pods, each run's first-token parts and hand-off stages. */
+export async function sweep(url: string, name: string, o: Pick<PdBenchOptions, "promptTokens" | "concurrencies" | "maxTokens">, pods: Pods = {}): Promise<Record<string, Runs>> {
   const client = new LoadClient(url, 4096);
   const out: Record<string, Runs> = {};
   try {
@@ -228,7 +235,7 @@ export async function sweep(url: string, name: string, o: Pick<PdBenchOptions, "
         const s = await run(client, o, { tokens, c, wordsPerToken }, pods);
         runs[String(c)] = s;
         const stages = s.stages_ms ? ` (stages ms ${JSON.stringify(s.stages_ms)}, copies per hand-off ${JSON.stringify(s.copies)})` : "";
-        process.stderr.write(`bench:http: pd ${name} ${tokens} tok x${c}: TTFT p50 ${s.ttft_p50_ms} ms, ${s.tok_s} tok/s, ${s.errors} errors${stages}\n`);
+        process.stderr.write(`bench:http: pd ${name} ${tokens} tok x${c}: TTFT p50 ${s.ttft_p50_ms} ms, ${s.tok_s} tok/s, ${s.errors} errors; first-token parts ms ${JSON.stringify(s.ttft_parts_ms)}${stages}\n`);
       }
       out[String(tokens)] = runs;
     }
@@ -313,7 +320,7 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
   {
     await using agg = await start(o, "aggregated", ["--role", "aggregated", "--model", o.model, ...o.podArgs, ...(at("aggregated").args ?? [])], at("aggregated").env);
     reference = await greedyAnswers(agg.url, o);
-    out.aggregated = await sweep(agg.url, "aggregated", o);
+    out.aggregated = await sweep(agg.url, "aggregated", o, { aggregated: agg.url });
   }
   for (const t of o.transports) {
     await using decode = await start(o, `decode-${t}`, [
@@ -331,7 +338,7 @@ export async function pdSection(o: PdBenchOptions): Promise<Record<string, unkno
     const prefillArgs = ["--role", "prefill", "--model", o.model, "--decode", decode.url, ...transport, ...o.podArgs, ...(at("prefill", t).args ?? [])];
     await using prefill = await start(o, `prefill-${t}`, prefillArgs, { ...PREFILL_ENV[t], ...at("prefill", t).env });
     await using router = await start(o, `router-${t}`, ["--role", "router", "--prefill", prefill.url, "--decode", decode.url]);
-    const runs = await sweep(router.url, `p/d ${t}`, o, { prefill: prefill.url, decode: decode.url });
+    const runs = await sweep(router.url, `p/d ${t}`, o, { prefill: prefill.url, decode: decode.url, router: router.url });
     // After the sweep: the decode pod's cache has seen sequences come and go, so states land in scattered cells.
     const answers = await greedyAnswers(router.url, o);
     const same_answers = answers.map((a, i) => a === reference[i]);

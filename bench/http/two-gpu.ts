@@ -133,7 +133,7 @@ async function tp2Run(o: TwoGpuOptions, c: Tp2Config, reference: string[] | unde
   const logDir = join(o.logDir, "tp2");
   await using engine = await start({ engine: o.engine, logDir }, `tp2-${c.name}`, ["--role", "aggregated", "--model", o.model, ...flags], visible(c.devices));
   const answers = await greedyAnswers(engine.url, { promptTokens: [Math.min(...o.promptTokens)] });
-  const runs = (await sweep(engine.url, `tp2 ${c.name}`, { ...TP2_RUN, concurrencies: [1, 32] }))["128"] ?? {};
+  const runs = (await sweep(engine.url, `tp2 ${c.name}`, { ...TP2_RUN, concurrencies: [1, 32] }, { aggregated: engine.url }))["128"] ?? {};
   return { flags: flags.join(" "), runs, answers, ...(reference ? { same_answers: answers.map((x, i) => x === reference[i]) } : {}) };
 }
 
