@@ -10,7 +10,7 @@
 import { mkdir } from "node:fs/promises";
 import { closedLoop, benchPrompt, benchPromptOfTokens, benchWordsPerToken, LoadClient, type LoadSummary } from "./load-client.ts";
 import { startServer, type RunningServer } from "./servers.ts";
-import { partsMeans, partsSnapshot, type Pods } from "./ttft-parts.ts";
+import { metricSum as metric, partsMeans, partsSnapshot, type Pods } from "./ttft-parts.ts";
 
 export interface PdBenchOptions {
   /** node + script (and any wrapper) that starts the engine program. */
@@ -243,15 +243,6 @@ export async function sweep(url: string, name: string, o: Pick<PdBenchOptions, "
     client.close();
   }
   return out;
-}
-
-function metric(text: string, name: string, labels: Record<string, string>): number {
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.split(" ").pop());
-  }
-  return sum;
 }
 
 async function transfer(prefillUrl: string, decodeUrl: string): Promise<Transfer> {

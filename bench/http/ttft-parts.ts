@@ -29,7 +29,8 @@ const PARTS: Record<string, Part> = {
 
 export type PartsSnapshot = Record<string, { sum: number; count: number }>;
 
-function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
+/** The sum of a metric's samples in a /metrics text whose labels include `labels`. */
+export function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
   let sum = 0;
   for (const line of text.split("\n")) {
     if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
