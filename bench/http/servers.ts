@@ -4,7 +4,8 @@
  * same llama.cpp source. Each is stopped after its section; a server that dies mid-run is reported.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { dirname } from "node:path";
 
 export interface RunningServer extends AsyncDisposable {
   url: string;
@@ -26,6 +27,14 @@ async function stopChild(child: ChildProcess, exit: () => string | undefined, gr
   clearTimeout(timer);
 }
 
+/** A server's log file, its directory made first; a log that cannot be written is said once, and the server and the bench go on without it. */
+function openLog(name: string, file: string): WriteStream {
+  mkdirSync(dirname(file), { recursive: true });
+  const log = createWriteStream(file, { flags: "a" });
+  log.on("error", (err) => process.stderr.write(`bench:http: ${name}'s log ${file}: ${err.message}\n`));
+  return log;
+}
+
 /** Starts `command args`, waits until `readyPath` answers 200 (model loaded), within `timeoutMs`. */
 export async function startServer(
   name: string,
@@ -34,7 +43,7 @@ export async function startServer(
   opts: { port: number; readyPath: string; logFile?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number },
 ): Promise<RunningServer> {
   const child: ChildProcess = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...opts.env } });
-  const log = opts.logFile ? createWriteStream(opts.logFile, { flags: "a" }) : undefined;
+  const log = opts.logFile ? openLog(name, opts.logFile) : undefined;
   let lines: string[] = [];
   let exit: string | undefined;
   const keep = (d: Buffer): void => {
