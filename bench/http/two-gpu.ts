@@ -22,7 +22,6 @@
  * code path only; the KV-past-one-GPU step needs a GPU's memory and is skipped there.
  */
 import { execFileSync } from "node:child_process";
-import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Model } from "../../operator/api.ts";
 import { runtimeArgs, runtimeSettings } from "../../operator/plan/runtime-args.ts";
@@ -171,7 +170,6 @@ async function pastOneGpu(o: TwoGpuOptions): Promise<Record<string, unknown>> {
 
 export async function tp2Section(o: TwoGpuOptions): Promise<Record<string, unknown>> {
   requireTwo(o);
-  await mkdir(join(o.logDir, "tp2"), { recursive: true });
   const out: Record<string, unknown> = {};
   let reference: string[] | undefined;
   for (const c of TP2_CONFIGS) {
