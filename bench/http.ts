@@ -63,7 +63,7 @@ function pdTransports(list: string): PdTransport[] {
   return names as PdTransport[];
 }
 import { reuseHeadline, reuseSection } from "./http/reuse.ts";
-import { pd2gpuSection, tp2Section, twoGpuHeadline, type TwoGpuOptions } from "./http/two-gpu.ts";
+import { pd2gpuSection, tp2Section, twoGpuHeadline, type PodSizing, type TwoGpuOptions } from "./http/two-gpu.ts";
 
 const { values: a } = parseArgs({
   options: {
@@ -252,22 +252,29 @@ async function soakSection(model: string): Promise<Record<string, unknown>> {
 
 const engineProgram = (): string[] => [...words(process.env.BENCH_ENGINE_WRAP ?? ""), process.execPath, ...(a.engine ? [a.engine] : ["--import", "tsx", "engine/main.ts"])];
 
-/** Model pod flags for sections that size pods for long prompts: the context fits `longest` plus the answer. */
-function pdPodArgs(longest = Math.max(...a["pd-prompt-tokens"].split(",").map(Number)), pdParallel = Math.max(...a["pd-concurrency"].split(",").map(Number))): string[] {
-  const gpuArgs = gpu ? ["--gpu-layers", "all", "--flash-attention"] : [];
-  const sizing = ["--parallel", String(pdParallel), "--ctx-size", String(longest + 256), "--batch-size", String(batchSize), "--threads", String(threads)];
-  return ["--backend", "native", ...gpuArgs, ...sizing, "--max-queue", "4096", ...words(a["engine-args"]), ...words(process.env.BENCH_ENGINE_ARGS ?? "")];
+/** A pod's size for sections with long prompts: its context fits `longest` plus the answer, `pdParallel` sequences. */
+function podSizing(longest = Math.max(...a["pd-prompt-tokens"].split(",").map(Number)), pdParallel = Math.max(...a["pd-concurrency"].split(",").map(Number))): PodSizing {
+  return { parallel: pdParallel, contextSize: longest + 256, batchSize };
 }
 
-/** The two-GPU sections' pods: sized as pdPodArgs sizes a P/D pod, their device flags their own. */
+/** The engine flags every such pod gets beside its size and device flags. */
+const podExtras = (): string[] => ["--threads", String(threads), "--max-queue", "4096", ...words(a["engine-args"]), ...words(process.env.BENCH_ENGINE_ARGS ?? "")];
+
+/** Model pod flags for sections that size pods for long prompts (podSizing), on the machine's device. */
+function pdPodArgs(longest?: number, pdParallel?: number): string[] {
+  const gpuArgs = gpu ? ["--gpu-layers", "all", "--flash-attention"] : [];
+  const s = podSizing(longest, pdParallel);
+  return ["--backend", "native", ...gpuArgs, "--parallel", String(s.parallel), "--ctx-size", String(s.contextSize), "--batch-size", String(s.batchSize), ...podExtras()];
+}
+
+/** The two-GPU sections' pods: sized as a P/D pod (pd2gpu's pods take its flags; tp2's size goes into the Model it plans). */
 function twoGpuOptions(model: string): TwoGpuOptions {
-  const longest = Math.max(...a["pd-prompt-tokens"].split(",").map(Number));
-  const streams = Math.max(...a["pd-concurrency"].split(",").map(Number));
-  const sizing = ["--parallel", String(streams), "--ctx-size", String(longest + 256), "--batch-size", String(batchSize), "--threads", String(threads), "--max-queue", "4096"];
   return {
     engine: engineProgram(),
     model,
-    sizing,
+    podArgs: pdPodArgs(),
+    sizing: podSizing(),
+    extras: podExtras(),
     gpu: gpu !== undefined,
     promptTokens: a["pd-prompt-tokens"].split(",").map(Number),
     concurrencies: a["pd-concurrency"].split(",").map(Number),

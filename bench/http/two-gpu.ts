@@ -28,11 +28,22 @@ import { runtimeArgs, runtimeSettings } from "../../operator/plan/runtime-args.t
 import { greedyAnswers, pdSection, start, sweep, type PdBenchOptions, type PdRole, type PdTransport, type Placement } from "./pd.ts";
 import type { LoadSummary } from "./load-client.ts";
 
+/** What a Model's runtime sets of a pod's size. */
+export interface PodSizing {
+  parallel: number;
+  contextSize: number;
+  batchSize: number;
+}
+
 export interface TwoGpuOptions {
   engine: string[];
   model: string;
-  /** The pods' sizing flags (--parallel, --ctx-size, --batch-size, --threads, --max-queue), without device flags. */
-  sizing: string[];
+  /** pd2gpu's pods' flags: device, `sizing` and `extras`, as the pd section's. */
+  podArgs: string[];
+  /** tp2's engines' size, planned into the Model (operatorFlags). */
+  sizing: PodSizing;
+  /** tp2's engines' flags beside the Model's (threads, queue, --engine-args). */
+  extras: string[];
   /** Whether the machine has GPUs (else the CPU check of the code path). */
   gpu: boolean;
   promptTokens: number[];
@@ -40,8 +51,6 @@ export interface TwoGpuOptions {
   logDir: string;
 }
 
-/** The engine's flags for a model on GPUs: all layers there, flash attention (as the operator plans a GPU pool). */
-const ON_GPU = ["--backend", "native", "--gpu-layers", "all", "--flash-attention"];
 const visible = (devices: string): NodeJS.ProcessEnv => ({ CUDA_VISIBLE_DEVICES: devices });
 
 /**
@@ -74,7 +83,7 @@ export async function pd2gpuSection(o: TwoGpuOptions): Promise<Record<string, un
   const pd: PdBenchOptions = {
     engine: o.engine,
     model: o.model,
-    podArgs: [...(o.gpu ? ON_GPU : ["--backend", "native"]), ...o.sizing],
+    podArgs: o.podArgs,
     concurrencies: o.concurrencies,
     promptTokens: o.promptTokens,
     maxTokens: 32,
@@ -86,7 +95,7 @@ export async function pd2gpuSection(o: TwoGpuOptions): Promise<Record<string, un
 }
 
 /** The engine flags the operator plans for an aggregated replica of `gpus` GPUs (runtime-args.ts), the bench's sizing in the Model. */
-export function operatorFlags(gpus: number, splitMode: "Layer" | "Row", sizing: { parallel: number; contextSize: number; batchSize: number }): string[] {
+export function operatorFlags(gpus: number, splitMode: "Layer" | "Row", sizing: PodSizing): string[] {
   const model = {
     apiVersion: "serving.llmfleet.dev/v1alpha1",
     kind: "Model",
@@ -112,23 +121,8 @@ const TP2_CONFIGS: Tp2Config[] = [
 /** Decode-bound runs: short prompts, long answers. */
 const TP2_RUN = { promptTokens: [128], maxTokens: 128 };
 
-function sizingOf(flags: string[]): { parallel: number; contextSize: number; batchSize: number } {
-  const value = (f: string, d: number): number => {
-    const i = flags.indexOf(f);
-    return i >= 0 ? Number(flags[i + 1]) : d;
-  };
-  return { parallel: value("--parallel", 32), contextSize: value("--ctx-size", 1024), batchSize: value("--batch-size", 2048) };
-}
-
-/** The rest of the bench's sizing flags (threads, queue), which the Model does not set. */
-function engineOnly(flags: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < flags.length; i += 2) if (!["--parallel", "--ctx-size", "--batch-size"].includes(flags[i]!)) out.push(flags[i]!, flags[i + 1]!);
-  return out;
-}
-
 async function tp2Run(o: TwoGpuOptions, c: Tp2Config, reference: string[] | undefined): Promise<{ flags: string; runs: Record<string, LoadSummary>; answers: string[]; same_answers?: boolean[] }> {
-  const flags = [...operatorFlags(c.gpus, c.split, sizingOf(o.sizing)), ...engineOnly(o.sizing)];
+  const flags = [...operatorFlags(c.gpus, c.split, o.sizing), ...o.extras];
   const logDir = join(o.logDir, "tp2");
   await using engine = await start({ engine: o.engine, logDir }, `tp2-${c.name}`, ["--role", "aggregated", "--model", o.model, ...flags], visible(c.devices));
   const answers = await greedyAnswers(engine.url, { promptTokens: [Math.min(...o.promptTokens)] });
@@ -158,7 +152,7 @@ async function pastOneGpu(o: TwoGpuOptions): Promise<Record<string, unknown>> {
   if (!o.gpu || memory === 0) return { skipped: "needs a GPU's memory" };
   const ctx = 8192;
   const parallel = Math.ceil((memory * 1.05) / KV_BYTES_PER_CELL_8B / ctx);
-  const sizing = ["--parallel", String(parallel), "--ctx-size", String(ctx), "--batch-size", "2048", ...engineOnly(o.sizing)];
+  const sizing: PodSizing = { parallel, contextSize: ctx, batchSize: 2048 };
   const kvGiB = Math.round(((parallel * ctx * KV_BYTES_PER_CELL_8B) / 2 ** 30) * 10) / 10;
   const one = await tp2Run({ ...o, sizing }, TP2_CONFIGS[0]!, undefined).then(
     () => "served (the KV did not exceed one GPU after all)",
