@@ -221,6 +221,7 @@ function flags(values: Values): Flags {
   const kind = values["slo-kind"];
   if (kind !== "queueing-delay" && kind !== "ttft") throw new Error(`--slo-kind must be queueing-delay or ttft, not ${kind}`);
   if (!values.loo && !values.trace) throw new Error("give --trace FILE (scored with settings chosen on the corpus without it) or --loo");
+  if (values.trace && !existsSync(values.trace)) throw new Error(`--trace ${values.trace}: no such file`);
   return { slo: Number(values.slo), sloKind: kind, load: Number(values.load), provisioning: Number(values.provisioning), gpusPerNode: Number(values["gpus-per-node"]) };
 }
 
@@ -243,7 +244,13 @@ function heldOut(all: Entry[], values: Values, f: Flags): Record<string, unknown
 
 function main(): void {
   const { values } = parseArgs({ options: OPTIONS });
-  const f = flags(values);
+  let f: Flags;
+  try {
+    f = flags(values);
+  } catch (e) {
+    console.error(`bench:autoscale: ${(e as Error).message}`);
+    process.exit(2);
+  }
   const started = performance.now();
   const load = loadavg();
   const all = corpus(values.shared ?? SHARED_DEFAULT);
