@@ -3,10 +3,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { tempDir } from "../testing/temp-dir.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 
@@ -47,7 +47,7 @@ async function closedPort(): Promise<number> {
 }
 
 test("with no kubeconfig and not in a cluster, the operator exits non-zero and lists what it tried", async () => {
-  const home = mkdtempSync(join(tmpdir(), "llmfleet-nohome-"));
+  const home = tempDir("llmfleet-nohome-");
   const exit = await runOperator({ HOME: home });
   assert.equal(exit.code, 1, exit.output);
   assert.match(exit.output, /operator failed: no cluster to connect to\. Tried:/);
@@ -59,7 +59,7 @@ test("with no kubeconfig and not in a cluster, the operator exits non-zero and l
 });
 
 test("with a kubeconfig whose API server does not answer, it exits non-zero naming the URL after its attempts", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "llmfleet-kc-"));
+  const dir = tempDir("llmfleet-kc-");
   const server = `https://127.0.0.1:${await closedPort()}`;
   const kubeconfig = join(dir, "config");
   writeFileSync(

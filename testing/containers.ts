@@ -7,12 +7,13 @@
 // This machine's podman needs --runtime runc (crun refuses the hybrid cgroup layout) and
 // ulimits at or below the current ones (the sandbox lacks CAP_SYS_RESOURCE to raise them).
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { KubeConfig, type V1Pod, type V1Volume } from "@kubernetes/client-node";
 import { kubectlPath } from "./kubectl.ts";
+import { tempDir } from "./temp-dir.ts";
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, "..");
@@ -108,7 +109,7 @@ export function serviceAccountMount(namespace: string, sa: string): ServiceAccou
   const cluster = admin.getCurrentCluster();
   if (!cluster) throw new Error("no current cluster in KUBECONFIG");
   const ca = cluster.caData ? Buffer.from(cluster.caData, "base64").toString() : readFileSync(cluster.caFile ?? "", "utf8");
-  const dir = mkdtempSync(join(tmpdir(), "llmfleet-sa-"));
+  const dir = tempDir("llmfleet-sa-");
   chmodSync(dir, 0o755);
   writeFileSync(join(dir, "token"), execFileSync(kubectlPath(), ["create", "token", "-n", namespace, sa, "--duration=2h"], { encoding: "utf8" }).trim(), {
     mode: 0o644,

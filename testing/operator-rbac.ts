@@ -1,13 +1,13 @@
 // The operator's ServiceAccount under the RBAC the chart ships (charts/llmfleet/files), and a
 // kubeconfig that authenticates as it: how integration tests and benchmarks run the operator with
 // exactly the permissions a user's install gives it.
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { parse, stringify } from "yaml";
 import { kubectlOk } from "./kubectl.ts";
 import { ensureNamespace, ROOT } from "./cluster.ts";
+import { tempDir } from "./temp-dir.ts";
 
 function rules(file: string): unknown {
   return parse(readFileSync(resolve(ROOT, "charts/llmfleet/files", file), "utf8"));
@@ -71,7 +71,7 @@ export async function serviceAccountKubeconfig(sa: string, namespace: string, du
     contexts: [{ name: "sa", context: { cluster: "c", user: sa } }],
     "current-context": "sa",
   };
-  const path = join(mkdtempSync(join(tmpdir(), "llmfleet-rbac-")), "kubeconfig");
+  const path = join(tempDir("llmfleet-rbac-"), "kubeconfig");
   writeFileSync(path, stringify(kc), { mode: 0o600 });
   return path;
 }

@@ -1,12 +1,12 @@
 // A real Prometheus (Debian's package, installed by scripts/prometheus/ensure.sh) scraping
 // static targets on loopback, for tests that check dashboard queries against live data.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { stringify } from "yaml";
 import { freePorts } from "../../operator/local/ports.ts";
+import { tempDir } from "../../testing/temp-dir.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -20,7 +20,7 @@ export interface Prometheus extends AsyncDisposable {
 /** Starts Prometheus scraping `targets` (job → host:port list) every second. */
 export async function startPrometheus(targets: Record<string, string[]>): Promise<Prometheus> {
   const bin = (await promisify(execFile)("bash", [join(ROOT, "scripts/prometheus/ensure.sh")])).stdout.trim();
-  const dir = mkdtempSync(join(tmpdir(), "llmfleet-prom-"));
+  const dir = tempDir("llmfleet-prom-");
   const scrape_configs = Object.entries(targets).map(([job, hosts]) => ({ job_name: job, scrape_interval: "1s", static_configs: [{ targets: hosts }] }));
   writeFileSync(join(dir, "prometheus.yml"), stringify({ global: { scrape_interval: "1s", evaluation_interval: "1s" }, scrape_configs }));
   const port = (await freePorts(1))[0]!;

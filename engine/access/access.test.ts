@@ -1,8 +1,7 @@
 /** Standalone: keys, limits, the guards and KV sealing, without a model. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync, renameSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import express from "express";
 import { Registry } from "prom-client";
@@ -19,6 +18,7 @@ import { errorHandler } from "../http/http-error.ts";
 import { listen } from "../../testing/engine.ts";
 import { eventually } from "../../testing/eventually.ts";
 import { median, pairedShift } from "../../testing/stats.ts";
+import { tempDir } from "../../testing/temp-dir.ts";
 
 const KEY_A = "sk-team-a-0123456789abcdef";
 const KEY_B = "sk-team-b-0123456789abcdef";
@@ -83,7 +83,7 @@ test("access file: parsed with errors naming the field, re-read on change", asyn
   assert.throws(() => parseAccess("tenants: [{name: a, limits: {rpm: 3}}]"), /limits\.rpm is not a limit/);
   assert.throws(() => parseAccess("tenants: [{name: a, keys: [short]}]"), /tenants\[0\]\.keys/);
   assert.throws(() => parseAccess("tenants: [{name: a}, {name: a}]"), /listed twice/);
-  const dir = mkdtempSync(join(tmpdir(), "access-"));
+  const dir = tempDir("llmfleet-access-");
   const path = join(dir, "access.yaml");
   writeFileSync(path, `tenants:\n  - name: a\n    keys: [${KEY_A}]\n`);
   const lines: string[] = [];
@@ -153,7 +153,7 @@ const OLD = "fleet-token-old-0123456789";
 const NEW = "fleet-token-new-0123456789";
 
 test("fleet token rotation: two pods see the Secret's updates at different times, no request is refused; a retired token lasts its grace only", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "fleet-token-"));
+  const dir = tempDir("llmfleet-fleet-token-");
   // Each pod has its own copy of the Secret volume; the kubelet updates them at different times.
   const senderFile = join(dir, "sender");
   const receiverFile = join(dir, "receiver");
@@ -202,7 +202,7 @@ test("fleet token rotation: two pods see the Secret's updates at different times
 });
 
 test("fleet token rotation: the KV store pod re-reads its token file without a restart", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "kv-token-"));
+  const dir = tempDir("llmfleet-kv-token-");
   const file = join(dir, "token");
   writeFileSync(file, OLD);
   const pod = await createKvStorePod({ blockTokens: 16, codec: "lossless", tenantSalt: "", tiers: [], fleetTokenFile: file });

@@ -1,11 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promptPrefix, UpstreamSet } from "./upstreams.ts";
 import { parseUpstreamsFile, watchUpstreamsFile } from "./upstreams-file.ts";
 import { eventually } from "../../testing/eventually.ts";
+import { tempDir } from "../../testing/temp-dir.ts";
 
 const PODS = ["http://a", "http://b", "http://c", "http://d"];
 
@@ -73,7 +73,7 @@ test("replacing the pods: a new one gets requests, a removed one gets none and s
 
 test("the upstreams file is applied when it changes, and a broken one keeps the lists in use", async (t) => {
   const stderr = t.mock.method(process.stderr, "write");
-  const dir = mkdtempSync(join(tmpdir(), "llmfleet-upstreams-"));
+  const dir = tempDir("llmfleet-upstreams-");
   const path = join(dir, "upstreams.json");
   const write = (body: string): void => {
     writeFileSync(`${path}.tmp`, body);

@@ -7,10 +7,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { eventually } from "../../testing/eventually.ts";
+import { tempDir } from "../../testing/temp-dir.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -56,7 +56,7 @@ function load(port: number, { workers, promptWords, maxTokens, pauseMs = 0 }: Lo
 }
 
 test("npm start adds a process under load, sends it requests, and drains it when the load is gone", { timeout: 240_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), "llmfleet-autoscale-"));
+  const dir = tempDir("llmfleet-autoscale-");
   const fleet = join(dir, "fleet.yaml");
   writeFileSync(
     fleet,

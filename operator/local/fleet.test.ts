@@ -1,16 +1,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readFleet } from "./manifests.ts";
 import { planLocalFleet, processSpecs } from "./fleet.ts";
 import { rewriteServiceURLs } from "./processes.ts";
 import { routerWiring } from "./routers.ts";
 import { ROUTER_NODE_OPTIONS } from "../plan/model.ts";
+import { tempDir } from "../../testing/temp-dir.ts";
 
 function manifest(text: string): string {
-  const path = join(mkdtempSync(join(tmpdir(), "llmfleet-local-")), "fleet.yaml");
+  const path = join(tempDir("llmfleet-local-"), "fleet.yaml");
   writeFileSync(path, text);
   return path;
 }

@@ -4,8 +4,6 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { eventually } from "../../testing/eventually.ts";
@@ -18,6 +16,7 @@ import { createOperatorMetrics } from "../runtime/metrics.ts";
 import { adminClient, ensureNamespace, installCRDs, jsonOf } from "../../testing/cluster.ts";
 import { registerNodeGroups, type NodeGroupActuator } from "./controller.ts";
 import { runState } from "./runs.ts";
+import { tempDir } from "../../testing/temp-dir.ts";
 
 const KARPENTER_VERSION = "v1.11.0";
 const NS = "it-karpenter";
@@ -25,7 +24,7 @@ let manager: Manager;
 let nodegroups: NodeGroupActuator;
 
 async function karpenterNodePoolCRD(): Promise<string> {
-  const cwd = mkdtempSync(join(tmpdir(), "llmfleet-karpenter-"));
+  const cwd = tempDir("llmfleet-karpenter-");
   const { stdout } = await promisify(execFile)("go", ["mod", "download", "-json", `sigs.k8s.io/karpenter@${KARPENTER_VERSION}`], { cwd });
   const dir = (JSON.parse(stdout) as { Dir?: string }).Dir;
   if (!dir) throw new Error(`go mod download sigs.k8s.io/karpenter@${KARPENTER_VERSION}: ${stdout}`);

@@ -49,6 +49,8 @@ const s3Config = (): string =>
 function serverArgs(dir: string, configFile: string, ports: number[]): string[] {
   const [master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3, s3Grpc] = ports;
   return [
+    // glog's files (weed.*.log.*) go to the data directory, which stop() removes, not to /tmp.
+    `-logdir=${dir}`,
     "server",
     `-dir=${dir}`,
     "-ip=127.0.0.1",
