@@ -12,7 +12,7 @@
 // trace it does not know to 1, so pass --amplify 10 there for generated ones).
 import { writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./cli.ts";
 import { ours } from "./sim/compare.ts";
 import { FleetSim, type FleetResult, type Scaler } from "./sim/fleet.ts";
 import { KedaQueueScaler } from "./sim/scalers.ts";
@@ -60,7 +60,7 @@ function compare(file: string, amplify: number | undefined, minutes: boolean): R
 }
 
 function main(): void {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = benchArgs({
     allowPositionals: true,
     options: { amplify: { type: "string" }, minutes: { type: "boolean", default: false }, out: { type: "string" } },
   });

@@ -16,6 +16,7 @@ import { existsSync, mkdirSync, realpathSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { basename, dirname, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { benchArgs, usageError } from "./cli.ts";
 import { clairvoyantBound, ours, run, sweepBaselines, type Row } from "./sim/compare.ts";
 import type { FleetConfig } from "./sim/fleet.ts";
 import { cheapestAt, choose, targetFor, type TrainingTrace } from "./sim/protocol.ts";
@@ -243,13 +244,12 @@ function heldOut(all: Entry[], values: Values, f: Flags): Record<string, unknown
 }
 
 function main(): void {
-  const { values } = parseArgs({ options: OPTIONS });
+  const { values } = benchArgs({ options: OPTIONS });
   let f: Flags;
   try {
     f = flags(values);
   } catch (e) {
-    console.error(`bench:autoscale: ${(e as Error).message}`);
-    process.exit(2);
+    usageError((e as Error).message);
   }
   const started = performance.now();
   const load = loadavg();

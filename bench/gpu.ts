@@ -19,7 +19,7 @@ import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./cli.ts";
 import { SYNTHETIC_PRESETS, writeSyntheticModel } from "../engine/model/synthetic-gguf.ts";
 import { nativeAddonPath } from "../engine/native/binding.ts";
 import { NativeRuntime } from "../engine/runtime/native-runtime.ts";
@@ -28,7 +28,7 @@ import { decodeThroughput, kvReuse, type DecodeRun } from "./gpu/measure.ts";
 import { decodeServer, pdOverhead } from "./gpu/pd.ts";
 import { bestSingle, singleStream, singleStreamChild, type SingleStreamResult } from "./gpu/single.ts";
 
-const { values: args } = parseArgs({
+const { values: args } = benchArgs({
   options: {
     model: { type: "string" },
     tools: { type: "string" },

@@ -47,7 +47,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs, intList } from "./cli.ts";
 import { parseEngineOptions, type EngineOptions } from "../engine/cli/options.ts";
 import { SYNTHETIC_PRESETS, writeSyntheticModel } from "../engine/model/synthetic-gguf.ts";
 import { createModelPod } from "../engine/pod.ts";
@@ -65,7 +65,7 @@ function pdTransports(list: string): PdTransport[] {
 import { reuseHeadline, reuseSection } from "./http/reuse.ts";
 import { pd2gpuSection, tp2Section, twoGpuHeadline, type PodSizing, type TwoGpuOptions } from "./http/two-gpu.ts";
 
-const { values: a } = parseArgs({
+const { values: a } = benchArgs({
   options: {
     section: { type: "string", multiple: true },
     model: { type: "string" },
@@ -116,7 +116,7 @@ const ctxSize = Number(a["ctx-size"]);
 const batchSize = Number(a["batch-size"]);
 const threads = Number(a.threads);
 const maxTokens = Number(a["max-tokens"]);
-const concurrencies = a.concurrency.split(",").map(Number);
+const concurrencies = intList("concurrency", a.concurrency);
 const sections = a.section ?? ["engine"];
 const words = (s: string): string[] => s.split(/\s+/).filter((w) => w.length > 0);
 
@@ -253,7 +253,7 @@ async function soakSection(model: string): Promise<Record<string, unknown>> {
 const engineProgram = (): string[] => [...words(process.env.BENCH_ENGINE_WRAP ?? ""), process.execPath, ...(a.engine ? [a.engine] : ["--import", "tsx", "engine/main.ts"])];
 
 /** A pod's size for sections with long prompts: its context fits `longest` plus the answer, `pdParallel` sequences. */
-function podSizing(longest = Math.max(...a["pd-prompt-tokens"].split(",").map(Number)), pdParallel = Math.max(...a["pd-concurrency"].split(",").map(Number))): PodSizing {
+function podSizing(longest = Math.max(...intList("pd-prompt-tokens", a["pd-prompt-tokens"])), pdParallel = Math.max(...intList("pd-concurrency", a["pd-concurrency"]))): PodSizing {
   return { parallel: pdParallel, contextSize: longest + 256, batchSize };
 }
 
@@ -276,8 +276,8 @@ function twoGpuOptions(model: string): TwoGpuOptions {
     sizing: podSizing(),
     extras: podExtras(),
     gpu: gpu !== undefined,
-    promptTokens: a["pd-prompt-tokens"].split(",").map(Number),
-    concurrencies: a["pd-concurrency"].split(",").map(Number),
+    promptTokens: intList("pd-prompt-tokens", a["pd-prompt-tokens"]),
+    concurrencies: intList("pd-concurrency", a["pd-concurrency"]),
     logDir: dirname(a.out),
   };
 }
@@ -300,8 +300,8 @@ async function section(name: string, model: string): Promise<Record<string, unkn
       return reuseSection({
         engine: engineProgram(),
         model,
-        podArgs: pdPodArgs(Math.max(...a["reuse-contexts"].split(",").map(Number)) + 256, 4),
-        contexts: a["reuse-contexts"].split(",").map(Number),
+        podArgs: pdPodArgs(Math.max(...intList("reuse-contexts", a["reuse-contexts"])) + 256, 4),
+        contexts: intList("reuse-contexts", a["reuse-contexts"]),
         repeats: Number(a["reuse-repeats"]),
         mixRequests: Number(a["reuse-mix"]),
         codec: a["reuse-codec"],
@@ -319,8 +319,8 @@ async function section(name: string, model: string): Promise<Record<string, unkn
         // The aggregated engine's device and sizing flags; each pod gets them. A P/D pod holds a
         // whole prompt per sequence: the context fits the longest prompt plus the answer.
         podArgs: pdPodArgs(),
-        concurrencies: a["pd-concurrency"].split(",").map(Number),
-        promptTokens: a["pd-prompt-tokens"].split(",").map(Number),
+        concurrencies: intList("pd-concurrency", a["pd-concurrency"]),
+        promptTokens: intList("pd-prompt-tokens", a["pd-prompt-tokens"]),
         maxTokens: 32,
         transports: pdTransports(a["pd-transports"]),
         logDir: dirname(a.out),

@@ -10,12 +10,12 @@
  */
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg } from "node:os";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./cli.ts";
 import { kvCodec } from "../engine/kvcodec/codec.ts";
 import { nativeKvCodec } from "../engine/kvcodec/native-codec.ts";
 import { startPod } from "../testing/engine.ts";
 
-const { values: v } = parseArgs({ options: { tokens: { type: "string" }, out: { type: "string" } } });
+const { values: v } = benchArgs({ options: { tokens: { type: "string" }, out: { type: "string" } } });
 const TOKENS = Number(v.tokens ?? 512);
 const CODECS = ["none", "lossless", "int8", "qsink4", "compact"];
 

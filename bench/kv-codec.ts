@@ -52,18 +52,20 @@ import {
   type Context,
   type Quality,
 } from "./kv-quality.ts";
+import { benchArgs } from "./cli.ts";
 
-const quick = process.argv.includes("--quick");
-const f32 = process.argv.includes("--f32");
+const { values: args } = benchArgs({ options: { quick: { type: "boolean" }, f32: { type: "boolean" }, codecs: { type: "string" }, out: { type: "string" } } });
+const quick = args.quick === true;
+const f32 = args.f32 === true;
 const CONTEXT_TOKENS = quick ? 1024 : 2048;
 /**
  * `-- --codecs a,b,...` runs only those (research names, compact1@SCALE variants, and block codecs —
  * compact1b, compact1b@SCALE — coded block by block at the store's default block size); int8 (the
  * size baseline) and none always run.
  */
-const codecsArg = process.argv.find((a) => a.startsWith("--codecs="))?.slice("--codecs=".length);
+const codecsArg = args.codecs;
 const CODECS = [...new Set(["int8", "none", ...(codecsArg?.split(",") ?? ["none", "lossless", "qdelta", "qrans", "qrans8", "qpre", "qpre8", "qsink8", "qsink4", "compact"])])];
-const outArg = process.argv.find((a) => a.startsWith("--out="))?.slice("--out=".length);
+const outArg = args.out;
 /** The at-least-8x codec nearest the quality bar, whose load path is measured beside the default's. */
 const SMALLEST = "qsink8";
 const SOURCES = ALL_SOURCES.slice(0, quick ? 3 : 4);

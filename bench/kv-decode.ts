@@ -19,7 +19,7 @@
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { availableParallelism, cpus, loadavg } from "node:os";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./cli.ts";
 import { kvCodec } from "../engine/kvcodec/codec.ts";
 import { decodeTensorsNatively, nativeKvCodec, useNativeKvCodec, type NativeKvCodecAddon } from "../engine/kvcodec/native-codec.ts";
 import { decodeTensorsInJs, rebuildState } from "../engine/kvcodec/qpre.ts";
@@ -33,7 +33,7 @@ import { joinCodedBlocks } from "./coded-blocks.ts";
 import { truncateSeqState } from "../engine/runtime/seq-state.ts";
 import { kvStreamAddon } from "../engine/pd/kv-transport.ts";
 
-const { values: v } = parseArgs({
+const { values: v } = benchArgs({
   options: { tokens: { type: "string" }, codec: { type: "string" }, "block-codec": { type: "string" }, "block-tokens": { type: "string" }, out: { type: "string" }, synthetic: { type: "boolean" } },
 });
 const TOKENS = Number(v.tokens ?? 4096);

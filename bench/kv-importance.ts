@@ -34,9 +34,10 @@ import {
   type Context,
   type Quality,
 } from "./kv-quality.ts";
+import { benchArgs } from "./cli.ts";
 
 const CONTEXT_TOKENS = 2048;
-const f32 = process.argv.includes("--f32");
+const f32 = benchArgs({ options: { f32: { type: "boolean" } } }).values.f32 === true;
 const RATIO = 8.3;
 const WINDOW = 32;
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { S3Client } from "../engine/kvstore/s3-client.ts";
 import { freePorts } from "../operator/local/ports.ts";
 import type { ShapedProxyProcess } from "../testing/shaped-proxy-process.ts";
+import { diesWithParent } from "../testing/child-exit.ts";
 
 export interface StoreProcess extends AsyncDisposable {
   url: string;
@@ -21,7 +22,7 @@ export async function startStoreProcess(codec: string, tiers: string[], env: Rec
   const [port, kvPort] = (await freePorts(2)) as [number, number];
   const args = ["--import", "tsx", MAIN, "--role", "kvstore", "--host", "127.0.0.1", "--port", String(port), "--kv-port", String(kvPort), "--codec", codec];
   for (const t of tiers) args.push("--tier", t);
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+  const child = diesWithParent(spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] }));
   let stderr = "";
   child.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;

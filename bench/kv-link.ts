@@ -26,7 +26,7 @@
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg } from "node:os";
-import { parseArgs } from "node:util";
+import { benchArgs, intList } from "./cli.ts";
 import { s3ServerKind, startS3ServerOf } from "../scripts/s3/servers.ts";
 import { kvBlockHashes, requestSalt } from "../engine/kvstore/block-keys.ts";
 import { decodeManifest, isManifest, type KvManifest } from "../engine/kvstore/kv-blocks.ts";
@@ -41,10 +41,10 @@ import { mbitPerSecond } from "../testing/shaped-proxy.ts";
 import { startShapedProxyProcess, type ShapedProxyProcess } from "../testing/shaped-proxy-process.ts";
 import { linkCheck, startStoreProcess } from "./kv-link-procs.ts";
 
-const { values: v } = parseArgs({
+const { values: v } = benchArgs({
   options: { quick: { type: "boolean" }, repeats: { type: "string" }, sizes: { type: "string" }, tiers: { type: "string" }, "s3-server": { type: "string" }, out: { type: "string" } },
 });
-const SIZES = v.sizes ? v.sizes.split(",").map(Number) : v.quick ? [1024, 4096] : [1024, 4096, 8192];
+const SIZES = v.sizes ? intList("sizes", v.sizes) : v.quick ? [1024, 4096] : [1024, 4096, 8192];
 const TIERS = (v.tiers ?? "memory,s3").split(",") as Tier[];
 const REPEATS = Number(v.repeats ?? 5);
 /** The S3-compatible server behind the object-store tier; moto (an emulator) by default. */

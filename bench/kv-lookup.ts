@@ -24,13 +24,13 @@
 import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg } from "node:os";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./cli.ts";
 import { s3ServerKind, startS3ServerOf } from "../scripts/s3/servers.ts";
 import { encodeKvEntry } from "../engine/kvstore/kv-entry.ts";
 import { startShapedProxyProcess } from "../testing/shaped-proxy-process.ts";
 import { startStoreProcess } from "./kv-link-procs.ts";
 
-const { values: v } = parseArgs({ options: { repeats: { type: "string" }, "s3-server": { type: "string" }, out: { type: "string" } } });
+const { values: v } = benchArgs({ options: { repeats: { type: "string" }, "s3-server": { type: "string" }, out: { type: "string" } } });
 const REPEATS = Number(v.repeats ?? 9);
 const S3_SERVER = s3ServerKind(v["s3-server"] ?? "seaweedfs");
 const OUT = v.out ?? new URL("./results/kv-lookup.json", import.meta.url);

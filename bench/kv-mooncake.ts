@@ -25,9 +25,12 @@ import { createKvStorePod } from "../engine/kvstore-pod.ts";
 import { DEFAULT_CODEC } from "../engine/kvcodec/codec.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { listen, metricValue, startPod, type RunningPod, streamTtftMs } from "../testing/engine.ts";
+import { fileURLToPath } from "node:url";
+import { benchArgs } from "./cli.ts";
 
-const quick = process.argv.includes("--quick");
-const TRACE = process.env.MOONCAKE_TRACE ?? "/work/shared/traces/mooncake_synthetic.jsonl";
+const quick = benchArgs({ options: { quick: { type: "boolean" } } }).values.quick === true;
+/** The shared Mooncake trace, beside the repository (../shared/traces), unless MOONCAKE_TRACE names another. */
+const TRACE = process.env.MOONCAKE_TRACE ?? fileURLToPath(new URL("../../shared/traces/mooncake_synthetic.jsonl", import.meta.url));
 const SAMPLE_EVERY = quick ? 100 : 60;
 const TRACE_BLOCK = 512;
 const BLOCK_TOKENS = 32;

@@ -16,8 +16,9 @@ import { createKvStorePod, type KvStorePod } from "../engine/kvstore-pod.ts";
 import { parseTierSpec } from "../engine/kvstore/tier-spec.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { listen, startPod, type RunningPod, streamTtftMs } from "../testing/engine.ts";
+import { benchArgs } from "./cli.ts";
 
-const quick = process.argv.includes("--quick");
+const quick = benchArgs({ options: { quick: { type: "boolean" } } }).values.quick === true;
 const SIZES = quick ? [1024] : [1024, 4096, 8192];
 const REPEATS = 3;
 const BLOCK = 256;

@@ -12,11 +12,11 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./cli.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const IMAGE = "docker.io/llmfleet/operator:0.1.0";
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: { runs: { type: "string", default: "5" }, out: { type: "string", default: join(ROOT, "bench/results/operator-start.json") } },
 });
 const runs = Number(values.runs);

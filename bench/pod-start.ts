@@ -14,7 +14,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./cli.ts";
 import { DEFAULT_MODEL } from "../engine/model/fetch.ts";
 import { hostTrust } from "../testing/containers.ts";
 
@@ -22,7 +22,7 @@ const ROOT = resolve(import.meta.dirname, "..");
 const IMAGE = "docker.io/llmfleet/engine:0.1.0";
 const PORT = 18_940;
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: { runs: { type: "string", default: "2" }, out: { type: "string", default: join(ROOT, "bench/results/pod-start.json") } },
 });
 const runs = Number(values.runs);

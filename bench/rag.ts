@@ -39,7 +39,7 @@ import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { dirname } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs, intList } from "./cli.ts";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { RAG_RECOMPUTE_DEFAULT, type DocumentLayout } from "../engine/serving/documents.ts";
 import { startServer, type RunningServer } from "./http/servers.ts";
@@ -57,7 +57,7 @@ import {
 import { textInWorktree } from "./pinned-texts.ts";
 import { gpuName, httpTokenCounter, ragCounts } from "./rag-device.ts";
 
-const { values: a } = parseArgs({
+const { values: a } = benchArgs({
   options: {
     sizes: { type: "string", default: "6,4,6,8,6,5,6,7,6,6" },
     fractions: { type: "string", default: "0,0.05,0.15,0.3,0.4,0.5,0.7" },
@@ -72,7 +72,7 @@ const { values: a } = parseArgs({
     "rag-cache-bytes": { type: "string" },
   },
 });
-const SIZES = a.sizes.split(",").map(Number);
+const SIZES = intList("sizes", a.sizes);
 const FRACTIONS = a.fractions.split(",").map(Number);
 const THREADS = 2;
 /** Device mode (--model): TTFT alone, on the served model; the corpus from the working tree. */

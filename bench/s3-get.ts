@@ -20,21 +20,21 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
-import { parseArgs } from "node:util";
+import { benchArgs, intList } from "./cli.ts";
 import { S3Client } from "../engine/kvstore/s3-client.ts";
 import type { S3Server } from "../scripts/s3/moto-server.ts";
 import { s3ServerKind, startS3ServerOf, type S3ServerKind } from "../scripts/s3/servers.ts";
 
 type Target = S3ServerKind | "floor";
 
-const { values: v } = parseArgs({
+const { values: v } = benchArgs({
   options: { servers: { type: "string" }, objects: { type: "string" }, sizes: { type: "string" }, inflight: { type: "string" }, repeats: { type: "string" }, out: { type: "string" } },
 });
 const SERVERS = (v.servers ?? "moto,seaweedfs,floor").split(",").map((s): Target => (s === "floor" ? s : s3ServerKind(s)));
 const OBJECTS = Number(v.objects ?? 33);
 /** ~240 KB: one compact 8K block of the default model; ~1 MB: one raw (`none`) block. */
-const SIZES = (v.sizes ?? "245760,1048576").split(",").map(Number);
-const INFLIGHT = (v.inflight ?? "1,4,16").split(",").map(Number);
+const SIZES = intList("sizes", v.sizes ?? "245760,1048576");
+const INFLIGHT = intList("inflight", v.inflight ?? "1,4,16");
 const REPEATS = Number(v.repeats ?? 5);
 const OUT = v.out ?? new URL("./results/s3-get.json", import.meta.url);
 const BUCKET = "llmfleet-s3-get";

@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./cli.ts";
 import { R } from "../lib/kube/resources.ts";
 import type { KubeClient } from "../lib/kube/client.ts";
 import { startCluster } from "../scripts/cluster/cluster.ts";
@@ -311,7 +311,7 @@ function memoryLimit(value: string, root: string): number | undefined {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { n: { type: "string" }, "idle-seconds": { type: "string" }, out: { type: "string" }, "operator-root": { type: "string" }, "memory-limit": { type: "string" }, "operator-form": { type: "string" } } });
+  const { values } = benchArgs({ options: { n: { type: "string" }, "idle-seconds": { type: "string" }, out: { type: "string" }, "operator-root": { type: "string" }, "memory-limit": { type: "string" }, "operator-form": { type: "string" } } });
   const n = Number(values.n ?? 250);
   const root = resolve(values["operator-root"] ?? ROOT);
   const out = resolve(values.out ?? join(ROOT, "bench/results/scale-operator.json"));

@@ -17,7 +17,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./cli.ts";
 import { SYNTHETIC_PRESETS, writeSyntheticModel } from "../engine/model/synthetic-gguf.ts";
 import { quantileBetween } from "../operator/autoscaler/scrape.ts";
 import { ROUTER_NODE_OPTIONS } from "../operator/plan/model.ts";
@@ -328,7 +328,7 @@ function settings(v: Record<string, string | undefined>): Settings {
 }
 
 async function main(): Promise<void> {
-  const { values: v } = parseArgs({
+  const { values: v } = benchArgs({
     options: { upstreams: { type: "string" }, engines: { type: "string" }, streams: { type: "string" }, "max-streams": { type: "string" }, soak: { type: "string" }, "router-node-flags": { type: "string" }, "router-cpus": { type: "string" }, out: { type: "string" } },
   });
   const s = settings(v);

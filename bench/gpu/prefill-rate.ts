@@ -11,13 +11,13 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "../cli.ts";
 import { SYNTHETIC_PRESETS, writeSyntheticModel } from "../../engine/model/synthetic-gguf.ts";
 import { NativeRuntime } from "../../engine/runtime/native-runtime.ts";
 import type { RuntimeSequence, Token } from "../../engine/runtime/runtime.ts";
 import { GREEDY, randomTokens } from "./measure.ts";
 
-const { values: args } = parseArgs({ options: { model: { type: "string" }, preset: { type: "string", default: "8b" }, out: { type: "string" }, cpu: { type: "boolean", default: false } } });
+const { values: args } = benchArgs({ options: { model: { type: "string" }, preset: { type: "string", default: "8b" }, out: { type: "string" }, cpu: { type: "boolean", default: false } } });
 const PARALLEL = 8;
 const MAX_PROMPT = 8192;
 

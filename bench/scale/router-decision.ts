@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "../cli.ts";
 import { UpstreamSet } from "../../engine/router/upstreams.ts";
 import { percentile } from "../http/load-client.ts";
 
@@ -26,7 +26,7 @@ function timeEach(n: number, fn: (i: number) => void): number[] {
   return out;
 }
 
-const { values } = parseArgs({ options: { out: { type: "string" } } });
+const { values } = benchArgs({ options: { out: { type: "string" } } });
 const out = resolve(values.out ?? join(import.meta.dirname, "../results/scale-router.json"));
 const urls = Array.from({ length: 100 }, (_, i) => `http://10.1.${i >> 4}.${i}:8000`);
 const set = new UpstreamSet(urls, "prefix-aware");

@@ -18,7 +18,7 @@
 //   submit hundreds to thousands of requests within a minute, several times an hour.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "../cli.ts";
 import { gzipSync } from "node:zlib";
 import { prng } from "../../engine/model/synthetic-gguf.ts";
 
@@ -183,7 +183,7 @@ export function generate(kind: keyof typeof GENERATORS, seed: number): Row[] {
 }
 
 function main(): void {
-  const { values } = parseArgs({ options: { seed: { type: "string", default: "2026" }, out: { type: "string" } } });
+  const { values } = benchArgs({ options: { seed: { type: "string", default: "2026" }, out: { type: "string" } } });
   const seed = Number(values.seed);
   const dir = values.out ?? resolve(import.meta.dirname);
   mkdirSync(dir, { recursive: true });

@@ -7,6 +7,7 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { freePorts } from "../../operator/local/ports.ts";
+import { diesWithParent } from "../../testing/child-exit.ts";
 
 export interface S3Server extends AsyncDisposable {
   endpoint: string;
@@ -38,7 +39,7 @@ async function waitUp(endpoint: string, child: ChildProcess, timeoutMs: number):
 export async function startS3Server(): Promise<S3Server> {
   const bin = await motoServerBinary();
   const [port] = (await freePorts(1)) as [number];
-  const child = spawn(bin, ["-H", "127.0.0.1", "-p", String(port)], { stdio: ["ignore", "ignore", "pipe"] });
+  const child = diesWithParent(spawn(bin, ["-H", "127.0.0.1", "-p", String(port)], { stdio: ["ignore", "ignore", "pipe"] }));
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const endpoint = `http://127.0.0.1:${port}`;

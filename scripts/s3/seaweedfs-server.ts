@@ -6,14 +6,15 @@
  * `npm run s3:up:seaweedfs` runs one in the foreground and prints its endpoint.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { S3Client } from "../../engine/kvstore/s3-client.ts";
 import { freePorts } from "../../operator/local/ports.ts";
 import type { S3Server } from "./moto-server.ts";
+import { diesWithParent } from "../../testing/child-exit.ts";
+import { tempDir } from "../../testing/temp-dir.ts";
 
 const BUILD_SCRIPT = fileURLToPath(new URL("./seaweedfs.sh", import.meta.url));
 const CREDENTIALS = { AWS_ACCESS_KEY_ID: "llmfleet-test", AWS_SECRET_ACCESS_KEY: "llmfleet-test-secret" };
@@ -93,14 +94,14 @@ async function waitUp(endpoint: string, child: ChildProcess, timeoutMs: number):
 
 export async function startSeaweedfsServer(): Promise<S3Server> {
   const bin = await seaweedfsBinary();
-  const dir = await mkdtemp(join(tmpdir(), "llmfleet-seaweedfs-"));
+  const dir = tempDir("llmfleet-seaweedfs-");
   const configFile = join(dir, "s3.json");
   await writeFile(configFile, s3Config());
   const ports = await freePorts(8);
   // Each bucket is a collection, and the master pre-grows 7 volumes for a new one (seconds on the
   // first PUT); one at a time, as `weed mini` sets it.
   const env = { ...process.env, WEED_MASTER_VOLUME_GROWTH_COPY_1: "1" };
-  const child = spawn(bin, serverArgs(dir, configFile, ports), { cwd: dir, env, stdio: ["ignore", "ignore", "pipe"] });
+  const child = diesWithParent(spawn(bin, serverArgs(dir, configFile, ports), { cwd: dir, env, stdio: ["ignore", "ignore", "pipe"] }));
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const endpoint = `http://127.0.0.1:${ports[6]}`;

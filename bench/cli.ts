@@ -1,0 +1,64 @@
+/**
+ * The benchmarks' command lines, one behaviour for all: `--help` prints the script's own header
+ * comment (its usage and what it measures), and an unknown option, a missing value or a value a
+ * script refuses is one line naming it and exit status 2, before anything is started.
+ */
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+const script = process.argv[1] ?? "bench";
+const name = `bench/${basename(script)}`;
+
+/** The script's first block comment, its lines' leading " * " removed. */
+function header(): string {
+  let text = "";
+  // A bundled copy (the GPU machine's .mjs) starts with some other module's comment: sources only.
+  if (script.endsWith(".ts")) {
+    try {
+      text = readFileSync(script, "utf8");
+    } catch {
+      // Unreadable: the fallback line below.
+    }
+  }
+  const doc = /\/\*\*([\s\S]*?)\*\//.exec(text)?.[1];
+  if (!doc) return `${name}: no usage text found; see the header comment of the script's source\n`;
+  return `${doc
+    .split("\n")
+    .map((l) => l.replace(/^\s*\* ?/, ""))
+    .join("\n")
+    .trim()}\n`;
+}
+
+/** Refuses the command line: one line on stderr, exit 2. */
+export function usageError(message: string): never {
+  process.stderr.write(`${name}: ${message} (--help prints the usage)\n`);
+  process.exit(2);
+}
+
+/** Node's message for an unknown option ends in a paragraph on positionals; its first sentence is the point. */
+function shortMessage(err: Error): string {
+  const unknown = /^Unknown option '([^']+)'/.exec(err.message);
+  return unknown ? `unknown option ${unknown[1]}` : err.message;
+}
+
+/** parseArgs for a benchmark's command line (strict, as parseArgs is by default), with --help and one-line refusals. */
+export function benchArgs<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  const argv = config.args ?? process.argv.slice(2);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(header());
+    process.exit(0);
+  }
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    return usageError(shortMessage(err as Error));
+  }
+}
+
+/** A comma-separated list of positive integers (`--sizes 1024,8192`), or a usage error naming the option. */
+export function intList(option: string, value: string): number[] {
+  const out = value.split(",").map((s) => Number(s.trim()));
+  if (out.length === 0 || out.some((n) => !Number.isSafeInteger(n) || n <= 0)) usageError(`--${option} takes positive integers separated by commas, not ${JSON.stringify(value)}`);
+  return out;
+}
