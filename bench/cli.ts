@@ -10,10 +10,10 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 const script = process.argv[1] ?? "bench";
 const name = `bench/${basename(script)}`;
 
-/** The script's first block comment, its lines' leading " * " removed. */
+/** The comment the script opens with (a /** block or leading // lines), comment marks removed. */
 function header(): string {
   let text = "";
-  // A bundled copy (the GPU machine's .mjs) starts with some other module's comment: sources only.
+  // A bundled copy (the GPU machine's .mjs) starts with some other module's code: sources only.
   if (script.endsWith(".ts")) {
     try {
       text = readFileSync(script, "utf8");
@@ -21,13 +21,11 @@ function header(): string {
       // Unreadable: the fallback line below.
     }
   }
-  const doc = /\/\*\*([\s\S]*?)\*\//.exec(text)?.[1];
-  if (!doc) return `${name}: no usage text found; see the header comment of the script's source\n`;
-  return `${doc
-    .split("\n")
-    .map((l) => l.replace(/^\s*\* ?/, ""))
-    .join("\n")
-    .trim()}\n`;
+  const block = /^\s*\/\*\*([\s\S]*?)\*\//.exec(text)?.[1]?.split("\n").map((l) => l.replace(/^\s*\* ?/, ""));
+  const slashes = /^(\s*\/\/[^\n]*\n)+/.exec(text)?.[0].trimEnd().split("\n").map((l) => l.replace(/^\s*\/\/ ?/, ""));
+  const lines = block ?? slashes;
+  if (!lines) return `${name}: no usage text found; see the comment at the top of its source\n`;
+  return `${lines.join("\n").trim()}\n`;
 }
 
 /** Refuses the command line: one line on stderr, exit 2. */
