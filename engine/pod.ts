@@ -47,6 +47,8 @@ export interface ModelPodOptions {
   model: string;
   /** Expected "sha256:<hex>" of the model file; the pod refuses to start on another. Default none. */
   modelChecksum?: string;
+  /** The model's id in the API (the Model resource's name); the GGUF file's name stays an alias. Default: the file's name. */
+  servedModelName?: string;
   /** filled: the cache is read-only, filled by a Job: wait for its fill record (engine/model/filled-cache.ts). Default fetch. */
   modelCache?: ModelCacheMode;
   threads: number;
@@ -384,6 +386,7 @@ async function resolveModel(opts: ModelPodOptions): Promise<string> {
 export async function createModelPod(opts: ModelPodOptions): Promise<ModelPod> {
   const modelPath = await resolveModel(opts);
   const runtime = await loadRuntime(opts, modelPath);
+  if (opts.servedModelName) runtime.info.servedName = opts.servedModelName;
   const metrics = createEngineMetrics(opts.role, opts.withProcessMetrics ?? false);
   await watchRuntime(metrics, runtime);
   const token = fleetTokenSource(opts.fleetTokenFile, { log: (l) => process.stderr.write(`${l}\n`) });

@@ -13,6 +13,8 @@ export const HELP = `usage: npm run engine -- --role aggregated|prefill|decode|r
                        fetched once into $LLMFLEET_CACHE/models, default ~/.cache/llmfleet/models)
   --model-uri URI      alias of --model
   --model-checksum sha256:HEX  refuse a model file with another digest (default: no check)
+  --served-model-name NAME  the model's id in the API, listed first by /v1/models (the operator
+                       passes the Model's name); the GGUF file's name and "default" still answer
   --model-cache MODE   fetch: fetch the model into the cache if it is not there (default);
                        fill: fetch and verify it, write the cache's fill record and exit (a
                        Model's fill Job); wait: wait for the fill record and exit (its init

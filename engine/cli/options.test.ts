@@ -85,3 +85,10 @@ test("--kv-part-tokens: whole states (0) by default, auto, else tokens per part"
   assert.deepEqual(handoffParts(20, 8), [8, 16, 20]);
   assert.deepEqual(handoffParts(16, 8), [8, 16]);
 });
+
+test("--served-model-name: a Model's name is taken as given; blanks, spaces and 'default' are refused", () => {
+  assert.equal(parse("--served-model-name", "gemma-270m").servedModelName, "gemma-270m");
+  assert.equal(parse().servedModelName, undefined);
+  for (const bad of ["", "two words", "x".repeat(257)]) assert.throws(() => parseEngineOptions(["--served-model-name", bad]), /--served-model-name must be 1-256 printable characters/, bad);
+  assert.throws(() => parseEngineOptions(["--served-model-name", "default"]), /'default' already names every pod's model/);
+});

@@ -82,6 +82,8 @@ export interface EngineOptions {
   drainTimeoutSeconds: number;
   /** Expected sha256 of the model file, "sha256:<hex>"; the pod refuses another file. */
   modelChecksum: string | undefined;
+  /** The model's name in the API (a Model resource's name, as the operator passes it); default the GGUF file's name. */
+  servedModelName: string | undefined;
   /** How the model reaches $LLMFLEET_CACHE (engine/model/filled-cache.ts): fetch (default), fill, wait or filled. */
   modelCache: ModelCacheMode;
   /** Prefill/aggregated: KV store endpoint; prompts' cached prefixes are loaded from it. */
@@ -187,6 +189,7 @@ export function parseEngineOptions(argv: string[]): EngineOptions | "help" {
       "discover-endpoints": { type: "boolean" },
       "max-streams": { type: "string" },
       "model-checksum": { type: "string" },
+      "served-model-name": { type: "string" },
       "model-cache": { type: "string" },
       "drain-delay-seconds": { type: "string" },
       "drain-timeout-seconds": { type: "string" },
@@ -254,6 +257,7 @@ function toOptions(raw: RawValues): EngineOptions {
     discoverEndpoints: v["discover-endpoints"] ?? false,
     maxStreams: positiveInt("max-streams", v["max-streams"], 1024),
     modelChecksum: checksum(v["model-checksum"]),
+    servedModelName: servedModelName(v["served-model-name"]),
     modelCache: modelCacheMode(v["model-cache"]),
     drainDelaySeconds: nonNegativeInt("drain-delay-seconds", v["drain-delay-seconds"], 0),
     drainTimeoutSeconds: nonNegativeInt("drain-timeout-seconds", v["drain-timeout-seconds"], 30),
@@ -389,6 +393,13 @@ function routingPolicy(v: string | undefined): RoutingPolicy {
   if (v === undefined) return "least-loaded";
   if (!(ROUTING_POLICIES as readonly string[]).includes(v)) throw new Error(`--policy must be one of ${ROUTING_POLICIES.join(", ")}; got ${v}`);
   return v as RoutingPolicy;
+}
+
+function servedModelName(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  if (!/^[\x21-\x7e]{1,256}$/.test(v)) throw new Error(`--served-model-name must be 1-256 printable characters without spaces; got ${JSON.stringify(v)}`);
+  if (v === "default") throw new Error("--served-model-name default: 'default' already names every pod's model");
+  return v;
 }
 
 function checksum(v: string | undefined): string | undefined {

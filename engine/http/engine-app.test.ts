@@ -8,7 +8,7 @@ const MODEL = "synthetic://tiny";
 let pod: RunningPod;
 
 before(async () => {
-  pod = await startPod({ model: MODEL, parallel: 1, maxQueue: 1, ctxSize: 256 });
+  pod = await startPod({ model: MODEL, parallel: 1, maxQueue: 1, ctxSize: 256, servedModelName: "team/tiny-chat" });
 });
 after(async () => {
   await pod[Symbol.asyncDispose]();
@@ -49,10 +49,30 @@ test("a request that does not fit the context is a 400 naming the context size",
   assert.match(err.message, /maximum context length is 256 tokens/);
 });
 
-test("an unknown model is a 404", async () => {
+test("an unknown model is a 404 naming the served one", async () => {
   const r = await postJson(completions(), { model: "gpt-17", prompt: "x" });
   assert.equal(r.status, 404);
   assert.equal((r.json.error as { code: string }).code, "model_not_found");
+  assert.match((r.json.error as { message: string }).message, /this engine serves 'team\/tiny-chat'/);
+  const one = await fetch(`${pod.url}/v1/models/gpt-17`);
+  assert.equal(one.status, 404);
+  assert.equal(((await one.json()) as { error: { code: string } }).error.code, "model_not_found");
+});
+
+test("the served name (a Model resource's), the GGUF's own name and 'default' all answer; /v1/models lists the served name first", async () => {
+  const list = (await (await fetch(`${pod.url}/v1/models`)).json()) as { data: { id: string; object: string }[] };
+  const ids = list.data.map((m) => m.id);
+  assert.equal(ids[0], "team/tiny-chat");
+  assert.equal(ids.at(-1), "default");
+  assert.equal(ids.length, 3, JSON.stringify(ids));
+  for (const id of ids) {
+    const r = await postJson(completions(), { model: id, prompt: "hello", max_tokens: 2 });
+    assert.equal(r.status, 200, `${id}: ${JSON.stringify(r.json)}`);
+    assert.equal(r.json.model, id, "the answer names the model as the request did");
+    const one = await fetch(`${pod.url}/v1/models/${encodeURIComponent(id)}`);
+    assert.equal(one.status, 200, id);
+    assert.deepEqual(Object.keys((await one.json()) as object).sort(), ["created", "id", "object", "owned_by"]);
+  }
 });
 
 test("streaming sends SSE chunks and [DONE]; chat streams deltas", async () => {

@@ -2,12 +2,13 @@
  * createEngineApp: the HTTP face of a model-holding pod (aggregated, prefill or decode role).
  * Never listens by itself; main.ts does, tests call it in-process.
  */
-import express, { type Express, type Request, type Response, type Router } from "express";
+import express, { Router, type Express, type Request, type Response } from "express";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
-import { errorHandler, notFound } from "./http-error.ts";
+import { errorHandler, HttpError, notFound } from "./http-error.ts";
+import type { RuntimeInfo } from "../runtime/runtime.ts";
 import { jsonBody } from "./json-body.ts";
-import { parseEngineRequest, type RequestKind } from "./openai-request.ts";
+import { modelNames, parseEngineRequest, type RequestKind } from "./openai-request.ts";
 import { clientGone, respondWithGeneration } from "./respond.ts";
 import { identityOf } from "../access/identity.ts";
 
@@ -65,11 +66,7 @@ export function createEngineApp(deps: EngineAppDeps): Express {
   });
   app.use(observabilityRoutes(metrics, () => true));
   if (deps.guard) app.use(deps.guard);
-  app.get("/v1/models", (_req, res) => {
-    const created = Math.floor(Date.now() / 1000);
-    const ids = [service.runtime.info.modelId, "default"];
-    res.json({ object: "list", data: ids.map((id) => ({ id, object: "model", created, owned_by: "llmfleet" })) });
-  });
+  app.use(modelRoutes(service.runtime.info));
   app.use(jsonBody());
   if (deps.extraRoutes) app.use(deps.extraRoutes);
   app.post("/v1/completions", completionHandler(service, "completion"));
@@ -77,4 +74,19 @@ export function createEngineApp(deps: EngineAppDeps): Express {
   app.use(notFound);
   app.use(errorHandler());
   return app;
+}
+
+/** GET /v1/models (the served id first, then its aliases and "default") and GET /v1/models/{id}, as OpenAI's API has them. */
+function modelRoutes(info: RuntimeInfo): Router {
+  const routes = Router();
+  const created = Math.floor(Date.now() / 1000);
+  const ids = (): string[] => modelNames(info);
+  const model = (id: string): Record<string, unknown> => ({ id, object: "model", created, owned_by: "llmfleet" });
+  routes.get("/v1/models", (_req, res) => void res.json({ object: "list", data: ids().map(model) }));
+  routes.get("/v1/models/:id", (req, res) => {
+    const id = req.params.id ?? "";
+    if (!ids().includes(id)) throw new HttpError(404, `The model '${id}' does not exist; this engine serves '${info.servedName ?? info.modelId}' (also named 'default')`, { param: "model", code: "model_not_found" });
+    res.json(model(id));
+  });
+  return routes;
 }

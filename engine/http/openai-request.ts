@@ -8,7 +8,7 @@
  * What one runtime cannot do (the llama backend: logprobs, grammars...) is refused by the engine
  * that runs it (checkRuntimeFeatures), since the router does not know the pods' backend.
  */
-import type { ModelRuntime, RuntimeFeatures, Sampling } from "../runtime/runtime.ts";
+import type { ModelRuntime, RuntimeFeatures, RuntimeInfo, Sampling } from "../runtime/runtime.ts";
 import { JSON_OBJECT_GRAMMAR, jsonSchemaGrammar, SchemaError } from "../serving/json-grammar.ts";
 import type { GenerationRequest, RequestKind, ResponseFormat, ToolChoice, ToolSpec } from "../serving/request.ts";
 import { toolCallGrammar } from "../serving/tool-calls.ts";
@@ -275,10 +275,13 @@ export function checkRuntimeFeatures(req: GenerationRequest, features: RuntimeFe
   if (outside) throw invalidParam("logit_bias", `'logit_bias' names token ${outside[0]}; the vocabulary has ${features.vocabSize} tokens`);
 }
 
-/** `servedModel` is the model's id; "default" always names it too. */
-export function parseOpenAIRequest(raw: unknown, kind: RequestKind, servedModel: string): GenerationRequest {
+/** The names a pod's model answers to in the API: its served name (if any), its id, "default". */
+export const modelNames = (info: Pick<RuntimeInfo, "modelId" | "servedName">): string[] => [...(info.servedName ? [info.servedName] : []), info.modelId, "default"];
+
+/** `servedModel` is the model's id; "default" and `aliases` name it too. */
+export function parseOpenAIRequest(raw: unknown, kind: RequestKind, servedModel: string, aliases: readonly string[] = []): GenerationRequest {
   const req = validateOpenAIRequest(raw, kind);
-  if (req.model !== "default" && req.model !== servedModel) {
+  if (req.model !== "default" && req.model !== servedModel && !aliases.includes(req.model)) {
     throw new HttpError(404, `The model '${req.model}' does not exist; this engine serves '${servedModel}' (also named 'default')`, {
       param: "model",
       code: "model_not_found",
@@ -289,7 +292,7 @@ export function parseOpenAIRequest(raw: unknown, kind: RequestKind, servedModel:
 
 /** An engine pod's parse: validation, the served model, and what its runtime can do. */
 export function parseEngineRequest(raw: unknown, kind: RequestKind, runtime: ModelRuntime): GenerationRequest {
-  const req = parseOpenAIRequest(raw, kind, runtime.info.modelId);
+  const req = parseOpenAIRequest(raw, kind, runtime.info.servedName ?? runtime.info.modelId, modelNames(runtime.info));
   checkRuntimeFeatures(req, runtime.features);
   return req;
 }

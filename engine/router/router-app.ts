@@ -229,8 +229,8 @@ export function createRouterApp(deps: RouterDeps): Express {
   app.use(countRequests(metrics));
   app.use(observabilityRoutes(metrics, () => true));
   if (deps.guard) app.use(deps.guard);
-  app.get("/v1/models", async (_req, res) => {
-    const upstream = await fetch(`${(disaggregated ? decode : aggregated).urls[0]}/v1/models`, { headers: upstreamHeadersOf(res), signal: AbortSignal.timeout(5_000) });
+  app.get(["/v1/models", "/v1/models/:id"], async (req, res) => {
+    const upstream = await fetch(`${(disaggregated ? decode : aggregated).urls[0]}${req.path}`, { headers: upstreamHeadersOf(res), signal: AbortSignal.timeout(5_000) });
     res
       .status(upstream.status)
       .type("application/json")

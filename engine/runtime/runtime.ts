@@ -54,6 +54,11 @@ export interface RuntimeFeatures {
 export interface RuntimeInfo {
   /** The name clients use; the engine also answers to "default". */
   modelId: string;
+  /**
+   * The name the API lists first and answers to besides modelId (--served-model-name: a Model
+   * resource's name). modelId, the GGUF file's, stays the model's identity in P/D hand-offs.
+   */
+  servedName?: string;
   /** Tokens one sequence can hold (prompt + generated). */
   contextSize: number;
   /** Concurrent sequences in the shared context. */

@@ -45,7 +45,8 @@ export interface ModelPod extends PodPlacement {
  * oversubscribes.
  */
 export function modelArgs(model: Model, pod: ModelPod): string[] {
-  const args = ["--model-uri", model.spec.source.uri];
+  // Clients name the model by its resource's name, as `kubectl get models` shows it.
+  const args = ["--model-uri", model.spec.source.uri, ...(model.metadata?.name ? ["--served-model-name", model.metadata.name] : [])];
   if (model.spec.source.checksum) args.push("--model-checksum", model.spec.source.checksum);
   args.push("--threads", String(model.spec.runtime?.threads ?? Math.max(1, Math.ceil(parseQuantity(pod.cpu)))));
   return [...args, ...runtimeArgs(runtimeSettings(model, pod))];

