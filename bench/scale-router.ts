@@ -151,7 +151,7 @@ async function manyStreams(router: RunningServer, engines: RunningServer[], stre
 /** The router's V8 heap in use (its own process metrics): what it holds, apart from what the allocator keeps. */
 async function heapUsedMB(router: RunningServer): Promise<number> {
   const text = await (await fetch(`${router.url}/metrics`)).text();
-  return (samples(text, "llmfleet_process_nodejs_heap_size_used_bytes")[0]?.[1] ?? NaN) / 2 ** 20;
+  return (samples(text, "llmfleet_nodejs_heap_size_used_bytes")[0]?.[1] ?? NaN) / 2 ** 20;
 }
 
 async function soak(router: RunningServer, seconds: number, workers: number): Promise<Record<string, unknown>> {

@@ -109,7 +109,7 @@ const WRITES = "llmfleet_kv_store_writes_total";
 const LOADED_BYTES = 'llmfleet_kv_store_block_bytes_total{op="loaded"';
 
 /** The longest event-loop stall since the pod's metrics were last read (prom-client's default metrics). */
-const LOOP_STALL = "llmfleet_process_nodejs_eventloop_lag_max_seconds";
+const LOOP_STALL = "llmfleet_nodejs_eventloop_lag_max_seconds";
 
 let seed = 1;
 let wordsPerToken = 1;

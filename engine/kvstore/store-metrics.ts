@@ -24,7 +24,7 @@ export interface KvStoreMetrics {
 export function createKvStoreMetrics(tiers: readonly KvTier[], withProcessMetrics = false, aliasPairs: () => number = () => 0): KvStoreMetrics {
   const registry = new Registry();
   registry.setDefaultLabels({ role: "kvstore" });
-  if (withProcessMetrics) collectDefaultMetrics({ register: registry, prefix: "llmfleet_process_" });
+  if (withProcessMetrics) collectDefaultMetrics({ register: registry, prefix: "llmfleet_" });
   const registers = [registry];
   const perTier = (pick: (t: KvTier) => number) =>
     function (this: Gauge<"tier">): void {

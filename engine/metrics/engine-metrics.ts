@@ -44,7 +44,7 @@ export interface EngineMetrics {
 export function createEngineMetrics(role: Role, withProcessMetrics = false): EngineMetrics {
   const registry = new Registry();
   registry.setDefaultLabels({ role });
-  if (withProcessMetrics) collectDefaultMetrics({ register: registry, prefix: "llmfleet_process_" });
+  if (withProcessMetrics) collectDefaultMetrics({ register: registry, prefix: "llmfleet_" });
   const registers = [registry];
   return {
     registry,
