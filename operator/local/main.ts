@@ -49,19 +49,28 @@ function positiveInt(flag: string, v: string | undefined, fallback: number): num
   return n;
 }
 
+const START_OPTIONS = {
+  "autoscale-interval": { type: "string" },
+  "scale-down-stabilization": { type: "string" },
+  "max-processes": { type: "string" },
+  "no-autoscale": { type: "boolean" },
+  "access-file": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+type StartArgs = ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; options: typeof START_OPTIONS }>>;
+
+/** parseArgs, with Node's unknown-option message (a paragraph on positionals) cut to the option and where the list is. */
+function parseStartArgs(argv: string[]): StartArgs {
+  try {
+    return parseArgs({ args: argv, allowPositionals: true, options: START_OPTIONS });
+  } catch (err) {
+    const unknown = /^Unknown option '([^']+)'/.exec((err as Error).message);
+    throw new Error(unknown ? `unknown option ${unknown[1]} (npm start -- --help lists the options)` : (err as Error).message, { cause: err });
+  }
+}
+
 function startOptions(argv: string[]): StartOptions | "help" {
-  const { values: v, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      "autoscale-interval": { type: "string" },
-      "scale-down-stabilization": { type: "string" },
-      "max-processes": { type: "string" },
-      "no-autoscale": { type: "boolean" },
-      "access-file": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
+  const { values: v, positionals } = parseStartArgs(argv);
   if (v.help) return "help";
   const stabilisation = v["scale-down-stabilization"];
   return {
