@@ -84,9 +84,12 @@ test("streaming sends SSE chunks and [DONE]; chat streams deltas", async () => {
   assert.match(res.headers.get("content-type") ?? "", /text\/event-stream/);
   const events = await sseEvents(res);
   assert.equal(events.at(-1), "[DONE]");
-  const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { object: string; choices: { finish_reason: string | null }[] });
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { object: string; choices: { delta: { role?: string }; finish_reason: string | null }[] });
   assert.ok(chunks.every((c) => c.object === "chat.completion.chunk"));
   assert.equal(chunks.at(-1)!.choices[0]!.finish_reason, "length");
+  const roles = chunks.map((c) => c.choices[0]!.delta.role);
+  assert.equal(roles[0], "assistant", "the first delta names the role");
+  assert.ok(roles.slice(1).every((r) => r === undefined), `only the first delta names the role, as OpenAI's do: ${JSON.stringify(roles)}`);
 });
 
 test("stream_options.include_usage adds a last chunk with the usage; without stream it is a 400", async () => {

@@ -14,6 +14,15 @@ export interface ResponseMeta {
   tools?: ToolSpec[];
   /** Completions with logprobs: characters of the text sent so far (text_offset). */
   textOffset: number;
+  /** A streamed chat answer: the role was sent (in its first delta only, as OpenAI does). */
+  roleSent?: boolean;
+}
+
+/** A chat stream's delta: the role in the first one that carries anything, then only what is new. */
+function chatDelta(meta: ResponseMeta, fields: Record<string, unknown>): Record<string, unknown> {
+  if (meta.roleSent) return fields;
+  meta.roleSent = true;
+  return { role: "assistant", ...fields };
 }
 
 export function newResponseMeta(req: GenerationRequest): ResponseMeta {
@@ -59,7 +68,7 @@ export function chunkBody(meta: ResponseMeta, delta: Delta, finish: FinishReason
       object: "chat.completion.chunk",
       created: meta.created,
       model: meta.model,
-      choices: [{ index: 0, delta: delta.text ? { role: "assistant", content: delta.text } : {}, logprobs, finish_reason }],
+      choices: [{ index: 0, delta: delta.text ? chatDelta(meta, { content: delta.text }) : {}, logprobs, finish_reason }],
     };
   }
   return { id: meta.id, object: "text_completion", created: meta.created, model: meta.model, choices: [{ index: 0, text: delta.text, logprobs, finish_reason }] };
@@ -80,10 +89,10 @@ export function toolStreamChunks(meta: ResponseMeta, result: GenerationResult): 
   const parsed = parseToolOutput(result.text, meta.tools ?? [], newCallId);
   const base = { id: meta.id, object: "chat.completion.chunk", created: meta.created, model: meta.model };
   const chunks: object[] = [];
-  if (parsed.content) chunks.push({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: parsed.content }, logprobs: null, finish_reason: null }] });
+  if (parsed.content) chunks.push({ ...base, choices: [{ index: 0, delta: chatDelta(meta, { content: parsed.content }), logprobs: null, finish_reason: null }] });
   if (parsed.calls.length > 0) {
     const tool_calls = toolCallsJson(parsed).map((c, index) => ({ index, ...c }));
-    chunks.push({ ...base, choices: [{ index: 0, delta: { role: "assistant", tool_calls }, logprobs: null, finish_reason: null }] });
+    chunks.push({ ...base, choices: [{ index: 0, delta: chatDelta(meta, { tool_calls }), logprobs: null, finish_reason: null }] });
   }
   const finish = parsed.calls.length > 0 ? "tool_calls" : openAIFinish(result.finishReason);
   chunks.push({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: finish }] });
