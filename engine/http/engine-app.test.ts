@@ -41,6 +41,17 @@ test("malformed JSON and invalid parameters are OpenAI-style 400s", async () => 
   assert.equal((chat.json.error as { param: string }).param, "messages[0].role");
 });
 
+test("the API's routes answer another method with a 405 naming the allowed one; an unknown route is a 404", async () => {
+  const get = await fetch(completions());
+  assert.equal(get.status, 405);
+  assert.equal(get.headers.get("allow"), "POST");
+  assert.equal(((await get.json()) as { error: { code: string } }).error.code, "method_not_allowed");
+  const post = await fetch(`${pod.url}/v1/models`, { method: "POST" });
+  assert.equal(post.status, 405);
+  assert.equal(post.headers.get("allow"), "GET");
+  assert.equal((await fetch(`${pod.url}/v1/nothing`)).status, 404);
+});
+
 test("a request that does not fit the context is a 400 naming the context size", async () => {
   const r = await postJson(completions(), { prompt: "hello", max_tokens: 5000 });
   assert.equal(r.status, 400);

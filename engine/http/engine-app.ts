@@ -5,7 +5,7 @@
 import express, { Router, type Express, type Request, type Response } from "express";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
-import { errorHandler, HttpError, notFound } from "./http-error.ts";
+import { errorHandler, HttpError, notFound, wrongMethod } from "./http-error.ts";
 import type { RuntimeInfo } from "../runtime/runtime.ts";
 import { jsonBody } from "./json-body.ts";
 import { modelNames, parseEngineRequest, type RequestKind } from "./openai-request.ts";
@@ -67,6 +67,7 @@ export function createEngineApp(deps: EngineAppDeps): Express {
   app.use(observabilityRoutes(metrics, () => true));
   if (deps.guard) app.use(deps.guard);
   app.use(modelRoutes(service.runtime.info));
+  app.use(wrongMethod);
   app.use(jsonBody());
   if (deps.extraRoutes) app.use(deps.extraRoutes);
   app.post("/v1/completions", completionHandler(service, "completion"));

@@ -105,6 +105,19 @@ export function errorHandler(onError?: (status: number) => void): ErrorRequestHa
   };
 }
 
+/** The OpenAI API's routes and their methods. */
+const API_METHODS: Record<string, string> = { "/v1/completions": "POST", "/v1/chat/completions": "POST", "/v1/models": "GET" };
+
+/** Another method on one of the API's routes is a 405 naming the allowed one (Allow), before any body is read. */
+export const wrongMethod: RequestHandler = (req, _res, next) => {
+  const allowed = API_METHODS[req.path.replace(/\/+$/, "")];
+  if (allowed && allowed !== req.method && !(allowed === "GET" && req.method === "HEAD")) {
+    next(new HttpError(405, `${req.method} ${req.path}: this route takes ${allowed}`, { code: "method_not_allowed", headers: { Allow: allowed } }));
+    return;
+  }
+  next();
+};
+
 export const notFound: RequestHandler = (req, _res, next) => {
   next(new HttpError(404, `no route for ${req.method} ${req.path}`, { code: "not_found" }));
 };

@@ -11,7 +11,7 @@ import { Gauge } from "prom-client";
 import express, { type Express, type Request, type RequestHandler, type Response } from "express";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import { countRequests, observabilityRoutes } from "../http/engine-app.ts";
-import { errorHandler, HttpError, notFound, type OpenAIErrorBody } from "../http/http-error.ts";
+import { errorHandler, HttpError, notFound, wrongMethod, type OpenAIErrorBody } from "../http/http-error.ts";
 import { jsonBody } from "../http/json-body.ts";
 import { validateOpenAIRequest, type RequestKind } from "../http/openai-request.ts";
 import { clientGone } from "../http/respond.ts";
@@ -247,6 +247,7 @@ export function createRouterApp(deps: RouterDeps): Express {
       this.set(admitted.inFlight);
     },
   });
+  app.use(wrongMethod);
   app.use(["/v1/completions", "/v1/chat/completions"], admitted);
   app.use(jsonBody());
   // The decision latency is measured from here, the body read and parsed: the rest is the router's own work per request.
