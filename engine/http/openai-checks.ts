@@ -14,10 +14,13 @@ export function optionalNumber(body: Body, key: string, [min, max]: Range, path 
   const v = body[key];
   if (absent(v)) return undefined;
   if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max) {
-    throw invalidParam(path, `'${path}' must be a number between ${min} and ${max}`);
+    throw invalidParam(path, `'${path}' must be a number ${rangeText(min, max)}; got ${JSON.stringify(v)?.slice(0, 40)}`);
   }
   return v;
 }
+
+/** "between 0 and 2", or "of at least 1" where the top is only the largest safe integer. */
+const rangeText = (min: number, max: number): string => (max >= Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `between ${min} and ${max}`);
 
 export function optionalInt(body: Body, key: string, range: Range, path = key): number | undefined {
   const v = optionalNumber(body, key, range, path);
