@@ -230,7 +230,9 @@ function finish(raw: { raw: number; reason: string }, history: PoolObservation[]
   const held = Math.min(spec.current, stabilised(history, raw.raw, spec));
   const reason = held > raw.raw ? `${raw.reason}; stabilising: ${held} recommended within ${spec.scaleDownStabilizationSeconds}s` : raw.reason;
   const c = clamp(held, spec);
-  return { desired: c.desired, reason: reason + c.note };
+  // Held where it is (the window, or min): say so first, rather than "scale down" with no change.
+  const said = c.desired === spec.current ? `hold at ${spec.current}: ${reason.replace(/^scale down: /, "")}` : reason;
+  return { desired: c.desired, reason: said + c.note };
 }
 
 /**
