@@ -229,12 +229,26 @@ export function createRouterApp(deps: RouterDeps): Express {
   app.use(countRequests(metrics));
   app.use(observabilityRoutes(metrics, () => true));
   if (deps.guard) app.use(deps.guard);
-  app.get(["/v1/models", "/v1/models/:id"], async (req, res) => {
-    const upstream = await fetch(`${(disaggregated ? decode : aggregated).urls[0]}${req.path}`, { headers: upstreamHeadersOf(res), signal: AbortSignal.timeout(5_000) });
+  const modelList = (res: Response): Promise<globalThis.Response> =>
+    fetch(`${(disaggregated ? decode : aggregated).urls[0]}/v1/models`, { headers: upstreamHeadersOf(res), signal: AbortSignal.timeout(5_000) });
+  app.get("/v1/models", async (_req, res) => {
+    const upstream = await modelList(res);
     res
       .status(upstream.status)
       .type("application/json")
       .send(await upstream.text());
+  });
+  // Answered from the pod's list, so no id ("..", "a/b") ever becomes a path on the pod.
+  app.get("/v1/models/:id", async (req, res) => {
+    const upstream = await modelList(res);
+    if (!upstream.ok) return void res.status(upstream.status).type("application/json").send(await upstream.text());
+    const list = (await upstream.json()) as { data?: { id?: string }[] };
+    const found = list.data?.find((m) => m.id === req.params.id);
+    if (!found) {
+      const served = list.data?.[0]?.id ?? "default";
+      throw new HttpError(404, `The model '${req.params.id}' does not exist; this fleet serves '${served}' (also named 'default')`, { param: "model", code: "model_not_found" });
+    }
+    res.json(found);
   });
   if (deps.upstreams) app.get("/internal/upstreams", (_req, res) => void res.json(sets.snapshot()));
   // Before the body is parsed: a request past capacity costs the router no more than its headers.
