@@ -1,8 +1,8 @@
 /**
  * The model's names through the router (P/D: router + prefill + decode on a tiny synthetic GGUF):
  * the Model resource's name (--served-model-name) is listed first and answers completions end to
- * end, GET /v1/models/{model} reaches the decode pod as one path segment, and another method on an
- * API route is a 405 at the router.
+ * end, GET /v1/models/{model} is answered from the pod's list (no id becomes a path on a pod), and
+ * another method on an API route is a 405 at the router.
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
