@@ -1,4 +1,4 @@
-// `npm run traces:generate`: writes the autoscaling benchmark's own request traces to
+// `npm run bench:autoscale-traces`: writes the autoscaling benchmark's own request traces to
 // bench/traces/*.jsonl.gz, in the form of /work/shared/traces/mooncake_synthetic.jsonl (one JSON
 // object a line: timestamp in ms, input_length, output_length, hash_ids naming 512-token prompt
 // blocks; requests that share leading ids share that prefix), gzipped to keep the repository small.
