@@ -49,6 +49,28 @@ test("helm lint passes and the values schema refuses bad values", async () => {
   assert.match(await helmFails("template", "x", CHART, "--set", "image.pullPolicy=Sometimes"), /pullPolicy/);
 });
 
+test("the chart's defaults for a production install: NetworkPolicies where the operator watches, a budget and spread for its replicas, pull secrets and monitors' labels", async () => {
+  const docs = (out: string): Array<{ kind?: string; metadata?: { name?: string; namespace?: string; labels?: Record<string, string> }; spec?: Record<string, unknown> }> =>
+    out.split(/^---$/m).map((d) => parse(d) as never).filter(Boolean);
+  const watched = docs(await helm("template", "x", CHART, "-n", "ops", "--set", "watchNamespace=team-x"));
+  assert.deepEqual([...new Set(watched.filter((d) => d.kind === "NetworkPolicy").map((d) => d.metadata?.namespace))], ["team-x"], "policies go where the fleets are");
+  assert.equal(watched.find((d) => d.kind === "PodDisruptionBudget")?.spec?.maxUnavailable, 1);
+  const pod = (watched.find((d) => d.kind === "Deployment")?.spec as { template: { spec: Record<string, unknown> } }).template.spec;
+  assert.ok(pod.affinity, "two replicas prefer two nodes");
+  const one = docs(await helm("template", "x", CHART, "--set", "replicas=1", "--set", "imagePullSecrets[0].name=regcred", "--set", "nodeSelector.pool=system"));
+  assert.equal(one.find((d) => d.kind === "PodDisruptionBudget"), undefined, "no budget for a single replica");
+  const single = (one.find((d) => d.kind === "Deployment")?.spec as { template: { spec: Record<string, unknown> } }).template.spec;
+  assert.deepEqual([single.imagePullSecrets, single.nodeSelector, single.affinity], [[{ name: "regcred" }], { pool: "system" }, undefined]);
+  const monitored = docs(
+    await helm("template", "x", CHART, "--set", "serviceMonitor.enabled=true", "--set", "networkPolicies.monitoringNamespace=mon", "--set", "serviceMonitor.labels.release=prom"),
+  );
+  assert.deepEqual(
+    monitored.filter((d) => d.kind === "PodMonitor" || d.kind === "ServiceMonitor").map((d) => d.metadata?.labels?.release),
+    ["prom", "prom"],
+  );
+  assert.match(await helmFails("template", "x", CHART, "--set", "serviceMonitor.enabled=true"), /needs networkPolicies.monitoringNamespace/);
+});
+
 test("the chart's CRDs are the generated ones and stay well under Helm's 1 MB release limit", async () => {
   for (const name of ["models", "prefillpools", "decodepools", "kvstores", "gpunodegroups"]) {
     const file = `${name}.serving.llmfleet.dev.yaml`;
