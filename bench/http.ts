@@ -116,7 +116,11 @@ const ctxSize = Number(a["ctx-size"]);
 const batchSize = Number(a["batch-size"]);
 const threads = Number(a.threads);
 const maxTokens = Number(a["max-tokens"]);
+// Every list parsed here, once: a malformed one is refused before any section starts.
 const concurrencies = intList("concurrency", a.concurrency);
+const pdPromptTokens = intList("pd-prompt-tokens", a["pd-prompt-tokens"]);
+const pdConcurrencies = intList("pd-concurrency", a["pd-concurrency"]);
+const reuseContexts = intList("reuse-contexts", a["reuse-contexts"]);
 const sections = a.section ?? ["engine"];
 const words = (s: string): string[] => s.split(/\s+/).filter((w) => w.length > 0);
 
@@ -253,7 +257,7 @@ async function soakSection(model: string): Promise<Record<string, unknown>> {
 const engineProgram = (): string[] => [...words(process.env.BENCH_ENGINE_WRAP ?? ""), process.execPath, ...(a.engine ? [a.engine] : ["--import", "tsx", "engine/main.ts"])];
 
 /** A pod's size for sections with long prompts: its context fits `longest` plus the answer, `pdParallel` sequences. */
-function podSizing(longest = Math.max(...intList("pd-prompt-tokens", a["pd-prompt-tokens"])), pdParallel = Math.max(...intList("pd-concurrency", a["pd-concurrency"]))): PodSizing {
+function podSizing(longest = Math.max(...pdPromptTokens), pdParallel = Math.max(...pdConcurrencies)): PodSizing {
   return { parallel: pdParallel, contextSize: longest + 256, batchSize };
 }
 
@@ -276,8 +280,8 @@ function twoGpuOptions(model: string): TwoGpuOptions {
     sizing: podSizing(),
     extras: podExtras(),
     gpu: gpu !== undefined,
-    promptTokens: intList("pd-prompt-tokens", a["pd-prompt-tokens"]),
-    concurrencies: intList("pd-concurrency", a["pd-concurrency"]),
+    promptTokens: pdPromptTokens,
+    concurrencies: pdConcurrencies,
     logDir: dirname(a.out),
   };
 }
@@ -300,8 +304,8 @@ async function section(name: string, model: string): Promise<Record<string, unkn
       return reuseSection({
         engine: engineProgram(),
         model,
-        podArgs: pdPodArgs(Math.max(...intList("reuse-contexts", a["reuse-contexts"])) + 256, 4),
-        contexts: intList("reuse-contexts", a["reuse-contexts"]),
+        podArgs: pdPodArgs(Math.max(...reuseContexts) + 256, 4),
+        contexts: reuseContexts,
         repeats: Number(a["reuse-repeats"]),
         mixRequests: Number(a["reuse-mix"]),
         codec: a["reuse-codec"],
@@ -319,8 +323,8 @@ async function section(name: string, model: string): Promise<Record<string, unkn
         // The aggregated engine's device and sizing flags; each pod gets them. A P/D pod holds a
         // whole prompt per sequence: the context fits the longest prompt plus the answer.
         podArgs: pdPodArgs(),
-        concurrencies: intList("pd-concurrency", a["pd-concurrency"]),
-        promptTokens: intList("pd-prompt-tokens", a["pd-prompt-tokens"]),
+        concurrencies: pdConcurrencies,
+        promptTokens: pdPromptTokens,
         maxTokens: 32,
         transports: pdTransports(a["pd-transports"]),
         logDir: dirname(a.out),
