@@ -17,10 +17,9 @@ import { availableParallelism, cpus, loadavg, totalmem } from "node:os";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { completionText, metricValue } from "../testing/engine.ts";
 import { eventually } from "../testing/eventually.ts";
-import { benchArgs } from "./cli.ts";
+import { noOptions } from "./cli.ts";
 
-// No options (settings, where any, come from the environment, as the header says): --help, and nothing else.
-benchArgs({ options: {} });
+noOptions();
 
 const BACKENDS = ["llama", "native"] as const;
 type Backend = (typeof BACKENDS)[number];

@@ -7,10 +7,9 @@ import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { startPod } from "../testing/engine.ts";
-import { benchArgs } from "./cli.ts";
+import { noOptions } from "./cli.ts";
 
-// No options (settings, where any, come from the environment, as the header says): --help, and nothing else.
-benchArgs({ options: {} });
+noOptions();
 
 const MAX_TOKENS = 32;
 const LEVELS = [1, 4, 8, 16];

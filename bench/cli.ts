@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { argsErrorMessage } from "../lib/args.ts";
 
 const script = process.argv[1] ?? "bench";
 const name = `bench/${basename(script)}`;
@@ -34,12 +35,6 @@ export function usageError(message: string): never {
   process.exit(2);
 }
 
-/** Node's message for an unknown option ends in a paragraph on positionals; its first sentence is the point. */
-function shortMessage(err: Error): string {
-  const unknown = /^Unknown option '([^']+)'/.exec(err.message);
-  return unknown ? `unknown option ${unknown[1]}` : err.message;
-}
-
 /** parseArgs for a benchmark's command line (strict, as parseArgs is by default), with --help and one-line refusals. */
 export function benchArgs<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
   const argv = config.args ?? process.argv.slice(2);
@@ -50,8 +45,13 @@ export function benchArgs<T extends ParseArgsConfig>(config: T): ReturnType<type
   try {
     return parseArgs(config);
   } catch (err) {
-    return usageError(shortMessage(err as Error));
+    return usageError(argsErrorMessage(err as Error));
   }
+}
+
+/** A benchmark that takes no options (its settings, where any, come from the environment, as its header says): --help, and a refusal of anything else. */
+export function noOptions(): void {
+  benchArgs({ options: {} });
 }
 
 /** A comma-separated list of positive integers (`--sizes 1024,8192`), or a usage error naming the option. */

@@ -13,10 +13,9 @@ import { cpus, loadavg } from "node:os";
 import { syntheticSeqState } from "../testing/kv-state.ts";
 import { splitState, StateJoiner } from "../engine/kvstore/kv-blocks.ts";
 import { kvStreamAddon } from "../engine/pd/kv-transport.ts";
-import { benchArgs } from "./cli.ts";
+import { noOptions } from "./cli.ts";
 
-// No options (settings, where any, come from the environment, as the header says): --help, and nothing else.
-benchArgs({ options: {} });
+noOptions();
 
 const TOKENS = Number(process.env.BENCH_TOKENS ?? 4096);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);

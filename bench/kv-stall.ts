@@ -22,10 +22,9 @@ import { createKvClientMetrics } from "../engine/kvstore/client-metrics.ts";
 import { kvStreamAddon } from "../engine/pd/kv-transport.ts";
 import { useNativeCrc32c } from "../engine/kvstore/crc32c.ts";
 import { startServer, type RunningServer } from "./http/servers.ts";
-import { benchArgs } from "./cli.ts";
+import { noOptions } from "./cli.ts";
 
-// No options (settings, where any, come from the environment, as the header says): --help, and nothing else.
-benchArgs({ options: {} });
+noOptions();
 
 const TOKENS = Number(process.env.BENCH_TOKENS ?? 8192);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);

@@ -25,10 +25,9 @@ import { availableParallelism, cpus, loadavg } from "node:os";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { benchPromptOfTokens, benchWordsPerToken } from "./http/load-client.ts";
 import { startServer, type RunningServer } from "./http/servers.ts";
-import { benchArgs } from "./cli.ts";
+import { noOptions } from "./cli.ts";
 
-// No options (settings, where any, come from the environment, as the header says): --help, and nothing else.
-benchArgs({ options: {} });
+noOptions();
 
 const CONTEXTS = (process.env.BENCH_CONTEXTS ?? "1024,4096").split(",").map(Number);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);

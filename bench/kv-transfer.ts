@@ -22,10 +22,9 @@ import { Readable } from "node:stream";
 import { eventually } from "../testing/eventually.ts";
 import { encodeKvHandoff } from "../engine/pd/kv-wire.ts";
 import { kvStreamAddon, TCP_CHUNK_BYTES, TCP_STREAMS_DEFAULT, type KvStreamAddon } from "../engine/pd/kv-transport.ts";
-import { benchArgs } from "./cli.ts";
+import { noOptions } from "./cli.ts";
 
-// No options (settings, where any, come from the environment, as the header says): --help, and nothing else.
-benchArgs({ options: {} });
+noOptions();
 
 const STATE_MB = Number(process.env.BENCH_STATE_MB ?? 256);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);

@@ -14,10 +14,9 @@ import { writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { ensureDefaultModel } from "../engine/model/fetch.ts";
 import { eventually } from "../testing/eventually.ts";
-import { benchArgs } from "./cli.ts";
+import { noOptions } from "./cli.ts";
 
-// No options (settings, where any, come from the environment, as the header says): --help, and nothing else.
-benchArgs({ options: {} });
+noOptions();
 
 const REQUESTS = 8;
 const CONCURRENCY = 4;

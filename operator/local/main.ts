@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { argsErrorMessage } from "../../lib/args.ts";
 import { ensureModel } from "../../engine/model/fetch.ts";
 import { parseEngineOptions } from "../../engine/cli/options.ts";
 import { durationSeconds } from "../autoscaler/duration.ts";
@@ -59,13 +60,12 @@ const START_OPTIONS = {
 } as const;
 type StartArgs = ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; options: typeof START_OPTIONS }>>;
 
-/** parseArgs, with Node's unknown-option message (a paragraph on positionals) cut to the option and where the list is. */
+/** parseArgs, its error one line that says where the options are listed. */
 function parseStartArgs(argv: string[]): StartArgs {
   try {
     return parseArgs({ args: argv, allowPositionals: true, options: START_OPTIONS });
   } catch (err) {
-    const unknown = /^Unknown option '([^']+)'/.exec((err as Error).message);
-    throw new Error(unknown ? `unknown option ${unknown[1]} (npm start -- --help lists the options)` : (err as Error).message, { cause: err });
+    throw new Error(`${argsErrorMessage(err as Error)} (npm start -- --help lists the options)`, { cause: err });
   }
 }
 
