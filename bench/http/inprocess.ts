@@ -14,7 +14,7 @@ export function inProcessSender(pod: ModelPod): (req: CompletionRequest) => Prom
     const outcome: StreamOutcome = { ok: false, status: 200, tokens: 0, ttftMs: NaN, gapsMs: [], disconnected: false, complete: false };
     try {
       const body = { model: "default", prompt: req.prompt, max_tokens: req.maxTokens, temperature: 0, stream: true, ...req.extra };
-      const prepared = pod.service.prepare(parseOpenAIRequest(body, "completion", pod.service.runtime.info.modelId), t0);
+      const prepared = pod.service.prepare(parseOpenAIRequest(body, "completion", pod.service.runtime.info), t0);
       const gen = pod.service.generate(prepared, { signal: new AbortController().signal });
       let last = t0;
       let step = await gen.next();

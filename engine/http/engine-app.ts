@@ -5,10 +5,10 @@
 import express, { Router, type Express, type Request, type Response } from "express";
 import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import type { CompletionService } from "../serving/completion-service.ts";
-import { errorHandler, HttpError, notFound, wrongMethod } from "./http-error.ts";
+import { errorHandler, notFound, wrongMethod } from "./http-error.ts";
 import type { RuntimeInfo } from "../runtime/runtime.ts";
 import { jsonBody } from "./json-body.ts";
-import { modelNames, parseEngineRequest, type RequestKind } from "./openai-request.ts";
+import { modelNames, modelNotFound, parseEngineRequest, type RequestKind } from "./openai-request.ts";
 import { clientGone, respondWithGeneration } from "./respond.ts";
 import { identityOf } from "../access/identity.ts";
 
@@ -86,7 +86,7 @@ function modelRoutes(info: RuntimeInfo): Router {
   routes.get("/v1/models", (_req, res) => void res.json({ object: "list", data: ids().map(model) }));
   routes.get("/v1/models/:id", (req, res) => {
     const id = req.params.id ?? "";
-    if (!ids().includes(id)) throw new HttpError(404, `The model '${id}' does not exist; this engine serves '${info.servedName ?? info.modelId}' (also named 'default')`, { param: "model", code: "model_not_found" });
+    if (!ids().includes(id)) throw modelNotFound(id, info.servedName ?? info.modelId);
     res.json(model(id));
   });
   return routes;

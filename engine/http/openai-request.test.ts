@@ -18,7 +18,7 @@ test("valid bodies become engine requests with OpenAI's defaults", () => {
     ["completion", { prompt: "hi" }, { sampling: { temperature: 1, topP: 1, topK: 0 } }],
   ];
   for (const [kind, body, expected] of rows) {
-    const parsed = parseOpenAIRequest(body, kind, SERVED) as unknown as Record<string, unknown>;
+    const parsed = parseOpenAIRequest(body, kind, { modelId: SERVED }) as unknown as Record<string, unknown>;
     assert.equal(parsed.kind, kind);
     for (const [key, value] of Object.entries(expected)) assert.deepEqual(parsed[key], value, `${JSON.stringify(body)}: ${key}`);
   }
@@ -87,7 +87,7 @@ test("invalid bodies are 4xx naming the field", () => {
   ];
   for (const [kind, body, status, param] of rows) {
     assert.throws(
-      () => parseOpenAIRequest(body, kind, SERVED),
+      () => parseOpenAIRequest(body, kind, { modelId: SERVED }),
       (err: unknown) => {
         assert.ok(err instanceof HttpError, `${JSON.stringify(body)}: ${String(err)}`);
         assert.equal(err.status, status, JSON.stringify(body));
@@ -102,7 +102,7 @@ test("invalid bodies are 4xx naming the field", () => {
 test("refused parameters say they are unsupported; unknown ones are unrecognized", () => {
   const code = (body: unknown, kind: RequestKind = "completion"): string | null => {
     try {
-      parseOpenAIRequest(body, kind, SERVED);
+      parseOpenAIRequest(body, kind, { modelId: SERVED });
       return "accepted";
     } catch (err) {
       return (err as HttpError).code;
@@ -134,7 +134,7 @@ test("label-only parameters are accepted; SDK message shapes become engine messa
       tools: [{ type: "function", function: { name: "f", parameters: { type: "object" } } }],
     },
     "chat",
-    SERVED,
+    { modelId: SERVED },
   );
   assert.deepEqual(parsed.messages, [
     { role: "system", content: "be brief" },
@@ -145,9 +145,9 @@ test("label-only parameters are accepted; SDK message shapes become engine messa
 });
 
 test("sampling extras, response formats and tool choices become the engine's sampling", () => {
-  const c = parseOpenAIRequest({ prompt: "x", logprobs: 2, presence_penalty: 0.5, frequency_penalty: -1, logit_bias: { "7": -100 }, seed: -1 }, "completion", SERVED);
+  const c = parseOpenAIRequest({ prompt: "x", logprobs: 2, presence_penalty: 0.5, frequency_penalty: -1, logit_bias: { "7": -100 }, seed: -1 }, "completion", { modelId: SERVED });
   assert.deepEqual(c.sampling, { temperature: 1, topP: 1, topK: 0, seed: 2 ** 32 - 1, presencePenalty: 0.5, frequencyPenalty: -1, logitBias: [[7, -100]], logprobs: 2 });
-  const chat = (extra: object): GenerationRequest => parseOpenAIRequest({ messages: [{ role: "user", content: "x" }], ...extra }, "chat", SERVED);
+  const chat = (extra: object): GenerationRequest => parseOpenAIRequest({ messages: [{ role: "user", content: "x" }], ...extra }, "chat", { modelId: SERVED });
   assert.equal(chat({ logprobs: true }).sampling.logprobs, 0);
   assert.equal(chat({ logprobs: true, top_logprobs: 5 }).sampling.logprobs, 5);
   assert.equal(chat({ logprobs: false }).sampling.logprobs, undefined);

@@ -275,24 +275,26 @@ export function checkRuntimeFeatures(req: GenerationRequest, features: RuntimeFe
   if (outside) throw invalidParam("logit_bias", `'logit_bias' names token ${outside[0]}; the vocabulary has ${features.vocabSize} tokens`);
 }
 
-/** The names a pod's model answers to in the API: its served name (if any), its id, "default". */
-export const modelNames = (info: Pick<RuntimeInfo, "modelId" | "servedName">): string[] => [...(info.servedName ? [info.servedName] : []), info.modelId, "default"];
+/** What names a pod's model: its id (the GGUF file's) and, with --served-model-name, the name it is served as. */
+export type ModelNaming = Pick<RuntimeInfo, "modelId" | "servedName">;
 
-/** `servedModel` is the model's id; "default" and `aliases` name it too. */
-export function parseOpenAIRequest(raw: unknown, kind: RequestKind, servedModel: string, aliases: readonly string[] = []): GenerationRequest {
+/** The names a pod's model answers to in the API: its served name (if any), its id, "default". */
+export const modelNames = (info: ModelNaming): string[] => [...(info.servedName ? [info.servedName] : []), info.modelId, "default"];
+
+/** The 404 for a model by a name that `server` (an engine, or a router's fleet) does not serve; `served` is the name it lists first. */
+export const modelNotFound = (id: string, served: string, server = "engine"): HttpError =>
+  new HttpError(404, `The model '${id}' does not exist; this ${server} serves '${served}' (also named 'default')`, { param: "model", code: "model_not_found" });
+
+/** A request for the model `info` names (by any of modelNames), validated. */
+export function parseOpenAIRequest(raw: unknown, kind: RequestKind, info: ModelNaming): GenerationRequest {
   const req = validateOpenAIRequest(raw, kind);
-  if (req.model !== "default" && req.model !== servedModel && !aliases.includes(req.model)) {
-    throw new HttpError(404, `The model '${req.model}' does not exist; this engine serves '${servedModel}' (also named 'default')`, {
-      param: "model",
-      code: "model_not_found",
-    });
-  }
+  if (!modelNames(info).includes(req.model)) throw modelNotFound(req.model, info.servedName ?? info.modelId);
   return req;
 }
 
 /** An engine pod's parse: validation, the served model, and what its runtime can do. */
 export function parseEngineRequest(raw: unknown, kind: RequestKind, runtime: ModelRuntime): GenerationRequest {
-  const req = parseOpenAIRequest(raw, kind, runtime.info.servedName ?? runtime.info.modelId, modelNames(runtime.info));
+  const req = parseOpenAIRequest(raw, kind, runtime.info);
   checkRuntimeFeatures(req, runtime.features);
   return req;
 }

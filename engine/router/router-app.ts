@@ -13,7 +13,7 @@ import type { EngineMetrics } from "../metrics/engine-metrics.ts";
 import { countRequests, observabilityRoutes } from "../http/engine-app.ts";
 import { errorHandler, HttpError, notFound, wrongMethod, type OpenAIErrorBody } from "../http/http-error.ts";
 import { jsonBody } from "../http/json-body.ts";
-import { validateOpenAIRequest, type RequestKind } from "../http/openai-request.ts";
+import { modelNotFound, validateOpenAIRequest, type RequestKind } from "../http/openai-request.ts";
 import { clientGone } from "../http/respond.ts";
 import type { PrefillResponse } from "../pd/handoff-routes.ts";
 import { admission } from "./admission.ts";
@@ -244,10 +244,7 @@ export function createRouterApp(deps: RouterDeps): Express {
     if (!upstream.ok) return void res.status(upstream.status).type("application/json").send(await upstream.text());
     const list = (await upstream.json()) as { data?: { id?: string }[] };
     const found = list.data?.find((m) => m.id === req.params.id);
-    if (!found) {
-      const served = list.data?.[0]?.id ?? "default";
-      throw new HttpError(404, `The model '${req.params.id}' does not exist; this fleet serves '${served}' (also named 'default')`, { param: "model", code: "model_not_found" });
-    }
+    if (!found) throw modelNotFound(req.params.id, list.data?.[0]?.id ?? "default", "fleet");
     res.json(found);
   });
   if (deps.upstreams) app.get("/internal/upstreams", (_req, res) => void res.json(sets.snapshot()));
